@@ -1,0 +1,59 @@
+"""sitq: an async-first task queue. This facade re-exports the public API.
+
+Backends provided by plugins (``SQLiteBackend``) resolve lazily: touching the
+name without the plugin installed raises an ``ImportError`` that says what to
+install.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sitq_core import *  # noqa: F403
+from sitq_core import __all__ as _core_all
+from sitq_core import __version__
+from sitq_core.errors import MissingPluginError
+
+if TYPE_CHECKING:
+    from sitq_sqlite import SQLiteBackend
+
+_PLUGIN_NAMES: dict[str, tuple[str, str, str]] = {
+    # facade name: (module, attribute, pip extra)
+    "SQLiteBackend": ("sitq_sqlite", "SQLiteBackend", "sitq[sqlite]"),
+}
+
+__all__ = [*_core_all, "SQLiteBackend"]
+
+
+def __getattr__(name: str) -> Any:
+    target = _PLUGIN_NAMES.get(name)
+    if target is None:
+        raise AttributeError(f"module 'sitq' has no attribute {name!r}")
+    module_name, attribute, extra = target
+    try:
+        module = __import__(module_name, fromlist=[attribute])
+        value = getattr(module, attribute)
+    except (ImportError, AttributeError) as exc:
+        raise MissingPluginError(
+            f"sitq.{name} needs the {module_name.replace('_', '-')} plugin, which is not installed: "
+            f"pip install '{extra}'",
+            cause=exc,
+            context={"name": name, "install": f"pip install '{extra}'"},
+        ) from exc
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    names = set(globals()) | set(_core_all)
+    for name, (module_name, _attribute, _extra) in _PLUGIN_NAMES.items():
+        try:
+            __import__(module_name)
+        except ImportError:
+            continue
+        names.add(name)
+    return sorted(names)
+
+
+del TYPE_CHECKING
+_ = __version__

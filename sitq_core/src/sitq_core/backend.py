@@ -1,0 +1,402 @@
+"""The ``Backend`` spec: the whole contract between sitq's core and a store.
+
+A backend stores :class:`~sitq_core.models.Task` records and moves them
+through ``queued -> running -> success | failed | cancelled``. The core
+(queue and worker) decides *what* happens (retry or not, when, with which
+value); a backend only makes each change atomically and durably, and refuses
+changes presented with a stale lease token.
+
+Rules that hold for every method:
+
+- Every method is a coroutine. Construction is synchronous and cheap; the
+  first method call connects when ``connect()`` was not awaited yet.
+- All datetimes going in and out are timezone-aware UTC. "Now" is
+  ``self.now()`` (so tests can drive a fake clock through ``backend.clock``).
+- Unknown task ids are not errors: reads return ``None``, changes return
+  ``False``. Invalid arguments raise ``ValidationError`` naming the parameter.
+- Store failures raise :class:`~sitq_core.errors.BackendError`; nothing that
+  was committed before is lost by a failed call.
+
+The conformance suite in :mod:`sitq_core.testing` checks each promise below
+by name; a third-party backend that passes it works with sitq's queue and worker.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import enum
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, ClassVar, Self
+
+from .errors import ConfigurationError
+from .models import LeaseState, Outcome, ReservedTask, Result, Task, utcnow
+from .notify import Notifier
+
+if TYPE_CHECKING:
+    from .urls import BackendURL
+
+__all__ = ["Backend", "Capability", "SPEC_VERSION"]
+
+SPEC_VERSION = 1
+
+_WORK_KEY = ("sitq", "work")
+
+
+class Capability(str, enum.Enum):
+    """Optional abilities a backend declares in ``Backend.capabilities``.
+
+    The conformance suite skips the contracts for abilities a backend does not
+    declare, and says so in the skip reason.
+    """
+
+    PERSISTENT = "persistent"
+    """Tasks survive closing and reopening the backend (same location)."""
+    MULTI_PROCESS = "multi_process"
+    """Several processes may use one store at once."""
+    CROSS_PROCESS_NOTIFY = "cross_process_notify"
+    """``wait_for_work``/``wait_for_result`` wake on changes made by other processes."""
+    CANCEL_RUNNING = "cancel_running"
+    """``cancel`` of a running task is reported to its worker by ``heartbeat``."""
+
+
+class Backend(abc.ABC):
+    """Abstract storage backend; subclass it and implement the abstract methods.
+
+    Class attributes: ``name`` (the registry name, such as ``"sqlite"``),
+    ``capabilities`` and ``spec_version`` (the version of this spec the
+    backend was written for; the registry refuses a newer one).
+    """
+
+    name: ClassVar[str] = ""
+    capabilities: ClassVar[frozenset[Capability]] = frozenset()
+    spec_version: ClassVar[int] = SPEC_VERSION
+
+    #: Returns "now" as an aware UTC datetime; tests may replace it per instance.
+    clock: Callable[[], datetime] = staticmethod(utcnow)
+
+    # ------------------------------------------------------------------ helpers
+
+    def now(self) -> datetime:
+        """The backend's idea of now (aware UTC), read from ``self.clock``."""
+        return self.clock()
+
+    @property
+    def notifier(self) -> Notifier:
+        """In-process wake-ups shared by every queue and worker on this object."""
+        notifier: Notifier | None = self.__dict__.get("_sitq_notifier")
+        if notifier is None:
+            notifier = self.__dict__.setdefault("_sitq_notifier", Notifier())
+        return notifier
+
+    def notify_work(self) -> None:
+        """Wake local ``wait_for_work`` callers; the queue calls it after each enqueue."""
+        self.notifier.notify(_WORK_KEY)
+
+    def notify_results(self, task_ids: Sequence[str]) -> None:
+        """Wake local ``wait_for_result`` callers of these tasks; the worker calls it after finishing."""
+        self.notifier.notify_many(("sitq", "result", task_id) for task_id in task_ids)
+
+    # ---------------------------------------------------------------- lifecycle
+
+    @abc.abstractmethod
+    async def connect(self) -> None:
+        """Open the store, creating its schema on first use.
+
+        Idempotent: a second call while connected does nothing. After
+        ``close()`` a backend may be connected again.
+        Contract: ``LifecycleContract``.
+        """
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release every resource. Idempotent; committed data stays stored.
+
+        Contract: ``LifecycleContract``.
+        """
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------ enqueue
+
+    @abc.abstractmethod
+    async def enqueue_many(self, tasks: Sequence[Task]) -> list[str]:
+        """Store every task in one atomic step and return their ids in order.
+
+        Each task is stored exactly as given (status ``queued``, attempts 0),
+        with every field returned unchanged by ``get_task``. Either all tasks
+        are stored or none is. An id that already exists raises
+        ``ValidationError(parameter="tasks")`` and stores none of the batch.
+        An empty sequence returns ``[]``.
+        Contract: ``EnqueueContract``.
+        """
+
+    async def enqueue(self, task: Task) -> str:
+        """Store one task; same semantics as ``enqueue_many([task])``."""
+        ids = await self.enqueue_many([task])
+        return ids[0]
+
+    # ------------------------------------------------------------------ reserve
+
+    @abc.abstractmethod
+    async def reserve(
+        self,
+        *,
+        worker_id: str,
+        limit: int,
+        lease_seconds: float,
+        queues: Sequence[str] | None = None,
+    ) -> list[ReservedTask]:
+        """Lease up to ``limit`` tasks that are due, atomically.
+
+        A task is due when it is ``queued`` with ``eta <= now``, or ``running``
+        with an expired lease (``lease_expires_at <= now``: its worker died).
+        Order: highest ``priority`` first, then earliest ``eta``, then
+        enqueue order. ``queues`` limits the search to those queue names
+        (``None``: every queue).
+
+        Each reserved task becomes ``running`` with ``worker_id``, a fresh
+        unique ``lease_token``, ``lease_expires_at = now + lease_seconds``,
+        ``attempts + 1``, and ``started_at = now``. A task whose lease had
+        expired also gets ``lease_expiries + 1``; if that reaches
+        ``max_lease_expiries`` it is not handed out but ends ``failed`` with
+        the error ``"lease expired after N attempts"`` (N = its attempts) and a
+        result is stored (poison-pill protection).
+
+        While a lease is valid no other ``reserve`` call, in any process,
+        returns the same task. ``limit < 1`` or ``lease_seconds <= 0`` raises
+        ``ValidationError``. Returns ``[]`` when nothing is due.
+        Contracts: ``ReserveContract``, ``LeaseContract``, ``ConcurrencyContract``.
+        """
+
+    @abc.abstractmethod
+    async def heartbeat(
+        self, leases: Sequence[tuple[str, str]], lease_seconds: float
+    ) -> dict[str, LeaseState]:
+        """Extend each ``(task_id, lease_token)`` lease to ``now + lease_seconds``.
+
+        Returns a state per task id: ``HELD`` (extended), ``LOST`` (the token is
+        no longer current, the task is gone or final: nothing changed), or
+        ``CANCEL_REQUESTED`` (extended, but ``cancel`` was called; the worker
+        should stop the task and report ``cancelled``).
+        Contract: ``LeaseContract``.
+        """
+
+    # ------------------------------------------------------------------- finish
+
+    @abc.abstractmethod
+    async def finish_many(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        """Apply each outcome if its lease token is still current; one bool per outcome.
+
+        An outcome whose ``(task_id, lease_token)`` is not the task's current
+        lease, or whose task is not ``running``, changes nothing and yields
+        ``False`` (fencing: a late worker never overwrites a newer attempt).
+        Accepted outcomes, by ``kind``:
+
+        - ``success`` / ``failed`` / ``cancelled``: the task becomes final with
+          that status, ``finished_at`` set, and a :class:`Result` is stored
+          (value, error, traceback, enqueued/started/finished times, attempts).
+        - ``retry``: the task returns to ``queued`` with ``eta = retry_at``;
+          ``error`` is kept on the task; attempts are not reset.
+        - ``release``: the task returns to ``queued`` due now and the attempt
+          is not counted (``attempts - 1``).
+
+        The lease ends in every accepted case. Outcomes are applied in order;
+        a backend may commit them together (group commit).
+        Contract: ``ResultContract``, ``LeaseContract``, ``RetryContract``.
+        """
+
+    async def complete(self, lease: ReservedTask, value: bytes | None) -> bool:
+        """Mark a reserved task ``success`` with its serialised value (fenced)."""
+        outcome = Outcome(lease.id, lease.lease_token, "success", value=value)
+        return (await self.finish_many([outcome]))[0]
+
+    async def fail(self, lease: ReservedTask, error: str, traceback: str | None = None) -> bool:
+        """Mark a reserved task ``failed`` for good (fenced)."""
+        outcome = Outcome(lease.id, lease.lease_token, "failed", error=error, traceback=traceback)
+        return (await self.finish_many([outcome]))[0]
+
+    async def retry(
+        self, lease: ReservedTask, retry_at: datetime, error: str, traceback: str | None = None
+    ) -> bool:
+        """Put a reserved task back to ``queued`` until ``retry_at`` (fenced)."""
+        outcome = Outcome(
+            lease.id, lease.lease_token, "retry", error=error, traceback=traceback, retry_at=retry_at
+        )
+        return (await self.finish_many([outcome]))[0]
+
+    async def release(self, lease: ReservedTask) -> bool:
+        """Give a reserved task back unstarted, without counting the attempt (fenced)."""
+        outcome = Outcome(lease.id, lease.lease_token, "release")
+        return (await self.finish_many([outcome]))[0]
+
+    # ------------------------------------------------------------------- cancel
+
+    @abc.abstractmethod
+    async def cancel(self, task_id: str) -> bool:
+        """Cancel a task that has not finished.
+
+        A ``queued`` task becomes ``cancelled`` at once, with a stored result
+        (status ``cancelled``, error ``"cancelled"``), and returns True. A
+        ``running`` task gets ``cancel_requested = True`` (reported by
+        ``heartbeat``) and returns True; it becomes final when its worker
+        reports. A final or unknown task returns False and changes nothing.
+        Contract: ``CancelContract``.
+        """
+
+    @abc.abstractmethod
+    async def requeue(self, task_id: str, *, eta: datetime | None = None) -> bool:
+        """Run a ``failed`` or ``cancelled`` task again.
+
+        The task returns to ``queued`` (due at ``eta`` or now) with attempts,
+        lease expiries, error and ``cancel_requested`` reset, and its result is
+        deleted. Returns False (nothing changed) for a task that is not
+        ``failed``/``cancelled`` or is unknown.
+        Contract: ``CancelContract``.
+        """
+
+    # -------------------------------------------------------------------- reads
+
+    @abc.abstractmethod
+    async def get_task(self, task_id: str) -> Task | None:
+        """The task with its current status and bookkeeping, or None when unknown.
+
+        Contract: ``EnqueueContract``.
+        """
+
+    @abc.abstractmethod
+    async def get_result(self, task_id: str) -> Result | None:
+        """The stored final result, or None while the task is not final (or unknown).
+
+        Contract: ``ResultContract``.
+        """
+
+    async def wait_for_result(self, task_id: str, timeout: float | None) -> Result | None:
+        """Return the result as soon as it exists; None when ``timeout`` seconds pass first.
+
+        ``timeout=None`` waits forever, ``0`` checks once. The default waits on
+        in-process notifications (``notify_results``) and re-checks with a
+        growing interval (1 ms up to 50 ms) so results written by other
+        processes are seen too. Backends that can be notified across processes
+        override this. Contract: ``ResultContract``.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        key = ("sitq", "result", task_id)
+        interval = 0.001
+        while True:
+            result = await self.get_result(task_id)
+            if result is not None:
+                return result
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                return None
+            step = interval if remaining is None else min(interval, remaining)
+            await self.notifier.wait(key, step)
+            interval = min(interval * 2, 0.05)
+
+    async def wait_for_work(self, timeout: float) -> None:
+        """Sleep until new work may be due, at most ``timeout`` seconds.
+
+        Returning early is always allowed (the worker then reserves again).
+        The default wakes on in-process enqueues (``notify_work``); backends
+        that can see other processes' enqueues cheaply override this.
+        """
+        await self.notifier.wait(_WORK_KEY, timeout)
+
+    async def next_eta(self, queues: Sequence[str] | None = None) -> datetime | None:
+        """The earliest ``eta`` of a queued task (or lease expiry of a running one) in ``queues``.
+
+        Lets a worker sleep exactly until scheduled work is due. The default
+        returns None (unknown); the worker then sleeps its poll interval.
+        """
+        return None
+
+    @abc.abstractmethod
+    async def list_tasks(
+        self,
+        *,
+        status: str | None = None,
+        queue: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Task]:
+        """Tasks filtered by status and queue, oldest enqueued first.
+
+        An unknown status raises ``ValidationError(parameter="status")``;
+        ``limit < 0`` or ``offset < 0`` raises ``ValidationError``.
+        Contract: ``StatsContract``.
+        """
+
+    @abc.abstractmethod
+    async def counts(self, *, queue: str | None = None) -> dict[str, int]:
+        """Number of tasks per status, with every status name as a key (0 when none).
+
+        Contract: ``StatsContract``.
+        """
+
+    @abc.abstractmethod
+    async def purge(self, *, older_than: datetime | None = None) -> int:
+        """Delete final tasks (and their results) finished before ``older_than``.
+
+        ``None`` deletes every final task. Queued and running tasks are never
+        deleted. Returns how many tasks were deleted. A naive datetime raises
+        ``ValidationError(parameter="older_than")``.
+        Contract: ``StatsContract``.
+        """
+
+    # ------------------------------------------------------------ construction
+
+    @classmethod
+    def from_config(cls, options: Mapping[str, Any]) -> Self:
+        """Build a backend from a config mapping (keys are ``__init__`` parameters).
+
+        Unknown keys raise ``ConfigurationError`` listing the accepted ones.
+        """
+        accepted = cls.config_options()
+        unknown = sorted(set(options) - set(accepted))
+        if unknown:
+            raise ConfigurationError(
+                f"unknown option {unknown[0]!r} for backend {cls.name or cls.__name__!r}; "
+                f"expected one of: {', '.join(accepted) or '(none)'}",
+                parameter=unknown[0],
+                value=options[unknown[0]],
+                valid_options=accepted,
+            )
+        return cls(**options)
+
+    @classmethod
+    def from_url(cls, url: BackendURL) -> Self:
+        """Build a backend from a parsed URL; the default accepts only query options."""
+        if url.host or url.port or url.username or url.database:
+            raise ConfigurationError(
+                f"backend {cls.name!r} takes no host, user or path in its URL; got {url}",
+                parameter="url",
+                value=str(url),
+            )
+        return cls.from_config(dict(url.query))
+
+    @classmethod
+    def config_options(cls) -> list[str]:
+        """The option names ``from_config`` accepts (the ``__init__`` keyword parameters)."""
+        signature = inspect.signature(cls.__init__)
+        return [
+            name
+            for name, parameter in signature.parameters.items()
+            if name != "self"
+            and parameter.kind
+            in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        ]

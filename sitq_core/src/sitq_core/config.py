@@ -1,0 +1,129 @@
+"""Turn a URL, a name or a config mapping into a backend and a serializer.
+
+One path serves ``sitq.connect``, ``TaskQueue("sqlite:///x.db")``, the config
+mapping, the ``SITQ_BACKEND`` environment variable and the CLI's
+``--backend``. Precedence: an explicit argument, then ``SITQ_BACKEND``, then
+:data:`DEFAULT_BACKEND_URL`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from .backend import Backend
+from .errors import ConfigurationError, ValidationError
+from .plugin_manager import SitqPluginManager
+from .plugins import get_plugin_manager
+from .serializers import Serializer
+from .urls import parse_backend_url
+
+__all__ = [
+    "BackendSpec",
+    "DEFAULT_BACKEND_URL",
+    "DEFAULT_SERIALIZER",
+    "SerializerSpec",
+    "resolve_backend",
+    "resolve_serializer",
+    "split_config",
+]
+
+DEFAULT_BACKEND_URL = "sqlite:///sitq.db"
+DEFAULT_SERIALIZER = "cloudpickle"
+
+BackendSpec = Backend | str | Mapping[str, Any]
+SerializerSpec = Serializer | str | None
+
+
+def split_config(spec: BackendSpec | None) -> tuple[Backend | str | None, dict[str, Any], Any]:
+    """Split a spec into (backend name/URL/instance, backend options, serializer)."""
+    if spec is None or isinstance(spec, (Backend, str)):
+        return spec, {}, None
+    if isinstance(spec, Mapping):
+        options = dict(spec)
+        serializer = options.pop("serializer", None)
+        target = options.pop("backend", None)
+        url = options.pop("url", None)
+        if target is not None and url is not None:
+            raise ConfigurationError(
+                "give either 'backend' or 'url' in the config, not both", parameter="url", value=url
+            )
+        target = target if target is not None else url
+        if target is None:
+            raise ConfigurationError(
+                "the config mapping needs a 'backend' key (a backend name or URL)",
+                parameter="backend",
+                value=None,
+                valid_options=get_plugin_manager_names(),
+            )
+        return target, options, serializer
+    raise ValidationError(
+        f"backend must be a Backend, a URL or name string, or a config mapping; got {type(spec).__name__}",
+        parameter="backend",
+        value=spec,
+    )
+
+
+def get_plugin_manager_names() -> list[str]:
+    manager = get_plugin_manager()
+    manager.collect()
+    return manager.backends.names()
+
+
+def resolve_backend(spec: BackendSpec | None = None, **options: Any) -> Backend:
+    """Build a backend from an instance, a URL, a registered name or a config mapping.
+
+    ``None`` reads ``SITQ_BACKEND``, then falls back to ``DEFAULT_BACKEND_URL``.
+    Keyword options are merged into the mapping's options (they win).
+    """
+    target, config_options, _serializer = split_config(spec)
+    config_options.update(options)
+    if target is None:
+        target = os.environ.get("SITQ_BACKEND") or DEFAULT_BACKEND_URL
+    if isinstance(target, Backend):
+        if config_options:
+            raise ConfigurationError(
+                "options cannot be applied to an already built backend",
+                parameter=next(iter(config_options)),
+                value=config_options,
+            )
+        return target
+    if not isinstance(target, str) or not target.strip():
+        raise ValidationError(
+            f"backend name or URL must be a non-empty string, got {target!r}", parameter="backend", value=target
+        )
+    manager = get_plugin_manager()
+    if "://" in target:
+        url = parse_backend_url(target)
+        if config_options:  # config keys beside a URL act like extra query options
+            url = replace(url, query={**url.query, **config_options})
+        cls = manager.backend_class(url.name if _has(manager, url.name) else url.scheme)
+        return cls.from_url(url)
+    cls = manager.backend_class(target.strip().lower())
+    return cls.from_config(config_options)
+
+
+def _has(manager: SitqPluginManager, name: str) -> bool:
+    manager.collect()
+    return manager.backends.entry(name) is not None
+
+
+def resolve_serializer(spec: SerializerSpec = None) -> Serializer:
+    """A serializer from an instance, a registered name, or None (the default, cloudpickle)."""
+    if spec is None:
+        spec = DEFAULT_SERIALIZER
+    if isinstance(spec, Serializer):
+        return spec
+    if isinstance(spec, type) and issubclass(spec, Serializer):
+        return spec()
+    if not isinstance(spec, str) or not spec:
+        raise ValidationError(
+            f"serializer must be a Serializer instance or a registered name such as 'cloudpickle' "
+            f"or 'msgpack', got {spec!r}",
+            parameter="serializer",
+            value=spec,
+        )
+    manager = get_plugin_manager()
+    return manager.serializer_class(spec.strip().lower())()

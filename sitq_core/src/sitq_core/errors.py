@@ -1,0 +1,276 @@
+"""The sitq exception hierarchy.
+
+Every error carries a human message plus keyword-only context (task id,
+operation, parameter, ...). Each context item is an attribute and an entry of
+``error.context``; ``str(error)`` shows the message followed by the context so
+logs are useful without a debugger.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = [
+    "BackendError",
+    "BackendNotInstalledError",
+    "BrokenPluginError",
+    "ConfigurationError",
+    "ConnectionError",
+    "LeaseLostError",
+    "MissingPluginError",
+    "PluginConflictError",
+    "PluginError",
+    "ResourceExhaustionError",
+    "SerializationError",
+    "SitqError",
+    "SyncTaskQueueError",
+    "TaskCancelledError",
+    "TaskExecutionError",
+    "TaskQueueError",
+    "TimeoutError",
+    "UnknownBackendError",
+    "ValidationError",
+    "WorkerError",
+]
+
+
+class SitqError(Exception):
+    """Root of every error sitq raises on purpose."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        cause: BaseException | None = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.cause = cause
+        self.context: dict[str, Any] = dict(context or {})
+        if cause is not None:
+            self.__cause__ = cause
+
+    def _add_context(self, **items: Any) -> None:
+        """Store each item as an attribute and in ``context`` (None values are kept as attributes only)."""
+        for key, value in items.items():
+            setattr(self, key, value)
+            if value is not None:
+                self.context[key] = value
+
+    def __str__(self) -> str:
+        if not self.context:
+            return self.message
+        details = ", ".join(f"{key}={value!r}" for key, value in self.context.items())
+        return f"{self.message} (context: {details})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keep errors picklable across processes (keyword-only arguments).
+        return (_rebuild_error, (type(self), self.message, self.cause, self.__dict__))
+
+
+def _rebuild_error(
+    cls: type[SitqError], message: str, cause: BaseException | None, state: dict[str, Any]
+) -> SitqError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    error.__dict__.update(state)
+    error.cause = cause
+    return error
+
+
+class TaskQueueError(SitqError):
+    """An operation of the task queue failed."""
+
+    def __init__(self, message: str, *, task_id: str | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self._add_context(task_id=task_id)
+
+
+class TimeoutError(TaskQueueError, builtins.TimeoutError):
+    """An operation did not finish within its time limit."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        task_id: str | None = None,
+        timeout_seconds: float | None = None,
+        operation: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(message, task_id=task_id, **kwargs)
+        self._add_context(timeout_seconds=timeout_seconds, operation=operation)
+
+
+class SyncTaskQueueError(TaskQueueError):
+    """The synchronous wrapper could not complete an operation."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        task_id: str | None = None,
+        operation: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(message, task_id=task_id, **kwargs)
+        self._add_context(operation=operation)
+
+
+class BackendError(SitqError):
+    """The storage backend failed."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        operation: str | None = None,
+        backend_type: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(message, **kwargs)
+        self._add_context(operation=operation, backend_type=backend_type)
+
+
+class ConnectionError(BackendError, builtins.ConnectionError):
+    """The backend could not connect to its store."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        backend_type: str | None = None,
+        connection_details: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(message, backend_type=backend_type, **kwargs)
+        self._add_context(connection_details=connection_details)
+
+
+class LeaseLostError(BackendError):
+    """A call used a lease token that no longer owns the task (fenced off)."""
+
+
+class WorkerError(SitqError):
+    """The worker failed outside of a task's own code."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        task_id: str | None = None,
+        worker_id: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(message, **kwargs)
+        self._add_context(task_id=task_id, worker_id=worker_id)
+
+
+class TaskExecutionError(WorkerError):
+    """A task ended failed; carries the task's own error message."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        task_id: str | None = None,
+        function_name: str | None = None,
+        execution_time: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(message, task_id=task_id, **kwargs)
+        self._add_context(function_name=function_name, execution_time=execution_time)
+
+
+class TaskCancelledError(TaskExecutionError):
+    """A task ended cancelled instead of producing a value."""
+
+
+class ValidationError(SitqError, ValueError):
+    """An argument is invalid; names the parameter and what was expected."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        parameter: str | None = None,
+        value: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(message, **kwargs)
+        self._add_context(parameter=parameter, value=value)
+
+
+class SerializationError(SitqError):
+    """A value could not be serialised or deserialised."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        operation: str | None = None,
+        data_type: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(message, **kwargs)
+        self._add_context(operation=operation, data_type=data_type)
+
+
+class ResourceExhaustionError(SitqError):
+    """A bounded resource (queue size, memory, handles) ran out."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        resource_type: str | None = None,
+        current_usage: Any = None,
+        limit: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(message, **kwargs)
+        self._add_context(resource_type=resource_type, current_usage=current_usage, limit=limit)
+
+
+class ConfigurationError(SitqError):
+    """Configuration is invalid; names the parameter and the valid options."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        parameter: str | None = None,
+        value: Any = None,
+        valid_options: Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(message, **kwargs)
+        options = list(valid_options) if valid_options is not None else None
+        self._add_context(parameter=parameter, value=value, valid_options=options)
+
+
+class PluginError(ConfigurationError):
+    """A plugin could not provide what was asked of it."""
+
+
+class UnknownBackendError(PluginError):
+    """No installed plugin registers the requested backend or serializer name."""
+
+
+class BackendNotInstalledError(PluginError):
+    """The name is known to sitq, but the distribution providing it is not installed."""
+
+
+class BrokenPluginError(PluginError):
+    """The plugin providing the name failed to load or registered something invalid."""
+
+
+class PluginConflictError(PluginError):
+    """Two distributions register the same name."""
+
+
+class MissingPluginError(SitqError, ImportError):
+    """A facade name (such as ``sitq.SQLiteBackend``) needs a plugin that is not installed."""

@@ -1,0 +1,185 @@
+"""Plain data records exchanged between the queue, the worker and a backend.
+
+Backends store and return these; they never need to understand a payload.
+All datetimes are timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from typing import Literal
+
+__all__ = [
+    "DEFAULT_QUEUE",
+    "FINAL_STATUSES",
+    "LeaseState",
+    "Outcome",
+    "ReservedTask",
+    "Result",
+    "Task",
+    "TaskStatus",
+    "new_id",
+    "utcnow",
+]
+
+DEFAULT_QUEUE = "default"
+
+
+def utcnow() -> datetime:
+    """The current time as an aware UTC datetime."""
+    return datetime.now(timezone.utc)
+
+
+def new_id() -> str:
+    """A new unique task id (32 lowercase hex characters)."""
+    return uuid.uuid4().hex
+
+
+class TaskStatus(str, enum.Enum):
+    """Where a task is in its life.
+
+    ``queued`` covers both ready and scheduled (future ``eta``) tasks.
+    ``running`` means a worker holds a lease on it. The last three are final.
+    """
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_STATUSES
+
+
+FINAL_STATUSES = frozenset({TaskStatus.SUCCESS, TaskStatus.FAILED, TaskStatus.CANCELLED})
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """A stored unit of work and its bookkeeping.
+
+    The queue builds one per ``enqueue``; a backend stores every field and
+    returns them (with status, attempts and times updated) from
+    :meth:`~sitq_core.backend.Backend.get_task` and ``list_tasks``.
+
+    ``priority``: higher runs first. ``eta``: not reserved before this time.
+    ``max_retries``: how many times an exception is retried.
+    ``max_lease_expiries``: how many times a lease may expire (worker killed)
+    before the task ends failed with "lease expired after N attempts".
+    """
+
+    id: str
+    payload: bytes
+    serializer: str = "cloudpickle"
+    function_name: str = ""
+    queue: str = DEFAULT_QUEUE
+    priority: int = 0
+    eta: datetime = field(default_factory=utcnow)
+    max_retries: int = 0
+    retry_backoff: float = 1.0
+    timeout: float | None = None
+    max_lease_expiries: int = 3
+    enqueued_at: datetime = field(default_factory=utcnow)
+    status: TaskStatus = TaskStatus.QUEUED
+    attempts: int = 0
+    lease_expiries: int = 0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    worker_id: str | None = None
+    error: str | None = None
+    cancel_requested: bool = False
+
+    def with_changes(self, **changes: object) -> Task:
+        """A copy with some fields changed."""
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class ReservedTask:
+    """A task handed to one worker under a lease.
+
+    ``lease_token`` is unique per reservation; every call that changes the
+    task afterwards presents it, and a backend ignores calls whose token is no
+    longer the task's current one (fencing). ``task.attempts`` already counts
+    this attempt.
+    """
+
+    task: Task
+    lease_token: str
+    lease_expires_at: datetime
+
+    @property
+    def id(self) -> str:
+        return self.task.id
+
+    @property
+    def attempt(self) -> int:
+        return self.task.attempts
+
+
+class LeaseState(str, enum.Enum):
+    """What a heartbeat learned about one lease."""
+
+    HELD = "held"
+    LOST = "lost"
+    CANCEL_REQUESTED = "cancel_requested"
+
+
+OutcomeKind = Literal["success", "failed", "cancelled", "retry", "release"]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one attempt ended, as reported by a worker to ``Backend.finish_many``.
+
+    - ``success``: final; ``value`` holds the serialised return value.
+    - ``failed`` / ``cancelled``: final; ``error`` and ``traceback`` describe why.
+    - ``retry``: back to ``queued`` with ``eta=retry_at``; error kept on the task.
+    - ``release``: back to ``queued`` now, and the attempt is not counted
+      (the worker gave the task back unstarted or at shutdown).
+    """
+
+    task_id: str
+    lease_token: str
+    kind: OutcomeKind
+    value: bytes | None = None
+    error: str | None = None
+    traceback: str | None = None
+    retry_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """The final outcome of a task.
+
+    ``status`` is ``"success"``, ``"failed"`` or ``"cancelled"``. ``value`` is
+    the serialised return value (decode it with ``TaskQueue.deserialize_result``);
+    ``error`` is ``str(exception)`` and ``traceback`` the formatted traceback
+    of a failure. ``serializer`` names the serializer that wrote ``value``.
+    """
+
+    id: str
+    task_id: str
+    status: str
+    value: bytes | None = None
+    error: str | None = None
+    traceback: str | None = None
+    enqueued_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    attempts: int = 0
+    serializer: str = "cloudpickle"
+
+    @property
+    def ok(self) -> bool:
+        return self.status == TaskStatus.SUCCESS.value

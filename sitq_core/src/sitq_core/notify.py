@@ -1,0 +1,73 @@
+"""In-process wake-ups that work across event loops and threads.
+
+A backend object may be shared by a queue running in one event loop (for
+example the private loop of ``SyncTaskQueue``) and a worker in another. An
+``asyncio.Event`` belongs to one loop, so waiters here register a future on
+their own loop and are woken with ``call_soon_threadsafe``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Hashable, Iterable
+
+__all__ = ["Notifier"]
+
+
+class Notifier:
+    """Wake coroutines waiting on a key, from any thread or event loop."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiters: dict[Hashable, list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]] = {}
+
+    async def wait(self, key: Hashable, timeout: float | None) -> bool:
+        """Wait until ``notify(key)`` is called; False when ``timeout`` passes first."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        entry = (loop, future)
+        with self._lock:
+            self._waiters.setdefault(key, []).append(entry)
+        try:
+            await asyncio.wait_for(asyncio.shield(future), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+        finally:
+            with self._lock:
+                waiters = self._waiters.get(key)
+                if waiters is not None:
+                    try:
+                        waiters.remove(entry)
+                    except ValueError:
+                        pass
+                    if not waiters:
+                        del self._waiters[key]
+
+    def has_waiters(self, key: Hashable) -> bool:
+        """True when someone waits on ``key`` (lets callers skip work)."""
+        return key in self._waiters
+
+    def notify(self, key: Hashable) -> None:
+        """Wake every waiter of ``key``."""
+        self.notify_many((key,))
+
+    def notify_many(self, keys: Iterable[Hashable]) -> None:
+        """Wake every waiter of each key."""
+        woken: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        with self._lock:
+            if not self._waiters:
+                return
+            for key in keys:
+                woken.extend(self._waiters.pop(key, ()))
+        for loop, future in woken:
+            try:
+                loop.call_soon_threadsafe(_resolve, future)
+            except RuntimeError:  # that loop is closed; nobody is waiting any more
+                pass
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

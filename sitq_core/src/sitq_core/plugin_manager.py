@@ -1,0 +1,442 @@
+"""Plugin discovery, registration and lifecycle notification.
+
+Loading order: built-in plugins first (the serializers), then every entry
+point of the ``sitq`` group one at a time, each in its own ``try`` so a
+broken plugin is recorded (with its distribution) and the others still load.
+Environment switches:
+
+- ``SITQ_LOAD_PLUGINS=a,b``: load only these entry points ("" loads none);
+- ``SITQ_DISABLED_PLUGINS=a,b``: never load these;
+- ``SITQ_STRICT_PLUGINS=1``: raise on the first broken plugin (CI, tests).
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import logging
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any, Literal
+
+import pluggy
+
+from . import hookspecs
+from .backend import SPEC_VERSION, Backend
+from .errors import (
+    BackendNotInstalledError,
+    BrokenPluginError,
+    PluginError,
+    UnknownBackendError,
+)
+from .registry import Provider, Registry, RegistryEntry
+from .serializers import Serializer
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "KNOWN_PLUGINS",
+    "PluginRecord",
+    "SitqPluginManager",
+]
+
+logger = logging.getLogger("sitq.plugins")
+
+ENTRY_POINT_GROUP = "sitq"
+BUILTIN_PLUGINS = ("sitq_core.builtin_plugin",)
+
+#: Names sitq knows about even when their distribution is absent: name -> (dist, extra).
+KNOWN_PLUGINS: dict[str, tuple[str, str]] = {
+    "sqlite": ("sitq-sqlite", "sitq[sqlite]"),
+    "postgres": ("sitq-postgres", "sitq[postgres]"),
+    "postgresql": ("sitq-postgres", "sitq[postgres]"),
+}
+
+Status = Literal["ok", "broken", "disabled"]
+
+
+@dataclass(slots=True)
+class PluginRecord:
+    """What ``sitq plugins`` shows for one plugin."""
+
+    name: str
+    dist: str | None
+    version: str | None
+    status: Status
+    builtin: bool = False
+    error: str | None = None
+    hooks: list[str] = field(default_factory=list)
+    backends: list[str] = field(default_factory=list)
+    serializers: list[str] = field(default_factory=list)
+    disabled_by: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "dist": self.dist,
+            "version": self.version,
+            "status": self.status,
+            "builtin": self.builtin,
+            "error": self.error,
+            "hooks": sorted(self.hooks),
+            "backends": sorted(self.backends),
+            "serializers": sorted(self.serializers),
+        }
+
+
+def _env_list(name: str) -> list[str] | None:
+    raw = os.environ.get(name)
+    if raw is None:
+        return None
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def _strict() -> bool:
+    return os.environ.get("SITQ_STRICT_PLUGINS", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+class SitqPluginManager(pluggy.PluginManager):
+    """pluggy's manager plus sitq's registries, records and safe notification."""
+
+    def __init__(self, *, load_entrypoints: bool = True) -> None:
+        super().__init__("sitq")
+        self.add_hookspecs(hookspecs)
+        self.records: dict[str, PluginRecord] = {}
+        self.backends: Registry[Backend] = Registry("backend", Backend, _validate_backend)
+        self.serializers: Registry[Serializer] = Registry("serializer", Serializer, _validate_serializer)
+        self._load_entrypoints = load_entrypoints
+        self._loaded = False
+        self._collected = False
+        self._observer_cache: dict[str, bool] = {}
+
+    # ---------------------------------------------------------------- loading
+
+    def ensure_loaded(self) -> None:
+        """Load built-ins and entry points once (lazily, on first use)."""
+        if self._loaded:
+            return
+        self._loaded = True
+        for module_name in BUILTIN_PLUGINS:
+            module = __import__(module_name, fromlist=["_"])
+            self.register(module, name=module_name)
+            self.records[module_name] = PluginRecord(
+                module_name, "sitq-core", _dist_version("sitq-core"), "ok", builtin=True
+            )
+        if self._load_entrypoints:
+            self.load_entrypoints()
+        self.check_hooks()
+
+    def register_plugin(self, plugin: object, name: str, *, dist: str | None = None) -> None:
+        """Register a plugin object (module or instance) and record it, e.g. from a test."""
+        self.ensure_loaded()
+        self.register(plugin, name=name)
+        self.records[name] = PluginRecord(name, dist, _dist_version(dist) if dist else None, "ok")
+        self._reset_registrations()
+
+    def unregister_plugin(self, name: str) -> None:
+        """Undo ``register_plugin``."""
+        plugin = self.get_plugin(name)
+        if plugin is not None:
+            self.unregister(plugin)
+        self.records.pop(name, None)
+        self._reset_registrations()
+
+    def load_entrypoints(self, group: str = ENTRY_POINT_GROUP) -> None:
+        """Load each entry point of ``group`` on its own, recording every outcome."""
+        allow = _env_list("SITQ_LOAD_PLUGINS")
+        deny = set(_env_list("SITQ_DISABLED_PLUGINS") or [])
+        seen: dict[str, PluginRecord] = {}
+        for ep in sorted(entry_points(group=group), key=lambda e: e.name):
+            dist = ep.dist.name if ep.dist is not None else None
+            version = ep.dist.version if ep.dist is not None else None
+            if ep.name in seen:
+                previous = seen[ep.name]
+                if previous.dist == dist:
+                    continue  # the same distribution seen twice on sys.path
+                message = (
+                    f"entry point {ep.name!r} is provided by both {previous.dist} and {dist}; "
+                    f"only {previous.dist} was loaded"
+                )
+                self._broken(PluginRecord(f"{ep.name} ({dist})", dist, version, "broken"), message, None)
+                continue
+            record = PluginRecord(ep.name, dist, version, "ok")
+            seen[ep.name] = record
+            self.records[ep.name] = record
+            if ep.name in deny:
+                record.status, record.disabled_by = "disabled", "SITQ_DISABLED_PLUGINS"
+                self.set_blocked(ep.name)
+                continue
+            if allow is not None and ep.name not in allow and (dist or "") not in allow:
+                record.status, record.disabled_by = "disabled", "SITQ_LOAD_PLUGINS"
+                continue
+            self._load_one(ep, record)
+        if seen:
+            logger.debug(
+                "loaded sitq plugins: %s",
+                ", ".join(f"{r.dist}-{r.version} ({r.name})" for r in seen.values() if r.status == "ok"),
+            )
+
+    def _load_one(self, ep: EntryPoint, record: PluginRecord) -> None:
+        try:
+            plugin = ep.load()
+        except Exception as exc:
+            self._broken(record, f"{type(exc).__name__}: {exc}", exc)
+            return
+        try:
+            self.register(plugin, name=ep.name)
+        except Exception as exc:  # pluggy validation error, duplicate registration
+            if self.is_registered(plugin):
+                self.unregister(plugin)
+            self._broken(record, f"{type(exc).__name__}: {exc}", exc)
+
+    def _broken(self, record: PluginRecord, message: str, exc: BaseException | None) -> None:
+        record.status, record.error = "broken", message
+        self.records[record.name] = record
+        logger.warning("sitq plugin %s (%s) failed to load: %s", record.name, record.dist, message)
+        if exc is not None:
+            logger.debug("traceback of plugin %s", record.name, exc_info=exc)
+        if _strict():
+            raise BrokenPluginError(
+                f"sitq plugin {record.name!r} from {record.dist} failed to load: {message}",
+                parameter="plugin",
+                value=record.name,
+                cause=exc,
+            )
+
+    def check_hooks(self) -> None:
+        """Record plugins that implement an unknown ``sitq_*`` hook (a typo, usually)."""
+        known = [name for name in dir(hookspecs) if name.startswith("sitq_")]
+        for name in list(self.records):
+            plugin = self.get_plugin(name)
+            if plugin is None:
+                continue
+            for attribute in dir(plugin):
+                if attribute.startswith("sitq_") and attribute not in known and callable(getattr(plugin, attribute)):
+                    guess = difflib.get_close_matches(attribute, known, n=1)
+                    hint = f"; did you mean {guess[0]}?" if guess else ""
+                    record = self.records[name]
+                    self._broken(record, f"unknown hook {attribute}{hint}", None)
+
+    # ------------------------------------------------------------ registration
+
+    def _reset_registrations(self) -> None:
+        self._collected = False
+        self._observer_cache.clear()
+        self.backends = Registry("backend", Backend, _validate_backend)
+        self.serializers = Registry("serializer", Serializer, _validate_serializer)
+        for record in self.records.values():
+            record.backends.clear()
+            record.serializers.clear()
+
+    def collect(self) -> None:
+        """Call the registration hooks once, attributing each name to its plugin."""
+        self.ensure_loaded()
+        if self._collected:
+            return
+        self._collected = True
+        for impl in self.hook.sitq_register_backends.get_hookimpls():
+            provider = self._provider(impl.plugin_name)
+            record = self.records.get(impl.plugin_name)
+
+            def register_backend(
+                name: str,
+                backend: type[Backend] | str,
+                *,
+                url_schemes: tuple[str, ...] = (),
+                description: str = "",
+                _provider: Provider = provider,
+                _record: PluginRecord | None = record,
+            ) -> None:
+                self.backends.add(name, backend, _provider, description=description, aliases=tuple(url_schemes))
+                if _record is not None:
+                    _record.backends.append(name)
+
+            self._call_registration(impl, register_backend)
+        for impl in self.hook.sitq_register_serializers.get_hookimpls():
+            provider = self._provider(impl.plugin_name)
+            record = self.records.get(impl.plugin_name)
+
+            def register_serializer(
+                name: str,
+                serializer: type[Serializer] | str,
+                *,
+                description: str = "",
+                _provider: Provider = provider,
+                _record: PluginRecord | None = record,
+            ) -> None:
+                self.serializers.add(name, serializer, _provider, description=description)
+                if _record is not None:
+                    _record.serializers.append(name)
+
+            self._call_registration(impl, register_serializer)
+        for name, record in self.records.items():
+            plugin = self.get_plugin(name)
+            if plugin is not None:
+                callers = self.get_hookcallers(plugin) or []
+                record.hooks = sorted(caller.name for caller in callers)
+
+    def _call_registration(self, impl: pluggy.HookImpl, register: Callable[..., None]) -> None:
+        try:
+            impl.function(register=register)
+        except Exception as exc:
+            record = self.records.get(impl.plugin_name) or PluginRecord(impl.plugin_name, None, None, "ok")
+            self._broken(record, f"registration failed: {type(exc).__name__}: {exc}", exc)
+
+    def _provider(self, plugin_name: str) -> Provider:
+        record = self.records.get(plugin_name)
+        if record is None:
+            return Provider(plugin_name)
+        return Provider(plugin_name, record.dist, record.version)
+
+    # -------------------------------------------------------------- resolution
+
+    def backend_class(self, name: str) -> type[Backend]:
+        """The backend class registered under ``name`` (or URL scheme), with helpful errors."""
+        self.collect()
+        entry = self.backends.entry(name)
+        if entry is None:
+            raise self._missing("backend", name, self.backends)
+        return self.backends.load(name)
+
+    def serializer_class(self, name: str) -> type[Serializer]:
+        """The serializer class registered under ``name``."""
+        self.collect()
+        if self.serializers.entry(name) is None:
+            raise self._missing("serializer", name, self.serializers)
+        return self.serializers.load(name)
+
+    def _missing(self, kind: str, name: str, registry: Registry[Any]) -> PluginError:
+        base = name.split("+", 1)[0]
+        for key in (name, base):
+            record = self.records.get(key)
+            if record is None:
+                continue
+            if record.status == "broken":
+                hint = KNOWN_PLUGINS.get(key)
+                reinstall = f" Reinstall with: pip install '{hint[1]}'." if hint else ""
+                return BrokenPluginError(
+                    f"{kind} {name!r} comes from {record.dist} {record.version or ''}, which failed to load: "
+                    f"{record.error}.{reinstall} Set SITQ_STRICT_PLUGINS=1 for the traceback.",
+                    parameter=kind,
+                    value=name,
+                    valid_options=registry.names(),
+                )
+            if record.status == "disabled":
+                return PluginError(
+                    f"{kind} {name!r} is provided by {record.dist}, which is installed but disabled "
+                    f"by {record.disabled_by}",
+                    parameter=kind,
+                    value=name,
+                    valid_options=registry.names(),
+                )
+        known = KNOWN_PLUGINS.get(base)
+        if known is not None and kind == "backend":
+            dist, extra = known
+            return BackendNotInstalledError(
+                f"backend {name!r} is provided by the {dist} distribution, which is not installed: "
+                f"pip install '{extra}'",
+                parameter=kind,
+                value=name,
+                valid_options=registry.names(),
+            )
+        error: UnknownBackendError = registry.unknown(name)
+        return error
+
+    # ----------------------------------------------------------- observation
+
+    def has_observers(self, hook_name: str) -> bool:
+        """True when some plugin implements this observation hook (cached)."""
+        cached = self._observer_cache.get(hook_name)
+        if cached is None:
+            self.ensure_loaded()
+            cached = bool(getattr(self.hook, hook_name).get_hookimpls())
+            self._observer_cache[hook_name] = cached
+        return cached
+
+    def notify(self, hook_name: str, **kwargs: Any) -> None:
+        """Call every implementation of an observation hook, isolating failures."""
+        if not self.has_observers(hook_name):
+            return
+        for impl in reversed(getattr(self.hook, hook_name).get_hookimpls()):
+            try:
+                outcome = impl.function(**{arg: kwargs[arg] for arg in impl.argnames})
+                if inspect.iscoroutine(outcome):
+                    outcome.close()
+                    logger.error(
+                        "sitq hooks are synchronous; plugin %s returned a coroutine from %s",
+                        impl.plugin_name,
+                        hook_name,
+                    )
+            except Exception:
+                logger.exception("sitq plugin %s raised in %s; ignored", impl.plugin_name, hook_name)
+
+    def register(self, plugin: object, name: str | None = None) -> str | None:
+        result = super().register(plugin, name)
+        self._observer_cache.clear()
+        return result
+
+    def unregister(self, plugin: object | None = None, name: str | None = None) -> Any:
+        result = super().unregister(plugin, name)
+        self._observer_cache.clear()
+        return result
+
+    def plugin_records(self, *, include_builtin: bool = False) -> list[PluginRecord]:
+        """Every plugin seen, broken and disabled ones included."""
+        self.collect()
+        return [r for r in self.records.values() if include_builtin or not r.builtin]
+
+
+def _validate_backend(target: type[Backend], entry: RegistryEntry[Backend]) -> None:
+    if inspect.isabstract(target):
+        missing = ", ".join(sorted(getattr(target, "__abstractmethods__", ())))
+        raise BrokenPluginError(
+            f"backend {entry.name!r} from {entry.provider} ({entry.target_path}) does not implement: {missing}",
+            parameter="backend",
+            value=entry.name,
+        )
+    not_async = [
+        name
+        for name in _abstract_names(Backend)
+        if not inspect.iscoroutinefunction(getattr(target, name, None))
+    ]
+    if not_async:
+        raise BrokenPluginError(
+            f"backend {entry.name!r} from {entry.provider}: these methods must be 'async def': "
+            f"{', '.join(sorted(not_async))}",
+            parameter="backend",
+            value=entry.name,
+        )
+    if target.spec_version > SPEC_VERSION:
+        raise BrokenPluginError(
+            f"backend {entry.name!r} from {entry.provider} needs backend spec version "
+            f"{target.spec_version}, but this sitq-core supports {SPEC_VERSION}: upgrade sitq-core",
+            parameter="backend",
+            value=entry.name,
+        )
+
+
+def _validate_serializer(target: type[Serializer], entry: RegistryEntry[Serializer]) -> None:
+    if inspect.isabstract(target):
+        missing = ", ".join(sorted(getattr(target, "__abstractmethods__", ())))
+        raise BrokenPluginError(
+            f"serializer {entry.name!r} from {entry.provider} does not implement: {missing}",
+            parameter="serializer",
+            value=entry.name,
+        )
+
+
+def _abstract_names(cls: type) -> Iterable[str]:
+    return sorted(getattr(cls, "__abstractmethods__", ()))
+
+
+def _dist_version(dist: str | None) -> str | None:
+    if dist is None:
+        return None
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None
+

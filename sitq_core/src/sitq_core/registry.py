@@ -1,0 +1,187 @@
+"""Name -> class registries for backends and serializers.
+
+Plugins register import strings (or classes); a target is imported and
+validated only when its name is used, so one broken plugin never breaks
+another, and every failure names the distribution to blame.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from .errors import (
+    BrokenPluginError,
+    PluginConflictError,
+    UnknownBackendError,
+    ValidationError,
+)
+
+__all__ = ["NAME_PATTERN", "Registry", "RegistryEntry", "Provider"]
+
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_+-]*$")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Provider:
+    """Who registered a name: plugin (entry-point) name, distribution and version."""
+
+    plugin: str
+    dist: str | None = None
+    version: str | None = None
+
+    def __str__(self) -> str:
+        if self.dist is None:
+            return f"plugin {self.plugin!r}"
+        return f"{self.dist} {self.version or ''}".strip()
+
+
+@dataclass(slots=True)
+class RegistryEntry(Generic[T]):
+    """One registered name and where it came from."""
+
+    name: str
+    target: type[T] | str
+    provider: Provider
+    description: str = ""
+    aliases: tuple[str, ...] = ()
+    conflicts: list[Provider] = field(default_factory=list)
+
+    @property
+    def target_path(self) -> str:
+        if isinstance(self.target, str):
+            return self.target
+        return f"{self.target.__module__}:{self.target.__qualname__}"
+
+
+class Registry(Generic[T]):
+    """Maps names (and aliases such as extra URL schemes) to registered classes."""
+
+    def __init__(self, kind: str, base: type[T], validate: Callable[[type[T], RegistryEntry[T]], None]) -> None:
+        self.kind = kind
+        self.base = base
+        self._validate = validate
+        self._entries: dict[str, RegistryEntry[T]] = {}
+        self._aliases: dict[str, str] = {}
+        self._loaded: dict[str, type[T]] = {}
+
+    def add(
+        self,
+        name: str,
+        target: type[T] | str,
+        provider: Provider,
+        *,
+        description: str = "",
+        aliases: tuple[str, ...] = (),
+    ) -> None:
+        """Record a registration; a second provider of a name is kept as a conflict."""
+        for candidate in (name, *aliases):
+            if not isinstance(candidate, str) or not NAME_PATTERN.match(candidate):
+                raise ValidationError(
+                    f"{self.kind} name {candidate!r} from {provider} is invalid; "
+                    "expected lower case letters, digits, '_', '-' or '+', starting with a letter",
+                    parameter="name",
+                    value=candidate,
+                )
+        if not isinstance(target, str) and not inspect.isclass(target):
+            raise ValidationError(
+                f"{self.kind} {name!r} from {provider} must be a class or an import string "
+                f"'module:Class', got {type(target).__name__}",
+                parameter=self.kind,
+                value=target,
+            )
+        existing = self._entries.get(name)
+        if existing is not None:
+            if existing.provider != provider:
+                existing.conflicts.append(provider)
+            return
+        self._entries[name] = RegistryEntry(name, target, provider, description, tuple(aliases))
+        for alias in aliases:
+            self._aliases.setdefault(alias, name)
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def entries(self) -> Iterator[RegistryEntry[T]]:
+        for name in self.names():
+            yield self._entries[name]
+
+    def entry(self, name: str) -> RegistryEntry[T] | None:
+        """The entry for a name or alias, or None."""
+        canonical = self._aliases.get(name, name)
+        return self._entries.get(canonical)
+
+    def load(self, name: str) -> type[T]:
+        """Import and validate the class registered under ``name``.
+
+        Raises ``PluginConflictError`` when two distributions claim the name,
+        ``BrokenPluginError`` when the target cannot be imported or is
+        invalid, and ``UnknownBackendError`` when nothing claims it.
+        """
+        entry = self.entry(name)
+        if entry is None:
+            raise self.unknown(name)
+        if entry.conflicts:
+            others = " and ".join(str(p) for p in entry.conflicts)
+            raise PluginConflictError(
+                f"{self.kind} {entry.name!r} is registered by both {entry.provider} and {others}. "
+                f"Uninstall one, or set SITQ_DISABLED_PLUGINS=<entry-point name>",
+                parameter=self.kind,
+                value=name,
+            )
+        cached = self._loaded.get(entry.name)
+        if cached is not None:
+            return cached
+        target = entry.target
+        if isinstance(target, str):
+            target = _import_target(self.kind, entry)
+        if not (inspect.isclass(target) and issubclass(target, self.base)):
+            raise BrokenPluginError(
+                f"{self.kind} {entry.name!r} from {entry.provider} is {target!r}, "
+                f"not a subclass of {self.base.__name__}",
+                parameter=self.kind,
+                value=name,
+            )
+        self._validate(target, entry)
+        self._loaded[entry.name] = target
+        return target
+
+    def unknown(self, name: str) -> UnknownBackendError:
+        """The error for a name nobody registered, listing the installed names."""
+        installed = self.names()
+        hint = ""
+        close = difflib.get_close_matches(name, installed + list(self._aliases), n=1)
+        if close:
+            hint = f" Did you mean {close[0]!r}?"
+        listed = ", ".join(installed) if installed else "(none)"
+        return UnknownBackendError(
+            f"no {self.kind} named {name!r}. Installed: {listed}.{hint}",
+            parameter=self.kind,
+            value=name,
+            valid_options=installed,
+        )
+
+
+def _import_target(kind: str, entry: RegistryEntry[T]) -> type[T]:
+    module_name, _, attribute = entry.target_path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+        target = module
+        for part in attribute.split("."):
+            target = getattr(target, part)
+    except Exception as exc:
+        raise BrokenPluginError(
+            f"{kind} {entry.name!r} comes from {entry.provider}, whose target "
+            f"{entry.target_path!r} failed to import: {type(exc).__name__}: {exc}",
+            parameter=kind,
+            value=entry.name,
+            cause=exc,
+        ) from exc
+    return target  # type: ignore[return-value]

@@ -1,0 +1,282 @@
+"""Serializers: how a call and its result become bytes.
+
+Two ship with sitq and register through the same plugin hook as third-party
+ones: ``cloudpickle`` (the default; ships lambdas and closures, and so runs
+whatever code the payload holds) and ``msgpack`` (no code in the payload: the
+function travels as its import path ``module:qualname``).
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib
+import inspect
+import pickle
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar
+
+from .errors import SerializationError
+
+__all__ = [
+    "CallSpec",
+    "CloudpickleSerializer",
+    "MsgpackSerializer",
+    "Serializer",
+    "function_path",
+]
+
+CallSpec = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+
+
+def function_path(func: Callable[..., Any]) -> str:
+    """``module:qualname`` of a callable, the name shown in listings and logs."""
+    module = getattr(func, "__module__", None) or "?"
+    qualname = getattr(func, "__qualname__", None) or type(func).__qualname__
+    return f"{module}:{qualname}"
+
+
+class Serializer(abc.ABC):
+    """Turns calls and values into bytes and back.
+
+    ``name`` is stored with every task, so a worker decodes each task with the
+    serializer that wrote it. Errors raise :class:`SerializationError`.
+    """
+
+    name: ClassVar[str] = ""
+    content_type: ClassVar[str] = "application/octet-stream"
+
+    @abc.abstractmethod
+    def dumps(self, obj: Any) -> bytes:
+        """Serialise a value (a task's return value or argument list)."""
+
+    @abc.abstractmethod
+    def loads(self, data: bytes) -> Any:
+        """Deserialise what ``dumps`` produced."""
+
+    def dumps_call(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+        """Serialise a call; the default stores ``(func, args, kwargs)`` with ``dumps``."""
+        return self.dumps((func, args, kwargs))
+
+    def loads_call(self, data: bytes) -> CallSpec:
+        """Deserialise a call into ``(func, args, kwargs)`` ready to run."""
+        loaded = self.loads(data)
+        try:
+            func, args, kwargs = loaded
+        except (TypeError, ValueError) as exc:
+            raise SerializationError(
+                "payload is not a (function, args, kwargs) call",
+                operation="loads_call",
+                data_type=type(loaded).__name__,
+                cause=exc,
+            ) from exc
+        if not callable(func):
+            raise SerializationError(
+                "payload's function is not callable", operation="loads_call", data_type=type(func).__name__
+            )
+        return func, tuple(args), dict(kwargs)
+
+
+class CloudpickleSerializer(Serializer):
+    """The default: any picklable value, plus lambdas, closures and local functions.
+
+    Loading a payload runs code chosen by whoever wrote it: use it only when
+    every writer of the store is trusted (see docs/explanation/serializers.md).
+    """
+
+    name = "cloudpickle"
+    content_type = "application/x-python-pickle"
+
+    def __init__(self, protocol: int | None = None) -> None:
+        self.protocol = pickle.HIGHEST_PROTOCOL if protocol is None else protocol
+
+    def dumps(self, obj: Any) -> bytes:
+        import cloudpickle
+
+        try:
+            return bytes(cloudpickle.dumps(obj, protocol=self.protocol))
+        except Exception as exc:
+            raise SerializationError(
+                f"cannot serialise {type(obj).__name__} with cloudpickle: {exc}",
+                operation="dumps",
+                data_type=type(obj).__name__,
+                cause=exc,
+            ) from exc
+
+    def loads(self, data: bytes) -> Any:
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise SerializationError(
+                f"expected bytes to deserialise, got {type(data).__name__}",
+                operation="loads",
+                data_type=type(data).__name__,
+            )
+        try:
+            return pickle.loads(data)
+        except Exception as exc:
+            raise SerializationError(
+                f"cannot deserialise cloudpickle payload: {type(exc).__name__}: {exc}",
+                operation="loads",
+                data_type="bytes",
+                cause=exc,
+            ) from exc
+
+
+class MsgpackSerializer(Serializer):
+    """No code in the payload: functions travel as ``module:qualname``.
+
+    Arguments and return values must be msgpack types (None, bool, int, float,
+    str, bytes, lists/tuples, dicts). Lambdas, closures, methods and
+    non-importable functions are refused at enqueue time. When
+    ``allowed_tasks`` is given, the worker calls only those import paths (or
+    functions) and refuses the rest.
+    """
+
+    name = "msgpack"
+    content_type = "application/msgpack"
+
+    def __init__(self, allowed_tasks: Iterable[str | Callable[..., Any]] | None = None) -> None:
+        try:
+            import msgpack
+        except ImportError as exc:  # pragma: no cover - exercised without msgpack installed
+            raise SerializationError(
+                "serializer 'msgpack' needs the msgpack package: pip install 'sitq[msgpack]'",
+                operation="init",
+                data_type="msgpack",
+                cause=exc,
+            ) from exc
+        self._msgpack = msgpack
+        self.allowed_tasks: frozenset[str] | None = None
+        if allowed_tasks is not None:
+            self.allowed_tasks = frozenset(
+                item if isinstance(item, str) else function_path(item) for item in allowed_tasks
+            )
+
+    def dumps(self, obj: Any) -> bytes:
+        try:
+            return bytes(self._msgpack.packb(obj, use_bin_type=True))
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise SerializationError(
+                f"msgpack cannot serialise {_describe_unpackable(obj)}: {exc}; "
+                "use msgpack types (None, bool, int, float, str, bytes, list, dict) "
+                "or the cloudpickle serializer",
+                operation="dumps",
+                data_type=type(obj).__name__,
+                cause=exc,
+            ) from exc
+
+    def loads(self, data: bytes) -> Any:
+        try:
+            return self._msgpack.unpackb(data, raw=False, strict_map_key=False)
+        except Exception as exc:
+            raise SerializationError(
+                f"cannot deserialise msgpack payload: {type(exc).__name__}: {exc}",
+                operation="loads",
+                data_type="bytes",
+                cause=exc,
+            ) from exc
+
+    def dumps_call(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+        path = self._importable_path(func)
+        for index, arg in enumerate(args):
+            self._check_argument(f"argument {index} of {path}", arg)
+        for key, arg in kwargs.items():
+            self._check_argument(f"keyword argument {key!r} of {path}", arg)
+        return self.dumps([path, list(args), kwargs])
+
+    def loads_call(self, data: bytes) -> CallSpec:
+        loaded = self.loads(data)
+        if not (isinstance(loaded, list) and len(loaded) == 3 and isinstance(loaded[0], str)):
+            raise SerializationError(
+                "msgpack payload is not a [path, args, kwargs] call",
+                operation="loads_call",
+                data_type=type(loaded).__name__,
+            )
+        path, args, kwargs = loaded
+        if self.allowed_tasks is not None and path not in self.allowed_tasks:
+            raise SerializationError(
+                f"function {path!r} is not in this serializer's allowed_tasks",
+                operation="loads_call",
+                data_type=path,
+            )
+        func = _import_path(path)
+        return func, tuple(args), dict(kwargs)
+
+    def _check_argument(self, what: str, value: Any) -> None:
+        try:
+            self._msgpack.packb(value, use_bin_type=True)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise SerializationError(
+                f"msgpack cannot serialise {what} ({type(value).__name__}): {exc}; "
+                "pass msgpack types or use the cloudpickle serializer",
+                operation="dumps_call",
+                data_type=type(value).__name__,
+                cause=exc,
+            ) from exc
+
+    @staticmethod
+    def _importable_path(func: Callable[..., Any]) -> str:
+        path = function_path(func)
+        qualname = getattr(func, "__qualname__", "")
+        if not (inspect.isfunction(func) or inspect.isbuiltin(func)):
+            raise SerializationError(
+                f"msgpack sends functions by import path; {path} is a {type(func).__name__}, "
+                "not a module-level function (use the cloudpickle serializer)",
+                operation="dumps_call",
+                data_type=type(func).__name__,
+            )
+        if "<lambda>" in qualname or "<locals>" in qualname:
+            kind = "a lambda" if "<lambda>" in qualname else "a local function or closure"
+            raise SerializationError(
+                f"msgpack cannot send {kind} ({path}); define it at module level "
+                "or use the cloudpickle serializer",
+                operation="dumps_call",
+                data_type="function",
+            )
+        try:
+            resolved = _import_path(path)
+        except SerializationError as exc:
+            raise SerializationError(
+                f"msgpack sends functions by import path, but {path} cannot be imported back: "
+                f"{exc.message}",
+                operation="dumps_call",
+                data_type="function",
+                cause=exc,
+            ) from exc
+        if resolved is not func:
+            raise SerializationError(
+                f"{path} does not resolve to the function given (it was replaced or decorated); "
+                "msgpack needs an importable module-level function",
+                operation="dumps_call",
+                data_type="function",
+            )
+        return path
+
+
+def _import_path(path: str) -> Callable[..., Any]:
+    """Import ``module:qualname`` and return the module-level function it names."""
+    module_name, _, qualname = path.partition(":")
+    if not module_name or not qualname or "<" in qualname:
+        raise SerializationError(
+            f"{path!r} is not an importable 'module:function' path", operation="loads_call", data_type=path
+        )
+    try:
+        target: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            target = getattr(target, part)
+    except (ImportError, AttributeError) as exc:
+        raise SerializationError(
+            f"cannot import task function {path!r}: {type(exc).__name__}: {exc}",
+            operation="loads_call",
+            data_type=path,
+            cause=exc,
+        ) from exc
+    if not (inspect.isfunction(target) or inspect.isbuiltin(target)):
+        raise SerializationError(
+            f"{path!r} is not a module-level function", operation="loads_call", data_type=type(target).__name__
+        )
+    return target  # type: ignore[no-any-return]
+
+
+def _describe_unpackable(obj: Any) -> str:
+    if isinstance(obj, (list, tuple)):
+        return f"a {type(obj).__name__} holding a value msgpack does not support"
+    return f"a {type(obj).__name__}"
