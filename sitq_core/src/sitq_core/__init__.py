@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .backend import SPEC_VERSION, Backend, Capability
+from .config import DEFAULT_BACKEND_URL, resolve_backend, resolve_serializer
 from .errors import (
     BackendError,
     BackendNotInstalledError,
@@ -27,18 +28,24 @@ from .errors import (
 )
 from .hookspecs import hookimpl
 from .models import LeaseState, Outcome, ReservedTask, Result, Task, TaskStatus
+from .options import TaskOptions
+from .queue import Call, TaskQueue, TaskQueueView, connect
 from .serializers import CloudpickleSerializer, MsgpackSerializer, Serializer
+from .sync import SyncTaskQueue
 from .urls import BackendURL, parse_backend_url
+from .worker import Worker
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_BACKEND_URL",
     "SPEC_VERSION",
     "Backend",
     "BackendError",
     "BackendNotInstalledError",
     "BackendURL",
     "BrokenPluginError",
+    "Call",
     "Capability",
     "CloudpickleSerializer",
     "ConfigurationError",
@@ -56,17 +63,25 @@ __all__ = [
     "SerializationError",
     "Serializer",
     "SitqError",
+    "SyncTaskQueue",
     "SyncTaskQueueError",
     "Task",
     "TaskCancelledError",
     "TaskExecutionError",
+    "TaskOptions",
+    "TaskQueue",
     "TaskQueueError",
+    "TaskQueueView",
     "TaskStatus",
     "TimeoutError",
     "UnknownBackendError",
     "ValidationError",
+    "Worker",
     "WorkerError",
     "__version__",
+    "connect",
     "hookimpl",
     "parse_backend_url",
+    "resolve_backend",
+    "resolve_serializer",
 ]

@@ -39,7 +39,7 @@ from .notify import Notifier
 if TYPE_CHECKING:
     from .urls import BackendURL
 
-__all__ = ["Backend", "Capability", "SPEC_VERSION"]
+__all__ = ["SPEC_VERSION", "Backend", "Capability"]
 
 SPEC_VERSION = 1
 
@@ -183,9 +183,7 @@ class Backend(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def heartbeat(
-        self, leases: Sequence[tuple[str, str]], lease_seconds: float
-    ) -> dict[str, LeaseState]:
+    async def heartbeat(self, leases: Sequence[tuple[str, str]], lease_seconds: float) -> dict[str, LeaseState]:
         """Extend each ``(task_id, lease_token)`` lease to ``now + lease_seconds``.
 
         Returns a state per task id: ``HELD`` (extended), ``LOST`` (the token is
@@ -229,13 +227,9 @@ class Backend(abc.ABC):
         outcome = Outcome(lease.id, lease.lease_token, "failed", error=error, traceback=traceback)
         return (await self.finish_many([outcome]))[0]
 
-    async def retry(
-        self, lease: ReservedTask, retry_at: datetime, error: str, traceback: str | None = None
-    ) -> bool:
+    async def retry(self, lease: ReservedTask, retry_at: datetime, error: str, traceback: str | None = None) -> bool:
         """Put a reserved task back to ``queued`` until ``retry_at`` (fenced)."""
-        outcome = Outcome(
-            lease.id, lease.lease_token, "retry", error=error, traceback=traceback, retry_at=retry_at
-        )
+        outcome = Outcome(lease.id, lease.lease_token, "retry", error=error, traceback=traceback, retry_at=retry_at)
         return (await self.finish_many([outcome]))[0]
 
     async def release(self, lease: ReservedTask) -> bool:
@@ -397,6 +391,5 @@ class Backend(abc.ABC):
             name
             for name, parameter in signature.parameters.items()
             if name != "self"
-            and parameter.kind
-            in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+            and parameter.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
         ]

@@ -21,9 +21,9 @@ from .serializers import Serializer
 from .urls import parse_backend_url
 
 __all__ = [
-    "BackendSpec",
     "DEFAULT_BACKEND_URL",
     "DEFAULT_SERIALIZER",
+    "BackendSpec",
     "SerializerSpec",
     "resolve_backend",
     "resolve_serializer",
@@ -34,7 +34,7 @@ DEFAULT_BACKEND_URL = "sqlite:///sitq.db"
 DEFAULT_SERIALIZER = "cloudpickle"
 
 BackendSpec = Backend | str | Mapping[str, Any]
-SerializerSpec = Serializer | str | None
+SerializerSpec = Serializer | type[Serializer] | str | None
 
 
 def split_config(spec: BackendSpec | None) -> tuple[Backend | str | None, dict[str, Any], Any]:
@@ -56,7 +56,7 @@ def split_config(spec: BackendSpec | None) -> tuple[Backend | str | None, dict[s
                 "the config mapping needs a 'backend' key (a backend name or URL)",
                 parameter="backend",
                 value=None,
-                valid_options=get_plugin_manager_names(),
+                valid_options=_installed_backend_names(),
             )
         return target, options, serializer
     raise ValidationError(
@@ -66,7 +66,7 @@ def split_config(spec: BackendSpec | None) -> tuple[Backend | str | None, dict[s
     )
 
 
-def get_plugin_manager_names() -> list[str]:
+def _installed_backend_names() -> list[str]:
     manager = get_plugin_manager()
     manager.collect()
     return manager.backends.names()

@@ -71,9 +71,7 @@ class SitqError(Exception):
         return (_rebuild_error, (type(self), self.message, self.cause, self.__dict__))
 
 
-def _rebuild_error(
-    cls: type[SitqError], message: str, cause: BaseException | None, state: dict[str, Any]
-) -> SitqError:
+def _rebuild_error(cls: type[SitqError], message: str, cause: BaseException | None, state: dict[str, Any]) -> SitqError:
     error = cls.__new__(cls)
     Exception.__init__(error, message)
     error.__dict__.update(state)
@@ -170,7 +168,9 @@ class WorkerError(SitqError):
 
 
 class TaskExecutionError(WorkerError):
-    """A task ended failed; carries the task's own error message."""
+    """A task ended failed; carries the task's own error message (and ``traceback`` when known)."""
+
+    traceback: str | None = None
 
     def __init__(
         self,

@@ -9,6 +9,7 @@ their own loop and are woken with ``call_soon_threadsafe``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Hashable, Iterable
 
@@ -32,16 +33,14 @@ class Notifier:
         try:
             await asyncio.wait_for(asyncio.shield(future), timeout)
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
         finally:
             with self._lock:
                 waiters = self._waiters.get(key)
                 if waiters is not None:
-                    try:
+                    with contextlib.suppress(ValueError):
                         waiters.remove(entry)
-                    except ValueError:
-                        pass
                     if not waiters:
                         del self._waiters[key]
 
@@ -62,10 +61,8 @@ class Notifier:
             for key in keys:
                 woken.extend(self._waiters.pop(key, ()))
         for loop, future in woken:
-            try:
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits there any more
                 loop.call_soon_threadsafe(_resolve, future)
-            except RuntimeError:  # that loop is closed; nobody is waiting any more
-                pass
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

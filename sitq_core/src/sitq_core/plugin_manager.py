@@ -396,9 +396,7 @@ def _validate_backend(target: type[Backend], entry: RegistryEntry[Backend]) -> N
             value=entry.name,
         )
     not_async = [
-        name
-        for name in _abstract_names(Backend)
-        if not inspect.iscoroutinefunction(getattr(target, name, None))
+        name for name in _abstract_names(Backend) if not inspect.iscoroutinefunction(getattr(target, name, None))
     ]
     if not_async:
         raise BrokenPluginError(
@@ -439,4 +437,3 @@ def _dist_version(dist: str | None) -> str | None:
         return version(dist)
     except PackageNotFoundError:
         return None
-

@@ -13,7 +13,7 @@ import inspect
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from .errors import (
     BrokenPluginError,
@@ -22,7 +22,7 @@ from .errors import (
     ValidationError,
 )
 
-__all__ = ["NAME_PATTERN", "Registry", "RegistryEntry", "Provider"]
+__all__ = ["NAME_PATTERN", "Provider", "Registry", "RegistryEntry"]
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_+-]*$")
 
@@ -64,7 +64,7 @@ class RegistryEntry(Generic[T]):
 class Registry(Generic[T]):
     """Maps names (and aliases such as extra URL schemes) to registered classes."""
 
-    def __init__(self, kind: str, base: type[T], validate: Callable[[type[T], RegistryEntry[T]], None]) -> None:
+    def __init__(self, kind: str, base: type[Any], validate: Callable[[type[T], RegistryEntry[T]], None]) -> None:
         self.kind = kind
         self.base = base
         self._validate = validate

@@ -226,8 +226,7 @@ class MsgpackSerializer(Serializer):
         if "<lambda>" in qualname or "<locals>" in qualname:
             kind = "a lambda" if "<lambda>" in qualname else "a local function or closure"
             raise SerializationError(
-                f"msgpack cannot send {kind} ({path}); define it at module level "
-                "or use the cloudpickle serializer",
+                f"msgpack cannot send {kind} ({path}); define it at module level or use the cloudpickle serializer",
                 operation="dumps_call",
                 data_type="function",
             )
@@ -235,8 +234,7 @@ class MsgpackSerializer(Serializer):
             resolved = _import_path(path)
         except SerializationError as exc:
             raise SerializationError(
-                f"msgpack sends functions by import path, but {path} cannot be imported back: "
-                f"{exc.message}",
+                f"msgpack sends functions by import path, but {path} cannot be imported back: {exc.message}",
                 operation="dumps_call",
                 data_type="function",
                 cause=exc,
@@ -273,7 +271,7 @@ def _import_path(path: str) -> Callable[..., Any]:
         raise SerializationError(
             f"{path!r} is not a module-level function", operation="loads_call", data_type=type(target).__name__
         )
-    return target  # type: ignore[no-any-return]
+    return target
 
 
 def _describe_unpackable(obj: Any) -> str:

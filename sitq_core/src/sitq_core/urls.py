@@ -64,7 +64,7 @@ def parse_backend_url(url: str) -> BackendURL:
     scheme, _, driver = scheme_part.lower().partition("+")
     if not scheme:
         raise ConfigurationError(f"backend URL {url!r} has no scheme", parameter="url", value=url)
-    parts = urlsplit("x" + url[len(scheme_part):])  # a neutral scheme keeps urlsplit generic
+    parts = urlsplit("x" + url[len(scheme_part) :])  # a neutral scheme keeps urlsplit generic
     try:
         port = parts.port
     except ValueError as exc:
@@ -78,9 +78,7 @@ def parse_backend_url(url: str) -> BackendURL:
     query: dict[str, str] = {}
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
         if key in query:
-            raise ConfigurationError(
-                f"backend URL option {key!r} is given twice", parameter=key, value=url
-            )
+            raise ConfigurationError(f"backend URL option {key!r} is given twice", parameter=key, value=url)
         query[key] = value
     return BackendURL(
         scheme=scheme,

@@ -1,0 +1,127 @@
+"""Per-task options (``TaskQueue.with_options``) and their validation."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from .errors import ValidationError
+from .models import DEFAULT_QUEUE
+
+__all__ = ["TaskOptions", "normalize_eta", "validate_timeout"]
+
+_UNSET: Any = object()
+
+
+def normalize_eta(eta: datetime | None, *, parameter: str = "eta") -> datetime | None:
+    """An aware datetime in any zone -> UTC; naive or non-datetime -> ValidationError."""
+    if eta is None:
+        return None
+    if not isinstance(eta, datetime):
+        raise ValidationError(
+            f"{parameter} must be a timezone-aware datetime, got {type(eta).__name__}",
+            parameter=parameter,
+            value=eta,
+        )
+    if eta.tzinfo is None or eta.tzinfo.utcoffset(eta) is None:
+        raise ValidationError(
+            f"{parameter} must be timezone-aware (e.g. datetime.now(timezone.utc)); got naive {eta!r}",
+            parameter=parameter,
+            value=eta,
+        )
+    return eta.astimezone(UTC)
+
+
+def validate_timeout(timeout: float | None, *, parameter: str = "timeout") -> float | None:
+    """None or a finite number >= 0, else ValidationError."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or math.isnan(timeout):
+        raise ValidationError(
+            f"{parameter} must be a number of seconds or None, got {timeout!r}", parameter=parameter, value=timeout
+        )
+    if timeout < 0:
+        raise ValidationError(f"{parameter} must be >= 0, got {timeout!r}", parameter=parameter, value=timeout)
+    return float(timeout)
+
+
+def _non_negative_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValidationError(f"{name} must be an integer >= 0, got {value!r}", parameter=name, value=value)
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class TaskOptions:
+    """Options applied to each task a queue (or a ``with_options`` view) enqueues.
+
+    ``eta`` (aware datetime) and ``delay`` (seconds) schedule the task; give at
+    most one. ``priority``: higher runs first. ``max_retries``: retries after an
+    exception, spaced ``retry_backoff * 2**(attempt-1)`` seconds apart.
+    ``timeout``: seconds the function may run. ``queue_name``: the named queue.
+    ``max_lease_expiries``: how many lost leases (killed workers) are tolerated.
+    """
+
+    eta: datetime | None = None
+    delay: float | None = None
+    priority: int = 0
+    max_retries: int = 0
+    retry_backoff: float = 1.0
+    timeout: float | None = None
+    queue_name: str = DEFAULT_QUEUE
+    max_lease_expiries: int = 3
+
+    def merged(self, **changes: Any) -> TaskOptions:
+        """A validated copy with ``changes`` applied (unknown names -> ValidationError)."""
+        known = {f.name for f in fields(self)}
+        for name in changes:
+            if name not in known:
+                raise ValidationError(
+                    f"unknown task option {name!r}; expected one of: {', '.join(sorted(known))}",
+                    parameter=name,
+                    value=changes[name],
+                )
+        if changes.get("eta") is not None:
+            changes.setdefault("delay", None)
+        elif changes.get("delay") is not None:
+            changes.setdefault("eta", None)
+        return replace(self, **changes).validated()
+
+    def validated(self) -> TaskOptions:
+        normalize_eta(self.eta)
+        if self.eta is not None and self.delay is not None:
+            raise ValidationError("give eta or delay, not both", parameter="delay", value=self.delay)
+        validate_timeout(self.delay, parameter="delay")
+        if isinstance(self.priority, bool) or not isinstance(self.priority, int):
+            raise ValidationError(
+                f"priority must be an integer, got {self.priority!r}", parameter="priority", value=self.priority
+            )
+        _non_negative_int("max_retries", self.max_retries)
+        _non_negative_int("max_lease_expiries", self.max_lease_expiries)
+        if self.max_lease_expiries < 1:
+            raise ValidationError(
+                "max_lease_expiries must be >= 1", parameter="max_lease_expiries", value=self.max_lease_expiries
+            )
+        validate_timeout(self.retry_backoff, parameter="retry_backoff")
+        if self.retry_backoff is None:
+            raise ValidationError("retry_backoff must be a number >= 0", parameter="retry_backoff", value=None)
+        if self.timeout is not None and validate_timeout(self.timeout) == 0:
+            raise ValidationError("timeout must be > 0 or None", parameter="timeout", value=self.timeout)
+        if not isinstance(self.queue_name, str) or not self.queue_name:
+            raise ValidationError(
+                f"queue_name must be a non-empty string, got {self.queue_name!r}",
+                parameter="queue_name",
+                value=self.queue_name,
+            )
+        return self
+
+    def due_at(self, now: datetime) -> datetime:
+        """When a task with these options becomes due (a past eta means now)."""
+        eta = normalize_eta(self.eta)
+        if eta is not None:
+            return max(eta, now)
+        if self.delay:
+            return now + timedelta(seconds=self.delay)
+        return now

@@ -1,0 +1,322 @@
+"""``TaskQueue``: the producer side — enqueue calls, read their results."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Self
+
+from .backend import Backend
+from .config import BackendSpec, SerializerSpec, resolve_backend, resolve_serializer, split_config
+from .errors import BackendError, SerializationError, SitqError, ValidationError
+from .models import Result, Task, new_id
+from .options import TaskOptions, normalize_eta, validate_timeout
+from .plugins import get_plugin_manager
+from .serializers import Serializer, function_path
+
+__all__ = ["Call", "TaskQueue", "TaskQueueView"]
+
+logger = logging.getLogger("sitq.queue")
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One call for ``enqueue_many``: ``Call(func, args, kwargs)``."""
+
+    func: Callable[..., Any]
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def _as_call(item: Any, index: int) -> Call:
+    if isinstance(item, Call):
+        return item
+    if callable(item):
+        return Call(item)
+    if isinstance(item, tuple) and 1 <= len(item) <= 3:
+        func = item[0]
+        args = tuple(item[1]) if len(item) > 1 else ()
+        kwargs = dict(item[2]) if len(item) > 2 else {}
+        return Call(func, args, kwargs)
+    raise ValidationError(
+        f"calls[{index}] must be a Call, a callable, or a (func, args[, kwargs]) tuple; got {item!r}",
+        parameter="calls",
+        value=item,
+    )
+
+
+class _Producer:
+    """Enqueue logic shared by ``TaskQueue`` and its ``with_options`` views."""
+
+    _backend: Backend
+    _serializer: Serializer
+    _options: TaskOptions
+
+    def _build_task(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], options: TaskOptions) -> Task:
+        if not callable(func):
+            raise ValidationError(f"func must be callable, got {type(func).__name__}", parameter="func", value=func)
+        payload = self._serializer.dumps_call(func, args, kwargs)
+        now = self._backend.now()
+        return Task(
+            id=new_id(),
+            payload=payload,
+            serializer=self._serializer.name,
+            function_name=function_path(func),
+            queue=options.queue_name,
+            priority=options.priority,
+            eta=options.due_at(now),
+            max_retries=options.max_retries,
+            retry_backoff=options.retry_backoff,
+            timeout=options.timeout,
+            max_lease_expiries=options.max_lease_expiries,
+            enqueued_at=now,
+        )
+
+    async def _store(self, tasks: list[Task]) -> list[str]:
+        try:
+            if len(tasks) == 1:
+                ids = [await self._backend.enqueue(tasks[0])]
+            else:
+                ids = await self._backend.enqueue_many(tasks)
+        except SitqError:
+            raise
+        except Exception as exc:
+            raise BackendError(
+                f"backend failed to enqueue: {type(exc).__name__}: {exc}",
+                operation="enqueue",
+                backend_type=self._backend.name or type(self._backend).__name__,
+                cause=exc,
+            ) from exc
+        self._backend.notify_work()
+        manager = get_plugin_manager()
+        if manager.has_observers("sitq_task_enqueued"):
+            for task in tasks:
+                manager.notify("sitq_task_enqueued", task=task)
+        return ids
+
+    async def enqueue(self, func: Callable[..., Any], /, *args: Any, eta: datetime | None = None, **kwargs: Any) -> str:
+        """Store a call of ``func(*args, **kwargs)`` and return its task id.
+
+        ``eta`` (an aware datetime in any zone) delays it; a past ``eta`` means
+        now. Raises ``ValidationError`` for a non-callable or naive ``eta`` and
+        ``SerializationError`` when the call cannot be serialised.
+        """
+        options = self._options if eta is None else self._options.merged(eta=normalize_eta(eta))
+        task = self._build_task(func, args, kwargs, options)
+        return (await self._store([task]))[0]
+
+    async def enqueue_many(self, calls: Iterable[Any]) -> list[str]:
+        """Store many calls in one transaction and return their ids in order.
+
+        Each item is a :class:`Call`, a bare callable, or ``(func, args)`` /
+        ``(func, args, kwargs)``. Nothing is stored when any item is invalid.
+        """
+        if isinstance(calls, (str, bytes)) or not isinstance(calls, Iterable):
+            raise ValidationError(
+                f"calls must be an iterable of calls, got {type(calls).__name__}", parameter="calls", value=calls
+            )
+        tasks = [
+            self._build_task(call.func, call.args, call.kwargs, self._options)
+            for call in (_as_call(item, i) for i, item in enumerate(calls))
+        ]
+        if not tasks:
+            return []
+        return await self._store(tasks)
+
+
+class TaskQueueView(_Producer):
+    """A queue whose enqueues apply fixed per-task options (see ``TaskQueue.with_options``)."""
+
+    def __init__(self, queue: TaskQueue, options: TaskOptions) -> None:
+        self._queue = queue
+        self._backend = queue.backend
+        self._serializer = queue.serializer
+        self._options = options
+
+    def with_options(self, **options: Any) -> TaskQueueView:
+        """A further view with more options changed."""
+        return TaskQueueView(self._queue, self._options.merged(**options))
+
+    @property
+    def options(self) -> TaskOptions:
+        return self._options
+
+
+class TaskQueue(_Producer):
+    """Enqueue work and read results.
+
+    ``backend`` is a :class:`Backend`, a URL (``"sqlite:///tasks.db"``), a
+    registered name, or a config mapping (``{"backend": "sqlite", "path":
+    ...}``). ``serializer`` is a :class:`Serializer` or a registered name;
+    default ``cloudpickle`` (or the mapping's ``serializer``).
+    ``async with TaskQueue(...)`` connects and closes the backend.
+    """
+
+    def __init__(self, backend: BackendSpec, serializer: SerializerSpec = None) -> None:
+        if backend is None:
+            raise ValidationError(
+                "backend is required: pass a Backend (e.g. SQLiteBackend('tasks.db')) or a URL",
+                parameter="backend",
+                value=None,
+            )
+        _target, _options, config_serializer = split_config(backend)
+        self._backend = resolve_backend(backend)
+        self._serializer = resolve_serializer(serializer if serializer is not None else config_serializer)
+        self._options = TaskOptions()
+        self._serializers: dict[str, Serializer] = {self._serializer.name: self._serializer}
+
+    @property
+    def backend(self) -> Backend:
+        return self._backend
+
+    @property
+    def serializer(self) -> Serializer:
+        return self._serializer
+
+    def with_options(
+        self,
+        *,
+        eta: datetime | None = None,
+        delay: float | None = None,
+        priority: int | None = None,
+        max_retries: int | None = None,
+        retry_backoff: float | None = None,
+        timeout: float | None = None,
+        queue_name: str | None = None,
+        max_lease_expiries: int | None = None,
+    ) -> TaskQueueView:
+        """A view whose ``enqueue``/``enqueue_many`` apply these options to each task.
+
+        The options never collide with the task function's own keyword
+        arguments: ``q.with_options(timeout=5).enqueue(f, timeout=1)`` passes
+        ``timeout=1`` to ``f``.
+        """
+        given = {
+            "eta": normalize_eta(eta),
+            "delay": delay,
+            "priority": priority,
+            "max_retries": max_retries,
+            "retry_backoff": retry_backoff,
+            "timeout": timeout,
+            "queue_name": queue_name,
+            "max_lease_expiries": max_lease_expiries,
+        }
+        changes = {key: value for key, value in given.items() if value is not None}
+        return TaskQueueView(self, self._options.merged(**changes))
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def connect(self) -> None:
+        """Connect the backend (optional: every call connects on first use)."""
+        await self._backend.connect()
+
+    async def close(self) -> None:
+        """Close the backend."""
+        await self._backend.close()
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------ results
+
+    async def get_result(self, task_id: str, timeout: float | None = None) -> Result | None:
+        """The final result as soon as it exists; None when ``timeout`` seconds pass first.
+
+        ``timeout=None`` waits until the result exists; ``0`` checks once.
+        Unknown ids behave like unfinished tasks (None after the timeout).
+        """
+        _check_task_id(task_id)
+        timeout = validate_timeout(timeout)
+        return await self._backend.wait_for_result(task_id, timeout)
+
+    def deserialize_result(self, result: Result) -> Any:
+        """The Python value a successful task returned (None when ``value`` is None)."""
+        if result is None:
+            raise ValidationError("result is required, got None", parameter="result", value=None)
+        if not isinstance(result, Result):
+            raise ValidationError(
+                f"result must be a Result, got {type(result).__name__}", parameter="result", value=result
+            )
+        if result.value is None:
+            return None
+        return self._serializer_named(result.serializer).loads(result.value)
+
+    def _serializer_named(self, name: str) -> Serializer:
+        serializer = self._serializers.get(name)
+        if serializer is None:
+            try:
+                serializer = resolve_serializer(name)
+            except SitqError as exc:
+                raise SerializationError(
+                    f"cannot deserialise a value written by serializer {name!r}: {exc.message}",
+                    operation="loads",
+                    data_type=name,
+                    cause=exc,
+                ) from exc
+            self._serializers[name] = serializer
+        return serializer
+
+    # ------------------------------------------------------------- task state
+
+    async def get_task(self, task_id: str) -> Task | None:
+        """The task's current state (status, attempts, times), or None when unknown."""
+        _check_task_id(task_id)
+        return await self._backend.get_task(task_id)
+
+    async def cancel(self, task_id: str) -> bool:
+        """Cancel a queued task (at once) or a running one (its worker is told); False when final/unknown."""
+        _check_task_id(task_id)
+        cancelled = await self._backend.cancel(task_id)
+        if cancelled:
+            self._backend.notify_results([task_id])
+        return cancelled
+
+    async def requeue(self, task_id: str, *, eta: datetime | None = None) -> bool:
+        """Run a failed or cancelled task again; False for other states or unknown ids."""
+        _check_task_id(task_id)
+        requeued = await self._backend.requeue(task_id, eta=normalize_eta(eta))
+        if requeued:
+            self._backend.notify_work()
+        return requeued
+
+    async def counts(self, *, queue: str | None = None) -> dict[str, int]:
+        """Number of tasks per status."""
+        return await self._backend.counts(queue=queue)
+
+    async def list_tasks(
+        self, *, status: str | None = None, queue: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[Task]:
+        """Tasks filtered by status and queue, oldest first."""
+        return await self._backend.list_tasks(status=status, queue=queue, limit=limit, offset=offset)
+
+    async def purge(self, *, older_than: datetime | None = None) -> int:
+        """Delete finished tasks (and results) finished before ``older_than`` (all when None)."""
+        return await self._backend.purge(older_than=normalize_eta(older_than, parameter="older_than"))
+
+
+def _check_task_id(task_id: Any) -> None:
+    if not isinstance(task_id, str) or not task_id.strip():
+        raise ValidationError(
+            f"task_id must be a non-empty string, got {task_id!r}", parameter="task_id", value=task_id
+        )
+
+
+def connect(spec: BackendSpec | None = None, *, serializer: SerializerSpec = None, **options: Any) -> TaskQueue:
+    """A :class:`TaskQueue` for a URL, a backend name, a config mapping or a backend.
+
+    With no argument, ``SITQ_BACKEND`` (a URL or name) is used, then
+    ``sqlite:///sitq.db``. Keyword options go to the backend. The queue
+    connects on first use; ``async with sitq.connect(...) as queue:`` closes it.
+    """
+    _target, _options, config_serializer = split_config(spec)
+    backend = resolve_backend(spec, **options)
+    return TaskQueue(backend, serializer=serializer if serializer is not None else config_serializer)

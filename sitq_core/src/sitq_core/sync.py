@@ -1,0 +1,201 @@
+"""``SyncTaskQueue``: the queue for code without an event loop.
+
+It runs a private event loop in one daemon thread and hands every call to it,
+so a backend connection is always used from the loop that opened it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Coroutine, Iterable
+from concurrent.futures import Future
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+from .backend import Backend
+from .config import BackendSpec, SerializerSpec
+from .errors import (
+    SerializationError,
+    SitqError,
+    SyncTaskQueueError,
+    TaskCancelledError,
+    TaskExecutionError,
+    ValidationError,
+)
+from .models import Result, Task
+from .queue import TaskQueue
+
+__all__ = ["SyncTaskQueue"]
+
+T = TypeVar("T")
+
+
+def _refuse_running_loop(operation: str) -> None:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise RuntimeError(
+        f"SyncTaskQueue.{operation}() was called inside a running event loop; "
+        "use TaskQueue (await queue.enqueue(...)) in async code"
+    )
+
+
+class SyncTaskQueue:
+    """Blocking version of :class:`TaskQueue`; use ``with SyncTaskQueue(backend) as q:``."""
+
+    def __init__(self, backend: BackendSpec, serializer: SerializerSpec = None) -> None:
+        self._queue = TaskQueue(backend, serializer)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def backend(self) -> Backend:
+        return self._queue.backend
+
+    @property
+    def queue(self) -> TaskQueue:
+        """The async queue underneath (for ``with_options`` and friends)."""
+        return self._queue
+
+    # ---------------------------------------------------------------- plumbing
+
+    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None or self._loop.is_closed():
+                loop = asyncio.new_event_loop()
+                ready = threading.Event()
+
+                def run() -> None:
+                    asyncio.set_event_loop(loop)
+                    loop.call_soon(ready.set)
+                    loop.run_forever()
+
+                thread = threading.Thread(target=run, name="sitq-sync-loop", daemon=True)
+                thread.start()
+                ready.wait()
+                self._loop, self._thread = loop, thread
+            return self._loop
+
+    def _run(self, operation: str, make: Callable[[], Coroutine[Any, Any, T]], task_id: str | None = None) -> T:
+        _refuse_running_loop(operation)
+        loop = self._ensure_loop()
+        future: Future[T] = asyncio.run_coroutine_threadsafe(make(), loop)
+        try:
+            return future.result()
+        except TaskExecutionError:
+            raise
+        except SitqError as exc:
+            bad_input = isinstance(exc, ValidationError) or (
+                isinstance(exc, SerializationError) and operation.startswith("enqueue")
+            )
+            if bad_input:
+                raise
+            raise SyncTaskQueueError(
+                f"{operation} failed: {exc.message}", task_id=task_id, operation=operation, cause=exc
+            ) from exc
+        except Exception as exc:
+            raise SyncTaskQueueError(
+                f"{operation} failed: {type(exc).__name__}: {exc}", task_id=task_id, operation=operation, cause=exc
+            ) from exc
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def connect(self) -> None:
+        self._run("connect", self._queue.connect)
+
+    def close(self) -> None:
+        """Close the backend and stop the private loop thread."""
+        if self._loop is None or self._loop.is_closed():
+            return
+        _refuse_running_loop("close")
+        try:
+            self._run("close", self._queue.close)
+        finally:
+            loop, thread = self._loop, self._thread
+            loop.call_soon_threadsafe(loop.stop)
+            if thread is not None:
+                thread.join(timeout=10)
+            if not loop.is_running():
+                loop.close()
+
+    def __enter__(self) -> Self:
+        _refuse_running_loop("__enter__")
+        self.connect()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # ------------------------------------------------------------- operations
+
+    def enqueue(self, func: Callable[..., Any], /, *args: Any, eta: datetime | None = None, **kwargs: Any) -> str:
+        """Store a call and return its task id (see ``TaskQueue.enqueue``)."""
+        return self._run("enqueue", lambda: self._queue.enqueue(func, *args, eta=eta, **kwargs))
+
+    def enqueue_many(self, calls: Iterable[Any]) -> list[str]:
+        """Store many calls in one transaction (see ``TaskQueue.enqueue_many``)."""
+        items = list(calls) if isinstance(calls, Iterable) and not isinstance(calls, (str, bytes)) else calls
+        return self._run("enqueue_many", lambda: self._queue.enqueue_many(items))
+
+    def get_result(self, task_id: str, timeout: float | None = None) -> Any:
+        """The task's return value; None when ``timeout`` passes first.
+
+        A failed task raises :class:`TaskExecutionError` with the task's error
+        (``.traceback`` holds the task's traceback); a cancelled one raises
+        :class:`TaskCancelledError`.
+        """
+        result = self._run("get_result", lambda: self._queue.get_result(task_id, timeout), task_id)
+        if result is None:
+            return None
+        return self._value_of(result)
+
+    def get_result_record(self, task_id: str, timeout: float | None = None) -> Result | None:
+        """The full :class:`Result` record (status, times, attempts) instead of the value."""
+        return self._run("get_result", lambda: self._queue.get_result(task_id, timeout), task_id)
+
+    def _value_of(self, result: Result) -> Any:
+        if result.status == "success":
+            try:
+                return self._queue.deserialize_result(result)
+            except SitqError as exc:
+                raise SyncTaskQueueError(
+                    f"cannot deserialise the result of task {result.task_id}: {exc.message}",
+                    task_id=result.task_id,
+                    operation="get_result",
+                    cause=exc,
+                ) from exc
+        error_class = TaskCancelledError if result.status == "cancelled" else TaskExecutionError
+        error = error_class(result.error or result.status, task_id=result.task_id)
+        error.traceback = result.traceback
+        raise error
+
+    def get_task(self, task_id: str) -> Task | None:
+        return self._run("get_task", lambda: self._queue.get_task(task_id), task_id)
+
+    def cancel(self, task_id: str) -> bool:
+        return self._run("cancel", lambda: self._queue.cancel(task_id), task_id)
+
+    def requeue(self, task_id: str, *, eta: datetime | None = None) -> bool:
+        return self._run("requeue", lambda: self._queue.requeue(task_id, eta=eta), task_id)
+
+    def counts(self, *, queue: str | None = None) -> dict[str, int]:
+        return self._run("counts", lambda: self._queue.counts(queue=queue))
+
+    def list_tasks(
+        self, *, status: str | None = None, queue: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[Task]:
+        return self._run(
+            "list_tasks", lambda: self._queue.list_tasks(status=status, queue=queue, limit=limit, offset=offset)
+        )
+
+    def purge(self, *, older_than: datetime | None = None) -> int:
+        return self._run("purge", lambda: self._queue.purge(older_than=older_than))
+
+    def deserialize_result(self, result: Result) -> Any:
+        return self._queue.deserialize_result(result)

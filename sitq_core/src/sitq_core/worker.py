@@ -1,0 +1,674 @@
+"""``Worker``: reserve due tasks under a lease, run them, report their outcomes.
+
+One coroutine reserves (as many tasks as there are free slots plus
+``prefetch``), one runs each task, one reports outcomes in batches (group
+commit), one renews leases. Async functions run on the event loop; anything
+else runs in a thread pool of ``max_concurrency`` threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import inspect
+import logging
+import math
+import os
+import signal
+import socket
+import time
+import traceback as tb_module
+import uuid
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from typing import Any
+
+from .backend import Backend
+from .config import BackendSpec, SerializerSpec, resolve_backend, resolve_serializer, split_config
+from .errors import SerializationError, SitqError, ValidationError
+from .models import LeaseState, Outcome, ReservedTask, Result
+from .plugins import get_plugin_manager
+from .serializers import Serializer
+
+__all__ = ["Worker", "retry_delay"]
+
+logger = logging.getLogger("sitq.worker")
+
+_MAX_FINISH_BATCH = 512
+
+
+def retry_delay(retry_backoff: float, attempt: int) -> float:
+    """Seconds before retry number ``attempt`` (1-based): ``backoff * 2**(attempt-1)``, capped at one day."""
+    if retry_backoff <= 0:
+        return 0.0
+    return float(min(retry_backoff * (2 ** max(attempt - 1, 0)), 86_400.0))
+
+
+def _is_async_callable(func: Any) -> bool:
+    while isinstance(func, functools.partial):
+        func = func.func
+    if inspect.iscoroutinefunction(func):
+        return True
+    call = getattr(func, "__call__", None)  # noqa: B004 - objects with async def __call__
+    return call is not None and inspect.iscoroutinefunction(call)
+
+
+def _should_retry(exc: BaseException) -> bool:
+    """Exceptions opt out of retries with a class attribute ``sitq_retry = False``."""
+    return bool(getattr(exc, "sitq_retry", True))
+
+
+class _Running:
+    """Book-keeping for one reserved task held by this worker."""
+
+    __slots__ = ("cancel_requested", "future", "lease_lost", "reserved", "started_at")
+
+    def __init__(self, reserved: ReservedTask) -> None:
+        self.reserved = reserved
+        self.future: asyncio.Task[None] | None = None
+        self.lease_lost = False
+        self.cancel_requested = False
+        self.started_at: datetime | None = None
+
+
+class Worker:
+    """Runs tasks from a backend.
+
+    ``max_concurrency`` (1..1000) tasks run at once; ``poll_interval`` is the
+    longest sleep between checks when the backend cannot notify. ``queues``
+    limits the named queues served (default: all). ``lease_timeout`` is how
+    long a reserved task stays ours without a heartbeat (heartbeats run every
+    third of it). ``prefetch`` reserves that many extra tasks ahead, which
+    speeds up short tasks. ``shutdown_timeout`` bounds how long ``run()``
+    waits for in-flight tasks after a signal (None: no bound).
+    ``serializer``: when given, only tasks written by that serializer are run
+    (others fail with a clear error); by default any registered one is used.
+    """
+
+    def __init__(
+        self,
+        backend: BackendSpec,
+        serializer: SerializerSpec = None,
+        max_concurrency: int = 1,
+        poll_interval: float = 1.0,
+        *,
+        queues: Sequence[str] | str | None = None,
+        lease_timeout: float = 30.0,
+        prefetch: int = 0,
+        shutdown_timeout: float | None = 30.0,
+        worker_id: str | None = None,
+    ) -> None:
+        if backend is None:
+            raise ValidationError(
+                "backend is required: pass a Backend (e.g. SQLiteBackend('tasks.db')) or a URL",
+                parameter="backend",
+                value=None,
+            )
+        if (
+            isinstance(max_concurrency, bool)
+            or not isinstance(max_concurrency, int)
+            or not (1 <= max_concurrency <= 1000)
+        ):
+            raise ValidationError(
+                f"max_concurrency must be an integer from 1 to 1000, got {max_concurrency!r}",
+                parameter="max_concurrency",
+                value=max_concurrency,
+            )
+        _positive("poll_interval", poll_interval)
+        _positive("lease_timeout", lease_timeout)
+        if shutdown_timeout is not None:
+            _positive("shutdown_timeout", shutdown_timeout)
+        if isinstance(prefetch, bool) or not isinstance(prefetch, int) or not 0 <= prefetch <= 10_000:
+            raise ValidationError(
+                f"prefetch must be an integer from 0 to 10000, got {prefetch!r}", parameter="prefetch", value=prefetch
+            )
+        if isinstance(queues, str):
+            queues = [queues]
+        if queues is not None:
+            queues = list(queues)
+            if not queues or not all(isinstance(q, str) and q for q in queues):
+                raise ValidationError(
+                    f"queues must be a non-empty list of queue names, got {queues!r}", parameter="queues", value=queues
+                )
+        target, _options, config_serializer = split_config(backend)
+        self._owns_backend = not isinstance(target, Backend)
+        self.backend = resolve_backend(backend)
+        chosen = serializer if serializer is not None else config_serializer
+        self._only_serializer: Serializer | None = resolve_serializer(chosen) if chosen is not None else None
+        self._serializers: dict[str, Serializer] = {}
+        if self._only_serializer is not None:
+            self._serializers[self._only_serializer.name] = self._only_serializer
+        self.max_concurrency = max_concurrency
+        self.poll_interval = float(poll_interval)
+        self.queues: list[str] | None = queues
+        self.lease_timeout = float(lease_timeout)
+        self.prefetch = prefetch
+        self.shutdown_timeout = shutdown_timeout
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+        self.processed = 0
+        self.succeeded = 0
+        self.failed = 0
+
+        self._held: dict[str, _Running] = {}
+        self._waiting: deque[_Running] = deque()
+        self._executing = 0
+        self._outcomes: asyncio.Queue[tuple[_Running, Outcome, dict[str, Any]] | None] | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._running = False
+        self._stopping: asyncio.Event | None = None
+        self._slot_free: asyncio.Event | None = None
+        self._stopped: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # ---------------------------------------------------------------- control
+
+    @property
+    def running(self) -> bool:
+        """True between ``start()`` and the end of ``stop()``."""
+        return self._running
+
+    async def start(self) -> None:
+        """Begin processing in the background and return at once."""
+        if self._running:
+            return
+        await self.backend.connect()
+        self._loop = asyncio.get_running_loop()
+        self._running = True
+        self._stopping = asyncio.Event()
+        self._slot_free = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._outcomes = asyncio.Queue()
+        self._pool = ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix="sitq-task")
+        self._tasks = [
+            asyncio.create_task(self._reserve_loop(), name=f"sitq-reserve-{self.worker_id}"),
+            asyncio.create_task(self._finish_loop(), name=f"sitq-finish-{self.worker_id}"),
+            asyncio.create_task(self._heartbeat_loop(), name=f"sitq-heartbeat-{self.worker_id}"),
+        ]
+        logger.info(
+            "worker %s started (max_concurrency=%d, queues=%s)",
+            self.worker_id,
+            self.max_concurrency,
+            ",".join(self.queues) if self.queues else "all",
+        )
+
+    async def stop(self, timeout: float | None = None) -> None:
+        """Stop reserving, give back unstarted tasks, wait for in-flight ones, then return.
+
+        ``timeout`` bounds the wait; tasks still running then are cancelled
+        (async) or abandoned (threads) and their leases released so another
+        worker takes them at once. Does not close a backend passed in as an object.
+        """
+        if not self._running or self._stopping is None:
+            return
+        if self._stopping.is_set():
+            assert self._stopped is not None
+            await self._stopped.wait()
+            return
+        self._stopping.set()
+        reserve_task = self._tasks[0]
+        with contextlib.suppress(asyncio.CancelledError):
+            await reserve_task
+        await self._release_waiting()
+        in_flight = [r.future for r in self._held.values() if r.future is not None]
+        if in_flight:
+            _done, pending = await asyncio.wait(in_flight, timeout=timeout)
+            if pending:
+                logger.warning(
+                    "worker %s: %d task(s) still running at shutdown; releasing them", self.worker_id, len(pending)
+                )
+                await self._abandon(pending)
+        assert self._outcomes is not None
+        self._outcomes.put_nowait(None)  # the finisher reports what is queued, then exits
+        finisher, heartbeat = self._tasks[1], self._tasks[2]
+        with contextlib.suppress(asyncio.CancelledError):
+            await finisher
+        heartbeat.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await heartbeat
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        self._running = False
+        if self._owns_backend:
+            await self.backend.close()
+        assert self._stopped is not None
+        self._stopped.set()
+        logger.info(
+            "worker %s stopped (processed=%d, succeeded=%d, failed=%d)",
+            self.worker_id,
+            self.processed,
+            self.succeeded,
+            self.failed,
+        )
+
+    async def run(self, *, handle_signals: bool = True) -> None:
+        """Process until ``stop()`` is called or SIGINT/SIGTERM arrives, then drain and return.
+
+        The first signal drains (in-flight tasks finish, up to
+        ``shutdown_timeout``); a second signal stops at once.
+        """
+        await self.start()
+        loop = asyncio.get_running_loop()
+        installed: list[signal.Signals] = []
+        signals_seen = 0
+        background: set[asyncio.Future[None]] = set()
+
+        def on_signal(signum: signal.Signals) -> None:
+            nonlocal signals_seen
+            signals_seen += 1
+            if signals_seen == 1:
+                logger.info("worker %s: %s received, draining", self.worker_id, signum.name)
+                background.add(asyncio.ensure_future(self.stop(timeout=self.shutdown_timeout)))
+            else:
+                logger.warning("worker %s: second %s, stopping now", self.worker_id, signum.name)
+                background.add(asyncio.ensure_future(self._hard_stop()))
+
+        if handle_signals:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                try:
+                    loop.add_signal_handler(signum, on_signal, signum)
+                    installed.append(signum)
+                except (NotImplementedError, RuntimeError, ValueError):
+                    pass  # not the main thread, or no signal support here
+        try:
+            assert self._stopped is not None
+            await self._stopped.wait()
+        finally:
+            for signum in installed:
+                loop.remove_signal_handler(signum)
+            if self._running:
+                await self.stop(timeout=self.shutdown_timeout)
+
+    async def _hard_stop(self) -> None:
+        held = [r.future for r in self._held.values() if r.future is not None and not r.future.done()]
+        if held:
+            await self._abandon(set(held))
+
+    # ------------------------------------------------------------ reservation
+
+    async def _reserve_loop(self) -> None:
+        assert self._stopping is not None and self._slot_free is not None
+        capacity = self.max_concurrency + self.prefetch
+        backoff = 0.0
+        while not self._stopping.is_set():
+            free = capacity - len(self._held)
+            if free <= 0:
+                self._slot_free.clear()
+                await self._wait_or_stop(self._slot_free.wait(), None)
+                continue
+            try:
+                reserved = await self.backend.reserve(
+                    worker_id=self.worker_id, limit=free, lease_seconds=self.lease_timeout, queues=self.queues
+                )
+                backoff = 0.0
+            except Exception:
+                backoff = min(max(backoff * 2, 0.05), self.poll_interval)
+                logger.exception("worker %s: reserve failed; retrying in %.2fs", self.worker_id, backoff)
+                await self._wait_or_stop(asyncio.sleep(backoff), None)
+                continue
+            if self._stopping.is_set():
+                for item in reserved:
+                    running = _Running(item)
+                    self._held[item.id] = running
+                    self._waiting.append(running)
+                return
+            for item in reserved:
+                running = _Running(item)
+                self._held[item.id] = running
+                self._waiting.append(running)
+            self._dispatch()
+            if not reserved:
+                await self._wait_or_stop(self.backend.wait_for_work(await self._idle_timeout()), None)
+
+    async def _idle_timeout(self) -> float:
+        timeout = self.poll_interval
+        try:
+            eta = await self.backend.next_eta(self.queues)
+        except Exception:
+            logger.debug("next_eta failed", exc_info=True)
+            return timeout
+        if eta is not None:
+            until = (eta - self.backend.now()).total_seconds()
+            timeout = min(timeout, max(until, 0.0))
+        return max(timeout, 0.0005)
+
+    async def _wait_or_stop(self, awaitable: Any, timeout: float | None) -> None:
+        assert self._stopping is not None
+        waiter = asyncio.ensure_future(awaitable)
+        stopper = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({waiter, stopper}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for future in (waiter, stopper):
+                if not future.done():
+                    future.cancel()
+            for future in (waiter, stopper):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await future
+
+    def _dispatch(self) -> None:
+        while self._waiting and self._executing < self.max_concurrency:
+            running = self._waiting.popleft()
+            self._executing += 1
+            running.future = asyncio.create_task(self._execute(running), name=f"sitq-task-{running.reserved.id}")
+
+    async def _release_waiting(self) -> None:
+        if not self._waiting:
+            return
+        waiting = list(self._waiting)
+        self._waiting.clear()
+        outcomes = [Outcome(r.reserved.id, r.reserved.lease_token, "release") for r in waiting]
+        try:
+            await self.backend.finish_many(outcomes)
+            self.backend.notify_work()
+        except Exception:
+            logger.exception("worker %s: could not release %d unstarted task(s)", self.worker_id, len(outcomes))
+        for running in waiting:
+            self._held.pop(running.reserved.id, None)
+
+    async def _abandon(self, futures: set[asyncio.Task[None]]) -> None:
+        """Cancel tasks still running at shutdown and release their leases."""
+        abandoned = [r for r in self._held.values() if r.future in futures]
+        for running in abandoned:
+            running.lease_lost = True  # whatever they report later is discarded
+            assert running.future is not None
+            running.future.cancel()
+        outcomes = [Outcome(r.reserved.id, r.reserved.lease_token, "release") for r in abandoned]
+        with contextlib.suppress(Exception):
+            await self.backend.finish_many(outcomes)
+            self.backend.notify_work()
+        for running in abandoned:
+            self._held.pop(running.reserved.id, None)
+
+    # -------------------------------------------------------------- execution
+
+    def _serializer_for(self, name: str) -> Serializer:
+        serializer = self._serializers.get(name)
+        if serializer is not None:
+            return serializer
+        if self._only_serializer is not None:
+            raise SerializationError(
+                f"task was written by serializer {name!r}, but this worker accepts only {self._only_serializer.name!r}",
+                operation="loads_call",
+                data_type=name,
+            )
+        try:
+            serializer = resolve_serializer(name)
+        except SitqError as exc:
+            raise SerializationError(
+                f"task was written by serializer {name!r}, which is not available here: {exc.message}",
+                operation="loads_call",
+                data_type=name,
+                cause=exc,
+            ) from exc
+        self._serializers[name] = serializer
+        return serializer
+
+    async def _execute(self, running: _Running) -> None:
+        reserved = running.reserved
+        task = reserved.task
+        manager = get_plugin_manager()
+        running.started_at = self.backend.now()
+        if manager.has_observers("sitq_task_started"):
+            manager.notify("sitq_task_started", task=task, attempt=reserved.attempt, worker_id=self.worker_id)
+        extra: dict[str, Any] = {}
+        began = time.perf_counter()
+        try:
+            serializer = self._serializer_for(task.serializer)
+            func, args, kwargs = serializer.loads_call(task.payload)
+        except Exception as exc:
+            message = f"cannot load task {task.function_name or task.id}: {exc}"
+            outcome = self._failure(running, message, _format(exc), retry=False)
+            extra = {"error": exc, "duration": 0.0}
+            self._report(running, outcome, extra)
+            return
+        try:
+            value = await self._call(func, args, kwargs, task.timeout)
+            duration = time.perf_counter() - began
+            payload = None if value is None else serializer.dumps(value)
+            outcome = Outcome(
+                reserved.id,
+                reserved.lease_token,
+                "success",
+                value=payload,
+                started_at=running.started_at,
+                finished_at=self.backend.now(),
+            )
+            extra = {"duration": duration, "serializer": serializer.name}
+        except asyncio.CancelledError:
+            if not running.cancel_requested:
+                self._report_nothing(running)
+                raise
+            outcome = Outcome(
+                reserved.id,
+                reserved.lease_token,
+                "cancelled",
+                error="cancelled",
+                started_at=running.started_at,
+                finished_at=self.backend.now(),
+            )
+            extra = {"error": "cancelled", "duration": time.perf_counter() - began}
+        except TimeoutError as exc:
+            if task.timeout is not None and time.perf_counter() - began >= task.timeout * 0.999:
+                message = f"task timed out after {task.timeout:g} s"
+            else:
+                message = str(exc) or type(exc).__name__
+            outcome = self._failure(running, message, _format(exc), retry=_should_retry(exc))
+            extra = {"error": exc, "duration": time.perf_counter() - began}
+        except Exception as exc:
+            outcome = self._failure(running, str(exc) or type(exc).__name__, _format(exc), retry=_should_retry(exc))
+            extra = {"error": exc, "duration": time.perf_counter() - began}
+        self._report(running, outcome, extra)
+
+    async def _call(
+        self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float | None
+    ) -> Any:
+        if _is_async_callable(func):
+            async with asyncio.timeout(timeout):
+                return await func(*args, **kwargs)
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._pool, functools.partial(func, *args, **kwargs))
+        if timeout is None:
+            value = await future
+        else:
+            # A thread cannot be killed: the task is reported as timed out while
+            # its thread runs on until the function returns.
+            value = await asyncio.wait_for(future, timeout)
+        if inspect.isawaitable(value):
+            async with asyncio.timeout(timeout):
+                value = await value
+        return value
+
+    def _failure(self, running: _Running, error: str, traceback: str, *, retry: bool) -> Outcome:
+        reserved = running.reserved
+        task = reserved.task
+        finished = self.backend.now()
+        if retry and reserved.attempt <= task.max_retries:
+            delay = retry_delay(task.retry_backoff, reserved.attempt)
+            return Outcome(
+                reserved.id,
+                reserved.lease_token,
+                "retry",
+                error=error,
+                traceback=traceback,
+                retry_at=finished + timedelta(seconds=delay),
+                started_at=running.started_at,
+                finished_at=finished,
+            )
+        return Outcome(
+            reserved.id,
+            reserved.lease_token,
+            "failed",
+            error=error,
+            traceback=traceback,
+            started_at=running.started_at,
+            finished_at=finished,
+        )
+
+    def _report(self, running: _Running, outcome: Outcome, extra: dict[str, Any]) -> None:
+        self._executing -= 1
+        assert self._outcomes is not None and self._slot_free is not None
+        self._outcomes.put_nowait((running, outcome, extra))
+        self._dispatch()
+
+    def _report_nothing(self, running: _Running) -> None:
+        self._executing -= 1
+        self._dispatch()
+
+    # -------------------------------------------------------------- finishing
+
+    async def _finish_loop(self) -> None:
+        """Report outcomes in batches: whatever queued up while the last batch committed."""
+        assert self._outcomes is not None
+        while True:
+            first = await self._outcomes.get()
+            closing = first is None
+            batch = [] if first is None else [first]
+            while len(batch) < _MAX_FINISH_BATCH and not self._outcomes.empty():
+                item = self._outcomes.get_nowait()
+                if item is None:
+                    closing = True
+                    continue
+                batch.append(item)
+            if batch:
+                await self._finish_batch(batch)
+            if closing and self._outcomes.empty():
+                return
+
+    async def _finish_batch(self, batch: list[tuple[_Running, Outcome, dict[str, Any]]]) -> None:
+        live = [item for item in batch if not item[0].lease_lost]
+        for running, _outcome, _extra in batch:
+            if running.lease_lost:
+                logger.warning(
+                    "worker %s lost the lease of task %s; its outcome was discarded",
+                    self.worker_id,
+                    running.reserved.id,
+                )
+        accepted: list[bool] = []
+        if live:
+            accepted = await self._finish_with_retries([outcome for _r, outcome, _e in live])
+        finished_ids: list[str] = []
+        for (running, outcome, extra), ok in zip(live, accepted, strict=True):
+            if ok:
+                self._after_accept(running, outcome, extra)
+                if outcome.kind in ("success", "failed", "cancelled"):
+                    finished_ids.append(outcome.task_id)
+            else:
+                logger.warning(
+                    "worker %s: task %s was reclaimed by another worker (lease lost); outcome discarded",
+                    self.worker_id,
+                    outcome.task_id,
+                )
+        for running, _outcome, _extra in batch:
+            self._held.pop(running.reserved.id, None)
+        if finished_ids:
+            self.backend.notify_results(finished_ids)
+        if any(item[1].kind == "retry" for item in live):
+            self.backend.notify_work()
+        assert self._slot_free is not None
+        self._slot_free.set()
+
+    async def _finish_with_retries(self, outcomes: list[Outcome]) -> list[bool]:
+        """finish_many, retried a few times; after that the leases expire and the tasks rerun."""
+        delay = 0.05
+        for attempt in range(1, 8):
+            try:
+                return await self.backend.finish_many(outcomes)
+            except Exception:
+                logger.exception(
+                    "worker %s: reporting %d outcome(s) failed (try %d)", self.worker_id, len(outcomes), attempt
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        logger.error(
+            "worker %s: gave up reporting %d outcome(s); they will run again when their leases expire",
+            self.worker_id,
+            len(outcomes),
+        )
+        return [False] * len(outcomes)
+
+    def _after_accept(self, running: _Running, outcome: Outcome, extra: dict[str, Any]) -> None:
+        task = running.reserved.task
+        self.processed += 1
+        if outcome.kind == "success":
+            self.succeeded += 1
+        elif outcome.kind in ("failed", "cancelled"):
+            self.failed += 1
+        manager = get_plugin_manager()
+        if outcome.kind == "success":
+            if manager.has_observers("sitq_task_succeeded"):
+                result = Result(
+                    id=task.id,
+                    task_id=task.id,
+                    status="success",
+                    value=outcome.value,
+                    enqueued_at=task.enqueued_at,
+                    started_at=outcome.started_at,
+                    finished_at=outcome.finished_at,
+                    attempts=running.reserved.attempt,
+                    serializer=extra.get("serializer", task.serializer),
+                )
+                manager.notify("sitq_task_succeeded", task=task, result=result, duration=extra.get("duration", 0.0))
+        elif outcome.kind in ("failed", "retry", "cancelled"):
+            if manager.has_observers("sitq_task_failed"):
+                manager.notify(
+                    "sitq_task_failed",
+                    task=task,
+                    error=extra.get("error", outcome.error or ""),
+                    will_retry=outcome.kind == "retry",
+                )
+            if outcome.kind == "retry" and manager.has_observers("sitq_task_retried"):
+                manager.notify("sitq_task_retried", task=task, attempt=running.reserved.attempt, eta=outcome.retry_at)
+
+    # -------------------------------------------------------------- heartbeat
+
+    async def _heartbeat_loop(self) -> None:
+        interval = max(self.lease_timeout / 3.0, 0.01)
+        while True:
+            await asyncio.sleep(interval)
+            leases = [(r.reserved.id, r.reserved.lease_token) for r in self._held.values() if not r.lease_lost]
+            if not leases:
+                continue
+            try:
+                states = await self.backend.heartbeat(leases, self.lease_timeout)
+            except Exception:
+                logger.exception("worker %s: heartbeat failed", self.worker_id)
+                continue
+            for task_id, state in states.items():
+                running = self._held.get(task_id)
+                if running is None:
+                    continue
+                if state == LeaseState.LOST:
+                    running.lease_lost = True
+                    logger.warning("worker %s: lease of task %s lost", self.worker_id, task_id)
+                elif state == LeaseState.CANCEL_REQUESTED and not running.cancel_requested:
+                    running.cancel_requested = True
+                    if running.future is not None and not running.future.done():
+                        running.future.cancel()
+                    elif running.future is None and running in self._waiting:
+                        self._waiting.remove(running)
+                        self._executing += 1
+                        self._report(
+                            running,
+                            Outcome(
+                                task_id,
+                                running.reserved.lease_token,
+                                "cancelled",
+                                error="cancelled",
+                                finished_at=self.backend.now(),
+                            ),
+                            {},
+                        )
+
+
+def _positive(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or value <= 0:
+        raise ValidationError(f"{name} must be a number > 0, got {value!r}", parameter=name, value=value)
+
+
+def _format(exc: BaseException) -> str:
+    return "".join(tb_module.format_exception(type(exc), exc, exc.__traceback__))
