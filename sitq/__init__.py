@@ -35,14 +35,28 @@ def __getattr__(name: str) -> Any:
         module = __import__(module_name, fromlist=[attribute])
         value = getattr(module, attribute)
     except (ImportError, AttributeError) as exc:
+        dist = module_name.replace("_", "-")
+        if _installed(dist):
+            reason = f"is installed but failed to import: {type(exc).__name__}: {exc}. Reinstall with"
+        else:
+            reason = "is not installed:"
         raise MissingPluginError(
-            f"sitq.{name} needs the {module_name.replace('_', '-')} plugin, which is not installed: "
-            f"pip install '{extra}'",
+            f"sitq.{name} needs the {dist} plugin, which {reason} pip install '{extra}'",
             cause=exc,
             context={"name": name, "install": f"pip install '{extra}'"},
         ) from exc
     globals()[name] = value
     return value
+
+
+def _installed(dist: str) -> bool:
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        distribution(dist)
+    except PackageNotFoundError:
+        return False
+    return True
 
 
 def __dir__() -> list[str]:

@@ -1,0 +1,210 @@
+"""The ``sitq`` command: list plugins and backends, run a worker, show queue counts.
+
+``python -m sitq`` runs the same command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from . import __version__
+from .config import DEFAULT_BACKEND_URL, resolve_backend
+from .errors import SitqError
+from .plugin_manager import KNOWN_PLUGINS
+from .plugins import get_plugin_manager
+from .queue import TaskQueue
+from .worker import Worker
+
+__all__ = ["main"]
+
+
+def _out(stream: TextIO, text: str = "") -> None:
+    stream.write(text + "\n")
+
+
+def _backend_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--backend",
+        "-b",
+        default=None,
+        help=f"backend URL or name (default: $SITQ_BACKEND, else {DEFAULT_BACKEND_URL})",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sitq", description="sitq task queue")
+    parser.add_argument("--version", action="store_true", help="print versions of sitq and its plugins")
+    parser.add_argument("--log-level", default=os.environ.get("SITQ_LOG_LEVEL", "WARNING"))
+    sub = parser.add_subparsers(dest="command")
+
+    plugins = sub.add_parser("plugins", help="list installed plugins and their status")
+    plugins.add_argument("--all", action="store_true", help="include sitq's built-in plugins")
+    plugins.add_argument("--json", action="store_true", help="machine-readable output")
+
+    backends = sub.add_parser("backends", help="list backends and serializers that can be chosen by name")
+    backends.add_argument("--json", action="store_true", help="machine-readable output")
+
+    worker = sub.add_parser("worker", help="run a worker until SIGINT/SIGTERM")
+    _backend_arg(worker)
+    worker.add_argument("--concurrency", "-c", type=int, default=1, help="tasks run at once (1..1000)")
+    worker.add_argument("--queues", "-q", default=None, help="comma-separated queue names (default: all)")
+    worker.add_argument("--serializer", "-s", default=None, help="accept only tasks of this serializer")
+    worker.add_argument("--lease-timeout", type=float, default=30.0, help="seconds a lease lasts without renewal")
+    worker.add_argument("--prefetch", type=int, default=0, help="tasks reserved ahead of free slots")
+    worker.add_argument("--poll-interval", type=float, default=1.0, help="longest idle sleep, in seconds")
+    worker.add_argument("--shutdown-timeout", type=float, default=30.0, help="grace period after a signal")
+    worker.add_argument(
+        "--import", "-i", dest="imports", action="append", default=[], help="module to import first (tasks)"
+    )
+
+    stats = sub.add_parser("stats", help="show task counts per status")
+    _backend_arg(stats)
+    stats.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> int:
+    """Entry point of the ``sitq`` console script; returns the exit code."""
+    out = stdout or sys.stdout
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if args.version:
+            return _version(out)
+        if args.command == "plugins":
+            return _plugins(out, include_builtin=args.all, as_json=args.json)
+        if args.command == "backends":
+            return _backends(out, as_json=args.json)
+        if args.command == "worker":
+            return _worker(args)
+        if args.command == "stats":
+            return asyncio.run(_stats(out, args.backend, as_json=args.json))
+    except SitqError as exc:
+        sys.stderr.write(f"sitq: error: {exc}\n")
+        return 2
+    build_parser().print_help(out)
+    return 0
+
+
+def _version(out: TextIO) -> int:
+    _out(out, f"sitq {__version__}")
+    records = get_plugin_manager().plugin_records()
+    if records:
+        _out(out, "registered plugins:")
+        for record in records:
+            _out(out, f"  {record.dist or record.name}-{record.version or '?'} ({record.name}, {record.status})")
+    return 0
+
+
+def _plugins(out: TextIO, *, include_builtin: bool, as_json: bool) -> int:
+    records = get_plugin_manager().plugin_records(include_builtin=include_builtin)
+    if as_json:
+        _out(out, json.dumps([r.as_dict() for r in records], indent=2, sort_keys=True))
+        return 0
+    if not records:
+        _out(out, "no plugins installed")
+        return 0
+    for record in records:
+        status = record.status if record.error is None else f"{record.status}: {record.error}"
+        provides = ", ".join(
+            [f"backend {b}" for b in sorted(record.backends)] + [f"serializer {s}" for s in sorted(record.serializers)]
+        )
+        _out(out, f"{record.name:<14} {record.dist or '-'} {record.version or '-':<10} {status}")
+        if provides:
+            _out(out, f"{'':<14} provides: {provides}")
+    return 0
+
+
+def _backends(out: TextIO, *, as_json: bool) -> int:
+    manager = get_plugin_manager()
+    manager.collect()
+    rows: list[dict[str, Any]] = []
+    for entry in manager.backends.entries():
+        rows.append(
+            {
+                "kind": "backend",
+                "name": entry.name,
+                "schemes": [entry.name, *entry.aliases],
+                "dist": entry.provider.dist,
+                "version": entry.provider.version,
+                "description": entry.description,
+                "installed": True,
+            }
+        )
+    for name, (dist, extra) in sorted(KNOWN_PLUGINS.items()):
+        if manager.backends.entry(name) is None and not any(r["dist"] == dist for r in rows):
+            rows.append(
+                {
+                    "kind": "backend",
+                    "name": name,
+                    "schemes": [name],
+                    "dist": dist,
+                    "version": None,
+                    "description": f"not installed: pip install '{extra}'",
+                    "installed": False,
+                }
+            )
+    for entry in manager.serializers.entries():
+        rows.append(
+            {
+                "kind": "serializer",
+                "name": entry.name,
+                "schemes": [],
+                "dist": entry.provider.dist,
+                "version": entry.provider.version,
+                "description": entry.description,
+                "installed": True,
+            }
+        )
+    if as_json:
+        _out(out, json.dumps(rows, indent=2, sort_keys=True))
+        return 0
+    for row in rows:
+        where = f"{row['dist'] or '-'} {row['version'] or ''}".strip()
+        _out(out, f"{row['kind']:<11} {row['name']:<12} {where:<24} {row['description']}")
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    sys.path.insert(0, os.getcwd())  # like python -m: tasks defined next to the caller import
+    for module in args.imports:
+        importlib.import_module(module)
+    queues = [q.strip() for q in args.queues.split(",") if q.strip()] if args.queues else None
+    worker = Worker(
+        resolve_backend(args.backend),
+        serializer=args.serializer,
+        max_concurrency=args.concurrency,
+        poll_interval=args.poll_interval,
+        queues=queues,
+        lease_timeout=args.lease_timeout,
+        prefetch=args.prefetch,
+        shutdown_timeout=args.shutdown_timeout,
+    )
+
+    async def run() -> None:
+        try:
+            await worker.run()
+        finally:
+            await worker.backend.close()
+
+    asyncio.run(run())
+    return 0
+
+
+async def _stats(out: TextIO, backend: str | None, *, as_json: bool) -> int:
+    async with TaskQueue(resolve_backend(backend)) as queue:
+        counts = await queue.counts()
+    if as_json:
+        _out(out, json.dumps(counts, sort_keys=True))
+    else:
+        for status, count in counts.items():
+            _out(out, f"{status:<10} {count}")
+    return 0

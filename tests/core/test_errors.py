@@ -1,0 +1,104 @@
+"""The exception hierarchy of the public API contract."""
+
+from __future__ import annotations
+
+import builtins
+import pickle
+
+import pytest
+
+import sitq
+from sitq import (
+    BackendError,
+    ConfigurationError,
+    ConnectionError,
+    ResourceExhaustionError,
+    SerializationError,
+    SitqError,
+    SyncTaskQueueError,
+    TaskExecutionError,
+    TaskQueueError,
+    TimeoutError,
+    ValidationError,
+    WorkerError,
+)
+
+
+@pytest.mark.parametrize(
+    ("cls", "parent"),
+    [
+        (TaskQueueError, SitqError),
+        (TimeoutError, TaskQueueError),
+        (SyncTaskQueueError, TaskQueueError),
+        (BackendError, SitqError),
+        (ConnectionError, BackendError),
+        (WorkerError, SitqError),
+        (TaskExecutionError, WorkerError),
+        (ValidationError, SitqError),
+        (SerializationError, SitqError),
+        (ResourceExhaustionError, SitqError),
+        (ConfigurationError, SitqError),
+    ],
+)
+def test_hierarchy(cls: type[Exception], parent: type[Exception]) -> None:
+    assert issubclass(cls, parent)
+
+
+def test_builtin_bases() -> None:
+    assert issubclass(TimeoutError, builtins.TimeoutError)
+    assert issubclass(ConnectionError, builtins.ConnectionError)
+    assert issubclass(ValidationError, ValueError)
+    with pytest.raises(ValueError):
+        raise ValidationError("bad", parameter="x", value=1)
+
+
+def test_context_attributes_and_str() -> None:
+    cause = OSError("disk full")
+    error = TimeoutError("too slow", task_id="t1", timeout_seconds=2.5, operation="get_result", cause=cause)
+    assert error.task_id == "t1"
+    assert error.timeout_seconds == 2.5
+    assert error.operation == "get_result"
+    assert error.context == {"task_id": "t1", "timeout_seconds": 2.5, "operation": "get_result"}
+    assert error.cause is cause and error.__cause__ is cause
+    assert str(error) == "too slow (context: task_id='t1', timeout_seconds=2.5, operation='get_result')"
+    assert str(SitqError("plain")) == "plain"
+
+
+def test_keyword_only_context() -> None:
+    with pytest.raises(TypeError):
+        ValidationError("bad", "parameter")  # type: ignore[misc]
+
+
+def test_every_error_names_its_context() -> None:
+    assert ConnectionError("x", backend_type="sqlite", connection_details="a.db").context == {
+        "backend_type": "sqlite",
+        "connection_details": "a.db",
+    }
+    assert TaskExecutionError("boom", task_id="t", function_name="m:f", execution_time=0.5).function_name == "m:f"
+    assert ConfigurationError("c", parameter="p", value=1, valid_options=("a", "b")).valid_options == ["a", "b"]
+    assert ResourceExhaustionError("r", resource_type="slots", current_usage=3, limit=3).limit == 3
+    assert SyncTaskQueueError("s", task_id="t", operation="enqueue").operation == "enqueue"
+    assert WorkerError("w", worker_id="w1").worker_id == "w1"
+
+
+def test_errors_pickle_across_processes() -> None:
+    error = ValidationError("bad eta", parameter="eta", value="x")
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is ValidationError
+    assert copy.parameter == "eta" and str(copy) == str(error)
+
+
+def test_public_names_importable() -> None:
+    for name in (
+        "TaskQueue",
+        "Worker",
+        "SyncTaskQueue",
+        "Task",
+        "Result",
+        "ReservedTask",
+        "Backend",
+        "SQLiteBackend",
+        "Serializer",
+        "CloudpickleSerializer",
+    ):
+        assert getattr(sitq, name) is not None

@@ -1,0 +1,211 @@
+"""Plugin discovery through real entry points of temporary distributions on sys.path."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from sitq import ConfigurationError, hookimpl
+from sitq_core.errors import (
+    BackendNotInstalledError,
+    BrokenPluginError,
+    PluginConflictError,
+    PluginError,
+    UnknownBackendError,
+)
+from sitq_core.plugin_manager import SitqPluginManager
+
+GOOD_BACKEND = '''
+from sitq_core.hookspecs import hookimpl
+
+@hookimpl
+def sitq_register_backends(register):
+    register("{name}", "sitq_dictstore.backend:DictStoreBackend", description="test copy")
+'''
+
+
+def make_dist(site: Path, dist: str, entry_name: str, module: str, source: str, version: str = "1.0") -> None:
+    """Write a minimal installed distribution (dist-info + module) into ``site``."""
+    info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+    (info / "entry_points.txt").write_text(f"[sitq]\n{entry_name} = {module}\n")
+    (site / f"{module}.py").write_text(textwrap.dedent(source))
+
+
+@pytest.fixture
+def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "site"
+    folder.mkdir()
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.delenv("SITQ_STRICT_PLUGINS", raising=False)
+    monkeypatch.delenv("SITQ_LOAD_PLUGINS", raising=False)
+    monkeypatch.delenv("SITQ_DISABLED_PLUGINS", raising=False)
+    return folder
+
+
+def test_installed_plugins_found_by_entry_point() -> None:
+    manager = SitqPluginManager()
+    records = {r.name: r for r in manager.plugin_records()}
+    assert records["sqlite"].dist == "sitq-sqlite" and records["sqlite"].status == "ok"
+    assert "sqlite" in records["sqlite"].backends
+    assert records["dictstore"].dist == "sitq-dictstore"
+    assert "sitq_register_backends" in records["dictstore"].hooks
+    builtin = {r.name: r for r in manager.plugin_records(include_builtin=True)}
+    assert {"cloudpickle", "msgpack"} <= set(builtin["sitq_core.builtin_plugin"].serializers)
+
+
+def test_broken_plugin_is_reported_and_others_keep_working(site: Path) -> None:
+    make_dist(site, "acme-broken", "acme", "acme_broken_plugin", "import no_such_dependency_xyz\n")
+    manager = SitqPluginManager()
+    record = {r.name: r for r in manager.plugin_records()}["acme"]
+    assert record.status == "broken" and record.dist == "acme-broken"
+    assert "No module named 'no_such_dependency_xyz'" in (record.error or "")
+    assert manager.backend_class("sqlite").__name__ == "SQLiteBackend"
+    with pytest.raises(BrokenPluginError) as info:
+        manager.backend_class("acme")
+    message = str(info.value)
+    assert "acme-broken" in message and "no_such_dependency_xyz" in message
+
+
+def test_strict_mode_raises_on_a_broken_plugin(site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_dist(site, "acme-broken", "acme", "acme_broken_plugin2", "raise RuntimeError('kaboom')\n")
+    monkeypatch.setenv("SITQ_STRICT_PLUGINS", "1")
+    with pytest.raises(BrokenPluginError, match="kaboom"):
+        SitqPluginManager().ensure_loaded()
+
+
+def test_broken_target_class_names_the_plugin(site: Path) -> None:
+    make_dist(
+        site,
+        "acme-half",
+        "half",
+        "acme_half_plugin",
+        '''
+        from sitq_core.hookspecs import hookimpl
+        from sitq_core.backend import Backend
+
+        class HalfBackend(Backend):
+            async def connect(self): ...
+
+        @hookimpl
+        def sitq_register_backends(register):
+            register("half", HalfBackend)
+            register("ghost", "acme_half_plugin:Missing")
+        ''',
+    )
+    manager = SitqPluginManager()
+    with pytest.raises(BrokenPluginError, match=r"acme-half 1.0.*does not implement: .*reserve"):
+        manager.backend_class("half")
+    with pytest.raises(BrokenPluginError, match=r"ghost.*acme-half.*failed to import"):
+        manager.backend_class("ghost")
+
+
+def test_conflicting_names_name_both_distributions(site: Path) -> None:
+    make_dist(site, "acme-one", "one", "acme_one_plugin", GOOD_BACKEND.format(name="twin"))
+    make_dist(site, "acme-two", "two", "acme_two_plugin", GOOD_BACKEND.format(name="twin"))
+    manager = SitqPluginManager()
+    with pytest.raises(PluginConflictError) as info:
+        manager.backend_class("twin")
+    assert "acme-one" in str(info.value) and "acme-two" in str(info.value)
+    assert manager.backend_class("sqlite").__name__ == "SQLiteBackend"  # unrelated names unaffected
+
+
+def test_unknown_name_lists_installed_backends() -> None:
+    manager = SitqPluginManager()
+    with pytest.raises(UnknownBackendError) as info:
+        manager.backend_class("sqlit")
+    assert isinstance(info.value, ConfigurationError)
+    message = str(info.value)
+    assert "Installed: dictstore, sqlite" in message and "Did you mean 'sqlite'?" in message
+    assert info.value.valid_options == ["dictstore", "sqlite"]
+
+
+def test_known_but_absent_backend_gives_install_hint() -> None:
+    with pytest.raises(BackendNotInstalledError, match=r"pip install 'sitq\[postgres\]'"):
+        SitqPluginManager().backend_class("postgres")
+
+
+def test_disabled_plugins_say_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SITQ_DISABLED_PLUGINS", "dictstore")
+    manager = SitqPluginManager()
+    with pytest.raises(PluginError, match="disabled by SITQ_DISABLED_PLUGINS"):
+        manager.backend_class("dictstore")
+    monkeypatch.delenv("SITQ_DISABLED_PLUGINS")
+    monkeypatch.setenv("SITQ_LOAD_PLUGINS", "")
+    with pytest.raises(PluginError, match="installed but disabled by SITQ_LOAD_PLUGINS"):
+        SitqPluginManager().backend_class("sqlite")
+
+
+def test_typo_in_hook_name_is_reported(site: Path) -> None:
+    make_dist(
+        site,
+        "acme-typo",
+        "typo",
+        "acme_typo_plugin",
+        '''
+        def sitq_register_backend(register):
+            pass
+        ''',
+    )
+    record = {r.name: r for r in SitqPluginManager().plugin_records()}["typo"]
+    assert record.status == "broken"
+    assert "did you mean sitq_register_backends" in (record.error or "")
+
+
+def test_observer_failures_are_isolated(caplog: pytest.LogCaptureFixture) -> None:
+    seen: list[str] = []
+
+    class Good:
+        @hookimpl
+        def sitq_task_enqueued(self, task: object) -> None:
+            seen.append("good")
+
+    class Bad:
+        @hookimpl
+        def sitq_task_enqueued(self, task: object) -> None:
+            raise RuntimeError("observer bug")
+
+    class Async:
+        @hookimpl
+        async def sitq_task_enqueued(self, task: object) -> None:  # wrong: hooks are synchronous
+            seen.append("never")
+
+    manager = SitqPluginManager(load_entrypoints=False)
+    assert not manager.has_observers("sitq_task_enqueued")
+    for name, plugin in (("good", Good()), ("bad", Bad()), ("async", Async())):
+        manager.register_plugin(plugin, name)
+    assert manager.has_observers("sitq_task_enqueued")
+    manager.notify("sitq_task_enqueued", task=object())
+    assert seen == ["good"]
+    assert "observer bug" in caplog.text
+    assert "returned a coroutine" in caplog.text
+
+
+def test_invalid_registration_names_are_refused(site: Path) -> None:
+    make_dist(site, "acme-bad-name", "badname", "acme_badname_plugin", GOOD_BACKEND.format(name="Bad Name"))
+    record = {r.name: r for r in SitqPluginManager().plugin_records()}["badname"]
+    assert record.status == "broken" and "'Bad Name'" in (record.error or "")
+
+
+def test_facade_without_the_sqlite_plugin_says_what_to_install() -> None:
+    code = textwrap.dedent(
+        """
+        import sys
+        sys.modules["sitq_sqlite"] = None  # as if sitq-sqlite were not importable
+        import sitq
+        try:
+            from sitq import SQLiteBackend
+        except ImportError as exc:
+            print(type(exc).__name__, exc)
+        else:
+            raise SystemExit("no error")
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "MissingPluginError" in done.stdout
+    assert "pip install 'sitq[sqlite]'" in done.stdout

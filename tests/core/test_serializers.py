@@ -1,0 +1,98 @@
+"""Both built-in serializers round-trip calls and values; msgpack refuses code."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+
+from sitq import CloudpickleSerializer, MsgpackSerializer, SerializationError, Serializer
+from sitq_core.config import resolve_serializer
+
+
+def add(a: int, b: int = 0) -> int:
+    return a + b
+
+
+class Point:
+    def __init__(self, x: int) -> None:
+        self.x = x
+
+
+@pytest.mark.parametrize("name", ["cloudpickle", "msgpack"])
+def test_round_trip_call_and_value(name: str) -> None:
+    serializer = resolve_serializer(name)
+    assert serializer.name == name
+    func, args, kwargs = serializer.loads_call(serializer.dumps_call(add, (1,), {"b": 2}))
+    assert func(*args, **kwargs) == 3
+    value = {"items": [1, 2.5, "three", None, True, b"\x00"], "n": 10**12}
+    assert serializer.loads(serializer.dumps(value)) == value
+
+
+def test_cloudpickle_ships_lambdas_and_closures() -> None:
+    serializer = CloudpickleSerializer()
+    offset = 40
+    func, args, kwargs = serializer.loads_call(serializer.dumps_call(lambda x: x + offset, (2,), {}))
+    assert func(*args, **kwargs) == 42
+    assert serializer.loads(serializer.dumps(Point(3))).x == 3
+
+
+def test_cloudpickle_bad_bytes() -> None:
+    with pytest.raises(SerializationError) as info:
+        CloudpickleSerializer().loads(b"not a pickle")
+    assert info.value.operation == "loads"
+
+
+def test_msgpack_refuses_a_lambda_naming_it() -> None:
+    with pytest.raises(SerializationError, match="lambda"):
+        MsgpackSerializer().dumps_call(lambda: 1, (), {})
+
+
+def test_msgpack_refuses_closures_and_partials() -> None:
+    def local() -> None:
+        return None
+
+    with pytest.raises(SerializationError, match="local function or closure"):
+        MsgpackSerializer().dumps_call(local, (), {})
+    with pytest.raises(SerializationError, match="module-level function"):
+        MsgpackSerializer().dumps_call(functools.partial(add, 1), (), {})
+
+
+def test_msgpack_names_the_bad_argument() -> None:
+    with pytest.raises(SerializationError, match=r"argument 1 of .*add \(Point\)"):
+        MsgpackSerializer().dumps_call(add, (1, Point(2)), {})
+    with pytest.raises(SerializationError, match="keyword argument 'b'"):
+        MsgpackSerializer().dumps_call(add, (1,), {"b": Point(2)})
+
+
+def test_msgpack_payload_holds_no_code() -> None:
+    data = MsgpackSerializer().dumps_call(add, (1,), {})
+    assert MsgpackSerializer().loads(data) == [f"{__name__}:add", [1], {}]
+
+
+def test_msgpack_worker_side_refuses_unimportable_and_unlisted() -> None:
+    serializer = MsgpackSerializer()
+    with pytest.raises(SerializationError, match="cannot import"):
+        serializer.loads_call(serializer.dumps(["no_such_module_xyz:f", [], {}]))
+    with pytest.raises(SerializationError, match="not a module-level function"):
+        serializer.loads_call(serializer.dumps(["os:sep", [], {}]))
+    only = MsgpackSerializer(allowed_tasks=[add])
+    assert only.loads_call(only.dumps_call(add, (1, 1), {}))[0] is add
+    with pytest.raises(SerializationError, match="allowed_tasks"):
+        only.loads_call(only.dumps(["os.path:join", ["a"], {}]))
+
+
+def test_unknown_serializer_lists_installed() -> None:
+    from sitq import ConfigurationError
+
+    with pytest.raises(ConfigurationError) as info:
+        resolve_serializer("yaml")
+    assert "cloudpickle" in str(info.value) and "msgpack" in str(info.value)
+
+
+def test_serializer_instances_and_classes_accepted() -> None:
+    instance = MsgpackSerializer()
+    assert resolve_serializer(instance) is instance
+    assert isinstance(resolve_serializer(CloudpickleSerializer), CloudpickleSerializer)
+    assert isinstance(resolve_serializer(None), CloudpickleSerializer)
+    assert issubclass(CloudpickleSerializer, Serializer)

@@ -1,0 +1,39 @@
+"""Backend URL parsing (SQLAlchemy's grammar)."""
+
+from __future__ import annotations
+
+import pytest
+
+from sitq import ConfigurationError, parse_backend_url
+
+
+@pytest.mark.parametrize(
+    ("url", "database"),
+    [
+        ("sqlite:///tasks.db", "tasks.db"),
+        ("sqlite:////var/lib/app/tasks.db", "/var/lib/app/tasks.db"),
+        ("sqlite://", None),
+        ("sqlite:///:memory:", ":memory:"),
+    ],
+)
+def test_sqlite_forms(url: str, database: str | None) -> None:
+    parsed = parse_backend_url(url)
+    assert parsed.scheme == "sqlite"
+    assert parsed.database == database
+    assert parsed.host is None
+
+
+def test_full_url_keeps_password_out_of_repr() -> None:
+    parsed = parse_backend_url("postgresql+asyncpg://user:s3cret@db.example:5433/jobs?pool=4")
+    assert (parsed.scheme, parsed.driver, parsed.name) == ("postgresql", "asyncpg", "postgresql+asyncpg")
+    assert (parsed.username, parsed.password, parsed.host, parsed.port) == ("user", "s3cret", "db.example", 5433)
+    assert parsed.database == "jobs" and parsed.query == {"pool": "4"}
+    assert "s3cret" not in repr(parsed) and "s3cret" not in str(parsed)
+    assert "s3cret" in parsed.render(hide_password=False)
+
+
+@pytest.mark.parametrize("url", ["tasks.db", "", "://x", "sqlite://h:notaport/x", "sqlite:///a.db?x=1&x=2"])
+def test_malformed_urls_name_the_parameter(url: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        parse_backend_url(url)
+    assert info.value.parameter in ("url", "x")
