@@ -1,0 +1,122 @@
+"""The fixtures every contract uses; a backend author overrides ``backend_factory`` only.
+
+Fixture contract:
+
+- ``backend_factory`` (override it): a zero-argument callable returning a
+  backend that is **not connected yet**. Every call must reach the **same
+  store** (same file, database or shared key), fresh and empty for each test.
+  A backend whose store cannot be shared between instances (an in-memory
+  database) returns the same instance on every call instead.
+- ``backend_capabilities`` (optional override): the capabilities to test;
+  defaults to the backend class's ``capabilities``. Declare fewer when one
+  configuration of the backend lacks one (``:memory:`` is not PERSISTENT).
+- ``clock``: a :class:`FakeClock` installed on every backend of the test.
+- ``backend``: a connected backend on the fresh store, closed afterwards.
+- ``open_backend``: ``await open_backend()`` returns another connected backend
+  from the factory (closed at teardown), for cross-instance contracts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import pytest
+import pytest_asyncio
+
+from ..backend import Backend, Capability
+from .clock import FakeClock
+
+__all__ = ["BackendFactory", "BackendFixtures", "OpenBackend", "requires"]
+
+BackendFactory = Callable[[], Backend]
+OpenBackend = Callable[[], Awaitable[Backend]]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_REQUIRES_ATTR = "__sitq_requires__"
+
+
+def requires(*capabilities: Capability) -> Callable[[F], F]:
+    """Mark a contract test as needing capabilities; it is skipped, naming them, when absent."""
+
+    def mark(func: F) -> F:
+        setattr(func, _REQUIRES_ATTR, tuple(capabilities))
+        return func
+
+    return mark
+
+
+class BackendFixtures:
+    """Fixtures shared by every ``*Contract`` class (see the module docstring)."""
+
+    @pytest.fixture
+    def backend_factory(self) -> BackendFactory:
+        """Override me: return a callable building an unconnected backend on a fresh store."""
+        raise NotImplementedError(
+            "sitq_core.testing: override the 'backend_factory' fixture in your test class, e.g.\n"
+            "    @pytest.fixture\n"
+            "    def backend_factory(self, tmp_path):\n"
+            "        return lambda: MyBackend(tmp_path / 'db')"
+        )
+
+    @pytest.fixture
+    def backend_capabilities(self, backend_factory: BackendFactory) -> frozenset[Capability]:
+        """The capabilities under test: by default, those the backend class declares."""
+        return frozenset(type(backend_factory()).capabilities)
+
+    @pytest.fixture
+    def clock(self) -> FakeClock:
+        """A fake UTC clock shared by every backend of one test."""
+        return FakeClock()
+
+    @pytest.fixture(autouse=True)
+    def _sitq_capability_gate(
+        self, request: pytest.FixtureRequest, backend_capabilities: frozenset[Capability]
+    ) -> None:
+        """Skip tests marked with ``requires(...)`` whose capabilities are not declared."""
+        needed: tuple[Capability, ...] = getattr(request.function, _REQUIRES_ATTR, ())
+        missing = [cap for cap in needed if cap not in backend_capabilities]
+        if missing:
+            names = ", ".join(f"Capability.{cap.name}" for cap in missing)
+            pytest.skip(f"backend does not declare {names} (see Backend.capabilities)")
+
+    @pytest_asyncio.fixture
+    async def backend(self, backend_factory: BackendFactory, clock: FakeClock) -> AsyncIterator[Backend]:
+        """A connected backend on a fresh, empty store, with the fake clock installed."""
+        instance = backend_factory()
+        if not isinstance(instance, Backend):
+            pytest.fail(f"backend_factory must return a sitq_core.backend.Backend, got {instance!r}")
+        instance.clock = clock
+        await instance.connect()
+        try:
+            counts = await instance.counts()
+            if any(counts.values()):
+                pytest.fail(
+                    "backend_factory must give each test a fresh, empty store "
+                    f"(use tmp_path or a unique name); this one already holds {counts}"
+                )
+            yield instance
+        finally:
+            await instance.close()
+
+    @pytest_asyncio.fixture
+    async def open_backend(
+        self, backend: Backend, backend_factory: BackendFactory, clock: FakeClock
+    ) -> AsyncIterator[OpenBackend]:
+        """A helper opening more backends on the test's store (closed at teardown)."""
+        opened: list[Backend] = []
+
+        async def open_another() -> Backend:
+            other = backend_factory()
+            other.clock = clock
+            await other.connect()
+            if other is not backend:
+                opened.append(other)
+            return other
+
+        try:
+            yield open_another
+        finally:
+            for other in reversed(opened):
+                await other.close()

@@ -1,0 +1,72 @@
+"""Static checks of an installed sitq plugin, without running the suite.
+
+``check_plugin("dictstore")`` loads the entry point of that name from the
+``sitq`` group into an isolated plugin manager and returns a list of
+problems (empty when the plugin looks right). ``sitq plugins check`` uses it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from importlib.metadata import entry_points
+
+from ..backend import Backend
+from ..errors import SitqError
+from ..plugin_manager import ENTRY_POINT_GROUP, SitqPluginManager
+
+__all__ = ["check_plugin"]
+
+
+def check_plugin(entry_point_name: str) -> list[str]:
+    """Problems found in the plugin registered under ``entry_point_name`` (``[]``: none)."""
+    found = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == entry_point_name]
+    if not found:
+        return [f"no entry point named {entry_point_name!r} in group {ENTRY_POINT_GROUP!r}"]
+    if len({ep.value for ep in found}) > 1:
+        return [f"entry point {entry_point_name!r} is defined more than once: {[ep.value for ep in found]}"]
+    ep = found[0]
+    try:
+        plugin = ep.load()
+    except Exception as exc:
+        return [f"entry point {ep.name} = {ep.value!r} failed to import: {type(exc).__name__}: {exc}"]
+    manager = SitqPluginManager(load_entrypoints=False)
+    try:
+        manager.register_plugin(plugin, ep.name, dist=ep.dist.name if ep.dist is not None else None)
+        manager.check_pending()
+    except Exception as exc:  # pluggy validation errors
+        return [f"hook implementations are invalid: {type(exc).__name__}: {exc}"]
+    problems: list[str] = []
+    manager.check_hooks()
+    manager.collect()
+    record = manager.records.get(ep.name)
+    if record is not None and record.status == "broken":
+        problems.append(f"plugin is broken: {record.error}")
+    if record is not None and not record.hooks:
+        problems.append("the plugin implements no sitq_* hook")
+    for entry in manager.backends.entries():
+        if entry.provider.plugin != ep.name:
+            continue
+        try:
+            cls = manager.backends.load(entry.name)
+        except SitqError as exc:
+            problems.append(str(exc))
+            continue
+        problems.extend(_check_backend_class(entry.name, cls))
+    return problems
+
+
+def _check_backend_class(name: str, cls: type[Backend]) -> list[str]:
+    problems: list[str] = []
+    if cls.name != name:
+        problems.append(f"backend {name!r}: class attribute name is {cls.name!r}; it should be {name!r}")
+    public = [m for m in dir(Backend) if not m.startswith("_") and inspect.iscoroutinefunction(getattr(Backend, m))]
+    not_async = [m for m in public if not inspect.iscoroutinefunction(getattr(cls, m, None))]
+    if not_async:
+        problems.append(f"backend {name!r}: these methods must be 'async def': {', '.join(sorted(not_async))}")
+    try:
+        cls()
+    except TypeError:
+        pass  # required constructor arguments are fine; from_config/from_url supply them
+    except Exception as exc:
+        problems.append(f"backend {name!r}: constructing it with no arguments raised {type(exc).__name__}: {exc}")
+    return problems

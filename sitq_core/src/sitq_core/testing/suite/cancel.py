@@ -1,0 +1,115 @@
+"""CancelContract: cancel queued/running/final/unknown tasks, and requeue."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from ...backend import Backend, Capability
+from ...models import LeaseState, Outcome, TaskStatus
+from ..clock import FakeClock
+from ..fixtures import BackendFixtures, requires
+from ._support import LEASE, enqueue_and_reserve, get, make_task, reserve_all, reserve_one
+
+C = "CancelContract"
+
+
+class CancelContract(BackendFixtures):
+    """Backend.cancel and Backend.requeue."""
+
+    @pytest.mark.asyncio
+    async def test_cancel_queued(self, backend: Backend, clock: FakeClock) -> None:
+        task = make_task(clock)
+        await backend.enqueue(task)
+        assert await backend.cancel(task.id) is True, f"{C}: cancel of a queued task must return True"
+        stored = await get(backend, task.id, C)
+        assert stored.status == TaskStatus.CANCELLED, f"{C}: a cancelled queued task must be 'cancelled' at once"
+        result = await backend.get_result(task.id)
+        assert result is not None and result.status == "cancelled" and result.error == "cancelled", (
+            f"{C}: cancel of a queued task must store a result (status 'cancelled', error 'cancelled'), got {result!r}"
+        )
+        assert await reserve_all(backend) == [], f"{C}: reserve handed out a cancelled task"
+
+    @pytest.mark.asyncio
+    async def test_cancel_running(self, backend: Backend, clock: FakeClock) -> None:
+        lease = await enqueue_and_reserve(backend, clock, C)
+        assert await backend.cancel(lease.id) is True, f"{C}: cancel of a running task must return True"
+        stored = await get(backend, lease.id, C)
+        assert stored.status == TaskStatus.RUNNING, f"{C}: a cancelled running task stays 'running' until it reports"
+        assert stored.cancel_requested is True, f"{C}: cancel of a running task must set cancel_requested"
+        assert await backend.get_result(lease.id) is None, f"{C}: a running task has no result until it reports"
+        [ok] = await backend.finish_many([Outcome(lease.id, lease.lease_token, "cancelled", error="cancelled")])
+        assert ok and (await get(backend, lease.id, C)).status == TaskStatus.CANCELLED, (
+            f"{C}: the worker's 'cancelled' outcome must make the task final"
+        )
+
+    @requires(Capability.CANCEL_RUNNING)
+    @pytest.mark.asyncio
+    async def test_heartbeat_reports_cancel(self, backend: Backend, clock: FakeClock) -> None:
+        lease = await enqueue_and_reserve(backend, clock, C)
+        await backend.cancel(lease.id)
+        clock.advance(LEASE - 1)
+        states = await backend.heartbeat([(lease.id, lease.lease_token)], LEASE)
+        assert states == {lease.id: LeaseState.CANCEL_REQUESTED}, (
+            f"{C}: heartbeat after cancel of a running task must return CANCEL_REQUESTED, got {states}"
+        )
+        clock.advance(LEASE - 1)
+        assert await reserve_all(backend) == [], f"{C}: a CANCEL_REQUESTED heartbeat must still extend the lease"
+
+    @pytest.mark.asyncio
+    async def test_cancel_final_or_unknown(self, backend: Backend, clock: FakeClock) -> None:
+        lease = await enqueue_and_reserve(backend, clock, C)
+        await backend.complete(lease, b"v")
+        assert await backend.cancel(lease.id) is False, f"{C}: cancel of a finished task must return False"
+        stored = await get(backend, lease.id, C)
+        assert stored.status == TaskStatus.SUCCESS and not stored.cancel_requested, (
+            f"{C}: cancel of a finished task changed it"
+        )
+        result = await backend.get_result(lease.id)
+        assert result is not None and result.ok, f"{C}: cancel of a finished task changed its result"
+        assert await backend.cancel("unknown") is False, f"{C}: cancel of an unknown task must return False"
+
+    @pytest.mark.asyncio
+    async def test_requeue_failed(self, backend: Backend, clock: FakeClock) -> None:
+        lease = await enqueue_and_reserve(backend, clock, C)
+        await backend.fail(lease, "boom")
+        eta = clock.now() + timedelta(seconds=10)
+        assert await backend.requeue(lease.id, eta=eta) is True, f"{C}: requeue of a failed task must return True"
+        stored = await get(backend, lease.id, C)
+        assert stored.status == TaskStatus.QUEUED, f"{C}: requeue must make the task 'queued'"
+        assert (stored.attempts, stored.lease_expiries, stored.error, stored.cancel_requested) == (0, 0, None, False), (
+            f"{C}: requeue must reset attempts, lease_expiries, error and cancel_requested; got {stored!r}"
+        )
+        assert stored.eta == eta, f"{C}: requeue(eta=...) must set the eta"
+        assert await backend.get_result(lease.id) is None, f"{C}: requeue must delete the old result"
+        assert await reserve_all(backend) == [], f"{C}: a requeued task was handed out before its eta"
+        clock.advance(10)
+        again = await reserve_one(backend, C)
+        assert again.task.attempts == 1, f"{C}: a requeued task starts again at attempt 1"
+
+    @pytest.mark.asyncio
+    async def test_requeue_cancelled_due_now(self, backend: Backend, clock: FakeClock) -> None:
+        lease = await enqueue_and_reserve(backend, clock, C)
+        await backend.cancel(lease.id)
+        await backend.finish_many([Outcome(lease.id, lease.lease_token, "cancelled", error="cancelled")])
+        clock.advance(100)
+        assert await backend.requeue(lease.id) is True, f"{C}: requeue of a cancelled task must return True"
+        stored = await get(backend, lease.id, C)
+        assert not stored.cancel_requested, f"{C}: requeue must reset cancel_requested"
+        assert [r.id for r in await reserve_all(backend)] == [lease.id], (
+            f"{C}: requeue without eta must make the task due now"
+        )
+
+    @pytest.mark.asyncio
+    async def test_requeue_refuses_other_states(self, backend: Backend, clock: FakeClock) -> None:
+        queued = make_task(clock, priority=-1)
+        await backend.enqueue(queued)
+        running = await enqueue_and_reserve(backend, clock, C)
+        done = await enqueue_and_reserve(backend, clock, C)
+        await backend.complete(done, b"v")
+        for task_id, state in ((queued.id, "queued"), (running.id, "running"), (done.id, "success")):
+            before = await get(backend, task_id, C)
+            assert await backend.requeue(task_id) is False, f"{C}: requeue of a {state} task must return False"
+            assert await get(backend, task_id, C) == before, f"{C}: requeue of a {state} task changed it"
+        assert await backend.requeue("unknown") is False, f"{C}: requeue of an unknown task must return False"

@@ -1,0 +1,82 @@
+"""ConcurrencyContract: concurrent reservers never share a task while it is leased."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from ...backend import Backend
+from ...models import ReservedTask
+from ..clock import FakeClock
+from ..fixtures import BackendFixtures, OpenBackend
+from ._support import LEASE, make_task
+
+C = "ConcurrencyContract"
+RESERVERS = 8
+TASKS = 60
+
+
+async def _check_shared_store(backend: Backend, others: list[Backend], clock: FakeClock) -> None:
+    probe = make_task(clock, queue="sitq-probe")
+    await backend.enqueue(probe)
+    for other in others:
+        if await other.get_task(probe.id) is None:
+            pytest.fail(
+                "backend_factory must return backends on one shared store (or the same instance); "
+                "a task enqueued on one instance is invisible to another"
+            )
+    await backend.cancel(probe.id)
+
+
+class ConcurrencyContract(BackendFixtures):
+    """Many reservers (on separate instances when the factory makes them) racing for tasks."""
+
+    @pytest.mark.asyncio
+    async def test_concurrent_reservers_never_share(
+        self, backend: Backend, open_backend: OpenBackend, clock: FakeClock
+    ) -> None:
+        reservers = [await open_backend() for _ in range(RESERVERS)]
+        await _check_shared_store(backend, reservers, clock)
+        tasks = [make_task(clock) for _ in range(TASKS)]
+        await backend.enqueue_many(tasks)
+        seen: dict[str, str] = {}
+        duplicates: list[str] = []
+
+        async def drain(instance: Backend, worker_id: str) -> None:
+            while True:
+                got: list[ReservedTask] = await instance.reserve(
+                    worker_id=worker_id, limit=3, lease_seconds=LEASE, queues=["default"]
+                )
+                if not got:
+                    return
+                for lease in got:
+                    if lease.id in seen:
+                        duplicates.append(f"{lease.id} to {seen[lease.id]} and {worker_id}")
+                    seen[lease.id] = worker_id
+                await asyncio.sleep(0)
+
+        await asyncio.gather(*(drain(b, f"w{i}") for i, b in enumerate(reservers)))
+        assert not duplicates, f"{C}: reserve handed out a task that is still leased: {duplicates[:3]}"
+        assert set(seen) == {t.id for t in tasks}, (
+            f"{C}: concurrent reservers missed {len({t.id for t in tasks} - set(seen))} due tasks"
+        )
+
+    @pytest.mark.asyncio
+    async def test_concurrent_enqueue_and_finish(
+        self, backend: Backend, open_backend: OpenBackend, clock: FakeClock
+    ) -> None:
+        instances = [await open_backend() for _ in range(4)]
+        batches = [[make_task(clock) for _ in range(10)] for _ in instances]
+        await asyncio.gather(*(b.enqueue_many(batch) for b, batch in zip(instances, batches, strict=True)))
+        leases = await backend.reserve(worker_id="w", limit=100, lease_seconds=LEASE)
+        assert len(leases) == 40, f"{C}: concurrent enqueue_many calls lost tasks: {len(leases)} of 40 due"
+        results = await asyncio.gather(
+            *(instances[i % 4].complete(lease, lease.id.encode()) for i, lease in enumerate(leases))
+        )
+        assert all(results), f"{C}: concurrent completes with current leases must all be accepted"
+        for lease in leases:
+            result = await backend.get_result(lease.id)
+            assert result is not None and result.value == lease.id.encode(), (
+                f"{C}: concurrent completes mixed up results"
+            )

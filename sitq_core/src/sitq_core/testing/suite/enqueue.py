@@ -1,0 +1,137 @@
+"""EnqueueContract: enqueue one/many, atomic batches, every field round trips."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from ...backend import Backend
+from ...errors import ValidationError
+from ...models import Task, TaskStatus
+from ..clock import FakeClock
+from ..fixtures import BackendFixtures
+from ._support import get, is_aware_utc, make_task, parameter_of
+
+C = "EnqueueContract"
+
+
+def full_task(clock: FakeClock) -> Task:
+    """A task with every field set to a non-default value."""
+    return make_task(
+        clock,
+        payload=bytes(range(256)) * 4,  # NUL bytes and non-UTF-8
+        serializer="msgpack",
+        function_name="app.tasks:send_email",
+        queue="emails",
+        priority=-7,
+        eta=clock.now() + timedelta(seconds=90, microseconds=654321),
+        max_retries=4,
+        retry_backoff=2.5,
+        timeout=12.25,
+        max_lease_expiries=7,
+        enqueued_at=clock.now() - timedelta(microseconds=1),
+    )
+
+
+class EnqueueContract(BackendFixtures):
+    """Backend.enqueue / enqueue_many / get_task."""
+
+    @pytest.mark.asyncio
+    async def test_enqueue_returns_id(self, backend: Backend, clock: FakeClock) -> None:
+        task = make_task(clock)
+        task_id = await backend.enqueue(task)
+        assert task_id == task.id, f"{C}: enqueue must return the task's own id, got {task_id!r}"
+        stored = await get(backend, task.id, C)
+        assert stored.status == TaskStatus.QUEUED, f"{C}: an enqueued task must be 'queued', got {stored.status!r}"
+
+    @pytest.mark.asyncio
+    async def test_enqueue_many_returns_ids_in_order(self, backend: Backend, clock: FakeClock) -> None:
+        tasks = [make_task(clock) for _ in range(5)]
+        ids = await backend.enqueue_many(tasks)
+        assert ids == [t.id for t in tasks], f"{C}: enqueue_many must return the ids in input order"
+        for task in tasks:
+            await get(backend, task.id, C)
+
+    @pytest.mark.asyncio
+    async def test_enqueue_many_empty(self, backend: Backend) -> None:
+        assert await backend.enqueue_many([]) == [], f"{C}: enqueue_many([]) must return []"
+
+    @pytest.mark.asyncio
+    async def test_every_field_round_trips(self, backend: Backend, clock: FakeClock) -> None:
+        task = full_task(clock)
+        await backend.enqueue(task)
+        stored = await get(backend, task.id, C)
+        for name in Task.__dataclass_fields__:
+            assert getattr(stored, name) == getattr(task, name), (
+                f"{C}: Task.{name} did not round trip: stored {getattr(task, name)!r}, "
+                f"got back {getattr(stored, name)!r}"
+            )
+        assert isinstance(stored.status, TaskStatus), f"{C}: Task.status must be a TaskStatus"
+        assert isinstance(stored.payload, bytes), f"{C}: Task.payload must come back as bytes"
+
+    @pytest.mark.asyncio
+    async def test_default_task_round_trips(self, backend: Backend, clock: FakeClock) -> None:
+        task = make_task(clock)  # timeout=None and other defaults
+        await backend.enqueue(task)
+        stored = await get(backend, task.id, C)
+        assert stored == task, f"{C}: a default Task did not round trip:\n  sent {task!r}\n  got  {stored!r}"
+
+    @pytest.mark.asyncio
+    async def test_times_are_aware_utc(self, backend: Backend, clock: FakeClock) -> None:
+        task = full_task(clock)
+        await backend.enqueue(task)
+        stored = await get(backend, task.id, C)
+        for name in ("eta", "enqueued_at"):
+            assert is_aware_utc(getattr(stored, name)), (
+                f"{C}: Task.{name} must come back timezone-aware UTC, got {getattr(stored, name)!r}"
+            )
+
+    @pytest.mark.asyncio
+    async def test_duplicate_id_stores_nothing(self, backend: Backend, clock: FakeClock) -> None:
+        existing = make_task(clock, payload=b"original")
+        await backend.enqueue(existing)
+        fresh = [make_task(clock) for _ in range(3)]
+        clash = make_task(clock, id=existing.id, payload=b"impostor")
+        with pytest.raises(ValidationError) as info:
+            await backend.enqueue_many([fresh[0], clash, *fresh[1:]])
+        assert parameter_of(info.value) == "tasks", (
+            f"{C}: a duplicate id must raise ValidationError(parameter='tasks'), got {parameter_of(info.value)!r}"
+        )
+        for task in fresh:
+            assert await backend.get_task(task.id) is None, (
+                f"{C}: enqueue_many is not atomic: a batch with a duplicate id stored task {task.id}"
+            )
+        stored = await get(backend, existing.id, C)
+        assert stored.payload == b"original", f"{C}: a duplicate id overwrote the stored task"
+
+    @pytest.mark.asyncio
+    async def test_duplicate_id_within_batch(self, backend: Backend, clock: FakeClock) -> None:
+        first = make_task(clock)
+        other = make_task(clock)
+        with pytest.raises(ValidationError):
+            await backend.enqueue_many([first, other, first.with_changes(payload=b"again")])
+        assert await backend.get_task(first.id) is None and await backend.get_task(other.id) is None, (
+            f"{C}: enqueue_many is not atomic: a batch repeating an id stored part of the batch"
+        )
+
+    @pytest.mark.asyncio
+    async def test_enqueue_one_duplicate(self, backend: Backend, clock: FakeClock) -> None:
+        task = make_task(clock)
+        await backend.enqueue(task)
+        with pytest.raises(ValidationError):
+            await backend.enqueue(task.with_changes(payload=b"second"))
+        assert (await get(backend, task.id, C)).payload == task.payload, (
+            f"{C}: enqueue of an existing id overwrote the stored task"
+        )
+
+    @pytest.mark.asyncio
+    async def test_unknown_id_reads_none(self, backend: Backend) -> None:
+        assert await backend.get_task("no-such-task") is None, f"{C}: get_task of an unknown id must return None"
+
+    @pytest.mark.asyncio
+    async def test_large_payload(self, backend: Backend, clock: FakeClock) -> None:
+        payload = bytes(range(256)) * 2048  # 512 KiB
+        task = make_task(clock, payload=payload)
+        await backend.enqueue(task)
+        assert (await get(backend, task.id, C)).payload == payload, f"{C}: a 512 KiB payload did not round trip"

@@ -1,0 +1,168 @@
+"""LeaseContract: heartbeat, lease expiry, poison pills and fencing."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from ...backend import Backend
+from ...models import LeaseState, ReservedTask, TaskStatus
+from ..clock import FakeClock
+from ..fixtures import BackendFixtures
+from ._support import LEASE, close_to, enqueue_and_reserve, get, make_task, reserve_all, reserve_one
+
+C = "LeaseContract"
+
+FenceCall = Callable[[Backend, ReservedTask, FakeClock], Awaitable[bool]]
+
+
+async def _complete(b: Backend, lease: ReservedTask, clock: FakeClock) -> bool:
+    return await b.complete(lease, b"stale")
+
+
+async def _fail(b: Backend, lease: ReservedTask, clock: FakeClock) -> bool:
+    return await b.fail(lease, "stale", "traceback")
+
+
+async def _retry(b: Backend, lease: ReservedTask, clock: FakeClock) -> bool:
+    return await b.retry(lease, clock.now(), "stale")
+
+
+async def _release(b: Backend, lease: ReservedTask, clock: FakeClock) -> bool:
+    return await b.release(lease)
+
+
+FENCED: dict[str, FenceCall] = {"complete": _complete, "fail": _fail, "retry": _retry, "release": _release}
+
+
+class LeaseContract(BackendFixtures):
+    """Backend.heartbeat, lease expiry in reserve, and fenced finish_many."""
+
+    @pytest.mark.asyncio
+    async def test_heartbeat_extends(self, backend: Backend, clock: FakeClock) -> None:
+        lease = await enqueue_and_reserve(backend, clock, C)
+        clock.advance(LEASE - 1)
+        states = await backend.heartbeat([(lease.id, lease.lease_token)], LEASE)
+        assert states == {lease.id: LeaseState.HELD}, f"{C}: heartbeat of a valid lease must return HELD, got {states}"
+        clock.advance(LEASE - 1)  # past the original expiry, within the extended one
+        assert await reserve_all(backend, worker_id="thief") == [], (
+            f"{C}: heartbeat did not extend the lease: reserve handed out the task again"
+        )
+        assert await backend.complete(lease, b"ok"), f"{C}: complete after a heartbeat must be accepted"
+
+    @pytest.mark.asyncio
+    async def test_heartbeat_lost(self, backend: Backend, clock: FakeClock) -> None:
+        lease = await enqueue_and_reserve(backend, clock, C)
+        done = await enqueue_and_reserve(backend, clock, C)
+        assert await backend.complete(done, None)
+        states = await backend.heartbeat(
+            [(lease.id, "not-the-token"), ("unknown-task", "x"), (done.id, done.lease_token)], LEASE
+        )
+        assert states.get(lease.id) == LeaseState.LOST, f"{C}: heartbeat with a stale token must return LOST"
+        assert states.get("unknown-task") == LeaseState.LOST, f"{C}: heartbeat of an unknown task must return LOST"
+        assert states.get(done.id) == LeaseState.LOST, f"{C}: heartbeat of a finished task must return LOST"
+        clock.advance(LEASE)
+        assert [r.id for r in await reserve_all(backend)] == [lease.id], (
+            f"{C}: heartbeat with a stale token must not extend the lease"
+        )
+
+    @pytest.mark.asyncio
+    async def test_heartbeat_many(self, backend: Backend, clock: FakeClock) -> None:
+        await backend.enqueue_many([make_task(clock) for _ in range(3)])
+        leases = await reserve_all(backend)
+        states = await backend.heartbeat([(r.id, r.lease_token) for r in leases], LEASE)
+        assert states == {r.id: LeaseState.HELD for r in leases}, (
+            f"{C}: heartbeat must return one state per task id, got {states}"
+        )
+
+    @pytest.mark.asyncio
+    async def test_expired_lease_redelivered(self, backend: Backend, clock: FakeClock) -> None:
+        first = await enqueue_and_reserve(backend, clock, C)
+        clock.advance(LEASE)  # lease_expires_at <= now: expired
+        now = clock.now()
+        again = await reserve_all(backend, worker_id="w-2")
+        assert [r.id for r in again] == [first.id], (
+            f"{C}: a task whose lease expired (lease_expires_at <= now) must be handed out again"
+        )
+        second = again[0]
+        assert second.lease_token != first.lease_token, f"{C}: a redelivered task needs a new lease_token"
+        assert second.task.attempts == 2, f"{C}: redelivery must count attempt 2, got {second.task.attempts}"
+        assert second.task.lease_expiries == 1, (
+            f"{C}: redelivery after an expired lease must set lease_expiries + 1, got {second.task.lease_expiries}"
+        )
+        assert second.task.worker_id == "w-2", f"{C}: redelivery must record the new worker_id"
+        assert close_to(second.task.started_at, now), f"{C}: redelivery must set started_at = now"
+
+    @pytest.mark.asyncio
+    async def test_poison_pill_ends_failed(self, backend: Backend, clock: FakeClock) -> None:
+        task = make_task(clock, max_lease_expiries=2)
+        await backend.enqueue(task)
+        await reserve_one(backend, C)
+        clock.advance(LEASE)
+        second = await reserve_one(backend, C)
+        assert second.task.lease_expiries == 1
+        clock.advance(LEASE)
+        got = await reserve_all(backend)
+        assert got == [], f"{C}: a task reaching max_lease_expiries must not be handed out again (poison pill)"
+        stored = await get(backend, task.id, C)
+        assert stored.status == TaskStatus.FAILED, (
+            f"{C}: a task reaching max_lease_expiries must end 'failed', got {stored.status!r}"
+        )
+        assert stored.error == "lease expired after 2 attempts", (
+            f"{C}: poison pill error must be 'lease expired after N attempts' (N = attempts), got {stored.error!r}"
+        )
+        assert stored.finished_at is not None, f"{C}: a poison pill must get finished_at"
+        result = await backend.get_result(task.id)
+        assert result is not None, f"{C}: a poison pill must have a stored result"
+        assert result.status == "failed" and result.error == "lease expired after 2 attempts", (
+            f"{C}: a poison pill's result must be failed with the lease error, got {result!r}"
+        )
+
+    @pytest.mark.parametrize("call", sorted(FENCED))
+    @pytest.mark.asyncio
+    async def test_stale_token_changes_nothing(self, backend: Backend, clock: FakeClock, call: str) -> None:
+        old = await enqueue_and_reserve(backend, clock, C)
+        clock.advance(LEASE)
+        new = await reserve_one(backend, C, worker_id="w-new")
+        before = await get(backend, old.id, C)
+        accepted = await FENCED[call](backend, old, clock)
+        assert accepted is False, f"{C}: {call} with a stale lease token must return False (fencing)"
+        after = await get(backend, old.id, C)
+        assert after == before, f"{C}: {call} with a stale lease token changed the task:\n  {before}\n  {after}"
+        assert await backend.get_result(old.id) is None, f"{C}: {call} with a stale lease token stored a result"
+        assert await backend.complete(new, b"new"), f"{C}: the current lease must still complete after a fenced call"
+
+    @pytest.mark.asyncio
+    async def test_late_worker_cannot_overwrite_result(self, backend: Backend, clock: FakeClock) -> None:
+        old = await enqueue_and_reserve(backend, clock, C)
+        clock.advance(LEASE)
+        new = await reserve_one(backend, C)
+        assert await backend.complete(new, b"newer attempt")
+        assert await backend.complete(old, b"stale attempt") is False, (
+            f"{C}: a stale worker's late complete must return False"
+        )
+        assert await backend.fail(old, "stale") is False, f"{C}: a stale worker's late fail must return False"
+        result = await backend.get_result(old.id)
+        assert result is not None and result.value == b"newer attempt", (
+            f"{C}: a stale worker's late complete overwrote the newer attempt's result: {result!r}"
+        )
+
+    @pytest.mark.asyncio
+    async def test_wrong_token_rejected(self, backend: Backend, clock: FakeClock) -> None:
+        lease = await enqueue_and_reserve(backend, clock, C)
+        forged = ReservedTask(lease.task, "forged-token", lease.lease_expires_at)
+        assert await backend.complete(forged, b"x") is False, f"{C}: complete with a wrong token must return False"
+        assert (await get(backend, lease.id, C)).status == TaskStatus.RUNNING
+
+    @pytest.mark.asyncio
+    async def test_lease_ends_when_finished(self, backend: Backend, clock: FakeClock) -> None:
+        lease = await enqueue_and_reserve(backend, clock, C)
+        assert await backend.complete(lease, b"v")
+        assert await backend.complete(lease, b"again") is False, (
+            f"{C}: a second outcome for the same lease must return False (the task is no longer running)"
+        )
+        states = await backend.heartbeat([(lease.id, lease.lease_token)], LEASE)
+        assert states.get(lease.id) == LeaseState.LOST, f"{C}: the lease must end when the task finishes"
+        result = await backend.get_result(lease.id)
+        assert result is not None and result.value == b"v", f"{C}: a second complete changed the result"

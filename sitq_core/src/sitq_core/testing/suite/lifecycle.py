@@ -1,0 +1,90 @@
+"""LifecycleContract: connect/close, async context manager, reuse after close."""
+
+from __future__ import annotations
+
+import pytest
+
+from ...backend import Backend, Capability
+from ..clock import FakeClock
+from ..fixtures import BackendFactory, BackendFixtures, OpenBackend, requires
+from ._support import make_task
+
+C = "LifecycleContract"
+
+
+class LifecycleContract(BackendFixtures):
+    """Backend.connect / close / ``async with``."""
+
+    @pytest.mark.asyncio
+    async def test_async_context_manager(self, backend: Backend, open_backend: OpenBackend, clock: FakeClock) -> None:
+        task = make_task(clock)
+        await backend.enqueue(task)
+        other = await open_backend()
+        async with other as entered:
+            assert entered is other, f"{C}: 'async with backend as b' must bind the backend itself"
+            assert await entered.get_task(task.id) is not None, (
+                f"{C}: a backend used as 'async with' cannot read a stored task"
+            )
+
+    @pytest.mark.asyncio
+    async def test_connect_is_idempotent(self, backend: Backend, clock: FakeClock) -> None:
+        await backend.connect()
+        await backend.connect()
+        task = make_task(clock)
+        await backend.enqueue(task)
+        assert await backend.get_task(task.id) is not None, f"{C}: connect() twice broke the backend"
+
+    @pytest.mark.asyncio
+    async def test_close_is_idempotent(self, backend_factory: BackendFactory, clock: FakeClock) -> None:
+        fresh = backend_factory()
+        fresh.clock = clock
+        await fresh.close()  # never connected
+        await fresh.connect()
+        await fresh.close()
+        await fresh.close()
+
+    @pytest.mark.asyncio
+    async def test_reconnect_after_close(self, backend: Backend, clock: FakeClock) -> None:
+        await backend.close()
+        await backend.connect()
+        task = make_task(clock)
+        await backend.enqueue(task)
+        assert await backend.get_task(task.id) is not None, (
+            f"{C}: a backend connected again after close() cannot store or read tasks"
+        )
+
+    @pytest.mark.asyncio
+    async def test_first_call_connects(
+        self, backend: Backend, backend_factory: BackendFactory, clock: FakeClock
+    ) -> None:
+        task = make_task(clock)
+        await backend.enqueue(task)
+        fresh = backend_factory()
+        fresh.clock = clock
+        try:
+            found = await fresh.get_task(task.id)
+            assert found is not None, f"{C}: a method called before connect() must connect first"
+        finally:
+            if fresh is not backend:
+                await fresh.close()
+
+    @pytest.mark.asyncio
+    async def test_now_reads_the_clock(self, backend: Backend, clock: FakeClock) -> None:
+        assert backend.now() == clock.now(), (
+            f"{C}: backend.now() must return backend.clock() (do not override now() to read the wall clock)"
+        )
+
+    @requires(Capability.PERSISTENT)
+    @pytest.mark.asyncio
+    async def test_tasks_survive_reopen(
+        self, backend: Backend, backend_factory: BackendFactory, clock: FakeClock
+    ) -> None:
+        task = make_task(clock)
+        await backend.enqueue(task)
+        await backend.close()
+        reopened = backend_factory()
+        reopened.clock = clock
+        async with reopened:
+            found = await reopened.get_task(task.id)
+            assert found is not None, f"{C}: PERSISTENT backend lost a task after close() and reopen"
+            assert found.payload == task.payload, f"{C}: PERSISTENT backend changed a payload across reopen"

@@ -1,0 +1,83 @@
+"""RetryContract: retry keeps attempts and waits for retry_at; release does not count."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from ...backend import Backend
+from ...models import Outcome, TaskStatus
+from ..clock import FakeClock
+from ..fixtures import BackendFixtures
+from ._support import enqueue_and_reserve, get, make_task, reserve_all, reserve_one
+
+C = "RetryContract"
+
+
+class RetryContract(BackendFixtures):
+    """The ``retry`` and ``release`` outcomes of Backend.finish_many."""
+
+    @pytest.mark.asyncio
+    async def test_retry_requeues_at_retry_at(self, backend: Backend, clock: FakeClock) -> None:
+        lease = await enqueue_and_reserve(backend, clock, C)
+        retry_at = clock.now() + timedelta(seconds=30)
+        assert await backend.retry(lease, retry_at, "boom", "Traceback: boom"), (
+            f"{C}: retry with the current lease must return True"
+        )
+        stored = await get(backend, lease.id, C)
+        assert stored.status == TaskStatus.QUEUED, f"{C}: retry must put the task back to 'queued'"
+        assert stored.eta == retry_at, f"{C}: retry must set eta = retry_at ({retry_at}), got {stored.eta}"
+        assert stored.attempts == 1, f"{C}: retry must keep attempts (not reset them), got {stored.attempts}"
+        assert stored.error == "boom", f"{C}: retry must keep the error on the task, got {stored.error!r}"
+        assert await backend.get_result(lease.id) is None, f"{C}: a retried task is not final: no result"
+        clock.advance(29)
+        assert await reserve_all(backend) == [], f"{C}: a retried task was handed out before retry_at"
+        clock.advance(1)
+        again = await reserve_one(backend, C)
+        assert again.task.attempts == 2, f"{C}: the attempt after a retry must be attempt 2, got {again.task.attempts}"
+
+    @pytest.mark.asyncio
+    async def test_release_does_not_count(self, backend: Backend, clock: FakeClock) -> None:
+        lease = await enqueue_and_reserve(backend, clock, C)
+        assert await backend.release(lease), f"{C}: release with the current lease must return True"
+        stored = await get(backend, lease.id, C)
+        assert stored.status == TaskStatus.QUEUED, f"{C}: release must put the task back to 'queued'"
+        assert stored.attempts == 0, f"{C}: release must not count the attempt (attempts - 1), got {stored.attempts}"
+        again = await reserve_one(backend, C)  # due now
+        assert again.task.attempts == 1, f"{C}: after a release the next attempt is attempt 1"
+        assert again.lease_token != lease.lease_token, f"{C}: a released task needs a new lease token"
+
+    @pytest.mark.asyncio
+    async def test_retry_then_fail(self, backend: Backend, clock: FakeClock) -> None:
+        lease = await enqueue_and_reserve(backend, clock, C, max_retries=1)
+        assert await backend.retry(lease, clock.now(), "first")
+        second = await reserve_one(backend, C)
+        assert await backend.fail(second, "second", "Traceback: second")
+        stored = await get(backend, lease.id, C)
+        assert stored.status == TaskStatus.FAILED and stored.attempts == 2, (
+            f"{C}: a failed retry must end 'failed' with attempts=2, got {stored.status!r}/{stored.attempts}"
+        )
+        result = await backend.get_result(lease.id)
+        assert result is not None and result.attempts == 2 and result.error == "second", (
+            f"{C}: the final result must carry the last error and the attempt count, got {result!r}"
+        )
+
+    @pytest.mark.asyncio
+    async def test_finish_many_in_order(self, backend: Backend, clock: FakeClock) -> None:
+        await backend.enqueue_many([make_task(clock) for _ in range(3)])
+        a, b, c = await reserve_all(backend)
+        outcomes = [
+            Outcome(a.id, a.lease_token, "success", value=b"a"),
+            Outcome(b.id, "stale-token", "failed", error="x"),
+            Outcome(c.id, c.lease_token, "retry", error="later", retry_at=clock.now() + timedelta(seconds=5)),
+            Outcome(a.id, a.lease_token, "failed", error="too late"),
+        ]
+        accepted = await backend.finish_many(outcomes)
+        assert accepted == [True, False, True, False], (
+            f"{C}: finish_many must return one bool per outcome, applied in order; got {accepted}"
+        )
+        assert (await get(backend, b.id, C)).status == TaskStatus.RUNNING
+        assert (await get(backend, c.id, C)).status == TaskStatus.QUEUED
+        result = await backend.get_result(a.id)
+        assert result is not None and result.status == "success", f"{C}: a later outcome overrode an accepted one"

@@ -1,0 +1,150 @@
+"""StatsContract: counts, list_tasks and purge."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pytest
+
+from ...backend import Backend
+from ...errors import ValidationError
+from ...models import Task, TaskStatus
+from ..clock import FakeClock
+from ..fixtures import BackendFixtures
+from ._support import enqueue_and_reserve, get, make_task, parameter_of
+
+C = "StatsContract"
+STATUSES = [s.value for s in TaskStatus]
+
+
+async def one_of_each(backend: Backend, clock: FakeClock, queue: str = "default") -> dict[str, str]:
+    """One task in every status; returns status -> task id."""
+    ids: dict[str, str] = {}
+    for status in ("success", "failed", "cancelled", "running"):
+        clock.advance(0.001)
+        lease = await enqueue_and_reserve(backend, clock, C, queue=queue)
+        ids[status] = lease.id
+        if status == "success":
+            await backend.complete(lease, b"v")
+        elif status == "failed":
+            await backend.fail(lease, "boom")
+        elif status == "cancelled":
+            await backend.release(lease)
+            await backend.cancel(lease.id)
+    clock.advance(0.001)
+    queued = make_task(clock, queue=queue)
+    await backend.enqueue(queued)
+    ids["queued"] = queued.id
+    return ids
+
+
+class StatsContract(BackendFixtures):
+    """Backend.counts, Backend.list_tasks and Backend.purge."""
+
+    @pytest.mark.asyncio
+    async def test_counts_empty(self, backend: Backend) -> None:
+        counts = await backend.counts()
+        for status in STATUSES:
+            assert counts.get(status) == 0, f"{C}: counts() must have every status as a key (0 when none): {counts}"
+
+    @pytest.mark.asyncio
+    async def test_counts_per_status_and_queue(self, backend: Backend, clock: FakeClock) -> None:
+        await one_of_each(backend, clock, queue="a")
+        await backend.enqueue(make_task(clock, queue="b"))
+        counts = await backend.counts()
+        expected = {s: 1 for s in STATUSES} | {"queued": 2}
+        assert {s: counts.get(s) for s in STATUSES} == expected, f"{C}: counts() is wrong: {counts}"
+        counts_a = await backend.counts(queue="a")
+        assert {s: counts_a.get(s) for s in STATUSES} == {s: 1 for s in STATUSES}, (
+            f"{C}: counts(queue='a') must count only queue 'a': {counts_a}"
+        )
+        counts_z = await backend.counts(queue="zzz")
+        assert {s: counts_z.get(s) for s in STATUSES} == {s: 0 for s in STATUSES}, (
+            f"{C}: counts(queue=...) of an empty queue must have every status as 0: {counts_z}"
+        )
+
+    @pytest.mark.asyncio
+    async def test_list_tasks_filters(self, backend: Backend, clock: FakeClock) -> None:
+        ids = await one_of_each(backend, clock, queue="a")
+        other = make_task(clock, queue="b")
+        await backend.enqueue(other)
+        for status in STATUSES:
+            listed = await backend.list_tasks(status=status)
+            expected = [ids[status]] + ([other.id] if status == "queued" else [])
+            assert [t.id for t in listed] == expected, f"{C}: list_tasks(status={status!r}) returned the wrong tasks"
+            assert all(isinstance(t, Task) for t in listed), f"{C}: list_tasks must return Task objects"
+        assert [t.id for t in await backend.list_tasks(queue="b")] == [other.id], (
+            f"{C}: list_tasks(queue='b') must filter by queue"
+        )
+        both = await backend.list_tasks(status="queued", queue="a")
+        assert [t.id for t in both] == [ids["queued"]], f"{C}: list_tasks(status=, queue=) must apply both filters"
+
+    @pytest.mark.asyncio
+    async def test_list_tasks_order_and_paging(self, backend: Backend, clock: FakeClock) -> None:
+        tasks = []
+        for i in range(7):
+            clock.advance(0.001)
+            tasks.append(make_task(clock, priority=i % 3))
+        await backend.enqueue_many(list(reversed(tasks[4:])))  # enqueued_at decides, not insertion order
+        await backend.enqueue_many(tasks[:4])
+        listed = [t.id for t in await backend.list_tasks()]
+        assert listed == [t.id for t in tasks], f"{C}: list_tasks must list the oldest enqueued first"
+        page = [t.id for t in await backend.list_tasks(limit=3, offset=2)]
+        assert page == [t.id for t in tasks[2:5]], f"{C}: list_tasks(limit=3, offset=2) paged wrongly"
+        assert await backend.list_tasks(limit=0) == [], f"{C}: list_tasks(limit=0) must return []"
+        assert await backend.list_tasks(offset=7) == [], f"{C}: list_tasks past the end must return []"
+
+    @pytest.mark.asyncio
+    async def test_list_tasks_bad_arguments(self, backend: Backend, clock: FakeClock) -> None:
+        await backend.enqueue(make_task(clock))
+        for kwargs, parameter in (
+            ({"status": "bogus"}, "status"),
+            ({"limit": -1}, "limit"),
+            ({"offset": -1}, "offset"),
+        ):
+            with pytest.raises(ValidationError) as info:
+                await backend.list_tasks(**kwargs)
+            assert parameter_of(info.value) == parameter, (
+                f"{C}: list_tasks({kwargs}) must raise ValidationError(parameter={parameter!r}), "
+                f"got {parameter_of(info.value)!r}"
+            )
+
+    @pytest.mark.asyncio
+    async def test_purge_final_only(self, backend: Backend, clock: FakeClock) -> None:
+        ids = await one_of_each(backend, clock)
+        deleted = await backend.purge()
+        assert deleted == 3, f"{C}: purge() must delete the 3 final tasks and return 3, returned {deleted}"
+        for status in ("success", "failed", "cancelled"):
+            assert await backend.get_task(ids[status]) is None, f"{C}: purge() kept a {status} task"
+            assert await backend.get_result(ids[status]) is None, f"{C}: purge() kept a {status} task's result"
+        for status in ("queued", "running"):
+            assert (await get(backend, ids[status], C)).status == status, (
+                f"{C}: purge() must never delete {status} tasks"
+            )
+        assert await backend.purge() == 0, f"{C}: a second purge() must delete nothing"
+
+    @pytest.mark.asyncio
+    async def test_purge_older_than(self, backend: Backend, clock: FakeClock) -> None:
+        old = await enqueue_and_reserve(backend, clock, C)
+        await backend.complete(old, b"old")
+        clock.advance(3600)
+        cutoff = clock.now()
+        clock.advance(1)
+        new = await enqueue_and_reserve(backend, clock, C)
+        await backend.complete(new, b"new")
+        assert await backend.purge(older_than=cutoff) == 1, f"{C}: purge(older_than=) must delete only older ones"
+        assert await backend.get_task(old.id) is None, f"{C}: purge(older_than=) kept a task finished before it"
+        assert await backend.get_task(new.id) is not None, f"{C}: purge(older_than=) deleted a newer task"
+        later = await backend.purge(older_than=clock.now() + timedelta(seconds=1))
+        assert later == 1, f"{C}: purge(older_than=future) must delete the remaining final task"
+
+    @pytest.mark.asyncio
+    async def test_purge_naive_datetime(self, backend: Backend, clock: FakeClock) -> None:
+        lease = await enqueue_and_reserve(backend, clock, C)
+        await backend.complete(lease, b"v")
+        with pytest.raises(ValidationError) as info:
+            await backend.purge(older_than=datetime(2100, 1, 1))
+        assert parameter_of(info.value) == "older_than", (
+            f"{C}: purge with a naive datetime must raise ValidationError(parameter='older_than')"
+        )
+        assert await backend.get_task(lease.id) is not None, f"{C}: a rejected purge deleted a task"

@@ -1,0 +1,260 @@
+"""DictStoreBackend: every task in Python dicts, shared by all instances with the same ``store`` name.
+
+Each method does its work under one lock and without awaiting, so every change
+is atomic even when instances are used from several threads or event loops.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import ClassVar
+
+from sitq_core.backend import Backend, Capability
+from sitq_core.errors import ValidationError
+from sitq_core.models import LeaseState, Outcome, ReservedTask, Result, Task, TaskStatus, new_id
+
+QUEUED, RUNNING = TaskStatus.QUEUED, TaskStatus.RUNNING
+
+
+@dataclass
+class _Row:
+    task: Task
+    seq: int  # enqueue order
+    lease_token: str | None = None
+    lease_expires_at: datetime | None = None
+
+
+@dataclass
+class _Store:
+    rows: dict[str, _Row] = field(default_factory=dict)
+    results: dict[str, Result] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    counter: itertools.count[int] = field(default_factory=itertools.count)
+
+
+def _aware(value: datetime | None, parameter: str) -> None:
+    if value is not None and value.utcoffset() is None:
+        raise ValidationError(f"{parameter} must be a timezone-aware datetime", parameter=parameter, value=value)
+
+
+class DictStoreBackend(Backend):
+    """A backend keeping tasks in memory; ``store`` names the shared dict (``dictstore://?store=x``)."""
+
+    name = "dictstore"
+    capabilities = frozenset({Capability.CANCEL_RUNNING})
+    _stores: ClassVar[dict[str, _Store]] = {}
+
+    def __init__(self, store: str = "default") -> None:
+        self.store = store
+        self._db: _Store | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        self._open()
+
+    async def close(self) -> None:
+        self._db = None
+
+    def _open(self) -> _Store:
+        if self._db is None:
+            self._db = self._stores.setdefault(self.store, _Store())
+        return self._db
+
+    # -- enqueue -------------------------------------------------------------------------
+
+    async def enqueue_many(self, tasks: Sequence[Task]) -> list[str]:
+        db, tasks = self._open(), list(tasks)
+        ids = [task.id for task in tasks]
+        for task in tasks:
+            if not isinstance(task, Task):
+                raise ValidationError(f"expected Task objects, got {task!r}", parameter="tasks", value=task)
+            _aware(task.eta, "tasks")
+        with db.lock:
+            taken = [i for i in ids if i in db.rows] or [i for i in ids if ids.count(i) > 1]
+            if taken:
+                raise ValidationError(f"task id {taken[0]!r} already exists", parameter="tasks", value=taken[0])
+            for task in tasks:
+                db.rows[task.id] = _Row(task, next(db.counter))
+        return ids
+
+    # -- leases --------------------------------------------------------------------------
+
+    async def reserve(
+        self, *, worker_id: str, limit: int, lease_seconds: float, queues: Sequence[str] | None = None
+    ) -> list[ReservedTask]:
+        if limit < 1:
+            raise ValidationError("limit must be >= 1", parameter="limit", value=limit)
+        if lease_seconds <= 0:
+            raise ValidationError("lease_seconds must be > 0", parameter="lease_seconds", value=lease_seconds)
+        db, now = self._open(), self.now()
+        reserved: list[ReservedTask] = []
+        with db.lock:
+            due = [row for row in db.rows.values() if self._is_due(row, now, queues)]
+            due.sort(key=lambda row: (-row.task.priority, row.task.eta, row.seq))
+            for row in due:
+                if len(reserved) == limit:
+                    break
+                task, expiries = row.task, row.task.lease_expiries
+                if task.status == RUNNING:  # its worker died: the lease expired
+                    expiries += 1
+                    if expiries >= task.max_lease_expiries:  # poison pill
+                        row.task = task.with_changes(lease_expiries=expiries)
+                        self._finish(db, row, "failed", f"lease expired after {task.attempts} attempts")
+                        continue
+                row.task = task.with_changes(
+                    status=RUNNING, worker_id=worker_id, attempts=task.attempts + 1,
+                    lease_expiries=expiries, started_at=now,
+                )
+                row.lease_token = uuid.uuid4().hex
+                row.lease_expires_at = now + timedelta(seconds=lease_seconds)
+                reserved.append(ReservedTask(row.task, row.lease_token, row.lease_expires_at))
+        return reserved
+
+    @staticmethod
+    def _is_due(row: _Row, now: datetime, queues: Sequence[str] | None) -> bool:
+        if queues is not None and row.task.queue not in queues:
+            return False
+        if row.task.status == QUEUED:
+            return row.task.eta <= now
+        return row.task.status == RUNNING and row.lease_expires_at is not None and row.lease_expires_at <= now
+
+    async def heartbeat(self, leases: Sequence[tuple[str, str]], lease_seconds: float) -> dict[str, LeaseState]:
+        db, now = self._open(), self.now()
+        states: dict[str, LeaseState] = {}
+        with db.lock:
+            for task_id, token in leases:
+                row = db.rows.get(task_id)
+                if row is None or row.task.status != RUNNING or row.lease_token != token:
+                    states[task_id] = LeaseState.LOST
+                    continue
+                row.lease_expires_at = now + timedelta(seconds=lease_seconds)
+                states[task_id] = LeaseState.CANCEL_REQUESTED if row.task.cancel_requested else LeaseState.HELD
+        return states
+
+    # -- finish --------------------------------------------------------------------------
+
+    async def finish_many(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        db = self._open()
+        accepted: list[bool] = []
+        with db.lock:
+            for outcome in outcomes:
+                row = db.rows.get(outcome.task_id)
+                if row is None or row.task.status != RUNNING or row.lease_token != outcome.lease_token:
+                    accepted.append(False)  # fencing: a stale worker changes nothing
+                    continue
+                if outcome.kind == "retry":
+                    eta = outcome.retry_at or self.now()
+                    row.task = row.task.with_changes(status=QUEUED, eta=eta, error=outcome.error)
+                elif outcome.kind == "release":
+                    attempts = max(row.task.attempts - 1, 0)
+                    row.task = row.task.with_changes(status=QUEUED, eta=self.now(), attempts=attempts)
+                else:
+                    self._finish(db, row, outcome.kind, outcome.error, outcome.traceback, outcome.value)
+                row.lease_token = row.lease_expires_at = None
+                accepted.append(True)
+        return accepted
+
+    def _finish(
+        self, db: _Store, row: _Row, status: str, error: str | None,
+        traceback: str | None = None, value: bytes | None = None,
+    ) -> None:
+        """Make a task final and store its result (the caller holds the lock)."""
+        now, task = self.now(), row.task
+        row.task = task.with_changes(status=TaskStatus(status), finished_at=now, error=error)
+        row.lease_token = row.lease_expires_at = None
+        db.results[task.id] = Result(
+            id=new_id(), task_id=task.id, status=status, value=value, error=error, traceback=traceback,
+            enqueued_at=task.enqueued_at, started_at=task.started_at, finished_at=now,
+            attempts=task.attempts, serializer=task.serializer,
+        )
+
+    # -- cancel and requeue --------------------------------------------------------------
+
+    async def cancel(self, task_id: str) -> bool:
+        db = self._open()
+        with db.lock:
+            row = db.rows.get(task_id)
+            if row is None or row.task.status.is_final:
+                return False
+            if row.task.status == QUEUED:
+                self._finish(db, row, "cancelled", "cancelled")
+            else:  # running: its worker learns it from heartbeat
+                row.task = row.task.with_changes(cancel_requested=True)
+            return True
+
+    async def requeue(self, task_id: str, *, eta: datetime | None = None) -> bool:
+        _aware(eta, "eta")
+        db = self._open()
+        with db.lock:
+            row = db.rows.get(task_id)
+            if row is None or row.task.status not in (TaskStatus.FAILED, TaskStatus.CANCELLED):
+                return False
+            row.task = row.task.with_changes(
+                status=QUEUED, eta=eta or self.now(), attempts=0, lease_expiries=0, error=None,
+                cancel_requested=False, started_at=None, finished_at=None, worker_id=None,
+            )
+            db.results.pop(task_id, None)
+            return True
+
+    # -- reads ---------------------------------------------------------------------------
+
+    async def get_task(self, task_id: str) -> Task | None:
+        row = self._open().rows.get(task_id)
+        return row.task if row is not None else None
+
+    async def get_result(self, task_id: str) -> Result | None:
+        return self._open().results.get(task_id)
+
+    async def next_eta(self, queues: Sequence[str] | None = None) -> datetime | None:
+        db = self._open()
+        with db.lock:
+            times = [
+                row.task.eta if row.task.status == QUEUED else row.lease_expires_at
+                for row in db.rows.values()
+                if row.task.status in (QUEUED, RUNNING) and (queues is None or row.task.queue in queues)
+            ]
+        return min((t for t in times if t is not None), default=None)
+
+    async def list_tasks(
+        self, *, status: str | None = None, queue: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[Task]:
+        if status is not None and status not in {s.value for s in TaskStatus}:
+            raise ValidationError(f"unknown status {status!r}", parameter="status", value=status)
+        if limit < 0 or offset < 0:
+            bad = "limit" if limit < 0 else "offset"
+            raise ValidationError(f"{bad} must be >= 0", parameter=bad, value=min(limit, offset))
+        db = self._open()
+        with db.lock:
+            rows = sorted(db.rows.values(), key=lambda row: (row.task.enqueued_at, row.seq))
+        tasks = [r.task for r in rows if status in (None, r.task.status) and queue in (None, r.task.queue)]
+        return tasks[offset : offset + limit]
+
+    async def counts(self, *, queue: str | None = None) -> dict[str, int]:
+        counts = {status.value: 0 for status in TaskStatus}
+        db = self._open()
+        with db.lock:
+            for row in db.rows.values():
+                if queue in (None, row.task.queue):
+                    counts[row.task.status.value] += 1
+        return counts
+
+    async def purge(self, *, older_than: datetime | None = None) -> int:
+        _aware(older_than, "older_than")
+        db = self._open()
+        with db.lock:
+            doomed = [
+                task_id
+                for task_id, row in db.rows.items()
+                if row.task.status.is_final
+                and (older_than is None or (row.task.finished_at is not None and row.task.finished_at < older_than))
+            ]
+            for task_id in doomed:
+                del db.rows[task_id]
+                db.results.pop(task_id, None)
+        return len(doomed)
