@@ -6,9 +6,8 @@ import uuid
 from collections.abc import Callable
 
 import pytest
-from sitq_dictstore import DictStoreBackend
-
 from sitq_core.testing import BackendSuite
+from sitq_dictstore import DictStoreBackend
 
 
 class TestDictStoreBackend(BackendSuite):
