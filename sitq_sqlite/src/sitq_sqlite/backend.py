@@ -1,0 +1,1089 @@
+"""``SQLiteBackend``: sitq's embedded default store, one SQLite file in WAL mode.
+
+Design (see ``docs/how-to/sqlite-backend.md``):
+
+- Every method runs as ONE function on a dedicated connection thread
+  (:class:`~sitq_sqlite.dbthread.DbThread`): one thread hop per transaction or
+  batch. Write transactions start with ``BEGIN IMMEDIATE``; SQLITE_BUSY is
+  retried with short randomized backoff until ``busy_timeout`` passes.
+- Times are INTEGER microseconds since the epoch. The ``due`` column holds the
+  eta of a queued task and the lease expiry of a running one, so a single
+  partial index ``(queue, priority DESC, due, seq) WHERE status IN
+  ('queued','running')`` serves every claim; the claim walks it with index
+  seeks per (queue, priority), so its cost does not grow with queue depth.
+- Other processes' commits are noticed by a watcher thread reading
+  ``PRAGMA data_version`` every few ms while somebody waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from concurrent.futures import Future as ThreadFuture
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
+
+from sitq_core.backend import Backend, Capability
+from sitq_core.errors import BackendError, ConfigurationError, ConnectionError, SitqError, ValidationError
+from sitq_core.models import (
+    LeaseState,
+    Outcome,
+    ReservedTask,
+    Result,
+    Task,
+    TaskStatus,
+    new_id,
+)
+
+from .dbthread import DbThread
+from .schema import (
+    ACTIVE,
+    SCHEMA_VERSION,
+    TASK_COLUMNS,
+    SchemaTooNewError,
+    create_schema,
+    from_us,
+    to_us,
+)
+from .watcher import WORK_KEY, Wakeups, Watcher
+
+if TYPE_CHECKING:
+    from sitq_core.urls import BackendURL
+
+__all__ = ["SQLiteBackend"]
+
+log = logging.getLogger("sitq.sqlite")
+
+T = TypeVar("T")
+
+MEMORY = ":memory:"
+JOURNAL_MODES = ("WAL", "DELETE", "TRUNCATE", "PERSIST", "MEMORY")
+SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+STATUSES = tuple(status.value for status in TaskStatus)
+_FINAL_SQL = "status IN ('success', 'failed', 'cancelled')"
+_OUTCOME_KINDS = ("success", "failed", "cancelled", "retry", "release")
+_URL_FORMS = (
+    "sqlite:///relative/path.db (relative to the working directory)",
+    "sqlite:////absolute/path.db",
+    "sqlite:// or sqlite:///:memory: (in-memory)",
+)
+
+_SELECT_TASK = f"SELECT {TASK_COLUMNS} FROM tasks"
+_CLAIM_SQL = (
+    f"SELECT seq, due, {TASK_COLUMNS} FROM tasks INDEXED BY tasks_claim "
+    f"WHERE queue = ? AND {ACTIVE} AND priority = ? AND due <= ? ORDER BY due, seq LIMIT ?"
+)
+_FIRST_QUEUE_SQL = f"SELECT min(queue) FROM tasks INDEXED BY tasks_claim WHERE {ACTIVE}"
+_NEXT_QUEUE_SQL = f"SELECT min(queue) FROM tasks INDEXED BY tasks_claim WHERE {ACTIVE} AND queue > ?"
+_FIRST_PRIORITY_SQL = f"SELECT max(priority) FROM tasks INDEXED BY tasks_claim WHERE queue = ? AND {ACTIVE}"
+_NEXT_PRIORITY_SQL = (
+    f"SELECT max(priority) FROM tasks INDEXED BY tasks_claim WHERE queue = ? AND {ACTIVE} AND priority < ?"
+)
+_MIN_DUE_SQL = f"SELECT min(due) FROM tasks INDEXED BY tasks_claim WHERE queue = ? AND {ACTIVE} AND priority = ?"
+_INSERT_RESULT = (
+    "INSERT OR REPLACE INTO results (task_id, id, status, value, error, traceback, enqueued_at, "
+    "started_at, finished_at, attempts, serializer) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_TASK = f"INSERT INTO tasks ({TASK_COLUMNS}, due) VALUES ({', '.join('?' * 21)})"
+
+
+class _Busy(Exception):
+    """SQLITE_BUSY lasted longer than ``busy_timeout``."""
+
+
+class SQLiteBackend(Backend):
+    """Tasks and results in one SQLite file (or an in-memory database).
+
+    ``path``: a ``str``, an ``os.PathLike`` or ``":memory:"``; parent folders
+    are created on first use. Options: ``journal_mode`` (``WAL``), ``synchronous``
+    (``FULL``; ``NORMAL`` is faster and may lose the last commits on power
+    loss, never corrupts), ``busy_timeout`` (seconds a write may wait for the
+    file lock, retried inside the backend), ``cache_size_kib`` (page cache per
+    connection) and ``watch_interval`` (seconds between cross-process change
+    checks while somebody waits).
+
+    An in-memory database lives as long as this object's connection: every
+    queue and worker using the same object shares it (within one process);
+    such an instance does not declare ``PERSISTENT``, ``MULTI_PROCESS`` or
+    ``CROSS_PROCESS_NOTIFY``.
+    """
+
+    name: ClassVar[str] = "sqlite"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {
+            Capability.PERSISTENT,
+            Capability.MULTI_PROCESS,
+            Capability.CROSS_PROCESS_NOTIFY,
+            Capability.CANCEL_RUNNING,
+        }
+    )
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        journal_mode: str = "WAL",
+        synchronous: str = "FULL",
+        busy_timeout: float = 5.0,
+        cache_size_kib: int = 8192,
+        watch_interval: float = 0.002,
+    ) -> None:
+        self.path: str = _validate_path(path)
+        self.is_memory = self.path == MEMORY
+        self.journal_mode = _choice("journal_mode", journal_mode, JOURNAL_MODES)
+        self.synchronous = _choice("synchronous", synchronous, SYNCHRONOUS_MODES)
+        self.busy_timeout = _number("busy_timeout", busy_timeout, minimum=0.0, inclusive=True)
+        self.cache_size_kib = _integer("cache_size_kib", cache_size_kib, minimum=1)
+        self.watch_interval = _number("watch_interval", watch_interval, minimum=0.0, maximum=1.0)
+        if self.is_memory:
+            # Instance-level: an in-memory database is private to this object.
+            setattr(self, "capabilities", frozenset({Capability.CANCEL_RUNNING}))  # noqa: B010
+        self._lock = threading.Lock()
+        self._db: DbThread | None = None
+        self._connecting: ThreadFuture[DbThread] | None = None
+        self._watcher: Watcher | None = None
+        self._wakeups = Wakeups()
+        self._reserve_seq = -1
+
+    def __repr__(self) -> str:
+        return f"SQLiteBackend({self.path!r})"
+
+    # ---------------------------------------------------------- construction
+
+    @classmethod
+    def from_url(cls, url: BackendURL) -> Self:
+        """``sqlite:///rel.db``, ``sqlite:////abs.db``, ``sqlite://`` / ``sqlite:///:memory:``."""
+        if url.host or url.port is not None or url.username or url.password:
+            raise ConfigurationError(
+                f"a sqlite URL takes no host, port or user; got {url}. Valid forms: " + "; ".join(_URL_FORMS),
+                parameter="url",
+                value=str(url),
+                valid_options=list(_URL_FORMS),
+            )
+        options: dict[str, Any] = dict(url.query)
+        if "path" in options:
+            raise ConfigurationError(
+                "a sqlite URL gives the path in the URL itself, not as ?path=; valid forms: " + "; ".join(_URL_FORMS),
+                parameter="path",
+                value=options["path"],
+                valid_options=list(_URL_FORMS),
+            )
+        options["path"] = url.database or MEMORY
+        return cls.from_config(options)
+
+    @classmethod
+    def from_config(cls, options: Mapping[str, Any]) -> Self:
+        """Build from a mapping; option values given as strings are converted."""
+        accepted = cls.config_options()
+        unknown = sorted(set(options) - set(accepted))
+        if unknown:
+            raise ConfigurationError(
+                f"unknown option {unknown[0]!r} for backend 'sqlite'; expected one of: {', '.join(accepted)}",
+                parameter=unknown[0],
+                value=options[unknown[0]],
+                valid_options=accepted,
+            )
+        if "path" not in options:
+            raise ConfigurationError(
+                "backend 'sqlite' needs a 'path' option (a file path or ':memory:')",
+                parameter="path",
+                valid_options=accepted,
+            )
+        values = dict(options)
+        for key, kind in (("busy_timeout", float), ("watch_interval", float), ("cache_size_kib", int)):
+            raw = values.get(key)
+            if isinstance(raw, str):
+                try:
+                    values[key] = kind(raw)
+                except ValueError as exc:
+                    raise ConfigurationError(
+                        f"option {key!r} of backend 'sqlite' must be a {kind.__name__}, got {raw!r}",
+                        parameter=key,
+                        value=raw,
+                        cause=exc,
+                    ) from exc
+        return cls(**values)
+
+    # ------------------------------------------------------------- lifecycle
+
+    async def connect(self) -> None:
+        await self._ensure()
+
+    async def _ensure(self) -> DbThread:
+        db = self._db
+        if db is not None:
+            return db
+        with self._lock:
+            if self._db is not None:
+                return self._db
+            owner = self._connecting is None
+            if owner:
+                self._connecting = ThreadFuture()
+            pending = self._connecting
+            assert pending is not None
+        if not owner:
+            return await asyncio.wrap_future(pending)
+        try:
+            db = await self._open()
+        except BaseException as exc:
+            with self._lock:
+                self._connecting = None
+            pending.set_exception(exc)
+            pending.exception()  # mark retrieved: the owner raises it
+            raise
+        with self._lock:
+            self._db = db
+            self._connecting = None
+        pending.set_result(db)
+        return db
+
+    async def _open(self) -> DbThread:
+        if not self.is_memory:
+            try:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConnectionError(
+                    f"cannot create the folder for SQLite database {self.path!r}: {exc}",
+                    backend_type="sqlite",
+                    connection_details=self.path,
+                    cause=exc,
+                ) from exc
+        db = DbThread(f"sitq-sqlite:{os.path.basename(self.path)}", self._new_connection)
+        try:
+            found = await db.run(self._setup)
+        except BaseException as exc:
+            db.stop()
+            if isinstance(exc, SchemaTooNewError):
+                raise ConnectionError(
+                    f"SQLite database {self.path!r} has schema version {exc.found}, newer than this "
+                    f"sitq-sqlite understands ({SCHEMA_VERSION}); upgrade sitq-sqlite",
+                    backend_type="sqlite",
+                    connection_details=self.path,
+                ) from None
+            if isinstance(exc, _Busy | sqlite3.Error):
+                raise ConnectionError(
+                    f"cannot open SQLite database {self.path!r}: {exc}"
+                    + (" (is it a SQLite database file?)" if _is_not_a_db(exc) else ""),
+                    backend_type="sqlite",
+                    connection_details=self.path,
+                    cause=exc,
+                ) from exc
+            raise
+        log.debug("sitq.sqlite: connected to %s (schema version %s)", self.path, found)
+        return db
+
+    def _new_connection(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, cached_statements=128)
+        return conn
+
+    def _setup(self, conn: sqlite3.Connection) -> int:
+        def pragmas(conn: sqlite3.Connection) -> None:
+            conn.execute("PRAGMA busy_timeout = 0")  # busy is retried here, with jitter
+            if not self.is_memory:
+                mode = conn.execute(f"PRAGMA journal_mode = {self.journal_mode}").fetchone()[0]
+                if str(mode).upper() != self.journal_mode:
+                    log.warning("sitq.sqlite: journal_mode %s requested, got %s", self.journal_mode, mode)
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            conn.execute(f"PRAGMA cache_size = -{self.cache_size_kib}")
+            conn.execute("PRAGMA foreign_keys = OFF")
+
+        self._retrying(conn, pragmas)
+        return self._retrying(conn, lambda c: self._write(c, create_schema))
+
+    async def close(self) -> None:
+        with self._lock:
+            db, self._db = self._db, None
+            watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.stop()
+        if db is None:
+            return
+        try:
+            if not self.is_memory:
+                await db.run(_checkpoint)
+        except sqlite3.Error as exc:
+            log.warning("sitq.sqlite: checkpoint at close failed for %s: %s", self.path, exc)
+        finally:
+            db.stop()
+        self._wakeups.wake_all()  # waiters re-check (and reconnect) instead of sleeping on
+        log.debug("sitq.sqlite: closed %s", self.path)
+
+    # ------------------------------------------------------------ plumbing
+
+    async def _run(self, operation: str, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` on the connection thread (one hop), mapping errors."""
+        db = await self._ensure()
+        try:
+            return await db.run(lambda conn: self._retrying(conn, fn))
+        except SitqError:
+            raise
+        except _Busy as exc:
+            raise BackendError(
+                f"SQLite database {self.path!r} stayed locked for more than busy_timeout="
+                f"{self.busy_timeout}s during {operation}; another process holds a long write "
+                "transaction",
+                operation=operation,
+                backend_type="sqlite",
+                cause=exc,
+            ) from exc
+        except sqlite3.Error as exc:
+            raise BackendError(
+                f"SQLite {operation} failed on {self.path!r}: {exc}",
+                operation=operation,
+                backend_type="sqlite",
+                cause=exc,
+            ) from exc
+
+    def _retrying(self, conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Call ``fn``; on SQLITE_BUSY roll back, sleep a short random time and call it again."""
+        deadline = time.monotonic() + self.busy_timeout
+        attempt = 0
+        while True:
+            try:
+                return fn(conn)
+            except sqlite3.OperationalError as exc:
+                if conn.in_transaction:
+                    conn.rollback()
+                if not _is_busy(exc):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise _Busy(str(exc)) from exc
+                attempt += 1
+                time.sleep(random.uniform(0.0001, min(0.02, 0.0005 * (2 ** min(attempt, 6)))))
+
+    @staticmethod
+    def _write(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``body`` inside ``BEGIN IMMEDIATE`` ... ``COMMIT`` (rolled back on any error)."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = body(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.rollback()
+            raise
+        return result
+
+    async def _transaction(self, operation: str, body: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._run(operation, lambda conn: self._write(conn, body))
+
+    def _now_us(self) -> int:
+        return to_us(_aware(self.now(), "clock"))
+
+    # ---------------------------------------------------------------- enqueue
+
+    async def enqueue_many(self, tasks: Sequence[Task]) -> list[str]:
+        if isinstance(tasks, Task) or not isinstance(tasks, Sequence):
+            raise ValidationError(f"tasks must be a sequence of Task, got {type(tasks).__name__}", parameter="tasks")
+        if not tasks:
+            return []
+        rows = [_task_row(task) for task in tasks]
+        ids = [task.id for task in tasks]
+        seen: set[str] = set()
+        for task_id in ids:
+            if task_id in seen:
+                raise ValidationError(
+                    f"task id {task_id!r} appears twice in one batch", parameter="tasks", value=task_id
+                )
+            seen.add(task_id)
+
+        def body(conn: sqlite3.Connection) -> None:
+            try:
+                conn.executemany(_INSERT_TASK, rows)
+            except sqlite3.IntegrityError as exc:
+                placeholders = ",".join("?" * len(ids))
+                taken = conn.execute(f"SELECT id FROM tasks WHERE id IN ({placeholders})", ids).fetchone()
+                raise ValidationError(
+                    f"task id {taken[0] if taken else '?'!r} already exists; nothing of this batch was stored",
+                    parameter="tasks",
+                    value=taken[0] if taken else None,
+                    cause=exc,
+                ) from exc
+
+        await self._transaction("enqueue", body)
+        self._wakeups.wake((WORK_KEY,))
+        return ids
+
+    # ---------------------------------------------------------------- reserve
+
+    async def reserve(
+        self,
+        *,
+        worker_id: str,
+        limit: int,
+        lease_seconds: float,
+        queues: Sequence[str] | None = None,
+    ) -> list[ReservedTask]:
+        if not isinstance(worker_id, str) or not worker_id:
+            raise ValidationError("worker_id must be a non-empty string", parameter="worker_id", value=worker_id)
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValidationError("limit must be an integer >= 1", parameter="limit", value=limit)
+        lease_us = _lease_us(lease_seconds)
+        queue_list = _queues(queues)
+        if queue_list == []:
+            return []
+        self._reserve_seq = self._wakeups.work_seq
+        now = self._now_us()
+
+        def body(conn: sqlite3.Connection) -> list[ReservedTask]:
+            handed: list[ReservedTask] = []
+            while len(handed) < limit:
+                rows = _claim_candidates(conn, queue_list, now, limit - len(handed))
+                if not rows:
+                    break
+                claims: list[tuple[Any, ...]] = []
+                poisoned = 0
+                for row in rows:
+                    task = _row_to_task(row[2:])
+                    expired = task.status == TaskStatus.RUNNING
+                    expiries = task.lease_expiries + 1 if expired else task.lease_expiries
+                    if expired and expiries >= task.max_lease_expiries:
+                        poisoned += 1
+                        error = f"lease expired after {task.attempts} attempts"
+                        conn.execute(
+                            "UPDATE tasks SET status = 'failed', due = NULL, lease_token = NULL, "
+                            "finished_at = ?, error = ?, lease_expiries = ? WHERE seq = ?",
+                            (now, error, expiries, row[0]),
+                        )
+                        conn.execute(
+                            _INSERT_RESULT,
+                            (
+                                task.id,
+                                new_id(),
+                                "failed",
+                                None,
+                                error,
+                                None,
+                                to_us(task.enqueued_at),
+                                _opt_us(task.started_at),
+                                now,
+                                task.attempts,
+                                task.serializer,
+                            ),
+                        )
+                        log.warning("sitq.sqlite: task %s failed: %s", task.id, error)
+                        continue
+                    token = new_id()
+                    expires = now + lease_us
+                    claims.append((worker_id, token, expires, expiries, now, row[0]))
+                    handed.append(
+                        ReservedTask(
+                            task=task.with_changes(
+                                status=TaskStatus.RUNNING,
+                                worker_id=worker_id,
+                                attempts=task.attempts + 1,
+                                lease_expiries=expiries,
+                                started_at=from_us(now),
+                            ),
+                            lease_token=token,
+                            lease_expires_at=from_us(expires),
+                        )
+                    )
+                conn.executemany(
+                    "UPDATE tasks SET status = 'running', worker_id = ?, lease_token = ?, due = ?, "
+                    "attempts = attempts + 1, lease_expiries = ?, started_at = ? WHERE seq = ?",
+                    claims,
+                )
+                if not poisoned:
+                    break
+            return handed
+
+        handed = await self._transaction("reserve", body)
+        return handed
+
+    async def heartbeat(self, leases: Sequence[tuple[str, str]], lease_seconds: float) -> dict[str, LeaseState]:
+        lease_us = _lease_us(lease_seconds)
+        pairs = _lease_pairs(leases)
+        if not pairs:
+            return {}
+        now = self._now_us()
+
+        def body(conn: sqlite3.Connection) -> dict[str, LeaseState]:
+            states: dict[str, LeaseState] = {}
+            for task_id, token in pairs:
+                row = conn.execute(
+                    "UPDATE tasks SET due = ? WHERE id = ? AND lease_token = ? AND status = 'running' "
+                    "RETURNING cancel_requested",
+                    (now + lease_us, task_id, token),
+                ).fetchone()
+                if row is None:
+                    states[task_id] = LeaseState.LOST
+                else:
+                    states[task_id] = LeaseState.CANCEL_REQUESTED if row[0] else LeaseState.HELD
+            return states
+
+        return await self._transaction("heartbeat", body)
+
+    # ----------------------------------------------------------------- finish
+
+    async def finish_many(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        if isinstance(outcomes, Outcome) or not isinstance(outcomes, Sequence):
+            raise ValidationError("outcomes must be a sequence of Outcome", parameter="outcomes")
+        for outcome in outcomes:
+            if not isinstance(outcome, Outcome) or outcome.kind not in _OUTCOME_KINDS:
+                raise ValidationError(
+                    f"each outcome must be an Outcome with kind in {_OUTCOME_KINDS}, got {outcome!r}",
+                    parameter="outcomes",
+                    value=outcome,
+                )
+            for name in ("retry_at", "started_at", "finished_at"):
+                value = getattr(outcome, name)
+                if value is not None:
+                    _aware(value, "outcomes")
+        if not outcomes:
+            return []
+        now = self._now_us()
+
+        def body(conn: sqlite3.Connection) -> tuple[list[bool], bool, list[str]]:
+            accepted: list[bool] = []
+            requeued = False
+            finished: list[str] = []
+            for outcome in outcomes:
+                key = (outcome.task_id, outcome.lease_token)
+                if outcome.kind == "retry":
+                    due = to_us(outcome.retry_at) if outcome.retry_at is not None else now
+                    cur = conn.execute(
+                        "UPDATE tasks SET status = 'queued', eta = ?, due = ?, error = ?, lease_token = NULL "
+                        "WHERE id = ? AND lease_token = ? AND status = 'running'",
+                        (due, due, outcome.error, *key),
+                    )
+                    ok = cur.rowcount > 0
+                    requeued = requeued or ok
+                elif outcome.kind == "release":
+                    cur = conn.execute(
+                        "UPDATE tasks SET status = 'queued', due = min(eta, ?), lease_token = NULL, "
+                        "attempts = max(attempts - 1, 0) WHERE id = ? AND lease_token = ? AND status = 'running'",
+                        (now, *key),
+                    )
+                    ok = cur.rowcount > 0
+                    requeued = requeued or ok
+                else:
+                    finished_at = to_us(outcome.finished_at) if outcome.finished_at is not None else now
+                    row = conn.execute(
+                        "UPDATE tasks SET status = ?, due = NULL, lease_token = NULL, finished_at = ?, "
+                        "error = ?, started_at = coalesce(?, started_at) "
+                        "WHERE id = ? AND lease_token = ? AND status = 'running' "
+                        "RETURNING enqueued_at, started_at, attempts, serializer",
+                        (outcome.kind, finished_at, outcome.error, _opt_us(outcome.started_at), *key),
+                    ).fetchone()
+                    ok = row is not None
+                    if row is not None:
+                        conn.execute(
+                            _INSERT_RESULT,
+                            (
+                                outcome.task_id,
+                                new_id(),
+                                outcome.kind,
+                                outcome.value,
+                                outcome.error,
+                                outcome.traceback,
+                                row[0],
+                                row[1],
+                                finished_at,
+                                row[2],
+                                row[3],
+                            ),
+                        )
+                        finished.append(outcome.task_id)
+                accepted.append(ok)
+            return accepted, requeued, finished
+
+        accepted, requeued, finished = await self._transaction("finish", body)
+        keys: list[Hashable] = [("sitq", "result", task_id) for task_id in finished]
+        if requeued:
+            keys.append(WORK_KEY)
+        if keys:
+            self._wakeups.wake(keys)
+        return accepted
+
+    # ----------------------------------------------------------------- cancel
+
+    async def cancel(self, task_id: str) -> bool:
+        _task_id(task_id)
+        now = self._now_us()
+
+        def body(conn: sqlite3.Connection) -> bool | None:
+            row = conn.execute(
+                "UPDATE tasks SET status = 'cancelled', due = NULL, finished_at = ?, error = 'cancelled' "
+                "WHERE id = ? AND status = 'queued' RETURNING enqueued_at, started_at, attempts, serializer",
+                (now, task_id),
+            ).fetchone()
+            if row is not None:
+                conn.execute(
+                    _INSERT_RESULT,
+                    (task_id, new_id(), "cancelled", None, "cancelled", None, row[0], row[1], now, row[2], row[3]),
+                )
+                return None  # final now: wake result waiters
+            cur = conn.execute("UPDATE tasks SET cancel_requested = 1 WHERE id = ? AND status = 'running'", (task_id,))
+            return cur.rowcount > 0
+
+        outcome = await self._transaction("cancel", body)
+        if outcome is None:
+            self._wakeups.wake([("sitq", "result", task_id)])
+            return True
+        return outcome
+
+    async def requeue(self, task_id: str, *, eta: datetime | None = None) -> bool:
+        _task_id(task_id)
+        due = to_us(_aware(eta, "eta")) if eta is not None else self._now_us()
+
+        def body(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE tasks SET status = 'queued', eta = ?, due = ?, attempts = 0, lease_expiries = 0, "
+                "error = NULL, cancel_requested = 0, lease_token = NULL, worker_id = NULL, "
+                "started_at = NULL, finished_at = NULL "
+                "WHERE id = ? AND status IN ('failed', 'cancelled')",
+                (due, due, task_id),
+            )
+            if cur.rowcount == 0:
+                return False
+            conn.execute("DELETE FROM results WHERE task_id = ?", (task_id,))
+            return True
+
+        done = await self._transaction("requeue", body)
+        if done:
+            self._wakeups.wake((WORK_KEY,))
+        return done
+
+    # ------------------------------------------------------------------ reads
+
+    async def get_task(self, task_id: str) -> Task | None:
+        _task_id(task_id)
+
+        def read(conn: sqlite3.Connection) -> Task | None:
+            row = conn.execute(f"{_SELECT_TASK} WHERE id = ?", (task_id,)).fetchone()
+            return None if row is None else _row_to_task(row)
+
+        return await self._run("get_task", read)
+
+    async def get_result(self, task_id: str) -> Result | None:
+        _task_id(task_id)
+
+        def read(conn: sqlite3.Connection) -> Result | None:
+            row = conn.execute(
+                "SELECT id, task_id, status, value, error, traceback, enqueued_at, started_at, "
+                "finished_at, attempts, serializer FROM results WHERE task_id = ?",
+                (task_id,),
+            ).fetchone()
+            return None if row is None else _row_to_result(row)
+
+        return await self._run("get_result", read)
+
+    async def list_tasks(
+        self,
+        *,
+        status: str | None = None,
+        queue: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Task]:
+        if status is not None:
+            status = str(status.value if isinstance(status, TaskStatus) else status)
+            if status not in STATUSES:
+                raise ValidationError(
+                    f"unknown status {status!r}; expected one of: {', '.join(STATUSES)}",
+                    parameter="status",
+                    value=status,
+                )
+        if queue is not None and not isinstance(queue, str):
+            raise ValidationError("queue must be a string or None", parameter="queue", value=queue)
+        for name, value in (("limit", limit), ("offset", offset)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValidationError(f"{name} must be an integer >= 0", parameter=name, value=value)
+        clauses: list[str] = []
+        params: list[Any] = []
+        if status is not None:
+            clauses.append("status = ?")
+            params.append(status)
+        if queue is not None:
+            clauses.append("queue = ?")
+            params.append(queue)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        sql = f"{_SELECT_TASK}{where} ORDER BY enqueued_at, seq LIMIT ? OFFSET ?"
+        params += [limit, offset]
+
+        def read(conn: sqlite3.Connection) -> list[Task]:
+            return [_row_to_task(row) for row in conn.execute(sql, params)]
+
+        return await self._run("list_tasks", read)
+
+    async def counts(self, *, queue: str | None = None) -> dict[str, int]:
+        if queue is not None and not isinstance(queue, str):
+            raise ValidationError("queue must be a string or None", parameter="queue", value=queue)
+
+        def read(conn: sqlite3.Connection) -> dict[str, int]:
+            if queue is None:
+                rows = conn.execute("SELECT status, count(*) FROM tasks GROUP BY status")
+            else:
+                rows = conn.execute("SELECT status, count(*) FROM tasks WHERE queue = ? GROUP BY status", (queue,))
+            counts = dict.fromkeys(STATUSES, 0)
+            for status, number in rows:
+                counts[status] = number
+            return counts
+
+        return await self._run("counts", read)
+
+    async def purge(self, *, older_than: datetime | None = None) -> int:
+        cutoff = None if older_than is None else to_us(_aware(older_than, "older_than"))
+        where = _FINAL_SQL + ("" if cutoff is None else " AND finished_at < ?")
+        params: tuple[Any, ...] = () if cutoff is None else (cutoff,)
+
+        def body(conn: sqlite3.Connection) -> int:
+            conn.execute(f"DELETE FROM results WHERE task_id IN (SELECT id FROM tasks WHERE {where})", params)
+            return conn.execute(f"DELETE FROM tasks WHERE {where}", params).rowcount
+
+        deleted = await self._transaction("purge", body)
+        if deleted:
+            log.info("sitq.sqlite: purged %d final tasks from %s", deleted, self.path)
+        return deleted
+
+    async def next_eta(self, queues: Sequence[str] | None = None) -> datetime | None:
+        queue_list = _queues(queues)
+        if queue_list == []:
+            return None
+
+        def read(conn: sqlite3.Connection) -> int | None:
+            best: int | None = None
+            for queue in queue_list if queue_list is not None else _active_queues(conn):
+                for priority in _priorities(conn, queue):
+                    due = conn.execute(_MIN_DUE_SQL, (queue, priority)).fetchone()[0]
+                    if due is not None and (best is None or due < best):
+                        best = due
+            return best
+
+        best = await self._run("next_eta", read)
+        return None if best is None else from_us(best)
+
+    # ------------------------------------------------------------- wake-ups
+
+    def notify_work(self) -> None:
+        super().notify_work()
+        self._wakeups.wake((WORK_KEY,))
+
+    def notify_results(self, task_ids: Sequence[str]) -> None:
+        super().notify_results(task_ids)
+        self._wakeups.wake([("sitq", "result", task_id) for task_id in task_ids])
+
+    def _ensure_watcher(self) -> None:
+        if self.is_memory or self._watcher is not None:
+            return
+        with self._lock:
+            if self._watcher is None and self._db is not None:
+                self._watcher = Watcher(self.path, self.watch_interval, self._on_change, self._watcher_idle)
+
+    def _watcher_idle(self, watcher: Watcher) -> bool:
+        """Called by the watcher thread after a quiet spell: exit when nobody waits."""
+        with self._lock:
+            if self._wakeups or self._watcher is not watcher:
+                return self._watcher is not watcher
+            self._watcher = None
+            return True
+
+    def _on_change(self) -> None:
+        self._wakeups.wake_all()
+        super().notify_work()
+
+    async def wait_for_work(self, timeout: float) -> None:
+        """Return when new work may be due (this or another process), or after ``timeout`` seconds."""
+        entry = self._wakeups.register(WORK_KEY)
+        try:
+            if self._wakeups.work_seq != self._reserve_seq:
+                # Something was enqueued (or the watcher saw a commit) since the last reserve began.
+                self._reserve_seq = self._wakeups.work_seq
+                return
+            await self._ensure()
+            self._ensure_watcher()
+            await Wakeups.wait(entry, None if timeout is None else max(0.0, timeout))
+        finally:
+            self._wakeups.unregister(WORK_KEY, entry)
+
+    async def wait_for_result(self, task_id: str, timeout: float | None) -> Result | None:
+        """The result as soon as it is stored by any process; None after ``timeout`` seconds."""
+        _task_id(task_id)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + max(0.0, timeout)
+        key = ("sitq", "result", task_id)
+        while True:
+            entry = self._wakeups.register(key)
+            try:
+                result = await self.get_result(task_id)
+                if result is not None:
+                    return result
+                remaining = None if deadline is None else deadline - loop.time()
+                if remaining is not None and remaining <= 0:
+                    return None
+                self._ensure_watcher()
+                # The cap is only a safety net; wake-ups normally come first.
+                await Wakeups.wait(entry, 1.0 if remaining is None else min(remaining, 1.0))
+            finally:
+                self._wakeups.unregister(key, entry)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _checkpoint(conn: sqlite3.Connection) -> None:
+    row = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    if row is not None and row[0]:
+        log.debug("sitq.sqlite: checkpoint at close was incomplete (another connection is reading)")
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return (code & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+def _is_not_a_db(exc: BaseException) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code == sqlite3.SQLITE_NOTADB or "not a database" in str(exc)
+
+
+def _active_queues(conn: sqlite3.Connection) -> list[str]:
+    """Distinct queue names of claimable tasks, by index seeks (a loose index scan)."""
+    found: list[str] = []
+    queue = conn.execute(_FIRST_QUEUE_SQL).fetchone()[0]
+    while queue is not None:
+        found.append(queue)
+        queue = conn.execute(_NEXT_QUEUE_SQL, (queue,)).fetchone()[0]
+    return found
+
+
+def _priorities(conn: sqlite3.Connection, queue: str) -> list[int]:
+    """Distinct priorities of claimable tasks in ``queue``, highest first, by index seeks."""
+    found: list[int] = []
+    priority = conn.execute(_FIRST_PRIORITY_SQL, (queue,)).fetchone()[0]
+    while priority is not None:
+        found.append(priority)
+        priority = conn.execute(_NEXT_PRIORITY_SQL, (queue, priority)).fetchone()[0]
+    return found
+
+
+def _claim_candidates(conn: sqlite3.Connection, queues: list[str] | None, now: int, need: int) -> list[tuple[Any, ...]]:
+    """Up to ``need`` due rows, priority DESC then due then seq, each read by an index range seek."""
+    by_priority: dict[int, list[str]] = {}
+    for queue in queues if queues is not None else _active_queues(conn):
+        for priority in _priorities(conn, queue):
+            by_priority.setdefault(priority, []).append(queue)
+    chosen: list[tuple[Any, ...]] = []
+    for priority in sorted(by_priority, reverse=True):
+        rows: list[tuple[Any, ...]] = []
+        for queue in by_priority[priority]:
+            rows.extend(conn.execute(_CLAIM_SQL, (queue, priority, now, need - len(chosen))).fetchall())
+        if len(by_priority[priority]) > 1:
+            rows.sort(key=lambda row: (row[1], row[0]))
+        chosen.extend(rows[: need - len(chosen)])
+        if len(chosen) >= need:
+            break
+    return chosen
+
+
+def _row_to_task(row: Sequence[Any]) -> Task:
+    return Task(
+        id=row[0],
+        payload=bytes(row[1]),
+        serializer=row[2],
+        function_name=row[3],
+        queue=row[4],
+        priority=row[5],
+        eta=from_us(row[6]),
+        max_retries=row[7],
+        retry_backoff=row[8],
+        timeout=row[9],
+        max_lease_expiries=row[10],
+        enqueued_at=from_us(row[11]),
+        status=TaskStatus(row[12]),
+        attempts=row[13],
+        lease_expiries=row[14],
+        started_at=None if row[15] is None else from_us(row[15]),
+        finished_at=None if row[16] is None else from_us(row[16]),
+        worker_id=row[17],
+        error=row[18],
+        cancel_requested=bool(row[19]),
+    )
+
+
+def _row_to_result(row: Sequence[Any]) -> Result:
+    return Result(
+        id=row[0],
+        task_id=row[1],
+        status=row[2],
+        value=None if row[3] is None else bytes(row[3]),
+        error=row[4],
+        traceback=row[5],
+        enqueued_at=None if row[6] is None else from_us(row[6]),
+        started_at=None if row[7] is None else from_us(row[7]),
+        finished_at=None if row[8] is None else from_us(row[8]),
+        attempts=row[9],
+        serializer=row[10],
+    )
+
+
+def _task_row(task: Any) -> tuple[Any, ...]:
+    if not isinstance(task, Task):
+        raise ValidationError(f"tasks must hold Task objects, got {type(task).__name__}", parameter="tasks")
+    if not isinstance(task.id, str) or not task.id:
+        raise ValidationError("every task needs a non-empty string id", parameter="tasks", value=task.id)
+    if not isinstance(task.payload, bytes | bytearray | memoryview):
+        raise ValidationError(
+            f"task {task.id!r}: payload must be bytes, got {type(task.payload).__name__}",
+            parameter="tasks",
+        )
+    for name in ("priority", "max_retries", "max_lease_expiries", "attempts", "lease_expiries"):
+        value = getattr(task, name)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValidationError(f"task {task.id!r}: {name} must be an int", parameter="tasks", value=value)
+    if not isinstance(task.queue, str) or not task.queue:
+        raise ValidationError(f"task {task.id!r}: queue must be a non-empty string", parameter="tasks")
+    eta = to_us(_aware(task.eta, "tasks"))
+    return (
+        task.id,
+        bytes(task.payload),
+        task.serializer,
+        task.function_name,
+        task.queue,
+        task.priority,
+        eta,
+        task.max_retries,
+        float(task.retry_backoff),
+        None if task.timeout is None else float(task.timeout),
+        task.max_lease_expiries,
+        to_us(_aware(task.enqueued_at, "tasks")),
+        TaskStatus.QUEUED.value,
+        task.attempts,
+        task.lease_expiries,
+        None if task.started_at is None else to_us(_aware(task.started_at, "tasks")),
+        None if task.finished_at is None else to_us(_aware(task.finished_at, "tasks")),
+        task.worker_id,
+        task.error,
+        int(bool(task.cancel_requested)),
+        eta,
+    )
+
+
+def _aware(value: Any, parameter: str) -> datetime:
+    if not isinstance(value, datetime):
+        raise ValidationError(
+            f"{parameter}: expected a timezone-aware datetime, got {type(value).__name__}",
+            parameter=parameter,
+            value=value,
+        )
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValidationError(
+            f"{parameter}: naive datetime {value!r}; pass an aware one (e.g. tzinfo=timezone.utc)",
+            parameter=parameter,
+            value=value,
+        )
+    return value
+
+
+def _opt_us(value: datetime | None) -> int | None:
+    return None if value is None else to_us(value)
+
+
+def _lease_us(lease_seconds: Any) -> int:
+    if isinstance(lease_seconds, bool) or not isinstance(lease_seconds, int | float) or not lease_seconds > 0:
+        raise ValidationError("lease_seconds must be a number > 0", parameter="lease_seconds", value=lease_seconds)
+    if lease_seconds > 10 * 365 * 86400:
+        raise ValidationError("lease_seconds is unreasonably large", parameter="lease_seconds", value=lease_seconds)
+    return max(1, round(lease_seconds * 1_000_000))
+
+
+def _lease_pairs(leases: Any) -> list[tuple[str, str]]:
+    if not isinstance(leases, Sequence) or isinstance(leases, str):
+        raise ValidationError("leases must be a sequence of (task_id, lease_token)", parameter="leases")
+    pairs: list[tuple[str, str]] = []
+    for item in leases:
+        if not isinstance(item, tuple | list) or len(item) != 2 or not all(isinstance(x, str) for x in item):
+            raise ValidationError(
+                f"each lease must be a (task_id, lease_token) pair of strings, got {item!r}",
+                parameter="leases",
+                value=item,
+            )
+        pairs.append((item[0], item[1]))
+    return pairs
+
+
+def _queues(queues: Any) -> list[str] | None:
+    if queues is None:
+        return None
+    if isinstance(queues, str) or not isinstance(queues, Sequence | set | frozenset):
+        raise ValidationError(
+            "queues must be a sequence of queue names or None (a single name goes in a list)",
+            parameter="queues",
+            value=queues,
+        )
+    names = list(dict.fromkeys(queues))
+    if not all(isinstance(name, str) for name in names):
+        raise ValidationError("queue names must be strings", parameter="queues", value=queues)
+    return names
+
+
+def _task_id(task_id: Any) -> None:
+    if not isinstance(task_id, str) or not task_id:
+        raise ValidationError("task_id must be a non-empty string", parameter="task_id", value=task_id)
+
+
+def _validate_path(path: Any) -> str:
+    if path is None or isinstance(path, bool) or not isinstance(path, str | os.PathLike):
+        raise ValidationError(
+            f"path must be a str, an os.PathLike or ':memory:', got {type(path).__name__}",
+            parameter="path",
+            value=path,
+        )
+    text = os.fspath(path)
+    if not isinstance(text, str):
+        raise ValidationError("path must be a text path, not bytes", parameter="path", value=path)
+    if not text.strip():
+        raise ValidationError("path must not be empty; use ':memory:' for an in-memory database", parameter="path")
+    if "\x00" in text:
+        raise ValidationError("path must not contain NUL characters", parameter="path", value=text)
+    if text == MEMORY:
+        return MEMORY
+    if text.startswith("file:"):
+        raise ValidationError(
+            "SQLite 'file:' URIs are not supported; pass a plain path or ':memory:'",
+            parameter="path",
+            value=text,
+        )
+    return os.path.abspath(os.path.expanduser(text))
+
+
+def _choice(name: str, value: Any, valid: tuple[str, ...]) -> str:
+    normalized = value.upper() if isinstance(value, str) else None
+    if normalized not in valid:
+        raise ValidationError(
+            f"{name} must be one of {', '.join(valid)}; got {value!r}",
+            parameter=name,
+            value=value,
+            context={"valid_options": list(valid)},
+        )
+    assert normalized is not None
+    return normalized
+
+
+def _number(name: str, value: Any, *, minimum: float, maximum: float | None = None, inclusive: bool = False) -> float:
+    ok = not isinstance(value, bool) and isinstance(value, int | float) and value == value
+    if ok:
+        ok = value >= minimum if inclusive else value > minimum
+        if maximum is not None:
+            ok = ok and value <= maximum
+    if not ok:
+        bound = f"{'>=' if inclusive else '>'} {minimum}" + (f" and <= {maximum}" if maximum is not None else "")
+        raise ValidationError(f"{name} must be a number {bound}; got {value!r}", parameter=name, value=value)
+    return float(value)
+
+
+def _integer(name: str, value: Any, *, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValidationError(f"{name} must be an integer >= {minimum}; got {value!r}", parameter=name, value=value)
+    return value

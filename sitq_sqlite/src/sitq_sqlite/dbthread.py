@@ -1,0 +1,94 @@
+"""One thread owning one ``sqlite3`` connection; whole transactions run there in one hop.
+
+Each call ships a function to the thread and awaits its result: one
+thread hop per transaction or batch, never per statement. The future
+belongs to the *caller's* event loop and is resolved with
+``call_soon_threadsafe``, so one backend object can be used from several
+event loops (threads) at once. The thread is a daemon: a program that
+forgets to close its backend still exits (committed data is safe in the WAL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable
+from queue import SimpleQueue
+from typing import Any, TypeVar
+
+__all__ = ["DbThread"]
+
+T = TypeVar("T")
+
+log = logging.getLogger("sitq.sqlite")
+
+_Job = tuple[Callable[[sqlite3.Connection], Any], asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
+
+
+class DbThread:
+    """A daemon thread that opens a connection with ``opener`` and runs jobs on it in order."""
+
+    def __init__(self, name: str, opener: Callable[[], sqlite3.Connection]) -> None:
+        self._opener = opener
+        self._jobs: SimpleQueue[_Job | None] = SimpleQueue()
+        self._conn: sqlite3.Connection | None = None
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self._thread.start()
+
+    def run(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        """Schedule ``fn(connection)`` on the thread; await the returned future for its result."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._jobs.put((fn, loop, future))
+        return future
+
+    def stop(self) -> None:
+        """Close the connection after the jobs already queued, and end the thread."""
+        self._jobs.put(None)
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    def _main(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                break
+            fn, loop, future = job
+            try:
+                if self._conn is None:
+                    self._conn = self._opener()
+                result = fn(self._conn)
+            except BaseException as exc:  # delivered to the awaiting coroutine
+                _deliver(loop, future, None, exc)
+            else:
+                _deliver(loop, future, result, None)
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except sqlite3.Error:  # pragma: no cover - closing never fails in practice
+                log.exception("closing the SQLite connection failed")
+            self._conn = None
+
+
+def _deliver(
+    loop: asyncio.AbstractEventLoop,
+    future: asyncio.Future[Any],
+    result: Any,
+    exc: BaseException | None,
+) -> None:
+    # RuntimeError: the caller's loop is closed, so nobody waits for this any more.
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(_settle, future, result, exc)
+
+
+def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
+    if future.done():  # the caller was cancelled; the transaction already ran
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)

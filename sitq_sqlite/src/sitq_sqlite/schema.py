@@ -1,0 +1,116 @@
+"""The SQLite schema of sitq's tasks and results, its version, and time conversions.
+
+Times are stored as INTEGER microseconds since the Unix epoch (UTC): exact
+round trips (no float rounding), cheap comparisons, and cheap indexing.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta
+
+__all__ = [
+    "ACTIVE",
+    "SCHEMA_VERSION",
+    "TASK_COLUMNS",
+    "create_schema",
+    "from_us",
+    "to_us",
+]
+
+#: Recorded in ``PRAGMA user_version``; bumped by every schema migration.
+SCHEMA_VERSION = 1
+
+#: The statuses a worker may still claim (the claim index covers exactly these).
+ACTIVE = "status IN ('queued', 'running')"
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+TASK_COLUMNS = (
+    "id, payload, serializer, function_name, queue, priority, eta, max_retries, retry_backoff, "
+    "timeout, max_lease_expiries, enqueued_at, status, attempts, lease_expiries, started_at, "
+    "finished_at, worker_id, error, cancel_requested"
+)
+
+_DDL = (
+    """
+    CREATE TABLE IF NOT EXISTS tasks (
+        seq                INTEGER PRIMARY KEY,   -- enqueue order (the rowid)
+        id                 TEXT    NOT NULL UNIQUE,
+        queue              TEXT    NOT NULL,
+        status             TEXT    NOT NULL
+                           CHECK (status IN ('queued', 'running', 'success', 'failed', 'cancelled')),
+        priority           INTEGER NOT NULL,
+        due                INTEGER,               -- eta when queued, lease expiry when running, NULL when final
+        eta                INTEGER NOT NULL,
+        payload            BLOB    NOT NULL,
+        serializer         TEXT    NOT NULL,
+        function_name      TEXT    NOT NULL,
+        max_retries        INTEGER NOT NULL,
+        retry_backoff      REAL    NOT NULL,
+        timeout            REAL,
+        max_lease_expiries INTEGER NOT NULL,
+        enqueued_at        INTEGER NOT NULL,
+        attempts           INTEGER NOT NULL DEFAULT 0,
+        lease_expiries     INTEGER NOT NULL DEFAULT 0,
+        started_at         INTEGER,
+        finished_at        INTEGER,
+        worker_id          TEXT,
+        error              TEXT,
+        cancel_requested   INTEGER NOT NULL DEFAULT 0,
+        lease_token        TEXT
+    )
+    """,
+    f"""
+    CREATE INDEX IF NOT EXISTS tasks_claim
+        ON tasks (queue, priority DESC, due, seq) WHERE {ACTIVE}
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS results (
+        task_id     TEXT    PRIMARY KEY,
+        id          TEXT    NOT NULL,
+        status      TEXT    NOT NULL,
+        value       BLOB,
+        error       TEXT,
+        traceback   TEXT,
+        enqueued_at INTEGER,
+        started_at  INTEGER,
+        finished_at INTEGER,
+        attempts    INTEGER NOT NULL,
+        serializer  TEXT    NOT NULL
+    )
+    """,
+)
+
+
+class SchemaTooNewError(Exception):
+    """The file was written by a newer sitq-sqlite (higher schema version)."""
+
+    def __init__(self, found: int) -> None:
+        super().__init__(found)
+        self.found = found
+
+
+def create_schema(conn: sqlite3.Connection) -> int:
+    """Create or check the schema inside the caller's write transaction; returns the version found."""
+    found = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if found > SCHEMA_VERSION:
+        raise SchemaTooNewError(found)
+    if found == SCHEMA_VERSION:
+        return found
+    # Version 0: a new (or foreign, empty) file. Migrations from older versions go here.
+    for statement in _DDL:
+        conn.execute(statement)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    return found
+
+
+def to_us(value: datetime) -> int:
+    """An aware datetime as integer microseconds since the epoch (exact)."""
+    return (value - _EPOCH) // _MICROSECOND
+
+
+def from_us(value: int) -> datetime:
+    """Integer microseconds since the epoch as an aware UTC datetime."""
+    return _EPOCH + timedelta(microseconds=value)

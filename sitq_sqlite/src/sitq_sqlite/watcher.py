@@ -1,0 +1,153 @@
+"""Cross-process change detection with ``PRAGMA data_version`` and in-process wake-ups.
+
+``PRAGMA data_version`` returns a number that changes whenever *another*
+connection commits to the database. The watcher thread reads it on its own
+connection every few milliseconds, only while somebody waits, and wakes the
+waiters when it changed; the waiters then run their real query once.
+Reading it costs a few microseconds and touches no table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable, Hashable, Iterable
+
+__all__ = ["Wakeups", "Watcher"]
+
+log = logging.getLogger("sitq.sqlite")
+
+WORK_KEY = ("sitq", "work")
+
+_Entry = tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]"]
+
+
+class Wakeups:
+    """Waiters that register *before* checking, so no wake-up falls between check and wait.
+
+    Works across event loops and threads. ``work_seq`` counts possible-new-work
+    events, so ``wait_for_work`` can tell that something happened since the
+    last ``reserve`` began.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiters: dict[Hashable, list[_Entry]] = {}
+        self.work_seq = 0
+
+    def register(self, key: Hashable) -> _Entry:
+        loop = asyncio.get_running_loop()
+        entry: _Entry = (loop, loop.create_future())
+        with self._lock:
+            self._waiters.setdefault(key, []).append(entry)
+        return entry
+
+    def unregister(self, key: Hashable, entry: _Entry) -> None:
+        with self._lock:
+            waiters = self._waiters.get(key)
+            if waiters is None:
+                return
+            with contextlib.suppress(ValueError):
+                waiters.remove(entry)
+            if not waiters:
+                del self._waiters[key]
+
+    def __bool__(self) -> bool:
+        return bool(self._waiters)
+
+    def wake(self, keys: Iterable[Hashable]) -> None:
+        woken: list[_Entry] = []
+        with self._lock:
+            for key in keys:
+                if key == WORK_KEY:
+                    self.work_seq += 1
+                woken.extend(self._waiters.get(key, ()))
+        _resolve_all(woken)
+
+    def wake_all(self) -> None:
+        with self._lock:
+            self.work_seq += 1
+            woken = [entry for entries in self._waiters.values() for entry in entries]
+        _resolve_all(woken)
+
+    @staticmethod
+    async def wait(entry: _Entry, timeout: float | None) -> bool:
+        """Wait for ``entry`` to be woken; False when ``timeout`` seconds pass first."""
+        future = entry[1]
+        if future.done():
+            return True
+        done, _ = await asyncio.wait({future}, timeout=timeout)
+        return bool(done)
+
+
+def _resolve_all(entries: list[_Entry]) -> None:
+    for loop, future in entries:
+        with contextlib.suppress(RuntimeError):  # that loop is closed
+            loop.call_soon_threadsafe(_resolve, future)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class Watcher:
+    """A daemon thread polling ``PRAGMA data_version`` while anybody waits.
+
+    It exits after ``idle_grace`` seconds without waiters; ``should_exit`` is
+    evaluated under the owner's lock so a new waiter either keeps this thread
+    alive or starts a new one.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        interval: float,
+        on_change: Callable[[], None],
+        should_exit: Callable[[Watcher], bool],
+        idle_grace: float = 2.0,
+    ) -> None:
+        self._path = path
+        self._interval = interval
+        self._on_change = on_change
+        self._should_exit = should_exit
+        self._idle_grace = idle_grace
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="sitq-sqlite-watch", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(1.0)
+
+    def _main(self) -> None:
+        try:
+            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=True)
+        except sqlite3.Error:
+            log.exception("sitq.sqlite: the change watcher could not open %s", self._path)
+            return
+        try:
+            last: int | None = None
+            idle = 0.0
+            while not self._stop.wait(self._interval):
+                idle += self._interval
+                if idle >= self._idle_grace:
+                    if self._should_exit(self):
+                        return
+                    idle = 0.0
+                try:
+                    version = int(conn.execute("PRAGMA data_version").fetchone()[0])
+                except sqlite3.Error as exc:  # e.g. busy during recovery: try again next tick
+                    log.debug("sitq.sqlite: data_version check failed: %s", exc)
+                    continue
+                if version != last:
+                    # The first reading also wakes: changes made before this thread
+                    # started must not be missed by the waiter that started it.
+                    last = version
+                    self._on_change()
+        finally:
+            conn.close()
