@@ -96,7 +96,7 @@ class DictStoreBackend(Backend):
         reserved: list[ReservedTask] = []
         with db.lock:
             due = [row for row in db.rows.values() if self._is_due(row, now, queues)]
-            due.sort(key=lambda row: (-row.task.priority, row.task.eta, row.seq))
+            due.sort(key=self._order)
             for row in due:
                 if len(reserved) == limit:
                     break
@@ -108,13 +108,20 @@ class DictStoreBackend(Backend):
                         self._finish(db, row, "failed", f"lease expired after {task.attempts} attempts")
                         continue
                 row.task = task.with_changes(
-                    status=RUNNING, worker_id=worker_id, attempts=task.attempts + 1,
-                    lease_expiries=expiries, started_at=now,
+                    status=RUNNING,
+                    worker_id=worker_id,
+                    attempts=task.attempts + 1,
+                    lease_expiries=expiries,
+                    started_at=now,
                 )
                 row.lease_token = uuid.uuid4().hex
                 row.lease_expires_at = now + timedelta(seconds=lease_seconds)
                 reserved.append(ReservedTask(row.task, row.lease_token, row.lease_expires_at))
         return reserved
+
+    @staticmethod
+    def _order(row: _Row) -> tuple[int, datetime, int]:
+        return (-row.task.priority, row.task.eta, row.seq)  # priority, then eta, then enqueue order
 
     @staticmethod
     def _is_due(row: _Row, now: datetime, queues: Sequence[str] | None) -> bool:
@@ -161,17 +168,30 @@ class DictStoreBackend(Backend):
         return accepted
 
     def _finish(
-        self, db: _Store, row: _Row, status: str, error: str | None,
-        traceback: str | None = None, value: bytes | None = None,
+        self,
+        db: _Store,
+        row: _Row,
+        status: str,
+        error: str | None,
+        traceback: str | None = None,
+        value: bytes | None = None,
     ) -> None:
         """Make a task final and store its result (the caller holds the lock)."""
         now, task = self.now(), row.task
         row.task = task.with_changes(status=TaskStatus(status), finished_at=now, error=error)
         row.lease_token = row.lease_expires_at = None
         db.results[task.id] = Result(
-            id=new_id(), task_id=task.id, status=status, value=value, error=error, traceback=traceback,
-            enqueued_at=task.enqueued_at, started_at=task.started_at, finished_at=now,
-            attempts=task.attempts, serializer=task.serializer,
+            id=new_id(),
+            task_id=task.id,
+            status=status,
+            value=value,
+            error=error,
+            traceback=traceback,
+            enqueued_at=task.enqueued_at,
+            started_at=task.started_at,
+            finished_at=now,
+            attempts=task.attempts,
+            serializer=task.serializer,
         )
 
     # -- cancel and requeue --------------------------------------------------------------
@@ -196,8 +216,15 @@ class DictStoreBackend(Backend):
             if row is None or row.task.status not in (TaskStatus.FAILED, TaskStatus.CANCELLED):
                 return False
             row.task = row.task.with_changes(
-                status=QUEUED, eta=eta or self.now(), attempts=0, lease_expiries=0, error=None,
-                cancel_requested=False, started_at=None, finished_at=None, worker_id=None,
+                status=QUEUED,
+                eta=eta or self.now(),
+                attempts=0,
+                lease_expiries=0,
+                error=None,
+                cancel_requested=False,
+                started_at=None,
+                finished_at=None,
+                worker_id=None,
             )
             db.results.pop(task_id, None)
             return True

@@ -1,0 +1,325 @@
+"""The kit fails deliberately broken backends, naming the broken promise.
+
+Each broken variant of the example backend breaks one promise of the spec;
+the contract test that checks that promise must raise an AssertionError whose
+message names the contract and the promise. A last test runs one broken
+backend through pytest itself (pytester) to show what its author would see.
+"""
+
+from __future__ import annotations
+
+import inspect
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sitq_core.backend import Backend
+from sitq_core.models import LeaseState, Outcome, Task, TaskStatus
+from sitq_core.testing import (
+    BadInputContract,
+    ConcurrencyContract,
+    EnqueueContract,
+    FakeClock,
+    LeaseContract,
+    LifecycleContract,
+    ReserveContract,
+    RetryContract,
+    StatsContract,
+)
+from sitq_dictstore import DictStoreBackend
+from sitq_dictstore.backend import _Row
+
+# ------------------------------------------------------------------ broken backends
+
+
+class DoubleDelivery(DictStoreBackend):
+    """Hands out running tasks again although their lease is valid."""
+
+    @staticmethod
+    def _is_due(row: _Row, now: datetime, queues: Sequence[str] | None) -> bool:
+        return row.task.status in ("queued", "running") and row.task.eta <= now
+
+
+class IgnoresEta(DictStoreBackend):
+    """Hands out scheduled tasks before their eta."""
+
+    @staticmethod
+    def _is_due(row: _Row, now: datetime, queues: Sequence[str] | None) -> bool:
+        return row.task.status == "queued" and (queues is None or row.task.queue in queues)
+
+
+class IgnoresPriority(DictStoreBackend):
+    """Reserves in enqueue order only."""
+
+    @staticmethod
+    def _order(row: _Row) -> tuple[int, datetime, int]:
+        return (0, row.task.eta, row.seq)
+
+
+class StaleTokenWins(DictStoreBackend):
+    """Applies outcomes by task id alone, like ``UPDATE tasks ... WHERE id = ?`` (no fencing)."""
+
+    async def finish_many(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        db = self._open()
+        for outcome in outcomes:
+            row = db.rows.get(outcome.task_id)
+            if row is not None:
+                row.task = row.task.with_changes(status=TaskStatus.RUNNING)
+                row.lease_token = outcome.lease_token
+        return await super().finish_many(outcomes)
+
+
+class NonAtomicBatch(DictStoreBackend):
+    """Stores a batch task by task, so a duplicate leaves half a batch behind."""
+
+    async def enqueue_many(self, tasks: Sequence[Task]) -> list[str]:
+        ids = []
+        for task in tasks:
+            ids += await super().enqueue_many([task])
+        return ids
+
+
+class NoPoisonPill(DictStoreBackend):
+    """Redelivers a task forever however often its lease expired."""
+
+    async def enqueue_many(self, tasks: Sequence[Task]) -> list[str]:
+        return await super().enqueue_many([t.with_changes(max_lease_expiries=10**9) for t in tasks])
+
+
+class NaiveTimes(DictStoreBackend):
+    """Returns naive datetimes."""
+
+    async def get_task(self, task_id: str) -> Task | None:
+        task = await super().get_task(task_id)
+        return task and task.with_changes(eta=task.eta.replace(tzinfo=None))
+
+
+class WallClock(DictStoreBackend):
+    """Reads the wall clock instead of ``self.clock``."""
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+class HeartbeatDoesNotExtend(DictStoreBackend):
+    """Says HELD without extending the lease."""
+
+    async def heartbeat(self, leases: Sequence[tuple[str, str]], lease_seconds: float) -> dict[str, LeaseState]:
+        return {task_id: LeaseState.HELD for task_id, _ in leases}
+
+
+class ReleaseCounts(DictStoreBackend):
+    """Counts released attempts (treats release as an immediate retry)."""
+
+    async def finish_many(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        retried = [
+            Outcome(**{**_fields(o), "kind": "retry", "retry_at": self.now()}) if o.kind == "release" else o
+            for o in outcomes
+        ]
+        return await super().finish_many(retried)
+
+
+class PurgesRunning(DictStoreBackend):
+    """Purges every task, running ones included."""
+
+    async def purge(self, *, older_than: datetime | None = None) -> int:
+        db = self._open()
+        count = len(db.rows)
+        db.rows.clear()
+        db.results.clear()
+        return count
+
+
+class AcceptsAnyStatus(DictStoreBackend):
+    """Does not validate list_tasks(status=...)."""
+
+    async def list_tasks(
+        self, *, status: str | None = None, queue: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[Task]:
+        if status not in (None, *TaskStatus):
+            return []
+        return await super().list_tasks(status=status, queue=queue, limit=limit, offset=offset)
+
+
+def _fields(outcome: Outcome) -> dict[str, Any]:
+    return {name: getattr(outcome, name) for name in outcome.__dataclass_fields__}
+
+
+# ------------------------------------------------------------------ the table
+
+CASES: list[tuple[type[DictStoreBackend], type[Any], str, dict[str, Any], str]] = [
+    (
+        DoubleDelivery,
+        ReserveContract,
+        "test_no_double_delivery_while_leased",
+        {},
+        "ReserveContract: reserve handed out a task that is still leased",
+    ),
+    (
+        DoubleDelivery,
+        ConcurrencyContract,
+        "test_concurrent_reservers_never_share",
+        {},
+        "ConcurrencyContract: reserve handed out a task that is still leased",
+    ),
+    (IgnoresEta, ReserveContract, "test_eta_honoured", {}, "ReserveContract: reserve handed out a task before its eta"),
+    (
+        IgnoresPriority,
+        ReserveContract,
+        "test_priority_first",
+        {},
+        "ReserveContract: reserve must take the highest priority first",
+    ),
+    (
+        StaleTokenWins,
+        LeaseContract,
+        "test_stale_token_changes_nothing",
+        {"call": "complete"},
+        "LeaseContract: complete with a stale lease token must return False (fencing)",
+    ),
+    (
+        StaleTokenWins,
+        LeaseContract,
+        "test_late_worker_cannot_overwrite_result",
+        {},
+        "LeaseContract: a stale worker's late complete must return False",
+    ),
+    (
+        NonAtomicBatch,
+        EnqueueContract,
+        "test_duplicate_id_stores_nothing",
+        {},
+        "EnqueueContract: enqueue_many is not atomic",
+    ),
+    (
+        NoPoisonPill,
+        LeaseContract,
+        "test_poison_pill_ends_failed",
+        {},
+        "LeaseContract: a task reaching max_lease_expiries must not be handed out again (poison pill)",
+    ),
+    (
+        NaiveTimes,
+        EnqueueContract,
+        "test_times_are_aware_utc",
+        {},
+        "EnqueueContract: Task.eta must come back timezone-aware UTC",
+    ),
+    (
+        WallClock,
+        LifecycleContract,
+        "test_now_reads_the_clock",
+        {},
+        "LifecycleContract: backend.now() must return backend.clock()",
+    ),
+    (
+        HeartbeatDoesNotExtend,
+        LeaseContract,
+        "test_heartbeat_extends",
+        {},
+        "LeaseContract: heartbeat did not extend the lease",
+    ),
+    (
+        ReleaseCounts,
+        RetryContract,
+        "test_release_does_not_count",
+        {},
+        "RetryContract: release must not count the attempt",
+    ),
+    (PurgesRunning, StatsContract, "test_purge_final_only", {}, "StatsContract: purge() must delete the 3 final tasks"),
+    (AcceptsAnyStatus, BadInputContract, "test_bad_arguments_lose_nothing", {}, "DID NOT RAISE"),
+]
+
+
+@asynccontextmanager
+async def _fixtures(cls: type[DictStoreBackend]) -> AsyncIterator[dict[str, Any]]:
+    """The kit's fixtures, built by hand for one backend class."""
+    clock, store, opened = FakeClock(), uuid.uuid4().hex, []
+
+    def factory() -> Backend:
+        instance = cls(store=store)
+        instance.clock = clock
+        opened.append(instance)
+        return instance
+
+    async def open_backend() -> Backend:
+        instance = factory()
+        await instance.connect()
+        return instance
+
+    backend = await open_backend()
+    try:
+        yield {"backend": backend, "clock": clock, "open_backend": open_backend, "backend_factory": factory}
+    finally:
+        for instance in opened:
+            await instance.close()
+
+
+@pytest.mark.parametrize(
+    ("broken", "contract", "test_name", "extra", "message"),
+    CASES,
+    ids=[f"{case[0].__name__}-{case[2]}" for case in CASES],
+)
+@pytest.mark.asyncio
+async def test_contract_catches_broken_backend(
+    broken: type[DictStoreBackend], contract: type[Any], test_name: str, extra: dict[str, Any], message: str
+) -> None:
+    method = getattr(contract(), test_name)
+    async with _fixtures(broken) as fixtures:
+        fixtures.update(extra)
+        wanted = {name: fixtures[name] for name in inspect.signature(method).parameters}
+        with pytest.raises((AssertionError, pytest.fail.Exception)) as info:
+            await method(**wanted)
+    assert message in str(info.value), f"expected {message!r} in the failure, got:\n{info.value}"
+
+
+@pytest.mark.asyncio
+async def test_correct_backend_passes_the_same_checks() -> None:
+    """The same direct calls pass on the unbroken backend (so the table tests the bugs, not the harness)."""
+    for _broken, contract, test_name, extra, _message in CASES:
+        method = getattr(contract(), test_name)
+        async with _fixtures(DictStoreBackend) as fixtures:
+            fixtures.update(extra)
+            await method(**{name: fixtures[name] for name in inspect.signature(method).parameters})
+
+
+def test_pytest_report_names_the_broken_promise(pytester: pytest.Pytester) -> None:
+    """What a backend author sees: pytest's report names the contract and the promise."""
+    pytester.makepyfile(
+        test_broken="""
+        import uuid
+        import pytest
+        from sitq_dictstore import DictStoreBackend
+        from sitq_core.testing import BackendSuite
+
+        class GreedyBackend(DictStoreBackend):
+            @staticmethod
+            def _is_due(row, now, queues):
+                return row.task.status in ("queued", "running")   # ignores leases and eta
+
+        class TestGreedyBackend(BackendSuite):
+            @pytest.fixture
+            def backend_factory(self):
+                store = uuid.uuid4().hex
+                return lambda: GreedyBackend(store=store)
+        """
+    )
+    result = pytester.runpytest_inprocess(
+        "-p",
+        "no:cacheprovider",
+        "-o",
+        "asyncio_default_fixture_loop_scope=function",
+        "-k",
+        "no_double_delivery or eta_honoured or priority_first or tasks_survive_reopen",
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "*ReserveContract: reserve handed out a task that is still leased*",
+            "*ReserveContract: reserve handed out a task before its eta*",
+        ]
+    )
+    result.assert_outcomes(failed=3, skipped=1)  # redelivery breaks priority order too; no PERSISTENT
+    result.stdout.fnmatch_lines(["*SKIPPED*Capability.PERSISTENT*"])
