@@ -308,6 +308,7 @@ def test_pytest_report_names_the_broken_promise(pytester: pytest.Pytester) -> No
         """
     )
     result = pytester.runpytest_inprocess(
+        "-rs",
         "-p",
         "no:cacheprovider",
         "-o",
