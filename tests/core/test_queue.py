@@ -1,0 +1,223 @@
+"""TaskQueue against a real SQLite file: the API contract's producer side."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+import pytest_asyncio
+import sitq_test_tasks as tasks
+
+from sitq import (
+    Result,
+    SerializationError,
+    SQLiteBackend,
+    TaskQueue,
+    ValidationError,
+    Worker,
+)
+from sitq_core.models import TaskStatus
+
+
+@pytest_asyncio.fixture
+async def queue(tmp_path: Path) -> AsyncIterator[TaskQueue]:
+    async with TaskQueue(SQLiteBackend(tmp_path / "q.db")) as q:
+        yield q
+
+
+def test_backend_is_required() -> None:
+    with pytest.raises(ValidationError) as info:
+        TaskQueue(None)  # type: ignore[arg-type]
+    assert info.value.parameter == "backend"
+
+
+@pytest.mark.asyncio
+async def test_enqueue_returns_unique_ids_before_any_connect(tmp_path: Path) -> None:
+    queue = TaskQueue(SQLiteBackend(tmp_path / "lazy.db"))
+    ids = {await queue.enqueue(tasks.add, n) for n in range(20)}
+    assert len(ids) == 20 and all(isinstance(i, str) and i for i in ids)
+    assert (await queue.counts())["queued"] == 20
+    await queue.close()
+
+
+@pytest.mark.asyncio
+async def test_non_callable_is_refused_and_nothing_stored(queue: TaskQueue) -> None:
+    await queue.enqueue(tasks.add, 1)
+    with pytest.raises(ValidationError) as info:
+        await queue.enqueue("not callable")  # type: ignore[arg-type]
+    assert info.value.parameter == "func"
+    assert (await queue.counts())["queued"] == 1
+
+
+@pytest.mark.asyncio
+async def test_naive_eta_refused(queue: TaskQueue) -> None:
+    with pytest.raises(ValidationError) as info:
+        await queue.enqueue(tasks.add, 1, eta=datetime.now())
+    assert info.value.parameter == "eta"
+    assert (await queue.counts())["queued"] == 0
+
+
+@pytest.mark.asyncio
+async def test_aware_eta_normalised_to_utc(queue: TaskQueue) -> None:
+    local = datetime(2030, 1, 2, 3, 4, 5, tzinfo=ZoneInfo("Asia/Tokyo"))
+    task = await queue.get_task(await queue.enqueue(tasks.add, 1, eta=local))
+    assert task is not None
+    assert task.eta == local and task.eta.utcoffset() == timedelta(0)
+
+
+@pytest.mark.asyncio
+async def test_past_eta_means_now(queue: TaskQueue) -> None:
+    task_id = await queue.enqueue(tasks.add, 1, eta=datetime(2000, 1, 1, tzinfo=timezone.utc))
+    task = await queue.get_task(task_id)
+    assert task is not None and task.eta > datetime(2020, 1, 1, tzinfo=timezone.utc)
+    leases = await queue.backend.reserve(worker_id="t", limit=5, lease_seconds=5)
+    assert [lease.id for lease in leases] == [task_id]
+
+
+@pytest.mark.asyncio
+async def test_unserialisable_payload(queue: TaskQueue) -> None:
+    with pytest.raises(SerializationError):
+        await queue.enqueue(tasks.echo, threading.Lock())
+    assert (await queue.counts())["queued"] == 0
+
+
+@pytest.mark.asyncio
+async def test_get_result_validation_and_timeouts(queue: TaskQueue) -> None:
+    with pytest.raises(ValidationError) as info:
+        await queue.get_result("", timeout=0)
+    assert info.value.parameter == "task_id"
+    with pytest.raises(ValidationError) as info:
+        await queue.get_result("abc", timeout=-1)
+    assert info.value.parameter == "timeout"
+    assert await queue.get_result("unknown-id", timeout=0) is None
+    assert await queue.get_result("unknown-id", timeout=0.05) is None
+    task_id = await queue.enqueue(tasks.add, 1)
+    assert await queue.get_result(task_id, timeout=0) is None
+
+
+def test_deserialize_result_validation(tmp_path: Path) -> None:
+    queue = TaskQueue(SQLiteBackend(tmp_path / "d.db"))
+    with pytest.raises(ValidationError) as info:
+        queue.deserialize_result(None)  # type: ignore[arg-type]
+    assert info.value.parameter == "result"
+    assert queue.deserialize_result(Result(id="r", task_id="t", status="success", value=None)) is None
+    with pytest.raises(SerializationError):
+        queue.deserialize_result(Result(id="r", task_id="t", status="success", value=b"\x00garbage"))
+
+
+@pytest.mark.asyncio
+async def test_result_record_is_complete(queue: TaskQueue) -> None:
+    worker = Worker(queue.backend)
+    await worker.start()
+    task_id = await queue.enqueue(tasks.add, 2, b=3)
+    result = await queue.get_result(task_id, timeout=10)
+    await worker.stop()
+    assert result is not None
+    assert (result.task_id, result.status, result.attempts) == (task_id, "success", 1)
+    assert queue.deserialize_result(result) == 5
+    assert result.error is None and result.traceback is None
+    for stamp in (result.enqueued_at, result.started_at, result.finished_at):
+        assert stamp is not None and stamp.utcoffset() == timedelta(0)
+    assert result.enqueued_at <= result.started_at <= result.finished_at  # type: ignore[operator]
+
+
+@pytest.mark.asyncio
+async def test_with_options_never_collides_with_task_kwargs(queue: TaskQueue) -> None:
+    view = queue.with_options(priority=7, queue_name="reports", timeout=9, max_retries=2, delay=60)
+    task_id = await view.enqueue(tasks.echo, value={"timeout": 1})
+    task = await queue.get_task(task_id)
+    assert task is not None
+    assert (task.priority, task.queue, task.timeout, task.max_retries) == (7, "reports", 9.0, 2)
+    assert task.eta > task.enqueued_at + timedelta(seconds=59)
+    func, args, kwargs = queue.serializer.loads_call(task.payload)
+    assert kwargs == {"value": {"timeout": 1}}
+
+
+@pytest.mark.asyncio
+async def test_with_options_validates(queue: TaskQueue) -> None:
+    for bad in ({"delay": -1}, {"timeout": -1}, {"priority": "high"}, {"max_retries": -1}, {"queue_name": ""}):
+        with pytest.raises(ValidationError) as info:
+            queue.with_options(**bad)  # type: ignore[arg-type]
+        assert info.value.parameter == next(iter(bad))
+
+
+@pytest.mark.asyncio
+async def test_enqueue_many_in_one_batch(queue: TaskQueue) -> None:
+    ids = await queue.enqueue_many([(tasks.add, (1, 2)), (tasks.add, (3,), {"b": 4}), tasks.boom])
+    assert len(ids) == 3 == len(set(ids))
+    assert (await queue.counts())["queued"] == 3
+    with pytest.raises(ValidationError):
+        await queue.enqueue_many([(tasks.add, (1,)), 42])
+    assert (await queue.counts())["queued"] == 3
+    assert await queue.enqueue_many([]) == []
+
+
+@pytest.mark.asyncio
+async def test_priorities_run_highest_first(queue: TaskQueue) -> None:
+    low = await queue.with_options(priority=0).enqueue(tasks.add, 1)
+    high = await queue.with_options(priority=5).enqueue(tasks.add, 2)
+    mid = await queue.with_options(priority=3).enqueue(tasks.add, 3)
+    leases = await queue.backend.reserve(worker_id="t", limit=3, lease_seconds=5)
+    assert [lease.id for lease in leases] == [high, mid, low]
+
+
+@pytest.mark.asyncio
+async def test_cancel_queued_task(queue: TaskQueue) -> None:
+    task_id = await queue.enqueue(tasks.add, 1)
+    assert await queue.cancel(task_id) is True
+    result = await queue.get_result(task_id, timeout=1)
+    assert result is not None and result.status == "cancelled"
+    assert await queue.cancel(task_id) is False
+    assert await queue.cancel("unknown") is False
+    assert await queue.requeue(task_id) is True
+    task = await queue.get_task(task_id)
+    assert task is not None and task.status == TaskStatus.QUEUED
+
+
+@pytest.mark.asyncio
+async def test_two_queues_share_one_backend(tmp_path: Path) -> None:
+    backend = SQLiteBackend(tmp_path / "shared.db")
+    async with backend:
+        first, second = TaskQueue(backend), TaskQueue(backend, serializer="msgpack")
+        a = await first.enqueue(tasks.add, 1, 2)
+        b = await second.enqueue(tasks.add, 3, 4)
+        worker = Worker(backend, max_concurrency=2)
+        await worker.start()
+        ra, rb = await first.get_result(a, timeout=10), await second.get_result(b, timeout=10)
+        await worker.stop()
+        assert ra is not None and rb is not None
+        assert first.deserialize_result(ra) == 3 and second.deserialize_result(rb) == 7
+        assert first.deserialize_result(rb) == 7  # a result carries its serializer's name
+
+
+@pytest.mark.asyncio
+async def test_memory_database_shared_by_queue_and_worker() -> None:
+    backend = SQLiteBackend(":memory:")
+    async with backend:
+        queue = TaskQueue(backend)
+        worker = Worker(backend)
+        await worker.start()
+        result = await queue.get_result(await queue.enqueue(tasks.async_add, 20, b=22), timeout=10)
+        await worker.stop()
+        assert result is not None and queue.deserialize_result(result) == 42
+
+
+@pytest.mark.asyncio
+async def test_async_with_backend_block_sleep_then_stop(tmp_path: Path) -> None:
+    """The issue's scenario: enqueue, start a worker, sleep 1 s, stop: the result is ready."""
+    import asyncio
+
+    backend = SQLiteBackend(tmp_path / "block.db")
+    async with backend:
+        queue = TaskQueue(backend)
+        task_id = await queue.enqueue(tasks.add, 40, 2)
+        worker = Worker(backend)
+        await worker.start()
+        await asyncio.sleep(1)
+        await worker.stop()
+        result = await queue.get_result(task_id, timeout=0)
+        assert result is not None and queue.deserialize_result(result) == 42

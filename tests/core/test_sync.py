@@ -1,0 +1,99 @@
+"""SyncTaskQueue: the blocking API for code without an event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sitq_test_tasks as tasks
+
+from sitq import (
+    SQLiteBackend,
+    SyncTaskQueue,
+    SyncTaskQueueError,
+    TaskExecutionError,
+    ValidationError,
+    Worker,
+)
+
+
+@pytest.fixture
+def backend(tmp_path: Path) -> SQLiteBackend:
+    return SQLiteBackend(tmp_path / "sync.db")
+
+
+@pytest.fixture
+def worker_thread(backend: SQLiteBackend) -> Iterator[None]:
+    """A worker on its own event loop in a thread, sharing the backend object."""
+    stop = threading.Event()
+    started = threading.Event()
+
+    async def serve() -> None:
+        worker = Worker(backend, max_concurrency=2)
+        await worker.start()
+        started.set()
+        await asyncio.to_thread(stop.wait)
+        await worker.stop()
+
+    thread = threading.Thread(target=lambda: asyncio.run(serve()))
+    thread.start()
+    assert started.wait(10)
+    yield
+    stop.set()
+    thread.join(10)
+    assert not thread.is_alive()
+
+
+def test_values_failures_and_timeouts(backend: SQLiteBackend, worker_thread: None) -> None:
+    with SyncTaskQueue(backend) as queue:
+        assert queue.get_result(queue.enqueue(tasks.add, 2, b=3), timeout=10) == 5
+        failing = queue.enqueue(tasks.boom, "sync kaput")
+        with pytest.raises(TaskExecutionError) as info:
+            queue.get_result(failing, timeout=10)
+        assert "sync kaput" in str(info.value) and info.value.task_id == failing
+        assert "ValueError" in (info.value.traceback or "")
+        slow = queue.enqueue(tasks.sync_sleepy, 0.5)
+        assert queue.get_result(slow, timeout=0.01) is None
+        assert queue.get_result(slow, timeout=10) == "slept"
+
+
+def test_state_operations(backend: SQLiteBackend) -> None:
+    with SyncTaskQueue(backend) as queue:
+        ids = queue.enqueue_many([(tasks.add, (n,)) for n in range(3)])
+        assert queue.counts()["queued"] == 3
+        assert queue.cancel(ids[0]) is True
+        task = queue.get_task(ids[1])
+        assert task is not None and task.function_name.endswith(":add")
+        assert len(queue.list_tasks(status="queued")) == 2
+
+
+def test_bad_input_stays_a_validation_error(backend: SQLiteBackend) -> None:
+    with SyncTaskQueue(backend) as queue:
+        with pytest.raises(ValidationError):
+            queue.enqueue(42)  # type: ignore[arg-type]
+        with pytest.raises(ValidationError):
+            queue.get_result("", timeout=0)
+
+
+def test_machinery_errors_are_wrapped(tmp_path: Path) -> None:
+    not_a_db = tmp_path / "junk.db"
+    not_a_db.write_bytes(b"this is not a sqlite file" * 100)
+    queue = SyncTaskQueue(SQLiteBackend(not_a_db))
+    with pytest.raises(SyncTaskQueueError) as info:
+        queue.enqueue(tasks.add, 1)
+    assert info.value.operation == "enqueue"
+    queue.close()
+    assert not_a_db.read_bytes().startswith(b"this is not a sqlite file")
+
+
+@pytest.mark.asyncio
+async def test_refuses_a_running_event_loop(backend: SQLiteBackend) -> None:
+    queue = SyncTaskQueue(backend)
+    with pytest.raises(RuntimeError, match="use TaskQueue"):
+        queue.enqueue(tasks.add, 1)
+    with pytest.raises(RuntimeError, match="use TaskQueue"):
+        with queue:
+            pass

@@ -1,0 +1,338 @@
+"""Worker behaviour against a real SQLite file: execution, failures, retries, timeouts, cancel."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+import sitq_test_tasks as tasks
+from conftest import wait_until
+
+from sitq import SQLiteBackend, TaskQueue, ValidationError, Worker, hookimpl
+from sitq_core.models import TaskStatus
+from sitq_core.plugins import get_plugin_manager
+
+
+@pytest_asyncio.fixture
+async def queue(tmp_path: Path) -> AsyncIterator[TaskQueue]:
+    async with TaskQueue(SQLiteBackend(tmp_path / "w.db")) as q:
+        yield q
+
+
+async def run_one(queue: TaskQueue, func: Any, *args: Any, worker: Worker | None = None, **kwargs: Any) -> Any:
+    own = worker is None
+    worker = worker or Worker(queue.backend, max_concurrency=2)
+    if own:
+        await worker.start()
+    try:
+        result = await queue.get_result(await queue.enqueue(func, *args, **kwargs), timeout=15)
+    finally:
+        if own:
+            await worker.stop()
+    assert result is not None
+    return result
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "parameter"),
+    [
+        ({"max_concurrency": 0}, "max_concurrency"),
+        ({"max_concurrency": 1001}, "max_concurrency"),
+        ({"max_concurrency": 2.5}, "max_concurrency"),
+        ({"poll_interval": 0}, "poll_interval"),
+        ({"poll_interval": -1}, "poll_interval"),
+        ({"lease_timeout": 0}, "lease_timeout"),
+        ({"prefetch": -1}, "prefetch"),
+        ({"queues": []}, "queues"),
+    ],
+)
+def test_worker_validates_arguments(tmp_path: Path, kwargs: dict[str, Any], parameter: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        Worker(SQLiteBackend(tmp_path / "v.db"), **kwargs)
+    assert info.value.parameter == parameter
+    with pytest.raises(ValidationError):
+        Worker(None)  # type: ignore[arg-type]
+
+
+@pytest.mark.asyncio
+async def test_sync_async_and_async_callable_objects(queue: TaskQueue) -> None:
+    worker = Worker(queue.backend, max_concurrency=3)
+    await worker.start()
+    sync_result = await run_one(queue, tasks.add, 1, 2, worker=worker)
+    async_result = await run_one(queue, tasks.async_add, 3, b=4, worker=worker)
+    object_result = await run_one(queue, tasks.AsyncCallable(), 21, worker=worker)
+    lambda_result = await run_one(queue, lambda x: x + 1, 9, worker=worker)
+    await worker.stop()
+    assert [queue.deserialize_result(r) for r in (sync_result, async_result, object_result, lambda_result)] == [
+        3,
+        7,
+        42,
+        10,
+    ]
+
+
+@pytest.mark.asyncio
+async def test_start_as_background_task(queue: TaskQueue) -> None:
+    worker = Worker(queue.backend)
+    starter = asyncio.create_task(worker.start())
+    result = await queue.get_result(await queue.enqueue(tasks.add, 5), timeout=10)
+    await starter
+    await worker.stop()
+    assert result is not None and result.status == "success"
+
+
+@pytest.mark.asyncio
+async def test_failure_recorded_and_worker_goes_on(queue: TaskQueue) -> None:
+    worker = Worker(queue.backend)
+    await worker.start()
+    failed = await run_one(queue, tasks.boom, "kaput", worker=worker)
+    after = await run_one(queue, tasks.add, 1, worker=worker)
+    await worker.stop()
+    assert failed.status == "failed" and failed.error == "kaput"
+    assert "ValueError: kaput" in failed.traceback and "def boom" not in failed.error
+    assert after.status == "success"
+
+
+@pytest.mark.asyncio
+async def test_stop_drains_and_keeps_a_borrowed_backend_open(queue: TaskQueue) -> None:
+    worker = Worker(queue.backend, max_concurrency=2)
+    await worker.start()
+    ids = [await queue.enqueue(tasks.sleepy, 0.2) for _ in range(2)]
+    await wait_until(lambda: _running(queue, 2))
+    await worker.stop()
+    for task_id in ids:
+        result = await queue.get_result(task_id, timeout=0)
+        assert result is not None and result.status == "success"
+    assert (await queue.counts())["success"] == 2  # the backend is still usable
+
+
+async def _running(queue: TaskQueue, n: int) -> bool:
+    return (await queue.counts())["running"] >= n
+
+
+@pytest.mark.asyncio
+async def test_retries_then_success(queue: TaskQueue, tmp_path: Path) -> None:
+    view = queue.with_options(max_retries=3, retry_backoff=0.01)
+    worker = Worker(queue.backend)
+    await worker.start()
+    task_id = await view.enqueue(tasks.flaky, str(tmp_path / "count"), 2)
+    result = await queue.get_result(task_id, timeout=10)
+    await worker.stop()
+    assert result is not None and result.status == "success" and result.attempts == 3
+    assert queue.deserialize_result(result) == "ok after 3"
+
+
+@pytest.mark.asyncio
+async def test_retries_exhausted_ends_failed_with_traceback(queue: TaskQueue, tmp_path: Path) -> None:
+    view = queue.with_options(max_retries=2, retry_backoff=0.01)
+    worker = Worker(queue.backend)
+    await worker.start()
+    task_id = await view.enqueue(tasks.flaky, str(tmp_path / "count"), 100)
+    result = await queue.get_result(task_id, timeout=10)
+    await worker.stop()
+    assert result is not None and result.status == "failed" and result.attempts == 3
+    assert result.error == "flaky failure 3" and "RuntimeError: flaky failure 3" in (result.traceback or "")
+
+
+@pytest.mark.asyncio
+async def test_exception_type_can_opt_out_of_retries(queue: TaskQueue) -> None:
+    view = queue.with_options(max_retries=5, retry_backoff=0.01)
+    worker = Worker(queue.backend)
+    await worker.start()
+    result = await queue.get_result(await view.enqueue(tasks.permanent), timeout=10)
+    await worker.stop()
+    assert result is not None and result.status == "failed" and result.attempts == 1
+
+
+@pytest.mark.asyncio
+async def test_async_timeout_cancels_the_task(queue: TaskQueue) -> None:
+    result = await run_one_with(queue.with_options(timeout=0.1), queue, tasks.sleepy, 30)
+    assert result.status == "failed" and "timed out after 0.1 s" in (result.error or "")
+
+
+@pytest.mark.asyncio
+async def test_sync_timeout_is_reported(queue: TaskQueue) -> None:
+    result = await run_one_with(queue.with_options(timeout=0.1), queue, tasks.sync_sleepy, 0.5)
+    assert result.status == "failed" and "timed out" in (result.error or "")
+
+
+async def run_one_with(view: Any, queue: TaskQueue, func: Any, *args: Any) -> Any:
+    worker = Worker(queue.backend)
+    await worker.start()
+    result = await queue.get_result(await view.enqueue(func, *args), timeout=15)
+    await worker.stop()
+    assert result is not None
+    return result
+
+
+@pytest.mark.asyncio
+async def test_cancel_a_running_async_task(queue: TaskQueue) -> None:
+    worker = Worker(queue.backend, lease_timeout=0.3)
+    await worker.start()
+    task_id = await queue.enqueue(tasks.sleepy, 30)
+    await wait_until(lambda: _running(queue, 1))
+    assert await queue.cancel(task_id) is True
+    result = await queue.get_result(task_id, timeout=10)
+    await worker.stop()
+    assert result is not None and result.status == "cancelled"
+
+
+@pytest.mark.asyncio
+async def test_corrupted_payload_fails_that_task_only(queue: TaskQueue) -> None:
+    import sqlite3
+
+    bad = await queue.enqueue(tasks.add, 1)
+    path = queue.backend.path  # type: ignore[attr-defined]
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE tasks SET payload = ? WHERE id = ?", (b"\x80garbage", bad))
+    good = await queue.enqueue(tasks.add, 2)
+    worker = Worker(queue.backend)
+    await worker.start()
+    bad_result = await queue.get_result(bad, timeout=10)
+    good_result = await queue.get_result(good, timeout=10)
+    await worker.stop()
+    assert bad_result is not None and bad_result.status == "failed"
+    assert "cannot load task" in (bad_result.error or "") and "deserialise" in (bad_result.error or "")
+    assert good_result is not None and good_result.status == "success"
+
+
+@pytest.mark.asyncio
+async def test_unimportable_function_fails_clearly(tmp_path: Path) -> None:
+    from sitq import MsgpackSerializer
+
+    backend = SQLiteBackend(tmp_path / "m.db")
+    async with backend:
+        queue = TaskQueue(backend, serializer="msgpack")
+        task_id = await queue.enqueue(tasks.add, 1)
+        serializer = MsgpackSerializer()
+        payload = serializer.dumps(["vanished_module_xyz:add", [1], {}])
+        import sqlite3
+
+        with sqlite3.connect(backend.path) as db:
+            db.execute("UPDATE tasks SET payload = ? WHERE id = ?", (payload, task_id))
+        worker = Worker(backend, serializer="msgpack")
+        await worker.start()
+        result = await queue.get_result(task_id, timeout=10)
+        follow = await queue.get_result(await queue.enqueue(tasks.add, 2), timeout=10)
+        await worker.stop()
+    assert result is not None and result.status == "failed"
+    assert "cannot import task function 'vanished_module_xyz:add'" in (result.error or "")
+    assert follow is not None and follow.status == "success"
+
+
+@pytest.mark.asyncio
+async def test_msgpack_worker_refuses_pickled_tasks(queue: TaskQueue) -> None:
+    worker = Worker(queue.backend, serializer="msgpack")
+    await worker.start()
+    result = await queue.get_result(await queue.enqueue(tasks.add, 1), timeout=10)
+    await worker.stop()
+    assert result is not None and result.status == "failed"
+    assert "accepts only 'msgpack'" in (result.error or "")
+
+
+@pytest.mark.asyncio
+async def test_named_queues(queue: TaskQueue) -> None:
+    other = await queue.with_options(queue_name="other").enqueue(tasks.add, 1)
+    mine = await queue.with_options(queue_name="mine").enqueue(tasks.add, 2)
+    worker = Worker(queue.backend, queues=["mine"])
+    await worker.start()
+    assert await queue.get_result(mine, timeout=10) is not None
+    await worker.stop()
+    task = await queue.get_task(other)
+    assert task is not None and task.status == TaskStatus.QUEUED
+
+
+@pytest.mark.asyncio
+async def test_concurrency_is_bounded(queue: TaskQueue, tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    ids = await queue.enqueue_many([(tasks.record, (str(log), n, 0.05)) for n in range(8)])
+    worker = Worker(queue.backend, max_concurrency=3)
+    await worker.start()
+    for task_id in ids:
+        assert await queue.get_result(task_id, timeout=15) is not None
+    await worker.stop()
+    depth = peak = 0
+    for line in log.read_text().splitlines():
+        depth += 1 if line.startswith("start") else -1
+        peak = max(peak, depth)
+    assert 1 < peak <= 3
+
+
+class Recorder:
+    """A lifecycle observer plugin that records what it saw."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, Any]] = []
+
+    @hookimpl
+    def sitq_task_enqueued(self, task: Any) -> None:
+        self.events.append(("enqueued", task.id))
+
+    @hookimpl
+    def sitq_task_started(self, task: Any, attempt: int, worker_id: str) -> None:
+        self.events.append(("started", attempt))
+
+    @hookimpl
+    def sitq_task_succeeded(self, task: Any, result: Any, duration: float) -> None:
+        self.events.append(("succeeded", result.status))
+
+    @hookimpl
+    def sitq_task_failed(self, task: Any, error: Any, will_retry: bool) -> None:
+        self.events.append(("failed", will_retry))
+
+    @hookimpl
+    def sitq_task_retried(self, task: Any, attempt: int, eta: Any) -> None:
+        self.events.append(("retried", attempt))
+
+
+@pytest.fixture
+def recorder() -> Any:
+    plugin = Recorder()
+    manager = get_plugin_manager()
+    manager.register_plugin(plugin, "recorder")
+    yield plugin
+    manager.unregister_plugin("recorder")
+
+
+async def _lifecycle(queue: TaskQueue, tmp_path: Path) -> None:
+    worker = Worker(queue.backend)
+    await worker.start()
+    ok = await queue.enqueue(tasks.add, 1)
+    await queue.get_result(ok, timeout=10)
+    flaky = await queue.with_options(max_retries=1, retry_backoff=0.01).enqueue(tasks.flaky, str(tmp_path / "c"), 5)
+    await queue.get_result(flaky, timeout=10)
+    await worker.stop()
+
+
+@pytest.mark.asyncio
+async def test_hook_sitq_task_enqueued(queue: TaskQueue, recorder: Recorder) -> None:
+    task_id = await queue.enqueue(tasks.add, 1)
+    assert ("enqueued", task_id) in recorder.events
+
+
+@pytest.mark.asyncio
+async def test_hook_sitq_task_started(queue: TaskQueue, recorder: Recorder, tmp_path: Path) -> None:
+    await _lifecycle(queue, tmp_path)
+    assert [e for e in recorder.events if e[0] == "started"] == [("started", 1), ("started", 1), ("started", 2)]
+
+
+@pytest.mark.asyncio
+async def test_hook_sitq_task_succeeded(queue: TaskQueue, recorder: Recorder, tmp_path: Path) -> None:
+    await _lifecycle(queue, tmp_path)
+    assert [e for e in recorder.events if e[0] == "succeeded"] == [("succeeded", "success")]
+
+
+@pytest.mark.asyncio
+async def test_hook_sitq_task_failed(queue: TaskQueue, recorder: Recorder, tmp_path: Path) -> None:
+    await _lifecycle(queue, tmp_path)
+    assert [e for e in recorder.events if e[0] == "failed"] == [("failed", True), ("failed", False)]
+
+
+@pytest.mark.asyncio
+async def test_hook_sitq_task_retried(queue: TaskQueue, recorder: Recorder, tmp_path: Path) -> None:
+    await _lifecycle(queue, tmp_path)
+    assert [e for e in recorder.events if e[0] == "retried"] == [("retried", 1)]

@@ -1,0 +1,82 @@
+"""Module-level task functions for the tests (importable by worker processes and msgpack)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+
+def add(a: int, b: int = 0) -> int:
+    return a + b
+
+
+async def async_add(a: int, b: int = 0) -> int:
+    await asyncio.sleep(0)
+    return a + b
+
+
+def boom(message: str = "boom") -> None:
+    raise ValueError(message)
+
+
+class Permanent(Exception):
+    """An error type that opts out of retries."""
+
+    sitq_retry = False
+
+
+def permanent() -> None:
+    raise Permanent("do not retry me")
+
+
+def flaky(counter_file: str, failures: int) -> str:
+    """Fails ``failures`` times (counted in a file), then succeeds."""
+    path = Path(counter_file)
+    count = int(path.read_text()) if path.exists() else 0
+    path.write_text(str(count + 1))
+    if count < failures:
+        raise RuntimeError(f"flaky failure {count + 1}")
+    return f"ok after {count + 1}"
+
+
+async def sleepy(seconds: float) -> str:
+    await asyncio.sleep(seconds)
+    return "slept"
+
+
+def sync_sleepy(seconds: float) -> str:
+    time.sleep(seconds)
+    return "slept"
+
+
+def record(path: str, n: int, hold: float = 0.0) -> int:
+    """Append 'start n pid' to a file, optionally hold the slot, append 'end n pid'."""
+    with open(path, "a") as f:
+        f.write(f"start {n} {os.getpid()}\n")
+    if hold:
+        time.sleep(hold)
+    with open(path, "a") as f:
+        f.write(f"end {n} {os.getpid()}\n")
+    return n
+
+
+GATE = threading.Event()
+
+
+def wait_for_gate(timeout: float = 10.0) -> str:
+    GATE.wait(timeout)
+    return "through"
+
+
+class AsyncCallable:
+    async def __call__(self, x: int) -> int:
+        await asyncio.sleep(0)
+        return x * 2
+
+
+def echo(value: Any) -> Any:
+    return value
