@@ -8,7 +8,7 @@ Fixture contract:
   A backend whose store cannot be shared between instances (an in-memory
   database) returns the same instance on every call instead.
 - ``backend_capabilities`` (optional override): the capabilities to test;
-  defaults to the backend class's ``capabilities``. Declare fewer when one
+  defaults to the backend's ``capabilities`` (an instance may narrow them). Declare fewer when one
   configuration of the backend lacks one (``:memory:`` is not PERSISTENT).
 - ``clock``: a :class:`FakeClock` installed on every backend of the test.
 - ``backend``: a connected backend on the fresh store, closed afterwards.
@@ -62,8 +62,8 @@ class BackendFixtures:
 
     @pytest.fixture
     def backend_capabilities(self, backend_factory: BackendFactory) -> frozenset[Capability]:
-        """The capabilities under test: by default, those the backend class declares."""
-        return frozenset(type(backend_factory()).capabilities)
+        """The capabilities under test: by default, those the backend declares (class or instance)."""
+        return frozenset(backend_factory().capabilities)
 
     @pytest.fixture
     def clock(self) -> FakeClock:
