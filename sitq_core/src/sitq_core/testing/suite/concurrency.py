@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 
-from ...backend import Backend
+from ...backend import Backend, Capability
 from ...models import ReservedTask
 from ..clock import FakeClock
-from ..fixtures import BackendFixtures, OpenBackend
+from ..fixtures import BackendFactory, BackendFixtures, OpenBackend, requires
 from ._support import LEASE, make_task
 
 C = "ConcurrencyContract"
@@ -80,3 +81,37 @@ class ConcurrencyContract(BackendFixtures):
             assert result is not None and result.value == lease.id.encode(), (
                 f"{C}: concurrent completes mixed up results"
             )
+
+    @requires(Capability.MULTI_PROCESS)
+    @pytest.mark.asyncio
+    async def test_reservers_on_other_threads_and_loops(
+        self, backend: Backend, backend_factory: BackendFactory, clock: FakeClock
+    ) -> None:
+        """Separate instances, each on its own thread and event loop (as separate processes would be)."""
+        tasks = [make_task(clock) for _ in range(TASKS)]
+        await backend.enqueue_many(tasks)
+        got: list[list[str]] = [[] for _ in range(4)]
+        errors: list[BaseException] = []
+
+        async def drain(slot: list[str]) -> None:
+            instance = backend_factory()
+            instance.clock = clock
+            async with instance:
+                while leases := await instance.reserve(worker_id="t", limit=2, lease_seconds=LEASE):
+                    slot.extend(lease.id for lease in leases)
+
+        def run(slot: list[str]) -> None:
+            try:
+                asyncio.run(drain(slot))
+            except BaseException as exc:  # reported below, in the test's thread
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run, args=(slot,)) for slot in got]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            await asyncio.to_thread(thread.join, 30)
+        assert not errors, f"{C}: a reserver on another thread failed: {errors[0]!r}"
+        flat = [task_id for slot in got for task_id in slot]
+        assert len(flat) == len(set(flat)), f"{C}: reserve handed out a task that is still leased (across threads)"
+        assert set(flat) == {t.id for t in tasks}, f"{C}: reservers on other threads missed due tasks"
