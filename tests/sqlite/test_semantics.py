@@ -1,0 +1,294 @@
+"""The Backend contract at API level, on a real file and a real :memory: database."""
+
+from __future__ import annotations
+
+from datetime import timedelta, timezone
+
+import pytest
+from sitq_core.errors import ValidationError
+from sitq_core.models import LeaseState, Outcome, Task, TaskStatus, new_id
+from sitq_core.testing.clock import FakeClock
+from sitq_sqlite import SQLiteBackend
+
+
+def task(clock: FakeClock, **changes: object) -> Task:
+    fields: dict[str, object] = {"payload": b"payload", "eta": clock.now(), "enqueued_at": clock.now()}
+    fields.update(changes)
+    return Task(id=new_id(), **fields)  # type: ignore[arg-type]
+
+
+@pytest.mark.asyncio
+async def test_enqueue_round_trips_every_field(backend: SQLiteBackend, clock: FakeClock) -> None:
+    original = task(
+        clock,
+        payload=bytes(range(256)),
+        serializer="msgpack",
+        function_name="app:f",
+        queue="emails",
+        priority=-3,
+        eta=clock.now() + timedelta(seconds=5, microseconds=7),
+        max_retries=2,
+        retry_backoff=1.5,
+        timeout=3.25,
+        max_lease_expiries=9,
+    )
+    assert await backend.enqueue(original) == original.id
+    assert await backend.get_task(original.id) == original
+    assert await backend.get_task("unknown") is None
+    assert await backend.get_result(original.id) is None
+
+
+@pytest.mark.asyncio
+async def test_enqueue_many_is_atomic(backend: SQLiteBackend, clock: FakeClock) -> None:
+    first = task(clock)
+    await backend.enqueue(first)
+    batch = [task(clock), first.with_changes(payload=b"other"), task(clock)]
+    with pytest.raises(ValidationError) as info:
+        await backend.enqueue_many(batch)
+    assert info.value.parameter == "tasks"
+    assert (await backend.counts())["queued"] == 1
+    assert (await backend.get_task(first.id)) == first  # the stored one is untouched
+    twice = task(clock)
+    with pytest.raises(ValidationError):
+        await backend.enqueue_many([twice, twice])
+    assert await backend.enqueue_many([]) == []
+    with pytest.raises(ValidationError):
+        await backend.enqueue(task(clock, eta=clock.now().replace(tzinfo=None)))
+    assert (await backend.counts())["queued"] == 1
+
+
+@pytest.mark.asyncio
+async def test_reserve_order_priority_eta_then_enqueue_order(backend: SQLiteBackend, clock: FakeClock) -> None:
+    now = clock.now()
+    low = task(clock, priority=0)
+    high = task(clock, priority=5)
+    early = task(clock, priority=1, eta=now - timedelta(seconds=10))
+    late = task(clock, priority=1, eta=now - timedelta(seconds=1))
+    same = [task(clock, priority=1, eta=now) for _ in range(3)]
+    future = task(clock, priority=9, eta=now + timedelta(seconds=30))
+    other_queue = task(clock, priority=7, queue="other")
+    await backend.enqueue_many([low, *same, late, high, early, future, other_queue])
+    got = await backend.reserve(worker_id="w", limit=10, lease_seconds=300, queues=["default"])
+    assert [r.id for r in got] == [high.id, early.id, late.id, *(t.id for t in same), low.id]
+    assert (await backend.reserve(worker_id="w", limit=5, lease_seconds=300, queues=["default"])) == []
+    got = await backend.reserve(worker_id="w", limit=5, lease_seconds=300)
+    assert [r.id for r in got] == [other_queue.id]
+    assert await backend.next_eta() == future.eta
+    clock.advance(30)
+    got = await backend.reserve(worker_id="w", limit=5, lease_seconds=300)
+    assert [r.id for r in got] == [future.id]
+
+
+@pytest.mark.asyncio
+async def test_reserve_merges_queues_by_priority(backend: SQLiteBackend, clock: FakeClock) -> None:
+    a = [task(clock, queue="a", priority=p) for p in (1, 3)]
+    b = [task(clock, queue="b", priority=p) for p in (2, 4)]
+    c = task(clock, queue="c", priority=9)
+    await backend.enqueue_many([*a, *b, c])
+    got = await backend.reserve(worker_id="w", limit=10, lease_seconds=30, queues=["a", "b"])
+    assert [r.task.priority for r in got] == [4, 3, 2, 1]
+    assert await backend.reserve(worker_id="w", limit=1, lease_seconds=30, queues=[]) == []
+
+
+@pytest.mark.asyncio
+async def test_reserve_records_the_lease(backend: SQLiteBackend, clock: FakeClock) -> None:
+    queued = task(clock)
+    await backend.enqueue(queued)
+    (lease,) = await backend.reserve(worker_id="w1", limit=3, lease_seconds=30)
+    assert lease.lease_expires_at == clock.now() + timedelta(seconds=30)
+    assert lease.task.attempts == 1 and lease.task.status == TaskStatus.RUNNING
+    stored = await backend.get_task(queued.id)
+    assert stored is not None
+    assert stored.status == TaskStatus.RUNNING
+    assert stored.worker_id == "w1" and stored.started_at == clock.now() and stored.attempts == 1
+    for bad in ({"limit": 0}, {"lease_seconds": 0}, {"lease_seconds": -1.0}):
+        kwargs: dict[str, object] = {"worker_id": "w", "limit": 1, "lease_seconds": 1.0, **bad}
+        with pytest.raises(ValidationError):
+            await backend.reserve(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.asyncio
+async def test_heartbeat_and_fencing(backend: SQLiteBackend, clock: FakeClock) -> None:
+    await backend.enqueue(task(clock))
+    (lease,) = await backend.reserve(worker_id="w", limit=1, lease_seconds=10)
+    clock.advance(5)
+    states = await backend.heartbeat([(lease.id, lease.lease_token), (lease.id + "x", "t")], 10)
+    assert states == {lease.id: LeaseState.HELD, lease.id + "x": LeaseState.LOST}
+    clock.advance(12)  # expired: another worker takes it over
+    (second,) = await backend.reserve(worker_id="w2", limit=1, lease_seconds=10)
+    assert second.id == lease.id and second.lease_token != lease.lease_token
+    assert second.task.lease_expiries == 1 and second.task.attempts == 2
+    assert await backend.heartbeat([(lease.id, lease.lease_token)], 10) == {lease.id: LeaseState.LOST}
+    assert await backend.complete(lease, b"stale") is False
+    assert await backend.complete(second, b"fresh") is True
+    assert await backend.complete(second, b"again") is False
+    result = await backend.get_result(lease.id)
+    assert result is not None
+    assert result.value == b"fresh" and result.status == "success" and result.attempts == 2
+    assert result.finished_at == clock.now() and result.started_at is not None
+    assert result.finished_at.tzinfo == timezone.utc
+
+
+@pytest.mark.asyncio
+async def test_finish_many_group_commit_in_order(backend: SQLiteBackend, clock: FakeClock) -> None:
+    await backend.enqueue_many([task(clock) for _ in range(4)])
+    leases = await backend.reserve(worker_id="w", limit=4, lease_seconds=30)
+    outcomes = [
+        Outcome(leases[0].id, leases[0].lease_token, "success", value=b"1"),
+        Outcome(leases[1].id, leases[1].lease_token, "failed", error="boom", traceback="tb"),
+        Outcome(leases[2].id, "stale-token", "success"),
+        Outcome(leases[0].id, leases[0].lease_token, "failed", error="late"),
+        Outcome(leases[3].id, leases[3].lease_token, "cancelled", error="cancelled"),
+    ]
+    assert await backend.finish_many(outcomes) == [True, True, False, False, True]
+    failed = await backend.get_result(leases[1].id)
+    assert failed is not None and failed.error == "boom" and failed.traceback == "tb"
+    counts = await backend.counts()
+    assert counts == {"queued": 0, "running": 1, "success": 1, "failed": 1, "cancelled": 1}
+    with pytest.raises(ValidationError):
+        await backend.finish_many([Outcome(leases[2].id, leases[2].lease_token, "bogus")])  # type: ignore[arg-type]
+
+
+@pytest.mark.asyncio
+async def test_retry_and_release(backend: SQLiteBackend, clock: FakeClock) -> None:
+    queued = task(clock, max_retries=3)
+    await backend.enqueue(queued)
+    (lease,) = await backend.reserve(worker_id="w", limit=1, lease_seconds=30)
+    later = clock.now() + timedelta(seconds=60)
+    assert await backend.retry(lease, later, "flaky", "tb")
+    stored = await backend.get_task(queued.id)
+    assert stored is not None
+    assert stored.status == TaskStatus.QUEUED and stored.eta == later
+    assert stored.error == "flaky" and stored.attempts == 1
+    assert await backend.reserve(worker_id="w", limit=1, lease_seconds=30) == []
+    assert await backend.next_eta() == later
+    clock.advance(60)
+    (lease,) = await backend.reserve(worker_id="w", limit=1, lease_seconds=30)
+    assert lease.task.attempts == 2
+    assert await backend.release(lease)
+    stored = await backend.get_task(queued.id)
+    assert stored is not None and stored.status == TaskStatus.QUEUED and stored.attempts == 1
+    (again,) = await backend.reserve(worker_id="w", limit=1, lease_seconds=30)
+    assert again.task.attempts == 2
+    assert await backend.release(lease) is False  # stale token
+
+
+@pytest.mark.asyncio
+async def test_cancel_queued_and_running(backend: SQLiteBackend, clock: FakeClock) -> None:
+    first, second = task(clock), task(clock)
+    await backend.enqueue_many([first, second])
+    (running,) = await backend.reserve(worker_id="w", limit=1, lease_seconds=30)
+    queued_id = second.id if running.id == first.id else first.id
+    assert await backend.cancel(queued_id) is True
+    result = await backend.get_result(queued_id)
+    assert result is not None and result.status == "cancelled" and result.error == "cancelled"
+    assert await backend.cancel(queued_id) is False
+    assert await backend.cancel("unknown") is False
+    assert await backend.cancel(running.id) is True
+    stored = await backend.get_task(running.id)
+    assert stored is not None and stored.cancel_requested and stored.status == TaskStatus.RUNNING
+    states = await backend.heartbeat([(running.id, running.lease_token)], 30)
+    assert states[running.id] == LeaseState.CANCEL_REQUESTED
+    assert await backend.finish_many([Outcome(running.id, running.lease_token, "cancelled", error="cancelled")])
+    assert await backend.cancel(running.id) is False
+
+
+@pytest.mark.asyncio
+async def test_requeue(backend: SQLiteBackend, clock: FakeClock) -> None:
+    queued = task(clock)
+    await backend.enqueue(queued)
+    assert await backend.requeue(queued.id) is False  # not final
+    (lease,) = await backend.reserve(worker_id="w", limit=1, lease_seconds=30)
+    await backend.fail(lease, "broken")
+    later = clock.now() + timedelta(seconds=5)
+    assert await backend.requeue(queued.id, eta=later) is True
+    stored = await backend.get_task(queued.id)
+    assert stored is not None
+    assert (stored.status, stored.attempts, stored.error, stored.eta) == (TaskStatus.QUEUED, 0, None, later)
+    assert await backend.get_result(queued.id) is None
+    assert await backend.requeue("unknown") is False
+    with pytest.raises(ValidationError):
+        await backend.requeue(queued.id, eta=later.replace(tzinfo=None))
+
+
+@pytest.mark.asyncio
+async def test_poison_pill(backend: SQLiteBackend, clock: FakeClock) -> None:
+    queued = task(clock, max_lease_expiries=2)
+    await backend.enqueue(queued)
+    (first,) = await backend.reserve(worker_id="w", limit=1, lease_seconds=10)
+    clock.advance(11)
+    (second,) = await backend.reserve(worker_id="w", limit=1, lease_seconds=10)
+    assert second.task.lease_expiries == 1
+    clock.advance(11)
+    assert await backend.reserve(worker_id="w", limit=1, lease_seconds=10) == []
+    stored = await backend.get_task(queued.id)
+    assert stored is not None and stored.status == TaskStatus.FAILED
+    assert stored.error == "lease expired after 2 attempts"
+    result = await backend.get_result(queued.id)
+    assert result is not None and result.status == "failed" and result.error == stored.error
+    assert await backend.complete(second, b"late") is False
+
+
+@pytest.mark.asyncio
+async def test_poison_pill_does_not_use_up_the_limit(backend: SQLiteBackend, clock: FakeClock) -> None:
+    poison = task(clock, max_lease_expiries=1, priority=5)
+    healthy = task(clock)
+    await backend.enqueue_many([poison, healthy])
+    await backend.reserve(worker_id="w", limit=1, lease_seconds=10)
+    clock.advance(11)
+    got = await backend.reserve(worker_id="w", limit=1, lease_seconds=10)
+    assert [r.id for r in got] == [healthy.id]
+
+
+@pytest.mark.asyncio
+async def test_list_counts_purge(backend: SQLiteBackend, clock: FakeClock) -> None:
+    tasks = [task(clock, queue="a" if i % 2 else "b") for i in range(6)]
+    await backend.enqueue_many(tasks)
+    assert [t.id for t in await backend.list_tasks()] == [t.id for t in tasks]
+    assert [t.id for t in await backend.list_tasks(queue="a", limit=2, offset=1)] == [tasks[3].id, tasks[5].id]
+    leases = await backend.reserve(worker_id="w", limit=3, lease_seconds=30)
+    await backend.complete(leases[0], b"1")
+    clock.advance(100)
+    await backend.complete(leases[1], b"2")
+    assert (await backend.counts(queue="a"))["queued"] == 2  # reserved: tasks 0 (b), 1 (a), 2 (b)
+    assert await backend.counts() == {"queued": 3, "running": 1, "success": 2, "failed": 0, "cancelled": 0}
+    assert [t.id for t in await backend.list_tasks(status="success")] == [leases[0].id, leases[1].id]
+    for kwargs in ({"status": "bogus"}, {"limit": -1}, {"offset": -1}):
+        with pytest.raises(ValidationError):
+            await backend.list_tasks(**kwargs)  # type: ignore[arg-type]
+    with pytest.raises(ValidationError) as info:
+        await backend.purge(older_than=clock.now().replace(tzinfo=None))
+    assert info.value.parameter == "older_than"
+    assert await backend.purge(older_than=clock.now() - timedelta(seconds=50)) == 1
+    assert await backend.get_result(leases[0].id) is None
+    assert await backend.get_task(leases[0].id) is None
+    assert await backend.purge() == 1
+    assert sum((await backend.counts()).values()) == 4  # queued and running are never purged
+
+
+@pytest.mark.asyncio
+async def test_wait_for_result_in_process(backend: SQLiteBackend, clock: FakeClock) -> None:
+    await backend.enqueue(task(clock))
+    (lease,) = await backend.reserve(worker_id="w", limit=1, lease_seconds=30)
+    assert await backend.wait_for_result(lease.id, 0) is None
+    import asyncio
+
+    waiter = asyncio.create_task(backend.wait_for_result(lease.id, 10))
+    await asyncio.sleep(0)
+    await backend.complete(lease, b"done")
+    result = await asyncio.wait_for(waiter, 5)
+    assert result is not None and result.value == b"done"
+
+
+@pytest.mark.asyncio
+async def test_wait_for_work_wakes_on_enqueue(backend: SQLiteBackend, clock: FakeClock) -> None:
+    import asyncio
+    import time
+
+    await backend.reserve(worker_id="w", limit=1, lease_seconds=30)
+    waiter = asyncio.create_task(backend.wait_for_work(10))
+    await asyncio.sleep(0)
+    start = time.monotonic()
+    await backend.enqueue(task(clock))
+    await asyncio.wait_for(waiter, 5)
+    assert time.monotonic() - start < 2
