@@ -80,3 +80,17 @@ class AsyncCallable:
 
 def echo(value: Any) -> Any:
     return value
+
+
+def whoami(hold: float = 0.0) -> int:
+    """Return the pid of the process that ran it, after holding its slot."""
+    if hold:
+        time.sleep(hold)
+    return os.getpid()
+
+
+def kill_my_worker() -> None:
+    """A poison pill: kills the worker process running it."""
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)

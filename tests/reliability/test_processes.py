@@ -1,0 +1,223 @@
+"""Crash recovery, fencing and shutdown with real worker processes on one SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sitq_test_tasks as tasks
+
+from sitq import SQLiteBackend, TaskQueue
+
+TESTS = Path(__file__).resolve().parents[1]
+
+
+class Workers:
+    """Starts ``sitq worker`` processes (stderr to a file each) and ends them after the test."""
+
+    def __init__(self, db: Path) -> None:
+        self.db = db
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.logs: dict[int, Path] = {}
+
+    def start(self, *args: str) -> subprocess.Popen[bytes]:
+        env = dict(os.environ, PYTHONPATH=str(TESTS))
+        command = [sys.executable, "-m", "sitq", "worker", "-b", f"sqlite:///{self.db}", "-i", "sitq_test_tasks"]
+        log = self.db.with_name(f"worker-{len(self.procs)}.log")
+        with open(log, "wb") as stderr:
+            proc = subprocess.Popen([*command, *args], env=env, stderr=stderr)
+        self.procs.append(proc)
+        self.logs[proc.pid] = log
+        return proc
+
+    def log(self, proc: subprocess.Popen[bytes]) -> str:
+        return self.logs[proc.pid].read_text(errors="replace")
+
+    def cleanup(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(10)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "shared.db"
+
+
+@pytest.fixture
+def workers(db: Path) -> Iterator[Workers]:
+    pool = Workers(db)
+    yield pool
+    pool.cleanup()
+
+
+async def wait_for(predicate: object, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await predicate():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(0.02)
+
+
+def lines(path: Path) -> list[tuple[str, int, int]]:
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        kind, n, pid = line.split()
+        out.append((kind, int(n), int(pid)))
+    return out
+
+
+@pytest.mark.asyncio
+async def test_kill_9_loses_nothing(db: Path, workers: Workers, tmp_path: Path) -> None:
+    log = tmp_path / "side-effects.log"
+    async with TaskQueue(SQLiteBackend(db)) as queue:
+        ids = await queue.enqueue_many([(tasks.record, (str(log), n, 0.2)) for n in range(30)])
+        victim = workers.start("--concurrency", "4", "--lease-timeout", "1")
+
+        async def some_started() -> bool:
+            return sum(1 for kind, _n, _pid in lines(log) if kind == "start") >= 6
+
+        await wait_for(some_started)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(10)
+        started_by_victim = {n for kind, n, pid in lines(log) if kind == "start" and pid == victim.pid}
+        finished_by_victim = {n for kind, n, pid in lines(log) if kind == "end" and pid == victim.pid}
+        in_flight = started_by_victim - finished_by_victim
+        assert in_flight, "the kill should have caught tasks in flight"
+
+        workers.start("--concurrency", "4", "--lease-timeout", "1")
+        for task_id in ids:
+            result = await queue.get_result(task_id, timeout=60)
+            assert result is not None and result.status == "success", result
+        counts = await queue.counts()
+    assert counts["success"] == 30 and counts["queued"] == counts["running"] == 0
+    starts = Counter(n for kind, n, _pid in lines(log) if kind == "start")
+    assert set(starts) == set(range(30))
+    ran_twice = {n for n, count in starts.items() if count > 1}
+    assert ran_twice <= started_by_victim, "only tasks the killed worker had started may run twice"
+    assert ran_twice <= in_flight | finished_by_victim
+
+
+@pytest.mark.asyncio
+@pytest.mark.slow
+async def test_four_processes_run_each_task_exactly_once(db: Path, workers: Workers, tmp_path: Path) -> None:
+    log = tmp_path / "once.log"
+    total = 5000
+    async with TaskQueue(SQLiteBackend(db)) as queue:
+        ids = await queue.enqueue_many([(tasks.record, (str(log), n)) for n in range(total)])
+        procs = [workers.start("--concurrency", "4", "--prefetch", "16") for _ in range(4)]
+
+        async def all_done() -> bool:
+            counts = await queue.counts()
+            return counts["success"] + counts["failed"] == total
+
+        await wait_for(all_done, timeout=120)
+        assert (await queue.get_result(ids[-1], timeout=0)) is not None
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        assert proc.wait(30) == 0
+        assert "database is locked" not in workers.log(proc), workers.log(proc)
+    starts = Counter(n for kind, n, _pid in lines(log) if kind == "start")
+    assert len(starts) == total and max(starts.values()) == 1, "a task ran twice"
+    assert len({pid for _k, _n, pid in lines(log)}) >= 2, "work should spread over several processes"
+    with sqlite3.connect(db) as conn:
+        rows, distinct = conn.execute("SELECT count(*), count(DISTINCT task_id) FROM results").fetchone()
+        statuses = dict(conn.execute("SELECT status, count(*) FROM tasks GROUP BY status").fetchall())
+    assert rows == distinct == total
+    assert statuses == {"success": total}
+
+
+@pytest.mark.asyncio
+async def test_stale_worker_cannot_overwrite_newer_attempt(db: Path, workers: Workers) -> None:
+    async with TaskQueue(SQLiteBackend(db)) as queue:
+        task_id = await queue.enqueue(tasks.whoami, 1.5)
+        stale = workers.start("--lease-timeout", "0.6")
+
+        async def running() -> bool:
+            task = await queue.get_task(task_id)
+            return task is not None and task.status == "running"
+
+        await wait_for(running)
+        stale.send_signal(signal.SIGSTOP)  # frozen: no heartbeats, its lease expires
+        fresh = workers.start("--lease-timeout", "5")
+        result = await queue.get_result(task_id, timeout=30)
+        assert result is not None and result.status == "success"
+        assert queue.deserialize_result(result) == fresh.pid
+        stale.send_signal(signal.SIGCONT)  # wakes up, finishes its copy, reports late
+
+        async def stale_reported() -> bool:
+            return "outcome discarded" in workers.log(stale)
+
+        await wait_for(stale_reported)
+        after = await queue.get_result(task_id, timeout=0)
+        assert after is not None and queue.deserialize_result(after) == fresh.pid
+        assert after.attempts == 2
+    stale.send_signal(signal.SIGTERM)
+    assert stale.wait(30) == 0
+
+
+@pytest.mark.asyncio
+async def test_sigterm_drains_in_flight_and_exits_zero(db: Path, workers: Workers, tmp_path: Path) -> None:
+    log = tmp_path / "drain.log"
+    async with TaskQueue(SQLiteBackend(db)) as queue:
+        ids = await queue.enqueue_many([(tasks.record, (str(log), n, 0.5)) for n in range(10)])
+        proc = workers.start("--concurrency", "2", "--prefetch", "2")
+
+        async def two_started() -> bool:
+            return sum(1 for kind, *_ in lines(log) if kind == "start") >= 2
+
+        await wait_for(two_started)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        started = {n for kind, n, _ in lines(log) if kind == "start"}
+        ended = {n for kind, n, _ in lines(log) if kind == "end"}
+        assert started == ended, "in-flight tasks must finish before exit"
+        counts = await queue.counts()
+        assert counts["running"] == 0, "nothing may stay leased by a worker that exited"
+        assert counts["success"] == len(ended) and counts["queued"] == 10 - len(ended)
+        workers.start("--concurrency", "4")
+        for task_id in ids:
+            result = await queue.get_result(task_id, timeout=30)
+            assert result is not None and result.status == "success"
+
+
+@pytest.mark.asyncio
+async def test_poison_pill_ends_failed_after_lease_expiries(db: Path, workers: Workers) -> None:
+    async with TaskQueue(SQLiteBackend(db)) as queue:
+        task_id = await queue.with_options(max_lease_expiries=2).enqueue(tasks.kill_my_worker)
+        survivor = await queue.enqueue(tasks.add, 1)
+        deaths = 0
+        result = None
+        while result is None:
+            proc = workers.start("--lease-timeout", "0.3")
+
+            async def died_or_decided(proc: subprocess.Popen[bytes] = proc) -> bool:
+                return proc.poll() is not None or await queue.get_result(task_id, timeout=0) is not None
+
+            await wait_for(died_or_decided)
+            if proc.poll() is not None:
+                assert proc.returncode == -signal.SIGKILL
+                deaths += 1
+                assert deaths <= 2, "the poison pill must stop being delivered after max_lease_expiries"
+            result = await queue.get_result(task_id, timeout=0)
+        last = proc
+        assert deaths == 2
+        assert result.status == "failed"
+        assert "lease expired after 2 attempts" in (result.error or "")
+        ok = await queue.get_result(survivor, timeout=30)
+        assert ok is not None and ok.status == "success"
+    last.send_signal(signal.SIGTERM)
+    assert last.wait(30) == 0
