@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sitq_core.errors import MissingPluginError
-
 from sitq_core import *  # noqa: F403
 from sitq_core import __all__ as _core_all
 from sitq_core import __version__
+from sitq_core.errors import MissingPluginError
 
 if TYPE_CHECKING:
     from sitq_sqlite import SQLiteBackend

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 import pytest_asyncio
-import sitq_test_tasks as tasks
 
 from sitq import (
     Result,
@@ -21,6 +20,8 @@ from sitq import (
     Worker,
 )
 from sitq_core.models import TaskStatus
+
+import sitq_test_tasks as tasks
 
 
 @pytest_asyncio.fixture
@@ -71,9 +72,9 @@ async def test_aware_eta_normalised_to_utc(queue: TaskQueue) -> None:
 
 @pytest.mark.asyncio
 async def test_past_eta_means_now(queue: TaskQueue) -> None:
-    task_id = await queue.enqueue(tasks.add, 1, eta=datetime(2000, 1, 1, tzinfo=timezone.utc))
+    task_id = await queue.enqueue(tasks.add, 1, eta=datetime(2000, 1, 1, tzinfo=UTC))
     task = await queue.get_task(task_id)
-    assert task is not None and task.eta > datetime(2020, 1, 1, tzinfo=timezone.utc)
+    assert task is not None and task.eta > datetime(2020, 1, 1, tzinfo=UTC)
     leases = await queue.backend.reserve(worker_id="t", limit=5, lease_seconds=5)
     assert [lease.id for lease in leases] == [task_id]
 
@@ -133,7 +134,7 @@ async def test_with_options_never_collides_with_task_kwargs(queue: TaskQueue) ->
     assert task is not None
     assert (task.priority, task.queue, task.timeout, task.max_retries) == (7, "reports", 9.0, 2)
     assert task.eta > task.enqueued_at + timedelta(seconds=59)
-    func, args, kwargs = queue.serializer.loads_call(task.payload)
+    _func, _args, kwargs = queue.serializer.loads_call(task.payload)
     assert kwargs == {"value": {"timeout": 1}}
 
 

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import sitq_test_tasks as tasks
 
 from sitq import (
     SQLiteBackend,
@@ -18,6 +17,8 @@ from sitq import (
     ValidationError,
     Worker,
 )
+
+import sitq_test_tasks as tasks
 
 
 @pytest.fixture
@@ -94,6 +95,5 @@ async def test_refuses_a_running_event_loop(backend: SQLiteBackend) -> None:
     queue = SyncTaskQueue(backend)
     with pytest.raises(RuntimeError, match="use TaskQueue"):
         queue.enqueue(tasks.add, 1)
-    with pytest.raises(RuntimeError, match="use TaskQueue"):
-        with queue:
-            pass
+    with pytest.raises(RuntimeError, match="use TaskQueue"), queue:
+        pass

@@ -9,12 +9,13 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-import sitq_test_tasks as tasks
-from conftest import wait_until
 
 from sitq import SQLiteBackend, TaskQueue, ValidationError, Worker, hookimpl
 from sitq_core.models import TaskStatus
 from sitq_core.plugins import get_plugin_manager
+
+import sitq_test_tasks as tasks
+from conftest import wait_until
 
 
 @pytest_asyncio.fixture

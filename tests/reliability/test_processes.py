@@ -14,9 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import sitq_test_tasks as tasks
 
 from sitq import SQLiteBackend, TaskQueue
+
+import sitq_test_tasks as tasks
 
 TESTS = Path(__file__).resolve().parents[1]
 
