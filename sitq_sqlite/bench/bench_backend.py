@@ -1,3 +1,4 @@
+# ruff: noqa: T201, ASYNC220  (a benchmark script: it prints its figures)
 """Backend-level figures for the SQLite backend; run: .venv/bin/python sitq_sqlite/bench/bench_backend.py.
 
 Prints enqueue rate, reserve+finish rate (one task per call, and batches of
@@ -79,9 +80,7 @@ async def pickup(folder: Path, rounds: int = 40) -> None:
     path = folder / "pickup.db"
     backend = SQLiteBackend(path)
     await backend.connect()
-    proc = subprocess.Popen(
-        [sys.executable, "-c", ENQUEUER, str(path)], stdin=subprocess.PIPE, text=True
-    )
+    proc = subprocess.Popen([sys.executable, "-c", ENQUEUER, str(path)], stdin=subprocess.PIPE, text=True)
     assert proc.stdin is not None
     latencies: list[float] = []
     try:

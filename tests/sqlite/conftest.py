@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+
 from sitq_core.testing.clock import FakeClock
 from sitq_sqlite import SQLiteBackend
 

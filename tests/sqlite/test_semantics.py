@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import timedelta, timezone
+from datetime import UTC, timedelta
 
 import pytest
+
 from sitq_core.errors import ValidationError
 from sitq_core.models import LeaseState, Outcome, Task, TaskStatus, new_id
 from sitq_core.testing.clock import FakeClock
@@ -126,7 +127,7 @@ async def test_heartbeat_and_fencing(backend: SQLiteBackend, clock: FakeClock) -
     assert result is not None
     assert result.value == b"fresh" and result.status == "success" and result.attempts == 2
     assert result.finished_at == clock.now() and result.started_at is not None
-    assert result.finished_at.tzinfo == timezone.utc
+    assert result.finished_at.tzinfo == UTC
 
 
 @pytest.mark.asyncio
@@ -215,7 +216,7 @@ async def test_requeue(backend: SQLiteBackend, clock: FakeClock) -> None:
 async def test_poison_pill(backend: SQLiteBackend, clock: FakeClock) -> None:
     queued = task(clock, max_lease_expiries=2)
     await backend.enqueue(queued)
-    (first,) = await backend.reserve(worker_id="w", limit=1, lease_seconds=10)
+    (_first,) = await backend.reserve(worker_id="w", limit=1, lease_seconds=10)
     clock.advance(11)
     (second,) = await backend.reserve(worker_id="w", limit=1, lease_seconds=10)
     assert second.task.lease_expiries == 1

@@ -1,0 +1,283 @@
+"""Construction, paths, URLs, options, the file on disk and its lifecycle."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from sitq_core.backend import Capability
+from sitq_core.errors import BackendError, ConfigurationError, ConnectionError, ValidationError
+from sitq_core.models import Task, TaskStatus, new_id
+from sitq_core.urls import parse_backend_url
+from sitq_sqlite import SQLiteBackend
+from sitq_sqlite.schema import SCHEMA_VERSION
+
+
+def new_task(**changes: object) -> Task:
+    return Task(id=new_id(), payload=b"data", **changes)  # type: ignore[arg-type]
+
+
+def tables(path: Path) -> set[str]:
+    with sqlite3.connect(path) as conn:
+        return {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def test_construction_is_lazy(tmp_path: Path) -> None:
+    SQLiteBackend(tmp_path / "sub" / "lazy.db")
+    assert not (tmp_path / "sub").exists()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", ["str", "path", "pathlike"])
+async def test_path_types_and_parent_folders(tmp_path: Path, kind: str) -> None:
+    target = tmp_path / "a" / "b" / "tasks.db"
+
+    class PathLike:
+        def __fspath__(self) -> str:
+            return str(target)
+
+    path: object = {"str": str(target), "path": target, "pathlike": PathLike()}[kind]
+    backend = SQLiteBackend(path)  # type: ignore[arg-type]
+    task = new_task()
+    await backend.enqueue(task)  # first use connects, creates the folders and the tables
+    assert target.exists()
+    assert {"tasks", "results"} <= tables(target)
+    await backend.close()
+    await backend.close()  # idempotent
+    with sqlite3.connect(target) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert conn.execute("SELECT id, status FROM tasks").fetchall() == [(task.id, "queued")]
+
+
+def test_relative_path_is_resolved_at_construction(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert SQLiteBackend("rel.db").path == str(tmp_path / "rel.db")
+
+
+@pytest.mark.parametrize("bad", [None, "", "   ", 42, b"tasks.db", 1.5, True])
+def test_bad_path(bad: object) -> None:
+    with pytest.raises(ValidationError) as info:
+        SQLiteBackend(bad)  # type: ignore[arg-type]
+    assert info.value.parameter == "path"
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("journal_mode", "fast"),
+        ("journal_mode", "OFF"),
+        ("synchronous", "sometimes"),
+        ("synchronous", 2),
+        ("busy_timeout", -1),
+        ("busy_timeout", "5"),
+        ("cache_size_kib", 0),
+        ("cache_size_kib", 1.5),
+        ("watch_interval", 0),
+        ("watch_interval", 5),
+    ],
+)
+def test_bad_options(tmp_path: Path, option: str, value: object) -> None:
+    with pytest.raises(ValidationError) as info:
+        SQLiteBackend(tmp_path / "x.db", **{option: value})  # type: ignore[arg-type]
+    assert info.value.parameter == option
+    assert option in str(info.value)
+
+
+def test_choice_options_name_valid_values(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError) as info:
+        SQLiteBackend(tmp_path / "x.db", synchronous="sometimes")
+    assert "NORMAL" in str(info.value) and "FULL" in str(info.value)
+    assert SQLiteBackend(tmp_path / "x.db", synchronous="normal").synchronous == "NORMAL"
+
+
+@pytest.mark.asyncio
+async def test_bad_input_loses_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "keep.db"
+    async with SQLiteBackend(path) as backend:
+        task = new_task()
+        await backend.enqueue(task)
+        with pytest.raises(ValidationError):
+            await backend.enqueue_many([new_task(), task])
+        with pytest.raises(ValidationError):
+            await backend.enqueue_many(["not a task"])  # type: ignore[list-item]
+    with pytest.raises(ValidationError):
+        SQLiteBackend(path, synchronous="bogus")
+    async with SQLiteBackend(path) as again:
+        assert await again.get_task(task.id) == task
+        assert (await again.counts())["queued"] == 1
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("sqlite:///rel.db", "REL"),
+        ("sqlite:////abs/dir/tasks.db", "/abs/dir/tasks.db"),
+        ("sqlite://", ":memory:"),
+        ("sqlite:///:memory:", ":memory:"),
+        ("sqlite+aiosqlite:///rel.db", "REL"),
+    ],
+)
+def test_url_forms(url: str, expected: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    backend = SQLiteBackend.from_url(parse_backend_url(url))
+    assert backend.path == (str(tmp_path / "rel.db") if expected == "REL" else expected)
+
+
+def test_url_options_are_coerced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    url = "sqlite:///t.db?synchronous=normal&busy_timeout=2.5&cache_size_kib=1024&journal_mode=wal"
+    backend = SQLiteBackend.from_url(parse_backend_url(url))
+    assert (backend.synchronous, backend.busy_timeout, backend.cache_size_kib) == ("NORMAL", 2.5, 1024)
+    assert backend.journal_mode == "WAL"
+
+
+@pytest.mark.parametrize(
+    ("url", "parameter"),
+    [
+        ("sqlite://localhost/tasks.db", "url"),
+        ("sqlite://:5432/tasks.db", "url"),
+        ("sqlite://user@/tasks.db", "url"),
+        ("sqlite:///t.db?colour=blue", "colour"),
+        ("sqlite:///t.db?busy_timeout=soon", "busy_timeout"),
+        ("sqlite:///t.db?path=x.db", "path"),
+    ],
+)
+def test_bad_urls(url: str, parameter: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        SQLiteBackend.from_url(parse_backend_url(url))
+    assert info.value.parameter == parameter
+    if parameter == "url":
+        assert "sqlite:////absolute/path.db" in str(info.value)
+    if parameter == "colour":
+        assert "synchronous" in str(info.value)  # lists the accepted options
+
+
+def test_from_config(tmp_path: Path) -> None:
+    backend = SQLiteBackend.from_config({"path": str(tmp_path / "c.db"), "synchronous": "NORMAL"})
+    assert backend.synchronous == "NORMAL"
+    with pytest.raises(ConfigurationError):
+        SQLiteBackend.from_config({"synchronous": "NORMAL"})
+    with pytest.raises(ConfigurationError):
+        SQLiteBackend.from_config({"path": "x.db", "nope": 1})
+
+
+def test_memory_capabilities(tmp_path: Path) -> None:
+    assert SQLiteBackend(":memory:").capabilities == frozenset({Capability.CANCEL_RUNNING})
+    assert Capability.PERSISTENT in SQLiteBackend(tmp_path / "x.db").capabilities
+    assert SQLiteBackend.name == "sqlite"
+
+
+@pytest.mark.asyncio
+async def test_memory_database_is_shared_by_users_of_one_object() -> None:
+    backend = SQLiteBackend(":memory:")
+    task = new_task()
+    await backend.enqueue(task)  # no connect() yet
+    assert (await backend.reserve(worker_id="w", limit=1, lease_seconds=5))[0].id == task.id
+    await backend.close()
+    assert await backend.get_task(task.id) is None  # reconnect: a new, empty memory database
+
+
+@pytest.mark.asyncio
+async def test_reconnect_after_close_keeps_data(tmp_path: Path) -> None:
+    backend = SQLiteBackend(tmp_path / "r.db")
+    task = new_task()
+    async with backend:
+        await backend.enqueue(task)
+    async with backend:
+        stored = await backend.get_task(task.id)
+        assert stored is not None and stored.status == TaskStatus.QUEUED
+    assert await backend.get_task(task.id) == stored  # lazy reconnect
+
+
+@pytest.mark.asyncio
+async def test_close_checkpoints_so_the_db_file_alone_is_a_backup(tmp_path: Path) -> None:
+    path = tmp_path / "live.db"
+    backend = SQLiteBackend(path)
+    tasks = [new_task() for _ in range(50)]
+    await backend.enqueue_many(tasks)
+    leases = await backend.reserve(worker_id="w", limit=10, lease_seconds=30)
+    for lease in leases:
+        await backend.complete(lease, b"ok")
+    await backend.close()
+    copy = tmp_path / "backup" / "copy.db"
+    copy.parent.mkdir()
+    shutil.copyfile(path, copy)  # only the main file: no -wal, no -shm
+    assert not (copy.parent / "copy.db-wal").exists()
+    with sqlite3.connect(copy) as conn:
+        assert conn.execute("SELECT count(*) FROM tasks").fetchone()[0] == 50
+        assert conn.execute("SELECT count(*) FROM results").fetchone()[0] == 10
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+@pytest.mark.asyncio
+async def test_plain_sqlite_tools_keep_working(tmp_path: Path) -> None:
+    path = tmp_path / "tools.db"
+    async with SQLiteBackend(path) as backend:
+        await backend.enqueue_many([new_task() for _ in range(10)])
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.execute("ANALYZE")
+        conn.execute("VACUUM")
+        dump = "\n".join(conn.iterdump())
+        conn.close()
+        assert "CREATE TABLE" in dump and "tasks_claim" in dump
+        assert len(await backend.reserve(worker_id="w", limit=20, lease_seconds=5)) == 10
+
+
+@pytest.mark.asyncio
+async def test_not_a_database(tmp_path: Path) -> None:
+    path = tmp_path / "notes.db"
+    path.write_bytes(b"this is not a database, just some text " * 100)
+    backend = SQLiteBackend(path)
+    with pytest.raises(ConnectionError) as info:
+        await backend.enqueue(new_task())
+    assert str(path) in str(info.value)
+    assert isinstance(info.value, BackendError)
+    assert path.read_bytes().startswith(b"this is not a database")  # untouched
+
+
+@pytest.mark.asyncio
+async def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "future.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(ConnectionError) as info:
+        await SQLiteBackend(path).connect()
+    assert "schema version" in str(info.value)
+
+
+@pytest.mark.asyncio
+async def test_sqlite_errors_become_backend_errors(tmp_path: Path) -> None:
+    path = tmp_path / "broken.db"
+    async with SQLiteBackend(path) as backend:
+        with sqlite3.connect(path) as conn:
+            conn.execute("DROP TABLE results")
+        await backend.enqueue(new_task())
+        with pytest.raises(BackendError) as info:
+            await backend.get_result("x")
+        assert info.value.backend_type == "sqlite" and info.value.operation == "get_result"
+
+
+@pytest.mark.asyncio
+async def test_claim_query_uses_the_claim_index(tmp_path: Path) -> None:
+    path = tmp_path / "plan.db"
+    async with SQLiteBackend(path) as backend:
+        await backend.enqueue(new_task())
+    from sitq_sqlite.backend import _CLAIM_SQL
+
+    with sqlite3.connect(path) as conn:
+        plan = " ".join(str(row[3]) for row in conn.execute("EXPLAIN QUERY PLAN " + _CLAIM_SQL, ("q", 0, 0, 1)))
+    assert "tasks_claim" in plan and "TEMP B-TREE" not in plan
+
+
+def test_file_mode_is_wal(tmp_path: Path) -> None:
+    import asyncio
+
+    path = tmp_path / "wal.db"
+    asyncio.run(SQLiteBackend(path).connect())
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert os.path.getsize(path) > 0
