@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Callable
 
 import pytest
+
 from sitq_core.testing import BackendSuite
 from sitq_dictstore import DictStoreBackend
 

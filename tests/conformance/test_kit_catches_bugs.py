@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+
 from sitq_core.backend import Backend
 from sitq_core.models import LeaseState, Outcome, Task, TaskStatus
 from sitq_core.testing import (

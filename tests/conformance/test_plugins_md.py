@@ -1,0 +1,36 @@
+"""plugins.md shows the example plugin exactly as it is, and names every contract."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sitq_core.testing import CONTRACTS
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "tests" / "plugins" / "sitq_dictstore"
+SOURCES = [
+    EXAMPLE / "pyproject.toml",
+    EXAMPLE / "src" / "sitq_dictstore" / "__init__.py",
+    EXAMPLE / "src" / "sitq_dictstore" / "plugin.py",
+    EXAMPLE / "src" / "sitq_dictstore" / "backend.py",
+]
+GUIDE = (ROOT / "plugins.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=[p.name for p in SOURCES])
+def test_example_file_is_quoted_verbatim(source: Path) -> None:
+    text = source.read_text(encoding="utf-8").rstrip("\n")
+    assert f"\n{text}\n```" in GUIDE, f"plugins.md must quote {source.relative_to(ROOT)} verbatim in a fenced block"
+
+
+def test_every_contract_is_documented() -> None:
+    missing = [c.__name__ for c in CONTRACTS if f"`{c.__name__}`" not in GUIDE]
+    assert not missing, f"plugins.md does not mention {missing}"
+
+
+def test_kit_test_module_matches_the_guide() -> None:
+    module = (ROOT / "tests" / "conformance" / "test_dictstore.py").read_text(encoding="utf-8")
+    body = module[module.index("class TestDictStoreBackend") :].rstrip("\n")
+    assert body in GUIDE, "plugins.md's kit example must match tests/conformance/test_dictstore.py"
