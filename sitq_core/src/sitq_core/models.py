@@ -7,7 +7,7 @@ All datetimes are timezone-aware UTC.
 from __future__ import annotations
 
 import enum
-import uuid
+import os
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Literal
@@ -34,8 +34,8 @@ def utcnow() -> datetime:
 
 
 def new_id() -> str:
-    """A new unique task id (32 lowercase hex characters)."""
-    return uuid.uuid4().hex
+    """A new unique task id: 32 lowercase hex characters of OS randomness (like uuid4, faster)."""
+    return os.urandom(16).hex()
 
 
 class TaskStatus(str, enum.Enum):

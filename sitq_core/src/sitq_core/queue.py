@@ -55,19 +55,25 @@ class _Producer:
     _serializer: Serializer
     _options: TaskOptions
 
-    def _build_task(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], options: TaskOptions) -> Task:
+    def _build_task(
+        self,
+        func: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        options: TaskOptions,
+        now: datetime,
+        eta: datetime,
+    ) -> Task:
         if not callable(func):
             raise ValidationError(f"func must be callable, got {type(func).__name__}", parameter="func", value=func)
-        payload = self._serializer.dumps_call(func, args, kwargs)
-        now = self._backend.now()
         return Task(
             id=new_id(),
-            payload=payload,
+            payload=self._serializer.dumps_call(func, args, kwargs),
             serializer=self._serializer.name,
             function_name=function_path(func),
             queue=options.queue_name,
             priority=options.priority,
-            eta=options.due_at(now),
+            eta=eta,
             max_retries=options.max_retries,
             retry_backoff=options.retry_backoff,
             timeout=options.timeout,
@@ -105,7 +111,8 @@ class _Producer:
         ``SerializationError`` when the call cannot be serialised.
         """
         options = self._options if eta is None else self._options.merged(eta=normalize_eta(eta))
-        task = self._build_task(func, args, kwargs, options)
+        now = self._backend.now()
+        task = self._build_task(func, args, kwargs, options, now, options.due_at(now))
         return (await self._store([task]))[0]
 
     async def enqueue_many(self, calls: Iterable[Any]) -> list[str]:
@@ -118,8 +125,10 @@ class _Producer:
             raise ValidationError(
                 f"calls must be an iterable of calls, got {type(calls).__name__}", parameter="calls", value=calls
             )
+        now = self._backend.now()
+        eta = self._options.due_at(now)
         tasks = [
-            self._build_task(call.func, call.args, call.kwargs, self._options)
+            self._build_task(call.func, call.args, call.kwargs, self._options, now, eta)
             for call in (_as_call(item, i) for i, item in enumerate(calls))
         ]
         if not tasks:

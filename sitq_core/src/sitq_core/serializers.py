@@ -9,9 +9,12 @@ function travels as its import path ``module:qualname``).
 from __future__ import annotations
 
 import abc
+import contextlib
 import importlib
 import inspect
 import pickle
+import sys
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
@@ -88,6 +91,20 @@ class CloudpickleSerializer(Serializer):
 
     def __init__(self, protocol: int | None = None) -> None:
         self.protocol = pickle.HIGHEST_PROTOCOL if protocol is None else protocol
+
+    def dumps_call(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+        """Serialise a call; plain data calls of importable functions skip cloudpickle's slow path.
+
+        When ``func`` is importable by reference (not from ``__main__``) and
+        the arguments are plain data, the standard C pickler writes exactly
+        what cloudpickle would, several times faster.
+        """
+        if _importable_by_reference(func) and _plain_data(args) and _plain_data(kwargs):
+            try:
+                return pickle.dumps((func, args, kwargs), protocol=self.protocol)
+            except Exception:  # pragma: no cover - fall back to the general path
+                pass
+        return self.dumps((func, args, kwargs))
 
     def dumps(self, obj: Any) -> bytes:
         import cloudpickle
@@ -247,6 +264,47 @@ class MsgpackSerializer(Serializer):
                 data_type="function",
             )
         return path
+
+
+_PLAIN_TYPES = frozenset({int, float, str, bytes, bool, type(None)})
+_by_reference_cache: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+
+
+def _plain_data(value: Any, depth: int = 0) -> bool:
+    """True for None/bool/int/float/str/bytes and small lists, tuples and dicts of them."""
+    kind = type(value)
+    if kind in _PLAIN_TYPES:
+        return True
+    if depth >= 4:
+        return False
+    if kind is tuple or kind is list:
+        return len(value) <= 64 and all(_plain_data(item, depth + 1) for item in value)
+    if kind is dict:
+        return len(value) <= 64 and all(
+            type(key) in _PLAIN_TYPES and _plain_data(item, depth + 1) for key, item in value.items()
+        )
+    return False
+
+
+def _importable_by_reference(func: Any) -> bool:
+    """True when ``func`` is a module-level function another process can import by name."""
+    try:
+        cached = _by_reference_cache.get(func)
+    except TypeError:  # not weak-referenceable (builtins): decide each time
+        cached = None
+    if cached is not None:
+        return cached
+    module_name = getattr(func, "__module__", None)
+    qualname = getattr(func, "__qualname__", "")
+    found = False
+    if inspect.isfunction(func) and module_name not in (None, "__main__") and "<" not in qualname:
+        target: Any = sys.modules.get(module_name or "")
+        for part in qualname.split("."):
+            target = getattr(target, part, None)
+        found = target is func
+    with contextlib.suppress(TypeError):
+        _by_reference_cache[func] = found
+    return found
 
 
 def _import_path(path: str) -> Callable[..., Any]:
