@@ -1,0 +1,61 @@
+"""One backend object used from two event loops in different threads (e.g. SyncTaskQueue + Worker)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import pytest
+
+from sitq_core.models import Result, Task, new_id
+from sitq_sqlite import SQLiteBackend
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("where", ["memory", "file"])
+async def test_two_loops_share_one_backend(tmp_path: Path, where: str) -> None:
+    backend = SQLiteBackend(":memory:" if where == "memory" else tmp_path / "two.db")
+    count = 40
+    results: list[Result | None] = []
+    errors: list[BaseException] = []
+
+    async def producer() -> None:
+        ids = [await backend.enqueue(Task(id=new_id(), payload=str(i).encode())) for i in range(count)]
+        for task_id in ids:
+            results.append(await backend.wait_for_result(task_id, 20))
+
+    def thread_main() -> None:
+        try:
+            asyncio.run(producer())  # connects lazily from this loop, racing the main loop
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=thread_main)
+    thread.start()
+    done = 0
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 20
+    while done < count and loop.time() < deadline:
+        leases = await backend.reserve(worker_id="main", limit=8, lease_seconds=30)
+        for lease in leases:
+            assert await backend.complete(lease, lease.task.payload)
+        done += len(leases)
+        if not leases:
+            await backend.wait_for_work(0.5)
+    await asyncio.to_thread(thread.join, 20)
+    assert not errors, errors
+    assert done == count
+    assert [r.value if r else None for r in results] == [str(i).encode() for i in range(count)]
+    # The memory database is one database: both loops saw the same tasks.
+    assert (await backend.counts())["success"] == count
+    await backend.close()
+
+
+@pytest.mark.asyncio
+async def test_concurrent_first_use_connects_once() -> None:
+    backend = SQLiteBackend(":memory:")
+    tasks = [Task(id=new_id(), payload=b"x") for _ in range(20)]
+    await asyncio.gather(*(backend.enqueue(task) for task in tasks))
+    assert (await backend.counts())["queued"] == 20  # one shared database, not twenty
+    await backend.close()
