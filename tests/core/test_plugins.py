@@ -209,3 +209,32 @@ def test_facade_without_the_sqlite_plugin_says_what_to_install() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "MissingPluginError" in done.stdout
     assert "pip install 'sitq[sqlite]'" in done.stdout
+
+
+def test_hook_sitq_register_backends() -> None:
+    class Plugin:
+        @hookimpl
+        def sitq_register_backends(self, register: object) -> None:
+            register("copycat", "sitq_dictstore.backend:DictStoreBackend", url_schemes=("copy",))  # type: ignore[operator]
+
+    manager = SitqPluginManager()
+    manager.register_plugin(Plugin(), "copycat-plugin")
+    assert manager.backend_class("copycat").__name__ == "DictStoreBackend"
+    assert manager.backend_class("copy") is manager.backend_class("copycat")
+    assert "copycat" in {r.name: r for r in manager.plugin_records()}["copycat-plugin"].backends
+
+
+def test_hook_sitq_register_serializers() -> None:
+    from sitq_core.serializers import CloudpickleSerializer
+
+    class Quiet(CloudpickleSerializer):
+        name = "quiet"
+
+    class Plugin:
+        @hookimpl
+        def sitq_register_serializers(self, register: object) -> None:
+            register("quiet", Quiet)  # type: ignore[operator]
+
+    manager = SitqPluginManager()
+    manager.register_plugin(Plugin(), "quiet-plugin")
+    assert manager.serializer_class("quiet") is Quiet

@@ -152,15 +152,15 @@ def _backends(out: TextIO, *, as_json: bool) -> int:
                     "installed": False,
                 }
             )
-    for entry in manager.serializers.entries():
+    for serializer_entry in manager.serializers.entries():
         rows.append(
             {
                 "kind": "serializer",
-                "name": entry.name,
+                "name": serializer_entry.name,
                 "schemes": [],
-                "dist": entry.provider.dist,
-                "version": entry.provider.version,
-                "description": entry.description,
+                "dist": serializer_entry.provider.dist,
+                "version": serializer_entry.provider.version,
+                "description": serializer_entry.description,
                 "installed": True,
             }
         )

@@ -82,6 +82,8 @@ def _rebuild_error(cls: type[SitqError], message: str, cause: BaseException | No
 class TaskQueueError(SitqError):
     """An operation of the task queue failed."""
 
+    task_id: str | None
+
     def __init__(self, message: str, *, task_id: str | None = None, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self._add_context(task_id=task_id)
@@ -89,6 +91,9 @@ class TaskQueueError(SitqError):
 
 class TimeoutError(TaskQueueError, builtins.TimeoutError):
     """An operation did not finish within its time limit."""
+
+    timeout_seconds: float | None
+    operation: str | None
 
     def __init__(
         self,
@@ -106,6 +111,8 @@ class TimeoutError(TaskQueueError, builtins.TimeoutError):
 class SyncTaskQueueError(TaskQueueError):
     """The synchronous wrapper could not complete an operation."""
 
+    operation: str | None
+
     def __init__(
         self,
         message: str,
@@ -121,6 +128,9 @@ class SyncTaskQueueError(TaskQueueError):
 class BackendError(SitqError):
     """The storage backend failed."""
 
+    operation: str | None
+    backend_type: str | None
+
     def __init__(
         self,
         message: str,
@@ -135,6 +145,8 @@ class BackendError(SitqError):
 
 class ConnectionError(BackendError, builtins.ConnectionError):
     """The backend could not connect to its store."""
+
+    connection_details: str | None
 
     def __init__(
         self,
@@ -155,6 +167,9 @@ class LeaseLostError(BackendError):
 class WorkerError(SitqError):
     """The worker failed outside of a task's own code."""
 
+    task_id: str | None
+    worker_id: str | None
+
     def __init__(
         self,
         message: str,
@@ -171,6 +186,8 @@ class TaskExecutionError(WorkerError):
     """A task ended failed; carries the task's own error message (and ``traceback`` when known)."""
 
     traceback: str | None = None
+    function_name: str | None
+    execution_time: float | None
 
     def __init__(
         self,
@@ -192,6 +209,9 @@ class TaskCancelledError(TaskExecutionError):
 class ValidationError(SitqError, ValueError):
     """An argument is invalid; names the parameter and what was expected."""
 
+    parameter: str | None
+    value: Any
+
     def __init__(
         self,
         message: str,
@@ -206,6 +226,9 @@ class ValidationError(SitqError, ValueError):
 
 class SerializationError(SitqError):
     """A value could not be serialised or deserialised."""
+
+    operation: str | None
+    data_type: str | None
 
     def __init__(
         self,
@@ -222,6 +245,10 @@ class SerializationError(SitqError):
 class ResourceExhaustionError(SitqError):
     """A bounded resource (queue size, memory, handles) ran out."""
 
+    resource_type: str | None
+    current_usage: Any
+    limit: Any
+
     def __init__(
         self,
         message: str,
@@ -237,6 +264,10 @@ class ResourceExhaustionError(SitqError):
 
 class ConfigurationError(SitqError):
     """Configuration is invalid; names the parameter and the valid options."""
+
+    parameter: str | None
+    value: Any
+    valid_options: list[str] | None
 
     def __init__(
         self,

@@ -10,11 +10,13 @@ not block; an exception they raise is logged and never fails a task.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import pluggy
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from .backend import Backend
     from .models import Result, Task
     from .serializers import Serializer
@@ -120,7 +122,7 @@ def sitq_task_failed(task: Task, error: BaseException | str, will_retry: bool) -
 
 
 @hookspec
-def sitq_task_retried(task: Task, attempt: int, eta: Any) -> None:
+def sitq_task_retried(task: Task, attempt: int, eta: datetime) -> None:
     """A retry of ``task`` was scheduled for ``eta`` (an aware UTC datetime).
 
     ``attempt`` is the attempt that failed; the next one is ``attempt + 1``.
