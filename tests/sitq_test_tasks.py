@@ -94,3 +94,8 @@ def kill_my_worker() -> None:
     import signal
 
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def make_object() -> object:
+    """Returns something msgpack cannot carry."""
+    return object()

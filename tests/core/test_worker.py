@@ -15,7 +15,7 @@ from sitq_core.models import TaskStatus
 from sitq_core.plugins import get_plugin_manager
 
 import sitq_test_tasks as tasks
-from conftest import wait_until
+from sitq_test_helpers import wait_until
 
 
 @pytest_asyncio.fixture
@@ -337,3 +337,42 @@ async def test_hook_sitq_task_failed(queue: TaskQueue, recorder: Recorder, tmp_p
 async def test_hook_sitq_task_retried(queue: TaskQueue, recorder: Recorder, tmp_path: Path) -> None:
     await _lifecycle(queue, tmp_path)
     assert [e for e in recorder.events if e[0] == "retried"] == [("retried", 1)]
+
+
+@pytest.mark.asyncio
+async def test_mixed_batch_reports_every_outcome(queue: TaskQueue) -> None:
+    """Consecutive sync tasks share a thread hop; each still gets its own outcome."""
+    calls: list[Any] = []
+    for n in range(60):
+        if n % 7 == 3:
+            calls.append((tasks.boom, (f"bad {n}",)))
+        elif n % 5 == 0:
+            calls.append((tasks.async_add, (n,)))
+        else:
+            calls.append((tasks.add, (n, 1)))
+    ids = await queue.enqueue_many(calls)
+    worker = Worker(queue.backend)
+    await worker.start()
+    results = [await queue.get_result(task_id, timeout=15) for task_id in ids]
+    await worker.stop()
+    for n, result in enumerate(results):
+        assert result is not None
+        if n % 7 == 3:
+            assert (result.status, result.error) == ("failed", f"bad {n}")
+        elif n % 5 == 0:
+            assert queue.deserialize_result(result) == n
+        else:
+            assert queue.deserialize_result(result) == n + 1
+    assert worker.processed == 60 and worker.failed == len([n for n in range(60) if n % 7 == 3])
+
+
+@pytest.mark.asyncio
+async def test_unserialisable_return_value_fails_without_retry(tmp_path: Path) -> None:
+    async with TaskQueue(SQLiteBackend(tmp_path / "ret.db"), serializer="msgpack") as queue:
+        worker = Worker(queue.backend)
+        await worker.start()
+        task_id = await queue.with_options(max_retries=3).enqueue(tasks.make_object)
+        result = await queue.get_result(task_id, timeout=10)
+        await worker.stop()
+    assert result is not None and result.status == "failed" and result.attempts == 1
+    assert "cannot serialise the return value" in (result.error or "")

@@ -58,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--queues", "-q", default=None, help="comma-separated queue names (default: all)")
     worker.add_argument("--serializer", "-s", default=None, help="accept only tasks of this serializer")
     worker.add_argument("--lease-timeout", type=float, default=30.0, help="seconds a lease lasts without renewal")
-    worker.add_argument("--prefetch", type=int, default=0, help="tasks reserved ahead of free slots")
+    worker.add_argument(
+        "--prefetch", type=int, default=None, help="tasks reserved ahead of free slots (default: adaptive)"
+    )
     worker.add_argument("--poll-interval", type=float, default=1.0, help="longest idle sleep, in seconds")
     worker.add_argument("--shutdown-timeout", type=float, default=30.0, help="grace period after a signal")
     worker.add_argument(

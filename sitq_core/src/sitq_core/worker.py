@@ -38,6 +38,9 @@ __all__ = ["Worker", "retry_delay"]
 logger = logging.getLogger("sitq.worker")
 
 _MAX_FINISH_BATCH = 512
+_MAX_SYNC_BATCH = 32
+_ADAPTIVE_PREFETCH_MAX = 256
+_ADAPTIVE_PREFETCH_WINDOW = 0.1  # seconds of work reserved ahead when tasks are short
 
 
 def retry_delay(retry_backoff: float, attempt: int) -> float:
@@ -61,17 +64,39 @@ def _should_retry(exc: BaseException) -> bool:
     return bool(getattr(exc, "sitq_retry", True))
 
 
+_Call = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+
+
+def _run_sync_calls(calls: list[_Call]) -> list[tuple[float, Any, BaseException | None]]:
+    """Run calls in order in this (pool) thread: (duration, value, error) for each."""
+    ran: list[tuple[float, Any, BaseException | None]] = []
+    for func, args, kwargs in calls:
+        began = time.perf_counter()
+        try:
+            value, error = func(*args, **kwargs), None
+        except Exception as exc:
+            value, error = None, exc
+        ran.append((time.perf_counter() - began, value, error))
+    return ran
+
+
 class _Running:
     """Book-keeping for one reserved task held by this worker."""
 
-    __slots__ = ("cancel_requested", "future", "lease_lost", "reserved", "started_at")
+    __slots__ = ("call", "cancel_requested", "future", "in_batch", "lease_lost", "reserved", "started_at")
 
     def __init__(self, reserved: ReservedTask) -> None:
         self.reserved = reserved
+        self.call: _Call | None = None
+        self.in_batch = False
         self.future: asyncio.Task[None] | None = None
         self.lease_lost = False
         self.cancel_requested = False
         self.started_at: datetime | None = None
+
+    @property
+    def id(self) -> str:
+        return self.reserved.id
 
 
 class Worker:
@@ -82,7 +107,10 @@ class Worker:
     limits the named queues served (default: all). ``lease_timeout`` is how
     long a reserved task stays ours without a heartbeat (heartbeats run every
     third of it). ``prefetch`` reserves that many extra tasks ahead, which
-    speeds up short tasks. ``shutdown_timeout`` bounds how long ``run()``
+    speeds up short tasks; the default (None) adapts: while tasks finish in
+    milliseconds the worker reserves up to about 100 ms of work ahead (at most
+    256 tasks), and it reserves nothing ahead for slow tasks, so they stay
+    available to idle workers. ``shutdown_timeout`` bounds how long ``run()``
     waits for in-flight tasks after a signal (None: no bound).
     ``serializer``: when given, only tasks written by that serializer are run
     (others fail with a clear error); by default any registered one is used.
@@ -97,7 +125,7 @@ class Worker:
         *,
         queues: Sequence[str] | str | None = None,
         lease_timeout: float = 30.0,
-        prefetch: int = 0,
+        prefetch: int | None = None,
         shutdown_timeout: float | None = 30.0,
         worker_id: str | None = None,
     ) -> None:
@@ -121,7 +149,9 @@ class Worker:
         _positive("lease_timeout", lease_timeout)
         if shutdown_timeout is not None:
             _positive("shutdown_timeout", shutdown_timeout)
-        if isinstance(prefetch, bool) or not isinstance(prefetch, int) or not 0 <= prefetch <= 10_000:
+        if prefetch is not None and (
+            isinstance(prefetch, bool) or not isinstance(prefetch, int) or not 0 <= prefetch <= 10_000
+        ):
             raise ValidationError(
                 f"prefetch must be an integer from 0 to 10000, got {prefetch!r}", parameter="prefetch", value=prefetch
             )
@@ -146,6 +176,7 @@ class Worker:
         self.queues: list[str] | None = queues
         self.lease_timeout = float(lease_timeout)
         self.prefetch = prefetch
+        self._mean_run_time = 1.0  # seconds; an EWMA of task run times, for the adaptive prefetch
         self.shutdown_timeout = shutdown_timeout
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -292,10 +323,9 @@ class Worker:
 
     async def _reserve_loop(self) -> None:
         assert self._stopping is not None and self._slot_free is not None
-        capacity = self.max_concurrency + self.prefetch
         backoff = 0.0
         while not self._stopping.is_set():
-            free = capacity - len(self._held)
+            free = self.max_concurrency + self._ahead() - len(self._held)
             if free <= 0:
                 self._slot_free.clear()
                 await self._wait_or_stop(self._slot_free.wait(), None)
@@ -324,6 +354,15 @@ class Worker:
             if not reserved:
                 await self._wait_or_stop(self.backend.wait_for_work(await self._idle_timeout()), None)
 
+    def _ahead(self) -> int:
+        """How many tasks to reserve beyond the free slots (fixed, or adaptive when prefetch is None)."""
+        if self.prefetch is not None:
+            return self.prefetch
+        per_slot = self._mean_run_time / self.max_concurrency
+        if per_slot >= 0.05:
+            return 0
+        return min(_ADAPTIVE_PREFETCH_MAX, int(_ADAPTIVE_PREFETCH_WINDOW / max(per_slot, 1e-5)))
+
     async def _idle_timeout(self) -> float:
         timeout = self.poll_interval
         try:
@@ -351,10 +390,50 @@ class Worker:
                     await future
 
     def _dispatch(self) -> None:
+        """Start waiting tasks while slots are free; consecutive sync tasks share one thread hop."""
         while self._waiting and self._executing < self.max_concurrency:
             running = self._waiting.popleft()
+            call = self._decode(running)
+            if call is None:
+                continue
             self._executing += 1
-            running.future = asyncio.create_task(self._execute(running), name=f"sitq-task-{running.reserved.id}")
+            if _is_async_callable(call[0]) or running.reserved.task.timeout is not None or not self._waiting:
+                running.future = asyncio.create_task(self._execute(running, call), name=f"sitq-task-{running.id}")
+                continue
+            free = self.max_concurrency - self._executing + 1
+            share = min(_MAX_SYNC_BATCH, -(-(len(self._waiting) + 1) // free))
+            batch = [(running, call)]
+            while len(batch) < share and self._waiting:
+                candidate = self._waiting[0]
+                if candidate.reserved.task.timeout is not None:
+                    break
+                candidate_call = self._decode(self._waiting.popleft())
+                if candidate_call is None:
+                    continue
+                if _is_async_callable(candidate_call[0]):
+                    candidate.call = candidate_call
+                    self._waiting.appendleft(candidate)
+                    break
+                batch.append((candidate, candidate_call))
+            future = asyncio.create_task(self._execute_sync_batch(batch), name=f"sitq-batch-{running.id}")
+            for member, _call in batch:
+                member.future = future
+                member.in_batch = True
+
+    def _decode(self, running: _Running) -> _Call | None:
+        """The task's (func, args, kwargs); an unreadable task is reported failed and None returned."""
+        if running.call is not None:
+            return running.call
+        task = running.reserved.task
+        try:
+            running.call = self._serializer_for(task.serializer).loads_call(task.payload)
+        except Exception as exc:
+            running.started_at = self.backend.now()
+            message = f"cannot load task {task.function_name or task.id}: {exc}"
+            outcome = self._failure(running, message, _format(exc), retry=False)
+            self._outcomes_put(running, outcome, {"error": exc, "duration": 0.0})
+            return None
+        return running.call
 
     async def _release_waiting(self) -> None:
         if not self._waiting:
@@ -408,66 +487,49 @@ class Worker:
         self._serializers[name] = serializer
         return serializer
 
-    async def _execute(self, running: _Running) -> None:
-        reserved = running.reserved
-        task = reserved.task
-        manager = get_plugin_manager()
+    def _started(self, running: _Running) -> None:
         running.started_at = self.backend.now()
+        manager = get_plugin_manager()
         if manager.has_observers("sitq_task_started"):
-            manager.notify("sitq_task_started", task=task, attempt=reserved.attempt, worker_id=self.worker_id)
-        extra: dict[str, Any] = {}
+            reserved = running.reserved
+            manager.notify("sitq_task_started", task=reserved.task, attempt=reserved.attempt, worker_id=self.worker_id)
+
+    async def _execute(self, running: _Running, call: _Call) -> None:
+        """Run one task (async on the loop, sync in the pool) and report its outcome."""
+        task = running.reserved.task
+        func, args, kwargs = call
+        self._started(running)
         began = time.perf_counter()
         try:
-            serializer = self._serializer_for(task.serializer)
-            func, args, kwargs = serializer.loads_call(task.payload)
-        except Exception as exc:
-            message = f"cannot load task {task.function_name or task.id}: {exc}"
-            outcome = self._failure(running, message, _format(exc), retry=False)
-            extra = {"error": exc, "duration": 0.0}
-            self._report(running, outcome, extra)
-            return
-        try:
             value = await self._call(func, args, kwargs, task.timeout)
-            duration = time.perf_counter() - began
-            payload = None if value is None else serializer.dumps(value)
-            outcome = Outcome(
-                reserved.id,
-                reserved.lease_token,
-                "success",
-                value=payload,
-                started_at=running.started_at,
-                finished_at=self.backend.now(),
-            )
-            extra = {"duration": duration, "serializer": serializer.name}
         except asyncio.CancelledError:
             if not running.cancel_requested:
                 self._report_nothing(running)
                 raise
-            outcome = Outcome(
-                reserved.id,
-                reserved.lease_token,
-                "cancelled",
-                error="cancelled",
-                started_at=running.started_at,
-                finished_at=self.backend.now(),
-            )
-            extra = {"error": "cancelled", "duration": time.perf_counter() - began}
+            outcome, extra = self._cancelled(running), {"error": "cancelled", "duration": time.perf_counter() - began}
         except TimeoutError as exc:
-            if task.timeout is not None and time.perf_counter() - began >= task.timeout * 0.999:
+            elapsed = time.perf_counter() - began
+            if task.timeout is not None and elapsed >= task.timeout * 0.999:
                 message = f"task timed out after {task.timeout:g} s"
             else:
                 message = str(exc) or type(exc).__name__
             outcome = self._failure(running, message, _format(exc), retry=_should_retry(exc))
-            extra = {"error": exc, "duration": time.perf_counter() - began}
+            extra = {"error": exc, "duration": elapsed}
         except Exception as exc:
             outcome = self._failure(running, str(exc) or type(exc).__name__, _format(exc), retry=_should_retry(exc))
             extra = {"error": exc, "duration": time.perf_counter() - began}
+        else:
+            duration = time.perf_counter() - began
+            self._mean_run_time += (duration - self._mean_run_time) * 0.2
+            outcome, extra = self._success(running, value, duration)
         self._report(running, outcome, extra)
 
     async def _call(
         self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float | None
     ) -> Any:
         if _is_async_callable(func):
+            if timeout is None:
+                return await func(*args, **kwargs)
             async with asyncio.timeout(timeout):
                 return await func(*args, **kwargs)
         loop = asyncio.get_running_loop()
@@ -482,6 +544,65 @@ class Worker:
             async with asyncio.timeout(timeout):
                 value = await value
         return value
+
+    async def _execute_sync_batch(self, batch: list[tuple[_Running, _Call]]) -> None:
+        """Run several sync tasks one after another in one pool thread, then report each."""
+        for running, _call in batch:
+            self._started(running)
+        loop = asyncio.get_running_loop()
+        calls = [call for _running, call in batch]
+        try:
+            ran = await loop.run_in_executor(self._pool, _run_sync_calls, calls)
+        except asyncio.CancelledError:
+            for running, _call in batch:
+                if running.cancel_requested:
+                    self._outcomes_put(running, self._cancelled(running), {"error": "cancelled"})
+            self._release_slot()
+            raise
+        for (running, _call), (duration, value, error) in zip(batch, ran, strict=True):
+            self._mean_run_time += (duration - self._mean_run_time) * 0.2
+            if running.cancel_requested:
+                outcome, extra = self._cancelled(running), {"error": "cancelled", "duration": duration}
+            elif error is not None:
+                outcome = self._failure(
+                    running, str(error) or type(error).__name__, _format(error), retry=_should_retry(error)
+                )
+                extra = {"error": error, "duration": duration}
+            else:
+                if inspect.isawaitable(value):
+                    value = await value
+                outcome, extra = self._success(running, value, duration)
+            self._outcomes_put(running, outcome, extra)
+        self._release_slot()
+
+    def _success(self, running: _Running, value: Any, duration: float) -> tuple[Outcome, dict[str, Any]]:
+        reserved = running.reserved
+        serializer = self._serializer_for(reserved.task.serializer)
+        try:
+            payload = None if value is None else serializer.dumps(value)
+        except Exception as exc:
+            message = f"cannot serialise the return value: {exc}"
+            return self._failure(running, message, _format(exc), retry=False), {"error": exc, "duration": duration}
+        outcome = Outcome(
+            reserved.id,
+            reserved.lease_token,
+            "success",
+            value=payload,
+            started_at=running.started_at,
+            finished_at=self.backend.now(),
+        )
+        return outcome, {"duration": duration, "serializer": serializer.name}
+
+    def _cancelled(self, running: _Running) -> Outcome:
+        reserved = running.reserved
+        return Outcome(
+            reserved.id,
+            reserved.lease_token,
+            "cancelled",
+            error="cancelled",
+            started_at=running.started_at,
+            finished_at=self.backend.now(),
+        )
 
     def _failure(self, running: _Running, error: str, traceback: str, *, retry: bool) -> Outcome:
         reserved = running.reserved
@@ -509,15 +630,20 @@ class Worker:
             finished_at=finished,
         )
 
-    def _report(self, running: _Running, outcome: Outcome, extra: dict[str, Any]) -> None:
-        self._executing -= 1
-        assert self._outcomes is not None and self._slot_free is not None
+    def _outcomes_put(self, running: _Running, outcome: Outcome, extra: dict[str, Any]) -> None:
+        assert self._outcomes is not None
         self._outcomes.put_nowait((running, outcome, extra))
+
+    def _release_slot(self) -> None:
+        self._executing -= 1
         self._dispatch()
 
+    def _report(self, running: _Running, outcome: Outcome, extra: dict[str, Any]) -> None:
+        self._outcomes_put(running, outcome, extra)
+        self._release_slot()
+
     def _report_nothing(self, running: _Running) -> None:
-        self._executing -= 1
-        self._dispatch()
+        self._release_slot()
 
     # -------------------------------------------------------------- finishing
 
@@ -544,7 +670,7 @@ class Worker:
         for running, _outcome, _extra in batch:
             if running.lease_lost:
                 logger.warning(
-                    "worker %s lost the lease of task %s; its outcome was discarded",
+                    "worker %s lost the lease of task %s (lease lost); outcome discarded",
                     self.worker_id,
                     running.reserved.id,
                 )
@@ -647,6 +773,8 @@ class Worker:
                     logger.warning("worker %s: lease of task %s lost", self.worker_id, task_id)
                 elif state == LeaseState.CANCEL_REQUESTED and not running.cancel_requested:
                     running.cancel_requested = True
+                    if running.in_batch:
+                        continue  # a sync batch cannot be interrupted; this task reports "cancelled"
                     if running.future is not None and not running.future.done():
                         running.future.cancel()
                     elif running.future is None and running in self._waiting:
