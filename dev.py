@@ -78,8 +78,26 @@ def test(extra: list[str]) -> int:
 
 
 def bench(extra: list[str]) -> int:
-    ensure_venv()
-    return subprocess.run([str(PY), str(ROOT / "bench" / "compare.py"), *extra], cwd=ROOT).returncode
+    """Run bench/compare.py in bench/.venv: the repo's packages (editable) plus huey, which sitq never depends on."""
+    bench_venv = ROOT / "bench" / ".venv"
+    bench_py = bench_venv / ("Scripts" if os.name == "nt" else "bin") / "python"
+    stamp = bench_venv / ".sitq-bench-installed"
+    if sys.version_info < (3, 11):
+        sys.exit(f"sitq needs Python 3.11 or newer; this is {sys.version.split()[0]}")
+    if not bench_py.exists():
+        log(f"creating the benchmark's virtual environment in {bench_venv}")
+        venv.EnvBuilder(with_pip=True).create(bench_venv)
+    wanted = fingerprint() + "+huey"
+    if not (stamp.exists() and stamp.read_text() == wanted):
+        log("installing sitq, sitq-core, sitq-sqlite (editable) and huey into the benchmark environment")
+        pip: list[str | Path] = [bench_py, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+        run(*pip, "-e", "./sitq_core", "-e", "./sitq_sqlite", "-e", ".[sqlite,msgpack]")
+        try:
+            run(*pip, "huey")
+            stamp.write_text(wanted)
+        except subprocess.CalledProcessError:
+            log("could not install huey: the benchmark runs with huey columns shown as n/a")
+    return subprocess.run([str(bench_py), str(ROOT / "bench" / "compare.py"), *extra], cwd=ROOT).returncode
 
 
 def main() -> int:
