@@ -1,0 +1,63 @@
+"""Smoke run of the side-by-side benchmark (bench/compare.py) with tiny N and without huey.
+
+No timing is asserted: only that the benchmark runs to the end, prints its table
+with a number in sitq's column for every measured row, and writes its JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+NUMBER = re.compile(r"^-?[\d,]+(\.\d+)?$")
+
+
+def test_bench_quick_without_huey(tmp_path: Path) -> None:
+    out = tmp_path / "latest.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "compare.py"),
+            "--quick",
+            "--no-huey",
+            "--n",
+            "300",
+            "--idle-short-rounds",
+            "2",
+            "--reserve-depth",
+            "20000",
+            "--json",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
+    assert rows[0].split("|")[1].strip() == "metric"
+    body = {cells[0]: cells for cells in ([c.strip() for c in row.strip("|").split("|")] for row in rows[1:])}
+    for metric in (
+        "enqueue, one by one",
+        "enqueue_many (vs huey single enqueue)",
+        "drain 1 worker process",
+        "end to end, producer + warm worker",
+        "idle pickup p50 after 1s idle",
+        "result wait p50 (task end -> result)",
+        "idle worker CPU",
+        "reserve cost at 10,000 queued",
+        "throughput, 4 worker process(es)",
+        "raw sqlite3: claim done per commit",
+    ):
+        assert metric in body, metric
+        sitq, huey = body[metric][2], body[metric][3]
+        assert NUMBER.match(sitq), (metric, sitq)
+        assert huey == "n/a", (metric, huey)
+    data = json.loads(out.read_text())
+    assert data["results"]["sitq"]["drain_1p"]["rate"] > 0
+    assert data["results"]["huey"] == {}
