@@ -45,6 +45,8 @@ def log(message: str) -> None:
 
 # ------------------------------------------------------------------ settings
 
+PARTS = ("ceiling", "enqueue", "drain", "e2e", "latency", "reserve")
+
 
 @dataclass
 class Settings:
@@ -65,7 +67,8 @@ class Settings:
     idle_cpu_seconds: float = 5.0
     processes: tuple[int, ...] = (1, 2, 4)
     concurrency: int = 1
-    prefetch: int = 32
+    prefetch: int | None = None
+    only: tuple[str, ...] = ()
     ceiling_n: int = 5000
     out: Path = HERE / "results" / "latest.json"
 
@@ -80,7 +83,8 @@ class Settings:
         parser.add_argument("--n", type=int, default=None, help="tasks for drain, end-to-end and multi-process runs")
         parser.add_argument("--reserve-depth", type=int, default=None, help="the large depth (default 1M, quick 100k)")
         parser.add_argument("--concurrency", type=int, default=1, help="sitq worker -c (default 1, like huey's 1)")
-        parser.add_argument("--prefetch", type=int, default=32, help="sitq worker --prefetch")
+        parser.add_argument("--prefetch", type=int, default=None, help="sitq worker --prefetch (default: adaptive)")
+        parser.add_argument("--only", default="", help=f"comma-separated subset of: {','.join(PARTS)}")
         parser.add_argument("--json", type=Path, default=HERE / "results" / "latest.json", help="where to write JSON")
         args = parser.parse_args(argv)
         s = cls(synchronous=args.synchronous, quick=args.quick, huey=not args.no_huey)
@@ -98,6 +102,10 @@ class Settings:
         if args.reserve_depth is not None:
             s.reserve_depths = (s.reserve_depths[0], args.reserve_depth)
         s.concurrency, s.prefetch, s.out = args.concurrency, args.prefetch, args.json
+        s.only = tuple(p.strip() for p in args.only.split(",") if p.strip())
+        unknown = set(s.only) - set(PARTS)
+        if unknown:
+            parser.error(f"--only: unknown part(s) {sorted(unknown)}; choose from {PARTS}")
         return s
 
 
@@ -213,7 +221,7 @@ class SitqSide:
 
     def worker(self, tag: str) -> Proc:
         return spawn(
-            ["worker", "sitq", self.url(), str(self.s.concurrency), str(self.s.prefetch)],
+            ["worker", "sitq", self.url(), str(self.s.concurrency), str(self.s.prefetch)],  # "None": adaptive
             self.env,
             self.folder / f"sitq-worker-{tag}.log",
         )
@@ -548,7 +556,9 @@ def run(s: Settings) -> dict[str, Any]:
         "python": platform.python_version(),
         "sqlite": sqlite3.sqlite_version,
         "cpus": os.cpu_count(),
-        "sitq_worker": f"python -m sitq worker -c {s.concurrency} --prefetch {s.prefetch} (sync task functions)",
+        "sitq_worker": f"python -m sitq worker -c {s.concurrency}"
+        + ("" if s.prefetch is None else f" --prefetch {s.prefetch}")
+        + " (defaults otherwise; sync task functions)",
         "huey_worker": "huey consumer, workers=1, worker_type=thread, default polling",
         "huey_durability": f"SqliteHuey storage, journal_mode=wal, PRAGMA synchronous={s.synchronous}",
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in s.__dict__.items()},
@@ -569,36 +579,44 @@ def run(s: Settings) -> dict[str, Any]:
         sitq: SitqSide = sides["sitq"]
         huey_side: HueySide | None = sides.get("huey")
 
-        log("raw sqlite3 ceiling")
-        results["sqlite3"] = raw_ceiling(folder, s)
+        def want(part: str) -> bool:
+            return not s.only or part in s.only
 
-        log(f"single enqueue x{s.n_enqueue}")
-        results["sitq"]["enqueue_rate"] = asyncio.run(sitq.enqueue_rate(s.n_enqueue))
-        if huey_side:
-            results["huey"]["enqueue_rate"] = huey_side.enqueue_rate(s.n_enqueue)
-        log(f"enqueue_many {s.n_batch_total} in batches of {s.batch_size}")
-        results["sitq"]["enqueue_many_rate"] = asyncio.run(sitq.batch_rate(s.n_batch_total, s.batch_size))
-
-        for procs in s.processes:
-            log(f"drain {s.n_drain} tasks with {procs} worker process(es)")
-            results["sitq"][f"drain_{procs}p"] = drain(sitq, s.n_drain, procs, True)
+        if want("ceiling"):
+            log("raw sqlite3 ceiling")
+            results["sqlite3"] = raw_ceiling(folder, s)
+        if want("enqueue"):
+            enqueue_part(sitq, huey_side, s, results)
+        if want("drain"):
+            for procs in s.processes:
+                log(f"drain {s.n_drain} tasks with {procs} worker process(es)")
+                results["sitq"][f"drain_{procs}p"] = drain(sitq, s.n_drain, procs, True)
+                if huey_side:
+                    results["huey"][f"drain_{procs}p"] = drain(huey_side, s.n_drain, procs, False)
+        if want("e2e"):
+            log(f"end to end: {s.n_e2e} tasks from a producer process, one warm worker")
+            results["sitq"]["e2e"] = end_to_end(sitq, s.n_e2e, True)
             if huey_side:
-                results["huey"][f"drain_{procs}p"] = drain(huey_side, s.n_drain, procs, False)
-
-        log(f"end to end: {s.n_e2e} tasks from a producer process, one warm worker")
-        results["sitq"]["e2e"] = end_to_end(sitq, s.n_e2e, True)
-        if huey_side:
-            results["huey"]["e2e"] = end_to_end(huey_side, s.n_e2e, False)
-
-        asyncio.run(latencies(sides, s, results))
-
-        for depth in s.reserve_depths:
-            log(f"reserve cost at {depth:,} queued")
-            results["sitq"][f"reserve_us_{depth}"] = asyncio.run(reserve_cost(folder, s, depth))
+                results["huey"]["e2e"] = end_to_end(huey_side, s.n_e2e, False)
+        if want("latency"):
+            asyncio.run(latencies(sides, s, results))
+        if want("reserve"):
+            for depth in s.reserve_depths:
+                log(f"reserve cost at {depth:,} queued")
+                results["sitq"][f"reserve_us_{depth}"] = asyncio.run(reserve_cost(folder, s, depth))
         if huey_side:
             huey_side.huey.storage.close()
     meta["seconds"] = time.time() - started
     return {"meta": meta, "results": results}
+
+
+def enqueue_part(sitq: SitqSide, huey_side: HueySide | None, s: Settings, results: dict[str, Any]) -> None:
+    log(f"single enqueue x{s.n_enqueue}")
+    results["sitq"]["enqueue_rate"] = asyncio.run(sitq.enqueue_rate(s.n_enqueue))
+    if huey_side:
+        results["huey"]["enqueue_rate"] = huey_side.enqueue_rate(s.n_enqueue)
+    log(f"enqueue_many {s.n_batch_total} in batches of {s.batch_size}")
+    results["sitq"]["enqueue_many_rate"] = asyncio.run(sitq.batch_rate(s.n_batch_total, s.batch_size))
 
 
 # ------------------------------------------------------------------ report
@@ -624,106 +642,81 @@ class Row:
 
 
 def build_rows(data: dict[str, Any]) -> list[Row]:
-    r, sq, hu, raw = data["results"], data["results"]["sitq"], data["results"]["huey"], data["results"]["sqlite3"]
+    """The table's rows; parts not measured in this run (``--only``) are left out."""
+    sq, hu, raw = data["results"]["sitq"], data["results"]["huey"], data["results"]["sqlite3"]
 
-    def h(key: str, sub: str | None = None) -> float | None:
-        value = hu.get(key)
+    def get(side: dict[str, Any], key: str, sub: str | None = None) -> float | None:
+        value = side.get(key)
         if value is None:
             return None
         return float(value[sub]) if sub else float(value)
 
     rows: list[Row] = []
-    he = h("enqueue_rate")
-    rows.append(
-        Row(
-            "enqueue, one by one",
-            sq["enqueue_rate"],
-            he,
-            "tasks/s",
-            target=">= 1x huey",
-            ceiling=raw["insert_per_commit"],
-        )
+
+    def add(metric: str, key: str, unit: str, sub: str | None = None, **kw: Any) -> Row | None:
+        value = get(sq, key, sub)
+        if value is None:
+            return None
+        row = Row(metric, value, get(hu, key, sub), unit, **kw)
+        rows.append(row)
+        return row
+
+    def judge(row: Row | None, ok: Callable[[Row], bool | None]) -> None:
+        if row is not None:
+            row.passed = ok(row)
+
+    def at_least(times: float) -> Callable[[Row], bool | None]:
+        return lambda row: None if row.ratio is None else row.ratio >= times
+
+    claim_done = raw.get("claim_done_per_commit")
+    judge(
+        add(
+            "enqueue, one by one", "enqueue_rate", "tasks/s", target=">= 1x huey", ceiling=raw.get("insert_per_commit")
+        ),
+        at_least(1.0),
     )
-    row = Row(
+    row = add(
         "enqueue_many (vs huey single enqueue)",
-        sq["enqueue_many_rate"],
-        he,
+        "enqueue_many_rate",
         "tasks/s",
         target=">= 20x huey",
-        ceiling=raw["insert_batched"],
+        ceiling=raw.get("insert_batched"),
     )
-    rows.append(row)
-    rows[0].passed = None if rows[0].ratio is None else rows[0].ratio >= 1.0
-    row.passed = None if row.ratio is None else row.ratio >= 20
-    row = Row(
-        "drain 1 worker process",
-        sq["drain_1p"]["rate"],
-        h("drain_1p", "rate"),
-        "tasks/s",
-        target=">= 4x huey",
-        ceiling=raw["claim_done_per_commit"],
+    if row is not None:
+        row.huey = get(hu, "enqueue_rate")
+    judge(row, at_least(20.0))
+    judge(
+        add("drain 1 worker process", "drain_1p", "tasks/s", "rate", target=">= 4x huey", ceiling=claim_done),
+        at_least(4.0),
     )
-    row.passed = None if row.ratio is None else row.ratio >= 4
-    rows.append(row)
-    row = Row(
-        "end to end, producer + warm worker",
-        sq["e2e"]["rate"],
-        h("e2e", "rate"),
-        "tasks/s",
-        target=">= 3x huey",
-        ceiling=raw["claim_done_per_commit"],
+    judge(
+        add("end to end, producer + warm worker", "e2e", "tasks/s", "rate", target=">= 3x huey", ceiling=claim_done),
+        at_least(3.0),
     )
-    row.passed = None if row.ratio is None else row.ratio >= 3
-    rows.append(row)
-    rows.append(Row("end to end, seconds", sq["e2e"]["seconds"], h("e2e", "seconds"), "s", higher_better=False))
+    add("end to end, seconds", "e2e", "s", "seconds", higher_better=False)
     for label in ("1s", "60s"):
-        if f"pickup_{label}_p50_ms" not in sq:
-            rows.append(
-                Row(
-                    f"idle pickup p50 after {label} idle",
-                    None,
-                    None,
-                    "ms",
-                    False,
-                    "<= 5 ms",
-                    None,
-                    extra={"skipped": True},
-                )
-            )
-            continue
-        row = Row(
-            f"idle pickup p50 after {label} idle",
-            sq[f"pickup_{label}_p50_ms"],
-            h(f"pickup_{label}_p50_ms"),
-            "ms",
-            False,
-            "<= 5 ms",
+        row = add(
+            f"idle pickup p50 after {label} idle", f"pickup_{label}_p50_ms", "ms", higher_better=False, target="<= 5 ms"
         )
-        row.passed = row.sitq is not None and row.sitq <= 5.0
-        rows.append(row)
-        rows.append(
-            Row(
-                f"idle pickup p99 after {label} idle",
-                sq[f"pickup_{label}_p99_ms"],
-                h(f"pickup_{label}_p99_ms"),
-                "ms",
-                False,
-            )
-        )
-    rows.append(
-        Row("result wait p50 (task end -> result)", sq["result_wait_p50_ms"], h("result_wait_p50_ms"), "ms", False)
+        if row is None and "idle_cpu_pct" in sq:
+            rows.append(Row(f"idle pickup p50 after {label} idle", None, None, "ms", False, "<= 5 ms (skipped)"))
+        judge(row, lambda row: row.sitq is not None and row.sitq <= 5.0)
+        add(f"idle pickup p99 after {label} idle", f"pickup_{label}_p99_ms", "ms", higher_better=False)
+    add("result wait p50 (task end -> result)", "result_wait_p50_ms", "ms", higher_better=False)
+    add("result wait p99", "result_wait_p99_ms", "ms", higher_better=False)
+    judge(
+        add("idle worker CPU", "idle_cpu_pct", "% core", higher_better=False, target="< 2%"),
+        lambda row: row.sitq is not None and row.sitq < 2.0,
     )
-    rows.append(Row("result wait p99", sq["result_wait_p99_ms"], h("result_wait_p99_ms"), "ms", False))
-    row = Row("idle worker CPU", sq["idle_cpu_pct"], h("idle_cpu_pct"), "% core", False, "< 2%")
-    row.passed = sq["idle_cpu_pct"] < 2.0
-    rows.append(row)
     depths = sorted(int(k.rsplit("_", 1)[1]) for k in sq if k.startswith("reserve_us_"))
-    claim_us = 1e6 / raw.get("claim_per_commit", raw["claim_done_per_commit"])
+    claim = raw.get("claim_per_commit")
     for depth in depths:
-        rows.append(
-            Row(
-                f"reserve cost at {depth:,} queued", sq[f"reserve_us_{depth}"], None, "us/task", False, ceiling=claim_us
-            )
+        add(
+            f"reserve cost at {depth:,} queued",
+            f"reserve_us_{depth}",
+            "us/task",
+            higher_better=False,
+            ceiling=1e6 / claim if claim else None,
         )
     if len(depths) == 2:
         growth = sq[f"reserve_us_{depths[1]}"] / sq[f"reserve_us_{depths[0]}"]
@@ -731,41 +724,31 @@ def build_rows(data: dict[str, Any]) -> list[Row]:
         row.passed = growth <= 1.5
         rows.append(row)
     for procs in (1, 2, 4):
-        key = f"drain_{procs}p"
-        if key in sq:
-            rows.append(
-                Row(
-                    f"throughput, {procs} worker process(es)",
-                    sq[key]["rate"],
-                    h(key, "rate"),
-                    "tasks/s",
-                    ceiling=raw["claim_done_per_commit"],
-                )
-            )
+        add(f"throughput, {procs} worker process(es)", f"drain_{procs}p", "tasks/s", "rate", ceiling=claim_done)
     if "drain_4p" in sq:
-        locked = sq["drain_4p"]["locked"] + sq.get("drain_2p", {}).get("locked", 0)
+        multi = [k for k in ("drain_2p", "drain_4p") if k in sq]
         row = Row(
-            "'database is locked' in sitq worker logs (2+4 proc)",
-            float(locked),
-            float(sum(hu[k]["locked"] for k in ("drain_2p", "drain_4p") if k in hu)) if "drain_4p" in hu else None,
+            "'database is locked' lines in 2+4-process worker logs",
+            float(sum(sq[k]["locked"] for k in multi)),
+            float(sum(hu[k]["locked"] for k in multi if k in hu)) if "drain_4p" in hu else None,
             "lines",
             False,
             "0",
         )
-        row.passed = locked == 0
+        row.passed = row.sitq == 0
         rows.append(row)
-        row = Row(
-            "4 processes / 1 process throughput",
-            sq["drain_4p"]["rate"] / sq["drain_1p"]["rate"],
-            (hu["drain_4p"]["rate"] / hu["drain_1p"]["rate"]) if "drain_4p" in hu else None,
-            "x",
-            target=">= 1x",
-        )
-        row.passed = row.sitq is not None and row.sitq >= 1.0
-        rows.append(row)
+        if "drain_1p" in sq:
+            row = Row(
+                "4 processes / 1 process throughput",
+                sq["drain_4p"]["rate"] / sq["drain_1p"]["rate"],
+                (hu["drain_4p"]["rate"] / hu["drain_1p"]["rate"]) if "drain_4p" in hu and "drain_1p" in hu else None,
+                "x",
+                target=">= 1x",
+            )
+            row.passed = row.sitq is not None and row.sitq >= 1.0
+            rows.append(row)
     for name, value in raw.items():
         rows.append(Row(f"raw sqlite3: {name.replace('_', ' ')}", value, None, "ops/s"))
-    del r
     return rows
 
 

@@ -1,6 +1,6 @@
 """Child processes of the benchmark: a worker (sitq or huey) and a producer.
 
-    procs.py worker sitq DB_URL CONCURRENCY PREFETCH   # runs ``sitq worker`` (the CLI's main) in this process
+    procs.py worker sitq DB_URL CONCURRENCY PREFETCH|None  # runs ``sitq worker`` (the CLI's main) in this process
     procs.py worker huey                               # huey's consumer, one thread worker
     procs.py produce sitq DB_PATH SYNC N               # enqueues N noop tasks one by one
     procs.py produce huey N
@@ -26,7 +26,8 @@ def sitq_worker(url: str, concurrency: str, prefetch: str) -> int:
     from sitq_core.cli import main
 
     ready()
-    return main(["worker", "-b", url, "-c", concurrency, "--prefetch", prefetch, "-i", "bench_tasks"])
+    extra = [] if prefetch == "None" else ["--prefetch", prefetch]
+    return main(["worker", "-b", url, "-c", concurrency, *extra, "-i", "bench_tasks"])
 
 
 def huey_worker() -> int:
