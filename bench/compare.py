@@ -556,6 +556,7 @@ def run(s: Settings) -> dict[str, Any]:
         "python": platform.python_version(),
         "sqlite": sqlite3.sqlite_version,
         "cpus": os.cpu_count(),
+        "loadavg_at_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "sitq_worker": f"python -m sitq worker -c {s.concurrency}"
         + ("" if s.prefetch is None else f" --prefetch {s.prefetch}")
         + " (defaults otherwise; sync task functions)",
@@ -791,7 +792,8 @@ def render(data: dict[str, Any]) -> str:
     out = [
         f"sitq vs huey {meta.get('huey_version', '(not installed)')} -- synchronous={meta['synchronous']}, "
         f"journal_mode=WAL, file databases in a temp dir, {meta['cpus']} CPUs, Python {meta['python']}, "
-        f"SQLite {meta['sqlite']}{' (--quick)' if meta['quick'] else ''}",
+        f"SQLite {meta['sqlite']}{' (--quick)' if meta['quick'] else ''}, load average at start "
+        f"{meta.get('loadavg_at_start')}",
         f"sitq: {meta['sitq_worker']}",
         f"huey: {meta['huey_worker']}; {meta['huey_durability']}",
         "ratio: sitq/huey for rates, huey/sitq for times (above 1 = sitq better); "
