@@ -217,6 +217,25 @@ class Backend(abc.ABC):
         Contract: ``ResultContract``, ``LeaseContract``, ``RetryContract``.
         """
 
+    async def finish_and_reserve(
+        self,
+        outcomes: Sequence[Outcome],
+        *,
+        worker_id: str,
+        limit: int,
+        lease_seconds: float,
+        queues: Sequence[str] | None = None,
+    ) -> tuple[list[bool], list[ReservedTask]]:
+        """``finish_many(outcomes)`` then ``reserve(...)``; the worker's steady-state call.
+
+        Semantics are exactly those of the two calls in that order. The
+        default makes the two calls; a backend that can do both in one
+        transaction (one commit instead of two) should override it.
+        """
+        accepted = await self.finish_many(outcomes) if outcomes else []
+        reserved = await self.reserve(worker_id=worker_id, limit=limit, lease_seconds=lease_seconds, queues=queues)
+        return accepted, reserved
+
     async def complete(self, lease: ReservedTask, value: bytes | None) -> bool:
         """Mark a reserved task ``success`` with its serialised value (fenced)."""
         outcome = Outcome(lease.id, lease.lease_token, "success", value=value)

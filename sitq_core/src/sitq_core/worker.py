@@ -38,6 +38,7 @@ __all__ = ["Worker", "retry_delay"]
 logger = logging.getLogger("sitq.worker")
 
 _MAX_FINISH_BATCH = 512
+_MAX_REPORT_FAILURES = 7
 _MAX_SYNC_BATCH = 32
 _ADAPTIVE_PREFETCH_MAX = 256
 _ADAPTIVE_PREFETCH_WINDOW = 0.1  # seconds of work reserved ahead when tasks are short
@@ -187,12 +188,13 @@ class Worker:
         self._held: dict[str, _Running] = {}
         self._waiting: deque[_Running] = deque()
         self._executing = 0
-        self._outcomes: asyncio.Queue[tuple[_Running, Outcome, dict[str, Any]] | None] | None = None
+        self._outcomes: deque[tuple[_Running, Outcome, dict[str, Any]]] = deque()
+        self._wake: asyncio.Event | None = None
+        self._closing = False
         self._pool: ThreadPoolExecutor | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._running = False
         self._stopping: asyncio.Event | None = None
-        self._slot_free: asyncio.Event | None = None
         self._stopped: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -211,13 +213,13 @@ class Worker:
         self._loop = asyncio.get_running_loop()
         self._running = True
         self._stopping = asyncio.Event()
-        self._slot_free = asyncio.Event()
+        self._wake = asyncio.Event()
         self._stopped = asyncio.Event()
-        self._outcomes = asyncio.Queue()
+        self._outcomes.clear()
+        self._closing = False
         self._pool = ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix="sitq-task")
         self._tasks = [
-            asyncio.create_task(self._reserve_loop(), name=f"sitq-reserve-{self.worker_id}"),
-            asyncio.create_task(self._finish_loop(), name=f"sitq-finish-{self.worker_id}"),
+            asyncio.create_task(self._exchange_loop(), name=f"sitq-exchange-{self.worker_id}"),
             asyncio.create_task(self._heartbeat_loop(), name=f"sitq-heartbeat-{self.worker_id}"),
         ]
         logger.info(
@@ -241,11 +243,9 @@ class Worker:
             await self._stopped.wait()
             return
         self._stopping.set()
-        reserve_task = self._tasks[0]
-        with contextlib.suppress(asyncio.CancelledError):
-            await reserve_task
+        self._poke()
         await self._release_waiting()
-        in_flight = [r.future for r in self._held.values() if r.future is not None]
+        in_flight = {r.future for r in self._held.values() if r.future is not None}
         if in_flight:
             _done, pending = await asyncio.wait(in_flight, timeout=timeout)
             if pending:
@@ -253,11 +253,11 @@ class Worker:
                     "worker %s: %d task(s) still running at shutdown; releasing them", self.worker_id, len(pending)
                 )
                 await self._abandon(pending)
-        assert self._outcomes is not None
-        self._outcomes.put_nowait(None)  # the finisher reports what is queued, then exits
-        finisher, heartbeat = self._tasks[1], self._tasks[2]
+        self._closing = True  # the exchange loop reports what is left, then ends
+        self._poke()
+        exchange, heartbeat = self._tasks
         with contextlib.suppress(asyncio.CancelledError):
-            await finisher
+            await exchange
         heartbeat.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await heartbeat
@@ -321,38 +321,116 @@ class Worker:
 
     # ------------------------------------------------------------ reservation
 
-    async def _reserve_loop(self) -> None:
-        assert self._stopping is not None and self._slot_free is not None
-        backoff = 0.0
-        while not self._stopping.is_set():
-            free = self.max_concurrency + self._ahead() - len(self._held)
-            if free <= 0:
-                self._slot_free.clear()
-                await self._wait_or_stop(self._slot_free.wait(), None)
-                continue
-            try:
-                reserved = await self.backend.reserve(
-                    worker_id=self.worker_id, limit=free, lease_seconds=self.lease_timeout, queues=self.queues
-                )
-                backoff = 0.0
-            except Exception:
-                backoff = min(max(backoff * 2, 0.05), self.poll_interval)
-                logger.exception("worker %s: reserve failed; retrying in %.2fs", self.worker_id, backoff)
-                await self._wait_or_stop(asyncio.sleep(backoff), None)
-                continue
-            if self._stopping.is_set():
-                for item in reserved:
-                    running = _Running(item)
-                    self._held[item.id] = running
-                    self._waiting.append(running)
+    async def _exchange_loop(self) -> None:
+        """Report finished outcomes and reserve new tasks, in one backend call per cycle.
+
+        ``finish_and_reserve`` lets a backend commit both at once (one fsync
+        per cycle). When the queue is drained the loop sleeps until an outcome
+        arrives, new work is announced, or the worker stops.
+        """
+        assert self._stopping is not None
+        drained = False
+        failures = 0
+        while True:
+            batch = self._take_outcomes()
+            want = 0
+            if not self._stopping.is_set() and not drained:
+                want = max(0, self.max_concurrency + self._ahead() - (len(self._held) - len(batch)))
+            if batch or want:
+                try:
+                    accepted, reserved = await self._exchange(batch, want)
+                except Exception:
+                    failures += 1
+                    delay = min(0.05 * 2**failures, max(self.poll_interval, 0.05))
+                    if failures > _MAX_REPORT_FAILURES and batch:
+                        logger.exception(
+                            "worker %s: gave up reporting %d outcome(s); they run again when their leases expire",
+                            self.worker_id,
+                            len(batch),
+                        )
+                        self._forget(batch)
+                    else:
+                        logger.exception("worker %s: backend call failed; retrying in %.2fs", self.worker_id, delay)
+                        self._outcomes.extendleft(reversed(batch))
+                    await self._idle(can_reserve=False, timeout=delay)
+                    continue
+                failures = 0
+                self._finished(batch, accepted)
+                if want and len(reserved) < want:
+                    drained = True
+                await self._take_reserved(reserved)
+                if batch or reserved:
+                    continue
+            if self._closing and not self._outcomes:
                 return
-            for item in reserved:
-                running = _Running(item)
-                self._held[item.id] = running
-                self._waiting.append(running)
+            can_reserve = drained and not self._stopping.is_set()
+            woke_for_work = await self._idle(can_reserve=can_reserve, timeout=await self._idle_timeout())
+            if woke_for_work or not can_reserve:
+                drained = False
+
+    def _take_outcomes(self) -> list[tuple[_Running, Outcome, dict[str, Any]]]:
+        batch: list[tuple[_Running, Outcome, dict[str, Any]]] = []
+        while self._outcomes and len(batch) < _MAX_FINISH_BATCH:
+            batch.append(self._outcomes.popleft())
+        return batch
+
+    async def _exchange(
+        self, batch: list[tuple[_Running, Outcome, dict[str, Any]]], want: int
+    ) -> tuple[list[bool], list[ReservedTask]]:
+        """One backend call: report the live outcomes of ``batch`` and reserve up to ``want`` tasks."""
+        live = [outcome for running, outcome, _extra in batch if not running.lease_lost]
+        if want == 0:
+            return (await self.backend.finish_many(live) if live else []), []
+        if not live:
+            reserved = await self.backend.reserve(
+                worker_id=self.worker_id, limit=want, lease_seconds=self.lease_timeout, queues=self.queues
+            )
+            return [], reserved
+        return await self.backend.finish_and_reserve(
+            live, worker_id=self.worker_id, limit=want, lease_seconds=self.lease_timeout, queues=self.queues
+        )
+
+    async def _take_reserved(self, reserved: list[ReservedTask]) -> None:
+        for item in reserved:
+            running = _Running(item)
+            self._held[item.id] = running
+            self._waiting.append(running)
+        if self._stopping is not None and self._stopping.is_set():
+            await self._release_waiting()  # reserved while stopping: give them straight back
+        else:
             self._dispatch()
-            if not reserved:
-                await self._wait_or_stop(self.backend.wait_for_work(await self._idle_timeout()), None)
+
+    def _poke(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    async def _idle(self, *, can_reserve: bool, timeout: float) -> bool:
+        """Sleep until an outcome arrives or the worker stops (or new work, when ``can_reserve``).
+
+        Returns True when woken because work may be due.
+        """
+        assert self._wake is not None and self._stopping is not None
+        self._wake.clear()
+        if self._outcomes or self._closing:
+            return False
+        poked = asyncio.ensure_future(self._wake.wait())
+        waiters: set[asyncio.Future[Any]] = {poked}
+        work: asyncio.Future[Any] | None = None
+        if can_reserve:
+            work = asyncio.ensure_future(self.backend.wait_for_work(timeout))
+            waiters.add(work)
+        try:
+            done, _pending = await asyncio.wait(
+                waiters, timeout=None if can_reserve else timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for future in waiters:
+                if not future.done():
+                    future.cancel()
+            for future in waiters:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await future
+        return work is not None and work in done
 
     def _ahead(self) -> int:
         """How many tasks to reserve beyond the free slots (fixed, or adaptive when prefetch is None)."""
@@ -374,20 +452,6 @@ class Worker:
             until = (eta - self.backend.now()).total_seconds()
             timeout = min(timeout, max(until, 0.0))
         return max(timeout, 0.0005)
-
-    async def _wait_or_stop(self, awaitable: Any, timeout: float | None) -> None:
-        assert self._stopping is not None
-        waiter = asyncio.ensure_future(awaitable)
-        stopper = asyncio.ensure_future(self._stopping.wait())
-        try:
-            await asyncio.wait({waiter, stopper}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for future in (waiter, stopper):
-                if not future.done():
-                    future.cancel()
-            for future in (waiter, stopper):
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await future
 
     def _dispatch(self) -> None:
         """Start waiting tasks while slots are free; consecutive sync tasks share one thread hop."""
@@ -631,8 +695,8 @@ class Worker:
         )
 
     def _outcomes_put(self, running: _Running, outcome: Outcome, extra: dict[str, Any]) -> None:
-        assert self._outcomes is not None
-        self._outcomes.put_nowait((running, outcome, extra))
+        self._outcomes.append((running, outcome, extra))
+        self._poke()
 
     def _release_slot(self) -> None:
         self._executing -= 1
@@ -647,36 +711,14 @@ class Worker:
 
     # -------------------------------------------------------------- finishing
 
-    async def _finish_loop(self) -> None:
-        """Report outcomes in batches: whatever queued up while the last batch committed."""
-        assert self._outcomes is not None
-        while True:
-            first = await self._outcomes.get()
-            closing = first is None
-            batch = [] if first is None else [first]
-            while len(batch) < _MAX_FINISH_BATCH and not self._outcomes.empty():
-                item = self._outcomes.get_nowait()
-                if item is None:
-                    closing = True
-                    continue
-                batch.append(item)
-            if batch:
-                await self._finish_batch(batch)
-            if closing and self._outcomes.empty():
-                return
-
-    async def _finish_batch(self, batch: list[tuple[_Running, Outcome, dict[str, Any]]]) -> None:
+    def _finished(self, batch: list[tuple[_Running, Outcome, dict[str, Any]]], accepted: list[bool]) -> None:
+        """Book-keeping after the backend answered for the live outcomes of ``batch``."""
         live = [item for item in batch if not item[0].lease_lost]
         for running, _outcome, _extra in batch:
             if running.lease_lost:
                 logger.warning(
-                    "worker %s lost the lease of task %s (lease lost); outcome discarded",
-                    self.worker_id,
-                    running.reserved.id,
+                    "worker %s lost the lease of task %s (lease lost); outcome discarded", self.worker_id, running.id
                 )
-        accepted: list[bool] = []
-        if live:
-            accepted = await self._finish_with_retries([outcome for _r, outcome, _e in live])
         finished_ids: list[str] = []
         for (running, outcome, extra), ok in zip(live, accepted, strict=True):
             if ok:
@@ -689,33 +731,15 @@ class Worker:
                     self.worker_id,
                     outcome.task_id,
                 )
-        for running, _outcome, _extra in batch:
-            self._held.pop(running.reserved.id, None)
+        self._forget(batch)
         if finished_ids:
             self.backend.notify_results(finished_ids)
         if any(item[1].kind == "retry" for item in live):
             self.backend.notify_work()
-        assert self._slot_free is not None
-        self._slot_free.set()
 
-    async def _finish_with_retries(self, outcomes: list[Outcome]) -> list[bool]:
-        """finish_many, retried a few times; after that the leases expire and the tasks rerun."""
-        delay = 0.05
-        for attempt in range(1, 8):
-            try:
-                return await self.backend.finish_many(outcomes)
-            except Exception:
-                logger.exception(
-                    "worker %s: reporting %d outcome(s) failed (try %d)", self.worker_id, len(outcomes), attempt
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-        logger.error(
-            "worker %s: gave up reporting %d outcome(s); they will run again when their leases expire",
-            self.worker_id,
-            len(outcomes),
-        )
-        return [False] * len(outcomes)
+    def _forget(self, batch: list[tuple[_Running, Outcome, dict[str, Any]]]) -> None:
+        for running, _outcome, _extra in batch:
+            self._held.pop(running.id, None)
 
     def _after_accept(self, running: _Running, outcome: Outcome, extra: dict[str, Any]) -> None:
         task = running.reserved.task

@@ -91,6 +91,10 @@ _INSERT_RESULT = (
     "INSERT OR REPLACE INTO results (task_id, id, status, value, error, traceback, enqueued_at, "
     "started_at, finished_at, attempts, serializer) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_LEASE_SQL = (
+    "SELECT id, seq, lease_token, status, enqueued_at, started_at, attempts, serializer FROM tasks WHERE id IN ({})"
+)
+_MAX_VARIABLES = 500
 _INSERT_TASK = f"INSERT INTO tasks ({TASK_COLUMNS}, due) VALUES ({', '.join('?' * 21)})"
 
 
@@ -430,7 +434,16 @@ class SQLiteBackend(Backend):
         if queue_list == []:
             return []
         self._reserve_seq = self._wakeups.work_seq
-        now = self._now_us()
+        body = self._reserve_body(worker_id, limit, lease_us, queue_list, self._now_us())
+        handed = await self._transaction("reserve", body)
+        return handed
+
+    def _reserve_body(
+        self, worker_id: str, limit: int, lease_us: int, queue_list: list[str] | None, now: int
+    ) -> Callable[[sqlite3.Connection], list[ReservedTask]]:
+        """The claim transaction's body (shared by ``reserve`` and ``finish_and_reserve``)."""
+
+        now_dt = from_us(now)
 
         def body(conn: sqlite3.Connection) -> list[ReservedTask]:
             handed: list[ReservedTask] = []
@@ -441,10 +454,11 @@ class SQLiteBackend(Backend):
                 claims: list[tuple[Any, ...]] = []
                 poisoned = 0
                 for row in rows:
-                    task = _row_to_task(row[2:])
-                    expired = task.status == TaskStatus.RUNNING
-                    expiries = task.lease_expiries + 1 if expired else task.lease_expiries
-                    if expired and expiries >= task.max_lease_expiries:
+                    view = _RowView(row[2:])
+                    expired = view.status == "running"
+                    expiries = view.lease_expiries + 1 if expired else view.lease_expiries
+                    if expired and expiries >= view.max_lease_expiries:
+                        task = _row_to_task(row[2:])
                         poisoned += 1
                         error = f"lease expired after {task.attempts} attempts"
                         conn.execute(
@@ -475,12 +489,8 @@ class SQLiteBackend(Backend):
                     claims.append((worker_id, token, expires, expiries, now, row[0]))
                     handed.append(
                         ReservedTask(
-                            task=task.with_changes(
-                                status=TaskStatus.RUNNING,
-                                worker_id=worker_id,
-                                attempts=task.attempts + 1,
-                                lease_expiries=expiries,
-                                started_at=from_us(now),
+                            task=_row_to_task(
+                                row[2:], running=(worker_id, expiries, now_dt), attempts=view.attempts + 1
                             ),
                             lease_token=token,
                             lease_expires_at=from_us(expires),
@@ -495,8 +505,7 @@ class SQLiteBackend(Backend):
                     break
             return handed
 
-        handed = await self._transaction("reserve", body)
-        return handed
+        return body
 
     async def heartbeat(self, leases: Sequence[tuple[str, str]], lease_seconds: float) -> dict[str, LeaseState]:
         lease_us = _lease_us(lease_seconds)
@@ -524,84 +533,133 @@ class SQLiteBackend(Backend):
     # ----------------------------------------------------------------- finish
 
     async def finish_many(self, outcomes: Sequence[Outcome]) -> list[bool]:
-        if isinstance(outcomes, Outcome) or not isinstance(outcomes, Sequence):
-            raise ValidationError("outcomes must be a sequence of Outcome", parameter="outcomes")
-        for outcome in outcomes:
-            if not isinstance(outcome, Outcome) or outcome.kind not in _OUTCOME_KINDS:
-                raise ValidationError(
-                    f"each outcome must be an Outcome with kind in {_OUTCOME_KINDS}, got {outcome!r}",
-                    parameter="outcomes",
-                    value=outcome,
-                )
-            for name in ("retry_at", "started_at", "finished_at"):
-                value = getattr(outcome, name)
-                if value is not None:
-                    _aware(value, "outcomes")
+        _check_outcomes(outcomes)
         if not outcomes:
             return []
-        now = self._now_us()
-
-        def body(conn: sqlite3.Connection) -> tuple[list[bool], bool, list[str]]:
-            accepted: list[bool] = []
-            requeued = False
-            finished: list[str] = []
-            for outcome in outcomes:
-                key = (outcome.task_id, outcome.lease_token)
-                if outcome.kind == "retry":
-                    due = to_us(outcome.retry_at) if outcome.retry_at is not None else now
-                    cur = conn.execute(
-                        "UPDATE tasks SET status = 'queued', eta = ?, due = ?, error = ?, lease_token = NULL "
-                        "WHERE id = ? AND lease_token = ? AND status = 'running'",
-                        (due, due, outcome.error, *key),
-                    )
-                    ok = cur.rowcount > 0
-                    requeued = requeued or ok
-                elif outcome.kind == "release":
-                    cur = conn.execute(
-                        "UPDATE tasks SET status = 'queued', due = min(eta, ?), lease_token = NULL, "
-                        "attempts = max(attempts - 1, 0) WHERE id = ? AND lease_token = ? AND status = 'running'",
-                        (now, *key),
-                    )
-                    ok = cur.rowcount > 0
-                    requeued = requeued or ok
-                else:
-                    finished_at = to_us(outcome.finished_at) if outcome.finished_at is not None else now
-                    row = conn.execute(
-                        "UPDATE tasks SET status = ?, due = NULL, lease_token = NULL, finished_at = ?, "
-                        "error = ?, started_at = coalesce(?, started_at) "
-                        "WHERE id = ? AND lease_token = ? AND status = 'running' "
-                        "RETURNING enqueued_at, started_at, attempts, serializer",
-                        (outcome.kind, finished_at, outcome.error, _opt_us(outcome.started_at), *key),
-                    ).fetchone()
-                    ok = row is not None
-                    if row is not None:
-                        conn.execute(
-                            _INSERT_RESULT,
-                            (
-                                outcome.task_id,
-                                new_id(),
-                                outcome.kind,
-                                outcome.value,
-                                outcome.error,
-                                outcome.traceback,
-                                row[0],
-                                row[1],
-                                finished_at,
-                                row[2],
-                                row[3],
-                            ),
-                        )
-                        finished.append(outcome.task_id)
-                accepted.append(ok)
-            return accepted, requeued, finished
-
+        body = self._finish_body(outcomes, self._now_us())
         accepted, requeued, finished = await self._transaction("finish", body)
+        self._after_finish(requeued, finished)
+        return accepted
+
+    async def finish_and_reserve(
+        self,
+        outcomes: Sequence[Outcome],
+        *,
+        worker_id: str,
+        limit: int,
+        lease_seconds: float,
+        queues: Sequence[str] | None = None,
+    ) -> tuple[list[bool], list[ReservedTask]]:
+        """``finish_many`` then ``reserve`` in ONE transaction: one commit (one fsync) per worker cycle."""
+        _check_outcomes(outcomes)
+        if not outcomes:
+            return [], await self.reserve(worker_id=worker_id, limit=limit, lease_seconds=lease_seconds, queues=queues)
+        if not isinstance(worker_id, str) or not worker_id:
+            raise ValidationError("worker_id must be a non-empty string", parameter="worker_id", value=worker_id)
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValidationError("limit must be an integer >= 1", parameter="limit", value=limit)
+        lease_us = _lease_us(lease_seconds)
+        queue_list = _queues(queues)
+        if queue_list == []:
+            return await self.finish_many(outcomes), []
+        self._reserve_seq = self._wakeups.work_seq
+        now = self._now_us()
+        finish = self._finish_body(outcomes, now)
+        claim = self._reserve_body(worker_id, limit, lease_us, queue_list, now)
+
+        def body(conn: sqlite3.Connection) -> tuple[tuple[list[bool], bool, list[str]], list[ReservedTask]]:
+            return finish(conn), claim(conn)
+
+        (accepted, requeued, finished), handed = await self._transaction("finish_and_reserve", body)
+        self._after_finish(requeued, finished)
+        return accepted, handed
+
+    def _after_finish(self, requeued: bool, finished: list[str]) -> None:
         keys: list[Hashable] = [("sitq", "result", task_id) for task_id in finished]
         if requeued:
             keys.append(WORK_KEY)
         if keys:
             self._wakeups.wake(keys)
-        return accepted
+
+    def _finish_body(
+        self, outcomes: Sequence[Outcome], now: int
+    ) -> Callable[[sqlite3.Connection], tuple[list[bool], bool, list[str]]]:
+        """The finish transaction's body (shared by ``finish_many`` and ``finish_and_reserve``).
+
+        One SELECT reads the current lease of every task in the batch; the
+        accepted changes are then written with one ``executemany`` per kind.
+        """
+
+        def body(conn: sqlite3.Connection) -> tuple[list[bool], bool, list[str]]:
+            current: dict[str, tuple[Any, ...]] = {}
+            wanted = list(dict.fromkeys(outcome.task_id for outcome in outcomes))
+            for start in range(0, len(wanted), _MAX_VARIABLES):
+                chunk = wanted[start : start + _MAX_VARIABLES]
+                sql = _LEASE_SQL.format(",".join("?" * len(chunk)))
+                for row in conn.execute(sql, chunk):
+                    current[row[0]] = row
+            accepted: list[bool] = []
+            finals: list[tuple[Any, ...]] = []
+            results: list[tuple[Any, ...]] = []
+            retries: list[tuple[Any, ...]] = []
+            releases: list[tuple[Any, ...]] = []
+            finished: list[str] = []
+            for outcome in outcomes:
+                row = current.get(outcome.task_id)
+                ok = row is not None and row[3] == "running" and row[2] == outcome.lease_token
+                accepted.append(ok)
+                if row is None or not ok:
+                    continue
+                del current[outcome.task_id]  # a second outcome for the same lease is stale
+                seq = row[1]
+                if outcome.kind == "retry":
+                    due = to_us(outcome.retry_at) if outcome.retry_at is not None else now
+                    retries.append((due, due, outcome.error, seq))
+                elif outcome.kind == "release":
+                    releases.append((now, seq))
+                else:
+                    finished_at = to_us(outcome.finished_at) if outcome.finished_at is not None else now
+                    started = _opt_us(outcome.started_at)
+                    if started is None:
+                        started = row[5]
+                    finals.append((outcome.kind, finished_at, outcome.error, started, seq))
+                    results.append(
+                        (
+                            outcome.task_id,
+                            new_id(),
+                            outcome.kind,
+                            outcome.value,
+                            outcome.error,
+                            outcome.traceback,
+                            row[4],
+                            started,
+                            finished_at,
+                            row[6],
+                            row[7],
+                        )
+                    )
+                    finished.append(outcome.task_id)
+            if finals:
+                conn.executemany(
+                    "UPDATE tasks SET status = ?, due = NULL, lease_token = NULL, finished_at = ?, error = ?, "
+                    "started_at = ? WHERE seq = ?",
+                    finals,
+                )
+                conn.executemany(_INSERT_RESULT, results)
+            if retries:
+                conn.executemany(
+                    "UPDATE tasks SET status = 'queued', eta = ?, due = ?, error = ?, lease_token = NULL WHERE seq = ?",
+                    retries,
+                )
+            if releases:
+                conn.executemany(
+                    "UPDATE tasks SET status = 'queued', due = min(eta, ?), lease_token = NULL, "
+                    "attempts = max(attempts - 1, 0) WHERE seq = ?",
+                    releases,
+                )
+            return accepted, bool(retries or releases), finished
+
+        return body
 
     # ----------------------------------------------------------------- cancel
 
@@ -887,7 +945,46 @@ def _claim_candidates(conn: sqlite3.Connection, queues: list[str] | None, now: i
     return chosen
 
 
-def _row_to_task(row: Sequence[Any]) -> Task:
+class _RowView:
+    """The few task columns ``reserve`` decides on, read without building a Task."""
+
+    __slots__ = ("attempts", "lease_expiries", "max_lease_expiries", "status")
+
+    def __init__(self, row: Sequence[Any]) -> None:
+        self.status: str = row[12]
+        self.attempts: int = row[13]
+        self.lease_expiries: int = row[14]
+        self.max_lease_expiries: int = row[10]
+
+
+def _row_to_task(
+    row: Sequence[Any], *, running: tuple[str, int, datetime] | None = None, attempts: int | None = None
+) -> Task:
+    """A Task from a tasks row; ``running=(worker_id, lease_expiries, now)`` gives the just-claimed view."""
+    if running is not None:
+        worker_id, expiries, now = running
+        return Task(
+            id=row[0],
+            payload=bytes(row[1]),
+            serializer=row[2],
+            function_name=row[3],
+            queue=row[4],
+            priority=row[5],
+            eta=from_us(row[6]),
+            max_retries=row[7],
+            retry_backoff=row[8],
+            timeout=row[9],
+            max_lease_expiries=row[10],
+            enqueued_at=from_us(row[11]),
+            status=TaskStatus.RUNNING,
+            attempts=row[13] + 1 if attempts is None else attempts,
+            lease_expiries=expiries,
+            started_at=now,
+            finished_at=None,
+            worker_id=worker_id,
+            error=row[18],
+            cancel_requested=bool(row[19]),
+        )
     return Task(
         id=row[0],
         payload=bytes(row[1]),
@@ -1087,3 +1184,20 @@ def _integer(name: str, value: Any, *, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValidationError(f"{name} must be an integer >= {minimum}; got {value!r}", parameter=name, value=value)
     return value
+
+
+def _check_outcomes(outcomes: Sequence[Outcome]) -> None:
+    """Validate ``finish_many``'s argument before anything is written."""
+    if isinstance(outcomes, Outcome) or not isinstance(outcomes, Sequence):
+        raise ValidationError("outcomes must be a sequence of Outcome", parameter="outcomes")
+    for outcome in outcomes:
+        if not isinstance(outcome, Outcome) or outcome.kind not in _OUTCOME_KINDS:
+            raise ValidationError(
+                f"each outcome must be an Outcome with kind in {_OUTCOME_KINDS}, got {outcome!r}",
+                parameter="outcomes",
+                value=outcome,
+            )
+        for name in ("retry_at", "started_at", "finished_at"):
+            value = getattr(outcome, name)
+            if value is not None:
+                _aware(value, "outcomes")
