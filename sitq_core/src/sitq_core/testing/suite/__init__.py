@@ -6,6 +6,7 @@ from .bad_input import BadInputContract
 from .cancel import CancelContract
 from .concurrency import ConcurrencyContract
 from .enqueue import EnqueueContract
+from .exchange import ExchangeContract
 from .leases import LeaseContract
 from .lifecycle import LifecycleContract
 from .notify import NotifyContract
@@ -21,6 +22,7 @@ __all__ = [
     "CancelContract",
     "ConcurrencyContract",
     "EnqueueContract",
+    "ExchangeContract",
     "LeaseContract",
     "LifecycleContract",
     "NotifyContract",
@@ -38,6 +40,7 @@ class BackendSuite(
     LeaseContract,
     RetryContract,
     ResultContract,
+    ExchangeContract,
     CancelContract,
     StatsContract,
     ConcurrencyContract,
@@ -54,6 +57,7 @@ CONTRACTS = (
     LeaseContract,
     RetryContract,
     ResultContract,
+    ExchangeContract,
     CancelContract,
     StatsContract,
     ConcurrencyContract,

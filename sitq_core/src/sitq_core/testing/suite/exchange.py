@@ -1,0 +1,74 @@
+"""ExchangeContract: finish_and_reserve behaves exactly like finish_many followed by reserve."""
+
+from __future__ import annotations
+
+import pytest
+
+from ...backend import Backend
+from ...models import Outcome, TaskStatus
+from ..clock import FakeClock
+from ..fixtures import BackendFixtures
+from ._support import get, make_task
+
+C = "ExchangeContract"
+LEASE = 30.0
+
+
+class ExchangeContract(BackendFixtures):
+    """Backend.finish_and_reserve: the worker's one-call cycle (an override must keep these semantics)."""
+
+    @pytest.mark.asyncio
+    async def test_finishes_then_reserves(self, backend: Backend, clock: FakeClock) -> None:
+        first, second, third = (make_task(clock, priority=p) for p in (3, 2, 1))
+        await backend.enqueue_many([first, second, third])
+        [lease] = await backend.reserve(worker_id="w", limit=1, lease_seconds=LEASE)
+        assert lease.id == first.id, f"{C}: reserve must take the highest priority first"
+        accepted, reserved = await backend.finish_and_reserve(
+            [Outcome(lease.id, lease.lease_token, "success", value=b"v")],
+            worker_id="w",
+            limit=5,
+            lease_seconds=LEASE,
+        )
+        assert accepted == [True], f"{C}: the outcome of a current lease must be accepted, got {accepted}"
+        assert [r.id for r in reserved] == [second.id, third.id], (
+            f"{C}: finish_and_reserve must reserve the due tasks in order, got {[r.id for r in reserved]}"
+        )
+        assert (await get(backend, first.id, C)).status == TaskStatus.SUCCESS, f"{C}: the finish was not applied"
+        result = await backend.get_result(first.id)
+        assert result is not None and result.value == b"v", f"{C}: the finished task must have its result"
+        for item in reserved:
+            assert (await get(backend, item.id, C)).status == TaskStatus.RUNNING, f"{C}: reserved tasks must run"
+
+    @pytest.mark.asyncio
+    async def test_stale_outcome_is_fenced_and_reserve_still_happens(self, backend: Backend, clock: FakeClock) -> None:
+        task, other = make_task(clock), make_task(clock)
+        await backend.enqueue_many([task, other])
+        [old] = await backend.reserve(worker_id="w1", limit=1, lease_seconds=1)
+        clock.advance(5)  # the first lease expires; another worker takes the task
+        [new] = await backend.reserve(worker_id="w2", limit=1, lease_seconds=LEASE)
+        assert new.id == task.id, f"{C}: an expired lease must make its task due again"
+        accepted, reserved = await backend.finish_and_reserve(
+            [Outcome(old.id, old.lease_token, "success", value=b"stale")],
+            worker_id="w1",
+            limit=1,
+            lease_seconds=LEASE,
+        )
+        assert accepted == [False], f"{C}: a stale lease token must be fenced off in finish_and_reserve"
+        assert [r.id for r in reserved] == [other.id], f"{C}: the reserve part must still run"
+        assert await backend.get_result(task.id) is None, f"{C}: a stale outcome must not store a result"
+
+    @pytest.mark.asyncio
+    async def test_retry_outcome_is_not_reserved_before_its_eta(self, backend: Backend, clock: FakeClock) -> None:
+        task = make_task(clock)
+        await backend.enqueue(task)
+        [lease] = await backend.reserve(worker_id="w", limit=1, lease_seconds=LEASE)
+        retry_at = clock.now().replace(year=clock.now().year + 1)
+        accepted, reserved = await backend.finish_and_reserve(
+            [Outcome(lease.id, lease.lease_token, "retry", error="later", retry_at=retry_at)],
+            worker_id="w",
+            limit=5,
+            lease_seconds=LEASE,
+        )
+        assert accepted == [True] and reserved == [], (
+            f"{C}: a task retried for later must not be reserved in the same call, got {[r.id for r in reserved]}"
+        )
