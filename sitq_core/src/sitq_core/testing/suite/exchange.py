@@ -41,12 +41,14 @@ class ExchangeContract(BackendFixtures):
 
     @pytest.mark.asyncio
     async def test_stale_outcome_is_fenced_and_reserve_still_happens(self, backend: Backend, clock: FakeClock) -> None:
-        task, other = make_task(clock), make_task(clock)
-        await backend.enqueue_many([task, other])
+        task = make_task(clock)
+        await backend.enqueue(task)
         [old] = await backend.reserve(worker_id="w1", limit=1, lease_seconds=1)
         clock.advance(5)  # the first lease expires; another worker takes the task
         [new] = await backend.reserve(worker_id="w2", limit=1, lease_seconds=LEASE)
         assert new.id == task.id, f"{C}: an expired lease must make its task due again"
+        other = make_task(clock)
+        await backend.enqueue(other)
         accepted, reserved = await backend.finish_and_reserve(
             [Outcome(old.id, old.lease_token, "success", value=b"stale")],
             worker_id="w1",
