@@ -1,0 +1,107 @@
+"""The three distributions: lockstep versions, entry points, typed packages, a real non-editable install."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tomllib
+import venv
+from importlib.metadata import distribution, entry_points
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PROJECTS = {
+    "sitq": ROOT / "pyproject.toml",
+    "sitq-core": ROOT / "sitq_core" / "pyproject.toml",
+    "sitq-sqlite": ROOT / "sitq_sqlite" / "pyproject.toml",
+}
+
+
+def load(path: Path) -> dict[str, object]:
+    with path.open("rb") as f:
+        return tomllib.load(f)
+
+
+def test_versions_move_in_lockstep() -> None:
+    versions = {name: load(path)["project"]["version"] for name, path in PROJECTS.items()}  # type: ignore[index]
+    assert len(set(versions.values())) == 1, versions
+    version = versions["sitq"]
+    root = load(PROJECTS["sitq"])["project"]
+    assert f"sitq-core=={version}" in root["dependencies"]  # type: ignore[index]
+    assert root["optional-dependencies"]["sqlite"] == [f"sitq-sqlite=={version}"]  # type: ignore[index]
+    import sitq
+
+    assert sitq.__version__ == version
+
+
+def test_sqlite_plugin_is_registered_through_its_entry_point() -> None:
+    found = {ep.name: ep for ep in entry_points(group="sitq")}
+    assert found["sqlite"].value == "sitq_sqlite.plugin"
+    assert found["sqlite"].dist is not None and found["sqlite"].dist.name == "sitq-sqlite"
+    assert distribution("sitq-sqlite").requires is not None
+
+
+def test_cli_lists_plugins_and_backends() -> None:
+    run = [sys.executable, "-m", "sitq"]
+    plugins = json.loads(subprocess.run([*run, "plugins", "--json"], capture_output=True, text=True, check=True).stdout)
+    sqlite = next(p for p in plugins if p["name"] == "sqlite")
+    assert sqlite["status"] == "ok" and sqlite["dist"] == "sitq-sqlite" and sqlite["backends"] == ["sqlite"]
+    rows = json.loads(subprocess.run([*run, "backends", "--json"], capture_output=True, text=True, check=True).stdout)
+    names = {(row["kind"], row["name"]): row for row in rows}
+    assert names[("backend", "sqlite")]["installed"] is True
+    assert names[("backend", "postgres")]["installed"] is False
+    assert "pip install 'sitq[postgres]'" in names[("backend", "postgres")]["description"]
+    assert {("serializer", "cloudpickle"), ("serializer", "msgpack")} <= set(names)
+    version = subprocess.run([*run, "--version"], capture_output=True, text=True, check=True).stdout
+    assert version.startswith("sitq ") and "sitq-sqlite" in version
+
+
+def test_load_plugins_allowlist_keeps_the_facade_working(tmp_path: Path) -> None:
+    code = (
+        "import sitq\n"
+        "backend = sitq.SQLiteBackend('x.db')\n"
+        "try:\n"
+        "    sitq.connect('sqlite:///y.db')\n"
+        "except sitq.ConfigurationError as e:\n"
+        "    print('ERR', e)\n"
+    )
+    env = dict(os.environ, SITQ_LOAD_PLUGINS="", SITQ_STRICT_PLUGINS="1")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "installed but disabled by SITQ_LOAD_PLUGINS" in done.stdout
+
+
+@pytest.mark.slow
+def test_plain_install_from_a_checkout(tmp_path: Path) -> None:
+    """pip install ./sitq_core ./sitq_sqlite '.[sqlite,msgpack]' (no editable tricks) gives a working sitq."""
+    env_dir = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=True).create(env_dir)
+    python = env_dir / "bin" / "python"
+    build = tmp_path / "src"
+    subprocess.run(["git", "clone", "-q", "--no-hardlinks", str(ROOT), str(build)], check=True)
+    subprocess.run(  # the working tree may hold uncommitted changes: test what is on disk
+        ["cp", "-r", *[str(ROOT / p) for p in ("sitq", "sitq_core", "sitq_sqlite", "pyproject.toml")], str(build)],
+        check=True,
+    )
+    install = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    subprocess.run([*install, "./sitq_core", "./sitq_sqlite", ".[sqlite,msgpack]"], cwd=build, check=True)
+    code = (
+        "import asyncio, sitq, importlib.resources as r\n"
+        "from sitq import SQLiteBackend, TaskQueue, Worker\n"
+        "assert r.files('sitq_core').joinpath('py.typed').is_file()\n"
+        "assert r.files('sitq_sqlite').joinpath('py.typed').is_file()\n"
+        "assert r.files('sitq').joinpath('py.typed').is_file()\n"
+        "async def main():\n"
+        "    async with TaskQueue('sqlite:///w.db', serializer='msgpack') as q:\n"
+        "        w = Worker(q.backend); await w.start()\n"
+        "        r_ = await q.get_result(await q.enqueue(pow, 2, 10), timeout=20)\n"
+        "        await w.stop(); print(q.deserialize_result(r_))\n"
+        "asyncio.run(main())\n"
+    )
+    done = subprocess.run([str(python), "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "1024"
