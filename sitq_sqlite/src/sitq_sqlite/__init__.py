@@ -1,7 +1,7 @@
 """SQLite backend for sitq.
 
 ``SQLiteBackend`` is imported on first access, so loading the plugin module
-(``sitq_sqlite.plugin``) for discovery does not import aiosqlite.
+(``sitq_sqlite.plugin``) for discovery stays cheap.
 """
 
 from __future__ import annotations
