@@ -167,7 +167,12 @@ async def test_stale_worker_cannot_overwrite_newer_attempt(db: Path, workers: Wo
         assert after is not None and queue.deserialize_result(after) == fresh.pid
         assert after.attempts == 2
     stale.send_signal(signal.SIGTERM)
-    assert stale.wait(30) == 0
+    try:
+        code = stale.wait(30)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("stale worker did not exit:\n" + workers.log(stale)) from None
+    assert code == 0, workers.log(stale)
+    assert "Traceback" not in workers.log(stale), workers.log(stale)
 
 
 @pytest.mark.asyncio

@@ -256,11 +256,14 @@ class Worker:
         self._closing = True  # the exchange loop reports what is left, then ends
         self._poke()
         exchange, heartbeat = self._tasks
-        with contextlib.suppress(asyncio.CancelledError):
-            await exchange
         heartbeat.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await heartbeat
+        for task in (exchange, heartbeat):
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            except Exception:  # already logged by the loop; stopping must still finish
+                logger.exception("worker %s: %s ended with an error", self.worker_id, task.get_name())
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
         self._running = False
@@ -328,6 +331,15 @@ class Worker:
         per cycle). When the queue is drained the loop sleeps until an outcome
         arrives, new work is announced, or the worker stops.
         """
+        try:
+            await self._exchange_cycles()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("worker %s: the exchange loop failed; the worker stops taking work", self.worker_id)
+            raise
+
+    async def _exchange_cycles(self) -> None:
         assert self._stopping is not None
         drained = False
         failures = 0
@@ -337,8 +349,10 @@ class Worker:
             if not self._stopping.is_set() and not drained:
                 want = max(0, self.max_concurrency + self._ahead() - (len(self._held) - len(batch)))
             if batch or want:
+                # decided once: a heartbeat may mark a lease lost while the call is in flight
+                live = [item for item in batch if not item[0].lease_lost]
                 try:
-                    accepted, reserved = await self._exchange(batch, want)
+                    accepted, reserved = await self._exchange(live, want)
                 except Exception:
                     failures += 1
                     delay = min(0.05 * 2**failures, max(self.poll_interval, 0.05))
@@ -355,7 +369,7 @@ class Worker:
                     await self._idle(can_reserve=False, timeout=delay)
                     continue
                 failures = 0
-                self._finished(batch, accepted)
+                self._finished(batch, live, accepted)
                 if want and len(reserved) < want:
                     drained = True
                 await self._take_reserved(reserved)
@@ -377,8 +391,8 @@ class Worker:
     async def _exchange(
         self, batch: list[tuple[_Running, Outcome, dict[str, Any]]], want: int
     ) -> tuple[list[bool], list[ReservedTask]]:
-        """One backend call: report the live outcomes of ``batch`` and reserve up to ``want`` tasks."""
-        live = [outcome for running, outcome, _extra in batch if not running.lease_lost]
+        """One backend call: report the outcomes of ``batch`` and reserve up to ``want`` tasks."""
+        live = [outcome for _running, outcome, _extra in batch]
         if want == 0:
             return (await self.backend.finish_many(live) if live else []), []
         if not live:
@@ -420,8 +434,9 @@ class Worker:
             work = asyncio.ensure_future(self.backend.wait_for_work(timeout))
             waiters.add(work)
         try:
+            # the bound is a safety net: wait_for_work returns by itself within ``timeout``
             done, _pending = await asyncio.wait(
-                waiters, timeout=None if can_reserve else timeout, return_when=asyncio.FIRST_COMPLETED
+                waiters, timeout=timeout * 2 + 0.05, return_when=asyncio.FIRST_COMPLETED
             )
         finally:
             for future in waiters:
@@ -711,11 +726,15 @@ class Worker:
 
     # -------------------------------------------------------------- finishing
 
-    def _finished(self, batch: list[tuple[_Running, Outcome, dict[str, Any]]], accepted: list[bool]) -> None:
-        """Book-keeping after the backend answered for the live outcomes of ``batch``."""
-        live = [item for item in batch if not item[0].lease_lost]
+    def _finished(
+        self,
+        batch: list[tuple[_Running, Outcome, dict[str, Any]]],
+        live: list[tuple[_Running, Outcome, dict[str, Any]]],
+        accepted: list[bool],
+    ) -> None:
+        """Book-keeping after the backend answered for ``live`` (the part of ``batch`` it was sent)."""
         for running, _outcome, _extra in batch:
-            if running.lease_lost:
+            if running.lease_lost and not any(item[0] is running for item in live):
                 logger.warning(
                     "worker %s lost the lease of task %s (lease lost); outcome discarded", self.worker_id, running.id
                 )
