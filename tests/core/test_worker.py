@@ -376,3 +376,24 @@ async def test_unserialisable_return_value_fails_without_retry(tmp_path: Path) -
         await worker.stop()
     assert result is not None and result.status == "failed" and result.attempts == 1
     assert "cannot serialise the return value" in (result.error or "")
+
+
+class _LyingBackend(SQLiteBackend):
+    """Answers finish_and_reserve with the wrong number of verdicts: a backend bug."""
+
+    async def finish_and_reserve(self, outcomes: Any, **kwargs: Any) -> Any:
+        _accepted, reserved = await super().finish_and_reserve(outcomes, **kwargs)
+        return [], reserved
+
+
+@pytest.mark.asyncio
+async def test_internal_error_stops_run_with_a_worker_error(tmp_path: Path) -> None:
+    from sitq import WorkerError
+
+    backend = _LyingBackend(tmp_path / "lying.db")
+    async with TaskQueue(backend) as queue:
+        await queue.enqueue_many([(tasks.add, (n,)) for n in range(5)])
+        worker = Worker(backend, shutdown_timeout=5)
+        with pytest.raises(WorkerError, match="internal error"):
+            await asyncio.wait_for(worker.run(handle_signals=False), timeout=30)
+        assert not worker.running

@@ -28,7 +28,7 @@ from typing import Any
 
 from .backend import Backend
 from .config import BackendSpec, SerializerSpec, resolve_backend, resolve_serializer, split_config
-from .errors import SerializationError, SitqError, ValidationError
+from .errors import SerializationError, SitqError, ValidationError, WorkerError
 from .models import LeaseState, Outcome, ReservedTask, Result
 from .plugins import get_plugin_manager
 from .serializers import Serializer
@@ -191,6 +191,8 @@ class Worker:
         self._outcomes: deque[tuple[_Running, Outcome, dict[str, Any]]] = deque()
         self._wake: asyncio.Event | None = None
         self._closing = False
+        self._fatal: BaseException | None = None
+        self._background: set[asyncio.Future[None]] = set()
         self._pool: ThreadPoolExecutor | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._running = False
@@ -316,6 +318,10 @@ class Worker:
                 loop.remove_signal_handler(signum)
             if self._running:
                 await self.stop(timeout=self.shutdown_timeout)
+        if self._fatal is not None:
+            raise WorkerError(
+                f"worker stopped after an internal error: {self._fatal!r}", worker_id=self.worker_id, cause=self._fatal
+            )
 
     async def _hard_stop(self) -> None:
         held = [r.future for r in self._held.values() if r.future is not None and not r.future.done()]
@@ -335,8 +341,12 @@ class Worker:
             await self._exchange_cycles()
         except asyncio.CancelledError:
             raise
-        except Exception:
-            logger.exception("worker %s: the exchange loop failed; the worker stops taking work", self.worker_id)
+        except Exception as exc:
+            # A bug, not a task failure: stop cleanly (leases are released or expire, so other
+            # workers take over) and let run() raise, so a supervisor restarts this process.
+            logger.exception("worker %s: the exchange loop failed; stopping the worker", self.worker_id)
+            self._fatal = exc
+            self._background.add(asyncio.ensure_future(self.stop(timeout=self.shutdown_timeout)))
             raise
 
     async def _exchange_cycles(self) -> None:
