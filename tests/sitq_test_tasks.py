@@ -99,3 +99,18 @@ def kill_my_worker() -> None:
 def make_object() -> object:
     """Returns something msgpack cannot carry."""
     return object()
+
+
+from sitq import task  # noqa: E402
+
+
+@task(max_retries=2, retry_backoff=0.01, priority=4, queue_name="decorated")
+def decorated_flaky(counter_file: str, failures: int) -> str:
+    """flaky() with retries attached by the decorator."""
+    return flaky(counter_file, failures)
+
+
+@task
+async def decorated_async(x: int, eta: str = "kwarg named eta") -> str:
+    await asyncio.sleep(0)
+    return f"{x} {eta}"

@@ -32,6 +32,7 @@ from .options import TaskOptions
 from .queue import Call, TaskQueue, TaskQueueView, connect
 from .serializers import CloudpickleSerializer, MsgpackSerializer, Serializer
 from .sync import SyncTaskQueue
+from .task import TaskFunction, task
 from .urls import BackendURL, parse_backend_url
 from .worker import Worker
 
@@ -68,6 +69,7 @@ __all__ = [
     "Task",
     "TaskCancelledError",
     "TaskExecutionError",
+    "TaskFunction",
     "TaskOptions",
     "TaskQueue",
     "TaskQueueError",
@@ -84,4 +86,5 @@ __all__ = [
     "parse_backend_url",
     "resolve_backend",
     "resolve_serializer",
+    "task",
 ]

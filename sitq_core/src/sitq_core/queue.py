@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
@@ -16,8 +16,11 @@ from .models import Result, Task, new_id
 from .options import TaskOptions, normalize_eta, validate_timeout
 from .plugins import get_plugin_manager
 from .serializers import Serializer, function_path
+from .task import is_task_function, task
 
 __all__ = ["Call", "TaskQueue", "TaskQueueView"]
+
+_DEFAULT_OPTIONS = TaskOptions()
 
 logger = logging.getLogger("sitq.queue")
 
@@ -66,6 +69,8 @@ class _Producer:
     ) -> Task:
         if not callable(func):
             raise ValidationError(f"func must be callable, got {type(func).__name__}", parameter="func", value=func)
+        if is_task_function(func):
+            options, eta = self._with_task_defaults(func.options, options, now, eta)
         return Task(
             id=new_id(),
             payload=self._serializer.dumps_call(func, args, kwargs),
@@ -80,6 +85,19 @@ class _Producer:
             max_lease_expiries=options.max_lease_expiries,
             enqueued_at=now,
         )
+
+    def _with_task_defaults(
+        self, defaults: TaskOptions, options: TaskOptions, now: datetime, eta: datetime
+    ) -> tuple[TaskOptions, datetime]:
+        """A decorated task's options, overridden by whatever this queue or view set explicitly."""
+        explicit = {
+            field.name: getattr(options, field.name)
+            for field in fields(TaskOptions)
+            if getattr(options, field.name) != getattr(_DEFAULT_OPTIONS, field.name)
+        }
+        merged = defaults.merged(**explicit) if explicit else defaults
+        scheduled = options.eta is not None or options.delay is not None
+        return merged, eta if scheduled else merged.due_at(now)
 
     async def _store(self, tasks: list[Task]) -> list[str]:
         try:
@@ -113,6 +131,18 @@ class _Producer:
         options = self._options if eta is None else self._options.merged(eta=normalize_eta(eta))
         now = self._backend.now()
         task = self._build_task(func, args, kwargs, options, now, options.due_at(now))
+        return (await self._store([task]))[0]
+
+    async def enqueue_call(
+        self, func: Callable[..., Any], args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
+    ) -> str:
+        """Like ``enqueue`` with the arguments given as a tuple and a dict.
+
+        No keyword is taken for the queue itself, so a function whose own
+        parameters include ``eta`` receives it untouched.
+        """
+        now = self._backend.now()
+        task = self._build_task(func, tuple(args), dict(kwargs or {}), self._options, now, self._options.due_at(now))
         return (await self._store([task]))[0]
 
     async def enqueue_many(self, calls: Iterable[Any]) -> list[str]:
@@ -215,6 +245,14 @@ class TaskQueue(_Producer):
         }
         changes = {key: value for key, value in given.items() if value is not None}
         return TaskQueueView(self, self._options.merged(**changes))
+
+    def task(self, func: Any = None, /, **options: Any) -> Any:
+        """Decorator: ``@queue.task`` or ``@queue.task(max_retries=3)``; see :func:`sitq.task`.
+
+        The decorated function gains ``await f.enqueue(*args, **kwargs)`` on this
+        queue, type-checked against its own signature.
+        """
+        return task(func, queue=self, **options) if func is not None else task(queue=self, **options)
 
     # ---------------------------------------------------------------- lifecycle
 

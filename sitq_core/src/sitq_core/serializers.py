@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 from .errors import SerializationError
+from .task import is_importable_task, is_task_function
 
 __all__ = [
     "CallSpec",
@@ -235,7 +236,7 @@ class MsgpackSerializer(Serializer):
     def _importable_path(func: Callable[..., Any]) -> str:
         path = function_path(func)
         qualname = getattr(func, "__qualname__", "")
-        if not (inspect.isfunction(func) or inspect.isbuiltin(func)):
+        if not (inspect.isfunction(func) or inspect.isbuiltin(func) or is_task_function(func)):
             raise SerializationError(
                 f"msgpack sends functions by import path; {path} is a {type(func).__name__}, "
                 "not a module-level function (use the cloudpickle serializer)",
@@ -258,7 +259,7 @@ class MsgpackSerializer(Serializer):
                 data_type="function",
                 cause=exc,
             ) from exc
-        if resolved is not func:
+        if resolved is not (getattr(func, "__wrapped__", func) if is_task_function(func) else func):
             raise SerializationError(
                 f"{path} does not resolve to the function given (it was replaced or decorated); "
                 "msgpack needs an importable module-level function",
@@ -299,7 +300,9 @@ def _importable_by_reference(func: Any) -> bool:
     module_name = getattr(func, "__module__", None)
     qualname = getattr(func, "__qualname__", "")
     found = False
-    if inspect.isfunction(func) and module_name not in (None, "__main__") and "<" not in qualname:
+    if is_task_function(func):
+        found = is_importable_task(func)
+    elif inspect.isfunction(func) and module_name not in (None, "__main__") and "<" not in qualname:
         target: Any = sys.modules.get(module_name or "")
         for part in qualname.split("."):
             target = getattr(target, part, None)
@@ -327,6 +330,8 @@ def _import_path(path: str) -> Callable[..., Any]:
             data_type=path,
             cause=exc,
         ) from exc
+    if is_task_function(target):
+        target = target.__wrapped__
     if not (inspect.isfunction(target) or inspect.isbuiltin(target)):
         raise SerializationError(
             f"{path!r} is not a module-level function", operation="loads_call", data_type=type(target).__name__

@@ -32,6 +32,7 @@ from .errors import SerializationError, SitqError, ValidationError, WorkerError
 from .models import LeaseState, Outcome, ReservedTask, Result
 from .plugins import get_plugin_manager
 from .serializers import Serializer
+from .task import is_task_function
 
 __all__ = ["Worker", "retry_delay"]
 
@@ -52,8 +53,8 @@ def retry_delay(retry_backoff: float, attempt: int) -> float:
 
 
 def _is_async_callable(func: Any) -> bool:
-    while isinstance(func, functools.partial):
-        func = func.func
+    while isinstance(func, functools.partial) or is_task_function(func):
+        func = func.func if isinstance(func, functools.partial) else func.__wrapped__
     if inspect.iscoroutinefunction(func):
         return True
     call = getattr(func, "__call__", None)  # noqa: B004 - objects with async def __call__

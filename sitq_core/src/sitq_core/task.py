@@ -1,0 +1,119 @@
+"""``@sitq.task``: attach default options to a function and keep its signature for type checkers.
+
+The decorated object still calls the function directly (``send(to)`` runs it
+here and now), carries its task options, and, when bound to a queue
+(``@queue.task(...)``), enqueues with ``await send.enqueue(to)`` — arguments
+checked against the function's own signature by mypy and IDEs (ParamSpec).
+Any queue's ``enqueue(send, ...)`` applies the decorator's options too.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+
+from .errors import ValidationError
+from .options import TaskOptions
+
+if TYPE_CHECKING:
+    from .queue import TaskQueue
+
+__all__ = ["TaskFunction", "is_importable_task", "is_task_function", "task"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class TaskFunction(Generic[P, R]):
+    """A function plus its default task options (see :func:`task`)."""
+
+    __sitq_task__ = True
+
+    def __init__(self, func: Callable[P, R], options: TaskOptions, queue: TaskQueue | None = None) -> None:
+        if not callable(func):
+            raise ValidationError(f"task needs a callable, got {type(func).__name__}", parameter="func", value=func)
+        self.__wrapped__ = func
+        self.options = options
+        self.queue = queue
+        functools.update_wrapper(self, func)  # __name__, __qualname__, __module__, __doc__
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run the function here and now (not through a queue)."""
+        return self.__wrapped__(*args, **kwargs)
+
+    async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> str:
+        """Enqueue a call on the bound queue; returns the task id."""
+        if self.queue is None:
+            raise ValidationError(
+                f"{self.__wrapped__.__qualname__} is not bound to a queue: decorate it with @queue.task(...), "
+                "or call await queue.enqueue(func, ...)",
+                parameter="queue",
+                value=None,
+            )
+        return await self.queue.enqueue_call(self, args, kwargs)
+
+    def bind(self, queue: TaskQueue) -> TaskFunction[P, R]:
+        """The same task bound to another queue."""
+        return TaskFunction(self.__wrapped__, self.options, queue)
+
+    def __reduce__(self) -> str | tuple[Any, ...]:
+        # Importable: pickled by name, like a function. Otherwise (``__main__``, local):
+        # as its plain function, which cloudpickle ships by value. A queue never travels.
+        if is_importable_task(self):
+            return str(getattr(self, "__qualname__", ""))
+        return (_unwrap, (self.__wrapped__,))
+
+    def __repr__(self) -> str:
+        return f"<sitq task {self.__module__}:{getattr(self, '__qualname__', '?')}>"
+
+
+def _unwrap(func: Callable[..., Any]) -> Callable[..., Any]:
+    return func
+
+
+def is_task_function(obj: object) -> bool:
+    """True for objects made by :func:`task` (duck-typed, so serializers need no import)."""
+    return getattr(type(obj), "__sitq_task__", False) is True
+
+
+def is_importable_task(obj: object) -> bool:
+    """True when ``obj`` is a task function reachable by its module and qualified name."""
+    module_name = getattr(obj, "__module__", None)
+    qualname = getattr(obj, "__qualname__", "")
+    if not is_task_function(obj) or module_name in (None, "__main__") or "<" in qualname:
+        return False
+    target: Any = sys.modules.get(module_name or "")
+    for part in qualname.split("."):
+        target = getattr(target, part, None)
+    return target is obj
+
+
+@overload
+def task(func: Callable[P, R], /) -> TaskFunction[P, R]: ...
+
+
+@overload
+def task(
+    func: None = None, /, *, queue: TaskQueue | None = None, **options: Any
+) -> Callable[[Callable[P, R]], TaskFunction[P, R]]: ...
+
+
+def task(
+    func: Callable[P, R] | None = None, /, *, queue: TaskQueue | None = None, **options: Any
+) -> TaskFunction[P, R] | Callable[[Callable[P, R]], TaskFunction[P, R]]:
+    """Decorate a function with default task options (``max_retries``, ``priority``, ``queue_name`` ...).
+
+    ``@task`` and ``@task(max_retries=3)`` both work; unknown options raise
+    ``ValidationError`` naming the option. Options given later with
+    ``queue.with_options(...)`` win over the decorator's.
+    """
+    task_options = TaskOptions().merged(**options)
+
+    def decorate(function: Callable[P, R]) -> TaskFunction[P, R]:
+        return TaskFunction(function, task_options, queue)
+
+    if func is not None:
+        return decorate(func)
+    return decorate

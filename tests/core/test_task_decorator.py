@@ -1,0 +1,82 @@
+"""@sitq.task and @queue.task: default options, typed enqueue, both serializers."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+
+from sitq import SQLiteBackend, TaskFunction, TaskQueue, ValidationError, Worker, task
+
+import sitq_test_tasks as tasks
+
+
+def test_direct_call_runs_the_function() -> None:
+    assert isinstance(tasks.decorated_flaky, TaskFunction)
+    assert tasks.decorated_flaky.__name__ == "decorated_flaky"
+    assert tasks.decorated_flaky.options.max_retries == 2
+
+
+def test_unknown_option_is_named() -> None:
+    with pytest.raises(ValidationError) as info:
+        task(max_retrys=3)
+    assert info.value.parameter == "max_retrys"
+
+
+def test_importable_task_pickles_by_name() -> None:
+    assert pickle.loads(pickle.dumps(tasks.decorated_async)) is tasks.decorated_async
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("serializer", ["cloudpickle", "msgpack"])
+async def test_decorator_options_apply_and_retries_run(tmp_path: Path, serializer: str) -> None:
+    async with TaskQueue(SQLiteBackend(tmp_path / "d.db"), serializer=serializer) as queue:
+        task_id = await queue.enqueue(tasks.decorated_flaky, str(tmp_path / "count"), 2)
+        stored = await queue.get_task(task_id)
+        assert stored is not None
+        assert (stored.max_retries, stored.priority, stored.queue) == (2, 4, "decorated")
+        worker = Worker(queue.backend)
+        await worker.start()
+        result = await queue.get_result(task_id, timeout=10)
+        await worker.stop()
+        assert result is not None and result.status == "success" and result.attempts == 3
+
+
+@pytest.mark.asyncio
+async def test_with_options_overrides_the_decorator(tmp_path: Path) -> None:
+    async with TaskQueue(SQLiteBackend(tmp_path / "o.db")) as queue:
+        task_id = await queue.with_options(priority=9).enqueue(tasks.decorated_flaky, "x", 0)
+        stored = await queue.get_task(task_id)
+        assert stored is not None and (stored.priority, stored.max_retries) == (9, 2)
+
+
+@pytest.mark.asyncio
+async def test_bound_task_enqueue_keeps_every_keyword_for_the_function(tmp_path: Path) -> None:
+    async with TaskQueue(SQLiteBackend(tmp_path / "b.db"), serializer="msgpack") as queue:
+        bound = tasks.decorated_async.bind(queue)
+        task_id = await bound.enqueue(7, eta="not a schedule")
+        worker = Worker(queue.backend)
+        await worker.start()
+        result = await queue.get_result(task_id, timeout=10)
+        await worker.stop()
+        assert result is not None and queue.deserialize_result(result) == "7 not a schedule"
+
+
+@pytest.mark.asyncio
+async def test_queue_task_decorator_and_unbound_error(tmp_path: Path) -> None:
+    async with TaskQueue(SQLiteBackend(tmp_path / "q.db")) as queue:
+
+        @queue.task(priority=2)
+        def local_double(x: int) -> int:
+            return 2 * x
+
+        assert local_double(4) == 8
+        task_id = await local_double.enqueue(21)
+        worker = Worker(queue.backend)
+        await worker.start()
+        result = await queue.get_result(task_id, timeout=10)
+        await worker.stop()
+        assert result is not None and queue.deserialize_result(result) == 42
+        with pytest.raises(ValidationError, match="not bound to a queue"):
+            await task(local_double.__wrapped__).enqueue(1)
