@@ -1,4 +1,4 @@
-"""Every ```python block in README.md, docs/ and plugins.md runs as written.
+"""Every ```python block in the READMEs, docs/ and plugins.md runs as written.
 
 Each block is a standalone script, run with this interpreter in an empty
 temporary directory; it must exit 0. Blocks that are not meant to run use
@@ -20,7 +20,13 @@ FENCE = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.DOTALL | re.MULTILI
 
 
 def documents() -> list[Path]:
-    files = [ROOT / "README.md", ROOT / "plugins.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    files = [
+        ROOT / "README.md",
+        ROOT / "plugins.md",
+        ROOT / "sitq_core" / "README.md",
+        ROOT / "sitq_sqlite" / "README.md",
+        *sorted((ROOT / "docs").rglob("*.md")),
+    ]
     return [path for path in files if path.exists()]
 
 
