@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import os
+import time
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Literal
@@ -34,8 +35,13 @@ def utcnow() -> datetime:
 
 
 def new_id() -> str:
-    """A new unique task id: 32 lowercase hex characters of OS randomness (like uuid4, faster)."""
-    return os.urandom(16).hex()
+    """A new unique task id: 32 lowercase hex characters, time-ordered.
+
+    14 hex digits of microseconds since the epoch, then 72 random bits (18 hex
+    digits). Ids sort by creation time, which keeps a store's id index
+    appending at its end (about half the write cost of random ids in SQLite).
+    """
+    return f"{time.time_ns() // 1000:014x}{os.urandom(9).hex()}"
 
 
 class TaskStatus(str, enum.Enum):

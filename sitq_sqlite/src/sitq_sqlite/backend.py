@@ -43,6 +43,7 @@ from sitq_core.models import (
 )
 
 from .dbthread import DbThread
+from .inline import Fallback, InlinePath, is_busy
 from .schema import (
     ACTIVE,
     SCHEMA_VERSION,
@@ -95,6 +96,7 @@ _LEASE_SQL = (
     "SELECT id, seq, lease_token, status, enqueued_at, started_at, attempts, serializer FROM tasks WHERE id IN ({})"
 )
 _MAX_VARIABLES = 500
+_INLINE_MAX_ROWS = 16  # larger enqueue batches go through the connection thread (the loop stays free)
 _INSERT_TASK = f"INSERT INTO tasks ({TASK_COLUMNS}, due) VALUES ({', '.join('?' * 21)})"
 
 
@@ -155,6 +157,7 @@ class SQLiteBackend(Backend):
         self._watcher: Watcher | None = None
         self._wakeups = Wakeups()
         self._reserve_seq = -1
+        self._inline = None if self.is_memory else InlinePath(self._new_inline_connection)
 
     def __repr__(self) -> str:
         return f"SQLiteBackend({self.path!r})"
@@ -283,6 +286,33 @@ class SQLiteBackend(Backend):
         log.debug("sitq.sqlite: connected to %s (schema version %s)", self.path, found)
         return db
 
+    def _new_inline_connection(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, cached_statements=64, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout = 0")  # never wait inline: fall back to the connection thread
+        conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        conn.execute("PRAGMA cache_size = -2048")
+        return conn
+
+    async def _inline_or_run(self, operation: str, fn: Callable[[sqlite3.Connection], T], *, write: bool) -> T:
+        """Run a short call inline on this thread when possible (see ``inline.py``), else one hop."""
+        if self._inline is not None and self._db is not None:
+            try:
+                return self._inline.run(fn, write=write)
+            except Fallback:
+                pass
+            except SitqError:
+                raise
+            except sqlite3.Error as exc:
+                raise BackendError(
+                    f"SQLite {operation} failed on {self.path!r}: {exc}",
+                    operation=operation,
+                    backend_type="sqlite",
+                    cause=exc,
+                ) from exc
+        if write:
+            return await self._transaction(operation, fn)
+        return await self._run(operation, fn)
+
     def _new_connection(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, cached_statements=128)
         return conn
@@ -307,6 +337,8 @@ class SQLiteBackend(Backend):
             watcher, self._watcher = self._watcher, None
         if watcher is not None:
             watcher.stop()
+        if self._inline is not None:
+            self._inline.close_all()
         if db is None:
             return
         try:
@@ -388,7 +420,8 @@ class SQLiteBackend(Backend):
             raise ValidationError(f"tasks must be a sequence of Task, got {type(tasks).__name__}", parameter="tasks")
         if not tasks:
             return []
-        rows = [_task_row(task) for task in tasks]
+        times: dict[int, tuple[datetime, int]] = {}
+        rows = [_task_row(task, times) for task in tasks]
         ids = [task.id for task in tasks]
         seen: set[str] = set()
         for task_id in ids:
@@ -400,7 +433,10 @@ class SQLiteBackend(Backend):
 
         def body(conn: sqlite3.Connection) -> None:
             try:
-                conn.executemany(_INSERT_TASK, rows)
+                if len(rows) == 1:
+                    conn.execute(_INSERT_TASK, rows[0])
+                else:
+                    conn.executemany(_INSERT_TASK, rows)
             except sqlite3.IntegrityError as exc:
                 placeholders = ",".join("?" * len(ids))
                 taken = conn.execute(f"SELECT id FROM tasks WHERE id IN ({placeholders})", ids).fetchone()
@@ -411,7 +447,10 @@ class SQLiteBackend(Backend):
                     cause=exc,
                 ) from exc
 
-        await self._transaction("enqueue", body)
+        if len(rows) <= _INLINE_MAX_ROWS:
+            await self._inline_or_run("enqueue", body, write=True)
+        else:
+            await self._transaction("enqueue", body)
         self._wakeups.wake((WORK_KEY,))
         return ids
 
@@ -719,7 +758,7 @@ class SQLiteBackend(Backend):
             row = conn.execute(f"{_SELECT_TASK} WHERE id = ?", (task_id,)).fetchone()
             return None if row is None else _row_to_task(row)
 
-        return await self._run("get_task", read)
+        return await self._inline_or_run("get_task", read, write=False)
 
     async def get_result(self, task_id: str) -> Result | None:
         _task_id(task_id)
@@ -732,7 +771,7 @@ class SQLiteBackend(Backend):
             ).fetchone()
             return None if row is None else _row_to_result(row)
 
-        return await self._run("get_result", read)
+        return await self._inline_or_run("get_result", read, write=False)
 
     async def list_tasks(
         self,
@@ -893,12 +932,7 @@ def _checkpoint(conn: sqlite3.Connection) -> None:
         log.debug("sitq.sqlite: checkpoint at close was incomplete (another connection is reading)")
 
 
-def _is_busy(exc: sqlite3.Error) -> bool:
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code is not None:
-        return (code & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
-    text = str(exc).lower()
-    return "locked" in text or "busy" in text
+_is_busy = is_busy
 
 
 def _is_not_a_db(exc: BaseException) -> bool:
@@ -1025,7 +1059,8 @@ def _row_to_result(row: Sequence[Any]) -> Result:
     )
 
 
-def _task_row(task: Any) -> tuple[Any, ...]:
+def _task_row(task: Any, times: dict[int, tuple[datetime, int]] | None = None) -> tuple[Any, ...]:
+    """The INSERT row of a task, validated; ``times`` memoises datetime conversions within a batch."""
     if not isinstance(task, Task):
         raise ValidationError(f"tasks must hold Task objects, got {type(task).__name__}", parameter="tasks")
     if not isinstance(task.id, str) or not task.id:
@@ -1041,7 +1076,7 @@ def _task_row(task: Any) -> tuple[Any, ...]:
             raise ValidationError(f"task {task.id!r}: {name} must be an int", parameter="tasks", value=value)
     if not isinstance(task.queue, str) or not task.queue:
         raise ValidationError(f"task {task.id!r}: queue must be a non-empty string", parameter="tasks")
-    eta = to_us(_aware(task.eta, "tasks"))
+    eta = _batch_us(task.eta, times)
     return (
         task.id,
         bytes(task.payload),
@@ -1054,7 +1089,7 @@ def _task_row(task: Any) -> tuple[Any, ...]:
         float(task.retry_backoff),
         None if task.timeout is None else float(task.timeout),
         task.max_lease_expiries,
-        to_us(_aware(task.enqueued_at, "tasks")),
+        _batch_us(task.enqueued_at, times),
         TaskStatus.QUEUED.value,
         task.attempts,
         task.lease_expiries,
@@ -1065,6 +1100,18 @@ def _task_row(task: Any) -> tuple[Any, ...]:
         int(bool(task.cancel_requested)),
         eta,
     )
+
+
+def _batch_us(value: Any, times: dict[int, tuple[datetime, int]] | None) -> int:
+    """``to_us`` of a task time; tasks of one batch usually share the same datetime objects."""
+    if times is None:
+        return to_us(_aware(value, "tasks"))
+    known = times.get(id(value))
+    if known is not None and known[0] is value:
+        return known[1]
+    converted = to_us(_aware(value, "tasks"))
+    times[id(value)] = (value, converted)
+    return converted
 
 
 def _aware(value: Any, parameter: str) -> datetime:

@@ -1,0 +1,110 @@
+"""Short SQLite calls run right on the caller's thread when that is cheaper than a thread hop.
+
+A hop to the connection thread costs ~30-40 µs of wake-ups; a primary-key read
+costs ~10 µs and a one-row insert ~40-100 µs (mostly the WAL fsync under
+``synchronous=FULL``). So single enqueues and result reads run inline on a
+per-thread connection, under three guards:
+
+- writes never wait for the file lock: ``BEGIN IMMEDIATE`` with
+  ``busy_timeout=0``; when another connection holds the lock the call falls
+  back to the connection thread (which retries with backoff), so the event
+  loop is never parked on a lock;
+- an inline call that took longer than ``budget`` (a slow disk, a big
+  checkpoint) switches inline calls off for ``cooldown`` seconds, so a slow
+  fsync cannot stall the loop repeatedly;
+- in-memory databases never go inline (another connection would be another
+  database).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+__all__ = ["Fallback", "InlinePath", "is_busy"]
+
+T = TypeVar("T")
+
+log = logging.getLogger("sitq.sqlite")
+
+
+class Fallback(Exception):
+    """The inline attempt did not run; use the connection thread instead."""
+
+
+class InlinePath:
+    """Per-thread connections for short calls, with the guards described above."""
+
+    def __init__(self, opener: Callable[[], sqlite3.Connection], *, budget: float = 0.002, cooldown: float = 1.0):
+        self._opener = opener
+        self._budget = budget
+        self._cooldown = cooldown
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._connections: list[sqlite3.Connection] = []
+        self._generation = 0
+        self._paused_until = 0.0
+
+    def run(self, fn: Callable[[sqlite3.Connection], T], *, write: bool) -> T:
+        """Run ``fn`` now on this thread's connection, or raise :class:`Fallback`."""
+        if time.monotonic() < self._paused_until:
+            raise Fallback
+        conn = self._connection()
+        began = time.perf_counter()
+        try:
+            if write:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    result = fn(conn)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.rollback()
+                    raise
+            else:
+                result = fn(conn)
+        except sqlite3.OperationalError as exc:
+            if conn.in_transaction:
+                conn.rollback()
+            if is_busy(exc):
+                raise Fallback from exc
+            raise
+        elapsed = time.perf_counter() - began
+        if elapsed > self._budget:
+            self._paused_until = time.monotonic() + self._cooldown
+            log.debug("sitq.sqlite: inline call took %.1f ms; using the connection thread for a while", elapsed * 1e3)
+        return result
+
+    def _connection(self) -> sqlite3.Connection:
+        local: Any = self._local
+        if getattr(local, "generation", None) != self._generation or local.conn is None:
+            conn = self._opener()
+            with self._lock:
+                self._connections.append(conn)
+                local.conn, local.generation = conn, self._generation
+        conn_: sqlite3.Connection = local.conn
+        return conn_
+
+    def close_all(self) -> None:
+        """Close every inline connection (threads open new ones on their next call)."""
+        with self._lock:
+            connections, self._connections = self._connections, []
+            self._generation += 1
+        for conn in connections:
+            try:
+                conn.close()
+            except sqlite3.Error:  # pragma: no cover - closing an idle connection does not fail
+                log.debug("closing an inline SQLite connection failed", exc_info=True)
+
+
+def is_busy(exc: sqlite3.Error) -> bool:
+    """True for SQLITE_BUSY / SQLITE_LOCKED (another connection holds the lock)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return (code & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
