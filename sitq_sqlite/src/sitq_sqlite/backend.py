@@ -392,7 +392,7 @@ class SQLiteBackend(Backend):
                 if time.monotonic() >= deadline:
                     raise _Busy(str(exc)) from exc
                 attempt += 1
-                time.sleep(random.uniform(0.0001, min(0.02, 0.0005 * (2 ** min(attempt, 6)))))
+                time.sleep(random.uniform(0.00002, min(0.004, 0.0001 * (2 ** min(attempt, 6)))))
 
     @staticmethod
     def _write(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], T]) -> T:
@@ -473,19 +473,22 @@ class SQLiteBackend(Backend):
         if queue_list == []:
             return []
         self._reserve_seq = self._wakeups.work_seq
-        body = self._reserve_body(worker_id, limit, lease_us, queue_list, self._now_us())
-        handed = await self._transaction("reserve", body)
+        now = self._now_us()
+        body = self._reserve_body(worker_id, limit, lease_us, queue_list, now)
+        handed = await self._run("reserve", lambda conn: _leases(self._write(conn, body), worker_id, now))
         return handed
 
     def _reserve_body(
         self, worker_id: str, limit: int, lease_us: int, queue_list: list[str] | None, now: int
-    ) -> Callable[[sqlite3.Connection], list[ReservedTask]]:
-        """The claim transaction's body (shared by ``reserve`` and ``finish_and_reserve``)."""
+    ) -> Callable[[sqlite3.Connection], list[_Claim]]:
+        """The claim transaction's body (shared by ``reserve`` and ``finish_and_reserve``).
 
-        now_dt = from_us(now)
+        It returns raw rows; :func:`_leases` turns them into ``ReservedTask``s
+        after COMMIT, so the write lock is not held while Python builds objects.
+        """
 
-        def body(conn: sqlite3.Connection) -> list[ReservedTask]:
-            handed: list[ReservedTask] = []
+        def body(conn: sqlite3.Connection) -> list[_Claim]:
+            handed: list[_Claim] = []
             while len(handed) < limit:
                 rows = _claim_candidates(conn, queue_list, now, limit - len(handed))
                 if not rows:
@@ -526,15 +529,7 @@ class SQLiteBackend(Backend):
                     token = new_id()
                     expires = now + lease_us
                     claims.append((worker_id, token, expires, expiries, now, row[0]))
-                    handed.append(
-                        ReservedTask(
-                            task=_row_to_task(
-                                row[2:], running=(worker_id, expiries, now_dt), attempts=view.attempts + 1
-                            ),
-                            lease_token=token,
-                            lease_expires_at=from_us(expires),
-                        )
-                    )
+                    handed.append((row[2:], expiries, token, expires))
                 conn.executemany(
                     "UPDATE tasks SET status = 'running', worker_id = ?, lease_token = ?, due = ?, "
                     "attempts = attempts + 1, lease_expiries = ?, started_at = ? WHERE seq = ?",
@@ -606,10 +601,14 @@ class SQLiteBackend(Backend):
         finish = self._finish_body(outcomes, now)
         claim = self._reserve_body(worker_id, limit, lease_us, queue_list, now)
 
-        def body(conn: sqlite3.Connection) -> tuple[tuple[list[bool], bool, list[str]], list[ReservedTask]]:
+        def body(conn: sqlite3.Connection) -> tuple[tuple[list[bool], bool, list[str]], list[_Claim]]:
             return finish(conn), claim(conn)
 
-        (accepted, requeued, finished), handed = await self._transaction("finish_and_reserve", body)
+        def run(conn: sqlite3.Connection) -> tuple[tuple[list[bool], bool, list[str]], list[ReservedTask]]:
+            finished_part, claims = self._write(conn, body)
+            return finished_part, _leases(claims, worker_id, now)
+
+        (accepted, requeued, finished), handed = await self._run("finish_and_reserve", run)
         self._after_finish(requeued, finished)
         return accepted, handed
 
@@ -977,6 +976,24 @@ def _claim_candidates(conn: sqlite3.Connection, queues: list[str] | None, now: i
         if len(chosen) >= need:
             break
     return chosen
+
+
+_Claim = tuple[Sequence[Any], int, str, int]  # (task row, lease_expiries, lease token, lease expiry us)
+
+
+def _leases(claims: list[_Claim], worker_id: str, now: int) -> list[ReservedTask]:
+    """ReservedTasks for claimed rows (built after COMMIT, outside the write lock)."""
+    if not claims:
+        return []
+    now_dt = from_us(now)
+    return [
+        ReservedTask(
+            task=_row_to_task(row, running=(worker_id, expiries, now_dt)),
+            lease_token=token,
+            lease_expires_at=from_us(expires),
+        )
+        for row, expiries, token, expires in claims
+    ]
 
 
 class _RowView:
