@@ -92,8 +92,12 @@ _INSERT_RESULT = (
     "INSERT OR REPLACE INTO results (task_id, id, status, value, error, traceback, enqueued_at, "
     "started_at, finished_at, attempts, serializer) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_LEASE_SQL = (
-    "SELECT id, seq, lease_token, status, enqueued_at, started_at, attempts, serializer FROM tasks WHERE id IN ({})"
+_LEASE_SQL = "SELECT id, seq, lease_token, status FROM tasks WHERE id IN ({})"
+# A finished task's result, its times and counters copied from the (just updated) task row.
+_INSERT_RESULT_FROM_TASK = (
+    "INSERT OR REPLACE INTO results (task_id, id, status, value, error, traceback, enqueued_at, started_at, "
+    "finished_at, attempts, serializer) SELECT id, id, ?, ?, ?, ?, enqueued_at, started_at, finished_at, "
+    "attempts, serializer FROM tasks WHERE seq = ?"
 )
 _MAX_VARIABLES = 500
 _INLINE_MAX_ROWS = 16  # larger enqueue batches go through the connection thread (the loop stays free)
@@ -512,7 +516,7 @@ class SQLiteBackend(Backend):
                             _INSERT_RESULT,
                             (
                                 task.id,
-                                new_id(),
+                                task.id,
                                 "failed",
                                 None,
                                 error,
@@ -658,32 +662,16 @@ class SQLiteBackend(Backend):
                 else:
                     finished_at = to_us(outcome.finished_at) if outcome.finished_at is not None else now
                     started = _opt_us(outcome.started_at)
-                    if started is None:
-                        started = row[5]
                     finals.append((outcome.kind, finished_at, outcome.error, started, seq))
-                    results.append(
-                        (
-                            outcome.task_id,
-                            new_id(),
-                            outcome.kind,
-                            outcome.value,
-                            outcome.error,
-                            outcome.traceback,
-                            row[4],
-                            started,
-                            finished_at,
-                            row[6],
-                            row[7],
-                        )
-                    )
+                    results.append((outcome.kind, outcome.value, outcome.error, outcome.traceback, seq))
                     finished.append(outcome.task_id)
             if finals:
                 conn.executemany(
                     "UPDATE tasks SET status = ?, due = NULL, lease_token = NULL, finished_at = ?, error = ?, "
-                    "started_at = ? WHERE seq = ?",
+                    "started_at = coalesce(?, started_at) WHERE seq = ?",
                     finals,
                 )
-                conn.executemany(_INSERT_RESULT, results)
+                conn.executemany(_INSERT_RESULT_FROM_TASK, results)
             if retries:
                 conn.executemany(
                     "UPDATE tasks SET status = 'queued', eta = ?, due = ?, error = ?, lease_token = NULL WHERE seq = ?",
@@ -714,7 +702,7 @@ class SQLiteBackend(Backend):
             if row is not None:
                 conn.execute(
                     _INSERT_RESULT,
-                    (task_id, new_id(), "cancelled", None, "cancelled", None, row[0], row[1], now, row[2], row[3]),
+                    (task_id, task_id, "cancelled", None, "cancelled", None, row[0], row[1], now, row[2], row[3]),
                 )
                 return None  # final now: wake result waiters
             cur = conn.execute("UPDATE tasks SET cancel_requested = 1 WHERE id = ? AND status = 'running'", (task_id,))
