@@ -95,6 +95,10 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
+_QUIET_AFTER = 0.5  # seconds without a change before ticking slower
+_QUIET_INTERVAL = 0.004  # the slower tick
+
+
 class Watcher:
     """A daemon thread polling ``PRAGMA data_version`` while anybody waits.
 
@@ -134,12 +138,16 @@ class Watcher:
         try:
             last: int | None = None
             idle = 0.0
+            quiet = 0.0  # seconds since the last change seen
             while True:
+                # Tick fast right after activity, slower when quiet (half the idle CPU, pickup still ~3 ms).
+                interval = self._interval if quiet < _QUIET_AFTER else max(self._interval, _QUIET_INTERVAL)
                 # A plain sleep costs about half the CPU of Event.wait(timeout) per tick.
-                time.sleep(self._interval)
+                time.sleep(interval)
                 if self._stop.is_set():
                     return
-                idle += self._interval
+                idle += interval
+                quiet += interval
                 if idle >= self._idle_grace:
                     if self._should_exit(self):
                         return
@@ -153,6 +161,7 @@ class Watcher:
                     # The first reading also wakes: changes made before this thread
                     # started must not be missed by the waiter that started it.
                     last = version
+                    quiet = 0.0
                     self._on_change()
         finally:
             conn.close()
