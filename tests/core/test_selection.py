@@ -1,0 +1,61 @@
+"""Backends chosen by name: the third-party dictstore plugin by URL, config and environment, end to end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import sitq
+from sitq import ConfigurationError, SQLiteBackend, TaskQueue, Worker
+from sitq_dictstore import DictStoreBackend
+
+import sitq_test_tasks as tasks
+
+
+def test_url_selects_the_third_party_backend() -> None:
+    queue = sitq.connect("dictstore://?store=by-url")
+    assert isinstance(queue.backend, DictStoreBackend)
+    assert queue.serializer.name == "cloudpickle"
+
+
+def test_config_mapping_selects_backend_and_serializer() -> None:
+    queue = sitq.connect({"backend": "dictstore", "store": "by-config", "serializer": "msgpack"})
+    assert isinstance(queue.backend, DictStoreBackend)
+    assert queue.serializer.name == "msgpack"
+
+
+def test_environment_variable_is_the_fallback(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SITQ_BACKEND", "dictstore://?store=by-env")
+    assert isinstance(sitq.connect().backend, DictStoreBackend)
+    assert isinstance(sitq.connect(f"sqlite:///{tmp_path / 'explicit.db'}").backend, SQLiteBackend)
+    monkeypatch.delenv("SITQ_BACKEND")
+    monkeypatch.chdir(tmp_path)
+    default = sitq.connect().backend
+    assert isinstance(default, SQLiteBackend) and Path(default.path).name == "sitq.db"
+
+
+def test_unknown_backend_lists_installed_names() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        sitq.connect("nosuch://x")
+    assert "dictstore" in str(info.value) and "sqlite" in str(info.value)
+
+
+def test_unknown_option_names_itself() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        sitq.connect({"backend": "sqlite", "pth": "x.db"})
+    assert info.value.parameter == "pth" and "path" in (info.value.valid_options or [])
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("serializer", ["cloudpickle", "msgpack"])
+async def test_same_task_code_runs_on_either_backend(tmp_path: Path, serializer: str) -> None:
+    for url in (f"sqlite:///{tmp_path / serializer}.db", f"dictstore://?store=e2e-{serializer}"):
+        async with TaskQueue(url, serializer=serializer) as queue:
+            worker = Worker(queue.backend)
+            await worker.start()
+            result = await queue.get_result(await queue.enqueue(tasks.add, 40, b=2), timeout=10)
+            failed = await queue.get_result(await queue.enqueue(tasks.boom, "no"), timeout=10)
+            await worker.stop()
+        assert result is not None and queue.deserialize_result(result) == 42, url
+        assert failed is not None and failed.status == "failed" and failed.error == "no", url
