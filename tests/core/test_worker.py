@@ -397,3 +397,20 @@ async def test_internal_error_stops_run_with_a_worker_error(tmp_path: Path) -> N
         with pytest.raises(WorkerError, match="internal error"):
             await asyncio.wait_for(worker.run(handle_signals=False), timeout=30)
         assert not worker.running
+
+
+@pytest.mark.asyncio
+async def test_stop_timeout_releases_unfinished_tasks_for_others(queue: TaskQueue) -> None:
+    worker = Worker(queue.backend, max_concurrency=2)
+    await worker.start()
+    task_id = await queue.enqueue(tasks.sleepy, 30)
+    await wait_until(lambda: _running(queue, 1))
+    await worker.stop(timeout=0.1)
+    task = await queue.get_task(task_id)
+    assert task is not None and task.status == TaskStatus.QUEUED and task.attempts == 0
+    other = Worker(queue.backend, lease_timeout=0.3)  # renewals (which carry cancel requests) every 0.1 s
+    await other.start()
+    assert await queue.cancel(task_id)  # now running on the other worker, or still queued
+    result = await queue.get_result(task_id, timeout=10)
+    await other.stop(timeout=1)
+    assert result is not None and result.status == "cancelled"
