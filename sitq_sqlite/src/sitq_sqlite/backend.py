@@ -43,7 +43,7 @@ from sitq_core.models import (
 )
 
 from .dbthread import DbThread
-from .inline import Fallback, InlinePath, is_busy
+from .inline import Fallback, InlinePath, is_busy, write_transaction
 from .schema import (
     ACTIVE,
     SCHEMA_VERSION,
@@ -398,18 +398,7 @@ class SQLiteBackend(Backend):
                 attempt += 1
                 time.sleep(random.uniform(0.00002, min(0.004, 0.0001 * (2 ** min(attempt, 6)))))
 
-    @staticmethod
-    def _write(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``body`` inside ``BEGIN IMMEDIATE`` ... ``COMMIT`` (rolled back on any error)."""
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            result = body(conn)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.rollback()
-            raise
-        return result
+    _write = staticmethod(write_transaction)
 
     async def _transaction(self, operation: str, body: Callable[[sqlite3.Connection], T]) -> T:
         return await self._run(operation, lambda conn: self._write(conn, body))
@@ -996,34 +985,16 @@ class _RowView:
         self.max_lease_expiries: int = row[10]
 
 
-def _row_to_task(
-    row: Sequence[Any], *, running: tuple[str, int, datetime] | None = None, attempts: int | None = None
-) -> Task:
+def _row_to_task(row: Sequence[Any], *, running: tuple[str, int, datetime] | None = None) -> Task:
     """A Task from a tasks row; ``running=(worker_id, lease_expiries, now)`` gives the just-claimed view."""
-    if running is not None:
-        worker_id, expiries, now = running
-        return Task(
-            id=row[0],
-            payload=bytes(row[1]),
-            serializer=row[2],
-            function_name=row[3],
-            queue=row[4],
-            priority=row[5],
-            eta=from_us(row[6]),
-            max_retries=row[7],
-            retry_backoff=row[8],
-            timeout=row[9],
-            max_lease_expiries=row[10],
-            enqueued_at=from_us(row[11]),
-            status=TaskStatus.RUNNING,
-            attempts=row[13] + 1 if attempts is None else attempts,
-            lease_expiries=expiries,
-            started_at=now,
-            finished_at=None,
-            worker_id=worker_id,
-            error=row[18],
-            cancel_requested=bool(row[19]),
-        )
+    if running is None:
+        status = TaskStatus(row[12])
+        attempts, expiries, worker_id = row[13], row[14], row[17]
+        started_at = None if row[15] is None else from_us(row[15])
+        finished_at = None if row[16] is None else from_us(row[16])
+    else:
+        worker_id, expiries, started_at = running
+        status, attempts, finished_at = TaskStatus.RUNNING, row[13] + 1, None
     return Task(
         id=row[0],
         payload=bytes(row[1]),
@@ -1037,12 +1008,12 @@ def _row_to_task(
         timeout=row[9],
         max_lease_expiries=row[10],
         enqueued_at=from_us(row[11]),
-        status=TaskStatus(row[12]),
-        attempts=row[13],
-        lease_expiries=row[14],
-        started_at=None if row[15] is None else from_us(row[15]),
-        finished_at=None if row[16] is None else from_us(row[16]),
-        worker_id=row[17],
+        status=status,
+        attempts=attempts,
+        lease_expiries=expiries,
+        started_at=started_at,
+        finished_at=finished_at,
+        worker_id=worker_id,
         error=row[18],
         cancel_requested=bool(row[19]),
     )

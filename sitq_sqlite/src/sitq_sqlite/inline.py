@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-__all__ = ["Fallback", "InlinePath", "is_busy"]
+__all__ = ["Fallback", "InlinePath", "is_busy", "write_transaction"]
 
 T = TypeVar("T")
 
@@ -56,17 +56,7 @@ class InlinePath:
         conn = self._connection()
         began = time.perf_counter()
         try:
-            if write:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    result = fn(conn)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.rollback()
-                    raise
-            else:
-                result = fn(conn)
+            result = write_transaction(conn, fn) if write else fn(conn)
         except sqlite3.OperationalError as exc:
             if conn.in_transaction:
                 conn.rollback()
@@ -99,6 +89,23 @@ class InlinePath:
                 conn.close()
             except sqlite3.Error:  # pragma: no cover - closing an idle connection does not fail
                 log.debug("closing an inline SQLite connection failed", exc_info=True)
+
+
+def write_transaction(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], T]) -> T:
+    """Run ``body`` inside ``BEGIN IMMEDIATE`` ... ``COMMIT`` (rolled back on any error).
+
+    IMMEDIATE takes the write lock up front, so a transaction never has to
+    upgrade a read lock (the classic unrecoverable "database is locked").
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = body(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.rollback()
+        raise
+    return result
 
 
 def is_busy(exc: sqlite3.Error) -> bool:
