@@ -307,12 +307,7 @@ class SQLiteBackend(Backend):
             except SitqError:
                 raise
             except sqlite3.Error as exc:
-                raise BackendError(
-                    f"SQLite {operation} failed on {self.path!r}: {exc}",
-                    operation=operation,
-                    backend_type="sqlite",
-                    cause=exc,
-                ) from exc
+                raise self._failed(operation, exc) from exc
         if write:
             return await self._transaction(operation, fn)
         return await self._run(operation, fn)
@@ -374,12 +369,13 @@ class SQLiteBackend(Backend):
                 cause=exc,
             ) from exc
         except sqlite3.Error as exc:
-            raise BackendError(
-                f"SQLite {operation} failed on {self.path!r}: {exc}",
-                operation=operation,
-                backend_type="sqlite",
-                cause=exc,
-            ) from exc
+            raise self._failed(operation, exc) from exc
+
+    def _failed(self, operation: str, exc: sqlite3.Error) -> BackendError:
+        """The BackendError for a SQLite error (other than busy) during ``operation``."""
+        return BackendError(
+            f"SQLite {operation} failed on {self.path!r}: {exc}", operation=operation, backend_type="sqlite", cause=exc
+        )
 
     def _retrying(self, conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Call ``fn``; on SQLITE_BUSY roll back, sleep a short random time and call it again."""
