@@ -39,8 +39,13 @@ async def main():
         await q.enqueue(bench_tasks.noop)
         t = time.perf_counter()
         n = int(sys.argv[4])
-        for _ in range(n):
-            await q.enqueue(bench_tasks.noop)
+        if sys.argv[5] == "many":
+            calls = [(bench_tasks.noop, ())] * 1000
+            for _ in range(n // 1000):
+                await q.enqueue_many(calls)
+        else:
+            for _ in range(n):
+                await q.enqueue(bench_tasks.noop)
         print(f"DONE {n} {time.perf_counter() - t:.3f}", flush=True)
 asyncio.run(main())
 """
@@ -126,9 +131,10 @@ def profile_worker(folder: Path, args: argparse.Namespace) -> None:
     report(out, args.rate, after - before, f"sitq worker draining ({s.synchronous})", args.top)
 
 
-def profile_enqueue(folder: Path, args: argparse.Namespace) -> None:
-    out = folder / "enqueue.raw"
-    path = folder / "enqueue.db"
+def profile_enqueue(folder: Path, args: argparse.Namespace, many: bool = False) -> None:
+    out = folder / ("enqueue_many.raw" if many else "enqueue.raw")
+    path = folder / ("enqueue_many.db" if many else "enqueue.db")
+    n = args.n_enqueue * (10 if many else 1)
     proc = subprocess.run(
         [
             pyspy(),
@@ -155,9 +161,45 @@ def profile_enqueue(folder: Path, args: argparse.Namespace) -> None:
         text=True,
         env=child_env(folder, args.synchronous),
     )
-    done = next(line for line in proc.stdout.splitlines() if line.startswith("DONE"))
+    done = next((line for line in proc.stdout.splitlines() if line.startswith("DONE")), proc.stdout[-300:])
     print(f"\nenqueue loop: {done} (tasks, seconds)")
-    report(out, args.rate, args.n_enqueue, f"sitq enqueue one by one ({args.synchronous})", args.top)
+    what = "enqueue_many, batches of 1000" if many else "enqueue one by one"
+    report(out, args.rate, n, f"sitq {what} ({args.synchronous})", args.top)
+
+
+def profile_idle(folder: Path, args: argparse.Namespace) -> None:
+    s = Settings(synchronous=args.synchronous)
+    side = SitqSide(folder, s)
+    side.reset()
+    worker = side.worker("idle-profile")
+    try:
+        time.sleep(1.0)
+        out = folder / "idle.raw"
+        seconds = 5
+        subprocess.run(
+            [
+                pyspy(),
+                "record",
+                "--pid",
+                str(worker.pid),
+                "--threads",
+                "--rate",
+                str(args.rate),
+                "--duration",
+                str(seconds),
+                "--format",
+                "raw",
+                "--output",
+                str(out),
+                "--nonblocking",
+            ],
+            check=True,
+            capture_output=True,
+        )
+    finally:
+        worker.stop()
+    # "tasks" = milliseconds of wall time: figures read as us of CPU per ms, i.e. tenths of a percent of a core
+    report(out, args.rate, seconds * 1000, "idle sitq worker, on-CPU samples only (us per ms of wall time)", args.top)
 
 
 def main() -> int:
@@ -168,13 +210,17 @@ def main() -> int:
     parser.add_argument("--rate", type=int, default=1000)
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--synchronous", default="FULL", choices=["FULL", "NORMAL"])
-    parser.add_argument("--part", default="worker,enqueue")
+    parser.add_argument("--part", default="worker,enqueue,many,idle")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="sitq-profile-") as tmp:
         if "worker" in args.part:
             profile_worker(Path(tmp), args)
-        if "enqueue" in args.part:
+        if "enqueue" in args.part.split(","):
             profile_enqueue(Path(tmp), args)
+        if "many" in args.part:
+            profile_enqueue(Path(tmp), args, many=True)
+        if "idle" in args.part:
+            profile_idle(Path(tmp), args)
     return 0
 
 
