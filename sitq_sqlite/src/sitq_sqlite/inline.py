@@ -1,17 +1,21 @@
 """Short SQLite calls run right on the caller's thread when that is cheaper than a thread hop.
 
-A hop to the connection thread costs ~30-40 µs of wake-ups; a primary-key read
-costs ~10 µs and a one-row insert ~40-100 µs (mostly the WAL fsync under
-``synchronous=FULL``). So single enqueues and result reads run inline on a
+A hop to the connection thread costs 30-300 µs of wake-ups (the high end on
+a VM whose idle cores sleep deeply); a primary-key read costs ~10 µs and a
+one-row insert 40-300 µs (mostly the WAL fsync under ``synchronous=FULL``). So single enqueues and result reads run inline on a
 per-thread connection, under three guards:
 
-- writes never wait for the file lock: ``BEGIN IMMEDIATE`` with
-  ``busy_timeout=0``; when another connection holds the lock the call falls
-  back to the connection thread (which retries with backoff), so the event
-  loop is never parked on a lock;
-- an inline call that took longer than ``budget`` (a slow disk, a big
-  checkpoint) switches inline calls off for ``cooldown`` seconds, so a slow
-  fsync cannot stall the loop repeatedly;
+- writes wait for the file lock at most ``busy_wait`` (1 ms, in sleeps of
+  20-100 µs: another process's commit usually ends within that); when the
+  lock stays taken longer the call falls back to the connection thread
+  (which retries with backoff), so the event loop is never parked on a lock
+  for longer than a slow fsync would park it;
+- when inline calls are slow on average (a moving average of their
+  durations above ``budget``: a slow disk, a long fsync), inline calls are
+  switched off for ``cooldown`` seconds, so a slow disk cannot stall the loop
+  repeatedly. One outlier (the WAL auto-checkpoint every ~1000 pages takes a
+  few milliseconds) does not switch them off: that would send the next second
+  of calls through the slower thread hop for nothing;
 - in-memory databases never go inline (another connection would be another
   database).
 """
@@ -19,6 +23,7 @@ per-thread connection, under three guards:
 from __future__ import annotations
 
 import logging
+import random
 import sqlite3
 import threading
 import time
@@ -28,6 +33,8 @@ from typing import Any, TypeVar
 __all__ = ["Fallback", "InlinePath", "is_busy", "write_transaction"]
 
 T = TypeVar("T")
+
+_SMOOTHING = 0.1  # weight of the newest duration in the moving average
 
 log = logging.getLogger("sitq.sqlite")
 
@@ -39,8 +46,16 @@ class Fallback(Exception):
 class InlinePath:
     """Per-thread connections for short calls, with the guards described above."""
 
-    def __init__(self, opener: Callable[[], sqlite3.Connection], *, budget: float = 0.002, cooldown: float = 1.0):
+    def __init__(
+        self,
+        opener: Callable[[], sqlite3.Connection],
+        *,
+        budget: float = 0.002,
+        cooldown: float = 1.0,
+        busy_wait: float = 0.001,
+    ):
         self._opener = opener
+        self._busy_wait = busy_wait
         self._budget = budget
         self._cooldown = cooldown
         self._local = threading.local()
@@ -48,6 +63,7 @@ class InlinePath:
         self._connections: list[sqlite3.Connection] = []
         self._generation = 0
         self._paused_until = 0.0
+        self._average = 0.0  # seconds; moving average of inline call durations
 
     def run(self, fn: Callable[[sqlite3.Connection], T], *, write: bool) -> T:
         """Run ``fn`` now on this thread's connection, or raise :class:`Fallback`."""
@@ -55,18 +71,28 @@ class InlinePath:
             raise Fallback
         conn = self._connection()
         began = time.perf_counter()
-        try:
-            result = write_transaction(conn, fn) if write else fn(conn)
-        except sqlite3.OperationalError as exc:
-            if conn.in_transaction:
-                conn.rollback()
-            if is_busy(exc):
-                raise Fallback from exc
-            raise
+        while True:
+            try:
+                result = write_transaction(conn, fn) if write else fn(conn)
+                break
+            except sqlite3.OperationalError as exc:
+                if conn.in_transaction:
+                    conn.rollback()
+                if not is_busy(exc):
+                    raise
+                if time.perf_counter() - began >= self._busy_wait:
+                    raise Fallback from exc
+                time.sleep(random.uniform(0.00002, 0.0001))
         elapsed = time.perf_counter() - began
-        if elapsed > self._budget:
+        self._average += (elapsed - self._average) * _SMOOTHING
+        if self._average > self._budget:
             self._paused_until = time.monotonic() + self._cooldown
-            log.debug("sitq.sqlite: inline call took %.1f ms; using the connection thread for a while", elapsed * 1e3)
+            log.debug(
+                "sitq.sqlite: inline calls take %.1f ms on average; using the connection thread for %.1f s",
+                self._average * 1e3,
+                self._cooldown,
+            )
+            self._average = 0.0
         return result
 
     def _connection(self) -> sqlite3.Connection:
