@@ -20,6 +20,7 @@ import socket
 import time
 import traceback as tb_module
 import uuid
+import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -52,7 +53,23 @@ def retry_delay(retry_backoff: float, attempt: int) -> float:
     return float(min(retry_backoff * (2 ** max(attempt - 1, 0)), 86_400.0))
 
 
+_async_cache: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+
+
 def _is_async_callable(func: Any) -> bool:
+    """True when calling ``func`` returns a coroutine (memoised per function: asked once per task)."""
+    try:
+        known = _async_cache.get(func)
+    except TypeError:  # not weak-referenceable or not hashable: decide each time
+        return _inspect_async(func)
+    if known is None:
+        known = _inspect_async(func)
+        with contextlib.suppress(TypeError):
+            _async_cache[func] = known
+    return known
+
+
+def _inspect_async(func: Any) -> bool:
     while isinstance(func, functools.partial) or is_task_function(func):
         func = func.func if isinstance(func, functools.partial) else func.__wrapped__
     if inspect.iscoroutinefunction(func):

@@ -39,7 +39,6 @@ from sitq_core.models import (
     Result,
     Task,
     TaskStatus,
-    new_id,
 )
 
 from .dbthread import DbThread
@@ -100,6 +99,7 @@ _INSERT_RESULT_FROM_TASK = (
     "attempts, serializer FROM tasks WHERE seq = ?"
 )
 _MAX_VARIABLES = 500
+_TOKEN_BYTES = 16  # a lease token: 128 random bits as 32 hex characters
 _INLINE_MAX_ROWS = 16  # larger enqueue batches go through the connection thread (the loop stays free)
 _INSERT_TASK = f"INSERT INTO tasks ({TASK_COLUMNS}, due) VALUES ({', '.join('?' * 21)})"
 
@@ -464,8 +464,8 @@ class SQLiteBackend(Backend):
         self._reserve_seq = self._wakeups.work_seq
         now = self._now_us()
         body = self._reserve_body(worker_id, limit, lease_us, queue_list, now)
-        handed = await self._run("reserve", lambda conn: _leases(self._write(conn, body), worker_id, now))
-        return handed
+        claims = await self._run("reserve", lambda conn: self._write(conn, body))
+        return _leases(claims, worker_id, now)  # built here, off the connection thread (the busier one)
 
     def _reserve_body(
         self, worker_id: str, limit: int, lease_us: int, queue_list: list[str] | None, now: int
@@ -484,7 +484,8 @@ class SQLiteBackend(Backend):
                     break
                 claims: list[tuple[Any, ...]] = []
                 poisoned = 0
-                for row in rows:
+                tokens = os.urandom(_TOKEN_BYTES * len(rows)).hex()  # one syscall for the batch's lease tokens
+                for index, row in enumerate(rows):
                     view = _RowView(row[2:])
                     expired = view.status == "running"
                     expiries = view.lease_expiries + 1 if expired else view.lease_expiries
@@ -515,7 +516,7 @@ class SQLiteBackend(Backend):
                         )
                         log.warning("sitq.sqlite: task %s failed: %s", task.id, error)
                         continue
-                    token = new_id()
+                    token = tokens[index * _TOKEN_BYTES * 2 : (index + 1) * _TOKEN_BYTES * 2]
                     expires = now + lease_us
                     claims.append((worker_id, token, expires, expiries, now, row[0]))
                     handed.append((row[2:], expiries, token, expires))
@@ -593,13 +594,11 @@ class SQLiteBackend(Backend):
         def body(conn: sqlite3.Connection) -> tuple[tuple[list[bool], bool, list[str]], list[_Claim]]:
             return finish(conn), claim(conn)
 
-        def run(conn: sqlite3.Connection) -> tuple[tuple[list[bool], bool, list[str]], list[ReservedTask]]:
-            finished_part, claims = self._write(conn, body)
-            return finished_part, _leases(claims, worker_id, now)
-
-        (accepted, requeued, finished), handed = await self._run("finish_and_reserve", run)
+        (accepted, requeued, finished), claims = await self._run(
+            "finish_and_reserve", lambda conn: self._write(conn, body)
+        )
         self._after_finish(requeued, finished)
-        return accepted, handed
+        return accepted, _leases(claims, worker_id, now)  # built here, off the connection thread
 
     def _after_finish(self, requeued: bool, finished: list[str]) -> None:
         keys: list[Hashable] = [("sitq", "result", task_id) for task_id in finished]
@@ -1042,10 +1041,12 @@ def _task_row(task: Any, times: dict[int, tuple[datetime, int]] | None = None) -
             f"task {task.id!r}: payload must be bytes, got {type(task.payload).__name__}",
             parameter="tasks",
         )
-    for name in ("priority", "max_retries", "max_lease_expiries", "attempts", "lease_expiries"):
-        value = getattr(task, name)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValidationError(f"task {task.id!r}: {name} must be an int", parameter="tasks", value=value)
+    counters = (task.priority, task.max_retries, task.max_lease_expiries, task.attempts, task.lease_expiries)
+    if not all(type(value) is int for value in counters):  # the common case in one pass; details below
+        for name in ("priority", "max_retries", "max_lease_expiries", "attempts", "lease_expiries"):
+            value = getattr(task, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValidationError(f"task {task.id!r}: {name} must be an int", parameter="tasks", value=value)
     if not isinstance(task.queue, str) or not task.queue:
         raise ValidationError(f"task {task.id!r}: queue must be a non-empty string", parameter="tasks")
     eta = _batch_us(task.eta, times)

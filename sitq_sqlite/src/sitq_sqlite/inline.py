@@ -2,8 +2,9 @@
 
 A hop to the connection thread costs 30-300 µs of wake-ups (the high end on
 a VM whose idle cores sleep deeply); a primary-key read costs ~10 µs and a
-one-row insert 40-300 µs (mostly the WAL fsync under ``synchronous=FULL``). So single enqueues and result reads run inline on a
-per-thread connection, under three guards:
+one-row insert 40-300 µs (mostly the WAL fsync under ``synchronous=FULL``).
+So single enqueues and result reads run inline on a per-thread connection,
+under three guards:
 
 - writes wait for the file lock at most ``busy_wait`` (1 ms, in sleeps of
   20-100 µs: another process's commit usually ends within that); when the
