@@ -23,6 +23,7 @@ __all__ = [
     "Task",
     "TaskStatus",
     "new_id",
+    "new_ids",
     "utcnow",
 ]
 
@@ -42,6 +43,13 @@ def new_id() -> str:
     appending at its end (about half the write cost of random ids in SQLite).
     """
     return f"{time.time_ns() // 1000:014x}{os.urandom(9).hex()}"
+
+
+def new_ids(count: int) -> list[str]:
+    """``count`` new ids like :func:`new_id`, sharing one clock read and one ``urandom`` call (for batches)."""
+    stamp = f"{time.time_ns() // 1000:014x}"
+    random_hex = os.urandom(9 * count).hex()
+    return [stamp + random_hex[i : i + 18] for i in range(0, 18 * count, 18)]
 
 
 class TaskStatus(str, enum.Enum):

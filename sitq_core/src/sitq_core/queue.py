@@ -12,7 +12,7 @@ from typing import Any, Self
 from .backend import Backend
 from .config import BackendSpec, SerializerSpec, resolve_backend, resolve_serializer, split_config
 from .errors import BackendError, SerializationError, SitqError, ValidationError
-from .models import Result, Task, new_id
+from .models import Result, Task, new_id, new_ids
 from .options import TaskOptions, normalize_eta, validate_timeout
 from .plugins import get_plugin_manager
 from .serializers import Serializer, function_path
@@ -66,13 +66,14 @@ class _Producer:
         options: TaskOptions,
         now: datetime,
         eta: datetime,
+        task_id: str | None = None,
     ) -> Task:
         if not callable(func):
             raise ValidationError(f"func must be callable, got {type(func).__name__}", parameter="func", value=func)
         if is_task_function(func):
             options, eta = self._with_task_defaults(func.options, options, now, eta)
         return Task(
-            id=new_id(),
+            id=task_id or new_id(),
             payload=self._serializer.dumps_call(func, args, kwargs),
             serializer=self._serializer.name,
             function_name=function_path(func),
@@ -157,12 +158,14 @@ class _Producer:
             )
         now = self._backend.now()
         eta = self._options.due_at(now)
-        tasks = [
-            self._build_task(call.func, call.args, call.kwargs, self._options, now, eta)
-            for call in (_as_call(item, i) for i, item in enumerate(calls))
-        ]
-        if not tasks:
+        items = [_as_call(item, i) for i, item in enumerate(calls)]
+        if not items:
             return []
+        ids = new_ids(len(items))
+        tasks = [
+            self._build_task(call.func, call.args, call.kwargs, self._options, now, eta, task_id)
+            for call, task_id in zip(items, ids, strict=True)
+        ]
         return await self._store(tasks)
 
 

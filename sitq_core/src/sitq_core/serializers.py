@@ -280,6 +280,8 @@ def _plain_data(value: Any, depth: int = 0) -> bool:
         return True
     if depth >= 4:
         return False
+    if not value and (kind is tuple or kind is list or kind is dict):
+        return True  # the common no-argument case, without building a generator
     if kind is tuple or kind is list:
         return len(value) <= 64 and all(_plain_data(item, depth + 1) for item in value)
     if kind is dict:

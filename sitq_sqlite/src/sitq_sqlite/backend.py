@@ -1066,8 +1066,13 @@ def _task_row(task: Any, times: dict[int, tuple[datetime, int]] | None = None) -
             f"task {task.id!r}: payload must be bytes, got {type(task.payload).__name__}",
             parameter="tasks",
         )
-    counters = (task.priority, task.max_retries, task.max_lease_expiries, task.attempts, task.lease_expiries)
-    if not all(type(value) is int for value in counters):  # the common case in one pass; details below
+    if not (  # the common case in one expression; the loop below names the offending field
+        type(task.priority) is int
+        and type(task.max_retries) is int
+        and type(task.max_lease_expiries) is int
+        and type(task.attempts) is int
+        and type(task.lease_expiries) is int
+    ):
         for name in ("priority", "max_retries", "max_lease_expiries", "attempts", "lease_expiries"):
             value = getattr(task, name)
             if isinstance(value, bool) or not isinstance(value, int):
