@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
+import functools
 import logging
 import os
 import select
 import struct
 import sys
+from typing import Any
 
 __all__ = ["FileChanges", "open_changes"]
 
@@ -76,16 +77,24 @@ class FileChanges:
                 os.close(fd)
 
 
+@functools.cache
+def _inotify() -> tuple[Any, Any] | None:
+    """libc's inotify_init1 and inotify_add_watch, looked up once (the running process already has libc)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.inotify_init1, libc.inotify_add_watch
+    except (OSError, AttributeError):
+        return None
+
+
 def open_changes(path: str) -> FileChanges | None:
     """Watch the folder of the database at ``path``; None when inotify is unavailable."""
     if not sys.platform.startswith("linux"):
         return None
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-        init = libc.inotify_init1
-        add_watch = libc.inotify_add_watch
-    except (OSError, AttributeError):
+    functions = _inotify()
+    if functions is None:
         return None
+    init, add_watch = functions
     fd = int(init(os.O_NONBLOCK | os.O_CLOEXEC))
     if fd < 0:
         log.debug("sitq.sqlite: inotify_init1 failed (errno %d); polling instead", ctypes.get_errno())
