@@ -18,6 +18,7 @@ Design (see ``docs/how-to/sqlite-backend.md``):
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import random
@@ -119,7 +120,6 @@ _FINAL_ROWS_PER_STATEMENT = _MAX_VARIABLES // 7
 _TOKEN_BYTES = 16  # a lease token: 128 random bits as 32 hex characters
 _INLINE_MAX_ROWS = 16  # larger enqueue batches go through the connection thread (the loop stays free)
 _TASK_ROW = f"({', '.join('?' * 21)})"
-_INSERT_TASK = f"INSERT INTO tasks ({TASK_COLUMNS}, due) VALUES {_TASK_ROW}"
 _INSERT_ROWS_PER_STATEMENT = 400  # multi-row INSERTs: one SQLite step per chunk, not per row
 
 
@@ -441,10 +441,7 @@ class SQLiteBackend(Backend):
 
         def body(conn: sqlite3.Connection) -> None:
             try:
-                if len(rows) == 1:
-                    conn.execute(_INSERT_TASK, rows[0])
-                else:
-                    _insert_rows(conn, rows)
+                _insert_rows(conn, rows)
             except sqlite3.IntegrityError as exc:
                 placeholders = ",".join("?" * len(ids))
                 taken = conn.execute(f"SELECT id FROM tasks WHERE id IN ({placeholders})", ids).fetchone()
@@ -538,8 +535,9 @@ class SQLiteBackend(Backend):
                         continue
                     claimed.append(row[0])
                     handed.append((row[2:], expiries, f"{prefix}{row[0]:x}", expires))
-                for start in range(0, len(claimed), _MAX_VARIABLES):
-                    chunk = claimed[start : start + _MAX_VARIABLES]
+                per = _MAX_VARIABLES - 4  # four leading parameters, then the seqs
+                for start in range(0, len(claimed), per):
+                    chunk = claimed[start : start + per]
                     conn.execute(
                         _CLAIM_SQL_SET.format(",".join("?" * len(chunk))), (worker_id, prefix, expires, now, *chunk)
                     )
@@ -921,11 +919,19 @@ def _checkpoint(conn: sqlite3.Connection) -> None:
 def _insert_rows(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
     """Insert task rows with multi-row ``INSERT ... VALUES (...), (...)`` statements (about 3 µs/row less
     than ``executemany``), each as large as the connection's bound-variable limit allows."""
+    if len(rows) == 1:
+        conn.execute(_insert_sql(1), rows[0])
+        return
     per = max(1, min(_INSERT_ROWS_PER_STATEMENT, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 21))
     for start in range(0, len(rows), per):
         chunk = rows[start : start + per]
-        sql = f"INSERT INTO tasks ({TASK_COLUMNS}, due) VALUES " + ",".join([_TASK_ROW] * len(chunk))
-        conn.execute(sql, [value for row in chunk for value in row])
+        conn.execute(_insert_sql(len(chunk)), [value for row in chunk for value in row])
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_sql(count: int) -> str:
+    """The INSERT statement for ``count`` task rows (built once per size: batches repeat sizes)."""
+    return f"INSERT INTO tasks ({TASK_COLUMNS}, due) VALUES " + ",".join([_TASK_ROW] * count)
 
 
 _is_busy = is_busy
