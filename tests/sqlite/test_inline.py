@@ -79,3 +79,17 @@ def test_busy_database_falls_back_and_keeps_nothing(inline: InlinePath, db_path:
         holder.execute("ROLLBACK")
         holder.close()
     assert inline.run(lambda conn: conn.execute("SELECT count(*) FROM t").fetchone()[0], write=False) == 0
+
+
+def test_execute_commits_one_statement_and_steps_aside_when_busy(inline: InlinePath, db_path: Path) -> None:
+    inline.execute("INSERT INTO t (v) VALUES (?)", (7,))
+    reader = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        assert reader.execute("SELECT v FROM t").fetchall() == [(7,)]  # committed: visible elsewhere
+        reader.execute("BEGIN IMMEDIATE")
+        with pytest.raises(Fallback):
+            inline.execute("INSERT INTO t (v) VALUES (?)", (8,))
+        reader.execute("ROLLBACK")
+        assert reader.execute("SELECT v FROM t").fetchall() == [(7,)]
+    finally:
+        reader.close()

@@ -54,6 +54,8 @@ class Notifier:
 
     def notify_many(self, keys: Iterable[Hashable]) -> None:
         """Wake every waiter of each key."""
+        if not self._waiters:  # the common case (nobody waits); re-checked under the lock below
+            return
         woken: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         with self._lock:
             if not self._waiters:

@@ -423,6 +423,28 @@ class SQLiteBackend(Backend):
 
     # ---------------------------------------------------------------- enqueue
 
+    async def enqueue(self, task: Task) -> str:
+        """Store one task: one autocommit INSERT, inline when the file lock is free (the common case)."""
+        row = _task_row(task)
+        inline = self._inline
+        if inline is None or self._db is None:
+            return (await self.enqueue_many([task]))[0]
+        try:
+            inline.execute(_insert_sql(1), row)
+        except Fallback:
+            return (await self.enqueue_many([task]))[0]
+        except sqlite3.IntegrityError as exc:
+            raise ValidationError(
+                f"task id {task.id!r} already exists; nothing was stored",
+                parameter="tasks",
+                value=task.id,
+                cause=exc,
+            ) from exc
+        except sqlite3.Error as exc:
+            raise self._failed("enqueue", exc) from exc
+        self._wakeups.wake_work()
+        return task.id
+
     async def enqueue_many(self, tasks: Sequence[Task]) -> list[str]:
         if isinstance(tasks, Task) or not isinstance(tasks, Sequence):
             raise ValidationError(f"tasks must be a sequence of Task, got {type(tasks).__name__}", parameter="tasks")
@@ -456,7 +478,7 @@ class SQLiteBackend(Backend):
             await self._inline_or_run("enqueue", body, write=True)
         else:
             await self._transaction("enqueue", body)
-        self._wakeups.wake((WORK_KEY,))
+        self._wakeups.wake_work()
         return ids
 
     # ---------------------------------------------------------------- reserve
@@ -846,7 +868,7 @@ class SQLiteBackend(Backend):
 
     def notify_work(self) -> None:
         super().notify_work()
-        self._wakeups.wake((WORK_KEY,))
+        self._wakeups.wake_work()
 
     def notify_results(self, task_ids: Sequence[str]) -> None:
         super().notify_results(task_ids)

@@ -28,7 +28,7 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 __all__ = ["Fallback", "InlinePath", "is_busy", "write_transaction"]
@@ -95,6 +95,15 @@ class InlinePath:
             )
             self._average = 0.0
         return result
+
+    def execute(self, sql: str, parameters: Sequence[Any]) -> None:
+        """Run one write statement as its own (autocommit) transaction, or raise :class:`Fallback`.
+
+        A single statement is atomic by itself, so this skips the two round
+        trips of ``BEGIN IMMEDIATE`` / ``COMMIT``; it cannot deadlock on a lock
+        upgrade because it holds no read lock before it writes.
+        """
+        self.run(lambda conn: conn.execute(sql, parameters), write=False)
 
     def _connection(self) -> sqlite3.Connection:
         local: Any = self._local

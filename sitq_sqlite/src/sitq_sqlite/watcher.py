@@ -76,6 +76,15 @@ class Wakeups:
                 woken.extend(self._waiters.get(key, ()))
         _resolve_all(woken)
 
+    def wake_work(self) -> None:
+        """``wake([WORK_KEY])`` without the generic loop (called after every enqueue)."""
+        with self._lock:
+            self.work_seq += 1
+            waiters = self._waiters.get(WORK_KEY)
+            woken = list(waiters) if waiters else None
+        if woken:
+            _resolve_all(woken)
+
     def wake_all(self) -> None:
         with self._lock:
             self.work_seq += 1
