@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 import time
 
@@ -27,6 +28,7 @@ def sitq_worker(url: str, concurrency: str, prefetch: str) -> int:
 
     ready()
     extra = [] if prefetch == "None" else ["--prefetch", prefetch]
+    extra += os.environ.get("BENCH_SITQ_WORKER_ARGS", "").split()  # e.g. "--batch-window 0" for experiments
     return main(["worker", "-b", url, "-c", concurrency, *extra, "-i", "bench_tasks"])
 
 

@@ -48,6 +48,10 @@ async def run_one(queue: TaskQueue, func: Any, *args: Any, worker: Worker | None
         ({"poll_interval": -1}, "poll_interval"),
         ({"lease_timeout": 0}, "lease_timeout"),
         ({"prefetch": -1}, "prefetch"),
+        ({"batch_window": -0.001}, "batch_window"),
+        ({"batch_window": 2}, "batch_window"),
+        ({"batch_window": "5ms"}, "batch_window"),
+        ({"batch_window": float("nan")}, "batch_window"),
         ({"queues": []}, "queues"),
     ],
 )
@@ -414,3 +418,21 @@ async def test_stop_timeout_releases_unfinished_tasks_for_others(queue: TaskQueu
     result = await queue.get_result(task_id, timeout=10)
     await other.stop(timeout=1)
     assert result is not None and result.status == "cancelled"
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("window", [None, 0, 0.02])
+async def test_a_trickle_of_tasks_all_finish_under_any_batch_window(queue: TaskQueue, window: float | None) -> None:
+    """Paced commits (pacing.py) delay claims and finishes a little; they must never lose or strand one."""
+    worker = Worker(queue.backend, batch_window=window)
+    await worker.start()
+    try:
+        ids = []
+        for n in range(40):
+            ids.append(await queue.enqueue(tasks.add, n, 1))
+            if n % 8 == 0:
+                await asyncio.sleep(0.001)  # let the worker catch up, so later enqueues find it drained
+        results = [await queue.get_result(task_id, timeout=15) for task_id in ids]
+    finally:
+        await worker.stop()
+    assert [queue.deserialize_result(r) for r in results if r is not None] == [n + 1 for n in range(40)]

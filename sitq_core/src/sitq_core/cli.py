@@ -61,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--prefetch", type=int, default=None, help="tasks reserved ahead of free slots (default: adaptive)"
     )
+    worker.add_argument(
+        "--batch-window",
+        type=float,
+        default=None,
+        help="seconds between commits while keeping up with producers (default: adaptive; 0: commit at once)",
+    )
     worker.add_argument("--poll-interval", type=float, default=1.0, help="longest idle sleep, in seconds")
     worker.add_argument("--shutdown-timeout", type=float, default=30.0, help="grace period after a signal")
     worker.add_argument(
@@ -189,6 +195,7 @@ def _worker(args: argparse.Namespace) -> int:
         lease_timeout=args.lease_timeout,
         prefetch=args.prefetch,
         shutdown_timeout=args.shutdown_timeout,
+        batch_window=args.batch_window,
     )
 
     async def run() -> None:
