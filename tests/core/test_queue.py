@@ -158,6 +158,23 @@ async def test_enqueue_many_in_one_batch(queue: TaskQueue) -> None:
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("size", [5, 700])
+async def test_a_bad_item_late_in_a_batch_stores_nothing(queue: TaskQueue, size: int) -> None:
+    """Large batches are serialised while earlier chunks are being inserted: a late failure must still roll back."""
+    await queue.enqueue(tasks.add, 0)
+    good = [(tasks.add, (n,)) for n in range(size - 1)]
+    with pytest.raises(SerializationError):
+        await queue.enqueue_many([*good, (tasks.add, (threading.Lock(),))])
+    with pytest.raises(ValidationError) as info:
+        await queue.enqueue_many([*good, (tasks.add, (1,)), 42])
+    assert info.value.parameter == "calls"
+    assert (await queue.counts())["queued"] == 1
+    ids = await queue.enqueue_many(good)
+    assert len(ids) == size - 1 and ids == sorted(ids)  # a batch's ids sort in batch order
+    assert (await queue.counts())["queued"] == size
+
+
+@pytest.mark.asyncio
 async def test_priorities_run_highest_first(queue: TaskQueue) -> None:
     low = await queue.with_options(priority=0).enqueue(tasks.add, 1)
     high = await queue.with_options(priority=5).enqueue(tasks.add, 2)

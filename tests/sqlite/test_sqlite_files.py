@@ -166,7 +166,7 @@ def test_from_config(tmp_path: Path) -> None:
 
 
 def test_memory_capabilities(tmp_path: Path) -> None:
-    assert SQLiteBackend(":memory:").capabilities == frozenset({Capability.CANCEL_RUNNING})
+    assert SQLiteBackend(":memory:").capabilities == frozenset({Capability.CANCEL_RUNNING, Capability.STREAMED_BATCHES})
     assert Capability.PERSISTENT in SQLiteBackend(tmp_path / "x.db").capabilities
     assert SQLiteBackend.name == "sqlite"
 

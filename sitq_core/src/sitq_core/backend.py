@@ -61,6 +61,10 @@ class Capability(str, enum.Enum):
     """``wait_for_work``/``wait_for_result`` wake on changes made by other processes."""
     CANCEL_RUNNING = "cancel_running"
     """``cancel`` of a running task is reported to its worker by ``heartbeat``."""
+    STREAMED_BATCHES = "streamed_batches"
+    """``enqueue_many`` accepts a lazy sequence (:class:`~sitq_core.batch.TaskBatch`) whose items are
+    built when first read and may raise then; the backend reads them inside its transaction, so such
+    an error stores nothing, and lets a ``SitqError`` raised by a read propagate unchanged."""
 
 
 class Backend(abc.ABC):

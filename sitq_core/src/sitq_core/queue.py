@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
 
-from .backend import Backend
+from .backend import Backend, Capability
+from .batch import TaskBatch
 from .config import BackendSpec, SerializerSpec, resolve_backend, resolve_serializer, split_config
 from .errors import BackendError, SerializationError, SitqError, ValidationError
 from .models import Result, Task, new_id, new_ids
@@ -100,7 +101,11 @@ class _Producer:
         scheduled = options.eta is not None or options.delay is not None
         return merged, eta if scheduled else merged.due_at(now)
 
-    async def _store(self, tasks: list[Task]) -> list[str]:
+    async def _store(self, tasks: Sequence[Task]) -> list[str]:
+        if isinstance(tasks, TaskBatch) and (
+            len(tasks) == 1 or Capability.STREAMED_BATCHES not in self._backend.capabilities
+        ):
+            tasks = tasks.built()  # building errors surface here, before the backend is involved
         try:
             if len(tasks) == 1:
                 ids = [await self._backend.enqueue(tasks[0])]
@@ -109,6 +114,8 @@ class _Producer:
         except SitqError:
             raise
         except Exception as exc:
+            if isinstance(tasks, TaskBatch) and tasks.error is exc:
+                raise  # building a task failed (a serializer's own error), not the backend
             raise BackendError(
                 f"backend failed to enqueue: {type(exc).__name__}: {exc}",
                 operation="enqueue",
@@ -157,16 +164,52 @@ class _Producer:
                 f"calls must be an iterable of calls, got {type(calls).__name__}", parameter="calls", value=calls
             )
         now = self._backend.now()
-        eta = self._options.due_at(now)
-        items = [_as_call(item, i) for i, item in enumerate(calls)]
+        items = calls if isinstance(calls, list | tuple) else list(calls)
         if not items:
             return []
-        ids = new_ids(len(items))
-        tasks = [
-            self._build_task(call.func, call.args, call.kwargs, self._options, now, eta, task_id)
-            for call, task_id in zip(items, ids, strict=True)
-        ]
-        return await self._store(tasks)
+        return await self._store(TaskBatch(self._iter_tasks(items, now), len(items)))
+
+    def _iter_tasks(self, items: list[Any] | tuple[Any, ...], now: datetime) -> Iterator[Task]:
+        """``_build_task`` for a batch, lazily: what depends only on the function is worked out once per function."""
+        options = self._options
+        eta = options.due_at(now)
+        serializer = self._serializer
+        dumps_call = serializer.dumps_call
+        name = serializer.name
+        per_function: dict[int, tuple[Any, TaskOptions, datetime, str]] = {}
+        no_kwargs: dict[str, Any] = {}  # shared by items without kwargs: only read (serialised), never stored
+        for index, (item, task_id) in enumerate(zip(items, new_ids(len(items)), strict=True)):
+            if type(item) is tuple and len(item) == 2 and type(item[1]) is tuple:  # the common (func, args) form
+                func, args = item
+                kwargs = no_kwargs
+            else:
+                call = _as_call(item, index)
+                func, args, kwargs = call.func, call.args, call.kwargs
+            known = per_function.get(id(func))
+            if known is None or known[0] is not func:
+                if not callable(func):
+                    raise ValidationError(
+                        f"func must be callable, got {type(func).__name__}", parameter="func", value=func
+                    )
+                task_options, task_eta = options, eta
+                if is_task_function(func):
+                    task_options, task_eta = self._with_task_defaults(func.options, options, now, eta)
+                known = per_function[id(func)] = (func, task_options, task_eta, function_path(func))
+            _func, task_options, task_eta, function_name = known
+            yield Task(
+                    id=task_id,
+                    payload=dumps_call(func, args, kwargs),
+                    serializer=name,
+                    function_name=function_name,
+                    queue=task_options.queue_name,
+                    priority=task_options.priority,
+                    eta=task_eta,
+                    max_retries=task_options.max_retries,
+                    retry_backoff=task_options.retry_backoff,
+                    timeout=task_options.timeout,
+                    max_lease_expiries=task_options.max_lease_expiries,
+                    enqueued_at=now,
+                )
 
 
 class TaskQueueView(_Producer):

@@ -18,6 +18,7 @@ Design (see ``docs/how-to/sqlite-backend.md``):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -43,6 +44,7 @@ from sitq_core.models import (
 )
 
 from .dbthread import DbThread
+from .feed import InsertFeed
 from .inline import Fallback, InlinePath, is_busy, write_transaction
 from .schema import (
     ACTIVE,
@@ -119,8 +121,10 @@ _RESULTS_SQL_SET = (
 _FINAL_ROWS_PER_STATEMENT = _MAX_VARIABLES // 7
 _TOKEN_BYTES = 16  # a lease token: 128 random bits as 32 hex characters
 _INLINE_MAX_ROWS = 16  # larger enqueue batches go through the connection thread (the loop stays free)
-_TASK_ROW = f"({', '.join('?' * 21)})"
+_TASK_COLUMN_COUNT = 21  # parameters per task row (TASK_COLUMNS plus due)
+_TASK_ROW = f"({', '.join('?' * _TASK_COLUMN_COUNT)})"
 _INSERT_ROWS_PER_STATEMENT = 400  # multi-row INSERTs: one SQLite step per chunk, not per row
+_FEED_CHUNK_ROWS = 100  # rows per chunk handed to the connection thread by large enqueue_many calls
 
 
 class _Busy(Exception):
@@ -151,6 +155,7 @@ class SQLiteBackend(Backend):
             Capability.MULTI_PROCESS,
             Capability.CROSS_PROCESS_NOTIFY,
             Capability.CANCEL_RUNNING,
+            Capability.STREAMED_BATCHES,
         }
     )
 
@@ -173,7 +178,7 @@ class SQLiteBackend(Backend):
         self.watch_interval = _number("watch_interval", watch_interval, minimum=0.0, maximum=1.0)
         if self.is_memory:
             # Instance-level: an in-memory database is private to this object.
-            setattr(self, "capabilities", frozenset({Capability.CANCEL_RUNNING}))  # noqa: B010
+            setattr(self, "capabilities", frozenset({Capability.CANCEL_RUNNING, Capability.STREAMED_BATCHES}))  # noqa: B010
         self._lock = threading.Lock()
         self._db: DbThread | None = None
         self._connecting: ThreadFuture[DbThread] | None = None
@@ -374,8 +379,12 @@ class SQLiteBackend(Backend):
     async def _run(self, operation: str, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` on the connection thread (one hop), mapping errors."""
         db = await self._ensure()
+        return await self._settle(operation, db.run(lambda conn: self._retrying(conn, fn)))
+
+    async def _settle(self, operation: str, future: asyncio.Future[T]) -> T:
+        """Await a connection-thread job, mapping SQLite errors to sitq's."""
         try:
-            return await db.run(lambda conn: self._retrying(conn, fn))
+            return await future
         except SitqError:
             raise
         except _Busy as exc:
@@ -450,6 +459,8 @@ class SQLiteBackend(Backend):
             raise ValidationError(f"tasks must be a sequence of Task, got {type(tasks).__name__}", parameter="tasks")
         if not tasks:
             return []
+        if len(tasks) > _INLINE_MAX_ROWS:
+            return await self._enqueue_pipelined(tasks)
         times: dict[int, tuple[datetime, int]] = {}
         rows = [_task_row(task, times) for task in tasks]
         ids = [task.id for task in tasks]
@@ -474,10 +485,53 @@ class SQLiteBackend(Backend):
                     cause=exc,
                 ) from exc
 
-        if len(rows) <= _INLINE_MAX_ROWS:
-            await self._inline_or_run("enqueue", body, write=True)
-        else:
-            await self._transaction("enqueue", body)
+        await self._inline_or_run("enqueue", body, write=True)
+        self._wakeups.wake_work()
+        return ids
+
+    async def _enqueue_pipelined(self, tasks: Sequence[Task]) -> list[str]:
+        """A large batch: rows are built here while the connection thread inserts earlier chunks (feed.py)."""
+        db = await self._ensure()
+        feed = InsertFeed(_insert_flat)
+
+        def body(conn: sqlite3.Connection) -> None:
+            try:
+                feed.insert_all(conn)
+            except sqlite3.IntegrityError as exc:
+                failing = feed.last_chunk_ids(_TASK_COLUMN_COUNT)
+                placeholders = ",".join("?" * len(failing))
+                taken = conn.execute(f"SELECT id FROM tasks WHERE id IN ({placeholders})", failing).fetchone()
+                raise ValidationError(
+                    f"task id {taken[0] if taken else '?'!r} already exists; nothing of this batch was stored",
+                    parameter="tasks",
+                    value=taken[0] if taken else None,
+                    cause=exc,
+                ) from exc
+
+        future = db.run(lambda conn: self._retrying(conn, lambda c: self._write(c, body)))
+        ids: list[str] = []
+        try:
+            times: dict[int, tuple[datetime, int]] = {}
+            seen: set[str] = set()
+            for start in range(0, len(tasks), _FEED_CHUNK_ROWS):
+                parameters: list[Any] = []
+                for task in tasks[start : start + _FEED_CHUNK_ROWS]:
+                    row = _task_row(task, times)
+                    if row[0] in seen:
+                        raise ValidationError(
+                            f"task id {row[0]!r} appears twice in one batch", parameter="tasks", value=row[0]
+                        )
+                    seen.add(row[0])
+                    ids.append(row[0])
+                    parameters += row
+                feed.put(parameters, len(parameters) // _TASK_COLUMN_COUNT)
+        except Exception:
+            feed.abort()
+            with contextlib.suppress(Exception):
+                await future  # rolled back
+            raise
+        feed.finish()
+        await self._settle("enqueue", future)
         self._wakeups.wake_work()
         return ids
 
@@ -940,14 +994,23 @@ def _checkpoint(conn: sqlite3.Connection) -> None:
 
 def _insert_rows(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
     """Insert task rows with multi-row ``INSERT ... VALUES (...), (...)`` statements (about 3 µs/row less
-    than ``executemany``), each as large as the connection's bound-variable limit allows."""
+    than ``executemany``)."""
     if len(rows) == 1:
         conn.execute(_insert_sql(1), rows[0])
         return
-    per = max(1, min(_INSERT_ROWS_PER_STATEMENT, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 21))
-    for start in range(0, len(rows), per):
-        chunk = rows[start : start + per]
-        conn.execute(_insert_sql(len(chunk)), [value for row in chunk for value in row])
+    _insert_flat(conn, [value for row in rows for value in row], len(rows))
+
+
+def _insert_flat(conn: sqlite3.Connection, parameters: list[Any], rows: int) -> None:
+    """Insert ``rows`` task rows given as flat parameters, split to the connection's bound-variable limit."""
+    per = min(_INSERT_ROWS_PER_STATEMENT, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // _TASK_COLUMN_COUNT)
+    per = max(1, per)
+    if rows <= per:
+        conn.execute(_insert_sql(rows), parameters)
+        return
+    for start in range(0, rows, per):
+        chunk = parameters[start * _TASK_COLUMN_COUNT : (start + per) * _TASK_COLUMN_COUNT]
+        conn.execute(_insert_sql(len(chunk) // _TASK_COLUMN_COUNT), chunk)
 
 
 @functools.lru_cache(maxsize=64)

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
 
-from ...backend import Backend
-from ...errors import ValidationError
+from ...backend import Backend, Capability
+from ...batch import TaskBatch
+from ...errors import SerializationError, ValidationError
 from ...models import Task, TaskStatus
 from ..clock import FakeClock
-from ..fixtures import BackendFixtures
+from ..fixtures import BackendFixtures, requires
 from ._support import get, is_aware_utc, make_task, parameter_of
 
 C = "EnqueueContract"
@@ -114,6 +116,33 @@ class EnqueueContract(BackendFixtures):
         assert await backend.get_task(first.id) is None and await backend.get_task(other.id) is None, (
             f"{C}: enqueue_many is not atomic: a batch repeating an id stored part of the batch"
         )
+
+    @requires(Capability.STREAMED_BATCHES)
+    @pytest.mark.asyncio
+    async def test_streamed_batch_is_stored_in_order(self, backend: Backend, clock: FakeClock) -> None:
+        tasks = [make_task(clock, payload=bytes([n % 256])) for n in range(300)]
+        ids = await backend.enqueue_many(TaskBatch(iter(tasks), len(tasks)))
+        assert ids == [task.id for task in tasks], f"{C}: a streamed batch must return its ids in order"
+        for task in (tasks[0], tasks[150], tasks[-1]):
+            assert (await get(backend, task.id, C)).payload == task.payload, f"{C}: a streamed task was not stored"
+
+    @requires(Capability.STREAMED_BATCHES)
+    @pytest.mark.asyncio
+    async def test_streamed_batch_failing_midway_stores_nothing(self, backend: Backend, clock: FakeClock) -> None:
+        good = [make_task(clock) for _ in range(250)]
+        failure = SerializationError("cannot serialise item 250", operation="dumps")
+
+        def source() -> Iterator[Task]:
+            yield from good
+            raise failure
+
+        with pytest.raises(SerializationError) as info:
+            await backend.enqueue_many(TaskBatch(source(), 300))
+        assert info.value is failure, f"{C}: the error raised while reading a streamed batch must propagate unchanged"
+        for task in (good[0], good[-1]):
+            assert await backend.get_task(task.id) is None, (
+                f"{C}: a streamed batch that failed while being read stored task {task.id}"
+            )
 
     @pytest.mark.asyncio
     async def test_enqueue_one_duplicate(self, backend: Backend, clock: FakeClock) -> None:
