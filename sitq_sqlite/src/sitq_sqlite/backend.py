@@ -80,7 +80,7 @@ _URL_FORMS = (
 
 _SELECT_TASK = f"SELECT {TASK_COLUMNS} FROM tasks"
 _CLAIM_SQL = (
-    f"SELECT seq, due, {TASK_COLUMNS} FROM tasks INDEXED BY tasks_claim "
+    "SELECT seq, due, status, lease_expiries, max_lease_expiries FROM tasks INDEXED BY tasks_claim "
     f"WHERE queue = ? AND {ACTIVE} AND priority = ? AND due <= ? ORDER BY due, seq LIMIT ?"
 )
 _FIRST_QUEUE_SQL = f"SELECT min(queue) FROM tasks INDEXED BY tasks_claim WHERE {ACTIVE}"
@@ -95,7 +95,6 @@ _INSERT_RESULT = (
     "INSERT OR REPLACE INTO results (task_id, id, status, value, error, traceback, enqueued_at, "
     "started_at, finished_at, attempts, serializer) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_LEASE_SQL = "SELECT id, seq, lease_token, status FROM tasks WHERE id IN ({})"
 # Set-based statements: one statement (one sqlite3_step, one GIL release) per chunk of rows instead
 # of one per row; with the worker's other threads wanting the GIL, per-row steps cost twice as much.
 # Claim: the lease token is the batch's random prefix plus the row's seq in hex (unique per claim);
@@ -103,22 +102,34 @@ _LEASE_SQL = "SELECT id, seq, lease_token, status FROM tasks WHERE id IN ({})"
 _CLAIM_SQL_SET = (
     "UPDATE tasks SET status = 'running', worker_id = ?, lease_token = ? || printf('%x', seq), due = ?, "
     "attempts = attempts + 1, lease_expiries = lease_expiries + (status = 'running'), started_at = ? "
-    "WHERE seq IN ({})"
+    "WHERE seq IN ({}) RETURNING seq, " + TASK_COLUMNS
 )
-# Finish: the final rows as a VALUES table (seq, status, finished_at, error, started_at, value, traceback).
-_FINAL_ROW = "(?, ?, ?, ?, ?, ?, ?)"
-_FINAL_VALUES = "WITH v(seq, kind, finished_at, error, started_at, value, traceback) AS (VALUES {}) "
-_FINISH_SQL_SET = (
-    _FINAL_VALUES + "UPDATE tasks SET status = v.kind, due = NULL, lease_token = NULL, finished_at = v.finished_at, "
-    "error = v.error, started_at = coalesce(v.started_at, tasks.started_at) FROM v WHERE tasks.seq = v.seq"
-)
-# A finished task's result, its times and counters copied from the (just updated) task row.
+# Finish: the final rows as a VALUES table; a row counts only while its lease (seq + token) still holds.
+_FINAL_COLUMNS = 8
+_FINAL_ROW = "(?, ?, ?, ?, ?, ?, ?, ?)"
+_FINAL_VALUES = "WITH v(seq, token, kind, finished_at, error, started_at, value, traceback) AS (VALUES {}) "
+_FENCE = "t.seq = v.seq AND t.lease_token = v.token AND t.status = 'running'"
+# The result first (it reads the task row while its lease is still there), then the task row.
 _RESULTS_SQL_SET = (
     _FINAL_VALUES + "INSERT OR REPLACE INTO results (task_id, id, status, value, error, traceback, enqueued_at, "
     "started_at, finished_at, attempts, serializer) SELECT t.id, t.id, v.kind, v.value, v.error, v.traceback, "
-    "t.enqueued_at, t.started_at, t.finished_at, t.attempts, t.serializer FROM v JOIN tasks AS t ON t.seq = v.seq"
+    "t.enqueued_at, coalesce(v.started_at, t.started_at), v.finished_at, t.attempts, t.serializer "
+    f"FROM v JOIN tasks AS t ON {_FENCE}"
 )
-_FINAL_ROWS_PER_STATEMENT = _MAX_VARIABLES // 7
+_FINISH_SQL_SET = (
+    _FINAL_VALUES + "UPDATE tasks AS t SET status = v.kind, due = NULL, lease_token = NULL, "
+    "finished_at = v.finished_at, error = v.error, started_at = coalesce(v.started_at, t.started_at) "
+    f"FROM v WHERE {_FENCE} RETURNING seq"
+)
+_RETRY_SQL = (
+    "UPDATE tasks SET status = 'queued', eta = ?, due = ?, error = ?, lease_token = NULL "
+    "WHERE seq = ? AND lease_token = ? AND status = 'running' RETURNING seq"
+)
+_RELEASE_SQL = (
+    "UPDATE tasks SET status = 'queued', due = min(eta, ?), lease_token = NULL, attempts = max(attempts - 1, 0) "
+    "WHERE seq = ? AND lease_token = ? AND status = 'running' RETURNING seq"
+)
+_FINAL_ROWS_PER_STATEMENT = _MAX_VARIABLES // _FINAL_COLUMNS
 _TOKEN_BYTES = 16  # a lease token: 128 random bits as 32 hex characters
 _INLINE_MAX_ROWS = 16  # larger enqueue batches go through the connection thread (the loop stays free)
 _TASK_COLUMN_COUNT = 21  # parameters per task row (TASK_COLUMNS plus due)
@@ -557,7 +568,7 @@ class SQLiteBackend(Backend):
         now = self._now_us()
         body = self._reserve_body(worker_id, limit, lease_us, queue_list, now)
         claims = await self._run("reserve", lambda conn: self._write(conn, body))
-        return _leases(claims, worker_id, now)  # built here, off the connection thread (the busier one)
+        return _leases(claims)  # built here, off the connection thread (the busier one)
 
     def _reserve_body(
         self, worker_id: str, limit: int, lease_us: int, queue_list: list[str] | None, now: int
@@ -571,52 +582,28 @@ class SQLiteBackend(Backend):
         def body(conn: sqlite3.Connection) -> list[_Claim]:
             handed: list[_Claim] = []
             while len(handed) < limit:
-                rows = _claim_candidates(conn, queue_list, now, limit - len(handed))
-                if not rows:
+                candidates = _claim_candidates(conn, queue_list, now, limit - len(handed))
+                if not candidates:
                     break
                 claimed: list[int] = []
                 poisoned = 0
+                for seq, _due, status, expiries, max_expiries in candidates:
+                    if status == "running" and expiries + 1 >= max_expiries:  # its lease expired once too often
+                        _fail_poisoned(conn, seq, now, expiries + 1)
+                        poisoned += 1
+                    else:
+                        claimed.append(seq)
                 prefix = os.urandom(_TOKEN_BYTES).hex()  # this batch's lease tokens: prefix + seq in hex
                 expires = now + lease_us
-                for row in rows:
-                    view = _RowView(row[2:])
-                    expired = view.status == "running"
-                    expiries = view.lease_expiries + 1 if expired else view.lease_expiries
-                    if expired and expiries >= view.max_lease_expiries:
-                        task = _row_to_task(row[2:])
-                        poisoned += 1
-                        error = f"lease expired after {task.attempts} attempts"
-                        conn.execute(
-                            "UPDATE tasks SET status = 'failed', due = NULL, lease_token = NULL, "
-                            "finished_at = ?, error = ?, lease_expiries = ? WHERE seq = ?",
-                            (now, error, expiries, row[0]),
-                        )
-                        conn.execute(
-                            _INSERT_RESULT,
-                            (
-                                task.id,
-                                task.id,
-                                "failed",
-                                None,
-                                error,
-                                None,
-                                to_us(task.enqueued_at),
-                                _opt_us(task.started_at),
-                                now,
-                                task.attempts,
-                                task.serializer,
-                            ),
-                        )
-                        log.warning("sitq.sqlite: task %s failed: %s", task.id, error)
-                        continue
-                    claimed.append(row[0])
-                    handed.append((row[2:], expiries, f"{prefix}{row[0]:x}", expires))
+                order = {seq: position for position, seq in enumerate(claimed)}
+                rows: list[tuple[Any, ...]] = []
                 per = _MAX_VARIABLES - 4  # four leading parameters, then the seqs
                 for start in range(0, len(claimed), per):
                     chunk = claimed[start : start + per]
-                    conn.execute(
-                        _CLAIM_SQL_SET.format(",".join("?" * len(chunk))), (worker_id, prefix, expires, now, *chunk)
-                    )
+                    sql = _CLAIM_SQL_SET.format(",".join("?" * len(chunk)))
+                    rows += conn.execute(sql, (worker_id, prefix, expires, now, *chunk))
+                rows.sort(key=lambda row: order[row[0]])  # RETURNING order is unspecified; keep the claim order
+                handed += [(row[1:], f"{prefix}{row[0]:x}", expires) for row in rows]
                 if not poisoned:
                     break
             return handed
@@ -690,7 +677,7 @@ class SQLiteBackend(Backend):
             "finish_and_reserve", lambda conn: self._write(conn, body)
         )
         self._after_finish(requeued, finished)
-        return accepted, _leases(claims, worker_id, now)  # built here, off the connection thread
+        return accepted, _leases(claims)  # built here, off the connection thread
 
     def _after_finish(self, requeued: bool, finished: list[str]) -> None:
         keys: list[Hashable] = [("sitq", "result", task_id) for task_id in finished]
@@ -704,59 +691,65 @@ class SQLiteBackend(Backend):
     ) -> Callable[[sqlite3.Connection], tuple[list[bool], bool, list[str]]]:
         """The finish transaction's body (shared by ``finish_many`` and ``finish_and_reserve``).
 
-        One SELECT reads the current lease of every task in the batch; the
-        accepted changes are then written with one ``executemany`` per kind.
+        Parameters are built here, before the write lock is taken. Inside it,
+        final outcomes cost two set-based statements whose WHERE is the fence
+        (same seq, same lease token, still running): the results rows are
+        copied first, then the task rows are updated, RETURNING the seqs that
+        were accepted. The seq comes from the lease token (see _CLAIM_SQL_SET).
         """
+        finals: list[Any] = []  # flat VALUES parameters, _FINAL_COLUMNS per row
+        others: list[tuple[int, Outcome, int | None]] = []  # retry / release: (index, outcome, seq)
+        slots: list[int | None] = []  # per outcome: its seq when it is the batch's first outcome for that task
+        seen: set[str] = set()
+        for index, outcome in enumerate(outcomes):
+            if outcome.task_id in seen:
+                slots.append(None)  # a second outcome for the same lease is stale
+                continue
+            seen.add(outcome.task_id)
+            seq = _token_seq(outcome.lease_token)
+            slots.append(seq)
+            if outcome.kind == "retry" or outcome.kind == "release":
+                others.append((index, outcome, seq))
+            elif seq is not None:
+                finished_at = to_us(outcome.finished_at) if outcome.finished_at is not None else now
+                finals += (
+                    seq,
+                    outcome.lease_token,
+                    outcome.kind,
+                    finished_at,
+                    outcome.error,
+                    _opt_us(outcome.started_at),
+                    outcome.value,
+                    outcome.traceback,
+                )
 
         def body(conn: sqlite3.Connection) -> tuple[list[bool], bool, list[str]]:
-            current: dict[str, tuple[Any, ...]] = {}
-            wanted = list(dict.fromkeys(outcome.task_id for outcome in outcomes))
-            for start in range(0, len(wanted), _MAX_VARIABLES):
-                chunk = wanted[start : start + _MAX_VARIABLES]
-                sql = _LEASE_SQL.format(",".join("?" * len(chunk)))
-                for row in conn.execute(sql, chunk):
-                    current[row[0]] = row
-            accepted: list[bool] = []
-            finals: list[Any] = []  # flat VALUES parameters, 7 per row
-            retries: list[tuple[Any, ...]] = []
-            releases: list[tuple[Any, ...]] = []
-            finished: list[str] = []
-            for outcome in outcomes:
-                row = current.get(outcome.task_id)
-                ok = row is not None and row[3] == "running" and row[2] == outcome.lease_token
-                accepted.append(ok)
-                if row is None or not ok:
-                    continue
-                del current[outcome.task_id]  # a second outcome for the same lease is stale
-                seq = row[1]
-                if outcome.kind == "retry":
-                    due = to_us(outcome.retry_at) if outcome.retry_at is not None else now
-                    retries.append((due, due, outcome.error, seq))
-                elif outcome.kind == "release":
-                    releases.append((now, seq))
-                else:
-                    finished_at = to_us(outcome.finished_at) if outcome.finished_at is not None else now
-                    started = _opt_us(outcome.started_at)
-                    finals += (seq, outcome.kind, finished_at, outcome.error, started, outcome.value, outcome.traceback)
-                    finished.append(outcome.task_id)
-            step = _FINAL_ROWS_PER_STATEMENT * 7
+            accepted_seqs: set[int] = set()
+            step = _FINAL_ROWS_PER_STATEMENT * _FINAL_COLUMNS
             for start in range(0, len(finals), step):
                 chunk = finals[start : start + step]
-                values = ",".join([_FINAL_ROW] * (len(chunk) // 7))
-                conn.execute(_FINISH_SQL_SET.format(values), chunk)
+                values = ",".join([_FINAL_ROW] * (len(chunk) // _FINAL_COLUMNS))
                 conn.execute(_RESULTS_SQL_SET.format(values), chunk)
-            if retries:
-                conn.executemany(
-                    "UPDATE tasks SET status = 'queued', eta = ?, due = ?, error = ?, lease_token = NULL WHERE seq = ?",
-                    retries,
-                )
-            if releases:
-                conn.executemany(
-                    "UPDATE tasks SET status = 'queued', due = min(eta, ?), lease_token = NULL, "
-                    "attempts = max(attempts - 1, 0) WHERE seq = ?",
-                    releases,
-                )
-            return accepted, bool(retries or releases), finished
+                accepted_seqs.update(row[0] for row in conn.execute(_FINISH_SQL_SET.format(values), chunk))
+            requeued = False
+            for _index, outcome, seq in others:
+                if seq is None:
+                    continue
+                if outcome.kind == "retry":
+                    due = to_us(outcome.retry_at) if outcome.retry_at is not None else now
+                    row = conn.execute(_RETRY_SQL, (due, due, outcome.error, seq, outcome.lease_token)).fetchone()
+                else:
+                    row = conn.execute(_RELEASE_SQL, (now, seq, outcome.lease_token)).fetchone()
+                if row is not None:
+                    accepted_seqs.add(seq)
+                    requeued = True
+            accepted = [seq is not None and seq in accepted_seqs for seq in slots]
+            finished = [
+                outcome.task_id
+                for outcome, ok in zip(outcomes, accepted, strict=True)
+                if ok and outcome.kind != "retry" and outcome.kind != "release"
+            ]
+            return accepted, requeued, finished
 
         return body
 
@@ -1066,46 +1059,35 @@ def _claim_candidates(conn: sqlite3.Connection, queues: list[str] | None, now: i
     return chosen
 
 
-_Claim = tuple[Sequence[Any], int, str, int]  # (task row, lease_expiries, lease token, lease expiry us)
+_Claim = tuple[Sequence[Any], str, int]  # (task row as updated by the claim, lease token, lease expiry us)
 
 
-def _leases(claims: list[_Claim], worker_id: str, now: int) -> list[ReservedTask]:
+def _fail_poisoned(conn: sqlite3.Connection, seq: int, now: int, expiries: int) -> None:
+    """End a task whose lease expired ``max_lease_expiries`` times: failed, with a result saying so."""
+    row = conn.execute(
+        "UPDATE tasks SET status = 'failed', due = NULL, lease_token = NULL, finished_at = ?, "
+        "error = 'lease expired after ' || attempts || ' attempts', lease_expiries = ? WHERE seq = ? "
+        "RETURNING id, error, enqueued_at, started_at, attempts, serializer",
+        (now, expiries, seq),
+    ).fetchone()
+    task_id, error, enqueued_at, started_at, attempts, serializer = row
+    result = (task_id, task_id, "failed", None, error, None, enqueued_at, started_at, now, attempts, serializer)
+    conn.execute(_INSERT_RESULT, result)
+    log.warning("sitq.sqlite: task %s failed: %s", task_id, error)
+
+
+def _leases(claims: list[_Claim]) -> list[ReservedTask]:
     """ReservedTasks for claimed rows (built after COMMIT, outside the write lock)."""
     if not claims:
         return []
-    now_dt = from_us(now)
     return [
-        ReservedTask(
-            task=_row_to_task(row, running=(worker_id, expiries, now_dt)),
-            lease_token=token,
-            lease_expires_at=from_us(expires),
-        )
-        for row, expiries, token, expires in claims
+        ReservedTask(task=_row_to_task(row), lease_token=token, lease_expires_at=from_us(expires))
+        for row, token, expires in claims
     ]
 
 
-class _RowView:
-    """The few task columns ``reserve`` decides on, read without building a Task."""
-
-    __slots__ = ("attempts", "lease_expiries", "max_lease_expiries", "status")
-
-    def __init__(self, row: Sequence[Any]) -> None:
-        self.status: str = row[12]
-        self.attempts: int = row[13]
-        self.lease_expiries: int = row[14]
-        self.max_lease_expiries: int = row[10]
-
-
-def _row_to_task(row: Sequence[Any], *, running: tuple[str, int, datetime] | None = None) -> Task:
-    """A Task from a tasks row; ``running=(worker_id, lease_expiries, now)`` gives the just-claimed view."""
-    if running is None:
-        status = TaskStatus(row[12])
-        attempts, expiries, worker_id = row[13], row[14], row[17]
-        started_at = None if row[15] is None else from_us(row[15])
-        finished_at = None if row[16] is None else from_us(row[16])
-    else:
-        worker_id, expiries, started_at = running
-        status, attempts, finished_at = TaskStatus.RUNNING, row[13] + 1, None
+def _row_to_task(row: Sequence[Any]) -> Task:
+    """A Task from a tasks row (TASK_COLUMNS order)."""
     return Task(
         id=row[0],
         payload=bytes(row[1]),
@@ -1119,12 +1101,12 @@ def _row_to_task(row: Sequence[Any], *, running: tuple[str, int, datetime] | Non
         timeout=row[9],
         max_lease_expiries=row[10],
         enqueued_at=from_us(row[11]),
-        status=status,
-        attempts=attempts,
-        lease_expiries=expiries,
-        started_at=started_at,
-        finished_at=finished_at,
-        worker_id=worker_id,
+        status=TaskStatus(row[12]),
+        attempts=row[13],
+        lease_expiries=row[14],
+        started_at=None if row[15] is None else from_us(row[15]),
+        finished_at=None if row[16] is None else from_us(row[16]),
+        worker_id=row[17],
         error=row[18],
         cancel_requested=bool(row[19]),
     )
@@ -1325,6 +1307,16 @@ def _integer(name: str, value: Any, *, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValidationError(f"{name} must be an integer >= {minimum}; got {value!r}", parameter=name, value=value)
     return value
+
+
+def _token_seq(token: str) -> int | None:
+    """The task row (seq) a lease token names: _TOKEN_BYTES random bytes in hex, then the seq in hex."""
+    if not isinstance(token, str) or len(token) <= 2 * _TOKEN_BYTES:
+        return None
+    try:
+        return int(token[2 * _TOKEN_BYTES :], 16)
+    except ValueError:
+        return None
 
 
 def _check_outcomes(outcomes: Sequence[Outcome]) -> None:
