@@ -106,28 +106,44 @@ class _Producer:
             len(tasks) == 1 or Capability.STREAMED_BATCHES not in self._backend.capabilities
         ):
             tasks = tasks.built()  # building errors surface here, before the backend is involved
+        if len(tasks) == 1:
+            return [await self._store_one(tasks[0])]
         try:
-            if len(tasks) == 1:
-                ids = [await self._backend.enqueue(tasks[0])]
-            else:
-                ids = await self._backend.enqueue_many(tasks)
+            ids = await self._backend.enqueue_many(tasks)
         except SitqError:
             raise
         except Exception as exc:
             if isinstance(tasks, TaskBatch) and tasks.error is exc:
                 raise  # building a task failed (a serializer's own error), not the backend
-            raise BackendError(
-                f"backend failed to enqueue: {type(exc).__name__}: {exc}",
-                operation="enqueue",
-                backend_type=self._backend.name or type(self._backend).__name__,
-                cause=exc,
-            ) from exc
+            raise self._enqueue_failed(exc) from exc
         self._backend.notify_work()
         manager = get_plugin_manager()
         if manager.has_observers("sitq_task_enqueued"):
             for task in tasks:
                 manager.notify("sitq_task_enqueued", task=task)
         return ids
+
+    async def _store_one(self, task: Task) -> str:
+        """``_store`` for one task (the hot path of ``enqueue``: no lists, no batch machinery)."""
+        try:
+            task_id = await self._backend.enqueue(task)
+        except SitqError:
+            raise
+        except Exception as exc:
+            raise self._enqueue_failed(exc) from exc
+        self._backend.notify_work()
+        manager = get_plugin_manager()
+        if manager.has_observers("sitq_task_enqueued"):
+            manager.notify("sitq_task_enqueued", task=task)
+        return task_id
+
+    def _enqueue_failed(self, exc: Exception) -> BackendError:
+        return BackendError(
+            f"backend failed to enqueue: {type(exc).__name__}: {exc}",
+            operation="enqueue",
+            backend_type=self._backend.name or type(self._backend).__name__,
+            cause=exc,
+        )
 
     async def enqueue(self, func: Callable[..., Any], /, *args: Any, eta: datetime | None = None, **kwargs: Any) -> str:
         """Store a call of ``func(*args, **kwargs)`` and return its task id.
@@ -138,8 +154,7 @@ class _Producer:
         """
         options = self._options if eta is None else self._options.merged(eta=normalize_eta(eta))
         now = self._backend.now()
-        task = self._build_task(func, args, kwargs, options, now, options.due_at(now))
-        return (await self._store([task]))[0]
+        return await self._store_one(self._build_task(func, args, kwargs, options, now, options.due_at(now)))
 
     async def enqueue_call(
         self, func: Callable[..., Any], args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
@@ -151,7 +166,7 @@ class _Producer:
         """
         now = self._backend.now()
         task = self._build_task(func, tuple(args), dict(kwargs or {}), self._options, now, self._options.due_at(now))
-        return (await self._store([task]))[0]
+        return await self._store_one(task)
 
     async def enqueue_many(self, calls: Iterable[Any]) -> list[str]:
         """Store many calls in one transaction and return their ids in order.

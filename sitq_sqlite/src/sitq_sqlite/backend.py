@@ -1153,6 +1153,7 @@ def _task_row(task: Any, times: dict[int, tuple[datetime, int]] | None = None) -
     if not isinstance(task.queue, str) or not task.queue:
         raise ValidationError(f"task {task.id!r}: queue must be a non-empty string", parameter="tasks")
     eta = _batch_us(task.eta, times)
+    enqueued_at = eta if task.enqueued_at is task.eta else _batch_us(task.enqueued_at, times)
     return (
         task.id,
         bytes(task.payload),
@@ -1165,7 +1166,7 @@ def _task_row(task: Any, times: dict[int, tuple[datetime, int]] | None = None) -
         float(task.retry_backoff),
         None if task.timeout is None else float(task.timeout),
         task.max_lease_expiries,
-        _batch_us(task.enqueued_at, times),
+        enqueued_at,
         TaskStatus.QUEUED.value,
         task.attempts,
         task.lease_expiries,
