@@ -175,6 +175,19 @@ async def test_a_bad_item_late_in_a_batch_stores_nothing(queue: TaskQueue, size:
 
 
 @pytest.mark.asyncio
+async def test_a_large_mixed_batch_is_claimed_in_batch_order(queue: TaskQueue) -> None:
+    """Rows sharing all columns but id and payload are inserted in groups; order and fields must survive."""
+    calls = [(tasks.add, (n,)) for n in range(300)] + [(tasks.add, (1,), {"b": 2})] * 5
+    calls += [(tasks.boom, ())] * 95 + [(tasks.add, (7,))] * 100
+    ids = await queue.with_options(priority=2, max_retries=3).enqueue_many(calls)
+    leases = await queue.backend.reserve(worker_id="t", limit=1000, lease_seconds=30)
+    assert [lease.id for lease in leases] == ids
+    first, boom = leases[0].task, leases[305].task
+    assert (first.priority, first.max_retries, first.function_name) == (2, 3, "sitq_test_tasks:add")
+    assert boom.function_name == "sitq_test_tasks:boom" and boom.payload != first.payload
+
+
+@pytest.mark.asyncio
 async def test_priorities_run_highest_first(queue: TaskQueue) -> None:
     low = await queue.with_options(priority=0).enqueue(tasks.add, 1)
     high = await queue.with_options(priority=5).enqueue(tasks.add, 2)

@@ -28,14 +28,14 @@ class Aborted(Exception):
 class InsertFeed:
     """Chunks of INSERT parameters handed from a producer thread to the connection thread."""
 
-    def __init__(self, insert: Callable[[sqlite3.Connection, list[Any], int], None]) -> None:
+    def __init__(self, insert: Callable[[sqlite3.Connection, Any], None]) -> None:
         self._insert = insert
         self._queue: SimpleQueue[Any] = SimpleQueue()
-        self._inserted: list[tuple[list[Any], int]] = []  # replayed if the transaction is retried
+        self._inserted: list[Any] = []  # replayed if the transaction is retried
 
-    def put(self, parameters: list[Any], rows: int) -> None:
-        """Hand over one chunk of ``rows`` rows (flat parameters)."""
-        self._queue.put((parameters, rows))
+    def put(self, chunk: Any) -> None:
+        """Hand over one chunk (whatever ``insert`` takes)."""
+        self._queue.put(chunk)
         time.sleep(0)  # let the connection thread take the GIL now, not at the next forced switch
 
     def finish(self) -> None:
@@ -46,14 +46,14 @@ class InsertFeed:
         """Roll the batch back."""
         self._queue.put(_ABORT)
 
-    def last_chunk_ids(self, columns: int) -> list[Any]:
-        """The task ids of the last chunk taken (the first parameter of each row)."""
-        return self._inserted[-1][0][::columns] if self._inserted else []
+    def last_chunk(self) -> Any:
+        """The chunk taken last (None before the first)."""
+        return self._inserted[-1] if self._inserted else None
 
-    def insert_all(self, conn: sqlite3.Connection) -> list[tuple[list[Any], int]]:
+    def insert_all(self, conn: sqlite3.Connection) -> list[Any]:
         """Run on the connection thread inside the write transaction; returns the chunks inserted."""
-        for parameters, rows in self._inserted:  # a busy retry starts the transaction again
-            self._insert(conn, parameters, rows)
+        for chunk in self._inserted:  # a busy retry starts the transaction again
+            self._insert(conn, chunk)
         while True:
             item = self._queue.get()
             if item is _END:
@@ -61,4 +61,4 @@ class InsertFeed:
             if item is _ABORT:
                 raise Aborted
             self._inserted.append(item)
-            self._insert(conn, item[0], item[1])
+            self._insert(conn, item)
