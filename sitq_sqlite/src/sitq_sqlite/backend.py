@@ -1156,15 +1156,19 @@ def _row_to_result(row: Sequence[Any]) -> Result:
 
 def _task_row(task: Any, times: dict[int, tuple[datetime, int]] | None = None) -> tuple[Any, ...]:
     """The INSERT row of a task, validated; ``times`` memoises datetime conversions within a batch."""
-    if not isinstance(task, Task):
+    if type(task) is not Task and not isinstance(task, Task):
         raise ValidationError(f"tasks must hold Task objects, got {type(task).__name__}", parameter="tasks")
-    if not isinstance(task.id, str) or not task.id:
-        raise ValidationError("every task needs a non-empty string id", parameter="tasks", value=task.id)
-    if not isinstance(task.payload, bytes | bytearray | memoryview):
-        raise ValidationError(
-            f"task {task.id!r}: payload must be bytes, got {type(task.payload).__name__}",
-            parameter="tasks",
-        )
+    task_id = task.id
+    if not isinstance(task_id, str) or not task_id:
+        raise ValidationError("every task needs a non-empty string id", parameter="tasks", value=task_id)
+    payload = task.payload
+    if type(payload) is not bytes:
+        if not isinstance(payload, _BYTES_LIKE):
+            raise ValidationError(
+                f"task {task.id!r}: payload must be bytes, got {type(task.payload).__name__}",
+                parameter="tasks",
+            )
+        payload = bytes(payload)
     if not (  # the common case in one expression; the loop below names the offending field
         type(task.priority) is int
         and type(task.max_retries) is int
@@ -1176,16 +1180,17 @@ def _task_row(task: Any, times: dict[int, tuple[datetime, int]] | None = None) -
             value = getattr(task, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValidationError(f"task {task.id!r}: {name} must be an int", parameter="tasks", value=value)
-    if not isinstance(task.queue, str) or not task.queue:
+    queue = task.queue
+    if not isinstance(queue, str) or not queue:
         raise ValidationError(f"task {task.id!r}: queue must be a non-empty string", parameter="tasks")
     eta = _batch_us(task.eta, times)
     enqueued_at = eta if task.enqueued_at is task.eta else _batch_us(task.enqueued_at, times)
     return (
-        task.id,
-        bytes(task.payload),
+        task_id,
+        payload,
         task.serializer,
         task.function_name,
-        task.queue,
+        queue,
         task.priority,
         eta,
         task.max_retries,
@@ -1193,16 +1198,20 @@ def _task_row(task: Any, times: dict[int, tuple[datetime, int]] | None = None) -
         None if task.timeout is None else float(task.timeout),
         task.max_lease_expiries,
         enqueued_at,
-        TaskStatus.QUEUED.value,
+        _QUEUED,
         task.attempts,
         task.lease_expiries,
         None if task.started_at is None else to_us(_aware(task.started_at, "tasks")),
         None if task.finished_at is None else to_us(_aware(task.finished_at, "tasks")),
         task.worker_id,
         task.error,
-        int(bool(task.cancel_requested)),
+        1 if task.cancel_requested else 0,
         eta,
     )
+
+
+_BYTES_LIKE = (bytes, bytearray, memoryview)
+_QUEUED = TaskStatus.QUEUED.value
 
 
 def _batch_us(value: Any, times: dict[int, tuple[datetime, int]] | None) -> int:
