@@ -24,8 +24,12 @@ def ready() -> None:
 def sitq_worker(url: str, concurrency: str, prefetch: str) -> int:
     import bench_tasks  # noqa: F401  (the task module, as -i bench_tasks would)
 
+    import sitq_core.worker  # noqa: F401  (what the worker command imports, loaded before READY)
+    import sitq_sqlite.backend  # noqa: F401
     from sitq_core.cli import main
+    from sitq_core.plugins import get_plugin_manager
 
+    get_plugin_manager()  # entry-point discovery, before READY
     ready()
     extra = [] if prefetch == "None" else ["--prefetch", prefetch]
     extra += os.environ.get("BENCH_SITQ_WORKER_ARGS", "").split()  # e.g. "--batch-window 0" for experiments
