@@ -44,3 +44,35 @@ async def test_lock_held_past_busy_timeout_is_a_backend_error(tmp_path: Path) ->
             blocker.close()
         assert (await backend.counts())["queued"] == 0
         await backend.enqueue(Task(id=new_id(), payload=b"x"))  # works again
+
+
+class _Interrupt(BaseException):
+    """Stands in for KeyboardInterrupt arriving while a large batch is being serialised."""
+
+
+class _InterruptsPickling:
+    def __reduce__(self) -> tuple[object, ...]:
+        raise _Interrupt
+
+
+def _add(a: object) -> object:
+    return a
+
+
+@pytest.mark.asyncio
+async def test_interrupted_large_batch_releases_the_write_lock(tmp_path: Path) -> None:
+    """A streamed batch holds the write lock while it is fed; an interrupt mid-way must roll back and free it."""
+    from sitq import TaskQueue
+
+    async with TaskQueue(SQLiteBackend(tmp_path / "feed.db", busy_timeout=2)) as queue:
+        calls = [(_add, (n,)) for n in range(300)] + [(_add, (_InterruptsPickling(),))] + [(_add, (1,))] * 50
+        with pytest.raises(_Interrupt):
+            await queue.enqueue_many(calls)
+        other = sqlite3.connect(tmp_path / "feed.db", isolation_level=None, timeout=2)
+        try:
+            other.execute("BEGIN IMMEDIATE")  # would fail with "database is locked" if the lock were still held
+            other.execute("ROLLBACK")
+        finally:
+            other.close()
+        assert (await queue.counts())["queued"] == 0
+        assert len(await queue.enqueue_many(calls[:300])) == 300

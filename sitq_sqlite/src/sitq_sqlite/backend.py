@@ -18,7 +18,6 @@ Design (see ``docs/how-to/sqlite-backend.md``):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import os
@@ -543,10 +542,10 @@ class SQLiteBackend(Backend):
                         groups.append((rest, pairs))
                     pairs += (row[0], row[1])
                 feed.put(groups)
-        except Exception:
+        except BaseException:
+            # The connection thread holds the write lock while it waits for chunks: always release it.
             feed.abort()
-            with contextlib.suppress(Exception):
-                await future  # rolled back
+            future.add_done_callback(_retrieve)  # its Aborted error is expected, not worth a warning
             raise
         feed.finish()
         await self._settle("enqueue", future)
@@ -1086,6 +1085,12 @@ def _claim_candidates(conn: sqlite3.Connection, queues: list[str] | None, now: i
 
 
 _Claim = tuple[Sequence[Any], str, int]  # (task row as updated by the claim, lease token, lease expiry us)
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a finished future's exception as seen (asyncio warns about unretrieved ones)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _fail_poisoned(conn: sqlite3.Connection, seq: int, now: int, expiries: int) -> None:
