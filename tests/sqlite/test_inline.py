@@ -93,3 +93,34 @@ def test_execute_commits_one_statement_and_steps_aside_when_busy(inline: InlineP
         assert reader.execute("SELECT v FROM t").fetchall() == [(7,)]
     finally:
         reader.close()
+
+
+@pytest.mark.asyncio
+async def test_a_loop_of_inline_enqueues_lets_other_coroutines_run(tmp_path: Path) -> None:
+    """Inline calls never suspend; a long loop of them must still yield to the event loop now and then."""
+    import asyncio
+    import time
+
+    from sitq import SQLiteBackend, TaskQueue
+
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    async with TaskQueue(SQLiteBackend(tmp_path / "fair.db")) as queue:
+        await queue.enqueue(print)  # connected, inline path warm
+        background = asyncio.create_task(ticker())
+        await asyncio.sleep(0)
+        ticks = 0
+        began = time.monotonic()
+        count = 0
+        while time.monotonic() - began < 0.05 and count < 20_000:  # 50 ms of back-to-back enqueues
+            await queue.enqueue(print)
+            count += 1
+        seen = ticks
+        background.cancel()
+    assert seen >= 2, f"the event loop ran other coroutines {seen} times during 50 ms of {count} enqueues"
