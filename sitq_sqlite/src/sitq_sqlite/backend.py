@@ -456,12 +456,12 @@ class SQLiteBackend(Backend):
         row = _task_row(task)
         inline = self._inline
         if inline is None or self._db is None:
-            return (await self.enqueue_many([task]))[0]
+            return (await self._enqueue_small([task], inline=False))[0]
         began = time.monotonic()
         try:
             inline.execute(_insert_sql(1), row)
-        except Fallback:
-            return (await self.enqueue_many([task]))[0]
+        except Fallback:  # the lock stayed busy (or inline calls are slow): wait on the connection thread
+            return (await self._enqueue_small([task], inline=False))[0]
         except sqlite3.IntegrityError as exc:
             raise ValidationError(
                 f"task id {task.id!r} already exists; nothing was stored",
@@ -499,6 +499,10 @@ class SQLiteBackend(Backend):
             return []
         if len(tasks) > _INLINE_MAX_ROWS:
             return await self._enqueue_pipelined(tasks)
+        return await self._enqueue_small(tasks, inline=True)
+
+    async def _enqueue_small(self, tasks: Sequence[Task], *, inline: bool) -> list[str]:
+        """A few tasks in one transaction: inline when ``inline`` and the lock is free, else one hop."""
         times: dict[int, tuple[datetime, int]] = {}
         rows = [_task_row(task, times) for task in tasks]
         ids = [task.id for task in tasks]
@@ -523,7 +527,10 @@ class SQLiteBackend(Backend):
                     cause=exc,
                 ) from exc
 
-        await self._inline_or_run("enqueue", body, write=True)
+        if inline:
+            await self._inline_or_run("enqueue", body, write=True)
+        else:
+            await self._transaction("enqueue", body)
         self._wakeups.wake_work()
         return ids
 
