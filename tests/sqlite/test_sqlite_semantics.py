@@ -131,6 +131,25 @@ async def test_reserve_records_the_lease(backend: SQLiteBackend, clock: FakeCloc
 
 
 @pytest.mark.asyncio
+async def test_one_batch_with_stale_duplicate_and_unreadable_outcomes(backend: SQLiteBackend, clock: FakeClock) -> None:
+    """Each outcome is judged on its own lease: a stale one before a valid one for the same task must not
+    hide the valid one, a repeat of an accepted lease is refused, a garbage token matches nothing."""
+    await backend.enqueue_many([task(clock) for _ in range(3)])
+    leases = await backend.reserve(worker_id="w", limit=3, lease_seconds=30)
+    done = [Outcome(task_id=x.id, lease_token=x.lease_token, kind="success", value=b"v") for x in leases]
+    forged = leases[1].lease_token[:-1] + ("1" if leases[1].lease_token[-1] == "0" else "0")
+    stale = Outcome(task_id=leases[1].id, lease_token=forged, kind="failed", error="stale")
+    garbage = Outcome(task_id=leases[2].id, lease_token="zz", kind="failed", error="garbage")
+    borrowed = Outcome(task_id=leases[2].id, lease_token=leases[0].lease_token, kind="failed", error="other's token")
+    accepted = await backend.finish_many([done[0], done[0], stale, garbage, borrowed, done[1]])
+    assert accepted == [True, False, False, False, False, True]
+    first, second = await backend.get_result(leases[0].id), await backend.get_result(leases[1].id)
+    assert first is not None and second is not None and (first.status, second.status) == ("success", "success")
+    assert await backend.get_result(leases[2].id) is None
+    assert await backend.finish_many([done[0], done[2]]) == [False, True]
+
+
+@pytest.mark.asyncio
 async def test_heartbeat_and_fencing(backend: SQLiteBackend, clock: FakeClock) -> None:
     await backend.enqueue(task(clock))
     (lease,) = await backend.reserve(worker_id="w", limit=1, lease_seconds=10)

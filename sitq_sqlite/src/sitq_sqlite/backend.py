@@ -104,10 +104,10 @@ _CLAIM_SQL_SET = (
     "WHERE seq IN ({}) RETURNING seq, " + TASK_COLUMNS
 )
 # Finish: the final rows as a VALUES table; a row counts only while its lease (seq + token) still holds.
-_FINAL_COLUMNS = 8
-_FINAL_ROW = "(?, ?, ?, ?, ?, ?, ?, ?)"
-_FINAL_VALUES = "WITH v(seq, token, kind, finished_at, error, started_at, value, traceback) AS (VALUES {}) "
-_FENCE = "t.seq = v.seq AND t.lease_token = v.token AND t.status = 'running'"
+_FINAL_COLUMNS = 9
+_FINAL_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_FINAL_VALUES = "WITH v(seq, id, token, kind, finished_at, error, started_at, value, traceback) AS (VALUES {}) "
+_FENCE = "t.seq = v.seq AND t.id = v.id AND t.lease_token = v.token AND t.status = 'running'"
 # The result first (it reads the task row while its lease is still there), then the task row.
 _RESULTS_SQL_SET = (
     _FINAL_VALUES + "INSERT OR REPLACE INTO results (task_id, id, status, value, error, traceback, enqueued_at, "
@@ -118,15 +118,15 @@ _RESULTS_SQL_SET = (
 _FINISH_SQL_SET = (
     _FINAL_VALUES + "UPDATE tasks AS t SET status = v.kind, due = NULL, lease_token = NULL, "
     "finished_at = v.finished_at, error = v.error, started_at = coalesce(v.started_at, t.started_at) "
-    f"FROM v WHERE {_FENCE} RETURNING seq"
+    f"FROM v WHERE {_FENCE} RETURNING seq, id"
 )
 _RETRY_SQL = (
     "UPDATE tasks SET status = 'queued', eta = ?, due = ?, error = ?, lease_token = NULL "
-    "WHERE seq = ? AND lease_token = ? AND status = 'running' RETURNING seq"
+    "WHERE seq = ? AND id = ? AND lease_token = ? AND status = 'running' RETURNING seq"
 )
 _RELEASE_SQL = (
     "UPDATE tasks SET status = 'queued', due = min(eta, ?), lease_token = NULL, attempts = max(attempts - 1, 0) "
-    "WHERE seq = ? AND lease_token = ? AND status = 'running' RETURNING seq"
+    "WHERE seq = ? AND id = ? AND lease_token = ? AND status = 'running' RETURNING seq"
 )
 _FINAL_ROWS_PER_STATEMENT = _MAX_VARIABLES // _FINAL_COLUMNS
 _TOKEN_BYTES = 16  # a lease token: 128 random bits as 32 hex characters
@@ -734,57 +734,60 @@ class SQLiteBackend(Backend):
 
         Parameters are built here, before the write lock is taken. Inside it,
         final outcomes cost two set-based statements whose WHERE is the fence
-        (same seq, same lease token, still running): the results rows are
-        copied first, then the task rows are updated, RETURNING the seqs that
-        were accepted. The seq comes from the lease token (see _CLAIM_SQL_SET).
+        (same seq, same id, same lease token, still running): the results rows
+        are copied first, then the task rows are updated, RETURNING the rows
+        that were accepted. The seq comes from the lease token (see
+        _CLAIM_SQL_SET). A task with outcomes under different tokens in one
+        batch, and retries and releases, go one outcome at a time, in order.
         """
+        first_token: dict[str, str] = {}
+        conflicted: set[str] = set()
+        for outcome in outcomes:
+            if first_token.setdefault(outcome.task_id, outcome.lease_token) != outcome.lease_token:
+                conflicted.add(outcome.task_id)
         finals: list[Any] = []  # flat VALUES parameters, _FINAL_COLUMNS per row
-        others: list[tuple[int, Outcome, int | None]] = []  # retry / release: (index, outcome, seq)
-        slots: list[int | None] = []  # per outcome: its seq when it is the batch's first outcome for that task
-        seen: set[str] = set()
+        in_set: list[tuple[int, int, str]] = []  # (index, seq, task id) of outcomes in the set statements
+        singles: list[tuple[int, Outcome, int]] = []  # (index, outcome, seq), run one by one in order
+        seen: set[tuple[str, str]] = set()
         for index, outcome in enumerate(outcomes):
-            if outcome.task_id in seen:
-                slots.append(None)  # a second outcome for the same lease is stale
-                continue
-            seen.add(outcome.task_id)
+            lease = (outcome.task_id, outcome.lease_token)
             seq = _token_seq(outcome.lease_token)
-            slots.append(seq)
-            if outcome.kind == "retry" or outcome.kind == "release":
-                others.append((index, outcome, seq))
-            elif seq is not None:
-                finished_at = to_us(outcome.finished_at) if outcome.finished_at is not None else now
-                finals += (
-                    seq,
-                    outcome.lease_token,
-                    outcome.kind,
-                    finished_at,
-                    outcome.error,
-                    _opt_us(outcome.started_at),
-                    outcome.value,
-                    outcome.traceback,
-                )
+            if lease in seen or seq is None:
+                continue  # a second outcome for the same lease is stale; an unreadable token matches nothing
+            seen.add(lease)
+            final = outcome.kind != "retry" and outcome.kind != "release"
+            if final and outcome.task_id not in conflicted:
+                finals += _final_parameters(outcome, seq, now)
+                in_set.append((index, seq, outcome.task_id))
+            else:
+                singles.append((index, outcome, seq))
 
         def body(conn: sqlite3.Connection) -> tuple[list[bool], bool, list[str]]:
-            accepted_seqs: set[int] = set()
+            accepted = [False] * len(outcomes)
+            taken: set[tuple[int, str]] = set()
             step = _FINAL_ROWS_PER_STATEMENT * _FINAL_COLUMNS
             for start in range(0, len(finals), step):
                 chunk = finals[start : start + step]
                 values = ",".join([_FINAL_ROW] * (len(chunk) // _FINAL_COLUMNS))
                 conn.execute(_RESULTS_SQL_SET.format(values), chunk)
-                accepted_seqs.update(row[0] for row in conn.execute(_FINISH_SQL_SET.format(values), chunk))
+                taken.update(conn.execute(_FINISH_SQL_SET.format(values), chunk))
+            for index, seq, task_id in in_set:
+                accepted[index] = (seq, task_id) in taken
             requeued = False
-            for _index, outcome, seq in others:
-                if seq is None:
-                    continue
+            for index, outcome, seq in singles:
+                fence = (seq, outcome.task_id, outcome.lease_token)
                 if outcome.kind == "retry":
                     due = to_us(outcome.retry_at) if outcome.retry_at is not None else now
-                    row = conn.execute(_RETRY_SQL, (due, due, outcome.error, seq, outcome.lease_token)).fetchone()
+                    row = conn.execute(_RETRY_SQL, (due, due, outcome.error, *fence)).fetchone()
+                    requeued = requeued or row is not None
+                elif outcome.kind == "release":
+                    row = conn.execute(_RELEASE_SQL, (now, *fence)).fetchone()
+                    requeued = requeued or row is not None
                 else:
-                    row = conn.execute(_RELEASE_SQL, (now, seq, outcome.lease_token)).fetchone()
-                if row is not None:
-                    accepted_seqs.add(seq)
-                    requeued = True
-            accepted = [seq is not None and seq in accepted_seqs for seq in slots]
+                    one = _final_parameters(outcome, seq, now)
+                    conn.execute(_RESULTS_SQL_SET.format(_FINAL_ROW), one)
+                    row = conn.execute(_FINISH_SQL_SET.format(_FINAL_ROW), one).fetchone()
+                accepted[index] = row is not None
             finished = [
                 outcome.task_id
                 for outcome, ok in zip(outcomes, accepted, strict=True)
@@ -1383,6 +1386,22 @@ def _integer(name: str, value: Any, *, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValidationError(f"{name} must be an integer >= {minimum}; got {value!r}", parameter=name, value=value)
     return value
+
+
+def _final_parameters(outcome: Outcome, seq: int, now: int) -> tuple[Any, ...]:
+    """One VALUES row of the set-based finish statements."""
+    finished_at = to_us(outcome.finished_at) if outcome.finished_at is not None else now
+    return (
+        seq,
+        outcome.task_id,
+        outcome.lease_token,
+        outcome.kind,
+        finished_at,
+        outcome.error,
+        _opt_us(outcome.started_at),
+        outcome.value,
+        outcome.traceback,
+    )
 
 
 def _token_seq(token: str) -> int | None:
