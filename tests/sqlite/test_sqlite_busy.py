@@ -76,3 +76,40 @@ async def test_interrupted_large_batch_releases_the_write_lock(tmp_path: Path) -
             other.close()
         assert (await queue.counts())["queued"] == 0
         assert len(await queue.enqueue_many(calls[:300])) == 300
+
+
+@pytest.mark.asyncio
+async def test_large_batch_survives_a_busy_commit(tmp_path: Path) -> None:
+    """With a rollback journal, COMMIT waits for readers: the retried transaction must replay the fed
+    chunks and commit, not wait for chunks that were already handed over."""
+    import threading
+
+    path = tmp_path / "journal.db"
+    async with SQLiteBackend(path, journal_mode="DELETE", busy_timeout=10) as backend:
+        await backend.enqueue(Task(id=new_id(), payload=b"x"))
+        reader = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM tasks").fetchone()  # a SHARED lock: COMMIT gets busy
+        release = threading.Timer(0.2, lambda: reader.execute("COMMIT"))
+        release.start()
+        try:
+            tasks = [Task(id=new_id(), payload=b"y") for _ in range(50)]
+            assert await asyncio.wait_for(backend.enqueue_many(tasks), timeout=8) == [t.id for t in tasks]
+        finally:
+            release.join()
+            reader.close()
+        assert (await backend.counts())["queued"] == 51
+
+
+@pytest.mark.asyncio
+async def test_unreadable_lease_tokens_match_nothing_and_spoil_nothing(tmp_path: Path) -> None:
+    from sitq_core.models import Outcome
+
+    async with SQLiteBackend(tmp_path / "tokens.db") as backend:
+        await backend.enqueue_many([Task(id=new_id(), payload=b"x") for _ in range(2)])
+        good, other = await backend.reserve(worker_id="w", limit=2, lease_seconds=30)
+        bad_tokens = ["a" * 32 + "f" * 20, "a" * 32 + "0x1", "a" * 32 + " 1", "a" * 32 + "-1", "", "z"]
+        outcomes = [Outcome(task_id=other.id, lease_token=t, kind="success", value=b"v") for t in bad_tokens]
+        outcomes.append(Outcome(task_id=good.id, lease_token=good.lease_token, kind="success", value=b"v"))
+        assert await backend.finish_many(outcomes) == [False] * len(bad_tokens) + [True]
+        assert await backend.get_result(good.id) is not None and await backend.get_result(other.id) is None

@@ -39,8 +39,10 @@ class TaskBatch(Sequence[Task]):
     def __getitem__(self, index: int | slice) -> Task | list[Task]:
         if isinstance(index, slice):
             start, stop, step = index.indices(self._count)
-            self._build_to(stop if step > 0 else start + 1)
-            return self._tasks[index]
+            positions = range(start, stop, step)
+            if positions:
+                self._build_to(max(positions[0], positions[-1]) + 1)
+            return [self._tasks[position] for position in positions]
         if index < 0:
             index += self._count
         if not 0 <= index < self._count:

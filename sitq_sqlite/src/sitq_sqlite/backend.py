@@ -22,6 +22,7 @@ import functools
 import logging
 import os
 import random
+import re
 import sqlite3
 import threading
 import time
@@ -130,11 +131,13 @@ _RELEASE_SQL = (
 )
 _FINAL_ROWS_PER_STATEMENT = _MAX_VARIABLES // _FINAL_COLUMNS
 _TOKEN_BYTES = 16  # a lease token: 128 random bits as 32 hex characters
+_SEQ_HEX = re.compile(r"[0-9a-f]{1,16}")  # the seq part of a lease token (a SQLite rowid fits in 16)
 _INLINE_MAX_ROWS = 16  # larger enqueue batches go through the connection thread (the loop stays free)
 _TASK_COLUMN_COUNT = 21  # parameters per task row (TASK_COLUMNS plus due)
 _TASK_ROW = f"({', '.join('?' * _TASK_COLUMN_COUNT)})"
 _INSERT_ROWS_PER_STATEMENT = 400  # multi-row INSERTs: one SQLite step per chunk, not per row
 _FEED_CHUNK_ROWS = 100  # rows per chunk handed to the connection thread by large enqueue_many calls
+_STREAM_BUDGET = 0.05  # seconds of building a streamed batch may keep the write lock (projected)
 _YIELD_AFTER = 0.005  # seconds of back-to-back inline calls before the event loop gets a turn
 _STREAK_GAP = 0.001  # a pause this long between inline calls starts a new streak
 
@@ -537,6 +540,12 @@ class SQLiteBackend(Backend):
     async def _enqueue_pipelined(self, tasks: Sequence[Task]) -> list[str]:
         """A large batch: rows are built here while the connection thread inserts earlier chunks (feed.py)."""
         db = await self._ensure()
+        # The connection thread holds the write lock while chunks are built: stream only when building
+        # the whole batch looks cheap (plain arguments); otherwise build everything first.
+        began = time.perf_counter()
+        first = tasks[:_FEED_CHUNK_ROWS]  # built now if ``tasks`` is a lazy TaskBatch
+        if (time.perf_counter() - began) / max(1, len(first)) * len(tasks) > _STREAM_BUDGET:
+            tasks = list(tasks)
         feed = InsertFeed(_insert_groups)
 
         def body(conn: sqlite3.Connection) -> None:
@@ -1406,12 +1415,9 @@ def _final_parameters(outcome: Outcome, seq: int, now: int) -> tuple[Any, ...]:
 
 def _token_seq(token: str) -> int | None:
     """The task row (seq) a lease token names: _TOKEN_BYTES random bytes in hex, then the seq in hex."""
-    if not isinstance(token, str) or len(token) <= 2 * _TOKEN_BYTES:
+    if not isinstance(token, str) or _SEQ_HEX.fullmatch(token, 2 * _TOKEN_BYTES) is None:
         return None
-    try:
-        return int(token[2 * _TOKEN_BYTES :], 16)
-    except ValueError:
-        return None
+    return int(token[2 * _TOKEN_BYTES :], 16)
 
 
 def _check_outcomes(outcomes: Sequence[Outcome]) -> None:

@@ -32,6 +32,7 @@ class InsertFeed:
         self._insert = insert
         self._queue: SimpleQueue[Any] = SimpleQueue()
         self._inserted: list[Any] = []  # replayed if the transaction is retried
+        self._last: object | None = None  # _END or _ABORT once taken off the queue
 
     def put(self, chunk: Any) -> None:
         """Hand over one chunk (whatever ``insert`` takes)."""
@@ -52,10 +53,12 @@ class InsertFeed:
 
     def insert_all(self, conn: sqlite3.Connection) -> list[Any]:
         """Run on the connection thread inside the write transaction; returns the chunks inserted."""
-        for chunk in self._inserted:  # a busy retry starts the transaction again
+        for chunk in self._inserted:  # a busy retry (say at COMMIT) starts the transaction again
             self._insert(conn, chunk)
         while True:
-            item = self._queue.get()
+            item = self._last if self._last is not None else self._queue.get()
+            if item is _END or item is _ABORT:
+                self._last = item
             if item is _END:
                 return self._inserted
             if item is _ABORT:
