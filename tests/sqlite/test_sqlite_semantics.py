@@ -62,6 +62,28 @@ async def test_enqueue_round_trips_every_field(backend: SQLiteBackend, clock: Fa
 
 
 @pytest.mark.asyncio
+async def test_enqueue_keeps_the_state_of_a_task_that_has_run_before(backend: SQLiteBackend, clock: FakeClock) -> None:
+    # A never-run task takes a shorter INSERT (its state columns keep their defaults); one carrying
+    # state (moved from another store, say) must keep every field, whichever statement stores it.
+    carried = task(
+        clock,
+        attempts=2,
+        lease_expiries=1,
+        started_at=clock.now() - timedelta(seconds=3),
+        worker_id="old-worker",
+        error="boom",
+        cancel_requested=True,
+    )
+    fresh = task(clock)
+    assert await backend.enqueue(carried) == carried.id
+    assert await backend.enqueue(fresh) == fresh.id
+    assert await backend.get_task(carried.id) == carried
+    stored = await backend.get_task(fresh.id)
+    assert stored == fresh
+    assert stored is not None and (stored.attempts, stored.error, stored.cancel_requested) == (0, None, False)
+
+
+@pytest.mark.asyncio
 async def test_enqueue_many_is_atomic(backend: SQLiteBackend, clock: FakeClock) -> None:
     first = task(clock)
     await backend.enqueue(first)

@@ -135,6 +135,12 @@ _SEQ_HEX = re.compile(r"[0-9a-f]{1,16}")  # the seq part of a lease token (a SQL
 _INLINE_MAX_ROWS = 16  # larger enqueue batches go through the connection thread (the loop stays free)
 _TASK_COLUMN_COUNT = 21  # parameters per task row (TASK_COLUMNS plus due)
 _TASK_ROW = f"({', '.join('?' * _TASK_COLUMN_COUNT)})"
+_FRESH_TAIL = ("queued", 0, 0, None, None, None, None, 0)  # row[12:20] of a never-run task
+_INSERT_FRESH_SQL = (  # one never-run task: the state columns keep their defaults (8 fewer parameters to bind)
+    "INSERT INTO tasks (id, payload, serializer, function_name, queue, priority, eta, max_retries, "
+    "retry_backoff, timeout, max_lease_expiries, enqueued_at, due, status) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued')"
+)
 _INSERT_ROWS_PER_STATEMENT = 400  # multi-row INSERTs: one SQLite step per chunk, not per row
 _FEED_CHUNK_ROWS = 100  # rows per chunk handed to the connection thread by large enqueue_many calls
 _STREAM_BUDGET = 0.05  # seconds of building a streamed batch may keep the write lock (projected)
@@ -462,7 +468,10 @@ class SQLiteBackend(Backend):
             return (await self._enqueue_small([task], inline=False))[0]
         began = time.monotonic()
         try:
-            inline.execute(_insert_sql(1), row)
+            if row[12:20] == _FRESH_TAIL:
+                inline.execute(_INSERT_FRESH_SQL, (*row[:12], row[20]))
+            else:
+                inline.execute(_insert_sql(1), row)
         except Fallback:  # the lock stayed busy (or inline calls are slow): wait on the connection thread
             return (await self._enqueue_small([task], inline=False))[0]
         except sqlite3.IntegrityError as exc:
