@@ -32,6 +32,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
 
+from sitq_core import checks
 from sitq_core.backend import Backend, Capability
 from sitq_core.errors import BackendError, ConfigurationError, ConnectionError, SitqError, ValidationError
 from sitq_core.models import (
@@ -69,9 +70,9 @@ T = TypeVar("T")
 MEMORY = ":memory:"
 JOURNAL_MODES = ("WAL", "DELETE", "TRUNCATE", "PERSIST", "MEMORY")
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
-STATUSES = tuple(status.value for status in TaskStatus)
+STATUSES = checks.STATUSES
 _FINAL_SQL = "status IN ('success', 'failed', 'cancelled')"
-_OUTCOME_KINDS = ("success", "failed", "cancelled", "retry", "release")
+_OUTCOME_KINDS = checks.OUTCOME_KINDS
 _URL_FORMS = (
     "sqlite:///relative/path.db (relative to the working directory)",
     "sqlite:////absolute/path.db",
@@ -1094,6 +1095,16 @@ def _insert_sql(count: int) -> str:
 
 
 _is_busy = is_busy
+# Argument checks shared with every backend (sitq_core.checks).
+_aware = checks.aware
+_lease_pairs = checks.lease_pairs
+_queues = checks.queue_names
+_task_id = checks.task_id
+_check_outcomes = checks.check_outcomes
+
+
+def _lease_us(lease_seconds: Any) -> int:
+    return max(1, round(checks.lease_seconds(lease_seconds) * 1_000_000))
 
 
 def _is_not_a_db(exc: BaseException) -> bool:
@@ -1287,67 +1298,8 @@ def _batch_us(value: Any, times: dict[int, tuple[datetime, int]] | None) -> int:
     return converted
 
 
-def _aware(value: Any, parameter: str) -> datetime:
-    if not isinstance(value, datetime):
-        raise ValidationError(
-            f"{parameter}: expected a timezone-aware datetime, got {type(value).__name__}",
-            parameter=parameter,
-            value=value,
-        )
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValidationError(
-            f"{parameter}: naive datetime {value!r}; pass an aware one (e.g. tzinfo=timezone.utc)",
-            parameter=parameter,
-            value=value,
-        )
-    return value
-
-
 def _opt_us(value: datetime | None) -> int | None:
     return None if value is None else to_us(value)
-
-
-def _lease_us(lease_seconds: Any) -> int:
-    if isinstance(lease_seconds, bool) or not isinstance(lease_seconds, int | float) or not lease_seconds > 0:
-        raise ValidationError("lease_seconds must be a number > 0", parameter="lease_seconds", value=lease_seconds)
-    if lease_seconds > 10 * 365 * 86400:
-        raise ValidationError("lease_seconds is unreasonably large", parameter="lease_seconds", value=lease_seconds)
-    return max(1, round(lease_seconds * 1_000_000))
-
-
-def _lease_pairs(leases: Any) -> list[tuple[str, str]]:
-    if not isinstance(leases, Sequence) or isinstance(leases, str):
-        raise ValidationError("leases must be a sequence of (task_id, lease_token)", parameter="leases")
-    pairs: list[tuple[str, str]] = []
-    for item in leases:
-        if not isinstance(item, tuple | list) or len(item) != 2 or not all(isinstance(x, str) for x in item):
-            raise ValidationError(
-                f"each lease must be a (task_id, lease_token) pair of strings, got {item!r}",
-                parameter="leases",
-                value=item,
-            )
-        pairs.append((item[0], item[1]))
-    return pairs
-
-
-def _queues(queues: Any) -> list[str] | None:
-    if queues is None:
-        return None
-    if isinstance(queues, str) or not isinstance(queues, Sequence | set | frozenset):
-        raise ValidationError(
-            "queues must be a sequence of queue names or None (a single name goes in a list)",
-            parameter="queues",
-            value=queues,
-        )
-    names = list(dict.fromkeys(queues))
-    if not all(isinstance(name, str) for name in names):
-        raise ValidationError("queue names must be strings", parameter="queues", value=queues)
-    return names
-
-
-def _task_id(task_id: Any) -> None:
-    if not isinstance(task_id, str) or not task_id:
-        raise ValidationError("task_id must be a non-empty string", parameter="task_id", value=task_id)
 
 
 def _validate_path(path: Any) -> str:
@@ -1427,20 +1379,3 @@ def _token_seq(token: str) -> int | None:
     if not isinstance(token, str) or _SEQ_HEX.fullmatch(token, 2 * _TOKEN_BYTES) is None:
         return None
     return int(token[2 * _TOKEN_BYTES :], 16)
-
-
-def _check_outcomes(outcomes: Sequence[Outcome]) -> None:
-    """Validate ``finish_many``'s argument before anything is written."""
-    if isinstance(outcomes, Outcome) or not isinstance(outcomes, Sequence):
-        raise ValidationError("outcomes must be a sequence of Outcome", parameter="outcomes")
-    for outcome in outcomes:
-        if not isinstance(outcome, Outcome) or outcome.kind not in _OUTCOME_KINDS:
-            raise ValidationError(
-                f"each outcome must be an Outcome with kind in {_OUTCOME_KINDS}, got {outcome!r}",
-                parameter="outcomes",
-                value=outcome,
-            )
-        for name in ("retry_at", "started_at", "finished_at"):
-            value = getattr(outcome, name)
-            if value is not None:
-                _aware(value, "outcomes")

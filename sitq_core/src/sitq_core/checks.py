@@ -1,0 +1,191 @@
+"""Argument checks shared by backends, so every store rejects bad input the same way.
+
+Each check raises :class:`~sitq_core.errors.ValidationError` naming the
+parameter and what was expected, before anything is written. Backends call
+them at the top of the matching ``Backend`` method; third-party backends may
+use them too (they are part of the plugin API, see ``plugins.md``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from .errors import ValidationError
+from .models import Outcome, Task, TaskStatus
+
+__all__ = [
+    "INT64_MAX",
+    "INT64_MIN",
+    "OUTCOME_KINDS",
+    "STATUSES",
+    "aware",
+    "check_outcomes",
+    "check_task",
+    "lease_pairs",
+    "lease_seconds",
+    "page",
+    "queue_names",
+    "reserve_limit",
+    "status_filter",
+    "task_id",
+    "worker_id",
+]
+
+STATUSES = tuple(status.value for status in TaskStatus)
+OUTCOME_KINDS = ("success", "failed", "cancelled", "retry", "release")
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+_MAX_LEASE_SECONDS = 10 * 365 * 86400
+
+
+def aware(value: Any, parameter: str) -> datetime:
+    """``value`` if it is a timezone-aware datetime."""
+    if not isinstance(value, datetime):
+        raise ValidationError(
+            f"{parameter}: expected a timezone-aware datetime, got {type(value).__name__}",
+            parameter=parameter,
+            value=value,
+        )
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValidationError(
+            f"{parameter}: naive datetime {value!r}; pass an aware one (e.g. tzinfo=timezone.utc)",
+            parameter=parameter,
+            value=value,
+        )
+    return value
+
+
+def lease_seconds(value: Any) -> float:
+    """A lease length: a number of seconds > 0 (and below ten years)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValidationError("lease_seconds must be a number > 0", parameter="lease_seconds", value=value)
+    if value > _MAX_LEASE_SECONDS:
+        raise ValidationError("lease_seconds is unreasonably large", parameter="lease_seconds", value=value)
+    return float(value)
+
+
+def lease_pairs(leases: Any) -> list[tuple[str, str]]:
+    """``heartbeat``'s leases: a sequence of ``(task_id, lease_token)`` string pairs."""
+    if not isinstance(leases, Sequence) or isinstance(leases, str):
+        raise ValidationError("leases must be a sequence of (task_id, lease_token)", parameter="leases")
+    pairs: list[tuple[str, str]] = []
+    for item in leases:
+        if not isinstance(item, tuple | list) or len(item) != 2 or not all(isinstance(x, str) for x in item):
+            raise ValidationError(
+                f"each lease must be a (task_id, lease_token) pair of strings, got {item!r}",
+                parameter="leases",
+                value=item,
+            )
+        pairs.append((item[0], item[1]))
+    return pairs
+
+
+def queue_names(queues: Any) -> list[str] | None:
+    """``reserve``'s queues: None (every queue) or a sequence of names, deduplicated in order."""
+    if queues is None:
+        return None
+    if isinstance(queues, str) or not isinstance(queues, Sequence | set | frozenset):
+        raise ValidationError(
+            "queues must be a sequence of queue names or None (a single name goes in a list)",
+            parameter="queues",
+            value=queues,
+        )
+    names = list(dict.fromkeys(queues))
+    if not all(isinstance(name, str) for name in names):
+        raise ValidationError("queue names must be strings", parameter="queues", value=queues)
+    return names
+
+
+def task_id(value: Any) -> str:
+    """A task id: a non-empty string."""
+    if not isinstance(value, str) or not value:
+        raise ValidationError("task_id must be a non-empty string", parameter="task_id", value=value)
+    return value
+
+
+def worker_id(value: Any) -> str:
+    """A worker id: a non-empty string."""
+    if not isinstance(value, str) or not value:
+        raise ValidationError("worker_id must be a non-empty string", parameter="worker_id", value=value)
+    return value
+
+
+def reserve_limit(value: Any) -> int:
+    """``reserve``'s limit: an integer >= 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValidationError("limit must be an integer >= 1", parameter="limit", value=value)
+    return value
+
+
+def status_filter(status: Any) -> str | None:
+    """``list_tasks``' status: None or one of the status names."""
+    if status is None:
+        return None
+    name = str(status.value if isinstance(status, TaskStatus) else status)
+    if name not in STATUSES:
+        raise ValidationError(
+            f"unknown status {status!r}; expected one of: {', '.join(STATUSES)}", parameter="status", value=status
+        )
+    return name
+
+
+def page(limit: Any, offset: Any) -> tuple[int, int]:
+    """``list_tasks``' limit and offset: integers >= 0."""
+    for name, value in (("limit", limit), ("offset", offset)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValidationError(f"{name} must be an integer >= 0", parameter=name, value=value)
+    return limit, offset
+
+
+def check_task(task: Any) -> Task:
+    """One task of ``enqueue_many``: a ``Task`` whose fields have the documented types."""
+    if not isinstance(task, Task):
+        raise ValidationError(f"tasks must hold Task objects, got {type(task).__name__}", parameter="tasks")
+    if not isinstance(task.id, str) or not task.id:
+        raise ValidationError("every task needs a non-empty string id", parameter="tasks", value=task.id)
+    if not isinstance(task.payload, bytes | bytearray | memoryview):
+        raise ValidationError(
+            f"task {task.id!r}: payload must be bytes, got {type(task.payload).__name__}", parameter="tasks"
+        )
+    for name in ("priority", "max_retries", "max_lease_expiries", "attempts", "lease_expiries"):
+        value = getattr(task, name)
+        if isinstance(value, bool) or not isinstance(value, int) or not INT64_MIN <= value <= INT64_MAX:
+            raise ValidationError(f"task {task.id!r}: {name} must be a 64-bit int", parameter="tasks", value=value)
+    for name in ("serializer", "function_name"):
+        if not isinstance(getattr(task, name), str):
+            raise ValidationError(f"task {task.id!r}: {name} must be a string", parameter="tasks")
+    if not isinstance(task.queue, str) or not task.queue:
+        raise ValidationError(f"task {task.id!r}: queue must be a non-empty string", parameter="tasks")
+    if isinstance(task.retry_backoff, bool) or not isinstance(task.retry_backoff, int | float):
+        raise ValidationError(f"task {task.id!r}: retry_backoff must be a number", parameter="tasks")
+    if task.timeout is not None and (isinstance(task.timeout, bool) or not isinstance(task.timeout, int | float)):
+        raise ValidationError(f"task {task.id!r}: timeout must be a number or None", parameter="tasks")
+    for name in ("eta", "enqueued_at"):
+        aware(getattr(task, name), "tasks")
+    for name in ("started_at", "finished_at"):
+        if getattr(task, name) is not None:
+            aware(getattr(task, name), "tasks")
+    try:
+        TaskStatus(task.status)
+    except ValueError as exc:
+        raise ValidationError(f"task {task.id!r}: unknown status {task.status!r}", parameter="tasks") from exc
+    return task
+
+
+def check_outcomes(outcomes: Any) -> list[Outcome]:
+    """``finish_many``'s outcomes: ``Outcome`` objects of a known kind with aware times."""
+    if isinstance(outcomes, Outcome) or not isinstance(outcomes, Sequence):
+        raise ValidationError("outcomes must be a sequence of Outcome", parameter="outcomes")
+    for outcome in outcomes:
+        if not isinstance(outcome, Outcome) or outcome.kind not in OUTCOME_KINDS:
+            raise ValidationError(
+                f"each outcome must be an Outcome with kind in {OUTCOME_KINDS}, got {outcome!r}",
+                parameter="outcomes",
+                value=outcome,
+            )
+        for name in ("retry_at", "started_at", "finished_at"):
+            value = getattr(outcome, name)
+            if value is not None:
+                aware(value, "outcomes")
+    return list(outcomes)
