@@ -22,7 +22,14 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PY = BIN / "python"
-EDITABLE = ["sitq_core", "sitq_sqlite", ".[sqlite,msgpack,dev]", "tests/plugins/sitq_dictstore"]
+EDITABLE = [
+    "sitq_core",
+    "sitq_sqlite",
+    "sitq_postgres",
+    ".[sqlite,postgres,msgpack,dev]",
+    "tests/plugins/sitq_dictstore",
+]
+PACKAGES = ["sitq", "sitq_core", "sitq_sqlite", "sitq_postgres"]  # checked by mypy --strict
 STAMP = VENV / ".sitq-installed"
 
 
@@ -53,7 +60,7 @@ def ensure_venv() -> None:
     wanted = fingerprint()
     if STAMP.exists() and STAMP.read_text() == wanted:
         return
-    log("installing sitq, sitq-core, sitq-sqlite and the example plugin (editable)")
+    log("installing sitq, sitq-core, sitq-sqlite, sitq-postgres and the example plugin (editable)")
     args: list[str | Path] = [PY, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
     for item in EDITABLE:
         args += ["-e", item if item.startswith(".") else f"./{item}"]
@@ -72,7 +79,7 @@ def test(extra: list[str]) -> int:
     log("ruff check")
     run(PY, "-m", "ruff", "check", ".", env=env)
     log("mypy --strict")
-    run(PY, "-m", "mypy", "--strict", "-p", "sitq", "-p", "sitq_core", "-p", "sitq_sqlite", env=env)
+    run(PY, "-m", "mypy", "--strict", *(arg for package in PACKAGES for arg in ("-p", package)), env=env)
     log("pytest")
     return subprocess.run([str(PY), "-m", "pytest", *extra], cwd=ROOT, env=env).returncode
 

@@ -1,6 +1,6 @@
 """sitq: an async-first task queue. This facade re-exports the public API.
 
-Backends provided by plugins (``SQLiteBackend``) resolve lazily: touching the
+Backends provided by plugins (``SQLiteBackend``, ``PostgresBackend``) resolve lazily: touching the
 name without the plugin installed raises an ``ImportError`` that says what to
 install.
 """
@@ -15,14 +15,16 @@ from sitq_core import __version__
 from sitq_core.errors import MissingPluginError
 
 if TYPE_CHECKING:
+    from sitq_postgres import PostgresBackend
     from sitq_sqlite import SQLiteBackend
 
 _PLUGIN_NAMES: dict[str, tuple[str, str, str]] = {
     # facade name: (module, attribute, pip extra)
     "SQLiteBackend": ("sitq_sqlite", "SQLiteBackend", "sitq[sqlite]"),
+    "PostgresBackend": ("sitq_postgres", "PostgresBackend", "sitq[postgres]"),
 }
 
-__all__ = [*_core_all, "SQLiteBackend"]
+__all__ = [*_core_all, "PostgresBackend", "SQLiteBackend"]
 
 
 def __getattr__(name: str) -> Any:

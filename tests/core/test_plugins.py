@@ -17,7 +17,7 @@ from sitq_core.errors import (
     PluginError,
     UnknownBackendError,
 )
-from sitq_core.plugin_manager import SitqPluginManager
+from sitq_core.plugin_manager import KNOWN_PLUGINS, SitqPluginManager
 
 GOOD_BACKEND = '''
 from sitq_core.hookspecs import hookimpl
@@ -121,13 +121,15 @@ def test_unknown_name_lists_installed_backends() -> None:
         manager.backend_class("sqlit")
     assert isinstance(info.value, ConfigurationError)
     message = str(info.value)
-    assert "Installed: dictstore, sqlite" in message and "Did you mean 'sqlite'?" in message
-    assert info.value.valid_options == ["dictstore", "sqlite"]
+    assert "Installed: dictstore, postgres, sqlite" in message and "Did you mean 'sqlite'?" in message
+    assert info.value.valid_options == ["dictstore", "postgres", "sqlite"]
 
 
-def test_known_but_absent_backend_gives_install_hint() -> None:
-    with pytest.raises(BackendNotInstalledError, match=r"pip install 'sitq\[postgres\]'"):
-        SitqPluginManager().backend_class("postgres")
+def test_known_but_absent_backend_gives_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A name sitq knows about whose distribution is not installed (sitq-postgres is, in this environment).
+    monkeypatch.setitem(KNOWN_PLUGINS, "mysql", ("sitq-mysql", "sitq[mysql]"))
+    with pytest.raises(BackendNotInstalledError, match=r"pip install 'sitq\[mysql\]'"):
+        SitqPluginManager().backend_class("mysql")
 
 
 def test_disabled_plugins_say_so(monkeypatch: pytest.MonkeyPatch) -> None:

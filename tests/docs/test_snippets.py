@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from sitq_test_postgres import DSN, require_postgres
 
 ROOT = Path(__file__).resolve().parents[2]
 FENCE = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.DOTALL | re.MULTILINE)
@@ -25,6 +26,7 @@ def documents() -> list[Path]:
         ROOT / "plugins.md",
         ROOT / "sitq_core" / "README.md",
         ROOT / "sitq_sqlite" / "README.md",
+        ROOT / "sitq_postgres" / "README.md",
         *sorted((ROOT / "docs").rglob("*.md")),
     ]
     return [path for path in files if path.exists()]
@@ -49,10 +51,13 @@ def test_documents_have_snippets() -> None:
 
 @pytest.mark.parametrize(("where", "code"), SNIPPETS, ids=[where for where, _ in SNIPPETS])
 def test_snippet_runs(where: str, code: str, tmp_path: Path) -> None:
+    if "PostgresBackend" in code or "postgresql://" in code:
+        require_postgres()  # skips without a server (fails under CI=true)
     script = tmp_path / "snippet.py"
     script.write_text(code, encoding="utf-8")
     env = dict(os.environ, SITQ_STRICT_PLUGINS="1", PYTHONPATH="")
     env.pop("SITQ_BACKEND", None)
+    env.setdefault("SITQ_TEST_POSTGRES_DSN", DSN)
     done = subprocess.run(
         [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
     )

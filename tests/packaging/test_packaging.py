@@ -53,8 +53,13 @@ def test_cli_lists_plugins_and_backends() -> None:
     rows = json.loads(subprocess.run([*run, "backends", "--json"], capture_output=True, text=True, check=True).stdout)
     names = {(row["kind"], row["name"]): row for row in rows}
     assert names[("backend", "sqlite")]["installed"] is True
-    assert names[("backend", "postgres")]["installed"] is False
-    assert "pip install 'sitq[postgres]'" in names[("backend", "postgres")]["description"]
+    assert names[("backend", "postgres")]["installed"] is True
+    assert names[("backend", "postgres")]["dist"] == "sitq-postgres"
+    hidden = dict(os.environ, SITQ_DISABLED_PLUGINS="postgres")  # as if sitq-postgres were not installed
+    listing = subprocess.run([*run, "backends", "--json"], capture_output=True, text=True, check=True, env=hidden)
+    rows = {(row["kind"], row["name"]): row for row in json.loads(listing.stdout)}
+    assert rows[("backend", "postgres")]["installed"] is False
+    assert "pip install 'sitq[postgres]'" in rows[("backend", "postgres")]["description"]
     assert {("serializer", "cloudpickle"), ("serializer", "msgpack")} <= set(names)
     version = subprocess.run([*run, "--version"], capture_output=True, text=True, check=True).stdout
     assert version.startswith("sitq ") and "sitq-sqlite" in version

@@ -1,0 +1,738 @@
+"""PostgresBackend: sitq's tasks in PostgreSQL, for queues that outgrow one machine.
+
+- Claims use ``SELECT ... FOR UPDATE SKIP LOCKED`` on a partial index of the
+  active tasks ordered as ``reserve`` promises (priority, due time, enqueue
+  order), so any number of workers on any number of machines claim without
+  blocking each other and never share a leased task.
+- Every change is one transaction; a lease token fences every change a
+  worker makes after its claim (the same rules as the SQLite backend).
+- ``LISTEN``/``NOTIFY`` carries "new work" and "these results are stored" to
+  every process: enqueue notifies in the same statement that inserts.
+- asyncpg pools belong to one event loop, so the backend keeps one pool per
+  loop that uses it (a ``SyncTaskQueue`` runs its own loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import threading
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any, ClassVar, Self, TypeAlias, TypeVar
+
+import asyncpg  # type: ignore[import-untyped]
+
+from sitq_core import checks
+from sitq_core.backend import Backend, Capability
+from sitq_core.errors import BackendError, ConfigurationError, ConnectionError, SitqError, ValidationError
+from sitq_core.models import LeaseState, Outcome, ReservedTask, Result, Task, TaskStatus
+from sitq_core.urls import BackendURL
+
+from .schema import SCHEMA_VERSION, Statements, valid_schema
+
+__all__ = ["PostgresBackend"]
+
+log = logging.getLogger("sitq.postgres")
+
+T = TypeVar("T")
+
+_FINAL_KINDS = ("success", "failed", "cancelled")
+_NOTIFY_PAYLOAD_MAX = 7000  # bytes per NOTIFY payload (PostgreSQL's limit is 8000)
+_WORK_KEY = ("sitq", "work")
+_RESULT_RECHECK = 1.0  # seconds: a result waiter re-reads at least this often (a notice lost in a reconnect)
+_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+
+Connection: TypeAlias = Any  # asyncpg.Connection (asyncpg ships no type information)
+Pool: TypeAlias = Any  # Pool
+
+
+class PostgresBackend(Backend):
+    """Tasks in a PostgreSQL database (``postgresql://user@host:5432/db?schema=sitq``).
+
+    ``dsn``: a libpq connection string or URL (``None``: libpq's defaults and
+    ``PG*`` environment variables). ``schema``: the PostgreSQL schema holding
+    sitq's tables, created on first use. ``min_connections`` /
+    ``max_connections``: the pool size per event loop. ``connect_timeout``:
+    seconds to wait for the server.
+    """
+
+    name = "postgres"
+    capabilities = frozenset(
+        {Capability.PERSISTENT, Capability.MULTI_PROCESS, Capability.CROSS_PROCESS_NOTIFY, Capability.CANCEL_RUNNING}
+    )
+    _INT_OPTIONS: ClassVar[tuple[str, ...]] = ("min_connections", "max_connections")
+    _FLOAT_OPTIONS: ClassVar[tuple[str, ...]] = ("connect_timeout",)
+
+    def __init__(
+        self,
+        dsn: str | None = None,
+        *,
+        schema: str = "sitq",
+        min_connections: int = 1,
+        max_connections: int = 10,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        if dsn is not None and not isinstance(dsn, str):
+            raise ValidationError(f"dsn must be a string or None, got {type(dsn).__name__}", parameter="dsn", value=dsn)
+        for name, value in (("min_connections", min_connections), ("max_connections", max_connections)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name.startswith("min") else 1):
+                raise ValidationError(f"{name} must be a non-negative integer (max >= 1)", parameter=name, value=value)
+        if min_connections > max_connections:
+            raise ValidationError(
+                "min_connections must not exceed max_connections", parameter="min_connections", value=min_connections
+            )
+        if isinstance(connect_timeout, bool) or not isinstance(connect_timeout, int | float) or connect_timeout <= 0:
+            raise ValidationError(
+                "connect_timeout must be a number of seconds > 0", parameter="connect_timeout", value=connect_timeout
+            )
+        self.dsn = dsn
+        self.schema = valid_schema(schema)
+        self.min_connections = min_connections
+        self.max_connections = max_connections
+        self.connect_timeout = float(connect_timeout)
+        self._sql = Statements(self.schema)
+        self._lock = threading.Lock()
+        self._pools: dict[asyncio.AbstractEventLoop, Pool] = {}
+        self._schema_ready = False
+        self._listeners: dict[asyncio.AbstractEventLoop, Connection] = {}
+        self._listener_locks: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
+
+    def __repr__(self) -> str:
+        return f"PostgresBackend(schema={self.schema!r})"
+
+    # ------------------------------------------------------------ construction
+
+    @classmethod
+    def from_url(cls, url: BackendURL) -> Self:
+        """``postgresql://user:password@host:port/database?schema=sitq&max_connections=10``."""
+        options: dict[str, Any] = dict(url.query)
+        if "dsn" in options:
+            raise ConfigurationError(
+                "a postgres URL is itself the connection string; drop ?dsn=", parameter="dsn", value=options["dsn"]
+            )
+        bare = BackendURL(
+            scheme="postgresql",
+            username=url.username,
+            password=url.password,
+            host=url.host,
+            port=url.port,
+            database=url.database,
+        )
+        options["dsn"] = bare.render(hide_password=False)
+        return cls.from_config(options)
+
+    @classmethod
+    def from_config(cls, options: Mapping[str, Any]) -> Self:
+        """Build from a mapping; numbers given as strings (from a URL or the environment) are converted."""
+        accepted = cls.config_options()
+        unknown = sorted(set(options) - set(accepted))
+        if unknown:
+            raise ConfigurationError(
+                f"unknown option {unknown[0]!r} for backend 'postgres'; expected one of: {', '.join(accepted)}",
+                parameter=unknown[0],
+                value=options[unknown[0]],
+                valid_options=accepted,
+            )
+        values = dict(options)
+        for key, kind in [(k, int) for k in cls._INT_OPTIONS] + [(k, float) for k in cls._FLOAT_OPTIONS]:
+            raw = values.get(key)
+            if isinstance(raw, str):
+                try:
+                    values[key] = kind(raw)
+                except ValueError as exc:
+                    raise ConfigurationError(
+                        f"option {key!r} of backend 'postgres' must be a {kind.__name__}, got {raw!r}",
+                        parameter=key,
+                        value=raw,
+                        cause=exc,
+                    ) from exc
+        return cls(**values)
+
+    # --------------------------------------------------------------- lifecycle
+
+    async def connect(self) -> None:
+        await self._pool()
+
+    async def close(self) -> None:
+        with self._lock:
+            pools, self._pools = self._pools, {}
+            listeners, self._listeners = self._listeners, {}
+            self._listener_locks = {}
+        loop = asyncio.get_running_loop()
+        for owner, listener in listeners.items():
+            if owner is loop:
+                try:
+                    await asyncio.wait_for(listener.close(), 5)
+                except (TimeoutError, *_DRIVER_ERRORS):  # pragma: no cover - the server went away
+                    listener.terminate()
+            else:
+                listener.terminate()  # its loop is elsewhere (or gone): close without awaiting it
+        for owner, pool in pools.items():
+            if owner is loop:
+                try:
+                    await asyncio.wait_for(pool.close(), 10)
+                except (TimeoutError, *_DRIVER_ERRORS):  # pragma: no cover
+                    pool.terminate()
+            else:
+                pool.terminate()
+        self.notifier.notify_many([_WORK_KEY])  # waiters re-check (and reconnect) instead of sleeping on
+
+    async def _pool(self) -> Pool:
+        loop = asyncio.get_running_loop()
+        pool = self._pools.get(loop)
+        if pool is not None:
+            return pool
+        try:
+            pool = await asyncpg.create_pool(
+                self.dsn,
+                min_size=self.min_connections,
+                max_size=self.max_connections,
+                timeout=self.connect_timeout,
+                command_timeout=None,
+            )
+        except (TimeoutError, *_DRIVER_ERRORS) as exc:
+            raise ConnectionError(
+                f"cannot connect to PostgreSQL ({self._where()}): {type(exc).__name__}: {exc}",
+                backend_type="postgres",
+                connection_details=self._where(),
+                cause=exc,
+            ) from exc
+        assert pool is not None
+        try:
+            if not self._schema_ready:
+                async with pool.acquire() as conn:
+                    await self._create_schema(conn)
+                self._schema_ready = True
+        except BaseException:
+            pool.terminate()
+            raise
+        with self._lock:
+            existing = self._pools.get(loop)
+            if existing is None:
+                self._pools[loop] = pool
+        if existing is not None:  # another coroutine of this loop connected meanwhile
+            await pool.close()
+            return existing
+        log.debug("sitq.postgres: connected (%s, schema %s)", self._where(), self.schema)
+        return pool
+
+    def _where(self) -> str:
+        if self.dsn is None:
+            return "libpq defaults"
+        try:
+            from sitq_core.urls import parse_backend_url
+
+            return parse_backend_url(self.dsn).render()
+        except (SitqError, ValueError):
+            return "the given dsn"
+
+    async def _create_schema(self, conn: Connection) -> None:
+        sql = self._sql
+        try:
+            async with conn.transaction():
+                # Several processes may start at once: one creates, the others wait and find it done.
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", sql.lock_key)
+                for statement in sql.ddl:
+                    await conn.execute(statement)
+                found = await conn.fetchval(sql.version)
+                if found is not None and int(found) > SCHEMA_VERSION:
+                    raise ConnectionError(
+                        f"PostgreSQL schema {self.schema!r} has sitq schema version {found}, newer than this "
+                        f"sitq-postgres understands ({SCHEMA_VERSION}); upgrade sitq-postgres",
+                        backend_type="postgres",
+                        connection_details=self._where(),
+                    )
+                if found is None:
+                    await conn.execute(sql.set_version, str(SCHEMA_VERSION))
+        except SitqError:
+            raise
+        except _DRIVER_ERRORS as exc:
+            raise ConnectionError(
+                f"cannot create sitq's tables in schema {self.schema!r}: {exc}",
+                backend_type="postgres",
+                connection_details=self._where(),
+                cause=exc,
+            ) from exc
+
+    async def _call(self, operation: str, body: Callable[[Connection], Awaitable[T]], *, transaction: bool = True) -> T:
+        """Run ``body`` on a pooled connection (inside one transaction), mapping driver errors."""
+        pool = await self._pool()
+        try:
+            async with pool.acquire() as conn:
+                if not transaction:
+                    return await body(conn)
+                async with conn.transaction():
+                    return await body(conn)
+        except SitqError:
+            raise
+        except _DRIVER_ERRORS as exc:
+            raise BackendError(
+                f"PostgreSQL {operation} failed: {type(exc).__name__}: {exc}",
+                operation=operation,
+                backend_type="postgres",
+                cause=exc,
+            ) from exc
+
+    # ----------------------------------------------------------------- enqueue
+
+    async def enqueue_many(self, tasks: Sequence[Task]) -> list[str]:
+        if isinstance(tasks, Task) or not isinstance(tasks, Sequence):
+            raise ValidationError(f"tasks must be a sequence of Task, got {type(tasks).__name__}", parameter="tasks")
+        items = [checks.check_task(task) for task in tasks]
+        if not items:
+            return []
+        ids = [task.id for task in items]
+        seen: set[str] = set()
+        for task_id in ids:
+            if task_id in seen:
+                raise ValidationError(
+                    f"task id {task_id!r} appears twice in one batch", parameter="tasks", value=task_id
+                )
+            seen.add(task_id)
+        columns: list[list[Any]] = [[] for _ in range(19)]
+        for task in items:
+            row = (
+                task.id,
+                bytes(task.payload),
+                task.serializer,
+                task.function_name,
+                task.queue,
+                task.priority,
+                task.eta,
+                task.max_retries,
+                float(task.retry_backoff),
+                None if task.timeout is None else float(task.timeout),
+                task.max_lease_expiries,
+                task.enqueued_at,
+                task.attempts,
+                task.lease_expiries,
+                task.started_at,
+                task.finished_at,
+                task.worker_id,
+                task.error,
+                bool(task.cancel_requested),
+            )
+            for column, value in zip(columns, row, strict=True):
+                column.append(value)
+        sql = self._sql
+
+        async def body(conn: Connection) -> None:
+            try:
+                await conn.execute(sql.insert, *columns, sql.work_channel)
+            except asyncpg.UniqueViolationError as exc:
+                taken = await conn.fetchval(sql.existing_ids, ids)
+                raise ValidationError(
+                    f"task id {taken or '?'!r} already exists; nothing of this batch was stored",
+                    parameter="tasks",
+                    value=taken,
+                    cause=exc,
+                ) from exc
+
+        await self._call("enqueue", body, transaction=False)  # one statement: atomic by itself
+        return ids
+
+    # ----------------------------------------------------------------- reserve
+
+    async def reserve(
+        self,
+        *,
+        worker_id: str,
+        limit: int,
+        lease_seconds: float,
+        queues: Sequence[str] | None = None,
+    ) -> list[ReservedTask]:
+        worker = checks.worker_id(worker_id)
+        wanted = checks.reserve_limit(limit)
+        lease = timedelta(seconds=checks.lease_seconds(lease_seconds))
+        names = checks.queue_names(queues)
+        if names == []:
+            return []
+        now = self.now()
+        body = self._reserve_body(worker, wanted, lease, names, now)
+        return await self._call("reserve", body)
+
+    def _reserve_body(
+        self, worker: str, wanted: int, lease: timedelta, names: list[str] | None, now: datetime
+    ) -> Callable[[Connection], Awaitable[list[ReservedTask]]]:
+        sql = self._sql
+
+        async def body(conn: Connection) -> list[ReservedTask]:
+            reserved: list[ReservedTask] = []
+            finished: list[str] = []
+            while len(reserved) < wanted:
+                need = wanted - len(reserved)
+                if names is None:
+                    rows = await conn.fetch(sql.candidates, now, need)
+                else:
+                    rows = await conn.fetch(sql.candidates_in, now, need, names)
+                if not rows:
+                    break
+                poisoned = [
+                    row["seq"]
+                    for row in rows
+                    if row["status"] == "running" and row["lease_expiries"] + 1 >= row["max_lease_expiries"]
+                ]
+                leased = [row["seq"] for row in rows if row["seq"] not in set(poisoned)]
+                if poisoned:
+                    for failed in await conn.fetch(sql.poison, now, poisoned):
+                        await self._store_result(conn, failed["id"], "failed", None, failed["error"], None, failed)
+                        finished.append(failed["id"])
+                if leased:
+                    tokens = [secrets.token_hex(16) for _ in leased]
+                    claimed = await conn.fetch(sql.claim, worker, now + lease, now, leased, tokens)
+                    order = {seq: index for index, seq in enumerate(leased)}
+                    for row in sorted(claimed, key=lambda r: order[r["seq"]]):
+                        reserved.append(ReservedTask(_row_to_task(row, 2), row["lease_token"], now + lease))
+                if not poisoned:
+                    break
+            if finished:
+                await self._notify_results(conn, finished)
+            return reserved
+
+        return body
+
+    async def heartbeat(self, leases: Sequence[tuple[str, str]], lease_seconds: float) -> dict[str, LeaseState]:
+        lease = timedelta(seconds=checks.lease_seconds(lease_seconds))
+        pairs = checks.lease_pairs(leases)
+        if not pairs:
+            return {}
+        now = self.now()
+        sql = self._sql
+
+        async def body(conn: Connection) -> dict[str, LeaseState]:
+            rows = await conn.fetch(sql.heartbeat, now + lease, [p[0] for p in pairs], [p[1] for p in pairs])
+            held = {row["id"]: row["cancel_requested"] for row in rows}
+            return {
+                task_id: (
+                    LeaseState.LOST
+                    if task_id not in held
+                    else LeaseState.CANCEL_REQUESTED
+                    if held[task_id]
+                    else LeaseState.HELD
+                )
+                for task_id, _token in pairs
+            }
+
+        return await self._call("heartbeat", body)
+
+    # ------------------------------------------------------------------ finish
+
+    async def finish_many(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        items = checks.check_outcomes(outcomes)
+        if not items:
+            return []
+        return await self._call("finish", self._finish_body(items, self.now()))
+
+    async def finish_and_reserve(
+        self,
+        outcomes: Sequence[Outcome],
+        *,
+        worker_id: str,
+        limit: int,
+        lease_seconds: float,
+        queues: Sequence[str] | None = None,
+    ) -> tuple[list[bool], list[ReservedTask]]:
+        """Both in one transaction: one commit per worker cycle."""
+        items = checks.check_outcomes(outcomes)
+        worker = checks.worker_id(worker_id)
+        wanted = checks.reserve_limit(limit)
+        lease = timedelta(seconds=checks.lease_seconds(lease_seconds))
+        names = checks.queue_names(queues)
+        now = self.now()
+        finish = self._finish_body(items, now)
+        reserve = self._reserve_body(worker, wanted, lease, names, now)
+
+        async def body(conn: Connection) -> tuple[list[bool], list[ReservedTask]]:
+            accepted = await finish(conn) if items else []
+            reserved = await reserve(conn) if names != [] else []
+            return accepted, reserved
+
+        return await self._call("finish_and_reserve", body)
+
+    def _finish_body(self, items: list[Outcome], now: datetime) -> Callable[[Connection], Awaitable[list[bool]]]:
+        sql = self._sql
+
+        async def body(conn: Connection) -> list[bool]:
+            accepted: list[bool] = []
+            finished: list[str] = []
+            requeued = False
+            for outcome in items:
+                fence = (outcome.task_id, outcome.lease_token)
+                if outcome.kind in _FINAL_KINDS:
+                    row = await conn.fetchrow(
+                        sql.finish, *fence, outcome.kind, outcome.finished_at or now, outcome.error, outcome.started_at
+                    )
+                    if row is not None:
+                        await self._store_result(
+                            conn, outcome.task_id, outcome.kind, outcome.value, outcome.error, outcome.traceback, row
+                        )
+                        finished.append(outcome.task_id)
+                elif outcome.kind == "retry":
+                    row = await conn.fetchrow(sql.retry, *fence, outcome.retry_at or now, outcome.error)
+                    requeued = requeued or row is not None
+                else:  # release
+                    row = await conn.fetchrow(sql.release, *fence, now)
+                    requeued = requeued or row is not None
+                accepted.append(row is not None)
+            if finished:
+                await self._notify_results(conn, finished)
+            if requeued:
+                await conn.execute(sql.notify, sql.work_channel, "")
+            return accepted
+
+        return body
+
+    async def _store_result(
+        self,
+        conn: Connection,
+        task_id: str,
+        status: str,
+        value: bytes | None,
+        error: str | None,
+        traceback: str | None,
+        row: Mapping[str, Any],
+    ) -> None:
+        await conn.execute(
+            self._sql.store_result,
+            task_id,
+            status,
+            None if value is None else bytes(value),
+            error,
+            traceback,
+            row["enqueued_at"],
+            row["started_at"],
+            row["finished_at"],
+            row["attempts"],
+            row["serializer"],
+        )
+
+    async def _notify_results(self, conn: Connection, task_ids: list[str]) -> None:
+        """NOTIFY the ids of newly stored results, in payloads under PostgreSQL's size limit."""
+        chunk: list[str] = []
+        size = 0
+        for task_id in task_ids:
+            if chunk and size + len(task_id) + 1 > _NOTIFY_PAYLOAD_MAX:
+                await conn.execute(self._sql.notify, self._sql.result_channel, "\n".join(chunk))
+                chunk, size = [], 0
+            chunk.append(task_id)
+            size += len(task_id.encode()) + 1
+        if chunk:
+            await conn.execute(self._sql.notify, self._sql.result_channel, "\n".join(chunk))
+
+    # ------------------------------------------------------------------ cancel
+
+    async def cancel(self, task_id: str) -> bool:
+        checks.task_id(task_id)
+        now = self.now()
+        sql = self._sql
+
+        async def body(conn: Connection) -> bool:
+            row = await conn.fetchrow(sql.cancel_queued, task_id, now)
+            if row is not None:
+                await self._store_result(conn, task_id, "cancelled", None, "cancelled", None, row)
+                await self._notify_results(conn, [task_id])
+                return True
+            return await conn.fetchval(sql.cancel_running, task_id) is not None
+
+        return await self._call("cancel", body)
+
+    async def requeue(self, task_id: str, *, eta: datetime | None = None) -> bool:
+        checks.task_id(task_id)
+        due = self.now() if eta is None else checks.aware(eta, "eta")
+        sql = self._sql
+
+        async def body(conn: Connection) -> bool:
+            if await conn.fetchval(sql.requeue, task_id, due) is None:
+                return False
+            await conn.execute(sql.delete_result, task_id)
+            await conn.execute(sql.notify, sql.work_channel, "")
+            return True
+
+        return await self._call("requeue", body)
+
+    # ------------------------------------------------------------------- reads
+
+    async def get_task(self, task_id: str) -> Task | None:
+        checks.task_id(task_id)
+
+        async def body(conn: Connection) -> Task | None:
+            row = await conn.fetchrow(self._sql.get_task, task_id)
+            return None if row is None else _row_to_task(row, 0)
+
+        return await self._call("get_task", body, transaction=False)
+
+    async def get_result(self, task_id: str) -> Result | None:
+        checks.task_id(task_id)
+
+        async def body(conn: Connection) -> Result | None:
+            row = await conn.fetchrow(self._sql.get_result, task_id)
+            return None if row is None else Result(**dict(row))
+
+        return await self._call("get_result", body, transaction=False)
+
+    async def wait_for_result(self, task_id: str, timeout: float | None) -> Result | None:
+        """Wake on the NOTIFY of another process (or ``notify_results`` here), re-reading at least every second."""
+        checks.task_id(task_id)
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0):
+            raise ValidationError("timeout must be None or a number >= 0", parameter="timeout", value=timeout)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        key = ("sitq", "result", task_id)
+        while True:
+            if timeout != 0:
+                await self._ensure_listener()  # before the read, so a result stored after it is announced
+            result = await self.get_result(task_id)
+            if result is not None:
+                return result
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                return None
+            step = _RESULT_RECHECK if remaining is None else min(_RESULT_RECHECK, remaining)
+            await self.notifier.wait(key, step)
+
+    async def wait_for_work(self, timeout: float) -> None:
+        """Sleep until another process (or this one) enqueues, at most ``timeout`` seconds."""
+        if await self._ensure_listener():
+            return  # just started listening: work enqueued before that went unannounced, so look now
+        await self.notifier.wait(_WORK_KEY, timeout)
+
+    async def _ensure_listener(self) -> bool:
+        """Make sure a connection of this event loop LISTENs on the schema's channels; True if started now.
+
+        One listener per loop, like the pools: asyncpg delivers notifications
+        only while the loop that owns the connection runs.
+        """
+        loop = asyncio.get_running_loop()
+        listener = self._listeners.get(loop)
+        if listener is not None and not listener.is_closed():
+            return False
+        lock = self._listener_locks.setdefault(loop, asyncio.Lock())
+        async with lock:
+            listener = self._listeners.get(loop)
+            if listener is not None and not listener.is_closed():
+                return False
+            await self._pool()  # the schema exists (and the server answers) before listening
+            try:
+                conn = await asyncpg.connect(self.dsn, timeout=self.connect_timeout)
+                await conn.add_listener(self._sql.work_channel, self._on_work)
+                await conn.add_listener(self._sql.result_channel, self._on_results)
+            except (TimeoutError, *_DRIVER_ERRORS) as exc:
+                raise ConnectionError(
+                    f"cannot LISTEN on PostgreSQL ({self._where()}): {exc}",
+                    backend_type="postgres",
+                    connection_details=self._where(),
+                    cause=exc,
+                ) from exc
+            with self._lock:
+                self._listeners[loop] = conn
+            return True
+
+    def _on_work(self, _conn: object, _pid: int, _channel: str, _payload: object) -> None:
+        self.notifier.notify_many([_WORK_KEY])
+
+    def _on_results(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
+        ids = str(payload).split("\n") if payload else []
+        self.notifier.notify_many(("sitq", "result", task_id) for task_id in ids)
+
+    async def next_eta(self, queues: Sequence[str] | None = None) -> datetime | None:
+        names = checks.queue_names(queues)
+        if names == []:
+            return None
+
+        async def body(conn: Connection) -> datetime | None:
+            if names is None:
+                value: datetime | None = await conn.fetchval(self._sql.next_eta)
+            else:
+                value = await conn.fetchval(self._sql.next_eta_in, names)
+            return value
+
+        return await self._call("next_eta", body, transaction=False)
+
+    async def list_tasks(
+        self,
+        *,
+        status: str | None = None,
+        queue: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Task]:
+        wanted = checks.status_filter(status)
+        if queue is not None and not isinstance(queue, str):
+            raise ValidationError("queue must be a string or None", parameter="queue", value=queue)
+        count, skip = checks.page(limit, offset)
+
+        async def body(conn: Connection) -> list[Task]:
+            rows = await conn.fetch(self._sql.list_tasks, wanted, queue, count, skip)
+            return [_row_to_task(row, 0) for row in rows]
+
+        return await self._call("list_tasks", body, transaction=False)
+
+    async def counts(self, *, queue: str | None = None) -> dict[str, int]:
+        if queue is not None and not isinstance(queue, str):
+            raise ValidationError("queue must be a string or None", parameter="queue", value=queue)
+
+        async def body(conn: Connection) -> dict[str, int]:
+            found = {status.value: 0 for status in TaskStatus}
+            for row in await conn.fetch(self._sql.counts, queue):
+                found[row[0]] = int(row[1])
+            return found
+
+        return await self._call("counts", body, transaction=False)
+
+    async def purge(self, *, older_than: datetime | None = None) -> int:
+        cutoff = None if older_than is None else checks.aware(older_than, "older_than")
+
+        async def body(conn: Connection) -> int:
+            return int(await conn.fetchval(self._sql.purge, cutoff))
+
+        return await self._call("purge", body)
+
+
+def _row_to_task(row: Any, start: int) -> Task:
+    """A ``Task`` from the TASK_COLUMNS of ``row``, beginning at column ``start``."""
+    (
+        task_id,
+        payload,
+        serializer,
+        function_name,
+        queue,
+        priority,
+        eta,
+        max_retries,
+        retry_backoff,
+        timeout,
+        max_lease_expiries,
+        enqueued_at,
+        status,
+        attempts,
+        lease_expiries,
+        started_at,
+        finished_at,
+        worker_id,
+        error,
+        cancel_requested,
+    ) = tuple(row)[start : start + 20]
+    return Task(
+        id=task_id,
+        payload=bytes(payload),
+        serializer=serializer,
+        function_name=function_name,
+        queue=queue,
+        priority=priority,
+        eta=eta,
+        max_retries=max_retries,
+        retry_backoff=retry_backoff,
+        timeout=timeout,
+        max_lease_expiries=max_lease_expiries,
+        enqueued_at=enqueued_at,
+        status=TaskStatus(status),
+        attempts=attempts,
+        lease_expiries=lease_expiries,
+        started_at=started_at,
+        finished_at=finished_at,
+        worker_id=worker_id,
+        error=error,
+        cancel_requested=cancel_requested,
+    )

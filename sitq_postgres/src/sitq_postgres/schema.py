@@ -1,0 +1,201 @@
+"""The PostgreSQL schema of sitq: tables, indexes and statements, all inside one named schema.
+
+Every object lives in a PostgreSQL schema of its own (``sitq`` unless the
+backend is given another), so one database can hold several independent
+queues and tests can use a throw-away schema each.
+"""
+
+from __future__ import annotations
+
+import re
+
+from sitq_core.errors import ValidationError
+
+__all__ = ["SCHEMA_VERSION", "TASK_COLUMNS", "Statements", "valid_schema"]
+
+#: Stored in ``<schema>.meta``; bumped by every migration.
+SCHEMA_VERSION = 1
+
+TASK_COLUMNS = (
+    "id, payload, serializer, function_name, queue, priority, eta, max_retries, retry_backoff, "
+    "timeout, max_lease_expiries, enqueued_at, status, attempts, lease_expiries, started_at, "
+    "finished_at, worker_id, error, cancel_requested"
+)
+RESULT_COLUMNS = (
+    "id, task_id, status, value, error, traceback, enqueued_at, started_at, finished_at, attempts, serializer"
+)
+
+_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,40}")
+ACTIVE = "status IN ('queued', 'running')"
+FINAL = "status IN ('success', 'failed', 'cancelled')"
+
+
+def valid_schema(schema: object) -> str:
+    """A schema name sitq can use unquoted-safe: lowercase letters, digits and ``_``, at most 41 characters."""
+    if not isinstance(schema, str) or _IDENTIFIER.fullmatch(schema) is None:
+        raise ValidationError(
+            f"schema must be a lowercase identifier ([a-z_][a-z0-9_]*, at most 41 characters), got {schema!r}",
+            parameter="schema",
+            value=schema,
+        )
+    return schema
+
+
+class Statements:
+    """Every SQL statement of the backend, with the schema name filled in (built once per backend)."""
+
+    def __init__(self, schema: str) -> None:
+        s = f'"{schema}"'
+        self.schema = schema
+        self.work_channel = f"sitq_{schema}_work"
+        self.result_channel = f"sitq_{schema}_results"
+        self.lock_key = f"sitq:{schema}"
+        self.ddl = (
+            f"CREATE SCHEMA IF NOT EXISTS {s}",
+            f"CREATE TABLE IF NOT EXISTS {s}.meta (key text PRIMARY KEY, value text NOT NULL)",
+            f"""
+            CREATE TABLE IF NOT EXISTS {s}.tasks (
+                seq                bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,  -- enqueue order
+                id                 text NOT NULL UNIQUE,
+                queue              text NOT NULL,
+                status             text NOT NULL
+                                   CHECK (status IN ('queued', 'running', 'success', 'failed', 'cancelled')),
+                priority           bigint NOT NULL,
+                due                timestamptz,  -- eta when queued, lease expiry when running, NULL when final
+                eta                timestamptz NOT NULL,
+                payload            bytea NOT NULL,
+                serializer         text NOT NULL,
+                function_name      text NOT NULL,
+                max_retries        bigint NOT NULL,
+                retry_backoff      double precision NOT NULL,
+                timeout            double precision,
+                max_lease_expiries bigint NOT NULL,
+                enqueued_at        timestamptz NOT NULL,
+                attempts           bigint NOT NULL DEFAULT 0,
+                lease_expiries     bigint NOT NULL DEFAULT 0,
+                started_at         timestamptz,
+                finished_at        timestamptz,
+                worker_id          text,
+                error              text,
+                cancel_requested   boolean NOT NULL DEFAULT false,
+                lease_token        text
+            )
+            """,
+            f"CREATE INDEX IF NOT EXISTS tasks_claim ON {s}.tasks (priority DESC, due, seq) WHERE {ACTIVE}",
+            f"CREATE INDEX IF NOT EXISTS tasks_listing ON {s}.tasks (enqueued_at, seq)",
+            f"CREATE INDEX IF NOT EXISTS tasks_finished ON {s}.tasks (finished_at) WHERE {FINAL}",
+            f"""
+            CREATE TABLE IF NOT EXISTS {s}.results (
+                task_id     text PRIMARY KEY,
+                id          text NOT NULL,
+                status      text NOT NULL,
+                value       bytea,
+                error       text,
+                traceback   text,
+                enqueued_at timestamptz,
+                started_at  timestamptz,
+                finished_at timestamptz,
+                attempts    bigint NOT NULL,
+                serializer  text NOT NULL
+            )
+            """,
+        )
+        self.version = f"SELECT value FROM {s}.meta WHERE key = 'schema_version'"
+        self.set_version = (
+            f"INSERT INTO {s}.meta (key, value) VALUES ('schema_version', $1) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+        )
+        # One statement (atomic by itself) inserts the rows and notifies the workers once.
+        self.insert = (
+            f"WITH ins AS (INSERT INTO {s}.tasks ({TASK_COLUMNS}, due) "
+            "SELECT v.id, v.payload, v.serializer, v.function_name, v.queue, v.priority, v.eta, v.max_retries, "
+            "v.retry_backoff, v.timeout, v.max_lease_expiries, v.enqueued_at, 'queued', v.attempts, "
+            "v.lease_expiries, v.started_at, v.finished_at, v.worker_id, v.error, v.cancel_requested, v.eta "
+            "FROM unnest($1::text[], $2::bytea[], $3::text[], $4::text[], $5::text[], $6::bigint[], "
+            "$7::timestamptz[], $8::bigint[], $9::float8[], $10::float8[], $11::bigint[], $12::timestamptz[], "
+            "$13::bigint[], $14::bigint[], $15::timestamptz[], $16::timestamptz[], $17::text[], $18::text[], "
+            "$19::boolean[]) WITH ORDINALITY AS v(id, payload, serializer, function_name, queue, priority, eta, "
+            "max_retries, retry_backoff, timeout, max_lease_expiries, enqueued_at, attempts, lease_expiries, "
+            "started_at, finished_at, worker_id, error, cancel_requested, ord) ORDER BY v.ord RETURNING 1) "
+            "SELECT c.n, pg_notify($20, '') FROM (SELECT count(*) AS n FROM ins) AS c"
+        )
+        self.existing_ids = f"SELECT id FROM {s}.tasks WHERE id = ANY($1::text[]) LIMIT 1"
+        claim_where = f"{ACTIVE} AND due <= $1"
+        claim_order = "ORDER BY priority DESC, due, seq LIMIT $2 FOR UPDATE SKIP LOCKED"
+        self.candidates = (
+            f"SELECT seq, status, lease_expiries, max_lease_expiries FROM {s}.tasks WHERE {claim_where} {claim_order}"
+        )
+        self.candidates_in = (
+            f"SELECT seq, status, lease_expiries, max_lease_expiries FROM {s}.tasks "
+            f"WHERE {claim_where} AND queue = ANY($3::text[]) {claim_order}"
+        )
+        self.claim = (
+            f"UPDATE {s}.tasks AS t SET status = 'running', worker_id = $1, lease_token = v.token, due = $2, "
+            "attempts = t.attempts + 1, lease_expiries = t.lease_expiries + (t.status = 'running')::int, "
+            "started_at = $3 FROM unnest($4::bigint[], $5::text[]) AS v(seq, token) WHERE t.seq = v.seq "
+            f"RETURNING t.seq, t.lease_token, {', '.join('t.' + c.strip() for c in TASK_COLUMNS.split(','))}"
+        )
+        self.poison = (
+            f"UPDATE {s}.tasks SET status = 'failed', due = NULL, lease_token = NULL, finished_at = $1, "
+            "lease_expiries = lease_expiries + 1, error = 'lease expired after ' || attempts || ' attempts' "
+            "WHERE seq = ANY($2::bigint[]) "
+            "RETURNING id, error, enqueued_at, started_at, finished_at, attempts, serializer"
+        )
+        self.heartbeat = (
+            f"UPDATE {s}.tasks AS t SET due = $1 FROM unnest($2::text[], $3::text[]) AS v(id, token) "
+            "WHERE t.id = v.id AND t.lease_token = v.token AND t.status = 'running' "
+            "RETURNING t.id, t.cancel_requested"
+        )
+        fence = "id = $1 AND lease_token = $2 AND status = 'running'"
+        self.finish = (
+            f"UPDATE {s}.tasks SET status = $3, due = NULL, lease_token = NULL, finished_at = $4, error = $5, "
+            f"started_at = coalesce($6, started_at) WHERE {fence} "
+            "RETURNING enqueued_at, started_at, finished_at, attempts, serializer"
+        )
+        self.retry = (
+            f"UPDATE {s}.tasks SET status = 'queued', eta = $3, due = $3, error = $4, lease_token = NULL "
+            f"WHERE {fence} RETURNING seq"
+        )
+        self.release = (
+            f"UPDATE {s}.tasks SET status = 'queued', due = least(eta, $3), lease_token = NULL, "
+            f"attempts = greatest(attempts - 1, 0) WHERE {fence} RETURNING seq"
+        )
+        self.store_result = (
+            f"INSERT INTO {s}.results ({RESULT_COLUMNS}) VALUES ($1, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
+            "ON CONFLICT (task_id) DO UPDATE SET id = excluded.id, status = excluded.status, value = excluded.value, "
+            "error = excluded.error, traceback = excluded.traceback, enqueued_at = excluded.enqueued_at, "
+            "started_at = excluded.started_at, finished_at = excluded.finished_at, attempts = excluded.attempts, "
+            "serializer = excluded.serializer"
+        )
+        self.cancel_queued = (
+            f"UPDATE {s}.tasks SET status = 'cancelled', due = NULL, lease_token = NULL, finished_at = $2, "
+            "error = 'cancelled' WHERE id = $1 AND status = 'queued' "
+            "RETURNING enqueued_at, started_at, finished_at, attempts, serializer"
+        )
+        self.cancel_running = (
+            f"UPDATE {s}.tasks SET cancel_requested = true WHERE id = $1 AND status = 'running' RETURNING seq"
+        )
+        self.requeue = (
+            f"UPDATE {s}.tasks SET status = 'queued', eta = $2, due = $2, attempts = 0, lease_expiries = 0, "
+            "error = NULL, cancel_requested = false, lease_token = NULL, worker_id = NULL, started_at = NULL, "
+            "finished_at = NULL WHERE id = $1 AND status IN ('failed', 'cancelled') RETURNING seq"
+        )
+        self.delete_result = f"DELETE FROM {s}.results WHERE task_id = $1"
+        self.get_task = f"SELECT {TASK_COLUMNS} FROM {s}.tasks WHERE id = $1"
+        self.get_result = f"SELECT {RESULT_COLUMNS} FROM {s}.results WHERE task_id = $1"
+        self.next_eta = f"SELECT min(due) FROM {s}.tasks WHERE {ACTIVE}"
+        self.next_eta_in = f"SELECT min(due) FROM {s}.tasks WHERE {ACTIVE} AND queue = ANY($1::text[])"
+        self.list_tasks = (
+            f"SELECT {TASK_COLUMNS} FROM {s}.tasks WHERE ($1::text IS NULL OR status = $1) "
+            "AND ($2::text IS NULL OR queue = $2) ORDER BY enqueued_at, seq LIMIT $3 OFFSET $4"
+        )
+        self.counts = (
+            f"SELECT status, count(*) FROM {s}.tasks WHERE ($1::text IS NULL OR queue = $1) GROUP BY status"
+        )
+        self.purge = (
+            f"WITH gone AS (DELETE FROM {s}.tasks WHERE {FINAL} "
+            "AND ($1::timestamptz IS NULL OR finished_at < $1) RETURNING id), "
+            f"dropped AS (DELETE FROM {s}.results WHERE task_id IN (SELECT id FROM gone)) "
+            "SELECT count(*) FROM gone"
+        )
+        self.notify = "SELECT pg_notify($1, $2)"

@@ -1,0 +1,182 @@
+"""The same task code on PostgreSQL: queue and worker in one process, selection by URL and config,
+several worker processes on one database, and a killed worker's tasks running again."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import sitq
+from sitq import TaskQueue, Worker
+from sitq_core.errors import ConfigurationError, ConnectionError, ValidationError
+from sitq_postgres import PostgresBackend
+
+import sitq_test_tasks as tasks
+from sitq_test_helpers import wait_until
+
+TESTS = Path(__file__).resolve().parents[1]
+
+
+def url(dsn: str, schema: str) -> str:
+    return f"{dsn}?schema={schema}"
+
+
+class Workers:
+    """``sitq worker`` processes on one PostgreSQL schema, ended after the test."""
+
+    def __init__(self, backend_url: str, folder: Path) -> None:
+        self.url, self.folder = backend_url, folder
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, *args: str) -> subprocess.Popen[bytes]:
+        env = dict(os.environ, PYTHONPATH=str(TESTS))
+        command = [sys.executable, "-m", "sitq", "worker", "-b", self.url, "-i", "sitq_test_tasks", *args]
+        with open(self.folder / f"worker-{len(self.procs)}.log", "wb") as stderr:
+            proc = subprocess.Popen(command, env=env, stderr=stderr)
+        self.procs.append(proc)
+        return proc
+
+    def log(self, index: int) -> str:
+        return (self.folder / f"worker-{index}.log").read_text(errors="replace")
+
+    def cleanup(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(10)
+
+
+@pytest.fixture
+def workers(pg_dsn: str, pg_schema: str, tmp_path: Path) -> Iterator[Workers]:
+    pool = Workers(url(pg_dsn, pg_schema), tmp_path)
+    yield pool
+    pool.cleanup()
+
+
+def lines(path: Path) -> list[tuple[str, int, int]]:
+    if not path.exists():
+        return []
+    return [(kind, int(n), int(pid)) for kind, n, pid in (line.split() for line in path.read_text().splitlines())]
+
+
+@pytest.mark.asyncio
+async def test_same_task_code_runs_on_postgres(pg_dsn: str, pg_schema: str) -> None:
+    backend = PostgresBackend(pg_dsn, schema=pg_schema)
+    async with TaskQueue(backend) as queue:
+        worker = Worker(backend, max_concurrency=4)
+        await worker.start()
+        try:
+            sync_id = await queue.enqueue(tasks.add, 2, 3)
+            async_id = await queue.enqueue(tasks.async_add, 4, b=5)
+            failing = await queue.enqueue(tasks.boom, "no luck")
+            assert queue.deserialize_result(await queue.get_result(sync_id, timeout=20)) == 5
+            assert queue.deserialize_result(await queue.get_result(async_id, timeout=20)) == 9
+            result = await queue.get_result(failing, timeout=20)
+            assert result is not None and result.status == "failed" and "no luck" in (result.error or "")
+            assert result.traceback and "ValueError" in result.traceback
+        finally:
+            await worker.stop()
+        counts = await queue.counts()
+    assert counts["success"] == 2 and counts["failed"] == 1
+
+
+@pytest.mark.asyncio
+async def test_selected_by_url_and_by_config(pg_dsn: str, pg_schema: str) -> None:
+    async with sitq.connect(url(pg_dsn, pg_schema)) as queue:
+        assert isinstance(queue.backend, PostgresBackend) and queue.backend.schema == pg_schema
+        task_id = await queue.enqueue(tasks.add, 1)
+    config = {"backend": "postgres", "dsn": pg_dsn, "schema": pg_schema, "max_connections": "3"}
+    async with sitq.connect(config) as queue:
+        assert queue.backend.max_connections == 3  # type: ignore[attr-defined]
+        stored = await queue.get_task(task_id)
+        assert stored is not None and stored.status == "queued"  # the same store, reached another way
+    with pytest.raises(ConfigurationError) as info:
+        sitq.connect(url(pg_dsn, pg_schema) + "&pool=3")
+    assert info.value.parameter == "pool" and "max_connections" in str(info.value)
+
+
+def test_bad_arguments_name_the_parameter() -> None:
+    for kwargs, parameter in (
+        ({"schema": "Robert'); DROP TABLE"}, "schema"),
+        ({"max_connections": 0}, "max_connections"),
+        ({"min_connections": 5, "max_connections": 2}, "min_connections"),
+        ({"connect_timeout": -1}, "connect_timeout"),
+    ):
+        with pytest.raises(ValidationError) as info:
+            PostgresBackend("postgresql://localhost/x", **kwargs)  # type: ignore[arg-type]
+        assert info.value.parameter == parameter
+
+
+@pytest.mark.asyncio
+async def test_unreachable_server_is_a_clear_connection_error() -> None:
+    backend = PostgresBackend("postgresql://postgres@127.0.0.1:1/none", connect_timeout=2)
+    with pytest.raises(ConnectionError) as info:
+        await backend.connect()
+    assert "cannot connect to PostgreSQL" in str(info.value) and "127.0.0.1:1" in str(info.value)
+
+
+@pytest.mark.asyncio
+async def test_bad_batch_stores_nothing_and_keeps_what_was_stored(pg_dsn: str, pg_schema: str) -> None:
+    async with TaskQueue(PostgresBackend(pg_dsn, schema=pg_schema)) as queue:
+        kept = await queue.enqueue(tasks.add, 1, 1)
+        with pytest.raises(ValidationError):
+            await queue.enqueue_many([(tasks.add, (1,)), ("not callable", ())])
+        with pytest.raises(ValidationError):
+            await queue.backend.enqueue(await queue.get_task(kept))  # type: ignore[arg-type]  # id taken
+        counts = await queue.counts()
+        assert counts["queued"] == 1 and (await queue.get_task(kept)) is not None
+
+
+@pytest.mark.asyncio
+@pytest.mark.slow
+async def test_three_processes_run_each_task_once(
+    pg_dsn: str, pg_schema: str, workers: Workers, tmp_path: Path
+) -> None:
+    log = tmp_path / "once.log"
+    total = 600
+    async with TaskQueue(PostgresBackend(pg_dsn, schema=pg_schema)) as queue:
+        ids = await queue.enqueue_many([(tasks.record, (str(log), n)) for n in range(total)])
+        procs = [workers.start("--concurrency", "4") for _ in range(3)]
+
+        async def all_done() -> bool:
+            counts = await queue.counts()
+            return counts["success"] + counts["failed"] == total
+
+        await wait_until(all_done, timeout=120, interval=0.05)
+        assert (await queue.get_result(ids[-1], timeout=0)) is not None
+        assert (await queue.counts())["success"] == total
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    for index, proc in enumerate(procs):
+        assert proc.wait(30) == 0, workers.log(index)
+        assert "Traceback" not in workers.log(index), workers.log(index)
+    starts = Counter(n for kind, n, _pid in lines(log) if kind == "start")
+    assert len(starts) == total and max(starts.values()) == 1, "a task ran twice"
+
+
+@pytest.mark.asyncio
+async def test_killed_worker_tasks_run_again(pg_dsn: str, pg_schema: str, workers: Workers, tmp_path: Path) -> None:
+    log = tmp_path / "side-effects.log"
+    async with TaskQueue(PostgresBackend(pg_dsn, schema=pg_schema)) as queue:
+        ids = await queue.enqueue_many([(tasks.record, (str(log), n, 0.3)) for n in range(8)])
+        victim = workers.start("--concurrency", "4", "--lease-timeout", "1")
+
+        async def some_started() -> bool:
+            return sum(1 for kind, _n, _pid in lines(log) if kind == "start") >= 2
+
+        await wait_until(some_started, timeout=30, interval=0.02)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(10)
+        workers.start("--concurrency", "4", "--lease-timeout", "1")
+        for task_id in ids:
+            result = await queue.get_result(task_id, timeout=60)
+            assert result is not None and result.status == "success", result
+    starts = Counter(n for kind, n, _pid in lines(log) if kind == "start")
+    assert set(starts) == set(range(8))
