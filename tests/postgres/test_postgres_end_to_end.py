@@ -180,3 +180,11 @@ async def test_killed_worker_tasks_run_again(pg_dsn: str, pg_schema: str, worker
             assert result is not None and result.status == "success", result
     starts = Counter(n for kind, n, _pid in lines(log) if kind == "start")
     assert set(starts) == set(range(8))
+
+
+def test_sync_queue_gets_results_from_a_worker_process(pg_dsn: str, pg_schema: str, workers: Workers) -> None:
+    """SyncTaskQueue (its own event loop) with a worker in another process: the result wait wakes on NOTIFY."""
+    workers.start("--concurrency", "2")
+    with sitq.SyncTaskQueue(url(pg_dsn, pg_schema)) as queue:
+        ids = [queue.enqueue(tasks.add, n, n) for n in range(5)]
+        assert [queue.get_result(task_id, timeout=30) for task_id in ids] == [0, 2, 4, 6, 8]
