@@ -154,8 +154,12 @@ async def test_three_processes_run_each_task_once(
         assert (await queue.counts())["success"] == total
     for proc in procs:
         proc.send_signal(signal.SIGTERM)
+    ran = {pid for _kind, _n, pid in lines(log)}
     for index, proc in enumerate(procs):
-        assert proc.wait(30) == 0, workers.log(index)
+        code = proc.wait(30)
+        # A worker that ran tasks had its signal handlers installed: it drains and exits 0. One still
+        # starting up when the others finished everything dies of the signal like any process.
+        assert code == 0 if proc.pid in ran else code in (0, -signal.SIGTERM), workers.log(index)
         assert "Traceback" not in workers.log(index), workers.log(index)
     starts = Counter(n for kind, n, _pid in lines(log) if kind == "start")
     assert len(starts) == total and max(starts.values()) == 1, "a task ran twice"

@@ -454,7 +454,28 @@ class PostgresBackend(Backend):
     def _finish_body(self, items: list[Outcome], now: datetime) -> Callable[[Connection], Awaitable[list[bool]]]:
         sql = self._sql
 
+        set_based = len(items) > 1 and all(o.kind in _FINAL_KINDS for o in items)
+        set_based = set_based and len({o.task_id for o in items}) == len(items)
+
         async def body(conn: Connection) -> list[bool]:
+            if set_based:  # distinct tasks, all final: order cannot matter, so one statement does them all
+                done = {
+                    row["id"]
+                    for row in await conn.fetch(
+                        sql.finish_set,
+                        [o.task_id for o in items],
+                        [o.lease_token for o in items],
+                        [o.kind for o in items],
+                        [o.finished_at or now for o in items],
+                        [o.error for o in items],
+                        [o.started_at for o in items],
+                        [None if o.value is None else bytes(o.value) for o in items],
+                        [o.traceback for o in items],
+                    )
+                }
+                if done:
+                    await self._notify_results(conn, [o.task_id for o in items if o.task_id in done])
+                return [o.task_id in done for o in items]
             accepted: list[bool] = []
             finished: list[str] = []
             requeued = False

@@ -152,6 +152,22 @@ class Statements:
             f"started_at = coalesce($6, started_at) WHERE {fence} "
             "RETURNING enqueued_at, started_at, finished_at, attempts, serializer"
         )
+        # Many final outcomes for distinct tasks (the worker's common batch): one statement.
+        self.finish_set = (
+            "WITH v AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], "
+            "$6::timestamptz[], $7::bytea[], $8::text[]) AS v(id, token, kind, finished_at, error, started_at, value, "
+            f"traceback)), done AS (UPDATE {s}.tasks AS t SET status = v.kind, due = NULL, lease_token = NULL, "
+            "finished_at = v.finished_at, error = v.error, started_at = coalesce(v.started_at, t.started_at) "
+            "FROM v WHERE t.id = v.id AND t.lease_token = v.token AND t.status = 'running' "
+            "RETURNING t.id, v.kind, v.value, v.error, v.traceback, t.enqueued_at, t.started_at, t.finished_at, "
+            f"t.attempts, t.serializer), stored AS (INSERT INTO {s}.results ({RESULT_COLUMNS}) "
+            "SELECT id, id, kind, value, error, traceback, enqueued_at, started_at, finished_at, attempts, serializer "
+            "FROM done ON CONFLICT (task_id) DO UPDATE SET id = excluded.id, status = excluded.status, "
+            "value = excluded.value, error = excluded.error, traceback = excluded.traceback, "
+            "enqueued_at = excluded.enqueued_at, started_at = excluded.started_at, "
+            "finished_at = excluded.finished_at, attempts = excluded.attempts, serializer = excluded.serializer) "
+            "SELECT id FROM done"
+        )
         self.retry = (
             f"UPDATE {s}.tasks SET status = 'queued', eta = $3, due = $3, error = $4, lease_token = NULL "
             f"WHERE {fence} RETURNING seq"

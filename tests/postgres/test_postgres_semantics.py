@@ -1,0 +1,62 @@
+"""PostgresBackend specifics beyond the kit: the one-statement finish of a batch, and the LISTEN wake-ups."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from sitq_core.models import Outcome, Task, TaskStatus, new_id
+from sitq_postgres import PostgresBackend
+from sitq_postgres import backend as pg_backend
+
+
+def task() -> Task:
+    return Task(id=new_id(), payload=b"p")
+
+
+@pytest.mark.asyncio
+async def test_batch_of_final_outcomes_is_fenced_per_task(pg_dsn: str, pg_schema: str) -> None:
+    async with PostgresBackend(pg_dsn, schema=pg_schema) as backend:
+        await backend.enqueue_many([task() for _ in range(3)])
+        a, b, c = await backend.reserve(worker_id="w", limit=3, lease_seconds=30)
+        accepted = await backend.finish_many(
+            [
+                Outcome(a.id, a.lease_token, "success", value=b"A"),
+                Outcome(b.id, "not-the-token", "success", value=b"B"),  # stale: changes nothing
+                Outcome(c.id, c.lease_token, "failed", error="bad", traceback="tb"),
+            ]
+        )
+        assert accepted == [True, False, True]
+        result_a, result_c = await backend.get_result(a.id), await backend.get_result(c.id)
+        assert result_a is not None and result_a.value == b"A" and result_a.attempts == 1
+        assert result_c is not None and (result_c.status, result_c.error, result_c.traceback) == ("failed", "bad", "tb")
+        assert await backend.get_result(b.id) is None
+        stored_b = await backend.get_task(b.id)
+        assert stored_b is not None and stored_b.status == TaskStatus.RUNNING
+        # the same batch again: every lease has ended or was never valid
+        assert await backend.finish_many(
+            [Outcome(a.id, a.lease_token, "success"), Outcome(c.id, c.lease_token, "success")]
+        ) == [
+            False,
+            False,
+        ]
+
+
+@pytest.mark.asyncio
+async def test_result_waiter_wakes_on_another_instances_finish(
+    pg_dsn: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pg_backend, "_RESULT_RECHECK", 60.0)  # only the NOTIFY can wake the waiter in time
+    async with (
+        PostgresBackend(pg_dsn, schema=pg_schema) as producer,
+        PostgresBackend(pg_dsn, schema=pg_schema) as worker,
+    ):
+        stored = task()
+        await producer.enqueue(stored)
+        waiting = asyncio.create_task(producer.wait_for_result(stored.id, timeout=30))
+        (lease,) = await worker.reserve(worker_id="w", limit=1, lease_seconds=30)
+        assert not waiting.done()
+        assert await worker.complete(lease, b"done")  # no notify_results: the NOTIFY must carry it
+        result = await asyncio.wait_for(waiting, 10)
+        assert result is not None and result.value == b"done"
