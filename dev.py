@@ -96,9 +96,10 @@ def bench(extra: list[str]) -> int:
         venv.EnvBuilder(with_pip=True).create(bench_venv)
     wanted = fingerprint() + "+huey"
     if not (stamp.exists() and stamp.read_text() == wanted):
-        log("installing sitq, sitq-core, sitq-sqlite (editable) and huey into the benchmark environment")
+        log("installing sitq, sitq-core, sitq-sqlite, sitq-postgres (editable) and huey into the benchmark environment")
         pip: list[str | Path] = [bench_py, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-        run(*pip, "-e", "./sitq_core", "-e", "./sitq_sqlite", "-e", ".[sqlite,msgpack]")
+        editable = ("./sitq_core", "./sitq_sqlite", "./sitq_postgres", ".[sqlite,postgres,msgpack]")
+        run(*pip, *(arg for item in editable for arg in ("-e", item)))
         try:
             run(*pip, "huey")
             stamp.write_text(wanted)
