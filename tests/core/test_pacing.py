@@ -52,4 +52,3 @@ def test_adaptive_window_follows_commit_time_within_bounds() -> None:
     fast = CommitPacer(None, clock=Clock())
     fast.observe(0.000001)
     assert fast.window == pytest.approx(0.0005)  # floor
-

@@ -19,13 +19,13 @@ from sitq_core.errors import (
 )
 from sitq_core.plugin_manager import KNOWN_PLUGINS, SitqPluginManager
 
-GOOD_BACKEND = '''
+GOOD_BACKEND = """
 from sitq_core.hookspecs import hookimpl
 
 @hookimpl
 def sitq_register_backends(register):
     register("{name}", "sitq_dictstore.backend:DictStoreBackend", description="test copy")
-'''
+"""
 
 
 def make_dist(site: Path, dist: str, entry_name: str, module: str, source: str, version: str = "1.0") -> None:
@@ -85,7 +85,7 @@ def test_broken_target_class_names_the_plugin(site: Path) -> None:
         "acme-half",
         "half",
         "acme_half_plugin",
-        '''
+        """
         from sitq_core.hookspecs import hookimpl
         from sitq_core.backend import Backend
 
@@ -96,7 +96,7 @@ def test_broken_target_class_names_the_plugin(site: Path) -> None:
         def sitq_register_backends(register):
             register("half", HalfBackend)
             register("ghost", "acme_half_plugin:Missing")
-        ''',
+        """,
     )
     manager = SitqPluginManager()
     with pytest.raises(BrokenPluginError, match=r"acme-half 1.0.*does not implement: .*reserve"):
@@ -149,10 +149,10 @@ def test_typo_in_hook_name_is_reported(site: Path) -> None:
         "acme-typo",
         "typo",
         "acme_typo_plugin",
-        '''
+        """
         def sitq_register_backend(register):
             pass
-        ''',
+        """,
     )
     record = {r.name: r for r in SitqPluginManager().plugin_records()}["typo"]
     assert record.status == "broken"

@@ -227,3 +227,28 @@ async def test_poison_pill_ends_failed_after_lease_expiries(db: Path, workers: W
         assert ok is not None and ok.status == "success"
     last.send_signal(signal.SIGTERM)
     assert last.wait(30) == 0
+
+
+@pytest.mark.asyncio
+async def test_a_stuck_sync_task_does_not_keep_a_stopping_worker_alive(db: Path, workers: Workers) -> None:
+    async with TaskQueue(SQLiteBackend(db)) as queue:
+        task_id = await queue.enqueue(tasks.sync_sleepy, 120)
+        proc = workers.start("--shutdown-timeout", "0.5")
+
+        async def running() -> bool:
+            return (await queue.counts())["running"] == 1
+
+        await wait_for(running)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, "the worker must leave once the shutdown timeout has passed"
+        task = await queue.get_task(task_id)
+        assert task is not None and task.status == "queued", "the abandoned task goes back to the queue"
+        assert "still running after the shutdown timeout" in workers.log(proc)
+
+
+def test_an_unimportable_task_module_is_a_clear_error(db: Path) -> None:
+    command = [sys.executable, "-m", "sitq", "worker", "-b", f"sqlite:///{db}", "-i", "no_such_tasks_module"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2
+    assert "sitq: error: --import no_such_tasks_module" in done.stderr
+    assert "ModuleNotFoundError" in done.stderr and "Traceback" not in done.stderr

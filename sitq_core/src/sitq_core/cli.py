@@ -12,6 +12,8 @@ import json
 import logging
 import os
 import sys
+import threading
+import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
@@ -24,6 +26,8 @@ from .queue import TaskQueue
 from .worker import Worker
 
 __all__ = ["main"]
+
+logger = logging.getLogger("sitq.cli")
 
 
 def _out(stream: TextIO, text: str = "") -> None:
@@ -184,7 +188,12 @@ def _backends(out: TextIO, *, as_json: bool) -> int:
 def _worker(args: argparse.Namespace) -> int:
     sys.path.insert(0, os.getcwd())  # like python -m: tasks defined next to the caller import
     for module in args.imports:
-        importlib.import_module(module)
+        try:
+            importlib.import_module(module)
+        except Exception as exc:
+            logger.debug("importing %s failed", module, exc_info=True)
+            sys.stderr.write(f"sitq: error: --import {module}: cannot import it: {type(exc).__name__}: {exc}\n")
+            return 2
     queues = [q.strip() for q in args.queues.split(",") if q.strip()] if args.queues else None
     worker = Worker(
         resolve_backend(args.backend),
@@ -205,7 +214,25 @@ def _worker(args: argparse.Namespace) -> int:
             await worker.backend.close()
 
     asyncio.run(run())
+    stuck = _task_threads_still_running(grace=0.5)
+    if stuck:
+        # Sync tasks still running after the shutdown timeout were released for other workers; Python
+        # would wait for their threads at exit, so the process leaves without them.
+        logger.warning("leaving %d task thread(s) still running after the shutdown timeout", len(stuck))
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
+
+
+def _task_threads_still_running(grace: float) -> list[threading.Thread]:
+    """Pool threads still busy after ``grace`` seconds (idle ones end on their own at once)."""
+    deadline = time.monotonic() + grace
+    for thread in threading.enumerate():
+        if thread.name.startswith("sitq-task"):
+            thread.join(max(deadline - time.monotonic(), 0.0))
+    return [t for t in threading.enumerate() if t.name.startswith("sitq-task") and t.is_alive()]
 
 
 async def _stats(out: TextIO, backend: str | None, *, as_json: bool) -> int:

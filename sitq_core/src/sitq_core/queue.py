@@ -212,19 +212,19 @@ class _Producer:
                 known = per_function[id(func)] = (func, task_options, task_eta, function_path(func))
             _func, task_options, task_eta, function_name = known
             yield Task(
-                    id=task_id,
-                    payload=dumps_call(func, args, kwargs),
-                    serializer=name,
-                    function_name=function_name,
-                    queue=task_options.queue_name,
-                    priority=task_options.priority,
-                    eta=task_eta,
-                    max_retries=task_options.max_retries,
-                    retry_backoff=task_options.retry_backoff,
-                    timeout=task_options.timeout,
-                    max_lease_expiries=task_options.max_lease_expiries,
-                    enqueued_at=now,
-                )
+                id=task_id,
+                payload=dumps_call(func, args, kwargs),
+                serializer=name,
+                function_name=function_name,
+                queue=task_options.queue_name,
+                priority=task_options.priority,
+                eta=task_eta,
+                max_retries=task_options.max_retries,
+                retry_backoff=task_options.retry_backoff,
+                timeout=task_options.timeout,
+                max_lease_expiries=task_options.max_lease_expiries,
+                enqueued_at=now,
+            )
 
 
 class TaskQueueView(_Producer):

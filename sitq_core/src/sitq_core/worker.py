@@ -35,6 +35,7 @@ from .pacing import CommitPacer
 from .plugins import get_plugin_manager
 from .serializers import Serializer
 from .task import is_task_function
+from .thread_batch import Call, CallResult, ThreadBatch
 
 __all__ = ["Worker", "retry_delay"]
 
@@ -84,31 +85,25 @@ def _should_retry(exc: BaseException) -> bool:
     return bool(getattr(exc, "sitq_retry", True))
 
 
-_Call = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]
-
-
-def _run_sync_calls(calls: list[_Call]) -> list[tuple[float, Any, BaseException | None]]:
-    """Run calls in order in this (pool) thread: (duration, value, error) for each."""
-    ran: list[tuple[float, Any, BaseException | None]] = []
-    for func, args, kwargs in calls:
-        began = time.perf_counter()
-        try:
-            value, error = func(*args, **kwargs), None
-        except Exception as exc:
-            value, error = None, exc
-        ran.append((time.perf_counter() - began, value, error))
-    return ran
-
-
 class _Running:
     """Book-keeping for one reserved task held by this worker."""
 
-    __slots__ = ("call", "cancel_requested", "future", "in_batch", "lease_lost", "reserved", "started_at")
+    __slots__ = (
+        "batch",
+        "batch_index",
+        "call",
+        "cancel_requested",
+        "future",
+        "lease_lost",
+        "reserved",
+        "started_at",
+    )
 
     def __init__(self, reserved: ReservedTask) -> None:
         self.reserved = reserved
-        self.call: _Call | None = None
-        self.in_batch = False
+        self.call: Call | None = None
+        self.batch: ThreadBatch | None = None  # set while it waits or runs in a batch of sync tasks
+        self.batch_index = 0
         self.future: asyncio.Task[None] | None = None
         self.lease_lost = False
         self.cancel_requested = False
@@ -284,6 +279,7 @@ class Worker:
         self._stopping.set()
         self._poke()
         await self._release_waiting()
+        await self._release_unstarted_in_batches()
         in_flight = {r.future for r in self._held.values() if r.future is not None}
         if in_flight:
             _done, pending = await asyncio.wait(in_flight, timeout=timeout)
@@ -554,12 +550,17 @@ class Worker:
                     self._waiting.appendleft(candidate)
                     break
                 batch.append((candidate, candidate_call))
-            future = asyncio.create_task(self._execute_sync_batch(batch), name=f"sitq-batch-{running.id}")
-            for member, _call in batch:
+            members = [member for member, _call in batch]
+            thread_batch = ThreadBatch([member_call for _member, member_call in batch], self._on_batch_start(members))
+            future = asyncio.create_task(
+                self._execute_sync_batch(members, thread_batch), name=f"sitq-batch-{running.id}"
+            )
+            for index, member in enumerate(members):
                 member.future = future
-                member.in_batch = True
+                member.batch = thread_batch
+                member.batch_index = index
 
-    def _decode(self, running: _Running) -> _Call | None:
+    def _decode(self, running: _Running) -> Call | None:
         """The task's (func, args, kwargs); an unreadable task is reported failed and None returned."""
         if running.call is not None:
             return running.call
@@ -588,10 +589,36 @@ class Worker:
         for running in waiting:
             self._held.pop(running.reserved.id, None)
 
+    async def _release_unstarted_in_batches(self) -> None:
+        """Halt every batch of sync tasks and give back the tasks in them that have not started."""
+        started: dict[int, int] = {}
+        unstarted: list[_Running] = []
+        for running in self._held.values():
+            batch = running.batch
+            if batch is None:
+                continue
+            if id(batch) not in started:
+                started[id(batch)] = batch.halt()
+            if running.batch_index >= started[id(batch)] and not batch.withdrawn(running.batch_index):
+                unstarted.append(running)
+        if not unstarted:
+            return
+        outcomes = [Outcome(r.reserved.id, r.reserved.lease_token, "release") for r in unstarted]
+        try:
+            await self.backend.finish_many(outcomes)
+            self.backend.notify_work()
+        except Exception:
+            logger.exception("worker %s: could not release %d unstarted task(s)", self.worker_id, len(outcomes))
+        for running in unstarted:
+            running.lease_lost = True  # given back: it must not report anything
+            self._held.pop(running.reserved.id, None)
+
     async def _abandon(self, futures: set[asyncio.Task[None]]) -> None:
         """Cancel tasks still running at shutdown and release their leases."""
         abandoned = [r for r in self._held.values() if r.future in futures]
         for running in abandoned:
+            if running.batch is not None:
+                running.batch.halt()  # the call running in its thread goes on; no later one starts
             running.lease_lost = True  # whatever they report later is discarded
             assert running.future is not None
             running.future.cancel()
@@ -633,7 +660,7 @@ class Worker:
             reserved = running.reserved
             manager.notify("sitq_task_started", task=reserved.task, attempt=reserved.attempt, worker_id=self.worker_id)
 
-    async def _execute(self, running: _Running, call: _Call) -> None:
+    async def _execute(self, running: _Running, call: Call) -> None:
         """Run one task (async on the loop, sync in the pool) and report its outcome."""
         task = running.reserved.task
         func, args, kwargs = call
@@ -684,21 +711,46 @@ class Worker:
                 value = await value
         return value
 
-    async def _execute_sync_batch(self, batch: list[tuple[_Running, _Call]]) -> None:
-        """Run several sync tasks one after another in one pool thread, then report each."""
-        for running, _call in batch:
-            self._started(running)
+    def _on_batch_start(self, members: list[_Running]) -> Callable[[int, float], None]:
+        """A callback for the pool thread: record when each member starts (and tell observers, on the loop)."""
         loop = asyncio.get_running_loop()
-        calls = [call for _running, call in batch]
+        base_now, base_perf = self.backend.now(), time.perf_counter()
+        notify = get_plugin_manager().has_observers("sitq_task_started")
+
+        def on_start(index: int, began: float) -> None:
+            running = members[index]
+            running.started_at = base_now + timedelta(seconds=max(began - base_perf, 0.0))
+            if notify:
+                loop.call_soon_threadsafe(self._notify_started, running)
+
+        return on_start
+
+    def _notify_started(self, running: _Running) -> None:
+        reserved = running.reserved
+        get_plugin_manager().notify(
+            "sitq_task_started", task=reserved.task, attempt=reserved.attempt, worker_id=self.worker_id
+        )
+
+    async def _execute_sync_batch(self, members: list[_Running], batch: ThreadBatch) -> None:
+        """Run several sync tasks one after another in one pool thread, then report each.
+
+        Members that never started were withdrawn by a cancel request (and
+        reported then) or given back by ``stop()``: nothing is reported for them here.
+        """
+        loop = asyncio.get_running_loop()
         try:
-            ran = await loop.run_in_executor(self._pool, _run_sync_calls, calls)
+            ran: list[CallResult | None] = await loop.run_in_executor(self._pool, batch.run)
         except asyncio.CancelledError:
-            for running, _call in batch:
-                if running.cancel_requested:
+            started = batch.halt()
+            for running in members[:started]:
+                if running.cancel_requested and not batch.withdrawn(running.batch_index):
                     self._outcomes_put(running, self._cancelled(running), {"error": "cancelled"})
             self._release_slot()
             raise
-        for (running, _call), (duration, value, error) in zip(batch, ran, strict=True):
+        for running, entry in zip(members, ran, strict=False):
+            if entry is None:
+                continue
+            _began, duration, value, error = entry
             self._mean_run_time += (duration - self._mean_run_time) * 0.2
             if running.cancel_requested:
                 outcome, extra = self._cancelled(running), {"error": "cancelled", "duration": duration}
@@ -876,8 +928,12 @@ class Worker:
                     logger.warning("worker %s: lease of task %s lost", self.worker_id, task_id)
                 elif state == LeaseState.CANCEL_REQUESTED and not running.cancel_requested:
                     running.cancel_requested = True
-                    if running.in_batch:
-                        continue  # a sync batch cannot be interrupted; this task reports "cancelled"
+                    if running.batch is not None:
+                        # a running sync call cannot be interrupted (it reports "cancelled" when it ends);
+                        # one still waiting in its batch is withdrawn and reported at once
+                        if running.batch.withdraw(running.batch_index):
+                            self._outcomes_put(running, self._cancelled(running), {"error": "cancelled"})
+                        continue
                     if running.future is not None and not running.future.done():
                         running.future.cancel()
                     elif running.future is None and running in self._waiting:

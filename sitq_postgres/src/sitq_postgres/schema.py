@@ -205,9 +205,7 @@ class Statements:
             f"SELECT {TASK_COLUMNS} FROM {s}.tasks WHERE ($1::text IS NULL OR status = $1) "
             "AND ($2::text IS NULL OR queue = $2) ORDER BY enqueued_at, seq LIMIT $3 OFFSET $4"
         )
-        self.counts = (
-            f"SELECT status, count(*) FROM {s}.tasks WHERE ($1::text IS NULL OR queue = $1) GROUP BY status"
-        )
+        self.counts = f"SELECT status, count(*) FROM {s}.tasks WHERE ($1::text IS NULL OR queue = $1) GROUP BY status"
         self.purge = (
             f"WITH gone AS (DELETE FROM {s}.tasks WHERE {FINAL} "
             "AND ($1::timestamptz IS NULL OR finished_at < $1) RETURNING id), "
