@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -139,11 +141,51 @@ async def test_with_options_never_collides_with_task_kwargs(queue: TaskQueue) ->
 
 
 @pytest.mark.asyncio
-async def test_with_options_validates(queue: TaskQueue) -> None:
-    for bad in ({"delay": -1}, {"timeout": -1}, {"priority": "high"}, {"max_retries": -1}, {"queue_name": ""}):
-        with pytest.raises(ValidationError) as info:
-            queue.with_options(**bad)  # type: ignore[arg-type]
-        assert info.value.parameter == next(iter(bad))
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"delay": -1},
+        {"delay": math.inf},
+        {"timeout": -1},
+        {"timeout": 0},
+        {"timeout": math.nan},
+        {"priority": "high"},
+        {"priority": 2**63},
+        {"priority": -(2**63) - 1},
+        {"max_retries": -1},
+        {"max_retries": 2**70},
+        {"max_lease_expiries": 2**63},
+        {"queue_name": ""},
+    ],
+)
+async def test_with_options_validates(queue: TaskQueue, bad: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError) as info:
+        queue.with_options(**bad)
+    assert info.value.parameter == next(iter(bad))
+    assert next(iter(bad)) in str(info.value)
+
+
+@pytest.mark.asyncio
+async def test_a_delay_past_the_last_storable_date_is_a_validation_error(queue: TaskQueue) -> None:
+    await queue.enqueue(tasks.add, 0)
+    with pytest.raises(ValidationError) as info:
+        await queue.with_options(delay=1e20).enqueue(tasks.add, 1)
+    assert info.value.parameter == "delay"
+    extreme = await queue.with_options(priority=2**63 - 1, max_retries=2**63 - 1).enqueue(tasks.add, 2)
+    task = await queue.get_task(extreme)
+    assert task is not None and (task.priority, task.max_retries) == (2**63 - 1, 2**63 - 1)
+    assert (await queue.counts())["queued"] == 2
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("item", [(tasks.add, 5), (tasks.add, "12"), (tasks.add, (), 5), (tasks.add, (), {1: 2})])
+async def test_enqueue_many_names_a_malformed_item(queue: TaskQueue, item: tuple[Any, ...]) -> None:
+    await queue.enqueue(tasks.add, 0)
+    with pytest.raises(ValidationError) as info:
+        await queue.enqueue_many([(tasks.add, (1,)), item])
+    assert info.value.parameter == "calls"
+    assert "calls[1]" in str(info.value)
+    assert (await queue.counts())["queued"] == 1
 
 
 @pytest.mark.asyncio

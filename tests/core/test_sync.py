@@ -56,6 +56,8 @@ def test_values_failures_and_timeouts(backend: SQLiteBackend, worker_thread: Non
             queue.get_result(failing, timeout=10)
         assert "sync kaput" in str(info.value) and info.value.task_id == failing
         assert "ValueError" in (info.value.traceback or "")
+        assert (info.value.function_name or "").endswith(":boom")
+        assert info.value.execution_time is not None and info.value.execution_time >= 0
         slow = queue.enqueue(tasks.sync_sleepy, 0.5)
         assert queue.get_result(slow, timeout=0.01) is None
         assert queue.get_result(slow, timeout=10) == "slept"

@@ -53,6 +53,10 @@ async def run_one(queue: TaskQueue, func: Any, *args: Any, worker: Worker | None
         ({"batch_window": "5ms"}, "batch_window"),
         ({"batch_window": float("nan")}, "batch_window"),
         ({"queues": []}, "queues"),
+        ({"queues": 5}, "queues"),
+        ({"queues": {"a": 1}}, "queues"),
+        ({"worker_id": 5}, "worker_id"),
+        ({"worker_id": ""}, "worker_id"),
     ],
 )
 def test_worker_validates_arguments(tmp_path: Path, kwargs: dict[str, Any], parameter: str) -> None:
@@ -436,3 +440,12 @@ async def test_a_trickle_of_tasks_all_finish_under_any_batch_window(queue: TaskQ
     finally:
         await worker.stop()
     assert [queue.deserialize_result(r) for r in results if r is not None] == [n + 1 for n in range(40)]
+
+
+def test_retry_delay_doubles_and_is_capped_at_a_day_for_any_attempt() -> None:
+    from sitq_core.worker import retry_delay
+
+    assert [retry_delay(1.0, attempt) for attempt in (1, 2, 3)] == [1.0, 2.0, 4.0]
+    assert retry_delay(0, 5) == 0.0
+    assert retry_delay(1.0, 5000) == 86_400.0  # no float overflow for huge max_retries
+    assert retry_delay(float("inf"), 1) == 86_400.0

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import sitq
 from sitq_core.backend import Capability
 from sitq_core.errors import BackendError, ConfigurationError, ConnectionError, ValidationError
 from sitq_core.models import Task, TaskStatus, new_id
@@ -160,9 +161,19 @@ def test_from_config(tmp_path: Path) -> None:
     backend = SQLiteBackend.from_config({"path": str(tmp_path / "c.db"), "synchronous": "NORMAL"})
     assert backend.synchronous == "NORMAL"
     with pytest.raises(ConfigurationError):
-        SQLiteBackend.from_config({"synchronous": "NORMAL"})
-    with pytest.raises(ConfigurationError):
         SQLiteBackend.from_config({"path": "x.db", "nope": 1})
+
+
+@pytest.mark.asyncio
+async def test_the_bare_name_means_the_default_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert SQLiteBackend.from_config({"synchronous": "NORMAL"}).path == str(tmp_path / "sitq.db")
+    monkeypatch.setenv("SITQ_BACKEND", "sqlite")
+    async with sitq.connect() as queue:
+        await queue.enqueue(print, "stored")
+    async with sitq.connect({"backend": "sqlite"}) as queue:
+        assert (await queue.counts())["queued"] == 1
+    assert (tmp_path / "sitq.db").exists()
 
 
 def test_memory_capabilities(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from .checks import INT64_MAX, INT64_MIN
 from .errors import ValidationError
 from .models import DEFAULT_QUEUE
 
@@ -48,9 +49,16 @@ def validate_timeout(timeout: float | None, *, parameter: str = "timeout") -> fl
 
 
 def _non_negative_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValidationError(f"{name} must be an integer >= 0, got {value!r}", parameter=name, value=value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= INT64_MAX:
+        raise ValidationError(
+            f"{name} must be an integer from 0 to 2**63-1, got {value!r}", parameter=name, value=value
+        )
     return value
+
+
+def _finite(name: str, value: float | None) -> None:
+    if value is not None and math.isinf(value):
+        raise ValidationError(f"{name} must be a finite number of seconds, got {value!r}", parameter=name, value=value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,9 +102,16 @@ class TaskOptions:
         if self.eta is not None and self.delay is not None:
             raise ValidationError("give eta or delay, not both", parameter="delay", value=self.delay)
         validate_timeout(self.delay, parameter="delay")
-        if isinstance(self.priority, bool) or not isinstance(self.priority, int):
+        _finite("delay", self.delay)
+        if (
+            isinstance(self.priority, bool)
+            or not isinstance(self.priority, int)
+            or not INT64_MIN <= self.priority <= INT64_MAX
+        ):
             raise ValidationError(
-                f"priority must be an integer, got {self.priority!r}", parameter="priority", value=self.priority
+                f"priority must be an integer from -2**63 to 2**63-1, got {self.priority!r}",
+                parameter="priority",
+                value=self.priority,
             )
         _non_negative_int("max_retries", self.max_retries)
         _non_negative_int("max_lease_expiries", self.max_lease_expiries)
@@ -107,8 +122,13 @@ class TaskOptions:
         validate_timeout(self.retry_backoff, parameter="retry_backoff")
         if self.retry_backoff is None:
             raise ValidationError("retry_backoff must be a number >= 0", parameter="retry_backoff", value=None)
-        if self.timeout is not None and validate_timeout(self.timeout) == 0:
-            raise ValidationError("timeout must be > 0 or None", parameter="timeout", value=self.timeout)
+        timeout = self.timeout
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0  # NaN fails too
+        ):
+            raise ValidationError(
+                f"timeout must be a number of seconds > 0, or None, got {timeout!r}", parameter="timeout", value=timeout
+            )
         if not isinstance(self.queue_name, str) or not self.queue_name:
             raise ValidationError(
                 f"queue_name must be a non-empty string, got {self.queue_name!r}",
@@ -123,5 +143,12 @@ class TaskOptions:
         if eta is not None:
             return max(eta, now)
         if self.delay:
-            return now + timedelta(seconds=self.delay)
+            try:
+                return now + timedelta(seconds=self.delay)
+            except OverflowError:
+                raise ValidationError(
+                    f"delay of {self.delay!r} seconds is past the last date a task can be stored with",
+                    parameter="delay",
+                    value=self.delay,
+                ) from None
         return now

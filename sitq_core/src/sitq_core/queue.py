@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from types import TracebackType
@@ -42,9 +42,21 @@ def _as_call(item: Any, index: int) -> Call:
         return Call(item)
     if isinstance(item, tuple) and 1 <= len(item) <= 3:
         func = item[0]
-        args = tuple(item[1]) if len(item) > 1 else ()
-        kwargs = dict(item[2]) if len(item) > 2 else {}
-        return Call(func, args, kwargs)
+        args: Any = item[1] if len(item) > 1 else ()
+        kwargs: Any = item[2] if len(item) > 2 else {}
+        if isinstance(args, str | bytes | Mapping) or not isinstance(args, Iterable):
+            raise ValidationError(
+                f"calls[{index}]: args must be a tuple or list of arguments, got {args!r}",
+                parameter="calls",
+                value=item,
+            )
+        if not isinstance(kwargs, Mapping) or not all(isinstance(key, str) for key in kwargs):
+            raise ValidationError(
+                f"calls[{index}]: kwargs must be a dict of keyword arguments, got {kwargs!r}",
+                parameter="calls",
+                value=item,
+            )
+        return Call(func, tuple(args), dict(kwargs))
     raise ValidationError(
         f"calls[{index}] must be a Call, a callable, or a (func, args[, kwargs]) tuple; got {item!r}",
         parameter="calls",

@@ -171,7 +171,16 @@ class SyncTaskQueue:
                     cause=exc,
                 ) from exc
         error_class = TaskCancelledError if result.status == "cancelled" else TaskExecutionError
-        error = error_class(result.error or result.status, task_id=result.task_id)
+        task = self._run("get_task", lambda: self._queue.get_task(result.task_id), result.task_id)
+        execution_time = None
+        if result.started_at is not None and result.finished_at is not None:
+            execution_time = max((result.finished_at - result.started_at).total_seconds(), 0.0)
+        error = error_class(
+            result.error or result.status,
+            task_id=result.task_id,
+            function_name=task.function_name if task is not None else None,
+            execution_time=execution_time,
+        )
         error.traceback = result.traceback
         raise error
 

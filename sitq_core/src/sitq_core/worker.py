@@ -22,11 +22,12 @@ import traceback as tb_module
 import uuid
 import weakref
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
+from . import checks
 from .backend import Backend
 from .config import BackendSpec, SerializerSpec, resolve_backend, resolve_serializer, split_config
 from .errors import SerializationError, SitqError, ValidationError, WorkerError
@@ -52,7 +53,7 @@ def retry_delay(retry_backoff: float, attempt: int) -> float:
     """Seconds before retry number ``attempt`` (1-based): ``backoff * 2**(attempt-1)``, capped at one day."""
     if retry_backoff <= 0:
         return 0.0
-    return float(min(retry_backoff * (2 ** max(attempt - 1, 0)), 86_400.0))
+    return float(min(retry_backoff * (2 ** min(max(attempt - 1, 0), 64)), 86_400.0))
 
 
 _async_cache: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
@@ -189,6 +190,10 @@ class Worker:
         if isinstance(queues, str):
             queues = [queues]
         if queues is not None:
+            if isinstance(queues, Mapping) or not isinstance(queues, Iterable):
+                raise ValidationError(
+                    f"queues must be a queue name or a list of them, got {queues!r}", parameter="queues", value=queues
+                )
             queues = list(queues)
             if not queues or not all(isinstance(q, str) and q for q in queues):
                 raise ValidationError(
@@ -211,6 +216,8 @@ class Worker:
         self._pacer = CommitPacer(self.batch_window)
         self._mean_run_time = 1.0  # seconds; an EWMA of task run times, for the adaptive prefetch
         self.shutdown_timeout = shutdown_timeout
+        if worker_id is not None:
+            checks.worker_id(worker_id)
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
         self.processed = 0

@@ -68,6 +68,7 @@ log = logging.getLogger("sitq.sqlite")
 T = TypeVar("T")
 
 MEMORY = ":memory:"
+DEFAULT_PATH = "sitq.db"
 JOURNAL_MODES = ("WAL", "DELETE", "TRUNCATE", "PERSIST", "MEMORY")
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 STATUSES = checks.STATUSES
@@ -239,7 +240,11 @@ class SQLiteBackend(Backend):
 
     @classmethod
     def from_config(cls, options: Mapping[str, Any]) -> Self:
-        """Build from a mapping; option values given as strings are converted."""
+        """Build from a mapping; option values given as strings are converted.
+
+        Without a ``path`` option the database is ``sitq.db`` in the working
+        directory, the file of sitq's default URL ``sqlite:///sitq.db``.
+        """
         accepted = cls.config_options()
         unknown = sorted(set(options) - set(accepted))
         if unknown:
@@ -249,13 +254,8 @@ class SQLiteBackend(Backend):
                 value=options[unknown[0]],
                 valid_options=accepted,
             )
-        if "path" not in options:
-            raise ConfigurationError(
-                "backend 'sqlite' needs a 'path' option (a file path or ':memory:')",
-                parameter="path",
-                valid_options=accepted,
-            )
         values = dict(options)
+        values.setdefault("path", DEFAULT_PATH)  # the bare name means the same file as sitq's default URL
         for key, kind in (("busy_timeout", float), ("watch_interval", float), ("cache_size_kib", int)):
             raw = values.get(key)
             if isinstance(raw, str):
