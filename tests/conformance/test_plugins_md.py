@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -34,3 +37,28 @@ def test_kit_test_module_matches_the_guide() -> None:
     module = (ROOT / "tests" / "conformance" / "test_dictstore.py").read_text(encoding="utf-8")
     body = module[module.index("class TestDictStoreBackend") :].rstrip("\n")
     assert body in GUIDE, "plugins.md's kit example must match tests/conformance/test_dictstore.py"
+
+
+def test_the_kit_counts_shown_in_the_guide_are_current() -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            str(ROOT / "tests/conformance/test_dictstore.py"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stdout[-2000:]
+    counts = re.search(r"(\d+) passed, (\d+) skipped", done.stdout)
+    assert counts is not None, done.stdout[-500:]
+    assert f"\n{counts[1]} passed, {counts[2]} skipped in " in GUIDE, (
+        f"plugins.md shows another count than the kit's {counts[0]}"
+    )

@@ -112,7 +112,47 @@ def test_conflicting_names_name_both_distributions(site: Path) -> None:
     with pytest.raises(PluginConflictError) as info:
         manager.backend_class("twin")
     assert "acme-one" in str(info.value) and "acme-two" in str(info.value)
+    assert "SITQ_DISABLED_PLUGINS=one or SITQ_DISABLED_PLUGINS=two" in str(info.value)
     assert manager.backend_class("sqlite").__name__ == "SQLiteBackend"  # unrelated names unaffected
+    records = {r.name: r for r in manager.plugin_records()}
+    for name in ("one", "two"):
+        assert records[name].status == "conflict" and "backend 'twin'" in (records[name].error or "")
+
+
+def test_disabling_one_side_settles_a_conflict(site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_dist(site, "acme-one", "one", "acme_one_plugin_b", GOOD_BACKEND.format(name="twin"))
+    make_dist(site, "acme-two", "two", "acme_two_plugin_b", GOOD_BACKEND.format(name="twin"))
+    monkeypatch.setenv("SITQ_DISABLED_PLUGINS", "two")
+    manager = SitqPluginManager()
+    assert manager.backend_class("twin").__name__ == "DictStoreBackend"
+    assert {r.name: r.status for r in manager.plugin_records()}["one"] == "ok"
+
+
+def test_a_plugin_cannot_take_over_a_builtin_name(site: Path) -> None:
+    make_dist(
+        site,
+        "acme-impostor",
+        "impostor",
+        "acme_impostor_plugin",
+        """
+        from sitq_core.hookspecs import hookimpl
+        from sitq_core.serializers import CloudpickleSerializer
+
+        class Impostor(CloudpickleSerializer):
+            name = "msgpack"
+
+        @hookimpl
+        def sitq_register_serializers(register):
+            register("msgpack", Impostor)
+            register("impostor-json", Impostor)
+        """,
+    )
+    manager = SitqPluginManager()
+    assert manager.serializer_class("msgpack").__name__ == "MsgpackSerializer"  # the built-in still wins
+    record = {r.name: r for r in manager.plugin_records()}["impostor"]
+    assert record.status == "conflict" and "built into sitq-core" in (record.error or "")
+    assert record.serializers == ["impostor-json"]  # credited only with what it really provides
+    assert manager.serializer_class("impostor-json").__name__ == "Impostor"
 
 
 def test_unknown_name_lists_installed_backends() -> None:
@@ -240,3 +280,30 @@ def test_hook_sitq_register_serializers() -> None:
     manager = SitqPluginManager()
     manager.register_plugin(Plugin(), "quiet-plugin")
     assert manager.serializer_class("quiet") is Quiet
+
+
+def test_check_plugin_passes_the_example_and_finds_real_problems(site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sitq_core.testing import check_plugin
+
+    assert check_plugin("dictstore") == []
+    make_dist(
+        site,
+        "acme-mixed",
+        "mixed",
+        "acme_mixed_plugin",
+        """
+        from sitq_core.hookspecs import hookimpl
+
+        @hookimpl
+        def sitq_register_serializers(register):
+            register("msgpack", "sitq_core.serializers:MsgpackSerializer")
+            register("ghost-format", "acme_mixed_plugin:Missing")
+        """,
+    )
+    problems = check_plugin("mixed")
+    assert any("name clash" in p and "serializer 'msgpack'" in p and "built into sitq-core" in p for p in problems)
+    assert any("ghost-format" in p and "failed to import" in p for p in problems), problems
+    make_dist(site, "acme-typo", "typo", "acme_typo_plugin", "def sitq_register_backend(register):\n    pass\n")
+    monkeypatch.setenv("SITQ_STRICT_PLUGINS", "1")
+    problems = check_plugin("typo")  # reported, not raised, in strict mode too
+    assert any("sitq_register_backends" in p for p in problems), problems

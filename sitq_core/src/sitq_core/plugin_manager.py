@@ -31,7 +31,7 @@ from .errors import (
     PluginError,
     UnknownBackendError,
 )
-from .registry import Provider, Registry, RegistryEntry
+from .registry import Provider, Registry, RegistryEntry, conflict_text
 from .serializers import Serializer
 
 __all__ = [
@@ -53,7 +53,7 @@ KNOWN_PLUGINS: dict[str, tuple[str, str]] = {
     "postgresql": ("sitq-postgres", "sitq[postgres]"),
 }
 
-Status = Literal["ok", "broken", "disabled"]
+Status = Literal["ok", "broken", "disabled", "conflict"]
 
 
 @dataclass(slots=True)
@@ -83,6 +83,9 @@ class PluginRecord:
             "backends": sorted(self.backends),
             "serializers": sorted(self.serializers),
         }
+
+
+_NOT_BUILTIN = PluginRecord("", None, None, "ok")
 
 
 def _env_list(name: str) -> list[str] | None:
@@ -235,7 +238,7 @@ class SitqPluginManager(pluggy.PluginManager):
         if self._collected:
             return
         self._collected = True
-        for impl in self.hook.sitq_register_backends.get_hookimpls():
+        for impl in self._builtins_first(self.hook.sitq_register_backends.get_hookimpls()):
             provider = self._provider(impl.plugin_name)
             record = self.records.get(impl.plugin_name)
 
@@ -248,12 +251,12 @@ class SitqPluginManager(pluggy.PluginManager):
                 _provider: Provider = provider,
                 _record: PluginRecord | None = record,
             ) -> None:
-                self.backends.add(name, backend, _provider, description=description, aliases=tuple(url_schemes))
-                if _record is not None:
+                added = self.backends.add(name, backend, _provider, description=description, aliases=tuple(url_schemes))
+                if _record is not None and added:
                     _record.backends.append(name)
 
             self._call_registration(impl, register_backend)
-        for impl in self.hook.sitq_register_serializers.get_hookimpls():
+        for impl in self._builtins_first(self.hook.sitq_register_serializers.get_hookimpls()):
             provider = self._provider(impl.plugin_name)
             record = self.records.get(impl.plugin_name)
 
@@ -265,16 +268,44 @@ class SitqPluginManager(pluggy.PluginManager):
                 _provider: Provider = provider,
                 _record: PluginRecord | None = record,
             ) -> None:
-                self.serializers.add(name, serializer, _provider, description=description)
-                if _record is not None:
+                added = self.serializers.add(name, serializer, _provider, description=description)
+                if _record is not None and added:
                     _record.serializers.append(name)
 
             self._call_registration(impl, register_serializer)
+        self._record_clashes()
         for name, record in self.records.items():
             plugin = self.get_plugin(name)
             if plugin is not None:
                 callers = self.get_hookcallers(plugin) or []
                 record.hooks = sorted(caller.name for caller in callers)
+
+    def _builtins_first(self, impls: list[pluggy.HookImpl]) -> list[pluggy.HookImpl]:
+        """Built-in registrations run first, so a built-in name can never be taken over."""
+        return sorted(impls, key=lambda impl: not self.records.get(impl.plugin_name, _NOT_BUILTIN).builtin)
+
+    def _record_clashes(self) -> None:
+        """Mark the plugins whose names clash, so ``sitq plugins`` shows it before anyone uses the name."""
+        for registry in (self.backends, self.serializers):
+            for entry in registry.entries():
+                for provider in entry.ignored:
+                    self._mark_conflict(
+                        provider.plugin,
+                        f"{registry.kind} {entry.name!r} is built into sitq-core; this plugin's registration "
+                        "of it is ignored",
+                    )
+                if entry.conflicts:
+                    message = f"{registry.kind} {entry.name!r} is registered by both {conflict_text(entry)}"
+                    for provider in (entry.provider, *entry.conflicts):
+                        self._mark_conflict(provider.plugin, message)
+
+    def _mark_conflict(self, plugin_name: str, message: str) -> None:
+        record = self.records.get(plugin_name)
+        if record is None or record.builtin:
+            return
+        record.status = "conflict"
+        record.error = message if record.error is None else f"{record.error}; {message}"
+        logger.warning("sitq plugin %s (%s): %s", record.name, record.dist, message)
 
     def _call_registration(self, impl: pluggy.HookImpl, register: Callable[..., None]) -> None:
         try:
@@ -287,7 +318,7 @@ class SitqPluginManager(pluggy.PluginManager):
         record = self.records.get(plugin_name)
         if record is None:
             return Provider(plugin_name)
-        return Provider(plugin_name, record.dist, record.version)
+        return Provider(plugin_name, record.dist, record.version, builtin=record.builtin)
 
     # -------------------------------------------------------------- resolution
 

@@ -22,7 +22,7 @@ from .errors import (
     ValidationError,
 )
 
-__all__ = ["NAME_PATTERN", "Provider", "Registry", "RegistryEntry"]
+__all__ = ["NAME_PATTERN", "Provider", "Registry", "RegistryEntry", "conflict_text"]
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_+-]*$")
 
@@ -31,11 +31,15 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class Provider:
-    """Who registered a name: plugin (entry-point) name, distribution and version."""
+    """Who registered a name: plugin (entry-point) name, distribution and version.
+
+    ``builtin`` marks sitq-core's own registrations, which no plugin can replace.
+    """
 
     plugin: str
     dist: str | None = None
     version: str | None = None
+    builtin: bool = False
 
     def __str__(self) -> str:
         if self.dist is None:
@@ -53,6 +57,7 @@ class RegistryEntry(Generic[T]):
     description: str = ""
     aliases: tuple[str, ...] = ()
     conflicts: list[Provider] = field(default_factory=list)
+    ignored: list[Provider] = field(default_factory=list)  # plugins that tried to replace a built-in name
 
     @property
     def target_path(self) -> str:
@@ -80,8 +85,13 @@ class Registry(Generic[T]):
         *,
         description: str = "",
         aliases: tuple[str, ...] = (),
-    ) -> None:
-        """Record a registration; a second provider of a name is kept as a conflict."""
+    ) -> bool:
+        """Record a registration; False when it was ignored.
+
+        A second provider of a name is kept as a conflict (using the name then
+        raises ``PluginConflictError``), except that a built-in name stays
+        built-in: a plugin registering it again is ignored (and listed as such).
+        """
         for candidate in (name, *aliases):
             if not isinstance(candidate, str) or not NAME_PATTERN.match(candidate):
                 raise ValidationError(
@@ -99,12 +109,17 @@ class Registry(Generic[T]):
             )
         existing = self._entries.get(name)
         if existing is not None:
-            if existing.provider != provider:
-                existing.conflicts.append(provider)
-            return
+            if existing.provider == provider:
+                return True
+            if existing.provider.builtin and not provider.builtin:
+                existing.ignored.append(provider)
+                return False
+            existing.conflicts.append(provider)
+            return True
         self._entries[name] = RegistryEntry(name, target, provider, description, tuple(aliases))
         for alias in aliases:
             self._aliases.setdefault(alias, name)
+        return True
 
     def names(self) -> list[str]:
         return sorted(self._entries)
@@ -129,10 +144,8 @@ class Registry(Generic[T]):
         if entry is None:
             raise self.unknown(name)
         if entry.conflicts:
-            others = " and ".join(str(p) for p in entry.conflicts)
             raise PluginConflictError(
-                f"{self.kind} {entry.name!r} is registered by both {entry.provider} and {others}. "
-                f"Uninstall one, or set SITQ_DISABLED_PLUGINS=<entry-point name>",
+                f"{self.kind} {entry.name!r} is registered by both {conflict_text(entry)}",
                 parameter=self.kind,
                 value=name,
             )
@@ -167,6 +180,14 @@ class Registry(Generic[T]):
             value=name,
             valid_options=installed,
         )
+
+
+def conflict_text(entry: RegistryEntry[Any]) -> str:
+    """'X and Y. Uninstall one, or disable ...': who claims ``entry``'s name and how to settle it."""
+    providers = [entry.provider, *entry.conflicts]
+    names = " and ".join(str(p) for p in providers)
+    choices = " or ".join(f"SITQ_DISABLED_PLUGINS={p.plugin}" for p in providers)
+    return f"{names}. Uninstall one, or disable one with {choices}"
 
 
 def _import_target(kind: str, entry: RegistryEntry[T]) -> type[T]:

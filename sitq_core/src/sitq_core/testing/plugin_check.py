@@ -2,7 +2,11 @@
 
 ``check_plugin("dictstore")`` loads the entry point of that name from the
 ``sitq`` group into an isolated plugin manager and returns a list of
-problems (empty when the plugin looks right). ``sitq plugins check`` uses it.
+problems (empty when the plugin looks right): import errors, invalid or
+unknown hooks, backend and serializer targets that do not load or do not
+keep the contract's shape, and names that clash with another installed
+plugin or with a built-in. It never raises for a problem it can describe,
+``SITQ_STRICT_PLUGINS`` or not.
 """
 
 from __future__ import annotations
@@ -36,11 +40,16 @@ def check_plugin(entry_point_name: str) -> list[str]:
     except Exception as exc:  # pluggy validation errors
         return [f"hook implementations are invalid: {type(exc).__name__}: {exc}"]
     problems: list[str] = []
-    manager.check_hooks()
-    manager.collect()
+    try:
+        manager.check_hooks()
+        manager.collect()
+    except SitqError as exc:  # SITQ_STRICT_PLUGINS turns a broken record into an exception
+        return [f"plugin is broken: {exc.message}"]
     record = manager.records.get(ep.name)
     if record is not None and record.status == "broken":
         problems.append(f"plugin is broken: {record.error}")
+    if record is not None and record.status == "conflict":
+        problems.append(f"name clash: {record.error}")
     if record is not None and not record.hooks:
         problems.append("the plugin implements no sitq_* hook")
     for entry in manager.backends.entries():
@@ -52,7 +61,28 @@ def check_plugin(entry_point_name: str) -> list[str]:
             problems.append(str(exc))
             continue
         problems.extend(_check_backend_class(entry.name, cls))
+    for serializer_entry in manager.serializers.entries():
+        if serializer_entry.provider.plugin != ep.name:
+            continue
+        try:
+            manager.serializers.load(serializer_entry.name)
+        except SitqError as exc:
+            problems.append(str(exc))
+    problems.extend(clash for clash in _clashes_with_installed(ep.name) if clash not in problems)
     return problems
+
+
+def _clashes_with_installed(entry_point_name: str) -> list[str]:
+    """Names this plugin shares with other installed plugins (or with sitq-core's built-ins)."""
+    manager = SitqPluginManager()
+    try:
+        manager.collect()
+    except SitqError:
+        return []  # another plugin is broken under SITQ_STRICT_PLUGINS: not this plugin's problem
+    record = manager.records.get(entry_point_name)
+    if record is None or record.status != "conflict" or record.error is None:
+        return []
+    return [f"name clash: {record.error}"]
 
 
 def _check_backend_class(name: str, cls: type[Backend]) -> list[str]:
