@@ -88,6 +88,12 @@ class PluginRecord:
 _NOT_BUILTIN = PluginRecord("", None, None, "ok")
 
 
+def _sentence(text: str | None) -> str:
+    """``text`` ending with exactly one full stop (or its own '?' / '!')."""
+    text = (text or "").rstrip()
+    return text if text.endswith((".", "?", "!")) else f"{text}."
+
+
 def _env_list(name: str) -> list[str] | None:
     raw = os.environ.get(name)
     if raw is None:
@@ -348,7 +354,7 @@ class SitqPluginManager(pluggy.PluginManager):
                 reinstall = f" Reinstall with: pip install '{hint[1]}'." if hint else ""
                 return BrokenPluginError(
                     f"{kind} {name!r} comes from {record.dist} {record.version or ''}, which failed to load: "
-                    f"{record.error}.{reinstall} Set SITQ_STRICT_PLUGINS=1 for the traceback.",
+                    f"{_sentence(record.error)}{reinstall} Set SITQ_STRICT_PLUGINS=1 for the traceback.",
                     parameter=kind,
                     value=name,
                     valid_options=registry.names(),
