@@ -14,3 +14,7 @@ class TestPostgresBackend(BackendSuite):
     @pytest.fixture
     def backend_factory(self, pg_dsn: str, pg_schema: str) -> Callable[[], PostgresBackend]:
         return lambda: PostgresBackend(pg_dsn, schema=pg_schema, min_connections=0, max_connections=4)
+
+    @pytest.fixture
+    def backend_url(self, pg_dsn: str, pg_schema: str) -> str:
+        return f"{pg_dsn}{'&' if '?' in pg_dsn else '?'}schema={pg_schema}"

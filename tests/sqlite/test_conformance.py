@@ -20,3 +20,7 @@ class TestSQLiteBackend(BackendSuite):
             shared = SQLiteBackend(":memory:")
             return lambda: shared
         return lambda: SQLiteBackend(tmp_path / "tasks.db")
+
+    @pytest.fixture
+    def backend_url(self, tmp_path: Path) -> str:
+        return f"sqlite:///{tmp_path / 'tasks.db'}"

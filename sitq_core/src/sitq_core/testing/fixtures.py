@@ -14,6 +14,11 @@ Fixture contract:
 - ``backend``: a connected backend on the fresh store, closed afterwards.
 - ``open_backend``: ``await open_backend()`` returns another connected backend
   from the factory (closed at teardown), for cross-instance contracts.
+- ``backend_url`` (optional override): a URL, or a config mapping, that a
+  fresh Python process can pass to ``sitq_core.resolve_backend`` to reach the
+  test's store (so the backend must be installed with its entry point). The
+  multi-process contract runs real reserver processes with it; by default it
+  is None and that test is skipped, saying why.
 """
 
 from __future__ import annotations
@@ -64,6 +69,11 @@ class BackendFixtures:
     def backend_capabilities(self, backend_factory: BackendFactory) -> frozenset[Capability]:
         """The capabilities under test: by default, those the backend declares (class or instance)."""
         return frozenset(backend_factory().capabilities)
+
+    @pytest.fixture
+    def backend_url(self) -> str | dict[str, Any] | None:
+        """Override me (optional): the test store as a URL or config for other processes."""
+        return None
 
     @pytest.fixture
     def clock(self) -> FakeClock:

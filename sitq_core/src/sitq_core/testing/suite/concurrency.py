@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
 import threading
+from typing import Any
 
 import pytest
 
@@ -16,6 +19,9 @@ from ._support import LEASE, make_task
 C = "ConcurrencyContract"
 RESERVERS = 8
 TASKS = 60
+PROCESSES = 3
+PROCESS_TASKS = 300
+PROCESS_TIMEOUT = 60.0
 
 
 async def _check_shared_store(backend: Backend, others: list[Backend], clock: FakeClock) -> None:
@@ -115,3 +121,59 @@ class ConcurrencyContract(BackendFixtures):
         flat = [task_id for slot in got for task_id in slot]
         assert len(flat) == len(set(flat)), f"{C}: reserve handed out a task that is still leased (across threads)"
         assert set(flat) == {t.id for t in tasks}, f"{C}: reservers on other threads missed due tasks"
+
+    @requires(Capability.MULTI_PROCESS)
+    @pytest.mark.asyncio
+    async def test_reservers_in_separate_processes(
+        self, backend: Backend, backend_url: str | dict[str, Any] | None, clock: FakeClock
+    ) -> None:
+        """Real processes racing for one store: each task is completed exactly once."""
+        if backend_url is None:
+            pytest.skip("override the 'backend_url' fixture to run reservers in other processes")
+        tasks = [make_task(clock) for _ in range(PROCESS_TASKS)]
+        await backend.enqueue_many(tasks)
+        spec = json.dumps(backend_url)
+        children = [
+            await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "sitq_core.testing.process_reserver",
+                spec,
+                clock.now().isoformat(),
+                f"process-{n}",
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            for n in range(PROCESSES)
+        ]
+        try:
+            for child in children:  # all connected: let them race
+                assert child.stdout is not None
+                line = await asyncio.wait_for(child.stdout.readline(), PROCESS_TIMEOUT)
+                if line.strip() != b"READY":
+                    _out, err = await child.communicate()
+                    pytest.fail(f"{C}: a reserver process did not start: {err.decode(errors='replace')[-2000:]}")
+            outputs = await asyncio.wait_for(
+                asyncio.gather(*(child.communicate(b"go\n") for child in children)), PROCESS_TIMEOUT
+            )
+        finally:
+            for child in children:
+                if child.returncode is None:
+                    child.kill()
+                    await child.wait()
+        completed: list[str] = []
+        for child, (out, err) in zip(children, outputs, strict=True):
+            assert child.returncode == 0, f"{C}: a reserver process failed: {err.decode(errors='replace')[-2000:]}"
+            completed += json.loads(out.decode().strip().splitlines()[-1])
+        assert len(completed) == len(set(completed)), (
+            f"{C}: one task was completed by two processes: reserve handed out a task that is still leased"
+        )
+        assert set(completed) == {t.id for t in tasks}, (
+            f"{C}: reserver processes missed {len({t.id for t in tasks} - set(completed))} due tasks"
+        )
+        for task in tasks[:: max(1, PROCESS_TASKS // 10)]:
+            result = await backend.get_result(task.id)
+            assert result is not None and result.value == task.id.encode(), (
+                f"{C}: a result written by another process reads back wrong"
+            )
