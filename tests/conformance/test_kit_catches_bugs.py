@@ -64,6 +64,14 @@ class IgnoresPriority(DictStoreBackend):
         return (0, row.task.eta, row.seq)
 
 
+class TiesById(DictStoreBackend):
+    """Breaks ties between equal times by task id instead of by arrival."""
+
+    @staticmethod
+    def _order(row: _Row) -> tuple[int, datetime, str]:  # type: ignore[override]
+        return (-row.task.priority, row.task.eta, row.task.id)
+
+
 class StaleTokenWins(DictStoreBackend):
     """Applies outcomes by task id alone, like ``UPDATE tasks ... WHERE id = ?`` (no fencing)."""
 
@@ -177,6 +185,13 @@ CASES: list[tuple[type[DictStoreBackend], type[Any], str, dict[str, Any], str]] 
         "test_priority_first",
         {},
         "ReserveContract: reserve must take the highest priority first",
+    ),
+    (
+        TiesById,
+        ReserveContract,
+        "test_batch_order_with_equal_times",
+        {},
+        "ReserveContract: tasks with equal priority, eta and enqueued_at must come out in enqueue order",
     ),
     (
         StaleTokenWins,

@@ -8,7 +8,7 @@ import pytest
 
 from ...backend import Backend
 from ...errors import ValidationError
-from ...models import TaskStatus
+from ...models import TaskStatus, new_id
 from ..clock import FakeClock
 from ..fixtures import BackendFixtures
 from ._support import LEASE, WORKER, close_to, get, is_aware_utc, make_task, parameter_of, reserve_all, reserve_one
@@ -125,7 +125,10 @@ class ReserveContract(BackendFixtures):
 
     @pytest.mark.asyncio
     async def test_batch_order_with_equal_times(self, backend: Backend, clock: FakeClock) -> None:
-        tasks = [make_task(clock) for _ in range(6)]  # same priority, eta and enqueued_at
+        # same priority, eta and enqueued_at; ids that sort opposite to the enqueue order, so that a
+        # backend breaking ties by id (instead of by arrival) is caught
+        ids = sorted((new_id() for _ in range(6)), reverse=True)
+        tasks = [make_task(clock, id=task_id) for task_id in ids]
         await backend.enqueue_many(tasks)
         order = [(await reserve_one(backend, C)).id for _ in tasks]
         assert order == [t.id for t in tasks], (
