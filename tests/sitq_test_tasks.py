@@ -114,3 +114,26 @@ def decorated_flaky(counter_file: str, failures: int) -> str:
 async def decorated_async(x: int, eta: str = "kwarg named eta") -> str:
     await asyncio.sleep(0)
     return f"{x} {eta}"
+
+
+def returns_failing_awaitable() -> Any:
+    """A sync function handing back a coroutine that raises (an undecorated wrapper of async code)."""
+
+    async def failing() -> None:
+        raise ValueError("the awaitable failed")
+
+    return failing()
+
+
+def exits(code: int = 3) -> None:
+    """Calls sys.exit inside a task."""
+    import sys
+
+    sys.exit(code)
+
+
+async def async_exits(code: int = 4) -> None:
+    import sys
+
+    await asyncio.sleep(0)
+    sys.exit(code)

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -307,3 +308,46 @@ def test_check_plugin_passes_the_example_and_finds_real_problems(site: Path, mon
     monkeypatch.setenv("SITQ_STRICT_PLUGINS", "1")
     problems = check_plugin("typo")  # reported, not raised, in strict mode too
     assert any("sitq_register_backends" in p for p in problems), problems
+
+
+def test_a_url_scheme_cannot_quietly_shadow_another_backend(site: Path) -> None:
+    make_dist(
+        site,
+        "acme-scheme",
+        "scheme",
+        "acme_scheme_plugin",
+        """
+        from sitq_core.hookspecs import hookimpl
+
+        @hookimpl
+        def sitq_register_backends(register):
+            register("aaa", "sitq_dictstore.backend:DictStoreBackend", url_schemes=("sqlite",))
+        """,
+    )
+    manager = SitqPluginManager()
+    with pytest.raises(PluginConflictError) as info:
+        manager.backend_class("sqlite")
+    assert "sitq-sqlite" in str(info.value) and "acme-scheme" in str(info.value)
+    records = {r.name: r for r in manager.plugin_records()}
+    assert records["scheme"].status == "conflict" and records["sqlite"].status == "conflict"
+
+
+def test_a_conflict_ends_when_one_side_goes() -> None:
+    class One:
+        @hookimpl
+        def sitq_register_serializers(self, register: Any) -> None:
+            register("fancy", "sitq_core.serializers:CloudpickleSerializer")
+
+    class Two:
+        @hookimpl
+        def sitq_register_serializers(self, register: Any) -> None:
+            register("fancy", "sitq_core.serializers:CloudpickleSerializer")
+
+    manager = SitqPluginManager(load_entrypoints=False)
+    manager.register_plugin(One(), "one")
+    manager.register_plugin(Two(), "two")
+    assert {r.name: r.status for r in manager.plugin_records()} == {"one": "conflict", "two": "conflict"}
+    manager.unregister_plugin("two")
+    record = {r.name: r for r in manager.plugin_records()}["one"]
+    assert (record.status, record.error) == ("ok", None)
+    assert manager.serializer_class("fancy").__name__ == "CloudpickleSerializer"

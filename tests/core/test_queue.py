@@ -146,6 +146,9 @@ async def test_with_options_never_collides_with_task_kwargs(queue: TaskQueue) ->
     [
         {"delay": -1},
         {"delay": math.inf},
+        {"delay": 10**400},
+        {"retry_backoff": 10**400},
+        {"timeout": 10**400},
         {"timeout": -1},
         {"timeout": 0},
         {"timeout": math.nan},

@@ -11,6 +11,7 @@ import itertools
 import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -132,3 +133,91 @@ async def test_batched_tasks_get_their_own_start_times(queue: TaskQueue) -> None
 
 async def _all_status(queue: TaskQueue, ids: list[str], status: TaskStatus) -> bool:
     return await statuses(queue, ids) == [status] * len(ids)
+
+
+@pytest.mark.asyncio
+async def test_members_that_returned_are_reported_not_given_back_at_the_stop_timeout(
+    queue: TaskQueue, tmp_path: Path
+) -> None:
+    log = tmp_path / "ran.log"
+    ids = await queue.enqueue_many(
+        [(tasks.record, (str(log), 0), {}), (tasks.record, (str(log), 1), {}), (tasks.wait_for_gate, (30.0,), {})]
+    )
+    worker = Worker(queue.backend, max_concurrency=1, prefetch=10)
+    await worker.start()
+
+    async def two_ran() -> bool:
+        return log.exists() and log.read_text().count("end") == 2
+
+    await wait_until(two_ran)
+    await worker.stop(timeout=0.3)
+    assert await statuses(queue, ids) == [TaskStatus.SUCCESS, TaskStatus.SUCCESS, TaskStatus.QUEUED]
+    tasks.GATE.set()
+    await wait_until(no_pool_threads)
+    starts = [line for line in log.read_text().splitlines() if line.startswith("start")]
+    assert len(starts) == 2, "a task that had returned must not be released to run again"
+
+
+@pytest.mark.asyncio
+async def test_a_cancel_arriving_after_a_member_returned_keeps_its_real_outcome(
+    queue: TaskQueue, tmp_path: Path
+) -> None:
+    log = tmp_path / "ran.log"
+    first, _gate = await queue.enqueue_many([(tasks.record, (str(log), 0), {}), (tasks.wait_for_gate, (30.0,), {})])
+    worker = Worker(queue.backend, max_concurrency=1, prefetch=10, lease_timeout=0.3)  # heartbeats every 0.1 s
+    beats = 0
+    original = queue.backend.heartbeat
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal beats
+        beats += 1
+        return await original(*args, **kwargs)
+
+    queue.backend.heartbeat = counted  # type: ignore[method-assign]
+    await worker.start()
+
+    async def first_ran() -> bool:
+        return log.exists() and "end 0" in log.read_text()
+
+    await wait_until(first_ran)
+    assert await queue.cancel(first)  # still 'running' in the store: the batch has not reported yet
+    seen = beats
+
+    async def heartbeats_carried_the_request() -> bool:
+        return beats >= seen + 2
+
+    await wait_until(heartbeats_carried_the_request)
+    tasks.GATE.set()
+    result = await queue.get_result(first, timeout=10)
+    await worker.stop()
+    assert result is not None and result.status == "success", "the task had finished before the cancel"
+
+
+@pytest.mark.asyncio
+async def test_a_failing_awaitable_in_a_batch_fails_only_its_task(queue: TaskQueue) -> None:
+    ids = await queue.enqueue_many(
+        [(tasks.returns_failing_awaitable, (), {}), (tasks.add, (1, 2), {}), (tasks.add, (3, 4), {})]
+    )
+    worker = Worker(queue.backend, max_concurrency=1, prefetch=10)
+    await worker.start()
+    results = [await queue.get_result(task_id, timeout=10) for task_id in ids]
+    await asyncio.wait_for(worker.stop(timeout=5), 10)
+    assert [r.status if r else None for r in results] == ["failed", "success", "success"]
+    assert "the awaitable failed" in (results[0].error or "")  # type: ignore[union-attr]
+    assert (await queue.counts())["running"] == 0
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("batched", [True, False])
+async def test_a_task_calling_sys_exit_fails_and_the_worker_goes_on(queue: TaskQueue, batched: bool) -> None:
+    calls = [(tasks.exits, (3,), {}), (tasks.async_exits, (4,), {}), (tasks.add, (1, 2), {})]
+    if batched:
+        ids = await queue.enqueue_many(calls)
+    else:
+        ids = [await queue.enqueue_call(func, args) for func, args, _kwargs in calls]
+    worker = Worker(queue.backend, max_concurrency=1, prefetch=10 if batched else 0)
+    await worker.start()
+    results = [await queue.get_result(task_id, timeout=10) for task_id in ids]
+    await worker.stop()
+    assert [r.status if r else None for r in results] == ["failed", "failed", "success"]
+    assert "sys.exit(3)" in (results[0].error or "") and "sys.exit(4)" in (results[1].error or "")  # type: ignore[union-attr]

@@ -252,3 +252,47 @@ def test_an_unimportable_task_module_is_a_clear_error(db: Path) -> None:
     assert done.returncode == 2
     assert "sitq: error: --import no_such_tasks_module" in done.stderr
     assert "ModuleNotFoundError" in done.stderr and "Traceback" not in done.stderr
+
+
+BREAK_THE_WORKER = '''
+"""Imported with -i: makes the worker's exchange loop fail after the first finished task (a stand-in bug)."""
+from sitq_core import worker
+
+
+def _fail(self, running, outcome, extra):
+    raise RuntimeError("simulated internal bug")
+
+
+worker.Worker._after_accept = _fail
+'''
+
+
+def spawn_with_stderr(command: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.asyncio
+async def test_a_worker_failing_with_a_stuck_sync_task_still_exits(db: Path, tmp_path: Path) -> None:
+    (tmp_path / "break_the_worker.py").write_text(BREAK_THE_WORKER)
+    async with TaskQueue(SQLiteBackend(db)) as queue:
+        stuck = await queue.enqueue(tasks.sync_sleepy, 120)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), str(tmp_path)]))
+        command = [sys.executable, "-m", "sitq", "worker", "-b", f"sqlite:///{db}", "-c", "2"]
+        command += ["--shutdown-timeout", "0.5", "-i", "sitq_test_tasks", "-i", "break_the_worker"]
+        proc = spawn_with_stderr(command, env)
+        try:
+
+            async def running() -> bool:
+                return (await queue.counts())["running"] == 1
+
+            await wait_for(running)
+            await queue.enqueue(tasks.add, 1)  # its outcome trips the simulated bug
+            _out, err = await asyncio.to_thread(proc.communicate, timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+        assert proc.returncode == 2, err
+        assert "worker stopped after an internal error" in err
+        task = await queue.get_task(stuck)
+        assert task is not None and task.status == "queued", "the stuck task was released for other workers"

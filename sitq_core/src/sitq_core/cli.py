@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import importlib
 import json
 import logging
@@ -213,17 +214,37 @@ def _worker(args: argparse.Namespace) -> int:
         finally:
             await worker.backend.close()
 
-    asyncio.run(run())
+    code = 0
+    try:
+        asyncio.run(run())
+    except SitqError as exc:  # e.g. the worker stopped after an internal error
+        sys.stderr.write(f"sitq: error: {exc}\n")
+        code = 2
+    except Exception:
+        logger.exception("the worker failed")
+        code = 1
+    _exit_now_if_task_threads_are_stuck(code)
+    return code
+
+
+def _exit_now_if_task_threads_are_stuck(code: int) -> None:
+    """Leave at once when sync tasks still run in their threads after the worker stopped.
+
+    Their leases were released for other workers; Python would otherwise wait
+    for those threads at exit, so a supervisor would never see the process end.
+    atexit handlers (telemetry flushes) still run.
+    """
     stuck = _task_threads_still_running(grace=0.5)
-    if stuck:
-        # Sync tasks still running after the shutdown timeout were released for other workers; Python
-        # would wait for their threads at exit, so the process leaves without them.
-        logger.warning("leaving %d task thread(s) still running after the shutdown timeout", len(stuck))
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
-    return 0
+    if not stuck:
+        return
+    logger.warning("leaving %d task thread(s) still running after the shutdown timeout", len(stuck))
+    run_exit_functions = getattr(atexit, "_run_exitfuncs", None)
+    if run_exit_functions is not None:
+        run_exit_functions()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _task_threads_still_running(grace: float) -> list[threading.Thread]:

@@ -96,9 +96,11 @@ def sitq_task_enqueued(task: Task) -> None:
 
 @hookspec
 def sitq_task_started(task: Task, attempt: int, worker_id: str) -> None:
-    """A worker reserved ``task`` and is about to run it (worker process).
+    """A worker reserved ``task`` and starts running it (worker process).
 
-    ``attempt`` counts from 1 and includes this attempt.
+    ``attempt`` counts from 1 and includes this attempt. Short sync tasks that
+    share one thread hop report their start as the call begins, so this may
+    arrive while the task runs; it always comes before the outcome hooks.
     """
 
 

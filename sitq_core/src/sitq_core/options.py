@@ -39,13 +39,23 @@ def validate_timeout(timeout: float | None, *, parameter: str = "timeout") -> fl
     """None or a finite number >= 0, else ValidationError."""
     if timeout is None:
         return None
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or math.isnan(timeout):
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
         raise ValidationError(
             f"{parameter} must be a number of seconds or None, got {timeout!r}", parameter=parameter, value=timeout
         )
-    if timeout < 0:
+    try:
+        seconds = float(timeout)
+    except OverflowError:
+        raise ValidationError(
+            f"{parameter} is too large to be a number of seconds: {timeout!r}", parameter=parameter, value=timeout
+        ) from None
+    if math.isnan(seconds):
+        raise ValidationError(
+            f"{parameter} must be a number of seconds or None, got {timeout!r}", parameter=parameter, value=timeout
+        )
+    if seconds < 0:
         raise ValidationError(f"{parameter} must be >= 0, got {timeout!r}", parameter=parameter, value=timeout)
-    return float(timeout)
+    return seconds
 
 
 def _non_negative_int(name: str, value: Any) -> int:
@@ -57,7 +67,7 @@ def _non_negative_int(name: str, value: Any) -> int:
 
 
 def _finite(name: str, value: float | None) -> None:
-    if value is not None and math.isinf(value):
+    if value is not None and math.isinf(float(value)):
         raise ValidationError(f"{name} must be a finite number of seconds, got {value!r}", parameter=name, value=value)
 
 
@@ -129,6 +139,7 @@ class TaskOptions:
             raise ValidationError(
                 f"timeout must be a number of seconds > 0, or None, got {timeout!r}", parameter="timeout", value=timeout
             )
+        validate_timeout(timeout)  # too large for a float
         if not isinstance(self.queue_name, str) or not self.queue_name:
             raise ValidationError(
                 f"queue_name must be a non-empty string, got {self.queue_name!r}",

@@ -237,6 +237,8 @@ class SitqPluginManager(pluggy.PluginManager):
         for record in self.records.values():
             record.backends.clear()
             record.serializers.clear()
+            if record.status == "conflict":  # recomputed by the next collect()
+                record.status, record.error = "ok", None
 
     def collect(self) -> None:
         """Call the registration hooks once, attributing each name to its plugin."""
@@ -309,7 +311,10 @@ class SitqPluginManager(pluggy.PluginManager):
         record = self.records.get(plugin_name)
         if record is None or record.builtin:
             return
-        record.status = "conflict"
+        if record.error is not None and message in record.error:
+            return
+        if record.status != "broken":  # a broken plugin stays broken; the clash is added to its error
+            record.status = "conflict"
         record.error = message if record.error is None else f"{record.error}; {message}"
         logger.warning("sitq plugin %s (%s): %s", record.name, record.dist, message)
 

@@ -116,10 +116,28 @@ class Registry(Generic[T]):
                 return False
             existing.conflicts.append(provider)
             return True
-        self._entries[name] = RegistryEntry(name, target, provider, description, tuple(aliases))
+        entry = RegistryEntry(name, target, provider, description, tuple(aliases))
+        # A name or URL scheme that another provider already answers to is a clash too: it would
+        # make the same URL resolve to different classes depending on which plugin loaded first.
+        for key in (name, *aliases):
+            owner = self._owner(key)
+            if owner is not None and owner.provider != provider:
+                if owner.provider.builtin and not provider.builtin:
+                    owner.ignored.append(provider)
+                    return False
+                owner.conflicts.append(provider)
+                entry.conflicts.append(owner.provider)
+        self._entries[name] = entry
         for alias in aliases:
             self._aliases.setdefault(alias, name)
         return True
+
+    def _owner(self, key: str) -> RegistryEntry[T] | None:
+        """The entry answering to ``key``, as a name or as an alias."""
+        owner = self._entries.get(key)
+        if owner is None and key in self._aliases:
+            owner = self._entries.get(self._aliases[key])
+        return owner
 
     def names(self) -> list[str]:
         return sorted(self._entries)
@@ -129,9 +147,8 @@ class Registry(Generic[T]):
             yield self._entries[name]
 
     def entry(self, name: str) -> RegistryEntry[T] | None:
-        """The entry for a name or alias, or None."""
-        canonical = self._aliases.get(name, name)
-        return self._entries.get(canonical)
+        """The entry for a name, else for an alias (a real name always wins), or None."""
+        return self._owner(name)
 
     def load(self, name: str) -> type[T]:
         """Import and validate the class registered under ``name``.

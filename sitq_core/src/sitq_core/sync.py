@@ -7,6 +7,7 @@ so a backend connection is always used from the loop that opened it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Callable, Coroutine, Iterable
 from concurrent.futures import Future
@@ -171,7 +172,9 @@ class SyncTaskQueue:
                     cause=exc,
                 ) from exc
         error_class = TaskCancelledError if result.status == "cancelled" else TaskExecutionError
-        task = self._run("get_task", lambda: self._queue.get_task(result.task_id), result.task_id)
+        task = None
+        with contextlib.suppress(SitqError):  # only for the error's details: never hide the task's own failure
+            task = self._run("get_task", lambda: self._queue.get_task(result.task_id), result.task_id)
         execution_time = None
         if result.started_at is not None and result.finished_at is not None:
             execution_time = max((result.finished_at - result.started_at).total_seconds(), 0.0)

@@ -13,17 +13,29 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Call", "CallResult", "ThreadBatch"]
+__all__ = ["Call", "CallResult", "TaskExit", "ThreadBatch", "call_guarded"]
 
 Call = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 CallResult = tuple[float, float, Any, BaseException | None]
 """(perf_counter at start, duration in seconds, return value, exception or None)."""
 
 
+class TaskExit(Exception):
+    """A task called ``sys.exit()``: a failure of that task, not a reason to stop the worker."""
+
+
+def call_guarded(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``func(*args, **kwargs)`` with ``SystemExit`` turned into :class:`TaskExit`."""
+    try:
+        return func(*args, **kwargs)
+    except SystemExit as exc:
+        raise TaskExit(f"the task called sys.exit({exc.code!r})") from exc
+
+
 class ThreadBatch:
     """Calls run in order by :meth:`run` (in a pool thread); :meth:`withdraw` and :meth:`halt` come from the loop."""
 
-    __slots__ = ("_calls", "_halted", "_lock", "_on_start", "_started", "_withdrawn")
+    __slots__ = ("_calls", "_halted", "_lock", "_on_start", "_ran", "_started", "_withdrawn")
 
     def __init__(self, calls: list[Call], on_start: Callable[[int, float], None] | None = None) -> None:
         self._calls = calls
@@ -32,6 +44,7 @@ class ThreadBatch:
         self._started = 0  # calls[:_started] have started (or were skipped as withdrawn)
         self._halted = False
         self._withdrawn: set[int] = set()
+        self._ran: list[CallResult | None] = []  # one entry per call that started (None: withdrawn)
 
     def __len__(self) -> int:
         return len(self._calls)
@@ -42,25 +55,29 @@ class ThreadBatch:
         The result is shorter than the batch when it was halted: the calls
         past its end never started.
         """
-        ran: list[CallResult | None] = []
+        ran = self._ran
         for index, (func, args, kwargs) in enumerate(self._calls):
             with self._lock:
                 if self._halted:
                     break
                 self._started = index + 1
                 skip = index in self._withdrawn
+                if skip:
+                    ran.append(None)
             if skip:
-                ran.append(None)
                 continue
             began = time.perf_counter()
             if self._on_start is not None:
                 self._on_start(index, began)
             try:
-                value, error = func(*args, **kwargs), None
+                value, error = call_guarded(func, args, kwargs), None
             except Exception as exc:
                 value, error = None, exc
-            ran.append((began, time.perf_counter() - began, value, error))
-        return ran
+            entry = (began, time.perf_counter() - began, value, error)
+            with self._lock:
+                ran.append(entry)
+        with self._lock:
+            return list(ran)
 
     def withdraw(self, index: int) -> bool:
         """Keep call ``index`` from starting; False when it has already started."""
@@ -75,6 +92,16 @@ class ThreadBatch:
         with self._lock:
             self._halted = True
             return self._started
+
+    def finished(self, index: int) -> bool:
+        """True when call ``index`` has returned (or was withdrawn)."""
+        with self._lock:
+            return index < len(self._ran)
+
+    def result(self, index: int) -> CallResult | None:
+        """What call ``index`` returned, or None while it has not (or when it was withdrawn)."""
+        with self._lock:
+            return self._ran[index] if index < len(self._ran) else None
 
     def withdrawn(self, index: int) -> bool:
         """True when call ``index`` was withdrawn before it started."""

@@ -36,7 +36,7 @@ from .pacing import CommitPacer
 from .plugins import get_plugin_manager
 from .serializers import Serializer
 from .task import is_task_function
-from .thread_batch import Call, CallResult, ThreadBatch
+from .thread_batch import Call, CallResult, TaskExit, ThreadBatch, call_guarded
 
 __all__ = ["Worker", "retry_delay"]
 
@@ -97,6 +97,7 @@ class _Running:
         "future",
         "lease_lost",
         "reserved",
+        "settled",
         "started_at",
     )
 
@@ -105,6 +106,7 @@ class _Running:
         self.call: Call | None = None
         self.batch: ThreadBatch | None = None  # set while it waits or runs in a batch of sync tasks
         self.batch_index = 0
+        self.settled = False  # an outcome is queued for it, or its lease was given back: nothing more to report
         self.future: asyncio.Task[None] | None = None
         self.lease_lost = False
         self.cancel_requested = False
@@ -606,7 +608,7 @@ class Worker:
                 continue
             if id(batch) not in started:
                 started[id(batch)] = batch.halt()
-            if running.batch_index >= started[id(batch)] and not batch.withdrawn(running.batch_index):
+            if running.batch_index >= started[id(batch)] and not running.settled:
                 unstarted.append(running)
         if not unstarted:
             return
@@ -617,23 +619,34 @@ class Worker:
         except Exception:
             logger.exception("worker %s: could not release %d unstarted task(s)", self.worker_id, len(outcomes))
         for running in unstarted:
-            running.lease_lost = True  # given back: it must not report anything
+            running.lease_lost = running.settled = True  # given back: it must not report anything
             self._held.pop(running.reserved.id, None)
 
     async def _abandon(self, futures: set[asyncio.Task[None]]) -> None:
-        """Cancel tasks still running at shutdown and release their leases."""
-        abandoned = [r for r in self._held.values() if r.future in futures]
+        """Cancel tasks still running at shutdown and release their leases.
+
+        Members of a sync batch that already returned are reported as they
+        ended (not given back to run again); the one still in its thread and
+        those not started are released.
+        """
+        abandoned = [r for r in self._held.values() if r.future in futures and not r.settled]
+        released: list[_Running] = []
         for running in abandoned:
-            if running.batch is not None:
-                running.batch.halt()  # the call running in its thread goes on; no later one starts
-            running.lease_lost = True  # whatever they report later is discarded
-            assert running.future is not None
-            running.future.cancel()
-        outcomes = [Outcome(r.reserved.id, r.reserved.lease_token, "release") for r in abandoned]
+            batch = running.batch
+            if batch is not None:
+                batch.halt()  # the call running in its thread goes on; no later one starts
+                entry = batch.result(running.batch_index)
+                if entry is not None and self._settle_batch_member(running, entry):
+                    continue
+            running.lease_lost = running.settled = True  # whatever they report later is discarded
+            released.append(running)
+        for future in futures:
+            future.cancel()
+        outcomes = [Outcome(r.reserved.id, r.reserved.lease_token, "release") for r in released]
         with contextlib.suppress(Exception):
             await self.backend.finish_many(outcomes)
             self.backend.notify_work()
-        for running in abandoned:
+        for running in released:
             self._held.pop(running.reserved.id, None)
 
     # -------------------------------------------------------------- execution
@@ -688,9 +701,10 @@ class Worker:
                 message = str(exc) or type(exc).__name__
             outcome = self._failure(running, message, _format(exc), retry=_should_retry(exc))
             extra = {"error": exc, "duration": elapsed}
-        except Exception as exc:
-            outcome = self._failure(running, str(exc) or type(exc).__name__, _format(exc), retry=_should_retry(exc))
-            extra = {"error": exc, "duration": time.perf_counter() - began}
+        except (Exception, SystemExit) as exc:
+            error = _task_error(exc)
+            outcome = self._failed_with(running, error)
+            extra = {"error": error, "duration": time.perf_counter() - began}
         else:
             duration = time.perf_counter() - began
             self._mean_run_time += (duration - self._mean_run_time) * 0.2
@@ -706,7 +720,7 @@ class Worker:
             async with asyncio.timeout(timeout):
                 return await func(*args, **kwargs)
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._pool, functools.partial(func, *args, **kwargs))
+        future = loop.run_in_executor(self._pool, call_guarded, func, args, kwargs)
         if timeout is None:
             value = await future
         else:
@@ -742,36 +756,52 @@ class Worker:
         """Run several sync tasks one after another in one pool thread, then report each.
 
         Members that never started were withdrawn by a cancel request (and
-        reported then) or given back by ``stop()``: nothing is reported for them here.
+        reported then) or given back by ``stop()``; members ``_abandon``
+        already reported are settled: nothing more is reported for them here.
         """
         loop = asyncio.get_running_loop()
         try:
             ran: list[CallResult | None] = await loop.run_in_executor(self._pool, batch.run)
         except asyncio.CancelledError:
-            started = batch.halt()
-            for running in members[:started]:
-                if running.cancel_requested and not batch.withdrawn(running.batch_index):
-                    self._outcomes_put(running, self._cancelled(running), {"error": "cancelled"})
-            self._release_slot()
+            self._release_slot()  # cancelled by _abandon, which reported or released every member
             raise
-        for running, entry in zip(members, ran, strict=False):
-            if entry is None:
-                continue
-            _began, duration, value, error = entry
-            self._mean_run_time += (duration - self._mean_run_time) * 0.2
-            if running.cancel_requested:
-                outcome, extra = self._cancelled(running), {"error": "cancelled", "duration": duration}
-            elif error is not None:
-                outcome = self._failure(
-                    running, str(error) or type(error).__name__, _format(error), retry=_should_retry(error)
-                )
-                extra = {"error": error, "duration": duration}
-            else:
-                if inspect.isawaitable(value):
+        try:
+            for running, entry in zip(members, ran, strict=False):
+                if entry is None or running.settled:
+                    continue
+                if self._settle_batch_member(running, entry):
+                    continue
+                value = entry[2]  # an awaitable returned by a sync function: finish it on the loop
+                try:
                     value = await value
-                outcome, extra = self._success(running, value, duration)
-            self._outcomes_put(running, outcome, extra)
-        self._release_slot()
+                except (Exception, SystemExit) as exc:
+                    error = _task_error(exc)
+                    outcome = self._failed_with(running, error)
+                    self._settle(running, outcome, {"error": error, "duration": entry[1]})
+                else:
+                    self._settle(running, *self._success(running, value, entry[1]))
+        finally:
+            self._release_slot()
+
+    def _settle_batch_member(self, running: _Running, entry: CallResult) -> bool:
+        """Report a batch member from what its call returned; False when that is an awaitable still to run."""
+        _began, duration, value, error = entry
+        self._mean_run_time += (duration - self._mean_run_time) * 0.2
+        if running.cancel_requested:
+            outcome, extra = self._cancelled(running), {"error": "cancelled", "duration": duration}
+        elif error is not None:
+            outcome = self._failed_with(running, error)
+            extra = {"error": error, "duration": duration}
+        elif inspect.isawaitable(value):
+            return False
+        else:
+            outcome, extra = self._success(running, value, duration)
+        self._settle(running, outcome, extra)
+        return True
+
+    def _settle(self, running: _Running, outcome: Outcome, extra: dict[str, Any]) -> None:
+        running.settled = True
+        self._outcomes_put(running, outcome, extra)
 
     def _success(self, running: _Running, value: Any, duration: float) -> tuple[Outcome, dict[str, Any]]:
         reserved = running.reserved
@@ -801,6 +831,10 @@ class Worker:
             started_at=running.started_at,
             finished_at=self.backend.now(),
         )
+
+    def _failed_with(self, running: _Running, error: BaseException) -> Outcome:
+        """The outcome of a task that raised ``error`` (a retry when its policy allows one)."""
+        return self._failure(running, str(error) or type(error).__name__, _format(error), retry=_should_retry(error))
 
     def _failure(self, running: _Running, error: str, traceback: str, *, retry: bool) -> Outcome:
         reserved = running.reserved
@@ -912,6 +946,17 @@ class Worker:
             if outcome.kind == "retry" and manager.has_observers("sitq_task_retried"):
                 manager.notify("sitq_task_retried", task=task, attempt=running.reserved.attempt, eta=outcome.retry_at)
 
+    def _drop_unstarted(self, running: _Running) -> None:
+        """A task whose lease is lost must not start here: another worker may hold it now."""
+        if running.batch is not None:
+            if running.batch.withdraw(running.batch_index):
+                running.settled = True
+                self._held.pop(running.id, None)
+        elif running.future is None and running in self._waiting:
+            self._waiting.remove(running)
+            running.settled = True
+            self._held.pop(running.id, None)
+
     # -------------------------------------------------------------- heartbeat
 
     async def _heartbeat_loop(self) -> None:
@@ -933,14 +978,19 @@ class Worker:
                 if state == LeaseState.LOST:
                     running.lease_lost = True
                     logger.warning("worker %s: lease of task %s lost", self.worker_id, task_id)
+                    self._drop_unstarted(running)
                 elif state == LeaseState.CANCEL_REQUESTED and not running.cancel_requested:
-                    running.cancel_requested = True
                     if running.batch is not None:
-                        # a running sync call cannot be interrupted (it reports "cancelled" when it ends);
-                        # one still waiting in its batch is withdrawn and reported at once
+                        # one still waiting in its batch is withdrawn and reported at once; a running sync
+                        # call cannot be interrupted (it reports "cancelled" when it ends); one that has
+                        # already returned keeps its real outcome
                         if running.batch.withdraw(running.batch_index):
-                            self._outcomes_put(running, self._cancelled(running), {"error": "cancelled"})
+                            running.cancel_requested = True
+                            self._settle(running, self._cancelled(running), {"error": "cancelled"})
+                        elif not running.batch.finished(running.batch_index):
+                            running.cancel_requested = True
                         continue
+                    running.cancel_requested = True
                     if running.future is not None and not running.future.done():
                         running.future.cancel()
                     elif running.future is None and running in self._waiting:
@@ -962,6 +1012,15 @@ class Worker:
 def _positive(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or value <= 0:
         raise ValidationError(f"{name} must be a number > 0, got {value!r}", parameter=name, value=value)
+
+
+def _task_error(exc: BaseException) -> BaseException:
+    """The error to record for a task: ``SystemExit`` raised by async code becomes :class:`TaskExit`."""
+    if isinstance(exc, SystemExit):
+        error = TaskExit(f"the task called sys.exit({exc.code!r})")
+        error.__cause__ = exc
+        return error
+    return exc
 
 
 def _format(exc: BaseException) -> str:
