@@ -137,3 +137,25 @@ async def async_exits(code: int = 4) -> None:
 
     await asyncio.sleep(0)
     sys.exit(code)
+
+
+def fails_with_odd_text(text: str) -> None:
+    """Raises an error whose message a store may refuse (a lone surrogate, a NUL)."""
+    raise ValueError(text)
+
+
+class UnprintableError(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no message for you")
+
+
+def raises_unprintable() -> None:
+    raise UnprintableError()
+
+
+async def raises_cancelled_itself() -> None:
+    raise asyncio.CancelledError()
+
+
+def raises_keyboard_interrupt() -> None:
+    raise KeyboardInterrupt

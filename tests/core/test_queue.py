@@ -159,6 +159,8 @@ async def test_with_options_never_collides_with_task_kwargs(queue: TaskQueue) ->
         {"max_retries": 2**70},
         {"max_lease_expiries": 2**63},
         {"queue_name": ""},
+        {"queue_name": "a\x00b"},
+        {"max_lease_expiries": 0},
     ],
 )
 async def test_with_options_validates(queue: TaskQueue, bad: dict[str, Any]) -> None:
@@ -297,3 +299,21 @@ async def test_async_with_backend_block_sleep_then_stop(tmp_path: Path) -> None:
         await worker.stop()
         result = await queue.get_result(task_id, timeout=0)
         assert result is not None and queue.deserialize_result(result) == 42
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("call", "parameter"),
+    [
+        (lambda q: q.list_tasks(limit=10**30), "limit"),
+        (lambda q: q.list_tasks(offset=2**63), "offset"),
+        (lambda q: q.get_task("a\x00b"), "task_id"),
+        (lambda q: q.get_result("a\x00b", timeout=0), "task_id"),
+    ],
+)
+async def test_out_of_range_lookups_are_validation_errors(queue: TaskQueue, call: Any, parameter: str) -> None:
+    await queue.enqueue(tasks.add, 1)
+    with pytest.raises(ValidationError) as info:
+        await call(queue)
+    assert info.value.parameter == parameter
+    assert (await queue.counts())["queued"] == 1

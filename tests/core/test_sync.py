@@ -99,3 +99,24 @@ async def test_refuses_a_running_event_loop(backend: SQLiteBackend) -> None:
         queue.enqueue(tasks.add, 1)
     with pytest.raises(RuntimeError, match="use TaskQueue"), queue:
         pass
+
+
+def test_options_and_enqueue_call_without_an_event_loop(backend: SQLiteBackend) -> None:
+    with SyncTaskQueue(backend) as queue:
+        urgent = queue.with_options(priority=5, queue_name="urgent")
+        first = urgent.enqueue(tasks.add, 1)
+        second = urgent.with_options(delay=60).enqueue_call(tasks.echo, ({"eta": "a kwarg"},))
+        third, fourth = urgent.enqueue_many([(tasks.add, (3,)), (tasks.add, (4,))])
+        plain = queue.enqueue_call(tasks.add, (1,), {"b": 2})
+        stored = [queue.get_task(task_id) for task_id in (first, second, third, fourth, plain)]
+        assert [(t.priority, t.queue) for t in stored if t is not None] == [(5, "urgent")] * 4 + [(0, "default")]
+        assert stored[1] is not None and stored[1].eta > stored[1].enqueued_at
+        with pytest.raises(ValidationError) as info:
+            queue.enqueue_call(tasks.add, 5)  # type: ignore[arg-type]
+        assert info.value.parameter == "args"
+        with pytest.raises(ValidationError) as info:
+            queue.enqueue_call(tasks.add, (1,), [2])  # type: ignore[arg-type]
+        assert info.value.parameter == "kwargs"
+        with pytest.raises(ValidationError):
+            queue.with_options(priority="high")
+        assert queue.counts()["queued"] == 5

@@ -47,6 +47,9 @@ async def run_one(queue: TaskQueue, func: Any, *args: Any, worker: Worker | None
         ({"poll_interval": 0}, "poll_interval"),
         ({"poll_interval": -1}, "poll_interval"),
         ({"lease_timeout": 0}, "lease_timeout"),
+        ({"lease_timeout": float("inf")}, "lease_timeout"),
+        ({"lease_timeout": 1e12}, "lease_timeout"),
+        ({"poll_interval": float("inf")}, "poll_interval"),
         ({"prefetch": -1}, "prefetch"),
         ({"batch_window": -0.001}, "batch_window"),
         ({"batch_window": 2}, "batch_window"),
@@ -449,3 +452,52 @@ def test_retry_delay_doubles_and_is_capped_at_a_day_for_any_attempt() -> None:
     assert retry_delay(0, 5) == 0.0
     assert retry_delay(1.0, 5000) == 86_400.0  # no float overflow for huge max_retries
     assert retry_delay(float("inf"), 1) == 86_400.0
+
+
+@pytest.mark.asyncio
+async def test_an_unstorable_error_message_fails_only_its_own_task(queue: TaskQueue, tmp_path: Path) -> None:
+    log = tmp_path / "ran.log"
+    calls: list[Any] = [(tasks.record, (str(log), n), {}) for n in range(20)]
+    calls.insert(10, (tasks.fails_with_odd_text, ("bad\udcffbyte and a \x00 NUL",), {}))
+    ids = await queue.enqueue_many(calls)
+    worker = Worker(queue.backend, max_concurrency=4)
+    await worker.start()
+    results = [await queue.get_result(task_id, timeout=15) for task_id in ids]
+    await worker.stop()
+    statuses = [r.status if r else None for r in results]
+    assert statuses == ["success"] * 10 + ["failed"] + ["success"] * 10
+    assert results[10] is not None and "bad\\udcffbyte and a \\x00 NUL" in (results[10].error or "")
+    starts = [line for line in log.read_text().splitlines() if line.startswith("start")]
+    assert len(starts) == 20, "no task may run twice because of another task's error text"
+
+
+@pytest.mark.asyncio
+async def test_odd_exceptions_fail_their_task_and_the_worker_goes_on(queue: TaskQueue) -> None:
+    ids = [
+        await queue.enqueue(tasks.raises_unprintable),
+        await queue.enqueue(tasks.raises_cancelled_itself),
+        await queue.enqueue(tasks.raises_keyboard_interrupt),
+        await queue.enqueue(tasks.add, 1, 2),
+    ]
+    worker = Worker(queue.backend, max_concurrency=1)
+    await worker.start()
+    results = [await queue.get_result(task_id, timeout=10) for task_id in ids]
+    await worker.stop()
+    assert [r.status if r else None for r in results] == ["failed", "failed", "failed", "success"]
+    errors = [r.error or "" for r in results[:3] if r is not None]
+    assert "UnprintableError" in errors[0] and "CancelledError" in errors[1] and "KeyboardInterrupt" in errors[2]
+
+
+@pytest.mark.asyncio
+async def test_a_sync_timeout_counts_from_when_the_task_starts(queue: TaskQueue, tmp_path: Path) -> None:
+    log = tmp_path / "ran.log"
+    worker = Worker(queue.backend, max_concurrency=1, prefetch=0)
+    slow = await queue.with_options(timeout=0.3).enqueue(tasks.sync_sleepy, 1.5)  # keeps its thread after timing out
+    quick = await queue.with_options(timeout=1.0).enqueue(tasks.record, str(log), 1)
+    await worker.start()
+    slow_result = await queue.get_result(slow, timeout=10)
+    quick_result = await queue.get_result(quick, timeout=10)
+    await worker.stop()
+    assert slow_result is not None and "timed out" in (slow_result.error or "")
+    assert quick_result is not None and quick_result.status == "success", quick_result
+    assert log.read_text().count("start 1") == 1

@@ -62,3 +62,24 @@ def test_snippet_runs(where: str, code: str, tmp_path: Path) -> None:
         [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, f"{where} failed (exit {done.returncode}):\n{done.stdout}\n{done.stderr}"
+    check_printed(where, code, done.stdout)
+
+
+_PRINTED = re.compile(r"^\s*print\(.*\)  # (.+)$")
+
+
+def check_printed(where: str, code: str, stdout: str) -> None:
+    """``print(...)  # text`` promises that output line, in order; ``...`` in the text matches anything."""
+    lines = stdout.splitlines()
+    position = 0
+    for source in code.splitlines():
+        promised = _PRINTED.match(source)
+        if promised is None:
+            continue
+        pattern = re.compile(".*".join(re.escape(part) for part in promised.group(1).strip().split("...")))
+        for index in range(position, len(lines)):
+            if pattern.fullmatch(lines[index].strip()):
+                position = index + 1
+                break
+        else:
+            raise AssertionError(f"{where}: the snippet promises {promised.group(1)!r}; it printed:\n{stdout}")

@@ -110,3 +110,11 @@ def test_plain_install_from_a_checkout(tmp_path: Path) -> None:
     done = subprocess.run([str(python), "-c", code], cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "1024"
+
+
+def test_cli_names_a_bad_log_level() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "sitq", "--log-level", "bogus", "stats"], capture_output=True, text=True
+    )
+    assert done.returncode == 2
+    assert "--log-level: unknown level 'bogus'" in done.stderr and "Traceback" not in done.stderr

@@ -108,6 +108,7 @@ def test_bad_arguments_name_the_parameter() -> None:
         ({"max_connections": 0}, "max_connections"),
         ({"min_connections": 5, "max_connections": 2}, "min_connections"),
         ({"connect_timeout": -1}, "connect_timeout"),
+        ({"connect_timeout": float("nan")}, "connect_timeout"),
     ):
         with pytest.raises(ValidationError) as info:
             PostgresBackend("postgresql://localhost/x", **kwargs)  # type: ignore[arg-type]

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 import pytest
 
+from sitq import TaskQueue, Worker
 from sitq_core.models import Outcome, Task, TaskStatus, new_id
 from sitq_postgres import PostgresBackend
 from sitq_postgres import backend as pg_backend
+
+import sitq_test_tasks as tasks
 
 
 def task() -> Task:
@@ -60,3 +64,52 @@ async def test_result_waiter_wakes_on_another_instances_finish(
         assert await worker.complete(lease, b"done")  # no notify_results: the NOTIFY must carry it
         result = await asyncio.wait_for(waiting, 10)
         assert result is not None and result.value == b"done"
+
+
+@pytest.mark.asyncio
+async def test_the_latest_eta_comes_back_aware_and_workers_keep_running(pg_dsn: str, pg_schema: str) -> None:
+    latest = datetime.max.replace(tzinfo=UTC)  # asyncpg stores it as 'infinity'
+    async with TaskQueue(PostgresBackend(pg_dsn, schema=pg_schema)) as queue:
+        far = await queue.enqueue(tasks.add, 1, 2, eta=latest)
+        stored = await queue.get_task(far)
+        assert stored is not None and stored.eta == latest and stored.eta.tzinfo is not None
+        assert await queue.backend.next_eta() == latest
+        worker = Worker(queue.backend)
+        await worker.start()
+        now_id = await queue.enqueue(tasks.add, 2, 3)
+        result = await queue.get_result(now_id, timeout=15)
+        assert worker.running
+        await worker.stop()
+        assert result is not None and result.status == "success"
+
+
+def test_a_backend_used_from_two_event_loops_closes_cleanly(pg_dsn: str, pg_schema: str) -> None:
+    backend = PostgresBackend(pg_dsn, schema=pg_schema)
+
+    async def first_loop() -> None:
+        worker = Worker(backend)
+        await worker.start()
+        await worker.stop()
+
+    async def second_loop() -> str:
+        async with TaskQueue(backend) as queue:  # closes the pools of both loops; the first loop is gone
+            return await queue.enqueue(tasks.add, 1, 1)
+
+    asyncio.run(first_loop())
+    assert asyncio.run(second_loop())
+
+
+@pytest.mark.asyncio
+async def test_an_error_text_with_nul_fails_only_its_own_task(pg_dsn: str, pg_schema: str) -> None:
+    async with TaskQueue(PostgresBackend(pg_dsn, schema=pg_schema)) as queue:
+        ids = await queue.enqueue_many(
+            [(tasks.add, (n,), {}) for n in range(5)]
+            + [(tasks.fails_with_odd_text, ("a \x00 NUL and bad\udcffbyte",), {})]
+            + [(tasks.add, (n,), {}) for n in range(5)]
+        )
+        worker = Worker(queue.backend, max_concurrency=4)
+        await worker.start()
+        results = [await queue.get_result(task_id, timeout=15) for task_id in ids]
+        await worker.stop()
+        assert [r.status if r else None for r in results] == ["success"] * 5 + ["failed"] + ["success"] * 5
+        assert all(r is not None and r.attempts == 1 for r in results)

@@ -18,6 +18,7 @@ from .models import Outcome, Task, TaskStatus
 __all__ = [
     "INT64_MAX",
     "INT64_MIN",
+    "MAX_LEASE_SECONDS",
     "OUTCOME_KINDS",
     "STATUSES",
     "aware",
@@ -36,7 +37,7 @@ __all__ = [
 STATUSES = tuple(status.value for status in TaskStatus)
 OUTCOME_KINDS = ("success", "failed", "cancelled", "retry", "release")
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-_MAX_LEASE_SECONDS = 10 * 365 * 86400
+MAX_LEASE_SECONDS = 10 * 365 * 86400  #: the longest lease any backend must accept (ten years)
 
 
 def aware(value: Any, parameter: str) -> datetime:
@@ -60,7 +61,7 @@ def lease_seconds(value: Any) -> float:
     """A lease length: a number of seconds > 0 (and below ten years)."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
         raise ValidationError("lease_seconds must be a number > 0", parameter="lease_seconds", value=value)
-    if value > _MAX_LEASE_SECONDS:
+    if value > MAX_LEASE_SECONDS:
         raise ValidationError("lease_seconds is unreasonably large", parameter="lease_seconds", value=value)
     return float(value)
 
@@ -98,9 +99,11 @@ def queue_names(queues: Any) -> list[str] | None:
 
 
 def task_id(value: Any) -> str:
-    """A task id: a non-empty string."""
+    """A task id: a non-empty string without NUL characters (PostgreSQL text cannot hold them)."""
     if not isinstance(value, str) or not value:
         raise ValidationError("task_id must be a non-empty string", parameter="task_id", value=value)
+    if "\x00" in value:
+        raise ValidationError("task_id must not contain NUL characters", parameter="task_id", value=value)
     return value
 
 
@@ -131,10 +134,10 @@ def status_filter(status: Any) -> str | None:
 
 
 def page(limit: Any, offset: Any) -> tuple[int, int]:
-    """``list_tasks``' limit and offset: integers >= 0."""
+    """``list_tasks``' limit and offset: integers from 0 to 2**63-1."""
     for name, value in (("limit", limit), ("offset", offset)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValidationError(f"{name} must be an integer >= 0", parameter=name, value=value)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= INT64_MAX:
+            raise ValidationError(f"{name} must be an integer from 0 to 2**63-1", parameter=name, value=value)
     return limit, offset
 
 

@@ -30,6 +30,8 @@ __all__ = ["main"]
 
 logger = logging.getLogger("sitq.cli")
 
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
 
 def _out(stream: TextIO, text: str = "") -> None:
     stream.write(text + "\n")
@@ -88,7 +90,13 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> 
     """Entry point of the ``sitq`` console script; returns the exit code."""
     out = stdout or sys.stdout
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    level = str(args.log_level).upper()
+    if level not in _LOG_LEVELS:
+        sys.stderr.write(
+            f"sitq: error: --log-level: unknown level {args.log_level!r}; expected one of {', '.join(_LOG_LEVELS)}\n"
+        )
+        return 2
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         if args.version:
             return _version(out)

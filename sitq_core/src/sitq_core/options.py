@@ -124,10 +124,12 @@ class TaskOptions:
                 value=self.priority,
             )
         _non_negative_int("max_retries", self.max_retries)
-        _non_negative_int("max_lease_expiries", self.max_lease_expiries)
-        if self.max_lease_expiries < 1:
+        expiries = self.max_lease_expiries
+        if isinstance(expiries, bool) or not isinstance(expiries, int) or not 1 <= expiries <= INT64_MAX:
             raise ValidationError(
-                "max_lease_expiries must be >= 1", parameter="max_lease_expiries", value=self.max_lease_expiries
+                f"max_lease_expiries must be an integer from 1 to 2**63-1, got {expiries!r}",
+                parameter="max_lease_expiries",
+                value=expiries,
             )
         validate_timeout(self.retry_backoff, parameter="retry_backoff")
         if self.retry_backoff is None:
@@ -140,9 +142,9 @@ class TaskOptions:
                 f"timeout must be a number of seconds > 0, or None, got {timeout!r}", parameter="timeout", value=timeout
             )
         validate_timeout(timeout)  # too large for a float
-        if not isinstance(self.queue_name, str) or not self.queue_name:
+        if not isinstance(self.queue_name, str) or not self.queue_name or "\x00" in self.queue_name:
             raise ValidationError(
-                f"queue_name must be a non-empty string, got {self.queue_name!r}",
+                f"queue_name must be a non-empty string without NUL characters, got {self.queue_name!r}",
                 parameter="queue_name",
                 value=self.queue_name,
             )

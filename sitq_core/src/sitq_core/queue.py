@@ -41,27 +41,35 @@ def _as_call(item: Any, index: int) -> Call:
     if callable(item):
         return Call(item)
     if isinstance(item, tuple) and 1 <= len(item) <= 3:
-        func = item[0]
-        args: Any = item[1] if len(item) > 1 else ()
-        kwargs: Any = item[2] if len(item) > 2 else {}
-        if isinstance(args, str | bytes | Mapping) or not isinstance(args, Iterable):
-            raise ValidationError(
-                f"calls[{index}]: args must be a tuple or list of arguments, got {args!r}",
-                parameter="calls",
-                value=item,
-            )
-        if not isinstance(kwargs, Mapping) or not all(isinstance(key, str) for key in kwargs):
-            raise ValidationError(
-                f"calls[{index}]: kwargs must be a dict of keyword arguments, got {kwargs!r}",
-                parameter="calls",
-                value=item,
-            )
-        return Call(func, tuple(args), dict(kwargs))
+        args, kwargs = _arguments(
+            item[1] if len(item) > 1 else (), item[2] if len(item) > 2 else {}, where=f"calls[{index}]: ", value=item
+        )
+        return Call(item[0], args, kwargs)
     raise ValidationError(
         f"calls[{index}] must be a Call, a callable, or a (func, args[, kwargs]) tuple; got {item!r}",
         parameter="calls",
         value=item,
     )
+
+
+def _arguments(args: Any, kwargs: Any, *, where: str = "", value: Any = None) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Positional and keyword arguments of a call, checked: a tuple or list, and a dict with string keys."""
+    parameter = "calls" if where else "args"
+    if isinstance(args, str | bytes | Mapping) or not isinstance(args, Iterable):
+        raise ValidationError(
+            f"{where}args must be a tuple or list of arguments, got {args!r}",
+            parameter=parameter,
+            value=args if value is None else value,
+        )
+    if kwargs is None:
+        kwargs = {}
+    if not isinstance(kwargs, Mapping) or not all(isinstance(key, str) for key in kwargs):
+        raise ValidationError(
+            f"{where}kwargs must be a dict of keyword arguments, got {kwargs!r}",
+            parameter="calls" if where else "kwargs",
+            value=kwargs if value is None else value,
+        )
+    return tuple(args), dict(kwargs)
 
 
 class _Producer:
@@ -176,8 +184,9 @@ class _Producer:
         No keyword is taken for the queue itself, so a function whose own
         parameters include ``eta`` receives it untouched.
         """
+        call_args, call_kwargs = _arguments(args, kwargs)
         now = self._backend.now()
-        task = self._build_task(func, tuple(args), dict(kwargs or {}), self._options, now, self._options.due_at(now))
+        task = self._build_task(func, call_args, call_kwargs, self._options, now, self._options.due_at(now))
         return await self._store_one(task)
 
     async def enqueue_many(self, calls: Iterable[Any]) -> list[str]:

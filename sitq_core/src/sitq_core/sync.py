@@ -26,9 +26,10 @@ from .errors import (
     ValidationError,
 )
 from .models import Result, Task
-from .queue import TaskQueue
+from .options import TaskOptions
+from .queue import TaskQueue, TaskQueueView
 
-__all__ = ["SyncTaskQueue"]
+__all__ = ["SyncTaskQueue", "SyncTaskQueueView"]
 
 T = TypeVar("T")
 
@@ -144,6 +145,16 @@ class SyncTaskQueue:
         items = list(calls) if isinstance(calls, Iterable) and not isinstance(calls, (str, bytes)) else calls
         return self._run("enqueue_many", lambda: self._queue.enqueue_many(items))
 
+    def enqueue_call(
+        self, func: Callable[..., Any], args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
+    ) -> str:
+        """Store ``func(*args, **kwargs)`` with the arguments as a tuple and a dict (see ``TaskQueue.enqueue_call``)."""
+        return self._run("enqueue_call", lambda: self._queue.enqueue_call(func, args, kwargs))
+
+    def with_options(self, **options: Any) -> SyncTaskQueueView:
+        """A view whose enqueues apply these per-task options (see ``TaskQueue.with_options``)."""
+        return SyncTaskQueueView(self, self._queue.with_options(**options))
+
     def get_result(self, task_id: str, timeout: float | None = None) -> Any:
         """The task's return value; None when ``timeout`` passes first.
 
@@ -211,3 +222,30 @@ class SyncTaskQueue:
 
     def deserialize_result(self, result: Result) -> Any:
         return self._queue.deserialize_result(result)
+
+
+class SyncTaskQueueView:
+    """Blocking enqueues with fixed per-task options; made by ``SyncTaskQueue.with_options``."""
+
+    def __init__(self, owner: SyncTaskQueue, view: TaskQueueView) -> None:
+        self._owner = owner
+        self._view = view
+
+    @property
+    def options(self) -> TaskOptions:
+        return self._view.options
+
+    def enqueue(self, func: Callable[..., Any], /, *args: Any, eta: datetime | None = None, **kwargs: Any) -> str:
+        return self._owner._run("enqueue", lambda: self._view.enqueue(func, *args, eta=eta, **kwargs))
+
+    def enqueue_call(
+        self, func: Callable[..., Any], args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
+    ) -> str:
+        return self._owner._run("enqueue_call", lambda: self._view.enqueue_call(func, args, kwargs))
+
+    def enqueue_many(self, calls: Iterable[Any]) -> list[str]:
+        items = list(calls) if isinstance(calls, Iterable) and not isinstance(calls, (str, bytes)) else calls
+        return self._owner._run("enqueue_many", lambda: self._view.enqueue_many(items))
+
+    def with_options(self, **options: Any) -> SyncTaskQueueView:
+        return SyncTaskQueueView(self._owner, self._view.with_options(**options))

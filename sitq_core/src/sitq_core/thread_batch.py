@@ -25,11 +25,19 @@ class TaskExit(Exception):
 
 
 def call_guarded(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """``func(*args, **kwargs)`` with ``SystemExit`` turned into :class:`TaskExit`."""
+    """``func(*args, **kwargs)`` with ``SystemExit`` (and any other non-``Exception``) turned into :class:`TaskExit`.
+
+    In a pool thread such an exception can only come from the task itself; let
+    through, it would travel into the event loop and stop the worker.
+    """
     try:
         return func(*args, **kwargs)
     except SystemExit as exc:
         raise TaskExit(f"the task called sys.exit({exc.code!r})") from exc
+    except Exception:
+        raise
+    except BaseException as exc:
+        raise TaskExit(f"the task raised {type(exc).__name__}") from exc
 
 
 class ThreadBatch:

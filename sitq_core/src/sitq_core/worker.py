@@ -168,8 +168,8 @@ class Worker:
                 parameter="max_concurrency",
                 value=max_concurrency,
             )
-        _positive("poll_interval", poll_interval)
-        _positive("lease_timeout", lease_timeout)
+        _positive("poll_interval", poll_interval, maximum=86_400.0)
+        _positive("lease_timeout", lease_timeout, maximum=checks.MAX_LEASE_SECONDS)
         if shutdown_timeout is not None:
             _positive("shutdown_timeout", shutdown_timeout)
         if prefetch is not None and (
@@ -529,7 +529,11 @@ class Worker:
             logger.debug("next_eta failed", exc_info=True)
             return timeout
         if eta is not None:
-            until = (eta - self.backend.now()).total_seconds()
+            try:
+                until = (eta - self.backend.now()).total_seconds()
+            except (TypeError, OverflowError):  # a backend handing back an odd time must not stop the worker
+                logger.debug("next_eta returned %r", eta, exc_info=True)
+                return timeout
             timeout = min(timeout, max(until, 0.0))
         return max(timeout, 0.0005)
 
@@ -688,20 +692,28 @@ class Worker:
         began = time.perf_counter()
         try:
             value = await self._call(func, args, kwargs, task.timeout)
-        except asyncio.CancelledError:
-            if not running.cancel_requested:
+        except asyncio.CancelledError as exc:
+            current = asyncio.current_task()
+            if running.cancel_requested:
+                outcome, extra = (
+                    self._cancelled(running),
+                    {"error": "cancelled", "duration": time.perf_counter() - began},
+                )
+            elif current is not None and current.cancelling():  # the worker is stopping: report nothing
                 self._report_nothing(running)
                 raise
-            outcome, extra = self._cancelled(running), {"error": "cancelled", "duration": time.perf_counter() - began}
+            else:  # the task raised CancelledError itself: that is its failure
+                outcome = self._failed_with(running, exc)
+                extra = {"error": exc, "duration": time.perf_counter() - began}
         except TimeoutError as exc:
             elapsed = time.perf_counter() - began
             if task.timeout is not None and elapsed >= task.timeout * 0.999:
                 message = f"task timed out after {task.timeout:g} s"
             else:
-                message = str(exc) or type(exc).__name__
+                message = _describe(exc)
             outcome = self._failure(running, message, _format(exc), retry=_should_retry(exc))
             extra = {"error": exc, "duration": elapsed}
-        except (Exception, SystemExit) as exc:
+        except (Exception, SystemExit, GeneratorExit) as exc:
             error = _task_error(exc)
             outcome = self._failed_with(running, error)
             extra = {"error": error, "duration": time.perf_counter() - began}
@@ -720,12 +732,23 @@ class Worker:
             async with asyncio.timeout(timeout):
                 return await func(*args, **kwargs)
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._pool, call_guarded, func, args, kwargs)
         if timeout is None:
-            value = await future
+            value = await loop.run_in_executor(self._pool, call_guarded, func, args, kwargs)
         else:
-            # A thread cannot be killed: the task is reported as timed out while
-            # its thread runs on until the function returns.
+            # The timeout counts from when a thread starts the call (a thread still held by an
+            # earlier timed-out task must not time this one out before it ran). A thread cannot be
+            # killed: the task is reported as timed out while its thread runs on until it returns.
+            started: asyncio.Future[None] = loop.create_future()
+
+            def mark_started() -> None:
+                loop.call_soon_threadsafe(_resolve, started)
+
+            future = loop.run_in_executor(self._pool, _call_marked, mark_started, func, args, kwargs)
+            try:
+                await asyncio.wait({started, future}, return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:
+                future.cancel()  # not started yet: it never will be
+                raise
             value = await asyncio.wait_for(future, timeout)
         if inspect.isawaitable(value):
             async with asyncio.timeout(timeout):
@@ -834,9 +857,10 @@ class Worker:
 
     def _failed_with(self, running: _Running, error: BaseException) -> Outcome:
         """The outcome of a task that raised ``error`` (a retry when its policy allows one)."""
-        return self._failure(running, str(error) or type(error).__name__, _format(error), retry=_should_retry(error))
+        return self._failure(running, _describe(error), _format(error), retry=_should_retry(error))
 
     def _failure(self, running: _Running, error: str, traceback: str, *, retry: bool) -> Outcome:
+        error, traceback = _storable(error), _storable(traceback)  # one odd message must not fail a whole batch
         reserved = running.reserved
         task = reserved.task
         finished = self.backend.now()
@@ -1009,9 +1033,23 @@ class Worker:
                         )
 
 
-def _positive(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or value <= 0:
-        raise ValidationError(f"{name} must be a number > 0, got {value!r}", parameter=name, value=value)
+def _positive(name: str, value: Any, maximum: float = math.inf) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= maximum:  # NaN fails too
+        bound = "" if maximum == math.inf else f" and at most {maximum:g}"
+        raise ValidationError(f"{name} must be a number > 0{bound}, got {value!r}", parameter=name, value=value)
+
+
+def _call_marked(
+    mark_started: Callable[[], None], func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """Run in a pool thread: say that the call starts, then make it."""
+    mark_started()
+    return call_guarded(func, args, kwargs)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _task_error(exc: BaseException) -> BaseException:
@@ -1023,5 +1061,27 @@ def _task_error(exc: BaseException) -> BaseException:
     return exc
 
 
+def _describe(exc: BaseException) -> str:
+    """``str(exc)``, or its type name when that is empty or ``__str__`` itself fails."""
+    try:
+        return str(exc) or type(exc).__name__
+    except Exception as failure:
+        return f"{type(exc).__name__} (its message could not be read: {type(failure).__name__})"
+
+
 def _format(exc: BaseException) -> str:
-    return "".join(tb_module.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        return "".join(tb_module.format_exception(type(exc), exc, exc.__traceback__))
+    except Exception as failure:
+        return f"{type(exc).__name__} (its traceback could not be formatted: {type(failure).__name__})"
+
+
+def _storable(text: str) -> str:
+    """``text`` as every store accepts it: NULs and lone surrogates escaped (PostgreSQL and SQLite refuse them)."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text

@@ -15,12 +15,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import datetime, timedelta
-from typing import Any, ClassVar, Self, TypeAlias, TypeVar
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar, Self, TypeAlias, TypeVar, overload
 
 import asyncpg  # type: ignore[import-untyped]
 
@@ -83,9 +84,15 @@ class PostgresBackend(Backend):
             raise ValidationError(
                 "min_connections must not exceed max_connections", parameter="min_connections", value=min_connections
             )
-        if isinstance(connect_timeout, bool) or not isinstance(connect_timeout, int | float) or connect_timeout <= 0:
+        if (
+            isinstance(connect_timeout, bool)
+            or not isinstance(connect_timeout, int | float)
+            or not 0 < connect_timeout <= 86_400  # NaN and infinity fail too
+        ):
             raise ValidationError(
-                "connect_timeout must be a number of seconds > 0", parameter="connect_timeout", value=connect_timeout
+                "connect_timeout must be a number of seconds > 0 and at most 86400",
+                parameter="connect_timeout",
+                value=connect_timeout,
             )
         self.dsn = dsn
         self.schema = valid_schema(schema)
@@ -168,7 +175,7 @@ class PostgresBackend(Backend):
                 except (TimeoutError, *_DRIVER_ERRORS):  # pragma: no cover - the server went away
                     listener.terminate()
             else:
-                listener.terminate()  # its loop is elsewhere (or gone): close without awaiting it
+                _terminate_elsewhere(owner, listener.terminate)
         for owner, pool in pools.items():
             if owner is loop:
                 try:
@@ -176,7 +183,7 @@ class PostgresBackend(Backend):
                 except (TimeoutError, *_DRIVER_ERRORS):  # pragma: no cover
                     pool.terminate()
             else:
-                pool.terminate()
+                _terminate_elsewhere(owner, pool.terminate)
         self.notifier.notify_many([_WORK_KEY])  # waiters re-check (and reconnect) instead of sleeping on
 
     async def _pool(self) -> Pool:
@@ -589,7 +596,12 @@ class PostgresBackend(Backend):
 
         async def body(conn: Connection) -> Result | None:
             row = await conn.fetchrow(self._sql.get_result, task_id)
-            return None if row is None else Result(**dict(row))
+            if row is None:
+                return None
+            fields = dict(row)
+            for name in ("enqueued_at", "started_at", "finished_at"):
+                fields[name] = _aware(fields[name])
+            return Result(**fields)
 
         return await self._call("get_result", body, transaction=False)
 
@@ -667,7 +679,7 @@ class PostgresBackend(Backend):
                 value: datetime | None = await conn.fetchval(self._sql.next_eta)
             else:
                 value = await conn.fetchval(self._sql.next_eta_in, names)
-            return value
+            return _aware(value)
 
         return await self._call("next_eta", body, transaction=False)
 
@@ -711,6 +723,38 @@ class PostgresBackend(Backend):
         return await self._call("purge", body)
 
 
+def _terminate_elsewhere(owner: asyncio.AbstractEventLoop, terminate: Callable[[], None]) -> None:
+    """Drop connections that belong to another event loop without awaiting them.
+
+    A loop running in another thread terminates them itself; a closed loop's
+    connections can no longer be touched from here (their transports would
+    raise "Event loop is closed"), so they are left to the garbage collector.
+    """
+    if owner.is_closed():
+        return
+    if owner.is_running():
+        with contextlib.suppress(RuntimeError):  # it closed in the meantime
+            owner.call_soon_threadsafe(terminate)
+        return
+    with contextlib.suppress(RuntimeError):
+        terminate()
+
+
+@overload
+def _aware(value: datetime) -> datetime: ...
+
+
+@overload
+def _aware(value: datetime | None) -> datetime | None: ...
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    """A timestamptz as read back: asyncpg returns 'infinity' (what ``datetime.max`` is stored as) naive."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
 def _row_to_task(row: Any, start: int) -> Task:
     """A ``Task`` from the TASK_COLUMNS of ``row``, beginning at column ``start``."""
     (
@@ -742,17 +786,17 @@ def _row_to_task(row: Any, start: int) -> Task:
         function_name=function_name,
         queue=queue,
         priority=priority,
-        eta=eta,
+        eta=_aware(eta),
         max_retries=max_retries,
         retry_backoff=retry_backoff,
         timeout=timeout,
         max_lease_expiries=max_lease_expiries,
-        enqueued_at=enqueued_at,
+        enqueued_at=_aware(enqueued_at),
         status=TaskStatus(status),
         attempts=attempts,
         lease_expiries=lease_expiries,
-        started_at=started_at,
-        finished_at=finished_at,
+        started_at=_aware(started_at),
+        finished_at=_aware(finished_at),
         worker_id=worker_id,
         error=error,
         cancel_requested=cancel_requested,

@@ -230,7 +230,8 @@ class SQLiteBackend(Backend):
         options: dict[str, Any] = dict(url.query)
         if "path" in options:
             raise ConfigurationError(
-                "a sqlite URL gives the path in the URL itself, not as ?path=; valid forms: " + "; ".join(_URL_FORMS),
+                "a sqlite URL names its file itself; give the path in the URL, not also as a 'path' option "
+                "(or ?path=). Valid forms: " + "; ".join(_URL_FORMS),
                 parameter="path",
                 value=options["path"],
                 valid_options=list(_URL_FORMS),
@@ -907,9 +908,7 @@ class SQLiteBackend(Backend):
                 )
         if queue is not None and not isinstance(queue, str):
             raise ValidationError("queue must be a string or None", parameter="queue", value=queue)
-        for name, value in (("limit", limit), ("offset", offset)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValidationError(f"{name} must be an integer >= 0", parameter=name, value=value)
+        limit, offset = checks.page(limit, offset)
         clauses: list[str] = []
         params: list[Any] = []
         if status is not None:
