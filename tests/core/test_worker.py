@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from sitq import SQLiteBackend, TaskQueue, ValidationError, Worker, hookimpl
+from sitq import BackendError, SQLiteBackend, TaskQueue, ValidationError, Worker, hookimpl
 from sitq_core.models import TaskStatus
 from sitq_core.plugins import get_plugin_manager
 
@@ -501,3 +501,38 @@ async def test_a_sync_timeout_counts_from_when_the_task_starts(queue: TaskQueue,
     assert slow_result is not None and "timed out" in (slow_result.error or "")
     assert quick_result is not None and quick_result.status == "success", quick_result
     assert log.read_text().count("start 1") == 1
+
+
+class RefusesOneOutcome(SQLiteBackend):
+    """A real SQLite store that refuses any batch holding one particular outcome (a stand-in for a store's limit)."""
+
+    @staticmethod
+    def _check(outcomes: Any) -> None:
+        if any("REFUSE-ME" in (outcome.error or "") for outcome in outcomes):
+            raise BackendError("the store refused a row of this batch", operation="finish", backend_type="test")
+
+    async def finish_many(self, outcomes: Any) -> list[bool]:
+        self._check(outcomes)
+        return await super().finish_many(outcomes)
+
+    async def finish_and_reserve(self, outcomes: Any, **kwargs: Any) -> Any:
+        self._check(outcomes)
+        return await super().finish_and_reserve(outcomes, **kwargs)
+
+
+@pytest.mark.asyncio
+async def test_an_outcome_the_store_refuses_holds_back_no_other(tmp_path: Path) -> None:
+    log = tmp_path / "ran.log"
+    async with TaskQueue(RefusesOneOutcome(tmp_path / "refuses.db")) as queue:
+        calls: list[Any] = [(tasks.record, (str(log), n), {}) for n in range(20)]
+        calls.insert(7, (tasks.fails_with_odd_text, ("REFUSE-ME",), {}))
+        ids = await queue.enqueue_many(calls)
+        worker = Worker(queue.backend, max_concurrency=4, poll_interval=0.2)
+        await worker.start()
+        results = [await queue.get_result(task_id, timeout=20) for task_id in ids]
+        await worker.stop()
+    statuses = [r.status if r else None for r in results]
+    assert statuses == ["success"] * 7 + ["failed"] + ["success"] * 13
+    assert results[7] is not None and "could not store this task's failed outcome" in (results[7].error or "")
+    starts = [line for line in log.read_text().splitlines() if line.startswith("start")]
+    assert len(starts) == 20, "every other task ran once"

@@ -44,6 +44,7 @@ logger = logging.getLogger("sitq.worker")
 
 _MAX_FINISH_BATCH = 512
 _MAX_REPORT_FAILURES = 7
+_PLAIN_FAILURE_AFTER = 3  # failed reports of one outcome before it is replaced by a bare failure
 _MAX_SYNC_BATCH = 32
 _ADAPTIVE_PREFETCH_MAX = 256
 _ADAPTIVE_PREFETCH_WINDOW = 0.1  # seconds of work reserved ahead when tasks are short
@@ -230,6 +231,7 @@ class Worker:
         self._waiting: deque[_Running] = deque()
         self._executing = 0
         self._outcomes: deque[tuple[_Running, Outcome, dict[str, Any]]] = deque()
+        self._single_reports = 0  # report outcomes one per backend call for this many calls (a refused batch)
         self._wake: asyncio.Event | None = None
         self._closing = False
         self._fatal: BaseException | None = None
@@ -416,9 +418,20 @@ class Worker:
                 began = time.perf_counter()
                 try:
                     accepted, reserved = await self._exchange(live, want)
-                except Exception:
+                except Exception as exc:
                     failures += 1
                     delay = min(0.05 * 2**failures, max(self.poll_interval, 0.05))
+                    if len(live) > 1 and failures >= 2:
+                        # maybe one outcome is what the store refuses: report one at a time for a while,
+                        # so it cannot hold the others back
+                        self._single_reports = max(self._single_reports, len(batch))
+                    elif (
+                        len(live) == 1
+                        and len(batch) == 1
+                        and failures >= _PLAIN_FAILURE_AFTER
+                        and await self._store_takes_writes_for(batch[0][0])  # so it refuses this outcome
+                    ):
+                        batch = [self._plainly_failed(batch[0], exc)]
                     if failures > _MAX_REPORT_FAILURES and batch:
                         logger.exception(
                             "worker %s: gave up reporting %d outcome(s); they run again when their leases expire",
@@ -432,6 +445,8 @@ class Worker:
                     await self._idle(can_reserve=False, timeout=delay)
                     continue
                 failures = 0
+                if self._single_reports and batch:
+                    self._single_reports -= 1
                 pacer.observe(time.perf_counter() - began)
                 self._finished(batch, live, accepted)
                 if want:
@@ -447,9 +462,40 @@ class Worker:
             if woke_for_work or not can_reserve:
                 drained = False
 
+    async def _store_takes_writes_for(self, running: _Running) -> bool:
+        """True when the store accepts a write for this task (a heartbeat of its lease) right now."""
+        try:
+            states = await self.backend.heartbeat([(running.id, running.reserved.lease_token)], self.lease_timeout)
+        except Exception:
+            return False  # the store itself is failing: keep the outcome and retry
+        return states.get(running.id) in (LeaseState.HELD, LeaseState.CANCEL_REQUESTED)
+
+    def _plainly_failed(
+        self, item: tuple[_Running, Outcome, dict[str, Any]], exc: Exception
+    ) -> tuple[_Running, Outcome, dict[str, Any]]:
+        """An outcome the store keeps refusing, replaced by a bare failure that says why."""
+        running, outcome, extra = item
+        logger.error(
+            "worker %s: the store keeps refusing the %s outcome of task %s; recording a plain failure instead",
+            self.worker_id,
+            outcome.kind,
+            running.id,
+        )
+        message = f"sitq could not store this task's {outcome.kind} outcome: {_describe(exc)}"
+        failed = Outcome(
+            outcome.task_id,
+            outcome.lease_token,
+            "failed",
+            error=_storable(message),
+            started_at=outcome.started_at,
+            finished_at=outcome.finished_at or self.backend.now(),
+        )
+        return running, failed, {**extra, "error": message}
+
     def _take_outcomes(self) -> list[tuple[_Running, Outcome, dict[str, Any]]]:
         batch: list[tuple[_Running, Outcome, dict[str, Any]]] = []
-        while self._outcomes and len(batch) < _MAX_FINISH_BATCH:
+        limit = 1 if self._single_reports else _MAX_FINISH_BATCH
+        while self._outcomes and len(batch) < limit:
             batch.append(self._outcomes.popleft())
         return batch
 
