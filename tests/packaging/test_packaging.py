@@ -118,3 +118,15 @@ def test_cli_names_a_bad_log_level() -> None:
     )
     assert done.returncode == 2
     assert "--log-level: unknown level 'bogus'" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_cli_stats_reads_counts_and_never_creates_a_missing_database(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "sitq", "stats", "--json", "-b"]
+    missing = tmp_path / "typo" / "none.db"
+    done = subprocess.run([*command, f"sqlite:///{missing}"], capture_output=True, text=True, check=False)
+    assert done.returncode == 2 and "no database at" in done.stderr
+    assert not missing.parent.exists()
+    code = "import sitq, sys\nwith sitq.SyncTaskQueue(sys.argv[1]) as q:\n    q.enqueue(print, 1)\n"
+    subprocess.run([sys.executable, "-c", code, f"sqlite:///{tmp_path / 'real.db'}"], check=True)
+    done = subprocess.run([*command, f"sqlite:///{tmp_path / 'real.db'}"], capture_output=True, text=True, check=True)
+    assert json.loads(done.stdout)["queued"] == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -292,3 +293,19 @@ def test_file_mode_is_wal(tmp_path: Path) -> None:
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert os.path.getsize(path) > 0
+
+
+@pytest.mark.asyncio
+async def test_a_file_with_someone_elses_tasks_table_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("CREATE TABLE tasks (title TEXT)")
+        conn.execute("INSERT INTO tasks VALUES ('buy milk')")
+        conn.commit()
+    with pytest.raises(ConnectionError) as info:
+        async with SQLiteBackend(path):
+            pass
+    assert "already holds table(s) tasks" in str(info.value)
+    with closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+        assert conn.execute("SELECT title FROM tasks").fetchall() == [("buy milk",)]

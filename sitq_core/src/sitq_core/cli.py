@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from . import __version__
+from .backend import Backend
 from .config import DEFAULT_BACKEND_URL, resolve_backend
 from .errors import SitqError
 from .plugin_manager import KNOWN_PLUGINS
@@ -107,7 +108,7 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> 
         if args.command == "worker":
             return _worker(args)
         if args.command == "stats":
-            return asyncio.run(_stats(out, args.backend, as_json=args.json))
+            return _stats_command(out, args.backend, as_json=args.json)
     except SitqError as exc:
         sys.stderr.write(f"sitq: error: {exc}\n")
         return 2
@@ -264,8 +265,17 @@ def _task_threads_still_running(grace: float) -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("sitq-task") and t.is_alive()]
 
 
-async def _stats(out: TextIO, backend: str | None, *, as_json: bool) -> int:
-    async with TaskQueue(resolve_backend(backend)) as queue:
+def _stats_command(out: TextIO, backend: str | None, *, as_json: bool) -> int:
+    store = resolve_backend(backend)
+    path = getattr(store, "path", None)  # a file-backed store: reading counts must not create the file
+    if isinstance(path, str) and not getattr(store, "is_memory", True) and not os.path.exists(path):
+        sys.stderr.write(f"sitq: error: no database at {path!r} (check the --backend URL)\n")
+        return 2
+    return asyncio.run(_stats(out, store, as_json=as_json))
+
+
+async def _stats(out: TextIO, store: Backend, *, as_json: bool) -> int:
+    async with TaskQueue(store) as queue:
         counts = await queue.counts()
     if as_json:
         _out(out, json.dumps(counts, sort_keys=True))

@@ -51,7 +51,9 @@ from .schema import (
     ACTIVE,
     SCHEMA_VERSION,
     TASK_COLUMNS,
+    ForeignSchemaError,
     SchemaTooNewError,
+    check_not_foreign,
     create_schema,
     from_us,
     to_us,
@@ -320,6 +322,13 @@ class SQLiteBackend(Backend):
             found = await db.run(self._setup)
         except BaseException as exc:
             db.stop()
+            if isinstance(exc, ForeignSchemaError):
+                raise ConnectionError(
+                    f"SQLite database {self.path!r} already holds table(s) {', '.join(exc.tables)} that sitq did "
+                    "not create; use a file of its own for sitq (nothing in this one was changed)",
+                    backend_type="sqlite",
+                    connection_details=self.path,
+                ) from None
             if isinstance(exc, SchemaTooNewError):
                 raise ConnectionError(
                     f"SQLite database {self.path!r} has schema version {exc.found}, newer than this "
@@ -373,6 +382,7 @@ class SQLiteBackend(Backend):
     def _setup(self, conn: sqlite3.Connection) -> int:
         def pragmas(conn: sqlite3.Connection) -> None:
             conn.execute("PRAGMA busy_timeout = 0")  # busy is retried here, with jitter
+            check_not_foreign(conn)  # before the journal mode changes anything in the file
             if not self.is_memory:
                 mode = conn.execute(f"PRAGMA journal_mode = {self.journal_mode}").fetchone()[0]
                 if str(mode).upper() != self.journal_mode:

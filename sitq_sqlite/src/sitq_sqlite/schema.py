@@ -13,6 +13,8 @@ __all__ = [
     "ACTIVE",
     "SCHEMA_VERSION",
     "TASK_COLUMNS",
+    "ForeignSchemaError",
+    "check_not_foreign",
     "create_schema",
     "from_us",
     "to_us",
@@ -82,6 +84,25 @@ _DDL = (
     )
     """,
 )
+
+
+class ForeignSchemaError(Exception):
+    """The file already holds tables of sitq's names that sitq did not create."""
+
+    def __init__(self, tables: list[str]) -> None:
+        super().__init__(tables)
+        self.tables = tables
+
+
+def check_not_foreign(conn: sqlite3.Connection) -> None:
+    """Refuse a file whose ``tasks``/``results`` tables were made by something else (before touching it)."""
+    if int(conn.execute("PRAGMA user_version").fetchone()[0]) != 0:
+        return
+    rows = conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ('tasks', 'results') ORDER BY name"
+    ).fetchall()
+    if rows:
+        raise ForeignSchemaError([row[0] for row in rows])
 
 
 class SchemaTooNewError(Exception):
