@@ -159,3 +159,23 @@ async def raises_cancelled_itself() -> None:
 
 def raises_keyboard_interrupt() -> None:
     raise KeyboardInterrupt
+
+
+async def async_raises_keyboard_interrupt() -> None:
+    await asyncio.sleep(0)
+    raise KeyboardInterrupt
+
+
+class Unusual(BaseException):
+    """Neither an Exception nor one of Python's exit signals."""
+
+
+async def async_raises_base_exception() -> None:
+    raise Unusual("unusual")
+
+
+def returns_cancelling_awaitable() -> Any:
+    async def cancelled() -> None:
+        raise asyncio.CancelledError()
+
+    return cancelled()

@@ -477,15 +477,18 @@ async def test_odd_exceptions_fail_their_task_and_the_worker_goes_on(queue: Task
         await queue.enqueue(tasks.raises_unprintable),
         await queue.enqueue(tasks.raises_cancelled_itself),
         await queue.enqueue(tasks.raises_keyboard_interrupt),
+        await queue.enqueue(tasks.async_raises_keyboard_interrupt),
+        await queue.enqueue(tasks.async_raises_base_exception),
         await queue.enqueue(tasks.add, 1, 2),
     ]
     worker = Worker(queue.backend, max_concurrency=1)
     await worker.start()
     results = [await queue.get_result(task_id, timeout=10) for task_id in ids]
     await worker.stop()
-    assert [r.status if r else None for r in results] == ["failed", "failed", "failed", "success"]
-    errors = [r.error or "" for r in results[:3] if r is not None]
-    assert "UnprintableError" in errors[0] and "CancelledError" in errors[1] and "KeyboardInterrupt" in errors[2]
+    assert [r.status if r else None for r in results] == ["failed"] * 5 + ["success"]
+    errors = [r.error or "" for r in results[:5] if r is not None]
+    assert "UnprintableError" in errors[0] and "CancelledError" in errors[1]
+    assert "KeyboardInterrupt" in errors[2] and "KeyboardInterrupt" in errors[3] and "Unusual" in errors[4]
 
 
 @pytest.mark.asyncio
@@ -525,14 +528,16 @@ async def test_an_outcome_the_store_refuses_holds_back_no_other(tmp_path: Path) 
     log = tmp_path / "ran.log"
     async with TaskQueue(RefusesOneOutcome(tmp_path / "refuses.db")) as queue:
         calls: list[Any] = [(tasks.record, (str(log), n), {}) for n in range(20)]
-        calls.insert(7, (tasks.fails_with_odd_text, ("REFUSE-ME",), {}))
-        ids = await queue.enqueue_many(calls)
-        worker = Worker(queue.backend, max_concurrency=4, poll_interval=0.2)
+        ids = await queue.enqueue_many(calls[:7])
+        poison = await queue.with_options(max_lease_expiries=1).enqueue(tasks.fails_with_odd_text, "REFUSE-ME")
+        ids += await queue.enqueue_many(calls[7:])
+        worker = Worker(queue.backend, max_concurrency=4, poll_interval=0.2, lease_timeout=1.0)
         await worker.start()
         results = [await queue.get_result(task_id, timeout=20) for task_id in ids]
+        refused = await queue.get_result(poison, timeout=20)
         await worker.stop()
-    statuses = [r.status if r else None for r in results]
-    assert statuses == ["success"] * 7 + ["failed"] + ["success"] * 13
-    assert results[7] is not None and "could not store this task's failed outcome" in (results[7].error or "")
+    assert [r.status if r else None for r in results] == ["success"] * 20
     starts = [line for line in log.read_text().splitlines() if line.startswith("start")]
     assert len(starts) == 20, "every other task ran once"
+    # the refused outcome is given up; its lease expires and the task ends failed by the lease rules
+    assert refused is not None and refused.status == "failed" and "lease expired" in (refused.error or "")

@@ -130,3 +130,9 @@ def test_cli_stats_reads_counts_and_never_creates_a_missing_database(tmp_path: P
     subprocess.run([sys.executable, "-c", code, f"sqlite:///{tmp_path / 'real.db'}"], check=True)
     done = subprocess.run([*command, f"sqlite:///{tmp_path / 'real.db'}"], capture_output=True, text=True, check=True)
     assert json.loads(done.stdout)["queued"] == 1
+
+
+def test_cli_accepts_every_level_name_logging_knows() -> None:
+    for level in ("warn", "FATAL", "notset", "info"):
+        command = [sys.executable, "-m", "sitq", "--log-level", level, "backends", "--json"]
+        subprocess.run(command, capture_output=True, text=True, check=True)

@@ -92,7 +92,7 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> 
     out = stdout or sys.stdout
     args = build_parser().parse_args(argv)
     level = str(args.log_level).upper()
-    if level not in _LOG_LEVELS:
+    if not isinstance(logging.getLevelName(level), int):  # DEBUG ... CRITICAL, also WARN, FATAL, NOTSET
         sys.stderr.write(
             f"sitq: error: --log-level: unknown level {args.log_level!r}; expected one of {', '.join(_LOG_LEVELS)}\n"
         )

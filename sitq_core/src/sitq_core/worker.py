@@ -44,7 +44,6 @@ logger = logging.getLogger("sitq.worker")
 
 _MAX_FINISH_BATCH = 512
 _MAX_REPORT_FAILURES = 7
-_PLAIN_FAILURE_AFTER = 3  # failed reports of one outcome before it is replaced by a bare failure
 _MAX_SYNC_BATCH = 32
 _ADAPTIVE_PREFETCH_MAX = 256
 _ADAPTIVE_PREFETCH_WINDOW = 0.1  # seconds of work reserved ahead when tasks are short
@@ -262,6 +261,8 @@ class Worker:
         self._stopped = asyncio.Event()
         self._outcomes.clear()
         self._closing = False
+        self._executing = 0
+        self._single_reports = 0
         self._pool = ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix="sitq-task")
         self._tasks = [
             asyncio.create_task(self._exchange_loop(), name=f"sitq-exchange-{self.worker_id}"),
@@ -418,20 +419,13 @@ class Worker:
                 began = time.perf_counter()
                 try:
                     accepted, reserved = await self._exchange(live, want)
-                except Exception as exc:
+                except Exception:
                     failures += 1
                     delay = min(0.05 * 2**failures, max(self.poll_interval, 0.05))
                     if len(live) > 1 and failures >= 2:
                         # maybe one outcome is what the store refuses: report one at a time for a while,
                         # so it cannot hold the others back
                         self._single_reports = max(self._single_reports, len(batch))
-                    elif (
-                        len(live) == 1
-                        and len(batch) == 1
-                        and failures >= _PLAIN_FAILURE_AFTER
-                        and await self._store_takes_writes_for(batch[0][0])  # so it refuses this outcome
-                    ):
-                        batch = [self._plainly_failed(batch[0], exc)]
                     if failures > _MAX_REPORT_FAILURES and batch:
                         logger.exception(
                             "worker %s: gave up reporting %d outcome(s); they run again when their leases expire",
@@ -461,36 +455,6 @@ class Worker:
             woke_for_work = await self._idle(can_reserve=can_reserve, timeout=await self._idle_timeout())
             if woke_for_work or not can_reserve:
                 drained = False
-
-    async def _store_takes_writes_for(self, running: _Running) -> bool:
-        """True when the store accepts a write for this task (a heartbeat of its lease) right now."""
-        try:
-            states = await self.backend.heartbeat([(running.id, running.reserved.lease_token)], self.lease_timeout)
-        except Exception:
-            return False  # the store itself is failing: keep the outcome and retry
-        return states.get(running.id) in (LeaseState.HELD, LeaseState.CANCEL_REQUESTED)
-
-    def _plainly_failed(
-        self, item: tuple[_Running, Outcome, dict[str, Any]], exc: Exception
-    ) -> tuple[_Running, Outcome, dict[str, Any]]:
-        """An outcome the store keeps refusing, replaced by a bare failure that says why."""
-        running, outcome, extra = item
-        logger.error(
-            "worker %s: the store keeps refusing the %s outcome of task %s; recording a plain failure instead",
-            self.worker_id,
-            outcome.kind,
-            running.id,
-        )
-        message = f"sitq could not store this task's {outcome.kind} outcome: {_describe(exc)}"
-        failed = Outcome(
-            outcome.task_id,
-            outcome.lease_token,
-            "failed",
-            error=_storable(message),
-            started_at=outcome.started_at,
-            finished_at=outcome.finished_at or self.backend.now(),
-        )
-        return running, failed, {**extra, "error": message}
 
     def _take_outcomes(self) -> list[tuple[_Running, Outcome, dict[str, Any]]]:
         batch: list[tuple[_Running, Outcome, dict[str, Any]]] = []
@@ -736,8 +700,9 @@ class Worker:
         func, args, kwargs = call
         self._started(running)
         began = time.perf_counter()
+        call_began = [began]  # moved to when a thread starts a sync call with a timeout
         try:
-            value = await self._call(func, args, kwargs, task.timeout)
+            value = await self._call(func, args, kwargs, task.timeout, call_began)
         except asyncio.CancelledError as exc:
             current = asyncio.current_task()
             if running.cancel_requested:
@@ -752,14 +717,14 @@ class Worker:
                 outcome = self._failed_with(running, exc)
                 extra = {"error": exc, "duration": time.perf_counter() - began}
         except TimeoutError as exc:
-            elapsed = time.perf_counter() - began
+            elapsed = time.perf_counter() - call_began[0]
             if task.timeout is not None and elapsed >= task.timeout * 0.999:
                 message = f"task timed out after {task.timeout:g} s"
             else:
                 message = _describe(exc)
             outcome = self._failure(running, message, _format(exc), retry=_should_retry(exc))
             extra = {"error": exc, "duration": elapsed}
-        except (Exception, SystemExit, GeneratorExit) as exc:
+        except BaseException as exc:  # any other exception is the task's own (KeyboardInterrupt included)
             error = _task_error(exc)
             outcome = self._failed_with(running, error)
             extra = {"error": error, "duration": time.perf_counter() - began}
@@ -770,7 +735,12 @@ class Worker:
         self._report(running, outcome, extra)
 
     async def _call(
-        self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float | None
+        self,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        timeout: float | None,
+        began: list[float] | None = None,
     ) -> Any:
         if _is_async_callable(func):
             if timeout is None:
@@ -795,6 +765,8 @@ class Worker:
             except asyncio.CancelledError:
                 future.cancel()  # not started yet: it never will be
                 raise
+            if began is not None:
+                began[0] = time.perf_counter()
             value = await asyncio.wait_for(future, timeout)
         if inspect.isawaitable(value):
             async with asyncio.timeout(timeout):
@@ -843,7 +815,14 @@ class Worker:
                 value = entry[2]  # an awaitable returned by a sync function: finish it on the loop
                 try:
                     value = await value
-                except (Exception, SystemExit) as exc:
+                except asyncio.CancelledError as exc:
+                    current = asyncio.current_task()
+                    if current is not None and current.cancelling():
+                        raise  # _abandon cancelled the batch: it reports or releases every member
+                    error = _task_error(exc)
+                    self._settle(running, self._failed_with(running, error), {"error": error, "duration": entry[1]})
+                    continue
+                except BaseException as exc:  # the awaitable's own failure, whatever its type
                     error = _task_error(exc)
                     outcome = self._failed_with(running, error)
                     self._settle(running, outcome, {"error": error, "duration": entry[1]})
@@ -1102,9 +1081,12 @@ def _task_error(exc: BaseException) -> BaseException:
     """The error to record for a task: ``SystemExit`` raised by async code becomes :class:`TaskExit`."""
     if isinstance(exc, SystemExit):
         error = TaskExit(f"the task called sys.exit({exc.code!r})")
-        error.__cause__ = exc
-        return error
-    return exc
+    elif isinstance(exc, Exception | asyncio.CancelledError):
+        return exc
+    else:
+        error = TaskExit(f"the task raised {type(exc).__name__}")
+    error.__cause__ = exc
+    return error
 
 
 def _describe(exc: BaseException) -> str:
