@@ -541,3 +541,22 @@ async def test_an_outcome_the_store_refuses_holds_back_no_other(tmp_path: Path) 
     assert len(starts) == 20, "every other task ran once"
     # the refused outcome is given up; its lease expires and the task ends failed by the lease rules
     assert refused is not None and refused.status == "failed" and "lease expired" in (refused.error or "")
+
+
+@pytest.mark.asyncio
+async def test_a_sync_task_stuck_after_its_timeout_does_not_hold_up_the_next(queue: TaskQueue, tmp_path: Path) -> None:
+    tasks.GATE.clear()
+    log = tmp_path / "ran.log"
+    worker = Worker(queue.backend, max_concurrency=1, prefetch=0)
+    try:
+        stuck = await queue.with_options(timeout=0.2).enqueue(tasks.wait_for_gate, 30.0)
+        after = await queue.with_options(timeout=5).enqueue(tasks.record, str(log), 1)
+        await worker.start()
+        stuck_result = await queue.get_result(stuck, timeout=10)
+        after_result = await queue.get_result(after, timeout=10)  # while the first still blocks its thread
+        assert not tasks.GATE.is_set()
+        assert stuck_result is not None and "timed out" in (stuck_result.error or "")
+        assert after_result is not None and after_result.status == "success"
+    finally:
+        tasks.GATE.set()
+        await worker.stop()

@@ -767,11 +767,26 @@ class Worker:
                 raise
             if began is not None:
                 began[0] = time.perf_counter()
-            value = await asyncio.wait_for(future, timeout)
+            try:
+                value = await asyncio.wait_for(future, timeout)
+            except TimeoutError:
+                self._retire_pool()
+                raise
         if inspect.isawaitable(value):
             async with asyncio.timeout(timeout):
                 value = await value
         return value
+
+    def _retire_pool(self) -> None:
+        """A timed-out sync call keeps its thread: later calls get a fresh pool instead of waiting behind it.
+
+        The old pool's other threads finish what they hold and end; the busy
+        one ends when its call returns (``sitq worker`` does not wait for it).
+        """
+        old = self._pool
+        self._pool = ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix="sitq-task")
+        if old is not None:
+            old.shutdown(wait=False)
 
     def _on_batch_start(self, members: list[_Running]) -> Callable[[int, float], None]:
         """A callback for the pool thread: record when each member starts (and tell observers, on the loop)."""
