@@ -193,3 +193,12 @@ def test_sync_queue_gets_results_from_a_worker_process(pg_dsn: str, pg_schema: s
     with sitq.SyncTaskQueue(url(pg_dsn, pg_schema)) as queue:
         ids = [queue.enqueue(tasks.add, n, n) for n in range(5)]
         assert [queue.get_result(task_id, timeout=30) for task_id in ids] == [0, 2, 4, 6, 8]
+
+
+@pytest.mark.asyncio
+async def test_a_url_may_carry_libpq_parameters(pg_dsn: str, pg_schema: str) -> None:
+    async with sitq.connect(url(pg_dsn, pg_schema) + "&sslmode=disable&application_name=sitq-test") as queue:
+        assert "sslmode=disable" in queue.backend.dsn and "application_name=sitq-test" in queue.backend.dsn  # type: ignore[attr-defined]
+        assert "schema" not in queue.backend.dsn  # type: ignore[attr-defined]
+        await queue.enqueue(tasks.add, 1)
+        assert (await queue.counts())["queued"] == 1

@@ -44,6 +44,24 @@ _NOTIFY_PAYLOAD_MAX = 7000  # bytes per NOTIFY payload (PostgreSQL's limit is 80
 _WORK_KEY = ("sitq", "work")
 _RESULT_RECHECK = 1.0  # seconds: a result waiter re-reads at least this often (a notice lost in a reconnect)
 _DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+#: Connection parameters a URL may carry beside sitq's own options; they stay in the DSN for the driver.
+LIBPQ_PARAMETERS = frozenset(
+    {
+        "application_name",
+        "gsslib",
+        "krbsrvname",
+        "passfile",
+        "ssl_max_protocol_version",
+        "ssl_min_protocol_version",
+        "sslcert",
+        "sslcrl",
+        "sslkey",
+        "sslmode",
+        "sslpassword",
+        "sslrootcert",
+        "target_session_attrs",
+    }
+)
 
 Connection: TypeAlias = Any  # asyncpg.Connection (asyncpg ships no type information)
 Pool: TypeAlias = Any  # Pool
@@ -119,6 +137,7 @@ class PostgresBackend(Backend):
             raise ConfigurationError(
                 "a postgres URL is itself the connection string; drop ?dsn=", parameter="dsn", value=options["dsn"]
             )
+        libpq = {key: options.pop(key) for key in list(options) if key in LIBPQ_PARAMETERS}  # stay in the DSN
         bare = BackendURL(
             scheme="postgresql",
             username=url.username,
@@ -126,6 +145,7 @@ class PostgresBackend(Backend):
             host=url.host,
             port=url.port,
             database=url.database,
+            query=libpq,
         )
         options["dsn"] = bare.render(hide_password=False)
         return cls.from_config(options)
@@ -137,7 +157,8 @@ class PostgresBackend(Backend):
         unknown = sorted(set(options) - set(accepted))
         if unknown:
             raise ConfigurationError(
-                f"unknown option {unknown[0]!r} for backend 'postgres'; expected one of: {', '.join(accepted)}",
+                f"unknown option {unknown[0]!r} for backend 'postgres'; expected one of: {', '.join(accepted)} "
+                f"(or, in a URL, a libpq parameter: {', '.join(sorted(LIBPQ_PARAMETERS))})",
                 parameter=unknown[0],
                 value=options[unknown[0]],
                 valid_options=accepted,
