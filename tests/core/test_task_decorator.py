@@ -80,3 +80,19 @@ async def test_queue_task_decorator_and_unbound_error(tmp_path: Path) -> None:
         assert result is not None and queue.deserialize_result(result) == 42
         with pytest.raises(ValidationError, match="not bound to a queue"):
             await task(local_double.__wrapped__).enqueue(1)
+
+
+@pytest.mark.asyncio
+async def test_with_options_can_set_a_decorated_option_back_to_the_default(tmp_path: Path) -> None:
+    async with TaskQueue(SQLiteBackend(tmp_path / "o.db")) as queue:
+        back = await queue.with_options(priority=0, queue_name="default").enqueue(tasks.decorated_flaky, "x", 0)
+        fewer = await queue.with_options(priority=1, max_retries=0).enqueue(tasks.decorated_flaky, "x", 0)
+        kept = await queue.enqueue(tasks.decorated_flaky, "x", 0)
+        many = await queue.with_options(max_retries=0).enqueue_many([(tasks.decorated_flaky, ("x", 0))])
+        stored = [await queue.get_task(task_id) for task_id in (back, fewer, kept, *many)]
+        assert [(t.priority, t.queue, t.max_retries) for t in stored if t is not None] == [
+            (0, "default", 2),
+            (1, "decorated", 0),
+            (4, "decorated", 2),
+            (4, "decorated", 0),
+        ]

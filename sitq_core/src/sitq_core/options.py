@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -90,10 +90,13 @@ class TaskOptions:
     timeout: float | None = None
     queue_name: str = DEFAULT_QUEUE
     max_lease_expiries: int = 3
+    #: the options set on purpose (``with_options``), which win over a decorated task's defaults even
+    #: when they equal sitq's own defaults
+    explicit: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
 
     def merged(self, **changes: Any) -> TaskOptions:
         """A validated copy with ``changes`` applied (unknown names -> ValidationError)."""
-        known = {f.name for f in fields(self)}
+        known = {f.name for f in fields(self)} - {"explicit"}
         for name in changes:
             if name not in known:
                 raise ValidationError(
@@ -105,7 +108,7 @@ class TaskOptions:
             changes.setdefault("delay", None)
         elif changes.get("delay") is not None:
             changes.setdefault("eta", None)
-        return replace(self, **changes).validated()
+        return replace(self, **changes, explicit=self.explicit | frozenset(changes)).validated()
 
     def validated(self) -> TaskOptions:
         normalize_eta(self.eta)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
@@ -112,11 +112,7 @@ class _Producer:
         self, defaults: TaskOptions, options: TaskOptions, now: datetime, eta: datetime
     ) -> tuple[TaskOptions, datetime]:
         """A decorated task's options, overridden by whatever this queue or view set explicitly."""
-        explicit = {
-            field.name: getattr(options, field.name)
-            for field in fields(TaskOptions)
-            if getattr(options, field.name) != getattr(_DEFAULT_OPTIONS, field.name)
-        }
+        explicit = {name: getattr(options, name) for name in options.explicit}
         merged = defaults.merged(**explicit) if explicit else defaults
         scheduled = options.eta is not None or options.delay is not None
         return merged, eta if scheduled else merged.due_at(now)
