@@ -220,3 +220,33 @@ async def test_a_task_calling_sys_exit_fails_and_the_worker_goes_on(queue: TaskQ
     await worker.stop()
     assert [r.status if r else None for r in results] == ["failed", "failed", "success"]
     assert "sys.exit(3)" in (results[0].error or "") and "sys.exit(4)" in (results[1].error or "")  # type: ignore[union-attr]
+
+
+@pytest.mark.asyncio
+async def test_prefetched_tasks_go_back_to_an_idle_worker_when_a_slow_one_holds_the_slot(
+    queue: TaskQueue, tmp_path: Path
+) -> None:
+    log = tmp_path / "ran.log"
+    hoarder = Worker(queue.backend, max_concurrency=1)  # adaptive prefetch
+    await hoarder.start()
+    warm = await queue.enqueue_many([(tasks.add, (n,), {}) for n in range(30)])  # teaches it: tasks are fast
+    for task_id in warm:
+        await queue.get_result(task_id, timeout=10)
+    ids = await queue.enqueue_many(
+        [(tasks.wait_for_gate, (30.0,), {})] + [(tasks.record, (str(log), n), {}) for n in range(20)]
+    )
+    await wait_until(lambda: _all_status(queue, ids, TaskStatus.RUNNING))  # all reserved by the hoarder
+    helper = Worker(queue.backend, max_concurrency=1)
+    await helper.start()
+    try:
+        for task_id in ids[1:]:  # they finish while the first task still holds the hoarder's only slot
+            result = await queue.get_result(task_id, timeout=10)
+            assert result is not None and result.status == "success"
+        assert not tasks.GATE.is_set()
+    finally:
+        tasks.GATE.set()
+        await helper.stop()
+        await hoarder.stop()
+    assert sorted(int(line.split()[1]) for line in log.read_text().splitlines() if line.startswith("start")) == list(
+        range(20)
+    )

@@ -231,6 +231,8 @@ class Worker:
         self._executing = 0
         self._outcomes: deque[tuple[_Running, Outcome, dict[str, Any]]] = deque()
         self._single_reports = 0  # report outcomes one per backend call for this many calls (a refused batch)
+        self._fairness: asyncio.Task[None] | None = None  # gives back prefetched tasks when runs turn slow
+        self._last_start = time.monotonic()  # when a task last started (any thread)
         self._wake: asyncio.Event | None = None
         self._closing = False
         self._fatal: BaseException | None = None
@@ -290,6 +292,10 @@ class Worker:
             return
         self._stopping.set()
         self._poke()
+        if self._fairness is not None:
+            self._fairness.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._fairness
         await self._release_waiting()
         await self._release_unstarted_in_batches()
         in_flight = {r.future for r in self._held.values() if r.future is not None}
@@ -488,6 +494,65 @@ class Worker:
             await self._release_waiting()  # reserved while stopping: give them straight back
         else:
             self._dispatch()
+            self._watch_prefetched()
+
+    def _watch_prefetched(self) -> None:
+        """With adaptive prefetch, start the watch that gives back tasks reserved ahead when runs turn slow."""
+        if self.prefetch is not None or self._fairness is not None or not self._unstarted_count():
+            return
+        self._fairness = asyncio.create_task(self._give_back_when_slow(), name=f"sitq-fairness-{self.worker_id}")
+
+    def _unstarted_count(self) -> int:
+        return len(self._waiting) + sum(
+            1 for r in self._held.values() if r.batch is not None and not r.settled and r.started_at is None
+        )
+
+    async def _give_back_when_slow(self) -> None:
+        """Give back prefetched tasks once runs take longer than the estimate the prefetch was sized by.
+
+        The adaptive prefetch reserves about 100 ms of work from the recent
+        mean run time; when the tasks reserved turn out slow (a slow task after
+        a run of fast ones), the rest would wait here while other workers idle.
+        """
+        assert self._stopping is not None
+        try:
+            while not self._stopping.is_set() and self._unstarted_count():
+                await asyncio.sleep(_ADAPTIVE_PREFETCH_WINDOW)
+                stalled = time.monotonic() - self._last_start
+                if stalled <= _ADAPTIVE_PREFETCH_WINDOW or self._stopping.is_set():
+                    continue
+                self._mean_run_time = max(self._mean_run_time, stalled)
+                keep = int(_ADAPTIVE_PREFETCH_WINDOW * self.max_concurrency / self._mean_run_time)
+                await self._give_back(self._unstarted_count() - keep)
+        finally:
+            self._fairness = None
+
+    async def _give_back(self, count: int) -> None:
+        """Release up to ``count`` reserved tasks that have not started, the last reserved first."""
+        giving: list[_Running] = []
+        while self._waiting and len(giving) < count:
+            giving.append(self._waiting.pop())
+        batched = [r for r in self._held.values() if r.batch is not None and not r.settled and r.started_at is None]
+        for running in reversed(batched):
+            if len(giving) >= count:
+                break
+            assert running.batch is not None
+            if running.batch.withdraw(running.batch_index):
+                giving.append(running)
+        if not giving:
+            return
+        for running in giving:
+            running.settled = True
+            self._held.pop(running.id, None)
+        outcomes = [Outcome(r.reserved.id, r.reserved.lease_token, "release") for r in giving]
+        logger.debug("worker %s: giving back %d prefetched task(s) for other workers", self.worker_id, len(giving))
+        try:
+            await self.backend.finish_many(outcomes)
+            self.backend.notify_work()
+        except Exception:
+            logger.exception(
+                "worker %s: could not give back %d task(s); their leases expire", self.worker_id, len(giving)
+            )
 
     def _poke(self) -> None:
         if self._wake is not None:
@@ -688,6 +753,7 @@ class Worker:
         return serializer
 
     def _started(self, running: _Running) -> None:
+        self._last_start = time.monotonic()
         running.started_at = self.backend.now()
         manager = get_plugin_manager()
         if manager.has_observers("sitq_task_started"):
@@ -795,6 +861,7 @@ class Worker:
         notify = get_plugin_manager().has_observers("sitq_task_started")
 
         def on_start(index: int, began: float) -> None:
+            self._last_start = time.monotonic()
             running = members[index]
             running.started_at = base_now + timedelta(seconds=max(began - base_perf, 0.0))
             if notify:
