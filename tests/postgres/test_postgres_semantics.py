@@ -113,3 +113,26 @@ async def test_an_error_text_with_nul_fails_only_its_own_task(pg_dsn: str, pg_sc
         await worker.stop()
         assert [r.status if r else None for r in results] == ["success"] * 5 + ["failed"] + ["success"] * 5
         assert all(r is not None and r.attempts == 1 for r in results)
+
+
+@pytest.mark.asyncio
+async def test_heartbeats_and_finishes_of_many_tasks_do_not_deadlock(
+    pg_dsn: str, pg_schema: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with TaskQueue(PostgresBackend(pg_dsn, schema=pg_schema, max_connections=10)) as queue:
+        ids = await queue.enqueue_many([(tasks.sleepy, (n % 11 * 0.03,), {}) for n in range(5000)])
+        worker = Worker(queue.backend, max_concurrency=200, lease_timeout=0.6)  # heartbeats every 0.2 s
+        await worker.start()
+        try:
+            await queue.get_result(ids[-1], timeout=60)
+
+            async def all_done() -> bool:
+                return (await queue.counts())["success"] == len(ids)
+
+            deadline = asyncio.get_running_loop().time() + 60
+            while not await all_done():
+                assert asyncio.get_running_loop().time() < deadline, await queue.counts()
+                await asyncio.sleep(0.05)
+        finally:
+            await worker.stop()
+    assert "deadlock" not in caplog.text.lower()

@@ -141,10 +141,14 @@ class Statements:
             "WHERE seq = ANY($2::bigint[]) "
             "RETURNING id, error, enqueued_at, started_at, finished_at, attempts, serializer"
         )
+        # Statements that update many task rows lock them in id order first (the "locked" CTE), so a
+        # heartbeat and a finish of overlapping tasks cannot deadlock on each other.
         self.heartbeat = (
-            f"UPDATE {s}.tasks AS t SET due = $1 FROM unnest($2::text[], $3::text[]) AS v(id, token) "
-            "WHERE t.id = v.id AND t.lease_token = v.token AND t.status = 'running' "
-            "RETURNING t.id, t.cancel_requested"
+            "WITH v AS (SELECT * FROM unnest($2::text[], $3::text[]) AS v(id, token)), "
+            f"locked AS MATERIALIZED (SELECT t.id FROM {s}.tasks AS t JOIN v ON t.id = v.id ORDER BY t.id "
+            f"FOR UPDATE OF t) UPDATE {s}.tasks AS t SET due = $1 FROM v "
+            "WHERE t.id = v.id AND t.id IN (SELECT id FROM locked) AND t.lease_token = v.token "
+            "AND t.status = 'running' RETURNING t.id, t.cancel_requested"
         )
         fence = "id = $1 AND lease_token = $2 AND status = 'running'"
         self.finish = (
@@ -156,9 +160,11 @@ class Statements:
         self.finish_set = (
             "WITH v AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], "
             "$6::timestamptz[], $7::bytea[], $8::text[]) AS v(id, token, kind, finished_at, error, started_at, value, "
-            f"traceback)), done AS (UPDATE {s}.tasks AS t SET status = v.kind, due = NULL, lease_token = NULL, "
-            "finished_at = v.finished_at, error = v.error, started_at = coalesce(v.started_at, t.started_at) "
-            "FROM v WHERE t.id = v.id AND t.lease_token = v.token AND t.status = 'running' "
+            f"traceback)), locked AS MATERIALIZED (SELECT t.id FROM {s}.tasks AS t JOIN v ON t.id = v.id "
+            f"ORDER BY t.id FOR UPDATE OF t), done AS (UPDATE {s}.tasks AS t SET status = v.kind, due = NULL, "
+            "lease_token = NULL, finished_at = v.finished_at, error = v.error, "
+            "started_at = coalesce(v.started_at, t.started_at) FROM v WHERE t.id = v.id "
+            "AND t.id IN (SELECT id FROM locked) AND t.lease_token = v.token AND t.status = 'running' "
             "RETURNING t.id, v.kind, v.value, v.error, v.traceback, t.enqueued_at, t.started_at, t.finished_at, "
             f"t.attempts, t.serializer), stored AS (INSERT INTO {s}.results ({RESULT_COLUMNS}) "
             "SELECT id, id, kind, value, error, traceback, enqueued_at, started_at, finished_at, attempts, serializer "
