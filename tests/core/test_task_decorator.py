@@ -96,3 +96,14 @@ async def test_with_options_can_set_a_decorated_option_back_to_the_default(tmp_p
             (4, "decorated", 2),
             (4, "decorated", 0),
         ]
+
+
+@pytest.mark.asyncio
+async def test_options_built_directly_still_override_a_decorated_task(tmp_path: Path) -> None:
+    from sitq_core.options import TaskOptions
+    from sitq_core.queue import TaskQueueView
+
+    async with TaskQueue(SQLiteBackend(tmp_path / "v.db")) as queue:
+        view = TaskQueueView(queue, TaskOptions(priority=3))
+        stored = await queue.get_task(await view.enqueue(tasks.decorated_flaky, "x", 0))
+        assert stored is not None and (stored.priority, stored.queue) == (3, "decorated")

@@ -37,3 +37,10 @@ def test_malformed_urls_name_the_parameter(url: str) -> None:
     with pytest.raises(ConfigurationError) as info:
         parse_backend_url(url)
     assert info.value.parameter in ("url", "x")
+
+
+def test_secrets_in_the_query_are_masked_too() -> None:
+    url = parse_backend_url("postgresql://u:pw@db/app?sslmode=require&sslpassword=TOPSECRET")
+    assert "TOPSECRET" not in str(url) and "TOPSECRET" not in repr(url)
+    assert "sslpassword=***" in str(url) and "sslmode=require" in str(url)
+    assert "sslpassword=TOPSECRET" in url.render(hide_password=False)

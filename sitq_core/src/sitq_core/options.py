@@ -91,8 +91,14 @@ class TaskOptions:
     queue_name: str = DEFAULT_QUEUE
     max_lease_expiries: int = 3
     #: the options set on purpose (``with_options``), which win over a decorated task's defaults even
-    #: when they equal sitq's own defaults
-    explicit: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
+    #: when they equal sitq's own defaults; None (built directly): those that differ from the defaults
+    explicit: frozenset[str] | None = field(default=None, compare=False, repr=False)
+
+    def explicit_names(self) -> frozenset[str]:
+        """The options that override a decorated task's defaults."""
+        if self.explicit is not None:
+            return self.explicit
+        return frozenset(f.name for f in fields(self) if f.name != "explicit" and getattr(self, f.name) != f.default)
 
     def merged(self, **changes: Any) -> TaskOptions:
         """A validated copy with ``changes`` applied (unknown names -> ValidationError)."""
@@ -108,7 +114,7 @@ class TaskOptions:
             changes.setdefault("delay", None)
         elif changes.get("delay") is not None:
             changes.setdefault("eta", None)
-        return replace(self, **changes, explicit=self.explicit | frozenset(changes)).validated()
+        return replace(self, **changes, explicit=self.explicit_names() | frozenset(changes)).validated()
 
     def validated(self) -> TaskOptions:
         normalize_eta(self.eta)

@@ -112,7 +112,7 @@ class _Producer:
         self, defaults: TaskOptions, options: TaskOptions, now: datetime, eta: datetime
     ) -> tuple[TaskOptions, datetime]:
         """A decorated task's options, overridden by whatever this queue or view set explicitly."""
-        explicit = {name: getattr(options, name) for name in options.explicit}
+        explicit = {name: getattr(options, name) for name in options.explicit_names()}
         merged = defaults.merged(**explicit) if explicit else defaults
         scheduled = options.eta is not None or options.delay is not None
         return merged, eta if scheduled else merged.due_at(now)

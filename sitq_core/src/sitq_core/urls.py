@@ -27,7 +27,7 @@ class BackendURL:
     host: str | None = None
     port: int | None = None
     database: str | None = None
-    query: dict[str, Any] = field(default_factory=dict)
+    query: dict[str, Any] = field(default_factory=dict, repr=False)  # may hold secrets (sslpassword)
 
     @property
     def name(self) -> str:
@@ -45,7 +45,10 @@ class BackendURL:
         host = self.host or ""
         port = f":{self.port}" if self.port is not None else ""
         database = f"/{self.database}" if self.database is not None else ""
-        query = "&".join(f"{k}={quote(str(v), safe='')}" for k, v in self.query.items())
+        query = "&".join(
+            f"{k}={'***' if hide_password and 'password' in k.lower() else quote(str(v), safe='')}"
+            for k, v in self.query.items()
+        )
         return f"{self.name}://{auth}{host}{port}{database}" + (f"?{query}" if query else "")
 
     def __str__(self) -> str:

@@ -293,9 +293,11 @@ class Worker:
         self._stopping.set()
         self._poke()
         if self._fairness is not None:
-            self._fairness.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._fairness
+            fairness, self._fairness = self._fairness, None
+            # not cancelled: it ends at its next check of _stopping (within 0.1 s), and a give-back in
+            # flight must finish, since the tasks it releases are already forgotten here
+            with contextlib.suppress(Exception):
+                await fairness
         await self._release_waiting()
         await self._release_unstarted_in_batches()
         in_flight = {r.future for r in self._held.values() if r.future is not None}
@@ -498,7 +500,9 @@ class Worker:
 
     def _watch_prefetched(self) -> None:
         """With adaptive prefetch, start the watch that gives back tasks reserved ahead when runs turn slow."""
-        if self.prefetch is not None or self._fairness is not None or not self._unstarted_count():
+        if self.prefetch is not None or (self._fairness is not None and not self._fairness.done()):
+            return
+        if not self._unstarted_count():
             return
         self._fairness = asyncio.create_task(self._give_back_when_slow(), name=f"sitq-fairness-{self.worker_id}")
 
@@ -836,7 +840,8 @@ class Worker:
             try:
                 value = await asyncio.wait_for(future, timeout)
             except TimeoutError:
-                self._retire_pool()
+                if not future.done() or future.cancelled():  # the deadline passed, not the task's own error
+                    self._retire_pool()
                 raise
         if inspect.isawaitable(value):
             async with asyncio.timeout(timeout):

@@ -504,10 +504,13 @@ class PostgresBackend(Backend):
                 if done:
                     await self._notify_results(conn, [o.task_id for o in items if o.task_id in done])
                 return [o.task_id in done for o in items]
-            accepted: list[bool] = []
+            accepted: list[bool] = [False] * len(items)
             finished: list[str] = []
             requeued = False
-            for outcome in items:
+            # in id order (stable: one task's outcomes keep their order), like the set-based statements and
+            # heartbeats, so concurrent transactions always lock rows in the same order
+            for index in sorted(range(len(items)), key=lambda position: items[position].task_id):
+                outcome = items[index]
                 fence = (outcome.task_id, outcome.lease_token)
                 if outcome.kind in _FINAL_KINDS:
                     row = await conn.fetchrow(
@@ -524,7 +527,7 @@ class PostgresBackend(Backend):
                 else:  # release
                     row = await conn.fetchrow(sql.release, *fence, now)
                     requeued = requeued or row is not None
-                accepted.append(row is not None)
+                accepted[index] = row is not None
             if finished:
                 await self._notify_results(conn, finished)
             if requeued:

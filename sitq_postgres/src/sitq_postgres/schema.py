@@ -146,8 +146,8 @@ class Statements:
         self.heartbeat = (
             "WITH v AS (SELECT * FROM unnest($2::text[], $3::text[]) AS v(id, token)), "
             f"locked AS MATERIALIZED (SELECT t.id FROM {s}.tasks AS t JOIN v ON t.id = v.id ORDER BY t.id "
-            f"FOR UPDATE OF t) UPDATE {s}.tasks AS t SET due = $1 FROM v "
-            "WHERE t.id = v.id AND t.id IN (SELECT id FROM locked) AND t.lease_token = v.token "
+            f"FOR UPDATE OF t) UPDATE {s}.tasks AS t SET due = $1 FROM v JOIN locked USING (id) "
+            "WHERE t.id = v.id AND t.lease_token = v.token "
             "AND t.status = 'running' RETURNING t.id, t.cancel_requested"
         )
         fence = "id = $1 AND lease_token = $2 AND status = 'running'"
@@ -163,8 +163,8 @@ class Statements:
             f"traceback)), locked AS MATERIALIZED (SELECT t.id FROM {s}.tasks AS t JOIN v ON t.id = v.id "
             f"ORDER BY t.id FOR UPDATE OF t), done AS (UPDATE {s}.tasks AS t SET status = v.kind, due = NULL, "
             "lease_token = NULL, finished_at = v.finished_at, error = v.error, "
-            "started_at = coalesce(v.started_at, t.started_at) FROM v WHERE t.id = v.id "
-            "AND t.id IN (SELECT id FROM locked) AND t.lease_token = v.token AND t.status = 'running' "
+            "started_at = coalesce(v.started_at, t.started_at) FROM v JOIN locked USING (id) WHERE t.id = v.id "
+            "AND t.lease_token = v.token AND t.status = 'running' "
             "RETURNING t.id, v.kind, v.value, v.error, v.traceback, t.enqueued_at, t.started_at, t.finished_at, "
             f"t.attempts, t.serializer), stored AS (INSERT INTO {s}.results ({RESULT_COLUMNS}) "
             "SELECT id, id, kind, value, error, traceback, enqueued_at, started_at, finished_at, attempts, serializer "
