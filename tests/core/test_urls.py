@@ -44,3 +44,10 @@ def test_secrets_in_the_query_are_masked_too() -> None:
     assert "TOPSECRET" not in str(url) and "TOPSECRET" not in repr(url)
     assert "sslpassword=***" in str(url) and "sslmode=require" in str(url)
     assert "sslpassword=TOPSECRET" in url.render(hide_password=False)
+
+
+def test_ipv6_hosts_and_plus_signs_survive_a_round_trip() -> None:
+    url = parse_backend_url("postgresql://u@[::1]:5432/app?sslrootcert=/etc/ssl/a+b.crt")
+    assert url.host == "::1" and url.query["sslrootcert"] == "/etc/ssl/a+b.crt"
+    again = parse_backend_url(url.render(hide_password=False))
+    assert (again.host, again.port, again.query) == ("::1", 5432, url.query)

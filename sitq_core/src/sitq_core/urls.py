@@ -43,6 +43,8 @@ class BackendURL:
                 auth += ":" + ("***" if hide_password else quote(self.password, safe=""))
             auth += "@"
         host = self.host or ""
+        if ":" in host:  # an IPv6 address keeps its brackets
+            host = f"[{host}]"
         port = f":{self.port}" if self.port is not None else ""
         database = f"/{self.database}" if self.database is not None else ""
         query = "&".join(
@@ -79,7 +81,7 @@ def parse_backend_url(url: str) -> BackendURL:
     if database == "":
         database = None
     query: dict[str, str] = {}
-    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+    for key, value in parse_qsl(parts.query.replace("+", "%2B"), keep_blank_values=True):  # '+' is a plus
         if key in query:
             raise ConfigurationError(f"backend URL option {key!r} is given twice", parameter=key, value=url)
         query[key] = value
