@@ -543,20 +543,9 @@ class Worker:
             assert running.batch is not None
             if running.batch.withdraw(running.batch_index):
                 giving.append(running)
-        if not giving:
-            return
-        for running in giving:
-            running.settled = True
-            self._held.pop(running.id, None)
-        outcomes = [Outcome(r.reserved.id, r.reserved.lease_token, "release") for r in giving]
-        logger.debug("worker %s: giving back %d prefetched task(s) for other workers", self.worker_id, len(giving))
-        try:
-            await self.backend.finish_many(outcomes)
-            self.backend.notify_work()
-        except Exception:
-            logger.exception(
-                "worker %s: could not give back %d task(s); their leases expire", self.worker_id, len(giving)
-            )
+        if giving:
+            logger.debug("worker %s: giving back %d prefetched task(s) for other workers", self.worker_id, len(giving))
+        await self._release(giving, "prefetched")
 
     def _poke(self) -> None:
         if self._wake is not None:
@@ -667,19 +656,30 @@ class Worker:
             return None
         return running.call
 
-    async def _release_waiting(self) -> None:
-        if not self._waiting:
+    async def _release(self, given_back: list[_Running], what: str) -> None:
+        """Give tasks back to the queue (not counted as attempts) and forget them here.
+
+        They are marked settled and their lease lost first, so nothing they
+        might still report is sent. When the release fails, their leases expire.
+        """
+        if not given_back:
             return
-        waiting = list(self._waiting)
-        self._waiting.clear()
-        outcomes = [Outcome(r.reserved.id, r.reserved.lease_token, "release") for r in waiting]
+        for running in given_back:
+            running.lease_lost = running.settled = True
+            self._held.pop(running.id, None)
+        outcomes = [Outcome(r.reserved.id, r.reserved.lease_token, "release") for r in given_back]
         try:
             await self.backend.finish_many(outcomes)
             self.backend.notify_work()
         except Exception:
-            logger.exception("worker %s: could not release %d unstarted task(s)", self.worker_id, len(outcomes))
-        for running in waiting:
-            self._held.pop(running.reserved.id, None)
+            logger.exception(
+                "worker %s: could not give back %d %s task(s); their leases expire", self.worker_id, len(outcomes), what
+            )
+
+    async def _release_waiting(self) -> None:
+        waiting = list(self._waiting)
+        self._waiting.clear()
+        await self._release(waiting, "unstarted")
 
     async def _release_unstarted_in_batches(self) -> None:
         """Halt every batch of sync tasks and give back the tasks in them that have not started."""
@@ -693,17 +693,7 @@ class Worker:
                 started[id(batch)] = batch.halt()
             if running.batch_index >= started[id(batch)] and not running.settled:
                 unstarted.append(running)
-        if not unstarted:
-            return
-        outcomes = [Outcome(r.reserved.id, r.reserved.lease_token, "release") for r in unstarted]
-        try:
-            await self.backend.finish_many(outcomes)
-            self.backend.notify_work()
-        except Exception:
-            logger.exception("worker %s: could not release %d unstarted task(s)", self.worker_id, len(outcomes))
-        for running in unstarted:
-            running.lease_lost = running.settled = True  # given back: it must not report anything
-            self._held.pop(running.reserved.id, None)
+        await self._release(unstarted, "unstarted")
 
     async def _abandon(self, futures: set[asyncio.Task[None]]) -> None:
         """Cancel tasks still running at shutdown and release their leases.
@@ -725,12 +715,7 @@ class Worker:
             released.append(running)
         for future in futures:
             future.cancel()
-        outcomes = [Outcome(r.reserved.id, r.reserved.lease_token, "release") for r in released]
-        with contextlib.suppress(Exception):
-            await self.backend.finish_many(outcomes)
-            self.backend.notify_work()
-        for running in released:
-            self._held.pop(running.reserved.id, None)
+        await self._release(released, "abandoned")
 
     # -------------------------------------------------------------- execution
 
