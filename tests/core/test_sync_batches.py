@@ -46,6 +46,14 @@ async def gate_then_records(queue: TaskQueue, log: Path) -> tuple[str, list[str]
     return ids[0], ids[1:]
 
 
+async def batch_worker(queue: TaskQueue, ids: list[str], **options: Any) -> Worker:
+    """A one-slot worker that reserves all of ``ids`` at once (so one thread batch holds them), started."""
+    worker = Worker(queue.backend, max_concurrency=1, prefetch=10, **options)
+    await worker.start()
+    await wait_until(lambda: _all_status(queue, ids, TaskStatus.RUNNING))
+    return worker
+
+
 async def statuses(queue: TaskQueue, ids: list[str]) -> list[TaskStatus]:
     found = [await queue.get_task(task_id) for task_id in ids]
     return [task.status for task in found if task is not None]
@@ -63,9 +71,7 @@ async def no_pool_threads() -> bool:
 async def test_stop_gives_back_tasks_waiting_in_a_batch(queue: TaskQueue, tmp_path: Path) -> None:
     log = tmp_path / "ran.log"
     gate_id, record_ids = await gate_then_records(queue, log)
-    worker = Worker(queue.backend, max_concurrency=1, prefetch=10)
-    await worker.start()
-    await wait_until(lambda: _all_status(queue, [gate_id, *record_ids], TaskStatus.RUNNING))
+    worker = await batch_worker(queue, [gate_id, *record_ids])
     stopping = asyncio.create_task(worker.stop())
 
     async def records_queued() -> bool:
@@ -86,9 +92,7 @@ async def test_stop_gives_back_tasks_waiting_in_a_batch(queue: TaskQueue, tmp_pa
 async def test_stop_timeout_does_not_run_given_back_tasks_later(queue: TaskQueue, tmp_path: Path) -> None:
     log = tmp_path / "ran.log"
     gate_id, record_ids = await gate_then_records(queue, log)
-    worker = Worker(queue.backend, max_concurrency=1, prefetch=10)
-    await worker.start()
-    await wait_until(lambda: _all_status(queue, [gate_id, *record_ids], TaskStatus.RUNNING))
+    worker = await batch_worker(queue, [gate_id, *record_ids])
     await worker.stop(timeout=0.2)
     assert await statuses(queue, [gate_id, *record_ids]) == [TaskStatus.QUEUED] * (RECORDS + 1)
     tasks.GATE.set()  # the abandoned thread finishes its call ...
@@ -100,9 +104,7 @@ async def test_stop_timeout_does_not_run_given_back_tasks_later(queue: TaskQueue
 async def test_cancel_keeps_a_task_waiting_in_a_batch_from_running(queue: TaskQueue, tmp_path: Path) -> None:
     log = tmp_path / "ran.log"
     gate_id, record_ids = await gate_then_records(queue, log)
-    worker = Worker(queue.backend, max_concurrency=1, prefetch=10, lease_timeout=0.3)  # heartbeats every 0.1 s
-    await worker.start()
-    await wait_until(lambda: _all_status(queue, [gate_id, *record_ids], TaskStatus.RUNNING))
+    worker = await batch_worker(queue, [gate_id, *record_ids], lease_timeout=0.3)  # heartbeats every 0.1 s
     victim = record_ids[2]
     assert await queue.cancel(victim)
     result = await queue.get_result(victim, timeout=10)  # reported while the batch is still blocked

@@ -110,8 +110,3 @@ class ThreadBatch:
         """What call ``index`` returned, or None while it has not (or when it was withdrawn)."""
         with self._lock:
             return self._ran[index] if index < len(self._ran) else None
-
-    def withdrawn(self, index: int) -> bool:
-        """True when call ``index`` was withdrawn before it started."""
-        with self._lock:
-            return index in self._withdrawn

@@ -502,14 +502,15 @@ class Worker:
         """With adaptive prefetch, start the watch that gives back tasks reserved ahead when runs turn slow."""
         if self.prefetch is not None or (self._fairness is not None and not self._fairness.done()):
             return
-        if not self._unstarted_count():
+        if not self._has_unstarted():
             return
         self._fairness = asyncio.create_task(self._give_back_when_slow(), name=f"sitq-fairness-{self.worker_id}")
 
-    def _unstarted_count(self) -> int:
-        return len(self._waiting) + sum(
-            1 for r in self._held.values() if r.batch is not None and not r.settled and r.started_at is None
-        )
+    def _unstarted_in_batches(self) -> list[_Running]:
+        return [r for r in self._held.values() if r.batch is not None and not r.settled and r.started_at is None]
+
+    def _has_unstarted(self) -> bool:
+        return bool(self._waiting) or bool(self._unstarted_in_batches())
 
     async def _give_back_when_slow(self) -> None:
         """Give back prefetched tasks once runs take longer than the estimate the prefetch was sized by.
@@ -520,14 +521,14 @@ class Worker:
         """
         assert self._stopping is not None
         try:
-            while not self._stopping.is_set() and self._unstarted_count():
+            while not self._stopping.is_set() and self._has_unstarted():
                 await asyncio.sleep(_ADAPTIVE_PREFETCH_WINDOW)
                 stalled = time.monotonic() - self._last_start
                 if stalled <= _ADAPTIVE_PREFETCH_WINDOW or self._stopping.is_set():
                     continue
                 self._mean_run_time = max(self._mean_run_time, stalled)
                 keep = int(_ADAPTIVE_PREFETCH_WINDOW * self.max_concurrency / self._mean_run_time)
-                await self._give_back(self._unstarted_count() - keep)
+                await self._give_back(len(self._waiting) + len(self._unstarted_in_batches()) - keep)
         finally:
             self._fairness = None
 
@@ -536,8 +537,7 @@ class Worker:
         giving: list[_Running] = []
         while self._waiting and len(giving) < count:
             giving.append(self._waiting.pop())
-        batched = [r for r in self._held.values() if r.batch is not None and not r.settled and r.started_at is None]
-        for running in reversed(batched):
+        for running in reversed(self._unstarted_in_batches()):
             if len(giving) >= count:
                 break
             assert running.batch is not None
