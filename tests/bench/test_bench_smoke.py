@@ -61,3 +61,16 @@ def test_bench_quick_without_huey(tmp_path: Path) -> None:
     data = json.loads(out.read_text())
     assert data["results"]["sitq"]["drain_1p"]["rate"] > 0
     assert data["results"]["huey"] == {}
+
+
+def test_many_waiters_bench_runs(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "many_waiters.py"), "--n", "200", "--task-seconds", "0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "(200 results ok)" in proc.stdout, proc.stdout
+    assert re.search(r"CPU per waiter: +[\d,]+ us", proc.stdout), proc.stdout

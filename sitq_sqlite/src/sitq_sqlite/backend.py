@@ -47,6 +47,7 @@ from sitq_core.models import (
 from .dbthread import DbThread
 from .feed import InsertFeed
 from .inline import Fallback, InlinePath, is_busy, write_transaction
+from .newresults import NewResults
 from .schema import (
     ACTIVE,
     SCHEMA_VERSION,
@@ -991,14 +992,20 @@ class SQLiteBackend(Backend):
 
     def notify_results(self, task_ids: Sequence[str]) -> None:
         super().notify_results(task_ids)
-        self._wakeups.wake([("sitq", "result", task_id) for task_id in task_ids])
+        self._wakeups.wake([_result_key(task_id) for task_id in task_ids])
 
     def _ensure_watcher(self) -> None:
         if self.is_memory or self._watcher is not None:
             return
         with self._lock:
             if self._watcher is None and self._db is not None:
-                self._watcher = Watcher(self.path, self.watch_interval, self._on_change, self._watcher_idle)
+                new_results = NewResults()  # this watcher thread's view of the results table
+                self._watcher = Watcher(
+                    self.path,
+                    self.watch_interval,
+                    lambda conn: self._on_change(conn, new_results),
+                    self._watcher_idle,
+                )
 
     def _watcher_idle(self, watcher: Watcher) -> bool:
         """Called by the watcher thread after a quiet spell: exit when nobody waits."""
@@ -1008,8 +1015,21 @@ class SQLiteBackend(Backend):
             self._watcher = None
             return True
 
-    def _on_change(self) -> None:
-        self._wakeups.wake_all()
+    def _on_change(self, conn: sqlite3.Connection, new_results: NewResults) -> None:
+        """Another connection committed: wake the work waiters and the waiters of results that appeared."""
+        if not self._wakeups.waits_beyond(WORK_KEY):
+            new_results.forget()
+            self._wakeups.wake_work()
+        else:
+            try:
+                task_ids = new_results.scan(conn)
+            except sqlite3.Error as exc:  # e.g. busy during recovery: wake everybody to re-check
+                log.debug("sitq.sqlite: reading new results failed: %s", exc)
+                task_ids = None
+            if task_ids is None:
+                self._wakeups.wake_all()
+            else:
+                self._wakeups.wake([WORK_KEY, *(_result_key(task_id) for task_id in task_ids)])
         super().notify_work()
 
     async def wait_for_work(self, timeout: float) -> None:
@@ -1031,7 +1051,8 @@ class SQLiteBackend(Backend):
         _task_id(task_id)
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + max(0.0, timeout)
-        key = ("sitq", "result", task_id)
+        key = _result_key(task_id)
+        recheck = _RECHECK_FIRST
         while True:
             entry = self._wakeups.register(key)
             try:
@@ -1042,13 +1063,25 @@ class SQLiteBackend(Backend):
                 if remaining is not None and remaining <= 0:
                     return None
                 self._ensure_watcher()
-                # The cap is only a safety net; wake-ups normally come first.
-                await Wakeups.wait(entry, 1.0 if remaining is None else min(remaining, 1.0))
+                # The periodic re-check is only a safety net (wake-ups normally come first); it backs
+                # off, with jitter, so thousands of long waits do not each query once a second in step.
+                pause = recheck * random.uniform(0.9, 1.1)
+                recheck = min(recheck * 2, _RECHECK_MAX)
+                await Wakeups.wait(entry, pause if remaining is None else min(remaining, pause))
             finally:
                 self._wakeups.unregister(key, entry)
 
 
 # ---------------------------------------------------------------- helpers
+
+# A result waiter re-checks on its own after 1 s, then 2 s, 4 s, ... at most every 5 s.
+_RECHECK_FIRST = 1.0
+_RECHECK_MAX = 5.0
+
+
+def _result_key(task_id: str) -> tuple[str, str, str]:
+    """The wake-up key of the waiters for ``task_id``'s result."""
+    return ("sitq", "result", task_id)
 
 
 def _checkpoint(conn: sqlite3.Connection) -> None:

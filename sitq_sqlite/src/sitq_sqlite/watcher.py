@@ -3,8 +3,9 @@
 ``PRAGMA data_version`` returns a number that changes whenever *another*
 connection commits to the database. The watcher thread reads it on its own
 connection, only while somebody waits, and wakes the waiters when it
-changed; the waiters then run their real query once. Reading it costs a few
-microseconds and touches no table.
+changed (``on_change`` gets the watcher's connection, so the owner can read
+what changed, see ``newresults.py``); the waiters then run their real query
+once. Reading it costs a few microseconds and touches no table.
 
 When it reads it: every few milliseconds for a while after any activity; when
 all is quiet and the platform reports file writes (Linux inotify, see
@@ -66,6 +67,11 @@ class Wakeups:
 
     def __bool__(self) -> bool:
         return bool(self._waiters)
+
+    def waits_beyond(self, key: Hashable) -> bool:
+        """True when somebody waits for a key other than ``key``."""
+        with self._lock:
+            return any(other != key for other in self._waiters)
 
     def wake(self, keys: Iterable[Hashable]) -> None:
         woken: list[_Entry] = []
@@ -136,7 +142,7 @@ class Watcher:
         self,
         path: str,
         interval: float,
-        on_change: Callable[[], None],
+        on_change: Callable[[sqlite3.Connection], None],
         should_exit: Callable[[Watcher], bool],
         idle_grace: float = 2.0,
     ) -> None:
@@ -212,4 +218,4 @@ class Watcher:
                 # started must not be missed by the waiter that started it.
                 last = version
                 last_activity = time.monotonic()
-                self._on_change()
+                self._on_change(conn)

@@ -1,0 +1,108 @@
+"""A commit by another connection wakes only the result waiters it concerns (not every waiter)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+import sitq_sqlite.backend as sqlite_backend
+from sitq_core.models import Result, Task, new_id
+from sitq_sqlite import SQLiteBackend
+from sitq_sqlite.newresults import NewResults
+from sitq_sqlite.schema import create_schema
+
+from sitq_test_helpers import wait_until
+
+
+class CountingBackend(SQLiteBackend):
+    """Counts result reads: each is one query a waiter made."""
+
+    reads = 0
+
+    async def get_result(self, task_id: str) -> Result | None:
+        self.reads += 1
+        return await super().get_result(task_id)
+
+
+def _results_db(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None)
+    create_schema(conn)
+    return conn
+
+
+def _store_result(conn: sqlite3.Connection, task_id: str) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO results (task_id, id, status, attempts, serializer) VALUES (?, ?, 'success', 1, 'x')",
+        (task_id, task_id),
+    )
+
+
+def test_scan_reports_the_rows_added_since_the_last_scan(tmp_path: Path) -> None:
+    conn = _results_db(tmp_path / "r.db")
+    _store_result(conn, "old")
+    scan = NewResults()
+    assert scan.scan(conn) is None  # the first look cannot know what changed: wake everybody
+    assert scan.scan(conn) == []
+    _store_result(conn, "a")
+    _store_result(conn, "b")
+    assert scan.scan(conn) == ["a", "b"]
+    assert scan.scan(conn) == []
+    _store_result(conn, "a")  # stored again (a replaced row gets a new rowid)
+    assert scan.scan(conn) == ["a"]
+
+
+def test_scan_wakes_everybody_after_the_newest_rows_were_deleted(tmp_path: Path) -> None:
+    conn = _results_db(tmp_path / "r.db")
+    scan = NewResults()
+    for task_id in ("a", "b", "c"):
+        _store_result(conn, task_id)
+    scan.scan(conn)
+    conn.execute("DELETE FROM results WHERE task_id IN ('b', 'c')")  # a purge: rowids 2 and 3 come free
+    _store_result(conn, "d")  # gets rowid 2, below the 3 seen last
+    assert scan.scan(conn) is None
+    _store_result(conn, "e")
+    assert scan.scan(conn) == ["e"]
+
+
+def test_forget_starts_over(tmp_path: Path) -> None:
+    conn = _results_db(tmp_path / "r.db")
+    scan = NewResults()
+    scan.scan(conn)
+    scan.forget()
+    _store_result(conn, "a")
+    assert scan.scan(conn) is None
+
+
+@pytest.mark.asyncio
+async def test_another_connections_results_wake_only_their_own_waiters(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_backend, "_RECHECK_FIRST", 60.0)  # no safety-net re-checks during the test
+    path = tmp_path / "tasks.db"
+    waiting, finishing = CountingBackend(path), SQLiteBackend(path)
+    count, finished = 40, 12
+    async with waiting, finishing:
+        ids = await finishing.enqueue_many([Task(id=new_id(), payload=b"p") for _ in range(count)])
+        leases = {lease.id: lease for lease in await finishing.reserve(worker_id="w", limit=count, lease_seconds=60)}
+        waiters = {task_id: asyncio.create_task(waiting.wait_for_result(task_id, 30)) for task_id in ids}
+
+        async def all_checked() -> bool:
+            return waiting.reads >= count
+
+        await wait_until(all_checked, interval=0.005)
+        before = waiting.reads
+        for task_id in ids[:finished]:  # one commit at a time, each from the other connection
+            assert await finishing.complete(leases[task_id], task_id.encode())
+            result = await asyncio.wait_for(waiters[task_id], 10)
+            assert result is not None and result.value == task_id.encode()
+        extra = waiting.reads - before
+        # Each finished waiter reads once more; the watcher's first look may wake everybody once.
+        # Waking every waiter on every commit would cost at least finished * (count - finished) reads.
+        assert extra <= finished + count, extra
+        assert not any(waiters[task_id].done() for task_id in ids[finished:])
+        for task_id in ids[finished:]:
+            waiters[task_id].cancel()
+        await asyncio.gather(*waiters.values(), return_exceptions=True)
