@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
+import asyncpg  # type: ignore[import-untyped]
 import pytest
 
 from sitq import TaskQueue, Worker
@@ -13,6 +14,7 @@ from sitq_postgres import PostgresBackend
 from sitq_postgres import backend as pg_backend
 
 import sitq_test_tasks as tasks
+from sitq_test_helpers import wait_until
 
 
 def task() -> Task:
@@ -51,7 +53,7 @@ async def test_batch_of_final_outcomes_is_fenced_per_task(pg_dsn: str, pg_schema
 async def test_result_waiter_wakes_on_another_instances_finish(
     pg_dsn: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(pg_backend, "_RESULT_RECHECK", 60.0)  # only the NOTIFY can wake the waiter in time
+    monkeypatch.setattr(pg_backend, "_RESULT_RECHECK_FIRST", 60.0)  # only the NOTIFY can wake the waiter in time
     async with (
         PostgresBackend(pg_dsn, schema=pg_schema) as producer,
         PostgresBackend(pg_dsn, schema=pg_schema) as worker,
@@ -136,3 +138,53 @@ async def test_heartbeats_and_finishes_of_many_tasks_do_not_deadlock(
         finally:
             await worker.stop()
     assert "deadlock" not in caplog.text.lower()
+
+
+@pytest.mark.asyncio
+async def test_a_result_waiter_rereads_when_the_listening_connection_is_lost(
+    pg_dsn: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pg_backend, "_RESULT_RECHECK_FIRST", 60.0)  # no safety-net re-read during the test
+    async with (
+        PostgresBackend(pg_dsn, schema=pg_schema) as producer,
+        PostgresBackend(pg_dsn, schema=pg_schema) as worker,
+    ):
+        stored = task()
+        await producer.enqueue(stored)
+        waiting = asyncio.create_task(producer.wait_for_result(stored.id, timeout=30))
+        loop = asyncio.get_running_loop()
+
+        async def listening() -> bool:
+            return loop in producer._listeners
+
+        await wait_until(listening)
+        pid = producer._listeners[loop].get_server_pid()
+        (lease,) = await worker.reserve(worker_id="w", limit=1, lease_seconds=30)
+        admin = await asyncpg.connect(pg_dsn)
+        try:
+            assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
+        finally:
+            await admin.close()
+        # The notice of this finish may reach no listener; the waiter must still see the result.
+        assert await worker.complete(lease, b"done")
+        result = await asyncio.wait_for(waiting, 10)
+        assert result is not None and result.value == b"done"
+
+
+@pytest.mark.asyncio
+async def test_work_announced_while_reserve_ran_ends_the_next_wait_at_once(pg_dsn: str, pg_schema: str) -> None:
+    async with (
+        PostgresBackend(pg_dsn, schema=pg_schema) as consumer,
+        PostgresBackend(pg_dsn, schema=pg_schema) as producer,
+    ):
+        await consumer.wait_for_work(0)  # starts listening
+        assert await consumer.reserve(worker_id="w", limit=1, lease_seconds=30) == []
+        before = consumer.notifier.seq
+        await producer.enqueue(task())  # its NOTIFY arrives before the consumer waits
+
+        async def announced() -> bool:
+            return consumer.notifier.seq != before
+
+        await wait_until(announced)
+        await asyncio.wait_for(consumer.wait_for_work(30), 5)
+        assert len(await consumer.reserve(worker_id="w", limit=1, lease_seconds=30)) == 1

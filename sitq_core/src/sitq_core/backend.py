@@ -315,6 +315,7 @@ class Backend(abc.ABC):
         key = ("sitq", "result", task_id)
         interval = 0.001
         while True:
+            mark = self.notifier.seq  # a notice between the read and the wait is not missed
             result = await self.get_result(task_id)
             if result is not None:
                 return result
@@ -322,7 +323,7 @@ class Backend(abc.ABC):
             if remaining is not None and remaining <= 0:
                 return None
             step = interval if remaining is None else min(interval, remaining)
-            await self.notifier.wait(key, step)
+            await self.notifier.wait(key, step, since=mark)
             interval = min(interval * 2, 0.05)
 
     async def wait_for_work(self, timeout: float) -> None:

@@ -22,13 +22,30 @@ class Notifier:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._waiters: dict[Hashable, list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]] = {}
+        self._seq = 0
 
-    async def wait(self, key: Hashable, timeout: float | None) -> bool:
-        """Wait until ``notify(key)`` is called; False when ``timeout`` passes first."""
+    @property
+    def seq(self) -> int:
+        """A number that changes with every notification (of any key).
+
+        Read it before checking for what you wait for and pass it to
+        :meth:`wait` as ``since``: a notification sent between the check and
+        the wait then ends the wait at once instead of being missed.
+        """
+        return self._seq
+
+    async def wait(self, key: Hashable, timeout: float | None, *, since: int | None = None) -> bool:
+        """Wait until ``notify(key)`` is called; False when ``timeout`` passes first.
+
+        With ``since`` (a :attr:`seq` read earlier), return True at once when
+        any notification came after that reading.
+        """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         entry = (loop, future)
         with self._lock:
+            if since is not None and since != self._seq:
+                return True
             self._waiters.setdefault(key, []).append(entry)
         try:
             await asyncio.wait_for(asyncio.shield(future), timeout)
@@ -54,17 +71,28 @@ class Notifier:
 
     def notify_many(self, keys: Iterable[Hashable]) -> None:
         """Wake every waiter of each key."""
-        if not self._waiters:  # the common case (nobody waits); re-checked under the lock below
-            return
         woken: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         with self._lock:
-            if not self._waiters:
+            self._seq += 1
+            if not self._waiters:  # the common case: nobody waits
                 return
             for key in keys:
                 woken.extend(self._waiters.pop(key, ()))
-        for loop, future in woken:
-            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits there any more
-                loop.call_soon_threadsafe(_resolve, future)
+        _wake(woken)
+
+    def notify_all(self) -> None:
+        """Wake every waiter of every key (after notices may have been lost, e.g. in a reconnect)."""
+        with self._lock:
+            self._seq += 1
+            woken = [entry for entries in self._waiters.values() for entry in entries]
+            self._waiters.clear()
+        _wake(woken)
+
+
+def _wake(woken: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]) -> None:
+    for loop, future in woken:
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits there any more
+            loop.call_soon_threadsafe(_resolve, future)
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import secrets
 import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -42,7 +43,9 @@ T = TypeVar("T")
 _FINAL_KINDS = ("success", "failed", "cancelled")
 _NOTIFY_PAYLOAD_MAX = 7000  # bytes per NOTIFY payload (PostgreSQL's limit is 8000)
 _WORK_KEY = ("sitq", "work")
-_RESULT_RECHECK = 1.0  # seconds: a result waiter re-reads at least this often (a notice lost in a reconnect)
+# A result waiter re-reads after 1 s, 2 s, 4 s, then every 5 s: the safety net for a lost notice.
+_RESULT_RECHECK_FIRST = 1.0
+_RESULT_RECHECK_MAX = 5.0
 _DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 #: Connection parameters a URL may carry beside sitq's own options; they stay in the DSN for the driver.
 LIBPQ_PARAMETERS = frozenset(
@@ -123,6 +126,7 @@ class PostgresBackend(Backend):
         self._schema_ready = False
         self._listeners: dict[asyncio.AbstractEventLoop, Connection] = {}
         self._listener_locks: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
+        self._reserve_mark: int | None = None  # notifier.seq when the last reserve began
 
     def __repr__(self) -> str:
         return f"PostgresBackend(schema={self.schema!r})"
@@ -205,7 +209,7 @@ class PostgresBackend(Backend):
                     pool.terminate()
             else:
                 _terminate_elsewhere(owner, pool.terminate)
-        self.notifier.notify_many([_WORK_KEY])  # waiters re-check (and reconnect) instead of sleeping on
+        self.notifier.notify_all()  # waiters re-check (and reconnect) instead of sleeping on
 
     async def _pool(self) -> Pool:
         loop = asyncio.get_running_loop()
@@ -379,6 +383,7 @@ class PostgresBackend(Backend):
             return []
         now = self.now()
         body = self._reserve_body(worker, wanted, lease, names, now)
+        self._reserve_mark = self.notifier.seq
         return await self._call("reserve", body)
 
     def _reserve_body(
@@ -471,6 +476,7 @@ class PostgresBackend(Backend):
         now = self.now()
         finish = self._finish_body(items, now)
         reserve = self._reserve_body(worker, wanted, lease, names, now)
+        self._reserve_mark = self.notifier.seq
 
         async def body(conn: Connection) -> tuple[list[bool], list[ReservedTask]]:
             accepted = await finish(conn) if items else []
@@ -637,23 +643,30 @@ class PostgresBackend(Backend):
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         key = ("sitq", "result", task_id)
+        recheck = _RESULT_RECHECK_FIRST
         while True:
             if timeout != 0:
                 await self._ensure_listener()  # before the read, so a result stored after it is announced
+            mark = self.notifier.seq  # and a notice that arrives during the read is not missed
             result = await self.get_result(task_id)
             if result is not None:
                 return result
             remaining = None if deadline is None else deadline - loop.time()
             if remaining is not None and remaining <= 0:
                 return None
-            step = _RESULT_RECHECK if remaining is None else min(_RESULT_RECHECK, remaining)
-            await self.notifier.wait(key, step)
+            # The re-read is only a safety net: it backs off, with jitter, so thousands of
+            # long waits do not each query the server once a second.
+            step = recheck * random.uniform(0.9, 1.1)
+            recheck = min(recheck * 2, _RESULT_RECHECK_MAX)
+            await self.notifier.wait(key, step if remaining is None else min(step, remaining), since=mark)
 
     async def wait_for_work(self, timeout: float) -> None:
         """Sleep until another process (or this one) enqueues, at most ``timeout`` seconds."""
         if await self._ensure_listener():
             return  # just started listening: work enqueued before that went unannounced, so look now
-        await self.notifier.wait(_WORK_KEY, timeout)
+        # A notice that arrived while the last reserve ran ends this wait at once (once).
+        since, self._reserve_mark = self._reserve_mark, None
+        await self.notifier.wait(_WORK_KEY, timeout, since=since)
 
     async def _ensure_listener(self) -> bool:
         """Make sure a connection of this event loop LISTENs on the schema's channels; True if started now.
@@ -675,6 +688,7 @@ class PostgresBackend(Backend):
                 conn = await asyncpg.connect(self.dsn, timeout=self.connect_timeout)
                 await conn.add_listener(self._sql.work_channel, self._on_work)
                 await conn.add_listener(self._sql.result_channel, self._on_results)
+                conn.add_termination_listener(self._on_listener_lost)
             except (TimeoutError, *_DRIVER_ERRORS) as exc:
                 raise ConnectionError(
                     f"cannot LISTEN on PostgreSQL ({self._where()}): {exc}",
@@ -685,6 +699,10 @@ class PostgresBackend(Backend):
             with self._lock:
                 self._listeners[loop] = conn
             return True
+
+    def _on_listener_lost(self, _conn: object) -> None:
+        # Notices sent while no connection listens are gone: every waiter re-reads (and listens again).
+        self.notifier.notify_all()
 
     def _on_work(self, _conn: object, _pid: int, _channel: str, _payload: object) -> None:
         self.notifier.notify_many([_WORK_KEY])
