@@ -3,6 +3,8 @@ several worker processes on one database, and a killed worker's tasks running ag
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -202,3 +204,20 @@ async def test_a_url_may_carry_libpq_parameters(pg_dsn: str, pg_schema: str) -> 
         assert "schema" not in queue.backend.dsn  # type: ignore[attr-defined]
         await queue.enqueue(tasks.add, 1)
         assert (await queue.counts())["queued"] == 1
+
+
+def test_cli_stats_refuses_a_schema_that_does_not_exist_and_creates_nothing(pg_dsn: str, pg_schema: str) -> None:
+    url = f"{pg_dsn}?schema={pg_schema}"
+    command = [sys.executable, "-m", "sitq", "stats", "--json", "-b", url]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "no sitq tables in PostgresBackend(schema=" in done.stderr and "Traceback" not in done.stderr
+    assert asyncio.run(PostgresBackend(pg_dsn, schema=pg_schema).exists()) is False  # still not created
+
+    async def store_one() -> None:
+        async with TaskQueue(PostgresBackend(pg_dsn, schema=pg_schema)) as queue:
+            await queue.enqueue(print, 1)
+
+    asyncio.run(store_one())
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
+    assert json.loads(done.stdout)["queued"] == 1

@@ -115,6 +115,16 @@ class Backend(abc.ABC):
         Contract: ``LifecycleContract``.
         """
 
+    async def exists(self) -> bool | None:
+        """Whether the store already holds sitq's tables; None when this backend cannot tell.
+
+        Read-only tools (``sitq stats``) ask before connecting, so a mistyped
+        path or schema is reported instead of created. It must create
+        nothing and needs no ``connect()``. The default returns None
+        (unknown): the tool then connects as usual.
+        """
+        return None
+
     @abc.abstractmethod
     async def close(self) -> None:
         """Release every resource. Idempotent; committed data stays stored.

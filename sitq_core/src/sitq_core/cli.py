@@ -266,15 +266,15 @@ def _task_threads_still_running(grace: float) -> list[threading.Thread]:
 
 
 def _stats_command(out: TextIO, backend: str | None, *, as_json: bool) -> int:
-    store = resolve_backend(backend)
-    path = getattr(store, "path", None)  # a file-backed store: reading counts must not create the file
-    if isinstance(path, str) and not getattr(store, "is_memory", True) and not os.path.exists(path):
-        sys.stderr.write(f"sitq: error: no database at {path!r} (check the --backend URL)\n")
-        return 2
-    return asyncio.run(_stats(out, store, as_json=as_json))
+    return asyncio.run(_stats(out, resolve_backend(backend), as_json=as_json))
 
 
 async def _stats(out: TextIO, store: Backend, *, as_json: bool) -> int:
+    if await store.exists() is False:  # reading counts must not create a mistyped file or schema
+        path = getattr(store, "path", None)
+        where = f"no database at {path!r}" if isinstance(path, str) else f"no sitq tables in {store!r}"
+        sys.stderr.write(f"sitq: error: {where} (check the --backend URL)\n")
+        return 2
     async with TaskQueue(store) as queue:
         counts = await queue.counts()
     if as_json:

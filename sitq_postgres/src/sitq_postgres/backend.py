@@ -211,6 +211,27 @@ class PostgresBackend(Backend):
                 _terminate_elsewhere(owner, pool.terminate)
         self.notifier.notify_all()  # waiters re-check (and reconnect) instead of sleeping on
 
+    async def exists(self) -> bool:
+        """True when the schema already has sitq's ``tasks`` table; asks on a connection of its own."""
+        try:
+            conn = await asyncpg.connect(self.dsn, timeout=self.connect_timeout)
+        except (TimeoutError, *_DRIVER_ERRORS) as exc:
+            raise ConnectionError(
+                f"cannot connect to PostgreSQL ({self._where()}): {type(exc).__name__}: {exc}",
+                backend_type="postgres",
+                connection_details=self._where(),
+                cause=exc,
+            ) from exc
+        try:
+            found = await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM information_schema.tables"
+                " WHERE table_schema = $1 AND table_name = 'tasks')",
+                self.schema,
+            )
+        finally:
+            await conn.close()
+        return bool(found)
+
     async def _pool(self) -> Pool:
         loop = asyncio.get_running_loop()
         pool = self._pools.get(loop)

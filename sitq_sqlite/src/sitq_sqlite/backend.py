@@ -395,6 +395,12 @@ class SQLiteBackend(Backend):
         self._retrying(conn, pragmas)
         return self._retrying(conn, lambda c: self._write(c, create_schema))
 
+    async def exists(self) -> bool | None:
+        """False when the file is missing (connecting would create it); None for ``:memory:``."""
+        if self.is_memory:
+            return None
+        return await asyncio.to_thread(os.path.exists, self.path)
+
     async def close(self) -> None:
         with self._lock:
             db, self._db = self._db, None

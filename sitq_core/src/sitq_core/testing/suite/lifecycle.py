@@ -69,6 +69,16 @@ class LifecycleContract(BackendFixtures):
                 await fresh.close()
 
     @pytest.mark.asyncio
+    async def test_a_store_holding_tasks_exists(self, backend: Backend, clock: FakeClock) -> None:
+        await backend.enqueue(make_task(clock))
+        found = await backend.exists()
+        assert found is not False, (
+            f"{C}: exists() returned False for a connected store that holds a task "
+            "(return True, or None when the backend cannot tell; sitq stats refuses a store that does not exist)"
+        )
+        assert found is None or isinstance(found, bool), f"{C}: exists() must return True, False or None"
+
+    @pytest.mark.asyncio
     async def test_now_reads_the_clock(self, backend: Backend, clock: FakeClock) -> None:
         assert backend.now() == clock.now(), (
             f"{C}: backend.now() must return backend.clock() (do not override now() to read the wall clock)"
