@@ -51,3 +51,36 @@ def test_ipv6_hosts_and_plus_signs_survive_a_round_trip() -> None:
     assert url.host == "::1" and url.query["sslrootcert"] == "/etc/ssl/a+b.crt"
     again = parse_backend_url(url.render(hide_password=False))
     assert (again.host, again.port, again.query) == ("::1", 5432, url.query)
+
+
+def test_a_multi_host_url_keeps_every_host_in_order() -> None:
+    url = parse_backend_url("postgresql://u:pw@primary:5432,[::1]:5433,standby/app?target_session_attrs=read-write")
+    assert (url.host, url.port, url.more_hosts) == ("primary", 5432, (("::1", 5433), ("standby", None)))
+    assert url.render(hide_password=False) == (
+        "postgresql://u:pw@primary:5432,[::1]:5433,standby/app?target_session_attrs=read-write"
+    )
+    assert str(url) == "postgresql://u:***@primary:5432,[::1]:5433,standby/app?target_session_attrs=read-write"
+
+
+@pytest.mark.parametrize("url", ["postgresql://a,b:notaport/x", "postgresql://a,,b/x", "postgresql://a,b:70000/x"])
+def test_a_bad_host_list_names_the_url(url: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        parse_backend_url(url)
+    assert info.value.parameter == "url" and "host" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://u:TOPSECRET@db:notaport/app",
+        "postgresql://u:TOPSECRET@db/app?x=1&x=2",
+        "postgresql://u:TOPSECRET@a,b:bad/app",
+        "postgresql://u:TOP@SECRET@db:bad/app",
+        "postgresql://db:bad/app?sslpassword=TOPSECRET",
+    ],
+)
+def test_errors_about_a_url_never_echo_its_secrets(url: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        parse_backend_url(url)
+    shown = f"{info.value} {info.value.context}"
+    assert "SECRET" not in shown and "***" in shown, shown

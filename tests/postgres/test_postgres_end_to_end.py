@@ -221,3 +221,22 @@ def test_cli_stats_refuses_a_schema_that_does_not_exist_and_creates_nothing(pg_d
     asyncio.run(store_one())
     done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
     assert json.loads(done.stdout)["queued"] == 1
+
+
+def test_a_multi_host_url_falls_over_to_the_next_host(pg_dsn: str, pg_schema: str) -> None:
+    import dataclasses
+
+    from sitq_core.urls import parse_backend_url
+
+    real = parse_backend_url(pg_dsn)
+    assert real.host is not None
+    url = dataclasses.replace(
+        real, host="127.0.0.1", port=1, more_hosts=((real.host, real.port),), query={"schema": pg_schema}
+    )  # nothing listens on port 1: the second host must be used
+
+    async def round_trip() -> int:
+        async with TaskQueue(url.render(hide_password=False)) as queue:
+            await queue.enqueue(print, 1)
+            return (await queue.counts())["queued"]
+
+    assert asyncio.run(round_trip()) == 1

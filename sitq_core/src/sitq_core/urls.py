@@ -1,4 +1,4 @@
-"""Backend URLs: ``name[+driver]://[user[:password]@][host][:port][/database][?opt=value]``.
+"""Backend URLs: ``name[+driver]://[user[:password]@][host][:port][,host2[:port2]...][/database][?opt=value]``.
 
 The grammar is SQLAlchemy's. For SQLite, ``sqlite:///tasks.db`` is relative to
 the working directory, ``sqlite:////var/lib/app/tasks.db`` is absolute, and
@@ -7,6 +7,7 @@ the working directory, ``sqlite:////var/lib/app/tasks.db`` is absolute, and
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
@@ -28,6 +29,8 @@ class BackendURL:
     port: int | None = None
     database: str | None = None
     query: dict[str, Any] = field(default_factory=dict, repr=False)  # may hold secrets (sslpassword)
+    #: Further ``(host, port)`` pairs after the first of a multi-host URL (``pg://h1:5432,h2:5433/db``).
+    more_hosts: tuple[tuple[str, int | None], ...] = ()
 
     @property
     def name(self) -> str:
@@ -42,39 +45,82 @@ class BackendURL:
             if self.password is not None:
                 auth += ":" + ("***" if hide_password else quote(self.password, safe=""))
             auth += "@"
-        host = self.host or ""
-        if ":" in host:  # an IPv6 address keeps its brackets
-            host = f"[{host}]"
-        port = f":{self.port}" if self.port is not None else ""
+        hosts = ",".join(_host_port(host, port) for host, port in ((self.host, self.port), *self.more_hosts))
         database = f"/{self.database}" if self.database is not None else ""
         query = "&".join(
             f"{k}={'***' if hide_password and 'password' in k.lower() else quote(str(v), safe='')}"
             for k, v in self.query.items()
         )
-        return f"{self.name}://{auth}{host}{port}{database}" + (f"?{query}" if query else "")
+        return f"{self.name}://{auth}{hosts}{database}" + (f"?{query}" if query else "")
 
     def __str__(self) -> str:
         return self.render()
+
+
+_PASSWORD = re.compile(r"(://[^/?#@:]*:)[^/?#]*@")
+_QUERY_SECRET = re.compile(r"((?:^|[?&])[^=&#]*password[^=&#]*=)[^&#]*", re.IGNORECASE)
+
+
+def masked(url: str) -> str:
+    """``url`` as it may appear in errors and logs: the password and any ``*password*=`` value as ``***``."""
+    return _QUERY_SECRET.sub(r"\1***", _PASSWORD.sub(r"\1***@", url))
+
+
+def _host_port(host: str | None, port: int | None) -> str:
+    text = host or ""
+    if ":" in text:  # an IPv6 address keeps its brackets
+        text = f"[{text}]"
+    return text if port is None else f"{text}:{port}"
+
+
+def _split_hosts(shown: str, netloc: str) -> tuple[str, tuple[tuple[str, int | None], ...]]:
+    """Keep the first host of ``user@h1:p1,h2:p2`` in ``netloc``; return the others parsed."""
+    userinfo, at, hostlist = netloc.rpartition("@")
+    if "," not in hostlist:
+        return netloc, ()
+    first, *others = hostlist.split(",")
+    more: list[tuple[str, int | None]] = []
+    for item in others:
+        try:
+            parsed = urlsplit(f"x://{item}")
+            host, port = parsed.hostname, parsed.port
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"backend URL {shown!r} has an invalid host or port in {item!r}",
+                parameter="url",
+                value=shown,
+                cause=exc,
+            ) from exc
+        if not host:
+            raise ConfigurationError(
+                f"backend URL {shown!r} has an empty host in its host list", parameter="url", value=shown
+            )
+        more.append((host, port))
+    return f"{userinfo}{at}{first}", tuple(more)
 
 
 def parse_backend_url(url: str) -> BackendURL:
     """Parse a backend URL; a malformed one raises ``ConfigurationError`` naming ``url``."""
     if not isinstance(url, str) or "://" not in url:
         raise ConfigurationError(
-            f"expected a backend URL like 'sqlite:///tasks.db', got {url!r}",
+            f"expected a backend URL like 'sqlite:///tasks.db', got {masked(url) if isinstance(url, str) else url!r}",
             parameter="url",
-            value=url,
+            value=masked(url) if isinstance(url, str) else url,
         )
+    shown = masked(url)  # errors never echo a password
     scheme_part = url.split("://", 1)[0]
     scheme, _, driver = scheme_part.lower().partition("+")
     if not scheme:
-        raise ConfigurationError(f"backend URL {url!r} has no scheme", parameter="url", value=url)
+        raise ConfigurationError(f"backend URL {shown!r} has no scheme", parameter="url", value=shown)
     parts = urlsplit("x" + url[len(scheme_part) :])  # a neutral scheme keeps urlsplit generic
+    netloc, more_hosts = _split_hosts(shown, parts.netloc)
+    if more_hosts:
+        parts = parts._replace(netloc=netloc)
     try:
         port = parts.port
     except ValueError as exc:
         raise ConfigurationError(
-            f"backend URL {url!r} has an invalid port", parameter="url", value=url, cause=exc
+            f"backend URL {shown!r} has an invalid port", parameter="url", value=shown, cause=exc
         ) from exc
     path = parts.path
     database = unquote(path[1:]) if path.startswith("/") else (unquote(path) or None)
@@ -83,7 +129,7 @@ def parse_backend_url(url: str) -> BackendURL:
     query: dict[str, str] = {}
     for key, value in parse_qsl(parts.query.replace("+", "%2B"), keep_blank_values=True):  # '+' is a plus
         if key in query:
-            raise ConfigurationError(f"backend URL option {key!r} is given twice", parameter=key, value=url)
+            raise ConfigurationError(f"backend URL option {key!r} is given twice", parameter=key, value=shown)
         query[key] = value
     return BackendURL(
         scheme=scheme,
@@ -94,4 +140,5 @@ def parse_backend_url(url: str) -> BackendURL:
         port=port,
         database=database,
         query=query,
+        more_hosts=more_hosts,
     )

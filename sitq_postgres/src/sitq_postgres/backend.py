@@ -150,6 +150,7 @@ class PostgresBackend(Backend):
             port=url.port,
             database=url.database,
             query=libpq,
+            more_hosts=url.more_hosts,  # libpq and asyncpg try the hosts in turn
         )
         options["dsn"] = bare.render(hide_password=False)
         return cls.from_config(options)
@@ -175,7 +176,8 @@ class PostgresBackend(Backend):
                     values[key] = kind(raw)
                 except ValueError as exc:
                     raise ConfigurationError(
-                        f"option {key!r} of backend 'postgres' must be a {kind.__name__}, got {raw!r}",
+                        f"option {key!r} of backend 'postgres' must be "
+                        f"{'an integer' if kind is int else 'a number'}, got {raw!r}",
                         parameter=key,
                         value=raw,
                         cause=exc,

@@ -267,7 +267,8 @@ class SQLiteBackend(Backend):
                     values[key] = kind(raw)
                 except ValueError as exc:
                     raise ConfigurationError(
-                        f"option {key!r} of backend 'sqlite' must be a {kind.__name__}, got {raw!r}",
+                        f"option {key!r} of backend 'sqlite' must be "
+                        f"{'an integer' if kind is int else 'a number'}, got {raw!r}",
                         parameter=key,
                         value=raw,
                         cause=exc,
