@@ -218,12 +218,7 @@ class PostgresBackend(Backend):
         try:
             conn = await asyncpg.connect(self.dsn, timeout=self.connect_timeout)
         except (TimeoutError, *_DRIVER_ERRORS) as exc:
-            raise ConnectionError(
-                f"cannot connect to PostgreSQL ({self._where()}): {type(exc).__name__}: {exc}",
-                backend_type="postgres",
-                connection_details=self._where(),
-                cause=exc,
-            ) from exc
+            raise self._cannot_connect(exc) from exc
         try:
             found = await conn.fetchval(
                 "SELECT EXISTS (SELECT 1 FROM information_schema.tables"
@@ -248,12 +243,7 @@ class PostgresBackend(Backend):
                 command_timeout=None,
             )
         except (TimeoutError, *_DRIVER_ERRORS) as exc:
-            raise ConnectionError(
-                f"cannot connect to PostgreSQL ({self._where()}): {type(exc).__name__}: {exc}",
-                backend_type="postgres",
-                connection_details=self._where(),
-                cause=exc,
-            ) from exc
+            raise self._cannot_connect(exc) from exc
         assert pool is not None
         try:
             if not self._schema_ready:
@@ -272,6 +262,14 @@ class PostgresBackend(Backend):
             return existing
         log.debug("sitq.postgres: connected (%s, schema %s)", self._where(), self.schema)
         return pool
+
+    def _cannot_connect(self, exc: BaseException) -> ConnectionError:
+        return ConnectionError(
+            f"cannot connect to PostgreSQL ({self._where()}): {type(exc).__name__}: {exc}",
+            backend_type="postgres",
+            connection_details=self._where(),
+            cause=exc,
+        )
 
     def _where(self) -> str:
         if self.dsn is None:
