@@ -7,25 +7,46 @@ import threading
 
 import pytest
 
-from sitq_core.notify import Notifier
+from sitq_core.notify import Notifier, record_mark, take_mark
 
 from sitq_test_helpers import wait_until
 
 
 @pytest.mark.asyncio
-async def test_a_notice_after_the_mark_ends_the_wait_at_once() -> None:
+async def test_a_notice_between_subscribe_and_wait_ends_the_wait_at_once() -> None:
     notifier = Notifier()
-    mark = notifier.seq
-    notifier.notify(("sitq", "result", "other"))  # any key: sent after the check, before the wait
-    assert await asyncio.wait_for(notifier.wait(("sitq", "result", "mine"), 30, since=mark), 5)
+    with notifier.subscribe("mine") as subscription:
+        notifier.notify("mine")  # sent after the check, before the wait
+        assert await asyncio.wait_for(subscription.wait(30), 5)
+    assert not notifier.has_waiters("mine")
 
 
 @pytest.mark.asyncio
-async def test_without_a_notice_since_the_mark_the_wait_times_out() -> None:
+async def test_a_notice_for_another_key_does_not_end_the_wait() -> None:
     notifier = Notifier()
-    mark = notifier.seq
-    assert await notifier.wait("key", 0.01, since=mark) is False
-    assert notifier.seq == mark
+    with notifier.subscribe("mine") as subscription:
+        notifier.notify("other")
+        assert await subscription.wait(0.01) is False
+
+
+def test_only_tracked_keys_are_counted() -> None:
+    notifier = Notifier()
+    notifier.track("work")
+    notifier.notify_many(["work", "result"])
+    notifier.notify_all()
+    assert (notifier.count("work"), notifier.count("result")) == (2, 0)
+
+
+@pytest.mark.asyncio
+async def test_marks_belong_to_the_callers_task_context() -> None:
+    owner = object()
+
+    async def caller(value: int) -> tuple[int | None, int | None]:
+        record_mark(owner, value)
+        child = await asyncio.create_task(asyncio.sleep(0, take_mark(owner)))  # the context copied into a child
+        return child, take_mark(owner)
+
+    assert await asyncio.gather(caller(1), caller(2)) == [(1, None), (2, None)]
 
 
 @pytest.mark.asyncio

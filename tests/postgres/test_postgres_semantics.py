@@ -171,6 +171,9 @@ async def test_a_result_waiter_rereads_when_the_listening_connection_is_lost(
         assert result is not None and result.value == b"done"
 
 
+WORK = ("sitq", "work")
+
+
 @pytest.mark.asyncio
 async def test_work_announced_while_reserve_ran_ends_the_next_wait_at_once(pg_dsn: str, pg_schema: str) -> None:
     async with (
@@ -179,12 +182,61 @@ async def test_work_announced_while_reserve_ran_ends_the_next_wait_at_once(pg_ds
     ):
         await consumer.wait_for_work(0)  # starts listening
         assert await consumer.reserve(worker_id="w", limit=1, lease_seconds=30) == []
-        before = consumer.notifier.seq
+        before = consumer.notifier.count(WORK)
         await producer.enqueue(task())  # its NOTIFY arrives before the consumer waits
 
         async def announced() -> bool:
-            return consumer.notifier.seq != before
+            return consumer.notifier.count(WORK) != before
 
         await wait_until(announced)
         await asyncio.wait_for(consumer.wait_for_work(30), 5)
         assert len(await consumer.reserve(worker_id="w", limit=1, lease_seconds=30)) == 1
+
+
+@pytest.mark.asyncio
+async def test_result_notices_do_not_end_an_idle_workers_wait(pg_dsn: str, pg_schema: str) -> None:
+    async with (
+        PostgresBackend(pg_dsn, schema=pg_schema) as consumer,
+        PostgresBackend(pg_dsn, schema=pg_schema) as finisher,
+    ):
+        await finisher.enqueue(Task(id=new_id(), payload=b"p", queue="other"))
+        (lease,) = await finisher.reserve(worker_id="f", limit=1, lease_seconds=30)
+        await consumer.wait_for_work(0)  # starts listening
+        assert await consumer.reserve(worker_id="w", limit=1, lease_seconds=30, queues=["idle"]) == []
+        assert await finisher.complete(lease, b"v")  # a result notice, no work notice, after the reserve
+        assert await consumer.wait_for_result(lease.id, 10) is not None  # the notice has arrived
+        waiting = asyncio.create_task(consumer.wait_for_work(30))
+        done, _ = await asyncio.wait({waiting}, timeout=0.3)
+        assert not done, "a result notice ended an idle worker's wait for work"
+        waiting.cancel()
+
+
+@pytest.mark.asyncio
+async def test_two_workers_sharing_one_backend_keep_their_own_reserve_marks(pg_dsn: str, pg_schema: str) -> None:
+    async with (
+        PostgresBackend(pg_dsn, schema=pg_schema) as shared,
+        PostgresBackend(pg_dsn, schema=pg_schema) as producer,
+    ):
+        await shared.wait_for_work(0)  # starts listening
+        a_reserved, b_done = asyncio.Event(), asyncio.Event()
+
+        async def worker_a() -> None:
+            assert await shared.reserve(worker_id="A", limit=1, lease_seconds=30, queues=["a"]) == []
+            a_reserved.set()
+            await b_done.wait()
+            await asyncio.wait_for(shared.wait_for_work(30), 5)  # its work was announced after its reserve
+
+        async def worker_b() -> None:
+            await a_reserved.wait()
+            before = shared.notifier.count(WORK)
+            await producer.enqueue(Task(id=new_id(), payload=b"p", queue="a"))
+
+            async def announced() -> bool:
+                return shared.notifier.count(WORK) != before
+
+            await wait_until(announced)
+            assert await shared.reserve(worker_id="B", limit=1, lease_seconds=30, queues=["b"]) == []
+            await asyncio.wait_for(shared.wait_for_work(0.05), 5)
+            b_done.set()
+
+        await asyncio.gather(asyncio.create_task(worker_a()), asyncio.create_task(worker_b()))

@@ -54,6 +54,24 @@ def test_scan_reports_the_rows_added_since_the_last_scan(tmp_path: Path) -> None
     assert scan.scan(conn) == ["a"]
 
 
+def test_scan_notices_a_reused_rowid_even_when_the_maximum_is_back(tmp_path: Path) -> None:
+    conn = _results_db(tmp_path / "r.db")
+    scan = NewResults()
+    for task_id in ("a", "b"):
+        _store_result(conn, task_id)
+    scan.scan(conn)
+    conn.execute("DELETE FROM results WHERE task_id = 'b'")  # a requeue: rowid 2 comes free
+    _store_result(conn, "c")  # rowid 2 again: the maximum is where it was
+    assert scan.scan(conn) is None
+    conn.execute("DELETE FROM results WHERE task_id = 'c'")
+    conn.execute(
+        "INSERT INTO results (task_id, id, status, attempts, serializer, finished_at)"
+        " VALUES ('c', 'c', 'success', 1, 'x', 7)"
+    )  # the same task finished again, at the same rowid
+    assert scan.scan(conn) is None
+    assert scan.scan(conn) == []
+
+
 def test_scan_wakes_everybody_after_the_newest_rows_were_deleted(tmp_path: Path) -> None:
     conn = _results_db(tmp_path / "r.db")
     scan = NewResults()

@@ -356,3 +356,27 @@ async def test_wait_for_work_wakes_on_enqueue(backend: SQLiteBackend, clock: Fak
     await backend.enqueue(task(clock))
     await asyncio.wait_for(waiter, 5)
     assert time.monotonic() - start < 2
+
+
+@pytest.mark.asyncio
+async def test_two_workers_sharing_one_backend_keep_their_own_reserve_marks(
+    backend: SQLiteBackend, clock: FakeClock
+) -> None:
+    import asyncio
+
+    a_reserved, b_done = asyncio.Event(), asyncio.Event()
+
+    async def worker_a() -> None:
+        assert await backend.reserve(worker_id="A", limit=1, lease_seconds=30, queues=["a"]) == []
+        a_reserved.set()
+        await b_done.wait()
+        await asyncio.wait_for(backend.wait_for_work(30), 5)  # its work came after its reserve began
+
+    async def worker_b() -> None:
+        await a_reserved.wait()
+        await backend.enqueue(task(clock, queue="a"))
+        assert await backend.reserve(worker_id="B", limit=1, lease_seconds=30, queues=["b"]) == []
+        await asyncio.wait_for(backend.wait_for_work(0.05), 5)
+        b_done.set()
+
+    await asyncio.gather(asyncio.create_task(worker_a()), asyncio.create_task(worker_b()))

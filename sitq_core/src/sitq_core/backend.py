@@ -325,15 +325,14 @@ class Backend(abc.ABC):
         key = ("sitq", "result", task_id)
         interval = 0.001
         while True:
-            mark = self.notifier.seq  # a notice between the read and the wait is not missed
-            result = await self.get_result(task_id)
-            if result is not None:
-                return result
-            remaining = None if deadline is None else deadline - loop.time()
-            if remaining is not None and remaining <= 0:
-                return None
-            step = interval if remaining is None else min(interval, remaining)
-            await self.notifier.wait(key, step, since=mark)
+            with self.notifier.subscribe(key) as subscription:  # before the read: no notice falls between
+                result = await self.get_result(task_id)
+                if result is not None:
+                    return result
+                remaining = None if deadline is None else deadline - loop.time()
+                if remaining is not None and remaining <= 0:
+                    return None
+                await subscription.wait(interval if remaining is None else min(interval, remaining))
             interval = min(interval * 2, 0.05)
 
     async def wait_for_work(self, timeout: float) -> None:

@@ -4,16 +4,31 @@ A backend object may be shared by a queue running in one event loop (for
 example the private loop of ``SyncTaskQueue``) and a worker in another. An
 ``asyncio.Event`` belongs to one loop, so waiters here register a future on
 their own loop and are woken with ``call_soon_threadsafe``.
+
+Two ways not to miss a notice that comes between a check and the wait after it:
+
+- :meth:`Notifier.subscribe` registers *before* the check; a notice for that
+  key then ends the wait that follows at once (and notices for other keys
+  do not).
+- For work, where the check (a reserve) and the wait are separate backend
+  calls, a backend reads :meth:`Notifier.count` of a tracked key when the
+  reserve begins (:func:`record_mark`) and compares it in ``wait_for_work``
+  (:func:`take_mark`). The mark belongs to the calling task's context, so two
+  workers sharing one backend object keep their own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import threading
 from collections.abc import Hashable, Iterable
+from types import TracebackType
 
-__all__ = ["Notifier"]
+__all__ = ["Notifier", "Subscription", "record_mark", "take_mark"]
+
+_Entry = tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]"]
 
 
 class Notifier:
@@ -21,45 +36,26 @@ class Notifier:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._waiters: dict[Hashable, list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]] = {}
-        self._seq = 0
+        self._waiters: dict[Hashable, list[_Entry]] = {}
+        self._counts: dict[Hashable, int] = {}  # notices per tracked key
 
-    @property
-    def seq(self) -> int:
-        """A number that changes with every notification (of any key).
+    def subscribe(self, key: Hashable) -> Subscription:
+        """Register for ``key`` now; wait later with :meth:`Subscription.wait` (use it as a context manager)."""
+        return Subscription(self, key)
 
-        Read it before checking for what you wait for and pass it to
-        :meth:`wait` as ``since``: a notification sent between the check and
-        the wait then ends the wait at once instead of being missed.
-        """
-        return self._seq
+    async def wait(self, key: Hashable, timeout: float | None) -> bool:
+        """Wait until ``notify(key)`` is called; False when ``timeout`` passes first."""
+        with self.subscribe(key) as subscription:
+            return await subscription.wait(timeout)
 
-    async def wait(self, key: Hashable, timeout: float | None, *, since: int | None = None) -> bool:
-        """Wait until ``notify(key)`` is called; False when ``timeout`` passes first.
-
-        With ``since`` (a :attr:`seq` read earlier), return True at once when
-        any notification came after that reading.
-        """
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        entry = (loop, future)
+    def track(self, key: Hashable) -> None:
+        """Count the notices of ``key`` from now on (see :meth:`count`)."""
         with self._lock:
-            if since is not None and since != self._seq:
-                return True
-            self._waiters.setdefault(key, []).append(entry)
-        try:
-            await asyncio.wait_for(asyncio.shield(future), timeout)
-            return True
-        except TimeoutError:
-            return False
-        finally:
-            with self._lock:
-                waiters = self._waiters.get(key)
-                if waiters is not None:
-                    with contextlib.suppress(ValueError):
-                        waiters.remove(entry)
-                    if not waiters:
-                        del self._waiters[key]
+            self._counts.setdefault(key, 0)
+
+    def count(self, key: Hashable) -> int:
+        """How many notices of a tracked ``key`` were sent (0 for a key not tracked)."""
+        return self._counts.get(key, 0)
 
     def has_waiters(self, key: Hashable) -> bool:
         """True when someone waits on ``key`` (lets callers skip work)."""
@@ -71,25 +67,93 @@ class Notifier:
 
     def notify_many(self, keys: Iterable[Hashable]) -> None:
         """Wake every waiter of each key."""
-        woken: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        if not self._waiters and not self._counts:  # the common case: nobody waits, nothing counted
+            return
+        woken: list[_Entry] = []
         with self._lock:
-            self._seq += 1
-            if not self._waiters:  # the common case: nobody waits
-                return
             for key in keys:
-                woken.extend(self._waiters.pop(key, ()))
+                if key in self._counts:
+                    self._counts[key] += 1
+                if self._waiters:
+                    woken.extend(self._waiters.pop(key, ()))
         _wake(woken)
 
     def notify_all(self) -> None:
         """Wake every waiter of every key (after notices may have been lost, e.g. in a reconnect)."""
         with self._lock:
-            self._seq += 1
+            for key in self._counts:
+                self._counts[key] += 1
             woken = [entry for entries in self._waiters.values() for entry in entries]
             self._waiters.clear()
         _wake(woken)
 
+    def _register(self, key: Hashable, entry: _Entry) -> None:
+        with self._lock:
+            self._waiters.setdefault(key, []).append(entry)
 
-def _wake(woken: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]) -> None:
+    def _unregister(self, key: Hashable, entry: _Entry) -> None:
+        with self._lock:
+            waiters = self._waiters.get(key)
+            if waiters is not None:
+                with contextlib.suppress(ValueError):
+                    waiters.remove(entry)
+                if not waiters:
+                    del self._waiters[key]
+
+
+class Subscription:
+    """One registration for one key, made before the caller checks; woken at most once."""
+
+    def __init__(self, notifier: Notifier, key: Hashable) -> None:
+        loop = asyncio.get_running_loop()
+        self._notifier, self._key = notifier, key
+        self._entry: _Entry = (loop, loop.create_future())
+        notifier._register(key, self._entry)
+
+    async def wait(self, timeout: float | None) -> bool:
+        """True once a notice came since subscribing (at once if it already did); False after ``timeout``."""
+        future = self._entry[1]
+        if future.done():
+            return True
+        try:
+            await asyncio.wait_for(asyncio.shield(future), timeout)
+            return True
+        except TimeoutError:
+            return False
+
+    def close(self) -> None:
+        self._notifier._unregister(self._key, self._entry)
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+# Marks live in a dict owned by the calling task's context: a worker's reserve and the
+# wait_for_work task it starts (asyncio copies the context into it) share one dict.
+_MARKS: contextvars.ContextVar[dict[int, int]] = contextvars.ContextVar("sitq_reserve_marks")
+
+
+def record_mark(owner: object, value: int) -> None:
+    """Remember ``value`` (a notice count read as a reserve begins) for this caller and ``owner``."""
+    marks = _MARKS.get(None)
+    if marks is None:
+        marks = {}
+        _MARKS.set(marks)
+    marks[id(owner)] = value
+
+
+def take_mark(owner: object) -> int | None:
+    """The value :func:`record_mark` kept for this caller and ``owner``, once; None when there is none."""
+    marks = _MARKS.get(None)
+    return None if marks is None else marks.pop(id(owner), None)
+
+
+def _wake(woken: list[_Entry]) -> None:
     for loop, future in woken:
         with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits there any more
             loop.call_soon_threadsafe(_resolve, future)

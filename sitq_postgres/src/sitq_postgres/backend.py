@@ -30,6 +30,7 @@ from sitq_core import checks
 from sitq_core.backend import Backend, Capability
 from sitq_core.errors import BackendError, ConfigurationError, ConnectionError, SitqError, ValidationError
 from sitq_core.models import LeaseState, Outcome, ReservedTask, Result, Task, TaskStatus
+from sitq_core.notify import record_mark, take_mark
 from sitq_core.urls import BackendURL
 
 from .schema import SCHEMA_VERSION, Statements, valid_schema
@@ -126,7 +127,7 @@ class PostgresBackend(Backend):
         self._schema_ready = False
         self._listeners: dict[asyncio.AbstractEventLoop, Connection] = {}
         self._listener_locks: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
-        self._reserve_mark: int | None = None  # notifier.seq when the last reserve began
+        self.notifier.track(_WORK_KEY)  # reserve/wait_for_work compare work notices (record_mark)
 
     def __repr__(self) -> str:
         return f"PostgresBackend(schema={self.schema!r})"
@@ -404,7 +405,7 @@ class PostgresBackend(Backend):
             return []
         now = self.now()
         body = self._reserve_body(worker, wanted, lease, names, now)
-        self._reserve_mark = self.notifier.seq
+        record_mark(self, self.notifier.count(_WORK_KEY))
         return await self._call("reserve", body)
 
     def _reserve_body(
@@ -497,7 +498,7 @@ class PostgresBackend(Backend):
         now = self.now()
         finish = self._finish_body(items, now)
         reserve = self._reserve_body(worker, wanted, lease, names, now)
-        self._reserve_mark = self.notifier.seq
+        record_mark(self, self.notifier.count(_WORK_KEY))
 
         async def body(conn: Connection) -> tuple[list[bool], list[ReservedTask]]:
             accepted = await finish(conn) if items else []
@@ -668,26 +669,28 @@ class PostgresBackend(Backend):
         while True:
             if timeout != 0:
                 await self._ensure_listener()  # before the read, so a result stored after it is announced
-            mark = self.notifier.seq  # and a notice that arrives during the read is not missed
-            result = await self.get_result(task_id)
-            if result is not None:
-                return result
-            remaining = None if deadline is None else deadline - loop.time()
-            if remaining is not None and remaining <= 0:
-                return None
-            # The re-read is only a safety net: it backs off, with jitter, so thousands of
-            # long waits do not each query the server once a second.
-            step = recheck * random.uniform(0.9, 1.1)
-            recheck = min(recheck * 2, _RESULT_RECHECK_MAX)
-            await self.notifier.wait(key, step if remaining is None else min(step, remaining), since=mark)
+            with self.notifier.subscribe(key) as subscription:  # and a notice during the read is not missed
+                result = await self.get_result(task_id)
+                if result is not None:
+                    return result
+                remaining = None if deadline is None else deadline - loop.time()
+                if remaining is not None and remaining <= 0:
+                    return None
+                # The re-read is only a safety net: it backs off, with jitter, so thousands of
+                # long waits do not each query the server once a second.
+                step = recheck * random.uniform(0.9, 1.1)
+                recheck = min(recheck * 2, _RESULT_RECHECK_MAX)
+                await subscription.wait(step if remaining is None else min(step, remaining))
 
     async def wait_for_work(self, timeout: float) -> None:
         """Sleep until another process (or this one) enqueues, at most ``timeout`` seconds."""
         if await self._ensure_listener():
             return  # just started listening: work enqueued before that went unannounced, so look now
-        # A notice that arrived while the last reserve ran ends this wait at once (once).
-        since, self._reserve_mark = self._reserve_mark, None
-        await self.notifier.wait(_WORK_KEY, timeout, since=since)
+        with self.notifier.subscribe(_WORK_KEY) as subscription:
+            mark = take_mark(self)
+            if mark is not None and mark != self.notifier.count(_WORK_KEY):
+                return  # work was announced while this caller's last reserve ran
+            await subscription.wait(timeout)
 
     async def _ensure_listener(self) -> bool:
         """Make sure a connection of this event loop LISTENs on the schema's channels; True if started now.

@@ -43,6 +43,7 @@ from sitq_core.models import (
     Task,
     TaskStatus,
 )
+from sitq_core.notify import record_mark, take_mark
 
 from .dbthread import DbThread
 from .feed import InsertFeed
@@ -212,7 +213,6 @@ class SQLiteBackend(Backend):
         self._connecting: ThreadFuture[DbThread] | None = None
         self._watcher: Watcher | None = None
         self._wakeups = Wakeups()
-        self._reserve_seq = -1
         self._inline = None if self.is_memory else InlinePath(self._new_inline_connection)
 
     def __repr__(self) -> str:
@@ -643,7 +643,7 @@ class SQLiteBackend(Backend):
         queue_list = _queues(queues)
         if queue_list == []:
             return []
-        self._reserve_seq = self._wakeups.work_seq
+        record_mark(self, self._wakeups.work_seq)
         now = self._now_us()
         body = self._reserve_body(worker_id, limit, lease_us, queue_list, now)
         claims = await self._run("reserve", lambda conn: self._write(conn, body))
@@ -744,7 +744,7 @@ class SQLiteBackend(Backend):
         queue_list = _queues(queues)
         if queue_list == []:
             return await self.finish_many(outcomes), []
-        self._reserve_seq = self._wakeups.work_seq
+        record_mark(self, self._wakeups.work_seq)
         now = self._now_us()
         finish = self._finish_body(outcomes, now)
         claim = self._reserve_body(worker_id, limit, lease_us, queue_list, now)
@@ -1043,10 +1043,9 @@ class SQLiteBackend(Backend):
         """Return when new work may be due (this or another process), or after ``timeout`` seconds."""
         entry = self._wakeups.register(WORK_KEY)
         try:
-            if self._wakeups.work_seq != self._reserve_seq:
-                # Something was enqueued (or the watcher saw a commit) since the last reserve began.
-                self._reserve_seq = self._wakeups.work_seq
-                return
+            mark = take_mark(self)
+            if mark is not None and mark != self._wakeups.work_seq:
+                return  # something was enqueued (or the watcher saw a commit) since this caller's reserve began
             await self._ensure()
             self._ensure_watcher()
             await Wakeups.wait(entry, None if timeout is None else max(0.0, timeout))

@@ -9,9 +9,12 @@ ordered by rowid (a range read at the end of the table's b-tree, one query
 per change however many wait), and wakes only the waiters whose ids it saw.
 
 SQLite gives a new row ``max(rowid) + 1``, so rows appear in rowid order.
-Deleting the newest rows (a purge) lets rowids be handed out again; a
-maximum below the last one seen means that happened, and then every
-waiter is woken once. The waiters' own periodic re-check covers what is left.
+Deleting the newest rows (a requeue, a purge) lets SQLite hand their rowids
+out again, and the next rows could land at or below the last rowid seen. So
+the scan remembers the whole last row it saw (rowid, task id, finish time)
+and reads from that rowid on: when that row is gone or changed, rows may have
+been missed, and every waiter is woken once. The waiters' own periodic
+re-check covers what is left.
 """
 
 from __future__ import annotations
@@ -21,23 +24,42 @@ import sqlite3
 __all__ = ["NewResults"]
 
 
+_Row = tuple[int, str, int | None]  # rowid, task_id, finished_at
+
+
 class NewResults:
     """Task ids of the ``results`` rows added since the previous :meth:`scan` (one watcher thread's view)."""
 
     def __init__(self) -> None:
-        self._seen: int | None = None  # the highest rowid seen; None: nobody waited at the last look
+        self._last: _Row | None = None  # the newest row seen; None: nobody waited at the last look
+        self._known = False  # whether _last is meaningful (False: start from scratch)
 
     def forget(self) -> None:
         """Nobody waits for a result: the next scan starts from scratch (and wakes everybody)."""
-        self._seen = None
+        self._known = False
 
     def scan(self, conn: sqlite3.Connection) -> list[str] | None:
         """The task ids with a result added since the last scan; ``None`` means "could be any"."""
-        top = conn.execute("SELECT max(rowid) FROM results").fetchone()[0] or 0
-        seen, self._seen = self._seen, top
-        if seen is None or top < seen:
+        if not self._known:
+            self._known, self._last = True, self._newest(conn)
             return None
-        if top == seen:
-            return []
-        rows = conn.execute("SELECT task_id FROM results WHERE rowid > ? AND rowid <= ?", (seen, top))
-        return [task_id for (task_id,) in rows]
+        last = self._last
+        rows: list[_Row] = conn.execute(
+            "SELECT rowid, task_id, finished_at FROM results WHERE rowid >= ? ORDER BY rowid",
+            (0 if last is None else last[0],),
+        ).fetchall()
+        if last is not None:
+            if not rows or tuple(rows[0]) != last:  # the row seen last is gone: rowids may be reused
+                self._last = rows[-1] if rows else self._newest(conn)
+                return None
+            rows = rows[1:]
+        if rows:
+            self._last = rows[-1]
+        return [row[1] for row in rows]
+
+    @staticmethod
+    def _newest(conn: sqlite3.Connection) -> _Row | None:
+        row: _Row | None = conn.execute(
+            "SELECT rowid, task_id, finished_at FROM results ORDER BY rowid DESC LIMIT 1"
+        ).fetchone()
+        return row
