@@ -8,6 +8,7 @@ backend through pytest itself (a subprocess) to show what its author would see.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import subprocess
 import sys
@@ -22,15 +23,17 @@ from typing import Any
 import pytest
 
 from sitq_core.backend import Backend
-from sitq_core.models import LeaseState, Outcome, Task, TaskStatus
+from sitq_core.models import LeaseState, Outcome, ReservedTask, Result, Task, TaskStatus
 from sitq_core.testing import (
     BadInputContract,
+    CancelContract,
     ConcurrencyContract,
     EnqueueContract,
     FakeClock,
     LeaseContract,
     LifecycleContract,
     ReserveContract,
+    ResultContract,
     RetryContract,
     StatsContract,
 )
@@ -157,6 +160,95 @@ class AcceptsAnyStatus(DictStoreBackend):
         return await super().list_tasks(status=status, queue=queue, limit=limit, offset=offset)
 
 
+class TokenSurvivesRequeue(DictStoreBackend):
+    """Checks only the token in finish_many and keeps it after retry/release (a requeued task can be completed)."""
+
+    async def finish_many(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        db = self._open()
+        accepted: list[bool] = []
+        with db.lock:
+            for outcome in outcomes:
+                row = db.rows.get(outcome.task_id)
+                if row is None or row.lease_token != outcome.lease_token:
+                    accepted.append(False)
+                    continue
+                if outcome.kind == "release":
+                    row.task = row.task.with_changes(status=TaskStatus.QUEUED, attempts=row.task.attempts - 1)
+                elif outcome.kind == "retry":
+                    row.task = row.task.with_changes(status=TaskStatus.QUEUED, eta=outcome.retry_at)
+                else:
+                    self._finish(db, row, outcome.kind, outcome.error, outcome.traceback, outcome.value)
+                accepted.append(True)
+        return accepted
+
+
+class ExpiredIgnoresQueues(DictStoreBackend):
+    """Applies the queues filter to queued tasks only (expired leases of any queue come back)."""
+
+    @staticmethod
+    def _is_due(row: _Row, now: datetime, queues: Sequence[str] | None) -> bool:
+        if row.task.status == "queued":
+            return (queues is None or row.task.queue in queues) and row.task.eta <= now
+        return row.task.status == "running" and row.lease_expires_at is not None and row.lease_expires_at <= now
+
+
+class ExpiredFirst(DictStoreBackend):
+    """Hands out expired leases before anything queued, whatever the priority."""
+
+    @staticmethod
+    def _order(row: _Row) -> tuple[int, int, datetime, int]:
+        return (row.task.status != "running", -row.task.priority, row.task.eta, row.seq)
+
+
+class RequeueKeepsExpiries(DictStoreBackend):
+    """requeue forgets to reset lease_expiries."""
+
+    async def requeue(self, task_id: str, *, eta: datetime | None = None) -> bool:
+        row = self._open().rows.get(task_id)
+        expiries = row.task.lease_expiries if row is not None else 0
+        done = await super().requeue(task_id, eta=eta)
+        if done and row is not None:
+            row.task = row.task.with_changes(lease_expiries=expiries)
+        return done
+
+
+class MemoryviewResults(DictStoreBackend):
+    """Returns result values as memoryview (what some drivers hand back for binary columns)."""
+
+    async def get_result(self, task_id: str) -> Result | None:
+        result = await super().get_result(task_id)
+        if result is None or result.value is None:
+            return result
+        return dataclasses.replace(result, value=memoryview(result.value))  # type: ignore[arg-type]
+
+
+class SortsIds(DictStoreBackend):
+    """Returns enqueue_many's ids sorted instead of in input order."""
+
+    async def enqueue_many(self, tasks: Sequence[Task]) -> list[str]:
+        return sorted(await super().enqueue_many(tasks))
+
+
+class EmptyQueuesMeansAll(DictStoreBackend):
+    """Treats reserve(queues=[]) like queues=None."""
+
+    async def reserve(
+        self, *, worker_id: str, limit: int, lease_seconds: float, queues: Sequence[str] | None = None
+    ) -> list[ReservedTask]:
+        return await super().reserve(
+            worker_id=worker_id, limit=limit, lease_seconds=lease_seconds, queues=queues or None
+        )
+
+
+class NaiveRequeueEta(DictStoreBackend):
+    """Accepts a naive eta in requeue."""
+
+    async def requeue(self, task_id: str, *, eta: datetime | None = None) -> bool:
+        if eta is not None and eta.tzinfo is None:
+            return False
+        return await super().requeue(task_id, eta=eta)
+
+
 def _fields(outcome: Outcome) -> dict[str, Any]:
     return {name: getattr(outcome, name) for name in outcome.__dataclass_fields__}
 
@@ -250,7 +342,76 @@ CASES: list[tuple[type[DictStoreBackend], type[Any], str, dict[str, Any], str]] 
         "RetryContract: release must not count the attempt",
     ),
     (PurgesRunning, StatsContract, "test_purge_final_only", {}, "StatsContract: purge() must delete the 3 final tasks"),
-    (AcceptsAnyStatus, BadInputContract, "test_bad_arguments_lose_nothing", {}, "DID NOT RAISE"),
+    (
+        AcceptsAnyStatus,
+        BadInputContract,
+        "test_bad_arguments_lose_nothing",
+        {},
+        "BadInputContract: an unknown status must raise ValidationError(parameter='status'); nothing raised",
+    ),
+    (
+        TokenSurvivesRequeue,
+        LeaseContract,
+        "test_lease_ends_when_requeued",
+        {"call": "release"},
+        "LeaseContract: complete with a lease that ended in release must return False",
+    ),
+    (
+        TokenSurvivesRequeue,
+        LeaseContract,
+        "test_lease_ends_when_requeued",
+        {"call": "retry"},
+        "LeaseContract: complete with a lease that ended in retry must return False",
+    ),
+    (
+        ExpiredIgnoresQueues,
+        LeaseContract,
+        "test_expired_leases_respect_the_queues_filter",
+        {},
+        "LeaseContract: reserve(queues=['emails']) handed out a task of queue 'reports' whose lease expired",
+    ),
+    (
+        ExpiredFirst,
+        LeaseContract,
+        "test_expired_leases_wait_behind_higher_priorities",
+        {},
+        "LeaseContract: a queued task of priority 5 must be handed out before an expired lease of priority 0",
+    ),
+    (
+        RequeueKeepsExpiries,
+        CancelContract,
+        "test_requeue_gives_a_poison_pill_its_lease_expiries_back",
+        {},
+        "CancelContract: requeue must reset lease_expiries",
+    ),
+    (
+        MemoryviewResults,
+        ResultContract,
+        "test_complete_stores_result",
+        {},
+        "ResultContract: Result.value must be bytes (or None), got memoryview",
+    ),
+    (
+        SortsIds,
+        EnqueueContract,
+        "test_enqueue_many_returns_ids_in_order",
+        {},
+        "EnqueueContract: enqueue_many must return the ids in input order (not sorted)",
+    ),
+    (
+        EmptyQueuesMeansAll,
+        BadInputContract,
+        "test_an_empty_queue_list_reserves_nothing",
+        {},
+        "BadInputContract: reserve(queues=[]) must reserve nothing",
+    ),
+    (
+        NaiveRequeueEta,
+        BadInputContract,
+        "test_bad_arguments_lose_nothing",
+        {},
+        "BadInputContract: requeue(eta=<a naive datetime>) must raise ValidationError(parameter='eta')",
+    ),
 ]
 
 

@@ -42,17 +42,39 @@ class BadInputContract(BackendFixtures):
             "status": lambda: backend.list_tasks(status="nope"),
             "older_than": lambda: backend.purge(older_than=datetime(2000, 1, 1)),
             "tasks": lambda: backend.enqueue_many([task]),
+            "eta": lambda: backend.requeue(task.id, eta=datetime(2000, 1, 1)),
+            "queues": lambda: backend.reserve(worker_id=WORKER, limit=1, lease_seconds=LEASE, queues="default"),
+        }
+        wrong = {
+            "limit": "limit=0",
+            "lease_seconds": "lease_seconds=0",
+            "status": "an unknown status",
+            "older_than": "a naive datetime",
+            "tasks": "a task id that already exists",
+            "eta": "requeue(eta=<a naive datetime>)",
+            "queues": "queues='default' (a string, not a list of names)",
         }
         for parameter, call in calls.items():
-            with pytest.raises(ValidationError) as info:
+            try:
                 await call()
-            assert parameter_of(info.value) == parameter, (
-                f"{C}: a bad {parameter!r} must raise ValidationError(parameter={parameter!r}), "
-                f"got parameter={parameter_of(info.value)!r}: {info.value}"
-            )
+            except ValidationError as error:
+                assert parameter_of(error) == parameter, (
+                    f"{C}: {wrong[parameter]} must raise ValidationError(parameter={parameter!r}), "
+                    f"got parameter={parameter_of(error)!r}: {error}"
+                )
+            else:
+                pytest.fail(
+                    f"{C}: {wrong[parameter]} must raise ValidationError(parameter={parameter!r}); nothing raised"
+                )
         stored = await get(backend, task.id, C)
         assert stored == task, f"{C}: rejected calls changed a stored task:\n  {task}\n  {stored}"
         assert stored.status == TaskStatus.QUEUED
+
+    @pytest.mark.asyncio
+    async def test_an_empty_queue_list_reserves_nothing(self, backend: Backend, clock: FakeClock) -> None:
+        await backend.enqueue(make_task(clock))
+        got = await backend.reserve(worker_id=WORKER, limit=1, lease_seconds=LEASE, queues=[])
+        assert got == [], f"{C}: reserve(queues=[]) must reserve nothing (None means every queue), got {len(got)}"
 
     @pytest.mark.asyncio
     async def test_empty_heartbeat_and_finish(self, backend: Backend) -> None:

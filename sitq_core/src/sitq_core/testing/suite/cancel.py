@@ -89,6 +89,26 @@ class CancelContract(BackendFixtures):
         assert again.task.attempts == 1, f"{C}: a requeued task starts again at attempt 1"
 
     @pytest.mark.asyncio
+    async def test_requeue_gives_a_poison_pill_its_lease_expiries_back(
+        self, backend: Backend, clock: FakeClock
+    ) -> None:
+        task = make_task(clock, max_lease_expiries=2)
+        await backend.enqueue(task)
+        for _ in range(2):
+            await reserve_one(backend, C)
+            clock.advance(LEASE)
+        assert await reserve_all(backend) == [], f"{C}: setup: the task should have ended as a poison pill"
+        assert await backend.requeue(task.id) is True, f"{C}: requeue of a poison pill (failed) must return True"
+        stored = await get(backend, task.id, C)
+        assert stored.lease_expiries == 0, f"{C}: requeue must reset lease_expiries, got {stored.lease_expiries}"
+        await reserve_one(backend, C)
+        clock.advance(LEASE)
+        again = await reserve_all(backend)
+        assert [r.id for r in again] == [task.id], (
+            f"{C}: after requeue, one expired lease must not end the task again (lease_expiries was not reset)"
+        )
+
+    @pytest.mark.asyncio
     async def test_requeue_cancelled_due_now(self, backend: Backend, clock: FakeClock) -> None:
         lease = await enqueue_and_reserve(backend, clock, C)
         await backend.cancel(lease.id)

@@ -8,7 +8,7 @@ from ...backend import Backend
 from ...models import Outcome, TaskStatus
 from ..clock import FakeClock
 from ..fixtures import BackendFixtures
-from ._support import get, make_task
+from ._support import get, make_task, reserve_one
 
 C = "ExchangeContract"
 LEASE = 30.0
@@ -21,7 +21,7 @@ class ExchangeContract(BackendFixtures):
     async def test_finishes_then_reserves(self, backend: Backend, clock: FakeClock) -> None:
         first, second, third = (make_task(clock, priority=p) for p in (3, 2, 1))
         await backend.enqueue_many([first, second, third])
-        [lease] = await backend.reserve(worker_id="w", limit=1, lease_seconds=LEASE)
+        lease = await reserve_one(backend, C, worker_id="w")
         assert lease.id == first.id, f"{C}: reserve must take the highest priority first"
         accepted, reserved = await backend.finish_and_reserve(
             [Outcome(lease.id, lease.lease_token, "success", value=b"v")],
@@ -43,9 +43,9 @@ class ExchangeContract(BackendFixtures):
     async def test_stale_outcome_is_fenced_and_reserve_still_happens(self, backend: Backend, clock: FakeClock) -> None:
         task = make_task(clock)
         await backend.enqueue(task)
-        [old] = await backend.reserve(worker_id="w1", limit=1, lease_seconds=1)
+        old = await reserve_one(backend, C, worker_id="w1", lease_seconds=1)
         clock.advance(5)  # the first lease expires; another worker takes the task
-        [new] = await backend.reserve(worker_id="w2", limit=1, lease_seconds=LEASE)
+        new = await reserve_one(backend, C + " (a task whose lease expired is due again)", worker_id="w2")
         assert new.id == task.id, f"{C}: an expired lease must make its task due again"
         other = make_task(clock)
         await backend.enqueue(other)
@@ -63,7 +63,7 @@ class ExchangeContract(BackendFixtures):
     async def test_retry_outcome_is_not_reserved_before_its_eta(self, backend: Backend, clock: FakeClock) -> None:
         task = make_task(clock)
         await backend.enqueue(task)
-        [lease] = await backend.reserve(worker_id="w", limit=1, lease_seconds=LEASE)
+        lease = await reserve_one(backend, C, worker_id="w")
         retry_at = clock.now().replace(year=clock.now().year + 1)
         accepted, reserved = await backend.finish_and_reserve(
             [Outcome(lease.id, lease.lease_token, "retry", error="later", retry_at=retry_at)],

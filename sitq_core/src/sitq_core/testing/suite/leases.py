@@ -166,3 +166,42 @@ class LeaseContract(BackendFixtures):
         assert states.get(lease.id) == LeaseState.LOST, f"{C}: the lease must end when the task finishes"
         result = await backend.get_result(lease.id)
         assert result is not None and result.value == b"v", f"{C}: a second complete changed the result"
+
+    @pytest.mark.parametrize("call", ["retry", "release"])
+    @pytest.mark.asyncio
+    async def test_lease_ends_when_requeued(self, backend: Backend, clock: FakeClock, call: str) -> None:
+        lease = await enqueue_and_reserve(backend, clock, C)
+        assert await FENCED[call](backend, lease, clock), f"{C}: {call} with the current lease must return True"
+        before = await get(backend, lease.id, C)
+        assert before.status == TaskStatus.QUEUED, f"{C}: {call} must put the task back to 'queued'"
+        assert await backend.complete(lease, b"late") is False, (
+            f"{C}: complete with a lease that ended in {call} must return False (the task is queued, not running)"
+        )
+        states = await backend.heartbeat([(lease.id, lease.lease_token)], LEASE)
+        assert states.get(lease.id) == LeaseState.LOST, f"{C}: the lease must end when the task is {call}d"
+        after = await get(backend, lease.id, C)
+        assert after == before, f"{C}: a call with a lease that ended in {call} changed the task"
+        assert await backend.get_result(lease.id) is None, f"{C}: a lease that ended in {call} stored a result"
+
+    @pytest.mark.asyncio
+    async def test_expired_leases_respect_the_queues_filter(self, backend: Backend, clock: FakeClock) -> None:
+        lease = await enqueue_and_reserve(backend, clock, C, queue="reports")
+        clock.advance(LEASE)
+        assert await reserve_all(backend, queues=["emails"]) == [], (
+            f"{C}: reserve(queues=['emails']) handed out a task of queue 'reports' whose lease expired "
+            "(the queues filter applies to expired leases too)"
+        )
+        again = await reserve_all(backend, queues=["reports"])
+        assert [r.id for r in again] == [lease.id], f"{C}: the expired task must be handed out to its own queue"
+
+    @pytest.mark.asyncio
+    async def test_expired_leases_wait_behind_higher_priorities(self, backend: Backend, clock: FakeClock) -> None:
+        low = await enqueue_and_reserve(backend, clock, C, priority=0)
+        clock.advance(LEASE)
+        high = make_task(clock, priority=5)
+        await backend.enqueue(high)
+        got = await reserve_all(backend, limit=1)
+        assert [r.id for r in got] == [high.id], (
+            f"{C}: a queued task of priority 5 must be handed out before an expired lease of priority 0 "
+            f"(order: priority first), got {[r.id for r in got]} (expired: {low.id})"
+        )

@@ -31,6 +31,10 @@ class ResultContract(BackendFixtures):
         assert result is not None, f"{C}: complete must store a result"
         assert result.task_id == lease.id and result.status == "success", f"{C}: wrong result {result!r}"
         assert result.ok, f"{C}: Result.status must be the plain string 'success'"
+        assert type(result.value) is bytes, (
+            f"{C}: Result.value must be bytes (or None), got {type(result.value).__name__} "
+            "(convert memoryview/bytearray from the driver: serializers expect bytes)"
+        )
         assert result.value == b"\x00value\xff", f"{C}: the result value did not round trip: {result.value!r}"
         assert result.attempts == 1, f"{C}: the result must carry attempts, got {result.attempts}"
         assert result.serializer == "msgpack", f"{C}: the result must carry the task's serializer name"

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import ClassVar
 
+from sitq_core import checks
 from sitq_core.backend import Backend, Capability
 from sitq_core.errors import ValidationError
 from sitq_core.models import LeaseState, Outcome, ReservedTask, Result, Task, TaskStatus, new_id
@@ -92,6 +93,7 @@ class DictStoreBackend(Backend):
             raise ValidationError("limit must be >= 1", parameter="limit", value=limit)
         if lease_seconds <= 0:
             raise ValidationError("lease_seconds must be > 0", parameter="lease_seconds", value=lease_seconds)
+        queues = checks.queue_names(queues)  # None (every queue) or a list; a bare string is refused
         db, now = self._open(), self.now()
         reserved: list[ReservedTask] = []
         with db.lock:
