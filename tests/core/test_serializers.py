@@ -96,3 +96,43 @@ def test_serializer_instances_and_classes_accepted() -> None:
     assert isinstance(resolve_serializer(CloudpickleSerializer), CloudpickleSerializer)
     assert isinstance(resolve_serializer(None), CloudpickleSerializer)
     assert issubclass(CloudpickleSerializer, Serializer)
+
+
+class PlainJson(Serializer):
+    """A plugin-style serializer that raises its library's own errors, as third-party code often does."""
+
+    name = "plainjson"
+
+    def dumps(self, obj: object) -> bytes:
+        import json
+
+        return json.dumps(obj).encode()
+
+    def loads(self, data: bytes) -> object:
+        import json
+
+        return json.loads(data)
+
+
+@pytest.mark.asyncio
+async def test_a_plugin_serializers_own_errors_become_serialization_errors() -> None:
+    from datetime import UTC, datetime
+
+    from sitq import Result, SQLiteBackend, TaskQueue
+
+    async with TaskQueue(SQLiteBackend(":memory:"), serializer=PlainJson()) as queue:
+        with pytest.raises(SerializationError) as enqueue_error:
+            await queue.enqueue(print, object())  # json cannot encode a function or an object
+        assert "plainjson" in str(enqueue_error.value) and isinstance(enqueue_error.value.__cause__, TypeError)
+        with pytest.raises(SerializationError) as many_error:
+            await queue.enqueue_many([(print, (object(),))])
+        assert isinstance(many_error.value.__cause__, TypeError)
+        assert (await queue.counts())["queued"] == 0  # nothing stored
+        now = datetime.now(UTC)
+        bad = Result(
+            id="r", task_id="t", status="success", value=b"\xff", error=None, traceback=None,
+            enqueued_at=now, started_at=now, finished_at=now, attempts=1, serializer="plainjson",
+        )  # fmt: skip
+        with pytest.raises(SerializationError) as loads_error:
+            queue.deserialize_result(bad)
+        assert "task t" in str(loads_error.value) and isinstance(loads_error.value.__cause__, UnicodeDecodeError)

@@ -95,7 +95,7 @@ class _Producer:
             options, eta = self._with_task_defaults(func.options, options, now, eta)
         return Task(
             id=task_id or new_id(),
-            payload=self._serializer.dumps_call(func, args, kwargs),
+            payload=_dumps_call(self._serializer, func, args, kwargs),
             serializer=self._serializer.name,
             function_name=function_path(func),
             queue=options.queue_name,
@@ -206,7 +206,6 @@ class _Producer:
         options = self._options
         eta = options.due_at(now)
         serializer = self._serializer
-        dumps_call = serializer.dumps_call
         name = serializer.name
         per_function: dict[int, tuple[Any, TaskOptions, datetime, str]] = {}
         no_kwargs: dict[str, Any] = {}  # shared by items without kwargs: only read (serialised), never stored
@@ -230,7 +229,7 @@ class _Producer:
             _func, task_options, task_eta, function_name = known
             yield Task(
                 id=task_id,
-                payload=dumps_call(func, args, kwargs),
+                payload=_dumps_call(serializer, func, args, kwargs),
                 serializer=name,
                 function_name=function_name,
                 queue=task_options.queue_name,
@@ -373,7 +372,19 @@ class TaskQueue(_Producer):
             )
         if result.value is None:
             return None
-        return self._serializer_named(result.serializer).loads(result.value)
+        serializer = self._serializer_named(result.serializer)
+        try:
+            return serializer.loads(result.value)
+        except SitqError:
+            raise
+        except Exception as exc:  # a plugin serializer's own error: keep the documented type
+            raise SerializationError(
+                f"serializer {serializer.name!r} cannot deserialise the result of task {result.task_id}: "
+                f"{type(exc).__name__}: {exc}",
+                operation="loads",
+                data_type=type(result.value).__name__,
+                cause=exc,
+            ) from exc
 
     def _serializer_named(self, name: str) -> Serializer:
         serializer = self._serializers.get(name)
@@ -426,6 +437,24 @@ class TaskQueue(_Producer):
     async def purge(self, *, older_than: datetime | None = None) -> int:
         """Delete finished tasks (and results) finished before ``older_than`` (all when None)."""
         return await self._backend.purge(older_than=normalize_eta(older_than, parameter="older_than"))
+
+
+def _dumps_call(
+    serializer: Serializer, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> bytes:
+    """``serializer.dumps_call``, with a plugin serializer's own errors raised as ``SerializationError``."""
+    try:
+        return serializer.dumps_call(func, args, kwargs)
+    except SitqError:
+        raise
+    except Exception as exc:
+        raise SerializationError(
+            f"serializer {serializer.name!r} cannot serialise a call of {function_path(func)}: "
+            f"{type(exc).__name__}: {exc}",
+            operation="dumps_call",
+            data_type=type(func).__name__,
+            cause=exc,
+        ) from exc
 
 
 def _check_task_id(task_id: Any) -> None:
