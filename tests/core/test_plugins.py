@@ -351,3 +351,98 @@ def test_a_conflict_ends_when_one_side_goes() -> None:
     record = {r.name: r for r in manager.plugin_records()}["one"]
     assert (record.status, record.error) == ("ok", None)
     assert manager.serializer_class("fancy").__name__ == "CloudpickleSerializer"
+
+
+def test_a_url_scheme_clash_names_the_scheme_not_a_false_double_registration(site: Path) -> None:
+    make_dist(
+        site,
+        "acme-shadow",
+        "shadow",
+        "acme_shadow_plugin",
+        """
+        from sitq_core.hookspecs import hookimpl
+
+        @hookimpl
+        def sitq_register_backends(register):
+            register("shadow", "sitq_dictstore.backend:DictStoreBackend", url_schemes=("dictstore",))
+        """,
+    )
+    manager = SitqPluginManager()
+    with pytest.raises(PluginConflictError) as info:
+        manager.backend_class("shadow")
+    text = str(info.value)
+    assert "both answer to 'dictstore'" in text and "'shadow' is registered by both" not in text, text
+    assert "SITQ_DISABLED_PLUGINS=shadow" in text and "SITQ_DISABLED_PLUGINS=dictstore" in text
+
+
+def test_check_plugin_reports_clashes_in_strict_mode_beside_a_broken_plugin(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sitq_core.testing import check_plugin
+
+    make_dist(
+        site,
+        "acme-usurper",
+        "usurper",
+        "acme_usurper_plugin",
+        """
+        from sitq_core.hookspecs import hookimpl
+
+        @hookimpl
+        def sitq_register_backends(register):
+            register("dictstore", "sitq_dictstore.backend:DictStoreBackend")
+        """,
+    )
+    make_dist(site, "acme-rotten", "rotten", "acme_rotten_plugin", "import no_such_dependency_xyz\n")
+    monkeypatch.setenv("SITQ_STRICT_PLUGINS", "1")
+    problems = check_plugin("dictstore")
+    assert any("name clash" in p and "acme-usurper" in p for p in problems), problems
+
+
+def test_a_doubly_provided_entry_point_obeys_the_plugin_switches(site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source = """
+        from sitq_core.hookspecs import hookimpl
+
+        @hookimpl
+        def sitq_register_backends(register):
+            register("twin", "sitq_dictstore.backend:DictStoreBackend")
+        """
+    make_dist(site, "acme-twin-a", "twin", "acme_twin_a", source)
+    make_dist(site, "acme-twin-b", "twin", "acme_twin_b", source)
+    monkeypatch.setenv("SITQ_STRICT_PLUGINS", "1")
+    with pytest.raises(BrokenPluginError) as info:
+        SitqPluginManager().ensure_loaded()
+    assert "provided by both" in str(info.value) and "SITQ_LOAD_PLUGINS=<its distribution name>" in str(info.value)
+    monkeypatch.setenv("SITQ_LOAD_PLUGINS", "dictstore")  # an unrelated duplicate no longer matters
+    manager = SitqPluginManager()
+    assert manager.backend_class("dictstore").__name__ == "DictStoreBackend"
+    assert {r.name: r.status for r in manager.plugin_records()}["twin"] == "disabled"
+    monkeypatch.setenv("SITQ_LOAD_PLUGINS", "acme-twin-b")  # choose one of the two by its distribution
+    records = {r.name: r for r in SitqPluginManager().plugin_records()}
+    assert (records["twin"].dist, records["twin"].status) == ("acme-twin-b", "ok")
+    monkeypatch.delenv("SITQ_LOAD_PLUGINS")
+    monkeypatch.setenv("SITQ_DISABLED_PLUGINS", "twin")
+    assert {r.name: r.status for r in SitqPluginManager().plugin_records()}["twin"] == "disabled"
+
+
+def test_a_plugin_registering_an_invalid_class_is_listed_broken_at_once(site: Path) -> None:
+    make_dist(
+        site,
+        "acme-invalid",
+        "invalid",
+        "acme_invalid_plugin",
+        """
+        from sitq_core.hookspecs import hookimpl
+
+        @hookimpl
+        def sitq_register_backends(register):
+            register("notabackend", dict)
+            register("fine", "sitq_dictstore.backend:DictStoreBackend")
+        """,
+    )
+    manager = SitqPluginManager()
+    record = {r.name: r for r in manager.plugin_records()}["invalid"]
+    assert record.status == "broken" and "not a subclass of Backend" in (record.error or ""), record
+    with pytest.raises(BrokenPluginError, match="not a subclass of Backend"):
+        manager.backend_class("notabackend")
+    assert manager.backend_class("fine").__name__ == "DictStoreBackend"  # the plugin's other names still register

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 from .errors import ConfigurationError
 from .models import LeaseState, Outcome, ReservedTask, Result, Task, utcnow
 from .notify import Notifier
+from .textoptions import text_options_converted
 
 if TYPE_CHECKING:
     from .urls import BackendURL
@@ -392,6 +393,9 @@ class Backend(abc.ABC):
         """Build a backend from a config mapping (keys are ``__init__`` parameters).
 
         Unknown keys raise ``ConfigurationError`` listing the accepted ones.
+        Values given as text (from a URL, the environment or the CLI) are
+        converted for parameters annotated (or defaulting to) ``bool``,
+        ``int`` or ``float``: ``"5"`` becomes 5 and ``"false"`` False.
         """
         accepted = cls.config_options()
         unknown = sorted(set(options) - set(accepted))
@@ -403,7 +407,7 @@ class Backend(abc.ABC):
                 value=options[unknown[0]],
                 valid_options=accepted,
             )
-        return cls(**options)
+        return cls(**text_options_converted(cls, options))
 
     @classmethod
     def from_url(cls, url: BackendURL) -> Self:

@@ -101,6 +101,11 @@ def _env_list(name: str) -> list[str] | None:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+def _dist_of(ep: EntryPoint) -> tuple[str | None, str | None]:
+    """The distribution name and version an entry point comes from."""
+    return (ep.dist.name, ep.dist.version) if ep.dist is not None else (None, None)
+
+
 def _strict() -> bool:
     return os.environ.get("SITQ_STRICT_PLUGINS", "").strip().lower() in {"1", "true", "yes", "on"}
 
@@ -108,8 +113,10 @@ def _strict() -> bool:
 class SitqPluginManager(pluggy.PluginManager):
     """pluggy's manager plus sitq's registries, records and safe notification."""
 
-    def __init__(self, *, load_entrypoints: bool = True) -> None:
+    def __init__(self, *, load_entrypoints: bool = True, strict: bool | None = None) -> None:
+        """``strict``: raise on the first broken plugin; None follows ``SITQ_STRICT_PLUGINS``."""
         super().__init__("sitq")
+        self._strict = strict
         self.add_hookspecs(hookspecs)
         self.records: dict[str, PluginRecord] = {}
         self.backends: Registry[Backend] = Registry("backend", Backend, _validate_backend)
@@ -152,38 +159,47 @@ class SitqPluginManager(pluggy.PluginManager):
         self._reset_registrations()
 
     def load_entrypoints(self, group: str = ENTRY_POINT_GROUP) -> None:
-        """Load each entry point of ``group`` on its own, recording every outcome."""
+        """Load each entry point of ``group`` on its own, recording every outcome.
+
+        ``SITQ_DISABLED_PLUGINS`` and ``SITQ_LOAD_PLUGINS`` apply first, so an
+        entry-point name that two distributions provide can be settled by
+        naming the distribution to load (``SITQ_LOAD_PLUGINS=<distribution>``).
+        """
         allow = _env_list("SITQ_LOAD_PLUGINS")
         deny = set(_env_list("SITQ_DISABLED_PLUGINS") or [])
-        seen: dict[str, PluginRecord] = {}
+        by_name: dict[str, list[EntryPoint]] = {}
         for ep in sorted(entry_points(group=group), key=lambda e: e.name):
+            same_name = by_name.setdefault(ep.name, [])
             dist = ep.dist.name if ep.dist is not None else None
-            version = ep.dist.version if ep.dist is not None else None
-            if ep.name in seen:
-                previous = seen[ep.name]
-                if previous.dist == dist:
-                    continue  # the same distribution seen twice on sys.path
-                message = (
-                    f"entry point {ep.name!r} is provided by both {previous.dist} and {dist}; "
-                    f"only {previous.dist} was loaded"
-                )
-                self._broken(PluginRecord(f"{ep.name} ({dist})", dist, version, "broken"), message, None)
-                continue
-            record = PluginRecord(ep.name, dist, version, "ok")
-            seen[ep.name] = record
-            self.records[ep.name] = record
-            if ep.name in deny:
+            if all((other.dist.name if other.dist is not None else None) != dist for other in same_name):
+                same_name.append(ep)  # the same distribution seen twice on sys.path counts once
+        loaded: list[PluginRecord] = []
+        for name, candidates in by_name.items():
+            if allow is not None and name not in allow:
+                candidates = [ep for ep in candidates if ep.dist is not None and ep.dist.name in allow]
+            first = candidates[0] if candidates else by_name[name][0]
+            record = PluginRecord(name, *_dist_of(first), "ok")
+            self.records[name] = record
+            if name in deny:
                 record.status, record.disabled_by = "disabled", "SITQ_DISABLED_PLUGINS"
-                self.set_blocked(ep.name)
+                self.set_blocked(name)
                 continue
-            if allow is not None and ep.name not in allow and (dist or "") not in allow:
+            if not candidates:
                 record.status, record.disabled_by = "disabled", "SITQ_LOAD_PLUGINS"
                 continue
-            self._load_one(ep, record)
-        if seen:
+            for other in candidates[1:]:
+                dist, version = _dist_of(other)
+                message = (
+                    f"entry point {name!r} is provided by both {record.dist} and {dist}; only {record.dist} was "
+                    f"loaded. Uninstall one, or choose one with SITQ_LOAD_PLUGINS=<its distribution name>"
+                )
+                self._broken(PluginRecord(f"{name} ({dist})", dist, version, "broken"), message, None)
+            self._load_one(first, record)
+            loaded.append(record)
+        if loaded:
             logger.debug(
                 "loaded sitq plugins: %s",
-                ", ".join(f"{r.dist}-{r.version} ({r.name})" for r in seen.values() if r.status == "ok"),
+                ", ".join(f"{r.dist}-{r.version} ({r.name})" for r in loaded if r.status == "ok"),
             )
 
     def _load_one(self, ep: EntryPoint, record: PluginRecord) -> None:
@@ -202,10 +218,11 @@ class SitqPluginManager(pluggy.PluginManager):
     def _broken(self, record: PluginRecord, message: str, exc: BaseException | None) -> None:
         record.status, record.error = "broken", message
         self.records[record.name] = record
-        logger.warning("sitq plugin %s (%s) failed to load: %s", record.name, record.dist, message)
+        who = record.name if record.dist is None or record.dist in record.name else f"{record.name} ({record.dist})"
+        logger.warning("sitq plugin %s failed to load: %s", who, message)
         if exc is not None:
             logger.debug("traceback of plugin %s", record.name, exc_info=exc)
-        if _strict():
+        if self._strict if self._strict is not None else _strict():
             raise BrokenPluginError(
                 f"sitq plugin {record.name!r} from {record.dist} failed to load: {message}",
                 parameter="plugin",
@@ -262,6 +279,7 @@ class SitqPluginManager(pluggy.PluginManager):
                 added = self.backends.add(name, backend, _provider, description=description, aliases=tuple(url_schemes))
                 if _record is not None and added:
                     _record.backends.append(name)
+                    self._broken_registration(_record, self.backends.entry(name))
 
             self._call_registration(impl, register_backend)
         for impl in self._builtins_first(self.hook.sitq_register_serializers.get_hookimpls()):
@@ -279,6 +297,7 @@ class SitqPluginManager(pluggy.PluginManager):
                 added = self.serializers.add(name, serializer, _provider, description=description)
                 if _record is not None and added:
                     _record.serializers.append(name)
+                    self._broken_registration(_record, self.serializers.entry(name))
 
             self._call_registration(impl, register_serializer)
         self._record_clashes()
@@ -303,8 +322,8 @@ class SitqPluginManager(pluggy.PluginManager):
                         "of it is ignored",
                     )
                 if entry.conflicts:
-                    message = f"{registry.kind} {entry.name!r} is registered by both {conflict_text(entry)}"
-                    for provider in (entry.provider, *entry.conflicts):
+                    message = conflict_text(registry.kind, entry)
+                    for provider in (entry.provider, *(clash.other for clash in entry.conflicts)):
                         self._mark_conflict(provider.plugin, message)
 
     def _mark_conflict(self, plugin_name: str, message: str) -> None:
@@ -317,6 +336,11 @@ class SitqPluginManager(pluggy.PluginManager):
             record.status = "conflict"
         record.error = message if record.error is None else f"{record.error}; {message}"
         logger.warning("sitq plugin %s (%s): %s", record.name, record.dist, message)
+
+    def _broken_registration(self, record: PluginRecord, entry: RegistryEntry[Any] | None) -> None:
+        """A class registered directly that failed its checks marks its plugin broken right away."""
+        if entry is not None and entry.broken is not None and entry.provider.plugin == record.name:
+            self._broken(record, entry.broken.message, entry.broken)
 
     def _call_registration(self, impl: pluggy.HookImpl, register: Callable[..., None]) -> None:
         try:

@@ -13,7 +13,7 @@ import inspect
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from .errors import (
     BrokenPluginError,
@@ -22,7 +22,7 @@ from .errors import (
     ValidationError,
 )
 
-__all__ = ["NAME_PATTERN", "Provider", "Registry", "RegistryEntry", "conflict_text"]
+__all__ = ["NAME_PATTERN", "Clash", "Provider", "Registry", "RegistryEntry", "conflict_text"]
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_+-]*$")
 
@@ -47,6 +47,15 @@ class Provider:
         return f"{self.dist} {self.version or ''}".strip()
 
 
+@dataclass(frozen=True, slots=True)
+class Clash:
+    """Another registration answering to the same name or URL scheme as an entry."""
+
+    other: Provider
+    key: str  # the name or URL scheme both answer to
+    other_name: str  # the name the other provider registered
+
+
 @dataclass(slots=True)
 class RegistryEntry(Generic[T]):
     """One registered name and where it came from."""
@@ -56,8 +65,9 @@ class RegistryEntry(Generic[T]):
     provider: Provider
     description: str = ""
     aliases: tuple[str, ...] = ()
-    conflicts: list[Provider] = field(default_factory=list)
+    conflicts: list[Clash] = field(default_factory=list)
     ignored: list[Provider] = field(default_factory=list)  # plugins that tried to replace a built-in name
+    broken: BrokenPluginError | None = None  # a registered class that failed its checks at registration
 
     @property
     def target_path(self) -> str:
@@ -114,9 +124,14 @@ class Registry(Generic[T]):
             if existing.provider.builtin and not provider.builtin:
                 existing.ignored.append(provider)
                 return False
-            existing.conflicts.append(provider)
+            existing.conflicts.append(Clash(provider, name, name))
             return True
         entry = RegistryEntry(name, target, provider, description, tuple(aliases))
+        if not isinstance(target, str):  # a class can be checked now, so the plugin is listed as broken at once
+            try:
+                self._check_class(target, entry)
+            except BrokenPluginError as exc:
+                entry.broken = exc
         # A name or URL scheme that another provider already answers to is a clash too: it would
         # make the same URL resolve to different classes depending on which plugin loaded first.
         for key in (name, *aliases):
@@ -125,8 +140,8 @@ class Registry(Generic[T]):
                 if owner.provider.builtin and not provider.builtin:
                     owner.ignored.append(provider)
                     return False
-                owner.conflicts.append(provider)
-                entry.conflicts.append(owner.provider)
+                owner.conflicts.append(Clash(provider, key, name))
+                entry.conflicts.append(Clash(owner.provider, key, owner.name))
         self._entries[name] = entry
         for alias in aliases:
             self._aliases.setdefault(alias, name)
@@ -161,27 +176,29 @@ class Registry(Generic[T]):
         if entry is None:
             raise self.unknown(name)
         if entry.conflicts:
-            raise PluginConflictError(
-                f"{self.kind} {entry.name!r} is registered by both {conflict_text(entry)}",
-                parameter=self.kind,
-                value=name,
-            )
+            raise PluginConflictError(conflict_text(self.kind, entry), parameter=self.kind, value=name)
+        if entry.broken is not None:
+            raise entry.broken
         cached = self._loaded.get(entry.name)
         if cached is not None:
             return cached
         target = entry.target
         if isinstance(target, str):
             target = _import_target(self.kind, entry)
+        self._check_class(target, entry)
+        self._loaded[entry.name] = target
+        return target
+
+    def _check_class(self, target: Any, entry: RegistryEntry[T]) -> None:  # target: Any until checked
+        """A registered target must be a concrete subclass of the base (raises ``BrokenPluginError``)."""
         if not (inspect.isclass(target) and issubclass(target, self.base)):
             raise BrokenPluginError(
                 f"{self.kind} {entry.name!r} from {entry.provider} is {target!r}, "
                 f"not a subclass of {self.base.__name__}",
                 parameter=self.kind,
-                value=name,
+                value=entry.name,
             )
-        self._validate(target, entry)
-        self._loaded[entry.name] = target
-        return target
+        self._validate(cast("type[T]", target), entry)
 
     def unknown(self, name: str) -> UnknownBackendError:
         """The error for a name nobody registered, listing the installed names."""
@@ -199,12 +216,20 @@ class Registry(Generic[T]):
         )
 
 
-def conflict_text(entry: RegistryEntry[Any]) -> str:
-    """'X and Y. Uninstall one, or disable ...': who claims ``entry``'s name and how to settle it."""
-    providers = [entry.provider, *entry.conflicts]
-    names = " and ".join(str(p) for p in providers)
-    choices = " or ".join(f"SITQ_DISABLED_PLUGINS={p.plugin}" for p in providers)
-    return f"{names}. Uninstall one, or disable one with {choices}"
+def conflict_text(kind: str, entry: RegistryEntry[Any]) -> str:
+    """Who else answers to ``entry``'s name or URL schemes, and how to settle it."""
+    clashes: list[str] = []
+    for clash in entry.conflicts:
+        if clash.key == entry.name == clash.other_name:
+            clashes.append(f"{kind} {entry.name!r} is registered by both {entry.provider} and {clash.other}")
+        else:
+            clashes.append(
+                f"{kind} {entry.name!r} of {entry.provider} and {kind} {clash.other_name!r} of {clash.other} "
+                f"both answer to {clash.key!r}"
+            )
+    plugins = dict.fromkeys([entry.provider.plugin, *(clash.other.plugin for clash in entry.conflicts)])
+    choices = " or ".join(f"SITQ_DISABLED_PLUGINS={plugin}" for plugin in plugins)
+    return f"{'; '.join(clashes)}. Uninstall one, or disable one with {choices}"
 
 
 def _import_target(kind: str, entry: RegistryEntry[T]) -> type[T]:

@@ -74,11 +74,8 @@ def check_plugin(entry_point_name: str) -> list[str]:
 
 def _clashes_with_installed(entry_point_name: str) -> list[str]:
     """Names this plugin shares with other installed plugins (or with sitq-core's built-ins)."""
-    manager = SitqPluginManager()
-    try:
-        manager.collect()
-    except SitqError:
-        return []  # another plugin is broken under SITQ_STRICT_PLUGINS: not this plugin's problem
+    manager = SitqPluginManager(strict=False)  # another broken plugin must not hide this one's clashes
+    manager.collect()
     record = manager.records.get(entry_point_name)
     if record is None or record.status != "conflict" or record.error is None:
         return []

@@ -1,0 +1,83 @@
+"""Turn option values given as text (URL query, environment, CLI) into the types ``__init__`` expects.
+
+A URL's ``?fsync=false&max_items=5`` arrives as the strings ``"false"`` and
+``"5"``; passed on unchanged, ``"false"`` would be truthy. The default
+``Backend.from_config`` converts a text value when the parameter is
+annotated as ``bool``, ``int`` or ``float`` (alone or with ``None``), or has
+a default of one of those types and no annotation. Anything else (``str``,
+``Path``, unions with ``str``) is passed as given.
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+import typing
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .errors import ConfigurationError
+
+__all__ = ["text_options_converted"]
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _to_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError(text)
+
+
+_CONVERTERS: dict[type, tuple[Callable[[str], Any], str]] = {
+    bool: (_to_bool, "true or false"),
+    int: (int, "an integer"),
+    float: (float, "a number"),
+}
+
+
+def _wanted_type(annotation: Any, default: Any) -> type | None:
+    """``bool``/``int``/``float`` when the parameter takes exactly one of them (or None), else None."""
+    if annotation is inspect.Parameter.empty:
+        kind = type(default)
+        return kind if kind in _CONVERTERS else None
+    args = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) else ()
+    members = [a for a in args if a is not type(None)] if args else [annotation]
+    if len(members) == 1 and members[0] in _CONVERTERS:
+        return typing.cast(type, members[0])
+    return None
+
+
+def text_options_converted(cls: type, options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` with text values converted for ``cls.__init__``'s bool/int/float parameters."""
+    values = dict(options)
+    if not any(isinstance(value, str) for value in values.values()):
+        return values
+    try:
+        hints = typing.get_type_hints(cls.__init__)  # type: ignore[misc]
+    except Exception:  # unresolvable annotations: fall back to the defaults' types
+        hints = {}
+    parameters = inspect.signature(cls.__init__).parameters  # type: ignore[misc]
+    backend = getattr(cls, "name", "") or cls.__name__
+    for key, value in values.items():
+        parameter = parameters.get(key)
+        if not isinstance(value, str) or parameter is None:
+            continue
+        wanted = _wanted_type(hints.get(key, inspect.Parameter.empty), parameter.default)
+        if wanted is None:
+            continue
+        convert, expected = _CONVERTERS[wanted]
+        try:
+            values[key] = convert(value)
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"option {key!r} of backend {backend!r} must be {expected}, got {value!r}",
+                parameter=key,
+                value=value,
+                cause=exc,
+            ) from exc
+    return values
