@@ -380,3 +380,32 @@ async def test_two_workers_sharing_one_backend_keep_their_own_reserve_marks(
         b_done.set()
 
     await asyncio.gather(asyncio.create_task(worker_a()), asyncio.create_task(worker_b()))
+
+
+@pytest.mark.parametrize("path", ["one pass", "lane by lane"])
+@pytest.mark.asyncio
+async def test_many_queues_and_priorities_are_reserved_in_order(
+    backend: SQLiteBackend, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    """About 100 lanes: read in one pass (over _MAX_LANES) or lane by lane, with the same order and filters."""
+    from datetime import timedelta
+
+    import sitq_sqlite.backend as sqlite_backend
+
+    monkeypatch.setattr(sqlite_backend, "_MAX_LANES", 64 if path == "one pass" else 10_000)
+    now = clock.now()
+    tasks = [
+        task(clock, queue=f"tenant-{i % 90}", priority=i % 7, eta=now - timedelta(seconds=i % 5)) for i in range(192)
+    ]
+    later = task(clock, queue="tenant-later", eta=now + timedelta(hours=1))
+    await backend.enqueue_many([*tasks, later])
+    wanted = {f"tenant-{i}" for i in range(0, 90, 2)}
+    position = {t.id: i for i, t in enumerate(tasks)}
+    expected = sorted((t for t in tasks if t.queue in wanted), key=lambda t: (-t.priority, t.eta, position[t.id]))
+    got = await backend.reserve(worker_id="w", limit=500, lease_seconds=30, queues=sorted(wanted))
+    assert [r.id for r in got] == [t.id for t in expected]
+    rest = await backend.reserve(worker_id="w", limit=500, lease_seconds=30)
+    assert {r.id for r in rest} == {t.id for t in tasks if t.queue not in wanted}  # not the later one
+    assert await backend.next_eta() == now + timedelta(seconds=30)  # the leases' expiry, before the later task
+    assert await backend.next_eta(["tenant-later", *sorted(wanted)]) == now + timedelta(seconds=30)
+    assert await backend.next_eta(["tenant-later"]) == now + timedelta(hours=1)

@@ -26,7 +26,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from concurrent.futures import Future as ThreadFuture
 from datetime import datetime
 from pathlib import Path
@@ -97,6 +97,13 @@ _NEXT_PRIORITY_SQL = (
 )
 _MIN_DUE_SQL = f"SELECT min(due) FROM tasks INDEXED BY tasks_claim WHERE queue = ? AND {ACTIVE} AND priority = ?"
 _MAX_VARIABLES = 500
+# More (queue, priority) lanes than this are read in one pass over the claim index (see _lanes).
+_MAX_LANES = 64
+_CLAIM_SCAN_SQL = (
+    "SELECT seq, due, status, lease_expiries, max_lease_expiries, priority FROM tasks INDEXED BY tasks_claim "
+    f"WHERE {ACTIVE} {{}} AND due <= ? ORDER BY priority DESC, due, seq LIMIT ?"
+)
+_MIN_DUE_SCAN_SQL = f"SELECT min(due) FROM tasks INDEXED BY tasks_claim WHERE {ACTIVE} {{}}"
 _INSERT_RESULT = (
     "INSERT OR REPLACE INTO results (task_id, id, status, value, error, traceback, enqueued_at, "
     "started_at, finished_at, attempts, serializer) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -980,12 +987,16 @@ class SQLiteBackend(Backend):
             return None
 
         def read(conn: sqlite3.Connection) -> int | None:
+            lanes = _lanes(conn, queue_list)
+            if lanes is None:  # many queues or priorities: one pass over the index beats a seek per lane
+                filters = _queue_filters(queue_list)
+                dues = [conn.execute(_MIN_DUE_SCAN_SQL.format(where), names).fetchone()[0] for where, names in filters]
+                return min((due for due in dues if due is not None), default=None)
             best: int | None = None
-            for queue in queue_list if queue_list is not None else _active_queues(conn):
-                for priority in _priorities(conn, queue):
-                    due = conn.execute(_MIN_DUE_SQL, (queue, priority)).fetchone()[0]
-                    if due is not None and (best is None or due < best):
-                        best = due
+            for queue, priority in lanes:
+                due = conn.execute(_MIN_DUE_SQL, (queue, priority)).fetchone()[0]
+                if due is not None and (best is None or due < best):
+                    best = due
             return best
 
         best = await self._run("next_eta", read)
@@ -1160,35 +1171,64 @@ def _is_not_a_db(exc: BaseException) -> bool:
     return code == sqlite3.SQLITE_NOTADB or "not a database" in str(exc)
 
 
-def _active_queues(conn: sqlite3.Connection) -> list[str]:
-    """Distinct queue names of claimable tasks, by index seeks (a loose index scan)."""
-    found: list[str] = []
+def _active_queues(conn: sqlite3.Connection) -> Iterator[str]:
+    """Distinct queue names of claimable tasks, by index seeks (a loose index scan), lazily."""
     queue = conn.execute(_FIRST_QUEUE_SQL).fetchone()[0]
     while queue is not None:
-        found.append(queue)
+        yield queue
         queue = conn.execute(_NEXT_QUEUE_SQL, (queue,)).fetchone()[0]
-    return found
 
 
-def _priorities(conn: sqlite3.Connection, queue: str) -> list[int]:
-    """Distinct priorities of claimable tasks in ``queue``, highest first, by index seeks."""
-    found: list[int] = []
+def _priorities(conn: sqlite3.Connection, queue: str) -> Iterator[int]:
+    """Distinct priorities of claimable tasks in ``queue``, highest first, by index seeks, lazily."""
     priority = conn.execute(_FIRST_PRIORITY_SQL, (queue,)).fetchone()[0]
     while priority is not None:
-        found.append(priority)
+        yield priority
         priority = conn.execute(_NEXT_PRIORITY_SQL, (queue, priority)).fetchone()[0]
-    return found
+
+
+def _lanes(conn: sqlite3.Connection, queues: list[str] | None) -> list[tuple[str, int]] | None:
+    """The (queue, priority) pairs holding claimable tasks; None when there are more than ``_MAX_LANES``.
+
+    Each lane costs a few index seeks (about 20 µs), so a handful of lanes
+    is read lane by lane at any depth; thousands of lanes (a queue per
+    tenant, many distinct priorities) are cheaper to read in one pass over
+    the claim index (about 60 ns a row).
+    """
+    lanes: list[tuple[str, int]] = []
+    for queue in queues if queues is not None else _active_queues(conn):
+        for priority in _priorities(conn, queue):
+            lanes.append((queue, priority))
+            if len(lanes) > _MAX_LANES:
+                return None
+    return lanes
+
+
+def _queue_filters(queues: list[str] | None) -> Iterator[tuple[str, list[str]]]:
+    """SQL conditions (and their parameters) covering ``queues`` in chunks of bound variables."""
+    if queues is None:
+        yield "", []
+        return
+    for start in range(0, len(queues), _MAX_VARIABLES):
+        chunk = queues[start : start + _MAX_VARIABLES]
+        yield f"AND queue IN ({','.join('?' * len(chunk))})", chunk
 
 
 def _claim_candidates(conn: sqlite3.Connection, queues: list[str] | None, now: int, need: int) -> list[tuple[Any, ...]]:
-    """Up to ``need`` due rows, priority DESC then due then seq, each read by an index range seek."""
+    """Up to ``need`` due rows, priority DESC then due then seq: lane by lane, or in one pass over many lanes."""
+    lanes = _lanes(conn, queues)
+    if lanes is None:
+        rows: list[tuple[Any, ...]] = []
+        for where, names in _queue_filters(queues):
+            rows += conn.execute(_CLAIM_SCAN_SQL.format(where), (*names, now, need)).fetchall()
+        rows.sort(key=lambda row: (-row[5], row[1], row[0]))
+        return [row[:5] for row in rows[:need]]
     by_priority: dict[int, list[str]] = {}
-    for queue in queues if queues is not None else _active_queues(conn):
-        for priority in _priorities(conn, queue):
-            by_priority.setdefault(priority, []).append(queue)
+    for queue, priority in lanes:
+        by_priority.setdefault(priority, []).append(queue)
     chosen: list[tuple[Any, ...]] = []
     for priority in sorted(by_priority, reverse=True):
-        rows: list[tuple[Any, ...]] = []
+        rows = []
         for queue in by_priority[priority]:
             rows.extend(conn.execute(_CLAIM_SQL, (queue, priority, now, need - len(chosen))).fetchall())
         if len(by_priority[priority]) > 1:
