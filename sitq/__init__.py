@@ -7,6 +7,7 @@ install.
 
 from __future__ import annotations
 
+from importlib.util import find_spec
 from typing import TYPE_CHECKING, Any
 
 from sitq_core import *  # noqa: F403
@@ -15,8 +16,8 @@ from sitq_core import __version__
 from sitq_core.errors import MissingPluginError
 
 if TYPE_CHECKING:
-    from sitq_postgres import PostgresBackend
-    from sitq_sqlite import SQLiteBackend
+    from sitq_postgres import PostgresBackend as PostgresBackend
+    from sitq_sqlite import SQLiteBackend as SQLiteBackend
 
 _PLUGIN_NAMES: dict[str, tuple[str, str, str]] = {
     # facade name: (module, attribute, pip extra)
@@ -24,7 +25,16 @@ _PLUGIN_NAMES: dict[str, tuple[str, str, str]] = {
     "PostgresBackend": ("sitq_postgres", "PostgresBackend", "sitq[postgres]"),
 }
 
-__all__ = [*_core_all, "PostgresBackend", "SQLiteBackend"]
+
+def _importable(module: str) -> bool:
+    try:
+        return find_spec(module) is not None
+    except (ImportError, ValueError):  # ValueError: blocked in sys.modules
+        return False
+
+
+# Only the backends whose plugin is installed, so ``from sitq import *`` works on any install.
+__all__ = [*_core_all, *sorted(name for name, (module, _, _) in _PLUGIN_NAMES.items() if _importable(module))]
 
 
 def __getattr__(name: str) -> Any:

@@ -446,3 +446,16 @@ def test_a_plugin_registering_an_invalid_class_is_listed_broken_at_once(site: Pa
     with pytest.raises(BrokenPluginError, match="not a subclass of Backend"):
         manager.backend_class("notabackend")
     assert manager.backend_class("fine").__name__ == "DictStoreBackend"  # the plugin's other names still register
+
+
+def test_star_import_works_without_an_optional_backend_plugin() -> None:
+    code = textwrap.dedent(
+        """
+        import sys
+        sys.modules["sitq_postgres"] = None  # as if sitq-postgres were not installed (the default install)
+        from sitq import *
+        print(TaskQueue.__name__, SQLiteBackend.__name__, "PostgresBackend" in dir())
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["TaskQueue", "SQLiteBackend", "False"], done.stdout + done.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import tomllib
@@ -124,8 +125,20 @@ def test_cli_stats_reads_counts_and_never_creates_a_missing_database(tmp_path: P
     command = [sys.executable, "-m", "sitq", "stats", "--json", "-b"]
     missing = tmp_path / "typo" / "none.db"
     done = subprocess.run([*command, f"sqlite:///{missing}"], capture_output=True, text=True, check=False)
-    assert done.returncode == 2 and "no database at" in done.stderr
+    assert done.returncode == 2 and "no sitq database at" in done.stderr
     assert not missing.parent.exists()
+    other = tmp_path / "app.db"  # another application's database, and an empty file: both stay untouched
+    conn = sqlite3.connect(other)
+    conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY)")
+    conn.commit()
+    conn.close()
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    before = {path: path.read_bytes() for path in (other, empty)}
+    for path in (other, empty):
+        done = subprocess.run([*command, f"sqlite:///{path}"], capture_output=True, text=True, check=False)
+        assert done.returncode == 2 and "no sitq database at" in done.stderr, done.stderr
+    assert {path: path.read_bytes() for path in (other, empty)} == before
     code = "import sitq, sys\nwith sitq.SyncTaskQueue(sys.argv[1]) as q:\n    q.enqueue(print, 1)\n"
     subprocess.run([sys.executable, "-c", code, f"sqlite:///{tmp_path / 'real.db'}"], check=True)
     done = subprocess.run([*command, f"sqlite:///{tmp_path / 'real.db'}"], capture_output=True, text=True, check=True)

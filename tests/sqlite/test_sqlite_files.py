@@ -309,3 +309,20 @@ async def test_a_file_with_someone_elses_tasks_table_is_refused_untouched(tmp_pa
     with closing(sqlite3.connect(path)) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
         assert conn.execute("SELECT title FROM tasks").fetchall() == [("buy milk",)]
+
+
+@pytest.mark.asyncio
+async def test_a_file_restored_from_a_dump_is_opened_as_sitqs_own(tmp_path: Path) -> None:
+    original, restored = tmp_path / "tasks.db", tmp_path / "restored.db"
+    async with sitq.TaskQueue(SQLiteBackend(original)) as queue:
+        task_id = await queue.enqueue(print, 1)
+    with closing(sqlite3.connect(original)) as source, closing(sqlite3.connect(restored)) as target:
+        target.executescript("\n".join(source.iterdump()))  # a dump does not carry PRAGMA user_version
+        assert target.execute("PRAGMA user_version").fetchone()[0] == 0
+    backend = SQLiteBackend(restored)
+    assert await backend.exists() is True
+    async with sitq.TaskQueue(backend) as queue:
+        stored = await queue.get_task(task_id)
+        assert stored is not None and stored.status == TaskStatus.QUEUED
+    with closing(sqlite3.connect(restored)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION

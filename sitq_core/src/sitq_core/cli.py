@@ -272,7 +272,7 @@ def _stats_command(out: TextIO, backend: str | None, *, as_json: bool) -> int:
 async def _stats(out: TextIO, store: Backend, *, as_json: bool) -> int:
     if await store.exists() is False:  # reading counts must not create a mistyped file or schema
         path = getattr(store, "path", None)
-        where = f"no database at {path!r}" if isinstance(path, str) else f"no sitq tables in {store!r}"
+        where = f"no sitq database at {path!r}" if isinstance(path, str) else f"no sitq tables in {store!r}"
         sys.stderr.write(f"sitq: error: {where} (check the --backend URL)\n")
         return 2
     async with TaskQueue(store) as queue:

@@ -58,6 +58,7 @@ from .schema import (
     check_not_foreign,
     create_schema,
     from_us,
+    holds_sitq_tables,
     to_us,
 )
 from .watcher import WORK_KEY, Wakeups, Watcher
@@ -404,10 +405,10 @@ class SQLiteBackend(Backend):
         return self._retrying(conn, lambda c: self._write(c, create_schema))
 
     async def exists(self) -> bool | None:
-        """False when the file is missing (connecting would create it); None for ``:memory:``."""
+        """True when the file holds sitq's tables (read-only look: a missing or other file stays as it is)."""
         if self.is_memory:
             return None
-        return await asyncio.to_thread(os.path.exists, self.path)
+        return await asyncio.to_thread(_holds_sitq_tables, self.path)
 
     async def close(self) -> None:
         with self._lock:
@@ -1099,6 +1100,21 @@ _RECHECK_MAX = 5.0
 def _result_key(task_id: str) -> tuple[str, str, str]:
     """The wake-up key of the waiters for ``task_id``'s result."""
     return ("sitq", "result", task_id)
+
+
+def _holds_sitq_tables(path: str) -> bool:
+    if not os.path.exists(path):
+        return False
+    try:
+        conn = sqlite3.connect(f"{Path(path).absolute().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return False
+    try:
+        return holds_sitq_tables(conn)
+    except sqlite3.Error:  # not a database at all
+        return False
+    finally:
+        conn.close()
 
 
 def _checkpoint(conn: sqlite3.Connection) -> None:

@@ -17,6 +17,7 @@ __all__ = [
     "check_not_foreign",
     "create_schema",
     "from_us",
+    "holds_sitq_tables",
     "to_us",
 ]
 
@@ -95,14 +96,49 @@ class ForeignSchemaError(Exception):
 
 
 def check_not_foreign(conn: sqlite3.Connection) -> None:
-    """Refuse a file whose ``tasks``/``results`` tables were made by something else (before touching it)."""
+    """Refuse a file whose ``tasks``/``results`` tables were made by something else (before touching it).
+
+    A dump (``iterdump()``, ``.dump``, ``.recover``) does not carry ``user_version``,
+    so a file restored from one has sitq's tables at version 0: tables whose
+    columns are exactly sitq's are taken as sitq's own.
+    """
     if int(conn.execute("PRAGMA user_version").fetchone()[0]) != 0:
         return
     rows = conn.execute(
         "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ('tasks', 'results') ORDER BY name"
     ).fetchall()
-    if rows:
-        raise ForeignSchemaError([row[0] for row in rows])
+    found = [row[0] for row in rows]
+    if found and not all(_columns(conn, table) == columns for table, columns in _own_columns().items()):
+        raise ForeignSchemaError(found)
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> list[str]:
+    return [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]
+
+
+_OWN_COLUMNS: dict[str, list[str]] = {}
+
+
+def _own_columns() -> dict[str, list[str]]:
+    """The column names of sitq's own tables (read once from the DDL, in an in-memory database)."""
+    if not _OWN_COLUMNS:
+        scratch = sqlite3.connect(":memory:")
+        try:
+            for statement in _DDL:
+                scratch.execute(statement)
+            _OWN_COLUMNS.update({table: _columns(scratch, table) for table in ("tasks", "results")})
+        finally:
+            scratch.close()
+    return _OWN_COLUMNS
+
+
+def holds_sitq_tables(conn: sqlite3.Connection) -> bool:
+    """True when the database already has sitq's tables (at any schema version)."""
+    if int(conn.execute("PRAGMA user_version").fetchone()[0]) != 0:
+        return (
+            conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'tasks'").fetchone() is not None
+        )
+    return all(_columns(conn, table) == columns for table, columns in _own_columns().items())
 
 
 class SchemaTooNewError(Exception):
