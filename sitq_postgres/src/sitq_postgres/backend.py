@@ -424,23 +424,31 @@ class PostgresBackend(Backend):
                     rows = await conn.fetch(sql.candidates_in, now, need, names)
                 if not rows:
                     break
+                expired = [row for row in rows if row["status"] == "running"]
+                cancelled = [row["seq"] for row in expired if row["cancel_requested"]]  # worker gone
                 poisoned = [
                     row["seq"]
-                    for row in rows
-                    if row["status"] == "running" and row["lease_expiries"] + 1 >= row["max_lease_expiries"]
+                    for row in expired
+                    if not row["cancel_requested"] and row["lease_expiries"] + 1 >= row["max_lease_expiries"]
                 ]
-                leased = [row["seq"] for row in rows if row["seq"] not in set(poisoned)]
-                if poisoned:
-                    for failed in await conn.fetch(sql.poison, now, poisoned):
-                        await self._store_result(conn, failed["id"], "failed", None, failed["error"], None, failed)
-                        finished.append(failed["id"])
+                ended = {*cancelled, *poisoned}
+                leased = [row["seq"] for row in rows if row["seq"] not in ended]
+                for statement, seqs, status in (
+                    (sql.cancel_expired, cancelled, "cancelled"),
+                    (sql.poison, poisoned, "failed"),
+                ):
+                    if not seqs:
+                        continue
+                    for done in await conn.fetch(statement, now, seqs):
+                        await self._store_result(conn, done["id"], status, None, done["error"], None, done)
+                        finished.append(done["id"])
                 if leased:
                     tokens = [secrets.token_hex(16) for _ in leased]
                     claimed = await conn.fetch(sql.claim, worker, now + lease, now, leased, tokens)
                     order = {seq: index for index, seq in enumerate(leased)}
                     for row in sorted(claimed, key=lambda r: order[r["seq"]]):
                         reserved.append(ReservedTask(_row_to_task(row, 2), row["lease_token"], now + lease))
-                if not poisoned:
+                if not ended:
                     break
             if finished:
                 await self._notify_results(conn, finished)

@@ -123,10 +123,11 @@ class Statements:
         claim_where = f"{ACTIVE} AND due <= $1"
         claim_order = "ORDER BY priority DESC, due, seq LIMIT $2 FOR UPDATE SKIP LOCKED"
         self.candidates = (
-            f"SELECT seq, status, lease_expiries, max_lease_expiries FROM {s}.tasks WHERE {claim_where} {claim_order}"
+            f"SELECT seq, status, lease_expiries, max_lease_expiries, cancel_requested FROM {s}.tasks "
+            f"WHERE {claim_where} {claim_order}"
         )
         self.candidates_in = (
-            f"SELECT seq, status, lease_expiries, max_lease_expiries FROM {s}.tasks "
+            f"SELECT seq, status, lease_expiries, max_lease_expiries, cancel_requested FROM {s}.tasks "
             f"WHERE {claim_where} AND queue = ANY($3::text[]) {claim_order}"
         )
         self.claim = (
@@ -139,6 +140,12 @@ class Statements:
             f"UPDATE {s}.tasks SET status = 'failed', due = NULL, lease_token = NULL, finished_at = $1, "
             "lease_expiries = lease_expiries + 1, error = 'lease expired after ' || attempts || ' attempts' "
             "WHERE seq = ANY($2::bigint[]) "
+            "RETURNING id, error, enqueued_at, started_at, finished_at, attempts, serializer"
+        )
+        # A running task whose cancel was requested and whose worker is gone (lease expired): cancelled.
+        self.cancel_expired = (
+            f"UPDATE {s}.tasks SET status = 'cancelled', due = NULL, lease_token = NULL, finished_at = $1, "
+            "lease_expiries = lease_expiries + 1, error = 'cancelled' WHERE seq = ANY($2::bigint[]) "
             "RETURNING id, error, enqueued_at, started_at, finished_at, attempts, serializer"
         )
         # Statements that update many task rows lock them in id order first (the "locked" CTE), so a

@@ -87,7 +87,7 @@ _URL_FORMS = (
 
 _SELECT_TASK = f"SELECT {TASK_COLUMNS} FROM tasks"
 _CLAIM_SQL = (
-    "SELECT seq, due, status, lease_expiries, max_lease_expiries FROM tasks INDEXED BY tasks_claim "
+    "SELECT seq, due, status, lease_expiries, max_lease_expiries, cancel_requested FROM tasks INDEXED BY tasks_claim "
     f"WHERE queue = ? AND {ACTIVE} AND priority = ? AND due <= ? ORDER BY due, seq LIMIT ?"
 )
 _FIRST_QUEUE_SQL = f"SELECT min(queue) FROM tasks INDEXED BY tasks_claim WHERE {ACTIVE}"
@@ -101,7 +101,8 @@ _MAX_VARIABLES = 500
 # More (queue, priority) lanes than this are read in one pass over the claim index (see _lanes).
 _MAX_LANES = 64
 _CLAIM_SCAN_SQL = (
-    "SELECT seq, due, status, lease_expiries, max_lease_expiries, priority FROM tasks INDEXED BY tasks_claim "
+    "SELECT seq, due, status, lease_expiries, max_lease_expiries, cancel_requested, priority "
+    "FROM tasks INDEXED BY tasks_claim "
     f"WHERE {ACTIVE} {{}} AND due <= ? ORDER BY priority DESC, due, seq LIMIT ?"
 )
 _MIN_DUE_SCAN_SQL = f"SELECT min(due) FROM tasks INDEXED BY tasks_claim WHERE {ACTIVE} {{}}"
@@ -673,11 +674,14 @@ class SQLiteBackend(Backend):
                 if not candidates:
                     break
                 claimed: list[int] = []
-                poisoned = 0
-                for seq, _due, status, expiries, max_expiries in candidates:
-                    if status == "running" and expiries + 1 >= max_expiries:  # its lease expired once too often
-                        _fail_poisoned(conn, seq, now, expiries + 1)
-                        poisoned += 1
+                ended = 0
+                for seq, _due, status, expiries, max_expiries, cancel_requested in candidates:
+                    if status == "running" and cancel_requested:  # cancelled while its worker was gone
+                        _end_expired(conn, seq, now, expiries + 1, cancelled=True)
+                        ended += 1
+                    elif status == "running" and expiries + 1 >= max_expiries:  # its lease expired once too often
+                        _end_expired(conn, seq, now, expiries + 1, cancelled=False)
+                        ended += 1
                     else:
                         claimed.append(seq)
                 prefix = os.urandom(_TOKEN_BYTES).hex()  # this batch's lease tokens: prefix + seq in hex
@@ -691,7 +695,7 @@ class SQLiteBackend(Backend):
                     rows += conn.execute(sql, (worker_id, prefix, expires, now, *chunk))
                 rows.sort(key=lambda row: order[row[0]])  # RETURNING order is unspecified; keep the claim order
                 handed += [(row[1:], f"{prefix}{row[0]:x}", expires) for row in rows]
-                if not poisoned:
+                if not ended:
                     break
             return handed
 
@@ -1237,8 +1241,8 @@ def _claim_candidates(conn: sqlite3.Connection, queues: list[str] | None, now: i
         rows: list[tuple[Any, ...]] = []
         for where, names in _queue_filters(queues):
             rows += conn.execute(_CLAIM_SCAN_SQL.format(where), (*names, now, need)).fetchall()
-        rows.sort(key=lambda row: (-row[5], row[1], row[0]))
-        return [row[:5] for row in rows[:need]]
+        rows.sort(key=lambda row: (-row[6], row[1], row[0]))
+        return [row[:6] for row in rows[:need]]
     by_priority: dict[int, list[str]] = {}
     for queue, priority in lanes:
         by_priority.setdefault(priority, []).append(queue)
@@ -1264,18 +1268,30 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
-def _fail_poisoned(conn: sqlite3.Connection, seq: int, now: int, expiries: int) -> None:
-    """End a task whose lease expired ``max_lease_expiries`` times: failed, with a result saying so."""
+def _end_expired(conn: sqlite3.Connection, seq: int, now: int, expiries: int, *, cancelled: bool) -> None:
+    """End a task whose lease expired instead of handing it out again, with a result saying why.
+
+    ``cancelled``: a cancel was requested while it ran (its worker is gone, so
+    nobody will report it); otherwise its lease expired ``max_lease_expiries``
+    times (a poison pill): failed.
+    """
+    status, error = ("cancelled", "'cancelled'") if cancelled else ("failed", _POISON_ERROR)
     row = conn.execute(
-        "UPDATE tasks SET status = 'failed', due = NULL, lease_token = NULL, finished_at = ?, "
-        "error = 'lease expired after ' || attempts || ' attempts', lease_expiries = ? WHERE seq = ? "
+        f"UPDATE tasks SET status = '{status}', due = NULL, lease_token = NULL, finished_at = ?, "
+        f"error = {error}, lease_expiries = ? WHERE seq = ? "
         "RETURNING id, error, enqueued_at, started_at, attempts, serializer",
         (now, expiries, seq),
     ).fetchone()
-    task_id, error, enqueued_at, started_at, attempts, serializer = row
-    result = (task_id, task_id, "failed", None, error, None, enqueued_at, started_at, now, attempts, serializer)
+    task_id, error_text, enqueued_at, started_at, attempts, serializer = row
+    result = (task_id, task_id, status, None, error_text, None, enqueued_at, started_at, now, attempts, serializer)
     conn.execute(_INSERT_RESULT, result)
-    log.warning("sitq.sqlite: task %s failed: %s", task_id, error)
+    if cancelled:
+        log.info("sitq.sqlite: task %s cancelled (its worker is gone)", task_id)
+    else:
+        log.warning("sitq.sqlite: task %s failed: %s", task_id, error_text)
+
+
+_POISON_ERROR = "'lease expired after ' || attempts || ' attempts'"
 
 
 def _leases(claims: list[_Claim]) -> list[ReservedTask]:

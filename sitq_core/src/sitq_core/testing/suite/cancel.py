@@ -44,6 +44,23 @@ class CancelContract(BackendFixtures):
             f"{C}: the worker's 'cancelled' outcome must make the task final"
         )
 
+    @pytest.mark.asyncio
+    async def test_a_cancelled_task_whose_worker_is_gone_ends_cancelled(
+        self, backend: Backend, clock: FakeClock
+    ) -> None:
+        lease = await enqueue_and_reserve(backend, clock, C)
+        assert await backend.cancel(lease.id) is True
+        clock.advance(LEASE)  # its worker died: nobody reports the cancel
+        got = await reserve_all(backend)
+        assert got == [], f"{C}: reserve handed out a task whose cancel was requested (it must end 'cancelled')"
+        stored = await get(backend, lease.id, C)
+        assert stored.status == TaskStatus.CANCELLED, (
+            f"{C}: a running task cancelled while its worker was gone must end 'cancelled' when its lease "
+            f"expires, got {stored.status!r}"
+        )
+        result = await backend.get_result(lease.id)
+        assert result is not None and result.status == "cancelled", f"{C}: it must have a cancelled result"
+
     @requires(Capability.CANCEL_RUNNING)
     @pytest.mark.asyncio
     async def test_heartbeat_reports_cancel(self, backend: Backend, clock: FakeClock) -> None:

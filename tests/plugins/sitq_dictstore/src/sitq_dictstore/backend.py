@@ -105,6 +105,10 @@ class DictStoreBackend(Backend):
                 task, expiries = row.task, row.task.lease_expiries
                 if task.status == RUNNING:  # its worker died: the lease expired
                     expiries += 1
+                    if task.cancel_requested:  # cancelled meanwhile: nobody else will report it
+                        row.task = task.with_changes(lease_expiries=expiries)
+                        self._finish(db, row, "cancelled", "cancelled")
+                        continue
                     if expiries >= task.max_lease_expiries:  # poison pill
                         row.task = task.with_changes(lease_expiries=expiries)
                         self._finish(db, row, "failed", f"lease expired after {task.attempts} attempts")
