@@ -317,3 +317,14 @@ async def test_out_of_range_lookups_are_validation_errors(queue: TaskQueue, call
         await call(queue)
     assert info.value.parameter == parameter
     assert (await queue.counts())["queued"] == 1
+
+
+def test_an_unknown_option_in_with_options_names_it() -> None:
+    import sitq
+    from sitq_core.errors import ValidationError
+
+    queue = sitq.TaskQueue("sqlite://")
+    for call in (lambda: queue.with_options(bogus=1), lambda: queue.with_options(priority=1).with_options(bogus=1)):
+        with pytest.raises(ValidationError) as info:
+            call()
+        assert info.value.parameter == "bogus" and "max_retries" in str(info.value)

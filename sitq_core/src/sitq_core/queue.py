@@ -303,13 +303,16 @@ class TaskQueue(_Producer):
         timeout: float | None = None,
         queue_name: str | None = None,
         max_lease_expiries: int | None = None,
+        **unknown: Any,
     ) -> TaskQueueView:
         """A view whose ``enqueue``/``enqueue_many`` apply these options to each task.
 
         The options never collide with the task function's own keyword
         arguments: ``q.with_options(timeout=5).enqueue(f, timeout=1)`` passes
-        ``timeout=1`` to ``f``.
+        ``timeout=1`` to ``f``. An unknown option raises ``ValidationError``.
         """
+        if unknown:
+            self._options.merged(**unknown)  # raises ValidationError naming the option and the known ones
         given = {
             "eta": normalize_eta(eta),
             "delay": delay,
