@@ -136,3 +136,18 @@ async def test_a_plugin_serializers_own_errors_become_serialization_errors() -> 
         with pytest.raises(SerializationError) as loads_error:
             queue.deserialize_result(bad)
         assert "task t" in str(loads_error.value) and isinstance(loads_error.value.__cause__, UnicodeDecodeError)
+
+
+@pytest.mark.asyncio
+async def test_msgpack_refuses_tuple_keys_it_could_not_load_back() -> None:
+    from sitq import SQLiteBackend, TaskQueue
+
+    with pytest.raises(SerializationError, match=r"argument 0 of .*add \(dict\).*would not load back"):
+        MsgpackSerializer().dumps_call(add, ({(1, 2): 3}, 1), {})
+    with pytest.raises(SerializationError, match="would not load back"):
+        MsgpackSerializer().dumps({"nested": [{("a",): 1}]})  # a task's return value is checked the same way
+    async with TaskQueue(SQLiteBackend(":memory:"), serializer="msgpack") as queue:
+        with pytest.raises(SerializationError):
+            await queue.enqueue(add, {(1, 2): 3}, 1)
+        assert (await queue.counts())["queued"] == 0  # nothing stored
+    assert MsgpackSerializer().loads(MsgpackSerializer().dumps({1: [2, 3], "k": (4,)})) == {1: [2, 3], "k": [4]}

@@ -172,7 +172,7 @@ class MsgpackSerializer(Serializer):
 
     def dumps(self, obj: Any) -> bytes:
         try:
-            return bytes(self._msgpack.packb(obj, use_bin_type=True))
+            return self._packed_and_loadable(obj)
         except (TypeError, ValueError, OverflowError) as exc:
             raise SerializationError(
                 f"msgpack cannot serialise {_describe_unpackable(obj)}: {exc}; "
@@ -220,9 +220,18 @@ class MsgpackSerializer(Serializer):
         func = _import_path(path)
         return func, tuple(args), dict(kwargs)
 
+    def _packed_and_loadable(self, obj: Any) -> bytes:
+        """``obj`` packed, after checking that it loads back (a dict keyed by tuples packs, then cannot load)."""
+        packed = bytes(self._msgpack.packb(obj, use_bin_type=True))
+        try:
+            self._msgpack.unpackb(packed, raw=False, strict_map_key=False)
+        except TypeError as exc:  # "unhashable type: 'list'": a tuple key comes back as a list
+            raise TypeError(f"it would not load back ({exc}; dict keys must not be tuples or lists)") from exc
+        return packed
+
     def _check_argument(self, what: str, value: Any) -> None:
         try:
-            self._msgpack.packb(value, use_bin_type=True)
+            self._packed_and_loadable(value)
         except (TypeError, ValueError, OverflowError) as exc:
             raise SerializationError(
                 f"msgpack cannot serialise {what} ({type(value).__name__}): {exc}; "
