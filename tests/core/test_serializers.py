@@ -151,3 +151,13 @@ async def test_msgpack_refuses_tuple_keys_it_could_not_load_back() -> None:
             await queue.enqueue(add, {(1, 2): 3}, 1)
         assert (await queue.counts())["queued"] == 0  # nothing stored
     assert MsgpackSerializer().loads(MsgpackSerializer().dumps({1: [2, 3], "k": (4,)})) == {1: [2, 3], "k": [4]}
+
+
+@pytest.mark.asyncio
+async def test_a_batch_item_that_cannot_be_serialised_is_named() -> None:
+    from sitq import SQLiteBackend, TaskQueue
+
+    async with TaskQueue(SQLiteBackend(":memory:"), serializer="msgpack") as queue:
+        with pytest.raises(SerializationError, match=r"^calls\[2\]: msgpack cannot serialise argument 1"):
+            await queue.enqueue_many([(add, (1, 2)), (add, (3, 4)), (add, (5, Point(6)))])
+        assert (await queue.counts())["queued"] == 0

@@ -227,9 +227,16 @@ class _Producer:
                     task_options, task_eta = self._with_task_defaults(func.options, options, now, eta)
                 known = per_function[id(func)] = (func, task_options, task_eta, function_path(func))
             _func, task_options, task_eta, function_name = known
+            try:
+                payload = _dumps_call(serializer, func, args, kwargs)
+            except SerializationError as exc:  # say which item of the batch, like the ValidationErrors do
+                root = exc.__cause__ or exc  # keep the underlying error as the cause
+                raise SerializationError(
+                    f"calls[{index}]: {exc.message}", operation=exc.operation, data_type=exc.data_type, cause=root
+                ) from root
             yield Task(
                 id=task_id,
-                payload=_dumps_call(serializer, func, args, kwargs),
+                payload=payload,
                 serializer=name,
                 function_name=function_name,
                 queue=task_options.queue_name,
