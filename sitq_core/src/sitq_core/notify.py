@@ -22,11 +22,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import random
 import threading
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Iterator
 from types import TracebackType
 
-__all__ = ["Notifier", "Subscription", "record_mark", "take_mark"]
+__all__ = ["Notifier", "Subscription", "record_mark", "safety_pauses", "take_mark"]
 
 _Entry = tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]"]
 
@@ -151,6 +152,18 @@ def take_mark(owner: object) -> int | None:
     """The value :func:`record_mark` kept for this caller and ``owner``, once; None when there is none."""
     marks = _MARKS.get(None)
     return None if marks is None else marks.pop(id(owner), None)
+
+
+def safety_pauses(first: float, maximum: float) -> Iterator[float]:
+    """Pauses between a waiter's own re-checks: ``first``, doubling up to ``maximum``, each +-10% jitter.
+
+    The re-check is only a safety net for a lost wake-up; backing off with
+    jitter keeps thousands of long waits from all querying in step.
+    """
+    pause = first
+    while True:
+        yield pause * random.uniform(0.9, 1.1)
+        pause = min(pause * 2, maximum)
 
 
 def _wake(woken: list[_Entry]) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import secrets
 import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -30,7 +29,7 @@ from sitq_core import checks
 from sitq_core.backend import Backend, Capability
 from sitq_core.errors import BackendError, ConfigurationError, ConnectionError, SitqError, ValidationError
 from sitq_core.models import LeaseState, Outcome, ReservedTask, Result, Task, TaskStatus
-from sitq_core.notify import record_mark, take_mark
+from sitq_core.notify import record_mark, safety_pauses, take_mark
 from sitq_core.urls import BackendURL
 
 from .schema import SCHEMA_VERSION, Statements, valid_schema
@@ -673,7 +672,7 @@ class PostgresBackend(Backend):
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         key = ("sitq", "result", task_id)
-        recheck = _RESULT_RECHECK_FIRST
+        pauses = safety_pauses(_RESULT_RECHECK_FIRST, _RESULT_RECHECK_MAX)
         while True:
             if timeout != 0:
                 await self._ensure_listener()  # before the read, so a result stored after it is announced
@@ -684,10 +683,7 @@ class PostgresBackend(Backend):
                 remaining = None if deadline is None else deadline - loop.time()
                 if remaining is not None and remaining <= 0:
                     return None
-                # The re-read is only a safety net: it backs off, with jitter, so thousands of
-                # long waits do not each query the server once a second.
-                step = recheck * random.uniform(0.9, 1.1)
-                recheck = min(recheck * 2, _RESULT_RECHECK_MAX)
+                step = next(pauses)  # the re-read is only a safety net for a lost notice
                 await subscription.wait(step if remaining is None else min(step, remaining))
 
     async def wait_for_work(self, timeout: float) -> None:

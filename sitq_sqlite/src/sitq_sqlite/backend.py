@@ -43,7 +43,7 @@ from sitq_core.models import (
     Task,
     TaskStatus,
 )
-from sitq_core.notify import record_mark, take_mark
+from sitq_core.notify import record_mark, safety_pauses, take_mark
 
 from .dbthread import DbThread
 from .feed import InsertFeed
@@ -1074,7 +1074,7 @@ class SQLiteBackend(Backend):
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + max(0.0, timeout)
         key = _result_key(task_id)
-        recheck = _RECHECK_FIRST
+        pauses = safety_pauses(_RECHECK_FIRST, _RECHECK_MAX)
         while True:
             entry = self._wakeups.register(key)
             try:
@@ -1085,10 +1085,7 @@ class SQLiteBackend(Backend):
                 if remaining is not None and remaining <= 0:
                     return None
                 self._ensure_watcher()
-                # The periodic re-check is only a safety net (wake-ups normally come first); it backs
-                # off, with jitter, so thousands of long waits do not each query once a second in step.
-                pause = recheck * random.uniform(0.9, 1.1)
-                recheck = min(recheck * 2, _RECHECK_MAX)
+                pause = next(pauses)  # the re-check is only a safety net: wake-ups normally come first
                 await Wakeups.wait(entry, pause if remaining is None else min(remaining, pause))
             finally:
                 self._wakeups.unregister(key, entry)
