@@ -148,6 +148,7 @@ async def test_with_options_never_collides_with_task_kwargs(queue: TaskQueue) ->
         {"delay": math.inf},
         {"delay": 10**400},
         {"retry_backoff": 10**400},
+        {"retry_backoff": math.inf},
         {"timeout": 10**400},
         {"timeout": -1},
         {"timeout": 0},

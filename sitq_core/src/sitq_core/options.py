@@ -36,7 +36,7 @@ def normalize_eta(eta: datetime | None, *, parameter: str = "eta") -> datetime |
 
 
 def validate_timeout(timeout: float | None, *, parameter: str = "timeout") -> float | None:
-    """None or a finite number >= 0, else ValidationError."""
+    """None or a number >= 0 (``math.inf`` allowed: wait without end), else ValidationError."""
     if timeout is None:
         return None
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
@@ -143,6 +143,7 @@ class TaskOptions:
         validate_timeout(self.retry_backoff, parameter="retry_backoff")
         if self.retry_backoff is None:
             raise ValidationError("retry_backoff must be a number >= 0", parameter="retry_backoff", value=None)
+        _finite("retry_backoff", self.retry_backoff)
         timeout = self.timeout
         if timeout is not None and (
             isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0  # NaN fails too
