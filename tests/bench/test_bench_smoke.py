@@ -74,3 +74,18 @@ def test_many_waiters_bench_runs(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "(200 results ok)" in proc.stdout, proc.stdout
     assert re.search(r"CPU per waiter: +[\d,]+ us", proc.stdout), proc.stdout
+
+
+def test_concurrent_enqueue_bench_runs(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "concurrent_enqueue.py"), "--n", "60"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and "callers" not in line]
+    assert len(rows) == 6, proc.stdout
+    for row in rows:
+        assert re.match(r"\| .+ \| +[\d,]+ \|", row), row

@@ -249,6 +249,13 @@ class NaiveRequeueEta(DictStoreBackend):
         return await super().requeue(task_id, eta=eta)
 
 
+class BlockingStoresNothing(DictStoreBackend):
+    """Offers enqueue_blocking but forgets to store the task."""
+
+    def enqueue_blocking(self, task: Task) -> str | None:
+        return task.id
+
+
 def _fields(outcome: Outcome) -> dict[str, Any]:
     return {name: getattr(outcome, name) for name in outcome.__dataclass_fields__}
 
@@ -411,6 +418,13 @@ CASES: list[tuple[type[DictStoreBackend], type[Any], str, dict[str, Any], str]] 
         "test_bad_arguments_lose_nothing",
         {},
         "BadInputContract: requeue(eta=<a naive datetime>) must raise ValidationError(parameter='eta')",
+    ),
+    (
+        BlockingStoresNothing,
+        EnqueueContract,
+        "test_enqueue_blocking_stores_like_enqueue_or_declines",
+        {},
+        "EnqueueContract: enqueue_blocking returned the id but get_task finds no task",
     ),
 ]
 

@@ -164,6 +164,21 @@ class Backend(abc.ABC):
         ids = await self.enqueue_many([task])
         return ids[0]
 
+    def enqueue_blocking(self, task: Task) -> str | None:
+        """Optional fast path for ``SyncTaskQueue``: store one task on the calling thread, blocking.
+
+        Called from a plain thread with no event loop, to spare a blocking
+        caller two thread hops per enqueue. Store ``task`` exactly as
+        ``enqueue`` would and return its id, or return None having stored
+        nothing when that cannot be done cheaply now (not connected yet, the
+        store busy, no such path): the caller then awaits ``enqueue`` on its
+        loop. Must be safe to call from any thread; errors are those of
+        ``enqueue``. The default returns None.
+
+        Contract: ``EnqueueContract``.
+        """
+        return None
+
     # ------------------------------------------------------------------ reserve
 
     @abc.abstractmethod

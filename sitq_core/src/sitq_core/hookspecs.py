@@ -4,8 +4,9 @@ A plugin is a module (named by an entry point in the ``sitq`` group) holding
 functions decorated with :data:`hookimpl` whose names match the specs below.
 Hooks are synchronous. Registration hooks run once, lazily, the first time a
 name is resolved or plugins are listed. Observation hooks run in the process
-where the event happens, on its event loop thread: they must be quick and must
-not block; an exception they raise is logged and never fails a task.
+where the event happens, on its event loop thread (``sitq_task_enqueued`` may
+also run on a ``SyncTaskQueue`` caller's own thread): they must be quick and
+must not block; an exception they raise is logged and never fails a task.
 """
 
 from __future__ import annotations

@@ -147,11 +147,39 @@ class _Producer:
             raise
         except Exception as exc:
             raise self._enqueue_failed(exc) from exc
+        self._stored(task)
+        return task_id
+
+    def _store_blocking(self, task: Task) -> str | None:
+        """``_store_one`` on the calling thread through ``Backend.enqueue_blocking``; None: not stored, await it."""
+        try:
+            task_id = self._backend.enqueue_blocking(task)
+        except SitqError:
+            raise
+        except Exception as exc:
+            raise self._enqueue_failed(exc) from exc
+        if task_id is not None:
+            self._stored(task)
+        return task_id
+
+    def _stored(self, task: Task) -> None:
+        """Wake local workers and tell the lifecycle observers about a stored task."""
         self._backend.notify_work()
         manager = get_plugin_manager()
         if manager.has_observers("sitq_task_enqueued"):
             manager.notify("sitq_task_enqueued", task=task)
-        return task_id
+
+    def _call_task(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], eta: datetime | None) -> Task:
+        """The task ``enqueue(func, *args, eta=eta, **kwargs)`` stores (validated and serialised)."""
+        options = self._options if eta is None else self._options.merged(eta=normalize_eta(eta))
+        now = self._backend.now()
+        return self._build_task(func, args, kwargs, options, now, options.due_at(now))
+
+    def _call_task_of(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None) -> Task:
+        """The task ``enqueue_call(func, args, kwargs)`` stores."""
+        call_args, call_kwargs = _arguments(args, kwargs)
+        now = self._backend.now()
+        return self._build_task(func, call_args, call_kwargs, self._options, now, self._options.due_at(now))
 
     def _enqueue_failed(self, exc: Exception) -> BackendError:
         return BackendError(
@@ -168,9 +196,7 @@ class _Producer:
         now. Raises ``ValidationError`` for a non-callable or naive ``eta`` and
         ``SerializationError`` when the call cannot be serialised.
         """
-        options = self._options if eta is None else self._options.merged(eta=normalize_eta(eta))
-        now = self._backend.now()
-        return await self._store_one(self._build_task(func, args, kwargs, options, now, options.due_at(now)))
+        return await self._store_one(self._call_task(func, args, kwargs, eta))
 
     async def enqueue_call(
         self, func: Callable[..., Any], args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
@@ -180,10 +206,7 @@ class _Producer:
         No keyword is taken for the queue itself, so a function whose own
         parameters include ``eta`` receives it untouched.
         """
-        call_args, call_kwargs = _arguments(args, kwargs)
-        now = self._backend.now()
-        task = self._build_task(func, call_args, call_kwargs, self._options, now, self._options.due_at(now))
-        return await self._store_one(task)
+        return await self._store_one(self._call_task_of(func, args, kwargs))
 
     async def enqueue_many(self, calls: Iterable[Any]) -> list[str]:
         """Store many calls in one transaction and return their ids in order.

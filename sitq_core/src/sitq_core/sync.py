@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from concurrent.futures import Future
 from datetime import datetime
 from types import TracebackType
@@ -53,6 +53,7 @@ class SyncTaskQueue:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._enqueues = 0  # enqueues in progress: the blocking path is taken only by a caller alone
 
     @property
     def backend(self) -> Backend:
@@ -86,8 +87,38 @@ class SyncTaskQueue:
         _refuse_running_loop(operation)
         loop = self._ensure_loop()
         future: Future[T] = asyncio.run_coroutine_threadsafe(make(), loop)
-        try:
+        with self._errors(operation, task_id):
             return future.result()
+
+    def _enqueue(self, operation: str, build: Callable[[], Task], producer: TaskQueue | TaskQueueView) -> str:
+        """Build the task here, then store it on this thread when the backend offers a cheap way.
+
+        A caller alone takes the blocking path (``Backend.enqueue_blocking``), sparing
+        it two thread hops; callers that overlap others go through the loop, where
+        enqueues arriving together share a commit instead of queueing for the lock.
+        """
+        _refuse_running_loop(operation)
+        with self._errors(operation, None):
+            task = build()
+        with self._lock:
+            alone = self._enqueues == 0
+            self._enqueues += 1
+        try:
+            if alone and self._loop is not None:
+                with self._errors(operation, None):
+                    task_id = producer._store_blocking(task)
+                if task_id is not None:
+                    return task_id
+            return self._run(operation, lambda: producer._store_one(task))
+        finally:
+            with self._lock:
+                self._enqueues -= 1
+
+    @contextlib.contextmanager
+    def _errors(self, operation: str, task_id: str | None) -> Iterator[None]:
+        """Let bad input and task failures through; wrap the machinery's errors in SyncTaskQueueError."""
+        try:
+            yield
         except TaskExecutionError:
             raise
         except SitqError as exc:
@@ -138,7 +169,7 @@ class SyncTaskQueue:
 
     def enqueue(self, func: Callable[..., Any], /, *args: Any, eta: datetime | None = None, **kwargs: Any) -> str:
         """Store a call and return its task id (see ``TaskQueue.enqueue``)."""
-        return self._run("enqueue", lambda: self._queue.enqueue(func, *args, eta=eta, **kwargs))
+        return self._enqueue("enqueue", lambda: self._queue._call_task(func, args, kwargs, eta), self._queue)
 
     def enqueue_many(self, calls: Iterable[Any]) -> list[str]:
         """Store many calls in one transaction (see ``TaskQueue.enqueue_many``)."""
@@ -149,7 +180,7 @@ class SyncTaskQueue:
         self, func: Callable[..., Any], args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
     ) -> str:
         """Store ``func(*args, **kwargs)`` with the arguments as a tuple and a dict (see ``TaskQueue.enqueue_call``)."""
-        return self._run("enqueue_call", lambda: self._queue.enqueue_call(func, args, kwargs))
+        return self._enqueue("enqueue_call", lambda: self._queue._call_task_of(func, args, kwargs), self._queue)
 
     def with_options(self, **options: Any) -> SyncTaskQueueView:
         """A view whose enqueues apply these per-task options (see ``TaskQueue.with_options``)."""
@@ -236,12 +267,12 @@ class SyncTaskQueueView:
         return self._view.options
 
     def enqueue(self, func: Callable[..., Any], /, *args: Any, eta: datetime | None = None, **kwargs: Any) -> str:
-        return self._owner._run("enqueue", lambda: self._view.enqueue(func, *args, eta=eta, **kwargs))
+        return self._owner._enqueue("enqueue", lambda: self._view._call_task(func, args, kwargs, eta), self._view)
 
     def enqueue_call(
         self, func: Callable[..., Any], args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
     ) -> str:
-        return self._owner._run("enqueue_call", lambda: self._view.enqueue_call(func, args, kwargs))
+        return self._owner._enqueue("enqueue_call", lambda: self._view._call_task_of(func, args, kwargs), self._view)
 
     def enqueue_many(self, calls: Iterable[Any]) -> list[str]:
         items = list(calls) if isinstance(calls, Iterable) and not isinstance(calls, (str, bytes)) else calls

@@ -26,6 +26,7 @@ import re
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from concurrent.futures import Future as ThreadFuture
 from datetime import datetime
@@ -47,6 +48,7 @@ from sitq_core.notify import record_mark, safety_pauses, take_mark
 
 from .dbthread import DbThread
 from .feed import InsertFeed
+from .groupcommit import GroupCommit, others_ready
 from .inline import Fallback, InlinePath, is_busy, write_transaction
 from .newresults import NewResults
 from .schema import (
@@ -223,6 +225,8 @@ class SQLiteBackend(Backend):
         self._watcher: Watcher | None = None
         self._wakeups = Wakeups()
         self._inline = None if self.is_memory else InlinePath(self._new_inline_connection)
+        # One pending group of enqueues per event loop that uses this backend (groupcommit.py).
+        self._groups: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, GroupCommit] = weakref.WeakKeyDictionary()
 
     def __repr__(self) -> str:
         return f"SQLiteBackend({self.path!r})"
@@ -490,19 +494,50 @@ class SQLiteBackend(Backend):
     # ---------------------------------------------------------------- enqueue
 
     async def enqueue(self, task: Task) -> str:
-        """Store one task: one autocommit INSERT, inline when the file lock is free (the common case)."""
-        row = _task_row(task)
+        """Store one task: one autocommit INSERT, inline when the file lock is free (the common case).
+
+        Enqueues that arrive together (other coroutines ready to run, or a group
+        already waiting) share one transaction instead (``groupcommit.py``).
+        """
+        if self._inline is None or self._db is None:
+            return (await self._enqueue_small([task], inline=False))[0]
+        loop = asyncio.get_running_loop()
+        group = self._groups.get(loop)
+        if (group is not None and group.busy) or others_ready(loop):
+            if group is None:
+                group = self._groups[loop] = GroupCommit(self._enqueue_now, self._enqueue_group)
+            return await group.submit(task)
+        return await self._enqueue_now(task)
+
+    async def _enqueue_group(self, tasks: Sequence[Task]) -> list[str]:
+        return await self._enqueue_small(tasks, inline=len(tasks) <= _INLINE_MAX_ROWS)
+
+    async def _enqueue_now(self, task: Task) -> str:
+        """One task as one autocommit INSERT: inline when the lock is free, else through the connection thread."""
+        began = time.monotonic()
+        if not self._insert_here(task):  # the lock stayed busy (or inline calls are slow)
+            return (await self._enqueue_small([task], inline=False))[0]
+        if self._streak_long(began):
+            await asyncio.sleep(0)
+        return task.id
+
+    def enqueue_blocking(self, task: Task) -> str | None:
+        """One autocommit INSERT on the calling thread's own connection; None when the lock stays busy."""
+        return task.id if self._insert_here(task) else None
+
+    def _insert_here(self, task: Task) -> bool:
+        """Insert ``task`` on this thread's inline connection; False (nothing stored) when that cannot run now."""
         inline = self._inline
         if inline is None or self._db is None:
-            return (await self._enqueue_small([task], inline=False))[0]
-        began = time.monotonic()
+            return False
+        row = _task_row(task)
         try:
             if row[12:20] == _FRESH_TAIL:
                 inline.execute(_INSERT_FRESH_SQL, (*row[:12], row[20]))
             else:
                 inline.execute(_insert_sql(1), row)
-        except Fallback:  # the lock stayed busy (or inline calls are slow): wait on the connection thread
-            return (await self._enqueue_small([task], inline=False))[0]
+        except Fallback:
+            return False
         except sqlite3.IntegrityError as exc:
             raise ValidationError(
                 f"task id {task.id!r} already exists; nothing was stored",
@@ -513,9 +548,7 @@ class SQLiteBackend(Backend):
         except sqlite3.Error as exc:
             raise self._failed("enqueue", exc) from exc
         self._wakeups.wake_work()
-        if self._streak_long(began):
-            await asyncio.sleep(0)
-        return task.id
+        return True
 
     def _streak_long(self, began: float) -> bool:
         """True when back-to-back inline calls have kept this thread's event loop busy for _YIELD_AFTER.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -74,6 +75,31 @@ class EnqueueContract(BackendFixtures):
             )
         assert isinstance(stored.status, TaskStatus), f"{C}: Task.status must be a TaskStatus"
         assert isinstance(stored.payload, bytes), f"{C}: Task.payload must come back as bytes"
+
+    @pytest.mark.asyncio
+    async def test_enqueue_blocking_stores_like_enqueue_or_declines(self, backend: Backend, clock: FakeClock) -> None:
+        await backend.connect()
+        task = full_task(clock)
+        task_id = await asyncio.to_thread(backend.enqueue_blocking, task)  # a plain thread, as SyncTaskQueue calls it
+        if task_id is None:
+            assert await backend.get_task(task.id) is None, (
+                f"{C}: enqueue_blocking returned None (declined) but stored the task"
+            )
+            return
+        assert task_id == task.id, f"{C}: enqueue_blocking must return the task's own id, got {task_id!r}"
+        stored = await backend.get_task(task.id)
+        assert stored is not None, f"{C}: enqueue_blocking returned the id but get_task finds no task"
+        for name in Task.__dataclass_fields__:
+            assert getattr(stored, name) == getattr(task, name), (
+                f"{C}: Task.{name} did not round trip through enqueue_blocking: stored "
+                f"{getattr(task, name)!r}, got back {getattr(stored, name)!r}"
+            )
+        try:
+            again = await asyncio.to_thread(backend.enqueue_blocking, task)
+        except ValidationError as exc:
+            assert parameter_of(exc) == "tasks", f"{C}: an existing id must raise ValidationError(parameter='tasks')"
+        else:
+            assert again is None, f"{C}: enqueue_blocking of an existing id must raise ValidationError or return None"
 
     @pytest.mark.asyncio
     async def test_default_task_round_trips(self, backend: Backend, clock: FakeClock) -> None:
