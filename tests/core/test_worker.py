@@ -98,6 +98,25 @@ async def test_start_as_background_task(queue: TaskQueue) -> None:
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("entry", ["start", "run"])
+async def test_a_stop_while_start_connects_wins(tmp_path: Path, entry: str) -> None:
+    path = tmp_path / "racing.db"
+    async with TaskQueue(SQLiteBackend(path)) as queue:
+        task_id = await queue.enqueue(tasks.add, 1)
+    backend = SQLiteBackend(path)  # not connected yet: start() has to wait for connect()
+    worker = Worker(backend, poll_interval=0.05)
+    starter = asyncio.create_task(worker.start() if entry == "start" else worker.run(handle_signals=False))
+    await asyncio.sleep(0)  # start() is now inside backend.connect()
+    await worker.stop()
+    await asyncio.wait_for(starter, 10)
+    assert not worker.running
+    await worker.stop()  # a second stop is harmless
+    task = await backend.get_task(task_id)
+    assert task is not None and task.status == "queued"  # nothing was reserved
+    await backend.close()
+
+
+@pytest.mark.asyncio
 async def test_failure_recorded_and_worker_goes_on(queue: TaskQueue) -> None:
     worker = Worker(queue.backend)
     await worker.start()

@@ -240,6 +240,8 @@ class Worker:
         self._pool: ThreadPoolExecutor | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._running = False
+        self._starting: asyncio.Future[None] | None = None  # set while start() connects
+        self._stop_requested = False  # stop() arrived while start() was connecting
         self._stopping: asyncio.Event | None = None
         self._stopped: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -252,10 +254,33 @@ class Worker:
         return self._running
 
     async def start(self) -> None:
-        """Begin processing in the background and return at once."""
+        """Begin processing in the background and return at once.
+
+        A ``stop()`` that arrives while ``start()`` is still connecting wins:
+        the worker then never starts processing.
+        """
         if self._running:
             return
-        await self.backend.connect()
+        if self._starting is not None:  # another start() is connecting: share its outcome
+            await asyncio.shield(self._starting)
+            return
+        starting = self._starting = asyncio.get_running_loop().create_future()
+        self._stop_requested = False
+        try:
+            await self.backend.connect()
+            if self._stop_requested:
+                logger.info("worker %s: stopped before it started", self.worker_id)
+                if self._owns_backend:
+                    await self.backend.close()
+                return
+            self._begin()
+        finally:
+            self._starting = None
+            if not starting.done():
+                starting.set_result(None)
+
+    def _begin(self) -> None:
+        """Set up the running state and the background loops (``start`` after connecting)."""
         self._loop = asyncio.get_running_loop()
         self._running = True
         self._stopping = asyncio.Event()
@@ -284,6 +309,9 @@ class Worker:
         (async) or abandoned (threads) and their leases released so another
         worker takes them at once. Does not close a backend passed in as an object.
         """
+        if self._starting is not None:  # start() is connecting: make it give up, and wait for it
+            self._stop_requested = True
+            await asyncio.shield(self._starting)
         if not self._running or self._stopping is None:
             return
         if self._stopping.is_set():
@@ -341,6 +369,8 @@ class Worker:
         ``shutdown_timeout``); a second signal stops at once.
         """
         await self.start()
+        if not self._running:  # stop() came while start() was connecting
+            return
         loop = asyncio.get_running_loop()
         installed: list[signal.Signals] = []
         signals_seen = 0
