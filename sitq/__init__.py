@@ -33,11 +33,29 @@ def _importable(module: str) -> bool:
         return False
 
 
-# Only the backends whose plugin is installed, so ``from sitq import *`` works on any install.
-__all__ = [*_core_all, *sorted(name for name, (module, _, _) in _PLUGIN_NAMES.items() if _importable(module))]
+def _exported() -> list[str]:
+    """``__all__``: the core's names plus each backend whose plugin imports.
+
+    Worked out on first use (``from sitq import *``), not at import: a plugin
+    that is installed but broken (its driver missing, say) is left out, so the
+    star import works on any install and touching the name explains what failed.
+    """
+    names = list(_core_all)
+    for name, (module, _attribute, _extra) in sorted(_PLUGIN_NAMES.items()):
+        if not _importable(module):
+            continue
+        try:
+            __getattr__(name)
+        except MissingPluginError:
+            continue
+        names.append(name)
+    return names
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__all__":
+        exported = globals()["__all__"] = _exported()
+        return exported
     target = _PLUGIN_NAMES.get(name)
     if target is None:
         raise AttributeError(f"module 'sitq' has no attribute {name!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -178,6 +179,10 @@ def test_disabled_plugins_say_so(monkeypatch: pytest.MonkeyPatch) -> None:
     manager = SitqPluginManager()
     with pytest.raises(PluginError, match="disabled by SITQ_DISABLED_PLUGINS"):
         manager.backend_class("dictstore")
+    monkeypatch.setenv("SITQ_DISABLED_PLUGINS", "postgres")
+    for scheme in ("postgresql", "postgresql+asyncpg", "postgres"):  # the aliases too, not only the entry point
+        with pytest.raises(PluginError, match="sitq-postgres, which is installed but disabled by SITQ_DISABLED"):
+            SitqPluginManager().backend_class(scheme)
     monkeypatch.delenv("SITQ_DISABLED_PLUGINS")
     monkeypatch.setenv("SITQ_LOAD_PLUGINS", "")
     with pytest.raises(PluginError, match="installed but disabled by SITQ_LOAD_PLUGINS"):
@@ -459,3 +464,25 @@ def test_star_import_works_without_an_optional_backend_plugin() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["TaskQueue", "SQLiteBackend", "False"], done.stdout + done.stderr
+
+
+def test_star_import_works_with_a_broken_optional_backend_plugin(tmp_path: Path) -> None:
+    shadow = tmp_path / "sitq_postgres"
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text('raise ImportError("no asyncpg wheel for this Python")\n')
+    code = textwrap.dedent(
+        """
+        from sitq import *
+        print(TaskQueue.__name__, SQLiteBackend.__name__, "PostgresBackend" in dir())
+        import sitq
+        try:
+            sitq.PostgresBackend
+        except ImportError as exc:
+            print("explained:", "failed to import" in str(exc) and "no asyncpg wheel" in str(exc))
+        """
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert done.stdout.split() == ["TaskQueue", "SQLiteBackend", "False", "explained:", "True"], (
+        done.stdout + done.stderr
+    )

@@ -56,11 +56,19 @@ def test_cli_lists_plugins_and_backends() -> None:
     assert names[("backend", "sqlite")]["installed"] is True
     assert names[("backend", "postgres")]["installed"] is True
     assert names[("backend", "postgres")]["dist"] == "sitq-postgres"
-    hidden = dict(os.environ, SITQ_DISABLED_PLUGINS="postgres")  # as if sitq-postgres were not installed
-    listing = subprocess.run([*run, "backends", "--json"], capture_output=True, text=True, check=True, env=hidden)
+    disabled = dict(os.environ, SITQ_DISABLED_PLUGINS="postgres")
+    listing = subprocess.run([*run, "backends", "--json"], capture_output=True, text=True, check=True, env=disabled)
     rows = {(row["kind"], row["name"]): row for row in json.loads(listing.stdout)}
-    assert rows[("backend", "postgres")]["installed"] is False
-    assert "pip install 'sitq[postgres]'" in rows[("backend", "postgres")]["description"]
+    assert rows[("backend", "postgres")]["description"] == "installed but disabled by SITQ_DISABLED_PLUGINS"
+    absent = (  # a name sitq knows whose distribution is not installed at all
+        "from sitq_core import plugin_manager\n"
+        "plugin_manager.KNOWN_PLUGINS['mysql'] = ('sitq-mysql', 'sitq[mysql]')\n"
+        "from sitq_core.cli import main\n"
+        "main(['backends'])\n"
+    )
+    listing = subprocess.run([sys.executable, "-c", absent], capture_output=True, text=True, check=True)
+    line = next(line for line in listing.stdout.splitlines() if line.split()[:2] == ["backend", "mysql"])
+    assert "not installed: pip install 'sitq[mysql]'" in line, listing.stdout
     assert {("serializer", "cloudpickle"), ("serializer", "msgpack")} <= set(names)
     version = subprocess.run([*run, "--version"], capture_output=True, text=True, check=True).stdout
     assert version.startswith("sitq ") and "sitq-sqlite" in version

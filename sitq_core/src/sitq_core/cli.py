@@ -163,15 +163,22 @@ def _backends(out: TextIO, *, as_json: bool) -> int:
         )
     for name, (dist, extra) in sorted(KNOWN_PLUGINS.items()):
         if manager.backends.entry(name) is None and not any(r["dist"] == dist for r in rows):
+            record = manager.known_record(name)
+            if record is not None and record.status == "disabled":
+                description = f"installed but disabled by {record.disabled_by}"
+            elif record is not None and record.status == "broken":
+                description = f"installed but failed to load: {record.error}"
+            else:
+                record, description = None, f"not installed: pip install '{extra}'"
             rows.append(
                 {
                     "kind": "backend",
                     "name": name,
                     "schemes": [name],
                     "dist": dist,
-                    "version": None,
-                    "description": f"not installed: pip install '{extra}'",
-                    "installed": False,
+                    "version": record.version if record is not None else None,
+                    "description": description,
+                    "installed": record is not None,
                 }
             )
     for serializer_entry in manager.serializers.entries():

@@ -16,6 +16,7 @@ import difflib
 import inspect
 import logging
 import os
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
@@ -372,14 +373,31 @@ class SitqPluginManager(pluggy.PluginManager):
             raise self._missing("serializer", name, self.serializers)
         return self.serializers.load(name)
 
+    def known_record(self, name: str) -> PluginRecord | None:
+        """The plugin record of a name sitq knows (``KNOWN_PLUGINS``), found by its distribution.
+
+        A broken or disabled plugin registered nothing, so its aliases (``postgresql``
+        for the ``postgres`` entry point) are found through the distribution that provides them.
+        """
+        known = KNOWN_PLUGINS.get(name.split("+", 1)[0])
+        if known is None:
+            return None
+        wanted = _dist_key(known[0])
+        for record in self.records.values():
+            if record.dist is not None and _dist_key(record.dist) == wanted:
+                return record
+        return None
+
     def _missing(self, kind: str, name: str, registry: Registry[Any]) -> PluginError:
         base = name.split("+", 1)[0]
-        for key in (name, base):
-            record = self.records.get(key)
+        candidates = [self.records.get(name), self.records.get(base)]
+        if kind == "backend":
+            candidates.append(self.known_record(name))
+        for record in candidates:
             if record is None:
                 continue
             if record.status == "broken":
-                hint = KNOWN_PLUGINS.get(key)
+                hint = KNOWN_PLUGINS.get(base)
                 reinstall = f" Reinstall with: pip install '{hint[1]}'." if hint else ""
                 return BrokenPluginError(
                     f"{kind} {name!r} comes from {record.dist} {record.version or ''}, which failed to load: "
@@ -503,3 +521,8 @@ def _dist_version(dist: str | None) -> str | None:
         return version(dist)
     except PackageNotFoundError:
         return None
+
+
+def _dist_key(dist: str) -> str:
+    """A distribution name normalised for comparison (PEP 503: case, ``-``, ``_`` and ``.`` alike)."""
+    return re.sub(r"[-_.]+", "-", dist).lower()
