@@ -32,6 +32,7 @@ from sitq_core.models import LeaseState, Outcome, ReservedTask, Result, Task, Ta
 from sitq_core.notify import record_mark, safety_pauses, take_mark
 from sitq_core.urls import BackendURL
 
+from .keywords import is_keyword_dsn, keyword_dsn_to_url
 from .schema import SCHEMA_VERSION, Statements, valid_schema
 
 __all__ = ["PostgresBackend"]
@@ -115,7 +116,8 @@ class PostgresBackend(Backend):
                 parameter="connect_timeout",
                 value=connect_timeout,
             )
-        self.dsn = dsn
+        # asyncpg reads URLs only: a libpq key=value string becomes the equivalent URL
+        self.dsn = keyword_dsn_to_url(dsn) if dsn is not None and is_keyword_dsn(dsn) else dsn
         self.schema = valid_schema(schema)
         self.min_connections = min_connections
         self.max_connections = max_connections

@@ -1,0 +1,54 @@
+"""libpq key=value connection strings work like URLs (asyncpg itself reads only URLs)."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import pytest
+from sitq_postgres.keywords import is_keyword_dsn, keyword_dsn_to_url
+
+from sitq import PostgresBackend, TaskQueue, ValidationError
+
+import sitq_test_tasks as tasks
+
+
+def test_pairs_become_query_parameters() -> None:
+    url = keyword_dsn_to_url("host=db1,db2 port = 5432,5433 dbname=app user=app sslmode=require")
+    assert url == "postgresql://?host=db1%2Cdb2&port=5432%2C5433&dbname=app&user=app&sslmode=require"
+
+
+def test_quoting_follows_libpq() -> None:
+    url = keyword_dsn_to_url(r"password='it\'s a secret' application_name=a\ b host=/var/run/postgresql")
+    assert urlsplit(url).query == "password=it%27s%20a%20secret&application_name=a%20b&host=%2Fvar%2Frun%2Fpostgresql"
+
+
+@pytest.mark.parametrize("dsn", ["postgresql://u@h/db?sslmode=require", "postgres://h/db", "", "plainname"])
+def test_urls_and_other_strings_are_left_alone(dsn: str) -> None:
+    assert not is_keyword_dsn(dsn)
+    assert PostgresBackend(dsn).dsn == dsn
+
+
+@pytest.mark.parametrize(
+    ("dsn", "detail"),
+    [
+        ("host=x password=ab cd", "a word without '=' after password=..."),
+        ("host='x", "unterminated quoted value of 'host'"),
+        ("=x", "a word without '=' at the start"),
+    ],
+)
+def test_a_malformed_string_names_the_dsn_and_hides_its_values(dsn: str, detail: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        PostgresBackend(dsn)
+    assert info.value.parameter == "dsn" and detail in str(info.value)
+    assert "ab cd" not in str(info.value) and "cd" not in info.value.message.split("after")[0]
+
+
+@pytest.mark.asyncio
+async def test_a_keyword_dsn_connects_and_runs_tasks(pg_dsn: str, pg_schema: str) -> None:
+    parts = urlsplit(pg_dsn)
+    dsn = f"host={parts.hostname} port={parts.port or 5432} user={parts.username} dbname='{parts.path.lstrip('/')}'"
+    async with TaskQueue(PostgresBackend(dsn, schema=pg_schema)) as queue:
+        task_id = await queue.enqueue(tasks.add, 2, 3)
+        assert (await queue.counts())["queued"] == 1
+        stored = await queue.get_task(task_id)
+        assert stored is not None and stored.function_name.endswith("add")
