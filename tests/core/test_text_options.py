@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sitq_core.errors import ConfigurationError
+from sitq_core.errors import ValidationError
 from sitq_core.urls import parse_backend_url
 from sitq_dictstore import DictStoreBackend
 
@@ -37,6 +37,6 @@ def test_text_values_become_the_declared_types() -> None:
     [("fsync", "maybe", "true or false"), ("max_items", "5.5", "an integer"), ("ratio", "half", "a number")],
 )
 def test_text_that_does_not_convert_names_the_option(option: str, text: str, expected: str) -> None:
-    with pytest.raises(ConfigurationError) as info:
+    with pytest.raises(ValidationError) as info:  # a bad value, like the constructor's own checks
         Tunable.from_config({option: text})
     assert info.value.parameter == option and expected in str(info.value) and repr(text) in str(info.value)

@@ -144,7 +144,6 @@ def test_url_options_are_coerced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         ("sqlite://:5432/tasks.db", "url"),
         ("sqlite://user@/tasks.db", "url"),
         ("sqlite:///t.db?colour=blue", "colour"),
-        ("sqlite:///t.db?busy_timeout=soon", "busy_timeout"),
         ("sqlite:///t.db?path=x.db", "path"),
     ],
 )
@@ -156,6 +155,21 @@ def test_bad_urls(url: str, parameter: str) -> None:
         assert "sqlite:////absolute/path.db" in str(info.value)
     if parameter == "colour":
         assert "synchronous" in str(info.value)  # lists the accepted options
+
+
+@pytest.mark.parametrize(
+    ("url", "parameter"),
+    [
+        ("sqlite:///t.db?busy_timeout=soon", "busy_timeout"),
+        ("sqlite:///t.db?busy_timeout=-1", "busy_timeout"),
+        ("sqlite:///t.db?cache_size_kib=1.5", "cache_size_kib"),
+        ("sqlite:///t.db?synchronous=BOGUS", "synchronous"),
+    ],
+)
+def test_bad_option_values_are_validation_errors(url: str, parameter: str) -> None:
+    with pytest.raises(ValidationError) as info:  # one type for a bad value, whether typed or from text
+        SQLiteBackend.from_url(parse_backend_url(url))
+    assert info.value.parameter == parameter
 
 
 def test_from_config(tmp_path: Path) -> None:

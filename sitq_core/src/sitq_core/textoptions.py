@@ -16,7 +16,7 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .errors import ConfigurationError
+from .errors import ValidationError
 
 __all__ = ["text_options_converted"]
 
@@ -74,7 +74,7 @@ def text_options_converted(cls: type, options: Mapping[str, Any]) -> dict[str, A
         try:
             values[key] = convert(value)
         except ValueError as exc:
-            raise ConfigurationError(
+            raise ValidationError(
                 f"option {key!r} of backend {backend!r} must be {expected}, got {value!r}",
                 parameter=key,
                 value=value,

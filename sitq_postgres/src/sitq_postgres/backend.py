@@ -177,7 +177,7 @@ class PostgresBackend(Backend):
                 try:
                     values[key] = kind(raw)
                 except ValueError as exc:
-                    raise ConfigurationError(
+                    raise ValidationError(
                         f"option {key!r} of backend 'postgres' must be "
                         f"{'an integer' if kind is int else 'a number'}, got {raw!r}",
                         parameter=key,

@@ -279,7 +279,7 @@ class SQLiteBackend(Backend):
                 try:
                     values[key] = kind(raw)
                 except ValueError as exc:
-                    raise ConfigurationError(
+                    raise ValidationError(
                         f"option {key!r} of backend 'sqlite' must be "
                         f"{'an integer' if kind is int else 'a number'}, got {raw!r}",
                         parameter=key,
