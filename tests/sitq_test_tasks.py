@@ -29,6 +29,10 @@ class Permanent(Exception):
     sitq_retry = False
 
 
+async def async_boom(message: str = "boom") -> None:
+    raise RuntimeError(message)
+
+
 def permanent() -> None:
     raise Permanent("do not retry me")
 

@@ -252,3 +252,37 @@ async def test_prefetched_tasks_go_back_to_an_idle_worker_when_a_slow_one_holds_
     assert sorted(int(line.split()[1]) for line in log.read_text().splitlines() if line.startswith("start")) == list(
         range(20)
     )
+
+
+@pytest.mark.asyncio
+async def test_a_cancelled_sync_task_alone_reports_when_its_thread_returns(queue: TaskQueue) -> None:
+    task_id = await queue.enqueue(tasks.wait_for_gate, 30.0)
+    worker = Worker(queue.backend, max_concurrency=1, lease_timeout=0.3)  # heartbeats every 0.1 s
+    beats = 0
+    original = queue.backend.heartbeat
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal beats
+        beats += 1
+        return await original(*args, **kwargs)
+
+    queue.backend.heartbeat = counted  # type: ignore[method-assign]
+    await worker.start()
+    await wait_until(lambda: _all_status(queue, [task_id], TaskStatus.RUNNING))
+    assert await queue.cancel(task_id)
+    seen = beats
+
+    async def heartbeats_carried_the_request() -> bool:
+        return beats >= seen + 2
+
+    await wait_until(heartbeats_carried_the_request)
+    # the thread cannot be interrupted: nothing is reported, and the slot stays taken, until it returns
+    assert await queue.get_result(task_id, timeout=0) is None
+    next_id = await queue.enqueue(tasks.add, 1)
+    assert await queue.get_result(next_id, timeout=0.3) is None
+    tasks.GATE.set()
+    result = await queue.get_result(task_id, timeout=10)
+    assert result is not None and result.status == "cancelled"
+    done = await queue.get_result(next_id, timeout=10)
+    assert done is not None and done.status == "success"
+    await worker.stop()

@@ -117,6 +117,44 @@ async def test_a_stop_while_start_connects_wins(tmp_path: Path, entry: str) -> N
 
 
 @pytest.mark.asyncio
+async def test_stop_right_after_create_task_start_wins(tmp_path: Path) -> None:
+    backend = SQLiteBackend(tmp_path / "quick.db")
+    worker = Worker(backend, poll_interval=0.05)
+    starter = asyncio.create_task(worker.start())  # not begun yet when stop() is called
+    await worker.stop()
+    await asyncio.wait_for(starter, 10)
+    assert not worker.running
+    assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("sitq-")]
+    await backend.close()
+
+
+@pytest.mark.asyncio
+async def test_concurrent_starts_start_one_worker(tmp_path: Path) -> None:
+    backend = SQLiteBackend(tmp_path / "twice.db")
+    worker = Worker(backend, poll_interval=0.05)
+    await asyncio.gather(worker.start(), worker.start())
+    loops = [t for t in asyncio.all_tasks() if t.get_name().startswith("sitq-exchange")]
+    assert len(loops) == 1
+    await worker.stop()
+    assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("sitq-")]
+    await backend.close()
+
+
+@pytest.mark.asyncio
+async def test_a_heartbeat_answer_for_an_ended_attempt_leaves_the_next_attempt_alone(queue: TaskQueue) -> None:
+    # Each retry's outcome and the next attempt's claim share one commit; heartbeats (every 10 ms) that
+    # were sent for the attempt just ended come back "lost" and must not end the new attempt's lease.
+    task_id = await queue.with_options(max_retries=150, retry_backoff=0.0).enqueue(tasks.async_boom, "kaput")
+    worker = Worker(queue.backend, max_concurrency=1, poll_interval=0.05, lease_timeout=0.03)
+    await worker.start()
+    result = await queue.get_result(task_id, timeout=60)
+    await worker.stop()
+    task = await queue.get_task(task_id)
+    assert result is not None and (result.status, result.error, result.attempts) == ("failed", "kaput", 151)
+    assert task is not None and task.lease_expiries == 0
+
+
+@pytest.mark.asyncio
 async def test_failure_recorded_and_worker_goes_on(queue: TaskQueue) -> None:
     worker = Worker(queue.backend)
     await worker.start()

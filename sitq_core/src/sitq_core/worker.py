@@ -116,6 +116,10 @@ class _Running:
     def id(self) -> str:
         return self.reserved.id
 
+    def cancel_asked(self) -> bool:
+        """``cancel_requested`` read as a call: the heartbeat sets it while ``_execute`` awaits."""
+        return self.cancel_requested
+
 
 class Worker:
     """Runs tasks from a backend.
@@ -309,6 +313,9 @@ class Worker:
         (async) or abandoned (threads) and their leases released so another
         worker takes them at once. Does not close a backend passed in as an object.
         """
+        if not self._running and self._starting is None:
+            # ``asyncio.create_task(worker.start())`` just before: let that start take its first step
+            await asyncio.sleep(0)
         if self._starting is not None:  # start() is connecting: make it give up, and wait for it
             self._stop_requested = True
             await asyncio.shield(self._starting)
@@ -696,7 +703,7 @@ class Worker:
             return
         for running in given_back:
             running.lease_lost = running.settled = True
-            self._held.pop(running.id, None)
+            self._unhold(running)
         outcomes = [Outcome(r.reserved.id, r.reserved.lease_token, "release") for r in given_back]
         try:
             await self.backend.finish_many(outcomes)
@@ -783,6 +790,9 @@ class Worker:
         """Run one task (async on the loop, sync in the pool) and report its outcome."""
         task = running.reserved.task
         func, args, kwargs = call
+        if running.cancel_asked():  # cancelled between its dispatch and its first step
+            self._report(running, self._cancelled(running), {"error": "cancelled", "duration": 0.0})
+            return
         self._started(running)
         began = time.perf_counter()
         call_began = [began]  # moved to when a thread starts a sync call with a timeout
@@ -790,7 +800,7 @@ class Worker:
             value = await self._call(func, args, kwargs, task.timeout, call_began)
         except asyncio.CancelledError as exc:
             current = asyncio.current_task()
-            if running.cancel_requested:
+            if running.cancel_asked():
                 outcome, extra = (
                     self._cancelled(running),
                     {"error": "cancelled", "duration": time.perf_counter() - began},
@@ -817,6 +827,8 @@ class Worker:
             duration = time.perf_counter() - began
             self._mean_run_time += (duration - self._mean_run_time) * 0.2
             outcome, extra = self._success(running, value, duration)
+        if running.cancel_asked() and outcome.kind != "cancelled":  # cancelled while it ran on (a sync call)
+            outcome, extra = self._cancelled(running), {"error": "cancelled", "duration": time.perf_counter() - began}
         self._report(running, outcome, extra)
 
     async def _call(
@@ -1062,7 +1074,12 @@ class Worker:
 
     def _forget(self, batch: list[tuple[_Running, Outcome, dict[str, Any]]]) -> None:
         for running, _outcome, _extra in batch:
-            self._held.pop(running.id, None)
+            self._unhold(running)
+
+    def _unhold(self, running: _Running) -> None:
+        """Forget this attempt (and not a newer attempt of the same task held under a new lease)."""
+        if self._held.get(running.id) is running:
+            del self._held[running.id]
 
     def _after_accept(self, running: _Running, outcome: Outcome, extra: dict[str, Any]) -> None:
         task = running.reserved.task
@@ -1102,11 +1119,11 @@ class Worker:
         if running.batch is not None:
             if running.batch.withdraw(running.batch_index):
                 running.settled = True
-                self._held.pop(running.id, None)
+                self._unhold(running)
         elif running.future is None and running in self._waiting:
             self._waiting.remove(running)
             running.settled = True
-            self._held.pop(running.id, None)
+            self._unhold(running)
 
     # -------------------------------------------------------------- heartbeat
 
@@ -1114,17 +1131,20 @@ class Worker:
         interval = max(self.lease_timeout / 3.0, 0.01)
         while True:
             await asyncio.sleep(interval)
-            leases = [(r.reserved.id, r.reserved.lease_token) for r in self._held.values() if not r.lease_lost]
-            if not leases:
+            sent = {r.reserved.id: r for r in self._held.values() if not r.lease_lost}
+            if not sent:
                 continue
+            leases = [(task_id, r.reserved.lease_token) for task_id, r in sent.items()]
             try:
                 states = await self.backend.heartbeat(leases, self.lease_timeout)
             except Exception:
                 logger.exception("worker %s: heartbeat failed", self.worker_id)
                 continue
             for task_id, state in states.items():
-                running = self._held.get(task_id)
-                if running is None:
+                running = sent.get(task_id)
+                if running is None or self._held.get(task_id) is not running:
+                    # the attempt it answers for ended here meanwhile (a retry may already be the next
+                    # attempt of the same task, under a new lease): the answer is not about that one
                     continue
                 if state == LeaseState.LOST:
                     running.lease_lost = True
@@ -1143,7 +1163,15 @@ class Worker:
                         continue
                     running.cancel_requested = True
                     if running.future is not None and not running.future.done():
-                        running.future.cancel()
+                        # an async call that has started is interrupted; one not started yet reports
+                        # "cancelled" as it begins, and a sync call (a thread cannot be interrupted)
+                        # reports it when it returns, keeping its slot until then
+                        if (
+                            running.started_at is not None
+                            and running.call is not None
+                            and _is_async_callable(running.call[0])
+                        ):
+                            running.future.cancel()
                     elif running.future is None and running in self._waiting:
                         self._waiting.remove(running)
                         self._executing += 1
