@@ -19,6 +19,7 @@ from sitq import (
 )
 
 import sitq_test_tasks as tasks
+from sitq_test_helpers import wait_until_sync
 
 
 @pytest.fixture
@@ -120,3 +121,25 @@ def test_options_and_enqueue_call_without_an_event_loop(backend: SQLiteBackend) 
         with pytest.raises(ValidationError):
             queue.with_options(priority="high")
         assert queue.counts()["queued"] == 5
+
+
+def test_close_from_another_thread_ends_a_waiting_get_result(tmp_path: Path) -> None:
+    queue = SyncTaskQueue(SQLiteBackend(tmp_path / "closing.db"))
+    queue.connect()
+    task_id = queue.enqueue(tasks.add, 1)  # no worker: its result never comes
+    outcome: list[BaseException | object] = []
+
+    def wait() -> None:
+        try:
+            outcome.append(queue.get_result(task_id, timeout=30))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    wait_until_sync(lambda: bool(queue._calls))  # the waiter's call is on the queue's loop
+    queue.close()
+    waiter.join(10)
+    assert not waiter.is_alive(), "get_result kept waiting on a closed queue"
+    assert len(outcome) == 1 and isinstance(outcome[0], SyncTaskQueueError)
+    assert "closed by another thread" in str(outcome[0]) and outcome[0].operation == "get_result"

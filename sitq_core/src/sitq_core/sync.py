@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Callable, Coroutine, Iterable, Iterator
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -53,6 +53,7 @@ class SyncTaskQueue:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._calls: set[asyncio.Task[Any]] = set()  # calls running on the private loop
         self._enqueues = 0  # enqueues in progress: the blocking path is taken only by a caller alone
 
     @property
@@ -86,9 +87,37 @@ class SyncTaskQueue:
     def _run(self, operation: str, make: Callable[[], Coroutine[Any, Any, T]], task_id: str | None = None) -> T:
         _refuse_running_loop(operation)
         loop = self._ensure_loop()
-        future: Future[T] = asyncio.run_coroutine_threadsafe(make(), loop)
-        with self._errors(operation, task_id):
-            return future.result()
+        future: Future[T] = asyncio.run_coroutine_threadsafe(self._tracked(make), loop)
+        try:
+            with self._errors(operation, task_id):
+                return future.result()
+        except SyncTaskQueueError as exc:
+            if isinstance(exc.cause, CancelledError):  # close() from another thread ended the call
+                raise SyncTaskQueueError(
+                    f"{operation} was interrupted: the queue was closed by another thread",
+                    task_id=task_id,
+                    operation=operation,
+                ) from None
+            raise
+
+    async def _tracked(self, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """Run one call on the private loop, known to ``close()`` so it can end it."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._calls.add(task)
+        try:
+            return await make()
+        finally:
+            self._calls.discard(task)
+
+    async def _close_on_loop(self) -> None:
+        """End the calls other threads still wait on (their ``get_result`` would hang), then close."""
+        current = asyncio.current_task()
+        others = [task for task in self._calls if task is not current]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+        await self._queue.close()
 
     def _enqueue(self, operation: str, build: Callable[[], Task], producer: TaskQueue | TaskQueueView) -> str:
         """Build the task here, then store it on this thread when the backend offers a cheap way.
@@ -146,7 +175,7 @@ class SyncTaskQueue:
             return
         _refuse_running_loop("close")
         try:
-            self._run("close", self._queue.close)
+            self._run("close", self._close_on_loop)
         finally:
             loop, thread = self._loop, self._thread
             loop.call_soon_threadsafe(loop.stop)
