@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sqlite3
@@ -11,12 +12,15 @@ from pathlib import Path
 import pytest
 
 import sitq
+from sitq import TaskQueue
 from sitq_core.backend import Capability
 from sitq_core.errors import BackendError, ConfigurationError, ConnectionError, ValidationError
 from sitq_core.models import Task, TaskStatus, new_id
 from sitq_core.urls import parse_backend_url
 from sitq_sqlite import SQLiteBackend
 from sitq_sqlite.schema import SCHEMA_VERSION
+
+import sitq_test_tasks as tasks
 
 
 def new_task(**changes: object) -> Task:
@@ -340,3 +344,24 @@ async def test_a_file_restored_from_a_dump_is_opened_as_sitqs_own(tmp_path: Path
         assert stored is not None and stored.status == TaskStatus.QUEUED
     with closing(sqlite3.connect(restored)) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def _open_handles(path: Path) -> list[str]:
+    handles = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith(str(path)):
+                handles.append(target)
+    return handles
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd (Linux) to list open files")
+@pytest.mark.asyncio
+async def test_close_returns_once_the_files_are_closed(tmp_path: Path) -> None:
+    for round_ in range(5):  # the connection thread used to close its connection after close() returned
+        path = tmp_path / f"closing-{round_}.db"
+        backend = SQLiteBackend(path)
+        await TaskQueue(backend).enqueue(tasks.add, 1)
+        await backend.close()
+        assert _open_handles(path) == [], f"round {round_}: files still open after close()"

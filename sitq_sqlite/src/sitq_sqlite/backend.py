@@ -431,7 +431,7 @@ class SQLiteBackend(Backend):
         except sqlite3.Error as exc:
             log.warning("sitq.sqlite: checkpoint at close failed for %s: %s", self.path, exc)
         finally:
-            db.stop()
+            await db.shutdown()  # returns once the connection (and its file handles) is closed
         self._wakeups.wake_all()  # waiters re-check (and reconnect) instead of sleeping on
         log.debug("sitq.sqlite: closed %s", self.path)
 

@@ -35,6 +35,7 @@ class DbThread:
         self._opener = opener
         self._jobs: SimpleQueue[_Job | None] = SimpleQueue()
         self._conn: sqlite3.Connection | None = None
+        self._closed_callbacks: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._thread.start()
 
@@ -48,6 +49,14 @@ class DbThread:
     def stop(self) -> None:
         """Close the connection after the jobs already queued, and end the thread."""
         self._jobs.put(None)
+
+    async def shutdown(self) -> None:
+        """``stop()``, returning once the connection is closed (its file handles with it)."""
+        loop = asyncio.get_running_loop()
+        closed: asyncio.Future[None] = loop.create_future()
+        self._closed_callbacks.append((loop, closed))
+        self.stop()
+        await closed
 
     def join(self, timeout: float | None = None) -> None:
         self._thread.join(timeout)
@@ -72,6 +81,8 @@ class DbThread:
             except sqlite3.Error:  # pragma: no cover - closing never fails in practice
                 log.exception("closing the SQLite connection failed")
             self._conn = None
+        for loop, closed in self._closed_callbacks:
+            _deliver(loop, closed, None, None)
 
 
 def _deliver(
