@@ -23,6 +23,7 @@ from .errors import (
     TaskQueueError,
     TimeoutError,
     UnknownBackendError,
+    UnknownSerializerError,
     ValidationError,
     WorkerError,
 )
@@ -77,6 +78,7 @@ __all__ = [
     "TaskStatus",
     "TimeoutError",
     "UnknownBackendError",
+    "UnknownSerializerError",
     "ValidationError",
     "Worker",
     "WorkerError",

@@ -31,6 +31,7 @@ __all__ = [
     "TaskQueueError",
     "TimeoutError",
     "UnknownBackendError",
+    "UnknownSerializerError",
     "ValidationError",
     "WorkerError",
 ]
@@ -289,6 +290,14 @@ class PluginError(ConfigurationError):
 
 class UnknownBackendError(PluginError):
     """No installed plugin registers the requested backend or serializer name."""
+
+
+class UnknownSerializerError(UnknownBackendError):
+    """No installed plugin registers the requested serializer name.
+
+    A subclass of ``UnknownBackendError``, which unknown serializer names raised
+    before this type existed, so code catching that keeps working.
+    """
 
 
 class BackendNotInstalledError(PluginError):

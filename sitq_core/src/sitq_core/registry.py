@@ -19,6 +19,7 @@ from .errors import (
     BrokenPluginError,
     PluginConflictError,
     UnknownBackendError,
+    UnknownSerializerError,
     ValidationError,
 )
 
@@ -208,7 +209,8 @@ class Registry(Generic[T]):
         if close:
             hint = f" Did you mean {close[0]!r}?"
         listed = ", ".join(installed) if installed else "(none)"
-        return UnknownBackendError(
+        error_type = UnknownSerializerError if self.kind == "serializer" else UnknownBackendError
+        return error_type(
             f"no {self.kind} named {name!r}. Installed: {listed}.{hint}",
             parameter=self.kind,
             value=name,
