@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from sitq_core.errors import (
     UnknownBackendError,
 )
 from sitq_core.plugin_manager import KNOWN_PLUGINS, SitqPluginManager
+from sitq_core.plugins import get_plugin_manager
 
 GOOD_BACKEND = """
 from sitq_core.hookspecs import hookimpl
@@ -486,3 +488,29 @@ def test_star_import_works_with_a_broken_optional_backend_plugin(tmp_path: Path)
     assert done.stdout.split() == ["TaskQueue", "SQLiteBackend", "False", "explained:", "True"], (
         done.stdout + done.stderr
     )
+
+
+def test_threads_that_first_use_sitq_together_all_see_every_plugin(tmp_path: Path) -> None:
+    from sitq import SyncTaskQueue
+
+    import sitq_test_tasks as tasks
+
+    barrier = threading.Barrier(6)
+    outcomes: list[object] = []
+
+    def first_use(n: int) -> None:
+        barrier.wait(10)
+        try:
+            with SyncTaskQueue(f"sqlite:///{tmp_path / f'q{n}.db'}") as queue:  # resolves sqlite and cloudpickle
+                outcomes.append(queue.enqueue(tasks.add, n))
+        except Exception as exc:
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=first_use, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    errors = [outcome for outcome in outcomes if isinstance(outcome, Exception)]
+    assert errors == [] and len(outcomes) == 6
+    assert "sqlite" in get_plugin_manager().backends.names()  # and the process stays usable

@@ -17,6 +17,7 @@ import inspect
 import logging
 import os
 import re
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
@@ -123,17 +124,33 @@ class SitqPluginManager(pluggy.PluginManager):
         self.backends: Registry[Backend] = Registry("backend", Backend, _validate_backend)
         self.serializers: Registry[Serializer] = Registry("serializer", Serializer, _validate_serializer)
         self._load_entrypoints = load_entrypoints
-        self._loaded = False
+        self._loaded = False  # loading has begun (set under _setup_lock)
+        self._load_done = False  # loading has finished: the lock-free fast path
         self._collected = False
+        self._collect_done = False
+        self._setup_lock = threading.RLock()
         self._observer_cache: dict[str, bool] = {}
 
     # ---------------------------------------------------------------- loading
 
     def ensure_loaded(self) -> None:
-        """Load built-ins and entry points once (lazily, on first use)."""
-        if self._loaded:
+        """Load built-ins and entry points once (lazily, on first use), safely from any thread.
+
+        Other threads wait until loading has finished; the loading thread itself
+        may come back here (a plugin resolving a name) and gets what is loaded so far.
+        """
+        if self._load_done:
             return
-        self._loaded = True
+        with self._setup_lock:
+            if self._loaded:
+                return
+            self._loaded = True
+            try:
+                self._load()
+            finally:
+                self._load_done = True
+
+    def _load(self) -> None:
         for module_name in BUILTIN_PLUGINS:
             module = __import__(module_name, fromlist=["_"])
             self.register(module, name=module_name)
@@ -248,7 +265,8 @@ class SitqPluginManager(pluggy.PluginManager):
     # ------------------------------------------------------------ registration
 
     def _reset_registrations(self) -> None:
-        self._collected = False
+        with self._setup_lock:
+            self._collected = self._collect_done = False
         self._observer_cache.clear()
         self.backends = Registry("backend", Backend, _validate_backend)
         self.serializers = Registry("serializer", Serializer, _validate_serializer)
@@ -259,11 +277,20 @@ class SitqPluginManager(pluggy.PluginManager):
                 record.status, record.error = "ok", None
 
     def collect(self) -> None:
-        """Call the registration hooks once, attributing each name to its plugin."""
+        """Call the registration hooks once, attributing each name to its plugin (thread-safe like loading)."""
         self.ensure_loaded()
-        if self._collected:
+        if self._collect_done:
             return
-        self._collected = True
+        with self._setup_lock:
+            if self._collected:
+                return
+            self._collected = True
+            try:
+                self._collect()
+            finally:
+                self._collect_done = True
+
+    def _collect(self) -> None:
         for impl in self._builtins_first(self.hook.sitq_register_backends.get_hookimpls()):
             provider = self._provider(impl.plugin_name)
             record = self.records.get(impl.plugin_name)
