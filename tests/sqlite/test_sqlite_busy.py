@@ -113,3 +113,28 @@ async def test_unreadable_lease_tokens_match_nothing_and_spoil_nothing(tmp_path:
         outcomes.append(Outcome(task_id=good.id, lease_token=good.lease_token, kind="success", value=b"v"))
         assert await backend.finish_many(outcomes) == [False] * len(bad_tokens) + [True]
         assert await backend.get_result(good.id) is not None and await backend.get_result(other.id) is None
+
+
+@pytest.mark.parametrize("journal_mode", ["DELETE", "TRUNCATE"])
+def test_a_first_enqueue_waits_out_a_writer_in_rollback_journal_mode(tmp_path: Path, journal_mode: str) -> None:
+    """A new per-thread connection's setup PRAGMAs get SQLITE_BUSY while another process writes; that
+    must be waited out like any busy statement, not reach the caller as 'database is locked'."""
+    import threading
+
+    from sitq import SyncTaskQueue
+
+    import sitq_test_tasks as tasks
+
+    path = tmp_path / "journal.db"
+    with SyncTaskQueue(SQLiteBackend(path, journal_mode=journal_mode)) as queue:
+        queue.counts()  # the file and its tables exist
+        writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        writer.execute("BEGIN EXCLUSIVE")  # another process in the middle of a write
+        release = threading.Timer(0.2, lambda: writer.execute("COMMIT"))
+        release.start()
+        try:
+            task_id = queue.enqueue(tasks.add, 1)  # this thread's first enqueue opens its own connection
+        finally:
+            release.join()
+            writer.close()
+        assert queue.get_task(task_id) is not None

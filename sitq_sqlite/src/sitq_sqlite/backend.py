@@ -365,9 +365,13 @@ class SQLiteBackend(Backend):
 
     def _new_inline_connection(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, cached_statements=64, check_same_thread=False)
-        conn.execute("PRAGMA busy_timeout = 0")  # never wait inline: fall back to the connection thread
-        conn.execute(f"PRAGMA synchronous = {self.synchronous}")
-        conn.execute("PRAGMA cache_size = -2048")
+        try:
+            conn.execute("PRAGMA busy_timeout = 0")  # never wait inline: fall back to the connection thread
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            conn.execute("PRAGMA cache_size = -2048")
+        except sqlite3.Error:
+            conn.close()
+            raise
         return conn
 
     async def _inline_or_run(self, operation: str, fn: Callable[[sqlite3.Connection], T], *, write: bool) -> T:

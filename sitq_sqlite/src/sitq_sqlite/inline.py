@@ -108,7 +108,13 @@ class InlinePath:
     def _connection(self) -> sqlite3.Connection:
         local: Any = self._local
         if getattr(local, "generation", None) != self._generation or local.conn is None:
-            conn = self._opener()
+            try:
+                conn = self._opener()
+            except sqlite3.OperationalError as exc:
+                # a rollback-journal file locked by another writer refuses even the setup PRAGMAs
+                if is_busy(exc):
+                    raise Fallback from exc
+                raise
             with self._lock:
                 self._connections.append(conn)
                 local.conn, local.generation = conn, self._generation
