@@ -617,3 +617,46 @@ async def test_a_sync_task_stuck_after_its_timeout_does_not_hold_up_the_next(que
     finally:
         tasks.GATE.set()
         await worker.stop()
+
+
+class FlakyStore(SQLiteBackend):
+    """A real SQLite backend whose store can be made unreachable for a while (an outage)."""
+
+    down = False
+
+    def _check(self) -> None:
+        if self.down:
+            raise BackendError("store unreachable (simulated outage)", operation="test", backend_type="sqlite")
+
+    async def finish_many(self, outcomes: Any) -> Any:
+        self._check()
+        return await super().finish_many(outcomes)
+
+    async def finish_and_reserve(self, outcomes: Any, **kwargs: Any) -> Any:
+        self._check()
+        return await super().finish_and_reserve(outcomes, **kwargs)
+
+    async def reserve(self, **kwargs: Any) -> Any:
+        self._check()
+        return await super().reserve(**kwargs)
+
+    async def heartbeat(self, leases: Any, lease_seconds: float) -> Any:
+        self._check()
+        return await super().heartbeat(leases, lease_seconds)
+
+
+@pytest.mark.asyncio
+async def test_an_outage_shorter_than_the_lease_loses_no_outcome(tmp_path: Path) -> None:
+    store = FlakyStore(tmp_path / "outage.db")
+    async with TaskQueue(store) as queue:
+        ids = [await queue.enqueue(tasks.sleepy, 0.2 + 0.1 * i) for i in range(4)]
+        worker = Worker(store, max_concurrency=4, lease_timeout=5)
+        await worker.start()
+        await wait_until(lambda: _running(queue, 4))
+        store.down = True  # every task finishes while the store cannot be reached
+        await asyncio.sleep(1.0)
+        store.down = False
+        results = [await queue.get_result(task_id, timeout=4) for task_id in ids]
+        await worker.stop()
+        assert [r.status if r else None for r in results] == ["success"] * 4
+        assert [r.attempts for r in results if r] == [1] * 4  # stored once: nothing ran again

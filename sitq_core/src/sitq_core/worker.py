@@ -444,6 +444,7 @@ class Worker:
         drained = False
         caught_up = False  # the last reserve got fewer tasks than asked: commits are paced (pacing.py)
         failures = 0
+        failing_since = 0.0  # monotonic time of the first failure in a row
         pacer = self._pacer
         while True:
             batch = self._take_outcomes()
@@ -466,12 +467,20 @@ class Worker:
                     accepted, reserved = await self._exchange(live, want)
                 except Exception:
                     failures += 1
+                    if failures == 1:
+                        failing_since = time.monotonic()
                     delay = min(0.05 * 2**failures, max(self.poll_interval, 0.05))
                     if len(live) > 1 and failures >= 2:
                         # maybe one outcome is what the store refuses: report one at a time for a while,
                         # so it cannot hold the others back
                         self._single_reports = max(self._single_reports, len(batch))
-                    if failures > _MAX_REPORT_FAILURES and batch:
+                    # An outage shorter than the lease loses nothing: outcomes are kept and retried until
+                    # their leases are surely gone (another worker may run them then); a closing worker
+                    # gives up sooner, so stop() does not wait a whole lease on a dead store.
+                    gave_up = failures > _MAX_REPORT_FAILURES and (
+                        self._closing or time.monotonic() - failing_since > self.lease_timeout
+                    )
+                    if gave_up and batch:
                         logger.exception(
                             "worker %s: gave up reporting %d outcome(s); they run again when their leases expire",
                             self.worker_id,
@@ -481,7 +490,8 @@ class Worker:
                     else:
                         logger.exception("worker %s: backend call failed; retrying in %.2fs", self.worker_id, delay)
                         self._outcomes.extendleft(reversed(batch))
-                    await self._idle(can_reserve=False, timeout=delay)
+                    # a plain sleep: the outcomes just put back (and new ones) must not end it at once
+                    await asyncio.sleep(delay)
                     continue
                 failures = 0
                 if self._single_reports and batch:
