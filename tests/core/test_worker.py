@@ -660,3 +660,19 @@ async def test_an_outage_shorter_than_the_lease_loses_no_outcome(tmp_path: Path)
         await worker.stop()
         assert [r.status if r else None for r in results] == ["success"] * 4
         assert [r.attempts for r in results if r] == [1] * 4  # stored once: nothing ran again
+
+
+@pytest.mark.asyncio
+async def test_a_task_reserved_ahead_and_cancelled_while_it_waits_never_runs(queue: TaskQueue) -> None:
+    first = await queue.enqueue(tasks.sleepy, 1.5)
+    ahead = await queue.enqueue(tasks.async_add, 1)
+    worker = Worker(queue.backend, max_concurrency=1, prefetch=1, lease_timeout=30)  # renewals every 10 s
+    await worker.start()
+    await wait_until(lambda: _running(queue, 2))  # the second one is held, waiting for the slot
+    assert await queue.cancel(ahead)
+    result = await queue.get_result(ahead, timeout=10)
+    first_result = await queue.get_result(first, timeout=10)
+    await worker.stop()
+    assert result is not None and result.status == "cancelled"
+    assert first_result is not None and first_result.finished_at is not None and result.finished_at is not None
+    assert result.finished_at < first_result.finished_at  # dropped while it waited, not run afterwards

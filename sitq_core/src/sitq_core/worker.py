@@ -44,6 +44,7 @@ logger = logging.getLogger("sitq.worker")
 
 _MAX_FINISH_BATCH = 512
 _MAX_REPORT_FAILURES = 7
+_CANCEL_CHECK = 0.25  # seconds: how often tasks waiting for a slot are checked for a cancel request
 _MAX_SYNC_BATCH = 32
 _ADAPTIVE_PREFETCH_MAX = 256
 _ADAPTIVE_PREFETCH_WINDOW = 0.1  # seconds of work reserved ahead when tasks are short
@@ -95,6 +96,7 @@ class _Running:
         "call",
         "cancel_requested",
         "future",
+        "held_since",
         "lease_lost",
         "reserved",
         "settled",
@@ -111,6 +113,7 @@ class _Running:
         self.lease_lost = False
         self.cancel_requested = False
         self.started_at: datetime | None = None
+        self.held_since = time.monotonic()  # when this worker reserved it
 
     @property
     def id(self) -> str:
@@ -1138,10 +1141,31 @@ class Worker:
     # -------------------------------------------------------------- heartbeat
 
     async def _heartbeat_loop(self) -> None:
+        """Renew every lease each third of ``lease_timeout``; in between, check tasks waiting to start.
+
+        A task reserved ahead (prefetched) shows ``running`` in the store, so
+        ``cancel()`` can only request its cancellation; the request reaches the
+        worker with a heartbeat. Tasks that have waited for a slot longer than
+        ``_CANCEL_CHECK`` are checked that often, so one cancelled while it waits
+        is dropped before it starts instead of up to a renewal period later.
+        """
         interval = max(self.lease_timeout / 3.0, 0.01)
+        renew_at = time.monotonic() + interval
         while True:
-            await asyncio.sleep(interval)
-            sent = {r.reserved.id: r for r in self._held.values() if not r.lease_lost}
+            await asyncio.sleep(max(0.0, min(renew_at, time.monotonic() + _CANCEL_CHECK) - time.monotonic()))
+            now = time.monotonic()
+            if now >= renew_at:
+                renew_at = now + interval
+                sent = {r.reserved.id: r for r in self._held.values() if not r.lease_lost}
+            else:
+                sent = {
+                    r.reserved.id: r
+                    for r in self._held.values()
+                    if not r.lease_lost
+                    and not r.settled
+                    and r.started_at is None
+                    and now - r.held_since > _CANCEL_CHECK
+                }
             if not sent:
                 continue
             leases = [(task_id, r.reserved.lease_token) for task_id, r in sent.items()]
