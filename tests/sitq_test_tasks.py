@@ -183,3 +183,12 @@ def returns_cancelling_awaitable() -> Any:
         raise asyncio.CancelledError()
 
     return cancelled()
+
+
+async def stubborn(linger: float = 0.3) -> str:
+    """Swallows its cancellation, lingers, and returns as if nothing happened."""
+    try:
+        await asyncio.sleep(30)
+    except asyncio.CancelledError:
+        await asyncio.sleep(linger)
+    return "finished anyway"

@@ -239,6 +239,28 @@ async def run_one_with(view: Any, queue: TaskQueue, func: Any, *args: Any) -> An
 
 
 @pytest.mark.asyncio
+async def test_an_async_task_that_swallows_its_timeout_still_times_out(queue: TaskQueue) -> None:
+    worker = Worker(queue.backend)
+    await worker.start()
+    task_id = await queue.with_options(timeout=0.2).enqueue(tasks.stubborn, 0.1)
+    result = await queue.get_result(task_id, timeout=10)
+    await worker.stop()
+    assert result is not None and (result.status, result.error) == ("failed", "task timed out after 0.2 s")
+
+
+@pytest.mark.asyncio
+async def test_an_async_task_that_swallows_its_cancel_still_ends_cancelled(queue: TaskQueue) -> None:
+    worker = Worker(queue.backend, lease_timeout=0.3)  # cancel requests arrive with renewals, every 0.1 s
+    await worker.start()
+    task_id = await queue.enqueue(tasks.stubborn, 0.1)
+    await wait_until(lambda: _running(queue, 1))
+    assert await queue.cancel(task_id)
+    result = await queue.get_result(task_id, timeout=10)
+    await worker.stop()
+    assert result is not None and result.status == "cancelled"
+
+
+@pytest.mark.asyncio
 async def test_cancel_a_running_async_task(queue: TaskQueue) -> None:
     worker = Worker(queue.backend, lease_timeout=0.3)
     await worker.start()

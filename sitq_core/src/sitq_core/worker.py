@@ -22,7 +22,7 @@ import traceback as tb_module
 import uuid
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
@@ -855,8 +855,7 @@ class Worker:
         if _is_async_callable(func):
             if timeout is None:
                 return await func(*args, **kwargs)
-            async with asyncio.timeout(timeout):
-                return await func(*args, **kwargs)
+            return await _bounded(func(*args, **kwargs), timeout)
         loop = asyncio.get_running_loop()
         if timeout is None:
             value = await loop.run_in_executor(self._pool, call_guarded, func, args, kwargs)
@@ -884,8 +883,7 @@ class Worker:
                     self._retire_pool()
                 raise
         if inspect.isawaitable(value):
-            async with asyncio.timeout(timeout):
-                value = await value
+            value = await (_bounded(value, timeout) if timeout is not None else value)
         return value
 
     def _retire_pool(self) -> None:
@@ -1220,6 +1218,16 @@ class Worker:
                             ),
                             {},
                         )
+
+
+async def _bounded(awaitable: Awaitable[Any], timeout: float) -> Any:
+    """``await awaitable`` cancelled after ``timeout`` s; TimeoutError even if it swallowed that cancellation."""
+    deadline = asyncio.timeout(timeout)
+    async with deadline:
+        value = await awaitable
+    if deadline.expired():  # it caught the CancelledError and returned anyway: still past its time
+        raise TimeoutError
+    return value
 
 
 def _positive(name: str, value: Any, maximum: float = math.inf) -> None:
