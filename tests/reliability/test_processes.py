@@ -254,6 +254,14 @@ def test_an_unimportable_task_module_is_a_clear_error(db: Path) -> None:
     assert "ModuleNotFoundError" in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize("queues", ["", ",", "mail,,reports", " "])
+def test_an_empty_queue_name_is_refused_not_read_as_every_queue(db: Path, queues: str) -> None:
+    command = [sys.executable, "-m", "sitq", "worker", "-b", f"sqlite:///{db}", "-q", queues]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2, done.stderr
+    assert "--queues must be comma-separated non-empty queue names" in done.stderr
+
+
 BREAK_THE_WORKER = '''
 """Imported with -i: makes the worker's exchange loop fail after the first finished task (a stand-in bug)."""
 from sitq_core import worker

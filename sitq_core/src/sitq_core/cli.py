@@ -211,7 +211,14 @@ def _worker(args: argparse.Namespace) -> int:
             logger.debug("importing %s failed", module, exc_info=True)
             sys.stderr.write(f"sitq: error: --import {module}: cannot import it: {type(exc).__name__}: {exc}\n")
             return 2
-    queues = [q.strip() for q in args.queues.split(",") if q.strip()] if args.queues else None
+    queues = None
+    if args.queues is not None:  # given, even empty: an unset variable must not mean "every queue"
+        queues = [name.strip() for name in args.queues.split(",")]
+        if not all(queues):
+            sys.stderr.write(
+                f"sitq: error: --queues must be comma-separated non-empty queue names, got {args.queues!r}\n"
+            )
+            return 2
     worker = Worker(
         resolve_backend(args.backend),
         serializer=args.serializer,
