@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 import pytest
 
-from sitq import TaskQueue, Worker
+from sitq import BackendError, TaskQueue, ValidationError, Worker
 from sitq_core.models import Outcome, Task, TaskStatus, new_id
 from sitq_postgres import PostgresBackend
 from sitq_postgres import backend as pg_backend
@@ -240,3 +241,50 @@ async def test_two_workers_sharing_one_backend_keep_their_own_reserve_marks(pg_d
             b_done.set()
 
         await asyncio.gather(asyncio.create_task(worker_a()), asyncio.create_task(worker_b()))
+
+
+@pytest.mark.asyncio
+async def test_work_that_committed_is_not_reported_failed_when_its_connection_dies_after(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    async with PostgresBackend(pg_dsn, schema=pg_schema) as backend:
+        await backend.enqueue(task())
+
+        async def committed_then_cut(conn: asyncpg.Connection) -> str:
+            await conn.execute(f'UPDATE "{pg_schema}".tasks SET priority = 7')
+            killer = await asyncpg.connect(pg_dsn)
+            try:  # the server drops this connection after the transaction committed
+                await killer.execute("SELECT pg_terminate_backend($1)", conn.get_server_pid())
+            finally:
+                await killer.close()
+            return "committed"
+
+        assert await backend._call("test", committed_then_cut, transaction=False) == "committed"
+        [stored] = await backend.list_tasks()
+        assert stored.priority == 7
+
+
+class CutAfterCommit(PostgresBackend):
+    """The first enqueue commits, then its connection is lost before the answer arrives."""
+
+    cut = True
+
+    async def _call(self, operation: str, body: Any, *, transaction: bool = True) -> Any:
+        result = await super()._call(operation, body, transaction=transaction)
+        if operation == "enqueue" and self.cut:
+            self.cut = False
+            lost = asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed in the middle of operation")
+            raise BackendError("PostgreSQL enqueue failed", operation=operation, backend_type="postgres", cause=lost)
+        return result
+
+
+@pytest.mark.asyncio
+async def test_an_enqueue_whose_answer_was_lost_is_settled_by_its_ids(pg_dsn: str, pg_schema: str) -> None:
+    async with CutAfterCommit(pg_dsn, schema=pg_schema) as backend:
+        first = task()
+        assert await backend.enqueue(first) == first.id  # stored once, not an error, not a duplicate
+        assert [t.id for t in await backend.list_tasks()] == [first.id]
+        taken = task()
+        await backend.enqueue(taken)
+        with pytest.raises(ValidationError):  # a real duplicate is still refused
+            await backend.enqueue(taken)

@@ -47,7 +47,15 @@ _WORK_KEY = ("sitq", "work")
 # A result waiter re-reads after 1 s, 2 s, 4 s, then every 5 s: the safety net for a lost notice.
 _RESULT_RECHECK_FIRST = 1.0
 _RESULT_RECHECK_MAX = 5.0
-_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, TimeoutError)
+#: Errors after which a statement's fate is unknown: the connection went while it ran.
+_CONNECTION_LOST = (
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+)
 #: Connection parameters a URL may carry beside sitq's own options; they stay in the DSN for the driver.
 LIBPQ_PARAMETERS = frozenset(
     {
@@ -314,15 +322,25 @@ class PostgresBackend(Backend):
     async def _call(self, operation: str, body: Callable[[Connection], Awaitable[T]], *, transaction: bool = True) -> T:
         """Run ``body`` on a pooled connection (inside one transaction), mapping driver errors."""
         pool = await self._pool()
+        finished = False  # the body ran (and committed): a later error only concerns the connection
+        result: T
         try:
             async with pool.acquire() as conn:
                 if not transaction:
-                    return await body(conn)
-                async with conn.transaction():
-                    return await body(conn)
+                    result = await body(conn)
+                else:
+                    async with conn.transaction():
+                        result = await body(conn)
+                finished = True
+            return result
         except SitqError:
             raise
-        except _DRIVER_ERRORS as exc:
+        except Exception as exc:
+            if finished:  # giving the connection back failed (it was dropped after the commit)
+                log.warning("sitq.postgres: %s committed, then its connection failed: %s", operation, exc)
+                return result
+            if not isinstance(exc, _DRIVER_ERRORS):
+                raise
             raise BackendError(
                 f"PostgreSQL {operation} failed: {type(exc).__name__}: {exc}",
                 operation=operation,
@@ -385,7 +403,19 @@ class PostgresBackend(Backend):
                     cause=exc,
                 ) from exc
 
-        await self._call("enqueue", body, transaction=False)  # one statement: atomic by itself
+        try:
+            await self._call("enqueue", body, transaction=False)  # one statement: atomic by itself
+        except BackendError as exc:
+            if not isinstance(exc.cause, _CONNECTION_LOST):
+                raise
+            # The connection went during the statement: it may have committed or not. The same ids
+            # again settle it: stored now, or "already exists" because the first attempt was stored.
+            log.warning("sitq.postgres: enqueue lost its connection (%s); trying once more", exc.cause)
+            try:
+                await self._call("enqueue", body, transaction=False)
+            except ValidationError as again:
+                if again.context.get("value") not in seen:
+                    raise
         return ids
 
     # ----------------------------------------------------------------- reserve
