@@ -288,3 +288,21 @@ async def test_an_enqueue_whose_answer_was_lost_is_settled_by_its_ids(pg_dsn: st
         await backend.enqueue(taken)
         with pytest.raises(ValidationError):  # a real duplicate is still refused
             await backend.enqueue(taken)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("timeout", [0, 0.3])
+async def test_get_result_keeps_its_timeout_while_the_store_stalls(pg_dsn: str, pg_schema: str, timeout: float) -> None:
+    async with TaskQueue(PostgresBackend(pg_dsn, schema=pg_schema)) as queue:
+        task_id = await queue.enqueue(tasks.add, 1)
+        assert await queue.get_result(task_id, timeout=0) is None
+        locker = await asyncpg.connect(pg_dsn)
+        transaction = locker.transaction()
+        await transaction.start()
+        try:  # a migration or VACUUM FULL elsewhere: every read of these tables waits
+            await locker.execute(f'LOCK TABLE "{pg_schema}".tasks, "{pg_schema}".results IN ACCESS EXCLUSIVE MODE')
+            answer = await asyncio.wait_for(queue.get_result(task_id, timeout=timeout), 20)
+            assert answer is None  # returned while the lock is still held
+        finally:
+            await transaction.rollback()
+            await locker.close()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,6 +24,7 @@ from .task import is_task_function, task
 __all__ = ["Call", "TaskQueue", "TaskQueueView"]
 
 _DEFAULT_OPTIONS = TaskOptions()
+_LATE_ANSWER = 0.5  # seconds get_result waits past its timeout for an answer already on its way
 
 logger = logging.getLogger("sitq.queue")
 
@@ -393,7 +396,19 @@ class TaskQueue(_Producer):
         """
         _check_task_id(task_id)
         timeout = validate_timeout(timeout)
-        return await self._backend.wait_for_result(task_id, timeout)
+        if timeout is None or math.isinf(timeout):
+            return await self._backend.wait_for_result(task_id, timeout)
+        # The bound holds even when the store itself stalls (a lock held elsewhere, a frozen network):
+        # the backend's own reads are not all bounded by ``timeout``.
+        deadline = asyncio.timeout(timeout + _LATE_ANSWER)
+        try:
+            async with deadline:
+                return await self._backend.wait_for_result(task_id, timeout)
+        except TimeoutError:
+            if not deadline.expired():
+                raise  # the backend's own TimeoutError
+            logger.warning("get_result(%r): the backend did not answer within %.1f s", task_id, timeout)
+            return None
 
     def deserialize_result(self, result: Result) -> Any:
         """The Python value a successful task returned (None when ``value`` is None)."""
