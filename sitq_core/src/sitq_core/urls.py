@@ -46,7 +46,8 @@ class BackendURL:
                 auth += ":" + ("***" if hide_password else quote(self.password, safe=""))
             auth += "@"
         hosts = ",".join(_host_port(host, port) for host, port in ((self.host, self.port), *self.more_hosts))
-        database = f"/{self.database}" if self.database is not None else ""
+        # re-encoded: a database named "a#b" or "a?b" must not turn into a fragment or a query
+        database = f"/{quote(self.database, safe='/:')}" if self.database is not None else ""
         query = "&".join(
             f"{k}={'***' if hide_password and 'password' in k.lower() else quote(str(v), safe='')}"
             for k, v in self.query.items()

@@ -22,6 +22,7 @@ import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Self, TypeAlias, TypeVar, overload
+from urllib.parse import parse_qs, urlsplit
 
 import asyncpg  # type: ignore[import-untyped]
 
@@ -59,6 +60,13 @@ _CONNECTION_LOST = (
 #: Connection parameters a URL may carry beside sitq's own options; they stay in the DSN for the driver.
 LIBPQ_PARAMETERS = frozenset(
     {
+        "host",  # e.g. a socket directory: postgresql:///app?host=/var/run/postgresql
+        "port",
+        "user",
+        "password",
+        "dbname",
+        "service",
+        "sslnegotiation",
         "application_name",
         "gsslib",
         "krbsrvname",
@@ -77,6 +85,24 @@ LIBPQ_PARAMETERS = frozenset(
 
 Connection: TypeAlias = Any  # asyncpg.Connection (asyncpg ships no type information)
 Pool: TypeAlias = Any  # Pool
+
+
+_OWN_OPTIONS = ("schema", "min_connections", "max_connections", "connect_timeout")
+
+
+def _refuse_own_options_in(dsn: str | None) -> None:
+    """A dsn carrying sitq's own options (``?schema=``) would send them to the server: say where they go."""
+    if dsn is None or "://" not in dsn:
+        return
+    found = [name for name in _OWN_OPTIONS if name in parse_qs(urlsplit(dsn).query, keep_blank_values=True)]
+    if found:
+        raise ConfigurationError(
+            f"{found[0]!r} is an option of sitq, not a connection parameter: give it beside the dsn "
+            f"(PostgresBackend(dsn, {found[0]}=...) or a config key), or use the URL itself as the backend "
+            f"(sitq.connect('postgresql://...?{found[0]}=...'))",
+            parameter=found[0],
+            valid_options=list(_OWN_OPTIONS),
+        )
 
 
 class PostgresBackend(Backend):
@@ -126,6 +152,7 @@ class PostgresBackend(Backend):
             )
         # asyncpg reads URLs only: a libpq key=value string becomes the equivalent URL
         self.dsn = keyword_dsn_to_url(dsn) if dsn is not None and is_keyword_dsn(dsn) else dsn
+        _refuse_own_options_in(self.dsn)
         self.schema = valid_schema(schema)
         self.min_connections = min_connections
         self.max_connections = max_connections

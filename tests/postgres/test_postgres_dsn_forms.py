@@ -1,4 +1,4 @@
-"""libpq key=value connection strings work like URLs (asyncpg itself reads only URLs)."""
+"""Every documented way to name the server: libpq key=value strings, libpq query parameters, odd database names."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from urllib.parse import urlsplit
 import pytest
 from sitq_postgres.keywords import is_keyword_dsn, keyword_dsn_to_url
 
-from sitq import PostgresBackend, TaskQueue, ValidationError
+import sitq
+from sitq import ConfigurationError, PostgresBackend, TaskQueue, ValidationError
+from sitq_core.urls import parse_backend_url
 
 import sitq_test_tasks as tasks
 
@@ -52,3 +54,35 @@ async def test_a_keyword_dsn_connects_and_runs_tasks(pg_dsn: str, pg_schema: str
         assert (await queue.counts())["queued"] == 1
         stored = await queue.get_task(task_id)
         assert stored is not None and stored.function_name.endswith("add")
+
+
+@pytest.mark.parametrize("name", ["jobs#1", "a?b", "100%", "with space"])
+def test_a_database_name_keeps_its_characters_through_the_url(name: str) -> None:
+    from urllib.parse import quote
+
+    url = f"postgresql://app@db:5432/{quote(name, safe='')}?schema=s"
+    backend = sitq.connect(url).backend
+    assert isinstance(backend, PostgresBackend) and backend.dsn is not None
+    assert parse_backend_url(backend.dsn).database == name
+
+
+def test_libpq_parameters_in_a_url_go_to_the_driver() -> None:
+    backend = sitq.connect("postgresql:///app?host=/var/run/postgresql&port=5433&user=u&dbname=app&schema=jobs").backend
+    assert isinstance(backend, PostgresBackend) and backend.schema == "jobs"
+    assert backend.dsn == "postgresql:///app?host=%2Fvar%2Frun%2Fpostgresql&port=5433&user=u&dbname=app"
+
+
+@pytest.mark.parametrize("option", ["schema", "max_connections"])
+def test_sitq_options_inside_a_dsn_are_refused_naming_them(option: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        sitq.connect({"backend": "postgres", "dsn": f"postgresql://u@h/db?{option}=3"})
+    assert info.value.parameter == option and "beside the dsn" in str(info.value)
+
+
+@pytest.mark.asyncio
+async def test_the_socket_directory_form_connects(pg_dsn: str, pg_schema: str) -> None:
+    parts = urlsplit(pg_dsn)
+    url = f"postgresql:///{parts.path.lstrip('/')}?host={parts.hostname}&user={parts.username}&schema={pg_schema}"
+    async with sitq.connect(url) as queue:
+        task_id = await queue.enqueue(tasks.add, 1)
+        assert (await queue.get_task(task_id)) is not None
