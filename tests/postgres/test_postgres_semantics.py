@@ -306,3 +306,29 @@ async def test_get_result_keeps_its_timeout_while_the_store_stalls(pg_dsn: str, 
         finally:
             await transaction.rollback()
             await locker.close()
+
+
+class CountedReads(PostgresBackend):
+    """Counts the queries that read results."""
+
+    reads = 0
+
+    async def _call(self, operation: str, body: Any, *, transaction: bool = True) -> Any:
+        if operation == "get_result":
+            self.reads += 1
+        return await super()._call(operation, body, transaction=transaction)
+
+
+@pytest.mark.asyncio
+async def test_many_waiters_read_their_results_together(pg_dsn: str, pg_schema: str) -> None:
+    backend = CountedReads(pg_dsn, schema=pg_schema, max_connections=2)
+    async with TaskQueue(backend) as queue:
+        ids = await queue.enqueue_many([(tasks.add, (i,)) for i in range(1500)])
+        done = ids[:10]
+        reserved = await backend.reserve(worker_id="w", limit=10, lease_seconds=30)
+        await backend.finish_many(
+            [Outcome(r.id, r.lease_token, "success", value=b"v", finished_at=datetime.now(UTC)) for r in reserved]
+        )
+        results = await asyncio.gather(*(queue.get_result(task_id, timeout=0) for task_id in ids))
+        assert [r is not None for r in results] == [task_id in done for task_id in ids]
+        assert backend.reads <= 3  # 1,500 waiters: two chunks of ids, not 1,500 queries

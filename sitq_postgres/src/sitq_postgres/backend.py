@@ -19,6 +19,7 @@ import contextlib
 import logging
 import secrets
 import threading
+import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Self, TypeAlias, TypeVar, overload
@@ -33,6 +34,7 @@ from sitq_core.models import LeaseState, Outcome, ReservedTask, Result, Task, Ta
 from sitq_core.notify import record_mark, safety_pauses, take_mark
 from sitq_core.urls import BackendURL
 
+from .coalesce import ResultReads
 from .keywords import is_keyword_dsn, keyword_dsn_to_url
 from .schema import SCHEMA_VERSION, Statements, valid_schema
 
@@ -163,6 +165,7 @@ class PostgresBackend(Backend):
         self._schema_ready = False
         self._listeners: dict[asyncio.AbstractEventLoop, Connection] = {}
         self._listener_locks: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
+        self._reads: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ResultReads] = weakref.WeakKeyDictionary()
         self.notifier.track(_WORK_KEY)  # reserve/wait_for_work compare work notices (record_mark)
 
     def __repr__(self) -> str:
@@ -714,14 +717,25 @@ class PostgresBackend(Backend):
 
         async def body(conn: Connection) -> Result | None:
             row = await conn.fetchrow(self._sql.get_result, task_id)
-            if row is None:
-                return None
-            fields = dict(row)
-            for name in ("enqueued_at", "started_at", "finished_at"):
-                fields[name] = _aware(fields[name])
-            return Result(**fields)
+            return None if row is None else _row_to_result(row)
 
         return await self._call("get_result", body, transaction=False)
+
+    async def _get_results(self, task_ids: Sequence[str]) -> dict[str, Result]:
+        """The stored results among ``task_ids`` (one query), by task id."""
+
+        async def body(conn: Connection) -> dict[str, Result]:
+            rows = await conn.fetch(self._sql.get_results, list(task_ids))
+            return {row["task_id"]: _row_to_result(row) for row in rows}
+
+        return await self._call("get_result", body, transaction=False)
+
+    def _result_reads(self) -> ResultReads:
+        loop = asyncio.get_running_loop()
+        reads = self._reads.get(loop)
+        if reads is None:
+            reads = self._reads[loop] = ResultReads(self._get_results)
+        return reads
 
     async def wait_for_result(self, task_id: str, timeout: float | None) -> Result | None:
         """Wake on the NOTIFY of another process (or ``notify_results`` here), re-reading at least every second."""
@@ -732,11 +746,12 @@ class PostgresBackend(Backend):
         deadline = None if timeout is None else loop.time() + timeout
         key = ("sitq", "result", task_id)
         pauses = safety_pauses(_RESULT_RECHECK_FIRST, _RESULT_RECHECK_MAX)
+        reads = self._result_reads()
         while True:
             if timeout != 0:
                 await self._ensure_listener()  # before the read, so a result stored after it is announced
             with self.notifier.subscribe(key) as subscription:  # and a notice during the read is not missed
-                result = await self.get_result(task_id)
+                result = await reads.read(task_id)  # with the other waiters' reads of this turn
                 if result is not None:
                     return result
                 remaining = None if deadline is None else deadline - loop.time()
@@ -882,6 +897,14 @@ def _aware(value: datetime | None) -> datetime | None:
     if value is not None and value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value
+
+
+def _row_to_result(row: Any) -> Result:
+    """A ``Result`` from a row of RESULT_COLUMNS."""
+    fields = dict(row)
+    for name in ("enqueued_at", "started_at", "finished_at"):
+        fields[name] = _aware(fields[name])
+    return Result(**fields)
 
 
 def _row_to_task(row: Any, start: int) -> Task:

@@ -212,6 +212,7 @@ class Statements:
         self.delete_result = f"DELETE FROM {s}.results WHERE task_id = $1"
         self.get_task = f"SELECT {TASK_COLUMNS} FROM {s}.tasks WHERE id = $1"
         self.get_result = f"SELECT {RESULT_COLUMNS} FROM {s}.results WHERE task_id = $1"
+        self.get_results = f"SELECT {RESULT_COLUMNS} FROM {s}.results WHERE task_id = ANY($1::text[])"
         self.next_eta = f"SELECT min(due) FROM {s}.tasks WHERE {ACTIVE}"
         self.next_eta_in = f"SELECT min(due) FROM {s}.tasks WHERE {ACTIVE} AND queue = ANY($1::text[])"
         self.list_tasks = (
