@@ -83,6 +83,21 @@ def test_strict_mode_raises_on_a_broken_plugin(site: Path, monkeypatch: pytest.M
         SitqPluginManager().ensure_loaded()
 
 
+def test_the_plugins_command_lists_a_broken_plugin_even_in_strict_mode(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    from sitq_core.cli import main
+
+    make_dist(site, "acme-broken", "acme", "acme_broken_plugin3", "raise RuntimeError('kaboom')\n")
+    monkeypatch.setenv("SITQ_STRICT_PLUGINS", "1")
+    out = io.StringIO()
+    assert main(["plugins"], stdout=out) == 0
+    line = next(line for line in out.getvalue().splitlines() if line.startswith("acme "))
+    assert "broken" in line and "kaboom" in line
+
+
 def test_broken_target_class_names_the_plugin(site: Path) -> None:
     make_dist(
         site,
