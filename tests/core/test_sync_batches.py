@@ -160,6 +160,19 @@ async def test_members_that_returned_are_reported_not_given_back_at_the_stop_tim
     assert len(starts) == 2, "a task that had returned must not be released to run again"
 
 
+def count_heartbeats(queue: TaskQueue) -> list[int]:
+    """Count the backend's heartbeat calls (they carry cancel requests); the count is the list's one item."""
+    beats = [0]
+    original = queue.backend.heartbeat
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        beats[0] += 1
+        return await original(*args, **kwargs)
+
+    queue.backend.heartbeat = counted  # type: ignore[method-assign]
+    return beats
+
+
 @pytest.mark.asyncio
 async def test_a_cancel_arriving_after_a_member_returned_keeps_its_real_outcome(
     queue: TaskQueue, tmp_path: Path
@@ -167,15 +180,7 @@ async def test_a_cancel_arriving_after_a_member_returned_keeps_its_real_outcome(
     log = tmp_path / "ran.log"
     first, _gate = await queue.enqueue_many([(tasks.record, (str(log), 0), {}), (tasks.wait_for_gate, (30.0,), {})])
     worker = Worker(queue.backend, max_concurrency=1, prefetch=10, lease_timeout=0.3)  # heartbeats every 0.1 s
-    beats = 0
-    original = queue.backend.heartbeat
-
-    async def counted(*args: Any, **kwargs: Any) -> Any:
-        nonlocal beats
-        beats += 1
-        return await original(*args, **kwargs)
-
-    queue.backend.heartbeat = counted  # type: ignore[method-assign]
+    beats = count_heartbeats(queue)
     await worker.start()
 
     async def first_ran() -> bool:
@@ -183,10 +188,10 @@ async def test_a_cancel_arriving_after_a_member_returned_keeps_its_real_outcome(
 
     await wait_until(first_ran)
     assert await queue.cancel(first)  # still 'running' in the store: the batch has not reported yet
-    seen = beats
+    seen = beats[0]
 
     async def heartbeats_carried_the_request() -> bool:
-        return beats >= seen + 2
+        return beats[0] >= seen + 2
 
     await wait_until(heartbeats_carried_the_request)
     tasks.GATE.set()
@@ -258,22 +263,14 @@ async def test_prefetched_tasks_go_back_to_an_idle_worker_when_a_slow_one_holds_
 async def test_a_cancelled_sync_task_alone_reports_when_its_thread_returns(queue: TaskQueue) -> None:
     task_id = await queue.enqueue(tasks.wait_for_gate, 30.0)
     worker = Worker(queue.backend, max_concurrency=1, lease_timeout=0.3)  # heartbeats every 0.1 s
-    beats = 0
-    original = queue.backend.heartbeat
-
-    async def counted(*args: Any, **kwargs: Any) -> Any:
-        nonlocal beats
-        beats += 1
-        return await original(*args, **kwargs)
-
-    queue.backend.heartbeat = counted  # type: ignore[method-assign]
+    beats = count_heartbeats(queue)
     await worker.start()
     await wait_until(lambda: _all_status(queue, [task_id], TaskStatus.RUNNING))
     assert await queue.cancel(task_id)
-    seen = beats
+    seen = beats[0]
 
     async def heartbeats_carried_the_request() -> bool:
-        return beats >= seen + 2
+        return beats[0] >= seen + 2
 
     await wait_until(heartbeats_carried_the_request)
     # the thread cannot be interrupted: nothing is reported, and the slot stays taken, until it returns
