@@ -102,3 +102,14 @@ def test_public_names_importable() -> None:
         "CloudpickleSerializer",
     ):
         assert getattr(sitq, name) is not None
+
+
+def test_validation_error_carries_the_valid_options() -> None:
+    from sitq import SQLiteBackend
+
+    with pytest.raises(ValidationError) as info:
+        SQLiteBackend("x.db", journal_mode="wall")
+    assert info.value.parameter == "journal_mode"
+    assert info.value.valid_options == ["WAL", "DELETE", "TRUNCATE", "PERSIST", "MEMORY"]
+    assert info.value.context["valid_options"] == info.value.valid_options
+    assert ValidationError("m", parameter="p").valid_options is None

@@ -9,7 +9,7 @@ logs are useful without a debugger.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 __all__ = [
@@ -208,10 +208,14 @@ class TaskCancelledError(TaskExecutionError):
 
 
 class ValidationError(SitqError, ValueError):
-    """An argument is invalid; names the parameter and what was expected."""
+    """An argument is invalid; names the parameter and what was expected.
+
+    ``valid_options``: the accepted values, when the parameter takes one of a few.
+    """
 
     parameter: str | None
     value: Any
+    valid_options: list[str] | None
 
     def __init__(
         self,
@@ -219,10 +223,12 @@ class ValidationError(SitqError, ValueError):
         *,
         parameter: str | None = None,
         value: Any = None,
+        valid_options: Iterable[str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(message, **kwargs)
-        self._add_context(parameter=parameter, value=value)
+        options = list(valid_options) if valid_options is not None else None
+        self._add_context(parameter=parameter, value=value, valid_options=options)
 
 
 class SerializationError(SitqError):

@@ -1488,7 +1488,7 @@ def _choice(name: str, value: Any, valid: tuple[str, ...]) -> str:
             f"{name} must be one of {', '.join(valid)}; got {value!r}",
             parameter=name,
             value=value,
-            context={"valid_options": list(valid)},
+            valid_options=valid,
         )
     assert normalized is not None
     return normalized
