@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import sqlite3
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
 
-from sitq import SQLiteBackend, SyncTaskQueue, TaskQueue, ValidationError
+from sitq import BackendError, SQLiteBackend, SyncTaskQueue, SyncTaskQueueError, TaskQueue, ValidationError
 from sitq_core import hookimpl
 from sitq_core.models import Task
 from sitq_core.plugins import get_plugin_manager
 
 import sitq_test_tasks as tasks
+from sitq_test_helpers import wait_until_sync
 
 _WAL_HEADER = 32
 _FRAME = 24 + 4096  # frame header + one page (the default page size)
@@ -172,3 +177,109 @@ def test_a_duplicate_id_through_the_blocking_path_is_a_validation_error(tmp_path
             backend.enqueue_blocking(task("same"))
         assert info.value.parameter == "tasks"
         assert [t.id for t in queue.list_tasks()] == ["same"]
+
+
+@pytest.mark.asyncio
+async def test_a_store_failure_reaches_the_whole_group_after_one_busy_timeout(tmp_path: Path) -> None:
+    path = tmp_path / "held.db"
+    backend = SQLiteBackend(path, busy_timeout=0.2)
+    await backend.connect()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process keeps the write lock far longer than busy_timeout
+    try:
+        began = time.monotonic()
+        outcomes = await asyncio.gather(*(backend.enqueue(task(f"t{i}")) for i in range(20)), return_exceptions=True)
+        elapsed = time.monotonic() - began
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert all(isinstance(outcome, BackendError) for outcome in outcomes), outcomes
+    # one wait for the whole group, not one per caller (that would be 20 x 0.2 s)
+    assert elapsed < 1.5, f"{elapsed:.1f} s"
+    assert await backend.list_tasks() == []
+    await backend.close()
+
+
+CLOSER = """
+import asyncio, sys, threading
+from sitq import SQLiteBackend, TaskQueue
+sys.path.insert(0, sys.argv[2])
+import sitq_test_tasks as tasks
+
+backend = SQLiteBackend(sys.argv[1])
+stop = threading.Event()
+
+def producer():
+    async def main():
+        queue = TaskQueue(backend)
+        while not stop.is_set():
+            await queue.enqueue(tasks.add, 1)
+    asyncio.run(main())
+
+thread = threading.Thread(target=producer)
+thread.start()
+
+async def closer():
+    for _ in range(30):
+        await asyncio.sleep(0.01)
+        await backend.close()
+
+asyncio.run(closer())
+stop.set()
+thread.join()
+print("survived")
+"""
+
+
+def test_closing_a_backend_while_another_thread_enqueues_is_safe(tmp_path: Path) -> None:
+    # The other thread's connection used to be closed under its running statement: a segfault.
+    here = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-c", CLOSER, str(tmp_path / "closing.db"), str(here)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0 and "survived" in done.stdout, (done.returncode, done.stderr[-2000:])
+
+
+def test_threads_that_end_give_their_connection_back(tmp_path: Path) -> None:
+    backend = SQLiteBackend(tmp_path / "threads.db")
+    with SyncTaskQueue(backend) as queue:
+        for n in range(100):  # one short-lived thread per request, as a threaded web server does
+            thread = threading.Thread(target=queue.enqueue, args=(tasks.add, n))
+            thread.start()
+            thread.join(10)
+        gc.collect()
+        assert queue.counts()["queued"] == 100
+        inline = backend._inline
+        assert inline is not None and inline.connection_count() <= 2  # this thread's, perhaps the loop's
+
+
+def test_close_from_another_thread_ends_every_waiting_and_arriving_call(tmp_path: Path) -> None:
+    queue = SyncTaskQueue(SQLiteBackend(tmp_path / "busy.db"))
+    queue.connect()
+    stop = threading.Event()
+    outcomes: dict[int, str] = {}
+    calls = [0]
+
+    def produce(k: int) -> None:
+        try:
+            while not stop.is_set():
+                queue.enqueue(tasks.add, k) if k % 2 else queue.counts()
+                calls[0] += 1
+            outcomes[k] = "stopped"
+        except SyncTaskQueueError as exc:
+            outcomes[k] = str(exc)
+
+    threads = [threading.Thread(target=produce, args=(k,), daemon=True) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    wait_until_sync(lambda: calls[0] >= 40)  # every thread is busy calling
+    queue.close()
+    stop.set()
+    for thread in threads:
+        thread.join(10)
+    assert not any(thread.is_alive() for thread in threads), "a call kept waiting on the closed queue"
+    assert all(o == "stopped" or "closed by another thread" in o for o in outcomes.values()), outcomes
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("sitq-sync-loop")]

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Callable, Coroutine, Iterable, Iterator
-from concurrent.futures import CancelledError, Future
+from concurrent.futures import CancelledError, Future, InvalidStateError
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -45,6 +45,12 @@ def _refuse_running_loop(operation: str) -> None:
     )
 
 
+def _closed(operation: str, task_id: str | None) -> SyncTaskQueueError:
+    return SyncTaskQueueError(
+        f"{operation} was interrupted: the queue was closed by another thread", task_id=task_id, operation=operation
+    )
+
+
 class SyncTaskQueue:
     """Blocking version of :class:`TaskQueue`; use ``with SyncTaskQueue(backend) as q:``."""
 
@@ -54,6 +60,8 @@ class SyncTaskQueue:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._calls: set[asyncio.Task[Any]] = set()  # calls running on the private loop
+        self._futures: set[Future[Any]] = set()  # calls other threads wait on (guarded by _lock)
+        self._closing = False  # close() is under way: new calls are refused, waiting ones ended
         self._enqueues = 0  # enqueues in progress: the blocking path is taken only by a caller alone
 
     @property
@@ -84,24 +92,36 @@ class SyncTaskQueue:
                 self._loop, self._thread = loop, thread
             return self._loop
 
-    def _run(self, operation: str, make: Callable[[], Coroutine[Any, Any, T]], task_id: str | None = None) -> T:
+    def _run(
+        self,
+        operation: str,
+        make: Callable[[], Coroutine[Any, Any, T]],
+        task_id: str | None = None,
+        *,
+        closing: bool = False,
+    ) -> T:
         _refuse_running_loop(operation)
+        if self._closing and not closing:
+            raise _closed(operation, task_id)
         loop = self._ensure_loop()
-        future: Future[T] = asyncio.run_coroutine_threadsafe(self._tracked(make), loop)
+        future: Future[T] = asyncio.run_coroutine_threadsafe(self._tracked(make, closing=closing), loop)
+        with self._lock:
+            self._futures.add(future)
         try:
             with self._errors(operation, task_id):
                 return future.result()
         except SyncTaskQueueError as exc:
             if isinstance(exc.cause, CancelledError):  # close() from another thread ended the call
-                raise SyncTaskQueueError(
-                    f"{operation} was interrupted: the queue was closed by another thread",
-                    task_id=task_id,
-                    operation=operation,
-                ) from None
+                raise _closed(operation, task_id) from None
             raise
+        finally:
+            with self._lock:
+                self._futures.discard(future)
 
-    async def _tracked(self, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    async def _tracked(self, make: Callable[[], Coroutine[Any, Any, T]], *, closing: bool) -> T:
         """Run one call on the private loop, known to ``close()`` so it can end it."""
+        if self._closing and not closing:  # it reached the loop after close() began: it must not reopen
+            raise asyncio.CancelledError
         task = asyncio.current_task()
         assert task is not None
         self._calls.add(task)
@@ -133,7 +153,7 @@ class SyncTaskQueue:
             alone = self._enqueues == 0
             self._enqueues += 1
         try:
-            if alone and self._loop is not None:
+            if alone and self._loop is not None and not self._closing:
                 with self._errors(operation, None):
                     task_id = producer._store_blocking(task)
                 if task_id is not None:
@@ -174,8 +194,9 @@ class SyncTaskQueue:
         if self._loop is None or self._loop.is_closed():
             return
         _refuse_running_loop("close")
+        self._closing = True
         try:
-            self._run("close", self._close_on_loop)
+            self._run("close", self._close_on_loop, closing=True)
         finally:
             loop, thread = self._loop, self._thread
             loop.call_soon_threadsafe(loop.stop)
@@ -183,6 +204,12 @@ class SyncTaskQueue:
                 thread.join(timeout=10)
             if not loop.is_running():
                 loop.close()
+            with self._lock:  # calls that never got to run on the stopped loop: end their wait
+                stranded = [future for future in self._futures if not future.done()]
+            for future in stranded:
+                with contextlib.suppress(InvalidStateError):
+                    future.set_exception(CancelledError())
+            self._closing = False  # the next call opens the queue again
 
     def __enter__(self) -> Self:
         _refuse_running_loop("__enter__")

@@ -10,9 +10,11 @@ group is written one loop turn later, after every ready coroutine has had
 the chance to add its task, as one transaction. While a group is being
 written, later callers form the next group.
 
-Each caller still gets its own outcome: when a group's transaction fails
-(a duplicate id, a backend error), its tasks are written again one by one so
-that each caller sees the error of its own task and nothing else. A caller
+Each caller still gets its own outcome: when a group is refused for one
+task's sake (a duplicate id), its tasks are written again one by one so that
+each caller sees the error of its own task and nothing else. A failure of the
+store itself (locked past ``busy_timeout``, a disk error) reaches every caller
+of the group at once, after one ``busy_timeout``, not one per caller. A caller
 cancelled before its group is written is left out of it; one cancelled
 while the group is being written may find its task stored (as after a
 cancelled network call to any queue).
@@ -24,6 +26,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
+from sitq_core.errors import ValidationError
 from sitq_core.models import Task
 
 __all__ = ["GroupCommit", "others_ready"]
@@ -91,8 +94,13 @@ class GroupCommit:
             except asyncio.CancelledError:
                 _cancel(group)
                 raise
-            except Exception:
-                log.debug("sitq.sqlite: a group of %d enqueues failed; writing them one by one", len(group))
+            except ValidationError:  # one task's own fault (its id is taken): find whose, one by one
+                log.debug("sitq.sqlite: a group of %d enqueues was refused; writing them one by one", len(group))
+            except Exception as exc:  # the store's fault (locked past busy_timeout, I/O): the same for all
+                for _task, future in group:
+                    if not future.done():
+                        future.set_exception(exc)
+                return
             else:
                 for (_task, future), task_id in zip(group, ids, strict=True):
                     if not future.done():

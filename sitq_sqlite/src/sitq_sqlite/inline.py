@@ -28,6 +28,7 @@ import random
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -61,7 +62,7 @@ class InlinePath:
         self._cooldown = cooldown
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._connections: list[sqlite3.Connection] = []
+        self._slots: weakref.WeakSet[_Slot] = weakref.WeakSet()  # one per thread that has a connection
         self._generation = 0
         self._paused_until = 0.0
         self._average = 0.0  # seconds; moving average of inline call durations
@@ -70,20 +71,11 @@ class InlinePath:
         """Run ``fn`` now on this thread's connection, or raise :class:`Fallback`."""
         if time.monotonic() < self._paused_until:
             raise Fallback
-        conn = self._connection()
-        began = time.perf_counter()
-        while True:
-            try:
-                result = write_transaction(conn, fn) if write else fn(conn)
-                break
-            except sqlite3.OperationalError as exc:
-                if conn.in_transaction:
-                    conn.rollback()
-                if not is_busy(exc):
-                    raise
-                if time.perf_counter() - began >= self._busy_wait:
-                    raise Fallback from exc
-                time.sleep(random.uniform(0.00002, 0.0001))
+        slot = self._slot()
+        with slot.lock:  # close_all() from another thread waits for the call to end
+            if slot.closed:  # close_all() came between taking the slot and locking it
+                raise Fallback
+            result, began = self._run_on(slot.conn, fn, write=write)
         elapsed = time.perf_counter() - began
         self._average += (elapsed - self._average) * _SMOOTHING
         if self._average > self._budget:
@@ -96,6 +88,23 @@ class InlinePath:
             self._average = 0.0
         return result
 
+    def _run_on(
+        self, conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T], *, write: bool
+    ) -> tuple[T, float]:
+        """``fn`` on ``conn``, waiting out a busy lock for at most ``busy_wait``; returns it and its start time."""
+        began = time.perf_counter()
+        while True:
+            try:
+                return (write_transaction(conn, fn) if write else fn(conn)), began
+            except sqlite3.OperationalError as exc:
+                if conn.in_transaction:
+                    conn.rollback()
+                if not is_busy(exc):
+                    raise
+                if time.perf_counter() - began >= self._busy_wait:
+                    raise Fallback from exc
+                time.sleep(random.uniform(0.00002, 0.0001))
+
     def execute(self, sql: str, parameters: Sequence[Any]) -> None:
         """Run one write statement as its own (autocommit) transaction, or raise :class:`Fallback`.
 
@@ -105,9 +114,11 @@ class InlinePath:
         """
         self.run(lambda conn: conn.execute(sql, parameters), write=False)
 
-    def _connection(self) -> sqlite3.Connection:
+    def _slot(self) -> _Slot:
+        """This thread's connection, opened on first use (and again after ``close_all``)."""
         local: Any = self._local
-        if getattr(local, "generation", None) != self._generation or local.conn is None:
+        slot: _Slot | None = getattr(local, "slot", None)
+        if slot is None or slot.generation != self._generation:
             try:
                 conn = self._opener()
             except sqlite3.OperationalError as exc:
@@ -116,21 +127,49 @@ class InlinePath:
                     raise Fallback from exc
                 raise
             with self._lock:
-                self._connections.append(conn)
-                local.conn, local.generation = conn, self._generation
-        conn_: sqlite3.Connection = local.conn
-        return conn_
+                slot = _Slot(conn, self._generation)
+                self._slots.add(slot)
+            # the thread's locals go when the thread ends: its connection is closed with them
+            weakref.finalize(slot, _close_quietly, conn)
+            local.slot = slot
+        return slot
 
     def close_all(self) -> None:
-        """Close every inline connection (threads open new ones on their next call)."""
+        """Close every inline connection (threads open new ones on their next call).
+
+        A connection in use by another thread is closed once that call ends:
+        closing it under a running statement would crash the process.
+        """
         with self._lock:
-            connections, self._connections = self._connections, []
+            slots = list(self._slots)
             self._generation += 1
-        for conn in connections:
-            try:
-                conn.close()
-            except sqlite3.Error:  # pragma: no cover - closing an idle connection does not fail
-                log.debug("closing an inline SQLite connection failed", exc_info=True)
+        for slot in slots:
+            with slot.lock:
+                slot.closed = True
+                _close_quietly(slot.conn)
+
+    def connection_count(self) -> int:
+        """How many threads hold an inline connection now (threads that ended have given theirs back)."""
+        return len(self._slots)
+
+
+class _Slot:
+    """One thread's inline connection, the lock held while it runs a call, and whether it was closed."""
+
+    __slots__ = ("__weakref__", "closed", "conn", "generation", "lock")
+
+    def __init__(self, conn: sqlite3.Connection, generation: int) -> None:
+        self.conn = conn
+        self.generation = generation
+        self.lock = threading.Lock()
+        self.closed = False
+
+
+def _close_quietly(conn: sqlite3.Connection) -> None:
+    try:
+        conn.close()
+    except sqlite3.Error:  # pragma: no cover - closing an idle connection does not fail
+        log.debug("closing an inline SQLite connection failed", exc_info=True)
 
 
 def write_transaction(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], T]) -> T:
