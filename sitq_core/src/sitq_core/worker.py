@@ -241,6 +241,7 @@ class Worker:
         self._fairness: asyncio.Task[None] | None = None  # gives back prefetched tasks when runs turn slow
         self._last_start = time.monotonic()  # when a task last started (any thread)
         self._wake: asyncio.Event | None = None
+        self._reserved_more = asyncio.Event()  # set when tasks are reserved (the heartbeat watches them)
         self._closing = False
         self._fatal: BaseException | None = None
         self._background: set[asyncio.Future[None]] = set()
@@ -292,6 +293,7 @@ class Worker:
         self._running = True
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
+        self._reserved_more = asyncio.Event()  # set when tasks are reserved (the heartbeat watches them)
         self._stopped = asyncio.Event()
         self._outcomes.clear()
         self._closing = False
@@ -542,6 +544,8 @@ class Worker:
             running = _Running(item)
             self._held[item.id] = running
             self._waiting.append(running)
+        if reserved:
+            self._reserved_more.set()
         if self._stopping is not None and self._stopping.is_set():
             await self._release_waiting()  # reserved while stopping: give them straight back
         else:
@@ -1150,7 +1154,14 @@ class Worker:
         interval = max(self.lease_timeout / 3.0, 0.01)
         renew_at = time.monotonic() + interval
         while True:
-            await asyncio.sleep(max(0.0, min(renew_at, time.monotonic() + _CANCEL_CHECK) - time.monotonic()))
+            if any(r.started_at is None and not r.settled for r in self._held.values()):
+                await asyncio.sleep(max(0.0, min(renew_at, time.monotonic() + _CANCEL_CHECK) - time.monotonic()))
+            else:  # nothing waits to start: sleep to the renewal, or until tasks are reserved
+                self._reserved_more.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._reserved_more.wait(), max(0.0, renew_at - time.monotonic()))
+                if time.monotonic() < renew_at:
+                    continue
             now = time.monotonic()
             if now >= renew_at:
                 renew_at = now + interval
