@@ -86,3 +86,19 @@ async def test_the_socket_directory_form_connects(pg_dsn: str, pg_schema: str) -
     async with sitq.connect(url) as queue:
         task_id = await queue.enqueue(tasks.add, 1)
         assert (await queue.get_task(task_id)) is not None
+
+
+def test_libpq_connect_timeout_is_the_backends_own() -> None:
+    keyword = PostgresBackend("host=db user=u dbname=app connect_timeout=3")
+    assert (keyword.dsn, keyword.connect_timeout) == ("postgresql://?host=db&user=u&dbname=app", 3.0)
+    url = PostgresBackend("postgresql:///app?host=/tmp&connect_timeout=4")
+    assert (url.dsn, url.connect_timeout) == ("postgresql:///app?host=%2Ftmp", 4.0)
+    explicit = PostgresBackend("host=db connect_timeout=3", connect_timeout=7)
+    assert explicit.connect_timeout == 7.0  # the argument wins over the dsn
+
+
+@pytest.mark.parametrize("dsn", ["host=db keepalives=1", "postgresql://u@db/app?options=-c%20x%3D1"])
+def test_libpq_parameters_asyncpg_cannot_use_are_refused_by_name(dsn: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        PostgresBackend(dsn)
+    assert info.value.parameter in {"keepalives", "options"} and "not supported by asyncpg" in str(info.value)

@@ -283,3 +283,53 @@ def test_close_from_another_thread_ends_every_waiting_and_arriving_call(tmp_path
     assert not any(thread.is_alive() for thread in threads), "a call kept waiting on the closed queue"
     assert all(o == "stopped" or "closed by another thread" in o for o in outcomes.values()), outcomes
     assert not [t.name for t in threading.enumerate() if t.name.startswith("sitq-sync-loop")]
+
+
+@pytest.mark.asyncio
+async def test_close_writes_a_pending_group_and_keeps_the_backend_closed(tmp_path: Path) -> None:
+    path = tmp_path / "pending.db"
+    backend = SQLiteBackend(path)
+    queue = TaskQueue(backend)
+    await queue.connect()
+    callers = [asyncio.create_task(queue.enqueue(tasks.add, i)) for i in range(50)]
+    await asyncio.sleep(0)  # every caller has joined the group; it is not written yet
+    await queue.close()
+    ids = await asyncio.gather(*callers)
+    assert len(set(ids)) == 50
+    assert backend._db is None, "the group reopened the backend after close()"
+    with sqlite3.connect(path) as check:
+        assert check.execute("SELECT count(*) FROM tasks").fetchone()[0] == 50
+
+
+@pytest.mark.asyncio
+async def test_a_caller_cancelled_while_the_first_connect_runs_cancels_only_itself(tmp_path: Path) -> None:
+    queue = TaskQueue(SQLiteBackend(tmp_path / "first.db"))  # not connected: the first enqueue connects
+    callers = [asyncio.create_task(queue.enqueue(tasks.add, i)) for i in range(20)]
+    await asyncio.sleep(0)
+    callers[0].cancel()  # the one that started the connect
+    outcomes = await asyncio.gather(*callers, return_exceptions=True)
+    assert isinstance(outcomes[0], asyncio.CancelledError)
+    assert all(isinstance(outcome, str) for outcome in outcomes[1:]), outcomes
+    assert (await queue.counts())["queued"] == 19
+    await queue.close()
+
+
+def test_close_from_another_thread_lets_a_running_write_finish(tmp_path: Path) -> None:
+    queue = SyncTaskQueue(SQLiteBackend(tmp_path / "write.db"))
+    queue.connect()
+    outcome: list[object] = []
+
+    def produce() -> None:
+        try:
+            outcome.append(queue.enqueue_many([(tasks.add, (i,)) for i in range(60_000)]))
+        except SyncTaskQueueError as exc:
+            outcome.append(exc)
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    wait_until_sync(lambda: bool(queue._calls) or bool(outcome))  # the batch is being written
+    queue.close()
+    producer.join(60)
+    assert len(outcome) == 1 and isinstance(outcome[0], list) and len(outcome[0]) == 60_000, outcome[:1]
+    with sqlite3.connect(tmp_path / "write.db") as check:
+        assert check.execute("SELECT count(*) FROM tasks").fetchone()[0] == 60_000

@@ -58,8 +58,8 @@ class SyncTaskQueue:
         self._queue = TaskQueue(backend, serializer)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-        self._calls: set[asyncio.Task[Any]] = set()  # calls running on the private loop
+        self._lock = threading.RLock()  # guards the loop, _futures and _closing
+        self._calls: dict[asyncio.Task[Any], bool] = {}  # calls running on the private loop -> may wait forever
         self._futures: set[Future[Any]] = set()  # calls other threads wait on (guarded by _lock)
         self._closing = False  # close() is under way: new calls are refused, waiting ones ended
         self._enqueues = 0  # enqueues in progress: the blocking path is taken only by a caller alone
@@ -99,13 +99,15 @@ class SyncTaskQueue:
         task_id: str | None = None,
         *,
         closing: bool = False,
+        waits: bool = False,
     ) -> T:
         _refuse_running_loop(operation)
-        if self._closing and not closing:
-            raise _closed(operation, task_id)
-        loop = self._ensure_loop()
-        future: Future[T] = asyncio.run_coroutine_threadsafe(self._tracked(make, closing=closing), loop)
-        with self._lock:
+        with self._lock:  # close() sweeps _futures under the same lock: no call slips between the two
+            if self._closing and not closing:
+                raise _closed(operation, task_id)
+            loop = self._ensure_loop()
+            coroutine = self._tracked(make, closing=closing, waits=waits)
+            future: Future[T] = asyncio.run_coroutine_threadsafe(coroutine, loop)
             self._futures.add(future)
         try:
             with self._errors(operation, task_id):
@@ -118,24 +120,29 @@ class SyncTaskQueue:
             with self._lock:
                 self._futures.discard(future)
 
-    async def _tracked(self, make: Callable[[], Coroutine[Any, Any, T]], *, closing: bool) -> T:
-        """Run one call on the private loop, known to ``close()`` so it can end it."""
+    async def _tracked(self, make: Callable[[], Coroutine[Any, Any, T]], *, closing: bool, waits: bool) -> T:
+        """Run one call on the private loop, known to ``close()``; ``waits``: it may wait without end."""
         if self._closing and not closing:  # it reached the loop after close() began: it must not reopen
             raise asyncio.CancelledError
         task = asyncio.current_task()
         assert task is not None
-        self._calls.add(task)
+        self._calls[task] = waits
         try:
             return await make()
         finally:
-            self._calls.discard(task)
+            del self._calls[task]
 
     async def _close_on_loop(self) -> None:
-        """End the calls other threads still wait on (their ``get_result`` would hang), then close."""
+        """End the waits of other threads (a ``get_result`` could hang), let their writes finish, then close.
+
+        A write is never cut off: it may already be committed, and its caller
+        must get its real outcome, not an error that invites a duplicate.
+        """
         current = asyncio.current_task()
-        others = [task for task in self._calls if task is not current]
-        for task in others:
-            task.cancel()
+        others = {task: waits for task, waits in self._calls.items() if task is not current}
+        for task, waits in others.items():
+            if waits:
+                task.cancel()
         await asyncio.gather(*others, return_exceptions=True)
         await self._queue.close()
 
@@ -194,7 +201,8 @@ class SyncTaskQueue:
         if self._loop is None or self._loop.is_closed():
             return
         _refuse_running_loop("close")
-        self._closing = True
+        with self._lock:
+            self._closing = True
         try:
             self._run("close", self._close_on_loop, closing=True)
         finally:
@@ -205,11 +213,10 @@ class SyncTaskQueue:
             if not loop.is_running():
                 loop.close()
             with self._lock:  # calls that never got to run on the stopped loop: end their wait
-                stranded = [future for future in self._futures if not future.done()]
-            for future in stranded:
-                with contextlib.suppress(InvalidStateError):
-                    future.set_exception(CancelledError())
-            self._closing = False  # the next call opens the queue again
+                for future in [future for future in self._futures if not future.done()]:
+                    with contextlib.suppress(InvalidStateError):
+                        future.set_exception(CancelledError())
+                self._closing = False  # the next call opens the queue again
 
     def __enter__(self) -> Self:
         _refuse_running_loop("__enter__")
@@ -249,14 +256,14 @@ class SyncTaskQueue:
         (``.traceback`` holds the task's traceback); a cancelled one raises
         :class:`TaskCancelledError`.
         """
-        result = self._run("get_result", lambda: self._queue.get_result(task_id, timeout), task_id)
+        result = self._run("get_result", lambda: self._queue.get_result(task_id, timeout), task_id, waits=True)
         if result is None:
             return None
         return self._value_of(result)
 
     def get_result_record(self, task_id: str, timeout: float | None = None) -> Result | None:
         """The full :class:`Result` record (status, times, attempts) instead of the value."""
-        return self._run("get_result", lambda: self._queue.get_result(task_id, timeout), task_id)
+        return self._run("get_result", lambda: self._queue.get_result(task_id, timeout), task_id, waits=True)
 
     def _value_of(self, result: Result) -> Any:
         if result.status == "success":

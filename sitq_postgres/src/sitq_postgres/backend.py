@@ -35,7 +35,7 @@ from sitq_core.notify import record_mark, safety_pauses, take_mark
 from sitq_core.urls import BackendURL
 
 from .coalesce import ResultReads
-from .keywords import is_keyword_dsn, keyword_dsn_to_url
+from .keywords import prepared_dsn
 from .schema import SCHEMA_VERSION, Statements, valid_schema
 
 __all__ = ["PostgresBackend"]
@@ -89,7 +89,8 @@ Connection: TypeAlias = Any  # asyncpg.Connection (asyncpg ships no type informa
 Pool: TypeAlias = Any  # Pool
 
 
-_OWN_OPTIONS = ("schema", "min_connections", "max_connections", "connect_timeout")
+_OWN_OPTIONS = ("schema", "min_connections", "max_connections")
+_DEFAULT_CONNECT_TIMEOUT = 10.0
 
 
 def _refuse_own_options_in(dsn: str | None) -> None:
@@ -131,7 +132,7 @@ class PostgresBackend(Backend):
         schema: str = "sitq",
         min_connections: int = 1,
         max_connections: int = 10,
-        connect_timeout: float = 10.0,
+        connect_timeout: float = _DEFAULT_CONNECT_TIMEOUT,
     ) -> None:
         if dsn is not None and not isinstance(dsn, str):
             raise ValidationError(f"dsn must be a string or None, got {type(dsn).__name__}", parameter="dsn", value=dsn)
@@ -142,6 +143,8 @@ class PostgresBackend(Backend):
             raise ValidationError(
                 "min_connections must not exceed max_connections", parameter="min_connections", value=min_connections
             )
+        # asyncpg reads URLs only (a key=value string becomes one); libpq's connect_timeout in it is ours
+        dsn, connect_timeout = prepared_dsn(dsn, connect_timeout, default_timeout=_DEFAULT_CONNECT_TIMEOUT)
         if (
             isinstance(connect_timeout, bool)
             or not isinstance(connect_timeout, int | float)
@@ -152,8 +155,7 @@ class PostgresBackend(Backend):
                 parameter="connect_timeout",
                 value=connect_timeout,
             )
-        # asyncpg reads URLs only: a libpq key=value string becomes the equivalent URL
-        self.dsn = keyword_dsn_to_url(dsn) if dsn is not None and is_keyword_dsn(dsn) else dsn
+        self.dsn = dsn
         _refuse_own_options_in(self.dsn)
         self.schema = valid_schema(schema)
         self.min_connections = min_connections

@@ -11,11 +11,71 @@ backslash escapes the next character (``\\'`` or ``\\\\``).
 
 from __future__ import annotations
 
-from urllib.parse import quote, urlencode
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
-from sitq_core.errors import ValidationError
+from sitq_core.errors import ConfigurationError, ValidationError
 
-__all__ = ["is_keyword_dsn", "keyword_dsn_to_url"]
+__all__ = ["is_keyword_dsn", "keyword_dsn_to_url", "prepared_dsn"]
+
+#: libpq connection parameters that asyncpg does not understand (it would send them to the server
+#: as settings, which fails at connect time with 'unrecognized configuration parameter').
+UNSUPPORTED = frozenset(
+    {
+        "channel_binding",
+        "fallback_application_name",
+        "gssencmode",
+        "hostaddr",
+        "keepalives",
+        "keepalives_count",
+        "keepalives_idle",
+        "keepalives_interval",
+        "load_balance_hosts",
+        "options",
+        "replication",
+        "requiressl",
+        "sslcompression",
+        "tcp_user_timeout",
+    }
+)
+
+
+def prepared_dsn(dsn: str | None, connect_timeout: float, *, default_timeout: float) -> tuple[str | None, float]:
+    """The dsn as asyncpg takes it, and the connect timeout to use.
+
+    A key=value string becomes a URL. libpq's own ``connect_timeout`` (in
+    either form) means what sitq's does: it is taken out of the dsn and used
+    unless ``connect_timeout`` was given another value than the default.
+    Parameters asyncpg cannot use raise ``ConfigurationError`` naming them.
+    """
+    if dsn is None:
+        return None, connect_timeout
+    if is_keyword_dsn(dsn):
+        dsn = keyword_dsn_to_url(dsn)
+    if "://" not in dsn:
+        return dsn, connect_timeout
+    parts = urlsplit(dsn)
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    for key, _value in pairs:
+        if key in UNSUPPORTED:
+            raise ConfigurationError(
+                f"libpq parameter {key!r} is not supported by asyncpg, the driver sitq uses; leave it out of the dsn",
+                parameter=key,
+            )
+    timeouts = [value for key, value in pairs if key == "connect_timeout"]
+    if not timeouts:
+        return dsn, connect_timeout
+    if connect_timeout == default_timeout:
+        try:
+            connect_timeout = float(timeouts[-1])
+        except ValueError:
+            raise ValidationError(
+                f"connect_timeout in the dsn must be a number of seconds, got {timeouts[-1]!r}",
+                parameter="connect_timeout",
+                value=timeouts[-1],
+            ) from None
+    rest = urlencode([(key, value) for key, value in pairs if key != "connect_timeout"], quote_via=quote)
+    base = dsn.split("?", 1)[0]  # (not urlunsplit: it drops the '//' of a URL without a host)
+    return base + (f"?{rest}" if rest else ""), connect_timeout
 
 
 def is_keyword_dsn(dsn: str) -> bool:

@@ -305,21 +305,29 @@ class SQLiteBackend(Backend):
                 self._connecting = ThreadFuture()
             pending = self._connecting
             assert pending is not None
-        if not owner:
-            return await asyncio.wrap_future(pending)
-        try:
-            db = await self._open()
-        except BaseException as exc:
-            with self._lock:
-                self._connecting = None
-            pending.set_exception(exc)
-            pending.exception()  # mark retrieved: the owner raises it
-            raise
+        if owner:
+            # its own task: a caller cancelled while it waits must not cancel the connect that the
+            # other callers wait for too
+            opening = asyncio.ensure_future(self._open())
+            opening.add_done_callback(functools.partial(self._opened, pending))
+        return await asyncio.shield(asyncio.wrap_future(pending))
+
+    def _opened(self, pending: ThreadFuture[DbThread], opening: asyncio.Future[DbThread]) -> None:
+        """Publish the outcome of a connect to everyone waiting for it."""
         with self._lock:
-            self._db = db
             self._connecting = None
-        pending.set_result(db)
-        return db
+            if opening.cancelled():  # the event loop is shutting down
+                pending.set_exception(
+                    ConnectionError(f"connecting to {self.path!r} was cancelled", backend_type="sqlite")
+                )
+                return
+            error = opening.exception()
+            if error is None:
+                self._db = opening.result()
+        if error is not None:
+            pending.set_exception(error)
+        else:
+            pending.set_result(opening.result())
 
     async def _open(self) -> DbThread:
         if not self.is_memory:
@@ -420,6 +428,9 @@ class SQLiteBackend(Backend):
         return await asyncio.to_thread(_holds_sitq_tables, self.path)
 
     async def close(self) -> None:
+        group = self._groups.get(asyncio.get_running_loop())
+        if group is not None:  # enqueues already waiting for their group are written first
+            await group.settle()
         with self._lock:
             db, self._db = self._db, None
             watcher, self._watcher = self._watcher, None

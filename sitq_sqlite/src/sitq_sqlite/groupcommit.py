@@ -63,6 +63,12 @@ class GroupCommit:
         """True while a group waits or is being written: later enqueues must queue behind it."""
         return self._writer is not None
 
+    async def settle(self) -> None:
+        """Wait until the groups pending now are written (``close()`` must not strand them)."""
+        writer = self._writer
+        if writer is not None and writer is not asyncio.current_task():
+            await asyncio.wait({writer})
+
     async def submit(self, task: Task) -> str:
         """Add ``task`` to the next group and return its id once that group is committed."""
         loop = asyncio.get_running_loop()
