@@ -102,3 +102,8 @@ def test_libpq_parameters_asyncpg_cannot_use_are_refused_by_name(dsn: str) -> No
     with pytest.raises(ConfigurationError) as info:
         PostgresBackend(dsn)
     assert info.value.parameter in {"keepalives", "options"} and "not supported by asyncpg" in str(info.value)
+
+
+@pytest.mark.parametrize("dsn", ["host=db connect_timeout=0", "postgresql://u@db/app?connect_timeout=-1"])
+def test_libpq_no_limit_connect_timeout_becomes_the_longest_allowed(dsn: str) -> None:
+    assert PostgresBackend(dsn).connect_timeout == 86_400.0

@@ -333,3 +333,88 @@ def test_close_from_another_thread_lets_a_running_write_finish(tmp_path: Path) -
     assert len(outcome) == 1 and isinstance(outcome[0], list) and len(outcome[0]) == 60_000, outcome[:1]
     with sqlite3.connect(tmp_path / "write.db") as check:
         assert check.execute("SELECT count(*) FROM tasks").fetchone()[0] == 60_000
+
+
+@pytest.mark.asyncio
+async def test_a_task_with_unstorable_text_fails_alone_in_its_group(tmp_path: Path) -> None:
+    queue = TaskQueue(SQLiteBackend(tmp_path / "text.db"))
+    await queue.connect()
+    bad = queue.with_options(queue_name="bad\ud800")  # a lone surrogate cannot be stored as UTF-8
+    outcomes = await asyncio.gather(
+        bad.enqueue(tasks.add, 0), *(queue.enqueue(tasks.add, i) for i in range(1, 6)), return_exceptions=True
+    )
+    assert isinstance(outcomes[0], Exception) and all(isinstance(o, str) for o in outcomes[1:]), outcomes
+    assert (await queue.counts())["queued"] == 5
+    await queue.close()
+
+
+def test_a_connect_given_up_by_its_caller_is_taken_over_by_a_waiter_on_another_loop(tmp_path: Path) -> None:
+    path = tmp_path / "taken-over.db"
+    SyncTaskQueue(SQLiteBackend(path)).close()
+    with SyncTaskQueue(SQLiteBackend(path)) as first:  # the file and its tables exist
+        first.counts()
+    locker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    locker.execute("BEGIN EXCLUSIVE")  # another process holds the file while the backend connects
+    backend = SQLiteBackend(path, busy_timeout=5)
+    outcomes: dict[str, str] = {}
+
+    def impatient() -> None:  # starts the connect, then gives up on it; its event loop ends
+        async def run() -> None:
+            await asyncio.wait_for(backend.connect(), 0.2)
+
+        try:
+            asyncio.run(run())
+            outcomes["impatient"] = "connected"
+        except TimeoutError:
+            outcomes["impatient"] = "gave up"
+
+    def patient() -> None:  # waits for that same connect, on its own loop
+        async def run() -> None:
+            await backend.connect()
+            await backend.close()
+
+        try:
+            asyncio.run(run())
+            outcomes["patient"] = "connected"
+        except Exception as exc:
+            outcomes["patient"] = repr(exc)
+
+    first_thread = threading.Thread(target=impatient)
+    first_thread.start()
+    wait_until_sync(lambda: backend._connecting is not None)
+    second_thread = threading.Thread(target=patient)
+    second_thread.start()
+    first_thread.join(10)
+    locker.execute("ROLLBACK")
+    locker.close()
+    second_thread.join(10)
+    assert outcomes == {"impatient": "gave up", "patient": "connected"}
+
+
+def _close_twice_at_once(queue: SyncTaskQueue) -> list[BaseException]:
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def closer() -> None:
+        barrier.wait(10)
+        try:
+            queue.close()
+        except BaseException as exc:
+            errors.append(exc)
+
+    closers = [threading.Thread(target=closer) for _ in range(2)]
+    for thread in closers:
+        thread.start()
+    for thread in closers:
+        thread.join(30)
+    assert not any(thread.is_alive() for thread in closers)
+    return errors
+
+
+def test_close_from_two_threads_at_once_closes_once(tmp_path: Path) -> None:
+    for round_ in range(10):
+        queue = SyncTaskQueue(SQLiteBackend(tmp_path / f"twice-{round_}.db"))
+        queue.enqueue(tasks.add, 1)
+        assert _close_twice_at_once(queue) == []
+        assert queue.counts()["queued"] == 1  # and it opens again afterwards
+        queue.close()

@@ -62,6 +62,7 @@ class SyncTaskQueue:
         self._calls: dict[asyncio.Task[Any], bool] = {}  # calls running on the private loop -> may wait forever
         self._futures: set[Future[Any]] = set()  # calls other threads wait on (guarded by _lock)
         self._closing = False  # close() is under way: new calls are refused, waiting ones ended
+        self._closed_event: threading.Event | None = None  # set when the close under way has finished
         self._enqueues = 0  # enqueues in progress: the blocking path is taken only by a caller alone
 
     @property
@@ -197,12 +198,21 @@ class SyncTaskQueue:
         self._run("connect", self._queue.connect)
 
     def close(self) -> None:
-        """Close the backend and stop the private loop thread."""
-        if self._loop is None or self._loop.is_closed():
-            return
+        """Close the backend and stop the private loop thread (a second caller waits for the first)."""
         _refuse_running_loop("close")
         with self._lock:
-            self._closing = True
+            if self._loop is None or self._loop.is_closed():
+                return
+            closed = self._closed_event
+            if closed is not None:  # another thread is closing: wait for it to finish
+                owner = False
+            else:
+                owner, closed = True, threading.Event()
+                self._closed_event = closed
+                self._closing = True
+        if not owner:
+            closed.wait()
+            return
         try:
             self._run("close", self._close_on_loop, closing=True)
         finally:
@@ -217,6 +227,8 @@ class SyncTaskQueue:
                     with contextlib.suppress(InvalidStateError):
                         future.set_exception(CancelledError())
                 self._closing = False  # the next call opens the queue again
+                self._closed_event = None
+            closed.set()
 
     def __enter__(self) -> Self:
         _refuse_running_loop("__enter__")

@@ -165,6 +165,10 @@ _YIELD_AFTER = 0.005  # seconds of back-to-back inline calls before the event lo
 _STREAK_GAP = 0.001  # a pause this long between inline calls starts a new streak
 
 
+class _ConnectAbandoned(Exception):
+    """The caller that was connecting was cancelled: the callers waiting for it try again."""
+
+
 class _Busy(Exception):
     """SQLITE_BUSY lasted longer than ``busy_timeout``."""
 
@@ -294,40 +298,43 @@ class SQLiteBackend(Backend):
         await self._ensure()
 
     async def _ensure(self) -> DbThread:
-        db = self._db
-        if db is not None:
-            return db
-        with self._lock:
-            if self._db is not None:
-                return self._db
-            owner = self._connecting is None
-            if owner:
-                self._connecting = ThreadFuture()
-            pending = self._connecting
-            assert pending is not None
-        if owner:
-            # its own task: a caller cancelled while it waits must not cancel the connect that the
-            # other callers wait for too
-            opening = asyncio.ensure_future(self._open())
-            opening.add_done_callback(functools.partial(self._opened, pending))
-        return await asyncio.shield(asyncio.wrap_future(pending))
+        """The connection thread, opened by the first caller; the others wait for that connect.
 
-    def _opened(self, pending: ThreadFuture[DbThread], opening: asyncio.Future[DbThread]) -> None:
-        """Publish the outcome of a connect to everyone waiting for it."""
-        with self._lock:
-            self._connecting = None
-            if opening.cancelled():  # the event loop is shutting down
-                pending.set_exception(
-                    ConnectionError(f"connecting to {self.path!r} was cancelled", backend_type="sqlite")
-                )
-                return
-            error = opening.exception()
-            if error is None:
-                self._db = opening.result()
-        if error is not None:
-            pending.set_exception(error)
-        else:
-            pending.set_result(opening.result())
+        A caller cancelled while it connects gives the connect up (its thread
+        is stopped); the callers waiting for it then try again themselves,
+        instead of all failing with the first caller's cancellation.
+        """
+        while True:
+            db = self._db
+            if db is not None:
+                return db
+            with self._lock:
+                if self._db is not None:
+                    return self._db
+                owner = self._connecting is None
+                if owner:
+                    self._connecting = ThreadFuture()
+                pending = self._connecting
+                assert pending is not None
+            if not owner:
+                waiter = asyncio.wrap_future(pending)
+                waiter.add_done_callback(_retrieve)  # read even when this waiter is cancelled meanwhile
+                try:
+                    return await asyncio.shield(waiter)
+                except _ConnectAbandoned:
+                    continue
+            try:
+                db = await self._open()
+            except BaseException as exc:
+                with self._lock:
+                    self._connecting = None
+                pending.set_exception(_ConnectAbandoned() if isinstance(exc, asyncio.CancelledError) else exc)
+                raise
+            with self._lock:
+                self._db = db
+                self._connecting = None
+            pending.set_result(db)
+            return db
 
     async def _open(self) -> DbThread:
         if not self.is_memory:
@@ -520,7 +527,7 @@ class SQLiteBackend(Backend):
         group = self._groups.get(loop)
         if (group is not None and group.busy) or others_ready(loop):
             if group is None:
-                group = self._groups[loop] = GroupCommit(self._enqueue_now, self._enqueue_group)
+                group = self._groups[loop] = GroupCommit(self._enqueue_now, self._enqueue_group, _store_failure)
             return await group.submit(task)
         return await self._enqueue_now(task)
 
@@ -1305,6 +1312,12 @@ def _claim_candidates(conn: sqlite3.Connection, queues: list[str] | None, now: i
 
 
 _Claim = tuple[Sequence[Any], str, int]  # (task row as updated by the claim, lease token, lease expiry us)
+
+
+def _store_failure(exc: Exception) -> bool:
+    """True when an enqueue failed for the store's sake (locked, I/O), not for one of its tasks."""
+    cause = exc.cause if isinstance(exc, BackendError) else exc
+    return isinstance(cause, _Busy | sqlite3.OperationalError)
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:

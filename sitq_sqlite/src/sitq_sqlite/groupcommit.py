@@ -26,7 +26,6 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
-from sitq_core.errors import ValidationError
 from sitq_core.models import Task
 
 __all__ = ["GroupCommit", "others_ready"]
@@ -52,9 +51,11 @@ class GroupCommit:
         self,
         write_one: Callable[[Task], Awaitable[str]],
         write_many: Callable[[Sequence[Task]], Awaitable[list[str]]],
+        store_failure: Callable[[Exception], bool],
     ) -> None:
         self._write_one = write_one
         self._write_many = write_many
+        self._store_failure = store_failure  # True: the store failed (same for every task), not one task
         self._pending: list[_Waiting] = []
         self._writer: asyncio.Task[None] | None = None
 
@@ -100,13 +101,14 @@ class GroupCommit:
             except asyncio.CancelledError:
                 _cancel(group)
                 raise
-            except ValidationError:  # one task's own fault (its id is taken): find whose, one by one
-                log.debug("sitq.sqlite: a group of %d enqueues was refused; writing them one by one", len(group))
-            except Exception as exc:  # the store's fault (locked past busy_timeout, I/O): the same for all
-                for _task, future in group:
-                    if not future.done():
-                        future.set_exception(exc)
-                return
+            except Exception as exc:
+                if not self._store_failure(exc):  # one task's own fault (a taken id, bad text): find whose
+                    log.debug("sitq.sqlite: a group of %d enqueues was refused; writing them one by one", len(group))
+                else:  # the store's fault (locked past busy_timeout, I/O): the same for every task
+                    for _task, future in group:
+                        if not future.done():
+                            future.set_exception(exc)
+                    return
             else:
                 for (_task, future), task_id in zip(group, ids, strict=True):
                     if not future.done():
