@@ -107,3 +107,10 @@ def test_libpq_parameters_asyncpg_cannot_use_are_refused_by_name(dsn: str) -> No
 @pytest.mark.parametrize("dsn", ["host=db connect_timeout=0", "postgresql://u@db/app?connect_timeout=-1"])
 def test_libpq_no_limit_connect_timeout_becomes_the_longest_allowed(dsn: str) -> None:
     assert PostgresBackend(dsn).connect_timeout == 86_400.0
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "soon"])
+def test_a_dsn_connect_timeout_that_is_not_a_finite_number_is_refused(value: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        PostgresBackend(f"host=db connect_timeout={value}")
+    assert info.value.parameter == "connect_timeout"

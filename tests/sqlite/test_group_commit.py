@@ -418,3 +418,54 @@ def test_close_from_two_threads_at_once_closes_once(tmp_path: Path) -> None:
         assert _close_twice_at_once(queue) == []
         assert queue.counts()["queued"] == 1  # and it opens again afterwards
         queue.close()
+
+
+def test_close_called_again_by_the_closing_thread_returns(tmp_path: Path) -> None:
+    """A signal handler that closes while its thread is already closing must not wait for itself."""
+    import signal
+
+    queue = SyncTaskQueue(SQLiteBackend(tmp_path / "reentrant.db"))
+    queue.enqueue(tasks.add, 1)
+    handled: list[str] = []
+
+    def on_signal(signum: int, frame: object) -> None:
+        queue.close()
+        handled.append("closed")
+
+    previous = signal.signal(signal.SIGUSR1, on_signal)
+    writer = threading.Thread(target=lambda: queue.enqueue_many([(tasks.add, (i,)) for i in range(40_000)]))
+    try:
+        writer.start()
+        wait_until_sync(lambda: bool(queue._calls))  # the batch is being written: close() will wait for it
+        threading.Timer(0.05, lambda: signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGUSR1)).start()
+        queue.close()  # the signal arrives while this waits for the running write
+        writer.join(60)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert handled == ["closed"]
+    assert queue.counts()["queued"] == 40_001
+    queue.close()
+
+
+def test_a_second_close_returns_only_when_the_first_has_finished(tmp_path: Path) -> None:
+    for round_ in range(30):
+        queue = SyncTaskQueue(SQLiteBackend(tmp_path / f"late-{round_ % 3}.db"))
+        queue.enqueue(tasks.add, 1)
+        loop = queue._loop
+        failures: list[str] = []
+
+        def second(queue: SyncTaskQueue = queue, loop: object = loop, failures: list[str] = failures) -> None:
+            while not getattr(loop, "is_closed", lambda: True)():  # arrive just as the first closes the loop
+                time.sleep(0)
+            queue.close()
+            try:
+                queue.counts()  # the first close has finished: this opens the queue again
+            except SyncTaskQueueError as exc:
+                failures.append(str(exc))
+
+        thread = threading.Thread(target=second)
+        thread.start()
+        queue.close()
+        thread.join(30)
+        queue.close()
+        assert failures == []

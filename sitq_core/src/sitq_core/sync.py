@@ -63,6 +63,7 @@ class SyncTaskQueue:
         self._futures: set[Future[Any]] = set()  # calls other threads wait on (guarded by _lock)
         self._closing = False  # close() is under way: new calls are refused, waiting ones ended
         self._closed_event: threading.Event | None = None  # set when the close under way has finished
+        self._closer: int | None = None  # the thread running that close
         self._enqueues = 0  # enqueues in progress: the blocking path is taken only by a caller alone
 
     @property
@@ -201,22 +202,25 @@ class SyncTaskQueue:
         """Close the backend and stop the private loop thread (a second caller waits for the first)."""
         _refuse_running_loop("close")
         with self._lock:
-            if self._loop is None or self._loop.is_closed():
-                return
             closed = self._closed_event
-            if closed is not None:  # another thread is closing: wait for it to finish
+            if closed is not None:  # a close is under way
+                if self._closer == threading.get_ident():
+                    return  # called again by the closing thread itself (a signal handler): it is closing
                 owner = False
+            elif self._loop is None or self._loop.is_closed():
+                return
             else:
                 owner, closed = True, threading.Event()
-                self._closed_event = closed
+                self._closed_event, self._closer = closed, threading.get_ident()
                 self._closing = True
         if not owner:
-            closed.wait()
+            closed.wait()  # another thread is closing: return once it has finished
             return
         try:
             self._run("close", self._close_on_loop, closing=True)
         finally:
             loop, thread = self._loop, self._thread
+            assert loop is not None  # checked when this close began
             loop.call_soon_threadsafe(loop.stop)
             if thread is not None:
                 thread.join(timeout=10)
@@ -227,7 +231,7 @@ class SyncTaskQueue:
                     with contextlib.suppress(InvalidStateError):
                         future.set_exception(CancelledError())
                 self._closing = False  # the next call opens the queue again
-                self._closed_event = None
+                self._closed_event, self._closer = None, None
             closed.set()
 
     def __enter__(self) -> Self:

@@ -11,6 +11,7 @@ backslash escapes the next character (``\\'`` or ``\\\\``).
 
 from __future__ import annotations
 
+import math
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from sitq_core.errors import ConfigurationError, ValidationError
@@ -75,6 +76,12 @@ def prepared_dsn(dsn: str | None, connect_timeout: float, *, default_timeout: fl
                 parameter="connect_timeout",
                 value=timeouts[-1],
             ) from None
+        if not math.isfinite(seconds):
+            raise ValidationError(
+                f"connect_timeout in the dsn must be a finite number of seconds, got {timeouts[-1]!r}",
+                parameter="connect_timeout",
+                value=timeouts[-1],
+            )
         connect_timeout = seconds if seconds > 0 else _NO_LIMIT  # libpq: 0 or less waits without end
     rest = urlencode([(key, value) for key, value in pairs if key != "connect_timeout"], quote_via=quote)
     base = dsn.split("?", 1)[0]  # (not urlunsplit: it drops the '//' of a URL without a host)
