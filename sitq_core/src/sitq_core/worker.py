@@ -1154,7 +1154,7 @@ class Worker:
         interval = max(self.lease_timeout / 3.0, 0.01)
         renew_at = time.monotonic() + interval
         while True:
-            if any(r.started_at is None and not r.settled for r in self._held.values()):
+            if self._has_unstarted():  # tasks wait for a slot: check them for cancel requests
                 await asyncio.sleep(max(0.0, min(renew_at, time.monotonic() + _CANCEL_CHECK) - time.monotonic()))
             else:  # nothing waits to start: sleep to the renewal, or until tasks are reserved
                 self._reserved_more.clear()
