@@ -77,6 +77,10 @@ def test_a_bad_host_list_names_the_url(url: str) -> None:
         "postgresql://u:TOPSECRET@a,b:bad/app",
         "postgresql://u:TOP@SECRET@db:bad/app",
         "postgresql://db:bad/app?sslpassword=TOPSECRET",
+        "postgresql://u:TOP#SECRET@db:bad/app",
+        "postgresql://u:TOP/SECRET@127.0.0.1:5432/app",  # unescaped '/': an "invalid port" that must not leak
+        "postgresql://u:TOP?SECRET@127.0.0.1:5432/app",
+        "postgresql://db:bad/app?sslpassword=TOP#SECRET",
     ],
 )
 def test_errors_about_a_url_never_echo_its_secrets(url: str) -> None:
@@ -84,3 +88,19 @@ def test_errors_about_a_url_never_echo_its_secrets(url: str) -> None:
         parse_backend_url(url)
     shown = f"{info.value} {info.value.context}"
     assert "SECRET" not in shown and "***" in shown, shown
+
+
+def test_a_hash_sign_is_an_ordinary_character_as_in_sqlalchemy() -> None:
+    # a backend URL has no fragment: '#' must not cut off the rest of the URL silently
+    assert parse_backend_url("sqlite:///jobs#2.db").database == "jobs#2.db"
+    url = parse_backend_url("postgresql://app:pa#ss@db:5432/app#x?schema=jobs&opt=a#b")
+    assert (url.password, url.host, url.port, url.database) == ("pa#ss", "db", 5432, "app#x")
+    assert url.query == {"schema": "jobs", "opt": "a#b"}
+    again = parse_backend_url(url.render(hide_password=False))
+    assert (again.password, again.database, again.query) == ("pa#ss", "app#x", url.query)
+
+
+def test_an_unclosed_ipv6_bracket_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match="malformed") as info:
+        parse_backend_url("postgresql://app@[::1/db")
+    assert info.value.parameter == "url"

@@ -58,8 +58,9 @@ class BackendURL:
         return self.render()
 
 
-_PASSWORD = re.compile(r"(://[^/?#@:]*:)[^/?#]*@")
-_QUERY_SECRET = re.compile(r"((?:^|[?&])[^=&#]*password[^=&#]*=)[^&#]*", re.IGNORECASE)
+# Up to the last '@': a password with an unescaped '/', '?' or '@' is still hidden (over-hiding is safe).
+_PASSWORD = re.compile(r"(://[^/?@:]*:).*@")
+_QUERY_SECRET = re.compile(r"((?:^|[?&])[^=&]*password[^=&]*=)[^&]*", re.IGNORECASE)
 
 
 def masked(url: str) -> str:
@@ -113,7 +114,14 @@ def parse_backend_url(url: str) -> BackendURL:
     scheme, _, driver = scheme_part.lower().partition("+")
     if not scheme:
         raise ConfigurationError(f"backend URL {shown!r} has no scheme", parameter="url", value=shown)
-    parts = urlsplit("x" + url[len(scheme_part) :])  # a neutral scheme keeps urlsplit generic
+    # A neutral scheme keeps urlsplit generic. '#' is an ordinary character here, as in SQLAlchemy's
+    # grammar (a backend URL has no fragment): 'jobs#2.db' names that file, 'pass#word' is the password.
+    try:
+        parts = urlsplit("x" + url[len(scheme_part) :].replace("#", "%23"))
+    except ValueError as exc:  # an unclosed '[' of an IPv6 host
+        raise ConfigurationError(
+            f"backend URL {shown!r} is malformed: {exc}", parameter="url", value=shown, cause=exc
+        ) from exc
     netloc, more_hosts = _split_hosts(shown, parts.netloc)
     if more_hosts:
         parts = parts._replace(netloc=netloc)
@@ -121,7 +129,11 @@ def parse_backend_url(url: str) -> BackendURL:
         port = parts.port
     except ValueError as exc:
         raise ConfigurationError(
-            f"backend URL {shown!r} has an invalid port", parameter="url", value=shown, cause=exc
+            f"backend URL {shown!r} has an invalid port (a password holding '/', '?' or '@' must be "
+            "percent-encoded: %2F, %3F, %40)",
+            parameter="url",
+            value=shown,
+            cause=exc,
         ) from exc
     path = parts.path
     database = unquote(path[1:]) if path.startswith("/") else (unquote(path) or None)
