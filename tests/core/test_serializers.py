@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import pickle
 
 import pytest
 
@@ -80,6 +81,45 @@ def test_msgpack_worker_side_refuses_unimportable_and_unlisted() -> None:
     assert only.loads_call(only.dumps_call(add, (1, 1), {}))[0] is add
     with pytest.raises(SerializationError, match="allowed_tasks"):
         only.loads_call(only.dumps(["os.path:join", ["a"], {}]))
+
+
+@pytest.mark.parametrize(
+    ("allowed", "says"),
+    [
+        ("json:dumps", "an iterable"),  # one string would become a set of its characters
+        (42, "an iterable"),
+        (["json.dumps"], "did you mean json:dumps"),  # a dotted path never matches 'module:function'
+        (["json:"], "'module:function'"),
+        (["no module:f"], "'module:function'"),
+        ([42], "got int 42"),
+        ([None], "got NoneType"),
+        ([lambda: 1], "lambda"),
+    ],
+)
+def test_msgpack_allowed_tasks_that_could_never_match_are_refused_up_front(allowed: object, says: str) -> None:
+    from sitq import ValidationError
+
+    with pytest.raises(ValidationError, match=says) as info:
+        MsgpackSerializer(allowed_tasks=allowed)  # type: ignore[arg-type]
+    assert info.value.parameter == "allowed_tasks"
+
+
+def test_msgpack_allowed_tasks_take_paths_and_functions_and_name_them_when_refusing() -> None:
+    only = MsgpackSerializer(allowed_tasks=["json:dumps", add, "os.path:join"])
+    assert only.allowed_tasks == frozenset({"json:dumps", f"{__name__}:add", "os.path:join"})
+    with pytest.raises(SerializationError, match=r"allowed_tasks \(.*json:dumps"):
+        only.loads_call(only.dumps(["json:loads", ["1"], {}]))
+
+
+@pytest.mark.parametrize("protocol", [99, "5", 2.0, True])
+def test_cloudpickle_protocol_is_checked_when_the_serializer_is_made(protocol: object) -> None:
+    from sitq import ValidationError
+
+    with pytest.raises(ValidationError, match="protocol") as info:
+        CloudpickleSerializer(protocol=protocol)  # type: ignore[arg-type]
+    assert info.value.parameter == "protocol"
+    assert CloudpickleSerializer(protocol=4).protocol == 4
+    assert CloudpickleSerializer(protocol=-1).protocol == pickle.HIGHEST_PROTOCOL  # as pickle reads it
 
 
 def test_unknown_serializer_lists_installed() -> None:

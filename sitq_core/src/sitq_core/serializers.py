@@ -15,10 +15,10 @@ import inspect
 import pickle
 import sys
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar
 
-from .errors import SerializationError
+from .errors import SerializationError, ValidationError
 from .task import is_importable_task, is_task_function
 
 __all__ = [
@@ -91,7 +91,14 @@ class CloudpickleSerializer(Serializer):
     content_type = "application/x-python-pickle"
 
     def __init__(self, protocol: int | None = None) -> None:
-        self.protocol = pickle.HIGHEST_PROTOCOL if protocol is None else protocol
+        if protocol is not None and (type(protocol) is not int or protocol > pickle.HIGHEST_PROTOCOL):  # not bool
+            raise ValidationError(
+                f"protocol must be None or an int up to {pickle.HIGHEST_PROTOCOL} (negative: the highest), "
+                f"got {protocol!r}",
+                parameter="protocol",
+                value=protocol,
+            )
+        self.protocol = pickle.HIGHEST_PROTOCOL if protocol is None or protocol < 0 else protocol
 
     def dumps_call(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
         """Serialise a call; plain data calls of importable functions skip cloudpickle's slow path.
@@ -166,9 +173,7 @@ class MsgpackSerializer(Serializer):
         self._msgpack = msgpack
         self.allowed_tasks: frozenset[str] | None = None
         if allowed_tasks is not None:
-            self.allowed_tasks = frozenset(
-                item if isinstance(item, str) else function_path(item) for item in allowed_tasks
-            )
+            self.allowed_tasks = frozenset(_allowed_paths(allowed_tasks))
 
     def dumps(self, obj: Any) -> bytes:
         try:
@@ -212,8 +217,9 @@ class MsgpackSerializer(Serializer):
             )
         path, args, kwargs = loaded
         if self.allowed_tasks is not None and path not in self.allowed_tasks:
+            shown = ", ".join(sorted(self.allowed_tasks)[:10]) + (", ..." if len(self.allowed_tasks) > 10 else "")
             raise SerializationError(
-                f"function {path!r} is not in this serializer's allowed_tasks",
+                f"function {path!r} is not in this serializer's allowed_tasks ({shown or 'empty'})",
                 operation="loads_call",
                 data_type=path,
             )
@@ -240,6 +246,11 @@ class MsgpackSerializer(Serializer):
                 data_type=type(value).__name__,
                 cause=exc,
             ) from exc
+
+    @staticmethod
+    def importable_path(func: Callable[..., Any]) -> str:
+        """``module:qualname`` of ``func``, refusing what the worker could not import back by that path."""
+        return MsgpackSerializer._importable_path(func)
 
     @staticmethod
     def _importable_path(func: Callable[..., Any]) -> str:
@@ -348,6 +359,41 @@ def _import_path(path: str) -> Callable[..., Any]:
             f"{path!r} is not a module-level function", operation="loads_call", data_type=type(target).__name__
         )
     return target
+
+
+def _allowed_paths(allowed_tasks: Any) -> Iterator[str]:
+    """The ``module:qualname`` paths of an ``allowed_tasks`` argument, refusing what could never match."""
+    if isinstance(allowed_tasks, str | bytes) or not isinstance(allowed_tasks, Iterable):
+        raise ValidationError(
+            "allowed_tasks must be an iterable of 'module:function' paths or functions "
+            f"(a list or set), got {type(allowed_tasks).__name__} {allowed_tasks!r}",
+            parameter="allowed_tasks",
+            value=allowed_tasks,
+        )
+    for item in allowed_tasks:
+        if isinstance(item, str):
+            module, colon, qualname = item.partition(":")
+            if not (colon and module and qualname and all(part.isidentifier() for part in module.split("."))):
+                hint = f" (did you mean {item.rpartition('.')[0]}:{item.rpartition('.')[2]}?)" if "." in item else ""
+                raise ValidationError(
+                    f"allowed_tasks entries are import paths 'module:function', got {item!r}{hint}",
+                    parameter="allowed_tasks",
+                    value=item,
+                )
+            yield item
+        elif callable(item):
+            try:
+                yield MsgpackSerializer.importable_path(item)
+            except SerializationError as exc:
+                raise ValidationError(
+                    f"allowed_tasks: {exc.message}", parameter="allowed_tasks", value=item, cause=exc
+                ) from exc
+        else:
+            raise ValidationError(
+                f"allowed_tasks entries are 'module:function' paths or functions, got {type(item).__name__} {item!r}",
+                parameter="allowed_tasks",
+                value=item,
+            )
 
 
 def _describe_unpackable(obj: Any) -> str:
