@@ -147,6 +147,40 @@ def test_disabling_one_side_settles_a_conflict(site: Path, monkeypatch: pytest.M
     assert {r.name: r.status for r in manager.plugin_records()}["one"] == "ok"
 
 
+def test_the_backends_command_marks_a_name_two_plugins_claim(site: Path) -> None:
+    import io
+    import json
+
+    from sitq_core.cli import main
+
+    make_dist(site, "acme-one", "one", "acme_one_plugin_c", GOOD_BACKEND.format(name="twin"))
+    make_dist(site, "acme-two", "two", "acme_two_plugin_c", GOOD_BACKEND.format(name="twin"))
+    out = io.StringIO()
+    assert main(["backends"], stdout=out) == 0
+    line = next(line for line in out.getvalue().splitlines() if " twin " in line)
+    assert "CONFLICT" in line and "SITQ_DISABLED_PLUGINS=two" in line  # not listed as a normal choice
+    out = io.StringIO()
+    main(["backends", "--json"], stdout=out)
+    rows = {row["name"]: row for row in json.loads(out.getvalue())}
+    assert rows["twin"]["conflict"] is True and rows["sqlite"]["conflict"] is False
+
+
+def test_plugin_switches_take_distribution_names_too(
+    site: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    make_dist(site, "acme-one", "one", "acme_one_plugin_d", GOOD_BACKEND.format(name="twin"))
+    make_dist(site, "acme-two", "two", "acme_two_plugin_d", GOOD_BACKEND.format(name="twin"))
+    monkeypatch.setenv("SITQ_DISABLED_PLUGINS", "Acme_Two")  # the distribution, spelt differently
+    manager = SitqPluginManager()
+    records = {r.name: r for r in manager.plugin_records()}
+    assert records["two"].status == "disabled" and records["one"].status == "ok"
+    assert manager.backend_class("twin").__name__ == "DictStoreBackend"  # the conflict is settled
+    monkeypatch.setenv("SITQ_DISABLED_PLUGINS", "acme-three")
+    with caplog.at_level("WARNING", logger="sitq.plugins"):
+        SitqPluginManager().plugin_records()
+    assert "SITQ_DISABLED_PLUGINS names 'acme-three'" in caplog.text  # a name that matches nothing is said
+
+
 def test_a_plugin_cannot_take_over_a_builtin_name(site: Path) -> None:
     make_dist(
         site,

@@ -35,6 +35,17 @@ def test_environment_variable_is_the_fallback(monkeypatch: pytest.MonkeyPatch, t
     assert isinstance(default, SQLiteBackend) and Path(default.path).name == "sitq.db"
 
 
+def test_options_with_no_backend_named_go_to_the_default_backend(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("SITQ_BACKEND", raising=False)
+    monkeypatch.chdir(tmp_path)
+    backend = sitq.connect(path="app.db", synchronous="NORMAL").backend  # no URL was written: none to clash with
+    assert isinstance(backend, SQLiteBackend)
+    assert Path(backend.path) == tmp_path / "app.db" and backend.synchronous == "NORMAL"
+    assert Path(sitq.connect(synchronous="NORMAL").backend.path).name == "sitq.db"
+
+
 def test_unknown_backend_lists_installed_names() -> None:
     with pytest.raises(ConfigurationError) as info:
         sitq.connect("nosuch://x")

@@ -25,6 +25,7 @@ from .errors import SitqError
 from .plugin_manager import KNOWN_PLUGINS, SitqPluginManager
 from .plugins import get_plugin_manager
 from .queue import TaskQueue
+from .registry import RegistryEntry, conflict_text
 from .worker import Worker
 
 __all__ = ["main"]
@@ -146,6 +147,13 @@ def _plugins(out: TextIO, *, include_builtin: bool, as_json: bool) -> int:
     return 0
 
 
+def _listed_description(kind: str, entry: RegistryEntry[Any]) -> str:
+    """The entry's description, or why choosing it fails now (two plugins answer to its name)."""
+    if entry.conflicts:
+        return f"CONFLICT, cannot be chosen: {conflict_text(kind, entry)}"
+    return entry.description
+
+
 def _backends(out: TextIO, *, as_json: bool) -> int:
     manager = get_plugin_manager()
     manager.collect()
@@ -158,8 +166,9 @@ def _backends(out: TextIO, *, as_json: bool) -> int:
                 "schemes": [entry.name, *entry.aliases],
                 "dist": entry.provider.dist,
                 "version": entry.provider.version,
-                "description": entry.description,
+                "description": _listed_description("backend", entry),
                 "installed": True,
+                "conflict": bool(entry.conflicts),
             }
         )
     for name, (dist, extra) in sorted(KNOWN_PLUGINS.items()):
@@ -180,6 +189,7 @@ def _backends(out: TextIO, *, as_json: bool) -> int:
                     "version": record.version if record is not None else None,
                     "description": description,
                     "installed": record is not None,
+                    "conflict": False,
                 }
             )
     for serializer_entry in manager.serializers.entries():
@@ -190,8 +200,9 @@ def _backends(out: TextIO, *, as_json: bool) -> int:
                 "schemes": [],
                 "dist": serializer_entry.provider.dist,
                 "version": serializer_entry.provider.version,
-                "description": serializer_entry.description,
+                "description": _listed_description("serializer", serializer_entry),
                 "installed": True,
+                "conflict": bool(serializer_entry.conflicts),
             }
         )
     if as_json:

@@ -82,6 +82,8 @@ def resolve_backend(spec: BackendSpec | None = None, **options: Any) -> Backend:
     config_options.update(options)
     if target is None:
         target = os.environ.get("SITQ_BACKEND") or DEFAULT_BACKEND_URL
+        if target == DEFAULT_BACKEND_URL and "path" in config_options:  # connect(path="app.db"): the default
+            target = DEFAULT_BACKEND_URL.partition("://")[0]  # backend by name, with the caller's file
     if isinstance(target, Backend):
         if config_options:
             raise ConfigurationError(

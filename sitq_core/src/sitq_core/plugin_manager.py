@@ -103,6 +103,20 @@ def _env_list(name: str) -> list[str] | None:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+def _warn_unmatched(by_name: dict[str, list[EntryPoint]], allow: list[str] | None, deny: set[str]) -> None:
+    """Warn about SITQ_LOAD_PLUGINS / SITQ_DISABLED_PLUGINS items naming no entry point and no distribution."""
+    known = set(by_name) | {_dist_key(ep.dist.name) for eps in by_name.values() for ep in eps if ep.dist is not None}
+    for variable, items in (("SITQ_LOAD_PLUGINS", allow or []), ("SITQ_DISABLED_PLUGINS", sorted(deny))):
+        for item in items:
+            if item not in known and _dist_key(item) not in known:
+                logger.warning(
+                    "%s names %r, which is neither a sitq entry point nor a distribution providing one (installed: %s)",
+                    variable,
+                    item,
+                    ", ".join(sorted(by_name)) or "none",
+                )
+
+
 def _dist_of(ep: EntryPoint) -> tuple[str | None, str | None]:
     """The distribution name and version an entry point comes from."""
     return (ep.dist.name, ep.dist.version) if ep.dist is not None else (None, None)
@@ -191,10 +205,21 @@ class SitqPluginManager(pluggy.PluginManager):
             dist = ep.dist.name if ep.dist is not None else None
             if all((other.dist.name if other.dist is not None else None) != dist for other in same_name):
                 same_name.append(ep)  # the same distribution seen twice on sys.path counts once
+        # Both lists take entry-point names or distribution names (PEP 503 spelling differences allowed).
+        allowed_dists = {_dist_key(item) for item in allow or ()}
+        denied_dists = {_dist_key(item) for item in deny}
+        _warn_unmatched(by_name, allow, deny)
         loaded: list[PluginRecord] = []
         for name, candidates in by_name.items():
             if allow is not None and name not in allow:
-                candidates = [ep for ep in candidates if ep.dist is not None and ep.dist.name in allow]
+                candidates = [
+                    ep for ep in candidates if ep.dist is not None and _dist_key(ep.dist.name) in allowed_dists
+                ]
+            if denied_dists and name not in deny:
+                kept = [ep for ep in candidates if ep.dist is None or _dist_key(ep.dist.name) not in denied_dists]
+                if candidates and not kept:
+                    deny.add(name)  # every provider of this entry point is a denied distribution
+                candidates = kept or candidates
             first = candidates[0] if candidates else by_name[name][0]
             record = PluginRecord(name, *_dist_of(first), "ok")
             self.records[name] = record
