@@ -145,12 +145,37 @@ def test_cli_stats_reads_counts_and_never_creates_a_missing_database(tmp_path: P
     before = {path: path.read_bytes() for path in (other, empty)}
     for path in (other, empty):
         done = subprocess.run([*command, f"sqlite:///{path}"], capture_output=True, text=True, check=False)
-        assert done.returncode == 2 and "no sitq database at" in done.stderr, done.stderr
+        assert done.returncode == 2 and "is not a sitq database" in done.stderr, done.stderr
     assert {path: path.read_bytes() for path in (other, empty)} == before
+    env = {**os.environ, "SITQ_BACKEND": f"sqlite:///{missing}"}
+    done = subprocess.run(command[:-1], capture_output=True, text=True, check=False, env=env)
+    assert done.returncode == 2 and "(check SITQ_BACKEND)" in done.stderr, done.stderr  # the hint names the source
     code = "import sitq, sys\nwith sitq.SyncTaskQueue(sys.argv[1]) as q:\n    q.enqueue(print, 1)\n"
     subprocess.run([sys.executable, "-c", code, f"sqlite:///{tmp_path / 'real.db'}"], check=True)
     done = subprocess.run([*command, f"sqlite:///{tmp_path / 'real.db'}"], capture_output=True, text=True, check=True)
     assert json.loads(done.stdout)["queued"] == 1
+
+
+@pytest.mark.parametrize("command", [["stats"], ["worker"]])
+def test_cli_refuses_an_in_memory_store_that_no_other_process_could_see(command: list[str]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "sitq", *command, "-b", "sqlite://"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2, done.stderr  # not zeros, and not a worker idling forever on an empty store
+    assert "in-memory" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_cli_output_into_a_closed_pipe_ends_quietly() -> None:
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first line (`sitq plugins | head -0`)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "sitq", "plugins", "--all"], stdout=write_end, stderr=subprocess.PIPE, text=True
+        )
+    finally:
+        os.close(write_end)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
 
 
 def test_cli_accepts_every_level_name_logging_knows() -> None:

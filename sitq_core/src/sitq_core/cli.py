@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import atexit
+import contextlib
 import importlib
 import json
 import logging
@@ -19,7 +20,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from . import __version__
-from .backend import Backend
+from .backend import Backend, Capability
 from .config import DEFAULT_BACKEND_URL, resolve_backend
 from .errors import SitqError
 from .plugin_manager import KNOWN_PLUGINS, SitqPluginManager
@@ -99,6 +100,15 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> 
         )
         return 2
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return _dispatch(args, out)
+    except BrokenPipeError:  # `sitq backends | head -1`: the reader left; say nothing more
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
     try:
         if args.version:
             return _version(out)
@@ -231,8 +241,12 @@ def _worker(args: argparse.Namespace) -> int:
                 f"sitq: error: --queues must be comma-separated non-empty queue names, got {args.queues!r}\n"
             )
             return 2
+    backend = resolve_backend(args.backend)
+    if _private_to_this_process(backend):
+        sys.stderr.write(f"sitq: error: {_private_store_text(backend, args.backend)}\n")
+        return 2
     worker = Worker(
-        resolve_backend(args.backend),
+        backend,
         serializer=args.serializer,
         max_concurrency=args.concurrency,
         poll_interval=args.poll_interval,
@@ -282,6 +296,28 @@ def _exit_now_if_task_threads_are_stuck(code: int) -> None:
     os._exit(code)
 
 
+def _backend_source(given: str | None) -> str:
+    """Where the backend of a command came from, for hints."""
+    if given is not None:
+        return "the --backend URL"
+    if os.environ.get("SITQ_BACKEND"):
+        return "SITQ_BACKEND"
+    return f"the default backend, {DEFAULT_BACKEND_URL}"
+
+
+def _private_to_this_process(backend: Backend) -> bool:
+    """A store no other process can see (an in-memory database): a CLI command on it sees only its own."""
+    return not ({Capability.PERSISTENT, Capability.MULTI_PROCESS} & backend.capabilities)
+
+
+def _private_store_text(backend: Backend, given: str | None) -> str:
+    return (
+        f"the {type(backend).__name__} from {_backend_source(given)} lives in this process only (an in-memory store): "
+        "this command would see an empty store of its own, not your application's. Use a file or server URL, "
+        "e.g. sqlite:///tasks.db"
+    )
+
+
 def _task_threads_still_running(grace: float) -> list[threading.Thread]:
     """Pool threads still busy after ``grace`` seconds (idle ones end on their own at once)."""
     deadline = time.monotonic() + grace
@@ -292,14 +328,23 @@ def _task_threads_still_running(grace: float) -> list[threading.Thread]:
 
 
 def _stats_command(out: TextIO, backend: str | None, *, as_json: bool) -> int:
-    return asyncio.run(_stats(out, resolve_backend(backend), as_json=as_json))
+    store = resolve_backend(backend)
+    if _private_to_this_process(store):
+        sys.stderr.write(f"sitq: error: {_private_store_text(store, backend)}\n")
+        return 2
+    return asyncio.run(_stats(out, store, as_json=as_json, source=_backend_source(backend)))
 
 
-async def _stats(out: TextIO, store: Backend, *, as_json: bool) -> int:
+async def _stats(out: TextIO, store: Backend, *, as_json: bool, source: str = "the --backend URL") -> int:
     if await store.exists() is False:  # reading counts must not create a mistyped file or schema
         path = getattr(store, "path", None)
-        where = f"no sitq database at {path!r}" if isinstance(path, str) else f"no sitq tables in {store!r}"
-        sys.stderr.write(f"sitq: error: {where} (check the --backend URL)\n")
+        if not isinstance(path, str):
+            where = f"no sitq tables in {store!r}"
+        elif await asyncio.to_thread(os.path.exists, path):
+            where = f"{path!r} is not a sitq database (it holds no sitq tables, or is not a SQLite file)"
+        else:
+            where = f"no sitq database at {path!r}"
+        sys.stderr.write(f"sitq: error: {where} (check {source})\n")
         return 2
     async with TaskQueue(store) as queue:
         counts = await queue.counts()
