@@ -109,6 +109,16 @@ def test_libpq_no_limit_connect_timeout_becomes_the_longest_allowed(dsn: str) ->
     assert PostgresBackend(dsn).connect_timeout == 86_400.0
 
 
+def test_connect_timeout_zero_means_the_same_in_the_backend_url_and_as_an_argument() -> None:
+    # the URL a user copies from DATABASE_URL behaves as it does given as dsn= (libpq: 0 is no limit)
+    url = "postgresql://u@db/app?connect_timeout=0"
+    assert sitq.connect(url).backend.connect_timeout == 86_400.0  # type: ignore[attr-defined]
+    assert sitq.connect({"backend": "postgres", "dsn": url}).backend.connect_timeout == 86_400.0  # type: ignore[attr-defined]
+    assert PostgresBackend(connect_timeout=0).connect_timeout == 86_400.0
+    with pytest.raises(ValidationError):
+        PostgresBackend(connect_timeout=-1)
+
+
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf", "soon"])
 def test_a_dsn_connect_timeout_that_is_not_a_finite_number_is_refused(value: str) -> None:
     with pytest.raises(ValidationError) as info:

@@ -35,7 +35,7 @@ from sitq_core.notify import record_mark, safety_pauses, take_mark
 from sitq_core.urls import BackendURL
 
 from .coalesce import ResultReads
-from .keywords import prepared_dsn
+from .keywords import NO_LIMIT, prepared_dsn
 from .schema import SCHEMA_VERSION, Statements, valid_schema
 
 __all__ = ["PostgresBackend"]
@@ -115,7 +115,7 @@ class PostgresBackend(Backend):
     ``PG*`` environment variables). ``schema``: the PostgreSQL schema holding
     sitq's tables, created on first use. ``min_connections`` /
     ``max_connections``: the pool size per event loop. ``connect_timeout``:
-    seconds to wait for the server.
+    seconds to wait for the server (0, as in libpq: the longest wait allowed, one day).
     """
 
     name = "postgres"
@@ -145,6 +145,8 @@ class PostgresBackend(Backend):
             )
         # asyncpg reads URLs only (a key=value string becomes one); libpq's connect_timeout in it is ours
         dsn, connect_timeout = prepared_dsn(dsn, connect_timeout, default_timeout=_DEFAULT_CONNECT_TIMEOUT)
+        if connect_timeout == 0 and not isinstance(connect_timeout, bool):  # libpq's "no limit", as in a dsn
+            connect_timeout = NO_LIMIT
         if (
             isinstance(connect_timeout, bool)
             or not isinstance(connect_timeout, int | float)

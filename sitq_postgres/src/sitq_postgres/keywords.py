@@ -16,9 +16,9 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from sitq_core.errors import ConfigurationError, ValidationError
 
-__all__ = ["is_keyword_dsn", "keyword_dsn_to_url", "prepared_dsn"]
+__all__ = ["NO_LIMIT", "is_keyword_dsn", "keyword_dsn_to_url", "prepared_dsn"]
 
-_NO_LIMIT = 86_400.0  # the longest connect_timeout sitq accepts: what libpq's "no limit" becomes
+NO_LIMIT = 86_400.0  # the longest connect_timeout sitq accepts: what libpq's "no limit" becomes
 
 #: libpq connection parameters that asyncpg does not understand (it would send them to the server
 #: as settings, which fails at connect time with 'unrecognized configuration parameter').
@@ -82,7 +82,7 @@ def prepared_dsn(dsn: str | None, connect_timeout: float, *, default_timeout: fl
                 parameter="connect_timeout",
                 value=timeouts[-1],
             )
-        connect_timeout = seconds if seconds > 0 else _NO_LIMIT  # libpq: 0 or less waits without end
+        connect_timeout = seconds if seconds > 0 else NO_LIMIT  # libpq: 0 or less waits without end
     rest = urlencode([(key, value) for key, value in pairs if key != "connect_timeout"], quote_via=quote)
     base = dsn.split("?", 1)[0]  # (not urlunsplit: it drops the '//' of a URL without a host)
     return base + (f"?{rest}" if rest else ""), connect_timeout
