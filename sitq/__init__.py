@@ -70,7 +70,8 @@ def __getattr__(name: str) -> Any:
         else:
             reason = "is not installed:"
         raise MissingPluginError(
-            f"sitq.{name} needs the {dist} plugin, which {reason} pip install '{extra}'",
+            f"sitq.{name} needs the {dist} plugin, which {reason} pip install {extra} "
+            f"(quoted where the shell expands brackets, as zsh does: pip install '{extra}')",
             cause=exc,
             context={"name": name, "install": f"pip install '{extra}'"},
         ) from exc

@@ -192,3 +192,29 @@ async def stubborn(linger: float = 0.3) -> str:
     except asyncio.CancelledError:
         await asyncio.sleep(linger)
     return "finished anyway"
+
+
+async def very_stubborn(seconds: float = 60.0) -> str:
+    """Ignores every cancellation until ``seconds`` have passed (a broad ``except BaseException`` retry loop)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            await asyncio.sleep(max(0.0, deadline - time.monotonic()))
+        except asyncio.CancelledError:
+            continue
+    return "finished at last"
+
+
+def raises_stop_iteration(message: str = "no more") -> None:
+    raise StopIteration(message)
+
+
+class ExitsWhenPickled:
+    """A return value whose pickling calls ``sys.exit`` (a ``__reduce__`` gone wrong)."""
+
+    def __reduce__(self) -> Any:
+        raise SystemExit("pickling this exits")
+
+
+def returns_exits_when_pickled() -> ExitsWhenPickled:
+    return ExitsWhenPickled()

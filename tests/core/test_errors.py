@@ -64,6 +64,16 @@ def test_context_attributes_and_str() -> None:
     assert str(SitqError("plain")) == "plain"
 
 
+def test_a_bad_value_of_none_is_in_the_context_but_an_absent_one_is_not() -> None:
+    given = ValidationError("backend is None", parameter="backend", value=None)
+    assert given.context == {"parameter": "backend", "value": None} and given.value is None
+    assert str(given) == "backend is None (context: parameter='backend', value=None)"
+    absent = ValidationError("bad", parameter="p")
+    assert absent.context == {"parameter": "p"} and absent.value is None
+    assert ConfigurationError("c", parameter="x", value=None).context == {"parameter": "x", "value": None}
+    assert pickle.loads(pickle.dumps(given)).context == given.context
+
+
 def test_keyword_only_context() -> None:
     with pytest.raises(TypeError):
         ValidationError("bad", "parameter")  # type: ignore[misc]

@@ -307,7 +307,8 @@ def test_facade_without_the_sqlite_plugin_says_what_to_install() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "MissingPluginError" in done.stdout
-    assert "pip install 'sitq[sqlite]'" in done.stdout
+    assert "pip install sitq[sqlite]" in done.stdout  # as the contract writes it
+    assert "pip install 'sitq[sqlite]'" in done.stdout  # and quoted, for shells that expand brackets
 
 
 def test_hook_sitq_register_backends() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -61,6 +61,21 @@ async def test_naive_eta_refused(queue: TaskQueue) -> None:
     with pytest.raises(ValidationError) as info:
         await queue.enqueue(tasks.add, 1, eta=datetime.now())
     assert info.value.parameter == "eta"
+    assert (await queue.counts())["queued"] == 0
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "eta",
+    [
+        datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-5))),  # past year 9999 in UTC
+        datetime(1, 1, 1, 1, tzinfo=timezone(timedelta(hours=5))),  # before year 1 in UTC
+    ],
+)
+async def test_an_eta_utc_cannot_express_is_a_validation_error(queue: TaskQueue, eta: datetime) -> None:
+    with pytest.raises(ValidationError) as info:
+        await queue.enqueue(tasks.add, 1, eta=eta)
+    assert info.value.parameter == "eta" and "UTC" in str(info.value)
     assert (await queue.counts())["queued"] == 0
 
 

@@ -258,10 +258,18 @@ def _worker(args: argparse.Namespace) -> int:
     )
 
     async def run() -> None:
+        code = 0
         try:
             await worker.run()
+        except SitqError:
+            code = 2
+            raise
+        except BaseException:
+            code = 1
+            raise
         finally:
             await worker.backend.close()
+            await _exit_now_if_async_tasks_are_stuck(code)
 
     code = 0
     try:
@@ -287,6 +295,32 @@ def _exit_now_if_task_threads_are_stuck(code: int) -> None:
     if not stuck:
         return
     logger.warning("leaving %d task thread(s) still running after the shutdown timeout", len(stuck))
+    _exit_now(code)
+
+
+async def _exit_now_if_async_tasks_are_stuck(code: int) -> None:
+    """Leave at once when async tasks ignored their cancellation after the worker stopped.
+
+    Their leases were released; ``asyncio.run`` would otherwise wait for each
+    until it chose to return, past the shutdown timeout and a second signal.
+    """
+    current = asyncio.current_task()
+    stuck = [
+        task
+        for task in asyncio.all_tasks()
+        if task is not current and not task.done() and task.get_name().startswith(("sitq-task-", "sitq-batch-"))
+    ]
+    if stuck:
+        await asyncio.wait(stuck, timeout=0.5)
+        stuck = [task for task in stuck if not task.done()]
+    if not stuck:
+        return
+    logger.warning("leaving %d async task(s) that ignored their cancellation after the shutdown", len(stuck))
+    _exit_now(code)
+
+
+def _exit_now(code: int) -> None:
+    """End the process with ``code`` now, after atexit handlers and a log flush (not waiting for task code)."""
     run_exit_functions = getattr(atexit, "_run_exitfuncs", None)
     if run_exit_functions is not None:
         run_exit_functions()

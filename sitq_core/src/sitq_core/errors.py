@@ -37,6 +37,10 @@ __all__ = [
 ]
 
 
+#: The default of ``value=``: tells "no value given" from a bad value that is None.
+_NOT_GIVEN: Any = object()
+
+
 class SitqError(Exception):
     """Root of every error sitq raises on purpose."""
 
@@ -54,11 +58,16 @@ class SitqError(Exception):
         if cause is not None:
             self.__cause__ = cause
 
-    def _add_context(self, **items: Any) -> None:
-        """Store each item as an attribute and in ``context`` (None values are kept as attributes only)."""
+    def _add_context(self, *, keep_none: tuple[str, ...] = (), **items: Any) -> None:
+        """Store each item as an attribute and in ``context``.
+
+        None values are kept as attributes only (an optional detail nobody
+        gave), except the names in ``keep_none``: a ``value=None`` that was
+        given is the bad value itself.
+        """
         for key, value in items.items():
             setattr(self, key, value)
-            if value is not None:
+            if value is not None or key in keep_none:
                 self.context[key] = value
 
     def __str__(self) -> str:
@@ -222,13 +231,19 @@ class ValidationError(SitqError, ValueError):
         message: str,
         *,
         parameter: str | None = None,
-        value: Any = None,
+        value: Any = _NOT_GIVEN,
         valid_options: Iterable[str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(message, **kwargs)
         options = list(valid_options) if valid_options is not None else None
-        self._add_context(parameter=parameter, value=value, valid_options=options)
+        given = value is not _NOT_GIVEN
+        self._add_context(
+            parameter=parameter,
+            value=value if given else None,
+            valid_options=options,
+            keep_none=("value",) if given else (),
+        )
 
 
 class SerializationError(SitqError):
@@ -281,13 +296,19 @@ class ConfigurationError(SitqError):
         message: str,
         *,
         parameter: str | None = None,
-        value: Any = None,
+        value: Any = _NOT_GIVEN,
         valid_options: Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(message, **kwargs)
         options = list(valid_options) if valid_options is not None else None
-        self._add_context(parameter=parameter, value=value, valid_options=options)
+        given = value is not _NOT_GIVEN
+        self._add_context(
+            parameter=parameter,
+            value=value if given else None,
+            valid_options=options,
+            keep_none=("value",) if given else (),
+        )
 
 
 class PluginError(ConfigurationError):

@@ -32,7 +32,15 @@ def normalize_eta(eta: datetime | None, *, parameter: str = "eta") -> datetime |
             parameter=parameter,
             value=eta,
         )
-    return eta.astimezone(UTC)
+    try:
+        return eta.astimezone(UTC)
+    except OverflowError as exc:  # year 9999 at -05:00 or year 1 at +05:00 has no UTC datetime
+        raise ValidationError(
+            f"{parameter} {eta.isoformat()} is outside the datetimes UTC can express (years 1 to 9999)",
+            parameter=parameter,
+            value=eta,
+            cause=exc,
+        ) from exc
 
 
 def validate_timeout(timeout: float | None, *, parameter: str = "timeout") -> float | None:

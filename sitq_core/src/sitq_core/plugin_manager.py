@@ -471,7 +471,7 @@ class SitqPluginManager(pluggy.PluginManager):
             dist, extra = known
             return BackendNotInstalledError(
                 f"backend {name!r} is provided by the {dist} distribution, which is not installed: "
-                f"pip install '{extra}'",
+                f"pip install {extra} (quoted where the shell expands brackets, as zsh does: pip install '{extra}')",
                 parameter=kind,
                 value=name,
                 valid_options=registry.names(),

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Call", "CallResult", "TaskExit", "ThreadBatch", "call_guarded"]
+__all__ = ["Call", "CallResult", "TaskExit", "TaskStopIteration", "ThreadBatch", "call_guarded"]
 
 Call = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 CallResult = tuple[float, float, Any, BaseException | None]
@@ -22,6 +22,10 @@ CallResult = tuple[float, float, Any, BaseException | None]
 
 class TaskExit(Exception):
     """A task called ``sys.exit()``: a failure of that task, not a reason to stop the worker."""
+
+
+class TaskStopIteration(Exception):
+    """A sync task raised ``StopIteration``, carried out of its thread as a plain error (same message)."""
 
 
 def call_guarded(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -34,6 +38,11 @@ def call_guarded(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[s
         return func(*args, **kwargs)
     except SystemExit as exc:
         raise TaskExit(f"the task called sys.exit({exc.code!r})") from exc
+    except StopIteration as exc:
+        # a StopIteration cannot travel through a Future: asyncio would raise a TypeError in the loop
+        # instead and leave the task pending for good (Python itself turns it into a RuntimeError in
+        # coroutines); it is carried as the task's own error, with its message
+        raise TaskStopIteration(*exc.args) from exc
     except Exception:
         raise
     except BaseException as exc:

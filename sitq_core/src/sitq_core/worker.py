@@ -98,6 +98,8 @@ class _Running:
         "future",
         "held_since",
         "lease_lost",
+        "load_error",
+        "outcome_queued",
         "reserved",
         "settled",
         "started_at",
@@ -111,6 +113,8 @@ class _Running:
         self.settled = False  # an outcome is queued for it, or its lease was given back: nothing more to report
         self.future: asyncio.Task[None] | None = None
         self.lease_lost = False
+        self.load_error: BaseException | None = None  # decoding failed off the loop (_preload): reported at dispatch
+        self.outcome_queued = False  # an outcome was queued for it: its own fenced report decides if it was lost
         self.cancel_requested = False
         self.started_at: datetime | None = None
         self.held_since = time.monotonic()  # when this worker reserved it
@@ -214,6 +218,8 @@ class Worker:
         chosen = serializer if serializer is not None else config_serializer
         self._only_serializer: Serializer | None = resolve_serializer(chosen) if chosen is not None else None
         self._serializers: dict[str, Serializer] = {}
+        self._hard_stopping = asyncio.Event()  # a second signal: stop waiting for in-flight tasks
+        self._loaded: set[tuple[str, str]] = set()  # (serializer, function name) decoded once: later ones on the loop
         if self._only_serializer is not None:
             self._serializers[self._only_serializer.name] = self._only_serializer
         self.max_concurrency = max_concurrency
@@ -295,6 +301,7 @@ class Worker:
         self._wake = asyncio.Event()
         self._reserved_more = asyncio.Event()  # set when tasks are reserved (the heartbeat watches them)
         self._stopped = asyncio.Event()
+        self._hard_stopping = asyncio.Event()
         self._outcomes.clear()
         self._closing = False
         self._executing = 0
@@ -342,7 +349,7 @@ class Worker:
         await self._release_unstarted_in_batches()
         in_flight = {r.future for r in self._held.values() if r.future is not None}
         if in_flight:
-            _done, pending = await asyncio.wait(in_flight, timeout=timeout)
+            pending = await self._wait_in_flight(in_flight, timeout)
             if pending:
                 logger.warning(
                     "worker %s: %d task(s) still running at shutdown; releasing them", self.worker_id, len(pending)
@@ -419,9 +426,33 @@ class Worker:
             )
 
     async def _hard_stop(self) -> None:
+        self._hard_stopping.set()  # a stop() waiting for in-flight tasks returns now
         held = [r.future for r in self._held.values() if r.future is not None and not r.future.done()]
         if held:
             await self._abandon(set(held))
+
+    async def _wait_in_flight(
+        self, in_flight: set[asyncio.Task[None]], timeout: float | None
+    ) -> set[asyncio.Task[None]]:
+        """Wait for ``in_flight`` to end, at most ``timeout`` s and not past a second signal; returns those left.
+
+        A task that ignores its cancellation is left behind too, instead of
+        holding the stop (and a second signal) until it chooses to return.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        pending = set(in_flight)
+        hard = asyncio.ensure_future(self._hard_stopping.wait())
+        try:
+            while pending and not hard.done():
+                remaining = None if deadline is None else deadline - loop.time()
+                if remaining is not None and remaining <= 0:
+                    break
+                done, _ = await asyncio.wait({*pending, hard}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+                pending -= done
+        finally:
+            hard.cancel()
+        return pending
 
     # ------------------------------------------------------------ reservation
 
@@ -540,9 +571,16 @@ class Worker:
         )
 
     async def _take_reserved(self, reserved: list[ReservedTask]) -> None:
-        for item in reserved:
-            running = _Running(item)
-            self._held[item.id] = running
+        runnings = [_Running(item) for item in reserved]
+        first_seen = [
+            r for r in runnings if (r.reserved.task.serializer, r.reserved.task.function_name) not in self._loaded
+        ]
+        if first_seen:
+            # A function this worker has not loaded yet may import its module now (seconds, for a heavy
+            # library): load it on a thread, so the loop keeps renewing the leases of running tasks.
+            await asyncio.to_thread(self._preload, first_seen)
+        for running in runnings:
+            self._held[running.id] = running
             self._waiting.append(running)
         if reserved:
             self._reserved_more.set()
@@ -695,14 +733,27 @@ class Worker:
                 member.batch = thread_batch
                 member.batch_index = index
 
+    def _preload(self, runnings: list[_Running]) -> None:
+        """Decode ``runnings`` (on a thread): the call, or the error ``_decode`` reports on the loop."""
+        for running in runnings:
+            task = running.reserved.task
+            try:
+                running.call = self._serializer_for(task.serializer).loads_call(task.payload)
+            except BaseException as exc:  # reported by _decode, on the loop; never ends this thread's caller
+                running.load_error = exc
+            else:
+                self._loaded.add((task.serializer, task.function_name))
+
     def _decode(self, running: _Running) -> Call | None:
         """The task's (func, args, kwargs); an unreadable task is reported failed and None returned."""
         if running.call is not None:
             return running.call
         task = running.reserved.task
         try:
+            if running.load_error is not None:
+                raise running.load_error
             running.call = self._serializer_for(task.serializer).loads_call(task.payload)
-        except Exception as exc:
+        except BaseException as exc:  # SystemExit from a module's import (argparse, a missing setting) too
             running.started_at = self.backend.now()
             message = f"cannot load task {task.function_name or task.id}: {exc}"
             outcome = self._failure(running, message, _format(exc), retry=False)
@@ -985,7 +1036,7 @@ class Worker:
         serializer = self._serializer_for(reserved.task.serializer)
         try:
             payload = None if value is None else serializer.dumps(value)
-        except Exception as exc:
+        except BaseException as exc:  # a value whose pickling raises SystemExit fails its task, not the worker
             message = f"cannot serialise the return value: {exc}"
             return self._failure(running, message, _format(exc), retry=False), {"error": exc, "duration": duration}
         outcome = Outcome(
@@ -1041,6 +1092,7 @@ class Worker:
         )
 
     def _outcomes_put(self, running: _Running, outcome: Outcome, extra: dict[str, Any]) -> None:
+        running.outcome_queued = True
         self._outcomes.append((running, outcome, extra))
         self._poke()
 
@@ -1190,6 +1242,10 @@ class Worker:
                     # attempt of the same task, under a new lease): the answer is not about that one
                     continue
                 if state == LeaseState.LOST:
+                    if running.outcome_queued:
+                        # its outcome may have been committed while this heartbeat was in flight (a finished
+                        # task reads as not running); the outcome's own fenced report tells, and warns if lost
+                        continue
                     running.lease_lost = True
                     logger.warning("worker %s: lease of task %s lost", self.worker_id, task_id)
                     self._drop_unstarted(running)

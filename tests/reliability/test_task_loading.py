@@ -1,0 +1,207 @@
+"""What a task's own loading, pickling or stubbornness may do to a worker: fail that task, never the worker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sitq import SQLiteBackend, TaskQueue, Worker
+from sitq_core.models import LeaseState
+
+import sitq_test_tasks as tasks
+from sitq_test_helpers import wait_until
+
+TESTS = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def module_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    folder = tmp_path / "modules"
+    folder.mkdir()
+    monkeypatch.syspath_prepend(str(folder))
+    yield folder
+    for name in [name for name in sys.modules if name.startswith("sitq_loading_")]:
+        del sys.modules[name]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("serializer", ["cloudpickle", "msgpack"])
+async def test_a_task_module_that_exits_while_loading_fails_its_task_and_the_worker_goes_on(
+    module_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, serializer: str
+) -> None:
+    name = f"sitq_loading_exits_{serializer}"
+    (module_dir / f"{name}.py").write_text(
+        "import os, sys\n"
+        "if os.environ.get('SITQ_TEST_TOKEN') != 'yes':\n"
+        "    sys.exit('SITQ_TEST_TOKEN is not set')\n"
+        "def work(x):\n"
+        "    return x * 2\n"
+    )
+    monkeypatch.setenv("SITQ_TEST_TOKEN", "yes")  # the producer has the setting ...
+    module = __import__(name)
+    backend = SQLiteBackend(tmp_path / "exits.db")
+    async with TaskQueue(backend, serializer=serializer) as queue:
+        doomed = await queue.enqueue(module.work, 21)
+        fine = await queue.enqueue(tasks.add, 1, 2)
+        monkeypatch.delenv("SITQ_TEST_TOKEN")  # ... the worker does not: its import calls sys.exit
+        del sys.modules[name]
+        worker = Worker(backend, max_concurrency=2)
+        await worker.start()
+        failed = await queue.get_result(doomed, timeout=10)
+        done = await queue.get_result(fine, timeout=10)
+        assert worker.running, "the worker must go on"
+        await worker.stop()
+    assert failed is not None and failed.status == "failed"
+    assert "SITQ_TEST_TOKEN is not set" in (failed.error or "") and "cannot load task" in (failed.error or "")
+    assert done is not None and done.status == "success"
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("func", [tasks.returns_exits_when_pickled, tasks.raises_stop_iteration])
+async def test_a_task_whose_result_exits_or_that_raises_stop_iteration_fails_alone(
+    tmp_path: Path, func: object
+) -> None:
+    backend = SQLiteBackend(tmp_path / "alone.db")
+    async with TaskQueue(backend) as queue:
+        worker = Worker(backend, max_concurrency=1)  # one slot: a wedged task would hold up the next one
+        await worker.start()
+        doomed = await queue.with_options(max_retries=0).enqueue(func)  # type: ignore[arg-type]
+        failed = await queue.get_result(doomed, timeout=10)
+        after = await queue.get_result(await queue.enqueue(tasks.add, 2, 3), timeout=10)
+        await asyncio.wait_for(worker.stop(), 10)
+    assert failed is not None and failed.status == "failed"
+    assert failed.error in ("cannot serialise the return value: pickling this exits", "no more")
+    assert after is not None and queue.deserialize_result(after) == 5
+
+
+@pytest.mark.asyncio
+async def test_the_event_loop_keeps_turning_while_a_task_module_imports(module_dir: Path, tmp_path: Path) -> None:
+    # a heavy import (a machine-learning library, a cold network drive) must not stop the heartbeats of
+    # the tasks already running: frozen for longer than a lease, they would run twice
+    (module_dir / "sitq_loading_slow.py").write_text("import time\ntime.sleep(1.0)\ndef work():\n    return 'loaded'\n")
+    module = __import__("sitq_loading_slow")
+    backend = SQLiteBackend(tmp_path / "slow.db")
+    async with TaskQueue(backend) as queue:
+        task_id = await queue.enqueue(module.work)
+        del sys.modules["sitq_loading_slow"]  # the worker imports it afresh, as a new process would
+        worker = Worker(backend)
+        longest_gap = 0.0
+        ticking = True
+
+        async def tick() -> None:
+            nonlocal longest_gap
+            last = time.perf_counter()
+            while ticking:
+                await asyncio.sleep(0.01)
+                now = time.perf_counter()
+                longest_gap, last = max(longest_gap, now - last), now
+
+        ticker = asyncio.create_task(tick())
+        await worker.start()
+        result = await queue.get_result(task_id, timeout=10)
+        ticking = False
+        await ticker
+        await worker.stop()
+    assert result is not None and queue.deserialize_result(result) == "loaded"
+    assert longest_gap < 0.5, f"the loop stood still for {longest_gap:.2f} s while the module imported"
+
+
+def _start_worker(db: Path, log: Path, *args: str) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, PYTHONPATH=str(TESTS))
+    command = [sys.executable, "-m", "sitq", "--log-level", "INFO", "worker", "-b", f"sqlite:///{db}"]
+    command += ["-i", "sitq_test_tasks", *args]
+    with open(log, "wb") as stderr:
+        return subprocess.Popen(command, env=env, stderr=stderr)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("signals", [1, 2])
+async def test_an_async_task_ignoring_cancellation_does_not_keep_the_worker_alive(tmp_path: Path, signals: int) -> None:
+    db, log = tmp_path / "stubborn.db", tmp_path / "worker.log"
+    # one signal: the shutdown timeout (1 s) ends the wait; two signals: the second ends it at once
+    timeout = "1" if signals == 1 else "600"
+    async with TaskQueue(SQLiteBackend(db)) as queue:
+        task_id = await queue.enqueue(tasks.very_stubborn, 120)
+        proc = _start_worker(db, log, "--shutdown-timeout", timeout)
+        try:
+
+            async def running() -> bool:
+                return (await queue.counts())["running"] == 1
+
+            await wait_until(running, timeout=30)
+            proc.send_signal(signal.SIGTERM)
+            if signals == 2:
+
+                async def draining() -> bool:
+                    return "draining" in log.read_text(errors="replace")
+
+                await wait_until(draining, timeout=30)
+                proc.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(proc.wait, 60) == 0, "the worker must leave, not wait 120 s for its task"
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+        task = await queue.get_task(task_id)
+    assert task is not None and task.status == "queued", "the abandoned task goes back to the queue"
+    assert "ignored their cancellation" in log.read_text(errors="replace")
+
+
+class AnswersLate(SQLiteBackend):
+    """Commits finishes as usual but answers them only after a heartbeat has read the finished row.
+
+    This is the order two pool connections (PostgreSQL) can give: the renewal
+    of a task runs right after its finish committed, before the worker learns
+    that the finish went through.
+    """
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.lost_seen = asyncio.Event()
+
+    async def heartbeat(self, leases, lease_seconds):  # type: ignore[no-untyped-def]
+        states = await super().heartbeat(leases, lease_seconds)
+        if any(state == LeaseState.LOST for state in states.values()):
+            self.lost_seen.set()
+        return states
+
+    async def _answer_late(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.lost_seen.wait(), 10)
+
+    async def finish_many(self, outcomes):  # type: ignore[no-untyped-def]
+        accepted = await super().finish_many(outcomes)
+        await self._answer_late()
+        return accepted
+
+    async def finish_and_reserve(self, outcomes, **options):  # type: ignore[no-untyped-def]
+        answer = await super().finish_and_reserve(outcomes, **options)
+        if outcomes:
+            await self._answer_late()
+        return answer
+
+
+@pytest.mark.asyncio
+async def test_a_renewal_that_reads_a_just_finished_task_is_no_lease_lost_alarm(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    backend = AnswersLate(tmp_path / "late.db")
+    async with TaskQueue(backend) as queue:
+        worker = Worker(backend, lease_timeout=0.3, batch_window=0)  # renewals every 0.1 s
+        await worker.start()
+        with caplog.at_level("WARNING", logger="sitq"):
+            result = await queue.get_result(await queue.enqueue(tasks.add, 1, 1), timeout=10)
+            # the race happened: a renewal read the finished task before the worker heard of the finish
+            await asyncio.wait_for(backend.lost_seen.wait(), 10)
+            await worker.stop()
+    assert result is not None and result.status == "success"
+    assert "lost" not in caplog.text, caplog.text  # operators alert on "lease lost": no false alarm
