@@ -83,6 +83,18 @@ def test_strict_mode_raises_on_a_broken_plugin(site: Path, monkeypatch: pytest.M
         SitqPluginManager().ensure_loaded()
 
 
+def test_strict_mode_still_loads_the_other_plugins_before_raising(site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # "acme" sorts before "sqlite": raising at once left sitq-sqlite unloaded, and the next lookup in the
+    # same process said it was "not installed"
+    make_dist(site, "acme-broken", "acme", "acme_broken_plugin4", "raise RuntimeError('kaboom')\n")
+    monkeypatch.setenv("SITQ_STRICT_PLUGINS", "1")
+    manager = SitqPluginManager()
+    with pytest.raises(BrokenPluginError, match="kaboom"):
+        manager.backend_class("sqlite")
+    assert manager.backend_class("sqlite").__name__ == "SQLiteBackend"
+    assert {r.name: r.status for r in manager.plugin_records()}["acme"] == "broken"
+
+
 def test_the_plugins_command_lists_a_broken_plugin_even_in_strict_mode(
     site: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

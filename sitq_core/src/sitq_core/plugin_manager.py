@@ -144,6 +144,7 @@ class SitqPluginManager(pluggy.PluginManager):
         self._collect_done = False
         self._setup_lock = threading.RLock()
         self._observer_cache: dict[str, bool] = {}
+        self._strict_errors: list[BrokenPluginError] | None = None  # gathered during a load or collect
 
     # ---------------------------------------------------------------- loading
 
@@ -159,10 +160,12 @@ class SitqPluginManager(pluggy.PluginManager):
             if self._loaded:
                 return
             self._loaded = True
+            self._strict_errors = []
             try:
                 self._load()
             finally:
                 self._load_done = True
+                self._raise_strict_errors()
 
     def _load(self) -> None:
         for module_name in BUILTIN_PLUGINS:
@@ -266,12 +269,22 @@ class SitqPluginManager(pluggy.PluginManager):
         if exc is not None:
             logger.debug("traceback of plugin %s", record.name, exc_info=exc)
         if self._strict if self._strict is not None else _strict():
-            raise BrokenPluginError(
+            error = BrokenPluginError(
                 f"sitq plugin {record.name!r} from {record.dist} failed to load: {message}",
                 parameter="plugin",
                 value=record.name,
                 cause=exc,
             )
+            if self._strict_errors is None:
+                raise error
+            # while loading or collecting: the other plugins still load, then the first error is raised,
+            # so the process is not left with half a registry (sitq-sqlite "not installed")
+            self._strict_errors.append(error)
+
+    def _raise_strict_errors(self) -> None:
+        errors, self._strict_errors = self._strict_errors, None
+        if errors:
+            raise errors[0]
 
     def check_hooks(self) -> None:
         """Record plugins that implement an unknown ``sitq_*`` hook (a typo, usually)."""
@@ -310,10 +323,12 @@ class SitqPluginManager(pluggy.PluginManager):
             if self._collected:
                 return
             self._collected = True
+            self._strict_errors = []
             try:
                 self._collect()
             finally:
                 self._collect_done = True
+                self._raise_strict_errors()
 
     def _collect(self) -> None:
         for impl in self._builtins_first(self.hook.sitq_register_backends.get_hookimpls()):
