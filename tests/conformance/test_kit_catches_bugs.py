@@ -16,9 +16,9 @@ import textwrap
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -256,6 +256,62 @@ class BlockingStoresNothing(DictStoreBackend):
         return task.id
 
 
+class ExpiredMeansLost(DictStoreBackend):
+    """Ends a lease at its expiry even when no other reserve took the task (finished work is thrown away)."""
+
+    async def heartbeat(self, leases: Sequence[tuple[str, str]], lease_seconds: float) -> dict[str, LeaseState]:
+        db, now = self._open(), self.now()
+        expired = {
+            task_id
+            for task_id, _token in leases
+            if (row := db.rows.get(task_id)) is not None
+            and row.lease_expires_at is not None
+            and row.lease_expires_at <= now
+        }
+        states = await super().heartbeat([lease for lease in leases if lease[0] not in expired], lease_seconds)
+        return {**states, **dict.fromkeys(expired, LeaseState.LOST)}
+
+
+class PurgesAtTheCutoff(DictStoreBackend):
+    """purge(older_than=t) also deletes tasks finished exactly at t."""
+
+    async def purge(self, *, older_than: datetime | None = None) -> int:
+        return await super().purge(older_than=None if older_than is None else older_than + timedelta(microseconds=1))
+
+
+class KeepsTheZone(DictStoreBackend):
+    """Returns times in the zone they were given in, not in UTC."""
+
+    async def enqueue_many(self, tasks: Sequence[Task]) -> list[str]:
+        ids = await super().enqueue_many(tasks)
+        db = self._open()
+        for task in tasks:
+            db.rows[task.id].task = db.rows[task.id].task.with_changes(eta=task.eta, enqueued_at=task.enqueued_at)
+        return ids
+
+
+class StoresTheStatusGiven(DictStoreBackend):
+    """Stores a task with history as 'running' (with no lease): it is never handed out again."""
+
+    async def enqueue_many(self, tasks: Sequence[Task]) -> list[str]:
+        ids = await super().enqueue_many(tasks)
+        db = self._open()
+        for task in tasks:
+            db.rows[task.id].task = db.rows[task.id].task.with_changes(status=task.status)
+        return ids
+
+
+class ExistsCreates(DictStoreBackend):
+    """exists() creates the store it was asked about (sitq stats would then create a mistyped store)."""
+
+    created: ClassVar[set[str]] = set()
+
+    async def exists(self) -> bool | None:
+        found = self.store in ExistsCreates.created
+        ExistsCreates.created.add(self.store)
+        return found
+
+
 def _fields(outcome: Outcome) -> dict[str, Any]:
     return {name: getattr(outcome, name) for name in outcome.__dataclass_fields__}
 
@@ -396,7 +452,7 @@ CASES: list[tuple[type[DictStoreBackend], type[Any], str, dict[str, Any], str]] 
         ResultContract,
         "test_complete_stores_result",
         {},
-        "ResultContract: Result.value must be bytes (or None), got memoryview",
+        "ResultContract: Result.value must be bytes, got memoryview",
     ),
     (
         SortsIds,
@@ -425,6 +481,41 @@ CASES: list[tuple[type[DictStoreBackend], type[Any], str, dict[str, Any], str]] 
         "test_enqueue_blocking_stores_like_enqueue_or_declines",
         {},
         "EnqueueContract: enqueue_blocking returned the id but get_task finds no task",
+    ),
+    (
+        ExpiredMeansLost,
+        LeaseContract,
+        "test_an_expired_lease_nobody_took_is_still_current",
+        {},
+        "LeaseContract: a lease past its expiry that no other reserve has taken is still current",
+    ),
+    (
+        PurgesAtTheCutoff,
+        StatsContract,
+        "test_purge_keeps_a_task_finished_exactly_at_the_cutoff",
+        {},
+        "StatsContract: purge(older_than=t) deletes tasks finished *before* t",
+    ),
+    (
+        KeepsTheZone,
+        EnqueueContract,
+        "test_times_in_another_zone_come_back_as_utc",
+        {},
+        "EnqueueContract: Task.eta must come back as aware UTC",
+    ),
+    (
+        StoresTheStatusGiven,
+        EnqueueContract,
+        "test_a_task_with_history_is_stored_queued_with_its_counters",
+        {},
+        "EnqueueContract: enqueue stores every task as queued",
+    ),
+    (
+        ExistsCreates,
+        LifecycleContract,
+        "test_exists_creates_nothing",
+        {},
+        "LifecycleContract: exists() must create nothing",
     ),
 ]
 

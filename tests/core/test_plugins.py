@@ -517,6 +517,34 @@ def test_a_plugin_registering_an_invalid_class_is_listed_broken_at_once(site: Pa
     assert manager.backend_class("fine").__name__ == "DictStoreBackend"  # the plugin's other names still register
 
 
+def test_the_backends_command_marks_a_broken_name_and_keeps_long_names_aligned(site: Path) -> None:
+    import io
+
+    from sitq_core.cli import main
+
+    make_dist(
+        site,
+        "acme-invalid",
+        "invalid",
+        "acme_invalid_plugin_b",
+        """
+        from sitq_core.hookspecs import hookimpl
+
+        @hookimpl
+        def sitq_register_backends(register):
+            register("notabackend", dict)
+            register("a-rather-long-backend-name", "sitq_dictstore.backend:DictStoreBackend")
+        """,
+    )
+    out = io.StringIO()
+    assert main(["backends"], stdout=out) == 0
+    lines = out.getvalue().splitlines()
+    broken = next(line for line in lines if " notabackend " in line)
+    assert "BROKEN, cannot be chosen" in broken and "not a subclass of Backend" in broken
+    starts = {line.index("sitq-") for line in lines if "sitq-" in line and "acme" not in line}
+    assert len(starts) == 1, out.getvalue()  # the distribution column lines up, long name or not
+
+
 def test_star_import_works_without_an_optional_backend_plugin() -> None:
     code = textwrap.dedent(
         """

@@ -151,8 +151,12 @@ class Backend(abc.ABC):
     async def enqueue_many(self, tasks: Sequence[Task]) -> list[str]:
         """Store every task in one atomic step and return their ids in order.
 
-        Each task is stored exactly as given (status ``queued``, attempts 0),
-        with every field returned unchanged by ``get_task``. Either all tasks
+        Each task is stored as a ``queued`` task, ready to reserve at its
+        ``eta``, whatever its ``status`` field says; every other field is
+        returned unchanged by ``get_task`` (times as aware UTC datetimes of the
+        same instant). A task moved from another store keeps its counters:
+        ``attempts`` and ``lease_expiries`` count on from what it brings
+        (a new task brings 0). Either all tasks
         are stored or none is. An id that already exists raises
         ``ValidationError(parameter="tasks")`` and stores none of the batch.
         An empty sequence returns ``[]``.
@@ -219,7 +223,11 @@ class Backend(abc.ABC):
         Returns a state per task id: ``HELD`` (extended), ``LOST`` (the token is
         no longer current, the task is gone or final: nothing changed), or
         ``CANCEL_REQUESTED`` (extended, but ``cancel`` was called; the worker
-        should stop the task and report ``cancelled``).
+        should stop the task and report ``cancelled``). A lease stays current
+        until another ``reserve`` takes the task under a new token: one past
+        its expiry that nobody took yet (a worker paused by a long GC or a
+        slow disk) is extended (``HELD``), and ``finish_many`` accepts its
+        outcome, so finished work is not thrown away for nothing.
         Contract: ``LeaseContract``.
         """
 

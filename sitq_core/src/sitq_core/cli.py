@@ -158,9 +158,11 @@ def _plugins(out: TextIO, *, include_builtin: bool, as_json: bool) -> int:
 
 
 def _listed_description(kind: str, entry: RegistryEntry[Any]) -> str:
-    """The entry's description, or why choosing it fails now (two plugins answer to its name)."""
+    """The entry's description, or why choosing it fails now (two plugins answer to its name, or it is broken)."""
     if entry.conflicts:
         return f"CONFLICT, cannot be chosen: {conflict_text(kind, entry)}"
+    if entry.broken is not None:
+        return f"BROKEN, cannot be chosen: {entry.broken.message}"
     return entry.description
 
 
@@ -179,6 +181,7 @@ def _backends(out: TextIO, *, as_json: bool) -> int:
                 "description": _listed_description("backend", entry),
                 "installed": True,
                 "conflict": bool(entry.conflicts),
+                "broken": entry.broken is not None,
             }
         )
     for name, (dist, extra) in sorted(KNOWN_PLUGINS.items()):
@@ -200,6 +203,7 @@ def _backends(out: TextIO, *, as_json: bool) -> int:
                     "description": description,
                     "installed": record is not None,
                     "conflict": False,
+                    "broken": record is not None and record.status == "broken",
                 }
             )
     for serializer_entry in manager.serializers.entries():
@@ -213,14 +217,17 @@ def _backends(out: TextIO, *, as_json: bool) -> int:
                 "description": _listed_description("serializer", serializer_entry),
                 "installed": True,
                 "conflict": bool(serializer_entry.conflicts),
+                "broken": serializer_entry.broken is not None,
             }
         )
     if as_json:
         _out(out, json.dumps(rows, indent=2, sort_keys=True))
         return 0
-    for row in rows:
-        where = f"{row['dist'] or '-'} {row['version'] or ''}".strip()
-        _out(out, f"{row['kind']:<11} {row['name']:<12} {where:<24} {row['description']}")
+    name_width = max([12, *(len(row["name"]) for row in rows)])
+    wheres = [f"{row['dist'] or '-'} {row['version'] or ''}".strip() for row in rows]
+    where_width = max([24, *(len(where) for where in wheres)])
+    for row, where in zip(rows, wheres, strict=True):
+        _out(out, f"{row['kind']:<11} {row['name']:<{name_width}} {where:<{where_width}} {row['description']}")
     return 0
 
 
@@ -372,8 +379,11 @@ def _stats_command(out: TextIO, backend: str | None, *, as_json: bool) -> int:
 async def _stats(out: TextIO, store: Backend, *, as_json: bool, source: str = "the --backend URL") -> int:
     if await store.exists() is False:  # reading counts must not create a mistyped file or schema
         path = getattr(store, "path", None)
+        if isinstance(path, os.PathLike):
+            path = os.fspath(path)
         if not isinstance(path, str):
-            where = f"no sitq tables in {store!r}"
+            shown = repr(store) if type(store).__repr__ is not object.__repr__ else f"the {type(store).__name__} store"
+            where = f"no sitq tables in {shown}"
         elif await asyncio.to_thread(os.path.exists, path):
             where = f"{path!r} is not a sitq database (it holds no sitq tables, or is not a SQLite file)"
         else:

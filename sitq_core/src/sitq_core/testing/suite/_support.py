@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
+
+import pytest
 
 from ...backend import Backend
 from ...models import ReservedTask, Task, new_id
@@ -11,6 +15,27 @@ from ..clock import FakeClock
 
 LEASE = 30.0
 WORKER = "worker-1"
+GUARD = 5.0  # seconds a call may take before the kit calls it hung
+
+T = TypeVar("T")
+E = TypeVar("E", bound=BaseException)
+
+
+async def within(awaitable: Awaitable[T], contract: str, promise: str, seconds: float = GUARD) -> T:
+    """``await awaitable``, failing with ``contract: promise`` when it hangs (instead of hanging the run)."""
+    try:
+        return await asyncio.wait_for(awaitable, seconds)
+    except TimeoutError:
+        pytest.fail(f"{contract}: {promise} (no answer within {seconds:g} s)")
+
+
+async def refused(awaitable: Awaitable[Any], error: type[E], contract: str, promise: str) -> E:
+    """The ``error`` that ``awaitable`` must raise; failing with ``contract: promise`` when it returns."""
+    try:
+        await within(awaitable, contract, promise)
+    except error as exc:
+        return exc
+    pytest.fail(f"{contract}: {promise} (it returned without raising {error.__name__})")
 
 
 def make_task(clock: FakeClock, **changes: Any) -> Task:

@@ -129,7 +129,10 @@ class ConcurrencyContract(BackendFixtures):
     ) -> None:
         """Real processes racing for one store: each task is completed exactly once."""
         if backend_url is None:
-            pytest.skip("override the 'backend_url' fixture to run reservers in other processes")
+            pytest.skip(
+                "declares MULTI_PROCESS, but the 'backend_url' fixture is None: the cross-process contract did "
+                "not run; override 'backend_url' (a URL or config that another process can open) to run it"
+            )
         tasks = [make_task(clock) for _ in range(PROCESS_TASKS)]
         await backend.enqueue_many(tasks)
         spec = json.dumps(backend_url)

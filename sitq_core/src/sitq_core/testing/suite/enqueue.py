@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import timedelta, timezone
 
 import pytest
 
@@ -14,7 +14,7 @@ from ...errors import SerializationError, ValidationError
 from ...models import Task, TaskStatus
 from ..clock import FakeClock
 from ..fixtures import BackendFixtures, requires
-from ._support import get, is_aware_utc, make_task, parameter_of
+from ._support import get, is_aware_utc, make_task, parameter_of, refused, reserve_all
 
 C = "EnqueueContract"
 
@@ -119,15 +119,51 @@ class EnqueueContract(BackendFixtures):
             )
 
     @pytest.mark.asyncio
+    async def test_times_in_another_zone_come_back_as_utc(self, backend: Backend, clock: FakeClock) -> None:
+        east = timezone(timedelta(hours=5, minutes=30))
+        task = make_task(clock, eta=(clock.now() + timedelta(hours=1)).astimezone(east))
+        task = task.with_changes(enqueued_at=clock.now().astimezone(east))
+        await backend.enqueue(task)
+        stored = await get(backend, task.id, C)
+        for name in ("eta", "enqueued_at"):
+            value = getattr(stored, name)
+            assert is_aware_utc(value), f"{C}: Task.{name} must come back as aware UTC, got {value!r}"
+            assert value == getattr(task, name), f"{C}: Task.{name} must keep its instant, got {value!r}"
+
+    @pytest.mark.asyncio
+    async def test_a_task_with_history_is_stored_queued_with_its_counters(
+        self, backend: Backend, clock: FakeClock
+    ) -> None:
+        # a task moved from another store: whatever its status says, it is stored ready to reserve,
+        # and its counters (its history) are kept
+        moved = make_task(clock, status=TaskStatus.RUNNING, attempts=2, lease_expiries=1, worker_id="elsewhere")
+        await backend.enqueue(moved)
+        stored = await get(backend, moved.id, C)
+        assert stored.status == TaskStatus.QUEUED, (
+            f"{C}: enqueue stores every task as queued (ready at its eta), got {stored.status!r}"
+        )
+        assert (stored.attempts, stored.lease_expiries) == (2, 1), (
+            f"{C}: enqueue must keep a task's attempts and lease_expiries, got "
+            f"{stored.attempts} and {stored.lease_expiries}"
+        )
+        got = await reserve_all(backend)
+        assert [lease.id for lease in got] == [moved.id], f"{C}: a task enqueued with history must be reservable"
+        assert got[0].task.attempts == 3, f"{C}: reserve must count on from the stored attempts (2 + 1)"
+
+    @pytest.mark.asyncio
     async def test_duplicate_id_stores_nothing(self, backend: Backend, clock: FakeClock) -> None:
         existing = make_task(clock, payload=b"original")
         await backend.enqueue(existing)
         fresh = [make_task(clock) for _ in range(3)]
         clash = make_task(clock, id=existing.id, payload=b"impostor")
-        with pytest.raises(ValidationError) as info:
-            await backend.enqueue_many([fresh[0], clash, *fresh[1:]])
-        assert parameter_of(info.value) == "tasks", (
-            f"{C}: a duplicate id must raise ValidationError(parameter='tasks'), got {parameter_of(info.value)!r}"
+        error = await refused(
+            backend.enqueue_many([fresh[0], clash, *fresh[1:]]),
+            ValidationError,
+            C,
+            "enqueue_many with an id already stored must raise ValidationError(parameter='tasks')",
+        )
+        assert parameter_of(error) == "tasks", (
+            f"{C}: a duplicate id must raise ValidationError(parameter='tasks'), got {parameter_of(error)!r}"
         )
         for task in fresh:
             assert await backend.get_task(task.id) is None, (
@@ -140,8 +176,12 @@ class EnqueueContract(BackendFixtures):
     async def test_duplicate_id_within_batch(self, backend: Backend, clock: FakeClock) -> None:
         first = make_task(clock)
         other = make_task(clock)
-        with pytest.raises(ValidationError):
-            await backend.enqueue_many([first, other, first.with_changes(payload=b"again")])
+        await refused(
+            backend.enqueue_many([first, other, first.with_changes(payload=b"again")]),
+            ValidationError,
+            C,
+            "enqueue_many with one id twice in the batch must raise ValidationError",
+        )
         assert await backend.get_task(first.id) is None and await backend.get_task(other.id) is None, (
             f"{C}: enqueue_many is not atomic: a batch repeating an id stored part of the batch"
         )
@@ -177,8 +217,12 @@ class EnqueueContract(BackendFixtures):
     async def test_enqueue_one_duplicate(self, backend: Backend, clock: FakeClock) -> None:
         task = make_task(clock)
         await backend.enqueue(task)
-        with pytest.raises(ValidationError):
-            await backend.enqueue(task.with_changes(payload=b"second"))
+        await refused(
+            backend.enqueue(task.with_changes(payload=b"second")),
+            ValidationError,
+            C,
+            "enqueue of an id already stored must raise ValidationError",
+        )
         assert (await get(backend, task.id, C)).payload == task.payload, (
             f"{C}: enqueue of an existing id overwrote the stored task"
         )

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from ...backend import Backend
-from ...models import LeaseState, ReservedTask, TaskStatus
+from ...models import LeaseState, Outcome, ReservedTask, TaskStatus
 from ..clock import FakeClock
 from ..fixtures import BackendFixtures
 from ._support import LEASE, close_to, enqueue_and_reserve, get, make_task, reserve_all, reserve_one
@@ -95,13 +95,30 @@ class LeaseContract(BackendFixtures):
         assert close_to(second.task.started_at, now), f"{C}: redelivery must set started_at = now"
 
     @pytest.mark.asyncio
+    async def test_an_expired_lease_nobody_took_is_still_current(self, backend: Backend, clock: FakeClock) -> None:
+        # a worker paused past its lease (a GC pause, a slow disk) keeps the task while no other reserve took it
+        lease = await enqueue_and_reserve(backend, clock, C)
+        clock.advance(LEASE + 5)
+        states = await backend.heartbeat([(lease.id, lease.lease_token)], LEASE)
+        assert states.get(lease.id) == LeaseState.HELD, (
+            f"{C}: a lease past its expiry that no other reserve has taken is still current: heartbeat must "
+            f"extend it (HELD), got {states.get(lease.id)!r}"
+        )
+        clock.advance(LEASE + 5)
+        [accepted] = await backend.finish_many([Outcome(lease.id, lease.lease_token, "success", value=b"v")])
+        assert accepted, f"{C}: finish_many must accept the outcome of an expired lease that no other reserve took"
+
+    @pytest.mark.asyncio
     async def test_poison_pill_ends_failed(self, backend: Backend, clock: FakeClock) -> None:
         task = make_task(clock, max_lease_expiries=2)
         await backend.enqueue(task)
         await reserve_one(backend, C)
         clock.advance(LEASE)
         second = await reserve_one(backend, C)
-        assert second.task.lease_expiries == 1
+        assert second.task.lease_expiries == 1, (
+            f"{C}: an expired lease counts as an attempt: redelivery must set lease_expiries = 1, "
+            f"got {second.task.lease_expiries}"
+        )
         clock.advance(LEASE)
         got = await reserve_all(backend)
         assert got == [], f"{C}: a task reaching max_lease_expiries must not be handed out again (poison pill)"

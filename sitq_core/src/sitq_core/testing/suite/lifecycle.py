@@ -7,7 +7,7 @@ import pytest
 from ...backend import Backend, Capability
 from ..clock import FakeClock
 from ..fixtures import BackendFactory, BackendFixtures, OpenBackend, requires
-from ._support import make_task
+from ._support import make_task, within
 
 C = "LifecycleContract"
 
@@ -77,6 +77,21 @@ class LifecycleContract(BackendFixtures):
             "(return True, or None when the backend cannot tell; sitq stats refuses a store that does not exist)"
         )
         assert found is None or isinstance(found, bool), f"{C}: exists() must return True, False or None"
+
+    @pytest.mark.asyncio
+    async def test_exists_creates_nothing(self, backend_factory: BackendFactory, clock: FakeClock) -> None:
+        fresh = backend_factory()  # the test's fresh store, not connected (``backend`` is not used here)
+        fresh.clock = clock
+        try:
+            first = await within(fresh.exists(), C, "exists() must answer without waiting")
+            assert first is None or isinstance(first, bool), f"{C}: exists() must return True, False or None"
+            second = await fresh.exists()
+            assert not (first is False and second is not False), (
+                f"{C}: exists() must create nothing: it answered False, then {second!r} "
+                "(sitq stats asks it first, and a mistyped store must not be created)"
+            )
+        finally:
+            await fresh.close()
 
     @pytest.mark.asyncio
     async def test_now_reads_the_clock(self, backend: Backend, clock: FakeClock) -> None:

@@ -10,7 +10,7 @@ from ...backend import Backend
 from ...models import Outcome, TaskStatus
 from ..clock import FakeClock
 from ..fixtures import BackendFixtures, OpenBackend
-from ._support import close_to, enqueue_and_reserve, get, is_aware_utc, make_task
+from ._support import close_to, enqueue_and_reserve, get, is_aware_utc, make_task, within
 
 C = "ResultContract"
 
@@ -31,8 +31,9 @@ class ResultContract(BackendFixtures):
         assert result is not None, f"{C}: complete must store a result"
         assert result.task_id == lease.id and result.status == "success", f"{C}: wrong result {result!r}"
         assert result.ok, f"{C}: Result.status must be the plain string 'success'"
+        assert result.value is not None, f"{C}: complete(lease, value) stored no value: Result.value is None"
         assert type(result.value) is bytes, (
-            f"{C}: Result.value must be bytes (or None), got {type(result.value).__name__} "
+            f"{C}: Result.value must be bytes, got {type(result.value).__name__} "
             "(convert memoryview/bytearray from the driver: serializers expect bytes)"
         )
         assert result.value == b"\x00value\xff", f"{C}: the result value did not round trip: {result.value!r}"
@@ -86,18 +87,28 @@ class ResultContract(BackendFixtures):
         lease = await enqueue_and_reserve(backend, clock, C)
         await backend.complete(lease, b"v")
         for timeout in (0, 1.0, None):
-            result = await asyncio.wait_for(backend.wait_for_result(lease.id, timeout), 5)
-            assert result is not None and result.value == b"v", (
-                f"{C}: wait_for_result(timeout={timeout}) must return an existing result at once"
+            result = await within(
+                backend.wait_for_result(lease.id, timeout),
+                C,
+                f"wait_for_result(timeout={timeout}) must return an existing result at once",
+            )
+            assert result is not None, f"{C}: wait_for_result(timeout={timeout}) must return an existing result"
+            assert result.value == b"v", (
+                f"{C}: wait_for_result(timeout={timeout}) returned the result without its value: {result.value!r}"
             )
 
     @pytest.mark.asyncio
     async def test_wait_times_out_with_none(self, backend: Backend, clock: FakeClock) -> None:
         lease = await enqueue_and_reserve(backend, clock, C)
-        assert await backend.wait_for_result(lease.id, 0) is None, f"{C}: wait_for_result(timeout=0) must check once"
+        once = await within(
+            backend.wait_for_result(lease.id, 0), C, "wait_for_result(timeout=0) must check once, not wait"
+        )
+        assert once is None, f"{C}: wait_for_result(timeout=0) must check once and return None"
         loop = asyncio.get_running_loop()
         start = loop.time()
-        result = await asyncio.wait_for(backend.wait_for_result(lease.id, 0.05), 5)
+        result = await within(
+            backend.wait_for_result(lease.id, 0.05), C, "wait_for_result(timeout=0.05) must return by its timeout"
+        )
         assert result is None, f"{C}: wait_for_result must return None when the timeout passes first"
         assert loop.time() - start >= 0.04, f"{C}: wait_for_result returned None before its timeout"
 
@@ -109,7 +120,7 @@ class ResultContract(BackendFixtures):
         assert not waiter.done()
         await backend.complete(lease, b"late")
         backend.notify_results([lease.id])
-        result = await asyncio.wait_for(waiter, 5)
+        result = await within(waiter, C, "wait_for_result must wake when the result is written and notified")
         assert result is not None and result.value == b"late", (
             f"{C}: wait_for_result did not return a result written while it waited"
         )
@@ -123,7 +134,7 @@ class ResultContract(BackendFixtures):
         waiter = asyncio.create_task(other.wait_for_result(lease.id, 10))
         await asyncio.sleep(0)
         await backend.complete(lease, b"from elsewhere")  # no notify_results: another process would not call it
-        result = await asyncio.wait_for(waiter, 5)
+        result = await within(waiter, C, "wait_for_result must see a result written by another instance")
         assert result is not None and result.value == b"from elsewhere", (
             f"{C}: wait_for_result must see a result written by another backend instance without notification"
         )

@@ -142,6 +142,17 @@ class StatsContract(BackendFixtures):
         assert later == 1, f"{C}: purge(older_than=future) must delete the remaining final task"
 
     @pytest.mark.asyncio
+    async def test_purge_keeps_a_task_finished_exactly_at_the_cutoff(self, backend: Backend, clock: FakeClock) -> None:
+        lease = await enqueue_and_reserve(backend, clock, C)
+        await backend.complete(lease, b"v")
+        finished = (await get(backend, lease.id, C)).finished_at
+        assert finished is not None
+        assert await backend.purge(older_than=finished) == 0, (
+            f"{C}: purge(older_than=t) deletes tasks finished *before* t; it deleted one finished exactly at t"
+        )
+        assert await backend.get_task(lease.id) is not None, f"{C}: purge(older_than=t) deleted a task finished at t"
+
+    @pytest.mark.asyncio
     async def test_purge_naive_datetime(self, backend: Backend, clock: FakeClock) -> None:
         lease = await enqueue_and_reserve(backend, clock, C)
         await backend.complete(lease, b"v")

@@ -11,7 +11,7 @@ import threading
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import ClassVar
 
 from sitq_core import checks
@@ -20,6 +20,19 @@ from sitq_core.errors import ValidationError
 from sitq_core.models import LeaseState, Outcome, ReservedTask, Result, Task, TaskStatus, new_id
 
 QUEUED, RUNNING = TaskStatus.QUEUED, TaskStatus.RUNNING
+
+
+def _as_stored(task: Task) -> Task:
+    """A task as the store keeps it: queued (ready at its eta, whatever its status said), times in UTC.
+
+    Its counters stay as given: a task moved from another store keeps its history.
+    """
+    times = {
+        name: value.astimezone(UTC)
+        for name in ("eta", "enqueued_at", "started_at", "finished_at")
+        if (value := getattr(task, name)) is not None
+    }
+    return task.with_changes(status=QUEUED, **times)
 
 
 @dataclass
@@ -81,7 +94,7 @@ class DictStoreBackend(Backend):
             if taken:
                 raise ValidationError(f"task id {taken[0]!r} already exists", parameter="tasks", value=taken[0])
             for task in tasks:
-                db.rows[task.id] = _Row(task, next(db.counter))
+                db.rows[task.id] = _Row(_as_stored(task), next(db.counter))
         return ids
 
     # -- leases --------------------------------------------------------------------------
