@@ -18,7 +18,7 @@ from sitq import SQLiteBackend, TaskQueue, Worker
 from sitq_core.models import LeaseState
 
 import sitq_test_tasks as tasks
-from sitq_test_helpers import wait_until
+from sitq_test_helpers import wait_until, wait_until_sync
 
 TESTS = Path(__file__).resolve().parents[1]
 
@@ -205,3 +205,22 @@ async def test_a_renewal_that_reads_a_just_finished_task_is_no_lease_lost_alarm(
             await worker.stop()
     assert result is not None and result.status == "success"
     assert "lost" not in caplog.text, caplog.text  # operators alert on "lease lost": no false alarm
+
+
+def test_a_sigterm_while_the_worker_starts_ends_it_with_exit_code_zero(tmp_path: Path) -> None:
+    (tmp_path / "sitq_loading_slow_start.py").write_text(
+        "import time\nopen(__file__ + '.started', 'w').close()\ntime.sleep(30)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{TESTS}")
+    command = [sys.executable, "-m", "sitq", "worker", "-b", f"sqlite:///{tmp_path / 'start.db'}"]
+    proc = subprocess.Popen([*command, "-i", "sitq_loading_slow_start"], env=env, stderr=subprocess.PIPE)
+    try:
+        marker = tmp_path / "sitq_loading_slow_start.py.started"
+        wait_until_sync(lambda: marker.exists() or proc.poll() is not None, timeout=30)
+        assert proc.poll() is None, "the worker ended before importing its tasks"
+        proc.send_signal(signal.SIGTERM)  # the supervisor stops it while it is still importing its tasks
+        assert proc.wait(20) == 0, "a worker stopped while starting has nothing to drain: exit code 0"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)

@@ -13,6 +13,7 @@ import importlib
 import json
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -232,6 +233,15 @@ def _backends(out: TextIO, *, as_json: bool) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
+    previous = _leave_on_early_sigterm()  # until the worker's own handlers are in place
+    try:
+        return _run_worker(args)
+    finally:
+        with contextlib.suppress(ValueError, OSError, TypeError):
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run_worker(args: argparse.Namespace) -> int:
     sys.path.insert(0, os.getcwd())  # like python -m: tasks defined next to the caller import
     for module in args.imports:
         try:
@@ -335,6 +345,23 @@ def _exit_now(code: int) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def _leave_on_early_sigterm() -> Any:
+    """Make a SIGTERM before the worker handles signals (imports, connecting) end the process with 0 at once.
+
+    Nothing is reserved yet then, so there is nothing to drain; without this a
+    supervisor stopping a worker that is still starting sees it die by signal.
+    ``Worker.run`` replaces the handler with its draining one as it begins.
+    """
+
+    def leave(_signum: int, _frame: object) -> None:
+        raise SystemExit(0)
+
+    try:
+        return signal.signal(signal.SIGTERM, leave)  # the handler before, given back when the command ends
+    except (ValueError, OSError):  # not the main thread
+        return signal.getsignal(signal.SIGTERM)
 
 
 def _backend_source(given: str | None) -> str:

@@ -385,11 +385,10 @@ class Worker:
         """Process until ``stop()`` is called or SIGINT/SIGTERM arrives, then drain and return.
 
         The first signal drains (in-flight tasks finish, up to
-        ``shutdown_timeout``); a second signal stops at once.
+        ``shutdown_timeout``); a second signal stops at once. The handlers
+        are in place before the backend connects, so a signal during a slow
+        connect stops the worker too.
         """
-        await self.start()
-        if not self._running:  # stop() came while start() was connecting
-            return
         loop = asyncio.get_running_loop()
         installed: list[signal.Signals] = []
         signals_seen = 0
@@ -413,6 +412,9 @@ class Worker:
                 except (NotImplementedError, RuntimeError, ValueError):
                     pass  # not the main thread, or no signal support here
         try:
+            await self.start()
+            if not self._running:  # stop() came while start() was connecting
+                return
             assert self._stopped is not None
             await self._stopped.wait()
         finally:
