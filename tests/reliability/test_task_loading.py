@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -224,3 +225,77 @@ def test_a_sigterm_while_the_worker_starts_ends_it_with_exit_code_zero(tmp_path:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+@pytest.mark.asyncio
+async def test_a_module_that_must_import_on_the_main_thread_still_loads(module_dir: Path, tmp_path: Path) -> None:
+    # signal.signal() works only on the main thread: loading on a thread fails, the loop then loads it
+    (module_dir / "sitq_loading_main_thread.py").write_text(
+        "import signal\nsignal.signal(signal.SIGUSR2, signal.SIG_IGN)\ndef work():\n    return 'loaded on the loop'\n"
+    )
+    module = __import__("sitq_loading_main_thread")
+    backend = SQLiteBackend(tmp_path / "main-thread.db")
+    async with TaskQueue(backend) as queue:
+        task_id = await queue.enqueue(module.work)
+        del sys.modules["sitq_loading_main_thread"]
+        worker = Worker(backend)
+        await worker.start()
+        result = await queue.get_result(task_id, timeout=10)
+        await worker.stop()
+    assert result is not None and result.status == "success", result
+    assert queue.deserialize_result(result) == "loaded on the loop"
+
+
+@pytest.mark.asyncio
+async def test_leases_are_renewed_while_a_new_function_loads(module_dir: Path, tmp_path: Path) -> None:
+    (module_dir / "sitq_loading_slow_lease.py").write_text(
+        "import time\ntime.sleep(1.5)\ndef work():\n    return 'once'\n"
+    )
+    module = __import__("sitq_loading_slow_lease")
+    backend = SQLiteBackend(tmp_path / "lease.db")
+    async with TaskQueue(backend) as queue:
+        task_id = await queue.enqueue(module.work)
+        del sys.modules["sitq_loading_slow_lease"]
+        first = Worker(backend, lease_timeout=0.6)  # renewals every 0.2 s; the import takes 1.5 s
+
+        async def taken() -> bool:
+            found = await queue.get_task(task_id)
+            return found is not None and found.status == "running"
+
+        await first.start()
+        await wait_until(taken)
+        second = Worker(backend, lease_timeout=0.6)  # would take the task if its lease ran out meanwhile
+        await second.start()
+        result = await queue.get_result(task_id, timeout=10)
+        await second.stop()
+        await first.stop()
+        stored = await queue.get_task(task_id)
+    assert result is not None and result.status == "success"
+    assert stored is not None and (stored.attempts, stored.lease_expiries) == (1, 0), "the task ran twice"
+
+
+@pytest.mark.asyncio
+async def test_stop_does_not_wait_for_an_import_in_progress(module_dir: Path, tmp_path: Path) -> None:
+    (module_dir / "sitq_loading_hung.py").write_text("import time\ntime.sleep(20)\ndef work():\n    return 1\n")
+    backend = SQLiteBackend(tmp_path / "hung.db")
+    async with TaskQueue(backend) as queue:
+        task_id = await queue.enqueue(tasks.add, 1)
+        # the worker finds the function under a module whose import hangs (a cold network drive)
+        with sqlite3.connect(tmp_path / "hung.db") as conn:
+            conn.execute("UPDATE tasks SET payload = ? WHERE id = ?", (_payload_for("sitq_loading_hung"), task_id))
+        worker = Worker(backend)
+
+        async def taken() -> bool:
+            found = await queue.get_task(task_id)
+            return found is not None and found.status == "running"
+
+        await worker.start()
+        await wait_until(taken)
+        await asyncio.wait_for(worker.stop(timeout=0.5), 5)  # not 20 s: the import is left to its thread
+        stored = await queue.get_task(task_id)
+    assert stored is not None and stored.status == "queued", "the task still loading is given back"
+
+
+def _payload_for(module: str) -> bytes:
+    """A cloudpickle-format payload calling ``module.work()`` by reference, made without importing ``module``."""
+    return b"(c" + module.encode() + b"\nwork\n)}t."  # (module.work, (), {}) in pickle protocol 0

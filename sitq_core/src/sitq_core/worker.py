@@ -17,6 +17,7 @@ import math
 import os
 import signal
 import socket
+import threading
 import time
 import traceback as tb_module
 import uuid
@@ -98,7 +99,6 @@ class _Running:
         "future",
         "held_since",
         "lease_lost",
-        "load_error",
         "outcome_queued",
         "reserved",
         "settled",
@@ -113,7 +113,6 @@ class _Running:
         self.settled = False  # an outcome is queued for it, or its lease was given back: nothing more to report
         self.future: asyncio.Task[None] | None = None
         self.lease_lost = False
-        self.load_error: BaseException | None = None  # decoding failed off the loop (_preload): reported at dispatch
         self.outcome_queued = False  # an outcome was queued for it: its own fenced report decides if it was lost
         self.cancel_requested = False
         self.started_at: datetime | None = None
@@ -219,6 +218,8 @@ class Worker:
         self._only_serializer: Serializer | None = resolve_serializer(chosen) if chosen is not None else None
         self._serializers: dict[str, Serializer] = {}
         self._hard_stopping = asyncio.Event()  # a second signal: stop waiting for in-flight tasks
+        self._loading: set[_Running] = set()  # reserved, their function loading on a thread (_load)
+        self._loaders: set[asyncio.Task[None]] = set()
         self._loaded: set[tuple[str, str]] = set()  # (serializer, function name) decoded once: later ones on the loop
         if self._only_serializer is not None:
             self._serializers[self._only_serializer.name] = self._only_serializer
@@ -347,6 +348,7 @@ class Worker:
                 await fairness
         await self._release_waiting()
         await self._release_unstarted_in_batches()
+        await self._release_loading()
         in_flight = {r.future for r in self._held.values() if r.future is not None}
         if in_flight:
             pending = await self._wait_in_flight(in_flight, timeout)
@@ -574,23 +576,57 @@ class Worker:
 
     async def _take_reserved(self, reserved: list[ReservedTask]) -> None:
         runnings = [_Running(item) for item in reserved]
-        first_seen = [
-            r for r in runnings if (r.reserved.task.serializer, r.reserved.task.function_name) not in self._loaded
-        ]
-        if first_seen:
-            # A function this worker has not loaded yet may import its module now (seconds, for a heavy
-            # library): load it on a thread, so the loop keeps renewing the leases of running tasks.
-            await asyncio.to_thread(self._preload, first_seen)
+        loading: list[_Running] = []
         for running in runnings:
-            self._held[running.id] = running
-            self._waiting.append(running)
+            self._held[running.id] = running  # held at once: its lease is renewed, whatever it waits for
+            task = running.reserved.task
+            if (task.serializer, task.function_name) in self._loaded:
+                self._waiting.append(running)
+            else:
+                loading.append(running)
         if reserved:
             self._reserved_more.set()
+        if loading:
+            # A function this worker has not loaded yet may import its module now (seconds, for a heavy
+            # library): it loads on a thread while the loop goes on renewing leases, reporting outcomes and
+            # running what is ready; stop() gives back what is still loading.
+            self._loading.update(loading)
+            loader = asyncio.create_task(self._load(loading), name=f"sitq-load-{self.worker_id}")
+            self._loaders.add(loader)
+            loader.add_done_callback(self._loaders.discard)
         if self._stopping is not None and self._stopping.is_set():
             await self._release_waiting()  # reserved while stopping: give them straight back
         else:
             self._dispatch()
             self._watch_prefetched()
+
+    async def _load(self, loading: list[_Running]) -> None:
+        """Decode first-seen functions on a daemon thread, then queue the tasks that are still ours."""
+        try:
+            await _on_daemon_thread(self._preload, loading)
+        finally:
+            self._loading.difference_update(loading)
+        still_ours = []
+        for running in loading:
+            if running.settled or self._held.get(running.id) is not running:
+                continue  # given back by stop(), or cancelled/reported while it loaded
+            if running.lease_lost:  # another worker may hold it now: it must not start here
+                running.settled = True
+                self._unhold(running)
+                continue
+            if running.cancel_requested:  # cancelled while it loaded: reported at once, never started
+                self._executing += 1
+                self._report(running, self._cancelled(running), {"error": "cancelled", "duration": 0.0})
+                continue
+            still_ours.append(running)
+        if self._stopping is not None and self._stopping.is_set():
+            await self._release(still_ours, "unstarted")
+            return
+        self._waiting.extend(still_ours)
+        if still_ours:
+            self._reserved_more.set()  # the heartbeat checks tasks waiting for a slot for cancel requests
+        self._dispatch()
+        self._watch_prefetched()
 
     def _watch_prefetched(self) -> None:
         """With adaptive prefetch, start the watch that gives back tasks reserved ahead when runs turn slow."""
@@ -604,7 +640,7 @@ class Worker:
         return [r for r in self._held.values() if r.batch is not None and not r.settled and r.started_at is None]
 
     def _has_unstarted(self) -> bool:
-        return bool(self._waiting) or bool(self._unstarted_in_batches())
+        return bool(self._waiting) or bool(self._loading) or bool(self._unstarted_in_batches())
 
     async def _give_back_when_slow(self) -> None:
         """Give back prefetched tasks once runs take longer than the estimate the prefetch was sized by.
@@ -736,15 +772,15 @@ class Worker:
                 member.batch_index = index
 
     def _preload(self, runnings: list[_Running]) -> None:
-        """Decode ``runnings`` (on a thread): the call, or the error ``_decode`` reports on the loop."""
+        """Decode ``runnings`` (on a thread). One that fails here is decoded again on the loop by ``_decode``,
+        which reports its error: some modules can only be imported on the main thread (``signal.signal``)."""
         for running in runnings:
             task = running.reserved.task
             try:
                 running.call = self._serializer_for(task.serializer).loads_call(task.payload)
-            except BaseException as exc:  # reported by _decode, on the loop; never ends this thread's caller
-                running.load_error = exc
-            else:
-                self._loaded.add((task.serializer, task.function_name))
+            except BaseException:  # tried again (and reported) on the loop
+                continue
+            self._loaded.add((task.serializer, task.function_name))
 
     def _decode(self, running: _Running) -> Call | None:
         """The task's (func, args, kwargs); an unreadable task is reported failed and None returned."""
@@ -752,10 +788,8 @@ class Worker:
             return running.call
         task = running.reserved.task
         try:
-            if running.load_error is not None:
-                raise running.load_error
             running.call = self._serializer_for(task.serializer).loads_call(task.payload)
-        except BaseException as exc:  # SystemExit from a module's import (argparse, a missing setting) too
+        except (Exception, SystemExit) as exc:  # SystemExit from a module's import (argparse, a missing setting)
             running.started_at = self.backend.now()
             message = f"cannot load task {task.function_name or task.id}: {exc}"
             outcome = self._failure(running, message, _format(exc), retry=False)
@@ -787,6 +821,14 @@ class Worker:
         waiting = list(self._waiting)
         self._waiting.clear()
         await self._release(waiting, "unstarted")
+
+    async def _release_loading(self) -> None:
+        """Give back the tasks whose function still loads on a thread; stop does not wait for an import."""
+        loading = [r for r in self._loading if not r.settled]
+        self._loading.clear()
+        for loader in list(self._loaders):
+            loader.cancel()  # its thread finishes the import on its own (a daemon thread)
+        await self._release(loading, "unstarted")
 
     async def _release_unstarted_in_batches(self) -> None:
         """Halt every batch of sync tasks and give back the tasks in them that have not started."""
@@ -1038,7 +1080,7 @@ class Worker:
         serializer = self._serializer_for(reserved.task.serializer)
         try:
             payload = None if value is None else serializer.dumps(value)
-        except BaseException as exc:  # a value whose pickling raises SystemExit fails its task, not the worker
+        except (Exception, SystemExit) as exc:  # pickling that raises SystemExit fails its task, not the worker
             message = f"cannot serialise the return value: {exc}"
             return self._failure(running, message, _format(exc), retry=False), {"error": exc, "duration": duration}
         outcome = Outcome(
@@ -1287,6 +1329,33 @@ class Worker:
                             ),
                             {},
                         )
+
+
+async def _on_daemon_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` on a new daemon thread: an import that hangs must not keep the process from exiting."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def settle(value: Any, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)
+
+    def main() -> None:
+        value: Any = None
+        error: BaseException | None = None
+        try:
+            value = fn(*args)
+        except BaseException as exc:  # handed to the awaiting coroutine
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits any more
+            loop.call_soon_threadsafe(settle, value, error)
+
+    threading.Thread(target=main, name="sitq-load", daemon=True).start()
+    return await future
 
 
 async def _bounded(awaitable: Awaitable[Any], timeout: float) -> Any:
