@@ -95,6 +95,22 @@ def test_strict_mode_still_loads_the_other_plugins_before_raising(site: Path, mo
     assert {r.name: r.status for r in manager.plugin_records()}["acme"] == "broken"
 
 
+def test_strict_mode_raises_even_when_a_plugin_resolves_names_while_loading(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_dist(site, "acme-broken", "aaa", "aaa_broken_plugin", "raise RuntimeError('kaboom')\n")
+    make_dist(  # its import collects the registry while the others still load (allowed on the loading thread)
+        site,
+        "acme-resolver",
+        "bbb",
+        "bbb_resolver_plugin",
+        "from sitq_core.plugins import get_plugin_manager\nget_plugin_manager().collect()\n",
+    )
+    monkeypatch.setenv("SITQ_STRICT_PLUGINS", "1")
+    with pytest.raises(BrokenPluginError, match="kaboom"):
+        get_plugin_manager().backend_class("sqlite")
+
+
 def test_the_plugins_command_lists_a_broken_plugin_even_in_strict_mode(
     site: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -24,6 +24,19 @@ USER_CODE = textwrap.dedent(
         task_id: str = await bound.enqueue("a@example.com", copies=2)
         await bound.enqueue(42)                      # line 12: wrong type
         await bound.enqueue("a@example.com", cc=1)   # line 13: unknown keyword
+
+    def build(queue: TaskQueue) -> None:
+        @queue.task(max_retries=1)
+        async def resize(path: str, width: int) -> str:
+            return path
+
+        @queue.task
+        def plain(path: str) -> None:
+            return None
+
+        async def use() -> None:
+            await resize.enqueue("a.png", width="wide")   # line 25: wrong type, through @queue.task(...)
+            await plain.enqueue(3)                        # line 26: wrong type, through @queue.task
     """
 )
 
@@ -42,4 +55,6 @@ def test_enqueue_is_checked_against_the_function_signature(tmp_path: Path) -> No
     errors = [line for line in done.stdout.splitlines() if ": error:" in line]
     assert any("user_tasks.py:12:" in line and '"int"' in line for line in errors), done.stdout
     assert any("user_tasks.py:13:" in line and "cc" in line for line in errors), done.stdout
-    assert len(errors) == 2, done.stdout
+    assert any("user_tasks.py:25:" in line and '"str"' in line for line in errors), done.stdout
+    assert any("user_tasks.py:26:" in line and '"int"' in line for line in errors), done.stdout
+    assert len(errors) == 4, done.stdout

@@ -104,3 +104,13 @@ def test_an_unclosed_ipv6_bracket_is_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError, match="malformed") as info:
         parse_backend_url("postgresql://app@[::1/db")
     assert info.value.parameter == "url"
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["postgresql://db:5432/app?application_name=me@x", "sqlite:///a@b.db", "postgresql://u@h/db?x=a@b"],
+)
+def test_masking_leaves_urls_without_a_password_alone(url: str) -> None:
+    from sitq_core.urls import masked
+
+    assert masked(url) == url  # an '@' in the path or query is not a password's end

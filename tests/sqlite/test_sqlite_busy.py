@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sitq_core.errors import BackendError
+from sitq_core.errors import BackendError, ConnectionError
 from sitq_core.models import Task, new_id
 from sitq_sqlite import SQLiteBackend
 
@@ -138,3 +138,20 @@ def test_a_first_enqueue_waits_out_a_writer_in_rollback_journal_mode(tmp_path: P
             release.join()
             writer.close()
         assert queue.get_task(task_id) is not None
+
+
+@pytest.mark.asyncio
+async def test_a_lock_held_through_the_first_connect_names_busy_timeout(tmp_path: Path) -> None:
+    path = tmp_path / "held.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("PRAGMA journal_mode = WAL")
+    holder.execute("BEGIN IMMEDIATE")  # a long VACUUM or migration elsewhere, before sitq made its tables
+    try:
+        backend = SQLiteBackend(path, busy_timeout=0.2)
+        with pytest.raises(ConnectionError, match=r"busy_timeout=0\.2s") as info:
+            await backend.connect()
+        assert "locked" in str(info.value)
+        await backend.close()
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()

@@ -10,6 +10,7 @@ import asyncio
 import atexit
 import contextlib
 import importlib
+import importlib.util
 import json
 import logging
 import os
@@ -21,7 +22,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from . import __version__
-from .backend import Backend, Capability
+from .backend import Backend
 from .config import DEFAULT_BACKEND_URL, resolve_backend
 from .errors import SitqError
 from .plugin_manager import KNOWN_PLUGINS, SitqPluginManager
@@ -164,6 +165,8 @@ def _listed_description(kind: str, entry: RegistryEntry[Any]) -> str:
         return f"CONFLICT, cannot be chosen: {conflict_text(kind, entry)}"
     if entry.broken is not None:
         return f"BROKEN, cannot be chosen: {entry.broken.message}"
+    if kind == "serializer" and entry.name == "msgpack" and importlib.util.find_spec("msgpack") is None:
+        return "not installed: needs the msgpack package: pip install 'sitq[msgpack]'"
     return entry.description
 
 
@@ -374,8 +377,12 @@ def _backend_source(given: str | None) -> str:
 
 
 def _private_to_this_process(backend: Backend) -> bool:
-    """A store no other process can see (an in-memory database): a CLI command on it sees only its own."""
-    return not ({Capability.PERSISTENT, Capability.MULTI_PROCESS} & backend.capabilities)
+    """An in-memory SQLite database: a CLI command on it would see an empty one of its own.
+
+    Only a backend that says so itself (``is_memory``) is refused: a plugin
+    that declares few capabilities may still reach a shared store.
+    """
+    return getattr(backend, "is_memory", False) is True
 
 
 def _private_store_text(backend: Backend, given: str | None) -> str:

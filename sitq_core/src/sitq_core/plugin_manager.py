@@ -160,11 +160,18 @@ class SitqPluginManager(pluggy.PluginManager):
             if self._loaded:
                 return
             self._loaded = True
-            self._strict_errors = []
+            outermost = self._strict_errors is None
+            if outermost:
+                self._strict_errors = []
             try:
                 self._load()
+            except BaseException:
+                if outermost:
+                    self._strict_errors = None  # the real error goes first
+                raise
             finally:
                 self._load_done = True
+            if outermost:
                 self._raise_strict_errors()
 
     def _load(self) -> None:
@@ -323,11 +330,18 @@ class SitqPluginManager(pluggy.PluginManager):
             if self._collected:
                 return
             self._collected = True
-            self._strict_errors = []
+            outermost = self._strict_errors is None  # a plugin's import may collect() while loading goes on
+            if outermost:
+                self._strict_errors = []
             try:
                 self._collect()
+            except BaseException:
+                if outermost:
+                    self._strict_errors = None  # the real error goes first
+                raise
             finally:
                 self._collect_done = True
+            if outermost:
                 self._raise_strict_errors()
 
     def _collect(self) -> None:

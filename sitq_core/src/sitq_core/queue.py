@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, ParamSpec, Self, TypeVar, overload
 
 from .backend import Backend, Capability
 from .batch import TaskBatch
@@ -19,8 +19,10 @@ from .models import Result, Task, new_id, new_ids
 from .options import TaskOptions, normalize_eta, validate_timeout
 from .plugins import get_plugin_manager
 from .serializers import Serializer, function_path
-from .task import is_task_function, task
+from .task import TaskFunction, is_task_function, task
 
+P = ParamSpec("P")
+R = TypeVar("R")
 __all__ = ["Call", "TaskQueue", "TaskQueueView"]
 
 _DEFAULT_OPTIONS = TaskOptions()
@@ -359,13 +361,23 @@ class TaskQueue(_Producer):
         changes = {key: value for key, value in given.items() if value is not None}
         return TaskQueueView(self, self._options.merged(**changes))
 
-    def task(self, func: Any = None, /, **options: Any) -> Any:
+    @overload
+    def task(self, func: Callable[P, R], /) -> TaskFunction[P, R]: ...
+
+    @overload
+    def task(self, func: None = None, /, **options: Any) -> Callable[[Callable[P, R]], TaskFunction[P, R]]: ...
+
+    def task(
+        self, func: Callable[P, R] | None = None, /, **options: Any
+    ) -> TaskFunction[P, R] | Callable[[Callable[P, R]], TaskFunction[P, R]]:
         """Decorator: ``@queue.task`` or ``@queue.task(max_retries=3)``; see :func:`sitq.task`.
 
         The decorated function gains ``await f.enqueue(*args, **kwargs)`` on this
         queue, type-checked against its own signature.
         """
-        return task(func, queue=self, **options) if func is not None else task(queue=self, **options)
+        if func is not None:
+            return task(queue=self, **options)(func)
+        return task(queue=self, **options)
 
     # ---------------------------------------------------------------- lifecycle
 

@@ -58,14 +58,39 @@ class BackendURL:
         return self.render()
 
 
-# Up to the last '@': a password with an unescaped '/', '?' or '@' is still hidden (over-hiding is safe).
-_PASSWORD = re.compile(r"(://[^/?@:]*:).*@")
 _QUERY_SECRET = re.compile(r"((?:^|[?&])[^=&]*password[^=&]*=)[^&]*", re.IGNORECASE)
 
 
 def masked(url: str) -> str:
     """``url`` as it may appear in errors and logs: the password and any ``*password*=`` value as ``***``."""
-    return _QUERY_SECRET.sub(r"\1***", _PASSWORD.sub(r"\1***@", url))
+    return _QUERY_SECRET.sub(r"\1***", _mask_password(url))
+
+
+def _mask_password(url: str) -> str:
+    """Hide ``user:password@`` even when the password holds an unescaped ``/``, ``?`` or ``@``.
+
+    The password ends at the last ``@`` of the authority (up to the first
+    ``/``); when there is none there but an ``@`` follows in the path before
+    the query, an unescaped ``/`` cut the password short, and it runs to that
+    ``@``. An ``@`` inside the query (``application_name=me@x``) is not one.
+    """
+    head, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    slash = rest.find("/")
+    authority = rest if slash < 0 else rest[:slash]
+    if "@" in authority:
+        end = authority.rfind("@")
+    else:
+        query = rest.find("?", max(slash, 0))
+        before_query = rest if query < 0 else rest[:query]
+        if slash < 0 or "@" not in before_query[slash:]:
+            return url
+        end = before_query.rfind("@")
+    colon = rest.find(":", 0, end)
+    if colon < 0 or "/" in rest[:colon] or "@" in rest[:colon]:
+        return url  # a user name only, no password to hide
+    return f"{head}://{rest[: colon + 1]}***{rest[end:]}"
 
 
 def _host_port(host: str | None, port: int | None) -> str:

@@ -366,7 +366,16 @@ class SQLiteBackend(Backend):
                     backend_type="sqlite",
                     connection_details=self.path,
                 ) from None
-            if isinstance(exc, _Busy | sqlite3.Error):
+            if isinstance(exc, _Busy):
+                raise ConnectionError(
+                    f"cannot open SQLite database {self.path!r}: it stayed locked for more than busy_timeout="
+                    f"{self.busy_timeout}s while sitq set it up; another connection holds a long write "
+                    "transaction (a VACUUM, a migration): retry, or raise busy_timeout",
+                    backend_type="sqlite",
+                    connection_details=self.path,
+                    cause=exc,
+                ) from exc
+            if isinstance(exc, sqlite3.Error):
                 raise ConnectionError(
                     f"cannot open SQLite database {self.path!r}: {exc}"
                     + (" (is it a SQLite database file?)" if _is_not_a_db(exc) else ""),
