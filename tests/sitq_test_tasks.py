@@ -218,3 +218,23 @@ class ExitsWhenPickled:
 
 def returns_exits_when_pickled() -> ExitsWhenPickled:
     return ExitsWhenPickled()
+
+
+HELD_LOCKS: list[Any] = []
+
+
+def hold_write_lock(path: str) -> str:
+    """Takes the SQLite file's write lock and keeps it after returning (a frozen store, as seen by sitq)."""
+    import sqlite3
+
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("BEGIN IMMEDIATE")
+    HELD_LOCKS.append(conn)
+    return "holding"
+
+
+def release_write_locks() -> None:
+    while HELD_LOCKS:
+        conn = HELD_LOCKS.pop()
+        conn.execute("ROLLBACK")
+        conn.close()

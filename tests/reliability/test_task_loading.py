@@ -299,3 +299,26 @@ async def test_stop_does_not_wait_for_an_import_in_progress(module_dir: Path, tm
 def _payload_for(module: str) -> bytes:
     """A cloudpickle-format payload calling ``module.work()`` by reference, made without importing ``module``."""
     return b"(c" + module.encode() + b"\nwork\n)}t."  # (module.work, (), {}) in pickle protocol 0
+
+
+@pytest.mark.asyncio
+async def test_stop_does_not_wait_for_good_on_a_backend_that_stopped_answering(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sitq_core.worker._FINAL_REPORT_TIMEOUT", 0.5)
+    path = tmp_path / "frozen.db"
+    backend = SQLiteBackend(path, busy_timeout=30)  # each report waits up to 30 s for the lock
+    try:
+        async with TaskQueue(backend) as queue:
+            task_id = await queue.enqueue(tasks.hold_write_lock, str(path))
+            worker = Worker(backend)
+            await worker.start()
+            await wait_until(lambda: asyncio.sleep(0, bool(tasks.HELD_LOCKS)))  # the store is frozen now
+            began = time.monotonic()
+            await asyncio.wait_for(worker.stop(), 10)  # not 30 s or more: the last report is given up
+            assert time.monotonic() - began < 5
+            tasks.release_write_locks()
+            result = await queue.get_result(task_id, timeout=30)  # the report still lands once the lock goes
+            assert result is not None and result.status == "success"
+    finally:
+        tasks.release_write_locks()

@@ -46,6 +46,9 @@ logger = logging.getLogger("sitq.worker")
 _MAX_FINISH_BATCH = 512
 _MAX_REPORT_FAILURES = 7
 _CANCEL_CHECK = 0.25  # seconds: how often tasks waiting for a slot are checked for a cancel request
+# seconds a stopping worker waits for the backend to take its last outcomes: a healthy store takes them in
+# milliseconds; a frozen one (a network partition with no command timeout) must not hold the stop for good
+_FINAL_REPORT_TIMEOUT = 10.0
 _MAX_SYNC_BATCH = 32
 _ADAPTIVE_PREFETCH_MAX = 256
 _ADAPTIVE_PREFETCH_WINDOW = 0.1  # seconds of work reserved ahead when tasks are short
@@ -361,6 +364,15 @@ class Worker:
         self._poke()
         exchange, heartbeat = self._tasks
         heartbeat.cancel()
+        _done, late = await asyncio.wait({exchange}, timeout=_FINAL_REPORT_TIMEOUT)
+        if late:
+            logger.warning(
+                "worker %s: the backend did not take the last outcomes within %g s; those tasks run again "
+                "when their leases expire",
+                self.worker_id,
+                _FINAL_REPORT_TIMEOUT,
+            )
+            exchange.cancel()
         for task in (exchange, heartbeat):
             try:
                 await task
