@@ -9,10 +9,12 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg  # type: ignore[import-untyped]
 import pytest
 
 import sitq
@@ -240,3 +242,23 @@ def test_a_multi_host_url_falls_over_to_the_next_host(pg_dsn: str, pg_schema: st
             return (await queue.counts())["queued"]
 
     assert asyncio.run(round_trip()) == 1
+
+
+def test_each_ended_event_loop_gives_its_connections_back(pg_dsn: str, pg_schema: str) -> None:
+    # asyncio.run per call (a sync view, a cron loop, a test per loop): one pool per loop, and the ended
+    # loops' pools used to stay open until close(), running the server out of connections
+    name = f"sitq-loops-{uuid.uuid4().hex[:8]}"
+    queue = TaskQueue(url(pg_dsn, pg_schema) + f"&application_name={name}")
+
+    async def open_connections() -> int:
+        conn = await asyncpg.connect(pg_dsn)
+        try:
+            return int(await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", name))
+        finally:
+            await conn.close()
+
+    for n in range(12):
+        asyncio.run(queue.enqueue(tasks.add, n))
+    assert asyncio.run(open_connections()) <= 2, "connections of ended event loops are still open"
+    asyncio.run(queue.close())
+    assert asyncio.run(open_connections()) == 0

@@ -278,6 +278,7 @@ class PostgresBackend(Backend):
         pool = self._pools.get(loop)
         if pool is not None:
             return pool
+        self._release_closed_loops()  # a new loop (asyncio.run again, a test per loop): free the ended ones
         try:
             pool = await asyncpg.create_pool(
                 self.dsn,
@@ -306,6 +307,28 @@ class PostgresBackend(Backend):
             return existing
         log.debug("sitq.postgres: connected (%s, schema %s)", self._where(), self.schema)
         return pool
+
+    def _release_closed_loops(self) -> None:
+        """Close the server connections of event loops that have ended (each loop gets a pool of its own).
+
+        Without this, every ``asyncio.run`` that used the backend kept its
+        connections open until ``close()``: a program or test suite running
+        many loops ran the server out of connections.
+        """
+        with self._lock:
+            pools = {loop: pool for loop, pool in self._pools.items() if loop.is_closed()}
+            listeners = {loop: conn for loop, conn in self._listeners.items() if loop.is_closed()}
+            for loop in pools:
+                del self._pools[loop]
+            for loop in listeners:
+                del self._listeners[loop]
+                self._listener_locks.pop(loop, None)
+        for pool in pools.values():
+            _close_dead_pool(pool)
+        for conn in listeners.values():
+            _close_dead_connection(conn)
+        if pools or listeners:
+            log.debug("sitq.postgres: released the connections of %d ended event loop(s)", len(pools | listeners))
 
     def _cannot_connect(self, exc: BaseException) -> ConnectionError:
         return ConnectionError(
@@ -804,6 +827,7 @@ class PostgresBackend(Backend):
                 ) from exc
             with self._lock:
                 self._listeners[loop] = conn
+            self._release_closed_loops()
             return True
 
     def _on_listener_lost(self, _conn: object) -> None:
@@ -871,14 +895,35 @@ class PostgresBackend(Backend):
         return await self._call("purge", body)
 
 
+def _close_dead_pool(pool: Pool) -> None:
+    """Close each server connection of a pool whose event loop has closed.
+
+    ``Pool.terminate()`` stops at the first connection ("Event loop is
+    closed" is raised after its socket is closed), so each is closed on its own.
+    """
+    for holder in getattr(pool, "_holders", ()):
+        conn = getattr(holder, "_con", None)
+        if conn is not None:
+            _close_dead_connection(conn)
+
+
+def _close_dead_connection(conn: Any) -> None:
+    with contextlib.suppress(Exception):  # the socket is closed before the closed loop refuses the rest
+        conn.terminate()
+
+
 def _terminate_elsewhere(owner: asyncio.AbstractEventLoop, terminate: Callable[[], None]) -> None:
     """Drop connections that belong to another event loop without awaiting them.
 
     A loop running in another thread terminates them itself; a closed loop's
-    connections can no longer be touched from here (their transports would
-    raise "Event loop is closed"), so they are left to the garbage collector.
+    connections are closed here, one by one (see ``_close_dead_pool``).
     """
     if owner.is_closed():
+        target = getattr(terminate, "__self__", None)
+        if isinstance(target, asyncpg.Pool):
+            _close_dead_pool(target)
+        elif target is not None:
+            _close_dead_connection(target)
         return
     if owner.is_running():
         with contextlib.suppress(RuntimeError):  # it closed in the meantime
