@@ -40,6 +40,11 @@ class Notifier:
         self._waiters: dict[Hashable, list[_Entry]] = {}
         self._counts: dict[Hashable, int] = {}  # notices per tracked key
 
+    def after_fork_in_child(self) -> None:
+        """Forget the parent's waiters (their loops do not exist here) and its lock's state."""
+        self._lock = threading.Lock()
+        self._waiters = {}
+
     def subscribe(self, key: Hashable) -> Subscription:
         """Register for ``key`` now; wait later with :meth:`Subscription.wait` (use it as a context manager)."""
         return Subscription(self, key)

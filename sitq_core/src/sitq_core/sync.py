@@ -25,6 +25,7 @@ from .errors import (
     TaskExecutionError,
     ValidationError,
 )
+from .forks import forget_in_child, keep_inherited
 from .models import Result, Task
 from .options import TaskOptions
 from .queue import TaskQueue, TaskQueueView
@@ -65,6 +66,16 @@ class SyncTaskQueue:
         self._closed_event: threading.Event | None = None  # set when the close under way has finished
         self._closer: int | None = None  # the thread running that close
         self._enqueues = 0  # enqueues in progress: the blocking path is taken only by a caller alone
+        forget_in_child(self)
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child: the private loop's thread is gone; the next call starts a loop of its own."""
+        keep_inherited(self._loop, self._thread)
+        self._loop, self._thread = None, None
+        self._lock = threading.RLock()
+        self._calls, self._futures = {}, set()
+        self._closing, self._closed_event, self._closer = False, None, None
+        self._enqueues = 0
 
     @property
     def backend(self) -> Backend:

@@ -27,7 +27,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import asyncpg  # type: ignore[import-untyped]
 
-from sitq_core import checks
+from sitq_core import checks, forks
 from sitq_core.backend import Backend, Capability
 from sitq_core.errors import BackendError, ConfigurationError, ConnectionError, SitqError, ValidationError
 from sitq_core.models import LeaseState, Outcome, ReservedTask, Result, Task, TaskStatus
@@ -171,6 +171,19 @@ class PostgresBackend(Backend):
         self._listener_locks: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
         self._reads: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ResultReads] = weakref.WeakKeyDictionary()
         self.notifier.track(_WORK_KEY)  # reserve/wait_for_work compare work notices (record_mark)
+        forks.forget_in_child(self)
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child: the parent's pools and listeners are its own sockets; the next call connects anew.
+
+        They are kept but never closed from here: closing would end the
+        parent's server sessions (the socket is shared).
+        """
+        forks.keep_inherited(self._pools, self._listeners)
+        self._lock = threading.Lock()
+        self._pools, self._listeners, self._listener_locks = {}, {}, {}
+        self._reads = weakref.WeakKeyDictionary()
+        self.notifier.after_fork_in_child()
 
     def __repr__(self) -> str:
         return f"PostgresBackend(schema={self.schema!r})"

@@ -33,7 +33,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
 
-from sitq_core import checks
+from sitq_core import checks, forks
 from sitq_core.backend import Backend, Capability
 from sitq_core.errors import BackendError, ConfigurationError, ConnectionError, SitqError, ValidationError
 from sitq_core.models import (
@@ -231,6 +231,22 @@ class SQLiteBackend(Backend):
         self._inline = None if self.is_memory else InlinePath(self._new_inline_connection)
         # One pending group of enqueues per event loop that uses this backend (groupcommit.py).
         self._groups: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, GroupCommit] = weakref.WeakKeyDictionary()
+        forks.forget_in_child(self)
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child: the connection and watcher threads are gone; the next call connects anew.
+
+        The parent's connections are kept but never used or closed here (SQLite
+        forbids carrying a connection across fork). An in-memory database
+        starts empty in the child: it lived in the parent's connection.
+        """
+        forks.keep_inherited(self._db, self._connecting, self._watcher, self._inline)
+        self._lock = threading.Lock()
+        self._db, self._connecting, self._watcher = None, None, None
+        self._wakeups = Wakeups()
+        self._inline = None if self.is_memory else InlinePath(self._new_inline_connection)
+        self._groups = weakref.WeakKeyDictionary()
+        self.notifier.after_fork_in_child()
 
     def __repr__(self) -> str:
         return f"SQLiteBackend({self.path!r})"

@@ -1,0 +1,84 @@
+"""A queue used in a parent keeps working in a forked child (gunicorn --preload, a fork pool) and in the parent."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sitq_test_postgres import DSN, drop_schema, require_postgres
+
+from sitq import SyncTaskQueue, TaskQueue
+
+import sitq_test_tasks as tasks
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+
+
+def in_child(work: Callable[[], Any], timeout: float = 30.0) -> int:
+    """Run ``work`` in a forked child; its exit code (0: it returned, 1: it raised, -SIGALRM: it hung)."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        signal.alarm(int(timeout))
+        try:
+            work()
+        except BaseException:
+            os._exit(1)
+        os._exit(0)
+    deadline = time.monotonic() + timeout + 10
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return -signal.SIGKILL
+        time.sleep(0.02)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'fork.db'}"
+        return
+    require_postgres()
+    schema = f"fork_{os.getpid()}_{int(time.monotonic() * 1000) % 100000}"
+    yield f"{DSN}?schema={schema}"
+    drop_schema(schema)
+
+
+def test_a_sync_queue_used_before_fork_works_in_the_child_and_the_parent(url: str) -> None:
+    with SyncTaskQueue(url) as queue:
+        queue.enqueue(tasks.add, 1)  # the parent connected: its threads do not exist in the child
+
+        def child() -> None:
+            for n in range(5):
+                queue.enqueue(tasks.add, n)
+            assert queue.counts()["queued"] == 6
+
+        assert in_child(child) == 0, "the child's calls hung or failed"
+        queue.enqueue(tasks.add, 2)  # and the parent's queue is untouched by the child
+        assert queue.counts()["queued"] == 7
+
+
+def test_an_async_queue_used_before_fork_works_in_the_child(url: str) -> None:
+    queue = TaskQueue(url)
+    asyncio.run(queue.enqueue(tasks.add, 1))
+
+    def child() -> None:
+        async def work() -> None:
+            await queue.enqueue(tasks.add, 2)
+            assert (await queue.counts())["queued"] == 2
+            await queue.close()
+
+        asyncio.run(work())
+
+    assert in_child(child) == 0, "the child's calls hung or failed"
+    assert asyncio.run(queue.counts())["queued"] == 2
+    asyncio.run(queue.close())
