@@ -70,6 +70,16 @@ class SitqError(Exception):
             if value is not None or key in keep_none:
                 self.context[key] = value
 
+    def _add_parameter_context(self, parameter: str | None, value: Any, valid_options: Iterable[str] | None) -> None:
+        """``parameter``, ``value`` (kept even when None, if it was given) and ``valid_options``."""
+        given = value is not _NOT_GIVEN
+        self._add_context(
+            parameter=parameter,
+            value=value if given else None,
+            valid_options=list(valid_options) if valid_options is not None else None,
+            keep_none=("value",) if given else (),
+        )
+
     def __str__(self) -> str:
         if not self.context:
             return self.message
@@ -236,14 +246,7 @@ class ValidationError(SitqError, ValueError):
         **kwargs: Any,
     ) -> None:
         super().__init__(message, **kwargs)
-        options = list(valid_options) if valid_options is not None else None
-        given = value is not _NOT_GIVEN
-        self._add_context(
-            parameter=parameter,
-            value=value if given else None,
-            valid_options=options,
-            keep_none=("value",) if given else (),
-        )
+        self._add_parameter_context(parameter, value, valid_options)
 
 
 class SerializationError(SitqError):
@@ -301,14 +304,7 @@ class ConfigurationError(SitqError):
         **kwargs: Any,
     ) -> None:
         super().__init__(message, **kwargs)
-        options = list(valid_options) if valid_options is not None else None
-        given = value is not _NOT_GIVEN
-        self._add_context(
-            parameter=parameter,
-            value=value if given else None,
-            valid_options=options,
-            keep_none=("value",) if given else (),
-        )
+        self._add_parameter_context(parameter, value, valid_options)
 
 
 class PluginError(ConfigurationError):
