@@ -238,3 +238,11 @@ def release_write_locks() -> None:
         conn = HELD_LOCKS.pop()
         conn.execute("ROLLBACK")
         conn.close()
+
+
+def enqueue_through(backend: Any) -> str:
+    """In another process: enqueue ``add(1, 2)`` through the backend object it was given (pickled)."""
+    from sitq import SyncTaskQueue
+
+    with SyncTaskQueue(backend) as queue:
+        return queue.enqueue(add, 1, 2)

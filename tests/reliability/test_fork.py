@@ -82,3 +82,29 @@ def test_an_async_queue_used_before_fork_works_in_the_child(url: str) -> None:
     assert in_child(child) == 0, "the child's calls hung or failed"
     assert asyncio.run(queue.counts())["queued"] == 2
     asyncio.run(queue.close())
+
+
+def test_a_backend_travels_to_a_spawn_child_as_its_configuration(url: str) -> None:
+    import multiprocessing
+    import pickle
+
+    backend = SyncTaskQueue(url).backend
+    with SyncTaskQueue(backend) as queue:
+        queue.enqueue(tasks.add, 0)  # connected here: only the configuration travels
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            task_id = pool.apply(tasks.enqueue_through, (backend,))
+        assert queue.get_task(task_id) is not None, "the child's enqueue did not reach the same store"
+        copy = pickle.loads(pickle.dumps(backend))
+        assert type(copy) is type(backend) and copy is not backend
+        assert {k: v for k, v in vars(copy).items() if not k.startswith("_")} == {
+            k: v for k, v in vars(backend).items() if not k.startswith("_")
+        }
+
+
+def test_an_in_memory_database_refuses_to_travel() -> None:
+    import pickle
+
+    from sitq import SQLiteBackend
+
+    with pytest.raises(TypeError, match="in-memory"):
+        pickle.dumps(SQLiteBackend(":memory:"))

@@ -188,6 +188,17 @@ class PostgresBackend(Backend):
     def __repr__(self) -> str:
         return f"PostgresBackend(schema={self.schema!r})"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled (a ``spawn`` child, a copy) as its configuration: the copy connects on its own first use."""
+        options = {
+            "dsn": self.dsn,
+            "schema": self.schema,
+            "min_connections": self.min_connections,
+            "max_connections": self.max_connections,
+            "connect_timeout": self.connect_timeout,
+        }
+        return (_configured, (type(self), options))
+
     # ------------------------------------------------------------ construction
 
     @classmethod
@@ -906,6 +917,13 @@ class PostgresBackend(Backend):
             return int(await conn.fetchval(self._sql.purge, cutoff))
 
         return await self._call("purge", body)
+
+
+def _configured(cls: type[PostgresBackend], options: dict[str, Any]) -> PostgresBackend:
+    """A new, unconnected backend of ``cls`` with the given configuration (see ``PostgresBackend.__reduce__``)."""
+    backend = cls.__new__(cls)
+    PostgresBackend.__init__(backend, **options)
+    return backend
 
 
 def _close_dead_pool(pool: Pool) -> None:

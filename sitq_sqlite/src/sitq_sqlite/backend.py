@@ -251,6 +251,22 @@ class SQLiteBackend(Backend):
     def __repr__(self) -> str:
         return f"SQLiteBackend({self.path!r})"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled (a ``spawn`` child, a copy) as its configuration: the copy connects on its own first use."""
+        if self.is_memory:
+            raise TypeError(
+                "an in-memory SQLiteBackend cannot be sent to another process or copied: its database lives in "
+                "this object's connection; use a file path"
+            )
+        options = {
+            "journal_mode": self.journal_mode,
+            "synchronous": self.synchronous,
+            "busy_timeout": self.busy_timeout,
+            "cache_size_kib": self.cache_size_kib,
+            "watch_interval": self.watch_interval,
+        }
+        return (_configured, (type(self), self.path, options))
+
     # ---------------------------------------------------------- construction
 
     @classmethod
@@ -1196,6 +1212,13 @@ def _holds_sitq_tables(path: str) -> bool:
         return False
     finally:
         conn.close()
+
+
+def _configured(cls: type[SQLiteBackend], path: str, options: dict[str, Any]) -> SQLiteBackend:
+    """A new, unconnected backend of ``cls`` with the given configuration (see ``SQLiteBackend.__reduce__``)."""
+    backend = cls.__new__(cls)
+    SQLiteBackend.__init__(backend, path, **options)
+    return backend
 
 
 def _checkpoint(conn: sqlite3.Connection) -> None:
