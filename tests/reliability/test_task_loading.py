@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -322,3 +323,41 @@ async def test_stop_does_not_wait_for_good_on_a_backend_that_stopped_answering(
             assert result is not None and result.status == "success"
     finally:
         tasks.release_write_locks()
+
+
+@pytest.mark.asyncio
+async def test_a_partial_of_a_new_module_loads_off_the_loop_after_other_partials(
+    module_dir: Path, tmp_path: Path
+) -> None:
+    import functools
+
+    (module_dir / "sitq_loading_slow_partial.py").write_text(
+        "import time\ntime.sleep(1.0)\ndef work(x):\n    return x\n"
+    )
+    module = __import__("sitq_loading_slow_partial")
+    backend = SQLiteBackend(tmp_path / "partial.db")
+    async with TaskQueue(backend) as queue:
+        worker = Worker(backend)
+        await worker.start()
+        first = await queue.enqueue(functools.partial(tasks.add, 1), 2)  # 'functools:partial' is loaded now
+        assert (result := await queue.get_result(first, timeout=10)) is not None and result.ok
+        soon = datetime.now(UTC) + timedelta(seconds=0.3)  # due after its module is gone from this process
+        second = await queue.enqueue(functools.partial(module.work, "slow"), eta=soon)
+        del sys.modules["sitq_loading_slow_partial"]
+        longest_gap, ticking = 0.0, True
+
+        async def tick() -> None:
+            nonlocal longest_gap
+            last = time.perf_counter()
+            while ticking:
+                await asyncio.sleep(0.01)
+                now = time.perf_counter()
+                longest_gap, last = max(longest_gap, now - last), now
+
+        ticker = asyncio.create_task(tick())
+        result = await queue.get_result(second, timeout=10)
+        ticking = False
+        await ticker
+        await worker.stop()
+    assert result is not None and queue.deserialize_result(result) == "slow"
+    assert longest_gap < 0.5, f"the loop stood still for {longest_gap:.2f} s while the partial's module imported"

@@ -49,6 +49,8 @@ _CANCEL_CHECK = 0.25  # seconds: how often tasks waiting for a slot are checked 
 # seconds a stopping worker waits for the backend to take its last outcomes: a healthy store takes them in
 # milliseconds; a frozen one (a network partition with no command timeout) must not hold the stop for good
 _FINAL_REPORT_TIMEOUT = 10.0
+# function names shared by calls of many modules: such tasks always load on a thread (one hop per batch)
+_WRAPPERS = ("functools:",)
 _MAX_SYNC_BATCH = 32
 _ADAPTIVE_PREFETCH_MAX = 256
 _ADAPTIVE_PREFETCH_WINDOW = 0.1  # seconds of work reserved ahead when tasks are short
@@ -592,7 +594,7 @@ class Worker:
         for running in runnings:
             self._held[running.id] = running  # held at once: its lease is renewed, whatever it waits for
             task = running.reserved.task
-            if (task.serializer, task.function_name) in self._loaded:
+            if (task.serializer, task.function_name) in self._loaded:  # its module is imported already
                 self._waiting.append(running)
             else:
                 loading.append(running)
@@ -792,7 +794,8 @@ class Worker:
                 running.call = self._serializer_for(task.serializer).loads_call(task.payload)
             except BaseException:  # tried again (and reported) on the loop
                 continue
-            self._loaded.add((task.serializer, task.function_name))
+            if not task.function_name.startswith(_WRAPPERS):  # a partial's name says nothing of its module
+                self._loaded.add((task.serializer, task.function_name))
 
     def _decode(self, running: _Running) -> Call | None:
         """The task's (func, args, kwargs); an unreadable task is reported failed and None returned."""
