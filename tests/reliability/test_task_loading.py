@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from sitq import SQLiteBackend, TaskQueue, Worker
+from sitq_core.errors import ConnectionError
 from sitq_core.models import LeaseState
 
 import sitq_test_tasks as tasks
@@ -361,3 +362,69 @@ async def test_a_partial_of_a_new_module_loads_off_the_loop_after_other_partials
         await worker.stop()
     assert result is not None and queue.deserialize_result(result) == "slow"
     assert longest_gap < 0.5, f"the loop stood still for {longest_gap:.2f} s while the partial's module imported"
+
+
+class NoticesDown(SQLiteBackend):
+    """A store whose notification channel is down (PostgreSQL's LISTEN connection refused): waits fail at once."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.reserves = 0
+
+    async def wait_for_work(self, timeout: float | None) -> bool:
+        raise ConnectionError("cannot LISTEN: the server refuses new connections")
+
+    async def reserve(self, **options):  # type: ignore[no-untyped-def]
+        self.reserves += 1
+        return await super().reserve(**options)
+
+
+@pytest.mark.asyncio
+async def test_an_idle_worker_polls_instead_of_spinning_when_waiting_for_work_fails(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    backend = NoticesDown(tmp_path / "notices.db")
+    async with TaskQueue(backend) as queue:
+        worker = Worker(backend, poll_interval=0.1)
+        with caplog.at_level("WARNING", logger="sitq"):
+            await worker.start()
+            await asyncio.sleep(0.6)  # idle: the span under test, not a synchronisation
+            idle_reserves = backend.reserves
+            result = await queue.get_result(await queue.enqueue(tasks.add, 2, 2), timeout=10)  # found by polling
+            await worker.stop()
+    assert idle_reserves <= 15, f"{idle_reserves} reserve calls in 0.6 s of idle: the worker spins"
+    assert result is not None and queue.deserialize_result(result) == 4
+    assert caplog.text.count("waiting for work failed") == 1, caplog.text  # said once, not per turn
+
+
+class GiveBackHangs(SQLiteBackend):
+    """A store that stops answering as the worker gives tasks back (a table lock, a network freeze)."""
+
+    async def finish_many(self, outcomes):  # type: ignore[no-untyped-def]
+        if any(outcome.kind == "release" for outcome in outcomes):
+            await asyncio.Event().wait()  # never answers
+        return await super().finish_many(outcomes)
+
+
+@pytest.mark.asyncio
+async def test_stop_gives_up_giving_back_prefetched_tasks_to_a_frozen_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sitq_core.worker._FINAL_REPORT_TIMEOUT", 0.5)
+    backend = GiveBackHangs(tmp_path / "frozen-give-back.db")
+    async with TaskQueue(backend) as queue:
+        first = await queue.enqueue(tasks.sleepy, 0.3)
+        ahead = [await queue.enqueue(tasks.async_add, n) for n in range(5)]  # reserved ahead, waiting for the slot
+        worker = Worker(backend, max_concurrency=1, prefetch=5)
+        await worker.start()
+        await wait_until(lambda: _all_running(queue, 6))
+        began = time.monotonic()
+        await asyncio.wait_for(worker.stop(timeout=5), 10)  # not forever: the give-back is cut short
+        assert time.monotonic() - began < 3
+        assert (await queue.get_result(first, timeout=0)) is not None, "the running task still finished"
+        states = {(await queue.get_task(task_id)).status for task_id in ahead}  # type: ignore[union-attr]
+    assert states == {"running"}, states  # never lost: held until their leases expire, then run again
+
+
+async def _all_running(queue: TaskQueue, count: int) -> bool:
+    return (await queue.counts())["running"] == count

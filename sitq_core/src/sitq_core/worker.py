@@ -223,6 +223,7 @@ class Worker:
         self._only_serializer: Serializer | None = resolve_serializer(chosen) if chosen is not None else None
         self._serializers: dict[str, Serializer] = {}
         self._hard_stopping = asyncio.Event()  # a second signal: stop waiting for in-flight tasks
+        self._wait_failures = 0  # wait_for_work failures in a row (logged, and paced by poll_interval)
         self._loading: set[_Running] = set()  # reserved, their function loading on a thread (_load)
         self._loaders: set[asyncio.Task[None]] = set()
         self._loaded: set[tuple[str, str]] = set()  # (serializer, function name) decoded once: later ones on the loop
@@ -351,9 +352,7 @@ class Worker:
             # flight must finish, since the tasks it releases are already forgotten here
             with contextlib.suppress(Exception):
                 await fairness
-        await self._release_waiting()
-        await self._release_unstarted_in_batches()
-        await self._release_loading()
+        await self._give_back_unstarted()
         in_flight = {r.future for r in self._held.values() if r.future is not None}
         if in_flight:
             pending = await self._wait_in_flight(in_flight, timeout)
@@ -722,6 +721,22 @@ class Worker:
             for future in waiters:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await future
+        if work is not None and work in done and not work.cancelled() and work.exception() is not None:
+            # the store cannot tell us about new work now (its notification channel is down): do not spin
+            # reserving in a loop; look again after a poll interval, as a backend without notices would
+            self._wait_failures += 1
+            if self._wait_failures == 1 or self._wait_failures % 100 == 0:
+                logger.warning(
+                    "worker %s: waiting for work failed (%s); polling every %.2fs until it works again",
+                    self.worker_id,
+                    _describe(work.exception()),  # type: ignore[arg-type]
+                    self.poll_interval,
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), min(self.poll_interval, max(timeout, 0.01)))
+            return True
+        if work is not None and work in done:
+            self._wait_failures = 0
         return work is not None and work in done
 
     def _ahead(self) -> int:
@@ -837,16 +852,33 @@ class Worker:
         self._waiting.clear()
         await self._release(waiting, "unstarted")
 
-    async def _release_loading(self) -> None:
-        """Give back the tasks whose function still loads on a thread; stop does not wait for an import."""
-        loading = [r for r in self._loading if not r.settled]
+    async def _give_back_unstarted(self) -> None:
+        """Give back every task that has not started, within ``_FINAL_REPORT_TIMEOUT``.
+
+        A store that does not answer (a table lock, a network freeze) must not
+        hold the stop: what was not given back in time runs again when its lease
+        expires.
+        """
+
+        unstarted = list(self._waiting)
+        self._waiting.clear()
+        unstarted += self._halt_batches()
+        unstarted += [r for r in self._loading if not r.settled]
         self._loading.clear()
         for loader in list(self._loaders):
             loader.cancel()  # its thread finishes the import on its own (a daemon thread)
-        await self._release(loading, "unstarted")
+        try:  # _release forgets them here first: a give-back cut short loses nothing but time
+            await asyncio.wait_for(self._release(unstarted, "unstarted"), _FINAL_REPORT_TIMEOUT)
+        except TimeoutError:
+            logger.warning(
+                "worker %s: the backend did not take back the unstarted tasks within %g s; they run again "
+                "when their leases expire",
+                self.worker_id,
+                _FINAL_REPORT_TIMEOUT,
+            )
 
-    async def _release_unstarted_in_batches(self) -> None:
-        """Halt every batch of sync tasks and give back the tasks in them that have not started."""
+    def _halt_batches(self) -> list[_Running]:
+        """Halt every batch of sync tasks; the tasks in them that have not started (to give back)."""
         started: dict[int, int] = {}
         unstarted: list[_Running] = []
         for running in self._held.values():
@@ -857,7 +889,7 @@ class Worker:
                 started[id(batch)] = batch.halt()
             if running.batch_index >= started[id(batch)] and not running.settled:
                 unstarted.append(running)
-        await self._release(unstarted, "unstarted")
+        return unstarted
 
     async def _abandon(self, futures: set[asyncio.Task[None]]) -> None:
         """Cancel tasks still running at shutdown and release their leases.
@@ -879,7 +911,16 @@ class Worker:
             released.append(running)
         for future in futures:
             future.cancel()
-        await self._release(released, "abandoned")
+        try:  # bounded like every backend call of a stop: a frozen store must not hold it
+            await asyncio.wait_for(self._release(released, "abandoned"), _FINAL_REPORT_TIMEOUT)
+        except TimeoutError:
+            logger.warning(
+                "worker %s: the backend did not take back %d abandoned task(s) within %g s; they run again "
+                "when their leases expire",
+                self.worker_id,
+                len(released),
+                _FINAL_REPORT_TIMEOUT,
+            )
 
     # -------------------------------------------------------------- execution
 
