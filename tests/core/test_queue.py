@@ -344,3 +344,38 @@ def test_an_unknown_option_in_with_options_names_it() -> None:
         with pytest.raises(ValidationError) as info:
             call()
         assert info.value.parameter == "bogus" and "max_retries" in str(info.value)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("name", ["a\x00b", "bad\ud800", ""])
+async def test_queue_names_a_store_cannot_hold_are_refused_everywhere(queue: TaskQueue, name: str) -> None:
+    from sitq import Worker
+
+    await queue.enqueue(tasks.add, 1)
+    with pytest.raises(ValidationError) as info:
+        await queue.list_tasks(queue=name)
+    assert info.value.parameter == "queue"
+    with pytest.raises(ValidationError):
+        await queue.counts(queue=name)
+    with pytest.raises(ValidationError) as info:
+        Worker(queue.backend, queues=[name])
+    assert info.value.parameter == "queues"
+    with pytest.raises(ValidationError) as info:
+        await queue.with_options(queue_name=name).enqueue(tasks.add, 2)
+    assert info.value.parameter == "queue_name"
+    assert (await queue.counts())["queued"] == 1  # nothing else was stored
+
+
+@pytest.mark.asyncio
+async def test_requeue_with_a_past_eta_means_now(queue: TaskQueue) -> None:
+    from sitq import Worker
+
+    failing = await queue.with_options(max_retries=0).enqueue(tasks.boom)
+    worker = Worker(queue.backend)
+    await worker.start()
+    assert (await queue.get_result(failing, timeout=10)) is not None
+    await worker.stop()
+    before = datetime.now(UTC)
+    assert await queue.requeue(failing, eta=datetime(2000, 1, 1, tzinfo=UTC))
+    task = await queue.get_task(failing)
+    assert task is not None and task.eta >= before - timedelta(seconds=1), task.eta  # not ahead of waiting tasks

@@ -95,7 +95,30 @@ def queue_names(queues: Any) -> list[str] | None:
     names = list(dict.fromkeys(queues))
     if not all(isinstance(name, str) for name in names):
         raise ValidationError("queue names must be strings", parameter="queues", value=queues)
+    for name in names:
+        queue_name(name, "queues")
     return names
+
+
+def queue_name(value: Any, parameter: str = "queue") -> str:
+    """One queue name: a non-empty string a store can hold (no NUL, no lone surrogate)."""
+    if not isinstance(value, str) or not value:
+        raise ValidationError(f"{parameter}: a queue name must be a non-empty string", parameter=parameter, value=value)
+    if "\x00" in value or not _encodable(value):
+        raise ValidationError(
+            f"{parameter}: a queue name must not contain NUL characters or lone surrogates, got {value!r}",
+            parameter=parameter,
+            value=value,
+        )
+    return value
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def task_id(value: Any) -> str:

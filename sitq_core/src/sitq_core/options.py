@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from . import checks
 from .checks import INT64_MAX, INT64_MIN
 from .errors import ValidationError
 from .models import DEFAULT_QUEUE
@@ -160,12 +161,7 @@ class TaskOptions:
                 f"timeout must be a number of seconds > 0, or None, got {timeout!r}", parameter="timeout", value=timeout
             )
         validate_timeout(timeout)  # too large for a float
-        if not isinstance(self.queue_name, str) or not self.queue_name or "\x00" in self.queue_name:
-            raise ValidationError(
-                f"queue_name must be a non-empty string without NUL characters, got {self.queue_name!r}",
-                parameter="queue_name",
-                value=self.queue_name,
-            )
+        checks.queue_name(self.queue_name, "queue_name")
         return self
 
     def due_at(self, now: datetime) -> datetime:

@@ -11,6 +11,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, ParamSpec, Self, TypeVar, overload
 
+from . import checks
 from .backend import Backend, Capability
 from .batch import TaskBatch
 from .config import BackendSpec, SerializerSpec, resolve_backend, resolve_serializer, split_config
@@ -479,19 +480,24 @@ class TaskQueue(_Producer):
     async def requeue(self, task_id: str, *, eta: datetime | None = None) -> bool:
         """Run a failed or cancelled task again; False for other states or unknown ids."""
         _check_task_id(task_id)
-        requeued = await self._backend.requeue(task_id, eta=normalize_eta(eta))
+        when = normalize_eta(eta)
+        if when is not None:  # a past eta means now, as for enqueue (it must not jump ahead of waiting tasks)
+            when = max(when, self._backend.now())
+        requeued = await self._backend.requeue(task_id, eta=when)
         if requeued:
             self._backend.notify_work()
         return requeued
 
     async def counts(self, *, queue: str | None = None) -> dict[str, int]:
         """Number of tasks per status."""
-        return await self._backend.counts(queue=queue)
+        return await self._backend.counts(queue=None if queue is None else checks.queue_name(queue))
 
     async def list_tasks(
         self, *, status: str | None = None, queue: str | None = None, limit: int = 100, offset: int = 0
     ) -> list[Task]:
         """Tasks filtered by status and queue, oldest first."""
+        if queue is not None:
+            checks.queue_name(queue)
         return await self._backend.list_tasks(status=status, queue=queue, limit=limit, offset=offset)
 
     async def purge(self, *, older_than: datetime | None = None) -> int:

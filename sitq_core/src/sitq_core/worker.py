@@ -216,6 +216,8 @@ class Worker:
                 raise ValidationError(
                     f"queues must be a non-empty list of queue names, got {queues!r}", parameter="queues", value=queues
                 )
+            for name in queues:
+                checks.queue_name(name, "queues")  # a name no store can hold would fail every reserve, forever
         target, _options, config_serializer = split_config(backend)
         self._owns_backend = not isinstance(target, Backend)
         self.backend = resolve_backend(backend)
