@@ -19,7 +19,7 @@ import pytest
 
 import sitq
 from sitq import TaskQueue, Worker
-from sitq_core.errors import ConfigurationError, ConnectionError, ValidationError
+from sitq_core.errors import BackendError, ConfigurationError, ConnectionError, ValidationError
 from sitq_postgres import PostgresBackend
 
 import sitq_test_tasks as tasks
@@ -262,3 +262,33 @@ def test_each_ended_event_loop_gives_its_connections_back(pg_dsn: str, pg_schema
     assert asyncio.run(open_connections()) <= 2, "connections of ended event loops are still open"
     asyncio.run(queue.close())
     assert asyncio.run(open_connections()) == 0
+
+
+class ReadsLoseTheirConnection(PostgresBackend):
+    """The first result reads find their connection gone (a failover, a killed session)."""
+
+    failures = 2
+
+    async def _get_results(self, task_ids):  # type: ignore[no-untyped-def]
+        if self.failures:
+            self.failures -= 1
+            raise BackendError(
+                "PostgreSQL get_result failed", operation="get_result", cause=asyncpg.ConnectionDoesNotExistError("gone")
+            )
+        return await super()._get_results(task_ids)
+
+
+@pytest.mark.asyncio
+async def test_a_waiter_whose_read_loses_its_connection_keeps_waiting(pg_dsn: str, pg_schema: str) -> None:
+    backend = ReadsLoseTheirConnection(pg_dsn, schema=pg_schema)
+    async with TaskQueue(backend) as queue:
+        worker = Worker(backend)
+        await worker.start()
+        result = await queue.get_result(await queue.enqueue(tasks.add, 20, 22), timeout=15)
+        await worker.stop()
+        assert backend.failures == 0, "the reads did fail"
+    assert result is not None and queue.deserialize_result(result) == 42  # not a BackendError for the caller
+    with pytest.raises(BackendError):  # timeout=0 checks once: the error is the answer
+        backend.failures = 1
+        await backend.wait_for_result("some-id", 0)
+    await backend.close()

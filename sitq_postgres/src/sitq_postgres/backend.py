@@ -50,6 +50,9 @@ _WORK_KEY = ("sitq", "work")
 # A result waiter re-reads after 1 s, 2 s, 4 s, then every 5 s: the safety net for a lost notice.
 _RESULT_RECHECK_FIRST = 1.0
 _RESULT_RECHECK_MAX = 5.0
+# A result waiter whose read or listener lost its connection tries again after 0.05 s, doubling up to 1 s.
+_WAIT_RETRY_FIRST = 0.05
+_WAIT_RETRY_MAX = 1.0
 _DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, TimeoutError)
 #: Errors after which a statement's fate is unknown: the connection went while it ran.
 _CONNECTION_LOST = (
@@ -798,18 +801,30 @@ class PostgresBackend(Backend):
         key = ("sitq", "result", task_id)
         pauses = safety_pauses(_RESULT_RECHECK_FIRST, _RESULT_RECHECK_MAX)
         reads = self._result_reads()
+        backoff = _WAIT_RETRY_FIRST
         while True:
-            if timeout != 0:
-                await self._ensure_listener()  # before the read, so a result stored after it is announced
-            with self.notifier.subscribe(key) as subscription:  # and a notice during the read is not missed
-                result = await reads.read(task_id)  # with the other waiters' reads of this turn
-                if result is not None:
-                    return result
+            try:
+                if timeout != 0:
+                    await self._ensure_listener()  # before the read, so a result stored after it is announced
+                with self.notifier.subscribe(key) as subscription:  # and a notice during the read is not missed
+                    result = await reads.read(task_id)  # with the other waiters' reads of this turn
+                    if result is not None:
+                        return result
+                    remaining = None if deadline is None else deadline - loop.time()
+                    if remaining is not None and remaining <= 0:
+                        return None
+                    step = next(pauses)  # the re-read is only a safety net for a lost notice
+                    await subscription.wait(step if remaining is None else min(step, remaining))
+            except BackendError as exc:
+                # a connection lost or refused (a failover, a full server) while time remains: wait and
+                # try again, as a waiter whose listener was lost does; the last error if time runs out
                 remaining = None if deadline is None else deadline - loop.time()
-                if remaining is not None and remaining <= 0:
-                    return None
-                step = next(pauses)  # the re-read is only a safety net for a lost notice
-                await subscription.wait(step if remaining is None else min(step, remaining))
+                lost = isinstance(exc, ConnectionError) or isinstance(exc.cause, _CONNECTION_LOST)
+                if timeout == 0 or not lost or (remaining is not None and remaining <= 0):
+                    raise
+                log.debug("sitq.postgres: waiting for %s: %s; trying again", task_id, exc)
+                await asyncio.sleep(backoff if remaining is None else min(backoff, remaining))
+                backoff = min(backoff * 2, _WAIT_RETRY_MAX)
 
     async def wait_for_work(self, timeout: float) -> None:
         """Sleep until another process (or this one) enqueues, at most ``timeout`` seconds."""
