@@ -273,7 +273,9 @@ class ReadsLoseTheirConnection(PostgresBackend):
         if self.failures:
             self.failures -= 1
             raise BackendError(
-                "PostgreSQL get_result failed", operation="get_result", cause=asyncpg.ConnectionDoesNotExistError("gone")
+                "PostgreSQL get_result failed",
+                operation="get_result",
+                cause=asyncpg.ConnectionDoesNotExistError("gone"),
             )
         return await super()._get_results(task_ids)
 

@@ -290,6 +290,27 @@ async def test_an_enqueue_whose_answer_was_lost_is_settled_by_its_ids(pg_dsn: st
             await backend.enqueue(taken)
 
 
+class LosesTwoConnections(PostgresBackend):
+    """A wave of killed sessions: the first two enqueue attempts lose their connection before running."""
+
+    losses = 2
+
+    async def _call(self, operation: str, body: Any, *, transaction: bool = True) -> Any:
+        if operation == "enqueue" and self.losses:
+            self.losses -= 1
+            lost = asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed in the middle of operation")
+            raise BackendError("PostgreSQL enqueue failed", operation=operation, backend_type="postgres", cause=lost)
+        return await super()._call(operation, body, transaction=transaction)
+
+
+@pytest.mark.asyncio
+async def test_an_enqueue_survives_two_lost_connections_in_a_row(pg_dsn: str, pg_schema: str) -> None:
+    async with LosesTwoConnections(pg_dsn, schema=pg_schema) as backend:
+        first = task()
+        assert await backend.enqueue(first) == first.id
+        assert backend.losses == 0 and [t.id for t in await backend.list_tasks()] == [first.id]
+
+
 @pytest.mark.asyncio
 @pytest.mark.parametrize("timeout", [0, 0.3])
 async def test_get_result_keeps_its_timeout_while_the_store_stalls(pg_dsn: str, pg_schema: str, timeout: float) -> None:

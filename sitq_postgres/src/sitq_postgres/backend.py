@@ -53,6 +53,8 @@ _RESULT_RECHECK_MAX = 5.0
 # A result waiter whose read or listener lost its connection tries again after 0.05 s, doubling up to 1 s.
 _WAIT_RETRY_FIRST = 0.05
 _WAIT_RETRY_MAX = 1.0
+# An enqueue whose connection was lost is tried this many times in all (the same ids: no duplicates).
+_ENQUEUE_ATTEMPTS = 3
 _DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, TimeoutError)
 #: Errors after which a statement's fate is unknown: the connection went while it ran.
 _CONNECTION_LOST = (
@@ -487,20 +489,24 @@ class PostgresBackend(Backend):
                     cause=exc,
                 ) from exc
 
-        try:
-            await self._call("enqueue", body, transaction=False)  # one statement: atomic by itself
-        except BackendError as exc:
-            if not isinstance(exc.cause, _CONNECTION_LOST):
-                raise
-            # The connection went during the statement: it may have committed or not. The same ids
-            # again settle it: stored now, or "already exists" because the first attempt was stored.
-            log.warning("sitq.postgres: enqueue lost its connection (%s); trying once more", exc.cause)
+        for attempt in range(_ENQUEUE_ATTEMPTS):
             try:
-                await self._call("enqueue", body, transaction=False)
+                await self._call("enqueue", body, transaction=False)  # one statement: atomic by itself
             except ValidationError as again:
-                if again.context.get("value") not in seen:
+                if attempt == 0 or again.context.get("value") not in seen:
                     raise
-        return ids
+                return ids  # an id of this batch "already exists": the attempt that lost its answer stored it
+            except BackendError as exc:
+                if not isinstance(exc.cause, _CONNECTION_LOST) or attempt == _ENQUEUE_ATTEMPTS - 1:
+                    raise
+                # The connection went during the statement: it may have committed or not. The same ids
+                # again settle it: stored now, or "already exists" because an earlier attempt was stored.
+                # A wave of killed sessions can take the next pooled connection too: a few tries, paced.
+                log.warning("sitq.postgres: enqueue lost its connection (%s); trying again", exc.cause)
+                await asyncio.sleep(0.05 * 4**attempt)
+            else:
+                return ids
+        return ids  # pragma: no cover - the loop returns or raises
 
     # ----------------------------------------------------------------- reserve
 
