@@ -428,3 +428,34 @@ async def test_stop_gives_up_giving_back_prefetched_tasks_to_a_frozen_store(
 
 async def _all_running(queue: TaskQueue, count: int) -> bool:
     return (await queue.counts())["running"] == count
+
+
+class SlowReserve(SQLiteBackend):
+    """A reserve round trip still in flight when stop() begins (a slow disk or network)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.reserving = asyncio.Event()
+
+    async def reserve(self, **options):  # type: ignore[no-untyped-def]
+        self.reserving.set()
+        await asyncio.sleep(0.5)
+        return await super().reserve(**options)
+
+
+@pytest.mark.asyncio
+async def test_a_task_reserved_as_the_stop_begins_is_given_back_even_before_it_loaded(
+    module_dir: Path, tmp_path: Path
+) -> None:
+    (module_dir / "sitq_loading_late.py").write_text("def work():\n    return 1\n")
+    module = __import__("sitq_loading_late")
+    backend = SlowReserve(tmp_path / "late.db")
+    async with TaskQueue(backend) as queue:
+        task_id = await queue.enqueue(module.work)
+        del sys.modules["sitq_loading_late"]  # not loaded by this worker yet
+        worker = Worker(backend, lease_timeout=60)
+        await worker.start()
+        await asyncio.wait_for(backend.reserving.wait(), 10)  # its first reserve is under way ...
+        await worker.stop(timeout=5)  # ... and answers after the stop began
+        stored = await queue.get_task(task_id)
+    assert stored is not None and stored.status == "queued", "given back, not left leased for a minute"

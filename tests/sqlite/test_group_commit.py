@@ -339,9 +339,13 @@ def test_close_from_another_thread_lets_a_running_write_finish(tmp_path: Path) -
 async def test_a_task_with_unstorable_text_fails_alone_in_its_group(tmp_path: Path) -> None:
     queue = TaskQueue(SQLiteBackend(tmp_path / "text.db"))
     await queue.connect()
-    bad = queue.with_options(queue_name="bad\ud800")  # a lone surrogate cannot be stored as UTF-8
+
+    def odd(x: int) -> int:
+        return x
+
+    odd.__qualname__ = "bad\ud800"  # its name, stored as the task's function_name, cannot be UTF-8
     outcomes = await asyncio.gather(
-        bad.enqueue(tasks.add, 0), *(queue.enqueue(tasks.add, i) for i in range(1, 6)), return_exceptions=True
+        queue.enqueue(odd, 0), *(queue.enqueue(tasks.add, i) for i in range(1, 6)), return_exceptions=True
     )
     assert isinstance(outcomes[0], Exception) and all(isinstance(o, str) for o in outcomes[1:]), outcomes
     assert (await queue.counts())["queued"] == 5

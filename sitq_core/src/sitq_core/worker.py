@@ -383,6 +383,13 @@ class Worker:
                 pass
             except Exception:  # already logged by the loop; stopping must still finish
                 logger.exception("worker %s: %s ended with an error", self.worker_id, task.get_name())
+        leftover = [r for r in self._loading if not r.settled]  # reserved as the stop began, still loading
+        self._loading.clear()
+        for loader in list(self._loaders):
+            loader.cancel()
+        if leftover:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._release(leftover, "unstarted"), _FINAL_REPORT_TIMEOUT)
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
         self._running = False
@@ -591,6 +598,11 @@ class Worker:
 
     async def _take_reserved(self, reserved: list[ReservedTask]) -> None:
         runnings = [_Running(item) for item in reserved]
+        if self._stopping is not None and self._stopping.is_set():
+            for running in runnings:  # reserved while stopping: give them straight back, loaded or not
+                self._held[running.id] = running
+            await self._release(runnings, "unstarted")
+            return
         loading: list[_Running] = []
         for running in runnings:
             self._held[running.id] = running  # held at once: its lease is renewed, whatever it waits for

@@ -233,6 +233,10 @@ class SQLiteBackend(Backend):
         self._groups: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, GroupCommit] = weakref.WeakKeyDictionary()
         forks.forget_in_child(self)
 
+    def _before_fork(self) -> list[Any]:
+        """What a child must keep (never close): every thread's inline connection, and the watcher's."""
+        return [*(self._inline.slots() if self._inline is not None else ()), self._watcher]
+
     def _after_fork_in_child(self) -> None:
         """In a forked child: the connection and watcher threads are gone; the next call connects anew.
 

@@ -130,7 +130,8 @@ class InlinePath:
                 slot = _Slot(conn, self._generation)
                 self._slots.add(slot)
             # the thread's locals go when the thread ends: its connection is closed with them
-            weakref.finalize(slot, _close_quietly, conn)
+            # not at interpreter exit: a forked child exiting must not close what it inherited (forks.py)
+            weakref.finalize(slot, _close_quietly, conn).atexit = False
             local.slot = slot
         return slot
 
@@ -147,6 +148,10 @@ class InlinePath:
             with slot.lock:
                 slot.closed = True
                 _close_quietly(slot.conn)
+
+    def slots(self) -> list[Any]:
+        """Every thread's connection slot (kept alive across a fork, see ``forks.py``)."""
+        return list(self._slots)
 
     def connection_count(self) -> int:
         """How many threads hold an inline connection now (threads that ended have given theirs back)."""

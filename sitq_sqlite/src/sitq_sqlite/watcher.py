@@ -170,6 +170,7 @@ class Watcher:
         except sqlite3.Error:
             log.exception("sitq.sqlite: the change watcher could not open %s", self._path)
             return
+        self.conn = conn  # referenced from the object too: a forked child must not close it (forks.py)
         changes = self._changes = open_changes(self._path)
         if self._stop.is_set() and changes is not None:
             changes.interrupt()  # stop() ran before _changes was set
