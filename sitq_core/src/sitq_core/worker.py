@@ -387,9 +387,7 @@ class Worker:
         self._loading.clear()
         for loader in list(self._loaders):
             loader.cancel()
-        if leftover:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._release(leftover, "unstarted"), _FINAL_REPORT_TIMEOUT)
+        await self._release_in_time(leftover, "unstarted")
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
         self._running = False
@@ -881,13 +879,25 @@ class Worker:
         self._loading.clear()
         for loader in list(self._loaders):
             loader.cancel()  # its thread finishes the import on its own (a daemon thread)
-        try:  # _release forgets them here first: a give-back cut short loses nothing but time
-            await asyncio.wait_for(self._release(unstarted, "unstarted"), _FINAL_REPORT_TIMEOUT)
+        await self._release_in_time(unstarted, "unstarted")
+
+    async def _release_in_time(self, given_back: list[_Running], what: str) -> None:
+        """``_release`` bounded like every backend call of a stop: a frozen store must not hold it.
+
+        ``_release`` forgets the tasks here first, so a give-back cut short loses
+        nothing but time: they run again when their leases expire.
+        """
+        if not given_back:
+            return
+        try:
+            await asyncio.wait_for(self._release(given_back, what), _FINAL_REPORT_TIMEOUT)
         except TimeoutError:
             logger.warning(
-                "worker %s: the backend did not take back the unstarted tasks within %g s; they run again "
+                "worker %s: the backend did not take back %d %s task(s) within %g s; they run again "
                 "when their leases expire",
                 self.worker_id,
+                len(given_back),
+                what,
                 _FINAL_REPORT_TIMEOUT,
             )
 
@@ -925,16 +935,7 @@ class Worker:
             released.append(running)
         for future in futures:
             future.cancel()
-        try:  # bounded like every backend call of a stop: a frozen store must not hold it
-            await asyncio.wait_for(self._release(released, "abandoned"), _FINAL_REPORT_TIMEOUT)
-        except TimeoutError:
-            logger.warning(
-                "worker %s: the backend did not take back %d abandoned task(s) within %g s; they run again "
-                "when their leases expire",
-                self.worker_id,
-                len(released),
-                _FINAL_REPORT_TIMEOUT,
-            )
+        await self._release_in_time(released, "abandoned")
 
     # -------------------------------------------------------------- execution
 
