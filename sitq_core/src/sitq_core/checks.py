@@ -27,9 +27,11 @@ __all__ = [
     "lease_pairs",
     "lease_seconds",
     "page",
+    "queue_name",
     "queue_names",
     "reserve_limit",
     "status_filter",
+    "storable",
     "task_id",
     "worker_id",
 ]
@@ -104,7 +106,7 @@ def queue_name(value: Any, parameter: str = "queue") -> str:
     """One queue name: a non-empty string a store can hold (no NUL, no lone surrogate)."""
     if not isinstance(value, str) or not value:
         raise ValidationError(f"{parameter}: a queue name must be a non-empty string", parameter=parameter, value=value)
-    if "\x00" in value or not _encodable(value):
+    if not storable(value):
         raise ValidationError(
             f"{parameter}: a queue name must not contain NUL characters or lone surrogates, got {value!r}",
             parameter=parameter,
@@ -113,7 +115,10 @@ def queue_name(value: Any, parameter: str = "queue") -> str:
     return value
 
 
-def _encodable(text: str) -> bool:
+def storable(text: str) -> bool:
+    """True when every store can hold ``text``: no NUL character and no lone surrogate (PostgreSQL, SQLite)."""
+    if "\x00" in text:
+        return False
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:

@@ -1487,10 +1487,6 @@ def _format(exc: BaseException) -> str:
 
 def _storable(text: str) -> str:
     """``text`` as every store accepts it: NULs and lone surrogates escaped (PostgreSQL and SQLite refuse them)."""
-    if "\x00" in text:
-        text = text.replace("\x00", "\\x00")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return text
+    if checks.storable(text):
+        return text
+    return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
