@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import os
 import signal
 import sqlite3
@@ -13,6 +14,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -34,6 +36,44 @@ def module_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
     yield folder
     for name in [name for name in sys.modules if name.startswith("sitq_loading_")]:
         del sys.modules[name]
+
+
+def new_module(module_dir: Path, name: str, source: str) -> ModuleType:
+    """A task module written to ``module_dir`` and imported here (the producer's side)."""
+    (module_dir / f"{name}.py").write_text(source)
+    return importlib.import_module(name)
+
+
+async def enqueue_unimported(queue: TaskQueue, module: ModuleType) -> str:
+    """Enqueue ``module.work()``, then forget the module here: the worker imports it afresh, as a new process would."""
+    task_id = await queue.enqueue(module.work)
+    del sys.modules[module.__name__]
+    return task_id
+
+
+class LoopWatch:
+    """The longest the event loop stood still (no 10 ms tick) while the block ran."""
+
+    def __init__(self) -> None:
+        self.longest_gap = 0.0
+        self._ticking = True
+        self._ticker: asyncio.Task[None] | None = None
+
+    async def _tick(self) -> None:
+        last = time.perf_counter()
+        while self._ticking:
+            await asyncio.sleep(0.01)
+            now = time.perf_counter()
+            self.longest_gap, last = max(self.longest_gap, now - last), now
+
+    async def __aenter__(self) -> LoopWatch:
+        self._ticker = asyncio.create_task(self._tick())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._ticking = False
+        assert self._ticker is not None
+        await self._ticker
 
 
 @pytest.mark.asyncio
@@ -90,31 +130,19 @@ async def test_a_task_whose_result_exits_or_that_raises_stop_iteration_fails_alo
 async def test_the_event_loop_keeps_turning_while_a_task_module_imports(module_dir: Path, tmp_path: Path) -> None:
     # a heavy import (a machine-learning library, a cold network drive) must not stop the heartbeats of
     # the tasks already running: frozen for longer than a lease, they would run twice
-    (module_dir / "sitq_loading_slow.py").write_text("import time\ntime.sleep(1.0)\ndef work():\n    return 'loaded'\n")
-    module = __import__("sitq_loading_slow")
+    module = new_module(
+        module_dir, "sitq_loading_slow", "import time\ntime.sleep(1.0)\ndef work():\n    return 'loaded'\n"
+    )
     backend = SQLiteBackend(tmp_path / "slow.db")
     async with TaskQueue(backend) as queue:
-        task_id = await queue.enqueue(module.work)
-        del sys.modules["sitq_loading_slow"]  # the worker imports it afresh, as a new process would
+        task_id = await enqueue_unimported(queue, module)  # the worker imports it afresh, as a new process would
         worker = Worker(backend)
-        longest_gap = 0.0
-        ticking = True
-
-        async def tick() -> None:
-            nonlocal longest_gap
-            last = time.perf_counter()
-            while ticking:
-                await asyncio.sleep(0.01)
-                now = time.perf_counter()
-                longest_gap, last = max(longest_gap, now - last), now
-
-        ticker = asyncio.create_task(tick())
-        await worker.start()
-        result = await queue.get_result(task_id, timeout=10)
-        ticking = False
-        await ticker
+        async with LoopWatch() as watch:
+            await worker.start()
+            result = await queue.get_result(task_id, timeout=10)
         await worker.stop()
     assert result is not None and queue.deserialize_result(result) == "loaded"
+    longest_gap = watch.longest_gap
     assert longest_gap < 0.5, f"the loop stood still for {longest_gap:.2f} s while the module imported"
 
 
@@ -232,14 +260,14 @@ def test_a_sigterm_while_the_worker_starts_ends_it_with_exit_code_zero(tmp_path:
 @pytest.mark.asyncio
 async def test_a_module_that_must_import_on_the_main_thread_still_loads(module_dir: Path, tmp_path: Path) -> None:
     # signal.signal() works only on the main thread: loading on a thread fails, the loop then loads it
-    (module_dir / "sitq_loading_main_thread.py").write_text(
-        "import signal\nsignal.signal(signal.SIGUSR2, signal.SIG_IGN)\ndef work():\n    return 'loaded on the loop'\n"
+    module = new_module(
+        module_dir,
+        "sitq_loading_main_thread",
+        "import signal\nsignal.signal(signal.SIGUSR2, signal.SIG_IGN)\ndef work():\n    return 'loaded on the loop'\n",
     )
-    module = __import__("sitq_loading_main_thread")
     backend = SQLiteBackend(tmp_path / "main-thread.db")
     async with TaskQueue(backend) as queue:
-        task_id = await queue.enqueue(module.work)
-        del sys.modules["sitq_loading_main_thread"]
+        task_id = await enqueue_unimported(queue, module)
         worker = Worker(backend)
         await worker.start()
         result = await queue.get_result(task_id, timeout=10)
@@ -250,14 +278,12 @@ async def test_a_module_that_must_import_on_the_main_thread_still_loads(module_d
 
 @pytest.mark.asyncio
 async def test_leases_are_renewed_while_a_new_function_loads(module_dir: Path, tmp_path: Path) -> None:
-    (module_dir / "sitq_loading_slow_lease.py").write_text(
-        "import time\ntime.sleep(1.5)\ndef work():\n    return 'once'\n"
+    module = new_module(
+        module_dir, "sitq_loading_slow_lease", "import time\ntime.sleep(1.5)\ndef work():\n    return 'once'\n"
     )
-    module = __import__("sitq_loading_slow_lease")
     backend = SQLiteBackend(tmp_path / "lease.db")
     async with TaskQueue(backend) as queue:
-        task_id = await queue.enqueue(module.work)
-        del sys.modules["sitq_loading_slow_lease"]
+        task_id = await enqueue_unimported(queue, module)
         first = Worker(backend, lease_timeout=0.6)  # renewals every 0.2 s; the import takes 1.5 s
 
         async def taken() -> bool:
@@ -332,10 +358,9 @@ async def test_a_partial_of_a_new_module_loads_off_the_loop_after_other_partials
 ) -> None:
     import functools
 
-    (module_dir / "sitq_loading_slow_partial.py").write_text(
-        "import time\ntime.sleep(1.0)\ndef work(x):\n    return x\n"
+    module = new_module(
+        module_dir, "sitq_loading_slow_partial", "import time\ntime.sleep(1.0)\ndef work(x):\n    return x\n"
     )
-    module = __import__("sitq_loading_slow_partial")
     backend = SQLiteBackend(tmp_path / "partial.db")
     async with TaskQueue(backend) as queue:
         worker = Worker(backend)
@@ -345,22 +370,11 @@ async def test_a_partial_of_a_new_module_loads_off_the_loop_after_other_partials
         soon = datetime.now(UTC) + timedelta(seconds=0.3)  # due after its module is gone from this process
         second = await queue.enqueue(functools.partial(module.work, "slow"), eta=soon)
         del sys.modules["sitq_loading_slow_partial"]
-        longest_gap, ticking = 0.0, True
-
-        async def tick() -> None:
-            nonlocal longest_gap
-            last = time.perf_counter()
-            while ticking:
-                await asyncio.sleep(0.01)
-                now = time.perf_counter()
-                longest_gap, last = max(longest_gap, now - last), now
-
-        ticker = asyncio.create_task(tick())
-        result = await queue.get_result(second, timeout=10)
-        ticking = False
-        await ticker
+        async with LoopWatch() as watch:
+            result = await queue.get_result(second, timeout=10)
         await worker.stop()
     assert result is not None and queue.deserialize_result(result) == "slow"
+    longest_gap = watch.longest_gap
     assert longest_gap < 0.5, f"the loop stood still for {longest_gap:.2f} s while the partial's module imported"
 
 
@@ -447,12 +461,10 @@ class SlowReserve(SQLiteBackend):
 async def test_a_task_reserved_as_the_stop_begins_is_given_back_even_before_it_loaded(
     module_dir: Path, tmp_path: Path
 ) -> None:
-    (module_dir / "sitq_loading_late.py").write_text("def work():\n    return 1\n")
-    module = __import__("sitq_loading_late")
+    module = new_module(module_dir, "sitq_loading_late", "def work():\n    return 1\n")
     backend = SlowReserve(tmp_path / "late.db")
     async with TaskQueue(backend) as queue:
-        task_id = await queue.enqueue(module.work)
-        del sys.modules["sitq_loading_late"]  # not loaded by this worker yet
+        task_id = await enqueue_unimported(queue, module)  # not loaded by this worker yet
         worker = Worker(backend, lease_timeout=60)
         await worker.start()
         await asyncio.wait_for(backend.reserving.wait(), 10)  # its first reserve is under way ...
