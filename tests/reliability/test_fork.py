@@ -108,3 +108,82 @@ def test_an_in_memory_database_refuses_to_travel() -> None:
 
     with pytest.raises(TypeError, match="in-memory"):
         pickle.dumps(SQLiteBackend(":memory:"))
+
+
+def test_forks_while_other_threads_write_leave_every_child_working(tmp_path: Path) -> None:
+    """A fork in the middle of another thread's transaction used to leave the child waiting on a phantom lock."""
+    import threading
+
+    path = tmp_path / "busy.db"
+    with SyncTaskQueue(f"sqlite:///{path}") as queue:
+        queue.enqueue(tasks.add, 0)
+        stop = threading.Event()
+        failures: list[BaseException] = []
+
+        def write() -> None:
+            try:
+                while not stop.is_set():
+                    queue.enqueue(tasks.add, 1)
+            except BaseException as exc:
+                failures.append(exc)
+
+        def write_batches() -> None:
+            try:
+                while not stop.is_set():
+                    queue.enqueue_many([(tasks.add, (n,), {}) for n in range(20)])
+            except BaseException as exc:
+                failures.append(exc)
+
+        writers = [threading.Thread(target=write) for _ in range(2)] + [threading.Thread(target=write_batches)]
+        for thread in writers:
+            thread.start()
+        try:
+
+            def child() -> None:
+                with SyncTaskQueue(f"sqlite:///{path}") as own:
+                    own.enqueue(tasks.add, 2)
+                queue.enqueue(tasks.add, 3)
+
+            codes = []
+            for _ in range(20):
+                codes.append(in_child(child, timeout=10))
+                if codes[-1] != 0:
+                    break
+        finally:
+            stop.set()
+            for thread in writers:
+                thread.join()
+    assert codes == [0] * 20, "a child forked during a write hung (-14: SIGALRM) or failed"
+    assert failures == [], "the parent's own writes failed across the forks"
+
+
+def test_the_parent_closing_its_queue_does_not_lose_the_childs_commits(tmp_path: Path) -> None:
+    """A child's connection must hold real file locks: a parent's last close must not delete the WAL under it."""
+    import sqlite3
+
+    path = tmp_path / "shared.db"
+    queue = SyncTaskQueue(f"sqlite:///{path}")
+    queue.__enter__()
+    queue.enqueue(tasks.add, 0)  # the parent holds connections to the file when it forks
+    child_ready, parent_closed = os.pipe(), os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        signal.alarm(30)
+        try:
+            with SyncTaskQueue(f"sqlite:///{path}") as own:
+                own.enqueue(tasks.add, 1)
+                os.write(child_ready[1], b"x")
+                os.read(parent_closed[0], 1)
+                for n in range(300):
+                    own.enqueue(tasks.add, n)
+                os._exit(0)  # a crash: no clean close, so nothing is checkpointed on the way out
+        except BaseException:
+            os._exit(1)
+    assert os.read(child_ready[0], 1) == b"x"
+    queue.__exit__(None, None, None)  # the parent's last connection to the file closes
+    os.write(parent_closed[1], b"x")
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    with sqlite3.connect(path) as conn:
+        stored = conn.execute("SELECT count(*) FROM tasks").fetchone()[0]
+    assert stored == 302, f"{302 - stored} enqueues that returned in the child were lost"

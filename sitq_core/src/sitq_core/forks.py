@@ -11,19 +11,30 @@ PostgreSQL socket from the child could disturb the parent's use of it.
 What only other threads referenced (their thread-local connections) is
 pinned just before the fork, so the child does not close it either.
 
-SQLite's own per-file state is copied as it is: a fork while another thread
-is inside SQLite can leave the child's first call hanging (documented in
-docs/how-to/sqlite-backend.md: fork from a quiet moment).
+SQLite's own per-process state is copied as it is. A fork in the middle of
+another thread's transaction leaves the child believing that transaction's
+locks are still held, and its first write waits for them until
+``busy_timeout``. Any connection open at the fork leaves the child's own
+connections without real file locks, so another process's last close can
+delete the WAL under them. Backends therefore run their SQLite calls inside
+:data:`gate`: a fork waits (a bounded time) until no call is inside it and
+keeps new ones out until it is done; in between, the before-fork hooks close
+the connections (``SQLiteBackend._before_fork``), and the parent reopens
+them on its next call.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol
 
-__all__ = ["ForkAware", "forget_in_child", "keep_inherited"]
+__all__ = ["ForkAware", "ForkGate", "forget_in_child", "gate", "keep_inherited"]
 
 log = logging.getLogger("sitq")
 
@@ -40,6 +51,76 @@ _inherited: list[Any] = []  # what children inherited: referenced so that it is 
 _pinned: list[Any] = []
 
 
+class ForkGate:
+    """Keeps calls that must not be cut in half by a fork (a SQLite transaction) and ``os.fork`` apart.
+
+    Any number of threads may be inside at once; a fork waits until none is
+    (at most ``wait`` seconds, then goes ahead and logs a warning) and holds
+    new ones at the door until it is done, in the parent as in the child.
+    """
+
+    def __init__(self, wait: float = 5.0) -> None:
+        self.wait = wait
+        self._reset()
+
+    def _reset(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._inside = 0
+        self._forking = False
+        self.quiet = False  # during a fork's before-hooks: True when no call is inside (so connections may close)
+
+    def enter(self) -> None:
+        with self._cond:
+            while self._forking:
+                self._cond.wait()
+            self._inside += 1
+
+    def leave(self) -> None:
+        with self._cond:
+            self._inside -= 1
+            if self._forking and self._inside == 0:
+                self._cond.notify_all()
+
+    @contextmanager
+    def inside(self) -> Iterator[None]:
+        """Run the body inside the gate: no fork happens while it runs."""
+        self.enter()
+        try:
+            yield
+        finally:
+            self.leave()
+
+    def close_for_fork(self) -> None:
+        with self._cond:
+            self._forking = True
+            deadline = time.monotonic() + self.wait
+            while self._inside > 0:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    log.warning(
+                        "sitq: forking while %d database call(s) still run in other threads; "
+                        "the child may find their locks taken",
+                        self._inside,
+                    )
+                    self.quiet = False
+                    return
+                self._cond.wait(left)
+            self.quiet = True
+
+    def open_after_fork(self) -> None:
+        with self._cond:
+            self._forking = False
+            self.quiet = False
+            self._cond.notify_all()
+
+    def reset_in_child(self) -> None:
+        """In the child: the threads that were waiting at the door do not exist here."""
+        self._reset()
+
+
+gate = ForkGate()
+
+
 def forget_in_child(obj: ForkAware) -> None:
     """Call ``obj._after_fork_in_child()`` in every child forked from now on (while ``obj`` lives)."""
     _registered.add(obj)
@@ -51,6 +132,7 @@ def keep_inherited(*things: Any) -> None:
 
 
 def _before_fork() -> None:
+    gate.close_for_fork()
     for obj in list(_registered):
         pin = getattr(obj, "_before_fork", None)
         if pin is not None:
@@ -62,9 +144,11 @@ def _before_fork() -> None:
 
 def _after_fork_in_parent() -> None:
     _pinned.clear()
+    gate.open_after_fork()
 
 
 def _after_fork_in_child() -> None:
+    gate.reset_in_child()
     _inherited.extend(_pinned)
     _pinned.clear()
     for obj in list(_registered):

@@ -234,8 +234,27 @@ class SQLiteBackend(Backend):
         forks.forget_in_child(self)
 
     def _before_fork(self) -> list[Any]:
-        """What a child must keep (never close): every thread's inline connection, and the watcher's."""
-        return [*(self._inline.slots() if self._inline is not None else ()), self._watcher]
+        """Close this process's connections to the file; return what a child must keep (never close).
+
+        A connection open across a fork leaves SQLite's per-process lock
+        bookkeeping in the child saying "held" for locks the child does not
+        hold; the child's own connections then take no real file locks, and
+        another process's last close can checkpoint and delete the WAL under
+        them (their later commits lost). With nothing open at the fork, the
+        child starts clean. The parent reopens on its next call. Only when no
+        call is inside SQLite (``forks.gate``); an in-memory database has no
+        file and must keep its one connection.
+        """
+        pinned = [*(self._inline.slots() if self._inline is not None else ()), self._watcher]
+        if forks.gate.quiet and not self.is_memory:
+            for closable in (self._inline, self._watcher, self._db):
+                if closable is None:
+                    continue
+                try:
+                    closable.close_for_fork()
+                except sqlite3.Error as exc:
+                    log.warning("sitq.sqlite: closing a connection to %s before a fork failed: %s", self.path, exc)
+        return pinned
 
     def _after_fork_in_child(self) -> None:
         """In a forked child: the connection and watcher threads are gone; the next call connects anew.
@@ -455,20 +474,31 @@ class SQLiteBackend(Backend):
         return await self._run(operation, fn)
 
     def _new_connection(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, cached_statements=128)
+        """The connection thread's connection, configured (it is opened again after a fork closed it)."""
+        # not check_same_thread: a fork closes it from the forking thread while no call is inside (forks.py)
+        conn = sqlite3.connect(self.path, isolation_level=None, cached_statements=128, check_same_thread=False)
+        try:
+            self._retrying(conn, self._configure)
+        except BaseException:
+            conn.close()
+            raise
         return conn
+
+    def _configure(self, conn: sqlite3.Connection) -> None:
+        """This connection's own settings (the file's journal mode is set once, in ``_setup``)."""
+        conn.execute("PRAGMA busy_timeout = 0")  # busy is retried here, with jitter
+        conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        conn.execute(f"PRAGMA cache_size = -{self.cache_size_kib}")
+        conn.execute("PRAGMA foreign_keys = OFF")
 
     def _setup(self, conn: sqlite3.Connection) -> int:
         def pragmas(conn: sqlite3.Connection) -> None:
-            conn.execute("PRAGMA busy_timeout = 0")  # busy is retried here, with jitter
             check_not_foreign(conn)  # before the journal mode changes anything in the file
             if not self.is_memory:
                 mode = conn.execute(f"PRAGMA journal_mode = {self.journal_mode}").fetchone()[0]
                 if str(mode).upper() != self.journal_mode:
                     log.warning("sitq.sqlite: journal_mode %s requested, got %s", self.journal_mode, mode)
-            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
-            conn.execute(f"PRAGMA cache_size = -{self.cache_size_kib}")
-            conn.execute("PRAGMA foreign_keys = OFF")
+                conn.execute(f"PRAGMA synchronous = {self.synchronous}")  # again: set after the journal mode
 
         self._retrying(conn, pragmas)
         return self._retrying(conn, lambda c: self._write(c, create_schema))
@@ -548,6 +578,7 @@ class SQLiteBackend(Backend):
                 if time.monotonic() >= deadline:
                     raise _Busy(str(exc)) from exc
                 attempt += 1
+                # still inside forks.gate: a fork waits (the caller holds ``conn``, which a fork would close)
                 time.sleep(random.uniform(0.00002, min(0.004, 0.0001 * (2 ** min(attempt, 6)))))
 
     _write = staticmethod(write_transaction)
@@ -1204,6 +1235,11 @@ def _result_key(task_id: str) -> tuple[str, str, str]:
 
 
 def _holds_sitq_tables(path: str) -> bool:
+    with forks.gate.inside():
+        return _holds_sitq_tables_now(path)
+
+
+def _holds_sitq_tables_now(path: str) -> bool:
     if not os.path.exists(path):
         return False
     try:

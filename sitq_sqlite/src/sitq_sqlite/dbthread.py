@@ -19,6 +19,8 @@ from collections.abc import Callable
 from queue import SimpleQueue
 from typing import Any, TypeVar
 
+from sitq_core.forks import gate
+
 __all__ = ["DbThread"]
 
 T = TypeVar("T")
@@ -58,6 +60,16 @@ class DbThread:
         self.stop()
         await closed
 
+    def close_for_fork(self) -> None:
+        """Close the connection from the forking thread; the next job opens a new one.
+
+        Only while ``forks.gate`` is quiet: then no job is inside the
+        connection, and the thread reads ``_conn`` only inside the gate.
+        """
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
     def join(self, timeout: float | None = None) -> None:
         self._thread.join(timeout)
 
@@ -67,6 +79,7 @@ class DbThread:
             if job is None:
                 break
             fn, loop, future = job
+            gate.enter()  # no fork in the middle of a transaction (forks.py)
             try:
                 if self._conn is None:
                     self._conn = self._opener()
@@ -75,9 +88,12 @@ class DbThread:
                 _deliver(loop, future, None, exc)
             else:
                 _deliver(loop, future, result, None)
+            finally:
+                gate.leave()
         if self._conn is not None:
             try:
-                self._conn.close()
+                with gate.inside():
+                    self._conn.close()
             except sqlite3.Error:  # pragma: no cover - closing never fails in practice
                 log.exception("closing the SQLite connection failed")
             self._conn = None

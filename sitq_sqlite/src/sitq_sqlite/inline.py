@@ -32,6 +32,8 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from sitq_core.forks import gate
+
 __all__ = ["Fallback", "InlinePath", "is_busy", "write_transaction"]
 
 T = TypeVar("T")
@@ -71,11 +73,15 @@ class InlinePath:
         """Run ``fn`` now on this thread's connection, or raise :class:`Fallback`."""
         if time.monotonic() < self._paused_until:
             raise Fallback
-        slot = self._slot()
-        with slot.lock:  # close_all() from another thread waits for the call to end
-            if slot.closed:  # close_all() came between taking the slot and locking it
-                raise Fallback
-            result, began = self._run_on(slot.conn, fn, write=write)
+        gate.enter()  # no fork in the middle of a transaction (forks.py); not a ``with``: this path is hot
+        try:
+            slot = self._slot()
+            with slot.lock:  # close_all() from another thread waits for the call to end
+                if slot.closed:  # close_all() came between taking the slot and locking it
+                    raise Fallback
+                result, began = self._run_on(slot.conn, fn, write=write)
+        finally:
+            gate.leave()
         elapsed = time.perf_counter() - began
         self._average += (elapsed - self._average) * _SMOOTHING
         if self._average > self._budget:
@@ -145,9 +151,22 @@ class InlinePath:
             slots = list(self._slots)
             self._generation += 1
         for slot in slots:
-            with slot.lock:
+            with slot.lock, gate.inside():
                 slot.closed = True
                 _close_quietly(slot.conn)
+
+    def close_for_fork(self) -> None:
+        """``close_all`` from the forking thread, while ``forks.gate`` keeps every call out."""
+        with self._lock:
+            slots = list(self._slots)
+            self._generation += 1
+        for slot in slots:
+            if slot.lock.acquire(blocking=False):  # always free while the gate is quiet
+                try:
+                    slot.closed = True
+                    _close_quietly(slot.conn)
+                finally:
+                    slot.lock.release()
 
     def slots(self) -> list[Any]:
         """Every thread's connection slot (kept alive across a fork, see ``forks.py``)."""

@@ -24,6 +24,8 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Iterable
 
+from sitq_core.forks import gate
+
 from .fsevents import FileChanges, open_changes
 
 __all__ = ["Wakeups", "Watcher"]
@@ -166,22 +168,35 @@ class Watcher:
 
     def _main(self) -> None:
         try:
-            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=True)
+            with gate.inside():
+                # kept on the object: a forked child must not close it, a fork closes it first (forks.py)
+                self.conn: sqlite3.Connection | None = self._connect()
         except sqlite3.Error:
             log.exception("sitq.sqlite: the change watcher could not open %s", self._path)
             return
-        self.conn = conn  # referenced from the object too: a forked child must not close it (forks.py)
         changes = self._changes = open_changes(self._path)
         if self._stop.is_set() and changes is not None:
             changes.interrupt()  # stop() ran before _changes was set
         try:
-            self._loop(conn, changes)
+            self._loop(changes)
         finally:
-            conn.close()
+            with gate.inside():
+                conn, self.conn = self.conn, None
+                if conn is not None:
+                    conn.close()
             if changes is not None:
                 changes.close()
 
-    def _loop(self, conn: sqlite3.Connection, changes: FileChanges | None) -> None:
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+
+    def close_for_fork(self) -> None:
+        """Close the connection from the forking thread (``forks.gate`` is quiet); the loop opens a new one."""
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.close()
+
+    def _loop(self, changes: FileChanges | None) -> None:
         last: int | None = None
         last_activity = time.monotonic()  # the last change seen, or the last write event
         checked_exit = last_activity
@@ -209,14 +224,19 @@ class Watcher:
                 if self._should_exit(self):
                     return
                 checked_exit = now
-            try:
-                version = int(conn.execute("PRAGMA data_version").fetchone()[0])
-            except sqlite3.Error as exc:  # e.g. busy during recovery: try again next tick
-                log.debug("sitq.sqlite: data_version check failed: %s", exc)
-                continue
-            if version != last:
-                # The first reading also wakes: changes made before this thread
-                # started must not be missed by the waiter that started it.
-                last = version
-                last_activity = time.monotonic()
-                self._on_change(conn)
+            with gate.inside():  # no fork in the middle of a read (forks.py)
+                try:
+                    conn = self.conn
+                    if conn is None:  # closed for a fork: a new connection counts versions of its own
+                        conn = self.conn = self._connect()
+                        last = None
+                    version = int(conn.execute("PRAGMA data_version").fetchone()[0])
+                except sqlite3.Error as exc:  # e.g. busy during recovery: try again next tick
+                    log.debug("sitq.sqlite: data_version check failed: %s", exc)
+                    continue
+                if version != last:
+                    # The first reading also wakes: changes made before this thread
+                    # started must not be missed by the waiter that started it.
+                    last = version
+                    last_activity = time.monotonic()
+                    self._on_change(conn)
