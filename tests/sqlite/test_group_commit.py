@@ -17,7 +17,7 @@ import pytest_asyncio
 
 from sitq import BackendError, SQLiteBackend, SyncTaskQueue, SyncTaskQueueError, TaskQueue, ValidationError
 from sitq_core import hookimpl
-from sitq_core.models import Task
+from sitq_core.models import Task, new_id
 from sitq_core.plugins import get_plugin_manager
 
 import sitq_test_tasks as tasks
@@ -337,15 +337,13 @@ def test_close_from_another_thread_lets_a_running_write_finish(tmp_path: Path) -
 
 @pytest.mark.asyncio
 async def test_a_task_with_unstorable_text_fails_alone_in_its_group(tmp_path: Path) -> None:
-    queue = TaskQueue(SQLiteBackend(tmp_path / "text.db"))
+    backend = SQLiteBackend(tmp_path / "text.db")
+    queue = TaskQueue(backend)
     await queue.connect()
-
-    def odd(x: int) -> int:
-        return x
-
-    odd.__qualname__ = "bad\ud800"  # its name, stored as the task's function_name, cannot be UTF-8
+    # a task built by hand (queues escape such names): its function_name cannot be UTF-8
+    odd = Task(id=new_id(), payload=b"payload", function_name="bad\ud800")
     outcomes = await asyncio.gather(
-        queue.enqueue(odd, 0), *(queue.enqueue(tasks.add, i) for i in range(1, 6)), return_exceptions=True
+        backend.enqueue(odd), *(queue.enqueue(tasks.add, i) for i in range(1, 6)), return_exceptions=True
     )
     assert isinstance(outcomes[0], Exception) and all(isinstance(o, str) for o in outcomes[1:]), outcomes
     assert (await queue.counts())["queued"] == 5

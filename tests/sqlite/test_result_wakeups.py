@@ -124,3 +124,34 @@ async def test_another_connections_results_wake_only_their_own_waiters(
         for task_id in ids[finished:]:
             waiters[task_id].cancel()
         await asyncio.gather(*waiters.values(), return_exceptions=True)
+
+
+@pytest.mark.asyncio
+async def test_a_change_watcher_that_could_not_open_the_file_is_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A watcher thread that died (no file descriptor left, say) used to stay in place: no wake-ups for good."""
+    from sitq_sqlite.watcher import Watcher
+
+    real_connect = Watcher._connect
+    attempts: list[int] = []
+
+    def connect_failing_once(self: Watcher) -> sqlite3.Connection:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise sqlite3.OperationalError("unable to open database file")
+        return real_connect(self)
+
+    monkeypatch.setattr(Watcher, "_connect", connect_failing_once)
+    backend = SQLiteBackend(tmp_path / "watched.db")
+    async with backend:
+        await backend.wait_for_work(0.05)  # starts the watcher, which fails to open the file and ends
+        first = backend._watcher
+        assert first is not None
+        await asyncio.to_thread(first._thread.join, 10)
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        await backend.wait_for_work(10)  # a new watcher's first reading wakes this wait
+        waited = loop.time() - began
+    assert len(attempts) == 2, "no new watcher was started"
+    assert waited < 5, f"the wait ran its whole course ({waited:.1f} s): nobody watched the file"

@@ -59,3 +59,40 @@ async def test_concurrent_first_use_connects_once() -> None:
     await asyncio.gather(*(backend.enqueue(task) for task in tasks))
     assert (await backend.counts())["queued"] == 20  # one shared database, not twenty
     await backend.close()
+
+
+@pytest.mark.parametrize("where", ["memory", "file"])
+def test_a_call_waiting_on_a_connect_that_another_thread_then_closes_connects_again(tmp_path: Path, where: str) -> None:
+    """It used to be queued behind the closed connection thread's stop mark: no answer, ever."""
+    backend = SQLiteBackend(":memory:" if where == "memory" else tmp_path / "closing.db")
+    connecting, closed = threading.Event(), threading.Event()
+    answer: list[object] = []
+
+    async def other_thread() -> None:
+        connecting.wait(20)  # the main thread is connecting now
+        call = asyncio.ensure_future(backend.counts())  # waits for that connect
+        await asyncio.sleep(0)
+        closed.wait(20)  # this loop is busy while the main thread connects and closes
+        answer.append(await asyncio.wait_for(call, 20))
+
+    def thread_main() -> None:
+        try:
+            asyncio.run(other_thread())
+        except BaseException as exc:
+            answer.append(exc)
+
+    async def main_thread() -> None:
+        thread = threading.Thread(target=thread_main)
+        thread.start()
+        connect = asyncio.ensure_future(backend.connect())
+        await asyncio.sleep(0)  # the connect's first step: it owns the pending connect now
+        assert backend._connecting is not None
+        connecting.set()
+        await connect
+        await backend.close()
+        closed.set()
+        await asyncio.to_thread(thread.join, 30)
+
+    asyncio.run(main_thread())
+    assert len(answer) == 1 and isinstance(answer[0], dict), f"the call hung or failed: {answer!r}"
+    asyncio.run(backend.close())

@@ -46,7 +46,7 @@ from sitq_core.models import (
 )
 from sitq_core.notify import record_mark, safety_pauses, take_mark
 
-from .dbthread import DbThread
+from .dbthread import DbThread, DbThreadStopped
 from .feed import InsertFeed
 from .groupcommit import GroupCommit, others_ready
 from .inline import Fallback, InlinePath, is_busy, write_transaction
@@ -536,8 +536,18 @@ class SQLiteBackend(Backend):
 
     async def _run(self, operation: str, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` on the connection thread (one hop), mapping errors."""
-        db = await self._ensure()
-        return await self._settle(operation, db.run(lambda conn: self._retrying(conn, fn)))
+        return await self._settle(operation, await self._submit(lambda conn: self._retrying(conn, fn)))
+
+    async def _submit(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        """Queue ``fn`` on the connection thread; when another thread closed that one meanwhile, on a new one."""
+        while True:
+            db = await self._ensure()
+            try:
+                return db.run(fn)
+            except DbThreadStopped:
+                with self._lock:  # close() clears _db before it stops the thread; make sure of it
+                    if self._db is db:
+                        self._db = None
 
     async def _settle(self, operation: str, future: asyncio.Future[T]) -> T:
         """Await a connection-thread job, mapping SQLite errors to sitq's."""
@@ -708,7 +718,6 @@ class SQLiteBackend(Backend):
 
     async def _enqueue_pipelined(self, tasks: Sequence[Task]) -> list[str]:
         """A large batch: rows are built here while the connection thread inserts earlier chunks (feed.py)."""
-        db = await self._ensure()
         # The connection thread holds the write lock while chunks are built: stream only when building
         # the whole batch looks cheap (plain arguments); otherwise build everything first.
         began = time.perf_counter()
@@ -731,7 +740,7 @@ class SQLiteBackend(Backend):
                     cause=exc,
                 ) from exc
 
-        future = db.run(lambda conn: self._retrying(conn, lambda c: self._write(c, body)))
+        future = await self._submit(lambda conn: self._retrying(conn, lambda c: self._write(c, body)))
         ids: list[str] = []
         try:
             times: dict[int, tuple[datetime, int]] = {}
@@ -1149,10 +1158,11 @@ class SQLiteBackend(Backend):
         self._wakeups.wake([_result_key(task_id) for task_id in task_ids])
 
     def _ensure_watcher(self) -> None:
-        if self.is_memory or self._watcher is not None:
+        """Start the change watcher unless one runs (one that died, say it could not open the file, is replaced)."""
+        if self.is_memory or (self._watcher is not None and self._watcher.alive):
             return
         with self._lock:
-            if self._watcher is None and self._db is not None:
+            if (self._watcher is None or not self._watcher.alive) and self._db is not None:
                 new_results = NewResults()  # this watcher thread's view of the results table
                 self._watcher = Watcher(
                     self.path,

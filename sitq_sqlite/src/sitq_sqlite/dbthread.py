@@ -21,13 +21,17 @@ from typing import Any, TypeVar
 
 from sitq_core.forks import gate
 
-__all__ = ["DbThread"]
+__all__ = ["DbThread", "DbThreadStopped"]
 
 T = TypeVar("T")
 
 log = logging.getLogger("sitq.sqlite")
 
 _Job = tuple[Callable[[sqlite3.Connection], Any], asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
+
+
+class DbThreadStopped(RuntimeError):
+    """The thread was stopped (its backend closed) before this job could be queued: connect again."""
 
 
 class DbThread:
@@ -38,6 +42,8 @@ class DbThread:
         self._jobs: SimpleQueue[_Job | None] = SimpleQueue()
         self._conn: sqlite3.Connection | None = None
         self._closed_callbacks: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._stopping = threading.Lock()  # a job is queued before the stop mark or refused, never after it
+        self._stopped = False
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._thread.start()
 
@@ -45,12 +51,18 @@ class DbThread:
         """Schedule ``fn(connection)`` on the thread; await the returned future for its result."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._jobs.put((fn, loop, future))
+        with self._stopping:
+            if self._stopped:  # queued behind the stop mark, it would never run and never be answered
+                raise DbThreadStopped("the SQLite connection thread was stopped")
+            self._jobs.put((fn, loop, future))
         return future
 
     def stop(self) -> None:
         """Close the connection after the jobs already queued, and end the thread."""
-        self._jobs.put(None)
+        with self._stopping:
+            if not self._stopped:
+                self._stopped = True
+                self._jobs.put(None)
 
     async def shutdown(self) -> None:
         """``stop()``, returning once the connection is closed (its file handles with it)."""

@@ -158,6 +158,11 @@ class Watcher:
         self._thread = threading.Thread(target=self._main, name="sitq-sqlite-watch", daemon=True)
         self._thread.start()
 
+    @property
+    def alive(self) -> bool:
+        """False once the thread ended (it stopped, went idle, or could not open the file)."""
+        return self._thread.is_alive()
+
     def stop(self) -> None:
         self._stop.set()
         changes = self._changes
