@@ -471,3 +471,62 @@ async def test_a_task_reserved_as_the_stop_begins_is_given_back_even_before_it_l
         await worker.stop(timeout=5)  # ... and answers after the stop began
         stored = await queue.get_task(task_id)
     assert stored is not None and stored.status == "queued", "given back, not left leased for a minute"
+
+
+class ReportsHang(SQLiteBackend):
+    """A store that stops taking outcomes while ``frozen`` is set (a table lock, a network freeze)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.thawed = asyncio.Event()
+        self.thawed.set()
+
+    async def finish_many(self, outcomes):  # type: ignore[no-untyped-def]
+        await self.thawed.wait()
+        return await super().finish_many(outcomes)
+
+
+@pytest.mark.asyncio
+async def test_a_worker_started_again_after_a_stop_that_gave_up_its_last_report_runs_tasks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The unreported task used to stay 'running' for good (its lease renewed) and fill the only slot."""
+    monkeypatch.setattr("sitq_core.worker._FINAL_REPORT_TIMEOUT", 0.3)
+    backend = ReportsHang(tmp_path / "restart.db")
+    async with TaskQueue(backend) as queue:
+        first = await queue.enqueue(tasks.sleepy, 0.2)
+        worker = Worker(backend, max_concurrency=1, prefetch=0, lease_timeout=1.0)
+        await worker.start()
+        await wait_until(lambda: _all_running(queue, 1))
+        backend.thawed.clear()  # the outcome of ``first`` will not be taken
+        await asyncio.wait_for(worker.stop(), 10)
+        backend.thawed.set()
+        await worker.start()
+        second = await queue.enqueue(tasks.add, 2, 3)
+        second_result = await queue.get_result(second, timeout=15)
+        first_result = await queue.get_result(first, timeout=15)  # run again once its lease expired
+        await worker.stop()
+    assert second_result is not None and queue.deserialize_result(second_result) == 5, "the slot stayed taken"
+    assert first_result is not None and first_result.status == "success", "the unreported task never ended"
+
+
+@pytest.mark.asyncio
+async def test_a_task_whose_module_import_hangs_times_out_by_its_own_timeout(module_dir: Path, tmp_path: Path) -> None:
+    """It used to stay 'running' (its lease renewed) and hold the worker's only slot for good."""
+    (module_dir / "sitq_loading_stuck.py").write_text("import time\ntime.sleep(30)\ndef work():\n    return 1\n")
+    backend = SQLiteBackend(tmp_path / "stuck.db")
+    async with TaskQueue(backend) as queue:
+        stuck = await queue.with_options(timeout=0.5, max_retries=0).enqueue(tasks.add, 1)
+        with sqlite3.connect(tmp_path / "stuck.db") as conn:
+            conn.execute(
+                "UPDATE tasks SET payload = ?, function_name = 'sitq_loading_stuck:work' WHERE id = ?",
+                (_payload_for("sitq_loading_stuck"), stuck),
+            )
+        worker = Worker(backend, max_concurrency=1, prefetch=0)
+        await worker.start()
+        stuck_result = await queue.get_result(stuck, timeout=10)
+        other = await queue.get_result(await queue.enqueue(tasks.add, 2, 3), timeout=10)
+        await asyncio.wait_for(worker.stop(), 10)
+    assert stuck_result is not None and stuck_result.status == "failed", "the task never timed out"
+    assert "timed out after 0.5 s while its function sitq_loading_stuck:work was loading" in stuck_result.error
+    assert other is not None and queue.deserialize_result(other) == 5, "the worker's slot stayed taken"

@@ -88,6 +88,10 @@ def _inspect_async(func: Any) -> bool:
     return call is not None and inspect.iscoroutinefunction(call)
 
 
+def _timeout_of(running: _Running) -> float:
+    return running.reserved.task.timeout or 0.0
+
+
 def _should_retry(exc: BaseException) -> bool:
     """Exceptions opt out of retries with a class attribute ``sitq_retry = False``."""
     return bool(getattr(exc, "sitq_retry", True))
@@ -311,6 +315,10 @@ class Worker:
         self._reserved_more = asyncio.Event()  # set when tasks are reserved (the heartbeat watches them)
         self._stopped = asyncio.Event()
         self._hard_stopping = asyncio.Event()
+        # What an earlier run left behind (a stop that gave up its last report) is not this run's to
+        # renew, count against capacity or report: those tasks run again when their leases expire.
+        self._held = {}
+        self._waiting.clear()
         self._outcomes.clear()
         self._closing = False
         self._executing = 0
@@ -628,7 +636,7 @@ class Worker:
     async def _load(self, loading: list[_Running]) -> None:
         """Decode first-seen functions on a daemon thread, then queue the tasks that are still ours."""
         try:
-            await _on_daemon_thread(self._preload, loading)
+            await self._bounded_load(asyncio.ensure_future(_on_daemon_thread(self._preload, loading)), loading)
         finally:
             self._loading.difference_update(loading)
         still_ours = []
@@ -652,6 +660,33 @@ class Worker:
             self._reserved_more.set()  # the heartbeat checks tasks waiting for a slot for cancel requests
         self._dispatch()
         self._watch_prefetched()
+
+    async def _bounded_load(self, loaded: asyncio.Future[None], loading: list[_Running]) -> None:
+        """Wait for the loader; a task whose own ``timeout`` passes first times out now.
+
+        The task's timeout covers loading its function as well as running
+        it: an import that hangs (a dead network mount) must not hold the
+        task, and a slot, for good while its lease is renewed.
+        """
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        bounded = sorted((r for r in loading if r.reserved.task.timeout is not None), key=_timeout_of)
+        for running in bounded:
+            left = began + _timeout_of(running) - loop.time()
+            if left > 0 and (await asyncio.wait({loaded}, timeout=left))[0]:
+                break  # loaded in time
+            if not running.settled and self._held.get(running.id) is running:
+                self._time_out_loading(running)
+        await loaded
+
+    def _time_out_loading(self, running: _Running) -> None:
+        task = running.reserved.task
+        running.started_at = self.backend.now()
+        message = f"task timed out after {task.timeout:g} s while its function {task.function_name} was loading"
+        error = TimeoutError(message)
+        running.settled = True
+        self._outcomes_put(running, self._failure(running, message, "", retry=True), {"error": error, "duration": 0.0})
+        logger.warning("worker %s: %s (task %s)", self.worker_id, message, running.id)
 
     def _watch_prefetched(self) -> None:
         """With adaptive prefetch, start the watch that gives back tasks reserved ahead when runs turn slow."""
@@ -1180,7 +1215,8 @@ class Worker:
         return self._failure(running, _describe(error), _format(error), retry=_should_retry(error))
 
     def _failure(self, running: _Running, error: str, traceback: str, *, retry: bool) -> Outcome:
-        error, traceback = _storable(error), _storable(traceback)  # one odd message must not fail a whole batch
+        # one odd message must not fail a whole batch
+        error, traceback = checks.escaped_for_store(error), checks.escaped_for_store(traceback)
         reserved = running.reserved
         task = reserved.task
         finished = self.backend.now()
@@ -1483,10 +1519,3 @@ def _format(exc: BaseException) -> str:
         return "".join(tb_module.format_exception(type(exc), exc, exc.__traceback__))
     except Exception as failure:
         return f"{type(exc).__name__} (its traceback could not be formatted: {type(failure).__name__})"
-
-
-def _storable(text: str) -> str:
-    """``text`` as every store accepts it: NULs and lone surrogates escaped (PostgreSQL and SQLite refuse them)."""
-    if checks.storable(text):
-        return text
-    return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
