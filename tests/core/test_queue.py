@@ -379,3 +379,23 @@ async def test_requeue_with_a_past_eta_means_now(queue: TaskQueue) -> None:
     assert await queue.requeue(failing, eta=datetime(2000, 1, 1, tzinfo=UTC))
     task = await queue.get_task(failing)
     assert task is not None and task.eta >= before - timedelta(seconds=1), task.eta  # not ahead of waiting tasks
+
+
+@pytest.mark.asyncio
+async def test_a_function_whose_name_a_store_cannot_hold_is_stored_under_an_escaped_name(
+    queue: TaskQueue,
+) -> None:
+    """A lone surrogate or NUL in a qualname used to fail the enqueue with a BackendError."""
+
+    def odd() -> int:
+        return 7
+
+    odd.__qualname__ = "odd\ud800name\x00"
+    task_id = await queue.enqueue(odd)
+    stored = await queue.get_task(task_id)
+    assert stored is not None and stored.function_name.endswith(":odd\\ud800name\\x00")
+    worker = Worker(queue.backend)
+    await worker.start()
+    result = await queue.get_result(task_id, timeout=10)
+    await worker.stop()
+    assert result is not None and queue.deserialize_result(result) == 7

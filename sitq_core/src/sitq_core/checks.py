@@ -126,6 +126,13 @@ def storable(text: str) -> bool:
     return True
 
 
+def escaped_for_store(text: str) -> str:
+    """``text`` as every store accepts it: NULs and lone surrogates escaped (for names and messages shown)."""
+    if storable(text):
+        return text
+    return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def task_id(value: Any) -> str:
     """A task id: a non-empty string without NUL characters (PostgreSQL text cannot hold them)."""
     if not isinstance(value, str) or not value:

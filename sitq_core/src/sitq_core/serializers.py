@@ -18,6 +18,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar
 
+from .checks import escaped_for_store
 from .errors import SerializationError, ValidationError
 from .task import is_importable_task, is_task_function
 
@@ -33,10 +34,10 @@ CallSpec = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
 
 def function_path(func: Callable[..., Any]) -> str:
-    """``module:qualname`` of a callable, the name shown in listings and logs."""
+    """``module:qualname`` of a callable, the name shown in listings and logs (escaped where a store needs it)."""
     module = getattr(func, "__module__", None) or "?"
     qualname = getattr(func, "__qualname__", None) or type(func).__qualname__
-    return f"{module}:{qualname}"
+    return escaped_for_store(f"{module}:{qualname}")
 
 
 class Serializer(abc.ABC):
