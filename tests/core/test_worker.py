@@ -698,3 +698,64 @@ async def test_a_task_reserved_ahead_and_cancelled_while_it_waits_never_runs(que
     assert result is not None and result.status == "cancelled"
     assert first_result is not None and first_result.finished_at is not None and result.finished_at is not None
     assert result.finished_at < first_result.finished_at  # dropped while it waited, not run afterwards
+
+
+async def cancels_itself() -> None:
+    task = asyncio.current_task()
+    assert task is not None
+    task.cancel()
+    await asyncio.sleep(1)
+
+
+class _MessageRaises(Exception):
+    def __init__(self, raised: type[BaseException]) -> None:
+        super().__init__()
+        self.raised = raised
+
+    def __str__(self) -> str:
+        raise self.raised()
+
+
+def fails_with_a_message_that_raises(raised_name: str) -> None:
+    raise _MessageRaises(
+        {"SystemExit": SystemExit, "KeyboardInterrupt": KeyboardInterrupt}.get(raised_name, asyncio.CancelledError)
+    )
+
+
+class _PicklingRaises:
+    def __init__(self, raised_name: str) -> None:
+        self.raised_name = raised_name
+
+    def __reduce__(self) -> Any:
+        raise {"KeyboardInterrupt": KeyboardInterrupt}.get(self.raised_name, asyncio.CancelledError)()
+
+
+def returns_a_value_whose_pickling_raises(raised_name: str) -> _PicklingRaises:
+    return _PicklingRaises(raised_name)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("func", "arg"),
+    [
+        (cancels_itself, None),
+        (fails_with_a_message_that_raises, "SystemExit"),
+        (fails_with_a_message_that_raises, "KeyboardInterrupt"),
+        (fails_with_a_message_that_raises, "CancelledError"),
+        (returns_a_value_whose_pickling_raises, "KeyboardInterrupt"),
+        (returns_a_value_whose_pickling_raises, "CancelledError"),
+    ],
+)
+async def test_odd_base_exceptions_from_a_task_fail_that_task_and_free_its_slot(
+    queue: TaskQueue, func: Any, arg: str | None
+) -> None:
+    """They used to end the worker's process, hang it, or keep the task running and its only slot taken."""
+    worker = Worker(queue.backend, max_concurrency=1, lease_timeout=1.0)
+    await worker.start()
+    try:
+        odd = await queue.get_result(await queue.enqueue(func, *(() if arg is None else (arg,))), timeout=10)
+        after = await queue.get_result(await queue.enqueue(tasks.add, 1), timeout=10)
+    finally:
+        await asyncio.wait_for(worker.stop(), 10)
+    assert odd is not None and odd.status == "failed", "the odd task never ended"
+    assert after is not None and after.status == "success", "the worker's slot stayed taken"

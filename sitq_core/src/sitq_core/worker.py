@@ -94,7 +94,10 @@ def _timeout_of(running: _Running) -> float:
 
 def _should_retry(exc: BaseException) -> bool:
     """Exceptions opt out of retries with a class attribute ``sitq_retry = False``."""
-    return bool(getattr(exc, "sitq_retry", True))
+    try:
+        return bool(getattr(exc, "sitq_retry", True))
+    except BaseException:  # an odd attribute must not take the worker down: the default applies
+        return True
 
 
 class _Running:
@@ -1023,10 +1026,12 @@ class Worker:
                     self._cancelled(running),
                     {"error": "cancelled", "duration": time.perf_counter() - began},
                 )
-            elif current is not None and current.cancelling():  # the worker is stopping: report nothing
+            elif running.settled:  # stop() abandoned it (and reports or releases it): report nothing here
                 self._report_nothing(running)
                 raise
-            else:  # the task raised CancelledError itself: that is its failure
+            else:  # the task raised CancelledError itself (or cancelled its own asyncio task): its failure
+                if current is not None and current.cancelling():
+                    current.uncancel()
                 outcome = self._failed_with(running, exc)
                 extra = {"error": exc, "duration": time.perf_counter() - began}
         except TimeoutError as exc:
@@ -1146,8 +1151,7 @@ class Worker:
                 try:
                     value = await value
                 except asyncio.CancelledError as exc:
-                    current = asyncio.current_task()
-                    if current is not None and current.cancelling():
+                    if running.settled:
                         raise  # _abandon cancelled the batch: it reports or releases every member
                     error = _task_error(exc)
                     self._settle(running, self._failed_with(running, error), {"error": error, "duration": entry[1]})
@@ -1186,7 +1190,7 @@ class Worker:
         serializer = self._serializer_for(reserved.task.serializer)
         try:
             payload = None if value is None else serializer.dumps(value)
-        except (Exception, SystemExit) as exc:  # pickling that raises SystemExit fails its task, not the worker
+        except BaseException as exc:  # whatever pickling raises (SystemExit, CancelledError) fails its task only
             message = f"cannot serialise the return value: {exc}"
             return self._failure(running, message, _format(exc), retry=False), {"error": exc, "duration": duration}
         outcome = Outcome(
@@ -1510,12 +1514,12 @@ def _describe(exc: BaseException) -> str:
     """``str(exc)``, or its type name when that is empty or ``__str__`` itself fails."""
     try:
         return str(exc) or type(exc).__name__
-    except Exception as failure:
+    except BaseException as failure:  # a SystemExit or CancelledError from ``__str__`` is the task's, too
         return f"{type(exc).__name__} (its message could not be read: {type(failure).__name__})"
 
 
 def _format(exc: BaseException) -> str:
     try:
         return "".join(tb_module.format_exception(type(exc), exc, exc.__traceback__))
-    except Exception as failure:
+    except BaseException as failure:
         return f"{type(exc).__name__} (its traceback could not be formatted: {type(failure).__name__})"
