@@ -98,6 +98,13 @@ def test_errors_pickle_across_processes() -> None:
     assert copy.parameter == "eta" and str(copy) == str(error)
 
 
+def test_a_copied_error_keeps_its_cause_as_dunder_cause() -> None:
+    cause = OSError("disk")
+    error = TimeoutError("slow", task_id="t", timeout_seconds=1.0, cause=cause)
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy.cause) is OSError and copy.__cause__ is copy.cause
+
+
 def test_public_names_importable() -> None:
     for name in (
         "TaskQueue",

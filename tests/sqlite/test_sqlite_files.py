@@ -69,6 +69,7 @@ def test_bad_path(bad: object) -> None:
     with pytest.raises(ValidationError) as info:
         SQLiteBackend(bad)  # type: ignore[arg-type]
     assert info.value.parameter == "path"
+    assert info.value.value is bad and info.value.context["value"] is bad, "the error names the value given"
 
 
 @pytest.mark.parametrize(

@@ -96,6 +96,7 @@ def _rebuild_error(cls: type[SitqError], message: str, cause: BaseException | No
     Exception.__init__(error, message)
     error.__dict__.update(state)
     error.cause = cause
+    error.__cause__ = cause  # the contract: ``cause`` is ``__cause__``, in a copy as in the original
     return error
 
 

@@ -1589,7 +1589,9 @@ def _validate_path(path: Any) -> str:
     if not isinstance(text, str):
         raise ValidationError("path must be a text path, not bytes", parameter="path", value=path)
     if not text.strip():
-        raise ValidationError("path must not be empty; use ':memory:' for an in-memory database", parameter="path")
+        raise ValidationError(
+            "path must not be empty; use ':memory:' for an in-memory database", parameter="path", value=path
+        )
     if "\x00" in text:
         raise ValidationError("path must not contain NUL characters", parameter="path", value=text)
     if text == MEMORY:
