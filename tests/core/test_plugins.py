@@ -91,6 +91,9 @@ def test_strict_mode_still_loads_the_other_plugins_before_raising(site: Path, mo
     manager = SitqPluginManager()
     with pytest.raises(BrokenPluginError, match="kaboom"):
         manager.backend_class("sqlite")
+    with pytest.raises(BrokenPluginError, match="kaboom"):  # strict stays strict: not only the first use fails
+        manager.backend_class("sqlite")
+    monkeypatch.delenv("SITQ_STRICT_PLUGINS")
     assert manager.backend_class("sqlite").__name__ == "SQLiteBackend"
     assert {r.name: r.status for r in manager.plugin_records()}["acme"] == "broken"
 

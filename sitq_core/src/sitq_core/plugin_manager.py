@@ -145,6 +145,7 @@ class SitqPluginManager(pluggy.PluginManager):
         self._setup_lock = threading.RLock()
         self._observer_cache: dict[str, bool] = {}
         self._strict_errors: list[BrokenPluginError] | None = None  # gathered during a load or collect
+        self._strict_failure: BrokenPluginError | None = None  # raised again by every later use, in strict mode
 
     # ---------------------------------------------------------------- loading
 
@@ -155,6 +156,7 @@ class SitqPluginManager(pluggy.PluginManager):
         may come back here (a plugin resolving a name) and gets what is loaded so far.
         """
         if self._load_done:
+            self._raise_again_if_strict()
             return
         with self._setup_lock:
             if self._loaded:
@@ -275,7 +277,7 @@ class SitqPluginManager(pluggy.PluginManager):
         logger.warning("sitq plugin %s failed to load: %s", who, message)
         if exc is not None:
             logger.debug("traceback of plugin %s", record.name, exc_info=exc)
-        if self._strict if self._strict is not None else _strict():
+        if self._is_strict():
             error = BrokenPluginError(
                 f"sitq plugin {record.name!r} from {record.dist} failed to load: {message}",
                 parameter="plugin",
@@ -283,6 +285,7 @@ class SitqPluginManager(pluggy.PluginManager):
                 cause=exc,
             )
             if self._strict_errors is None:
+                self._strict_failure = self._strict_failure or error
                 raise error
             # while loading or collecting: the other plugins still load, then the first error is raised,
             # so the process is not left with half a registry (sitq-sqlite "not installed")
@@ -291,7 +294,19 @@ class SitqPluginManager(pluggy.PluginManager):
     def _raise_strict_errors(self) -> None:
         errors, self._strict_errors = self._strict_errors, None
         if errors:
+            self._strict_failure = self._strict_failure or errors[0]
             raise errors[0]
+
+    def _is_strict(self) -> bool:
+        return self._strict if self._strict is not None else _strict()
+
+    def _raise_again_if_strict(self) -> None:
+        """Strict mode stays strict: every later use fails too, not only the first (a fresh error each time)."""
+        failure = self._strict_failure
+        if failure is not None and self._is_strict():
+            raise BrokenPluginError(
+                failure.message, parameter="plugin", value=failure.context.get("value"), cause=failure.cause
+            ) from failure.cause
 
     def check_hooks(self) -> None:
         """Record plugins that implement an unknown ``sitq_*`` hook (a typo, usually)."""
@@ -325,6 +340,7 @@ class SitqPluginManager(pluggy.PluginManager):
         """Call the registration hooks once, attributing each name to its plugin (thread-safe like loading)."""
         self.ensure_loaded()
         if self._collect_done:
+            self._raise_again_if_strict()
             return
         with self._setup_lock:
             if self._collected:
