@@ -4,6 +4,7 @@ several worker processes on one database, and a killed worker's tasks running ag
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -294,3 +295,39 @@ async def test_a_waiter_whose_read_loses_its_connection_keeps_waiting(pg_dsn: st
         backend.failures = 1
         await backend.wait_for_result("some-id", 0)
     await backend.close()
+
+
+def test_connects_cut_short_by_a_cancelled_caller_leave_no_unretrieved_errors(pg_dsn: str, pg_schema: str) -> None:
+    """asyncpg cancelled in its TLS step left 'Future exception was never retrieved' at exit (a worker's stop)."""
+    import gc
+    import logging
+
+    unretrieved: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            unretrieved.append(record.getMessage())
+
+    handler = Collect(level=logging.ERROR)
+    logging.getLogger("asyncio").addHandler(handler)
+
+    async def main() -> None:
+        backend = TaskQueue(url(pg_dsn, pg_schema)).backend
+        await backend.connect()
+        for step in range(40):
+            waiting = asyncio.ensure_future(backend.wait_for_work(5))  # connects a pool and a listener
+            for _ in range(step % 8):
+                await asyncio.sleep(0)
+            waiting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiting
+            await backend.close()
+            gc.collect()
+        await backend.close()
+
+    try:
+        asyncio.run(main())
+        gc.collect()
+    finally:
+        logging.getLogger("asyncio").removeHandler(handler)
+    assert unretrieved == [], unretrieved[0]

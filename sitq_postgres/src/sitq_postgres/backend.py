@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import secrets
 import threading
@@ -174,6 +175,7 @@ class PostgresBackend(Backend):
         self._schema_ready = False
         self._listeners: dict[asyncio.AbstractEventLoop, Connection] = {}
         self._listener_locks: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
+        self._opening: set[asyncio.Task[Any]] = set()  # connects in flight, whatever their callers do (_uncut)
         self._reads: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ResultReads] = weakref.WeakKeyDictionary()
         self.notifier.track(_WORK_KEY)  # reserve/wait_for_work compare work notices (record_mark)
         forks.forget_in_child(self)
@@ -263,11 +265,14 @@ class PostgresBackend(Backend):
         await self._pool()
 
     async def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        opening = [task for task in self._opening if task.get_loop() is loop and not task.done()]
+        if opening:  # let them finish rather than cut them off (see _uncut); what nobody wants is closed
+            await asyncio.wait(opening, timeout=5)
         with self._lock:
             pools, self._pools = self._pools, {}
             listeners, self._listeners = self._listeners, {}
             self._listener_locks = {}
-        loop = asyncio.get_running_loop()
         for owner, listener in listeners.items():
             if owner is loop:
                 try:
@@ -309,13 +314,14 @@ class PostgresBackend(Backend):
             return pool
         self._release_closed_loops()  # a new loop (asyncio.run again, a test per loop): free the ended ones
         try:
-            pool = await asyncpg.create_pool(
+            creating = asyncpg.create_pool(
                 self.dsn,
                 min_size=self.min_connections,
                 max_size=self.max_connections,
                 timeout=self.connect_timeout,
                 command_timeout=None,
             )
+            pool = await self._uncut(creating, _terminate)
         except (TimeoutError, *_DRIVER_ERRORS) as exc:
             raise self._cannot_connect(exc) from exc
         assert pool is not None
@@ -859,10 +865,7 @@ class PostgresBackend(Backend):
                 return False
             await self._pool()  # the schema exists (and the server answers) before listening
             try:
-                conn = await asyncpg.connect(self.dsn, timeout=self.connect_timeout)
-                await conn.add_listener(self._sql.work_channel, self._on_work)
-                await conn.add_listener(self._sql.result_channel, self._on_results)
-                conn.add_termination_listener(self._on_listener_lost)
+                conn = await self._uncut(self._open_listener(), _terminate)
             except (TimeoutError, *_DRIVER_ERRORS) as exc:
                 raise ConnectionError(
                     f"cannot LISTEN on PostgreSQL ({self._where()}): {exc}",
@@ -874,6 +877,35 @@ class PostgresBackend(Backend):
                 self._listeners[loop] = conn
             self._release_closed_loops()
             return True
+
+    async def _uncut(self, opening: Awaitable[T], dispose: Callable[[T], None]) -> T:
+        """Await a connect that a cancelled caller must not cut off half-way.
+
+        asyncpg cancelled in its TLS step leaves a future whose error nobody
+        retrieves ("Future exception was never retrieved" at exit, asyncpg
+        #1211): the connect runs as a task of its own, a caller cancelled
+        meanwhile leaves it to finish, ``dispose`` then closes what it
+        opened, and ``close()`` waits for connects still in flight.
+        """
+        task = asyncio.ensure_future(opening)
+        self._opening.add(task)
+        task.add_done_callback(self._opening.discard)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(functools.partial(_dispose_unwanted, dispose))
+            raise
+
+    async def _open_listener(self) -> Connection:
+        conn: Connection = await asyncpg.connect(self.dsn, timeout=self.connect_timeout)
+        try:
+            await conn.add_listener(self._sql.work_channel, self._on_work)
+            await conn.add_listener(self._sql.result_channel, self._on_results)
+            conn.add_termination_listener(self._on_listener_lost)
+        except BaseException:
+            conn.terminate()
+            raise
+        return conn
 
     def _on_listener_lost(self, _conn: object) -> None:
         # Notices sent while no connection listens are gone: every waiter re-reads (and listens again).
@@ -957,6 +989,18 @@ def _close_dead_pool(pool: Pool) -> None:
         conn = getattr(holder, "_con", None)
         if conn is not None:
             _close_dead_connection(conn)
+
+
+def _dispose_unwanted(dispose: Callable[[Any], None], opened: asyncio.Task[Any]) -> None:
+    """A connect whose caller gave up: close what it opened; take its error (nobody else will)."""
+    if opened.cancelled():
+        return
+    if opened.exception() is None:
+        dispose(opened.result())
+
+
+def _terminate(opened: Pool | Connection) -> None:
+    opened.terminate()
 
 
 def _close_dead_connection(conn: Any) -> None:
