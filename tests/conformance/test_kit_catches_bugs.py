@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import os
 import subprocess
 import sys
 import textwrap
@@ -312,6 +313,26 @@ class ExistsCreates(DictStoreBackend):
         return found
 
 
+class ExistsBeforeAnyConnect(DictStoreBackend):
+    """exists() says True for a store nobody has connected to (sitq stats would open a mistyped one)."""
+
+    async def exists(self) -> bool | None:
+        return True
+
+
+class CancelsWhatItCannot(DictStoreBackend):
+    """Declares no CANCEL_RUNNING, yet says True to cancelling a running task (its worker never hears of it)."""
+
+    capabilities = frozenset()
+
+
+class TimesOfTheReservation(DictStoreBackend):
+    """Stores the reservation's start and now() as a result's times, not the ones the worker reported."""
+
+    def _finish(self, db: Any, row: _Row, status: str, error: str | None, *rest: Any) -> None:
+        super()._finish(db, row, status, error, *rest[:2])
+
+
 def _fields(outcome: Outcome) -> dict[str, Any]:
     return {name: getattr(outcome, name) for name in outcome.__dataclass_fields__}
 
@@ -319,6 +340,27 @@ def _fields(outcome: Outcome) -> dict[str, Any]:
 # ------------------------------------------------------------------ the table
 
 CASES: list[tuple[type[DictStoreBackend], type[Any], str, dict[str, Any], str]] = [
+    (
+        ExistsBeforeAnyConnect,
+        LifecycleContract,
+        "test_exists_creates_nothing",
+        {},
+        "LifecycleContract: exists() returned True for the test's fresh store",
+    ),
+    (
+        CancelsWhatItCannot,
+        CancelContract,
+        "test_without_cancel_running_a_running_task_is_not_cancelled",
+        {"backend_capabilities": frozenset()},
+        "CancelContract: without Capability.CANCEL_RUNNING, cancel of a running task must return False",
+    ),
+    (
+        TimesOfTheReservation,
+        ResultContract,
+        "test_the_result_keeps_the_times_the_worker_reports",
+        {},
+        "ResultContract: a Result's started_at/finished_at must be the outcome's own",
+    ),
     (
         DoubleDelivery,
         ReserveContract,
@@ -569,7 +611,12 @@ async def test_correct_backend_passes_the_same_checks() -> None:
         method = getattr(contract(), test_name)
         async with _fixtures(DictStoreBackend) as fixtures:
             fixtures.update(extra)
-            await method(**{name: fixtures[name] for name in inspect.signature(method).parameters})
+            if "backend_capabilities" in extra:  # the unbroken backend's own, not the broken one's
+                fixtures["backend_capabilities"] = DictStoreBackend.capabilities
+            try:
+                await method(**{name: fixtures[name] for name in inspect.signature(method).parameters})
+            except pytest.skip.Exception:
+                continue  # not its case (it declares the capability whose absence the test checks)
 
 
 def test_pytest_report_names_the_broken_promise(tmp_path: Path) -> None:
@@ -613,3 +660,38 @@ def test_pytest_report_names_the_broken_promise(tmp_path: Path) -> None:
     )
     # redelivery breaks priority order too; PERSISTENT is not declared, so that contract skips
     result.fnmatch_lines(["*SKIPPED*Capability.PERSISTENT*", "*3 failed, 1 skipped*"])
+
+
+def test_a_backend_call_that_never_answers_fails_its_test_instead_of_hanging_the_run(tmp_path: Path) -> None:
+    (tmp_path / "test_hung.py").write_text(
+        textwrap.dedent(
+            """
+            import asyncio
+            import uuid
+            import pytest
+            from sitq_dictstore import DictStoreBackend
+            from sitq_core.testing import BackendSuite
+
+            class HungBackend(DictStoreBackend):
+                async def reserve(self, **options):
+                    await asyncio.Event().wait()   # a lock nobody releases
+
+            class TestHungBackend(BackendSuite):
+                @pytest.fixture
+                def backend_factory(self):
+                    store = uuid.uuid4().hex
+                    return lambda: HungBackend(store=store)
+            """
+        )
+    )
+    args = ["-p", "no:cacheprovider", "-o", "asyncio_default_fixture_loop_scope=function", "-k", "priority_first"]
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", *args, "test_hung.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "SITQ_KIT_TIMEOUT": "1"},
+    )
+    result = pytest.LineMatcher(done.stdout.splitlines())
+    result.fnmatch_lines(["*ReserveContract: test_priority_first did not finish within 1 s*", "*1 failed*"])

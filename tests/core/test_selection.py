@@ -70,3 +70,25 @@ async def test_same_task_code_runs_on_either_backend(tmp_path: Path, serializer:
             await worker.stop()
         assert result is not None and queue.deserialize_result(result) == 42, url
         assert failed is not None and failed.status == "failed" and failed.error == "no", url
+
+
+def test_stats_on_a_file_that_holds_no_sitq_data_does_not_speak_of_sqlite(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import asyncio
+    import io
+
+    from sitq_core.cli import _stats
+
+    class FileStore(DictStoreBackend):
+        """A third-party file-based store: its file exists, but holds no sitq data."""
+
+        async def exists(self) -> bool | None:
+            return False
+
+    store = FileStore(store="file-store")
+    store.path = str(tmp_path / "tasks.json")  # type: ignore[attr-defined]
+    (tmp_path / "tasks.json").write_text("{}")
+    assert asyncio.run(_stats(io.StringIO(), store, as_json=False)) == 2
+    error = capsys.readouterr().err
+    assert "is not a sitq database" in error and "dictstore store" in error and "SQLite" not in error, error

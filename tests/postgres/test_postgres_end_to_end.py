@@ -214,7 +214,7 @@ def test_cli_stats_refuses_a_schema_that_does_not_exist_and_creates_nothing(pg_d
     command = [sys.executable, "-m", "sitq", "stats", "--json", "-b", url]
     done = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2, done.stdout + done.stderr
-    assert "no sitq tables in PostgresBackend(schema=" in done.stderr and "Traceback" not in done.stderr
+    assert "no sitq data in PostgresBackend(schema=" in done.stderr and "Traceback" not in done.stderr
     assert asyncio.run(PostgresBackend(pg_dsn, schema=pg_schema).exists()) is False  # still not created
 
     async def store_one() -> None:

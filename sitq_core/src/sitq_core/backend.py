@@ -117,12 +117,14 @@ class Backend(abc.ABC):
         """
 
     async def exists(self) -> bool | None:
-        """Whether the store already holds sitq's tables; None when this backend cannot tell.
+        """Whether the store already holds sitq's data (its tables, file or keys); None when it cannot tell.
 
         Read-only tools (``sitq stats``) ask before connecting, so a mistyped
         path or schema is reported instead of created. It must create
-        nothing and needs no ``connect()``. The default returns None
+        nothing and needs no ``connect()``. A store nobody has connected to
+        yet answers False (or None), never True. The default returns None
         (unknown): the tool then connects as usual.
+        Contract: ``LifecycleContract``.
         """
         return None
 
@@ -199,8 +201,9 @@ class Backend(abc.ABC):
         A task is due when it is ``queued`` with ``eta <= now``, or ``running``
         with an expired lease (``lease_expires_at <= now``: its worker died).
         Order: highest ``priority`` first, then earliest ``eta``, then
-        enqueue order. ``queues`` limits the search to those queue names
-        (``None``: every queue).
+        arrival order (the order in which this store received the tasks; an
+        ``enqueue_many`` batch in list order). ``queues`` limits the search
+        to those queue names (``None``: every queue).
 
         Each reserved task becomes ``running`` with ``worker_id``, a fresh
         unique ``lease_token``, ``lease_expires_at = now + lease_seconds``,
@@ -208,7 +211,11 @@ class Backend(abc.ABC):
         expired also gets ``lease_expiries + 1``; if that reaches
         ``max_lease_expiries`` it is not handed out but ends ``failed`` with
         the error ``"lease expired after N attempts"`` (N = its attempts) and a
-        result is stored (poison-pill protection).
+        result is stored (poison-pill protection). A task with an expired
+        lease whose ``cancel_requested`` is set (its worker died before it
+        could report the cancel) is not handed out either: it ends
+        ``cancelled``, with a result (status ``cancelled``, error
+        ``"cancelled"``).
 
         While a lease is valid no other ``reserve`` call, in any process,
         returns the same task. ``limit < 1`` or ``lease_seconds <= 0`` raises
@@ -245,6 +252,10 @@ class Backend(abc.ABC):
         - ``success`` / ``failed`` / ``cancelled``: the task becomes final with
           that status, ``finished_at`` set, and a :class:`Result` is stored
           (value, error, traceback, enqueued/started/finished times, attempts).
+          The outcome's ``started_at`` and ``finished_at``, when given, are
+          when the call really began and ended (a prefetched task starts
+          after its reservation): store those; otherwise the reservation's
+          ``started_at`` and ``now()``.
         - ``retry``: the task returns to ``queued`` with ``eta = retry_at``;
           ``error`` is kept on the task; attempts are not reset.
         - ``release``: the task returns to ``queued`` due now and the attempt
@@ -304,7 +315,11 @@ class Backend(abc.ABC):
         (status ``cancelled``, error ``"cancelled"``), and returns True. A
         ``running`` task gets ``cancel_requested = True`` (reported by
         ``heartbeat``) and returns True; it becomes final when its worker
-        reports. A final or unknown task returns False and changes nothing.
+        reports (or as ``reserve`` describes, when its lease expires first).
+        A backend that does not declare ``Capability.CANCEL_RUNNING`` returns
+        False for a running task and changes nothing: its worker could never
+        learn of the cancel. A final or unknown task returns False and
+        changes nothing.
         Contract: ``CancelContract``.
         """
 

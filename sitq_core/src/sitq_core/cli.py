@@ -417,9 +417,10 @@ async def _stats(out: TextIO, store: Backend, *, as_json: bool, source: str = "t
             path = os.fspath(path)
         if not isinstance(path, str):
             shown = repr(store) if type(store).__repr__ is not object.__repr__ else f"the {type(store).__name__} store"
-            where = f"no sitq tables in {shown}"
+            where = f"no sitq data in {shown}"
         elif await asyncio.to_thread(os.path.exists, path):
-            where = f"{path!r} is not a sitq database (it holds no sitq tables, or is not a SQLite file)"
+            kind = getattr(store, "name", "") or type(store).__name__
+            where = f"{path!r} is not a sitq database (it holds no sitq data, or is not a {kind} store at all)"
         else:
             where = f"no sitq database at {path!r}"
         sys.stderr.write(f"sitq: error: {where} (check {source})\n")

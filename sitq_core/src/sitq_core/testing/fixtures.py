@@ -19,10 +19,18 @@ Fixture contract:
   test's store (so the backend must be installed with its entry point). The
   multi-process contract runs real reserver processes with it; by default it
   is None and that test is skipped, saying why.
+
+Every contract test, and the ``backend`` fixture's connect and close, must
+finish within ``SITQ_KIT_TIMEOUT`` seconds (120 by default): a backend call
+that never answers fails its test, naming it, instead of hanging the run.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import inspect
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -32,12 +40,16 @@ import pytest_asyncio
 from ..backend import Backend, Capability
 from .clock import FakeClock
 
-__all__ = ["BackendFactory", "BackendFixtures", "OpenBackend", "requires"]
+__all__ = ["BackendFactory", "BackendFixtures", "OpenBackend", "kit_timeout", "requires"]
+
+TIMEOUT_VARIABLE = "SITQ_KIT_TIMEOUT"
+_DEFAULT_TIMEOUT = 120.0
 
 BackendFactory = Callable[[], Backend]
 OpenBackend = Callable[[], Awaitable[Backend]]
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 _REQUIRES_ATTR = "__sitq_requires__"
 
@@ -52,8 +64,64 @@ def requires(*capabilities: Capability) -> Callable[[F], F]:
     return mark
 
 
+def kit_timeout() -> float:
+    """Seconds a whole contract test may take (``SITQ_KIT_TIMEOUT``, default 120): a slow CI may raise it."""
+    raw = os.environ.get(TIMEOUT_VARIABLE, "").strip()
+    if not raw:
+        return _DEFAULT_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise ValueError(f"{TIMEOUT_VARIABLE} must be a positive number of seconds, got {raw!r}")
+    return value
+
+
+def _time_limited(test: Callable[..., Awaitable[Any]], contract: str) -> Callable[..., Awaitable[Any]]:
+    """``test`` failing with its contract's name when it runs past ``kit_timeout()`` (a hung backend call)."""
+
+    @functools.wraps(test)
+    async def limited(*args: Any, **kwargs: Any) -> Any:
+        limit = kit_timeout()
+        try:
+            async with asyncio.timeout(limit) as scope:
+                return await test(*args, **kwargs)
+        except TimeoutError:
+            if not scope.expired():
+                raise  # the test's (or the backend's) own TimeoutError
+            pytest.fail(
+                f"{contract}: {test.__name__} did not finish within {limit:g} s: a backend call never "
+                f"answered (raise {TIMEOUT_VARIABLE} if the backend is merely slow)"
+            )
+
+    limited.__sitq_time_limited__ = True  # type: ignore[attr-defined]
+    return limited
+
+
+async def _answered(call: Awaitable[T], what: str) -> T:
+    """``await call`` in the ``backend`` fixture, failing the test (not hanging the run) when it never answers."""
+    limit = kit_timeout()
+    try:
+        async with asyncio.timeout(limit) as scope:
+            return await call
+    except TimeoutError:
+        if not scope.expired():
+            raise
+        pytest.fail(f"backend fixture: {what} did not answer within {limit:g} s (raise {TIMEOUT_VARIABLE} if slow)")
+
+
 class BackendFixtures:
     """Fixtures shared by every ``*Contract`` class (see the module docstring)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not cls.__module__.startswith("sitq_core.testing"):
+            return  # the kit's own contract tests only; a backend author's extra tests are theirs
+        for name, value in list(vars(cls).items()):
+            limited = getattr(value, "__sitq_time_limited__", False)
+            if name.startswith("test_") and inspect.iscoroutinefunction(value) and not limited:
+                setattr(cls, name, _time_limited(value, cls.__name__))
 
     @pytest.fixture
     def backend_factory(self) -> BackendFactory:
@@ -98,9 +166,9 @@ class BackendFixtures:
         if not isinstance(instance, Backend):
             pytest.fail(f"backend_factory must return a sitq_core.backend.Backend, got {instance!r}")
         instance.clock = clock
-        await instance.connect()
+        await _answered(instance.connect(), "connect()")
         try:
-            counts = await instance.counts()
+            counts = await _answered(instance.counts(), "counts()")
             if any(counts.values()):
                 pytest.fail(
                     "backend_factory must give each test a fresh, empty store "
@@ -108,7 +176,7 @@ class BackendFixtures:
                 )
             yield instance
         finally:
-            await instance.close()
+            await _answered(instance.close(), "close()")
 
     @pytest_asyncio.fixture
     async def open_backend(

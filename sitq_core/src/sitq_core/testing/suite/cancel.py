@@ -31,6 +31,7 @@ class CancelContract(BackendFixtures):
         )
         assert await reserve_all(backend) == [], f"{C}: reserve handed out a cancelled task"
 
+    @requires(Capability.CANCEL_RUNNING)
     @pytest.mark.asyncio
     async def test_cancel_running(self, backend: Backend, clock: FakeClock) -> None:
         lease = await enqueue_and_reserve(backend, clock, C)
@@ -44,6 +45,23 @@ class CancelContract(BackendFixtures):
             f"{C}: the worker's 'cancelled' outcome must make the task final"
         )
 
+    @pytest.mark.asyncio
+    async def test_without_cancel_running_a_running_task_is_not_cancelled(
+        self, backend: Backend, clock: FakeClock, backend_capabilities: frozenset[Capability]
+    ) -> None:
+        if Capability.CANCEL_RUNNING in backend_capabilities:
+            pytest.skip("declares Capability.CANCEL_RUNNING: test_cancel_running covers cancelling running tasks")
+        lease = await enqueue_and_reserve(backend, clock, C)
+        assert await backend.cancel(lease.id) is False, (
+            f"{C}: without Capability.CANCEL_RUNNING, cancel of a running task must return False (its worker "
+            "could never learn of it), or declare the capability and report it through heartbeat"
+        )
+        stored = await get(backend, lease.id, C)
+        assert stored.status == TaskStatus.RUNNING and not stored.cancel_requested, (
+            f"{C}: a cancel that returned False must change nothing"
+        )
+
+    @requires(Capability.CANCEL_RUNNING)
     @pytest.mark.asyncio
     async def test_a_cancelled_task_whose_worker_is_gone_ends_cancelled(
         self, backend: Backend, clock: FakeClock

@@ -13,7 +13,7 @@ import pytest
 from ...backend import Backend, Capability
 from ...models import ReservedTask
 from ..clock import FakeClock
-from ..fixtures import BackendFactory, BackendFixtures, OpenBackend, requires
+from ..fixtures import TIMEOUT_VARIABLE, BackendFactory, BackendFixtures, OpenBackend, kit_timeout, requires
 from ._support import LEASE, make_task
 
 C = "ConcurrencyContract"
@@ -21,7 +21,6 @@ RESERVERS = 8
 TASKS = 60
 PROCESSES = 3
 PROCESS_TASKS = 300
-PROCESS_TIMEOUT = 60.0
 
 
 async def _check_shared_store(backend: Backend, others: list[Backend], clock: FakeClock) -> None:
@@ -150,15 +149,22 @@ class ConcurrencyContract(BackendFixtures):
             )
             for n in range(PROCESSES)
         ]
+        limit = kit_timeout() / 2  # started and finished well within the whole test's limit
         try:
-            for child in children:  # all connected: let them race
-                assert child.stdout is not None
-                line = await asyncio.wait_for(child.stdout.readline(), PROCESS_TIMEOUT)
-                if line.strip() != b"READY":
-                    _out, err = await child.communicate()
-                    pytest.fail(f"{C}: a reserver process did not start: {err.decode(errors='replace')[-2000:]}")
-            outputs = await asyncio.wait_for(
-                asyncio.gather(*(child.communicate(b"go\n") for child in children)), PROCESS_TIMEOUT
+            async with asyncio.timeout(limit) as scope:
+                for child in children:  # all connected: let them race
+                    assert child.stdout is not None
+                    line = await child.stdout.readline()
+                    if line.strip() != b"READY":
+                        _out, err = await child.communicate()
+                        pytest.fail(f"{C}: a reserver process did not start: {err.decode(errors='replace')[-2000:]}")
+                outputs = await asyncio.gather(*(child.communicate(b"go\n") for child in children))
+        except TimeoutError:
+            if not scope.expired():
+                raise
+            pytest.fail(
+                f"{C}: {PROCESSES} reserver processes did not start and drain {PROCESS_TASKS} tasks within "
+                f"{limit:g} s: reserve or finish hangs across processes (raise {TIMEOUT_VARIABLE} if merely slow)"
             )
         finally:
             for child in children:

@@ -85,6 +85,10 @@ class LifecycleContract(BackendFixtures):
         try:
             first = await within(fresh.exists(), C, "exists() must answer without waiting")
             assert first is None or isinstance(first, bool), f"{C}: exists() must return True, False or None"
+            assert first is not True, (
+                f"{C}: exists() returned True for the test's fresh store, which nobody has connected to yet "
+                "(answer False, or None when the backend cannot tell; sitq stats relies on it)"
+            )
             second = await fresh.exists()
             assert not (first is False and second is not False), (
                 f"{C}: exists() must create nothing: it answered False, then {second!r} "

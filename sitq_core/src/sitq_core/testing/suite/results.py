@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import pytest
 
@@ -44,6 +45,22 @@ class ResultContract(BackendFixtures):
         assert close_to(result.finished_at, clock.now()), f"{C}: Result.finished_at must be now"
         for name in ("enqueued_at", "started_at", "finished_at"):
             assert is_aware_utc(getattr(result, name)), f"{C}: Result.{name} must be aware UTC"
+
+    @pytest.mark.asyncio
+    async def test_the_result_keeps_the_times_the_worker_reports(self, backend: Backend, clock: FakeClock) -> None:
+        lease = await enqueue_and_reserve(backend, clock, C)
+        began = clock.now() + timedelta(seconds=2)  # a prefetched task: it started after its reservation
+        ended = began + timedelta(seconds=3)
+        clock.advance(10)  # reported a little later
+        [ok] = await backend.finish_many(
+            [Outcome(lease.id, lease.lease_token, "success", value=b"v", started_at=began, finished_at=ended)]
+        )
+        assert ok, f"{C}: finish_many must accept a current lease's outcome"
+        result = await backend.get_result(lease.id)
+        assert result is not None and (result.started_at, result.finished_at) == (began, ended), (
+            f"{C}: a Result's started_at/finished_at must be the outcome's own when it gives them "
+            f"({began}, {ended}), got {result and (result.started_at, result.finished_at)}"
+        )
 
     @pytest.mark.asyncio
     async def test_complete_with_none(self, backend: Backend, clock: FakeClock) -> None:

@@ -181,7 +181,7 @@ class DictStoreBackend(Backend):
                     attempts = max(row.task.attempts - 1, 0)
                     row.task = row.task.with_changes(status=QUEUED, eta=self.now(), attempts=attempts)
                 else:
-                    self._finish(db, row, outcome.kind, outcome.error, outcome.traceback, outcome.value)
+                    self._finish(db, row, outcome.kind, outcome.error, outcome.traceback, outcome.value, outcome)
                 row.lease_token = row.lease_expires_at = None
                 accepted.append(True)
         return accepted
@@ -194,10 +194,17 @@ class DictStoreBackend(Backend):
         error: str | None,
         traceback: str | None = None,
         value: bytes | None = None,
+        outcome: Outcome | None = None,
     ) -> None:
-        """Make a task final and store its result (the caller holds the lock)."""
-        now, task = self.now(), row.task
-        row.task = task.with_changes(status=TaskStatus(status), finished_at=now, error=error)
+        """Make a task final and store its result (the caller holds the lock).
+
+        The worker's outcome says when the call really began and ended (a
+        prefetched task starts after its reservation); otherwise: reservation and now.
+        """
+        task = row.task
+        began = outcome.started_at if outcome and outcome.started_at else task.started_at
+        now = outcome.finished_at if outcome and outcome.finished_at else self.now()
+        row.task = task.with_changes(status=TaskStatus(status), started_at=began, finished_at=now, error=error)
         row.lease_token = row.lease_expires_at = None
         db.results[task.id] = Result(
             id=new_id(),
@@ -207,7 +214,7 @@ class DictStoreBackend(Backend):
             error=error,
             traceback=traceback,
             enqueued_at=task.enqueued_at,
-            started_at=task.started_at,
+            started_at=began,
             finished_at=now,
             attempts=task.attempts,
             serializer=task.serializer,
