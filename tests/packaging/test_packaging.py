@@ -147,6 +147,10 @@ def test_cli_stats_reads_counts_and_never_creates_a_missing_database(tmp_path: P
         done = subprocess.run([*command, f"sqlite:///{path}"], capture_output=True, text=True, check=False)
         assert done.returncode == 2 and "is not a sitq database" in done.stderr, done.stderr
     assert {path: path.read_bytes() for path in (other, empty)} == before
+    folder = tmp_path / "a-folder.db"  # there, but unreadable as a database: say why, not "not a sitq database"
+    folder.mkdir()
+    done = subprocess.run([*command, f"sqlite:///{folder}"], capture_output=True, text=True, check=False)
+    assert done.returncode == 2 and "cannot read SQLite database" in done.stderr, done.stderr
     env = {**os.environ, "SITQ_BACKEND": f"sqlite:///{missing}"}
     done = subprocess.run(command[:-1], capture_output=True, text=True, check=False, env=env)
     assert done.returncode == 2 and "(check SITQ_BACKEND)" in done.stderr, done.stderr  # the hint names the source

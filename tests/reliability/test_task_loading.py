@@ -238,7 +238,8 @@ async def test_a_renewal_that_reads_a_just_finished_task_is_no_lease_lost_alarm(
     assert "lost" not in caplog.text, caplog.text  # operators alert on "lease lost": no false alarm
 
 
-def test_a_sigterm_while_the_worker_starts_ends_it_with_exit_code_zero(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_while_the_worker_starts_ends_it_with_exit_code_zero(tmp_path: Path, signum: int) -> None:
     (tmp_path / "sitq_loading_slow_start.py").write_text(
         "import time\nopen(__file__ + '.started', 'w').close()\ntime.sleep(30)\n"
     )
@@ -249,8 +250,9 @@ def test_a_sigterm_while_the_worker_starts_ends_it_with_exit_code_zero(tmp_path:
         marker = tmp_path / "sitq_loading_slow_start.py.started"
         wait_until_sync(lambda: marker.exists() or proc.poll() is not None, timeout=30)
         assert proc.poll() is None, "the worker ended before importing its tasks"
-        proc.send_signal(signal.SIGTERM)  # the supervisor stops it while it is still importing its tasks
+        proc.send_signal(signum)  # the supervisor (or a Ctrl-C) stops it while it is still importing its tasks
         assert proc.wait(20) == 0, "a worker stopped while starting has nothing to drain: exit code 0"
+        assert b"Traceback" not in proc.communicate()[1]
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -33,6 +33,25 @@ def test_a_commit_to_the_database_is_reported(tmp_path: Path, changes: FileChang
     conn.close()
 
 
+def test_a_commit_through_a_symlinked_path_is_reported(tmp_path: Path) -> None:
+    """SQLite writes the -wal beside the link's target: watching the link's folder saw nothing (slow pickups)."""
+    (tmp_path / "real").mkdir()
+    (tmp_path / "links").mkdir()
+    (tmp_path / "links" / "tasks.db").symlink_to(tmp_path / "real" / "tasks.db")
+    watched = open_changes(str(tmp_path / "links" / "tasks.db"))
+    assert watched is not None
+    try:
+        conn = sqlite3.connect(tmp_path / "links" / "tasks.db", isolation_level=None)
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("CREATE TABLE t (v INTEGER)")
+        watched.drain()
+        conn.execute("INSERT INTO t VALUES (1)")
+        assert watched.wait(5.0) is True
+        conn.close()
+    finally:
+        watched.close()
+
+
 def test_writes_to_other_files_in_the_folder_are_ignored(tmp_path: Path, changes: FileChanges) -> None:
     (tmp_path / "app.log").write_text("unrelated\n")
     (tmp_path / "tasks.db.bak").write_text("not the database\n")

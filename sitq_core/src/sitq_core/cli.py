@@ -236,12 +236,13 @@ def _backends(out: TextIO, *, as_json: bool) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    previous = _leave_on_early_sigterm()  # until the worker's own handlers are in place
+    previous = _leave_on_early_signals()  # until the worker's own handlers are in place
     try:
         return _run_worker(args)
     finally:
-        with contextlib.suppress(ValueError, OSError, TypeError):
-            signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            with contextlib.suppress(ValueError, OSError, TypeError):
+                signal.signal(signum, handler)
 
 
 def _run_worker(args: argparse.Namespace) -> int:
@@ -350,21 +351,23 @@ def _exit_now(code: int) -> None:
     os._exit(code)
 
 
-def _leave_on_early_sigterm() -> Any:
-    """Make a SIGTERM before the worker handles signals (imports, connecting) end the process with 0 at once.
+def _leave_on_early_signals() -> dict[int, Any]:
+    """Make SIGTERM or SIGINT before the worker handles signals (imports, connecting) end the process with 0.
 
     Nothing is reserved yet then, so there is nothing to drain; without this a
-    supervisor stopping a worker that is still starting sees it die by signal.
-    ``Worker.run`` replaces the handler with its draining one as it begins.
+    supervisor stopping a worker that is still starting sees it die by signal
+    (or a Ctrl-C prints an import's traceback). ``Worker.run`` replaces the
+    handlers with its draining ones as it begins. Returns the handlers before.
     """
 
     def leave(_signum: int, _frame: object) -> None:
         raise SystemExit(0)
 
-    try:
-        return signal.signal(signal.SIGTERM, leave)  # the handler before, given back when the command ends
-    except (ValueError, OSError):  # not the main thread
-        return signal.getsignal(signal.SIGTERM)
+    previous: dict[int, Any] = {}
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(ValueError, OSError):  # not the main thread
+            previous[signum] = signal.signal(signum, leave)
+    return previous
 
 
 def _backend_source(given: str | None) -> str:

@@ -422,10 +422,16 @@ class SQLiteBackend(Backend):
                     connection_details=self.path,
                 ) from None
             if isinstance(exc, _Busy):
+                switching = (
+                    f"; or journal_mode={self.journal_mode} was asked for while other connections have the file "
+                    "open in another journal mode (it can change only while no other connection is open)"
+                    if self.journal_mode != "WAL"
+                    else ""
+                )
                 raise ConnectionError(
                     f"cannot open SQLite database {self.path!r}: it stayed locked for more than busy_timeout="
                     f"{self.busy_timeout}s while sitq set it up; another connection holds a long write "
-                    "transaction (a VACUUM, a migration): retry, or raise busy_timeout",
+                    f"transaction (a VACUUM, a migration): retry, or raise busy_timeout{switching}",
                     backend_type="sqlite",
                     connection_details=self.path,
                     cause=exc,
@@ -504,10 +510,24 @@ class SQLiteBackend(Backend):
         return self._retrying(conn, lambda c: self._write(c, create_schema))
 
     async def exists(self) -> bool | None:
-        """True when the file holds sitq's tables (read-only look: a missing or other file stays as it is)."""
+        """True when the file holds sitq's tables (read-only look: a missing or other file stays as it is).
+
+        A file that is there but cannot be read (a folder, no permission) raises ``ConnectionError``.
+        """
         if self.is_memory:
             return None
-        return await asyncio.to_thread(_holds_sitq_tables, self.path)
+        try:
+            return await asyncio.to_thread(_holds_sitq_tables, self.path)
+        except sqlite3.Error as exc:  # there, but unreadable: a folder, no permission, a WAL without its -shm
+            raise ConnectionError(
+                f"cannot read SQLite database {self.path!r}: {exc} (a WAL database in a folder you cannot "
+                "write to also needs its -wal and -shm files to be there)"
+                if _is_read_only_wal_hint(exc)
+                else f"cannot read SQLite database {self.path!r}: {exc}",
+                backend_type="sqlite",
+                connection_details=self.path,
+                cause=exc,
+            ) from exc
 
     async def close(self) -> None:
         group = self._groups.get(asyncio.get_running_loop())
@@ -1250,16 +1270,16 @@ def _holds_sitq_tables(path: str) -> bool:
 
 
 def _holds_sitq_tables_now(path: str) -> bool:
+    """False for a missing file or one that is not a database; raises what keeps the file from being read."""
     if not os.path.exists(path):
         return False
-    try:
-        conn = sqlite3.connect(f"{Path(path).absolute().as_uri()}?mode=ro", uri=True)
-    except sqlite3.Error:
-        return False
+    conn = sqlite3.connect(f"{Path(path).absolute().as_uri()}?mode=ro", uri=True)
     try:
         return holds_sitq_tables(conn)
-    except sqlite3.Error:  # not a database at all
-        return False
+    except sqlite3.DatabaseError as exc:
+        if _is_not_a_db(exc):
+            return False
+        raise
     finally:
         conn.close()
 
@@ -1334,6 +1354,10 @@ _check_outcomes = checks.check_outcomes
 
 def _lease_us(lease_seconds: Any) -> int:
     return max(1, round(checks.lease_seconds(lease_seconds) * 1_000_000))
+
+
+def _is_read_only_wal_hint(exc: BaseException) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_CANTOPEN or "unable to open" in str(exc)
 
 
 def _is_not_a_db(exc: BaseException) -> bool:

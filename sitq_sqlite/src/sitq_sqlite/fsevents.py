@@ -99,7 +99,8 @@ def open_changes(path: str) -> FileChanges | None:
     if fd < 0:
         log.debug("sitq.sqlite: inotify_init1 failed (errno %d); polling instead", ctypes.get_errno())
         return None
-    folder, base = os.path.split(os.path.abspath(path))
+    # the real path: SQLite writes -wal and -journal beside the file a symlink points to, not beside the link
+    folder, base = os.path.split(os.path.realpath(path))
     if add_watch(fd, os.fsencode(folder), _IN_MODIFY | _IN_CREATE | _IN_MOVED_TO) < 0:
         log.debug("sitq.sqlite: inotify_add_watch(%s) failed (errno %d); polling instead", folder, ctypes.get_errno())
         os.close(fd)
