@@ -304,3 +304,32 @@ async def test_a_worker_failing_with_a_stuck_sync_task_still_exits(db: Path, tmp
         assert "worker stopped after an internal error" in err
         task = await queue.get_task(stuck)
         assert task is not None and task.status == "queued", "the stuck task was released for other workers"
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("concurrency", ["2", "4"])
+async def test_a_poison_pill_does_not_take_the_tasks_beside_it_down_again(
+    db: Path, workers: Workers, tmp_path: Path, concurrency: str
+) -> None:
+    """Reserved together with the pill, innocent tasks died with it each time and ended 'lease expired'."""
+    log = tmp_path / "ran.log"
+    async with TaskQueue(SQLiteBackend(db)) as queue:
+        pill = await queue.enqueue(tasks.kill_my_worker)
+        innocent = [await queue.enqueue(tasks.record, str(log), n) for n in range(12)]
+        for _round in range(10):
+            proc = workers.start("--lease-timeout", "0.5", "-c", concurrency, "--prefetch", "0")
+
+            async def died_or_done(proc: subprocess.Popen[bytes] = proc) -> bool:
+                if proc.poll() is not None:
+                    return True
+                counts = await queue.counts()
+                return counts["queued"] + counts["running"] == 0
+
+            await wait_for(died_or_done)
+            if proc.poll() is None:
+                break
+        pill_result = await queue.get_result(pill, timeout=0)
+        results = [await queue.get_result(task_id, timeout=0) for task_id in innocent]
+    assert pill_result is not None and pill_result.status == "failed", pill_result
+    lost = [r.error for r in results if r is None or r.status != "success"]  # type: ignore[union-attr]
+    assert lost == [], f"innocent tasks ended with the pill: {lost}"

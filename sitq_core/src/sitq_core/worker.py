@@ -261,6 +261,10 @@ class Worker:
         self._outcomes: deque[tuple[_Running, Outcome, dict[str, Any]]] = deque()
         self._single_reports = 0  # report outcomes one per backend call for this many calls (a refused batch)
         self._fairness: asyncio.Task[None] | None = None  # gives back prefetched tasks when runs turn slow
+        # A task whose last worker died holding it (lease_expiries > 0) may be what killed that worker: it
+        # runs alone here, so a poison pill cannot take the tasks beside it down with it again and again.
+        self._suspect: _Running | None = None
+        self._one_at_a_time = False  # suspects came in a batch: reserve one task per call until they are through
         self._last_start = time.monotonic()  # when a task last started (any thread)
         self._wake: asyncio.Event | None = None
         self._reserved_more = asyncio.Event()  # set when tasks are reserved (the heartbeat watches them)
@@ -323,6 +327,7 @@ class Worker:
         self._held = {}
         self._waiting.clear()
         self._outcomes.clear()
+        self._suspect, self._one_at_a_time = None, False
         self._closing = False
         self._executing = 0
         self._single_reports = 0
@@ -520,8 +525,10 @@ class Worker:
         while True:
             batch = self._take_outcomes()
             want = 0
-            if not self._stopping.is_set() and not drained:
+            if not self._stopping.is_set() and not drained and self._suspect is None:
                 want = max(0, self.max_concurrency + self._ahead() - (len(self._held) - len(batch)))
+                if self._one_at_a_time:
+                    want = min(want, 1)
             if batch or want:
                 if caught_up and not self._stopping.is_set():
                     pause = pacer.take()
@@ -612,6 +619,8 @@ class Worker:
                 self._held[running.id] = running
             await self._release(runnings, "unstarted")
             return
+        if reserved:
+            runnings = await self._isolate_suspects(runnings)
         loading: list[_Running] = []
         for running in runnings:
             self._held[running.id] = running  # held at once: its lease is renewed, whatever it waits for
@@ -635,6 +644,35 @@ class Worker:
         else:
             self._dispatch()
             self._watch_prefetched()
+
+    async def _isolate_suspects(self, runnings: list[_Running]) -> list[_Running]:
+        """Keep one suspect (a task whose last worker died holding it) to run alone; give back the others.
+
+        What was reserved with it, and what waits here unstarted, goes back
+        to the queue at once (not counted as attempts): if the suspect kills
+        this process too, they are not lost with it and do not have a lease
+        expiry counted against them. Tasks already running finish first; the
+        suspect starts when they have (``_dispatch``), and nothing is reserved
+        until it has ended.
+        """
+        suspects = [r for r in runnings if r.reserved.task.lease_expiries > 0]
+        self._one_at_a_time = bool(suspects) and len(runnings) > 1
+        if not suspects:
+            return runnings
+        keep = suspects[0]
+        others = [r for r in runnings if r is not keep]
+        for running in others:
+            self._held[running.id] = running
+        self._suspect = keep
+        logger.info(
+            "worker %s: task %s (%s) was held by a worker that died; running it alone",
+            self.worker_id,
+            keep.id,
+            keep.reserved.task.function_name,
+        )
+        await self._release(others, "unstarted")
+        await self._release_waiting()
+        return [keep]
 
     async def _load(self, loading: list[_Running]) -> None:
         """Decode first-seen functions on a daemon thread, then queue the tasks that are still ours."""
@@ -817,6 +855,16 @@ class Worker:
     def _dispatch(self) -> None:
         """Start waiting tasks while slots are free; consecutive sync tasks share one thread hop."""
         while self._waiting and self._executing < self.max_concurrency:
+            suspect = self._suspect
+            if suspect is not None:  # it runs alone: once what runs now has ended, and nothing beside it
+                if self._executing > 0 or suspect not in self._waiting:
+                    return
+                self._waiting.remove(suspect)
+                call = self._decode(suspect)
+                if call is not None:
+                    self._executing += 1
+                    suspect.future = asyncio.create_task(self._execute(suspect, call), name=f"sitq-task-{suspect.id}")
+                return
             running = self._waiting.popleft()
             call = self._decode(running)
             if call is None:
@@ -1302,6 +1350,9 @@ class Worker:
         """Forget this attempt (and not a newer attempt of the same task held under a new lease)."""
         if self._held.get(running.id) is running:
             del self._held[running.id]
+        if running is self._suspect:  # it ended (or went back): reserving and starting resume
+            self._suspect = None
+            self._poke()
 
     def _after_accept(self, running: _Running, outcome: Outcome, extra: dict[str, Any]) -> None:
         task = running.reserved.task
