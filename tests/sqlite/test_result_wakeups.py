@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from pathlib import Path
 
@@ -155,3 +156,36 @@ async def test_a_change_watcher_that_could_not_open_the_file_is_replaced(
         waited = loop.time() - began
     assert len(attempts) == 2, "no new watcher was started"
     assert waited < 5, f"the wait ran its whole course ({waited:.1f} s): nobody watched the file"
+
+
+@pytest.mark.asyncio
+async def test_a_database_file_deleted_under_a_running_process_is_reported(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The process went on with the deleted file, unseen by every other process, and said nothing."""
+    import os
+
+    path = tmp_path / "deleted.db"
+    backend = SQLiteBackend(path)
+    async with backend:
+        async def idle_worker() -> None:  # waits for work again and again: its watcher keeps running
+            while True:
+                await backend.wait_for_work(1)
+
+        waiting = asyncio.ensure_future(idle_worker())
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while (backend._watcher is None or backend._watcher._identity is None) and loop.time() < deadline:
+            await asyncio.sleep(0.01)  # the watcher has opened the file
+        with caplog.at_level("ERROR", logger="sitq.sqlite"):
+            for suffix in ("", "-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(f"{path}{suffix}")
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 10
+            while "was deleted or replaced" not in caplog.text and loop.time() < deadline:
+                await asyncio.sleep(0.05)
+        waiting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiting
+    assert "was deleted or replaced" in caplog.text and "restart it" in caplog.text

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -127,6 +128,8 @@ _QUIET_INTERVAL = 0.004  # the slower tick
 # _SAFETY_TICK in case an event was missed.
 _EVENT_WINDOW = 0.25
 _SAFETY_TICK = 0.1
+_FILE_CHECK_INTERVAL = 1.0  # seconds between checks that the database file is still the one opened
+_reported_gone: set[str] = set()  # paths whose deletion or replacement was logged (once per process)
 # After a write event ends a quiet spell, tick this fast for this long (idle pickup latency).
 _FIRST_COMMIT_TICK = 0.0003
 _FIRST_COMMIT_WINDOW = 0.015
@@ -153,6 +156,7 @@ class Watcher:
         self._on_change = on_change
         self._should_exit = should_exit
         self._idle_grace = idle_grace
+        self._identity: tuple[int, int] | None = None  # the database file opened (see _check_file)
         self._stop = threading.Event()
         self._changes: FileChanges | None = None
         self._thread = threading.Thread(target=self._main, name="sitq-sqlite-watch", daemon=True)
@@ -176,6 +180,7 @@ class Watcher:
             with gate.inside():
                 # kept on the object: a forked child must not close it, a fork closes it first (forks.py)
                 self.conn: sqlite3.Connection | None = self._connect()
+            self._identity = _file_identity(self._path)
         except sqlite3.Error:
             log.exception("sitq.sqlite: the change watcher could not open %s", self._path)
             return
@@ -192,6 +197,17 @@ class Watcher:
             if changes is not None:
                 changes.close()
 
+    def _check_file(self) -> None:
+        """Log (once) that the database file was deleted or replaced under this process: it would go on unseen."""
+        if self._identity is None or self._path in _reported_gone or _file_identity(self._path) == self._identity:
+            return
+        _reported_gone.add(self._path)
+        log.error(
+            "sitq.sqlite: %s was deleted or replaced while this process had it open; this process still uses "
+            "the old file, which other processes no longer see: restart it",
+            self._path,
+        )
+
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
 
@@ -204,7 +220,7 @@ class Watcher:
     def _loop(self, changes: FileChanges | None) -> None:
         last: int | None = None
         last_activity = time.monotonic()  # the last change seen, or the last write event
-        checked_exit = last_activity
+        checked_exit = checked_file = last_activity
         woke_by_event = 0.0  # when a file event last ended a blocking wait
         while True:
             quiet = time.monotonic() - last_activity
@@ -229,6 +245,9 @@ class Watcher:
                 if self._should_exit(self):
                     return
                 checked_exit = now
+            if now - checked_file >= _FILE_CHECK_INTERVAL:
+                self._check_file()
+                checked_file = now
             with gate.inside():  # no fork in the middle of a read (forks.py)
                 try:
                     conn = self.conn
@@ -245,3 +264,12 @@ class Watcher:
                     last = version
                     last_activity = time.monotonic()
                     self._on_change(conn)
+
+
+def _file_identity(path: str) -> tuple[int, int] | None:
+    """The file's (device, inode), or None when it is not there."""
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
