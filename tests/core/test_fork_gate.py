@@ -14,9 +14,11 @@ def test_a_fork_waits_for_the_calls_inside_and_holds_new_ones_until_it_is_done()
     gate = ForkGate(wait=30)
     gate.enter()
     closed = threading.Event()
+    quiet: list[bool] = []
 
     def fork() -> None:
         gate.close_for_fork()
+        quiet.append(gate.quiet)  # as the forking thread's own hooks see it
         closed.set()
 
     forker = threading.Thread(target=fork)
@@ -24,7 +26,8 @@ def test_a_fork_waits_for_the_calls_inside_and_holds_new_ones_until_it_is_done()
     assert not closed.wait(0.1), "the fork went ahead while a call was inside"
     gate.leave()
     assert closed.wait(10), "the fork kept waiting after the last call left"
-    assert gate.quiet
+    assert quiet == [True]
+    assert not gate.try_enter(), "a caller that must not block is turned away while a fork is pending"
 
     entered = threading.Event()
     newcomer = threading.Thread(target=lambda: (gate.enter(), entered.set()))
@@ -32,9 +35,39 @@ def test_a_fork_waits_for_the_calls_inside_and_holds_new_ones_until_it_is_done()
     assert not entered.wait(0.1), "a call got in during the fork"
     gate.open_after_fork()
     assert entered.wait(10), "the call stayed out after the fork"
-    assert not gate.quiet
     forker.join()
     newcomer.join()
+
+
+def test_with_two_forks_at_once_the_door_opens_when_the_last_is_done() -> None:
+    gate = ForkGate(wait=30)
+    gate.close_for_fork()  # thread A's fork
+    second = threading.Thread(target=gate.close_for_fork)  # thread B's, its hooks overlapping A's
+    second.start()
+    second.join(10)
+    gate.open_after_fork()  # A is done; B is still between its hooks and its fork
+    assert not gate.try_enter(), "a call got in while the second fork was still pending"
+    gate.open_after_fork()
+    assert gate.try_enter()
+    gate.leave()
+
+
+def test_a_call_that_steps_out_lets_a_fork_through() -> None:
+    gate = ForkGate(wait=30)
+    gate.enter()
+    forked = threading.Event()
+
+    def fork() -> None:
+        gate.close_for_fork()
+        forked.set()
+        gate.open_after_fork()
+
+    forker = threading.Thread(target=fork)
+    with gate.stepped_out():  # a busy-wait sleep: this call holds no database lock now
+        forker.start()
+        assert forked.wait(10), "the fork waited for a call that had stepped out"
+    forker.join(10)
+    gate.leave()
 
 
 def test_a_call_that_never_leaves_delays_a_fork_only_for_the_wait(caplog: pytest.LogCaptureFixture) -> None:
@@ -56,3 +89,4 @@ def test_a_child_starts_with_an_open_gate_whatever_the_parent_left_in_it() -> No
         pass
     gate.close_for_fork()
     assert gate.quiet
+    gate.open_after_fork()

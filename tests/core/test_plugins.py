@@ -623,3 +623,23 @@ def test_threads_that_first_use_sitq_together_all_see_every_plugin(tmp_path: Pat
     errors = [outcome for outcome in outcomes if isinstance(outcome, Exception)]
     assert errors == [] and len(outcomes) == 6
     assert "sqlite" in get_plugin_manager().backends.names()  # and the process stays usable
+
+
+def test_strict_mode_ends_with_the_broken_plugin_and_never_stops_observation_hooks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Broken:
+        @hookimpl
+        def sitq_register_backends(self, register: Any) -> None:
+            raise RuntimeError("kaboom")
+
+    monkeypatch.setenv("SITQ_STRICT_PLUGINS", "1")
+    manager = SitqPluginManager()
+    manager.register_plugin(Broken(), "broken-registration")
+    with pytest.raises(BrokenPluginError, match="kaboom"):
+        manager.collect()
+    with pytest.raises(BrokenPluginError, match="kaboom"):  # strict stays strict for lookups
+        manager.backend_class("sqlite")
+    assert manager.has_observers("sitq_task_started") in (True, False)  # a worker's hooks must not raise
+    manager.unregister_plugin("broken-registration")
+    assert manager.backend_class("sqlite").__name__ == "SQLiteBackend", "strict mode outlived the broken plugin"

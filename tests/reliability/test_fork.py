@@ -187,3 +187,58 @@ def test_the_parent_closing_its_queue_does_not_lose_the_childs_commits(tmp_path:
     with sqlite3.connect(path) as conn:
         stored = conn.execute("SELECT count(*) FROM tasks").fetchone()[0]
     assert stored == 302, f"{302 - stored} enqueues that returned in the child were lost"
+
+
+@pytest.mark.parametrize("journal_mode", ["TRUNCATE", "PERSIST", "MEMORY"])
+def test_a_rollback_journal_mode_survives_the_reopen_after_a_fork(tmp_path: Path, journal_mode: str) -> None:
+    """A rollback journal mode is per connection: the connection reopened after a fork went back to DELETE."""
+    from sitq import SQLiteBackend
+
+    def modes(backend: SQLiteBackend) -> tuple[str, str]:
+        async def read() -> tuple[str, str]:
+            thread = await backend._run("check", lambda c: c.execute("PRAGMA journal_mode").fetchone()[0])
+            inline = backend._inline.run(lambda c: c.execute("PRAGMA journal_mode").fetchone()[0], write=False)
+            return str(thread).upper(), str(inline).upper()
+
+        return asyncio.run(read())
+
+    backend = SQLiteBackend(tmp_path / "journal.db", journal_mode=journal_mode)
+    with SyncTaskQueue(backend) as queue:
+        queue.enqueue(tasks.add, 1)
+        assert in_child(lambda: None) == 0
+        assert modes(backend) == (journal_mode, journal_mode)
+
+
+def test_a_fork_does_not_wait_for_a_call_that_waits_for_another_processs_lock(tmp_path: Path) -> None:
+    """A call busy-waiting for another process's write lock held the fork (and every inline caller) for seconds."""
+    import subprocess
+    import sys
+    import threading
+
+    from sitq import SQLiteBackend
+
+    path = tmp_path / "held.db"
+    with SyncTaskQueue(SQLiteBackend(path, busy_timeout=20)) as queue:
+        queue.enqueue(tasks.add, 0)
+        hold = (
+            "import sqlite3, sys, time\n"
+            "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+            "c.execute('BEGIN IMMEDIATE')\nprint('locked', flush=True)\ntime.sleep(3)\nc.execute('COMMIT')\n"
+        )
+        holder = subprocess.Popen([sys.executable, "-c", hold, str(path)], stdout=subprocess.PIPE)
+        try:
+            assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
+            writer = threading.Thread(target=queue.enqueue_many, args=([(tasks.add, (n,), {}) for n in range(50)],))
+            writer.start()  # its transaction waits (retrying) until the other process commits
+            slowest = 0.0
+            forks = 0
+            while writer.is_alive() and forks < 5:
+                began = time.monotonic()
+                assert in_child(lambda: None) == 0
+                slowest = max(slowest, time.monotonic() - began)
+                forks += 1
+            writer.join(30)
+        finally:
+            holder.wait(30)
+        assert queue.counts()["queued"] == 51
+    assert forks >= 2 and slowest < 1.0, f"a fork waited {slowest:.2f} s for a call that held no lock"

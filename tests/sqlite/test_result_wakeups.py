@@ -168,23 +168,19 @@ async def test_a_database_file_deleted_under_a_running_process_is_reported(
     path = tmp_path / "deleted.db"
     backend = SQLiteBackend(path)
     async with backend:
+
         async def idle_worker() -> None:  # waits for work again and again: its watcher keeps running
             while True:
                 await backend.wait_for_work(1)
 
         waiting = asyncio.ensure_future(idle_worker())
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 10
-        while (backend._watcher is None or backend._watcher._identity is None) and loop.time() < deadline:
-            await asyncio.sleep(0.01)  # the watcher has opened the file
+        # the watcher has opened the file
+        await wait_until(lambda: asyncio.sleep(0, backend._watcher is not None and backend._watcher._identity))
         with caplog.at_level("ERROR", logger="sitq.sqlite"):
             for suffix in ("", "-wal", "-shm"):
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(f"{path}{suffix}")
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + 10
-            while "was deleted or replaced" not in caplog.text and loop.time() < deadline:
-                await asyncio.sleep(0.05)
+            await wait_until(lambda: asyncio.sleep(0, "was deleted or replaced" in caplog.text))
         waiting.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await waiting

@@ -28,7 +28,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -45,10 +44,11 @@ class ForkAware(Protocol):
 
 _registered: weakref.WeakSet[Any] = weakref.WeakSet()
 _inherited: list[Any] = []  # what children inherited: referenced so that it is never closed or collected
-# Taken just before a fork: what only other threads reference (their thread-locals, their frames). A child
-# drops other threads' state before its hooks run; without these references that state's connections
-# would be closed there, and a close can hang on a lock that a vanished thread held.
-_pinned: list[Any] = []
+# Taken just before a fork, per forking thread (two threads may fork at once): what only other threads
+# reference (their thread-locals, their frames). A child drops other threads' state before its hooks run;
+# without these references that state's connections would be closed there, and a close can hang on a lock
+# that a vanished thread held.
+_forking_thread = threading.local()
 
 
 class ForkGate:
@@ -57,6 +57,8 @@ class ForkGate:
     Any number of threads may be inside at once; a fork waits until none is
     (at most ``wait`` seconds, then goes ahead and logs a warning) and holds
     new ones at the door until it is done, in the parent as in the child.
+    Several threads may fork at once: the door opens when the last is done.
+    The fast path (no fork pending) is one plain lock round trip each way.
     """
 
     def __init__(self, wait: float = 5.0) -> None:
@@ -64,22 +66,35 @@ class ForkGate:
         self._reset()
 
     def _reset(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
         self._inside = 0
-        self._forking = False
-        self.quiet = False  # during a fork's before-hooks: True when no call is inside (so connections may close)
+        self._forks = 0  # forks in progress (their before-hooks have run, their after-hooks not yet)
+        self._calm = threading.Event()  # set when a pending fork may go: nobody inside
+        self._open = threading.Event()  # set when no fork is pending
+        self._open.set()
 
     def enter(self) -> None:
-        with self._cond:
-            while self._forking:
-                self._cond.wait()
+        while True:
+            with self._lock:
+                if not self._forks:
+                    self._inside += 1
+                    return
+                door = self._open
+            door.wait()
+
+    def try_enter(self) -> bool:
+        """``enter`` unless a fork is pending (then False at once): for callers that must not block."""
+        with self._lock:
+            if self._forks:
+                return False
             self._inside += 1
+            return True
 
     def leave(self) -> None:
-        with self._cond:
+        with self._lock:
             self._inside -= 1
-            if self._forking and self._inside == 0:
-                self._cond.notify_all()
+            if self._forks and self._inside == 0:
+                self._calm.set()
 
     @contextmanager
     def inside(self) -> Iterator[None]:
@@ -90,31 +105,49 @@ class ForkGate:
         finally:
             self.leave()
 
+    @contextmanager
+    def stepped_out(self) -> Iterator[None]:
+        """From inside the gate, let a fork through while the body runs (a sleep holding no database lock)."""
+        self.leave()
+        try:
+            yield
+        finally:
+            self.enter()
+
+    @property
+    def quiet(self) -> bool:
+        """In a fork's before-hooks: True when no call was inside as the fork went ahead (connections may close)."""
+        return bool(getattr(_forking_thread, "quiet", False))
+
     def close_for_fork(self) -> None:
-        with self._cond:
-            self._forking = True
-            deadline = time.monotonic() + self.wait
-            while self._inside > 0:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    log.warning(
-                        "sitq: forking while %d database call(s) still run in other threads; "
-                        "the child may find their locks taken",
-                        self._inside,
-                    )
-                    self.quiet = False
-                    return
-                self._cond.wait(left)
-            self.quiet = True
+        with self._lock:
+            self._forks += 1
+            self._open.clear()
+            if self._inside == 0:
+                self._calm.set()
+            else:
+                self._calm.clear()
+        quiet = self._calm.wait(self.wait)
+        if not quiet:
+            with self._lock:
+                inside = self._inside
+            log.warning(
+                "sitq: forking while %d database call(s) still run in other threads; "
+                "the child may find their locks taken",
+                inside,
+            )
+        _forking_thread.quiet = quiet
 
     def open_after_fork(self) -> None:
-        with self._cond:
-            self._forking = False
-            self.quiet = False
-            self._cond.notify_all()
+        _forking_thread.quiet = False
+        with self._lock:
+            self._forks -= 1
+            if not self._forks:
+                self._open.set()
 
     def reset_in_child(self) -> None:
-        """In the child: the threads that were waiting at the door do not exist here."""
+        """In the child: the threads that were waiting at the door, or forking, do not exist here."""
+        _forking_thread.quiet = False
         self._reset()
 
 
@@ -131,26 +164,35 @@ def keep_inherited(*things: Any) -> None:
     _inherited.extend(thing for thing in things if thing is not None)
 
 
+def _pins() -> list[Any]:
+    pins: list[Any] | None = getattr(_forking_thread, "pins", None)
+    if pins is None:
+        pins = _forking_thread.pins = []
+    return pins
+
+
 def _before_fork() -> None:
     gate.close_for_fork()
+    pins = _pins()
     for obj in list(_registered):
         pin = getattr(obj, "_before_fork", None)
         if pin is not None:
             try:
-                _pinned.extend(pin())
+                pins.extend(pin())
             except Exception:  # must not stop the fork
                 log.exception("sitq: preparing %r for fork failed", obj)
 
 
 def _after_fork_in_parent() -> None:
-    _pinned.clear()
+    _pins().clear()
     gate.open_after_fork()
 
 
 def _after_fork_in_child() -> None:
     gate.reset_in_child()
-    _inherited.extend(_pinned)
-    _pinned.clear()
+    pins = _pins()
+    _inherited.extend(pins)
+    pins.clear()
     for obj in list(_registered):
         try:
             obj._after_fork_in_child()

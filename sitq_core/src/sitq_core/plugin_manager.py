@@ -156,7 +156,6 @@ class SitqPluginManager(pluggy.PluginManager):
         may come back here (a plugin resolving a name) and gets what is loaded so far.
         """
         if self._load_done:
-            self._raise_again_if_strict()
             return
         with self._setup_lock:
             if self._loaded:
@@ -301,8 +300,11 @@ class SitqPluginManager(pluggy.PluginManager):
         return self._strict if self._strict is not None else _strict()
 
     def _raise_again_if_strict(self) -> None:
-        """Strict mode stays strict: every later use fails too, not only the first (a fresh error each time)."""
+        """Strict mode stays strict: every later lookup of a backend or serializer fails too, not only the
+        first (a fresh error each time), while the broken plugin is still there. Observation hooks go on."""
         failure = self._strict_failure
+        if failure is not None and failure.context.get("value") not in self.records:
+            self._strict_failure = failure = None  # that plugin was unregistered since
         if failure is not None and self._is_strict():
             raise BrokenPluginError(
                 failure.message, parameter="plugin", value=failure.context.get("value"), cause=failure.cause
@@ -340,7 +342,6 @@ class SitqPluginManager(pluggy.PluginManager):
         """Call the registration hooks once, attributing each name to its plugin (thread-safe like loading)."""
         self.ensure_loaded()
         if self._collect_done:
-            self._raise_again_if_strict()
             return
         with self._setup_lock:
             if self._collected:
@@ -458,6 +459,7 @@ class SitqPluginManager(pluggy.PluginManager):
     def backend_class(self, name: str) -> type[Backend]:
         """The backend class registered under ``name`` (or URL scheme), with helpful errors."""
         self.collect()
+        self._raise_again_if_strict()
         entry = self.backends.entry(name)
         if entry is None:
             raise self._missing("backend", name, self.backends)
@@ -466,6 +468,7 @@ class SitqPluginManager(pluggy.PluginManager):
     def serializer_class(self, name: str) -> type[Serializer]:
         """The serializer class registered under ``name``."""
         self.collect()
+        self._raise_again_if_strict()
         if self.serializers.entry(name) is None:
             raise self._missing("serializer", name, self.serializers)
         return self.serializers.load(name)

@@ -726,6 +726,7 @@ class Worker:
         message = f"task timed out after {task.timeout:g} s while its function {task.function_name} was loading"
         error = TimeoutError(message)
         running.settled = True
+        self._loading.discard(running)  # not "unstarted" any more: the import goes on alone on its thread
         self._outcomes_put(running, self._failure(running, message, "", retry=True), {"error": error, "duration": 0.0})
         logger.warning("worker %s: %s (task %s)", self.worker_id, message, running.id)
 
@@ -1050,10 +1051,15 @@ class Worker:
     def _started(self, running: _Running) -> None:
         self._last_start = time.monotonic()
         running.started_at = self.backend.now()
-        manager = get_plugin_manager()
-        if manager.has_observers("sitq_task_started"):
-            reserved = running.reserved
-            manager.notify("sitq_task_started", task=reserved.task, attempt=reserved.attempt, worker_id=self.worker_id)
+        try:  # an observer (or a plugin registry in trouble) must not keep the task from running and reporting
+            manager = get_plugin_manager()
+            if manager.has_observers("sitq_task_started"):
+                reserved = running.reserved
+                manager.notify(
+                    "sitq_task_started", task=reserved.task, attempt=reserved.attempt, worker_id=self.worker_id
+                )
+        except Exception:
+            logger.exception("worker %s: notifying sitq_task_started observers failed", self.worker_id)
 
     async def _execute(self, running: _Running, call: Call) -> None:
         """Run one task (async on the loop, sync in the pool) and report its outcome."""

@@ -266,7 +266,8 @@ class PostgresBackend(Backend):
 
     async def close(self) -> None:
         loop = asyncio.get_running_loop()
-        opening = [task for task in self._opening if task.get_loop() is loop and not task.done()]
+        # a copy first: other loops' done-callbacks change the set from their threads
+        opening = [task for task in list(self._opening) if task.get_loop() is loop and not task.done()]
         if opening:  # let them finish rather than cut them off (see _uncut); what nobody wants is closed
             await asyncio.wait(opening, timeout=5)
         with self._lock:
@@ -885,7 +886,8 @@ class PostgresBackend(Backend):
         retrieves ("Future exception was never retrieved" at exit, asyncpg
         #1211): the connect runs as a task of its own, a caller cancelled
         meanwhile leaves it to finish, ``dispose`` then closes what it
-        opened, and ``close()`` waits for connects still in flight.
+        opened, and ``close()`` waits (a bounded time) for this loop's connects
+        still in flight before it closes what is registered.
         """
         task = asyncio.ensure_future(opening)
         self._opening.add(task)

@@ -46,7 +46,7 @@ from sitq_core.models import (
 )
 from sitq_core.notify import record_mark, safety_pauses, take_mark
 
-from .dbthread import DbThread, DbThreadStopped
+from .dbthread import ConnectionClosedForFork, DbThread, DbThreadStopped
 from .feed import InsertFeed
 from .groupcommit import GroupCommit, others_ready
 from .inline import Fallback, InlinePath, is_busy, write_transaction
@@ -223,6 +223,7 @@ class SQLiteBackend(Backend):
             setattr(self, "capabilities", frozenset({Capability.CANCEL_RUNNING, Capability.STREAMED_BATCHES}))  # noqa: B010
         self._lock = threading.Lock()
         self._inline_last = 0.0  # monotonic end of the last inline call (see _streak_long)
+        self._set_up = False  # the file's journal mode and schema are in place (_setup ran once)
         self._inline_streak = 0.0
         self._db: DbThread | None = None
         self._connecting: ThreadFuture[DbThread] | None = None
@@ -405,6 +406,7 @@ class SQLiteBackend(Backend):
         db = DbThread(f"sitq-sqlite:{os.path.basename(self.path)}", self._new_connection)
         try:
             found = await db.run(self._setup)
+            self._set_up = True
         except BaseException as exc:
             db.stop()
             if isinstance(exc, ForeignSchemaError):
@@ -452,6 +454,7 @@ class SQLiteBackend(Backend):
         conn = sqlite3.connect(self.path, isolation_level=None, cached_statements=64, check_same_thread=False)
         try:
             conn.execute("PRAGMA busy_timeout = 0")  # never wait inline: fall back to the connection thread
+            self._rollback_journal(conn)
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
             conn.execute("PRAGMA cache_size = -2048")
         except sqlite3.Error:
@@ -484,18 +487,26 @@ class SQLiteBackend(Backend):
         # not check_same_thread: a fork closes it from the forking thread while no call is inside (forks.py)
         conn = sqlite3.connect(self.path, isolation_level=None, cached_statements=128, check_same_thread=False)
         try:
-            self._retrying(conn, self._configure)
+            # not letting a fork through: this connection is not the thread's yet, so a fork would not close it
+            self._retrying(conn, self._configure, let_forks_through=False)
         except BaseException:
             conn.close()
             raise
         return conn
 
     def _configure(self, conn: sqlite3.Connection) -> None:
-        """This connection's own settings (the file's journal mode is set once, in ``_setup``)."""
+        """This connection's own settings (the file's journal mode is first set in ``_setup``)."""
         conn.execute("PRAGMA busy_timeout = 0")  # busy is retried here, with jitter
+        self._rollback_journal(conn)
         conn.execute(f"PRAGMA synchronous = {self.synchronous}")
         conn.execute(f"PRAGMA cache_size = -{self.cache_size_kib}")
         conn.execute("PRAGMA foreign_keys = OFF")
+
+    def _rollback_journal(self, conn: sqlite3.Connection) -> None:
+        """A rollback journal mode (DELETE, TRUNCATE, PERSIST, MEMORY) is per connection, unlike WAL: set it
+        on every connection opened after ``_setup`` (a connection reopened after a fork, an inline one)."""
+        if self._set_up and not self.is_memory and self.journal_mode != "WAL":
+            conn.execute(f"PRAGMA journal_mode = {self.journal_mode}")
 
     def _setup(self, conn: sqlite3.Connection) -> int:
         def pragmas(conn: sqlite3.Connection) -> None:
@@ -593,8 +604,15 @@ class SQLiteBackend(Backend):
             f"SQLite {operation} failed on {self.path!r}: {exc}", operation=operation, backend_type="sqlite", cause=exc
         )
 
-    def _retrying(self, conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Call ``fn``; on SQLITE_BUSY roll back, sleep a short random time and call it again."""
+    def _retrying(
+        self, conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T], *, let_forks_through: bool = True
+    ) -> T:
+        """Call ``fn``; on SQLITE_BUSY roll back, sleep a short random time and call it again.
+
+        While it sleeps it holds no lock, so a fork may go ahead (``forks.gate``)
+        instead of waiting out another process's long transaction; if that fork
+        closed ``conn``, the connection thread runs the job again on a new one.
+        """
         deadline = time.monotonic() + self.busy_timeout
         attempt = 0
         while True:
@@ -608,8 +626,14 @@ class SQLiteBackend(Backend):
                 if time.monotonic() >= deadline:
                     raise _Busy(str(exc)) from exc
                 attempt += 1
-                # still inside forks.gate: a fork waits (the caller holds ``conn``, which a fork would close)
-                time.sleep(random.uniform(0.00002, min(0.004, 0.0001 * (2 ** min(attempt, 6)))))
+                pause = random.uniform(0.00002, min(0.004, 0.0001 * (2 ** min(attempt, 6))))
+                if not let_forks_through:
+                    time.sleep(pause)
+                    continue
+                with forks.gate.stepped_out():
+                    time.sleep(pause)
+                if _is_closed(conn):
+                    raise ConnectionClosedForFork from exc
 
     _write = staticmethod(write_transaction)
 
@@ -1354,6 +1378,14 @@ _check_outcomes = checks.check_outcomes
 
 def _lease_us(lease_seconds: Any) -> int:
     return max(1, round(checks.lease_seconds(lease_seconds) * 1_000_000))
+
+
+def _is_closed(conn: sqlite3.Connection) -> bool:
+    try:
+        conn.total_changes  # noqa: B018 - raises on a closed connection
+    except sqlite3.ProgrammingError:
+        return True
+    return False
 
 
 def _is_read_only_wal_hint(exc: BaseException) -> bool:

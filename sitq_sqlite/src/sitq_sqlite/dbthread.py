@@ -21,13 +21,21 @@ from typing import Any, TypeVar
 
 from sitq_core.forks import gate
 
-__all__ = ["DbThread", "DbThreadStopped"]
+__all__ = ["ConnectionClosedForFork", "DbThread", "DbThreadStopped"]
 
 T = TypeVar("T")
 
 log = logging.getLogger("sitq.sqlite")
 
 _Job = tuple[Callable[[sqlite3.Connection], Any], asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
+
+
+class ConnectionClosedForFork(Exception):
+    """Raised by a job that let a fork through (``gate.stepped_out``) and found its connection closed by it.
+
+    The job had rolled back (it waited for a lock): the thread runs it again
+    on a new connection.
+    """
 
 
 class DbThreadStopped(RuntimeError):
@@ -93,9 +101,14 @@ class DbThread:
             fn, loop, future = job
             gate.enter()  # no fork in the middle of a transaction (forks.py)
             try:
-                if self._conn is None:
-                    self._conn = self._opener()
-                result = fn(self._conn)
+                while True:
+                    if self._conn is None:
+                        self._conn = self._opener()
+                    try:
+                        result = fn(self._conn)
+                        break
+                    except ConnectionClosedForFork:
+                        continue  # a fork closed the connection while the job waited: again, on a new one
             except BaseException as exc:  # delivered to the awaiting coroutine
                 _deliver(loop, future, None, exc)
             else:

@@ -73,7 +73,10 @@ class InlinePath:
         """Run ``fn`` now on this thread's connection, or raise :class:`Fallback`."""
         if time.monotonic() < self._paused_until:
             raise Fallback
-        gate.enter()  # no fork in the middle of a transaction (forks.py); not a ``with``: this path is hot
+        # no fork in the middle of a transaction (forks.py); while one is pending, the connection thread
+        # (awaited, not blocking this thread's event loop) takes the call instead
+        if not gate.try_enter():
+            raise Fallback
         try:
             slot = self._slot()
             with slot.lock:  # close_all() from another thread waits for the call to end
@@ -151,7 +154,7 @@ class InlinePath:
             slots = list(self._slots)
             self._generation += 1
         for slot in slots:
-            with slot.lock, gate.inside():
+            with gate.inside(), slot.lock:  # the order run() takes them in
                 slot.closed = True
                 _close_quietly(slot.conn)
 

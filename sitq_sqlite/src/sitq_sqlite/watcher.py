@@ -130,6 +130,7 @@ _EVENT_WINDOW = 0.25
 _SAFETY_TICK = 0.1
 _FILE_CHECK_INTERVAL = 1.0  # seconds between checks that the database file is still the one opened
 _reported_gone: set[str] = set()  # paths whose deletion or replacement was logged (once per process)
+_reported_open_failures: set[str] = set()  # paths the watcher could not open, logged (once per process)
 # After a write event ends a quiet spell, tick this fast for this long (idle pickup latency).
 _FIRST_COMMIT_TICK = 0.0003
 _FIRST_COMMIT_WINDOW = 0.015
@@ -182,7 +183,12 @@ class Watcher:
                 self.conn: sqlite3.Connection | None = self._connect()
             self._identity = _file_identity(self._path)
         except sqlite3.Error:
-            log.exception("sitq.sqlite: the change watcher could not open %s", self._path)
+            # said once per file: a new watcher tries again at the next wait, which must not flood the log
+            if self._path in _reported_open_failures:
+                log.debug("sitq.sqlite: the change watcher still cannot open %s", self._path, exc_info=True)
+            else:
+                _reported_open_failures.add(self._path)
+                log.exception("sitq.sqlite: the change watcher could not open %s", self._path)
             return
         changes = self._changes = open_changes(self._path)
         if self._stop.is_set() and changes is not None:
