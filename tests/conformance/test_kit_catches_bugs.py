@@ -642,16 +642,9 @@ def test_pytest_report_names_the_broken_promise(tmp_path: Path) -> None:
             """
         )
     )
-    args = ["-rs", "-p", "no:cacheprovider", "-o", "asyncio_default_fixture_loop_scope=function"]
-    args += ["-k", "no_double_delivery or eta_honoured or priority_first or tasks_survive_reopen"]
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", *args, "test_broken.py"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    result = _author_runs_pytest(
+        tmp_path, "test_broken.py", "no_double_delivery or eta_honoured or priority_first or tasks_survive_reopen"
     )
-    result = pytest.LineMatcher(done.stdout.splitlines())
     result.fnmatch_lines(
         [
             "*ReserveContract: reserve handed out a task that is still leased*",
@@ -684,14 +677,19 @@ def test_a_backend_call_that_never_answers_fails_its_test_instead_of_hanging_the
             """
         )
     )
-    args = ["-p", "no:cacheprovider", "-o", "asyncio_default_fixture_loop_scope=function", "-k", "priority_first"]
+    result = _author_runs_pytest(tmp_path, "test_hung.py", "priority_first", SITQ_KIT_TIMEOUT="1")
+    result.fnmatch_lines(["*ReserveContract: test_priority_first did not finish within 1 s*", "*1 failed*"])
+
+
+def _author_runs_pytest(folder: Path, module: str, selection: str, **env: str) -> pytest.LineMatcher:
+    """What a backend author sees running pytest on ``module`` in ``folder`` (its report, to match lines in)."""
+    args = ["-rs", "-p", "no:cacheprovider", "-o", "asyncio_default_fixture_loop_scope=function", "-k", selection]
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", *args, "test_hung.py"],
-        cwd=tmp_path,
+        [sys.executable, "-m", "pytest", *args, module],
+        cwd=folder,
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "SITQ_KIT_TIMEOUT": "1"},
+        env={**os.environ, **env},
     )
-    result = pytest.LineMatcher(done.stdout.splitlines())
-    result.fnmatch_lines(["*ReserveContract: test_priority_first did not finish within 1 s*", "*1 failed*"])
+    return pytest.LineMatcher(done.stdout.splitlines())
