@@ -246,3 +246,9 @@ def enqueue_through(backend: Any) -> str:
 
     with SyncTaskQueue(backend) as queue:
         return queue.enqueue(add, 1, 2)
+
+
+def enqueue_with_sync_queue(queue: Any) -> str:
+    """In another process: enqueue ``add(1, 2)`` through the SyncTaskQueue it was given (pickled)."""
+    with queue:
+        return str(queue.enqueue(add, 1, 2))

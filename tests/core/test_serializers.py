@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import pickle
+from pathlib import Path
 
 import pytest
 
@@ -201,3 +202,20 @@ async def test_a_batch_item_that_cannot_be_serialised_is_named() -> None:
         with pytest.raises(SerializationError, match=r"^calls\[2\]: msgpack cannot serialise argument 1"):
             await queue.enqueue_many([(add, (1, 2)), (add, (3, 4)), (add, (5, Point(6)))])
         assert (await queue.counts())["queued"] == 0
+
+
+def test_cloudpickle_is_imported_when_the_queue_is_made_not_by_a_first_enqueue_on_some_thread(
+    tmp_path: Path,
+) -> None:
+    """An import in progress on another thread at a fork left the child's first enqueue stuck on the import lock."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, sitq\n"
+        "assert 'cloudpickle' not in sys.modules, 'imported by import sitq already: this test shows nothing'\n"
+        f"queue = sitq.TaskQueue('sqlite:///{tmp_path / 'q.db'}')\n"
+        "print('cloudpickle' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "True", done.stderr

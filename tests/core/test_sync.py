@@ -143,3 +143,19 @@ def test_close_from_another_thread_ends_a_waiting_get_result(tmp_path: Path) -> 
     assert not waiter.is_alive(), "get_result kept waiting on a closed queue"
     assert len(outcome) == 1 and isinstance(outcome[0], SyncTaskQueueError)
     assert "closed by another thread" in str(outcome[0]) and outcome[0].operation == "get_result"
+
+
+def test_a_sync_queue_travels_to_a_spawn_child_as_its_configuration(tmp_path: Path) -> None:
+    """It failed with "cannot pickle '_thread.RLock'" (unused) or a WeakSet error (used)."""
+    import multiprocessing
+    import pickle
+
+    url = f"sqlite:///{tmp_path / 'travels.db'}"
+    with SyncTaskQueue(url) as queue:
+        queue.enqueue(tasks.add, 0)  # used here first: its loop thread must not travel
+        copy = pickle.loads(pickle.dumps(queue))
+        assert isinstance(copy, SyncTaskQueue) and copy is not queue
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            task_id = pool.apply(tasks.enqueue_with_sync_queue, (queue,))
+        assert queue.get_task(task_id) is not None, "the child's enqueue did not reach the same file"
+        copy.close()

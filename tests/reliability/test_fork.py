@@ -242,3 +242,55 @@ def test_a_fork_does_not_wait_for_a_call_that_waits_for_another_processs_lock(tm
             holder.wait(30)
         assert queue.counts()["queued"] == 51
     assert forks >= 2 and slowest < 1.0, f"a fork waited {slowest:.2f} s for a call that held no lock"
+
+
+def test_forks_while_other_threads_open_and_close_queues_carry_no_connection_into_the_children(
+    tmp_path: Path,
+) -> None:
+    """A connection still opening (or closing, its backend already let go of it) was left open across the fork:
+    children lost enqueues that had returned, and the file was corrupted."""
+    import sqlite3
+    import threading
+
+    url = f"sqlite:///{tmp_path / 'per-request.db'}"
+    with SyncTaskQueue(url) as queue:
+        queue.enqueue(tasks.add, 0)
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def request_thread() -> None:  # a web handler opening a queue per request
+        try:
+            while not stop.is_set():
+                with SyncTaskQueue(url) as per_request:
+                    per_request.enqueue(tasks.add, 1)
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=request_thread) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    codes: list[int] = []
+    try:
+
+        def child() -> None:
+            with SyncTaskQueue(url) as own:
+                task_id = own.enqueue(tasks.add, 2)
+            with open(tmp_path / "child-ids", "a") as ids:
+                ids.write(task_id + "\n")
+            os._exit(0)  # hard, as a crashed child would: what it enqueued must already be stored
+
+        for _ in range(60):
+            codes.append(in_child(child, timeout=20))
+            if codes[-1] != 0:
+                break
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+    assert codes == [0] * 60, "a child failed or hung"
+    assert failures == [], failures[:1]
+    returned = (tmp_path / "child-ids").read_text().split()
+    with sqlite3.connect(tmp_path / "per-request.db") as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        stored = {row[0] for row in conn.execute("SELECT id FROM tasks")}
+    assert len(returned) == 60 and set(returned) <= stored, "enqueues that returned in a child were lost"

@@ -33,7 +33,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
-__all__ = ["ForkAware", "ForkGate", "forget_in_child", "gate", "keep_inherited"]
+__all__ = ["ForkAware", "ForkGate", "forget_in_child", "gate", "inherited_in_child", "keep_inherited"]
 
 log = logging.getLogger("sitq")
 
@@ -157,6 +157,12 @@ gate = ForkGate()
 def forget_in_child(obj: ForkAware) -> None:
     """Call ``obj._after_fork_in_child()`` in every child forked from now on (while ``obj`` lives)."""
     _registered.add(obj)
+
+
+def inherited_in_child(obj: Any) -> None:
+    """In a child: ``obj`` is the parent's; keep it alive, and never call its fork hooks again here."""
+    _inherited.append(obj)
+    _registered.discard(obj)
 
 
 def keep_inherited(*things: Any) -> None:

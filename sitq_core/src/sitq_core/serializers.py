@@ -100,6 +100,9 @@ class CloudpickleSerializer(Serializer):
                 value=protocol,
             )
         self.protocol = pickle.HIGHEST_PROTOCOL if protocol is None or protocol < 0 else protocol
+        # imported here, when the queue is made, not first by a dumps() on some thread: an import in progress
+        # on another thread at a fork leaves the child's first enqueue waiting on the import lock for good
+        import cloudpickle  # noqa: F401
 
     def dumps_call(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
         """Serialise a call; plain data calls of importable functions skip cloudpickle's slow path.
@@ -116,7 +119,7 @@ class CloudpickleSerializer(Serializer):
         return self.dumps((func, args, kwargs))
 
     def dumps(self, obj: Any) -> bytes:
-        import cloudpickle
+        import cloudpickle  # loaded by __init__ already: a lookup in sys.modules
 
         if _plain_data(obj):  # the C pickler writes the same bytes, much faster
             return pickle.dumps(obj, protocol=self.protocol)

@@ -56,7 +56,10 @@ class SyncTaskQueue:
     """Blocking version of :class:`TaskQueue`; use ``with SyncTaskQueue(backend) as q:``."""
 
     def __init__(self, backend: BackendSpec, serializer: SerializerSpec = None) -> None:
-        self._queue = TaskQueue(backend, serializer)
+        self._start(TaskQueue(backend, serializer))
+
+    def _start(self, queue: TaskQueue) -> None:
+        self._queue = queue
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.RLock()  # guards the loop, _futures and _closing
@@ -76,6 +79,14 @@ class SyncTaskQueue:
         self._calls, self._futures = {}, set()
         self._closing, self._closed_event, self._closer = False, None, None
         self._enqueues = 0
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled (a ``spawn`` pool's initializer, a copy) as its queue: the copy starts a loop of its own.
+
+        Its backend travels as its configuration (an in-memory one refuses,
+        as ``SQLiteBackend`` does); nothing of this process's thread or loop goes along.
+        """
+        return (_sync_queue_of, (self._queue,))
 
     @property
     def backend(self) -> Backend:
@@ -370,3 +381,10 @@ class SyncTaskQueueView:
 
     def with_options(self, **options: Any) -> SyncTaskQueueView:
         return SyncTaskQueueView(self._owner, self._view.with_options(**options))
+
+
+def _sync_queue_of(queue: TaskQueue) -> SyncTaskQueue:
+    """A ``SyncTaskQueue`` around an unpickled ``TaskQueue`` (see ``SyncTaskQueue.__reduce__``)."""
+    sync = SyncTaskQueue.__new__(SyncTaskQueue)
+    sync._start(queue)
+    return sync

@@ -235,27 +235,19 @@ class SQLiteBackend(Backend):
         forks.forget_in_child(self)
 
     def _before_fork(self) -> list[Any]:
-        """Close this process's connections to the file; return what a child must keep (never close).
+        """Nothing to do here: its connection thread, watcher and inline connections close themselves.
 
         A connection open across a fork leaves SQLite's per-process lock
         bookkeeping in the child saying "held" for locks the child does not
         hold; the child's own connections then take no real file locks, and
         another process's last close can checkpoint and delete the WAL under
-        them (their later commits lost). With nothing open at the fork, the
-        child starts clean. The parent reopens on its next call. Only when no
-        call is inside SQLite (``forks.gate``); an in-memory database has no
-        file and must keep its one connection.
+        them (their later commits lost). So each of them (``DbThread``,
+        ``Watcher``, ``InlinePath``) is registered with ``forks`` itself and
+        closes its connection when no call is inside SQLite, including one
+        still opening or one its backend already let go of (``close()`` in
+        progress). The parent reopens on its next call.
         """
-        pinned = [*(self._inline.slots() if self._inline is not None else ()), self._watcher]
-        if forks.gate.quiet and not self.is_memory:
-            for closable in (self._inline, self._watcher, self._db):
-                if closable is None:
-                    continue
-                try:
-                    closable.close_for_fork()
-                except sqlite3.Error as exc:
-                    log.warning("sitq.sqlite: closing a connection to %s before a fork failed: %s", self.path, exc)
-        return pinned
+        return []
 
     def _after_fork_in_child(self) -> None:
         """In a forked child: the connection and watcher threads are gone; the next call connects anew.
@@ -403,7 +395,7 @@ class SQLiteBackend(Backend):
                     connection_details=self.path,
                     cause=exc,
                 ) from exc
-        db = DbThread(f"sitq-sqlite:{os.path.basename(self.path)}", self._new_connection)
+        db = DbThread(f"sitq-sqlite:{os.path.basename(self.path)}", self._new_connection, in_memory=self.is_memory)
         try:
             found = await db.run(self._setup)
             self._set_up = True

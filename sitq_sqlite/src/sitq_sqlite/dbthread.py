@@ -19,6 +19,7 @@ from collections.abc import Callable
 from queue import SimpleQueue
 from typing import Any, TypeVar
 
+from sitq_core import forks
 from sitq_core.forks import gate
 
 __all__ = ["ConnectionClosedForFork", "DbThread", "DbThreadStopped"]
@@ -45,8 +46,9 @@ class DbThreadStopped(RuntimeError):
 class DbThread:
     """A daemon thread that opens a connection with ``opener`` and runs jobs on it in order."""
 
-    def __init__(self, name: str, opener: Callable[[], sqlite3.Connection]) -> None:
+    def __init__(self, name: str, opener: Callable[[], sqlite3.Connection], *, in_memory: bool = False) -> None:
         self._opener = opener
+        self._in_memory = in_memory  # its connection is the database: never closed for a fork
         self._jobs: SimpleQueue[_Job | None] = SimpleQueue()
         self._conn: sqlite3.Connection | None = None
         self._closed_callbacks: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
@@ -54,6 +56,9 @@ class DbThread:
         self._stopped = False
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._thread.start()
+        # every live thread, not only its backend's current one: one still opening, or closing after its
+        # backend let go of it, holds a connection too, and none may be open across a fork (forks.py)
+        forks.forget_in_child(self)
 
     def run(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
         """Schedule ``fn(connection)`` on the thread; await the returned future for its result."""
@@ -90,6 +95,18 @@ class DbThread:
         if conn is not None:
             conn.close()
 
+    def _before_fork(self) -> list[Any]:
+        if gate.quiet and not self._in_memory:
+            try:
+                self.close_for_fork()
+            except sqlite3.Error:  # pragma: no cover - closing an idle connection does not fail
+                log.warning("sitq.sqlite: closing a connection before a fork failed", exc_info=True)
+        return [self._conn]  # an in-memory database (or one a busy fork could not close): never closed in a child
+
+    def _after_fork_in_child(self) -> None:
+        """The child never uses this thread (it does not exist there) nor closes its connection."""
+        forks.inherited_in_child(self)
+
     def join(self, timeout: float | None = None) -> None:
         self._thread.join(timeout)
 
@@ -115,13 +132,13 @@ class DbThread:
                 _deliver(loop, future, result, None)
             finally:
                 gate.leave()
-        if self._conn is not None:
+        with gate.inside():  # checked inside: a fork may have closed it already
+            conn, self._conn = self._conn, None
             try:
-                with gate.inside():
-                    self._conn.close()
+                if conn is not None:
+                    conn.close()
             except sqlite3.Error:  # pragma: no cover - closing never fails in practice
                 log.exception("closing the SQLite connection failed")
-            self._conn = None
         for loop, closed in self._closed_callbacks:
             _deliver(loop, closed, None, None)
 

@@ -32,6 +32,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from sitq_core import forks
 from sitq_core.forks import gate
 
 __all__ = ["Fallback", "InlinePath", "is_busy", "write_transaction"]
@@ -68,6 +69,7 @@ class InlinePath:
         self._generation = 0
         self._paused_until = 0.0
         self._average = 0.0  # seconds; moving average of inline call durations
+        forks.forget_in_child(self)  # its connections close before every fork (forks.py)
 
     def run(self, fn: Callable[[sqlite3.Connection], T], *, write: bool) -> T:
         """Run ``fn`` now on this thread's connection, or raise :class:`Fallback`."""
@@ -157,6 +159,17 @@ class InlinePath:
             with gate.inside(), slot.lock:  # the order run() takes them in
                 slot.closed = True
                 _close_quietly(slot.conn)
+
+    def _before_fork(self) -> list[Any]:
+        """Close every thread's connection when no call is inside; keep them all referenced (see forks.py)."""
+        slots = self.slots()
+        if gate.quiet:
+            self.close_for_fork()
+        return slots
+
+    def _after_fork_in_child(self) -> None:
+        """The child never uses or closes these connections: its backend makes a new InlinePath there."""
+        forks.inherited_in_child(self)
 
     def close_for_fork(self) -> None:
         """``close_all`` from the forking thread, while ``forks.gate`` keeps every call out."""

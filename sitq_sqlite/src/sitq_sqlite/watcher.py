@@ -24,7 +24,9 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterable
+from typing import Any
 
+from sitq_core import forks
 from sitq_core.forks import gate
 
 from .fsevents import FileChanges, open_changes
@@ -158,10 +160,14 @@ class Watcher:
         self._should_exit = should_exit
         self._idle_grace = idle_grace
         self._identity: tuple[int, int] | None = None  # the database file opened (see _check_file)
+        # its own connection, opened by the thread; kept on the object: a fork closes it first, a forked
+        # child must not close it (forks.py)
+        self.conn: sqlite3.Connection | None = None
         self._stop = threading.Event()
         self._changes: FileChanges | None = None
         self._thread = threading.Thread(target=self._main, name="sitq-sqlite-watch", daemon=True)
         self._thread.start()
+        forks.forget_in_child(self)  # also once its backend let go of it: its thread may still hold a connection
 
     @property
     def alive(self) -> bool:
@@ -179,8 +185,7 @@ class Watcher:
     def _main(self) -> None:
         try:
             with gate.inside():
-                # kept on the object: a forked child must not close it, a fork closes it first (forks.py)
-                self.conn: sqlite3.Connection | None = self._connect()
+                self.conn = self._connect()
             self._identity = _file_identity(self._path)
         except sqlite3.Error:
             # said once per file: a new watcher tries again at the next wait, which must not flood the log
@@ -222,6 +227,18 @@ class Watcher:
         conn, self.conn = self.conn, None
         if conn is not None:
             conn.close()
+
+    def _before_fork(self) -> list[Any]:
+        if gate.quiet:
+            try:
+                self.close_for_fork()
+            except sqlite3.Error:  # pragma: no cover - closing an idle connection does not fail
+                log.warning("sitq.sqlite: closing a connection before a fork failed", exc_info=True)
+        return [self.conn]
+
+    def _after_fork_in_child(self) -> None:
+        """The child never uses this thread (it does not exist there) nor closes its connection."""
+        forks.inherited_in_child(self)
 
     def _loop(self, changes: FileChanges | None) -> None:
         last: int | None = None
