@@ -194,8 +194,13 @@ async def stubborn(linger: float = 0.3) -> str:
     return "finished anyway"
 
 
-async def very_stubborn(seconds: float = 60.0) -> str:
-    """Ignores every cancellation until ``seconds`` have passed (a broad ``except BaseException`` retry loop)."""
+async def very_stubborn(seconds: float = 60.0, started_marker: str | None = None) -> str:
+    """Ignores every cancellation until ``seconds`` have passed (a broad ``except BaseException`` retry loop).
+
+    ``started_marker``: a file created as it starts (its reservation alone shows 'running' already).
+    """
+    if started_marker is not None:
+        os.close(os.open(started_marker, os.O_CREAT | os.O_WRONLY))
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:

@@ -161,12 +161,13 @@ async def test_an_async_task_ignoring_cancellation_does_not_keep_the_worker_aliv
     # one signal: the shutdown timeout (1 s) ends the wait; two signals: the second ends it at once
     timeout = "1" if signals == 1 else "600"
     async with TaskQueue(SQLiteBackend(db)) as queue:
-        task_id = await queue.enqueue(tasks.very_stubborn, 120)
+        marker = tmp_path / "started"
+        task_id = await queue.enqueue(tasks.very_stubborn, 120, str(marker))
         proc = _start_worker(db, log, "--shutdown-timeout", timeout)
         try:
 
-            async def running() -> bool:
-                return (await queue.counts())["running"] == 1
+            async def running() -> bool:  # started, not only reserved (its function may still be loading)
+                return marker.exists()
 
             await wait_until(running, timeout=30)
             proc.send_signal(signal.SIGTERM)
