@@ -294,3 +294,40 @@ def test_forks_while_other_threads_open_and_close_queues_carry_no_connection_int
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         stored = {row[0] for row in conn.execute("SELECT id FROM tasks")}
     assert len(returned) == 60 and set(returned) <= stored, "enqueues that returned in a child were lost"
+
+
+def test_forks_while_short_lived_threads_enqueue_carry_no_connection_into_the_children(tmp_path: Path) -> None:
+    """A thread's inline connection was closed by its finalizer outside the gate when the thread ended: a fork
+    in that moment carried it into the child (lost tasks, a WAL deleted under live connections)."""
+    import threading
+
+    path = tmp_path / "short-threads.db"
+    with SyncTaskQueue(f"sqlite:///{path}") as shared:
+        shared.enqueue(tasks.add, 0)
+        stop = threading.Event()
+
+        def spawner() -> None:
+            while not stop.is_set():
+                short = [threading.Thread(target=shared.enqueue, args=(tasks.add, 1)) for _ in range(4)]
+                for thread in short:
+                    thread.start()
+                for thread in short:
+                    thread.join()
+
+        spawners = [threading.Thread(target=spawner) for _ in range(2)]
+        for thread in spawners:
+            thread.start()
+
+        def child() -> None:
+            fds = os.listdir("/proc/self/fd")
+            inherited = [fd for fd in fds if os.path.realpath(f"/proc/self/fd/{fd}").startswith(str(path))]
+            if inherited:
+                os._exit(7)
+
+        try:
+            codes = [in_child(child, timeout=20) for _ in range(60)]
+        finally:
+            stop.set()
+            for thread in spawners:
+                thread.join(30)
+    assert codes == [0] * 60, "a child inherited an open handle to the database (7) or hung"

@@ -54,11 +54,13 @@ class DbThread:
         self._closed_callbacks: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._stopping = threading.Lock()  # a job is queued before the stop mark or refused, never after it
         self._stopped = False
+        self._fork_lock = threading.Lock()  # two threads forking at once must not both close the connection
+        # every live thread, not only its backend's current one: one still opening, or closing after its
+        # backend let go of it, holds a connection too, and none may be open across a fork (forks.py);
+        # registered before the thread starts
+        forks.forget_in_child(self)
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._thread.start()
-        # every live thread, not only its backend's current one: one still opening, or closing after its
-        # backend let go of it, holds a connection too, and none may be open across a fork (forks.py)
-        forks.forget_in_child(self)
 
     def run(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
         """Schedule ``fn(connection)`` on the thread; await the returned future for its result."""
@@ -91,7 +93,8 @@ class DbThread:
         Only while ``forks.gate`` is quiet: then no job is inside the
         connection, and the thread reads ``_conn`` only inside the gate.
         """
-        conn, self._conn = self._conn, None
+        with self._fork_lock:
+            conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
 

@@ -142,7 +142,7 @@ class InlinePath:
                 self._slots.add(slot)
             # the thread's locals go when the thread ends: its connection is closed with them
             # not at interpreter exit: a forked child exiting must not close what it inherited (forks.py)
-            weakref.finalize(slot, _close_quietly, conn).atexit = False
+            weakref.finalize(slot, _close_when_no_fork, conn).atexit = False
             local.slot = slot
         return slot
 
@@ -203,6 +203,44 @@ class _Slot:
         self.generation = generation
         self.lock = threading.Lock()
         self.closed = False
+
+
+class _Orphans:
+    """Connections of threads that ended while a fork was pending: closed by that fork's hook, never carried.
+
+    A thread's inline connection is closed when the thread ends (its slot's
+    finalizer), at any moment and on any thread, even the forking one in the
+    middle of its hooks. It must not be closed outside ``forks.gate`` (a fork
+    could carry it half-closed), nor wait at the gate (that can be the fork
+    itself waiting): when the gate is shut it is left here instead.
+    """
+
+    def __init__(self) -> None:
+        self.waiting: list[sqlite3.Connection] = []
+        forks.forget_in_child(self)
+
+    def _before_fork(self) -> list[Any]:
+        waiting, self.waiting = self.waiting, []
+        if gate.quiet:
+            for conn in waiting:
+                _close_quietly(conn)
+        return waiting  # referenced in a child, never closed there
+
+    def _after_fork_in_child(self) -> None:
+        self.waiting = []
+
+
+_orphans = _Orphans()
+
+
+def _close_when_no_fork(conn: sqlite3.Connection) -> None:
+    if gate.try_enter():
+        try:
+            _close_quietly(conn)
+        finally:
+            gate.leave()
+    else:
+        _orphans.waiting.append(conn)
 
 
 def _close_quietly(conn: sqlite3.Connection) -> None:

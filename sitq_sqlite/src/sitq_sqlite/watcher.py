@@ -165,9 +165,11 @@ class Watcher:
         self.conn: sqlite3.Connection | None = None
         self._stop = threading.Event()
         self._changes: FileChanges | None = None
+        self._fork_lock = threading.Lock()  # two threads forking at once must not both close the connection
+        # registered before its thread can open a connection (also once its backend let go of it)
+        forks.forget_in_child(self)
         self._thread = threading.Thread(target=self._main, name="sitq-sqlite-watch", daemon=True)
         self._thread.start()
-        forks.forget_in_child(self)  # also once its backend let go of it: its thread may still hold a connection
 
     @property
     def alive(self) -> bool:
@@ -224,7 +226,8 @@ class Watcher:
 
     def close_for_fork(self) -> None:
         """Close the connection from the forking thread (``forks.gate`` is quiet); the loop opens a new one."""
-        conn, self.conn = self.conn, None
+        with self._fork_lock:
+            conn, self.conn = self.conn, None
         if conn is not None:
             conn.close()
 
