@@ -533,3 +533,46 @@ async def test_a_task_whose_module_import_hangs_times_out_by_its_own_timeout(mod
     assert stuck_result is not None and stuck_result.status == "failed", "the task never timed out"
     assert "timed out after 0.5 s while its function sitq_loading_stuck:work was loading" in stuck_result.error
     assert other is not None and queue.deserialize_result(other) == 5, "the worker's slot stayed taken"
+
+
+def waits_for_file(path: str, seconds: float) -> str:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if os.path.exists(path):
+            return "saw it"
+        time.sleep(0.02)
+    raise TimeoutError(f"{path} never appeared")
+
+
+def creates_file(path: str) -> None:
+    with open(path, "w"):
+        pass
+
+
+@pytest.mark.asyncio
+async def test_a_suspect_does_not_hold_the_worker_while_a_running_task_waits_for_queued_work(tmp_path: Path) -> None:
+    """A task whose last worker died waits to run alone; while it waited nothing was reserved, so a running task
+    waiting for another queued task stalled the whole worker until its own time ran out."""
+    from sitq_core.models import Task, new_id
+
+    flag = str(tmp_path / "flag")
+    backend = SQLiteBackend(tmp_path / "suspect.db")
+    async with TaskQueue(backend) as queue:
+        worker = Worker(backend, max_concurrency=4, prefetch=0)
+        await worker.start()
+        waiting = await queue.enqueue(waits_for_file, flag, 30)
+        await wait_until(lambda: _all_running(queue, 1))
+        suspect = Task(
+            id=new_id(), payload=queue.serializer.dumps_call(tasks.add, (1, 2), {}), lease_expiries=1
+        )  # its last worker died holding it
+        await backend.enqueue(suspect)
+        await wait_until(lambda: asyncio.sleep(0, worker._suspect is not None))
+        began = time.monotonic()
+        creator = await queue.enqueue(creates_file, flag)
+        created = await queue.get_result(creator, timeout=25)
+        took = time.monotonic() - began
+        results = [await queue.get_result(task_id, timeout=25) for task_id in (waiting, suspect.id)]
+        await worker.stop()
+    assert created is not None and created.status == "success"
+    assert took < 15, f"the worker reserved nothing for {took:.1f} s while the suspect waited"
+    assert [r is not None and r.status for r in results] == ["success", "success"]

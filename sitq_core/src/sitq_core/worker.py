@@ -53,6 +53,7 @@ _FINAL_REPORT_TIMEOUT = 10.0
 _WRAPPERS = ("functools:",)
 _MAX_SYNC_BATCH = 32
 _ADAPTIVE_PREFETCH_MAX = 256
+_SUSPECT_WAIT = 5.0  # seconds a suspect waits for the tasks running beside it before it starts anyway
 _ADAPTIVE_PREFETCH_WINDOW = 0.1  # seconds of work reserved ahead when tasks are short
 
 
@@ -264,6 +265,8 @@ class Worker:
         # A task whose last worker died holding it (lease_expiries > 0) may be what killed that worker: it
         # runs alone here, so a poison pill cannot take the tasks beside it down with it again and again.
         self._suspect: _Running | None = None
+        self._suspect_since = 0.0  # monotonic time the suspect was reserved
+        self._suspect_timer: asyncio.TimerHandle | None = None
         self._one_at_a_time = False  # suspects came in a batch: reserve one task per call until they are through
         self._last_start = time.monotonic()  # when a task last started (any thread)
         self._wake: asyncio.Event | None = None
@@ -327,7 +330,7 @@ class Worker:
         self._held = {}
         self._waiting.clear()
         self._outcomes.clear()
-        self._suspect, self._one_at_a_time = None, False
+        self._suspect, self._one_at_a_time, self._suspect_timer = None, False, None
         self._closing = False
         self._executing = 0
         self._single_reports = 0
@@ -645,6 +648,18 @@ class Worker:
             self._dispatch()
             self._watch_prefetched()
 
+    def _start_suspect_later(self) -> None:
+        """Try ``_dispatch`` again once the suspect has waited ``_SUSPECT_WAIT`` for the running tasks."""
+        if self._suspect_timer is not None or self._loop is None:
+            return
+        delay = max(0.0, self._suspect_since + _SUSPECT_WAIT - time.monotonic()) + 0.001
+
+        def again() -> None:
+            self._suspect_timer = None
+            self._dispatch()
+
+        self._suspect_timer = self._loop.call_later(delay, again)
+
     async def _isolate_suspects(self, runnings: list[_Running]) -> list[_Running]:
         """Keep one suspect (a task whose last worker died holding it) to run alone; give back the others.
 
@@ -656,14 +671,18 @@ class Worker:
         until it has ended.
         """
         suspects = [r for r in runnings if r.reserved.task.lease_expiries > 0]
-        self._one_at_a_time = bool(suspects) and len(runnings) > 1
+        if suspects:  # more may follow (a crashed worker's batch): one per reserve until one comes back clean
+            self._one_at_a_time = True
+        elif runnings:
+            self._one_at_a_time = False
         if not suspects:
             return runnings
         keep = suspects[0]
         others = [r for r in runnings if r is not keep]
-        for running in others:
+        for running in runnings:  # held (its lease renewed) while the others go back
             self._held[running.id] = running
         self._suspect = keep
+        self._suspect_since = time.monotonic()
         logger.info(
             "worker %s: task %s (%s) was held by a worker that died; running it alone",
             self.worker_id,
@@ -767,8 +786,11 @@ class Worker:
     async def _give_back(self, count: int) -> None:
         """Release up to ``count`` reserved tasks that have not started, the last reserved first."""
         giving: list[_Running] = []
-        while self._waiting and len(giving) < count:
-            giving.append(self._waiting.pop())
+        kept = [r for r in self._waiting if r is self._suspect]  # it waits to run alone here: not given back
+        others = [r for r in self._waiting if r is not self._suspect]
+        while others and len(giving) < count:
+            giving.append(others.pop())
+        self._waiting = deque(kept + others)
         for running in reversed(self._unstarted_in_batches()):
             if len(giving) >= count:
                 break
@@ -858,7 +880,12 @@ class Worker:
         while self._waiting and self._executing < self.max_concurrency:
             suspect = self._suspect
             if suspect is not None:  # it runs alone: once what runs now has ended, and nothing beside it
-                if self._executing > 0 or suspect not in self._waiting:
+                # ... but not after waiting _SUSPECT_WAIT for it: a running task may wait for work this
+                # worker no longer reserves while it holds the suspect
+                waited_enough = time.monotonic() - self._suspect_since >= _SUSPECT_WAIT
+                if (self._executing > 0 and not waited_enough) or suspect not in self._waiting:
+                    if self._executing > 0 and suspect in self._waiting:
+                        self._start_suspect_later()
                     return
                 self._waiting.remove(suspect)
                 call = self._decode(suspect)
@@ -1358,6 +1385,9 @@ class Worker:
             del self._held[running.id]
         if running is self._suspect:  # it ended (or went back): reserving and starting resume
             self._suspect = None
+            if self._suspect_timer is not None:
+                self._suspect_timer.cancel()
+                self._suspect_timer = None
             self._poke()
 
     def _after_accept(self, running: _Running, outcome: Outcome, extra: dict[str, Any]) -> None:
