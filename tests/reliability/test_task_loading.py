@@ -477,7 +477,7 @@ async def test_a_task_reserved_as_the_stop_begins_is_given_back_even_before_it_l
 
 
 class ReportsHang(SQLiteBackend):
-    """A store that stops taking outcomes while ``frozen`` is set (a table lock, a network freeze)."""
+    """A store that stops taking outcomes while ``thawed`` is clear (a table lock, a network freeze)."""
 
     def __init__(self, path: Path) -> None:
         super().__init__(path)

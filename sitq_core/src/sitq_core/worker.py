@@ -786,11 +786,14 @@ class Worker:
     async def _give_back(self, count: int) -> None:
         """Release up to ``count`` reserved tasks that have not started, the last reserved first."""
         giving: list[_Running] = []
-        kept = [r for r in self._waiting if r is self._suspect]  # it waits to run alone here: not given back
-        others = [r for r in self._waiting if r is not self._suspect]
-        while others and len(giving) < count:
-            giving.append(others.pop())
-        self._waiting = deque(kept + others)
+        # the suspect waits to run alone here: never given back as slow prefetch
+        suspect = self._suspect if self._suspect is not None and self._suspect in self._waiting else None
+        if suspect is not None:
+            self._waiting.remove(suspect)
+        while self._waiting and len(giving) < count:
+            giving.append(self._waiting.pop())
+        if suspect is not None:
+            self._waiting.appendleft(suspect)
         for running in reversed(self._unstarted_in_batches()):
             if len(giving) >= count:
                 break

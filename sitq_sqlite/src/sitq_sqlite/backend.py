@@ -232,22 +232,12 @@ class SQLiteBackend(Backend):
         self._inline = None if self.is_memory else InlinePath(self._new_inline_connection)
         # One pending group of enqueues per event loop that uses this backend (groupcommit.py).
         self._groups: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, GroupCommit] = weakref.WeakKeyDictionary()
+        # Resets this object in a forked child. No connection may stay open across a fork (the child's own
+        # connections would take no real file locks, and another process's close could then delete the WAL
+        # under them): the connection thread, the watcher and the inline connections close theirs
+        # themselves before every fork (each registers with forks), also while still opening or after
+        # close() let go of them.
         forks.forget_in_child(self)
-
-    def _before_fork(self) -> list[Any]:
-        """Nothing to do here: its connection thread, watcher and inline connections close themselves.
-
-        A connection open across a fork leaves SQLite's per-process lock
-        bookkeeping in the child saying "held" for locks the child does not
-        hold; the child's own connections then take no real file locks, and
-        another process's last close can checkpoint and delete the WAL under
-        them (their later commits lost). So each of them (``DbThread``,
-        ``Watcher``, ``InlinePath``) is registered with ``forks`` itself and
-        closes its connection when no call is inside SQLite, including one
-        still opening or one its backend already let go of (``close()`` in
-        progress). The parent reopens on its next call.
-        """
-        return []
 
     def _after_fork_in_child(self) -> None:
         """In a forked child: the connection and watcher threads are gone; the next call connects anew.
