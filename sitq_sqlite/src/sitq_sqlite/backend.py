@@ -726,14 +726,7 @@ class SQLiteBackend(Backend):
             try:
                 _insert_rows(conn, rows)
             except sqlite3.IntegrityError as exc:
-                placeholders = ",".join("?" * len(ids))
-                taken = conn.execute(f"SELECT id FROM tasks WHERE id IN ({placeholders})", ids).fetchone()
-                raise ValidationError(
-                    f"task id {taken[0] if taken else '?'!r} already exists; nothing of this batch was stored",
-                    parameter="tasks",
-                    value=taken[0] if taken else None,
-                    cause=exc,
-                ) from exc
+                raise _batch_id_taken(conn, ids, exc) from exc
 
         if inline:
             await self._inline_or_run("enqueue", body, write=True)
@@ -757,14 +750,7 @@ class SQLiteBackend(Backend):
                 feed.insert_all(conn)
             except sqlite3.IntegrityError as exc:
                 failing = [key for _shared, keys in feed.last_chunk() or [] for key in keys[::2]]
-                placeholders = ",".join("?" * len(failing))
-                taken = conn.execute(f"SELECT id FROM tasks WHERE id IN ({placeholders})", failing).fetchone()
-                raise ValidationError(
-                    f"task id {taken[0] if taken else '?'!r} already exists; nothing of this batch was stored",
-                    parameter="tasks",
-                    value=taken[0] if taken else None,
-                    cause=exc,
-                ) from exc
+                raise _batch_id_taken(conn, failing, exc) from exc
 
         future = await self._submit(lambda conn: self._retrying(conn, lambda c: self._write(c, body)))
         ids: list[str] = []
@@ -1448,6 +1434,18 @@ def _claim_candidates(conn: sqlite3.Connection, queues: list[str] | None, now: i
 
 
 _Claim = tuple[Sequence[Any], str, int]  # (task row as updated by the claim, lease token, lease expiry us)
+
+
+def _batch_id_taken(conn: sqlite3.Connection, ids: Sequence[str], exc: sqlite3.IntegrityError) -> ValidationError:
+    """The error for a batch whose INSERT clashed with a stored id: names the first such id (the batch rolls back)."""
+    placeholders = ",".join("?" * len(ids))
+    taken = conn.execute(f"SELECT id FROM tasks WHERE id IN ({placeholders})", list(ids)).fetchone()
+    return ValidationError(
+        f"task id {taken[0] if taken else '?'!r} already exists; nothing of this batch was stored",
+        parameter="tasks",
+        value=taken[0] if taken else None,
+        cause=exc,
+    )
 
 
 def _store_failure(exc: Exception) -> bool:
