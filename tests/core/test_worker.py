@@ -179,6 +179,35 @@ async def test_stop_drains_and_keeps_a_borrowed_backend_open(queue: TaskQueue) -
     assert (await queue.counts())["success"] == 2  # the backend is still usable
 
 
+@pytest.mark.asyncio
+async def test_a_stop_the_caller_gave_up_on_goes_on_and_a_later_stop_waits_for_it(queue: TaskQueue) -> None:
+    worker = Worker(queue.backend)
+    await worker.start()
+    task_id = await queue.enqueue(tasks.sleepy, 0.5)
+    await wait_until(lambda: _running(queue, 1))
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(worker.stop(), 0.05)  # a lifespan timeout, a cancelled shutdown
+    await asyncio.wait_for(worker.stop(), 10)  # before: it waited forever for the first stop's end
+    assert not worker.running
+    result = await queue.get_result(task_id, timeout=0)
+    assert result is not None and result.status == "success", "the stop still drained the running task"
+
+
+@pytest.mark.parametrize("timeout", ["x", -1, float("nan"), True])
+@pytest.mark.asyncio
+async def test_stop_refuses_a_bad_timeout_and_keeps_working(queue: TaskQueue, timeout: Any) -> None:
+    worker = Worker(queue.backend)
+    await worker.start()
+    with pytest.raises(ValidationError) as caught:
+        await worker.stop(timeout=timeout)
+    assert caught.value.parameter == "timeout"
+    task_id = await queue.enqueue(tasks.add, 1, 2)
+    result = await queue.get_result(task_id, timeout=10)
+    assert result is not None and result.status == "success", "the worker goes on after the refused stop"
+    await asyncio.wait_for(worker.stop(timeout=0), 10)
+    assert not worker.running
+
+
 async def _running(queue: TaskQueue, n: int) -> bool:
     return (await queue.counts())["running"] >= n
 

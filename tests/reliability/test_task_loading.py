@@ -443,6 +443,79 @@ async def test_stop_gives_up_giving_back_prefetched_tasks_to_a_frozen_store(
     assert states == {"running"}, states  # never lost: held until their leases expire, then run again
 
 
+class ReportIgnoresCancel(SQLiteBackend):
+    """A store whose report call hangs and ignores cancellation (a driver stuck reading a stalled socket)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.hang = False
+        self.hanging = asyncio.Event()
+        self.unstick = asyncio.Event()
+
+    async def _stuck(self) -> None:
+        self.hanging.set()
+        while not self.unstick.is_set():
+            with contextlib.suppress(asyncio.CancelledError):  # ignored, as the stuck driver would
+                await self.unstick.wait()
+
+    async def finish_many(self, outcomes):  # type: ignore[no-untyped-def]
+        if self.hang:
+            await self._stuck()
+        return await super().finish_many(outcomes)
+
+    async def finish_and_reserve(self, outcomes, **options):  # type: ignore[no-untyped-def]
+        if self.hang:
+            await self._stuck()
+        return await super().finish_and_reserve(outcomes, **options)
+
+
+@pytest.mark.asyncio
+async def test_stop_returns_when_a_cancelled_report_never_ends(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sitq_core.worker._FINAL_REPORT_TIMEOUT", 0.3)
+    backend = ReportIgnoresCancel(tmp_path / "stuck.db")
+    async with TaskQueue(backend) as queue:
+        worker = Worker(backend, poll_interval=0.1)
+        await worker.start()
+        backend.hang = True
+        task_id = await queue.enqueue(tasks.add, 1, 2)
+        await asyncio.wait_for(backend.hanging.wait(), 10)  # its outcome's report is stuck now
+        loop = asyncio.get_running_loop()
+        unstick_later = loop.call_later(15, backend.unstick.set)  # the test's own bound
+        try:
+            await asyncio.wait_for(worker.stop(), 20)
+            assert not backend.unstick.is_set(), "stop() waited for the stuck report to end by itself"
+        finally:
+            unstick_later.cancel()
+            backend.unstick.set()
+        stored = await queue.get_task(task_id)
+    assert stored is not None and stored.status == "running", "its lease runs out; then it runs again"
+
+
+@pytest.mark.asyncio
+async def test_a_caller_giving_up_on_stop_gets_its_timeout_and_the_stop_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sitq_core.worker._FINAL_REPORT_TIMEOUT", 0.3)
+    backend = ReportIgnoresCancel(tmp_path / "stuck-caller.db")
+    async with TaskQueue(backend) as queue:
+        worker = Worker(backend, poll_interval=0.1)
+        await worker.start()
+        backend.hang = True
+        await queue.enqueue(tasks.add, 1, 2)
+        await asyncio.wait_for(backend.hanging.wait(), 10)
+        loop = asyncio.get_running_loop()
+        unstick_later = loop.call_later(15, backend.unstick.set)
+        try:
+            with pytest.raises(TimeoutError):  # not a silent None after the stop swallowed the cancellation
+                await asyncio.wait_for(worker.stop(), 0.5)
+            await asyncio.wait_for(worker.stop(), 20)  # a second stop() waits for the same stop to end
+            assert not backend.unstick.is_set(), "the stop went on only once the stuck report ended"
+        finally:
+            unstick_later.cancel()
+            backend.unstick.set()
+    assert not worker.running
+
+
 async def _all_running(queue: TaskQueue, count: int) -> bool:
     return (await queue.counts())["running"] == count
 

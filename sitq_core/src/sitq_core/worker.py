@@ -53,6 +53,7 @@ _FINAL_REPORT_TIMEOUT = 10.0
 _WRAPPERS = ("functools:",)
 _MAX_SYNC_BATCH = 32
 _ADAPTIVE_PREFETCH_MAX = 256
+_CANCEL_GRACE = 2.0  # seconds stop() waits for a cancelled background loop to end
 _SUSPECT_WAIT = 5.0  # seconds a suspect waits for the tasks running beside it before it starts anyway
 _ADAPTIVE_PREFETCH_WINDOW = 0.1  # seconds of work reserved ahead when tasks are short
 
@@ -99,6 +100,12 @@ def _should_retry(exc: BaseException) -> bool:
         return bool(getattr(exc, "sitq_retry", True))
     except BaseException:  # an odd attribute must not take the worker down: the default applies
         return True
+
+
+def _seen(task: asyncio.Future[None]) -> None:
+    """Mark a stop's error as retrieved: a caller that gave up must not make asyncio log it as lost."""
+    if not task.cancelled() and task.exception() is not None:
+        logger.debug("the stop ended with an error", exc_info=task.exception())
 
 
 class _Running:
@@ -281,6 +288,7 @@ class Worker:
         self._stop_requested = False  # stop() arrived while start() was connecting
         self._stopping: asyncio.Event | None = None
         self._stopped: asyncio.Event | None = None
+        self._stop_task: asyncio.Future[None] | None = None  # the stop in progress (it outlives a cancelled stop())
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # ---------------------------------------------------------------- control
@@ -352,7 +360,17 @@ class Worker:
         ``timeout`` bounds the wait; tasks still running then are cancelled
         (async) or abandoned (threads) and their leases released so another
         worker takes them at once. Does not close a backend passed in as an object.
+        A caller that stops waiting (``asyncio.wait_for``, a cancellation)
+        leaves the stop going on; a later ``stop()`` waits for its end.
         """
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0  # NaN fails too
+        ):
+            raise ValidationError(
+                f"timeout must be a number of seconds >= 0, or None, got {timeout!r}",
+                parameter="timeout",
+                value=timeout,
+            )
         if not self._running and self._starting is None:
             # ``asyncio.create_task(worker.start())`` just before: let that start take its first step
             await asyncio.sleep(0)
@@ -366,6 +384,29 @@ class Worker:
             await self._stopped.wait()
             return
         self._stopping.set()
+        # The stop runs as a task of its own: a caller that gives up (wait_for, a cancelled request)
+        # gets its cancellation at once, while the stop goes on, and a later stop() waits for its end.
+        self._stop_task = asyncio.ensure_future(self._stop_now(timeout))
+        self._stop_task.add_done_callback(_seen)  # its error reaches the caller, if one still waits
+        await asyncio.shield(self._stop_task)
+
+    async def _stop_now(self, timeout: float | None) -> None:
+        """The body of ``stop()``: drain, report what is left, release what never started."""
+        assert self._stopped is not None
+        try:
+            await self._drain_and_report(timeout)
+        finally:
+            self._running = False
+            self._stopped.set()
+        logger.info(
+            "worker %s stopped (processed=%d, succeeded=%d, failed=%d)",
+            self.worker_id,
+            self.processed,
+            self.succeeded,
+            self.failed,
+        )
+
+    async def _drain_and_report(self, timeout: float | None) -> None:
         self._poke()
         if self._fairness is not None:
             fairness, self._fairness = self._fairness, None
@@ -395,13 +436,21 @@ class Worker:
                 _FINAL_REPORT_TIMEOUT,
             )
             exchange.cancel()
+        # bounded: a cancelled call may still wait on a stalled network, and stop() must return
+        # (asyncio.wait also lets a cancellation of stop() itself through, which `await task` would hide)
+        _ended, stuck = await asyncio.wait({exchange, heartbeat}, timeout=_CANCEL_GRACE)
         for task in (exchange, heartbeat):
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
-            except Exception:  # already logged by the loop; stopping must still finish
-                logger.exception("worker %s: %s ended with an error", self.worker_id, task.get_name())
+            if task in stuck:
+                logger.warning(
+                    "worker %s: %s did not end within %g s of being cancelled; leaving it behind",
+                    self.worker_id,
+                    task.get_name(),
+                    _CANCEL_GRACE,
+                )
+            elif not task.cancelled() and task.exception() is not None:  # already logged by the loop
+                logger.error(
+                    "worker %s: %s ended with an error", self.worker_id, task.get_name(), exc_info=task.exception()
+                )
         leftover = [r for r in self._loading if not r.settled]  # reserved as the stop began, still loading
         self._loading.clear()
         for loader in list(self._loaders):
@@ -412,15 +461,6 @@ class Worker:
         self._running = False
         if self._owns_backend:
             await self.backend.close()
-        assert self._stopped is not None
-        self._stopped.set()
-        logger.info(
-            "worker %s stopped (processed=%d, succeeded=%d, failed=%d)",
-            self.worker_id,
-            self.processed,
-            self.succeeded,
-            self.failed,
-        )
 
     async def run(self, *, handle_signals: bool = True) -> None:
         """Process until ``stop()`` is called or SIGINT/SIGTERM arrives, then drain and return.

@@ -1,0 +1,157 @@
+"""PostgreSQL behind a stalled network: the connection stays open, but no byte gets through.
+
+That is what a partition, a dead NAT entry or a frozen load balancer looks
+like to a client. Calls must still obey the caller's deadline, and a worker
+must still stop, instead of waiting for the operating system's TCP timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+import pytest
+
+import sitq
+import sitq_core.worker
+from sitq import Worker
+
+import sitq_test_tasks as tasks
+
+
+class StallingRelay:
+    """A TCP relay to the PostgreSQL server that can stop passing bytes while keeping every socket open."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.stalled = threading.Event()  # what the tests read
+        self.loop = asyncio.new_event_loop()
+        self.flowing = asyncio.Event()  # what the relay waits on (set and cleared on its own loop)
+        self.flowing.set()
+        ready = threading.Event()
+        self.port = 0
+
+        def serve() -> None:
+            asyncio.set_event_loop(self.loop)
+            server = self.loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0))
+            self.port = server.sockets[0].getsockname()[1]
+            ready.set()
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=serve, daemon=True)
+        self.thread.start()
+        assert ready.wait(10)
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                await self.flowing.wait()
+                writer.write(data)
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            writer.close()
+
+    async def _handle(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        await self.flowing.wait()  # a new connection gets no further than the handshake either
+        server_reader, server_writer = await asyncio.open_connection(*self.target)
+        await asyncio.gather(self._pipe(client_reader, server_writer), self._pipe(server_reader, client_writer))
+
+    def stall(self) -> None:
+        self.stalled.set()
+        self.loop.call_soon_threadsafe(self.flowing.clear)
+
+    def flow(self) -> None:
+        self.stalled.clear()
+        self.loop.call_soon_threadsafe(self.flowing.set)
+
+    def close(self) -> None:
+        self.flow()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@pytest.fixture
+def relay(pg_dsn: str) -> Iterator[StallingRelay]:
+    parts = urlsplit(pg_dsn)
+    relay = StallingRelay(parts.hostname or "127.0.0.1", parts.port or 5432)
+    yield relay
+    relay.close()
+
+
+def relayed_url(pg_dsn: str, relay: StallingRelay, schema: str) -> str:
+    parts = urlsplit(pg_dsn)
+    return f"postgresql://{parts.username or 'postgres'}@127.0.0.1:{relay.port}{parts.path}?schema={schema}"
+
+
+def stall_for(relay: StallingRelay, seconds: float) -> threading.Timer:
+    """Stall the network now and let it flow again after ``seconds`` (the test's own upper bound)."""
+    relay.stall()
+    timer = threading.Timer(seconds, relay.flow)
+    timer.start()
+    return timer
+
+
+@pytest.mark.asyncio
+async def test_a_call_obeys_the_callers_deadline_on_a_stalled_network(
+    pg_dsn: str, pg_schema: str, relay: StallingRelay
+) -> None:
+    async with sitq.connect(relayed_url(pg_dsn, relay, pg_schema)) as queue:
+        await queue.counts()  # the pool now holds an idle connection
+        timer = stall_for(relay, 15)
+        try:
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(queue.counts(), 1)
+            # the deadline held while the network was still stalled (before: about 20 s, the TCP timeout)
+            assert relay.stalled.is_set(), "counts() ended only when the network came back"
+        finally:
+            timer.cancel()
+            relay.flow()
+        assert (await queue.counts())["queued"] == 0  # the pool recovers once bytes flow again
+
+
+@pytest.mark.asyncio
+async def test_worker_stop_returns_on_a_stalled_network(
+    pg_dsn: str, pg_schema: str, relay: StallingRelay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sitq_core.worker, "_FINAL_REPORT_TIMEOUT", 1.0)  # keep the test short
+    async with sitq.connect(relayed_url(pg_dsn, relay, pg_schema)) as queue:
+        worker = Worker(queue.backend, poll_interval=0.2)
+        await worker.start()
+        task_id = await queue.enqueue(tasks.add, 2, 3)
+        result = await queue.get_result(task_id, timeout=10)
+        assert result is not None and result.status == "success"
+        timer = stall_for(relay, 20)
+        try:
+            began = time.monotonic()
+            await asyncio.wait_for(worker.stop(), 30)
+            assert relay.stalled.is_set(), (
+                f"stop() returned only when the network came back, after {time.monotonic() - began:.1f} s"
+            )
+        finally:
+            timer.cancel()
+            relay.flow()
+
+
+@pytest.mark.asyncio
+async def test_cancelling_stop_is_not_swallowed(
+    pg_dsn: str, pg_schema: str, relay: StallingRelay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A caller that gives up on ``stop()`` gets its TimeoutError, not a silent None."""
+    monkeypatch.setattr(sitq_core.worker, "_FINAL_REPORT_TIMEOUT", 3.0)
+    async with sitq.connect(relayed_url(pg_dsn, relay, pg_schema)) as queue:
+        worker = Worker(queue.backend, poll_interval=0.2)
+        await worker.start()
+        await queue.counts()
+        timer = stall_for(relay, 20)
+        try:
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(worker.stop(), 0.5)
+        finally:
+            timer.cancel()
+            relay.flow()
+        await asyncio.wait_for(worker.stop(), 30)  # the stop goes on, and finishes once bytes flow
