@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
@@ -353,3 +354,40 @@ async def test_many_waiters_read_their_results_together(pg_dsn: str, pg_schema: 
         results = await asyncio.gather(*(queue.get_result(task_id, timeout=0) for task_id in ids))
         assert [r is not None for r in results] == [task_id in done for task_id in ids]
         assert backend.reads <= 3  # 1,500 waiters: two chunks of ids, not 1,500 queries
+
+
+class SkewedBackend(PostgresBackend):
+    """A PostgresBackend on a machine whose clock runs ``skew`` seconds fast (both of its clock readings)."""
+
+    def __init__(self, dsn: str, *, schema: str, skew: float) -> None:
+        super().__init__(dsn, schema=schema)
+        self.clock = lambda: datetime.now(UTC) + timedelta(seconds=skew)  # type: ignore[method-assign]
+        self.wall_clock = lambda: time.time() + skew  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize("skew", [20.0, -20.0])
+@pytest.mark.asyncio
+async def test_a_worker_with_a_skewed_clock_never_takes_a_live_lease(pg_dsn: str, pg_schema: str, skew: float) -> None:
+    async with (
+        PostgresBackend(pg_dsn, schema=pg_schema) as honest,
+        SkewedBackend(pg_dsn, schema=pg_schema, skew=skew) as skewed,
+    ):
+        assert abs((skewed.now() - datetime.now(UTC)).total_seconds()) < 1, "now() follows the server's clock"
+        held = task()
+        await honest.enqueue(held)
+        [lease] = await honest.reserve(worker_id="honest", limit=1, lease_seconds=10)
+        # before: the fast machine saw this 10 s lease as expired 10 s ago and took the task over
+        assert await skewed.reserve(worker_id="skewed", limit=1, lease_seconds=10) == []
+        assert await honest.finish_many([Outcome(lease.id, lease.lease_token, "success", value=b"v")]) == [True]
+        result = await skewed.get_result(held.id)
+        assert result is not None and result.attempts == 1
+        assert abs((result.finished_at - datetime.now(UTC)).total_seconds()) < 1
+
+
+@pytest.mark.asyncio
+async def test_a_close_clock_is_left_exact(pg_dsn: str, pg_schema: str) -> None:
+    """On a synchronised machine now() is clock() itself, so a test's fake clock keeps exact times."""
+    async with PostgresBackend(pg_dsn, schema=pg_schema) as backend:
+        fixed = datetime(2030, 1, 1, tzinfo=UTC)
+        backend.clock = lambda: fixed  # type: ignore[method-assign]
+        assert backend.now() == fixed

@@ -18,8 +18,10 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import secrets
 import threading
+import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -97,6 +99,8 @@ Pool: TypeAlias = Any  # Pool
 
 _OWN_OPTIONS = ("schema", "min_connections", "max_connections")
 _DEFAULT_CONNECT_TIMEOUT = 10.0
+_CLOCK_RECHECK = 60.0  # seconds between two readings of the server's clock
+_CLOCK_TOLERANCE = 0.05  # an offset smaller than this (or than the round trip) is taken as none
 _RELEASE_TIMEOUT = 5.0  # seconds to reset a connection for the pool; past it the connection is dropped
 
 
@@ -131,6 +135,8 @@ class PostgresBackend(Backend):
     )
     _INT_OPTIONS: ClassVar[tuple[str, ...]] = ("min_connections", "max_connections")
     _FLOAT_OPTIONS: ClassVar[tuple[str, ...]] = ("connect_timeout",)
+    #: This machine's clock (seconds since the epoch), read beside the server's to measure their offset.
+    wall_clock: Callable[[], float] = staticmethod(time.time)
 
     def __init__(
         self,
@@ -178,6 +184,9 @@ class PostgresBackend(Backend):
         self._listener_locks: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
         self._opening: set[asyncio.Task[Any]] = set()  # connects in flight, whatever their callers do (_uncut)
         self._reads: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ResultReads] = weakref.WeakKeyDictionary()
+        self._clock_offset = timedelta(0)  # the server's clock minus this machine's (see now())
+        self._clock_read_at = -math.inf  # monotonic time of the last reading
+        self._clock_warned = False
         self.notifier.track(_WORK_KEY)  # reserve/wait_for_work compare work notices (record_mark)
         forks.forget_in_child(self)
 
@@ -195,6 +204,35 @@ class PostgresBackend(Backend):
 
     def __repr__(self) -> str:
         return f"PostgresBackend(schema={self.schema!r})"
+
+    def now(self) -> datetime:
+        """Now by the database server's clock: ``clock()`` plus the server's measured offset.
+
+        Leases, due times and result times are compared across machines, so
+        one clock must rule them: a worker whose clock ran 20 s fast would
+        otherwise take over leases that are still being renewed. The offset
+        is read at connect and every minute after; below 50 ms (or below the
+        round trip) it counts as none.
+        """
+        return self.clock() + self._clock_offset
+
+    async def _read_server_clock(self, conn: Connection) -> None:
+        """Measure the server's clock against ``wall_clock`` (the middle of the round trip)."""
+        before = self.wall_clock()
+        server = await conn.fetchval("SELECT extract(epoch FROM clock_timestamp())::float8")
+        after = self.wall_clock()
+        self._clock_read_at = time.monotonic()
+        offset = float(server) - (before + after) / 2
+        if abs(offset) < max(_CLOCK_TOLERANCE, after - before):
+            offset = 0.0
+        if abs(offset) >= 1 and not self._clock_warned:
+            self._clock_warned = True
+            log.warning(
+                "sitq.postgres: this machine's clock is %.3f s %s the server's; sitq uses the server's time",
+                abs(offset),
+                "behind" if offset > 0 else "ahead of",
+            )
+        self._clock_offset = timedelta(seconds=offset)
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickled (a ``spawn`` child, a copy) as its configuration: the copy connects on its own first use."""
@@ -328,10 +366,11 @@ class PostgresBackend(Backend):
             raise self._cannot_connect(exc) from exc
         assert pool is not None
         try:
-            if not self._schema_ready:
-                async with pool.acquire() as conn:
+            async with pool.acquire() as conn:
+                if not self._schema_ready:
                     await self._create_schema(conn)
-                self._schema_ready = True
+                    self._schema_ready = True
+                await self._read_server_clock(conn)
         except BaseException:
             pool.terminate()
             raise
@@ -420,6 +459,8 @@ class PostgresBackend(Backend):
         result: T
         try:
             async with _leased(pool) as conn:
+                if time.monotonic() - self._clock_read_at > _CLOCK_RECHECK:
+                    await self._read_server_clock(conn)
                 if not transaction:
                     result = await body(conn)
                 else:
