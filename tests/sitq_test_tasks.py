@@ -214,6 +214,10 @@ def raises_stop_iteration(message: str = "no more") -> None:
     raise StopIteration(message)
 
 
+def raises_stop_iteration_bare() -> None:
+    next(iter(()))  # an exhausted iterator: StopIteration with no message
+
+
 class ExitsWhenPickled:
     """A return value whose pickling calls ``sys.exit`` (a ``__reduce__`` gone wrong)."""
 

@@ -199,7 +199,9 @@ async def test_a_delay_past_the_last_storable_date_is_a_validation_error(queue: 
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize("item", [(tasks.add, 5), (tasks.add, "12"), (tasks.add, (), 5), (tasks.add, (), {1: 2})])
+@pytest.mark.parametrize(
+    "item", [(tasks.add, 5), (tasks.add, "12"), (tasks.add, (), 5), (tasks.add, (), {1: 2}), (5, ()), ("add", (1,))]
+)
 async def test_enqueue_many_names_a_malformed_item(queue: TaskQueue, item: tuple[Any, ...]) -> None:
     await queue.enqueue(tasks.add, 0)
     with pytest.raises(ValidationError) as info:

@@ -124,6 +124,21 @@ async def test_a_task_whose_result_exits_or_that_raises_stop_iteration_fails_alo
     assert failed is not None and failed.status == "failed"
     assert failed.error in ("cannot serialise the return value: pickling this exits", "no more")
     assert after is not None and queue.deserialize_result(after) == 5
+    if func is tasks.raises_stop_iteration:  # recorded as the task raised it, not as sitq's carrier type
+        assert failed.traceback is not None
+        assert failed.traceback.strip().splitlines()[-1] == "StopIteration: no more"
+        assert "TaskStopIteration" not in failed.traceback
+
+
+@pytest.mark.asyncio
+async def test_a_bare_stop_iteration_is_named_by_its_type(tmp_path: Path) -> None:
+    async with TaskQueue(SQLiteBackend(tmp_path / "bare.db")) as queue:
+        worker = Worker(queue.backend)
+        await worker.start()
+        task_id = await queue.with_options(max_retries=0).enqueue(tasks.raises_stop_iteration_bare)
+        failed = await queue.get_result(task_id, timeout=10)
+        await asyncio.wait_for(worker.stop(), 10)
+    assert failed is not None and failed.error == "StopIteration"
 
 
 @pytest.mark.asyncio

@@ -249,7 +249,9 @@ class _Producer:
             if known is None or known[0] is not func:
                 if not callable(func):
                     raise ValidationError(
-                        f"func must be callable, got {type(func).__name__}", parameter="func", value=func
+                        f"calls[{index}]: func must be callable, got {type(func).__name__}",
+                        parameter="calls",
+                        value=item,
                     )
                 task_options, task_eta = options, eta
                 if is_task_function(func):

@@ -37,7 +37,7 @@ from .pacing import CommitPacer
 from .plugins import get_plugin_manager
 from .serializers import Serializer
 from .task import is_task_function
-from .thread_batch import Call, CallResult, TaskExit, ThreadBatch, call_guarded
+from .thread_batch import Call, CallResult, TaskExit, TaskStopIteration, ThreadBatch, call_guarded
 
 __all__ = ["Worker", "retry_delay"]
 
@@ -1629,7 +1629,13 @@ def _resolve(future: asyncio.Future[None]) -> None:
 
 
 def _task_error(exc: BaseException) -> BaseException:
-    """The error to record for a task: ``SystemExit`` raised by async code becomes :class:`TaskExit`."""
+    """The error to record for a task: ``SystemExit`` raised by async code becomes :class:`TaskExit`.
+
+    A sync task's ``StopIteration`` crossed its thread wrapped (see ``call_guarded``); the task's own
+    exception is recorded, so its type name reads as the user wrote it.
+    """
+    if isinstance(exc, TaskStopIteration) and isinstance(exc.__cause__, StopIteration):
+        return exc.__cause__
     if isinstance(exc, SystemExit):
         error = TaskExit(f"the task called sys.exit({exc.code!r})")
     elif isinstance(exc, Exception | asyncio.CancelledError):
