@@ -180,11 +180,14 @@ async def test_stop_drains_and_keeps_a_borrowed_backend_open(queue: TaskQueue) -
 
 
 @pytest.mark.asyncio
-async def test_a_stop_the_caller_gave_up_on_goes_on_and_a_later_stop_waits_for_it(queue: TaskQueue) -> None:
+async def test_a_stop_the_caller_gave_up_on_goes_on_and_a_later_stop_waits_for_it(
+    queue: TaskQueue, tmp_path: Path
+) -> None:
     worker = Worker(queue.backend)
     await worker.start()
-    task_id = await queue.enqueue(tasks.sleepy, 0.5)
-    await wait_until(lambda: _running(queue, 1))
+    log = tmp_path / "record.log"
+    task_id = await queue.enqueue(tasks.record, str(log), 1, 0.5)
+    await wait_until(lambda: asyncio.sleep(0, log.exists()))  # started, not merely reserved
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(worker.stop(), 0.05)  # a lifespan timeout, a cancelled shutdown
     await asyncio.wait_for(worker.stop(), 10)  # before: it waited forever for the first stop's end
