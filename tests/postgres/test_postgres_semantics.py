@@ -391,3 +391,17 @@ async def test_a_close_clock_is_left_exact(pg_dsn: str, pg_schema: str) -> None:
         fixed = datetime(2030, 1, 1, tzinfo=UTC)
         backend.clock = lambda: fixed  # type: ignore[method-assign]
         assert backend.now() == fixed
+
+
+@pytest.mark.asyncio
+async def test_a_first_attempt_given_back_leaves_no_start_behind(pg_dsn: str, pg_schema: str) -> None:
+    async with PostgresBackend(pg_dsn, schema=pg_schema) as backend:
+        queued = task()
+        await backend.enqueue(queued)
+        (lease,) = await backend.reserve(worker_id="w", limit=1, lease_seconds=30)
+        assert await backend.release(lease)
+        stored = await backend.get_task(queued.id)
+        assert stored is not None and (stored.attempts, stored.started_at, stored.worker_id) == (0, None, None)
+        assert await backend.cancel(queued.id)
+        result = await backend.get_result(queued.id)
+        assert result is not None and (result.status, result.started_at, result.attempts) == ("cancelled", None, 0)

@@ -409,3 +409,16 @@ async def test_many_queues_and_priorities_are_reserved_in_order(
     assert await backend.next_eta() == now + timedelta(seconds=30)  # the leases' expiry, before the later task
     assert await backend.next_eta(["tenant-later", *sorted(wanted)]) == now + timedelta(seconds=30)
     assert await backend.next_eta(["tenant-later"]) == now + timedelta(hours=1)
+
+
+@pytest.mark.asyncio
+async def test_a_first_attempt_given_back_leaves_no_start_behind(backend: SQLiteBackend, clock: FakeClock) -> None:
+    queued = task(clock)
+    await backend.enqueue(queued)
+    (lease,) = await backend.reserve(worker_id="w", limit=1, lease_seconds=30)
+    assert await backend.release(lease)
+    stored = await backend.get_task(queued.id)
+    assert stored is not None and (stored.attempts, stored.started_at, stored.worker_id) == (0, None, None)
+    assert await backend.cancel(queued.id)
+    result = await backend.get_result(queued.id)
+    assert result is not None and (result.status, result.started_at, result.attempts) == ("cancelled", None, 0)

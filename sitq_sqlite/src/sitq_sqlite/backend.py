@@ -142,8 +142,10 @@ _RETRY_SQL = (
     "UPDATE tasks SET status = 'queued', eta = ?, due = ?, error = ?, lease_token = NULL "
     "WHERE seq = ? AND id = ? AND lease_token = ? AND status = 'running' RETURNING seq"
 )
-_RELEASE_SQL = (
-    "UPDATE tasks SET status = 'queued', due = min(eta, ?), lease_token = NULL, attempts = max(attempts - 1, 0) "
+_RELEASE_SQL = (  # a first attempt given back never started: the task says so again (no start, no worker)
+    "UPDATE tasks SET status = 'queued', due = min(eta, ?), lease_token = NULL, attempts = max(attempts - 1, 0), "
+    "started_at = CASE WHEN attempts <= 1 THEN NULL ELSE started_at END, "
+    "worker_id = CASE WHEN attempts <= 1 THEN NULL ELSE worker_id END "
     "WHERE seq = ? AND id = ? AND lease_token = ? AND status = 'running' RETURNING seq"
 )
 _FINAL_ROWS_PER_STATEMENT = _MAX_VARIABLES // _FINAL_COLUMNS
