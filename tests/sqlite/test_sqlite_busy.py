@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from sitq import TaskQueue
 from sitq_core.errors import BackendError, ConnectionError
-from sitq_core.models import Task, new_id
+from sitq_core.models import Outcome, Task, new_id
 from sitq_sqlite import SQLiteBackend
 
 
@@ -155,3 +156,26 @@ async def test_a_lock_held_through_the_first_connect_names_busy_timeout(tmp_path
     finally:
         holder.execute("ROLLBACK")
         holder.close()
+
+
+@pytest.mark.asyncio
+async def test_get_result_waits_through_a_lock_held_past_busy_timeout(tmp_path: Path) -> None:
+    """api.md: get_result returns None at its timeout "also when the store itself stalls"; never the busy error."""
+    path = tmp_path / "locked-reads.db"
+    backend = SQLiteBackend(path, journal_mode="DELETE", busy_timeout=0.2)  # a writer's lock blocks readers too
+    async with TaskQueue(backend) as queue:
+        task_id = await queue.enqueue(print)
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")  # a maintenance script, the sqlite3 shell
+        try:
+            assert await queue.get_result(task_id, timeout=0.6) is None  # before: BackendError after 0.2 s
+            waiting = asyncio.create_task(queue.get_result(task_id))  # timeout=None: waits on through the lock
+            done, _ = await asyncio.wait({waiting}, timeout=0.6)
+            assert not done, f"get_result(timeout=None) ended while the store was locked: {waiting}"
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        (lease,) = await backend.reserve(worker_id="w", limit=1, lease_seconds=30)
+        assert await backend.finish_many([Outcome(lease.id, lease.lease_token, "success", value=b"v")]) == [True]
+        result = await asyncio.wait_for(waiting, 10)
+    assert result is not None and result.value == b"v"

@@ -1230,10 +1230,20 @@ class SQLiteBackend(Backend):
         deadline = None if timeout is None else loop.time() + max(0.0, timeout)
         key = _result_key(task_id)
         pauses = safety_pauses(_RECHECK_FIRST, _RECHECK_MAX)
+        locked_before = False
         while True:
             entry = self._wakeups.register(key)
             try:
-                result = await self.get_result(task_id)
+                try:
+                    result = await self.get_result(task_id)
+                except BackendError as exc:
+                    # a lock held elsewhere past busy_timeout (a rollback journal mode, a maintenance
+                    # script): the result is not readable yet; wait on, within the caller's timeout
+                    if not isinstance(exc.__cause__, _Busy):
+                        raise
+                    if not locked_before:
+                        log.warning("sitq.sqlite: waiting for the result of %s: %s; still waiting", task_id, exc)
+                    locked_before, result = True, None
                 if result is not None:
                     return result
                 remaining = None if deadline is None else deadline - loop.time()
