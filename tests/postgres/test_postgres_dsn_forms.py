@@ -124,3 +124,27 @@ def test_a_dsn_connect_timeout_that_is_not_a_finite_number_is_refused(value: str
     with pytest.raises(ValidationError) as info:
         PostgresBackend(f"host=db connect_timeout={value}")
     assert info.value.parameter == "connect_timeout"
+
+
+@pytest.mark.parametrize(
+    ("url", "parameter"),
+    [
+        ("postgresql://postgres@127.0.0.1:5432/app?dbname=other", "dbname"),
+        ("postgresql://postgres@127.0.0.1:5432/app?port=5999", "port"),
+        ("postgresql://postgres@127.0.0.1/app?host=db.example", "host"),
+        ("postgresql://postgres@127.0.0.1/app?user=admin", "user"),
+        ("postgresql://postgres:s3cret@127.0.0.1/app?password=other", "password"),
+    ],
+)
+def test_a_part_given_twice_in_a_url_is_refused(url: str, parameter: str) -> None:
+    """libpq lets ?dbname= win over the path, asyncpg the other way round: neither is guessed."""
+    with pytest.raises(ConfigurationError) as info:
+        sitq.connect(url)
+    assert info.value.parameter == parameter
+    assert "s3cret" not in str(info.value) and "other" not in str(info.value) if parameter == "password" else True
+
+
+def test_a_part_given_only_as_a_query_parameter_is_kept() -> None:
+    backend = sitq.connect("postgresql://postgres@127.0.0.1?dbname=app&port=5433").backend
+    assert isinstance(backend, PostgresBackend)
+    assert backend.dsn is not None and "dbname=app" in backend.dsn and "port=5433" in backend.dsn

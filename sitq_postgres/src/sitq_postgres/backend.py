@@ -256,6 +256,18 @@ class PostgresBackend(Backend):
                 "a postgres URL is itself the connection string; drop ?dsn=", parameter="dsn", value=options["dsn"]
             )
         libpq = {key: options.pop(key) for key in list(options) if key in LIBPQ_PARAMETERS}  # stay in the DSN
+        in_url = {"host": url.host, "port": url.port, "dbname": url.database, "user": url.username}
+        in_url["password"] = url.password
+        for key, given in in_url.items():
+            if key in libpq and given not in (None, "") and str(libpq[key]) != str(given):
+                # libpq lets the query win, asyncpg the URL's own part: refuse rather than reach the wrong place
+                shown = "" if key == "password" else f" ({given!r} and {libpq[key]!r})"
+                raise ConfigurationError(
+                    f"the postgres URL gives {key!r} twice, differently, in the URL itself and as "
+                    f"?{key}={shown}; keep one",
+                    parameter=key,
+                    value=None if key == "password" else libpq[key],
+                )
         bare = BackendURL(
             scheme="postgresql",
             username=url.username,
