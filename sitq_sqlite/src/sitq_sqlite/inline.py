@@ -161,10 +161,17 @@ class InlinePath:
                 _close_quietly(slot.conn)
 
     def _before_fork(self) -> list[Any]:
-        """Close every thread's connection when no call is inside; keep them all referenced (see forks.py)."""
-        slots = self.slots()
+        """Close every thread's connection when no call is inside; keep them all referenced (see forks.py).
+
+        The slots taken here stay referenced through the fork, so none of them
+        can die now; one that died a moment before may have reached the orphans
+        after their own hook ran (hooks run in no set order): they are closed
+        here too.
+        """
+        slots: list[Any] = self.slots()
         if gate.quiet:
             self.close_for_fork()
+            slots.extend(_orphans.close_waiting())
         return slots
 
     def _after_fork_in_child(self) -> None:
@@ -220,11 +227,17 @@ class _Orphans:
         forks.forget_in_child(self)
 
     def _before_fork(self) -> list[Any]:
-        waiting, self.waiting = self.waiting, []
         if gate.quiet:
-            for conn in waiting:
-                _close_quietly(conn)
+            return self.close_waiting()
+        waiting, self.waiting = self.waiting, []
         return waiting  # referenced in a child, never closed there
+
+    def close_waiting(self) -> list[sqlite3.Connection]:
+        """Close the connections left here (the gate is quiet); returns them, to be kept referenced."""
+        waiting, self.waiting = self.waiting, []
+        for conn in waiting:
+            _close_quietly(conn)
+        return waiting
 
     def _after_fork_in_child(self) -> None:
         self.waiting = []
