@@ -261,3 +261,15 @@ def enqueue_with_sync_queue(queue: Any) -> str:
     """In another process: enqueue ``add(1, 2)`` through the SyncTaskQueue it was given (pickled)."""
     with queue:
         return str(queue.enqueue(add, 1, 2))
+
+
+async def async_record(path: str, hold: float) -> str:
+    """Append 'start' to a file, then hold the slot for ``hold`` seconds (counts how often a task started)."""
+    await asyncio.to_thread(_append, path, "start\n")
+    await asyncio.sleep(hold)
+    return "done"
+
+
+def _append(path: str, text: str) -> None:
+    with open(path, "a") as f:
+        f.write(text)

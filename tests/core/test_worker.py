@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -791,3 +792,29 @@ async def test_odd_base_exceptions_from_a_task_fail_that_task_and_free_its_slot(
         await asyncio.wait_for(worker.stop(), 10)
     assert odd is not None and odd.status == "failed", "the odd task never ended"
     assert after is not None and after.status == "success", "the worker's slot stayed taken"
+
+
+@pytest.mark.asyncio
+async def test_a_task_still_running_here_when_its_lease_ran_out_is_not_started_twice(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A lock held elsewhere longer than the lease: heartbeats fail, the lease runs out, and this worker's own
+    reserve takes the task back. Before: it started it a second time beside the first run."""
+    path = tmp_path / "stalled.db"
+    backend = SQLiteBackend(path, busy_timeout=0.2)
+    marks = tmp_path / "starts.txt"
+    async with TaskQueue(backend) as queue:
+        worker = Worker(backend, max_concurrency=4, lease_timeout=0.6, poll_interval=0.1)
+        await worker.start()
+        task_id = await queue.enqueue(tasks.async_record, str(marks), 3.0)
+        await wait_until(lambda: asyncio.sleep(0, marks.exists()))
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")  # maintenance holds the write lock past the lease
+        await asyncio.sleep(1.5)
+        blocker.execute("COMMIT")
+        blocker.close()
+        result = await queue.get_result(task_id, timeout=15)
+        await worker.stop()
+    assert result is not None and result.status == "success"
+    assert marks.read_text().split() == ["start"], "the task started twice"
+    assert "reclaimed by another worker" not in caplog.text

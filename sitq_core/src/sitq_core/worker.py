@@ -656,6 +656,7 @@ class Worker:
         )
 
     async def _take_reserved(self, reserved: list[ReservedTask]) -> None:
+        reserved = [item for item in reserved if not self._adopted(item)]
         runnings = [_Running(item) for item in reserved]
         if self._stopping is not None and self._stopping.is_set():
             for running in runnings:  # reserved while stopping: give them straight back, loaded or not
@@ -699,6 +700,26 @@ class Worker:
             self._dispatch()
 
         self._suspect_timer = self._loop.call_later(delay, again)
+
+    def _adopted(self, item: ReservedTask) -> bool:
+        """True when ``item`` is a task this worker is still running: it goes on under the new lease.
+
+        Its lease ran out while the store could not be reached (a lock held
+        elsewhere, a stalled network), and this worker's own reserve took it
+        back. Starting it again would run it twice at once, and the first
+        run's outcome would be thrown away as if another worker had it.
+        """
+        running = self._held.get(item.id)
+        if running is None or running.settled or running.started_at is None:
+            return False
+        logger.warning(
+            "worker %s: task %s is still running here after its lease ran out; it goes on under a new lease",
+            self.worker_id,
+            item.id,
+        )
+        running.reserved = item
+        running.lease_lost = False
+        return True
 
     async def _isolate_suspects(self, runnings: list[_Running]) -> list[_Running]:
         """Keep one suspect (a task whose last worker died holding it) to run alone; give back the others.
@@ -1515,6 +1536,7 @@ class Worker:
             if not sent:
                 continue
             leases = [(task_id, r.reserved.lease_token) for task_id, r in sent.items()]
+            tokens = dict(leases)
             try:
                 states = await self.backend.heartbeat(leases, self.lease_timeout)
             except Exception:
@@ -1522,9 +1544,14 @@ class Worker:
                 continue
             for task_id, state in states.items():
                 running = sent.get(task_id)
-                if running is None or self._held.get(task_id) is not running:
-                    # the attempt it answers for ended here meanwhile (a retry may already be the next
-                    # attempt of the same task, under a new lease): the answer is not about that one
+                if (
+                    running is None
+                    or self._held.get(task_id) is not running
+                    or running.reserved.lease_token != tokens[task_id]
+                ):
+                    # the attempt or lease it answers for ended here meanwhile (a retry may already be the
+                    # next attempt of the same task; a task still running may have been taken back under a
+                    # new lease): the answer is not about the current one
                     continue
                 if state == LeaseState.LOST:
                     if running.outcome_queued:
