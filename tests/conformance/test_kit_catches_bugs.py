@@ -8,9 +8,11 @@ backend through pytest itself (a subprocess) to show what its author would see.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import inspect
 import os
+import random
 import subprocess
 import sys
 import textwrap
@@ -23,6 +25,7 @@ from typing import Any, ClassVar
 
 import pytest
 
+from sitq_core import checks
 from sitq_core.backend import Backend
 from sitq_core.models import LeaseState, Outcome, ReservedTask, Result, Task, TaskStatus
 from sitq_core.testing import (
@@ -30,6 +33,7 @@ from sitq_core.testing import (
     CancelContract,
     ConcurrencyContract,
     EnqueueContract,
+    ExchangeContract,
     FakeClock,
     LeaseContract,
     LifecycleContract,
@@ -39,7 +43,7 @@ from sitq_core.testing import (
     StatsContract,
 )
 from sitq_dictstore import DictStoreBackend
-from sitq_dictstore.backend import _Row
+from sitq_dictstore.backend import _as_stored, _Row
 
 # ------------------------------------------------------------------ broken backends
 
@@ -333,6 +337,179 @@ class TimesOfTheReservation(DictStoreBackend):
         super()._finish(db, row, status, error, *rest[:2])
 
 
+class LoopBoundLock(DictStoreBackend):
+    """Guards each store with one ``asyncio.Lock`` shared by its instances: it binds to the first loop that waits."""
+
+    _guards: ClassVar[dict[str, asyncio.Lock]] = {}
+
+    async def reserve(self, **options: Any) -> list[ReservedTask]:
+        async with self._guards.setdefault(self.store, asyncio.Lock()):
+            await asyncio.sleep(0)  # the store's I/O, awaited under the lock
+            return await super().reserve(**options)
+
+    async def finish_many(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        async with self._guards.setdefault(self.store, asyncio.Lock()):
+            await asyncio.sleep(0)
+            return await super().finish_many(outcomes)
+
+
+class ChecksAsItStores(DictStoreBackend):
+    """Checks each task of a batch just before storing it, so a bad task leaves the tasks before it stored."""
+
+    async def enqueue_many(self, tasks: Sequence[Task]) -> list[str]:
+        db, ids = self._open(), []
+        for task in tasks:
+            checks.check_task(task)
+            with db.lock:
+                db.rows[task.id] = _Row(_as_stored(task), next(db.counter))
+            ids.append(task.id)
+        return ids
+
+
+class ChecksNothing(DictStoreBackend):
+    """Stores whatever it is given (a str payload, a naive eta)."""
+
+    async def enqueue_many(self, tasks: Sequence[Task]) -> list[str]:
+        db = self._open()
+        with db.lock:
+            for task in tasks:
+                db.rows[task.id] = _Row(task.with_changes(status=TaskStatus.QUEUED), next(db.counter))
+        return [task.id for task in tasks]
+
+
+class ReservesBeforeFinishing(DictStoreBackend):
+    """finish_and_reserve in the wrong order: reserve, then finish."""
+
+    async def finish_and_reserve(
+        self, outcomes: Sequence[Outcome], **options: Any
+    ) -> tuple[list[bool], list[ReservedTask]]:
+        reserved = await self.reserve(**options)
+        return await self.finish_many(outcomes), reserved
+
+
+class TiesByEnqueuedAt(DictStoreBackend):
+    """Breaks ties by enqueued_at before arrival (a task moved from another store jumps the queue)."""
+
+    @staticmethod
+    def _order(row: _Row) -> tuple[int, datetime, datetime, int]:  # type: ignore[override]
+        return (-row.task.priority, row.task.eta, row.task.enqueued_at, row.seq)
+
+
+class PurgesByEnqueuedAt(DictStoreBackend):
+    """purge(older_than=) judges when a task was enqueued, not when it finished."""
+
+    async def purge(self, *, older_than: datetime | None = None) -> int:
+        db = self._open()
+        with db.lock:
+            for row in db.rows.values():
+                if row.task.finished_at is not None:
+                    row.task = row.task.with_changes(finished_at=row.task.enqueued_at)
+        return await super().purge(older_than=older_than)
+
+
+class HeartbeatKeepsTheReserveLength(DictStoreBackend):
+    """Extends a lease by the reserve's lease_seconds, ignoring the heartbeat's own."""
+
+    async def heartbeat(self, leases: Sequence[tuple[str, str]], lease_seconds: float) -> dict[str, LeaseState]:
+        db, states = self._open(), {}
+        for task_id, token in leases:
+            row = db.rows.get(task_id)
+            length = 30.0
+            if row is not None and row.lease_expires_at is not None and row.task.started_at is not None:
+                length = (row.lease_expires_at - row.task.started_at).total_seconds()
+            states.update(await super().heartbeat([(task_id, token)], length))
+        return states
+
+
+class EmptyValueIsNone(DictStoreBackend):
+    """Stores an empty result value b"" as None (``value or None``)."""
+
+    async def finish_many(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        return await super().finish_many([dataclasses.replace(o, value=o.value or None) for o in outcomes])
+
+
+class PoisonCountsExpiries(DictStoreBackend):
+    """Writes lease_expiries, not attempts, into "lease expired after N attempts"."""
+
+    def _finish(self, db: Any, row: _Row, status: str, error: str | None, *rest: Any) -> None:
+        if error is not None and error.startswith("lease expired after"):
+            error = f"lease expired after {row.task.lease_expiries} attempts"
+        super()._finish(db, row, status, error, *rest)
+
+
+class ListTiesById(DictStoreBackend):
+    """list_tasks breaks ties of enqueued_at by id, not by arrival."""
+
+    async def list_tasks(self, **options: Any) -> list[Task]:
+        limit, offset = options.pop("limit", 100), options.pop("offset", 0)
+        tasks = await super().list_tasks(**options, limit=10**9)
+        tasks.sort(key=lambda task: (task.enqueued_at, task.id))
+        return tasks[offset : offset + limit]
+
+
+class UnstableListOrder(DictStoreBackend):
+    """list_tasks orders by enqueued_at alone, so ties come in whatever order the store has at hand each call."""
+
+    calls = 0
+
+    async def list_tasks(self, **options: Any) -> list[Task]:
+        limit, offset = options.pop("limit", 100), options.pop("offset", 0)
+        tasks = await super().list_tasks(**options, limit=10**9)
+        UnstableListOrder.calls += 1
+        random.Random(UnstableListOrder.calls).shuffle(tasks)
+        tasks.sort(key=lambda task: task.enqueued_at)
+        return tasks[offset : offset + limit]
+
+
+class SlowResultWaiter(DictStoreBackend):
+    """Waits for a result by polling every 2 s."""
+
+    async def wait_for_result(self, task_id: str, timeout: float | None) -> Result | None:
+        while (result := await self.get_result(task_id)) is None and timeout != 0:  # noqa: ASYNC110 (the bug)
+            await asyncio.sleep(2)
+        return result
+
+
+class NaiveResultTimes(DictStoreBackend):
+    """Returns a Result's times naive (a driver that drops the zone)."""
+
+    async def get_result(self, task_id: str) -> Result | None:
+        result = await super().get_result(task_id)
+        if result is None or result.enqueued_at is None:
+            return result
+        return dataclasses.replace(result, enqueued_at=result.enqueued_at.replace(tzinfo=None))
+
+
+class UncheckedPurge(DictStoreBackend):
+    """purge does not check older_than: a naive datetime meets an aware one in a comparison."""
+
+    async def purge(self, *, older_than: datetime | None = None) -> int:
+        db = self._open()
+        doomed = [
+            task_id
+            for task_id, row in db.rows.items()
+            if row.task.finished_at is not None and (older_than is None or row.task.finished_at < older_than)
+        ]
+        for task_id in doomed:
+            del db.rows[task_id]
+        return len(doomed)
+
+
+class NoFinishedAtOnTheTask(DictStoreBackend):
+    """Stores finished_at in the result only, not on the task."""
+
+    async def get_task(self, task_id: str) -> Task | None:
+        task = await super().get_task(task_id)
+        return task and task.with_changes(finished_at=None)
+
+
+class ZeroLimitReservesNothing(DictStoreBackend):
+    """Returns [] for reserve(limit=0) instead of refusing it."""
+
+    async def reserve(self, *, limit: int, **options: Any) -> list[ReservedTask]:
+        return [] if limit < 1 else await super().reserve(limit=limit, **options)
+
+
 def _fields(outcome: Outcome) -> dict[str, Any]:
     return {name: getattr(outcome, name) for name in outcome.__dataclass_fields__}
 
@@ -340,6 +517,135 @@ def _fields(outcome: Outcome) -> dict[str, Any]:
 # ------------------------------------------------------------------ the table
 
 CASES: list[tuple[type[DictStoreBackend], type[Any], str, dict[str, Any], str]] = [
+    (
+        LoopBoundLock,
+        ConcurrencyContract,
+        "test_reservers_on_other_threads_and_loops",
+        {},
+        "ConcurrencyContract: a backend used from another thread with its own event loop failed: RuntimeError(",
+    ),
+    (
+        ChecksAsItStores,
+        EnqueueContract,
+        "test_an_invalid_task_stores_nothing_of_its_batch",
+        {"flaw": "eta is naive"},
+        "EnqueueContract: enqueue_many is not atomic: a batch holding a task whose eta is naive stored task",
+    ),
+    (
+        ChecksNothing,
+        EnqueueContract,
+        "test_an_invalid_task_stores_nothing_of_its_batch",
+        {"flaw": "payload is str, not bytes"},
+        "EnqueueContract: enqueue_many with a task whose payload is str, not bytes in the middle of the batch must "
+        "raise ValidationError(parameter='tasks') (it returned without raising ValidationError)",
+    ),
+    (
+        ReservesBeforeFinishing,
+        ExchangeContract,
+        "test_a_released_task_comes_back_in_the_same_call",
+        {},
+        "ExchangeContract: finish_and_reserve must finish first, then reserve: a task released by the call",
+    ),
+    (
+        ReservesBeforeFinishing,
+        ExchangeContract,
+        "test_an_expired_lease_is_judged_before_the_reserve",
+        {},
+        "ExchangeContract: finish_and_reserve must finish first, then reserve: the outcome of an expired lease",
+    ),
+    (
+        TiesByEnqueuedAt,
+        ReserveContract,
+        "test_ties_follow_arrival_not_enqueued_at",
+        {},
+        "ReserveContract: among equal priority and eta reserve must follow arrival order",
+    ),
+    (
+        PurgesByEnqueuedAt,
+        StatsContract,
+        "test_purge_judges_finished_at_not_enqueued_at",
+        {},
+        "StatsContract: purge(older_than=t) deletes tasks *finished* before t",
+    ),
+    (
+        HeartbeatKeepsTheReserveLength,
+        LeaseContract,
+        "test_heartbeat_honours_its_lease_seconds",
+        {},
+        "LeaseContract: heartbeat(leases, lease_seconds=100) must extend the lease to now + 100 s",
+    ),
+    (
+        EmptyValueIsNone,
+        ResultContract,
+        "test_an_empty_value_reads_back_empty",
+        {},
+        "ResultContract: an empty result value b'' must read back as b''",
+    ),
+    (
+        PoisonCountsExpiries,
+        LeaseContract,
+        "test_poison_pill_counts_attempts_not_expiries",
+        {},
+        "LeaseContract: poison pill error must be 'lease expired after N attempts' with N = attempts",
+    ),
+    (
+        ListTiesById,
+        StatsContract,
+        "test_list_tasks_pages_ties_in_arrival_order",
+        {},
+        "StatsContract: list_tasks must list tasks sharing one enqueued_at in arrival order",
+    ),
+    (
+        UnstableListOrder,
+        StatsContract,
+        "test_list_tasks_pages_ties_in_arrival_order",
+        {},
+        "StatsContract: paging list_tasks 10 at a time through 100 tasks sharing one enqueued_at gave",
+    ),
+    (
+        SlowResultWaiter,
+        ResultContract,
+        "test_wait_sees_other_instance",
+        {},
+        "ResultContract: wait_for_result must see a result written by another instance promptly (no answer within 1 s)",
+    ),
+    (
+        NaiveResultTimes,
+        ResultContract,
+        "test_complete_stores_result",
+        {},
+        "ResultContract: Result.enqueued_at must be aware UTC",
+    ),
+    (
+        UncheckedPurge,
+        StatsContract,
+        "test_purge_naive_datetime",
+        {},
+        "StatsContract: purge(older_than=<a naive datetime>) must raise ValidationError(parameter='older_than') "
+        "(it raised TypeError",
+    ),
+    (
+        UncheckedPurge,
+        BadInputContract,
+        "test_bad_arguments_lose_nothing",
+        {},
+        "BadInputContract: a naive datetime must raise ValidationError(parameter='older_than'); nothing raised",
+    ),
+    (
+        NoFinishedAtOnTheTask,
+        StatsContract,
+        "test_purge_keeps_a_task_finished_exactly_at_the_cutoff",
+        {},
+        "StatsContract: a finished task must carry finished_at",
+    ),
+    (
+        ZeroLimitReservesNothing,
+        ReserveContract,
+        "test_bad_limit_and_lease",
+        {},
+        "ReserveContract: reserve(limit=0, lease_seconds=30.0) must raise ValidationError(parameter='limit') "
+        "(it returned without raising ValidationError)",
+    ),
     (
         ExistsBeforeAnyConnect,
         LifecycleContract,
@@ -679,6 +985,40 @@ def test_a_backend_call_that_never_answers_fails_its_test_instead_of_hanging_the
     )
     result = _author_runs_pytest(tmp_path, "test_hung.py", "priority_first", SITQ_KIT_TIMEOUT="1")
     result.fnmatch_lines(["*ReserveContract: test_priority_first did not finish within 1 s*", "*1 failed*"])
+
+
+def test_a_thread_that_never_ends_fails_its_test_and_pytest_still_exits(tmp_path: Path) -> None:
+    (tmp_path / "test_stuck.py").write_text(
+        textwrap.dedent(
+            """
+            import threading
+            import uuid
+            import pytest
+            from sitq_dictstore import DictStoreBackend
+            from sitq_core.testing import BackendSuite
+
+            class StuckOffTheMainThread(DictStoreBackend):
+                async def reserve(self, **options):
+                    if threading.current_thread() is not threading.main_thread():
+                        threading.Event().wait()   # blocks its thread for good: a lock nobody releases
+                    return await super().reserve(**options)
+
+            class TestStuck(BackendSuite):
+                @pytest.fixture
+                def backend_factory(self):
+                    store = uuid.uuid4().hex
+                    return lambda: StuckOffTheMainThread(store=store)
+            """
+        )
+    )
+    # _author_runs_pytest's subprocess timeout (60 s) fails this test if the stuck thread kept pytest from exiting
+    result = _author_runs_pytest(tmp_path, "test_stuck.py", "other_threads_and_loops", SITQ_KIT_TIMEOUT="2")
+    result.fnmatch_lines(
+        [
+            "*ConcurrencyContract: backends used from 2 threads, each with its own event loop, did not finish*",
+            "*1 failed*",
+        ]
+    )
 
 
 def _author_runs_pytest(folder: Path, module: str, selection: str, **env: str) -> pytest.LineMatcher:

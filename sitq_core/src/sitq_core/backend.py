@@ -16,6 +16,14 @@ Rules that hold for every method:
   ``False``. Invalid arguments raise ``ValidationError`` naming the parameter.
 - Store failures raise :class:`~sitq_core.errors.BackendError`; nothing that
   was committed before is lost by a failed call.
+- Instances, and any store they share, work from several threads at once,
+  each running its own event loop (a ``SyncTaskQueue`` runs its loop in a
+  thread beside a ``Worker``'s): no asyncio lock, event, connection or pool
+  bound to one event loop may live in state shared by instances or threads.
+  Contract: ``ConcurrencyContract``.
+- A store shared by several machines makes ``now()`` follow one clock (the
+  PostgreSQL backend adds the server's measured offset to ``clock()``);
+  otherwise a machine whose clock runs fast takes over live leases.
 
 The conformance suite in :mod:`sitq_core.testing` checks each promise below
 by name; a third-party backend that passes it works with sitq's queue and worker.
@@ -159,7 +167,9 @@ class Backend(abc.ABC):
         same instant). A task moved from another store keeps its counters:
         ``attempts`` and ``lease_expiries`` count on from what it brings
         (a new task brings 0). Either all tasks
-        are stored or none is. An id that already exists raises
+        are stored or none is. An id that already exists, or an invalid task
+        anywhere in the batch (see ``sitq_core.checks.check_task``: a naive
+        time, a payload that is not bytes, ...), raises
         ``ValidationError(parameter="tasks")`` and stores none of the batch.
         An empty sequence returns ``[]``.
         Contract: ``EnqueueContract``.
@@ -225,7 +235,7 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     async def heartbeat(self, leases: Sequence[tuple[str, str]], lease_seconds: float) -> dict[str, LeaseState]:
-        """Extend each ``(task_id, lease_token)`` lease to ``now + lease_seconds``.
+        """Extend each ``(task_id, lease_token)`` lease to ``now + lease_seconds`` (this call's length).
 
         Returns a state per task id: ``HELD`` (extended), ``LOST`` (the token is
         no longer current, the task is gone or final: nothing changed), or
@@ -251,7 +261,8 @@ class Backend(abc.ABC):
 
         - ``success`` / ``failed`` / ``cancelled``: the task becomes final with
           that status, ``finished_at`` set, and a :class:`Result` is stored
-          (value, error, traceback, enqueued/started/finished times, attempts).
+          (value, error, traceback, enqueued/started/finished times, attempts;
+          a ``value`` of ``b""`` reads back as ``b""``, not ``None``).
           The outcome's ``started_at`` and ``finished_at``, when given, are
           when the call really began and ended (a prefetched task starts
           after its reservation): store those; otherwise the reservation's
@@ -402,6 +413,10 @@ class Backend(abc.ABC):
     ) -> list[Task]:
         """Tasks filtered by status and queue, oldest enqueued first.
 
+        Ties (tasks sharing one ``enqueued_at``, as a ``TaskQueue.enqueue_many``
+        batch does) come in arrival order, so paging with ``limit``/``offset``
+        neither repeats nor skips a task.
+
         An unknown status raises ``ValidationError(parameter="status")``;
         ``limit < 0`` or ``offset < 0`` raises ``ValidationError``.
         Contract: ``StatsContract``.
@@ -416,7 +431,7 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     async def purge(self, *, older_than: datetime | None = None) -> int:
-        """Delete final tasks (and their results) finished before ``older_than``.
+        """Delete final tasks (and their results) finished (``finished_at``) before ``older_than``.
 
         ``None`` deletes every final task. Queued and running tasks are never
         deleted. Returns how many tasks were deleted. A naive datetime raises

@@ -10,12 +10,14 @@ from typing import Any, TypeVar
 import pytest
 
 from ...backend import Backend
+from ...errors import ValidationError
 from ...models import ReservedTask, Task, new_id
 from ..clock import FakeClock
 
 LEASE = 30.0
 WORKER = "worker-1"
 GUARD = 5.0  # seconds a call may take before the kit calls it hung
+RESULT_LATENCY = 1.0  # seconds a waiter may take to see a result written (the default waiter polls 1-50 ms)
 
 T = TypeVar("T")
 E = TypeVar("E", bound=BaseException)
@@ -30,12 +32,27 @@ async def within(awaitable: Awaitable[T], contract: str, promise: str, seconds: 
 
 
 async def refused(awaitable: Awaitable[Any], error: type[E], contract: str, promise: str) -> E:
-    """The ``error`` that ``awaitable`` must raise; failing with ``contract: promise`` when it returns."""
+    """The ``error`` that ``awaitable`` must raise; failing with ``contract: promise`` when it returns.
+
+    Another exception (a ``TypeError`` from comparing a naive datetime deep in the backend) fails
+    with the promise too, naming what was raised instead.
+    """
     try:
         await within(awaitable, contract, promise)
     except error as exc:
         return exc
+    except Exception as exc:
+        pytest.fail(f"{contract}: {promise} (it raised {type(exc).__name__}: {exc} instead)")
     pytest.fail(f"{contract}: {promise} (it returned without raising {error.__name__})")
+
+
+async def rejected(awaitable: Awaitable[Any], contract: str, call: str, parameter: str) -> ValidationError:
+    """The ``ValidationError`` naming ``parameter`` that ``call`` must raise; anything else fails, naming both."""
+    promise = f"{call} must raise ValidationError(parameter={parameter!r})"
+    error = await refused(awaitable, ValidationError, contract, promise)
+    if parameter_of(error) != parameter:
+        pytest.fail(f"{contract}: {promise}, got parameter={parameter_of(error)!r}: {error}")
+    return error
 
 
 def make_task(clock: FakeClock, **changes: Any) -> Task:
@@ -57,8 +74,10 @@ def is_aware_utc(value: datetime | None) -> bool:
 
 
 def close_to(a: datetime | None, b: datetime, tolerance: float = 0.001) -> bool:
-    """True when ``a`` is within ``tolerance`` seconds of ``b``."""
-    return a is not None and abs((a - b).total_seconds()) <= tolerance
+    """True when ``a`` is within ``tolerance`` seconds of ``b`` (False for None or a naive ``a``, never a TypeError)."""
+    if not isinstance(a, datetime) or a.tzinfo is None or a.utcoffset() is None:
+        return False
+    return abs((a - b).total_seconds()) <= tolerance
 
 
 async def reserve_all(backend: Backend, *, limit: int = 100, **kwargs: Any) -> list[ReservedTask]:

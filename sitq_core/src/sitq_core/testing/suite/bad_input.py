@@ -62,6 +62,11 @@ class BadInputContract(BackendFixtures):
                     f"{C}: {wrong[parameter]} must raise ValidationError(parameter={parameter!r}), "
                     f"got parameter={parameter_of(error)!r}: {error}"
                 )
+            except Exception as error:
+                pytest.fail(
+                    f"{C}: {wrong[parameter]} must raise ValidationError(parameter={parameter!r}); "
+                    f"it raised {type(error).__name__}: {error}"
+                )
             else:
                 pytest.fail(
                     f"{C}: {wrong[parameter]} must raise ValidationError(parameter={parameter!r}); nothing raised"

@@ -11,13 +11,14 @@ from typing import Any
 import pytest
 
 from ...backend import Backend, Capability
-from ...models import ReservedTask
+from ...models import LeaseState, ReservedTask
 from ..clock import FakeClock
 from ..fixtures import TIMEOUT_VARIABLE, BackendFactory, BackendFixtures, OpenBackend, kit_timeout, requires
 from ._support import LEASE, make_task
 
 C = "ConcurrencyContract"
 RESERVERS = 8
+THREADS = 2
 TASKS = 60
 PROCESSES = 3
 PROCESS_TASKS = 300
@@ -87,39 +88,88 @@ class ConcurrencyContract(BackendFixtures):
                 f"{C}: concurrent completes mixed up results"
             )
 
-    @requires(Capability.MULTI_PROCESS)
     @pytest.mark.asyncio
     async def test_reservers_on_other_threads_and_loops(
         self, backend: Backend, backend_factory: BackendFactory, clock: FakeClock
     ) -> None:
-        """Separate instances, each on its own thread and event loop (as separate processes would be)."""
+        """Instances on two threads, each with its own event loop, on one store: every backend, not only MULTI_PROCESS.
+
+        A ``SyncTaskQueue`` runs its own loop in a thread beside a ``Worker``'s loop, so a lock, connection or pool
+        bound to one event loop and shared through the store (a class attribute, a module global) breaks there:
+        "... is bound to a different event loop", or a waiter that is never woken.
+        """
         tasks = [make_task(clock) for _ in range(TASKS)]
         await backend.enqueue_many(tasks)
-        got: list[list[str]] = [[] for _ in range(4)]
+        loop = asyncio.get_running_loop()
+        limit, outer = kit_timeout() / 2, kit_timeout() * 3 / 4  # a thread ends itself first, then the test fails
+        slots: list[list[str]] = [[] for _ in range(THREADS)]
         errors: list[BaseException] = []
+        finished = asyncio.Semaphore(0)
 
-        async def drain(slot: list[str]) -> None:
-            instance = backend_factory()
+        async def drain(instance: Backend, slot: list[str], worker_id: str) -> None:
+            while leases := await instance.reserve(worker_id=worker_id, limit=2, lease_seconds=LEASE):
+                states = await instance.heartbeat([(lease.id, lease.lease_token) for lease in leases], LEASE)
+                for lease in leases:
+                    if states.get(lease.id) == LeaseState.HELD and await instance.complete(lease, lease.id.encode()):
+                        slot.append(lease.id)
+                await asyncio.sleep(0)  # let the other coroutines of this loop in: they contend for the store
+
+        async def thread_main(slot: list[str], name: str) -> None:
+            instance = backend_factory()  # the test's own instance when the store cannot be shared: used as is
             instance.clock = clock
-            async with instance:
-                while leases := await instance.reserve(worker_id="t", limit=2, lease_seconds=LEASE):
-                    slot.extend(lease.id for lease in leases)
+            async with asyncio.timeout(limit):  # a loop waiting on a future nobody wakes ends here
+                await instance.connect()
+                try:
+                    await asyncio.gather(*(drain(instance, slot, f"{name}-{n}") for n in range(3)))
+                finally:
+                    if instance is not backend:  # closing the shared one would end the other thread's work
+                        await instance.close()
 
-        def run(slot: list[str]) -> None:
+        def run(slot: list[str], name: str) -> None:
             try:
-                asyncio.run(drain(slot))
+                asyncio.run(thread_main(slot, name))
             except BaseException as exc:  # reported below, in the test's thread
                 errors.append(exc)
+            finally:
+                loop.call_soon_threadsafe(finished.release)
 
-        threads = [threading.Thread(target=run, args=(slot,)) for slot in got]
+        threads = [
+            # daemon: a thread stuck for good (a lock nobody releases) must not keep pytest from exiting
+            threading.Thread(target=run, args=(slot, f"thread-{n}"), name=f"sitq-kit-{n}", daemon=True)
+            for n, slot in enumerate(slots)
+        ]
         for thread in threads:
             thread.start()
-        for thread in threads:
-            await asyncio.to_thread(thread.join, 30)
-        assert not errors, f"{C}: a reserver on another thread failed: {errors[0]!r}"
-        flat = [task_id for slot in got for task_id in slot]
+        try:
+            async with asyncio.timeout(outer):
+                for _ in threads:
+                    await finished.acquire()
+        except TimeoutError:
+            pytest.fail(
+                f"{C}: backends used from {THREADS} threads, each with its own event loop, did not finish within "
+                f"{outer:g} s: a call blocks its thread for good (a lock or connection shared across event "
+                f"loops?); raise {TIMEOUT_VARIABLE} if merely slow"
+            )
+        if errors:
+            error = errors[0]
+            hint = (
+                " (every instance must work on its own thread and event loop: keep asyncio locks, connections and "
+                "pools per event loop, never in state shared by instances or threads)"
+            )
+            if isinstance(error, TimeoutError):
+                pytest.fail(
+                    f"{C}: a backend used from another thread with its own event loop did not finish within "
+                    f"{limit:g} s: a waiter was never woken{hint}"
+                )
+            pytest.fail(f"{C}: a backend used from another thread with its own event loop failed: {error!r}{hint}")
+        flat = [task_id for slot in slots for task_id in slot]
         assert len(flat) == len(set(flat)), f"{C}: reserve handed out a task that is still leased (across threads)"
-        assert set(flat) == {t.id for t in tasks}, f"{C}: reservers on other threads missed due tasks"
+        assert set(flat) == {t.id for t in tasks}, f"{C}: reservers on other threads and loops missed due tasks"
+        for task in tasks[:: TASKS // 6]:
+            result = await backend.get_result(task.id)
+            assert result is not None and result.value == task.id.encode(), (
+                f"{C}: a result written from another thread and event loop reads back wrong: {result!r}"
+            )
 
     @requires(Capability.MULTI_PROCESS)
     @pytest.mark.asyncio

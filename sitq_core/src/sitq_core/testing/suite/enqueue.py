@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta, timezone
+from typing import Any
 
 import pytest
 
@@ -14,7 +15,7 @@ from ...errors import SerializationError, ValidationError
 from ...models import Task, TaskStatus
 from ..clock import FakeClock
 from ..fixtures import BackendFixtures, requires
-from ._support import get, is_aware_utc, make_task, parameter_of, refused, reserve_all
+from ._support import get, is_aware_utc, make_task, parameter_of, refused, rejected, reserve_all
 
 C = "EnqueueContract"
 
@@ -35,6 +36,14 @@ def full_task(clock: FakeClock) -> Task:
         max_lease_expiries=7,
         enqueued_at=clock.now() - timedelta(microseconds=1),
     )
+
+
+#: Tasks ``enqueue_many`` must refuse with ``ValidationError(parameter="tasks")``: flaw -> fields.
+INVALID: dict[str, Callable[[FakeClock], dict[str, Any]]] = {
+    "eta is naive": lambda clock: {"eta": clock.now().replace(tzinfo=None)},
+    "enqueued_at is naive": lambda clock: {"enqueued_at": clock.now().replace(tzinfo=None)},
+    "payload is str, not bytes": lambda clock: {"payload": "text, not bytes"},
+}
 
 
 class EnqueueContract(BackendFixtures):
@@ -171,6 +180,26 @@ class EnqueueContract(BackendFixtures):
             )
         stored = await get(backend, existing.id, C)
         assert stored.payload == b"original", f"{C}: a duplicate id overwrote the stored task"
+
+    @pytest.mark.parametrize("flaw", sorted(INVALID))
+    @pytest.mark.asyncio
+    async def test_an_invalid_task_stores_nothing_of_its_batch(
+        self, backend: Backend, clock: FakeClock, flaw: str
+    ) -> None:
+        good = [make_task(clock) for _ in range(4)]
+        bad = make_task(clock, **INVALID[flaw](clock))  # Task itself checks nothing: the backend must
+        await rejected(
+            backend.enqueue_many([*good[:2], bad, *good[2:]]),
+            C,
+            f"enqueue_many with a task whose {flaw} in the middle of the batch",
+            "tasks",
+        )
+        for task in [*good, bad]:
+            assert await backend.get_task(task.id) is None, (
+                f"{C}: enqueue_many is not atomic: a batch holding a task whose {flaw} stored task {task.id} "
+                "(every task must be checked before any is stored)"
+            )
+        assert await reserve_all(backend) == [], f"{C}: a rejected batch left a task to reserve"
 
     @pytest.mark.asyncio
     async def test_duplicate_id_within_batch(self, backend: Backend, clock: FakeClock) -> None:

@@ -74,3 +74,43 @@ class ExchangeContract(BackendFixtures):
         assert accepted == [True] and reserved == [], (
             f"{C}: a task retried for later must not be reserved in the same call, got {[r.id for r in reserved]}"
         )
+
+    @pytest.mark.asyncio
+    async def test_a_released_task_comes_back_in_the_same_call(self, backend: Backend, clock: FakeClock) -> None:
+        task = make_task(clock)
+        await backend.enqueue(task)
+        lease = await reserve_one(backend, C, worker_id="w")
+        accepted, reserved = await backend.finish_and_reserve(
+            [Outcome(lease.id, lease.lease_token, "release")], worker_id="w", limit=5, lease_seconds=LEASE
+        )
+        assert accepted == [True], f"{C}: the release of a current lease must be accepted, got {accepted}"
+        assert [r.id for r in reserved] == [task.id], (
+            f"{C}: finish_and_reserve must finish first, then reserve: a task released by the call is due now "
+            f"and must come back in the same call's reservation, got {[r.id for r in reserved]}"
+        )
+        assert reserved[0].lease_token != lease.lease_token, f"{C}: the task released and reserved needs a new token"
+        assert reserved[0].task.attempts == 1, (
+            f"{C}: a released attempt is not counted: reserved again it is attempt 1, got {reserved[0].task.attempts}"
+        )
+
+    @pytest.mark.asyncio
+    async def test_an_expired_lease_is_judged_before_the_reserve(self, backend: Backend, clock: FakeClock) -> None:
+        # the worker finished just after its lease expired and nobody took the task: its outcome counts,
+        # and the reserve part of the same call must not hand the task out again first
+        task = make_task(clock)
+        await backend.enqueue(task)
+        lease = await reserve_one(backend, C, worker_id="w", lease_seconds=1)
+        clock.advance(5)
+        accepted, reserved = await backend.finish_and_reserve(
+            [Outcome(lease.id, lease.lease_token, "success", value=b"late")],
+            worker_id="w",
+            limit=5,
+            lease_seconds=LEASE,
+        )
+        assert accepted == [True] and reserved == [], (
+            f"{C}: finish_and_reserve must finish first, then reserve: the outcome of an expired lease nobody "
+            f"took must be accepted before the reserve could re-lease the task; got accepted={accepted}, "
+            f"reserved={[r.id for r in reserved]}"
+        )
+        result = await backend.get_result(task.id)
+        assert result is not None and result.value == b"late", f"{C}: the accepted outcome must store its result"

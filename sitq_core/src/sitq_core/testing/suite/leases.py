@@ -52,6 +52,24 @@ class LeaseContract(BackendFixtures):
         assert await backend.complete(lease, b"ok"), f"{C}: complete after a heartbeat must be accepted"
 
     @pytest.mark.asyncio
+    async def test_heartbeat_honours_its_lease_seconds(self, backend: Backend, clock: FakeClock) -> None:
+        lease = await enqueue_and_reserve(backend, clock, C)  # reserved for LEASE (30 s)
+        clock.advance(10)
+        states = await backend.heartbeat([(lease.id, lease.lease_token)], 100)
+        assert states == {lease.id: LeaseState.HELD}, f"{C}: heartbeat of a valid lease must return HELD, got {states}"
+        clock.advance(99)  # well past the reserve's 30 s, within the heartbeat's 100 s
+        assert await reserve_all(backend, worker_id="thief") == [], (
+            f"{C}: heartbeat(leases, lease_seconds=100) must extend the lease to now + 100 s, not by the "
+            "reserve's lease_seconds: reserve handed the task out again"
+        )
+        clock.advance(1)  # now + 100 s: expired
+        again = await reserve_all(backend, worker_id="thief")
+        assert [r.id for r in again] == [lease.id], (
+            f"{C}: heartbeat(leases, lease_seconds=100) must extend the lease to exactly now + 100 s; "
+            "the task was not due again at that time"
+        )
+
+    @pytest.mark.asyncio
     async def test_heartbeat_lost(self, backend: Backend, clock: FakeClock) -> None:
         lease = await enqueue_and_reserve(backend, clock, C)
         done = await enqueue_and_reserve(backend, clock, C)
@@ -134,6 +152,25 @@ class LeaseContract(BackendFixtures):
         assert result is not None, f"{C}: a poison pill must have a stored result"
         assert result.status == "failed" and result.error == "lease expired after 2 attempts", (
             f"{C}: a poison pill's result must be failed with the lease error, got {result!r}"
+        )
+
+    @pytest.mark.asyncio
+    async def test_poison_pill_counts_attempts_not_expiries(self, backend: Backend, clock: FakeClock) -> None:
+        task = make_task(clock, max_lease_expiries=1)
+        await backend.enqueue(task)
+        first = await reserve_one(backend, C)
+        assert await backend.retry(first, clock.now(), "boom"), f"{C}: retry with the current lease must be True"
+        await reserve_one(backend, C)  # attempt 2; its worker dies
+        clock.advance(LEASE)
+        assert await reserve_all(backend) == [], f"{C}: a task reaching max_lease_expiries must not be handed out"
+        stored = await get(backend, task.id, C)
+        assert (stored.status, stored.lease_expiries) == (TaskStatus.FAILED, 1), (
+            f"{C}: a task reaching max_lease_expiries must end 'failed' with lease_expiries=1, got "
+            f"{stored.status!r}/{stored.lease_expiries}"
+        )
+        assert stored.error == "lease expired after 2 attempts", (
+            f"{C}: poison pill error must be 'lease expired after N attempts' with N = attempts (2: one retried, "
+            f"one whose lease expired), not lease_expiries (1); got {stored.error!r}"
         )
 
     @pytest.mark.parametrize("call", sorted(FENCED))

@@ -10,7 +10,7 @@ import pytest
 from ...backend import Backend, Capability
 from ..clock import FakeClock
 from ..fixtures import BackendFixtures, OpenBackend, requires
-from ._support import GUARD, enqueue_and_reserve, is_aware_utc, make_task, within
+from ._support import GUARD, RESULT_LATENCY, enqueue_and_reserve, is_aware_utc, make_task, within
 
 C = "NotifyContract"
 LONG = 30.0  # a waiter that sleeps this long would hit the guard below
@@ -42,9 +42,9 @@ class NotifyContract(BackendFixtures):
         await backend.complete(lease, b"v")
         backend.notify_results([lease.id])
         try:
-            result = await asyncio.wait_for(waiter, GUARD)
+            result = await asyncio.wait_for(waiter, RESULT_LATENCY)
         except TimeoutError:
-            pytest.fail(f"{C}: wait_for_result did not wake on notify_results()")
+            pytest.fail(f"{C}: wait_for_result did not wake on notify_results() within {RESULT_LATENCY:g} s")
         assert result is not None, f"{C}: wait_for_result woke but returned None"
 
     @requires(Capability.CROSS_PROCESS_NOTIFY)

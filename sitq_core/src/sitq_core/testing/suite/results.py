@@ -11,7 +11,7 @@ from ...backend import Backend
 from ...models import Outcome, TaskStatus
 from ..clock import FakeClock
 from ..fixtures import BackendFixtures, OpenBackend
-from ._support import close_to, enqueue_and_reserve, get, is_aware_utc, make_task, within
+from ._support import RESULT_LATENCY, close_to, enqueue_and_reserve, get, is_aware_utc, make_task, within
 
 C = "ResultContract"
 
@@ -40,11 +40,13 @@ class ResultContract(BackendFixtures):
         assert result.value == b"\x00value\xff", f"{C}: the result value did not round trip: {result.value!r}"
         assert result.attempts == 1, f"{C}: the result must carry attempts, got {result.attempts}"
         assert result.serializer == "msgpack", f"{C}: the result must carry the task's serializer name"
+        for name in ("enqueued_at", "started_at", "finished_at"):
+            assert is_aware_utc(getattr(result, name)), (
+                f"{C}: Result.{name} must be aware UTC, got {getattr(result, name)!r}"
+            )
         assert close_to(result.enqueued_at, lease.task.enqueued_at), f"{C}: Result.enqueued_at is wrong"
         assert close_to(result.started_at, started), f"{C}: Result.started_at must be the attempt's start"
         assert close_to(result.finished_at, clock.now()), f"{C}: Result.finished_at must be now"
-        for name in ("enqueued_at", "started_at", "finished_at"):
-            assert is_aware_utc(getattr(result, name)), f"{C}: Result.{name} must be aware UTC"
 
     @pytest.mark.asyncio
     async def test_the_result_keeps_the_times_the_worker_reports(self, backend: Backend, clock: FakeClock) -> None:
@@ -69,6 +71,17 @@ class ResultContract(BackendFixtures):
         result = await backend.get_result(lease.id)
         assert result is not None and result.ok and result.value is None, (
             f"{C}: complete(lease, None) must store a success result with value None, got {result!r}"
+        )
+
+    @pytest.mark.asyncio
+    async def test_an_empty_value_reads_back_empty(self, backend: Backend, clock: FakeClock) -> None:
+        lease = await enqueue_and_reserve(backend, clock, C)
+        assert await backend.complete(lease, b""), f"{C}: complete with the current lease must be True"
+        result = await backend.get_result(lease.id)
+        assert result is not None and result.ok, f"{C}: complete(lease, b'') must store a success result"
+        assert result.value == b"" and type(result.value) is bytes, (
+            f"{C}: an empty result value b'' must read back as b'' (not None: None means 'no value'), "
+            f"got {result.value!r}"
         )
 
     @pytest.mark.asyncio
@@ -137,7 +150,9 @@ class ResultContract(BackendFixtures):
         assert not waiter.done()
         await backend.complete(lease, b"late")
         backend.notify_results([lease.id])
-        result = await within(waiter, C, "wait_for_result must wake when the result is written and notified")
+        result = await within(
+            waiter, C, "wait_for_result must wake when the result is written and notified", RESULT_LATENCY
+        )
         assert result is not None and result.value == b"late", (
             f"{C}: wait_for_result did not return a result written while it waited"
         )
@@ -151,7 +166,9 @@ class ResultContract(BackendFixtures):
         waiter = asyncio.create_task(other.wait_for_result(lease.id, 10))
         await asyncio.sleep(0)
         await backend.complete(lease, b"from elsewhere")  # no notify_results: another process would not call it
-        result = await within(waiter, C, "wait_for_result must see a result written by another instance")
+        result = await within(
+            waiter, C, "wait_for_result must see a result written by another instance promptly", RESULT_LATENCY
+        )
         assert result is not None and result.value == b"from elsewhere", (
             f"{C}: wait_for_result must see a result written by another backend instance without notification"
         )

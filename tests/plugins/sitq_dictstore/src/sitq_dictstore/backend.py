@@ -83,12 +83,9 @@ class DictStoreBackend(Backend):
     # -- enqueue -------------------------------------------------------------------------
 
     async def enqueue_many(self, tasks: Sequence[Task]) -> list[str]:
-        db, tasks = self._open(), list(tasks)
+        db = self._open()
+        tasks = [checks.check_task(task) for task in tasks]  # every task checked before any is stored
         ids = [task.id for task in tasks]
-        for task in tasks:
-            if not isinstance(task, Task):
-                raise ValidationError(f"expected Task objects, got {task!r}", parameter="tasks", value=task)
-            _aware(task.eta, "tasks")
         with db.lock:
             taken = [i for i in ids if i in db.rows] or [i for i in ids if ids.count(i) > 1]
             if taken:
