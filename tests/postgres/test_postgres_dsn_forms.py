@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -148,3 +149,19 @@ def test_a_part_given_only_as_a_query_parameter_is_kept() -> None:
     backend = sitq.connect("postgresql://postgres@127.0.0.1?dbname=app&port=5433").backend
     assert isinstance(backend, PostgresBackend)
     assert backend.dsn is not None and "dbname=app" in backend.dsn and "port=5433" in backend.dsn
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "postgresql://postgres@127.0.0.1/app?sslmode=requir",
+        "postgresql://postgres@127.0.0.1/app?target_session_attrs=primaryy",
+        {"backend": "postgres", "dsn": "host=127.0.0.1 dbname=app sslmode=nope"},
+    ],
+)
+def test_a_libpq_choice_out_of_its_set_is_a_configuration_error(source: Any) -> None:
+    """Before: a sitq.ConnectionError at the first call, which code retrying on ConnectionError retried for good."""
+    with pytest.raises(ConfigurationError) as info:
+        sitq.connect(source)
+    assert info.value.parameter in ("sslmode", "target_session_attrs")
+    assert info.value.valid_options is not None and str(info.value.value) not in info.value.valid_options

@@ -42,6 +42,13 @@ UNSUPPORTED = frozenset(
 )
 
 
+#: libpq parameters with a fixed set of values (checked when the backend is made, not at connect).
+CHOICES: dict[str, tuple[str, ...]] = {
+    "sslmode": ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
+    "target_session_attrs": ("any", "primary", "standby", "prefer-standby", "read-write", "read-only"),
+}
+
+
 def prepared_dsn(dsn: str | None, connect_timeout: float, *, default_timeout: float) -> tuple[str | None, float]:
     """The dsn as asyncpg takes it, and the connect timeout to use.
 
@@ -58,11 +65,20 @@ def prepared_dsn(dsn: str | None, connect_timeout: float, *, default_timeout: fl
         return dsn, connect_timeout
     parts = urlsplit(dsn)
     pairs = parse_qsl(parts.query, keep_blank_values=True)
-    for key, _value in pairs:
+    for key, value in pairs:
         if key in UNSUPPORTED:
             raise ConfigurationError(
                 f"libpq parameter {key!r} is not supported by asyncpg, the driver sitq uses; leave it out of the dsn",
                 parameter=key,
+            )
+        allowed = CHOICES.get(key)
+        if allowed is not None and value not in allowed:
+            # asyncpg would raise this at connect time as a connection error, which callers retry
+            raise ConfigurationError(
+                f"libpq parameter {key!r} must be one of: {', '.join(allowed)}; got {value!r}",
+                parameter=key,
+                value=value,
+                valid_options=list(allowed),
             )
     timeouts = [value for key, value in pairs if key == "connect_timeout"]
     if not timeouts:
