@@ -818,3 +818,37 @@ async def test_a_task_still_running_here_when_its_lease_ran_out_is_not_started_t
     assert result is not None and result.status == "success"
     assert marks.read_text().split() == ["start"], "the task started twice"
     assert "reclaimed by another worker" not in caplog.text
+
+
+@pytest.mark.asyncio
+async def test_start_during_a_stop_its_caller_gave_up_on_waits_and_starts_afresh(
+    queue: TaskQueue, tmp_path: Path
+) -> None:
+    worker = Worker(queue.backend, poll_interval=0.05)
+    await worker.start()
+    log = tmp_path / "record.log"
+    await queue.enqueue(tasks.record, str(log), 1, 0.4)
+    await wait_until(lambda: asyncio.sleep(0, log.exists()))
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(worker.stop(), 0.05)
+    await asyncio.wait_for(worker.start(), 10)  # before: returned at once, and the stop then ended the worker
+    task_id = await queue.enqueue(tasks.add, 2, 3)
+    result = await queue.get_result(task_id, timeout=10)
+    assert result is not None and result.status == "success", "the worker started again after the stop"
+    assert worker.running
+    await asyncio.wait_for(worker.stop(), 10)
+    assert not worker.running
+
+
+@pytest.mark.asyncio
+async def test_a_later_stop_with_a_timeout_tightens_a_stop_in_progress(queue: TaskQueue) -> None:
+    worker = Worker(queue.backend, poll_interval=0.05)
+    await worker.start()
+    task_id = await queue.enqueue(tasks.sleepy, 30)
+    await wait_until(lambda: _running(queue, 1))
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(worker.stop(), 0.2)  # graceful: would wait the 30 s task out
+    await asyncio.wait_for(worker.stop(timeout=0), 10)  # before: its timeout was ignored
+    assert not worker.running
+    stored = await queue.get_task(task_id)
+    assert stored is not None and stored.status == TaskStatus.QUEUED, "the abandoned task was given back"

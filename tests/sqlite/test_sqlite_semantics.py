@@ -422,3 +422,16 @@ async def test_a_first_attempt_given_back_leaves_no_start_behind(backend: SQLite
     assert await backend.cancel(queued.id)
     result = await backend.get_result(queued.id)
     assert result is not None and (result.status, result.started_at, result.attempts) == ("cancelled", None, 0)
+
+
+@pytest.mark.asyncio
+async def test_an_abandoned_attempt_given_back_keeps_its_start(backend: SQLiteBackend, clock: FakeClock) -> None:
+    """A task that ran (its worker gave up waiting for it at shutdown) is given back with the time it started."""
+    queued = task(clock)
+    await backend.enqueue(queued)
+    (lease,) = await backend.reserve(worker_id="w", limit=1, lease_seconds=30)
+    began = clock.now() + timedelta(seconds=1)
+    assert await backend.finish_many([Outcome(lease.id, lease.lease_token, "release", started_at=began)]) == [True]
+    stored = await backend.get_task(queued.id)
+    assert stored is not None and stored.status == TaskStatus.QUEUED
+    assert (stored.started_at, stored.worker_id) == (began, "w")

@@ -103,9 +103,9 @@ def _should_retry(exc: BaseException) -> bool:
 
 
 def _seen(task: asyncio.Future[None]) -> None:
-    """Mark a stop's error as retrieved: a caller that gave up must not make asyncio log it as lost."""
+    """Log a stop's error here: its caller may have given up, and asyncio would report it as never retrieved."""
     if not task.cancelled() and task.exception() is not None:
-        logger.debug("the stop ended with an error", exc_info=task.exception())
+        logger.error("the worker's stop ended with an error", exc_info=task.exception())
 
 
 class _Running:
@@ -304,6 +304,11 @@ class Worker:
         A ``stop()`` that arrives while ``start()`` is still connecting wins:
         the worker then never starts processing.
         """
+        stopping = self._stop_task
+        if stopping is not None and not stopping.done():
+            # a stop whose caller gave up is still going on: let it end, then start afresh
+            with contextlib.suppress(Exception):
+                await asyncio.shield(stopping)
         if self._running:
             return
         if self._starting is not None:  # another start() is connecting: share its outcome
@@ -379,8 +384,13 @@ class Worker:
             await asyncio.shield(self._starting)
         if not self._running or self._stopping is None:
             return
-        if self._stopping.is_set():
+        if self._stopping.is_set():  # a stop is going on: wait for it, at most ``timeout`` for its tasks
             assert self._stopped is not None
+            if timeout is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(self._stopped.wait()), timeout)
+                if not self._stopped.is_set():
+                    await self._hard_stop()  # as a second signal does: running tasks are left, leases released
             await self._stopped.wait()
             return
         self._stopping.set()
@@ -392,12 +402,17 @@ class Worker:
 
     async def _stop_now(self, timeout: float | None) -> None:
         """The body of ``stop()``: drain, report what is left, release what never started."""
-        assert self._stopped is not None
+        stopped = self._stopped
+        assert stopped is not None
         try:
             await self._drain_and_report(timeout)
         finally:
+            for loop_task in self._tasks:  # ended already, unless the drain failed half-way
+                loop_task.cancel()
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
             self._running = False
-            self._stopped.set()
+            stopped.set()
         logger.info(
             "worker %s stopped (processed=%d, succeeded=%d, failed=%d)",
             self.worker_id,
@@ -458,7 +473,6 @@ class Worker:
         await self._release_in_time(leftover, "unstarted")
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
-        self._running = False
         if self._owns_backend:
             await self.backend.close()
 
@@ -1028,7 +1042,10 @@ class Worker:
         for running in given_back:
             running.lease_lost = running.settled = True
             self._unhold(running)
-        outcomes = [Outcome(r.reserved.id, r.reserved.lease_token, "release") for r in given_back]
+        # a task that had started says when (an abandoned one): the store keeps that start on record
+        outcomes = [
+            Outcome(r.reserved.id, r.reserved.lease_token, "release", started_at=r.started_at) for r in given_back
+        ]
         try:
             await self.backend.finish_many(outcomes)
             self.backend.notify_work()

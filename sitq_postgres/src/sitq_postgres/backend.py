@@ -743,7 +743,7 @@ class PostgresBackend(Backend):
                     row = await conn.fetchrow(sql.retry, *fence, outcome.retry_at or now, outcome.error)
                     requeued = requeued or row is not None
                 else:  # release
-                    row = await conn.fetchrow(sql.release, *fence, now)
+                    row = await conn.fetchrow(sql.release, *fence, now, outcome.started_at)
                     requeued = requeued or row is not None
                 accepted[index] = row is not None
             if finished:

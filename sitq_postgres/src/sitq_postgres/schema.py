@@ -187,9 +187,10 @@ class Statements:
         )
         self.release = (
             f"UPDATE {s}.tasks SET status = 'queued', due = least(eta, $3), lease_token = NULL, "
-            # a first attempt given back never started: the task says so again (no start, no worker)
-            "started_at = CASE WHEN attempts <= 1 THEN NULL ELSE started_at END, "
-            "worker_id = CASE WHEN attempts <= 1 THEN NULL ELSE worker_id END, "
+            # a first attempt given back unstarted (no $4) says so again: no start, no worker
+            "started_at = CASE WHEN $4::timestamptz IS NOT NULL THEN $4 WHEN attempts <= 1 THEN NULL "
+            "ELSE started_at END, "
+            "worker_id = CASE WHEN $4::timestamptz IS NULL AND attempts <= 1 THEN NULL ELSE worker_id END, "
             f"attempts = greatest(attempts - 1, 0) WHERE {fence} RETURNING seq"
         )
         self.store_result = (

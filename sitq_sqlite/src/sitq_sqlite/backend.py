@@ -142,11 +142,11 @@ _RETRY_SQL = (
     "UPDATE tasks SET status = 'queued', eta = ?, due = ?, error = ?, lease_token = NULL "
     "WHERE seq = ? AND id = ? AND lease_token = ? AND status = 'running' RETURNING seq"
 )
-_RELEASE_SQL = (  # a first attempt given back never started: the task says so again (no start, no worker)
-    "UPDATE tasks SET status = 'queued', due = min(eta, ?), lease_token = NULL, attempts = max(attempts - 1, 0), "
-    "started_at = CASE WHEN attempts <= 1 THEN NULL ELSE started_at END, "
-    "worker_id = CASE WHEN attempts <= 1 THEN NULL ELSE worker_id END "
-    "WHERE seq = ? AND id = ? AND lease_token = ? AND status = 'running' RETURNING seq"
+_RELEASE_SQL = (  # a first attempt given back unstarted (no started_at) says so again: no start, no worker
+    "UPDATE tasks SET status = 'queued', due = min(eta, ?1), lease_token = NULL, attempts = max(attempts - 1, 0), "
+    "started_at = CASE WHEN ?2 IS NOT NULL THEN ?2 WHEN attempts <= 1 THEN NULL ELSE started_at END, "
+    "worker_id = CASE WHEN ?2 IS NULL AND attempts <= 1 THEN NULL ELSE worker_id END "
+    "WHERE seq = ?3 AND id = ?4 AND lease_token = ?5 AND status = 'running' RETURNING seq"
 )
 _FINAL_ROWS_PER_STATEMENT = _MAX_VARIABLES // _FINAL_COLUMNS
 _TOKEN_BYTES = 16  # a lease token: 128 random bits as 32 hex characters
@@ -985,7 +985,8 @@ class SQLiteBackend(Backend):
                     row = conn.execute(_RETRY_SQL, (due, due, outcome.error, *fence)).fetchone()
                     requeued = requeued or row is not None
                 elif outcome.kind == "release":
-                    row = conn.execute(_RELEASE_SQL, (now, *fence)).fetchone()
+                    started = None if outcome.started_at is None else to_us(outcome.started_at)
+                    row = conn.execute(_RELEASE_SQL, (now, started, *fence)).fetchone()
                     requeued = requeued or row is not None
                 else:
                     one = _final_parameters(outcome, seq, now)
