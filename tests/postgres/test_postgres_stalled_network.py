@@ -11,8 +11,10 @@ import asyncio
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
+import asyncpg  # type: ignore[import-untyped]
 import pytest
 
 import sitq
@@ -20,6 +22,7 @@ import sitq_core.worker
 from sitq import Worker
 
 import sitq_test_tasks as tasks
+from sitq_test_helpers import wait_until
 
 
 class StallingRelay:
@@ -163,3 +166,35 @@ async def test_cancelling_stop_is_not_swallowed(
             timer.cancel()
             relay.flow()
         await asyncio.wait_for(worker.stop(), 30)  # the stop goes on, and finishes once bytes flow
+
+
+@pytest.mark.asyncio
+async def test_an_enqueue_the_caller_gave_up_on_is_not_stored_later(pg_dsn: str, pg_schema: str) -> None:
+    """The server is asked to cancel the statement: a write waiting on a lock must not commit once the lock goes."""
+    async with sitq.connect(f"{pg_dsn}?schema={pg_schema}") as queue:
+        await queue.enqueue(tasks.add, 0)
+        locker = await asyncpg.connect(pg_dsn)
+        try:
+            locking = locker.transaction()
+            await locking.start()
+            await locker.execute(f"LOCK TABLE {pg_schema}.tasks IN SHARE MODE")  # blocks every INSERT
+            for _ in range(3):
+                with pytest.raises(TimeoutError):
+                    await asyncio.wait_for(queue.enqueue(tasks.add, 1), 0.3)
+
+            async def inserts_waiting() -> int:
+                return int(
+                    await locker.fetchval(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%INSERT%'"
+                    )
+                )
+
+            await wait_until(lambda: _is(inserts_waiting(), 0))  # cancelled on the server, not left waiting
+            await locking.commit()
+            assert (await queue.counts())["queued"] == 1, "an enqueue reported as cut short was stored after all"
+        finally:
+            await locker.close()
+
+
+async def _is(value: Any, expected: Any) -> bool:
+    return await value == expected

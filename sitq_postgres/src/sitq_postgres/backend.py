@@ -1062,18 +1062,44 @@ async def _leased(pool: Pool) -> AsyncIterator[Connection]:
     asyncpg gives a connection back by resetting it on the server, and a
     cancelled query first waits for the server to confirm the cancel: on a
     stalled network either waits for the operating system's TCP timeout,
-    so ``asyncio.wait_for(queue.counts(), 2)`` took 20 s. A call cancelled
-    mid-way drops its connection instead (its transaction was not committed,
-    so the server rolls it back), and a normal give-back is bounded too.
+    so ``asyncio.wait_for(queue.counts(), 2)`` took 20 s. A cancelled caller
+    leaves at once and the connection goes back in the background: asyncpg
+    still asks the server to cancel the statement (so a write cut short is
+    not committed later, once a lock it waited for goes), and a give-back
+    that takes longer than ``_RELEASE_TIMEOUT`` drops the connection.
     """
     conn = await pool.acquire()
     try:
         yield conn
     except asyncio.CancelledError:
-        conn.terminate()
+        _give_back_later(pool, conn)
         raise
-    finally:
-        await pool.release(conn, timeout=_RELEASE_TIMEOUT)
+    except BaseException:
+        # the body's error is the one to raise, not a failure to give the connection back
+        try:
+            await pool.release(conn, timeout=_RELEASE_TIMEOUT)
+        except Exception as exc:  # asyncpg terminated the connection: the pool opens another
+            log.debug("sitq.postgres: giving a connection back failed: %s", exc)
+        raise
+    await pool.release(conn, timeout=_RELEASE_TIMEOUT)
+
+
+_giving_back: set[asyncio.Task[None]] = set()  # referenced until done (the loop keeps only weak references)
+
+
+def _give_back_later(pool: Pool, conn: Connection) -> None:
+    """Give ``conn`` back to ``pool`` in the background, at most ``_RELEASE_TIMEOUT`` later (then it is dropped)."""
+
+    async def give_back() -> None:
+        try:
+            await pool.release(conn, timeout=_RELEASE_TIMEOUT)
+        except BaseException as exc:  # asyncpg terminated it; a closing loop cancels this: drop it then
+            conn.terminate()
+            log.debug("sitq.postgres: a cancelled call's connection was dropped: %r", exc)
+
+    task = asyncio.get_running_loop().create_task(give_back(), name="sitq-postgres-give-back")
+    _giving_back.add(task)
+    task.add_done_callback(_giving_back.discard)
 
 
 def _terminate(opened: Pool | Connection) -> None:
