@@ -418,3 +418,26 @@ async def test_an_abandoned_attempt_given_back_keeps_its_start(pg_dsn: str, pg_s
         stored = await backend.get_task(queued.id)
         assert stored is not None and stored.status == TaskStatus.QUEUED
         assert (stored.started_at, stored.worker_id) == (began, "w")
+
+
+@pytest.mark.asyncio
+async def test_a_burst_of_first_calls_opens_one_pool(
+    pg_dsn: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A web server's first requests after a deploy: each used to open a pool of its own (150 calls took 97
+    server connections and 53 failed with "too many clients")."""
+    opened: list[object] = []
+    create_pool = asyncpg.create_pool
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        opened.append(args)
+        return create_pool(*args, **kwargs)
+
+    monkeypatch.setattr(pg_backend.asyncpg, "create_pool", counted)
+    queue = TaskQueue(PostgresBackend(pg_dsn, schema=pg_schema, max_connections=4))  # never connect()ed
+    try:
+        ids = await asyncio.gather(*(queue.enqueue(tasks.add, n) for n in range(60)))
+        assert len(set(ids)) == 60 and (await queue.counts())["queued"] == 60
+    finally:
+        await queue.close()
+    assert len(opened) == 1, f"{len(opened)} pools were opened for one event loop"

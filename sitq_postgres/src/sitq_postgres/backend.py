@@ -182,6 +182,7 @@ class PostgresBackend(Backend):
         self._schema_ready = False
         self._listeners: dict[asyncio.AbstractEventLoop, Connection] = {}
         self._listener_locks: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
+        self._pool_locks: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}  # one pool being opened per loop
         self._opening: set[asyncio.Task[Any]] = set()  # connects in flight, whatever their callers do (_uncut)
         self._reads: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ResultReads] = weakref.WeakKeyDictionary()
         self._clock_offset = timedelta(0)  # the server's clock minus this machine's (see now())
@@ -198,7 +199,7 @@ class PostgresBackend(Backend):
         """
         forks.keep_inherited(self._pools, self._listeners)
         self._lock = threading.Lock()
-        self._pools, self._listeners, self._listener_locks = {}, {}, {}
+        self._pools, self._listeners, self._listener_locks, self._pool_locks = {}, {}, {}, {}
         self._reads = weakref.WeakKeyDictionary()
         self.notifier.after_fork_in_child()
 
@@ -364,6 +365,17 @@ class PostgresBackend(Backend):
         pool = self._pools.get(loop)
         if pool is not None:
             return pool
+        with self._lock:
+            opening = self._pool_locks.setdefault(loop, asyncio.Lock())
+        # one connect per loop: a burst of first calls (a web server's requests right after a deploy) waits
+        # for it instead of each opening a pool of its own, which ran the server out of connection slots
+        async with opening:
+            pool = self._pools.get(loop)
+            if pool is not None:
+                return pool
+            return await self._open_pool(loop)
+
+    async def _open_pool(self, loop: asyncio.AbstractEventLoop) -> Pool:
         self._release_closed_loops()  # a new loop (asyncio.run again, a test per loop): free the ended ones
         try:
             creating = asyncpg.create_pool(
@@ -411,6 +423,8 @@ class PostgresBackend(Backend):
             for loop in listeners:
                 del self._listeners[loop]
                 self._listener_locks.pop(loop, None)
+            for loop in [loop for loop in self._pool_locks if loop.is_closed()]:
+                del self._pool_locks[loop]
         for pool in pools.values():
             _close_dead_pool(pool)
         for conn in listeners.values():
