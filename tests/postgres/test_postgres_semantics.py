@@ -356,13 +356,17 @@ async def test_many_waiters_read_their_results_together(pg_dsn: str, pg_schema: 
         assert backend.reads <= 3  # 1,500 waiters: two chunks of ids, not 1,500 queries
 
 
-class SkewedBackend(PostgresBackend):
+def skewed_backend(dsn: str, *, schema: str, skew: float) -> PostgresBackend:
     """A PostgresBackend on a machine whose clock runs ``skew`` seconds fast (both of its clock readings)."""
-
-    def __init__(self, dsn: str, *, schema: str, skew: float) -> None:
-        super().__init__(dsn, schema=schema)
-        self.clock = lambda: datetime.now(UTC) + timedelta(seconds=skew)  # type: ignore[method-assign]
-        self.wall_clock = lambda: time.time() + skew  # type: ignore[method-assign]
+    machine = type(
+        "SkewedBackend",
+        (PostgresBackend,),
+        {
+            "clock": staticmethod(lambda: datetime.now(UTC) + timedelta(seconds=skew)),
+            "wall_clock": staticmethod(lambda: time.time() + skew),
+        },
+    )
+    return machine(dsn, schema=schema)  # type: ignore[no-any-return]
 
 
 @pytest.mark.parametrize("skew", [20.0, -20.0])
@@ -370,7 +374,7 @@ class SkewedBackend(PostgresBackend):
 async def test_a_worker_with_a_skewed_clock_never_takes_a_live_lease(pg_dsn: str, pg_schema: str, skew: float) -> None:
     async with (
         PostgresBackend(pg_dsn, schema=pg_schema) as honest,
-        SkewedBackend(pg_dsn, schema=pg_schema, skew=skew) as skewed,
+        skewed_backend(pg_dsn, schema=pg_schema, skew=skew) as skewed,
     ):
         assert abs((skewed.now() - datetime.now(UTC)).total_seconds()) < 1, "now() follows the server's clock"
         held = task()
@@ -388,6 +392,17 @@ async def test_a_worker_with_a_skewed_clock_never_takes_a_live_lease(pg_dsn: str
 async def test_a_close_clock_is_left_exact(pg_dsn: str, pg_schema: str) -> None:
     """On a synchronised machine now() is clock() itself, so a test's fake clock keeps exact times."""
     async with PostgresBackend(pg_dsn, schema=pg_schema) as backend:
+        fixed = datetime(2030, 1, 1, tzinfo=UTC)
+        backend.clock = lambda: fixed  # type: ignore[method-assign]
+        assert backend.now() == fixed
+
+
+@pytest.mark.asyncio
+async def test_a_fake_clock_is_left_exact_whatever_the_servers_offset(pg_dsn: str, pg_schema: str) -> None:
+    """The conformance kit drives backend.clock; a server 0.3 s off (a VM, a remote database) must not shift it."""
+    machine = skewed_backend(pg_dsn, schema=pg_schema, skew=0.3)
+    async with machine as backend:
+        assert backend._clock_offset != timedelta(0)
         fixed = datetime(2030, 1, 1, tzinfo=UTC)
         backend.clock = lambda: fixed  # type: ignore[method-assign]
         assert backend.now() == fixed
@@ -441,3 +456,17 @@ async def test_a_burst_of_first_calls_opens_one_pool(
     finally:
         await queue.close()
     assert len(opened) == 1, f"{len(opened)} pools were opened for one event loop"
+
+
+@pytest.mark.asyncio
+async def test_a_fast_producers_first_enqueue_is_due_at_once(pg_dsn: str, pg_schema: str) -> None:
+    """The queue connects (and so reads the server's clock) before it stamps its first task: that task was due
+    30 s late when its times were read from the fast local clock before any connect."""
+    queue = TaskQueue(skewed_backend(pg_dsn, schema=pg_schema, skew=30.0))  # never connect()ed
+    try:
+        first = await queue.enqueue(tasks.add, 1)
+        async with PostgresBackend(pg_dsn, schema=pg_schema) as honest:
+            leases = await honest.reserve(worker_id="honest", limit=5, lease_seconds=10)
+        assert [lease.id for lease in leases] == [first]
+    finally:
+        await queue.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -76,6 +77,17 @@ def _arguments(args: Any, kwargs: Any, *, where: str = "", value: Any = None) ->
             value=kwargs if value is None else value,
         )
     return tuple(args), dict(kwargs)
+
+
+_connected: weakref.WeakSet[Any] = weakref.WeakSet()  # backends a queue has connected before enqueueing
+
+
+def backend_not_ready(backend: Any) -> bool:
+    """True until a queue has connected ``backend`` once (one set lookup per enqueue after that)."""
+    try:
+        return backend not in _connected
+    except TypeError:  # a backend that cannot be weakly referenced: connects on first use, as before
+        return False
 
 
 class _Producer:
@@ -195,6 +207,25 @@ class _Producer:
             cause=exc,
         )
 
+    async def _connect_first(self) -> bool:
+        """Connect the backend before this queue's first enqueue; True when that connect happened now.
+
+        Times are read after it: a backend may learn its clock as it connects
+        (PostgreSQL follows the server's), and a burst of first enqueues then
+        finds the store open and shares its commits instead of each opening it.
+        """
+        backend = self._backend
+        if backend in _connected:
+            return False
+        try:
+            await backend.connect()
+        except SitqError:
+            raise
+        except Exception as exc:  # a plugin's own error: the type enqueue documents
+            raise self._enqueue_failed(exc) from exc
+        _connected.add(backend)
+        return True
+
     async def enqueue(self, func: Callable[..., Any], /, *args: Any, eta: datetime | None = None, **kwargs: Any) -> str:
         """Store a call of ``func(*args, **kwargs)`` and return its task id.
 
@@ -202,7 +233,10 @@ class _Producer:
         now. Raises ``ValidationError`` for a non-callable or naive ``eta`` and
         ``SerializationError`` when the call cannot be serialised.
         """
-        return await self._store_one(self._call_task(func, args, kwargs, eta))
+        task = self._call_task(func, args, kwargs, eta)  # bad input is refused before any connect
+        if backend_not_ready(self._backend) and await self._connect_first():
+            task = self._call_task(func, args, kwargs, eta)
+        return await self._store_one(task)
 
     async def enqueue_call(
         self, func: Callable[..., Any], args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
@@ -212,7 +246,10 @@ class _Producer:
         No keyword is taken for the queue itself, so a function whose own
         parameters include ``eta`` receives it untouched.
         """
-        return await self._store_one(self._call_task_of(func, args, kwargs))
+        task = self._call_task_of(func, args, kwargs)
+        if backend_not_ready(self._backend) and await self._connect_first():
+            task = self._call_task_of(func, args, kwargs)
+        return await self._store_one(task)
 
     async def enqueue_many(self, calls: Iterable[Any]) -> list[str]:
         """Store many calls in one transaction and return their ids in order.
@@ -224,10 +261,12 @@ class _Producer:
             raise ValidationError(
                 f"calls must be an iterable of calls, got {type(calls).__name__}", parameter="calls", value=calls
             )
-        now = self._backend.now()
         items = calls if isinstance(calls, list | tuple) else list(calls)
         if not items:
             return []
+        if backend_not_ready(self._backend):
+            await self._connect_first()
+        now = self._backend.now()
         return await self._store(TaskBatch(self._iter_tasks(items, now), len(items)))
 
     def _iter_tasks(self, items: list[Any] | tuple[Any, ...], now: datetime) -> Iterator[Task]:
@@ -390,6 +429,7 @@ class TaskQueue(_Producer):
 
     async def close(self) -> None:
         """Close the backend."""
+        _connected.discard(self._backend)
         await self._backend.close()
 
     async def __aenter__(self) -> Self:
