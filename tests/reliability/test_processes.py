@@ -231,14 +231,15 @@ async def test_poison_pill_ends_failed_after_lease_expiries(db: Path, workers: W
 
 @pytest.mark.asyncio
 async def test_a_stuck_sync_task_does_not_keep_a_stopping_worker_alive(db: Path, workers: Workers) -> None:
+    marks = db.parent / "stuck-starts.log"
     async with TaskQueue(SQLiteBackend(db)) as queue:
-        task_id = await queue.enqueue(tasks.sync_sleepy, 120)
+        task_id = await queue.enqueue(tasks.record, str(marks), 1, 120)  # starts, then holds its thread
         proc = workers.start("--shutdown-timeout", "0.5")
 
-        async def running() -> bool:
-            return (await queue.counts())["running"] == 1
+        async def started() -> bool:  # started in its thread, not merely reserved (that one is given back)
+            return marks.exists()
 
-        await wait_for(running)
+        await wait_for(started)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0, "the worker must leave once the shutdown timeout has passed"
         task = await queue.get_task(task_id)
