@@ -841,11 +841,12 @@ async def test_start_during_a_stop_its_caller_gave_up_on_waits_and_starts_afresh
 
 
 @pytest.mark.asyncio
-async def test_a_later_stop_with_a_timeout_tightens_a_stop_in_progress(queue: TaskQueue) -> None:
+async def test_a_later_stop_with_a_timeout_tightens_a_stop_in_progress(queue: TaskQueue, tmp_path: Path) -> None:
     worker = Worker(queue.backend, poll_interval=0.05)
     await worker.start()
-    task_id = await queue.enqueue(tasks.sleepy, 30)
-    await wait_until(lambda: _running(queue, 1))
+    marks = tmp_path / "starts.txt"
+    task_id = await queue.enqueue(tasks.async_record, str(marks), 30)
+    await wait_until(lambda: asyncio.sleep(0, marks.exists()))  # started, not merely reserved
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(worker.stop(), 0.2)  # graceful: would wait the 30 s task out
     await asyncio.wait_for(worker.stop(timeout=0), 10)  # before: its timeout was ignored
