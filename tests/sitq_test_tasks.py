@@ -273,3 +273,11 @@ async def async_record(path: str, hold: float) -> str:
 def _append(path: str, text: str) -> None:
     with open(path, "a") as f:
         f.write(text)
+
+
+def record_then_wait_for_gate(path: str, n: int) -> int:
+    """Append 'start n', block until GATE opens (at most 30 s), append 'end n'."""
+    _append(path, f"start {n}\n")
+    GATE.wait(30)
+    _append(path, f"end {n}\n")
+    return n

@@ -853,3 +853,44 @@ async def test_a_later_stop_with_a_timeout_tightens_a_stop_in_progress(queue: Ta
     assert not worker.running
     stored = await queue.get_task(task_id)
     assert stored is not None and stored.status == TaskStatus.QUEUED, "the abandoned task was given back"
+
+
+@pytest.mark.asyncio
+async def test_a_timed_out_sync_task_keeps_its_slot_until_its_thread_returns(queue: TaskQueue, tmp_path: Path) -> None:
+    """A thread cannot be killed: before, each timeout freed the slot and its retry ran beside the first attempt
+    (4 attempts at once with max_concurrency=1, and one more stuck thread per timeout)."""
+    log = tmp_path / "attempts.log"
+    worker = Worker(queue.backend, max_concurrency=1, poll_interval=0.05)
+    await worker.start()
+    view = queue.with_options(timeout=0.1, max_retries=2, retry_backoff=0.01)
+    task_id = await view.enqueue(tasks.record, str(log), 1, 0.4)
+    result = await queue.get_result(task_id, timeout=20)
+    await wait_until(lambda: asyncio.sleep(0, log.read_text().count("end") == 3))  # the last thread returns
+    await worker.stop()
+    assert result is not None and result.status == "failed" and result.attempts == 3
+    kinds = [line.split()[0] for line in log.read_text().splitlines()]
+    assert kinds == ["start", "end"] * 3, f"attempts ran side by side in one slot: {kinds}"
+
+
+@pytest.mark.asyncio
+async def test_hung_sync_threads_beyond_max_concurrency_hold_their_slots(queue: TaskQueue, tmp_path: Path) -> None:
+    """One hung call does not stop a one-slot worker; a second one holds the slot, so hung calls cannot pile up
+    threads without bound (before: one more thread per timeout, 103 threads for max_concurrency=2)."""
+    tasks.GATE.clear()
+    log = tmp_path / "hung.log"
+    worker = Worker(queue.backend, max_concurrency=1, prefetch=0, poll_interval=0.05)
+    try:
+        view = queue.with_options(timeout=0.1, max_retries=0)
+        first, second, third = [await view.enqueue(tasks.record_then_wait_for_gate, str(log), n) for n in (1, 2, 3)]
+        await worker.start()
+        for hung in (first, second):
+            result = await queue.get_result(hung, timeout=10)
+            assert result is not None and "timed out" in (result.error or "")
+        await asyncio.sleep(0.5)  # time enough for the third to start, were the slot free
+        assert "start 3" not in log.read_text(), "a third thread started while two hung calls ran on"
+        tasks.GATE.set()  # the hung calls return: the slot is free again
+        result = await queue.get_result(third, timeout=10)
+        assert result is not None and result.status == "success"
+    finally:
+        tasks.GATE.set()
+        await worker.stop()

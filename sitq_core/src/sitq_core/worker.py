@@ -9,6 +9,7 @@ else runs in a thread pool of ``max_concurrency`` threads.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import functools
 import inspect
@@ -266,6 +267,7 @@ class Worker:
         self._held: dict[str, _Running] = {}
         self._waiting: deque[_Running] = deque()
         self._executing = 0
+        self._outliving: list[str] = []  # task ids of timed-out sync calls whose threads still run (_outlive)
         self._outcomes: deque[tuple[_Running, Outcome, dict[str, Any]]] = deque()
         self._single_reports = 0  # report outcomes one per backend call for this many calls (a refused batch)
         self._fairness: asyncio.Task[None] | None = None  # gives back prefetched tasks when runs turn slow
@@ -346,6 +348,7 @@ class Worker:
         self._suspect, self._one_at_a_time, self._suspect_timer = None, False, None
         self._closing = False
         self._executing = 0
+        self._outliving = []
         self._single_reports = 0
         self._pool = ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix="sitq-task")
         self._tasks = [
@@ -971,6 +974,13 @@ class Worker:
                     self._executing += 1
                     suspect.future = asyncio.create_task(self._execute(suspect, call), name=f"sitq-task-{suspect.id}")
                 return
+            if self._outliving and self._waiting[0].id in self._outliving:
+                # a retry whose earlier attempt still runs in its thread waits for it (others go first)
+                ready = next((r for r in self._waiting if r.id not in self._outliving), None)
+                if ready is None:
+                    return
+                self._waiting.remove(ready)
+                self._waiting.appendleft(ready)
             running = self._waiting.popleft()
             call = self._decode(running)
             if call is None:
@@ -1180,7 +1190,7 @@ class Worker:
         began = time.perf_counter()
         call_began = [began]  # moved to when a thread starts a sync call with a timeout
         try:
-            value = await self._call(func, args, kwargs, task.timeout, call_began)
+            value = await self._call(func, args, kwargs, task.timeout, call_began, task_id=running.id)
         except asyncio.CancelledError as exc:
             current = asyncio.current_task()
             if running.cancel_asked():
@@ -1223,6 +1233,8 @@ class Worker:
         kwargs: dict[str, Any],
         timeout: float | None,
         began: list[float] | None = None,
+        *,
+        task_id: str = "",
     ) -> Any:
         if _is_async_callable(func):
             if timeout is None:
@@ -1240,7 +1252,9 @@ class Worker:
             def mark_started() -> None:
                 loop.call_soon_threadsafe(_resolve, started)
 
-            future = loop.run_in_executor(self._pool, _call_marked, mark_started, func, args, kwargs)
+            assert self._pool is not None
+            thread_call = self._pool.submit(_call_marked, mark_started, func, args, kwargs)
+            future = asyncio.wrap_future(thread_call)
             try:
                 await asyncio.wait({started, future}, return_when=asyncio.FIRST_COMPLETED)
             except asyncio.CancelledError:
@@ -1251,8 +1265,9 @@ class Worker:
             try:
                 value = await asyncio.wait_for(future, timeout)
             except TimeoutError:
-                if not future.done() or future.cancelled():  # the deadline passed, not the task's own error
+                if not thread_call.done():  # the deadline passed, not the task's own error
                     self._retire_pool()
+                    self._outlive(thread_call, task_id)
                 raise
         if inspect.isawaitable(value):
             value = await (_bounded(value, timeout) if timeout is not None else value)
@@ -1416,6 +1431,37 @@ class Worker:
     def _release_slot(self) -> None:
         self._executing -= 1
         self._dispatch()
+
+    def _outlive(self, thread_call: concurrent.futures.Future[Any], task_id: str) -> None:
+        """Book-keeping for a timed-out sync call whose thread runs on until the function returns.
+
+        Up to ``max_concurrency`` such threads do not hold a slot, so a few hung
+        calls do not stop the worker; past that each one keeps its slot until
+        it returns, so hung calls cannot pile up threads without bound. A
+        retry of the same task waits here until its earlier thread returns
+        (``_dispatch``), so one task never runs beside itself in this worker.
+        """
+        loop = asyncio.get_running_loop()
+        holds_slot = len(self._outliving) >= self.max_concurrency
+        if holds_slot:
+            self._executing += 1
+        self._outliving.append(task_id)
+        run = self._stopped  # this run's own: a restarted worker counts afresh
+
+        def release() -> None:
+            if self._stopped is not run:
+                return
+            self._outliving.remove(task_id)
+            if holds_slot:
+                self._release_slot()
+            else:
+                self._dispatch()
+
+        def returned(_call: concurrent.futures.Future[Any]) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop has ended: nothing left to start
+                loop.call_soon_threadsafe(release)
+
+        thread_call.add_done_callback(returned)
 
     def _report(self, running: _Running, outcome: Outcome, extra: dict[str, Any]) -> None:
         self._outcomes_put(running, outcome, extra)
