@@ -5,10 +5,19 @@ from __future__ import annotations
 import functools
 import pickle
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from sitq import CloudpickleSerializer, MsgpackSerializer, SerializationError, Serializer
+from sitq import (
+    CloudpickleSerializer,
+    MsgpackSerializer,
+    Result,
+    SerializationError,
+    Serializer,
+    SQLiteBackend,
+    TaskQueue,
+)
 from sitq_core.config import resolve_serializer
 
 
@@ -219,3 +228,29 @@ def test_cloudpickle_is_imported_when_the_queue_is_made_not_by_a_first_enqueue_o
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "True", done.stderr
+
+
+def test_a_queue_with_a_chosen_serializer_reads_only_its_own_results(tmp_path: Path) -> None:
+    """A msgpack queue never unpickles: a result row rewritten to say cloudpickle (someone with write access to the
+    store, the threat msgpack is chosen against) is refused, not loaded."""
+    marker = tmp_path / "ran"
+    foreign = Result(
+        id="t", task_id="t", status="success", value=pickle.dumps(_Touches(str(marker))), serializer="cloudpickle"
+    )
+    strict = TaskQueue(SQLiteBackend(tmp_path / "strict.db"), serializer="msgpack")
+    with pytest.raises(SerializationError) as info:
+        strict.deserialize_result(foreign)
+    assert "msgpack" in str(info.value) and "cloudpickle" in str(info.value)
+    assert not marker.exists()
+    own = Result(id="u", task_id="u", status="success", value=strict.serializer.dumps(5), serializer="msgpack")
+    assert strict.deserialize_result(own) == 5
+    default = TaskQueue(SQLiteBackend(tmp_path / "default.db"))  # no choice made: reads what any serializer wrote
+    assert default.deserialize_result(own) == 5
+
+
+class _Touches:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (open, (self.path, "w"))

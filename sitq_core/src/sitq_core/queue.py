@@ -358,6 +358,9 @@ class TaskQueue(_Producer):
         _target, _options, config_serializer = split_config(backend)
         self._backend = resolve_backend(backend)
         self._serializer = resolve_serializer(serializer if serializer is not None else config_serializer)
+        # chosen on purpose (not the default): results written by another serializer are refused, as a
+        # worker with an explicit serializer refuses other tasks (a msgpack queue never unpickles)
+        self._only_own_results = serializer is not None or config_serializer is not None
         self._options = TaskOptions()
         self._serializers: dict[str, Serializer] = {self._serializer.name: self._serializer}
 
@@ -491,6 +494,13 @@ class TaskQueue(_Producer):
 
     def _serializer_named(self, name: str) -> Serializer:
         serializer = self._serializers.get(name)
+        if serializer is None and self._only_own_results:
+            raise SerializationError(
+                f"this queue reads only results written by serializer {self._serializer.name!r}, and this one "
+                f"was written by {name!r}; use a queue with serializer={name!r} (or none) to read it",
+                operation="loads",
+                data_type=name,
+            )
         if serializer is None:
             try:
                 serializer = resolve_serializer(name)
