@@ -894,3 +894,20 @@ async def test_hung_sync_threads_beyond_max_concurrency_hold_their_slots(queue: 
     finally:
         tasks.GATE.set()
         await worker.stop()
+
+
+@pytest.mark.asyncio
+async def test_failures_and_retries_reach_the_log(queue: TaskQueue, caplog: pytest.LogCaptureFixture) -> None:
+    """An operator sees a task's final failure at WARNING (and its retries at INFO) without querying the store."""
+    caplog.set_level("INFO", logger="sitq.worker")
+    worker = Worker(queue.backend, poll_interval=0.05)
+    await worker.start()
+    task_id = await queue.with_options(max_retries=1, retry_backoff=0.01).enqueue(tasks.boom, "disk on fire")
+    result = await queue.get_result(task_id, timeout=10)
+    await worker.stop()
+    assert result is not None and result.status == "failed"
+    final = [r for r in caplog.records if r.levelname == "WARNING" and task_id in r.getMessage()]
+    assert final and "failed after 2 attempt(s): disk on fire" in final[0].getMessage()
+    assert "sitq_test_tasks" in final[0].getMessage()  # the function, to know what failed
+    retried = [r for r in caplog.records if r.levelname == "INFO" and "retrying" in r.getMessage()]
+    assert retried and task_id in retried[0].getMessage()

@@ -103,6 +103,12 @@ def _should_retry(exc: BaseException) -> bool:
         return True
 
 
+def _log_text(error: str | None, limit: int = 300) -> str:
+    """An error message for one log line: first line only, at most ``limit`` characters."""
+    text = (error or "").strip().splitlines()[0] if (error or "").strip() else "(no message)"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _seen(task: asyncio.Future[None]) -> None:
     """Log a stop's error here: its caller may have given up, and asyncio would report it as never retrieved."""
     if not task.cancelled() and task.exception() is not None:
@@ -1524,6 +1530,24 @@ class Worker:
             self.succeeded += 1
         elif outcome.kind in ("failed", "cancelled"):
             self.failed += 1
+        if outcome.kind == "failed":  # what an operator reads in the logs, without querying the store
+            logger.warning(
+                "worker %s: task %s (%s) failed after %d attempt(s): %s",
+                self.worker_id,
+                task.id,
+                task.function_name,
+                task.attempts,
+                _log_text(outcome.error),
+            )
+        elif outcome.kind == "retry":
+            logger.info(
+                "worker %s: task %s (%s) failed on attempt %d, retrying: %s",
+                self.worker_id,
+                task.id,
+                task.function_name,
+                task.attempts,
+                _log_text(outcome.error),
+            )
         manager = get_plugin_manager()
         if outcome.kind == "success":
             if manager.has_observers("sitq_task_succeeded"):
