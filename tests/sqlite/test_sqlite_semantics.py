@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import UTC, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -435,3 +436,32 @@ async def test_an_abandoned_attempt_given_back_keeps_its_start(backend: SQLiteBa
     stored = await backend.get_task(queued.id)
     assert stored is not None and stored.status == TaskStatus.QUEUED
     assert (stored.started_at, stored.worker_id) == (began, "w")
+
+
+@pytest.mark.asyncio
+async def test_purge_goes_in_chunks_each_its_own_transaction(
+    backend: SQLiteBackend, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A purge of millions of rows held the write lock for 11-36 s in one transaction: now chunk by chunk."""
+    import sitq_sqlite.backend as sqlite_backend
+
+    monkeypatch.setattr(sqlite_backend, "_PURGE_CHUNK_ROWS", 10)
+    commits: list[str] = []
+    transaction = backend._transaction
+
+    async def counted(operation: str, body: Any) -> Any:
+        commits.append(operation)
+        return await transaction(operation, body)
+
+    monkeypatch.setattr(backend, "_transaction", counted)
+    finished = [task(clock) for _ in range(35)]
+    kept = [task(clock) for _ in range(5)]
+    await backend.enqueue_many(finished + kept)
+    leases = await backend.reserve(worker_id="w", limit=35, lease_seconds=30)
+    assert len(leases) == 35
+    assert all(await backend.finish_many([Outcome(lease.id, lease.lease_token, "success") for lease in leases]))
+    clock.advance(60)
+    assert await backend.purge(older_than=clock.now()) == 35
+    assert commits.count("purge") == 4  # 10 + 10 + 10 + 5
+    assert (await backend.counts())["queued"] == 5
+    assert [await backend.get_result(lease.id) for lease in leases] == [None] * 35

@@ -151,6 +151,7 @@ _RELEASE_SQL = (  # a first attempt given back unstarted (no started_at) says so
 _FINAL_ROWS_PER_STATEMENT = _MAX_VARIABLES // _FINAL_COLUMNS
 _TOKEN_BYTES = 16  # a lease token: 128 random bits as 32 hex characters
 _SEQ_HEX = re.compile(r"[0-9a-f]{1,16}")  # the seq part of a lease token (a SQLite rowid fits in 16)
+_PURGE_CHUNK_ROWS = 2000  # final tasks deleted per purge transaction (the write lock is free in between)
 _INLINE_MAX_ROWS = 16  # larger enqueue batches go through the connection thread (the loop stays free)
 _TASK_COLUMN_COUNT = 21  # parameters per task row (TASK_COLUMNS plus due)
 _TASK_ROW = f"({', '.join('?' * _TASK_COLUMN_COUNT)})"
@@ -1132,11 +1133,23 @@ class SQLiteBackend(Backend):
         where = _FINAL_SQL + ("" if cutoff is None else " AND finished_at < ?")
         params: tuple[Any, ...] = () if cutoff is None else (cutoff,)
 
-        def body(conn: sqlite3.Connection) -> int:
-            conn.execute(f"DELETE FROM results WHERE task_id IN (SELECT id FROM tasks WHERE {where})", params)
-            return conn.execute(f"DELETE FROM tasks WHERE {where}", params).rowcount
+        # In chunks, each its own transaction: a purge of millions of rows in one took 11-36 s of the
+        # file's only write lock (enqueues failed past busy_timeout; heartbeats too, so leases ran out).
+        # The oldest rows come first in rowid order, so each chunk's scan stops early.
+        chunk = f"SELECT seq, id FROM tasks WHERE {where} ORDER BY seq LIMIT {_PURGE_CHUNK_ROWS}"
 
-        deleted = await self._transaction("purge", body)
+        def body(conn: sqlite3.Connection) -> int:
+            rows = conn.execute(chunk, params).fetchall()
+            conn.executemany("DELETE FROM results WHERE task_id = ?", [(task_id,) for _seq, task_id in rows])
+            conn.executemany("DELETE FROM tasks WHERE seq = ?", [(seq,) for seq, _task_id in rows])
+            return len(rows)
+
+        deleted = 0
+        while True:
+            count = await self._transaction("purge", body)
+            deleted += count
+            if count < _PURGE_CHUNK_ROWS:
+                break
         if deleted:
             log.info("sitq.sqlite: purged %d final tasks from %s", deleted, self.path)
         return deleted
