@@ -352,9 +352,8 @@ async def test_a_task_with_unstorable_text_fails_alone_in_its_group(tmp_path: Pa
 
 def test_a_connect_given_up_by_its_caller_is_taken_over_by_a_waiter_on_another_loop(tmp_path: Path) -> None:
     path = tmp_path / "taken-over.db"
-    SyncTaskQueue(SQLiteBackend(path)).close()
-    with SyncTaskQueue(SQLiteBackend(path)) as first:  # the file and its tables exist
-        first.counts()
+    with sqlite3.connect(path) as empty:  # a WAL file without sitq's tables yet: connecting must create them
+        empty.execute("PRAGMA journal_mode = WAL")
     locker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     locker.execute("BEGIN EXCLUSIVE")  # another process holds the file while the backend connects
     backend = SQLiteBackend(path, busy_timeout=5)

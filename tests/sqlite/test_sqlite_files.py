@@ -8,6 +8,7 @@ import shutil
 import sqlite3
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -273,11 +274,63 @@ async def test_not_a_database(tmp_path: Path) -> None:
 @pytest.mark.asyncio
 async def test_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "future.db"
+    async with SQLiteBackend(path):
+        pass
     with sqlite3.connect(path) as conn:
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     with pytest.raises(ConnectionError) as info:
         await SQLiteBackend(path).connect()
-    assert "schema version" in str(info.value)
+    assert "schema version" in str(info.value) and "upgrade sitq-sqlite" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("script", "said"),
+    [
+        ("CREATE TABLE users(id INTEGER PRIMARY KEY, name TEXT); INSERT INTO users VALUES (1, 'alice');", "another"),
+        ("CREATE TABLE users(id INTEGER PRIMARY KEY); PRAGMA user_version = 7;", "user_version 7"),
+        ("CREATE TABLE tasks(id INTEGER PRIMARY KEY, title TEXT); PRAGMA user_version = 1;", "did not create"),
+        ("PRAGMA user_version = 1;", "user_version 1"),
+    ],
+)
+@pytest.mark.asyncio
+async def test_another_applications_database_is_refused_and_left_as_it_was(
+    tmp_path: Path, script: str, said: str
+) -> None:
+    """A path mistyped onto another application's file: before, sitq added its tables, set user_version and
+    switched the file to WAL for good (or looped on 'no such index' for a foreign tasks table)."""
+    path = tmp_path / "their.db"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(script)
+    before = _snapshot(path)
+    with pytest.raises(ConnectionError) as info:
+        await SQLiteBackend(path).connect()
+    assert said in str(info.value) and "nothing in this one was changed" in str(info.value)
+    assert _snapshot(path) == before
+
+
+def _snapshot(path: Path) -> tuple[Any, ...]:
+    with sqlite3.connect(path) as conn:
+        return (
+            conn.execute("PRAGMA journal_mode").fetchone()[0],
+            conn.execute("PRAGMA user_version").fetchone()[0],
+            conn.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name").fetchall(),
+        )
+
+
+@pytest.mark.asyncio
+async def test_connecting_to_a_set_up_file_needs_no_write_lock(tmp_path: Path) -> None:
+    """sitq stats (a health check) must not fail while another process holds a long write transaction."""
+    path = tmp_path / "busy.db"
+    async with SQLiteBackend(path) as backend:
+        await backend.counts()
+    locker = sqlite3.connect(path, isolation_level=None)
+    locker.execute("BEGIN IMMEDIATE")  # a purge, a large enqueue_many, a migration
+    try:
+        async with SQLiteBackend(path, busy_timeout=0.2) as reader:
+            assert (await reader.counts())["queued"] == 0
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
 
 
 @pytest.mark.asyncio

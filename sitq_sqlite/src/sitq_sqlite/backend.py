@@ -396,8 +396,8 @@ class SQLiteBackend(Backend):
             db.stop()
             if isinstance(exc, ForeignSchemaError):
                 raise ConnectionError(
-                    f"SQLite database {self.path!r} already holds table(s) {', '.join(exc.tables)} that sitq did "
-                    "not create; use a file of its own for sitq (nothing in this one was changed)",
+                    f"SQLite database {self.path!r} {exc.describe()}; use a file of its own for sitq "
+                    "(nothing in this one was changed)",
                     backend_type="sqlite",
                     connection_details=self.path,
                 ) from None
@@ -494,15 +494,19 @@ class SQLiteBackend(Backend):
             conn.execute(f"PRAGMA journal_mode = {self.journal_mode}")
 
     def _setup(self, conn: sqlite3.Connection) -> int:
-        def pragmas(conn: sqlite3.Connection) -> None:
-            check_not_foreign(conn)  # before the journal mode changes anything in the file
+        def pragmas(conn: sqlite3.Connection) -> int:
+            found = check_not_foreign(conn)  # before the journal mode changes anything in the file
             if not self.is_memory:
                 mode = conn.execute(f"PRAGMA journal_mode = {self.journal_mode}").fetchone()[0]
                 if str(mode).upper() != self.journal_mode:
                     log.warning("sitq.sqlite: journal_mode %s requested, got %s", self.journal_mode, mode)
                 conn.execute(f"PRAGMA synchronous = {self.synchronous}")  # again: set after the journal mode
+            return found
 
-        self._retrying(conn, pragmas)
+        if self._retrying(conn, pragmas) == SCHEMA_VERSION:
+            # nothing to create: no write lock needed, so a health check (sitq stats) connects while
+            # another process holds a long write transaction
+            return SCHEMA_VERSION
         return self._retrying(conn, lambda c: self._write(c, create_schema))
 
     async def exists(self) -> bool | None:

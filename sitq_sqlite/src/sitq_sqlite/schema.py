@@ -88,28 +88,55 @@ _DDL = (
 
 
 class ForeignSchemaError(Exception):
-    """The file already holds tables of sitq's names that sitq did not create."""
+    """The file is not sitq's: tables of sitq's names it did not create, only other tables, or a foreign version."""
 
-    def __init__(self, tables: list[str]) -> None:
+    def __init__(self, tables: list[str], *, other: bool = False, version: int = 0) -> None:
         super().__init__(tables)
         self.tables = tables
+        self.other = other  # only tables of other names
+        self.version = version  # a user_version set by something else (0: none)
+
+    def describe(self) -> str:
+        listed = ", ".join(self.tables) or "no tables"
+        if self.version:
+            return f"has user_version {self.version} but not sitq's tables ({listed})"
+        if self.other:
+            return f"holds other tables ({listed}) and none of sitq's: it looks like another application's database"
+        return f"already holds table(s) {listed} that sitq did not create"
 
 
-def check_not_foreign(conn: sqlite3.Connection) -> None:
-    """Refuse a file whose ``tasks``/``results`` tables were made by something else (before touching it).
+def check_not_foreign(conn: sqlite3.Connection) -> int:
+    """Refuse a file that is not sitq's (before touching it); returns its schema version (0: sitq's tables to create).
 
-    A dump (``iterdump()``, ``.dump``, ``.recover``) does not carry ``user_version``,
-    so a file restored from one has sitq's tables at version 0: tables whose
-    columns are exactly sitq's are taken as sitq's own.
+    Refused, with nothing written: ``tasks``/``results`` tables made by
+    something else; a file that holds other tables and none of sitq's (another
+    application's database given by mistake); a non-zero ``user_version``
+    without sitq's tables. A version above :data:`SCHEMA_VERSION` on sitq's own
+    tables raises :class:`SchemaTooNewError`. A dump (``iterdump()``, ``.dump``,
+    ``.recover``) does not carry ``user_version``, so a file restored from one
+    has sitq's tables at version 0: tables whose columns are exactly sitq's
+    are taken as sitq's own.
     """
-    if int(conn.execute("PRAGMA user_version").fetchone()[0]) != 0:
-        return
-    rows = conn.execute(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ('tasks', 'results') ORDER BY name"
-    ).fetchall()
-    found = [row[0] for row in rows]
-    if found and not all(_columns(conn, table) == columns for table, columns in _own_columns().items()):
-        raise ForeignSchemaError(found)
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    tables = [
+        row[0]
+        for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+    ]
+    ours = [name for name in ("results", "tasks") if name in tables]
+    own_columns = bool(ours) and all(_columns(conn, table) == columns for table, columns in _own_columns().items())
+    if version == 0:
+        if ours and not own_columns:
+            raise ForeignSchemaError(ours)
+        if not ours and tables:
+            raise ForeignSchemaError(sorted(tables), other=True)
+        return version
+    if "tasks" not in tables:  # a version, but not sitq's tables: another application's (or a broken) file
+        raise ForeignSchemaError(sorted(tables), version=version)
+    if version > SCHEMA_VERSION:
+        raise SchemaTooNewError(version)
+    if version == SCHEMA_VERSION and not own_columns:  # this version's tables are exactly sitq's
+        raise ForeignSchemaError(ours)
+    return version
 
 
 def _columns(conn: sqlite3.Connection, table: str) -> list[str]:
