@@ -22,6 +22,7 @@ from sitq_sqlite import SQLiteBackend
 from sitq_sqlite.schema import SCHEMA_VERSION
 
 import sitq_test_tasks as tasks
+from sitq_test_helpers import wait_until
 
 
 def new_task(**changes: object) -> Task:
@@ -419,3 +420,29 @@ async def test_close_returns_once_the_files_are_closed(tmp_path: Path) -> None:
         await TaskQueue(backend).enqueue(tasks.add, 1)
         await backend.close()
         assert _open_handles(path) == [], f"round {round_}: files still open after close()"
+
+
+@pytest.mark.asyncio
+async def test_a_swollen_wal_shrinks_back_while_the_file_stays_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a huge write the WAL kept its peak size (272 MiB beside a 276 MiB database) for as long as workers ran."""
+    import sitq_sqlite.backend as sqlite_backend
+
+    monkeypatch.setattr(sqlite_backend, "_WAL_SIZE_LIMIT", 256 * 1024)
+    path = tmp_path / "swollen.db"
+    wal = Path(f"{path}-wal")
+    async with SQLiteBackend(path) as backend:
+        big = [Task(id=new_id(), payload=b"x" * 20_000) for _ in range(300)]  # about 6 MB in one transaction
+        await backend.enqueue_many(big)
+        assert _size(wal) > 4 * 1024 * 1024
+
+        async def shrunk() -> bool:
+            await backend.enqueue(Task(id=new_id(), payload=b"small"))  # commits checkpoint, then restart the WAL
+            return _size(wal) <= 1024 * 1024
+
+        await wait_until(shrunk)
+
+
+def _size(path: Path) -> int:
+    return os.path.getsize(path)
