@@ -678,8 +678,10 @@ class FlakyStore(SQLiteBackend):
     """A real SQLite backend whose store can be made unreachable for a while (an outage)."""
 
     down = False
+    calls = 0
 
     def _check(self) -> None:
+        self.calls += 1
         if self.down:
             raise BackendError("store unreachable (simulated outage)", operation="test", backend_type="sqlite")
 
@@ -911,3 +913,30 @@ async def test_failures_and_retries_reach_the_log(queue: TaskQueue, caplog: pyte
     assert "sitq_test_tasks" in final[0].getMessage()  # the function, to know what failed
     retried = [r for r in caplog.records if r.levelname == "INFO" and "retrying" in r.getMessage()]
     assert retried and task_id in retried[0].getMessage()
+
+
+@pytest.mark.asyncio
+async def test_a_store_that_keeps_failing_logs_one_traceback_not_one_a_retry(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A damaged file or a lost table failed every call: a traceback a second, about 5 million log lines a day."""
+    store = FlakyStore(tmp_path / "broken.db")
+    async with TaskQueue(store) as queue:
+        await queue.enqueue(tasks.add, 1)
+        store.down = True
+        worker = Worker(store, poll_interval=0.05)  # retries every 0.05 s while the store fails
+        await worker.start()
+
+        async def failed_often() -> bool:
+            return sum("backend call failed" in r.getMessage() for r in caplog.records) >= 1 and _calls(store) >= 10
+
+        store.calls = 0
+        await wait_until(failed_often)
+        store.down = False
+        await worker.stop()
+    tracebacks = [r for r in caplog.records if r.exc_info and "backend call failed" in r.getMessage()]
+    assert len(tracebacks) == 1, f"{len(tracebacks)} tracebacks for one failing store"
+
+
+def _calls(store: FlakyStore) -> int:
+    return store.calls

@@ -18,6 +18,7 @@ import math
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 import traceback as tb_module
@@ -54,6 +55,7 @@ _FINAL_REPORT_TIMEOUT = 10.0
 _WRAPPERS = ("functools:",)
 _MAX_SYNC_BATCH = 32
 _ADAPTIVE_PREFETCH_MAX = 256
+_FAILING_LOG_EVERY = 60.0  # seconds between two log lines about a store that keeps failing
 _CANCEL_GRACE = 2.0  # seconds stop() waits for a cancelled background loop to end
 _SUSPECT_WAIT = 5.0  # seconds a suspect waits for the tasks running beside it before it starts anyway
 _ADAPTIVE_PREFETCH_WINDOW = 0.1  # seconds of work reserved ahead when tasks are short
@@ -273,6 +275,7 @@ class Worker:
         self._held: dict[str, _Running] = {}
         self._waiting: deque[_Running] = deque()
         self._executing = 0
+        self._failing_logged = 0.0  # monotonic time of the last log line about failing backend calls
         self._outliving: list[str] = []  # task ids of timed-out sync calls whose threads still run (_outlive)
         self._outcomes: deque[tuple[_Running, Outcome, dict[str, Any]]] = deque()
         self._single_reports = 0  # report outcomes one per backend call for this many calls (a refused batch)
@@ -632,7 +635,7 @@ class Worker:
                         )
                         self._forget(batch)
                     else:
-                        logger.exception("worker %s: backend call failed; retrying in %.2fs", self.worker_id, delay)
+                        self._log_failing_store(failures, failing_since, delay)
                         self._outcomes.extendleft(reversed(batch))
                     # a plain sleep: the outcomes just put back (and new ones) must not end it at once
                     await asyncio.sleep(delay)
@@ -654,6 +657,27 @@ class Worker:
             woke_for_work = await self._idle(can_reserve=can_reserve, timeout=await self._idle_timeout())
             if woke_for_work or not can_reserve:
                 drained = False
+
+    def _log_failing_store(self, failures: int, failing_since: float, delay: float) -> None:
+        """A failed backend call: its traceback the first time, then one line at most every ``_FAILING_LOG_EVERY``.
+
+        A store that stays broken (a damaged file, a lost table) must not fill
+        the logs with a traceback a second (5 million lines a day).
+        """
+        if failures == 1:
+            logger.exception("worker %s: backend call failed; retrying in %.2fs", self.worker_id, delay)
+            self._failing_logged = time.monotonic()
+        elif time.monotonic() - self._failing_logged >= _FAILING_LOG_EVERY:
+            self._failing_logged = time.monotonic()
+            error = sys.exc_info()[1]
+            logger.error(
+                "worker %s: backend calls still failing (%d in a row over %.0f s), retrying every %.2fs: %s",
+                self.worker_id,
+                failures,
+                time.monotonic() - failing_since,
+                delay,
+                _log_text(f"{type(error).__name__}: {error}"),
+            )
 
     def _take_outcomes(self) -> list[tuple[_Running, Outcome, dict[str, Any]]]:
         batch: list[tuple[_Running, Outcome, dict[str, Any]]] = []
