@@ -401,3 +401,26 @@ async def test_a_function_whose_name_a_store_cannot_hold_is_stored_under_an_esca
     result = await queue.get_result(task_id, timeout=10)
     await worker.stop()
     assert result is not None and queue.deserialize_result(result) == 7
+
+
+@pytest.mark.asyncio
+async def test_a_queue_closes_a_backend_that_cannot_be_hashed() -> None:
+    """A plugin defining __eq__ (as @dataclass does) is unhashable: close() raised TypeError and left it open."""
+    from sitq_dictstore.backend import DictStoreBackend
+
+    class Unhashable(DictStoreBackend):
+        closed = False
+
+        def __eq__(self, other: object) -> bool:
+            return self is other
+
+        __hash__ = None  # type: ignore[assignment]
+
+        async def close(self) -> None:
+            Unhashable.closed = True
+            await super().close()
+
+    queue = TaskQueue(Unhashable())
+    assert await queue.enqueue(tasks.add, 1)
+    await queue.close()
+    assert Unhashable.closed

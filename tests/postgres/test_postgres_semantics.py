@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 import pytest
 
-from sitq import BackendError, TaskQueue, ValidationError, Worker
+from sitq import BackendError, SyncTaskQueue, TaskQueue, ValidationError, Worker
 from sitq_core.models import Outcome, Task, TaskStatus, new_id
 from sitq_postgres import PostgresBackend
 from sitq_postgres import backend as pg_backend
@@ -470,3 +470,14 @@ async def test_a_fast_producers_first_enqueue_is_due_at_once(pg_dsn: str, pg_sch
         assert [lease.id for lease in leases] == [first]
     finally:
         await queue.close()
+
+
+def test_a_fast_machines_sync_queue_stamps_its_first_task_by_the_server(pg_dsn: str, pg_schema: str) -> None:
+    queue = SyncTaskQueue(skewed_backend(pg_dsn, schema=pg_schema, skew=30.0))  # never connected: on first use
+    try:
+        first = queue.enqueue(tasks.add, 1)
+        stored = queue.get_task(first)
+    finally:
+        queue.close()
+    assert stored is not None
+    assert abs((stored.enqueued_at - datetime.now(UTC)).total_seconds()) < 5, "stamped by the fast local clock"

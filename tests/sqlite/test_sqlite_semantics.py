@@ -454,11 +454,11 @@ async def test_purge_goes_in_chunks_each_its_own_transaction(
         return await transaction(operation, body)
 
     monkeypatch.setattr(backend, "_transaction", counted)
+    kept = [task(clock, priority=-1) for _ in range(5)]  # queued, and first in the table (a backlog)
     finished = [task(clock) for _ in range(35)]
-    kept = [task(clock) for _ in range(5)]
-    await backend.enqueue_many(finished + kept)
+    await backend.enqueue_many(kept + finished)
     leases = await backend.reserve(worker_id="w", limit=35, lease_seconds=30)
-    assert len(leases) == 35
+    assert {lease.id for lease in leases} == {t.id for t in finished}
     assert all(await backend.finish_many([Outcome(lease.id, lease.lease_token, "success") for lease in leases]))
     clock.advance(60)
     assert await backend.purge(older_than=clock.now()) == 35

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import weakref
@@ -432,7 +433,8 @@ class TaskQueue(_Producer):
 
     async def close(self) -> None:
         """Close the backend."""
-        _connected.discard(self._backend)
+        with contextlib.suppress(TypeError):  # a backend that cannot be hashed was never recorded
+            _connected.discard(self._backend)
         await self._backend.close()
 
     async def __aenter__(self) -> Self:

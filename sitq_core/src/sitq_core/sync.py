@@ -28,7 +28,7 @@ from .errors import (
 from .forks import forget_in_child, keep_inherited
 from .models import Result, Task
 from .options import TaskOptions
-from .queue import TaskQueue, TaskQueueView
+from .queue import TaskQueue, TaskQueueView, backend_not_ready
 
 __all__ = ["SyncTaskQueue", "SyncTaskQueueView"]
 
@@ -180,6 +180,10 @@ class SyncTaskQueue:
         _refuse_running_loop(operation)
         with self._errors(operation, None):
             task = build()
+        # connect first, then stamp again: a backend may learn its clock as it connects (queue.py)
+        if backend_not_ready(producer._backend) and self._run(operation, producer._connect_first):
+            with self._errors(operation, None):
+                task = build()
         with self._lock:
             alone = self._enqueues == 0
             self._enqueues += 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import functools
 import inspect
 import logging
@@ -757,7 +758,18 @@ class Worker:
         run's outcome would be thrown away as if another worker had it.
         """
         running = self._held.get(item.id)
-        if running is None or running.settled or running.started_at is None:
+        if running is None or running.started_at is None:
+            return False
+        if running.outcome_queued:
+            # it has just ended: its outcome, still waiting to be sent, goes under the new lease too (one already
+            # on its way carries the old lease and is refused, so the new one runs the task again: at least once)
+            queued = [index for index, entry in enumerate(self._outcomes) if entry[0] is running]
+            if not queued:
+                return False
+            for index in queued:
+                held, outcome, extra = self._outcomes[index]
+                self._outcomes[index] = (held, dataclasses.replace(outcome, lease_token=item.lease_token), extra)
+        elif running.settled:
             return False
         logger.warning(
             "worker %s: task %s is still running here after its lease ran out; it goes on under a new lease",
@@ -1004,13 +1016,6 @@ class Worker:
                     self._executing += 1
                     suspect.future = asyncio.create_task(self._execute(suspect, call), name=f"sitq-task-{suspect.id}")
                 return
-            if self._outliving and self._waiting[0].id in self._outliving:
-                # a retry whose earlier attempt still runs in its thread waits for it (others go first)
-                ready = next((r for r in self._waiting if r.id not in self._outliving), None)
-                if ready is None:
-                    return
-                self._waiting.remove(ready)
-                self._waiting.appendleft(ready)
             running = self._waiting.popleft()
             call = self._decode(running)
             if call is None:
@@ -1467,9 +1472,7 @@ class Worker:
 
         Up to ``max_concurrency`` such threads do not hold a slot, so a few hung
         calls do not stop the worker; past that each one keeps its slot until
-        it returns, so hung calls cannot pile up threads without bound. A
-        retry of the same task waits here until its earlier thread returns
-        (``_dispatch``), so one task never runs beside itself in this worker.
+        it returns, so hung calls cannot pile up threads without bound.
         """
         loop = asyncio.get_running_loop()
         holds_slot = len(self._outliving) >= self.max_concurrency

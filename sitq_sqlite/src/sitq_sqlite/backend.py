@@ -1145,17 +1145,22 @@ class SQLiteBackend(Backend):
         # In chunks, each its own transaction: a purge of millions of rows in one took 11-36 s of the
         # file's only write lock (enqueues failed past busy_timeout; heartbeats too, so leases ran out).
         # The oldest rows come first in rowid order, so each chunk's scan stops early.
-        chunk = f"SELECT seq, id FROM tasks WHERE {where} ORDER BY seq LIMIT {_PURGE_CHUNK_ROWS}"
+        # Each chunk goes on from where the last one stopped (seq > last), so the rows a purge keeps (a queued
+        # backlog, recent results) are scanned once in all, not once per chunk.
+        chunk = f"SELECT seq, id FROM tasks WHERE seq > ? AND {where} ORDER BY seq LIMIT {_PURGE_CHUNK_ROWS}"
 
-        def body(conn: sqlite3.Connection) -> int:
-            rows = conn.execute(chunk, params).fetchall()
-            conn.executemany("DELETE FROM results WHERE task_id = ?", [(task_id,) for _seq, task_id in rows])
-            conn.executemany("DELETE FROM tasks WHERE seq = ?", [(seq,) for seq, _task_id in rows])
-            return len(rows)
+        def body(after: int) -> Callable[[sqlite3.Connection], tuple[int, int]]:
+            def delete_chunk(conn: sqlite3.Connection) -> tuple[int, int]:
+                rows = conn.execute(chunk, (after, *params)).fetchall()
+                conn.executemany("DELETE FROM results WHERE task_id = ?", [(task_id,) for _seq, task_id in rows])
+                conn.executemany("DELETE FROM tasks WHERE seq = ?", [(seq,) for seq, _task_id in rows])
+                return len(rows), (rows[-1][0] if rows else after)
 
-        deleted = 0
+            return delete_chunk
+
+        deleted, last = 0, 0
         while True:
-            count = await self._transaction("purge", body)
+            count, last = await self._transaction("purge", body(last))  # moved on only once committed
             deleted += count
             if count < _PURGE_CHUNK_ROWS:
                 break
