@@ -232,7 +232,7 @@ class PostgresBackend(Backend):
         if abs(offset) >= 1 and not self._clock_warned:
             self._clock_warned = True
             log.warning(
-                "sitq.postgres: this machine's clock is %.3f s %s the server's; sitq uses the server's time",
+                "this machine's clock is %.3f s %s the server's; sitq uses the server's time",
                 abs(offset),
                 "behind" if offset > 0 else "ahead of",
             )
@@ -408,7 +408,7 @@ class PostgresBackend(Backend):
         if existing is not None:  # another coroutine of this loop connected meanwhile
             await pool.close()
             return existing
-        log.debug("sitq.postgres: connected (%s, schema %s)", self._where(), self.schema)
+        log.debug("connected (%s, schema %s)", self._where(), self.schema)
         return pool
 
     def _release_closed_loops(self) -> None:
@@ -433,7 +433,7 @@ class PostgresBackend(Backend):
         for conn in listeners.values():
             _close_dead_connection(conn)
         if pools or listeners:
-            log.debug("sitq.postgres: released the connections of %d ended event loop(s)", len(pools | listeners))
+            log.debug("released the connections of %d ended event loop(s)", len(pools | listeners))
 
     def _cannot_connect(self, exc: BaseException) -> ConnectionError:
         return ConnectionError(
@@ -501,7 +501,7 @@ class PostgresBackend(Backend):
             raise
         except Exception as exc:
             if finished:  # giving the connection back failed (it was dropped after the commit)
-                log.warning("sitq.postgres: %s committed, then its connection failed: %s", operation, exc)
+                log.warning("%s committed, then its connection failed: %s", operation, exc)
                 return result
             if not isinstance(exc, _DRIVER_ERRORS):
                 raise
@@ -580,7 +580,7 @@ class PostgresBackend(Backend):
                 # The connection went during the statement: it may have committed or not. The same ids
                 # again settle it: stored now, or "already exists" because an earlier attempt was stored.
                 # A wave of killed sessions can take the next pooled connection too: a few tries, paced.
-                log.warning("sitq.postgres: enqueue lost its connection (%s); trying again", exc.cause)
+                log.warning("enqueue lost its connection (%s); trying again", exc.cause)
                 await asyncio.sleep(0.05 * 4**attempt)
             else:
                 return ids
@@ -906,7 +906,7 @@ class PostgresBackend(Backend):
                 lost = isinstance(exc, ConnectionError) or isinstance(exc.cause, _CONNECTION_LOST)
                 if timeout == 0 or not lost or (remaining is not None and remaining <= 0):
                     raise
-                log.debug("sitq.postgres: waiting for %s: %s; trying again", task_id, exc)
+                log.debug("waiting for %s: %s; trying again", task_id, exc)
                 await asyncio.sleep(backoff if remaining is None else min(backoff, remaining))
                 backoff = min(backoff * 2, _WAIT_RETRY_MAX)
 
@@ -1096,7 +1096,7 @@ async def _leased(pool: Pool) -> AsyncIterator[Connection]:
         try:
             await pool.release(conn, timeout=_RELEASE_TIMEOUT)
         except Exception as exc:  # asyncpg terminated the connection: the pool opens another
-            log.debug("sitq.postgres: giving a connection back failed: %s", exc)
+            log.debug("giving a connection back failed: %s", exc)
         raise
     await pool.release(conn, timeout=_RELEASE_TIMEOUT)
 
@@ -1112,7 +1112,7 @@ def _give_back_later(pool: Pool, conn: Connection) -> None:
             await pool.release(conn, timeout=_RELEASE_TIMEOUT)
         except BaseException as exc:  # asyncpg terminated it; a closing loop cancels this: drop it then
             conn.terminate()
-            log.debug("sitq.postgres: a cancelled call's connection was dropped: %r", exc)
+            log.debug("a cancelled call's connection was dropped: %r", exc)
 
     task = asyncio.get_running_loop().create_task(give_back(), name="sitq-postgres-give-back")
     _giving_back.add(task)

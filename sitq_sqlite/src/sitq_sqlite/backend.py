@@ -433,7 +433,7 @@ class SQLiteBackend(Backend):
                     cause=exc,
                 ) from exc
             raise
-        log.debug("sitq.sqlite: connected to %s (schema version %s)", self.path, found)
+        log.debug("connected to %s (schema version %s)", self.path, found)
         return db
 
     def _new_inline_connection(self) -> sqlite3.Connection:
@@ -504,7 +504,7 @@ class SQLiteBackend(Backend):
             if not self.is_memory:
                 mode = conn.execute(f"PRAGMA journal_mode = {self.journal_mode}").fetchone()[0]
                 if str(mode).upper() != self.journal_mode:
-                    log.warning("sitq.sqlite: journal_mode %s requested, got %s", self.journal_mode, mode)
+                    log.warning("journal_mode %s requested, got %s", self.journal_mode, mode)
                 conn.execute(f"PRAGMA synchronous = {self.synchronous}")  # again: set after the journal mode
             return found
 
@@ -551,11 +551,11 @@ class SQLiteBackend(Backend):
             if not self.is_memory:
                 await db.run(_checkpoint)
         except sqlite3.Error as exc:
-            log.warning("sitq.sqlite: checkpoint at close failed for %s: %s", self.path, exc)
+            log.warning("checkpoint at close failed for %s: %s", self.path, exc)
         finally:
             await db.shutdown()  # returns once the connection (and its file handles) is closed
         self._wakeups.wake_all()  # waiters re-check (and reconnect) instead of sleeping on
-        log.debug("sitq.sqlite: closed %s", self.path)
+        log.debug("closed %s", self.path)
 
     # ------------------------------------------------------------ plumbing
 
@@ -1165,7 +1165,7 @@ class SQLiteBackend(Backend):
             if count < _PURGE_CHUNK_ROWS:
                 break
         if deleted:
-            log.info("sitq.sqlite: purged %d final tasks from %s", deleted, self.path)
+            log.info("purged %d final tasks from %s", deleted, self.path)
         return deleted
 
     async def next_eta(self, queues: Sequence[str] | None = None) -> datetime | None:
@@ -1230,7 +1230,7 @@ class SQLiteBackend(Backend):
             try:
                 task_ids = new_results.scan(conn)
             except sqlite3.Error as exc:  # e.g. busy during recovery: wake everybody to re-check
-                log.debug("sitq.sqlite: reading new results failed: %s", exc)
+                log.debug("reading new results failed: %s", exc)
                 task_ids = None
             if task_ids is None:
                 self._wakeups.wake_all()
@@ -1270,7 +1270,7 @@ class SQLiteBackend(Backend):
                     if not isinstance(exc.__cause__, _Busy):
                         raise
                     if not locked_before:
-                        log.warning("sitq.sqlite: waiting for the result of %s: %s; still waiting", task_id, exc)
+                        log.warning("waiting for the result of %s: %s; still waiting", task_id, exc)
                     locked_before, result = True, None
                 if result is not None:
                     return result
@@ -1326,7 +1326,7 @@ def _configured(cls: type[SQLiteBackend], path: str, options: dict[str, Any]) ->
 def _checkpoint(conn: sqlite3.Connection) -> None:
     row = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
     if row is not None and row[0]:
-        log.debug("sitq.sqlite: checkpoint at close was incomplete (another connection is reading)")
+        log.debug("checkpoint at close was incomplete (another connection is reading)")
 
 
 def _insert_rows(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
@@ -1518,9 +1518,9 @@ def _end_expired(conn: sqlite3.Connection, seq: int, now: int, expiries: int, *,
     result = (task_id, task_id, status, None, error_text, None, enqueued_at, started_at, now, attempts, serializer)
     conn.execute(_INSERT_RESULT, result)
     if cancelled:
-        log.info("sitq.sqlite: task %s cancelled (its worker is gone)", task_id)
+        log.info("task %s cancelled (its worker is gone)", task_id)
     else:
-        log.warning("sitq.sqlite: task %s failed: %s", task_id, error_text)
+        log.warning("task %s failed: %s", task_id, error_text)
 
 
 _POISON_ERROR = "'lease expired after ' || attempts || ' attempts'"

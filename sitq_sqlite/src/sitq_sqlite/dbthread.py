@@ -103,7 +103,7 @@ class DbThread:
             try:
                 self.close_for_fork()
             except sqlite3.Error:  # pragma: no cover - closing an idle connection does not fail
-                log.warning("sitq.sqlite: closing a connection before a fork failed", exc_info=True)
+                log.warning("closing a connection before a fork failed", exc_info=True)
         return [self._conn]  # an in-memory database (or one a busy fork could not close): never closed in a child
 
     def _after_fork_in_child(self) -> None:

@@ -97,12 +97,12 @@ def open_changes(path: str) -> FileChanges | None:
     init, add_watch = functions
     fd = int(init(os.O_NONBLOCK | os.O_CLOEXEC))
     if fd < 0:
-        log.debug("sitq.sqlite: inotify_init1 failed (errno %d); polling instead", ctypes.get_errno())
+        log.debug("inotify_init1 failed (errno %d); polling instead", ctypes.get_errno())
         return None
     # the real path: SQLite writes -wal and -journal beside the file a symlink points to, not beside the link
     folder, base = os.path.split(os.path.realpath(path))
     if add_watch(fd, os.fsencode(folder), _IN_MODIFY | _IN_CREATE | _IN_MOVED_TO) < 0:
-        log.debug("sitq.sqlite: inotify_add_watch(%s) failed (errno %d); polling instead", folder, ctypes.get_errno())
+        log.debug("inotify_add_watch(%s) failed (errno %d); polling instead", folder, ctypes.get_errno())
         os.close(fd)
         return None
     name = os.fsencode(base)

@@ -103,7 +103,7 @@ class GroupCommit:
                 raise
             except Exception as exc:
                 if not self._store_failure(exc):  # one task's own fault (a taken id, bad text): find whose
-                    log.debug("sitq.sqlite: a group of %d enqueues was refused; writing them one by one", len(group))
+                    log.debug("a group of %d enqueues was refused; writing them one by one", len(group))
                 else:  # the store's fault (locked past busy_timeout, I/O): the same for every task
                     for _task, future in group:
                         if not future.done():

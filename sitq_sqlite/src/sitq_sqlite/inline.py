@@ -92,7 +92,7 @@ class InlinePath:
         if self._average > self._budget:
             self._paused_until = time.monotonic() + self._cooldown
             log.debug(
-                "sitq.sqlite: inline calls take %.1f ms on average; using the connection thread for %.1f s",
+                "inline calls take %.1f ms on average; using the connection thread for %.1f s",
                 self._average * 1e3,
                 self._cooldown,
             )

@@ -192,10 +192,10 @@ class Watcher:
         except sqlite3.Error:
             # said once per file: a new watcher tries again at the next wait, which must not flood the log
             if self._path in _reported_open_failures:
-                log.debug("sitq.sqlite: the change watcher still cannot open %s", self._path, exc_info=True)
+                log.debug("the change watcher still cannot open %s", self._path, exc_info=True)
             else:
                 _reported_open_failures.add(self._path)
-                log.exception("sitq.sqlite: the change watcher could not open %s", self._path)
+                log.exception("the change watcher could not open %s", self._path)
             return
         changes = self._changes = open_changes(self._path)
         if self._stop.is_set() and changes is not None:
@@ -216,7 +216,7 @@ class Watcher:
             return
         _reported_gone.add(self._path)
         log.error(
-            "sitq.sqlite: %s was deleted or replaced while this process had it open; this process still uses "
+            "%s was deleted or replaced while this process had it open; this process still uses "
             "the old file, which other processes no longer see: restart it",
             self._path,
         )
@@ -236,7 +236,7 @@ class Watcher:
             try:
                 self.close_for_fork()
             except sqlite3.Error:  # pragma: no cover - closing an idle connection does not fail
-                log.warning("sitq.sqlite: closing a connection before a fork failed", exc_info=True)
+                log.warning("closing a connection before a fork failed", exc_info=True)
         return [self.conn]
 
     def _after_fork_in_child(self) -> None:
@@ -282,7 +282,7 @@ class Watcher:
                         last = None
                     version = int(conn.execute("PRAGMA data_version").fetchone()[0])
                 except sqlite3.Error as exc:  # e.g. busy during recovery: try again next tick
-                    log.debug("sitq.sqlite: data_version check failed: %s", exc)
+                    log.debug("data_version check failed: %s", exc)
                     continue
                 if version != last:
                     # The first reading also wakes: changes made before this thread
