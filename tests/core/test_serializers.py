@@ -254,3 +254,16 @@ class _Touches:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (open, (self.path, "w"))
+
+
+@pytest.mark.parametrize(
+    ("path", "hint"),
+    [("__main__:not_here", "not importable by another process"), ("no_such_module_xyz:work", "PYTHONPATH")],
+)
+def test_a_task_function_that_cannot_be_imported_says_why(path: str, hint: str) -> None:
+    """A newcomer's msgpack task defined in their script failed in a worker process with no hint at the cause."""
+    from sitq_core.serializers import _import_path
+
+    with pytest.raises(SerializationError) as info:
+        _import_path(path)
+    assert hint in str(info.value)

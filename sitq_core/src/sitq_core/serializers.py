@@ -350,8 +350,16 @@ def _import_path(path: str) -> Callable[..., Any]:
         for part in qualname.split("."):
             target = getattr(target, part)
     except (ImportError, AttributeError) as exc:
+        hint = (
+            " (a function defined in the script that enqueued it is not importable by another process: "
+            "move it into a module both can import)"
+            if module_name == "__main__"
+            else f" (is {module_name!r} importable from the worker's working directory or PYTHONPATH?)"
+            if isinstance(exc, ImportError)
+            else ""
+        )
         raise SerializationError(
-            f"cannot import task function {path!r}: {type(exc).__name__}: {exc}",
+            f"cannot import task function {path!r}: {type(exc).__name__}: {exc}{hint}",
             operation="loads_call",
             data_type=path,
             cause=exc,

@@ -366,8 +366,9 @@ class Worker:
             asyncio.create_task(self._heartbeat_loop(), name=f"sitq-heartbeat-{self.worker_id}"),
         ]
         logger.info(
-            "worker %s started (max_concurrency=%d, queues=%s)",
+            "worker %s started on %r (max_concurrency=%d, queues=%s)",
             self.worker_id,
+            self.backend,
             self.max_concurrency,
             ",".join(self.queues) if self.queues else "all",
         )
@@ -1071,6 +1072,9 @@ class Worker:
         except (Exception, SystemExit) as exc:  # SystemExit from a module's import (argparse, a missing setting)
             running.started_at = self.backend.now()
             message = f"cannot load task {task.function_name or task.id}: {exc}"
+            cause = exc.__cause__ if isinstance(exc.__cause__, ImportError) else exc
+            if isinstance(cause, ImportError) and "importable" not in message:
+                message += " (is its module importable from the worker's working directory or PYTHONPATH?)"
             outcome = self._failure(running, message, _format(exc), retry=False)
             self._outcomes_put(running, outcome, {"error": exc, "duration": 0.0})
             return None
