@@ -943,3 +943,48 @@ async def test_a_store_that_keeps_failing_logs_one_traceback_not_one_a_retry(
 
 def _calls(store: FlakyStore) -> int:
     return store.calls
+
+
+class StallsRenewals(SQLiteBackend):
+    """Heartbeats fail (a store out of reach for renewals), and a reserve that takes back this worker's own
+    expired task waits until the task has just ended before it answers."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.out_of_reach = True
+        self.task_ended = asyncio.Event()
+
+    async def heartbeat(self, leases: Any, lease_seconds: float) -> Any:
+        if self.out_of_reach:
+            raise BackendError("store unreachable (simulated)", operation="heartbeat", backend_type="sqlite")
+        return await super().heartbeat(leases, lease_seconds)
+
+    async def reserve(self, **options: Any) -> Any:
+        got = await super().reserve(**options)
+        if self.out_of_reach and any(lease.attempt > 1 for lease in got):
+            await self.task_ended.wait()  # the task returns while this reserve is in flight
+            self.out_of_reach = False
+        return got
+
+
+@pytest.mark.asyncio
+async def test_a_task_taken_back_just_as_it_ended_reports_once_under_the_new_lease(tmp_path: Path) -> None:
+    """Its outcome, queued with the old lease, was refused ('reclaimed by another worker'), and the task ran again."""
+    store = StallsRenewals(tmp_path / "taken-back.db")
+    marks = tmp_path / "starts.txt"
+    async with TaskQueue(store) as queue:
+        task_id = await queue.enqueue(tasks.async_record, str(marks), 1.6)
+        worker = Worker(store, max_concurrency=2, lease_timeout=1.0, poll_interval=0.1)
+        await worker.start()
+        await wait_until(lambda: asyncio.sleep(0, marks.exists()))
+
+        async def ended() -> bool:
+            found = await queue.get_task(task_id)
+            if found is not None and found.attempts > 1 and not store.task_ended.is_set():
+                await asyncio.sleep(1.7)  # the first run (1.6 s) has returned by now
+                store.task_ended.set()
+            return found is not None and found.status == "success"
+
+        await wait_until(ended, timeout=15)
+        await worker.stop()
+    assert marks.read_text().split() == ["start"], "the task ran twice"
