@@ -267,3 +267,14 @@ def test_a_task_function_that_cannot_be_imported_says_why(path: str, hint: str) 
     with pytest.raises(SerializationError) as info:
         _import_path(path)
     assert hint in str(info.value)
+
+
+def test_a_missing_dependency_is_not_blamed_on_the_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The task's module is importable; a package it imports is missing: the hint must not send the user to PATH."""
+    from sitq_core.serializers import _import_path
+
+    (tmp_path / "sitq_needs_a_dependency.py").write_text("import definitely_missing_dependency_xyz\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(SerializationError) as info:
+        _import_path("sitq_needs_a_dependency:work")
+    assert "definitely_missing_dependency_xyz" in str(info.value) and "PYTHONPATH" not in str(info.value)

@@ -858,23 +858,22 @@ async def test_a_later_stop_with_a_timeout_tightens_a_stop_in_progress(queue: Ta
 
 
 @pytest.mark.asyncio
-async def test_timed_out_sync_attempts_never_overlap_past_the_bound(queue: TaskQueue, tmp_path: Path) -> None:
-    """A thread cannot be killed: before, each timeout freed the slot for good and a task with retries ran 4 times
-    at once with max_concurrency=1. Now at most max_concurrency hung threads run beside the slots."""
-    log = tmp_path / "attempts.log"
+async def test_one_hung_task_with_retries_does_not_stop_a_one_slot_worker(queue: TaskQueue) -> None:
+    """Each retry of a hung sync task timed out into a thread of its own; when those held slots, one hung task
+    with retries took every slot of the worker (and the tasks it had reserved meanwhile stayed leased)."""
+    tasks.GATE.clear()
     worker = Worker(queue.backend, max_concurrency=1, poll_interval=0.05)
     await worker.start()
-    view = queue.with_options(timeout=0.1, max_retries=3, retry_backoff=0.01)
-    task_id = await view.enqueue(tasks.record, str(log), 1, 0.4)
-    result = await queue.get_result(task_id, timeout=20)
-    await wait_until(lambda: asyncio.sleep(0, log.read_text().count("end") == 4))  # the last thread returns
-    await worker.stop()
-    assert result is not None and result.status == "failed" and result.attempts == 4
-    running, most = 0, 0
-    for line in log.read_text().splitlines():
-        running += 1 if line.startswith("start") else -1
-        most = max(most, running)
-    assert most <= 2, f"{most} attempts ran at once in a one-slot worker"
+    try:
+        view = queue.with_options(timeout=0.1, max_retries=2, retry_backoff=0.01)
+        hung = await view.enqueue(tasks.wait_for_gate, 30.0)
+        failed = await queue.get_result(hung, timeout=10)
+        assert failed is not None and failed.attempts == 3 and "timed out" in (failed.error or "")
+        quick = await queue.get_result(await queue.enqueue(tasks.add, 2, 3), timeout=10)
+        assert quick is not None and quick.status == "success", "the hung task's retries took the only slot"
+    finally:
+        tasks.GATE.set()
+        await worker.stop()
 
 
 @pytest.mark.asyncio
@@ -893,6 +892,8 @@ async def test_hung_sync_threads_beyond_max_concurrency_hold_their_slots(queue: 
             assert result is not None and "timed out" in (result.error or "")
         await asyncio.sleep(0.5)  # time enough for the third to start, were the slot free
         assert "start 3" not in log.read_text(), "a third thread started while two hung calls ran on"
+        stored = await queue.get_task(third)
+        assert stored is not None and stored.status == "queued", "reserved for a slot held by a hung call"
         tasks.GATE.set()  # the hung calls return: the slot is free again
         result = await queue.get_result(third, timeout=10)
         assert result is not None and result.status == "success"

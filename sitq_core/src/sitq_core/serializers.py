@@ -338,6 +338,12 @@ def _importable_by_reference(func: Any) -> bool:
     return found
 
 
+def _names_the_module(exc: ImportError, module_name: str) -> bool:
+    """True when the missing module is ``module_name`` or a package above it (not a dependency it imports)."""
+    missing = exc.name or ""
+    return bool(missing) and (module_name == missing or module_name.startswith(missing + "."))
+
+
 def _import_path(path: str) -> Callable[..., Any]:
     """Import ``module:qualname`` and return the module-level function it names."""
     module_name, _, qualname = path.partition(":")
@@ -355,7 +361,7 @@ def _import_path(path: str) -> Callable[..., Any]:
             "move it into a module both can import)"
             if module_name == "__main__"
             else f" (is {module_name!r} importable from the worker's working directory or PYTHONPATH?)"
-            if isinstance(exc, ImportError)
+            if isinstance(exc, ImportError) and _names_the_module(exc, module_name)
             else ""
         )
         raise SerializationError(

@@ -278,6 +278,7 @@ class Worker:
         self._executing = 0
         self._failing_logged = 0.0  # monotonic time of the last log line about failing backend calls
         self._outliving: list[str] = []  # task ids of timed-out sync calls whose threads still run (_outlive)
+        self._hung_slots = 0  # slots held by such threads (not reserved for)
         self._outcomes: deque[tuple[_Running, Outcome, dict[str, Any]]] = deque()
         self._single_reports = 0  # report outcomes one per backend call for this many calls (a refused batch)
         self._fairness: asyncio.Task[None] | None = None  # gives back prefetched tasks when runs turn slow
@@ -359,6 +360,7 @@ class Worker:
         self._closing = False
         self._executing = 0
         self._outliving = []
+        self._hung_slots = 0
         self._single_reports = 0
         self._pool = ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix="sitq-task")
         self._tasks = [
@@ -597,7 +599,8 @@ class Worker:
             batch = self._take_outcomes()
             want = 0
             if not self._stopping.is_set() and not drained and self._suspect is None:
-                want = max(0, self.max_concurrency + self._ahead() - (len(self._held) - len(batch)))
+                free = self.max_concurrency - self._hung_slots
+                want = max(0, free + (self._ahead() if free > 0 else 0) - (len(self._held) - len(batch)))
                 if self._one_at_a_time:
                     want = min(want, 1)
             if batch or want:
@@ -1073,8 +1076,13 @@ class Worker:
             running.started_at = self.backend.now()
             message = f"cannot load task {task.function_name or task.id}: {exc}"
             cause = exc.__cause__ if isinstance(exc.__cause__, ImportError) else exc
-            if isinstance(cause, ImportError) and "importable" not in message:
-                message += " (is its module importable from the worker's working directory or PYTHONPATH?)"
+            module = (task.function_name or "").partition(":")[0]
+            missing = cause.name or "" if isinstance(cause, ImportError) else ""
+            if missing and (module == missing or module.startswith(missing + ".")) and "importable" not in message:
+                message = (
+                    f"cannot load task {task.function_name}: module {missing!r} is not importable here "
+                    f"(is it on the worker's working directory or PYTHONPATH?): {exc}"
+                )
             outcome = self._failure(running, message, _format(exc), retry=False)
             self._outcomes_put(running, outcome, {"error": exc, "duration": 0.0})
             return None
@@ -1474,14 +1482,19 @@ class Worker:
     def _outlive(self, thread_call: concurrent.futures.Future[Any], task_id: str) -> None:
         """Book-keeping for a timed-out sync call whose thread runs on until the function returns.
 
-        Up to ``max_concurrency`` such threads do not hold a slot, so a few hung
-        calls do not stop the worker; past that each one keeps its slot until
-        it returns, so hung calls cannot pile up threads without bound.
+        Hung calls of up to ``max_concurrency`` different tasks do not hold a
+        slot, so a few hung tasks do not stop the worker (the retries of one
+        hung task add at most its ``max_retries`` threads); a hung call of one
+        more task keeps its slot until it returns, so hung calls cannot pile up
+        threads without bound. A slot held so is not reserved for
+        (``_hung_slots`` in the exchange loop): tasks wait in the store, free
+        for other workers, not here.
         """
         loop = asyncio.get_running_loop()
-        holds_slot = len(self._outliving) >= self.max_concurrency
+        holds_slot = task_id not in self._outliving and len(set(self._outliving)) >= self.max_concurrency
         if holds_slot:
             self._executing += 1
+            self._hung_slots += 1
         self._outliving.append(task_id)
         run = self._stopped  # this run's own: a restarted worker counts afresh
 
@@ -1490,6 +1503,7 @@ class Worker:
                 return
             self._outliving.remove(task_id)
             if holds_slot:
+                self._hung_slots -= 1
                 self._release_slot()
             else:
                 self._dispatch()
