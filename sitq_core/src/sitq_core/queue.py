@@ -227,6 +227,13 @@ class _Producer:
         _connected.add(backend)
         return True
 
+    async def _stamped(self, build: Callable[[], Task]) -> Task:
+        """``build()`` (bad input is refused before any connect), built again if the backend connected just now."""
+        task = build()
+        if backend_not_ready(self._backend) and await self._connect_first():
+            task = build()  # its times read after connecting
+        return task
+
     async def enqueue(self, func: Callable[..., Any], /, *args: Any, eta: datetime | None = None, **kwargs: Any) -> str:
         """Store a call of ``func(*args, **kwargs)`` and return its task id.
 
@@ -234,10 +241,7 @@ class _Producer:
         now. Raises ``ValidationError`` for a non-callable or naive ``eta`` and
         ``SerializationError`` when the call cannot be serialised.
         """
-        task = self._call_task(func, args, kwargs, eta)  # bad input is refused before any connect
-        if backend_not_ready(self._backend) and await self._connect_first():
-            task = self._call_task(func, args, kwargs, eta)
-        return await self._store_one(task)
+        return await self._store_one(await self._stamped(lambda: self._call_task(func, args, kwargs, eta)))
 
     async def enqueue_call(
         self, func: Callable[..., Any], args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
@@ -247,10 +251,7 @@ class _Producer:
         No keyword is taken for the queue itself, so a function whose own
         parameters include ``eta`` receives it untouched.
         """
-        task = self._call_task_of(func, args, kwargs)
-        if backend_not_ready(self._backend) and await self._connect_first():
-            task = self._call_task_of(func, args, kwargs)
-        return await self._store_one(task)
+        return await self._store_one(await self._stamped(lambda: self._call_task_of(func, args, kwargs)))
 
     async def enqueue_many(self, calls: Iterable[Any]) -> list[str]:
         """Store many calls in one transaction and return their ids in order.
