@@ -90,3 +90,25 @@ def test_a_child_starts_with_an_open_gate_whatever_the_parent_left_in_it() -> No
     gate.close_for_fork()
     assert gate.quiet
     gate.open_after_fork()
+
+
+def test_a_finalizer_entering_the_gate_while_its_thread_leaves_it_does_not_deadlock() -> None:
+    """GC may run an inline connection's finalizer (which calls try_enter) inside leave(), on the thread that holds
+    the gate's lock: with a plain lock that thread hung, and the next fork with it (seen in a CI run)."""
+    gate = ForkGate(wait=0.1)
+    outcome: list[bool] = []
+
+    def leave_with_a_finalizer_inside() -> None:
+        gate.enter()
+        with gate._lock:  # where leave() is when a collection runs the finalizer
+            entered = gate.try_enter()
+            if entered:
+                gate.leave()
+            outcome.append(entered)
+        gate.leave()
+
+    thread = threading.Thread(target=leave_with_a_finalizer_inside, daemon=True)
+    thread.start()
+    thread.join(5)
+    assert not thread.is_alive(), "the thread deadlocked on the gate's own lock"
+    assert outcome == [True]

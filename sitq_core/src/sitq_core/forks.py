@@ -58,7 +58,7 @@ class ForkGate:
     (at most ``wait`` seconds, then goes ahead and logs a warning) and holds
     new ones at the door until it is done, in the parent as in the child.
     Several threads may fork at once: the door opens when the last is done.
-    The fast path (no fork pending) is one plain lock round trip each way.
+    The fast path (no fork pending) is one lock round trip each way.
     """
 
     def __init__(self, wait: float = 5.0) -> None:
@@ -66,7 +66,9 @@ class ForkGate:
         self._reset()
 
     def _reset(self) -> None:
-        self._lock = threading.Lock()
+        # re-entrant: garbage collection may run a finalizer that enters the gate (an inline connection's,
+        # closing as its thread's locals go) on a thread already holding this lock, in the middle of leave()
+        self._lock = threading.RLock()
         self._inside = 0
         self._forks = 0  # forks in progress (their before-hooks have run, their after-hooks not yet)
         self._calm = threading.Event()  # set when a pending fork may go: nobody inside
