@@ -25,7 +25,7 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar, Self, TypeAlias, TypeVar, overload
+from typing import Any, Self, TypeAlias, TypeVar, overload
 from urllib.parse import parse_qs, urlsplit
 
 import asyncpg  # type: ignore[import-untyped]
@@ -35,6 +35,7 @@ from sitq_core.backend import Backend, Capability
 from sitq_core.errors import BackendError, ConfigurationError, ConnectionError, SitqError, ValidationError
 from sitq_core.models import LeaseState, Outcome, ReservedTask, Result, Task, TaskStatus
 from sitq_core.notify import record_mark, safety_pauses, take_mark
+from sitq_core.textoptions import text_options_converted
 from sitq_core.urls import BackendURL
 
 from .coalesce import ResultReads
@@ -133,8 +134,6 @@ class PostgresBackend(Backend):
     capabilities = frozenset(
         {Capability.PERSISTENT, Capability.MULTI_PROCESS, Capability.CROSS_PROCESS_NOTIFY, Capability.CANCEL_RUNNING}
     )
-    _INT_OPTIONS: ClassVar[tuple[str, ...]] = ("min_connections", "max_connections")
-    _FLOAT_OPTIONS: ClassVar[tuple[str, ...]] = ("connect_timeout",)
     #: This machine's clock (seconds since the epoch), read beside the server's to measure their offset.
     wall_clock: Callable[[], float] = staticmethod(time.time)
 
@@ -298,21 +297,7 @@ class PostgresBackend(Backend):
                 value=options[unknown[0]],
                 valid_options=accepted,
             )
-        values = dict(options)
-        for key, kind in [(k, int) for k in cls._INT_OPTIONS] + [(k, float) for k in cls._FLOAT_OPTIONS]:
-            raw = values.get(key)
-            if isinstance(raw, str):
-                try:
-                    values[key] = kind(raw)
-                except ValueError as exc:
-                    raise ValidationError(
-                        f"option {key!r} of backend 'postgres' must be "
-                        f"{'an integer' if kind is int else 'a number'}, got {raw!r}",
-                        parameter=key,
-                        value=raw,
-                        cause=exc,
-                    ) from exc
-        return cls(**values)
+        return cls(**text_options_converted(cls, options))
 
     # --------------------------------------------------------------- lifecycle
 

@@ -45,6 +45,7 @@ from sitq_core.models import (
     TaskStatus,
 )
 from sitq_core.notify import record_mark, safety_pauses, take_mark
+from sitq_core.textoptions import text_options_converted
 
 from .dbthread import ConnectionClosedForFork, DbThread, DbThreadStopped
 from .feed import InsertFeed
@@ -319,20 +320,7 @@ class SQLiteBackend(Backend):
             )
         values = dict(options)
         values.setdefault("path", DEFAULT_PATH)  # the bare name means the same file as sitq's default URL
-        for key, kind in (("busy_timeout", float), ("watch_interval", float), ("cache_size_kib", int)):
-            raw = values.get(key)
-            if isinstance(raw, str):
-                try:
-                    values[key] = kind(raw)
-                except ValueError as exc:
-                    raise ValidationError(
-                        f"option {key!r} of backend 'sqlite' must be "
-                        f"{'an integer' if kind is int else 'a number'}, got {raw!r}",
-                        parameter=key,
-                        value=raw,
-                        cause=exc,
-                    ) from exc
-        return cls(**values)
+        return cls(**text_options_converted(cls, values))
 
     # ------------------------------------------------------------- lifecycle
 
