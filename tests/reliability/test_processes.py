@@ -334,3 +334,36 @@ async def test_a_poison_pill_does_not_take_the_tasks_beside_it_down_again(
     assert pill_result is not None and pill_result.status == "failed", pill_result
     lost = [r.error for r in results if r is None or r.status != "success"]  # type: ignore[union-attr]
     assert lost == [], f"innocent tasks ended with the pill: {lost}"
+
+
+@pytest.mark.asyncio
+async def test_allow_task_limits_a_msgpack_worker_to_the_listed_functions(db: Path, workers: Workers) -> None:
+    async with TaskQueue(SQLiteBackend(db), serializer="msgpack") as queue:
+        allowed = await queue.enqueue(tasks.add, 2, 3)
+        refused = await queue.enqueue(tasks.echo, "hi")
+        workers.start("-s", "msgpack", "--allow-task", "sitq_test_tasks:add")
+        done = await queue.get_result(allowed, timeout=30)
+        assert done is not None and done.status == "success", done
+        assert queue.deserialize_result(done) == 5
+        failed = await queue.get_result(refused, timeout=30)
+        assert failed is not None and failed.status == "failed"
+        assert "not in this serializer's allowed_tasks (sitq_test_tasks:add)" in failed.error
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--allow-task", "sitq_test_tasks:add"], "--allow-task needs --serializer"),
+        (["-s", "cloudpickle", "--allow-task", "sitq_test_tasks:add"], "serializer 'cloudpickle' has no allow-list"),
+        (["-s", "msgpack", "--allow-task", "sitq_test_tasks.add"], "did you mean sitq_test_tasks:add?"),
+        (["-s", "msgpack", "--allow-task", "sitq_test_tasks:no_such"], "--allow-task sitq_test_tasks:no_such: cannot"),
+        (["-s", "msgpack", "--allow-task", "no_such_module:add"], "ModuleNotFoundError"),
+        (["-s", "msgpack", "--allow-task", "sitq_test_tasks:GATE"], "not a function"),
+    ],
+)
+def test_a_bad_allow_task_stops_the_worker_at_start(db: Path, args: list[str], expected: str) -> None:
+    env = dict(os.environ, PYTHONPATH=str(TESTS))
+    command = [sys.executable, "-m", "sitq", "worker", "-b", f"sqlite:///{db}", *args]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False, env=env)
+    assert done.returncode == 2, done.stderr
+    assert expected in done.stderr and "Traceback" not in done.stderr

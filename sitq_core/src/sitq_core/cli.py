@@ -11,6 +11,7 @@ import atexit
 import contextlib
 import importlib
 import importlib.util
+import inspect
 import json
 import logging
 import os
@@ -24,11 +25,12 @@ from typing import Any, TextIO
 from . import __version__
 from .backend import Backend
 from .config import DEFAULT_BACKEND_URL, resolve_backend
-from .errors import SitqError
+from .errors import SitqError, ValidationError
 from .plugin_manager import KNOWN_PLUGINS, SitqPluginManager
 from .plugins import get_plugin_manager
 from .queue import TaskQueue
 from .registry import RegistryEntry, conflict_text
+from .serializers import Serializer
 from .worker import Worker
 
 __all__ = ["main"]
@@ -69,6 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--concurrency", "-c", type=int, default=1, help="tasks run at once (1..1000)")
     worker.add_argument("--queues", "-q", default=None, help="comma-separated queue names (default: all)")
     worker.add_argument("--serializer", "-s", default=None, help="accept only tasks of this serializer")
+    worker.add_argument(
+        "--allow-task",
+        dest="allowed_tasks",
+        action="append",
+        default=None,
+        metavar="MODULE:FUNCTION",
+        help="with -s msgpack: call only these functions (repeatable); each must import at start",
+    )
     worker.add_argument("--lease-timeout", type=float, default=30.0, help="seconds a lease lasts without renewal")
     worker.add_argument(
         "--prefetch", type=int, default=None, help="tasks reserved ahead of free slots (default: adaptive)"
@@ -266,9 +276,10 @@ def _run_worker(args: argparse.Namespace) -> int:
     if _private_to_this_process(backend):
         sys.stderr.write(f"sitq: error: {_private_store_text(backend, args.backend)}\n")
         return 2
+    serializer = _worker_serializer(args.serializer, args.allowed_tasks)
     worker = Worker(
         backend,
-        serializer=args.serializer,
+        serializer=serializer,
         max_concurrency=args.concurrency,
         poll_interval=args.poll_interval,
         queues=queues,
@@ -303,6 +314,58 @@ def _run_worker(args: argparse.Namespace) -> int:
         code = 1
     _exit_now_if_task_threads_are_stuck(code)
     return code
+
+
+def _worker_serializer(name: str | None, allowed_tasks: list[str] | None) -> str | Serializer | None:
+    """The worker's serializer: the name given, or that serializer restricted to ``--allow-task`` paths.
+
+    Each allowed function is imported now, so a typo stops the worker at
+    start (exit code 2) instead of failing every task that names it.
+    """
+    if allowed_tasks is None:
+        return name
+    if name is None:
+        raise ValidationError(
+            "--allow-task needs --serializer: the allow-list belongs to a serializer that sends functions "
+            "by name (for example -s msgpack)",
+            parameter="allow_task",
+            value=allowed_tasks,
+        )
+    serializer_class = get_plugin_manager().serializer_class(name.strip().lower())
+    if "allowed_tasks" not in inspect.signature(serializer_class).parameters:
+        raise ValidationError(
+            f"serializer {name!r} has no allow-list; --allow-task works with a serializer that sends "
+            "functions by name (for example -s msgpack)",
+            parameter="allow_task",
+            value=allowed_tasks,
+        )
+    restricted: Any = serializer_class  # a plugin's class taking allowed_tasks, as msgpack's does
+    serializer: Serializer = restricted(allowed_tasks=allowed_tasks)
+    for path in allowed_tasks:
+        _import_function(path)
+    return serializer
+
+
+def _import_function(path: str) -> None:
+    """Import ``module:qualname`` (checked for its form by the serializer) or raise a ValidationError."""
+    module_name, _, qualname = path.partition(":")
+    try:
+        target: object = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            target = getattr(target, part)
+    except Exception as exc:
+        raise ValidationError(
+            f"--allow-task {path}: cannot import it: {type(exc).__name__}: {exc}",
+            parameter="allow_task",
+            value=path,
+            cause=exc,
+        ) from exc
+    if not callable(target):
+        raise ValidationError(
+            f"--allow-task {path}: it names an object of type {type(target).__name__}, not a function",
+            parameter="allow_task",
+            value=path,
+        )
 
 
 def _exit_now_if_task_threads_are_stuck(code: int) -> None:
