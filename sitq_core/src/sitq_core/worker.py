@@ -302,6 +302,7 @@ class Worker:
         self._stopping: asyncio.Event | None = None
         self._stopped: asyncio.Event | None = None
         self._stop_task: asyncio.Future[None] | None = None  # the stop in progress (it outlives a cancelled stop())
+        self._teardown: asyncio.Future[None] | None = None  # giving back everything as the loop ends (_tear_down)
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # ---------------------------------------------------------------- control
@@ -358,6 +359,7 @@ class Worker:
         self._outcomes.clear()
         self._suspect, self._one_at_a_time, self._suspect_timer = None, False, None
         self._closing = False
+        self._teardown = None
         self._executing = 0
         self._outliving = []
         self._hung_slots = 0
@@ -422,6 +424,9 @@ class Worker:
         assert stopped is not None
         try:
             await self._drain_and_report(timeout)
+        except asyncio.CancelledError:  # nothing cancels a stop but the end of its event loop
+            await self._after_tear_down()
+            raise
         finally:
             for loop_task in self._tasks:  # ended already, unless the drain failed half-way
                 loop_task.cancel()
@@ -487,6 +492,9 @@ class Worker:
         for loader in list(self._loaders):
             loader.cancel()
         await self._release_in_time(leftover, "unstarted")
+        # a task still held and unreported here would wait for its lease to expire: give it back
+        stranded = [r for r in self._held.values() if not r.settled and not r.outcome_queued]
+        await self._release_in_time(stranded, "unreported")
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
         if self._owns_backend:
@@ -532,7 +540,12 @@ class Worker:
             for signum in installed:
                 loop.remove_signal_handler(signum)
             if self._running:
-                await self.stop(timeout=self.shutdown_timeout)
+                try:
+                    await self.stop(timeout=self.shutdown_timeout)
+                except asyncio.CancelledError:  # cancelled again while draining: stop now, as a second signal does
+                    if self._running:
+                        await self._hard_stop()
+                    raise
         if self._fatal is not None:
             raise WorkerError(
                 f"worker stopped after an internal error: {self._fatal!r}", worker_id=self.worker_id, cause=self._fatal
@@ -543,6 +556,93 @@ class Worker:
         held = [r.future for r in self._held.values() if r.future is not None and not r.future.done()]
         if held:
             await self._abandon(set(held))
+
+    def _loop_ending(self) -> bool:
+        """True when the worker's loops were cancelled from outside (``asyncio.run`` ending, a cancel-all)."""
+        if self._teardown is not None:
+            return True
+        if not self._tasks or self._closing:
+            return False
+        exchange = self._tasks[0]
+        return exchange.cancelling() > 0 or exchange.cancelled()
+
+    async def _after_tear_down(self) -> None:
+        """Wait (from a task the loop's end cancelled) for ``_give_back_all``, so the loop runs it to the end.
+
+        ``asyncio.run`` waits only for the tasks it cancelled; one of them must
+        wait for the give-back, or the loop would close with it half done.
+        """
+        if self._teardown is None:
+            if self._stopping is None or not self._running:
+                return
+            logger.warning(
+                "worker %s: its event loop is ending while it runs (stop() was not awaited to its end); "
+                "giving back the %d task(s) it holds",
+                self.worker_id,
+                sum(1 for r in self._held.values() if not r.settled),
+            )
+            self._stopping.set()
+            self._hard_stopping.set()  # a stop() waiting for in-flight tasks goes on at once
+            self._waiting.clear()  # nothing more starts; these are given back with the rest
+            self._teardown = asyncio.ensure_future(self._give_back_all())
+            self._teardown.add_done_callback(_seen)
+        with contextlib.suppress(Exception):
+            await asyncio.shield(self._teardown)
+
+    async def _give_back_all(self) -> None:
+        """Report what finished and give back every other task held (not counted as attempts), then end the run.
+
+        The event loop is ending: nothing will drain, renew leases or report
+        any more. Without this, each application restart would leave its
+        running task to a lease expiry, and three restarts would end a healthy
+        task ``failed``.
+        """
+        stopped = self._stopped
+        assert stopped is not None
+        try:
+            stranded: list[_Running] = []
+            for running in list(self._held.values()):
+                if running.settled or running.outcome_queued:
+                    continue
+                batch = running.batch
+                if batch is not None:
+                    batch.halt()  # its running call goes on in its thread; no later one starts
+                    entry = batch.result(running.batch_index)
+                    if entry is not None and self._settle_batch_member(running, entry):
+                        continue
+                stranded.append(running)
+            for running in stranded:
+                running.lease_lost = running.settled = True  # whatever it reports later is discarded
+                future = running.future
+                if future is not None and not future.done() and not future.cancelling():
+                    future.cancel()  # still running (a cancel-all that missed it): it is given back
+            finished = list(self._outcomes)
+            self._outcomes.clear()
+            live = [item for item in finished if not item[0].lease_lost]
+            try:
+                async with asyncio.timeout(_FINAL_REPORT_TIMEOUT):
+                    if live:
+                        accepted = await self.backend.finish_many([outcome for _r, outcome, _e in live])
+                        self._finished(finished, live, accepted)
+                    await self._release(stranded, "running")
+            except Exception:
+                logger.warning(
+                    "worker %s: could not report or give back its tasks as its loop ended; they run again "
+                    "when their leases expire",
+                    self.worker_id,
+                    exc_info=True,
+                )
+            for loader in list(self._loaders):
+                loader.cancel()
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+            if self._owns_backend:
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(_FINAL_REPORT_TIMEOUT):
+                        await self.backend.close()
+        finally:
+            self._running = False
+            stopped.set()
 
     async def _wait_in_flight(
         self, in_flight: set[asyncio.Task[None]], timeout: float | None
@@ -579,6 +679,9 @@ class Worker:
         try:
             await self._exchange_cycles()
         except asyncio.CancelledError:
+            assert self._stopping is not None
+            if not self._stopping.is_set():  # not stop()'s doing: the event loop is ending under the worker
+                await self._after_tear_down()
             raise
         except Exception as exc:
             # A bug, not a task failure: stop cleanly (leases are released or expire, so other
@@ -1248,6 +1351,10 @@ class Worker:
             elif running.settled:  # stop() abandoned it (and reports or releases it): report nothing here
                 self._report_nothing(running)
                 raise
+            elif self._loop_ending():  # cancelled with every task of the loop: given back, not failed
+                self._report_nothing(running)
+                await self._after_tear_down()
+                raise
             else:  # the task raised CancelledError itself (or cancelled its own asyncio task): its failure
                 if current is not None and current.cancelling():
                     current.uncancel()
@@ -1363,7 +1470,9 @@ class Worker:
         try:
             ran: list[CallResult | None] = await loop.run_in_executor(self._pool, batch.run)
         except asyncio.CancelledError:
-            self._release_slot()  # cancelled by _abandon, which reported or released every member
+            self._release_slot()  # cancelled by _abandon, which reported or released every member ...
+            if self._loop_ending() and not all(member.settled for member in members):
+                await self._after_tear_down()  # ... or by the end of the event loop: give them back
             raise
         try:
             for running, entry in zip(members, ran, strict=False):

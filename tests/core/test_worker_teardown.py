@@ -1,0 +1,108 @@
+"""A worker whose event loop ends under it (``asyncio.run`` returning, a framework cancelling every task).
+
+Nothing drains then, so the worker gives back what it holds: a restart of the
+application must not use up the running task's lease expiries (three restarts
+used to end a healthy task ``failed``, "lease expired after 3 attempts").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from sitq import Backend, SQLiteBackend, TaskQueue, Worker
+from sitq_core.models import TaskStatus
+
+import sitq_test_tasks as tasks
+from sitq_test_helpers import wait_until
+from sitq_test_postgres import DSN, drop_schema, require_postgres
+
+Shutdown = Callable[[Worker], Awaitable[None]]
+MakeBackend = Callable[[], Backend]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def make_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeBackend]:
+    """A new backend object on one store per call (each application run makes its own)."""
+    if request.param == "sqlite":
+        yield lambda: SQLiteBackend(tmp_path / "app.db")
+        return
+    require_postgres()
+    from sitq_postgres import PostgresBackend
+
+    schema = f"teardown_{uuid.uuid4().hex[:8]}"
+    yield lambda: PostgresBackend(DSN, schema=schema)
+    drop_schema(schema)
+
+
+async def returns_at_once(worker: Worker) -> None:
+    """The app forgets to stop the worker."""
+
+
+async def gives_up_waiting_for_stop(worker: Worker) -> None:
+    """A framework's shutdown deadline: stop() goes on in the background while asyncio.run ends."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(worker.stop(), 0.2)
+
+
+def run_app(make_backend: MakeBackend, shutdown: Shutdown, *, via_run: bool = False, sync_tasks: int = 0) -> list[str]:
+    """One application run on its own event loop (as ``asyncio.run`` in a process); returns the tasks' ids.
+
+    One long async task runs, or ``sync_tasks`` sync ones that share a thread.
+    """
+
+    async def main() -> list[str]:
+        async with TaskQueue(make_backend()) as queue:
+            worker = Worker(queue.backend, lease_timeout=60.0)
+            runner = asyncio.create_task(worker.run(handle_signals=False)) if via_run else None
+            if runner is None:
+                await worker.start()
+            if sync_tasks:
+                ids = await queue.enqueue_many([(tasks.sync_sleepy, (2.0,))] * sync_tasks)
+            else:
+                ids = [await queue.enqueue(tasks.sleepy, 30.0)]
+
+            async def started() -> bool:
+                task = await queue.backend.get_task(ids[0])
+                return task is not None and task.status == TaskStatus.RUNNING
+
+            await wait_until(started, timeout=15)
+            if runner is not None:
+                runner.cancel()  # a lifespan cancelling its background task: the drain begins
+                await asyncio.sleep(0.2)
+                runner.cancel()  # and again: stop now
+                with contextlib.suppress(asyncio.CancelledError):
+                    await runner
+            else:
+                await shutdown(worker)
+            return ids
+
+    return asyncio.run(main())
+
+
+async def states(make_backend: MakeBackend, ids: list[str]) -> list[tuple[TaskStatus, int, int]]:
+    async with TaskQueue(make_backend()) as queue:
+        found = [await queue.backend.get_task(task_id) for task_id in ids]
+    return [(t.status, t.attempts, t.lease_expiries) for t in found if t is not None]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("sync_tasks", [0, 1, 2], ids=["async", "sync", "sync-batch"])
+@pytest.mark.parametrize("shutdown", [returns_at_once, gives_up_waiting_for_stop], ids=lambda f: f.__name__)
+async def test_a_loop_ending_under_the_worker_gives_its_running_task_back(
+    make_backend: MakeBackend, shutdown: Shutdown, sync_tasks: int
+) -> None:
+    ids = await asyncio.to_thread(run_app, make_backend, shutdown, sync_tasks=sync_tasks)
+    # given back at once, not left running until their leases expire; a restart is not an attempt
+    assert await states(make_backend, ids) == [(TaskStatus.QUEUED, 0, 0)] * len(ids)
+
+
+@pytest.mark.asyncio
+async def test_run_cancelled_twice_stops_at_once_and_gives_its_task_back(make_backend: MakeBackend) -> None:
+    ids = await asyncio.to_thread(run_app, make_backend, returns_at_once, via_run=True)
+    assert await states(make_backend, ids) == [(TaskStatus.QUEUED, 0, 0)]
