@@ -27,7 +27,6 @@ import uuid
 import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -40,6 +39,7 @@ from .pacing import CommitPacer
 from .plugins import get_plugin_manager
 from .serializers import Serializer
 from .task import is_task_function
+from .taskthreads import TaskThreads
 from .thread_batch import Call, CallResult, TaskExit, TaskStopIteration, ThreadBatch, call_guarded
 
 __all__ = ["Worker", "retry_delay"]
@@ -294,7 +294,7 @@ class Worker:
         self._closing = False
         self._fatal: BaseException | None = None
         self._background: set[asyncio.Future[None]] = set()
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: TaskThreads | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._running = False
         self._starting: asyncio.Future[None] | None = None  # set while start() connects
@@ -364,7 +364,7 @@ class Worker:
         self._outliving = []
         self._hung_slots = 0
         self._single_reports = 0
-        self._pool = ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix="sitq-task")
+        self._pool = TaskThreads(max_workers=self.max_concurrency, thread_name_prefix="sitq-task")
         self._tasks = [
             asyncio.create_task(self._exchange_loop(), name=f"sitq-exchange-{self.worker_id}"),
             asyncio.create_task(self._heartbeat_loop(), name=f"sitq-heartbeat-{self.worker_id}"),
@@ -1434,7 +1434,7 @@ class Worker:
         one ends when its call returns (``sitq worker`` does not wait for it).
         """
         old = self._pool
-        self._pool = ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix="sitq-task")
+        self._pool = TaskThreads(max_workers=self.max_concurrency, thread_name_prefix="sitq-task")
         if old is not None:
             old.shutdown(wait=False)
 
