@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import pickle
 from pathlib import Path
 from typing import Any
@@ -278,3 +279,18 @@ def test_a_missing_dependency_is_not_blamed_on_the_path(tmp_path: Path, monkeypa
     with pytest.raises(SerializationError) as info:
         _import_path("sitq_needs_a_dependency:work")
     assert "definitely_missing_dependency_xyz" in str(info.value) and "PYTHONPATH" not in str(info.value)
+
+
+@pytest.mark.asyncio
+async def test_a_queue_with_an_allow_list_refuses_other_functions_and_stores_nothing(tmp_path: Path) -> None:
+    from sitq import SQLiteBackend, TaskQueue
+
+    only = MsgpackSerializer(allowed_tasks=[add])
+    async with TaskQueue(SQLiteBackend(tmp_path / "allow.db"), serializer=only) as queue:
+        kept = await queue.enqueue(add, 1, 2)
+        with pytest.raises(
+            SerializationError, match=r"'posix:getcwd' is not in this serializer's allowed_tasks"
+        ) as info:
+            await queue.enqueue(os.getcwd)
+        assert info.value.operation == "dumps_call"
+        assert [task.id for task in await queue.list_tasks()] == [kept]

@@ -205,6 +205,13 @@ class MsgpackSerializer(Serializer):
 
     def dumps_call(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
         path = self._importable_path(func)
+        if self.allowed_tasks is not None and path not in self.allowed_tasks:
+            # refused now, with nothing stored, rather than failing at a worker with the same list
+            raise SerializationError(
+                f"function {path!r} is not in this serializer's allowed_tasks ({self._allowed_shown()})",
+                operation="dumps_call",
+                data_type=path,
+            )
         for index, arg in enumerate(args):
             self._check_argument(f"argument {index} of {path}", arg)
         for key, arg in kwargs.items():
@@ -221,14 +228,17 @@ class MsgpackSerializer(Serializer):
             )
         path, args, kwargs = loaded
         if self.allowed_tasks is not None and path not in self.allowed_tasks:
-            shown = ", ".join(sorted(self.allowed_tasks)[:10]) + (", ..." if len(self.allowed_tasks) > 10 else "")
             raise SerializationError(
-                f"function {path!r} is not in this serializer's allowed_tasks ({shown or 'empty'})",
+                f"function {path!r} is not in this serializer's allowed_tasks ({self._allowed_shown()})",
                 operation="loads_call",
                 data_type=path,
             )
         func = _import_path(path)
         return func, tuple(args), dict(kwargs)
+
+    def _allowed_shown(self) -> str:
+        allowed = sorted(self.allowed_tasks or ())
+        return (", ".join(allowed[:10]) + (", ..." if len(allowed) > 10 else "")) or "empty"
 
     def _packed_and_loadable(self, obj: Any) -> bytes:
         """``obj`` packed, after checking that it loads back (a dict keyed by tuples packs, then cannot load)."""
