@@ -159,3 +159,36 @@ def test_a_sync_queue_travels_to_a_spawn_child_as_its_configuration(tmp_path: Pa
             task_id = pool.apply(tasks.enqueue_with_sync_queue, (queue,))
         assert queue.get_task(task_id) is not None, "the child's enqueue did not reach the same file"
         copy.close()
+
+
+def _sync_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "sitq-sync-loop"]
+
+
+def test_a_queue_dropped_unclosed_ends_its_thread_and_closes_the_backend_it_made(tmp_path: Path) -> None:
+    """One SyncTaskQueue per request, never closed, used to keep two threads and ~7 files each for good."""
+    import gc
+
+    before = len(_sync_threads())
+    with pytest.warns(ResourceWarning, match="garbage-collected without close"):
+        for _ in range(3):
+            queue = SyncTaskQueue(f"sqlite:///{tmp_path / 'dropped.db'}")
+            queue.enqueue(tasks.add, 1, 2)
+            del queue
+            gc.collect()
+    wait_until_sync(lambda: len(_sync_threads()) == before)
+    wait_until_sync(lambda: not [t for t in threading.enumerate() if t.name.endswith("dropped.db")])
+
+
+def test_a_queue_dropped_unclosed_leaves_a_backend_object_it_was_given_open(backend: SQLiteBackend) -> None:
+    import gc
+
+    before = len(_sync_threads())
+    with pytest.warns(ResourceWarning):
+        queue = SyncTaskQueue(backend)
+        queue.enqueue(tasks.add, 1, 2)
+        del queue
+        gc.collect()
+    wait_until_sync(lambda: len(_sync_threads()) == before)
+    with SyncTaskQueue(backend) as other:  # the shared backend still serves everyone else
+        assert len(other.queue.backend is backend and other.enqueue(tasks.add, 3, 4)) == 32

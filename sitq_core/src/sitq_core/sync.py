@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import warnings
+import weakref
 from collections.abc import Callable, Coroutine, Iterable, Iterator
 from concurrent.futures import CancelledError, Future, InvalidStateError
 from datetime import datetime
@@ -56,10 +58,12 @@ class SyncTaskQueue:
     """Blocking version of :class:`TaskQueue`; use ``with SyncTaskQueue(backend) as q:``."""
 
     def __init__(self, backend: BackendSpec, serializer: SerializerSpec = None) -> None:
-        self._start(TaskQueue(backend, serializer))
+        self._start(TaskQueue(backend, serializer), owns_backend=not isinstance(backend, Backend))
 
-    def _start(self, queue: TaskQueue) -> None:
+    def _start(self, queue: TaskQueue, *, owns_backend: bool = True) -> None:
         self._queue = queue
+        self._owns_backend = owns_backend  # made from a URL or config: closed with a queue dropped unclosed
+        self._finalizer: weakref.finalize[Any, SyncTaskQueue] | None = None  # for the current private loop
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.RLock()  # guards the loop, _futures and _closing
@@ -74,7 +78,9 @@ class SyncTaskQueue:
     def _after_fork_in_child(self) -> None:
         """In a forked child: the private loop's thread is gone; the next call starts a loop of its own."""
         keep_inherited(self._loop, self._thread)
-        self._loop, self._thread = None, None
+        if self._finalizer is not None:
+            self._finalizer.detach()  # the parent's loop: not this process's to stop
+        self._loop, self._thread, self._finalizer = None, None, None
         self._lock = threading.RLock()
         self._calls, self._futures = {}, set()
         self._closing, self._closed_event, self._closer = False, None, None
@@ -109,11 +115,15 @@ class SyncTaskQueue:
                     asyncio.set_event_loop(loop)
                     loop.call_soon(ready.set)
                     loop.run_forever()
+                    loop.close()  # stopped by close(), or by _close_dropped: its selector's files go too
 
                 thread = threading.Thread(target=run, name="sitq-sync-loop", daemon=True)
                 thread.start()
                 ready.wait()
                 self._loop, self._thread = loop, thread
+                finalizer = weakref.finalize(self, _close_dropped, loop, self._queue if self._owns_backend else None)
+                finalizer.atexit = False  # a queue that lives as long as the program is not a leak
+                self._finalizer = finalizer
             return self._loop
 
     def _run(
@@ -247,6 +257,9 @@ class SyncTaskQueue:
         finally:
             loop, thread = self._loop, self._thread
             assert loop is not None  # checked when this close began
+            if self._finalizer is not None:
+                self._finalizer.detach()
+                self._finalizer = None
             loop.call_soon_threadsafe(loop.stop)
             if thread is not None:
                 thread.join(timeout=10)
@@ -385,6 +398,35 @@ class SyncTaskQueueView:
 
     def with_options(self, **options: Any) -> SyncTaskQueueView:
         return SyncTaskQueueView(self._owner, self._view.with_options(**options))
+
+
+def _close_dropped(loop: asyncio.AbstractEventLoop, queue: TaskQueue | None) -> None:
+    """A ``SyncTaskQueue`` was garbage-collected unclosed: end its loop thread, and close a backend it made.
+
+    Without this, each queue made per request and never closed kept two
+    threads and several file descriptors for good. Nothing waits here (this
+    may run inside the garbage collector on any thread); a backend object
+    passed in by the caller may be shared, so it is left open.
+    """
+    warnings.warn(
+        "a SyncTaskQueue was garbage-collected without close(): use `with SyncTaskQueue(...) as queue:`, "
+        "or make one queue at start-up and share it",
+        ResourceWarning,
+    )
+
+    def stop(_done: object = None) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed already
+            loop.call_soon_threadsafe(loop.stop)
+
+    if loop.is_closed():
+        return
+    if queue is None:
+        stop()
+        return
+    try:
+        asyncio.run_coroutine_threadsafe(queue.close(), loop).add_done_callback(stop)
+    except RuntimeError:  # the loop is closed already
+        return
 
 
 def _sync_queue_of(queue: TaskQueue) -> SyncTaskQueue:
