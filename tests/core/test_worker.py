@@ -412,6 +412,10 @@ class Recorder:
     def sitq_task_retried(self, task: Any, attempt: int, eta: Any) -> None:
         self.events.append(("retried", attempt))
 
+    @hookimpl
+    def sitq_task_cancelled(self, task: Any, duration: float) -> None:
+        self.events.append(("cancelled", task.id))
+
 
 @pytest.fixture
 def recorder() -> Any:
@@ -454,6 +458,54 @@ async def test_hook_sitq_task_succeeded(queue: TaskQueue, recorder: Recorder, tm
 async def test_hook_sitq_task_failed(queue: TaskQueue, recorder: Recorder, tmp_path: Path) -> None:
     await _lifecycle(queue, tmp_path)
     assert [e for e in recorder.events if e[0] == "failed"] == [("failed", True), ("failed", False)]
+
+
+@pytest.mark.asyncio
+async def test_hook_sitq_task_cancelled(queue: TaskQueue, recorder: Recorder) -> None:
+    """A cancelled task came to observers as a final failure (a metrics plugin counted it as failed)."""
+    worker = Worker(queue.backend)
+    await worker.start()
+    try:
+        task_id = await queue.enqueue(tasks.sleepy, 30.0)
+        await wait_until(lambda: _is_running(queue, task_id))
+        assert await queue.cancel(task_id)
+        result = await queue.get_result(task_id, timeout=10)
+    finally:
+        await worker.stop()
+    assert result is not None and result.status == "cancelled"
+    assert ("cancelled", task_id) in recorder.events
+    assert [e for e in recorder.events if e[0] == "failed"] == []
+
+
+async def _is_running(queue: TaskQueue, task_id: str) -> bool:
+    task = await queue.get_task(task_id)
+    return task is not None and task.status == TaskStatus.RUNNING
+
+
+@pytest.mark.asyncio
+async def test_observers_see_a_timeout_as_a_timeout_error_that_says_so(queue: TaskQueue) -> None:
+    errors: list[Any] = []
+
+    class Observer:
+        @hookimpl
+        def sitq_task_failed(self, task: Any, error: Any, will_retry: bool) -> None:
+            errors.append(error)
+
+    manager = get_plugin_manager()
+    manager.register_plugin(Observer(), "timeouts")
+    try:
+        worker = Worker(queue.backend)
+        await worker.start()
+        try:
+            task_id = await queue.with_options(timeout=0.1).enqueue(tasks.sleepy, 30.0)
+            result = await queue.get_result(task_id, timeout=10)
+        finally:
+            await worker.stop()
+    finally:
+        manager.unregister_plugin("timeouts")
+    assert result is not None and result.status == "failed" and result.error == "task timed out after 0.1 s"
+    assert len(errors) == 1 and isinstance(errors[0], TimeoutError)
+    assert str(errors[0]) == "task timed out after 0.1 s"
 
 
 @pytest.mark.asyncio

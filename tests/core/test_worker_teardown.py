@@ -14,13 +14,13 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from sitq_test_postgres import DSN, drop_schema, require_postgres
 
 from sitq import Backend, SQLiteBackend, TaskQueue, Worker
 from sitq_core.models import TaskStatus
 
 import sitq_test_tasks as tasks
 from sitq_test_helpers import wait_until
-from sitq_test_postgres import DSN, drop_schema, require_postgres
 
 Shutdown = Callable[[Worker], Awaitable[None]]
 MakeBackend = Callable[[], Backend]

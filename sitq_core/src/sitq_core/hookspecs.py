@@ -119,8 +119,19 @@ def sitq_task_failed(task: Task, error: BaseException | str, will_retry: bool) -
     """An attempt failed (worker process).
 
     ``error`` is the exception the function raised (or a message for failures
-    outside the function, such as an unreadable payload). ``will_retry=False``
-    means the task is now final with status ``failed``.
+    outside the function, such as an unreadable payload); a task stopped at
+    its timeout gets a ``TimeoutError`` saying so. ``will_retry=False``
+    means the task is now final with status ``failed``. A task that ends
+    ``cancelled`` comes to :func:`sitq_task_cancelled` instead.
+    """
+
+
+@hookspec
+def sitq_task_cancelled(task: Task, duration: float) -> None:
+    """A running task ended ``cancelled`` at a cancel request (worker process).
+
+    ``duration`` is how long it ran, in seconds. A task cancelled while still
+    queued never reaches a worker, so no worker calls this for it.
     """
 
 

@@ -412,6 +412,7 @@ def _close_dropped(loop: asyncio.AbstractEventLoop, queue: TaskQueue | None) -> 
         "a SyncTaskQueue was garbage-collected without close(): use `with SyncTaskQueue(...) as queue:`, "
         "or make one queue at start-up and share it",
         ResourceWarning,
+        stacklevel=1,  # inside the garbage collector: no caller's line to point at
     )
 
     def stop(_done: object = None) -> None:

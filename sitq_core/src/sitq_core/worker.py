@@ -1362,12 +1362,15 @@ class Worker:
                 extra = {"error": exc, "duration": time.perf_counter() - began}
         except TimeoutError as exc:
             elapsed = time.perf_counter() - call_began[0]
+            error: BaseException = exc
             if task.timeout is not None and elapsed >= task.timeout * 0.999:
                 message = f"task timed out after {task.timeout:g} s"
+                error = TimeoutError(message)  # what observers see: the worker's deadline, not a bare error
+                error.__cause__ = exc
             else:
                 message = _describe(exc)
             outcome = self._failure(running, message, _format(exc), retry=_should_retry(exc))
-            extra = {"error": exc, "duration": elapsed}
+            extra = {"error": error, "duration": elapsed}
         except BaseException as exc:  # any other exception is the task's own (KeyboardInterrupt included)
             error = _task_error(exc)
             outcome = self._failed_with(running, error)
@@ -1717,7 +1720,10 @@ class Worker:
                     serializer=extra.get("serializer", task.serializer),
                 )
                 manager.notify("sitq_task_succeeded", task=task, result=result, duration=extra.get("duration", 0.0))
-        elif outcome.kind in ("failed", "retry", "cancelled"):
+        elif outcome.kind == "cancelled":
+            if manager.has_observers("sitq_task_cancelled"):
+                manager.notify("sitq_task_cancelled", task=task, duration=extra.get("duration", 0.0))
+        elif outcome.kind in ("failed", "retry"):
             if manager.has_observers("sitq_task_failed"):
                 manager.notify(
                     "sitq_task_failed",
