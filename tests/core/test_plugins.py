@@ -316,6 +316,31 @@ def test_observer_failures_are_isolated(caplog: pytest.LogCaptureFixture) -> Non
     assert "returned a coroutine" in caplog.text
 
 
+def test_an_observer_failing_on_every_task_logs_one_traceback_then_a_count_a_minute(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sitq_core import plugin_manager
+
+    class Bad:
+        @hookimpl
+        def sitq_task_enqueued(self, task: object) -> None:
+            raise RuntimeError("observer bug")
+
+    clock = [1000.0]
+    monkeypatch.setattr(plugin_manager.time, "monotonic", lambda: clock[0])
+    manager = SitqPluginManager(load_entrypoints=False)
+    manager.register_plugin(Bad(), "bad")
+    for _ in range(500):
+        manager.notify("sitq_task_enqueued", task=object())
+    failures = [r for r in caplog.records if "raised in sitq_task_enqueued" in r.getMessage()]
+    assert len(failures) == 1 and failures[0].exc_info is not None  # one traceback, not 500
+    clock[0] += 61
+    manager.notify("sitq_task_enqueued", task=object())
+    failures = [r for r in caplog.records if "raised in sitq_task_enqueued" in r.getMessage()]
+    assert len(failures) == 2 and failures[1].exc_info is None
+    assert "500 more time(s)" in failures[1].getMessage() and "RuntimeError: observer bug" in failures[1].getMessage()
+
+
 def test_invalid_registration_names_are_refused(site: Path) -> None:
     make_dist(site, "acme-bad-name", "badname", "acme_badname_plugin", GOOD_BACKEND.format(name="Bad Name"))
     record = {r.name: r for r in SitqPluginManager().plugin_records()}["badname"]

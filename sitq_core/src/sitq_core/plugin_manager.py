@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
@@ -88,6 +89,7 @@ class PluginRecord:
 
 
 _NOT_BUILTIN = PluginRecord("", None, None, "ok")
+_OBSERVER_ERROR_EVERY = 60.0  # seconds between two log lines about one plugin hook that keeps failing
 
 
 def _sentence(text: str | None) -> str:
@@ -144,6 +146,8 @@ class SitqPluginManager(pluggy.PluginManager):
         self._collect_done = False
         self._setup_lock = threading.RLock()
         self._observer_cache: dict[str, bool] = {}
+        # (plugin, hook) -> (monotonic time of its last log line, failures not logged since)
+        self._observer_errors: dict[tuple[str, str], tuple[float, int]] = {}
         self._strict_errors: list[BrokenPluginError] | None = None  # gathered during a load or collect
         self._strict_failure: BrokenPluginError | None = None  # raised again by every later use, in strict mode
 
@@ -552,8 +556,35 @@ class SitqPluginManager(pluggy.PluginManager):
                         impl.plugin_name,
                         hook_name,
                     )
-            except Exception:
-                logger.exception("sitq plugin %s raised in %s; ignored", impl.plugin_name, hook_name)
+            except Exception as exc:
+                self._log_observer_error(impl.plugin_name, hook_name, exc)
+
+    def _log_observer_error(self, plugin_name: str, hook_name: str, error: Exception) -> None:
+        """The first failure of a plugin's hook with its traceback; after that a count, once a minute at most.
+
+        An observer that fails on every task must not put a traceback in the
+        logs per task.
+        """
+        key = (plugin_name, hook_name)
+        now = time.monotonic()
+        seen = self._observer_errors.get(key)
+        if seen is None:
+            self._observer_errors[key] = (now, 0)
+            logger.error("sitq plugin %s raised in %s; ignored", plugin_name, hook_name, exc_info=error)
+            return
+        last, quiet = seen
+        if now - last < _OBSERVER_ERROR_EVERY:
+            self._observer_errors[key] = (last, quiet + 1)
+            return
+        self._observer_errors[key] = (now, 0)
+        logger.error(
+            "sitq plugin %s raised in %s again (%d more time(s) since the last line); ignored: %s: %s",
+            plugin_name,
+            hook_name,
+            quiet + 1,
+            type(error).__name__,
+            error,
+        )
 
     def register(self, plugin: object, name: str | None = None) -> str | None:
         result = super().register(plugin, name)
