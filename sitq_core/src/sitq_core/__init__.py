@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .backend import SPEC_VERSION, Backend, Capability
 from .config import DEFAULT_BACKEND_URL, resolve_backend, resolve_serializer
+from .current import CurrentTask, current_task
 from .errors import (
     BackendError,
     BackendNotInstalledError,
@@ -52,6 +53,7 @@ __all__ = [
     "CloudpickleSerializer",
     "ConfigurationError",
     "ConnectionError",
+    "CurrentTask",
     "LeaseLostError",
     "LeaseState",
     "MissingPluginError",
@@ -84,6 +86,7 @@ __all__ = [
     "WorkerError",
     "__version__",
     "connect",
+    "current_task",
     "hookimpl",
     "parse_backend_url",
     "resolve_backend",

@@ -33,6 +33,7 @@ from typing import Any
 from . import checks
 from .backend import Backend
 from .config import BackendSpec, SerializerSpec, resolve_backend, resolve_serializer, split_config
+from .current import CurrentTask, running_as, set_current
 from .errors import SerializationError, SitqError, ValidationError, WorkerError
 from .models import LeaseState, Outcome, ReservedTask, Result
 from .pacing import CommitPacer
@@ -1147,7 +1148,10 @@ class Worker:
                     break
                 batch.append((candidate, candidate_call))
             members = [member for member, _call in batch]
-            thread_batch = ThreadBatch([member_call for _member, member_call in batch], self._on_batch_start(members))
+            thread_batch = ThreadBatch(
+                [(running_as(self._current(member), f), a, k) for member, (f, a, k) in batch],
+                self._on_batch_start(members),
+            )
             future = asyncio.create_task(
                 self._execute_sync_batch(members, thread_batch), name=f"sitq-batch-{running.id}"
             )
@@ -1329,6 +1333,17 @@ class Worker:
         except Exception:
             logger.exception("worker %s: notifying sitq_task_started observers failed", self.worker_id)
 
+    def _current(self, running: _Running) -> CurrentTask:
+        """What ``current_task()`` returns inside this task's call."""
+        task = running.reserved.task
+        return CurrentTask(
+            id=task.id,
+            attempt=running.reserved.attempt,
+            queue=task.queue,
+            function_name=task.function_name,
+            worker_id=self.worker_id,
+        )
+
     async def _execute(self, running: _Running, call: Call) -> None:
         """Run one task (async on the loop, sync in the pool) and report its outcome."""
         task = running.reserved.task
@@ -1337,6 +1352,10 @@ class Worker:
             self._report(running, self._cancelled(running), {"error": "cancelled", "duration": 0.0})
             return
         self._started(running)
+        this_task = self._current(running)
+        set_current(this_task)  # this asyncio task's own context: current_task() inside an async task
+        if not _is_async_callable(func):
+            func = running_as(this_task, func)  # ... and inside a sync one, in its thread
         began = time.perf_counter()
         call_began = [began]  # moved to when a thread starts a sync call with a timeout
         try:
