@@ -1,4 +1,4 @@
-"""``current_task()``: the task the calling code runs in, for idempotency keys (Celery's request.id, RQ's get_current_job)."""
+"""``current_task()``: the task the calling code runs in (Celery's request.id, RQ's get_current_job)."""
 
 from __future__ import annotations
 
