@@ -52,6 +52,14 @@ def test_unknown_backend_lists_installed_names() -> None:
     assert "dictstore" in str(info.value) and "sqlite" in str(info.value)
 
 
+@pytest.mark.parametrize("given", ["tasks.db", "data/tasks.sqlite3", "./t21.db"])
+def test_a_file_path_given_as_a_backend_name_says_how_to_write_it(given: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        sitq.TaskQueue(given)
+    assert f"'sqlite:///{given}'" in str(info.value)
+    assert "Did you mean" not in str(info.value)
+
+
 def test_unknown_option_names_itself() -> None:
     with pytest.raises(ConfigurationError) as info:
         sitq.connect({"backend": "sqlite", "pth": "x.db"})
