@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 import pytest
 
-from sitq import BackendError, SyncTaskQueue, TaskQueue, ValidationError, Worker
+from sitq import BackendError, ConnectionError, SyncTaskQueue, TaskQueue, ValidationError, Worker
 from sitq_core.models import Outcome, Task, TaskStatus, new_id
 from sitq_postgres import PostgresBackend
 from sitq_postgres import backend as pg_backend
@@ -481,3 +481,76 @@ def test_a_fast_machines_sync_queue_stamps_its_first_task_by_the_server(pg_dsn: 
         queue.close()
     assert stored is not None
     assert abs((stored.enqueued_at - datetime.now(UTC)).total_seconds()) < 5, "stamped by the fast local clock"
+
+
+FOREIGN_TABLES = {
+    "an app's meta and results": [
+        "CREATE TABLE {s}.meta (key text PRIMARY KEY, value text NOT NULL)",
+        "INSERT INTO {s}.meta VALUES ('owner', 'billing')",
+        "CREATE TABLE {s}.results (id serial PRIMARY KEY, score int)",
+    ],
+    "an app's tasks": ["CREATE TABLE {s}.tasks (id serial PRIMARY KEY, title text)"],
+    "an app's meta with its own version": [
+        "CREATE TABLE {s}.meta (key text PRIMARY KEY, value text NOT NULL)",
+        "INSERT INTO {s}.meta VALUES ('schema_version', 'app-v7')",
+    ],
+}
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("setup", list(FOREIGN_TABLES), ids=list(FOREIGN_TABLES))
+async def test_a_schema_holding_an_apps_own_tables_is_refused_untouched(
+    pg_dsn: str, pg_schema: str, setup: str
+) -> None:
+    """sitq wrote its version into an application's meta table, then could never store an outcome."""
+    import asyncpg
+
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await conn.execute(f'CREATE SCHEMA "{pg_schema}"')
+        for statement in FOREIGN_TABLES[setup]:
+            await conn.execute(statement.format(s=f'"{pg_schema}"'))
+        before = await conn.fetch(
+            "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = $1 ORDER BY 1, 2",
+            pg_schema,
+        )
+        meta_before = await _meta_rows(conn, pg_schema)
+        backend = PostgresBackend(pg_dsn, schema=pg_schema)
+        with pytest.raises(ConnectionError, match="that sitq did not create; give sitq a schema of its own"):
+            await backend.enqueue(Task(id="x" * 32, payload=b"p"))
+        await backend.close()
+        after = await conn.fetch(
+            "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = $1 ORDER BY 1, 2",
+            pg_schema,
+        )
+        assert after == before and await _meta_rows(conn, pg_schema) == meta_before
+    finally:
+        await conn.close()
+
+
+async def _meta_rows(conn: Any, schema: str) -> list[Any]:
+    exists = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM information_schema.tables WHERE table_schema = $1 AND table_name = 'meta')",
+        schema,
+    )
+    return list(await conn.fetch(f'SELECT * FROM "{schema}".meta ORDER BY 1')) if exists else []
+
+
+@pytest.mark.asyncio
+async def test_a_schema_sitq_made_is_still_opened(pg_dsn: str, pg_schema: str) -> None:
+    first = PostgresBackend(pg_dsn, schema=pg_schema)
+    await first.enqueue(Task(id="a" * 32, payload=b"p"))
+    await first.close()
+    again = PostgresBackend(pg_dsn, schema=pg_schema)
+    try:
+        assert (await again.counts())["queued"] == 1
+    finally:
+        await again.close()
+
+
+@pytest.mark.parametrize("schema", ["pg_jobs", "Jobs", "1jobs", "j" * 42, "", 5])
+def test_a_schema_name_postgresql_would_refuse_is_a_validation_error_when_the_backend_is_made(schema: Any) -> None:
+    """pg_h3 used to pass, then fail at the first call as a ConnectionError ('unacceptable schema name')."""
+    with pytest.raises(ValidationError) as info:
+        PostgresBackend("postgresql://postgres@127.0.0.1/test", schema=schema)
+    assert info.value.parameter == "schema"

@@ -40,7 +40,7 @@ from sitq_core.urls import BackendURL
 
 from .coalesce import ResultReads
 from .keywords import NO_LIMIT, prepared_dsn
-from .schema import SCHEMA_VERSION, Statements, valid_schema
+from .schema import SCHEMA_VERSION, SITQ_TABLES, Statements, valid_schema
 
 __all__ = ["PostgresBackend"]
 
@@ -444,6 +444,15 @@ class PostgresBackend(Backend):
             async with conn.transaction():
                 # Several processes may start at once: one creates, the others wait and find it done.
                 await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", sql.lock_key)
+                foreign = await self._foreign_tables(conn)
+                if foreign:
+                    raise ConnectionError(
+                        f"PostgreSQL schema {self.schema!r} already holds table(s) {', '.join(foreign)} that sitq "
+                        "did not create; give sitq a schema of its own (the schema option, ?schema=... in a URL; "
+                        "nothing in this one was changed)",
+                        backend_type="postgres",
+                        connection_details=self._where(),
+                    )
                 for statement in sql.ddl:
                     await conn.execute(statement)
                 found = await conn.fetchval(sql.version)
@@ -465,6 +474,26 @@ class PostgresBackend(Backend):
                 connection_details=self._where(),
                 cause=exc,
             ) from exc
+
+    async def _foreign_tables(self, conn: Connection) -> list[str]:
+        """Tables of sitq's names in the schema that sitq did not make (an application's own), else [].
+
+        sitq writes its schema version into ``meta`` in the transaction that
+        creates the tables, so tables without that version (or without sitq's
+        columns) are someone else's, and writing into them would mix sitq's
+        rows into them.
+        """
+        rows = await conn.fetch(self._sql.table_columns, self.schema, list(SITQ_TABLES))
+        columns: dict[str, set[str]] = {}
+        for row in rows:
+            columns.setdefault(row[0], set()).add(row[1])
+        if not columns:
+            return []
+        version = None
+        if columns.get("meta", set()) >= SITQ_TABLES["meta"]:
+            version = await conn.fetchval(self._sql.version)
+        ours = isinstance(version, str) and version.isdigit()
+        return [name for name, need in SITQ_TABLES.items() if name in columns and not (ours and columns[name] >= need)]
 
     async def _call(self, operation: str, body: Callable[[Connection], Awaitable[T]], *, transaction: bool = True) -> T:
         """Run ``body`` on a pooled connection (inside one transaction), mapping driver errors."""

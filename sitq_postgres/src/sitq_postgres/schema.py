@@ -11,7 +11,7 @@ import re
 
 from sitq_core.errors import ValidationError
 
-__all__ = ["SCHEMA_VERSION", "TASK_COLUMNS", "Statements", "valid_schema"]
+__all__ = ["SCHEMA_VERSION", "SITQ_TABLES", "TASK_COLUMNS", "Statements", "valid_schema"]
 
 #: Stored in ``<schema>.meta``; bumped by every migration.
 SCHEMA_VERSION = 1
@@ -25,6 +25,13 @@ RESULT_COLUMNS = (
     "id, task_id, status, value, error, traceback, enqueued_at, started_at, finished_at, attempts, serializer"
 )
 
+#: Columns a table of sitq's name must have to be taken as sitq's own (not an application's).
+SITQ_TABLES: dict[str, frozenset[str]] = {
+    "meta": frozenset({"key", "value"}),
+    "tasks": frozenset({"seq", "id", "queue", "status", "due", "payload", "lease_token"}),
+    "results": frozenset({"task_id", "id", "status", "value", "serializer"}),
+}
+
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,40}")
 ACTIVE = "status IN ('queued', 'running')"
 FINAL = "status IN ('success', 'failed', 'cancelled')"
@@ -35,6 +42,12 @@ def valid_schema(schema: object) -> str:
     if not isinstance(schema, str) or _IDENTIFIER.fullmatch(schema) is None:
         raise ValidationError(
             f"schema must be a lowercase identifier ([a-z_][a-z0-9_]*, at most 41 characters), got {schema!r}",
+            parameter="schema",
+            value=schema,
+        )
+    if schema.startswith("pg_"):
+        raise ValidationError(
+            f"schema must not start with 'pg_' (PostgreSQL reserves that prefix for system schemas), got {schema!r}",
             parameter="schema",
             value=schema,
         )
@@ -101,6 +114,10 @@ class Statements:
             """,
         )
         self.version = f"SELECT value FROM {s}.meta WHERE key = 'schema_version'"
+        self.table_columns = (
+            "SELECT table_name, column_name FROM information_schema.columns "
+            "WHERE table_schema = $1 AND table_name = ANY($2::text[])"
+        )
         self.set_version = (
             f"INSERT INTO {s}.meta (key, value) VALUES ('schema_version', $1) "
             "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
