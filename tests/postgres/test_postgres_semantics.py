@@ -554,3 +554,43 @@ def test_a_schema_name_postgresql_would_refuse_is_a_validation_error_when_the_ba
     with pytest.raises(ValidationError) as info:
         PostgresBackend("postgresql://postgres@127.0.0.1/test", schema=schema)
     assert info.value.parameter == "schema"
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("call", ["reserve", "heartbeat"])
+async def test_a_lease_counts_from_when_the_call_got_its_connection(pg_dsn: str, pg_schema: str, call: str) -> None:
+    """A lease counted from before a wait for a pooled connection was granted already expired."""
+    from sitq_core.testing.clock import FakeClock
+
+    clock = FakeClock()
+    a = PostgresBackend(pg_dsn, schema=pg_schema, max_connections=1)
+    b = PostgresBackend(pg_dsn, schema=pg_schema)
+    a.clock = b.clock = clock
+    try:
+        first = Task(id=new_id(), payload=b"p", eta=clock.now(), enqueued_at=clock.now())
+        await a.enqueue(first)
+        held = None
+        if call == "heartbeat":
+            [held] = await a.reserve(worker_id="a", limit=1, lease_seconds=30)
+        pool = await a._pool()
+        busy = await pool.acquire()  # the pool's only connection is in use elsewhere
+        try:
+            if call == "reserve":
+                waiting: Any = asyncio.ensure_future(a.reserve(worker_id="a", limit=1, lease_seconds=30))
+            else:
+                assert held is not None
+                waiting = asyncio.ensure_future(a.heartbeat([(held.id, held.lease_token)], 30))
+            await asyncio.sleep(0)  # the call has begun and waits for a connection
+            clock.advance(60)  # the wait outlasts the lease
+        finally:
+            await pool.release(busy)
+        outcome = await waiting
+        if call == "heartbeat":
+            assert outcome == {first.id: pg_backend.LeaseState.HELD}
+        else:
+            assert [r.id for r in outcome] == [first.id]
+            assert outcome[0].lease_expires_at == clock.now() + timedelta(seconds=30)
+        assert await b.reserve(worker_id="b", limit=1, lease_seconds=30) == [], "the lease is still a's"
+    finally:
+        await a.close()
+        await b.close()

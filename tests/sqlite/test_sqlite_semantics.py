@@ -465,3 +465,47 @@ async def test_purge_goes_in_chunks_each_its_own_transaction(
     assert commits.count("purge") == 4  # 10 + 10 + 10 + 5
     assert (await backend.counts())["queued"] == 5
     assert [await backend.get_result(lease.id) for lease in leases] == [None] * 35
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("call", ["reserve", "heartbeat", "finish_and_reserve"])
+async def test_a_lease_counts_from_when_the_write_lock_was_won_not_from_before_the_wait(
+    tmp_path: Path, clock: FakeClock, call: str
+) -> None:
+    """A lease counted from before a long wait for the lock was granted (or renewed) already expired,
+    and a second live worker ran the same task beside the first."""
+    import asyncio
+    import sqlite3
+
+    path = tmp_path / "lock.db"
+    a, b = SQLiteBackend(path, busy_timeout=30), SQLiteBackend(path)
+    a.clock = b.clock = clock
+    async with a, b:
+        first = task(clock)
+        await a.enqueue(first)
+        held = None
+        if call == "heartbeat":
+            [held] = await a.reserve(worker_id="a", limit=1, lease_seconds=30)
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # another program's long write
+        try:
+            if call == "reserve":
+                waiting: Any = asyncio.ensure_future(a.reserve(worker_id="a", limit=1, lease_seconds=30))
+            elif call == "finish_and_reserve":
+                waiting = asyncio.ensure_future(a.finish_and_reserve([], worker_id="a", limit=1, lease_seconds=30))
+            else:
+                assert held is not None
+                waiting = asyncio.ensure_future(a.heartbeat([(held.id, held.lease_token)], 30))
+            await asyncio.sleep(0)  # the call has begun and waits for the lock
+            clock.advance(60)  # the wait outlasts the lease
+        finally:
+            holder.execute("COMMIT")
+            holder.close()
+        outcome = await waiting
+        if call == "heartbeat":
+            assert outcome == {first.id: LeaseState.HELD}
+        else:
+            leases = outcome if call == "reserve" else outcome[1]
+            assert [r.id for r in leases] == [first.id]
+            assert leases[0].lease_expires_at == clock.now() + timedelta(seconds=30)
+        assert await b.reserve(worker_id="b", limit=1, lease_seconds=30) == [], "the lease is still a's"

@@ -217,7 +217,9 @@ class Backend(abc.ABC):
 
         Each reserved task becomes ``running`` with ``worker_id``, a fresh
         unique ``lease_token``, ``lease_expires_at = now + lease_seconds``,
-        ``attempts + 1``, and ``started_at = now``. A task whose lease had
+        ``attempts + 1``, and ``started_at = now``. ``now`` is read when the
+        claim is made, after any wait for a lock or a connection: a lease
+        counted from before such a wait could be handed out already expired. A task whose lease had
         expired also gets ``lease_expiries + 1``; if that reaches
         ``max_lease_expiries`` it is not handed out but ends ``failed`` with
         the error ``"lease expired after N attempts"`` (N = its attempts) and a
@@ -244,7 +246,8 @@ class Backend(abc.ABC):
         until another ``reserve`` takes the task under a new token: one past
         its expiry that nobody took yet (a worker paused by a long GC or a
         slow disk) is extended (``HELD``), and ``finish_many`` accepts its
-        outcome, so finished work is not thrown away for nothing.
+        outcome, so finished work is not thrown away for nothing. As in
+        ``reserve``, ``now`` is read when the lease is extended, after any wait.
         Contract: ``LeaseContract``.
         """
 

@@ -616,17 +616,22 @@ class PostgresBackend(Backend):
         names = checks.queue_names(queues)
         if names == []:
             return []
-        now = self.now()
-        body = self._reserve_body(worker, wanted, lease, names, now)
+        body = self._reserve_body(worker, wanted, lease, names)
         record_mark(self, self.notifier.count(_WORK_KEY))
         return await self._call("reserve", body)
 
     def _reserve_body(
-        self, worker: str, wanted: int, lease: timedelta, names: list[str] | None, now: datetime
+        self, worker: str, wanted: int, lease: timedelta, names: list[str] | None
     ) -> Callable[[Connection], Awaitable[list[ReservedTask]]]:
+        """The claim transaction's body; its clock is read on the connection it runs on.
+
+        A lease counted from before a wait for a pooled connection could be
+        granted already expired, and another worker would take the task.
+        """
         sql = self._sql
 
         async def body(conn: Connection) -> list[ReservedTask]:
+            now = self.now()
             reserved: list[ReservedTask] = []
             finished: list[str] = []
             while len(reserved) < wanted:
@@ -674,10 +679,10 @@ class PostgresBackend(Backend):
         pairs = checks.lease_pairs(leases)
         if not pairs:
             return {}
-        now = self.now()
         sql = self._sql
 
         async def body(conn: Connection) -> dict[str, LeaseState]:
+            now = self.now()  # on the connection: a renewal counts from now, not from before a wait for it
             rows = await conn.fetch(sql.heartbeat, now + lease, [p[0] for p in pairs], [p[1] for p in pairs])
             held = {row["id"]: row["cancel_requested"] for row in rows}
             return {
@@ -716,9 +721,8 @@ class PostgresBackend(Backend):
         wanted = checks.reserve_limit(limit)
         lease = timedelta(seconds=checks.lease_seconds(lease_seconds))
         names = checks.queue_names(queues)
-        now = self.now()
-        finish = self._finish_body(items, now)
-        reserve = self._reserve_body(worker, wanted, lease, names, now)
+        finish = self._finish_body(items, self.now())
+        reserve = self._reserve_body(worker, wanted, lease, names)
         record_mark(self, self.notifier.count(_WORK_KEY))
 
         async def body(conn: Connection) -> tuple[list[bool], list[ReservedTask]]:

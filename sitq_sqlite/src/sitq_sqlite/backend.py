@@ -805,21 +805,24 @@ class SQLiteBackend(Backend):
         if queue_list == []:
             return []
         record_mark(self, self._wakeups.work_seq)
-        now = self._now_us()
-        body = self._reserve_body(worker_id, limit, lease_us, queue_list, now)
+        body = self._reserve_body(worker_id, limit, lease_us, queue_list)
         claims = await self._run("reserve", lambda conn: self._write(conn, body))
         return _leases(claims)  # built here, off the connection thread (the busier one)
 
     def _reserve_body(
-        self, worker_id: str, limit: int, lease_us: int, queue_list: list[str] | None, now: int
+        self, worker_id: str, limit: int, lease_us: int, queue_list: list[str] | None
     ) -> Callable[[sqlite3.Connection], list[_Claim]]:
         """The claim transaction's body (shared by ``reserve`` and ``finish_and_reserve``).
 
         It returns raw rows; :func:`_leases` turns them into ``ReservedTask``s
         after COMMIT, so the write lock is not held while Python builds objects.
+        The clock is read inside, once the write lock is held: a lease counted
+        from before a long wait for the lock could be granted already expired,
+        and another worker would take the task while this one runs it.
         """
 
         def body(conn: sqlite3.Connection) -> list[_Claim]:
+            now = self._now_us()
             handed: list[_Claim] = []
             while len(handed) < limit:
                 candidates = _claim_candidates(conn, queue_list, now, limit - len(handed))
@@ -858,9 +861,9 @@ class SQLiteBackend(Backend):
         pairs = _lease_pairs(leases)
         if not pairs:
             return {}
-        now = self._now_us()
 
         def body(conn: sqlite3.Connection) -> dict[str, LeaseState]:
+            now = self._now_us()  # with the write lock held: a renewal counts from now, not from before the wait
             states: dict[str, LeaseState] = {}
             for task_id, token in pairs:
                 row = conn.execute(
@@ -909,9 +912,8 @@ class SQLiteBackend(Backend):
         if queue_list == []:
             return await self.finish_many(outcomes), []
         record_mark(self, self._wakeups.work_seq)
-        now = self._now_us()
-        finish = self._finish_body(outcomes, now)
-        claim = self._reserve_body(worker_id, limit, lease_us, queue_list, now)
+        finish = self._finish_body(outcomes, self._now_us())
+        claim = self._reserve_body(worker_id, limit, lease_us, queue_list)
 
         def body(conn: sqlite3.Connection) -> tuple[tuple[list[bool], bool, list[str]], list[_Claim]]:
             return finish(conn), claim(conn)
