@@ -998,6 +998,34 @@ def _calls(store: FlakyStore) -> int:
     return store.calls
 
 
+@pytest.mark.asyncio
+async def test_heartbeats_that_keep_failing_log_one_traceback_not_one_a_renewal(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A full disk under a long task logged a traceback every renewal (585 lines in 30 s)."""
+    store = FlakyStore(tmp_path / "renewals.db")
+    async with TaskQueue(store) as queue:
+        worker = Worker(store, lease_timeout=0.15)  # a renewal every 0.05 s
+        await worker.start()
+        task_id = await queue.enqueue(tasks.sleepy, 30.0)
+
+        async def running() -> bool:
+            task = await queue.get_task(task_id)
+            return task is not None and task.status == TaskStatus.RUNNING
+
+        await wait_until(running)
+        store.down, store.calls = True, 0
+        await wait_until(lambda: _failed_calls(store, 10))
+        store.down = False
+        await worker.stop(timeout=0)
+    failed = [r for r in caplog.records if "heartbeat failed" in r.getMessage()]
+    assert len(failed) == 1 and failed[0].exc_info is not None, f"{len(failed)} lines for one failing store"
+
+
+async def _failed_calls(store: FlakyStore, count: int) -> bool:
+    return store.calls >= count
+
+
 class StallsRenewals(SQLiteBackend):
     """Heartbeats fail (a store out of reach for renewals), and a reserve that takes back this worker's own
     expired task waits until the task has just ended before it answers."""

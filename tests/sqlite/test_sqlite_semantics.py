@@ -509,3 +509,19 @@ async def test_a_lease_counts_from_when_the_write_lock_was_won_not_from_before_t
             assert [r.id for r in leases] == [first.id]
             assert leases[0].lease_expires_at == clock.now() + timedelta(seconds=30)
         assert await b.reserve(worker_id="b", limit=1, lease_seconds=30) == [], "the lease is still a's"
+
+
+def test_a_file_that_cannot_be_opened_on_a_read_only_mount_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """'unable to open database file' alone, for a file that is there and readable, sent people looking elsewhere."""
+    import os
+
+    from sitq_sqlite import backend as sqlite_backend
+
+    path = tmp_path / "ro.db"
+    path.write_bytes(b"")
+    assert sqlite_backend._read_only_hint(str(path)) == ""
+    monkeypatch.setattr(os, "access", lambda p, mode: mode != os.W_OK)  # as on a read-only mount (root too)
+    assert "read-only here" in sqlite_backend._read_only_hint(str(path))
+    assert sqlite_backend._read_only_hint(str(tmp_path / "missing.db")) == ""

@@ -767,21 +767,22 @@ class Worker:
             if woke_for_work or not can_reserve:
                 drained = False
 
-    def _log_failing_store(self, failures: int, failing_since: float, delay: float) -> None:
+    def _log_failing_store(self, failures: int, failing_since: float, delay: float, what: str = "backend call") -> None:
         """A failed backend call: its traceback the first time, then one line at most every ``_FAILING_LOG_EVERY``.
 
         A store that stays broken (a damaged file, a lost table) must not fill
         the logs with a traceback a second (5 million lines a day).
         """
         if failures == 1:
-            logger.exception("worker %s: backend call failed; retrying in %.2fs", self.worker_id, delay)
+            logger.exception("worker %s: %s failed; retrying in %.2fs", self.worker_id, what, delay)
             self._failing_logged = time.monotonic()
         elif time.monotonic() - self._failing_logged >= _FAILING_LOG_EVERY:
             self._failing_logged = time.monotonic()
             error = sys.exc_info()[1]
             logger.error(
-                "worker %s: backend calls still failing (%d in a row over %.0f s), retrying every %.2fs: %s",
+                "worker %s: %ss still failing (%d in a row over %.0f s), retrying every %.2fs: %s",
                 self.worker_id,
+                what,
                 failures,
                 time.monotonic() - failing_since,
                 delay,
@@ -912,7 +913,8 @@ class Worker:
         self._suspect = keep
         self._suspect_since = time.monotonic()
         logger.info(
-            "worker %s: task %s (%s) was held by a worker that died; running it alone",
+            "worker %s: task %s (%s) comes back from an expired lease (its worker died, or could not renew "
+            "in time); running it alone",
             self.worker_id,
             keep.id,
             keep.reserved.task.function_name,
@@ -1777,6 +1779,7 @@ class Worker:
         """
         interval = max(self.lease_timeout / 3.0, 0.01)
         renew_at = time.monotonic() + interval
+        failures, failing_since = 0, 0.0  # heartbeats failed in a row, since when (monotonic)
         while True:
             if self._has_unstarted():  # tasks wait for a slot: check them for cancel requests
                 await asyncio.sleep(max(0.0, min(renew_at, time.monotonic() + _CANCEL_CHECK) - time.monotonic()))
@@ -1806,8 +1809,12 @@ class Worker:
             try:
                 states = await self.backend.heartbeat(leases, self.lease_timeout)
             except Exception:
-                logger.exception("worker %s: heartbeat failed", self.worker_id)
+                failures += 1
+                if failures == 1:
+                    failing_since = time.monotonic()
+                self._log_failing_store(failures, failing_since, interval, "heartbeat")
                 continue
+            failures = 0
             for task_id, state in states.items():
                 running = sent.get(task_id)
                 if (

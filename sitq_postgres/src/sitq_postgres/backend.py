@@ -660,6 +660,14 @@ class PostgresBackend(Backend):
                     for done in await conn.fetch(statement, now, seqs):
                         await self._store_result(conn, done["id"], status, None, done["error"], None, done)
                         finished.append(done["id"])
+                        if status == "failed":  # as the worker logs a final failure: id, function, attempts, error
+                            log.warning(
+                                "task %s (%s) failed after %d attempt(s): %s",
+                                done["id"],
+                                done["function_name"],
+                                done["attempts"],
+                                done["error"],
+                            )
                 if leased:
                     tokens = [secrets.token_hex(16) for _ in leased]
                     claimed = await conn.fetch(sql.claim, worker, now + lease, now, leased, tokens)

@@ -157,7 +157,7 @@ class Statements:
             f"UPDATE {s}.tasks SET status = 'failed', due = NULL, lease_token = NULL, finished_at = $1, "
             "lease_expiries = lease_expiries + 1, error = 'lease expired after ' || attempts || ' attempts' "
             "WHERE seq = ANY($2::bigint[]) "
-            "RETURNING id, error, enqueued_at, started_at, finished_at, attempts, serializer"
+            "RETURNING id, error, enqueued_at, started_at, finished_at, attempts, serializer, function_name"
         )
         # A running task whose cancel was requested and whose worker is gone (lease expired): cancelled.
         self.cancel_expired = (

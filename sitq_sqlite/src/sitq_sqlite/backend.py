@@ -406,8 +406,9 @@ class SQLiteBackend(Backend):
                 )
                 raise ConnectionError(
                     f"cannot open SQLite database {self.path!r}: it stayed locked for more than busy_timeout="
-                    f"{self.busy_timeout}s while sitq set it up; another connection holds a long write "
-                    f"transaction (a VACUUM, a migration): retry, or raise busy_timeout{switching}",
+                    f"{self.busy_timeout}s while sitq opened it; another connection holds a long write "
+                    f"transaction or an exclusive lock (a VACUUM, a migration, locking_mode=EXCLUSIVE): retry, "
+                    f"or raise busy_timeout{switching}",
                     backend_type="sqlite",
                     connection_details=self.path,
                     cause=exc,
@@ -415,7 +416,7 @@ class SQLiteBackend(Backend):
             if isinstance(exc, sqlite3.Error):
                 raise ConnectionError(
                     f"cannot open SQLite database {self.path!r}: {exc}"
-                    + (" (is it a SQLite database file?)" if _is_not_a_db(exc) else ""),
+                    + (" (is it a SQLite database file?)" if _is_not_a_db(exc) else _read_only_hint(self.path)),
                     backend_type="sqlite",
                     connection_details=self.path,
                     cause=exc,
@@ -1490,6 +1491,17 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
+def _read_only_hint(path: str) -> str:
+    """Why a file that is there cannot be opened for writing: it, or its folder (for -wal/-shm), is read-only."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.exists(path) and not (os.access(path, os.W_OK) and os.access(folder, os.W_OK)):
+        return (
+            " (the file or its folder is read-only here: sitq writes to the file and keeps its -wal and -shm "
+            "files beside it)"
+        )
+    return ""
+
+
 def _end_expired(conn: sqlite3.Connection, seq: int, now: int, expiries: int, *, cancelled: bool) -> None:
     """End a task whose lease expired instead of handing it out again, with a result saying why.
 
@@ -1501,16 +1513,16 @@ def _end_expired(conn: sqlite3.Connection, seq: int, now: int, expiries: int, *,
     row = conn.execute(
         f"UPDATE tasks SET status = '{status}', due = NULL, lease_token = NULL, finished_at = ?, "
         f"error = {error}, lease_expiries = ? WHERE seq = ? "
-        "RETURNING id, error, enqueued_at, started_at, attempts, serializer",
+        "RETURNING id, error, enqueued_at, started_at, attempts, serializer, function_name",
         (now, expiries, seq),
     ).fetchone()
-    task_id, error_text, enqueued_at, started_at, attempts, serializer = row
+    task_id, error_text, enqueued_at, started_at, attempts, serializer, function_name = row
     result = (task_id, task_id, status, None, error_text, None, enqueued_at, started_at, now, attempts, serializer)
     conn.execute(_INSERT_RESULT, result)
     if cancelled:
-        log.info("task %s cancelled (its worker is gone)", task_id)
-    else:
-        log.warning("task %s failed: %s", task_id, error_text)
+        log.info("task %s (%s) cancelled (its worker is gone)", task_id, function_name)
+    else:  # as the worker logs a final failure: id, function, attempts and error
+        log.warning("task %s (%s) failed after %d attempt(s): %s", task_id, function_name, attempts, error_text)
 
 
 _POISON_ERROR = "'lease expired after ' || attempts || ' attempts'"
