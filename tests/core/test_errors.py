@@ -117,8 +117,15 @@ def test_public_names_importable() -> None:
         "SQLiteBackend",
         "Serializer",
         "CloudpickleSerializer",
+        # types that the reference's signatures return: importable for annotations
+        "SyncTaskQueueView",
+        "TaskQueueView",
+        "TaskOptions",
+        "CurrentTask",
+        "Call",
     ):
         assert getattr(sitq, name) is not None
+        assert name in sitq.__all__
 
 
 def test_validation_error_carries_the_valid_options() -> None:

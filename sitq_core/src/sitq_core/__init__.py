@@ -33,7 +33,7 @@ from .models import LeaseState, Outcome, ReservedTask, Result, Task, TaskStatus
 from .options import TaskOptions
 from .queue import Call, TaskQueue, TaskQueueView, connect
 from .serializers import CloudpickleSerializer, MsgpackSerializer, Serializer
-from .sync import SyncTaskQueue
+from .sync import SyncTaskQueue, SyncTaskQueueView
 from .task import TaskFunction, task
 from .urls import BackendURL, parse_backend_url
 from .worker import Worker
@@ -69,6 +69,7 @@ __all__ = [
     "SitqError",
     "SyncTaskQueue",
     "SyncTaskQueueError",
+    "SyncTaskQueueView",
     "Task",
     "TaskCancelledError",
     "TaskExecutionError",
