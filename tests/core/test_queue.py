@@ -424,3 +424,14 @@ async def test_a_queue_closes_a_backend_that_cannot_be_hashed() -> None:
     assert await queue.enqueue(tasks.add, 1)
     await queue.close()
     assert Unhashable.closed
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("task_id", ["ab\udcffc", "a\x00b"])
+async def test_a_task_id_no_store_can_hold_is_a_validation_error(tmp_path: Path, task_id: str) -> None:
+    """A lone surrogate raised a bare UnicodeEncodeError on SQLite and a BackendError on PostgreSQL."""
+    async with TaskQueue(SQLiteBackend(tmp_path / "ids.db")) as queue:
+        for call in (queue.get_result(task_id, timeout=0), queue.get_task(task_id), queue.cancel(task_id)):
+            with pytest.raises(ValidationError) as info:
+                await call
+            assert info.value.parameter == "task_id"

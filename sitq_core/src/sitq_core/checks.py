@@ -134,11 +134,15 @@ def escaped_for_store(text: str) -> str:
 
 
 def task_id(value: Any) -> str:
-    """A task id: a non-empty string without NUL characters (PostgreSQL text cannot hold them)."""
+    """A task id: a non-empty string without NUL characters or lone surrogates (no store can hold them)."""
     if not isinstance(value, str) or not value:
         raise ValidationError("task_id must be a non-empty string", parameter="task_id", value=value)
-    if "\x00" in value:
-        raise ValidationError("task_id must not contain NUL characters", parameter="task_id", value=value)
+    if not storable(value):
+        raise ValidationError(
+            f"task_id must not contain NUL characters or lone surrogates, got {value!r}",
+            parameter="task_id",
+            value=value,
+        )
     return value
 
 

@@ -583,6 +583,7 @@ def _check_task_id(task_id: Any) -> None:
         raise ValidationError(
             f"task_id must be a non-empty string, got {task_id!r}", parameter="task_id", value=task_id
         )
+    checks.task_id(task_id)  # and one a store can hold
 
 
 def connect(spec: BackendSpec | None = None, *, serializer: SerializerSpec = None, **options: Any) -> TaskQueue:
