@@ -39,7 +39,7 @@ class StallingRelay:
 
         def serve() -> None:
             asyncio.set_event_loop(self.loop)
-            server = self.loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0))
+            server = self.server = self.loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0))
             self.port = server.sockets[0].getsockname()[1]
             ready.set()
             self.loop.run_forever()
@@ -71,6 +71,16 @@ class StallingRelay:
     def flow(self) -> None:
         self.stalled.clear()
         self.loop.call_soon_threadsafe(self.flowing.set)
+
+    def cut(self) -> None:
+        """The server goes away: open connections drop, and new ones are refused."""
+
+        async def cut_off() -> None:
+            self.server.close()
+            for task in [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]:
+                task.cancel()
+
+        asyncio.run_coroutine_threadsafe(cut_off(), self.loop).result(10)
 
     def close(self) -> None:
         async def shut_down() -> None:
@@ -198,3 +208,17 @@ async def test_an_enqueue_the_caller_gave_up_on_is_not_stored_later(pg_dsn: str,
 
 async def _is(value: Any, expected: Any) -> bool:
     return await value == expected
+
+
+@pytest.mark.asyncio
+async def test_a_server_gone_after_first_use_is_a_connection_error(
+    pg_dsn: str, pg_schema: str, relay: StallingRelay
+) -> None:
+    """It raised a plain BackendError once the queue had been used; code catching sitq.ConnectionError missed it."""
+    async with sitq.connect(relayed_url(pg_dsn, relay, pg_schema)) as queue:
+        await queue.counts()  # used: the pool holds a connection
+        relay.cut()
+        for call in (queue.counts, lambda: queue.enqueue(tasks.add, 1, 2)):
+            with pytest.raises(sitq.ConnectionError) as info:
+                await call()
+            assert info.value.backend_type == "postgres" and "out of reach" in str(info.value)

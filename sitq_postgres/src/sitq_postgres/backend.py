@@ -422,7 +422,7 @@ class PostgresBackend(Backend):
 
     def _cannot_connect(self, exc: BaseException) -> ConnectionError:
         return ConnectionError(
-            f"cannot connect to PostgreSQL ({self._where()}): {type(exc).__name__}: {exc}",
+            f"cannot connect to PostgreSQL ({self._where()}): {_described(exc, self.connect_timeout)}",
             backend_type="postgres",
             connection_details=self._where(),
             cause=exc,
@@ -519,8 +519,16 @@ class PostgresBackend(Backend):
                 return result
             if not isinstance(exc, _DRIVER_ERRORS):
                 raise
+            if isinstance(exc, (*_CONNECTION_LOST, TimeoutError)):  # the server is out of reach, as at connect
+                raise ConnectionError(
+                    f"PostgreSQL {operation} failed: the server at {self._where()} is out of reach: {_described(exc)}",
+                    operation=operation,
+                    backend_type="postgres",
+                    connection_details=self._where(),
+                    cause=exc,
+                ) from exc
             raise BackendError(
-                f"PostgreSQL {operation} failed: {type(exc).__name__}: {exc}",
+                f"PostgreSQL {operation} failed: {_described(exc)}",
                 operation=operation,
                 backend_type="postgres",
                 cause=exc,
@@ -1244,3 +1252,11 @@ def _row_to_task(row: Any, start: int) -> Task:
         error=error,
         cancel_requested=cancel_requested,
     )
+
+
+def _described(exc: BaseException, timeout: float | None = None) -> str:
+    """``Type: text`` of a driver error; a bare ``TimeoutError`` says what timed out instead of nothing."""
+    text = str(exc)
+    if not text and isinstance(exc, TimeoutError):
+        text = "no answer in time" if timeout is None else f"no answer within connect_timeout={timeout:g}s"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
