@@ -594,3 +594,22 @@ async def test_a_lease_counts_from_when_the_call_got_its_connection(pg_dsn: str,
     finally:
         await a.close()
         await b.close()
+
+
+@pytest.mark.asyncio
+async def test_a_cancelled_calls_connection_that_cannot_be_dropped_leaves_no_unretrieved_error() -> None:
+    """'Task exception was never retrieved ... sitq-postgres-give-back ... connection has been released back to
+    the pool' was printed when the give-back failed and asyncpg had already taken the connection back."""
+
+    class Pool:
+        async def release(self, conn: object, timeout: float) -> None:
+            raise asyncpg.InterfaceError("the release timed out")
+
+    class Conn:
+        def terminate(self) -> None:
+            raise asyncpg.InterfaceError("cannot call Connection.terminate(): connection has been released back")
+
+    pg_backend._give_back_later(Pool(), Conn())  # type: ignore[arg-type]
+    [giving_back] = list(pg_backend._giving_back)
+    await asyncio.wait({giving_back})
+    assert giving_back.exception() is None

@@ -1145,7 +1145,8 @@ def _give_back_later(pool: Pool, conn: Connection) -> None:
         try:
             await pool.release(conn, timeout=_RELEASE_TIMEOUT)
         except BaseException as exc:  # asyncpg terminated it; a closing loop cancels this: drop it then
-            conn.terminate()
+            with contextlib.suppress(Exception):  # released already, or terminated by asyncpg itself
+                conn.terminate()
             log.debug("a cancelled call's connection was dropped: %r", exc)
 
     task = asyncio.get_running_loop().create_task(give_back(), name="sitq-postgres-give-back")
