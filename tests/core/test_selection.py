@@ -100,3 +100,16 @@ def test_stats_on_a_file_that_holds_no_sitq_data_does_not_speak_of_sqlite(
     assert asyncio.run(_stats(io.StringIO(), store, as_json=False)) == 2
     error = capsys.readouterr().err
     assert "is not a sitq database" in error and "dictstore store" in error and "SQLite" not in error, error
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+def test_a_worker_made_from_an_in_memory_url_warns_that_no_queue_can_reach_it(
+    url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """TaskQueue('sqlite://') and Worker('sqlite://') made two databases, and the tasks silently never ran."""
+    sitq.Worker(url)
+    assert any("no queue can reach" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
+    caplog.clear()
+    with_queue = sitq.TaskQueue(url)
+    sitq.Worker(with_queue.backend)  # the documented way: one database for both
+    assert not any("no queue can reach" in r.getMessage() for r in caplog.records)

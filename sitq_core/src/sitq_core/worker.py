@@ -247,6 +247,13 @@ class Worker:
         target, _options, config_serializer = split_config(backend)
         self._owns_backend = not isinstance(target, Backend)
         self.backend = resolve_backend(backend)
+        if self._owns_backend and getattr(self.backend, "is_memory", False) is True:
+            # Worker("sqlite://") beside TaskQueue("sqlite://"): two databases, and the tasks never run
+            logger.warning(
+                "%r is an in-memory database of the worker's own, which no queue can reach; pass the "
+                "queue's backend object instead (Worker(queue.backend)) so both use one database",
+                self.backend,
+            )
         chosen = serializer if serializer is not None else config_serializer
         self._only_serializer: Serializer | None = resolve_serializer(chosen) if chosen is not None else None
         self._serializers: dict[str, Serializer] = {}
