@@ -27,7 +27,10 @@ class CurrentTask:
     worker_id: str
 
 
-_current: ContextVar[CurrentTask | None] = ContextVar("sitq_current_task", default=None)
+Describe = Callable[[], CurrentTask]
+"""Builds the record when asked: a worker pays for it only in tasks that call ``current_task()``."""
+
+_current: ContextVar[Describe | None] = ContextVar("sitq_current_task", default=None)
 
 
 def current_task() -> CurrentTask | None:
@@ -36,19 +39,20 @@ def current_task() -> CurrentTask | None:
     ``current_task().id`` is the same id ``enqueue`` returned, stable across
     retries and redeliveries: a natural idempotency key.
     """
-    return _current.get()
+    describe = _current.get()
+    return None if describe is None else describe()
 
 
-def set_current(task: CurrentTask) -> None:
-    """Make ``task`` current in this context (a worker's asyncio task of its own for each task)."""
-    _current.set(task)
+def set_current(describe: Describe) -> None:
+    """Make the task ``describe`` tells of current in this context (a worker's asyncio task per task)."""
+    _current.set(describe)
 
 
-def running_as(task: CurrentTask, func: Callable[..., Any]) -> Callable[..., Any]:
-    """``func`` wrapped to run with ``task`` current (for a call made on another thread)."""
+def running_as(describe: Describe, func: Callable[..., Any]) -> Callable[..., Any]:
+    """``func`` wrapped to run with that task current (for a call made on another thread)."""
 
     def as_current_task(*args: Any, **kwargs: Any) -> Any:
-        token = _current.set(task)
+        token = _current.set(describe)
         try:
             return func(*args, **kwargs)
         finally:

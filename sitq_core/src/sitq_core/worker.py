@@ -1157,8 +1157,9 @@ class Worker:
                     break
                 batch.append((candidate, candidate_call))
             members = [member for member, _call in batch]
+            described = [functools.partial(_current_task_of, member, self.worker_id) for member in members]
             thread_batch = ThreadBatch(
-                [(running_as(self._current(member), f), a, k) for member, (f, a, k) in batch],
+                [(running_as(d, f), a, k) for d, (_m, (f, a, k)) in zip(described, batch, strict=True)],
                 self._on_batch_start(members),
             )
             future = asyncio.create_task(
@@ -1342,17 +1343,6 @@ class Worker:
         except Exception:
             logger.exception("worker %s: notifying sitq_task_started observers failed", self.worker_id)
 
-    def _current(self, running: _Running) -> CurrentTask:
-        """What ``current_task()`` returns inside this task's call."""
-        task = running.reserved.task
-        return CurrentTask(
-            id=task.id,
-            attempt=running.reserved.attempt,
-            queue=task.queue,
-            function_name=task.function_name,
-            worker_id=self.worker_id,
-        )
-
     async def _execute(self, running: _Running, call: Call) -> None:
         """Run one task (async on the loop, sync in the pool) and report its outcome."""
         task = running.reserved.task
@@ -1361,10 +1351,10 @@ class Worker:
             self._report(running, self._cancelled(running), {"error": "cancelled", "duration": 0.0})
             return
         self._started(running)
-        this_task = self._current(running)
-        set_current(this_task)  # this asyncio task's own context: current_task() inside an async task
+        describe = functools.partial(_current_task_of, running, self.worker_id)
+        set_current(describe)  # this asyncio task's own context: current_task() inside an async task
         if not _is_async_callable(func):
-            func = running_as(this_task, func)  # ... and inside a sync one, in its thread
+            func = running_as(describe, func)  # ... and inside a sync one, in its thread
         began = time.perf_counter()
         call_began = [began]  # moved to when a thread starts a sync call with a timeout
         try:
@@ -1959,6 +1949,18 @@ def _describe(exc: BaseException) -> str:
         return str(exc) or type(exc).__name__
     except BaseException as failure:  # a SystemExit or CancelledError from ``__str__`` is the task's, too
         return f"{type(exc).__name__} (its message could not be read: {type(failure).__name__})"
+
+
+def _current_task_of(running: _Running, worker_id: str) -> CurrentTask:
+    """What ``current_task()`` returns inside this task's call (built only when asked)."""
+    task = running.reserved.task
+    return CurrentTask(
+        id=task.id,
+        attempt=running.reserved.attempt,
+        queue=task.queue,
+        function_name=task.function_name,
+        worker_id=worker_id,
+    )
 
 
 def _format(exc: BaseException) -> str:
