@@ -102,3 +102,49 @@ def test_current_task_is_a_frozen_record() -> None:
     task = CurrentTask(id="t", attempt=1, queue="default", function_name="m:f", worker_id="w")
     with pytest.raises(AttributeError):
         task.id = "other"  # type: ignore[misc]
+
+
+def returns_an_awaitable() -> Any:
+    async def later() -> dict[str, Any]:
+        return described()
+
+    return later()
+
+
+@pytest.mark.asyncio
+async def test_an_awaitable_returned_by_a_sync_task_in_a_shared_thread_sees_its_own_task(queue: TaskQueue) -> None:
+    ids = await queue.enqueue_many([returns_an_awaitable] * 6)
+    worker = Worker(queue.backend, max_concurrency=1)
+    await worker.start()
+    try:
+        seen = await results(queue, ids)
+    finally:
+        await worker.stop()
+    assert [item["id"] for item in seen] == ids
+
+
+@pytest.mark.asyncio
+async def test_start_observers_see_the_task_that_starts(queue: TaskQueue) -> None:
+    from sitq import hookimpl
+    from sitq_core.plugins import get_plugin_manager
+
+    seen: list[tuple[str, str | None]] = []
+
+    class Observer:
+        @hookimpl
+        def sitq_task_started(self, task: Any, attempt: int, worker_id: str) -> None:
+            current = current_task()
+            seen.append((task.id, None if current is None else current.id))
+
+    get_plugin_manager().register_plugin(Observer(), "current-observer")
+    try:
+        ids = [await queue.enqueue(async_task) for _ in range(4)]
+        worker = Worker(queue.backend, max_concurrency=2)
+        await worker.start()
+        try:
+            await results(queue, ids)
+        finally:
+            await worker.stop()
+    finally:
+        get_plugin_manager().unregister_plugin("current-observer")
+    assert sorted(seen) == sorted((task_id, task_id) for task_id in ids)

@@ -106,3 +106,38 @@ async def test_a_loop_ending_under_the_worker_gives_its_running_task_back(
 async def test_run_cancelled_twice_stops_at_once_and_gives_its_task_back(make_backend: MakeBackend) -> None:
     ids = await asyncio.to_thread(run_app, make_backend, returns_at_once, via_run=True)
     assert await states(make_backend, ids) == [(TaskStatus.QUEUED, 0, 0)]
+
+
+def marks_it_started(path: str) -> None:
+    """A task with a side effect at its start: it must never start once its worker is being given back."""
+    with open(path, "a") as marker:
+        marker.write("started\n")
+
+
+def run_app_with_a_task_waiting(make_backend: MakeBackend, marker: Path) -> list[str]:
+    async def main() -> list[str]:
+        async with TaskQueue(make_backend()) as queue:
+            worker = Worker(queue.backend, max_concurrency=1, prefetch=4, lease_timeout=60.0)
+            running = await queue.enqueue(tasks.sleepy, 30.0)
+            waiting = await queue.enqueue(marks_it_started, str(marker))
+            await worker.start()
+
+            async def both_reserved() -> bool:
+                found = [await queue.backend.get_task(task_id) for task_id in (running, waiting)]
+                return all(t is not None and t.status == TaskStatus.RUNNING for t in found)
+
+            await wait_until(both_reserved, timeout=15)  # one runs, the other waits for the only slot
+            return [running, waiting]  # and the application ends without stopping the worker
+
+    return asyncio.run(main())
+
+
+@pytest.mark.asyncio
+async def test_a_task_waiting_for_a_slot_never_starts_while_the_loop_ends(
+    make_backend: MakeBackend, tmp_path: Path
+) -> None:
+    """The slot freed by the cancelled task started the waiting one, which then ran again elsewhere."""
+    marker = tmp_path / "started"
+    ids = await asyncio.to_thread(run_app_with_a_task_waiting, make_backend, marker)
+    assert not marker.exists(), "the waiting task was started during the teardown"
+    assert await states(make_backend, ids) == [(TaskStatus.QUEUED, 0, 0)] * 2

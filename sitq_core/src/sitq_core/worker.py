@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
 import dataclasses
 import functools
 import inspect
@@ -284,7 +285,8 @@ class Worker:
         self._held: dict[str, _Running] = {}
         self._waiting: deque[_Running] = deque()
         self._executing = 0
-        self._failing_logged = 0.0  # monotonic time of the last log line about failing backend calls
+        # monotonic time of the last log line about failing backend calls, per kind of call
+        self._failing_logged: dict[str, float] = {}
         self._outliving: list[str] = []  # task ids of timed-out sync calls whose threads still run (_outlive)
         self._hung_slots = 0  # slots held by such threads (not reserved for)
         self._outcomes: deque[tuple[_Running, Outcome, dict[str, Any]]] = deque()
@@ -312,6 +314,7 @@ class Worker:
         self._stop_task: asyncio.Future[None] | None = None  # the stop in progress (it outlives a cancelled stop())
         self._teardown: asyncio.Future[None] | None = None  # giving back everything as the loop ends (_tear_down)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._base_context = contextvars.copy_context()  # start()'s, for the tasks' own asyncio tasks
 
     # ---------------------------------------------------------------- control
 
@@ -354,6 +357,7 @@ class Worker:
     def _begin(self) -> None:
         """Set up the running state and the background loops (``start`` after connecting)."""
         self._loop = asyncio.get_running_loop()
+        self._base_context = contextvars.copy_context()
         self._running = True
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
@@ -551,8 +555,13 @@ class Worker:
                 try:
                     await self.stop(timeout=self.shutdown_timeout)
                 except asyncio.CancelledError:  # cancelled again while draining: stop now, as a second signal does
-                    if self._running:
+                    if self._running and self._stopped is not None:
                         await self._hard_stop()
+                        # the stop's last report and give-back, bounded as in every stop (a third cancel: leave)
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(
+                                asyncio.shield(self._stopped.wait()), _FINAL_REPORT_TIMEOUT + _CANCEL_GRACE
+                            )
                     raise
         if self._fatal is not None:
             raise WorkerError(
@@ -580,6 +589,13 @@ class Worker:
         ``asyncio.run`` waits only for the tasks it cancelled; one of them must
         wait for the give-back, or the loop would close with it half done.
         """
+        self._begin_tear_down()
+        if self._teardown is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._teardown)
+
+    def _begin_tear_down(self) -> None:
+        """Start ``_give_back_all`` once: nothing more is reserved or started from here on."""
         if self._teardown is None:
             if self._stopping is None or not self._running:
                 return
@@ -594,8 +610,6 @@ class Worker:
             self._waiting.clear()  # nothing more starts; these are given back with the rest
             self._teardown = asyncio.ensure_future(self._give_back_all())
             self._teardown.add_done_callback(_seen)
-        with contextlib.suppress(Exception):
-            await asyncio.shield(self._teardown)
 
     async def _give_back_all(self) -> None:
         """Report what finished and give back every other task held (not counted as attempts), then end the run.
@@ -603,10 +617,12 @@ class Worker:
         The event loop is ending: nothing will drain, renew leases or report
         any more. Without this, each application restart would leave its
         running task to a lease expiry, and three restarts would end a healthy
-        task ``failed``.
+        task ``failed``. Tasks a reserve call was claiming at that very moment
+        are not known here: they run again when their leases expire.
         """
         stopped = self._stopped
         assert stopped is not None
+        await asyncio.sleep(0)  # the other cancelled tasks first: an exchange cut short puts its outcomes back
         try:
             stranded: list[_Running] = []
             for running in list(self._held.values()):
@@ -728,6 +744,11 @@ class Worker:
                 began = time.perf_counter()
                 try:
                     accepted, reserved = await self._exchange(live, want)
+                except asyncio.CancelledError:
+                    # the loop is ending (or a stop cut the call short): what this call was to report is
+                    # reported by whoever settles the worker now, not lost with the call
+                    self._outcomes.extendleft(reversed(batch))
+                    raise
                 except Exception:
                     failures += 1
                     if failures == 1:
@@ -782,9 +803,9 @@ class Worker:
         """
         if failures == 1:
             logger.exception("worker %s: %s failed; retrying in %.2fs", self.worker_id, what, delay)
-            self._failing_logged = time.monotonic()
-        elif time.monotonic() - self._failing_logged >= _FAILING_LOG_EVERY:
-            self._failing_logged = time.monotonic()
+            self._failing_logged[what] = time.monotonic()
+        elif time.monotonic() - self._failing_logged.get(what, 0.0) >= _FAILING_LOG_EVERY:
+            self._failing_logged[what] = time.monotonic()
             error = sys.exc_info()[1]
             logger.error(
                 "worker %s: %ss still failing (%d in a row over %.0f s), retrying every %.2fs: %s",
@@ -1131,7 +1152,9 @@ class Worker:
                 call = self._decode(suspect)
                 if call is not None:
                     self._executing += 1
-                    suspect.future = asyncio.create_task(self._execute(suspect, call), name=f"sitq-task-{suspect.id}")
+                    suspect.future = asyncio.create_task(
+                        self._execute(suspect, call), name=f"sitq-task-{suspect.id}", context=self._task_context()
+                    )
                 return
             running = self._waiting.popleft()
             call = self._decode(running)
@@ -1139,7 +1162,9 @@ class Worker:
                 continue
             self._executing += 1
             if _is_async_callable(call[0]) or running.reserved.task.timeout is not None or not self._waiting:
-                running.future = asyncio.create_task(self._execute(running, call), name=f"sitq-task-{running.id}")
+                running.future = asyncio.create_task(
+                    self._execute(running, call), name=f"sitq-task-{running.id}", context=self._task_context()
+                )
                 continue
             free = self.max_concurrency - self._executing + 1
             share = min(_MAX_SYNC_BATCH, -(-(len(self._waiting) + 1) // free))
@@ -1163,12 +1188,22 @@ class Worker:
                 self._on_batch_start(members),
             )
             future = asyncio.create_task(
-                self._execute_sync_batch(members, thread_batch), name=f"sitq-batch-{running.id}"
+                self._execute_sync_batch(members, thread_batch),
+                name=f"sitq-batch-{running.id}",
+                context=self._task_context(),
             )
             for index, member in enumerate(members):
                 member.future = future
                 member.batch = thread_batch
                 member.batch_index = index
+
+    def _task_context(self) -> contextvars.Context:
+        """A copy of the context ``start()`` ran in, for one task's asyncio task.
+
+        ``_dispatch`` also runs inside a finishing task's own task; a task
+        started from there must not inherit that task's ``current_task()``.
+        """
+        return self._base_context.copy()
 
     def _preload(self, runnings: list[_Running]) -> None:
         """Decode ``runnings`` (on a thread). One that fails here is decoded again on the loop by ``_decode``,
@@ -1350,9 +1385,9 @@ class Worker:
         if running.cancel_asked():  # cancelled between its dispatch and its first step
             self._report(running, self._cancelled(running), {"error": "cancelled", "duration": 0.0})
             return
-        self._started(running)
         describe = functools.partial(_current_task_of, running, self.worker_id)
         set_current(describe)  # this asyncio task's own context: current_task() inside an async task
+        self._started(running)  # (observers of the start see it too)
         if not _is_async_callable(func):
             func = running_as(describe, func)  # ... and inside a sync one, in its thread
         began = time.perf_counter()
@@ -1370,6 +1405,7 @@ class Worker:
                 self._report_nothing(running)
                 raise
             elif self._loop_ending():  # cancelled with every task of the loop: given back, not failed
+                self._begin_tear_down()  # first: the slot freed next must not start a waiting task
                 self._report_nothing(running)
                 await self._after_tear_down()
                 raise
@@ -1491,9 +1527,14 @@ class Worker:
         try:
             ran: list[CallResult | None] = await loop.run_in_executor(self._pool, batch.run)
         except asyncio.CancelledError:
-            self._release_slot()  # cancelled by _abandon, which reported or released every member ...
-            if self._loop_ending() and not all(member.settled for member in members):
-                await self._after_tear_down()  # ... or by the end of the event loop: give them back
+            # cancelled by _abandon, which reported or released every member, or by the end of the event
+            # loop: then they are given back, and the slot freed here must not start a waiting task
+            ending = self._loop_ending() and not all(member.settled for member in members)
+            if ending:
+                self._begin_tear_down()
+            self._release_slot()
+            if ending:
+                await self._after_tear_down()
             raise
         try:
             for running, entry in zip(members, ran, strict=False):
@@ -1502,6 +1543,7 @@ class Worker:
                 if self._settle_batch_member(running, entry):
                     continue
                 value = entry[2]  # an awaitable returned by a sync function: finish it on the loop
+                set_current(functools.partial(_current_task_of, running, self.worker_id))  # as its own
                 try:
                     value = await value
                 except asyncio.CancelledError as exc:
