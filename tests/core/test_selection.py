@@ -52,12 +52,20 @@ def test_unknown_backend_lists_installed_names() -> None:
     assert "dictstore" in str(info.value) and "sqlite" in str(info.value)
 
 
-@pytest.mark.parametrize("given", ["tasks.db", "data/tasks.sqlite3", "./t21.db"])
+@pytest.mark.parametrize("given", ["tasks.db", "data/tasks.sqlite3", "./t21.db", "Data/Tasks.db"])
 def test_a_file_path_given_as_a_backend_name_says_how_to_write_it(given: str) -> None:
     with pytest.raises(ConfigurationError) as info:
         sitq.TaskQueue(given)
+    assert f"no backend named {given!r}" in str(info.value)  # as given: paths are case-sensitive
     assert f"'sqlite:///{given}'" in str(info.value)
     assert "Did you mean" not in str(info.value)
+
+
+@pytest.mark.parametrize("given", ["sqlite:tasks.db", "postgres.example.com", "redis"])
+def test_names_that_are_not_file_paths_get_no_file_hint(given: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        sitq.TaskQueue(given)
+    assert "sqlite:///" not in str(info.value)
 
 
 def test_unknown_option_names_itself() -> None:

@@ -180,15 +180,26 @@ def test_a_queue_dropped_unclosed_ends_its_thread_and_closes_the_backend_it_made
     wait_until_sync(lambda: not [t for t in threading.enumerate() if t.name.endswith("dropped.db")])
 
 
-def test_a_queue_dropped_unclosed_leaves_a_backend_object_it_was_given_open(backend: SQLiteBackend) -> None:
+@pytest.mark.parametrize("spec", ["object", "mapping"])
+def test_a_queue_dropped_unclosed_leaves_a_backend_object_it_was_given_open(backend: SQLiteBackend, spec: str) -> None:
     import gc
 
     before = len(_sync_threads())
+    closed: list[bool] = []
+    original_close = backend.close
+
+    async def recording_close() -> None:
+        closed.append(True)
+        await original_close()
+
+    backend.close = recording_close  # type: ignore[method-assign]
     with pytest.warns(ResourceWarning):
-        queue = SyncTaskQueue(backend)
+        queue = SyncTaskQueue(backend if spec == "object" else {"backend": backend})
         queue.enqueue(tasks.add, 1, 2)
         del queue
         gc.collect()
     wait_until_sync(lambda: len(_sync_threads()) == before)
+    assert closed == [], "a backend object passed in (also inside a config mapping) is left open for its users"
+    backend.close = original_close  # type: ignore[method-assign]
     with SyncTaskQueue(backend) as other:  # the shared backend still serves everyone else
         assert len(other.queue.backend is backend and other.enqueue(tasks.add, 3, 4)) == 32

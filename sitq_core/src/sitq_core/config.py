@@ -9,6 +9,7 @@ mapping, the ``SITQ_BACKEND`` environment variable and the CLI's
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -103,8 +104,30 @@ def resolve_backend(spec: BackendSpec | None = None, **options: Any) -> Backend:
             url = replace(url, query={**url.query, **config_options})
         cls = manager.backend_class(url.name if _has(manager, url.name) else url.scheme)
         return cls.from_url(url)
-    cls = manager.backend_class(target.strip().lower())
+    name = target.strip().lower()
+    if not _has(manager, name) and _looks_like_a_file(target.strip()):
+        # TaskQueue("tasks.db"): a path where a URL or name goes; "did you mean 'sqlite'" would only half help
+        path = target.strip()
+        error = manager.backends.unknown(name)
+        raise type(error)(
+            f"{error.message.partition(' Did you mean')[0].replace(repr(name), repr(path), 1)} "
+            "A SQLite file is given as a URL: "
+            f"'sqlite:///{path}' (or SQLiteBackend({path!r})).",
+            parameter="backend",
+            value=target,
+            valid_options=getattr(error, "valid_options", None),
+        )
+    cls = manager.backend_class(name)
     return cls.from_config(config_options)
+
+
+def _looks_like_a_file(text: str) -> bool:
+    """A file path or name (``data/Tasks.db``, ``tasks.sqlite3``, ``C:\\q.db``), not a backend name or host."""
+    if re.match(r"^[A-Za-z]:[\\/]", text):  # a Windows drive
+        return True
+    if ":" in text:  # 'sqlite:tasks.db' is a URL gone wrong, not a path
+        return False
+    return "/" in text or "\\" in text or bool(re.search(r"\.(db|db3|sqlite|sqlite3)$", text, re.IGNORECASE))
 
 
 def _has(manager: SitqPluginManager, name: str) -> bool:

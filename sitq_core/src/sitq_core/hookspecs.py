@@ -128,10 +128,11 @@ def sitq_task_failed(task: Task, error: BaseException | str, will_retry: bool) -
 
 @hookspec
 def sitq_task_cancelled(task: Task, duration: float) -> None:
-    """A running task ended ``cancelled`` at a cancel request (worker process).
+    """A task a worker held ended ``cancelled`` at a cancel request (worker process).
 
-    ``duration`` is how long it ran, in seconds. A task cancelled while still
-    queued never reaches a worker, so no worker calls this for it.
+    ``duration`` is how long it ran, in seconds (0 for one the worker had
+    reserved ahead and dropped before it started). A task cancelled while
+    still queued never reaches a worker, so no worker calls this for it.
     """
 
 

@@ -206,10 +206,7 @@ class Registry(Generic[T]):
         installed = self.names()
         hint = ""
         close = difflib.get_close_matches(name, installed + list(self._aliases), n=1)
-        if self.kind == "backend" and _looks_like_a_file(name):
-            # TaskQueue("tasks.db"): a path where a URL or name goes; "sqlite" would only half help
-            hint = f" A file is given as a URL: 'sqlite:///{name}' (or SQLiteBackend({name!r}))."
-        elif close:
+        if close:
             hint = f" Did you mean {close[0]!r}?"
         listed = ", ".join(installed) if installed else "(none)"
         error_type = UnknownSerializerError if self.kind == "serializer" else UnknownBackendError
@@ -219,11 +216,6 @@ class Registry(Generic[T]):
             value=name,
             valid_options=installed,
         )
-
-
-def _looks_like_a_file(name: str) -> bool:
-    """A path (``./data/tasks.db``) or a file name with an extension (``tasks.sqlite3``), not a backend name."""
-    return "/" in name or "\\" in name or bool(re.search(r"\.[A-Za-z0-9]+$", name))
 
 
 def conflict_text(kind: str, entry: RegistryEntry[Any]) -> str:

@@ -18,7 +18,7 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from .backend import Backend
-from .config import BackendSpec, SerializerSpec
+from .config import BackendSpec, SerializerSpec, split_config
 from .errors import (
     SerializationError,
     SitqError,
@@ -58,7 +58,8 @@ class SyncTaskQueue:
     """Blocking version of :class:`TaskQueue`; use ``with SyncTaskQueue(backend) as q:``."""
 
     def __init__(self, backend: BackendSpec, serializer: SerializerSpec = None) -> None:
-        self._start(TaskQueue(backend, serializer), owns_backend=not isinstance(backend, Backend))
+        given, _options, _serializer = split_config(backend)  # a mapping may carry a backend object too
+        self._start(TaskQueue(backend, serializer), owns_backend=not isinstance(given, Backend))
 
     def _start(self, queue: TaskQueue, *, owns_backend: bool = True) -> None:
         self._queue = queue

@@ -60,6 +60,9 @@ _WAIT_RETRY_MAX = 1.0
 # An enqueue whose connection was lost is tried this many times in all (the same ids: no duplicates).
 _ENQUEUE_ATTEMPTS = 3
 _DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, TimeoutError)
+#: Errors that mean the server is out of reach (not a misuse of a connection, such as asyncpg's
+#: "another operation is in progress"): reported as ``ConnectionError``, as at connect.
+_OUT_OF_REACH = (asyncpg.exceptions.PostgresConnectionError, OSError, TimeoutError)
 #: Errors after which a statement's fate is unknown: the connection went while it ran.
 _CONNECTION_LOST = (
     asyncpg.exceptions.PostgresConnectionError,
@@ -519,7 +522,7 @@ class PostgresBackend(Backend):
                 return result
             if not isinstance(exc, _DRIVER_ERRORS):
                 raise
-            if isinstance(exc, (*_CONNECTION_LOST, TimeoutError)):  # the server is out of reach, as at connect
+            if isinstance(exc, _OUT_OF_REACH):  # the server is out of reach, as at connect
                 raise ConnectionError(
                     f"PostgreSQL {operation} failed: the server at {self._where()} is out of reach: {_described(exc)}",
                     operation=operation,
