@@ -96,3 +96,16 @@ def test_an_app_exits_although_a_sync_task_it_gave_up_on_still_runs(tmp_path: Pa
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "stopped"
+
+
+def test_a_pool_dropped_without_shutdown_lets_its_idle_threads_end() -> None:
+    import gc
+
+    pool = TaskThreads(2, "dropped")
+    pool.submit(lambda: None).result(5)
+    threads = list(pool._threads)
+    del pool
+    gc.collect()
+    for thread in threads:
+        thread.join(10)
+    assert not any(thread.is_alive() for thread in threads)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from typing import Any, ParamSpec, TypeVar
@@ -35,6 +36,9 @@ class TaskThreads(Executor):
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._shut_down = False
+        work = self._work
+        # dropped without shutdown(): its idle threads end too (they hold no reference to it)
+        self._on_collected = weakref.ref(self, lambda _ref: work.put(None))
 
     def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
         with self._lock:
@@ -43,28 +47,11 @@ class TaskThreads(Executor):
             future: Future[T] = Future()
             self._work.put((future, fn, args, kwargs))
             if not self._idle.acquire(blocking=False) and len(self._threads) < self._max_workers:
-                thread = threading.Thread(target=self._serve, name=f"{self._prefix}_{len(self._threads)}", daemon=True)
+                name = f"{self._prefix}_{len(self._threads)}"
+                thread = threading.Thread(target=_serve, args=(self._work, self._idle), name=name, daemon=True)
                 thread.start()
                 self._threads.append(thread)
             return future
-
-    def _serve(self) -> None:
-        while True:
-            item = self._work.get()
-            if item is None:  # shut down: pass the word on to the next thread
-                self._work.put(None)
-                return
-            future, fn, args, kwargs = item
-            del item
-            if future.set_running_or_notify_cancel():
-                try:
-                    value = fn(*args, **kwargs)
-                except BaseException as exc:  # the caller's to see, whatever it is (as in ThreadPoolExecutor)
-                    future.set_exception(exc)
-                else:
-                    future.set_result(value)
-            del future, fn, args, kwargs
-            self._idle.release()
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._lock:
@@ -81,3 +68,23 @@ class TaskThreads(Executor):
         if wait:
             for thread in list(self._threads):
                 thread.join()
+
+
+def _serve(work: queue.SimpleQueue[_WorkItem | None], idle: threading.Semaphore) -> None:
+    """One thread's loop: run work items until the pool shuts down (or is garbage-collected)."""
+    while True:
+        item = work.get()
+        if item is None:  # shut down: pass the word on to the next thread
+            work.put(None)
+            return
+        future, fn, args, kwargs = item
+        del item
+        if future.set_running_or_notify_cancel():
+            try:
+                value = fn(*args, **kwargs)
+            except BaseException as exc:  # the caller's to see, whatever it is (as in ThreadPoolExecutor)
+                future.set_exception(exc)
+            else:
+                future.set_result(value)
+        del future, fn, args, kwargs
+        idle.release()
