@@ -1069,3 +1069,44 @@ async def test_a_task_taken_back_just_as_it_ended_reports_once_under_the_new_lea
         await wait_until(ended, timeout=15)
         await worker.stop()
     assert marks.read_text().split() == ["start"], "the task ran twice"
+
+
+class TakenByAnother(SQLiteBackend):
+    """The first renewal finds the task taken by another worker (a lock outlasted the lease)."""
+
+    stolen = False
+
+    async def heartbeat(self, leases: Any, lease_seconds: float) -> Any:
+        if leases and not self.stolen:
+            self.stolen = True
+            with sqlite3.connect(self.path) as other:  # the other worker's claim: a new token, a long lease
+                other.execute("UPDATE tasks SET lease_token = 'other', due = due + 600000000 WHERE status = 'running'")
+        return await super().heartbeat(leases, lease_seconds)
+
+
+@pytest.mark.asyncio
+async def test_a_task_that_finished_after_losing_its_lease_is_not_run_again_here(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Taken back after it ended here, it ran a second time in the same worker, its finished run thrown away."""
+    store = TakenByAnother(tmp_path / "late.db")
+    marks = tmp_path / "runs.txt"
+    async with TaskQueue(store) as queue:
+        task_id = await queue.enqueue(tasks.record, str(marks), 1, 0.5)
+        worker = Worker(store, lease_timeout=0.3)  # a renewal every 0.1 s: the first one finds it taken
+        await worker.start()
+        try:
+            await wait_until(lambda: asyncio.sleep(0, marks.exists() and "end" in marks.read_text()))
+            # its outcome was refused: the lease is another worker's now
+            await wait_until(lambda: asyncio.sleep(0, "outcome discarded" in caplog.text))
+            with sqlite3.connect(store.path) as other:  # the other worker gives it back (it was a suspect there)
+                other.execute(
+                    "UPDATE tasks SET status = 'queued', due = 0, lease_token = NULL, worker_id = NULL WHERE id = ?",
+                    (task_id,),
+                )
+            store.notify_work()
+            result = await queue.get_result(task_id, timeout=10)
+        finally:
+            await worker.stop()
+    assert result is not None and result.status == "success" and queue.deserialize_result(result) == 1
+    assert marks.read_text().split().count("start") == 1, "the task ran again in the worker that had finished it"

@@ -290,6 +290,8 @@ class Worker:
         self._outliving: list[str] = []  # task ids of timed-out sync calls whose threads still run (_outlive)
         self._hung_slots = 0  # slots held by such threads (not reserved for)
         self._outcomes: deque[tuple[_Running, Outcome, dict[str, Any]]] = deque()
+        # task id -> (monotonic time, attempt, final outcome, extra): refused for a lost lease (_reported_late)
+        self._late_outcomes: dict[str, tuple[float, _Running, Outcome, dict[str, Any]]] = {}
         self._single_reports = 0  # report outcomes one per backend call for this many calls (a refused batch)
         self._fairness: asyncio.Task[None] | None = None  # gives back prefetched tasks when runs turn slow
         # A task whose last worker died holding it (lease_expiries > 0) may be what killed that worker: it
@@ -367,6 +369,7 @@ class Worker:
         # What an earlier run left behind (a stop that gave up its last report) is not this run's to
         # renew, count against capacity or report: those tasks run again when their leases expire.
         self._held = {}
+        self._late_outcomes.clear()
         self._waiting.clear()
         self._outcomes.clear()
         self._suspect, self._one_at_a_time, self._suspect_timer = None, False, None
@@ -841,7 +844,7 @@ class Worker:
         )
 
     async def _take_reserved(self, reserved: list[ReservedTask]) -> None:
-        reserved = [item for item in reserved if not self._adopted(item)]
+        reserved = [item for item in reserved if not self._adopted(item) and not self._reported_late(item)]
         runnings = [_Running(item) for item in reserved]
         if self._stopping is not None and self._stopping.is_set():
             for running in runnings:  # reserved while stopping: give them straight back, loaded or not
@@ -916,6 +919,38 @@ class Worker:
         running.reserved = item
         running.lease_lost = False
         return True
+
+    def _reported_late(self, item: ReservedTask) -> bool:
+        """True when ``item`` is a task that finished here after its lease ran out: its outcome goes in now.
+
+        The store was out of reach for longer than the lease (a lock held
+        elsewhere), so the finished run's outcome was refused; taking the task
+        back must not run it a second time when its outcome is at hand.
+        Only final outcomes are kept (a retry runs again, as it would anyway).
+        """
+        late = self._late_outcomes.pop(item.id, None)
+        if late is None:
+            return False
+        _when, running, outcome, extra = late
+        logger.warning(
+            "worker %s: task %s finished here after its lease ran out; its outcome goes in under the new lease "
+            "instead of a second run",
+            self.worker_id,
+            item.id,
+        )
+        again = _Running(item)
+        again.started_at = running.started_at
+        self._held[again.id] = again
+        self._settle(again, dataclasses.replace(outcome, lease_token=item.lease_token), extra)
+        return True
+
+    def _keep_late_outcome(self, running: _Running, outcome: Outcome, extra: dict[str, Any]) -> None:
+        """Keep a final outcome refused for a lost lease, in case this worker takes the task back (a while)."""
+        now = time.monotonic()
+        for task_id in [k for k, v in self._late_outcomes.items() if now - v[0] > 2 * self.lease_timeout]:
+            del self._late_outcomes[task_id]
+        if outcome.kind in ("success", "failed", "cancelled") and len(self._late_outcomes) < _MAX_FINISH_BATCH:
+            self._late_outcomes[running.id] = (now, running, outcome, extra)
 
     async def _isolate_suspects(self, runnings: list[_Running]) -> list[_Running]:
         """Keep one suspect (a task whose last worker died holding it) to run alone; give back the others.
@@ -1702,11 +1737,12 @@ class Worker:
         accepted: list[bool],
     ) -> None:
         """Book-keeping after the backend answered for ``live`` (the part of ``batch`` it was sent)."""
-        for running, _outcome, _extra in batch:
+        for running, outcome, extra in batch:
             if running.lease_lost and not any(item[0] is running for item in live):
                 logger.warning(
                     "worker %s lost the lease of task %s (lease lost); outcome discarded", self.worker_id, running.id
                 )
+                self._keep_late_outcome(running, outcome, extra)
         finished_ids: list[str] = []
         for (running, outcome, extra), ok in zip(live, accepted, strict=True):
             if ok:
@@ -1719,6 +1755,7 @@ class Worker:
                     self.worker_id,
                     outcome.task_id,
                 )
+                self._keep_late_outcome(running, outcome, extra)
         self._forget(batch)
         if finished_ids:
             self.backend.notify_results(finished_ids)
