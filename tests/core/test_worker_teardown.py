@@ -141,3 +141,41 @@ async def test_a_task_waiting_for_a_slot_never_starts_while_the_loop_ends(
     ids = await asyncio.to_thread(run_app_with_a_task_waiting, make_backend, marker)
     assert not marker.exists(), "the waiting task was started during the teardown"
     assert await states(make_backend, ids) == [(TaskStatus.QUEUED, 0, 0)] * 2
+
+
+def run_app_cancelling_every_task(make_backend: MakeBackend, sync_tasks: int) -> list[str]:
+    """A framework's shutdown: cancel every other task, wait for them, then leave (asyncio.run ends after).
+
+    The queue is left open, as an application that relies on the process's
+    end does; the worker runs under ``run()``, whose cancellation starts a stop.
+    """
+
+    async def main() -> list[str]:
+        queue = TaskQueue(make_backend())
+        timed = queue.with_options(timeout=30)  # each in a task of its own, waiting for its thread
+        ids = await timed.enqueue_many([(tasks.sync_sleepy, (20.0,))] * sync_tasks)
+        worker = Worker(queue.backend, max_concurrency=4, lease_timeout=60.0)
+        runner = asyncio.create_task(worker.run(handle_signals=False))
+
+        async def slots_busy() -> bool:
+            found = [await queue.backend.get_task(task_id) for task_id in ids]
+            return sum(t is not None and t.status == TaskStatus.RUNNING for t in found) >= 4
+
+        await wait_until(slots_busy, timeout=15)
+        await asyncio.sleep(0.3)  # the calls have begun in their threads
+        me = asyncio.current_task()
+        others = [task for task in asyncio.all_tasks() if task is not me]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+        assert runner.done()
+        return ids
+
+    return asyncio.run(main())
+
+
+@pytest.mark.asyncio
+async def test_a_framework_cancelling_every_task_gets_the_running_tasks_given_back(make_backend: MakeBackend) -> None:
+    """The stop's give-back was cut short by the second round of cancellations and the tasks stayed running."""
+    ids = await asyncio.to_thread(run_app_cancelling_every_task, make_backend, 6)  # 4 run, 2 wait
+    assert await states(make_backend, ids) == [(TaskStatus.QUEUED, 0, 0)] * 6

@@ -292,6 +292,7 @@ class Worker:
         self._outcomes: deque[tuple[_Running, Outcome, dict[str, Any]]] = deque()
         # task id -> (monotonic time, attempt, final outcome, extra): refused for a lost lease (_reported_late)
         self._late_outcomes: dict[str, tuple[float, _Running, Outcome, dict[str, Any]]] = {}
+        self._unreleased: list[_Running] = []  # a give-back cut short by the loop's end (_give_back_all retries)
         self._single_reports = 0  # report outcomes one per backend call for this many calls (a refused batch)
         self._fairness: asyncio.Task[None] | None = None  # gives back prefetched tasks when runs turn slow
         # A task whose last worker died holding it (lease_expiries > 0) may be what killed that worker: it
@@ -370,6 +371,7 @@ class Worker:
         # renew, count against capacity or report: those tasks run again when their leases expire.
         self._held = {}
         self._late_outcomes.clear()
+        self._unreleased.clear()
         self._waiting.clear()
         self._outcomes.clear()
         self._suspect, self._one_at_a_time, self._suspect_timer = None, False, None
@@ -439,6 +441,11 @@ class Worker:
         assert stopped is not None
         try:
             await self._drain_and_report(timeout)
+            if self._teardown is not None:
+                # the loop began ending during this stop: whoever waits for the stop (run(), a framework
+                # gathering its cancelled tasks) waits for the give-back too, or it is cut off unfinished
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._teardown)
         except asyncio.CancelledError:  # nothing cancels a stop but the end of its event loop
             await self._after_tear_down()
             raise
@@ -638,6 +645,8 @@ class Worker:
                     if entry is not None and self._settle_batch_member(running, entry):
                         continue
                 stranded.append(running)
+            stranded += self._unreleased  # given back by a stop the loop's end cut short
+            self._unreleased = []
             for running in stranded:
                 running.lease_lost = running.settled = True  # whatever it reports later is discarded
                 future = running.future
@@ -1293,6 +1302,9 @@ class Worker:
         try:
             await self.backend.finish_many(outcomes)
             self.backend.notify_work()
+        except asyncio.CancelledError:  # the loop is ending: the teardown gives them back (_give_back_all)
+            self._unreleased.extend(given_back)
+            raise
         except Exception:
             logger.exception(
                 "worker %s: could not give back %d %s task(s); their leases expire", self.worker_id, len(outcomes), what
@@ -1361,6 +1373,8 @@ class Worker:
         ended (not given back to run again); the one still in its thread and
         those not started are released.
         """
+        if self._teardown is not None:  # the loop is ending: _give_back_all gives these back
+            return
         abandoned = [r for r in self._held.values() if r.future in futures and not r.settled]
         released: list[_Running] = []
         for running in abandoned:
