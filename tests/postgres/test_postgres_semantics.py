@@ -548,7 +548,7 @@ async def test_a_schema_sitq_made_is_still_opened(pg_dsn: str, pg_schema: str) -
         await again.close()
 
 
-@pytest.mark.parametrize("schema", ["pg_jobs", "Jobs", "1jobs", "j" * 42, "", 5])
+@pytest.mark.parametrize("schema", ["pg_jobs", "information_schema", "Jobs", "1jobs", "j" * 42, "", 5])
 def test_a_schema_name_postgresql_would_refuse_is_a_validation_error_when_the_backend_is_made(schema: Any) -> None:
     """pg_h3 used to pass, then fail at the first call as a ConnectionError ('unacceptable schema name')."""
     with pytest.raises(ValidationError) as info:

@@ -45,9 +45,9 @@ def valid_schema(schema: object) -> str:
             parameter="schema",
             value=schema,
         )
-    if schema.startswith("pg_"):
+    if schema.startswith("pg_") or schema == "information_schema":
         raise ValidationError(
-            f"schema must not start with 'pg_' (PostgreSQL reserves that prefix for system schemas), got {schema!r}",
+            f"schema must not be a system schema (information_schema, or a name starting with 'pg_'), got {schema!r}",
             parameter="schema",
             value=schema,
         )
