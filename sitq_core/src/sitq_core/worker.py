@@ -1226,11 +1226,7 @@ class Worker:
                     break
                 batch.append((candidate, candidate_call))
             members = [member for member, _call in batch]
-            described = [functools.partial(_current_task_of, member, self.worker_id) for member in members]
-            thread_batch = ThreadBatch(
-                [(running_as(d, f), a, k) for d, (_m, (f, a, k)) in zip(described, batch, strict=True)],
-                self._on_batch_start(members),
-            )
+            thread_batch = ThreadBatch([member_call for _member, member_call in batch], self._on_batch_start(members))
             future = asyncio.create_task(
                 self._execute_sync_batch(members, thread_batch),
                 name=f"sitq-batch-{running.id}",
@@ -1545,14 +1541,19 @@ class Worker:
             old.shutdown(wait=False)
 
     def _on_batch_start(self, members: list[_Running]) -> Callable[[int, float], None]:
-        """A callback for the pool thread: record when each member starts (and tell observers, on the loop)."""
+        """A callback for the pool thread: record when each member starts, make it current_task() there
+        (and tell observers, on the loop)."""
         loop = asyncio.get_running_loop()
         base_now, base_perf = self.backend.now(), time.perf_counter()
         notify = get_plugin_manager().has_observers("sitq_task_started")
 
+        worker_id = self.worker_id
+
         def on_start(index: int, began: float) -> None:
             self._last_start = time.monotonic()
             running = members[index]
+            # current_task() in the call that starts now, on this thread (made here, off the loop's thread)
+            set_current(functools.partial(_current_task_of, running, worker_id))
             running.started_at = base_now + timedelta(seconds=max(began - base_perf, 0.0))
             if notify:
                 loop.call_soon_threadsafe(self._notify_started, running)
