@@ -86,8 +86,10 @@ def echo(value: Any) -> Any:
     return value
 
 
-def whoami(hold: float = 0.0) -> int:
-    """Return the pid of the process that ran it, after holding its slot."""
+def whoami(hold: float = 0.0, started_marker: str | None = None) -> int:
+    """Return the pid of the process that ran it, after holding its slot (``started_marker``: a file made at start)."""
+    if started_marker is not None:
+        _append(started_marker, f"{os.getpid()}\n")
     if hold:
         time.sleep(hold)
     return os.getpid()

@@ -142,14 +142,14 @@ async def test_four_processes_run_each_task_exactly_once(db: Path, workers: Work
 
 
 @pytest.mark.asyncio
-async def test_stale_worker_cannot_overwrite_newer_attempt(db: Path, workers: Workers) -> None:
+async def test_stale_worker_cannot_overwrite_newer_attempt(db: Path, workers: Workers, tmp_path: Path) -> None:
+    started = tmp_path / "started"
     async with TaskQueue(SQLiteBackend(db)) as queue:
-        task_id = await queue.enqueue(tasks.whoami, 1.5)
+        task_id = await queue.enqueue(tasks.whoami, 1.5, str(started))
         stale = workers.start("--lease-timeout", "0.6")
 
-        async def running() -> bool:
-            task = await queue.get_task(task_id)
-            return task is not None and task.status == "running"
+        async def running() -> bool:  # its call has begun (reserved alone, it could be dropped unstarted)
+            return started.exists()
 
         await wait_for(running)
         stale.send_signal(signal.SIGSTOP)  # frozen: no heartbeats, its lease expires
@@ -162,7 +162,10 @@ async def test_stale_worker_cannot_overwrite_newer_attempt(db: Path, workers: Wo
         async def stale_reported() -> bool:
             return "outcome discarded" in workers.log(stale)
 
-        await wait_for(stale_reported)
+        try:
+            await wait_for(stale_reported)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the stale worker's log:\n{workers.log(stale)}") from None
         after = await queue.get_result(task_id, timeout=0)
         assert after is not None and queue.deserialize_result(after) == fresh.pid
         assert after.attempts == 2
