@@ -43,6 +43,16 @@ async def queue(tmp_path: Path) -> AsyncIterator[TaskQueue]:
         yield q
 
 
+async def run_all(queue: TaskQueue, ids: list[str], **worker_options: Any) -> list[dict[str, Any]]:
+    """Run the tasks on a worker of their own and return what each one saw."""
+    worker = Worker(queue.backend, **worker_options)
+    await worker.start()
+    try:
+        return await results(queue, ids)
+    finally:
+        await worker.stop()
+
+
 async def results(queue: TaskQueue, ids: list[str]) -> list[dict[str, Any]]:
     values = []
     for task_id in ids:
@@ -73,12 +83,7 @@ async def test_a_task_sees_its_own_id_attempt_queue_and_function(queue: TaskQueu
 @pytest.mark.asyncio
 async def test_sync_tasks_sharing_a_thread_each_see_their_own(queue: TaskQueue) -> None:
     ids = await queue.enqueue_many([sync_task] * 20)  # one reservation: they run in shared thread hops
-    worker = Worker(queue.backend, max_concurrency=2)
-    await worker.start()
-    try:
-        seen = await results(queue, ids)
-    finally:
-        await worker.stop()
+    seen = await run_all(queue, ids, max_concurrency=2)
     assert [item["id"] for item in seen] == ids
 
 
@@ -114,12 +119,7 @@ def returns_an_awaitable() -> Any:
 @pytest.mark.asyncio
 async def test_an_awaitable_returned_by_a_sync_task_in_a_shared_thread_sees_its_own_task(queue: TaskQueue) -> None:
     ids = await queue.enqueue_many([returns_an_awaitable] * 6)
-    worker = Worker(queue.backend, max_concurrency=1)
-    await worker.start()
-    try:
-        seen = await results(queue, ids)
-    finally:
-        await worker.stop()
+    seen = await run_all(queue, ids, max_concurrency=1)
     assert [item["id"] for item in seen] == ids
 
 

@@ -636,14 +636,8 @@ class Worker:
         try:
             stranded: list[_Running] = []
             for running in list(self._held.values()):
-                if running.settled or running.outcome_queued:
+                if running.settled or running.outcome_queued or self._settled_from_its_batch(running):
                     continue
-                batch = running.batch
-                if batch is not None:
-                    batch.halt()  # its running call goes on in its thread; no later one starts
-                    entry = batch.result(running.batch_index)
-                    if entry is not None and self._settle_batch_member(running, entry):
-                        continue
                 stranded.append(running)
             stranded += self._unreleased  # given back by a stop the loop's end cut short
             self._unreleased = []
@@ -1362,6 +1356,18 @@ class Worker:
                 unstarted.append(running)
         return unstarted
 
+    def _settled_from_its_batch(self, running: _Running) -> bool:
+        """Halt ``running``'s sync batch; True when its call had already returned and was reported as it ended.
+
+        The call running in the batch's thread goes on; no later one starts.
+        """
+        batch = running.batch
+        if batch is None:
+            return False
+        batch.halt()
+        entry = batch.result(running.batch_index)
+        return entry is not None and self._settle_batch_member(running, entry)
+
     async def _abandon(self, futures: set[asyncio.Task[None]]) -> None:
         """Cancel tasks still running at shutdown and release their leases.
 
@@ -1374,12 +1380,8 @@ class Worker:
         abandoned = [r for r in self._held.values() if r.future in futures and not r.settled]
         released: list[_Running] = []
         for running in abandoned:
-            batch = running.batch
-            if batch is not None:
-                batch.halt()  # the call running in its thread goes on; no later one starts
-                entry = batch.result(running.batch_index)
-                if entry is not None and self._settle_batch_member(running, entry):
-                    continue
+            if self._settled_from_its_batch(running):
+                continue
             running.lease_lost = running.settled = True  # whatever they report later is discarded
             released.append(running)
         for future in futures:
