@@ -1100,8 +1100,9 @@ async def test_a_task_that_finished_after_losing_its_lease_is_not_run_again_here
             # its outcome was refused: the lease is another worker's now
             await wait_until(lambda: asyncio.sleep(0, "outcome discarded" in caplog.text))
             with sqlite3.connect(store.path) as other:  # the other worker gives it back (it was a suspect there)
-                other.execute(
-                    "UPDATE tasks SET status = 'queued', due = 0, lease_token = NULL, worker_id = NULL WHERE id = ?",
+                other.execute(  # as a release of its claim of the expired lease: one lease expiry more
+                    "UPDATE tasks SET status = 'queued', due = 0, lease_token = NULL, worker_id = NULL, "
+                    "lease_expiries = lease_expiries + 1 WHERE id = ?",
                     (task_id,),
                 )
             store.notify_work()
@@ -1110,3 +1111,29 @@ async def test_a_task_that_finished_after_losing_its_lease_is_not_run_again_here
             await worker.stop()
     assert result is not None and result.status == "success" and queue.deserialize_result(result) == 1
     assert marks.read_text().split().count("start") == 1, "the task ran again in the worker that had finished it"
+
+
+@pytest.mark.asyncio
+async def test_a_requeue_after_a_lost_lease_runs_the_task_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The outcome kept from the attempt whose lease was lost answered a user's requeue, and the task never ran."""
+    store = TakenByAnother(tmp_path / "requeue.db")
+    marks = tmp_path / "runs.txt"
+    async with TaskQueue(store) as queue:
+        task_id = await queue.enqueue(tasks.record, str(marks), 1, 0.5)
+        worker = Worker(store, lease_timeout=0.3)
+        await worker.start()
+        try:
+            await wait_until(lambda: asyncio.sleep(0, "outcome discarded" in caplog.text))
+            with sqlite3.connect(store.path) as other:  # the other worker ends it failed
+                other.execute(
+                    "UPDATE tasks SET status = 'failed', due = NULL, lease_token = NULL, error = 'x' WHERE id = ?",
+                    (task_id,),
+                )
+            assert await queue.requeue(task_id)  # an operator runs it again
+            result = await queue.get_result(task_id, timeout=10)
+        finally:
+            await worker.stop()
+    assert result is not None and result.status == "success"
+    assert marks.read_text().split().count("start") == 2, "the requeued task did not run"

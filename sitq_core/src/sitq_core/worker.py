@@ -316,6 +316,7 @@ class Worker:
         self._stopped: asyncio.Event | None = None
         self._stop_task: asyncio.Future[None] | None = None  # the stop in progress (it outlives a cancelled stop())
         self._teardown: asyncio.Future[None] | None = None  # giving back everything as the loop ends (_tear_down)
+        self._exchange_settled = asyncio.Event()  # set once the exchange loop has ended (or was cancelled)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._base_context = contextvars.copy_context()  # start()'s, for the tasks' own asyncio tasks
 
@@ -377,6 +378,7 @@ class Worker:
         self._suspect, self._one_at_a_time, self._suspect_timer = None, False, None
         self._closing = False
         self._teardown = None
+        self._exchange_settled = asyncio.Event()  # the exchange loop was cancelled and put back its batch
         self._executing = 0
         self._outliving = []
         self._hung_slots = 0
@@ -632,7 +634,12 @@ class Worker:
         """
         stopped = self._stopped
         assert stopped is not None
-        await asyncio.sleep(0)  # the other cancelled tasks first: an exchange cut short puts its outcomes back
+        # the exchange loop first: a call cut short (several loop steps with asyncpg) puts its outcomes back
+        for loop_task in self._tasks:
+            if not loop_task.done() and not loop_task.cancelling():  # one cancelled already may wait for us
+                loop_task.cancel()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._exchange_settled.wait(), _CANCEL_GRACE)
         try:
             stranded: list[_Running] = []
             for running in list(self._held.values()):
@@ -710,7 +717,9 @@ class Worker:
             await self._exchange_cycles()
         except asyncio.CancelledError:
             assert self._stopping is not None
-            if not self._stopping.is_set():  # not stop()'s doing: the event loop is ending under the worker
+            stopping = self._stopping.is_set()
+            self._exchange_settled.set()  # what it was sending is back in _outcomes (_give_back_all waits)
+            if not stopping:  # not stop()'s doing: the event loop is ending under the worker
                 await self._after_tear_down()
             raise
         except Exception as exc:
@@ -720,6 +729,8 @@ class Worker:
             self._fatal = exc
             self._background.add(asyncio.ensure_future(self.stop(timeout=self.shutdown_timeout)))
             raise
+        finally:
+            self._exchange_settled.set()
 
     async def _exchange_cycles(self) -> None:
         assert self._stopping is not None
@@ -934,7 +945,15 @@ class Worker:
         late = self._late_outcomes.pop(item.id, None)
         if late is None:
             return False
-        _when, running, outcome, extra = late
+        when, running, outcome, extra = late
+        # only the redelivery of that very attempt (its lease ran out): not a user's requeue, not a retry
+        # scheduled by another worker's attempt, not after two lease periods
+        if (
+            item.attempt != running.reserved.attempt + 1
+            or item.task.lease_expiries <= running.reserved.task.lease_expiries
+            or time.monotonic() - when > 2 * self.lease_timeout
+        ):
+            return False
         logger.warning(
             "worker %s: task %s finished here after its lease ran out; its outcome goes in under the new lease "
             "instead of a second run",
@@ -949,6 +968,8 @@ class Worker:
 
     def _keep_late_outcome(self, running: _Running, outcome: Outcome, extra: dict[str, Any]) -> None:
         """Keep a final outcome refused for a lost lease, in case this worker takes the task back (a while)."""
+        if self._teardown is not None:  # nothing is taken back any more (and a report cut short may have gone in)
+            return
         now = time.monotonic()
         for task_id in [k for k, v in self._late_outcomes.items() if now - v[0] > 2 * self.lease_timeout]:
             del self._late_outcomes[task_id]
