@@ -61,3 +61,10 @@ def test_good_arguments_pass_through() -> None:
     assert checks.check_task(task) is task
     outcome = Outcome("t", "x", "retry", retry_at=now)
     assert checks.check_outcomes((outcome,)) == [outcome]
+
+
+def test_a_stored_name_cannot_forge_a_log_line() -> None:
+    from sitq_core.checks import one_log_line
+
+    assert one_log_line("app.tasks:send\n2026-01-01 INFO forged") == "app.tasks:send\\x0a2026-01-01 INFO forged"
+    assert one_log_line("ünïcode:côde\t") == "ünïcode:côde\\x09"

@@ -165,3 +165,22 @@ def test_a_libpq_choice_out_of_its_set_is_a_configuration_error(source: Any) -> 
         sitq.connect(source)
     assert info.value.parameter in ("sslmode", "target_session_attrs")
     assert info.value.valid_options is not None and str(info.value.value) not in info.value.valid_options
+
+
+@pytest.mark.parametrize("build", ["backend", "url", "mapping"])
+def test_a_password_with_an_unescaped_slash_is_refused_without_repeating_it(build: str) -> None:
+    """A raw ValueError (or the cause of the clear error) held the password: 'invalid literal ... S3CRETPW'."""
+    import traceback
+
+    import sitq
+    from sitq_postgres import PostgresBackend
+
+    dsn = "postgresql://u:S3CRETPW/x@127.0.0.1/db"
+    with pytest.raises(sitq.ConfigurationError if build == "url" else sitq.ValidationError) as info:
+        if build == "backend":
+            PostgresBackend(dsn)
+        elif build == "url":
+            sitq.connect(dsn)
+        else:
+            sitq.connect({"backend": "postgres", "dsn": dsn})
+    assert "S3CRETPW" not in "".join(traceback.format_exception(info.value))

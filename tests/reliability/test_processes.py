@@ -370,3 +370,24 @@ def test_a_bad_allow_task_stops_the_worker_at_start(db: Path, args: list[str], e
     done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False, env=env)
     assert done.returncode == 2, done.stderr
     assert expected in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_msgpack_worker_without_an_allow_list_warns_that_it_calls_any_importable_function(db: Path) -> None:
+    """A row naming os:system or pickle:loads is run by such a worker: the operator is told at start."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sitq", "worker", "-b", f"sqlite:///{db}", "-s", "msgpack"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    import threading
+
+    bound = threading.Timer(20, proc.terminate)  # a worker that says nothing would keep readline waiting
+    bound.start()
+    try:
+        assert proc.stderr is not None
+        first = proc.stderr.readline()
+    finally:
+        bound.cancel()
+        proc.terminate()
+        proc.wait(30)
+    assert "without --allow-task calls any importable function" in first

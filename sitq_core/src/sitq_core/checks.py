@@ -8,6 +8,7 @@ use them too (they are part of the plugin API, see ``plugins.md``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -124,6 +125,14 @@ def storable(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def one_log_line(text: str) -> str:
+    """``text`` with control characters (newlines included) escaped: a stored name cannot forge log lines."""
+    return _CONTROL.sub(lambda found: f"\\x{ord(found.group()):02x}", text)
 
 
 def escaped_for_store(text: str) -> str:

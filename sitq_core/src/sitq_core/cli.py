@@ -323,6 +323,11 @@ def _worker_serializer(name: str | None, allowed_tasks: list[str] | None) -> str
     start (exit code 2) instead of failing every task that names it.
     """
     if allowed_tasks is None:
+        if name is not None and name.strip().lower() == "msgpack":
+            logger.warning(
+                "a msgpack worker without --allow-task calls any importable function a stored task names "
+                "(os:system, pickle:loads): give --allow-task MODULE:FUNCTION for a store others can write to"
+            )
         return name
     if name is None:
         raise ValidationError(

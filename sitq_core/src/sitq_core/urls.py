@@ -152,14 +152,13 @@ def parse_backend_url(url: str) -> BackendURL:
         parts = parts._replace(netloc=netloc)
     try:
         port = parts.port
-    except ValueError as exc:
+    except ValueError:
         raise ConfigurationError(
             f"backend URL {shown!r} has an invalid port (a password holding '/', '?' or '@' must be "
             "percent-encoded: %2F, %3F, %40)",
             parameter="url",
             value=shown,
-            cause=exc,
-        ) from exc
+        ) from None  # the parser's own message repeats what it took for the port: a piece of the password
     path = parts.path
     database = unquote(path[1:]) if path.startswith("/") else (unquote(path) or None)
     if database == "":

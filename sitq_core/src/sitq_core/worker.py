@@ -1004,7 +1004,7 @@ class Worker:
             "in time); running it alone",
             self.worker_id,
             keep.id,
-            keep.reserved.task.function_name,
+            checks.one_log_line(keep.reserved.task.function_name),
         )
         await self._release(others, "unstarted")
         await self._release_waiting()
@@ -1827,7 +1827,7 @@ class Worker:
                 "worker %s: task %s (%s) failed after %d attempt(s): %s",
                 self.worker_id,
                 task.id,
-                task.function_name,
+                checks.one_log_line(task.function_name),
                 task.attempts,
                 _log_text(outcome.error),
             )
@@ -1836,7 +1836,7 @@ class Worker:
                 "worker %s: task %s (%s) failed on attempt %d, retrying: %s",
                 self.worker_id,
                 task.id,
-                task.function_name,
+                checks.one_log_line(task.function_name),
                 task.attempts,
                 _log_text(outcome.error),
             )

@@ -675,7 +675,7 @@ class PostgresBackend(Backend):
                             log.warning(
                                 "task %s (%s) failed after %d attempt(s): %s",
                                 done["id"],
-                                done["function_name"],
+                                checks.one_log_line(done["function_name"]),
                                 done["attempts"],
                                 done["error"],
                             )

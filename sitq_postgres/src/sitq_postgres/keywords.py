@@ -64,6 +64,14 @@ def prepared_dsn(dsn: str | None, connect_timeout: float, *, default_timeout: fl
     if "://" not in dsn:
         return dsn, connect_timeout
     parts = urlsplit(dsn)
+    try:
+        parts.port  # noqa: B018  (asyncpg would fail on it at the first call, repeating what it read)
+    except ValueError:
+        raise ValidationError(
+            "dsn has an invalid host or port (a password holding '/', '?', '#' or '@' must be percent-encoded: "
+            "%2F, %3F, %23, %40)",
+            parameter="dsn",
+        ) from None  # the parser's message holds what it took for the port: a piece of the password
     pairs = parse_qsl(parts.query, keep_blank_values=True)
     for key, value in pairs:
         if key in UNSUPPORTED:

@@ -1519,10 +1519,11 @@ def _end_expired(conn: sqlite3.Connection, seq: int, now: int, expiries: int, *,
     task_id, error_text, enqueued_at, started_at, attempts, serializer, function_name = row
     result = (task_id, task_id, status, None, error_text, None, enqueued_at, started_at, now, attempts, serializer)
     conn.execute(_INSERT_RESULT, result)
+    shown = checks.one_log_line(function_name)
     if cancelled:
-        log.info("task %s (%s) cancelled (its worker is gone)", task_id, function_name)
+        log.info("task %s (%s) cancelled (its worker is gone)", task_id, shown)
     else:  # as the worker logs a final failure: id, function, attempts and error
-        log.warning("task %s (%s) failed after %d attempt(s): %s", task_id, function_name, attempts, error_text)
+        log.warning("task %s (%s) failed after %d attempt(s): %s", task_id, shown, attempts, error_text)
 
 
 _POISON_ERROR = "'lease expired after ' || attempts || ' attempts'"
