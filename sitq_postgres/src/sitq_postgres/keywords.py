@@ -64,14 +64,12 @@ def prepared_dsn(dsn: str | None, connect_timeout: float, *, default_timeout: fl
     if "://" not in dsn:
         return dsn, connect_timeout
     parts = urlsplit(dsn)
-    try:
-        parts.port  # noqa: B018  (asyncpg would fail on it at the first call, repeating what it read)
-    except ValueError:
+    if not _ports_are_numbers(parts.netloc):  # asyncpg would fail at the first call, repeating what it read
         raise ValidationError(
             "dsn has an invalid host or port (a password holding '/', '?', '#' or '@' must be percent-encoded: "
             "%2F, %3F, %23, %40)",
             parameter="dsn",
-        ) from None  # the parser's message holds what it took for the port: a piece of the password
+        )
     pairs = parse_qsl(parts.query, keep_blank_values=True)
     for key, value in pairs:
         if key in UNSUPPORTED:
@@ -177,3 +175,19 @@ def _value(dsn: str, position: int, key: str) -> tuple[str, int]:
 def _malformed(detail: str) -> ValidationError:
     # The dsn itself is not repeated: it may hold a password.
     return ValidationError(f"dsn is not a valid libpq key=value string: {detail}", parameter="dsn")
+
+
+def _ports_are_numbers(netloc: str) -> bool:
+    """Each ``host[:port]`` of a URL's netloc (several, comma-separated, as libpq allows) has a numeric port.
+
+    A password with an unescaped '/' ends the netloc early, so part of it
+    reads as the port: refused here without repeating it.
+    """
+    hosts = netloc.rpartition("@")[2]
+    for host in hosts.split(","):
+        if host.endswith("]"):  # an IPv6 address without a port
+            continue
+        _name, colon, port = host.rpartition(":")
+        if colon and port and not port.isdigit():
+            return False
+    return True
