@@ -129,6 +129,24 @@ def test_the_plugins_command_lists_a_broken_plugin_even_in_strict_mode(
     assert "broken" in line and "kaboom" in line
 
 
+def test_the_plugins_command_shows_what_an_observer_observes(site: Path) -> None:
+    import io
+
+    from sitq_core.cli import main
+
+    observer = (
+        "from sitq_core import hookimpl\n\n"
+        "@hookimpl\ndef sitq_task_failed(task, error, will_retry):\n    pass\n\n"
+        "@hookimpl\ndef sitq_task_succeeded(task, result, duration):\n    pass\n"
+    )
+    make_dist(site, "acme-metrics", "acmemetrics", "acme_metrics_observer", observer)
+    out = io.StringIO()
+    assert main(["plugins"], stdout=out) == 0
+    lines = out.getvalue().splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("acmemetrics "))
+    assert lines[at + 1].split() == ["observes:", "sitq_task_failed,", "sitq_task_succeeded"]
+
+
 def test_broken_target_class_names_the_plugin(site: Path) -> None:
     make_dist(
         site,

@@ -166,6 +166,9 @@ def _plugins(out: TextIO, *, include_builtin: bool, as_json: bool) -> int:
         _out(out, f"{record.name:<14} {record.dist or '-'} {record.version or '-':<10} {status}")
         if provides:
             _out(out, f"{'':<14} provides: {provides}")
+        observes = [hook for hook in record.hooks if not hook.startswith("sitq_register_")]
+        if observes:  # an observer-only plugin showed nothing of what it does
+            _out(out, f"{'':<14} observes: {', '.join(observes)}")
     return 0
 
 
