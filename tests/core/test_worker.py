@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -1084,33 +1085,43 @@ class TakenByAnother(SQLiteBackend):
         return await super().heartbeat(leases, lease_seconds)
 
 
+@contextlib.asynccontextmanager
+async def a_finished_run_refused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> AsyncIterator[tuple[TaskQueue, str]]:
+    """A task that ran here once, whose outcome was refused because another worker took its lease meanwhile."""
+    store = TakenByAnother(tmp_path / "late.db")
+    async with TaskQueue(store) as queue:
+        task_id = await queue.enqueue(tasks.record, str(tmp_path / "runs.txt"), 1, 0.5)
+        worker = Worker(store, lease_timeout=0.3)  # a renewal every 0.1 s: the first one finds it taken
+        await worker.start()
+        try:
+            await wait_until(lambda: asyncio.sleep(0, "outcome discarded" in caplog.text))
+            yield queue, task_id
+        finally:
+            await worker.stop()
+
+
+def starts(tmp_path: Path) -> int:
+    return (tmp_path / "runs.txt").read_text().split().count("start")
+
+
 @pytest.mark.asyncio
 async def test_a_task_that_finished_after_losing_its_lease_is_not_run_again_here(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Taken back after it ended here, it ran a second time in the same worker, its finished run thrown away."""
-    store = TakenByAnother(tmp_path / "late.db")
-    marks = tmp_path / "runs.txt"
-    async with TaskQueue(store) as queue:
-        task_id = await queue.enqueue(tasks.record, str(marks), 1, 0.5)
-        worker = Worker(store, lease_timeout=0.3)  # a renewal every 0.1 s: the first one finds it taken
-        await worker.start()
-        try:
-            await wait_until(lambda: asyncio.sleep(0, marks.exists() and "end" in marks.read_text()))
-            # its outcome was refused: the lease is another worker's now
-            await wait_until(lambda: asyncio.sleep(0, "outcome discarded" in caplog.text))
-            with sqlite3.connect(store.path) as other:  # the other worker gives it back (it was a suspect there)
-                other.execute(  # as a release of its claim of the expired lease: one lease expiry more
-                    "UPDATE tasks SET status = 'queued', due = 0, lease_token = NULL, worker_id = NULL, "
-                    "lease_expiries = lease_expiries + 1 WHERE id = ?",
-                    (task_id,),
-                )
-            store.notify_work()
-            result = await queue.get_result(task_id, timeout=10)
-        finally:
-            await worker.stop()
+    async with a_finished_run_refused(tmp_path, caplog) as (queue, task_id):
+        with sqlite3.connect(queue.backend.path) as other:  # the other worker gives it back (a suspect there)
+            other.execute(  # as a release of its claim of the expired lease: one lease expiry more
+                "UPDATE tasks SET status = 'queued', due = 0, lease_token = NULL, worker_id = NULL, "
+                "lease_expiries = lease_expiries + 1 WHERE id = ?",
+                (task_id,),
+            )
+        queue.backend.notify_work()
+        result = await queue.get_result(task_id, timeout=10)
     assert result is not None and result.status == "success" and queue.deserialize_result(result) == 1
-    assert marks.read_text().split().count("start") == 1, "the task ran again in the worker that had finished it"
+    assert starts(tmp_path) == 1, "the task ran again in the worker that had finished it"
 
 
 @pytest.mark.asyncio
@@ -1118,22 +1129,13 @@ async def test_a_requeue_after_a_lost_lease_runs_the_task_again(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The outcome kept from the attempt whose lease was lost answered a user's requeue, and the task never ran."""
-    store = TakenByAnother(tmp_path / "requeue.db")
-    marks = tmp_path / "runs.txt"
-    async with TaskQueue(store) as queue:
-        task_id = await queue.enqueue(tasks.record, str(marks), 1, 0.5)
-        worker = Worker(store, lease_timeout=0.3)
-        await worker.start()
-        try:
-            await wait_until(lambda: asyncio.sleep(0, "outcome discarded" in caplog.text))
-            with sqlite3.connect(store.path) as other:  # the other worker ends it failed
-                other.execute(
-                    "UPDATE tasks SET status = 'failed', due = NULL, lease_token = NULL, error = 'x' WHERE id = ?",
-                    (task_id,),
-                )
-            assert await queue.requeue(task_id)  # an operator runs it again
-            result = await queue.get_result(task_id, timeout=10)
-        finally:
-            await worker.stop()
+    async with a_finished_run_refused(tmp_path, caplog) as (queue, task_id):
+        with sqlite3.connect(queue.backend.path) as other:  # the other worker ends it failed
+            other.execute(
+                "UPDATE tasks SET status = 'failed', due = NULL, lease_token = NULL, error = 'x' WHERE id = ?",
+                (task_id,),
+            )
+        assert await queue.requeue(task_id)  # an operator runs it again
+        result = await queue.get_result(task_id, timeout=10)
     assert result is not None and result.status == "success"
-    assert marks.read_text().split().count("start") == 2, "the requeued task did not run"
+    assert starts(tmp_path) == 2, "the requeued task did not run"
