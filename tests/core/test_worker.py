@@ -307,6 +307,21 @@ async def test_cancel_a_running_async_task(queue: TaskQueue) -> None:
 
 
 @pytest.mark.asyncio
+async def test_cancelling_a_running_task_takes_effect_long_before_the_next_lease_renewal(queue: TaskQueue) -> None:
+    """A cancel reached a running task only with the next renewal: ten seconds at the default lease."""
+    worker = Worker(queue.backend, lease_timeout=90.0)  # renewals every 30 s
+    await worker.start()
+    try:
+        task_id = await queue.enqueue(tasks.sleepy, 60)
+        await wait_until(lambda: _running(queue, 1))
+        assert await queue.cancel(task_id) is True
+        result = await queue.get_result(task_id, timeout=15)
+    finally:
+        await worker.stop()
+    assert result is not None and result.status == "cancelled"
+
+
+@pytest.mark.asyncio
 async def test_corrupted_payload_fails_that_task_only(queue: TaskQueue) -> None:
     import sqlite3
 

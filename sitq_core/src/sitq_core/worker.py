@@ -51,6 +51,9 @@ logger = logging.getLogger("sitq.worker")
 _MAX_FINISH_BATCH = 512
 _MAX_REPORT_FAILURES = 7
 _CANCEL_CHECK = 0.25  # seconds: how often tasks waiting for a slot are checked for a cancel request
+# seconds: how often tasks held that long (running ones) are checked for a cancel request between renewals;
+# short tasks end before they are ever checked, so a drain of quick tasks pays nothing for it
+_RUNNING_CANCEL_CHECK = 1.0
 # seconds a stopping worker waits for the backend to take its last outcomes: a healthy store takes them in
 # milliseconds; a frozen one (a network partition with no command timeout) must not hold the stop for good
 _FINAL_REPORT_TIMEOUT = 10.0
@@ -1883,21 +1886,26 @@ class Worker:
     # -------------------------------------------------------------- heartbeat
 
     async def _heartbeat_loop(self) -> None:
-        """Renew every lease each third of ``lease_timeout``; in between, check tasks waiting to start.
+        """Renew every lease each third of ``lease_timeout``; in between, check held tasks for cancel requests.
 
         A task reserved ahead (prefetched) shows ``running`` in the store, so
         ``cancel()`` can only request its cancellation; the request reaches the
         worker with a heartbeat. Tasks that have waited for a slot longer than
         ``_CANCEL_CHECK`` are checked that often, so one cancelled while it waits
-        is dropped before it starts instead of up to a renewal period later.
+        is dropped before it starts instead of up to a renewal period later;
+        tasks held longer than ``_RUNNING_CANCEL_CHECK`` (running ones) are
+        checked that often, so cancelling a long task takes about a second.
         """
         interval = max(self.lease_timeout / 3.0, 0.01)
         renew_at = time.monotonic() + interval
         failures, failing_since = 0, 0.0  # heartbeats failed in a row, since when (monotonic)
         while True:
-            if self._has_unstarted():  # tasks wait for a slot: check them for cancel requests
-                await asyncio.sleep(max(0.0, min(renew_at, time.monotonic() + _CANCEL_CHECK) - time.monotonic()))
-            else:  # nothing waits to start: sleep to the renewal, or until tasks are reserved
+            # tasks waiting for a slot are checked for cancel requests every _CANCEL_CHECK, running ones
+            # every _RUNNING_CANCEL_CHECK, so a cancel takes effect in about a second, not a renewal period
+            check_every = _CANCEL_CHECK if self._has_unstarted() else _RUNNING_CANCEL_CHECK if self._held else None
+            if check_every is not None:
+                await asyncio.sleep(max(0.0, min(renew_at, time.monotonic() + check_every) - time.monotonic()))
+            else:  # nothing held: sleep to the renewal, or until tasks are reserved
                 self._reserved_more.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._reserved_more.wait(), max(0.0, renew_at - time.monotonic()))
@@ -1913,8 +1921,8 @@ class Worker:
                     for r in self._held.values()
                     if not r.lease_lost
                     and not r.settled
-                    and r.started_at is None
-                    and now - r.held_since > _CANCEL_CHECK
+                    and not r.cancel_requested
+                    and now - r.held_since > (_CANCEL_CHECK if r.started_at is None else _RUNNING_CANCEL_CHECK)
                 }
             if not sent:
                 continue
