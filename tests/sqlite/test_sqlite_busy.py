@@ -179,3 +179,62 @@ async def test_get_result_waits_through_a_lock_held_past_busy_timeout(tmp_path: 
         assert await backend.finish_many([Outcome(lease.id, lease.lease_token, "success", value=b"v")]) == [True]
         result = await asyncio.wait_for(waiting, 10)
     assert result is not None and result.value == b"v"
+
+
+@pytest.mark.asyncio
+async def test_a_reserve_that_finds_nothing_does_not_wait_for_another_writer(tmp_path: Path) -> None:
+    """An idle worker's poll took the write lock: it queued behind every producer's commit (and its fsync)."""
+    path = tmp_path / "idle.db"
+    async with SQLiteBackend(path, busy_timeout=0.3) as backend:
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")  # a producer in the middle of its commit
+        try:
+            claimed = await asyncio.wait_for(backend.reserve(worker_id="w", limit=4, lease_seconds=30), 5)
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        assert claimed == []
+
+
+@pytest.mark.asyncio
+async def test_a_reserve_with_work_due_still_waits_for_the_lock_and_claims(tmp_path: Path) -> None:
+    path = tmp_path / "due.db"
+    async with SQLiteBackend(path, busy_timeout=10) as backend:
+        task = Task(id=new_id(), payload=b"x")
+        await backend.enqueue(task)
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        pending = asyncio.create_task(backend.reserve(worker_id="w", limit=4, lease_seconds=30))
+        done, _ = await asyncio.wait({pending}, timeout=0.1)
+        assert not done, "a claim must wait for the lock, not give up"
+        blocker.execute("COMMIT")
+        blocker.close()
+        claimed = await asyncio.wait_for(pending, 10)
+        assert [item.task.id for item in claimed] == [task.id]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("limit", [2, 200])  # claimed on the caller's thread / on the connection thread
+async def test_claims_and_renewals_leave_the_configured_durability_for_everything_else(
+    tmp_path: Path, limit: int
+) -> None:
+    """Claims and renewals commit without an fsync (their loss only frees tasks); enqueues and outcomes keep FULL."""
+    path = tmp_path / "sync.db"
+    async with SQLiteBackend(path, synchronous="FULL") as backend:
+        await backend.enqueue_many([Task(id=new_id(), payload=b"x") for _ in range(3)])
+        claimed = await backend.reserve(worker_id="w", limit=limit, lease_seconds=30)
+        assert len(claimed) == min(limit, 3)
+        await backend.heartbeat([(item.task.id, item.lease_token) for item in claimed], 30)
+        full = 2  # PRAGMA synchronous reads FULL as 2
+        assert await backend._run("check", lambda conn: conn.execute("PRAGMA synchronous").fetchone()[0]) == full
+        assert (
+            await backend._inline_or_run(
+                "check", lambda conn: conn.execute("PRAGMA synchronous").fetchone()[0], write=False
+            )
+            == full
+        )
+        outcome = Outcome(claimed[0].task.id, claimed[0].lease_token, "success", value=b"v")
+        assert await backend.finish_many([outcome]) == [True]
+    with sqlite3.connect(path) as conn:  # every commit is in the file, whatever its durability
+        assert conn.execute("SELECT count(*) FROM tasks WHERE status = 'running'").fetchone()[0] == len(claimed) - 1
+        assert conn.execute("SELECT count(*) FROM results").fetchone()[0] == 1

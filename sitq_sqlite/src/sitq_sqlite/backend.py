@@ -155,6 +155,7 @@ _SEQ_HEX = re.compile(r"[0-9a-f]{1,16}")  # the seq part of a lease token (a SQL
 _WAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes a WAL file is cut back to when it restarts
 _PURGE_CHUNK_ROWS = 2000  # final tasks deleted per purge transaction (the write lock is free in between)
 _INLINE_MAX_ROWS = 16  # larger enqueue batches go through the connection thread (the loop stays free)
+_INLINE_CLAIM_MAX = 32  # reserves asking for more claim on the connection thread (the loop stays free)
 _TASK_COLUMN_COUNT = 21  # parameters per task row (TASK_COLUMNS plus due)
 _TASK_ROW = f"({', '.join('?' * _TASK_COLUMN_COUNT)})"
 _FRESH_TAIL = ("queued", 0, 0, None, None, None, None, 0)  # row[12:20] of a never-run task
@@ -223,6 +224,8 @@ class SQLiteBackend(Backend):
         self.busy_timeout = _number("busy_timeout", busy_timeout, minimum=0.0, inclusive=True)
         self.cache_size_kib = _integer("cache_size_kib", cache_size_kib, minimum=1)
         self.watch_interval = _number("watch_interval", watch_interval, minimum=0.0, maximum=1.0)
+        # claims and renewals skip the fsync (see _write_lease): safe only in WAL mode, useful only above NORMAL
+        self._lease_writes_skip_sync = self.journal_mode == "WAL" and self.synchronous in ("FULL", "EXTRA")
         if self.is_memory:
             # Instance-level: an in-memory database is private to this object.
             setattr(self, "capabilities", frozenset({Capability.CANCEL_RUNNING, Capability.STREAMED_BATCHES}))  # noqa: B010
@@ -623,6 +626,25 @@ class SQLiteBackend(Backend):
     async def _transaction(self, operation: str, body: Callable[[sqlite3.Connection], T]) -> T:
         return await self._run(operation, lambda conn: self._write(conn, body))
 
+    def _write_lease(self, conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], T]) -> T:
+        """``_write`` for claims and lease renewals: committed without waiting for the disk (WAL mode).
+
+        Losing such a commit to a power failure only makes its tasks available
+        again (as an expired lease would), which at-least-once delivery allows;
+        enqueues, outcomes and cancel requests keep the configured
+        ``synchronous``. WAL commits under ``NORMAL`` are atomic and never
+        corrupt the file; the next ``FULL`` commit makes them durable too. It
+        saves one fsync on every pickup of an idle worker (milliseconds on a VM
+        disk after a quiet spell).
+        """
+        if not self._lease_writes_skip_sync:
+            return self._write(conn, body)
+        conn.execute("PRAGMA synchronous = NORMAL")
+        try:
+            return self._write(conn, body)
+        finally:
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+
     def _now_us(self) -> int:
         return to_us(_aware(self.now(), "clock"))
 
@@ -807,7 +829,18 @@ class SQLiteBackend(Backend):
             return []
         record_mark(self, self._wakeups.work_seq)
         body = self._reserve_body(worker_id, limit, lease_us, queue_list)
-        claims = await self._run("reserve", lambda conn: self._write(conn, body))
+        if self._inline is not None and self._db is not None:
+            # An idle worker's polls and wake-ups mostly find nothing or a few tasks: look first without
+            # the write lock (a WAL reader never waits for a writer, so a poll does not queue behind a
+            # producer's fsync), then claim right here when the lock is free (no thread hops).
+            if not await self._inline_or_run(
+                "reserve", lambda conn: _work_due(conn, queue_list, self._now_us()), write=False
+            ):
+                return []
+            if limit <= _INLINE_CLAIM_MAX:
+                claims = await self._inline_or_run("reserve", lambda conn: self._write_lease(conn, body), write=False)
+                return _leases(claims)
+        claims = await self._run("reserve", lambda conn: self._write_lease(conn, body))
         return _leases(claims)  # built here, off the connection thread (the busier one)
 
     def _reserve_body(
@@ -878,7 +911,7 @@ class SQLiteBackend(Backend):
                     states[task_id] = LeaseState.CANCEL_REQUESTED if row[0] else LeaseState.HELD
             return states
 
-        return await self._transaction("heartbeat", body)
+        return await self._run("heartbeat", lambda conn: self._write_lease(conn, body))
 
     # ----------------------------------------------------------------- finish
 
@@ -1437,6 +1470,16 @@ def _queue_filters(queues: list[str] | None) -> Iterator[tuple[str, list[str]]]:
     for start in range(0, len(queues), _MAX_VARIABLES):
         chunk = queues[start : start + _MAX_VARIABLES]
         yield f"AND queue IN ({','.join('?' * len(chunk))})", chunk
+
+
+def _work_due(conn: sqlite3.Connection, queues: list[str] | None, now: int) -> bool:
+    """Whether any task is claimable now, read in one snapshot without taking the write lock."""
+    conn.execute("BEGIN")
+    try:
+        return bool(_claim_candidates(conn, queues, now, 1))
+    finally:
+        if conn.in_transaction:
+            conn.execute("COMMIT")
 
 
 def _claim_candidates(conn: sqlite3.Connection, queues: list[str] | None, now: int, need: int) -> list[tuple[Any, ...]]:
