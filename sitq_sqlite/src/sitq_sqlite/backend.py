@@ -1210,7 +1210,7 @@ class SQLiteBackend(Backend):
                     best = due
             return best
 
-        best = await self._run("next_eta", read)
+        best = await self._inline_or_run("next_eta", read, write=False)  # an idle worker asks after each empty reserve
         return None if best is None else from_us(best)
 
     # ------------------------------------------------------------- wake-ups
