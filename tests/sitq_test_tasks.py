@@ -180,6 +180,10 @@ async def async_raises_base_exception() -> None:
     raise Unusual("unusual")
 
 
+def raises_base_exception(message: str) -> None:
+    raise Unusual(message)
+
+
 def returns_cancelling_awaitable() -> Any:
     async def cancelled() -> None:
         raise asyncio.CancelledError()

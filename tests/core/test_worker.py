@@ -169,11 +169,13 @@ async def test_failure_recorded_and_worker_goes_on(queue: TaskQueue) -> None:
 
 
 @pytest.mark.asyncio
-async def test_stop_drains_and_keeps_a_borrowed_backend_open(queue: TaskQueue) -> None:
+async def test_stop_drains_and_keeps_a_borrowed_backend_open(queue: TaskQueue, tmp_path: Path) -> None:
     worker = Worker(queue.backend, max_concurrency=2)
     await worker.start()
-    ids = [await queue.enqueue(tasks.sleepy, 0.2) for _ in range(2)]
-    await wait_until(lambda: _running(queue, 2))
+    log = tmp_path / "started.log"
+    ids = [await queue.enqueue(tasks.record, str(log), n, 0.2) for n in range(2)]
+    # started, not merely reserved: a task still loading when stop() comes is given back, not run
+    await wait_until(lambda: asyncio.sleep(0, log.exists() and log.read_text().count("start") == 2))
     await worker.stop()
     for task_id in ids:
         result = await queue.get_result(task_id, timeout=0)
@@ -668,7 +670,37 @@ async def test_odd_exceptions_fail_their_task_and_the_worker_goes_on(queue: Task
     assert [r.status if r else None for r in results] == ["failed"] * 5 + ["success"]
     errors = [r.error or "" for r in results[:5] if r is not None]
     assert "UnprintableError" in errors[0] and "CancelledError" in errors[1]
-    assert "KeyboardInterrupt" in errors[2] and "KeyboardInterrupt" in errors[3] and "Unusual" in errors[4]
+    assert "KeyboardInterrupt" in errors[2] and "KeyboardInterrupt" in errors[3] and errors[4] == "unusual"
+
+
+@pytest.mark.asyncio
+async def test_a_base_exception_of_the_task_is_recorded_and_observed_as_raised(queue: TaskQueue) -> None:
+    """It was recorded as 'the task raised Unusual' and observers got sitq's carrier exception instead."""
+    seen: list[BaseException | str] = []
+
+    class Observer:
+        @hookimpl
+        def sitq_task_failed(self, task: Any, error: Any, will_retry: bool) -> None:
+            seen.append(error)
+
+    manager = get_plugin_manager()
+    manager.register_plugin(Observer(), "base-errors")
+    try:
+        ids = [
+            await queue.enqueue(tasks.raises_base_exception, "sync went wrong"),
+            await queue.enqueue(tasks.raises_base_exception, "second in a batch"),  # may share a thread hop
+            await queue.enqueue(tasks.async_raises_base_exception),
+        ]
+        worker = Worker(queue.backend, max_concurrency=1)
+        await worker.start()
+        results = [await queue.get_result(task_id, timeout=10) for task_id in ids]
+        await worker.stop()
+    finally:
+        manager.unregister_plugin("base-errors")
+    assert [r.error if r else None for r in results] == ["sync went wrong", "second in a batch", "unusual"]
+    assert all(r is not None and "tasks.Unusual: " in (r.traceback or "") for r in results)
+    assert [type(e).__name__ for e in seen] == ["Unusual"] * 3
+    assert [str(e) for e in seen] == ["sync went wrong", "second in a batch", "unusual"]
 
 
 @pytest.mark.asyncio

@@ -1644,6 +1644,7 @@ class Worker:
         if running.cancel_requested:
             outcome, extra = self._cancelled(running), {"error": "cancelled", "duration": duration}
         elif error is not None:
+            error = _task_error(error)
             outcome = self._failed_with(running, error)
             extra = {"error": error, "duration": duration}
         elif inspect.isawaitable(value):
@@ -2051,21 +2052,24 @@ def _resolve(future: asyncio.Future[None]) -> None:
 
 
 def _task_error(exc: BaseException) -> BaseException:
-    """The error to record for a task: ``SystemExit`` raised by async code becomes :class:`TaskExit`.
+    """The error to record for a task (and to show observers): what the task raised.
 
-    A sync task's ``StopIteration`` crossed its thread wrapped (see ``call_guarded``); the task's own
-    exception is recorded, so its type name reads as the user wrote it.
+    A sync task's ``StopIteration`` and other non-``Exception`` errors crossed
+    its thread wrapped (see ``call_guarded``); the task's own exception is
+    recorded, so its message and type read as the user wrote them. Only
+    ``SystemExit`` becomes :class:`TaskExit` ("the task called sys.exit(3)"
+    says more than "3").
     """
-    if isinstance(exc, TaskStopIteration) and isinstance(exc.__cause__, StopIteration):
-        return exc.__cause__
+    if isinstance(exc, TaskStopIteration | TaskExit):
+        cause = exc.__cause__
+        if cause is not None and not isinstance(cause, SystemExit):
+            return cause
+        return exc
     if isinstance(exc, SystemExit):
         error = TaskExit(f"the task called sys.exit({exc.code!r})")
-    elif isinstance(exc, Exception | asyncio.CancelledError):
-        return exc
-    else:
-        error = TaskExit(f"the task raised {type(exc).__name__}")
-    error.__cause__ = exc
-    return error
+        error.__cause__ = exc
+        return error
+    return exc
 
 
 def _describe(exc: BaseException) -> str:
