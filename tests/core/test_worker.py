@@ -501,6 +501,32 @@ async def _is_running(queue: TaskQueue, task_id: str) -> bool:
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("raised", [asyncio.CancelledError, tasks.Unusual])
+async def test_an_observer_raising_a_base_exception_neither_stops_nor_silences_the_worker(
+    queue: TaskQueue, raised: type[BaseException]
+) -> None:
+    """Such an error ended the worker's exchange loop: the process lived on and no task ran again."""
+
+    class Observer:
+        @hookimpl
+        def sitq_task_succeeded(self, task: Any, result: Any, duration: float) -> None:
+            raise raised("observer went wrong")
+
+    manager = get_plugin_manager()
+    manager.register_plugin(Observer(), "base-raiser")
+    try:
+        worker = Worker(queue.backend)
+        await worker.start()
+        try:
+            values = [await queue.get_result(await queue.enqueue(tasks.add, n), timeout=10) for n in range(3)]
+        finally:
+            await worker.stop()
+    finally:
+        manager.unregister_plugin("base-raiser")
+    assert [r.status if r else None for r in values] == ["success"] * 3
+
+
+@pytest.mark.asyncio
 async def test_observers_see_a_timeout_as_a_timeout_error_that_says_so(queue: TaskQueue) -> None:
     errors: list[Any] = []
 

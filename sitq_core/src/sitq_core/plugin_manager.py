@@ -556,10 +556,12 @@ class SitqPluginManager(pluggy.PluginManager):
                         impl.plugin_name,
                         hook_name,
                     )
-            except Exception as exc:
+            except (KeyboardInterrupt, SystemExit):
+                raise  # the process is asked to end (Ctrl-C, sys.exit): that is not the observer's to swallow
+            except BaseException as exc:  # CancelledError or an odd BaseException too: it would end the worker
                 self._log_observer_error(impl.plugin_name, hook_name, exc)
 
-    def _log_observer_error(self, plugin_name: str, hook_name: str, error: Exception) -> None:
+    def _log_observer_error(self, plugin_name: str, hook_name: str, error: BaseException) -> None:
         """The first failure of a plugin's hook with its traceback; after that a count, once a minute at most.
 
         An observer that fails on every task must not put a traceback in the
