@@ -258,6 +258,21 @@ def test_an_unimportable_task_module_is_a_clear_error(db: Path) -> None:
     assert "ModuleNotFoundError" in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize("option", ["--import", "--allow-task"])
+def test_a_task_module_calling_sys_exit_at_import_is_a_failed_start_not_a_clean_stop(
+    db: Path, tmp_path: Path, option: str
+) -> None:
+    """``sys.exit(0)`` in a settings check at import made ``sitq worker`` exit 0 without a word."""
+    (tmp_path / "exits_at_import.py").write_text("import sys\n\ndef job():\n    pass\n\nsys.exit(0)\n")
+    target = "exits_at_import" if option == "--import" else "exits_at_import:job"
+    extra = ["-s", "msgpack"] if option == "--allow-task" else []
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    command = [sys.executable, "-m", "sitq", "worker", "-b", f"sqlite:///{db}", *extra, option, target]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False, env=env)
+    assert done.returncode == 2, done.stderr
+    assert f"{option} {target}: cannot import it: SystemExit" in done.stderr and "Traceback" not in done.stderr
+
+
 @pytest.mark.parametrize("queues", ["", ",", "mail,,reports", " "])
 def test_an_empty_queue_name_is_refused_not_read_as_every_queue(db: Path, queues: str) -> None:
     command = [sys.executable, "-m", "sitq", "worker", "-b", f"sqlite:///{db}", "-q", queues]

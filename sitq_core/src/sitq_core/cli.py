@@ -263,7 +263,7 @@ def _run_worker(args: argparse.Namespace) -> int:
     for module in args.imports:
         try:
             importlib.import_module(module)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # sys.exit() at import (a settings check) is a failed import too
             logger.debug("importing %s failed", module, exc_info=True)
             sys.stderr.write(f"sitq: error: --import {module}: cannot import it: {type(exc).__name__}: {exc}\n")
             return 2
@@ -361,7 +361,7 @@ def _import_function(path: str) -> None:
         target: object = importlib.import_module(module_name)
         for part in qualname.split("."):
             target = getattr(target, part)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # sys.exit() at import must not end the worker with its code
         raise ValidationError(
             f"--allow-task {path}: cannot import it: {type(exc).__name__}: {exc}",
             parameter="allow_task",
