@@ -287,3 +287,10 @@ def record_then_wait_for_gate(path: str, n: int) -> int:
     GATE.wait(30)
     _append(path, f"end {n}\n")
     return n
+
+
+def record_then_fail_at_gate(path: str) -> None:
+    """Append 'start', block until GATE opens (at most 30 s), then raise (a retryable failure)."""
+    _append(path, "start\n")
+    GATE.wait(30)
+    raise RuntimeError("failed after the gate")

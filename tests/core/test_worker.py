@@ -324,6 +324,31 @@ async def test_cancelling_a_running_task_takes_effect_long_before_the_next_lease
 
 
 @pytest.mark.asyncio
+async def test_a_task_cancelled_while_it_ran_is_not_retried_when_that_attempt_fails(
+    queue: TaskQueue, tmp_path: Path
+) -> None:
+    """Its retries ran anyway: the cancel stayed recorded on a queued task that every reserve handed out."""
+    log = tmp_path / "starts.log"
+    tasks.GATE.clear()
+    worker = Worker(queue.backend)
+    await worker.start()
+    try:
+        task_id = await queue.with_options(max_retries=3, retry_backoff=0).enqueue(
+            tasks.record_then_fail_at_gate, str(log)
+        )
+        await wait_until(lambda: asyncio.sleep(0, log.exists()))
+        assert await queue.cancel(task_id) is True
+        tasks.GATE.set()  # the attempt fails at once, before the worker's next cancel check
+        result = await queue.get_result(task_id, timeout=10)
+    finally:
+        tasks.GATE.set()
+        await worker.stop()
+        tasks.GATE.clear()
+    assert result is not None and result.status == "cancelled", result
+    assert log.read_text().count("start") == 1, "no attempt may start after the cancel"
+
+
+@pytest.mark.asyncio
 async def test_corrupted_payload_fails_that_task_only(queue: TaskQueue) -> None:
     import sqlite3
 

@@ -274,6 +274,10 @@ class Backend(abc.ABC):
           ``error`` is kept on the task; attempts are not reset.
         - ``release``: the task returns to ``queued`` due now and the attempt
           is not counted (``attempts - 1``).
+        - ``retry`` or ``release`` of a task whose cancel was requested
+          (``cancel_requested``, see ``cancel``): it is not queued again but
+          ends ``cancelled`` as a ``cancelled`` outcome would (error
+          ``"cancelled"``, a result stored), and the outcome yields True.
 
         The lease ends in every accepted case. Outcomes are applied in order;
         a backend may commit them together (group commit).

@@ -53,7 +53,7 @@ _MAX_REPORT_FAILURES = 7
 _CANCEL_CHECK = 0.25  # seconds: how often tasks waiting for a slot are checked for a cancel request
 # seconds: how often tasks held that long (running ones) are checked for a cancel request between renewals;
 # short tasks end before they are ever checked, so a drain of quick tasks pays nothing for it
-_RUNNING_CANCEL_CHECK = 1.0
+_RUNNING_CANCEL_CHECK = 0.5
 # seconds a stopping worker waits for the backend to take its last outcomes: a healthy store takes them in
 # milliseconds; a frozen one (a network partition with no command timeout) must not hold the stop for good
 _FINAL_REPORT_TIMEOUT = 10.0

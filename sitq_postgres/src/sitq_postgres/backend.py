@@ -799,6 +799,14 @@ class PostgresBackend(Backend):
                 else:  # release
                     row = await conn.fetchrow(sql.release, *fence, now, outcome.started_at)
                     requeued = requeued or row is not None
+                if row is None and outcome.kind not in _FINAL_KINDS:
+                    # its cancel was requested while it ran (or waited): it ends cancelled, never queued again
+                    row = await conn.fetchrow(
+                        sql.finish, *fence, "cancelled", outcome.finished_at or now, "cancelled", outcome.started_at
+                    )
+                    if row is not None:
+                        await self._store_result(conn, outcome.task_id, "cancelled", None, "cancelled", None, row)
+                        finished.append(outcome.task_id)
                 accepted[index] = row is not None
             if finished:
                 await self._notify_results(conn, finished)

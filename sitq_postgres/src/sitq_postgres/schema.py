@@ -200,7 +200,7 @@ class Statements:
         )
         self.retry = (
             f"UPDATE {s}.tasks SET status = 'queued', eta = $3, due = $3, error = $4, lease_token = NULL "
-            f"WHERE {fence} RETURNING seq"
+            f"WHERE {fence} AND NOT cancel_requested RETURNING seq"  # a cancel requested: it ends cancelled
         )
         self.release = (
             f"UPDATE {s}.tasks SET status = 'queued', due = least(eta, $3), lease_token = NULL, "
@@ -208,7 +208,7 @@ class Statements:
             "started_at = CASE WHEN $4::timestamptz IS NOT NULL THEN $4 WHEN attempts <= 1 THEN NULL "
             "ELSE started_at END, "
             "worker_id = CASE WHEN $4::timestamptz IS NULL AND attempts <= 1 THEN NULL ELSE worker_id END, "
-            f"attempts = greatest(attempts - 1, 0) WHERE {fence} RETURNING seq"
+            f"attempts = greatest(attempts - 1, 0) WHERE {fence} AND NOT cancel_requested RETURNING seq"
         )
         self.store_result = (
             f"INSERT INTO {s}.results ({RESULT_COLUMNS}) VALUES ($1, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "

@@ -139,15 +139,15 @@ _FINISH_SQL_SET = (
     "finished_at = v.finished_at, error = v.error, started_at = coalesce(v.started_at, t.started_at) "
     f"FROM v WHERE {_FENCE} RETURNING seq, id"
 )
-_RETRY_SQL = (
+_RETRY_SQL = (  # not for a task whose cancel was requested: it ends cancelled instead (_cancelled_instead)
     "UPDATE tasks SET status = 'queued', eta = ?, due = ?, error = ?, lease_token = NULL "
-    "WHERE seq = ? AND id = ? AND lease_token = ? AND status = 'running' RETURNING seq"
+    "WHERE seq = ? AND id = ? AND lease_token = ? AND status = 'running' AND cancel_requested = 0 RETURNING seq"
 )
 _RELEASE_SQL = (  # a first attempt given back unstarted (no started_at) says so again: no start, no worker
     "UPDATE tasks SET status = 'queued', due = min(eta, ?1), lease_token = NULL, attempts = max(attempts - 1, 0), "
     "started_at = CASE WHEN ?2 IS NOT NULL THEN ?2 WHEN attempts <= 1 THEN NULL ELSE started_at END, "
     "worker_id = CASE WHEN ?2 IS NULL AND attempts <= 1 THEN NULL ELSE worker_id END "
-    "WHERE seq = ?3 AND id = ?4 AND lease_token = ?5 AND status = 'running' RETURNING seq"
+    "WHERE seq = ?3 AND id = ?4 AND lease_token = ?5 AND status = 'running' AND cancel_requested = 0 RETURNING seq"
 )
 _FINAL_ROWS_PER_STATEMENT = _MAX_VARIABLES // _FINAL_COLUMNS
 _TOKEN_BYTES = 16  # a lease token: 128 random bits as 32 hex characters
@@ -1012,6 +1012,7 @@ class SQLiteBackend(Backend):
             for index, seq, task_id in in_set:
                 accepted[index] = (seq, task_id) in taken
             requeued = False
+            cancelled_instead: list[str] = []
             for index, outcome, seq in singles:
                 fence = (seq, outcome.task_id, outcome.lease_token)
                 if outcome.kind == "retry":
@@ -1023,16 +1024,19 @@ class SQLiteBackend(Backend):
                     row = conn.execute(_RELEASE_SQL, (now, started, *fence)).fetchone()
                     requeued = requeued or row is not None
                 else:
-                    one = _final_parameters(outcome, seq, now)
-                    conn.execute(_RESULTS_SQL_SET.format(_FINAL_ROW), one)
-                    row = conn.execute(_FINISH_SQL_SET.format(_FINAL_ROW), one).fetchone()
+                    row = _finish_one(conn, outcome, seq, now)
+                if row is None and outcome.kind in ("retry", "release"):
+                    # its cancel was requested while it ran (or waited here): it ends cancelled, never queued again
+                    row = _finish_one(conn, _cancelled_instead(outcome), seq, now)
+                    if row is not None:
+                        cancelled_instead.append(outcome.task_id)
                 accepted[index] = row is not None
             finished = [
                 outcome.task_id
                 for outcome, ok in zip(outcomes, accepted, strict=True)
                 if ok and outcome.kind != "retry" and outcome.kind != "release"
             ]
-            return accepted, requeued, finished
+            return accepted, requeued, finished + cancelled_instead
 
         return body
 
@@ -1756,6 +1760,25 @@ def _integer(name: str, value: Any, *, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValidationError(f"{name} must be an integer >= {minimum}; got {value!r}", parameter=name, value=value)
     return value
+
+
+def _finish_one(conn: sqlite3.Connection, outcome: Outcome, seq: int, now: int) -> Any:
+    """One final outcome, fenced: its result row, then its task row; the task's row, or None when refused."""
+    one = _final_parameters(outcome, seq, now)
+    conn.execute(_RESULTS_SQL_SET.format(_FINAL_ROW), one)
+    return conn.execute(_FINISH_SQL_SET.format(_FINAL_ROW), one).fetchone()
+
+
+def _cancelled_instead(outcome: Outcome) -> Outcome:
+    """A retry or release of a task whose cancel was requested, as the cancelled outcome it becomes."""
+    return Outcome(
+        outcome.task_id,
+        outcome.lease_token,
+        "cancelled",
+        error="cancelled",
+        started_at=outcome.started_at,
+        finished_at=outcome.finished_at,
+    )
 
 
 def _final_parameters(outcome: Outcome, seq: int, now: int) -> tuple[Any, ...]:

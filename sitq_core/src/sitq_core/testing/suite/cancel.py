@@ -45,6 +45,31 @@ class CancelContract(BackendFixtures):
             f"{C}: the worker's 'cancelled' outcome must make the task final"
         )
 
+    @requires(Capability.CANCEL_RUNNING)
+    @pytest.mark.asyncio
+    @pytest.mark.parametrize("kind", ["retry", "release"])
+    async def test_a_task_cancelled_while_it_ran_is_not_queued_again(
+        self, backend: Backend, clock: FakeClock, kind: str
+    ) -> None:
+        lease = await enqueue_and_reserve(backend, clock, C)
+        assert await backend.cancel(lease.id) is True
+        outcome = (
+            Outcome(lease.id, lease.lease_token, "retry", error="boom", retry_at=clock.now())
+            if kind == "retry"
+            else Outcome(lease.id, lease.lease_token, "release")
+        )
+        [ok] = await backend.finish_many([outcome])
+        stored = await get(backend, lease.id, C)
+        assert ok and stored.status == TaskStatus.CANCELLED, (
+            f"{C}: a '{kind}' outcome for a task whose cancel was requested must end it 'cancelled' (and yield "
+            f"True), not queue it again; got {ok}, status {stored.status.value!r}"
+        )
+        result = await backend.get_result(lease.id)
+        assert result is not None and result.status == "cancelled" and result.error == "cancelled", (
+            f"{C}: such a task must get a result (status 'cancelled', error 'cancelled'), got {result!r}"
+        )
+        assert await reserve_all(backend) == [], f"{C}: reserve handed out a task whose cancel was requested"
+
     @pytest.mark.asyncio
     async def test_without_cancel_running_a_running_task_is_not_cancelled(
         self, backend: Backend, clock: FakeClock, backend_capabilities: frozenset[Capability]

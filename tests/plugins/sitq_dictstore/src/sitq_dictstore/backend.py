@@ -171,7 +171,10 @@ class DictStoreBackend(Backend):
                 if row is None or row.task.status != RUNNING or row.lease_token != outcome.lease_token:
                     accepted.append(False)  # fencing: a stale worker changes nothing
                     continue
-                if outcome.kind == "retry":
+                if outcome.kind in ("retry", "release") and row.task.cancel_requested:
+                    # cancelled while it ran: it ends cancelled instead of being queued again
+                    self._finish(db, row, "cancelled", "cancelled", outcome=outcome)
+                elif outcome.kind == "retry":
                     eta = outcome.retry_at or self.now()
                     row.task = row.task.with_changes(status=QUEUED, eta=eta, error=outcome.error)
                 elif outcome.kind == "release":
