@@ -18,6 +18,7 @@ import pytest
 from sitq import SQLiteBackend, TaskQueue
 
 import sitq_test_tasks as tasks
+from sitq_test_helpers import wait_until_sync
 
 TESTS = Path(__file__).resolve().parents[1]
 
@@ -201,6 +202,21 @@ async def test_sigterm_drains_in_flight_and_exits_zero(db: Path, workers: Worker
         for task_id in ids:
             result = await queue.get_result(task_id, timeout=30)
             assert result is not None and result.status == "success"
+
+
+@pytest.mark.parametrize("round_", range(4))  # the late signal falls at a different moment of the exit each time
+def test_a_second_sigint_just_after_an_idle_drain_still_exits_zero_quietly(
+    db: Path, workers: Workers, round_: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second signal came once the drain was over, met the default handler: exit 130 with a traceback."""
+    monkeypatch.setenv("SITQ_LOG_LEVEL", "INFO")  # for the "started on" line
+    proc = workers.start()
+    wait_until_sync(lambda: "started on" in workers.log(proc), timeout=30)  # up, its signal handlers in place
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.002 * (round_ + 1))  # the scenario itself: a user pressing Ctrl-C twice
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(30) == 0, workers.log(proc)
+    assert "Traceback" not in workers.log(proc), workers.log(proc)
 
 
 @pytest.mark.asyncio

@@ -263,6 +263,8 @@ def _run_worker(args: argparse.Namespace) -> int:
     for module in args.imports:
         try:
             importlib.import_module(module)
+        except _LeaveNow:
+            raise
         except (Exception, SystemExit) as exc:  # sys.exit() at import (a settings check) is a failed import too
             logger.debug("importing %s failed", module, exc_info=True)
             sys.stderr.write(f"sitq: error: --import {module}: cannot import it: {type(exc).__name__}: {exc}\n")
@@ -294,6 +296,9 @@ def _run_worker(args: argparse.Namespace) -> int:
 
     async def run() -> None:
         code = 0
+        # what run() restores once the drain is over: a late second signal has nothing left to cut short
+        # (asyncio.run's own SIGINT handler would turn it into a KeyboardInterrupt while the store closes)
+        _ignore_stop_signals()
         try:
             await worker.run()
         except SitqError:
@@ -307,6 +312,7 @@ def _run_worker(args: argparse.Namespace) -> int:
             await _exit_now_if_async_tasks_are_stuck(code)
 
     code = 0
+    handlers = _stop_signal_handlers()
     try:
         asyncio.run(run())
     except SitqError as exc:  # e.g. the worker stopped after an internal error
@@ -315,8 +321,31 @@ def _run_worker(args: argparse.Namespace) -> int:
     except Exception:
         logger.exception("the worker failed")
         code = 1
+    finally:
+        _restore_signal_handlers(handlers)
     _exit_now_if_task_threads_are_stuck(code)
     return code
+
+
+_STOP_SIGNALS = ("SIGINT", "SIGTERM")
+
+
+def _stop_signal_handlers() -> dict[int, Any]:
+    """The current handlers of SIGINT and SIGTERM (empty off the main thread: they cannot be changed there)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.getsignal(sig) for name in _STOP_SIGNALS if (sig := getattr(signal, name, None)) is not None}
+
+
+def _ignore_stop_signals() -> None:
+    for sig in _stop_signal_handlers():
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def _restore_signal_handlers(handlers: dict[int, Any]) -> None:
+    for sig, handler in handlers.items():
+        if handler is not None:
+            signal.signal(sig, handler)
 
 
 def _worker_serializer(name: str | None, allowed_tasks: list[str] | None) -> str | Serializer | None:
@@ -361,6 +390,8 @@ def _import_function(path: str) -> None:
         target: object = importlib.import_module(module_name)
         for part in qualname.split("."):
             target = getattr(target, part)
+    except _LeaveNow:
+        raise
     except (Exception, SystemExit) as exc:  # sys.exit() at import must not end the worker with its code
         raise ValidationError(
             f"--allow-task {path}: cannot import it: {type(exc).__name__}: {exc}",
@@ -422,6 +453,10 @@ def _exit_now(code: int) -> None:
     os._exit(code)
 
 
+class _LeaveNow(SystemExit):
+    """A stop signal while the worker starts: a clean exit, not a task module's failed import."""
+
+
 def _leave_on_early_signals() -> dict[int, Any]:
     """Make SIGTERM or SIGINT before the worker handles signals (imports, connecting) end the process with 0.
 
@@ -432,7 +467,7 @@ def _leave_on_early_signals() -> dict[int, Any]:
     """
 
     def leave(_signum: int, _frame: object) -> None:
-        raise SystemExit(0)
+        raise _LeaveNow(0)
 
     previous: dict[int, Any] = {}
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -550,11 +550,14 @@ class Worker:
                 logger.warning("worker %s: second %s, stopping now", self.worker_id, signum.name)
                 background.add(asyncio.ensure_future(self._hard_stop()))
 
+        previous: dict[signal.Signals, Any] = {}
         if handle_signals:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 try:
+                    handler = signal.getsignal(signum)
                     loop.add_signal_handler(signum, on_signal, signum)
                     installed.append(signum)
+                    previous[signum] = handler
                 except (NotImplementedError, RuntimeError, ValueError):
                     pass  # not the main thread, or no signal support here
         try:
@@ -564,8 +567,7 @@ class Worker:
             assert self._stopped is not None
             await self._stopped.wait()
         finally:
-            for signum in installed:
-                loop.remove_signal_handler(signum)
+            _restore_signal_handlers(loop, installed, previous)
             if self._running:
                 try:
                     await self.stop(timeout=self.shutdown_timeout)
@@ -1993,6 +1995,30 @@ class Worker:
                             ),
                             {},
                         )
+
+
+def _restore_signal_handlers(
+    loop: asyncio.AbstractEventLoop, installed: list[signal.Signals], previous: dict[signal.Signals, Any]
+) -> None:
+    """Put back the handlers ``run()`` found (asyncio would leave SIGINT to the default handler).
+
+    A signal that comes while they are swapped (a second Ctrl-C just as the
+    drain ends) would meet Python's default handler and surface as a stray
+    KeyboardInterrupt; it is handed to the restored handler instead.
+    """
+    late: list[signal.Signals] = []
+    for signum in installed:
+        try:
+            try:
+                loop.remove_signal_handler(signum)
+            finally:
+                handler = previous.get(signum)
+                if handler is not None:
+                    signal.signal(signum, handler)
+        except KeyboardInterrupt:
+            late.append(signal.SIGINT)
+    for signum in late:
+        signal.raise_signal(signum)  # what the caller's own handler makes of it (SIG_IGN: nothing)
 
 
 async def _on_daemon_thread(fn: Callable[..., Any], *args: Any) -> Any:
