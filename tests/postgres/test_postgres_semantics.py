@@ -613,3 +613,29 @@ async def test_a_cancelled_calls_connection_that_cannot_be_dropped_leaves_no_unr
     [giving_back] = list(pg_backend._giving_back)
     await asyncio.wait({giving_back})
     assert giving_back.exception() is None
+
+
+@pytest.mark.asyncio
+async def test_connections_the_server_cuts_surface_as_connection_errors(pg_dsn: str, pg_schema: str) -> None:
+    """asyncpg's 'cannot switch to state' on a connection the server ended came out as a plain BackendError."""
+    name = f"sitq_cut_{new_id()[-8:]}"
+    admin = await asyncpg.connect(pg_dsn)
+    wrong: list[str] = []
+    try:
+        dsn = f"{pg_dsn}{'&' if '?' in pg_dsn else '?'}application_name={name}"
+        async with TaskQueue(PostgresBackend(dsn, schema=pg_schema, min_connections=4)) as q:
+            for round_ in range(20):
+                await asyncio.gather(*(q.counts() for _ in range(4)), return_exceptions=True)
+                await admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1", name
+                )
+                await asyncio.sleep(0.002 * (round_ % 5))  # the cut lands at another moment of the next call
+                try:
+                    await q.counts()
+                except ConnectionError:
+                    pass  # what a caller that retries catches
+                except BackendError as exc:
+                    wrong.append(str(exc))
+    finally:
+        await admin.close()
+    assert wrong == []

@@ -503,15 +503,20 @@ class PostgresBackend(Backend):
         pool = await self._pool()
         finished = False  # the body ran (and committed): a later error only concerns the connection
         result: T
+        cut = False  # the connection was closed under the call (read before it goes back to the pool)
         try:
             async with _leased(pool) as conn:
-                if time.monotonic() - self._clock_read_at > _CLOCK_RECHECK:
-                    await self._read_server_clock(conn)
-                if not transaction:
-                    result = await body(conn)
-                else:
-                    async with conn.transaction():
+                try:
+                    if time.monotonic() - self._clock_read_at > _CLOCK_RECHECK:
+                        await self._read_server_clock(conn)
+                    if not transaction:
                         result = await body(conn)
+                    else:
+                        async with conn.transaction():
+                            result = await body(conn)
+                except Exception:
+                    cut = _is_closed(conn)
+                    raise
                 finished = True
             return result
         except SitqError:
@@ -522,7 +527,11 @@ class PostgresBackend(Backend):
                 return result
             if not isinstance(exc, _DRIVER_ERRORS):
                 raise
-            if isinstance(exc, _OUT_OF_REACH):  # the server is out of reach, as at connect
+            # the server is out of reach, as at connect; or it cut this connection (asyncpg may then
+            # report a confused protocol state, "cannot switch to state ...", on a connection now closed)
+            if isinstance(exc, _OUT_OF_REACH) or (
+                cut and isinstance(exc, asyncpg.InterfaceError | asyncpg.InternalClientError)
+            ):
                 raise ConnectionError(
                     f"PostgreSQL {operation} failed: the server at {self._where()} is out of reach: {_described(exc)}",
                     operation=operation,
@@ -1272,3 +1281,11 @@ def _described(exc: BaseException, timeout: float | None = None) -> str:
     if not text and isinstance(exc, TimeoutError):
         text = "no answer in time" if timeout is None else f"no answer within connect_timeout={timeout:g}s"
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _is_closed(conn: Connection) -> bool:
+    """Whether ``conn`` is closed; False when even that cannot be told."""
+    try:
+        return bool(conn.is_closed())
+    except Exception:
+        return False
