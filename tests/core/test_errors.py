@@ -105,6 +105,19 @@ def test_a_copied_error_keeps_its_cause_as_dunder_cause() -> None:
     assert type(copy.cause) is OSError and copy.__cause__ is copy.cause
 
 
+def test_cause_follows_raise_from_as_the_contract_says_cause_is_dunder_cause() -> None:
+    """``raise SitqError(...) from exc`` left ``cause`` None while ``__cause__`` was exc."""
+    underlying = KeyError("k")
+    with pytest.raises(ValidationError) as info:
+        raise ValidationError("bad", parameter="p") from underlying
+    assert info.value.cause is underlying is info.value.__cause__
+    with pytest.raises(SitqError) as both:
+        raise SitqError("x", cause=KeyError("given")) from OSError("chained")
+    assert both.value.cause is both.value.__cause__ and isinstance(both.value.cause, OSError)
+    plain = SitqError("no cause")
+    assert plain.cause is None and plain.__cause__ is None
+
+
 def test_public_names_importable() -> None:
     for name in (
         "TaskQueue",

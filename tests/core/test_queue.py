@@ -69,7 +69,7 @@ async def test_naive_eta_refused(queue: TaskQueue) -> None:
     "eta",
     [
         datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-5))),  # past year 9999 in UTC
-        datetime(1, 1, 1, 1, tzinfo=timezone(timedelta(hours=5))),  # before year 1 in UTC
+        # (before year 1 in UTC is a past eta: it means now, see below)
     ],
 )
 async def test_an_eta_utc_cannot_express_is_a_validation_error(queue: TaskQueue, eta: datetime) -> None:
@@ -94,6 +94,17 @@ async def test_past_eta_means_now(queue: TaskQueue) -> None:
     assert task is not None and task.eta > datetime(2020, 1, 1, tzinfo=UTC)
     leases = await queue.backend.reserve(worker_id="t", limit=5, lease_seconds=5)
     assert [lease.id for lease in leases] == [task_id]
+
+
+@pytest.mark.asyncio
+async def test_a_past_eta_before_what_utc_can_express_also_means_now(queue: TaskQueue) -> None:
+    """Year 1 at +05:00 has no UTC datetime: it was refused, though any past eta means now."""
+    ancient = datetime(1, 1, 1, 3, tzinfo=timezone(timedelta(hours=5)))
+    task_id = await queue.enqueue(tasks.add, 1, eta=ancient)
+    task = await queue.get_task(task_id)
+    assert task is not None and task.eta > datetime(2020, 1, 1, tzinfo=UTC)
+    with pytest.raises(ValidationError, match="outside the datetimes UTC can express"):  # the far future still is
+        await queue.enqueue(tasks.add, 1, eta=datetime(9999, 12, 31, 22, tzinfo=timezone(timedelta(hours=-5))))
 
 
 @pytest.mark.asyncio

@@ -53,10 +53,18 @@ class SitqError(Exception):
     ) -> None:
         super().__init__(message)
         self.message = message
-        self.cause = cause
         self.context: dict[str, Any] = dict(context or {})
         if cause is not None:
             self.__cause__ = cause
+
+    @property
+    def cause(self) -> BaseException | None:
+        """The underlying error: always ``__cause__``, also after ``raise ... from other``."""
+        return self.__cause__
+
+    @cause.setter
+    def cause(self, value: BaseException | None) -> None:
+        self.__cause__ = value
 
     def _add_context(self, *, keep_none: tuple[str, ...] = (), **items: Any) -> None:
         """Store each item as an attribute and in ``context``.
@@ -95,7 +103,6 @@ def _rebuild_error(cls: type[SitqError], message: str, cause: BaseException | No
     error = cls.__new__(cls)
     Exception.__init__(error, message)
     error.__dict__.update(state)
-    error.cause = cause
     error.__cause__ = cause  # the contract: ``cause`` is ``__cause__``, in a copy as in the original
     return error
 

@@ -36,6 +36,8 @@ def normalize_eta(eta: datetime | None, *, parameter: str = "eta") -> datetime |
     try:
         return eta.astimezone(UTC)
     except OverflowError as exc:  # year 9999 at -05:00 or year 1 at +05:00 has no UTC datetime
+        if eta.year < 5000:  # before the first datetime UTC can express: a past eta, which means now
+            return datetime.min.replace(tzinfo=UTC)
         raise ValidationError(
             f"{parameter} {eta.isoformat()} is outside the datetimes UTC can express (years 1 to 9999)",
             parameter=parameter,
