@@ -118,6 +118,18 @@ def test_cause_follows_raise_from_as_the_contract_says_cause_is_dunder_cause() -
     assert plain.cause is None and plain.__cause__ is None
 
 
+def test_every_keyword_given_is_an_attribute_and_a_context_entry_even_none() -> None:
+    """A keyword given as None was an attribute only: ``e.context["task_id"]`` raised KeyError."""
+    given = TaskQueueError("m", task_id=None)
+    assert given.task_id is None and given.context == {"task_id": None}
+    assert str(given) == "m (context: task_id=None)"
+    left_out = TaskQueueError("m")
+    assert left_out.task_id is None and left_out.context == {} and str(left_out) == "m"
+    timeout = TimeoutError("slow", timeout_seconds=None, operation="get_result")
+    assert timeout.context == {"timeout_seconds": None, "operation": "get_result"}
+    assert ConfigurationError("c", parameter="p", value=None).context == {"parameter": "p", "value": None}
+
+
 def test_public_names_importable() -> None:
     for name in (
         "TaskQueue",

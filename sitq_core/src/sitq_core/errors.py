@@ -37,8 +37,14 @@ __all__ = [
 ]
 
 
-#: The default of ``value=``: tells "no value given" from a bad value that is None.
-_NOT_GIVEN: Any = object()
+class _NotGiven:
+    """The default of every context keyword: tells "not given" (attribute None, no context entry) from None given."""
+
+    def __repr__(self) -> str:
+        return "None"  # what the attribute reads when the keyword is left out
+
+
+_NOT_GIVEN: Any = _NotGiven()
 
 
 class SitqError(Exception):
@@ -66,27 +72,23 @@ class SitqError(Exception):
     def cause(self, value: BaseException | None) -> None:
         self.__cause__ = value
 
-    def _add_context(self, *, keep_none: tuple[str, ...] = (), **items: Any) -> None:
-        """Store each item as an attribute and in ``context``.
+    def _add_context(self, **items: Any) -> None:
+        """Store each keyword given as an attribute and in ``context`` (None too, when it was given).
 
-        None values are kept as attributes only (an optional detail nobody
-        gave), except the names in ``keep_none``: a ``value=None`` that was
-        given is the bad value itself.
+        A keyword left out is an attribute that reads None and no entry of
+        ``context`` (an optional detail nobody gave).
         """
         for key, value in items.items():
-            setattr(self, key, value)
-            if value is not None or key in keep_none:
+            if value is _NOT_GIVEN:
+                setattr(self, key, None)
+            else:
+                setattr(self, key, value)
                 self.context[key] = value
 
     def _add_parameter_context(self, parameter: str | None, value: Any, valid_options: Iterable[str] | None) -> None:
-        """``parameter``, ``value`` (kept even when None, if it was given) and ``valid_options``."""
-        given = value is not _NOT_GIVEN
-        self._add_context(
-            parameter=parameter,
-            value=value if given else None,
-            valid_options=list(valid_options) if valid_options is not None else None,
-            keep_none=("value",) if given else (),
-        )
+        """``parameter``, ``value`` and ``valid_options`` (a list), each as given."""
+        options = valid_options if valid_options is None or valid_options is _NOT_GIVEN else list(valid_options)
+        self._add_context(parameter=parameter, value=value, valid_options=options)
 
     def __str__(self) -> str:
         if not self.context:
@@ -112,7 +114,7 @@ class TaskQueueError(SitqError):
 
     task_id: str | None
 
-    def __init__(self, message: str, *, task_id: str | None = None, **kwargs: Any) -> None:
+    def __init__(self, message: str, *, task_id: str | None = _NOT_GIVEN, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self._add_context(task_id=task_id)
 
@@ -127,9 +129,9 @@ class TimeoutError(TaskQueueError, builtins.TimeoutError):
         self,
         message: str,
         *,
-        task_id: str | None = None,
-        timeout_seconds: float | None = None,
-        operation: str | None = None,
+        task_id: str | None = _NOT_GIVEN,
+        timeout_seconds: float | None = _NOT_GIVEN,
+        operation: str | None = _NOT_GIVEN,
         **kwargs: Any,
     ) -> None:
         super().__init__(message, task_id=task_id, **kwargs)
@@ -145,8 +147,8 @@ class SyncTaskQueueError(TaskQueueError):
         self,
         message: str,
         *,
-        task_id: str | None = None,
-        operation: str | None = None,
+        task_id: str | None = _NOT_GIVEN,
+        operation: str | None = _NOT_GIVEN,
         **kwargs: Any,
     ) -> None:
         super().__init__(message, task_id=task_id, **kwargs)
@@ -163,8 +165,8 @@ class BackendError(SitqError):
         self,
         message: str,
         *,
-        operation: str | None = None,
-        backend_type: str | None = None,
+        operation: str | None = _NOT_GIVEN,
+        backend_type: str | None = _NOT_GIVEN,
         **kwargs: Any,
     ) -> None:
         super().__init__(message, **kwargs)
@@ -180,8 +182,8 @@ class ConnectionError(BackendError, builtins.ConnectionError):
         self,
         message: str,
         *,
-        backend_type: str | None = None,
-        connection_details: str | None = None,
+        backend_type: str | None = _NOT_GIVEN,
+        connection_details: str | None = _NOT_GIVEN,
         **kwargs: Any,
     ) -> None:
         super().__init__(message, backend_type=backend_type, **kwargs)
@@ -202,8 +204,8 @@ class WorkerError(SitqError):
         self,
         message: str,
         *,
-        task_id: str | None = None,
-        worker_id: str | None = None,
+        task_id: str | None = _NOT_GIVEN,
+        worker_id: str | None = _NOT_GIVEN,
         **kwargs: Any,
     ) -> None:
         super().__init__(message, **kwargs)
@@ -221,9 +223,9 @@ class TaskExecutionError(WorkerError):
         self,
         message: str,
         *,
-        task_id: str | None = None,
-        function_name: str | None = None,
-        execution_time: float | None = None,
+        task_id: str | None = _NOT_GIVEN,
+        function_name: str | None = _NOT_GIVEN,
+        execution_time: float | None = _NOT_GIVEN,
         **kwargs: Any,
     ) -> None:
         super().__init__(message, task_id=task_id, **kwargs)
@@ -248,9 +250,9 @@ class ValidationError(SitqError, ValueError):
         self,
         message: str,
         *,
-        parameter: str | None = None,
+        parameter: str | None = _NOT_GIVEN,
         value: Any = _NOT_GIVEN,
-        valid_options: Iterable[str] | None = None,
+        valid_options: Iterable[str] | None = _NOT_GIVEN,
         **kwargs: Any,
     ) -> None:
         super().__init__(message, **kwargs)
@@ -267,8 +269,8 @@ class SerializationError(SitqError):
         self,
         message: str,
         *,
-        operation: str | None = None,
-        data_type: str | None = None,
+        operation: str | None = _NOT_GIVEN,
+        data_type: str | None = _NOT_GIVEN,
         **kwargs: Any,
     ) -> None:
         super().__init__(message, **kwargs)
@@ -286,9 +288,9 @@ class ResourceExhaustionError(SitqError):
         self,
         message: str,
         *,
-        resource_type: str | None = None,
-        current_usage: Any = None,
-        limit: Any = None,
+        resource_type: str | None = _NOT_GIVEN,
+        current_usage: Any = _NOT_GIVEN,
+        limit: Any = _NOT_GIVEN,
         **kwargs: Any,
     ) -> None:
         super().__init__(message, **kwargs)
@@ -306,9 +308,9 @@ class ConfigurationError(SitqError):
         self,
         message: str,
         *,
-        parameter: str | None = None,
+        parameter: str | None = _NOT_GIVEN,
         value: Any = _NOT_GIVEN,
-        valid_options: Sequence[str] | None = None,
+        valid_options: Sequence[str] | None = _NOT_GIVEN,
         **kwargs: Any,
     ) -> None:
         super().__init__(message, **kwargs)
