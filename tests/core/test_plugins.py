@@ -414,6 +414,31 @@ def test_hook_sitq_register_serializers() -> None:
     assert manager.serializer_class("quiet") is Quiet
 
 
+@pytest.mark.parametrize("own_name", ["json2", ""])
+def test_a_serializer_chosen_by_name_writes_a_name_workers_can_look_up(own_name: str) -> None:
+    """Selected as 'renamed', it stored its own class name on every task, which no worker could find."""
+    from sitq_core.config import resolve_serializer
+    from sitq_core.serializers import CloudpickleSerializer
+
+    class Renamed(CloudpickleSerializer):
+        name = own_name
+
+    class Plugin:
+        @hookimpl
+        def sitq_register_serializers(self, register: object) -> None:
+            register("renamed", Renamed)  # type: ignore[operator]
+            register("pickled", CloudpickleSerializer)  # an alias of a registered serializer keeps its own name
+
+    manager = get_plugin_manager()
+    manager.register_plugin(Plugin(), "renamed-plugin")
+    try:
+        serializer = resolve_serializer("renamed")
+        assert serializer.name == "renamed" and manager.serializer_class(serializer.name) is Renamed
+        assert resolve_serializer("pickled").name == "cloudpickle"
+    finally:
+        manager.unregister_plugin("renamed-plugin")
+
+
 def test_check_plugin_passes_the_example_and_finds_real_problems(site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from sitq_core.testing import check_plugin
 

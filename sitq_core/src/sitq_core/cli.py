@@ -24,7 +24,7 @@ from typing import Any, TextIO
 
 from . import __version__
 from .backend import Backend
-from .config import DEFAULT_BACKEND_URL, resolve_backend
+from .config import DEFAULT_BACKEND_URL, named_as_registered, resolve_backend
 from .errors import SitqError, ValidationError
 from .plugin_manager import KNOWN_PLUGINS, SitqPluginManager
 from .plugins import get_plugin_manager
@@ -377,7 +377,7 @@ def _worker_serializer(name: str | None, allowed_tasks: list[str] | None) -> str
             value=allowed_tasks,
         )
     restricted: Any = serializer_class  # a plugin's class taking allowed_tasks, as msgpack's does
-    serializer: Serializer = restricted(allowed_tasks=allowed_tasks)
+    serializer: Serializer = named_as_registered(restricted(allowed_tasks=allowed_tasks), name.strip().lower())
     for path in allowed_tasks:
         _import_function(path)
     return serializer

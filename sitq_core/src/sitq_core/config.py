@@ -8,6 +8,7 @@ mapping, the ``SITQ_BACKEND`` environment variable and the CLI's
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -15,11 +16,13 @@ from dataclasses import replace
 from typing import Any
 
 from .backend import Backend
-from .errors import ConfigurationError, ValidationError
+from .errors import ConfigurationError, SitqError, ValidationError
 from .plugin_manager import SitqPluginManager
 from .plugins import get_plugin_manager
 from .serializers import Serializer
 from .urls import parse_backend_url
+
+logger = logging.getLogger("sitq.config")
 
 __all__ = [
     "DEFAULT_BACKEND_URL",
@@ -151,4 +154,30 @@ def resolve_serializer(spec: SerializerSpec = None) -> Serializer:
             value=spec,
         )
     manager = get_plugin_manager()
-    return manager.serializer_class(spec.strip().lower())()
+    registered = spec.strip().lower()
+    return named_as_registered(manager.serializer_class(registered)(), registered)
+
+
+def named_as_registered(serializer: Serializer, registered: str) -> Serializer:
+    """``serializer``, carrying a ``name`` that workers can look up again.
+
+    Tasks record the ``name`` of the serializer that wrote them, and workers
+    find the serializer by it. A plugin class whose ``name`` differs from the
+    name it was registered under (a typo, or none set) would make every task
+    it writes unreadable ("not available here"), so the registered name is
+    used instead; an alias of another registered serializer keeps its own.
+    """
+    own = getattr(serializer, "name", None)
+    if own == registered:
+        return serializer
+    manager = get_plugin_manager()
+    try:
+        same = isinstance(own, str) and bool(own) and manager.serializer_class(own) is type(serializer)
+    except SitqError:
+        same = False
+    if not same:
+        try:
+            setattr(serializer, "name", registered)  # noqa: B010 - an instance's own name over its class's
+        except AttributeError:  # a read-only name: it stays what it is
+            logger.warning("serializer %r names itself %r, which no worker can look up", registered, own)
+    return serializer
