@@ -73,7 +73,7 @@ class BadInputContract(BackendFixtures):
                 )
         stored = await get(backend, task.id, C)
         assert stored == task, f"{C}: rejected calls changed a stored task:\n  {task}\n  {stored}"
-        assert stored.status == TaskStatus.QUEUED
+        assert stored.status == TaskStatus.QUEUED, f"{C}: rejected calls must leave a stored task queued"
 
     @pytest.mark.asyncio
     async def test_an_empty_queue_list_reserves_nothing(self, backend: Backend, clock: FakeClock) -> None:

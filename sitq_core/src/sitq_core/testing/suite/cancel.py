@@ -52,7 +52,9 @@ class CancelContract(BackendFixtures):
         self, backend: Backend, clock: FakeClock, kind: str
     ) -> None:
         lease = await enqueue_and_reserve(backend, clock, C)
-        assert await backend.cancel(lease.id) is True
+        assert await backend.cancel(lease.id) is True, (
+            f"{C}: cancel of a running task must return True when the backend declares Capability.CANCEL_RUNNING"
+        )
         outcome = (
             Outcome(lease.id, lease.lease_token, "retry", error="boom", retry_at=clock.now())
             if kind == "retry"
@@ -92,7 +94,9 @@ class CancelContract(BackendFixtures):
         self, backend: Backend, clock: FakeClock
     ) -> None:
         lease = await enqueue_and_reserve(backend, clock, C)
-        assert await backend.cancel(lease.id) is True
+        assert await backend.cancel(lease.id) is True, (
+            f"{C}: cancel of a running task must return True when the backend declares Capability.CANCEL_RUNNING"
+        )
         clock.advance(LEASE)  # its worker died: nobody reports the cancel
         got = await reserve_all(backend)
         assert got == [], f"{C}: reserve handed out a task whose cancel was requested (it must end 'cancelled')"

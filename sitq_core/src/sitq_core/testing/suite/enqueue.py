@@ -234,9 +234,15 @@ class EnqueueContract(BackendFixtures):
             yield from good
             raise failure
 
-        with pytest.raises(SerializationError) as info:
+        raised: SerializationError | None = None
+        try:
             await backend.enqueue_many(TaskBatch(source(), 300))
-        assert info.value is failure, f"{C}: the error raised while reading a streamed batch must propagate unchanged"
+        except SerializationError as exc:
+            raised = exc
+        assert raised is failure, (
+            f"{C}: the error raised while reading a streamed batch must propagate from enqueue_many unchanged; "
+            f"got {'nothing (it was swallowed)' if raised is None else repr(raised)}"
+        )
         for task in (good[0], good[-1]):
             assert await backend.get_task(task.id) is None, (
                 f"{C}: a streamed batch that failed while being read stored task {task.id}"

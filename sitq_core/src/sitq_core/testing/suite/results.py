@@ -147,7 +147,7 @@ class ResultContract(BackendFixtures):
         lease = await enqueue_and_reserve(backend, clock, C)
         waiter = asyncio.create_task(backend.wait_for_result(lease.id, 10))
         await asyncio.sleep(0)  # let the waiter start waiting
-        assert not waiter.done()
+        assert not waiter.done(), f"{C}: wait_for_result returned before the result was written: {waiter!r}"
         await backend.complete(lease, b"late")
         backend.notify_results([lease.id])
         result = await within(
