@@ -173,6 +173,21 @@ def test_broken_target_class_names_the_plugin(site: Path) -> None:
         manager.backend_class("ghost")
 
 
+def test_the_cli_shows_a_broken_plugins_traceback_when_strict_mode_is_asked_for(
+    site: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The error's own hint says 'Set SITQ_STRICT_PLUGINS=1 for the traceback'; the CLI printed one line anyway."""
+    from sitq_core.cli import main
+    from sitq_core.plugins import use_plugin_manager
+
+    make_dist(site, "acme-crash", "crash", "acme_crash_plugin", "raise ImportError('no wheel for this platform')\n")
+    monkeypatch.setenv("SITQ_STRICT_PLUGINS", "1")
+    with use_plugin_manager(SitqPluginManager()):
+        assert main(["stats", "-b", "crash://"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "no wheel for this platform" in err and "sitq: error:" in err
+
+
 def test_conflicting_names_name_both_distributions(site: Path) -> None:
     make_dist(site, "acme-one", "one", "acme_one_plugin", GOOD_BACKEND.format(name="twin"))
     make_dist(site, "acme-two", "two", "acme_two_plugin", GOOD_BACKEND.format(name="twin"))

@@ -19,14 +19,15 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Sequence
 from typing import Any, TextIO
 
 from . import __version__
 from .backend import Backend
 from .config import DEFAULT_BACKEND_URL, named_as_registered, resolve_backend
-from .errors import SitqError, ValidationError
-from .plugin_manager import KNOWN_PLUGINS, SitqPluginManager
+from .errors import BrokenPluginError, SitqError, ValidationError
+from .plugin_manager import KNOWN_PLUGINS, SitqPluginManager, strict_plugins
 from .plugins import get_plugin_manager
 from .queue import TaskQueue
 from .registry import RegistryEntry, conflict_text
@@ -133,6 +134,8 @@ def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
         if args.command == "stats":
             return _stats_command(out, args.backend, as_json=args.json)
     except SitqError as exc:
+        if isinstance(exc, BrokenPluginError) and strict_plugins():
+            traceback.print_exception(exc, file=sys.stderr)  # what the error's hint promises
         sys.stderr.write(f"sitq: error: {exc}\n")
         return 2
     build_parser().print_help(out)

@@ -124,7 +124,8 @@ def _dist_of(ep: EntryPoint) -> tuple[str | None, str | None]:
     return (ep.dist.name, ep.dist.version) if ep.dist is not None else (None, None)
 
 
-def _strict() -> bool:
+def strict_plugins() -> bool:
+    """Whether ``SITQ_STRICT_PLUGINS`` asks for broken plugins to raise (and show their traceback)."""
     return os.environ.get("SITQ_STRICT_PLUGINS", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
@@ -301,7 +302,7 @@ class SitqPluginManager(pluggy.PluginManager):
             raise errors[0]
 
     def _is_strict(self) -> bool:
-        return self._strict if self._strict is not None else _strict()
+        return self._strict if self._strict is not None else strict_plugins()
 
     def _raise_again_if_strict(self) -> None:
         """Strict mode stays strict: every later lookup of a backend or serializer fails too, not only the
