@@ -56,7 +56,8 @@ _CANCEL_CHECK = 0.25  # seconds: how often tasks waiting for a slot are checked 
 _RUNNING_CANCEL_CHECK = 0.5
 # seconds a stopping worker waits for the backend to take its last outcomes: a healthy store takes them in
 # milliseconds; a frozen one (a network partition with no command timeout) must not hold the stop for good
-_FINAL_REPORT_TIMEOUT = 10.0
+_FINAL_REPORT_TIMEOUT = 10.0  # shared by all the backend calls of one stop (give-backs, last outcomes)
+_FINAL_MINIMUM = 0.5  # seconds each such call gets even when the budget is spent (a healthy store needs ms)
 # function names shared by calls of many modules: such tasks always load on a thread (one hop per batch)
 _WRAPPERS = ("functools:",)
 _MAX_SYNC_BATCH = 32
@@ -308,6 +309,7 @@ class Worker:
         self._wake: asyncio.Event | None = None
         self._reserved_more = asyncio.Event()  # set when tasks are reserved (the heartbeat watches them)
         self._closing = False
+        self._stop_budget = _FINAL_REPORT_TIMEOUT  # seconds the stop's backend calls may still take, together
         self._fatal: BaseException | None = None
         self._background: set[asyncio.Future[None]] = set()
         self._pool: TaskThreads | None = None
@@ -380,6 +382,7 @@ class Worker:
         self._outcomes.clear()
         self._suspect, self._one_at_a_time, self._suspect_timer = None, False, None
         self._closing = False
+        self._stop_budget = _FINAL_REPORT_TIMEOUT  # seconds the stop's backend calls may still take, together
         self._teardown = None
         self._exchange_settled = asyncio.Event()  # the exchange loop was cancelled and put back its batch
         self._executing = 0
@@ -490,13 +493,15 @@ class Worker:
         self._poke()
         exchange, heartbeat = self._tasks
         heartbeat.cancel()
-        _done, late = await asyncio.wait({exchange}, timeout=_FINAL_REPORT_TIMEOUT)
+        began = time.monotonic()
+        _done, late = await asyncio.wait({exchange}, timeout=self._budget_left())
+        self._stop_budget -= time.monotonic() - began
         if late:
             logger.warning(
-                "worker %s: the backend did not take the last outcomes within %g s; those tasks run again "
+                "worker %s: the backend did not take the last outcomes within %.3g s; those tasks run again "
                 "when their leases expire",
                 self.worker_id,
-                _FINAL_REPORT_TIMEOUT,
+                time.monotonic() - began,
             )
             exchange.cancel()
         # bounded: a cancelled call may still wait on a stalled network, and stop() must return
@@ -1356,17 +1361,29 @@ class Worker:
         """
         if not given_back:
             return
+        began = time.monotonic()
         try:
-            await asyncio.wait_for(self._release(given_back, what), _FINAL_REPORT_TIMEOUT)
+            await asyncio.wait_for(self._release(given_back, what), self._budget_left())
         except TimeoutError:
             logger.warning(
-                "worker %s: the backend did not take back %d %s task(s) within %g s; they run again "
+                "worker %s: the backend did not take back %d %s task(s) within %.3g s; they run again "
                 "when their leases expire",
                 self.worker_id,
                 len(given_back),
                 what,
-                _FINAL_REPORT_TIMEOUT,
+                time.monotonic() - began,
             )
+        finally:
+            self._stop_budget -= time.monotonic() - began
+
+    def _budget_left(self) -> float:
+        """Seconds the stop's next backend call may take: what is left of one shared ``_FINAL_REPORT_TIMEOUT``.
+
+        Give-backs and the last report of one stop share it, so a frozen store
+        holds a stop for about ``_FINAL_REPORT_TIMEOUT`` beyond the drain in all,
+        not that long per call.
+        """
+        return max(_FINAL_MINIMUM, self._stop_budget)
 
     def _halt_batches(self) -> list[_Running]:
         """Halt every batch of sync tasks; the tasks in them that have not started (to give back)."""

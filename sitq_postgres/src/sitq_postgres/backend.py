@@ -59,6 +59,7 @@ _WAIT_RETRY_FIRST = 0.05
 _WAIT_RETRY_MAX = 1.0
 # An enqueue whose connection was lost is tried this many times in all (the same ids: no duplicates).
 _ENQUEUE_ATTEMPTS = 3
+_CLOSE_TIMEOUT = 5.0  # seconds close() waits for its connections to end gracefully before it drops them
 _DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, TimeoutError)
 #: Errors that mean the server is out of reach (not a misuse of a connection, such as asyncpg's
 #: "another operation is in progress"): reported as ``ConnectionError``, as at connect.
@@ -317,10 +318,16 @@ class PostgresBackend(Backend):
             pools, self._pools = self._pools, {}
             listeners, self._listeners = self._listeners, {}
             self._listener_locks = {}
+        # one bound for every graceful close: on a frozen network each would wait it out in turn
+        deadline = loop.time() + _CLOSE_TIMEOUT
+
+        def left() -> float:
+            return max(0.1, deadline - loop.time())
+
         for owner, listener in listeners.items():
             if owner is loop:
                 try:
-                    await asyncio.wait_for(listener.close(), 5)
+                    await asyncio.wait_for(listener.close(), left())
                 except (TimeoutError, *_DRIVER_ERRORS):  # pragma: no cover - the server went away
                     listener.terminate()
             else:
@@ -328,7 +335,7 @@ class PostgresBackend(Backend):
         for owner, pool in pools.items():
             if owner is loop:
                 try:
-                    await asyncio.wait_for(pool.close(), 10)
+                    await asyncio.wait_for(pool.close(), left())
                 except (TimeoutError, *_DRIVER_ERRORS):  # pragma: no cover
                     pool.terminate()
             else:
