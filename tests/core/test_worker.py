@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -1237,3 +1238,25 @@ async def test_a_requeue_after_a_lost_lease_runs_the_task_again(
         result = await queue.get_result(task_id, timeout=10)
     assert result is not None and result.status == "success"
     assert starts(tmp_path) == 2, "the requeued task did not run"
+
+
+def test_run_leaves_no_swallowing_handler_when_the_loop_held_the_signal_before(tmp_path: Path) -> None:
+    """run() put back asyncio's internal no-op for a signal the loop already handled: later signals vanished."""
+    before = signal.getsignal(signal.SIGTERM)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, lambda: None)  # an application's own handler (aiohttp's run_app)
+        async with TaskQueue(SQLiteBackend(tmp_path / "signals.db")) as queue:
+            worker = Worker(queue.backend)
+            running = asyncio.create_task(worker.run())
+            await queue.get_result(await queue.enqueue(tasks.add, 1), timeout=10)
+            await worker.stop()
+            await running
+        loop.remove_signal_handler(signal.SIGTERM)
+
+    try:
+        asyncio.run(main())
+        assert getattr(signal.getsignal(signal.SIGTERM), "__name__", "") != "_sighandler_noop"
+    finally:
+        signal.signal(signal.SIGTERM, before)

@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from . import __version__
@@ -299,9 +299,10 @@ def _run_worker(args: argparse.Namespace) -> int:
 
     async def run() -> None:
         code = 0
-        # what run() restores once the drain is over: a late second signal has nothing left to cut short
-        # (asyncio.run's own SIGINT handler would turn it into a KeyboardInterrupt while the store closes)
-        _ignore_stop_signals()
+        # what run() restores once the drain is over: a late second signal has nothing left to cut short,
+        # so it ends the process at once (asyncio.run's own SIGINT handler would turn it into a
+        # KeyboardInterrupt traceback while the store closes)
+        _exit_on_stop_signals(lambda: code)
         try:
             await worker.run()
         except SitqError:
@@ -340,9 +341,17 @@ def _stop_signal_handlers() -> dict[int, Any]:
     return {sig: signal.getsignal(sig) for name in _STOP_SIGNALS if (sig := getattr(signal, name, None)) is not None}
 
 
-def _ignore_stop_signals() -> None:
+def _exit_on_stop_signals(code: Callable[[], int]) -> None:
+    """SIGINT/SIGTERM end the process at once with ``code()`` (on Windows the worker cannot take them over)."""
+    if sys.platform == "win32":
+        return
+
+    def leave(_signum: int, _frame: object) -> None:
+        logging.shutdown()
+        os._exit(code())
+
     for sig in _stop_signal_handlers():
-        signal.signal(sig, signal.SIG_IGN)
+        signal.signal(sig, leave)
 
 
 def _restore_signal_handlers(handlers: dict[int, Any]) -> None:

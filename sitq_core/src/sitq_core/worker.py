@@ -2030,7 +2030,9 @@ def _restore_signal_handlers(
                 loop.remove_signal_handler(signum)
             finally:
                 handler = previous.get(signum)
-                if handler is not None:
+                # asyncio's own no-op stands for a handler the loop held already: put back, it would
+                # swallow every later signal, so the default is left instead
+                if handler is not None and getattr(handler, "__name__", "") != "_sighandler_noop":
                     signal.signal(signum, handler)
         except KeyboardInterrupt:
             late.append(signal.SIGINT)

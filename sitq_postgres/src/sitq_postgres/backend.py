@@ -311,18 +311,19 @@ class PostgresBackend(Backend):
     async def close(self) -> None:
         loop = asyncio.get_running_loop()
         # a copy first: other loops' done-callbacks change the set from their threads
-        opening = [task for task in list(self._opening) if task.get_loop() is loop and not task.done()]
-        if opening:  # let them finish rather than cut them off (see _uncut); what nobody wants is closed
-            await asyncio.wait(opening, timeout=5)
-        with self._lock:
-            pools, self._pools = self._pools, {}
-            listeners, self._listeners = self._listeners, {}
-            self._listener_locks = {}
-        # one bound for every graceful close: on a frozen network each would wait it out in turn
+        # one bound for every graceful step: on a frozen network each would wait it out in turn
         deadline = loop.time() + _CLOSE_TIMEOUT
 
         def left() -> float:
             return max(0.1, deadline - loop.time())
+
+        opening = [task for task in list(self._opening) if task.get_loop() is loop and not task.done()]
+        if opening:  # let them finish rather than cut them off (see _uncut); what nobody wants is closed
+            await asyncio.wait(opening, timeout=left())
+        with self._lock:
+            pools, self._pools = self._pools, {}
+            listeners, self._listeners = self._listeners, {}
+            self._listener_locks = {}
 
         for owner, listener in listeners.items():
             if owner is loop:
@@ -534,11 +535,10 @@ class PostgresBackend(Backend):
                 return result
             if not isinstance(exc, _DRIVER_ERRORS):
                 raise
-            # the server is out of reach, as at connect; or it cut this connection (asyncpg may then
-            # report a confused protocol state, "cannot switch to state ...", on a connection now closed)
-            if isinstance(exc, _OUT_OF_REACH) or (
-                cut and isinstance(exc, asyncpg.InterfaceError | asyncpg.InternalClientError)
-            ):
+            # the server is out of reach, as at connect; or it cut this connection (a terminated backend,
+            # a restart: asyncpg may report AdminShutdownError or a confused protocol state, "cannot
+            # switch to state ...", on a connection now closed)
+            if isinstance(exc, _OUT_OF_REACH) or cut:
                 raise ConnectionError(
                     f"PostgreSQL {operation} failed: the server at {self._where()} is out of reach: {_described(exc)}",
                     operation=operation,

@@ -497,6 +497,8 @@ class SQLiteBackend(Backend):
                 mode = conn.execute(f"PRAGMA journal_mode = {self.journal_mode}").fetchone()[0]
                 if str(mode).upper() != self.journal_mode:
                     log.warning("journal_mode %s requested, got %s", self.journal_mode, mode)
+                if str(mode).upper() != "WAL":  # claims skip the fsync only where that is safe (_write_lease)
+                    self._lease_writes_skip_sync = False
                 conn.execute(f"PRAGMA synchronous = {self.synchronous}")  # again: set after the journal mode
             return found
 
