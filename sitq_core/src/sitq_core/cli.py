@@ -253,12 +253,34 @@ def _backends(out: TextIO, *, as_json: bool) -> int:
 
 def _worker(args: argparse.Namespace) -> int:
     previous = _leave_on_early_signals()  # until the worker's own handlers are in place
+    code = 1
     try:
-        return _run_worker(args)
+        code = _run_worker(args)
+        return code
     finally:
         for signum, handler in previous.items():
             with contextlib.suppress(ValueError, OSError, TypeError):
-                signal.signal(signum, handler)
+                if handler in (signal.default_int_handler, signal.SIG_DFL):
+                    # the process's own defaults (sitq worker as a command): everything is done, so a
+                    # signal from here to the exit ends it at once with its code (the default would end it
+                    # by the signal, -2, or print a traceback from an exit hook it interrupted); from the
+                    # exit hooks on, where Python handlers no longer run, it is ignored
+                    signal.signal(signum, _exit_at_once(code))
+                    atexit.register(signal.signal, signum, signal.SIG_IGN)
+                else:
+                    signal.signal(signum, handler)
+
+
+def _exit_at_once(code: int) -> Callable[[int, object], None]:
+    """A signal handler that ends the process with ``code`` now (what is left to do at exit is skipped)."""
+
+    def leave(_signum: int, _frame: object) -> None:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+    return leave
 
 
 def _run_worker(args: argparse.Namespace) -> int:
