@@ -350,6 +350,30 @@ async def test_a_task_cancelled_while_it_ran_is_not_retried_when_that_attempt_fa
 
 
 @pytest.mark.asyncio
+async def test_cancel_checks_between_renewals_read_and_do_not_renew_the_lease(queue: TaskQueue) -> None:
+    """Each check renewed every lease held: a write per task twice a second (index churn on PostgreSQL)."""
+    worker = Worker(queue.backend, lease_timeout=90.0)  # renewals every 30 s
+    await worker.start()
+    try:
+        task_id = await queue.enqueue(tasks.sleepy, 60)
+        await wait_until(lambda: _running(queue, 1))
+        path = queue.backend.path  # type: ignore[attr-defined]
+
+        def due() -> int:
+            with contextlib.closing(sqlite3.connect(path)) as db:
+                return int(db.execute("SELECT due FROM tasks WHERE id = ?", (task_id,)).fetchone()[0])
+
+        first = due()
+        await asyncio.sleep(1.6)  # the scenario itself: three cancel checks' time passes
+        assert due() == first, "a cancel check between renewals must not write the lease"
+        assert await queue.cancel(task_id) is True
+        result = await queue.get_result(task_id, timeout=15)
+    finally:
+        await worker.stop()
+    assert result is not None and result.status == "cancelled"
+
+
+@pytest.mark.asyncio
 async def test_corrupted_payload_fails_that_task_only(queue: TaskQueue) -> None:
     import sqlite3
 
