@@ -445,11 +445,13 @@ async def test_stop_gives_up_giving_back_prefetched_tasks_to_a_frozen_store(
     monkeypatch.setattr("sitq_core.worker._FINAL_REPORT_TIMEOUT", 0.5)
     backend = GiveBackHangs(tmp_path / "frozen-give-back.db")
     async with TaskQueue(backend) as queue:
-        first = await queue.enqueue(tasks.sleepy, 0.3)
+        log = tmp_path / "first.log"
+        first = await queue.enqueue(tasks.record, str(log), 1, 0.3)
         ahead = [await queue.enqueue(tasks.async_add, n) for n in range(5)]  # reserved ahead, waiting for the slot
         worker = Worker(backend, max_concurrency=1, prefetch=5)
         await worker.start()
         await wait_until(lambda: _all_running(queue, 6))
+        await wait_until(lambda: asyncio.sleep(0, log.exists()))  # started, not merely reserved (still loading)
         began = time.monotonic()
         await asyncio.wait_for(worker.stop(timeout=5), 10)  # not forever: the give-back is cut short
         assert time.monotonic() - began < 3
