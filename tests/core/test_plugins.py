@@ -591,7 +591,17 @@ def test_a_doubly_provided_entry_point_obeys_the_plugin_switches(site: Path, mon
     monkeypatch.setenv("SITQ_LOAD_PLUGINS", "acme-twin-b")  # choose one of the two by its distribution
     records = {r.name: r for r in SitqPluginManager().plugin_records()}
     assert (records["twin"].dist, records["twin"].status) == ("acme-twin-b", "ok")
+    # the one passed over is still listed, as disabled (it vanished from `sitq plugins`)
+    passed_over = records["twin (acme-twin-a)"]
+    assert (passed_over.status, passed_over.disabled_by) == ("disabled", "SITQ_LOAD_PLUGINS")
     monkeypatch.delenv("SITQ_LOAD_PLUGINS")
+    monkeypatch.setenv("SITQ_DISABLED_PLUGINS", "acme-twin-a")  # or the other one turned off by its distribution
+    records = {r.name: r for r in SitqPluginManager().plugin_records()}
+    assert (records["twin"].dist, records["twin"].status) == ("acme-twin-b", "ok")
+    assert (records["twin (acme-twin-a)"].status, records["twin (acme-twin-a)"].disabled_by) == (
+        "disabled",
+        "SITQ_DISABLED_PLUGINS",
+    )
     monkeypatch.setenv("SITQ_DISABLED_PLUGINS", "twin")
     assert {r.name: r.status for r in SitqPluginManager().plugin_records()}["twin"] == "disabled"
 

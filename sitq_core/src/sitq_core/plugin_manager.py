@@ -227,18 +227,25 @@ class SitqPluginManager(pluggy.PluginManager):
         _warn_unmatched(by_name, allow, deny)
         loaded: list[PluginRecord] = []
         for name, candidates in by_name.items():
+            passed_over: list[tuple[EntryPoint, str]] = []  # other providers of this name left out by a switch
             if allow is not None and name not in allow:
-                candidates = [
-                    ep for ep in candidates if ep.dist is not None and _dist_key(ep.dist.name) in allowed_dists
-                ]
+                chosen = [ep for ep in candidates if ep.dist is not None and _dist_key(ep.dist.name) in allowed_dists]
+                passed_over += [(ep, "SITQ_LOAD_PLUGINS") for ep in candidates if ep not in chosen]
+                candidates = chosen
             if denied_dists and name not in deny:
                 kept = [ep for ep in candidates if ep.dist is None or _dist_key(ep.dist.name) not in denied_dists]
                 if candidates and not kept:
                     deny.add(name)  # every provider of this entry point is a denied distribution
+                passed_over += [(ep, "SITQ_DISABLED_PLUGINS") for ep in candidates if ep not in kept]
                 candidates = kept or candidates
             first = candidates[0] if candidates else by_name[name][0]
             record = PluginRecord(name, *_dist_of(first), "ok")
             self.records[name] = record
+            if candidates and name not in deny:
+                for ep, switch in passed_over:  # listed as disabled, as a lone provider would be
+                    dist, version = _dist_of(ep)
+                    label = f"{name} ({dist})"
+                    self.records[label] = PluginRecord(label, dist, version, "disabled", disabled_by=switch)
             if name in deny:
                 record.status, record.disabled_by = "disabled", "SITQ_DISABLED_PLUGINS"
                 self.set_blocked(name)
