@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import signal
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -312,16 +312,23 @@ async def test_cancel_a_running_async_task(queue: TaskQueue) -> None:
 @pytest.mark.asyncio
 async def test_cancelling_a_running_task_takes_effect_long_before_the_next_lease_renewal(queue: TaskQueue) -> None:
     """A cancel reached a running task only with the next renewal: ten seconds at the default lease."""
-    worker = Worker(queue.backend, lease_timeout=90.0)  # renewals every 30 s
+    result = await _cancel_a_long_task(queue)
+    assert result is not None and result.status == "cancelled"
+
+
+async def _cancel_a_long_task(queue: TaskQueue, before_cancel: Callable[[str], Awaitable[None]] | None = None) -> Any:
+    """Cancel a 60 s task once it runs on a worker whose leases renew every 30 s; its result (15 s at most)."""
+    worker = Worker(queue.backend, lease_timeout=90.0)
     await worker.start()
     try:
         task_id = await queue.enqueue(tasks.sleepy, 60)
         await wait_until(lambda: _running(queue, 1))
+        if before_cancel is not None:
+            await before_cancel(task_id)
         assert await queue.cancel(task_id) is True
-        result = await queue.get_result(task_id, timeout=15)
+        return await queue.get_result(task_id, timeout=15)
     finally:
         await worker.stop()
-    assert result is not None and result.status == "cancelled"
 
 
 @pytest.mark.asyncio
@@ -352,13 +359,9 @@ async def test_a_task_cancelled_while_it_ran_is_not_retried_when_that_attempt_fa
 @pytest.mark.asyncio
 async def test_cancel_checks_between_renewals_read_and_do_not_renew_the_lease(queue: TaskQueue) -> None:
     """Each check renewed every lease held: a write per task twice a second (index churn on PostgreSQL)."""
-    worker = Worker(queue.backend, lease_timeout=90.0)  # renewals every 30 s
-    await worker.start()
-    try:
-        task_id = await queue.enqueue(tasks.sleepy, 60)
-        await wait_until(lambda: _running(queue, 1))
-        path = queue.backend.path  # type: ignore[attr-defined]
+    path = queue.backend.path  # type: ignore[attr-defined]
 
+    async def lease_untouched(task_id: str) -> None:
         def due() -> int:
             with contextlib.closing(sqlite3.connect(path)) as db:
                 return int(db.execute("SELECT due FROM tasks WHERE id = ?", (task_id,)).fetchone()[0])
@@ -366,10 +369,8 @@ async def test_cancel_checks_between_renewals_read_and_do_not_renew_the_lease(qu
         first = due()
         await asyncio.sleep(1.6)  # the scenario itself: three cancel checks' time passes
         assert due() == first, "a cancel check between renewals must not write the lease"
-        assert await queue.cancel(task_id) is True
-        result = await queue.get_result(task_id, timeout=15)
-    finally:
-        await worker.stop()
+
+    result = await _cancel_a_long_task(queue, lease_untouched)
     assert result is not None and result.status == "cancelled"
 
 

@@ -265,20 +265,21 @@ def _worker(args: argparse.Namespace) -> int:
                     # signal from here to the exit ends it at once with its code (the default would end it
                     # by the signal, -2, or print a traceback from an exit hook it interrupted); from the
                     # exit hooks on, where Python handlers no longer run, it is ignored
-                    signal.signal(signum, _exit_at_once(code))
+                    signal.signal(signum, _exit_at_once(lambda: code))
                     atexit.register(signal.signal, signum, signal.SIG_IGN)
                 else:
                     signal.signal(signum, handler)
 
 
-def _exit_at_once(code: int) -> Callable[[int, object], None]:
-    """A signal handler that ends the process with ``code`` now (what is left to do at exit is skipped)."""
+def _exit_at_once(code: Callable[[], int]) -> Callable[[int, object], None]:
+    """A signal handler that ends the process with ``code()`` now (what is left to do at exit is skipped)."""
 
     def leave(_signum: int, _frame: object) -> None:
         with contextlib.suppress(Exception):
+            logging.shutdown()
             sys.stdout.flush()
             sys.stderr.flush()
-        os._exit(code)
+        os._exit(code())
 
     return leave
 
@@ -338,7 +339,6 @@ def _run_worker(args: argparse.Namespace) -> int:
             await _exit_now_if_async_tasks_are_stuck(code)
 
     code = 0
-    handlers = _stop_signal_handlers()
     try:
         asyncio.run(run())
     except SitqError as exc:  # e.g. the worker stopped after an internal error
@@ -347,39 +347,16 @@ def _run_worker(args: argparse.Namespace) -> int:
     except Exception:
         logger.exception("the worker failed")
         code = 1
-    finally:
-        _restore_signal_handlers(handlers)
     _exit_now_if_task_threads_are_stuck(code)
-    return code
-
-
-_STOP_SIGNALS = ("SIGINT", "SIGTERM")
-
-
-def _stop_signal_handlers() -> dict[int, Any]:
-    """The current handlers of SIGINT and SIGTERM (empty off the main thread: they cannot be changed there)."""
-    if threading.current_thread() is not threading.main_thread():
-        return {}
-    return {sig: signal.getsignal(sig) for name in _STOP_SIGNALS if (sig := getattr(signal, name, None)) is not None}
+    return code  # _worker sets the handlers for the rest of the process's life
 
 
 def _exit_on_stop_signals(code: Callable[[], int]) -> None:
     """SIGINT/SIGTERM end the process at once with ``code()`` (on Windows the worker cannot take them over)."""
-    if sys.platform == "win32":
+    if sys.platform == "win32" or threading.current_thread() is not threading.main_thread():
         return
-
-    def leave(_signum: int, _frame: object) -> None:
-        logging.shutdown()
-        os._exit(code())
-
-    for sig in _stop_signal_handlers():
-        signal.signal(sig, leave)
-
-
-def _restore_signal_handlers(handlers: dict[int, Any]) -> None:
-    for sig, handler in handlers.items():
-        if handler is not None:
-            signal.signal(sig, handler)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _exit_at_once(code))
 
 
 def _worker_serializer(name: str | None, allowed_tasks: list[str] | None) -> str | Serializer | None:
