@@ -37,6 +37,7 @@ from sitq_core.testing import (
     FakeClock,
     LeaseContract,
     LifecycleContract,
+    NotifyContract,
     ReserveContract,
     ResultContract,
     RetryContract,
@@ -510,6 +511,120 @@ class ZeroLimitReservesNothing(DictStoreBackend):
         return [] if limit < 1 else await super().reserve(limit=limit, **options)
 
 
+class HeartbeatAcceptsAnyLength(DictStoreBackend):
+    """Takes lease_seconds=0 (or less) as one second instead of refusing it."""
+
+    async def heartbeat(self, leases: Sequence[tuple[str, str]], lease_seconds: float) -> dict[str, LeaseState]:
+        return await super().heartbeat(leases, lease_seconds if lease_seconds > 0 else 1.0)
+
+
+class AcceptsNaiveRetryAt(DictStoreBackend):
+    """Reads a naive retry_at as UTC instead of refusing it."""
+
+    async def finish_many(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        fixed = [
+            dataclasses.replace(o, retry_at=o.retry_at.replace(tzinfo=UTC))
+            if o.retry_at is not None and o.retry_at.tzinfo is None
+            else o
+            for o in outcomes
+        ]
+        return await super().finish_many(fixed)
+
+
+class KeepsTheLastError(DictStoreBackend):
+    """A success keeps the error of the attempt before it (a COALESCE(:error, error) bug)."""
+
+    async def finish_many(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        db = self._open()
+        before = {o.task_id: db.rows[o.task_id].task.error for o in outcomes if o.task_id in db.rows}
+        accepted = await super().finish_many(outcomes)
+        for outcome, ok in zip(outcomes, accepted, strict=True):
+            error = before.get(outcome.task_id)
+            if ok and outcome.kind == "success" and error:
+                row = db.rows[outcome.task_id]
+                row.task = row.task.with_changes(error=error)
+                db.results[outcome.task_id] = dataclasses.replace(db.results[outcome.task_id], error=error)
+        return accepted
+
+
+class CancelDoesNotExtend(DictStoreBackend):
+    """Answers CANCEL_REQUESTED without extending the lease."""
+
+    async def heartbeat(self, leases: Sequence[tuple[str, str]], lease_seconds: float) -> dict[str, LeaseState]:
+        db = self._open()
+        kept = {t: db.rows[t].lease_expires_at for t, _ in leases if t in db.rows and db.rows[t].task.cancel_requested}
+        states = await super().heartbeat(leases, lease_seconds)
+        for task_id, expiry in kept.items():
+            db.rows[task_id].lease_expires_at = expiry
+        return states
+
+
+class RequeueKeepsTheEta(DictStoreBackend):
+    """requeue without eta keeps the task's old eta instead of making it due now."""
+
+    async def requeue(self, task_id: str, *, eta: datetime | None = None) -> bool:
+        row = self._open().rows.get(task_id)
+        return await super().requeue(task_id, eta=eta or (row.task.eta if row else None))
+
+
+class RequeueKeepsTheZone(DictStoreBackend):
+    """requeue stores eta in the zone it was given."""
+
+    async def requeue(self, task_id: str, *, eta: datetime | None = None) -> bool:
+        done = await super().requeue(task_id, eta=eta)
+        if done and eta is not None:
+            row = self._open().rows[task_id]
+            row.task = row.task.with_changes(eta=eta)
+        return done
+
+
+class RetryKeepsTheZone(DictStoreBackend):
+    """A retry's eta stays in the zone of retry_at."""
+
+    async def finish_many(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        accepted = await super().finish_many(outcomes)
+        for outcome, ok in zip(outcomes, accepted, strict=True):
+            if ok and outcome.kind == "retry" and outcome.retry_at is not None:
+                row = self._open().rows[outcome.task_id]
+                row.task = row.task.with_changes(eta=outcome.retry_at)
+        return accepted
+
+
+class NextEtaIgnoresRunning(DictStoreBackend):
+    """next_eta looks at queued tasks only, not at running tasks' lease expiries."""
+
+    async def next_eta(self, queues: Sequence[str] | None = None) -> datetime | None:
+        rows = self._open().rows.values()
+        return min((r.task.eta for r in rows if r.task.status == TaskStatus.QUEUED), default=None)
+
+
+class PoisonPillWithoutAttempts(DictStoreBackend):
+    """A poison pill's result says attempts=0."""
+
+    async def get_result(self, task_id: str) -> Result | None:
+        result = await super().get_result(task_id)
+        if result is not None and (result.error or "").startswith("lease expired"):
+            return dataclasses.replace(result, attempts=0)
+        return result
+
+
+class BlockingStoresAsGiven(DictStoreBackend):
+    """enqueue_blocking stores the task as given: its status and its zone."""
+
+    def enqueue_blocking(self, task: Task) -> str | None:
+        db = self._open()
+        with db.lock:
+            db.rows[task.id] = _Row(task, next(db.counter))
+        return task.id
+
+
+class UnknownIdRaises(DictStoreBackend):
+    """get_task of an unknown id raises KeyError instead of returning None."""
+
+    async def get_task(self, task_id: str) -> Task | None:
+        return self._open().rows[task_id].task
+
+
 def _fields(outcome: Outcome) -> dict[str, Any]:
     return {name: getattr(outcome, name) for name in outcome.__dataclass_fields__}
 
@@ -864,6 +979,84 @@ CASES: list[tuple[type[DictStoreBackend], type[Any], str, dict[str, Any], str]] 
         "test_exists_creates_nothing",
         {},
         "LifecycleContract: exists() must create nothing",
+    ),
+    (
+        HeartbeatAcceptsAnyLength,
+        BadInputContract,
+        "test_bad_leases_and_outcomes_change_nothing",
+        {},
+        "BadInputContract: heartbeat(lease_seconds=0) must raise ValidationError(parameter='lease_seconds')",
+    ),
+    (
+        AcceptsNaiveRetryAt,
+        BadInputContract,
+        "test_bad_leases_and_outcomes_change_nothing",
+        {},
+        "BadInputContract: finish_many with a retry whose retry_at is naive must raise "
+        "ValidationError(parameter='outcomes')",
+    ),
+    (
+        KeepsTheLastError,
+        RetryContract,
+        "test_a_success_after_a_retry_clears_the_error",
+        {},
+        "RetryContract: a success after a retry must not carry the earlier attempt's error",
+    ),
+    (
+        CancelDoesNotExtend,
+        CancelContract,
+        "test_heartbeat_reports_cancel",
+        {},
+        "CancelContract: a CANCEL_REQUESTED heartbeat must still extend the lease",
+    ),
+    (
+        RequeueKeepsTheEta,
+        CancelContract,
+        "test_requeue_cancelled_due_now",
+        {},
+        "CancelContract: requeue without eta must make the task due now",
+    ),
+    (
+        RequeueKeepsTheZone,
+        CancelContract,
+        "test_requeue_eta_in_another_zone_comes_back_as_utc",
+        {},
+        "CancelContract: requeue(eta=) in another zone must come back as the same instant in aware UTC",
+    ),
+    (
+        RetryKeepsTheZone,
+        RetryContract,
+        "test_outcome_times_in_another_zone_come_back_as_utc",
+        {},
+        "RetryContract: a retry_at in another zone must come back as the same instant in aware UTC",
+    ),
+    (
+        NextEtaIgnoresRunning,
+        NotifyContract,
+        "test_next_eta_counts_a_running_tasks_lease_expiry",
+        {},
+        "NotifyContract: next_eta must be the earliest eta of a queued task or lease expiry of a running one",
+    ),
+    (
+        PoisonPillWithoutAttempts,
+        LeaseContract,
+        "test_poison_pill_ends_failed",
+        {},
+        "LeaseContract: a poison pill's result must count its attempts (2 reservations), got attempts=0",
+    ),
+    (
+        BlockingStoresAsGiven,
+        EnqueueContract,
+        "test_enqueue_blocking_stores_a_moved_task_as_enqueue_does",
+        {},
+        "EnqueueContract: enqueue_blocking must store a task exactly as enqueue would: queued",
+    ),
+    (
+        UnknownIdRaises,
+        BadInputContract,
+        "test_unknown_ids",
+        {},
+        "BadInputContract: get_task of an unknown id must answer (None, False or LOST), not raise KeyError",
     ),
 ]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from typing import Any, cast
 
 import pytest
 
@@ -12,9 +13,17 @@ from ...errors import ValidationError
 from ...models import LeaseState, Outcome, TaskStatus
 from ..clock import FakeClock
 from ..fixtures import BackendFixtures
-from ._support import LEASE, WORKER, get, make_task, parameter_of
+from ._support import LEASE, WORKER, get, make_task, parameter_of, rejected, reserve_all, reserve_one, within
 
 C = "BadInputContract"
+
+
+async def answer(awaitable: Awaitable[object], call: str) -> object:
+    """What ``call`` returns; an exception fails naming the contract (an unknown id is not an error)."""
+    try:
+        return await within(awaitable, C, f"{call} must answer")
+    except Exception as error:
+        pytest.fail(f"{C}: {call} must answer (None, False or LOST), not raise {type(error).__name__}: {error}")
 
 
 class BadInputContract(BackendFixtures):
@@ -22,15 +31,18 @@ class BadInputContract(BackendFixtures):
 
     @pytest.mark.asyncio
     async def test_unknown_ids(self, backend: Backend) -> None:
-        assert await backend.get_task("nope") is None, f"{C}: get_task(unknown) must return None"
-        assert await backend.get_result("nope") is None, f"{C}: get_result(unknown) must return None"
-        assert await backend.wait_for_result("nope", 0) is None, f"{C}: wait_for_result(unknown, 0) must be None"
-        assert await backend.cancel("nope") is False, f"{C}: cancel(unknown) must return False"
-        assert await backend.requeue("nope") is False, f"{C}: requeue(unknown) must return False"
-        states = await backend.heartbeat([("nope", "token")], LEASE)
-        assert states == {"nope": LeaseState.LOST}, f"{C}: heartbeat(unknown) must return LOST, got {states}"
-        accepted = await backend.finish_many([Outcome("nope", "token", "success", value=b"")])
-        assert accepted == [False], f"{C}: finish_many(unknown) must return [False], got {accepted}"
+        answers: dict[str, tuple[Callable[[], Awaitable[object]], object]] = {
+            "get_task": (lambda: backend.get_task("nope"), None),
+            "get_result": (lambda: backend.get_result("nope"), None),
+            "wait_for_result(timeout=0)": (lambda: backend.wait_for_result("nope", 0), None),
+            "cancel": (lambda: backend.cancel("nope"), False),
+            "requeue": (lambda: backend.requeue("nope"), False),
+            "heartbeat": (lambda: backend.heartbeat([("nope", "token")], LEASE), {"nope": LeaseState.LOST}),
+            "finish_many": (lambda: backend.finish_many([Outcome("nope", "token", "success", value=b"")]), [False]),
+        }
+        for call, (make, wanted) in answers.items():
+            got = await answer(make(), f"{call} of an unknown id")
+            assert got == wanted, f"{C}: {call} of an unknown id must return {wanted!r}, got {got!r}"
 
     @pytest.mark.asyncio
     async def test_bad_arguments_lose_nothing(self, backend: Backend, clock: FakeClock) -> None:
@@ -74,6 +86,68 @@ class BadInputContract(BackendFixtures):
         stored = await get(backend, task.id, C)
         assert stored == task, f"{C}: rejected calls changed a stored task:\n  {task}\n  {stored}"
         assert stored.status == TaskStatus.QUEUED, f"{C}: rejected calls must leave a stored task queued"
+
+    @pytest.mark.asyncio
+    async def test_bad_leases_and_outcomes_change_nothing(self, backend: Backend, clock: FakeClock) -> None:
+        """heartbeat and finish_many check their arguments before touching a lease (``sitq_core.checks``)."""
+        held, waiting = make_task(clock, priority=1), make_task(clock)
+        await backend.enqueue_many([held, waiting])
+        lease = await reserve_one(backend, C)
+        pair = (lease.id, lease.lease_token)
+        naive = datetime(2030, 1, 1)
+
+        def outcome(kind: str, **fields: Any) -> Outcome:
+            return Outcome(lease.id, lease.lease_token, cast(Any, kind), **fields)
+
+        calls: list[tuple[str, str, Callable[[], Awaitable[object]]]] = [
+            ("heartbeat(lease_seconds=0)", "lease_seconds", lambda: backend.heartbeat([pair], 0)),
+            ("heartbeat(lease_seconds=-1)", "lease_seconds", lambda: backend.heartbeat([pair], -1)),
+            ("heartbeat(lease_seconds=nan)", "lease_seconds", lambda: backend.heartbeat([pair], float("nan"))),
+            ("heartbeat(leases='ab') (a string)", "leases", lambda: backend.heartbeat(cast(Any, "ab"), LEASE)),
+            (
+                "heartbeat(leases=[(task_id,)]) (not a pair)",
+                "leases",
+                lambda: backend.heartbeat(cast(Any, [pair[:1]]), LEASE),
+            ),
+            (
+                "finish_many with an outcome of kind 'bogus'",
+                "outcomes",
+                lambda: backend.finish_many([outcome("bogus")]),
+            ),
+            (
+                "finish_many with a retry whose retry_at is naive",
+                "outcomes",
+                lambda: backend.finish_many([outcome("retry", error="boom", retry_at=naive)]),
+            ),
+            (
+                "finish_many with a success whose finished_at is naive",
+                "outcomes",
+                lambda: backend.finish_many([outcome("success", value=b"", finished_at=naive)]),
+            ),
+            (
+                "finish_many(<an Outcome, not a list of them>)",
+                "outcomes",
+                lambda: backend.finish_many(cast(Any, outcome("success", value=b""))),
+            ),
+        ]
+        for call, parameter, make in calls:
+            await rejected(make(), C, call, parameter)
+        stored = await get(backend, held.id, C)
+        assert (stored.status, stored.attempts) == (TaskStatus.RUNNING, 1), (
+            f"{C}: rejected heartbeat/finish_many calls changed a running task: {stored.status!r}, "
+            f"attempts={stored.attempts}"
+        )
+        states = await backend.heartbeat([pair], LEASE)
+        assert states == {lease.id: LeaseState.HELD}, (
+            f"{C}: after rejected calls the lease must still be held, got {states}"
+        )
+        others = await reserve_all(backend)
+        assert [r.id for r in others] == [waiting.id], (
+            f"{C}: after rejected calls the other queued task must still be reservable, got {[r.id for r in others]}"
+        )
+        assert await backend.finish_many([outcome("success", value=b"v")]) == [True], (
+            f"{C}: after rejected calls the worker's own outcome must still be accepted"
+        )
 
     @pytest.mark.asyncio
     async def test_an_empty_queue_list_reserves_nothing(self, backend: Backend, clock: FakeClock) -> None:

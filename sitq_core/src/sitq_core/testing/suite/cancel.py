@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import timedelta, timezone
 
 import pytest
 
@@ -10,7 +10,7 @@ from ...backend import Backend, Capability
 from ...models import LeaseState, Outcome, TaskStatus
 from ..clock import FakeClock
 from ..fixtures import BackendFixtures, requires
-from ._support import LEASE, enqueue_and_reserve, get, make_task, reserve_all, reserve_one
+from ._support import LEASE, enqueue_and_reserve, get, is_aware_utc, make_task, reserve_all, reserve_one
 
 C = "CancelContract"
 
@@ -120,6 +120,13 @@ class CancelContract(BackendFixtures):
         )
         clock.advance(LEASE - 1)
         assert await reserve_all(backend) == [], f"{C}: a CANCEL_REQUESTED heartbeat must still extend the lease"
+        stored = await get(backend, lease.id, C)
+        assert stored.status == TaskStatus.RUNNING, (
+            f"{C}: a CANCEL_REQUESTED heartbeat must still extend the lease: the task ended {stored.status!r} "
+            "at its first lease's expiry while its worker was still stopping it"
+        )
+        [ok] = await backend.finish_many([Outcome(lease.id, lease.lease_token, "cancelled", error="cancelled")])
+        assert ok, f"{C}: a CANCEL_REQUESTED heartbeat must still extend the lease: the worker's outcome was fenced"
 
     @pytest.mark.asyncio
     async def test_cancel_final_or_unknown(self, backend: Backend, clock: FakeClock) -> None:
@@ -177,12 +184,29 @@ class CancelContract(BackendFixtures):
         lease = await enqueue_and_reserve(backend, clock, C)
         await backend.cancel(lease.id)
         await backend.finish_many([Outcome(lease.id, lease.lease_token, "cancelled", error="cancelled")])
-        clock.advance(100)
+        clock.advance(50)
+        waiting = make_task(clock)  # due before the requeue: it must stay ahead of the requeued task
+        await backend.enqueue(waiting)
+        clock.advance(50)
         assert await backend.requeue(lease.id) is True, f"{C}: requeue of a cancelled task must return True"
         stored = await get(backend, lease.id, C)
         assert not stored.cancel_requested, f"{C}: requeue must reset cancel_requested"
-        assert [r.id for r in await reserve_all(backend)] == [lease.id], (
-            f"{C}: requeue without eta must make the task due now"
+        assert stored.eta == clock.now(), (
+            f"{C}: requeue without eta must make the task due now ({clock.now()}), got eta={stored.eta}"
+        )
+        assert [r.id for r in await reserve_all(backend)] == [waiting.id, lease.id], (
+            f"{C}: requeue without eta must make the task due now: a task due earlier must come first"
+        )
+
+    @pytest.mark.asyncio
+    async def test_requeue_eta_in_another_zone_comes_back_as_utc(self, backend: Backend, clock: FakeClock) -> None:
+        lease = await enqueue_and_reserve(backend, clock, C)
+        await backend.fail(lease, "boom", "Traceback: boom")
+        eta = (clock.now() + timedelta(seconds=10)).astimezone(timezone(timedelta(hours=-3)))
+        assert await backend.requeue(lease.id, eta=eta) is True, f"{C}: requeue of a failed task must return True"
+        stored = await get(backend, lease.id, C)
+        assert is_aware_utc(stored.eta) and stored.eta == eta, (
+            f"{C}: requeue(eta=) in another zone must come back as the same instant in aware UTC, got {stored.eta!r}"
         )
 
     @pytest.mark.asyncio

@@ -111,6 +111,24 @@ class EnqueueContract(BackendFixtures):
             assert again is None, f"{C}: enqueue_blocking of an existing id must raise ValidationError or return None"
 
     @pytest.mark.asyncio
+    async def test_enqueue_blocking_stores_a_moved_task_as_enqueue_does(
+        self, backend: Backend, clock: FakeClock
+    ) -> None:
+        await backend.connect()
+        east = timezone(timedelta(hours=5, minutes=30))
+        moved = make_task(clock, status=TaskStatus.RUNNING, attempts=1, eta=clock.now().astimezone(east))
+        task_id = await asyncio.to_thread(backend.enqueue_blocking, moved)
+        if task_id is None:
+            return  # declined: the caller enqueues it the usual way
+        stored = await get(backend, moved.id, C)
+        assert stored.status == TaskStatus.QUEUED, (
+            f"{C}: enqueue_blocking must store a task exactly as enqueue would: queued, got {stored.status!r}"
+        )
+        assert is_aware_utc(stored.eta) and stored.eta == moved.eta, (
+            f"{C}: enqueue_blocking must store a task exactly as enqueue would: eta in aware UTC, got {stored.eta!r}"
+        )
+
+    @pytest.mark.asyncio
     async def test_default_task_round_trips(self, backend: Backend, clock: FakeClock) -> None:
         task = make_task(clock)  # timeout=None and other defaults
         await backend.enqueue(task)

@@ -153,6 +153,9 @@ class LeaseContract(BackendFixtures):
         assert result.status == "failed" and result.error == "lease expired after 2 attempts", (
             f"{C}: a poison pill's result must be failed with the lease error, got {result!r}"
         )
+        assert result.attempts == 2, (
+            f"{C}: a poison pill's result must count its attempts (2 reservations), got attempts={result.attempts}"
+        )
 
     @pytest.mark.asyncio
     async def test_poison_pill_counts_attempts_not_expiries(self, backend: Backend, clock: FakeClock) -> None:

@@ -74,3 +74,15 @@ class NotifyContract(BackendFixtures):
         assert await backend.next_eta(queues=["nothing-here"]) is None, (
             f"{C}: next_eta(queues=[...]) of an empty queue must be None"
         )
+
+    @pytest.mark.asyncio
+    async def test_next_eta_counts_a_running_tasks_lease_expiry(self, backend: Backend, clock: FakeClock) -> None:
+        await backend.enqueue(make_task(clock, eta=clock.now() + timedelta(hours=1)))
+        lease = await enqueue_and_reserve(backend, clock, C)
+        found = await backend.next_eta()
+        if found is None:
+            return  # "unknown" is allowed
+        assert found == lease.lease_expires_at, (
+            f"{C}: next_eta must be the earliest eta of a queued task or lease expiry of a running one "
+            f"({lease.lease_expires_at}), got {found}"
+        )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import timedelta, timezone
 
 import pytest
 
@@ -10,7 +10,7 @@ from ...backend import Backend
 from ...models import Outcome, TaskStatus
 from ..clock import FakeClock
 from ..fixtures import BackendFixtures
-from ._support import enqueue_and_reserve, get, make_task, reserve_all, reserve_one
+from ._support import enqueue_and_reserve, get, is_aware_utc, make_task, reserve_all, reserve_one
 
 C = "RetryContract"
 
@@ -62,6 +62,51 @@ class RetryContract(BackendFixtures):
         assert result is not None and result.attempts == 2 and result.error == "second", (
             f"{C}: the final result must carry the last error and the attempt count, got {result!r}"
         )
+
+    @pytest.mark.asyncio
+    async def test_a_success_after_a_retry_clears_the_error(self, backend: Backend, clock: FakeClock) -> None:
+        lease = await enqueue_and_reserve(backend, clock, C)
+        assert await backend.retry(lease, clock.now(), "boom", "Traceback: boom"), (
+            f"{C}: retry with the current lease must return True"
+        )
+        again = await reserve_one(backend, C)
+        assert await backend.complete(again, b"v"), f"{C}: complete with the current lease must return True"
+        result = await backend.get_result(lease.id)
+        assert result is not None and result.status == "success", f"{C}: the second attempt succeeded, got {result!r}"
+        assert (result.error, result.traceback) == (None, None), (
+            f"{C}: a success after a retry must not carry the earlier attempt's error, got "
+            f"error={result.error!r}, traceback={result.traceback!r}"
+        )
+        stored = await get(backend, lease.id, C)
+        assert stored.error is None, f"{C}: a task that succeeded must not keep an earlier error, got {stored.error!r}"
+
+    @pytest.mark.asyncio
+    async def test_outcome_times_in_another_zone_come_back_as_utc(self, backend: Backend, clock: FakeClock) -> None:
+        east = timezone(timedelta(hours=5, minutes=30))
+        lease = await enqueue_and_reserve(backend, clock, C)
+        retry_at = (clock.now() + timedelta(seconds=5)).astimezone(east)
+        assert await backend.retry(lease, retry_at, "boom"), f"{C}: retry with the current lease must return True"
+        stored = await get(backend, lease.id, C)
+        assert is_aware_utc(stored.eta) and stored.eta == retry_at, (
+            f"{C}: a retry_at in another zone must come back as the same instant in aware UTC, got {stored.eta!r}"
+        )
+        found = await backend.next_eta()
+        assert found is None or is_aware_utc(found), f"{C}: next_eta must be aware UTC, got {found!r}"
+        clock.advance(5)
+        again = await reserve_one(backend, C)
+        began, ended = clock.now().astimezone(east), (clock.now() + timedelta(seconds=1)).astimezone(east)
+        [ok] = await backend.finish_many(
+            [Outcome(again.id, again.lease_token, "success", value=b"v", started_at=began, finished_at=ended)]
+        )
+        assert ok, f"{C}: the outcome of the current lease must be accepted"
+        result = await backend.get_result(lease.id)
+        assert result is not None, f"{C}: a finished task must have a result"
+        for name, sent in (("started_at", began), ("finished_at", ended)):
+            value = getattr(result, name)
+            assert is_aware_utc(value) and value == sent, (
+                f"{C}: Result.{name} reported in another zone must come back as the same instant in aware UTC, "
+                f"got {value!r}"
+            )
 
     @pytest.mark.asyncio
     async def test_finish_many_in_order(self, backend: Backend, clock: FakeClock) -> None:

@@ -51,6 +51,11 @@ class _Store:
     counter: itertools.count[int] = field(default_factory=itertools.count)
 
 
+def _utc(value: datetime | None) -> datetime | None:
+    """Times go out as they are stored: aware UTC, whatever zone they came in."""
+    return value.astimezone(UTC) if value is not None else None
+
+
 def _aware(value: datetime | None, parameter: str) -> None:
     if value is not None and value.utcoffset() is None:
         raise ValidationError(f"{parameter} must be a timezone-aware datetime", parameter=parameter, value=value)
@@ -99,10 +104,7 @@ class DictStoreBackend(Backend):
     async def reserve(
         self, *, worker_id: str, limit: int, lease_seconds: float, queues: Sequence[str] | None = None
     ) -> list[ReservedTask]:
-        if limit < 1:
-            raise ValidationError("limit must be >= 1", parameter="limit", value=limit)
-        if lease_seconds <= 0:
-            raise ValidationError("lease_seconds must be > 0", parameter="lease_seconds", value=lease_seconds)
+        limit, lease_seconds = checks.reserve_limit(limit), checks.lease_seconds(lease_seconds)
         queues = checks.queue_names(queues)  # None (every queue) or a list; a bare string is refused
         db, now = self._open(), self.now()
         reserved: list[ReservedTask] = []
@@ -148,6 +150,7 @@ class DictStoreBackend(Backend):
         return row.task.status == RUNNING and row.lease_expires_at is not None and row.lease_expires_at <= now
 
     async def heartbeat(self, leases: Sequence[tuple[str, str]], lease_seconds: float) -> dict[str, LeaseState]:
+        leases, lease_seconds = checks.lease_pairs(leases), checks.lease_seconds(lease_seconds)
         db, now = self._open(), self.now()
         states: dict[str, LeaseState] = {}
         with db.lock:
@@ -163,6 +166,7 @@ class DictStoreBackend(Backend):
     # -- finish --------------------------------------------------------------------------
 
     async def finish_many(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        outcomes = checks.check_outcomes(outcomes)  # all checked before any is applied
         db = self._open()
         accepted: list[bool] = []
         with db.lock:
@@ -175,7 +179,7 @@ class DictStoreBackend(Backend):
                     # cancelled while it ran: it ends cancelled instead of being queued again
                     self._finish(db, row, "cancelled", "cancelled", outcome=outcome)
                 elif outcome.kind == "retry":
-                    eta = outcome.retry_at or self.now()
+                    eta = _utc(outcome.retry_at) or self.now()
                     row.task = row.task.with_changes(status=QUEUED, eta=eta, error=outcome.error)
                 elif outcome.kind == "release":
                     attempts = max(row.task.attempts - 1, 0)
@@ -202,8 +206,8 @@ class DictStoreBackend(Backend):
         prefetched task starts after its reservation); otherwise: reservation and now.
         """
         task = row.task
-        began = outcome.started_at if outcome and outcome.started_at else task.started_at
-        now = outcome.finished_at if outcome and outcome.finished_at else self.now()
+        began = _utc(outcome.started_at) if outcome and outcome.started_at else task.started_at
+        now = _utc(outcome.finished_at) if outcome and outcome.finished_at else self.now()
         row.task = task.with_changes(status=TaskStatus(status), started_at=began, finished_at=now, error=error)
         row.lease_token = row.lease_expires_at = None
         db.results[task.id] = Result(
@@ -243,7 +247,7 @@ class DictStoreBackend(Backend):
                 return False
             row.task = row.task.with_changes(
                 status=QUEUED,
-                eta=eta or self.now(),
+                eta=_utc(eta) or self.now(),
                 attempts=0,
                 lease_expiries=0,
                 error=None,
