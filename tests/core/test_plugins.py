@@ -229,6 +229,24 @@ def test_the_backends_command_marks_a_name_two_plugins_claim(site: Path) -> None
     assert rows["twin"]["conflict"] is True and rows["sqlite"]["conflict"] is False
 
 
+def test_the_backends_command_lists_a_disabled_third_party_plugin(site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+    import json
+
+    from sitq_core.cli import main
+
+    make_dist(site, "acme-quiet", "quiet", "acme_quiet_plugin", GOOD_BACKEND.format(name="quiet"))
+    monkeypatch.setenv("SITQ_DISABLED_PLUGINS", "quiet")
+    out = io.StringIO()
+    assert main(["backends"], stdout=out) == 0
+    line = next((line for line in out.getvalue().splitlines() if " quiet " in f" {line} "), None)
+    assert line is not None and "disabled by SITQ_DISABLED_PLUGINS" in line, out.getvalue()
+    out = io.StringIO()
+    main(["backends", "--json"], stdout=out)
+    row = {row["name"]: row for row in json.loads(out.getvalue())}["quiet"]
+    assert (row["installed"], row["dist"], row["schemes"]) == (True, "acme-quiet", [])
+
+
 def test_plugin_switches_take_distribution_names_too(
     site: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

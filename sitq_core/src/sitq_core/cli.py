@@ -226,6 +226,24 @@ def _backends(out: TextIO, *, as_json: bool) -> int:
                     "broken": record is not None and record.status == "broken",
                 }
             )
+    listed = {row["dist"] for row in rows}
+    for plugin in manager.plugin_records():
+        # a switched-off third-party plugin: what it provides is unknown (it was never loaded), so it is
+        # listed under its entry-point name, which by convention is its backend's
+        if plugin.status == "disabled" and plugin.dist not in listed:
+            rows.append(
+                {
+                    "kind": "backend",
+                    "name": plugin.name,
+                    "schemes": [],
+                    "dist": plugin.dist,
+                    "version": plugin.version,
+                    "description": f"installed but disabled by {plugin.disabled_by} (its backends are not loaded)",
+                    "installed": True,
+                    "conflict": False,
+                    "broken": False,
+                }
+            )
     for serializer_entry in manager.serializers.entries():
         rows.append(
             {
