@@ -294,3 +294,57 @@ async def test_a_queue_with_an_allow_list_refuses_other_functions_and_stores_not
             await queue.enqueue(os.getcwd)
         assert info.value.operation == "dumps_call"
         assert [task.id for task in await queue.list_tasks()] == [kept]
+
+
+_LOCK = __import__("threading").Lock()
+
+
+def _uses_a_lock() -> None:
+    with _LOCK:  # a global cloudpickle cannot carry along: shipped with a function defined in __main__
+        pass
+
+
+def test_cloudpickle_names_the_argument_that_cannot_be_pickled() -> None:
+    import threading
+
+    serializer = CloudpickleSerializer()
+    with pytest.raises(SerializationError, match=r"keyword argument 'conn' of .*add \(lock\)") as error:
+        serializer.dumps_call(add, (1,), {"conn": threading.Lock()})
+    assert error.value.data_type == "lock" and error.value.__cause__ is not None
+    with pytest.raises(SerializationError, match=r"argument 1 of .*add \(lock\)"):
+        serializer.dumps_call(add, (1, threading.Lock()), {})
+
+
+def test_cloudpickle_blames_the_function_when_what_it_refers_to_cannot_be_pickled() -> None:
+    # as if defined in __main__ (a script): cloudpickle then ships the function with its globals
+    shipped = type(_uses_a_lock)(_uses_a_lock.__code__, {"_LOCK": _LOCK, "__name__": "__main__"}, "job")
+    shipped.__module__ = "__main__"
+    with pytest.raises(SerializationError, match=r"the function __main__:_uses_a_lock itself \(function\).*refers to"):
+        CloudpickleSerializer().dumps_call(shipped, (), {})
+
+
+class TextJson(Serializer):
+    """A mistaken plugin serializer: its dumps returns str."""
+
+    name = "textjson"
+
+    def dumps(self, obj: Any) -> bytes:
+        import json
+
+        return json.dumps(obj)  # type: ignore[return-value]
+
+    def dumps_call(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+        return self.dumps([f"{func.__module__}:{func.__qualname__}", list(args), kwargs])
+
+    def loads(self, data: bytes) -> Any:
+        import json
+
+        return json.loads(data)
+
+
+@pytest.mark.asyncio
+async def test_a_serializer_returning_text_is_a_serialization_error_naming_it() -> None:
+    async with TaskQueue(SQLiteBackend(":memory:"), serializer=TextJson()) as queue:
+        with pytest.raises(SerializationError, match=r"serializer 'textjson' returned str, not bytes"):
+            await queue.enqueue(add, 1, 2)
+        assert (await queue.counts())["queued"] == 0

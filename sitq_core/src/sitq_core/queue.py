@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -81,6 +82,45 @@ def _arguments(args: Any, kwargs: Any, *, where: str = "", value: Any = None) ->
 
 
 _connected: weakref.WeakSet[Any] = weakref.WeakSet()  # backends a queue has connected before enqueueing
+
+
+class _Holders:
+    """How many TaskQueues hold each backend open, so that only the last one to close closes it.
+
+    Queues sharing one backend object (a helper ``async with TaskQueue(backend)``
+    inside another one's, a ``SyncTaskQueue`` beside an async queue) would
+    otherwise close it under each other: a file database reopens on the next
+    call, but an in-memory one is thrown away with every task in it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # SyncTaskQueues hold and let go from their own threads
+        self._counts: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+
+    def hold(self, backend: Any) -> bool:
+        """Count one more holder; False when ``backend`` cannot be tracked (it is then closed by every queue)."""
+        try:
+            with self._lock:
+                self._counts[backend] = self._counts.get(backend, 0) + 1
+        except TypeError:  # not weakly referenceable or not hashable
+            return False
+        return True
+
+    def let_go(self, backend: Any, held: bool) -> int:
+        """One holder fewer (when ``held``); returns how many other queues still hold ``backend``."""
+        try:
+            with self._lock:
+                count = self._counts.get(backend, 0) - (1 if held else 0)
+                if count > 0:
+                    self._counts[backend] = count
+                else:
+                    self._counts.pop(backend, None)
+        except TypeError:
+            return 0
+        return max(count, 0)
+
+
+_holders = _Holders()
 
 
 def backend_not_ready(backend: Any) -> bool:
@@ -224,8 +264,13 @@ class _Producer:
             raise
         except Exception as exc:  # a plugin's own error: the type enqueue documents
             raise self._enqueue_failed(exc) from exc
+        self._holder()._hold()
         _connected.add(backend)
         return True
+
+    def _holder(self) -> TaskQueue:
+        """The TaskQueue that holds the backend open for this producer (itself, or a view's queue)."""
+        raise NotImplementedError
 
     async def _stamped(self, build: Callable[[], Task]) -> Task:
         """``build()`` (bad input is refused before any connect), built again if the backend connected just now."""
@@ -331,6 +376,9 @@ class TaskQueueView(_Producer):
         self._serializer = queue.serializer
         self._options = options
 
+    def _holder(self) -> TaskQueue:
+        return self._queue
+
     def with_options(self, **options: Any) -> TaskQueueView:
         """A further view with more options changed."""
         return TaskQueueView(self._queue, self._options.merged(**options))
@@ -365,6 +413,14 @@ class TaskQueue(_Producer):
         self._only_own_results = serializer is not None or config_serializer is not None
         self._options = TaskOptions()
         self._serializers: dict[str, Serializer] = {self._serializer.name: self._serializer}
+        self._holds_backend = False  # counted in _holders: this queue connected the backend and has not closed
+
+    def _holder(self) -> TaskQueue:
+        return self
+
+    def _hold(self) -> None:
+        if not self._holds_backend:
+            self._holds_backend = _holders.hold(self._backend)
 
     @property
     def backend(self) -> Backend:
@@ -431,9 +487,13 @@ class TaskQueue(_Producer):
     async def connect(self) -> None:
         """Connect the backend (optional: every call connects on first use)."""
         await self._backend.connect()
+        self._hold()
 
     async def close(self) -> None:
-        """Close the backend."""
+        """Close the backend, unless another open queue shares it (the last one to close closes it)."""
+        held, self._holds_backend = self._holds_backend, False
+        if _holders.let_go(self._backend, held):
+            return
         with contextlib.suppress(TypeError):  # a backend that cannot be hashed was never recorded
             _connected.discard(self._backend)
         await self._backend.close()
@@ -565,7 +625,7 @@ def _dumps_call(
 ) -> bytes:
     """``serializer.dumps_call``, with a plugin serializer's own errors raised as ``SerializationError``."""
     try:
-        return serializer.dumps_call(func, args, kwargs)
+        payload: object = serializer.dumps_call(func, args, kwargs)  # a plugin's may return the wrong type
     except SitqError:
         raise
     except Exception as exc:
@@ -576,6 +636,16 @@ def _dumps_call(
             data_type=type(func).__name__,
             cause=exc,
         ) from exc
+    if type(payload) is not bytes:
+        if not isinstance(payload, bytes | bytearray | memoryview):
+            raise SerializationError(
+                f"serializer {serializer.name!r} returned {type(payload).__name__}, not bytes, "
+                f"for a call of {function_path(func)} (Serializer.dumps_call must return bytes)",
+                operation="dumps_call",
+                data_type=type(payload).__name__,
+            )
+        payload = bytes(payload)
+    return payload
 
 
 def _check_task_id(task_id: Any) -> None:

@@ -116,7 +116,33 @@ class CloudpickleSerializer(Serializer):
                 return pickle.dumps((func, args, kwargs), protocol=self.protocol)
             except Exception:  # pragma: no cover - fall back to the general path
                 pass
-        return self.dumps((func, args, kwargs))
+        try:
+            return self.dumps((func, args, kwargs))
+        except SerializationError as exc:
+            raise self._name_the_culprit(func, args, kwargs, exc) from exc.__cause__
+
+    def _name_the_culprit(
+        self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], error: SerializationError
+    ) -> SerializationError:
+        """The error of a call that would not pickle, naming the part that fails (the function or an argument)."""
+        import cloudpickle
+
+        path = function_path(func)
+        parts: list[tuple[str, Any]] = [(f"the function {path} itself", func)]
+        parts += [(f"argument {index} of {path}", value) for index, value in enumerate(args)]
+        parts += [(f"keyword argument {key!r} of {path}", value) for key, value in kwargs.items()]
+        for what, value in parts:
+            try:
+                cloudpickle.dumps(value, protocol=self.protocol)
+            except Exception as exc:
+                hint = " (something it refers to, a global or a closure variable)" if value is func else ""
+                return SerializationError(
+                    f"cannot serialise {what} ({type(value).__name__}) with cloudpickle{hint}: {exc}",
+                    operation="dumps",
+                    data_type=type(value).__name__,
+                    cause=exc,
+                )
+        return error
 
     def dumps(self, obj: Any) -> bytes:
         import cloudpickle  # loaded by __init__ already: a lookup in sys.modules
