@@ -74,6 +74,22 @@ def test_bad_path(bad: object) -> None:
     assert info.value.value is bad and info.value.context["value"] is bad, "the error names the value given"
 
 
+@pytest.mark.parametrize("url", ["sqlite:///tasks.db", "sqlite:////tmp/tasks.db", "postgresql://db/app"])
+def test_a_url_given_as_the_path_is_refused_not_made_into_folders(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValidationError, match="is a URL, not a file path") as info:
+        SQLiteBackend(url)
+    assert info.value.parameter == "path"
+    assert list(tmp_path.iterdir()) == [], "nothing may be created for a refused path"
+
+
+def test_a_windows_style_drive_path_is_not_taken_for_a_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert SQLiteBackend("C:tasks.db").path == str(tmp_path / "C:tasks.db")
+
+
 @pytest.mark.parametrize(
     ("option", "value"),
     [

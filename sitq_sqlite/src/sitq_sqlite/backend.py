@@ -1730,7 +1730,17 @@ def _validate_path(path: Any) -> str:
             parameter="path",
             value=text,
         )
+    if _URL_LIKE.match(text) and not isinstance(path, os.PathLike):
+        raise ValidationError(
+            f"path {text!r} is a URL, not a file path: pass the URL to sitq.connect() or TaskQueue(), "
+            "or give SQLiteBackend the file's path ('tasks.db')",
+            parameter="path",
+            value=text,
+        )
     return os.path.abspath(os.path.expanduser(text))
+
+
+_URL_LIKE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")  # scheme:// (a Windows drive, C:\, has no //)
 
 
 def _choice(name: str, value: Any, valid: tuple[str, ...]) -> str:
