@@ -274,6 +274,14 @@ def test_an_unimportable_task_module_is_a_clear_error(db: Path) -> None:
     assert "ModuleNotFoundError" in done.stderr and "Traceback" not in done.stderr
 
 
+def test_a_file_name_given_to_import_gets_the_module_name_as_a_hint(db: Path, tmp_path: Path) -> None:
+    (tmp_path / "mytasks.py").write_text("def job():\n    return 1\n")
+    command = [sys.executable, "-m", "sitq", "worker", "-b", f"sqlite:///{db}", "-i", "mytasks.py"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path)
+    assert done.returncode == 2
+    assert "--import takes a module name, as for python -m: --import mytasks" in done.stderr, done.stderr
+
+
 @pytest.mark.parametrize("option", ["--import", "--allow-task"])
 def test_a_task_module_calling_sys_exit_at_import_is_a_failed_start_not_a_clean_stop(
     db: Path, tmp_path: Path, option: str
@@ -422,3 +430,36 @@ def test_a_msgpack_worker_without_an_allow_list_warns_that_it_calls_any_importab
         proc.terminate()
         proc.wait(30)
     assert "without --allow-task calls any importable function" in first
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_while_the_store_is_locked_at_connect_exits_zero_at_once(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    """The worker's draining handlers were in place while it connected, but the connect waited out busy_timeout."""
+    db = tmp_path / "locked.db"
+    locker = sqlite3.connect(db, isolation_level=None)
+    locker.execute("CREATE TABLE other_app (x)")
+    locker.execute("BEGIN EXCLUSIVE")  # a VACUUM or a migration in another process
+    env = dict(os.environ, PYTHONPATH=str(TESTS))
+    command = [sys.executable, "-m", "sitq", "worker", "-b", f"sqlite:///{db}?busy_timeout=60", "-i", "sitq_test_tasks"]
+    proc = spawn_with_stderr(command, env)
+    try:
+        # connecting: its process has the file open (imports are over, Worker.run's handlers are in place)
+        wait_until_sync(lambda: _has_open(proc.pid, db), timeout=30)
+        time.sleep(0.2)  # well into the busy wait (the bug: the stop waited for the connect to give up)
+        proc.send_signal(signum)
+        assert proc.wait(15) == 0, proc.stderr.read() if proc.stderr else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+        locker.rollback()
+        locker.close()
+
+
+def _has_open(pid: int, path: Path) -> bool:
+    try:
+        return any(os.readlink(fd) == str(path) for fd in Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:  # a descriptor closed while it was listed
+        return False

@@ -311,7 +311,11 @@ def _run_worker(args: argparse.Namespace) -> int:
             raise
         except (Exception, SystemExit) as exc:  # sys.exit() at import (a settings check) is a failed import too
             logger.debug("importing %s failed", module, exc_info=True)
-            sys.stderr.write(f"sitq: error: --import {module}: cannot import it: {type(exc).__name__}: {exc}\n")
+            hint = ""
+            if module.endswith(".py") and isinstance(exc, ModuleNotFoundError):
+                dotted = module[:-3].replace("/", ".").replace("\\", ".").strip(".")
+                hint = f" (--import takes a module name, as for python -m: --import {dotted})"
+            sys.stderr.write(f"sitq: error: --import {module}: cannot import it: {type(exc).__name__}: {exc}{hint}\n")
             return 2
     queues = None
     if args.queues is not None:  # given, even empty: an unset variable must not mean "every queue"

@@ -165,6 +165,12 @@ class _Running:
         return self.cancel_requested
 
 
+def _drop_outcome(future: asyncio.Future[Any]) -> None:
+    """Retrieve an abandoned future's outcome, so asyncio does not log it as never retrieved."""
+    if not future.cancelled():
+        future.exception()
+
+
 class Worker:
     """Runs tasks from a backend.
 
@@ -319,6 +325,7 @@ class Worker:
         self._running = False
         self._starting: asyncio.Future[None] | None = None  # set while start() connects
         self._stop_requested = False  # stop() arrived while start() was connecting
+        self._stop_asked: asyncio.Future[None] | None = None  # resolved by that stop: start() stops waiting
         self._stopping: asyncio.Event | None = None
         self._stopped: asyncio.Event | None = None
         self._stop_task: asyncio.Future[None] | None = None  # the stop in progress (it outlives a cancelled stop())
@@ -337,8 +344,9 @@ class Worker:
     async def start(self) -> None:
         """Begin processing in the background and return at once.
 
-        A ``stop()`` that arrives while ``start()`` is still connecting wins:
-        the worker then never starts processing.
+        A ``stop()`` that arrives while ``start()`` is still connecting wins
+        at once (it does not wait out a store that is locked or slow to
+        answer): the worker then never starts processing.
         """
         stopping = self._stop_task
         if stopping is not None and not stopping.done():
@@ -350,10 +358,12 @@ class Worker:
         if self._starting is not None:  # another start() is connecting: share its outcome
             await asyncio.shield(self._starting)
             return
-        starting = self._starting = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        starting = self._starting = loop.create_future()
         self._stop_requested = False
+        self._stop_asked = loop.create_future()
         try:
-            await self.backend.connect()
+            await self._connect_unless_stopped(self._stop_asked)
             if self._stop_requested:
                 logger.info("worker %s: stopped before it started", self.worker_id)
                 if self._owns_backend:
@@ -364,6 +374,26 @@ class Worker:
             self._starting = None
             if not starting.done():
                 starting.set_result(None)
+
+    async def _connect_unless_stopped(self, stop_asked: asyncio.Future[None]) -> None:
+        """Connect the backend, unless ``stop()`` comes first.
+
+        A connect can wait a long time (a store locked by another process, a
+        server that does not answer); a stop must not wait for it, since nothing
+        is reserved yet. The abandoned connect is cancelled and its outcome dropped.
+        """
+        connecting = asyncio.ensure_future(self.backend.connect())
+        try:
+            await asyncio.wait({connecting, stop_asked}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # start() itself was cancelled
+            connecting.cancel()
+            connecting.add_done_callback(_drop_outcome)
+            raise
+        if connecting.done():
+            connecting.result()  # its error, if it failed
+            return
+        connecting.cancel()
+        connecting.add_done_callback(_drop_outcome)
 
     def _begin(self) -> None:
         """Set up the running state and the background loops (``start`` after connecting)."""
@@ -426,6 +456,8 @@ class Worker:
             await asyncio.sleep(0)
         if self._starting is not None:  # start() is connecting: make it give up, and wait for it
             self._stop_requested = True
+            if self._stop_asked is not None and not self._stop_asked.done():
+                self._stop_asked.set_result(None)
             await asyncio.shield(self._starting)
         if not self._running or self._stopping is None:
             return
