@@ -63,6 +63,8 @@ async def run_one(queue: TaskQueue, func: Any, *args: Any, worker: Worker | None
         ({"queues": {"a": 1}}, "queues"),
         ({"worker_id": 5}, "worker_id"),
         ({"worker_id": ""}, "worker_id"),
+        ({"worker_id": "web-1\x00"}, "worker_id"),  # no store can hold it: the worker would never run a task
+        ({"worker_id": "web-\ud800"}, "worker_id"),
     ],
 )
 def test_worker_validates_arguments(tmp_path: Path, kwargs: dict[str, Any], parameter: str) -> None:

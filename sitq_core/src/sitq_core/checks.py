@@ -156,9 +156,15 @@ def task_id(value: Any) -> str:
 
 
 def worker_id(value: Any) -> str:
-    """A worker id: a non-empty string."""
+    """A worker id: a non-empty string every store can hold (no NUL, no lone surrogate)."""
     if not isinstance(value, str) or not value:
         raise ValidationError("worker_id must be a non-empty string", parameter="worker_id", value=value)
+    if not storable(value):
+        raise ValidationError(
+            f"worker_id must not contain NUL characters or lone surrogates, got {value!r}",
+            parameter="worker_id",
+            value=value,
+        )
     return value
 
 
