@@ -121,3 +121,20 @@ def test_a_worker_made_from_an_in_memory_url_warns_that_no_queue_can_reach_it(
     with_queue = sitq.TaskQueue(url)
     sitq.Worker(with_queue.backend)  # the documented way: one database for both
     assert not any("no queue can reach" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [("postgress://db/app", "no backend named 'postgress'"), ("sqlite:///app.db?synchronous=normall", "synchronous")],
+)
+def test_a_bad_sitq_backend_value_is_named_as_coming_from_the_variable(
+    monkeypatch: pytest.MonkeyPatch, value: str, says: str
+) -> None:
+    monkeypatch.setenv("SITQ_BACKEND", value)
+    with pytest.raises(sitq.SitqError) as error:
+        sitq.connect()
+    assert says in str(error.value) and "from the SITQ_BACKEND environment variable" in str(error.value)
+    monkeypatch.delenv("SITQ_BACKEND")
+    with pytest.raises(sitq.SitqError) as direct:
+        sitq.connect(value)  # given explicitly: no mention of the variable
+    assert "SITQ_BACKEND" not in str(direct.value)

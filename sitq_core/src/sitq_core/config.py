@@ -85,9 +85,22 @@ def resolve_backend(spec: BackendSpec | None = None, **options: Any) -> Backend:
     target, config_options, _serializer = split_config(spec)
     config_options.update(options)
     if target is None:
-        target = os.environ.get("SITQ_BACKEND") or DEFAULT_BACKEND_URL
+        from_env = os.environ.get("SITQ_BACKEND")
+        target = from_env or DEFAULT_BACKEND_URL
         if target == DEFAULT_BACKEND_URL and "path" in config_options:  # connect(path="app.db"): the default
             target = DEFAULT_BACKEND_URL.partition("://")[0]  # backend by name, with the caller's file
+        if from_env:
+            try:
+                return _build_backend(target, config_options)
+            except SitqError as exc:  # the caller passed nothing: say where the bad value came from
+                exc.message = f"{exc.message} (from the SITQ_BACKEND environment variable)"
+                exc.args = (exc.message, *exc.args[1:])
+                raise
+    return _build_backend(target, config_options)
+
+
+def _build_backend(target: Any, config_options: dict[str, Any]) -> Backend:
+    """``resolve_backend`` once the target (a backend, URL or name) is known."""
     if isinstance(target, Backend):
         if config_options:
             raise ConfigurationError(
