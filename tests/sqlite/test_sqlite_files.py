@@ -74,6 +74,16 @@ def test_bad_path(bad: object) -> None:
     assert info.value.value is bad and info.value.context["value"] is bad, "the error names the value given"
 
 
+@pytest.mark.asyncio
+async def test_a_folder_given_as_the_database_path_is_named_as_a_folder(tmp_path: Path) -> None:
+    backend = SQLiteBackend(tmp_path)
+    with pytest.raises(ConnectionError, match="that path is a folder"):
+        await backend.connect()
+    with pytest.raises(ConnectionError, match="that path is a folder"):
+        await backend.exists()  # what sitq stats asks first
+    assert os.listdir(tmp_path) == [], "nothing may be created inside the folder"
+
+
 @pytest.mark.parametrize("url", ["sqlite:///tasks.db", "sqlite:////tmp/tasks.db", "postgresql://db/app"])
 def test_a_url_given_as_the_path_is_refused_not_made_into_folders(
     url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

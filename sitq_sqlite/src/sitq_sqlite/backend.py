@@ -522,7 +522,7 @@ class SQLiteBackend(Backend):
                 f"cannot read SQLite database {self.path!r}: {exc} (a WAL database in a folder you cannot "
                 "write to also needs its -wal and -shm files to be there)"
                 if _is_read_only_wal_hint(exc)
-                else f"cannot read SQLite database {self.path!r}: {exc}",
+                else f"cannot read SQLite database {self.path!r}: {exc}{_read_only_hint(self.path)}",
                 backend_type="sqlite",
                 connection_details=self.path,
                 cause=exc,
@@ -1543,11 +1543,15 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
 def _read_only_hint(path: str) -> str:
     """Why a file that is there cannot be opened for writing: it, or its folder (for -wal/-shm), is read-only."""
     folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        return " (that path is a folder: give the path of a database file inside it, e.g. .../tasks.db)"
     if os.path.exists(path) and not (os.access(path, os.W_OK) and os.access(folder, os.W_OK)):
         return (
             " (the file or its folder is read-only here: sitq writes to the file and keeps its -wal and -shm "
             "files beside it)"
         )
+    if not os.path.exists(path) and os.path.isdir(folder) and not os.access(folder, os.W_OK):
+        return f" (the folder {folder} is read-only here: sitq cannot create the database file in it)"
     return ""
 
 
