@@ -524,4 +524,9 @@ def test_a_file_that_cannot_be_opened_on_a_read_only_mount_says_so(
     assert sqlite_backend._read_only_hint(str(path)) == ""
     monkeypatch.setattr(os, "access", lambda p, mode: mode != os.W_OK)  # as on a read-only mount (root too)
     assert "read-only here" in sqlite_backend._read_only_hint(str(path))
-    assert sqlite_backend._read_only_hint(str(tmp_path / "missing.db")) == ""
+    # a new file in a read-only folder: the folder is named (it was plain "unable to open database file")
+    assert "is read-only here: sitq cannot create the database file" in sqlite_backend._read_only_hint(
+        str(tmp_path / "missing.db")
+    )
+    monkeypatch.undo()
+    assert sqlite_backend._read_only_hint(str(tmp_path / "missing.db")) == ""  # writable: nothing to add
