@@ -27,6 +27,7 @@ __all__ = [
     "check_task",
     "lease_pairs",
     "lease_seconds",
+    "outcomes_fit",
     "page",
     "queue_name",
     "queue_names",
@@ -246,3 +247,28 @@ def check_outcomes(outcomes: Any) -> list[Outcome]:
             if value is not None:
                 aware(value, "outcomes")
     return list(outcomes)
+
+
+def outcomes_fit(outcomes: Sequence[Outcome], limit: int, store: str) -> None:
+    """Refuse an outcome larger than ``store`` can hold in one row (``limit`` bytes), before anything is written.
+
+    The error (``parameter="outcomes"``) tells the worker that this outcome can
+    never be stored, so it reports the task failed with that reason instead of
+    retrying until the lease expires and the task runs again to the same end.
+    """
+    for outcome in outcomes:
+        size = len(outcome.value or b"") + _text_bytes(outcome.error) + _text_bytes(outcome.traceback)
+        if size > limit:
+            raise ValidationError(
+                f"the outcome of task {outcome.task_id} holds {size:,} bytes (its return value, error and "
+                f"traceback), more than {store} can store in one row ({limit:,} bytes)",
+                parameter="outcomes",
+                value=outcome.task_id,
+            )
+
+
+def _text_bytes(text: str | None) -> int:
+    """The UTF-8 size of ``text``, counted exactly only when it is large enough to matter."""
+    if not text:
+        return 0
+    return len(text) if len(text) < 1 << 20 else len(text.encode("utf-8", "surrogatepass"))

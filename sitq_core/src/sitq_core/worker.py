@@ -810,7 +810,9 @@ class Worker:
                     # reported by whoever settles the worker now, not lost with the call
                     self._outcomes.extendleft(reversed(batch))
                     raise
-                except Exception:
+                except Exception as exc:
+                    if self._refused_outcomes(exc, batch, live):
+                        continue  # reported again at once: one at a time, or the refused one as failed
                     failures += 1
                     if failures == 1:
                         failing_since = time.monotonic()
@@ -855,6 +857,47 @@ class Worker:
             woke_for_work = await self._idle(can_reserve=can_reserve, timeout=await self._idle_timeout())
             if woke_for_work or not can_reserve:
                 drained = False
+
+    def _refused_outcomes(
+        self,
+        exc: Exception,
+        batch: list[tuple[_Running, Outcome, dict[str, Any]]],
+        live: list[tuple[_Running, Outcome, dict[str, Any]]],
+    ) -> bool:
+        """Settle outcomes the store refused as bad input (``ValidationError(parameter="outcomes")``).
+
+        Such a refusal (a return value larger than the store can hold) is the
+        outcome's own and no retry cures it; retrying until the lease expired
+        would run the task again, to the same end. Several outcomes are put back
+        to be reported one at a time, so the others go through; a lone refused
+        one is reported as the task failing with the store's reason. False:
+        not such a refusal (or the replacement was refused too), retry as usual.
+        """
+        if not isinstance(exc, ValidationError) or getattr(exc, "parameter", None) != "outcomes" or not live:
+            return False
+        if len(batch) > 1:
+            self._single_reports = max(self._single_reports, len(batch))
+            self._outcomes.extendleft(reversed(batch))
+            return True
+        running, outcome, extra = batch[0]
+        if extra.get("refused"):
+            return False
+        logger.error(
+            "worker %s: the store refused the outcome of task %s; reporting it failed instead: %s",
+            self.worker_id,
+            outcome.task_id,
+            exc,
+        )
+        failed = Outcome(
+            outcome.task_id,
+            outcome.lease_token,
+            "failed",
+            error=f"the task's outcome could not be stored: {exc.message}",
+            started_at=outcome.started_at,
+            finished_at=outcome.finished_at,
+        )
+        self._outcomes.appendleft((running, failed, {**extra, "error": exc, "refused": True}))
+        return True
 
     def _log_failing_store(self, failures: int, failing_since: float, delay: float, what: str = "backend call") -> None:
         """A failed backend call: its traceback the first time, then one line at most every ``_FAILING_LOG_EVERY``.

@@ -164,6 +164,7 @@ _INSERT_FRESH_SQL = (  # one never-run task: the state columns keep their defaul
     "retry_backoff, timeout, max_lease_expiries, enqueued_at, due, status) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued')"
 )
+_ROW_LIMIT = 1_000_000_000 - (1 << 20)  # SQLITE_MAX_LENGTH (a string, a blob or a whole row), less room for the rest
 _INSERT_ROWS_PER_STATEMENT = 400  # multi-row INSERTs: one SQLite step per chunk, not per row
 _FEED_CHUNK_ROWS = 100  # rows per chunk handed to the connection thread by large enqueue_many calls
 _STREAM_BUDGET = 0.05  # seconds of building a streamed batch may keep the write lock (projected)
@@ -586,8 +587,20 @@ class SQLiteBackend(Backend):
         except sqlite3.Error as exc:
             raise self._failed(operation, exc) from exc
 
-    def _failed(self, operation: str, exc: sqlite3.Error) -> BackendError:
-        """The BackendError for a SQLite error (other than busy) during ``operation``."""
+    def _failed(self, operation: str, exc: sqlite3.Error) -> SitqError:
+        """The BackendError for a SQLite error (other than busy) during ``operation``.
+
+        A value too big to store (``SQLITE_TOOBIG``) is the input's fault, not the
+        store's: a ``ValidationError`` naming what was refused, which no retry cures.
+        """
+        refused = {"enqueue": "tasks", "finish": "outcomes", "finish_and_reserve": "outcomes"}.get(operation)
+        if isinstance(exc, sqlite3.DataError) and refused is not None:
+            return ValidationError(
+                f"SQLite {operation} refused a value on {self.path!r}: {exc} (a SQLite row holds at most "
+                f"{_ROW_LIMIT:,} bytes)",
+                parameter=refused,
+                cause=exc,
+            )
         return BackendError(
             f"SQLite {operation} failed on {self.path!r}: {exc}", operation=operation, backend_type="sqlite", cause=exc
         )
@@ -919,6 +932,7 @@ class SQLiteBackend(Backend):
 
     async def finish_many(self, outcomes: Sequence[Outcome]) -> list[bool]:
         _check_outcomes(outcomes)
+        checks.outcomes_fit(outcomes, _ROW_LIMIT, "a SQLite database")
         if not outcomes:
             return []
         body = self._finish_body(outcomes, self._now_us())
@@ -937,6 +951,7 @@ class SQLiteBackend(Backend):
     ) -> tuple[list[bool], list[ReservedTask]]:
         """``finish_many`` then ``reserve`` in ONE transaction: one commit (one fsync) per worker cycle."""
         _check_outcomes(outcomes)
+        checks.outcomes_fit(outcomes, _ROW_LIMIT, "a SQLite database")
         if not outcomes:
             return [], await self.reserve(worker_id=worker_id, limit=limit, lease_seconds=lease_seconds, queues=queues)
         if not isinstance(worker_id, str) or not worker_id:

@@ -1,0 +1,43 @@
+"""A value the store cannot hold is refused as bad input, and its task ends failed saying why (not run again)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+import sitq_sqlite.backend
+from sitq import SQLiteBackend, TaskQueue, ValidationError, Worker
+
+
+@pytest.mark.asyncio
+async def test_a_return_value_too_big_for_the_store_fails_its_task_once_with_the_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sitq_sqlite.backend, "_ROW_LIMIT", 50_000)  # as if 1 GB: the same path, a small value
+    backend = SQLiteBackend(tmp_path / "big.db")
+    async with TaskQueue(backend) as queue:
+        worker = Worker(backend, lease_timeout=30)
+        await worker.start()
+        try:
+            big = await queue.enqueue(bytes, 100_000)  # returns 100,000 bytes
+            small = await queue.enqueue(len, "abc")
+            result = await queue.get_result(big, timeout=20)
+            assert result is not None and result.status == "failed", result
+            assert result.error is not None and "could not be stored" in result.error, result.error
+            assert "more than a SQLite database can store" in result.error, result.error
+            assert result.attempts == 1, "a value that can never be stored must not make the task run again"
+            other = await queue.get_result(small, timeout=20)
+            assert other is not None and other.status == "success", "the other outcomes still go through"
+        finally:
+            await worker.stop()
+
+
+@pytest.mark.asyncio
+async def test_sqlite_refusing_a_value_as_too_big_is_a_validation_error_naming_what_it_refused(tmp_path: Path) -> None:
+    backend = SQLiteBackend(tmp_path / "limit.db")
+    error = backend._failed("enqueue", sqlite3.DataError("string or blob too big"))
+    assert isinstance(error, ValidationError) and error.parameter == "tasks"
+    error = backend._failed("finish_and_reserve", sqlite3.DataError("string or blob too big"))
+    assert isinstance(error, ValidationError) and error.parameter == "outcomes"
