@@ -108,16 +108,18 @@ async def test_selected_by_url_and_by_config(pg_dsn: str, pg_schema: str) -> Non
 
 
 def test_bad_arguments_name_the_parameter() -> None:
-    for kwargs, parameter in (
-        ({"schema": "Robert'); DROP TABLE"}, "schema"),
-        ({"max_connections": 0}, "max_connections"),
-        ({"min_connections": 5, "max_connections": 2}, "min_connections"),
-        ({"connect_timeout": -1}, "connect_timeout"),
-        ({"connect_timeout": float("nan")}, "connect_timeout"),
+    for kwargs, parameter, says in (
+        ({"schema": "Robert'); DROP TABLE"}, "schema", ""),
+        ({"max_connections": 0}, "max_connections", "max_connections must be an integer >= 1"),
+        ({"min_connections": -1}, "min_connections", "min_connections must be an integer >= 0"),
+        ({"min_connections": 5, "max_connections": 2}, "min_connections", ""),
+        ({"connect_timeout": -1}, "connect_timeout", "0, as in libpq, means the most"),
+        ({"connect_timeout": float("nan")}, "connect_timeout", ""),
     ):
         with pytest.raises(ValidationError) as info:
             PostgresBackend("postgresql://localhost/x", **kwargs)  # type: ignore[arg-type]
         assert info.value.parameter == parameter
+        assert says in str(info.value), "the message must say what is accepted (0 is, for connect_timeout)"
 
 
 @pytest.mark.asyncio

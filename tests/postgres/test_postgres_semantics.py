@@ -312,6 +312,54 @@ async def test_an_enqueue_survives_two_lost_connections_in_a_row(pg_dsn: str, pg
         assert backend.losses == 0 and [t.id for t in await backend.list_tasks()] == [first.id]
 
 
+class LostThenOutOfReach(PostgresBackend):
+    """The first enqueue commits and loses its answer; then the server is out of reach for ``outage`` calls."""
+
+    outage = 6
+    cut = True
+
+    async def _call(self, operation: str, body: Any, *, transaction: bool = True) -> Any:
+        if operation == "enqueue" and not self.cut and self.outage:
+            self.outage -= 1
+            raise ConnectionError(
+                "PostgreSQL enqueue failed: the server is out of reach",
+                operation=operation,
+                backend_type="postgres",
+                cause=ConnectionRefusedError(111, "Connection refused"),
+            )
+        result = await super()._call(operation, body, transaction=transaction)
+        if operation == "enqueue" and self.cut:
+            self.cut = False
+            lost = asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed in the middle of operation")
+            raise BackendError("PostgreSQL enqueue failed", operation=operation, backend_type="postgres", cause=lost)
+        return result
+
+
+@pytest.mark.asyncio
+async def test_an_enqueue_whose_answer_was_lost_is_settled_after_an_outage(pg_dsn: str, pg_schema: str) -> None:
+    """Three quick tries ran out during a short outage: the caller got ConnectionError for a stored task."""
+    async with LostThenOutOfReach(pg_dsn, schema=pg_schema) as backend:
+        first = task()
+        assert await backend.enqueue(first) == first.id
+        assert backend.outage == 0 and [t.id for t in await backend.list_tasks()] == [first.id]
+
+
+@pytest.mark.asyncio
+async def test_an_enqueue_that_cannot_be_settled_says_it_may_be_stored_and_names_its_ids(
+    pg_dsn: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pg_backend, "_ENQUEUE_SETTLE_MIN", 0.3)
+    async with LostThenOutOfReach(pg_dsn, schema=pg_schema) as backend:
+        backend.outage = 10**6  # the server does not come back
+        backend.connect_timeout = 0.3
+        first = task()
+        with pytest.raises(ConnectionError, match="could not find out whether it was stored") as error:
+            await backend.enqueue(first)
+        assert error.value.context["task_ids"] == [first.id] and first.id in str(error.value)
+        backend.outage = 0
+        assert [t.id for t in await backend.list_tasks()] == [first.id]  # it was: the caller can check
+
+
 @pytest.mark.asyncio
 @pytest.mark.parametrize("timeout", [0, 0.3])
 async def test_get_result_keeps_its_timeout_while_the_store_stalls(pg_dsn: str, pg_schema: str, timeout: float) -> None:
@@ -638,4 +686,46 @@ async def test_connections_the_server_cuts_surface_as_connection_errors(pg_dsn: 
                     wrong.append(str(exc))
     finally:
         await admin.close()
+    assert wrong == []
+
+
+@pytest.mark.asyncio
+async def test_a_transaction_whose_connection_the_server_cuts_is_a_connection_error(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    """'cannot call Transaction.__aexit__(): the underlying connection is closed' came out as a BackendError."""
+    name = f"sitq_cutx_{new_id()[-8:]}"
+    admin = await asyncpg.connect(pg_dsn)
+    wrong: list[str] = []
+    cuts = 0
+    try:
+        dsn = f"{pg_dsn}{'&' if '?' in pg_dsn else '?'}application_name={name}"
+        async with TaskQueue(PostgresBackend(dsn, schema=pg_schema)) as q:
+            task_id = await q.enqueue(tasks.add, 1)
+            stop = asyncio.Event()
+
+            async def cut_often() -> None:
+                while not stop.is_set():
+                    await admin.execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1", name
+                    )
+                    await asyncio.sleep(0.01)
+
+            killer = asyncio.create_task(cut_often())
+            deadline = time.monotonic() + 4
+            try:
+                while time.monotonic() < deadline:
+                    for call in (lambda: q.cancel(task_id), lambda: q.requeue(task_id), q.purge):
+                        try:
+                            await call()
+                        except ConnectionError:
+                            cuts += 1  # what a caller that retries catches
+                        except BackendError as exc:
+                            wrong.append(str(exc))
+            finally:
+                stop.set()
+                await killer
+    finally:
+        await admin.close()
+    assert cuts > 0, "no call was cut: the test did not test anything"
     assert wrong == []

@@ -45,6 +45,7 @@ from .schema import SCHEMA_VERSION, SITQ_TABLES, Statements, valid_schema
 __all__ = ["PostgresBackend"]
 
 log = logging.getLogger("sitq.postgres")
+_FIELD_LIMIT = (1 << 30) - (1 << 20)  # PostgreSQL stores at most 1 GiB in one field; room for the rest
 
 T = TypeVar("T")
 
@@ -57,8 +58,9 @@ _RESULT_RECHECK_MAX = 5.0
 # A result waiter whose read or listener lost its connection tries again after 0.05 s, doubling up to 1 s.
 _WAIT_RETRY_FIRST = 0.05
 _WAIT_RETRY_MAX = 1.0
-# An enqueue whose connection was lost is tried this many times in all (the same ids: no duplicates).
-_ENQUEUE_ATTEMPTS = 3
+# An enqueue whose connection was lost is sent again (the same ids: no duplicates) for connect_timeout,
+# and at least this many seconds, before it is reported as of unknown fate.
+_ENQUEUE_SETTLE_MIN = 5.0
 _CLOSE_TIMEOUT = 5.0  # seconds close() waits for its connections to end gracefully before it drops them
 _DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, TimeoutError)
 #: Errors that mean the server is out of reach (not a misuse of a connection, such as asyncpg's
@@ -152,9 +154,9 @@ class PostgresBackend(Backend):
     ) -> None:
         if dsn is not None and not isinstance(dsn, str):
             raise ValidationError(f"dsn must be a string or None, got {type(dsn).__name__}", parameter="dsn", value=dsn)
-        for name, value in (("min_connections", min_connections), ("max_connections", max_connections)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name.startswith("min") else 1):
-                raise ValidationError(f"{name} must be a non-negative integer (max >= 1)", parameter=name, value=value)
+        for name, value, least in (("min_connections", min_connections, 0), ("max_connections", max_connections, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValidationError(f"{name} must be an integer >= {least}", parameter=name, value=value)
         if min_connections > max_connections:
             raise ValidationError(
                 "min_connections must not exceed max_connections", parameter="min_connections", value=min_connections
@@ -169,7 +171,7 @@ class PostgresBackend(Backend):
             or not 0 < connect_timeout <= 86_400  # NaN and infinity fail too
         ):
             raise ValidationError(
-                "connect_timeout must be a number of seconds > 0 and at most 86400",
+                "connect_timeout must be a number of seconds > 0 and at most 86400 (0, as in libpq, means the most)",
                 parameter="connect_timeout",
                 value=connect_timeout,
             )
@@ -522,8 +524,8 @@ class PostgresBackend(Backend):
                     else:
                         async with conn.transaction():
                             result = await body(conn)
-                except Exception:
-                    cut = _is_closed(conn)
+                except Exception as exc:
+                    cut = _is_closed(conn) or _says_closed(exc)
                     raise
                 finished = True
             return result
@@ -608,7 +610,9 @@ class PostgresBackend(Backend):
                     cause=exc,
                 ) from exc
 
-        for attempt in range(_ENQUEUE_ATTEMPTS):
+        attempt = 0
+        settle_by: float | None = None  # set once an attempt's fate became unknown: until then, retry
+        while True:
             try:
                 await self._call("enqueue", body, transaction=False)  # one statement: atomic by itself
             except ValidationError as again:
@@ -616,16 +620,22 @@ class PostgresBackend(Backend):
                     raise
                 return ids  # an id of this batch "already exists": the attempt that lost its answer stored it
             except BackendError as exc:
-                if not isinstance(exc.cause, _CONNECTION_LOST) or attempt == _ENQUEUE_ATTEMPTS - 1:
-                    raise
+                lost = isinstance(exc.cause, _CONNECTION_LOST)
+                if settle_by is None:
+                    if not lost:
+                        raise  # nothing was sent, or the store refused it: its fate is known
+                    settle_by = time.monotonic() + max(self.connect_timeout, _ENQUEUE_SETTLE_MIN)
+                if not (lost or isinstance(exc, ConnectionError)) or time.monotonic() >= settle_by:
+                    raise _fate_unknown(exc, ids, self._where()) from exc
                 # The connection went during the statement: it may have committed or not. The same ids
                 # again settle it: stored now, or "already exists" because an earlier attempt was stored.
-                # A wave of killed sessions can take the next pooled connection too: a few tries, paced.
+                # A wave of killed sessions, or a restart, can take the next connections too: keep trying
+                # (paced) for connect_timeout, then say that the batch may be stored, naming its ids.
                 log.warning("enqueue lost its connection (%s); trying again", exc.cause)
-                await asyncio.sleep(0.05 * 4**attempt)
+                await asyncio.sleep(min(0.05 * 2**attempt, 1.0))
+                attempt += 1
             else:
                 return ids
-        return ids  # pragma: no cover - the loop returns or raises
 
     # ----------------------------------------------------------------- reserve
 
@@ -737,6 +747,7 @@ class PostgresBackend(Backend):
 
     async def finish_many(self, outcomes: Sequence[Outcome]) -> list[bool]:
         items = checks.check_outcomes(outcomes)
+        checks.outcomes_fit(items, _FIELD_LIMIT, "a PostgreSQL row")
         if not items:
             return []
         return await self._call("finish", self._finish_body(items, self.now()))
@@ -752,6 +763,7 @@ class PostgresBackend(Backend):
     ) -> tuple[list[bool], list[ReservedTask]]:
         """Both in one transaction: one commit per worker cycle."""
         items = checks.check_outcomes(outcomes)
+        checks.outcomes_fit(items, _FIELD_LIMIT, "a PostgreSQL row")
         worker = checks.worker_id(worker_id)
         wanted = checks.reserve_limit(limit)
         lease = timedelta(seconds=checks.lease_seconds(lease_seconds))
@@ -1288,6 +1300,28 @@ def _described(exc: BaseException, timeout: float | None = None) -> str:
     if not text and isinstance(exc, TimeoutError):
         text = "no answer in time" if timeout is None else f"no answer within connect_timeout={timeout:g}s"
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _fate_unknown(exc: BackendError, ids: list[str], where: str) -> ConnectionError:
+    """The error of an enqueue whose connection was lost and could not be settled: it may be stored."""
+    shown = ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
+    return ConnectionError(
+        f"{exc.message}; the enqueue lost its connection and could not find out whether it was stored: "
+        f"check before enqueueing again (task id(s) {shown}: queue.get_task(id))",
+        operation="enqueue",
+        backend_type="postgres",
+        connection_details=where,
+        cause=exc,
+        context={"task_ids": ids},
+    )
+
+
+def _says_closed(exc: Exception) -> bool:
+    """asyncpg's own word that the connection under a call is gone (its proxy may no longer tell)."""
+    if not isinstance(exc, asyncpg.InterfaceError):
+        return False
+    text = str(exc)
+    return "connection is closed" in text or "connection was closed" in text
 
 
 def _is_closed(conn: Connection) -> bool:
