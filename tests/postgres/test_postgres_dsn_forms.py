@@ -184,3 +184,20 @@ def test_a_password_with_an_unescaped_slash_is_refused_without_repeating_it(buil
         else:
             sitq.connect({"backend": "postgres", "dsn": dsn})
     assert "S3CRETPW" not in "".join(traceback.format_exception(info.value))
+
+
+@pytest.mark.parametrize("form", ["postgresql://?service={name}&sslmode=prefer", "service={name} dbname=x"])
+def test_a_service_the_service_file_does_not_define_is_refused_not_replaced_by_the_defaults(
+    form: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """asyncpg ignores an unknown service and connects with the PG* defaults: another database, silently."""
+    service_file = tmp_path / "pg_service.conf"
+    service_file.write_text("[jobs]\nhost=db\ndbname=jobs\n")
+    monkeypatch.setenv("PGSERVICEFILE", str(service_file))
+    PostgresBackend(form.format(name="jobs"))  # defined: fine (nothing connects yet)
+    with pytest.raises(ConfigurationError) as info:
+        PostgresBackend(form.format(name="jobz"))
+    assert info.value.parameter == "service" and "is not defined in" in str(info.value)
+    assert str(service_file) in str(info.value)
+    with pytest.raises(ConfigurationError):
+        sitq.connect("postgresql://?service=jobz")  # the same from a backend URL

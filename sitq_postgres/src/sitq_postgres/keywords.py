@@ -11,7 +11,10 @@ backslash escapes the next character (``\\'`` or ``\\\\``).
 
 from __future__ import annotations
 
+import configparser
 import math
+import os
+from pathlib import Path
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from sitq_core.errors import ConfigurationError, ValidationError
@@ -86,6 +89,9 @@ def prepared_dsn(dsn: str | None, connect_timeout: float, *, default_timeout: fl
                 value=value,
                 valid_options=list(allowed),
             )
+    for key, value in pairs:
+        if key == "service":
+            check_service(value)
     timeouts = [value for key, value in pairs if key == "connect_timeout"]
     if not timeouts:
         return dsn, connect_timeout
@@ -108,6 +114,33 @@ def prepared_dsn(dsn: str | None, connect_timeout: float, *, default_timeout: fl
     rest = urlencode([(key, value) for key, value in pairs if key != "connect_timeout"], quote_via=quote)
     base = dsn.split("?", 1)[0]  # (not urlunsplit: it drops the '//' of a URL without a host)
     return base + (f"?{rest}" if rest else ""), connect_timeout
+
+
+def check_service(name: str) -> None:
+    """Refuse a libpq ``service`` that the service file asyncpg reads does not define.
+
+    libpq refuses an unknown service; asyncpg ignores it and connects with
+    the defaults and ``PG*`` variables instead: another database, where
+    sitq would create its tables and run tasks. asyncpg reads only
+    ``PGSERVICEFILE``, else ``~/.pg_service.conf`` (not libpq's system-wide file).
+    """
+    given = os.environ.get("PGSERVICEFILE")
+    path = Path(given) if given else Path.home() / ".pg_service.conf"
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        parser.read(path, encoding="utf-8")
+    except (configparser.Error, OSError, UnicodeDecodeError) as exc:
+        raise ConfigurationError(
+            f"libpq service {name!r}: the service file {path} cannot be read: {exc}", parameter="service", value=name
+        ) from exc
+    if not parser.has_section(name):
+        raise ConfigurationError(
+            f"libpq service {name!r} is not defined in {path} (asyncpg, the driver sitq uses, reads only "
+            "PGSERVICEFILE or ~/.pg_service.conf); libpq refuses an unknown service, and so does sitq rather "
+            "than connect to another database",
+            parameter="service",
+            value=name,
+        )
 
 
 def is_keyword_dsn(dsn: str) -> bool:
