@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sitq import SQLiteBackend, SyncTaskQueue, TaskQueue
+from sitq import SQLiteBackend, SyncTaskQueue, TaskQueue, Worker
 
 
 def _enqueue_with_a_sync_queue(backend: SQLiteBackend) -> str:
@@ -41,10 +41,70 @@ async def test_the_last_queue_to_close_closes_a_shared_file_backend(tmp_path: Pa
     backend = SQLiteBackend(tmp_path / "t.db")
     outer, inner = TaskQueue(backend), TaskQueue(backend)
     await outer.connect()
-    await inner.enqueue(len, "x")  # connects on first use: it holds the backend too
+    await inner.connect()
+    await inner.enqueue(len, "x")
     await inner.close()
     assert backend._db is not None, "a queue closed the backend while another queue still had it open"
     await inner.close()  # twice: still only one release
     assert backend._db is not None
     await outer.close()
     assert backend._db is None, "the last open queue must close the backend"
+
+
+@pytest.mark.asyncio
+async def test_a_queue_that_only_connected_on_first_use_does_not_keep_the_backend_open(tmp_path: Path) -> None:
+    """Only connect() / async with holds the backend: a module-level queue that just enqueues pins nothing."""
+    backend = SQLiteBackend(tmp_path / "t.db")
+    module_level = TaskQueue(backend)
+    async with TaskQueue(backend) as queue:
+        await module_level.enqueue(len, "x")  # connects on first use, never closed
+        await queue.enqueue(len, "y")
+    assert backend._db is None, "async with must close the backend, as documented"
+
+
+@pytest.mark.asyncio
+async def test_a_running_worker_keeps_a_shared_memory_database_open() -> None:
+    backend = SQLiteBackend(":memory:")
+    worker = Worker(backend)
+    await worker.start()
+    try:
+        async with TaskQueue(backend) as helper:  # a helper queue beside the running worker
+            task_id = await helper.enqueue(len, "abc")
+        async with TaskQueue(backend) as queue:
+            result = await queue.get_result(task_id, timeout=10)
+            assert result is not None and queue.deserialize_result(result) == 3, "the task vanished with the database"
+    finally:
+        await worker.stop()
+    assert backend._db is not None, "a worker never closes a backend it did not open"
+    await backend.close()
+
+
+@pytest.mark.asyncio
+async def test_a_copied_or_unpickled_queue_holds_nothing_until_it_connects() -> None:
+    import copy
+
+    backend = SQLiteBackend(":memory:")
+    async with TaskQueue(backend) as queue:
+        task_id = await queue.enqueue(len, "abc")
+        duplicate = copy.copy(queue)
+        await duplicate.close()  # it never connected: the original still holds the backend
+        assert await queue.get_task(task_id) is not None, "closing a copy threw the shared database away"
+
+
+def _connect_and_drop(backend: SQLiteBackend) -> None:
+    queue = SyncTaskQueue(backend)
+    queue.connect()  # holds the backend, then is dropped without close()
+    queue.enqueue(len, "x")
+
+
+@pytest.mark.asyncio
+async def test_a_dropped_sync_queue_lets_go_of_a_backend_it_was_given(tmp_path: Path) -> None:
+    import gc
+
+    backend = SQLiteBackend(tmp_path / "t.db")
+    async with TaskQueue(backend) as queue:
+        with pytest.warns(ResourceWarning, match="garbage-collected without close"):
+            await asyncio.to_thread(_connect_and_drop, backend)
+            gc.collect()
+        assert (await queue.counts())["queued"] == 1
+    assert backend._db is None, "the dropped queue's hold kept the backend open after the last async with"

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from .backend import Backend, Capability
 from .batch import TaskBatch
 from .config import BackendSpec, SerializerSpec, resolve_backend, resolve_serializer, split_config
 from .errors import BackendError, SerializationError, SitqError, ValidationError
+from .holders import holders
 from .models import Result, Task, new_id, new_ids
 from .options import TaskOptions, normalize_eta, validate_timeout
 from .plugins import get_plugin_manager
@@ -82,45 +82,6 @@ def _arguments(args: Any, kwargs: Any, *, where: str = "", value: Any = None) ->
 
 
 _connected: weakref.WeakSet[Any] = weakref.WeakSet()  # backends a queue has connected before enqueueing
-
-
-class _Holders:
-    """How many TaskQueues hold each backend open, so that only the last one to close closes it.
-
-    Queues sharing one backend object (a helper ``async with TaskQueue(backend)``
-    inside another one's, a ``SyncTaskQueue`` beside an async queue) would
-    otherwise close it under each other: a file database reopens on the next
-    call, but an in-memory one is thrown away with every task in it.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()  # SyncTaskQueues hold and let go from their own threads
-        self._counts: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
-
-    def hold(self, backend: Any) -> bool:
-        """Count one more holder; False when ``backend`` cannot be tracked (it is then closed by every queue)."""
-        try:
-            with self._lock:
-                self._counts[backend] = self._counts.get(backend, 0) + 1
-        except TypeError:  # not weakly referenceable or not hashable
-            return False
-        return True
-
-    def let_go(self, backend: Any, held: bool) -> int:
-        """One holder fewer (when ``held``); returns how many other queues still hold ``backend``."""
-        try:
-            with self._lock:
-                count = self._counts.get(backend, 0) - (1 if held else 0)
-                if count > 0:
-                    self._counts[backend] = count
-                else:
-                    self._counts.pop(backend, None)
-        except TypeError:
-            return 0
-        return max(count, 0)
-
-
-_holders = _Holders()
 
 
 def backend_not_ready(backend: Any) -> bool:
@@ -264,13 +225,8 @@ class _Producer:
             raise
         except Exception as exc:  # a plugin's own error: the type enqueue documents
             raise self._enqueue_failed(exc) from exc
-        self._holder()._hold()
         _connected.add(backend)
         return True
-
-    def _holder(self) -> TaskQueue:
-        """The TaskQueue that holds the backend open for this producer (itself, or a view's queue)."""
-        raise NotImplementedError
 
     async def _stamped(self, build: Callable[[], Task]) -> Task:
         """``build()`` (bad input is refused before any connect), built again if the backend connected just now."""
@@ -376,9 +332,6 @@ class TaskQueueView(_Producer):
         self._serializer = queue.serializer
         self._options = options
 
-    def _holder(self) -> TaskQueue:
-        return self._queue
-
     def with_options(self, **options: Any) -> TaskQueueView:
         """A further view with more options changed."""
         return TaskQueueView(self._queue, self._options.merged(**options))
@@ -413,14 +366,21 @@ class TaskQueue(_Producer):
         self._only_own_results = serializer is not None or config_serializer is not None
         self._options = TaskOptions()
         self._serializers: dict[str, Serializer] = {self._serializer.name: self._serializer}
-        self._holds_backend = False  # counted in _holders: this queue connected the backend and has not closed
+        self._holds_backend = False  # counted in holders: connect() (or async with) ran and close() has not
 
-    def _holder(self) -> TaskQueue:
-        return self
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_holds_backend"] = False  # a copy (or an unpickled queue) holds nothing until it connects
+        return state
 
     def _hold(self) -> None:
         if not self._holds_backend:
-            self._holds_backend = _holders.hold(self._backend)
+            self._holds_backend = holders.hold(self._backend)
+
+    def _let_go(self) -> int:
+        """Stop holding the backend open; returns how many others (queues, workers) still hold it."""
+        held, self._holds_backend = self._holds_backend, False
+        return holders.let_go(self._backend, held)
 
     @property
     def backend(self) -> Backend:
@@ -490,9 +450,8 @@ class TaskQueue(_Producer):
         self._hold()
 
     async def close(self) -> None:
-        """Close the backend, unless another open queue shares it (the last one to close closes it)."""
-        held, self._holds_backend = self._holds_backend, False
-        if _holders.let_go(self._backend, held):
+        """Close the backend, unless another open queue or a running worker shares it (the last one closes it)."""
+        if self._let_go():
             return
         with contextlib.suppress(TypeError):  # a backend that cannot be hashed was never recorded
             _connected.discard(self._backend)

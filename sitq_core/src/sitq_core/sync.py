@@ -122,7 +122,7 @@ class SyncTaskQueue:
                 thread.start()
                 ready.wait()
                 self._loop, self._thread = loop, thread
-                finalizer = weakref.finalize(self, _close_dropped, loop, self._queue if self._owns_backend else None)
+                finalizer = weakref.finalize(self, _close_dropped, loop, self._queue, self._owns_backend)
                 finalizer.atexit = False  # a queue that lives as long as the program is not a leak
                 self._finalizer = finalizer
             return self._loop
@@ -401,7 +401,7 @@ class SyncTaskQueueView:
         return SyncTaskQueueView(self._owner, self._view.with_options(**options))
 
 
-def _close_dropped(loop: asyncio.AbstractEventLoop, queue: TaskQueue | None) -> None:
+def _close_dropped(loop: asyncio.AbstractEventLoop, queue: TaskQueue, owns_backend: bool) -> None:
     """A ``SyncTaskQueue`` was garbage-collected unclosed: end its loop thread, and close a backend it made.
 
     Without this, each queue made per request and never closed kept two
@@ -420,9 +420,11 @@ def _close_dropped(loop: asyncio.AbstractEventLoop, queue: TaskQueue | None) -> 
         with contextlib.suppress(RuntimeError):  # the loop is closed already
             loop.call_soon_threadsafe(loop.stop)
 
+    if not owns_backend:
+        queue._let_go()  # a backend passed in stays open, but this queue no longer keeps it so
     if loop.is_closed():
         return
-    if queue is None:
+    if not owns_backend:
         stop()
         return
     try:

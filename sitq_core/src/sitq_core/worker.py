@@ -36,6 +36,7 @@ from .backend import Backend
 from .config import BackendSpec, SerializerSpec, resolve_backend, resolve_serializer, split_config
 from .current import CurrentTask, running_as, set_current
 from .errors import SerializationError, SitqError, ValidationError, WorkerError
+from .holders import holders
 from .models import LeaseState, Outcome, ReservedTask, Result, TaskStatus
 from .pacing import CommitPacer
 from .plugins import get_plugin_manager
@@ -323,6 +324,7 @@ class Worker:
         self._pool: TaskThreads | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._running = False
+        self._holds_backend = False  # counted in holders while running on a backend it did not open
         self._starting: asyncio.Future[None] | None = None  # set while start() connects
         self._stop_requested = False  # stop() arrived while start() was connecting
         self._stop_asked: asyncio.Future[None] | None = None  # resolved by that stop: start() stops waiting
@@ -397,6 +399,8 @@ class Worker:
 
     def _begin(self) -> None:
         """Set up the running state and the background loops (``start`` after connecting)."""
+        # a queue sharing the backend does not close it under a running worker (holders.py)
+        self._holds_backend = not self._owns_backend and holders.hold(self.backend)
         self._loop = asyncio.get_running_loop()
         self._base_context = contextvars.copy_context()
         self._running = True
@@ -496,6 +500,7 @@ class Worker:
                 loop_task.cancel()
             if self._pool is not None:
                 self._pool.shutdown(wait=False, cancel_futures=True)
+            self._let_go_of_backend()
             self._running = False
             stopped.set()
         logger.info(
@@ -722,8 +727,14 @@ class Worker:
                     async with asyncio.timeout(_FINAL_REPORT_TIMEOUT):
                         await self.backend.close()
         finally:
+            self._let_go_of_backend()
             self._running = False
             stopped.set()
+
+    def _let_go_of_backend(self) -> None:
+        """The worker no longer holds the backend open (it never closes one it did not open)."""
+        held, self._holds_backend = self._holds_backend, False
+        holders.let_go(self.backend, held)
 
     async def _wait_in_flight(
         self, in_flight: set[asyncio.Task[None]], timeout: float | None

@@ -1,0 +1,52 @@
+"""Who holds a backend open: queues that connected it and workers running on it.
+
+Queues sharing one backend object (a helper ``async with TaskQueue(backend)``
+inside another one's, a ``SyncTaskQueue`` beside an async queue, a ``Worker``
+started on the backend a queue opened) would otherwise close it under each
+other: a file database reopens on the next call, but an in-memory one is
+thrown away with every task in it. A queue's ``close()`` closes the backend
+only when nobody else holds it; a worker never closes a backend it did not open.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from typing import Any
+
+__all__ = ["Holders", "holders"]
+
+
+class Holders:
+    """How many holders each backend has (weakly keyed: a dropped backend is forgotten)."""
+
+    def __init__(self) -> None:
+        # reentrant: a garbage-collected SyncTaskQueue lets go from inside the collector, which may run
+        # on this very thread while it holds the lock
+        self._lock = threading.RLock()
+        self._counts: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+
+    def hold(self, backend: Any) -> bool:
+        """Count one more holder; False when ``backend`` cannot be tracked (every queue then closes it)."""
+        try:
+            with self._lock:
+                self._counts[backend] = self._counts.get(backend, 0) + 1
+        except TypeError:  # not weakly referenceable, or not hashable
+            return False
+        return True
+
+    def let_go(self, backend: Any, held: bool) -> int:
+        """One holder fewer (when ``held``); returns how many others still hold ``backend``."""
+        try:
+            with self._lock:
+                count = self._counts.get(backend, 0) - (1 if held else 0)
+                if count > 0:
+                    self._counts[backend] = count
+                else:
+                    self._counts.pop(backend, None)
+        except TypeError:
+            return 0
+        return max(count, 0)
+
+
+holders = Holders()
