@@ -201,3 +201,17 @@ def test_a_service_the_service_file_does_not_define_is_refused_not_replaced_by_t
     assert str(service_file) in str(info.value)
     with pytest.raises(ConfigurationError):
         sitq.connect("postgresql://?service=jobz")  # the same from a backend URL
+
+
+def test_a_service_without_any_service_file_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No home directory (HOME unset, no passwd entry): Path.home() raised RuntimeError out of the constructor."""
+    from pathlib import Path
+
+    def no_home() -> Path:
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.delenv("PGSERVICEFILE", raising=False)
+    monkeypatch.setattr(Path, "home", staticmethod(no_home))
+    with pytest.raises(ConfigurationError) as info:
+        PostgresBackend("postgresql://?service=jobs")
+    assert info.value.parameter == "service" and "no service file" in str(info.value)

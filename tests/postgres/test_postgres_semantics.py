@@ -299,9 +299,20 @@ class LosesTwoConnections(PostgresBackend):
     async def _call(self, operation: str, body: Any, *, transaction: bool = True) -> Any:
         if operation == "enqueue" and self.losses:
             self.losses -= 1
-            lost = asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed in the middle of operation")
-            raise BackendError("PostgreSQL enqueue failed", operation=operation, backend_type="postgres", cause=lost)
+            try:
+                await body(_CutConnection())  # the statement is on its way when the connection dies
+            except asyncpg.exceptions.ConnectionDoesNotExistError as lost:
+                raise BackendError(
+                    "PostgreSQL enqueue failed", operation=operation, backend_type="postgres", cause=lost
+                ) from lost
         return await super()._call(operation, body, transaction=transaction)
+
+
+class _CutConnection:
+    """A pooled connection the server killed: the statement sent on it never gets an answer."""
+
+    async def execute(self, *_args: Any) -> None:
+        raise asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed in the middle of operation")
 
 
 @pytest.mark.asyncio
@@ -336,6 +347,30 @@ async def test_an_enqueue_whose_answer_was_lost_is_settled_after_an_outage(pg_ds
         first = task()
         assert await backend.enqueue(first) == first.id
         assert backend.outage == 0 and [t.id for t in await backend.list_tasks()] == [first.id]
+
+
+class OutOfReach(PostgresBackend):
+    """No connection can be had: the enqueue's statement is never sent."""
+
+    async def _call(self, operation: str, body: Any, *, transaction: bool = True) -> Any:
+        if operation == "enqueue":
+            raise ConnectionError(
+                "PostgreSQL enqueue failed: the server is out of reach",
+                operation=operation,
+                backend_type="postgres",
+                cause=ConnectionRefusedError(111, "Connection refused"),
+            )
+        return await super()._call(operation, body, transaction=transaction)
+
+
+@pytest.mark.asyncio
+async def test_an_enqueue_that_was_never_sent_fails_at_once_without_a_doubt(pg_dsn: str, pg_schema: str) -> None:
+    """An outage at the pool was taken for a lost answer: 10 s of retries, then 'it may be stored'."""
+    async with OutOfReach(pg_dsn, schema=pg_schema) as backend:
+        began = time.monotonic()
+        with pytest.raises(ConnectionError) as error:
+            await backend.enqueue(task())
+        assert time.monotonic() - began < 2 and "could not find out" not in str(error.value)
 
 
 @pytest.mark.asyncio

@@ -61,6 +61,7 @@ _WAIT_RETRY_MAX = 1.0
 # An enqueue whose connection was lost is sent again (the same ids: no duplicates) for connect_timeout,
 # and at least this many seconds, before it is reported as of unknown fate.
 _ENQUEUE_SETTLE_MIN = 5.0
+_ENQUEUE_SETTLE_MAX = 60.0  # and at most this long (connect_timeout=0 means a day)
 _CLOSE_TIMEOUT = 5.0  # seconds close() waits for its connections to end gracefully before it drops them
 _DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, TimeoutError)
 #: Errors that mean the server is out of reach (not a misuse of a connection, such as asyncpg's
@@ -598,7 +599,11 @@ class PostgresBackend(Backend):
                 column.append(value)
         sql = self._sql
 
+        sent = False  # an attempt's statement may have reached the server: only then is its fate unknown
+
         async def body(conn: Connection) -> None:
+            nonlocal sent
+            sent = True
             try:
                 await conn.execute(sql.insert, *columns, sql.work_channel)
             except asyncpg.UniqueViolationError as exc:
@@ -620,11 +625,13 @@ class PostgresBackend(Backend):
                     raise
                 return ids  # an id of this batch "already exists": the attempt that lost its answer stored it
             except BackendError as exc:
-                lost = isinstance(exc.cause, _CONNECTION_LOST)
+                lost = sent and isinstance(exc.cause, _CONNECTION_LOST)
+                sent = False
                 if settle_by is None:
                     if not lost:
-                        raise  # nothing was sent, or the store refused it: its fate is known
-                    settle_by = time.monotonic() + max(self.connect_timeout, _ENQUEUE_SETTLE_MIN)
+                        raise  # nothing was sent (no connection to be had), or the store refused it
+                    window = min(max(self.connect_timeout, _ENQUEUE_SETTLE_MIN), _ENQUEUE_SETTLE_MAX)
+                    settle_by = time.monotonic() + window
                 if not (lost or isinstance(exc, ConnectionError)) or time.monotonic() >= settle_by:
                     raise _fate_unknown(exc, ids, self._where()) from exc
                 # The connection went during the statement: it may have committed or not. The same ids

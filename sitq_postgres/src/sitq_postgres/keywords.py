@@ -121,14 +121,21 @@ def check_service(name: str) -> None:
 
     libpq refuses an unknown service; asyncpg ignores it and connects with
     the defaults and ``PG*`` variables instead: another database, where
-    sitq would create its tables and run tasks. asyncpg reads only
-    ``PGSERVICEFILE``, else ``~/.pg_service.conf`` (not libpq's system-wide file).
+    sitq would create its tables and run tasks. The file is looked up as
+    asyncpg does: ``PGSERVICEFILE``, else ``.pg_service.conf`` in the home
+    directory (``%APPDATA%\\postgresql`` on Windows); not libpq's system-wide one.
     """
-    given = os.environ.get("PGSERVICEFILE")
-    path = Path(given) if given else Path.home() / ".pg_service.conf"
+    path = service_file()
+    if path is None:
+        raise ConfigurationError(
+            f"libpq service {name!r}: there is no service file to define it (set PGSERVICEFILE; this process "
+            "has no home directory for ~/.pg_service.conf)",
+            parameter="service",
+            value=name,
+        )
     parser = configparser.ConfigParser(interpolation=None)
     try:
-        parser.read(path, encoding="utf-8")
+        parser.read(path)  # as asyncpg reads it (the locale's encoding)
     except (configparser.Error, OSError, UnicodeDecodeError) as exc:
         raise ConfigurationError(
             f"libpq service {name!r}: the service file {path} cannot be read: {exc}", parameter="service", value=name
@@ -136,11 +143,28 @@ def check_service(name: str) -> None:
     if not parser.has_section(name):
         raise ConfigurationError(
             f"libpq service {name!r} is not defined in {path} (asyncpg, the driver sitq uses, reads only "
-            "PGSERVICEFILE or ~/.pg_service.conf); libpq refuses an unknown service, and so does sitq rather "
-            "than connect to another database",
+            "PGSERVICEFILE or the .pg_service.conf in the home directory); libpq refuses an unknown service, "
+            "and so does sitq rather than connect to another database",
             parameter="service",
             value=name,
         )
+
+
+def service_file() -> Path | None:
+    """The service file asyncpg reads, or None when there is none to read (no home directory)."""
+    given = os.environ.get("PGSERVICEFILE")
+    if given is not None:
+        return Path(given)
+    try:
+        from asyncpg.compat import get_pg_home_directory  # type: ignore[import-untyped]
+
+        home: Path | None = get_pg_home_directory()
+    except (ImportError, AttributeError):  # an asyncpg without it: its POSIX rule
+        try:
+            home = Path.home()
+        except (RuntimeError, KeyError):
+            home = None
+    return None if home is None else home / ".pg_service.conf"
 
 
 def is_keyword_dsn(dsn: str) -> bool:
