@@ -754,3 +754,34 @@ def test_strict_mode_ends_with_the_broken_plugin_and_never_stops_observation_hoo
     assert manager.has_observers("sitq_task_started") in (True, False)  # a worker's hooks must not raise
     manager.unregister_plugin("broken-registration")
     assert manager.backend_class("sqlite").__name__ == "SQLiteBackend", "strict mode outlived the broken plugin"
+
+
+def test_a_broken_backend_named_by_sitq_backend_says_so_once_per_error(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The registry raises one cached error for a broken name: the variable's note piled up on it per call."""
+    from sitq_core.config import resolve_backend
+    from sitq_core.plugins import reset_plugin_manager
+
+    make_dist(
+        site,
+        "acme-broken-env",
+        "brokenenv",
+        "acme_brokenenv_plugin",
+        """
+        from sitq_core.hookspecs import hookimpl
+
+        @hookimpl
+        def sitq_register_backends(register):
+            register("brokenenv", dict)
+        """,
+    )
+    reset_plugin_manager()
+    monkeypatch.setenv("SITQ_BACKEND", "brokenenv://x")
+    for _ in range(3):
+        with pytest.raises(BrokenPluginError) as info:
+            resolve_backend()
+        assert str(info.value).count("(from the SITQ_BACKEND environment variable)") == 1, str(info.value)
+    with pytest.raises(BrokenPluginError) as direct:
+        resolve_backend("brokenenv://x")
+    assert "SITQ_BACKEND" not in str(direct.value)

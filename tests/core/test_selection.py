@@ -134,6 +134,9 @@ def test_a_bad_sitq_backend_value_is_named_as_coming_from_the_variable(
     with pytest.raises(sitq.SitqError) as error:
         sitq.connect()
     assert says in str(error.value) and "from the SITQ_BACKEND environment variable" in str(error.value)
+    with pytest.raises(sitq.SitqError) as again:
+        sitq.connect()
+    assert str(again.value).count("SITQ_BACKEND") == 1, "said once, not once more per call"
     monkeypatch.delenv("SITQ_BACKEND")
     with pytest.raises(sitq.SitqError) as direct:
         sitq.connect(value)  # given explicitly: no mention of the variable

@@ -120,7 +120,10 @@ class Backend(abc.ABC):
         """Open the store, creating its schema on first use.
 
         Idempotent: a second call while connected does nothing. After
-        ``close()`` a backend may be connected again.
+        ``close()`` a backend may be connected again. A call may be cancelled
+        (a worker stopped while its store was locked or out of reach): a later
+        call must connect as if it had not happened, and other callers waiting
+        for the same connect must not receive that cancellation.
         Contract: ``LifecycleContract``.
         """
 

@@ -8,6 +8,7 @@ mapping, the ``SITQ_BACKEND`` environment variable and the CLI's
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import re
@@ -93,9 +94,11 @@ def resolve_backend(spec: BackendSpec | None = None, **options: Any) -> Backend:
             try:
                 return _build_backend(target, config_options)
             except SitqError as exc:  # the caller passed nothing: say where the bad value came from
-                exc.message = f"{exc.message} (from the SITQ_BACKEND environment variable)"
-                exc.args = (exc.message, *exc.args[1:])
-                raise
+                # a copy: the registry raises one cached error object for a broken plugin every time
+                told = copy.copy(exc)
+                told.message = f"{exc.message} (from the SITQ_BACKEND environment variable)"
+                told.args = (told.message, *exc.args[1:])
+                raise told from exc.__cause__
     return _build_backend(target, config_options)
 
 
