@@ -758,3 +758,33 @@ async def test_a_transaction_whose_connection_the_server_cuts_is_a_connection_er
         await admin.close()
     assert cuts > 0, "no call was cut: the test did not test anything"
     assert wrong == []
+
+
+@pytest.mark.asyncio
+async def test_a_poison_pill_ended_in_reserve_reaches_the_failed_hook(pg_dsn: str, pg_schema: str) -> None:
+    from sitq import hookimpl
+    from sitq_core.plugins import get_plugin_manager
+
+    seen: list[tuple[str, str, bool]] = []
+
+    class Endings:
+        @hookimpl
+        def sitq_task_failed(self, task: Task, error: Any, will_retry: bool) -> None:
+            seen.append((task.id, str(error), will_retry))
+
+    get_plugin_manager().register_plugin(Endings(), "pg-endings")
+    try:
+        from sitq_core.testing.clock import FakeClock
+
+        clock = FakeClock()
+        backend = PostgresBackend(pg_dsn, schema=pg_schema)
+        backend.clock = clock
+        async with backend:
+            pill = Task(id=new_id(), payload=b"p", max_lease_expiries=1, eta=clock.now(), enqueued_at=clock.now())
+            await backend.enqueue(pill)
+            await backend.reserve(worker_id="dies", limit=1, lease_seconds=30)  # its worker is killed
+            clock.advance(31)
+            assert await backend.reserve(worker_id="next", limit=1, lease_seconds=30) == []
+        assert seen == [(pill.id, "lease expired after 1 attempts", False)]
+    finally:
+        get_plugin_manager().unregister_plugin("pg-endings")

@@ -122,7 +122,10 @@ def sitq_task_failed(task: Task, error: BaseException | str, will_retry: bool) -
     outside the function, such as an unreadable payload); a task stopped at
     its timeout gets a ``TimeoutError`` saying so. ``will_retry=False``
     means the task is now final with status ``failed``. A task that ends
-    ``cancelled`` comes to :func:`sitq_task_cancelled` instead.
+    ``cancelled`` comes to :func:`sitq_task_cancelled` instead. A poison
+    pill (its lease expired once too often) is ended by the store inside
+    ``reserve``: the process that reserved calls this with the stored error
+    text (``sitq_core.store_endings``).
     """
 
 

@@ -30,7 +30,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import asyncpg  # type: ignore[import-untyped]
 
-from sitq_core import checks, forks
+from sitq_core import checks, forks, store_endings
 from sitq_core.backend import Backend, Capability
 from sitq_core.errors import BackendError, ConfigurationError, ConnectionError, SitqError, ValidationError
 from sitq_core.models import LeaseState, Outcome, ReservedTask, Result, Task, TaskStatus
@@ -660,21 +660,27 @@ class PostgresBackend(Backend):
         names = checks.queue_names(queues)
         if names == []:
             return []
-        body = self._reserve_body(worker, wanted, lease, names)
+        body, ended = self._reserve_body(worker, wanted, lease, names)
         record_mark(self, self.notifier.count(_WORK_KEY))
-        return await self._call("reserve", body)
+        reserved = await self._call("reserve", body)
+        await self._report_store_endings(ended)
+        return reserved
 
     def _reserve_body(
         self, worker: str, wanted: int, lease: timedelta, names: list[str] | None
-    ) -> Callable[[Connection], Awaitable[list[ReservedTask]]]:
+    ) -> tuple[Callable[[Connection], Awaitable[list[ReservedTask]]], list[str]]:
         """The claim transaction's body; its clock is read on the connection it runs on.
 
         A lease counted from before a wait for a pooled connection could be
-        granted already expired, and another worker would take the task.
+        granted already expired, and another worker would take the task. The
+        list returned beside it gets the ids of tasks the body ended instead
+        of handing out (for :meth:`_report_store_endings` after the commit).
         """
         sql = self._sql
+        ended_ids: list[str] = []
 
         async def body(conn: Connection) -> list[ReservedTask]:
+            ended_ids.clear()  # a body run again starts afresh
             now = self.now()
             reserved: list[ReservedTask] = []
             finished: list[str] = []
@@ -704,6 +710,7 @@ class PostgresBackend(Backend):
                     for done in await conn.fetch(statement, now, seqs):
                         await self._store_result(conn, done["id"], status, None, done["error"], None, done)
                         finished.append(done["id"])
+                        ended_ids.append(done["id"])
                         if status == "failed":  # as the worker logs a final failure: id, function, attempts, error
                             log.warning(
                                 "task %s (%s) failed after %d attempt(s): %s",
@@ -724,7 +731,18 @@ class PostgresBackend(Backend):
                 await self._notify_results(conn, finished)
             return reserved
 
-        return body
+        return body, ended_ids
+
+    async def _report_store_endings(self, task_ids: list[str]) -> None:
+        """Tell lifecycle observers of tasks a reserve ended itself (no worker reports those)."""
+        if not task_ids or not store_endings.wanted():
+            return
+        try:
+            tasks = [task for task in [await self.get_task(task_id) for task_id in task_ids] if task is not None]
+        except SitqError:
+            log.warning("could not read the tasks a reserve ended, to tell observers", exc_info=True)
+            return
+        store_endings.report(tasks)
 
     async def heartbeat(self, leases: Sequence[tuple[str, str]], lease_seconds: float) -> dict[str, LeaseState]:
         lease = timedelta(seconds=checks.lease_seconds(lease_seconds))
@@ -776,7 +794,7 @@ class PostgresBackend(Backend):
         lease = timedelta(seconds=checks.lease_seconds(lease_seconds))
         names = checks.queue_names(queues)
         finish = self._finish_body(items, self.now())
-        reserve = self._reserve_body(worker, wanted, lease, names)
+        reserve, ended = self._reserve_body(worker, wanted, lease, names)
         record_mark(self, self.notifier.count(_WORK_KEY))
 
         async def body(conn: Connection) -> tuple[list[bool], list[ReservedTask]]:
@@ -784,7 +802,9 @@ class PostgresBackend(Backend):
             reserved = await reserve(conn) if names != [] else []
             return accepted, reserved
 
-        return await self._call("finish_and_reserve", body)
+        answer = await self._call("finish_and_reserve", body)
+        await self._report_store_endings(ended)
+        return answer
 
     def _finish_body(self, items: list[Outcome], now: datetime) -> Callable[[Connection], Awaitable[list[bool]]]:
         sql = self._sql

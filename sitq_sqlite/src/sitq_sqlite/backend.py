@@ -33,7 +33,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
 
-from sitq_core import checks, forks
+from sitq_core import checks, forks, store_endings
 from sitq_core.backend import Backend, Capability
 from sitq_core.errors import BackendError, ConfigurationError, ConnectionError, SitqError, ValidationError
 from sitq_core.models import (
@@ -843,7 +843,7 @@ class SQLiteBackend(Backend):
         if queue_list == []:
             return []
         record_mark(self, self._wakeups.work_seq)
-        body = self._reserve_body(worker_id, limit, lease_us, queue_list)
+        body, ended = self._reserve_body(worker_id, limit, lease_us, queue_list)
         if self._inline is not None and self._db is not None:
             # An idle worker's polls and wake-ups mostly find nothing or a few tasks: look first without
             # the write lock (a WAL reader never waits for a writer, so a poll does not queue behind a
@@ -854,23 +854,29 @@ class SQLiteBackend(Backend):
                 return []
             if limit <= _INLINE_CLAIM_MAX:
                 claims = await self._inline_or_run("reserve", lambda conn: self._write_lease(conn, body), write=False)
+                await self._report_store_endings(ended)
                 return _leases(claims)
         claims = await self._run("reserve", lambda conn: self._write_lease(conn, body))
+        await self._report_store_endings(ended)
         return _leases(claims)  # built here, off the connection thread (the busier one)
 
     def _reserve_body(
         self, worker_id: str, limit: int, lease_us: int, queue_list: list[str] | None
-    ) -> Callable[[sqlite3.Connection], list[_Claim]]:
+    ) -> tuple[Callable[[sqlite3.Connection], list[_Claim]], list[str]]:
         """The claim transaction's body (shared by ``reserve`` and ``finish_and_reserve``).
 
         It returns raw rows; :func:`_leases` turns them into ``ReservedTask``s
         after COMMIT, so the write lock is not held while Python builds objects.
         The clock is read inside, once the write lock is held: a lease counted
         from before a long wait for the lock could be granted already expired,
-        and another worker would take the task while this one runs it.
+        and another worker would take the task while this one runs it. The
+        list returned beside it gets the ids of tasks the body ended instead
+        of handing out (for :meth:`_report_store_endings` after COMMIT).
         """
+        ended_ids: list[str] = []
 
         def body(conn: sqlite3.Connection) -> list[_Claim]:
+            ended_ids.clear()  # a body run again after a busy rollback starts afresh
             now = self._now_us()
             handed: list[_Claim] = []
             while len(handed) < limit:
@@ -881,10 +887,10 @@ class SQLiteBackend(Backend):
                 ended = 0
                 for seq, _due, status, expiries, max_expiries, cancel_requested in candidates:
                     if status == "running" and cancel_requested:  # cancelled while its worker was gone
-                        _end_expired(conn, seq, now, expiries + 1, cancelled=True)
+                        ended_ids.append(_end_expired(conn, seq, now, expiries + 1, cancelled=True))
                         ended += 1
                     elif status == "running" and expiries + 1 >= max_expiries:  # its lease expired once too often
-                        _end_expired(conn, seq, now, expiries + 1, cancelled=False)
+                        ended_ids.append(_end_expired(conn, seq, now, expiries + 1, cancelled=False))
                         ended += 1
                     else:
                         claimed.append(seq)
@@ -903,7 +909,18 @@ class SQLiteBackend(Backend):
                     break
             return handed
 
-        return body
+        return body, ended_ids
+
+    async def _report_store_endings(self, task_ids: list[str]) -> None:
+        """Tell lifecycle observers of tasks a reserve ended itself (no worker reports those)."""
+        if not task_ids or not store_endings.wanted():
+            return
+        try:
+            tasks = [task for task in [await self.get_task(task_id) for task_id in task_ids] if task is not None]
+        except SitqError:
+            log.warning("could not read the tasks a reserve ended, to tell observers", exc_info=True)
+            return
+        store_endings.report(tasks)
 
     async def heartbeat(self, leases: Sequence[tuple[str, str]], lease_seconds: float) -> dict[str, LeaseState]:
         lease_us = _lease_us(lease_seconds)
@@ -964,7 +981,7 @@ class SQLiteBackend(Backend):
             return await self.finish_many(outcomes), []
         record_mark(self, self._wakeups.work_seq)
         finish = self._finish_body(outcomes, self._now_us())
-        claim = self._reserve_body(worker_id, limit, lease_us, queue_list)
+        claim, ended = self._reserve_body(worker_id, limit, lease_us, queue_list)
 
         def body(conn: sqlite3.Connection) -> tuple[tuple[list[bool], bool, list[str]], list[_Claim]]:
             return finish(conn), claim(conn)
@@ -973,6 +990,7 @@ class SQLiteBackend(Backend):
             "finish_and_reserve", lambda conn: self._write(conn, body)
         )
         self._after_finish(requeued, finished)
+        await self._report_store_endings(ended)
         return accepted, _leases(claims)  # built here, off the connection thread
 
     def _after_finish(self, requeued: bool, finished: list[str]) -> None:
@@ -1570,7 +1588,7 @@ def _read_only_hint(path: str) -> str:
     return ""
 
 
-def _end_expired(conn: sqlite3.Connection, seq: int, now: int, expiries: int, *, cancelled: bool) -> None:
+def _end_expired(conn: sqlite3.Connection, seq: int, now: int, expiries: int, *, cancelled: bool) -> str:
     """End a task whose lease expired instead of handing it out again, with a result saying why.
 
     ``cancelled``: a cancel was requested while it ran (its worker is gone, so
@@ -1592,6 +1610,7 @@ def _end_expired(conn: sqlite3.Connection, seq: int, now: int, expiries: int, *,
         log.info("task %s (%s) cancelled (its worker is gone)", task_id, shown)
     else:  # as the worker logs a final failure: id, function, attempts and error
         log.warning("task %s (%s) failed after %d attempt(s): %s", task_id, shown, attempts, error_text)
+    return str(task_id)
 
 
 _POISON_ERROR = "'lease expired after ' || attempts || ' attempts'"

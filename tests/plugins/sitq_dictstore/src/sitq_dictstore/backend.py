@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import ClassVar
 
-from sitq_core import checks
+from sitq_core import checks, store_endings
 from sitq_core.backend import Backend, Capability
 from sitq_core.errors import ValidationError
 from sitq_core.models import LeaseState, Outcome, ReservedTask, Result, Task, TaskStatus, new_id
@@ -108,6 +108,7 @@ class DictStoreBackend(Backend):
         queues = checks.queue_names(queues)  # None (every queue) or a list; a bare string is refused
         db, now = self._open(), self.now()
         reserved: list[ReservedTask] = []
+        ended: list[Task] = []  # tasks this reserve ends itself: no worker reports them
         with db.lock:
             due = [row for row in db.rows.values() if self._is_due(row, now, queues)]
             due.sort(key=self._order)
@@ -120,10 +121,12 @@ class DictStoreBackend(Backend):
                     if task.cancel_requested:  # cancelled meanwhile: nobody else will report it
                         row.task = task.with_changes(lease_expiries=expiries)
                         self._finish(db, row, "cancelled", "cancelled")
+                        ended.append(row.task)
                         continue
                     if expiries >= task.max_lease_expiries:  # poison pill
                         row.task = task.with_changes(lease_expiries=expiries)
                         self._finish(db, row, "failed", f"lease expired after {task.attempts} attempts")
+                        ended.append(row.task)
                         continue
                 row.task = task.with_changes(
                     status=RUNNING,
@@ -135,6 +138,7 @@ class DictStoreBackend(Backend):
                 row.lease_token = uuid.uuid4().hex
                 row.lease_expires_at = now + timedelta(seconds=lease_seconds)
                 reserved.append(ReservedTask(row.task, row.lease_token, row.lease_expires_at))
+        store_endings.report(ended)  # lifecycle observers hear of them, outside the lock
         return reserved
 
     @staticmethod
