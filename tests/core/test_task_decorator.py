@@ -107,3 +107,30 @@ async def test_options_built_directly_still_override_a_decorated_task(tmp_path: 
         view = TaskQueueView(queue, TaskOptions(priority=3))
         stored = await queue.get_task(await view.enqueue(tasks.decorated_flaky, "x", 0))
         assert stored is not None and (stored.priority, stored.queue) == (3, "decorated")
+
+
+@pytest.mark.asyncio
+async def test_stacked_decorators_keep_both_options_and_the_outer_queue(tmp_path: Path) -> None:
+    """functools.update_wrapper copied the inner task's options and (unbound) queue over the outer ones."""
+    queue = TaskQueue(SQLiteBackend(tmp_path / "stacked.db"))
+
+    @queue.task(priority=7, queue_name="urgent")
+    @task(max_retries=2, priority=1)
+    def job(x: int) -> int:
+        return x
+
+    assert job.queue is queue
+    assert (job.options.priority, job.options.queue_name, job.options.max_retries) == (7, "urgent", 2)
+    assert job(5) == 5 and job.__wrapped__.__name__ == "job"  # one layer: the plain function
+    async with queue:
+        stored = await queue.get_task(await job.enqueue(1))
+    assert stored is not None and (stored.priority, stored.queue, stored.max_retries) == (7, "urgent", 2)
+
+
+def test_a_function_with_its_own_options_attribute_keeps_the_decorators() -> None:
+    def job() -> None:
+        pass
+
+    job.options = "the function's own"  # type: ignore[attr-defined]
+    decorated = task(priority=3)(job)
+    assert decorated.options.priority == 3

@@ -34,10 +34,11 @@ class TaskFunction(Generic[P, R]):
     def __init__(self, func: Callable[P, R], options: TaskOptions, queue: TaskQueue | None = None) -> None:
         if not callable(func):
             raise ValidationError(f"task needs a callable, got {type(func).__name__}", parameter="func", value=func)
+        functools.update_wrapper(self, func)  # __name__, __qualname__, __module__, __doc__ (and func's __dict__)
         self.__wrapped__ = func
+        # after update_wrapper: a function's own ``options`` or ``queue`` attribute must not replace these
         self.options = options
         self.queue = queue
-        functools.update_wrapper(self, func)  # __name__, __qualname__, __module__, __doc__
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run the function here and now (not through a queue)."""
@@ -112,6 +113,12 @@ def task(
     task_options = TaskOptions().merged(**options)
 
     def decorate(function: Callable[P, R]) -> TaskFunction[P, R]:
+        if isinstance(function, TaskFunction):
+            # stacked (@queue.task(...) over @sitq.task(...)): the outer decorator's options and queue win,
+            # the inner one's other options stay
+            given = {name: getattr(task_options, name) for name in task_options.explicit_names()}
+            merged = function.options.merged(**given) if given else function.options
+            return TaskFunction(function.__wrapped__, merged, queue if queue is not None else function.queue)
         return TaskFunction(function, task_options, queue)
 
     if func is not None:
