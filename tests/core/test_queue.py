@@ -21,6 +21,7 @@ from sitq import (
     ValidationError,
     Worker,
 )
+from sitq_core import Call
 from sitq_core.models import TaskStatus
 
 import sitq_test_tasks as tasks
@@ -446,3 +447,30 @@ async def test_a_task_id_no_store_can_hold_is_a_validation_error(tmp_path: Path,
             with pytest.raises(ValidationError) as info:
                 await call
             assert info.value.parameter == "task_id"
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("args", "kwargs"),
+    [("abc", {}), (None, {}), (5, {}), ((), {1: 2}), ((), "x")],
+    ids=["str", "None", "int", "key", "kw"],
+)
+async def test_a_call_item_with_bad_arguments_is_refused_like_a_tuple_item(
+    queue: TaskQueue, args: Any, kwargs: Any
+) -> None:
+    """Call(...) items were stored as given; the worker then failed them (or ran f('a', 'b', 'c'))."""
+    with pytest.raises(ValidationError, match=r"^calls\[1\]: (args|kwargs) must be") as error:
+        await queue.enqueue_many([Call(tasks.add, (1, 2)), Call(tasks.add, args, kwargs)])
+    assert error.value.parameter == "calls"
+    assert (await queue.counts())["queued"] == 0, "nothing of the batch may be stored"
+    [task_id] = await queue.enqueue_many([Call(tasks.add, [1, 2])])  # a list is taken, as in a tuple item
+    assert await queue.get_task(task_id) is not None
+
+
+@pytest.mark.asyncio
+async def test_none_leaves_an_option_unchanged_on_a_view_as_on_the_queue(queue: TaskQueue) -> None:
+    """view.with_options(priority=None) raised, and timeout=None cleared what the queue's None kept."""
+    view = queue.with_options(priority=4, timeout=10).with_options(priority=None, timeout=None, queue_name=None)
+    assert (view.options.priority, view.options.timeout, view.options.queue_name) == (4, 10, "default")
+    stored = await queue.get_task(await view.enqueue(tasks.add, 1, 2))
+    assert stored is not None and (stored.priority, stored.timeout) == (4, 10)

@@ -69,8 +69,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser("worker", help="run a worker until SIGINT/SIGTERM")
     _backend_arg(worker)
-    worker.add_argument("--concurrency", "-c", type=int, default=1, help="tasks run at once (1..1000)")
-    worker.add_argument("--queues", "-q", default=None, help="comma-separated queue names (default: all)")
+    worker.add_argument(
+        "--concurrency", "-c", type=int, default=1, help="tasks run at once, 1..1000 (default: %(default)s)"
+    )
+    worker.add_argument(
+        "--queues",
+        "-q",
+        default=None,
+        help="comma-separated queue names; tasks enqueued without one are in 'default' (default: all)",
+    )
     worker.add_argument("--serializer", "-s", default=None, help="accept only tasks of this serializer")
     worker.add_argument(
         "--allow-task",
@@ -80,7 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MODULE:FUNCTION",
         help="with -s msgpack: call only these functions (repeatable); each must import at start",
     )
-    worker.add_argument("--lease-timeout", type=float, default=30.0, help="seconds a lease lasts without renewal")
+    worker.add_argument(
+        "--lease-timeout", type=float, default=30.0, help="seconds a lease lasts without renewal (default: %(default)s)"
+    )
     worker.add_argument(
         "--prefetch", type=int, default=None, help="tasks reserved ahead of free slots (default: adaptive)"
     )
@@ -90,8 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="seconds between commits while keeping up with producers (default: adaptive; 0: commit at once)",
     )
-    worker.add_argument("--poll-interval", type=float, default=1.0, help="longest idle sleep, in seconds")
-    worker.add_argument("--shutdown-timeout", type=float, default=30.0, help="grace period after a signal")
+    worker.add_argument(
+        "--poll-interval", type=float, default=1.0, help="longest idle sleep, in seconds (default: %(default)s)"
+    )
+    worker.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=30.0,
+        help="seconds running tasks may take after a signal (default: %(default)s)",
+    )
     worker.add_argument(
         "--import", "-i", dest="imports", action="append", default=[], help="module to import first (tasks)"
     )

@@ -46,7 +46,11 @@ class Call:
 
 def _as_call(item: Any, index: int) -> Call:
     if isinstance(item, Call):
-        return item
+        if type(item.args) is tuple and type(item.kwargs) is dict and all(type(key) is str for key in item.kwargs):
+            return item
+        # a Call built by hand with a string, a number or None as its args: checked as a tuple item is
+        args, kwargs = _arguments(item.args, item.kwargs, where=f"calls[{index}]: ", value=item)
+        return Call(item.func, args, kwargs)
     if callable(item):
         return Call(item)
     if isinstance(item, tuple) and 1 <= len(item) <= 3:
@@ -333,8 +337,11 @@ class TaskQueueView(_Producer):
         self._options = options
 
     def with_options(self, **options: Any) -> TaskQueueView:
-        """A further view with more options changed."""
-        return TaskQueueView(self._queue, self._options.merged(**options))
+        """A further view with more options changed; ``None`` leaves an option as it is (as on the queue)."""
+        if "eta" in options:
+            options["eta"] = normalize_eta(options["eta"])
+        changes = {key: value for key, value in options.items() if value is not None}
+        return TaskQueueView(self._queue, self._options.merged(**changes))
 
     @property
     def options(self) -> TaskOptions:
