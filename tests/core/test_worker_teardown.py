@@ -179,3 +179,40 @@ async def test_a_framework_cancelling_every_task_gets_the_running_tasks_given_ba
     """The stop's give-back was cut short by the second round of cancellations and the tasks stayed running."""
     ids = await asyncio.to_thread(run_app_cancelling_every_task, make_backend, 6)  # 4 run, 2 wait
     assert await states(make_backend, ids) == [(TaskStatus.QUEUED, 0, 0)] * 6
+
+
+_NEVER_STOPPED = """
+import asyncio, sys
+from sitq import TaskQueue, Worker
+
+def inc(x):
+    return x + 1
+
+queue = TaskQueue("sqlite:///" + sys.argv[1])
+
+async def main(k):
+    worker = Worker(queue.backend)
+    await worker.start()  # and never stopped: asyncio.run ends it
+    result = await queue.get_result(await queue.enqueue(inc, k), timeout=10)
+    assert queue.deserialize_result(result) == k + 1
+
+for k in range(3):
+    asyncio.run(main(k))
+print("returned", flush=True)
+"""
+
+
+def test_asyncio_run_returns_when_a_worker_was_never_stopped(tmp_path: Path) -> None:
+    """The exchange loop swallowed asyncio.run's one cancel when it landed in _idle's clean-up: a hang, 4 runs in 6."""
+    import subprocess
+    import sys
+
+    for round_ in range(4):
+        done = subprocess.run(
+            [sys.executable, "-c", _NEVER_STOPPED, str(tmp_path / f"run{round_}.db")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0 and "returned" in done.stdout, done.stderr[-2000:]

@@ -788,3 +788,31 @@ async def test_a_poison_pill_ended_in_reserve_reaches_the_failed_hook(pg_dsn: st
         assert seen == [(pill.id, "lease expired after 1 attempts", False)]
     finally:
         get_plugin_manager().unregister_plugin("pg-endings")
+
+
+@pytest.mark.asyncio
+async def test_a_queue_dropped_unclosed_gives_its_server_connections_back(pg_dsn: str, pg_schema: str) -> None:
+    """Each TaskQueue(url) made per request and forgotten held a server connection until its loop ended."""
+    import gc
+    import warnings
+
+    name = f"sitq_drop_{new_id()[-8:]}"
+    url = f"{pg_dsn}{'&' if '?' in pg_dsn else '?'}application_name={name}&schema={pg_schema}"
+    admin = await asyncpg.connect(pg_dsn)
+
+    async def sessions() -> int:
+        return int(await admin.fetchval("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", name))
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            for i in range(12):
+                await TaskQueue(url).enqueue(tasks.add, i)  # connected, then forgotten
+                gc.collect()
+        await wait_until(lambda: sessions_below(sessions, 3), timeout=10)
+    finally:
+        await admin.close()
+
+
+async def sessions_below(count: Any, limit: int) -> bool:
+    return bool(await count() < limit)

@@ -9,6 +9,8 @@ import pytest
 
 from sitq import SQLiteBackend, SyncTaskQueue, TaskQueue, Worker
 
+from sitq_test_helpers import wait_until
+
 
 def _enqueue_with_a_sync_queue(backend: SQLiteBackend) -> str:
     with SyncTaskQueue(backend) as queue:
@@ -75,6 +77,16 @@ async def test_a_running_worker_keeps_a_shared_memory_database_open() -> None:
             assert result is not None and queue.deserialize_result(result) == 3, "the task vanished with the database"
     finally:
         await worker.stop()
+    assert backend._db is None, "the queues asked to close it: that happens once the worker lets go"
+
+
+@pytest.mark.asyncio
+async def test_a_worker_leaves_open_a_backend_nobody_asked_to_close(tmp_path: Path) -> None:
+    backend = SQLiteBackend(tmp_path / "mine.db")
+    await backend.connect()
+    worker = Worker(backend)
+    await worker.start()
+    await worker.stop()
     assert backend._db is not None, "a worker never closes a backend it did not open"
     await backend.close()
 
@@ -108,3 +120,53 @@ async def test_a_dropped_sync_queue_lets_go_of_a_backend_it_was_given(tmp_path: 
             gc.collect()
         assert (await queue.counts())["queued"] == 1
     assert backend._db is None, "the dropped queue's hold kept the backend open after the last async with"
+
+
+@pytest.mark.asyncio
+async def test_queues_made_per_request_and_dropped_unclosed_warn_and_do_not_leak(tmp_path: Path) -> None:
+    """Each TaskQueue(url) dropped without close() kept a thread and 4 file descriptors for good, silently."""
+    import gc
+    import os
+    import threading
+    import warnings
+
+    url = f"sqlite:///{tmp_path / 'requests.db'}"
+
+    async def handle_request(i: int) -> str:
+        queue = TaskQueue(url)
+        return await queue.enqueue(len, "x" * i)  # and the queue is forgotten
+
+    async with TaskQueue(url) as keeper:  # the file stays open in this process throughout
+        await keeper.counts()
+        threads, fds = threading.active_count(), len(os.listdir("/proc/self/fd"))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for i in range(40):
+                await handle_request(i)
+                gc.collect()
+        assert sum(issubclass(w.category, ResourceWarning) for w in caught) == 40
+
+        async def threads_ended() -> bool:  # the dropped backends' threads end once their last job ran
+            return threading.active_count() <= threads + 2
+
+        await wait_until(threads_ended, timeout=10)
+        assert len(os.listdir("/proc/self/fd")) <= fds + 8, "file descriptors piled up"
+        assert (await keeper.counts())["queued"] == 40, "every task the forgotten queues stored is there"
+
+
+@pytest.mark.asyncio
+async def test_a_queue_closed_before_its_worker_stops_has_the_backend_closed_when_the_worker_stops(
+    tmp_path: Path,
+) -> None:
+    """The worker reopened the backend the queue had closed, and nobody closed it again (a thread, 4 fds)."""
+    backend = SQLiteBackend(tmp_path / "order.db")
+    queue = TaskQueue(backend)
+    await queue.connect()
+    worker = Worker(backend)
+    await worker.start()
+    result = await queue.get_result(await queue.enqueue(len, "ab"), timeout=10)
+    assert result is not None and queue.deserialize_result(result) == 2
+    await queue.close()  # the worker still runs: the backend stays open for it
+    assert backend._db is not None
+    await worker.stop()
+    assert backend._db is None, "the queue's close happens once the worker lets go"

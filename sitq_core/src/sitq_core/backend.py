@@ -127,6 +127,18 @@ class Backend(abc.ABC):
         Contract: ``LifecycleContract``.
         """
 
+    def abandon(self) -> None:
+        """Let go of threads, connections and files now, without awaiting; optional (default: nothing).
+
+        Called, on a thread of its own, when the ``TaskQueue`` that made this
+        backend from a URL or config was garbage-collected without ``close()``
+        while connected (a queue made per request and forgotten), so that such
+        queues do not pile up threads and file descriptors for the life of the
+        process. Nothing is written; work already committed stays. A later call
+        connects again. Never called on a backend someone else still holds
+        open (another queue, a running worker).
+        """
+
     async def exists(self) -> bool | None:
         """Whether the store already holds sitq's data (its tables, file or keys); None when it cannot tell.
 

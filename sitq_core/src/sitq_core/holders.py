@@ -10,6 +10,7 @@ only when nobody else holds it; a worker never closes a backend it did not open.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import weakref
 from typing import Any
@@ -25,6 +26,8 @@ class Holders:
         # on this very thread while it holds the lock
         self._lock = threading.RLock()
         self._counts: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+        # backends a queue asked to close while others held them: the last holder closes them
+        self._close_wanted: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def hold(self, backend: Any) -> bool:
         """Count one more holder; False when ``backend`` cannot be tracked (every queue then closes it)."""
@@ -34,6 +37,30 @@ class Holders:
         except TypeError:  # not weakly referenceable, or not hashable
             return False
         return True
+
+    def count(self, backend: Any) -> int:
+        """How many hold ``backend`` now."""
+        try:
+            with self._lock:
+                return self._counts.get(backend, 0)
+        except TypeError:
+            return 0
+
+    def want_closed(self, backend: Any) -> None:
+        """A queue's close() found others holding ``backend``: whoever lets go last closes it."""
+        with contextlib.suppress(TypeError), self._lock:
+            self._close_wanted.add(backend)
+
+    def close_wanted(self, backend: Any) -> bool:
+        """True (once) when nobody holds ``backend`` any more and a queue asked to close it meanwhile."""
+        try:
+            with self._lock:
+                if self._counts.get(backend, 0) or backend not in self._close_wanted:
+                    return False
+                self._close_wanted.discard(backend)
+                return True
+        except TypeError:
+            return False
 
     def let_go(self, backend: Any, held: bool) -> int:
         """One holder fewer (when ``held``); returns how many others still hold ``backend``."""

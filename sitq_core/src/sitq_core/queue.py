@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import logging
 import math
+import threading
+import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -86,6 +88,44 @@ def _arguments(args: Any, kwargs: Any, *, where: str = "", value: Any = None) ->
 
 
 _connected: weakref.WeakSet[Any] = weakref.WeakSet()  # backends a queue has connected before enqueueing
+
+
+class _OpenState:
+    """Whether a queue connected its backend and has not closed it (read by its finalizer)."""
+
+    __slots__ = ("open",)
+
+    def __init__(self) -> None:
+        self.open = False
+
+
+def _dropped_unclosed(backend: Backend, state: _OpenState) -> None:
+    """A TaskQueue that made its backend was garbage-collected while connected: warn, and let the backend go.
+
+    Each such queue (one made per request, say) kept a thread and several
+    file descriptors (SQLite) or a server connection (PostgreSQL) for the
+    life of the process. This may run inside the garbage collector, on any
+    thread and holding any lock: the backend lets go on a thread of its own.
+    """
+    if not state.open or holders.count(backend):
+        return  # never connected, closed properly, or still held by another queue or a worker
+    state.open = False
+    warnings.warn(
+        "a TaskQueue was garbage-collected without close(): use `async with TaskQueue(...)`, or make one "
+        "queue at start-up and share it",
+        ResourceWarning,
+        stacklevel=1,  # inside the garbage collector: no caller's line to point at
+    )
+    with contextlib.suppress(TypeError):
+        _connected.discard(backend)
+    threading.Thread(target=_abandon, args=(backend,), name="sitq-abandon", daemon=True).start()
+
+
+def _abandon(backend: Backend) -> None:
+    try:
+        backend.abandon()
+    except Exception:
+        logger.debug("letting go of a dropped queue's backend failed", exc_info=True)
 
 
 def backend_not_ready(backend: Any) -> bool:
@@ -229,6 +269,9 @@ class _Producer:
             raise
         except Exception as exc:  # a plugin's own error: the type enqueue documents
             raise self._enqueue_failed(exc) from exc
+        queue = self._queue if isinstance(self, TaskQueueView) else self
+        if isinstance(queue, TaskQueue):
+            queue._open_state.open = True
         _connected.add(backend)
         return True
 
@@ -374,10 +417,16 @@ class TaskQueue(_Producer):
         self._options = TaskOptions()
         self._serializers: dict[str, Serializer] = {self._serializer.name: self._serializer}
         self._holds_backend = False  # counted in holders: connect() (or async with) ran and close() has not
+        # a backend this queue made (from a URL or config) is let go if the queue is dropped unclosed
+        self._open_state = _OpenState()
+        if not isinstance(backend, Backend):
+            finalizer = weakref.finalize(self, _dropped_unclosed, self._backend, self._open_state)
+            finalizer.atexit = False  # a queue that lives as long as the program is not a leak
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_holds_backend"] = False  # a copy (or an unpickled queue) holds nothing until it connects
+        state["_open_state"] = _OpenState()
         return state
 
     def _hold(self) -> None:
@@ -454,12 +503,16 @@ class TaskQueue(_Producer):
     async def connect(self) -> None:
         """Connect the backend (optional: every call connects on first use)."""
         await self._backend.connect()
+        self._open_state.open = True
         self._hold()
 
     async def close(self) -> None:
         """Close the backend, unless another open queue or a running worker shares it (the last one closes it)."""
+        self._open_state.open = False
         if self._let_go():
+            holders.want_closed(self._backend)  # the last holder (a worker as it stops) closes it then
             return
+        holders.close_wanted(self._backend)  # closing it now: nothing left pending
         with contextlib.suppress(TypeError):  # a backend that cannot be hashed was never recorded
             _connected.discard(self._backend)
         await self._backend.close()

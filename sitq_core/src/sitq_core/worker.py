@@ -503,6 +503,9 @@ class Worker:
             self._let_go_of_backend()
             self._running = False
             stopped.set()
+        if holders.close_wanted(self.backend):
+            # a queue closed while this worker still used the backend: its close happens now
+            await self.backend.close()
         logger.info(
             "worker %s stopped (processed=%d, succeeded=%d, failed=%d)",
             self.worker_id,
@@ -1250,6 +1253,12 @@ class Worker:
             for future in waiters:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await future
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                # this loop's own cancel (the event loop ending: asyncio.run cancels each task once) landed
+                # on one of those awaits and was suppressed with the waiter's: swallowed, the loop idled on
+                # and asyncio.run never returned
+                raise asyncio.CancelledError
         if work is not None and work in done and not work.cancelled() and work.exception() is not None:
             # the store cannot tell us about new work now (its notification channel is down): do not spin
             # reserving in a loop; look again after a poll interval, as a backend without notices would

@@ -311,6 +311,23 @@ class PostgresBackend(Backend):
     async def connect(self) -> None:
         await self._pool()
 
+    def abandon(self) -> None:
+        """Drop every pool and listener connection without awaiting (``Backend.abandon``).
+
+        Each is terminated on its own event loop when that loop still runs,
+        here when it has closed; the server ends their sessions, so a queue
+        made per request and dropped unclosed no longer keeps a server
+        connection until its loop ends. A later call connects again.
+        """
+        with self._lock:
+            pools, self._pools = self._pools, {}
+            listeners, self._listeners = self._listeners, {}
+            self._listener_locks = {}
+        for owner, listener in listeners.items():
+            _terminate_elsewhere(owner, listener.terminate)
+        for owner, pool in pools.items():
+            _terminate_elsewhere(owner, pool.terminate)
+
     async def close(self) -> None:
         loop = asyncio.get_running_loop()
         # a copy first: other loops' done-callbacks change the set from their threads

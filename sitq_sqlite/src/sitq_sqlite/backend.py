@@ -552,6 +552,24 @@ class SQLiteBackend(Backend):
         self._wakeups.wake_all()  # waiters re-check (and reconnect) instead of sleeping on
         log.debug("closed %s", self.path)
 
+    def abandon(self) -> None:
+        """Stop the connection thread and the watcher and close the inline connections, without awaiting.
+
+        For a backend whose queue was dropped unclosed (``Backend.abandon``):
+        queued jobs still run first, nothing is checkpointed (the WAL is
+        replayed by the next connection). A later call connects again.
+        """
+        with self._lock:
+            db, self._db = self._db, None
+            watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.stop(wait=False)
+        if self._inline is not None:
+            self._inline.close_all()
+        if db is not None:
+            db.stop()
+        log.debug("let go of %s (its queue was dropped unclosed)", self.path)
+
     # ------------------------------------------------------------ plumbing
 
     async def _run(self, operation: str, fn: Callable[[sqlite3.Connection], T]) -> T:

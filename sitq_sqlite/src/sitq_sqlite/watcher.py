@@ -176,12 +176,13 @@ class Watcher:
         """False once the thread ended (it stopped, went idle, or could not open the file)."""
         return self._thread.is_alive()
 
-    def stop(self) -> None:
+    def stop(self, *, wait: bool = True) -> None:
+        """End the thread (waiting up to a second for it, when ``wait``)."""
         self._stop.set()
         changes = self._changes
         if changes is not None:
             changes.interrupt()
-        if threading.current_thread() is not self._thread:
+        if wait and threading.current_thread() is not self._thread:
             self._thread.join(1.0)
 
     def _main(self) -> None:
