@@ -323,6 +323,16 @@ async def test_an_enqueue_survives_two_lost_connections_in_a_row(pg_dsn: str, pg
         assert backend.losses == 0 and [t.id for t in await backend.list_tasks()] == [first.id]
 
 
+def _refused(operation: str) -> ConnectionError:
+    """What a call gets while the server refuses connections (nothing was sent)."""
+    return ConnectionError(
+        f"PostgreSQL {operation} failed: the server is out of reach",
+        operation=operation,
+        backend_type="postgres",
+        cause=ConnectionRefusedError(111, "Connection refused"),
+    )
+
+
 class LostThenOutOfReach(CutAfterCommit):
     """The first enqueue commits and loses its answer; then the server is out of reach for ``outage`` calls."""
 
@@ -331,12 +341,7 @@ class LostThenOutOfReach(CutAfterCommit):
     async def _call(self, operation: str, body: Any, *, transaction: bool = True) -> Any:
         if operation == "enqueue" and not self.cut and self.outage:
             self.outage -= 1
-            raise ConnectionError(
-                "PostgreSQL enqueue failed: the server is out of reach",
-                operation=operation,
-                backend_type="postgres",
-                cause=ConnectionRefusedError(111, "Connection refused"),
-            )
+            raise _refused(operation)
         return await super()._call(operation, body, transaction=transaction)
 
 
@@ -354,12 +359,7 @@ class OutOfReach(PostgresBackend):
 
     async def _call(self, operation: str, body: Any, *, transaction: bool = True) -> Any:
         if operation == "enqueue":
-            raise ConnectionError(
-                "PostgreSQL enqueue failed: the server is out of reach",
-                operation=operation,
-                backend_type="postgres",
-                cause=ConnectionRefusedError(111, "Connection refused"),
-            )
+            raise _refused(operation)
         return await super()._call(operation, body, transaction=transaction)
 
 

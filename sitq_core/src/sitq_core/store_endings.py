@@ -10,12 +10,20 @@ reserved, and metrics plugins count every final failure.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
+from .errors import SitqError
 from .models import Task, TaskStatus
 from .plugins import get_plugin_manager
 
-__all__ = ["report", "wanted"]
+if TYPE_CHECKING:
+    from .backend import Backend
+
+__all__ = ["report", "report_ids", "wanted"]
+
+log = logging.getLogger("sitq.plugins")
 
 
 def wanted() -> bool:
@@ -32,3 +40,15 @@ def report(tasks: Iterable[Task]) -> None:
             manager.notify("sitq_task_failed", task=task, error=task.error or "failed", will_retry=False)
         elif task.status == TaskStatus.CANCELLED:
             manager.notify("sitq_task_cancelled", task=task, duration=0.0)
+
+
+async def report_ids(backend: Backend, task_ids: list[str]) -> None:
+    """:func:`report` for tasks known by id, read from ``backend`` first (only when an observer listens)."""
+    if not task_ids or not wanted():
+        return
+    try:
+        tasks = [task for task in [await backend.get_task(task_id) for task_id in task_ids] if task is not None]
+    except SitqError:
+        log.warning("could not read the tasks a reserve ended, to tell observers", exc_info=True)
+        return
+    report(tasks)

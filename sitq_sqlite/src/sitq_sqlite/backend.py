@@ -931,14 +931,7 @@ class SQLiteBackend(Backend):
 
     async def _report_store_endings(self, task_ids: list[str]) -> None:
         """Tell lifecycle observers of tasks a reserve ended itself (no worker reports those)."""
-        if not task_ids or not store_endings.wanted():
-            return
-        try:
-            tasks = [task for task in [await self.get_task(task_id) for task_id in task_ids] if task is not None]
-        except SitqError:
-            log.warning("could not read the tasks a reserve ended, to tell observers", exc_info=True)
-            return
-        store_endings.report(tasks)
+        await store_endings.report_ids(self, task_ids)
 
     async def heartbeat(self, leases: Sequence[tuple[str, str]], lease_seconds: float) -> dict[str, LeaseState]:
         lease_us = _lease_us(lease_seconds)
