@@ -41,3 +41,28 @@ async def test_sqlite_refusing_a_value_as_too_big_is_a_validation_error_naming_w
     assert isinstance(error, ValidationError) and error.parameter == "tasks"
     error = backend._failed("finish_and_reserve", sqlite3.DataError("string or blob too big"))
     assert isinstance(error, ValidationError) and error.parameter == "outcomes"
+
+
+@pytest.mark.asyncio
+async def test_the_last_report_as_the_loop_ends_fails_a_refused_outcome_and_keeps_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At teardown one refused outcome failed the whole finish_many: every finished task there ran again."""
+    from sitq_core.models import Outcome, Task, new_id
+    from sitq_core.worker import _Running
+
+    monkeypatch.setattr(sitq_sqlite.backend, "_ROW_LIMIT", 50_000)
+    backend = SQLiteBackend(tmp_path / "last.db")
+    async with backend:
+        await backend.enqueue_many([Task(id=new_id(), payload=b"x") for _ in range(2)])
+        big, small = await backend.reserve(worker_id="w", limit=2, lease_seconds=30)
+        live = [
+            (_Running(big), Outcome(big.id, big.lease_token, "success", value=b"v" * 100_000), {}),
+            (_Running(small), Outcome(small.id, small.lease_token, "success", value=b"ok"), {}),
+        ]
+        reported, accepted = await Worker(backend)._final_finish(live)
+        assert accepted == [True, True] and [item[1].kind for item in reported] == ["failed", "success"]
+        big_result, small_result = await backend.get_result(big.id), await backend.get_result(small.id)
+        assert big_result is not None and big_result.status == "failed"
+        assert "could not be stored" in (big_result.error or "")
+        assert small_result is not None and small_result.status == "success" and small_result.value == b"ok"

@@ -711,7 +711,7 @@ class Worker:
             try:
                 async with asyncio.timeout(_FINAL_REPORT_TIMEOUT):
                     if live:
-                        accepted = await self.backend.finish_many([outcome for _r, outcome, _e in live])
+                        live, accepted = await self._final_finish(live)
                         self._finished(finished, live, accepted)
                     await self._release(stranded, "running")
             except Exception:
@@ -896,6 +896,13 @@ class Worker:
         running, outcome, extra = batch[0]
         if extra.get("refused"):
             return False
+        self._outcomes.appendleft(self._failed_instead(running, outcome, extra, exc))
+        return True
+
+    def _failed_instead(
+        self, running: _Running, outcome: Outcome, extra: dict[str, Any], exc: ValidationError
+    ) -> tuple[_Running, Outcome, dict[str, Any]]:
+        """The failed outcome reported for one the store refused as bad input (see ``_refused_outcomes``)."""
         logger.error(
             "worker %s: the store refused the outcome of task %s; reporting it failed instead: %s",
             self.worker_id,
@@ -910,8 +917,33 @@ class Worker:
             started_at=outcome.started_at,
             finished_at=outcome.finished_at,
         )
-        self._outcomes.appendleft((running, failed, {**extra, "error": exc, "refused": True}))
-        return True
+        return running, failed, {**extra, "error": exc, "refused": True}
+
+    async def _final_finish(
+        self, live: list[tuple[_Running, Outcome, dict[str, Any]]]
+    ) -> tuple[list[tuple[_Running, Outcome, dict[str, Any]]], list[bool]]:
+        """``finish_many`` of the last outcomes as the loop ends; one the store refuses is reported failed.
+
+        Returns what was reported (a refused outcome replaced) and the answers.
+        """
+        try:
+            return live, await self.backend.finish_many([outcome for _r, outcome, _e in live])
+        except ValidationError as exc:
+            if getattr(exc, "parameter", None) != "outcomes":
+                raise
+        reported: list[tuple[_Running, Outcome, dict[str, Any]]] = []
+        accepted: list[bool] = []
+        for item in live:  # one at a time, so a refused one cannot take the others down
+            try:
+                answer = await self.backend.finish_many([item[1]])
+            except ValidationError as exc:
+                if getattr(exc, "parameter", None) != "outcomes":
+                    raise
+                item = self._failed_instead(*item, exc)
+                answer = await self.backend.finish_many([item[1]])
+            reported.append(item)
+            accepted += answer
+        return reported, accepted
 
     def _log_failing_store(self, failures: int, failing_since: float, delay: float, what: str = "backend call") -> None:
         """A failed backend call: its traceback the first time, then one line at most every ``_FAILING_LOG_EVERY``.
