@@ -260,12 +260,15 @@ async def test_exception_type_can_opt_out_of_retries(queue: TaskQueue) -> None:
 async def test_async_timeout_cancels_the_task(queue: TaskQueue) -> None:
     result = await run_one_with(queue.with_options(timeout=0.1), queue, tasks.sleepy, 30)
     assert result.status == "failed" and "timed out after 0.1 s" in (result.error or "")
+    # the traceback's last line says so too (it was a bare "TimeoutError" from inside asyncio)
+    assert result.traceback.splitlines()[-1] == "TimeoutError: task timed out after 0.1 s"
 
 
 @pytest.mark.asyncio
 async def test_sync_timeout_is_reported(queue: TaskQueue) -> None:
     result = await run_one_with(queue.with_options(timeout=0.1), queue, tasks.sync_sleepy, 0.5)
     assert result.status == "failed" and "timed out" in (result.error or "")
+    assert result.traceback.splitlines()[-1] == "TimeoutError: task timed out after 0.1 s"
 
 
 async def run_one_with(view: Any, queue: TaskQueue, func: Any, *args: Any) -> Any:

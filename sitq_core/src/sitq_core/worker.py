@@ -1642,7 +1642,9 @@ class Worker:
                 error.__cause__ = exc
             else:
                 message = _describe(exc)
-            outcome = self._failure(running, message, _format(exc), retry=_should_retry(exc))
+            # the traceback ends with the deadline ("TimeoutError: task timed out after 2 s"), not a bare
+            # TimeoutError from inside asyncio: its last line is what people print
+            outcome = self._failure(running, message, _format(error), retry=_should_retry(exc))
             extra = {"error": error, "duration": elapsed}
         except BaseException as exc:  # any other exception is the task's own (KeyboardInterrupt included)
             error = _task_error(exc)
