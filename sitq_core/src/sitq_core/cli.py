@@ -57,7 +57,12 @@ def _backend_arg(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sitq", description="sitq task queue")
     parser.add_argument("--version", action="store_true", help="print versions of sitq and its plugins")
-    parser.add_argument("--log-level", default=os.environ.get("SITQ_LOG_LEVEL", "WARNING"))
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("SITQ_LOG_LEVEL", "WARNING"),
+        help="DEBUG, INFO, WARNING or ERROR; before the command (sitq --log-level INFO worker ...); "
+        "default: $SITQ_LOG_LEVEL, else WARNING",
+    )
     sub = parser.add_subparsers(dest="command")
 
     plugins = sub.add_parser("plugins", help="list installed plugins and their status")
@@ -109,7 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds running tasks may take after a signal (default: %(default)s)",
     )
     worker.add_argument(
-        "--import", "-i", dest="imports", action="append", default=[], help="module to import first (tasks)"
+        "--import",
+        "-i",
+        dest="imports",
+        action="append",
+        default=[],
+        help="module holding task functions, imported at start (repeatable; a module name, as for python -m)",
     )
 
     stats = sub.add_parser("stats", help="show task counts per status")
