@@ -24,7 +24,7 @@ from .holders import holders
 from .models import Result, Task, new_id, new_ids
 from .options import TaskOptions, normalize_eta, validate_timeout
 from .plugins import get_plugin_manager
-from .serializers import Serializer, function_path
+from .serializers import PAYLOAD_ERRORS, Serializer, function_path
 from .task import TaskFunction, is_task_function, task
 
 P = ParamSpec("P")
@@ -563,9 +563,16 @@ class TaskQueue(_Producer):
         serializer = self._serializer_named(result.serializer)
         try:
             return serializer.loads(result.value)
+        except SerializationError as exc:  # say whose result it is
+            raise SerializationError(
+                f"cannot read the result of task {result.task_id}: {exc.message}",
+                operation="loads",
+                data_type=type(result.value).__name__,
+                cause=exc.__cause__ or exc,
+            ) from exc
         except SitqError:
             raise
-        except Exception as exc:  # a plugin serializer's own error: keep the documented type
+        except PAYLOAD_ERRORS as exc:  # a plugin serializer's own error: keep the documented type
             raise SerializationError(
                 f"serializer {serializer.name!r} cannot deserialise the result of task {result.task_id}: "
                 f"{type(exc).__name__}: {exc}",

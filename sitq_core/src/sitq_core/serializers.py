@@ -9,6 +9,7 @@ function travels as its import path ``module:qualname``).
 from __future__ import annotations
 
 import abc
+import asyncio
 import contextlib
 import importlib
 import inspect
@@ -23,6 +24,7 @@ from .errors import SerializationError, ValidationError
 from .task import is_importable_task, is_task_function
 
 __all__ = [
+    "PAYLOAD_ERRORS",
     "CallSpec",
     "CloudpickleSerializer",
     "MsgpackSerializer",
@@ -31,6 +33,12 @@ __all__ = [
 ]
 
 CallSpec = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+
+
+#: What loading a payload may raise because of the payload itself: unpickling runs code chosen by its
+#: writer, which may raise anything (GeneratorExit, CancelledError and SystemExit included), none of
+#: which may escape as if it were the reader's own (KeyboardInterrupt stays the user's Ctrl-C).
+PAYLOAD_ERRORS: tuple[type[BaseException], ...] = (Exception, SystemExit, GeneratorExit, asyncio.CancelledError)
 
 
 def function_path(func: Callable[..., Any]) -> str:
@@ -168,7 +176,7 @@ class CloudpickleSerializer(Serializer):
             )
         try:
             return pickle.loads(data)
-        except Exception as exc:
+        except PAYLOAD_ERRORS as exc:  # what a payload's own code may raise as it loads
             raise SerializationError(
                 f"cannot deserialise cloudpickle payload: {type(exc).__name__}: {exc}",
                 operation="loads",

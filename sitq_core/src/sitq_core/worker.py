@@ -1418,7 +1418,9 @@ class Worker:
         task = running.reserved.task
         try:
             running.call = self._serializer_for(task.serializer).loads_call(task.payload)
-        except (Exception, SystemExit) as exc:  # SystemExit from a module's import (argparse, a missing setting)
+        except BaseException as exc:  # the payload's own code ran: anything it raises is this task's failure
+            # (SystemExit from a module's import, GeneratorExit or CancelledError from a __reduce__ ...); one
+            # escaping here froze the worker with the task held, or ended the process, task after task
             running.started_at = self.backend.now()
             message = f"cannot load task {task.function_name or task.id}: {exc}"
             cause = exc.__cause__ if isinstance(exc.__cause__, ImportError) else exc
