@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -348,3 +349,27 @@ async def test_a_serializer_returning_text_is_a_serialization_error_naming_it() 
         with pytest.raises(SerializationError, match=r"serializer 'textjson' returned str, not bytes"):
             await queue.enqueue(add, 1, 2)
         assert (await queue.counts())["queued"] == 0
+
+
+@pytest.mark.parametrize(
+    ("make", "says"),
+    [
+        (lambda m: m.dumps(2**64), "an int outside the 64-bit range msgpack carries"),
+        (lambda m: m.dumps([1, -(2**63) - 1]), "a list holding an int outside the 64-bit range"),
+        (lambda m: m.dumps_call("abc".upper, (), {}), "is a method (of a str), not a module-level function"),
+        (lambda m: m.dumps_call(Point, (1,), {}), "is a class, not a module-level function"),
+    ],
+    ids=["big-int", "big-int-inside", "builtin-method", "class"],
+)
+def test_msgpack_refusals_say_what_the_value_is(make: Any, says: str) -> None:
+    """They said 'cannot serialise a int ... use ... int', 'is a ABCMeta', and ?:str.upper 'cannot be imported'."""
+    with pytest.raises(SerializationError, match=re.escape(says)):
+        make(MsgpackSerializer())
+
+
+def test_msgpack_names_deep_nesting_not_an_unsupported_value() -> None:
+    nested: list[Any] = []
+    for _ in range(2000):
+        nested = [nested]
+    with pytest.raises(SerializationError, match="nested too deeply"):
+        MsgpackSerializer().dumps(nested)

@@ -218,8 +218,8 @@ class MsgpackSerializer(Serializer):
             return self._packed_and_loadable(obj)
         except (TypeError, ValueError, OverflowError) as exc:
             raise SerializationError(
-                f"msgpack cannot serialise {_describe_unpackable(obj)}: {exc}; "
-                "use msgpack types (None, bool, int, float, str, bytes, list, dict) "
+                f"msgpack cannot serialise {_describe_unpackable(obj, exc)}: {exc}; "
+                "use msgpack types (None, bool, int within 64 bits, float, str, bytes, list, dict) "
                 "or the cloudpickle serializer",
                 operation="dumps",
                 data_type=type(obj).__name__,
@@ -304,9 +304,10 @@ class MsgpackSerializer(Serializer):
     def _importable_path(func: Callable[..., Any]) -> str:
         path = function_path(func)
         qualname = getattr(func, "__qualname__", "")
-        if not (inspect.isfunction(func) or inspect.isbuiltin(func) or is_task_function(func)):
+        bound_builtin = inspect.isbuiltin(func) and not inspect.ismodule(getattr(func, "__self__", None))
+        if bound_builtin or not (inspect.isfunction(func) or inspect.isbuiltin(func) or is_task_function(func)):
             raise SerializationError(
-                f"msgpack sends functions by import path; {path} is a {type(func).__name__}, "
+                f"msgpack sends functions by import path; {path} is {_kind_of(func)}, "
                 "not a module-level function (use the cloudpickle serializer)",
                 operation="dumps_call",
                 data_type=type(func).__name__,
@@ -458,7 +459,30 @@ def _allowed_paths(allowed_tasks: Any) -> Iterator[str]:
             )
 
 
-def _describe_unpackable(obj: Any) -> str:
+def _describe_unpackable(obj: Any, exc: BaseException | None = None) -> str:
+    if isinstance(exc, OverflowError) or (type(obj) is int and isinstance(exc, ValueError | OverflowError)):
+        return (
+            "an int outside the 64-bit range msgpack carries"
+            if type(obj) is int
+            else (f"{_a(type(obj).__name__)} holding an int outside the 64-bit range msgpack carries")
+        )
+    if exc is not None and "recursion" in str(exc).lower():
+        return f"{_a(type(obj).__name__)} nested too deeply (or holding itself)"
     if isinstance(obj, (list, tuple)):
-        return f"a {type(obj).__name__} holding a value msgpack does not support"
-    return f"a {type(obj).__name__}"
+        return f"{_a(type(obj).__name__)} holding a value msgpack does not support"
+    return _a(type(obj).__name__)
+
+
+def _a(noun: str) -> str:
+    """``noun`` with its indefinite article."""
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
+
+
+def _kind_of(func: Any) -> str:
+    """What a callable that is not a module-level function is, for a refusal: a class, a method, ..."""
+    if inspect.isclass(func):
+        return "a class"
+    if inspect.ismethod(func) or (inspect.isbuiltin(func) and not inspect.ismodule(getattr(func, "__self__", None))):
+        owner = getattr(func, "__self__", None)
+        return f"a method (of {_a(type(owner).__name__)})" if owner is not None else "a method"
+    return _a(type(func).__name__)
