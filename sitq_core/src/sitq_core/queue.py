@@ -269,11 +269,13 @@ class _Producer:
             raise
         except Exception as exc:  # a plugin's own error: the type enqueue documents
             raise self._enqueue_failed(exc) from exc
-        queue = self._queue if isinstance(self, TaskQueueView) else self
-        if isinstance(queue, TaskQueue):
-            queue._open_state.open = True
+        self._owner()._open_state.open = True
         _connected.add(backend)
         return True
+
+    def _owner(self) -> TaskQueue:
+        """The TaskQueue behind this producer: itself, or a view's queue."""
+        raise NotImplementedError
 
     async def _stamped(self, build: Callable[[], Task]) -> Task:
         """``build()`` (bad input is refused before any connect), built again if the backend connected just now."""
@@ -379,6 +381,9 @@ class TaskQueueView(_Producer):
         self._serializer = queue.serializer
         self._options = options
 
+    def _owner(self) -> TaskQueue:
+        return self._queue
+
     def with_options(self, **options: Any) -> TaskQueueView:
         """A further view with more options changed; ``None`` leaves an option as it is (as on the queue)."""
         if "eta" in options:
@@ -428,6 +433,9 @@ class TaskQueue(_Producer):
         state["_holds_backend"] = False  # a copy (or an unpickled queue) holds nothing until it connects
         state["_open_state"] = _OpenState()
         return state
+
+    def _owner(self) -> TaskQueue:
+        return self
 
     def _hold(self) -> None:
         if not self._holds_backend:
