@@ -305,6 +305,28 @@ def test_an_empty_queue_name_is_refused_not_read_as_every_queue(db: Path, queues
     assert "--queues must be comma-separated non-empty queue names" in done.stderr
 
 
+@pytest.mark.asyncio
+async def test_queue_takes_a_name_as_written_so_names_with_commas_or_spaces_are_servable(
+    db: Path, workers: Workers
+) -> None:
+    async with TaskQueue(SQLiteBackend(db)) as queue:
+        odd = await queue.with_options(queue_name="mail,eu").enqueue(tasks.add, 1, 2)
+        spaced = await queue.with_options(queue_name=" reports ").enqueue(tasks.add, 3, 4)
+        other = await queue.with_options(queue_name="mail").enqueue(tasks.add, 5, 6)
+        workers.start("--queue", "mail,eu", "--queue", " reports ")
+        for task_id, value in ((odd, 3), (spaced, 7)):
+            done = await queue.get_result(task_id, timeout=30)
+            assert done is not None and queue.deserialize_result(done) == value
+        assert await queue.get_result(other, timeout=0) is None  # "mail" was not named
+
+
+def test_an_empty_queue_option_is_refused(db: Path) -> None:
+    command = [sys.executable, "-m", "sitq", "worker", "-b", f"sqlite:///{db}", "--queue", ""]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2, done.stderr
+    assert "--queue must be a non-empty queue name" in done.stderr
+
+
 BREAK_THE_WORKER = '''
 """Imported with -i: makes the worker's exchange loop fail after the first finished task (a stand-in bug)."""
 from sitq_core import worker

@@ -83,6 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="comma-separated queue names; tasks enqueued without one are in 'default' (default: all)",
     )
+    worker.add_argument(
+        "--queue",
+        dest="queue_list",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="one queue name taken as written, for names with commas or spaces (repeatable; adds to --queues)",
+    )
     worker.add_argument("--serializer", "-s", default=None, help="accept only tasks of this serializer")
     worker.add_argument(
         "--allow-task",
@@ -343,7 +351,7 @@ def _run_worker(args: argparse.Namespace) -> int:
                 hint = f" (--import takes a module name, as for python -m: --import {dotted})"
             sys.stderr.write(f"sitq: error: --import {module}: cannot import it: {type(exc).__name__}: {exc}{hint}\n")
             return 2
-    queues = None
+    queues: list[str] | None = None
     if args.queues is not None:  # given, even empty: an unset variable must not mean "every queue"
         queues = [name.strip() for name in args.queues.split(",")]
         if not all(queues):
@@ -351,6 +359,11 @@ def _run_worker(args: argparse.Namespace) -> int:
                 f"sitq: error: --queues must be comma-separated non-empty queue names, got {args.queues!r}\n"
             )
             return 2
+    if args.queue_list is not None:  # verbatim: a queue whose name holds a comma or spaces is servable too
+        if not all(args.queue_list):
+            sys.stderr.write("sitq: error: --queue must be a non-empty queue name, got ''\n")
+            return 2
+        queues = [*(queues or []), *args.queue_list]
     backend = resolve_backend(args.backend)
     if _private_to_this_process(backend):
         sys.stderr.write(f"sitq: error: {_private_store_text(backend, args.backend)}\n")
