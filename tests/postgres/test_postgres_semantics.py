@@ -816,3 +816,19 @@ async def test_a_queue_dropped_unclosed_gives_its_server_connections_back(pg_dsn
 
 async def sessions_below(count: Any, limit: int) -> bool:
     return bool(await count() < limit)
+
+
+@pytest.mark.asyncio
+async def test_a_call_too_big_for_a_field_names_args_and_stores_nothing(
+    pg_dsn: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pg_backend, "_FIELD_LIMIT", 50_000)  # as if 1 GiB: the same path, a small value
+    async with TaskQueue(PostgresBackend(pg_dsn, schema=pg_schema)) as queue:
+        with pytest.raises(ValidationError) as caught:
+            await queue.enqueue(len, b"x" * 100_000)
+        assert caught.value.parameter == "args"
+        assert "more than a PostgreSQL database can store in one row" in str(caught.value)
+        with pytest.raises(ValidationError) as many:
+            await queue.enqueue_many([(len, ("small",)), (len, (b"x" * 100_000,))])
+        assert many.value.parameter == "calls"
+        assert (await queue.counts())["queued"] == 0

@@ -74,6 +74,23 @@ def test_bad_path(bad: object) -> None:
     assert info.value.value is bad and info.value.context["value"] is bad, "the error names the value given"
 
 
+class _IntPath(os.PathLike[str]):
+    def __fspath__(self) -> str:
+        return 5  # type: ignore[return-value]
+
+
+class _BytesPath(os.PathLike[bytes]):
+    def __fspath__(self) -> bytes:
+        return b"tasks.db"
+
+
+@pytest.mark.parametrize("bad", [_IntPath(), _BytesPath()], ids=["fspath-int", "fspath-bytes"])
+def test_a_path_like_giving_no_text_path_is_a_validation_error(bad: object) -> None:
+    with pytest.raises(ValidationError) as info:
+        SQLiteBackend(bad)  # type: ignore[arg-type]
+    assert info.value.parameter == "path" and info.value.value is bad
+
+
 @pytest.mark.asyncio
 async def test_a_folder_given_as_the_database_path_is_named_as_a_folder(tmp_path: Path) -> None:
     backend = SQLiteBackend(tmp_path)
@@ -472,3 +489,15 @@ async def test_a_swollen_wal_shrinks_back_while_the_file_stays_open(
 
 def _size(path: Path) -> int:
     return os.path.getsize(path)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("status", ["bogus", 5])
+async def test_an_unknown_status_filter_lists_the_valid_ones_and_keeps_the_value_given(
+    tmp_path: Path, status: object
+) -> None:
+    async with SQLiteBackend(tmp_path / "status.db") as backend:
+        with pytest.raises(ValidationError) as info:
+            await backend.list_tasks(status=status)  # type: ignore[arg-type]
+    assert info.value.parameter == "status" and info.value.value == status and type(info.value.value) is type(status)
+    assert info.value.valid_options == ["queued", "running", "success", "failed", "cancelled"]

@@ -66,3 +66,39 @@ async def test_the_last_report_as_the_loop_ends_fails_a_refused_outcome_and_keep
         assert big_result is not None and big_result.status == "failed"
         assert "could not be stored" in (big_result.error or "")
         assert small_result is not None and small_result.status == "success" and small_result.value == b"ok"
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("how", ["enqueue", "enqueue_call", "enqueue_many", "enqueue_many_of_one"])
+async def test_a_call_too_big_for_the_store_names_the_argument_the_caller_passed_and_stores_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    monkeypatch.setattr(sitq_sqlite.backend, "_ROW_LIMIT", 50_000)  # as if 1 GB: the same path, a small value
+    async with TaskQueue(SQLiteBackend(tmp_path / "big.db")) as queue:
+        kept = await queue.enqueue(len, "abc")
+        big = b"x" * 100_000
+        with pytest.raises(ValidationError) as caught:
+            if how == "enqueue":
+                await queue.enqueue(len, big)
+            elif how == "enqueue_call":
+                await queue.enqueue_call(len, (big,))
+            elif how == "enqueue_many":
+                await queue.enqueue_many([(len, ("small",)), (len, (big,))])
+            else:
+                await queue.enqueue_many([(len, (big,))])
+        error = caught.value
+        assert error.parameter == ("calls" if how.startswith("enqueue_many") else "args"), error
+        assert "builtins:len" in str(error) and "more than a SQLite database can store in one row" in str(error)
+        assert "nothing was stored" in str(error) and isinstance(error.cause, ValidationError)
+        assert await queue.counts() == {"queued": 1, "running": 0, "success": 0, "failed": 0, "cancelled": 0}
+        assert (await queue.get_task(kept)) is not None
+
+
+def test_a_sync_enqueue_too_big_for_the_store_names_args(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sitq import SyncTaskQueue
+
+    monkeypatch.setattr(sitq_sqlite.backend, "_ROW_LIMIT", 50_000)
+    with SyncTaskQueue(SQLiteBackend(tmp_path / "sync.db")) as queue:
+        with pytest.raises(ValidationError) as caught:
+            queue.enqueue(len, b"x" * 100_000)
+        assert caught.value.parameter == "args", caught.value

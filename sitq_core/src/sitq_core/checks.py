@@ -183,7 +183,10 @@ def status_filter(status: Any) -> str | None:
     name = str(status.value if isinstance(status, TaskStatus) else status)
     if name not in STATUSES:
         raise ValidationError(
-            f"unknown status {status!r}; expected one of: {', '.join(STATUSES)}", parameter="status", value=status
+            f"unknown status {status!r}; expected one of: {', '.join(STATUSES)}",
+            parameter="status",
+            value=status,
+            valid_options=STATUSES,
         )
     return name
 
@@ -247,6 +250,26 @@ def check_outcomes(outcomes: Any) -> list[Outcome]:
             if value is not None:
                 aware(value, "outcomes")
     return list(outcomes)
+
+
+class TooLargeToStore(ValidationError):
+    """A task whose serialised call is larger than its store holds in one row (``parameter="tasks"``).
+
+    A queue re-raises it under the name of the argument its caller passed
+    (``args`` for ``enqueue``, ``calls`` for ``enqueue_many``).
+    """
+
+
+def task_fits(task: Task, size: int, limit: int, store: str) -> None:
+    """Refuse ``task`` when its payload of ``size`` bytes is over ``limit``, before anything is written."""
+    if size > limit:
+        raise TooLargeToStore(
+            f"task {task.id} ({task.function_name}): the call serialises to {size:,} bytes (the function and its "
+            f"arguments), more than {store} can store in one row ({limit:,} bytes); nothing was stored. "
+            "Pass large data by reference (a file path, a URL) instead",
+            parameter="tasks",
+            value=task.id,
+        )
 
 
 def outcomes_fit(outcomes: Sequence[Outcome], limit: int, store: str) -> None:

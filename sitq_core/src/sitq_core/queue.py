@@ -187,9 +187,11 @@ class _Producer:
         ):
             tasks = tasks.built()  # building errors surface here, before the backend is involved
         if len(tasks) == 1:
-            return [await self._store_one(tasks[0])]
+            return [await self._store_one(tasks[0], "calls")]
         try:
             ids = await self._backend.enqueue_many(tasks)
+        except checks.TooLargeToStore as exc:
+            raise _too_large(exc, "calls") from exc
         except SitqError:
             raise
         except Exception as exc:
@@ -203,10 +205,12 @@ class _Producer:
                 manager.notify("sitq_task_enqueued", task=task)
         return ids
 
-    async def _store_one(self, task: Task) -> str:
+    async def _store_one(self, task: Task, parameter: str = "args") -> str:
         """``_store`` for one task (the hot path of ``enqueue``: no lists, no batch machinery)."""
         try:
             task_id = await self._backend.enqueue(task)
+        except checks.TooLargeToStore as exc:
+            raise _too_large(exc, parameter) from exc
         except SitqError:
             raise
         except Exception as exc:
@@ -218,6 +222,8 @@ class _Producer:
         """``_store_one`` on the calling thread through ``Backend.enqueue_blocking``; None: not stored, await it."""
         try:
             task_id = self._backend.enqueue_blocking(task)
+        except checks.TooLargeToStore as exc:
+            raise _too_large(exc, "args") from exc
         except SitqError:
             raise
         except Exception as exc:
@@ -680,6 +686,11 @@ def _dumps_call(
             )
         payload = bytes(payload)
     return payload
+
+
+def _too_large(exc: checks.TooLargeToStore, parameter: str) -> ValidationError:
+    """The store's refusal of an oversized call, named after the argument the caller passed."""
+    return ValidationError(exc.message, parameter=parameter, value=exc.value, cause=exc)
 
 
 def _check_task_id(task_id: Any) -> None:

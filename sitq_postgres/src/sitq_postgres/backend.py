@@ -591,6 +591,7 @@ class PostgresBackend(Backend):
             seen.add(task_id)
         columns: list[list[Any]] = [[] for _ in range(19)]
         for task in items:
+            checks.task_fits(task, len(task.payload), _FIELD_LIMIT, "a PostgreSQL database")
             row = (
                 task.id,
                 bytes(task.payload),
@@ -782,7 +783,7 @@ class PostgresBackend(Backend):
 
     async def finish_many(self, outcomes: Sequence[Outcome]) -> list[bool]:
         items = checks.check_outcomes(outcomes)
-        checks.outcomes_fit(items, _FIELD_LIMIT, "a PostgreSQL row")
+        checks.outcomes_fit(items, _FIELD_LIMIT, "a PostgreSQL database")
         if not items:
             return []
         return await self._call("finish", self._finish_body(items, self.now()))
@@ -798,7 +799,7 @@ class PostgresBackend(Backend):
     ) -> tuple[list[bool], list[ReservedTask]]:
         """Both in one transaction: one commit per worker cycle."""
         items = checks.check_outcomes(outcomes)
-        checks.outcomes_fit(items, _FIELD_LIMIT, "a PostgreSQL row")
+        checks.outcomes_fit(items, _FIELD_LIMIT, "a PostgreSQL database")
         worker = checks.worker_id(worker_id)
         wanted = checks.reserve_limit(limit)
         lease = timedelta(seconds=checks.lease_seconds(lease_seconds))

@@ -1167,14 +1167,7 @@ class SQLiteBackend(Backend):
         limit: int = 100,
         offset: int = 0,
     ) -> list[Task]:
-        if status is not None:
-            status = str(status.value if isinstance(status, TaskStatus) else status)
-            if status not in STATUSES:
-                raise ValidationError(
-                    f"unknown status {status!r}; expected one of: {', '.join(STATUSES)}",
-                    parameter="status",
-                    value=status,
-                )
+        status = checks.status_filter(status)
         if queue is not None and not isinstance(queue, str):
             raise ValidationError("queue must be a string or None", parameter="queue", value=queue)
         limit, offset = checks.page(limit, offset)
@@ -1694,6 +1687,8 @@ def _task_row(task: Any, times: dict[int, tuple[datetime, int]] | None = None) -
                 parameter="tasks",
             )
         payload = bytes(payload)
+    if len(payload) > _ROW_LIMIT:
+        checks.task_fits(task, len(payload), _ROW_LIMIT, "a SQLite database")
     if not (  # the common case in one expression; the loop below names the offending field
         type(task.priority) is int
         and type(task.max_retries) is int
@@ -1762,7 +1757,12 @@ def _validate_path(path: Any) -> str:
             parameter="path",
             value=path,
         )
-    text = os.fspath(path)
+    try:
+        text = os.fspath(path)
+    except TypeError as exc:  # an os.PathLike whose __fspath__ gives neither str nor bytes
+        raise ValidationError(
+            f"path must be a str, an os.PathLike giving a str, or ':memory:'; {exc}", parameter="path", value=path
+        ) from exc
     if not isinstance(text, str):
         raise ValidationError("path must be a text path, not bytes", parameter="path", value=path)
     if not text.strip():
