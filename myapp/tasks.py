@@ -1,1 +1,2 @@
-def f(): return 1
+def f():
+    return 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import threading
 from collections.abc import AsyncIterator
@@ -18,6 +19,7 @@ from sitq import (
     SerializationError,
     SQLiteBackend,
     TaskQueue,
+    TaskQueueError,
     ValidationError,
     Worker,
 )
@@ -474,3 +476,68 @@ async def test_none_leaves_an_option_unchanged_on_a_view_as_on_the_queue(queue: 
     assert (view.options.priority, view.options.timeout, view.options.queue_name) == (4, 10, "default")
     stored = await queue.get_task(await view.enqueue(tasks.add, 1, 2))
     assert stored is not None and (stored.priority, stored.timeout) == (4, 10)
+
+
+@pytest.mark.asyncio
+async def test_close_ends_a_get_result_still_waiting_with_task_queue_error(tmp_path: Path) -> None:
+    """A waiter used to outlive close(): it went on polling and reopened the store nobody would close."""
+    queue = TaskQueue(f"sqlite:///{tmp_path / 'wait.db'}")
+    await queue.connect()
+    task_id = await queue.with_options(delay=3600).enqueue(tasks.add, 1, 2)  # never due: the waiter just waits
+    forever = asyncio.ensure_future(queue.get_result(task_id))
+    bounded = asyncio.ensure_future(queue.get_result(task_id, timeout=3600))
+    await asyncio.sleep(0.05)  # both are inside get_result (a wait on notifications, not a timed poll)
+    assert not forever.done() and not bounded.done()
+    await queue.close()
+    for waiter in (forever, bounded):
+        assert waiter.done(), "close() returns once the waiters on its loop have left get_result"
+        error = waiter.exception()
+        assert isinstance(error, TaskQueueError) and error.task_id == task_id, error
+        assert "the queue was closed while it waited" in str(error)
+    await asyncio.sleep(0.05)
+    assert queue.backend._db is None, "nothing reopened the store after close()"  # type: ignore[attr-defined]
+
+
+@pytest.mark.asyncio
+async def test_a_callers_own_cancel_of_get_result_stays_a_cancel(queue: TaskQueue) -> None:
+    task_id = await queue.with_options(delay=3600).enqueue(tasks.add, 1, 2)
+    waiter = asyncio.ensure_future(queue.get_result(task_id))
+    await asyncio.sleep(0.05)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+
+
+@pytest.mark.asyncio
+async def test_closing_a_copy_leaves_the_originals_waiter_alone(queue: TaskQueue) -> None:
+    import copy
+
+    task_id = await queue.with_options(delay=3600).enqueue(tasks.add, 1, 2)
+    waiter = asyncio.ensure_future(queue.get_result(task_id, timeout=0.3))
+    await asyncio.sleep(0.05)
+    await copy.copy(queue).close()
+    assert await waiter is None, "the original's wait runs to its own timeout"
+
+
+@pytest.mark.asyncio
+async def test_close_ends_a_waiter_on_another_threads_loop(tmp_path: Path) -> None:
+    queue = TaskQueue(SQLiteBackend(tmp_path / "threads.db"))
+    await queue.connect()
+    task_id = await queue.with_options(delay=3600).enqueue(tasks.add, 1, 2)
+    entered, outcome = threading.Event(), []
+
+    async def wait_there() -> None:
+        waiting = asyncio.ensure_future(queue.get_result(task_id, timeout=30))
+        await asyncio.sleep(0.05)
+        entered.set()
+        try:
+            await waiting
+        except TaskQueueError as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=asyncio.run, args=(wait_there(),))
+    thread.start()
+    assert await asyncio.to_thread(entered.wait, 10)
+    await queue.close()
+    await asyncio.to_thread(thread.join, 10)
+    assert not thread.is_alive() and len(outcome) == 1 and outcome[0].task_id == task_id, outcome

@@ -123,8 +123,15 @@ async def test_a_dropped_sync_queue_lets_go_of_a_backend_it_was_given(tmp_path: 
 
 
 @pytest.mark.asyncio
-async def test_queues_made_per_request_and_dropped_unclosed_warn_and_do_not_leak(tmp_path: Path) -> None:
-    """Each TaskQueue(url) dropped without close() kept a thread and 4 file descriptors for good, silently."""
+@pytest.mark.parametrize("connect_first", [False, True], ids=["auto-connect", "connect()"])
+async def test_queues_made_per_request_and_dropped_unclosed_warn_and_do_not_leak(
+    tmp_path: Path, connect_first: bool
+) -> None:
+    """Each TaskQueue(url) dropped without close() kept a thread and 4 file descriptors for good, silently.
+
+    A queue that called connect() counted itself among the backend's holders, so its finalizer saw the
+    backend still held (by itself) and let it leak, without a warning.
+    """
     import gc
     import os
     import threading
@@ -134,6 +141,8 @@ async def test_queues_made_per_request_and_dropped_unclosed_warn_and_do_not_leak
 
     async def handle_request(i: int) -> str:
         queue = TaskQueue(url)
+        if connect_first:
+            await queue.connect()
         return await queue.enqueue(len, "x" * i)  # and the queue is forgotten
 
     async with TaskQueue(url) as keeper:  # the file stays open in this process throughout

@@ -19,13 +19,14 @@ from . import checks
 from .backend import Backend, Capability
 from .batch import TaskBatch
 from .config import BackendSpec, SerializerSpec, resolve_backend, resolve_serializer, split_config
-from .errors import BackendError, SerializationError, SitqError, ValidationError
+from .errors import BackendError, SerializationError, SitqError, TaskQueueError, ValidationError
 from .holders import holders
 from .models import Result, Task, new_id, new_ids
 from .options import TaskOptions, normalize_eta, validate_timeout
 from .plugins import get_plugin_manager
 from .serializers import PAYLOAD_ERRORS, Serializer, function_path
 from .task import TaskFunction, is_task_function, task
+from .waiters import ResultWaiters
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -91,12 +92,13 @@ _connected: weakref.WeakSet[Any] = weakref.WeakSet()  # backends a queue has con
 
 
 class _OpenState:
-    """Whether a queue connected its backend and has not closed it (read by its finalizer)."""
+    """Whether a queue connected its backend and has not closed it, and holds it (read by its finalizer)."""
 
-    __slots__ = ("open",)
+    __slots__ = ("held", "open")
 
     def __init__(self) -> None:
         self.open = False
+        self.held = False  # counted in holders (connect() or async with): the finalizer lets go for it
 
 
 def _dropped_unclosed(backend: Backend, state: _OpenState) -> None:
@@ -107,7 +109,9 @@ def _dropped_unclosed(backend: Backend, state: _OpenState) -> None:
     life of the process. This may run inside the garbage collector, on any
     thread and holding any lock: the backend lets go on a thread of its own.
     """
-    if not state.open or holders.count(backend):
+    held, state.held = state.held, False
+    others = holders.let_go(backend, held)  # a queue that called connect() counted itself: not any more
+    if not state.open or others:
         return  # never connected, closed properly, or still held by another queue or a worker
     state.open = False
     warnings.warn(
@@ -430,6 +434,7 @@ class TaskQueue(_Producer):
         self._holds_backend = False  # counted in holders: connect() (or async with) ran and close() has not
         # a backend this queue made (from a URL or config) is let go if the queue is dropped unclosed
         self._open_state = _OpenState()
+        self._waiters = ResultWaiters()  # get_result calls that close() ends
         if not isinstance(backend, Backend):
             finalizer = weakref.finalize(self, _dropped_unclosed, self._backend, self._open_state)
             finalizer.atexit = False  # a queue that lives as long as the program is not a leak
@@ -438,6 +443,7 @@ class TaskQueue(_Producer):
         state = self.__dict__.copy()
         state["_holds_backend"] = False  # a copy (or an unpickled queue) holds nothing until it connects
         state["_open_state"] = _OpenState()
+        state["_waiters"] = ResultWaiters()  # closing a copy must not end this queue's waits
         return state
 
     def _owner(self) -> TaskQueue:
@@ -445,11 +451,12 @@ class TaskQueue(_Producer):
 
     def _hold(self) -> None:
         if not self._holds_backend:
-            self._holds_backend = holders.hold(self._backend)
+            self._holds_backend = self._open_state.held = holders.hold(self._backend)
 
     def _let_go(self) -> int:
         """Stop holding the backend open; returns how many others (queues, workers) still hold it."""
         held, self._holds_backend = self._holds_backend, False
+        self._open_state.held = False
         return holders.let_go(self._backend, held)
 
     @property
@@ -521,8 +528,12 @@ class TaskQueue(_Producer):
         self._hold()
 
     async def close(self) -> None:
-        """Close the backend, unless another open queue or a running worker shares it (the last one closes it)."""
+        """Close the backend, unless another open queue or a running worker shares it (the last one closes it).
+
+        A ``get_result`` still waiting on this queue ends with ``TaskQueueError``.
+        """
         self._open_state.open = False
+        await self._waiters.end_all()
         if self._let_go():
             holders.want_closed(self._backend)  # the last holder (a worker as it stops) closes it then
             return
@@ -550,6 +561,21 @@ class TaskQueue(_Producer):
         """
         _check_task_id(task_id)
         timeout = validate_timeout(timeout)
+        waiter = self._waiters.enter()
+        try:
+            return await self._wait_for_result(task_id, timeout)
+        except asyncio.CancelledError:
+            if self._waiters.interrupted(waiter):
+                raise TaskQueueError(
+                    f"get_result({task_id!r}) was interrupted: the queue was closed while it waited "
+                    "(the task goes on; ask again on an open queue)",
+                    task_id=task_id,
+                ) from None
+            raise
+        finally:
+            self._waiters.leave(waiter)
+
+    async def _wait_for_result(self, task_id: str, timeout: float | None) -> Result | None:
         if timeout is None or math.isinf(timeout):
             return await self._backend.wait_for_result(task_id, timeout)
         # The bound holds even when the store itself stalls (a lock held elsewhere, a frozen network):

@@ -1,0 +1,93 @@
+"""The ``get_result`` calls waiting on one queue, so that closing the queue can end them.
+
+Without this a waiter outlived ``close()``: it went on polling the store and
+reopened it (a PostgreSQL backend opened a new pool and listener that nobody
+closed). ``close()`` now cancels each waiter's task; the waiter recognises the
+cancel as the close's (not its caller's) and raises ``TaskQueueError``.
+Registering costs one dict entry per call; the futures ``close()`` waits on
+are made only when it runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+
+__all__ = ["ResultWaiters"]
+
+#: how long ``close()`` waits for cancelled waiters on its own loop to unwind
+_UNWIND_SECONDS = 1.0
+
+
+class ResultWaiters:
+    """Tasks inside ``get_result``, by the loop they run on; the ones a close interrupted."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # queues may be shared by loops in several threads
+        self._waiting: dict[asyncio.Task[object], asyncio.AbstractEventLoop] = {}
+        self._interrupted: set[asyncio.Task[object]] = set()
+        self._unwound: dict[asyncio.Task[object], asyncio.Future[None]] = {}
+
+    def __reduce__(self) -> tuple[type[ResultWaiters], tuple[()]]:
+        return (ResultWaiters, ())  # a copied or unpickled queue has no waiters of its own yet
+
+    def enter(self) -> asyncio.Task[object] | None:
+        """Record the current task as waiting; returns it (None outside a task)."""
+        task = asyncio.current_task()
+        if task is not None:
+            with self._lock:
+                self._waiting[task] = task.get_loop()
+        return task
+
+    def leave(self, task: asyncio.Task[object] | None) -> None:
+        """The wait of ``task`` is over (returned, raised or interrupted)."""
+        if task is None:
+            return
+        with self._lock:
+            self._waiting.pop(task, None)
+            self._interrupted.discard(task)  # a close's cancel that had not landed yet never will
+            unwound = self._unwound.pop(task, None)
+        if unwound is not None and not unwound.done():
+            unwound.get_loop().call_soon_threadsafe(_set_done, unwound)
+
+    def interrupted(self, task: asyncio.Task[object] | None) -> bool:
+        """True when ``task``'s cancellation came from ``close()`` alone (then it is undone)."""
+        if task is None:
+            return False
+        with self._lock:
+            if task not in self._interrupted:
+                return False
+            self._interrupted.discard(task)
+        return task.uncancel() == 0  # the caller's own cancel, if one came too, still stands
+
+    async def end_all(self) -> None:
+        """Cancel every waiting task; wait briefly for those on this loop to leave ``get_result``."""
+        here = asyncio.get_running_loop()
+        with self._lock:
+            waiting = list(self._waiting.items())
+            self._interrupted.update(task for task, _loop in waiting)
+            mine = [task for task, loop in waiting if loop is here]
+            for task in mine:
+                self._unwound[task] = here.create_future()
+            unwound = [self._unwound[task] for task in mine]
+        for task, loop in waiting:
+            if loop is here:
+                task.cancel()  # suspended inside get_result: the cancel lands there
+            else:
+                with contextlib.suppress(RuntimeError):  # that loop has closed: its task will never run again
+                    loop.call_soon_threadsafe(self._cancel_if_waiting, task)
+        if unwound:
+            await asyncio.wait(unwound, timeout=_UNWIND_SECONDS)
+
+    def _cancel_if_waiting(self, task: asyncio.Task[object]) -> None:
+        """On ``task``'s own loop: cancel it only if it is still inside ``get_result`` (never the code after)."""
+        with self._lock:
+            still = task in self._interrupted
+        if still:
+            task.cancel()
+
+
+def _set_done(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
