@@ -718,6 +718,15 @@ def test_retry_delay_doubles_and_is_capped_at_a_day_for_any_attempt() -> None:
     assert retry_delay(float("inf"), 1) == 86_400.0
 
 
+def test_the_pause_after_store_failures_stays_finite_however_long_the_store_fails() -> None:
+    """At 1024 failures in a row 0.05 * 2**failures overflowed a float, and the worker stopped for good."""
+    from sitq_core.worker import store_retry_delay
+
+    assert [store_retry_delay(n, 1.0) for n in (1, 2, 3, 4, 5)] == [0.1, 0.2, 0.4, 0.8, 1.0]
+    for failures in (1023, 1024, 10**6):
+        assert store_retry_delay(failures, 1.0) == 1.0 and store_retry_delay(failures, 0.01) == 0.05
+
+
 @pytest.mark.asyncio
 async def test_an_unstorable_error_message_fails_only_its_own_task(queue: TaskQueue, tmp_path: Path) -> None:
     log = tmp_path / "ran.log"

@@ -71,6 +71,15 @@ _SUSPECT_WAIT = 5.0  # seconds a suspect waits for the tasks running beside it b
 _ADAPTIVE_PREFETCH_WINDOW = 0.1  # seconds of work reserved ahead when tasks are short
 
 
+def store_retry_delay(failures: int, poll_interval: float) -> float:
+    """Seconds before calling a failing store again: 0.1 s doubling per failure, at most ``poll_interval``.
+
+    The exponent is capped: ``2**failures`` as a float overflows at 1024 failures in a row (17 minutes of a
+    store failing at once, at the default poll interval), and that OverflowError stopped the worker.
+    """
+    return min(0.05 * 2 ** min(failures, 32), max(poll_interval, 0.05))
+
+
 def retry_delay(retry_backoff: float, attempt: int) -> float:
     """Seconds before retry number ``attempt`` (1-based): ``backoff * 2**(attempt-1)``, capped at one day."""
     if retry_backoff <= 0:
@@ -830,7 +839,7 @@ class Worker:
                     failures += 1
                     if failures == 1:
                         failing_since = time.monotonic()
-                    delay = min(0.05 * 2**failures, max(self.poll_interval, 0.05))
+                    delay = store_retry_delay(failures, self.poll_interval)
                     if len(live) > 1 and failures >= 2:
                         # maybe one outcome is what the store refuses: report one at a time for a while,
                         # so it cannot hold the others back
