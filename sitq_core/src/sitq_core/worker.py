@@ -77,7 +77,7 @@ def store_retry_delay(failures: int, poll_interval: float) -> float:
     The exponent is capped: ``2**failures`` as a float overflows at 1024 failures in a row (17 minutes of a
     store failing at once, at the default poll interval), and that OverflowError stopped the worker.
     """
-    return min(0.05 * 2 ** min(failures, 32), max(poll_interval, 0.05))
+    return float(min(0.05 * 2 ** min(failures, 32), max(poll_interval, 0.05)))
 
 
 def retry_delay(retry_backoff: float, attempt: int) -> float:
