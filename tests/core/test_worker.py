@@ -1299,3 +1299,35 @@ def test_run_leaves_no_swallowing_handler_when_the_loop_held_the_signal_before(t
         assert getattr(signal.getsignal(signal.SIGTERM), "__name__", "") != "_sighandler_noop"
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+@pytest.mark.asyncio
+async def test_a_task_whose_module_is_missing_on_the_worker_is_retried_per_max_retries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rolling deploy: the task reached a worker without its module. It failed for good, max_retries aside."""
+    import importlib
+    import sys
+
+    module = tmp_path / "deploy_skew_tasks.py"
+    module.write_text("def job():\n    return 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    job = importlib.import_module("deploy_skew_tasks").job
+    async with TaskQueue(SQLiteBackend(tmp_path / "skew.db")) as queue:
+        task_id = await queue.with_options(max_retries=2, retry_backoff=0.01).enqueue(job)
+        once = await queue.with_options(max_retries=0).enqueue(job)
+        # the worker's side of the deploy: the module is not there
+        monkeypatch.delitem(sys.modules, "deploy_skew_tasks")
+        module.unlink()
+        importlib.invalidate_caches()
+        worker = Worker(queue.backend)
+        await worker.start()
+        try:
+            result = await queue.get_result(task_id, timeout=20)
+            single = await queue.get_result(once, timeout=20)
+        finally:
+            await worker.stop()
+    assert result is not None and result.status == "failed", result
+    assert result.attempts == 3, "a function missing on this worker follows max_retries like any failure"
+    assert "not importable here" in (result.error or ""), result.error
+    assert single is not None and single.status == "failed" and single.attempts == 1

@@ -1431,7 +1431,8 @@ class Worker:
             # (SystemExit from a module's import, GeneratorExit or CancelledError from a __reduce__ ...); one
             # escaping here froze the worker with the task held, or ended the process, task after task
             running.started_at = self.backend.now()
-            message = f"cannot load task {task.function_name or task.id}: {exc}"
+            detail = str(exc) if isinstance(exc, SitqError) else f"{type(exc).__name__}: {exc}".rstrip(": ")
+            message = f"cannot load task {task.function_name or task.id}: {detail}"
             cause = exc.__cause__ if isinstance(exc.__cause__, ImportError) else exc
             module = (task.function_name or "").partition(":")[0]
             missing = cause.name or "" if isinstance(cause, ImportError) else ""
@@ -1440,7 +1441,12 @@ class Worker:
                     f"cannot load task {task.function_name}: module {missing!r} is not importable here "
                     f"(is it on the worker's working directory or PYTHONPATH?): {exc}"
                 )
-            outcome = self._failure(running, message, _format(exc), retry=False)
+            # a module or function missing here may be there on a worker of a newer (or older) deploy: that
+            # failure follows max_retries like any other; a payload that cannot load anywhere never retries
+            retry = isinstance(cause, ImportError | AttributeError) or isinstance(
+                exc.__cause__, ImportError | AttributeError
+            )
+            outcome = self._failure(running, message, _format(exc), retry=retry)
             self._outcomes_put(running, outcome, {"error": exc, "duration": 0.0})
             return None
         return running.call
