@@ -625,6 +625,43 @@ class UnknownIdRaises(DictStoreBackend):
         return self._open().rows[task_id].task
 
 
+class PagesBeforeFiltering(DictStoreBackend):
+    """list_tasks applies limit/offset before the status and queue filters (``LIMIT`` in a subquery, filter outside)."""
+
+    async def list_tasks(
+        self, *, status: str | None = None, queue: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[Task]:
+        await super().list_tasks(status=status, limit=0)  # checks status as the real one does
+        page = await super().list_tasks(limit=limit, offset=offset)
+        return [t for t in page if status in (None, t.status) and queue in (None, t.queue)]
+
+
+def _naive(task: Task) -> Task:
+    """``task`` with every time read back without its zone (a TIMESTAMP WITHOUT TIME ZONE column)."""
+    times = {name: value.replace(tzinfo=None) for name in _TIMES if (value := getattr(task, name)) is not None}
+    return task.with_changes(**times)
+
+
+_TIMES = ("eta", "enqueued_at", "started_at", "finished_at")
+
+
+class NaiveListTimes(DictStoreBackend):
+    """list_tasks returns naive datetimes (its query reads the times through another path than get_task)."""
+
+    async def list_tasks(self, **options: Any) -> list[Task]:
+        return [_naive(task) for task in await super().list_tasks(**options)]
+
+
+class NaiveFinishedAt(DictStoreBackend):
+    """get_task returns finished_at naive (the column that finish writes drops the zone)."""
+
+    async def get_task(self, task_id: str) -> Task | None:
+        task = await super().get_task(task_id)
+        if task is None or task.finished_at is None:
+            return task
+        return task.with_changes(finished_at=task.finished_at.replace(tzinfo=None))
+
+
 def _fields(outcome: Outcome) -> dict[str, Any]:
     return {name: getattr(outcome, name) for name in outcome.__dataclass_fields__}
 
@@ -1050,6 +1087,38 @@ CASES: list[tuple[type[DictStoreBackend], type[Any], str, dict[str, Any], str]] 
         "test_enqueue_blocking_stores_a_moved_task_as_enqueue_does",
         {},
         "EnqueueContract: enqueue_blocking must store a task exactly as enqueue would: queued",
+    ),
+    (
+        PagesBeforeFiltering,
+        StatsContract,
+        "test_list_tasks_pages_a_queue_filter",
+        {},
+        "StatsContract: list_tasks(queue='b', limit=3, offset=0) must apply limit/offset to the tasks that match "
+        "the filter (filter first, then page)",
+    ),
+    (
+        PagesBeforeFiltering,
+        StatsContract,
+        "test_list_tasks_pages_a_status_filter",
+        {},
+        "StatsContract: list_tasks(status='queued', limit=2, offset=0) must apply limit/offset to the tasks that "
+        "match the filter",
+    ),
+    (
+        NaiveListTimes,
+        StatsContract,
+        "test_list_tasks_and_get_task_times_are_aware_utc",
+        {},
+        "StatsContract: every datetime on a Task must be timezone-aware UTC; list_tasks() returned the success "
+        "task with eta=datetime.datetime(",
+    ),
+    (
+        NaiveFinishedAt,
+        StatsContract,
+        "test_list_tasks_and_get_task_times_are_aware_utc",
+        {},
+        "StatsContract: every datetime on a Task must be timezone-aware UTC; get_task returned the success task "
+        "with finished_at=datetime.datetime(",
     ),
     (
         UnknownIdRaises,

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import dataclasses
+from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 
@@ -10,7 +13,7 @@ from ...backend import Backend
 from ...models import Task, TaskStatus, new_id
 from ..clock import FakeClock
 from ..fixtures import BackendFixtures
-from ._support import enqueue_and_reserve, get, make_task, rejected
+from ._support import enqueue_and_reserve, get, is_aware_utc, make_task, rejected, reserve_all
 
 C = "StatsContract"
 STATUSES = [s.value for s in TaskStatus]
@@ -36,6 +39,42 @@ async def one_of_each(backend: Backend, clock: FakeClock, queue: str = "default"
     await backend.enqueue(queued)
     ids["queued"] = queued.id
     return ids
+
+
+async def pages_through(backend: Backend, expected: Sequence[str], limit: int, **filters: Any) -> None:
+    """``list_tasks(**filters)`` paged ``limit`` at a time gives ``expected`` (oldest first), no repeats or skips.
+
+    limit/offset apply to the filtered tasks: a backend that pages first and filters after returns short or
+    empty pages as soon as the first tasks of the store do not match.
+    """
+    call = ", ".join(f"{name}={value!r}" for name, value in filters.items())
+    everything = [t.id for t in await backend.list_tasks(**filters)]
+    assert everything == list(expected), (
+        f"{C}: list_tasks({call}) must list the matching tasks oldest enqueued first (ties in arrival order): "
+        f"expected {list(expected)}, got {everything}"
+    )
+    paged: list[str] = []
+    for offset in range(0, len(expected) + limit, limit):
+        page = [t.id for t in await backend.list_tasks(**filters, limit=limit, offset=offset)]
+        assert page == list(expected[offset : offset + limit]), (
+            f"{C}: list_tasks({call}, limit={limit}, offset={offset}) must apply limit/offset to the tasks that "
+            f"match the filter (filter first, then page): expected {list(expected[offset : offset + limit])}, "
+            f"got {page}"
+        )
+        paged += page
+    assert paged == list(expected), (
+        f"{C}: paging list_tasks({call}) {limit} at a time must give every matching task once: "
+        f"expected {list(expected)}, got {paged}"
+    )
+
+
+def naive_or_other_zone(task: Task) -> dict[str, object]:
+    """The datetime fields of ``task`` that are not aware UTC (None, a time not yet set, is fine)."""
+    return {
+        f.name: value
+        for f in dataclasses.fields(task)
+        if isinstance(value := getattr(task, f.name), datetime) and not is_aware_utc(value)
+    }
 
 
 class StatsContract(BackendFixtures):
@@ -114,6 +153,83 @@ class StatsContract(BackendFixtures):
         assert paged == ids, (
             f"{C}: list_tasks must list tasks sharing one enqueued_at in arrival order (an enqueue_many batch in "
             "list order)"
+        )
+
+    @pytest.mark.asyncio
+    async def test_list_tasks_pages_a_queue_filter(self, backend: Backend, clock: FakeClock) -> None:
+        # queue 'b' only starts after four tasks of queue 'a'; the last eight tasks are one batch sharing one
+        # enqueued_at (ids sorting opposite to arrival), so ties inside a filtered page are checked too
+        spread = []
+        for queue in "aaaababb":
+            clock.advance(0.001)
+            spread.append(make_task(clock, queue=queue))
+        clock.advance(0.001)
+        batch_ids = sorted((new_id() for _ in range(8)), reverse=True)
+        batch = [make_task(clock, id=task_id, queue=q) for task_id, q in zip(batch_ids, "abbababa", strict=True)]
+        await backend.enqueue_many(list(reversed(spread)))  # enqueued_at decides, not insertion order
+        await backend.enqueue_many(batch)
+        tasks = spread + batch
+        for queue in ("b", "a"):
+            await pages_through(backend, [t.id for t in tasks if t.queue == queue], 3, queue=queue)
+        assert await backend.list_tasks(queue="zzz", limit=3) == [], f"{C}: list_tasks of an empty queue must be []"
+
+    @pytest.mark.asyncio
+    async def test_list_tasks_pages_a_status_filter(self, backend: Backend, clock: FakeClock) -> None:
+        # the four oldest tasks succeed: the queued ones only start after them
+        tasks = []
+        for queue in "abababababab":
+            clock.advance(0.001)
+            tasks.append(make_task(clock, queue=queue))
+        await backend.enqueue_many(tasks)
+        clock.advance(0.001)
+        leases = {lease.id: lease for lease in await reserve_all(backend)}
+        assert sorted(leases) == sorted(t.id for t in tasks), f"{C}: reserve must hand out all 12 due tasks"
+        status: dict[str, str] = {}
+        for i, task in enumerate(tasks):
+            if i in (0, 1, 2, 3, 6, 9):
+                assert await backend.complete(leases[task.id], b"v"), f"{C}: complete with the lease must be True"
+                status[task.id] = "success"
+            elif i == 7:
+                assert await backend.fail(leases[task.id], "boom"), f"{C}: fail with the lease must be True"
+                status[task.id] = "failed"
+            else:
+                assert await backend.release(leases[task.id]), f"{C}: release with the lease must be True"
+                status[task.id] = "queued"
+        for wanted in ("queued", "success"):
+            matching = [t.id for t in tasks if status[t.id] == wanted]
+            await pages_through(backend, matching, 2, status=wanted)
+            for queue in ("a", "b"):
+                both = [t.id for t in tasks if status[t.id] == wanted and t.queue == queue]
+                await pages_through(backend, both, 2, status=wanted, queue=queue)
+        assert await backend.list_tasks(status="running", limit=2) == [], (
+            f"{C}: list_tasks(status='running') must be [] when no task runs"
+        )
+
+    @pytest.mark.asyncio
+    async def test_list_tasks_and_get_task_times_are_aware_utc(self, backend: Backend, clock: FakeClock) -> None:
+        ids = await one_of_each(backend, clock)
+        east = timezone(timedelta(hours=5, minutes=30))
+        clock.advance(0.001)
+        eastern = make_task(clock, eta=(clock.now() + timedelta(hours=1)).astimezone(east))
+        await backend.enqueue(eastern.with_changes(enqueued_at=clock.now().astimezone(east)))
+        ids["queued in +05:30"] = eastern.id
+        where = {task_id: status for status, task_id in ids.items()}
+        views: list[tuple[str, Task]] = [("list_tasks()", t) for t in await backend.list_tasks()]
+        for status in STATUSES:
+            views += [(f"list_tasks(status={status!r})", t) for t in await backend.list_tasks(status=status)]
+        views += [("get_task", await get(backend, task_id, C)) for task_id in ids.values()]
+        listed = {task.id for call, task in views if call == "list_tasks()"}
+        assert listed == set(ids.values()), f"{C}: list_tasks() must list all {len(ids)} tasks, got {len(listed)}"
+        for call, task in views:
+            wrong = naive_or_other_zone(task)
+            assert not wrong, (
+                f"{C}: every datetime on a Task must be timezone-aware UTC; {call} returned the "
+                f"{where.get(task.id, repr(task.id))} task with {', '.join(f'{n}={v!r}' for n, v in wrong.items())}"
+            )
+        finished = await get(backend, ids["success"], C)
+        assert finished.started_at is not None and finished.finished_at is not None, (
+            f"{C}: a finished task must carry started_at and finished_at, got {finished.started_at!r}, "
+            f"{finished.finished_at!r}"
         )
 
     @pytest.mark.asyncio
