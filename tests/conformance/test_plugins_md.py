@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sitq_core.testing import CONTRACTS
+from sitq_core.testing import CONTRACTS, SUITE_VERSION
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "tests" / "plugins" / "sitq_dictstore"
@@ -31,6 +31,12 @@ def test_example_file_is_quoted_verbatim(source: Path) -> None:
 def test_every_contract_is_documented() -> None:
     missing = [c.__name__ for c in CONTRACTS if f"`{c.__name__}`" not in GUIDE]
     assert not missing, f"plugins.md does not mention {missing}"
+
+
+def test_the_suite_version_shown_in_the_guide_is_current() -> None:
+    assert f"`sitq_core.testing.SUITE_VERSION` (currently {SUITE_VERSION})" in GUIDE, (
+        f"plugins.md must give the kit's current SUITE_VERSION, {SUITE_VERSION}"
+    )
 
 
 def test_kit_test_module_matches_the_guide() -> None:
