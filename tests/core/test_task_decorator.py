@@ -134,3 +134,21 @@ def test_a_function_with_its_own_options_attribute_keeps_the_decorators() -> Non
     job.options = "the function's own"  # type: ignore[attr-defined]
     decorated = task(priority=3)(job)
     assert decorated.options.priority == 3
+
+
+@pytest.mark.asyncio
+async def test_a_parameter_named_self_can_be_passed_by_keyword(tmp_path: Path) -> None:
+    def describe(self: str, other: str = "") -> str:  # a plain function whose first parameter is named self
+        return f"{self}/{other}"
+
+    async with TaskQueue(SQLiteBackend(tmp_path / "self.db")) as queue:
+        bound = queue.task(describe)
+        assert bound(self="a", other="b") == "a/b"
+        task_id = await bound.enqueue(self="c", other="d")
+        worker = Worker(queue.backend)
+        await worker.start()
+        try:
+            result = await queue.get_result(task_id, timeout=10)
+        finally:
+            await worker.stop()
+    assert result is not None and queue.deserialize_result(result) == "c/d"

@@ -40,11 +40,11 @@ class TaskFunction(Generic[P, R]):
         self.options = options
         self.queue = queue
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+    def __call__(self, /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run the function here and now (not through a queue)."""
         return self.__wrapped__(*args, **kwargs)
 
-    async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> str:
+    async def enqueue(self, /, *args: P.args, **kwargs: P.kwargs) -> str:
         """Enqueue a call on the bound queue; returns the task id."""
         if self.queue is None:
             raise ValidationError(
