@@ -35,6 +35,19 @@ def test_environment_variable_is_the_fallback(monkeypatch: pytest.MonkeyPatch, t
     assert isinstance(default, SQLiteBackend) and Path(default.path).name == "sitq.db"
 
 
+@pytest.mark.parametrize("empty", ["", "  "])
+def test_an_empty_sitq_backend_is_an_error_not_the_default(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, empty: str
+) -> None:
+    monkeypatch.setenv("SITQ_BACKEND", empty)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigurationError) as caught:
+        sitq.connect()
+    assert caught.value.parameter == "SITQ_BACKEND" and "set but empty" in str(caught.value)
+    assert not (tmp_path / "sitq.db").exists()
+    assert isinstance(sitq.connect(f"sqlite:///{tmp_path / 'explicit.db'}").backend, SQLiteBackend)
+
+
 def test_options_with_no_backend_named_go_to_the_default_backend(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -129,6 +129,31 @@ def test_cli_names_a_bad_log_level() -> None:
     assert "--log-level: unknown level 'bogus'" in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["-c", "0"], "sitq: error: --concurrency: "),
+        (["--poll-interval", "-1"], "sitq: error: --poll-interval: "),
+        (["--lease-timeout", "0"], "sitq: error: --lease-timeout: "),
+        (["--shutdown-timeout", "-1"], "sitq: error: --shutdown-timeout: "),
+        (["-s", "msgpack", "--allow-task", "os.system"], "sitq: error: --allow-task: "),
+    ],
+)
+def test_cli_worker_errors_name_the_flag_that_was_typed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], expected: str
+) -> None:
+    from sitq_core.cli import main
+
+    assert main(["worker", "-b", f"sqlite:///{tmp_path / 'flags.db'}", *args]) == 2
+    assert expected in capsys.readouterr().err
+
+
+def test_cli_names_sitq_log_level_when_the_bad_level_came_from_the_environment() -> None:
+    env = dict(os.environ, SITQ_LOG_LEVEL="verbose")
+    done = subprocess.run([sys.executable, "-m", "sitq", "stats"], capture_output=True, text=True, env=env)
+    assert done.returncode == 2 and "SITQ_LOG_LEVEL: unknown level 'verbose'" in done.stderr, done.stderr
+
+
 def test_cli_stats_reads_counts_and_never_creates_a_missing_database(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "sitq", "stats", "--json", "-b"]
     missing = tmp_path / "typo" / "none.db"

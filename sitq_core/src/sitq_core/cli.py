@@ -39,6 +39,16 @@ __all__ = ["main"]
 logger = logging.getLogger("sitq.cli")
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+#: Worker parameters and the ``sitq worker`` flags that set them (errors name the flag)
+_WORKER_FLAGS = {
+    "max_concurrency": "--concurrency",
+    "poll_interval": "--poll-interval",
+    "lease_timeout": "--lease-timeout",
+    "prefetch": "--prefetch",
+    "shutdown_timeout": "--shutdown-timeout",
+    "batch_window": "--batch-window",
+    "queues": "--queues/--queue",
+}
 
 
 def _out(stream: TextIO, text: str = "") -> None:
@@ -60,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-level",
         default=os.environ.get("SITQ_LOG_LEVEL", "WARNING"),
-        help="DEBUG, INFO, WARNING or ERROR; before the command (sitq --log-level INFO worker ...); "
+        help="DEBUG, INFO, WARNING, ERROR or CRITICAL; before the command (sitq --log-level INFO worker ...); "
         "default: $SITQ_LOG_LEVEL, else WARNING",
     )
     sub = parser.add_subparsers(dest="command")
@@ -142,8 +152,9 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> 
     args = build_parser().parse_args(argv)
     level = str(args.log_level).upper()
     if not isinstance(logging.getLevelName(level), int):  # DEBUG ... CRITICAL, also WARN, FATAL, NOTSET
+        given_as = "--log-level" if _flag_given(argv, "--log-level") else "SITQ_LOG_LEVEL"
         sys.stderr.write(
-            f"sitq: error: --log-level: unknown level {args.log_level!r}; expected one of {', '.join(_LOG_LEVELS)}\n"
+            f"sitq: error: {given_as}: unknown level {args.log_level!r}; expected one of {', '.join(_LOG_LEVELS)}\n"
         )
         return 2
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -369,17 +380,24 @@ def _run_worker(args: argparse.Namespace) -> int:
         sys.stderr.write(f"sitq: error: {_private_store_text(backend, args.backend)}\n")
         return 2
     serializer = _worker_serializer(args.serializer, args.allowed_tasks)
-    worker = Worker(
-        backend,
-        serializer=serializer,
-        max_concurrency=args.concurrency,
-        poll_interval=args.poll_interval,
-        queues=queues,
-        lease_timeout=args.lease_timeout,
-        prefetch=args.prefetch,
-        shutdown_timeout=args.shutdown_timeout,
-        batch_window=args.batch_window,
-    )
+    try:
+        worker = Worker(
+            backend,
+            serializer=serializer,
+            max_concurrency=args.concurrency,
+            poll_interval=args.poll_interval,
+            queues=queues,
+            lease_timeout=args.lease_timeout,
+            prefetch=args.prefetch,
+            shutdown_timeout=args.shutdown_timeout,
+            batch_window=args.batch_window,
+        )
+    except ValidationError as exc:  # name the flag the user typed, not the Python parameter behind it
+        flag = _WORKER_FLAGS.get(exc.parameter or "")
+        if flag is None:
+            raise
+        sys.stderr.write(f"sitq: error: {flag}: {exc.message}\n")
+        return 2
 
     async def run() -> None:
         code = 0
@@ -420,6 +438,12 @@ def _exit_on_stop_signals(code: Callable[[], int]) -> None:
         signal.signal(sig, _exit_at_once(code))
 
 
+def _flag_given(argv: Sequence[str] | None, flag: str) -> bool:
+    """True when ``flag`` (or ``flag=value``) is on the command line, not only in the environment."""
+    given = sys.argv[1:] if argv is None else argv
+    return any(arg == flag or arg.startswith(flag + "=") for arg in given)
+
+
 def _worker_serializer(name: str | None, allowed_tasks: list[str] | None) -> str | Serializer | None:
     """The worker's serializer: the name given, or that serializer restricted to ``--allow-task`` paths.
 
@@ -449,7 +473,13 @@ def _worker_serializer(name: str | None, allowed_tasks: list[str] | None) -> str
             value=allowed_tasks,
         )
     restricted: Any = serializer_class  # a plugin's class taking allowed_tasks, as msgpack's does
-    serializer: Serializer = named_as_registered(restricted(allowed_tasks=allowed_tasks), name.strip().lower())
+    try:
+        built = restricted(allowed_tasks=allowed_tasks)
+    except ValidationError as exc:  # the serializer names its own parameter: say which flag fed it
+        raise ValidationError(
+            f"--allow-task: {exc.message}", parameter="allow_task", value=exc.value, cause=exc
+        ) from exc
+    serializer: Serializer = named_as_registered(built, name.strip().lower())
     for path in allowed_tasks:
         _import_function(path)
     return serializer

@@ -87,6 +87,13 @@ def resolve_backend(spec: BackendSpec | None = None, **options: Any) -> Backend:
     config_options.update(options)
     if target is None:
         from_env = os.environ.get("SITQ_BACKEND")
+        if from_env is not None and not from_env.strip():  # set from an unset shell variable: not "the default"
+            raise ConfigurationError(
+                "the SITQ_BACKEND environment variable is set but empty: give it a URL or backend name, or unset "
+                f"it to use the default {DEFAULT_BACKEND_URL}",
+                parameter="SITQ_BACKEND",
+                value=from_env,
+            )
         target = from_env or DEFAULT_BACKEND_URL
         if target == DEFAULT_BACKEND_URL and "path" in config_options:  # connect(path="app.db"): the default
             target = DEFAULT_BACKEND_URL.partition("://")[0]  # backend by name, with the caller's file
