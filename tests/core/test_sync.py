@@ -180,6 +180,21 @@ def test_a_queue_dropped_unclosed_ends_its_thread_and_closes_the_backend_it_made
     wait_until_sync(lambda: not [t for t in threading.enumerate() if t.name.endswith("dropped.db")])
 
 
+def test_a_with_block_whose_connect_fails_leaves_no_thread_and_no_false_warning(tmp_path: Path) -> None:
+    """No __exit__ follows a failed __enter__: the queue was later collected with a 'use with' warning."""
+    import gc
+    import warnings
+
+    before = len(_sync_threads())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(SyncTaskQueueError, match="connect"), SyncTaskQueue(f"sqlite:///{tmp_path}"):  # a folder
+            pass  # pragma: no cover - never reached
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)], [str(w.message) for w in caught]
+    assert len(_sync_threads()) == before
+
+
 @pytest.mark.parametrize("spec", ["object", "mapping"])
 def test_a_queue_dropped_unclosed_leaves_a_backend_object_it_was_given_open(backend: SQLiteBackend, spec: str) -> None:
     import gc

@@ -276,7 +276,11 @@ class SyncTaskQueue:
 
     def __enter__(self) -> Self:
         _refuse_running_loop("__enter__")
-        self.connect()
+        try:
+            self.connect()
+        except BaseException:
+            self.close()  # no __exit__ follows a failed __enter__: stop the loop thread now (and do not warn later)
+            raise
         return self
 
     def __exit__(
