@@ -103,6 +103,23 @@ def test_a_backend_used_from_two_event_loops_closes_cleanly(pg_dsn: str, pg_sche
     assert asyncio.run(second_loop())
 
 
+def test_asyncio_run_again_and_again_leaves_no_unclosed_socket(pg_dsn: str, pg_schema: str) -> None:
+    """The connections of an ended loop were dropped after it closed, when their sockets could not close."""
+    import gc
+    import warnings
+
+    queue = TaskQueue(PostgresBackend(pg_dsn, schema=pg_schema))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            asyncio.run(queue.counts())  # one loop per call: a script, or a test suite with a loop per test
+            gc.collect()
+        asyncio.run(queue.close())
+        gc.collect()
+    unclosed = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    assert not unclosed, unclosed
+
+
 @pytest.mark.asyncio
 async def test_an_error_text_with_nul_fails_only_its_own_task(pg_dsn: str, pg_schema: str) -> None:
     async with TaskQueue(PostgresBackend(pg_dsn, schema=pg_schema)) as queue:

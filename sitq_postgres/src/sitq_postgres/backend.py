@@ -23,7 +23,7 @@ import secrets
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Self, TypeAlias, TypeVar, overload
 from urllib.parse import parse_qs, urlsplit
@@ -189,6 +189,9 @@ class PostgresBackend(Backend):
         self._listeners: dict[asyncio.AbstractEventLoop, Connection] = {}
         self._listener_locks: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
         self._pool_locks: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}  # one pool being opened per loop
+        # per loop: an async generator its shutdown closes (asyncio.run's shutdown_asyncgens), which drops
+        # that loop's connections while the loop still runs: after it closes, their sockets cannot be closed
+        self._loop_guards: dict[asyncio.AbstractEventLoop, AsyncGenerator[None, None]] = {}
         self._opening: set[asyncio.Task[Any]] = set()  # connects in flight, whatever their callers do (_uncut)
         self._reads: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ResultReads] = weakref.WeakKeyDictionary()
         self._clock_offset = timedelta(0)  # the server's clock minus this machine's (see now())
@@ -206,6 +209,7 @@ class PostgresBackend(Backend):
         forks.keep_inherited(self._pools, self._listeners)
         self._lock = threading.Lock()
         self._pools, self._listeners, self._listener_locks, self._pool_locks = {}, {}, {}, {}
+        self._loop_guards = {}
         self._reads = weakref.WeakKeyDictionary()
         self.notifier.after_fork_in_child()
 
@@ -424,6 +428,7 @@ class PostgresBackend(Backend):
         if existing is not None:  # another coroutine of this loop connected meanwhile
             await pool.close()
             return existing
+        await self._guard_loop_end(loop)
         log.debug("connected (%s, schema %s)", self._where(), self.schema)
         return pool
 
@@ -444,12 +449,46 @@ class PostgresBackend(Backend):
                 self._listener_locks.pop(loop, None)
             for loop in [loop for loop in self._pool_locks if loop.is_closed()]:
                 del self._pool_locks[loop]
+            for loop in [loop for loop in self._loop_guards if loop.is_closed()]:
+                del self._loop_guards[loop]
         for pool in pools.values():
             _close_dead_pool(pool)
         for conn in listeners.values():
             _close_dead_connection(conn)
         if pools or listeners:
             log.debug("released the connections of %d ended event loop(s)", len(pools | listeners))
+
+    async def _guard_loop_end(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Have ``loop``'s shutdown drop its connections while it still runs (once per loop).
+
+        Dropped after the loop closed (``_release_closed_loops``), a connection
+        cannot close its socket any more (the closed loop refuses), so every
+        ``asyncio.run`` that used the backend left ResourceWarnings for
+        unclosed sockets and transports. A loop closed without
+        ``shutdown_asyncgens`` still has them released that later way.
+        """
+        with self._lock:
+            if loop in self._loop_guards:
+                return
+            guard = self._loop_guards[loop] = self._until_loop_ends(loop)
+        await anext(guard)  # started: the loop now closes it at shutdown (it keeps only a weak reference)
+
+    async def _until_loop_ends(self, loop: asyncio.AbstractEventLoop) -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            with self._lock:
+                pool = self._pools.pop(loop, None)
+                listener = self._listeners.pop(loop, None)
+                self._listener_locks.pop(loop, None)
+                self._pool_locks.pop(loop, None)
+                self._loop_guards.pop(loop, None)
+            if listener is not None:
+                listener.terminate()
+            if pool is not None:
+                pool.terminate()
+            if pool is not None or listener is not None:
+                log.debug("released the connections of an event loop that is ending")
 
     def _cannot_connect(self, exc: BaseException) -> ConnectionError:
         return ConnectionError(
@@ -1059,6 +1098,7 @@ class PostgresBackend(Backend):
             with self._lock:
                 self._listeners[loop] = conn
             self._release_closed_loops()
+            await self._guard_loop_end(loop)
             return True
 
     async def _uncut(self, opening: Awaitable[T], dispose: Callable[[T], None]) -> T:
