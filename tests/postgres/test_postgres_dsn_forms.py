@@ -148,7 +148,8 @@ def test_a_part_given_twice_in_a_url_is_refused(url: str, parameter: str) -> Non
 def test_a_part_given_only_as_a_query_parameter_is_kept() -> None:
     backend = sitq.connect("postgresql://postgres@127.0.0.1?dbname=app&port=5433").backend
     assert isinstance(backend, PostgresBackend)
-    assert backend.dsn is not None and "dbname=app" in backend.dsn and "port=5433" in backend.dsn
+    # the port moves onto the host: asyncpg ignores ?port= once the URL names a host
+    assert backend.dsn == "postgresql://postgres@127.0.0.1:5433?dbname=app"
 
 
 @pytest.mark.parametrize(
@@ -215,3 +216,133 @@ def test_a_service_without_any_service_file_is_a_configuration_error(monkeypatch
     with pytest.raises(ConfigurationError) as info:
         PostgresBackend("postgresql://?service=jobs")
     assert info.value.parameter == "service" and "no service file" in str(info.value)
+
+
+def _closed_port() -> int:
+    """A local TCP port nothing listens on (just released by the OS)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@pytest.mark.parametrize(
+    ("dsn", "expected"),
+    [
+        ("postgresql://postgres@127.0.0.1/db?port=5433", "postgresql://postgres@127.0.0.1:5433/db"),
+        (
+            "postgresql://postgres@127.0.0.1,127.0.0.2/db?port=5433",
+            "postgresql://postgres@127.0.0.1:5433,127.0.0.2:5433/db",
+        ),
+        ("postgresql://u@h1,h2/db?port=5433,5434", "postgresql://u@h1:5433,h2:5434/db"),
+        ("postgresql://u@h1:5433,h2/db?port=5433", "postgresql://u@h1:5433,h2:5433/db"),
+        ("postgresql://u@[::1]/db?port=5433", "postgresql://u@[::1]:5433/db"),
+        ("postgresql://h?port=5433", "postgresql://h:5433"),
+        (
+            "postgresql://u@h/db?sslmode=require&port=5433&application_name=a%20b",
+            "postgresql://u@h:5433/db?sslmode=require&application_name=a%20b",
+        ),
+    ],
+)
+def test_a_query_port_moves_onto_the_hosts_the_url_names_without_one(dsn: str, expected: str) -> None:
+    """libpq lets ?port= apply to the URL's hosts; asyncpg ignored it once the URL names a host (5432 instead)."""
+    assert PostgresBackend(dsn).dsn == expected
+    assert sitq.connect({"backend": "postgres", "dsn": dsn}).backend.dsn == expected  # type: ignore[attr-defined]
+
+
+def test_a_query_port_in_a_backend_url_reaches_the_driver_too() -> None:
+    backend = sitq.connect("postgresql://postgres@127.0.0.1,127.0.0.2/db?port=5433&schema=jobs").backend
+    assert isinstance(backend, PostgresBackend) and backend.schema == "jobs"
+    assert backend.dsn == "postgresql://postgres@127.0.0.1:5433,127.0.0.2:5433/db"
+
+
+def test_a_query_port_without_hosts_in_the_url_stays_a_query_parameter() -> None:
+    """asyncpg reads ?port= itself when the hosts come from ?host=, PGHOST or its defaults."""
+    assert PostgresBackend("postgresql:///db?port=5433").dsn == "postgresql:///db?port=5433"
+    assert PostgresBackend("host=a,b port=5433,5434").dsn == "postgresql://?host=a%2Cb&port=5433%2C5434"
+
+
+@pytest.mark.asyncio
+async def test_a_query_port_is_the_port_connected_to(
+    pg_dsn: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: postgresql://user@host/db?port=N connected to PGPORT or 5432, whatever N was."""
+    parts = urlsplit(pg_dsn)
+    base = f"postgresql://{parts.username}@{parts.hostname}{parts.path}"
+    closed = _closed_port()
+    with pytest.raises(sitq.ConnectionError):
+        async with TaskQueue(PostgresBackend(f"{base}?port={closed}", schema=pg_schema, connect_timeout=5)) as queue:
+            await queue.counts()
+    monkeypatch.setenv("PGPORT", str(closed))  # the default asyncpg would use for a host without a port
+    async with TaskQueue(PostgresBackend(f"{base}?port={parts.port or 5432}", schema=pg_schema)) as queue:
+        assert (await queue.counts())["queued"] == 0
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "postgresql://u@h:5432/db?port=5433",
+        "postgresql://u@h1,h2:5432/db?port=5433",
+        "postgresql://u@h1:5432,h2:5433/db?port=5432",
+        "postgresql://u@h:5432/db?port=",
+    ],
+)
+def test_a_port_given_in_the_url_and_as_a_query_parameter_differently_is_refused(dsn: str) -> None:
+    """libpq lets the query win, asyncpg the URL's own port: neither is guessed."""
+    for build in (lambda: PostgresBackend(dsn), lambda: sitq.connect(dsn)):
+        with pytest.raises(ConfigurationError) as info:
+            build()
+        assert info.value.parameter == "port"
+
+
+def test_the_same_port_in_the_url_and_as_a_query_parameter_is_accepted() -> None:
+    assert PostgresBackend("postgresql://u@h:5432/db?port=5432").dsn == "postgresql://u@h:5432/db"
+
+
+@pytest.mark.parametrize(
+    ("dsn", "detail"),
+    [
+        ("postgresql://postgres@127.0.0.1/db?port=not-a-number", "port"),
+        ("postgresql://postgres@127.0.0.1,127.0.0.2/db?port=5433,abc", "port"),
+        ("host=127.0.0.1 port=abc dbname=x user=postgres", "port"),
+        ("postgresql://?host=127.0.0.1&port=abc&dbname=x&user=postgres", "port"),
+        ("host=127.0.0.1 port=5432,abc dbname=x user=postgres", "port"),
+        ("host=a,b port=5432, dbname=x", "port"),
+        ("host=127.0.0.1 port=70000 dbname=x", "port"),
+        ("host=127.0.0.1 port=0 dbname=x", "port"),
+        ("host=127.0.0.1 port=-1 dbname=x", "port"),
+        ("host=a,b port=5432,65536 dbname=x", "port"),
+        ("postgresql:///db?port=99999", "port"),
+        ("postgresql://u@127.0.0.1:70000/db", "port"),
+        ("postgresql://u@127.0.0.1:0/db", "port"),
+        ("host=a,b port=1,2,3", "could not match 3 port numbers to 2 hosts"),
+        ("postgresql://u@h1,h2/db?port=1,2,3", "could not match 3 port numbers to 2 hosts"),
+    ],
+)
+def test_a_port_that_is_not_a_port_number_is_refused_when_the_backend_is_made(dsn: str, detail: str) -> None:
+    """Before: accepted, then a raw ValueError ('invalid literal for int()') or OverflowError at the first call."""
+    for build in (lambda: PostgresBackend(dsn), lambda: sitq.connect({"backend": "postgres", "dsn": dsn})):
+        with pytest.raises(ValidationError) as info:
+            build()
+        assert info.value.parameter == "dsn" and detail in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["postgresql://postgres@127.0.0.1/db?port=abc", "postgresql://?host=127.0.0.1&port=abc&dbname=x&user=postgres"],
+)
+def test_a_backend_url_with_a_port_that_is_not_a_number_is_refused_when_connecting(url: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        sitq.connect(url)
+    assert info.value.parameter == "dsn" and "port" in str(info.value)
+
+
+def test_the_worker_command_reports_a_port_that_is_not_a_number(capsys: pytest.CaptureFixture[str]) -> None:
+    """Before: a traceback ending in asyncpg's ValueError, exit status 1."""
+    from sitq_core.cli import main
+
+    assert main(["worker", "-b", "postgresql://?host=127.0.0.1&port=abc&dbname=x&user=postgres"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("sitq: error: ") and "port" in error and "Traceback" not in error

@@ -7,6 +7,11 @@ as well as URLs; asyncpg only URLs. Every pair becomes a query parameter of
 ``host=a,b``; a socket directory as ``host=/var/run/postgresql``).
 Quoting follows libpq: a value in single quotes may hold spaces, and a
 backslash escapes the next character (``\\'`` or ``\\\\``).
+
+Ports are checked here too, when the backend is made: asyncpg would raise a
+bare ``ValueError`` (or ``OverflowError``) for ``port=abc`` at the first call,
+and it ignores ``?port=`` once a URL names its hosts, where libpq applies it
+to them; such a port is therefore written onto those hosts.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import configparser
 import math
 import os
+import re
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
@@ -67,10 +73,12 @@ def prepared_dsn(dsn: str | None, connect_timeout: float, *, default_timeout: fl
     if "://" not in dsn:
         return dsn, connect_timeout
     parts = urlsplit(dsn)
-    if not _ports_are_numbers(parts.netloc):  # asyncpg would fail at the first call, repeating what it read
+    auth, hosts = _netloc_hosts(parts.netloc)
+    if not all(port is None or _is_port_number(port) for _host, port in hosts):
+        # asyncpg would fail at the first call, repeating what it read (maybe a piece of the password)
         raise ValidationError(
-            "dsn has an invalid host or port (a password holding '/', '?', '#' or '@' must be percent-encoded: "
-            "%2F, %3F, %23, %40)",
+            "dsn has an invalid host or port (a port is a number from 1 to 65535; a password holding '/', '?', "
+            "'#' or '@' must be percent-encoded: %2F, %3F, %23, %40)",
             parameter="dsn",
         )
     pairs = parse_qsl(parts.query, keep_blank_values=True)
@@ -92,28 +100,94 @@ def prepared_dsn(dsn: str | None, connect_timeout: float, *, default_timeout: fl
     for key, value in pairs:
         if key == "service":
             check_service(value)
+    dropped: set[str] = set()  # query parameters taken out of the dsn
+    ports = [value for key, value in pairs if key == "port"]
+    if ports:  # the last one counts, for libpq and asyncpg alike
+        query_hosts = [value for key, value in pairs if key == "host"]
+        netloc = _ports_onto_hosts(auth, hosts, ports[-1], query_hosts[-1] if query_hosts else "")
+        if netloc is not None:
+            start = len(parts.scheme) + len("://")  # the netloc as written, right after the scheme
+            dsn = dsn[:start] + netloc + dsn[start + len(parts.netloc) :]
+            dropped.add("port")
     timeouts = [value for key, value in pairs if key == "connect_timeout"]
-    if not timeouts:
+    if timeouts:
+        connect_timeout = _dsn_timeout(timeouts[-1], connect_timeout, default_timeout=default_timeout)
+        dropped.add("connect_timeout")
+    if not dropped:
         return dsn, connect_timeout
+    rest = urlencode([(key, value) for key, value in pairs if key not in dropped], quote_via=quote)
+    base = dsn.split("?", 1)[0]  # (not urlunsplit: it drops the '//' of a URL without a host)
+    return base + (f"?{rest}" if rest else ""), connect_timeout
+
+
+def _dsn_timeout(value: str, connect_timeout: float, *, default_timeout: float) -> float:
+    """libpq's ``connect_timeout`` from a dsn, unless ``connect_timeout`` was given another value than the default."""
     if connect_timeout == default_timeout:
         try:
-            seconds = float(timeouts[-1])
+            seconds = float(value)
         except ValueError:
             raise ValidationError(
-                f"connect_timeout in the dsn must be a number of seconds, got {timeouts[-1]!r}",
+                f"connect_timeout in the dsn must be a number of seconds, got {value!r}",
                 parameter="connect_timeout",
-                value=timeouts[-1],
+                value=value,
             ) from None
         if not math.isfinite(seconds):
             raise ValidationError(
-                f"connect_timeout in the dsn must be a finite number of seconds, got {timeouts[-1]!r}",
+                f"connect_timeout in the dsn must be a finite number of seconds, got {value!r}",
                 parameter="connect_timeout",
-                value=timeouts[-1],
+                value=value,
             )
         connect_timeout = seconds if seconds > 0 else NO_LIMIT  # libpq: 0 or less waits without end
-    rest = urlencode([(key, value) for key, value in pairs if key != "connect_timeout"], quote_via=quote)
-    base = dsn.split("?", 1)[0]  # (not urlunsplit: it drops the '//' of a URL without a host)
-    return base + (f"?{rest}" if rest else ""), connect_timeout
+    return connect_timeout
+
+
+def _ports_onto_hosts(auth: str, hosts: list[tuple[str, str | None]], value: str, query_host: str) -> str | None:
+    """Check a dsn's ``port`` parameter; return the netloc with it written onto the URL's hosts, if it names any.
+
+    libpq applies ``?port=`` (one port for every host, or one per host) to
+    the hosts of the URL; asyncpg ignores it once the URL names a host, and
+    reads it only for hosts from ``?host=``, ``PGHOST`` or its defaults
+    (None is returned then: the parameter stays). A host that has a port of
+    its own in the URL, another than ``?port=`` gives it, is refused: libpq
+    would use the query's, asyncpg the URL's. ValidationError for a port
+    that is not a number from 1 to 65535, so that asyncpg's bare
+    ``ValueError`` never reaches the first call.
+    """
+    if value == "":  # libpq and asyncpg: the default port, unless the URL's hosts name their own
+        if any(port is not None for _host, port in hosts):
+            raise _ports_conflict(value)
+        return None
+    entries = [entry.strip() for entry in value.split(",")]
+    if not all(_is_port_number(entry) for entry in entries):
+        # libpq reads an empty entry of a list as its default port, asyncpg fails on it: written out, both agree
+        raise ValidationError(
+            "port in the dsn must be a number from 1 to 65535, or a comma-separated list of them, one for each "
+            "host (none left empty)",
+            parameter="dsn",
+        )
+    names = len(hosts) if hosts else len(query_host.split(",")) if query_host else 0
+    if len(entries) > 1 and names and len(entries) != names:
+        raise ValidationError(
+            f"port in the dsn: could not match {len(entries)} port numbers to {names} hosts (as libpq says; give "
+            "one port for every host, or a single one for all)",
+            parameter="dsn",
+        )
+    if not hosts:
+        return None
+    wanted = [str(int(entry)) for entry in entries] if len(entries) > 1 else [str(int(entries[0]))] * len(hosts)
+    if any(port is not None and int(port) != int(want) for (_host, port), want in zip(hosts, wanted, strict=True)):
+        raise _ports_conflict(value)
+    return auth + ",".join(f"{host}:{want}" for (host, _port), want in zip(hosts, wanted, strict=True))
+
+
+def _ports_conflict(value: str) -> ConfigurationError:
+    # The URL's own ports are not repeated: an unescaped '/' in a password can make a piece of it read as one.
+    return ConfigurationError(
+        "the dsn gives a port twice, differently: on a host of the URL and as ?port= (libpq would use the "
+        "query's, asyncpg the URL's); keep one",
+        parameter="port",
+        value=value,
+    )
 
 
 def check_service(name: str) -> None:
@@ -234,17 +308,33 @@ def _malformed(detail: str) -> ValidationError:
     return ValidationError(f"dsn is not a valid libpq key=value string: {detail}", parameter="dsn")
 
 
-def _ports_are_numbers(netloc: str) -> bool:
-    """Each ``host[:port]`` of a URL's netloc (several, comma-separated, as libpq allows) has a numeric port.
+def _netloc_hosts(netloc: str) -> tuple[str, list[tuple[str, str | None]]]:
+    """Split a URL's netloc into its ``user[:password]@`` part and its ``(host, port or None)`` pairs.
 
+    Several hosts are comma-separated, as libpq allows; an IPv6 address is
+    in brackets. A port is read as asyncpg reads it (after the first ':'),
+    so what is checked here is what asyncpg would use; an empty one (``h:``)
+    counts as none, as for both drivers. No host (``user@/db``): no pairs.
     A password with an unescaped '/' ends the netloc early, so part of it
-    reads as the port: refused here without repeating it.
+    reads as a port: the caller refuses it without repeating it.
     """
-    hosts = netloc.rpartition("@")[2]
-    for host in hosts.split(","):
-        if host.endswith("]"):  # an IPv6 address without a port
-            continue
-        _name, colon, port = host.rpartition(":")
-        if colon and port and not port.isdigit():
-            return False
-    return True
+    auth, at, hostlist = netloc.rpartition("@")
+    pairs: list[tuple[str, str | None]] = []
+    if hostlist:
+        for item in hostlist.split(","):
+            if item.startswith("[") and "]" in item:
+                host, _bracket, rest = item.partition("]")
+                host += "]"
+                port = rest[1:] if rest.startswith(":") else rest or None  # other text after ']' fails the check
+            else:
+                host, _colon, port = item.partition(":")
+            pairs.append((host, port or None))
+    return auth + at, pairs
+
+
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def _is_port_number(text: str) -> bool:
+    """True for a TCP port libpq accepts: 1 to 65535, in ASCII digits."""
+    return _DIGITS.fullmatch(text) is not None and 1 <= int(text) <= 65535
