@@ -346,3 +346,27 @@ def test_the_worker_command_reports_a_port_that_is_not_a_number(capsys: pytest.C
     assert main(["worker", "-b", "postgresql://?host=127.0.0.1&port=abc&dbname=x&user=postgres"]) == 2
     error = capsys.readouterr().err
     assert error.startswith("sitq: error: ") and "port" in error and "Traceback" not in error
+
+
+@pytest.mark.parametrize(
+    ("query", "key"),
+    [("dbname=other", "dbname"), ("user=bob", "user"), ("host=db2", "host"), ("password=p2", "password")],
+)
+@pytest.mark.parametrize("form", ["backend", "config"])
+def test_a_part_given_twice_differently_in_a_dsn_is_refused_as_in_a_url(query: str, key: str, form: str) -> None:
+    """PostgresBackend(dsn) and {"dsn": ...} took the URL's own part (asyncpg) where libpq takes the query's."""
+    dsn = f"postgresql://app:p1@db1:5432/app?{query}"
+    with pytest.raises(ConfigurationError) as caught:
+        if form == "backend":
+            PostgresBackend(dsn)
+        else:
+            sitq.connect({"backend": "postgres", "dsn": dsn})
+    assert caught.value.parameter == key and "twice, differently" in str(caught.value)
+    if key == "password":
+        assert "p1" not in str(caught.value) and "p2" not in str(caught.value)
+
+
+@pytest.mark.parametrize("query", ["dbname=app", "user=app", "host=db1", "host=%5B::1%5D"])
+def test_the_same_part_given_twice_alike_is_accepted(query: str) -> None:
+    host = "[::1]" if "::1" in query else "db1"
+    PostgresBackend(f"postgresql://app@{host}/app?{query}")

@@ -21,7 +21,7 @@ import math
 import os
 import re
 from pathlib import Path
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from sitq_core.errors import ConfigurationError, ValidationError
 
@@ -100,6 +100,7 @@ def prepared_dsn(dsn: str | None, connect_timeout: float, *, default_timeout: fl
     for key, value in pairs:
         if key == "service":
             check_service(value)
+    _refuse_given_twice(auth, hosts, parts.path, pairs)
     dropped: set[str] = set()  # query parameters taken out of the dsn
     ports = [value for key, value in pairs if key == "port"]
     if ports:  # the last one counts, for libpq and asyncpg alike
@@ -306,6 +307,37 @@ def _value(dsn: str, position: int, key: str) -> tuple[str, int]:
 def _malformed(detail: str) -> ValidationError:
     # The dsn itself is not repeated: it may hold a password.
     return ValidationError(f"dsn is not a valid libpq key=value string: {detail}", parameter="dsn")
+
+
+def _refuse_given_twice(
+    auth: str, hosts: list[tuple[str, str | None]], path: str, pairs: list[tuple[str, str]]
+) -> None:
+    """A host, user, password or database both in the URL itself and, differently, as a query parameter.
+
+    libpq lets the query parameter win, asyncpg the URL's own part: the
+    connection would reach another database than libpq (and ``psql``) would,
+    so it is refused when the backend is made. (Ports: ``_ports_onto_hosts``.)
+    """
+    last = dict(pairs)  # the last value of each key counts
+    user, colon, password = auth.rstrip("@").partition(":")
+    in_url = {
+        "host": ",".join(host.strip("[]") for host, _port in hosts),
+        "user": unquote(user),
+        "password": unquote(password) if colon else "",
+        "dbname": unquote(path.lstrip("/")),
+    }
+    for key, given in in_url.items():
+        wanted = last.get(key)
+        if key == "host" and wanted is not None:
+            wanted = ",".join(host.strip("[]") for host in wanted.split(","))
+        if given and wanted is not None and wanted != given:
+            shown = "" if key == "password" else f" ({given!r} and {wanted!r})"
+            raise ConfigurationError(
+                f"the dsn gives {key!r} twice, differently: in the URL itself and as ?{key}={shown} (libpq would "
+                "use the query parameter, asyncpg the URL's own part); keep one",
+                parameter=key,
+                value=None if key == "password" else wanted,
+            )
 
 
 def _netloc_hosts(netloc: str) -> tuple[str, list[tuple[str, str | None]]]:
