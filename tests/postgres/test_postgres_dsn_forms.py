@@ -370,3 +370,9 @@ def test_a_part_given_twice_differently_in_a_dsn_is_refused_as_in_a_url(query: s
 def test_the_same_part_given_twice_alike_is_accepted(query: str) -> None:
     host = "[::1]" if "::1" in query else "db1"
     PostgresBackend(f"postgresql://app@{host}/app?{query}")
+
+
+def test_an_unclosed_ipv6_bracket_is_a_validation_error() -> None:
+    with pytest.raises(ValidationError) as caught:
+        PostgresBackend("postgresql://[::1/db")
+    assert caught.value.parameter == "dsn"

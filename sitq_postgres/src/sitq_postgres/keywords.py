@@ -72,7 +72,10 @@ def prepared_dsn(dsn: str | None, connect_timeout: float, *, default_timeout: fl
         dsn = keyword_dsn_to_url(dsn)
     if "://" not in dsn:
         return dsn, connect_timeout
-    parts = urlsplit(dsn)
+    try:
+        parts = urlsplit(dsn)
+    except ValueError as exc:  # "Invalid IPv6 URL": an unclosed '[' in the host
+        raise ValidationError(f"dsn is not a valid URL: {exc}", parameter="dsn") from exc
     auth, hosts = _netloc_hosts(parts.netloc)
     if not all(port is None or _is_port_number(port) for _host, port in hosts):
         # asyncpg would fail at the first call, repeating what it read (maybe a piece of the password)
