@@ -590,7 +590,9 @@ class PostgresBackend(Backend):
             raise
         except Exception as exc:
             if finished:  # giving the connection back failed (it was dropped after the commit)
-                log.warning("%s committed, then its connection failed: %s", operation, exc)
+                # (a read, or a single statement, has nothing to commit: it just finished)
+                done = "committed" if transaction else "finished"
+                log.warning("%s %s, then its connection failed: %s", operation, done, exc)
                 return result
             if not isinstance(exc, _DRIVER_ERRORS):
                 raise
