@@ -218,3 +218,64 @@ def test_a_queue_dropped_unclosed_leaves_a_backend_object_it_was_given_open(back
     backend.close = original_close  # type: ignore[method-assign]
     with SyncTaskQueue(backend) as other:  # the shared backend still serves everyone else
         assert len(other.queue.backend is backend and other.enqueue(tasks.add, 3, 4)) == 32
+
+
+CHAIN_SCRIPT = """
+from sitq import SyncTaskQueue
+
+squeue = SyncTaskQueue(URL)
+
+
+def step2(x):
+    return x + 1
+
+
+def step1(x):
+    return squeue.enqueue(step2, x)  # a follow-up, through the script's module-level queue
+"""
+
+
+def test_tasks_shipped_by_value_with_a_module_level_queue_do_not_pile_up_its_copies(tmp_path: Path) -> None:
+    """A __main__ task travels with its globals: each run unpickled its own SyncTaskQueue, never released.
+
+    The worker's current_task() record held the loaded call, and the copy's loop thread kept a context
+    holding that record: 60 chained tasks left ~130 threads and ~500 file descriptors behind.
+    """
+    import gc
+    import warnings
+
+    from sitq import Worker
+
+    script: dict[str, object] = {"__name__": "__main__", "URL": f"sqlite:///{tmp_path / 'chain.db'}"}
+    exec(CHAIN_SCRIPT, script)  # as a script run with python: cloudpickle ships these functions by value
+    squeue: SyncTaskQueue = script["squeue"]  # type: ignore[assignment]
+    step1 = script["step1"]
+    stop = threading.Event()
+
+    def run_worker() -> None:
+        async def serve() -> None:
+            worker = Worker(squeue.backend, max_concurrency=4)
+            await worker.start()
+            await asyncio.to_thread(stop.wait)
+            await worker.stop()
+
+        asyncio.run(serve())
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)  # each dropped copy warns: that is the point
+        with squeue:
+            thread = threading.Thread(target=run_worker)
+            thread.start()
+            try:
+                for _ in range(30):
+                    child = squeue.get_result(squeue.enqueue(step1, 1), timeout=30)
+                    assert squeue.get_result(child, timeout=30) == 2
+
+                def copies_released() -> bool:
+                    gc.collect()
+                    return sum(type(o) is SyncTaskQueue for o in gc.get_objects()) <= 3
+
+                wait_until_sync(copies_released, timeout=20)
+            finally:
+                stop.set()
+                thread.join(30)

@@ -152,3 +152,68 @@ async def test_a_parameter_named_self_can_be_passed_by_keyword(tmp_path: Path) -
         finally:
             await worker.stop()
     assert result is not None and queue.deserialize_result(result) == "c/d"
+
+
+DECORATED_SCRIPT = """
+from sitq import TaskQueue
+
+queue = TaskQueue(URL)
+
+
+@queue.task(max_retries=3, priority=7, queue_name="mail")
+async def resize(image: str, width: int = 800) -> str:
+    return f"{image} at {width}px"
+
+
+@queue.task()
+async def upload(image: str) -> str:
+    return await resize.enqueue(image, width=640)  # a follow-up from inside a task
+
+
+@queue.task()
+async def upload_plain(image: str) -> str:
+    return await queue.enqueue(resize, image)  # through the queue: the decorator's options still apply
+"""
+
+
+@pytest.mark.asyncio
+async def test_decorated_tasks_of_a_script_chain_with_their_options(tmp_path: Path) -> None:
+    """Shipped by value, a __main__ task function arrived as its plain function: no .enqueue, no options."""
+    import warnings
+
+    script: dict[str, object] = {"__name__": "__main__", "URL": f"sqlite:///{tmp_path / 'chain.db'}"}
+    exec(DECORATED_SCRIPT, script)  # as a script run with python: cloudpickle ships these by value
+    queue: TaskQueue = script["queue"]  # type: ignore[assignment]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)  # each task's copy of the queue is let go unclosed
+        async with queue:
+            worker = Worker(queue.backend)
+            await worker.start()
+            try:
+                followups = []
+                for name in ("upload", "upload_plain"):
+                    done = await queue.get_result(await script[name].enqueue("cat.png"), timeout=20)  # type: ignore[attr-defined]
+                    assert done is not None and done.status == "success", done
+                    followups.append(queue.deserialize_result(done))
+                for task_id in followups:
+                    stored = await queue.get_task(task_id)
+                    assert stored is not None and (stored.queue, stored.priority, stored.max_retries) == ("mail", 7, 3)
+                    assert await queue.get_result(task_id, timeout=20) is not None
+            finally:
+                await worker.stop()
+
+
+@pytest.mark.asyncio
+async def test_a_script_task_bound_to_an_in_memory_queue_still_enqueues(tmp_path: Path) -> None:
+    """An in-memory store's queue cannot travel: the task goes without it, and says so if asked to enqueue."""
+    script: dict[str, object] = {"__name__": "__main__", "URL": "sqlite://"}
+    exec(DECORATED_SCRIPT, script)
+    queue: TaskQueue = script["queue"]  # type: ignore[assignment]
+    async with queue:
+        worker = Worker(queue.backend)
+        await worker.start()
+        try:
+            done = await queue.get_result(await script["upload"].enqueue("cat.png"), timeout=20)  # type: ignore[attr-defined]
+        finally:
+            await worker.stop()
+    assert done is not None and done.status == "failed" and "is not bound to a queue" in (done.error or ""), done

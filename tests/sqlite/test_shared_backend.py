@@ -123,15 +123,17 @@ async def test_a_dropped_sync_queue_lets_go_of_a_backend_it_was_given(tmp_path: 
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize("connect_first", [False, True], ids=["auto-connect", "connect()"])
-async def test_queues_made_per_request_and_dropped_unclosed_warn_and_do_not_leak(
-    tmp_path: Path, connect_first: bool
-) -> None:
+@pytest.mark.parametrize("how", ["auto-connect", "connect()", "unpickled"])
+async def test_queues_made_per_request_and_dropped_unclosed_warn_and_do_not_leak(tmp_path: Path, how: str) -> None:
     """Each TaskQueue(url) dropped without close() kept a thread and 4 file descriptors for good, silently.
 
     A queue that called connect() counted itself among the backend's holders, so its finalizer saw the
-    backend still held (by itself) and let it leak, without a warning.
+    backend still held (by itself) and let it leak, without a warning. An unpickled queue (a module-level
+    queue travelling in the globals of a task function shipped by value) had no finalizer at all.
     """
+    import pickle
+
+    template = pickle.dumps(TaskQueue(f"sqlite:///{tmp_path / 'requests.db'}"))
     import gc
     import os
     import threading
@@ -140,8 +142,8 @@ async def test_queues_made_per_request_and_dropped_unclosed_warn_and_do_not_leak
     url = f"sqlite:///{tmp_path / 'requests.db'}"
 
     async def handle_request(i: int) -> str:
-        queue = TaskQueue(url)
-        if connect_first:
+        queue = pickle.loads(template) if how == "unpickled" else TaskQueue(url)
+        if how == "connect()":
             await queue.connect()
         return await queue.enqueue(len, "x" * i)  # and the queue is forgotten
 

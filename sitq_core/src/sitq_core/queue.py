@@ -446,6 +446,25 @@ class TaskQueue(_Producer):
         state["_waiters"] = ResultWaiters()  # closing a copy must not end this queue's waits
         return state
 
+    def __copy__(self) -> TaskQueue:
+        """A shallow copy shares this queue's backend object, so it never lets that backend go."""
+        clone = TaskQueue.__new__(TaskQueue)
+        clone.__dict__.update(self.__getstate__())
+        return clone
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickled (or deep-copied): the backend arrived as its configuration, a new object of this queue's.
+
+        Such a queue is let go when dropped unclosed, like one made from a URL:
+        a task function shipped by value (cloudpickle, from ``__main__``) brings
+        the module-level queue it uses along, and each run's copy connected on
+        first use and kept its thread and files (or a server connection) for good.
+        """
+        self.__dict__.update(state)
+        if backend_not_ready(self._backend):  # not a backend this process already uses (one shared by reference)
+            finalizer = weakref.finalize(self, _dropped_unclosed, self._backend, self._open_state)
+            finalizer.atexit = False
+
     def _owner(self) -> TaskQueue:
         return self
 

@@ -10,6 +10,7 @@ Any queue's ``enqueue(send, ...)`` applies the decorator's options too.
 from __future__ import annotations
 
 import functools
+import pickle
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
@@ -60,18 +61,31 @@ class TaskFunction(Generic[P, R]):
         return TaskFunction(self.__wrapped__, self.options, queue)
 
     def __reduce__(self) -> str | tuple[Any, ...]:
-        # Importable: pickled by name, like a function. Otherwise (``__main__``, local):
-        # as its plain function, which cloudpickle ships by value. A queue never travels.
+        # Importable: pickled by name, like a function. Otherwise (``__main__``, local) cloudpickle ships
+        # the function by value, with its options (a follow-up ``queue.enqueue(f)`` inside another task
+        # keeps them) and its queue when that travels as its configuration (``f.enqueue`` works there too;
+        # an in-memory store's queue cannot: the copy is unbound, and says so when asked to enqueue).
         if is_importable_task(self):
             return str(getattr(self, "__qualname__", ""))
-        return (_unwrap, (self.__wrapped__,))
+        return (TaskFunction, (self.__wrapped__, self.options, _travelling(self.queue)))
 
     def __repr__(self) -> str:
         return f"<sitq task {self.__module__}:{getattr(self, '__qualname__', '?')}>"
 
 
 def _unwrap(func: Callable[..., Any]) -> Callable[..., Any]:
-    return func
+    return func  # kept: payloads stored before task functions travelled whole still load
+
+
+def _travelling(queue: TaskQueue | None) -> TaskQueue | None:
+    """``queue`` if it can be pickled (as its configuration), else None."""
+    if queue is None:
+        return None
+    try:
+        pickle.dumps(queue)
+    except Exception:
+        return None
+    return queue
 
 
 def is_task_function(obj: object) -> bool:

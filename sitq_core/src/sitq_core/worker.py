@@ -1621,7 +1621,7 @@ class Worker:
         if running.cancel_asked():  # cancelled between its dispatch and its first step
             self._report(running, self._cancelled(running), {"error": "cancelled", "duration": 0.0})
             return
-        describe = functools.partial(_current_task_of, running, self.worker_id)
+        describe = functools.partial(_current_task_of, running.reserved, self.worker_id)
         set_current(describe)  # this asyncio task's own context: current_task() inside an async task
         self._started(running)  # (observers of the start see it too)
         if not _is_async_callable(func):
@@ -1746,7 +1746,7 @@ class Worker:
             self._last_start = time.monotonic()
             running = members[index]
             # current_task() in the call that starts now, on this thread (made here, off the loop's thread)
-            set_current(functools.partial(_current_task_of, running, worker_id))
+            set_current(functools.partial(_current_task_of, running.reserved, worker_id))
             running.started_at = base_now + timedelta(seconds=max(began - base_perf, 0.0))
             if notify:
                 loop.call_soon_threadsafe(self._notify_started, running)
@@ -1786,7 +1786,7 @@ class Worker:
                 if self._settle_batch_member(running, entry):
                     continue
                 value = entry[2]  # an awaitable returned by a sync function: finish it on the loop
-                set_current(functools.partial(_current_task_of, running, self.worker_id))  # as its own
+                set_current(functools.partial(_current_task_of, running.reserved, self.worker_id))  # as its own
                 try:
                     value = await value
                 except asyncio.CancelledError as exc:
@@ -2286,12 +2286,18 @@ def _describe(exc: BaseException) -> str:
         return f"{type(exc).__name__} (its message could not be read: {type(failure).__name__})"
 
 
-def _current_task_of(running: _Running, worker_id: str) -> CurrentTask:
-    """What ``current_task()`` returns inside this task's call (built only when asked)."""
-    task = running.reserved.task
+def _current_task_of(reserved: ReservedTask, worker_id: str) -> CurrentTask:
+    """What ``current_task()`` returns inside this task's call (built only when asked).
+
+    It holds the reserved task (stored bytes), never the loaded call: contexts
+    outlive the task (a thread or event loop the task started copies them),
+    and a loaded function shipped by value keeps its globals alive, a
+    module-level queue with its connections among them.
+    """
+    task = reserved.task
     return CurrentTask(
         id=task.id,
-        attempt=running.reserved.attempt,
+        attempt=reserved.attempt,
         queue=task.queue,
         function_name=task.function_name,
         worker_id=worker_id,
