@@ -541,3 +541,66 @@ async def test_close_ends_a_waiter_on_another_threads_loop(tmp_path: Path) -> No
     await queue.close()
     await asyncio.to_thread(thread.join, 10)
     assert not thread.is_alive() and len(outcome) == 1 and outcome[0].task_id == task_id, outcome
+
+
+@pytest.mark.asyncio
+async def test_two_closes_at_once_end_a_waiter_with_task_queue_error_without_stalling(tmp_path: Path) -> None:
+    """Each close cancelled the waiter: two cancels read as the caller's own, and one close waited 1 s."""
+    queue = TaskQueue(SQLiteBackend(tmp_path / "double.db"))
+    await queue.connect()
+    task_id = await queue.with_options(delay=3600).enqueue(tasks.add, 1, 2)
+    waiter = asyncio.ensure_future(queue.get_result(task_id))
+    await asyncio.sleep(0.05)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    await asyncio.gather(queue.close(), queue.close())
+    assert loop.time() - began < 0.5, "neither close waits out the unwind timeout"
+    assert isinstance(waiter.exception(), TaskQueueError) and not waiter.cancelled()
+
+
+@pytest.mark.asyncio
+async def test_a_close_cancelled_while_its_waiters_unwind_still_closes_the_backend(tmp_path: Path) -> None:
+    queue = TaskQueue(f"sqlite:///{tmp_path / 'cancelled-close.db'}")
+    await queue.connect()
+    task_id = await queue.with_options(delay=3600).enqueue(tasks.add, 1, 2)
+    waiter = asyncio.ensure_future(queue.get_result(task_id))
+    await asyncio.sleep(0.05)
+    closing = asyncio.ensure_future(queue.close())
+    await asyncio.sleep(0)  # the close is inside: waiting for the waiter to unwind
+    closing.cancel()
+    await asyncio.gather(closing, waiter, return_exceptions=True)
+    assert queue.backend._db is None, "the hold was let go and the backend closed"  # type: ignore[attr-defined]
+
+
+@pytest.mark.asyncio
+async def test_a_callers_own_cancel_on_another_loop_stays_a_cancel_when_a_close_comes_too(tmp_path: Path) -> None:
+    """The close marked the other loop's waiter at once: the caller's pending cancel turned into TaskQueueError."""
+    queue = TaskQueue(SQLiteBackend(tmp_path / "race.db"))
+    await queue.connect()
+    task_id = await queue.with_options(delay=3600).enqueue(tasks.add, 1, 2)
+    ready, go, seen = threading.Event(), threading.Event(), []
+
+    async def other_loop() -> None:
+        waiter = asyncio.ensure_future(queue.get_result(task_id))
+        await asyncio.sleep(0.05)
+
+        def cancel_then_stay_busy() -> None:
+            waiter.cancel()  # the caller's own cancel: pending until this loop turns again
+            ready.set()
+            go.wait(5)  # meanwhile the close on the other loop runs
+
+        asyncio.get_running_loop().call_soon(cancel_then_stay_busy)
+        try:
+            await waiter
+        except BaseException as exc:  # what ended it is the point
+            seen.append(type(exc).__name__)
+
+    thread = threading.Thread(target=asyncio.run, args=(other_loop(),))
+    thread.start()
+    assert await asyncio.to_thread(ready.wait, 5)
+    closing = asyncio.ensure_future(queue.close())
+    await asyncio.sleep(0.05)
+    go.set()
+    await closing
+    await asyncio.to_thread(thread.join, 10)
+    assert seen == ["CancelledError"], seen

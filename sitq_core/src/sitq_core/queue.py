@@ -552,14 +552,18 @@ class TaskQueue(_Producer):
         A ``get_result`` still waiting on this queue ends with ``TaskQueueError``.
         """
         self._open_state.open = False
-        await self._waiters.end_all()
+        # the book-keeping first: a close cancelled while its waiters unwind must not leave a hold behind
         if self._let_go():
             holders.want_closed(self._backend)  # the last holder (a worker as it stops) closes it then
+            await self._waiters.end_all()
             return
         holders.close_wanted(self._backend)  # closing it now: nothing left pending
         with contextlib.suppress(TypeError):  # a backend that cannot be hashed was never recorded
             _connected.discard(self._backend)
-        await self._backend.close()
+        try:
+            await self._waiters.end_all()
+        finally:
+            await self._backend.close()
 
     async def __aenter__(self) -> Self:
         await self.connect()

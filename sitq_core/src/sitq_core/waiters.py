@@ -62,29 +62,38 @@ class ResultWaiters:
         return task.uncancel() == 0  # the caller's own cancel, if one came too, still stands
 
     async def end_all(self) -> None:
-        """Cancel every waiting task; wait briefly for those on this loop to leave ``get_result``."""
+        """Cancel every waiting task; wait briefly for those on this loop to leave ``get_result``.
+
+        A task is marked as the close's at the moment it is cancelled, on its
+        own loop, and only once: a second close at the same time, or the
+        caller's own cancel landing first, must not be taken for this one.
+        """
         here = asyncio.get_running_loop()
         with self._lock:
-            waiting = list(self._waiting.items())
-            self._interrupted.update(task for task, _loop in waiting)
-            mine = [task for task, loop in waiting if loop is here]
-            for task in mine:
-                self._unwound[task] = here.create_future()
-            unwound = [self._unwound[task] for task in mine]
-        for task, loop in waiting:
-            if loop is here:
-                task.cancel()  # suspended inside get_result: the cancel lands there
-            else:
-                with contextlib.suppress(RuntimeError):  # that loop has closed: its task will never run again
-                    loop.call_soon_threadsafe(self._cancel_if_waiting, task)
+            for task, loop in list(self._waiting.items()):
+                if loop.is_closed():  # that loop ended under its waiter: the task never runs again
+                    del self._waiting[task]
+                    self._interrupted.discard(task)
+            mine = [task for task, loop in self._waiting.items() if loop is here]
+            others = [(task, loop) for task, loop in self._waiting.items() if loop is not here]
+            unwound = [self._unwound.setdefault(task, here.create_future()) for task in mine]
+            cancel_now = [task for task in mine if task not in self._interrupted]
+            self._interrupted.update(cancel_now)
+        for task in cancel_now:
+            task.cancel()  # suspended inside get_result: the cancel lands there
+        for task, loop in others:
+            with contextlib.suppress(RuntimeError):  # that loop has closed: its task will never run again
+                loop.call_soon_threadsafe(self._cancel_if_waiting, task)
         if unwound:
             await asyncio.wait(unwound, timeout=_UNWIND_SECONDS)
 
     def _cancel_if_waiting(self, task: asyncio.Task[object]) -> None:
         """On ``task``'s own loop: cancel it only if it is still inside ``get_result`` (never the code after)."""
         with self._lock:
-            still = task in self._interrupted
-        if still:
+            cancel = task in self._waiting and task not in self._interrupted
+            if cancel:
+                self._interrupted.add(task)
+        if cancel:
             task.cancel()
 
 
