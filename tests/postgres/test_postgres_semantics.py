@@ -120,6 +120,47 @@ def test_asyncio_run_again_and_again_leaves_no_unclosed_socket(pg_dsn: str, pg_s
     assert not unclosed, unclosed
 
 
+def test_an_async_generator_cleaning_up_with_the_queue_at_loop_end_still_can(pg_dsn: str, pg_schema: str) -> None:
+    """The loop's shutdown guard dropped the pool beside generators whose finally still used it."""
+    import gc
+    import warnings
+
+    backend = PostgresBackend(pg_dsn, schema=pg_schema)
+    outcomes: list[str] = []
+
+    async def stream(queue: TaskQueue) -> Any:
+        try:
+            yield 1
+        finally:  # run by asyncio.run's shutdown_asyncgens, beside the backend's own guard
+            try:
+                for _ in range(10):
+                    await queue.enqueue(tasks.add, 1, 1)
+                outcomes.append("ok")
+            except BaseException as exc:
+                outcomes.append(repr(exc))
+
+    async def main() -> None:
+        queue = TaskQueue(backend)
+        await queue.enqueue(tasks.add, 0, 0)  # the pool (and the guard) exist
+        for _ in range(3):
+            generator = stream(queue)
+            await anext(generator)
+            kept.append(generator)  # left suspended: the loop closes it as it ends
+
+    kept: list[Any] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(2):
+            asyncio.run(main())
+            kept.clear()
+            gc.collect()
+        asyncio.run(backend.close())
+        gc.collect()
+    assert outcomes == ["ok"] * 6, outcomes
+    unclosed = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    assert not unclosed, unclosed
+
+
 @pytest.mark.asyncio
 async def test_an_error_text_with_nul_fails_only_its_own_task(pg_dsn: str, pg_schema: str) -> None:
     async with TaskQueue(PostgresBackend(pg_dsn, schema=pg_schema)) as queue:

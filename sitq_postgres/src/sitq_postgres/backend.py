@@ -23,7 +23,7 @@ import secrets
 import threading
 import time
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Self, TypeAlias, TypeVar, overload
 from urllib.parse import parse_qs, urlsplit
@@ -62,6 +62,7 @@ _WAIT_RETRY_MAX = 1.0
 # and at least this many seconds, before it is reported as of unknown fate.
 _ENQUEUE_SETTLE_MIN = 5.0
 _ENQUEUE_SETTLE_MAX = 60.0  # and at most this long (connect_timeout=0 means a day)
+_SHUTDOWN_POLL = 0.005  # seconds between looks at an ending loop's pool, for calls still in flight
 _CLOSE_TIMEOUT = 5.0  # seconds close() waits for its connections to end gracefully before it drops them
 _DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, TimeoutError)
 #: Errors that mean the server is out of reach (not a misuse of a connection, such as asyncpg's
@@ -467,6 +468,8 @@ class PostgresBackend(Backend):
         unclosed sockets and transports. A loop closed without
         ``shutdown_asyncgens`` still has them released that later way.
         """
+        if getattr(loop, "_asyncgens_shutdown_called", False):
+            return  # its shutdown has begun: a guard started now would never be closed
         with self._lock:
             if loop in self._loop_guards:
                 return
@@ -477,6 +480,15 @@ class PostgresBackend(Backend):
         try:
             yield
         finally:
+            # Other async generators close beside this one, and their ``finally`` may still use the
+            # backend: let them start, and let the calls they make end (bounded), before dropping it.
+            for _ in range(3):
+                await asyncio.sleep(0)
+            # (polled: asyncpg tells no event when its pool goes idle; this runs once, as the loop ends)
+            for _ in range(int(_CLOSE_TIMEOUT / _SHUTDOWN_POLL)):
+                if not self._loop_busy(loop):
+                    break
+                await asyncio.sleep(_SHUTDOWN_POLL)
             with self._lock:
                 pool = self._pools.pop(loop, None)
                 listener = self._listeners.pop(loop, None)
@@ -489,6 +501,11 @@ class PostgresBackend(Backend):
                 pool.terminate()
             if pool is not None or listener is not None:
                 log.debug("released the connections of an event loop that is ending")
+
+    def _loop_busy(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """True while a call of ``loop`` holds one of its pool's connections."""
+        pool = self._pools.get(loop)
+        return pool is not None and pool.get_idle_size() < pool.get_size()
 
     def _cannot_connect(self, exc: BaseException) -> ConnectionError:
         return ConnectionError(
@@ -572,7 +589,7 @@ class PostgresBackend(Backend):
         result: T
         cut = False  # the connection was closed under the call (read before it goes back to the pool)
         try:
-            async with _leased(pool) as conn:
+            async with _Leased(pool) as conn:
                 try:
                     if time.monotonic() - self._clock_read_at > _CLOCK_RECHECK:
                         await self._read_server_clock(conn)
@@ -1225,8 +1242,7 @@ def _dispose_unwanted(dispose: Callable[[Any], None], opened: asyncio.Task[Any])
         dispose(opened.result())
 
 
-@contextlib.asynccontextmanager
-async def _leased(pool: Pool) -> AsyncIterator[Connection]:
+class _Leased:
     """A pooled connection that a cancelled caller never waits for.
 
     asyncpg gives a connection back by resetting it on the server, and a
@@ -1237,21 +1253,35 @@ async def _leased(pool: Pool) -> AsyncIterator[Connection]:
     still asks the server to cancel the statement (so a write cut short is
     not committed later, once a lock it waited for goes), and a give-back
     that takes longer than ``_RELEASE_TIMEOUT`` drops the connection.
+
+    A class, not an ``asynccontextmanager``: an async generator used while a
+    loop shuts down (a user's async generator cleaning up with a sitq call)
+    made asyncio warn that it was scheduled after ``shutdown_asyncgens()``.
     """
-    conn = await pool.acquire()
-    try:
-        yield conn
-    except asyncio.CancelledError:
-        _give_back_later(pool, conn)
-        raise
-    except BaseException:
-        # the body's error is the one to raise, not a failure to give the connection back
-        try:
-            await pool.release(conn, timeout=_RELEASE_TIMEOUT)
-        except Exception as exc:  # asyncpg terminated the connection: the pool opens another
-            log.debug("giving a connection back failed: %s", exc)
-        raise
-    await pool.release(conn, timeout=_RELEASE_TIMEOUT)
+
+    __slots__ = ("_conn", "_pool")
+
+    def __init__(self, pool: Pool) -> None:
+        self._pool = pool
+        self._conn: Connection | None = None
+
+    async def __aenter__(self) -> Connection:
+        self._conn = await self._pool.acquire()
+        return self._conn
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        conn, self._conn = self._conn, None
+        if exc_type is not None and issubclass(exc_type, asyncio.CancelledError):
+            _give_back_later(self._pool, conn)
+            return
+        if exc_type is not None:
+            # the body's error is the one to raise, not a failure to give the connection back
+            try:
+                await self._pool.release(conn, timeout=_RELEASE_TIMEOUT)
+            except Exception as failure:  # asyncpg terminated the connection: the pool opens another
+                log.debug("giving a connection back failed: %s", failure)
+            return
+        await self._pool.release(conn, timeout=_RELEASE_TIMEOUT)
 
 
 _giving_back: set[asyncio.Task[None]] = set()  # referenced until done (the loop keeps only weak references)
