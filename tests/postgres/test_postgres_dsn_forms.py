@@ -376,3 +376,27 @@ def test_an_unclosed_ipv6_bracket_is_a_validation_error() -> None:
     with pytest.raises(ValidationError) as caught:
         PostgresBackend("postgresql://[::1/db")
     assert caught.value.parameter == "dsn"
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "postgresql://%2Fvar%2Frun%2Fpostgresql/db?host=/var/run/postgresql",  # the same socket, encoded
+        "postgresql://u@LOCALHOST/db?host=localhost",  # host names ignore case
+        "postgresql://u:a+b@h/db?password=a+b",  # '+' in both places
+    ],
+)
+def test_the_same_part_written_two_ways_is_not_taken_for_two(dsn: str) -> None:
+    PostgresBackend(dsn)
+
+
+def test_a_dsn_with_spaces_around_it_keeps_its_shape_when_its_port_moves() -> None:
+    """The netloc was cut at the wrong offset: ' postgresql://u@h/db?port=5432' became 'postgresql:/u@h:54321/db'."""
+    assert PostgresBackend(" postgresql://u@h/db?port=5433\n").dsn == "postgresql://u@h:5433/db"
+
+
+@pytest.mark.parametrize("dsn", ["postgresql://u:a\tb@h/db?port=5433", "postgresql://u@h/d\nb"])
+def test_a_dsn_with_a_tab_or_line_break_inside_is_refused(dsn: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        PostgresBackend(dsn)
+    assert caught.value.parameter == "dsn" and "tabs or line breaks" in str(caught.value)

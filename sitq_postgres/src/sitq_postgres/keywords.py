@@ -72,6 +72,12 @@ def prepared_dsn(dsn: str | None, connect_timeout: float, *, default_timeout: fl
         dsn = keyword_dsn_to_url(dsn)
     if "://" not in dsn:
         return dsn, connect_timeout
+    dsn = dsn.strip()  # a line read from an env file: urlsplit ignores the spaces, the rewrite below would not
+    if any(char in dsn for char in "\t\r\n"):
+        # urlsplit drops them silently (a tab in a password would vanish): the dsn would not be the one given
+        raise ValidationError(
+            "dsn must not hold tabs or line breaks (percent-encode them: %09, %0D, %0A)", parameter="dsn"
+        )
     try:
         parts = urlsplit(dsn)
     except ValueError as exc:  # "Invalid IPv6 URL": an unclosed '[' in the host
@@ -324,7 +330,7 @@ def _refuse_given_twice(
     last = dict(pairs)  # the last value of each key counts
     user, colon, password = auth.rstrip("@").partition(":")
     in_url = {
-        "host": ",".join(host.strip("[]") for host, _port in hosts),
+        "host": ",".join(unquote(host.strip("[]")).lower() for host, _port in hosts),
         "user": unquote(user),
         "password": unquote(password) if colon else "",
         "dbname": unquote(path.lstrip("/")),
@@ -332,8 +338,9 @@ def _refuse_given_twice(
     for key, given in in_url.items():
         wanted = last.get(key)
         if key == "host" and wanted is not None:
-            wanted = ",".join(host.strip("[]") for host in wanted.split(","))
-        if given and wanted is not None and wanted != given:
+            wanted = ",".join(host.strip("[]").lower() for host in wanted.split(","))  # host names ignore case
+        if given and wanted is not None and wanted not in (given, given.replace("+", " ")):  # asyncpg reads '+' in
+            # the query as a space, and libpq as itself: '+' in both places is the same value either way
             shown = "" if key == "password" else f" ({given!r} and {wanted!r})"
             raise ConfigurationError(
                 f"the dsn gives {key!r} twice, differently: in the URL itself and as ?{key}={shown} (libpq would "
