@@ -1302,10 +1302,12 @@ def test_run_leaves_no_swallowing_handler_when_the_loop_held_the_signal_before(t
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("gone", ["module", "function"])
+@pytest.mark.parametrize("serializer", ["cloudpickle", "msgpack"])
 async def test_a_task_whose_module_is_missing_on_the_worker_is_retried_per_max_retries(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gone: str, serializer: str
 ) -> None:
-    """A rolling deploy: the task reached a worker without its module. It failed for good, max_retries aside."""
+    """A rolling deploy: the task reached a worker without its code. It failed for good, max_retries aside."""
     import importlib
     import sys
 
@@ -1313,12 +1315,15 @@ async def test_a_task_whose_module_is_missing_on_the_worker_is_retried_per_max_r
     module.write_text("def job():\n    return 1\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     job = importlib.import_module("deploy_skew_tasks").job
-    async with TaskQueue(SQLiteBackend(tmp_path / "skew.db")) as queue:
+    async with TaskQueue(SQLiteBackend(tmp_path / "skew.db"), serializer=serializer) as queue:
         task_id = await queue.with_options(max_retries=2, retry_backoff=0.01).enqueue(job)
         once = await queue.with_options(max_retries=0).enqueue(job)
-        # the worker's side of the deploy: the module is not there
+        # the worker's side of the deploy: the module, or the function in it, is not there
         monkeypatch.delitem(sys.modules, "deploy_skew_tasks")
-        module.unlink()
+        if gone == "module":
+            module.unlink()
+        else:
+            module.write_text("def other():\n    return 2\n")
         importlib.invalidate_caches()
         worker = Worker(queue.backend)
         await worker.start()
@@ -1329,5 +1334,29 @@ async def test_a_task_whose_module_is_missing_on_the_worker_is_retried_per_max_r
             await worker.stop()
     assert result is not None and result.status == "failed", result
     assert result.attempts == 3, "a function missing on this worker follows max_retries like any failure"
-    assert "not importable here" in (result.error or ""), result.error
+    if gone == "module":
+        assert "importable" in (result.error or ""), result.error
     assert single is not None and single.status == "failed" and single.attempts == 1
+
+
+class _BrokenOnLoad:
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_raise_attribute_error, ())
+
+
+def _raise_attribute_error() -> None:
+    raise AttributeError("'Config' object has no attribute 'url'")  # the payload's own bug
+
+
+@pytest.mark.asyncio
+async def test_a_payload_whose_own_code_fails_to_load_is_not_retried(queue: TaskQueue) -> None:
+    """An AttributeError raised by the payload itself fails the same way on every worker: no retries spent."""
+    task_id = await queue.with_options(max_retries=3, retry_backoff=0.01).enqueue(tasks.add, _BrokenOnLoad(), 1)
+    worker = Worker(queue.backend)
+    await worker.start()
+    try:
+        result = await queue.get_result(task_id, timeout=20)
+    finally:
+        await worker.stop()
+    assert result is not None and result.status == "failed" and result.attempts == 1, result
+    assert "AttributeError" in (result.error or ""), result.error

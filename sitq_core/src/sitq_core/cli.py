@@ -439,9 +439,9 @@ def _exit_on_stop_signals(code: Callable[[], int]) -> None:
 
 
 def _flag_given(argv: Sequence[str] | None, flag: str) -> bool:
-    """True when ``flag`` (or ``flag=value``) is on the command line, not only in the environment."""
+    """True when ``flag`` (or ``flag=value``, or an abbreviation argparse accepts) is on the command line."""
     given = sys.argv[1:] if argv is None else argv
-    return any(arg == flag or arg.startswith(flag + "=") for arg in given)
+    return any(len(name) > 2 and flag.startswith(name) for name in (arg.partition("=")[0] for arg in given))
 
 
 def _worker_serializer(name: str | None, allowed_tasks: list[str] | None) -> str | Serializer | None:

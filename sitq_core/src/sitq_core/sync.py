@@ -279,7 +279,10 @@ class SyncTaskQueue:
         try:
             self.connect()
         except BaseException:
-            self.close()  # no __exit__ follows a failed __enter__: stop the loop thread now (and do not warn later)
+            # no __exit__ follows a failed __enter__: stop the loop thread now (and do not warn later);
+            # the connect error is the one to raise, not a failure of this clean-up
+            with contextlib.suppress(Exception):
+                self.close()
             raise
         return self
 

@@ -71,8 +71,24 @@ _SUSPECT_WAIT = 5.0  # seconds a suspect waits for the tasks running beside it b
 _ADAPTIVE_PREFETCH_WINDOW = 0.1  # seconds of work reserved ahead when tasks are short
 
 
+def _missing_here(exc: BaseException) -> bool:
+    """True when loading a task failed because its module or function is not on this worker.
+
+    An import error, pickle's "Can't get attribute" lookup, or the msgpack
+    serializer's import of the path: another worker (of another deploy) may
+    have it. An AttributeError from the payload's own code (a broken
+    ``__setstate__``) fails the same way everywhere, so it is not one.
+    """
+    for error in (exc, exc.__cause__):
+        if isinstance(error, ImportError):
+            return True
+        if isinstance(error, AttributeError) and str(error).startswith("Can't get attribute"):
+            return True
+    return isinstance(exc, SerializationError) and exc.message.startswith("cannot import task function")
+
+
 def store_retry_delay(failures: int, poll_interval: float) -> float:
-    """Seconds before calling a failing store again: 0.1 s doubling per failure, at most ``poll_interval``.
+    """Seconds before calling a failing store again: 0.1 s doubling per failure, at most ``max(poll_interval, 0.05)``.
 
     The exponent is capped: ``2**failures`` as a float overflows at 1024 failures in a row (17 minutes of a
     store failing at once, at the default poll interval), and that OverflowError stopped the worker.
@@ -1431,7 +1447,13 @@ class Worker:
             # (SystemExit from a module's import, GeneratorExit or CancelledError from a __reduce__ ...); one
             # escaping here froze the worker with the task held, or ended the process, task after task
             running.started_at = self.backend.now()
-            detail = str(exc) if isinstance(exc, SitqError) else f"{type(exc).__name__}: {exc}".rstrip(": ")
+            detail = (
+                str(exc)
+                if isinstance(exc, SitqError)
+                else f"{type(exc).__name__}: {exc}"
+                if str(exc)
+                else (type(exc).__name__)
+            )
             message = f"cannot load task {task.function_name or task.id}: {detail}"
             cause = exc.__cause__ if isinstance(exc.__cause__, ImportError) else exc
             module = (task.function_name or "").partition(":")[0]
@@ -1443,10 +1465,7 @@ class Worker:
                 )
             # a module or function missing here may be there on a worker of a newer (or older) deploy: that
             # failure follows max_retries like any other; a payload that cannot load anywhere never retries
-            retry = isinstance(cause, ImportError | AttributeError) or isinstance(
-                exc.__cause__, ImportError | AttributeError
-            )
-            outcome = self._failure(running, message, _format(exc), retry=retry)
+            outcome = self._failure(running, message, _format(exc), retry=_missing_here(exc))
             self._outcomes_put(running, outcome, {"error": exc, "duration": 0.0})
             return None
         return running.call
