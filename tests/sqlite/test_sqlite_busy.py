@@ -47,6 +47,32 @@ async def test_lock_held_past_busy_timeout_is_a_backend_error(tmp_path: Path) ->
         await backend.enqueue(Task(id=new_id(), payload=b"x"))  # works again
 
 
+@pytest.mark.asyncio
+async def test_writes_queued_behind_a_locked_one_share_its_busy_timeout(tmp_path: Path) -> None:
+    """Each queued job started its own busy_timeout when the thread reached it: the fourth failed after 4x."""
+    path = tmp_path / "queued.db"
+    async with SQLiteBackend(path, busy_timeout=1.0) as backend:
+        await backend.counts()  # connected, schema made
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        ended: list[float] = []
+
+        async def write() -> None:
+            with pytest.raises(BackendError, match="busy_timeout"):
+                await backend.enqueue_many([Task(id=new_id(), payload=b"x") for _ in range(20)])
+            ended.append(loop.time() - began)
+
+        try:
+            await asyncio.gather(*(write() for _ in range(4)))
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        assert max(ended) < 2.5, f"the writes waited {ended} s, as if each had its own 1 s busy_timeout"
+        assert (await backend.counts())["queued"] == 0
+
+
 class _Interrupt(BaseException):
     """Stands in for KeyboardInterrupt arriving while a large batch is being serialised."""
 

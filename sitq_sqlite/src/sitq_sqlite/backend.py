@@ -574,7 +574,8 @@ class SQLiteBackend(Backend):
 
     async def _run(self, operation: str, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` on the connection thread (one hop), mapping errors."""
-        return await self._settle(operation, await self._submit(lambda conn: self._retrying(conn, fn)))
+        since = time.monotonic()  # busy_timeout counts from here, not from when the thread gets to it
+        return await self._settle(operation, await self._submit(lambda conn: self._retrying(conn, fn, since=since)))
 
     async def _submit(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
         """Queue ``fn`` on the connection thread; when another thread closed that one meanwhile, on a new one."""
@@ -624,15 +625,23 @@ class SQLiteBackend(Backend):
         )
 
     def _retrying(
-        self, conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T], *, let_forks_through: bool = True
+        self,
+        conn: sqlite3.Connection,
+        fn: Callable[[sqlite3.Connection], T],
+        *,
+        let_forks_through: bool = True,
+        since: float | None = None,
     ) -> T:
         """Call ``fn``; on SQLITE_BUSY roll back, sleep a short random time and call it again.
 
         While it sleeps it holds no lock, so a fork may go ahead (``forks.gate``)
         instead of waiting out another process's long transaction; if that fork
         closed ``conn``, the connection thread runs the job again on a new one.
+        ``busy_timeout`` counts from ``since`` (when the caller asked): jobs
+        queued behind one that waited out a lock each waited a whole
+        ``busy_timeout`` more, so the fourth of four failed after 20 s.
         """
-        deadline = time.monotonic() + self.busy_timeout
+        deadline = (time.monotonic() if since is None else since) + self.busy_timeout
         attempt = 0
         while True:
             try:
@@ -808,7 +817,8 @@ class SQLiteBackend(Backend):
                 failing = [key for _shared, keys in feed.last_chunk() or [] for key in keys[::2]]
                 raise _batch_id_taken(conn, failing, exc) from exc
 
-        future = await self._submit(lambda conn: self._retrying(conn, lambda c: self._write(c, body)))
+        since = time.monotonic()
+        future = await self._submit(lambda conn: self._retrying(conn, lambda c: self._write(c, body), since=since))
         ids: list[str] = []
         try:
             times: dict[int, tuple[datetime, int]] = {}
