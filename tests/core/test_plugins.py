@@ -785,3 +785,86 @@ def test_a_broken_backend_named_by_sitq_backend_says_so_once_per_error(
     with pytest.raises(BrokenPluginError) as direct:
         resolve_backend("brokenenv://x")
     assert "SITQ_BACKEND" not in str(direct.value)
+
+
+SERIALIZER_ONLY = """
+from sitq_core.hookspecs import hookimpl
+
+@hookimpl
+def sitq_register_serializers(register):
+    register("{name}", "sitq_core.serializers:CloudpickleSerializer", description="a copy")
+"""
+
+
+def test_a_disabled_plugin_is_not_claimed_to_provide_a_backend(site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A disabled plugin is never imported, so what it provides is unknown: it is listed as a plugin, not a backend."""
+    import io
+    import json
+
+    from sitq_core.cli import main
+
+    make_dist(site, "acme-json", "acmejson", "acme_json_serializer_plugin", SERIALIZER_ONLY.format(name="acmejson"))
+    make_dist(site, "acme-pair", "pairstore", "acme_pair_backend_plugin", GOOD_BACKEND.format(name="pairstore"))
+    (site / "acme_pair-1.0.dist-info" / "entry_points.txt").write_text(  # one distribution, two entry points
+        "[sitq]\npairstore = acme_pair_backend_plugin\npairjson = acme_pair_json_plugin\n"
+    )
+    (site / "acme_pair_json_plugin.py").write_text(textwrap.dedent(SERIALIZER_ONLY.format(name="pairjson")))
+    monkeypatch.setenv("SITQ_DISABLED_PLUGINS", "acmejson,pairjson")
+    out = io.StringIO()
+    assert main(["backends"], stdout=out) == 0
+    lines = out.getvalue().splitlines()
+    for name in ("acmejson", "pairjson"):  # a disabled serializer plugin was shown as "backend NAME ..."
+        mentions = [line for line in lines if f" {name} " in line]
+        assert len(mentions) == 1, out.getvalue()
+        assert mentions[0].split()[:2] == ["plugin", name], mentions[0]
+        assert mentions[0].endswith(
+            "installed but disabled by SITQ_DISABLED_PLUGINS: what it provides is not known until it is enabled"
+        ), mentions[0]
+    assert any(line.split()[:2] == ["backend", "pairstore"] for line in lines)  # its enabled sibling stays
+    out = io.StringIO()
+    main(["backends", "--json"], stdout=out)
+    rows = {(row["kind"], row["name"]): row for row in json.loads(out.getvalue())}
+    assert ("backend", "acmejson") not in rows and rows[("plugin", "acmejson")]["dist"] == "acme-json"
+    manager = SitqPluginManager()
+    for kind, lookup in (("backend", manager.backend_class), ("serializer", manager.serializer_class)):
+        with pytest.raises(PluginError) as info:
+            lookup("acmejson")
+        message = info.value.message
+        assert "is provided by" not in message, message  # not claimed as known
+        assert message.startswith(
+            f"{kind} 'acmejson' may be provided by the plugin 'acmejson' (acme-json 1.0), which is installed but "
+            "disabled by SITQ_DISABLED_PLUGINS: what a disabled plugin provides is not known until it is enabled"
+        ), message
+    monkeypatch.delenv("SITQ_DISABLED_PLUGINS")
+    with pytest.raises(UnknownBackendError, match="no backend named 'acmejson'"):  # enabled: it is no backend
+        SitqPluginManager().backend_class("acmejson")
+
+
+def test_an_unknown_name_mentions_the_disabled_plugins_that_might_provide_it(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_dist(site, "acme-json", "acmejson", "acme_json_serializer_plugin_b", SERIALIZER_ONLY.format(name="acmejson"))
+    monkeypatch.setenv("SITQ_DISABLED_PLUGINS", "acmejson")
+    with pytest.raises(UnknownBackendError) as info:
+        SitqPluginManager().backend_class("nosuchstore")
+    message = info.value.message
+    assert message.startswith("no backend named 'nosuchstore'. Installed: dictstore, postgres, sqlite."), message
+    assert (
+        "Installed but disabled, so what they provide is not known until they are enabled: "
+        "plugin 'acmejson' (acme-json 1.0)."
+    ) in message, message
+    monkeypatch.setenv("SITQ_DISABLED_PLUGINS", "postgres")  # sitq knows what sitq-postgres provides
+    with pytest.raises(UnknownBackendError) as info:
+        SitqPluginManager().backend_class("nosuchstore")
+    assert "disabled" not in info.value.message, info.value.message
+
+
+def test_a_plugin_that_failed_to_import_is_not_claimed_to_provide_a_backend(site: Path) -> None:
+    make_dist(site, "acme-broken", "acme", "acme_broken_plugin5", "import no_such_dependency_xyz\n")
+    manager = SitqPluginManager()
+    with pytest.raises(BrokenPluginError) as info:
+        manager.backend_class("acme")
+    assert info.value.message.startswith(
+        "backend 'acme' may come from the plugin 'acme' (acme-broken 1.0), which failed to load (what a plugin "
+        "provides is not known until it loads): ModuleNotFoundError: No module named 'no_such_dependency_xyz'."
+    ), info.value.message

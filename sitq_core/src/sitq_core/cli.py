@@ -271,24 +271,6 @@ def _backends(out: TextIO, *, as_json: bool) -> int:
                     "broken": record is not None and record.status == "broken",
                 }
             )
-    listed = {row["dist"] for row in rows}
-    for plugin in manager.plugin_records():
-        # a switched-off third-party plugin: what it provides is unknown (it was never loaded), so it is
-        # listed under its entry-point name, which by convention is its backend's
-        if plugin.status == "disabled" and plugin.dist not in listed:
-            rows.append(
-                {
-                    "kind": "backend",
-                    "name": plugin.name,
-                    "schemes": [],
-                    "dist": plugin.dist,
-                    "version": plugin.version,
-                    "description": f"installed but disabled by {plugin.disabled_by} (its backends are not loaded)",
-                    "installed": True,
-                    "conflict": False,
-                    "broken": False,
-                }
-            )
     for serializer_entry in manager.serializers.entries():
         rows.append(
             {
@@ -301,6 +283,23 @@ def _backends(out: TextIO, *, as_json: bool) -> int:
                 "installed": True,
                 "conflict": bool(serializer_entry.conflicts),
                 "broken": serializer_entry.broken is not None,
+            }
+        )
+    for plugin in manager.unknown_disabled_plugins():
+        # never imported, so what it would register is unknown: it is listed as what it is, a plugin, and
+        # not as a backend named after its entry point (it may provide only a serializer, or nothing)
+        rows.append(
+            {
+                "kind": "plugin",
+                "name": plugin.name,
+                "schemes": [],
+                "dist": plugin.dist,
+                "version": plugin.version,
+                "description": f"installed but disabled by {plugin.disabled_by}: "
+                "what it provides is not known until it is enabled",
+                "installed": True,
+                "conflict": False,
+                "broken": False,
             }
         )
     if as_json:

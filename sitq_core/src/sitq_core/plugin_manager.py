@@ -506,26 +506,34 @@ class SitqPluginManager(pluggy.PluginManager):
         if kind == "backend":
             candidates.append(self.known_record(name))
         for record in candidates:
-            if record is None:
+            if record is None or record.status not in ("broken", "disabled"):
                 continue
+            provides = self._known_to_provide(record, kind, name)
+            if provides is False:
+                continue
+            # Only when sitq knows what the plugin provides does the message say it provides the name; else
+            # only its entry-point name matches, and a disabled or unimportable plugin registered nothing.
+            who = f"the plugin {record.name!r} ({_dist_text(record)})"
             if record.status == "broken":
                 hint = KNOWN_PLUGINS.get(base)
                 reinstall = f" Reinstall with: pip install '{hint[1]}'." if hint else ""
+                claim = f"comes from {_dist_text(record)}" if provides else f"may come from {who}"
+                unknown = "" if provides else " (what a plugin provides is not known until it loads)"
                 return BrokenPluginError(
-                    f"{kind} {name!r} comes from {record.dist} {record.version or ''}, which failed to load: "
+                    f"{kind} {name!r} {claim}, which failed to load{unknown}: "
                     f"{_sentence(record.error)}{reinstall} Set SITQ_STRICT_PLUGINS=1 for the traceback.",
                     parameter=kind,
                     value=name,
                     valid_options=registry.names(),
                 )
-            if record.status == "disabled":
-                return PluginError(
-                    f"{kind} {name!r} is provided by {record.dist}, which is installed but disabled "
-                    f"by {record.disabled_by}",
-                    parameter=kind,
-                    value=name,
-                    valid_options=registry.names(),
-                )
+            claim = f"is provided by {record.dist}" if provides else f"may be provided by {who}"
+            unknown = "" if provides else ": what a disabled plugin provides is not known until it is enabled"
+            return PluginError(
+                f"{kind} {name!r} {claim}, which is installed but disabled by {record.disabled_by}{unknown}",
+                parameter=kind,
+                value=name,
+                valid_options=registry.names(),
+            )
         known = KNOWN_PLUGINS.get(base)
         if known is not None and kind == "backend":
             dist, extra = known
@@ -536,8 +544,34 @@ class SitqPluginManager(pluggy.PluginManager):
                 value=name,
                 valid_options=registry.names(),
             )
-        error: UnknownBackendError = registry.unknown(name)
+        note = ""
+        disabled = self.unknown_disabled_plugins()
+        if disabled:
+            listed = ", ".join(f"plugin {r.name!r} ({_dist_text(r)})" for r in disabled)
+            note = f"Installed but disabled, so what they provide is not known until they are enabled: {listed}."
+        error: UnknownBackendError = registry.unknown(name, note=note)
         return error
+
+    def _known_to_provide(self, record: PluginRecord, kind: str, name: str) -> bool | None:
+        """Whether a plugin that registered nothing usable provides ``name``: True, False, or None (unknown).
+
+        sitq knows what its own distributions provide (``KNOWN_PLUGINS``: backends only) and
+        what a plugin registered before it broke; anything else a disabled or unimportable
+        plugin would register is unknown, however its entry point is named.
+        """
+        if name in (record.backends if kind == "backend" else record.serializers):
+            return True
+        if record.dist is not None and _dist_key(record.dist) in _known_dists():
+            return kind == "backend" and self.known_record(name) is record
+        return None
+
+    def unknown_disabled_plugins(self) -> list[PluginRecord]:
+        """Disabled plugins whose names are not known (they were never imported; sitq's own ones are known)."""
+        return [
+            record
+            for record in self.records.values()
+            if record.status == "disabled" and (record.dist is None or _dist_key(record.dist) not in _known_dists())
+        ]
 
     # ----------------------------------------------------------- observation
 
@@ -662,6 +696,16 @@ def _dist_version(dist: str | None) -> str | None:
         return version(dist)
     except PackageNotFoundError:
         return None
+
+
+def _dist_text(record: PluginRecord) -> str:
+    """``"sitq-sqlite 0.1.0"``: a plugin's distribution and version, as messages name it."""
+    return f"{record.dist or record.name} {record.version or ''}".strip()
+
+
+def _known_dists() -> set[str]:
+    """The distributions ``KNOWN_PLUGINS`` names, normalised: sitq knows what they provide without importing them."""
+    return {_dist_key(dist) for dist, _extra in KNOWN_PLUGINS.values()}
 
 
 def _dist_key(dist: str) -> str:

@@ -201,8 +201,8 @@ class Registry(Generic[T]):
             )
         self._validate(cast("type[T]", target), entry)
 
-    def unknown(self, name: str) -> UnknownBackendError:
-        """The error for a name nobody registered, listing the installed names."""
+    def unknown(self, name: str, *, note: str = "") -> UnknownBackendError:
+        """The error for a name nobody registered, listing the installed names (and ``note``, a sentence)."""
         installed = self.names()
         hint = ""
         close = difflib.get_close_matches(name, installed + list(self._aliases), n=1)
@@ -211,7 +211,7 @@ class Registry(Generic[T]):
         listed = ", ".join(installed) if installed else "(none)"
         error_type = UnknownSerializerError if self.kind == "serializer" else UnknownBackendError
         return error_type(
-            f"no {self.kind} named {name!r}. Installed: {listed}.{hint}",
+            f"no {self.kind} named {name!r}. Installed: {listed}.{hint}{f' {note}' if note else ''}",
             parameter=self.kind,
             value=name,
             valid_options=installed,
