@@ -868,3 +868,38 @@ def test_a_plugin_that_failed_to_import_is_not_claimed_to_provide_a_backend(site
         "backend 'acme' may come from the plugin 'acme' (acme-broken 1.0), which failed to load (what a plugin "
         "provides is not known until it loads): ModuleNotFoundError: No module named 'no_such_dependency_xyz'."
     ), info.value.message
+
+
+def test_strict_mode_raises_the_same_broken_plugin_at_every_lookup(site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two broken plugins, one found while loading and one while registering: every lookup names the same one."""
+    make_dist(  # sorts first, but is found broken only when the registrations are collected
+        site,
+        "acme-aaa",
+        "aaa",
+        "aaa_registers_an_invalid_class",
+        """
+        from sitq_core.hookspecs import hookimpl
+
+        @hookimpl
+        def sitq_register_backends(register):
+            register("aaa", dict)
+        """,
+    )
+    make_dist(site, "acme-zzz", "zzz", "zzz_fails_to_import", "raise RuntimeError('zzz kaboom')\n")
+    monkeypatch.setenv("SITQ_STRICT_PLUGINS", "1")
+
+    def blamed(manager: SitqPluginManager, lookups: int) -> list[str]:
+        names = []
+        for _ in range(lookups):
+            with pytest.raises(BrokenPluginError) as info:
+                manager.backend_class("sqlite")
+            names.append(info.value.value)
+        return names
+
+    first = blamed(SitqPluginManager(), 4)
+    assert first == [first[0]] * 4, first  # was zzz, then aaa, then zzz again
+    assert blamed(SitqPluginManager(), 2) == first[:2]  # and the same one in another process
+    other_way_in = SitqPluginManager()
+    with pytest.raises(BrokenPluginError) as info:
+        other_way_in.ensure_loaded()  # a first use that only loads (a worker's observation hooks)
+    assert [info.value.value, *blamed(other_way_in, 2)] == first[:3]

@@ -296,8 +296,7 @@ class SitqPluginManager(pluggy.PluginManager):
                 cause=exc,
             )
             if self._strict_errors is None:
-                self._strict_failure = self._strict_failure or error
-                raise error
+                raise self._first_strict_failure(error)
             # while loading or collecting: the other plugins still load, then the first error is raised,
             # so the process is not left with half a registry (sitq-sqlite "not installed")
             self._strict_errors.append(error)
@@ -305,8 +304,22 @@ class SitqPluginManager(pluggy.PluginManager):
     def _raise_strict_errors(self) -> None:
         errors, self._strict_errors = self._strict_errors, None
         if errors:
-            self._strict_failure = self._strict_failure or errors[0]
-            raise errors[0]
+            raise self._first_strict_failure(errors[0])
+
+    def _first_strict_failure(self, error: BrokenPluginError) -> BrokenPluginError:
+        """The error to raise in strict mode now that ``error`` was found: the process's first broken plugin's.
+
+        Loading finds plugins that fail to import (in entry-point name order) before
+        registering finds those whose registrations fail; a later find must not
+        take the first one's place, or the same lookup names a different culprit
+        each time it is tried. A fresh copy each time, as later lookups get.
+        """
+        failure = self._strict_failure
+        if failure is None or failure.context.get("value") not in self.records:  # none yet, or it was unregistered
+            self._strict_failure = failure = error
+        return BrokenPluginError(
+            failure.message, parameter="plugin", value=failure.context.get("value"), cause=failure.cause
+        )
 
     def _is_strict(self) -> bool:
         return self._strict if self._strict is not None else strict_plugins()
@@ -318,9 +331,7 @@ class SitqPluginManager(pluggy.PluginManager):
         if failure is not None and failure.context.get("value") not in self.records:
             self._strict_failure = failure = None  # that plugin was unregistered since
         if failure is not None and self._is_strict():
-            raise BrokenPluginError(
-                failure.message, parameter="plugin", value=failure.context.get("value"), cause=failure.cause
-            ) from failure.cause
+            raise self._first_strict_failure(failure)
 
     def check_hooks(self) -> None:
         """Record plugins that implement an unknown ``sitq_*`` hook (a typo, usually)."""
