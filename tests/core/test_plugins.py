@@ -903,3 +903,40 @@ def test_strict_mode_raises_the_same_broken_plugin_at_every_lookup(site: Path, m
     with pytest.raises(BrokenPluginError) as info:
         other_way_in.ensure_loaded()  # a first use that only loads (a worker's observation hooks)
     assert [info.value.value, *blamed(other_way_in, 2)] == first[:3]
+
+
+def test_an_unknown_name_suggests_and_lists_only_names_that_can_be_chosen(site: Path) -> None:
+    """'sqlit' suggested 'sqlite' while sqlite was in a conflict, and broken names were listed as installed."""
+    make_dist(site, "acme-hijack", "hijack", "acme_hijack_plugin", GOOD_BACKEND.format(name="sqlite"))
+    make_dist(
+        site,
+        "acme-invalid",
+        "invalid",
+        "acme_invalid_plugin_c",
+        """
+        from sitq_core.hookspecs import hookimpl
+
+        @hookimpl
+        def sitq_register_backends(register):
+            register("notabackend", dict)
+            register("lazybad", "acme_no_such_module_xyz:Backend")
+        """,
+    )
+    manager = SitqPluginManager()
+    with pytest.raises(UnknownBackendError) as info:
+        manager.backend_class("sqlit")
+    message = info.value.message
+    assert "Did you mean" not in message, message  # sqlite cannot be chosen: two plugins claim it
+    assert message.startswith("no backend named 'sqlit'. Installed: dictstore, lazybad, postgres."), message
+    assert "Installed but cannot be chosen: notabackend (broken), sqlite (conflict)." in message, message
+    assert info.value.valid_options == ["dictstore", "lazybad", "postgres"]
+    with pytest.raises(BrokenPluginError):
+        manager.backend_class("lazybad")  # its target is imported only now, and fails
+    with pytest.raises(UnknownBackendError) as info:
+        manager.backend_class("lazybd")
+    message = info.value.message
+    assert "Did you mean" not in message and "lazybad (broken)" in message, message
+    assert info.value.valid_options == ["dictstore", "postgres"]
+    with pytest.raises(UnknownBackendError) as info:
+        manager.backend_class("postgresq")
+    assert "Did you mean 'postgresql'?" in info.value.message  # a usable backend's URL scheme is still suggested

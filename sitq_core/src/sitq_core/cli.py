@@ -224,8 +224,9 @@ def _listed_description(kind: str, entry: RegistryEntry[Any]) -> str:
     """The entry's description, or why choosing it fails now (two plugins answer to its name, or it is broken)."""
     if entry.conflicts:
         return f"CONFLICT, cannot be chosen: {conflict_text(kind, entry)}"
-    if entry.broken is not None:
-        return f"BROKEN, cannot be chosen: {entry.broken.message}"
+    broken = entry.broken or entry.failed
+    if broken is not None:
+        return f"BROKEN, cannot be chosen: {broken.message}"
     if kind == "serializer" and entry.name == "msgpack" and importlib.util.find_spec("msgpack") is None:
         return "not installed: needs the msgpack package: pip install 'sitq[msgpack]'"
     return entry.description
@@ -246,7 +247,7 @@ def _backends(out: TextIO, *, as_json: bool) -> int:
                 "description": _listed_description("backend", entry),
                 "installed": True,
                 "conflict": bool(entry.conflicts),
-                "broken": entry.broken is not None,
+                "broken": entry.status == "broken",
             }
         )
     for name, (dist, extra) in sorted(KNOWN_PLUGINS.items()):
@@ -282,7 +283,7 @@ def _backends(out: TextIO, *, as_json: bool) -> int:
                 "description": _listed_description("serializer", serializer_entry),
                 "installed": True,
                 "conflict": bool(serializer_entry.conflicts),
-                "broken": serializer_entry.broken is not None,
+                "broken": serializer_entry.status == "broken",
             }
         )
     for plugin in manager.unknown_disabled_plugins():

@@ -74,7 +74,7 @@ def split_config(spec: BackendSpec | None) -> tuple[Backend | str | None, dict[s
 def _installed_backend_names() -> list[str]:
     manager = get_plugin_manager()
     manager.collect()
-    return manager.backends.names()
+    return manager.backends.usable_names()
 
 
 def resolve_backend(spec: BackendSpec | None = None, **options: Any) -> Backend:

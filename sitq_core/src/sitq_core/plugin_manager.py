@@ -535,7 +535,7 @@ class SitqPluginManager(pluggy.PluginManager):
                     f"{_sentence(record.error)}{reinstall} Set SITQ_STRICT_PLUGINS=1 for the traceback.",
                     parameter=kind,
                     value=name,
-                    valid_options=registry.names(),
+                    valid_options=registry.usable_names(),
                 )
             claim = f"is provided by {record.dist}" if provides else f"may be provided by {who}"
             unknown = "" if provides else ": what a disabled plugin provides is not known until it is enabled"
@@ -543,7 +543,7 @@ class SitqPluginManager(pluggy.PluginManager):
                 f"{kind} {name!r} {claim}, which is installed but disabled by {record.disabled_by}{unknown}",
                 parameter=kind,
                 value=name,
-                valid_options=registry.names(),
+                valid_options=registry.usable_names(),
             )
         known = KNOWN_PLUGINS.get(base)
         if known is not None and kind == "backend":
@@ -553,7 +553,7 @@ class SitqPluginManager(pluggy.PluginManager):
                 f"pip install {extra} (quoted where the shell expands brackets, as zsh does: pip install '{extra}')",
                 parameter=kind,
                 value=name,
-                valid_options=registry.names(),
+                valid_options=registry.usable_names(),
             )
         note = ""
         disabled = self.unknown_disabled_plugins()

@@ -69,6 +69,14 @@ class RegistryEntry(Generic[T]):
     conflicts: list[Clash] = field(default_factory=list)
     ignored: list[Provider] = field(default_factory=list)  # plugins that tried to replace a built-in name
     broken: BrokenPluginError | None = None  # a registered class that failed its checks at registration
+    failed: BrokenPluginError | None = None  # the last load of an import string failed (tried again next time)
+
+    @property
+    def status(self) -> str:
+        """``"ok"``, or why the name cannot be chosen now: ``"conflict"`` or ``"broken"``."""
+        if self.conflicts:
+            return "conflict"
+        return "broken" if self.broken is not None or self.failed is not None else "ok"
 
     @property
     def target_path(self) -> str:
@@ -156,7 +164,15 @@ class Registry(Generic[T]):
         return owner
 
     def names(self) -> list[str]:
+        """Every registered name, those that cannot be chosen now (conflict, broken) included."""
         return sorted(self._entries)
+
+    def usable_names(self) -> list[str]:
+        """The registered names that are not known to fail when chosen (no conflict, not found broken).
+
+        A name registered as an import string counts as usable until a load of it failed.
+        """
+        return [entry.name for entry in self.entries() if entry.status == "ok"]
 
     def entries(self) -> Iterator[RegistryEntry[T]]:
         for name in self.names():
@@ -184,9 +200,14 @@ class Registry(Generic[T]):
         if cached is not None:
             return cached
         target = entry.target
-        if isinstance(target, str):
-            target = _import_target(self.kind, entry)
-        self._check_class(target, entry)
+        try:
+            if isinstance(target, str):
+                target = _import_target(self.kind, entry)
+            self._check_class(target, entry)
+        except BrokenPluginError as exc:
+            entry.failed = exc  # listed as broken, and no longer suggested for a typo
+            raise
+        entry.failed = None
         self._loaded[entry.name] = target
         return target
 
@@ -203,12 +224,16 @@ class Registry(Generic[T]):
 
     def unknown(self, name: str, *, note: str = "") -> UnknownBackendError:
         """The error for a name nobody registered, listing the installed names (and ``note``, a sentence)."""
-        installed = self.names()
+        installed = self.usable_names()  # a name that would fail when chosen is neither listed nor suggested
+        schemes = [alias for alias, owner in self._aliases.items() if owner in installed and alias not in self._entries]
         hint = ""
-        close = difflib.get_close_matches(name, installed + list(self._aliases), n=1)
+        close = difflib.get_close_matches(name, installed + schemes, n=1)
         if close:
             hint = f" Did you mean {close[0]!r}?"
         listed = ", ".join(installed) if installed else "(none)"
+        unusable = ", ".join(f"{entry.name} ({entry.status})" for entry in self.entries() if entry.status != "ok")
+        if unusable:
+            hint += f" Installed but cannot be chosen: {unusable}."
         error_type = UnknownSerializerError if self.kind == "serializer" else UnknownBackendError
         return error_type(
             f"no {self.kind} named {name!r}. Installed: {listed}.{hint}{f' {note}' if note else ''}",
