@@ -1283,6 +1283,43 @@ def test_a_thread_that_never_ends_fails_its_test_and_pytest_still_exits(tmp_path
     )
 
 
+def test_testing_fewer_capabilities_than_the_backend_declares_skips_instead_of_failing(tmp_path: Path) -> None:
+    """plugins.md: override backend_capabilities to test fewer capabilities than the class declares.
+
+    The contracts for the capabilities left out skip; so must the tests of what a backend *without*
+    them must do, since this backend still has them (it failed: DictStoreBackend declares
+    CANCEL_RUNNING, so cancel of a running task rightly returned True).
+    """
+    (tmp_path / "test_fewer.py").write_text(
+        textwrap.dedent(
+            """
+            import uuid
+            import pytest
+            from sitq_dictstore import DictStoreBackend
+            from sitq_core.testing import CancelContract
+
+            class TestFewer(CancelContract):
+                @pytest.fixture
+                def backend_factory(self):
+                    store = uuid.uuid4().hex
+                    return lambda: DictStoreBackend(store=store)
+
+                @pytest.fixture
+                def backend_capabilities(self):
+                    return frozenset()
+            """
+        )
+    )
+    result = _author_runs_pytest(tmp_path, "test_fewer.py", "TestFewer")
+    result.fnmatch_lines(
+        [
+            "*SKIPPED*backend_capabilities leaves out Capability.CANCEL_RUNNING, which the backend declares: "
+            "what a backend without it must do is not tested*",
+        ]
+    )
+    result.re_match_lines([r"=+ 7 passed, 6 skipped in .*"])
+
+
 def _author_runs_pytest(folder: Path, module: str, selection: str, **env: str) -> pytest.LineMatcher:
     """What a backend author sees running pytest on ``module`` in ``folder`` (its report, to match lines in)."""
     args = ["-rs", "-p", "no:cacheprovider", "-o", "asyncio_default_fixture_loop_scope=function", "-k", selection]

@@ -9,7 +9,8 @@ Fixture contract:
   database) returns the same instance on every call instead.
 - ``backend_capabilities`` (optional override): the capabilities to test;
   defaults to the backend's ``capabilities`` (an instance may narrow them). Declare fewer when one
-  configuration of the backend lacks one (``:memory:`` is not PERSISTENT).
+  configuration of the backend lacks one (``:memory:`` is not PERSISTENT). Tests of what a backend
+  *without* a capability must do run only when the backend instance does not declare it either.
 - ``clock``: a :class:`FakeClock` installed on every backend of the test.
 - ``backend``: a connected backend on the fresh store, closed afterwards.
 - ``open_backend``: ``await open_backend()`` returns another connected backend

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from ...backend import Backend
+from ...backend import Backend, Capability
 from ...errors import ValidationError
 from ...models import ReservedTask, Task, new_id
 from ..clock import FakeClock
@@ -110,3 +110,21 @@ async def get(backend: Backend, task_id: str, contract: str) -> Task:
 def parameter_of(error: BaseException) -> object:
     """The ``parameter`` a sitq error names (set dynamically by ``SitqError``)."""
     return getattr(error, "parameter", None)
+
+
+def only_without(capability: Capability, backend: Backend, tested: frozenset[Capability], covered_by: str) -> None:
+    """Skip a test of what a backend *without* ``capability`` must do, unless this backend really lacks it.
+
+    It lacks it when neither the capabilities under test (``backend_capabilities``) nor the backend
+    itself declare it. A ``backend_capabilities`` fixture that leaves out a capability the backend
+    declares narrows what is tested: the contracts needing it skip, and so does this test, since the
+    backend still does what the capability promises (``covered_by`` says what tests a declared one).
+    """
+    name = f"Capability.{capability.name}"
+    if capability in tested:
+        pytest.skip(f"declares {name}: {covered_by}")
+    if capability in backend.capabilities:
+        pytest.skip(
+            f"backend_capabilities leaves out {name}, which the backend declares: "
+            "what a backend without it must do is not tested"
+        )
