@@ -940,3 +940,20 @@ def test_an_unknown_name_suggests_and_lists_only_names_that_can_be_chosen(site: 
     with pytest.raises(UnknownBackendError) as info:
         manager.backend_class("postgresq")
     assert "Did you mean 'postgresql'?" in info.value.message  # a usable backend's URL scheme is still suggested
+
+
+@pytest.mark.parametrize("name", ["Upper", "1st", "_private", "dotted.name", "with space", "newline\n", ""])
+def test_names_follow_the_documented_rule(name: str) -> None:
+    """plugins.md: lower case letters, digits, '_', '-' and '+', starting with a letter ('$' let a newline through)."""
+
+    class Plugin:
+        @hookimpl
+        def sitq_register_serializers(self, register: Any) -> None:
+            register("fine-name_2+x", "sitq_core.serializers:CloudpickleSerializer")
+            register(name, "sitq_core.serializers:CloudpickleSerializer")
+
+    manager = SitqPluginManager(load_entrypoints=False, strict=False)
+    manager.register_plugin(Plugin(), "names")
+    record = {r.name: r for r in manager.plugin_records()}["names"]
+    assert record.status == "broken" and f"serializer name {name!r}" in (record.error or ""), record
+    assert record.serializers == ["fine-name_2+x"]  # what it registered before the bad name stays

@@ -25,7 +25,8 @@ from .errors import (
 
 __all__ = ["NAME_PATTERN", "Clash", "Provider", "Registry", "RegistryEntry", "conflict_text"]
 
-NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_+-]*$")
+#: A backend, URL scheme or serializer name. ``\Z``, not ``$``: "sqlite\n" is no name.
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_+-]*\Z")
 
 T = TypeVar("T")
 
