@@ -957,3 +957,21 @@ def test_names_follow_the_documented_rule(name: str) -> None:
     record = {r.name: r for r in manager.plugin_records()}["names"]
     assert record.status == "broken" and f"serializer name {name!r}" in (record.error or ""), record
     assert record.serializers == ["fine-name_2+x"]  # what it registered before the bad name stays
+
+
+def test_of_two_distributions_with_one_entry_point_name_the_first_by_name_loads(
+    site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not whichever importlib.metadata finds first (sys.path order, then a directory listing's order)."""
+    source = GOOD_BACKEND.format(name="twin")
+    make_dist(site, "Acme_Twin-B", "twin", "acme_twin_b_first_on_path", source)
+    later = tmp_path / "later-site"
+    later.mkdir()
+    monkeypatch.syspath_prepend(str(later))
+    monkeypatch.syspath_prepend(str(site))  # "site" comes before "later-site" on sys.path
+    make_dist(later, "acme-twin-a", "twin", "acme_twin_a_later_on_path", source)
+    records = {r.name: r for r in SitqPluginManager().plugin_records()}
+    assert (records["twin"].dist, records["twin"].status) == ("acme-twin-a", "ok")
+    loser = records["twin (Acme_Twin-B)"]
+    assert loser.status == "broken"
+    assert "provided by both acme-twin-a and Acme_Twin-B; only acme-twin-a was loaded" in (loser.error or "")

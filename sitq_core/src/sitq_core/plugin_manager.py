@@ -216,7 +216,10 @@ class SitqPluginManager(pluggy.PluginManager):
         allow = _env_list("SITQ_LOAD_PLUGINS")
         deny = set(_env_list("SITQ_DISABLED_PLUGINS") or [])
         by_name: dict[str, list[EntryPoint]] = {}
-        for ep in sorted(entry_points(group=group), key=lambda e: e.name):
+        # By entry-point name, then by distribution name: of two distributions providing one entry-point
+        # name, the one whose name sorts first loads, wherever each is installed (importlib.metadata's own
+        # order is sys.path's, then a directory listing's, which differs between machines).
+        for ep in sorted(entry_points(group=group), key=lambda e: (e.name, _dist_key(_dist_of(e)[0] or ""))):
             same_name = by_name.setdefault(ep.name, [])
             dist = ep.dist.name if ep.dist is not None else None
             if all((other.dist.name if other.dist is not None else None) != dist for other in same_name):
