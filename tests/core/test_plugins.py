@@ -857,6 +857,21 @@ def test_an_unknown_name_mentions_the_disabled_plugins_that_might_provide_it(
     with pytest.raises(UnknownBackendError) as info:
         SitqPluginManager().backend_class("nosuchstore")
     assert "disabled" not in info.value.message, info.value.message
+    monkeypatch.setenv("SITQ_LOAD_PLUGINS", "")  # everything off: the message names a few, not every plugin
+    with pytest.raises(UnknownBackendError) as info:
+        SitqPluginManager().backend_class("nosuchstore")
+    message = info.value.message
+    assert "plugin 'acmejson' (acme-json 1.0), plugin 'dictstore' (sitq-dictstore 0.1.0)." in message, message
+    from sitq_core.plugin_manager import DISABLED_NAMED_IN_ERRORS as many
+
+    for n in range(many):
+        make_dist(site, f"acme-off{n}", f"off{n}", f"acme_off_plugin_{n}", "")
+    with pytest.raises(UnknownBackendError) as info:
+        SitqPluginManager().backend_class("nosuchstore")
+    message = info.value.message
+    assert message.endswith(f"plugin 'off{many - 3}' (acme-off{many - 3} 1.0) and 2 more (sitq plugins lists them)."), (
+        message
+    )
 
 
 def test_a_plugin_that_failed_to_import_is_not_claimed_to_provide_a_backend(site: Path) -> None:

@@ -89,6 +89,8 @@ class PluginRecord:
 
 
 _NOT_BUILTIN = PluginRecord("", None, None, "ok")
+#: How many disabled plugins of unknown content an unknown-name error names (SITQ_LOAD_PLUGINS="" disables all).
+DISABLED_NAMED_IN_ERRORS = 5
 _OBSERVER_ERROR_EVERY = 60.0  # seconds between two log lines about one plugin hook that keeps failing
 
 
@@ -561,7 +563,10 @@ class SitqPluginManager(pluggy.PluginManager):
         note = ""
         disabled = self.unknown_disabled_plugins()
         if disabled:
-            listed = ", ".join(f"plugin {r.name!r} ({_dist_text(r)})" for r in disabled)
+            shown = disabled[:DISABLED_NAMED_IN_ERRORS]
+            listed = ", ".join(f"plugin {r.name!r} ({_dist_text(r)})" for r in shown)
+            if len(disabled) > len(shown):
+                listed += f" and {len(disabled) - len(shown)} more (sitq plugins lists them)"
             note = f"Installed but disabled, so what they provide is not known until they are enabled: {listed}."
         error: UnknownBackendError = registry.unknown(name, note=note)
         return error
