@@ -1360,3 +1360,60 @@ async def test_a_payload_whose_own_code_fails_to_load_is_not_retried(queue: Task
         await worker.stop()
     assert result is not None and result.status == "failed" and result.attempts == 1, result
     assert "AttributeError" in (result.error or ""), result.error
+
+
+class _RenewalsFail(SQLiteBackend):
+    """A store whose lease renewals fail while ``failing`` is set (a disk that stopped taking writes)."""
+
+    failing = False
+
+    async def heartbeat(self, leases: Any, lease_seconds: float) -> Any:
+        if self.failing:
+            raise BackendError("simulated: the disk is full", operation="heartbeat", backend_type="sqlite")
+        return await super().heartbeat(leases, lease_seconds)
+
+
+@pytest.mark.asyncio
+async def test_tasks_reserved_ahead_whose_leases_ran_out_are_not_started_here_too(tmp_path: Path) -> None:
+    """With renewals failing past the lease, the tasks waiting for a slot were free for anyone, and still ran here."""
+    log = tmp_path / "ran.log"
+    backend = _RenewalsFail(tmp_path / "renewals.db")
+    async with TaskQueue(backend) as queue:
+        blocker = await queue.enqueue(tasks.record, str(log), 0, 2.5)  # holds the only slot past the lease
+        waiting = [await queue.enqueue(tasks.record, str(log), n) for n in range(1, 4)]
+        worker = Worker(backend, max_concurrency=1, prefetch=10, lease_timeout=1.0)
+        backend.failing = True
+        await worker.start()
+        try:
+            first = await queue.get_result(blocker, timeout=20)
+            backend.failing = False
+            results = [await queue.get_result(task_id, timeout=30) for task_id in waiting]
+        finally:
+            await worker.stop()
+    assert first is not None
+    assert all(r is not None and r.status == "success" for r in results), results
+    starts = [line for line in log.read_text().splitlines() if line.startswith("start")]
+    ran = sorted(int(line.split()[1]) for line in starts)
+    assert ran.count(1) == ran.count(2) == ran.count(3) == 1, f"a waiting task started twice: {starts}"
+
+
+def test_outcomes_given_up_on_are_logged_once_a_minute_not_each_time(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Once given up, every later outcome was given up at once with a traceback: five a second on a full disk."""
+    import time
+
+    worker = Worker(SQLiteBackend(tmp_path / "quiet.db"))
+    failing_since = time.monotonic()
+    with caplog.at_level("ERROR", logger="sitq.worker"):
+        for _ in range(50):
+            try:
+                raise BackendError("database or disk is full", operation="finish", backend_type="sqlite")
+            except BackendError:
+                worker._log_gave_up(1, failing_since)
+    records = [r for r in caplog.records if "gave up reporting" in r.getMessage()]
+    assert len(records) == 1 and records[0].exc_info is not None, [r.getMessage() for r in records]
+    worker._failing_logged["gave up"] -= 61  # a minute on: the ones given up meanwhile are counted in one line
+    worker._log_gave_up(1, failing_since)
+    later = [r for r in caplog.records if "gave up reporting" in r.getMessage()]
+    assert len(later) == 2 and "gave up reporting 50 outcome(s)" in later[1].getMessage(), later[1].getMessage()

@@ -52,11 +52,17 @@ def call_guarded(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[s
 class ThreadBatch:
     """Calls run in order by :meth:`run` (in a pool thread); :meth:`withdraw` and :meth:`halt` come from the loop."""
 
-    __slots__ = ("_calls", "_halted", "_lock", "_on_start", "_ran", "_started", "_withdrawn")
+    __slots__ = ("_calls", "_halted", "_lock", "_may_start", "_on_start", "_ran", "_started", "_withdrawn")
 
-    def __init__(self, calls: list[Call], on_start: Callable[[int, float], None] | None = None) -> None:
+    def __init__(
+        self,
+        calls: list[Call],
+        on_start: Callable[[int, float], None] | None = None,
+        may_start: Callable[[int], bool] | None = None,
+    ) -> None:
         self._calls = calls
         self._on_start = on_start
+        self._may_start = may_start  # asked (in the pool thread) just before each call: False skips it, as withdrawn
         self._lock = threading.Lock()
         self._started = 0  # calls[:_started] have started (or were skipped as withdrawn)
         self._halted = False
@@ -78,7 +84,7 @@ class ThreadBatch:
                 if self._halted:
                     break
                 self._started = index + 1
-                skip = index in self._withdrawn
+                skip = index in self._withdrawn or (self._may_start is not None and not self._may_start(index))
                 if skip:
                     ran.append(None)
             if skip:

@@ -66,6 +66,7 @@ _WRAPPERS = ("functools:",)
 _MAX_SYNC_BATCH = 32
 _ADAPTIVE_PREFETCH_MAX = 256
 _FAILING_LOG_EVERY = 60.0  # seconds between two log lines about a store that keeps failing
+_LEASE_TRUST = 0.9  # of a lease counted on without a renewal (its clock started a little before we got it)
 _CANCEL_GRACE = 2.0  # seconds stop() waits for a cancelled background loop to end
 _SUSPECT_WAIT = 5.0  # seconds a suspect waits for the tasks running beside it before it starts anyway
 _ADAPTIVE_PREFETCH_WINDOW = 0.1  # seconds of work reserved ahead when tasks are short
@@ -163,6 +164,7 @@ class _Running:
         "future",
         "held_since",
         "lease_lost",
+        "lease_until",
         "outcome_queued",
         "reserved",
         "settled",
@@ -181,6 +183,7 @@ class _Running:
         self.cancel_requested = False
         self.started_at: datetime | None = None
         self.held_since = time.monotonic()  # when this worker reserved it
+        self.lease_until = math.inf  # monotonic time its lease surely ends unless renewed (set when held)
 
     @property
     def id(self) -> str:
@@ -325,6 +328,8 @@ class Worker:
         self._executing = 0
         # monotonic time of the last log line about failing backend calls, per kind of call
         self._failing_logged: dict[str, float] = {}
+        self._gave_up = 0  # outcomes given up on since the last line about them
+        self._unstarted_dropped = 0  # tasks not started (their leases ran out) since the last line about them
         self._outliving: list[str] = []  # task ids of timed-out sync calls whose threads still run (_outlive)
         self._hung_slots = 0  # slots held by such threads (not reserved for)
         self._outcomes: deque[tuple[_Running, Outcome, dict[str, Any]]] = deque()
@@ -867,11 +872,7 @@ class Worker:
                         self._closing or time.monotonic() - failing_since > self.lease_timeout
                     )
                     if gave_up and batch:
-                        logger.exception(
-                            "worker %s: gave up reporting %d outcome(s); they run again when their leases expire",
-                            self.worker_id,
-                            len(batch),
-                        )
+                        self._log_gave_up(len(batch), failing_since)
                         self._forget(batch)
                     else:
                         self._log_failing_store(failures, failing_since, delay)
@@ -970,6 +971,28 @@ class Worker:
             accepted += answer
         return reported, accepted
 
+    def _log_gave_up(self, count: int, failing_since: float) -> None:
+        """Outcomes given up on: the traceback the first time, then a count at most every ``_FAILING_LOG_EVERY``.
+
+        Once given up, every later outcome is given up at once while the store
+        stays down: logged each time, a full disk wrote five tracebacks a second.
+        """
+        self._gave_up += count
+        now = time.monotonic()
+        last = self._failing_logged.get("gave up")
+        if last is not None and now - last < _FAILING_LOG_EVERY and last >= failing_since:
+            return
+        self._failing_logged["gave up"] = now
+        message = "worker %s: gave up reporting %d outcome(s) (store failing for %.0f s); they run again when " + (
+            "their leases expire"
+        )
+        args = (self.worker_id, self._gave_up, now - failing_since)
+        self._gave_up = 0
+        if last is None or last < failing_since:  # the first of this run of failures: with its traceback
+            logger.exception(message, *args)
+        else:
+            logger.error(message, *args)
+
     def _log_failing_store(self, failures: int, failing_since: float, delay: float, what: str = "backend call") -> None:
         """A failed backend call: its traceback the first time, then one line at most every ``_FAILING_LOG_EVERY``.
 
@@ -1028,6 +1051,7 @@ class Worker:
         loading: list[_Running] = []
         for running in runnings:
             self._held[running.id] = running  # held at once: its lease is renewed, whatever it waits for
+            running.lease_until = running.held_since + self.lease_timeout * _LEASE_TRUST
             task = running.reserved.task
             if (task.serializer, task.function_name) in self._loaded:  # its module is imported already
                 self._waiting.append(running)
@@ -1380,6 +1404,8 @@ class Worker:
                     )
                 return
             running = self._waiting.popleft()
+            if self._lease_ran_out(running):
+                continue
             call = self._decode(running)
             if call is None:
                 continue
@@ -1405,7 +1431,11 @@ class Worker:
                     break
                 batch.append((candidate, candidate_call))
             members = [member for member, _call in batch]
-            thread_batch = ThreadBatch([member_call for _member, member_call in batch], self._on_batch_start(members))
+            thread_batch = ThreadBatch(
+                [member_call for _member, member_call in batch],
+                self._on_batch_start(members),
+                may_start=_leases_still_held(members),
+            )
             future = asyncio.create_task(
                 self._execute_sync_batch(members, thread_batch),
                 name=f"sitq-batch-{running.id}",
@@ -1800,6 +1830,9 @@ class Worker:
             raise
         try:
             for running, entry in zip(members, ran, strict=False):
+                if entry is None and not running.settled:  # skipped in the thread: its lease had run out
+                    self._let_expired_go(running)
+                    continue
                 if entry is None or running.settled:
                     continue
                 if self._settle_batch_member(running, entry):
@@ -2059,6 +2092,34 @@ class Worker:
             if outcome.kind == "retry" and manager.has_observers("sitq_task_retried"):
                 manager.notify("sitq_task_retried", task=task, attempt=running.reserved.attempt, eta=outcome.retry_at)
 
+    def _lease_ran_out(self, running: _Running) -> bool:
+        """True (and the task let go, unstarted) when its lease surely expired: no renewal got through.
+
+        While the store is out of reach for longer than a lease, the tasks
+        reserved ahead are free for any worker again; starting them here as
+        well ran each of them twice once the store came back.
+        """
+        if time.monotonic() < running.lease_until:
+            return False
+        self._let_expired_go(running)
+        return True
+
+    def _let_expired_go(self, running: _Running) -> None:
+        """Forget an unstarted task whose lease ran out (see ``_lease_ran_out``), logging at most once a minute."""
+        running.lease_lost = running.settled = True
+        self._unhold(running)
+        self._unstarted_dropped += 1
+        now = time.monotonic()
+        if now - self._failing_logged.get("unstarted", -math.inf) >= _FAILING_LOG_EVERY:
+            self._failing_logged["unstarted"] = now
+            logger.warning(
+                "worker %s: %d reserved task(s) not started: their leases ran out while the store could not "
+                "renew them; they run again from the queue",
+                self.worker_id,
+                self._unstarted_dropped,
+            )
+            self._unstarted_dropped = 0
+
     def _drop_unstarted(self, running: _Running) -> None:
         """A task whose lease is lost must not start here: another worker may hold it now."""
         if running.batch is not None:
@@ -2125,8 +2186,10 @@ class Worker:
                 continue
             leases = [(task_id, r.reserved.lease_token) for task_id, r in sent.items()]
             tokens = dict(leases)
+            sent_at = time.monotonic()  # a renewed lease lasts at least lease_timeout from here
             try:
                 if renewal or len(sent) > _CANCEL_READS_MAX:
+                    renewal = True
                     states = await self.backend.heartbeat(leases, self.lease_timeout)
                 else:  # a check between renewals: reads, not a write per task (index churn on PostgreSQL)
                     states = await self._cancel_states(list(sent))
@@ -2148,6 +2211,8 @@ class Worker:
                     # next attempt of the same task; a task still running may have been taken back under a
                     # new lease): the answer is not about the current one
                     continue
+                if renewal and state != LeaseState.LOST:
+                    running.lease_until = sent_at + self.lease_timeout
                 if state == LeaseState.LOST:
                     if running.outcome_queued:
                         # its outcome may have been committed while this heartbeat was in flight (a finished
@@ -2303,6 +2368,15 @@ def _describe(exc: BaseException) -> str:
         return str(exc) or type(exc).__name__
     except BaseException as failure:  # a SystemExit or CancelledError from ``__str__`` is the task's, too
         return f"{type(exc).__name__} (its message could not be read: {type(failure).__name__})"
+
+
+def _leases_still_held(members: list[_Running]) -> Callable[[int], bool]:
+    """For a thread batch: may member ``index`` start (its lease has not surely run out)? Read in the pool thread."""
+
+    def may_start(index: int) -> bool:
+        return time.monotonic() < members[index].lease_until  # a float, set on the loop
+
+    return may_start
 
 
 def _current_task_of(reserved: ReservedTask, worker_id: str) -> CurrentTask:
