@@ -604,3 +604,19 @@ async def test_a_callers_own_cancel_on_another_loop_stays_a_cancel_when_a_close_
     await closing
     await asyncio.to_thread(thread.join, 10)
     assert seen == ["CancelledError"], seen
+
+
+@pytest.mark.asyncio
+async def test_a_get_result_called_while_the_queue_closes_ends_and_does_not_reopen_the_store(tmp_path: Path) -> None:
+    """It started after close() had ended the waiters, then reopened the store that nothing closed afterwards."""
+    queue = TaskQueue(f"sqlite:///{tmp_path / 'closing.db'}")
+    await queue.connect()
+    task_id = await queue.enqueue(tasks.add, 1, 2)
+    closing = asyncio.ensure_future(queue.close())
+    await asyncio.sleep(0)  # the close is under way (closing the backend)
+    with pytest.raises(TaskQueueError, match="while the queue was closing"):
+        await queue.get_result(task_id, timeout=1)
+    await closing
+    assert queue.backend._db is None  # type: ignore[attr-defined]
+    assert await queue.get_result(task_id, timeout=0) is None  # after close() a call reopens, as before
+    await queue.close()

@@ -261,8 +261,8 @@ def test_tasks_shipped_by_value_with_a_module_level_queue_do_not_pile_up_its_cop
 
         asyncio.run(serve())
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)  # each dropped copy warns: that is the point
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         with squeue:
             thread = threading.Thread(target=run_worker)
             thread.start()
@@ -279,3 +279,22 @@ def test_tasks_shipped_by_value_with_a_module_level_queue_do_not_pile_up_its_cop
             finally:
                 stop.set()
                 thread.join(30)
+    dropped = [str(w.message) for w in caught if "garbage-collected" in str(w.message)]
+    assert not dropped, "the copies go quietly: no caller made them, none could close them"
+
+
+def test_a_copy_has_its_own_queue_so_closing_it_leaves_the_originals_wait_alone(tmp_path: Path) -> None:
+    import copy
+
+    with SyncTaskQueue(SQLiteBackend(tmp_path / "copied.db")) as queue:
+        task_id = queue.enqueue(tasks.add, 1, 2)  # no worker: the wait runs to its timeout
+        duplicate = copy.copy(queue)
+        assert duplicate.queue is not queue.queue
+        outcome: list[object] = []
+        waiting = threading.Thread(target=lambda: outcome.append(queue.get_result(task_id, timeout=1.0)))
+        waiting.start()
+        duplicate.counts()
+        duplicate.close()
+        waiting.join(10)
+        assert outcome == [None], "the original's get_result ran to its own timeout"
+        assert queue.counts()["queued"] == 1

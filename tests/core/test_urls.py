@@ -114,3 +114,15 @@ def test_masking_leaves_urls_without_a_password_alone(url: str) -> None:
     from sitq_core.urls import masked
 
     assert masked(url) == url  # an '@' in the path or query is not a password's end
+
+
+@pytest.mark.parametrize("url", ["sqlite:///a\tb.db", "postgresql://u@h/d\nb", "sqlite:///x.db\r"])
+def test_a_tab_or_line_break_inside_a_url_is_refused_not_dropped(url: str) -> None:
+    """urlsplit drops them: 'sqlite:///a<TAB>b.db' opened ab.db, another file than the one given."""
+    with pytest.raises(ConfigurationError) as caught:
+        parse_backend_url(url + "x" if url.endswith("\r") else url)  # (a trailing one is stripped as space)
+    assert caught.value.parameter == "url" and "tab or line break" in str(caught.value)
+
+
+def test_spaces_around_a_url_are_ignored() -> None:
+    assert parse_backend_url("  sqlite:///tasks.db \n") == parse_backend_url("sqlite:///tasks.db")

@@ -155,7 +155,8 @@ async def test_queues_made_per_request_and_dropped_unclosed_warn_and_do_not_leak
             for i in range(40):
                 await handle_request(i)
                 gc.collect()
-        assert sum(issubclass(w.category, ResourceWarning) for w in caught) == 40
+        # an unpickled queue (no caller made it, none could close it) goes quietly
+        assert sum(issubclass(w.category, ResourceWarning) for w in caught) == (0 if how == "unpickled" else 40)
 
         async def threads_ended() -> bool:  # the dropped backends' threads end once their last job ran
             return threading.active_count() <= threads + 2

@@ -94,10 +94,11 @@ _connected: weakref.WeakSet[Any] = weakref.WeakSet()  # backends a queue has con
 class _OpenState:
     """Whether a queue connected its backend and has not closed it, and holds it (read by its finalizer)."""
 
-    __slots__ = ("held", "open")
+    __slots__ = ("held", "open", "quiet")
 
     def __init__(self) -> None:
         self.open = False
+        self.quiet = False  # an unpickled queue: let go without a warning (no caller made it to close it)
         self.held = False  # counted in holders (connect() or async with): the finalizer lets go for it
 
 
@@ -114,12 +115,15 @@ def _dropped_unclosed(backend: Backend, state: _OpenState) -> None:
     if not state.open or others:
         return  # never connected, closed properly, or still held by another queue or a worker
     state.open = False
-    warnings.warn(
-        "a TaskQueue was garbage-collected without close(): use `async with TaskQueue(...)`, or make one "
-        "queue at start-up and share it",
-        ResourceWarning,
-        stacklevel=1,  # inside the garbage collector: no caller's line to point at
-    )
+    if state.quiet:
+        logger.debug("letting go of an unpickled TaskQueue's backend")
+    else:
+        warnings.warn(
+            "a TaskQueue was garbage-collected without close(): use `async with TaskQueue(...)`, or make one "
+            "queue at start-up and share it",
+            ResourceWarning,
+            stacklevel=1,  # inside the garbage collector: no caller's line to point at
+        )
     with contextlib.suppress(TypeError):
         _connected.discard(backend)
     threading.Thread(target=_abandon, args=(backend,), name="sitq-abandon", daemon=True).start()
@@ -435,6 +439,7 @@ class TaskQueue(_Producer):
         # a backend this queue made (from a URL or config) is let go if the queue is dropped unclosed
         self._open_state = _OpenState()
         self._waiters = ResultWaiters()  # get_result calls that close() ends
+        self._closing = 0  # close() calls under way
         if not isinstance(backend, Backend):
             finalizer = weakref.finalize(self, _dropped_unclosed, self._backend, self._open_state)
             finalizer.atexit = False  # a queue that lives as long as the program is not a leak
@@ -444,6 +449,7 @@ class TaskQueue(_Producer):
         state["_holds_backend"] = False  # a copy (or an unpickled queue) holds nothing until it connects
         state["_open_state"] = _OpenState()
         state["_waiters"] = ResultWaiters()  # closing a copy must not end this queue's waits
+        state["_closing"] = 0
         return state
 
     def __copy__(self) -> TaskQueue:
@@ -461,6 +467,7 @@ class TaskQueue(_Producer):
         first use and kept its thread and files (or a server connection) for good.
         """
         self.__dict__.update(state)
+        self._open_state.quiet = True
         if backend_not_ready(self._backend):  # not a backend this process already uses (one shared by reference)
             finalizer = weakref.finalize(self, _dropped_unclosed, self._backend, self._open_state)
             finalizer.atexit = False
@@ -552,18 +559,22 @@ class TaskQueue(_Producer):
         A ``get_result`` still waiting on this queue ends with ``TaskQueueError``.
         """
         self._open_state.open = False
-        # the book-keeping first: a close cancelled while its waiters unwind must not leave a hold behind
-        if self._let_go():
-            holders.want_closed(self._backend)  # the last holder (a worker as it stops) closes it then
-            await self._waiters.end_all()
-            return
-        holders.close_wanted(self._backend)  # closing it now: nothing left pending
-        with contextlib.suppress(TypeError):  # a backend that cannot be hashed was never recorded
-            _connected.discard(self._backend)
+        self._closing += 1  # a get_result that starts now ends at once (it would reopen the store)
         try:
-            await self._waiters.end_all()
+            # the book-keeping first: a close cancelled while its waiters unwind must not leave a hold behind
+            if self._let_go():
+                holders.want_closed(self._backend)  # the last holder (a worker as it stops) closes it then
+                await self._waiters.end_all()
+                return
+            holders.close_wanted(self._backend)  # closing it now: nothing left pending
+            with contextlib.suppress(TypeError):  # a backend that cannot be hashed was never recorded
+                _connected.discard(self._backend)
+            try:
+                await self._waiters.end_all()
+            finally:
+                await self._backend.close()
         finally:
-            await self._backend.close()
+            self._closing -= 1
 
     async def __aenter__(self) -> Self:
         await self.connect()
@@ -586,6 +597,12 @@ class TaskQueue(_Producer):
         timeout = validate_timeout(timeout)
         waiter = self._waiters.enter()
         try:
+            if self._closing:
+                raise TaskQueueError(
+                    f"get_result({task_id!r}) was called while the queue was closing (the task goes on; ask "
+                    "again once it is open)",
+                    task_id=task_id,
+                )
             return await self._wait_for_result(task_id, timeout)
         except asyncio.CancelledError:
             if self._waiters.interrupted(waiter):

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
+import logging
 import threading
 import warnings
 import weakref
@@ -33,6 +35,8 @@ from .options import TaskOptions
 from .queue import TaskQueue, TaskQueueView, backend_not_ready
 
 __all__ = ["SyncTaskQueue", "SyncTaskQueueView"]
+
+logger = logging.getLogger("sitq.sync")
 
 T = TypeVar("T")
 
@@ -61,8 +65,9 @@ class SyncTaskQueue:
         given, _options, _serializer = split_config(backend)  # a mapping may carry a backend object too
         self._start(TaskQueue(backend, serializer), owns_backend=not isinstance(given, Backend))
 
-    def _start(self, queue: TaskQueue, *, owns_backend: bool = True) -> None:
+    def _start(self, queue: TaskQueue, *, owns_backend: bool = True, unpickled: bool = False) -> None:
         self._queue = queue
+        self._unpickled = unpickled  # let go quietly when dropped: no caller made it, none could close it
         self._owns_backend = owns_backend  # made from a URL or config: closed with a queue dropped unclosed
         self._finalizer: weakref.finalize[Any, SyncTaskQueue] | None = None  # for the current private loop
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -95,6 +100,10 @@ class SyncTaskQueue:
         """
         return (_sync_queue_of, (self._queue,))
 
+    def __copy__(self) -> SyncTaskQueue:
+        """A copy with a queue (and loop) of its own over the same backend: closing it leaves this one's waits be."""
+        return _sync_queue_of(copy.copy(self._queue), owns_backend=False)
+
     @property
     def backend(self) -> Backend:
         return self._queue.backend
@@ -122,7 +131,9 @@ class SyncTaskQueue:
                 thread.start()
                 ready.wait()
                 self._loop, self._thread = loop, thread
-                finalizer = weakref.finalize(self, _close_dropped, loop, self._queue, self._owns_backend)
+                finalizer = weakref.finalize(
+                    self, _close_dropped, loop, self._queue, self._owns_backend, self._unpickled
+                )
                 finalizer.atexit = False  # a queue that lives as long as the program is not a leak
                 self._finalizer = finalizer
             return self._loop
@@ -408,7 +419,7 @@ class SyncTaskQueueView:
         return SyncTaskQueueView(self._owner, self._view.with_options(**options))
 
 
-def _close_dropped(loop: asyncio.AbstractEventLoop, queue: TaskQueue, owns_backend: bool) -> None:
+def _close_dropped(loop: asyncio.AbstractEventLoop, queue: TaskQueue, owns_backend: bool, quiet: bool = False) -> None:
     """A ``SyncTaskQueue`` was garbage-collected unclosed: end its loop thread, and close a backend it made.
 
     Without this, each queue made per request and never closed kept two
@@ -416,12 +427,15 @@ def _close_dropped(loop: asyncio.AbstractEventLoop, queue: TaskQueue, owns_backe
     may run inside the garbage collector on any thread); a backend object
     passed in by the caller may be shared, so it is left open.
     """
-    warnings.warn(
-        "a SyncTaskQueue was garbage-collected without close(): use `with SyncTaskQueue(...) as queue:`, "
-        "or make one queue at start-up and share it",
-        ResourceWarning,
-        stacklevel=1,  # inside the garbage collector: no caller's line to point at
-    )
+    if quiet:  # an unpickled copy (a task's module-level queue shipped by value): nobody could close it
+        logger.debug("letting go of an unpickled SyncTaskQueue's backend")
+    else:
+        warnings.warn(
+            "a SyncTaskQueue was garbage-collected without close(): use `with SyncTaskQueue(...) as queue:`, "
+            "or make one queue at start-up and share it",
+            ResourceWarning,
+            stacklevel=1,  # inside the garbage collector: no caller's line to point at
+        )
 
     def stop(_done: object = None) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is closed already
@@ -440,8 +454,8 @@ def _close_dropped(loop: asyncio.AbstractEventLoop, queue: TaskQueue, owns_backe
         return
 
 
-def _sync_queue_of(queue: TaskQueue) -> SyncTaskQueue:
-    """A ``SyncTaskQueue`` around an unpickled ``TaskQueue`` (see ``SyncTaskQueue.__reduce__``)."""
+def _sync_queue_of(queue: TaskQueue, owns_backend: bool = True) -> SyncTaskQueue:
+    """A ``SyncTaskQueue`` around an unpickled ``TaskQueue`` (see ``SyncTaskQueue.__reduce__``), or a copy's."""
     sync = SyncTaskQueue.__new__(SyncTaskQueue)
-    sync._start(queue)
+    sync._start(queue, owns_backend=owns_backend, unpickled=owns_backend)
     return sync

@@ -134,7 +134,15 @@ def parse_backend_url(url: str) -> BackendURL:
             parameter="url",
             value=masked(url) if isinstance(url, str) else url,
         )
+    url = url.strip()  # a line read from an env file or a shell variable
     shown = masked(url)  # errors never echo a password
+    if any(char in url for char in "\t\r\n"):
+        # urlsplit drops them silently: 'sqlite:///a<TAB>b.db' opened ab.db, another file than the one given
+        raise ConfigurationError(
+            f"backend URL {shown!r} holds a tab or line break; percent-encode it (%09, %0D, %0A) if it is meant",
+            parameter="url",
+            value=shown,
+        )
     scheme_part = url.split("://", 1)[0]
     scheme, _, driver = scheme_part.lower().partition("+")
     if not scheme:
