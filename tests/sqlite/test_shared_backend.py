@@ -182,3 +182,28 @@ async def test_a_queue_closed_before_its_worker_stops_has_the_backend_closed_whe
     assert backend._db is not None
     await worker.stop()
     assert backend._db is None, "the queue's close happens once the worker lets go"
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("dropped", ["before", "after"])
+async def test_a_queue_dropped_after_connect_does_not_keep_a_given_backend_open(tmp_path: Path, dropped: str) -> None:
+    """Its hold outlived it: the last real queue's close() then left the backend (a thread, files) open for good."""
+    import gc
+
+    backend = SQLiteBackend(tmp_path / "given.db")
+    forgotten: TaskQueue | None = TaskQueue(backend)
+    await forgotten.connect()  # a per-request queue someone forgot to close
+    if dropped == "before":
+        forgotten = None
+        gc.collect()
+    async with TaskQueue(backend) as queue:  # the application's own queue
+        await queue.counts()
+    if dropped == "after":
+        assert backend._db is not None, "still held by the forgotten queue"
+        forgotten = None
+        gc.collect()
+
+    async def let_go() -> bool:
+        return backend._db is None
+
+    await wait_until(let_go, timeout=10)

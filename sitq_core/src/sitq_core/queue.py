@@ -129,6 +129,22 @@ def _dropped_unclosed(backend: Backend, state: _OpenState) -> None:
     threading.Thread(target=_abandon, args=(backend,), name="sitq-abandon", daemon=True).start()
 
 
+def _dropped_holder(backend: Backend, state: _OpenState) -> None:
+    """A queue given its backend was dropped after ``connect()``, unclosed: its hold goes with it.
+
+    The last queue to close would otherwise find this one still holding the
+    backend and leave it open for good. When a close was asked for meanwhile
+    and nobody else holds it, the backend is let go (``Backend.abandon``).
+    """
+    held, state.held = state.held, False
+    if not held or holders.let_go(backend, True):
+        return
+    if holders.close_wanted(backend):
+        with contextlib.suppress(TypeError):
+            _connected.discard(backend)
+        threading.Thread(target=_abandon, args=(backend,), name="sitq-abandon", daemon=True).start()
+
+
 def _abandon(backend: Backend) -> None:
     try:
         backend.abandon()
@@ -443,6 +459,8 @@ class TaskQueue(_Producer):
         if not isinstance(backend, Backend):
             finalizer = weakref.finalize(self, _dropped_unclosed, self._backend, self._open_state)
             finalizer.atexit = False  # a queue that lives as long as the program is not a leak
+        else:  # a backend given to it: never closed here, but a hold the queue took must not outlive it
+            weakref.finalize(self, _dropped_holder, self._backend, self._open_state).atexit = False
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
