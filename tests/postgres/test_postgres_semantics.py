@@ -133,8 +133,9 @@ def test_an_async_generator_cleaning_up_with_the_queue_at_loop_end_still_can(pg_
             yield 1
         finally:  # run by asyncio.run's shutdown_asyncgens, beside the backend's own guard
             try:
-                for _ in range(10):
+                for _ in range(5):
                     await queue.enqueue(tasks.add, 1, 1)
+                    await asyncio.sleep(0.005)  # a pause between two calls: the pool must still be there
                 outcomes.append("ok")
             except BaseException as exc:
                 outcomes.append(repr(exc))
@@ -890,3 +891,17 @@ async def test_a_call_too_big_for_a_field_names_args_and_stores_nothing(
             await queue.enqueue_many([(len, ("small",)), (len, (b"x" * 100_000,))])
         assert many.value.parameter == "calls"
         assert (await queue.counts())["queued"] == 0
+
+
+@pytest.mark.asyncio
+async def test_close_lets_calls_already_under_way_finish(pg_dsn: str, pg_schema: str) -> None:
+    """Enqueues in flight when close() came failed with 'pool is closing' (SQLite finished them all)."""
+    queue = TaskQueue(PostgresBackend(pg_dsn, schema=pg_schema, max_connections=2))
+    await queue.connect()
+    enqueues = [asyncio.ensure_future(queue.enqueue(tasks.add, n, 1)) for n in range(20)]
+    await asyncio.sleep(0)  # every one is under way (most wait for one of the two connections)
+    await queue.close()
+    outcomes = await asyncio.gather(*enqueues, return_exceptions=True)
+    assert all(isinstance(outcome, str) for outcome in outcomes), outcomes
+    async with TaskQueue(PostgresBackend(pg_dsn, schema=pg_schema)) as again:
+        assert (await again.counts())["queued"] == 20

@@ -63,6 +63,7 @@ _WAIT_RETRY_MAX = 1.0
 _ENQUEUE_SETTLE_MIN = 5.0
 _ENQUEUE_SETTLE_MAX = 60.0  # and at most this long (connect_timeout=0 means a day)
 _SHUTDOWN_POLL = 0.005  # seconds between looks at an ending loop's pool, for calls still in flight
+_SHUTDOWN_QUIET_POLLS = 4  # looks in a row with no call under way before an ending loop's pool is dropped
 _CLOSE_TIMEOUT = 5.0  # seconds close() waits for its connections to end gracefully before it drops them
 _DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, TimeoutError)
 #: Errors that mean the server is out of reach (not a misuse of a connection, such as asyncpg's
@@ -194,6 +195,9 @@ class PostgresBackend(Backend):
         # that loop's connections while the loop still runs: after it closes, their sockets cannot be closed
         self._loop_guards: dict[asyncio.AbstractEventLoop, AsyncGenerator[None, None]] = {}
         self._opening: set[asyncio.Task[Any]] = set()  # connects in flight, whatever their callers do (_uncut)
+        # calls under way per loop (read and written on that loop's thread only), and what close() waits on
+        self._in_flight: dict[asyncio.AbstractEventLoop, int] = {}
+        self._drained: dict[asyncio.AbstractEventLoop, asyncio.Event] = {}
         self._reads: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ResultReads] = weakref.WeakKeyDictionary()
         self._clock_offset = timedelta(0)  # the server's clock minus this machine's (see now())
         self._clock_read_at = -math.inf  # monotonic time of the last reading
@@ -345,6 +349,10 @@ class PostgresBackend(Backend):
         opening = [task for task in list(self._opening) if task.get_loop() is loop and not task.done()]
         if opening:  # let them finish rather than cut them off (see _uncut); what nobody wants is closed
             await asyncio.wait(opening, timeout=left())
+        if self._in_flight.get(loop):  # calls already under way finish (enqueues were cut: "pool is closing")
+            drained = self._drained.setdefault(loop, asyncio.Event())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(drained.wait(), left())
         with self._lock:
             pools, self._pools = self._pools, {}
             listeners, self._listeners = self._listeners, {}
@@ -485,8 +493,10 @@ class PostgresBackend(Backend):
             for _ in range(3):
                 await asyncio.sleep(0)
             # (polled: asyncpg tells no event when its pool goes idle; this runs once, as the loop ends)
+            quiet = 0  # polls in a row that found nothing under way: a generator may pause between two calls
             for _ in range(int(_CLOSE_TIMEOUT / _SHUTDOWN_POLL)):
-                if not self._loop_busy(loop):
+                quiet = 0 if self._loop_busy(loop) else quiet + 1
+                if quiet >= _SHUTDOWN_QUIET_POLLS:
                     break
                 await asyncio.sleep(_SHUTDOWN_POLL)
             with self._lock:
@@ -503,9 +513,9 @@ class PostgresBackend(Backend):
                 log.debug("released the connections of an event loop that is ending")
 
     def _loop_busy(self, loop: asyncio.AbstractEventLoop) -> bool:
-        """True while a call of ``loop`` holds one of its pool's connections."""
+        """True while a call of ``loop`` is under way, or holds one of its pool's connections."""
         pool = self._pools.get(loop)
-        return pool is not None and pool.get_idle_size() < pool.get_size()
+        return bool(self._in_flight.get(loop)) or (pool is not None and pool.get_idle_size() < pool.get_size())
 
     def _cannot_connect(self, exc: BaseException) -> ConnectionError:
         return ConnectionError(
@@ -584,6 +594,22 @@ class PostgresBackend(Backend):
 
     async def _call(self, operation: str, body: Callable[[Connection], Awaitable[T]], *, transaction: bool = True) -> T:
         """Run ``body`` on a pooled connection (inside one transaction), mapping driver errors."""
+        loop = asyncio.get_running_loop()
+        self._in_flight[loop] = self._in_flight.get(loop, 0) + 1
+        try:
+            return await self._call_counted(operation, body, transaction=transaction)
+        finally:
+            left = self._in_flight[loop] = self._in_flight[loop] - 1
+            if not left:
+                del self._in_flight[loop]
+                drained = self._drained.pop(loop, None)
+                if drained is not None:
+                    drained.set()
+
+    async def _call_counted(
+        self, operation: str, body: Callable[[Connection], Awaitable[T]], *, transaction: bool
+    ) -> T:
+        """``_call`` itself, once counted as under way."""
         pool = await self._pool()
         finished = False  # the body ran (and committed): a later error only concerns the connection
         result: T
