@@ -88,6 +88,9 @@ async def test_a_call_too_big_for_the_store_names_the_argument_the_caller_passed
                 await queue.enqueue_many([(len, (big,))])
         error = caught.value
         assert error.parameter == ("calls" if how.startswith("enqueue_many") else "args"), error
+        if how.startswith("enqueue_many"):
+            index = 1 if how == "enqueue_many" else 0
+            assert str(error).startswith(f"calls[{index}]: "), "the item is named, not only a task id never returned"
         assert "builtins:len" in str(error) and "more than a SQLite database can store in one row" in str(error)
         assert "nothing was stored" in str(error) and isinstance(error.cause, ValidationError)
         assert await queue.counts() == {"queued": 1, "running": 0, "success": 0, "failed": 0, "cancelled": 0}

@@ -64,6 +64,10 @@ class TaskBatch(Sequence[Task]):
         self._build_to(self._count)
         return self._tasks
 
+    def built_so_far(self) -> list[Task]:
+        """The tasks built until now (the first ones, in order), without building more."""
+        return self._tasks
+
     def _build_to(self, stop: int) -> None:
         if len(self._tasks) >= stop:
             return

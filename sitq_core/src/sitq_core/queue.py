@@ -211,11 +211,13 @@ class _Producer:
         ):
             tasks = tasks.built()  # building errors surface here, before the backend is involved
         if len(tasks) == 1:
-            return [await self._store_one(tasks[0], "calls")]
+            return [await self._store_one(tasks[0], "calls", 0)]
         try:
             ids = await self._backend.enqueue_many(tasks)
         except checks.TooLargeToStore as exc:
-            raise _too_large(exc, "calls") from exc
+            built = tasks.built_so_far() if isinstance(tasks, TaskBatch) else tasks
+            position = next((index for index, task in enumerate(built) if task.id == exc.value), None)
+            raise _too_large(exc, "calls", position) from exc
         except SitqError:
             raise
         except Exception as exc:
@@ -229,12 +231,12 @@ class _Producer:
                 manager.notify("sitq_task_enqueued", task=task)
         return ids
 
-    async def _store_one(self, task: Task, parameter: str = "args") -> str:
+    async def _store_one(self, task: Task, parameter: str = "args", position: int | None = None) -> str:
         """``_store`` for one task (the hot path of ``enqueue``: no lists, no batch machinery)."""
         try:
             task_id = await self._backend.enqueue(task)
         except checks.TooLargeToStore as exc:
-            raise _too_large(exc, parameter) from exc
+            raise _too_large(exc, parameter, position) from exc
         except SitqError:
             raise
         except Exception as exc:
@@ -772,9 +774,10 @@ def _dumps_call(
     return payload
 
 
-def _too_large(exc: checks.TooLargeToStore, parameter: str) -> ValidationError:
-    """The store's refusal of an oversized call, named after the argument the caller passed."""
-    return ValidationError(exc.message, parameter=parameter, value=exc.value, cause=exc)
+def _too_large(exc: checks.TooLargeToStore, parameter: str, position: int | None = None) -> ValidationError:
+    """The store's refusal of an oversized call, named after the argument the caller passed (and its item)."""
+    where = "" if position is None else f"{parameter}[{position}]: "
+    return ValidationError(where + exc.message, parameter=parameter, value=exc.value, cause=exc)
 
 
 def _check_task_id(task_id: Any) -> None:
