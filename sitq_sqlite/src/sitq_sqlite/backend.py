@@ -62,6 +62,7 @@ from .schema import (
     create_schema,
     from_us,
     holds_sitq_tables,
+    missing_indexes,
     to_us,
 )
 from .watcher import WORK_KEY, Wakeups, Watcher
@@ -503,7 +504,7 @@ class SQLiteBackend(Backend):
                 conn.execute(f"PRAGMA synchronous = {self.synchronous}")  # again: set after the journal mode
             return found
 
-        if self._retrying(conn, pragmas) == SCHEMA_VERSION:
+        if self._retrying(conn, pragmas) == SCHEMA_VERSION and not missing_indexes(conn):
             # nothing to create: no write lock needed, so a health check (sitq stats) connects while
             # another process holds a long write transaction
             return SCHEMA_VERSION

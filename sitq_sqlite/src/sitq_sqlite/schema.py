@@ -18,6 +18,7 @@ __all__ = [
     "create_schema",
     "from_us",
     "holds_sitq_tables",
+    "missing_indexes",
     "to_us",
 ]
 
@@ -35,6 +36,14 @@ TASK_COLUMNS = (
     "timeout, max_lease_expiries, enqueued_at, status, attempts, lease_expiries, started_at, "
     "finished_at, worker_id, error, cancel_requested"
 )
+
+_CLAIM_INDEX = f"""
+    CREATE INDEX IF NOT EXISTS tasks_claim
+        ON tasks (queue, priority DESC, due, seq) WHERE {ACTIVE}
+    """
+
+#: The indexes of the current version, by name: made again when missing (they hold no data of their own).
+_INDEXES = {"tasks_claim": _CLAIM_INDEX}
 
 _DDL = (
     """
@@ -65,10 +74,7 @@ _DDL = (
         lease_token        TEXT
     )
     """,
-    f"""
-    CREATE INDEX IF NOT EXISTS tasks_claim
-        ON tasks (queue, priority DESC, due, seq) WHERE {ACTIVE}
-    """,
+    _CLAIM_INDEX,
     """
     CREATE TABLE IF NOT EXISTS results (
         task_id     TEXT    PRIMARY KEY,
@@ -182,12 +188,22 @@ def create_schema(conn: sqlite3.Connection) -> int:
     if found > SCHEMA_VERSION:
         raise SchemaTooNewError(found)
     if found == SCHEMA_VERSION:
+        # a current file whose index was dropped (a user tidying indexes, a partial restore): every claim
+        # names tasks_claim, so without it every reserve fails; an index holds no data, so re-making it is safe
+        for name in missing_indexes(conn):
+            conn.execute(_INDEXES[name])
         return found
     # Version 0: a new (or foreign, empty) file. Migrations from older versions go here.
     for statement in _DDL:
         conn.execute(statement)
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     return found
+
+
+def missing_indexes(conn: sqlite3.Connection) -> list[str]:
+    """The names of this version's indexes the file lacks (read only: one look at ``sqlite_master``)."""
+    present = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    return [name for name in _INDEXES if name not in present]
 
 
 def to_us(value: datetime) -> int:
