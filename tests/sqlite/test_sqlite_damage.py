@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
+import sys
+import textwrap
 from contextlib import closing
 from pathlib import Path
 
 import pytest
 
+from sitq_core.errors import BackendError
 from sitq_core.models import Task, new_id
 from sitq_sqlite import SQLiteBackend
 
@@ -16,6 +21,61 @@ TESTS = Path(__file__).resolve().parents[1]
 
 def new_task() -> Task:
     return Task(id=new_id(), payload=b"data")
+
+
+def run_sitq(*args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=str(TESTS))
+    return subprocess.run([sys.executable, "-m", "sitq", *args], capture_output=True, text=True, env=env, timeout=60)
+
+
+# ------------------------------------------------------------------ damaged rows
+
+
+@pytest.mark.asyncio
+async def test_counts_refuses_a_status_outside_the_five(tmp_path: Path) -> None:
+    path = tmp_path / "q.db"
+    async with SQLiteBackend(path) as backend:
+        await backend.enqueue(new_task())
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        conn.execute("PRAGMA ignore_check_constraints = ON")
+        conn.execute("UPDATE tasks SET status = 'bogus'")
+    async with SQLiteBackend(path) as backend:
+        with pytest.raises(BackendError) as info:
+            await backend.counts()
+    assert "damaged" in str(info.value) and "PRAGMA integrity_check" in str(info.value)
+    assert "'bogus'" in str(info.value), "it names what it found"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "damage",
+    [b"\x00" * 256, b"\xde\xad\xbe\xef" * 64],
+    ids=["zeroed: a row reads back with a NULL status", "garbage: the page reads as malformed"],
+)
+def test_sitq_stats_on_a_damaged_file_exits_2_with_a_clear_message(tmp_path: Path, damage: bytes) -> None:
+    """256 bytes overwritten in the middle of a page: stats crashed on a None status with a TypeError (exit 1)."""
+    path = tmp_path / "bad.db"
+    code = textwrap.dedent(
+        """
+        import asyncio, sys
+        import sitq_test_tasks as tasks
+        from sitq import TaskQueue
+        async def main():
+            async with TaskQueue("sqlite:///" + sys.argv[1]) as queue:
+                await queue.enqueue_many([(tasks.add, ("p" * 200,)) for i in range(3000)])
+        asyncio.run(main())
+        """
+    )
+    made = subprocess.run([sys.executable, "-c", code, str(path)], env=dict(os.environ, PYTHONPATH=str(TESTS)))
+    assert made.returncode == 0
+    with open(path, "r+b") as damaged:
+        damaged.seek(path.stat().st_size // 2 // 4096 * 4096 + 2048)
+        damaged.write(damage)
+    for extra in ([], ["--json"]):
+        done = run_sitq("stats", "-b", f"sqlite:///{path}", *extra)
+        assert done.returncode == 2, done.stderr[-2000:]
+        assert "Traceback" not in done.stderr
+        assert "damaged" in done.stderr and "PRAGMA integrity_check" in done.stderr, done.stderr
 
 
 # ------------------------------------------------------------------ missing index

@@ -621,8 +621,12 @@ class SQLiteBackend(Backend):
                 parameter=refused,
                 cause=exc,
             )
+        hint = _DAMAGED_HINT if _is_corrupt(exc) else ""
         return BackendError(
-            f"SQLite {operation} failed on {self.path!r}: {exc}", operation=operation, backend_type="sqlite", cause=exc
+            f"SQLite {operation} failed on {self.path!r}: {exc}{hint}",
+            operation=operation,
+            backend_type="sqlite",
+            cause=exc,
         )
 
     def _retrying(
@@ -1210,6 +1214,13 @@ class SQLiteBackend(Backend):
                 rows = conn.execute("SELECT status, count(*) FROM tasks WHERE queue = ? GROUP BY status", (queue,))
             counts = dict.fromkeys(STATUSES, 0)
             for status, number in rows:
+                if status not in counts:  # the schema's CHECK allows only the five: a damaged row (or page)
+                    raise BackendError(
+                        f"SQLite database {self.path!r}: {number} task row(s) read back with status {status!r}, "
+                        f"which sitq never writes{_DAMAGED_HINT}",
+                        operation="counts",
+                        backend_type="sqlite",
+                    )
                 counts[status] = number
             return counts
 
@@ -1476,6 +1487,17 @@ def _is_closed(conn: sqlite3.Connection) -> bool:
 
 def _is_read_only_wal_hint(exc: BaseException) -> bool:
     return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_CANTOPEN or "unable to open" in str(exc)
+
+
+_DAMAGED_HINT = (
+    "; the file is damaged: check it with 'PRAGMA integrity_check;' in the sqlite3 shell "
+    "(see Troubleshooting in docs/how-to/sqlite-backend.md)"
+)
+
+
+def _is_corrupt(exc: BaseException) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return (code is not None and code & 0xFF == sqlite3.SQLITE_CORRUPT) or "malformed" in str(exc)
 
 
 def _is_not_a_db(exc: BaseException) -> bool:
