@@ -33,9 +33,11 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
+import contextvars
 import enum
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Self
@@ -48,11 +50,35 @@ from .textoptions import text_options_converted
 if TYPE_CHECKING:
     from .urls import BackendURL
 
-__all__ = ["SPEC_VERSION", "Backend", "Capability"]
+__all__ = ["SPEC_VERSION", "Backend", "Capability", "connecting_to_read_only", "reading_only"]
 
 SPEC_VERSION = 1
 
 _WORK_KEY = ("sitq", "work")
+
+_READING_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("sitq_reading_only", default=False)
+
+
+@contextlib.contextmanager
+def reading_only() -> Iterator[None]:
+    """Connects made inside this block (in this task or thread) will only read: ``sitq stats`` uses it.
+
+    A backend may check at ``connect()`` that it can write its store, so that
+    a worker or a producer on a store it can read but not write (a read-only
+    file) stops at once with ``ConnectionError`` instead of failing every call
+    after. Inside this block it should not: a read-only tool must keep working
+    there. A backend reads it with :func:`connecting_to_read_only`.
+    """
+    token = _READING_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _READING_ONLY.reset(token)
+
+
+def connecting_to_read_only() -> bool:
+    """True inside :func:`reading_only`: the caller connecting now will only read."""
+    return _READING_ONLY.get()
 
 
 class Capability(str, enum.Enum):

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from . import __version__
-from .backend import Backend
+from .backend import Backend, reading_only
 from .config import DEFAULT_BACKEND_URL, named_as_registered, resolve_backend
 from .errors import BrokenPluginError, SitqError, ValidationError
 from .plugin_manager import KNOWN_PLUGINS, SitqPluginManager, strict_plugins
@@ -636,8 +636,9 @@ async def _stats(out: TextIO, store: Backend, *, as_json: bool, source: str = "t
             where = f"no sitq database at {path!r}"
         sys.stderr.write(f"sitq: error: {where} (check {source})\n")
         return 2
-    async with TaskQueue(store) as queue:
-        counts = await queue.counts()
+    with reading_only():  # a store this process may read but not write (a read-only file) is fine here
+        async with TaskQueue(store) as queue:
+            counts = await queue.counts()
     if as_json:
         _out(out, json.dumps(counts, sort_keys=True))
     else:

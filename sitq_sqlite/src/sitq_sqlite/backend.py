@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
 
 from sitq_core import checks, forks, store_endings
-from sitq_core.backend import Backend, Capability
+from sitq_core.backend import Backend, Capability, connecting_to_read_only
 from sitq_core.errors import BackendError, ConfigurationError, ConnectionError, SitqError, ValidationError
 from sitq_core.models import (
     LeaseState,
@@ -179,6 +179,10 @@ class _ConnectAbandoned(Exception):
 
 class _Busy(Exception):
     """SQLITE_BUSY lasted longer than ``busy_timeout``."""
+
+
+class _CannotWrite(Exception):
+    """The connect's write probe failed: this process can read the file but not write it."""
 
 
 class SQLiteBackend(Backend):
@@ -383,11 +387,22 @@ class SQLiteBackend(Backend):
                     cause=exc,
                 ) from exc
         db = DbThread(f"sitq-sqlite:{os.path.basename(self.path)}", self._new_connection, in_memory=self.is_memory)
+        reading = connecting_to_read_only()  # read here: the connection thread does not share this task's context
         try:
-            found = await db.run(self._setup)
+            found = await db.run(lambda conn: self._setup(conn, reading=reading))
             self._set_up = True
         except BaseException as exc:
             db.stop()
+            if isinstance(exc, _CannotWrite):
+                cause = exc.__cause__
+                raise ConnectionError(
+                    f"SQLite database {self.path!r} can be read but not written by this process: {cause}"
+                    f"{_cannot_write_hint(self.path)}; workers and producers need to write it (sitq stats only "
+                    "reads, and still works)",
+                    backend_type="sqlite",
+                    connection_details=self.path,
+                    cause=cause if isinstance(cause, Exception) else None,
+                ) from cause
             if isinstance(exc, ForeignSchemaError):
                 raise ConnectionError(
                     f"SQLite database {self.path!r} {exc.describe()}; use a file of its own for sitq "
@@ -492,7 +507,7 @@ class SQLiteBackend(Backend):
         if self._set_up and not self.is_memory and self.journal_mode != "WAL":
             conn.execute(f"PRAGMA journal_mode = {self.journal_mode}")
 
-    def _setup(self, conn: sqlite3.Connection) -> int:
+    def _setup(self, conn: sqlite3.Connection, *, reading: bool = False) -> int:
         def pragmas(conn: sqlite3.Connection) -> int:
             found = check_not_foreign(conn)  # before the journal mode changes anything in the file
             if not self.is_memory:
@@ -504,9 +519,11 @@ class SQLiteBackend(Backend):
                 conn.execute(f"PRAGMA synchronous = {self.synchronous}")  # again: set after the journal mode
             return found
 
-        if self._retrying(conn, pragmas) == SCHEMA_VERSION and not missing_indexes(conn):
+        if self._retrying(conn, pragmas) == SCHEMA_VERSION and (reading or not missing_indexes(conn)):
             # nothing to create: no write lock needed, so a health check (sitq stats) connects while
             # another process holds a long write transaction
+            if not reading and not self.is_memory:
+                _probe_write(conn)
             return SCHEMA_VERSION
         return self._retrying(conn, lambda c: self._write(c, create_schema))
 
@@ -546,8 +563,8 @@ class SQLiteBackend(Backend):
         try:
             if not self.is_memory:
                 await db.run(_checkpoint)
-        except sqlite3.Error as exc:
-            log.warning("checkpoint at close failed for %s: %s", self.path, exc)
+        except sqlite3.Error as exc:  # a read-only file (sitq stats) has nothing of this process's to checkpoint
+            (log.debug if _is_read_only(exc) else log.warning)("checkpoint at close failed for %s: %s", self.path, exc)
         finally:
             await db.shutdown()  # returns once the connection (and its file handles) is closed
         self._wakeups.wake_all()  # waiters re-check (and reconnect) instead of sleeping on
@@ -621,7 +638,7 @@ class SQLiteBackend(Backend):
                 parameter=refused,
                 cause=exc,
             )
-        hint = _DAMAGED_HINT if _is_corrupt(exc) else ""
+        hint = _DAMAGED_HINT if _is_corrupt(exc) else _cannot_write_hint(self.path) if _is_read_only(exc) else ""
         return BackendError(
             f"SQLite {operation} failed on {self.path!r}: {exc}{hint}",
             operation=operation,
@@ -1495,6 +1512,11 @@ _DAMAGED_HINT = (
 )
 
 
+def _is_read_only(exc: BaseException) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return (code is not None and code & 0xFF == sqlite3.SQLITE_READONLY) or "readonly database" in str(exc)
+
+
 def _is_corrupt(exc: BaseException) -> bool:
     code = getattr(exc, "sqlite_errorcode", None)
     return (code is not None and code & 0xFF == sqlite3.SQLITE_CORRUPT) or "malformed" in str(exc)
@@ -1623,6 +1645,40 @@ def _read_only_hint(path: str) -> str:
     if not os.path.exists(path) and os.path.isdir(folder) and not os.access(folder, os.W_OK):
         return f" (the folder {folder} is read-only here: sitq cannot create the database file in it)"
     return ""
+
+
+def _cannot_write_hint(path: str) -> str:
+    """``_read_only_hint``, or what else makes a file that is there refuse writes (root, a read-only mount)."""
+    return _read_only_hint(path) or (
+        " (the file, its folder or its -wal/-shm files are read-only for this process, or its file system is "
+        "mounted read-only: sitq writes to the file and keeps its -wal and -shm files beside it)"
+    )
+
+
+def _probe_write(conn: sqlite3.Connection) -> None:
+    """Raise ``_CannotWrite`` when this connection cannot write the file; writes nothing.
+
+    ``BEGIN IMMEDIATE`` alone succeeds on a read-only file in WAL mode (its
+    write lock lives in the -shm file); rewriting ``user_version`` with its own
+    value dirties page 1 in the page cache, which is where SQLite refuses, and
+    the rollback drops it before anything reaches the disk. When another
+    connection holds the write lock the probe is skipped (connecting never
+    waits for the lock); the first write then says why it failed.
+    """
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if _is_busy(exc):
+            return
+        raise _CannotWrite from exc
+    try:
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        conn.execute(f"PRAGMA user_version = {version}")
+    except sqlite3.OperationalError as exc:
+        raise _CannotWrite from exc
+    finally:
+        if conn.in_transaction:
+            conn.rollback()
 
 
 def _end_expired(conn: sqlite3.Connection, seq: int, now: int, expiries: int, *, cancelled: bool) -> str:

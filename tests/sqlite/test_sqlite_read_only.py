@@ -1,0 +1,158 @@
+"""A SQLite file this process cannot write: workers and producers stop at connect, sitq stats still reads.
+
+Root ignores file modes, so as root the processes run without CAP_DAC_OVERRIDE (setpriv).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parents[1]
+
+
+def run_sitq(*args: str, prefix: list[str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=str(TESTS))
+    return subprocess.run(
+        [*(prefix or []), sys.executable, "-m", "sitq", *args], capture_output=True, text=True, env=env, timeout=timeout
+    )
+
+
+# ------------------------------------------------------------------ read-only file or folder
+
+
+def _unprivileged() -> list[str]:
+    """A command prefix under which file modes apply to this test's own files (root ignores them)."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root without setpriv: a read-only file would still be writable")
+    return [setpriv, "--bounding-set=-dac_override,-dac_read_search", "--"]
+
+
+def _made_read_only(tmp_path: Path, case: str, prefix: list[str]) -> Path:
+    folder = tmp_path / "data"
+    path = folder / "q.db"
+    run = subprocess.run(
+        [sys.executable, "-c", _ENQUEUE_FIVE, str(path)], env=dict(os.environ, PYTHONPATH=str(TESTS)), timeout=60
+    )
+    assert run.returncode == 0
+    if case == "file":
+        path.chmod(0o444)
+    elif case == "folder":
+        folder.chmod(0o555)
+    else:  # "leftovers": a reader of the read-only file left -wal and -shm files it could not remove
+        path.chmod(0o444)
+        read = "import sqlite3, sys; sqlite3.connect(sys.argv[1]).execute('SELECT count(*) FROM tasks').fetchone()"
+        subprocess.run([*prefix, sys.executable, "-c", read, str(path)], check=True, timeout=60)
+        assert (folder / "q.db-shm").exists()
+        path.chmod(0o644)
+        folder.chmod(0o555)
+    return path
+
+
+_ENQUEUE_FIVE = textwrap.dedent(
+    """
+    import asyncio, sys
+    import sitq_test_tasks as tasks
+    from sitq import TaskQueue
+    async def main():
+        async with TaskQueue("sqlite:///" + sys.argv[1]) as queue:
+            await queue.enqueue_many([(tasks.add, (i,)) for i in range(5)])
+    asyncio.run(main())
+    """
+)
+
+
+@pytest.fixture
+def restore_modes(tmp_path: Path):  # type: ignore[no-untyped-def]
+    yield
+    for folder, _dirs, files in os.walk(tmp_path):
+        os.chmod(folder, 0o755)
+        for name in files:
+            os.chmod(os.path.join(folder, name), 0o644)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("restore_modes")
+@pytest.mark.parametrize("case", ["file", "folder", "leftovers"])
+def test_a_worker_on_a_store_it_cannot_write_stops_at_start(tmp_path: Path, case: str) -> None:
+    """docs/how-to/workers.md: a SQLite path that is read-only stops the worker with a ConnectionError, exit 2."""
+    prefix = _unprivileged()
+    path = _made_read_only(tmp_path, case, prefix)
+    done = run_sitq("worker", "-b", f"sqlite:///{path}", "-i", "sitq_test_tasks", prefix=prefix, timeout=30)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "read-only" in done.stderr and str(path) in done.stderr
+    assert "Traceback" not in done.stderr
+    if case == "folder":  # SQLite cannot read a WAL file without its -shm file, and cannot make one here
+        return
+    # sitq stats only reads: it keeps working on the read-only file
+    stats = run_sitq("stats", "--json", "-b", f"sqlite:///{path}", prefix=prefix)
+    assert stats.returncode == 0, stats.stderr
+    assert '"queued": 5' in stats.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("restore_modes")
+def test_a_producer_on_a_read_only_file_is_refused_at_connect(tmp_path: Path) -> None:
+    prefix = _unprivileged()
+    path = _made_read_only(tmp_path, "file", prefix)
+    code = textwrap.dedent(
+        """
+        import asyncio, sys
+        from sitq import TaskQueue
+        from sitq_core.errors import ConnectionError
+        async def main():
+            try:
+                async with TaskQueue("sqlite:///" + sys.argv[1]) as queue:
+                    await queue.enqueue(print)
+            except ConnectionError as exc:
+                print("refused:", exc)
+        asyncio.run(main())
+        """
+    )
+    done = subprocess.run([*prefix, sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("refused:") and "read-only" in done.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("restore_modes")
+def test_a_write_failing_on_a_file_made_read_only_later_says_why(tmp_path: Path) -> None:
+    """The file turns read-only under a running backend: the write that fails carries the read-only hint."""
+    prefix = _unprivileged()
+    path = tmp_path / "q.db"
+    code = textwrap.dedent(
+        """
+        import os, sys, threading
+        from sitq import SQLiteBackend, SyncTaskQueue
+        from sitq_core.errors import SitqError
+        path = sys.argv[1]
+        def enqueue(queue):
+            try:
+                queue.enqueue(print)
+            except SitqError as exc:
+                print("refused:", exc)
+        with SyncTaskQueue(SQLiteBackend(path)) as queue:
+            queue.enqueue(print)
+            for name in (path, path + "-wal", path + "-shm"):
+                os.chmod(name, 0o444)
+            # a new thread opens the file anew for its write (read-only now); the open connections still could
+            thread = threading.Thread(target=enqueue, args=(queue,))
+            thread.start()
+            thread.join()
+            for name in (path, path + "-wal", path + "-shm"):
+                os.chmod(name, 0o644)
+        """
+    )
+    done = subprocess.run([*prefix, sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("refused:"), done.stdout
+    assert "readonly" in done.stdout and "read-only" in done.stdout, done.stdout
