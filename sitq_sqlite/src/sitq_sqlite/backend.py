@@ -65,7 +65,7 @@ from .schema import (
     missing_indexes,
     to_us,
 )
-from .watcher import WORK_KEY, Wakeups, Watcher
+from .watcher import WORK_KEY, Wakeups, Watcher, _file_identity
 
 if TYPE_CHECKING:
     from sitq_core.urls import BackendURL
@@ -171,6 +171,9 @@ _FEED_CHUNK_ROWS = 100  # rows per chunk handed to the connection thread by larg
 _STREAM_BUDGET = 0.05  # seconds of building a streamed batch may keep the write lock (projected)
 _YIELD_AFTER = 0.005  # seconds of back-to-back inline calls before the event loop gets a turn
 _STREAK_GAP = 0.001  # a pause this long between inline calls starts a new streak
+# Seconds between checks, on the write paths, that the file at the path is still the one opened (_check_file):
+# a stat costs ~2 µs, a clock read 0.1 µs, so a loop of enqueues pays the clock read and a stat per 0.1 s.
+_FILE_CHECK_INTERVAL = 0.1
 
 
 class _ConnectAbandoned(Exception):
@@ -238,6 +241,9 @@ class SQLiteBackend(Backend):
         self._lock = threading.Lock()
         self._inline_last = 0.0  # monotonic end of the last inline call (see _streak_long)
         self._set_up = False  # the file's journal mode and schema are in place (_setup ran once)
+        self._opened: tuple[int, int] | None = None  # (device, inode) of the file connected to (_check_file)
+        self._file_checked = 0.0  # monotonic time of the last _check_file stat
+        self._file_gone = False  # the file was deleted or replaced since connect: writes are refused
         self._inline_streak = 0.0
         self._db: DbThread | None = None
         self._connecting: ThreadFuture[DbThread] | None = None
@@ -386,6 +392,7 @@ class SQLiteBackend(Backend):
                     connection_details=self.path,
                     cause=exc,
                 ) from exc
+        self._opened, self._file_gone = None, False  # a new connect opens the file that is at the path now
         db = DbThread(f"sitq-sqlite:{os.path.basename(self.path)}", self._new_connection, in_memory=self.is_memory)
         reading = connecting_to_read_only()  # read here: the connection thread does not share this task's context
         try:
@@ -442,8 +449,41 @@ class SQLiteBackend(Backend):
                     cause=exc,
                 ) from exc
             raise
+        if not self.is_memory:
+            self._opened, self._file_checked = _file_identity(self.path), time.monotonic()
         log.debug("connected to %s (schema version %s)", self.path, found)
         return db
+
+    def _check_file(self) -> None:
+        """Refuse a write when the file at ``path`` is no longer the one connected to (deleted or replaced).
+
+        Writes would go on into the old file, which no other process sees and
+        which is gone once this process closes it: an enqueue would return the
+        id of a task nobody can ever see. Compared at most every
+        ``_FILE_CHECK_INTERVAL`` (the hot path pays one clock read); logged
+        once, refused until the backend connects again.
+        """
+        if not self._file_gone:
+            now = time.monotonic()
+            if now - self._file_checked < _FILE_CHECK_INTERVAL or self._opened is None:
+                return
+            self._file_checked = now
+            if _file_identity(self.path) == self._opened:
+                return
+            self._file_gone = True
+            log.error(
+                "%s was deleted or replaced while this process had it open; writes are refused from now on "
+                "(restart this process, or close the backend and connect again)",
+                self.path,
+            )
+        raise ConnectionError(
+            f"SQLite database {self.path!r} was deleted or replaced while this process had it open: a write "
+            "would go into the old file, which no other process sees and which is lost when this process closes "
+            "it, so nothing was stored. Restart this process (or close() the queue or backend and connect "
+            "again) to use the file now at that path; what was written to the old file is not in it",
+            backend_type="sqlite",
+            connection_details=self.path,
+        )
 
     def _new_inline_connection(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, cached_statements=64, check_same_thread=False)
@@ -461,6 +501,8 @@ class SQLiteBackend(Backend):
     async def _inline_or_run(self, operation: str, fn: Callable[[sqlite3.Connection], T], *, write: bool) -> T:
         """Run a short call inline on this thread when possible (see ``inline.py``), else one hop."""
         if self._inline is not None and self._db is not None:
+            if write:
+                self._check_file()
             began = time.monotonic()
             try:
                 result = self._inline.run(fn, write=write)
@@ -685,7 +727,10 @@ class SQLiteBackend(Backend):
                 if _is_closed(conn):
                     raise ConnectionClosedForFork from exc
 
-    _write = staticmethod(write_transaction)
+    def _write(self, conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], T]) -> T:
+        """``write_transaction`` on the file connected to (see ``_check_file``)."""
+        self._check_file()
+        return write_transaction(conn, body)
 
     async def _transaction(self, operation: str, body: Callable[[sqlite3.Connection], T]) -> T:
         return await self._run(operation, lambda conn: self._write(conn, body))
@@ -751,6 +796,7 @@ class SQLiteBackend(Backend):
         inline = self._inline
         if inline is None or self._db is None:
             return False
+        self._check_file()
         row = _task_row(task)
         try:
             if row[12:20] == _FRESH_TAIL:
@@ -824,6 +870,7 @@ class SQLiteBackend(Backend):
 
     async def _enqueue_pipelined(self, tasks: Sequence[Task]) -> list[str]:
         """A large batch: rows are built here while the connection thread inserts earlier chunks (feed.py)."""
+        self._check_file()  # before building the batch (the connection thread checks again in _write)
         # The connection thread holds the write lock while chunks are built: stream only when building
         # the whole batch looks cheap (plain arguments); otherwise build everything first.
         began = time.perf_counter()

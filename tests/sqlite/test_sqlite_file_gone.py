@@ -1,0 +1,148 @@
+"""The database file deleted or replaced under a running process: writes are refused, not silently lost.
+
+Before, enqueue went on returning ids for tasks written to the deleted inode,
+which nobody could ever see again (the WAL was even checkpointed into it at close).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sqlite3
+import time
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+import sitq_sqlite.backend as sqlite_backend
+from sitq import SyncTaskQueue, TaskQueue
+from sitq_core.errors import ConnectionError, SitqError
+from sitq_core.models import Task, new_id
+from sitq_sqlite import SQLiteBackend
+
+import sitq_test_tasks as tasks
+
+TESTS = Path(__file__).resolve().parents[1]
+
+
+def new_task() -> Task:
+    return Task(id=new_id(), payload=b"data")
+
+
+def ids_in(path: Path) -> set[str]:
+    with closing(sqlite3.connect(path)) as conn:
+        return {row[0] for row in conn.execute("SELECT id FROM tasks")}
+
+
+# ------------------------------------------------------------------ deleted or replaced file
+
+
+@pytest.fixture
+def check_every_write(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Compare the file with the one opened at every write (normally at most every _FILE_CHECK_INTERVAL)."""
+    monkeypatch.setattr(sqlite_backend, "_FILE_CHECK_INTERVAL", 0.0)
+
+
+@pytest.mark.asyncio
+@pytest.mark.usefixtures("check_every_write")
+async def test_writes_to_a_deleted_file_are_refused_and_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """rm q.db under a producer: every write path refuses (no id for a task nobody can see again)."""
+    path = tmp_path / "q.db"
+    backend = SQLiteBackend(path)
+    async with TaskQueue(backend) as queue:
+        first = await queue.enqueue(tasks.add, 1, 2)
+        os.remove(path)  # a cleanup script, a mistaken rm
+        returned: list[str] = []
+        with caplog.at_level(logging.ERROR, logger="sitq.sqlite"):
+            for attempt in (
+                lambda: queue.enqueue(tasks.add, 3, 4),  # the single-enqueue fast path
+                lambda: queue.enqueue_many([(tasks.add, (i,)) for i in range(3)]),  # a small batch
+                lambda: queue.enqueue_many([(tasks.add, (i,)) for i in range(500)]),  # a streamed batch
+                lambda: backend.enqueue(new_task()),
+                lambda: backend.reserve(worker_id="w", limit=1, lease_seconds=30),
+                lambda: backend.cancel(first),
+            ):
+                with pytest.raises(ConnectionError) as info:
+                    got = await attempt()
+                    returned += got if isinstance(got, list) else [str(got)]
+                message = str(info.value)
+                assert "deleted or replaced" in message and str(path) in message
+                assert "restart this process" in message.lower() and "connect again" in message, "it says what to do"
+        assert returned == []
+        gone = [r for r in caplog.records if "deleted or replaced" in r.getMessage()]
+        assert len(gone) == 1, "logged once, not once per refused write"
+        # reads of what this process already has still answer
+        assert await queue.get_task(first) is not None
+
+
+@pytest.mark.usefixtures("check_every_write")
+def test_a_blocking_enqueue_to_a_deleted_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "q.db"
+    with SyncTaskQueue(SQLiteBackend(path)) as queue:
+        queue.enqueue(tasks.add, 1)
+        os.remove(path)
+        with pytest.raises(SitqError, match="deleted or replaced") as info:
+            queue.enqueue(tasks.add, 2)
+        assert isinstance(info.value.__cause__, ConnectionError)
+
+
+@pytest.mark.asyncio
+@pytest.mark.usefixtures("check_every_write")
+async def test_a_replaced_file_refuses_writes_until_the_backend_reconnects(tmp_path: Path) -> None:
+    """mv backup.db q.db under a running process: refused; close() and connect() then use the file now there."""
+    path, backup = tmp_path / "q.db", tmp_path / "backup.db"
+    async with SQLiteBackend(backup) as other:
+        kept = await other.enqueue(new_task())
+    backend = SQLiteBackend(path)
+    async with backend:
+        await backend.enqueue(new_task())
+        shutil.copy(backup, tmp_path / "copy.db")
+        os.replace(tmp_path / "copy.db", path)
+        with pytest.raises(ConnectionError, match="deleted or replaced"):
+            await backend.enqueue(new_task())
+    async with backend:  # a later connect opens the file that is at the path now
+        added = await backend.enqueue(new_task())
+    assert ids_in(path) == {kept, added}
+
+
+@pytest.mark.asyncio
+@pytest.mark.usefixtures("check_every_write")
+async def test_a_deleted_file_is_a_new_empty_database_after_reconnecting(tmp_path: Path) -> None:
+    path = tmp_path / "q.db"
+    backend = SQLiteBackend(path)
+    async with backend:
+        await backend.enqueue(new_task())
+        os.remove(path)
+        with pytest.raises(ConnectionError):
+            await backend.enqueue(new_task())
+    async with backend:
+        added = await backend.enqueue(new_task())
+    assert ids_in(path) == {added}
+    with closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+
+
+@pytest.mark.asyncio
+async def test_the_file_check_is_throttled_on_the_hot_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A loop of single enqueues stats the file at most about once per _FILE_CHECK_INTERVAL, not per call."""
+    calls = 0
+    real = sqlite_backend._file_identity
+
+    def counting(path: str) -> tuple[int, int] | None:
+        nonlocal calls
+        calls += 1
+        return real(path)
+
+    monkeypatch.setattr(sqlite_backend, "_file_identity", counting)
+    async with TaskQueue(SQLiteBackend(tmp_path / "q.db", synchronous="OFF")) as queue:
+        at_connect = calls
+        began = time.monotonic()
+        for _ in range(200):
+            await queue.enqueue(tasks.add, 1)
+        elapsed = time.monotonic() - began
+    assert calls - at_connect <= elapsed / sqlite_backend._FILE_CHECK_INTERVAL + 1
+    assert calls - at_connect < 20, "not one stat per enqueue"
