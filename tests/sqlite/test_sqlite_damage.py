@@ -46,6 +46,23 @@ async def test_counts_refuses_a_status_outside_the_five(tmp_path: Path) -> None:
     assert "'bogus'" in str(info.value), "it names what it found"
 
 
+@pytest.mark.asyncio
+async def test_reading_a_damaged_task_row_is_a_backend_error_naming_the_damage(tmp_path: Path) -> None:
+    """list_tasks and get_task raised a bare ValueError from TaskStatus('bogus')."""
+    path = tmp_path / "rows.db"
+    task = new_task()
+    async with SQLiteBackend(path) as backend:
+        await backend.enqueue(task)
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        conn.execute("PRAGMA ignore_check_constraints = ON")
+        conn.execute("UPDATE tasks SET status = 'bogus'")
+    async with SQLiteBackend(path) as backend:
+        for read in (backend.list_tasks(), backend.get_task(task.id)):
+            with pytest.raises(BackendError) as info:
+                await read
+            assert "PRAGMA integrity_check" in str(info.value), str(info.value)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "damage",

@@ -97,6 +97,7 @@ def test_a_worker_on_a_store_it_cannot_write_stops_at_start(tmp_path: Path, case
     stats = run_sitq("stats", "--json", "-b", f"sqlite:///{path}", prefix=prefix)
     assert stats.returncode == 0, stats.stderr
     assert '"queued": 5' in stats.stdout
+    assert "checkpoint" not in stats.stderr, "a reader writes nothing, even at close: " + stats.stderr
 
 
 @pytest.mark.slow

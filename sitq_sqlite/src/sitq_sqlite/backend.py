@@ -241,6 +241,7 @@ class SQLiteBackend(Backend):
         self._lock = threading.Lock()
         self._inline_last = 0.0  # monotonic end of the last inline call (see _streak_long)
         self._set_up = False  # the file's journal mode and schema are in place (_setup ran once)
+        self._only_reading = False  # connected inside reading_only() (sitq stats): no checkpoint at close
         self._opened: tuple[int, int] | None = None  # (device, inode) of the file connected to (_check_file)
         self._file_checked = 0.0  # monotonic time of the last _check_file stat
         self._file_gone = False  # the file was deleted or replaced since connect: writes are refused
@@ -398,6 +399,7 @@ class SQLiteBackend(Backend):
         try:
             found = await db.run(lambda conn: self._setup(conn, reading=reading))
             self._set_up = True
+            self._only_reading = reading  # (sitq stats): nothing of its own to checkpoint at close
         except BaseException as exc:
             db.stop()
             if isinstance(exc, _CannotWrite):
@@ -603,7 +605,7 @@ class SQLiteBackend(Backend):
         if db is None:
             return
         try:
-            if not self.is_memory:
+            if not self.is_memory and not self._only_reading:  # a reader writes nothing, even at close
                 await db.run(_checkpoint)
         except sqlite3.Error as exc:  # a read-only file (sitq stats) has nothing of this process's to checkpoint
             (log.debug if _is_read_only(exc) else log.warning)("checkpoint at close failed for %s: %s", self.path, exc)
@@ -1767,7 +1769,14 @@ def _leases(claims: list[_Claim]) -> list[ReservedTask]:
 
 
 def _row_to_task(row: Sequence[Any]) -> Task:
-    """A Task from a tasks row (TASK_COLUMNS order)."""
+    """A Task from a tasks row (TASK_COLUMNS order); a row sitq could never have written reads as damage."""
+    try:
+        return _task_of_row(row)
+    except (ValueError, TypeError) as exc:  # a status outside the five, a NULL where sitq always writes
+        raise sqlite3.DatabaseError(f"database disk image is malformed: a task row cannot be read ({exc})") from exc
+
+
+def _task_of_row(row: Sequence[Any]) -> Task:
     return Task(
         id=row[0],
         payload=bytes(row[1]),
