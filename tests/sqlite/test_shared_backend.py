@@ -9,7 +9,7 @@ import pytest
 
 from sitq import SQLiteBackend, SyncTaskQueue, TaskQueue, Worker
 
-from sitq_test_helpers import wait_until
+from sitq_test_helpers import wait_until, wait_until_sync
 
 
 def _enqueue_with_a_sync_queue(backend: SQLiteBackend) -> str:
@@ -207,3 +207,33 @@ async def test_a_queue_dropped_after_connect_does_not_keep_a_given_backend_open(
         return backend._db is None
 
     await wait_until(let_go, timeout=10)
+
+
+@pytest.mark.asyncio
+async def test_a_copy_that_connected_and_was_dropped_does_not_keep_the_backend_open(tmp_path: Path) -> None:
+    import copy
+    import gc
+
+    queue = TaskQueue(f"sqlite:///{tmp_path / 'copy-hold.db'}")
+    duplicate = copy.copy(queue)
+    await duplicate.connect()
+    del duplicate
+    gc.collect()
+    await queue.connect()
+    await queue.close()
+    assert queue.backend._db is None  # type: ignore[attr-defined]
+
+
+def test_a_sync_copy_that_connected_and_was_dropped_does_not_keep_the_backend_open(tmp_path: Path) -> None:
+    import copy
+    import gc
+
+    queue = SyncTaskQueue(f"sqlite:///{tmp_path / 'sync-copy-hold.db'}")
+    duplicate = copy.copy(queue)
+    duplicate.connect()
+    queue.connect()
+    queue.close()  # the copy still holds the backend: closed when the copy goes
+    backend = queue.backend
+    del duplicate
+    gc.collect()
+    wait_until_sync(lambda: backend._db is None, timeout=10)  # type: ignore[attr-defined]

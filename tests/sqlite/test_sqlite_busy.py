@@ -73,6 +73,41 @@ async def test_writes_queued_behind_a_locked_one_share_its_busy_timeout(tmp_path
         assert (await backend.counts())["queued"] == 0
 
 
+@pytest.mark.asyncio
+async def test_a_write_queued_behind_slow_work_of_its_own_process_still_waits_out_a_short_lock(
+    tmp_path: Path,
+) -> None:
+    """Counting busy_timeout from the call left a write queued behind 1.5 s of local work no retry at all."""
+    import threading
+    import time
+
+    path = tmp_path / "slow-local.db"
+    async with SQLiteBackend(path, busy_timeout=1.0) as backend:
+        await backend.enqueue(Task(id=new_id(), payload=b"x"))
+        stop = threading.Event()
+
+        def other_process() -> None:  # takes the write lock for 30 ms at a time
+            conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+            while not stop.is_set():
+                conn.execute("BEGIN IMMEDIATE")
+                time.sleep(0.03)
+                conn.execute("COMMIT")
+                time.sleep(0.005)
+            conn.close()
+
+        writer = threading.Thread(target=other_process, daemon=True)
+        writer.start()
+        try:
+            slow = asyncio.ensure_future(backend._run("slow", lambda conn: time.sleep(1.5)))  # a long local job
+            await asyncio.sleep(0.01)
+            await backend.enqueue_many([Task(id=new_id(), payload=b"y") for _ in range(5)])  # queued behind it
+            await slow
+        finally:
+            stop.set()
+            writer.join(10)
+        assert (await backend.counts())["queued"] == 6
+
+
 class _Interrupt(BaseException):
     """Stands in for KeyboardInterrupt arriving while a large batch is being serialised."""
 

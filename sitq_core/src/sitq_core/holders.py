@@ -62,13 +62,19 @@ class Holders:
         except TypeError:
             return False
 
-    def let_go(self, backend: Any, held: bool) -> int:
-        """One holder fewer (when ``held``); returns how many others still hold ``backend``."""
+    def let_go(self, backend: Any, held: bool, *, want_closed: bool = False) -> int:
+        """One holder fewer (when ``held``); returns how many others still hold ``backend``.
+
+        ``want_closed``: when others still hold it, mark it for the last of them to close, in the same
+        step (a holder let go by the garbage collector in between would otherwise see nothing to close).
+        """
         try:
             with self._lock:
                 count = self._counts.get(backend, 0) - (1 if held else 0)
                 if count > 0:
                     self._counts[backend] = count
+                    if want_closed:
+                        self._close_wanted.add(backend)
                 else:
                     self._counts.pop(backend, None)
         except TypeError:

@@ -457,7 +457,6 @@ class TaskQueue(_Producer):
         # a backend this queue made (from a URL or config) is let go if the queue is dropped unclosed
         self._open_state = _OpenState()
         self._waiters = ResultWaiters()  # get_result calls that close() ends
-        self._closing = 0  # close() calls under way
         if not isinstance(backend, Backend):
             finalizer = weakref.finalize(self, _dropped_unclosed, self._backend, self._open_state)
             finalizer.atexit = False  # a queue that lives as long as the program is not a leak
@@ -469,13 +468,14 @@ class TaskQueue(_Producer):
         state["_holds_backend"] = False  # a copy (or an unpickled queue) holds nothing until it connects
         state["_open_state"] = _OpenState()
         state["_waiters"] = ResultWaiters()  # closing a copy must not end this queue's waits
-        state["_closing"] = 0
         return state
 
     def __copy__(self) -> TaskQueue:
         """A shallow copy shares this queue's backend object, so it never lets that backend go."""
         clone = TaskQueue.__new__(TaskQueue)
         clone.__dict__.update(self.__getstate__())
+        # a hold the copy takes (connect()) must not outlive it, like any queue given its backend
+        weakref.finalize(clone, _dropped_holder, clone._backend, clone._open_state).atexit = False
         return clone
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -499,11 +499,11 @@ class TaskQueue(_Producer):
         if not self._holds_backend:
             self._holds_backend = self._open_state.held = holders.hold(self._backend)
 
-    def _let_go(self) -> int:
+    def _let_go(self, *, want_closed: bool = False) -> int:
         """Stop holding the backend open; returns how many others (queues, workers) still hold it."""
         held, self._holds_backend = self._holds_backend, False
         self._open_state.held = False
-        return holders.let_go(self._backend, held)
+        return holders.let_go(self._backend, held, want_closed=want_closed)
 
     @property
     def backend(self) -> Backend:
@@ -579,11 +579,10 @@ class TaskQueue(_Producer):
         A ``get_result`` still waiting on this queue ends with ``TaskQueueError``.
         """
         self._open_state.open = False
-        self._closing += 1  # a get_result that starts now ends at once (it would reopen the store)
+        self._waiters.close_begins()  # a get_result that starts now ends at once (it would reopen the store)
         try:
             # the book-keeping first: a close cancelled while its waiters unwind must not leave a hold behind
-            if self._let_go():
-                holders.want_closed(self._backend)  # the last holder (a worker as it stops) closes it then
+            if self._let_go(want_closed=True):  # the last holder (a worker as it stops) closes it then
                 await self._waiters.end_all()
                 return
             holders.close_wanted(self._backend)  # closing it now: nothing left pending
@@ -594,7 +593,7 @@ class TaskQueue(_Producer):
             finally:
                 await self._backend.close()
         finally:
-            self._closing -= 1
+            self._waiters.close_ends()
 
     async def __aenter__(self) -> Self:
         await self.connect()
@@ -617,7 +616,7 @@ class TaskQueue(_Producer):
         timeout = validate_timeout(timeout)
         waiter = self._waiters.enter()
         try:
-            if self._closing:
+            if self._waiters.closing:
                 raise TaskQueueError(
                     f"get_result({task_id!r}) was called while the queue was closing (the task goes on; ask "
                     "again once it is open)",

@@ -30,9 +30,10 @@ from .errors import (
     ValidationError,
 )
 from .forks import forget_in_child, keep_inherited
+from .holders import holders
 from .models import Result, Task
 from .options import TaskOptions
-from .queue import TaskQueue, TaskQueueView, backend_not_ready
+from .queue import TaskQueue, TaskQueueView, _abandon, backend_not_ready
 
 __all__ = ["SyncTaskQueue", "SyncTaskQueueView"]
 
@@ -441,8 +442,9 @@ def _close_dropped(loop: asyncio.AbstractEventLoop, queue: TaskQueue, owns_backe
         with contextlib.suppress(RuntimeError):  # the loop is closed already
             loop.call_soon_threadsafe(loop.stop)
 
-    if not owns_backend:
-        queue._let_go()  # a backend passed in stays open, but this queue no longer keeps it so
+    # a backend passed in stays open, but this queue no longer keeps it so, unless its close was asked for
+    if not owns_backend and not queue._let_go() and holders.close_wanted(queue.backend):
+        threading.Thread(target=_abandon, args=(queue.backend,), name="sitq-abandon", daemon=True).start()
     if loop.is_closed():
         return
     if not owns_backend:

@@ -28,6 +28,20 @@ class ResultWaiters:
         self._waiting: dict[asyncio.Task[object], asyncio.AbstractEventLoop] = {}
         self._interrupted: set[asyncio.Task[object]] = set()
         self._unwound: dict[asyncio.Task[object], asyncio.Future[None]] = {}
+        self._closes = 0  # close() calls under way (from any thread)
+
+    def close_begins(self) -> None:
+        with self._lock:
+            self._closes += 1
+
+    def close_ends(self) -> None:
+        with self._lock:
+            self._closes -= 1
+
+    @property
+    def closing(self) -> bool:
+        """True while a close() of the queue runs: a get_result starting then would reopen the store."""
+        return self._closes > 0
 
     def __reduce__(self) -> tuple[type[ResultWaiters], tuple[()]]:
         return (ResultWaiters, ())  # a copied or unpickled queue has no waiters of its own yet

@@ -1830,8 +1830,12 @@ class Worker:
             raise
         try:
             for running, entry in zip(members, ran, strict=False):
-                if entry is None and not running.settled:  # skipped in the thread: its lease had run out
-                    self._let_expired_go(running)
+                if entry is None and not running.settled:  # skipped in the thread: its lease had run out ...
+                    if time.monotonic() < running.lease_until:  # ... but a renewal got through since: run it
+                        running.batch = None
+                        self._waiting.appendleft(running)
+                    else:
+                        self._let_expired_go(running)
                     continue
                 if entry is None or running.settled:
                     continue

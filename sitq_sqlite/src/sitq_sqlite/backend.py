@@ -153,6 +153,7 @@ _RELEASE_SQL = (  # a first attempt given back unstarted (no started_at) says so
 _FINAL_ROWS_PER_STATEMENT = _MAX_VARIABLES // _FINAL_COLUMNS
 _TOKEN_BYTES = 16  # a lease token: 128 random bits as 32 hex characters
 _SEQ_HEX = re.compile(r"[0-9a-f]{1,16}")  # the seq part of a lease token (a SQLite rowid fits in 16)
+_OWN_BUSY_WAIT = 0.25  # seconds of busy retries every job gets, however long it waited in the thread's queue
 _WAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes a WAL file is cut back to when it restarts
 _PURGE_CHUNK_ROWS = 2000  # final tasks deleted per purge transaction (the write lock is free in between)
 _INLINE_MAX_ROWS = 16  # larger enqueue batches go through the connection thread (the loop stays free)
@@ -707,7 +708,11 @@ class SQLiteBackend(Backend):
         queued behind one that waited out a lock each waited a whole
         ``busy_timeout`` more, so the fourth of four failed after 20 s.
         """
-        deadline = (time.monotonic() if since is None else since) + self.busy_timeout
+        now = time.monotonic()
+        deadline = now + self.busy_timeout
+        if since is not None:  # from the call, but each job still gets a short wait of its own: one queued
+            # behind slow work of this process (a big batch, a purge) would fail at the first conflict
+            deadline = max(since + self.busy_timeout, now + min(self.busy_timeout, _OWN_BUSY_WAIT))
         attempt = 0
         while True:
             try:
