@@ -115,18 +115,26 @@ def _dropped_unclosed(backend: Backend, state: _OpenState) -> None:
     if not state.open or others:
         return  # never connected, closed properly, or still held by another queue or a worker
     state.open = False
-    if state.quiet:
-        logger.debug("letting go of an unpickled TaskQueue's backend")
-    else:
-        warnings.warn(
-            "a TaskQueue was garbage-collected without close(): use `async with TaskQueue(...)`, or make one "
-            "queue at start-up and share it",
-            ResourceWarning,
-            stacklevel=1,  # inside the garbage collector: no caller's line to point at
-        )
+    warn_dropped("TaskQueue", "`async with TaskQueue(...)`", quiet=state.quiet)
     with contextlib.suppress(TypeError):
         _connected.discard(backend)
     threading.Thread(target=_abandon, args=(backend,), name="sitq-abandon", daemon=True).start()
+
+
+def warn_dropped(kind: str, use: str, *, quiet: bool) -> None:
+    """A queue garbage-collected unclosed: a ResourceWarning, or a debug line for an unpickled copy.
+
+    An unpickled queue (a task's module-level queue shipped by value) was made
+    by no caller, so none could have closed it: it is let go quietly.
+    """
+    if quiet:
+        logger.debug("letting go of an unpickled %s's backend", kind)
+        return
+    warnings.warn(
+        f"a {kind} was garbage-collected without close(): use {use}, or make one queue at start-up and share it",
+        ResourceWarning,
+        stacklevel=2,  # inside the garbage collector: no caller's line to point at
+    )
 
 
 def _dropped_holder(backend: Backend, state: _OpenState) -> None:

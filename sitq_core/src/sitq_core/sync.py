@@ -9,9 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import logging
 import threading
-import warnings
 import weakref
 from collections.abc import Callable, Coroutine, Iterable, Iterator
 from concurrent.futures import CancelledError, Future, InvalidStateError
@@ -33,11 +31,9 @@ from .forks import forget_in_child, keep_inherited
 from .holders import holders
 from .models import Result, Task
 from .options import TaskOptions
-from .queue import TaskQueue, TaskQueueView, _abandon, backend_not_ready
+from .queue import TaskQueue, TaskQueueView, _abandon, backend_not_ready, warn_dropped
 
 __all__ = ["SyncTaskQueue", "SyncTaskQueueView"]
-
-logger = logging.getLogger("sitq.sync")
 
 T = TypeVar("T")
 
@@ -428,15 +424,7 @@ def _close_dropped(loop: asyncio.AbstractEventLoop, queue: TaskQueue, owns_backe
     may run inside the garbage collector on any thread); a backend object
     passed in by the caller may be shared, so it is left open.
     """
-    if quiet:  # an unpickled copy (a task's module-level queue shipped by value): nobody could close it
-        logger.debug("letting go of an unpickled SyncTaskQueue's backend")
-    else:
-        warnings.warn(
-            "a SyncTaskQueue was garbage-collected without close(): use `with SyncTaskQueue(...) as queue:`, "
-            "or make one queue at start-up and share it",
-            ResourceWarning,
-            stacklevel=1,  # inside the garbage collector: no caller's line to point at
-        )
+    warn_dropped("SyncTaskQueue", "`with SyncTaskQueue(...) as queue:`", quiet=quiet)
 
     def stop(_done: object = None) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is closed already
