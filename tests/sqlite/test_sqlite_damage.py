@@ -116,3 +116,23 @@ async def test_a_dropped_claim_index_is_made_again_at_connect(tmp_path: Path) ->
         assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
         after = conn.execute("SELECT seq, id, payload, enqueued_at FROM tasks ORDER BY seq").fetchall()
     assert after == [(row[0], row[1], row[7], row[14]) for row in before], "no data touched"
+
+
+def test_an_io_error_at_open_on_a_nearly_full_disk_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk at open read only 'disk I/O error' (SQLite cannot grow the -shm file): nothing to act on."""
+    import shutil as shutil_module
+    from collections import namedtuple
+
+    from sitq_sqlite import backend as sqlite_backend
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil_module, "disk_usage", lambda _path: usage(16 << 20, (16 << 20) - 4096, 4096))
+    io_error = sqlite3.OperationalError("disk I/O error")
+    io_error.sqlite_errorcode = 4874  # type: ignore[attr-defined]  # SQLITE_IOERR_SHMSIZE
+    hint = sqlite_backend._disk_full_hint(str(tmp_path / "q.db"), io_error)
+    assert "4,096 bytes free" in hint and "full disk" in hint
+    monkeypatch.setattr(shutil_module, "disk_usage", lambda _path: usage(16 << 30, 0, 8 << 30))
+    assert sqlite_backend._disk_full_hint(str(tmp_path / "q.db"), io_error) == "", "plenty of room: no such claim"
+    other = sqlite3.OperationalError("no such table: tasks")
+    other.sqlite_errorcode = 1  # type: ignore[attr-defined]
+    assert sqlite_backend._disk_full_hint(str(tmp_path / "q.db"), other) == ""

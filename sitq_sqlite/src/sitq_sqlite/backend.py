@@ -23,6 +23,7 @@ import logging
 import os
 import random
 import re
+import shutil
 import sqlite3
 import threading
 import time
@@ -153,6 +154,7 @@ _RELEASE_SQL = (  # a first attempt given back unstarted (no started_at) says so
 _FINAL_ROWS_PER_STATEMENT = _MAX_VARIABLES // _FINAL_COLUMNS
 _TOKEN_BYTES = 16  # a lease token: 128 random bits as 32 hex characters
 _SEQ_HEX = re.compile(r"[0-9a-f]{1,16}")  # the seq part of a lease token (a SQLite rowid fits in 16)
+_LOW_DISK_BYTES = 1 << 20  # free bytes under which an I/O error at open is put down to a full disk
 _OWN_BUSY_WAIT = 0.25  # seconds of busy retries every job gets, however long it waited in the thread's queue
 _WAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes a WAL file is cut back to when it restarts
 _PURGE_CHUNK_ROWS = 2000  # final tasks deleted per purge transaction (the write lock is free in between)
@@ -446,7 +448,11 @@ class SQLiteBackend(Backend):
             if isinstance(exc, sqlite3.Error):
                 raise ConnectionError(
                     f"cannot open SQLite database {self.path!r}: {exc}"
-                    + (" (is it a SQLite database file?)" if _is_not_a_db(exc) else _read_only_hint(self.path)),
+                    + (
+                        " (is it a SQLite database file?)"
+                        if _is_not_a_db(exc)
+                        else _read_only_hint(self.path) or _disk_full_hint(self.path, exc)
+                    ),
                     backend_type="sqlite",
                     connection_details=self.path,
                     cause=exc,
@@ -582,11 +588,12 @@ class SQLiteBackend(Backend):
         try:
             return await asyncio.to_thread(_holds_sitq_tables, self.path)
         except sqlite3.Error as exc:  # there, but unreadable: a folder, no permission, a WAL without its -shm
+            hint = _read_only_hint(self.path) or _disk_full_hint(self.path, exc)
             raise ConnectionError(
                 f"cannot read SQLite database {self.path!r}: {exc} (a WAL database in a folder you cannot "
                 "write to also needs its -wal and -shm files to be there)"
                 if _is_read_only_wal_hint(exc)
-                else f"cannot read SQLite database {self.path!r}: {exc}{_read_only_hint(self.path)}",
+                else f"cannot read SQLite database {self.path!r}: {exc}{hint}",
                 backend_type="sqlite",
                 connection_details=self.path,
                 cause=exc,
@@ -1699,6 +1706,24 @@ def _read_only_hint(path: str) -> str:
     if not os.path.exists(path) and os.path.isdir(folder) and not os.access(folder, os.W_OK):
         return f" (the folder {folder} is read-only here: sitq cannot create the database file in it)"
     return ""
+
+
+def _disk_full_hint(path: str, exc: BaseException) -> str:
+    """For an I/O or full-disk error: how little room the disk holding ``path`` has left, when that is why.
+
+    SQLite reports a full disk at open as a bare "disk I/O error" (it cannot
+    grow the -shm file), which names nothing an operator could act on.
+    """
+    code = getattr(exc, "sqlite_errorcode", 0) or 0
+    if code & 0xFF not in (sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL):
+        return ""
+    try:
+        free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
+    except OSError:
+        return ""
+    if free >= _LOW_DISK_BYTES:
+        return ""
+    return f" (the disk holding it has {free:,} bytes free: a full disk is the likely cause; free some space)"
 
 
 def _cannot_write_hint(path: str) -> str:
