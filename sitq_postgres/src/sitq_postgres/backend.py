@@ -23,7 +23,7 @@ import secrets
 import threading
 import time
 import weakref
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Self, TypeAlias, TypeVar, overload
 from urllib.parse import parse_qs, urlsplit
@@ -62,8 +62,6 @@ _WAIT_RETRY_MAX = 1.0
 # and at least this many seconds, before it is reported as of unknown fate.
 _ENQUEUE_SETTLE_MIN = 5.0
 _ENQUEUE_SETTLE_MAX = 60.0  # and at most this long (connect_timeout=0 means a day)
-_SHUTDOWN_POLL = 0.005  # seconds between looks at an ending loop's pool, for calls still in flight
-_SHUTDOWN_QUIET_POLLS = 4  # looks in a row with no call under way before an ending loop's pool is dropped
 _CLOSE_TIMEOUT = 5.0  # seconds close() waits for its connections to end gracefully before it drops them
 _DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, TimeoutError)
 #: Errors that mean the server is out of reach (not a misuse of a connection, such as asyncpg's
@@ -191,9 +189,6 @@ class PostgresBackend(Backend):
         self._listeners: dict[asyncio.AbstractEventLoop, Connection] = {}
         self._listener_locks: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
         self._pool_locks: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}  # one pool being opened per loop
-        # per loop: an async generator its shutdown closes (asyncio.run's shutdown_asyncgens), which drops
-        # that loop's connections while the loop still runs: after it closes, their sockets cannot be closed
-        self._loop_guards: dict[asyncio.AbstractEventLoop, AsyncGenerator[None, None]] = {}
         self._opening: set[asyncio.Task[Any]] = set()  # connects in flight, whatever their callers do (_uncut)
         # calls under way per loop (read and written on that loop's thread only), and what close() waits on
         self._in_flight: dict[asyncio.AbstractEventLoop, int] = {}
@@ -214,7 +209,6 @@ class PostgresBackend(Backend):
         forks.keep_inherited(self._pools, self._listeners)
         self._lock = threading.Lock()
         self._pools, self._listeners, self._listener_locks, self._pool_locks = {}, {}, {}, {}
-        self._loop_guards = {}
         self._reads = weakref.WeakKeyDictionary()
         self.notifier.after_fork_in_child()
 
@@ -437,7 +431,6 @@ class PostgresBackend(Backend):
         if existing is not None:  # another coroutine of this loop connected meanwhile
             await pool.close()
             return existing
-        await self._guard_loop_end(loop)
         log.debug("connected (%s, schema %s)", self._where(), self.schema)
         return pool
 
@@ -458,64 +451,12 @@ class PostgresBackend(Backend):
                 self._listener_locks.pop(loop, None)
             for loop in [loop for loop in self._pool_locks if loop.is_closed()]:
                 del self._pool_locks[loop]
-            for loop in [loop for loop in self._loop_guards if loop.is_closed()]:
-                del self._loop_guards[loop]
         for pool in pools.values():
             _close_dead_pool(pool)
         for conn in listeners.values():
             _close_dead_connection(conn)
         if pools or listeners:
             log.debug("released the connections of %d ended event loop(s)", len(pools | listeners))
-
-    async def _guard_loop_end(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Have ``loop``'s shutdown drop its connections while it still runs (once per loop).
-
-        Dropped after the loop closed (``_release_closed_loops``), a connection
-        cannot close its socket any more (the closed loop refuses), so every
-        ``asyncio.run`` that used the backend left ResourceWarnings for
-        unclosed sockets and transports. A loop closed without
-        ``shutdown_asyncgens`` still has them released that later way.
-        """
-        if getattr(loop, "_asyncgens_shutdown_called", False):
-            return  # its shutdown has begun: a guard started now would never be closed
-        with self._lock:
-            if loop in self._loop_guards:
-                return
-            guard = self._loop_guards[loop] = self._until_loop_ends(loop)
-        await anext(guard)  # started: the loop now closes it at shutdown (it keeps only a weak reference)
-
-    async def _until_loop_ends(self, loop: asyncio.AbstractEventLoop) -> AsyncGenerator[None, None]:
-        try:
-            yield
-        finally:
-            # Other async generators close beside this one, and their ``finally`` may still use the
-            # backend: let them start, and let the calls they make end (bounded), before dropping it.
-            for _ in range(3):
-                await asyncio.sleep(0)
-            # (polled: asyncpg tells no event when its pool goes idle; this runs once, as the loop ends)
-            quiet = 0  # polls in a row that found nothing under way: a generator may pause between two calls
-            for _ in range(int(_CLOSE_TIMEOUT / _SHUTDOWN_POLL)):
-                quiet = 0 if self._loop_busy(loop) else quiet + 1
-                if quiet >= _SHUTDOWN_QUIET_POLLS:
-                    break
-                await asyncio.sleep(_SHUTDOWN_POLL)
-            with self._lock:
-                pool = self._pools.pop(loop, None)
-                listener = self._listeners.pop(loop, None)
-                self._listener_locks.pop(loop, None)
-                self._pool_locks.pop(loop, None)
-                self._loop_guards.pop(loop, None)
-            if listener is not None:
-                listener.terminate()
-            if pool is not None:
-                pool.terminate()
-            if pool is not None or listener is not None:
-                log.debug("released the connections of an event loop that is ending")
-
-    def _loop_busy(self, loop: asyncio.AbstractEventLoop) -> bool:
-        """True while a call of ``loop`` is under way, or holds one of its pool's connections."""
-        pool = self._pools.get(loop)
-        return bool(self._in_flight.get(loop)) or (pool is not None and pool.get_idle_size() < pool.get_size())
 
     def _cannot_connect(self, exc: BaseException) -> ConnectionError:
         return ConnectionError(
@@ -1143,7 +1084,6 @@ class PostgresBackend(Backend):
             with self._lock:
                 self._listeners[loop] = conn
             self._release_closed_loops()
-            await self._guard_loop_end(loop)
             return True
 
     async def _uncut(self, opening: Awaitable[T], dispose: Callable[[T], None]) -> T:
