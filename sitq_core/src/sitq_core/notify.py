@@ -122,7 +122,8 @@ class Subscription:
         if future.done():
             return True
         try:
-            await asyncio.wait_for(asyncio.shield(future), timeout)
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(future)
             return True
         except TimeoutError:
             return False

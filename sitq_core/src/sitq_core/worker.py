@@ -499,7 +499,8 @@ class Worker:
             assert self._stopped is not None
             if timeout is not None:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(self._stopped.wait()), timeout)
+                    async with asyncio.timeout(timeout):
+                        await asyncio.shield(self._stopped.wait())
                 if not self._stopped.is_set():
                     await self._hard_stop()  # as a second signal does: running tasks are left, leases released
             await self._stopped.wait()
@@ -653,9 +654,8 @@ class Worker:
                         await self._hard_stop()
                         # the stop's last report and give-back, bounded as in every stop (a third cancel: leave)
                         with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(
-                                asyncio.shield(self._stopped.wait()), _FINAL_REPORT_TIMEOUT + _CANCEL_GRACE
-                            )
+                            async with asyncio.timeout(_FINAL_REPORT_TIMEOUT + _CANCEL_GRACE):
+                                await asyncio.shield(self._stopped.wait())
                     raise
         if self._fatal is not None:
             raise WorkerError(
@@ -721,7 +721,8 @@ class Worker:
             if not loop_task.done() and not loop_task.cancelling():  # one cancelled already may wait for us
                 loop_task.cancel()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._exchange_settled.wait(), _CANCEL_GRACE)
+            async with asyncio.timeout(_CANCEL_GRACE):
+                await self._exchange_settled.wait()
         try:
             stranded: list[_Running] = []
             for running in list(self._held.values()):
@@ -1352,7 +1353,8 @@ class Worker:
                     self.poll_interval,
                 )
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), min(self.poll_interval, max(timeout, 0.01)))
+                async with asyncio.timeout(min(self.poll_interval, max(timeout, 0.01))):
+                    await self._wake.wait()
             return True
         if work is not None and work in done:
             self._wait_failures = 0
@@ -1558,7 +1560,8 @@ class Worker:
             return
         began = time.monotonic()
         try:
-            await asyncio.wait_for(self._release(given_back, what), self._budget_left())
+            async with asyncio.timeout(self._budget_left()):
+                await self._release(given_back, what)
         except TimeoutError:
             logger.warning(
                 "worker %s: the backend did not take back %d %s task(s) within %.3g s; they run again "
@@ -1761,7 +1764,8 @@ class Worker:
             if began is not None:
                 began[0] = time.perf_counter()
             try:
-                value = await asyncio.wait_for(future, timeout)
+                async with asyncio.timeout(timeout):
+                    value = await future
             except TimeoutError:
                 if not thread_call.done():  # the deadline passed, not the task's own error
                     self._retire_pool()
@@ -2169,7 +2173,8 @@ class Worker:
             else:  # nothing held: sleep to the renewal, or until tasks are reserved
                 self._reserved_more.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._reserved_more.wait(), max(0.0, renew_at - time.monotonic()))
+                    async with asyncio.timeout(max(0.0, renew_at - time.monotonic())):
+                        await self._reserved_more.wait()
                 if time.monotonic() < renew_at:
                     continue
             now = time.monotonic()

@@ -346,7 +346,8 @@ class PostgresBackend(Backend):
         if self._in_flight.get(loop):  # calls already under way finish (enqueues were cut: "pool is closing")
             drained = self._drained.setdefault(loop, asyncio.Event())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(drained.wait(), left())
+                async with asyncio.timeout(left()):
+                    await drained.wait()
         with self._lock:
             pools, self._pools = self._pools, {}
             listeners, self._listeners = self._listeners, {}
@@ -355,7 +356,8 @@ class PostgresBackend(Backend):
         for owner, listener in listeners.items():
             if owner is loop:
                 try:
-                    await asyncio.wait_for(listener.close(), left())
+                    async with asyncio.timeout(left()):
+                        await listener.close()
                 except (TimeoutError, *_DRIVER_ERRORS):  # pragma: no cover - the server went away
                     listener.terminate()
             else:
@@ -363,7 +365,8 @@ class PostgresBackend(Backend):
         for owner, pool in pools.items():
             if owner is loop:
                 try:
-                    await asyncio.wait_for(pool.close(), left())
+                    async with asyncio.timeout(left()):
+                        await pool.close()
                 except (TimeoutError, *_DRIVER_ERRORS):  # pragma: no cover
                     pool.terminate()
             else:
@@ -1214,7 +1217,7 @@ class _Leased:
     asyncpg gives a connection back by resetting it on the server, and a
     cancelled query first waits for the server to confirm the cancel: on a
     stalled network either waits for the operating system's TCP timeout,
-    so ``asyncio.wait_for(queue.counts(), 2)`` took 20 s. A cancelled caller
+    so ``queue.counts()`` under a 2 s timeout took 20 s. A cancelled caller
     leaves at once and the connection goes back in the background: asyncpg
     still asks the server to cancel the statement (so a write cut short is
     not committed later, once a lock it waited for goes), and a give-back
