@@ -50,10 +50,13 @@ async def gives_up_waiting_for_stop(worker: Worker) -> None:
         await asyncio.wait_for(worker.stop(), 0.2)
 
 
-def run_app(make_backend: MakeBackend, shutdown: Shutdown, *, via_run: bool = False, sync_tasks: int = 0) -> list[str]:
+def run_app(
+    make_backend: MakeBackend, shutdown: Shutdown, marker: Path, *, via_run: bool = False, sync_tasks: int = 0
+) -> list[str]:
     """One application run on its own event loop (as ``asyncio.run`` in a process); returns the tasks' ids.
 
-    One long async task runs, or ``sync_tasks`` sync ones that share a thread.
+    One long async task runs, or ``sync_tasks`` sync ones that share a thread;
+    the first to start writes to ``marker``.
     """
 
     async def main() -> list[str]:
@@ -63,13 +66,14 @@ def run_app(make_backend: MakeBackend, shutdown: Shutdown, *, via_run: bool = Fa
             if runner is None:
                 await worker.start()
             if sync_tasks:
-                ids = await queue.enqueue_many([(tasks.sync_sleepy, (2.0,))] * sync_tasks)
+                ids = await queue.enqueue_many([(tasks.record, (str(marker), n, 2.0)) for n in range(sync_tasks)])
             else:
-                ids = [await queue.enqueue(tasks.sleepy, 30.0)]
+                ids = [await queue.enqueue(tasks.async_record, str(marker), 30.0)]
 
             async def started() -> bool:
-                task = await queue.backend.get_task(ids[0])
-                return task is not None and task.status == TaskStatus.RUNNING
+                # started on the worker, not only claimed in the store: a loop ending while the claim's
+                # answer is on its way leaves tasks the worker never knew of to their leases (workers.md)
+                return await asyncio.to_thread(marker.exists)
 
             await wait_until(started, timeout=15)
             if runner is not None:
@@ -95,16 +99,18 @@ async def states(make_backend: MakeBackend, ids: list[str]) -> list[tuple[TaskSt
 @pytest.mark.parametrize("sync_tasks", [0, 1, 2], ids=["async", "sync", "sync-batch"])
 @pytest.mark.parametrize("shutdown", [returns_at_once, gives_up_waiting_for_stop], ids=lambda f: f.__name__)
 async def test_a_loop_ending_under_the_worker_gives_its_running_task_back(
-    make_backend: MakeBackend, shutdown: Shutdown, sync_tasks: int
+    make_backend: MakeBackend, shutdown: Shutdown, sync_tasks: int, tmp_path: Path
 ) -> None:
-    ids = await asyncio.to_thread(run_app, make_backend, shutdown, sync_tasks=sync_tasks)
+    ids = await asyncio.to_thread(run_app, make_backend, shutdown, tmp_path / "started", sync_tasks=sync_tasks)
     # given back at once, not left running until their leases expire; a restart is not an attempt
     assert await states(make_backend, ids) == [(TaskStatus.QUEUED, 0, 0)] * len(ids)
 
 
 @pytest.mark.asyncio
-async def test_run_cancelled_twice_stops_at_once_and_gives_its_task_back(make_backend: MakeBackend) -> None:
-    ids = await asyncio.to_thread(run_app, make_backend, returns_at_once, via_run=True)
+async def test_run_cancelled_twice_stops_at_once_and_gives_its_task_back(
+    make_backend: MakeBackend, tmp_path: Path
+) -> None:
+    ids = await asyncio.to_thread(run_app, make_backend, returns_at_once, tmp_path / "started", via_run=True)
     assert await states(make_backend, ids) == [(TaskStatus.QUEUED, 0, 0)]
 
 
@@ -216,3 +222,36 @@ def test_asyncio_run_returns_when_a_worker_was_never_stopped(tmp_path: Path) -> 
             check=False,
         )
         assert done.returncode == 0 and "returned" in done.stdout, done.stderr[-2000:]
+
+
+@pytest.mark.asyncio
+async def test_a_cancel_landing_as_tasks_are_reserved_still_ends_the_heartbeat(tmp_path: Path) -> None:
+    """Python 3.11's ``asyncio.wait_for`` returned instead of raising when the cancel and the awaited
+    wake-up came in one loop step; the heartbeat went on, and ``asyncio.run`` waited for it forever."""
+    async with TaskQueue(SQLiteBackend(tmp_path / "app.db")) as queue:
+        worker = Worker(queue.backend, lease_timeout=60.0)
+        await worker.start()
+        try:
+            heartbeat = next(t for t in asyncio.all_tasks() if t.get_name().startswith("sitq-heartbeat"))
+            for _ in range(5):
+                await asyncio.sleep(0)  # let it reach its wait for reserved tasks (nothing is held)
+            worker._reserved_more.set()  # tasks reserved ...
+            heartbeat.cancel()  # ... in the very step the loop's end cancels every task
+            done, _ = await asyncio.wait({heartbeat}, timeout=5)
+            assert done, "the heartbeat swallowed its cancellation"
+        finally:
+            await worker.stop()
+
+
+def test_library_code_never_waits_with_asyncio_wait_for() -> None:
+    """``asyncio.wait_for`` swallows a cancel in Python 3.11 (above); ``asyncio.timeout`` does not."""
+    root = Path(__file__).resolve().parents[2]
+    sources = [
+        path
+        for package in ("sitq", "sitq_core/src", "sitq_sqlite/src", "sitq_postgres/src")
+        for path in (root / package).rglob("*.py")
+        if "testing" not in path.parts
+    ]
+    assert sources
+    offenders = [str(path.relative_to(root)) for path in sources if "asyncio.wait_for(" in path.read_text()]
+    assert offenders == []
