@@ -69,9 +69,11 @@ def record(path: str, n: int, hold: float = 0.0) -> int:
 
 
 GATE = threading.Event()
+GATE_REACHED = threading.Event()  # set by wait_for_gate as it starts (in this process)
 
 
 def wait_for_gate(timeout: float = 10.0) -> str:
+    GATE_REACHED.set()
     GATE.wait(timeout)
     return "through"
 

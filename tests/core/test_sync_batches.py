@@ -28,6 +28,7 @@ RECORDS = 5
 @pytest.fixture(autouse=True)
 def closed_gate() -> Iterator[None]:
     tasks.GATE.clear()
+    tasks.GATE_REACHED.clear()
     yield
     tasks.GATE.set()  # never leave a pool thread blocked
 
@@ -72,6 +73,9 @@ async def test_stop_gives_back_tasks_waiting_in_a_batch(queue: TaskQueue, tmp_pa
     log = tmp_path / "ran.log"
     gate_id, record_ids = await gate_then_records(queue, log)
     worker = await batch_worker(queue, [gate_id, *record_ids])
+    # the batch started, not only claimed in the store: a stop before the claim's answer reached the
+    # worker gives back every task of it, the gate's too
+    await wait_until(lambda: asyncio.to_thread(tasks.GATE_REACHED.is_set))
     stopping = asyncio.create_task(worker.stop())
 
     async def records_queued() -> bool:
