@@ -668,3 +668,70 @@ async def test_a_suspect_does_not_hold_the_worker_while_a_running_task_waits_for
     assert created is not None and created.status == "success"
     assert took < 15, f"the worker reserved nothing for {took:.1f} s while the suspect waited"
     assert [r is not None and r.status for r in results] == ["success", "success"]
+
+
+_BY_VALUE_SOURCE = """
+import sitq
+
+
+def add(a, b):
+    return a + b
+
+
+@sitq.task(max_retries=0)
+def add_task(a, b):
+    return a + b
+"""
+
+
+@pytest.mark.parametrize("registered", ["module", "package"])
+def test_a_module_registered_by_value_is_pickled_by_value_on_the_fast_path_too(
+    module_dir: Path, registered: str
+) -> None:
+    import cloudpickle
+
+    from sitq import CloudpickleSerializer
+
+    (module_dir / "sitq_loading_pkg").mkdir()
+    (module_dir / "sitq_loading_pkg" / "__init__.py").write_text("")
+    (module_dir / "sitq_loading_pkg" / "jobs.py").write_text(_BY_VALUE_SOURCE)
+    module = importlib.import_module("sitq_loading_pkg.jobs")
+    target = module if registered == "module" else sys.modules["sitq_loading_pkg"]
+    serializer = CloudpickleSerializer()
+    plain_before = serializer.dumps_call(module.add, (1, 2), {})  # by reference, and cached as importable
+    cloudpickle.register_pickle_by_value(target)
+    try:
+        for func in (module.add, module.add_task):
+            for args in ((1, 2), (timedelta(1), timedelta(2))):
+                payload = serializer.dumps_call(func, args, {})
+                assert payload == cloudpickle.dumps((func, args, {}), protocol=serializer.protocol), (func, args)
+    finally:
+        cloudpickle.unregister_pickle_by_value(target)
+    assert serializer.dumps_call(module.add, (1, 2), {}) == plain_before  # unregistered: by reference again
+
+
+@pytest.mark.asyncio
+async def test_a_worker_without_a_module_registered_by_value_runs_its_tasks(module_dir: Path, tmp_path: Path) -> None:
+    import cloudpickle
+
+    module = new_module(module_dir, "sitq_loading_byvalue", _BY_VALUE_SOURCE)
+    db = tmp_path / "byvalue.db"
+    cloudpickle.register_pickle_by_value(module)
+    try:
+        async with TaskQueue(SQLiteBackend(db)) as queue:
+            calls = [(func, args) for func in (module.add, module.add_task) for args in ((1, 2), ("a", "b"))]
+            task_ids = [await queue.enqueue(func, *args) for func, args in calls]
+    finally:
+        cloudpickle.unregister_pickle_by_value(module)
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    command = [sys.executable, "-m", "sitq", "worker", "-b", f"sqlite:///{db}"]
+    proc = subprocess.Popen(command, env=env, cwd=tmp_path, stderr=subprocess.DEVNULL)  # noqa: ASYNC220
+    try:
+        async with TaskQueue(SQLiteBackend(db)) as queue:
+            for task_id, (_, args) in zip(task_ids, calls, strict=True):
+                result = await queue.get_result(task_id, timeout=30)
+                assert result is not None and result.status == "success", result and result.error
+                assert queue.deserialize_result(result) == args[0] + args[1]
+    finally:
+        proc.terminate()
+        proc.wait(30)

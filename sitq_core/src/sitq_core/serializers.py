@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 from .checks import escaped_for_store
 from .errors import SerializationError, ValidationError
-from .task import is_importable_task, is_task_function
+from .task import is_importable_task, is_task_function, pickled_by_value
 
 __all__ = [
     "PAYLOAD_ERRORS",
@@ -115,9 +115,10 @@ class CloudpickleSerializer(Serializer):
     def dumps_call(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
         """Serialise a call; plain data calls of importable functions skip cloudpickle's slow path.
 
-        When ``func`` is importable by reference (not from ``__main__``) and
-        the arguments are plain data, the standard C pickler writes exactly
-        what cloudpickle would, several times faster.
+        When ``func`` is importable by reference (not from ``__main__``, nor
+        from a module registered with ``cloudpickle.register_pickle_by_value``)
+        and the arguments are plain data, the standard C pickler writes
+        exactly what cloudpickle would, several times faster.
         """
         if _importable_by_reference(func) and _plain_data(args) and _plain_data(kwargs):
             try:
@@ -361,13 +362,17 @@ def _plain_data(value: Any, depth: int = 0) -> bool:
 
 
 def _importable_by_reference(func: Any) -> bool:
-    """True when ``func`` is a module-level function another process can import by name."""
+    """True when ``func`` is a module-level function another process can import by name.
+
+    False for a function whose module cloudpickle was told to pickle by value
+    (``register_pickle_by_value``, checked at each call: it may change): cloudpickle ships its code.
+    """
     try:
         cached = _by_reference_cache.get(func)
     except TypeError:  # not weak-referenceable (builtins): decide each time
         cached = None
     if cached is not None:
-        return cached
+        return cached and not pickled_by_value(getattr(func, "__module__", None))
     module_name = getattr(func, "__module__", None)
     qualname = getattr(func, "__qualname__", "")
     found = False
@@ -380,7 +385,7 @@ def _importable_by_reference(func: Any) -> bool:
         found = target is func
     with contextlib.suppress(TypeError):
         _by_reference_cache[func] = found
-    return found
+    return found and not pickled_by_value(module_name)
 
 
 def _names_the_module(exc: ImportError, module_name: str) -> bool:

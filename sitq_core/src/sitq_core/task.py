@@ -21,7 +21,7 @@ from .options import TaskOptions
 if TYPE_CHECKING:
     from .queue import TaskQueue
 
-__all__ = ["TaskFunction", "is_importable_task", "is_task_function", "task"]
+__all__ = ["TaskFunction", "is_importable_task", "is_task_function", "pickled_by_value", "task"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -65,7 +65,9 @@ class TaskFunction(Generic[P, R]):
         # the function by value, with its options (a follow-up ``queue.enqueue(f)`` inside another task
         # keeps them) and its queue when that travels as its configuration (``f.enqueue`` works there too;
         # an in-memory store's queue cannot: the copy is unbound, and says so when asked to enqueue).
-        if is_importable_task(self):
+        # A module registered with cloudpickle.register_pickle_by_value ships its code, as cloudpickle
+        # does for its plain functions: a worker without that module can still run the task.
+        if is_importable_task(self) and not pickled_by_value(self.__module__):
             return str(getattr(self, "__qualname__", ""))
         return (TaskFunction, (self.__wrapped__, self.options, _travelling(self.queue)))
 
@@ -103,6 +105,20 @@ def is_importable_task(obj: object) -> bool:
     for part in qualname.split("."):
         target = getattr(target, part, None)
     return target is obj
+
+
+def pickled_by_value(module_name: str | None) -> bool:
+    """True when ``cloudpickle.register_pickle_by_value`` covers ``module_name`` or a package above it.
+
+    Cheap when nothing is registered (the usual case): one dict lookup and an empty set.
+    """
+    cloudpickle: Any = sys.modules.get("cloudpickle")
+    if cloudpickle is None:
+        return False  # not imported yet: nothing can have been registered
+    registered: set[str] = cloudpickle.list_registry_pickle_by_value()  # a copy; cloudpickle >= 2.0
+    return bool(registered) and any(
+        module_name == name or (module_name or "").startswith(name + ".") for name in registered
+    )
 
 
 @overload
