@@ -308,7 +308,7 @@ class MsgpackSerializer(Serializer):
         bound_builtin = inspect.isbuiltin(func) and not inspect.ismodule(getattr(func, "__self__", None))
         if bound_builtin or not (inspect.isfunction(func) or inspect.isbuiltin(func) or is_task_function(func)):
             raise SerializationError(
-                f"msgpack sends functions by import path; {path} is {_kind_of(func)}, "
+                f"msgpack sends functions by import path; {path} is {kind_of(func)}, "
                 "not a module-level function (use the cloudpickle serializer)",
                 operation="dumps_call",
                 data_type=type(func).__name__,
@@ -440,11 +440,10 @@ def _allowed_paths(allowed_tasks: Any) -> Iterator[str]:
         )
     for item in allowed_tasks:
         if isinstance(item, str):
-            module, colon, qualname = item.partition(":")
-            if not (colon and module and qualname and all(part.isidentifier() for part in module.split("."))):
-                hint = f" (did you mean {item.rpartition('.')[0]}:{item.rpartition('.')[2]}?)" if "." in item else ""
+            problem = _path_problem(item)
+            if problem is not None:
                 raise ValidationError(
-                    f"allowed_tasks entries are import paths 'module:function', got {item!r}{hint}",
+                    f"allowed_tasks entries are import paths 'module:function', got {item!r}: {problem}",
                     parameter="allowed_tasks",
                     value=item,
                 )
@@ -462,6 +461,34 @@ def _allowed_paths(allowed_tasks: Any) -> Iterator[str]:
                 parameter="allowed_tasks",
                 value=item,
             )
+
+
+def _dotted_identifiers(text: str) -> bool:
+    """True for ``name`` or ``name.name...`` (what a module path or a function's qualname can be)."""
+    return all(part.isidentifier() for part in text.split("."))
+
+
+def _path_problem(path: str) -> str | None:
+    """What keeps ``path`` from ever naming a function as ``module:qualname`` (None when nothing does)."""
+    if path != path.strip():
+        return "it has surrounding whitespace"
+    module, colon, qualname = path.partition(":")
+    if not colon:
+        head, dot, tail = path.rpartition(".")
+        if dot and head and _dotted_identifiers(head) and tail.isidentifier():
+            return f"did you mean {head}:{tail}?"
+        return "it has no ':' between the module and the function"
+    if ":" in qualname:
+        return "it has more than one ':'"
+    for part_name, part in (("module", module), ("function", qualname)):
+        if not part:
+            return f"the {part_name} part is empty"
+        if not _dotted_identifiers(part):
+            bad = next(piece for piece in part.split(".") if not piece.isidentifier())
+            if not bad:
+                return f"the {part_name} part {part!r} has an empty name between dots"
+            return f"{bad!r} in the {part_name} part is not a Python identifier"
+    return None
 
 
 def _describe_unpackable(obj: Any, exc: BaseException | None = None) -> str:
@@ -483,7 +510,7 @@ def _a(noun: str) -> str:
     return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
 
 
-def _kind_of(func: Any) -> str:
+def kind_of(func: Any) -> str:
     """What a callable that is not a module-level function is, for a refusal: a class, a method, ..."""
     if inspect.isclass(func):
         return "a class"
