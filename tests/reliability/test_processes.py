@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from sitq import SQLiteBackend, TaskQueue
+from sitq import MsgpackSerializer, SQLiteBackend, TaskQueue
 
 import sitq_test_tasks as tasks
 from sitq_test_helpers import wait_until_sync
@@ -423,6 +423,10 @@ async def test_allow_task_limits_a_msgpack_worker_to_the_listed_functions(db: Pa
         (["-s", "msgpack", "--allow-task", "sitq_test_tasks:no_such"], "--allow-task sitq_test_tasks:no_such: cannot"),
         (["-s", "msgpack", "--allow-task", "no_such_module:add"], "ModuleNotFoundError"),
         (["-s", "msgpack", "--allow-task", "sitq_test_tasks:GATE"], "not a function"),
+        (["-s", "msgpack", "--allow-task", "sitq_test_tasks:Permanent"], "it names a class, not a function"),
+        # os.path.join is posixpath.join (ntpath on Windows): msgpack stores it under that path, never os.path's
+        (["-s", "msgpack", "--allow-task", "os.path:join"], f"use --allow-task {os.path.join.__module__}:join"),
+        (["-s", "msgpack", "--allow-task", "shop.tasks:"], "the function part is empty"),
     ],
 )
 def test_a_bad_allow_task_stops_the_worker_at_start(db: Path, args: list[str], expected: str) -> None:
@@ -431,6 +435,14 @@ def test_a_bad_allow_task_stops_the_worker_at_start(db: Path, args: list[str], e
     done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False, env=env)
     assert done.returncode == 2, done.stderr
     assert expected in done.stderr and "Traceback" not in done.stderr
+
+
+def test_allow_task_takes_task_functions_and_functions_under_their_own_paths() -> None:
+    from sitq_core.cli import _worker_serializer
+
+    serializer = _worker_serializer("msgpack", ["sitq_test_tasks:decorated_flaky", "sitq_test_tasks:add"])
+    assert isinstance(serializer, MsgpackSerializer)
+    assert serializer.allowed_tasks == {"sitq_test_tasks:decorated_flaky", "sitq_test_tasks:add"}
 
 
 def test_a_msgpack_worker_without_an_allow_list_warns_that_it_calls_any_importable_function(db: Path) -> None:

@@ -31,7 +31,8 @@ from .plugin_manager import KNOWN_PLUGINS, SitqPluginManager, strict_plugins
 from .plugins import get_plugin_manager
 from .queue import TaskQueue
 from .registry import RegistryEntry, conflict_text
-from .serializers import Serializer
+from .serializers import Serializer, function_path, kind_of
+from .task import is_task_function
 from .worker import Worker
 
 __all__ = ["main"]
@@ -486,10 +487,15 @@ def _worker_serializer(name: str | None, allowed_tasks: list[str] | None) -> str
 
 
 def _import_function(path: str) -> None:
-    """Import ``module:qualname`` (checked for its form by the serializer) or raise a ValidationError."""
+    """Check that ``module:qualname`` (its form checked by the serializer) imports as a function of that path.
+
+    Raises a ValidationError for an import that fails, an object that is not a
+    module-level function, and a function imported there from another module
+    (tasks name a function by its own module, so that entry could never match).
+    """
     module_name, _, qualname = path.partition(":")
     try:
-        target: object = importlib.import_module(module_name)
+        target: Any = importlib.import_module(module_name)
         for part in qualname.split("."):
             target = getattr(target, part)
     except _LeaveNow:
@@ -501,9 +507,27 @@ def _import_function(path: str) -> None:
             value=path,
             cause=exc,
         ) from exc
-    if not callable(target):
+    function = getattr(target, "__wrapped__", target) if is_task_function(target) else target
+    bound_builtin = inspect.isbuiltin(function) and not inspect.ismodule(getattr(function, "__self__", None))
+    if bound_builtin or not (inspect.isfunction(function) or inspect.isbuiltin(function)):
         raise ValidationError(
-            f"--allow-task {path}: it names an object of type {type(target).__name__}, not a function",
+            f"--allow-task {path}: it names {kind_of(target)}, not a function "
+            "(the worker calls only module-level functions by their import path)",
+            parameter="allow_task",
+            value=path,
+        )
+    own_path = function_path(target)
+    if "<" in own_path.partition(":")[2]:
+        raise ValidationError(
+            f"--allow-task {path}: it names {own_path}, a lambda or local function, which cannot be sent by "
+            "import path: define it with def at module level",
+            parameter="allow_task",
+            value=path,
+        )
+    if own_path != path:  # imported into that module from another: tasks name the function's own module
+        raise ValidationError(
+            f"--allow-task {path}: that name refers to {own_path} (defined elsewhere and imported there); "
+            f"tasks calling it are stored under its own path: use --allow-task {own_path}",
             parameter="allow_task",
             value=path,
         )
