@@ -137,6 +137,8 @@ def test_cli_names_a_bad_log_level() -> None:
         (["--lease-timeout", "0"], "sitq: error: --lease-timeout: "),
         (["--shutdown-timeout", "-1"], "sitq: error: --shutdown-timeout: "),
         (["-s", "msgpack", "--allow-task", "os.system"], "sitq: error: --allow-task: "),
+        (["-s="], "sitq: error: --serializer: "),
+        (["-s", "no_such_serializer"], "sitq: error: --serializer: no serializer named 'no_such_serializer'"),
     ],
 )
 def test_cli_worker_errors_name_the_flag_that_was_typed(

@@ -427,6 +427,7 @@ async def test_allow_task_limits_a_msgpack_worker_to_the_listed_functions(db: Pa
         # os.path.join is posixpath.join (ntpath on Windows): msgpack stores it under that path, never os.path's
         (["-s", "msgpack", "--allow-task", "os.path:join"], f"use --allow-task {os.path.join.__module__}:join"),
         (["-s", "msgpack", "--allow-task", "shop.tasks:"], "the function part is empty"),
+        (["-s=", "--allow-task", "sitq_test_tasks:add"], "sitq: error: --serializer: no serializer named ''"),
     ],
 )
 def test_a_bad_allow_task_stops_the_worker_at_start(db: Path, args: list[str], expected: str) -> None:

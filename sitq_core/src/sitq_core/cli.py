@@ -26,7 +26,7 @@ from typing import Any, TextIO
 from . import __version__
 from .backend import Backend, reading_only
 from .config import DEFAULT_BACKEND_URL, named_as_registered, resolve_backend
-from .errors import BrokenPluginError, SitqError, ValidationError
+from .errors import BrokenPluginError, ConfigurationError, SitqError, ValidationError
 from .plugin_manager import KNOWN_PLUGINS, SitqPluginManager, strict_plugins
 from .plugins import get_plugin_manager
 from .queue import TaskQueue
@@ -49,6 +49,7 @@ _WORKER_FLAGS = {
     "shutdown_timeout": "--shutdown-timeout",
     "batch_window": "--batch-window",
     "queues": "--queues/--queue",
+    "serializer": "--serializer",
 }
 
 
@@ -380,8 +381,8 @@ def _run_worker(args: argparse.Namespace) -> int:
     if _private_to_this_process(backend):
         sys.stderr.write(f"sitq: error: {_private_store_text(backend, args.backend)}\n")
         return 2
-    serializer = _worker_serializer(args.serializer, args.allowed_tasks)
     try:
+        serializer = _worker_serializer(args.serializer, args.allowed_tasks)
         worker = Worker(
             backend,
             serializer=serializer,
@@ -393,9 +394,9 @@ def _run_worker(args: argparse.Namespace) -> int:
             shutdown_timeout=args.shutdown_timeout,
             batch_window=args.batch_window,
         )
-    except ValidationError as exc:  # name the flag the user typed, not the Python parameter behind it
+    except (ValidationError, ConfigurationError) as exc:  # name the flag the user typed, not the Python parameter
         flag = _WORKER_FLAGS.get(exc.parameter or "")
-        if flag is None:
+        if flag is None or isinstance(exc, BrokenPluginError):  # a broken plugin's traceback is main's to show
             raise
         sys.stderr.write(f"sitq: error: {flag}: {exc.message}\n")
         return 2
