@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -217,3 +218,32 @@ async def test_a_script_task_bound_to_an_in_memory_queue_still_enqueues(tmp_path
         finally:
             await worker.stop()
     assert done is not None and done.status == "failed" and "is not bound to a queue" in (done.error or ""), done
+
+
+def _bad_queues(tmp_path: Path) -> list[object]:
+    from sitq import SyncTaskQueue
+
+    return [f"sqlite:///{tmp_path / 'url.db'}", 42, SyncTaskQueue(SQLiteBackend(tmp_path / "sync.db"))]
+
+
+def test_bind_and_the_decorator_refuse_what_is_not_a_queue_at_once(tmp_path: Path) -> None:
+    bad_queue: Any
+    for bad_queue in _bad_queues(tmp_path):
+        for make in (
+            lambda: tasks.decorated_async.bind(bad_queue),  # noqa: B023 - called within this iteration
+            lambda: task(queue=bad_queue),  # noqa: B023
+        ):
+            with pytest.raises(ValidationError, match="queue must be a TaskQueue") as info:
+                make()
+            assert info.value.parameter == "queue"
+    unbound: Any = None
+    assert tasks.decorated_async.bind(unbound).queue is None  # None unbinds, as before
+
+
+@pytest.mark.asyncio
+async def test_a_view_of_a_queue_can_still_be_bound(tmp_path: Path) -> None:
+    async with TaskQueue(SQLiteBackend(tmp_path / "view.db")) as queue:
+        view: Any = queue.with_options(priority=7)
+        task_id = await tasks.decorated_async.bind(view).enqueue(1)
+        stored = await queue.get_task(task_id)
+        assert stored is not None and stored.priority == 7

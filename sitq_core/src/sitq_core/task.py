@@ -35,6 +35,7 @@ class TaskFunction(Generic[P, R]):
     def __init__(self, func: Callable[P, R], options: TaskOptions, queue: TaskQueue | None = None) -> None:
         if not callable(func):
             raise ValidationError(f"task needs a callable, got {type(func).__name__}", parameter="func", value=func)
+        _check_queue(queue)
         functools.update_wrapper(self, func)  # __name__, __qualname__, __module__, __doc__ (and func's __dict__)
         self.__wrapped__ = func
         # after update_wrapper: a function's own ``options`` or ``queue`` attribute must not replace these
@@ -57,7 +58,7 @@ class TaskFunction(Generic[P, R]):
         return await self.queue.enqueue_call(self, args, kwargs)
 
     def bind(self, queue: TaskQueue) -> TaskFunction[P, R]:
-        """The same task bound to another queue."""
+        """The same task bound to another queue (a :class:`TaskQueue`; anything else -> ValidationError)."""
         return TaskFunction(self.__wrapped__, self.options, queue)
 
     def __reduce__(self) -> str | tuple[Any, ...]:
@@ -73,6 +74,28 @@ class TaskFunction(Generic[P, R]):
 
     def __repr__(self) -> str:
         return f"<sitq task {self.__module__}:{getattr(self, '__qualname__', '?')}>"
+
+
+def _check_queue(queue: object) -> None:
+    """``queue`` must be None or an async queue (a TaskQueue, or a view of one): refused here, not at enqueue."""
+    if queue is None:
+        return
+    from .queue import _Producer  # here: sitq_core.queue imports this module
+
+    if isinstance(queue, _Producer):
+        return
+    kind = type(queue).__name__
+    hint = (
+        ": its enqueue is not awaitable; enqueue on it with sync_queue.enqueue(f, ...), or bind a TaskQueue"
+        if kind.startswith("SyncTaskQueue")
+        else ": make one with sitq.TaskQueue(url) first"
+        if isinstance(queue, str)
+        else ""
+    )
+    shown = f" {queue!r}" if isinstance(queue, str | bytes | int | float) else ""
+    raise ValidationError(
+        f"queue must be a TaskQueue (or None), got {kind}{shown}{hint}", parameter="queue", value=queue
+    )
 
 
 def _unwrap(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -140,6 +163,7 @@ def task(
     ``ValidationError`` naming the option. Options given later with
     ``queue.with_options(...)`` win over the decorator's.
     """
+    _check_queue(queue)  # refused when the decorator is made, not first as a function is decorated
     task_options = TaskOptions().merged(**options)
 
     def decorate(function: Callable[P, R]) -> TaskFunction[P, R]:
