@@ -247,3 +247,18 @@ async def test_a_view_of_a_queue_can_still_be_bound(tmp_path: Path) -> None:
         task_id = await tasks.decorated_async.bind(view).enqueue(1)
         stored = await queue.get_task(task_id)
         assert stored is not None and stored.priority == 7
+
+
+def test_an_option_given_as_none_is_left_as_it_is_in_the_decorators(tmp_path: Path) -> None:
+    queue = TaskQueue(SQLiteBackend(tmp_path / "none.db"))
+
+    def f(x: int) -> int:
+        return x
+
+    assert task(max_retries=None)(f).options == task(f).options
+    assert queue.task(priority=None, queue_name=None)(f).options == task(f).options
+    stacked = queue.task(priority=None)(task(priority=5, max_retries=None)(f))
+    assert (stacked.options.priority, stacked.options.max_retries) == (5, 0)  # the inner 5 stays
+    with pytest.raises(ValidationError) as info:
+        task(max_retrys=None)  # an unknown option is still named, whatever its value
+    assert info.value.parameter == "max_retrys"

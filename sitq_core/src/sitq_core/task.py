@@ -9,6 +9,7 @@ Any queue's ``enqueue(send, ...)`` applies the decorator's options too.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import pickle
 import sys
@@ -22,6 +23,9 @@ if TYPE_CHECKING:
     from .queue import TaskQueue
 
 __all__ = ["TaskFunction", "is_importable_task", "is_task_function", "pickled_by_value", "task"]
+
+#: the names ``task(...)`` takes as options (an unknown one given as None is still refused, naming it)
+_OPTION_NAMES = frozenset(field.name for field in dataclasses.fields(TaskOptions)) - {"explicit"}
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -164,7 +168,10 @@ def task(
     ``queue.with_options(...)`` win over the decorator's.
     """
     _check_queue(queue)  # refused when the decorator is made, not first as a function is decorated
-    task_options = TaskOptions().merged(**options)
+    # an option given as None is left as it is (not set here), as with_options does on a queue
+    task_options = TaskOptions().merged(
+        **{name: value for name, value in options.items() if value is not None or name not in _OPTION_NAMES}
+    )
 
     def decorate(function: Callable[P, R]) -> TaskFunction[P, R]:
         if isinstance(function, TaskFunction):
