@@ -383,3 +383,26 @@ def test_msgpack_names_deep_nesting_not_an_unsupported_value() -> None:
         nested = [nested]
     with pytest.raises(SerializationError, match="nested too deeply"):
         MsgpackSerializer().dumps(nested)
+
+
+class _Unnamed(Serializer):  # forgot `name = "..."`: the base class's "" would be stored with every task
+    def dumps(self, obj: Any) -> bytes:
+        return pickle.dumps(obj)
+
+    def loads(self, data: bytes) -> Any:
+        return pickle.loads(data)
+
+
+class _NumberNamed(_Unnamed):
+    name = 42  # type: ignore[assignment]
+
+
+@pytest.mark.parametrize("make", [_Unnamed, lambda: _Unnamed(), _NumberNamed])
+def test_a_serializer_without_a_str_name_is_refused_when_the_queue_or_worker_is_made(tmp_path: Path, make: Any) -> None:
+    from sitq import SQLiteBackend, TaskQueue, ValidationError, Worker
+
+    backend = SQLiteBackend(tmp_path / "unnamed.db")
+    for build in (lambda: TaskQueue(backend, serializer=make()), lambda: Worker(backend, serializer=make())):
+        with pytest.raises(ValidationError, match="has no name") as info:
+            build()
+        assert info.value.parameter == "serializer"

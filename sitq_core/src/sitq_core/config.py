@@ -166,9 +166,9 @@ def resolve_serializer(spec: SerializerSpec = None) -> Serializer:
     if spec is None:
         spec = DEFAULT_SERIALIZER
     if isinstance(spec, Serializer):
-        return spec
+        return _named(spec)
     if isinstance(spec, type) and issubclass(spec, Serializer):
-        return spec()
+        return _named(spec())
     if not isinstance(spec, str) or not spec:
         raise ValidationError(
             f"serializer must be a Serializer instance or a registered name such as 'cloudpickle' "
@@ -179,6 +179,26 @@ def resolve_serializer(spec: SerializerSpec = None) -> Serializer:
     manager = get_plugin_manager()
     registered = spec.strip().lower()
     return named_as_registered(manager.serializer_class(registered)(), registered)
+
+
+def _named(serializer: Serializer) -> Serializer:
+    """``serializer`` if it has a name to store with its tasks; else a ValidationError naming ``serializer``.
+
+    Each task records the name of the serializer that wrote it, and a worker
+    finds the serializer again by that name: with none (the base class's "")
+    every task would be stored and then fail as "serializer '' ... not available".
+    """
+    name = getattr(serializer, "name", None)
+    if isinstance(name, str) and name.strip():
+        return serializer
+    kind = type(serializer).__name__
+    raise ValidationError(
+        f"serializer {kind} has no name (name = {name!r}): give the class a non-empty str name, "
+        f"such as name = {kind.lower()!r}; it is stored with each task so that a worker finds the "
+        "serializer that wrote it",
+        parameter="serializer",
+        value=serializer,
+    )
 
 
 def named_as_registered(serializer: Serializer, registered: str) -> Serializer:
