@@ -1225,13 +1225,17 @@ class TakenByAnother(SQLiteBackend):
 
 @contextlib.asynccontextmanager
 async def a_finished_run_refused(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, lease_timeout: float = 0.3, hold: float = 0.5
 ) -> AsyncIterator[tuple[TaskQueue, str]]:
-    """A task that ran here once, whose outcome was refused because another worker took its lease meanwhile."""
+    """A task that ran here once, whose outcome was refused because another worker took its lease meanwhile.
+
+    The worker keeps that outcome for two lease periods (``lease_timeout``); the task runs ``hold`` seconds,
+    longer than the first renewal (a third of the lease), which finds the task taken.
+    """
     store = TakenByAnother(tmp_path / "late.db")
     async with TaskQueue(store) as queue:
-        task_id = await queue.enqueue(tasks.record, str(tmp_path / "runs.txt"), 1, 0.5)
-        worker = Worker(store, lease_timeout=0.3)  # a renewal every 0.1 s: the first one finds it taken
+        task_id = await queue.enqueue(tasks.record, str(tmp_path / "runs.txt"), 1, hold)
+        worker = Worker(store, lease_timeout=lease_timeout)
         await worker.start()
         try:
             await wait_until(lambda: asyncio.sleep(0, "outcome discarded" in caplog.text))
@@ -1277,6 +1281,34 @@ async def test_a_requeue_after_a_lost_lease_runs_the_task_again(
         result = await queue.get_result(task_id, timeout=10)
     assert result is not None and result.status == "success"
     assert starts(tmp_path) == 2, "the requeued task did not run"
+
+
+@pytest.mark.asyncio
+async def test_a_requeued_run_whose_worker_died_is_not_answered_by_an_outcome_from_before_the_requeue(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A requeue resets attempts and lease expiries: once the requeued run's worker died, the worker that had kept
+    the outcome of the first run took the task back and reported that outcome, and the requeued task never ran."""
+    async with a_finished_run_refused(tmp_path, caplog, lease_timeout=3.0, hold=2.0) as (queue, task_id):
+        with sqlite3.connect(queue.backend.path) as other:  # the other worker's attempt is cancelled
+            other.execute(
+                "UPDATE tasks SET status = 'cancelled', due = NULL, lease_token = NULL, error = 'cancelled' "
+                "WHERE id = ?",
+                (task_id,),
+            )
+        assert await queue.requeue(task_id)  # an operator runs it again
+        with sqlite3.connect(queue.backend.path) as other:  # a third worker starts the requeued run and dies
+            other.execute(
+                "UPDATE tasks SET status = 'running', attempts = 1, lease_token = 'third', worker_id = 'third', "
+                "due = 0 WHERE id = ?",
+                (task_id,),
+            )
+        queue.backend.notify_work()
+        result = await queue.get_result(task_id, timeout=10)
+        assert result is not None and result.status == "success"
+        assert result.attempts == 2 and result.started_at is not None
+        assert "its outcome goes in under the new lease" not in caplog.text
+    assert starts(tmp_path) == 2, "the requeued task did not run again"
 
 
 def test_run_leaves_no_swallowing_handler_when_the_loop_held_the_signal_before(tmp_path: Path) -> None:

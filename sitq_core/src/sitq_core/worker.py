@@ -1130,10 +1130,16 @@ class Worker:
             return False
         when, running, outcome, extra = late
         # only the redelivery of that very attempt (its lease ran out): not a user's requeue, not a retry
-        # scheduled by another worker's attempt, not after two lease periods
+        # scheduled by another worker's attempt, not after two lease periods. A requeue resets the attempt
+        # and lease-expiry counts, so a requeued run whose worker died matches them again; but every way
+        # back into the queue other than a lease expiry sets the task's eta (a retry to its retry time, a
+        # requeue to now or the eta asked for) while a reserve leaves it alone: the same eta means no run
+        # of the task began between the kept attempt and this reservation.
+        kept = running.reserved.task
         if (
             item.attempt != running.reserved.attempt + 1
-            or item.task.lease_expiries <= running.reserved.task.lease_expiries
+            or item.task.lease_expiries != kept.lease_expiries + 1
+            or item.task.eta != kept.eta
             or time.monotonic() - when > 2 * self.lease_timeout
         ):
             return False
