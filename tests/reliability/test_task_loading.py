@@ -735,3 +735,31 @@ async def test_a_worker_without_a_module_registered_by_value_runs_its_tasks(modu
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+@pytest.mark.asyncio
+async def test_only_the_attempt_after_a_lease_expiry_runs_alone_not_the_retries_after_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """lease_expiries never goes down: after one crash every later retry was taken for a crash suspect, ran alone
+    (waiting up to 5 s for the tasks beside it, reserving nothing meanwhile) and was logged as coming back from an
+    expired lease."""
+    caplog.set_level("INFO", logger="sitq.worker")
+    backend = SQLiteBackend(tmp_path / "retries.db")
+    async with TaskQueue(backend) as queue:
+        task_id = await queue.with_options(max_retries=2, retry_backoff=0).enqueue(tasks.boom, "transient")
+        with sqlite3.connect(backend.path) as dead:  # a worker claimed it and died: its lease has run out
+            dead.execute(
+                "UPDATE tasks SET status = 'running', attempts = 1, lease_token = 'dead', worker_id = 'dead', "
+                "started_at = 0, due = 0 WHERE id = ?",
+                (task_id,),
+            )
+        worker = Worker(backend, max_concurrency=2)
+        await worker.start()
+        try:
+            result = await queue.get_result(task_id, timeout=20)
+        finally:
+            await worker.stop()
+    assert result is not None and (result.status, result.attempts) == ("failed", 3)
+    alone = [r.getMessage() for r in caplog.records if "comes back from an expired lease" in r.getMessage()]
+    assert len(alone) == 1, f"attempts after the one following the lease expiry ran alone too: {alone}"

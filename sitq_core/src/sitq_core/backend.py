@@ -261,7 +261,9 @@ class Backend(abc.ABC):
         ``attempts + 1``, and ``started_at = now``. ``now`` is read when the
         claim is made, after any wait for a lock or a connection: a lease
         counted from before such a wait could be handed out already expired. A task whose lease had
-        expired also gets ``lease_expiries + 1``; if that reaches
+        expired also gets ``lease_expiries + 1`` and ``error = LEASE_EXPIRED_ERROR``
+        (:data:`sitq_core.models.LEASE_EXPIRED_ERROR`: the worker runs such a task
+        alone, as it may be what killed its last worker); if that reaches
         ``max_lease_expiries`` it is not handed out but ends ``failed`` with
         the error ``"lease expired after N attempts"`` (N = its attempts) and a
         result is stored (poison-pill protection). A task with an expired

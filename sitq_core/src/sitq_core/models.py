@@ -16,6 +16,7 @@ from typing import Literal
 __all__ = [
     "DEFAULT_QUEUE",
     "FINAL_STATUSES",
+    "LEASE_EXPIRED_ERROR",
     "LeaseState",
     "Outcome",
     "ReservedTask",
@@ -28,6 +29,11 @@ __all__ = [
 ]
 
 DEFAULT_QUEUE = "default"
+
+#: The ``error`` a backend's ``reserve`` gives a task it takes over from an expired lease. A retry sets its
+#: exception's text instead and a release keeps it, so a task's ``error`` tells the worker whether its last
+#: counted attempt ended with its worker dying (a crash suspect) or with an exception.
+LEASE_EXPIRED_ERROR = "lease expired (its worker died or could not renew it in time)"
 
 
 def utcnow() -> datetime:
@@ -93,6 +99,9 @@ class Task:
     ``max_retries``: how many times an exception is retried.
     ``max_lease_expiries``: how many times a lease may expire (worker killed)
     before the task ends failed with "lease expired after N attempts".
+    ``error``: why its last attempt ended: the exception of a retried one,
+    :data:`LEASE_EXPIRED_ERROR` while a task taken over from an expired lease
+    runs (or waits again after being given back), the final error of a failed one.
     """
 
     id: str

@@ -37,7 +37,7 @@ from .config import BackendSpec, SerializerSpec, resolve_backend, resolve_serial
 from .current import CurrentTask, running_as, set_current
 from .errors import SerializationError, SitqError, ValidationError, WorkerError
 from .holders import holders
-from .models import LeaseState, Outcome, ReservedTask, Result, TaskStatus
+from .models import LEASE_EXPIRED_ERROR, LeaseState, Outcome, ReservedTask, Result, Task, TaskStatus
 from .pacing import CommitPacer
 from .plugins import get_plugin_manager
 from .serializers import Serializer
@@ -127,6 +127,19 @@ def _inspect_async(func: Any) -> bool:
         return True
     call = getattr(func, "__call__", None)  # noqa: B004 - objects with async def __call__
     return call is not None and inspect.iscoroutinefunction(call)
+
+
+def _crash_suspect(task: Task) -> bool:
+    """True when ``task``'s last counted attempt ended with its lease expiring (its worker died holding it).
+
+    ``lease_expiries`` alone never goes down: after one crash every later
+    retry of the task ran alone. A backend's reserve marks a task it takes
+    over from an expired lease with ``LEASE_EXPIRED_ERROR``, a retry replaces
+    that with its exception's text and a release keeps it; ``error is None``
+    covers a backend that does not mark it (no retry has happened since the
+    task was queued, so its expiries were its last endings).
+    """
+    return task.lease_expiries > 0 and task.error in (None, LEASE_EXPIRED_ERROR)
 
 
 def _timeout_of(running: _Running) -> float:
@@ -338,7 +351,7 @@ class Worker:
         self._unreleased: list[_Running] = []  # a give-back cut short by the loop's end (_give_back_all retries)
         self._single_reports = 0  # report outcomes one per backend call for this many calls (a refused batch)
         self._fairness: asyncio.Task[None] | None = None  # gives back prefetched tasks when runs turn slow
-        # A task whose last worker died holding it (lease_expiries > 0) may be what killed that worker: it
+        # A task whose last worker died holding it (_crash_suspect) may be what killed that worker: it
         # runs alone here, so a poison pill cannot take the tasks beside it down with it again and again.
         self._suspect: _Running | None = None
         self._suspect_since = 0.0  # monotonic time the suspect was reserved
@@ -1175,7 +1188,7 @@ class Worker:
         suspect starts when they have (``_dispatch``), and nothing is reserved
         until it has ended.
         """
-        suspects = [r for r in runnings if r.reserved.task.lease_expiries > 0]
+        suspects = [r for r in runnings if _crash_suspect(r.reserved.task)]
         if suspects:  # more may follow (a crashed worker's batch): one per reserve until one comes back clean
             self._one_at_a_time = True
         elif runnings:

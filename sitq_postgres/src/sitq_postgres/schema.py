@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 
 from sitq_core.errors import ValidationError
+from sitq_core.models import LEASE_EXPIRED_ERROR
 
 __all__ = ["SCHEMA_VERSION", "SITQ_TABLES", "TASK_COLUMNS", "Statements", "valid_schema"]
 
@@ -35,6 +36,7 @@ SITQ_TABLES: dict[str, frozenset[str]] = {
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,40}")
 ACTIVE = "status IN ('queued', 'running')"
 FINAL = "status IN ('success', 'failed', 'cancelled')"
+_LEASE_EXPIRED_SQL = "'" + LEASE_EXPIRED_ERROR.replace("'", "''") + "'"  # a claim's error for an expired lease
 
 
 def valid_schema(schema: object) -> str:
@@ -150,6 +152,7 @@ class Statements:
         self.claim = (
             f"UPDATE {s}.tasks AS t SET status = 'running', worker_id = $1, lease_token = v.token, due = $2, "
             "attempts = t.attempts + 1, lease_expiries = t.lease_expiries + (t.status = 'running')::int, "
+            f"error = CASE WHEN t.status = 'running' THEN {_LEASE_EXPIRED_SQL} ELSE t.error END, "
             "started_at = $3 FROM unnest($4::bigint[], $5::text[]) AS v(seq, token) WHERE t.seq = v.seq "
             f"RETURNING t.seq, t.lease_token, {', '.join('t.' + c.strip() for c in TASK_COLUMNS.split(','))}"
         )

@@ -38,6 +38,7 @@ from sitq_core import checks, forks, store_endings
 from sitq_core.backend import Backend, Capability, connecting_to_read_only
 from sitq_core.errors import BackendError, ConfigurationError, ConnectionError, SitqError, ValidationError
 from sitq_core.models import (
+    LEASE_EXPIRED_ERROR,
     LeaseState,
     Outcome,
     ReservedTask,
@@ -118,10 +119,12 @@ _INSERT_RESULT = (
 # Set-based statements: one statement (one sqlite3_step, one GIL release) per chunk of rows instead
 # of one per row; with the worker's other threads wanting the GIL, per-row steps cost twice as much.
 # Claim: the lease token is the batch's random prefix plus the row's seq in hex (unique per claim);
-# a row whose previous lease expired (still 'running') counts one more lease expiry.
+# a row whose previous lease expired (still 'running') counts one more lease expiry, and says so in its error.
+_LEASE_EXPIRED_SQL = "'" + LEASE_EXPIRED_ERROR.replace("'", "''") + "'"
 _CLAIM_SQL_SET = (
     "UPDATE tasks SET status = 'running', worker_id = ?, lease_token = ? || printf('%x', seq), due = ?, "
-    "attempts = attempts + 1, lease_expiries = lease_expiries + (status = 'running'), started_at = ? "
+    "attempts = attempts + 1, lease_expiries = lease_expiries + (status = 'running'), started_at = ?, "
+    f"error = CASE WHEN status = 'running' THEN {_LEASE_EXPIRED_SQL} ELSE error END "
     "WHERE seq IN ({}) RETURNING seq, " + TASK_COLUMNS
 )
 # Finish: the final rows as a VALUES table; a row counts only while its lease (seq + token) still holds.

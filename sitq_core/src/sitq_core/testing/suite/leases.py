@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from ...backend import Backend
-from ...models import LeaseState, Outcome, ReservedTask, TaskStatus
+from ...models import LEASE_EXPIRED_ERROR, LeaseState, Outcome, ReservedTask, TaskStatus
 from ..clock import FakeClock
 from ..fixtures import BackendFixtures
 from ._support import LEASE, close_to, enqueue_and_reserve, get, make_task, reserve_all, reserve_one
@@ -111,6 +111,32 @@ class LeaseContract(BackendFixtures):
         )
         assert second.task.worker_id == "w-2", f"{C}: redelivery must record the new worker_id"
         assert close_to(second.task.started_at, now), f"{C}: redelivery must set started_at = now"
+
+    @pytest.mark.asyncio
+    async def test_expired_lease_marks_the_error_until_an_attempt_ends_otherwise(
+        self, backend: Backend, clock: FakeClock
+    ) -> None:
+        # the worker runs a task whose last counted attempt lost its lease alone (it may kill workers):
+        # the mark survives a release (not an attempt) and a retry's error replaces it
+        first = await enqueue_and_reserve(backend, clock, C, max_lease_expiries=5)
+        clock.advance(LEASE)
+        second = await reserve_one(backend, C, worker_id="w-2")
+        assert second.task.error == LEASE_EXPIRED_ERROR, (
+            f"{C}: a task reserved from an expired lease must have error = LEASE_EXPIRED_ERROR "
+            f"({LEASE_EXPIRED_ERROR!r}), got {second.task.error!r}"
+        )
+        assert await backend.release(second), f"{C}: release of a current lease must be accepted"
+        third = await reserve_one(backend, C, worker_id="w-3")
+        assert third.task.error == LEASE_EXPIRED_ERROR, (
+            f"{C}: a release must keep the task's error (LEASE_EXPIRED_ERROR), got {third.task.error!r}"
+        )
+        assert await backend.retry(third, clock.now(), "it raised"), f"{C}: retry of a current lease must be accepted"
+        fourth = await reserve_one(backend, C, worker_id="w-4")
+        assert (fourth.task.error, fourth.task.lease_expiries) == ("it raised", 1), (
+            f"{C}: a task queued by a retry and reserved again keeps the retry's error (not an expired lease), "
+            f"got error {fourth.task.error!r}, lease_expiries {fourth.task.lease_expiries}"
+        )
+        assert first.id == fourth.id
 
     @pytest.mark.asyncio
     async def test_an_expired_lease_nobody_took_is_still_current(self, backend: Backend, clock: FakeClock) -> None:

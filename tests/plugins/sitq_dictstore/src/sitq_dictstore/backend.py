@@ -17,7 +17,7 @@ from typing import ClassVar
 from sitq_core import checks, store_endings
 from sitq_core.backend import Backend, Capability
 from sitq_core.errors import ValidationError
-from sitq_core.models import LeaseState, Outcome, ReservedTask, Result, Task, TaskStatus, new_id
+from sitq_core.models import LEASE_EXPIRED_ERROR, LeaseState, Outcome, ReservedTask, Result, Task, TaskStatus, new_id
 
 QUEUED, RUNNING = TaskStatus.QUEUED, TaskStatus.RUNNING
 
@@ -134,6 +134,8 @@ class DictStoreBackend(Backend):
                     attempts=task.attempts + 1,
                     lease_expiries=expiries,
                     started_at=now,
+                    # a task taken over from an expired lease says so: the worker runs it alone
+                    error=LEASE_EXPIRED_ERROR if task.status == RUNNING else task.error,
                 )
                 row.lease_token = uuid.uuid4().hex
                 row.lease_expires_at = now + timedelta(seconds=lease_seconds)
