@@ -1449,3 +1449,29 @@ def test_outcomes_given_up_on_are_logged_once_a_minute_not_each_time(
     worker._log_gave_up(1, failing_since)
     later = [r for r in caplog.records if "gave up reporting" in r.getMessage()]
     assert len(later) == 2 and "gave up reporting 50 outcome(s)" in later[1].getMessage(), later[1].getMessage()
+
+
+@pytest.mark.parametrize("kind", ["async", "sync"])
+@pytest.mark.asyncio
+async def test_a_running_task_with_a_cancel_requested_given_back_at_stop_counts_as_cancelled(
+    queue: TaskQueue, tmp_path: Path, kind: str
+) -> None:
+    """Given back by stop(timeout=0), it ended cancelled in the store (a release of a task whose cancel was
+    requested) but counted in none of processed/succeeded/failed."""
+    marks = tmp_path / "starts.txt"
+    worker = Worker(queue.backend)
+    await worker.start()
+    tasks.GATE.clear()
+    try:
+        if kind == "async":  # stopped before the worker's own check for cancel requests has seen this one
+            task_id = await queue.enqueue(tasks.async_record, str(marks), 60)
+        else:  # seen or not, a thread cannot be interrupted: it runs on until the stop gives it back
+            task_id = await queue.enqueue(tasks.record_then_wait_for_gate, str(marks), 1)
+        await wait_until(lambda: asyncio.sleep(0, marks.exists()))
+        assert await queue.cancel(task_id)
+        await worker.stop(timeout=0)
+    finally:
+        tasks.GATE.set()  # never leave a pool thread blocked
+    result = await queue.get_result(task_id, timeout=5)
+    assert result is not None and result.status == "cancelled"
+    assert (worker.processed, worker.succeeded, worker.failed) == (1, 0, 1)

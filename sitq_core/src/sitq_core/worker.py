@@ -1532,12 +1532,16 @@ class Worker:
         for running in given_back:
             running.lease_lost = running.settled = True
             self._unhold(running)
-        # a task that had started says when (an abandoned one): the store keeps that start on record
+        # a task that had started says when (an abandoned one): the store keeps that start on record; one
+        # whose cancel was requested would end cancelled all the same: reported so, it is counted here too
         outcomes = [
-            Outcome(r.reserved.id, r.reserved.lease_token, "release", started_at=r.started_at) for r in given_back
+            self._cancelled(r)
+            if r.cancel_requested
+            else Outcome(r.reserved.id, r.reserved.lease_token, "release", started_at=r.started_at)
+            for r in given_back
         ]
         try:
-            await self.backend.finish_many(outcomes)
+            accepted = await self.backend.finish_many(outcomes)
             self.backend.notify_work()
         except asyncio.CancelledError:  # the loop is ending: the teardown gives them back (_give_back_all)
             self._unreleased.extend(given_back)
@@ -1546,6 +1550,13 @@ class Worker:
             logger.exception(
                 "worker %s: could not give back %d %s task(s); their leases expire", self.worker_id, len(outcomes), what
             )
+            return
+        answers = zip(given_back, outcomes, accepted, strict=True)
+        cancelled = [(running, outcome) for running, outcome, ok in answers if ok and outcome.kind != "release"]
+        for running, outcome in cancelled:
+            self._after_accept(running, outcome, {"error": "cancelled"})
+        if cancelled:
+            self.backend.notify_results([outcome.task_id for _running, outcome in cancelled])
 
     async def _release_waiting(self) -> None:
         waiting = list(self._waiting)
@@ -1646,7 +1657,35 @@ class Worker:
             released.append(running)
         for future in futures:
             future.cancel()
+        await self._learn_cancels(released)
         await self._release_in_time(released, "abandoned")
+
+    async def _learn_cancels(self, given_back: list[_Running]) -> None:
+        """Ask the store which of these started tasks had a cancel requested since the last check.
+
+        The store ends a task it gets back with a cancel requested ``cancelled``
+        (``finish_many``), and cannot say so in its answer: known here, they
+        are reported ``cancelled`` and counted in ``failed`` (``_release``).
+        One call, within the stop's budget; a store that does not answer
+        leaves them to be released as they are.
+        """
+        unknown = [r for r in given_back if r.started_at is not None and not r.cancel_requested]
+        if not unknown:
+            return
+        began = time.monotonic()
+        try:
+            states = await _bounded(
+                self.backend.heartbeat([(r.id, r.reserved.lease_token) for r in unknown], self.lease_timeout),
+                self._budget_left(),
+            )
+        except Exception:
+            logger.debug("worker %s: could not read cancel requests at shutdown", self.worker_id, exc_info=True)
+            return
+        finally:
+            self._stop_budget -= time.monotonic() - began
+        for running in unknown:
+            if states.get(running.id) == LeaseState.CANCEL_REQUESTED:
+                running.cancel_requested = True
 
     # -------------------------------------------------------------- execution
 
@@ -1703,14 +1742,14 @@ class Worker:
             value = await self._call(func, args, kwargs, task.timeout, call_began, task_id=running.id)
         except asyncio.CancelledError as exc:
             current = asyncio.current_task()
+            if running.settled:  # stop() abandoned it (and reports or releases it): report nothing here
+                self._report_nothing(running)
+                raise
             if running.cancel_asked():
                 outcome, extra = (
                     self._cancelled(running),
                     {"error": "cancelled", "duration": time.perf_counter() - began},
                 )
-            elif running.settled:  # stop() abandoned it (and reports or releases it): report nothing here
-                self._report_nothing(running)
-                raise
             elif self._loop_ending():  # cancelled with every task of the loop: given back, not failed
                 self._begin_tear_down()  # first: the slot freed next must not start a waiting task
                 self._report_nothing(running)
