@@ -124,13 +124,16 @@ def run_app_with_a_task_waiting(make_backend: MakeBackend, marker: Path) -> list
     async def main() -> list[str]:
         async with TaskQueue(make_backend()) as queue:
             worker = Worker(queue.backend, max_concurrency=1, prefetch=4, lease_timeout=60.0)
-            running = await queue.enqueue(tasks.sleepy, 30.0)
+            started = marker.with_name("running-started")
+            running = await queue.enqueue(tasks.async_record, str(started), 30.0)
             waiting = await queue.enqueue(marks_it_started, str(marker))
             await worker.start()
 
             async def both_reserved() -> bool:
                 found = [await queue.backend.get_task(task_id) for task_id in (running, waiting)]
-                return all(t is not None and t.status == TaskStatus.RUNNING for t in found)
+                claimed = all(t is not None and t.status == TaskStatus.RUNNING for t in found)
+                # and the first started: the claim's answer reached the worker (it holds both)
+                return claimed and await asyncio.to_thread(started.exists)
 
             await wait_until(both_reserved, timeout=15)  # one runs, the other waits for the only slot
             return [running, waiting]  # and the application ends without stopping the worker
