@@ -448,6 +448,76 @@ def test_close_called_again_by_the_closing_thread_returns(tmp_path: Path) -> Non
     queue.close()
 
 
+SIGNAL_CLOSER = """
+import faulthandler, random, signal, sqlite3, sys
+from sitq import SyncTaskQueue, SyncTaskQueueError
+sys.path.insert(0, sys.argv[2])
+import sitq_test_tasks as tasks
+
+faulthandler.dump_traceback_later(90, exit=True)  # a hang prints every thread's stack and fails the run
+random.seed(7)
+for round_ in range(40):
+    path = f"{sys.argv[1]}/round-{round_}.db"
+    queue = SyncTaskQueue("sqlite:///" + path)
+    ids = [queue.enqueue(tasks.add, 0)]  # opened: the next lone enqueues are stored on this thread
+    stopping = []
+
+    def on_alarm(signum, frame):
+        stopping.append(signum)
+        queue.close()  # a supervisor's stop request, taken on the producer's own thread
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, random.uniform(0.002, 0.02))
+    while not stopping:
+        try:
+            ids.append(queue.enqueue(tasks.add, 1))
+        except SyncTaskQueueError as exc:  # nothing stored by this one: the close came first
+            assert "closed on this same thread" in str(exc), exc
+    # the signal may also land between the loop's check and its next enqueue, a call made after the
+    # close, which opens the queue again (as any call after close() does)
+    queue.close()
+    with sqlite3.connect(path) as db:
+        stored = {row[0] for row in db.execute("SELECT id FROM tasks")}
+    assert stored == set(ids), (round_, len(stored), len(ids))
+print("survived")
+"""
+
+
+def test_close_from_a_signal_handler_during_an_enqueue_on_the_same_thread(tmp_path: Path) -> None:
+    # The handler interrupted a lone enqueue storing its task on the main thread's own connection, whose
+    # lock closing the backend waits for (on the loop thread) while the handler waited for that close: a hang.
+    here = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-c", SIGNAL_CLOSER, str(tmp_path), str(here)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0 and "survived" in done.stdout, (done.returncode, done.stderr[-3000:])
+
+
+def test_a_wait_ended_by_a_close_on_its_own_thread_says_so(tmp_path: Path) -> None:
+    import signal
+
+    queue = SyncTaskQueue(SQLiteBackend(tmp_path / "own-thread.db"))
+    queue.connect()
+
+    def on_alarm(signum: int, frame: object) -> None:
+        queue.close()
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        with pytest.raises(SyncTaskQueueError) as caught:
+            queue.get_result("no-such-task", timeout=30)  # no worker: it waits until the handler closes
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert "closed on this same thread" in str(caught.value), caught.value
+    assert "another thread" not in str(caught.value)
+    queue.close()
+
+
 def test_a_second_close_returns_only_when_the_first_has_finished(tmp_path: Path) -> None:
     for round_ in range(30):
         queue = SyncTaskQueue(SQLiteBackend(tmp_path / f"late-{round_ % 3}.db"))

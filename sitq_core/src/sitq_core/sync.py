@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import logging
 import threading
 import weakref
 from collections.abc import Callable, Coroutine, Iterable, Iterator
@@ -37,6 +38,8 @@ __all__ = ["SyncTaskQueue", "SyncTaskQueueView"]
 
 T = TypeVar("T")
 
+log = logging.getLogger("sitq")
+
 
 def _refuse_running_loop(operation: str) -> None:
     try:
@@ -49,9 +52,11 @@ def _refuse_running_loop(operation: str) -> None:
     )
 
 
-def _closed(operation: str, task_id: str | None) -> SyncTaskQueueError:
+def _closed(operation: str, task_id: str | None, *, here: bool) -> SyncTaskQueueError:
+    """The error of a call that a ``close()`` ended; ``here``: that close ran on the caller's own thread."""
+    by = "on this same thread during the call (close() from a signal handler, say)" if here else "by another thread"
     return SyncTaskQueueError(
-        f"{operation} was interrupted: the queue was closed by another thread", task_id=task_id, operation=operation
+        f"{operation} was interrupted: the queue was closed {by}", task_id=task_id, operation=operation
     )
 
 
@@ -76,6 +81,9 @@ class SyncTaskQueue:
         self._closed_event: threading.Event | None = None  # set when the close under way has finished
         self._closer: int | None = None  # the thread running that close
         self._enqueues = 0  # enqueues in progress: the blocking path is taken only by a caller alone
+        self._blocking: int | None = None  # the thread storing an enqueue on itself (one at most: it was alone)
+        self._close_deferred = False  # close() ran in a signal handler that interrupted that store
+        self._here = threading.local()  # per thread: .closes, how many close() calls it has run
         forget_in_child(self)
 
     def _after_fork_in_child(self) -> None:
@@ -87,7 +95,7 @@ class SyncTaskQueue:
         self._lock = threading.RLock()
         self._calls, self._futures = {}, set()
         self._closing, self._closed_event, self._closer = False, None, None
-        self._enqueues = 0
+        self._enqueues, self._blocking, self._close_deferred = 0, None, False
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickled (a ``spawn`` pool's initializer, a copy) as its queue: the copy starts a loop of its own.
@@ -143,11 +151,18 @@ class SyncTaskQueue:
         *,
         closing: bool = False,
         waits: bool = False,
+        closes: int | None = None,
     ) -> T:
+        """Run a call on the private loop; ``closes``: this thread's close count when the public call began."""
+        if closes is None:
+            closes = self._closes_here()
         _refuse_running_loop(operation)
         with self._lock:  # close() sweeps _futures under the same lock: no call slips between the two
             if self._closing and not closing:
-                raise _closed(operation, task_id)
+                raise _closed(operation, task_id, here=self._closer == threading.get_ident())
+            if self._closes_here() != closes and not closing:
+                # a signal handler closed the queue in the middle of this call: do not open it again
+                raise _closed(operation, task_id, here=True)
             loop = self._ensure_loop()
             coroutine = self._tracked(make, closing=closing, waits=waits)
             future: Future[T] = asyncio.run_coroutine_threadsafe(coroutine, loop)
@@ -156,8 +171,8 @@ class SyncTaskQueue:
             with self._errors(operation, task_id):
                 return future.result()
         except SyncTaskQueueError as exc:
-            if isinstance(exc.cause, CancelledError):  # close() from another thread ended the call
-                raise _closed(operation, task_id) from None
+            if isinstance(exc.cause, CancelledError):  # a close() ended the call: on this thread, or another
+                raise _closed(operation, task_id, here=self._closes_here() != closes) from None
             raise
         finally:
             with self._lock:
@@ -196,11 +211,12 @@ class SyncTaskQueue:
         it two thread hops; callers that overlap others go through the loop, where
         enqueues arriving together share a commit instead of queueing for the lock.
         """
+        closes = self._closes_here()
         _refuse_running_loop(operation)
         with self._errors(operation, None):
             task = build()
         # connect first, then stamp again: a backend may learn its clock as it connects (queue.py)
-        if backend_not_ready(producer._backend) and self._run(operation, producer._connect_first):
+        if backend_not_ready(producer._backend) and self._run(operation, producer._connect_first, closes=closes):
             with self._errors(operation, None):
                 task = build()
         with self._lock:
@@ -208,14 +224,31 @@ class SyncTaskQueue:
             self._enqueues += 1
         try:
             if alone and self._loop is not None and not self._closing:
-                with self._errors(operation, None):
-                    task_id = producer._store_blocking(task)
+                self._blocking = threading.get_ident()
+                try:
+                    with self._errors(operation, None):
+                        task_id = producer._store_blocking(task)
+                finally:
+                    self._blocking = None
                 if task_id is not None:
                     return task_id
-            return self._run(operation, lambda: producer._store_one(task))
+            return self._run(operation, lambda: producer._store_one(task), closes=closes)
         finally:
             with self._lock:
                 self._enqueues -= 1
+                deferred, self._close_deferred = self._close_deferred, False
+            if deferred:
+                self._close_after_interrupted_store()
+
+    def _close_after_interrupted_store(self) -> None:
+        """The ``close()`` a signal handler asked for in the middle of a blocking store, now that it has ended."""
+        try:
+            self.close()
+        except Exception:  # the handler's close() has returned: there is no caller left to raise this to
+            log.exception("sitq: closing the SyncTaskQueue, as a signal handler asked during an enqueue, failed")
+
+    def _closes_here(self) -> int:
+        return int(getattr(self._here, "closes", 0))
 
     @contextlib.contextmanager
     def _errors(self, operation: str, task_id: str | None) -> Iterator[None]:
@@ -247,6 +280,12 @@ class SyncTaskQueue:
         """Close the backend and stop the private loop thread (a second caller waits for the first)."""
         _refuse_running_loop("close")
         with self._lock:
+            if self._blocking == threading.get_ident():
+                # a signal handler interrupted this thread's own enqueue while it stores the task on this
+                # thread: the store holds this thread's connection, which closing the backend waits for;
+                # the close runs as that enqueue returns, its task stored (or its error raised) first
+                self._close_deferred = True
+                return
             closed = self._closed_event
             if closed is not None:  # a close is under way
                 if self._closer == threading.get_ident():
@@ -258,6 +297,7 @@ class SyncTaskQueue:
                 owner, closed = True, threading.Event()
                 self._closed_event, self._closer = closed, threading.get_ident()
                 self._closing = True
+                self._here.closes = self._closes_here() + 1  # calls this close ends on this thread say so
         if not owner:
             closed.wait()  # another thread is closing: return once it has finished
             return
