@@ -331,3 +331,45 @@ def test_forks_while_short_lived_threads_enqueue_carry_no_connection_into_the_ch
             for thread in spawners:
                 thread.join(30)
     assert codes == [0] * 60, "a child inherited an open handle to the database (7) or hung"
+
+
+def test_a_child_forked_while_another_thread_closes_the_queue_can_wait_for_results(tmp_path: Path) -> None:
+    """The count of closes under way was copied mid-close into the child, where that close never ends:
+    every get_result there refused ("called while the queue was closing") for the child's life."""
+    import threading
+
+    from sitq import SQLiteBackend
+
+    parent = os.getpid()
+    closing = threading.Event()
+    releases: list[Callable[[], object]] = []
+
+    class SlowToClose(SQLiteBackend):  # a backend whose close takes a while (a slow network, say)
+        async def close(self) -> None:
+            if os.getpid() == parent:
+                loop, release = asyncio.get_running_loop(), asyncio.Event()
+                releases.append(lambda: loop.call_soon_threadsafe(release.set))
+                closing.set()
+                async with asyncio.timeout(30):
+                    await release.wait()
+            await super().close()
+
+    queue = TaskQueue(SlowToClose(tmp_path / "closing.db"))
+    task_id = asyncio.run(queue.enqueue(tasks.add, 1))
+    closer = threading.Thread(target=lambda: asyncio.run(queue.close()))
+    closer.start()
+    try:
+        assert closing.wait(30)  # the close is under way in the other thread as this one forks
+
+        def child() -> None:
+            async def work() -> None:
+                assert await queue.get_result(task_id, timeout=0) is None  # not run yet, and no refusal
+                await queue.close()
+
+            asyncio.run(work())
+
+        assert in_child(child) == 0, "get_result in the child refused: a close of the parent's counted there"
+    finally:
+        for release in releases:
+            release()
+        closer.join(30)

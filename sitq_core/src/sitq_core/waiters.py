@@ -14,6 +14,8 @@ import asyncio
 import contextlib
 import threading
 
+from . import forks
+
 __all__ = ["ResultWaiters"]
 
 #: how long ``close()`` waits for cancelled waiters on its own loop to unwind
@@ -28,20 +30,43 @@ class ResultWaiters:
         self._waiting: dict[asyncio.Task[object], asyncio.AbstractEventLoop] = {}
         self._interrupted: set[asyncio.Task[object]] = set()
         self._unwound: dict[asyncio.Task[object], asyncio.Future[None]] = {}
-        self._closes = 0  # close() calls under way (from any thread)
+        self._closes: dict[int, int] = {}  # close() calls under way, by the thread whose loop runs them
+        forks.forget_in_child(self)
+
+    def _after_fork_in_child(self) -> None:
+        """Only the forking thread goes on in a child: forget the closes and waits of the others' loops.
+
+        A close that another thread was running at the fork never ends here:
+        counted on, it made every ``get_result`` of the child refuse for good.
+        A fork from a coroutine keeps what that thread's own loop is doing.
+        """
+        me = threading.get_ident()
+        try:
+            here: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        self._lock = threading.Lock()  # another thread may have held it at the fork
+        self._closes = {thread: n for thread, n in self._closes.items() if thread == me}
+        self._waiting = {task: loop for task, loop in self._waiting.items() if loop is here}
+        self._interrupted = {task for task in self._interrupted if task in self._waiting}
+        self._unwound = {task: done for task, done in self._unwound.items() if done.get_loop() is here}
 
     def close_begins(self) -> None:
+        me = threading.get_ident()
         with self._lock:
-            self._closes += 1
+            self._closes[me] = self._closes.get(me, 0) + 1
 
     def close_ends(self) -> None:
+        me = threading.get_ident()
         with self._lock:
-            self._closes -= 1
+            left = self._closes.pop(me, 0) - 1
+            if left > 0:
+                self._closes[me] = left
 
     @property
     def closing(self) -> bool:
         """True while a close() of the queue runs: a get_result starting then would reopen the store."""
-        return self._closes > 0
+        return bool(self._closes)
 
     def __reduce__(self) -> tuple[type[ResultWaiters], tuple[()]]:
         return (ResultWaiters, ())  # a copied or unpickled queue has no waiters of its own yet
