@@ -373,3 +373,41 @@ def test_a_child_forked_while_another_thread_closes_the_queue_can_wait_for_resul
         for release in releases:
             release()
         closer.join(30)
+
+
+CHILD_EXIT = """
+import os, sys
+from sitq import SyncTaskQueue
+sys.path.insert(0, sys.argv[2])
+import sitq_test_tasks as tasks
+
+queue = SyncTaskQueue(sys.argv[1])
+task_id = queue.enqueue(tasks.add, 1)
+assert queue.get_result(task_id, timeout=0.1) is None  # it waited: a PostgreSQL backend opened its listener
+pid = os.fork()
+if pid == 0:
+    sys.exit(0)  # a normal exit: the interpreter's shutdown runs in the child
+_, status = os.waitpid(pid, 0)
+assert os.waitstatus_to_exitcode(status) == 0
+queue.enqueue(tasks.add, 2)  # the child left the parent's connections alone
+assert queue.counts()["queued"] == 2 and queue.get_result(task_id, timeout=0.1) is None
+queue.close()
+print("parent done")
+"""
+
+
+def test_a_child_exiting_normally_prints_nothing_about_the_parents_connections(url: str) -> None:
+    """The parent's PostgreSQL listener, kept referenced in the child, was freed half-way through the child's
+    shutdown: asyncpg's finaliser failed there ("'NoneType' object has no attribute 'warn'") at every exit."""
+    import subprocess
+    import sys
+
+    here = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-W", "default", "-c", CHILD_EXIT, url, str(here)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0 and "parent done" in done.stdout, done.stderr[-3000:]
+    assert "Exception ignored" not in done.stderr and "Warning" not in done.stderr, done.stderr[-3000:]

@@ -44,6 +44,7 @@ class ForkAware(Protocol):
 
 _registered: weakref.WeakSet[Any] = weakref.WeakSet()
 _inherited: list[Any] = []  # what children inherited: referenced so that it is never closed or collected
+_outlives_exit = False  # _inherited has a reference that is never given back (see _keep_past_exit)
 # Taken just before a fork, per forking thread (two threads may fork at once): what only other threads
 # reference (their thread-locals, their frames). A child drops other threads' state before its hooks run;
 # without these references that state's connections would be closed there, and a close can hang on a lock
@@ -206,6 +207,32 @@ def _after_fork_in_child() -> None:
             obj._after_fork_in_child()
         except Exception:  # one object's reset must not stop the others'
             log.exception("sitq: resetting %r after fork failed", obj)
+    if _inherited:
+        _keep_past_exit()
+
+
+def _keep_past_exit() -> None:
+    """Give ``_inherited`` one reference that is never released, so the child's exit does not free it either.
+
+    As the interpreter ends, module globals are cleared and what they alone
+    kept is freed half-way through the shutdown: an inherited asyncpg
+    connection's finaliser then failed (``'NoneType' object has no attribute
+    'warn'``, printed at every child's exit) and tried to abort the parent's
+    socket. Left unfreed, nothing of the parent's runs or closes in the child;
+    the process's end closes its copies of the descriptors (the parent keeps its own).
+    Grandchildren inherit the reference with the rest.
+    """
+    global _outlives_exit
+    if _outlives_exit:
+        return
+    try:
+        import ctypes
+
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(_inherited))
+    except (ImportError, AttributeError):  # pragma: no cover - not CPython: freed at exit as before
+        log.debug("sitq: cannot keep inherited connections past the interpreter's exit here")
+        return
+    _outlives_exit = True
 
 
 if hasattr(os, "register_at_fork"):
