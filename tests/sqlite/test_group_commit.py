@@ -518,6 +518,52 @@ def test_a_wait_ended_by_a_close_on_its_own_thread_says_so(tmp_path: Path) -> No
     queue.close()
 
 
+INTERRUPTED_CLOSE = """
+import asyncio, gc, signal, sys, threading
+from sitq import SQLiteBackend, SyncTaskQueue
+sys.path.insert(0, sys.argv[2])
+import sitq_test_tasks as tasks
+
+closing = threading.Event()
+
+class SlowToClose(SQLiteBackend):  # a backend whose close takes a while (asyncpg closing a pool, say)
+    async def close(self):
+        closing.set()
+        try:
+            async with asyncio.timeout(30):
+                await asyncio.Event().wait()
+        finally:
+            await super().close()
+
+def second_ctrl_c():
+    closing.wait(30)
+    signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+threading.Thread(target=second_ctrl_c, daemon=True).start()
+try:
+    with SyncTaskQueue(SlowToClose(sys.argv[1])) as queue:
+        queue.enqueue(tasks.add, 1)
+except KeyboardInterrupt:
+    print("interrupted")
+del queue
+gc.collect()  # a task left pending on the stopped loop says so as it goes
+"""
+
+
+def test_an_interrupted_close_lets_what_runs_on_the_loop_end_before_stopping_it(tmp_path: Path) -> None:
+    # A second Ctrl-C as `with SyncTaskQueue(...)` closed stopped the loop under the running close:
+    # "Task was destroyed but it is pending!" and "Event loop is closed" from asyncpg at exit.
+    here = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-W", "default", "-c", INTERRUPTED_CLOSE, str(tmp_path / "interrupted.db"), str(here)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0 and "interrupted" in done.stdout, done.stderr[-3000:]
+    assert "destroyed" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr[-3000:]
+
+
 def test_a_second_close_returns_only_when_the_first_has_finished(tmp_path: Path) -> None:
     for round_ in range(30):
         queue = SyncTaskQueue(SQLiteBackend(tmp_path / f"late-{round_ % 3}.db"))

@@ -40,6 +40,9 @@ T = TypeVar("T")
 
 log = logging.getLogger("sitq")
 
+#: how long a close whose caller was interrupted gives what still runs on the loop to unwind
+_UNWIND_SECONDS = 2.0
+
 
 def _refuse_running_loop(operation: str) -> None:
     try:
@@ -204,6 +207,27 @@ class SyncTaskQueue:
         await asyncio.gather(*others, return_exceptions=True)
         await self._queue.close()
 
+    def _end_leftovers(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Cancel what still runs on the private loop and let it unwind (for a bounded time) before it stops.
+
+        Stopped under them, a close still running on it (asyncpg closing its
+        pool) was destroyed pending and failed later on the closed loop, with
+        tracebacks printed at exit.
+        """
+
+        async def end_all() -> None:
+            current = asyncio.current_task()
+            running = [task for task in asyncio.all_tasks() if task is not current]
+            for task in running:
+                task.cancel()
+            if running:
+                await asyncio.wait(running, timeout=_UNWIND_SECONDS)
+
+        try:
+            asyncio.run_coroutine_threadsafe(end_all(), loop).result(timeout=_UNWIND_SECONDS + 1)
+        except Exception:  # the loop has stopped already, or the tasks would not end: stop it anyway
+            log.debug("sitq: ending what ran on a SyncTaskQueue's loop as it closed failed", exc_info=True)
+
     def _enqueue(self, operation: str, build: Callable[[], Task], producer: TaskQueue | TaskQueueView) -> str:
         """Build the task here, then store it on this thread when the backend offers a cheap way.
 
@@ -301,26 +325,38 @@ class SyncTaskQueue:
         if not owner:
             closed.wait()  # another thread is closing: return once it has finished
             return
+        finished = False
         try:
             self._run("close", self._close_on_loop, closing=True)
+            finished = True
         finally:
             loop, thread = self._loop, self._thread
             assert loop is not None  # checked when this close began
-            if self._finalizer is not None:
-                self._finalizer.detach()
-                self._finalizer = None
-            loop.call_soon_threadsafe(loop.stop)
-            if thread is not None:
-                thread.join(timeout=10)
-            if not loop.is_running():
-                loop.close()
-            with self._lock:  # calls that never got to run on the stopped loop: end their wait
-                for future in [future for future in self._futures if not future.done()]:
-                    with contextlib.suppress(InvalidStateError):
-                        future.set_exception(CancelledError())
-                self._closing = False  # the next call opens the queue again
-                self._closed_event, self._closer = None, None
-            closed.set()
+            try:
+                if not finished:  # a second Ctrl-C, say, as it closed: do not stop the loop under a running close
+                    self._end_leftovers(loop)
+            finally:
+                self._stop_loop(loop, thread, closed)
+
+    def _stop_loop(
+        self, loop: asyncio.AbstractEventLoop, thread: threading.Thread | None, closed: threading.Event
+    ) -> None:
+        """The end of a close: stop and close the private loop, end the calls left waiting on it."""
+        if self._finalizer is not None:
+            self._finalizer.detach()
+            self._finalizer = None
+        loop.call_soon_threadsafe(loop.stop)
+        if thread is not None:
+            thread.join(timeout=10)
+        if not loop.is_running():
+            loop.close()
+        with self._lock:  # calls that never got to run on the stopped loop: end their wait
+            for future in [future for future in self._futures if not future.done()]:
+                with contextlib.suppress(InvalidStateError):
+                    future.set_exception(CancelledError())
+            self._closing = False  # the next call opens the queue again
+            self._closed_event, self._closer = None, None
+        closed.set()
 
     def __enter__(self) -> Self:
         _refuse_running_loop("__enter__")
