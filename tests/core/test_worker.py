@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -689,6 +690,22 @@ async def test_stop_timeout_releases_unfinished_tasks_for_others(queue: TaskQueu
     result = await queue.get_result(task_id, timeout=10)
     await other.stop(timeout=1)
     assert result is not None and result.status == "cancelled"
+
+
+@pytest.mark.asyncio
+async def test_a_task_given_back_still_running_at_the_stop_timeout_is_named_in_the_log(
+    queue: TaskQueue, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its next run shows the same attempt number, so the warning is where the repeat is visible."""
+    marker = tmp_path / "started"
+    worker = Worker(queue.backend, max_concurrency=2)
+    await worker.start()
+    task_id = await queue.enqueue(tasks.async_record, str(marker), 30.0)
+    await wait_until(lambda: asyncio.to_thread(marker.exists))
+    with caplog.at_level(logging.WARNING, logger="sitq.worker"):
+        await worker.stop(timeout=0.1)
+    warnings = [r.getMessage() for r in caplog.records if "still running at shutdown" in r.getMessage()]
+    assert len(warnings) == 1 and task_id in warnings[0] and "same attempt number" in warnings[0]
 
 
 @pytest.mark.asyncio

@@ -571,8 +571,13 @@ class Worker:
         if in_flight:
             pending = await self._wait_in_flight(in_flight, timeout)
             if pending:
+                ids = sorted(r.id for r in self._held.values() if r.future in pending)
                 logger.warning(
-                    "worker %s: %d task(s) still running at shutdown; releasing them", self.worker_id, len(pending)
+                    "worker %s: %d task(s) still running at shutdown; releasing them (they run again elsewhere "
+                    "under the same attempt number): %s",
+                    self.worker_id,
+                    len(pending),
+                    ", ".join(ids),
                 )
                 await self._abandon(pending)
         self._closing = True  # the exchange loop reports what is left, then ends
