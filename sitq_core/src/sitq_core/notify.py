@@ -27,6 +27,8 @@ import threading
 from collections.abc import Hashable, Iterable, Iterator
 from types import TracebackType
 
+from .bounded import within
+
 __all__ = ["Notifier", "Subscription", "record_mark", "safety_pauses", "take_mark"]
 
 _Entry = tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]"]
@@ -122,8 +124,7 @@ class Subscription:
         if future.done():
             return True
         try:
-            async with asyncio.timeout(timeout):
-                await asyncio.shield(future)
+            await within(asyncio.shield(future), timeout)
             return True
         except TimeoutError:
             return False

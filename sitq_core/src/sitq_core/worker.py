@@ -33,6 +33,7 @@ from typing import Any
 
 from . import checks
 from .backend import Backend
+from .bounded import within
 from .config import BackendSpec, SerializerSpec, resolve_backend, resolve_serializer, split_config
 from .current import CurrentTask, running_as, set_current
 from .errors import SerializationError, SitqError, ValidationError, WorkerError
@@ -512,8 +513,7 @@ class Worker:
             assert self._stopped is not None
             if timeout is not None:
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(timeout):
-                        await asyncio.shield(self._stopped.wait())
+                    await within(asyncio.shield(self._stopped.wait()), timeout)
                 if not self._stopped.is_set():
                     await self._hard_stop()  # as a second signal does: running tasks are left, leases released
             await self._stopped.wait()
@@ -672,8 +672,7 @@ class Worker:
                         await self._hard_stop()
                         # the stop's last report and give-back, bounded as in every stop (a third cancel: leave)
                         with contextlib.suppress(TimeoutError):
-                            async with asyncio.timeout(_FINAL_REPORT_TIMEOUT + _CANCEL_GRACE):
-                                await asyncio.shield(self._stopped.wait())
+                            await within(asyncio.shield(self._stopped.wait()), _FINAL_REPORT_TIMEOUT + _CANCEL_GRACE)
                     raise
         if self._fatal is not None:
             raise WorkerError(
@@ -739,8 +738,7 @@ class Worker:
             if not loop_task.done() and not loop_task.cancelling():  # one cancelled already may wait for us
                 loop_task.cancel()
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(_CANCEL_GRACE):
-                await self._exchange_settled.wait()
+            await within(self._exchange_settled.wait(), _CANCEL_GRACE)
         try:
             stranded: list[_Running] = []
             for running in list(self._held.values()):
@@ -1377,8 +1375,7 @@ class Worker:
                     self.poll_interval,
                 )
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(min(self.poll_interval, max(timeout, 0.01))):
-                    await self._wake.wait()
+                await within(self._wake.wait(), min(self.poll_interval, max(timeout, 0.01)))
             return True
         if work is not None and work in done:
             self._wait_failures = 0
@@ -1595,8 +1592,7 @@ class Worker:
             return
         began = time.monotonic()
         try:
-            async with asyncio.timeout(self._budget_left()):
-                await self._release(given_back, what)
+            await within(self._release(given_back, what), self._budget_left())
         except TimeoutError:
             logger.warning(
                 "worker %s: the backend did not take back %d %s task(s) within %.3g s; they run again "
@@ -1827,8 +1823,7 @@ class Worker:
             if began is not None:
                 began[0] = time.perf_counter()
             try:
-                async with asyncio.timeout(timeout):
-                    value = await future
+                value = await within(future, timeout)
             except TimeoutError:
                 if not thread_call.done():  # the deadline passed, not the task's own error
                     self._retire_pool()
@@ -2236,8 +2231,7 @@ class Worker:
             else:  # nothing held: sleep to the renewal, or until tasks are reserved
                 self._reserved_more.clear()
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(max(0.0, renew_at - time.monotonic())):
-                        await self._reserved_more.wait()
+                    await within(self._reserved_more.wait(), max(0.0, renew_at - time.monotonic()))
                 if time.monotonic() < renew_at:
                     continue
             now = time.monotonic()

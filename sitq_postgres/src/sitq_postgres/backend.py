@@ -32,6 +32,7 @@ import asyncpg  # type: ignore[import-untyped]
 
 from sitq_core import checks, forks, store_endings
 from sitq_core.backend import Backend, Capability
+from sitq_core.bounded import within
 from sitq_core.errors import BackendError, ConfigurationError, ConnectionError, SitqError, ValidationError
 from sitq_core.models import LeaseState, Outcome, ReservedTask, Result, Task, TaskStatus
 from sitq_core.notify import record_mark, safety_pauses, take_mark
@@ -346,8 +347,7 @@ class PostgresBackend(Backend):
         if self._in_flight.get(loop):  # calls already under way finish (enqueues were cut: "pool is closing")
             drained = self._drained.setdefault(loop, asyncio.Event())
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(left()):
-                    await drained.wait()
+                await within(drained.wait(), left())
         with self._lock:
             pools, self._pools = self._pools, {}
             listeners, self._listeners = self._listeners, {}
@@ -356,8 +356,7 @@ class PostgresBackend(Backend):
         for owner, listener in listeners.items():
             if owner is loop:
                 try:
-                    async with asyncio.timeout(left()):
-                        await listener.close()
+                    await within(listener.close(), left())
                 except (TimeoutError, *_DRIVER_ERRORS):  # pragma: no cover - the server went away
                     listener.terminate()
             else:
@@ -365,8 +364,7 @@ class PostgresBackend(Backend):
         for owner, pool in pools.items():
             if owner is loop:
                 try:
-                    async with asyncio.timeout(left()):
-                        await pool.close()
+                    await within(pool.close(), left())
                 except (TimeoutError, *_DRIVER_ERRORS):  # pragma: no cover
                     pool.terminate()
             else:
