@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import pickle
 import re
@@ -21,6 +22,8 @@ from sitq import (
     TaskQueue,
 )
 from sitq_core.config import resolve_serializer
+
+import sitq_test_tasks as tasks
 
 
 def add(a: int, b: int = 0) -> int:
@@ -397,12 +400,42 @@ class _NumberNamed(_Unnamed):
     name = 42  # type: ignore[assignment]
 
 
-@pytest.mark.parametrize("make", [_Unnamed, lambda: _Unnamed(), _NumberNamed])
-def test_a_serializer_without_a_str_name_is_refused_when_the_queue_or_worker_is_made(tmp_path: Path, make: Any) -> None:
+@pytest.mark.parametrize("make", [_NumberNamed, lambda: _NumberNamed()])
+def test_a_serializer_whose_name_is_not_a_str_is_refused_when_the_queue_or_worker_is_made(
+    tmp_path: Path, make: Any
+) -> None:
     from sitq import SQLiteBackend, TaskQueue, ValidationError, Worker
 
     backend = SQLiteBackend(tmp_path / "unnamed.db")
     for build in (lambda: TaskQueue(backend, serializer=make()), lambda: Worker(backend, serializer=make())):
-        with pytest.raises(ValidationError, match="has no name") as info:
+        with pytest.raises(ValidationError, match="not a str") as info:
             build()
         assert info.value.parameter == "serializer"
+
+
+@pytest.mark.asyncio
+async def test_an_unnamed_serializer_is_warned_about_and_still_works_with_a_worker_given_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Refusing it broke queues that already worked, and left their stored tasks unrunnable (review)."""
+    from sitq import SQLiteBackend, TaskQueue, Worker
+
+    path = tmp_path / "unnamed.db"
+    with caplog.at_level(logging.WARNING, logger="sitq.config"):
+        queue = TaskQueue(SQLiteBackend(path), serializer=_Unnamed())
+    assert any("has no name" in record.getMessage() for record in caplog.records)
+    async with queue:
+        ran = await queue.enqueue(tasks.add, 2, 3)
+        worker = Worker(queue.backend, serializer=_Unnamed())
+        await worker.start()
+        result = await queue.get_result(ran, timeout=10)
+        await worker.stop()
+        assert result is not None and result.status == "success" and queue.deserialize_result(result) == 5
+        orphan = await queue.enqueue(tasks.add, 1, 1)
+    async with TaskQueue(SQLiteBackend(path)) as plain:
+        worker = Worker(plain.backend)  # looks serializers up by the name each task stores
+        await worker.start()
+        failed = await plain.get_result(orphan, timeout=10)
+        await worker.stop()
+    assert failed is not None and failed.status == "failed"
+    assert failed.error is not None and "serializer without a name" in failed.error

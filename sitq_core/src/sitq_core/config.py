@@ -182,23 +182,35 @@ def resolve_serializer(spec: SerializerSpec = None) -> Serializer:
 
 
 def _named(serializer: Serializer) -> Serializer:
-    """``serializer`` if it has a name to store with its tasks; else a ValidationError naming ``serializer``.
+    """``serializer``, checked for a name to store with its tasks (a worker finds the serializer by it).
 
-    Each task records the name of the serializer that wrote it, and a worker
-    finds the serializer again by that name: with none (the base class's "")
-    every task would be stored and then fail as "serializer '' ... not available".
+    A name that is not a str is refused (ValidationError naming ``serializer``).
+    An empty one (a subclass that kept the base class's "") still works with a
+    worker given the same serializer, as it always did, so it is only warned
+    about: a worker that looks serializers up by name cannot read those tasks.
     """
     name = getattr(serializer, "name", None)
-    if isinstance(name, str) and name.strip():
-        return serializer
     kind = type(serializer).__name__
-    raise ValidationError(
-        f"serializer {kind} has no name (name = {name!r}): give the class a non-empty str name, "
-        f"such as name = {kind.lower()!r}; it is stored with each task so that a worker finds the "
-        "serializer that wrote it",
-        parameter="serializer",
-        value=serializer,
-    )
+    if not isinstance(name, str):
+        raise ValidationError(
+            f"serializer {kind} has a name that is not a str (name = {name!r}): give the class a non-empty "
+            f"str name, such as name = {kind.lower()!r}; it is stored with each task so that a worker finds "
+            "the serializer that wrote it",
+            parameter="serializer",
+            value=serializer,
+        )
+    if not name.strip() and kind not in _warned_unnamed:
+        _warned_unnamed.add(kind)
+        logger.warning(
+            "serializer %s has no name: its tasks are stored with serializer '' and only a worker given this "
+            "same serializer can run them; give the class a name, such as name = %r",
+            kind,
+            kind.lower(),
+        )
+    return serializer
+
+
+_warned_unnamed: set[str] = set()
 
 
 def named_as_registered(serializer: Serializer, registered: str) -> Serializer:

@@ -1700,6 +1700,13 @@ class Worker:
                 operation="loads_call",
                 data_type=name,
             )
+        if not name.strip():
+            raise SerializationError(
+                "task was written by a serializer without a name (''): run it on a worker given that same "
+                "serializer (Worker(..., serializer=...)), and give the serializer class a name for new tasks",
+                operation="loads_call",
+                data_type=name,
+            )
         try:
             serializer = resolve_serializer(name)
         except SitqError as exc:
