@@ -446,6 +446,16 @@ def test_allow_task_takes_task_functions_and_functions_under_their_own_paths() -
     assert serializer.allowed_tasks == {"sitq_test_tasks:decorated_flaky", "sitq_test_tasks:add"}
 
 
+def test_allow_task_takes_an_old_path_given_beside_the_functions_own() -> None:
+    """Tasks stored under a path the function left (now re-exported there) still drain (review)."""
+    from sitq_core.cli import _worker_serializer
+
+    own = f"{os.path.join.__module__}:join"
+    serializer = _worker_serializer("msgpack", ["os.path:join", own])
+    assert isinstance(serializer, MsgpackSerializer)
+    assert serializer.allowed_tasks == {"os.path:join", own}
+
+
 def test_a_msgpack_worker_without_an_allow_list_warns_that_it_calls_any_importable_function(db: Path) -> None:
     """A row naming os:system or pickle:loads is run by such a worker: the operator is told at start."""
     proc = subprocess.Popen(

@@ -483,11 +483,11 @@ def _worker_serializer(name: str | None, allowed_tasks: list[str] | None) -> str
         ) from exc
     serializer: Serializer = named_as_registered(built, name.strip().lower())
     for path in allowed_tasks:
-        _import_function(path)
+        _import_function(path, allowed_tasks)
     return serializer
 
 
-def _import_function(path: str) -> None:
+def _import_function(path: str, allowed_tasks: list[str]) -> None:
     """Check that ``module:qualname`` (its form checked by the serializer) imports as a function of that path.
 
     Raises a ValidationError for an import that fails, an object that is not a
@@ -525,10 +525,13 @@ def _import_function(path: str) -> None:
             parameter="allow_task",
             value=path,
         )
-    if own_path != path:  # imported into that module from another: tasks name the function's own module
+    if own_path != path and own_path not in allowed_tasks:
+        # imported into that module from another: new tasks name the function's own module, so that entry
+        # alone matches only tasks stored under the old path (allowing both keeps draining those)
         raise ValidationError(
             f"--allow-task {path}: that name refers to {own_path} (defined elsewhere and imported there); "
-            f"tasks calling it are stored under its own path: use --allow-task {own_path}",
+            f"tasks calling it are stored under its own path: use --allow-task {own_path} (give both to "
+            "also run tasks stored under the old path)",
             parameter="allow_task",
             value=path,
         )
