@@ -189,7 +189,7 @@ class DictStoreBackend(Backend):
                     row.task = row.task.with_changes(status=QUEUED, eta=eta, error=outcome.error)
                 elif outcome.kind == "release":
                     attempts = max(row.task.attempts - 1, 0)
-                    row.task = row.task.with_changes(status=QUEUED, eta=self.now(), attempts=attempts)
+                    row.task = row.task.with_changes(status=QUEUED, attempts=attempts)  # eta is due already
                 else:
                     self._finish(db, row, outcome.kind, outcome.error, outcome.traceback, outcome.value, outcome)
                 row.lease_token = row.lease_expires_at = None
