@@ -296,3 +296,26 @@ def record_then_fail_at_gate(path: str) -> None:
     _append(path, "start\n")
     GATE.wait(30)
     raise RuntimeError("failed after the gate")
+
+
+async def parent_awaiting_child(db: str, marks: str, gate: str) -> str:
+    """Enqueue ``child_at_gate`` on the SQLite file ``db`` and await its result inside this task (workers.md:
+    "give the worker spare slots"); appends 'parent <attempt>' to ``marks`` once the child is enqueued."""
+    from sitq import SQLiteBackend, TaskQueue, current_task
+
+    task = current_task()
+    async with TaskQueue(SQLiteBackend(db)) as queue:
+        child = await queue.enqueue(child_at_gate, marks, gate)
+        await asyncio.to_thread(_append, marks, f"parent {task.attempt if task else 0}\n")
+        result = await queue.get_result(child)
+        assert result is not None
+        return f"parent got {queue.deserialize_result(result)}"
+
+
+def child_at_gate(marks: str, gate: str) -> str:
+    """Append 'child' to ``marks``, then wait (at most 60 s) until the file ``gate`` exists."""
+    _append(marks, "child\n")
+    deadline = time.monotonic() + 60
+    while not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return "through"

@@ -249,6 +249,33 @@ async def test_poison_pill_ends_failed_after_lease_expiries(db: Path, workers: W
 
 
 @pytest.mark.asyncio
+async def test_a_parent_awaiting_its_child_finishes_after_its_worker_was_killed(
+    db: Path, workers: Workers, tmp_path: Path
+) -> None:
+    """The parent comes back from its expired lease a suspect, which runs alone: its worker reserved nothing until
+    it ended, so the child it awaits never started, on a worker with spare slots, and the parent waited for good."""
+    marks, gate = tmp_path / "marks.log", tmp_path / "gate"
+    args = ("--concurrency", "8", "--lease-timeout", "1")
+    async with TaskQueue(SQLiteBackend(db)) as queue:
+        parent = await queue.enqueue(tasks.parent_awaiting_child, str(db), str(marks), str(gate))
+        victim = workers.start(*args)
+
+        async def parent_waits_for_running_child() -> bool:
+            text = marks.read_text() if marks.exists() else ""
+            return "parent 1" in text and "child" in text
+
+        await wait_for(parent_waits_for_running_child)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(10)
+        gate.touch()  # children run through from now on
+        workers.start(*args)
+        result = await queue.get_result(parent, timeout=30)
+        assert result is not None, "the parent (a suspect) never got its child's result:\n" + marks.read_text()
+        assert (result.status, queue.deserialize_result(result)) == ("success", "parent got through")
+        assert result.attempts == 2
+
+
+@pytest.mark.asyncio
 async def test_a_stuck_sync_task_does_not_keep_a_stopping_worker_alive(db: Path, workers: Workers) -> None:
     marks = db.parent / "stuck-starts.log"
     async with TaskQueue(SQLiteBackend(db)) as queue:

@@ -70,6 +70,10 @@ _FAILING_LOG_EVERY = 60.0  # seconds between two log lines about a store that ke
 _LEASE_TRUST = 0.9  # of a lease counted on without a renewal (its clock started a little before we got it)
 _CANCEL_GRACE = 2.0  # seconds stop() waits for a cancelled background loop to end
 _SUSPECT_WAIT = 5.0  # seconds a suspect waits for the tasks running beside it before it starts anyway
+# seconds a suspect runs alone: a poison pill kills its worker early in its run (a crash on its input, an
+# allocation the OOM killer stops); one that kills later takes what was reserved beside it along, and each of
+# those comes back a suspect itself, so max_lease_expiries still ends the one present at every crash
+_SUSPECT_ALONE = 2.0
 _ADAPTIVE_PREFETCH_WINDOW = 0.1  # seconds of work reserved ahead when tasks are short
 
 
@@ -353,10 +357,11 @@ class Worker:
         self._single_reports = 0  # report outcomes one per backend call for this many calls (a refused batch)
         self._fairness: asyncio.Task[None] | None = None  # gives back prefetched tasks when runs turn slow
         # A task whose last worker died holding it (_crash_suspect) may be what killed that worker: it
-        # runs alone here, so a poison pill cannot take the tasks beside it down with it again and again.
+        # runs alone here (for its first _SUSPECT_ALONE seconds), so a poison pill cannot take the tasks
+        # beside it down with it again and again.
         self._suspect: _Running | None = None
         self._suspect_since = 0.0  # monotonic time the suspect was reserved
-        self._suspect_timer: asyncio.TimerHandle | None = None
+        self._suspect_timer: asyncio.TimerHandle | None = None  # starts it (_SUSPECT_WAIT), then ends its isolation
         self._one_at_a_time = False  # suspects came in a batch: reserve one task per call until they are through
         self._last_start = time.monotonic()  # when a task last started (any thread)
         self._wake: asyncio.Event | None = None
@@ -1102,6 +1107,34 @@ class Worker:
 
         self._suspect_timer = self._loop.call_later(delay, again)
 
+    def _end_isolation_later(self, suspect: _Running) -> None:
+        """Reserve and start beside ``suspect`` again once it has run alone for ``_SUSPECT_ALONE`` seconds.
+
+        Isolation without end hung for good a suspect that waits for work
+        this worker would have to reserve (a parent awaiting its child's
+        result), and held every other slot for the suspect's whole run.
+        """
+        if self._loop is None:
+            return
+        if self._suspect_timer is not None:  # its start-later, if still pending: it has started
+            self._suspect_timer.cancel()
+
+        def end() -> None:
+            self._suspect_timer = None
+            if self._suspect is not suspect:
+                return
+            logger.info(
+                "worker %s: task %s has run alone for %.0f s; reserving beside it again",
+                self.worker_id,
+                suspect.id,
+                _SUSPECT_ALONE,
+            )
+            self._suspect = None
+            self._poke()
+            self._dispatch()
+
+        self._suspect_timer = self._loop.call_later(_SUSPECT_ALONE, end)
+
     def _adopted(self, item: ReservedTask) -> bool:
         """True when ``item`` is a task this worker is still running: it goes on under the new lease.
 
@@ -1189,7 +1222,7 @@ class Worker:
         this process too, they are not lost with it and do not have a lease
         expiry counted against them. Tasks already running finish first; the
         suspect starts when they have (``_dispatch``), and nothing is reserved
-        until it has ended.
+        until it has ended or run alone for ``_SUSPECT_ALONE`` seconds.
         """
         suspects = [r for r in runnings if _crash_suspect(r.reserved.task)]
         if suspects:  # more may follow (a crashed worker's batch): one per reserve until one comes back clean
@@ -1425,6 +1458,7 @@ class Worker:
                     suspect.future = asyncio.create_task(
                         self._execute(suspect, call), name=f"sitq-task-{suspect.id}", context=self._task_context()
                     )
+                    self._end_isolation_later(suspect)
                 return
             running = self._waiting.popleft()
             if self._lease_ran_out(running):
