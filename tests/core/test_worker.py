@@ -8,6 +8,7 @@ import logging
 import signal
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -1313,7 +1314,8 @@ async def test_a_requeued_run_whose_worker_died_is_not_answered_by_an_outcome_fr
                 "WHERE id = ?",
                 (task_id,),
             )
-        assert await queue.requeue(task_id)  # an operator runs it again
+        # an operator runs it again (due in a minute, so that the worker here cannot take it before the third)
+        assert await queue.requeue(task_id, eta=datetime.now(UTC) + timedelta(minutes=1))
         with sqlite3.connect(queue.backend.path) as other:  # a third worker starts the requeued run and dies
             other.execute(
                 "UPDATE tasks SET status = 'running', attempts = 1, lease_token = 'third', worker_id = 'third', "
