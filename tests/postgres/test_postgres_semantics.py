@@ -833,10 +833,16 @@ async def test_a_poison_pill_ended_in_reserve_reaches_the_failed_hook(pg_dsn: st
 
 
 @pytest.mark.asyncio
-async def test_a_queue_dropped_unclosed_gives_its_server_connections_back(pg_dsn: str, pg_schema: str) -> None:
-    """Each TaskQueue(url) made per request and forgotten held a server connection until its loop ended."""
+@pytest.mark.parametrize("make", ["TaskQueue", "sitq.connect"])
+async def test_a_queue_dropped_unclosed_gives_its_server_connections_back(
+    pg_dsn: str, pg_schema: str, make: str
+) -> None:
+    """Each TaskQueue(url) made per request and forgotten held a server connection until its loop ended
+    (and each sitq.connect(url) did for good)."""
     import gc
     import warnings
+
+    import sitq
 
     name = f"sitq_drop_{new_id()[-8:]}"
     url = f"{pg_dsn}{'&' if '?' in pg_dsn else '?'}application_name={name}&schema={pg_schema}"
@@ -849,7 +855,9 @@ async def test_a_queue_dropped_unclosed_gives_its_server_connections_back(pg_dsn
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ResourceWarning)
             for i in range(12):
-                await TaskQueue(url).enqueue(tasks.add, i)  # connected, then forgotten
+                queue = TaskQueue(url) if make == "TaskQueue" else sitq.connect(url)
+                await queue.enqueue(tasks.add, i)  # connected, then forgotten
+                del queue
                 gc.collect()
         await wait_until(lambda: sessions_below(sessions, 3), timeout=10)
     finally:

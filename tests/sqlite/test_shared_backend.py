@@ -123,7 +123,7 @@ async def test_a_dropped_sync_queue_lets_go_of_a_backend_it_was_given(tmp_path: 
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize("how", ["auto-connect", "connect()", "unpickled"])
+@pytest.mark.parametrize("how", ["auto-connect", "connect()", "unpickled", "sitq.connect"])
 async def test_queues_made_per_request_and_dropped_unclosed_warn_and_do_not_leak(tmp_path: Path, how: str) -> None:
     """Each TaskQueue(url) dropped without close() kept a thread and 4 file descriptors for good, silently.
 
@@ -142,7 +142,12 @@ async def test_queues_made_per_request_and_dropped_unclosed_warn_and_do_not_leak
     url = f"sqlite:///{tmp_path / 'requests.db'}"
 
     async def handle_request(i: int) -> str:
-        queue = pickle.loads(template) if how == "unpickled" else TaskQueue(url)
+        if how == "sitq.connect":  # it made the backend itself and handed the object over: not let go
+            import sitq
+
+            queue = sitq.connect(url)
+        else:
+            queue = pickle.loads(template) if how == "unpickled" else TaskQueue(url)
         if how == "connect()":
             await queue.connect()
         return await queue.enqueue(len, "x" * i)  # and the queue is forgotten

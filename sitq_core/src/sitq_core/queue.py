@@ -465,14 +465,27 @@ class TaskQueue(_Producer):
         # a backend this queue made (from a URL or config) is let go if the queue is dropped unclosed
         self._open_state = _OpenState()
         self._waiters = ResultWaiters()  # get_result calls that close() ends
-        if not isinstance(backend, Backend):
-            finalizer = weakref.finalize(self, _dropped_unclosed, self._backend, self._open_state)
-            finalizer.atexit = False  # a queue that lives as long as the program is not a leak
-        else:  # a backend given to it: never closed here, but a hold the queue took must not outlive it
-            weakref.finalize(self, _dropped_holder, self._backend, self._open_state).atexit = False
+        self._watch_drop(made_backend=not isinstance(backend, Backend))
+
+    def _watch_drop(self, *, made_backend: bool) -> None:
+        """What happens when this queue is garbage-collected unclosed (set again by ``connect()``).
+
+        A backend it made (from a URL or config) is let go with a warning; a
+        backend given to it is never closed here, but a hold the queue took
+        must not outlive it.
+        """
+        previous = self.__dict__.get("_drop_watch")
+        if previous is not None:
+            previous.detach()
+        watch = weakref.finalize(
+            self, _dropped_unclosed if made_backend else _dropped_holder, self._backend, self._open_state
+        )
+        watch.atexit = False  # a queue that lives as long as the program is not a leak
+        self._drop_watch = watch
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
+        state.pop("_drop_watch", None)  # each copy gets its own (a finalizer cannot be pickled either)
         state["_holds_backend"] = False  # a copy (or an unpickled queue) holds nothing until it connects
         state["_open_state"] = _OpenState()
         state["_waiters"] = ResultWaiters()  # closing a copy must not end this queue's waits
@@ -482,8 +495,7 @@ class TaskQueue(_Producer):
         """A shallow copy shares this queue's backend object, so it never lets that backend go."""
         clone = TaskQueue.__new__(TaskQueue)
         clone.__dict__.update(self.__getstate__())
-        # a hold the copy takes (connect()) must not outlive it, like any queue given its backend
-        weakref.finalize(clone, _dropped_holder, clone._backend, clone._open_state).atexit = False
+        clone._watch_drop(made_backend=False)  # a hold the copy takes must not outlive it
         return clone
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -497,8 +509,7 @@ class TaskQueue(_Producer):
         self.__dict__.update(state)
         self._open_state.quiet = True
         if backend_not_ready(self._backend):  # not a backend this process already uses (one shared by reference)
-            finalizer = weakref.finalize(self, _dropped_unclosed, self._backend, self._open_state)
-            finalizer.atexit = False
+            self._watch_drop(made_backend=True)
 
     def _owner(self) -> TaskQueue:
         return self
@@ -804,4 +815,7 @@ def connect(spec: BackendSpec | None = None, *, serializer: SerializerSpec = Non
     """
     _target, _options, config_serializer = split_config(spec)
     backend = resolve_backend(spec, **options)
-    return TaskQueue(backend, serializer=serializer if serializer is not None else config_serializer)
+    queue = TaskQueue(backend, serializer=serializer if serializer is not None else config_serializer)
+    if not isinstance(spec, Backend):  # made here, as TaskQueue(URL) makes it: let go if dropped unclosed
+        queue._watch_drop(made_backend=True)
+    return queue
