@@ -113,6 +113,42 @@ async def test_kill_9_loses_nothing(db: Path, workers: Workers, tmp_path: Path) 
 
 
 @pytest.mark.asyncio
+async def test_a_kill_does_not_run_again_tasks_that_returned_before_a_slow_task_of_their_batch(
+    db: Path, workers: Workers, tmp_path: Path
+) -> None:
+    """Sync tasks run in thread batches; one that returned is stored then, not when its batch ends.
+
+    Held back behind a slow task of its batch, it stayed ``running`` and ran
+    a second time after a SIGKILL, though it had finished long before.
+    """
+    log = tmp_path / "batch.log"
+    slow = 99
+    async with TaskQueue(SQLiteBackend(db)) as queue:
+        ids = await queue.enqueue_many(
+            [(tasks.record, (str(log), n)) for n in range(5)] + [(tasks.record, (str(log), slow, 60))]
+        )
+        # one slot and a prefetch: one reserve takes all six, and they run as one thread batch, the slow one last
+        victim = workers.start("--concurrency", "1", "--prefetch", "10", "--lease-timeout", "1")
+        for task_id in ids[:-1]:
+            result = await queue.get_result(task_id, timeout=15)
+            assert result is not None and result.status == "success", "a finished task stayed running"
+
+        async def slow_started(times: int) -> bool:
+            return sum(1 for kind, n, _pid in lines(log) if kind == "start" and n == slow) >= times
+
+        await wait_for(lambda: slow_started(1))
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(10)
+        workers.start("--concurrency", "1", "--lease-timeout", "1")
+        await wait_for(lambda: slow_started(2))  # its lease expired: the fresh worker runs it again
+        for task_id in ids[:-1]:
+            result = await queue.get_result(task_id, timeout=0)
+            assert result is not None and result.status == "success" and result.attempts == 1
+    starts = Counter(n for kind, n, _pid in lines(log) if kind == "start")
+    assert starts == {0: 1, 1: 1, 2: 1, 3: 1, 4: 1, slow: 2}, "only the task running at the kill may run again"
+
+
+@pytest.mark.asyncio
 @pytest.mark.slow
 async def test_four_processes_run_each_task_exactly_once(db: Path, workers: Workers, tmp_path: Path) -> None:
     log = tmp_path / "once.log"

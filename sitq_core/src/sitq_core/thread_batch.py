@@ -3,7 +3,10 @@
 One thread hop for a run of short sync tasks is much cheaper than one hop
 each. A batch is still a queue of separate tasks: a call that has not
 started can be withdrawn (a cancel request) and a stopping worker can halt
-the batch, so no task starts after its lease has been given back.
+the batch, so no task starts after its lease has been given back. A call
+that has returned is not held back by a slow one after it: once the batch
+runs longer than a moment, the loop watches it (:meth:`watch`) and is told
+of each return (a short batch wakes the loop only once, when it ends).
 """
 
 from __future__ import annotations
@@ -52,7 +55,18 @@ def call_guarded(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[s
 class ThreadBatch:
     """Calls run in order by :meth:`run` (in a pool thread); :meth:`withdraw` and :meth:`halt` come from the loop."""
 
-    __slots__ = ("_calls", "_halted", "_lock", "_may_start", "_on_start", "_ran", "_started", "_withdrawn")
+    __slots__ = (
+        "_calls",
+        "_halted",
+        "_lock",
+        "_may_start",
+        "_notify",
+        "_on_start",
+        "_ran",
+        "_started",
+        "_told",
+        "_withdrawn",
+    )
 
     def __init__(
         self,
@@ -68,6 +82,8 @@ class ThreadBatch:
         self._halted = False
         self._withdrawn: set[int] = set()
         self._ran: list[CallResult | None] = []  # one entry per call that started (None: withdrawn)
+        self._notify: Callable[[], None] | None = None  # set by watch(): called as calls return
+        self._told = False  # notify was called and the loop has not collected (returned_since) since
 
     def __len__(self) -> int:
         return len(self._calls)
@@ -85,9 +101,13 @@ class ThreadBatch:
                     break
                 self._started = index + 1
                 skip = index in self._withdrawn or (self._may_start is not None and not self._may_start(index))
+                notify = None
                 if skip:
                     ran.append(None)
+                    notify = self._to_notify()
             if skip:
+                if notify is not None:
+                    notify()
                 continue
             began = time.perf_counter()
             if self._on_start is not None:
@@ -99,8 +119,34 @@ class ThreadBatch:
             entry = (began, time.perf_counter() - began, value, error)
             with self._lock:
                 ran.append(entry)
+                notify = self._to_notify()
+            if notify is not None:
+                notify()
         with self._lock:
             return list(ran)
+
+    def _to_notify(self) -> Callable[[], None] | None:
+        """(Under the lock, as a call has just returned) the callback to call, once until the loop collects."""
+        if self._notify is None or self._told:
+            return None
+        self._told = True
+        return self._notify
+
+    def watch(self, notify: Callable[[], None]) -> None:
+        """From now on, call ``notify`` (in the pool thread) when a call returns or is skipped.
+
+        It is called once until the loop collects with :meth:`returned_since`:
+        a run of quick returns costs the loop one wake-up, not one each.
+        """
+        with self._lock:
+            self._notify = notify
+            self._told = False
+
+    def returned_since(self, index: int) -> list[CallResult | None]:
+        """The entries of the calls from ``index`` on that have returned (or were skipped) so far, in order."""
+        with self._lock:
+            self._told = False
+            return self._ran[index:]
 
     def withdraw(self, index: int) -> bool:
         """Keep call ``index`` from starting; False when it has already started."""

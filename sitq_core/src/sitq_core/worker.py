@@ -75,6 +75,9 @@ _SUSPECT_WAIT = 5.0  # seconds a suspect waits for the tasks running beside it b
 # those comes back a suspect itself, so max_lease_expiries still ends the one present at every crash
 _SUSPECT_ALONE = 2.0
 _ADAPTIVE_PREFETCH_WINDOW = 0.1  # seconds of work reserved ahead when tasks are short
+# seconds a batch of sync tasks runs before the loop is told of each member's return (reported then, not
+# when the whole batch ends); a batch of quick tasks is over by then and wakes the loop once
+_BATCH_WATCH_AFTER = 0.01
 
 
 def _missing_here(exc: BaseException) -> bool:
@@ -1912,16 +1915,63 @@ class Worker:
         )
 
     async def _execute_sync_batch(self, members: list[_Running], batch: ThreadBatch) -> None:
-        """Run several sync tasks one after another in one pool thread, then report each.
+        """Run several sync tasks one after another in one pool thread, reporting each as it returns.
 
-        Members that never started were withdrawn by a cancel request (and
-        reported then) or given back by ``stop()``; members ``_abandon``
-        already reported are settled: nothing more is reported for them here.
+        A batch that ends within ``_BATCH_WATCH_AFTER`` reports its members as
+        it ends (one loop wake-up for the whole run); one that runs longer is
+        watched from then on, and each member is reported as it returns: a
+        finished task must not stay ``running`` (and run again after a crash)
+        behind a slow or hung task later in its batch. Members that never
+        started were withdrawn by a cancel request (and reported then) or given
+        back by ``stop()``; members ``_abandon`` already reported are settled:
+        nothing more is reported for them here.
         """
         loop = asyncio.get_running_loop()
+        context = contextvars.copy_context()  # the batch's own, for the reports made between its steps
+        collected = 0  # members[:collected] have been looked at
+        awaitables: list[tuple[_Running, CallResult]] = []  # returned an awaitable: finished on the loop at the end
+        over = False
+
+        def collect(entries: list[CallResult | None]) -> None:
+            nonlocal collected
+            requeued = False
+            for entry in entries:
+                running = members[collected]
+                collected += 1
+                if entry is None and not running.settled:  # skipped in the thread: its lease had run out ...
+                    if time.monotonic() < running.lease_until:  # ... but a renewal got through since: run it
+                        running.batch = None
+                        self._waiting.appendleft(running)
+                        requeued = True
+                    else:
+                        self._let_expired_go(running)
+                    continue
+                if entry is None or running.settled:
+                    continue
+                if not self._settle_batch_member(running, entry):
+                    awaitables.append((running, entry))
+            if requeued and not over:  # the batch still runs: a free slot (if any) may start them now
+                self._dispatch()
+
+        def report_returned() -> None:  # on the loop
+            if not over:
+                collect(batch.returned_since(collected))
+
+        def returned() -> None:  # in the pool thread
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nothing is reported any more
+                loop.call_soon_threadsafe(report_returned, context=context)
+
+        def watch() -> None:
+            if not over:
+                batch.watch(returned)
+                report_returned()
+
+        timer = loop.call_later(_BATCH_WATCH_AFTER, watch)
         try:
             ran: list[CallResult | None] = await loop.run_in_executor(self._pool, batch.run)
         except asyncio.CancelledError:
+            over = True
+            timer.cancel()
             # cancelled by _abandon, which reported or released every member, or by the end of the event
             # loop: then they are given back, and the slot freed here must not start a waiting task
             ending = self._loop_ending() and not all(member.settled for member in members)
@@ -1931,18 +1981,12 @@ class Worker:
             if ending:
                 await self._after_tear_down()
             raise
+        timer.cancel()
         try:
-            for running, entry in zip(members, ran, strict=False):
-                if entry is None and not running.settled:  # skipped in the thread: its lease had run out ...
-                    if time.monotonic() < running.lease_until:  # ... but a renewal got through since: run it
-                        running.batch = None
-                        self._waiting.appendleft(running)
-                    else:
-                        self._let_expired_go(running)
-                    continue
-                if entry is None or running.settled:
-                    continue
-                if self._settle_batch_member(running, entry):
+            over = True  # the rest is collected here: the slot is freed (and the requeued started) below
+            collect(ran[collected:])
+            for running, entry in awaitables:
+                if running.settled:
                     continue
                 value = entry[2]  # an awaitable returned by a sync function: finish it on the loop
                 set_current(functools.partial(_current_task_of, running.reserved, self.worker_id))  # as its own
@@ -1961,6 +2005,7 @@ class Worker:
                 else:
                     self._settle(running, *self._success(running, value, entry[1]))
         finally:
+            over = True
             self._release_slot()
 
     def _settle_batch_member(self, running: _Running, entry: CallResult) -> bool:
