@@ -333,3 +333,68 @@ def test_connects_cut_short_by_a_cancelled_caller_leave_no_unretrieved_errors(pg
     finally:
         logging.getLogger("asyncio").removeHandler(handler)
     assert unretrieved == [], unretrieved[0]
+
+
+_FOLLOW_UPS_SCRIPT = """
+import asyncio, gc, sys
+import asyncpg
+from sitq import TaskQueue, Worker
+
+gc.disable()  # the copies then live as long as they would between two rare cyclic collections
+DSN, SCHEMA, PARENTS = sys.argv[1], sys.argv[2], int(sys.argv[3])
+queue = TaskQueue(f"{DSN}?schema={SCHEMA}&max_connections=4&application_name=c{SCHEMA}")
+
+
+@queue.task()
+async def child(i: int) -> int:
+    return i * 2
+
+
+@queue.task()
+async def parent(i: int) -> str:
+    return await child.enqueue(i)  # through this process's copy of the module-level queue
+
+
+async def main() -> None:
+    worker = Worker(f"{DSN}?schema={SCHEMA}&application_name=sitq_worker", max_concurrency=8)
+    await worker.start()
+    try:
+        async with queue:
+            ids = await queue.enqueue_many([(parent, (i,)) for i in range(PARENTS)])
+            children = [queue.deserialize_result(await queue.get_result(t, timeout=60)) for t in ids]
+            assert all(await asyncio.gather(*(queue.get_result(c, timeout=60) for c in children)))
+    finally:
+        await worker.stop()
+    conn = await asyncpg.connect(DSN)
+    try:  # the producer closed its queue: what is left are the worker's copies of it
+        query = "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1"
+        while_held = await conn.fetchval(query, f"c{SCHEMA}")
+        gc.collect()  # the last copy to go lets the shared backend go
+        deadline = asyncio.get_running_loop().time() + 20
+        while await conn.fetchval(query, f"c{SCHEMA}") and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        print(while_held, await conn.fetchval(query, f"c{SCHEMA}"))
+    finally:
+        await conn.close()
+
+
+asyncio.run(main())
+"""
+
+
+def test_follow_ups_from_main_tasks_share_one_pool_in_the_worker(pg_dsn: str, pg_schema: str, tmp_path: Path) -> None:
+    """Each run of a ``__main__`` task unpickles its own copy of the module-level queue it enqueues through.
+
+    Every copy opened its own pool and kept its server connection until a cyclic collection freed it:
+    40 parents left an idle worker with 30 connections, and a role limited to 20 saw tasks fail with
+    TooManyConnectionsError. The copies of one process now share one backend (one pool per event loop).
+    """
+    script = tmp_path / "follow_ups.py"
+    script.write_text(_FOLLOW_UPS_SCRIPT)
+    done = subprocess.run(
+        [sys.executable, str(script), pg_dsn, pg_schema, "30"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    while_held, after_collection = map(int, done.stdout.split()[-2:])
+    assert 1 <= while_held <= 4, f"{while_held} connections of the copies are open (one pool holds at most 4)"
+    assert after_collection == 0, "the shared backend stayed open after its last copy was collected"

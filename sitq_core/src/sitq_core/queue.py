@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
+import pickle
 import threading
 import warnings
 import weakref
@@ -94,12 +96,61 @@ _connected: weakref.WeakSet[Any] = weakref.WeakSet()  # backends a queue has con
 class _OpenState:
     """Whether a queue connected its backend and has not closed it, and holds it (read by its finalizer)."""
 
-    __slots__ = ("held", "open", "quiet")
+    __slots__ = ("held", "open", "quiet", "travelled")
 
     def __init__(self) -> None:
         self.open = False
         self.quiet = False  # an unpickled queue: let go without a warning (no caller made it to close it)
         self.held = False  # counted in holders (connect() or async with): the finalizer lets go for it
+        # an unpickled queue's key in _travelled: it shares that backend with the other copies of this
+        # process, and the last of them to go lets it go (whichever copy happened to connect it)
+        self.travelled: bytes | None = None
+
+
+# Backends of unpickled queues, by their configuration: the copies of one module-level queue that
+# travel with each task shipped by value (a ``__main__`` task enqueueing a follow-up) share one backend
+# in a process, instead of each opening its own pool and keeping it until a cyclic collection.
+_travelled: weakref.WeakValueDictionary[bytes, Backend] = weakref.WeakValueDictionary()
+_travelled_lock = threading.RLock()  # re-entrant: a copy's finalizer may run in a collection inside it
+
+
+def _reset_travelled_lock() -> None:
+    global _travelled_lock
+    _travelled_lock = threading.RLock()  # a forked child: another thread of the parent may have held it
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_travelled_lock)
+
+
+def _travel_key(backend: Backend) -> bytes | None:
+    """The configuration an unpickled backend travelled as, or None when it is not one to share.
+
+    Only a backend whose class says how it travels (``__reduce__``, as the
+    SQLite and PostgreSQL backends do: its configuration) is shared; one
+    pickled with its whole state might carry data of its own.
+    """
+    if type(backend).__reduce__ is object.__reduce__:
+        return None
+    try:
+        return pickle.dumps(backend.__reduce__())
+    except Exception:
+        return None
+
+
+def _shared_travelled(backend: Backend, state: _OpenState) -> Backend:
+    """The backend this process's copies with ``backend``'s configuration share, held once more for a new copy."""
+    key = _travel_key(backend)
+    if key is None:
+        return backend
+    with _travelled_lock:
+        shared = _travelled.get(key)
+        if shared is None:
+            _travelled[key] = shared = backend
+        state.held = holders.hold(shared)
+        if state.held:
+            state.travelled = key
+    return shared
 
 
 def _dropped_unclosed(backend: Backend, state: _OpenState) -> None:
@@ -111,7 +162,12 @@ def _dropped_unclosed(backend: Backend, state: _OpenState) -> None:
     thread and holding any lock: the backend lets go on a thread of its own.
     """
     held, state.held = state.held, False
-    others = holders.let_go(backend, held)  # a queue that called connect() counted itself: not any more
+    with _travelled_lock:
+        others = holders.let_go(backend, held)  # a queue that called connect() counted itself: not any more
+        if state.travelled is not None and not others:
+            if _travelled.get(state.travelled) is backend:
+                del _travelled[state.travelled]  # a copy unpickled from now on gets a backend of its own
+            state.open = state.open or backend in _connected  # connected by whichever copy went first
     if not state.open or others:
         return  # never connected, closed properly, or still held by another queue or a worker
     state.open = False
@@ -505,10 +561,14 @@ class TaskQueue(_Producer):
         a task function shipped by value (cloudpickle, from ``__main__``) brings
         the module-level queue it uses along, and each run's copy connected on
         first use and kept its thread and files (or a server connection) for good.
+        The copies in one process share one backend object per configuration
+        (see ``_travelled``): one pool for all the runs' follow-ups, not one each.
         """
         self.__dict__.update(state)
         self._open_state.quiet = True
         if backend_not_ready(self._backend):  # not a backend this process already uses (one shared by reference)
+            self._backend = _shared_travelled(self._backend, self._open_state)
+            self._holds_backend = self._open_state.held
             self._watch_drop(made_backend=True)
 
     def _owner(self) -> TaskQueue:
