@@ -896,3 +896,22 @@ async def test_close_lets_calls_already_under_way_finish(pg_dsn: str, pg_schema:
     assert all(isinstance(outcome, str) for outcome in outcomes), outcomes
     async with TaskQueue(PostgresBackend(pg_dsn, schema=pg_schema)) as again:
         assert (await again.counts())["queued"] == 20
+
+
+@pytest.mark.asyncio
+async def test_gathered_waiters_share_their_safety_re_reads(pg_dsn: str, pg_schema: str) -> None:
+    """Gathered waiters on an unfinished task re-read together, not each on its own jittered schedule.
+
+    Each waiter drew its own +-10% jitter for its 1 s / 2 s / 4 s / 5 s safety-net re-reads, so they
+    drifted out of the shared read of a loop turn: 1,000 gathered waiters made ~1,700 reads in 12 s.
+    """
+    backend = CountedReads(pg_dsn, schema=pg_schema)
+    async with TaskQueue(backend) as queue:
+        task_id = await queue.enqueue(tasks.add, 1, 2)  # no worker: it stays queued
+        await queue.get_result(task_id, timeout=0)  # the listener is up
+        backend.reads = 0
+        results = await asyncio.gather(*(queue.get_result(task_id, timeout=2.5) for _ in range(100)))
+        assert results == [None] * 100
+        # a first read, the re-read after about a second, the last one at the deadline (each maybe split
+        # in two by a read already under way as the rest of the waiters join)
+        assert backend.reads <= 8, f"{backend.reads} result reads for 100 gathered waiters in 2.5 s"

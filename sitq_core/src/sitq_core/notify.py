@@ -22,9 +22,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import math
+import os
 import random
 import threading
-from collections.abc import Hashable, Iterable, Iterator
+import time
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from types import TracebackType
 
 from .bounded import within
@@ -161,16 +164,38 @@ def take_mark(owner: object) -> int | None:
     return None if marks is None else marks.pop(id(owner), None)
 
 
-def safety_pauses(first: float, maximum: float) -> Iterator[float]:
+def safety_pauses(first: float, maximum: float, clock: Callable[[], float] = time.monotonic) -> Iterator[float]:
     """Pauses between a waiter's own re-checks: ``first``, doubling up to ``maximum``, each +-10% jitter.
 
     The re-check is only a safety net for a lost wake-up; backing off with
-    jitter keeps thousands of long waits from all querying in step.
+    jitter keeps thousands of long waits from all querying in step. The
+    jitter belongs to the process, not to the waiter: each pause ends on the
+    next point of a grid (a fifth of the pause apart, at a phase this process
+    drew at random) at least 90% of the pause away, as read on ``clock`` (the
+    waiting loop's ``time``). Waiters of one process that started together
+    so re-check in the same loop turn, and a backend serves them with one
+    read; other processes re-check at other moments.
     """
     pause = first
     while True:
-        yield pause * random.uniform(0.9, 1.1)
+        step = pause / 5
+        now = clock()
+        offset = _grid_phase * step
+        point = math.ceil((now + 0.9 * pause - offset) / step) * step + offset
+        yield max(point - now, 0.0)
         pause = min(pause * 2, maximum)
+
+
+_grid_phase = random.random()  # where this process's re-check grid starts, as a fraction of its step
+
+
+def _new_grid_phase() -> None:
+    global _grid_phase
+    _grid_phase = random.random()  # a forked child re-checks at moments of its own, not its parent's
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_grid_phase)
 
 
 def _wake(woken: list[_Entry]) -> None:

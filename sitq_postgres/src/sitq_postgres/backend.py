@@ -1020,7 +1020,7 @@ class PostgresBackend(Backend):
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         key = ("sitq", "result", task_id)
-        pauses = safety_pauses(_RESULT_RECHECK_FIRST, _RESULT_RECHECK_MAX)
+        pauses = safety_pauses(_RESULT_RECHECK_FIRST, _RESULT_RECHECK_MAX, loop.time)  # waiters re-read together
         reads = self._result_reads()
         backoff = _WAIT_RETRY_FIRST
         while True:

@@ -1427,7 +1427,7 @@ class SQLiteBackend(Backend):
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + max(0.0, timeout)
         key = _result_key(task_id)
-        pauses = safety_pauses(_RECHECK_FIRST, _RECHECK_MAX)
+        pauses = safety_pauses(_RECHECK_FIRST, _RECHECK_MAX, loop.time)
         locked_before = False
         while True:
             entry = self._wakeups.register(key)
