@@ -912,6 +912,7 @@ async def test_gathered_waiters_share_their_safety_re_reads(pg_dsn: str, pg_sche
         backend.reads = 0
         results = await asyncio.gather(*(queue.get_result(task_id, timeout=2.5) for _ in range(100)))
         assert results == [None] * 100
-        # a first read, the re-read after about a second, the last one at the deadline (each maybe split
-        # in two by a read already under way as the rest of the waiters join)
-        assert backend.reads <= 8, f"{backend.reads} result reads for 100 gathered waiters in 2.5 s"
+        # a first read, the re-read after about a second, the last ones at the deadlines (each waiter's
+        # own, spread over the few ms the waiters took to start: a few turns); each maybe split in two by
+        # a read already under way as the rest of the waiters join. 75 when each re-read on its own.
+        assert backend.reads <= 20, f"{backend.reads} result reads for 100 gathered waiters in 2.5 s"
