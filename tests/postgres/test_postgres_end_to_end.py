@@ -398,3 +398,38 @@ def test_follow_ups_from_main_tasks_share_one_pool_in_the_worker(pg_dsn: str, pg
     while_held, after_collection = map(int, done.stdout.split()[-2:])
     assert 1 <= while_held <= 4, f"{while_held} connections of the copies are open (one pool holds at most 4)"
     assert after_collection == 0, "the shared backend stayed open after its last copy was collected"
+
+
+@pytest.mark.asyncio
+async def test_sigterm_while_a_table_lock_blocks_the_start_exits_at_once(
+    pg_dsn: str, pg_schema: str, workers: Workers
+) -> None:
+    """Another session locks sitq's tasks table (VACUUM FULL, ALTER TABLE) while a worker starts up.
+
+    A SIGTERM then logged "stopped before it started" and the process never exited, even after the lock
+    went: the abandoned schema check's connection was given back to the pool, and that give-back waited
+    for the server to confirm the cancel of the statement blocked on the lock.
+    """
+    async with TaskQueue(PostgresBackend(pg_dsn, schema=pg_schema)) as queue:
+        await queue.counts()  # creates the schema and its tables
+    locker = await asyncpg.connect(pg_dsn)
+    try:
+        async with locker.transaction():
+            await locker.execute(f"LOCK TABLE {pg_schema}.tasks IN ACCESS EXCLUSIVE MODE")
+            proc = workers.start()
+
+            async def worker_waits_on_the_lock() -> bool:
+                waiting = await locker.fetchval(
+                    "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = $1::regclass",
+                    f"{pg_schema}.tasks",
+                )
+                return bool(waiting) or proc.poll() is not None
+
+            await wait_until(worker_waits_on_the_lock, timeout=60, interval=0.05)
+            assert proc.poll() is None, workers.log(0)
+            proc.send_signal(signal.SIGTERM)
+            # the lock is still held: the worker must not wait for it (closing waits at most 5 s more)
+            code = await asyncio.to_thread(proc.wait, 20)
+        assert code == 0, workers.log(0)
+    finally:
+        await locker.close()

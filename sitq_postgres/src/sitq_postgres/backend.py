@@ -417,12 +417,16 @@ class PostgresBackend(Backend):
             raise self._cannot_connect(exc) from exc
         assert pool is not None
         try:
-            async with pool.acquire() as conn:
-                if not self._schema_ready:
-                    await self._create_schema(conn)
-                    self._schema_ready = True
-                await self._read_server_clock(conn)
+            conn = await pool.acquire()
+            if not self._schema_ready:
+                await self._create_schema(conn)
+                self._schema_ready = True
+            await self._read_server_clock(conn)
+            await pool.release(conn, timeout=_RELEASE_TIMEOUT)
         except BaseException:
+            # dropped, not given back: giving back a connection whose statement was cancelled (a worker
+            # stopped while the schema check waits on another session's table lock) waits for the server
+            # to confirm the cancel, which kept the process from exiting
             pool.terminate()
             raise
         with self._lock:
