@@ -433,3 +433,46 @@ async def test_sigterm_while_a_table_lock_blocks_the_start_exits_at_once(
         assert code == 0, workers.log(0)
     finally:
         await locker.close()
+
+
+def test_cli_stats_works_through_a_read_only_role(pg_dsn: str, pg_schema: str) -> None:
+    """``sitq stats`` connects inside ``reading_only()``: it must create nothing, so a role that may only
+    read (USAGE and SELECT, or sessions that are read-only as on a hot standby) gets the counts too."""
+    from urllib.parse import urlsplit
+
+    suffix = uuid.uuid4().hex[:12]
+    reader, replica = f"sitq_ro_{suffix}", f"sitq_replica_{suffix}"
+
+    async def set_up() -> None:
+        async with TaskQueue(PostgresBackend(pg_dsn, schema=pg_schema)) as queue:
+            await queue.enqueue(print, 1)
+        conn = await asyncpg.connect(pg_dsn)
+        try:
+            await conn.execute(
+                f"CREATE ROLE {reader} LOGIN; GRANT USAGE ON SCHEMA {pg_schema} TO {reader}; "
+                f"GRANT SELECT ON ALL TABLES IN SCHEMA {pg_schema} TO {reader}; "
+                f"CREATE ROLE {replica} LOGIN SUPERUSER; "
+                f"ALTER ROLE {replica} SET default_transaction_read_only = on"
+            )
+        finally:
+            await conn.close()
+
+    async def tear_down() -> None:
+        conn = await asyncpg.connect(pg_dsn)
+        try:
+            await conn.execute(f"DROP OWNED BY {reader}; DROP ROLE IF EXISTS {reader}; DROP ROLE IF EXISTS {replica}")
+        finally:
+            await conn.close()
+
+    parts = urlsplit(pg_dsn)
+    asyncio.run(set_up())
+    try:
+        for role in (reader, replica):
+            netloc = f"{role}@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+            role_url = parts._replace(netloc=netloc).geturl() + f"?schema={pg_schema}"
+            command = [sys.executable, "-m", "sitq", "stats", "--json", "-b", role_url]
+            done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+            assert done.returncode == 0, f"as {role}: {done.stderr}"
+            assert json.loads(done.stdout)["queued"] == 1
+    finally:
+        asyncio.run(tear_down())

@@ -31,7 +31,7 @@ from urllib.parse import parse_qs, urlsplit
 import asyncpg  # type: ignore[import-untyped]
 
 from sitq_core import checks, forks, store_endings
-from sitq_core.backend import Backend, Capability
+from sitq_core.backend import Backend, Capability, connecting_to_read_only
 from sitq_core.bounded import within
 from sitq_core.errors import BackendError, ConfigurationError, ConnectionError, SitqError, ValidationError
 from sitq_core.models import LeaseState, Outcome, ReservedTask, Result, Task, TaskStatus
@@ -416,9 +416,12 @@ class PostgresBackend(Backend):
         except (TimeoutError, *_DRIVER_ERRORS) as exc:
             raise self._cannot_connect(exc) from exc
         assert pool is not None
+        reading = connecting_to_read_only() and not self._schema_ready
         try:
             conn = await pool.acquire()
-            if not self._schema_ready:
+            if reading:  # sitq stats: a read-only role or a hot standby can read, so create nothing
+                await self._check_schema(conn)
+            elif not self._schema_ready:
                 await self._create_schema(conn)
                 self._schema_ready = True
             await self._read_server_clock(conn)
@@ -517,6 +520,36 @@ class PostgresBackend(Backend):
                 connection_details=self._where(),
                 cause=exc,
             ) from exc
+
+    async def _check_schema(self, conn: Connection) -> None:
+        """Check, creating and changing nothing, that the schema holds sitq's tables (a read-only connect)."""
+        try:
+            foreign = await self._foreign_tables(conn)
+            rows = await conn.fetch(self._sql.table_columns, self.schema, list(SITQ_TABLES))
+            missing = sorted(set(SITQ_TABLES) - {row[0] for row in rows})
+            found = None if missing or foreign else await conn.fetchval(self._sql.version)
+        except _DRIVER_ERRORS as exc:
+            raise ConnectionError(
+                f"cannot read sitq's tables in schema {self.schema!r}: {exc}",
+                backend_type="postgres",
+                connection_details=self._where(),
+                cause=exc,
+            ) from exc
+        if foreign or missing:
+            raise ConnectionError(
+                f"PostgreSQL schema {self.schema!r} does not hold sitq's tables "
+                f"({', '.join(foreign or missing)} {'not made by sitq' if foreign else 'missing or not readable'}); "
+                "a read-only connect creates nothing",
+                backend_type="postgres",
+                connection_details=self._where(),
+            )
+        if found is not None and int(found) > SCHEMA_VERSION:
+            raise ConnectionError(
+                f"PostgreSQL schema {self.schema!r} has sitq schema version {found}, newer than this "
+                f"sitq-postgres understands ({SCHEMA_VERSION}); upgrade sitq-postgres",
+                backend_type="postgres",
+                connection_details=self._where(),
+            )
 
     async def _foreign_tables(self, conn: Connection) -> list[str]:
         """Tables of sitq's names in the schema that sitq did not make (an application's own), else [].
