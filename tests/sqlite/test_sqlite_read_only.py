@@ -157,3 +157,31 @@ def test_a_write_failing_on_a_file_made_read_only_later_says_why(tmp_path: Path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("refused:"), done.stdout
     assert "readonly" in done.stdout and "read-only" in done.stdout, done.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("restore_modes")
+def test_stats_on_a_file_it_cannot_write_leaves_no_wal_or_shm(tmp_path: Path) -> None:
+    """docs/how-to/sqlite-backend.md: read-only tools create nothing. A monitoring user's `sitq stats` on an
+    idle database it cannot write must not leave -wal/-shm files of its own (the owner could then be refused,
+    and could not remove them in a sticky folder like /tmp)."""
+    prefix = _unprivileged()
+    path = _made_read_only(tmp_path, "file", prefix)  # the folder stays writable: SQLite could create them
+    folder = path.parent
+    assert not (folder / "q.db-wal").exists() and not (folder / "q.db-shm").exists()
+    for _ in range(2):
+        stats = run_sitq("stats", "--json", "-b", f"sqlite:///{path}", prefix=prefix)
+        assert stats.returncode == 0, stats.stderr
+        assert '"queued": 5' in stats.stdout
+        assert sorted(p.name for p in folder.iterdir()) == ["q.db"]
+    path.chmod(0o644)  # the owner writes on, and its own reader sees the new task
+    run = subprocess.run(
+        [*prefix, sys.executable, "-c", _ENQUEUE_FIVE, str(path)],
+        env=dict(os.environ, PYTHONPATH=str(TESTS)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    stats = run_sitq("stats", "--json", "-b", f"sqlite:///{path}", prefix=prefix)
+    assert '"queued": 10' in stats.stdout, stats.stderr

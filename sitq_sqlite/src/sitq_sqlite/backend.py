@@ -248,6 +248,9 @@ class SQLiteBackend(Backend):
         self._inline_last = 0.0  # monotonic end of the last inline call (see _streak_long)
         self._set_up = False  # the file's journal mode and schema are in place (_setup ran once)
         self._only_reading = False  # connected inside reading_only() (sitq stats): no checkpoint at close
+        # a reader that cannot write the file reads an idle WAL database as an immutable snapshot, which
+        # creates no -wal/-shm files of its own (see _idle_snapshot): the file's state when that was decided
+        self._snapshot: tuple[int, ...] | None = None
         self._opened: tuple[int, int] | None = None  # (device, inode) of the file connected to (_check_file)
         self._file_checked = 0.0  # monotonic time of the last _check_file stat
         self._file_gone = False  # the file was deleted or replaced since connect: writes are refused
@@ -400,8 +403,9 @@ class SQLiteBackend(Backend):
                     cause=exc,
                 ) from exc
         self._opened, self._file_gone = None, False  # a new connect opens the file that is at the path now
-        db = DbThread(f"sitq-sqlite:{os.path.basename(self.path)}", self._new_connection, in_memory=self.is_memory)
         reading = connecting_to_read_only()  # read here: the connection thread does not share this task's context
+        self._snapshot = _idle_snapshot(self.path) if reading and not self.is_memory else None
+        db = DbThread(f"sitq-sqlite:{os.path.basename(self.path)}", self._new_connection, in_memory=self.is_memory)
         try:
             found = await db.run(lambda conn: self._setup(conn, reading=reading))
             self._set_up = True
@@ -535,7 +539,11 @@ class SQLiteBackend(Backend):
     def _new_connection(self) -> sqlite3.Connection:
         """The connection thread's connection, configured (it is opened again after a fork closed it)."""
         # not check_same_thread: a fork closes it from the forking thread while no call is inside (forks.py)
-        conn = sqlite3.connect(self.path, isolation_level=None, cached_statements=128, check_same_thread=False)
+        if self._snapshot is not None:
+            uri = f"{Path(self.path).absolute().as_uri()}?mode=ro&immutable=1"
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None, cached_statements=128, check_same_thread=False)
+        else:
+            conn = sqlite3.connect(self.path, isolation_level=None, cached_statements=128, check_same_thread=False)
         try:
             # not letting a fork through: this connection is not the thread's yet, so a fork would not close it
             self._retrying(conn, self._configure, let_forks_through=False)
@@ -564,7 +572,7 @@ class SQLiteBackend(Backend):
     def _setup(self, conn: sqlite3.Connection, *, reading: bool = False) -> int:
         def pragmas(conn: sqlite3.Connection) -> int:
             found = check_not_foreign(conn)  # before the journal mode changes anything in the file
-            if not self.is_memory:
+            if not self.is_memory and self._snapshot is None:
                 mode = conn.execute(f"PRAGMA journal_mode = {self.journal_mode}").fetchone()[0]
                 if str(mode).upper() != self.journal_mode:
                     log.warning("journal_mode %s requested, got %s", self.journal_mode, mode)
@@ -648,7 +656,32 @@ class SQLiteBackend(Backend):
     async def _run(self, operation: str, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` on the connection thread (one hop), mapping errors."""
         since = time.monotonic()  # busy_timeout counts from here, not from when the thread gets to it
+        if self._snapshot is not None:
+            fn = self._checked_snapshot(fn)
         return await self._settle(operation, await self._submit(lambda conn: self._retrying(conn, fn, since=since)))
+
+    def _checked_snapshot(self, fn: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Connection], T]:
+        """``fn`` on the immutable snapshot, trusted only while the file is still idle and unchanged after it.
+
+        An immutable connection takes no locks, so a writer that started meanwhile
+        (it creates the -wal file and, at its checkpoint, changes the file) could
+        have changed pages under the read: then ``fn`` runs again on an ordinary
+        connection opened for it alone (the writer's -wal/-shm files are there).
+        """
+
+        def checked(conn: sqlite3.Connection) -> T:
+            found = fn(conn)
+            if _idle_snapshot(self.path) == self._snapshot:
+                return found
+            log.debug("%s changed during an immutable read; reading it again through an ordinary connection", self.path)
+            fresh = sqlite3.connect(self.path, isolation_level=None)
+            try:
+                self._configure(fresh)
+                return fn(fresh)
+            finally:
+                fresh.close()
+
+        return checked
 
     async def _submit(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
         """Queue ``fn`` on the connection thread; when another thread closed that one meanwhile, on a new one."""
@@ -1475,7 +1508,10 @@ def _holds_sitq_tables_now(path: str) -> bool:
     """False for a missing file or one that is not a database; raises what keeps the file from being read."""
     if not os.path.exists(path):
         return False
-    conn = sqlite3.connect(f"{Path(path).absolute().as_uri()}?mode=ro", uri=True)
+    # a read of an idle WAL file by a process that cannot write it creates no -wal/-shm (see _idle_snapshot); a
+    # writer that starts meanwhile cannot take sitq's tables away, so no check after it is needed here
+    immutable = "&immutable=1" if _idle_snapshot(path) is not None else ""
+    conn = sqlite3.connect(f"{Path(path).absolute().as_uri()}?mode=ro{immutable}", uri=True)
     try:
         return holds_sitq_tables(conn)
     except sqlite3.DatabaseError as exc:
@@ -1484,6 +1520,34 @@ def _holds_sitq_tables_now(path: str) -> bool:
         raise
     finally:
         conn.close()
+
+
+def _idle_snapshot(path: str) -> tuple[int, ...] | None:
+    """The file's state when this process may read it as an immutable snapshot, else None.
+
+    A reader of a WAL database opens (creating) its -wal and -shm files; a
+    process that cannot write the database cannot remove them at close, so a
+    monitoring user's ``sitq stats`` would leave files of its own, which can
+    lock the owner out. When the file is in WAL mode, this process cannot write
+    it and no -wal file is there, no connection has it open (each keeps the -wal
+    file until the last one closes, after a checkpoint into the file): the file
+    alone holds every commit, and reading it with ``immutable=1`` creates
+    nothing. The state returned (inode, size, times) is compared again after
+    each read (``_checked_snapshot``) to catch a writer that started meanwhile.
+    """
+    try:
+        if os.access(path, os.W_OK) or os.path.lexists(path + "-wal"):
+            return None
+        with open(path, "rb") as file:
+            header = file.read(20)
+        st = os.stat(path)
+        if os.path.lexists(path + "-wal"):
+            return None
+    except OSError:
+        return None
+    if len(header) < 20 or not header.startswith(b"SQLite format 3\0") or header[18:20] != b"\x02\x02":
+        return None  # not a WAL database: a reader of a rollback-journal file creates nothing anyway
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def _configured(cls: type[SQLiteBackend], path: str, options: dict[str, Any]) -> SQLiteBackend:
