@@ -350,7 +350,10 @@ def _exit_at_once(code: Callable[[], int]) -> Callable[[int, object], None]:
 
 
 def _run_worker(args: argparse.Namespace) -> int:
-    sys.path.insert(0, os.getcwd())  # like python -m: tasks defined next to the caller import
+    try:
+        sys.path.insert(0, os.getcwd())  # like python -m: tasks defined next to the caller import
+    except FileNotFoundError:  # deleted under us: an absolute backend URL and installed task modules still work
+        logger.warning("the working directory no longer exists (it was deleted): --import looks only in sys.path")
     for module in args.imports:
         try:
             importlib.import_module(module)

@@ -2028,7 +2028,16 @@ def _validate_path(path: Any) -> str:
             parameter="path",
             value=text,
         )
-    return os.path.abspath(os.path.expanduser(text))
+    expanded = os.path.expanduser(text)
+    try:
+        return os.path.abspath(expanded)
+    except FileNotFoundError:  # a relative path, and the working directory it is relative to was deleted
+        raise ValidationError(
+            f"path {text!r} is relative, but the working directory no longer exists (it was deleted or moved "
+            "away) so it names no file: give an absolute path, or run from a folder that exists",
+            parameter="path",
+            value=text,
+        ) from None
 
 
 _URL_LIKE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")  # scheme:// (a Windows drive, C:\, has no //)
