@@ -349,22 +349,41 @@ def _exit_at_once(code: Callable[[], int]) -> Callable[[int, object], None]:
     return leave
 
 
+def _import_path_hint(module: str) -> str:
+    """For ``--import`` given a file path (``mytasks.py``, ``./mytasks.py``, ``/srv/app/mytasks.py``): the module
+    name to pass instead, and where it must be importable from; "" for anything else."""
+    if not module.endswith(".py"):
+        return ""
+    parts = module[:-3].replace("\\", "/").split("/")
+    if not os.path.isabs(module) and all(p and p not in (".", "..", "~") for p in parts):
+        # tasks.py or pkg/tasks.py, relative to the working directory (on sys.path): the dotted name imports
+        return f" (--import takes a module name, as for python -m: --import {'.'.join(parts)})"
+    folder = os.path.dirname(module) or "."
+    return (
+        f" (--import takes a module name, as for python -m, not a file: --import {parts[-1]}, run from the folder "
+        f"that holds {parts[-1]}.py ({folder}) or put that folder on PYTHONPATH)"
+    )
+
+
 def _run_worker(args: argparse.Namespace) -> int:
     try:
         sys.path.insert(0, os.getcwd())  # like python -m: tasks defined next to the caller import
     except FileNotFoundError:  # deleted under us: an absolute backend URL and installed task modules still work
         logger.warning("the working directory no longer exists (it was deleted): --import looks only in sys.path")
     for module in args.imports:
+        if module.startswith("."):  # importlib would take it for a relative import and raise a TypeError
+            sys.stderr.write(
+                f"sitq: error: --import {module}: a module name cannot start with '.' (that is a relative import, "
+                f"which needs a package){_import_path_hint(module)}\n"
+            )
+            return 2
         try:
             importlib.import_module(module)
         except _LeaveNow:
             raise
         except (Exception, SystemExit) as exc:  # sys.exit() at import (a settings check) is a failed import too
             logger.debug("importing %s failed", module, exc_info=True)
-            hint = ""
-            if module.endswith(".py") and isinstance(exc, ModuleNotFoundError):
-                dotted = module[:-3].replace("/", ".").replace("\\", ".").strip(".")
-                hint = f" (--import takes a module name, as for python -m: --import {dotted})"
+            hint = _import_path_hint(module) if isinstance(exc, ModuleNotFoundError) else ""
             sys.stderr.write(f"sitq: error: --import {module}: cannot import it: {type(exc).__name__}: {exc}{hint}\n")
             return 2
     queues: list[str] | None = None
