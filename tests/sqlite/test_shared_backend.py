@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -242,3 +243,45 @@ def test_a_sync_copy_that_connected_and_was_dropped_does_not_keep_the_backend_op
     del duplicate
     gc.collect()
     wait_until_sync(lambda: backend._db is None, timeout=10)  # type: ignore[attr-defined]
+
+
+def test_a_copy_unpickled_while_another_is_collected_on_another_thread_does_not_deadlock(tmp_path: Path) -> None:
+    """The shared-copies registry had a lock of its own, taken before the hold counts' lock when a copy was
+    unpickled and after it when a collection inside the counts' lock freed another copy (review)."""
+    import gc
+    import pickle
+    import threading
+    import time
+    import weakref
+
+    from sitq_core.holders import holders
+
+    data = pickle.dumps(TaskQueue(f"sqlite:///{tmp_path / 'copies.db'}"))
+    original = holders._counts
+    reached = threading.Event()
+
+    class CollectsInside(weakref.WeakKeyDictionary):  # type: ignore[type-arg]
+        def __setitem__(self, key: Any, value: Any) -> None:  # an allocation under the lock may collect
+            super().__setitem__(key, value)
+            if threading.current_thread().name == "collector":
+                reached.set()
+                time.sleep(0.3)  # the other thread is unpickling meanwhile
+                gc.collect()
+
+    gc.disable()
+    try:
+        cycle = pickle.loads(data)
+        cycle.me = cycle  # freed only by a cyclic collection
+        del cycle
+        holders._counts = CollectsInside(original)
+        collector = threading.Thread(target=holders.hold, args=(threading.Event(),), name="collector", daemon=True)
+        unpickler = threading.Thread(target=pickle.loads, args=(data,), daemon=True)
+        collector.start()
+        assert reached.wait(10)
+        unpickler.start()
+        collector.join(10)
+        unpickler.join(10)
+        assert not collector.is_alive() and not unpickler.is_alive(), "deadlocked"
+    finally:
+        holders._counts = original
+        gc.enable()

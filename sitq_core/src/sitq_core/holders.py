@@ -11,6 +11,7 @@ only when nobody else holds it; a worker never closes a backend it did not open.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import weakref
 from typing import Any
@@ -28,6 +29,15 @@ class Holders:
         self._counts: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
         # backends a queue asked to close while others held them: the last holder closes them
         self._close_wanted: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    @property
+    def lock(self) -> threading.RLock:
+        """The lock of these counts, for state kept beside them (one lock: no order to get wrong)."""
+        return self._lock
+
+    def reset_after_fork(self) -> None:
+        """A forked child: another thread of the parent may have held the lock as the fork came."""
+        self._lock = threading.RLock()
 
     def hold(self, backend: Any) -> bool:
         """Count one more holder; False when ``backend`` cannot be tracked (every queue then closes it)."""
@@ -83,3 +93,6 @@ class Holders:
 
 
 holders = Holders()
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=holders.reset_after_fork)

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import os
 import pickle
 import threading
 import warnings
@@ -110,17 +109,10 @@ class _OpenState:
 # Backends of unpickled queues, by their configuration: the copies of one module-level queue that
 # travel with each task shipped by value (a ``__main__`` task enqueueing a follow-up) share one backend
 # in a process, instead of each opening its own pool and keeping it until a cyclic collection.
+# Guarded by holders.lock, the lock of the hold counts it is kept beside: with a lock of its own, a copy
+# unpickled on one thread (this lock, then the counts') and a copy collected on another that held the
+# counts' lock (then this one) deadlocked.
 _travelled: weakref.WeakValueDictionary[bytes, Backend] = weakref.WeakValueDictionary()
-_travelled_lock = threading.RLock()  # re-entrant: a copy's finalizer may run in a collection inside it
-
-
-def _reset_travelled_lock() -> None:
-    global _travelled_lock
-    _travelled_lock = threading.RLock()  # a forked child: another thread of the parent may have held it
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_travelled_lock)
 
 
 def _travel_key(backend: Backend) -> bytes | None:
@@ -143,7 +135,7 @@ def _shared_travelled(backend: Backend, state: _OpenState) -> Backend:
     key = _travel_key(backend)
     if key is None:
         return backend
-    with _travelled_lock:
+    with holders.lock:
         shared = _travelled.get(key)
         if shared is None:
             _travelled[key] = shared = backend
@@ -162,7 +154,7 @@ def _dropped_unclosed(backend: Backend, state: _OpenState) -> None:
     thread and holding any lock: the backend lets go on a thread of its own.
     """
     held, state.held = state.held, False
-    with _travelled_lock:
+    with holders.lock:
         others = holders.let_go(backend, held)  # a queue that called connect() counted itself: not any more
         if state.travelled is not None and not others:
             if _travelled.get(state.travelled) is backend:
