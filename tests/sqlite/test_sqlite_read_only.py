@@ -185,3 +185,24 @@ def test_stats_on_a_file_it_cannot_write_leaves_no_wal_or_shm(tmp_path: Path) ->
     assert run.returncode == 0, run.stderr
     stats = run_sitq("stats", "--json", "-b", f"sqlite:///{path}", prefix=prefix)
     assert '"queued": 10' in stats.stdout, stats.stderr
+
+
+@pytest.mark.usefixtures("restore_modes")
+def test_stats_through_a_symlink_sees_commits_still_in_the_wal(tmp_path: Path) -> None:
+    """SQLite keeps the -wal beside the file a symlink points to: looking beside the link, stats took an
+    active database for an idle one and read it as an immutable snapshot, missing the commits in the -wal."""
+    from sitq import SyncTaskQueue
+
+    import sitq_test_tasks as tasks
+
+    prefix = _unprivileged()
+    path = _made_read_only(tmp_path, "file", prefix)
+    (tmp_path / "elsewhere").mkdir()
+    link = tmp_path / "elsewhere" / "link.db"
+    link.symlink_to(path)
+    with SyncTaskQueue(f"sqlite:///{path}") as owner:  # this process may write it; its commits sit in the -wal
+        owner.enqueue_many([(tasks.add, (n,), {}) for n in range(7)])
+        assert (path.parent / "q.db-wal").exists()
+        stats = run_sitq("stats", "--json", "-b", f"sqlite:///{link}", prefix=prefix)
+    assert stats.returncode == 0, stats.stderr
+    assert '"queued": 12' in stats.stdout, stats.stdout

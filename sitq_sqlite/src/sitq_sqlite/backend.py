@@ -1536,12 +1536,13 @@ def _idle_snapshot(path: str) -> tuple[int, ...] | None:
     each read (``_checked_snapshot``) to catch a writer that started meanwhile.
     """
     try:
-        if os.access(path, os.W_OK) or os.path.lexists(path + "-wal"):
+        real = os.path.realpath(path)  # SQLite keeps the -wal beside the file a symlink points to
+        if os.access(real, os.W_OK) or os.path.lexists(real + "-wal"):
             return None
-        with open(path, "rb") as file:
+        with open(real, "rb") as file:
             header = file.read(20)
-        st = os.stat(path)
-        if os.path.lexists(path + "-wal"):
+        st = os.stat(real)
+        if os.path.lexists(real + "-wal"):
             return None
     except OSError:
         return None
