@@ -76,3 +76,32 @@ async def test_a_timeout_inside_a_task_being_cancelled_is_a_timeout() -> None:
     await started.wait()
     task.cancel()
     assert await task == "timed out"
+
+
+@pytest.mark.asyncio
+async def test_a_cancelled_caller_goes_on_only_once_the_awaitable_has_unwound() -> None:
+    """As with asyncio.wait_for: a give-back cut short by a stop has ended before the stop moves on."""
+    order: list[str] = []
+    started = asyncio.Event()
+
+    async def slow_to_unwind() -> None:
+        try:
+            started.set()
+            await asyncio.Event().wait()
+        finally:
+            order.append("inner unwinding")
+            await asyncio.sleep(0.01)
+            order.append("inner unwound")
+
+    async def caller() -> None:
+        try:
+            await within(slow_to_unwind(), 30)
+        finally:
+            order.append("caller ended")
+
+    task = asyncio.create_task(caller())
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert order == ["inner unwinding", "inner unwound", "caller ended"]

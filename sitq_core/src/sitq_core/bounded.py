@@ -11,6 +11,7 @@ Debian 12 ships). ``asyncio.wait`` has neither flaw, so this is built on it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable
 from typing import TypeVar
 
@@ -24,8 +25,8 @@ async def within(awaitable: Awaitable[T], timeout: float | None) -> T:
 
     On timeout the awaitable is cancelled and left to unwind before the
     error is raised, as ``asyncio.wait_for`` does. A cancel of the caller
-    always propagates (the awaitable is cancelled too), even when the
-    awaitable finished in the same step.
+    always propagates, even when the awaitable finished in the same step;
+    the awaitable is cancelled and has unwound by then.
     """
     if timeout is None:
         return await awaitable
@@ -34,6 +35,8 @@ async def within(awaitable: Awaitable[T], timeout: float | None) -> T:
         done, _pending = await asyncio.wait({inner}, timeout=max(timeout, 0.0))
     except asyncio.CancelledError:
         inner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):  # a second cancel: the first is raised below
+            await asyncio.wait({inner})  # it has unwound when the caller goes on, as with wait_for
         raise
     if done:
         return inner.result()
