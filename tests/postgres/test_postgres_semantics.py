@@ -916,3 +916,25 @@ async def test_gathered_waiters_share_their_safety_re_reads(pg_dsn: str, pg_sche
         # own, spread over the few ms the waiters took to start: a few turns); each maybe split in two by
         # a read already under way as the rest of the waiters join. 75 when each re-read on its own.
         assert backend.reads <= 20, f"{backend.reads} result reads for 100 gathered waiters in 2.5 s"
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("reading", [False, True], ids=["writing", "reading-only"])
+async def test_a_schema_written_by_a_newer_sitq_is_refused(pg_dsn: str, pg_schema: str, reading: bool) -> None:
+    from sitq_core.backend import reading_only
+
+    async with TaskQueue(PostgresBackend(pg_dsn, schema=pg_schema)) as queue:
+        await queue.counts()  # the schema is made
+    admin = await asyncpg.connect(pg_dsn)
+    try:
+        await admin.execute(f"UPDATE {pg_schema}.meta SET value = '99' WHERE key = 'schema_version'")
+    finally:
+        await admin.close()
+    backend = PostgresBackend(pg_dsn, schema=pg_schema)
+    with pytest.raises(ConnectionError, match="schema version 99, newer than this"):
+        if reading:
+            with reading_only():
+                await backend.connect()
+        else:
+            await backend.connect()
+    await backend.close()

@@ -502,13 +502,7 @@ class PostgresBackend(Backend):
                 for statement in sql.ddl:
                     await conn.execute(statement)
                 found = await conn.fetchval(sql.version)
-                if found is not None and int(found) > SCHEMA_VERSION:
-                    raise ConnectionError(
-                        f"PostgreSQL schema {self.schema!r} has sitq schema version {found}, newer than this "
-                        f"sitq-postgres understands ({SCHEMA_VERSION}); upgrade sitq-postgres",
-                        backend_type="postgres",
-                        connection_details=self._where(),
-                    )
+                self._refuse_newer_version(found)
                 if found is None:
                     await conn.execute(sql.set_version, str(SCHEMA_VERSION))
         except SitqError:
@@ -543,6 +537,10 @@ class PostgresBackend(Backend):
                 backend_type="postgres",
                 connection_details=self._where(),
             )
+        self._refuse_newer_version(found)
+
+    def _refuse_newer_version(self, found: Any) -> None:
+        """A ConnectionError when the schema was written by a newer sitq-postgres than this one."""
         if found is not None and int(found) > SCHEMA_VERSION:
             raise ConnectionError(
                 f"PostgreSQL schema {self.schema!r} has sitq schema version {found}, newer than this "
