@@ -579,14 +579,6 @@ class Worker:
         if in_flight:
             pending = await self._wait_in_flight(in_flight, timeout)
             if pending:
-                ids = sorted(r.id for r in self._held.values() if r.future in pending)
-                logger.warning(
-                    "worker %s: %d task(s) still running at shutdown; releasing them (they run again elsewhere "
-                    "under the same attempt number): %s",
-                    self.worker_id,
-                    len(pending),
-                    ", ".join(ids),
-                )
                 await self._abandon(pending)
         self._closing = True  # the exchange loop reports what is left, then ends
         self._poke()
@@ -1696,7 +1688,28 @@ class Worker:
         for future in futures:
             future.cancel()
         await self._learn_cancels(released)
+        self._log_abandoned(released)
         await self._release_in_time(released, "abandoned")
+
+    def _log_abandoned(self, released: list[_Running]) -> None:
+        """Name the tasks a stop gives back while they run: the repeat of their run is visible only here."""
+        again = sorted(r.id for r in released if not r.cancel_requested)
+        ending = sorted(r.id for r in released if r.cancel_requested)
+        if again:
+            logger.warning(
+                "worker %s: %d task(s) still running at shutdown; releasing them (they run again elsewhere "
+                "under the same attempt number): %s",
+                self.worker_id,
+                len(again),
+                ", ".join(again),
+            )
+        if ending:
+            logger.warning(
+                "worker %s: %d task(s) still running at shutdown had a cancel requested; they end cancelled: %s",
+                self.worker_id,
+                len(ending),
+                ", ".join(ending),
+            )
 
     async def _learn_cancels(self, given_back: list[_Running]) -> None:
         """Ask the store which of these started tasks had a cancel requested since the last check.
