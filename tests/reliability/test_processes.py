@@ -345,21 +345,27 @@ def test_a_file_name_given_to_import_gets_the_module_name_as_a_hint(db: Path, tm
     assert "--import takes a module name, as for python -m: --import mytasks" in done.stderr, done.stderr
 
 
-@pytest.mark.parametrize("given", ["ABSOLUTE", "./mytasks.py", "../here/mytasks.py", ".mytasks"])
+@pytest.mark.parametrize(
+    "given", ["ABSOLUTE", "ABSOLUTE_STEM", "./mytasks.py", "../here/mytasks.py", ".mytasks", "./shop", "shop/"]
+)
 def test_a_path_given_to_import_is_a_clean_error_whose_hint_works(db: Path, tmp_path: Path, given: str) -> None:
     """A file path names no module: the hint gives the module name and the folder to run from, never a dotted
     version of the whole path; a leading '.' (a relative import) is a clean exit 2, not a TypeError."""
     folder = tmp_path / "here"
     folder.mkdir()
     (folder / "mytasks.py").write_text("def job():\n    return 1\n")
-    given = str(folder / "mytasks.py") if given == "ABSOLUTE" else given
+    (folder / "shop").mkdir()
+    (folder / "shop" / "__init__.py").write_text("")
+    given = {"ABSOLUTE": str(folder / "mytasks.py"), "ABSOLUTE_STEM": str(folder / "mytasks")}.get(given, given)
     command = [sys.executable, "-m", "sitq", "worker", "-b", f"sqlite:///{db}", "-i", given]
     done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False, cwd=folder)
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith(f"sitq: error: --import {given}: ") and "Traceback" not in done.stderr
     assert "TypeError" not in done.stderr, done.stderr
-    if given.endswith(".py"):
-        assert "--import mytasks" in done.stderr and "PYTHONPATH" in done.stderr, done.stderr
+    if given != ".mytasks":  # a path: the module's own name, and where to run from
+        name = "shop" if "shop" in given else "mytasks"
+        assert f"--import {name}" in done.stderr, done.stderr
+        assert given == "shop/" or "PYTHONPATH" in done.stderr, done.stderr  # shop/ is relative: it imports
         assert "--import tmp." not in done.stderr and "--import ..." not in done.stderr
 
 

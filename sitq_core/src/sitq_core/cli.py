@@ -350,18 +350,23 @@ def _exit_at_once(code: Callable[[], int]) -> Callable[[int, object], None]:
 
 
 def _import_path_hint(module: str) -> str:
-    """For ``--import`` given a file path (``mytasks.py``, ``./mytasks.py``, ``/srv/app/mytasks.py``): the module
-    name to pass instead, and where it must be importable from; "" for anything else."""
-    if not module.endswith(".py"):
+    """For ``--import`` given a path (``mytasks.py``, ``./mytasks.py``, ``/srv/app/mytasks``, ``shop/``): the
+    module name to pass instead, and where it must be importable from; "" for anything else."""
+    path_like = module.endswith(".py") or "/" in module or "\\" in module
+    if not path_like:
         return ""
-    parts = module[:-3].replace("\\", "/").split("/")
-    if not os.path.isabs(module) and all(p and p not in (".", "..", "~") for p in parts):
+    trimmed = module.replace("\\", "/").rstrip("/")
+    trimmed = trimmed[:-3] if trimmed.endswith(".py") else trimmed
+    parts = trimmed.split("/")
+    name = parts[-1]
+    relative = not os.path.isabs(module) and all(p and p not in (".", "..", "~") and ":" not in p for p in parts)
+    if relative and all(p.isidentifier() for p in parts):
         # tasks.py or pkg/tasks.py, relative to the working directory (on sys.path): the dotted name imports
         return f" (--import takes a module name, as for python -m: --import {'.'.join(parts)})"
-    folder = os.path.dirname(module) or "."
+    folder = os.path.dirname(trimmed) or "."
     return (
-        f" (--import takes a module name, as for python -m, not a file: --import {parts[-1]}, run from the folder "
-        f"that holds {parts[-1]}.py ({folder}) or put that folder on PYTHONPATH)"
+        f" (--import takes a module name, as for python -m, not a path: --import {name}, run from the folder "
+        f"that holds {name} ({folder}) or put that folder on PYTHONPATH)"
     )
 
 
