@@ -466,11 +466,13 @@ class PostgresBackend(Backend):
         if pools or listeners:
             log.debug("released the connections of %d ended event loop(s)", len(pools | listeners))
 
+    def _connection_error(self, message: str, **fields: Any) -> ConnectionError:
+        """A ConnectionError about this backend's server: what went wrong, and where (password masked)."""
+        return ConnectionError(message, backend_type="postgres", connection_details=self._where(), **fields)
+
     def _cannot_connect(self, exc: BaseException) -> ConnectionError:
-        return ConnectionError(
+        return self._connection_error(
             f"cannot connect to PostgreSQL ({self._where()}): {_described(exc, self.connect_timeout)}",
-            backend_type="postgres",
-            connection_details=self._where(),
             cause=exc,
         )
 
@@ -492,12 +494,10 @@ class PostgresBackend(Backend):
                 await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", sql.lock_key)
                 foreign = await self._foreign_tables(conn)
                 if foreign:
-                    raise ConnectionError(
+                    raise self._connection_error(
                         f"PostgreSQL schema {self.schema!r} already holds table(s) {', '.join(foreign)} that sitq "
                         "did not create; give sitq a schema of its own (the schema option, ?schema=... in a URL; "
                         "nothing in this one was changed)",
-                        backend_type="postgres",
-                        connection_details=self._where(),
                     )
                 for statement in sql.ddl:
                     await conn.execute(statement)
@@ -508,10 +508,8 @@ class PostgresBackend(Backend):
         except SitqError:
             raise
         except _DRIVER_ERRORS as exc:
-            raise ConnectionError(
+            raise self._connection_error(
                 f"cannot create sitq's tables in schema {self.schema!r}: {exc}",
-                backend_type="postgres",
-                connection_details=self._where(),
                 cause=exc,
             ) from exc
 
@@ -523,30 +521,24 @@ class PostgresBackend(Backend):
             missing = sorted(set(SITQ_TABLES) - {row[0] for row in rows})
             found = None if missing or foreign else await conn.fetchval(self._sql.version)
         except _DRIVER_ERRORS as exc:
-            raise ConnectionError(
+            raise self._connection_error(
                 f"cannot read sitq's tables in schema {self.schema!r}: {exc}",
-                backend_type="postgres",
-                connection_details=self._where(),
                 cause=exc,
             ) from exc
         if foreign or missing:
-            raise ConnectionError(
+            raise self._connection_error(
                 f"PostgreSQL schema {self.schema!r} does not hold sitq's tables "
                 f"({', '.join(foreign or missing)} {'not made by sitq' if foreign else 'missing or not readable'}); "
                 "a read-only connect creates nothing",
-                backend_type="postgres",
-                connection_details=self._where(),
             )
         self._refuse_newer_version(found)
 
     def _refuse_newer_version(self, found: Any) -> None:
         """A ConnectionError when the schema was written by a newer sitq-postgres than this one."""
         if found is not None and int(found) > SCHEMA_VERSION:
-            raise ConnectionError(
+            raise self._connection_error(
                 f"PostgreSQL schema {self.schema!r} has sitq schema version {found}, newer than this "
                 f"sitq-postgres understands ({SCHEMA_VERSION}); upgrade sitq-postgres",
-                backend_type="postgres",
-                connection_details=self._where(),
             )
 
     async def _foreign_tables(self, conn: Connection) -> list[str]:
@@ -620,11 +612,9 @@ class PostgresBackend(Backend):
             # a restart: asyncpg may report AdminShutdownError or a confused protocol state, "cannot
             # switch to state ...", on a connection now closed)
             if isinstance(exc, _OUT_OF_REACH) or cut:
-                raise ConnectionError(
+                raise self._connection_error(
                     f"PostgreSQL {operation} failed: the server at {self._where()} is out of reach: {_described(exc)}",
                     operation=operation,
-                    backend_type="postgres",
-                    connection_details=self._where(),
                     cause=exc,
                 ) from exc
             raise BackendError(
@@ -1111,10 +1101,8 @@ class PostgresBackend(Backend):
             try:
                 conn = await self._uncut(self._open_listener(), _terminate)
             except (TimeoutError, *_DRIVER_ERRORS) as exc:
-                raise ConnectionError(
+                raise self._connection_error(
                     f"cannot LISTEN on PostgreSQL ({self._where()}): {exc}",
-                    backend_type="postgres",
-                    connection_details=self._where(),
                     cause=exc,
                 ) from exc
             with self._lock:
