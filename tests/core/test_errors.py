@@ -162,3 +162,13 @@ def test_validation_error_carries_the_valid_options() -> None:
     assert info.value.valid_options == ["WAL", "DELETE", "TRUNCATE", "PERSIST", "MEMORY"]
     assert info.value.context["valid_options"] == info.value.valid_options
     assert ValidationError("m", parameter="p").valid_options is None
+
+
+@pytest.mark.parametrize("message", [KeyError("x"), None, ValueError("inner"), 5])
+def test_a_message_that_is_not_a_str_reads_as_its_str_like_a_builtin_exception(message: object) -> None:
+    """``__str__`` returned the message unconverted, so ``str(error)`` raised ``TypeError``."""
+    error = SitqError(message)  # type: ignore[arg-type]
+    assert str(error) == str(Exception(message)) == str(message)
+    assert error.message is message  # kept as given, as ``args[0]`` is
+    assert str(TaskQueueError(message, task_id="t")) == f"{message} (context: task_id='t')"  # type: ignore[arg-type]
+    assert str(pickle.loads(pickle.dumps(error))) == str(message)

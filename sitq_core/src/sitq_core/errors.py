@@ -58,7 +58,7 @@ class SitqError(Exception):
         context: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
-        self.message = message
+        self.message = message  # as given, like ``args[0]``; ``str(error)`` reads it through ``str()``
         self.context: dict[str, Any] = dict(context or {})
         if cause is not None:
             self.__cause__ = cause
@@ -91,8 +91,9 @@ class SitqError(Exception):
         self._add_context(parameter=parameter, value=value, valid_options=options)
 
     def __str__(self) -> str:
+        # ``str()`` as a builtin exception does: a message that is not a str (None, another error) still prints
         if not self.context:
-            return self.message
+            return str(self.message)
         details = ", ".join(f"{key}={value!r}" for key, value in self.context.items())
         return f"{self.message} (context: {details})"
 
