@@ -172,3 +172,11 @@ def test_a_message_that_is_not_a_str_reads_as_its_str_like_a_builtin_exception(m
     assert error.message is message  # kept as given, as ``args[0]`` is
     assert str(TaskQueueError(message, task_id="t")) == f"{message} (context: task_id='t')"  # type: ignore[arg-type]
     assert str(pickle.loads(pickle.dumps(error))) == str(message)
+
+
+def test_a_single_str_of_valid_options_is_one_option_not_its_letters() -> None:
+    """``valid_options='fast'`` became ``['f', 'a', 's', 't']``."""
+    error = ConfigurationError("bad", parameter="mode", valid_options="fast")
+    assert error.valid_options == ["fast"] and error.context["valid_options"] == ["fast"]
+    assert ValidationError("bad", parameter="mode", valid_options="fast").valid_options == ["fast"]
+    assert ConfigurationError("bad", valid_options=iter(("a", "b"))).valid_options == ["a", "b"]  # type: ignore[arg-type]

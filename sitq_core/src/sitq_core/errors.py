@@ -86,8 +86,12 @@ class SitqError(Exception):
                 self.context[key] = value
 
     def _add_parameter_context(self, parameter: str | None, value: Any, valid_options: Iterable[str] | None) -> None:
-        """``parameter``, ``value`` and ``valid_options`` (a list), each as given."""
-        options = valid_options if valid_options is None or valid_options is _NOT_GIVEN else list(valid_options)
+        """``parameter``, ``value`` and ``valid_options`` (a list; a single str is one option, not its letters)."""
+        options: Any = valid_options
+        if isinstance(valid_options, str):
+            options = [valid_options]
+        elif valid_options is not None and valid_options is not _NOT_GIVEN:
+            options = list(valid_options)
         self._add_context(parameter=parameter, value=value, valid_options=options)
 
     def __str__(self) -> str:
