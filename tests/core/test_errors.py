@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import copy as copy_module
 import pickle
 
 import pytest
@@ -180,3 +181,58 @@ def test_a_single_str_of_valid_options_is_one_option_not_its_letters() -> None:
     assert error.valid_options == ["fast"] and error.context["valid_options"] == ["fast"]
     assert ValidationError("bad", parameter="mode", valid_options="fast").valid_options == ["fast"]
     assert ConfigurationError("bad", valid_options=iter(("a", "b"))).valid_options == ["a", "b"]  # type: ignore[arg-type]
+
+
+ERRORS_WITH_CONTEXT = [
+    (SitqError("m"), "SitqError('m')"),
+    (ValidationError("m", parameter="p"), "ValidationError('m', parameter='p')"),
+    (ValidationError("m", parameter="p", value=None), "ValidationError('m', parameter='p', value=None)"),
+    (TaskQueueError("m", task_id="t"), "TaskQueueError('m', task_id='t')"),
+    (
+        TimeoutError("slow", task_id="t", timeout_seconds=2.5, operation="get_result"),
+        "TimeoutError('slow', task_id='t', timeout_seconds=2.5, operation='get_result')",
+    ),
+    (SyncTaskQueueError("s", operation="enqueue"), "SyncTaskQueueError('s', operation='enqueue')"),
+    (
+        BackendError("b", operation="reserve", backend_type="sqlite"),
+        "BackendError('b', operation='reserve', backend_type='sqlite')",
+    ),
+    (
+        ConnectionError("c", backend_type="sqlite", connection_details="a.db"),
+        "ConnectionError('c', backend_type='sqlite', connection_details='a.db')",
+    ),
+    (WorkerError("w", worker_id="w1"), "WorkerError('w', worker_id='w1')"),
+    (
+        TaskExecutionError("boom", task_id="t", function_name="m:f", execution_time=0.5),
+        "TaskExecutionError('boom', task_id='t', function_name='m:f', execution_time=0.5)",
+    ),
+    (
+        SerializationError("s", operation="dumps", data_type="set"),
+        "SerializationError('s', operation='dumps', data_type='set')",
+    ),
+    (
+        ResourceExhaustionError("r", resource_type="slots", current_usage=3, limit=3),
+        "ResourceExhaustionError('r', resource_type='slots', current_usage=3, limit=3)",
+    ),
+    (
+        ConfigurationError("c", parameter="mode", value="x", valid_options=["a", "b"]),
+        "ConfigurationError('c', parameter='mode', value='x', valid_options=['a', 'b'])",
+    ),
+    (sitq.UnknownBackendError("u", parameter="backend"), "UnknownBackendError('u', parameter='backend')"),
+    (sitq.LeaseLostError("l", operation="complete"), "LeaseLostError('l', operation='complete')"),
+    # entries given as ``context=`` (not keywords of the class) are shown as that mapping
+    (SitqError("m", context={"name": "x"}), "SitqError('m', context={'name': 'x'})"),
+    (
+        TaskQueueError("m", task_id="t", context={"extra": 1}),
+        "TaskQueueError('m', task_id='t', context={'extra': 1})",
+    ),
+]
+
+
+@pytest.mark.parametrize(("error", "expected"), ERRORS_WITH_CONTEXT, ids=[text for _, text in ERRORS_WITH_CONTEXT])
+def test_repr_shows_the_keyword_context(error: SitqError, expected: str) -> None:
+    """``repr`` was ``ValidationError('m')``: logs and debuggers using it hid parameter, task_id and the rest."""
+    assert repr(error) == expected
+    for copy in (pickle.loads(pickle.dumps(error)), copy_module.copy(error), copy_module.deepcopy(error)):
+        assert type(copy) is type(error)
+        assert repr(copy) == expected and str(copy) == str(error) and copy.context == error.context

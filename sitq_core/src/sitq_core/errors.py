@@ -60,6 +60,7 @@ class SitqError(Exception):
         super().__init__(message)
         self.message = message  # as given, like ``args[0]``; ``str(error)`` reads it through ``str()``
         self.context: dict[str, Any] = dict(context or {})
+        self._keywords: set[str] = set()  # the context entries given as keywords, not in ``context=``
         if cause is not None:
             self.__cause__ = cause
 
@@ -84,6 +85,7 @@ class SitqError(Exception):
             else:
                 setattr(self, key, value)
                 self.context[key] = value
+                self._keywords.add(key)
 
     def _add_parameter_context(self, parameter: str | None, value: Any, valid_options: Iterable[str] | None) -> None:
         """``parameter``, ``value`` and ``valid_options`` (a list; a single str is one option, not its letters)."""
@@ -100,6 +102,16 @@ class SitqError(Exception):
             return str(self.message)
         details = ", ".join(f"{key}={value!r}" for key, value in self.context.items())
         return f"{self.message} (context: {details})"
+
+    def __repr__(self) -> str:
+        # the keyword context too (``ValidationError('m', parameter='p')``): logs and debuggers show it
+        keywords: set[str] = getattr(self, "_keywords", set())  # none in a copy from before it was kept
+        parts = [repr(self.message)]
+        parts += [f"{key}={value!r}" for key, value in self.context.items() if key in keywords]
+        extra = {key: value for key, value in self.context.items() if key not in keywords}
+        if extra:
+            parts.append(f"context={extra!r}")
+        return f"{type(self).__name__}({', '.join(parts)})"
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Keep errors picklable across processes (keyword-only arguments).
