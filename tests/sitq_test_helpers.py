@@ -1,10 +1,12 @@
-"""Test helpers: bounded waits instead of sleeps."""
+"""Test helpers: bounded waits instead of sleeps, and time zones whose offset is broken."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta, tzinfo
+from typing import Any
 
 
 async def wait_until(predicate: Callable[[], Awaitable[bool]], timeout: float = 10.0, interval: float = 0.01) -> None:
@@ -23,3 +25,27 @@ def wait_until_sync(predicate: Callable[[], bool], timeout: float = 10.0, interv
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         time.sleep(interval)
+
+
+class RaisingZone(tzinfo):
+    """A zone whose ``utcoffset`` raises (user code a datetime calls into)."""
+
+    def utcoffset(self, dt: datetime | None) -> timedelta | None:
+        raise RuntimeError("this zone cannot tell its offset")
+
+
+class NotATimedeltaZone(tzinfo):
+    """A zone whose ``utcoffset`` returns something other than a timedelta."""
+
+    def utcoffset(self, dt: datetime | None) -> Any:
+        return "+05:00"
+
+
+class DayLongZone(tzinfo):
+    """A zone whose offset is a day or more (``datetime`` allows less than 24 hours)."""
+
+    def utcoffset(self, dt: datetime | None) -> timedelta | None:
+        return timedelta(hours=30)
+
+
+BROKEN_ZONES = [RaisingZone(), NotATimedeltaZone(), DayLongZone()]

@@ -6,7 +6,7 @@ import asyncio
 import math
 import threading
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import pytest_asyncio
 
+import sitq
 from sitq import (
     Result,
     SerializationError,
@@ -27,6 +28,7 @@ from sitq_core import Call
 from sitq_core.models import TaskStatus
 
 import sitq_test_tasks as tasks
+from sitq_test_helpers import BROKEN_ZONES
 
 
 @pytest_asyncio.fixture
@@ -620,3 +622,41 @@ async def test_a_get_result_called_while_the_queue_closes_ends_and_does_not_reop
     assert queue.backend._db is None  # type: ignore[attr-defined]
     assert await queue.get_result(task_id, timeout=0) is None  # after close() a call reopens, as before
     await queue.close()
+
+
+def _refused_naming(error: ValidationError, parameter: str, eta: datetime) -> None:
+    assert error.parameter == parameter and error.value is eta, repr(error)
+    assert isinstance(error.cause, RuntimeError | TypeError | ValueError) and error.cause is error.__cause__
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("zone", BROKEN_ZONES, ids=lambda zone: type(zone).__name__)
+async def test_an_eta_whose_zone_cannot_give_its_offset_is_a_validation_error_naming_eta(
+    queue: TaskQueue, zone: tzinfo
+) -> None:
+    """A tzinfo whose ``utcoffset`` raised let its own RuntimeError (TypeError, ValueError) out of enqueue."""
+    eta = datetime(2030, 1, 1, tzinfo=zone)
+    view = queue.with_options(priority=1)
+    for call in (
+        lambda: queue.with_options(eta=eta),
+        lambda: view.with_options(eta=eta),
+        lambda: sitq.TaskOptions(eta=eta).validated(),
+        lambda: sitq.task(eta=eta),
+        lambda: queue.task(eta=eta),
+    ):
+        with pytest.raises(ValidationError) as info:
+            call()
+        _refused_naming(info.value, "eta", eta)
+    for awaited in (
+        lambda: queue.enqueue(tasks.add, 1, eta=eta),
+        lambda: view.enqueue(tasks.add, 1, eta=eta),
+        lambda: queue.requeue("some-task", eta=eta),
+        lambda: queue.backend.requeue("some-task", eta=eta),  # a backend's own check (checks.aware) too
+    ):
+        with pytest.raises(ValidationError) as info:
+            await awaited()
+        _refused_naming(info.value, "eta", eta)
+    with pytest.raises(ValidationError) as info:
+        await queue.purge(older_than=eta)
+    _refused_naming(info.value, "older_than", eta)
+    assert (await queue.counts())["queued"] == 0

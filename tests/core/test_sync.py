@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterator
+from datetime import datetime, tzinfo
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from sitq import (
 )
 
 import sitq_test_tasks as tasks
-from sitq_test_helpers import wait_until_sync
+from sitq_test_helpers import BROKEN_ZONES, wait_until_sync
 
 
 @pytest.fixture
@@ -298,3 +299,26 @@ def test_a_copy_has_its_own_queue_so_closing_it_leaves_the_originals_wait_alone(
         waiting.join(10)
         assert outcome == [None], "the original's get_result ran to its own timeout"
         assert queue.counts()["queued"] == 1
+
+
+@pytest.mark.parametrize("zone", BROKEN_ZONES, ids=lambda zone: type(zone).__name__)
+def test_an_eta_whose_zone_cannot_give_its_offset_is_a_validation_error_naming_eta(
+    backend: SQLiteBackend, zone: tzinfo
+) -> None:
+    """The tzinfo's own error came out (wrapped as a SyncTaskQueueError where the sync queue wraps machinery)."""
+    eta = datetime(2030, 1, 1, tzinfo=zone)
+    with SyncTaskQueue(backend) as queue:
+        view = queue.with_options(priority=1)
+        for parameter, call in (
+            ("eta", lambda: queue.enqueue(tasks.add, 1, eta=eta)),
+            ("eta", lambda: queue.with_options(eta=eta)),
+            ("eta", lambda: view.enqueue(tasks.add, 1, eta=eta)),
+            ("eta", lambda: view.with_options(eta=eta)),
+            ("eta", lambda: queue.requeue("some-task", eta=eta)),
+            ("older_than", lambda: queue.purge(older_than=eta)),
+        ):
+            with pytest.raises(ValidationError) as info:
+                call()
+            assert info.value.parameter == parameter and info.value.value is eta, repr(info.value)
+            assert isinstance(info.value.cause, RuntimeError | TypeError | ValueError)
+        assert queue.counts()["queued"] == 0

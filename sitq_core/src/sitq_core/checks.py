@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from .errors import ValidationError
@@ -52,13 +52,32 @@ def aware(value: Any, parameter: str) -> datetime:
             parameter=parameter,
             value=value,
         )
-    if value.tzinfo is None or value.utcoffset() is None:
+    if _utc_offset(value, parameter) is None:
         raise ValidationError(
             f"{parameter}: naive datetime {value!r}; pass an aware one (e.g. tzinfo=timezone.utc)",
             parameter=parameter,
             value=value,
         )
     return value
+
+
+def _utc_offset(value: datetime, parameter: str) -> timedelta | None:
+    """``value.utcoffset()`` (None when naive); a tzinfo that cannot give one -> ValidationError naming ``parameter``.
+
+    The tzinfo is the caller's code: one that raises, returns something other
+    than a timedelta or an offset of a day or more is bad input like a naive
+    datetime, not an error of sitq's to let out as it is.
+    """
+    try:
+        return value.utcoffset()  # checks the type and range of what the tzinfo returns
+    except Exception as exc:
+        zone = type(value.tzinfo).__name__  # not its repr: more of the tzinfo's own code
+        raise ValidationError(
+            f"{parameter}: its tzinfo ({zone}) cannot give a UTC offset ({type(exc).__name__}: {exc})",
+            parameter=parameter,
+            value=value,
+            cause=exc,
+        ) from exc
 
 
 def lease_seconds(value: Any) -> float:

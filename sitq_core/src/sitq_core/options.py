@@ -18,7 +18,7 @@ _UNSET: Any = object()
 
 
 def normalize_eta(eta: datetime | None, *, parameter: str = "eta") -> datetime | None:
-    """An aware datetime in any zone -> UTC; naive or non-datetime -> ValidationError."""
+    """An aware datetime in any zone -> UTC; naive, non-datetime or a broken tzinfo -> ValidationError."""
     if eta is None:
         return None
     if not isinstance(eta, datetime):
@@ -27,7 +27,7 @@ def normalize_eta(eta: datetime | None, *, parameter: str = "eta") -> datetime |
             parameter=parameter,
             value=eta,
         )
-    if eta.tzinfo is None or eta.tzinfo.utcoffset(eta) is None:
+    if checks._utc_offset(eta, parameter) is None:  # a tzinfo that cannot give one: ValidationError too
         raise ValidationError(
             f"{parameter} must be timezone-aware (e.g. datetime.now(timezone.utc)); got naive {eta!r}",
             parameter=parameter,
