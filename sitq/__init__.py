@@ -12,10 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 from sitq_core import *  # noqa: F403
 from sitq_core import __all__ as _core_all
-from sitq_core import __version__
-from sitq_core.errors import MissingPluginError
+from sitq_core import __version__ as __version__  # "as": re-exported for type checkers (pyright, mypy --strict)
+from sitq_core.errors import MissingPluginError as MissingPluginError
 
 if TYPE_CHECKING:
+    # what the module __getattr__ below resolves at run time, declared for type checkers (which do not
+    # see that __getattr__: with it, every name, a misspelt one too, would be Any to them)
     from sitq_postgres import PostgresBackend as PostgresBackend
     from sitq_sqlite import SQLiteBackend as SQLiteBackend
 
@@ -45,14 +47,15 @@ def _exported() -> list[str]:
         if not _importable(module):
             continue
         try:
-            __getattr__(name)
+            _resolve(name)
         except MissingPluginError:
             continue
         names.append(name)
     return names
 
 
-def __getattr__(name: str) -> Any:
+def _resolve(name: str) -> Any:
+    """The module attribute ``name``: a plugin's backend, imported on first use, or the lazy ``__all__``."""
     if name == "__all__":
         exported = globals()["__all__"] = _exported()
         return exported
@@ -79,6 +82,10 @@ def __getattr__(name: str) -> Any:
     return value
 
 
+if not TYPE_CHECKING:  # hidden from type checkers, which would take every unknown name for Any
+    __getattr__ = _resolve
+
+
 def _installed(dist: str) -> bool:
     from importlib.metadata import PackageNotFoundError, distribution
 
@@ -101,4 +108,3 @@ def __dir__() -> list[str]:
 
 
 del TYPE_CHECKING
-_ = __version__

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import ast
+import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -58,3 +62,122 @@ def test_enqueue_is_checked_against_the_function_signature(tmp_path: Path) -> No
     assert any("user_tasks.py:25:" in line and '"str"' in line for line in errors), done.stdout
     assert any("user_tasks.py:26:" in line and '"int"' in line for line in errors), done.stdout
     assert len(errors) == 4, done.stdout
+
+
+# ------------------------------------------------------------------ what users' checkers see of the facade
+#
+# Each module below marks the lines a checker must flag with ``# error``; every other line must be clean.
+# mypy --strict always runs; pyright (standard mode) runs when a ``pyright`` or ``basedpyright`` executable is
+# found (beside this interpreter, on PATH, or named by $SITQ_PYRIGHT), as users who reported these use it.
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _pyright() -> str | None:
+    named = os.environ.get("SITQ_PYRIGHT")
+    if named:
+        return named
+    for name in ("pyright", "basedpyright"):
+        found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def _mypy_errors(module: Path) -> tuple[set[int], str]:
+    done = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", str(module)],
+        capture_output=True,
+        text=True,
+        cwd=module.parent,
+        env={**os.environ, "MYPYPATH": str(ROOT)},  # the facade's editable finder is invisible to mypy
+    )
+    pattern = rf"^{re.escape(module.name)}:(\d+): error:"
+    return {int(match[1]) for match in re.finditer(pattern, done.stdout, re.MULTILINE)}, done.stdout
+
+
+def _pyright_errors(module: Path) -> tuple[set[int], str]:
+    executable = _pyright()
+    if executable is None:
+        pytest.skip("pyright is not installed (pip install basedpyright, or set SITQ_PYRIGHT)")
+    config = {"pythonVersion": "3.11", "typeCheckingMode": "standard"}
+    (module.parent / "pyrightconfig.json").write_text(json.dumps(config))
+    done = subprocess.run(
+        [executable, "--outputjson", "--pythonpath", sys.executable, str(module)],
+        capture_output=True,
+        text=True,
+        cwd=module.parent,
+        # on the interpreter's path, as an installed sitq is: a library, whose private imports pyright refuses
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    diagnostics = json.loads(done.stdout)["generalDiagnostics"]
+    lines = {item["range"]["start"]["line"] + 1 for item in diagnostics if item["severity"] == "error"}
+    return lines, json.dumps(diagnostics, indent=1)
+
+
+CHECKERS = {"mypy": _mypy_errors, "pyright": _pyright_errors}
+
+
+def _check(tmp_path: Path, checker: str, code: str) -> None:
+    """``code`` gets errors on exactly the lines marked ``# error``."""
+    module = tmp_path / "user_code.py"
+    module.write_text(code)
+    expected = {number for number, line in enumerate(code.splitlines(), 1) if line.rstrip().endswith("# error")}
+    found, output = CHECKERS[checker](module)
+    assert found == expected, f"{checker}: errors on lines {sorted(found)}, expected {sorted(expected)}:\n{output}"
+
+
+MISSPELT = textwrap.dedent(
+    """
+    import sitq
+    from sitq import TaskQeue  # error
+    from sitq import SQLiteBackend, TaskQueue
+
+    queue: TaskQueue = sitq.TaskQueue(SQLiteBackend(":memory:"))
+    worker = sitq.Wroker(queue.backend)  # error
+    """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("checker", CHECKERS)
+def test_a_misspelt_name_from_sitq_is_an_error(tmp_path: Path, checker: str) -> None:
+    """The lazy plugin names (a module ``__getattr__`` at run time) must not make every name ``Any``."""
+    _check(tmp_path, checker, MISSPELT)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("checker", CHECKERS)
+def test_every_name_the_reference_documents_imports_cleanly(tmp_path: Path, checker: str) -> None:
+    """api.md: "Everything here is importable from sitq" (its names: ``sitq.__all__``, the backends too)."""
+    import sitq
+
+    names = sorted(set(sitq.__all__) | {"SQLiteBackend", "PostgresBackend", "MissingPluginError", "__version__"})
+    code = "import sitq\n"
+    code += "".join(f"from sitq import {name}\n" for name in names)
+    code += "".join(f"print(sitq.{name})\n" for name in names)
+    code += "version: str = __version__\n"
+    code += "backend: sitq.Backend = SQLiteBackend(':memory:')\n"
+    code += "def hint(error: MissingPluginError) -> str:\n    return error.message\n"
+    _check(tmp_path, checker, code)
+
+
+def test_the_facade_re_exports_what_it_imports_by_name() -> None:
+    """pyright takes a sitq name imported as ``from x import Y`` for private; ``Y as Y`` re-exports it.
+
+    Checked here without pyright too (the test above needs it): ``MissingPluginError``
+    and ``__version__`` were imported the plain way and pyright refused them to users.
+    """
+    tree = ast.parse((ROOT / "sitq" / "__init__.py").read_text(encoding="utf-8"))
+    private = [
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("sitq")
+        for alias in node.names
+        if alias.name != "*" and alias.asname != alias.name and _public(alias.asname or alias.name)
+    ]
+    assert private == [], f"sitq/__init__.py imports {private} without re-exporting them (write 'import Y as Y')"
+
+
+def _public(name: str) -> bool:
+    return not name.startswith("_") or (name.startswith("__") and name.endswith("__"))  # __version__ is public
