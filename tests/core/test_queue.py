@@ -353,15 +353,31 @@ async def test_out_of_range_lookups_are_validation_errors(queue: TaskQueue, call
     assert (await queue.counts())["queued"] == 1
 
 
-def test_an_unknown_option_in_with_options_names_it() -> None:
+@pytest.mark.parametrize("value", [1, None])
+def test_an_unknown_option_in_with_options_names_it(value: object) -> None:
+    """At run time too (the signatures only tell type checkers), on queues, views and sync queues alike.
+
+    Given as None as well: None leaves a known option as it is, but a misspelt one is still refused.
+    """
     import sitq
     from sitq_core.errors import ValidationError
 
     queue = sitq.TaskQueue("sqlite://")
-    for call in (lambda: queue.with_options(bogus=1), lambda: queue.with_options(priority=1).with_options(bogus=1)):
-        with pytest.raises(ValidationError) as info:
-            call()
-        assert info.value.parameter == "bogus" and "max_retries" in str(info.value)
+    sync = sitq.SyncTaskQueue("sqlite://")
+    options: dict[str, Any] = {"bogus": value}
+    calls = (
+        lambda: queue.with_options(**options),
+        lambda: queue.with_options(priority=1).with_options(**options),
+        lambda: sync.with_options(**options),
+        lambda: sync.with_options(priority=1).with_options(**options),
+    )
+    try:
+        for call in calls:
+            with pytest.raises(ValidationError) as info:
+                call()
+            assert info.value.parameter == "bogus" and "max_retries" in str(info.value)
+    finally:
+        sync.close()
 
 
 @pytest.mark.asyncio

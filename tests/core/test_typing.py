@@ -181,3 +181,103 @@ def test_the_facade_re_exports_what_it_imports_by_name() -> None:
 
 def _public(name: str) -> bool:
     return not name.startswith("_") or (name.startswith("__") and name.endswith("__"))  # __version__ is public
+
+
+VIEWS = textwrap.dedent(
+    """
+    import sitq
+    from sitq import TaskQueue, TaskQueueView
+
+    @sitq.task
+    async def send(to: str) -> bool:
+        return True
+
+    async def main(queue: TaskQueue) -> None:
+        view: TaskQueueView = queue.with_options(priority=5)
+        bound = send.bind(view)
+        await bound.enqueue("a@example.com")
+        send.bind(queue.with_options(queue_name="mail").with_options(max_retries=1))
+
+        @sitq.task(queue=view, max_retries=2)
+        async def resize(path: str, width: int) -> str:
+            return path
+
+        @sitq.task(queue=view)
+        async def plain(path: str) -> None:
+            return None
+
+        await resize.enqueue("a.png", width=3)
+        await resize.enqueue("a.png", width="wide")  # error
+        await plain.enqueue("a.png")
+        await plain.enqueue(3)  # error
+        send.bind("sqlite:///tasks.db")  # error
+    """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("checker", CHECKERS)
+def test_a_view_binds_like_a_queue(tmp_path: Path, checker: str) -> None:
+    """``f.bind(view)`` and ``@sitq.task(queue=view)`` (api.md) check, and keep the function's signature."""
+    _check(tmp_path, checker, VIEWS)
+
+
+OPTIONS = textwrap.dedent(
+    """
+    from datetime import UTC, datetime
+
+    import sitq
+    from sitq import SyncTaskQueue, TaskQueue
+
+    async def main(queue: TaskQueue, sync: SyncTaskQueue) -> None:
+        view = queue.with_options(eta=datetime.now(UTC), priority=None, max_retries=3, retry_backoff=0.5)
+        view.with_options(delay=2, timeout=30.0, queue_name="mail", max_lease_expiries=None)
+        sync.with_options(priority=-1).with_options(max_retries=None)
+        queue.with_options(max_retrie=3)  # error
+        view.with_options(max_retrie=3)  # error
+        sync.with_options(max_retrie=3)  # error
+        sync.with_options(priority=1).with_options(max_retrie=3)  # error
+        queue.with_options(max_retries="3")  # error
+        view.with_options(queue_name=5)  # error
+        sync.with_options(eta="tomorrow")  # error
+
+        @sitq.task(max_retries=2, priority=None, queue_name="mail", timeout=None)
+        async def fine() -> None: ...
+
+        @queue.task(retry_backoff=2.0, delay=None)
+        async def fine_too() -> None: ...
+
+        @sitq.task(max_retries="3")  # error
+        async def wrong_type() -> None: ...
+
+        @sitq.task(max_retrie=3)  # error
+        async def misspelt() -> None: ...
+
+        @queue.task(max_retrie=3)  # error
+        async def misspelt_on_queue() -> None: ...
+
+        @sitq.task(queue=view, priority="high")  # error
+        async def wrong_on_view() -> None: ...
+    """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("checker", CHECKERS)
+def test_task_options_are_checked_everywhere_they_are_given(tmp_path: Path, checker: str) -> None:
+    """with_options on queues, views and sync queues, and both decorators, know the options and their types."""
+    _check(tmp_path, checker, OPTIONS)
+
+
+def test_the_typed_option_arguments_are_the_task_options() -> None:
+    """``TaskOptionArgs`` (what checkers see) names every field of ``TaskOptions`` (what runs), each optional."""
+    import dataclasses
+    import typing
+
+    from sitq import TaskOptionArgs, TaskOptions
+
+    names = {field.name for field in dataclasses.fields(TaskOptions) if field.name != "explicit"}
+    assert set(TaskOptionArgs.__annotations__) == names
+    assert TaskOptionArgs.__required_keys__ == frozenset()
+    hints = typing.get_type_hints(TaskOptionArgs)
+    assert all(type(None) in typing.get_args(hint) for hint in hints.values()), hints

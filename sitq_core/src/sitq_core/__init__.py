@@ -30,7 +30,7 @@ from .errors import (
 )
 from .hookspecs import hookimpl
 from .models import LeaseState, Outcome, ReservedTask, Result, Task, TaskStatus
-from .options import TaskOptions
+from .options import TaskOptionArgs, TaskOptions
 from .queue import Call, TaskQueue, TaskQueueView, connect
 from .serializers import CloudpickleSerializer, MsgpackSerializer, Serializer
 from .sync import SyncTaskQueue, SyncTaskQueueView
@@ -74,6 +74,7 @@ __all__ = [
     "TaskCancelledError",
     "TaskExecutionError",
     "TaskFunction",
+    "TaskOptionArgs",
     "TaskOptions",
     "TaskQueue",
     "TaskQueueError",

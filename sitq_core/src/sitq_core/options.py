@@ -5,16 +5,34 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict
 
 from . import checks
 from .checks import INT64_MAX, INT64_MIN
 from .errors import ValidationError
 from .models import DEFAULT_QUEUE
 
-__all__ = ["TaskOptions", "normalize_eta", "validate_timeout"]
+__all__ = ["TaskOptionArgs", "TaskOptions", "normalize_eta", "validate_timeout"]
 
 _UNSET: Any = object()
+
+
+class TaskOptionArgs(TypedDict, total=False):
+    """The keyword arguments that set task options, for type checkers (``**options: Unpack[TaskOptionArgs]``).
+
+    Taken by ``with_options`` (queues, views, sync queues) and ``@sitq.task`` /
+    ``@queue.task``: a misspelt name or a wrong type is flagged before the code
+    runs. Each is a field of :class:`TaskOptions`; None leaves the option as it is.
+    """
+
+    eta: datetime | None
+    delay: float | None
+    priority: int | None
+    max_retries: int | None
+    retry_backoff: float | None
+    timeout: float | None
+    queue_name: str | None
+    max_lease_expiries: int | None
 
 
 def normalize_eta(eta: datetime | None, *, parameter: str = "eta") -> datetime | None:
@@ -127,6 +145,21 @@ class TaskOptions:
             changes.setdefault("eta", None)
         return replace(self, **changes, explicit=self.explicit_names() | frozenset(changes)).validated()
 
+    def given(self, options: dict[str, Any]) -> TaskOptions:
+        """A validated copy with the options of a ``with_options`` call: None leaves an option as it is.
+
+        An unknown name raises ``ValidationError`` naming it, also given as None:
+        the signatures tell type checkers the known names, and this tells callers
+        that are not checked.
+        """
+        unknown = {name: value for name, value in options.items() if name not in _OPTION_NAMES}
+        if unknown:
+            self.merged(**unknown)  # raises ValidationError naming the option and the known ones
+        changes = {name: value for name, value in options.items() if value is not None}
+        if "eta" in changes:
+            changes["eta"] = normalize_eta(changes["eta"])
+        return self.merged(**changes)
+
     def validated(self) -> TaskOptions:
         normalize_eta(self.eta)
         if self.eta is not None and self.delay is not None:
@@ -181,3 +214,6 @@ class TaskOptions:
                     value=self.delay,
                 ) from None
         return now
+
+
+_OPTION_NAMES = frozenset(f.name for f in fields(TaskOptions)) - {"explicit"}

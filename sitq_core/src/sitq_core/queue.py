@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
-from typing import Any, ParamSpec, Self, TypeVar, overload
+from typing import Any, ParamSpec, Self, TypeVar, Unpack, overload
 
 from . import checks
 from .backend import Backend, Capability
@@ -23,7 +23,7 @@ from .config import BackendSpec, SerializerSpec, resolve_backend, resolve_serial
 from .errors import BackendError, SerializationError, SitqError, TaskQueueError, ValidationError
 from .holders import holders
 from .models import Result, Task, new_id, new_ids
-from .options import TaskOptions, normalize_eta, validate_timeout
+from .options import TaskOptionArgs, TaskOptions, normalize_eta, validate_timeout
 from .plugins import get_plugin_manager
 from .serializers import PAYLOAD_ERRORS, Serializer, function_path
 from .task import TaskFunction, is_task_function, task
@@ -472,12 +472,9 @@ class TaskQueueView(_Producer):
     def _owner(self) -> TaskQueue:
         return self._queue
 
-    def with_options(self, **options: Any) -> TaskQueueView:
+    def with_options(self, **options: Unpack[TaskOptionArgs]) -> TaskQueueView:
         """A further view with more options changed; ``None`` leaves an option as it is (as on the queue)."""
-        if "eta" in options:
-            options["eta"] = normalize_eta(options["eta"])
-        changes = {key: value for key, value in options.items() if value is not None}
-        return TaskQueueView(self._queue, self._options.merged(**changes))
+        return TaskQueueView(self._queue, self._options.given(dict(options)))
 
     @property
     def options(self) -> TaskOptions:
@@ -584,48 +581,28 @@ class TaskQueue(_Producer):
     def serializer(self) -> Serializer:
         return self._serializer
 
-    def with_options(
-        self,
-        *,
-        eta: datetime | None = None,
-        delay: float | None = None,
-        priority: int | None = None,
-        max_retries: int | None = None,
-        retry_backoff: float | None = None,
-        timeout: float | None = None,
-        queue_name: str | None = None,
-        max_lease_expiries: int | None = None,
-        **unknown: Any,
-    ) -> TaskQueueView:
+    def with_options(self, **options: Unpack[TaskOptionArgs]) -> TaskQueueView:
         """A view whose ``enqueue``/``enqueue_many`` apply these options to each task.
 
-        The options never collide with the task function's own keyword
-        arguments: ``q.with_options(timeout=5).enqueue(f, timeout=1)`` passes
-        ``timeout=1`` to ``f``. An unknown option raises ``ValidationError``.
+        The options (``eta``, ``delay``, ``priority``, ``max_retries``,
+        ``retry_backoff``, ``timeout``, ``queue_name``, ``max_lease_expiries``;
+        None leaves one as it is) never collide with the task function's own
+        keyword arguments: ``q.with_options(timeout=5).enqueue(f, timeout=1)``
+        passes ``timeout=1`` to ``f``. An unknown option raises ``ValidationError``
+        (type checkers flag it, and a wrong type, from the signature).
         """
-        if unknown:
-            self._options.merged(**unknown)  # raises ValidationError naming the option and the known ones
-        given = {
-            "eta": normalize_eta(eta),
-            "delay": delay,
-            "priority": priority,
-            "max_retries": max_retries,
-            "retry_backoff": retry_backoff,
-            "timeout": timeout,
-            "queue_name": queue_name,
-            "max_lease_expiries": max_lease_expiries,
-        }
-        changes = {key: value for key, value in given.items() if value is not None}
-        return TaskQueueView(self, self._options.merged(**changes))
+        return TaskQueueView(self, self._options.given(dict(options)))
 
     @overload
     def task(self, func: Callable[P, R], /) -> TaskFunction[P, R]: ...
 
     @overload
-    def task(self, func: None = None, /, **options: Any) -> Callable[[Callable[P, R]], TaskFunction[P, R]]: ...
+    def task(
+        self, func: None = None, /, **options: Unpack[TaskOptionArgs]
+    ) -> Callable[[Callable[P, R]], TaskFunction[P, R]]: ...
 
     def task(
-        self, func: Callable[P, R] | None = None, /, **options: Any
+        self, func: Callable[P, R] | None = None, /, **options: Unpack[TaskOptionArgs]
     ) -> TaskFunction[P, R] | Callable[[Callable[P, R]], TaskFunction[P, R]]:
         """Decorator: ``@queue.task`` or ``@queue.task(max_retries=3)``; see :func:`sitq.task`.
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Coroutine, Iterable, Iterator
 from concurrent.futures import CancelledError, Future, InvalidStateError
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Self, TypeVar, Unpack
 
 from .backend import Backend
 from .config import BackendSpec, SerializerSpec, split_config
@@ -31,7 +31,7 @@ from .errors import (
 from .forks import forget_in_child, keep_inherited
 from .holders import holders
 from .models import Result, Task
-from .options import TaskOptions
+from .options import TaskOptionArgs, TaskOptions
 from .queue import TaskQueue, TaskQueueView, _abandon, backend_not_ready, warn_dropped
 
 __all__ = ["SyncTaskQueue", "SyncTaskQueueView"]
@@ -392,7 +392,7 @@ class SyncTaskQueue:
         """Store ``func(*args, **kwargs)`` with the arguments as a tuple and a dict (see ``TaskQueue.enqueue_call``)."""
         return self._enqueue("enqueue_call", lambda: self._queue._call_task_of(func, args, kwargs), self._queue)
 
-    def with_options(self, **options: Any) -> SyncTaskQueueView:
+    def with_options(self, **options: Unpack[TaskOptionArgs]) -> SyncTaskQueueView:
         """A view whose enqueues apply these per-task options (see ``TaskQueue.with_options``)."""
         return SyncTaskQueueView(self, self._queue.with_options(**options))
 
@@ -488,7 +488,7 @@ class SyncTaskQueueView:
         items = list(calls) if isinstance(calls, Iterable) and not isinstance(calls, (str, bytes)) else calls
         return self._owner._run("enqueue_many", lambda: self._view.enqueue_many(items))
 
-    def with_options(self, **options: Any) -> SyncTaskQueueView:
+    def with_options(self, **options: Unpack[TaskOptionArgs]) -> SyncTaskQueueView:
         return SyncTaskQueueView(self._owner, self._view.with_options(**options))
 
 

@@ -14,13 +14,13 @@ import functools
 import pickle
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, Unpack, overload
 
 from .errors import ValidationError
-from .options import TaskOptions
+from .options import TaskOptionArgs, TaskOptions
 
 if TYPE_CHECKING:
-    from .queue import TaskQueue
+    from .queue import TaskQueue, TaskQueueView
 
 __all__ = ["TaskFunction", "is_importable_task", "is_task_function", "pickled_by_value", "task"]
 
@@ -36,7 +36,9 @@ class TaskFunction(Generic[P, R]):
 
     __sitq_task__ = True
 
-    def __init__(self, func: Callable[P, R], options: TaskOptions, queue: TaskQueue | None = None) -> None:
+    def __init__(
+        self, func: Callable[P, R], options: TaskOptions, queue: TaskQueue | TaskQueueView | None = None
+    ) -> None:
         if not callable(func):
             raise ValidationError(f"task needs a callable, got {type(func).__name__}", parameter="func", value=func)
         _check_queue(queue)
@@ -44,7 +46,7 @@ class TaskFunction(Generic[P, R]):
         self.__wrapped__ = func
         # after update_wrapper: a function's own ``options`` or ``queue`` attribute must not replace these
         self.options = options
-        self.queue = queue
+        self.queue: TaskQueue | TaskQueueView | None = queue
 
     def __call__(self, /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run the function here and now (not through a queue)."""
@@ -61,8 +63,11 @@ class TaskFunction(Generic[P, R]):
             )
         return await self.queue.enqueue_call(self, args, kwargs)
 
-    def bind(self, queue: TaskQueue) -> TaskFunction[P, R]:
-        """The same task bound to another queue (a :class:`TaskQueue`; anything else -> ValidationError)."""
+    def bind(self, queue: TaskQueue | TaskQueueView | None) -> TaskFunction[P, R]:
+        """The same task bound to another queue (a :class:`TaskQueue`, a view of one, or None: unbound).
+
+        Anything else (a URL, a ``SyncTaskQueue``) raises ``ValidationError``.
+        """
         return TaskFunction(self.__wrapped__, self.options, queue)
 
     def __reduce__(self) -> str | tuple[Any, ...]:
@@ -106,7 +111,7 @@ def _unwrap(func: Callable[..., Any]) -> Callable[..., Any]:
     return func  # kept: payloads stored before task functions travelled whole still load
 
 
-def _travelling(queue: TaskQueue | None) -> TaskQueue | None:
+def _travelling(queue: TaskQueue | TaskQueueView | None) -> TaskQueue | TaskQueueView | None:
     """``queue`` if it can be pickled (as its configuration), else None."""
     if queue is None:
         return None
@@ -154,12 +159,16 @@ def task(func: Callable[P, R], /) -> TaskFunction[P, R]: ...
 
 @overload
 def task(
-    func: None = None, /, *, queue: TaskQueue | None = None, **options: Any
+    func: None = None, /, *, queue: TaskQueue | TaskQueueView | None = None, **options: Unpack[TaskOptionArgs]
 ) -> Callable[[Callable[P, R]], TaskFunction[P, R]]: ...
 
 
 def task(
-    func: Callable[P, R] | None = None, /, *, queue: TaskQueue | None = None, **options: Any
+    func: Callable[P, R] | None = None,
+    /,
+    *,
+    queue: TaskQueue | TaskQueueView | None = None,
+    **options: Unpack[TaskOptionArgs],
 ) -> TaskFunction[P, R] | Callable[[Callable[P, R]], TaskFunction[P, R]]:
     """Decorate a function with default task options (``max_retries``, ``priority``, ``queue_name`` ...).
 
