@@ -281,3 +281,18 @@ def test_the_typed_option_arguments_are_the_task_options() -> None:
     assert TaskOptionArgs.__required_keys__ == frozenset()
     hints = typing.get_type_hints(TaskOptionArgs)
     assert all(type(None) in typing.get_args(hint) for hint in hints.values()), hints
+
+
+@pytest.mark.slow
+def test_the_example_plugin_is_typed(tmp_path: Path) -> None:
+    """plugins.md tells authors to ship ``py.typed``; its own example does, so users' checkers read it."""
+    code = textwrap.dedent(
+        """
+        import sitq
+        from sitq_dictstore import DictStoreBackend
+
+        backend: sitq.Backend = DictStoreBackend(store="jobs")
+        DictStoreBackend(store=3)  # error
+        """
+    )
+    _check(tmp_path, "mypy", code)

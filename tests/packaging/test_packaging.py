@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
 import tomllib
 import venv
+import zipfile
 from importlib.metadata import distribution, entry_points
 from pathlib import Path
 
@@ -213,3 +215,20 @@ def test_cli_accepts_every_level_name_logging_knows() -> None:
     for level in ("warn", "FATAL", "notset", "info"):
         command = [sys.executable, "-m", "sitq", "--log-level", level, "backends", "--json"]
         subprocess.run(command, capture_output=True, text=True, check=True)
+
+
+@pytest.mark.slow
+def test_the_example_plugin_ships_py_typed(tmp_path: Path) -> None:
+    """plugins.md tells backend authors to ship ``py.typed``; its own example package does (in its wheel)."""
+    example = ROOT / "tests" / "plugins" / "sitq_dictstore"
+    build = tmp_path / "sitq_dictstore"
+    shutil.copytree(example, build, ignore=shutil.ignore_patterns("*.egg-info", "build", "__pycache__"))
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), "."],
+        cwd=build,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    (wheel,) = tmp_path.glob("sitq_dictstore-*.whl")
+    assert "sitq_dictstore/py.typed" in zipfile.ZipFile(wheel).namelist()
