@@ -296,3 +296,12 @@ def test_the_example_plugin_is_typed(tmp_path: Path) -> None:
         """
     )
     _check(tmp_path, "mypy", code)
+
+
+@pytest.mark.slow
+def test_the_guide_waives_a_kit_test_with_a_type_correct_override(tmp_path: Path) -> None:
+    """plugins.md's waiver example, as a backend author's mypy --strict checks their test module."""
+    guide = (ROOT / "plugins.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"^```python[ \t]*\n(.*?)^```[ \t]*$", guide, re.DOTALL | re.MULTILINE)
+    (waiver,) = [block for block in blocks if "pytest.mark.skip(" in block and "BackendSuite" in block]
+    _check(tmp_path, "mypy", waiver)
