@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+import sitq_core.urls
 from sitq import ConfigurationError, parse_backend_url
+
+from sitq_test_helpers import strict_urlsplit
 
 
 @pytest.mark.parametrize(
@@ -60,6 +63,18 @@ def test_a_multi_host_url_keeps_every_host_in_order() -> None:
         "postgresql://u:pw@primary:5432,[::1]:5433,standby/app?target_session_attrs=read-write"
     )
     assert str(url) == "postgresql://u:***@primary:5432,[::1]:5433,standby/app?target_session_attrs=read-write"
+
+
+def test_a_multi_host_url_parses_where_urlsplit_refuses_data_before_a_bracket(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Python builds with the CVE-2024-11168 fix refused 'h1,[::1]:5433' as "Invalid IPv6 URL"."""
+    monkeypatch.setattr(sitq_core.urls, "urlsplit", strict_urlsplit)
+    url = parse_backend_url("postgresql://u:pw@primary:5432,[::1]:5433,standby/app?target_session_attrs=read-write")
+    assert (url.host, url.port, url.more_hosts) == ("primary", 5432, (("::1", 5433), ("standby", None)))
+    assert url.query == {"target_session_attrs": "read-write"} and url.database == "app"
+    with pytest.raises(ConfigurationError, match="malformed"):
+        parse_backend_url("postgresql://u@[::1:5433/app")  # an unclosed bracket is still refused
 
 
 @pytest.mark.parametrize("url", ["postgresql://a,b:notaport/x", "postgresql://a,,b/x", "postgresql://a,b:70000/x"])

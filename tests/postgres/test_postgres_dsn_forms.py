@@ -6,13 +6,16 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+import sitq_postgres.keywords
 from sitq_postgres.keywords import is_keyword_dsn, keyword_dsn_to_url
 
 import sitq
+import sitq_core.urls
 from sitq import ConfigurationError, PostgresBackend, TaskQueue, ValidationError
 from sitq_core.urls import parse_backend_url
 
 import sitq_test_tasks as tasks
+from sitq_test_helpers import strict_urlsplit
 
 
 def test_pairs_become_query_parameters() -> None:
@@ -400,3 +403,16 @@ def test_a_dsn_with_a_tab_or_line_break_inside_is_refused(dsn: str) -> None:
     with pytest.raises(ValidationError) as caught:
         PostgresBackend(dsn)
     assert caught.value.parameter == "dsn" and "tabs or line breaks" in str(caught.value)
+
+
+def test_an_ipv6_host_after_the_first_passes_where_urlsplit_refuses_data_before_a_bracket(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Python builds with the CVE-2024-11168 fix refused 'h1,[::1]:5433' in a dsn as "Invalid IPv6 URL"."""
+    monkeypatch.setattr(sitq_core.urls, "urlsplit", strict_urlsplit)
+    monkeypatch.setattr(sitq_postgres.keywords, "urlsplit", strict_urlsplit, raising=False)
+    dsn = "postgresql://u@primary:5432,[::1]:5433,standby/app?connect_timeout=3"
+    backend = PostgresBackend(dsn)
+    assert backend.dsn == "postgresql://u@primary:5432,[::1]:5433,standby/app"
+    url_backend = sitq.connect("postgresql://u@primary:5432,[::1]:5433/app?schema=jobs").backend
+    assert isinstance(url_backend, PostgresBackend) and url_backend.dsn == "postgresql://u@primary:5432,[::1]:5433/app"

@@ -10,11 +10,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from urllib.parse import SplitResult, parse_qsl, quote, unquote, urlsplit
 
 from .errors import ConfigurationError
 
-__all__ = ["BackendURL", "parse_backend_url"]
+__all__ = ["BackendURL", "parse_backend_url", "split_url"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +100,26 @@ def _host_port(host: str | None, port: int | None) -> str:
     return text if port is None else f"{text}:{port}"
 
 
+def split_url(url: str) -> SplitResult:
+    """``urlsplit``, for a netloc that may list several hosts as libpq writes them (``h1:5432,[::1]:5433``).
+
+    Python builds carrying the CVE-2024-11168 fix (3.11.4+ in distributions,
+    3.12.8+, 3.13.1+) refuse anything before a ``[`` in the host part, so a
+    list whose later host is an IPv6 address raised "Invalid IPv6 URL". Only
+    the netloc's first host goes through ``urlsplit`` (which still checks it);
+    the result carries the whole netloc, and callers check the other hosts.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return urlsplit(url)
+    ends = [index for index in (rest.find("/"), rest.find("?"), rest.find("#")) if index >= 0]
+    end = min(ends, default=len(rest))
+    netloc = rest[:end]
+    userinfo, at, hostlist = netloc.rpartition("@")
+    first = f"{userinfo}{at}{hostlist.split(',', 1)[0]}"
+    return urlsplit(f"{scheme}://{first}{rest[end:]}")._replace(netloc=netloc)
+
+
 def _split_hosts(shown: str, netloc: str) -> tuple[str, tuple[tuple[str, int | None], ...]]:
     """Keep the first host of ``user@h1:p1,h2:p2`` in ``netloc``; return the others parsed."""
     userinfo, at, hostlist = netloc.rpartition("@")
@@ -150,7 +170,7 @@ def parse_backend_url(url: str) -> BackendURL:
     # A neutral scheme keeps urlsplit generic. '#' is an ordinary character here, as in SQLAlchemy's
     # grammar (a backend URL has no fragment): 'jobs#2.db' names that file, 'pass#word' is the password.
     try:
-        parts = urlsplit("x" + url[len(scheme_part) :].replace("#", "%23"))
+        parts = split_url("x" + url[len(scheme_part) :].replace("#", "%23"))
     except ValueError as exc:  # an unclosed '[' of an IPv6 host
         raise ConfigurationError(
             f"backend URL {shown!r} is malformed: {exc}", parameter="url", value=shown, cause=exc

@@ -26,7 +26,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Self, TypeAlias, TypeVar, overload
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 import asyncpg  # type: ignore[import-untyped]
 
@@ -37,7 +37,7 @@ from sitq_core.errors import BackendError, ConfigurationError, ConnectionError, 
 from sitq_core.models import LeaseState, Outcome, ReservedTask, Result, Task, TaskStatus
 from sitq_core.notify import record_mark, safety_pauses, take_mark
 from sitq_core.textoptions import text_options_converted
-from sitq_core.urls import BackendURL
+from sitq_core.urls import BackendURL, split_url
 
 from .coalesce import ResultReads
 from .keywords import NO_LIMIT, prepared_dsn
@@ -117,7 +117,7 @@ def _refuse_own_options_in(dsn: str | None) -> None:
     """A dsn carrying sitq's own options (``?schema=``) would send them to the server: say where they go."""
     if dsn is None or "://" not in dsn:
         return
-    found = [name for name in _OWN_OPTIONS if name in parse_qs(urlsplit(dsn).query, keep_blank_values=True)]
+    found = [name for name in _OWN_OPTIONS if name in parse_qs(split_url(dsn).query, keep_blank_values=True)]
     if found:
         raise ConfigurationError(
             f"{found[0]!r} is an option of sitq, not a connection parameter: give it beside the dsn "

@@ -21,9 +21,10 @@ import math
 import os
 import re
 from pathlib import Path
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 from sitq_core.errors import ConfigurationError, ValidationError
+from sitq_core.urls import split_url
 
 __all__ = ["NO_LIMIT", "is_keyword_dsn", "keyword_dsn_to_url", "prepared_dsn"]
 
@@ -79,7 +80,7 @@ def prepared_dsn(dsn: str | None, connect_timeout: float, *, default_timeout: fl
             "dsn must not hold tabs or line breaks (percent-encode them: %09, %0D, %0A)", parameter="dsn"
         )
     try:
-        parts = urlsplit(dsn)
+        parts = split_url(dsn)  # several hosts, an IPv6 one after the first: urlsplit alone refuses them
     except ValueError as exc:  # "Invalid IPv6 URL": an unclosed '[' in the host
         raise ValidationError(f"dsn is not a valid URL: {exc}", parameter="dsn") from exc
     auth, hosts = _netloc_hosts(parts.netloc)
