@@ -202,6 +202,16 @@ async def test_with_options_validates(queue: TaskQueue, bad: dict[str, Any]) -> 
     assert next(iter(bad)) in str(info.value)
 
 
+@pytest.mark.parametrize("name", ["delay", "retry_backoff"])
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_nan_and_infinite_seconds_get_one_message(queue: TaskQueue, name: str, value: float) -> None:
+    """NaN said "must be a number of seconds or None, got nan" while inf said "must be a finite number"."""
+    with pytest.raises(ValidationError) as info:
+        queue.with_options(**{name: value})
+    assert info.value.parameter == name
+    assert f"{name} must be a finite number of seconds, got {value!r}" in str(info.value)
+
+
 @pytest.mark.asyncio
 async def test_a_delay_past_the_last_storable_date_is_a_validation_error(queue: TaskQueue) -> None:
     await queue.enqueue(tasks.add, 0)

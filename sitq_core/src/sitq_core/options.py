@@ -96,7 +96,8 @@ def _non_negative_int(name: str, value: Any) -> int:
 
 
 def _finite(name: str, value: float | None) -> None:
-    if value is not None and math.isinf(float(value)):
+    """NaN and infinity get one message (checked before ``validate_timeout``, which names NaN otherwise)."""
+    if isinstance(value, float) and not math.isfinite(value) and not value < 0:
         raise ValidationError(f"{name} must be a finite number of seconds, got {value!r}", parameter=name, value=value)
 
 
@@ -164,8 +165,8 @@ class TaskOptions:
         normalize_eta(self.eta)
         if self.eta is not None and self.delay is not None:
             raise ValidationError("give eta or delay, not both", parameter="delay", value=self.delay)
-        validate_timeout(self.delay, parameter="delay")
         _finite("delay", self.delay)
+        validate_timeout(self.delay, parameter="delay")
         if (
             isinstance(self.priority, bool)
             or not isinstance(self.priority, int)
@@ -184,10 +185,10 @@ class TaskOptions:
                 parameter="max_lease_expiries",
                 value=expiries,
             )
+        _finite("retry_backoff", self.retry_backoff)
         validate_timeout(self.retry_backoff, parameter="retry_backoff")
         if self.retry_backoff is None:
             raise ValidationError("retry_backoff must be a number >= 0", parameter="retry_backoff", value=None)
-        _finite("retry_backoff", self.retry_backoff)
         timeout = self.timeout
         if timeout is not None and (
             isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0  # NaN fails too
