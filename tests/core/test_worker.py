@@ -249,6 +249,30 @@ async def test_retries_exhausted_ends_failed_with_traceback(queue: TaskQueue, tm
 
 
 @pytest.mark.asyncio
+async def test_a_lease_expiry_uses_up_a_retry_and_the_backoff_follows_the_attempt(queue: TaskQueue) -> None:
+    """As workers.md says: max_retries and the backoff count attempts, and an expired lease is one of them."""
+    task_id = await queue.with_options(max_retries=2, retry_backoff=1000).enqueue(tasks.boom, "after a crash")
+    # the first attempt's worker dies: its lease (a millisecond here) is never renewed
+    [first] = await queue.backend.reserve(worker_id="dead", limit=1, lease_seconds=0.001)
+    assert first.id == task_id and first.attempt == 1
+    worker = Worker(queue.backend)
+    await worker.start()
+    try:
+
+        async def retried() -> bool:
+            task = await queue.get_task(task_id)
+            return task is not None and task.status == TaskStatus.QUEUED and task.attempts == 2
+
+        await wait_until(retried)
+    finally:
+        await worker.stop()
+    task = await queue.get_task(task_id)
+    assert task is not None and task.lease_expiries == 1 and task.error == "after a crash"
+    # the retry after attempt 2 waits retry_backoff * 2**(2-1) = 2000 s, not the 1000 s of a "first retry"
+    assert task.eta - queue.backend.now() > timedelta(seconds=1500)
+
+
+@pytest.mark.asyncio
 async def test_exception_type_can_opt_out_of_retries(queue: TaskQueue) -> None:
     view = queue.with_options(max_retries=5, retry_backoff=0.01)
     worker = Worker(queue.backend)

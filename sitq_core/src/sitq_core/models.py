@@ -96,7 +96,8 @@ class Task:
     :meth:`~sitq_core.backend.Backend.get_task` and ``list_tasks``.
 
     ``priority``: higher runs first. ``eta``: not reserved before this time.
-    ``max_retries``: how many times an exception is retried.
+    ``max_retries``: an exception is retried while ``attempts`` (a lease
+    expiry counts as one) is at most this.
     ``max_lease_expiries``: how many times a lease may expire (worker killed)
     before the task ends failed with "lease expired after N attempts".
     ``error``: why its last attempt ended: the exception of a retried one,

@@ -106,8 +106,9 @@ class TaskOptions:
     """Options applied to each task a queue (or a ``with_options`` view) enqueues.
 
     ``eta`` (aware datetime) and ``delay`` (seconds) schedule the task; give at
-    most one. ``priority``: higher runs first. ``max_retries``: retries after an
-    exception, spaced ``retry_backoff * 2**(attempt-1)`` seconds apart.
+    most one. ``priority``: higher runs first. ``max_retries``: an exception is
+    retried while the task's attempts (lease expiries count too) are at most
+    this, after ``retry_backoff * 2**(attempt-1)`` seconds.
     ``timeout``: seconds the function may run. ``queue_name``: the named queue.
     ``max_lease_expiries``: how many lost leases (killed workers) are tolerated.
     """
