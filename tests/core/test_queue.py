@@ -19,6 +19,7 @@ from sitq import (
     Result,
     SerializationError,
     SQLiteBackend,
+    SyncTaskQueue,
     TaskQueue,
     TaskQueueError,
     ValidationError,
@@ -686,3 +687,98 @@ async def test_an_eta_whose_zone_cannot_give_its_offset_is_a_validation_error_na
         await queue.purge(older_than=eta)
     _refused_naming(info.value, "older_than", eta)
     assert (await queue.counts())["queued"] == 0
+
+
+def takes_a_timeout(timeout: float, *, priority: int = 0) -> float:
+    """A task whose own parameters are named like task options: it gets them."""
+    return timeout + priority
+
+
+def takes_anything(**kwargs: Any) -> int:
+    return len(kwargs)
+
+
+class Mailer:
+    def send(self, to: str) -> str:
+        return to
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("name", "option"),
+    [
+        ("delay", "delay"),
+        ("countdown", "delay"),  # Celery's word for it
+        ("priority", "priority"),
+        ("max_retries", "max_retries"),
+        ("retry_backoff", "retry_backoff"),
+        ("timeout", "timeout"),
+        ("queue_name", "queue_name"),
+        ("max_lease_expiries", "max_lease_expiries"),
+    ],
+)
+async def test_a_task_option_given_to_enqueue_is_refused_when_the_function_cannot_take_it(
+    queue: TaskQueue, name: str, option: str
+) -> None:
+    """enqueue(f, delay=5) passed delay to f: stored due now, the task failed in the worker on the keyword."""
+    with pytest.raises(ValidationError) as info:
+        await queue.enqueue(tasks.add, 1, **{name: 5})
+    assert info.value.parameter == name
+    assert f"queue.with_options({option}=...)" in str(info.value) and "sitq_test_tasks:add" in str(info.value)
+    assert (await queue.counts())["queued"] == 0
+
+
+@pytest.mark.asyncio
+async def test_every_enqueue_path_refuses_a_task_option_the_function_cannot_take(
+    queue: TaskQueue, tmp_path: Path
+) -> None:
+    view = queue.with_options(priority=3)
+    decorated = queue.task(tasks.add)
+    attempts: list[tuple[str, Any]] = [
+        ("view.enqueue", lambda: view.enqueue(tasks.add, 1, delay=5)),
+        ("enqueue_call", lambda: queue.enqueue_call(tasks.add, (1,), {"delay": 5})),
+        ("enqueue_many", lambda: queue.enqueue_many([(tasks.add, (1,)), (tasks.add, (1,), {"delay": 5})])),
+        ("view.enqueue_many", lambda: view.enqueue_many([Call(tasks.add, (1,), {"countdown": 5})])),
+        ("a decorated task's enqueue", lambda: decorated.enqueue(1, delay=5)),  # type: ignore[call-arg]
+        ("a method", lambda: queue.enqueue(Mailer().send, "a@b", priority=1)),
+    ]
+    for what, attempt in attempts:
+        with pytest.raises(ValidationError) as info:
+            await attempt()
+        assert info.value.parameter in ("delay", "countdown", "priority"), what
+        assert "queue.with_options(" in str(info.value), what
+    with pytest.raises(ValidationError) as many:
+        await queue.enqueue_many([(tasks.add, (1,)), (tasks.add, (1,), {"delay": 5})])
+    assert "calls[1]" in str(many.value)
+
+    def sync_side() -> None:
+        with SyncTaskQueue(queue.backend) as sync_queue:
+            for attempt in (
+                lambda: sync_queue.enqueue(tasks.add, 1, delay=5),
+                lambda: sync_queue.with_options(priority=1).enqueue(tasks.add, 1, delay=5),
+                lambda: sync_queue.enqueue_many([(tasks.add, (1,), {"delay": 5})]),
+            ):
+                with pytest.raises(ValidationError) as info:
+                    attempt()
+                assert info.value.parameter == "delay"
+
+    await asyncio.to_thread(sync_side)
+    assert (await queue.counts())["queued"] == 0
+
+
+@pytest.mark.asyncio
+async def test_keywords_named_like_options_reach_functions_that_take_them(queue: TaskQueue) -> None:
+    """Only a function that cannot take the keyword is refused; no other check of the arguments is made."""
+    stored = [
+        await queue.enqueue(takes_a_timeout, timeout=1.5, priority=2),
+        await queue.enqueue(takes_anything, delay=5, countdown=1),
+        await queue.enqueue_call(tasks.decorated_async, (1,), {"eta": "passed on"}),
+        await queue.enqueue(tasks.add, 1, c=3),  # a wrong argument fails in the worker, as before
+        await queue.enqueue(tasks.add, 1, b=2, delay_seconds=4),
+        await queue.enqueue(dict, delay=5),  # no signature to read: not checked
+    ]
+    assert len(set(stored)) == 6 and (await queue.counts())["queued"] == 6
+    task = await queue.get_task(stored[0])
+    assert task is not None and task.priority == 0  # the function's argument, not the task option
+    _func, _args, kwargs = queue.serializer.loads_call(task.payload)
+    assert kwargs == {"timeout": 1.5, "priority": 2}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import math
 import pickle
@@ -11,7 +12,7 @@ import threading
 import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from types import TracebackType
 from typing import Any, ParamSpec, Self, TypeVar, Unpack, overload
@@ -37,6 +38,55 @@ _DEFAULT_OPTIONS = TaskOptions()
 _LATE_ANSWER = 0.5  # seconds get_result waits past its timeout for an answer already on its way
 
 logger = logging.getLogger("sitq.queue")
+
+# enqueue's keywords that are task options (and Celery's ``countdown``), by the option that sets them
+_OPTION_KEYWORDS = {f.name: f.name for f in fields(TaskOptions) if f.name != "explicit"} | {"countdown": "delay"}
+_OPTION_NAMES = frozenset(_OPTION_KEYWORDS)
+# per function: those of _OPTION_KEYWORDS it cannot take as a keyword (empty: it takes them all, or unknown)
+_untakeable: weakref.WeakKeyDictionary[Any, frozenset[str]] = weakref.WeakKeyDictionary()
+
+
+def _option_keywords_refused_by(func: Any) -> frozenset[str]:
+    """The option names ``func`` has no parameter for (and no ``**kwargs``); read once per function."""
+    key = func.__func__ if inspect.ismethod(func) else func  # every binding of a method takes the same keywords
+    try:
+        return _untakeable[key]
+    except (KeyError, TypeError):  # not read yet, or not weakly referenceable (read every time)
+        pass
+    try:
+        parameters = inspect.signature(func).parameters.values()
+    except Exception:  # no signature to read (some builtins): not checked
+        refused: frozenset[str] = frozenset()
+    else:
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+            refused = frozenset()
+        else:
+            takes = {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+            refused = _OPTION_NAMES.difference(takes)
+    with contextlib.suppress(TypeError):
+        _untakeable[key] = refused
+    return refused
+
+
+def _refuse_option_keywords(func: Any, kwargs: Mapping[str, Any], where: str = "") -> None:
+    """``enqueue(f, delay=5)`` passes ``delay`` to ``f``: refuse it now when ``f`` cannot take it.
+
+    Otherwise the task is stored due now and fails in the worker on the
+    unexpected keyword. Only option names are checked: other arguments that
+    do not fit the function still fail in the worker, as they always did.
+    """
+    if _OPTION_NAMES.isdisjoint(kwargs):  # the common case: no keyword named like an option
+        return
+    refused = _option_keywords_refused_by(func)
+    for name in kwargs:
+        if name in refused:
+            option = _OPTION_KEYWORDS[name]
+            raise ValidationError(
+                f"{where}{function_path(func)} takes no argument {name!r}, and enqueue passes its keywords to the "
+                f"function; to set the task's {option}, use queue.with_options({option}=...).enqueue(...)",
+                parameter=name,
+                value=kwargs[name],
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +285,8 @@ class _Producer:
     ) -> Task:
         if not callable(func):
             raise ValidationError(f"func must be callable, got {type(func).__name__}", parameter="func", value=func)
+        if kwargs:
+            _refuse_option_keywords(func, kwargs)
         if is_task_function(func):
             options, eta = self._with_task_defaults(func.options, options, now, eta)
         return Task(
@@ -437,6 +489,8 @@ class _Producer:
                     task_options, task_eta = self._with_task_defaults(func.options, options, now, eta)
                 known = per_function[id(func)] = (func, task_options, task_eta, function_path(func))
             _func, task_options, task_eta, function_name = known
+            if kwargs:
+                _refuse_option_keywords(func, kwargs, f"calls[{index}]: ")
             try:
                 payload = _dumps_call(serializer, func, args, kwargs)
             except SerializationError as exc:  # say which item of the batch, like the ValidationErrors do
