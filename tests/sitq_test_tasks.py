@@ -319,3 +319,11 @@ def child_at_gate(marks: str, gate: str) -> str:
     while not os.path.exists(gate) and time.monotonic() < deadline:
         time.sleep(0.02)
     return "through"
+
+
+LOOP_BLOCK_WARNED = threading.Event()  # set by the tests' log handler when a worker warns of a blocked loop
+
+
+async def blocks_the_loop(limit: float = 10.0) -> str:
+    """The mistake under test: an async task that blocks its event loop (until the worker has warned of it)."""
+    return "warned" if LOOP_BLOCK_WARNED.wait(limit) else "not warned"

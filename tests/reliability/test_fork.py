@@ -16,6 +16,7 @@ from sitq_test_postgres import DSN, drop_schema, require_postgres
 from sitq import SyncTaskQueue, TaskQueue
 
 import sitq_test_tasks as tasks
+from sitq_test_helpers import wait_until_sync
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
@@ -429,3 +430,52 @@ def test_a_child_exiting_normally_prints_nothing_about_the_parents_connections(u
     )
     assert done.returncode == 0 and "parent done" in done.stdout, done.stderr[-3000:]
     assert "Exception ignored" not in done.stderr and "Warning" not in done.stderr, done.stderr[-3000:]
+
+
+def test_a_running_workers_loop_watch_stays_in_the_parent_and_a_child_gets_its_own(tmp_path: Path) -> None:
+    """The worker's loop watch is a thread: a child forked beside it (a fork pool) inherits a stopped copy that
+    never waits on the parent's thread or its lock, and a worker started in the child watches its own loop."""
+    import logging
+    import threading
+
+    from sitq import Worker
+
+    def child() -> None:
+        inherited = worker._watch
+        assert inherited is not None and not inherited.alive
+        inherited.stop()  # returns at once: nothing of the parent's thread is waited for
+
+        class Warned(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                if "has not responded" in record.getMessage():
+                    tasks.LOOP_BLOCK_WARNED.set()
+
+        tasks.LOOP_BLOCK_WARNED.clear()
+        logging.getLogger("sitq.worker").addHandler(Warned())
+
+        async def work() -> None:
+            async with TaskQueue(f"sqlite:///{tmp_path / 'child.db'}") as queue:
+                own = Worker(queue.backend, lease_timeout=0.6)
+                await own.start()
+                result = await queue.get_result(await queue.enqueue(tasks.blocks_the_loop, 10), timeout=30)
+                await own.stop()
+                assert result is not None and queue.deserialize_result(result) == "warned"
+
+        asyncio.run(work())
+
+    async def main() -> None:
+        async with TaskQueue(f"sqlite:///{tmp_path / 'parent.db'}") as queue:
+            await worker.start()
+            try:
+                assert worker._watch is not None and worker._watch.alive
+                assert await asyncio.to_thread(in_child, child) == 0, "the child's worker hung or did not warn"
+                assert worker._watch is not None and worker._watch.alive
+                result = await queue.get_result(await queue.enqueue(tasks.add, 1, 2), timeout=10)
+                assert result is not None and result.status == "success"
+            finally:
+                await worker.stop()
+
+    worker = Worker(f"sqlite:///{tmp_path / 'parent.db'}", lease_timeout=0.6)
+    asyncio.run(main())
+    name = f"sitq-loopwatch-{worker.worker_id}"
+    wait_until_sync(lambda: not any(t.name == name for t in threading.enumerate()))  # it ended with the worker

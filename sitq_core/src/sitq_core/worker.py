@@ -3,7 +3,9 @@
 One coroutine reserves (as many tasks as there are free slots plus
 ``prefetch``), one runs each task, one reports outcomes in batches (group
 commit), one renews leases. Async functions run on the event loop; anything
-else runs in a thread pool of ``max_concurrency`` threads.
+else runs in a thread pool of ``max_concurrency`` threads. A daemon thread
+(``loopwatch``) warns while the loop does not answer, since no lease is
+renewed then (an async task blocking it).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from .config import BackendSpec, SerializerSpec, resolve_backend, resolve_serial
 from .current import CurrentTask, running_as, set_current
 from .errors import SerializationError, SitqError, ValidationError, WorkerError
 from .holders import holders
+from .loopwatch import LoopWatch
 from .models import LEASE_EXPIRED_ERROR, LeaseState, Outcome, ReservedTask, Result, Task, TaskStatus
 from .pacing import CommitPacer
 from .plugins import get_plugin_manager
@@ -186,6 +189,7 @@ class _Running:
         "held_since",
         "lease_lost",
         "lease_until",
+        "on_loop",
         "outcome_queued",
         "reserved",
         "settled",
@@ -205,6 +209,7 @@ class _Running:
         self.started_at: datetime | None = None
         self.held_since = time.monotonic()  # when this worker reserved it
         self.lease_until = math.inf  # monotonic time its lease surely ends unless renewed (set when held)
+        self.on_loop = False  # an async task started on the event loop (named if the loop stops answering)
 
     @property
     def id(self) -> str:
@@ -386,6 +391,8 @@ class Worker:
         self._teardown: asyncio.Future[None] | None = None  # giving back everything as the loop ends (_tear_down)
         self._exchange_settled = asyncio.Event()  # set once the exchange loop has ended (or was cancelled)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0  # the thread running the loop (whose stack a blocked-loop warning shows)
+        self._watch: LoopWatch | None = None  # warns while the loop does not answer (no lease is renewed then)
         self._base_context = contextvars.copy_context()  # start()'s, for the tasks' own asyncio tasks
 
     # ---------------------------------------------------------------- control
@@ -454,6 +461,7 @@ class Worker:
         # a queue sharing the backend does not close it under a running worker (holders.py)
         self._holds_backend = not self._owns_backend and holders.hold(self.backend)
         self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         self._base_context = contextvars.copy_context()
         self._running = True
         self._stopping = asyncio.Event()
@@ -482,6 +490,17 @@ class Worker:
             asyncio.create_task(self._exchange_loop(), name=f"sitq-exchange-{self.worker_id}"),
             asyncio.create_task(self._heartbeat_loop(), name=f"sitq-heartbeat-{self.worker_id}"),
         ]
+        self._end_watch()
+        self._watch = LoopWatch(
+            self._loop,
+            period=max(self.lease_timeout / 6.0, 0.01),
+            late_after=self.lease_timeout / 3.0,  # a renewal is due every third of the lease
+            busy=self._watch_busy,
+            blocked=self._loop_blocked,
+            answered=self._loop_answered,
+            name=f"sitq-loopwatch-{self.worker_id}",
+        )
+        self._watch.start()
         logger.info(
             "worker %s started on %r (max_concurrency=%d, queues=%s)",
             self.worker_id,
@@ -553,6 +572,7 @@ class Worker:
             if self._pool is not None:
                 self._pool.shutdown(wait=False, cancel_futures=True)
             self._let_go_of_backend()
+            self._end_watch()
             self._running = False
             stopped.set()
         if holders.close_wanted(self.backend):
@@ -778,6 +798,7 @@ class Worker:
                         await self.backend.close()
         finally:
             self._let_go_of_backend()
+            self._end_watch()
             self._running = False
             stopped.set()
 
@@ -1792,7 +1813,8 @@ class Worker:
         describe = functools.partial(_current_task_of, running.reserved, self.worker_id)
         set_current(describe)  # this asyncio task's own context: current_task() inside an async task
         self._started(running)  # (observers of the start see it too)
-        if not _is_async_callable(func):
+        running.on_loop = _is_async_callable(func)
+        if not running.on_loop:
             func = running_as(describe, func)  # ... and inside a sync one, in its thread
         began = time.perf_counter()
         call_began = [began]  # moved to when a thread starts a sync call with a timeout
@@ -2296,6 +2318,61 @@ class Worker:
             running.settled = True
             self._unhold(running)
 
+    # -------------------------------------------------------------- loop watch
+
+    def _end_watch(self) -> None:
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.stop()
+
+    def _watch_busy(self) -> bool:
+        """On the watch's thread: the loop must answer while tasks are held (their leases need it)."""
+        return self._running and bool(self._held)
+
+    def _loop_blocked(self, seconds: float) -> None:
+        """On the watch's thread, while the loop does not answer: what blocks it, what follows, how to fix it."""
+        try:
+            held = [r for r in list(self._held.values()) if not r.settled]
+        except RuntimeError:  # changed as it was read: the loop runs again after all
+            return
+        current: Any = None
+        with contextlib.suppress(Exception):
+            current = asyncio.current_task(self._loop)
+        on_loop = [r for r in held if r.on_loop and r.future is not None and not r.future.done()]
+        blocking = next((r for r in on_loop if current is not None and r.future is current), None)
+        others = [r for r in on_loop if r is not blocking]
+        if blocking is not None:
+            what = f"async task {_named(blocking)} is blocking it"
+            if others:
+                what += f" (other async tasks running: {_names(others)})"
+        elif others:
+            what = f"an async task running on it ({_names(others)}), or other code on the loop, is blocking it"
+        else:
+            what = "none of this worker's async tasks runs on it: other code on the loop is blocking it"
+        logger.warning(
+            "worker %s: its event loop has not responded for %.1f s (lease_timeout=%g s), so the leases of the "
+            "%d task(s) it holds cannot be renewed: %s%s. Once their leases run out, other workers may run these "
+            "tasks again while they still run here (sync tasks in their threads too), and this worker's outcomes "
+            "for them are refused. An async task must not block the loop (time.sleep, a CPU loop, blocking I/O): make "
+            "it a plain (sync) function, which runs in a thread, or move the blocking call into "
+            "asyncio.to_thread(...) or loop.run_in_executor(...)",
+            self.worker_id,
+            seconds,
+            self.lease_timeout,
+            len(held),
+            what,
+            _stack_of(self._loop_thread),
+        )
+
+    def _loop_answered(self, seconds: float) -> None:
+        """On the loop: it answers again after the watch reported it blocked."""
+        logger.warning(
+            "worker %s: its event loop responded again after %.1f s; a task whose lease ran out meanwhile may "
+            "run on another worker too, and this worker's outcome for it is refused",
+            self.worker_id,
+            seconds,
+        )
+
     # -------------------------------------------------------------- heartbeat
 
     async def _cancel_states(self, task_ids: list[str]) -> dict[str, LeaseState]:
@@ -2422,6 +2499,29 @@ class Worker:
                             ),
                             {},
                         )
+
+
+def _named(running: _Running) -> str:
+    return f"{running.id} ({running.reserved.task.function_name})"
+
+
+def _names(runnings: list[_Running], limit: int = 5) -> str:
+    shown = ", ".join(_named(r) for r in runnings[:limit])
+    return shown if len(runnings) <= limit else f"{shown} and {len(runnings) - limit} more"
+
+
+def _stack_of(thread_id: int, depth: int = 3) -> str:
+    """Where a thread is now, innermost frame first (`` (now in f at file.py:12, called from ...)``), or ''."""
+    try:
+        frame = sys._current_frames().get(thread_id)
+    except Exception:  # not every Python has it
+        return ""
+    places: list[str] = []
+    while frame is not None and len(places) < depth:
+        code = frame.f_code
+        places.append(f"{code.co_name} at {os.path.basename(code.co_filename)}:{frame.f_lineno}")
+        frame = frame.f_back
+    return f" (now in {', called from '.join(places)})" if places else ""
 
 
 def _restore_signal_handlers(

@@ -1,0 +1,91 @@
+"""An async task that blocks the event loop stops every lease renewal: the worker warns while it lasts."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sitq import SQLiteBackend, TaskQueue, Worker
+from sitq_core.models import TaskStatus
+
+import sitq_test_tasks as tasks
+from sitq_test_helpers import wait_until, wait_until_sync
+
+
+class WarnedOfBlockedLoop(logging.Handler):
+    """Unblocks ``tasks.blocks_the_loop`` once the worker has logged its warning: no sleep, no timing."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.WARNING and "has not responded" in record.getMessage():
+            tasks.LOOP_BLOCK_WARNED.set()
+
+
+@pytest.fixture
+def warned_handler() -> Iterator[None]:
+    tasks.LOOP_BLOCK_WARNED.clear()
+    handler = WarnedOfBlockedLoop()
+    logger = logging.getLogger("sitq.worker")
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        tasks.LOOP_BLOCK_WARNED.set()  # a task still blocking (a failed test) lets go
+
+
+def watch_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("sitq-loopwatch")]
+
+
+@pytest.mark.asyncio
+@pytest.mark.usefixtures("warned_handler")
+async def test_an_async_task_blocking_the_loop_is_named_in_a_warning_while_it_blocks(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A time.sleep in an async task stopped the renewals of every lease the worker held, silently: another
+    worker then ran the innocent sync task beside it a second time, and the blocking task's outcome was refused."""
+    caplog.set_level(logging.WARNING, logger="sitq.worker")
+    tasks.GATE.clear()
+    tasks.GATE_REACHED.clear()
+    async with TaskQueue(SQLiteBackend(tmp_path / "block.db")) as queue:
+        worker = Worker(queue.backend, max_concurrency=2, lease_timeout=0.6)
+        await worker.start()
+        try:
+            innocent = await queue.enqueue(tasks.wait_for_gate, 30)  # a sync task, safe in its thread
+            await asyncio.to_thread(tasks.GATE_REACHED.wait, 10)
+            blocker = await queue.enqueue(tasks.blocks_the_loop, 10)
+            result = await queue.get_result(blocker, timeout=30)
+            assert result is not None and queue.deserialize_result(result) == "warned", "no warning while blocked"
+            tasks.GATE.set()
+            assert (await queue.get_result(innocent, timeout=30)) is not None
+            await wait_until(lambda: asyncio.sleep(0, "responded again" in caplog.text))
+        finally:
+            tasks.GATE.set()
+            await worker.stop()
+    [warning] = [r.getMessage() for r in caplog.records if "has not responded" in r.getMessage()]
+    assert f"async task {blocker} (sitq_test_tasks:blocks_the_loop) is blocking it" in warning
+    assert "lease" in warning and "asyncio.to_thread" in warning and "run_in_executor" in warning
+    assert innocent not in warning  # a sync task in its thread does not block the loop
+    wait_until_sync(lambda: not watch_threads())  # the watch ends with the worker
+
+
+@pytest.mark.asyncio
+async def test_an_idle_or_stopped_worker_keeps_no_watch_thread_of_its_own(tmp_path: Path) -> None:
+    before = set(watch_threads())
+    async with TaskQueue(SQLiteBackend(tmp_path / "idle.db")) as queue:
+        for _ in range(3):  # started and stopped again: one watch at a time, none left behind
+            worker = Worker(queue.backend, lease_timeout=0.6)
+            await worker.start()
+            assert len(set(watch_threads()) - before) == 1
+            task_id = await queue.enqueue(tasks.add, 1, 2)
+            result = await queue.get_result(task_id, timeout=10)
+            assert result is not None and result.status == "success"
+            await worker.stop()
+            wait_until_sync(lambda: not set(watch_threads()) - before)
+        assert (await queue.get_task(task_id)) is not None
+        assert (await queue.get_task(task_id)).status == TaskStatus.SUCCESS  # type: ignore[union-attr]
