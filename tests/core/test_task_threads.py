@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 import textwrap
 import threading
+import weakref
 from pathlib import Path
 
 import pytest
 
 from sitq_core.taskthreads import TaskThreads
+
+from sitq_test_helpers import wait_until_sync
 
 TESTS = Path(__file__).resolve().parents[1]
 
@@ -109,3 +113,24 @@ def test_a_pool_dropped_without_shutdown_lets_its_idle_threads_end() -> None:
     for thread in threads:
         thread.join(10)
     assert not any(thread.is_alive() for thread in threads)
+
+
+class _Tracked:
+    """A return value whose lifetime a weak reference can watch."""
+
+
+def test_an_idle_thread_keeps_nothing_of_the_last_value_it_returned() -> None:
+    """An idle pool thread kept its last return value (a batch's list: every value in it) until its next item."""
+    pool = TaskThreads(1, "keeps-nothing")
+    try:
+        value = pool.submit(_Tracked).result(5)
+        gone = weakref.ref(value)
+        del value
+
+        def released() -> bool:
+            gc.collect()
+            return gone() is None
+
+        wait_until_sync(released, timeout=5)
+    finally:
+        pool.shutdown()

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import sqlite3
 import threading
+import weakref
 from pathlib import Path
 
 import pytest
 
 from sitq_core.models import Result, Task, new_id
 from sitq_sqlite import SQLiteBackend
+from sitq_sqlite.dbthread import DbThread
+
+from sitq_test_helpers import wait_until
 
 
 @pytest.mark.asyncio
@@ -96,3 +102,25 @@ def test_a_call_waiting_on_a_connect_that_another_thread_then_closes_connects_ag
     asyncio.run(main_thread())
     assert len(answer) == 1 and isinstance(answer[0], dict), f"the call hung or failed: {answer!r}"
     asyncio.run(backend.close())
+
+
+class _Tracked:
+    """A job's result whose lifetime a weak reference can watch."""
+
+
+@pytest.mark.asyncio
+async def test_an_idle_connection_thread_keeps_nothing_of_its_last_job(tmp_path: Path) -> None:
+    """The thread kept its last job's result (rows it read: a large task result) until the next job."""
+    thread = DbThread("keeps-nothing", lambda: sqlite3.connect(tmp_path / "x.db", check_same_thread=False))
+    try:
+        value = await thread.run(lambda _conn: _Tracked())
+        gone = weakref.ref(value)
+        del value
+
+        async def released() -> bool:
+            gc.collect()
+            return gone() is None
+
+        await wait_until(released, timeout=5)
+    finally:
+        await thread.shutdown()

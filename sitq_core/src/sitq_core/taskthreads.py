@@ -86,5 +86,6 @@ def _serve(work: queue.SimpleQueue[_WorkItem | None], idle: threading.Semaphore)
                 future.set_exception(exc)
             else:
                 future.set_result(value)
+                del value  # an idle thread kept its last return value (a batch's: all of them) alive
         del future, fn, args, kwargs
         idle.release()

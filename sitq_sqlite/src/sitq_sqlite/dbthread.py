@@ -119,6 +119,7 @@ class DbThread:
             if job is None:
                 break
             fn, loop, future = job
+            result: Any = None
             gate.enter()  # no fork in the middle of a transaction (forks.py)
             try:
                 while True:
@@ -135,6 +136,7 @@ class DbThread:
                 _deliver(loop, future, result, None)
             finally:
                 gate.leave()
+            del job, fn, loop, future, result  # an idle thread kept the last rows it read (a large result) alive
         with gate.inside():  # checked inside: a fork may have closed it already
             conn, self._conn = self._conn, None
             try:
