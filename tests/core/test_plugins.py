@@ -990,3 +990,106 @@ def test_of_two_distributions_with_one_entry_point_name_the_first_by_name_loads(
     loser = records["twin (Acme_Twin-B)"]
     assert loser.status == "broken"
     assert "provided by both acme-twin-a and Acme_Twin-B; only acme-twin-a was loaded" in (loser.error or "")
+
+
+def _plugins_listing() -> list[str]:
+    """The lines `sitq plugins` prints."""
+    import io
+
+    from sitq_core.cli import main
+
+    out = io.StringIO()
+    assert main(["plugins"], stdout=out) == 0
+    return out.getvalue().splitlines()
+
+
+def test_an_async_hook_is_a_broken_plugin_and_is_never_called(site: Path) -> None:
+    """'async def sitq_register_backends' was listed ok, registered nothing, and left only a never-awaited warning."""
+    import warnings
+
+    from sitq_core.testing import check_plugin
+
+    make_dist(
+        site,
+        "acme-async",
+        "asynchook",
+        "acme_async_hook_plugin",
+        """
+        from sitq_core import hookimpl
+
+        @hookimpl
+        async def sitq_register_backends(register):
+            register("asynchook", "sitq_dictstore.backend:DictStoreBackend")
+
+        @hookimpl
+        async def sitq_task_enqueued(task):
+            pass
+        """,
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        record = {r.name: r for r in SitqPluginManager().plugin_records()}["asynchook"]
+        problems = check_plugin("asynchook")
+    assert [str(w.message) for w in caught if "never awaited" in str(w.message)] == []
+    assert record.status == "broken", record
+    for hook in ("sitq_register_backends", "sitq_task_enqueued"):
+        assert f"{hook} is 'async def'" in (record.error or ""), record.error
+    assert "hooks must be plain (synchronous) functions" in (record.error or "")
+    assert any("plugin is broken" in p and "plain (synchronous) functions" in p for p in problems), problems
+    line = next(line for line in _plugins_listing() if line.startswith("asynchook "))
+    assert "broken" in line and "'async def'" in line, line
+
+
+def test_a_registration_hook_that_returns_its_names_is_a_broken_plugin(
+    site: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """'return {"name": Cls}' was listed ok, check_plugin found nothing, and the name was unknown later."""
+    from sitq_core.testing import check_plugin
+
+    make_dist(
+        site,
+        "acme-returns",
+        "returnonly",
+        "acme_returns_plugin",
+        """
+        from sitq_core import hookimpl
+
+        @hookimpl
+        def sitq_register_backends(register):
+            return {"returnonly": "sitq_dictstore.backend:DictStoreBackend"}
+        """,
+    )
+    with caplog.at_level("WARNING", logger="sitq.plugins"):
+        record = {r.name: r for r in SitqPluginManager().plugin_records()}["returnonly"]
+    assert record.status == "broken", record
+    assert "sitq_register_backends returned a dict" in (record.error or ""), record.error
+    assert "call register(name, cls) for each backend; the return value is ignored" in (record.error or "")
+    assert "returnonly" in caplog.text and "the return value is ignored" in caplog.text  # warned when loaded
+    problems = check_plugin("returnonly")
+    assert any("the return value is ignored" in p for p in problems), problems
+    line = next(line for line in _plugins_listing() if line.startswith("returnonly "))
+    assert "broken" in line and "the return value is ignored" in line, line
+
+
+def test_a_hook_without_the_hookimpl_marker_says_to_decorate_it(site: Path) -> None:
+    """'the plugin implements no sitq_* hook' (and 'ok' in sitq plugins) gave no hint at the missing decorator."""
+    from sitq_core.testing import check_plugin
+
+    make_dist(
+        site,
+        "acme-unmarked",
+        "nohookimpl",
+        "acme_unmarked_plugin",
+        """
+        def sitq_register_backends(register):
+            register("nohookimpl", "sitq_dictstore.backend:DictStoreBackend")
+        """,
+    )
+    record = {r.name: r for r in SitqPluginManager().plugin_records()}["nohookimpl"]
+    assert record.status == "broken", record
+    assert "sitq_register_backends is not marked as a hook" in (record.error or ""), record.error
+    assert "decorate it with @sitq_core.hookimpl" in (record.error or "")
+    problems = check_plugin("nohookimpl")
+    assert any("decorate it with @sitq_core.hookimpl" in p for p in problems), problems
+    line = next(line for line in _plugins_listing() if line.startswith("nohookimpl "))
+    assert "broken" in line and "@sitq_core.hookimpl" in line, line

@@ -339,18 +339,44 @@ class SitqPluginManager(pluggy.PluginManager):
             raise self._first_strict_failure(failure)
 
     def check_hooks(self) -> None:
-        """Record plugins that implement an unknown ``sitq_*`` hook (a typo, usually)."""
-        known = [name for name in dir(hookspecs) if name.startswith("sitq_")]
+        """Record plugins whose hooks sitq would never call as meant, before any is called.
+
+        An unknown ``sitq_*`` name (a typo, usually), an ``async def`` hook (sitq
+        never awaits one) and a hook function without the ``hookimpl`` marker
+        (pluggy skips it without a word) all mark the plugin broken.
+        """
         for name in list(self.records):
             plugin = self.get_plugin(name)
             if plugin is None:
                 continue
-            for attribute in dir(plugin):
-                if attribute.startswith("sitq_") and attribute not in known and callable(getattr(plugin, attribute)):
-                    guess = difflib.get_close_matches(attribute, known, n=1)
-                    hint = f"; did you mean {guess[0]}?" if guess else ""
-                    record = self.records[name]
-                    self._broken(record, f"unknown hook {attribute}{hint}", None)
+            problems = self._hook_problems(plugin)
+            if problems:
+                self._broken(self.records[name], "; ".join(problems), None)
+
+    def _hook_problems(self, plugin: object) -> list[str]:
+        known = [name for name in dir(hookspecs) if name.startswith("sitq_")]
+        implemented = {caller.name: caller for caller in self.get_hookcallers(plugin) or []}
+        problems: list[str] = []
+        for attribute in dir(plugin):
+            if not attribute.startswith("sitq_"):
+                continue
+            value = getattr(plugin, attribute, None)
+            if not callable(value):
+                continue
+            if attribute not in known:
+                guess = difflib.get_close_matches(attribute, known, n=1)
+                hint = f"; did you mean {guess[0]}?" if guess else ""
+                problems.append(f"unknown hook {attribute}{hint}")
+            elif attribute not in implemented and value is not getattr(hookspecs, attribute):
+                problems.append(
+                    f"{attribute} is not marked as a hook, so sitq never calls it: decorate it with "
+                    "@sitq_core.hookimpl (also sitq.hookimpl)"
+                )
+        for hook_name, caller in sorted(implemented.items()):
+            for impl in caller.get_hookimpls():
+                if impl.plugin is plugin and _is_async(impl.function):
+                    problems.append(_ASYNC_HOOK.format(hook=hook_name))
+        return problems
 
     # ------------------------------------------------------------ registration
 
@@ -408,7 +434,7 @@ class SitqPluginManager(pluggy.PluginManager):
                     _record.backends.append(name)
                     self._broken_registration(_record, self.backends.entry(name))
 
-            self._call_registration(impl, register_backend)
+            self._call_registration(impl, register_backend, "backend")
         for impl in self._builtins_first(self.hook.sitq_register_serializers.get_hookimpls()):
             provider = self._provider(impl.plugin_name)
             record = self.records.get(impl.plugin_name)
@@ -426,7 +452,7 @@ class SitqPluginManager(pluggy.PluginManager):
                     _record.serializers.append(name)
                     self._broken_registration(_record, self.serializers.entry(name))
 
-            self._call_registration(impl, register_serializer)
+            self._call_registration(impl, register_serializer, "serializer")
         self._record_clashes()
         for name, record in self.records.items():
             plugin = self.get_plugin(name)
@@ -469,12 +495,30 @@ class SitqPluginManager(pluggy.PluginManager):
         if entry is not None and entry.broken is not None and entry.provider.plugin == record.name:
             self._broken(record, entry.broken.message, entry.broken)
 
-    def _call_registration(self, impl: pluggy.HookImpl, register: Callable[..., None]) -> None:
+    def _call_registration(self, impl: pluggy.HookImpl, register: Callable[..., None], kind: str) -> None:
+        """Call one registration hook; an async one is not called, and one that returns something is broken."""
+        hook = f"sitq_register_{kind}s"
+        record = self.records.get(impl.plugin_name) or PluginRecord(impl.plugin_name, None, None, "ok")
+        if _is_async(impl.function):  # calling it would only make a coroutine that is never awaited
+            message = _ASYNC_HOOK.format(hook=hook)
+            if record.status != "broken" or message not in (record.error or ""):  # check_hooks may have said so
+                self._broken(record, message, None)
+            return
         try:
-            impl.function(register=register)
+            returned = impl.function(register=register)
         except Exception as exc:
-            record = self.records.get(impl.plugin_name) or PluginRecord(impl.plugin_name, None, None, "ok")
             self._broken(record, f"registration failed: {type(exc).__name__}: {exc}", exc)
+            return
+        if inspect.iscoroutine(returned):  # a plain function handing back a coroutine: its work never runs
+            returned.close()
+            self._broken(record, _ASYNC_HOOK.format(hook=hook), None)
+        elif returned is not None:
+            self._broken(
+                record,
+                f"{hook} returned {_a_value(returned)}: call register(name, cls) for each {kind}; "
+                "the return value is ignored",
+                None,
+            )
 
     def _provider(self, plugin_name: str) -> Provider:
         record = self.records.get(plugin_name)
@@ -665,6 +709,14 @@ class SitqPluginManager(pluggy.PluginManager):
         return [r for r in self.records.values() if include_builtin or not r.builtin]
 
 
+_ASYNC_HOOK = "{hook} is 'async def', which sitq never awaits: hooks must be plain (synchronous) functions"
+
+
+def _is_async(function: Callable[..., object]) -> bool:
+    """Whether calling ``function`` only makes a coroutine or async generator, running none of its body."""
+    return inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function)
+
+
 def _validate_backend(target: type[Backend], entry: RegistryEntry[Backend]) -> None:
     if inspect.isabstract(target):
         missing = ", ".join(sorted(getattr(target, "__abstractmethods__", ())))
@@ -704,6 +756,12 @@ def _validate_serializer(target: type[Serializer], entry: RegistryEntry[Serializ
 
 def _abstract_names(cls: type) -> Iterable[str]:
     return sorted(getattr(cls, "__abstractmethods__", ()))
+
+
+def _a_value(value: object) -> str:
+    """``"a dict"``: what a hook returned, named by its type (its repr may be long or costly)."""
+    type_name = type(value).__name__
+    return f"{'an' if type_name[:1].lower() in 'aeiou' else 'a'} {type_name}"
 
 
 def _dist_version(dist: str | None) -> str | None:
