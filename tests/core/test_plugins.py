@@ -1093,3 +1093,38 @@ def test_a_hook_without_the_hookimpl_marker_says_to_decorate_it(site: Path) -> N
     assert any("decorate it with @sitq_core.hookimpl" in p for p in problems), problems
     line = next(line for line in _plugins_listing() if line.startswith("nohookimpl "))
     assert "broken" in line and "@sitq_core.hookimpl" in line, line
+
+
+def test_an_unknown_name_lists_the_plugins_that_failed_to_load(site: Path) -> None:
+    """A registration that failed partway left its later names unknown, and the error named every plugin but it."""
+    make_dist(
+        site,
+        "acme-partial",
+        "partial",
+        "acme_partial_plugin",
+        """
+        from sitq_core import hookimpl
+
+        @hookimpl
+        def sitq_register_backends(register):
+            register("partone", "sitq_dictstore.backend:DictStoreBackend")
+            raise RuntimeError("config file missing")
+            register("parttwo", "sitq_dictstore.backend:DictStoreBackend")
+        """,
+    )
+    manager = SitqPluginManager()
+    with pytest.raises(UnknownBackendError) as info:
+        manager.backend_class("parttwo")
+    message = info.value.message
+    assert message.startswith("no backend named 'parttwo'. Installed: dictstore, partone, postgres, sqlite."), message
+    assert (
+        "These plugins failed to load, so what they provide may be missing: plugin 'partial' (acme-partial 1.0): "
+        "registration failed: RuntimeError: config file missing."
+    ) in message, message
+    with pytest.raises(UnknownBackendError) as info:  # serializers too
+        manager.serializer_class("nosuchformat")
+    assert "plugin 'partial' (acme-partial 1.0)" in info.value.message, info.value.message
+    manager.unregister_plugin("partial")
+    with pytest.raises(UnknownBackendError) as info:  # nothing broken: nothing said
+        manager.backend_class("parttwo")
+    assert "failed to load" not in info.value.message, info.value.message

@@ -74,6 +74,12 @@ class PluginRecord:
     serializers: list[str] = field(default_factory=list)
     disabled_by: str | None = None
 
+    def error_line(self) -> str | None:
+        """``error`` on one line (pluggy's validation errors span several), for tables and one-line lists."""
+        if self.error is None:
+            return None
+        return "; ".join(line.strip() for line in self.error.splitlines() if line.strip())
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -91,6 +97,8 @@ class PluginRecord:
 _NOT_BUILTIN = PluginRecord("", None, None, "ok")
 #: How many disabled plugins of unknown content an unknown-name error names (SITQ_LOAD_PLUGINS="" disables all).
 DISABLED_NAMED_IN_ERRORS = 5
+#: How many broken plugins an unknown-name error names, with their errors.
+BROKEN_NAMED_IN_ERRORS = 5
 _OBSERVER_ERROR_EVERY = 60.0  # seconds between two log lines about one plugin hook that keeps failing
 
 
@@ -604,15 +612,22 @@ class SitqPluginManager(pluggy.PluginManager):
                 value=name,
                 valid_options=registry.usable_names(),
             )
-        note = ""
+        notes: list[str] = []
+        broken = [record for record in self.records.values() if record.status == "broken"]
+        if broken:  # a plugin that failed, or failed partway through its registrations, is the likely cause
+            shown = broken[:BROKEN_NAMED_IN_ERRORS]
+            listed = "; ".join(f"{_plugin_text(r)}: {(r.error_line() or '').rstrip('.')}" for r in shown)
+            if len(broken) > len(shown):
+                listed += f"; and {len(broken) - len(shown)} more (sitq plugins lists them)"
+            notes.append(f"These plugins failed to load, so what they provide may be missing: {listed}.")
         disabled = self.unknown_disabled_plugins()
         if disabled:
             shown = disabled[:DISABLED_NAMED_IN_ERRORS]
-            listed = ", ".join(f"plugin {r.name!r} ({_dist_text(r)})" for r in shown)
+            listed = ", ".join(_plugin_text(r) for r in shown)
             if len(disabled) > len(shown):
                 listed += f" and {len(disabled) - len(shown)} more (sitq plugins lists them)"
-            note = f"Installed but disabled, so what they provide is not known until they are enabled: {listed}."
-        error: UnknownBackendError = registry.unknown(name, note=note)
+            notes.append(f"Installed but disabled, so what they provide is not known until they are enabled: {listed}.")
+        error: UnknownBackendError = registry.unknown(name, note=" ".join(notes))
         return error
 
     def _known_to_provide(self, record: PluginRecord, kind: str, name: str) -> bool | None:
@@ -773,6 +788,16 @@ def _dist_version(dist: str | None) -> str | None:
         return version(dist)
     except PackageNotFoundError:
         return None
+
+
+def _entry_point(record: PluginRecord) -> str:
+    """The entry-point name of a record (a left-out second provider's record is named ``"x (its-dist)"``)."""
+    return record.name.removesuffix(f" ({record.dist})") if record.dist is not None else record.name
+
+
+def _plugin_text(record: PluginRecord) -> str:
+    """``"plugin 'acme' (acme-store 1.0)"``: a plugin as one-line lists in errors name it."""
+    return f"plugin {_entry_point(record)!r} ({_dist_text(record)})"
 
 
 def _dist_text(record: PluginRecord) -> str:
