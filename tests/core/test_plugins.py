@@ -1128,3 +1128,22 @@ def test_an_unknown_name_lists_the_plugins_that_failed_to_load(site: Path) -> No
     with pytest.raises(UnknownBackendError) as info:  # nothing broken: nothing said
         manager.backend_class("parttwo")
     assert "failed to load" not in info.value.message, info.value.message
+
+
+def test_the_traceback_hint_names_the_broken_plugin_it_is_about(site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With two broken plugins, 'set SITQ_STRICT_PLUGINS=1 for the traceback' under B's error raised A's."""
+    make_dist(site, "acme-aaa", "aaa", "aaa_fails_first", "raise RuntimeError('aaa kaboom')\n")
+    make_dist(site, "acme-bbb", "bbb", "bbb_fails_second", "raise RuntimeError('bbb kaboom')\n")
+    with pytest.raises(BrokenPluginError) as info:
+        SitqPluginManager().backend_class("bbb")
+    message = info.value.message
+    assert "bbb kaboom" in message and "Set SITQ_STRICT_PLUGINS=1 for the traceback" not in message, message
+    assert message.endswith(
+        "For its traceback: SITQ_LOAD_PLUGINS=bbb SITQ_STRICT_PLUGINS=1, or SITQ_LOG_LEVEL=DEBUG sitq plugins."
+    ), message
+    monkeypatch.setenv("SITQ_LOAD_PLUGINS", "bbb")  # doing what the hint says raises bbb's error, with its cause
+    monkeypatch.setenv("SITQ_STRICT_PLUGINS", "1")
+    with pytest.raises(BrokenPluginError) as info:
+        SitqPluginManager().backend_class("bbb")
+    assert info.value.value == "bbb" and isinstance(info.value.cause, RuntimeError), info.value
+    assert str(info.value.cause) == "bbb kaboom"

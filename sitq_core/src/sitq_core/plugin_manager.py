@@ -73,6 +73,8 @@ class PluginRecord:
     backends: list[str] = field(default_factory=list)
     serializers: list[str] = field(default_factory=list)
     disabled_by: str | None = None
+    #: whether ``error`` came from an exception raised in the plugin's code, so a traceback exists
+    has_traceback: bool = False
 
     def error_line(self) -> str | None:
         """``error`` on one line (pluggy's validation errors span several), for tables and one-line lists."""
@@ -295,7 +297,7 @@ class SitqPluginManager(pluggy.PluginManager):
             self._broken(record, f"{type(exc).__name__}: {exc}", exc)
 
     def _broken(self, record: PluginRecord, message: str, exc: BaseException | None) -> None:
-        record.status, record.error = "broken", message
+        record.status, record.error, record.has_traceback = "broken", message, exc is not None
         self.records[record.name] = record
         who = record.name if record.dist is None or record.dist in record.name else f"{record.name} ({record.dist})"
         logger.warning("sitq plugin %s failed to load: %s", who, message)
@@ -589,7 +591,7 @@ class SitqPluginManager(pluggy.PluginManager):
                 unknown = "" if provides else " (what a plugin provides is not known until it loads)"
                 return BrokenPluginError(
                     f"{kind} {name!r} {claim}, which failed to load{unknown}: "
-                    f"{_sentence(record.error)}{reinstall} Set SITQ_STRICT_PLUGINS=1 for the traceback.",
+                    f"{_sentence(record.error)}{reinstall}{_traceback_hint(record)}",
                     parameter=kind,
                     value=name,
                     valid_options=registry.usable_names(),
@@ -798,6 +800,20 @@ def _entry_point(record: PluginRecord) -> str:
 def _plugin_text(record: PluginRecord) -> str:
     """``"plugin 'acme' (acme-store 1.0)"``: a plugin as one-line lists in errors name it."""
     return f"plugin {_entry_point(record)!r} ({_dist_text(record)})"
+
+
+def _traceback_hint(record: PluginRecord) -> str:
+    """How to see this plugin's traceback, if it has one.
+
+    Not just ``SITQ_STRICT_PLUGINS=1``: strict mode raises the first broken
+    plugin, which need not be this one. Loading only this one, strictly, raises its own.
+    """
+    if not record.has_traceback or record.dist is None:
+        return ""
+    return (
+        f" For its traceback: SITQ_LOAD_PLUGINS={_entry_point(record)} SITQ_STRICT_PLUGINS=1, "
+        "or SITQ_LOG_LEVEL=DEBUG sitq plugins."
+    )
 
 
 def _dist_text(record: PluginRecord) -> str:
