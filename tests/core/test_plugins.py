@@ -1147,3 +1147,21 @@ def test_the_traceback_hint_names_the_broken_plugin_it_is_about(site: Path, monk
         SitqPluginManager().backend_class("bbb")
     assert info.value.value == "bbb" and isinstance(info.value.cause, RuntimeError), info.value
     assert str(info.value.cause) == "bbb kaboom"
+
+
+def test_an_entry_point_name_shadowed_by_another_distribution_says_so(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sitq-aaa-sqlite's 'sqlite' entry point loads, not sitq-sqlite's: the error said reinstall, see traceback."""
+    make_dist(site, "sitq-aaa-sqlite", "sqlite", "sitq_aaa_sqlite_plugin", "")
+    with pytest.raises(BrokenPluginError) as info:
+        SitqPluginManager().backend_class("sqlite")
+    message = info.value.message
+    assert "Reinstall" not in message and "traceback" not in message, message
+    assert message.startswith(
+        "backend 'sqlite' comes from sitq-sqlite 0.1.0, which was not loaded: its entry point 'sqlite' is also "
+        "provided by sitq-aaa-sqlite 1.0, which was loaded instead"
+    ), message
+    assert "SITQ_DISABLED_PLUGINS=sitq-aaa-sqlite" in message, message
+    monkeypatch.setenv("SITQ_DISABLED_PLUGINS", "sitq-aaa-sqlite")  # what the message suggests works
+    assert SitqPluginManager().backend_class("sqlite").__name__ == "SQLiteBackend"

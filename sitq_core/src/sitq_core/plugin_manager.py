@@ -73,6 +73,8 @@ class PluginRecord:
     backends: list[str] = field(default_factory=list)
     serializers: list[str] = field(default_factory=list)
     disabled_by: str | None = None
+    #: the distribution loaded instead of this one, which provides the same entry-point name
+    shadowed_by: str | None = None
     #: whether ``error`` came from an exception raised in the plugin's code, so a traceback exists
     has_traceback: bool = False
 
@@ -274,7 +276,8 @@ class SitqPluginManager(pluggy.PluginManager):
                     f"entry point {name!r} is provided by both {record.dist} and {dist}; only {record.dist} was "
                     f"loaded. Uninstall one, or choose one with SITQ_LOAD_PLUGINS=<its distribution name>"
                 )
-                self._broken(PluginRecord(f"{name} ({dist})", dist, version, "broken"), message, None)
+                shadowed = PluginRecord(f"{name} ({dist})", dist, version, "broken", shadowed_by=record.dist)
+                self._broken(shadowed, message, None)
             self._load_one(first, record)
             loaded.append(record)
         if loaded:
@@ -575,6 +578,8 @@ class SitqPluginManager(pluggy.PluginManager):
         candidates = [self.records.get(name), self.records.get(base)]
         if kind == "backend":
             candidates.append(self.known_record(name))
+        # a distribution left out because another one provides its entry-point name too
+        candidates += [r for r in self.records.values() if r.shadowed_by is not None and _entry_point(r) == base]
         for record in candidates:
             if record is None or record.status not in ("broken", "disabled"):
                 continue
@@ -584,10 +589,17 @@ class SitqPluginManager(pluggy.PluginManager):
             # Only when sitq knows what the plugin provides does the message say it provides the name; else
             # only its entry-point name matches, and a disabled or unimportable plugin registered nothing.
             who = f"the plugin {record.name!r} ({_dist_text(record)})"
+            claim = f"comes from {_dist_text(record)}" if provides else f"may come from {who}"
+            if record.status == "broken" and record.shadowed_by is not None:
+                return BrokenPluginError(  # never imported: reinstalling it would not help, and no traceback exists
+                    f"{kind} {name!r} {claim}, which was not loaded: {self._shadowed_text(record, kind, name)}",
+                    parameter=kind,
+                    value=name,
+                    valid_options=registry.usable_names(),
+                )
             if record.status == "broken":
                 hint = KNOWN_PLUGINS.get(base)
                 reinstall = f" Reinstall with: pip install '{hint[1]}'." if hint else ""
-                claim = f"comes from {_dist_text(record)}" if provides else f"may come from {who}"
                 unknown = "" if provides else " (what a plugin provides is not known until it loads)"
                 return BrokenPluginError(
                     f"{kind} {name!r} {claim}, which failed to load{unknown}: "
@@ -631,6 +643,18 @@ class SitqPluginManager(pluggy.PluginManager):
             notes.append(f"Installed but disabled, so what they provide is not known until they are enabled: {listed}.")
         error: UnknownBackendError = registry.unknown(name, note=" ".join(notes))
         return error
+
+    def _shadowed_text(self, record: PluginRecord, kind: str, name: str) -> str:
+        """Why a distribution whose entry-point name another one took was left out, and how to load it."""
+        entry_point = _entry_point(record)
+        loaded = self.records.get(entry_point)
+        winner = record.shadowed_by
+        winner_text = _dist_text(loaded) if loaded is not None and loaded.dist == winner else winner
+        return (
+            f"its entry point {entry_point!r} is also provided by {winner_text}, which was loaded instead (of "
+            f"distributions providing one entry-point name, the first by name loads) and registers no {kind} "
+            f"{name!r}. Uninstall {winner}, or leave it out with SITQ_DISABLED_PLUGINS={winner}."
+        )
 
     def _known_to_provide(self, record: PluginRecord, kind: str, name: str) -> bool | None:
         """Whether a plugin that registered nothing usable provides ``name``: True, False, or None (unknown).
