@@ -1165,3 +1165,29 @@ def test_an_entry_point_name_shadowed_by_another_distribution_says_so(
     assert "SITQ_DISABLED_PLUGINS=sitq-aaa-sqlite" in message, message
     monkeypatch.setenv("SITQ_DISABLED_PLUGINS", "sitq-aaa-sqlite")  # what the message suggests works
     assert SitqPluginManager().backend_class("sqlite").__name__ == "SQLiteBackend"
+
+
+def test_the_plugins_command_shows_a_multi_line_error_on_one_line(site: Path) -> None:
+    """pluggy's three-line PluginValidationError was pasted into the one-line status column."""
+    from sitq_core.testing import check_plugin
+
+    make_dist(
+        site,
+        "acme-wrongarg",
+        "wrongarg",
+        "acme_wrongarg_plugin",
+        """
+        from sitq_core import hookimpl
+
+        @hookimpl
+        def sitq_register_backends(reg):
+            reg("wrongarg", "sitq_dictstore.backend:DictStoreBackend")
+        """,
+    )
+    lines = _plugins_listing()
+    at = next(i for i, line in enumerate(lines) if line.startswith("wrongarg "))
+    assert "broken: PluginValidationError: Plugin 'wrongarg' for hook 'sitq_register_backends'; " in lines[at]
+    assert lines[at].endswith("Argument(s) {'reg'} are declared in the hookimpl but can not be found in the hookspec")
+    assert not any(line.startswith(("hookimpl definition", "Argument(s)")) for line in lines), lines
+    problems = check_plugin("wrongarg")  # the full text stays where there is room for it
+    assert any("\nhookimpl definition: sitq_register_backends(reg)\n" in p for p in problems), problems

@@ -209,7 +209,8 @@ def _plugins(out: TextIO, *, include_builtin: bool, as_json: bool) -> int:
         _out(out, "no plugins installed")
         return 0
     for record in records:
-        status = record.status if record.error is None else f"{record.status}: {record.error}"
+        # one line per plugin: a multi-line error (pluggy's validation errors) is joined; --json and the log keep it
+        status = record.status if record.error is None else f"{record.status}: {record.error_line()}"
         provides = ", ".join(
             [f"backend {b}" for b in sorted(record.backends)] + [f"serializer {s}" for s in sorted(record.serializers)]
         )
@@ -258,7 +259,7 @@ def _backends(out: TextIO, *, as_json: bool) -> int:
             if record is not None and record.status == "disabled":
                 description = f"installed but disabled by {record.disabled_by}"
             elif record is not None and record.status == "broken":
-                description = f"installed but failed to load: {record.error}"
+                description = f"installed but failed to load: {record.error_line()}"
             else:
                 record, description = None, f"not installed: pip install '{extra}'"
             rows.append(
