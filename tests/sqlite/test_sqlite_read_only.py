@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import textwrap
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -48,7 +50,7 @@ def _made_read_only(tmp_path: Path, case: str, prefix: list[str]) -> Path:
         path.chmod(0o444)
     elif case == "folder":
         folder.chmod(0o555)
-    else:  # "leftovers": a reader of the read-only file left -wal and -shm files it could not remove
+    elif case == "leftovers":  # a reader of the read-only file left -wal and -shm files it could not remove
         path.chmod(0o444)
         read = "import sqlite3, sys; sqlite3.connect(sys.argv[1]).execute('SELECT count(*) FROM tasks').fetchone()"
         subprocess.run([*prefix, sys.executable, "-c", read, str(path)], check=True, timeout=60)
@@ -206,3 +208,52 @@ def test_stats_through_a_symlink_sees_commits_still_in_the_wal(tmp_path: Path) -
         stats = run_sitq("stats", "--json", "-b", f"sqlite:///{link}", prefix=prefix)
     assert stats.returncode == 0, stats.stderr
     assert '"queued": 12' in stats.stdout, stats.stdout
+
+
+# ------------------------------------------------------------------ stats changes no setting of the file
+
+
+def _in_journal_mode(tmp_path: Path, mode: str) -> Path:
+    """A sitq file holding five queued tasks, then switched to ``mode`` by its operator."""
+    path = _made_read_only(tmp_path, "none", [])
+    with sqlite3.connect(path) as conn:
+        assert conn.execute(f"PRAGMA journal_mode = {mode}").fetchone()[0] == mode.lower()
+    return path
+
+
+def _journal_mode(path: Path) -> str:
+    with closing(sqlite3.connect(path)) as conn:
+        return str(conn.execute("PRAGMA journal_mode").fetchone()[0])
+
+
+@pytest.mark.parametrize(
+    ("mode", "option"),
+    [("DELETE", ""), ("WAL", "?journal_mode=DELETE"), ("DELETE", "?journal_mode=WAL")],
+)
+def test_stats_leaves_the_files_journal_mode_and_bytes_as_they_were(tmp_path: Path, mode: str, option: str) -> None:
+    """sitq stats only reads: on a file its operator keeps in DELETE mode, one stats switched it to WAL for good
+    (and a ?journal_mode= in the URL it was given switched a WAL file away from WAL)."""
+    path = _in_journal_mode(tmp_path, mode)
+    before = path.read_bytes()
+    stats = run_sitq("stats", "--json", "-b", f"sqlite:///{path}{option}")
+    assert stats.returncode == 0, stats.stderr
+    assert '"queued": 5' in stats.stdout
+    assert _journal_mode(path) == mode.lower()
+    assert path.read_bytes() == before
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("restore_modes")
+def test_stats_reads_a_delete_mode_file_in_a_read_only_folder(tmp_path: Path) -> None:
+    """A rollback-journal file needs no -wal/-shm to be read, so a user who may only read it (file and folder
+    read-only) gets the counts, as plain sqlite3 does; stats failed with 'attempt to write a readonly database'
+    from setting the journal mode."""
+    prefix = _unprivileged()
+    path = _in_journal_mode(tmp_path, "DELETE")
+    before = path.read_bytes()
+    path.chmod(0o444)
+    path.parent.chmod(0o555)
+    stats = run_sitq("stats", "--json", "-b", f"sqlite:///{path}", prefix=prefix)
+    assert stats.returncode == 0, stats.stderr
+    assert '"queued": 5' in stats.stdout
+    assert path.read_bytes() == before and sorted(p.name for p in path.parent.iterdir()) == ["q.db"]

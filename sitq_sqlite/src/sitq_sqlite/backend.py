@@ -404,12 +404,14 @@ class SQLiteBackend(Backend):
                 ) from exc
         self._opened, self._file_gone = None, False  # a new connect opens the file that is at the path now
         reading = connecting_to_read_only()  # read here: the connection thread does not share this task's context
+        # before the first connection opens: a reader sets no journal mode on it (_rollback_journal), and has
+        # nothing of its own to checkpoint at close
+        self._only_reading = reading
         self._snapshot = _idle_snapshot(self.path) if reading and not self.is_memory else None
         db = DbThread(f"sitq-sqlite:{os.path.basename(self.path)}", self._new_connection, in_memory=self.is_memory)
         try:
             found = await db.run(lambda conn: self._setup(conn, reading=reading))
             self._set_up = True
-            self._only_reading = reading  # (sitq stats): nothing of its own to checkpoint at close
         except BaseException as exc:
             db.stop()
             if isinstance(exc, _CannotWrite):
@@ -565,14 +567,23 @@ class SQLiteBackend(Backend):
 
     def _rollback_journal(self, conn: sqlite3.Connection) -> None:
         """A rollback journal mode (DELETE, TRUNCATE, PERSIST, MEMORY) is per connection, unlike WAL: set it
-        on every connection opened after ``_setup`` (a connection reopened after a fork, an inline one)."""
-        if self._set_up and not self.is_memory and self.journal_mode != "WAL":
+        on every connection opened after ``_setup`` (a connection reopened after a fork, an inline one). Not for
+        a reader: setting a journal mode can change the file's own (a WAL file leaves WAL mode for good)."""
+        if self._set_up and not self.is_memory and self.journal_mode != "WAL" and not self._only_reading:
             conn.execute(f"PRAGMA journal_mode = {self.journal_mode}")
 
     def _setup(self, conn: sqlite3.Connection, *, reading: bool = False) -> int:
+        """Check the file is sitq's, set its journal mode and make what is missing; returns the version found.
+
+        A reader (``reading``: sitq stats) changes nothing in the file: not its
+        journal mode (WAL stays a file's mode for good, so one ``sitq stats``
+        switched a file its operator keeps in DELETE mode, and failed on one it
+        may only read), not its schema or ``user_version``.
+        """
+
         def pragmas(conn: sqlite3.Connection) -> int:
             found = check_not_foreign(conn)  # before the journal mode changes anything in the file
-            if not self.is_memory and self._snapshot is None:
+            if not self.is_memory and self._snapshot is None and not reading:
                 mode = conn.execute(f"PRAGMA journal_mode = {self.journal_mode}").fetchone()[0]
                 if str(mode).upper() != self.journal_mode:
                     log.warning("journal_mode %s requested, got %s", self.journal_mode, mode)
@@ -581,10 +592,11 @@ class SQLiteBackend(Backend):
                 conn.execute(f"PRAGMA synchronous = {self.synchronous}")  # again: set after the journal mode
             return found
 
-        if self._retrying(conn, pragmas) == SCHEMA_VERSION and (reading or not missing_indexes(conn)):
-            # nothing to create: no write lock needed, so a health check (sitq stats) connects while
-            # another process holds a long write transaction
-            if not reading and not self.is_memory:
+        found = self._retrying(conn, pragmas)
+        if reading:  # no write lock either, so a health check connects while another process holds a long one
+            return found
+        if found == SCHEMA_VERSION and not missing_indexes(conn):
+            if not self.is_memory:
                 _probe_write(conn)
             return SCHEMA_VERSION
         return self._retrying(conn, lambda c: self._write(c, create_schema))
