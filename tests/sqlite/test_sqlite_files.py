@@ -6,6 +6,9 @@ import contextlib
 import os
 import shutil
 import sqlite3
+import subprocess
+import sys
+import threading
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -452,6 +455,66 @@ def _open_handles(path: Path) -> list[str]:
             if target.startswith(str(path)):
                 handles.append(target)
     return handles
+
+
+def _refused_file(path: Path, kind: str) -> None:
+    """A WAL file sitq must refuse: written by a newer sitq-sqlite, or another application's."""
+    if kind == "future":
+        with closing(sqlite3.connect(path)) as conn:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.executescript("\n".join(_own_schema_dump()))
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    else:
+        with closing(sqlite3.connect(path)) as conn:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+            conn.commit()
+    assert not Path(f"{path}-wal").exists() and not Path(f"{path}-shm").exists()
+
+
+def _own_schema_dump() -> list[str]:
+    with closing(sqlite3.connect(":memory:")) as conn:
+        from sitq_sqlite.schema import create_schema
+
+        create_schema(conn)
+        return [line for line in conn.iterdump() if line.startswith("CREATE")]
+
+
+def _threads_named(name: str) -> list[str]:
+    return [thread.name for thread in threading.enumerate() if thread.name == f"sitq-sqlite:{name}"]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd (Linux) to list open files")
+@pytest.mark.parametrize("kind", ["future", "foreign"])
+@pytest.mark.asyncio
+async def test_a_refused_connect_closes_what_it_opened(tmp_path: Path, kind: str) -> None:
+    """A refused file kept its connection and the connection thread (close() did not know them) and, when the
+    process ended first, -wal and -shm files beside a file sitq promises to leave as it was."""
+    path = tmp_path / f"refused-{kind}.db"
+    _refused_file(path, kind)
+    backend = SQLiteBackend(path)
+    with pytest.raises(ConnectionError):
+        await backend.connect()
+    assert _open_handles(path) == []  # closed before the error was raised
+    assert sorted(os.listdir(tmp_path)) == [path.name]
+    await backend.close()
+
+    async def thread_ended() -> bool:  # it ends right after closing the connection
+        return _threads_named(path.name) == []
+
+    await wait_until(thread_ended, timeout=5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["future", "foreign"])
+def test_a_worker_refused_its_file_leaves_no_wal_or_shm(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / f"refused-{kind}.db"
+    _refused_file(path, kind)
+    done = subprocess.run(
+        [sys.executable, "-m", "sitq", "worker", "-b", f"sqlite:///{path}"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd (Linux) to list open files")

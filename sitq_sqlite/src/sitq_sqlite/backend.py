@@ -413,7 +413,12 @@ class SQLiteBackend(Backend):
             found = await db.run(lambda conn: self._setup(conn, reading=reading))
             self._set_up = True
         except BaseException as exc:
-            db.stop()
+            if isinstance(exc, asyncio.CancelledError):
+                db.stop()  # the setup may still wait for a lock: the thread closes the connection after it
+            else:
+                # the setup has ended: close its connection (and end the thread) before the caller hears of the
+                # refusal, so that a process exiting on it leaves no -wal/-shm files beside a file it refused
+                await db.shutdown()
             if isinstance(exc, _CannotWrite):
                 cause = exc.__cause__
                 raise ConnectionError(
