@@ -104,6 +104,20 @@ async def test_a_folder_given_as_the_database_path_is_named_as_a_folder(tmp_path
     assert os.listdir(tmp_path) == [], "nothing may be created inside the folder"
 
 
+@pytest.mark.parametrize("given", ["newdir/", "data/newdir/", "newdir/.", "newdir/..", f"newdir{os.sep}", "."])
+def test_a_path_ending_in_a_separator_names_a_folder_and_is_refused(
+    given: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLiteBackend("newdir/") made a FILE named newdir and used it as the database."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValidationError, match="names a folder") as info:
+        SQLiteBackend(given)
+    assert info.value.parameter == "path" and info.value.value == given
+    with pytest.raises(ValidationError, match="names a folder"):
+        sitq.connect(f"sqlite:///{given}")
+    assert os.listdir(tmp_path) == [], "nothing may be created for a refused path"
+
+
 @pytest.mark.parametrize("url", ["sqlite:///tasks.db", "sqlite:////tmp/tasks.db", "postgresql://db/app"])
 def test_a_url_given_as_the_path_is_refused_not_made_into_folders(
     url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

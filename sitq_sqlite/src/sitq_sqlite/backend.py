@@ -2047,6 +2047,13 @@ def _validate_path(path: Any) -> str:
             value=text,
         )
     expanded = os.path.expanduser(text)
+    if os.path.basename(expanded) in ("", ".", ".."):  # abspath would drop the trailing separator: a FILE "newdir"
+        raise ValidationError(
+            f"path {text!r} names a folder (it ends with a path separator, '.' or '..'), not a database file: "
+            f"give the path of a file, e.g. {os.path.normpath(os.path.join(text, 'tasks.db'))!r}",
+            parameter="path",
+            value=text,
+        )
     try:
         return os.path.abspath(expanded)
     except FileNotFoundError:  # a relative path, and the working directory it is relative to was deleted
