@@ -10,13 +10,14 @@ import subprocess
 import sys
 import threading
 from contextlib import closing
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import sitq
-from sitq import TaskQueue
+from sitq import TaskQueue, Worker
 from sitq_core.backend import Capability
 from sitq_core.errors import BackendError, ConfigurationError, ConnectionError, ValidationError
 from sitq_core.models import Task, TaskStatus, new_id
@@ -366,6 +367,100 @@ async def test_another_applications_database_is_refused_and_left_as_it_was(
     with pytest.raises(ConnectionError) as info:
         await SQLiteBackend(path).connect()
     assert said in str(info.value) and "nothing in this one was changed" in str(info.value)
+    assert _snapshot(path) == before
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("restored_from_a_dump", [False, True])
+async def test_columns_added_to_sitqs_tables_that_may_be_null_or_have_a_default_are_accepted(
+    tmp_path: Path, restored_from_a_dump: bool
+) -> None:
+    """ALTER TABLE tasks ADD COLUMN note TEXT on a sitq file: every open then failed with "already holds table(s)
+    results, tasks that sitq did not create". sitq names every column it reads and writes, so such columns are
+    kept, never filled or read by sitq."""
+    path = tmp_path / "annotated.db"
+    async with TaskQueue(SQLiteBackend(path)) as queue:
+        first = await queue.enqueue(tasks.add, 1, 2)
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("ALTER TABLE tasks ADD COLUMN note TEXT")
+        conn.execute("ALTER TABLE tasks ADD COLUMN Owner TEXT NOT NULL DEFAULT 'ops'")
+        conn.execute("ALTER TABLE results ADD COLUMN reviewed INTEGER DEFAULT 0")
+        conn.execute("UPDATE tasks SET note = 'keep me' WHERE id = ?", (first,))
+        conn.commit()
+    if restored_from_a_dump:  # a dump carries no user_version: the file is recognised by its tables
+        dumped = tmp_path / "restored.db"
+        with closing(sqlite3.connect(path)) as source, closing(sqlite3.connect(dumped)) as target:
+            target.executescript("\n".join(source.iterdump()))
+        path = dumped
+    backend = SQLiteBackend(path)
+    assert await backend.exists() is True
+    async with TaskQueue(backend) as queue:
+        worker = Worker(backend, max_concurrency=4)
+        await worker.start()
+        try:
+            ids = [await queue.enqueue(tasks.add, 3, 4)]
+            ids += await queue.enqueue_many([(tasks.add, (i, i)) for i in range(3)])
+            ids += await queue.enqueue_many([(tasks.add, (i, 1)) for i in range(300)])  # streamed
+            for task_id in [first, *ids]:
+                assert await queue.get_result(task_id, timeout=10) is not None
+        finally:
+            await worker.stop()
+        later = await queue.enqueue(tasks.add, 5, 6, eta=datetime.now(UTC) + timedelta(hours=1))
+        assert await queue.cancel(later)
+        assert (await queue.counts())["success"] == len(ids) + 1
+        assert len(await queue.list_tasks(status="success", limit=1000)) == len(ids) + 1
+        assert await queue.purge() == len(ids) + 2
+    with closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("SELECT user_version FROM pragma_user_version").fetchone()[0] == SCHEMA_VERSION
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(tasks)")]
+        assert columns[-2:] == ["note", "Owner"]
+
+
+def _with_required_column(conn: sqlite3.Connection) -> None:
+    """tasks made again with one more column that every insert must fill (ALTER TABLE cannot add such a one)."""
+    sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'tasks'").fetchone()[0]
+    conn.execute("ALTER TABLE tasks RENAME TO old_tasks")
+    conn.execute(sql.rstrip().rstrip(")") + ", note TEXT NOT NULL)")
+    conn.execute("DROP TABLE old_tasks")
+
+
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        (
+            lambda c: c.execute("ALTER TABLE tasks DROP COLUMN lease_token"),
+            "table tasks lacks column(s) sitq needs: lease_token",
+        ),
+        (
+            lambda c: c.execute("ALTER TABLE results RENAME COLUMN traceback TO tb"),
+            "table results lacks column(s) sitq needs: traceback (it has column(s) sitq does not know: tb)",
+        ),
+        (
+            _with_required_column,
+            "table tasks has column(s) sitq does not know that every insert would have to "
+            "fill: note (NOT NULL without a DEFAULT",
+        ),
+        (lambda c: c.execute("DROP TABLE results"), "table results is missing"),
+    ],
+)
+@pytest.mark.asyncio
+async def test_a_sitq_table_changed_so_sitq_cannot_use_it_is_refused_naming_table_and_columns(
+    tmp_path: Path, change: Any, said: str
+) -> None:
+    """Refused precisely (not "tables that sitq did not create; use a file of its own"), with nothing changed."""
+    path = tmp_path / "changed.db"
+    async with TaskQueue(SQLiteBackend(path)) as queue:
+        await queue.enqueue(tasks.add, 1, 2)
+    with closing(sqlite3.connect(path)) as conn:
+        change(conn)
+        conn.commit()
+    before = _snapshot(path)
+    backend = SQLiteBackend(path)
+    with pytest.raises(ConnectionError) as info:
+        await backend.connect()
+    message = str(info.value)
+    assert said in message and "nothing in this one was changed" in message
+    assert "did not create" not in message and "file of its own" not in message
     assert _snapshot(path) == before
 
 

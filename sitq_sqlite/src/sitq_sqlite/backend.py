@@ -430,9 +430,14 @@ class SQLiteBackend(Backend):
                     cause=cause if isinstance(cause, Exception) else None,
                 ) from cause
             if isinstance(exc, ForeignSchemaError):
+                advice = (
+                    "put back what sitq needs (the schema is in docs/how-to/sqlite-backend.md) or restore a backup; "
+                    "columns of your own are fine where an insert may leave them out"
+                    if exc.changes
+                    else "use a file of its own for sitq"
+                )
                 raise ConnectionError(
-                    f"SQLite database {self.path!r} {exc.describe()}; use a file of its own for sitq "
-                    "(nothing in this one was changed)",
+                    f"SQLite database {self.path!r} {exc.describe()}; {advice} (nothing in this one was changed)",
                     backend_type="sqlite",
                     connection_details=self.path,
                 ) from None

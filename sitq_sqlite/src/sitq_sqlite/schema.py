@@ -94,16 +94,26 @@ _DDL = (
 
 
 class ForeignSchemaError(Exception):
-    """The file is not sitq's: tables of sitq's names it did not create, only other tables, or a foreign version."""
+    """The file is not sitq's: tables of sitq's names it did not create, only other tables, or a foreign version.
 
-    def __init__(self, tables: list[str], *, other: bool = False, version: int = 0) -> None:
+    With ``changes``: sitq's own tables, changed by hand so that sitq cannot use
+    them (a column it needs is gone, a column added without a default must be
+    filled by every insert, a table is missing); each entry says which.
+    """
+
+    def __init__(
+        self, tables: list[str], *, other: bool = False, version: int = 0, changes: list[str] | None = None
+    ) -> None:
         super().__init__(tables)
         self.tables = tables
         self.other = other  # only tables of other names
         self.version = version  # a user_version set by something else (0: none)
+        self.changes = changes or []  # what keeps sitq from using its own (changed) tables
 
     def describe(self) -> str:
         listed = ", ".join(self.tables) or "no tables"
+        if self.changes:
+            return "holds sitq's tables, changed so that sitq cannot use them: " + "; ".join(self.changes)
         if self.version:
             return f"has user_version {self.version} but not sitq's tables ({listed})"
         if self.other:
@@ -117,11 +127,11 @@ def check_not_foreign(conn: sqlite3.Connection) -> int:
     Refused, with nothing written: ``tasks``/``results`` tables made by
     something else; a file that holds other tables and none of sitq's (another
     application's database given by mistake); a non-zero ``user_version``
-    without sitq's tables. A version above :data:`SCHEMA_VERSION` on sitq's own
+    without sitq's tables; sitq's tables changed so that sitq cannot use them
+    (see :func:`_changes`). A version above :data:`SCHEMA_VERSION` on sitq's own
     tables raises :class:`SchemaTooNewError`. A dump (``iterdump()``, ``.dump``,
     ``.recover``) does not carry ``user_version``, so a file restored from one
-    has sitq's tables at version 0: tables whose columns are exactly sitq's
-    are taken as sitq's own.
+    has sitq's tables at version 0: tables sitq can use are taken as its own.
     """
     version = int(conn.execute("PRAGMA user_version").fetchone()[0])
     tables = [
@@ -129,20 +139,56 @@ def check_not_foreign(conn: sqlite3.Connection) -> int:
         for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
     ]
     ours = [name for name in ("results", "tasks") if name in tables]
-    own_columns = bool(ours) and all(_columns(conn, table) == columns for table, columns in _own_columns().items())
-    if version == 0:
-        if ours and not own_columns:
-            raise ForeignSchemaError(ours)
-        if not ours and tables:
+    if version == 0 and not ours:
+        if tables:
             raise ForeignSchemaError(sorted(tables), other=True)
         return version
-    if "tasks" not in tables:  # a version, but not sitq's tables: another application's (or a broken) file
+    if version != 0 and "tasks" not in tables:  # a version, but not sitq's tables: another application's file
         raise ForeignSchemaError(sorted(tables), version=version)
     if version > SCHEMA_VERSION:
         raise SchemaTooNewError(version)
-    if version == SCHEMA_VERSION and not own_columns:  # this version's tables are exactly sitq's
-        raise ForeignSchemaError(ours)
+    foreign, changes = _changes(conn)
+    if foreign:
+        raise ForeignSchemaError(foreign)
+    if changes:
+        raise ForeignSchemaError(ours, changes=changes)
     return version
+
+
+def _changes(conn: sqlite3.Connection) -> tuple[list[str], list[str]]:
+    """(sitq's table names held by tables sitq did not make, what keeps sitq from using its own tables).
+
+    sitq names every column it reads and writes (no ``SELECT *``, no insert
+    without a column list), so a column added to its tables is fine as long as
+    an insert that leaves it out is accepted (it may be NULL or has a DEFAULT).
+    A table holding fewer than half of sitq's columns is not sitq's at all.
+    """
+    foreign: list[str] = []
+    changes: list[str] = []
+    for table, own in _own_columns().items():
+        info = conn.execute(f"PRAGMA table_info({table})").fetchall()  # cid, name, type, notnull, dflt_value, pk
+        if not info:
+            changes.append(f"table {table} is missing")
+            continue
+        known = {name.casefold() for name in own}
+        present = {row[1].casefold() for row in info}
+        missing = [name for name in own if name.casefold() not in present]
+        if len(missing) * 2 > len(own):
+            foreign.append(table)
+            continue
+        unknown = [row[1] for row in info if row[1].casefold() not in known]
+        required = [row[1] for row in info if row[1].casefold() not in known and row[3] and row[4] is None]
+        if missing:
+            others = f" (it has column(s) sitq does not know: {', '.join(unknown)})" if unknown else ""
+            changes.append(f"table {table} lacks column(s) sitq needs: {', '.join(missing)}{others}")
+        if required:
+            changes.append(
+                f"table {table} has column(s) sitq does not know that every insert would have to fill: "
+                f"{', '.join(required)} (NOT NULL without a DEFAULT; sitq inserts only its own columns)"
+            )
+    if foreign:  # not sitq's tables: what a missing one would add says nothing
+        return sorted(foreign), []
+    return [], changes
 
 
 def _columns(conn: sqlite3.Connection, table: str) -> list[str]:
@@ -171,7 +217,7 @@ def holds_sitq_tables(conn: sqlite3.Connection) -> bool:
         return (
             conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'tasks'").fetchone() is not None
         )
-    return all(_columns(conn, table) == columns for table, columns in _own_columns().items())
+    return _changes(conn) == ([], [])
 
 
 class SchemaTooNewError(Exception):
