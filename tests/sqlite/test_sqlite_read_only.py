@@ -57,6 +57,11 @@ def _made_read_only(tmp_path: Path, case: str, prefix: list[str]) -> Path:
         assert (folder / "q.db-shm").exists()
         path.chmod(0o644)
         folder.chmod(0o555)
+    elif case == "owner":  # the file and its folder belong to another user
+        if os.geteuid() != 0:
+            pytest.skip("giving the file to another user needs root")
+        for name in (folder, path):
+            os.chown(name, 65534, 65534)
     return path
 
 
@@ -82,18 +87,42 @@ def restore_modes(tmp_path: Path):  # type: ignore[no-untyped-def]
             os.chmod(os.path.join(folder, name), 0o644)
 
 
+def _causes(case: str, path: Path) -> list[str]:
+    """What the refusal must say for ``case`` (docs/how-to/sqlite-backend.md: which of the causes it is)."""
+    folder = f"its folder {path.parent} is read-only for this process"
+    return {
+        "file": ["the file is read-only for this process (mode 0444"],
+        "folder": [folder],
+        # (SQLite gives an empty -wal the mode of its database as it opens it: only the -shm stays read-only)
+        "leftovers": [folder, "its -shm file is read-only for this process"],
+        "owner": ["the file belongs to another user (uid 65534", folder],
+    }[case]
+
+
 @pytest.mark.slow
 @pytest.mark.usefixtures("restore_modes")
-@pytest.mark.parametrize("case", ["file", "folder", "leftovers"])
+@pytest.mark.parametrize("case", ["file", "folder", "leftovers", "owner"])
 def test_a_worker_on_a_store_it_cannot_write_stops_at_start(tmp_path: Path, case: str) -> None:
-    """docs/how-to/workers.md: a SQLite path that is read-only stops the worker with a ConnectionError, exit 2."""
+    """docs/how-to/workers.md: a SQLite path that is read-only stops the worker with a ConnectionError, exit 2,
+    saying that the file can be read but not written and why (a read-only folder, or a file of another user,
+    gave "unable to open database file" or "the file or its folder is read-only here" without saying which)."""
     prefix = _unprivileged()
     path = _made_read_only(tmp_path, case, prefix)
+    before = sorted(os.listdir(path.parent))
     done = run_sitq("worker", "-b", f"sqlite:///{path}", "-i", "sitq_test_tasks", prefix=prefix, timeout=30)
     assert done.returncode == 2, done.stderr[-2000:]
-    assert "read-only" in done.stderr and str(path) in done.stderr
+    assert f"SQLite database {str(path)!r} can be read but not written by this process: " in done.stderr
+    for cause in _causes(case, path):
+        assert cause in done.stderr
     assert "Traceback" not in done.stderr
+    # a read-only file in a writable folder: the refused worker left -wal and -shm files (read-only, and
+    # its user's) that it could not remove
+    assert sorted(os.listdir(path.parent)) == before
     if case == "folder":  # SQLite cannot read a WAL file without its -shm file, and cannot make one here
+        stats = run_sitq("stats", "--json", "-b", f"sqlite:///{path}", prefix=prefix)
+        assert stats.returncode == 2
+        assert _causes(case, path)[0] in stats.stderr and "-shm" in stats.stderr
+        assert "sitq writes" not in stats.stderr, "stats only reads: " + stats.stderr
         return
     # sitq stats only reads: it keeps working on the read-only file
     stats = run_sitq("stats", "--json", "-b", f"sqlite:///{path}", prefix=prefix)
@@ -257,3 +286,37 @@ def test_stats_reads_a_delete_mode_file_in_a_read_only_folder(tmp_path: Path) ->
     assert stats.returncode == 0, stats.stderr
     assert '"queued": 5' in stats.stdout
     assert path.read_bytes() == before and sorted(p.name for p in path.parent.iterdir()) == ["q.db"]
+
+
+@pytest.mark.slow
+def test_a_worker_on_a_read_only_mount_says_so(tmp_path: Path) -> None:
+    """A file system mounted read-only (a real one: tmpfs in a private mount namespace, so root is needed)."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("mount") is None:
+        pytest.skip("needs root, unshare and mount for a read-only mount")
+    mount = tmp_path / "mnt"
+    mount.mkdir()
+    path = mount / "q.db"
+    env = f"PYTHONPATH={TESTS}"
+    script = textwrap.dedent(
+        f"""
+        set -e
+        mount -t tmpfs -o size=16m tmpfs {mount}
+        {env} {sys.executable} -c {_quoted(_ENQUEUE_FIVE)} {path}
+        mount -o remount,ro {mount}
+        {env} {sys.executable} -m sitq worker -b sqlite:///{path} -i sitq_test_tasks || echo "worker exit $?"
+        {env} {sys.executable} -m sitq stats --json -b sqlite:///{path}
+        """
+    )
+    done = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=60)
+    if "mount:" in done.stderr and "permission denied" in done.stderr.lower():
+        pytest.skip("mount is not permitted here: " + done.stderr[-300:])
+    assert "worker exit 2" in done.stdout, done.stdout + done.stderr
+    assert f"SQLite database {str(path)!r} can be read but not written by this process: " in done.stderr
+    assert f"its file system ({mount}) is mounted read-only" in done.stderr, done.stderr
+    assert '"queued": 5' in done.stdout, "sitq stats only reads: " + done.stderr
+
+
+def _quoted(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)

@@ -522,11 +522,21 @@ def test_a_file_that_cannot_be_opened_on_a_read_only_mount_says_so(
     path = tmp_path / "ro.db"
     path.write_bytes(b"")
     assert sqlite_backend._read_only_hint(str(path)) == ""
-    monkeypatch.setattr(os, "access", lambda p, mode: mode != os.W_OK)  # as on a read-only mount (root too)
-    assert "read-only here" in sqlite_backend._read_only_hint(str(path))
+    monkeypatch.setattr(os, "access", lambda p, mode: mode != os.W_OK)  # the file and its folder read-only
+    hint = sqlite_backend._read_only_hint(str(path))
+    assert "the file is read-only for this process (mode 06" in hint
+    assert f"its folder {tmp_path} is read-only for this process" in hint
     # a new file in a read-only folder: the folder is named (it was plain "unable to open database file")
-    assert "is read-only here: sitq cannot create the database file" in sqlite_backend._read_only_hint(
-        str(tmp_path / "missing.db")
-    )
+    missing = sqlite_backend._read_only_hint(str(tmp_path / "missing.db"))
+    assert f"its folder {tmp_path} is read-only for this process: sitq cannot create the file" in missing
+    real_statvfs = os.statvfs
+
+    class ReadOnly:
+        def __init__(self, at: str) -> None:
+            self.f_flag = real_statvfs(at).f_flag | os.ST_RDONLY
+
+    monkeypatch.setattr(os, "statvfs", ReadOnly)  # a read-only mount: that alone is named
+    hint = sqlite_backend._read_only_hint(str(path))
+    assert "is mounted read-only" in hint and "mode" not in hint and "folder" not in hint
     monkeypatch.undo()
     assert sqlite_backend._read_only_hint(str(tmp_path / "missing.db")) == ""  # writable: nothing to add

@@ -49,6 +49,7 @@ from sitq_core.models import (
 from sitq_core.notify import record_mark, safety_pauses, take_mark
 from sitq_core.textoptions import text_options_converted
 
+from .access import is_sqlite_file, is_wal_file, write_blockers
 from .dbthread import ConnectionClosedForFork, DbThread, DbThreadStopped
 from .feed import InsertFeed
 from .groupcommit import GroupCommit, others_ready
@@ -408,6 +409,10 @@ class SQLiteBackend(Backend):
         # nothing of its own to checkpoint at close
         self._only_reading = reading
         self._snapshot = _idle_snapshot(self.path) if reading and not self.is_memory else None
+        if not reading and not self.is_memory:
+            refused = await asyncio.to_thread(self._unwritable_file)
+            if refused is not None:
+                raise refused
         db = DbThread(f"sitq-sqlite:{os.path.basename(self.path)}", self._new_connection, in_memory=self.is_memory)
         try:
             found = await db.run(lambda conn: self._setup(conn, reading=reading))
@@ -421,14 +426,7 @@ class SQLiteBackend(Backend):
                 await db.shutdown()
             if isinstance(exc, _CannotWrite):
                 cause = exc.__cause__
-                raise ConnectionError(
-                    f"SQLite database {self.path!r} can be read but not written by this process: {cause}"
-                    f"{_cannot_write_hint(self.path)}; workers and producers need to write it (sitq stats only "
-                    "reads, and still works)",
-                    backend_type="sqlite",
-                    connection_details=self.path,
-                    cause=cause if isinstance(cause, Exception) else None,
-                ) from cause
+                raise self._cannot_write(cause, write_blockers(self.path)) from cause
             if isinstance(exc, ForeignSchemaError):
                 advice = (
                     "put back what sitq needs (the schema is in docs/how-to/sqlite-backend.md) or restore a backup; "
@@ -465,22 +463,55 @@ class SQLiteBackend(Backend):
                     cause=exc,
                 ) from exc
             if isinstance(exc, sqlite3.Error):
-                raise ConnectionError(
-                    f"cannot open SQLite database {self.path!r}: {exc}"
-                    + (
-                        " (is it a SQLite database file?)"
-                        if _is_not_a_db(exc)
-                        else _read_only_hint(self.path) or _disk_full_hint(self.path, exc)
-                    ),
-                    backend_type="sqlite",
-                    connection_details=self.path,
-                    cause=exc,
-                ) from exc
+                raise self._open_failed(exc, reading=reading) from exc
             raise
         if not self.is_memory:
             self._opened, self._file_checked = _file_identity(self.path), time.monotonic()
         log.debug("connected to %s (schema version %s)", self.path, found)
         return db
+
+    def _unwritable_file(self) -> ConnectionError | None:
+        """The refusal of a writer whose database file is there but read-only for it, before SQLite opens it.
+
+        SQLite would open it read-only and create -wal and -shm files (of the
+        file's read-only mode) beside it, which a process that cannot write the
+        file cannot remove at close: a refused worker left them behind. Where
+        the modes do not show it, the write probe at connect still finds it.
+        """
+        if not (_may_read(self.path) and is_sqlite_file(self.path)) or os.access(self.path, os.W_OK):
+            return None
+        return self._cannot_write(None, write_blockers(self.path))
+
+    def _open_failed(self, exc: sqlite3.Error, *, reading: bool) -> ConnectionError:
+        """The ConnectionError for a SQLite error while connecting, with what is known of its cause."""
+        causes = [] if reading or not os.path.isfile(self.path) else write_blockers(self.path)
+        if (_is_read_only(exc) or (causes and _is_read_only_wal_hint(exc))) and _may_read(self.path):
+            return self._cannot_write(exc, causes)  # a read-only DELETE-mode file, folder (no -shm) or mount
+        if _is_not_a_db(exc):
+            hint = " (is it a SQLite database file?)"
+        elif reading:
+            hint = _reader_hint(self.path, exc)
+        else:
+            hint = _read_only_hint(self.path) or _disk_full_hint(self.path, exc)
+        return ConnectionError(
+            f"cannot {'read' if reading else 'open'} SQLite database {self.path!r}: {exc}{hint}",
+            backend_type="sqlite",
+            connection_details=self.path,
+            cause=exc,
+        )
+
+    def _cannot_write(self, exc: BaseException | None, causes: list[str]) -> ConnectionError:
+        """A writing connect refused: the file can be read but not written, and ``causes`` say why (when known)."""
+        why = "; ".join(causes) or _UNKNOWN_WRITE_BLOCKER
+        return ConnectionError(
+            f"SQLite database {self.path!r} can be read but not written by this process: {why}"
+            + ("" if exc is None else f" (SQLite: {exc})")
+            + "; workers and producers write the file and keep its -wal and -shm files beside it (sitq stats only "
+            "reads it)",
+            backend_type="sqlite",
+            connection_details=self.path,
+            cause=exc if isinstance(exc, Exception) else None,
+        )
 
     def _check_file(self) -> None:
         """Refuse a write when the file at ``path`` is no longer the one connected to (deleted or replaced).
@@ -621,12 +652,8 @@ class SQLiteBackend(Backend):
         try:
             return await asyncio.to_thread(_holds_sitq_tables, self.path)
         except sqlite3.Error as exc:  # there, but unreadable: a folder, no permission, a WAL without its -shm
-            hint = _read_only_hint(self.path) or _disk_full_hint(self.path, exc)
             raise ConnectionError(
-                f"cannot read SQLite database {self.path!r}: {exc} (a WAL database in a folder you cannot "
-                "write to also needs its -wal and -shm files to be there)"
-                if _is_read_only_wal_hint(exc)
-                else f"cannot read SQLite database {self.path!r}: {exc}{hint}",
+                f"cannot read SQLite database {self.path!r}: {exc}{_reader_hint(self.path, exc)}",
                 backend_type="sqlite",
                 connection_details=self.path,
                 cause=exc,
@@ -748,7 +775,12 @@ class SQLiteBackend(Backend):
                 parameter=refused,
                 cause=exc,
             )
-        hint = _DAMAGED_HINT if _is_corrupt(exc) else _cannot_write_hint(self.path) if _is_read_only(exc) else ""
+        if _is_corrupt(exc):
+            hint = _DAMAGED_HINT
+        elif _is_read_only(exc):  # a reader (sitq stats) is not told that sitq writes to the file
+            hint = _reader_hint(self.path, exc) if self._only_reading else _cannot_write_hint(self.path)
+        else:
+            hint = ""
         return BackendError(
             f"SQLite {operation} failed on {self.path!r}: {exc}{hint}",
             operation=operation,
@@ -1783,19 +1815,52 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
+_FOLDER_HINT = " (that path is a folder: give the path of a database file inside it, e.g. .../tasks.db)"
+
+#: What keeps a process from writing a file when its modes do not show it (root, a security module).
+_UNKNOWN_WRITE_BLOCKER = (
+    "the file, its folder or its -wal/-shm files are read-only for it, or its file system is mounted read-only "
+    "(their modes do not show which)"
+)
+
+
 def _read_only_hint(path: str) -> str:
-    """Why a file that is there cannot be opened for writing: it, or its folder (for -wal/-shm), is read-only."""
+    """For a writer: which of the file, its folder, its -wal/-shm files or its mount is read-only here."""
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
-        return " (that path is a folder: give the path of a database file inside it, e.g. .../tasks.db)"
-    if os.path.exists(path) and not (os.access(path, os.W_OK) and os.access(folder, os.W_OK)):
-        return (
-            " (the file or its folder is read-only here: sitq writes to the file and keeps its -wal and -shm "
-            "files beside it)"
-        )
-    if not os.path.exists(path) and os.path.isdir(folder) and not os.access(folder, os.W_OK):
-        return f" (the folder {folder} is read-only here: sitq cannot create the database file in it)"
+        return _FOLDER_HINT
+    if os.path.exists(path):
+        causes = write_blockers(path)
+        if causes:
+            return f" ({'; '.join(causes)}: sitq writes to the file and keeps its -wal and -shm files beside it)"
+        return ""
+    if os.path.isdir(folder) and not os.access(folder, os.W_OK):
+        where = write_blockers(path)  # a read-only mount, or the folder
+        return f" ({'; '.join(where) or f'the folder {folder} is read-only here'}: sitq cannot create the file)"
     return ""
+
+
+def _reader_hint(path: str, exc: BaseException) -> str:
+    """For a reader (sitq stats) SQLite refused: what keeps it from reading (never that sitq writes the file)."""
+    if os.path.isdir(path):
+        return _FOLDER_HINT
+    if os.path.isfile(path) and not os.access(path, os.R_OK):
+        return " (this process may not read the file)"
+    causes = write_blockers(path) if os.path.isfile(path) else []
+    no_shm = is_wal_file(path) and not os.path.exists(os.path.realpath(path) + "-shm")
+    if no_shm and (causes or _is_read_only_wal_hint(exc) or _is_read_only(exc)):
+        why = "; ".join(causes) or "this process cannot create files beside it"
+        return (
+            f" ({why}: reading writes nothing, but SQLite reads a WAL database only with its -wal and -shm "
+            "files, which it cannot create here; they are there while a process that may write it has it open)"
+        )
+    if causes:
+        return f" ({'; '.join(causes)})"
+    return _disk_full_hint(path, exc)
+
+
+def _may_read(path: str) -> bool:
+    return os.path.isfile(path) and os.access(path, os.R_OK)
 
 
 def _disk_full_hint(path: str, exc: BaseException) -> str:
@@ -1817,10 +1882,10 @@ def _disk_full_hint(path: str, exc: BaseException) -> str:
 
 
 def _cannot_write_hint(path: str) -> str:
-    """``_read_only_hint``, or what else makes a file that is there refuse writes (root, a read-only mount)."""
-    return _read_only_hint(path) or (
-        " (the file, its folder or its -wal/-shm files are read-only for this process, or its file system is "
-        "mounted read-only: sitq writes to the file and keeps its -wal and -shm files beside it)"
+    """``_read_only_hint``, or what else makes a file that is there refuse writes (root, a security module)."""
+    return (
+        _read_only_hint(path)
+        or f" ({_UNKNOWN_WRITE_BLOCKER}: sitq writes to the file and keeps its -wal and -shm files beside it)"
     )
 
 

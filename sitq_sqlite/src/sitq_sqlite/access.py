@@ -1,0 +1,104 @@
+"""Why this process cannot write a database file: which of the causes applies, for the error that says so.
+
+SQLite only says "attempt to write a readonly database" or "unable to open
+database file". The causes are told apart here from what the operating
+system shows: a read-only mount (``statvfs``), then the modes and owners of
+the file, its folder and its -wal/-shm files (``os.access``). Root passes the
+mode checks, so for it (or under a security module) no cause may show.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+__all__ = ["is_sqlite_file", "is_wal_file", "write_blockers"]
+
+
+def write_blockers(path: str) -> list[str]:
+    """The causes that keep this process from writing the database at ``path`` (empty: none found).
+
+    A read-only mount is the whole story when it applies (every mode there
+    reads as read-only); otherwise each of the file, its folder (where SQLite
+    creates the -wal, -shm and -journal files) and its -wal/-shm files that this
+    process may not write is named.
+    """
+    real = os.path.realpath(path)  # SQLite keeps the -wal and -shm beside the file a symlink points to
+    folder = os.path.dirname(real)
+    mount = _read_only_mount(folder)
+    if mount is not None:
+        return [f"its file system ({mount}) is mounted read-only"]
+    causes: list[str] = []
+    if os.path.isfile(real) and not os.access(real, os.W_OK):
+        causes.append(_file_not_writable(real))
+    if os.path.isdir(folder) and not os.access(folder, os.W_OK):
+        causes.append(f"its folder {folder} is read-only for this process")
+    companions = [s for s in ("-wal", "-shm") if os.path.exists(real + s) and not os.access(real + s, os.W_OK)]
+    if len(companions) == 1:
+        causes.append(f"its {companions[0]} file is read-only for this process")
+    elif companions:
+        causes.append("its -wal and -shm files are read-only for this process")
+    return causes
+
+
+def is_sqlite_file(path: str) -> bool:
+    """True when the file at ``path`` starts with a SQLite database header."""
+    return len(_header(path)) == 20
+
+
+def is_wal_file(path: str) -> bool:
+    """True when the file at ``path`` is a SQLite database in WAL mode (read from its header)."""
+    return _header(path)[18:20] == b"\x02\x02"
+
+
+def _header(path: str) -> bytes:
+    """The first 20 bytes of a SQLite database file at ``path``; empty for anything else."""
+    try:
+        with open(os.path.realpath(path), "rb") as file:
+            header = file.read(20)
+    except OSError:
+        return b""
+    return header if len(header) == 20 and header.startswith(b"SQLite format 3\0") else b""
+
+
+def _read_only_mount(folder: str) -> str | None:
+    """The mount point of ``folder``'s file system when it is mounted read-only, else None (or where unknown)."""
+    existing = folder
+    while not os.path.isdir(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)  # a folder still to be created: the file system it would be on
+    try:
+        if not os.statvfs(existing).f_flag & os.ST_RDONLY:
+            return None
+    except (OSError, AttributeError):  # no statvfs (Windows), or nothing to ask
+        return None
+    mount = existing
+    while not os.path.ismount(mount) and os.path.dirname(mount) != mount:
+        mount = os.path.dirname(mount)
+    return mount
+
+
+def _file_not_writable(path: str) -> str:
+    """Why the file itself refuses this process: another user's file, or its mode."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return "the file is read-only for this process"
+    mode = f"mode {stat.S_IMODE(info.st_mode):04o}"
+    geteuid = getattr(os, "geteuid", None)
+    if geteuid is not None and info.st_uid != geteuid():
+        return (
+            f"the file belongs to another user (uid {info.st_uid}{_user_name(info.st_uid)}, {mode}), "
+            f"which this process (uid {geteuid()}) may not write"
+        )
+    return f"the file is read-only for this process ({mode})"
+
+
+def _user_name(uid: int) -> str:
+    try:
+        import pwd
+    except ImportError:  # pragma: no cover - Windows
+        return ""
+    try:
+        return f" {pwd.getpwuid(uid).pw_name}"
+    except KeyError:
+        return ""
