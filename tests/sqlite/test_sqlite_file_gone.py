@@ -6,10 +6,13 @@ which nobody could ever see again (the WAL was even checkpointed into it at clos
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 import time
 from contextlib import closing
 from pathlib import Path
@@ -146,3 +149,68 @@ async def test_the_file_check_is_throttled_on_the_hot_path(tmp_path: Path, monke
         elapsed = time.monotonic() - began
     assert calls - at_connect <= elapsed / sqlite_backend._FILE_CHECK_INTERVAL + 1
     assert calls - at_connect < 20, "not one stat per enqueue"
+
+
+# ------------------------------------------------------------------ a worker stops on it
+
+
+@pytest.mark.asyncio
+@pytest.mark.usefixtures("check_every_write")
+@pytest.mark.parametrize("busy", [False, True])
+async def test_a_worker_whose_file_was_deleted_stops_and_run_raises(tmp_path: Path, busy: bool) -> None:
+    """A worker kept retrying (or, idle, kept waiting on the old file for work nobody could give it) forever
+    after logging "Restart this process": run() now ends with a WorkerError whose cause is the StoreGoneError."""
+    from sitq import StoreGoneError, Worker
+    from sitq_core.errors import WorkerError
+
+    path = tmp_path / "q.db"
+    backend = SQLiteBackend(path)
+    async with TaskQueue(backend) as queue:
+        worker = Worker(backend, poll_interval=0.05, max_concurrency=2)
+        running = asyncio.ensure_future(worker.run(handle_signals=False))
+        first = await queue.enqueue(tasks.add, 1, 2)
+        assert await queue.get_result(first, timeout=10) is not None  # it works
+        if busy:
+            await queue.enqueue_many([(tasks.add, (i, i)) for i in range(50)])
+        os.remove(path)
+        with pytest.raises(WorkerError, match="deleted or replaced") as info:
+            await asyncio.wait_for(running, timeout=60)  # a bound, not a timing: it used to run forever
+        assert isinstance(info.value.cause, StoreGoneError) and isinstance(info.value.cause, ConnectionError)
+        assert not worker.running
+
+
+@pytest.mark.slow
+def test_sitq_worker_exits_2_when_its_file_is_deleted(tmp_path: Path) -> None:
+    """systemd's Restart=on-failure restarts a worker only if it exits: it logged the fault and ran on."""
+    path = tmp_path / "q.db"
+    env = dict(os.environ, PYTHONPATH=str(TESTS))
+    with SyncTaskQueue(SQLiteBackend(path)) as queue:
+        first = queue.enqueue(tasks.add, 1, 2)
+        child = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "sitq",
+                "worker",
+                "-b",
+                f"sqlite:///{path}",
+                "-i",
+                "sitq_test_tasks",
+                "--poll-interval",
+                "0.05",
+            ],
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert queue.get_result(first, timeout=30) == 3  # the worker is up and working
+            os.remove(path)
+            _out, err = child.communicate(timeout=60)  # a bound: it used to run until killed
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+    assert child.returncode == 2, err[-2000:]
+    assert "deleted or replaced" in err and "sitq: error:" in err
+    assert "Traceback" not in err

@@ -25,6 +25,7 @@ __all__ = [
     "ResourceExhaustionError",
     "SerializationError",
     "SitqError",
+    "StoreGoneError",
     "SyncTaskQueueError",
     "TaskCancelledError",
     "TaskExecutionError",
@@ -205,6 +206,16 @@ class ConnectionError(BackendError, builtins.ConnectionError):
     ) -> None:
         super().__init__(message, backend_type=backend_type, **kwargs)
         self._add_context(connection_details=connection_details)
+
+
+class StoreGoneError(ConnectionError):
+    """The store this backend connected to is gone for good for this process; no retry reaches it again.
+
+    Raised, for example, by the SQLite backend once its database file was
+    deleted or replaced under the process. Only a new connect (a restarted
+    process) reaches what is at that place now, so a worker does not retry
+    it: it stops, and ``Worker.run()`` raises (``sitq worker`` exits with 2).
+    """
 
 
 class LeaseLostError(BackendError):

@@ -38,7 +38,7 @@ from .backend import Backend
 from .bounded import within
 from .config import BackendSpec, SerializerSpec, resolve_backend, resolve_serializer, split_config
 from .current import CurrentTask, running_as, set_current
-from .errors import SerializationError, SitqError, ValidationError, WorkerError
+from .errors import SerializationError, SitqError, StoreGoneError, ValidationError, WorkerError
 from .holders import holders
 from .loopwatch import LoopWatch
 from .models import LEASE_EXPIRED_ERROR, LeaseState, Outcome, ReservedTask, Result, Task, TaskStatus
@@ -480,6 +480,7 @@ class Worker:
         self._closing = False
         self._stop_budget = _FINAL_REPORT_TIMEOUT  # seconds the stop's backend calls may still take, together
         self._teardown = None
+        self._fatal = None  # what ended an earlier run is not this one's to raise
         self._exchange_settled = asyncio.Event()  # the exchange loop was cancelled and put back its batch
         self._executing = 0
         self._outliving = []
@@ -694,6 +695,10 @@ class Worker:
                         with contextlib.suppress(TimeoutError):
                             await within(asyncio.shield(self._stopped.wait()), _FINAL_REPORT_TIMEOUT + _CANCEL_GRACE)
                     raise
+        if isinstance(self._fatal, StoreGoneError):
+            raise WorkerError(
+                f"worker {self.worker_id} stopped: {self._fatal.message}", worker_id=self.worker_id, cause=self._fatal
+            )
         if self._fatal is not None:
             raise WorkerError(
                 f"worker stopped after an internal error: {self._fatal!r}", worker_id=self.worker_id, cause=self._fatal
@@ -892,6 +897,10 @@ class Worker:
                     # reported by whoever settles the worker now, not lost with the call
                     self._outcomes.extendleft(reversed(batch))
                     raise
+                except StoreGoneError as exc:
+                    # no retry reaches the store again: what this call was to report is lost with it
+                    self._store_gone(exc)
+                    return
                 except Exception as exc:
                     if self._refused_outcomes(exc, batch, live):
                         continue  # reported again at once: one at a time, or the refused one as failed
@@ -935,6 +944,19 @@ class Worker:
             woke_for_work = await self._idle(can_reserve=can_reserve, timeout=await self._idle_timeout())
             if woke_for_work or not can_reserve:
                 drained = False
+
+    def _store_gone(self, exc: StoreGoneError) -> None:
+        """The store is gone for good (a SQLite file deleted or replaced): stop, and let ``run()`` raise.
+
+        Retrying would go on forever (an idle worker would wait for work that
+        only the new store receives), and a supervisor restarts a process only
+        once it exits; a restart connects to what is at that place now.
+        """
+        if self._fatal is not None:
+            return
+        logger.error("worker %s: stopping: %s", self.worker_id, exc.message)
+        self._fatal = exc
+        self._background.add(asyncio.ensure_future(self.stop(timeout=self.shutdown_timeout)))
 
     def _refused_outcomes(
         self,
@@ -1598,9 +1620,13 @@ class Worker:
         except asyncio.CancelledError:  # the loop is ending: the teardown gives them back (_give_back_all)
             self._unreleased.extend(given_back)
             raise
-        except Exception:
-            logger.exception(
-                "worker %s: could not give back %d %s task(s); their leases expire", self.worker_id, len(outcomes), what
+        except Exception as exc:
+            logger.error(
+                "worker %s: could not give back %d %s task(s); their leases expire",
+                self.worker_id,
+                len(outcomes),
+                what,
+                exc_info=not isinstance(exc, StoreGoneError),  # said once already (_store_gone)
             )
             return
         answers = zip(given_back, outcomes, accepted, strict=True)
@@ -2435,6 +2461,9 @@ class Worker:
                     states = await self.backend.heartbeat(leases, self.lease_timeout)
                 else:  # a check between renewals: reads, not a write per task (index churn on PostgreSQL)
                     states = await self._cancel_states(list(sent))
+            except StoreGoneError as exc:  # a worker whose slots are all busy reserves nothing: it learns here
+                self._store_gone(exc)
+                continue
             except Exception:
                 failures += 1
                 if failures == 1:

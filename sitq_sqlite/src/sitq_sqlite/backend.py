@@ -36,7 +36,14 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
 
 from sitq_core import checks, forks, store_endings
 from sitq_core.backend import Backend, Capability, connecting_to_read_only
-from sitq_core.errors import BackendError, ConfigurationError, ConnectionError, SitqError, ValidationError
+from sitq_core.errors import (
+    BackendError,
+    ConfigurationError,
+    ConnectionError,
+    SitqError,
+    StoreGoneError,
+    ValidationError,
+)
 from sitq_core.models import (
     LEASE_EXPIRED_ERROR,
     LeaseState,
@@ -535,7 +542,7 @@ class SQLiteBackend(Backend):
                 "(restart this process, or close the backend and connect again)",
                 self.path,
             )
-        raise ConnectionError(
+        raise StoreGoneError(
             f"SQLite database {self.path!r} was deleted or replaced while this process had it open: a write "
             "would go into the old file, which no other process sees and which is lost when this process closes "
             "it, so nothing was stored. Restart this process (or close() the queue or backend and connect "
@@ -1044,6 +1051,9 @@ class SQLiteBackend(Backend):
         if queue_list == []:
             return []
         record_mark(self, self._wakeups.work_seq)
+        # also when nothing is due: an idle worker on a deleted file would wait for work that only the file
+        # now at the path receives, and never hear of it (a stat at most every _FILE_CHECK_INTERVAL)
+        self._check_file()
         body, ended = self._reserve_body(worker_id, limit, lease_us, queue_list)
         if self._inline is not None and self._db is not None:
             # An idle worker's polls and wake-ups mostly find nothing or a few tasks: look first without
