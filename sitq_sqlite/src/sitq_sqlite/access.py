@@ -5,6 +5,8 @@ database file". The causes are told apart here from what the operating
 system shows: a read-only mount (``statvfs``), then the modes and owners of
 the file, its folder and its -wal/-shm files (``os.access``). Root passes the
 mode checks, so for it (or under a security module) no cause may show.
+Nothing here opens the file: closing any descriptor of it would drop the
+POSIX locks this process's SQLite connections hold on it.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import os
 import stat
 
-__all__ = ["is_sqlite_file", "is_wal_file", "write_blockers"]
+__all__ = ["write_blockers"]
 
 
 def write_blockers(path: str) -> list[str]:
@@ -39,26 +41,6 @@ def write_blockers(path: str) -> list[str]:
     elif companions:
         causes.append("its -wal and -shm files are read-only for this process")
     return causes
-
-
-def is_sqlite_file(path: str) -> bool:
-    """True when the file at ``path`` starts with a SQLite database header."""
-    return len(_header(path)) == 20
-
-
-def is_wal_file(path: str) -> bool:
-    """True when the file at ``path`` is a SQLite database in WAL mode (read from its header)."""
-    return _header(path)[18:20] == b"\x02\x02"
-
-
-def _header(path: str) -> bytes:
-    """The first 20 bytes of a SQLite database file at ``path``; empty for anything else."""
-    try:
-        with open(os.path.realpath(path), "rb") as file:
-            header = file.read(20)
-    except OSError:
-        return b""
-    return header if len(header) == 20 and header.startswith(b"SQLite format 3\0") else b""
 
 
 def _read_only_mount(folder: str) -> str | None:

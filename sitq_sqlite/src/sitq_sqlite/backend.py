@@ -56,7 +56,7 @@ from sitq_core.models import (
 from sitq_core.notify import record_mark, safety_pauses, take_mark
 from sitq_core.textoptions import text_options_converted
 
-from .access import is_sqlite_file, is_wal_file, write_blockers
+from .access import write_blockers
 from .dbthread import ConnectionClosedForFork, DbThread, DbThreadStopped
 from .feed import InsertFeed
 from .groupcommit import GroupCommit, others_ready
@@ -417,7 +417,7 @@ class SQLiteBackend(Backend):
         self._only_reading = reading
         self._snapshot = _idle_snapshot(self.path) if reading and not self.is_memory else None
         if not reading and not self.is_memory:
-            refused = await asyncio.to_thread(self._unwritable_file)
+            refused = self._unwritable_file()  # two quick system calls, as _idle_snapshot makes
             if refused is not None:
                 raise refused
         db = DbThread(f"sitq-sqlite:{os.path.basename(self.path)}", self._new_connection, in_memory=self.is_memory)
@@ -484,8 +484,11 @@ class SQLiteBackend(Backend):
         file's read-only mode) beside it, which a process that cannot write the
         file cannot remove at close: a refused worker left them behind. Where
         the modes do not show it, the write probe at connect still finds it.
+        Only modes are asked, the file is never opened here: closing any
+        descriptor of a file drops every POSIX lock this process holds on it,
+        those of its other SQLite connections too.
         """
-        if not (_may_read(self.path) and is_sqlite_file(self.path)) or os.access(self.path, os.W_OK):
+        if os.access(self.path, os.W_OK) or not _may_read(self.path):
             return None
         return self._cannot_write(None, write_blockers(self.path))
 
@@ -1857,8 +1860,11 @@ def _reader_hint(path: str, exc: BaseException) -> str:
     if os.path.isfile(path) and not os.access(path, os.R_OK):
         return " (this process may not read the file)"
     causes = write_blockers(path) if os.path.isfile(path) else []
-    no_shm = is_wal_file(path) and not os.path.exists(os.path.realpath(path) + "-shm")
-    if no_shm and (causes or _is_read_only_wal_hint(exc) or _is_read_only(exc)):
+    real = os.path.realpath(path)
+    # SQLite refused a read for want of a file it could not create: a WAL database's -shm (not the file's own
+    # header read here, to tell: closing a descriptor of the file drops this process's locks on it)
+    no_shm = not os.path.exists(real + "-shm") and not os.access(os.path.dirname(real), os.W_OK)
+    if no_shm and (_is_read_only_wal_hint(exc) or _is_read_only(exc)):
         why = "; ".join(causes) or "this process cannot create files beside it"
         return (
             f" ({why}: reading writes nothing, but SQLite reads a WAL database only with its -wal and -shm "
