@@ -13,18 +13,43 @@ from ...backend import Backend, Capability
 from ...errors import ValidationError
 from ...models import ReservedTask, Task, new_id
 from ..clock import FakeClock
+from ..fixtures import DEFAULT_TIMEOUT, kit_timeout
 
 LEASE = 30.0
 WORKER = "worker-1"
-GUARD = 5.0  # seconds a call may take before the kit calls it hung
+GUARD = 5.0  # seconds a call may take before the kit calls it hung (at the default SITQ_KIT_TIMEOUT)
 RESULT_LATENCY = 1.0  # seconds a waiter may take to see a result written (the default waiter polls 1-50 ms)
 
 T = TypeVar("T")
 E = TypeVar("E", bound=BaseException)
 
 
-async def within(awaitable: Awaitable[T], contract: str, promise: str, seconds: float = GUARD) -> T:
-    """``await awaitable``, failing with ``contract: promise`` when it hangs (instead of hanging the run)."""
+def scaled(seconds: float) -> float:
+    """``seconds`` stretched as far as ``SITQ_KIT_TIMEOUT`` is raised above its default (never shrunk).
+
+    A slow CI machine raises the one documented knob; the per-call limits
+    below follow it instead of failing there however long the whole test may take.
+    """
+    return seconds * max(1.0, kit_timeout() / DEFAULT_TIMEOUT)
+
+
+def guard() -> float:
+    """Seconds a call that should answer at once may take before the kit calls it hung."""
+    return scaled(GUARD)
+
+
+def result_latency() -> float:
+    """Seconds a result waiter may take to see a result written."""
+    return scaled(RESULT_LATENCY)
+
+
+async def within(awaitable: Awaitable[T], contract: str, promise: str, seconds: float | None = None) -> T:
+    """``await awaitable``, failing with ``contract: promise`` when it hangs (instead of hanging the run).
+
+    ``seconds`` defaults to :func:`guard`.
+    """
+    if seconds is None:
+        seconds = guard()
     try:
         return await asyncio.wait_for(awaitable, seconds)
     except TimeoutError:

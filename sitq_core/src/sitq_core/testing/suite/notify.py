@@ -10,7 +10,7 @@ import pytest
 from ...backend import Backend, Capability
 from ..clock import FakeClock
 from ..fixtures import BackendFixtures, OpenBackend, requires
-from ._support import GUARD, RESULT_LATENCY, enqueue_and_reserve, is_aware_utc, make_task, within
+from ._support import enqueue_and_reserve, guard, is_aware_utc, make_task, result_latency, within
 
 C = "NotifyContract"
 LONG = 30.0  # a waiter that sleeps this long would hit the guard below
@@ -26,7 +26,7 @@ class NotifyContract(BackendFixtures):
         await backend.enqueue(make_task(clock))
         backend.notify_work()
         try:
-            await asyncio.wait_for(waiter, GUARD)
+            await asyncio.wait_for(waiter, guard())
         except TimeoutError:
             pytest.fail(f"{C}: wait_for_work did not wake on notify_work()")
 
@@ -41,10 +41,11 @@ class NotifyContract(BackendFixtures):
         await asyncio.sleep(0)
         await backend.complete(lease, b"v")
         backend.notify_results([lease.id])
+        latency = result_latency()
         try:
-            result = await asyncio.wait_for(waiter, RESULT_LATENCY)
+            result = await asyncio.wait_for(waiter, latency)
         except TimeoutError:
-            pytest.fail(f"{C}: wait_for_result did not wake on notify_results() within {RESULT_LATENCY:g} s")
+            pytest.fail(f"{C}: wait_for_result did not wake on notify_results() within {latency:g} s")
         assert result is not None, f"{C}: wait_for_result woke but returned None"
 
     @requires(Capability.CROSS_PROCESS_NOTIFY)
@@ -57,7 +58,7 @@ class NotifyContract(BackendFixtures):
         await asyncio.sleep(0)
         await backend.enqueue(make_task(clock))  # no notify_work: another process would not call it
         try:
-            await asyncio.wait_for(waiter, GUARD)
+            await asyncio.wait_for(waiter, guard())
         except TimeoutError:
             pytest.fail(f"{C}: CROSS_PROCESS_NOTIFY backend's wait_for_work missed another instance's enqueue")
 

@@ -11,7 +11,7 @@ from ...backend import Backend
 from ...models import Outcome, TaskStatus
 from ..clock import FakeClock
 from ..fixtures import BackendFixtures, OpenBackend
-from ._support import RESULT_LATENCY, close_to, enqueue_and_reserve, get, is_aware_utc, make_task, within
+from ._support import close_to, enqueue_and_reserve, get, is_aware_utc, make_task, result_latency, within
 
 C = "ResultContract"
 
@@ -151,7 +151,7 @@ class ResultContract(BackendFixtures):
         await backend.complete(lease, b"late")
         backend.notify_results([lease.id])
         result = await within(
-            waiter, C, "wait_for_result must wake when the result is written and notified", RESULT_LATENCY
+            waiter, C, "wait_for_result must wake when the result is written and notified", result_latency()
         )
         assert result is not None and result.value == b"late", (
             f"{C}: wait_for_result did not return a result written while it waited"
@@ -167,7 +167,7 @@ class ResultContract(BackendFixtures):
         await asyncio.sleep(0)
         await backend.complete(lease, b"from elsewhere")  # no notify_results: another process would not call it
         result = await within(
-            waiter, C, "wait_for_result must see a result written by another instance promptly", RESULT_LATENCY
+            waiter, C, "wait_for_result must see a result written by another instance promptly", result_latency()
         )
         assert result is not None and result.value == b"from elsewhere", (
             f"{C}: wait_for_result must see a result written by another backend instance without notification"
