@@ -28,6 +28,8 @@ import pytest
 from sitq_core import checks
 from sitq_core.backend import Backend
 from sitq_core.models import LeaseState, Outcome, ReservedTask, Result, Task, TaskStatus
+from sitq_core.plugin_manager import SitqPluginManager
+from sitq_core.plugins import use_plugin_manager
 from sitq_core.testing import (
     BadInputContract,
     CancelContract,
@@ -662,6 +664,75 @@ class NaiveFinishedAt(DictStoreBackend):
         return task.with_changes(finished_at=task.finished_at.replace(tzinfo=None))
 
 
+class EndsTasksUnreported(DictStoreBackend):
+    """Ends poison pills and cancels in reserve without store_endings.report: observers never hear of them."""
+
+    async def reserve(self, **options: Any) -> list[ReservedTask]:
+        with use_plugin_manager(SitqPluginManager(load_entrypoints=False)):  # report() reaches no observer
+            return await super().reserve(**options)
+
+
+class RequeueKeepsTheLastRun(DictStoreBackend):
+    """requeue leaves started_at, finished_at and worker_id of the run before (a queued task 'finished')."""
+
+    async def requeue(self, task_id: str, *, eta: datetime | None = None) -> bool:
+        row = self._open().rows.get(task_id)
+        before = row.task if row is not None else None
+        done = await super().requeue(task_id, eta=eta)
+        if done and row is not None and before is not None:
+            row.task = row.task.with_changes(
+                started_at=before.started_at, finished_at=before.finished_at, worker_id=before.worker_id
+            )
+        return done
+
+
+class ConnectedTooSoon(DictStoreBackend):
+    """connect() marks itself connected before its first await: cancelled there, it never creates its store."""
+
+    _marked = False
+
+    async def connect(self) -> None:
+        if self._marked:
+            return
+        self._marked = True
+        await asyncio.sleep(0)  # the round trip that creates the store's schema
+        self._open()
+
+    async def close(self) -> None:
+        self._marked = False
+        await super().close()
+
+    async def exists(self) -> bool | None:
+        return self.store in self._stores
+
+
+class SharedConnectTask(DictStoreBackend):
+    """Every caller awaits one connect task unshielded: cancelling one caller cancels the connect for all, for good."""
+
+    _opening: asyncio.Task[None] | None = None
+
+    async def connect(self) -> None:
+        if self._opening is None:
+            self._opening = asyncio.ensure_future(self._create())
+        await self._opening
+
+    async def _create(self) -> None:
+        await asyncio.sleep(0)  # the round trip that opens the store
+        self._open()
+
+
+class ReleaseMovesTheEta(DictStoreBackend):
+    """release sets eta = now (the task loses its place, and the worker takes a released task for a requeued one)."""
+
+    async def finish_many(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        accepted = await super().finish_many(outcomes)
+        for outcome, ok in zip(outcomes, accepted, strict=True):
+            row = self._open().rows.get(outcome.task_id)
+            if ok and outcome.kind == "release" and row is not None and row.task.status == TaskStatus.QUEUED:
+                row.task = row.task.with_changes(eta=self.now())
+        return accepted
+
+
 def _fields(outcome: Outcome) -> dict[str, Any]:
     return {name: getattr(outcome, name) for name in outcome.__dataclass_fields__}
 
@@ -1127,12 +1198,80 @@ CASES: list[tuple[type[DictStoreBackend], type[Any], str, dict[str, Any], str]] 
         {},
         "BadInputContract: get_task of an unknown id must answer (None, False or LOST), not raise KeyError",
     ),
+    (
+        EndsTasksUnreported,
+        LeaseContract,
+        "test_a_poison_pill_is_reported_to_observers",
+        {"call": "reserve"},
+        "LeaseContract: a poison pill that reserve ends must reach the lifecycle observers once",
+    ),
+    (
+        EndsTasksUnreported,
+        LeaseContract,
+        "test_a_poison_pill_is_reported_to_observers",
+        {"call": "finish_and_reserve"},
+        "LeaseContract: a poison pill that finish_and_reserve ends must reach the lifecycle observers once",
+    ),
+    (
+        EndsTasksUnreported,
+        CancelContract,
+        "test_a_cancel_ended_in_reserve_is_reported_to_observers",
+        {},
+        "CancelContract: a task that reserve ends 'cancelled' (its worker gone) must reach the lifecycle observers",
+    ),
+    (
+        RequeueKeepsTheLastRun,
+        CancelContract,
+        "test_requeue_forgets_the_last_run",
+        {"ending": "failed"},
+        "CancelContract: requeue must clear started_at, finished_at and worker_id",
+    ),
+    (
+        RequeueKeepsTheLastRun,
+        CancelContract,
+        "test_requeue_forgets_the_last_run",
+        {"ending": "cancelled"},
+        "CancelContract: requeue must clear started_at, finished_at and worker_id",
+    ),
+    (
+        ConnectedTooSoon,
+        LifecycleContract,
+        "test_a_cancelled_connect_leaves_the_backend_able_to_connect",
+        {},
+        "LifecycleContract: connect() after a cancelled connect() must connect as if that had not happened, but "
+        "exists() then says the store does not exist",
+    ),
+    (
+        SharedConnectTask,
+        LifecycleContract,
+        "test_a_cancelled_connect_leaves_the_backend_able_to_connect",
+        {},
+        "LifecycleContract: connect() after a cancelled connect() must connect, but it raised CancelledError too",
+    ),
+    (
+        SharedConnectTask,
+        LifecycleContract,
+        "test_cancelling_one_connect_spares_another_caller",
+        {},
+        "LifecycleContract: cancelling one caller's connect() must not cancel another caller waiting for the same",
+    ),
+    (
+        ReleaseMovesTheEta,
+        RetryContract,
+        "test_release_keeps_the_eta",
+        {},
+        "RetryContract: release must leave the task's eta as it was",
+    ),
 ]
 
 
 @asynccontextmanager
-async def _fixtures(cls: type[DictStoreBackend]) -> AsyncIterator[dict[str, Any]]:
-    """The kit's fixtures, built by hand for one backend class."""
+async def _fixtures(cls: type[DictStoreBackend], wanted: Sequence[str] = ()) -> AsyncIterator[dict[str, Any]]:
+    """The kit's fixtures, built by hand for one backend class.
+
+    The ``backend`` fixture connects to the store; as under pytest, a test that
+    does not ask for it (``wanted``) finds its store untouched.
+    """
     clock, store, opened = FakeClock(), uuid.uuid4().hex, []
 
     def factory() -> Backend:
@@ -1146,7 +1285,7 @@ async def _fixtures(cls: type[DictStoreBackend]) -> AsyncIterator[dict[str, Any]
         await instance.connect()
         return instance
 
-    backend = await open_backend()
+    backend = await open_backend() if {"backend", "open_backend"} & set(wanted) else None
     try:
         yield {"backend": backend, "clock": clock, "open_backend": open_backend, "backend_factory": factory}
     finally:
@@ -1164,7 +1303,7 @@ async def test_contract_catches_broken_backend(
     broken: type[DictStoreBackend], contract: type[Any], test_name: str, extra: dict[str, Any], message: str
 ) -> None:
     method = getattr(contract(), test_name)
-    async with _fixtures(broken) as fixtures:
+    async with _fixtures(broken, list(inspect.signature(method).parameters)) as fixtures:
         fixtures.update(extra)
         wanted = {name: fixtures[name] for name in inspect.signature(method).parameters}
         with pytest.raises((AssertionError, pytest.fail.Exception)) as info:
@@ -1177,7 +1316,7 @@ async def test_correct_backend_passes_the_same_checks() -> None:
     """The same direct calls pass on the unbroken backend (so the table tests the bugs, not the harness)."""
     for _broken, contract, test_name, extra, _message in CASES:
         method = getattr(contract(), test_name)
-        async with _fixtures(DictStoreBackend) as fixtures:
+        async with _fixtures(DictStoreBackend, list(inspect.signature(method).parameters)) as fixtures:
             fixtures.update(extra)
             if "backend_capabilities" in extra:  # the unbroken backend's own, not the broken one's
                 fixtures["backend_capabilities"] = DictStoreBackend.capabilities
@@ -1317,7 +1456,7 @@ def test_testing_fewer_capabilities_than_the_backend_declares_skips_instead_of_f
             "what a backend without it must do is not tested*",
         ]
     )
-    result.re_match_lines([r"=+ 7 passed, 6 skipped in .*"])
+    result.re_match_lines([r"=+ 9 passed, 7 skipped in .*"])
 
 
 def _author_runs_pytest(folder: Path, module: str, selection: str, **env: str) -> pytest.LineMatcher:

@@ -270,7 +270,11 @@ class Backend(abc.ABC):
         lease whose ``cancel_requested`` is set (its worker died before it
         could report the cancel) is not handed out either: it ends
         ``cancelled``, with a result (status ``cancelled``, error
-        ``"cancelled"``).
+        ``"cancelled"``). No worker reports the tasks a reserve ends itself:
+        after storing the change (outside any lock or transaction), pass them,
+        as they now are, to :func:`sitq_core.store_endings.report`, or
+        ``store_endings.report_ids(self, ids)``, so that lifecycle observers
+        hear ``sitq_task_failed`` / ``sitq_task_cancelled`` of them.
 
         While a lease is valid no other ``reserve`` call, in any process,
         returns the same task. ``limit < 1`` or ``lease_seconds <= 0`` raises
@@ -315,8 +319,10 @@ class Backend(abc.ABC):
           ``started_at`` and ``now()``.
         - ``retry``: the task returns to ``queued`` with ``eta = retry_at``;
           ``error`` is kept on the task; attempts are not reset.
-        - ``release``: the task returns to ``queued`` due now and the attempt
-          is not counted (``attempts - 1``).
+        - ``release``: the task returns to ``queued`` and the attempt is not
+          counted (``attempts - 1``); its ``eta`` stays as it was (it is due
+          already), so it keeps its place, and the worker can tell that no
+          retry or requeue moved it since.
         - ``retry`` or ``release`` of a task whose cancel was requested
           (``cancel_requested``, see ``cancel``): it is not queued again but
           ends ``cancelled`` as a ``cancelled`` outcome would (error
@@ -389,9 +395,10 @@ class Backend(abc.ABC):
         """Run a ``failed`` or ``cancelled`` task again.
 
         The task returns to ``queued`` (due at ``eta`` or now) with attempts,
-        lease expiries, error and ``cancel_requested`` reset, and its result is
-        deleted. Returns False (nothing changed) for a task that is not
-        ``failed``/``cancelled`` or is unknown.
+        lease expiries, error and ``cancel_requested`` reset, ``started_at``,
+        ``finished_at`` and ``worker_id`` cleared (``None``: it has not run
+        since), and its result is deleted. Returns False (nothing changed) for
+        a task that is not ``failed``/``cancelled`` or is unknown.
         Contract: ``CancelContract``.
         """
 

@@ -45,7 +45,7 @@ from .suite import (  # noqa: E402
 )
 
 #: Bumped when contracts are added or tightened; pin your sitq-core range accordingly.
-SUITE_VERSION = 5
+SUITE_VERSION = 6
 
 __all__ = [
     "CONTRACTS",

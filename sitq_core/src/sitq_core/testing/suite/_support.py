@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+import contextlib
+from collections.abc import Awaitable, Iterator
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -11,7 +12,10 @@ import pytest
 
 from ...backend import Backend, Capability
 from ...errors import ValidationError
+from ...hookspecs import hookimpl
 from ...models import ReservedTask, Task, new_id
+from ...plugin_manager import SitqPluginManager
+from ...plugins import use_plugin_manager
 from ..clock import FakeClock
 from ..fixtures import DEFAULT_TIMEOUT, kit_timeout
 
@@ -153,3 +157,33 @@ def only_without(capability: Capability, backend: Backend, tested: frozenset[Cap
             f"backend_capabilities leaves out {name}, which the backend declares: "
             "what a backend without it must do is not tested"
         )
+
+
+class _EndingsHeard:
+    """A lifecycle observer recording what it hears of tasks that end failed or cancelled."""
+
+    def __init__(self) -> None:
+        self.heard: list[tuple[Any, ...]] = []
+
+    @hookimpl
+    def sitq_task_failed(self, task: Task, error: BaseException | str, will_retry: bool) -> None:
+        self.heard.append(("failed", task.id, str(error), will_retry))
+
+    @hookimpl
+    def sitq_task_cancelled(self, task: Task, duration: float) -> None:
+        self.heard.append(("cancelled", task.id))
+
+
+@contextlib.contextmanager
+def observers_hear() -> Iterator[list[tuple[Any, ...]]]:
+    """What lifecycle observers hear inside the block: ``("failed", id, error, will_retry)``, ``("cancelled", id)``.
+
+    The observer sits on an isolated plugin manager, made the process's one for
+    the block (``sitq_core.store_endings.report`` notifies that one), so no
+    installed plugin is loaded or disturbed.
+    """
+    manager = SitqPluginManager(load_entrypoints=False, strict=False)
+    observer = _EndingsHeard()
+    manager.register_plugin(observer, "sitq-kit-observer")
+    with use_plugin_manager(manager):
+        yield observer.heard

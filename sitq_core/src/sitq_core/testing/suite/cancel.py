@@ -7,7 +7,7 @@ from datetime import timedelta, timezone
 import pytest
 
 from ...backend import Backend, Capability
-from ...models import LeaseState, Outcome, TaskStatus
+from ...models import LeaseState, Outcome, OutcomeKind, TaskStatus
 from ..clock import FakeClock
 from ..fixtures import BackendFixtures, requires
 from ._support import (
@@ -16,6 +16,7 @@ from ._support import (
     get,
     is_aware_utc,
     make_task,
+    observers_hear,
     only_without,
     reserve_all,
     reserve_one,
@@ -119,6 +120,23 @@ class CancelContract(BackendFixtures):
 
     @requires(Capability.CANCEL_RUNNING)
     @pytest.mark.asyncio
+    async def test_a_cancel_ended_in_reserve_is_reported_to_observers(self, backend: Backend, clock: FakeClock) -> None:
+        lease = await enqueue_and_reserve(backend, clock, C)
+        assert await backend.cancel(lease.id) is True, (
+            f"{C}: cancel of a running task must return True when the backend declares Capability.CANCEL_RUNNING"
+        )
+        clock.advance(LEASE)  # its worker died: nobody else reports the cancel
+        with observers_hear() as heard:
+            got = await reserve_all(backend)
+        assert got == [], f"{C}: reserve handed out a task whose cancel was requested (it must end 'cancelled')"
+        assert heard == [("cancelled", lease.id)], (
+            f"{C}: a task that reserve ends 'cancelled' (its worker gone) must reach the lifecycle observers once, "
+            "as sitq_task_cancelled: call sitq_core.store_endings.report(ended_tasks) after storing the change; "
+            f"they heard {heard}"
+        )
+
+    @requires(Capability.CANCEL_RUNNING)
+    @pytest.mark.asyncio
     async def test_heartbeat_reports_cancel(self, backend: Backend, clock: FakeClock) -> None:
         lease = await enqueue_and_reserve(backend, clock, C)
         await backend.cancel(lease.id)
@@ -167,6 +185,24 @@ class CancelContract(BackendFixtures):
         clock.advance(10)
         again = await reserve_one(backend, C)
         assert again.task.attempts == 1, f"{C}: a requeued task starts again at attempt 1"
+
+    @pytest.mark.parametrize("ending", ["failed", "cancelled"])
+    @pytest.mark.asyncio
+    async def test_requeue_forgets_the_last_run(self, backend: Backend, clock: FakeClock, ending: str) -> None:
+        lease = await enqueue_and_reserve(backend, clock, C)
+        clock.advance(5)
+        kind: OutcomeKind = "failed" if ending == "failed" else "cancelled"
+        [ok] = await backend.finish_many([Outcome(lease.id, lease.lease_token, kind, error="boom")])
+        assert ok, f"{C}: the '{kind}' outcome of the current lease must be accepted"
+        ended = await get(backend, lease.id, C)
+        assert ended.finished_at is not None, f"{C}: a {ending} task must carry finished_at"
+        assert await backend.requeue(lease.id) is True, f"{C}: requeue of a {ending} task must return True"
+        stored = await get(backend, lease.id, C)
+        run = (stored.started_at, stored.finished_at, stored.worker_id)
+        assert run == (None, None, None), (
+            f"{C}: requeue must clear started_at, finished_at and worker_id (the task has not run since; a queued "
+            f"task showing the finished_at of its last run misleads sitq stats and purge), got {run}"
+        )
 
     @pytest.mark.asyncio
     async def test_requeue_gives_a_poison_pill_its_lease_expiries_back(

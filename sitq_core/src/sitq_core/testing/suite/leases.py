@@ -10,7 +10,17 @@ from ...backend import Backend
 from ...models import LEASE_EXPIRED_ERROR, LeaseState, Outcome, ReservedTask, TaskStatus
 from ..clock import FakeClock
 from ..fixtures import BackendFixtures
-from ._support import LEASE, close_to, enqueue_and_reserve, get, make_task, reserve_all, reserve_one
+from ._support import (
+    LEASE,
+    WORKER,
+    close_to,
+    enqueue_and_reserve,
+    get,
+    make_task,
+    observers_hear,
+    reserve_all,
+    reserve_one,
+)
 
 C = "LeaseContract"
 
@@ -181,6 +191,26 @@ class LeaseContract(BackendFixtures):
         )
         assert result.attempts == 2, (
             f"{C}: a poison pill's result must count its attempts (2 reservations), got attempts={result.attempts}"
+        )
+
+    @pytest.mark.parametrize("call", ["reserve", "finish_and_reserve"])
+    @pytest.mark.asyncio
+    async def test_a_poison_pill_is_reported_to_observers(self, backend: Backend, clock: FakeClock, call: str) -> None:
+        # no worker reports a task the store ends itself: metrics plugins hear of it through store_endings.report
+        task = make_task(clock, max_lease_expiries=1)
+        await backend.enqueue(task)
+        await reserve_one(backend, C)
+        clock.advance(LEASE)  # its worker died
+        with observers_hear() as heard:
+            if call == "reserve":
+                got = await reserve_all(backend)
+            else:
+                _, got = await backend.finish_and_reserve([], worker_id=WORKER, limit=100, lease_seconds=LEASE)
+        assert got == [], f"{C}: a task reaching max_lease_expiries must not be handed out again (poison pill)"
+        assert heard == [("failed", task.id, "lease expired after 1 attempts", False)], (
+            f"{C}: a poison pill that {call} ends must reach the lifecycle observers once, as "
+            "sitq_task_failed(error='lease expired after 1 attempts', will_retry=False): call "
+            f"sitq_core.store_endings.report(ended_tasks) after storing the change; they heard {heard}"
         )
 
     @pytest.mark.asyncio

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from ...backend import Backend, Capability
 from ..clock import FakeClock
 from ..fixtures import BackendFactory, BackendFixtures, OpenBackend, requires
-from ._support import make_task, within
+from ._support import guard, make_task, within
 
 C = "LifecycleContract"
 
@@ -52,6 +54,70 @@ class LifecycleContract(BackendFixtures):
         assert await backend.get_task(task.id) is not None, (
             f"{C}: a backend connected again after close() cannot store or read tasks"
         )
+
+    @pytest.mark.asyncio
+    async def test_a_cancelled_connect_leaves_the_backend_able_to_connect(
+        self, backend_factory: BackendFactory, clock: FakeClock
+    ) -> None:
+        # a worker stopped while its store was out of reach cancels connect() wherever it waits
+        fresh = backend_factory()  # the test's fresh store, connected by nobody yet
+        fresh.clock = clock
+        try:
+            connecting = asyncio.create_task(fresh.connect())
+            await asyncio.sleep(0)  # it runs to its first await
+            connecting.cancel()
+            await asyncio.wait([connecting], timeout=guard())
+            assert connecting.done(), f"{C}: a cancelled connect() did not end within {guard():g} s"
+            again = asyncio.create_task(fresh.connect())
+            await asyncio.wait([again], timeout=guard())
+            assert again.done(), f"{C}: connect() after a cancelled connect() did not finish within {guard():g} s"
+            assert not again.cancelled(), (
+                f"{C}: connect() after a cancelled connect() must connect, but it raised CancelledError too "
+                "(is every caller awaiting one shared connect, unshielded?)"
+            )
+            error = again.exception()
+            assert error is None, f"{C}: connect() after a cancelled connect() failed: {error!r}"
+            found = await fresh.exists()
+            assert found is not False, (
+                f"{C}: connect() after a cancelled connect() must connect as if that had not happened, but "
+                "exists() then says the store does not exist (was the backend marked connected before its "
+                "first await?)"
+            )
+            task = make_task(clock)
+            await fresh.enqueue(task)
+            assert await fresh.get_task(task.id) is not None, (
+                f"{C}: a backend connected after a cancelled connect() cannot store or read tasks"
+            )
+        finally:
+            await fresh.close()
+
+    @pytest.mark.asyncio
+    async def test_cancelling_one_connect_spares_another_caller(
+        self, backend_factory: BackendFactory, clock: FakeClock
+    ) -> None:
+        fresh = backend_factory()
+        fresh.clock = clock
+        try:
+            first = asyncio.create_task(fresh.connect())
+            await asyncio.sleep(0)  # the first caller is connecting
+            second = asyncio.create_task(fresh.connect())
+            await asyncio.sleep(0)  # the second waits for the same connect
+            first.cancel()
+            await asyncio.wait([first, second], timeout=guard())
+            assert second.done(), f"{C}: connect() did not finish within {guard():g} s after another was cancelled"
+            assert not second.cancelled(), (
+                f"{C}: cancelling one caller's connect() must not cancel another caller waiting for the same "
+                "connect (it received the cancellation)"
+            )
+            error = second.exception()
+            assert error is None, f"{C}: connect() failed after another caller's was cancelled: {error!r}"
+            task = make_task(clock)
+            await fresh.enqueue(task)
+            assert await fresh.get_task(task.id) is not None, (
+                f"{C}: a backend connected while another caller's connect() was cancelled cannot store or read tasks"
+            )
+        finally:
+            await fresh.close()
 
     @pytest.mark.asyncio
     async def test_first_call_connects(

@@ -49,6 +49,29 @@ class RetryContract(BackendFixtures):
         assert again.lease_token != lease.lease_token, f"{C}: a released task needs a new lease token"
 
     @pytest.mark.asyncio
+    async def test_release_keeps_the_eta(self, backend: Backend, clock: FakeClock) -> None:
+        # the worker tells a redelivery from a requeue by the eta, which only a retry or a requeue sets
+        released = make_task(clock)
+        await backend.enqueue(released)
+        lease = await reserve_one(backend, C)
+        clock.advance(5)
+        later = make_task(clock)  # due after the released task's eta, before the release
+        await backend.enqueue(later)
+        clock.advance(5)
+        assert await backend.release(lease), f"{C}: release with the current lease must return True"
+        stored = await get(backend, lease.id, C)
+        assert stored.eta == released.eta, (
+            f"{C}: release must leave the task's eta as it was ({released.eta}; it is due already), got "
+            f"{stored.eta}: the task keeps its place, and the worker relies on an unchanged eta to tell that "
+            "nothing requeued it since"
+        )
+        got = await reserve_all(backend, limit=1)
+        assert [r.id for r in got] == [released.id], (
+            f"{C}: a released task keeps its place: it must come before a task due after its eta, "
+            f"got {[r.id for r in got]} (released: {released.id})"
+        )
+
+    @pytest.mark.asyncio
     async def test_retry_then_fail(self, backend: Backend, clock: FakeClock) -> None:
         lease = await enqueue_and_reserve(backend, clock, C, max_retries=1)
         assert await backend.retry(lease, clock.now(), "first")
