@@ -17,6 +17,9 @@ from sitq_core.models import Outcome, Task
     [
         (lambda: checks.aware(datetime(2026, 1, 1), "eta"), "eta"),
         (lambda: checks.aware("2026-01-01", "older_than"), "older_than"),
+        (lambda: checks.aware(None, "eta"), "eta"),  # a required time: None is refused
+        (lambda: checks.aware_or_none(datetime(2026, 1, 1), "eta"), "eta"),
+        (lambda: checks.aware_or_none("2026-01-01", "older_than"), "older_than"),
         (lambda: checks.lease_seconds(0), "lease_seconds"),
         (lambda: checks.lease_seconds(True), "lease_seconds"),
         (lambda: checks.lease_seconds(1e12), "lease_seconds"),
@@ -51,6 +54,8 @@ def test_bad_arguments_name_their_parameter(call: Any, parameter: str) -> None:
 def test_good_arguments_pass_through() -> None:
     now = datetime.now(UTC)
     assert checks.aware(now, "eta") is now
+    assert checks.aware_or_none(now, "eta") is now
+    assert checks.aware_or_none(None, "eta") is None  # an optional time (requeue's eta, purge's older_than)
     assert checks.lease_seconds(30) == 30.0
     assert checks.lease_pairs([["a", "b"]]) == [("a", "b")]
     assert checks.queue_names(None) is None

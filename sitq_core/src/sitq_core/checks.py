@@ -23,6 +23,7 @@ __all__ = [
     "OUTCOME_KINDS",
     "STATUSES",
     "aware",
+    "aware_or_none",
     "check_outcomes",
     "check_task",
     "lease_pairs",
@@ -45,7 +46,7 @@ MAX_LEASE_SECONDS = 10 * 365 * 86400  #: the longest lease any backend must acce
 
 
 def aware(value: Any, parameter: str) -> datetime:
-    """``value`` if it is a timezone-aware datetime."""
+    """``value`` if it is a timezone-aware datetime; ``None`` is refused too (see :func:`aware_or_none`)."""
     if not isinstance(value, datetime):
         raise ValidationError(
             f"{parameter}: expected a timezone-aware datetime, got {type(value).__name__}",
@@ -59,6 +60,11 @@ def aware(value: Any, parameter: str) -> datetime:
             value=value,
         )
     return value
+
+
+def aware_or_none(value: Any, parameter: str) -> datetime | None:
+    """``value`` if it is None or a timezone-aware datetime: for optional times (``requeue``'s ``eta``)."""
+    return None if value is None else aware(value, parameter)
 
 
 def _utc_offset(value: datetime, parameter: str) -> timedelta | None:

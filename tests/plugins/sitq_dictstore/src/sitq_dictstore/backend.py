@@ -56,11 +56,6 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.astimezone(UTC) if value is not None else None
 
 
-def _aware(value: datetime | None, parameter: str) -> None:
-    if value is not None and value.utcoffset() is None:
-        raise ValidationError(f"{parameter} must be a timezone-aware datetime", parameter=parameter, value=value)
-
-
 class DictStoreBackend(Backend):
     """A backend keeping tasks in memory; ``store`` names the shared dict (``dictstore://?store=x``)."""
 
@@ -245,7 +240,7 @@ class DictStoreBackend(Backend):
             return True
 
     async def requeue(self, task_id: str, *, eta: datetime | None = None) -> bool:
-        _aware(eta, "eta")
+        eta = checks.aware_or_none(eta, "eta")  # optional: None means now
         db = self._open()
         with db.lock:
             row = db.rows.get(task_id)
@@ -308,7 +303,7 @@ class DictStoreBackend(Backend):
         return counts
 
     async def purge(self, *, older_than: datetime | None = None) -> int:
-        _aware(older_than, "older_than")
+        older_than = checks.aware_or_none(older_than, "older_than")
         db = self._open()
         with db.lock:
             doomed = [
