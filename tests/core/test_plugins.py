@@ -499,6 +499,36 @@ def test_check_plugin_passes_the_example_and_finds_real_problems(site: Path, mon
     assert any("sitq_register_backends" in p for p in problems), problems
 
 
+def test_check_plugin_accepts_a_distribution_name_as_sitq_load_plugins_does(site: Path) -> None:
+    from sitq_core.testing import check_plugin
+
+    for name in ("sitq-dictstore", "sitq_dictstore", "SITQ.DictStore"):  # compared as PEP 503 normalises names
+        assert check_plugin(name) == [], name
+    source = """
+        from sitq_core.hookspecs import hookimpl
+
+        @hookimpl
+        def sitq_register_backend(register):
+            pass
+        """
+    make_dist(site, "acme-misspelt", "misspelt", "acme_misspelt_plugin", source)
+    problems = check_plugin("acme-misspelt")
+    assert problems and all(p.startswith("entry point misspelt (acme-misspelt): ") for p in problems), problems
+    assert any("sitq_register_backend" in p for p in problems), problems
+    [unknown] = check_plugin("acme-nothing")
+    assert "no entry point or distribution named 'acme-nothing'" in unknown and "dictstore (sitq-dictstore)" in unknown
+
+
+def test_without_the_testing_extra_the_kit_names_it() -> None:
+    """check_plugin lives in the kit; without pytest installed the import error says which extra brings it."""
+    code = "import sys; sys.modules['pytest'] = None; from sitq_core.testing import check_plugin"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("ModuleNotFoundError: sitq_core.testing needs pytest"), done.stderr
+    assert "pip install 'sitq-core[testing]'" in last, done.stderr
+
+
 def test_a_url_scheme_cannot_quietly_shadow_another_backend(site: Path) -> None:
     make_dist(
         site,

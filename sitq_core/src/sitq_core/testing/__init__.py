@@ -19,7 +19,15 @@ contract's name and states the broken promise.
 
 from __future__ import annotations
 
-import pytest
+try:
+    import pytest
+    import pytest_asyncio  # noqa: F401  (the kit's fixtures need it)
+except ModuleNotFoundError as exc:  # sitq-core installed without its testing extra
+    raise ModuleNotFoundError(
+        f"sitq_core.testing needs pytest and pytest-asyncio, which come with sitq-core's testing extra: "
+        f"pip install 'sitq-core[testing]' (missing: {exc.name})",
+        name=exc.name,
+    ) from exc
 
 pytest.register_assert_rewrite("sitq_core.testing.suite")
 

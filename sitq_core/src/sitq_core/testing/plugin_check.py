@@ -1,7 +1,9 @@
 """Static checks of an installed sitq plugin, without running the suite.
 
 ``check_plugin("dictstore")`` loads the entry point of that name from the
-``sitq`` group into an isolated plugin manager and returns a list of
+``sitq`` group (or, given a distribution name such as ``"sitq-dictstore"``,
+each entry point of that distribution, as ``SITQ_LOAD_PLUGINS`` accepts
+either) into an isolated plugin manager and returns a list of
 problems (empty when the plugin looks right): import errors, invalid or
 unknown hooks, backend and serializer targets that do not load or do not
 keep the contract's shape, and names that clash with another installed
@@ -12,7 +14,8 @@ plugin or with a built-in. It never raises for a problem it can describe,
 from __future__ import annotations
 
 import inspect
-from importlib.metadata import entry_points
+import re
+from importlib.metadata import EntryPoint, entry_points
 
 from ..backend import Backend
 from ..errors import SitqError
@@ -22,13 +25,43 @@ __all__ = ["check_plugin"]
 
 
 def check_plugin(entry_point_name: str) -> list[str]:
-    """Problems found in the plugin registered under ``entry_point_name`` (``[]``: none)."""
-    found = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == entry_point_name]
-    if not found:
-        return [f"no entry point named {entry_point_name!r} in group {ENTRY_POINT_GROUP!r}"]
-    if len({ep.value for ep in found}) > 1:
-        return [f"entry point {entry_point_name!r} is defined more than once: {[ep.value for ep in found]}"]
-    ep = found[0]
+    """Problems found in the plugin named ``entry_point_name`` (``[]``: none).
+
+    The name is an entry point of the ``sitq`` group (``"dictstore"``) or, as
+    in ``SITQ_LOAD_PLUGINS``, a distribution (``"sitq-dictstore"``, compared as
+    PEP 503 normalises names); a distribution's problems name the entry point
+    each one belongs to.
+    """
+    installed = list(entry_points(group=ENTRY_POINT_GROUP))
+    found = [ep for ep in installed if ep.name == entry_point_name]
+    if found:
+        if len({ep.value for ep in found}) > 1:
+            return [f"entry point {entry_point_name!r} is defined more than once: {[ep.value for ep in found]}"]
+        return _check_entry_point(found[0])
+    wanted = _dist_key(entry_point_name)
+    from_dist = sorted((ep for ep in installed if _dist_key(_dist_name(ep) or "") == wanted), key=lambda ep: ep.name)
+    if not from_dist:
+        known = ", ".join(sorted({f"{ep.name} ({_dist_name(ep) or 'no distribution'})" for ep in installed}))
+        return [
+            f"no entry point or distribution named {entry_point_name!r} in group {ENTRY_POINT_GROUP!r}; "
+            f"installed: {known or 'none'}"
+        ]
+    return [
+        f"entry point {ep.name} ({_dist_name(ep)}): {problem}" for ep in from_dist for problem in _check_entry_point(ep)
+    ]
+
+
+def _dist_name(ep: EntryPoint) -> str | None:
+    return ep.dist.name if ep.dist is not None else None
+
+
+def _dist_key(name: str) -> str:
+    """A distribution name as PEP 503 compares it (case, ``-``, ``_`` and ``.`` alike)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _check_entry_point(ep: EntryPoint) -> list[str]:
+    """Problems of one entry point's plugin."""
     try:
         plugin = ep.load()
     except Exception as exc:
