@@ -543,7 +543,7 @@ class Worker:
                 with contextlib.suppress(TimeoutError):
                     await within(asyncio.shield(self._stopped.wait()), timeout)
                 if not self._stopped.is_set():
-                    await self._hard_stop()  # as a second signal does: running tasks are left, leases released
+                    self._hard_stop()  # as a second signal does: running tasks are left, leases released
             await self._stopped.wait()
             return
         self._stopping.set()
@@ -665,7 +665,7 @@ class Worker:
                 background.add(asyncio.ensure_future(self.stop(timeout=self.shutdown_timeout)))
             else:
                 logger.warning("worker %s: second %s, stopping now", self.worker_id, signum.name)
-                background.add(asyncio.ensure_future(self._hard_stop()))
+                self._hard_stop()
 
         previous: dict[signal.Signals, Any] = {}
         if handle_signals:
@@ -690,7 +690,7 @@ class Worker:
                     await self.stop(timeout=self.shutdown_timeout)
                 except asyncio.CancelledError:  # cancelled again while draining: stop now, as a second signal does
                     if self._running and self._stopped is not None:
-                        await self._hard_stop()
+                        self._hard_stop()
                         # the stop's last report and give-back, bounded as in every stop (a third cancel: leave)
                         with contextlib.suppress(TimeoutError):
                             await within(asyncio.shield(self._stopped.wait()), _FINAL_REPORT_TIMEOUT + _CANCEL_GRACE)
@@ -704,11 +704,16 @@ class Worker:
                 f"worker stopped after an internal error: {self._fatal!r}", worker_id=self.worker_id, cause=self._fatal
             )
 
-    async def _hard_stop(self) -> None:
-        self._hard_stopping.set()  # a stop() waiting for in-flight tasks returns now
-        held = [r.future for r in self._held.values() if r.future is not None and not r.future.done()]
-        if held:
-            await self._abandon(set(held))
+    def _hard_stop(self) -> None:
+        """Stop waiting for in-flight tasks: the stop going on cancels them and gives them back now.
+
+        Only that stop abandons them (``_drain_and_report``), so it ends after
+        their give-back. A give-back of the second request's own ran beside the
+        stop, which did not wait for it: the stop closed the store and ended
+        first (and ``asyncio.run`` with it), leaving the task ``running`` on a
+        lease just renewed, to run again only once that lease expired.
+        """
+        self._hard_stopping.set()
 
     def _loop_ending(self) -> bool:
         """True when the worker's loops were cancelled from outside (``asyncio.run`` ending, a cancel-all)."""
