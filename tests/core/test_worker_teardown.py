@@ -12,6 +12,7 @@ import contextlib
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sitq_test_postgres import DSN, drop_schema, require_postgres
@@ -111,6 +112,37 @@ async def test_run_cancelled_twice_stops_at_once_and_gives_its_task_back(
     make_backend: MakeBackend, tmp_path: Path
 ) -> None:
     ids = await asyncio.to_thread(run_app, make_backend, returns_at_once, tmp_path / "started", via_run=True)
+    assert await states(make_backend, ids) == [(TaskStatus.QUEUED, 0, 0)]
+
+
+async def gives_up_as_the_stop_gives_back(worker: Worker) -> None:
+    """The app gives up on stop() while it gives back the running task, and asyncio.run ends.
+
+    The stop's one lease renewal before the give-back (it learns the cancel
+    requests) never answers here: the loop's end cancels it. The task was
+    marked given back by then, so the teardown skipped it, and it ran again
+    only once its lease expired.
+    """
+    asked = asyncio.Event()
+    renew = worker.backend.heartbeat
+
+    async def heartbeat(leases: Any, lease_seconds: float) -> Any:
+        if asyncio.current_task() is worker._stop_task:
+            asked.set()
+            await asyncio.Event().wait()  # until the loop's end cancels it
+        return await renew(leases, lease_seconds)
+
+    worker.backend.heartbeat = heartbeat  # type: ignore[method-assign]
+    stopping = asyncio.create_task(worker.stop(timeout=0))  # the running task is given back at once
+    await asked.wait()
+    stopping.cancel()
+
+
+@pytest.mark.asyncio
+async def test_a_loop_ending_while_the_stop_gives_back_its_running_task_still_gives_it_back(
+    make_backend: MakeBackend, tmp_path: Path
+) -> None:
+    ids = await asyncio.to_thread(run_app, make_backend, gives_up_as_the_stop_gives_back, tmp_path / "started")
     assert await states(make_backend, ids) == [(TaskStatus.QUEUED, 0, 0)]
 
 

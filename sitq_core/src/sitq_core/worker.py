@@ -744,7 +744,7 @@ class Worker:
                 "worker %s: its event loop is ending while it runs (stop() was not awaited to its end); "
                 "giving back the %d task(s) it holds",
                 self.worker_id,
-                sum(1 for r in self._held.values() if not r.settled),
+                sum(1 for r in self._held.values() if not r.settled) + len(self._unreleased),
             )
             self._stopping.set()
             self._hard_stopping.set()  # a stop() waiting for in-flight tasks goes on at once
@@ -1739,7 +1739,11 @@ class Worker:
             released.append(running)
         for future in futures:
             future.cancel()
-        await self._learn_cancels(released)
+        try:
+            await self._learn_cancels(released)
+        except asyncio.CancelledError:  # the loop is ending: the teardown gives them back (_give_back_all)
+            self._unreleased.extend(released)  # settled already, it would skip them: they would wait for expiry
+            raise
         self._log_abandoned(released)
         await self._release_in_time(released, "abandoned")
 
