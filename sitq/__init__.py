@@ -14,6 +14,7 @@ from sitq_core import *  # noqa: F403
 from sitq_core import __all__ as _core_all
 from sitq_core import __version__ as __version__  # "as": re-exported for type checkers (pyright, mypy --strict)
 from sitq_core.errors import MissingPluginError as MissingPluginError
+from sitq_core.install_hints import install_hint as _install_hint
 
 if TYPE_CHECKING:
     # what the module __getattr__ below resolves at run time, declared for type checkers (which do not
@@ -73,8 +74,7 @@ def _resolve(name: str) -> Any:
         else:
             reason = "is not installed:"
         raise MissingPluginError(
-            f"sitq.{name} needs the {dist} plugin, which {reason} pip install {extra} "
-            f"(quoted where the shell expands brackets, as zsh does: pip install '{extra}')",
+            f"sitq.{name} needs the {dist} plugin, which {reason} {_install_hint(dist, extra)}",
             cause=exc,
             context={"name": name, "install": f"pip install '{extra}'"},
         ) from exc

@@ -39,7 +39,7 @@ def _probe() -> str:
     try:
         import asyncpg
     except ImportError:
-        return "asyncpg is not installed (pip install 'sitq[postgres]')"
+        return "asyncpg is not installed (in the checkout's folder: pip install ./sitq_postgres)"
 
     async def check() -> None:
         conn = await asyncpg.connect(DSN, timeout=5)

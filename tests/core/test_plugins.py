@@ -303,8 +303,10 @@ def test_unknown_name_lists_installed_backends() -> None:
 def test_known_but_absent_backend_gives_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:
     # A name sitq knows about whose distribution is not installed (sitq-postgres is, in this environment).
     monkeypatch.setitem(KNOWN_PLUGINS, "mysql", ("sitq-mysql", "sitq[mysql]"))
-    with pytest.raises(BackendNotInstalledError, match=r"pip install 'sitq\[mysql\]'"):
+    with pytest.raises(BackendNotInstalledError, match=r"pip install 'sitq\[mysql\]'") as info:
         SitqPluginManager().backend_class("mysql")
+    # sitq is not on PyPI yet (the name there is another project's): a checkout installs the package's folder
+    assert "from a source checkout of sitq, in its folder: pip install ./sitq_mysql" in str(info.value)
 
 
 def test_disabled_plugins_say_so(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -416,6 +418,7 @@ def test_facade_without_the_sqlite_plugin_says_what_to_install() -> None:
     assert "MissingPluginError" in done.stdout
     assert "pip install sitq[sqlite]" in done.stdout  # as the contract writes it
     assert "pip install 'sitq[sqlite]'" in done.stdout  # and quoted, for shells that expand brackets
+    assert "from a source checkout of sitq, in its folder: pip install ./sitq_sqlite" in done.stdout
 
 
 def test_hook_sitq_register_backends() -> None:

@@ -439,3 +439,27 @@ async def test_an_unnamed_serializer_is_warned_about_and_still_works_with_a_work
         await worker.stop()
     assert failed is not None and failed.status == "failed"
     assert failed.error is not None and "serializer without a name" in failed.error
+
+
+def test_without_the_msgpack_package_the_hint_installs_it_directly() -> None:
+    """'pip install sitq[msgpack]' would fetch PyPI's unrelated 'sitq' (sitq is not released): name msgpack alone."""
+    import subprocess
+    import sys
+
+    code = (
+        "import io, sys\n"
+        "sys.modules['msgpack'] = None  # as if msgpack were not installed\n"
+        "from sitq import MsgpackSerializer, SerializationError\n"
+        "from sitq_core.cli import main\n"
+        "try:\n"
+        "    MsgpackSerializer()\n"
+        "except SerializationError as exc:\n"
+        "    print(exc.message)\n"
+        "out = io.StringIO()\n"
+        "main(['backends'], stdout=out)\n"
+        "print(next(line for line in out.getvalue().splitlines() if line.split()[:2] == ['serializer', 'msgpack']))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    error, listed = done.stdout.splitlines()
+    assert error == "serializer 'msgpack' needs the msgpack package: pip install msgpack", done.stdout
+    assert listed.endswith("not installed: needs the msgpack package: pip install msgpack"), done.stdout

@@ -27,6 +27,7 @@ from . import __version__
 from .backend import Backend, reading_only
 from .config import DEFAULT_BACKEND_URL, named_as_registered, resolve_backend
 from .errors import BrokenPluginError, ConfigurationError, SitqError, ValidationError
+from .install_hints import checkout_folder
 from .plugin_manager import KNOWN_PLUGINS, SitqPluginManager, strict_plugins
 from .plugins import get_plugin_manager
 from .queue import TaskQueue
@@ -231,7 +232,7 @@ def _listed_description(kind: str, entry: RegistryEntry[Any]) -> str:
     if broken is not None:
         return f"BROKEN, cannot be chosen: {broken.message}"
     if kind == "serializer" and entry.name == "msgpack" and importlib.util.find_spec("msgpack") is None:
-        return "not installed: needs the msgpack package: pip install 'sitq[msgpack]'"
+        return "not installed: needs the msgpack package: pip install msgpack"
     return entry.description
 
 
@@ -261,7 +262,8 @@ def _backends(out: TextIO, *, as_json: bool) -> int:
             elif record is not None and record.status == "broken":
                 description = f"installed but failed to load: {record.error_line()}"
             else:
-                record, description = None, f"not installed: pip install '{extra}'"
+                where = f"from a source checkout: pip install {checkout_folder(dist)}"
+                record, description = None, f"not installed: pip install '{extra}' ({where})"
             rows.append(
                 {
                     "kind": "backend",

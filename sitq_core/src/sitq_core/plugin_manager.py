@@ -34,6 +34,7 @@ from .errors import (
     PluginError,
     UnknownBackendError,
 )
+from .install_hints import install_hint
 from .registry import Provider, Registry, RegistryEntry, conflict_text
 from .serializers import Serializer
 
@@ -621,7 +622,7 @@ class SitqPluginManager(pluggy.PluginManager):
             dist, extra = known
             return BackendNotInstalledError(
                 f"backend {name!r} is provided by the {dist} distribution, which is not installed: "
-                f"pip install {extra} (quoted where the shell expands brackets, as zsh does: pip install '{extra}')",
+                f"{install_hint(dist, extra)}",
                 parameter=kind,
                 value=name,
                 valid_options=registry.usable_names(),

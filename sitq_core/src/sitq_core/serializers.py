@@ -204,7 +204,7 @@ class MsgpackSerializer(Serializer):
             import msgpack
         except ImportError as exc:  # pragma: no cover - exercised without msgpack installed
             raise SerializationError(
-                "serializer 'msgpack' needs the msgpack package: pip install 'sitq[msgpack]'",
+                "serializer 'msgpack' needs the msgpack package: pip install msgpack",
                 operation="init",
                 data_type="msgpack",
                 cause=exc,
