@@ -1,0 +1,37 @@
+"""Doc examples used the way a reader uses them: run again in the same folder, or as files beside a command."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from test_snippets import ROOT, check_printed
+
+SQLITE_HOWTO = ROOT / "docs" / "how-to" / "sqlite-backend.md"
+
+
+def _blocks(path: Path, language: str) -> list[str]:
+    fence = re.compile(rf"^```{language}[ \t]*\n(.*?)^```[ \t]*$", re.DOTALL | re.MULTILINE)
+    return [match.group(1) for match in fence.finditer(path.read_text(encoding="utf-8"))]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, SITQ_STRICT_PLUGINS="1", PYTHONPATH="")
+    env.pop("SITQ_BACKEND", None)
+    return env
+
+
+def test_the_backup_example_runs_again_in_the_same_folder(tmp_path: Path) -> None:
+    """A reader runs an example twice; live.db then still held the first run's task and the check failed."""
+    (code,) = [block for block in _blocks(SQLITE_HOWTO, "python") if ".backup(" in block]
+    script = tmp_path / "backup_example.py"
+    script.write_text(code, encoding="utf-8")
+    for run in ("first", "second"):
+        done = subprocess.run(
+            [sys.executable, str(script)], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, f"{run} run failed:\n{done.stdout}\n{done.stderr}"
+        check_printed(f"backup example, {run} run", code, done.stdout)
