@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 from test_snippets import ROOT, check_printed
 
+QUICKSTART = ROOT / "docs" / "quickstart.md"
 SQLITE_HOWTO = ROOT / "docs" / "how-to" / "sqlite-backend.md"
 
 
@@ -35,3 +37,17 @@ def test_the_backup_example_runs_again_in_the_same_folder(tmp_path: Path) -> Non
         )
         assert done.returncode == 0, f"{run} run failed:\n{done.stdout}\n{done.stderr}"
         check_printed(f"backup example, {run} run", code, done.stdout)
+
+
+def test_install_steps_give_the_checkout_install_first() -> None:
+    """sitq is not on PyPI (the name is another project's): 'pip install sitq[...]' typed first installs that."""
+    for page in (ROOT / "README.md", QUICKSTART, ROOT / "docs" / "how-to" / "postgres-backend.md"):
+        installs = [
+            line
+            for block in _blocks(page, "console")
+            for line in block.splitlines()
+            if re.match(r"^(\$ )?pip install ", line)
+        ]
+        assert installs, page
+        first = shlex.split(installs[0].removeprefix("$ "), comments=True)[2:]
+        assert first and all(arg.startswith(("./", "/", ".[")) for arg in first), (page.name, installs[0])
