@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -37,6 +38,40 @@ def test_the_backup_example_runs_again_in_the_same_folder(tmp_path: Path) -> Non
         )
         assert done.returncode == 0, f"{run} run failed:\n{done.stdout}\n{done.stderr}"
         check_printed(f"backup example, {run} run", code, done.stdout)
+
+
+def test_the_quickstart_worker_command_runs_the_module_it_shows(tmp_path: Path) -> None:
+    """``sitq worker ... --import myapp.tasks`` exited 2 (No module named 'myapp'): no page showed that module."""
+    (module,) = [block for block in _blocks(QUICKSTART, "python") if block.startswith("# myapp/tasks.py")]
+    (tmp_path / "myapp").mkdir()
+    (tmp_path / "myapp" / "tasks.py").write_text(module, encoding="utf-8")
+    lines = [line for block in _blocks(QUICKSTART, "console") for line in block.splitlines()]
+    (command,) = [line for line in lines if line.startswith("sitq worker")]
+    # the command as written, with this environment's sitq (next to its python, as a virtual environment has it)
+    argv = shlex.split(command)
+    argv[0] = str(Path(sys.executable).with_name("sitq"))
+    worker = subprocess.Popen(argv, cwd=tmp_path, env=_env(), stderr=subprocess.PIPE, text=True)
+    try:
+        # the application's side, as the page describes it: import the task from the module and enqueue it
+        producer = (
+            "import asyncio\n"
+            "from myapp.tasks import queue, resize\n\n"
+            "async def main() -> None:\n"
+            "    async with queue:\n"
+            "        task_id = await resize.enqueue('cat.png', width=640)\n"
+            "        result = await queue.get_result(task_id, timeout=60)\n"
+            "        print(result.status, queue.deserialize_result(result))\n\n"
+            "asyncio.run(main())\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", producer], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120
+        )
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        _out, err = worker.communicate(timeout=60)
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}\nworker:\n{err}"
+    assert done.stdout.strip() == "success cat.png at 640px", err
+    assert worker.returncode == 0, err
 
 
 def test_install_steps_give_the_checkout_install_first() -> None:
