@@ -10,10 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from test_snippets import ROOT, check_printed
 
 QUICKSTART = ROOT / "docs" / "quickstart.md"
 SQLITE_HOWTO = ROOT / "docs" / "how-to" / "sqlite-backend.md"
+WORKERS_HOWTO = ROOT / "docs" / "how-to" / "workers.md"
 
 
 def _blocks(path: Path, language: str) -> list[str]:
@@ -86,3 +88,27 @@ def test_install_steps_give_the_checkout_install_first() -> None:
         assert installs, page
         first = shlex.split(installs[0].removeprefix("$ "), comments=True)[2:]
         assert first and all(arg.startswith(("./", "/", ".[")) for arg in first), (page.name, installs[0])
+
+
+@pytest.mark.parametrize(
+    ("page", "marker", "warned"),
+    [
+        (QUICKSTART, "divide(a", "(__main__:divide) failed after 1 attempt(s): division by zero"),
+        (WORKERS_HOWTO, "with_options(timeout=0.2)", "(__main__:slow) failed after 1 attempt(s): task timed out"),
+    ],
+    ids=["quickstart-divide", "workers-timeout"],
+)
+def test_examples_with_a_failing_task_say_that_stderr_shows_its_warning(
+    page: Path, marker: str, warned: str, tmp_path: Path
+) -> None:
+    """The page showed only the prints; the reader also saw a WARNING line on stderr and took it for a fault."""
+    text = page.read_text(encoding="utf-8")
+    (code,) = [block for block in _blocks(page, "python") if marker in block]
+    script = tmp_path / "example.py"
+    script.write_text(code, encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0 and warned in done.stderr, done.stderr
+    after = text[text.index(code) + len(code) :].split("\n\n", 2)  # the fence's end, then the paragraph after it
+    assert "stderr" in after[1] and warned.split(")")[0] in after[1], after[1]
