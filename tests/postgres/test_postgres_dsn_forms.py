@@ -108,6 +108,41 @@ def test_libpq_parameters_asyncpg_cannot_use_are_refused_by_name(dsn: str) -> No
     assert info.value.parameter in {"keepalives", "options"} and "not supported by asyncpg" in str(info.value)
 
 
+@pytest.mark.parametrize("query", ["keepalives=1", "options=-c%20x%3D1", "hostaddr=10.0.0.1"])
+def test_libpq_parameters_asyncpg_cannot_use_are_refused_by_name_in_a_backend_url_too(query: str) -> None:
+    """sitq.connect(URL) said "unknown option 'keepalives' for backend 'postgres'", PostgresBackend(URL) the cause."""
+    key = query.partition("=")[0]
+    for build in (
+        lambda: sitq.connect(f"postgresql://u@db/app?{query}"),
+        lambda: PostgresBackend(f"postgresql://u@db/app?{query}"),
+    ):
+        with pytest.raises(ConfigurationError) as info:
+            build()
+        assert info.value.parameter == key
+        assert f"libpq parameter {key!r} is not supported by asyncpg" in info.value.message
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        lambda url: sitq.connect(url, dsn=url),
+        lambda url: sitq.connect({"backend": url, "dsn": url}),
+        lambda url: sitq.connect(f"{url}?dsn={url}"),
+    ],
+    ids=["keyword", "mapping", "query"],
+)
+def test_a_dsn_beside_a_postgres_url_is_refused_in_words_that_fit_how_it_was_given(
+    given: Any, request: pytest.FixtureRequest
+) -> None:
+    """'drop ?dsn=' was said for a dsn given as a keyword or mapping key too, where no ?dsn= was written."""
+    with pytest.raises(ConfigurationError) as info:
+        given("postgresql://u@db/app")
+    assert info.value.parameter == "dsn"
+    assert "either as the URL or as dsn" in info.value.message, info.value.message
+    if request.node.callspec.id != "query":
+        assert "?dsn=" not in info.value.message
+
+
 @pytest.mark.parametrize("dsn", ["host=db connect_timeout=0", "postgresql://u@db/app?connect_timeout=-1"])
 def test_libpq_no_limit_connect_timeout_becomes_the_longest_allowed(dsn: str) -> None:
     assert PostgresBackend(dsn).connect_timeout == 86_400.0

@@ -40,7 +40,7 @@ from sitq_core.textoptions import text_options_converted
 from sitq_core.urls import BackendURL, split_url
 
 from .coalesce import ResultReads
-from .keywords import NO_LIMIT, prepared_dsn
+from .keywords import NO_LIMIT, UNSUPPORTED, prepared_dsn
 from .schema import SCHEMA_VERSION, SITQ_TABLES, Statements, valid_schema
 
 __all__ = ["PostgresBackend"]
@@ -265,11 +265,15 @@ class PostgresBackend(Backend):
     def from_url(cls, url: BackendURL) -> Self:
         """``postgresql://user:password@host:port/database?schema=sitq&max_connections=10``."""
         options: dict[str, Any] = dict(url.query)
-        if "dsn" in options:
+        if "dsn" in options:  # written as ?dsn=, or given beside the URL (a keyword, a config mapping's key)
             raise ConfigurationError(
-                "a postgres URL is itself the connection string; drop ?dsn=", parameter="dsn", value=options["dsn"]
+                "a postgres URL is itself the connection string: give the connection either as the URL or as dsn "
+                "(with the backend named 'postgres'), not both",
+                parameter="dsn",
+                value=options["dsn"],
             )
-        libpq = {key: options.pop(key) for key in list(options) if key in LIBPQ_PARAMETERS}  # stay in the DSN
+        # libpq parameters stay in the DSN; those asyncpg cannot use too, so the DSN's check names them as such
+        libpq = {key: options.pop(key) for key in list(options) if key in LIBPQ_PARAMETERS or key in UNSUPPORTED}
         in_url = {"host": url.host, "port": url.port, "dbname": url.database, "user": url.username}
         in_url["password"] = url.password
         for key, given in in_url.items():

@@ -26,7 +26,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode
 from sitq_core.errors import ConfigurationError, ValidationError
 from sitq_core.urls import split_url
 
-__all__ = ["NO_LIMIT", "is_keyword_dsn", "keyword_dsn_to_url", "prepared_dsn"]
+__all__ = ["NO_LIMIT", "UNSUPPORTED", "is_keyword_dsn", "keyword_dsn_to_url", "prepared_dsn"]
 
 NO_LIMIT = 86_400.0  # the longest connect_timeout sitq accepts: what libpq's "no limit" becomes
 
