@@ -49,6 +49,25 @@ async def test_a_worker_with_an_absolute_url_runs_in_a_deleted_working_directory
     assert "working directory no longer exists" in err
 
 
+@pytest.mark.asyncio
+async def test_without_import_a_worker_in_a_deleted_working_directory_does_not_warn_about_import(
+    tmp_path: Path,
+) -> None:
+    """'--import looks only in sys.path' was warned to a worker started without --import."""
+    path = tmp_path / "q.db"
+    async with TaskQueue(SQLiteBackend(path)) as queue:
+        task_id = await queue.enqueue(tasks.add, 2, 3)  # sitq_test_tasks imports from PYTHONPATH
+        worker = _in_deleted_folder(tmp_path, "worker", "-b", f"sqlite:///{path}")
+        try:
+            result = await queue.get_result(task_id, timeout=60)
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            _out, err = worker.communicate(timeout=60)
+    assert result is not None and queue.deserialize_result(result) == 5, err
+    assert worker.returncode == 0, err
+    assert "--import" not in err and "working directory" not in err, err
+
+
 @pytest.mark.parametrize("url", [None, "sqlite:///relative.db"])
 def test_a_relative_path_in_a_deleted_working_directory_is_a_clear_error(tmp_path: Path, url: str | None) -> None:
     stats = _in_deleted_folder(tmp_path, "stats", *(["-b", url] if url else []))

@@ -377,7 +377,8 @@ def _run_worker(args: argparse.Namespace) -> int:
     try:
         sys.path.insert(0, os.getcwd())  # like python -m: tasks defined next to the caller import
     except FileNotFoundError:  # deleted under us: an absolute backend URL and installed task modules still work
-        logger.warning("the working directory no longer exists (it was deleted): --import looks only in sys.path")
+        if args.imports:  # without --import there is nothing the warning would explain
+            logger.warning("the working directory no longer exists (it was deleted): --import looks only in sys.path")
     for module in args.imports:
         if module.startswith("."):  # importlib would take it for a relative import and raise a TypeError
             sys.stderr.write(
