@@ -209,18 +209,22 @@ def _plugins(out: TextIO, *, include_builtin: bool, as_json: bool) -> int:
     if not records:
         _out(out, "no plugins installed")
         return 0
-    for record in records:
+    # columns as wide as their longest entry, as in `sitq backends`
+    name_width = max([14, *(len(record.name) for record in records)])
+    wheres = [f"{record.dist or '-'} {record.version or '-'}" for record in records]
+    where_width = max([24, *(len(where) for where in wheres)])
+    for record, where in zip(records, wheres, strict=True):
         # one line per plugin: a multi-line error (pluggy's validation errors) is joined; --json and the log keep it
         status = record.status if record.error is None else f"{record.status}: {record.error_line()}"
         provides = ", ".join(
             [f"backend {b}" for b in sorted(record.backends)] + [f"serializer {s}" for s in sorted(record.serializers)]
         )
-        _out(out, f"{record.name:<14} {record.dist or '-'} {record.version or '-':<10} {status}")
+        _out(out, f"{record.name:<{name_width}} {where:<{where_width}} {status}")
         if provides:
-            _out(out, f"{'':<14} provides: {provides}")
+            _out(out, f"{'':<{name_width}} provides: {provides}")
         observes = [hook for hook in record.hooks if not hook.startswith("sitq_register_")]
         if observes:  # an observer-only plugin showed nothing of what it does
-            _out(out, f"{'':<14} observes: {', '.join(observes)}")
+            _out(out, f"{'':<{name_width}} observes: {', '.join(observes)}")
     return 0
 
 

@@ -1,0 +1,38 @@
+"""The CLI's plugin listing is a table: its columns line up whatever the names' lengths, as `sitq backends` does."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from sitq_core.cli import main
+
+
+def _listed(*args: str) -> str:
+    out = io.StringIO()
+    assert main([*args], stdout=out) == 0
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("args", [("plugins",), ("plugins", "--all")])
+def test_the_plugins_table_lines_up_its_columns(args: tuple[str, ...], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A name longer than 14 characters (sitq_core.builtin_plugin) or a longer distribution pushed the columns."""
+    monkeypatch.delenv("SITQ_LOAD_PLUGINS", raising=False)
+    monkeypatch.delenv("SITQ_DISABLED_PLUGINS", raising=False)
+    records = json.loads(_listed(*args, "--json"))
+    lines = _listed(*args).splitlines()
+    rows = [line for line in lines if not line.startswith(" ")]
+    assert len(rows) == len(records) >= 3
+    where_columns, status_columns = set(), set()
+    for record, row in zip(records, rows, strict=True):
+        assert row.startswith(f"{record['name']} ")
+        where = f"{record['dist'] or '-'} {record['version'] or '-'}"
+        where_columns.add(row.index(f" {where} ", len(record["name"])) + 1)
+        status = record["status"] if record["error"] is None else f"{record['status']}: {record['error']}"
+        assert row.endswith(f" {status}")
+        status_columns.add(len(row) - len(status))
+    assert len(where_columns) == 1 and len(status_columns) == 1, "\n".join(lines)
+    details = [line for line in lines if line.startswith(" ")]  # provides: / observes:, under the second column
+    assert details and {len(line) - len(line.lstrip()) for line in details} == where_columns, "\n".join(lines)
