@@ -261,7 +261,8 @@ def test_a_signal_while_the_worker_starts_ends_it_with_exit_code_zero(tmp_path: 
     (tmp_path / "sitq_loading_slow_start.py").write_text(
         "import time\nopen(__file__ + '.started', 'w').close()\ntime.sleep(30)\n"
     )
-    env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{TESTS}")
+    # PYTHONFAULTHANDLER: a worker that does not end gets SIGABRT below, which prints every thread's stack
+    env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{TESTS}", PYTHONFAULTHANDLER="1")
     command = [sys.executable, "-m", "sitq", "worker", "-b", f"sqlite:///{tmp_path / 'start.db'}"]
     proc = subprocess.Popen([*command, "-i", "sitq_loading_slow_start"], env=env, stderr=subprocess.PIPE)
     try:
@@ -269,7 +270,13 @@ def test_a_signal_while_the_worker_starts_ends_it_with_exit_code_zero(tmp_path: 
         wait_until_sync(lambda: marker.exists() or proc.poll() is not None, timeout=30)
         assert proc.poll() is None, "the worker ended before importing its tasks"
         proc.send_signal(signum)  # the supervisor (or a Ctrl-C) stops it while it is still importing its tasks
-        assert proc.wait(20) == 0, "a worker stopped while starting has nothing to drain: exit code 0"
+        try:
+            code = proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)
+            stacks = proc.communicate(timeout=10)[1].decode(errors="replace")
+            raise AssertionError(f"the worker did not end after the signal; its threads:\n{stacks}") from None
+        assert code == 0, "a worker stopped while starting has nothing to drain: exit code 0"
         assert b"Traceback" not in proc.communicate()[1]
     finally:
         if proc.poll() is None:
