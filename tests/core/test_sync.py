@@ -20,7 +20,7 @@ from sitq import (
 )
 
 import sitq_test_tasks as tasks
-from sitq_test_helpers import BROKEN_ZONES, wait_until_sync
+from sitq_test_helpers import BROKEN_ZONES, wait_until, wait_until_sync
 
 
 @pytest.fixture
@@ -101,6 +101,22 @@ async def test_refuses_a_running_event_loop(backend: SQLiteBackend) -> None:
         queue.enqueue(tasks.add, 1)
     with pytest.raises(RuntimeError, match="use TaskQueue"), queue:
         pass
+
+
+@pytest.mark.asyncio
+async def test_close_inside_a_running_loop_says_to_call_it_on_a_thread(backend: SQLiteBackend) -> None:
+    """An async app's shutdown hook closing a shared SyncTaskQueue was told to 'use TaskQueue (await enqueue)'."""
+    threads_before = threading.active_count()
+    queue = SyncTaskQueue(backend)
+    await asyncio.to_thread(queue.enqueue, tasks.add, 1)
+    with pytest.raises(RuntimeError, match=r"asyncio\.to_thread\(queue\.close\)"):
+        queue.close()
+    await asyncio.to_thread(queue.close)  # what the message says works: its loop thread ends
+
+    async def loop_thread_gone() -> bool:
+        return threading.active_count() <= threads_before + 1  # + the to_thread worker thread
+
+    await wait_until(loop_thread_gone, timeout=10)
 
 
 def test_options_and_enqueue_call_without_an_event_loop(backend: SQLiteBackend) -> None:

@@ -49,10 +49,14 @@ def _refuse_running_loop(operation: str) -> None:
         asyncio.get_running_loop()
     except RuntimeError:
         return
-    raise RuntimeError(
-        f"SyncTaskQueue.{operation}() was called inside a running event loop; "
-        "use TaskQueue (await queue.enqueue(...)) in async code"
+    how = (
+        # an async app's shutdown hook closing a SyncTaskQueue it shares with its threads
+        "it blocks until the queue is closed: from async code call it on a thread "
+        "(await asyncio.to_thread(queue.close)), or use TaskQueue in async code"
+        if operation == "close"
+        else "use TaskQueue (await queue.enqueue(...)) in async code"
     )
+    raise RuntimeError(f"SyncTaskQueue.{operation}() was called inside a running event loop; {how}")
 
 
 def _closed(operation: str, task_id: str | None, *, here: bool) -> SyncTaskQueueError:
