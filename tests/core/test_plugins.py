@@ -1224,3 +1224,60 @@ def test_the_plugins_command_shows_a_multi_line_error_on_one_line(site: Path) ->
     assert not any(line.startswith(("hookimpl definition", "Argument(s)")) for line in lines), lines
     problems = check_plugin("wrongarg")  # the full text stays where there is room for it
     assert any("\nhookimpl definition: sitq_register_backends(reg)\n" in p for p in problems), problems
+
+
+def test_a_registration_hook_that_registers_and_also_returns_its_names_only_warns(
+    site: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Returning the names it had registered marked a working plugin broken: strict mode refused its backend."""
+    from sitq_core.testing import check_plugin
+
+    make_dist(
+        site,
+        "acme-habit",
+        "habit",
+        "acme_habit_plugin",
+        """
+        from sitq_core import hookimpl
+
+        @hookimpl
+        def sitq_register_backends(register):
+            register("habit", "sitq_dictstore.backend:DictStoreBackend")
+            return ["habit"]
+        """,
+    )
+    monkeypatch.setenv("SITQ_STRICT_PLUGINS", "1")
+    manager = SitqPluginManager()
+    with caplog.at_level("WARNING", logger="sitq.plugins"):
+        assert manager.backend_class("habit").__name__ == "DictStoreBackend"  # strict mode raises for broken only
+    record = {r.name: r for r in manager.plugin_records()}["habit"]
+    assert record.status == "ok" and record.error is None, record
+    assert record.backends == ["habit"]
+    assert record.warnings == [
+        "sitq_register_backends returned a list, which is ignored: what it registered with register(name, cls) "
+        "is used; return None"
+    ], record.warnings
+    assert "habit" in caplog.text and "returned a list, which is ignored" in caplog.text
+    assert record.as_dict()["warnings"] == record.warnings
+    problems = check_plugin("habit")
+    assert f"warning: {record.warnings[0]}" in problems, problems
+    assert not any("broken" in p for p in problems), problems
+    lines = _plugins_listing()
+    at = next(i for i, line in enumerate(lines) if line.startswith("habit "))
+    assert lines[at].split()[-1] == "ok", lines[at]
+    assert lines[at + 2].split(None, 1) == ["warning:", record.warnings[0]], lines
+
+
+def test_a_registration_hook_returning_an_empty_list_with_nothing_to_register_only_warns() -> None:
+    """A hook that registers only when an optional dependency is there returns [] without it: nothing was lost."""
+
+    class Plugin:
+        @hookimpl
+        def sitq_register_serializers(self, register: object) -> list[str]:
+            return []
+
+    manager = SitqPluginManager(strict=True)
+    manager.register_plugin(Plugin(), "nothing-today")
+    record = {r.name: r for r in manager.plugin_records()}["nothing-today"]
+    assert record.status == "ok", record
+    assert [w.split(",")[0] for w in record.warnings] == ["sitq_register_serializers returned a list"]

@@ -225,6 +225,8 @@ def _plugins(out: TextIO, *, include_builtin: bool, as_json: bool) -> int:
         observes = [hook for hook in record.hooks if not hook.startswith("sitq_register_")]
         if observes:  # an observer-only plugin showed nothing of what it does
             _out(out, f"{'':<{name_width}} observes: {', '.join(observes)}")
+        for warning in record.warnings:  # the plugin works, so its status stays ok; the mistake is still shown
+            _out(out, f"{'':<{name_width}} warning: {warning}")
     return 0
 
 

@@ -19,7 +19,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sized
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Literal
@@ -78,6 +78,8 @@ class PluginRecord:
     shadowed_by: str | None = None
     #: whether ``error`` came from an exception raised in the plugin's code, so a traceback exists
     has_traceback: bool = False
+    #: mistakes that leave the plugin working (it stays ``ok``, strict mode does not raise): fix them all the same
+    warnings: list[str] = field(default_factory=list)
 
     def error_line(self) -> str | None:
         """``error`` on one line (pluggy's validation errors span several), for tables and one-line lists."""
@@ -96,6 +98,7 @@ class PluginRecord:
             "hooks": sorted(self.hooks),
             "backends": sorted(self.backends),
             "serializers": sorted(self.serializers),
+            "warnings": list(self.warnings),
         }
 
 
@@ -320,6 +323,13 @@ class SitqPluginManager(pluggy.PluginManager):
             # so the process is not left with half a registry (sitq-sqlite "not installed")
             self._strict_errors.append(error)
 
+    def _warn(self, record: PluginRecord, message: str) -> None:
+        """Record and log a mistake that leaves the plugin working: it stays ``ok``, and strict mode does not raise."""
+        if message in record.warnings:
+            return  # check_hooks and collect may run again; one line per mistake
+        record.warnings.append(message)
+        logger.warning("sitq plugin %s: %s", record.name, message)
+
     def _raise_strict_errors(self) -> None:
         errors, self._strict_errors = self._strict_errors, None
         if errors:
@@ -510,7 +520,13 @@ class SitqPluginManager(pluggy.PluginManager):
             self._broken(record, entry.broken.message, entry.broken)
 
     def _call_registration(self, impl: pluggy.HookImpl, register: Callable[..., None], kind: str) -> None:
-        """Call one registration hook; an async one is not called, and one that returns something is broken."""
+        """Call one registration hook; an async one is not called.
+
+        One that returns something is warned about; only when it registered
+        nothing with ``register`` as well is the plugin broken, since what it
+        returned is likely what it meant to register. What it did register
+        stays usable either way.
+        """
         hook = f"sitq_register_{kind}s"
         record = self.records.get(impl.plugin_name) or PluginRecord(impl.plugin_name, None, None, "ok")
         if _is_async(impl.function):  # calling it would only make a coroutine that is never awaited
@@ -518,20 +534,33 @@ class SitqPluginManager(pluggy.PluginManager):
             if record.status != "broken" or message not in (record.error or ""):  # check_hooks may have said so
                 self._broken(record, message, None)
             return
+        calls = 0
+
+        def counted(*args: Any, **kwargs: Any) -> None:
+            nonlocal calls
+            calls += 1
+            register(*args, **kwargs)
+
         try:
-            returned = impl.function(register=register)
+            returned = impl.function(register=counted)
         except Exception as exc:
             self._broken(record, f"registration failed: {type(exc).__name__}: {exc}", exc)
             return
         if inspect.iscoroutine(returned):  # a plain function handing back a coroutine: its work never runs
             returned.close()
             self._broken(record, _ASYNC_HOOK.format(hook=hook), None)
-        elif returned is not None:
+        elif returned is not None and calls == 0 and not _empty(returned):
             self._broken(
                 record,
-                f"{hook} returned {_a_value(returned)}: call register(name, cls) for each {kind}; "
-                "the return value is ignored",
+                f"{hook} returned {_a_value(returned)} and registered nothing: call register(name, cls) for "
+                f"each {kind}; the return value is ignored",
                 None,
+            )
+        elif returned is not None:  # a habit (returning the names it registered): harmless, but not a contract
+            self._warn(
+                record,
+                f"{hook} returned {_a_value(returned)}, which is ignored: what it registered with "
+                "register(name, cls) is used; return None",
             )
 
     def _provider(self, plugin_name: str) -> Provider:
@@ -804,6 +833,14 @@ def _a_value(value: object) -> str:
     """``"a dict"``: what a hook returned, named by its type (its repr may be long or costly)."""
     type_name = type(value).__name__
     return f"{'an' if type_name[:1].lower() in 'aeiou' else 'a'} {type_name}"
+
+
+def _empty(value: object) -> bool:
+    """Whether a registration hook's return value is an empty collection (nothing to have registered)."""
+    try:
+        return isinstance(value, Sized) and len(value) == 0
+    except Exception:  # an odd __len__
+        return False
 
 
 def _dist_version(dist: str | None) -> str | None:

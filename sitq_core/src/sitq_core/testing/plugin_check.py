@@ -83,6 +83,8 @@ def _check_entry_point(ep: EntryPoint) -> list[str]:
         problems.append(f"plugin is broken: {record.error}")
     if record is not None and record.status == "conflict":
         problems.append(f"name clash: {record.error}")
+    if record is not None:  # mistakes that leave the plugin working: worth fixing all the same
+        problems.extend(f"warning: {warning}" for warning in record.warnings)
     if record is not None and not record.hooks:
         problems.append("the plugin implements no sitq_* hook")
     for entry in manager.backends.entries():
