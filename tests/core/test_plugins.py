@@ -1281,3 +1281,104 @@ def test_a_registration_hook_returning_an_empty_list_with_nothing_to_register_on
     record = {r.name: r for r in manager.plugin_records()}["nothing-today"]
     assert record.status == "ok", record
     assert [w.split(",")[0] for w in record.warnings] == ["sitq_register_serializers returned a list"]
+
+
+def test_a_class_plugin_inheriting_unmarked_no_op_hooks_from_a_base_class_is_ok() -> None:
+    """A library base class's no-op sitq_* defaults marked every subclass broken: 'sitq_task_started is not marked'."""
+    seen: list[str] = []
+
+    class ObserverBase:  # a library's convenience base: no-op defaults, subclasses mark what they use
+        def sitq_task_started(self, task: object, attempt: int, worker_id: str) -> None:
+            pass
+
+        def sitq_task_failed(self, task: object, error: object, will_retry: bool) -> None:
+            pass
+
+    class Metrics(ObserverBase):
+        @hookimpl
+        def sitq_task_failed(self, task: object, error: object, will_retry: bool) -> None:
+            seen.append("failed")
+
+    manager = SitqPluginManager(strict=True)
+    manager.register_plugin(Metrics(), "metrics")
+    manager.register_plugin(Metrics, "metrics-class")
+    manager.check_hooks()
+    records = {r.name: r for r in manager.plugin_records()}
+    for name in ("metrics", "metrics-class"):
+        assert records[name].status == "ok" and records[name].error is None, records[name]
+        assert records[name].warnings == [], records[name]
+        assert records[name].hooks == ["sitq_task_failed"]
+    manager.unregister_plugin("metrics-class")
+    manager.notify("sitq_task_failed", task=None, error="boom", will_retry=False)
+    assert seen == ["failed"]
+
+
+def test_an_unmarked_hook_beside_working_ones_is_a_warning_and_alone_is_broken(site: Path) -> None:
+    """A plugin whose other hooks work still works; one whose only hook lacks the marker does nothing at all."""
+    from sitq_core.testing import check_plugin
+
+    make_dist(
+        site,
+        "acme-halfmarked",
+        "halfmarked",
+        "acme_halfmarked_plugin",
+        """
+        from sitq_core import hookimpl
+
+        @hookimpl
+        def sitq_register_backends(register):
+            register("halfmarked", "sitq_dictstore.backend:DictStoreBackend")
+
+        def sitq_task_started(task, attempt, worker_id):
+            pass
+        """,
+    )
+
+    class OwnUnmarked:  # defined on the class itself, not inherited: looked at
+        @hookimpl
+        def sitq_task_failed(self, task: object, error: object, will_retry: bool) -> None:
+            pass
+
+        def sitq_task_started(self, task: object, attempt: int, worker_id: str) -> None:
+            pass
+
+    manager = SitqPluginManager(strict=True)
+    assert manager.backend_class("halfmarked").__name__ == "DictStoreBackend"
+    manager.register_plugin(OwnUnmarked(), "own")
+    manager.check_hooks()
+    records = {r.name: r for r in manager.plugin_records()}
+    for name in ("halfmarked", "own"):
+        assert records[name].status == "ok", records[name]
+        assert [w.split(",")[0] for w in records[name].warnings] == ["sitq_task_started is not marked as a hook"], (
+            records[name].warnings
+        )
+    problems = check_plugin("halfmarked")
+    assert any(p.startswith("warning: sitq_task_started is not marked as a hook") for p in problems), problems
+    assert not any("broken" in p for p in problems), problems
+
+    class OnlyUnmarked:  # does nothing at all: still broken, as is the module case (test_a_hook_without_...)
+        def sitq_task_failed(self, task: object, error: object, will_retry: bool) -> None:
+            pass
+
+    lenient = SitqPluginManager(strict=False)
+    lenient.register_plugin(OnlyUnmarked(), "only")
+    lenient.check_hooks()
+    only = {r.name: r for r in lenient.plugin_records()}["only"]
+    assert only.status == "broken" and "sitq_task_failed is not marked as a hook" in (only.error or ""), only
+
+
+def test_an_async_hook_on_a_class_plugin_still_marks_it_broken() -> None:
+    class Plugin:
+        @hookimpl
+        def sitq_task_failed(self, task: object, error: object, will_retry: bool) -> None:
+            pass
+
+        @hookimpl
+        async def sitq_task_started(self, task: object, attempt: int, worker_id: str) -> None:
+            pass
+
+    manager = SitqPluginManager(strict=False)
+    manager.register_plugin(Plugin(), "half-async")
+    manager.check_hooks()
+    record = manager.records["half-async"]
+    assert record.status == "broken" and "sitq_task_started is 'async def'" in (record.error or ""), record

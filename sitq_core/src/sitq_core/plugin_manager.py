@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterable, Sized
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
+from types import ModuleType
 from typing import Any, Literal
 
 import pluggy
@@ -365,42 +366,61 @@ class SitqPluginManager(pluggy.PluginManager):
     def check_hooks(self) -> None:
         """Record plugins whose hooks sitq would never call as meant, before any is called.
 
-        An unknown ``sitq_*`` name (a typo, usually), an ``async def`` hook (sitq
-        never awaits one) and a hook function without the ``hookimpl`` marker
-        (pluggy skips it without a word) all mark the plugin broken.
+        An unknown ``sitq_*`` name (a typo, usually) and an ``async def`` hook
+        (sitq never awaits one) mark the plugin broken. A ``sitq_*`` function
+        without the ``hookimpl`` marker (pluggy skips it without a word) does
+        too when the plugin has no working hook at all; beside working hooks
+        it may be a deliberate default, so it is a warning.
         """
         for name in list(self.records):
             plugin = self.get_plugin(name)
             if plugin is None:
                 continue
-            problems = self._hook_problems(plugin)
+            problems, warnings = self._hook_problems(plugin)
             if problems:
                 self._broken(self.records[name], "; ".join(problems), None)
+            for warning in warnings:
+                self._warn(self.records[name], warning)
 
-    def _hook_problems(self, plugin: object) -> list[str]:
+    def _hook_problems(self, plugin: object) -> tuple[list[str], list[str]]:
+        """What is wrong with a plugin's hooks: (problems that break it, warnings that leave it working).
+
+        Unmarked functions are looked for only among the plugin's own attributes
+        (a module's, a class's own ``__dict__``, an instance's and its class's
+        own): a class inheriting no-op ``sitq_*`` defaults from a library base
+        and marking the ones it uses is right, and pluggy calls only marked ones.
+        """
         known = [name for name in dir(hookspecs) if name.startswith("sitq_")]
         implemented = {caller.name: caller for caller in self.get_hookcallers(plugin) or []}
         problems: list[str] = []
-        for attribute in dir(plugin):
-            if not attribute.startswith("sitq_"):
-                continue
-            value = getattr(plugin, attribute, None)
-            if not callable(value):
+        unmarked: list[str] = []
+        for attribute, value in _own_functions(plugin):
+            if not attribute.startswith("sitq_") or self.parse_hookimpl_opts(plugin, attribute) is not None:
                 continue
             if attribute not in known:
                 guess = difflib.get_close_matches(attribute, known, n=1)
                 hint = f"; did you mean {guess[0]}?" if guess else ""
                 problems.append(f"unknown hook {attribute}{hint}")
-            elif attribute not in implemented and value is not getattr(hookspecs, attribute):
-                problems.append(
+            elif value is not getattr(hookspecs, attribute):
+                unmarked.append(
                     f"{attribute} is not marked as a hook, so sitq never calls it: decorate it with "
                     "@sitq_core.hookimpl (also sitq.hookimpl)"
                 )
+        for attribute in dir(plugin):  # marked ones, inherited too: pluggy registers them all
+            if not attribute.startswith("sitq_") or attribute in known or attribute in implemented:
+                continue
+            if self.parse_hookimpl_opts(plugin, attribute) is not None:
+                guess = difflib.get_close_matches(attribute, known, n=1)
+                hint = f"; did you mean {guess[0]}?" if guess else ""
+                problems.append(f"unknown hook {attribute}{hint}")
         for hook_name, caller in sorted(implemented.items()):
             for impl in caller.get_hookimpls():
                 if impl.plugin is plugin and _is_async(impl.function):
                     problems.append(_ASYNC_HOOK.format(hook=hook_name))
-        return problems
+        working = any(name in known for name in implemented)
+        if working and not problems:
+            return problems, unmarked
+        return problems + unmarked, []
 
     # ------------------------------------------------------------ registration
 
@@ -781,6 +801,20 @@ class SitqPluginManager(pluggy.PluginManager):
 
 
 _ASYNC_HOOK = "{hook} is 'async def', which sitq never awaits: hooks must be plain (synchronous) functions"
+
+
+def _own_functions(plugin: object) -> list[tuple[str, object]]:
+    """The functions defined on ``plugin`` itself, not inherited: a module's, or a class's own (and an instance's)."""
+    owners: list[object] = [plugin]
+    if not isinstance(plugin, type | ModuleType):
+        owners.insert(0, type(plugin))  # an instance: its class's own methods, then its own attributes
+    found: dict[str, object] = {}
+    for owner in owners:
+        for attribute, value in getattr(owner, "__dict__", {}).items():
+            function = value.__func__ if isinstance(value, staticmethod | classmethod) else value
+            if callable(function):
+                found[attribute] = function
+    return sorted(found.items())
 
 
 def _is_async(function: Callable[..., object]) -> bool:
