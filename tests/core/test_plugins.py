@@ -1382,3 +1382,34 @@ def test_an_async_hook_on_a_class_plugin_still_marks_it_broken() -> None:
     manager.check_hooks()
     record = manager.records["half-async"]
     assert record.status == "broken" and "sitq_task_started is 'async def'" in (record.error or ""), record
+
+
+def test_a_plugin_registered_in_code_is_not_said_to_come_from_none(caplog: pytest.LogCaptureFixture) -> None:
+    """'sitq plugin 'p' from None failed to load': register_plugin gives no distribution."""
+
+    class Plugin:
+        @hookimpl
+        async def sitq_task_started(self, task: object, attempt: int, worker_id: str) -> None:
+            pass
+
+    manager = SitqPluginManager(strict=True)
+    manager.register_plugin(Plugin(), "p")
+    with pytest.raises(BrokenPluginError) as info:
+        manager.check_hooks()
+    assert str(info.value).startswith("sitq plugin 'p' (registered in code) failed to load: "), str(info.value)
+    assert "None" not in str(info.value)
+
+    class One:
+        @hookimpl
+        def sitq_register_serializers(self, register: Any) -> None:
+            register("clashing", "sitq_core.serializers:CloudpickleSerializer")
+
+    class Two(One):
+        pass
+
+    lenient = SitqPluginManager(strict=False)
+    lenient.register_plugin(One(), "one")
+    lenient.register_plugin(Two(), "two")
+    with caplog.at_level("WARNING", logger="sitq.plugins"):
+        assert {r.name: r.status for r in lenient.plugin_records()}["two"] == "conflict"
+    assert "(None)" not in caplog.text and "sitq plugin two" in caplog.text, caplog.text

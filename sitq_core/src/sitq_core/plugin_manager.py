@@ -307,13 +307,13 @@ class SitqPluginManager(pluggy.PluginManager):
     def _broken(self, record: PluginRecord, message: str, exc: BaseException | None) -> None:
         record.status, record.error, record.has_traceback = "broken", message, exc is not None
         self.records[record.name] = record
-        who = record.name if record.dist is None or record.dist in record.name else f"{record.name} ({record.dist})"
-        logger.warning("sitq plugin %s failed to load: %s", who, message)
+        logger.warning("sitq plugin %s failed to load: %s", _who(record), message)
         if exc is not None:
             logger.debug("traceback of plugin %s", record.name, exc_info=exc)
         if self._is_strict():
+            origin = f"from {record.dist}" if record.dist is not None else "(registered in code)"
             error = BrokenPluginError(
-                f"sitq plugin {record.name!r} from {record.dist} failed to load: {message}",
+                f"sitq plugin {record.name!r} {origin} failed to load: {message}",
                 parameter="plugin",
                 value=record.name,
                 cause=exc,
@@ -329,7 +329,7 @@ class SitqPluginManager(pluggy.PluginManager):
         if message in record.warnings:
             return  # check_hooks and collect may run again; one line per mistake
         record.warnings.append(message)
-        logger.warning("sitq plugin %s: %s", record.name, message)
+        logger.warning("sitq plugin %s: %s", _who(record), message)
 
     def _raise_strict_errors(self) -> None:
         errors, self._strict_errors = self._strict_errors, None
@@ -532,7 +532,7 @@ class SitqPluginManager(pluggy.PluginManager):
         if record.status != "broken":  # a broken plugin stays broken; the clash is added to its error
             record.status = "conflict"
         record.error = message if record.error is None else f"{record.error}; {message}"
-        logger.warning("sitq plugin %s (%s): %s", record.name, record.dist, message)
+        logger.warning("sitq plugin %s: %s", _who(record), message)
 
     def _broken_registration(self, record: PluginRecord, entry: RegistryEntry[Any] | None) -> None:
         """A class registered directly that failed its checks marks its plugin broken right away."""
@@ -891,6 +891,13 @@ def _dist_version(dist: str | None) -> str | None:
 def _entry_point(record: PluginRecord) -> str:
     """The entry-point name of a record (a left-out second provider's record is named ``"x (its-dist)"``)."""
     return record.name.removesuffix(f" ({record.dist})") if record.dist is not None else record.name
+
+
+def _who(record: PluginRecord) -> str:
+    """``"acme (acme-store)"``: a plugin as log lines name it; one registered in code (no distribution) by name."""
+    if record.dist is None or record.dist in record.name:
+        return record.name
+    return f"{record.name} ({record.dist})"
 
 
 def _plugin_text(record: PluginRecord) -> str:
