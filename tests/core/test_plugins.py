@@ -1413,3 +1413,91 @@ def test_a_plugin_registered_in_code_is_not_said_to_come_from_none(caplog: pytes
     with caplog.at_level("WARNING", logger="sitq.plugins"):
         assert {r.name: r.status for r in lenient.plugin_records()}["two"] == "conflict"
     assert "(None)" not in caplog.text and "sitq plugin two" in caplog.text, caplog.text
+
+
+def test_an_optional_hook_of_a_newer_sitq_is_honoured(site: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """pluggy's optionalhook=True lets one plugin work across sitq versions; it was an 'unknown hook', broken."""
+    from sitq_core.testing import check_plugin
+
+    make_dist(
+        site,
+        "acme-future",
+        "future",
+        "acme_future_plugin",
+        """
+        from sitq_core import hookimpl
+
+        @hookimpl(optionalhook=True)
+        def sitq_task_requeued(task):
+            pass
+
+        @hookimpl
+        def sitq_register_backends(register):
+            register("future", "sitq_dictstore.backend:DictStoreBackend")
+        """,
+    )
+    with caplog.at_level("DEBUG", logger="sitq.plugins"):
+        manager = SitqPluginManager(strict=True)
+        assert manager.backend_class("future").__name__ == "DictStoreBackend"
+    record = {r.name: r for r in manager.plugin_records()}["future"]
+    assert record.status == "ok" and record.error is None and record.warnings == [], record
+    assert record.hooks == ["sitq_register_backends"]  # this sitq never calls the other one
+    assert "optional hook sitq_task_requeued" in caplog.text, caplog.text
+    problems = check_plugin("future")  # (its class is dictstore's, whose name attribute differs: said, not broken)
+    assert not any("broken" in p or "hook" in p or "warning" in p for p in problems), problems
+    make_dist(  # without optionalhook, an unknown marked hook is still a mistake (a typo, usually)
+        site,
+        "acme-typo-marked",
+        "typomarked",
+        "acme_typo_marked_plugin",
+        """
+        from sitq_core import hookimpl
+
+        @hookimpl
+        def sitq_task_requeued(task):
+            pass
+        """,
+    )
+    typo = {r.name: r for r in SitqPluginManager(strict=False).plugin_records()}["typomarked"]
+    assert typo.status == "broken" and "unknown hook sitq_task_requeued" in (typo.error or ""), typo
+
+
+def test_a_hook_with_specname_is_checked_under_its_spec_name(site: Path) -> None:
+    """An impl named sitq_register_serializers_v2 with specname= was an 'unknown hook', broken."""
+    from sitq_core.testing import check_plugin
+
+    make_dist(
+        site,
+        "acme-alias",
+        "alias",
+        "acme_alias_plugin",
+        """
+        from sitq_core import hookimpl
+
+        @hookimpl(specname="sitq_register_backends")
+        def sitq_register_backends_v2(register):
+            register("alias", "sitq_dictstore.backend:DictStoreBackend")
+        """,
+    )
+    make_dist(  # validated under its spec name: a wrong parameter name is still found
+        site,
+        "acme-alias-wrong",
+        "aliaswrong",
+        "acme_alias_wrong_plugin",
+        """
+        from sitq_core import hookimpl
+
+        @hookimpl(specname="sitq_register_backends")
+        def sitq_register_backends_v2(reg):
+            reg("aliaswrong", "sitq_dictstore.backend:DictStoreBackend")
+        """,
+    )
+    manager = SitqPluginManager(strict=False)
+    assert manager.backend_class("alias").__name__ == "DictStoreBackend"
+    records = {r.name: r for r in manager.plugin_records()}
+    assert records["alias"].status == "ok" and records["alias"].error is None, records["alias"]
+    assert records["alias"].hooks == ["sitq_register_backends"]
+    problems = check_plugin("alias")  # (its class is dictstore's, whose name attribute differs: said, not broken)
+    assert not any("broken" in p or "hook" in p or "warning" in p for p in problems), problems
+    wrong = records["aliaswrong"]
+    assert wrong.status == "broken" and "Argument(s) {'reg'} are declared in the hookimpl" in (wrong.error or "")

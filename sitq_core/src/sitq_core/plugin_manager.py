@@ -366,8 +366,10 @@ class SitqPluginManager(pluggy.PluginManager):
     def check_hooks(self) -> None:
         """Record plugins whose hooks sitq would never call as meant, before any is called.
 
-        An unknown ``sitq_*`` name (a typo, usually) and an ``async def`` hook
-        (sitq never awaits one) mark the plugin broken. A ``sitq_*`` function
+        An unknown hook name (a typo, usually; a marked impl is known by its
+        ``specname=`` if it has one, and one marked ``optionalhook=True`` may
+        name a hook of a newer sitq-core) and an ``async def`` hook (sitq
+        never awaits one) mark the plugin broken. A ``sitq_*`` function
         without the ``hookimpl`` marker (pluggy skips it without a word) does
         too when the plugin has no working hook at all; beside working hooks
         it may be a deliberate default, so it is a warning.
@@ -406,18 +408,25 @@ class SitqPluginManager(pluggy.PluginManager):
                     f"{attribute} is not marked as a hook, so sitq never calls it: decorate it with "
                     "@sitq_core.hookimpl (also sitq.hookimpl)"
                 )
-        for attribute in dir(plugin):  # marked ones, inherited too: pluggy registers them all
-            if not attribute.startswith("sitq_") or attribute in known or attribute in implemented:
-                continue
-            if self.parse_hookimpl_opts(plugin, attribute) is not None:
-                guess = difflib.get_close_matches(attribute, known, n=1)
-                hint = f"; did you mean {guess[0]}?" if guess else ""
-                problems.append(f"unknown hook {attribute}{hint}")
+        # marked ones (inherited too: pluggy registers them all), by the hook each implements: specname= if given
         for hook_name, caller in sorted(implemented.items()):
             for impl in caller.get_hookimpls():
-                if impl.plugin is plugin and _is_async(impl.function):
-                    problems.append(_ASYNC_HOOK.format(hook=hook_name))
-        working = any(name in known for name in implemented)
+                if impl.plugin is not plugin:
+                    continue
+                if caller.has_spec():
+                    if _is_async(impl.function):
+                        problems.append(_ASYNC_HOOK.format(hook=hook_name))
+                elif impl.optionalhook:  # pluggy's way for one plugin to serve several sitq-core versions
+                    logger.debug(
+                        "sitq plugin %s: optional hook %s is not a hook of this sitq-core, so it is never called",
+                        impl.plugin_name,
+                        hook_name,
+                    )
+                else:
+                    guess = difflib.get_close_matches(hook_name, known, n=1)
+                    hint = f"; did you mean {guess[0]}?" if guess else ""
+                    problems.append(f"unknown hook {hook_name}{hint}")
+        working = any(caller.has_spec() for caller in implemented.values())
         if working and not problems:
             return problems, unmarked
         return problems + unmarked, []
@@ -502,7 +511,8 @@ class SitqPluginManager(pluggy.PluginManager):
             plugin = self.get_plugin(name)
             if plugin is not None:
                 callers = self.get_hookcallers(plugin) or []
-                record.hooks = sorted(caller.name for caller in callers)
+                # not an optional hook this sitq-core does not have: it is never called
+                record.hooks = sorted(caller.name for caller in callers if caller.has_spec())
 
     def _builtins_first(self, impls: list[pluggy.HookImpl]) -> list[pluggy.HookImpl]:
         """Built-in registrations run first, so a built-in name can never be taken over."""
