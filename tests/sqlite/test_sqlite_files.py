@@ -416,11 +416,11 @@ async def test_columns_added_to_sitqs_tables_that_may_be_null_or_have_a_default_
         assert columns[-2:] == ["note", "Owner"]
 
 
-def _with_required_column(conn: sqlite3.Connection) -> None:
+def _with_required_column(conn: sqlite3.Connection, declared: str = "NOT NULL") -> None:
     """tasks made again with one more column that every insert must fill (ALTER TABLE cannot add such a one)."""
     sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'tasks'").fetchone()[0]
     conn.execute("ALTER TABLE tasks RENAME TO old_tasks")
-    conn.execute(sql.rstrip().rstrip(")") + ", note TEXT NOT NULL)")
+    conn.execute(sql.rstrip().rstrip(")") + f", note TEXT {declared})")
     conn.execute("DROP TABLE old_tasks")
 
 
@@ -439,6 +439,15 @@ def _with_required_column(conn: sqlite3.Connection) -> None:
             _with_required_column,
             "table tasks has column(s) sitq does not know that every insert would have to "
             "fill: note (NOT NULL without a DEFAULT",
+        ),
+        # a default of NULL is no default: the insert still fails (NOT NULL constraint failed: tasks.note)
+        *(
+            (
+                lambda c, declared=declared: _with_required_column(c, declared),
+                "table tasks has column(s) sitq does not know that every insert would have to "
+                "fill: note (NOT NULL without a DEFAULT",
+            )
+            for declared in ("NOT NULL DEFAULT NULL", "NOT NULL DEFAULT (null)", "DEFAULT (NULL) NOT NULL")
         ),
         (lambda c: c.execute("DROP TABLE results"), "table results is missing"),
     ],
@@ -462,6 +471,53 @@ async def test_a_sitq_table_changed_so_sitq_cannot_use_it_is_refused_naming_tabl
     assert said in message and "nothing in this one was changed" in message
     assert "did not create" not in message and "file of its own" not in message
     assert _snapshot(path) == before
+
+
+def test_a_file_is_checked_against_the_columns_of_its_own_schema_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A later version that adds a column to tasks must not refuse every file of the version before it as
+    "lacks column(s) sitq needs" before its migration (which adds the column) could run: the file's tables
+    are compared with those of its own version. Simulated: version 2 adds app_v2_flag."""
+    from sitq_sqlite import schema
+
+    path = tmp_path / "v1.db"
+    with closing(sqlite3.connect(path)) as conn:
+        assert schema.create_schema(conn) == 0
+        conn.commit()
+        version_1 = {t: [row[1] for row in conn.execute(f"PRAGMA table_info({t})")] for t in ("tasks", "results")}
+        assert schema.check_not_foreign(conn) == SCHEMA_VERSION == 1
+    # what the author of version 2 does: the DDL gets the column, the version goes up, and the columns of
+    # version 1 are kept as they were
+    ddl = list(schema._DDL)
+    ddl[0] = ddl[0].rstrip().rstrip(")") + ", app_v2_flag INTEGER NOT NULL DEFAULT 0)"
+    monkeypatch.setattr(schema, "_DDL", tuple(ddl))
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(schema, "_EARLIER_COLUMNS", {1: version_1}, raising=False)
+    monkeypatch.setattr(schema, "_OWN_COLUMNS", {})  # read again from the changed DDL
+    with closing(sqlite3.connect(path)) as conn:
+        assert schema.check_not_foreign(conn) == 1  # a version-1 file, to be migrated
+        conn.execute("ALTER TABLE tasks DROP COLUMN lease_token")
+        with pytest.raises(schema.ForeignSchemaError) as info:  # still checked, against version 1
+            schema.check_not_foreign(conn)
+        assert info.value.changes == ["table tasks lacks column(s) sitq needs: lease_token"]
+    fresh = tmp_path / "v2.db"
+    with closing(sqlite3.connect(fresh)) as conn:
+        schema.create_schema(conn)
+        conn.commit()
+        assert schema.check_not_foreign(conn) == 2
+        conn.execute("ALTER TABLE tasks DROP COLUMN app_v2_flag")  # a version-2 file lacking version 2's column
+        with pytest.raises(schema.ForeignSchemaError) as info:
+            schema.check_not_foreign(conn)
+        assert info.value.changes == ["table tasks lacks column(s) sitq needs: app_v2_flag"]
+
+
+def test_every_earlier_schema_version_keeps_its_columns() -> None:
+    """The next migration's author is stopped here until the columns of the version it leaves are frozen
+    (files of that version are checked against them before they are migrated)."""
+    from sitq_sqlite import schema
+
+    assert set(schema._EARLIER_COLUMNS) == set(range(1, schema.SCHEMA_VERSION))
 
 
 def _snapshot(path: Path) -> tuple[Any, ...]:

@@ -6,6 +6,7 @@ round trips (no float rounding), cheap comparisons, and cheap indexing.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from datetime import UTC, datetime, timedelta
 
@@ -18,6 +19,7 @@ __all__ = [
     "create_schema",
     "from_us",
     "holds_sitq_tables",
+    "is_null_default",
     "missing_indexes",
     "to_us",
 ]
@@ -147,7 +149,7 @@ def check_not_foreign(conn: sqlite3.Connection) -> int:
         raise ForeignSchemaError(sorted(tables), version=version)
     if version > SCHEMA_VERSION:
         raise SchemaTooNewError(version)
-    foreign, changes = _changes(conn)
+    foreign, changes = _changes(conn, version)
     if foreign:
         raise ForeignSchemaError(foreign)
     if changes:
@@ -155,17 +157,20 @@ def check_not_foreign(conn: sqlite3.Connection) -> int:
     return version
 
 
-def _changes(conn: sqlite3.Connection) -> tuple[list[str], list[str]]:
+def _changes(conn: sqlite3.Connection, version: int) -> tuple[list[str], list[str]]:
     """(sitq's table names held by tables sitq did not make, what keeps sitq from using its own tables).
 
     sitq names every column it reads and writes (no ``SELECT *``, no insert
     without a column list), so a column added to its tables is fine as long as
-    an insert that leaves it out is accepted (it may be NULL or has a DEFAULT).
-    A table holding fewer than half of sitq's columns is not sitq's at all.
+    an insert that leaves it out is accepted (it may be NULL or has a DEFAULT
+    other than NULL). A table holding fewer than half of sitq's columns is not
+    sitq's at all. The tables are compared with those of the file's own
+    ``version`` (0: a file restored from a dump, compared with the current
+    one): a file of an earlier version is checked before its migration runs.
     """
     foreign: list[str] = []
     changes: list[str] = []
-    for table, own in _own_columns().items():
+    for table, own in _own_columns(version).items():
         info = conn.execute(f"PRAGMA table_info({table})").fetchall()  # cid, name, type, notnull, dflt_value, pk
         if not info:
             changes.append(f"table {table} is missing")
@@ -177,7 +182,7 @@ def _changes(conn: sqlite3.Connection) -> tuple[list[str], list[str]]:
             foreign.append(table)
             continue
         unknown = [row[1] for row in info if row[1].casefold() not in known]
-        required = [row[1] for row in info if row[1].casefold() not in known and row[3] and row[4] is None]
+        required = [row[1] for row in info if row[1].casefold() not in known and row[3] and is_null_default(row[4])]
         if missing:
             others = f" (it has column(s) sitq does not know: {', '.join(unknown)})" if unknown else ""
             changes.append(f"table {table} lacks column(s) sitq needs: {', '.join(missing)}{others}")
@@ -195,11 +200,38 @@ def _columns(conn: sqlite3.Connection, table: str) -> list[str]:
     return [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]
 
 
+#: A column default that gives NULL (SQLite keeps it as written: NULL, (null), CAST(NULL AS TEXT)).
+_NULL_DEFAULT = re.compile(
+    r"[\s(]*(?:null|cast\s*\(\s*null\s+as\s+[\w\s\"]*(?:\([\d\s,]*\))?\s*\))[\s)]*", re.IGNORECASE
+)
+
+
+def is_null_default(default: str | None) -> bool:
+    """True when a column's default (as ``PRAGMA table_info`` gives it) is none at all or NULL.
+
+    ``NOT NULL DEFAULT NULL`` passes as "has a DEFAULT", yet an insert that
+    leaves the column out fails just as without one.
+    """
+    return default is None or _NULL_DEFAULT.fullmatch(default) is not None
+
+
+#: The columns of sitq's tables at each schema version before the current one, as they were: a file is
+#: checked against the columns of its own version, BEFORE its migration runs (create_schema). A migration that
+#: changes the columns of ``tasks`` or ``results`` copies their current lists here under the version it leaves
+#: behind (a test refuses a SCHEMA_VERSION without them); otherwise every file of that version would be
+#: refused as lacking the new columns that its migration was about to add.
+_EARLIER_COLUMNS: dict[int, dict[str, list[str]]] = {}
+
 _OWN_COLUMNS: dict[str, list[str]] = {}
 
 
-def _own_columns() -> dict[str, list[str]]:
-    """The column names of sitq's own tables (read once from the DDL, in an in-memory database)."""
+def _own_columns(version: int) -> dict[str, list[str]]:
+    """The column names of sitq's own tables at schema ``version`` (the current ones for 0 or the current)."""
+    if 0 < version < SCHEMA_VERSION:
+        return _EARLIER_COLUMNS[version]
+    # The current version, read once from the DDL (in an in-memory database). Also for version 0 (a dump, which
+    # carries no user_version): a dump of an earlier version is refused as lacking the newer columns rather
+    # than taken as current (create_schema would mark it current without migrating it).
     if not _OWN_COLUMNS:
         scratch = sqlite3.connect(":memory:")
         try:
@@ -217,7 +249,7 @@ def holds_sitq_tables(conn: sqlite3.Connection) -> bool:
         return (
             conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'tasks'").fetchone() is not None
         )
-    return _changes(conn) == ([], [])
+    return _changes(conn, 0) == ([], [])
 
 
 class SchemaTooNewError(Exception):
