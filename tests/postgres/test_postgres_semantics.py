@@ -667,6 +667,186 @@ async def test_a_schema_sitq_made_is_still_opened(pg_dsn: str, pg_schema: str) -
         await again.close()
 
 
+async def _sitq_schema_changed(pg_dsn: str, schema: str, statements: list[str]) -> Any:
+    """Make sitq's tables in ``schema`` (empty), then change them with ``statements``; returns an admin connection."""
+    async with PostgresBackend(pg_dsn, schema=schema) as backend:
+        await backend.counts()
+    admin = await asyncpg.connect(pg_dsn)
+    for statement in statements:
+        await admin.execute(statement.format(s=f'"{schema}"'))
+    return admin
+
+
+async def _columns(conn: Any, schema: str) -> list[Any]:
+    return list(
+        await conn.fetch(
+            "SELECT table_name, column_name, is_nullable, column_default FROM information_schema.columns "
+            "WHERE table_schema = $1 ORDER BY 1, 2",
+            schema,
+        )
+    )
+
+
+@pytest.mark.asyncio
+async def test_columns_added_to_sitqs_tables_that_an_insert_may_leave_out_are_accepted(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    """As on SQLite (docs/how-to/postgres-backend.md): sitq names every column it reads and writes."""
+    from sitq_core.backend import reading_only
+
+    admin = await _sitq_schema_changed(
+        pg_dsn,
+        pg_schema,
+        [
+            "ALTER TABLE {s}.tasks ADD COLUMN app_note text",
+            "ALTER TABLE {s}.tasks ADD COLUMN app_owner text NOT NULL DEFAULT 'ops'",
+            "ALTER TABLE {s}.tasks ADD COLUMN app_n bigint GENERATED ALWAYS AS IDENTITY",
+            "ALTER TABLE {s}.tasks ADD COLUMN app_id_length int GENERATED ALWAYS AS (length(id)) STORED",
+            "CREATE DOMAIN {s}.app_tier AS text DEFAULT 'basic'",
+            "ALTER TABLE {s}.tasks ADD COLUMN app_tier {s}.app_tier NOT NULL",  # the domain's default fills it
+            "ALTER TABLE {s}.results ADD COLUMN app_reviewed boolean NOT NULL DEFAULT false",
+        ],
+    )
+    try:
+        backend = PostgresBackend(pg_dsn, schema=pg_schema)
+        async with TaskQueue(backend) as queue:
+            worker = Worker(backend, max_concurrency=4)
+            await worker.start()
+            try:
+                ids = [await queue.enqueue(tasks.add, 1, 2)]
+                ids += await queue.enqueue_many([(tasks.add, (i, i)) for i in range(20)])
+                for task_id in ids:
+                    assert await queue.get_result(task_id, timeout=10) is not None
+            finally:
+                await worker.stop()
+            assert (await queue.counts())["success"] == len(ids)
+        reader = PostgresBackend(pg_dsn, schema=pg_schema)
+        try:
+            with reading_only():
+                assert (await reader.counts())["success"] == len(ids)
+        finally:
+            await reader.close()
+        owners = await admin.fetch(f'SELECT DISTINCT app_owner, app_tier FROM "{pg_schema}".tasks')
+        assert [tuple(row) for row in owners] == [("ops", "basic")]
+    finally:
+        await admin.close()
+
+
+CHANGED_TABLES = {
+    "a required column": (
+        [
+            "ALTER TABLE {s}.tasks ADD COLUMN tenant text NOT NULL DEFAULT 'x'",
+            "ALTER TABLE {s}.tasks ALTER COLUMN tenant DROP DEFAULT",
+        ],
+        "table tasks has column(s) sitq does not know that every insert would have to fill: tenant "
+        "(NOT NULL without a DEFAULT",
+    ),
+    "a required column of results": (
+        ["ALTER TABLE {s}.results ADD COLUMN reviewer text NOT NULL"],
+        "table results has column(s) sitq does not know that every insert would have to fill: reviewer "
+        "(NOT NULL without a DEFAULT",
+    ),
+    "a default of NULL": (  # a domain keeps it as written (a plain column drops it)
+        [
+            "CREATE DOMAIN {s}.tenant_name AS text",
+            "ALTER TABLE {s}.tasks ADD COLUMN tenant {s}.tenant_name NOT NULL DEFAULT NULL",
+        ],
+        "table tasks has column(s) sitq does not know that every insert would have to fill: tenant "
+        "(NOT NULL without a DEFAULT",
+    ),
+    "a dropped column": (
+        ["ALTER TABLE {s}.tasks DROP COLUMN priority"],
+        "table tasks lacks column(s) sitq needs: priority",
+    ),
+    "a dropped column of the old check": (
+        ["ALTER TABLE {s}.tasks DROP COLUMN lease_token"],
+        "table tasks lacks column(s) sitq needs: lease_token",
+    ),
+    "a renamed column": (
+        ["ALTER TABLE {s}.results RENAME COLUMN traceback TO tb"],
+        "table results lacks column(s) sitq needs: traceback (it has column(s) sitq does not know: tb)",
+    ),
+}
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("reading", [False, True], ids=["writing", "reading-only"])
+@pytest.mark.parametrize("change", list(CHANGED_TABLES), ids=list(CHANGED_TABLES))
+async def test_a_sitq_table_changed_so_sitq_cannot_use_it_is_refused_naming_table_and_columns(
+    pg_dsn: str, pg_schema: str, change: str, reading: bool
+) -> None:
+    """A NOT NULL column without a default was accepted at connect, then every enqueue failed with
+    NotNullViolationError; a dropped column either passed (priority) or was 'not made by sitq' (lease_token).
+    Refused now at connect with SQLite's words, and nothing in the schema changed."""
+    from sitq_core.backend import reading_only
+
+    statements, said = CHANGED_TABLES[change]
+    admin = await _sitq_schema_changed(pg_dsn, pg_schema, statements)
+    try:
+        before = (await _columns(admin, pg_schema), await _meta_rows(admin, pg_schema))
+        backend = PostgresBackend(pg_dsn, schema=pg_schema)
+        try:
+            with pytest.raises(ConnectionError) as info:
+                if reading:
+                    with reading_only():
+                        await backend.counts()
+                else:
+                    await backend.enqueue(task())
+        finally:
+            await backend.close()
+        message = str(info.value)
+        assert f"PostgreSQL schema {pg_schema!r} holds sitq's tables, changed so that sitq cannot use them: " in message
+        assert said in message and "nothing in this one was changed" in message
+        assert "did not create" not in message and "not made by sitq" not in message
+        assert (await _columns(admin, pg_schema), await _meta_rows(admin, pg_schema)) == before
+    finally:
+        await admin.close()
+
+
+@pytest.mark.asyncio
+async def test_a_fresh_schema_has_exactly_the_columns_sitq_checks(pg_dsn: str, pg_schema: str) -> None:
+    """The column lists the connect check compares with are those the DDL makes, and every earlier schema
+    version keeps its own (a schema is checked against its version's columns before it is migrated)."""
+    from sitq_postgres import schema as pg_schema_module
+
+    admin = await _sitq_schema_changed(pg_dsn, pg_schema, [])
+    try:
+        made: dict[str, list[str]] = {}
+        for row in await _columns(admin, pg_schema):
+            made.setdefault(row[0], []).append(row[1])
+    finally:
+        await admin.close()
+    assert made == {table: sorted(columns) for table, columns in pg_schema_module.COLUMNS.items()}
+    assert set(pg_schema_module.EARLIER_COLUMNS) == set(range(1, pg_schema_module.SCHEMA_VERSION))
+
+
+@pytest.mark.asyncio
+async def test_a_schema_is_checked_against_the_columns_of_its_own_version(
+    pg_dsn: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Simulated: a version 2 adds app_v2_flag to tasks. A version-1 schema is not refused for lacking it (its
+    migration would add it), yet it is still checked against the columns of version 1."""
+    from sitq_postgres import schema as pg_schema_module
+
+    admin = await _sitq_schema_changed(pg_dsn, pg_schema, [])
+    current = dict(pg_schema_module.COLUMNS)
+    monkeypatch.setattr(pg_schema_module, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(pg_schema_module, "COLUMNS", {**current, "tasks": (*current["tasks"], "app_v2_flag")})
+    monkeypatch.setattr(pg_schema_module, "EARLIER_COLUMNS", {1: current})
+    try:
+        async with PostgresBackend(pg_dsn, schema=pg_schema) as backend:
+            assert (await backend.counts())["queued"] == 0
+        await admin.execute(f'ALTER TABLE "{pg_schema}".tasks DROP COLUMN lease_token')
+        backend = PostgresBackend(pg_dsn, schema=pg_schema)
+        try:
+            with pytest.raises(ConnectionError, match=r"table tasks lacks column\(s\) sitq needs: lease_token; put"):
+                await backend.counts()
+        finally:
+            await backend.close()
+    finally:
+        await admin.close()
+
+
 @pytest.mark.parametrize("schema", ["pg_jobs", "information_schema", "Jobs", "1jobs", "j" * 42, "", 5])
 def test_a_schema_name_postgresql_would_refuse_is_a_validation_error_when_the_backend_is_made(schema: Any) -> None:
     """pg_h3 used to pass, then fail at the first call as a ConnectionError ('unacceptable schema name')."""

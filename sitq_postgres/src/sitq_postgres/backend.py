@@ -39,9 +39,10 @@ from sitq_core.notify import record_mark, safety_pauses, take_mark
 from sitq_core.textoptions import text_options_converted
 from sitq_core.urls import BackendURL, split_url
 
+from . import schema as _schema
 from .coalesce import ResultReads
 from .keywords import NO_LIMIT, UNSUPPORTED, prepared_dsn
-from .schema import SCHEMA_VERSION, SITQ_TABLES, Statements, valid_schema
+from .schema import SCHEMA_VERSION, Statements, valid_schema
 
 __all__ = ["PostgresBackend"]
 
@@ -496,13 +497,15 @@ class PostgresBackend(Backend):
             async with conn.transaction():
                 # Several processes may start at once: one creates, the others wait and find it done.
                 await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", sql.lock_key)
-                foreign = await self._foreign_tables(conn)
+                foreign, changes, _present = await self._schema_problems(conn)
                 if foreign:
                     raise self._connection_error(
                         f"PostgreSQL schema {self.schema!r} already holds table(s) {', '.join(foreign)} that sitq "
                         "did not create; give sitq a schema of its own (the schema option, ?schema=... in a URL; "
                         "nothing in this one was changed)",
                     )
+                if changes:
+                    raise self._changed_tables(changes)
                 for statement in sql.ddl:
                     await conn.execute(statement)
                 found = await conn.fetchval(sql.version)
@@ -520,9 +523,8 @@ class PostgresBackend(Backend):
     async def _check_schema(self, conn: Connection) -> None:
         """Check, creating and changing nothing, that the schema holds sitq's tables (a read-only connect)."""
         try:
-            foreign = await self._foreign_tables(conn)
-            rows = await conn.fetch(self._sql.table_columns, self.schema, list(SITQ_TABLES))
-            missing = sorted(set(SITQ_TABLES) - {row[0] for row in rows})
+            foreign, changes, present = await self._schema_problems(conn)
+            missing = sorted(set(_schema.COLUMNS) - present)
             found = None if missing or foreign else await conn.fetchval(self._sql.version)
         except _DRIVER_ERRORS as exc:
             raise self._connection_error(
@@ -535,7 +537,18 @@ class PostgresBackend(Backend):
                 f"({', '.join(foreign or missing)} {'not made by sitq' if foreign else 'missing or not readable'}); "
                 "a read-only connect creates nothing",
             )
+        if changes:
+            raise self._changed_tables(changes)
         self._refuse_newer_version(found)
+
+    def _changed_tables(self, changes: list[str]) -> ConnectionError:
+        """The refusal of sitq's own tables, changed so that sitq cannot use them (in the SQLite backend's words)."""
+        return self._connection_error(
+            f"PostgreSQL schema {self.schema!r} holds sitq's tables, changed so that sitq cannot use them: "
+            f"{'; '.join(changes)}; put back what sitq needs (the schema is in docs/how-to/postgres-backend.md) or "
+            "restore a backup; columns of your own are fine where an insert may leave them out (nothing in this "
+            "one was changed)",
+        )
 
     def _refuse_newer_version(self, found: Any) -> None:
         """A ConnectionError when the schema was written by a newer sitq-postgres than this one."""
@@ -545,25 +558,30 @@ class PostgresBackend(Backend):
                 f"sitq-postgres understands ({SCHEMA_VERSION}); upgrade sitq-postgres",
             )
 
-    async def _foreign_tables(self, conn: Connection) -> list[str]:
-        """Tables of sitq's names in the schema that sitq did not make (an application's own), else [].
+    async def _schema_problems(self, conn: Connection) -> tuple[list[str], list[str], set[str]]:
+        """(tables of sitq's names that sitq did not make, what keeps sitq from using its own, the tables present).
 
         sitq writes its schema version into ``meta`` in the transaction that
-        creates the tables, so tables without that version (or without sitq's
-        columns) are someone else's, and writing into them would mix sitq's
-        rows into them.
+        creates the tables, so tables without that version are someone
+        else's, and writing into them would mix sitq's rows into them. Tables
+        with it are checked against the columns of that version
+        (``schema.column_problems``): one that lacks a column sitq needs, or
+        has one that every insert would have to fill, is refused at connect
+        instead of failing every enqueue or claim after it.
         """
-        rows = await conn.fetch(self._sql.table_columns, self.schema, list(SITQ_TABLES))
-        columns: dict[str, set[str]] = {}
-        for row in rows:
-            columns.setdefault(row[0], set()).add(row[1])
+        rows = await conn.fetch(self._sql.table_columns, self.schema, list(_schema.COLUMNS))
+        columns: dict[str, dict[str, bool]] = {}
+        for table, column, may_be_left_out, default in rows:
+            columns.setdefault(table, {})[column] = bool(may_be_left_out) or not _schema.is_null_default(default)
         if not columns:
-            return []
+            return [], [], set()
         version = None
-        if columns.get("meta", set()) >= SITQ_TABLES["meta"]:
+        if {"key", "value"} <= set(columns.get("meta", {})):
             version = await conn.fetchval(self._sql.version)
-        ours = isinstance(version, str) and version.isdigit()
-        return [name for name, need in SITQ_TABLES.items() if name in columns and not (ours and columns[name] >= need)]
+        if not (isinstance(version, str) and version.isdigit()):
+            return [name for name in _schema.COLUMNS if name in columns], [], set(columns)
+        foreign, changes = _schema.column_problems(int(version), columns)
+        return foreign, changes, set(columns)
 
     async def _call(self, operation: str, body: Callable[[Connection], Awaitable[T]], *, transaction: bool = True) -> T:
         """Run ``body`` on a pooled connection (inside one transaction), mapping driver errors."""

@@ -12,7 +12,16 @@ import re
 from sitq_core.errors import ValidationError
 from sitq_core.models import LEASE_EXPIRED_ERROR
 
-__all__ = ["SCHEMA_VERSION", "SITQ_TABLES", "TASK_COLUMNS", "Statements", "valid_schema"]
+__all__ = [
+    "COLUMNS",
+    "EARLIER_COLUMNS",
+    "SCHEMA_VERSION",
+    "TASK_COLUMNS",
+    "Statements",
+    "column_problems",
+    "is_null_default",
+    "valid_schema",
+]
 
 #: Stored in ``<schema>.meta``; bumped by every migration.
 SCHEMA_VERSION = 1
@@ -26,12 +35,108 @@ RESULT_COLUMNS = (
     "id, task_id, status, value, error, traceback, enqueued_at, started_at, finished_at, attempts, serializer"
 )
 
-#: Columns a table of sitq's name must have to be taken as sitq's own (not an application's).
-SITQ_TABLES: dict[str, frozenset[str]] = {
-    "meta": frozenset({"key", "value"}),
-    "tasks": frozenset({"seq", "id", "queue", "status", "due", "payload", "lease_token"}),
-    "results": frozenset({"task_id", "id", "status", "value", "serializer"}),
+#: The columns of sitq's tables at the current schema version, as ``Statements.ddl`` makes them (a test
+#: compares the two on a real server). Every statement names its columns, so columns users add are fine
+#: where an insert may leave them out (see ``column_problems``).
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "meta": ("key", "value"),
+    "tasks": (
+        "seq",
+        "id",
+        "queue",
+        "status",
+        "priority",
+        "due",
+        "eta",
+        "payload",
+        "serializer",
+        "function_name",
+        "max_retries",
+        "retry_backoff",
+        "timeout",
+        "max_lease_expiries",
+        "enqueued_at",
+        "attempts",
+        "lease_expiries",
+        "started_at",
+        "finished_at",
+        "worker_id",
+        "error",
+        "cancel_requested",
+        "lease_token",
+    ),
+    "results": (
+        "task_id",
+        "id",
+        "status",
+        "value",
+        "error",
+        "traceback",
+        "enqueued_at",
+        "started_at",
+        "finished_at",
+        "attempts",
+        "serializer",
+    ),
 }
+
+#: The columns of sitq's tables at each schema version before the current one, as they were: a schema is
+#: checked against the columns of its own version (in ``meta``) BEFORE a migration would run. A migration that
+#: changes the columns copies the current ``COLUMNS`` here under the version it leaves behind (a test refuses
+#: a SCHEMA_VERSION without them); otherwise every schema of that version would be refused as lacking the
+#: columns its migration was about to add.
+EARLIER_COLUMNS: dict[int, dict[str, tuple[str, ...]]] = {}
+
+#: A column default that gives NULL, as ``information_schema.columns`` shows it: PostgreSQL drops a plain
+#: ``DEFAULT NULL``, but keeps it on a domain-typed column as ``NULL::text`` or ``(NULL::text)::app.tier``.
+_NULL_DEFAULT = re.compile(
+    r"[\s(]*null[\s)]*(?:::\s*[\w\"][\w\s.\"]*(?:\(\s*\d+(?:\s*,\s*\d+)*\s*\))?(?:\[\])*[\s)]*)*", re.IGNORECASE
+)
+
+
+def is_null_default(default: str | None) -> bool:
+    """True when a column's default is none at all or NULL (``NOT NULL DEFAULT NULL`` must still be filled)."""
+    return default is None or _NULL_DEFAULT.fullmatch(default) is not None
+
+
+def column_problems(version: int, found: dict[str, dict[str, bool]]) -> tuple[list[str], list[str]]:
+    """(sitq's table names held by tables sitq did not make, what keeps sitq from using its own tables).
+
+    ``found`` maps each of sitq's tables present to its columns, each with
+    whether an insert may leave it out (nullable, a default other than NULL,
+    an identity or a generated column); ``version`` is the schema version its
+    ``meta`` holds. The tables are compared with the columns of that version;
+    a table holding fewer than half of them is not sitq's at all. The wording
+    is the SQLite backend's. A missing table is no problem here: the DDL makes
+    it again (a read-only connect says it is missing).
+    """
+    if version > SCHEMA_VERSION:  # refused as newer than this sitq-postgres, not as changed
+        return [], []
+    own = EARLIER_COLUMNS[version] if 0 < version < SCHEMA_VERSION else COLUMNS
+    foreign: list[str] = []
+    changes: list[str] = []
+    for table, need in own.items():
+        columns = found.get(table)
+        if columns is None:
+            continue
+        missing = [name for name in need if name not in columns]
+        if len(missing) * 2 > len(need):
+            foreign.append(table)
+            continue
+        unknown = [name for name in columns if name not in need]
+        required = [name for name in unknown if not columns[name]]
+        if missing:
+            others = f" (it has column(s) sitq does not know: {', '.join(unknown)})" if unknown else ""
+            changes.append(f"table {table} lacks column(s) sitq needs: {', '.join(missing)}{others}")
+        if required:
+            changes.append(
+                f"table {table} has column(s) sitq does not know that every insert would have to fill: "
+                f"{', '.join(required)} (NOT NULL without a DEFAULT; sitq inserts only its own columns)"
+            )
+    if foreign:  # not sitq's tables: what a missing one would add says nothing
+        return sorted(foreign), []
+    return [], changes
+
 
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,40}")
 ACTIVE = "status IN ('queued', 'running')"
@@ -116,9 +221,14 @@ class Statements:
             """,
         )
         self.version = f"SELECT value FROM {s}.meta WHERE key = 'schema_version'"
+        # each column of sitq's tables, and whether an insert may leave it out (a domain's default counts)
         self.table_columns = (
-            "SELECT table_name, column_name FROM information_schema.columns "
-            "WHERE table_schema = $1 AND table_name = ANY($2::text[])"
+            "SELECT c.table_name, c.column_name, c.is_nullable = 'YES' OR c.is_identity = 'YES' "
+            "OR c.is_generated = 'ALWAYS', coalesce(c.column_default, d.domain_default) "
+            "FROM information_schema.columns AS c LEFT JOIN information_schema.domains AS d "
+            "ON d.domain_catalog = c.domain_catalog AND d.domain_schema = c.domain_schema "
+            "AND d.domain_name = c.domain_name "
+            "WHERE c.table_schema = $1 AND c.table_name = ANY($2::text[]) ORDER BY c.table_name, c.ordinal_position"
         )
         self.set_version = (
             f"INSERT INTO {s}.meta (key, value) VALUES ('schema_version', $1) "
