@@ -7,6 +7,7 @@ which nobody could ever see again (the WAL was even checkpointed into it at clos
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import shutil
@@ -14,14 +15,16 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import sitq_sqlite.backend as sqlite_backend
-from sitq import SyncTaskQueue, TaskQueue
-from sitq_core.errors import ConnectionError, SitqError
+from sitq import StoreGoneError, SyncTaskQueue, TaskQueue
+from sitq_core.errors import ConnectionError, SitqError, WorkerError
 from sitq_core.models import Task, new_id
 from sitq_sqlite import SQLiteBackend
 
@@ -149,6 +152,64 @@ async def test_the_file_check_is_throttled_on_the_hot_path(tmp_path: Path, monke
         elapsed = time.monotonic() - began
     assert calls - at_connect <= elapsed / sqlite_backend._FILE_CHECK_INTERVAL + 1
     assert calls - at_connect < 20, "not one stat per enqueue"
+
+
+def _stat_failing(monkeypatch: pytest.MonkeyPatch, path: Path, error: int) -> Callable[[], None]:
+    """os.stat of ``path`` raises ``error`` (as on NFS: ESTALE, EIO; or EACCES once a folder's mode changed);
+    returns what puts the real os.stat back."""
+    real = os.stat
+
+    def failing(target: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        if os.fspath(target) == str(path):
+            raise OSError(error, os.strerror(error), str(target))  # EACCES: a PermissionError
+        return real(target, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", failing)
+    return lambda: monkeypatch.setattr(os, "stat", real)
+
+
+@pytest.mark.asyncio
+@pytest.mark.usefixtures("check_every_write")
+@pytest.mark.parametrize("error", [errno.EACCES, errno.ESTALE, errno.EIO], ids=errno.errorcode.get)
+async def test_a_file_that_cannot_be_looked_at_for_a_while_is_not_taken_for_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, error: int
+) -> None:
+    """Any failing stat counted as "deleted or replaced": writes were refused until the next connect, and a
+    worker stopped (exit 2). Only a file that is not there, or another file at the path, is gone; another
+    error says nothing either way: writes go on, the file is looked at again later, and the first failure
+    is logged as a warning."""
+    from sitq import Worker
+
+    path = tmp_path / "q.db"
+    backend = SQLiteBackend(path)
+    async with TaskQueue(backend) as queue:
+        worker = Worker(backend, poll_interval=0.05, max_concurrency=2)
+        running = asyncio.ensure_future(worker.run(handle_signals=False))
+        try:
+            assert await queue.get_result(await queue.enqueue(tasks.add, 1, 2), timeout=10) is not None
+            restore = _stat_failing(monkeypatch, path, error)
+            with caplog.at_level(logging.DEBUG, logger="sitq"):
+                ids = [await queue.enqueue(tasks.add, i, 1) for i in range(3)]
+                ids += await queue.enqueue_many([(tasks.add, (i, i)) for i in range(3)])
+                ids += await queue.enqueue_many([(tasks.add, (i, 2)) for i in range(500)])  # streamed
+                for task_id in ids:
+                    assert await queue.get_result(task_id, timeout=10) is not None
+            assert not running.done(), "the worker goes on"
+            messages = [r.getMessage() for r in caplog.records]
+            assert not [m for m in messages if "deleted or replaced" in m]
+            warned = [r for r in caplog.records if r.levelno == logging.WARNING and "cannot tell whether" in r.msg]
+            assert len(warned) == 1 and str(path) in warned[0].getMessage(), messages
+            restore()
+            # once the file can be looked at again, a deleted file is still found out
+            os.remove(path)
+            with pytest.raises(StoreGoneError, match="deleted or replaced"):
+                await queue.enqueue(tasks.add, 9, 9)
+            with pytest.raises(WorkerError, match="deleted or replaced"):
+                await asyncio.wait_for(running, timeout=60)  # a bound, not a timing
+        finally:
+            if not running.done():
+                await worker.stop()
+                await asyncio.gather(running, return_exceptions=True)
 
 
 # ------------------------------------------------------------------ a worker stops on it

@@ -75,7 +75,7 @@ from .schema import (
     missing_indexes,
     to_us,
 )
-from .watcher import WORK_KEY, Wakeups, Watcher, _file_identity
+from .watcher import WORK_KEY, Wakeups, Watcher, _file_identity, _known_identity
 
 if TYPE_CHECKING:
     from sitq_core.urls import BackendURL
@@ -261,6 +261,7 @@ class SQLiteBackend(Backend):
         self._snapshot: tuple[int, ...] | None = None
         self._opened: tuple[int, int] | None = None  # (device, inode) of the file connected to (_check_file)
         self._file_checked = 0.0  # monotonic time of the last _check_file stat
+        self._identity_warned = False  # a _check_file stat failed (EACCES, ESTALE, ...): warned once per connect
         self._file_gone = False  # the file was deleted or replaced since connect: writes are refused
         self._inline_streak = 0.0
         self._db: DbThread | None = None
@@ -473,7 +474,8 @@ class SQLiteBackend(Backend):
                 raise self._open_failed(exc, reading=reading) from exc
             raise
         if not self.is_memory:
-            self._opened, self._file_checked = _file_identity(self.path), time.monotonic()
+            self._opened, self._file_checked = _known_identity(self.path), time.monotonic()
+            self._identity_warned = False
         log.debug("connected to %s (schema version %s)", self.path, found)
         return db
 
@@ -530,14 +532,27 @@ class SQLiteBackend(Backend):
         which is gone once this process closes it: an enqueue would return the
         id of a task nobody can ever see. Compared at most every
         ``_FILE_CHECK_INTERVAL`` (the hot path pays one clock read); logged
-        once, refused until the backend connects again.
+        once, refused until the backend connects again. Only a file that is
+        not there or another file at the path is gone: a ``stat`` failing for
+        another reason (EACCES, ESTALE or EIO on NFS) tells nothing, so writes
+        go on and the file is looked at again (a warning the first time).
         """
         if not self._file_gone:
             now = time.monotonic()
             if now - self._file_checked < _FILE_CHECK_INTERVAL or self._opened is None:
                 return
             self._file_checked = now
-            if _file_identity(self.path) == self._opened:
+            try:
+                if _file_identity(self.path) == self._opened:
+                    return
+            except OSError as exc:  # unknown, not gone (EACCES, ESTALE, EIO): looked at again at a later write
+                (log.debug if self._identity_warned else log.warning)(
+                    "cannot tell whether %s is still the file this process opened (%s); writes go on, and it is "
+                    "looked at again",
+                    self.path,
+                    exc,
+                )
+                self._identity_warned = True
                 return
             self._file_gone = True
             log.error(

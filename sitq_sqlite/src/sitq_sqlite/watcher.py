@@ -189,7 +189,7 @@ class Watcher:
         try:
             with gate.inside():
                 self.conn = self._connect()
-            self._identity = _file_identity(self._path)
+            self._identity = _known_identity(self._path)
         except sqlite3.Error:
             # said once per file: a new watcher tries again at the next wait, which must not flood the log
             if self._path in _reported_open_failures:
@@ -213,7 +213,13 @@ class Watcher:
 
     def _check_file(self) -> None:
         """Log (once) that the database file was deleted or replaced under this process: it would go on unseen."""
-        if self._identity is None or self._path in _reported_gone or _file_identity(self._path) == self._identity:
+        if self._identity is None or self._path in _reported_gone:
+            return
+        try:
+            if _file_identity(self._path) == self._identity:
+                return
+        except OSError as exc:  # not known either way (a failing NFS stat): looked at again at the next change
+            log.debug("the change watcher cannot tell whether %s is still the file opened: %s", self._path, exc)
             return
         _reported_gone.add(self._path)
         log.error(
@@ -294,9 +300,23 @@ class Watcher:
 
 
 def _file_identity(path: str) -> tuple[int, int] | None:
-    """The file's (device, inode), or None when it is not there."""
+    """The file's (device, inode), or None when it is not there (ENOENT, or a folder on the path is not one).
+
+    Any other error of ``stat`` (EACCES, ESTALE or EIO on a network file
+    system) is raised: it says nothing about whether the file is the one
+    opened, so a caller must not take it for a deleted file.
+    """
     try:
         found = os.stat(path)
-    except OSError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     return found.st_dev, found.st_ino
+
+
+def _known_identity(path: str) -> tuple[int, int] | None:
+    """``_file_identity``, or None (no later comparison) when ``stat`` fails for another reason than a gone file."""
+    try:
+        return _file_identity(path)
+    except OSError as exc:
+        log.debug("cannot stat %s (%s): whether it is deleted or replaced later will not be known", path, exc)
+        return None
