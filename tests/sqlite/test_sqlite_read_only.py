@@ -10,6 +10,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import textwrap
 from contextlib import closing
 from pathlib import Path
@@ -320,3 +321,92 @@ def _quoted(text: str) -> str:
     import shlex
 
     return shlex.quote(text)
+
+
+# ------------------------------------------------------------------ the pre-check never overrules what SQLite may do
+
+_ENQUEUE_AS_ANOTHER_REAL_USER = textwrap.dedent(
+    """
+    import asyncio, os, sys
+    import sitq_test_tasks as tasks
+    from sitq import TaskQueue
+    os.setresuid(65534, 0, 0)  # as in a setuid-root program run by nobody: real uid 65534, effective uid 0
+    # the real user may read the file but not write it
+    assert os.access(sys.argv[1], os.R_OK) and not os.access(sys.argv[1], os.W_OK)
+    async def main():
+        async with TaskQueue("sqlite:///" + sys.argv[1]) as queue:
+            await queue.enqueue(tasks.add, 1, 2)
+            print(sum((await queue.counts()).values()))
+    asyncio.run(main())
+    """
+)
+
+
+@pytest.mark.slow
+def test_a_process_whose_effective_user_may_write_the_file_is_not_refused() -> None:
+    """The pre-check asked os.access, which answers for the REAL user: a setuid process whose effective
+    user may write the file (and SQLite would have written it) was refused as 'can be read but not written'."""
+    if os.geteuid() != 0:
+        pytest.skip("a process with another real than effective user needs root to make")
+    folder = Path(tempfile.mkdtemp(prefix="sitq-setuid-"))  # under /tmp: the real user may look into it
+    try:
+        folder.chmod(0o755)
+        path = folder / "q.db"
+        env = dict(os.environ, PYTHONPATH=str(TESTS))
+        made = subprocess.run([sys.executable, "-c", _ENQUEUE_FIVE, str(path)], env=env, timeout=60)
+        assert made.returncode == 0 and path.stat().st_mode & 0o777 == 0o644
+        done = subprocess.run(
+            [sys.executable, "-c", _ENQUEUE_AS_ANOTHER_REAL_USER, str(path)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout.split() == ["6"]
+    finally:
+        shutil.rmtree(folder)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("open_elsewhere", [True, False], ids=["wal-and-shm-there", "nothing-beside-it"])
+async def test_modes_that_say_read_only_refuse_a_writer_only_where_sqlite_would_leave_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, open_elsewhere: bool
+) -> None:
+    """A file system whose modes say read-only while it lets this process write (faked: os.access says no
+    for the file). The pre-check exists only so that a refused writer does not leave -wal/-shm files of its
+    own beside the file: where both are there already (another process has it open), SQLite decides."""
+    from sitq import TaskQueue
+    from sitq_core.errors import ConnectionError
+    from sitq_sqlite import SQLiteBackend
+
+    path = tmp_path / "q.db"
+    async with TaskQueue(SQLiteBackend(path)) as queue:
+        await queue.enqueue(print, 1)
+    real_access = os.access
+
+    def modes_say_read_only(target: object, mode: int, **kwargs: object) -> bool:
+        if os.fspath(target) == str(path) and mode & os.W_OK:  # type: ignore[call-overload]
+            return False
+        return real_access(target, mode, **kwargs)  # type: ignore[arg-type]
+
+    other = sqlite3.connect(path)
+    try:
+        if open_elsewhere:
+            other.execute("SELECT count(*) FROM tasks").fetchone()  # the -wal and -shm files are there
+        else:
+            other.close()
+        before = sorted(os.listdir(tmp_path))
+        monkeypatch.setattr(os, "access", modes_say_read_only)
+        backend = SQLiteBackend(path)
+        if open_elsewhere:
+            async with TaskQueue(backend) as queue:
+                await queue.enqueue(print, 2)
+                assert (await queue.counts())["queued"] == 2
+        else:  # SQLite would open it read-only and leave -wal and -shm files: refused before it opens it
+            with pytest.raises(ConnectionError, match="can be read but not written by this process"):
+                await backend.connect()
+            await backend.close()
+            assert sorted(os.listdir(tmp_path)) == before == ["q.db"]
+    finally:
+        other.close()

@@ -522,7 +522,7 @@ def test_a_file_that_cannot_be_opened_on_a_read_only_mount_says_so(
     path = tmp_path / "ro.db"
     path.write_bytes(b"")
     assert sqlite_backend._read_only_hint(str(path)) == ""
-    monkeypatch.setattr(os, "access", lambda p, mode: mode != os.W_OK)  # the file and its folder read-only
+    monkeypatch.setattr(os, "access", lambda p, mode, **_: mode != os.W_OK)  # the file and its folder read-only
     hint = sqlite_backend._read_only_hint(str(path))
     assert "the file is read-only for this process (mode 06" in hint
     assert f"its folder {tmp_path} is read-only for this process" in hint

@@ -3,8 +3,10 @@
 SQLite only says "attempt to write a readonly database" or "unable to open
 database file". The causes are told apart here from what the operating
 system shows: a read-only mount (``statvfs``), then the modes and owners of
-the file, its folder and its -wal/-shm files (``os.access``). Root passes the
-mode checks, so for it (or under a security module) no cause may show.
+the file, its folder and its -wal/-shm files (``os.access``, asked for the
+effective user and groups, as SQLite's own open is checked, where the
+system can). Root passes the mode checks, so for it (or under a security
+module) no cause may show.
 Nothing here opens the file: closing any descriptor of it would drop the
 POSIX locks this process's SQLite connections hold on it.
 """
@@ -14,7 +16,22 @@ from __future__ import annotations
 import os
 import stat
 
-__all__ = ["write_blockers"]
+__all__ = ["may", "write_blockers"]
+
+#: Whether os.access can answer for the effective user and groups (a setuid program's), not the real ones.
+_EFFECTIVE_IDS = os.access in os.supports_effective_ids
+
+
+def may(path: str, mode: int) -> bool:
+    """``os.access`` for this process's effective user and groups where the system can ask that.
+
+    The real ones (os.access's default) are the wrong question: SQLite opens
+    the file as the effective user, so a setuid program was told it could not
+    write a file it could.
+    """
+    if _EFFECTIVE_IDS:
+        return os.access(path, mode, effective_ids=True)
+    return os.access(path, mode)
 
 
 def write_blockers(path: str) -> list[str]:
@@ -31,11 +48,11 @@ def write_blockers(path: str) -> list[str]:
     if mount is not None:
         return [f"its file system ({mount}) is mounted read-only"]
     causes: list[str] = []
-    if os.path.isfile(real) and not os.access(real, os.W_OK):
+    if os.path.isfile(real) and not may(real, os.W_OK):
         causes.append(_file_not_writable(real))
-    if os.path.isdir(folder) and not os.access(folder, os.W_OK):
+    if os.path.isdir(folder) and not may(folder, os.W_OK):
         causes.append(f"its folder {folder} is read-only for this process")
-    companions = [s for s in ("-wal", "-shm") if os.path.exists(real + s) and not os.access(real + s, os.W_OK)]
+    companions = [s for s in ("-wal", "-shm") if os.path.exists(real + s) and not may(real + s, os.W_OK)]
     if len(companions) == 1:
         causes.append(f"its {companions[0]} file is read-only for this process")
     elif companions:

@@ -56,7 +56,7 @@ from sitq_core.models import (
 from sitq_core.notify import record_mark, safety_pauses, take_mark
 from sitq_core.textoptions import text_options_converted
 
-from .access import write_blockers
+from .access import may, write_blockers
 from .dbthread import ConnectionClosedForFork, DbThread, DbThreadStopped
 from .feed import InsertFeed
 from .groupcommit import GroupCommit, others_ready
@@ -484,14 +484,20 @@ class SQLiteBackend(Backend):
 
         SQLite would open it read-only and create -wal and -shm files (of the
         file's read-only mode) beside it, which a process that cannot write the
-        file cannot remove at close: a refused worker left them behind. Where
-        the modes do not show it, the write probe at connect still finds it.
-        Only modes are asked, the file is never opened here: closing any
-        descriptor of a file drops every POSIX lock this process holds on it,
-        those of its other SQLite connections too.
+        file cannot remove at close: a refused worker left them behind. So
+        this refuses only where SQLite would create one of them (not both are
+        there already); elsewhere SQLite itself decides, and the write probe at
+        connect refuses what it cannot write, with the same explanation. The
+        modes are asked for the effective user (a setuid program may write
+        what its real user may not). Only modes are asked, the file is never
+        opened here: closing any descriptor of a file drops every POSIX lock
+        this process holds on it, those of its other SQLite connections too.
         """
-        if os.access(self.path, os.W_OK) or not _may_read(self.path):
+        if may(self.path, os.W_OK) or not _may_read(self.path):
             return None
+        real = os.path.realpath(self.path)  # SQLite keeps the -wal and -shm beside the file a symlink points to
+        if os.path.lexists(real + "-wal") and os.path.lexists(real + "-shm"):
+            return None  # SQLite creates nothing: let it try (the modes may say less than the file system allows)
         return self._cannot_write(None, write_blockers(self.path))
 
     def _open_failed(self, exc: sqlite3.Error, *, reading: bool) -> ConnectionError:
@@ -1619,7 +1625,7 @@ def _idle_snapshot(path: str) -> tuple[int, ...] | None:
     """
     try:
         real = os.path.realpath(path)  # SQLite keeps the -wal beside the file a symlink points to
-        if os.access(real, os.W_OK) or os.path.lexists(real + "-wal"):
+        if may(real, os.W_OK) or os.path.lexists(real + "-wal"):
             return None
         with open(real, "rb") as file:
             header = file.read(20)
@@ -1862,7 +1868,7 @@ def _read_only_hint(path: str) -> str:
         if causes:
             return f" ({'; '.join(causes)}: sitq writes to the file and keeps its -wal and -shm files beside it)"
         return ""
-    if os.path.isdir(folder) and not os.access(folder, os.W_OK):
+    if os.path.isdir(folder) and not may(folder, os.W_OK):
         where = write_blockers(path)  # a read-only mount, or the folder
         return f" ({'; '.join(where) or f'the folder {folder} is read-only here'}: sitq cannot create the file)"
     return ""
@@ -1872,13 +1878,13 @@ def _reader_hint(path: str, exc: BaseException) -> str:
     """For a reader (sitq stats) SQLite refused: what keeps it from reading (never that sitq writes the file)."""
     if os.path.isdir(path):
         return _FOLDER_HINT
-    if os.path.isfile(path) and not os.access(path, os.R_OK):
+    if os.path.isfile(path) and not may(path, os.R_OK):
         return " (this process may not read the file)"
     causes = write_blockers(path) if os.path.isfile(path) else []
     real = os.path.realpath(path)
     # SQLite refused a read for want of a file it could not create: a WAL database's -shm (not the file's own
     # header read here, to tell: closing a descriptor of the file drops this process's locks on it)
-    no_shm = not os.path.exists(real + "-shm") and not os.access(os.path.dirname(real), os.W_OK)
+    no_shm = not os.path.exists(real + "-shm") and not may(os.path.dirname(real), os.W_OK)
     if no_shm and (_is_read_only_wal_hint(exc) or _is_read_only(exc)):
         why = "; ".join(causes) or "this process cannot create files beside it"
         return (
@@ -1891,7 +1897,7 @@ def _reader_hint(path: str, exc: BaseException) -> str:
 
 
 def _may_read(path: str) -> bool:
-    return os.path.isfile(path) and os.access(path, os.R_OK)
+    return os.path.isfile(path) and may(path, os.R_OK)
 
 
 def _disk_full_hint(path: str, exc: BaseException) -> str:
