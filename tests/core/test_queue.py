@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import threading
 from collections.abc import AsyncIterator
@@ -782,3 +783,100 @@ async def test_keywords_named_like_options_reach_functions_that_take_them(queue:
     assert task is not None and task.priority == 0  # the function's argument, not the task option
     _func, _args, kwargs = queue.serializer.loads_call(task.payload)
     assert kwargs == {"timeout": 1.5, "priority": 2}
+
+
+def consumes_a_timeout(func: Any) -> Any:
+    """A decorator whose wrapper takes ``timeout=`` itself (a deadline it enforces) and passes the rest on."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
+        return func(*args, **kwargs)
+
+    return wrapper
+
+
+def passes_everything_on(func: Any) -> Any:
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return func(*args, **kwargs)
+
+    return wrapper
+
+
+def positional_only(func: Any) -> Any:
+    @functools.wraps(func)
+    def wrapper(*args: Any) -> Any:
+        return func(*args)
+
+    return wrapper
+
+
+@consumes_a_timeout
+def fetch(url: str) -> str:
+    return url
+
+
+@passes_everything_on
+def fetch_anything(url: str) -> str:
+    return url
+
+
+@positional_only
+def fetch_positionally(url: str, timeout: float = 1.0) -> str:
+    return url
+
+
+@functools.lru_cache
+def cached_square(x: int) -> int:
+    return x * x
+
+
+class Prioritised:
+    def __call__(self, *, priority: int = 0) -> int:
+        return priority
+
+
+class Plain:
+    def __call__(self, x: int) -> int:
+        return x
+
+
+class TakesATimeout:
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+
+
+@pytest.mark.asyncio
+async def test_the_callable_enqueued_decides_which_option_keywords_it_takes_not_the_function_it_wraps(
+    queue: TaskQueue,
+) -> None:
+    """A functools.wraps wrapper that takes timeout= itself, around a function that does not, was refused
+    ("fetch takes no argument 'timeout'"): the check read the wrapped function's signature, though calling the
+    wrapper works. What enqueue stores is a call of the callable given, so its own parameters decide."""
+    taken = [
+        ("a wrapper taking the keyword", fetch, ("u",), {"timeout": 3}),
+        ("a wrapper with **kwargs", fetch_anything, ("u",), {"timeout": 3}),
+        ("a callable instance", Prioritised(), (), {"priority": 2}),
+        ("a bound method", Prioritised().__call__, (), {"priority": 1}),
+        ("a partial", functools.partial(takes_anything, a=1), (), {"delay": 1}),
+        ("a class", TakesATimeout, (), {"timeout": 2}),
+    ]
+    for what, func, args, kwargs in taken:
+        task_id = await queue.enqueue(func, *args, **kwargs)
+        task = await queue.get_task(task_id)
+        assert task is not None, what
+        assert queue.serializer.loads_call(task.payload)[2] == kwargs, what
+    assert fetch("u", timeout=3) == "u"  # as the worker will call it
+    refused = [
+        ("a wrapper without the keyword", fetch_positionally, ("u",), {"timeout": 3}),
+        ("a callable instance", Plain(), (1,), {"priority": 2}),
+        ("a bound method", Plain().__call__, (1,), {"priority": 2}),
+        ("a partial", functools.partial(tasks.add, 1), (), {"delay": 1}),
+        ("a class", TakesATimeout, (1,), {"priority": 2}),
+        ("an lru_cache wrapper (no signature of its own)", cached_square, (2,), {"delay": 1}),
+    ]
+    for what, func, args, kwargs in refused:
+        with pytest.raises(ValidationError) as info:
+            await queue.enqueue(func, *args, **kwargs)
+        assert info.value.parameter == next(iter(kwargs)), what
+    assert (await queue.counts())["queued"] == len(taken)

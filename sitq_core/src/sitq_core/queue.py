@@ -47,14 +47,29 @@ _untakeable: weakref.WeakKeyDictionary[Any, frozenset[str]] = weakref.WeakKeyDic
 
 
 def _option_keywords_refused_by(func: Any) -> frozenset[str]:
-    """The option names ``func`` has no parameter for (and no ``**kwargs``); read once per function."""
+    """The option names ``func`` itself has no parameter for (and no ``**kwargs``); read once per function.
+
+    The callable enqueued is what the worker calls, so its own signature
+    decides, not that of a function it wraps (``functools.wraps`` sets
+    ``__wrapped__``, which ``inspect.signature`` follows by default): a
+    decorator's wrapper may take such a keyword itself (a deadline it
+    enforces). A sitq task is read through to its function, which gets every
+    argument, and so is a wrapper with no signature of its own
+    (``functools.lru_cache``).
+    """
+    if is_task_function(func):
+        func = func.__wrapped__
     key = func.__func__ if inspect.ismethod(func) else func  # every binding of a method takes the same keywords
     try:
         return _untakeable[key]
     except (KeyError, TypeError):  # not read yet, or not weakly referenceable (read every time)
         pass
     try:
-        parameters = inspect.signature(func).parameters.values()
+        try:
+            signature = inspect.signature(func, follow_wrapped=False)
+        except ValueError:  # no signature of its own (a C wrapper such as lru_cache's): the function it wraps
+            signature = inspect.signature(func)
+        parameters = signature.parameters.values()
     except Exception:  # no signature to read (some builtins): not checked
         refused: frozenset[str] = frozenset()
     else:
