@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -89,3 +92,26 @@ async def test_an_idle_or_stopped_worker_keeps_no_watch_thread_of_its_own(tmp_pa
             wait_until_sync(lambda: not set(watch_threads()) - before)
         assert (await queue.get_task(task_id)) is not None
         assert (await queue.get_task(task_id)).status == TaskStatus.SUCCESS  # type: ignore[union-attr]
+
+
+def test_the_watch_ends_with_a_loop_closed_while_its_worker_ran(tmp_path: Path) -> None:
+    """loop.run_until_complete(worker.start()); loop.close(): never stopped, an idle worker never pinged its loop,
+    so its watch thread never learnt the loop was gone and woke forever. In a child process: the worker's
+    coroutines, destroyed pending with the loop, complain when collected, which is not what is tested here."""
+    script = f"""
+import asyncio, threading
+from sitq import SQLiteBackend, Worker
+from sitq_test_helpers import wait_until_sync
+
+worker = Worker(SQLiteBackend({str(tmp_path / "closed.db")!r}), lease_timeout=0.6)
+name = "sitq-loopwatch-" + worker.worker_id
+loop = asyncio.new_event_loop()
+loop.run_until_complete(worker.start())
+assert any(t.name == name for t in threading.enumerate()), "no watch"
+loop.close()
+wait_until_sync(lambda: not any(t.name == name for t in threading.enumerate()))
+print("watch ended")
+"""
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))  # sitq_test_helpers
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert "watch ended" in done.stdout, done.stderr[-3000:]

@@ -9,7 +9,8 @@ busy (holds tasks) it asks the loop to answer a ping (``call_soon_threadsafe``).
 A ping left unanswered for ``late_after`` seconds is reported once, from the
 thread, while the loop is still blocked; the answer that finally comes is
 reported too. An idle owner is not pinged, so an idle worker costs one wake-up
-per ``period`` and nothing on its loop.
+per ``period`` and nothing on its loop; each wake-up also checks that the loop
+is not closed (one closed without stopping its owner is never pinged again).
 """
 
 from __future__ import annotations
@@ -97,6 +98,8 @@ class LoopWatch:
 
     def _check(self) -> bool:
         """One wake-up: send a ping, or report the one still unanswered. False: the watch should end."""
+        if self._loop.is_closed():  # closed without stopping the owner (an idle one would never ping to learn it)
+            return False
         now = time.monotonic()
         with self._lock:
             sent = self._sent
