@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -45,24 +46,39 @@ def watch_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("sitq-loopwatch")]
 
 
+LEASE = 2.0  # long enough that a loaded machine's stalls stay short of half of it; the blocks here last until warned
+
+
+def not_responded(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "has not responded" in r.getMessage()]
+
+
+def stalled_for(warning: str) -> float:
+    found = re.search(r"has not responded for ([0-9.]+) s", warning)
+    assert found is not None, warning
+    return float(found.group(1))
+
+
 @pytest.mark.asyncio
 @pytest.mark.usefixtures("warned_handler")
 async def test_an_async_task_blocking_the_loop_is_named_in_a_warning_while_it_blocks(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A time.sleep in an async task stopped the renewals of every lease the worker held, silently: another
-    worker then ran the innocent sync task beside it a second time, and the blocking task's outcome was refused."""
+    worker then ran the innocent sync task beside it a second time, and the blocking task's outcome was refused.
+    The warning comes once the loop has stood still for half the lease: a renewal is overdue by then, and a
+    lease may run out soon after (a stall of a third of it, one renewal period, put no lease at risk)."""
     caplog.set_level(logging.WARNING, logger="sitq.worker")
     tasks.GATE.clear()
     tasks.GATE_REACHED.clear()
     async with TaskQueue(SQLiteBackend(tmp_path / "block.db")) as queue:
-        worker = Worker(queue.backend, max_concurrency=2, lease_timeout=0.6)
+        worker = Worker(queue.backend, max_concurrency=2, lease_timeout=LEASE)
         await worker.start()
         try:
             innocent = await queue.enqueue(tasks.wait_for_gate, 30)  # a sync task, safe in its thread
             await asyncio.to_thread(tasks.GATE_REACHED.wait, 10)
-            blocker = await queue.enqueue(tasks.blocks_the_loop, 10)
-            result = await queue.get_result(blocker, timeout=30)
+            blocker = await queue.enqueue(tasks.blocks_the_loop, 30)
+            result = await queue.get_result(blocker, timeout=60)
             assert result is not None and queue.deserialize_result(result) == "warned", "no warning while blocked"
             tasks.GATE.set()
             assert (await queue.get_result(innocent, timeout=30)) is not None
@@ -70,11 +86,72 @@ async def test_an_async_task_blocking_the_loop_is_named_in_a_warning_while_it_bl
         finally:
             tasks.GATE.set()
             await worker.stop()
-    [warning] = [r.getMessage() for r in caplog.records if "has not responded" in r.getMessage()]
+    # a loaded machine may stall the loop past half the lease again; the block is the one naming the blocker
+    warning = next(w for w in not_responded(caplog) if str(blocker) in w)
     assert f"async task {blocker} (sitq_test_tasks:blocks_the_loop) is blocking it" in warning
+    assert stalled_for(warning) >= LEASE / 2 - 0.05  # printed to 0.1 s
     assert "lease" in warning and "asyncio.to_thread" in warning and "run_in_executor" in warning
     assert innocent not in warning  # a sync task in its thread does not block the loop
+    assert "blocks_the_loop at sitq_test_tasks.py" in warning  # where it blocks: the task's code ...
+    assert "worker.py" not in warning and "events.py" not in warning  # ... not sitq's or asyncio's frames
     wait_until_sync(lambda: not watch_threads())  # the watch ends with the worker
+
+
+@pytest.mark.asyncio
+@pytest.mark.usefixtures("warned_handler")
+async def test_a_loop_stalled_outside_any_code_but_sitqs_and_pythons_is_said_to_get_no_cpu_time(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """CPU-bound sync tasks (32 threads, lease_timeout=0.6) starved the loop of the GIL while it ran sitq's own
+    code: the warnings said "other code on the loop is blocking it", showed sitq's frames (waiting for the GIL)
+    as the culprit, and told to move async code into threads, though no async task ran. Stalled where nothing
+    but sitq, asyncio and the standard library shows (here a callback that waits, as a loop waiting for the
+    GIL does), the loop most likely gets no CPU time, and the warning says so."""
+    caplog.set_level(logging.WARNING, logger="sitq.worker")
+    tasks.GATE.clear()
+    tasks.GATE_REACHED.clear()
+    async with TaskQueue(SQLiteBackend(tmp_path / "starved.db")) as queue:
+        worker = Worker(queue.backend, max_concurrency=2, lease_timeout=LEASE)
+        await worker.start()
+        try:
+            await queue.enqueue(tasks.wait_for_gate, 30)  # held: its lease needs the loop
+            await asyncio.to_thread(tasks.GATE_REACHED.wait, 10)
+            asyncio.get_running_loop().call_soon(tasks.LOOP_BLOCK_WARNED.wait, 30)
+            await wait_until(lambda: asyncio.sleep(0, "responded again" in caplog.text), timeout=60)
+        finally:
+            tasks.GATE.set()
+            await worker.stop()
+    warning = not_responded(caplog)[0]
+    assert "other code on the loop is blocking it" not in warning
+    assert "no CPU time" in warning and "GIL" in warning and "max_concurrency" in warning
+    assert "now in" not in warning and "threading.py" not in warning  # no frame of its own shown as the culprit
+    assert "asyncio.to_thread" not in warning  # no async task to move into a thread
+    assert stalled_for(warning) >= LEASE / 2 - 0.05
+
+
+@pytest.mark.asyncio
+async def test_the_loop_answering_again_says_whether_a_lease_may_have_run_out(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """It said a lease "ran out meanwhile" after any stall; a stall shorter than the leases it holds left them
+    all in force."""
+    caplog.set_level(logging.WARNING, logger="sitq.worker")
+    tasks.GATE.clear()
+    tasks.GATE_REACHED.clear()
+    async with TaskQueue(SQLiteBackend(tmp_path / "answered.db")) as queue:
+        worker = Worker(queue.backend, lease_timeout=60)
+        await worker.start()
+        try:
+            await queue.enqueue(tasks.wait_for_gate, 30)
+            await asyncio.to_thread(tasks.GATE_REACHED.wait, 10)
+            worker._loop_answered(31.0)  # as the watch calls it: a stall of half this lease, and it was held anew
+            worker._loop_answered(61.0)  # longer than any lease
+        finally:
+            tasks.GATE.set()
+            await worker.stop()
+    short, long = [r.getMessage() for r in caplog.records if "responded again" in r.getMessage()]
+    assert "may have run out" not in short and "before any lease it holds ran out" in short, short
+    assert "may have run out" in long, long
 
 
 @pytest.mark.asyncio

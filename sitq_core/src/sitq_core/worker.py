@@ -494,8 +494,12 @@ class Worker:
         self._end_watch()
         self._watch = LoopWatch(
             self._loop,
-            period=max(self.lease_timeout / 6.0, 0.01),
-            late_after=self.lease_timeout / 3.0,  # a renewal is due every third of the lease
+            # a renewal is due every third of the lease: a stall of half of it has missed one, and the first lease
+            # may run out a sixth of it later (renewed just before the stall, the lease was down to two thirds);
+            # wake-ups every twelfth report such a stall in time. A shorter stall puts no lease at risk (a
+            # machine short of CPU, threads holding the GIL, stall loops that long without harm)
+            period=max(self.lease_timeout / 12.0, 0.01),
+            late_after=self.lease_timeout / 2.0,
             busy=self._watch_busy,
             blocked=self._loop_blocked,
             answered=self._loop_answered,
@@ -2365,7 +2369,14 @@ class Worker:
         return self._running and bool(self._held)
 
     def _loop_blocked(self, seconds: float) -> None:
-        """On the watch's thread, while the loop does not answer: what blocks it, what follows, how to fix it."""
+        """On the watch's thread, while the loop does not answer: what blocks it, what follows, how to fix it.
+
+        Called once the loop has not answered for half the lease, so a renewal
+        is overdue and a lease may run out soon. What runs on the loop decides
+        the diagnosis: this worker's async task, other code, or nothing but
+        sitq's, asyncio's and Python's own code; then the loop most likely gets
+        no CPU time (threads holding the GIL), and async advice would mislead.
+        """
         try:
             held = [r for r in list(self._held.values()) if not r.settled]
         except RuntimeError:  # changed as it was read: the loop runs again after all
@@ -2376,36 +2387,82 @@ class Worker:
         on_loop = [r for r in held if r.on_loop and r.future is not None and not r.future.done()]
         blocking = next((r for r in on_loop if current is not None and r.future is current), None)
         others = [r for r in on_loop if r is not blocking]
-        if blocking is not None:
-            what = f"async task {_named(blocking)} is blocking it"
+        where, foreign = _loop_stack(self._loop_thread)
+        async_advice = (
+            "An async task must not block the loop (time.sleep, a CPU loop, blocking I/O): make it a plain (sync) "
+            "function, which runs in a thread, or move the blocking call into asyncio.to_thread(...) or "
+            "loop.run_in_executor(...)"
+        )
+        cpu_advice = (
+            "Threads running CPU-bound Python code (sync tasks too) share the GIL with the loop: run fewer of them "
+            "at once (a lower max_concurrency, and more worker processes), or raise lease_timeout"
+        )
+        starved = (
+            "the loop most likely gets no CPU time (threads running CPU-bound Python code hold the GIL, or the "
+            "machine is overloaded)"
+        )
+        if foreign is False:  # sitq at work (for a task too), or the loop idle: no code of anyone's blocks it
+            what = (
+                f"what runs on it is sitq's, asyncio's or Python's own code, not a task's or other code, so {starved}"
+            )
+            advice = cpu_advice
+        elif blocking is not None:
+            what = f"async task {_named(blocking)} is blocking it{where}"
             if others:
                 what += f" (other async tasks running: {_names(others)})"
+            advice = async_advice
         elif others:
-            what = f"an async task running on it ({_names(others)}), or other code on the loop, is blocking it"
+            what = f"an async task running on it ({_names(others)}), or other code on the loop, is blocking it{where}"
+            advice = async_advice
+        elif foreign:
+            what = f"none of this worker's async tasks runs on it: other code on the loop is blocking it{where}"
+            advice = async_advice
+        else:  # its stack could not be read
+            what = f"none of this worker's async tasks runs on it: other code on the loop is blocking it, or {starved}"
+            advice = f"{async_advice}. {cpu_advice}"
+        soonest = min((r.lease_until for r in held), default=math.inf) - time.monotonic()
+        if soonest <= 0:
+            risk = "; some of them may have run out already"
+        elif math.isfinite(soonest):
+            risk = f"; the first of them may run out in {soonest:.1f} s"
         else:
-            what = "none of this worker's async tasks runs on it: other code on the loop is blocking it"
+            risk = ""
         logger.warning(
             "worker %s: its event loop has not responded for %.1f s (lease_timeout=%g s), so the leases of the "
-            "%d task(s) it holds cannot be renewed: %s%s. Once their leases run out, other workers may run these "
+            "%d task(s) it holds cannot be renewed%s: %s. Once their leases run out, other workers may run these "
             "tasks again while they still run here (sync tasks in their threads too), and this worker's outcomes "
-            "for them are refused. An async task must not block the loop (time.sleep, a CPU loop, blocking I/O): make "
-            "it a plain (sync) function, which runs in a thread, or move the blocking call into "
-            "asyncio.to_thread(...) or loop.run_in_executor(...)",
+            "for them are refused. %s",
             self.worker_id,
             seconds,
             self.lease_timeout,
             len(held),
+            risk,
             what,
-            _stack_of(self._loop_thread),
+            advice,
         )
 
     def _loop_answered(self, seconds: float) -> None:
-        """On the loop: it answers again after the watch reported it blocked."""
+        """On the loop: it answers again after the watch reported it blocked; says if a lease may have run out.
+
+        ``lease_until`` is the earliest a lease can end unrenewed, so a stall
+        that passed none of them (and was shorter than the lease) cost none.
+        """
+        now = time.monotonic()
+        held = [r for r in self._held.values() if not r.settled]
+        lapsed = [r for r in held if r.lease_until <= now]
+        if seconds < self.lease_timeout and not lapsed:
+            logger.warning(
+                "worker %s: its event loop responded again after %.1f s, before any lease it holds ran out",
+                self.worker_id,
+                seconds,
+            )
+            return
         logger.warning(
-            "worker %s: its event loop responded again after %.1f s; a task whose lease ran out meanwhile may "
-            "run on another worker too, and this worker's outcome for it is refused",
+            "worker %s: its event loop responded again after %.1f s; the leases of %d task(s) it holds may have run "
+            "out meanwhile: another worker may run them too, and this worker's outcomes for them are refused",
             self.worker_id,
             seconds,
+            len(lapsed or held),
         )
 
     # -------------------------------------------------------------- heartbeat
@@ -2548,18 +2605,46 @@ def _names(runnings: list[_Running], limit: int = 5) -> str:
     return shown if len(runnings) <= limit else f"{shown} and {len(runnings) - limit} more"
 
 
-def _stack_of(thread_id: int, depth: int = 3) -> str:
-    """Where a thread is now, innermost frame first (`` (now in f at file.py:12, called from ...)``), or ''."""
+_OWN_PACKAGES = frozenset({"sitq", "sitq_core", "sitq_sqlite", "sitq_postgres", "asyncio"})
+_LOOP_RUNNERS = frozenset({"asyncio.events", "asyncio.base_events", "asyncio.runners"})  # where the loop calls in
+
+
+def _loop_stack(thread_id: int, depth: int = 3) -> tuple[str, bool | None]:
+    """Where the loop's current code is, past sitq's and asyncio's frames, and whether that code is sitq's own.
+
+    Only the frames of the callback or task step the loop is in count (not
+    its callers). The innermost frame outside the standard library tells
+    whose code runs: outside sitq and asyncio, the result is
+    `` (now in f at file.py:12, called from ...)`` (those two left out) and
+    True; in sitq or asyncio, or nowhere (sitq at work, for a task too, or
+    the loop idle in select), ``('', False)``: no code of anyone's blocks the
+    loop, so it waits for CPU time. ``('', None)``: the stack cannot be read.
+    """
     try:
         frame = sys._current_frames().get(thread_id)
     except Exception:  # not every Python has it
-        return ""
+        return "", None
+    if frame is None:
+        return "", None
     places: list[str] = []
-    while frame is not None and len(places) < depth:
-        code = frame.f_code
-        places.append(f"{code.co_name} at {os.path.basename(code.co_filename)}:{frame.f_lineno}")
+    foreign: bool | None = None  # whose code runs: decided by the innermost frame outside the standard library
+    while frame is not None:
+        module = frame.f_globals.get("__name__")
+        module = module if isinstance(module, str) else ""
+        top = module.partition(".")[0]
+        if module in _LOOP_RUNNERS or top == "uvloop":
+            break
+        if foreign is None and top not in sys.stdlib_module_names:
+            foreign = top not in _OWN_PACKAGES
+        if top not in _OWN_PACKAGES:
+            code = frame.f_code
+            places.append(f"{code.co_name} at {os.path.basename(code.co_filename)}:{frame.f_lineno}")
         frame = frame.f_back
-    return f" (now in {', called from '.join(places)})" if places else ""
+    if not foreign:
+        return "", False
+    if len(places) > depth:  # the innermost ones, and the code the loop called (the task's or callback's own)
+        places = [*places[: depth - 1], "...", places[-1]]
+    return f" (now in {', called from '.join(places)})", True
 
 
 def _restore_signal_handlers(
