@@ -106,15 +106,16 @@ async def test_refuses_a_running_event_loop(backend: SQLiteBackend) -> None:
 @pytest.mark.asyncio
 async def test_close_inside_a_running_loop_says_to_call_it_on_a_thread(backend: SQLiteBackend) -> None:
     """An async app's shutdown hook closing a shared SyncTaskQueue was told to 'use TaskQueue (await enqueue)'."""
-    threads_before = threading.active_count()
+    before = set(threading.enumerate())
     queue = SyncTaskQueue(backend)
     await asyncio.to_thread(queue.enqueue, tasks.add, 1)
+    [loop_thread] = [t for t in set(threading.enumerate()) - before if t.name == "sitq-sync-loop"]
     with pytest.raises(RuntimeError, match=r"asyncio\.to_thread\(queue\.close\)"):
         queue.close()
     await asyncio.to_thread(queue.close)  # what the message says works: its loop thread ends
 
     async def loop_thread_gone() -> bool:
-        return threading.active_count() <= threads_before + 1  # + the to_thread worker thread
+        return not loop_thread.is_alive()
 
     await wait_until(loop_thread_gone, timeout=10)
 
