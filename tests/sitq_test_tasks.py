@@ -327,3 +327,102 @@ LOOP_BLOCK_WARNED = threading.Event()  # set by the tests' log handler when a wo
 async def blocks_the_loop(limit: float = 10.0) -> str:
     """The mistake under test: an async task that blocks its event loop (until the worker has warned of it)."""
     return "warned" if LOOP_BLOCK_WARNED.wait(limit) else "not warned"
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def fork_pool_squares(n: int = 10) -> int:
+    """Sum of squares computed in a ``fork`` multiprocessing pool; its ``__exit__`` SIGTERMs the pool's processes."""
+    import multiprocessing
+
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        return sum(pool.map(square, range(n)))
+
+
+def _forked_sleeper() -> int:
+    """Fork a child that sleeps (at most 30 s) and exits 0; the parent gets its pid."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child, which must never return into the worker's code
+        try:
+            time.sleep(30)
+        finally:
+            os._exit(0)
+    return pid
+
+
+def fork_child_and_sigterm_it() -> int:
+    """Fork a child, SIGTERM it at once, return its exit code (-15: the signal ended it, as by default)."""
+    import signal
+
+    pid = _forked_sleeper()
+    os.kill(pid, signal.SIGTERM)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+def fork_child_then_wait_for_gate(marks: str, gate: str) -> int:
+    """Fork a sleeping child, append 'forked' to ``marks``, wait (at most 30 s) until the file ``gate`` exists,
+    then return the child's exit code (-15 when a SIGTERM to the process group ended it)."""
+    pid = _forked_sleeper()
+    _append(marks, "forked\n")
+    deadline = time.monotonic() + 30
+    while not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+def fork_pool_then_wait_for_gate(marks: str, gate: str) -> int:
+    """Hold a ``fork`` pool of two open: use it, append 'pool up' to ``marks``, wait (at most 30 s) for ``gate``."""
+    import multiprocessing
+
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        total = sum(pool.map(square, range(4)))
+        _append(marks, "pool up\n")
+        deadline = time.monotonic() + 30
+        while not os.path.exists(gate) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return total
+
+
+def app_sigterm_handler(signum: int, frame: object) -> None:
+    """An application's own SIGTERM handler, in place before a worker's ``run()``."""
+
+
+def _describe_handler(handler: Any) -> str:
+    import signal
+
+    for name, known in (
+        ("app", app_sigterm_handler),
+        ("default_int_handler", signal.default_int_handler),
+        ("SIG_DFL", signal.SIG_DFL),
+        ("SIG_IGN", signal.SIG_IGN),
+    ):
+        if handler is known:
+            return name
+    return getattr(handler, "__name__", repr(handler))
+
+
+def fork_and_report_signal_setup() -> dict[str, Any]:
+    """In a forked child: the SIGTERM and SIGINT handlers and the signal wake-up fd it inherited."""
+    import json
+    import signal
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        try:
+            wakeup_fd = signal.set_wakeup_fd(-1)
+            report = {
+                "SIGTERM": _describe_handler(signal.getsignal(signal.SIGTERM)),
+                "SIGINT": _describe_handler(signal.getsignal(signal.SIGINT)),
+                "wakeup_fd": wakeup_fd,
+            }
+            os.write(write_end, json.dumps(report).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        data = pipe.read()
+    os.waitpid(pid, 0)
+    return dict(json.loads(data))

@@ -479,3 +479,32 @@ def test_a_running_workers_loop_watch_stays_in_the_parent_and_a_child_gets_its_o
     asyncio.run(main())
     name = f"sitq-loopwatch-{worker.worker_id}"
     wait_until_sync(lambda: not any(t.name == name for t in threading.enumerate()))  # it ended with the worker
+
+
+def test_a_child_forked_by_a_task_gets_back_the_signal_handlers_from_before_run(url: str) -> None:
+    """With the worker's setup (asyncio's no-op handler, the loop's socket as wake-up fd) a task's child ignored
+    SIGTERM and wrote every signal it got into the worker's socket, as if the worker had been signalled."""
+    from sitq import Worker
+
+    before = signal.signal(signal.SIGTERM, tasks.app_sigterm_handler)  # the application's own, before run()
+    try:
+
+        async def main() -> Any:
+            async with TaskQueue(url) as queue:
+                worker = Worker(queue.backend)
+                running = asyncio.ensure_future(worker.run())
+                try:
+                    task_id = await queue.enqueue(tasks.fork_and_report_signal_setup)
+                    result = await queue.get_result(task_id, timeout=30)
+                finally:
+                    await worker.stop()
+                    await running
+                assert result is not None and result.status == "success", result
+                return queue.deserialize_result(result)
+
+        report = asyncio.run(main())
+        assert signal.getsignal(signal.SIGTERM) is tasks.app_sigterm_handler
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert report == {"SIGTERM": "app", "SIGINT": report["SIGINT"], "wakeup_fd": -1}
+    assert report["SIGINT"] != "_sighandler_noop"  # asyncio.run's own (it is not sitq's to undo) or the default

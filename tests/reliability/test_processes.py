@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sqlite3
@@ -30,13 +31,16 @@ class Workers:
         self.db = db
         self.procs: list[subprocess.Popen[bytes]] = []
         self.logs: dict[int, Path] = {}
+        self.sessions: list[int] = []  # process groups of workers started in sessions of their own
 
-    def start(self, *args: str) -> subprocess.Popen[bytes]:
+    def start(self, *args: str, new_session: bool = False) -> subprocess.Popen[bytes]:
         env = dict(os.environ, PYTHONPATH=str(TESTS))
         command = [sys.executable, "-m", "sitq", "worker", "-b", f"sqlite:///{self.db}", "-i", "sitq_test_tasks"]
         log = self.db.with_name(f"worker-{len(self.procs)}.log")
         with open(log, "wb") as stderr:
-            proc = subprocess.Popen([*command, *args], env=env, stderr=stderr)
+            proc = subprocess.Popen([*command, *args], env=env, stderr=stderr, start_new_session=new_session)
+        if new_session:
+            self.sessions.append(proc.pid)
         self.procs.append(proc)
         self.logs[proc.pid] = log
         return proc
@@ -49,6 +53,9 @@ class Workers:
             if proc.poll() is None:
                 proc.kill()
             proc.wait(10)
+        for pgid in self.sessions:  # what a task forked there and left behind (a pool's processes)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
 
 
 @pytest.fixture
@@ -253,6 +260,90 @@ def test_a_second_sigint_just_after_an_idle_drain_still_exits_zero_quietly(
     proc.send_signal(signal.SIGINT)
     assert proc.wait(30) == 0, workers.log(proc)
     assert "Traceback" not in workers.log(proc), workers.log(proc)
+
+
+def assert_drains_once(workers: Workers, proc: subprocess.Popen[bytes]) -> None:
+    """The worker exits 0 after one draining SIGTERM, and no other signal reached it."""
+    try:
+        code = proc.wait(30)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("the worker did not exit:\n" + workers.log(proc)) from None
+    log = workers.log(proc)
+    assert code == 0, log
+    assert log.count("SIGTERM received, draining") == 1 and "second" not in log, log
+
+
+@pytest.mark.asyncio
+async def test_tasks_forking_children_that_get_sigterm_leave_the_worker_running(
+    db: Path, workers: Workers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A forked child inherited the worker's signal setup: its SIGTERM woke the worker as if it had been signalled.
+
+    Two pool processes ending made a "second SIGTERM" (the worker gave every
+    task back and stopped), and the no-op handler let them outlive
+    ``Pool.terminate()``, which then waited for them for good.
+    """
+    monkeypatch.setenv("SITQ_LOG_LEVEL", "INFO")  # for the "started on" and "draining" lines
+    async with TaskQueue(SQLiteBackend(db)) as queue:
+        proc = workers.start("--concurrency", "2")
+        wait_until_sync(lambda: "started on" in workers.log(proc), timeout=30)  # its signal handlers are in place
+        ids = [await queue.enqueue(tasks.fork_pool_squares) for _ in range(3)]
+        ids += [await queue.enqueue(tasks.fork_child_and_sigterm_it) for _ in range(3)]
+        for task_id in ids:
+            result = await queue.get_result(task_id, timeout=20)
+            assert result is not None, "a task hung:\n" + workers.log(proc)
+            assert result.status == "success", (result, workers.log(proc))
+            assert queue.deserialize_result(result) in (285, -signal.SIGTERM)
+        assert proc.poll() is None, "the worker stopped:\n" + workers.log(proc)
+        assert "SIGTERM" not in workers.log(proc), workers.log(proc)
+    proc.send_signal(signal.SIGTERM)
+    assert_drains_once(workers, proc)
+
+
+@pytest.mark.asyncio
+async def test_a_sigterm_to_the_process_group_drains_though_a_task_holds_a_forked_child(
+    db: Path, workers: Workers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """systemd (KillMode=control-group) or Ctrl-C signals every process of the group: the task's child relayed
+    its copy to the worker, which took it for a second signal and stopped without draining."""
+    monkeypatch.setenv("SITQ_LOG_LEVEL", "INFO")
+    marks, gate = tmp_path / "marks.log", tmp_path / "gate"
+    async with TaskQueue(SQLiteBackend(db)) as queue:
+        proc = workers.start("--shutdown-timeout", "30", new_session=True)
+        task_id = await queue.enqueue(tasks.fork_child_then_wait_for_gate, str(marks), str(gate))
+        wait_until_sync(marks.exists, timeout=30)  # the child is up
+        os.killpg(proc.pid, signal.SIGTERM)
+        wait_until_sync(lambda: "draining" in workers.log(proc), timeout=30)
+        gate.touch()
+        assert_drains_once(workers, proc)
+        result = await queue.get_result(task_id, timeout=0)
+        assert result is not None and result.status == "success", (result, workers.log(proc))
+        assert queue.deserialize_result(result) == -signal.SIGTERM, "the child ends by the signal, as by default"
+
+
+@pytest.mark.asyncio
+async def test_a_sigterm_to_the_process_group_drains_though_a_task_holds_a_fork_pool(
+    db: Path, workers: Workers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As above with a ``multiprocessing`` pool: its two processes relayed two signals ("second SIGTERM").
+
+    The signal ends the pool's processes as it would without sitq; a pool
+    whose idle process was killed so then waits for good in ``terminate()``
+    (Python's own), so the task may finish or be given back at the
+    shutdown timeout. Either way the worker drains once and exits 0.
+    """
+    monkeypatch.setenv("SITQ_LOG_LEVEL", "INFO")
+    marks, gate = tmp_path / "marks.log", tmp_path / "gate"
+    async with TaskQueue(SQLiteBackend(db)) as queue:
+        proc = workers.start("--shutdown-timeout", "2", new_session=True)
+        task_id = await queue.enqueue(tasks.fork_pool_then_wait_for_gate, str(marks), str(gate))
+        wait_until_sync(marks.exists, timeout=30)  # the pool is up
+        os.killpg(proc.pid, signal.SIGTERM)
+        wait_until_sync(lambda: "draining" in workers.log(proc), timeout=30)
+        gate.touch()
+        assert_drains_once(workers, proc)
+        task = await queue.get_task(task_id)
+        assert task is not None and task.status in ("success", "queued"), (task, workers.log(proc))
 
 
 @pytest.mark.asyncio

@@ -23,7 +23,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-from . import __version__
+from . import __version__, forks
 from .backend import Backend, reading_only
 from .config import DEFAULT_BACKEND_URL, named_as_registered, resolve_backend
 from .errors import BrokenPluginError, ConfigurationError, SitqError, ValidationError
@@ -326,6 +326,7 @@ def _backends(out: TextIO, *, as_json: bool) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
+    _SIGNALS.register()
     previous = _leave_on_early_signals()  # until the worker's own handlers are in place
     code = 1
     try:
@@ -339,10 +340,22 @@ def _worker(args: argparse.Namespace) -> int:
                     # signal from here to the exit ends it at once with its code (the default would end it
                     # by the signal, -2, or print a traceback from an exit hook it interrupted); from the
                     # exit hooks on, where Python handlers no longer run, it is ignored
-                    signal.signal(signum, _exit_at_once(lambda: code))
+                    _set_handler(signum, _exit_at_once(lambda: code))
                     atexit.register(signal.signal, signum, signal.SIG_IGN)
                 else:
                     signal.signal(signum, handler)
+
+
+# The command's own SIGINT/SIGTERM handlers (around Worker.run's): a child forked by a task, also one still
+# running after the worker stopped, gets back the handlers from before them (forks.py)
+_SIGNALS = forks.SignalSetup()
+
+
+def _set_handler(signum: int, handler: Callable[[int, object], None]) -> Any:
+    """``signal.signal(signum, handler)``, recorded so that forked children undo it; returns the previous one."""
+    previous = signal.signal(signum, handler)
+    _SIGNALS.installed(signum, handler, previous)
+    return previous
 
 
 def _exit_at_once(code: Callable[[], int]) -> Callable[[int, object], None]:
@@ -474,7 +487,7 @@ def _exit_on_stop_signals(code: Callable[[], int]) -> None:
     if sys.platform == "win32" or threading.current_thread() is not threading.main_thread():
         return
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, _exit_at_once(code))
+        _set_handler(sig, _exit_at_once(code))
 
 
 def _flag_given(argv: Sequence[str] | None, flag: str) -> bool:
@@ -639,7 +652,7 @@ def _leave_on_early_signals() -> dict[int, Any]:
     previous: dict[int, Any] = {}
     for signum in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(ValueError, OSError):  # not the main thread
-            previous[signum] = signal.signal(signum, leave)
+            previous[signum] = _set_handler(signum, leave)
     return previous
 
 

@@ -21,19 +21,39 @@ delete the WAL under them. Backends therefore run their SQLite calls inside
 keeps new ones out until it is done; in between, the before-fork hooks close
 the connections (``SQLiteBackend._before_fork``), and the parent reopens
 them on its next call.
+
+A worker's ``run()`` hands SIGINT/SIGTERM to its event loop, which points
+them at a no-op handler and the process's signal wake-up fd at the loop's
+own socket. A child keeping that setup (a ``fork`` pool's process) ignored
+SIGTERM and wrote every signal it got into the parent's socket: the worker
+took it for its own. :class:`SignalSetup` records what ``run()`` (and
+``sitq worker`` around it) changed; every child forked while it is in place
+gets the previous handlers back and no wake-up fd, with those signals
+blocked in the forking thread across the fork so that none arrives in
+between (it is delivered in the child once the handlers are back).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import threading
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
-__all__ = ["ForkAware", "ForkGate", "forget_in_child", "gate", "inherited_in_child", "keep_inherited"]
+__all__ = [
+    "ForkAware",
+    "ForkGate",
+    "SignalSetup",
+    "forget_in_child",
+    "gate",
+    "inherited_in_child",
+    "keep_inherited",
+]
 
 log = logging.getLogger("sitq")
 
@@ -173,6 +193,82 @@ def keep_inherited(*things: Any) -> None:
     _inherited.extend(thing for thing in things if thing is not None)
 
 
+class SignalSetup:
+    """Signal handlers sitq installed in this process, which a forked child must not keep.
+
+    Registered for as long as the handlers are in place (``Worker.run``,
+    ``sitq worker``). In the child, a signal whose handler is still the one
+    recorded here gets back the handler it had before, latest setup first
+    (so ``run()``'s undoes to the command's, then the command's to the
+    default). With ``wakeup_fd`` (an event loop's handlers, which write to
+    the loop's socket), the wake-up fd is unset too once no signal is left
+    with one of them. Handlers someone else changed since are left as they are.
+    """
+
+    def __init__(self, *, wakeup_fd: bool = False) -> None:
+        self.wakeup_fd = wakeup_fd
+        self.handlers: dict[int, tuple[Any, Any]] = {}  # signum -> (the handler installed, the one to put back)
+
+    def installed(self, signum: int, handler: Any, previous: Any) -> None:
+        """``signum``'s handler is now ``handler``; a child puts back ``previous``, or if this setup had
+        replaced that signal's handler before, what was there before the first."""
+        first = self.handlers.get(signum)
+        self.handlers[signum] = (handler, previous if first is None else first[1])
+
+    def register(self) -> None:
+        """From now on, every forked child undoes these handlers (register before installing any)."""
+        if self not in _signal_setups:
+            _signal_setups.append(self)
+
+    def unregister(self) -> None:
+        with contextlib.suppress(ValueError):
+            _signal_setups.remove(self)
+
+
+_signal_setups: list[SignalSetup] = []  # in the order registered
+_can_block = hasattr(signal, "pthread_sigmask")
+
+
+def _block_setup_signals() -> None:
+    """In the forking thread, hold the recorded signals back until the child has undone their handlers."""
+    signums = {signum for setup in list(_signal_setups) for signum in setup.handlers}
+    if signums and _can_block:
+        _forking_thread.sigmask = signal.pthread_sigmask(signal.SIG_BLOCK, signums)
+
+
+def _unblock_setup_signals() -> None:
+    mask = getattr(_forking_thread, "sigmask", None)
+    if mask is not None:
+        _forking_thread.sigmask = None
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
+def _undo_signal_setups_in_child() -> None:
+    """Put back the handlers the setups replaced and unset the wake-up fd they used; no locks, no logging."""
+    setups = list(_signal_setups)
+    _signal_setups.clear()  # this process runs no loop with those handlers: its own children have nothing to undo
+    writing: list[Any] = []  # handlers that write to the wake-up fd
+    for setup in reversed(setups):
+        for signum, (handler, previous) in setup.handlers.items():
+            if setup.wakeup_fd:
+                writing.append(handler)
+            try:
+                if signal.getsignal(signum) is handler:
+                    signal.signal(signum, previous)
+            except (OSError, RuntimeError, TypeError, ValueError):
+                pass  # left as inherited: nothing better to do here
+    if not writing:
+        return
+    try:
+        for signum in signal.valid_signals():
+            current = signal.getsignal(signum)
+            if any(current is handler for handler in writing):
+                return  # another signal still relies on the loop's wake-up fd (the application's own loop handler)
+        signal.set_wakeup_fd(-1)
+    except (OSError, RuntimeError, ValueError):
+        pass
+
+
 def _pins() -> list[Any]:
     pins: list[Any] | None = getattr(_forking_thread, "pins", None)
     if pins is None:
@@ -190,14 +286,18 @@ def _before_fork() -> None:
                 pins.extend(pin())
             except Exception:  # must not stop the fork
                 log.exception("sitq: preparing %r for fork failed", obj)
+    _block_setup_signals()  # last: the wait above may be long, and this thread's signals wait with it
 
 
 def _after_fork_in_parent() -> None:
+    _unblock_setup_signals()
     _pins().clear()
     gate.open_after_fork()
 
 
 def _after_fork_in_child() -> None:
+    _undo_signal_setups_in_child()
+    _unblock_setup_signals()  # a signal held back across the fork now meets the handler put back
     gate.reset_in_child()
     pins = _pins()
     _inherited.extend(pins)

@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from . import checks
+from . import checks, forks
 from .backend import Backend
 from .bounded import within
 from .config import BackendSpec, SerializerSpec, resolve_backend, resolve_serializer, split_config
@@ -672,13 +672,18 @@ class Worker:
                 self._hard_stop()
 
         previous: dict[signal.Signals, Any] = {}
+        # a child forked meanwhile (a task's fork pool) gets the previous handlers back: with the loop's, it
+        # ignored SIGTERM and relayed every signal it got to this process, as if the worker had been signalled
+        undo_in_children = forks.SignalSetup(wakeup_fd=True)
         if handle_signals:
+            undo_in_children.register()
             for signum in (signal.SIGINT, signal.SIGTERM):
                 try:
                     handler = signal.getsignal(signum)
                     loop.add_signal_handler(signum, on_signal, signum)
                     installed.append(signum)
                     previous[signum] = handler
+                    undo_in_children.installed(signum, signal.getsignal(signum), _handler_to_put_back(signum, handler))
                 except (NotImplementedError, RuntimeError, ValueError):
                     pass  # not the main thread, or no signal support here
         try:
@@ -689,6 +694,7 @@ class Worker:
             await self._stopped.wait()
         finally:
             _restore_signal_handlers(loop, installed, previous)
+            undo_in_children.unregister()
             if self._running:
                 try:
                     await self.stop(timeout=self.shutdown_timeout)
@@ -2663,14 +2669,25 @@ def _restore_signal_handlers(
                 loop.remove_signal_handler(signum)
             finally:
                 handler = previous.get(signum)
-                # asyncio's own no-op stands for a handler the loop held already: put back, it would
-                # swallow every later signal, so the default is left instead
-                if handler is not None and getattr(handler, "__name__", "") != "_sighandler_noop":
+                if handler is not None and not _is_loop_handler(handler):
                     signal.signal(signum, handler)
         except KeyboardInterrupt:
             late.append(signal.SIGINT)
     for signum in late:
         signal.raise_signal(signum)  # what the caller's own handler makes of it (SIG_IGN: nothing)
+
+
+def _is_loop_handler(handler: Any) -> bool:
+    """asyncio's own no-op: it stands for a handler the loop held already, and put back it would swallow every
+    later signal (the loop no longer handles them), so the default is left instead."""
+    return getattr(handler, "__name__", "") == "_sighandler_noop"
+
+
+def _handler_to_put_back(signum: int, previous: Any) -> Any:
+    """What ``run()`` leaves once it ends: ``previous``, or asyncio's default when that cannot be put back."""
+    if previous is None or _is_loop_handler(previous):
+        return signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
+    return previous
 
 
 async def _on_daemon_thread(fn: Callable[..., Any], *args: Any) -> Any:
