@@ -35,6 +35,7 @@ __all__ = [
     "reserve_limit",
     "status_filter",
     "storable",
+    "table_changes",
     "task_id",
     "worker_id",
 ]
@@ -320,3 +321,23 @@ def _text_bytes(text: str | None) -> int:
     if not text:
         return 0
     return len(text) if len(text) < 1 << 20 else len(text.encode("utf-8", "surrogatepass"))
+
+
+def table_changes(table: str, *, missing: Sequence[str], unknown: Sequence[str], required: Sequence[str]) -> list[str]:
+    """What is wrong with one of a store's own tables that someone changed by hand, in the built-in backends' words.
+
+    ``missing``: columns the store needs that the table lacks; ``unknown``:
+    columns it does not know; ``required``: those unknown ones every insert
+    would have to fill (NOT NULL without a default). Added columns an insert
+    may leave out are fine and say nothing. An empty list: nothing to refuse.
+    """
+    changes: list[str] = []
+    if missing:
+        others = f" (it has column(s) sitq does not know: {', '.join(unknown)})" if unknown else ""
+        changes.append(f"table {table} lacks column(s) sitq needs: {', '.join(missing)}{others}")
+    if required:
+        changes.append(
+            f"table {table} has column(s) sitq does not know that every insert would have to fill: "
+            f"{', '.join(required)} (NOT NULL without a DEFAULT; sitq inserts only its own columns)"
+        )
+    return changes

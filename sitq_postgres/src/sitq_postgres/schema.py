@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+from sitq_core import checks
 from sitq_core.errors import ValidationError
 from sitq_core.models import LEASE_EXPIRED_ERROR
 
@@ -125,14 +126,7 @@ def column_problems(version: int, found: dict[str, dict[str, bool]]) -> tuple[li
             continue
         unknown = [name for name in columns if name not in need]
         required = [name for name in unknown if not columns[name]]
-        if missing:
-            others = f" (it has column(s) sitq does not know: {', '.join(unknown)})" if unknown else ""
-            changes.append(f"table {table} lacks column(s) sitq needs: {', '.join(missing)}{others}")
-        if required:
-            changes.append(
-                f"table {table} has column(s) sitq does not know that every insert would have to fill: "
-                f"{', '.join(required)} (NOT NULL without a DEFAULT; sitq inserts only its own columns)"
-            )
+        changes += checks.table_changes(table, missing=missing, unknown=unknown, required=required)
     if foreign:  # not sitq's tables: what a missing one would add says nothing
         return sorted(foreign), []
     return [], changes

@@ -10,6 +10,8 @@ import re
 import sqlite3
 from datetime import UTC, datetime, timedelta
 
+from sitq_core import checks
+
 __all__ = [
     "ACTIVE",
     "SCHEMA_VERSION",
@@ -183,14 +185,7 @@ def _changes(conn: sqlite3.Connection, version: int) -> tuple[list[str], list[st
             continue
         unknown = [row[1] for row in info if row[1].casefold() not in known]
         required = [row[1] for row in info if row[1].casefold() not in known and row[3] and is_null_default(row[4])]
-        if missing:
-            others = f" (it has column(s) sitq does not know: {', '.join(unknown)})" if unknown else ""
-            changes.append(f"table {table} lacks column(s) sitq needs: {', '.join(missing)}{others}")
-        if required:
-            changes.append(
-                f"table {table} has column(s) sitq does not know that every insert would have to fill: "
-                f"{', '.join(required)} (NOT NULL without a DEFAULT; sitq inserts only its own columns)"
-            )
+        changes += checks.table_changes(table, missing=missing, unknown=unknown, required=required)
     if foreign:  # not sitq's tables: what a missing one would add says nothing
         return sorted(foreign), []
     return [], changes
