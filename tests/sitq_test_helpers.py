@@ -1,4 +1,4 @@
-"""Test helpers: bounded waits instead of sleeps, and time zones whose offset is broken."""
+"""Test helpers: bounded waits instead of sleeps, time zones whose offset is broken, what an error shows."""
 
 from __future__ import annotations
 
@@ -65,3 +65,25 @@ def strict_urlsplit(url: str, scheme: str = "", allow_fragments: bool = True) ->
     if bracket and before:
         raise ValueError("Invalid IPv6 URL")
     return parts
+
+
+def shown_by(error: BaseException) -> str:
+    """``str``, ``repr``, ``args`` and ``context`` of ``error`` and of every ``__cause__``/``__context__`` it keeps.
+
+    Suppressed contexts (``raise ... from None``) are walked too: code that
+    walks the chain, or a debugger, still reads them.
+    """
+    texts: list[str] = []
+    seen: set[int] = set()
+    pending: list[BaseException] = [error]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        texts += [str(current), repr(current), repr(current.args)]
+        context = getattr(current, "context", None)
+        if isinstance(context, dict):
+            texts += [repr(value) for value in context.values()]
+        pending += [linked for linked in (current.__cause__, current.__context__) if linked is not None]
+    return "\n".join(texts)

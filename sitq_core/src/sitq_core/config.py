@@ -21,7 +21,7 @@ from .errors import ConfigurationError, SitqError, ValidationError
 from .plugin_manager import SitqPluginManager
 from .plugins import get_plugin_manager
 from .serializers import Serializer
-from .urls import parse_backend_url
+from .urls import BackendURL, hidden_options, masked, parse_backend_url
 
 logger = logging.getLogger("sitq.config")
 
@@ -129,7 +129,7 @@ def _build_backend(target: Any, config_options: dict[str, Any]) -> Backend:
         if config_options:  # config keys beside a URL act like extra query options
             url = replace(url, query={**url.query, **config_options})
         cls = manager.backend_class(url.name if _has(manager, url.name) else url.scheme)
-        return cls.from_url(url)
+        return _from_url(cls, url, target)
     name = target.strip().lower()
     if not _has(manager, name) and _looks_like_a_file(target.strip()):
         # TaskQueue("tasks.db"): a path where a URL or name goes; "did you mean 'sqlite'" would only half help
@@ -145,6 +145,44 @@ def _build_backend(target: Any, config_options: dict[str, Any]) -> Backend:
         )
     cls = manager.backend_class(name)
     return cls.from_config(config_options)
+
+
+def _from_url(cls: type[Backend], url: BackendURL, target: str) -> Backend:
+    """``cls.from_url(url)``; an error that may quote a piece of the password is replaced by one that does not.
+
+    When a password holds an unescaped ``/``, ``?``, ``&`` or ``=``, the URL
+    parser reads the rest of it as the path or as options, which the backend
+    then refuses by name and value ("unknown option 'dor'"). Such an error,
+    about an option that ``masked(target)`` hides, or about any part of a
+    URL whose password may run past its host part, says what to fix instead.
+    The replacement is raised outside the handler: the original is not kept
+    in its chain either.
+    """
+    try:
+        return cls.from_url(url)
+    except (ConfigurationError, ValidationError) as exc:
+        refused = exc
+    hidden = hidden_options(target)
+    if hidden is not None and refused.parameter not in hidden:
+        raise refused
+    shown = masked(target)
+    backend = cls.name or cls.__name__
+    if hidden is None:
+        what = (
+            f"backend {backend!r} refused the URL {shown!r}; the reason is not shown, since the URL has an '@' after "
+            "its host part, so any part of it before that '@' may be its password"
+        )
+    else:
+        what = (
+            f"backend {backend!r} refused an option of the URL {shown!r}, which is not named here, since it "
+            "comes after a secret option and may be a piece of its value"
+        )
+    advice = (
+        ". Percent-encode '/', '?', '@', '&', '=' and '#' in a password (%2F, %3F, %40, %26, %3D, %23), and an "
+        "'@' in the path or query (%40)"
+    )
+    error_type = ValidationError if isinstance(refused, ValidationError) else ConfigurationError
+    raise error_type(what + advice, parameter="url", value=shown)
 
 
 def _looks_like_a_file(text: str) -> bool:

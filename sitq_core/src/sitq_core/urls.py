@@ -7,6 +7,7 @@ the working directory, ``sqlite:////var/lib/app/tasks.db`` is absolute, and
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,7 +15,7 @@ from urllib.parse import SplitResult, parse_qsl, quote, unquote, urlsplit
 
 from .errors import ConfigurationError
 
-__all__ = ["BackendURL", "parse_backend_url", "split_url"]
+__all__ = ["BackendURL", "hidden_options", "looks_secret", "masked", "parse_backend_url", "split_url"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,59 +39,130 @@ class BackendURL:
         return f"{self.scheme}+{self.driver}" if self.driver else self.scheme
 
     def render(self, *, hide_password: bool = True) -> str:
-        """The URL as text, with the password masked unless asked otherwise."""
+        """The URL as text, with the password masked unless asked otherwise.
+
+        Masked, it goes through :func:`masked`: an ``@`` in the path or query
+        is written as it is, so that a URL whose password ran past its host
+        part (an unescaped ``/`` or ``?``) is masked up to its last ``@``, and
+        the query is hidden from its first secret option on.
+        """
+        if not hide_password:
+            return self._text(None if self.password is None else quote(self.password, safe=""), safe="")
+        return masked(self._text(None if self.password is None else "***", safe="@"))
+
+    def _text(self, password: str | None, *, safe: str) -> str:
+        """The URL with ``password`` (already encoded) as its password; ``safe``: characters left unencoded."""
         auth = ""
         if self.username is not None:
             auth = quote(self.username, safe="")
-            if self.password is not None:
-                auth += ":" + ("***" if hide_password else quote(self.password, safe=""))
+            if password is not None:
+                auth += ":" + password
             auth += "@"
         hosts = ",".join(_host_port(host, port) for host, port in ((self.host, self.port), *self.more_hosts))
         # re-encoded: a database named "a#b" or "a?b" must not turn into a fragment or a query
-        database = f"/{quote(self.database, safe='/:')}" if self.database is not None else ""
-        query = "&".join(
-            f"{k}={'***' if hide_password and 'password' in k.lower() else quote(str(v), safe='')}"
-            for k, v in self.query.items()
-        )
+        database = f"/{quote(self.database, safe='/:' + safe)}" if self.database is not None else ""
+        query = "&".join(f"{quote(k, safe=safe)}={quote(str(v), safe=safe)}" for k, v in self.query.items())
         return f"{self.name}://{auth}{hosts}{database}" + (f"?{query}" if query else "")
 
     def __str__(self) -> str:
         return self.render()
 
 
-_QUERY_SECRET = re.compile(r"((?:^|[?&])[^=&]*password[^=&]*=)[^&]*", re.IGNORECASE)
+#: Words that make an option's value a secret: password, sslpassword, passwd, pwd, api_key, auth_token, ...
+_SECRET_WORDS = re.compile(r"pass|pw|secret|token|key|word|cred", re.IGNORECASE)
+_SECRET_NAMES = ("password", "passwd", "secret", "token")  # and near misses of them ("pasword", "secrte")
+
+
+def looks_secret(name: object) -> bool:
+    """True for an option whose value may be a secret (its name holds pass, pw, secret, token, key, word or cred).
+
+    A near miss of one (``pasword``, ``sekret``) counts too, and so does
+    ``dsn``: a connection string may hold a password.
+    """
+    if not isinstance(name, str):
+        return False
+    lowered = name.lower()
+    if lowered == "dsn" or _SECRET_WORDS.search(lowered):
+        return True
+    return bool(difflib.get_close_matches(lowered, _SECRET_NAMES, n=1, cutoff=0.75))
 
 
 def masked(url: str) -> str:
-    """``url`` as it may appear in errors and logs: the password and any ``*password*=`` value as ``***``."""
-    return _QUERY_SECRET.sub(r"\1***", _mask_password(url))
+    """``url`` as it may appear in errors and logs: no part of its password, nor of a secret option, shows.
 
-
-def _mask_password(url: str) -> str:
-    """Hide ``user:password@`` even when the password holds an unescaped ``/``, ``?`` or ``@``.
-
-    The password ends at the last ``@`` of the authority (up to the first
-    ``/``); when there is none there but an ``@`` follows in the path before
-    the query, an unescaped ``/`` cut the password short, and it runs to that
-    ``@``. An ``@`` inside the query (``application_name=me@x``) is not one.
+    The password runs from the first ``:`` of the host part to the last
+    ``@`` of the whole URL: an unescaped ``/``, ``?`` or ``@`` in it cannot
+    end it early (an ``@`` in the path or query, as in
+    ``?application_name=me@host``, then hides the host part too: it is not
+    told apart from a password's end). The query is hidden from the value of
+    its first secret-looking option (:func:`looks_secret`) to the end, since
+    an unescaped ``&`` in that value makes the rest look like more options.
+    Text without ``://`` is masked as if it followed one.
     """
     head, sep, rest = url.partition("://")
     if not sep:
-        return url
-    slash = rest.find("/")
-    authority = rest if slash < 0 else rest[:slash]
-    if "@" in authority:
-        end = authority.rfind("@")
-    else:
-        query = rest.find("?", max(slash, 0))
-        before_query = rest if query < 0 else rest[:query]
-        if slash < 0 or "@" not in before_query[slash:]:
-            return url
-        end = before_query.rfind("@")
-    colon = rest.find(":", 0, end)
-    if colon < 0 or "/" in rest[:colon] or "@" in rest[:colon]:
-        return url  # a user name only, no password to hide
-    return f"{head}://{rest[: colon + 1]}***{rest[end:]}"
+        return _mask_userinfo(url)
+    return f"{head}://{_mask_query(_mask_userinfo(rest))}"
+
+
+def hidden_options(url: str) -> frozenset[str] | None:
+    """The query options of ``url`` that :func:`masked` hides: an error about one must not name it nor show its value.
+
+    They may be pieces of a password holding an unescaped ``&`` or ``=``.
+    None when the password may run past the host part (a ``:`` there and an
+    ``@`` after it): then any detail of the URL may be a piece of it.
+    """
+    _head, sep, rest = url.strip().partition("://")
+    if not sep:
+        return frozenset()
+    if _userinfo_overruns(rest):
+        return None
+    return frozenset(_query_keys(rest) - _query_keys(_mask_query(rest)))
+
+
+def _authority_end(rest: str) -> int:
+    """Where the host part of ``rest`` (a URL after its ``://``) ends: at its first ``/`` or ``?`` (``#`` is text)."""
+    return min((index for index in (rest.find("/"), rest.find("?")) if index >= 0), default=len(rest))
+
+
+def _userinfo_span(rest: str) -> tuple[int, int] | None:
+    """``(colon, at)``: the first ``:`` of the host part and the last ``@``, when the password may lie between."""
+    colon = rest.find(":", 0, _authority_end(rest))
+    at = rest.rfind("@")
+    return None if colon < 0 or at < colon else (colon, at)
+
+
+def _userinfo_overruns(rest: str) -> bool:
+    span = _userinfo_span(rest)
+    return span is not None and span[1] > _authority_end(rest)
+
+
+def _mask_userinfo(rest: str) -> str:
+    span = _userinfo_span(rest)
+    if span is None:
+        return rest  # no password: no ':' in the host part, or no '@' after it
+    colon, at = span
+    return f"{rest[: colon + 1]}***{rest[at:]}"
+
+
+def _mask_query(rest: str) -> str:
+    """``rest`` with everything after the ``=`` of its first secret-looking query option as ``***``."""
+    start = rest.find("?")
+    if start < 0:
+        return rest
+    position = start + 1
+    for item in rest[start + 1 :].split("&"):
+        key, equals, _value = item.partition("=")
+        if equals and looks_secret(unquote(key)):
+            return f"{rest[: position + len(key) + 1]}***"
+        position += len(item) + 1
+    return rest
+
+
+def _query_keys(rest: str) -> set[str]:
+    """The option names of the query of ``rest``, read as ``parse_backend_url`` reads them."""
+    query = rest.partition("?")[2].replace("#", "%23").replace("+", "%2B")
+    return {key for key, _value in parse_qsl(query, keep_blank_values=True)}
 
 
 def _host_port(host: str | None, port: int | None) -> str:
@@ -121,7 +193,12 @@ def split_url(url: str) -> SplitResult:
 
 
 def _split_hosts(shown: str, netloc: str) -> tuple[str, tuple[tuple[str, int | None], ...]]:
-    """Keep the first host of ``user@h1:p1,h2:p2`` in ``netloc``; return the others parsed."""
+    """Keep the first host of ``user@h1:p1,h2:p2`` in ``netloc``; return the others parsed.
+
+    A host that does not parse is named only when the masked URL ``shown``
+    shows it: otherwise it may be a piece of a password that ran past the
+    host part (and so would the parser's own message, which is not kept).
+    """
     userinfo, at, hostlist = netloc.rpartition("@")
     if "," not in hostlist:
         return netloc, ()
@@ -131,13 +208,13 @@ def _split_hosts(shown: str, netloc: str) -> tuple[str, tuple[tuple[str, int | N
         try:
             parsed = urlsplit(f"x://{item}")
             host, port = parsed.hostname, parsed.port
-        except ValueError as exc:
+        except ValueError:
+            host, port = None, -1
+        if port == -1:  # raised outside the handler: the parser's error stays out of __context__ too
+            where = f" in {item!r}" if item in shown else ""
             raise ConfigurationError(
-                f"backend URL {shown!r} has an invalid host or port in {item!r}",
-                parameter="url",
-                value=shown,
-                cause=exc,
-            ) from exc
+                f"backend URL {shown!r} has an invalid host or port{where}", parameter="url", value=shown
+            )
         if not host:
             raise ConfigurationError(
                 f"backend URL {shown!r} has an empty host in its host list", parameter="url", value=shown
@@ -147,7 +224,11 @@ def _split_hosts(shown: str, netloc: str) -> tuple[str, tuple[tuple[str, int | N
 
 
 def parse_backend_url(url: str) -> BackendURL:
-    """Parse a backend URL; a malformed one raises ``ConfigurationError`` naming ``url``."""
+    """Parse a backend URL; a malformed one raises ``ConfigurationError`` naming ``url``.
+
+    No error repeats a password or a piece of one (see :func:`masked`), nor
+    keeps the parser's own error, which may quote one, in its chain.
+    """
     if not isinstance(url, str) or "://" not in url:
         raise ConfigurationError(
             f"expected a backend URL like 'sqlite:///tasks.db', got {masked(url) if isinstance(url, str) else url!r}",
@@ -169,24 +250,32 @@ def parse_backend_url(url: str) -> BackendURL:
         raise ConfigurationError(f"backend URL {shown!r} has no scheme", parameter="url", value=shown)
     # A neutral scheme keeps urlsplit generic. '#' is an ordinary character here, as in SQLAlchemy's
     # grammar (a backend URL has no fragment): 'jobs#2.db' names that file, 'pass#word' is the password.
+    refusal = ""
     try:
         parts = split_url("x" + url[len(scheme_part) :].replace("#", "%23"))
-    except ValueError as exc:  # an unclosed '[' of an IPv6 host
-        raise ConfigurationError(
-            f"backend URL {shown!r} is malformed: {exc}", parameter="url", value=shown, cause=exc
-        ) from exc
+    except ValueError as exc:  # an unclosed '[' of an IPv6 host, or a '[' in a password
+        refusal = str(exc)
+    if refusal:  # raised outside the handler, so that the parser's error is not its __context__
+        reason = (
+            "Invalid IPv6 URL (an unclosed '['; a '[' or ']' in a password must be percent-encoded: %5B, %5D)"
+            if "IPv6" in refusal
+            else "its host part holds characters the URL parser refuses (percent-encode them in a password)"
+        )
+        raise ConfigurationError(f"backend URL {shown!r} is malformed: {reason}", parameter="url", value=shown)
     netloc, more_hosts = _split_hosts(shown, parts.netloc)
     if more_hosts:
         parts = parts._replace(netloc=netloc)
     try:
         port = parts.port
-    except ValueError:
+    except ValueError:  # what it took for the port may be a piece of the password, which its message repeats
+        port = -1
+    if port == -1:  # raised outside the handler: the parser's error stays out of __context__ too
         raise ConfigurationError(
             f"backend URL {shown!r} has an invalid port (a password holding '/', '?' or '@' must be "
             "percent-encoded: %2F, %3F, %40)",
             parameter="url",
             value=shown,
-        ) from None  # the parser's own message repeats what it took for the port: a piece of the password
+        )
     path = parts.path
     database = unquote(path[1:]) if path.startswith("/") else (unquote(path) or None)
     if database == "":
@@ -194,6 +283,14 @@ def parse_backend_url(url: str) -> BackendURL:
     query: dict[str, str] = {}
     for key, value in parse_qsl(parts.query.replace("+", "%2B"), keep_blank_values=True):  # '+' is a plus
         if key in query:
+            hidden = hidden_options(url)
+            if hidden is None or key in hidden:  # maybe a piece of a password holding a raw '&'
+                raise ConfigurationError(
+                    f"backend URL {shown!r} gives an option twice (not named here: a password holding '&', '=' or "
+                    "'?' must be percent-encoded: %26, %3D, %3F)",
+                    parameter="url",
+                    value=shown,
+                )
             raise ConfigurationError(f"backend URL option {key!r} is given twice", parameter=key, value=shown)
         query[key] = value
     return BackendURL(

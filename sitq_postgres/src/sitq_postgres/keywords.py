@@ -24,7 +24,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 from sitq_core.errors import ConfigurationError, ValidationError
-from sitq_core.urls import split_url
+from sitq_core.urls import hidden_options, split_url
 
 __all__ = ["NO_LIMIT", "UNSUPPORTED", "is_keyword_dsn", "keyword_dsn_to_url", "prepared_dsn"]
 
@@ -74,6 +74,25 @@ def prepared_dsn(dsn: str | None, connect_timeout: float, *, default_timeout: fl
     if "://" not in dsn:
         return dsn, connect_timeout
     dsn = dsn.strip()  # a line read from an env file: urlsplit ignores the spaces, the rewrite below would not
+    try:
+        return _prepared_url(dsn, connect_timeout, default_timeout=default_timeout)
+    except (ConfigurationError, ValidationError) as exc:
+        refused = exc
+    # Errors about the dsn itself never repeat it. One about a parameter may quote its name and value, which
+    # are pieces of the password when that holds a raw '&' (?password=a&b=c) or runs past the host part (an
+    # unescaped '/' or '?', then '@'): such an error says what to fix instead, and keeps no chain.
+    hidden = hidden_options(dsn)
+    if refused.parameter == "dsn" or (hidden is not None and refused.parameter not in hidden):
+        raise refused
+    raise ValidationError(
+        "dsn has a parameter that is refused and not named here, since it may be a piece of the password: "
+        "percent-encode '/', '?', '@', '&', '=' and '#' in a password (%2F, %3F, %40, %26, %3D, %23)",
+        parameter="dsn",
+    )
+
+
+def _prepared_url(dsn: str, connect_timeout: float, *, default_timeout: float) -> tuple[str, float]:
+    """``prepared_dsn`` for a URL."""
     if any(char in dsn for char in "\t\r\n"):
         # urlsplit drops them silently (a tab in a password would vanish): the dsn would not be the one given
         raise ValidationError(
@@ -81,8 +100,16 @@ def prepared_dsn(dsn: str | None, connect_timeout: float, *, default_timeout: fl
         )
     try:
         parts = split_url(dsn)  # several hosts, an IPv6 one after the first: urlsplit alone refuses them
-    except ValueError as exc:  # "Invalid IPv6 URL": an unclosed '[' in the host
-        raise ValidationError(f"dsn is not a valid URL: {exc}", parameter="dsn") from exc
+    except ValueError as exc:  # "Invalid IPv6 URL": an unclosed '[' in the host (or a '[' in a password)
+        invalid = "an unclosed '['" if "IPv6" in str(exc) else "characters the URL parser refuses"
+    else:
+        invalid = ""
+    if invalid:  # raised outside the handler: the parser's message (which may quote the netloc) is not chained
+        raise ValidationError(
+            f"dsn is not a valid URL: {invalid} (a password holding '[', ']' or other special characters must be "
+            "percent-encoded)",
+            parameter="dsn",
+        )
     auth, hosts = _netloc_hosts(parts.netloc)
     if not all(port is None or _is_port_number(port) for _host, port in hosts):
         # asyncpg would fail at the first call, repeating what it read (maybe a piece of the password)
