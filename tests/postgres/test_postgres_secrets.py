@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import io
 import random
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -113,6 +115,76 @@ def test_the_invalid_port_error_keeps_no_parser_error_in_its_chain() -> None:
     with pytest.raises(sitq.ConfigurationError) as info:
         parse_backend_url("postgresql://postgres:s3c?ret@127.0.0.1/db")
     assert info.value.__context__ is None and info.value.__cause__ is None
+
+
+_URL = "postgresql://postgres:s3cret@127.0.0.1/db"
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: sitq.connect("postgresql://127.0.0.1/db", dsn=_URL),
+        lambda: TaskQueue({"backend": "postgresql://127.0.0.1/db", "dsn": _URL}),
+        lambda: TaskQueue(f"postgresql://127.0.0.1/db?dsn={_URL}"),
+        lambda: TaskQueue("postgresql://127.0.0.1/db?dsn=postgresql%3A%2F%2Fpostgres%3As3cret%40127.0.0.1%2Fdb"),
+    ],
+    ids=["keyword", "mapping", "query", "query-encoded"],
+)
+def test_a_dsn_given_beside_a_url_is_not_echoed(build: Callable[[], Any]) -> None:
+    with pytest.raises(sitq.ConfigurationError) as info:
+        build()
+    assert info.value.parameter in ("dsn", "url")
+    assert "s3cret" not in shown_by(info.value), shown_by(info.value)
+
+
+def test_a_dsn_beside_the_url_in_sitq_backend_is_not_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SITQ_BACKEND", f"postgresql://127.0.0.1/db?dsn={_URL}")
+    with pytest.raises(sitq.ConfigurationError) as info:
+        sitq.connect()
+    assert "SITQ_BACKEND" in str(info.value) and "s3cret" not in shown_by(info.value)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: sitq.connect("postgres", dsn="postgresql://postgres@127.0.0.1/db", password="s3cret"),
+        lambda: TaskQueue({"backend": "postgres", "password": "s3cret"}),
+        lambda: TaskQueue({"backend": "postgres", "sslpassword": "s3cret"}),
+        lambda: TaskQueue({"backend": "postgres", "Passwd": "s3cret"}),
+        lambda: TaskQueue({"backend": "postgres", "pasword": "s3cret"}),  # a typo is still a password
+        lambda: TaskQueue({"backend": "postgres", "api_token": "s3cret"}),
+        lambda: TaskQueue({"backend": "postgres", "dsn": _URL.encode()}),  # bytes: echoed as the bad value
+        lambda: TaskQueue({"backend": "postgres", "dsn": bytearray(_URL.encode())}),
+    ],
+    ids=["keyword", "mapping", "sslpassword", "Passwd", "typo", "token", "bytes-dsn", "bytearray-dsn"],
+)
+def test_a_secret_option_is_refused_without_its_value(build: Callable[[], Any]) -> None:
+    with pytest.raises(SitqError) as info:
+        build()
+    assert "s3cret" not in shown_by(info.value), shown_by(info.value)
+    assert info.value.context.get("value") is not None  # still says that a value was given, masked
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://postgres@127.0.0.1/db?pasword=s3cret",  # a typo of password: an unknown option
+        "postgresql://postgres@127.0.0.1/db?api_key=s3cret",
+        "postgresql://postgres@127.0.0.1/db?password=x&max_connections=s3cret",  # maybe a piece of the password
+    ],
+)
+def test_a_secret_in_a_url_option_is_refused_without_its_value(url: str) -> None:
+    with pytest.raises(SitqError) as info:
+        sitq.connect(url)
+    assert "s3cret" not in shown_by(info.value), shown_by(info.value)
+
+
+def test_an_unknown_option_of_a_url_without_secrets_is_still_named() -> None:
+    """What is hidden is what could be a piece of a password; a plain typo keeps its clear error."""
+    with pytest.raises(sitq.ConfigurationError) as info:
+        sitq.connect("postgresql://postgres:s3cret@127.0.0.1/db?shema=jobs")
+    assert info.value.parameter == "shema" and info.value.value == "jobs"
+    assert "s3cret" not in shown_by(info.value)
 
 
 @pytest.mark.parametrize(

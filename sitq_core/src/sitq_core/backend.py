@@ -46,6 +46,7 @@ from .errors import ConfigurationError
 from .models import LeaseState, Outcome, ReservedTask, Result, Task, utcnow
 from .notify import Notifier
 from .textoptions import text_options_converted
+from .urls import redacted
 
 if TYPE_CHECKING:
     from .urls import BackendURL
@@ -514,7 +515,7 @@ class Backend(abc.ABC):
                 f"unknown option {unknown[0]!r} for backend {cls.name or cls.__name__!r}; "
                 f"expected one of: {', '.join(accepted) or '(none)'}",
                 parameter=unknown[0],
-                value=options[unknown[0]],
+                value=redacted(unknown[0], options[unknown[0]]),  # 'password': the value is a secret
                 valid_options=accepted,
             )
         return cls(**text_options_converted(cls, options))

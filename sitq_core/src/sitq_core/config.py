@@ -21,7 +21,7 @@ from .errors import ConfigurationError, SitqError, ValidationError
 from .plugin_manager import SitqPluginManager
 from .plugins import get_plugin_manager
 from .serializers import Serializer
-from .urls import BackendURL, hidden_options, masked, parse_backend_url
+from .urls import BackendURL, hidden_options, masked, parse_backend_url, redacted
 
 logger = logging.getLogger("sitq.config")
 
@@ -53,7 +53,7 @@ def split_config(spec: BackendSpec | None) -> tuple[Backend | str | None, dict[s
         url = options.pop("url", None)
         if target is not None and url is not None:
             raise ConfigurationError(
-                "give either 'backend' or 'url' in the config, not both", parameter="url", value=url
+                "give either 'backend' or 'url' in the config, not both", parameter="url", value=redacted("url", url)
             )
         target = target if target is not None else url
         if target is None:
@@ -67,7 +67,7 @@ def split_config(spec: BackendSpec | None) -> tuple[Backend | str | None, dict[s
     raise ValidationError(
         f"backend must be a Backend, a URL or name string, or a config mapping; got {type(spec).__name__}",
         parameter="backend",
-        value=spec,
+        value=redacted("backend", spec),  # bytes of a URL may hold its password
     )
 
 
@@ -116,12 +116,13 @@ def _build_backend(target: Any, config_options: dict[str, Any]) -> Backend:
             raise ConfigurationError(
                 "options cannot be applied to an already built backend",
                 parameter=next(iter(config_options)),
-                value=config_options,
+                value={key: redacted(key, value) for key, value in config_options.items()},
             )
         return target
     if not isinstance(target, str) or not target.strip():
+        shown = redacted("backend", target)
         raise ValidationError(
-            f"backend name or URL must be a non-empty string, got {target!r}", parameter="backend", value=target
+            f"backend name or URL must be a non-empty string, got {shown!r}", parameter="backend", value=shown
         )
     manager = get_plugin_manager()
     if "://" in target:
@@ -131,6 +132,14 @@ def _build_backend(target: Any, config_options: dict[str, Any]) -> Backend:
         cls = manager.backend_class(url.name if _has(manager, url.name) else url.scheme)
         return _from_url(cls, url, target)
     name = target.strip().lower()
+    if "@" in name and ":" in name and not _has(manager, name):  # no registered name holds '@': a URL gone wrong
+        shown = masked(target.strip())
+        raise ConfigurationError(
+            f"backend {shown!r} is neither a backend name nor a URL: a URL starts with its scheme and '://' "
+            "(postgresql://user:password@host/db)",
+            parameter="backend",
+            value=shown,
+        )
     if not _has(manager, name) and _looks_like_a_file(target.strip()):
         # TaskQueue("tasks.db"): a path where a URL or name goes; "did you mean 'sqlite'" would only half help
         path = target.strip()

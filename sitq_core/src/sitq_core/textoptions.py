@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .errors import ValidationError
+from .urls import looks_secret
 
 __all__ = ["text_options_converted"]
 
@@ -74,10 +75,18 @@ def text_options_converted(cls: type, options: Mapping[str, Any]) -> dict[str, A
         try:
             values[key] = convert(value)
         except ValueError as exc:
+            if not looks_secret(key):
+                raise ValidationError(
+                    f"option {key!r} of backend {backend!r} must be {expected}, got {value!r}",
+                    parameter=key,
+                    value=value,
+                    cause=exc,
+                ) from exc
+            secret = True  # (an api_key: int) neither its value nor the converter's error, which repeats it
+        else:
+            secret = False
+        if secret:  # raised outside the handler, so that the converter's error is not its __context__ either
             raise ValidationError(
-                f"option {key!r} of backend {backend!r} must be {expected}, got {value!r}",
-                parameter=key,
-                value=value,
-                cause=exc,
-            ) from exc
+                f"option {key!r} of backend {backend!r} must be {expected}", parameter=key, value="***"
+            )
     return values

@@ -15,7 +15,7 @@ from urllib.parse import SplitResult, parse_qsl, quote, unquote, urlsplit
 
 from .errors import ConfigurationError
 
-__all__ = ["BackendURL", "hidden_options", "looks_secret", "masked", "parse_backend_url", "split_url"]
+__all__ = ["BackendURL", "hidden_options", "looks_secret", "masked", "parse_backend_url", "redacted", "split_url"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +71,7 @@ class BackendURL:
 #: Words that make an option's value a secret: password, sslpassword, passwd, pwd, api_key, auth_token, ...
 _SECRET_WORDS = re.compile(r"pass|pw|secret|token|key|word|cred", re.IGNORECASE)
 _SECRET_NAMES = ("password", "passwd", "secret", "token")  # and near misses of them ("pasword", "secrte")
+_URL_START = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def looks_secret(name: object) -> bool:
@@ -85,6 +86,25 @@ def looks_secret(name: object) -> bool:
     if lowered == "dsn" or _SECRET_WORDS.search(lowered):
         return True
     return bool(difflib.get_close_matches(lowered, _SECRET_NAMES, n=1, cutoff=0.75))
+
+
+def redacted(name: object, value: Any) -> Any:
+    """``value`` as an error about option ``name`` may show it: ``***`` for a secret, a URL masked, else unchanged.
+
+    A ``dsn`` that is a URL shows as :func:`masked` does (its password
+    hidden); any other value of a secret-looking option as ``***``, bytes and
+    key=value connection strings included. A URL given to any other option is
+    masked too.
+    """
+    if isinstance(name, str) and name.lower() == "dsn" and isinstance(value, str) and _URL_START.match(value.strip()):
+        return masked(value.strip())
+    if looks_secret(name):
+        return "***"
+    if isinstance(value, str) and "://" in value:
+        return masked(value)
+    if isinstance(value, bytes | bytearray) and b"://" in value:
+        return "***"
+    return value
 
 
 def masked(url: str) -> str:

@@ -37,7 +37,7 @@ from sitq_core.errors import BackendError, ConfigurationError, ConnectionError, 
 from sitq_core.models import LeaseState, Outcome, ReservedTask, Result, Task, TaskStatus
 from sitq_core.notify import record_mark, safety_pauses, take_mark
 from sitq_core.textoptions import text_options_converted
-from sitq_core.urls import BackendURL, split_url
+from sitq_core.urls import BackendURL, redacted, split_url
 
 from . import schema as _schema
 from .coalesce import ResultReads
@@ -156,7 +156,9 @@ class PostgresBackend(Backend):
         connect_timeout: float = _DEFAULT_CONNECT_TIMEOUT,
     ) -> None:
         if dsn is not None and not isinstance(dsn, str):
-            raise ValidationError(f"dsn must be a string or None, got {type(dsn).__name__}", parameter="dsn", value=dsn)
+            raise ValidationError(
+                f"dsn must be a string or None, got {type(dsn).__name__}", parameter="dsn", value=redacted("dsn", dsn)
+            )
         for name, value, least in (("min_connections", min_connections, 0), ("max_connections", max_connections, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ValidationError(f"{name} must be an integer >= {least}", parameter=name, value=value)
@@ -271,7 +273,7 @@ class PostgresBackend(Backend):
                 "a postgres URL is itself the connection string: give the connection either as the URL or as dsn "
                 "(with the backend named 'postgres'), not both",
                 parameter="dsn",
-                value=options["dsn"],
+                value=redacted("dsn", options["dsn"]),  # its password masked
             )
         # libpq parameters stay in the DSN; those asyncpg cannot use too, so the DSN's check names them as such
         libpq = {key: options.pop(key) for key in list(options) if key in LIBPQ_PARAMETERS or key in UNSUPPORTED}
@@ -310,7 +312,7 @@ class PostgresBackend(Backend):
                 f"unknown option {unknown[0]!r} for backend 'postgres'; expected one of: {', '.join(accepted)} "
                 f"(or, in a URL, a libpq parameter: {', '.join(sorted(LIBPQ_PARAMETERS))})",
                 parameter=unknown[0],
-                value=options[unknown[0]],
+                value=redacted(unknown[0], options[unknown[0]]),  # password=, given as a keyword: a secret
                 valid_options=accepted,
             )
         return cls(**text_options_converted(cls, options))

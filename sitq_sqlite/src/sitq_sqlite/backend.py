@@ -55,6 +55,7 @@ from sitq_core.models import (
 )
 from sitq_core.notify import record_mark, safety_pauses, take_mark
 from sitq_core.textoptions import text_options_converted
+from sitq_core.urls import redacted
 
 from .access import may, write_blockers
 from .dbthread import ConnectionClosedForFork, DbThread, DbThreadStopped
@@ -349,7 +350,7 @@ class SQLiteBackend(Backend):
             raise ConfigurationError(
                 f"unknown option {unknown[0]!r} for backend 'sqlite'; expected one of: {', '.join(accepted)}",
                 parameter=unknown[0],
-                value=options[unknown[0]],
+                value=redacted(unknown[0], options[unknown[0]]),  # ?password=: the value is a secret
                 valid_options=accepted,
             )
         values = dict(options)
