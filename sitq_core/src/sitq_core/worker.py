@@ -44,7 +44,7 @@ from .loopwatch import LoopWatch
 from .models import LEASE_EXPIRED_ERROR, LeaseState, Outcome, ReservedTask, Result, Task, TaskStatus
 from .pacing import CommitPacer
 from .plugins import get_plugin_manager
-from .serializers import Serializer
+from .serializers import CloudpickleSerializer, Serializer
 from .task import is_task_function
 from .taskthreads import TaskThreads
 from .thread_batch import Call, CallResult, TaskExit, TaskStopIteration, ThreadBatch, call_guarded
@@ -431,6 +431,7 @@ class Worker:
                     await self.backend.close()
                 return
             self._begin()
+            self._warn_if_others_can_plant_code()
         finally:
             self._starting = None
             if not starting.done():
@@ -455,6 +456,34 @@ class Worker:
             return
         connecting.cancel()
         connecting.add_done_callback(_drop_outcome)
+
+    def _warn_if_others_can_plant_code(self) -> None:
+        """Log a WARNING when this worker unpickles tasks (cloudpickle) from a store that other users can write.
+
+        Unpickling runs whatever code the payload holds, so whoever can write
+        the store can run code as this worker. A backend that can tell (the
+        SQLite one: the modes and owner of its file and folder) offers
+        ``open_to_others()``, returning why, or None; it is asked once here.
+        """
+        if self._only_serializer is not None and not isinstance(self._only_serializer, CloudpickleSerializer):
+            return  # msgpack (or another one) only: no payload is unpickled
+        ask = getattr(self.backend, "open_to_others", None)
+        if not callable(ask):
+            return
+        try:
+            reason = ask()
+        except Exception:  # a check that fails is no reason to stop the worker
+            logger.debug("worker %s: could not tell who else can write the store", self.worker_id, exc_info=True)
+            return
+        if reason:
+            logger.warning(
+                "worker %s: %s. This worker runs tasks with the cloudpickle serializer, so anyone who can write it "
+                "can run code as this worker: use msgpack with an allow-list (sitq worker -s msgpack --allow-task "
+                "..., or MsgpackSerializer(allowed_tasks=[...])), or fix the permissions (chmod 600 the file, and "
+                "keep it in a folder only this user can write)",
+                self.worker_id,
+                reason,
+            )
 
     def _begin(self) -> None:
         """Set up the running state and the background loops (``start`` after connecting)."""

@@ -1,4 +1,4 @@
-"""Why this process cannot write a database file: which of the causes applies, for the error that says so.
+"""Who may write a database file: why this process cannot (for the error that says so), and who else can.
 
 SQLite only says "attempt to write a readonly database" or "unable to open
 database file". The causes are told apart here from what the operating
@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import stat
 
-__all__ = ["may", "write_blockers"]
+__all__ = ["may", "others_can_write", "write_blockers"]
 
 #: Whether os.access can answer for the effective user and groups (a setuid program's), not the real ones.
 _EFFECTIVE_IDS = os.access in os.supports_effective_ids
@@ -58,6 +58,47 @@ def write_blockers(path: str) -> list[str]:
     elif companions:
         causes.append("its -wal and -shm files are read-only for this process")
     return causes
+
+
+def others_can_write(path: str) -> list[str]:
+    """Why users other than this process's may change the database at ``path`` (empty: no sign of any).
+
+    The file writable by its group or by everyone, the file owned by another
+    user (root aside: it can write anything anyway), or its folder writable
+    by its group or everyone without the sticky bit (they can put another
+    file in its place). Two ``stat`` calls; nothing is opened. Empty on
+    systems without POSIX modes, and when the file cannot be looked at.
+    """
+    geteuid = getattr(os, "geteuid", None)
+    if geteuid is None:  # pragma: no cover - Windows: modes tell nothing there
+        return []
+    real = os.path.realpath(path)  # SQLite opens the file a symlink points to
+    folder = os.path.dirname(real)
+    try:
+        info = os.stat(real)
+        folder_info = os.stat(folder)
+    except OSError:
+        return []
+    causes: list[str] = []
+    mode = stat.S_IMODE(info.st_mode)
+    writers = _writers(mode)
+    if writers:
+        causes.append(f"the file is writable by {writers} (mode {mode:04o})")
+    if info.st_uid not in (geteuid(), 0):
+        causes.append(f"the file belongs to another user (uid {info.st_uid}{_user_name(info.st_uid)})")
+    folder_mode = stat.S_IMODE(folder_info.st_mode)
+    folder_writers = _writers(folder_mode)
+    if folder_writers and not folder_mode & stat.S_ISVTX:
+        causes.append(
+            f"its folder {folder} is writable by {folder_writers} without the sticky bit (mode {folder_mode:04o}), "
+            "so another file can be put in its place"
+        )
+    return causes
+
+
+def _writers(mode: int) -> str:
+    """``"its group"``, ``"everyone"``, both, or "" for the write bits of ``mode`` beyond its owner's."""
+    return " and ".join(who for who, bit in (("its group", stat.S_IWGRP), ("everyone", stat.S_IWOTH)) if mode & bit)
 
 
 def _read_only_mount(folder: str) -> str | None:

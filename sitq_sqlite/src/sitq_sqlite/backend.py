@@ -57,7 +57,7 @@ from sitq_core.notify import record_mark, safety_pauses, take_mark
 from sitq_core.textoptions import text_options_converted
 from sitq_core.urls import redacted
 
-from .access import may, write_blockers
+from .access import may, others_can_write, write_blockers
 from .dbthread import ConnectionClosedForFork, DbThread, DbThreadStopped
 from .feed import InsertFeed
 from .groupcommit import GroupCommit, others_ready
@@ -293,6 +293,20 @@ class SQLiteBackend(Backend):
         self._inline = None if self.is_memory else InlinePath(self._new_inline_connection)
         self._groups = weakref.WeakKeyDictionary()
         self.notifier.after_fork_in_child()
+
+    def open_to_others(self) -> str | None:
+        """Why users other than this process's may change the database file, or None (always for ``:memory:``).
+
+        A worker that unpickles tasks (cloudpickle) asks this when it starts:
+        whoever can write the file can make it run any code (see
+        ``docs/explanation/serializers.md``). Two ``stat`` calls.
+        """
+        if self.is_memory:
+            return None
+        causes = others_can_write(self.path)
+        if not causes:
+            return None
+        return f"SQLite database {self.path!r} can be changed by other users: {'; '.join(causes)}"
 
     def __repr__(self) -> str:
         return f"SQLiteBackend({self.path!r})"
