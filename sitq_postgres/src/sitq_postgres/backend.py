@@ -494,8 +494,17 @@ class PostgresBackend(Backend):
             return "the given dsn"
 
     async def _create_schema(self, conn: Connection) -> None:
+        """Create sitq's tables unless they are there at this version already.
+
+        A schema found complete and current is used as it is, without DDL, so
+        an application role with table privileges only (no CREATE on the
+        schema or database) can run workers and producers once a role that
+        may create made the schema.
+        """
         sql = self._sql
         try:
+            if await self._schema_current(conn):
+                return
             async with conn.transaction():
                 # Several processes may start at once: one creates, the others wait and find it done.
                 await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", sql.lock_key)
@@ -521,6 +530,14 @@ class PostgresBackend(Backend):
                 f"cannot create sitq's tables in schema {self.schema!r}: {exc}",
                 cause=exc,
             ) from exc
+
+    async def _schema_current(self, conn: Connection) -> bool:
+        """Whether sitq's tables are all there, sitq's own, unchanged, and at this schema version (reads only)."""
+        foreign, changes, present = await self._schema_problems(conn)
+        if foreign or changes or present != set(_schema.COLUMNS):
+            return False
+        found = await conn.fetchval(self._sql.version)
+        return bool(found == str(SCHEMA_VERSION))
 
     async def _check_schema(self, conn: Connection) -> None:
         """Check, creating and changing nothing, that the schema holds sitq's tables (a read-only connect)."""
