@@ -111,6 +111,7 @@ _OWN_OPTIONS = ("schema", "min_connections", "max_connections")
 _DEFAULT_CONNECT_TIMEOUT = 10.0
 _CLOCK_RECHECK = 60.0  # seconds between two readings of the server's clock
 _CLOCK_TOLERANCE = 0.05  # an offset smaller than this (or than the round trip) is taken as none
+_FULL_RETRY = 1.0  # seconds between new connects while the server's connection limit is reached
 _RELEASE_TIMEOUT = 5.0  # seconds to reset a connection for the pool; past it the connection is dropped
 
 
@@ -198,6 +199,7 @@ class PostgresBackend(Backend):
         self._in_flight: dict[asyncio.AbstractEventLoop, int] = {}
         self._drained: dict[asyncio.AbstractEventLoop, asyncio.Event] = {}
         self._reads: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ResultReads] = weakref.WeakKeyDictionary()
+        self._releases: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Releases] = weakref.WeakKeyDictionary()
         self._clock_offset = timedelta(0)  # the server's clock minus this machine's (see now())
         self._clock_read_at = -math.inf  # monotonic time of the last reading
         self._clock_warned = False
@@ -214,6 +216,7 @@ class PostgresBackend(Backend):
         self._lock = threading.Lock()
         self._pools, self._listeners, self._listener_locks, self._pool_locks = {}, {}, {}, {}
         self._reads = weakref.WeakKeyDictionary()
+        self._releases = weakref.WeakKeyDictionary()
         self.notifier.after_fork_in_child()
 
     def __repr__(self) -> str:
@@ -621,11 +624,12 @@ class PostgresBackend(Backend):
     ) -> T:
         """``_call`` itself, once counted as under way."""
         pool = await self._pool()
+        releases = self._releases.setdefault(asyncio.get_running_loop(), _Releases())
         finished = False  # the body ran (and committed): a later error only concerns the connection
         result: T
         cut = False  # the connection was closed under the call (read before it goes back to the pool)
         try:
-            async with _Leased(pool) as conn:
+            async with _Leased(pool, releases, self.connect_timeout) as conn:
                 try:
                     if time.monotonic() - self._clock_read_at > _CLOCK_RECHECK:
                         await self._read_server_clock(conn)
@@ -1273,6 +1277,28 @@ def _dispose_unwanted(dispose: Callable[[Any], None], opened: asyncio.Task[Any])
         dispose(opened.result())
 
 
+class _Releases:
+    """Wakes the calls of one pool waiting for one of its connections to come back (see ``_Leased``)."""
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event: asyncio.Event | None = None
+
+    def released(self) -> None:
+        """A connection went back to the pool: every call waiting for one tries again."""
+        event, self._event = self._event, None
+        if event is not None:
+            event.set()
+
+    async def wait(self, seconds: float) -> None:
+        """Until a connection goes back to the pool, at most ``seconds``."""
+        if self._event is None:
+            self._event = asyncio.Event()
+        with contextlib.suppress(TimeoutError):
+            await within(self._event.wait(), seconds)
+
+
 class _Leased:
     """A pooled connection that a cancelled caller never waits for.
 
@@ -1285,40 +1311,66 @@ class _Leased:
     not committed later, once a lock it waited for goes), and a give-back
     that takes longer than ``_RELEASE_TIMEOUT`` drops the connection.
 
+    When the server refuses the pool a new connection for want of slots
+    (the role's ``CONNECTION LIMIT``, the server's ``max_connections``:
+    ``TooManyConnectionsError``) while the pool has connections of its own,
+    the call waits for one of them to come back, up to ``wait`` seconds,
+    instead of failing: a lease renewal that overlapped a claim otherwise
+    failed, and a few such failures cost a live worker its leases.
+
     A class, not an ``asynccontextmanager``: an async generator used while a
     loop shuts down (a user's async generator cleaning up with a sitq call)
     made asyncio warn that it was scheduled after ``shutdown_asyncgens()``.
     """
 
-    __slots__ = ("_conn", "_pool")
+    __slots__ = ("_conn", "_pool", "_releases", "_wait")
 
-    def __init__(self, pool: Pool) -> None:
+    def __init__(self, pool: Pool, releases: _Releases, wait: float) -> None:
         self._pool = pool
+        self._releases = releases
+        self._wait = wait
         self._conn: Connection | None = None
 
     async def __aenter__(self) -> Connection:
-        self._conn = await self._pool.acquire()
-        return self._conn
+        deadline = time.monotonic() + self._wait
+        while True:
+            try:
+                self._conn = await self._pool.acquire()
+                return self._conn
+            except asyncpg.TooManyConnectionsError as exc:
+                left = deadline - time.monotonic()
+                if self._pool.get_size() == 0 or left <= 0:  # none of its own to wait for, or waited enough
+                    raise
+                log.debug(
+                    "connection limit reached with %d pooled connection(s) open; waiting for one: %s",
+                    self._pool.get_size(),
+                    exc,
+                )
+                # woken when one goes back; retried a second later anyway (another process may free a slot)
+                await self._releases.wait(min(left, _FULL_RETRY))
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
         conn, self._conn = self._conn, None
         if exc_type is not None and issubclass(exc_type, asyncio.CancelledError):
-            _give_back_later(self._pool, conn)
+            _give_back_later(self._pool, conn, self._releases)
             return
-        if exc_type is not None:
-            # the body's error is the one to raise, not a failure to give the connection back
-            try:
-                await self._pool.release(conn, timeout=_RELEASE_TIMEOUT)
-            except Exception as failure:  # asyncpg terminated the connection: the pool opens another
-                log.debug("giving a connection back failed: %s", failure)
-            return
-        await self._pool.release(conn, timeout=_RELEASE_TIMEOUT)
+        try:
+            if exc_type is not None:
+                # the body's error is the one to raise, not a failure to give the connection back
+                try:
+                    await self._pool.release(conn, timeout=_RELEASE_TIMEOUT)
+                except Exception as failure:  # asyncpg terminated the connection: the pool opens another
+                    log.debug("giving a connection back failed: %s", failure)
+                return
+            await self._pool.release(conn, timeout=_RELEASE_TIMEOUT)
+        finally:
+            self._releases.released()
 
 
 _giving_back: set[asyncio.Task[None]] = set()  # referenced until done (the loop keeps only weak references)
 
 
-def _give_back_later(pool: Pool, conn: Connection) -> None:
+def _give_back_later(pool: Pool, conn: Connection, releases: _Releases) -> None:
     """Give ``conn`` back to ``pool`` in the background, at most ``_RELEASE_TIMEOUT`` later (then it is dropped)."""
 
     async def give_back() -> None:
@@ -1328,6 +1380,8 @@ def _give_back_later(pool: Pool, conn: Connection) -> None:
             with contextlib.suppress(Exception):  # released already, or terminated by asyncpg itself
                 conn.terminate()
             log.debug("a cancelled call's connection was dropped: %r", exc)
+        finally:
+            releases.released()
 
     task = asyncio.get_running_loop().create_task(give_back(), name="sitq-postgres-give-back")
     _giving_back.add(task)
