@@ -908,7 +908,7 @@ async def test_a_cancelled_calls_connection_that_cannot_be_dropped_leaves_no_unr
         def terminate(self) -> None:
             raise asyncpg.InterfaceError("cannot call Connection.terminate(): connection has been released back")
 
-    pg_backend._give_back_later(Pool(), Conn())  # type: ignore[arg-type]
+    pg_backend._give_back_later(Pool(), Conn(), pg_backend._Releases())  # type: ignore[arg-type]
     [giving_back] = list(pg_backend._giving_back)
     await asyncio.wait({giving_back})
     assert giving_back.exception() is None
