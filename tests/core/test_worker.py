@@ -1522,3 +1522,52 @@ async def test_a_running_task_with_a_cancel_requested_given_back_at_stop_counts_
     # the stop's warning must not tell the operator that a task ending cancelled runs again
     again = [r.getMessage() for r in caplog.records if "they run again" in r.getMessage()]
     assert not any(task_id in message for message in again), again
+
+
+class RenewalsRefusedAtFirst(SQLiteBackend):
+    """The first renewals fail as a PostgreSQL pool at its role's connection limit failed them."""
+
+    def __init__(self, path: Path, failures: int) -> None:
+        super().__init__(path)
+        self.failures = failures
+        self.renewed = asyncio.Event()
+
+    async def heartbeat(self, leases: Any, lease_seconds: float) -> Any:
+        if self.failures:
+            self.failures -= 1
+            raise BackendError(
+                'PostgreSQL heartbeat failed: TooManyConnectionsError: too many connections for role "app"',
+                operation="heartbeat",
+                backend_type="sqlite",
+            )
+        states = await super().heartbeat(leases, lease_seconds)
+        self.renewed.set()
+        return states
+
+
+@pytest.mark.asyncio
+async def test_a_failed_renewal_is_retried_well_within_the_lease(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failed renewal was retried only at the next renewal, a third of the lease later: three failures in a
+    row let the lease of a task running on a live worker expire."""
+    store = RenewalsRefusedAtFirst(tmp_path / "refused.db", failures=3)
+    tasks.GATE.clear()
+    async with TaskQueue(store) as queue:
+        worker = Worker(store, lease_timeout=0.9)  # renewals every 0.3 s
+        await worker.start()
+        try:
+            task_id = await queue.enqueue(tasks.wait_for_gate)
+            await wait_until(lambda: asyncio.sleep(0, store.renewed.is_set()), timeout=20)
+            tasks.GATE.set()
+            result = await queue.get_result(task_id, timeout=20)
+        finally:
+            tasks.GATE.set()
+            await worker.stop()
+        task = await queue.get_task(task_id)
+    assert result is not None and result.status == "success", result
+    assert task is not None and task.attempts == 1 and task.lease_expiries == 0, task
+    failed = [r for r in caplog.records if "heartbeat failed; retrying in" in r.getMessage()]
+    assert failed, caplog.text
+    delay = float(failed[0].getMessage().split("retrying in ")[1].split("s")[0])
+    assert delay <= 0.9 / 10, failed[0].getMessage()

@@ -108,6 +108,18 @@ def store_retry_delay(failures: int, poll_interval: float) -> float:
     return float(min(0.05 * 2 ** min(failures, 32), max(poll_interval, 0.05)))
 
 
+def heartbeat_retry_delay(lease_timeout: float, failures: int) -> float:
+    """Seconds before a failed lease renewal is tried again: a 40th of the lease, doubling, at most a tenth.
+
+    A renewal runs every third of the lease; retried only at the next one, as
+    before, three failures in a row (a server at its connection limit, a
+    brief outage) let the leases of a live worker's tasks expire, and other
+    workers ran them again. Retried this way, a 30 s lease gets about ten
+    tries before it runs out.
+    """
+    return float(min(lease_timeout / 10, lease_timeout / 40 * 2.0 ** min(max(failures - 1, 0), 8)))
+
+
 def retry_delay(retry_backoff: float, attempt: int) -> float:
     """Seconds before retry number ``attempt`` (1-based): ``backoff * 2**(attempt-1)``, capped at one day."""
     if retry_backoff <= 0:
@@ -2521,6 +2533,7 @@ class Worker:
         is dropped before it starts instead of up to a renewal period later;
         tasks held longer than ``_RUNNING_CANCEL_CHECK`` (running ones) are
         checked that often, so cancelling a long task takes about a second.
+        A failed renewal is retried after ``heartbeat_retry_delay``.
         """
         interval = max(self.lease_timeout / 3.0, 0.01)
         renew_at = time.monotonic() + interval
@@ -2569,7 +2582,9 @@ class Worker:
                 failures += 1
                 if failures == 1:
                     failing_since = time.monotonic()
-                self._log_failing_store(failures, failing_since, interval, "heartbeat")
+                if renewal:  # retried soon, not a renewal period later: a few misses would lose the leases
+                    renew_at = time.monotonic() + heartbeat_retry_delay(self.lease_timeout, failures)
+                self._log_failing_store(failures, failing_since, max(0.0, renew_at - time.monotonic()), "heartbeat")
                 continue
             failures = 0
             for task_id, state in states.items():
