@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from sitq import BackendError, SQLiteBackend, TaskQueue, ValidationError, Worker, hookimpl
+from sitq import BackendError, ConnectionError, SQLiteBackend, TaskQueue, ValidationError, Worker, hookimpl
 from sitq_core.models import TaskStatus
 from sitq_core.plugins import get_plugin_manager
 
@@ -1177,6 +1177,41 @@ async def test_a_store_that_keeps_failing_logs_one_traceback_not_one_a_retry(
 
 def _calls(store: FlakyStore) -> int:
     return store.calls
+
+
+class CutOnce(SQLiteBackend):
+    """A store whose next ``cuts`` reserves fail as a connection the server closed (then it works again)."""
+
+    cuts = 0
+
+    async def reserve(self, **kwargs: Any) -> Any:
+        if self.cuts:
+            self.cuts -= 1
+            raise ConnectionError("the connection was closed (by the server: shutdown)", backend_type="test")
+        return await super().reserve(**kwargs)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("cuts", [1, 50])
+async def test_a_lost_connection_that_the_retry_overcomes_is_a_warning_without_a_traceback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, cuts: int
+) -> None:
+    """A session ended by the server (pg_terminate_backend) logged an ERROR traceback although the retry ran on."""
+    caplog.set_level("INFO", logger="sitq.worker")
+    store = CutOnce(tmp_path / "cut.db")
+    async with TaskQueue(store) as queue:
+        store.cuts = cuts
+        worker = Worker(store, poll_interval=0.01)
+        await worker.start()
+        result = await queue.get_result(await queue.enqueue(tasks.add, 1, 2), timeout=30)
+        await worker.stop()
+    assert result is not None and result.status == "success"
+    failed = [r for r in caplog.records if "backend call failed" in r.getMessage()]
+    assert failed[0].levelname == "WARNING" and not failed[0].exc_info
+    assert "the connection was closed" in failed[0].getMessage()
+    tracebacks = [r for r in failed if r.exc_info]
+    # one that persists is still an error, with its traceback once
+    assert [r.levelname for r in tracebacks] == ([] if cuts == 1 else ["ERROR"])
 
 
 @pytest.mark.asyncio

@@ -476,3 +476,40 @@ def test_cli_stats_works_through_a_read_only_role(pg_dsn: str, pg_schema: str) -
             assert json.loads(done.stdout)["queued"] == 1
     finally:
         asyncio.run(tear_down())
+
+
+@pytest.mark.asyncio
+async def test_a_workers_connections_cut_by_the_server_are_replaced_without_an_error(
+    pg_dsn: str, pg_schema: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pg_terminate_backend on an idle worker's connections logged an ERROR traceback calling the server
+    "out of reach" with asyncpg's "cannot switch to state 15": one cut connection, on a server that was fine."""
+    name = f"sitq_cut_{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("SITQ_LOG_LEVEL", "INFO")
+    workers = Workers(f"{url(pg_dsn, pg_schema)}&application_name={name}", tmp_path)
+    admin = await asyncpg.connect(pg_dsn)
+    try:
+        async with TaskQueue(PostgresBackend(pg_dsn, schema=pg_schema)) as queue:
+            proc = workers.start("--concurrency", "8")
+
+            async def connected() -> bool:
+                found = await admin.fetchval("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1", name)
+                return bool(found >= 2)  # its pool and its listener
+
+            for round_ in range(8):
+                result = await queue.get_result(await queue.enqueue(tasks.add, round_, 1), timeout=60)
+                assert result is not None and result.status == "success", workers.log(0)
+                await wait_until(connected, timeout=30)
+                await admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1", name
+                )
+            result = await queue.get_result(await queue.enqueue(tasks.add, 2, 2), timeout=60)
+            assert result is not None and result.status == "success", workers.log(0)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, workers.log(0)
+    finally:
+        await admin.close()
+        workers.cleanup()
+    log = workers.log(0)
+    for wrong in ("out of reach", "cannot switch to state", "Traceback", " ERROR "):
+        assert wrong not in log, log

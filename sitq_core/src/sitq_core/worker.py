@@ -11,6 +11,7 @@ renewed then (an async task blocking it).
 from __future__ import annotations
 
 import asyncio
+import builtins
 import concurrent.futures
 import contextlib
 import contextvars
@@ -1113,14 +1114,26 @@ class Worker:
         """A failed backend call: its traceback the first time, then one line at most every ``_FAILING_LOG_EVERY``.
 
         A store that stays broken (a damaged file, a lost table) must not fill
-        the logs with a traceback a second (5 million lines a day).
+        the logs with a traceback a second (5 million lines a day). A lost
+        connection (``ConnectionError``: a session the server ended, a network
+        blip) is first a one-line warning: the retry usually overcomes it, and
+        only when that fails too is it logged as an error, with the traceback.
         """
-        if failures == 1:
+        error = sys.exc_info()[1]
+        if failures == 1 and isinstance(error, builtins.ConnectionError):
+            self._failing_logged.pop(what, None)  # the traceback is still to come, should the retry fail
+            logger.warning(
+                "worker %s: %s failed (%s); retrying in %.2fs",
+                self.worker_id,
+                what,
+                _log_text(f"{type(error).__name__}: {error}"),
+                delay,
+            )
+        elif failures == 1 or what not in self._failing_logged:
             logger.exception("worker %s: %s failed; retrying in %.2fs", self.worker_id, what, delay)
             self._failing_logged[what] = time.monotonic()
-        elif time.monotonic() - self._failing_logged.get(what, 0.0) >= _FAILING_LOG_EVERY:
+        elif time.monotonic() - self._failing_logged[what] >= _FAILING_LOG_EVERY:
             self._failing_logged[what] = time.monotonic()
-            error = sys.exc_info()[1]
             logger.error(
                 "worker %s: %ss still failing (%d in a row over %.0f s), retrying every %.2fs: %s",
                 self.worker_id,

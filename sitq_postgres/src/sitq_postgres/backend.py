@@ -69,6 +69,16 @@ _DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.Interna
 #: Errors that mean the server is out of reach (not a misuse of a connection, such as asyncpg's
 #: "another operation is in progress"): reported as ``ConnectionError``, as at connect.
 _OUT_OF_REACH = (asyncpg.exceptions.PostgresConnectionError, OSError, TimeoutError)
+#: The server's errors for a session it ends: the connection is closed after them.
+_ENDED_BY_SERVER = (
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.DatabaseDroppedError,
+    asyncpg.exceptions.IdleSessionTimeoutError,
+    asyncpg.exceptions.IdleInTransactionSessionTimeoutError,
+)
+#: Calls that only read: one that meets a closed connection runs again on another.
+_READS = frozenset({"get_task", "get_result", "next_eta", "list_tasks", "counts"})
 #: Errors after which a statement's fate is unknown: the connection went while it ran.
 _CONNECTION_LOST = (
     asyncpg.exceptions.PostgresConnectionError,
@@ -622,52 +632,79 @@ class PostgresBackend(Backend):
     async def _call_counted(
         self, operation: str, body: Callable[[Connection], Awaitable[T]], *, transaction: bool
     ) -> T:
-        """``_call`` itself, once counted as under way."""
+        """``_call`` itself, once counted as under way.
+
+        A connection the server closed (``pg_terminate_backend``, a restart,
+        an idle timeout) stays in the pool until it is next used, and then
+        fails that call. Such a connection is dropped, so the pool connects
+        anew, and the call runs again on another connection when that is
+        safe: it had not begun its own statements (nothing of it reached the
+        server), or it only reads. At most once per pooled connection; past
+        that, or for a write cut mid-way, the caller gets a ConnectionError
+        that says the connection was closed.
+        """
         pool = await self._pool()
         releases = self._releases.setdefault(asyncio.get_running_loop(), _Releases())
-        finished = False  # the body ran (and committed): a later error only concerns the connection
-        result: T
-        cut = False  # the connection was closed under the call (read before it goes back to the pool)
-        try:
-            async with _Leased(pool, releases, self.connect_timeout) as conn:
-                try:
-                    if time.monotonic() - self._clock_read_at > _CLOCK_RECHECK:
-                        await self._read_server_clock(conn)
-                    if not transaction:
-                        result = await body(conn)
-                    else:
-                        async with conn.transaction():
+        reruns = 0
+        while True:
+            finished = False  # the body ran (and committed): a later error only concerns the connection
+            started = False  # the body began: a write's statements may have reached the server
+            closed: str | None = None  # why the connection under the call is gone, when it is
+            result: T
+            try:
+                async with _Leased(pool, releases, self.connect_timeout) as conn:
+                    try:
+                        if time.monotonic() - self._clock_read_at > _CLOCK_RECHECK:
+                            await self._read_server_clock(conn)
+                        if not transaction:
+                            started = True
                             result = await body(conn)
-                except Exception as exc:
-                    cut = _is_closed(conn) or _says_closed(exc)
-                    raise
-                finished = True
-            return result
-        except SitqError:
-            raise
-        except Exception as exc:
-            if finished:  # giving the connection back failed (it was dropped after the commit)
-                # (a read, or a single statement, has nothing to commit: it just finished)
-                done = "committed" if transaction else "finished"
-                log.warning("%s %s, then its connection failed: %s", operation, done, exc)
+                        else:
+                            async with conn.transaction():
+                                started = True
+                                result = await body(conn)
+                    except Exception as exc:
+                        closed = _closed_how(exc, conn)
+                        if closed is not None:  # not handed out again: asyncpg may still think it usable
+                            _drop(conn)
+                        raise
+                    finished = True
                 return result
-            if not isinstance(exc, _DRIVER_ERRORS):
+            except SitqError:
                 raise
-            # the server is out of reach, as at connect; or it cut this connection (a terminated backend,
-            # a restart: asyncpg may report AdminShutdownError or a confused protocol state, "cannot
-            # switch to state ...", on a connection now closed)
-            if isinstance(exc, _OUT_OF_REACH) or cut:
-                raise self._connection_error(
-                    f"PostgreSQL {operation} failed: the server at {self._where()} is out of reach: {_described(exc)}",
+            except Exception as exc:
+                if finished:  # giving the connection back failed (it was dropped after the commit)
+                    # (a read, or a single statement, has nothing to commit: it just finished)
+                    done = "committed" if transaction else "finished"
+                    after = _closed_how(exc, None)
+                    if after is not None:  # the pool connects anew: nothing for anyone to do
+                        log.debug("%s %s, then %s", operation, done, after)
+                    else:
+                        log.warning("%s %s, then its connection failed: %s", operation, done, exc)
+                    return result
+                if not isinstance(exc, _DRIVER_ERRORS):
+                    raise
+                if closed is not None:
+                    if (not started or operation in _READS) and reruns < self.max_connections:
+                        reruns += 1
+                        log.info("PostgreSQL %s: %s; running it again on another connection", operation, closed)
+                        continue
+                    raise self._connection_error(
+                        f"PostgreSQL {operation} failed: {closed}", operation=operation, cause=exc
+                    ) from exc
+                if isinstance(exc, _OUT_OF_REACH):  # as at connect
+                    raise self._connection_error(
+                        f"PostgreSQL {operation} failed: the server at {self._where()} is out of reach: "
+                        f"{_described(exc)}",
+                        operation=operation,
+                        cause=exc,
+                    ) from exc
+                raise BackendError(
+                    f"PostgreSQL {operation} failed: {_described(exc)}",
                     operation=operation,
+                    backend_type="postgres",
                     cause=exc,
                 ) from exc
-            raise BackendError(
-                f"PostgreSQL {operation} failed: {_described(exc)}",
-                operation=operation,
-                backend_type="postgres",
-                cause=exc,
-            ) from exc
 
     # ----------------------------------------------------------------- enqueue
 
@@ -1511,12 +1548,48 @@ def _fate_unknown(exc: BackendError, ids: list[str], where: str) -> ConnectionEr
     )
 
 
-def _says_closed(exc: Exception) -> bool:
+def _says_closed(exc: BaseException) -> bool:
     """asyncpg's own word that the connection under a call is gone (its proxy may no longer tell)."""
     if not isinstance(exc, asyncpg.InterfaceError):
         return False
     text = str(exc)
     return "connection is closed" in text or "connection was closed" in text
+
+
+def _closed_how(exc: BaseException, conn: Connection | None) -> str | None:
+    """Say "the connection was closed (by the server: why)" when ``exc`` means that; None for any other error.
+
+    A session the server ends (``pg_terminate_backend``, a shutdown, an
+    idle timeout) reaches a call as the server's reason, as asyncpg's
+    ``ConnectionDoesNotExistError``, as an ``InterfaceError`` about a closed
+    connection, or, when its goodbye came in while the connection lay idle
+    in the pool, as an ``InternalClientError`` "cannot switch to state ...":
+    asyncpg's protocol was left waiting for the end of an operation that
+    never began. None of these says that the server is out of reach.
+    """
+    if not isinstance(exc, _DRIVER_ERRORS):
+        return None
+    reason: str | None = None
+    if isinstance(exc, _ENDED_BY_SERVER):
+        reason = str(exc)
+    elif isinstance(exc, asyncpg.exceptions.ConnectionDoesNotExistError):
+        # "connection was closed in the middle of operation: <the server's reason>", when it came in time
+        _, _, reason = str(exc).partition(": ")
+    elif not (
+        _says_closed(exc)
+        or (isinstance(exc, asyncpg.InternalClientError) and "cannot switch to state" in str(exc))
+        or (conn is not None and _is_closed(conn))
+    ):
+        return None
+    if reason:
+        return f"the connection was closed (by the server: {reason})"
+    return "the connection was closed (by the server or the network; no reason came with it)"
+
+
+def _drop(conn: Connection) -> None:
+    """Close a pooled connection at once; the pool opens a new one for its next caller."""
+    with contextlib.suppress(Exception):  # already closed, or already given back
+        conn.terminate()
 
 
 def _is_closed(conn: Connection) -> bool:
