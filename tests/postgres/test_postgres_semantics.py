@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
@@ -1118,3 +1120,31 @@ async def test_a_schema_written_by_a_newer_sitq_is_refused(pg_dsn: str, pg_schem
         else:
             await backend.connect()
     await backend.close()
+
+
+def _guide_sql(section: str) -> list[str]:
+    """The statements of the ```sql blocks of one section of the PostgreSQL guide."""
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "how-to" / "postgres-backend.md").read_text()
+    text = guide.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"^```sql\n(.*?)^```$", text, re.DOTALL | re.MULTILINE)
+    return [statement.strip() for block in blocks for statement in block.split(";") if statement.strip()]
+
+
+@pytest.mark.asyncio
+async def test_the_guides_vacuum_statements_run_on_sitqs_tables(pg_dsn: str, pg_schema: str) -> None:
+    """The guide's maintenance SQL, as written but for the schema's name, runs on the tables sitq made."""
+    async with TaskQueue(PostgresBackend(pg_dsn, schema=pg_schema)) as q:
+        await q.enqueue(tasks.add, 1, 2)
+        await q.purge()
+    statements = _guide_sql("Table growth and VACUUM")
+    assert len(statements) == 5
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        for statement in statements:  # one at a time: VACUUM and REINDEX CONCURRENTLY refuse a transaction
+            await conn.execute(statement.replace("sitq.", f'"{pg_schema}".'))
+        options = await conn.fetchval(
+            "SELECT reloptions FROM pg_class WHERE oid = $1::regclass", f'"{pg_schema}".tasks'
+        )
+    finally:
+        await conn.close()
+    assert "autovacuum_vacuum_scale_factor=0.01" in options
