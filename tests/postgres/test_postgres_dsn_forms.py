@@ -451,3 +451,31 @@ def test_an_ipv6_host_after_the_first_passes_where_urlsplit_refuses_data_before_
     assert backend.dsn == "postgresql://u@primary:5432,[::1]:5433,standby/app"
     url_backend = sitq.connect("postgresql://u@primary:5432,[::1]:5433/app?schema=jobs").backend
     assert isinstance(url_backend, PostgresBackend) and url_backend.dsn == "postgresql://u@primary:5432,[::1]:5433/app"
+
+
+async def _application_names(backend: PostgresBackend) -> set[str]:
+    """The application_name of the backend's pooled connection and of its LISTEN connection."""
+    async with TaskQueue(backend) as queue:
+        await queue.counts()
+        pool = await backend._pool()
+        async with pool.acquire() as conn:
+            pooled = await conn.fetchval("SHOW application_name")
+        listener = await backend._open_listener()
+        try:
+            listening = await listener.fetchval("SHOW application_name")
+        finally:
+            await listener.close()
+    return {pooled, listening}
+
+
+@pytest.mark.asyncio
+async def test_connections_are_named_sitq_unless_the_dsn_names_them(
+    pg_dsn: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A DBA could not tell sitq's sessions apart in pg_stat_activity: they had no application_name."""
+    monkeypatch.delenv("PGAPPNAME", raising=False)
+    assert await _application_names(PostgresBackend(pg_dsn, schema=pg_schema)) == {"sitq"}
+    named = f"{pg_dsn}{'&' if '?' in pg_dsn else '?'}application_name=billing-worker"
+    assert await _application_names(PostgresBackend(named, schema=pg_schema)) == {"billing-worker"}
+    monkeypatch.setenv("PGAPPNAME", "from-env")  # libpq's variable, which asyncpg does not read itself
+    assert await _application_names(PostgresBackend(pg_dsn, schema=pg_schema)) == {"from-env"}

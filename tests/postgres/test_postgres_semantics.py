@@ -1131,13 +1131,13 @@ def _guide_sql(section: str) -> list[str]:
 
 
 @pytest.mark.asyncio
-async def test_the_guides_vacuum_statements_run_on_sitqs_tables(pg_dsn: str, pg_schema: str) -> None:
+async def test_the_guides_vacuum_and_session_statements_run_on_sitqs_tables(pg_dsn: str, pg_schema: str) -> None:
     """The guide's maintenance SQL, as written but for the schema's name, runs on the tables sitq made."""
     async with TaskQueue(PostgresBackend(pg_dsn, schema=pg_schema)) as q:
         await q.enqueue(tasks.add, 1, 2)
         await q.purge()
-    statements = _guide_sql("Table growth and VACUUM")
-    assert len(statements) == 5
+    statements = _guide_sql("Table growth and VACUUM") + _guide_sql("Telling sitq's sessions apart")
+    assert len(statements) == 6
     conn = await asyncpg.connect(pg_dsn)
     try:
         for statement in statements:  # one at a time: VACUUM and REINDEX CONCURRENTLY refuse a transaction

@@ -19,6 +19,7 @@ import contextlib
 import functools
 import logging
 import math
+import os
 import secrets
 import threading
 import time
@@ -119,6 +120,8 @@ Pool: TypeAlias = Any  # Pool
 
 _OWN_OPTIONS = ("schema", "min_connections", "max_connections")
 _DEFAULT_CONNECT_TIMEOUT = 10.0
+#: The ``application_name`` of sitq's sessions when neither the dsn nor ``PGAPPNAME`` gives one.
+_APPLICATION_NAME = "sitq"
 _CLOCK_RECHECK = 60.0  # seconds between two readings of the server's clock
 _CLOCK_TOLERANCE = 0.05  # an offset smaller than this (or than the round trip) is taken as none
 _FULL_RETRY = 1.0  # seconds between new connects while the server's connection limit is reached
@@ -138,6 +141,22 @@ def _refuse_own_options_in(dsn: str | None) -> None:
             parameter=found[0],
             valid_options=list(_OWN_OPTIONS),
         )
+
+
+def _default_settings(dsn: str | None) -> dict[str, str] | None:
+    """``application_name`` for sitq's sessions, so that ``pg_stat_activity`` tells them apart.
+
+    ``PGAPPNAME`` (libpq's variable, which asyncpg does not read) or else
+    ``"sitq"``; None when the dsn names the application itself (asyncpg
+    would let ours win over it).
+    """
+    if (
+        dsn is not None
+        and "://" in dsn
+        and "application_name" in parse_qs(split_url(dsn).query, keep_blank_values=True)
+    ):
+        return None
+    return {"application_name": os.environ.get("PGAPPNAME") or _APPLICATION_NAME}
 
 
 class PostgresBackend(Backend):
@@ -193,6 +212,7 @@ class PostgresBackend(Backend):
             )
         self.dsn = dsn
         _refuse_own_options_in(self.dsn)
+        self._server_settings = _default_settings(self.dsn)
         self.schema = valid_schema(schema)
         self.min_connections = min_connections
         self.max_connections = max_connections
@@ -394,7 +414,7 @@ class PostgresBackend(Backend):
     async def exists(self) -> bool:
         """True when the schema already has sitq's ``tasks`` table; asks on a connection of its own."""
         try:
-            conn = await asyncpg.connect(self.dsn, timeout=self.connect_timeout)
+            conn = await asyncpg.connect(self.dsn, timeout=self.connect_timeout, server_settings=self._server_settings)
         except (TimeoutError, *_DRIVER_ERRORS) as exc:
             raise self._cannot_connect(exc) from exc
         try:
@@ -431,6 +451,7 @@ class PostgresBackend(Backend):
                 max_size=self.max_connections,
                 timeout=self.connect_timeout,
                 command_timeout=None,
+                server_settings=self._server_settings,
             )
             pool = await self._uncut(creating, _terminate)
         except (TimeoutError, *_DRIVER_ERRORS) as exc:
@@ -1212,7 +1233,9 @@ class PostgresBackend(Backend):
             raise
 
     async def _open_listener(self) -> Connection:
-        conn: Connection = await asyncpg.connect(self.dsn, timeout=self.connect_timeout)
+        conn: Connection = await asyncpg.connect(
+            self.dsn, timeout=self.connect_timeout, server_settings=self._server_settings
+        )
         try:
             await conn.add_listener(self._sql.work_channel, self._on_work)
             await conn.add_listener(self._sql.result_channel, self._on_results)
