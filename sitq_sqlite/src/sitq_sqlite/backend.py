@@ -30,7 +30,7 @@ import time
 import weakref
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from concurrent.futures import Future as ThreadFuture
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
 
@@ -45,6 +45,7 @@ from sitq_core.errors import (
     ValidationError,
 )
 from sitq_core.models import (
+    FINAL_STATUSES,
     LEASE_EXPIRED_ERROR,
     LeaseState,
     Outcome,
@@ -1105,10 +1106,51 @@ class SQLiteBackend(Backend):
             if limit <= _INLINE_CLAIM_MAX:
                 claims = await self._inline_or_run("reserve", lambda conn: self._write_lease(conn, body), write=False)
                 await self._report_store_endings(ended)
-                return _leases(claims)
+                return await self._handed_out(claims)
         claims = await self._run("reserve", lambda conn: self._write_lease(conn, body))
         await self._report_store_endings(ended)
-        return _leases(claims)  # built here, off the connection thread (the busier one)
+        return await self._handed_out(claims)  # built here, off the connection thread (the busier one)
+
+    async def _handed_out(self, claims: list[_Claim]) -> list[ReservedTask]:
+        """The leases of claimed rows; a row that cannot be read ends failed, and the others go out as usual."""
+        leases, unreadable = _leases(claims)
+        if unreadable:
+            await self._fail_unreadable(unreadable)
+        return leases
+
+    async def _fail_unreadable(self, claims: list[_UnreadableClaim]) -> None:
+        """End claimed rows that cannot be read as failed, each fenced by its lease, saying which value is wrong.
+
+        SQLite columns take a value of any type, so a row changed around sitq
+        (``UPDATE tasks SET timeout = 'ten'``) can hold one no Task can carry.
+        Such a task can never run; it fails at once, alone (as a payload that
+        cannot be deserialised does), instead of its batch being dropped. When
+        this write fails, the lease runs out and the next claim tries again.
+        """
+        now = self._now_us()
+
+        def body(conn: sqlite3.Connection) -> list[Any]:
+            ended: list[Any] = []
+            for token, _task_id, error in claims:
+                seq = _token_seq(token)
+                conn.execute(_UNREADABLE_RESULT_SQL, (error, _MIN_US, _MAX_US, now, seq, token))
+                row = conn.execute(_UNREADABLE_FINISH_SQL, (now, error, seq, token)).fetchone()
+                if row is not None:
+                    ended.append(row[0])
+            return ended
+
+        try:
+            ended = await self._transaction("reserve", body)
+        except SitqError as exc:
+            log.warning("could not end %d claimed task row(s) that cannot be read: %s", len(claims), exc)
+            return
+        for _token, task_id, error in claims:
+            if task_id in ended:
+                log.warning("task %r failed without running: %s (was its row changed outside sitq?)", task_id, error)
+        readable = [task_id for task_id in ended if isinstance(task_id, str)]
+        if readable:
+            self._wakeups.wake([_result_key(task_id) for task_id in readable])
+            await self._report_store_endings(readable)
 
     def _reserve_body(
         self, worker_id: str, limit: int, lease_us: int, queue_list: list[str] | None
@@ -1137,10 +1179,10 @@ class SQLiteBackend(Backend):
                 ended = 0
                 for seq, _due, status, expiries, max_expiries, cancel_requested in candidates:
                     if status == "running" and cancel_requested:  # cancelled while its worker was gone
-                        ended_ids.append(_end_expired(conn, seq, now, expiries + 1, cancelled=True))
+                        ended_ids.append(_end_expired(conn, seq, now, cancelled=True))
                         ended += 1
-                    elif status == "running" and expiries + 1 >= max_expiries:  # its lease expired once too often
-                        ended_ids.append(_end_expired(conn, seq, now, expiries + 1, cancelled=False))
+                    elif status == "running" and _expired_too_often(expiries, max_expiries):
+                        ended_ids.append(_end_expired(conn, seq, now, cancelled=False))
                         ended += 1
                     else:
                         claimed.append(seq)
@@ -1234,7 +1276,7 @@ class SQLiteBackend(Backend):
         )
         self._after_finish(requeued, finished)
         await self._report_store_endings(ended)
-        return accepted, _leases(claims)  # built here, off the connection thread
+        return accepted, await self._handed_out(claims)  # built here, off the connection thread
 
     def _after_finish(self, requeued: bool, finished: list[str]) -> None:
         keys: list[Hashable] = [("sitq", "result", task_id) for task_id in finished]
@@ -1383,8 +1425,7 @@ class SQLiteBackend(Backend):
 
         def read(conn: sqlite3.Connection) -> Result | None:
             row = conn.execute(
-                "SELECT id, task_id, status, value, error, traceback, enqueued_at, started_at, "
-                "finished_at, attempts, serializer FROM results WHERE task_id = ?",
+                f"SELECT {_RESULT_COLUMNS} FROM results WHERE task_id = ?",
                 (task_id,),
             ).fetchone()
             return None if row is None else _row_to_result(row)
@@ -1480,15 +1521,16 @@ class SQLiteBackend(Backend):
             return None
 
         def read(conn: sqlite3.Connection) -> int | None:
+            # a due that is not a time (a row changed around sitq) is never reached by a claim: not waited for
             lanes = _lanes(conn, queue_list)
             if lanes is None:  # many queues or priorities: one pass over the index beats a seek per lane
                 filters = _queue_filters(queue_list)
                 dues = [conn.execute(_MIN_DUE_SCAN_SQL.format(where), names).fetchone()[0] for where, names in filters]
-                return min((due for due in dues if due is not None), default=None)
+                return min((due for due in dues if _is_time(due)), default=None)
             best: int | None = None
             for queue, priority in lanes:
                 due = conn.execute(_MIN_DUE_SQL, (queue, priority)).fetchone()[0]
-                if due is not None and (best is None or due < best):
+                if _is_time(due) and (best is None or due < best):
                     best = due
             return best
 
@@ -1819,13 +1861,14 @@ def _claim_candidates(conn: sqlite3.Connection, queues: list[str] | None, now: i
         rows: list[tuple[Any, ...]] = []
         for where, names in _queue_filters(queues):
             rows += conn.execute(_CLAIM_SCAN_SQL.format(where), (*names, now, need)).fetchall()
-        rows.sort(key=lambda row: (-row[6], row[1], row[0]))
+        rows.sort(key=lambda row: (row[1], row[0]))
+        rows.sort(key=lambda row: _sqlite_order(row[6]), reverse=True)  # stable: due, seq within a priority
         return [row[:6] for row in rows[:need]]
     by_priority: dict[int, list[str]] = {}
     for queue, priority in lanes:
         by_priority.setdefault(priority, []).append(queue)
     chosen: list[tuple[Any, ...]] = []
-    for priority in sorted(by_priority, reverse=True):
+    for priority in sorted(by_priority, key=_sqlite_order, reverse=True):
         rows = []
         for queue in by_priority[priority]:
             rows.extend(conn.execute(_CLAIM_SQL, (queue, priority, now, need - len(chosen))).fetchall())
@@ -1838,6 +1881,28 @@ def _claim_candidates(conn: sqlite3.Connection, queues: list[str] | None, now: i
 
 
 _Claim = tuple[Sequence[Any], str, int]  # (task row as updated by the claim, lease token, lease expiry us)
+
+
+def _sqlite_order(value: Any) -> tuple[int, Any]:
+    """A sort key ordering stored values of any type as SQLite does (numbers, then text, then blobs).
+
+    A priority is an integer when sitq wrote it, but a row changed around sitq
+    may hold text ('high'): Python cannot compare that with an int, and every
+    claim raised. Ordered as the claim index orders it, such a row is claimed
+    and then ends failed on its own (see ``_fail_unreadable``).
+    """
+    if type(value) is int or type(value) is float:
+        return 1, value
+    return (2, value) if type(value) is str else (3, value) if type(value) is bytes else (0, 0)
+
+
+def _expired_too_often(expiries: Any, max_expiries: Any) -> bool:
+    """Whether a task taken over from an expired lease has now used up ``max_lease_expiries``.
+
+    Counts of another type (a row changed around sitq) are not compared: the
+    row is claimed and then ends failed, saying which value is wrong.
+    """
+    return _is_number(expiries) and _is_number(max_expiries) and expiries + 1 >= max_expiries
 
 
 def _batch_id_taken(conn: sqlite3.Connection, ids: Sequence[str], exc: sqlite3.IntegrityError) -> ValidationError:
@@ -1967,7 +2032,7 @@ def _probe_write(conn: sqlite3.Connection) -> None:
             conn.rollback()
 
 
-def _end_expired(conn: sqlite3.Connection, seq: int, now: int, expiries: int, *, cancelled: bool) -> str:
+def _end_expired(conn: sqlite3.Connection, seq: int, now: int, *, cancelled: bool) -> str:
     """End a task whose lease expired instead of handing it out again, with a result saying why.
 
     ``cancelled``: a cancel was requested while it ran (its worker is gone, so
@@ -1977,80 +2042,319 @@ def _end_expired(conn: sqlite3.Connection, seq: int, now: int, expiries: int, *,
     status, error = ("cancelled", "'cancelled'") if cancelled else ("failed", _POISON_ERROR)
     row = conn.execute(
         f"UPDATE tasks SET status = '{status}', due = NULL, lease_token = NULL, finished_at = ?, "
-        f"error = {error}, lease_expiries = ? WHERE seq = ? "
+        f"error = {error}, lease_expiries = lease_expiries + 1 WHERE seq = ? "
         "RETURNING id, error, enqueued_at, started_at, attempts, serializer, function_name",
-        (now, expiries, seq),
+        (now, seq),
     ).fetchone()
     task_id, error_text, enqueued_at, started_at, attempts, serializer, function_name = row
     result = (task_id, task_id, status, None, error_text, None, enqueued_at, started_at, now, attempts, serializer)
     conn.execute(_INSERT_RESULT, result)
-    shown = checks.one_log_line(function_name)
+    shown = checks.one_log_line(function_name) if isinstance(function_name, str) else repr(function_name)
     if cancelled:
         log.info("task %s (%s) cancelled (its worker is gone)", task_id, shown)
     else:  # as the worker logs a final failure: id, function, attempts and error
-        log.warning("task %s (%s) failed after %d attempt(s): %s", task_id, shown, attempts, error_text)
+        log.warning("task %s (%s) failed after %s attempt(s): %s", task_id, shown, attempts, error_text)
     return str(task_id)
 
 
 _POISON_ERROR = "'lease expired after ' || attempts || ' attempts'"
 
 
-def _leases(claims: list[_Claim]) -> list[ReservedTask]:
-    """ReservedTasks for claimed rows (built after COMMIT, outside the write lock)."""
+def _leases(claims: list[_Claim]) -> tuple[list[ReservedTask], list[_UnreadableClaim]]:
+    """ReservedTasks for claimed rows (built after COMMIT, outside the write lock), and the rows that cannot be.
+
+    Each row is converted on its own: one holding a value of the wrong type
+    (written around sitq: SQLite columns take any type) must not cost the
+    other tasks of its batch their run. The caller ends those failed.
+    """
     if not claims:
-        return []
-    return [
-        ReservedTask(task=_row_to_task(row), lease_token=token, lease_expires_at=from_us(expires))
-        for row, token, expires in claims
-    ]
+        return [], []
+    leases: list[ReservedTask] = []
+    unreadable: list[_UnreadableClaim] = []
+    for row, token, expires in claims:
+        try:
+            task = _task_of_row(row)
+        except _RowProblems as problems:
+            unreadable.append((token, row[0], str(problems)))
+            continue
+        leases.append(ReservedTask(task=task, lease_token=token, lease_expires_at=from_us(expires)))
+    return leases, unreadable
+
+
+_UnreadableClaim = tuple[str, Any, str]  # (lease token, the row's id as stored, why it cannot be read)
+
+# A claimed row that cannot be read ends failed, fenced by its lease (seq and token, still running). Its result
+# copies only what reads back (an unreadable enqueued_at is left NULL), so that the result itself can be read.
+_UNREADABLE_RESULT_SQL = (
+    "INSERT OR REPLACE INTO results (task_id, id, status, value, error, traceback, enqueued_at, started_at, "
+    "finished_at, attempts, serializer) SELECT id, id, 'failed', NULL, ?1, NULL, "
+    "CASE WHEN typeof(enqueued_at) = 'integer' AND enqueued_at BETWEEN ?2 AND ?3 THEN enqueued_at END, "
+    "started_at, ?4, CASE WHEN typeof(attempts) = 'integer' THEN attempts ELSE 0 END, "
+    "CASE WHEN typeof(serializer) = 'text' THEN serializer ELSE '' END "
+    "FROM tasks WHERE seq = ?5 AND lease_token = ?6 AND status = 'running'"
+)
+_UNREADABLE_FINISH_SQL = (
+    "UPDATE tasks SET status = 'failed', due = NULL, lease_token = NULL, finished_at = ?1, error = ?2 "
+    "WHERE seq = ?3 AND lease_token = ?4 AND status = 'running' RETURNING id"
+)
+
+
+class _RowProblems(Exception):
+    """The values of a stored row that sitq cannot take, each named (``str()`` is the whole message).
+
+    ``damage``: a value the schema's own constraints forbid (a NULL in a NOT
+    NULL column, a task status outside the five): SQLite wrote no such row, so
+    the file is damaged. Any other problem is a value of the wrong type.
+    """
+
+    def __init__(self, table: str, problems: list[tuple[str, str]], *, damage: bool) -> None:
+        super().__init__(f"{table} row cannot be read: " + "; ".join(message for _column, message in problems))
+        self.columns = {column for column, _message in problems}
+        self.damage = damage
+
+
+_MIN_US = to_us(datetime.min.replace(tzinfo=UTC))
+_MAX_US = to_us(datetime.max.replace(tzinfo=UTC))
+_TASK_STATUS = {status.value: status for status in TaskStatus}
+_RESULT_STATUSES = frozenset(status.value for status in FINAL_STATUSES)
+
+
+def _is_time(value: Any) -> bool:
+    return type(value) is int and _MIN_US <= value <= _MAX_US
+
+
+def _is_number(value: Any) -> bool:
+    return type(value) is float or type(value) is int
+
+
+# what a stored value must be: (the words for it, its test, the value a read puts in place of one that is not)
+_KINDS: dict[str, tuple[str, Callable[[Any], bool], Any]] = {
+    "text": ("text", lambda value: type(value) is str, ""),
+    "bytes": ("bytes", lambda value: type(value) is bytes, b""),
+    "integer": ("an integer", lambda value: type(value) is int, 0),
+    "number": ("a number", _is_number, 0.0),
+    "time": ("a time (integer microseconds since 1970, in years 1 to 9999)", _is_time, 0),
+    "status": (f"one of {', '.join(_TASK_STATUS)}", lambda value: value in _TASK_STATUS, None),
+    "final": (f"one of {', '.join(sorted(_RESULT_STATUSES))}", lambda value: value in _RESULT_STATUSES, "failed"),
+}
+_KIND_OF = {
+    "id": "text",
+    "task_id": "text",
+    "payload": "bytes",
+    "value": "bytes",
+    "serializer": "text",
+    "function_name": "text",
+    "queue": "text",
+    "worker_id": "text",
+    "error": "text",
+    "traceback": "text",
+    "priority": "integer",
+    "max_retries": "integer",
+    "max_lease_expiries": "integer",
+    "attempts": "integer",
+    "lease_expiries": "integer",
+    "cancel_requested": "integer",
+    "retry_backoff": "number",
+    "timeout": "number",
+    "eta": "time",
+    "enqueued_at": "time",
+    "started_at": "time",
+    "finished_at": "time",
+}
+_NULLABLE = frozenset({"timeout", "started_at", "finished_at", "worker_id", "error", "value", "traceback"})
+_TASK_FIELDS = [(name, "status" if name == "status" else _KIND_OF[name]) for name in TASK_COLUMNS.split(", ")]
+_RESULT_COLUMNS = (
+    "id, task_id, status, value, error, traceback, enqueued_at, started_at, finished_at, attempts, serializer"
+)
+_RESULT_NULLABLE = _NULLABLE | {"enqueued_at"}
+_RESULT_FIELDS = [(name, "final" if name == "status" else _KIND_OF[name]) for name in _RESULT_COLUMNS.split(", ")]
+_STORAGE_CLASS = {str: "text", bytes: "blob", int: "integer", float: "real"}
+
+
+def _row_problems(
+    table: str, row: Sequence[Any], fields: list[tuple[str, str]], nullable: frozenset[str]
+) -> _RowProblems:
+    """What is wrong with ``row``, column by column (the slow path: only for a row that failed the quick check)."""
+    problems: list[tuple[str, str]] = []
+    damage = False
+    for (name, kind), value in zip(fields, row, strict=True):
+        if value is None:
+            if name not in nullable:
+                problems.append((name, f"stored {name} is NULL, which its NOT NULL column cannot hold"))
+                damage = True
+            continue
+        expected, fits, _instead = _KINDS[kind]
+        if not fits(value):
+            problems.append((name, f"stored {name} is not {expected}: {_shown(value)}"))
+            damage = damage or kind == "status"  # the tasks table's CHECK allows only the five
+    return _RowProblems(table, problems, damage=damage)
+
+
+def _shown(value: Any) -> str:
+    """A stored value for a message: its repr (cut short) and its SQLite storage class."""
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{text} ({_STORAGE_CLASS.get(type(value), type(value).__name__)})"
+
+
+def _with_marker(
+    row: Sequence[Any], fields: list[tuple[str, str]], nullable: frozenset[str], problems: _RowProblems
+) -> list[Any]:
+    """``row`` with each value it cannot take replaced (NULL where allowed, else empty, zero or 1970)."""
+    fixed = list(row)
+    for index, (name, kind) in enumerate(fields):
+        if name in problems.columns:
+            fixed[index] = None if name in nullable else _KINDS[kind][2]
+    return fixed
+
+
+def _marked_error(problems: _RowProblems, stored: Any) -> str:
+    """The ``error`` a read gives a row it cannot take in full: why, then the stored error (when readable)."""
+    marker = str(problems)
+    if isinstance(stored, str) and stored and stored != marker:
+        return f"{marker} (its stored error: {stored})"
+    return marker
 
 
 def _row_to_task(row: Sequence[Any]) -> Task:
-    """A Task from a tasks row (TASK_COLUMNS order); a row sitq could never have written reads as damage."""
+    """A Task for the reads (get_task, list_tasks); one row that cannot be taken in full does not fail them.
+
+    A value of the wrong type reads as empty and ``error`` says which column
+    held what; a row the schema's constraints forbid reads as damage.
+    """
     try:
         return _task_of_row(row)
-    except (ValueError, TypeError) as exc:  # a status outside the five, a NULL where sitq always writes
-        raise sqlite3.DatabaseError(f"database disk image is malformed: a task row cannot be read ({exc})") from exc
+    except _RowProblems as problems:
+        if problems.damage:
+            raise sqlite3.DatabaseError(f"database disk image is malformed: {problems}") from None
+        fixed = _with_marker(row, _TASK_FIELDS, _NULLABLE, problems)
+        if "id" in problems.columns:  # it still names its row
+            fixed[0] = row[0].decode("utf-8", "backslashreplace") if isinstance(row[0], bytes) else str(row[0])
+        fixed[18] = _marked_error(problems, row[18])
+        return _task_of_row(fixed)
 
 
 def _task_of_row(row: Sequence[Any]) -> Task:
+    """A Task from a tasks row (TASK_COLUMNS order); raises ``_RowProblems`` naming each value it cannot take."""
+    (
+        task_id,
+        payload,
+        serializer,
+        function_name,
+        queue,
+        priority,
+        eta,
+        max_retries,
+        retry_backoff,
+        timeout,
+        max_lease_expiries,
+        enqueued_at,
+        status,
+        attempts,
+        lease_expiries,
+        started_at,
+        finished_at,
+        worker_id,
+        error,
+        cancel_requested,
+    ) = row
+    if not (  # every type in one expression (the common case); _row_problems names what is wrong
+        type(task_id) is str
+        and type(payload) is bytes
+        and type(serializer) is str
+        and type(function_name) is str
+        and type(queue) is str
+        and type(priority) is int
+        and type(eta) is int
+        and _MIN_US <= eta <= _MAX_US
+        and type(max_retries) is int
+        and (type(retry_backoff) is float or type(retry_backoff) is int)
+        and (timeout is None or type(timeout) is float or type(timeout) is int)
+        and type(max_lease_expiries) is int
+        and type(enqueued_at) is int
+        and _MIN_US <= enqueued_at <= _MAX_US
+        and status in _TASK_STATUS
+        and type(attempts) is int
+        and type(lease_expiries) is int
+        and (started_at is None or _is_time(started_at))
+        and (finished_at is None or _is_time(finished_at))
+        and (worker_id is None or type(worker_id) is str)
+        and (error is None or type(error) is str)
+        and type(cancel_requested) is int
+    ):
+        raise _row_problems("task", row, _TASK_FIELDS, _NULLABLE)
     return Task(
-        id=row[0],
-        payload=bytes(row[1]),
-        serializer=row[2],
-        function_name=row[3],
-        queue=row[4],
-        priority=row[5],
-        eta=from_us(row[6]),
-        max_retries=row[7],
-        retry_backoff=row[8],
-        timeout=row[9],
-        max_lease_expiries=row[10],
-        enqueued_at=from_us(row[11]),
-        status=TaskStatus(row[12]),
-        attempts=row[13],
-        lease_expiries=row[14],
-        started_at=None if row[15] is None else from_us(row[15]),
-        finished_at=None if row[16] is None else from_us(row[16]),
-        worker_id=row[17],
-        error=row[18],
-        cancel_requested=bool(row[19]),
+        id=task_id,
+        payload=payload,
+        serializer=serializer,
+        function_name=function_name,
+        queue=queue,
+        priority=priority,
+        eta=from_us(eta),
+        max_retries=max_retries,
+        retry_backoff=retry_backoff,
+        timeout=timeout,
+        max_lease_expiries=max_lease_expiries,
+        enqueued_at=from_us(enqueued_at),
+        status=_TASK_STATUS[status],
+        attempts=attempts,
+        lease_expiries=lease_expiries,
+        started_at=None if started_at is None else from_us(started_at),
+        finished_at=None if finished_at is None else from_us(finished_at),
+        worker_id=worker_id,
+        error=error,
+        cancel_requested=bool(cancel_requested),
     )
 
 
 def _row_to_result(row: Sequence[Any]) -> Result:
+    """A Result from a results row; one it cannot take in full reads with ``error`` saying why.
+
+    A success whose value (or serializer) cannot be read reads as failed: it
+    cannot be delivered. A NULL in a NOT NULL column reads as damage.
+    """
+    try:
+        return _result_of_row(row)
+    except _RowProblems as problems:
+        if problems.damage:
+            raise sqlite3.DatabaseError(f"database disk image is malformed: {problems}") from None
+        fixed = _with_marker(row, _RESULT_FIELDS, _RESULT_NULLABLE, problems)
+        if fixed[2] == "success" and problems.columns & {"value", "serializer"}:
+            fixed[2] = "failed"
+        fixed[4] = _marked_error(problems, row[4])
+        return _result_of_row(fixed)
+
+
+def _result_of_row(row: Sequence[Any]) -> Result:
+    """A Result from a results row (_RESULT_COLUMNS order); raises ``_RowProblems`` naming what it cannot take."""
+    task_id, of_task, status, value, error, traceback, enqueued_at, started_at, finished_at, attempts, serializer = row
+    if not (
+        type(task_id) is str
+        and type(of_task) is str
+        and status in _RESULT_STATUSES
+        and (value is None or type(value) is bytes)
+        and (error is None or type(error) is str)
+        and (traceback is None or type(traceback) is str)
+        and (enqueued_at is None or _is_time(enqueued_at))
+        and (started_at is None or _is_time(started_at))
+        and (finished_at is None or _is_time(finished_at))
+        and type(attempts) is int
+        and type(serializer) is str
+    ):
+        raise _row_problems("result", row, _RESULT_FIELDS, _RESULT_NULLABLE)
     return Result(
-        id=row[0],
-        task_id=row[1],
-        status=row[2],
-        value=None if row[3] is None else bytes(row[3]),
-        error=row[4],
-        traceback=row[5],
-        enqueued_at=None if row[6] is None else from_us(row[6]),
-        started_at=None if row[7] is None else from_us(row[7]),
-        finished_at=None if row[8] is None else from_us(row[8]),
-        attempts=row[9],
-        serializer=row[10],
+        id=task_id,
+        task_id=of_task,
+        status=status,
+        value=value,
+        error=error,
+        traceback=traceback,
+        enqueued_at=None if enqueued_at is None else from_us(enqueued_at),
+        started_at=None if started_at is None else from_us(started_at),
+        finished_at=None if finished_at is None else from_us(finished_at),
+        attempts=attempts,
+        serializer=serializer,
     )
 
 
