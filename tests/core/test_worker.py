@@ -757,6 +757,8 @@ def test_retry_delay_doubles_and_is_capped_at_a_day_for_any_attempt() -> None:
     assert [retry_delay(1.0, attempt) for attempt in (1, 2, 3)] == [1.0, 2.0, 4.0]
     assert retry_delay(0, 5) == 0.0
     assert retry_delay(1.0, 5000) == 86_400.0  # no float overflow for huge max_retries
+    assert retry_delay(float("nan"), 1) == 0.0  # a backoff stored as NaN: no wait, not a ValueError
+    assert retry_delay(float("inf"), 1) == 86_400.0
     assert retry_delay(float("inf"), 1) == 86_400.0
 
 

@@ -122,8 +122,13 @@ def heartbeat_retry_delay(lease_timeout: float, failures: int) -> float:
 
 
 def retry_delay(retry_backoff: float, attempt: int) -> float:
-    """Seconds before retry number ``attempt`` (1-based): ``backoff * 2**(attempt-1)``, capped at one day."""
-    if retry_backoff <= 0:
+    """Seconds before retry number ``attempt`` (1-based): ``backoff * 2**(attempt-1)``, capped at one day.
+
+    A backoff that is not a number (NaN, which a PostgreSQL ``double precision``
+    column holds when written by hand) means no wait: ``timedelta(seconds=nan)``
+    raised in the run's own task, and the task stayed held for good.
+    """
+    if not retry_backoff > 0:
         return 0.0
     return float(min(retry_backoff * (2 ** min(max(attempt - 1, 0), 64)), 86_400.0))
 
