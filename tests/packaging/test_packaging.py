@@ -202,8 +202,14 @@ def test_cli_output_into_a_closed_pipe_ends_quietly() -> None:
     read_end, write_end = os.pipe()
     os.close(read_end)  # the reader is gone before the first line (`sitq plugins | head -0`)
     try:
+        # block-buffered stdout, as in a plain shell (PYTHONUNBUFFERED hid the failure at exit: code 120)
+        env = {key: value for key, value in os.environ.items() if key != "PYTHONUNBUFFERED"}
         done = subprocess.run(
-            [sys.executable, "-m", "sitq", "plugins", "--all"], stdout=write_end, stderr=subprocess.PIPE, text=True
+            [sys.executable, "-m", "sitq", "plugins", "--all"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
         )
     finally:
         os.close(write_end)

@@ -162,7 +162,12 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> 
         return 2
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        return _dispatch(args, out)
+        code = _dispatch(args, out)
+        # what is still buffered goes now (stdout into a pipe is block-buffered): a reader that left is
+        # met here, not at the interpreter's exit, which printed "Exception ignored ... BrokenPipeError"
+        # and ended with code 120
+        out.flush()
+        return code
     except BrokenPipeError:  # `sitq backends | head -1`: the reader left; say nothing more
         with contextlib.suppress(OSError, ValueError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
