@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,19 +33,26 @@ def _in_deleted_folder(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
     )
 
 
-@pytest.mark.asyncio
-async def test_a_worker_with_an_absolute_url_runs_in_a_deleted_working_directory(tmp_path: Path) -> None:
+async def _one_task_by_a_worker_in_a_deleted_folder(tmp_path: Path, *extra: str) -> tuple[Any, int, str]:
+    """``tasks.add(2, 3)`` run by ``sitq worker`` started in a deleted folder; its value, exit code and stderr."""
     path = tmp_path / "q.db"
     async with TaskQueue(SQLiteBackend(path)) as queue:
         task_id = await queue.enqueue(tasks.add, 2, 3)
-        worker = _in_deleted_folder(tmp_path, "worker", "-b", f"sqlite:///{path}", "-i", "sitq_test_tasks")
+        worker = _in_deleted_folder(tmp_path, "worker", "-b", f"sqlite:///{path}", *extra)
         try:
             result = await queue.get_result(task_id, timeout=60)
         finally:
             worker.send_signal(signal.SIGTERM)
             _out, err = worker.communicate(timeout=60)
-    assert result is not None and queue.deserialize_result(result) == 5, err
-    assert worker.returncode == 0, err
+    value = None if result is None else queue.deserialize_result(result)
+    return value, worker.returncode, err
+
+
+@pytest.mark.asyncio
+async def test_a_worker_with_an_absolute_url_runs_in_a_deleted_working_directory(tmp_path: Path) -> None:
+    value, returncode, err = await _one_task_by_a_worker_in_a_deleted_folder(tmp_path, "-i", "sitq_test_tasks")
+    assert value == 5, err
+    assert returncode == 0, err
     assert "Traceback" not in err
     assert "working directory no longer exists" in err
 
@@ -54,17 +62,9 @@ async def test_without_import_a_worker_in_a_deleted_working_directory_does_not_w
     tmp_path: Path,
 ) -> None:
     """'--import looks only in sys.path' was warned to a worker started without --import."""
-    path = tmp_path / "q.db"
-    async with TaskQueue(SQLiteBackend(path)) as queue:
-        task_id = await queue.enqueue(tasks.add, 2, 3)  # sitq_test_tasks imports from PYTHONPATH
-        worker = _in_deleted_folder(tmp_path, "worker", "-b", f"sqlite:///{path}")
-        try:
-            result = await queue.get_result(task_id, timeout=60)
-        finally:
-            worker.send_signal(signal.SIGTERM)
-            _out, err = worker.communicate(timeout=60)
-    assert result is not None and queue.deserialize_result(result) == 5, err
-    assert worker.returncode == 0, err
+    value, returncode, err = await _one_task_by_a_worker_in_a_deleted_folder(tmp_path)  # tasks from PYTHONPATH
+    assert value == 5, err
+    assert returncode == 0, err
     assert "--import" not in err and "working directory" not in err, err
 
 
