@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Literal
 
+from .slotinit import quick_init
+
 __all__ = [
     "DEFAULT_QUEUE",
     "FINAL_STATUSES",
@@ -87,6 +89,7 @@ class TaskStatus(str, enum.Enum):
 FINAL_STATUSES = frozenset({TaskStatus.SUCCESS, TaskStatus.FAILED, TaskStatus.CANCELLED})
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Task:
     """A stored unit of work and its bookkeeping.
@@ -131,6 +134,7 @@ class Task:
         return replace(self, **changes)  # type: ignore[arg-type]
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class ReservedTask:
     """A task handed to one worker under a lease.
@@ -165,6 +169,7 @@ class LeaseState(str, enum.Enum):
 OutcomeKind = Literal["success", "failed", "cancelled", "retry", "release"]
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """How one attempt ended, as reported by a worker to ``Backend.finish_many``.
@@ -187,6 +192,7 @@ class Outcome:
     finished_at: datetime | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Result:
     """The final outcome of a task.
