@@ -1,4 +1,4 @@
-"""The ``bytes`` adapter sitq_sqlite registers: same stored values, and an application's own adapter wins."""
+"""The adapters sitq_sqlite registers: the same stored values, and an application's own adapter wins."""
 
 from __future__ import annotations
 
@@ -10,19 +10,19 @@ from typing import Any
 import pytest
 
 from sitq import SQLiteBackend, TaskQueue
-from sitq_sqlite.binding import register_bytes_adapter
+from sitq_sqlite.binding import SHORTCUTS, register_fast_adapters
 
-KEY = (bytes, sqlite3.PrepareProtocol)
+KEYS = [(kind, sqlite3.PrepareProtocol) for kind, _ in SHORTCUTS]
 
 
 @pytest.fixture
-def no_bytes_adapter() -> Iterator[None]:
-    """The registry without a ``bytes`` entry for the test, as it was afterwards."""
-    saved = sqlite3.adapters.pop(KEY, None)
+def no_shortcuts() -> Iterator[None]:
+    """The registry without entries for the shortcut types during the test, as it was afterwards."""
+    saved = {key: sqlite3.adapters.pop(key) for key in KEYS if key in sqlite3.adapters}
     yield
-    sqlite3.adapters.pop(KEY, None)
-    if saved is not None:
-        sqlite3.adapters[KEY] = saved
+    for key in KEYS:
+        sqlite3.adapters.pop(key, None)
+    sqlite3.adapters.update(saved)
 
 
 def add(a: int, b: int) -> int:
@@ -30,39 +30,42 @@ def add(a: int, b: int) -> int:
 
 
 @pytest.mark.asyncio
-@pytest.mark.usefixtures("no_bytes_adapter")
-async def test_connecting_registers_it_and_payloads_are_stored_as_the_same_blobs(tmp_path: Path) -> None:
+@pytest.mark.usefixtures("no_shortcuts")
+async def test_connecting_registers_them_and_payloads_are_stored_as_the_same_blobs(tmp_path: Path) -> None:
     path = tmp_path / "tasks.db"
     async with TaskQueue(SQLiteBackend(path)) as queue:
-        assert sqlite3.adapters[KEY] is bytes
+        assert all(key in sqlite3.adapters for key in KEYS)
         one = await queue.enqueue(add, 1, 2)
         many = await queue.enqueue_many([(add, (i, i)) for i in range(300)])
     conn = sqlite3.connect(path)
-    rows = conn.execute("SELECT typeof(payload), payload FROM tasks ORDER BY seq").fetchall()
+    rows = conn.execute("SELECT typeof(payload), payload, typeof(timeout) FROM tasks ORDER BY seq").fetchall()
     conn.close()
-    assert len(rows) == 1 + len(many) and {kind for kind, _ in rows} == {"blob"}
-    assert all(type(payload) is bytes and payload for _, payload in rows)
+    assert len(rows) == 1 + len(many) and {(kind, none) for kind, _, none in rows} == {("blob", "null")}
+    assert all(type(payload) is bytes and payload for _, payload, _ in rows)
     assert one
 
 
-@pytest.mark.usefixtures("no_bytes_adapter")
+@pytest.mark.usefixtures("no_shortcuts")
 def test_an_adapter_the_application_registered_first_is_left_alone() -> None:
     def mine(value: bytes) -> Any:
         return value
 
     sqlite3.register_adapter(bytes, mine)
-    register_bytes_adapter()
-    assert sqlite3.adapters[KEY] is mine
+    register_fast_adapters()
+    assert sqlite3.adapters[(bytes, sqlite3.PrepareProtocol)] is mine
+    assert (type(None), sqlite3.PrepareProtocol) in sqlite3.adapters
 
 
-@pytest.mark.usefixtures("no_bytes_adapter")
-def test_the_adapter_binds_exactly_what_sqlite3_binds_without_it() -> None:
-    values = [b"", b"\x00\x01 binary", b"x" * 70_000]
+@pytest.mark.usefixtures("no_shortcuts")
+def test_the_adapters_bind_exactly_what_sqlite3_binds_without_them() -> None:
+    values: list[Any] = [b"", b"\x00\x01 binary", b"x" * 70_000, None, True, False]
     conn = sqlite3.connect(":memory:")
     conn.execute("CREATE TABLE t (v)")
     conn.executemany("INSERT INTO t VALUES (?)", [(v,) for v in values])
-    register_bytes_adapter()
+    register_fast_adapters()
     conn.executemany("INSERT INTO t VALUES (?)", [(v,) for v in values])
     rows = conn.execute("SELECT typeof(v), v FROM t ORDER BY rowid").fetchall()
-    assert rows[:3] == rows[3:] == [("blob", v) for v in values]
+    assert rows[:6] == rows[6:]
+    assert [kind for kind, _ in rows[:6]] == ["blob", "blob", "blob", "null", "integer", "integer"]
+    assert [value for _, value in rows[3:6]] == [None, 1, 0]
     conn.close()

@@ -59,7 +59,7 @@ from sitq_core.textoptions import text_options_converted
 from sitq_core.urls import redacted
 
 from .access import may, others_can_write, write_blockers
-from .binding import register_bytes_adapter
+from .binding import register_fast_adapters
 from .dbthread import ConnectionClosedForFork, DbThread, DbThreadStopped
 from .feed import InsertFeed
 from .groupcommit import GroupCommit, others_ready
@@ -629,7 +629,7 @@ class SQLiteBackend(Backend):
 
     def _new_connection(self) -> sqlite3.Connection:
         """The connection thread's connection, configured (it is opened again after a fork closed it)."""
-        register_bytes_adapter()  # every other connection of this backend is opened after this one
+        register_fast_adapters()  # every other connection of this backend is opened after this one
         # not check_same_thread: a fork closes it from the forking thread while no call is inside (forks.py)
         if self._snapshot is not None:
             uri = f"{Path(self.path).absolute().as_uri()}?mode=ro&immutable=1"
