@@ -1,4 +1,4 @@
-"""The adapters sitq_sqlite registers: the same stored values, and an application's own adapter wins."""
+"""How sitq_sqlite binds parameters: adapters that store the same values, and the status CHECK it skips."""
 
 from __future__ import annotations
 
@@ -68,4 +68,18 @@ def test_the_adapters_bind_exactly_what_sqlite3_binds_without_them() -> None:
     assert rows[:6] == rows[6:]
     assert [kind for kind, _ in rows[:6]] == ["blob", "blob", "blob", "null", "integer", "integer"]
     assert [value for _, value in rows[3:6]] == [None, 1, 0]
+    conn.close()
+
+
+@pytest.mark.asyncio
+async def test_the_status_check_still_refuses_other_writers_while_sitq_skips_it(tmp_path: Path) -> None:
+    """sitq's connections skip the CHECK on ``status`` (they store only statuses checked in Python); the
+    schema keeps it for everyone else, such as the sqlite3 shell."""
+    path = tmp_path / "tasks.db"
+    async with TaskQueue(SQLiteBackend(path)) as queue:
+        task_id = await queue.enqueue(add, 1, 2)
+    conn = sqlite3.connect(path)
+    with pytest.raises(sqlite3.IntegrityError, match="CHECK constraint failed"):
+        conn.execute("UPDATE tasks SET status = 'bogus' WHERE id = ?", (task_id,))
+    assert conn.execute("SELECT status FROM tasks WHERE id = ?", (task_id,)).fetchone() == ("queued",)
     conn.close()
