@@ -1471,3 +1471,55 @@ def _author_runs_pytest(folder: Path, module: str, selection: str, **env: str) -
         env={**os.environ, **env},
     )
     return pytest.LineMatcher(done.stdout.splitlines())
+
+
+BLOCKING_BACKENDS = {
+    "a time.sleep in a backend method": "time.sleep(30)   # blocks the event loop's thread",
+    "a deadlock on a threading.Lock": "\n                ".join(
+        ["with self._own:", "    with self._own:   # not re-entrant: waits for itself", "        pass"]
+    ),
+}
+
+
+@pytest.mark.parametrize("body", BLOCKING_BACKENDS.values(), ids=list(BLOCKING_BACKENDS))
+def test_a_backend_call_that_blocks_the_event_loop_thread_fails_its_test_naming_where(
+    tmp_path: Path, body: str
+) -> None:
+    """plugins.md: a blocked thread (not an await that never answers) fails its test too, instead of hanging the run.
+
+    asyncio's own timeout cannot fire while the loop's thread is blocked, so the kit's watchdog interrupts it.
+    """
+    source = textwrap.dedent(
+        """
+        import threading
+        import time
+        import uuid
+        import pytest
+        from sitq_dictstore import DictStoreBackend
+        from sitq_core.testing import BackendSuite
+
+        class BlockingBackend(DictStoreBackend):
+            _own = threading.Lock()
+
+            async def reserve(self, **options):
+                BODY
+                return await super().reserve(**options)
+
+        class TestBlocking(BackendSuite):
+            @pytest.fixture
+            def backend_factory(self):
+                store = uuid.uuid4().hex
+                return lambda: BlockingBackend(store=store)
+        """
+    ).replace("BODY", body)
+    (tmp_path / "test_blocking.py").write_text(source)
+    # _author_runs_pytest's subprocess timeout (60 s) fails this test if the blocked thread hung the run
+    result = _author_runs_pytest(tmp_path, "test_blocking.py", "priority_first", SITQ_KIT_TIMEOUT="1")
+    result.fnmatch_lines(
+        [
+            "*ReserveContract: test_priority_first did not finish within 1 s: the event loop's thread was "
+            "still blocked*",
+            "*1 failed*",
+        ]
+    )
+    result.fnmatch_lines(["*in reserve*"])  # the traceback shows the backend method it was blocked in

@@ -24,6 +24,9 @@ Fixture contract:
 Every contract test, and the ``backend`` fixture's connect and close, must
 finish within ``SITQ_KIT_TIMEOUT`` seconds (120 by default): a backend call
 that never answers fails its test, naming it, instead of hanging the run.
+A call blocking the event loop's thread (``time.sleep``, a ``threading.Lock``
+never released) is interrupted by a watchdog ``WATCHDOG_GRACE`` s later and
+fails the test the same way, its traceback ending where it was blocked.
 The kit's shorter limits on single calls (5 s for a call that should answer
 at once, 1 s for a result waiter to see a result) grow in proportion when it
 is raised above 120, so a slow machine raises one knob.
@@ -32,10 +35,16 @@ is raised above 120, so a slow machine raises one knob.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+import signal
+import sys
+import threading
+import traceback
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from types import FrameType
 from typing import Any, TypeVar
 
 import pytest
@@ -48,6 +57,11 @@ __all__ = ["BackendFactory", "BackendFixtures", "OpenBackend", "kit_timeout", "r
 
 TIMEOUT_VARIABLE = "SITQ_KIT_TIMEOUT"
 DEFAULT_TIMEOUT = 120.0
+#: Seconds past the limit before the watchdog interrupts a blocked event-loop thread (asyncio's own
+#: timeout answers first whenever the loop still runs).
+WATCHDOG_GRACE = 2.0
+#: A signal whose default action is to ignore it: one arriving after the watchdog is gone does nothing.
+_WATCHDOG_SIGNAL = getattr(signal, "SIGURG", None)
 
 BackendFactory = Callable[[], Backend]
 OpenBackend = Callable[[], Awaitable[Backend]]
@@ -82,6 +96,70 @@ def kit_timeout() -> float:
     return value
 
 
+@contextlib.contextmanager
+def _watchdog(limit: float, what: str) -> Iterator[None]:
+    """Fail with ``what`` when the event loop's thread is still blocked ``WATCHDOG_GRACE`` s after ``limit``.
+
+    ``asyncio.timeout`` only fires when the loop runs; a backend method blocking its thread
+    (``time.sleep``, a ``threading.Lock`` never released) would hang the run instead. A
+    watchdog thread then sends the main thread a signal, which interrupts the blocking call;
+    its handler raises the failure there, so the traceback ends where the thread was blocked.
+    Only on the main thread (where Python runs signal handlers) and where ``pthread_kill`` exists.
+    """
+    main = threading.main_thread()
+    if _WATCHDOG_SIGNAL is None or not hasattr(signal, "pthread_kill") or threading.current_thread() is not main:
+        yield
+        return
+    sig = _WATCHDOG_SIGNAL
+    state = {"armed": True, "fired": False}
+    lock = threading.Lock()
+    done = threading.Event()
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        __tracebackhide__ = True  # the report ends in the backend's frame, where the thread was blocked
+        with lock:
+            ours, state["fired"] = state["fired"], False
+        if ours:
+            pytest.fail(
+                f"{what} did not finish within {limit:g} s: the event loop's thread was still blocked "
+                f"{WATCHDOG_GRACE:g} s later, by a call that blocks instead of awaiting (time.sleep, a "
+                "threading.Lock nobody releases, a synchronous driver call); the traceback ends where it was "
+                f"blocked{_other_threads()}"
+            )
+        if callable(previous):
+            previous(signum, frame)
+
+    def watch() -> None:
+        if done.wait(limit + WATCHDOG_GRACE):
+            return
+        with lock:
+            if state["armed"]:
+                state["fired"] = True
+                signal.pthread_kill(main.ident or 0, sig)
+
+    previous = signal.signal(sig, handler)
+    watcher = threading.Thread(target=watch, name="sitq-kit-watchdog", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        with lock:
+            state["armed"] = False
+        done.set()
+        signal.signal(sig, previous)
+
+
+def _other_threads() -> str:
+    """The stacks of the threads other than the main one and the watchdog (the lock's holder may be one)."""
+    names = {thread.ident: thread.name for thread in threading.enumerate()}
+    stacks = [
+        f"thread {names.get(ident, ident)}:\n{''.join(traceback.format_stack(frame))}"
+        for ident, frame in sys._current_frames().items()
+        if ident != threading.main_thread().ident and names.get(ident) != "sitq-kit-watchdog"
+    ]
+    return "; other threads:\n" + "\n".join(stacks) if stacks else ""
+
+
 def _time_limited(test: Callable[..., Awaitable[Any]], contract: str) -> Callable[..., Awaitable[Any]]:
     """``test`` failing with its contract's name when it runs past ``kit_timeout()`` (a hung backend call)."""
 
@@ -89,8 +167,9 @@ def _time_limited(test: Callable[..., Awaitable[Any]], contract: str) -> Callabl
     async def limited(*args: Any, **kwargs: Any) -> Any:
         limit = kit_timeout()
         try:
-            async with asyncio.timeout(limit) as scope:
-                return await test(*args, **kwargs)
+            with _watchdog(limit, f"{contract}: {test.__name__}"):
+                async with asyncio.timeout(limit) as scope:
+                    return await test(*args, **kwargs)
         except TimeoutError:
             if not scope.expired():
                 raise  # the test's (or the backend's) own TimeoutError
@@ -107,8 +186,9 @@ async def _answered(call: Awaitable[T], what: str) -> T:
     """``await call`` in the ``backend`` fixture, failing the test (not hanging the run) when it never answers."""
     limit = kit_timeout()
     try:
-        async with asyncio.timeout(limit) as scope:
-            return await call
+        with _watchdog(limit, f"backend fixture: {what}"):
+            async with asyncio.timeout(limit) as scope:
+                return await call
     except TimeoutError:
         if not scope.expired():
             raise
