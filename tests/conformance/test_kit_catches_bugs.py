@@ -1523,3 +1523,62 @@ def test_a_backend_call_that_blocks_the_event_loop_thread_fails_its_test_naming_
         ]
     )
     result.fnmatch_lines(["*in reserve*"])  # the traceback shows the backend method it was blocked in
+
+
+def test_counts_that_report_tasks_an_empty_store_lacks_blame_counts_not_the_factory(tmp_path: Path) -> None:
+    """A counts() that adds 1 to queued made every test fail at setup blaming backend_factory."""
+    (tmp_path / "test_counts.py").write_text(
+        textwrap.dedent(
+            """
+            import uuid
+            import pytest
+            from sitq_dictstore import DictStoreBackend
+            from sitq_core.testing import BackendSuite
+
+            class OffByOne(DictStoreBackend):
+                async def counts(self, *, queue=None):
+                    counts = await super().counts(queue=queue)
+                    return {**counts, "queued": counts["queued"] + 1}
+
+            class TestOffByOne(BackendSuite):
+                @pytest.fixture
+                def backend_factory(self):
+                    store = uuid.uuid4().hex
+                    return lambda: OffByOne(store=store)
+            """
+        )
+    )
+    result = _author_runs_pytest(tmp_path, "test_counts.py", "priority_first")
+    result.fnmatch_lines(
+        [
+            "*backend fixture: counts() of the fresh store says {'queued': 1, *} but list_tasks() finds no task: "
+            "counts() is wrong (see StatsContract)*",
+            "*1 error*",
+        ]
+    )
+    assert "backend_factory must give" not in "\n".join(result.lines)
+
+
+def test_a_store_shared_between_tests_blames_the_factory(tmp_path: Path) -> None:
+    """The other side of that check: list_tasks() finds the earlier test's tasks, so the factory is to blame."""
+    (tmp_path / "test_shared.py").write_text(
+        textwrap.dedent(
+            """
+            import pytest
+            from sitq_dictstore import DictStoreBackend
+            from sitq_core.testing import BackendSuite
+
+            class TestShared(BackendSuite):
+                @pytest.fixture
+                def backend_factory(self):
+                    return lambda: DictStoreBackend(store="one-for-all")
+            """
+        )
+    )
+    result = _author_runs_pytest(tmp_path, "test_shared.py", "priority_first or no_double_delivery")
+    result.fnmatch_lines(
+        [
+            "*backend_factory must give each test a fresh, empty store (use tmp_path or a unique name); this one "
+            "already holds {*'queued': *}, task * among them*"
+        ]
+    )

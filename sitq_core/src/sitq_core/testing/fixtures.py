@@ -254,9 +254,16 @@ class BackendFixtures:
         try:
             counts = await _answered(instance.counts(), "counts()")
             if any(counts.values()):
+                # the store is not fresh, or counts() miscounts: list_tasks() tells which one to blame
+                held = await _answered(instance.list_tasks(limit=1), "list_tasks()")
+                if not held:
+                    pytest.fail(
+                        f"backend fixture: counts() of the fresh store says {counts} but list_tasks() finds no "
+                        "task: counts() is wrong (see StatsContract), or list_tasks() misses tasks the store holds"
+                    )
                 pytest.fail(
                     "backend_factory must give each test a fresh, empty store "
-                    f"(use tmp_path or a unique name); this one already holds {counts}"
+                    f"(use tmp_path or a unique name); this one already holds {counts}, task {held[0].id} among them"
                 )
             yield instance
         finally:
