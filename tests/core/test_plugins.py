@@ -1501,3 +1501,44 @@ def test_a_hook_with_specname_is_checked_under_its_spec_name(site: Path) -> None
     assert not any("broken" in p or "hook" in p or "warning" in p for p in problems), problems
     wrong = records["aliaswrong"]
     assert wrong.status == "broken" and "Argument(s) {'reg'} are declared in the hookimpl" in (wrong.error or "")
+
+
+def test_one_plugin_registering_one_name_twice_is_a_plugin_problem(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """register("x", A) then register("x", B) was accepted without a word: the first won, listed twice."""
+    from sitq_core.testing import check_plugin
+
+    make_dist(
+        site,
+        "acme-twice",
+        "twice",
+        "acme_twice_plugin",
+        """
+        from sitq_core.hookspecs import hookimpl
+
+        @hookimpl
+        def sitq_register_backends(register):
+            register("twice", "sitq_dictstore.backend:DictStoreBackend")
+            register("twice", "sitq_sqlite.backend:SQLiteBackend")
+            register("same", "sitq_dictstore.backend:DictStoreBackend")
+            register("same", "sitq_dictstore.backend:DictStoreBackend")
+        """,
+    )
+    message = (
+        "backend 'twice' is registered twice by this plugin, as 'sitq_dictstore.backend:DictStoreBackend' and "
+        "then as 'sitq_sqlite.backend:SQLiteBackend'; the first is used: register each name once"
+    )
+    manager = SitqPluginManager()
+    record = {r.name: r for r in manager.plugin_records()}["twice"]
+    assert record.status == "broken" and message in (record.error or ""), record
+    assert sorted(record.backends) == ["same", "twice"]  # each name listed once
+    assert any("backend 'same' is registered twice by this plugin" in w for w in record.warnings), record.warnings
+    assert manager.backend_class("twice").__name__ == "DictStoreBackend"  # what worked still works
+    listing = "\n".join(_plugins_listing())
+    assert "provides: backend same, backend twice\n" in listing + "\n", listing
+    problems = check_plugin("twice")
+    assert any(message in p for p in problems) and any("'same' is registered twice" in p for p in problems), problems
+    monkeypatch.setenv("SITQ_STRICT_PLUGINS", "1")
+    with pytest.raises(BrokenPluginError, match="registered twice by this plugin"):
+        SitqPluginManager().backend_class("twice")

@@ -482,6 +482,10 @@ class SitqPluginManager(pluggy.PluginManager):
                 _provider: Provider = provider,
                 _record: PluginRecord | None = record,
             ) -> None:
+                if _record is not None and name in _record.backends:
+                    first = self.backends.entry(name)
+                    self._registered_twice(_record, "backend", name, first.target_path if first else "", backend)
+                    return
                 added = self.backends.add(name, backend, _provider, description=description, aliases=tuple(url_schemes))
                 if _record is not None and added:
                     _record.backends.append(name)
@@ -500,6 +504,10 @@ class SitqPluginManager(pluggy.PluginManager):
                 _provider: Provider = provider,
                 _record: PluginRecord | None = record,
             ) -> None:
+                if _record is not None and name in _record.serializers:
+                    first = self.serializers.entry(name)
+                    self._registered_twice(_record, "serializer", name, first.target_path if first else "", serializer)
+                    return
                 added = self.serializers.add(name, serializer, _provider, description=description)
                 if _record is not None and added:
                     _record.serializers.append(name)
@@ -543,6 +551,26 @@ class SitqPluginManager(pluggy.PluginManager):
             record.status = "conflict"
         record.error = message if record.error is None else f"{record.error}; {message}"
         logger.warning("sitq plugin %s: %s", _who(record), message)
+
+    def _registered_twice(self, record: PluginRecord, kind: str, name: str, first: str, target: object) -> None:
+        """One plugin registering ``name`` again: the first registration (``first``, its target) stays.
+
+        Another target makes the plugin broken (which one it meant is a guess, so strict mode
+        raises), though the first stays usable; the same target again is only a warning.
+        """
+        again = target if isinstance(target, str) else f"{getattr(target, '__module__', '?')}:{_qualname(target)}"
+        if again == first:
+            self._warn(
+                record, f"{kind} {name!r} is registered twice by this plugin, the same way: register each name once"
+            )
+            return
+        message = (
+            f"{kind} {name!r} is registered twice by this plugin, as {first!r} and then as {again!r}; "
+            "the first is used: register each name once"
+        )
+        if record.error is not None and message in record.error:
+            return
+        self._broken(record, message if record.error is None else f"{record.error}; {message}", None)
 
     def _broken_registration(self, record: PluginRecord, entry: RegistryEntry[Any] | None) -> None:
         """A class registered directly that failed its checks marks its plugin broken right away."""
@@ -871,6 +899,11 @@ def _validate_serializer(target: type[Serializer], entry: RegistryEntry[Serializ
 
 def _abstract_names(cls: type) -> Iterable[str]:
     return sorted(getattr(cls, "__abstractmethods__", ()))
+
+
+def _qualname(target: object) -> str:
+    """A registered class's qualified name (its repr when it has none: not a class at all)."""
+    return str(getattr(target, "__qualname__", repr(target)))
 
 
 def _a_value(value: object) -> str:
