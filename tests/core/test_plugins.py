@@ -1542,3 +1542,36 @@ def test_one_plugin_registering_one_name_twice_is_a_plugin_problem(
     monkeypatch.setenv("SITQ_STRICT_PLUGINS", "1")
     with pytest.raises(BrokenPluginError, match="registered twice by this plugin"):
         SitqPluginManager().backend_class("twice")
+
+
+def test_a_conflict_between_two_entry_points_of_one_distribution_names_the_entry_points(site: Path) -> None:
+    """It said "registered by both acme-pair 1.0 and acme-pair 1.0. Uninstall one, ..."."""
+    make_dist(site, "acme-pair", "left", "acme_pair_left", GOOD_BACKEND.format(name="pair"))
+    with (site / "acme_pair-1.0.dist-info" / "entry_points.txt").open("a") as points:
+        points.write("right = acme_pair_right\n")
+    (site / "acme_pair_right.py").write_text(textwrap.dedent(GOOD_BACKEND.format(name="pair")))
+    with pytest.raises(PluginConflictError) as info:
+        SitqPluginManager().backend_class("pair")
+    text = str(info.value)
+    assert "backend 'pair' is registered by both entry points 'left' and 'right' of acme-pair 1.0" in text, text
+    assert "Uninstall" not in text and "SITQ_DISABLED_PLUGINS=left or SITQ_DISABLED_PLUGINS=right" in text, text
+
+
+def test_a_url_scheme_clash_is_listed_once_per_plugin(site: Path) -> None:
+    """`sitq plugins` printed the clash twice on one line, once from each side."""
+    make_dist(
+        site,
+        "acme-shadow",
+        "shadow",
+        "acme_shadow_plugin_c",
+        """
+        from sitq_core.hookspecs import hookimpl
+
+        @hookimpl
+        def sitq_register_backends(register):
+            register("shadow", "sitq_dictstore.backend:DictStoreBackend", url_schemes=("dictstore",))
+        """,
+    )
+    lines = [line for line in _plugins_listing() if "both answer to 'dictstore'" in line]
+    assert len(lines) == 2, lines  # the line of each plugin
+    assert all(line.count("both answer to") == 1 for line in lines), lines

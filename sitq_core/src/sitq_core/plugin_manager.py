@@ -529,6 +529,7 @@ class SitqPluginManager(pluggy.PluginManager):
     def _record_clashes(self) -> None:
         """Mark the plugins whose names clash, so ``sitq plugins`` shows it before anyone uses the name."""
         for registry in (self.backends, self.serializers):
+            said: set[tuple[str, frozenset[tuple[str, str]]]] = set()  # clashes already told, from either side
             for entry in registry.entries():
                 for provider in entry.ignored:
                     self._mark_conflict(
@@ -536,7 +537,16 @@ class SitqPluginManager(pluggy.PluginManager):
                         f"{registry.kind} {entry.name!r} is built into sitq-core; this plugin's registration "
                         "of it is ignored",
                     )
-                if entry.conflicts:
+                # a URL scheme clash is kept on both entries (each answers to the key): told once, not twice
+                pairs = {
+                    (
+                        clash.key,
+                        frozenset({(entry.provider.plugin, entry.name), (clash.other.plugin, clash.other_name)}),
+                    )
+                    for clash in entry.conflicts
+                }
+                if entry.conflicts and not pairs <= said:
+                    said |= pairs
                     message = conflict_text(registry.kind, entry)
                     for provider in (entry.provider, *(clash.other for clash in entry.conflicts)):
                         self._mark_conflict(provider.plugin, message)

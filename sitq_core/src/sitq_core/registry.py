@@ -248,16 +248,25 @@ def conflict_text(kind: str, entry: RegistryEntry[Any]) -> str:
     """Who else answers to ``entry``'s name or URL schemes, and how to settle it."""
     clashes: list[str] = []
     for clash in entry.conflicts:
+        mine, theirs = str(entry.provider), str(clash.other)
+        if entry.provider.dist is not None and mine == theirs:  # two entry points of one distribution
+            mine, theirs = (f"entry point {p.plugin!r} of {mine}" for p in (entry.provider, clash.other))
+            both = f"entry points {entry.provider.plugin!r} and {clash.other.plugin!r} of {entry.provider}"
+        else:
+            both = f"{mine} and {theirs}"
         if clash.key == entry.name == clash.other_name:
-            clashes.append(f"{kind} {entry.name!r} is registered by both {entry.provider} and {clash.other}")
+            clashes.append(f"{kind} {entry.name!r} is registered by both {both}")
         else:
             clashes.append(
-                f"{kind} {entry.name!r} of {entry.provider} and {kind} {clash.other_name!r} of {clash.other} "
+                f"{kind} {entry.name!r} of {mine} and {kind} {clash.other_name!r} of {theirs} "
                 f"both answer to {clash.key!r}"
             )
     plugins = dict.fromkeys([entry.provider.plugin, *(clash.other.plugin for clash in entry.conflicts)])
     choices = " or ".join(f"SITQ_DISABLED_PLUGINS={plugin}" for plugin in plugins)
-    return f"{'; '.join(clashes)}. Uninstall one, or disable one with {choices}"
+    # of one distribution's own entry points, uninstalling "one" is no choice: only disabling is
+    one_dist = all(str(clash.other) == str(entry.provider) for clash in entry.conflicts)
+    settle = "Disable one" if one_dist and entry.provider.dist is not None else "Uninstall one, or disable one"
+    return f"{'; '.join(clashes)}. {settle} with {choices}"
 
 
 def _import_target(kind: str, entry: RegistryEntry[T]) -> type[T]:
