@@ -1503,9 +1503,7 @@ def test_a_hook_with_specname_is_checked_under_its_spec_name(site: Path) -> None
     assert wrong.status == "broken" and "Argument(s) {'reg'} are declared in the hookimpl" in (wrong.error or "")
 
 
-def test_one_plugin_registering_one_name_twice_is_a_plugin_problem(
-    site: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_one_plugin_registering_one_name_twice_is_a_plugin_problem(site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """register("x", A) then register("x", B) was accepted without a word: the first won, listed twice."""
     from sitq_core.testing import check_plugin
 
@@ -1575,3 +1573,30 @@ def test_a_url_scheme_clash_is_listed_once_per_plugin(site: Path) -> None:
     lines = [line for line in _plugins_listing() if "both answer to 'dictstore'" in line]
     assert len(lines) == 2, lines  # the line of each plugin
     assert all(line.count("both answer to") == 1 for line in lines), lines
+
+
+def test_a_backend_whose_module_fails_at_import_says_how_to_see_the_traceback(site: Path) -> None:
+    """plugins.md promises the hint when the plugin's own code raised; from the CLI there was no way to see it."""
+    make_dist(
+        site,
+        "acme-crashy",
+        "crashy",
+        "acme_crashy_plugin",
+        """
+        from sitq_core.hookspecs import hookimpl
+
+        @hookimpl
+        def sitq_register_backends(register):
+            register("crashy", "acme_crashy_target:CrashyBackend")
+        """,
+    )
+    (site / "acme_crashy_target.py").write_text("def helper():\n    raise RuntimeError('boom at import')\n\nhelper()\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
+    command = [sys.executable, "-m", "sitq", "stats", "-b", "crashy://"]
+    plain = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert plain.returncode == 2 and "RuntimeError: boom at import" in plain.stderr, plain.stderr
+    assert "For its traceback: SITQ_LOG_LEVEL=DEBUG" in plain.stderr and "Traceback" not in plain.stderr, plain.stderr
+    debug = subprocess.run(
+        command, capture_output=True, text=True, env={**env, "SITQ_LOG_LEVEL": "DEBUG"}, timeout=60, check=False
+    )
+    assert "Traceback" in debug.stderr and "in helper" in debug.stderr, debug.stderr

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import logging
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ __all__ = ["NAME_PATTERN", "Clash", "Provider", "Registry", "RegistryEntry", "co
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_+-]*\Z")
 
 T = TypeVar("T")
+
+logger = logging.getLogger("sitq.plugins")
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,9 +280,12 @@ def _import_target(kind: str, entry: RegistryEntry[T]) -> type[T]:
         for part in attribute.split("."):
             target = getattr(target, part)
     except Exception as exc:
+        # the plugin's own code raised: its traceback goes to the log, where the error's hint points
+        logger.debug("traceback of %s %r (%s)", kind, entry.name, entry.target_path, exc_info=exc)
         raise BrokenPluginError(
             f"{kind} {entry.name!r} comes from {entry.provider}, whose target "
-            f"{entry.target_path!r} failed to import: {type(exc).__name__}: {exc}",
+            f"{entry.target_path!r} failed to import: {type(exc).__name__}: {exc}. "
+            "For its traceback: SITQ_LOG_LEVEL=DEBUG (sitq --log-level DEBUG), or SITQ_STRICT_PLUGINS=1",
             parameter=kind,
             value=entry.name,
             cause=exc,
