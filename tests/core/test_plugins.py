@@ -1600,3 +1600,64 @@ def test_a_backend_whose_module_fails_at_import_says_how_to_see_the_traceback(si
         command, capture_output=True, text=True, env={**env, "SITQ_LOG_LEVEL": "DEBUG"}, timeout=60, check=False
     )
     assert "Traceback" in debug.stderr and "in helper" in debug.stderr, debug.stderr
+
+
+def test_check_plugin_gives_the_hook_name_hint_sitq_plugins_gives(site: Path) -> None:
+    """A marked hook with a typo: check_plugin quoted pluggy's error without 'did you mean'."""
+    from sitq_core.testing import check_plugin
+
+    source = """
+        from sitq_core.hookspecs import hookimpl
+
+        @hookimpl
+        def sitq_register_backend(register):
+            pass
+        """
+    make_dist(site, "acme-marked-typo", "markedtypo", "acme_marked_typo_plugin", source)
+    problems = check_plugin("markedtypo")
+    assert any("unknown hook sitq_register_backend; did you mean sitq_register_backends?" in p for p in problems), (
+        problems
+    )
+
+
+def test_an_import_string_without_a_colon_is_refused_at_registration(site: Path) -> None:
+    """'no colon here' was listed ok and failed on use as ModuleNotFoundError."""
+    from sitq_core.testing import check_plugin
+
+    source = """
+        from sitq_core.hookspecs import hookimpl
+
+        @hookimpl
+        def sitq_register_backends(register):
+            register("colonless", "no colon here")
+        """
+    make_dist(site, "acme-colonless", "colonless", "acme_colonless_plugin", source)
+    record = {r.name: r for r in SitqPluginManager().plugin_records()}["colonless"]
+    assert record.status == "broken", record
+    assert "import string 'module:Class'" in (record.error or "") and "'no colon here'" in (record.error or ""), record
+    assert any("'no colon here'" in p for p in check_plugin("colonless"))
+
+
+def test_check_plugin_warns_about_an_init_parameter_called_name(site: Path) -> None:
+    from sitq_core.testing import check_plugin
+
+    source = """
+        from sitq_core.hookspecs import hookimpl
+        from sitq_dictstore.backend import DictStoreBackend
+
+        class Named(DictStoreBackend):
+            name = "named"
+
+            def __init__(self, name: str = "x", **options):
+                super().__init__(**options)
+
+        @hookimpl
+        def sitq_register_backends(register):
+            register("named", Named)
+        """
+    make_dist(site, "acme-named", "named", "acme_named_plugin", source)
+    problems = check_plugin("named")
+    assert problems == [
+        "warning: backend 'named': __init__ takes a parameter called 'name'; stored as self.name it shadows "
+        "Backend.name (the registry name sitq reads from the instance): call it store, path or database_name"
+    ], problems

@@ -26,6 +26,8 @@ from .errors import (
 
 __all__ = ["NAME_PATTERN", "Clash", "Provider", "Registry", "RegistryEntry", "conflict_text"]
 
+#: A registered target as an import string: ``package.module:Class`` (dotted on either side of the colon).
+IMPORT_STRING = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*\Z")
 #: A backend, URL scheme or serializer name. ``\Z``, not ``$``: "sqlite\n" is no name.
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_+-]*\Z")
 
@@ -127,6 +129,13 @@ class Registry(Generic[T]):
             raise ValidationError(
                 f"{self.kind} {name!r} from {provider} must be a class or an import string "
                 f"'module:Class', got {type(target).__name__}",
+                parameter=self.kind,
+                value=target,
+            )
+        if isinstance(target, str) and not IMPORT_STRING.match(target):  # found now, not as an import error on use
+            raise ValidationError(
+                f"{self.kind} {name!r} from {provider}: {target!r} is not an import string 'module:Class' "
+                "(for example 'acme_store.backend:AcmeBackend')",
                 parameter=self.kind,
                 value=target,
             )

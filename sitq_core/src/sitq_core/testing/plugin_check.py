@@ -71,6 +71,9 @@ def _check_entry_point(ep: EntryPoint) -> list[str]:
         manager.register_plugin(plugin, ep.name, dist=ep.dist.name if ep.dist is not None else None)
         manager.check_pending()
     except Exception as exc:  # pluggy validation errors
+        known, _warnings = manager._hook_problems(plugin)  # what `sitq plugins` says: "did you mean ...?"
+        if known:
+            return [f"plugin is broken: {'; '.join(known)}"]
         return [f"hook implementations are invalid: {type(exc).__name__}: {exc}"]
     problems: list[str] = []
     try:
@@ -125,6 +128,15 @@ def _check_backend_class(name: str, cls: type[Backend]) -> list[str]:
     not_async = [m for m in public if not inspect.iscoroutinefunction(getattr(cls, m, None))]
     if not_async:
         problems.append(f"backend {name!r}: these methods must be 'async def': {', '.join(sorted(not_async))}")
+    try:
+        takes_name = "name" in inspect.signature(cls.__init__).parameters
+    except (TypeError, ValueError):  # no signature to read (a builtin's __init__)
+        takes_name = False
+    if takes_name:
+        problems.append(
+            f"warning: backend {name!r}: __init__ takes a parameter called 'name'; stored as self.name it shadows "
+            "Backend.name (the registry name sitq reads from the instance): call it store, path or database_name"
+        )
     try:
         cls()
     except TypeError:
