@@ -236,3 +236,18 @@ def test_repr_shows_the_keyword_context(error: SitqError, expected: str) -> None
     for copy in (pickle.loads(pickle.dumps(error)), copy_module.copy(error), copy_module.deepcopy(error)):
         assert type(copy) is type(error)
         assert repr(copy) == expected and str(copy) == str(error) and copy.context == error.context
+
+
+class _BadRepr:
+    """A value whose ``repr`` raises, as a caller's object may."""
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+def test_a_value_whose_repr_raises_still_prints_in_str_and_repr() -> None:
+    """``str(ValidationError('x', value=BadRepr()))`` raised the value's RuntimeError instead of printing."""
+    error = ValidationError("x", parameter="p", value=_BadRepr(), context={"other": _BadRepr()})
+    shown = "<_BadRepr object (repr failed: RuntimeError: no repr)>"
+    assert str(error) == f"x (context: other={shown}, parameter='p', value={shown})"
+    assert repr(error) == f"ValidationError('x', parameter='p', value={shown}, context={{'other': {shown}}})"

@@ -135,6 +135,32 @@ async def test_get_result_validation_and_timeouts(queue: TaskQueue) -> None:
     assert await queue.get_result(task_id, timeout=0) is None
 
 
+class _BadRepr:
+    """An argument whose ``repr`` raises, as a caller's object may."""
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+@pytest.mark.asyncio
+async def test_an_argument_whose_repr_raises_gets_a_validation_error_that_prints(queue: TaskQueue) -> None:
+    """The checks built their message with ``{value!r}``: the value's RuntimeError came out instead."""
+    calls = [
+        (lambda: queue.get_result(_BadRepr()), "task_id"),  # type: ignore[arg-type]
+        (lambda: queue.get_result("t", timeout=_BadRepr()), "timeout"),  # type: ignore[arg-type]
+        (lambda: queue.enqueue(_BadRepr()), "func"),  # type: ignore[arg-type]
+    ]
+    for call, parameter in calls:
+        with pytest.raises(ValidationError) as info:
+            await call()
+        assert info.value.parameter == parameter
+        assert "<_BadRepr object (repr failed: RuntimeError: no repr)>" in str(info.value)
+    for make, parameter in ((lambda: TaskQueue(_BadRepr())), "backend"), ((lambda: SQLiteBackend(_BadRepr())), "path"):  # type: ignore[arg-type]
+        with pytest.raises(ValidationError) as info:
+            make()
+        assert info.value.parameter == parameter and "repr failed" in str(info.value)
+
+
 def test_deserialize_result_validation(tmp_path: Path) -> None:
     queue = TaskQueue(SQLiteBackend(tmp_path / "d.db"))
     with pytest.raises(ValidationError) as info:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from .errors import ValidationError
+from .errors import ValidationError, safe_repr
 from .models import Outcome, Task, TaskStatus
 
 __all__ = [
@@ -56,7 +56,7 @@ def aware(value: Any, parameter: str) -> datetime:
         )
     if _utc_offset(value, parameter) is None:
         raise ValidationError(
-            f"{parameter}: naive datetime {value!r}; pass an aware one (e.g. tzinfo=timezone.utc)",
+            f"{parameter}: naive datetime {safe_repr(value)}; pass an aware one (e.g. tzinfo=timezone.utc)",
             parameter=parameter,
             value=value,
         )
@@ -104,7 +104,7 @@ def lease_pairs(leases: Any) -> list[tuple[str, str]]:
     for item in leases:
         if not isinstance(item, tuple | list) or len(item) != 2 or not all(isinstance(x, str) for x in item):
             raise ValidationError(
-                f"each lease must be a (task_id, lease_token) pair of strings, got {item!r}",
+                f"each lease must be a (task_id, lease_token) pair of strings, got {safe_repr(item)}",
                 parameter="leases",
                 value=item,
             )
@@ -209,7 +209,7 @@ def status_filter(status: Any) -> str | None:
     name = str(status.value if isinstance(status, TaskStatus) else status)
     if name not in STATUSES:
         raise ValidationError(
-            f"unknown status {status!r}; expected one of: {', '.join(STATUSES)}",
+            f"unknown status {safe_repr(status)}; expected one of: {', '.join(STATUSES)}",
             parameter="status",
             value=status,
             valid_options=STATUSES,
@@ -256,7 +256,7 @@ def check_task(task: Any) -> Task:
     try:
         TaskStatus(task.status)
     except ValueError as exc:
-        raise ValidationError(f"task {task.id!r}: unknown status {task.status!r}", parameter="tasks") from exc
+        raise ValidationError(f"task {task.id!r}: unknown status {safe_repr(task.status)}", parameter="tasks") from exc
     return task
 
 
@@ -267,7 +267,7 @@ def check_outcomes(outcomes: Any) -> list[Outcome]:
     for outcome in outcomes:
         if not isinstance(outcome, Outcome) or outcome.kind not in OUTCOME_KINDS:
             raise ValidationError(
-                f"each outcome must be an Outcome with kind in {OUTCOME_KINDS}, got {outcome!r}",
+                f"each outcome must be an Outcome with kind in {OUTCOME_KINDS}, got {safe_repr(outcome)}",
                 parameter="outcomes",
                 value=outcome,
             )

@@ -48,6 +48,32 @@ class _NotGiven:
 _NOT_GIVEN: Any = _NotGiven()
 
 
+def describe_exception(exc: BaseException, when_empty: str | None = None) -> str:
+    """``"TypeName: text"`` for an error shown inside a message; never a dangling colon.
+
+    An exception whose text is empty (``msgpack``'s ``FormatError``) reads as
+    ``when_empty (TypeName)`` when a description is given, else as its type name.
+    A ``__str__`` that raises counts as empty text.
+    """
+    name = type(exc).__name__
+    try:
+        text = str(exc)
+    except Exception:
+        text = ""
+    if text.strip():
+        return f"{name}: {text}"
+    return f"{when_empty} ({name})" if when_empty else name
+
+
+def safe_repr(value: Any) -> str:
+    """``repr(value)``, or a stand-in naming its type when that repr raises: an error message always builds."""
+    try:
+        text = repr(value)
+    except Exception as exc:
+        return f"<{type(value).__name__} object (repr failed: {describe_exception(exc)})>"
+    return text
+
+
 class SitqError(Exception):
     """Root of every error sitq raises on purpose."""
 
@@ -101,17 +127,17 @@ class SitqError(Exception):
         # ``str()`` as a builtin exception does: a message that is not a str (None, another error) still prints
         if not self.context:
             return str(self.message)
-        details = ", ".join(f"{key}={value!r}" for key, value in self.context.items())
+        details = ", ".join(f"{key}={safe_repr(value)}" for key, value in self.context.items())
         return f"{self.message} (context: {details})"
 
     def __repr__(self) -> str:
         # the keyword context too (``ValidationError('m', parameter='p')``): logs and debuggers show it
         keywords: set[str] = getattr(self, "_keywords", set())  # none in a copy from before it was kept
-        parts = [repr(self.message)]
-        parts += [f"{key}={value!r}" for key, value in self.context.items() if key in keywords]
-        extra = {key: value for key, value in self.context.items() if key not in keywords}
+        parts = [safe_repr(self.message)]
+        parts += [f"{key}={safe_repr(value)}" for key, value in self.context.items() if key in keywords]
+        extra = [f"{safe_repr(key)}: {safe_repr(value)}" for key, value in self.context.items() if key not in keywords]
         if extra:
-            parts.append(f"context={extra!r}")
+            parts.append(f"context={{{', '.join(extra)}}}")
         return f"{type(self).__name__}({', '.join(parts)})"
 
     def __reduce__(self) -> tuple[Any, ...]:

@@ -9,7 +9,7 @@ from typing import Any, TypedDict
 
 from . import checks
 from .checks import INT64_MAX, INT64_MIN
-from .errors import ValidationError
+from .errors import ValidationError, safe_repr
 from .models import DEFAULT_QUEUE
 
 __all__ = ["TaskOptionArgs", "TaskOptions", "normalize_eta", "validate_timeout"]
@@ -47,7 +47,7 @@ def normalize_eta(eta: datetime | None, *, parameter: str = "eta") -> datetime |
         )
     if checks._utc_offset(eta, parameter) is None:  # a tzinfo that cannot give one: ValidationError too
         raise ValidationError(
-            f"{parameter} must be timezone-aware (e.g. datetime.now(timezone.utc)); got naive {eta!r}",
+            f"{parameter} must be timezone-aware (e.g. datetime.now(timezone.utc)); got naive {safe_repr(eta)}",
             parameter=parameter,
             value=eta,
         )
@@ -70,27 +70,33 @@ def validate_timeout(timeout: float | None, *, parameter: str = "timeout") -> fl
         return None
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
         raise ValidationError(
-            f"{parameter} must be a number of seconds or None, got {timeout!r}", parameter=parameter, value=timeout
+            f"{parameter} must be a number of seconds or None, got {safe_repr(timeout)}",
+            parameter=parameter,
+            value=timeout,
         )
     try:
         seconds = float(timeout)
     except OverflowError:
         raise ValidationError(
-            f"{parameter} is too large to be a number of seconds: {timeout!r}", parameter=parameter, value=timeout
+            f"{parameter} is too large to be a number of seconds: {safe_repr(timeout)}",
+            parameter=parameter,
+            value=timeout,
         ) from None
     if math.isnan(seconds):
         raise ValidationError(
-            f"{parameter} must be a number of seconds or None, got {timeout!r}", parameter=parameter, value=timeout
+            f"{parameter} must be a number of seconds or None, got {safe_repr(timeout)}",
+            parameter=parameter,
+            value=timeout,
         )
     if seconds < 0:
-        raise ValidationError(f"{parameter} must be >= 0, got {timeout!r}", parameter=parameter, value=timeout)
+        raise ValidationError(f"{parameter} must be >= 0, got {safe_repr(timeout)}", parameter=parameter, value=timeout)
     return seconds
 
 
 def _non_negative_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= INT64_MAX:
         raise ValidationError(
-            f"{name} must be an integer from 0 to 2**63-1, got {value!r}", parameter=name, value=value
+            f"{name} must be an integer from 0 to 2**63-1, got {safe_repr(value)}", parameter=name, value=value
         )
     return value
 
@@ -98,7 +104,9 @@ def _non_negative_int(name: str, value: Any) -> int:
 def _finite(name: str, value: float | None) -> None:
     """NaN and infinity get one message (checked before ``validate_timeout``, which names NaN otherwise)."""
     if isinstance(value, float) and not math.isfinite(value) and not value < 0:
-        raise ValidationError(f"{name} must be a finite number of seconds, got {value!r}", parameter=name, value=value)
+        raise ValidationError(
+            f"{name} must be a finite number of seconds, got {safe_repr(value)}", parameter=name, value=value
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +182,7 @@ class TaskOptions:
             or not INT64_MIN <= self.priority <= INT64_MAX
         ):
             raise ValidationError(
-                f"priority must be an integer from -2**63 to 2**63-1, got {self.priority!r}",
+                f"priority must be an integer from -2**63 to 2**63-1, got {safe_repr(self.priority)}",
                 parameter="priority",
                 value=self.priority,
             )
@@ -182,7 +190,7 @@ class TaskOptions:
         expiries = self.max_lease_expiries
         if isinstance(expiries, bool) or not isinstance(expiries, int) or not 1 <= expiries <= INT64_MAX:
             raise ValidationError(
-                f"max_lease_expiries must be an integer from 1 to 2**63-1, got {expiries!r}",
+                f"max_lease_expiries must be an integer from 1 to 2**63-1, got {safe_repr(expiries)}",
                 parameter="max_lease_expiries",
                 value=expiries,
             )
@@ -195,7 +203,9 @@ class TaskOptions:
             isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0  # NaN fails too
         ):
             raise ValidationError(
-                f"timeout must be a number of seconds > 0, or None, got {timeout!r}", parameter="timeout", value=timeout
+                f"timeout must be a number of seconds > 0, or None, got {safe_repr(timeout)}",
+                parameter="timeout",
+                value=timeout,
             )
         validate_timeout(timeout)  # too large for a float
         checks.queue_name(self.queue_name, "queue_name")
@@ -211,7 +221,7 @@ class TaskOptions:
                 return now + timedelta(seconds=self.delay)
             except OverflowError:
                 raise ValidationError(
-                    f"delay of {self.delay!r} seconds is past the last date a task can be stored with",
+                    f"delay of {safe_repr(self.delay)} seconds is past the last date a task can be stored with",
                     parameter="delay",
                     value=self.delay,
                 ) from None

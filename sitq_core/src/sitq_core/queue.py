@@ -21,7 +21,7 @@ from . import checks
 from .backend import Backend, Capability
 from .batch import TaskBatch
 from .config import BackendSpec, SerializerSpec, resolve_backend, resolve_serializer, split_config
-from .errors import BackendError, SerializationError, SitqError, TaskQueueError, ValidationError
+from .errors import BackendError, SerializationError, SitqError, TaskQueueError, ValidationError, safe_repr
 from .holders import holders
 from .models import Result, Task, new_id, new_ids
 from .options import TaskOptionArgs, TaskOptions, normalize_eta, validate_timeout
@@ -899,7 +899,7 @@ def _too_large(exc: checks.TooLargeToStore, parameter: str, position: int | None
 def _check_task_id(task_id: Any) -> None:
     if not isinstance(task_id, str) or not task_id.strip():
         raise ValidationError(
-            f"task_id must be a non-empty string, got {task_id!r}", parameter="task_id", value=task_id
+            f"task_id must be a non-empty string, got {safe_repr(task_id)}", parameter="task_id", value=task_id
         )
     checks.task_id(task_id)  # and one a store can hold
 
