@@ -209,6 +209,9 @@ async def test_with_options_never_collides_with_task_kwargs(queue: TaskQueue) ->
         {"retry_backoff": 10**400},
         {"retry_backoff": math.inf},
         {"timeout": 10**400},
+        {"timeout": math.inf},
+        {"delay": 2**1100},
+        {"retry_backoff": 2**1100},
         {"timeout": -1},
         {"timeout": 0},
         {"timeout": math.nan},
@@ -228,6 +231,36 @@ async def test_with_options_validates(queue: TaskQueue, bad: dict[str, Any]) -> 
         queue.with_options(**bad)
     assert info.value.parameter == next(iter(bad))
     assert next(iter(bad)) in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["delay", "retry_backoff", "timeout"])
+@pytest.mark.parametrize("value", [math.inf, 2**1100], ids=["inf", "2**1100"])
+def test_task_option_seconds_must_be_finite_and_timeout_says_none_means_no_limit(
+    queue: TaskQueue, name: str, value: float
+) -> None:
+    """``timeout=inf`` was stored (and 1e300 too) while ``delay=inf`` was refused: one rule for all three."""
+    with pytest.raises(ValidationError) as info:
+        queue.with_options(**{name: value})
+    assert info.value.parameter == name
+    assert f"{name} must be a finite number of seconds, got {value!r}" in str(info.value)
+    assert ("use None for no time limit" in str(info.value)) == (name == "timeout")
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("timeout", [math.inf, 1e300, 10**30, 2**1100], ids=["inf", "1e300", "10**30", "2**1100"])
+async def test_a_get_result_timeout_of_any_size_waits_and_never_overflows(queue: TaskQueue, timeout: float) -> None:
+    """``timeout=2**1100`` said "too large to be a number of seconds" while inf and 10**30 waited: all wait."""
+    task_id = await queue.enqueue(tasks.add, 1, b=2)
+    worker = Worker(queue.backend)
+    await worker.start()
+    try:
+        result = await queue.get_result(task_id, timeout=timeout)
+    finally:
+        await worker.stop()
+    assert result is not None and queue.deserialize_result(result) == 3
+    with pytest.raises(ValidationError) as info:
+        await queue.get_result(task_id, timeout=-(2**1100))
+    assert info.value.parameter == "timeout" and "must be >= 0" in str(info.value)
 
 
 @pytest.mark.parametrize("name", ["delay", "retry_backoff"])

@@ -65,7 +65,11 @@ def normalize_eta(eta: datetime | None, *, parameter: str = "eta") -> datetime |
 
 
 def validate_timeout(timeout: float | None, *, parameter: str = "timeout") -> float | None:
-    """None or a number >= 0 (``math.inf`` allowed: wait without end), else ValidationError."""
+    """None or a number >= 0 as float seconds, else ValidationError.
+
+    ``math.inf``, and an int too large for a float, mean wait without end (``math.inf``):
+    a wait that long is the same wait, not an overflow error.
+    """
     if timeout is None:
         return None
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
@@ -74,22 +78,18 @@ def validate_timeout(timeout: float | None, *, parameter: str = "timeout") -> fl
             parameter=parameter,
             value=timeout,
         )
+    if timeout < 0:
+        raise ValidationError(f"{parameter} must be >= 0, got {safe_repr(timeout)}", parameter=parameter, value=timeout)
     try:
         seconds = float(timeout)
-    except OverflowError:
-        raise ValidationError(
-            f"{parameter} is too large to be a number of seconds: {safe_repr(timeout)}",
-            parameter=parameter,
-            value=timeout,
-        ) from None
+    except OverflowError:  # an int past a float's range: longer than any wait, so a wait without end
+        return math.inf
     if math.isnan(seconds):
         raise ValidationError(
             f"{parameter} must be a number of seconds or None, got {safe_repr(timeout)}",
             parameter=parameter,
             value=timeout,
         )
-    if seconds < 0:
-        raise ValidationError(f"{parameter} must be >= 0, got {safe_repr(timeout)}", parameter=parameter, value=timeout)
     return seconds
 
 
@@ -101,11 +101,20 @@ def _non_negative_int(name: str, value: Any) -> int:
     return value
 
 
-def _finite(name: str, value: float | None) -> None:
-    """NaN and infinity get one message (checked before ``validate_timeout``, which names NaN otherwise)."""
-    if isinstance(value, float) and not math.isfinite(value) and not value < 0:
+def _finite(name: str, value: Any, hint: str = "") -> None:
+    """NaN, infinity and an int past a float's range get one message: a task option's seconds must be finite.
+
+    Other types and negative numbers are left to the checks that follow (``validate_timeout``).
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        finite = False
+    if not finite and not value < 0:
         raise ValidationError(
-            f"{name} must be a finite number of seconds, got {safe_repr(value)}", parameter=name, value=value
+            f"{name} must be a finite number of seconds, got {safe_repr(value)}{hint}", parameter=name, value=value
         )
 
 
@@ -207,7 +216,7 @@ class TaskOptions:
                 parameter="timeout",
                 value=timeout,
             )
-        validate_timeout(timeout)  # too large for a float
+        _finite("timeout", timeout, hint="; use None for no time limit")
         checks.queue_name(self.queue_name, "queue_name")
         return self
 
