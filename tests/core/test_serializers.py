@@ -263,6 +263,27 @@ def test_a_queue_with_a_chosen_serializer_reads_only_its_own_results(tmp_path: P
     assert default.deserialize_result(own) == 5
 
 
+@pytest.mark.parametrize("chosen", [None, "msgpack"], ids=["default queue", "msgpack queue"])
+@pytest.mark.parametrize(
+    ("stored", "says"),
+    [
+        (None, "it names no serializer (serializer=None)"),
+        ("", "it names no serializer (serializer='')"),
+        ("nope", "it was written by serializer 'nope', which is not available here: no serializer named 'nope'"),
+    ],
+)
+def test_a_result_naming_no_or_an_unknown_serializer_says_so(
+    tmp_path: Path, chosen: str | None, stored: Any, says: str
+) -> None:
+    """The advice was "use a queue with serializer=None" or "serializer='nope'": impossible to follow."""
+    queue = TaskQueue(SQLiteBackend(tmp_path / "q.db"), serializer=chosen)
+    result = Result(id="r", task_id="T1", status="success", value=b"x", serializer=stored)
+    with pytest.raises(SerializationError) as info:
+        queue.deserialize_result(result)
+    assert f"cannot read the result of task T1: {says}" in str(info.value)
+    assert "use a queue with" not in str(info.value)
+
+
 class _Touches:
     def __init__(self, path: str) -> None:
         self.path = path

@@ -21,7 +21,15 @@ from . import checks
 from .backend import Backend, Capability
 from .batch import TaskBatch
 from .config import BackendSpec, SerializerSpec, resolve_backend, resolve_serializer, split_config
-from .errors import BackendError, SerializationError, SitqError, TaskQueueError, ValidationError, safe_repr
+from .errors import (
+    BackendError,
+    SerializationError,
+    SitqError,
+    TaskQueueError,
+    ValidationError,
+    describe_exception,
+    safe_repr,
+)
 from .holders import holders
 from .models import Result, Task, new_id, new_ids
 from .options import TaskOptionArgs, TaskOptions, normalize_eta, validate_timeout
@@ -776,7 +784,7 @@ class TaskQueue(_Producer):
             )
         if result.value is None:
             return None
-        serializer = self._serializer_named(result.serializer)
+        serializer = self._serializer_named(result.serializer, result.task_id)
         try:
             return serializer.loads(result.value)
         except SerializationError as exc:  # say whose result it is
@@ -791,32 +799,47 @@ class TaskQueue(_Producer):
         except PAYLOAD_ERRORS as exc:  # a plugin serializer's own error: keep the documented type
             raise SerializationError(
                 f"serializer {serializer.name!r} cannot deserialise the result of task {result.task_id}: "
-                f"{type(exc).__name__}: {exc}",
+                f"{describe_exception(exc)}",
                 operation="loads",
                 data_type=type(result.value).__name__,
                 cause=exc,
             ) from exc
 
-    def _serializer_named(self, name: str) -> Serializer:
-        serializer = self._serializers.get(name)
-        if serializer is None and self._only_own_results:
+    def _serializer_named(self, name: Any, task_id: str) -> Serializer:
+        """The serializer that wrote a result, found by the name stored with it.
+
+        A result naming none (None, ""), or a serializer not installed here, says
+        so: the advice to read it with a queue of that serializer would be
+        impossible to follow.
+        """
+        serializer = self._serializers.get(name) if isinstance(name, str) else None
+        if serializer is not None:
+            return serializer
+        if not isinstance(name, str) or not name.strip():
             raise SerializationError(
-                f"this queue reads only results written by serializer {self._serializer.name!r}, and this one "
-                f"was written by {name!r}; use a queue with serializer={name!r} (or none) to read it",
+                f"cannot read the result of task {task_id}: it names no serializer (serializer="
+                f"{safe_repr(name)}), so nothing can tell how its value was written",
+                operation="loads",
+            )
+        try:
+            serializer = resolve_serializer(name)
+        except SitqError as exc:
+            raise SerializationError(
+                f"cannot read the result of task {task_id}: it was written by serializer {name!r}, "
+                f"which is not available here: {exc.message}",
+                operation="loads",
+                data_type=name,
+                cause=exc,
+            ) from exc
+        if self._only_own_results:
+            raise SerializationError(
+                f"this queue reads only results written by serializer {self._serializer.name!r}, and the "
+                f"result of task {task_id} was written by {name!r}; use a queue with serializer={name!r} "
+                "(or none) to read it",
                 operation="loads",
                 data_type=name,
             )
-        if serializer is None:
-            try:
-                serializer = resolve_serializer(name)
-            except SitqError as exc:
-                raise SerializationError(
-                    f"cannot deserialise a value written by serializer {name!r}: {exc.message}",
-                    operation="loads",
-                    data_type=name,
-                    cause=exc,
-                ) from exc
-            self._serializers[name] = serializer
+        self._serializers[name] = serializer
         return serializer
 
     # ------------------------------------------------------------- task state
