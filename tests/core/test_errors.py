@@ -251,3 +251,17 @@ def test_a_value_whose_repr_raises_still_prints_in_str_and_repr() -> None:
     shown = "<_BadRepr object (repr failed: RuntimeError: no repr)>"
     assert str(error) == f"x (context: other={shown}, parameter='p', value={shown})"
     assert repr(error) == f"ValidationError('x', parameter='p', value={shown}, context={{'other': {shown}}})"
+
+
+def test_describe_exception_never_leaves_a_dangling_colon() -> None:
+    """Messages built as ``f"{type(exc).__name__}: {exc}"`` ended in ': ' for an exception without text."""
+    from sitq_core.errors import describe_exception
+
+    class Unprintable(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no str")
+
+    assert describe_exception(ValueError("bad")) == "ValueError: bad"
+    assert describe_exception(ValueError()) == "ValueError"
+    assert describe_exception(ValueError(""), "not valid data") == "not valid data (ValueError)"
+    assert describe_exception(Unprintable()) == "Unprintable"

@@ -484,3 +484,19 @@ def test_without_the_msgpack_package_the_hint_installs_it_directly() -> None:
     error, listed = done.stdout.splitlines()
     assert error == "serializer 'msgpack' needs the msgpack package: pip install msgpack", done.stdout
     assert listed.endswith("not installed: needs the msgpack package: pip install msgpack"), done.stdout
+
+
+@pytest.mark.parametrize(
+    ("payload", "says"),
+    [
+        (b"\xc1", "cannot deserialise msgpack payload: not valid msgpack data (FormatError)"),
+        (b"\x91" * 2000 + b"\x00", "cannot deserialise msgpack payload: nested too deeply (StackError)"),
+        (b"\x01\x02", "cannot deserialise msgpack payload: ExtraData: unpack(b) received extra data."),
+    ],
+    ids=["format", "stack", "extra"],
+)
+def test_a_corrupt_msgpack_payload_is_described_without_a_dangling_colon(payload: bytes, says: str) -> None:
+    """FormatError and StackError carry no text: the message ended in 'FormatError: ' with nothing after it."""
+    with pytest.raises(SerializationError) as info:
+        MsgpackSerializer().loads(payload)
+    assert info.value.message == says

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from .errors import ValidationError, safe_repr
+from .errors import ValidationError, describe_exception, safe_repr
 from .models import Outcome, Task, TaskStatus
 
 __all__ = [
@@ -80,7 +80,7 @@ def _utc_offset(value: datetime, parameter: str) -> timedelta | None:
     except Exception as exc:
         zone = type(value.tzinfo).__name__  # not its repr: more of the tzinfo's own code
         raise ValidationError(
-            f"{parameter}: its tzinfo ({zone}) cannot give a UTC offset ({type(exc).__name__}: {exc})",
+            f"{parameter}: its tzinfo ({zone}) cannot give a UTC offset ({describe_exception(exc)})",
             parameter=parameter,
             value=value,
             cause=exc,

@@ -410,7 +410,7 @@ class _Producer:
 
     def _enqueue_failed(self, exc: Exception) -> BackendError:
         return BackendError(
-            f"backend failed to enqueue: {type(exc).__name__}: {exc}",
+            f"backend failed to enqueue: {describe_exception(exc)}",
             operation="enqueue",
             backend_type=self._backend.name or type(self._backend).__name__,
             cause=exc,
@@ -896,7 +896,7 @@ def _dumps_call(
     except Exception as exc:
         raise SerializationError(
             f"serializer {serializer.name!r} cannot serialise a call of {function_path(func)}: "
-            f"{type(exc).__name__}: {exc}",
+            f"{describe_exception(exc)}",
             operation="dumps_call",
             data_type=type(func).__name__,
             cause=exc,

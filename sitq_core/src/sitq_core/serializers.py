@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar
 
 from .checks import escaped_for_store
-from .errors import SerializationError, ValidationError
+from .errors import SerializationError, ValidationError, describe_exception
 from .task import is_importable_task, is_task_function, pickled_by_value
 
 __all__ = [
@@ -179,11 +179,21 @@ class CloudpickleSerializer(Serializer):
             return pickle.loads(data)
         except PAYLOAD_ERRORS as exc:  # what a payload's own code may raise as it loads
             raise SerializationError(
-                f"cannot deserialise cloudpickle payload: {type(exc).__name__}: {exc}",
+                f"cannot deserialise cloudpickle payload: {describe_exception(exc)}",
                 operation="loads",
                 data_type="bytes",
                 cause=exc,
             ) from exc
+
+
+def _msgpack_failure(exc: BaseException) -> str:
+    """What a msgpack error without text means (``FormatError`` and ``StackError`` carry none)."""
+    kind = type(exc).__name__
+    if kind == "StackError":
+        return "nested too deeply"
+    if kind == "FormatError":
+        return "not valid msgpack data"
+    return "not readable msgpack data"
 
 
 class MsgpackSerializer(Serializer):
@@ -232,7 +242,7 @@ class MsgpackSerializer(Serializer):
             return self._msgpack.unpackb(data, raw=False, strict_map_key=False)
         except Exception as exc:
             raise SerializationError(
-                f"cannot deserialise msgpack payload: {type(exc).__name__}: {exc}",
+                f"cannot deserialise msgpack payload: {describe_exception(exc, _msgpack_failure(exc))}",
                 operation="loads",
                 data_type="bytes",
                 cause=exc,
@@ -415,7 +425,7 @@ def _import_path(path: str) -> Callable[..., Any]:
             else ""
         )
         raise SerializationError(
-            f"cannot import task function {path!r}: {type(exc).__name__}: {exc}{hint}",
+            f"cannot import task function {path!r}: {describe_exception(exc)}{hint}",
             operation="loads_call",
             data_type=path,
             cause=exc,
