@@ -265,3 +265,17 @@ def test_describe_exception_never_leaves_a_dangling_colon() -> None:
     assert describe_exception(ValueError()) == "ValueError"
     assert describe_exception(ValueError(""), "not valid data") == "not valid data (ValueError)"
     assert describe_exception(Unprintable()) == "Unprintable"
+
+
+def test_a_context_entry_naming_a_keyword_is_that_attribute_and_given_twice_is_a_type_error() -> None:
+    """``ValidationError('x', context={'parameter': 'q'})`` read ``parameter`` None while str showed q, and a
+    ``parameter='p'`` given beside it dropped q without a word."""
+    error = ValidationError("x", context={"parameter": "q"})
+    assert error.parameter == "q" and error.context == {"parameter": "q"}
+    assert str(error) == "x (context: parameter='q')"
+    timeout = TimeoutError("slow", context={"task_id": "t", "timeout_seconds": 3})
+    assert (timeout.task_id, timeout.timeout_seconds, timeout.operation) == ("t", 3, None)
+    with pytest.raises(TypeError, match="'parameter' both as a keyword and in context="):
+        ValidationError("x", parameter="p", context={"parameter": "q"})
+    with pytest.raises(TypeError, match="'task_id'"):
+        TimeoutError("slow", task_id="a", context={"task_id": "b"})

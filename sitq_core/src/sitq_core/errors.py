@@ -104,11 +104,15 @@ class SitqError(Exception):
         """Store each keyword given as an attribute and in ``context`` (None too, when it was given).
 
         A keyword left out is an attribute that reads None and no entry of
-        ``context`` (an optional detail nobody gave).
+        ``context`` (an optional detail nobody gave), unless ``context=`` holds
+        that key: the attribute then reads that entry. A key given both ways is
+        a TypeError, as a keyword argument given twice is.
         """
         for key, value in items.items():
             if value is _NOT_GIVEN:
-                setattr(self, key, None)
+                setattr(self, key, self.context.get(key))
+            elif key in self.context and key not in self._keywords:
+                raise TypeError(f"{type(self).__name__}() got {key!r} both as a keyword and in context=; give it once")
             else:
                 setattr(self, key, value)
                 self.context[key] = value
