@@ -20,6 +20,7 @@ from sitq import (
     Serializer,
     SQLiteBackend,
     TaskQueue,
+    ValidationError,
 )
 from sitq_core.config import resolve_serializer
 
@@ -500,3 +501,37 @@ def test_a_corrupt_msgpack_payload_is_described_without_a_dangling_colon(payload
     with pytest.raises(SerializationError) as info:
         MsgpackSerializer().loads(payload)
     assert info.value.message == says
+
+
+class _Unpicklable:
+    """Refuses pickling with an exception that carries no text."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        raise ValueError()
+
+
+class _NoRepr:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+def test_a_pickling_error_without_text_is_named_by_its_type_not_a_dangling_colon() -> None:
+    """``cannot serialise _Unpicklable with cloudpickle: `` ended with nothing after the colon."""
+    with pytest.raises(SerializationError) as info:
+        CloudpickleSerializer().dumps(_Unpicklable())
+    assert info.value.message == "cannot serialise _Unpicklable with cloudpickle: ValueError"
+    with pytest.raises(SerializationError) as info:
+        CloudpickleSerializer().dumps_call(add, (_Unpicklable(),), {})
+    assert info.value.message.endswith("with cloudpickle: ValueError")
+
+
+def test_serializer_arguments_whose_repr_raises_get_a_validation_error() -> None:
+    """``{value!r}`` in the checks raised the value's RuntimeError instead of the ValidationError."""
+    shown = "<_NoRepr object (repr failed: RuntimeError: no repr)>"
+    for make, parameter in (
+        (lambda: CloudpickleSerializer(protocol=_NoRepr()), "protocol"),  # type: ignore[arg-type]
+        (lambda: MsgpackSerializer(allowed_tasks=[_NoRepr()]), "allowed_tasks"),  # type: ignore[list-item]
+    ):
+        with pytest.raises(ValidationError) as info:
+            make()
+        assert info.value.parameter == parameter and shown in str(info.value)

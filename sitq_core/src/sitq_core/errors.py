@@ -56,13 +56,19 @@ def describe_exception(exc: BaseException, when_empty: str | None = None) -> str
     A ``__str__`` that raises counts as empty text.
     """
     name = type(exc).__name__
+    text = exception_text(exc)
+    if text != name:
+        return f"{name}: {text}"
+    return f"{when_empty} ({name})" if when_empty else name
+
+
+def exception_text(exc: BaseException) -> str:
+    """``str(exc)``, or the type name when that is empty or raises: for ``"...: {text}"`` after a message."""
     try:
         text = str(exc)
     except Exception:
         text = ""
-    if text.strip():
-        return f"{name}: {text}"
-    return f"{when_empty} ({name})" if when_empty else name
+    return text if text.strip() else type(exc).__name__
 
 
 def safe_repr(value: Any) -> str:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar
 
 from .checks import escaped_for_store
-from .errors import SerializationError, ValidationError, describe_exception
+from .errors import SerializationError, ValidationError, describe_exception, exception_text, safe_repr
 from .task import is_importable_task, is_task_function, pickled_by_value
 
 __all__ = [
@@ -103,7 +103,7 @@ class CloudpickleSerializer(Serializer):
         if protocol is not None and (type(protocol) is not int or protocol > pickle.HIGHEST_PROTOCOL):  # not bool
             raise ValidationError(
                 f"protocol must be None or an int up to {pickle.HIGHEST_PROTOCOL} (negative: the highest), "
-                f"got {protocol!r}",
+                f"got {safe_repr(protocol)}",
                 parameter="protocol",
                 value=protocol,
             )
@@ -146,7 +146,7 @@ class CloudpickleSerializer(Serializer):
             except Exception as exc:
                 hint = " (something it refers to, a global or a closure variable)" if value is func else ""
                 return SerializationError(
-                    f"cannot serialise {what} ({type(value).__name__}) with cloudpickle{hint}: {exc}",
+                    f"cannot serialise {what} ({type(value).__name__}) with cloudpickle{hint}: {exception_text(exc)}",
                     operation="dumps",
                     data_type=type(value).__name__,
                     cause=exc,
@@ -162,7 +162,7 @@ class CloudpickleSerializer(Serializer):
             return bytes(cloudpickle.dumps(obj, protocol=self.protocol))
         except Exception as exc:
             raise SerializationError(
-                f"cannot serialise {type(obj).__name__} with cloudpickle: {exc}",
+                f"cannot serialise {type(obj).__name__} with cloudpickle: {exception_text(exc)}",
                 operation="dumps",
                 data_type=type(obj).__name__,
                 cause=exc,
@@ -229,7 +229,7 @@ class MsgpackSerializer(Serializer):
             return self._packed_and_loadable(obj)
         except (TypeError, ValueError, OverflowError) as exc:
             raise SerializationError(
-                f"msgpack cannot serialise {_describe_unpackable(obj, exc)}: {exc}; "
+                f"msgpack cannot serialise {_describe_unpackable(obj, exc)}: {exception_text(exc)}; "
                 "use msgpack types (None, bool, int within 64 bits, float, str, bytes, list, dict) "
                 "or the cloudpickle serializer",
                 operation="dumps",
@@ -299,7 +299,7 @@ class MsgpackSerializer(Serializer):
             self._packed_and_loadable(value)
         except (TypeError, ValueError, OverflowError) as exc:
             raise SerializationError(
-                f"msgpack cannot serialise {what} ({type(value).__name__}): {exc}; "
+                f"msgpack cannot serialise {what} ({type(value).__name__}): {exception_text(exc)}; "
                 "pass msgpack types or use the cloudpickle serializer",
                 operation="dumps_call",
                 data_type=type(value).__name__,
@@ -444,7 +444,7 @@ def _allowed_paths(allowed_tasks: Any) -> Iterator[str]:
     if isinstance(allowed_tasks, str | bytes) or not isinstance(allowed_tasks, Iterable):
         raise ValidationError(
             "allowed_tasks must be an iterable of 'module:function' paths or functions "
-            f"(a list or set), got {type(allowed_tasks).__name__} {allowed_tasks!r}",
+            f"(a list or set), got {type(allowed_tasks).__name__} {safe_repr(allowed_tasks)}",
             parameter="allowed_tasks",
             value=allowed_tasks,
         )
@@ -453,7 +453,7 @@ def _allowed_paths(allowed_tasks: Any) -> Iterator[str]:
             problem = _path_problem(item)
             if problem is not None:
                 raise ValidationError(
-                    f"allowed_tasks entries are import paths 'module:function', got {item!r}: {problem}",
+                    f"allowed_tasks entries are import paths 'module:function', got {safe_repr(item)}: {problem}",
                     parameter="allowed_tasks",
                     value=item,
                 )
@@ -467,7 +467,8 @@ def _allowed_paths(allowed_tasks: Any) -> Iterator[str]:
                 ) from exc
         else:
             raise ValidationError(
-                f"allowed_tasks entries are 'module:function' paths or functions, got {type(item).__name__} {item!r}",
+                "allowed_tasks entries are 'module:function' paths or functions, "
+                f"got {type(item).__name__} {safe_repr(item)}",
                 parameter="allowed_tasks",
                 value=item,
             )
