@@ -123,6 +123,25 @@ def test_libpq_parameters_asyncpg_cannot_use_are_refused_by_name_in_a_backend_ur
 
 
 @pytest.mark.parametrize(
+    ("dsn", "key"),
+    [
+        ("postgresql://postgres@127.0.0.1:5432/x?work_mem=77MB&search_path=evil", "work_mem"),
+        ("host=127.0.0.1 dbname=x user=postgres bogus=1", "bogus"),
+        ("host=127.0.0.1 dbname=x user=postgres statement_timeout=1", "statement_timeout"),
+    ],
+)
+def test_an_unknown_parameter_in_a_dsn_is_refused_when_the_backend_is_made(dsn: str, key: str) -> None:
+    """Before: asyncpg sent it to the server as a setting (work_mem, statement_timeout), or failed at the first call."""
+    for build in (
+        lambda: PostgresBackend(dsn, schema="misc"),
+        lambda: TaskQueue({"backend": "postgres", "dsn": dsn}),
+    ):
+        with pytest.raises(ConfigurationError) as info:
+            build()
+        assert info.value.parameter == key and "unknown connection parameter" in info.value.message
+
+
+@pytest.mark.parametrize(
     "given",
     [
         lambda url: sitq.connect(url, dsn=url),

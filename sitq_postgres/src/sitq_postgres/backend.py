@@ -42,7 +42,7 @@ from sitq_core.urls import BackendURL, redacted, split_url
 
 from . import schema as _schema
 from .coalesce import ResultReads
-from .keywords import NO_LIMIT, UNSUPPORTED, prepared_dsn
+from .keywords import LIBPQ_PARAMETERS, NO_LIMIT, SITQ_OPTIONS, UNSUPPORTED, prepared_dsn
 from .schema import SCHEMA_VERSION, Statements, valid_schema
 
 __all__ = ["PostgresBackend"]
@@ -88,37 +88,11 @@ _CONNECTION_LOST = (
     asyncpg.InternalClientError,
     OSError,
 )
-#: Connection parameters a URL may carry beside sitq's own options; they stay in the DSN for the driver.
-LIBPQ_PARAMETERS = frozenset(
-    {
-        "host",  # e.g. a socket directory: postgresql:///app?host=/var/run/postgresql
-        "port",
-        "user",
-        "password",
-        "dbname",
-        "service",
-        "sslnegotiation",
-        "application_name",
-        "gsslib",
-        "krbsrvname",
-        "passfile",
-        "ssl_max_protocol_version",
-        "ssl_min_protocol_version",
-        "sslcert",
-        "sslcrl",
-        "sslkey",
-        "sslmode",
-        "sslpassword",
-        "sslrootcert",
-        "target_session_attrs",
-    }
-)
-
 Connection: TypeAlias = Any  # asyncpg.Connection (asyncpg ships no type information)
 Pool: TypeAlias = Any  # Pool
 
 
-_OWN_OPTIONS = ("schema", "min_connections", "max_connections")
+_OWN_OPTIONS = SITQ_OPTIONS
 _DEFAULT_CONNECT_TIMEOUT = 10.0
 #: The ``application_name`` of sitq's sessions when neither the dsn nor ``PGAPPNAME`` gives one.
 _APPLICATION_NAME = "sitq"

@@ -24,11 +24,48 @@ from pathlib import Path
 from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 from sitq_core.errors import ConfigurationError, ValidationError
-from sitq_core.urls import hidden_options, split_url
+from sitq_core.urls import hidden_options, masked, split_url
 
-__all__ = ["NO_LIMIT", "UNSUPPORTED", "is_keyword_dsn", "keyword_dsn_to_url", "prepared_dsn"]
+__all__ = [
+    "LIBPQ_PARAMETERS",
+    "NO_LIMIT",
+    "SITQ_OPTIONS",
+    "UNSUPPORTED",
+    "is_keyword_dsn",
+    "keyword_dsn_to_url",
+    "prepared_dsn",
+]
 
 NO_LIMIT = 86_400.0  # the longest connect_timeout sitq accepts: what libpq's "no limit" becomes
+
+#: Connection parameters a URL may carry beside sitq's own options; they stay in the DSN for the driver.
+LIBPQ_PARAMETERS = frozenset(
+    {
+        "host",  # e.g. a socket directory: postgresql:///app?host=/var/run/postgresql
+        "port",
+        "user",
+        "password",
+        "dbname",
+        "service",
+        "sslnegotiation",
+        "application_name",
+        "gsslib",
+        "krbsrvname",
+        "passfile",
+        "ssl_max_protocol_version",
+        "ssl_min_protocol_version",
+        "sslcert",
+        "sslcrl",
+        "sslkey",
+        "sslmode",
+        "sslpassword",
+        "sslrootcert",
+        "target_session_attrs",
+    }
+)
+
+#: sitq's own options, which a URL given as the backend carries but a dsn given on its own must not.
+SITQ_OPTIONS = ("schema", "min_connections", "max_connections")
 
 #: libpq connection parameters that asyncpg does not understand (it would send them to the server
 #: as settings, which fails at connect time with 'unrecognized configuration parameter').
@@ -82,6 +119,8 @@ def prepared_dsn(dsn: str | None, connect_timeout: float, *, default_timeout: fl
     # are pieces of the password when that holds a raw '&' (?password=a&b=c) or runs past the host part (an
     # unescaped '/' or '?', then '@'): such an error says what to fix instead, and keeps no chain.
     hidden = hidden_options(dsn)
+    if hidden is not None:  # and the keys as read here, where '#' ends the query (hidden_options reads it as text)
+        hidden |= _query_keys(dsn) - _query_keys(masked(dsn))
     if refused.parameter == "dsn" or (hidden is not None and refused.parameter not in hidden):
         raise refused
     raise ValidationError(
@@ -125,6 +164,16 @@ def _prepared_url(dsn: str, connect_timeout: float, *, default_timeout: float) -
                 f"libpq parameter {key!r} is not supported by asyncpg, the driver sitq uses; leave it out of the dsn",
                 parameter=key,
             )
+        if key not in LIBPQ_PARAMETERS and key not in SITQ_OPTIONS and key != "connect_timeout":
+            # asyncpg would send it to the server as a setting (work_mem, statement_timeout, search_path), or
+            # fail at the first call for a name the server does not know: neither is what libpq does
+            raise ConfigurationError(
+                f"unknown connection parameter {key!r} in the dsn; sitq passes on these libpq parameters: "
+                f"{', '.join(sorted(LIBPQ_PARAMETERS))}, and takes connect_timeout as its own (server settings "
+                "such as statement_timeout are not connection parameters: set them on the role or database)",
+                parameter=key,
+                valid_options=sorted(LIBPQ_PARAMETERS),
+            )
         allowed = CHOICES.get(key)
         if allowed is not None and value not in allowed:
             # asyncpg would raise this at connect time as a connection error, which callers retry
@@ -156,6 +205,15 @@ def _prepared_url(dsn: str, connect_timeout: float, *, default_timeout: float) -
     rest = urlencode([(key, value) for key, value in pairs if key not in dropped], quote_via=quote)
     base = dsn.split("?", 1)[0]  # (not urlunsplit: it drops the '//' of a URL without a host)
     return base + (f"?{rest}" if rest else ""), connect_timeout
+
+
+def _query_keys(dsn: str) -> set[str]:
+    """The parameter names of a dsn's query, read as ``_prepared_url`` reads them."""
+    try:
+        query = split_url(dsn).query
+    except ValueError:
+        return set()
+    return {key for key, _value in parse_qsl(query, keep_blank_values=True)}
 
 
 def _dsn_timeout(value: str, connect_timeout: float, *, default_timeout: float) -> float:
