@@ -388,6 +388,22 @@ def test_a_port_that_is_not_a_port_number_is_refused_when_the_backend_is_made(ds
 
 @pytest.mark.parametrize(
     "url",
+    ["postgresql://u@127.0.0.1:70000/app", "postgresql://u@127.0.0.1:0/app", "postgresql://u@h1,h2:65536/app"],
+)
+def test_a_port_out_of_range_is_the_same_error_by_every_path(url: str) -> None:
+    """sitq.connect(URL) raised ConfigurationError(parameter='url') for 70000, the other paths ValidationError."""
+    for build in (
+        lambda: sitq.connect(url),
+        lambda: PostgresBackend(url),
+        lambda: sitq.connect({"backend": "postgres", "dsn": url}),
+    ):
+        with pytest.raises(ValidationError) as info:
+            build()
+        assert info.value.parameter == "dsn" and "a port is a number from 1 to 65535" in info.value.message
+
+
+@pytest.mark.parametrize(
+    "url",
     ["postgresql://postgres@127.0.0.1/db?port=abc", "postgresql://?host=127.0.0.1&port=abc&dbname=x&user=postgres"],
 )
 def test_a_backend_url_with_a_port_that_is_not_a_number_is_refused_when_connecting(url: str) -> None:

@@ -227,7 +227,7 @@ def _split_hosts(shown: str, netloc: str) -> tuple[str, tuple[tuple[str, int | N
     for item in others:
         try:
             parsed = urlsplit(f"x://{item}")
-            host, port = parsed.hostname, parsed.port
+            host, port = parsed.hostname, _port_of(parsed)
         except ValueError:
             host, port = None, -1
         if port == -1:  # raised outside the handler: the parser's error stays out of __context__ too
@@ -241,6 +241,28 @@ def _split_hosts(shown: str, netloc: str) -> tuple[str, tuple[tuple[str, int | N
             )
         more.append((host, port))
     return f"{userinfo}{at}{first}", tuple(more)
+
+
+def _port_of(parts: SplitResult) -> int | None:
+    """The port of a one-host ``parts``: None when there is none, -1 when it is not a number.
+
+    A port of ASCII digits is kept as written, whatever its size (urlsplit
+    refuses one above 65535): the backend checks the range, so that a port
+    out of it gets the same error as in its other forms (``?port=``, a
+    ``dsn``). urlsplit's own error is not kept: what it took for the port
+    may be a piece of the password, which its message repeats.
+    """
+    try:
+        return parts.port
+    except ValueError:
+        pass
+    hostport = parts.netloc.rpartition("@")[2]
+    after_host = hostport.rpartition("]")[2] if hostport.startswith("[") else hostport
+    _host, colon, text = after_host.partition(":")
+    return int(text) if colon and _DIGITS.fullmatch(text) else -1
+
+
+_DIGITS = re.compile(r"[0-9]+")
 
 
 def parse_backend_url(url: str) -> BackendURL:
@@ -285,14 +307,11 @@ def parse_backend_url(url: str) -> BackendURL:
     netloc, more_hosts = _split_hosts(shown, parts.netloc)
     if more_hosts:
         parts = parts._replace(netloc=netloc)
-    try:
-        port = parts.port
-    except ValueError:  # what it took for the port may be a piece of the password, which its message repeats
-        port = -1
-    if port == -1:  # raised outside the handler: the parser's error stays out of __context__ too
+    port = _port_of(parts)
+    if port == -1:
         raise ConfigurationError(
-            f"backend URL {shown!r} has an invalid port (a password holding '/', '?' or '@' must be "
-            "percent-encoded: %2F, %3F, %40)",
+            f"backend URL {shown!r} has an invalid port (a password holding '/', '?', '#' or '@' must be "
+            "percent-encoded: %2F, %3F, %23, %40)",
             parameter="url",
             value=shown,
         )
