@@ -34,7 +34,14 @@ import asyncpg  # type: ignore[import-untyped]
 from sitq_core import checks, forks, store_endings
 from sitq_core.backend import Backend, Capability, connecting_to_read_only
 from sitq_core.bounded import within
-from sitq_core.errors import BackendError, ConfigurationError, ConnectionError, SitqError, ValidationError
+from sitq_core.errors import (
+    BackendError,
+    ConfigurationError,
+    ConnectionError,
+    SitqError,
+    StoreGoneError,
+    ValidationError,
+)
 from sitq_core.models import LeaseState, Outcome, ReservedTask, Result, Task, TaskStatus
 from sitq_core.notify import record_mark, safety_pauses, take_mark
 from sitq_core.textoptions import text_options_converted
@@ -486,9 +493,39 @@ class PostgresBackend(Backend):
         return ConnectionError(message, backend_type="postgres", connection_details=self._where(), **fields)
 
     def _cannot_connect(self, exc: BaseException) -> ConnectionError:
+        gone = self._gone_for_good("connect", exc)
+        if gone is not None:
+            return gone
         return self._connection_error(
             f"cannot connect to PostgreSQL ({self._where()}): {_described(exc, self.connect_timeout)}",
             cause=exc,
+        )
+
+    def _gone_for_good(self, operation: str, exc: BaseException) -> StoreGoneError | None:
+        """The StoreGoneError for a refusal no retry gets past, or None: a worker stops on it, as on SQLite.
+
+        A database that does not exist (dropped under a running worker, or
+        never there), and a write this role may not make (a role that can
+        only read sitq's tables), fail every later call the same way: a
+        worker retrying them would run forever, logging once. It stops
+        instead (``Worker.run()`` raises, ``sitq worker`` exits 2), so that a
+        supervisor or a person sees it.
+        """
+        if isinstance(exc, asyncpg.exceptions.InvalidCatalogNameError):
+            what = (
+                f"PostgreSQL {operation} failed: {exc} ({self._where()}): it was dropped or never made; create it "
+                "(sitq creates its schema, not the database) and restart this process"
+            )
+        elif isinstance(exc, asyncpg.exceptions.InsufficientPrivilegeError) and operation not in _READS:
+            what = (
+                f"PostgreSQL {operation} failed: {exc} ({self._where()}, schema {self.schema!r}): this role may "
+                "not write sitq's tables; workers and producers need SELECT, INSERT, UPDATE, DELETE on them (see "
+                "'Roles and privileges' in docs/how-to/postgres-backend.md); grant them and restart this process"
+            )
+        else:
+            return None
+        return StoreGoneError(
+            what, operation=operation, backend_type="postgres", connection_details=self._where(), cause=exc
         )
 
     def _where(self) -> str:
@@ -687,6 +724,9 @@ class PostgresBackend(Backend):
                     raise self._connection_error(
                         f"PostgreSQL {operation} failed: {closed}", operation=operation, cause=exc
                     ) from exc
+                gone = self._gone_for_good(operation, exc)
+                if gone is not None:
+                    raise gone from exc
                 if isinstance(exc, _OUT_OF_REACH):  # as at connect
                     raise self._connection_error(
                         f"PostgreSQL {operation} failed: the server at {self._where()} is out of reach: "
@@ -778,7 +818,8 @@ class PostgresBackend(Backend):
                         raise  # nothing was sent (no connection to be had), or the store refused it
                     window = min(max(self.connect_timeout, _ENQUEUE_SETTLE_MIN), _ENQUEUE_SETTLE_MAX)
                     settle_by = time.monotonic() + window
-                if not (lost or isinstance(exc, ConnectionError)) or time.monotonic() >= settle_by:
+                gone = isinstance(exc, StoreGoneError)  # the database was dropped meanwhile: no retry reaches it
+                if gone or not (lost or isinstance(exc, ConnectionError)) or time.monotonic() >= settle_by:
                     raise _fate_unknown(exc, ids, self._where()) from exc
                 # The connection went during the statement: it may have committed or not. The same ids
                 # again settle it: stored now, or "already exists" because an earlier attempt was stored.

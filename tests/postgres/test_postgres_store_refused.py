@@ -1,0 +1,119 @@
+"""A worker stops, instead of retrying forever, when no retry can reach its store: SQLite's rule, on PostgreSQL.
+
+A role that may only read sitq's tables, and a database dropped under a
+running worker, were retried without end (logged once, then silence). Each
+uses a role or database of its own, made and dropped by the test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import asyncpg  # type: ignore[import-untyped]
+import pytest
+import pytest_asyncio
+
+from sitq import StoreGoneError, TaskQueue, Worker
+from sitq_core.errors import WorkerError
+from sitq_postgres import PostgresBackend
+
+import sitq_test_tasks as tasks
+
+TESTS = Path(__file__).resolve().parents[1]
+
+
+def _with(dsn: str, *, role: str | None = None, database: str | None = None) -> str:
+    parts = urlsplit(dsn)
+    user = role or parts.username or "postgres"
+    netloc = f"{user}@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return parts._replace(netloc=netloc, path=f"/{database}" if database else parts.path).geturl()
+
+
+@pytest_asyncio.fixture
+async def reader_role(pg_dsn: str, pg_schema: str) -> AsyncIterator[str]:
+    """A login role with USAGE on the test's schema and SELECT on its tables only; dropped afterwards."""
+    async with TaskQueue(PostgresBackend(pg_dsn, schema=pg_schema)):
+        pass  # the owner's first connect creates the schema
+    role = f"sitq_reader_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(pg_dsn)
+    try:
+        await admin.execute(
+            f"CREATE ROLE {role} LOGIN; GRANT USAGE ON SCHEMA {pg_schema} TO {role}; "
+            f"GRANT SELECT ON ALL TABLES IN SCHEMA {pg_schema} TO {role}"
+        )
+        yield role
+    finally:
+        await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", role)
+        await admin.execute(f"DROP OWNED BY {role}; DROP ROLE IF EXISTS {role}")
+        await admin.close()
+
+
+@pytest_asyncio.fixture
+async def own_database(pg_dsn: str) -> AsyncIterator[str]:
+    """A database of the test's own, dropped afterwards (if the test has not dropped it)."""
+    name = f"sitq_db_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(pg_dsn)
+    try:
+        await admin.execute(f"CREATE DATABASE {name}")
+        yield name
+    finally:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await admin.close()
+
+
+@pytest.mark.asyncio
+async def test_a_worker_whose_role_can_only_read_stops_and_run_raises(
+    pg_dsn: str, pg_schema: str, reader_role: str
+) -> None:
+    async with TaskQueue(PostgresBackend(pg_dsn, schema=pg_schema)) as owner:
+        task_id = await owner.enqueue(tasks.add, 1, 2)
+        worker = Worker(PostgresBackend(_with(pg_dsn, role=reader_role), schema=pg_schema), poll_interval=0.05)
+        with pytest.raises(WorkerError, match="permission denied") as info:
+            await asyncio.wait_for(worker.run(handle_signals=False), timeout=60)  # a bound: it ran forever
+        assert isinstance(info.value.cause, StoreGoneError)
+        assert "SELECT, INSERT, UPDATE, DELETE" in info.value.cause.message
+        assert (await owner.get_task(task_id)).status == "queued"  # nothing taken, nothing lost
+
+
+@pytest.mark.asyncio
+async def test_a_worker_whose_database_is_dropped_stops_and_run_raises(pg_dsn: str, own_database: str) -> None:
+    backend = PostgresBackend(_with(pg_dsn, database=own_database), schema="sitq")
+    async with TaskQueue(backend) as queue:
+        worker = Worker(backend, poll_interval=0.05)
+        running = asyncio.ensure_future(worker.run(handle_signals=False))
+        task_id = await queue.enqueue(tasks.add, 1, 2)
+        assert await queue.get_result(task_id, timeout=20) is not None  # it works
+        admin = await asyncpg.connect(pg_dsn)
+        try:
+            await admin.execute(f"DROP DATABASE {own_database} WITH (FORCE)")
+        finally:
+            await admin.close()
+        with pytest.raises(WorkerError, match="does not exist") as info:
+            await asyncio.wait_for(running, timeout=60)  # a bound: it retried forever
+        assert isinstance(info.value.cause, StoreGoneError)
+        assert own_database in info.value.cause.message and not worker.running
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_sitq_worker_exits_2_when_its_role_can_only_read(pg_dsn: str, pg_schema: str, reader_role: str) -> None:
+    env = dict(os.environ, PYTHONPATH=str(TESTS))
+    url = f"{_with(pg_dsn, role=reader_role)}?schema={pg_schema}"
+    command = [sys.executable, "-m", "sitq", "worker", "-b", url, "-i", "sitq_test_tasks", "--poll-interval", "0.05"]
+    child = await asyncio.create_subprocess_exec(*command, env=env, stderr=subprocess.PIPE)
+    try:
+        _out, err = await asyncio.wait_for(child.communicate(), timeout=60)  # a bound: it ran until killed
+    finally:
+        if child.returncode is None:
+            child.kill()
+            await child.wait()
+    text = err.decode()
+    assert child.returncode == 2, text[-2000:]
+    assert "permission denied" in text and "sitq: error:" in text and "Traceback" not in text
