@@ -170,6 +170,30 @@ async def test_worker_stop_returns_on_a_stalled_network(
 
 
 @pytest.mark.asyncio
+async def test_an_idle_worker_stopping_on_a_stalled_network_does_not_warn_of_outcomes_it_never_had(
+    pg_dsn: str, pg_schema: str, relay: StallingRelay, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """It logged "the backend did not take the last outcomes ...; those tasks run again" while holding no task."""
+    monkeypatch.setattr(sitq_core.worker, "_FINAL_REPORT_TIMEOUT", 1.0)  # keep the test short
+    async with sitq.connect(relayed_url(pg_dsn, relay, pg_schema)) as queue:
+        worker = Worker(queue.backend, poll_interval=0.2)
+        await worker.start()
+        await queue.counts()
+        timer = stall_for(relay, 20)
+        try:
+
+            async def a_call_is_held() -> bool:
+                return relay.held > 0
+
+            await wait_until(a_call_is_held, timeout=10)  # the idle worker's reserve waits on the network
+            await asyncio.wait_for(worker.stop(), 30)
+        finally:
+            timer.cancel()
+            relay.flow()
+    assert "did not take the last outcomes" not in caplog.text
+
+
+@pytest.mark.asyncio
 async def test_cancelling_stop_is_not_swallowed(
     pg_dsn: str, pg_schema: str, relay: StallingRelay, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -660,12 +660,14 @@ class Worker:
         _done, late = await asyncio.wait({exchange}, timeout=self._budget_left())
         self._stop_budget -= time.monotonic() - began
         if late:
-            logger.warning(
-                "worker %s: the backend did not take the last outcomes within %.3g s; those tasks run again "
-                "when their leases expire",
-                self.worker_id,
-                time.monotonic() - began,
-            )
+            # only outcomes waiting to be reported are lost here; an idle worker's claim in flight loses nothing
+            if self._outcomes or any(r.outcome_queued for r in self._held.values()):
+                logger.warning(
+                    "worker %s: the backend did not take the last outcomes within %.3g s; those tasks run again "
+                    "when their leases expire",
+                    self.worker_id,
+                    time.monotonic() - began,
+                )
             exchange.cancel()
         # bounded: a cancelled call may still wait on a stalled network, and stop() must return
         # (asyncio.wait also lets a cancellation of stop() itself through, which `await task` would hide)
