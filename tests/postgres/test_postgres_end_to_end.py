@@ -14,6 +14,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import asyncpg  # type: ignore[import-untyped]
 import pytest
@@ -211,12 +212,19 @@ async def test_a_url_may_carry_libpq_parameters(pg_dsn: str, pg_schema: str) -> 
         assert (await queue.counts())["queued"] == 1
 
 
+def test_the_repr_names_the_server_and_database_with_the_password_masked() -> None:
+    shown = repr(PostgresBackend("postgresql://app:SECRET@db.internal:5433/jobs", schema="q"))
+    assert shown == "PostgresBackend(schema='q', server='postgresql://app:***@db.internal:5433/jobs')"
+
+
 def test_cli_stats_refuses_a_schema_that_does_not_exist_and_creates_nothing(pg_dsn: str, pg_schema: str) -> None:
     url = f"{pg_dsn}?schema={pg_schema}"
     command = [sys.executable, "-m", "sitq", "stats", "--json", "-b", url]
     done = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2, done.stdout + done.stderr
     assert "no sitq data in PostgresBackend(schema=" in done.stderr and "Traceback" not in done.stderr
+    parts = urlsplit(pg_dsn)  # which server and database, as other errors about PostgreSQL say
+    assert f"{parts.hostname}" in done.stderr and f"{parts.path}'" in done.stderr, done.stderr
     assert asyncio.run(PostgresBackend(pg_dsn, schema=pg_schema).exists()) is False  # still not created
 
     async def store_one() -> None:

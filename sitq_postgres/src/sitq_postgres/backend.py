@@ -231,7 +231,8 @@ class PostgresBackend(Backend):
         self.notifier.after_fork_in_child()
 
     def __repr__(self) -> str:
-        return f"PostgresBackend(schema={self.schema!r})"
+        """The schema, and the server and database (password masked), as errors about the backend name them."""
+        return f"PostgresBackend(schema={self.schema!r}, server={self._where()!r})"
 
     def now(self) -> datetime:
         """Now by the database server's clock: ``clock()`` plus the server's measured offset.
