@@ -313,3 +313,26 @@ async def test_a_cancelled_sync_task_alone_reports_when_its_thread_returns(queue
     done = await queue.get_result(next_id, timeout=10)
     assert done is not None and done.status == "success"
     await worker.stop()
+
+
+@pytest.mark.asyncio
+async def test_tasks_behind_a_slow_one_in_its_batch_start_in_free_slots(queue: TaskQueue, tmp_path: Path) -> None:
+    """Prefetched sync tasks batched behind a slow one move to slots that free up, not wait for it."""
+    log = tmp_path / "ran.log"
+    gate_id, record_ids = await gate_then_records(queue, log)  # 6 tasks: 3 slots share them two by two
+    worker = Worker(queue.backend, max_concurrency=3, prefetch=6)
+    await worker.start()
+    try:
+        for task_id in record_ids:  # the first one shares the gate's batch; all end while the gate is shut
+            result = await queue.get_result(task_id, timeout=5)
+            assert result is not None and result.status == "success", "waited behind the slow task"
+        assert tasks.GATE_REACHED.is_set() and not tasks.GATE.is_set()
+        assert await statuses(queue, [gate_id]) == [TaskStatus.RUNNING]
+    finally:
+        tasks.GATE.set()
+        await worker.stop()
+    gate = await queue.get_result(gate_id, timeout=10)
+    assert gate is not None and gate.status == "success"
+    assert sorted(int(line.split()[1]) for line in log.read_text().splitlines() if line.startswith("start")) == list(
+        range(RECORDS)
+    )

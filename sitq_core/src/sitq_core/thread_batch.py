@@ -6,7 +6,10 @@ started can be withdrawn (a cancel request) and a stopping worker can halt
 the batch, so no task starts after its lease has been given back. A call
 that has returned is not held back by a slow one after it: once the batch
 runs longer than a moment, the loop watches it (:meth:`watch`) and is told
-of each return (a short batch wakes the loop only once, when it ends).
+of each return (a short batch wakes the loop only once, when it ends). Nor
+does a call that has not started wait behind a slow one before it: once the
+batch has run a moment, the loop may take back its calls not started yet
+(:meth:`take_unstarted`) and start them in slots that are free.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ class ThreadBatch:
 
     __slots__ = (
         "_calls",
+        "_created",
         "_halted",
         "_lock",
         "_may_start",
@@ -75,6 +79,7 @@ class ThreadBatch:
         may_start: Callable[[int], bool] | None = None,
     ) -> None:
         self._calls = calls
+        self._created = time.perf_counter()  # about when its slot was taken (the pool starts it at once)
         self._on_start = on_start
         self._may_start = may_start  # asked (in the pool thread) just before each call: False skips it, as withdrawn
         self._lock = threading.Lock()
@@ -155,6 +160,25 @@ class ThreadBatch:
                 return False
             self._withdrawn.add(index)
             return True
+
+    def take_unstarted(self, after: float) -> tuple[list[int], float | None]:
+        """Withdraw every call not started yet once the batch has run ``after`` seconds, to run elsewhere.
+
+        Returns the indices withdrawn, and (when none were, as the batch is
+        younger) the seconds until it is ``after`` old, or None when it has no
+        call left to take (all started, withdrawn, or the batch halted).
+        """
+        with self._lock:
+            if self._halted:
+                return [], None
+            left = [index for index in range(self._started, len(self._calls)) if index not in self._withdrawn]
+            if not left:
+                return [], None
+            age = time.perf_counter() - self._created
+            if age < after:
+                return [], after - age
+            self._withdrawn.update(left)
+            return left, None
 
     def halt(self) -> int:
         """Start no further calls; return how many had started (the one running included)."""

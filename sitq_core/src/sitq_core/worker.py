@@ -82,6 +82,9 @@ _ADAPTIVE_PREFETCH_WINDOW = 0.1  # seconds of work reserved ahead when tasks are
 # seconds a batch of sync tasks runs before the loop is told of each member's return (reported then, not
 # when the whole batch ends); a batch of quick tasks is over by then and wakes the loop once
 _BATCH_WATCH_AFTER = 0.01
+# seconds a batch of sync tasks runs before a slot that is free takes its tasks not started yet: a task batched
+# behind a slow one must not wait for it while slots idle (a batch of quick tasks is over by then, or nearly)
+_BATCH_HANDOFF_AFTER = 0.01
 
 
 def _missing_here(exc: BaseException) -> bool:
@@ -388,6 +391,8 @@ class Worker:
         self._suspect: _Running | None = None
         self._suspect_since = 0.0  # monotonic time the suspect was reserved
         self._suspect_timer: asyncio.TimerHandle | None = None  # starts it (_SUSPECT_WAIT), then ends its isolation
+        self._batches: dict[ThreadBatch, list[_Running]] = {}  # sync batches running (or queued) in the pool
+        self._handoff_timer: asyncio.TimerHandle | None = None  # looks again when a batch is old enough (_hand_off)
         self._one_at_a_time = False  # suspects came in a batch: reserve one task per call until they are through
         self._last_start = time.monotonic()  # when a task last started (any thread)
         self._wake: asyncio.Event | None = None
@@ -524,6 +529,7 @@ class Worker:
         self._waiting.clear()
         self._outcomes.clear()
         self._suspect, self._one_at_a_time, self._suspect_timer = None, False, None
+        self._batches, self._handoff_timer = {}, None
         self._closing = False
         self._stop_budget = _FINAL_REPORT_TIMEOUT  # seconds the stop's backend calls may still take, together
         self._teardown = None
@@ -1554,6 +1560,45 @@ class Worker:
         return max(timeout, 0.0005)
 
     def _dispatch(self) -> None:
+        """Start waiting tasks while slots are free; then let free slots take tasks stuck in slow batches."""
+        self._start_waiting()
+        if self._batches and not self._waiting and self._executing < self.max_concurrency and self._hand_off():
+            self._start_waiting()
+
+    def _hand_off(self) -> bool:
+        """Move the tasks not started yet of batches older than ``_BATCH_HANDOFF_AFTER`` to the waiting line.
+
+        A batch runs its calls one after another on one thread: without this,
+        a quick task batched behind a slow one starts only once that returns,
+        while slots sit idle. Called when slots are free and nothing waits;
+        True when tasks were moved. A younger batch is looked at again when it
+        comes of age (a timer), unless something else dispatched first.
+        """
+        if self._suspect is not None or self._stopping is None or self._stopping.is_set():
+            return False
+        moved: list[_Running] = []
+        soonest = math.inf
+        for batch, members in self._batches.items():
+            taken, wait = batch.take_unstarted(_BATCH_HANDOFF_AFTER)
+            for index in taken:
+                running = members[index]
+                running.batch, running.future = None, None
+                moved.append(running)
+            if wait is not None:
+                soonest = min(soonest, wait)
+        if moved:
+            logger.debug("worker %s: %d task(s) moved out of slow sync batches", self.worker_id, len(moved))
+            self._waiting.extendleft(reversed(moved))  # reserved before what waits (nothing, or a suspect)
+        elif soonest < math.inf and self._handoff_timer is None and self._loop is not None:
+
+            def again() -> None:
+                self._handoff_timer = None
+                self._dispatch()
+
+            self._handoff_timer = self._loop.call_later(soonest + 0.001, again)
+        return bool(moved)
+
+    def _start_waiting(self) -> None:
         """Start waiting tasks while slots are free; consecutive sync tasks share one thread hop."""
         while self._waiting and self._executing < self.max_concurrency:
             suspect = self._suspect
@@ -1607,6 +1652,7 @@ class Worker:
                 self._on_batch_start(members),
                 may_start=_leases_still_held(members),
             )
+            self._batches[thread_batch] = members
             future = asyncio.create_task(
                 self._execute_sync_batch(members, thread_batch),
                 name=f"sitq-batch-{running.id}",
@@ -2079,6 +2125,8 @@ class Worker:
             for entry in entries:
                 running = members[collected]
                 collected += 1
+                if running.batch is not batch:  # taken out before it started: it runs (or waits) elsewhere
+                    continue
                 if entry is None and not running.settled:  # skipped in the thread: its lease had run out ...
                     if time.monotonic() < running.lease_until:  # ... but a renewal got through since: run it
                         running.batch = None
@@ -2111,6 +2159,7 @@ class Worker:
         try:
             ran: list[CallResult | None] = await loop.run_in_executor(self._pool, batch.run)
         except asyncio.CancelledError:
+            self._batches.pop(batch, None)
             over = True
             timer.cancel()
             # cancelled by _abandon, which reported or released every member, or by the end of the event
@@ -2123,6 +2172,7 @@ class Worker:
                 await self._after_tear_down()
             raise
         timer.cancel()
+        self._batches.pop(batch, None)
         try:
             over = True  # the rest is collected here: the slot is freed (and the requeued started) below
             collect(ran[collected:])
