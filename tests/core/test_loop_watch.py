@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -192,3 +193,31 @@ print("watch ended")
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))  # sitq_test_helpers
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
     assert "watch ended" in done.stdout, done.stderr[-3000:]
+
+
+async def blocks_the_loop_for(seconds: float) -> None:
+    """An async task that blocks its event loop with ``time.sleep`` (the mistake under test)."""
+    time.sleep(seconds)  # noqa: ASYNC251 (blocking the loop is the point)
+
+
+@pytest.mark.asyncio
+async def test_tasks_dropped_after_a_blocked_loop_do_not_blame_the_store(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A prefetched task whose lease ran out while an async task blocked the loop was let go with "their leases
+    ran out while the store could not renew them": the store was fine, the loop never sent the renewal."""
+    caplog.set_level(logging.WARNING, logger="sitq.worker")
+    lease = 1.0
+    async with TaskQueue(SQLiteBackend(tmp_path / "dropped.db")) as queue:
+        blocker, waiting = await queue.enqueue_many([(blocks_the_loop_for, (lease * 1.5,), {}), (tasks.add, (1,), {})])
+        worker = Worker(queue.backend, max_concurrency=1, prefetch=1, lease_timeout=lease)
+        await worker.start()
+        try:
+            for task_id in (blocker, waiting):  # the waiting one runs again from the queue
+                result = await queue.get_result(task_id, timeout=30)
+                assert result is not None
+        finally:
+            await worker.stop()
+    dropped = [r.getMessage() for r in caplog.records if "not started" in r.getMessage()]
+    assert dropped, caplog.text
+    assert "event loop was blocked" in dropped[0] and "store" not in dropped[0], dropped[0]

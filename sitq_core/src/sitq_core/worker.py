@@ -377,6 +377,8 @@ class Worker:
         self._failing_logged: dict[str, float] = {}
         self._gave_up = 0  # outcomes given up on since the last line about them
         self._unstarted_dropped = 0  # tasks not started (their leases ran out) since the last line about them
+        self._renewals_failing = False  # the last lease renewal sent to the store failed
+        self._loop_stall_seen = -math.inf  # monotonic time the loop watch last saw the loop stalled (or its end)
         self._outliving: list[str] = []  # task ids of timed-out sync calls whose threads still run (_outlive)
         self._hung_slots = 0  # slots held by such threads (not reserved for)
         self._outcomes: deque[tuple[_Running, Outcome, dict[str, Any]]] = deque()
@@ -530,6 +532,7 @@ class Worker:
         self._outcomes.clear()
         self._suspect, self._one_at_a_time, self._suspect_timer = None, False, None
         self._batches, self._handoff_timer = {}, None
+        self._renewals_failing, self._loop_stall_seen = False, -math.inf
         self._closing = False
         self._stop_budget = _FINAL_REPORT_TIMEOUT  # seconds the stop's backend calls may still take, together
         self._teardown = None
@@ -2455,11 +2458,22 @@ class Worker:
         now = time.monotonic()
         if now - self._failing_logged.get("unstarted", -math.inf) >= _FAILING_LOG_EVERY:
             self._failing_logged["unstarted"] = now
+            # the cause as far as it is known: the loop watch saw the loop stand still (no renewal was sent),
+            # or the store refused the renewals; otherwise (a paused process, a renewal left unanswered) neither
+            if now - self._loop_stall_seen <= self.lease_timeout:
+                cause = "ran out while the event loop was blocked (no renewal could be sent)"
+            elif self._renewals_failing:
+                cause = "ran out while the store could not renew them"
+            else:
+                cause = (
+                    "could not be renewed in time (the event loop was blocked or the process paused, "
+                    "or the store did not answer)"
+                )
             logger.warning(
-                "worker %s: %d reserved task(s) not started: their leases ran out while the store could not "
-                "renew them; they run again from the queue",
+                "worker %s: %d reserved task(s) not started: their leases %s; they run again from the queue",
                 self.worker_id,
                 self._unstarted_dropped,
+                cause,
             )
             self._unstarted_dropped = 0
 
@@ -2494,6 +2508,7 @@ class Worker:
         sitq's, asyncio's and Python's own code; then the loop most likely gets
         no CPU time (threads holding the GIL), and async advice would mislead.
         """
+        self._loop_stall_seen = time.monotonic()  # (a float's store is atomic) for _let_expired_go's wording
         try:
             held = [r for r in list(self._held.values()) if not r.settled]
         except RuntimeError:  # changed as it was read: the loop runs again after all
@@ -2564,7 +2579,7 @@ class Worker:
         ``lease_until`` is the earliest a lease can end unrenewed, so a stall
         that passed none of them (and was shorter than the lease) cost none.
         """
-        now = time.monotonic()
+        now = self._loop_stall_seen = time.monotonic()
         held = [r for r in self._held.values() if not r.settled]
         lapsed = [r for r in held if r.lease_until <= now]
         if seconds < self.lease_timeout and not lapsed:
@@ -2652,11 +2667,14 @@ class Worker:
                 failures += 1
                 if failures == 1:
                     failing_since = time.monotonic()
+                self._renewals_failing = self._renewals_failing or renewal
                 if renewal:  # retried soon, not a renewal period later: a few misses would lose the leases
                     renew_at = time.monotonic() + heartbeat_retry_delay(self.lease_timeout, failures)
                 self._log_failing_store(failures, failing_since, max(0.0, renew_at - time.monotonic()), "heartbeat")
                 continue
             failures = 0
+            if renewal:
+                self._renewals_failing = False
             for task_id, state in states.items():
                 running = sent.get(task_id)
                 if (
