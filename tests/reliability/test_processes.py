@@ -420,6 +420,34 @@ async def test_a_stuck_sync_task_does_not_keep_a_stopping_worker_alive(db: Path,
         assert "still running after the shutdown timeout" in workers.log(proc)
 
 
+@pytest.mark.asyncio
+async def test_a_sync_task_left_by_a_second_signal_is_said_to_be_left_by_it(
+    db: Path, workers: Workers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second SIGTERM cut the drain short, yet the worker said it left the thread "after the shutdown timeout"."""
+    monkeypatch.setenv("SITQ_LOG_LEVEL", "INFO")  # for the "draining" line
+    marks = db.parent / "stuck-starts.log"
+    async with TaskQueue(SQLiteBackend(db)) as queue:
+        await queue.enqueue(tasks.record, str(marks), 1, 120)  # starts, then holds its thread
+        proc = workers.start("--shutdown-timeout", "600")
+
+        async def started() -> bool:
+            return marks.exists()
+
+        await wait_for(started)
+        proc.send_signal(signal.SIGTERM)
+
+        async def draining() -> bool:
+            return "received, draining" in workers.log(proc)
+
+        await wait_for(draining)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    log = workers.log(proc)
+    assert "leaving 1 task thread(s) still running after a second SIGTERM" in log, log
+    assert "shutdown timeout" not in log
+
+
 def test_an_unimportable_task_module_is_a_clear_error(db: Path) -> None:
     command = [sys.executable, "-m", "sitq", "worker", "-b", f"sqlite:///{db}", "-i", "no_such_tasks_module"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)

@@ -483,7 +483,7 @@ def _run_worker(args: argparse.Namespace) -> int:
     except Exception:
         logger.exception("the worker failed")
         code = 1
-    _exit_now_if_task_threads_are_stuck(code)
+    _exit_now_if_task_threads_are_stuck(code, worker._left_running_because)
     return code  # _worker sets the handlers for the rest of the process's life
 
 
@@ -592,17 +592,18 @@ def _import_function(path: str, allowed_tasks: list[str]) -> None:
         )
 
 
-def _exit_now_if_task_threads_are_stuck(code: int) -> None:
+def _exit_now_if_task_threads_are_stuck(code: int, because: str | None) -> None:
     """Leave at once when sync tasks still run in their threads after the worker stopped.
 
     Their leases were released for other workers; Python would otherwise wait
     for those threads at exit, so a supervisor would never see the process end.
-    atexit handlers (telemetry flushes) still run.
+    atexit handlers (telemetry flushes) still run. ``because`` says why the
+    stop left them (the shutdown timeout, a second signal), when it knows.
     """
     stuck = _task_threads_still_running(grace=0.5)
     if not stuck:
         return
-    logger.warning("leaving %d task thread(s) still running after the shutdown timeout", len(stuck))
+    logger.warning("leaving %d task thread(s) still running after %s", len(stuck), because or "the worker stopped")
     _exit_now(code)
 
 

@@ -347,6 +347,9 @@ class Worker:
         self._only_serializer: Serializer | None = resolve_serializer(chosen) if chosen is not None else None
         self._serializers: dict[str, Serializer] = {}
         self._hard_stopping = asyncio.Event()  # a second signal: stop waiting for in-flight tasks
+        self._hard_stop_cause = ""  # what set _hard_stopping ("a second SIGTERM"), for the log
+        # why the last stop left tasks running (the shutdown timeout, a second signal), or None: it left none
+        self._left_running_because: str | None = None
         self._wait_failures = 0  # wait_for_work failures in a row (logged, and paced by poll_interval)
         self._loading: set[_Running] = set()  # reserved, their function loading on a thread (_load)
         self._loaders: set[asyncio.Task[None]] = set()
@@ -523,6 +526,7 @@ class Worker:
         self._reserved_more = asyncio.Event()  # set when tasks are reserved (the heartbeat watches them)
         self._stopped = asyncio.Event()
         self._hard_stopping = asyncio.Event()
+        self._hard_stop_cause, self._left_running_because = "", None
         # What an earlier run left behind (a stop that gave up its last report) is not this run's to
         # renew, count against capacity or report: those tasks run again when their leases expire.
         self._held = {}
@@ -603,7 +607,8 @@ class Worker:
                 with contextlib.suppress(TimeoutError):
                     await within(asyncio.shield(self._stopped.wait()), timeout)
                 if not self._stopped.is_set():
-                    self._hard_stop()  # as a second signal does: running tasks are left, leases released
+                    # as a second signal does: running tasks are left, leases released
+                    self._hard_stop(f"the timeout of a later stop() call ({timeout:g} s) ran out")
             await self._stopped.wait()
             return
         self._stopping.set()
@@ -727,7 +732,7 @@ class Worker:
                 background.add(asyncio.ensure_future(self.stop(timeout=self.shutdown_timeout)))
             else:
                 logger.warning("worker %s: second %s, stopping now", self.worker_id, signum.name)
-                self._hard_stop()
+                self._hard_stop(f"a second {signum.name}")
 
         previous: dict[signal.Signals, Any] = {}
         # a child forked meanwhile (a task's fork pool) gets the previous handlers back: with the loop's, it
@@ -758,7 +763,7 @@ class Worker:
                     await self.stop(timeout=self.shutdown_timeout)
                 except asyncio.CancelledError:  # cancelled again while draining: stop now, as a second signal does
                     if self._running and self._stopped is not None:
-                        self._hard_stop()
+                        self._hard_stop("run() was cancelled again")
                         # the stop's last report and give-back, bounded as in every stop (a third cancel: leave)
                         with contextlib.suppress(TimeoutError):
                             await within(asyncio.shield(self._stopped.wait()), _FINAL_REPORT_TIMEOUT + _CANCEL_GRACE)
@@ -772,8 +777,10 @@ class Worker:
                 f"worker stopped after an internal error: {self._fatal!r}", worker_id=self.worker_id, cause=self._fatal
             )
 
-    def _hard_stop(self) -> None:
+    def _hard_stop(self, cause: str) -> None:
         """Stop waiting for in-flight tasks: the stop going on cancels them and gives them back now.
+
+        ``cause`` (what asked for it) names why tasks were left running.
 
         Only that stop abandons them (``_drain_and_report``), so it ends after
         their give-back. A give-back of the second request's own ran beside the
@@ -781,6 +788,8 @@ class Worker:
         first (and ``asyncio.run`` with it), leaving the task ``running`` on a
         lease just renewed, to run again only once that lease expired.
         """
+        if not self._hard_stopping.is_set():
+            self._hard_stop_cause = cause
         self._hard_stopping.set()
 
     def _loop_ending(self) -> bool:
@@ -906,6 +915,13 @@ class Worker:
                 pending -= done
         finally:
             hard.cancel()
+        if pending:
+            cut_short = self._hard_stopping.is_set() or timeout is None
+            self._left_running_because = (
+                self._hard_stop_cause or "the stop was cut short"
+                if cut_short
+                else f"the shutdown timeout ({timeout:g} s) ran out"
+            )
         return pending
 
     # ------------------------------------------------------------ reservation
