@@ -1608,3 +1608,16 @@ async def test_a_failed_renewal_is_retried_well_within_the_lease(
     assert failed, caplog.text
     delay = float(failed[0].getMessage().split("retrying in ")[1].split("s")[0])
     assert delay <= 0.9 / 10, failed[0].getMessage()
+
+
+@pytest.mark.asyncio
+async def test_the_start_line_shows_each_queue_name_as_it_is(
+    queue: TaskQueue, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Names were joined with commas: 'queues=mail,a,b, sp ' could not tell the names 'a,b' and ' sp ' apart."""
+    caplog.set_level(logging.INFO, logger="sitq.worker")
+    worker = Worker(queue.backend, queues=["mail", "a,b", " sp "])
+    await worker.start()
+    await worker.stop()
+    started = next(r.getMessage() for r in caplog.records if "started on" in r.getMessage())
+    assert "queues=['mail', 'a,b', ' sp ']" in started, started

@@ -571,7 +571,8 @@ class Worker:
             self.worker_id,
             self.backend,
             self.max_concurrency,
-            ",".join(self.queues) if self.queues else "all",
+            # each name as repr: a name may hold a comma or spaces (``--queue 'a,b'``)
+            repr(list(self.queues)) if self.queues else "all",
         )
 
     async def stop(self, timeout: float | None = None) -> None:
