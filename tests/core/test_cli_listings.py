@@ -36,3 +36,15 @@ def test_the_plugins_table_lines_up_its_columns(args: tuple[str, ...], monkeypat
     assert len(where_columns) == 1 and len(status_columns) == 1, "\n".join(lines)
     details = [line for line in lines if line.startswith(" ")]  # provides: / observes:, under the second column
     assert details and {len(line) - len(line.lstrip()) for line in details} == where_columns, "\n".join(lines)
+
+
+def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """``sitq`` alone printed the help and exited 0, as if it had done something; an unknown command exits 2."""
+    out = io.StringIO()
+    assert main([], stdout=out) == 2
+    assert out.getvalue() == ""  # nothing on stdout: a script piping it reads no output
+    err = capsys.readouterr().err
+    assert "sitq: error: a command is required" in err and "worker" in err  # the help lists the commands
+    with pytest.raises(SystemExit) as unknown:
+        main(["no-such-command"], stdout=out)
+    assert unknown.value.code == 2

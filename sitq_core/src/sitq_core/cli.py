@@ -191,8 +191,10 @@ def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
             traceback.print_exception(exc, file=sys.stderr)  # what the error's hint promises
         sys.stderr.write(f"sitq: error: {exc}\n")
         return 2
-    build_parser().print_help(out)
-    return 0
+    # no command: a usage error, as an unknown one is (argparse exits 2); the help says what there is
+    build_parser().print_help(sys.stderr)
+    sys.stderr.write("sitq: error: a command is required\n")
+    return 2
 
 
 def _version(out: TextIO) -> int:
