@@ -14,6 +14,7 @@ from sitq_core import *  # noqa: F403
 from sitq_core import __all__ as _core_all
 from sitq_core import __version__ as __version__  # "as": re-exported for type checkers (pyright, mypy --strict)
 from sitq_core.errors import MissingPluginError as MissingPluginError
+from sitq_core.errors import describe_exception as _describe_exception
 from sitq_core.install_hints import install_hint as _install_hint
 
 if TYPE_CHECKING:
@@ -70,7 +71,7 @@ def _resolve(name: str) -> Any:
     except (ImportError, AttributeError) as exc:
         dist = module_name.replace("_", "-")
         if _installed(dist):
-            reason = f"is installed but failed to import: {type(exc).__name__}: {exc}. Reinstall with"
+            reason = f"is installed but failed to import: {_describe_exception(exc)}. Reinstall with"
         else:
             reason = "is not installed:"
         raise MissingPluginError(

@@ -1621,3 +1621,18 @@ async def test_the_start_line_shows_each_queue_name_as_it_is(
     await worker.stop()
     started = next(r.getMessage() for r in caplog.records if "started on" in r.getMessage())
     assert "queues=['mail', 'a,b', ' sp ']" in started, started
+
+
+class _BadRepr:
+    """A value whose repr raises: an argument check must still give its ValidationError."""
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+@pytest.mark.parametrize("option", ["max_concurrency", "prefetch", "batch_window", "poll_interval", "queues"])
+def test_an_argument_whose_repr_raises_still_gets_a_validation_error(tmp_path: Path, option: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        Worker(SQLiteBackend(tmp_path / "t.db"), **{option: _BadRepr()})
+    assert info.value.parameter == option
+    assert "<_BadRepr object (repr failed: RuntimeError: no repr)>" in str(info.value)

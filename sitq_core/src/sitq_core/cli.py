@@ -26,7 +26,7 @@ from typing import Any, TextIO
 from . import __version__, forks
 from .backend import Backend, reading_only
 from .config import DEFAULT_BACKEND_URL, named_as_registered, resolve_backend
-from .errors import BrokenPluginError, ConfigurationError, SitqError, ValidationError
+from .errors import BrokenPluginError, ConfigurationError, SitqError, ValidationError, describe_exception
 from .install_hints import checkout_folder
 from .plugin_manager import KNOWN_PLUGINS, SitqPluginManager, strict_plugins
 from .plugins import get_plugin_manager
@@ -419,7 +419,7 @@ def _run_worker(args: argparse.Namespace) -> int:
         except (Exception, SystemExit) as exc:  # sys.exit() at import (a settings check) is a failed import too
             logger.debug("importing %s failed", module, exc_info=True)
             hint = _import_path_hint(module) if isinstance(exc, ModuleNotFoundError) else ""
-            sys.stderr.write(f"sitq: error: --import {module}: cannot import it: {type(exc).__name__}: {exc}{hint}\n")
+            sys.stderr.write(f"sitq: error: --import {module}: cannot import it: {describe_exception(exc)}{hint}\n")
             return 2
     queues: list[str] | None = None
     if args.queues is not None:  # given, even empty: an unset variable must not mean "every queue"
@@ -560,7 +560,7 @@ def _import_function(path: str, allowed_tasks: list[str]) -> None:
         raise
     except (Exception, SystemExit) as exc:  # sys.exit() at import must not end the worker with its code
         raise ValidationError(
-            f"--allow-task {path}: cannot import it: {type(exc).__name__}: {exc}",
+            f"--allow-task {path}: cannot import it: {describe_exception(exc)}",
             parameter="allow_task",
             value=path,
             cause=exc,

@@ -34,6 +34,7 @@ from .errors import (
     BrokenPluginError,
     PluginError,
     UnknownBackendError,
+    describe_exception,
 )
 from .install_hints import install_hint
 from .registry import Provider, Registry, RegistryEntry, conflict_text
@@ -295,14 +296,14 @@ class SitqPluginManager(pluggy.PluginManager):
         try:
             plugin = ep.load()
         except Exception as exc:
-            self._broken(record, f"{type(exc).__name__}: {exc}", exc)
+            self._broken(record, f"{describe_exception(exc)}", exc)
             return
         try:
             self.register(plugin, name=ep.name)
         except Exception as exc:  # pluggy validation error, duplicate registration
             if self.is_registered(plugin):
                 self.unregister(plugin)
-            self._broken(record, f"{type(exc).__name__}: {exc}", exc)
+            self._broken(record, f"{describe_exception(exc)}", exc)
 
     def _broken(self, record: PluginRecord, message: str, exc: BaseException | None) -> None:
         record.status, record.error, record.has_traceback = "broken", message, exc is not None
@@ -612,7 +613,7 @@ class SitqPluginManager(pluggy.PluginManager):
         try:
             returned = impl.function(register=counted)
         except Exception as exc:
-            self._broken(record, f"registration failed: {type(exc).__name__}: {exc}", exc)
+            self._broken(record, f"registration failed: {describe_exception(exc)}", exc)
             return
         if inspect.iscoroutine(returned):  # a plain function handing back a coroutine: its work never runs
             returned.close()

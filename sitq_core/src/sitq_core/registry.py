@@ -22,6 +22,7 @@ from .errors import (
     UnknownBackendError,
     UnknownSerializerError,
     ValidationError,
+    describe_exception,
 )
 
 __all__ = ["NAME_PATTERN", "Clash", "Provider", "Registry", "RegistryEntry", "conflict_text"]
@@ -293,7 +294,7 @@ def _import_target(kind: str, entry: RegistryEntry[T]) -> type[T]:
         logger.debug("traceback of %s %r (%s)", kind, entry.name, entry.target_path, exc_info=exc)
         raise BrokenPluginError(
             f"{kind} {entry.name!r} comes from {entry.provider}, whose target "
-            f"{entry.target_path!r} failed to import: {type(exc).__name__}: {exc}. "
+            f"{entry.target_path!r} failed to import: {describe_exception(exc)}. "
             "For its traceback: SITQ_LOG_LEVEL=DEBUG (sitq --log-level DEBUG), or SITQ_STRICT_PLUGINS=1",
             parameter=kind,
             value=entry.name,

@@ -39,7 +39,15 @@ from .backend import Backend
 from .bounded import within
 from .config import BackendSpec, SerializerSpec, resolve_backend, resolve_serializer, split_config
 from .current import CurrentTask, running_as, set_current
-from .errors import SerializationError, SitqError, StoreGoneError, ValidationError, WorkerError
+from .errors import (
+    SerializationError,
+    SitqError,
+    StoreGoneError,
+    ValidationError,
+    WorkerError,
+    describe_exception,
+    safe_repr,
+)
 from .holders import holders
 from .loopwatch import LoopWatch
 from .models import LEASE_EXPIRED_ERROR, LeaseState, Outcome, ReservedTask, Result, Task, TaskStatus
@@ -294,7 +302,7 @@ class Worker:
             or not (1 <= max_concurrency <= 1000)
         ):
             raise ValidationError(
-                f"max_concurrency must be an integer from 1 to 1000, got {max_concurrency!r}",
+                f"max_concurrency must be an integer from 1 to 1000, got {safe_repr(max_concurrency)}",
                 parameter="max_concurrency",
                 value=max_concurrency,
             )
@@ -306,7 +314,9 @@ class Worker:
             isinstance(prefetch, bool) or not isinstance(prefetch, int) or not 0 <= prefetch <= 10_000
         ):
             raise ValidationError(
-                f"prefetch must be an integer from 0 to 10000, got {prefetch!r}", parameter="prefetch", value=prefetch
+                f"prefetch must be an integer from 0 to 10000, got {safe_repr(prefetch)}",
+                parameter="prefetch",
+                value=prefetch,
             )
         if batch_window is not None and (
             isinstance(batch_window, bool)
@@ -315,7 +325,7 @@ class Worker:
             or math.isnan(batch_window)
         ):
             raise ValidationError(
-                f"batch_window must be None or a number of seconds from 0 to 1, got {batch_window!r}",
+                f"batch_window must be None or a number of seconds from 0 to 1, got {safe_repr(batch_window)}",
                 parameter="batch_window",
                 value=batch_window,
             )
@@ -324,12 +334,16 @@ class Worker:
         if queues is not None:
             if isinstance(queues, Mapping) or not isinstance(queues, Iterable):
                 raise ValidationError(
-                    f"queues must be a queue name or a list of them, got {queues!r}", parameter="queues", value=queues
+                    f"queues must be a queue name or a list of them, got {safe_repr(queues)}",
+                    parameter="queues",
+                    value=queues,
                 )
             queues = list(queues)
             if not queues or not all(isinstance(q, str) and q for q in queues):
                 raise ValidationError(
-                    f"queues must be a non-empty list of queue names, got {queues!r}", parameter="queues", value=queues
+                    f"queues must be a non-empty list of queue names, got {safe_repr(queues)}",
+                    parameter="queues",
+                    value=queues,
                 )
             for name in queues:
                 checks.queue_name(name, "queues")  # a name no store can hold would fail every reserve, forever
@@ -588,7 +602,7 @@ class Worker:
             isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0  # NaN fails too
         ):
             raise ValidationError(
-                f"timeout must be a number of seconds >= 0, or None, got {timeout!r}",
+                f"timeout must be a number of seconds >= 0, or None, got {safe_repr(timeout)}",
                 parameter="timeout",
                 value=timeout,
             )
@@ -1159,7 +1173,7 @@ class Worker:
                 "worker %s: %s failed (%s); retrying in %.2fs",
                 self.worker_id,
                 what,
-                _log_text(f"{type(error).__name__}: {error}"),
+                _log_text(describe_exception(error)),
                 delay,
             )
         elif failures == 1 or what not in self._failing_logged:
@@ -1174,7 +1188,7 @@ class Worker:
                 failures,
                 time.monotonic() - failing_since,
                 delay,
-                _log_text(f"{type(error).__name__}: {error}"),
+                _log_text("an unknown error" if error is None else describe_exception(error)),
             )
 
     def _take_outcomes(self) -> list[tuple[_Running, Outcome, dict[str, Any]]]:
@@ -1717,7 +1731,7 @@ class Worker:
             detail = (
                 str(exc)
                 if isinstance(exc, SitqError)
-                else f"{type(exc).__name__}: {exc}"
+                else f"{describe_exception(exc)}"
                 if str(exc)
                 else (type(exc).__name__)
             )
@@ -2879,7 +2893,9 @@ async def _bounded(awaitable: Awaitable[Any], timeout: float) -> Any:
 def _positive(name: str, value: Any, maximum: float = math.inf) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= maximum:  # NaN fails too
         bound = "" if maximum == math.inf else f" and at most {maximum:g}"
-        raise ValidationError(f"{name} must be a number > 0{bound}, got {value!r}", parameter=name, value=value)
+        raise ValidationError(
+            f"{name} must be a number > 0{bound}, got {safe_repr(value)}", parameter=name, value=value
+        )
 
 
 def _call_marked(

@@ -18,7 +18,7 @@ import re
 from importlib.metadata import EntryPoint, entry_points
 
 from ..backend import Backend
-from ..errors import SitqError
+from ..errors import SitqError, describe_exception
 from ..plugin_manager import ENTRY_POINT_GROUP, SitqPluginManager
 
 __all__ = ["check_plugin"]
@@ -65,7 +65,7 @@ def _check_entry_point(ep: EntryPoint) -> list[str]:
     try:
         plugin = ep.load()
     except Exception as exc:
-        return [f"entry point {ep.name} = {ep.value!r} failed to import: {type(exc).__name__}: {exc}"]
+        return [f"entry point {ep.name} = {ep.value!r} failed to import: {describe_exception(exc)}"]
     manager = SitqPluginManager(load_entrypoints=False)
     try:
         manager.register_plugin(plugin, ep.name, dist=ep.dist.name if ep.dist is not None else None)
@@ -74,7 +74,7 @@ def _check_entry_point(ep: EntryPoint) -> list[str]:
         known, _warnings = manager._hook_problems(plugin)  # what `sitq plugins` says: "did you mean ...?"
         if known:
             return [f"plugin is broken: {'; '.join(known)}"]
-        return [f"hook implementations are invalid: {type(exc).__name__}: {exc}"]
+        return [f"hook implementations are invalid: {describe_exception(exc)}"]
     problems: list[str] = []
     try:
         manager.check_hooks()
@@ -142,5 +142,5 @@ def _check_backend_class(name: str, cls: type[Backend]) -> list[str]:
     except TypeError:
         pass  # required constructor arguments are fine; from_config/from_url supply them
     except Exception as exc:
-        problems.append(f"backend {name!r}: constructing it with no arguments raised {type(exc).__name__}: {exc}")
+        problems.append(f"backend {name!r}: constructing it with no arguments raised {describe_exception(exc)}")
     return problems
