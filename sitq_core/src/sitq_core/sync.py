@@ -9,14 +9,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import functools
 import logging
+import signal
 import threading
 import weakref
 from collections.abc import Callable, Coroutine, Iterable, Iterator
-from concurrent.futures import CancelledError, Future, InvalidStateError
 from datetime import datetime
-from types import TracebackType
-from typing import Any, Self, TypeVar, Unpack
+from types import CodeType, TracebackType
+from typing import Any, Generic, NoReturn, Self, TypeVar, Unpack
 
 from .backend import Backend
 from .config import BackendSpec, SerializerSpec, split_config
@@ -59,6 +60,148 @@ def _refuse_running_loop(operation: str) -> None:
     raise RuntimeError(f"SyncTaskQueue.{operation}() was called inside a running event loop; {how}")
 
 
+class _Latch:
+    """A one-shot signal between threads that an exception from a signal handler cannot wedge.
+
+    ``threading.Event`` and ``concurrent.futures.Future`` take their condition's
+    lock through a Python-level ``__enter__``: a signal handler that raises just
+    after the waiting thread acquired it (a SIGALRM request deadline) leaves it
+    held for good, and the loop thread that sets them then blocks forever. A
+    bare lock is acquired in one C call: interrupted, the waiter holds nothing.
+    """
+
+    __slots__ = ("_lock",)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+
+    def set(self) -> None:
+        """Open the latch; only its owner calls this, and once."""
+        self._lock.release()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the latch is open (False: ``timeout`` seconds passed first); several threads may wait."""
+        if timeout is None:
+            with self._lock:  # released again by the with statement, even when a signal handler raises here
+                return True
+        if not self._lock.acquire(timeout=timeout):
+            return False
+        self._lock.release()
+        return True
+
+
+class _Call(Generic[T]):
+    """One call handed to the private loop: its outcome, and a latch its caller waits on.
+
+    The coroutine is made on the loop thread, so an exception raised on the
+    caller's thread while it hands the call over never leaves one un-awaited.
+    """
+
+    __slots__ = ("_done", "_error", "_guard", "_settled", "_value", "cancelled")
+
+    def __init__(self) -> None:
+        self._done = _Latch()
+        self._guard = threading.Lock()  # the loop and a close() sweeping calls left on a stopped loop
+        self._settled = False
+        self._value: T | None = None
+        self._error: BaseException | None = None
+        self.cancelled = False
+
+    def settle(self, value: T | None = None, error: BaseException | None = None, *, cancelled: bool = False) -> None:
+        """Record the outcome once (a later one is ignored) and wake the caller."""
+        with self._guard:
+            if self._settled:
+                return
+            self._settled = True
+            self._value, self._error, self.cancelled = value, error, cancelled
+        self._done.set()
+
+    def settle_from(self, task: asyncio.Task[T]) -> None:
+        if task.cancelled():
+            self.settle(cancelled=True)
+        elif (error := task.exception()) is not None:
+            self.settle(error=error)
+        else:
+            self.settle(task.result())
+
+    @property
+    def settled(self) -> bool:
+        return self._settled
+
+    @property
+    def error(self) -> BaseException | None:
+        return self._error
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._done.wait(timeout)
+
+    def result(self) -> T:
+        """The call's value, or its exception raised (only once it has settled)."""
+        if self._error is not None:
+            raise self._error
+        return self._value  # type: ignore[return-value]  # None when T admits it
+
+
+def _handler_codes() -> set[CodeType]:
+    """The code objects of the Python signal handlers installed now."""
+    codes: set[CodeType] = set()
+    for signum in signal.valid_signals():
+        try:
+            handler: Any = signal.getsignal(signum)
+        except (OSError, ValueError):
+            continue
+        for _ in range(8):  # unwrap partials and bound methods, a few levels at most
+            if isinstance(handler, functools.partial):
+                handler = handler.func
+            elif hasattr(handler, "__func__"):
+                handler = handler.__func__
+            else:
+                break
+        code = getattr(handler, "__code__", None)
+        if code is None and callable(handler) and not isinstance(handler, type):  # an object with __call__
+            code = getattr(type(handler).__call__, "__code__", None)
+        if isinstance(code, CodeType):
+            codes.add(code)
+    return codes
+
+
+def _from_signal_handler(exc: BaseException) -> BaseException | None:
+    """The exception a signal handler raised on this thread, if ``exc`` is it or wraps it (its causes); else None.
+
+    Such an exception (a request deadline's) is the caller's own, not an error
+    of the queue's: it must reach the caller as it is. It is recognised by a
+    frame of an installed handler in its traceback; only the main thread runs handlers.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    codes: set[CodeType] | None = None
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        traceback = current.__traceback__
+        while traceback is not None:
+            if codes is None:
+                codes = _handler_codes()
+                if not codes:
+                    return None
+            if traceback.tb_frame.f_code in codes:
+                return current
+            traceback = traceback.tb_next
+        current = current.__cause__
+    return None
+
+
+def _reraise(exc: BaseException) -> NoReturn:
+    """Raise ``exc`` from inside an ``except`` block as it was, not chained to the error being handled."""
+    context, suppress = exc.__context__, exc.__suppress_context__
+    try:
+        raise exc
+    finally:
+        exc.__context__, exc.__suppress_context__ = context, suppress
+
+
 def _closed(operation: str, task_id: str | None, *, here: bool) -> SyncTaskQueueError:
     """The error of a call that a ``close()`` ended; ``here``: that close ran on the caller's own thread."""
     by = "on this same thread during the call (close() from a signal handler, say)" if here else "by another thread"
@@ -81,11 +224,11 @@ class SyncTaskQueue:
         self._finalizer: weakref.finalize[Any, SyncTaskQueue] | None = None  # for the current private loop
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._lock = threading.RLock()  # guards the loop, _futures and _closing
+        self._lock = threading.RLock()  # guards the loop, _waiting and _closing
         self._calls: dict[asyncio.Task[Any], bool] = {}  # calls running on the private loop -> may wait forever
-        self._futures: set[Future[Any]] = set()  # calls other threads wait on (guarded by _lock)
+        self._waiting: set[_Call[Any]] = set()  # calls other threads wait on (guarded by _lock)
         self._closing = False  # close() is under way: new calls are refused, waiting ones ended
-        self._closed_event: threading.Event | None = None  # set when the close under way has finished
+        self._closed_event: _Latch | None = None  # set when the close under way has finished
         self._closer: int | None = None  # the thread running that close
         self._enqueues = 0  # enqueues in progress: the blocking path is taken only by a caller alone
         self._blocking: int | None = None  # the thread storing an enqueue on itself (one at most: it was alone)
@@ -100,7 +243,7 @@ class SyncTaskQueue:
             self._finalizer.detach()  # the parent's loop: not this process's to stop
         self._loop, self._thread, self._finalizer = None, None, None
         self._lock = threading.RLock()
-        self._calls, self._futures = {}, set()
+        self._calls, self._waiting = {}, set()
         self._closing, self._closed_event, self._closer = False, None, None
         self._enqueues, self._blocking, self._close_deferred = 0, None, False
 
@@ -131,7 +274,7 @@ class SyncTaskQueue:
         with self._lock:
             if self._loop is None or self._loop.is_closed():
                 loop = asyncio.new_event_loop()
-                ready = threading.Event()
+                ready = _Latch()
 
                 def run() -> None:
                     asyncio.set_event_loop(loop)
@@ -141,13 +284,14 @@ class SyncTaskQueue:
 
                 thread = threading.Thread(target=run, name="sitq-sync-loop", daemon=True)
                 thread.start()
-                ready.wait()
+                # known before the wait: a signal handler raising in it leaves the loop in use, not orphaned
                 self._loop, self._thread = loop, thread
                 finalizer = weakref.finalize(
                     self, _close_dropped, loop, self._queue, self._owns_backend, self._unpickled
                 )
                 finalizer.atexit = False  # a queue that lives as long as the program is not a leak
                 self._finalizer = finalizer
+                ready.wait()
             return self._loop
 
     def _run(
@@ -160,30 +304,43 @@ class SyncTaskQueue:
         waits: bool = False,
         closes: int | None = None,
     ) -> T:
-        """Run a call on the private loop; ``closes``: this thread's close count when the public call began."""
+        """Run a call on the private loop; ``closes``: this thread's close count when the public call began.
+
+        An exception raised on this thread while it waits (a signal handler's:
+        a request deadline) reaches the caller as it is, and the call goes on
+        on the loop: a write is not cut off half-way (see ``_close_on_loop``).
+        """
         if closes is None:
             closes = self._closes_here()
         _refuse_running_loop(operation)
-        with self._lock:  # close() sweeps _futures under the same lock: no call slips between the two
-            if self._closing and not closing:
-                raise _closed(operation, task_id, here=self._closer == threading.get_ident())
-            if self._closes_here() != closes and not closing:
-                # a signal handler closed the queue in the middle of this call: do not open it again
-                raise _closed(operation, task_id, here=True)
-            loop = self._ensure_loop()
-            coroutine = self._tracked(make, closing=closing, waits=waits)
-            future: Future[T] = asyncio.run_coroutine_threadsafe(coroutine, loop)
-            self._futures.add(future)
+        call: _Call[T] = _Call()
         try:
-            with self._errors(operation, task_id):
-                return future.result()
-        except SyncTaskQueueError as exc:
-            if isinstance(exc.cause, CancelledError):  # a close() ended the call: on this thread, or another
-                raise _closed(operation, task_id, here=self._closes_here() != closes) from None
-            raise
+            with self._lock:  # close() sweeps _waiting under the same lock: no call slips between the two
+                if self._closing and not closing:
+                    raise _closed(operation, task_id, here=self._closer == threading.get_ident())
+                if self._closes_here() != closes and not closing:
+                    # a signal handler closed the queue in the middle of this call: do not open it again
+                    raise _closed(operation, task_id, here=True)
+                loop = self._ensure_loop()
+                self._waiting.add(call)
+                loop.call_soon_threadsafe(self._start_call, call, make, closing, waits)
+            call.wait()
         finally:
             with self._lock:
-                self._futures.discard(future)
+                self._waiting.discard(call)
+        if call.cancelled:  # a close() ended the call: on this thread, or another
+            raise _closed(operation, task_id, here=self._closes_here() != closes)
+        with self._errors(operation, task_id):
+            return call.result()
+
+    def _start_call(
+        self, call: _Call[T], make: Callable[[], Coroutine[Any, Any, T]], closing: bool, waits: bool
+    ) -> None:
+        """On the loop: run ``make()`` as a task whose outcome settles ``call``."""
+        if call.settled:  # a close() ended it before it started
+            return
+        task = asyncio.get_running_loop().create_task(self._tracked(make, closing=closing, waits=waits))
+        task.add_done_callback(call.settle_from)
 
     async def _tracked(self, make: Callable[[], Coroutine[Any, Any, T]], *, closing: bool, waits: bool) -> T:
         """Run one call on the private loop, known to ``close()``; ``waits``: it may wait without end."""
@@ -227,10 +384,15 @@ class SyncTaskQueue:
             if running:
                 await asyncio.wait(running, timeout=_UNWIND_SECONDS)
 
+        call: _Call[None] = _Call()
         try:
-            asyncio.run_coroutine_threadsafe(end_all(), loop).result(timeout=_UNWIND_SECONDS + 1)
-        except Exception:  # the loop has stopped already, or the tasks would not end: stop it anyway
-            log.debug("sitq: ending what ran on a SyncTaskQueue's loop as it closed failed", exc_info=True)
+            loop.call_soon_threadsafe(self._start_call, call, end_all, True, False)
+            # a timed wait: one more signal handler raising here could leave its latch held, but no other waits on it
+            ended = call.wait(timeout=_UNWIND_SECONDS + 1)
+        except RuntimeError:  # the loop has stopped already
+            ended = False
+        if not ended or call.cancelled or call.error is not None:  # the tasks would not end: stop it anyway
+            log.debug("sitq: ending what ran on a SyncTaskQueue's loop as it closed failed", exc_info=call.error)
 
     def _enqueue(self, operation: str, build: Callable[[], Task], producer: TaskQueue | TaskQueueView) -> str:
         """Build the task here, then store it on this thread when the backend offers a cheap way.
@@ -247,10 +409,12 @@ class SyncTaskQueue:
         if backend_not_ready(producer._backend) and self._run(operation, producer._connect_first, closes=closes):
             with self._errors(operation, None):
                 task = build()
-        with self._lock:
-            alone = self._enqueues == 0
-            self._enqueues += 1
+        counted = False
         try:
+            with self._lock:
+                alone = self._enqueues == 0
+                self._enqueues += 1
+                counted = True  # no call between the two: a signal handler raising here cannot part them
             if alone and self._loop is not None and not self._closing:
                 self._blocking = threading.get_ident()
                 try:
@@ -263,7 +427,8 @@ class SyncTaskQueue:
             return self._run(operation, lambda: producer._store_one(task), closes=closes)
         finally:
             with self._lock:
-                self._enqueues -= 1
+                if counted:
+                    self._enqueues -= 1
                 deferred, self._close_deferred = self._close_deferred, False
             if deferred:
                 self._close_after_interrupted_store()
@@ -280,23 +445,30 @@ class SyncTaskQueue:
 
     @contextlib.contextmanager
     def _errors(self, operation: str, task_id: str | None) -> Iterator[None]:
-        """Let bad input and task failures through; wrap the machinery's errors in SyncTaskQueueError."""
+        """Let bad input and task failures through; wrap the machinery's errors in SyncTaskQueueError.
+
+        An exception a signal handler raised on this thread (while a task was
+        built or stored here) is the caller's own: it goes through as it is,
+        also when a serializer or the backend wrapped it on its way out.
+        """
         try:
             yield
         except TaskExecutionError:
             raise
-        except SitqError as exc:
-            bad_input = isinstance(exc, ValidationError) or (
-                isinstance(exc, SerializationError) and operation.startswith("enqueue")
-            )
-            if bad_input:
-                raise
-            raise SyncTaskQueueError(
-                f"{operation} failed: {exc.message}", task_id=task_id, operation=operation, cause=exc
-            ) from exc
         except Exception as exc:
+            if (own := _from_signal_handler(exc)) is not None:
+                _reraise(own)
+            if isinstance(exc, SitqError):
+                bad_input = isinstance(exc, ValidationError) or (
+                    isinstance(exc, SerializationError) and operation.startswith("enqueue")
+                )
+                if bad_input:
+                    raise
+                message = exc.message
+            else:
+                message = f"{type(exc).__name__}: {exc}"
             raise SyncTaskQueueError(
-                f"{operation} failed: {type(exc).__name__}: {exc}", task_id=task_id, operation=operation, cause=exc
+                f"{operation} failed: {message}", task_id=task_id, operation=operation, cause=exc
             ) from exc
 
     # ---------------------------------------------------------------- lifecycle
@@ -322,7 +494,7 @@ class SyncTaskQueue:
             elif self._loop is None or self._loop.is_closed():
                 return
             else:
-                owner, closed = True, threading.Event()
+                owner, closed = True, _Latch()
                 self._closed_event, self._closer = closed, threading.get_ident()
                 self._closing = True
                 self._here.closes = self._closes_here() + 1  # calls this close ends on this thread say so
@@ -342,9 +514,7 @@ class SyncTaskQueue:
             finally:
                 self._stop_loop(loop, thread, closed)
 
-    def _stop_loop(
-        self, loop: asyncio.AbstractEventLoop, thread: threading.Thread | None, closed: threading.Event
-    ) -> None:
+    def _stop_loop(self, loop: asyncio.AbstractEventLoop, thread: threading.Thread | None, closed: _Latch) -> None:
         """The end of a close: stop and close the private loop, end the calls left waiting on it."""
         if self._finalizer is not None:
             self._finalizer.detach()
@@ -355,9 +525,8 @@ class SyncTaskQueue:
         if not loop.is_running():
             loop.close()
         with self._lock:  # calls that never got to run on the stopped loop: end their wait
-            for future in [future for future in self._futures if not future.done()]:
-                with contextlib.suppress(InvalidStateError):
-                    future.set_exception(CancelledError())
+            for call in list(self._waiting):
+                call.settle(cancelled=True)
             self._closing = False  # the next call opens the queue again
             self._closed_event, self._closer = None, None
         closed.set()
@@ -421,6 +590,8 @@ class SyncTaskQueue:
             try:
                 return self._queue.deserialize_result(result)
             except SitqError as exc:
+                if (own := _from_signal_handler(exc)) is not None:
+                    _reraise(own)
                 raise SyncTaskQueueError(
                     f"cannot deserialise the result of task {result.task_id}: {exc.message}",
                     task_id=result.task_id,

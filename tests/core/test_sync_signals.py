@@ -1,0 +1,156 @@
+"""SyncTaskQueue calls interrupted by an exception from a signal handler (a SIGALRM request deadline)."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+
+import pytest
+
+from sitq import SQLiteBackend, SyncTaskQueue
+
+import sitq_test_tasks as tasks
+from sitq_test_helpers import wait_until_sync
+
+
+class Deadline(Exception):
+    """What a web framework's per-request timer raises from its SIGALRM handler."""
+
+
+@pytest.fixture
+def deadline_alarm() -> Iterator[list[SyncTaskQueue]]:
+    """A SIGALRM handler that raises Deadline once the queue given to it has a call running on its loop.
+
+    Until then it re-arms itself, so the exception lands while the caller waits
+    for that call, whatever the machine's speed.
+    """
+    watched: list[SyncTaskQueue] = []
+
+    def on_alarm(signum: int, frame: FrameType | None) -> None:
+        if not watched[0]._calls:
+            signal.setitimer(signal.ITIMER_REAL, 0.005)
+            return
+        raise Deadline("request took too long")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    try:
+        yield watched
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _hold_write_lock(path: Path) -> sqlite3.Connection:
+    locker = sqlite3.connect(path, isolation_level=None)
+    locker.execute("BEGIN IMMEDIATE")  # every write waits for this one (up to the backend's busy_timeout)
+    return locker
+
+
+def test_a_deadline_during_enqueue_many_is_raised_as_itself_and_the_batch_still_lands_whole(
+    tmp_path: Path, deadline_alarm: list[SyncTaskQueue]
+) -> None:
+    path = tmp_path / "deadline.db"
+    calls = [(tasks.add, (i,)) for i in range(2_000)]
+    with SyncTaskQueue(SQLiteBackend(path, busy_timeout=60)) as queue:
+        deadline_alarm.append(queue)
+        queue.counts()
+        locker = _hold_write_lock(path)
+        try:
+            signal.setitimer(signal.ITIMER_REAL, 0.01)
+            with pytest.raises(Deadline, match="request took too long"):
+                queue.enqueue_many(calls)
+        finally:
+            locker.rollback()
+            locker.close()
+        # the write was not cancelled: it goes on in the background, as one transaction
+        wait_until_sync(lambda: queue.counts()["queued"] == len(calls), timeout=30)
+        assert queue.counts()["queued"] == len(calls)
+
+
+def test_a_deadline_during_a_lone_enqueue_is_raised_as_itself_and_its_task_may_still_be_stored(
+    tmp_path: Path, deadline_alarm: list[SyncTaskQueue]
+) -> None:
+    path = tmp_path / "lone.db"
+    with SyncTaskQueue(SQLiteBackend(path, busy_timeout=60)) as queue:
+        deadline_alarm.append(queue)
+        kept = queue.enqueue(tasks.add, 0)
+        locker = _hold_write_lock(path)  # the blocking path finds the lock busy: the call goes to the loop
+        try:
+            signal.setitimer(signal.ITIMER_REAL, 0.01)
+            with pytest.raises(Deadline):
+                queue.enqueue(tasks.add, 1)
+        finally:
+            locker.rollback()
+            locker.close()
+        wait_until_sync(lambda: queue.counts()["queued"] == 2, timeout=30)
+        assert queue.get_task(kept) is not None
+        assert queue.enqueue(tasks.add, 2)  # the queue goes on working
+        assert queue.counts()["queued"] == 3
+
+
+RANDOM_DEADLINES = """
+import collections, faulthandler, random, signal, sqlite3, sys, warnings
+warnings.simplefilter("error", RuntimeWarning)  # a coroutine never awaited fails the run
+faulthandler.dump_traceback_later(90, exit=True)  # a hang prints every thread's stack and fails the run
+sys.path.insert(0, sys.argv[2])
+from sitq import SyncTaskQueue
+import sitq_test_tasks as tasks
+
+class Deadline(Exception):
+    pass
+
+def on_alarm(signum, frame):
+    raise Deadline("request took too long")
+
+signal.signal(signal.SIGALRM, on_alarm)
+random.seed(int(sys.argv[3]))
+path = sys.argv[1]
+outcomes = collections.Counter()
+ids = []
+with SyncTaskQueue("sqlite:///" + path) as queue:
+    queue.counts()
+    for i in range(400):
+        try:
+            try:
+                signal.setitimer(signal.ITIMER_REAL, random.uniform(0.00001, 0.0004))
+                ids.append(queue.enqueue(tasks.add, i))
+                outcomes["stored"] += 1
+            except Deadline:
+                outcomes["deadline"] += 1
+            except BaseException as exc:
+                outcomes[type(exc).__name__] += 1
+                print("not the handler's own exception:", repr(exc)[:300], file=sys.stderr)
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+        except Deadline:
+            outcomes["after the call"] += 1
+    counted = queue.counts()["queued"]
+with sqlite3.connect(path) as db:
+    stored = {row[0] for row in db.execute("SELECT id FROM tasks")}
+assert set(ids) <= stored, "a returned id was not stored"
+assert len(stored) <= len(ids) + outcomes["deadline"], (len(stored), outcomes)
+assert counted == len(stored), (counted, len(stored))
+print(dict(outcomes))
+"""
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_deadlines_at_random_points_of_lone_enqueues_pass_through_unwrapped(tmp_path: Path, seed: int) -> None:
+    # They were wrapped as SyncTaskQueueError ("enqueue failed: Deadline", "backend failed to enqueue") or
+    # SerializationError, left a coroutine never awaited, and could hang the queue's loop thread for good
+    # (an exception in Future.result() left the future's lock held by the caller).
+    here = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-c", RANDOM_DEADLINES, str(tmp_path / "random.db"), str(here), str(seed)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-3000:])
+    assert done.stderr == "", done.stderr[-3000:]
+    assert "'deadline'" in done.stdout, done.stdout  # the handler did interrupt calls
