@@ -104,6 +104,16 @@ async def test_refuses_a_running_event_loop(backend: SQLiteBackend) -> None:
 
 
 @pytest.mark.asyncio
+async def test_a_refused_call_names_the_method_called(backend: SQLiteBackend) -> None:
+    queue = SyncTaskQueue(backend)
+    with pytest.raises(RuntimeError, match=r"SyncTaskQueue\.get_result_record\(\) was called"):
+        queue.get_result_record("some-task", timeout=0)
+    # what does not block works inside the loop too: nothing to refuse
+    assert queue.with_options(priority=1).options.priority == 1
+    assert queue.queue.backend is queue.backend
+
+
+@pytest.mark.asyncio
 async def test_close_inside_a_running_loop_says_to_call_it_on_a_thread(backend: SQLiteBackend) -> None:
     """An async app's shutdown hook closing a shared SyncTaskQueue was told to 'use TaskQueue (await enqueue)'."""
     before = set(threading.enumerate())

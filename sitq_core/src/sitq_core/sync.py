@@ -583,7 +583,7 @@ class SyncTaskQueue:
 
     def get_result_record(self, task_id: str, timeout: float | None = None) -> Result | None:
         """The full :class:`Result` record (status, times, attempts) instead of the value."""
-        return self._run("get_result", lambda: self._queue.get_result(task_id, timeout), task_id, waits=True)
+        return self._run("get_result_record", lambda: self._queue.get_result(task_id, timeout), task_id, waits=True)
 
     def _value_of(self, result: Result) -> Any:
         if result.status == "success":
