@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 from collections.abc import Iterator
 from datetime import datetime, tzinfo
@@ -349,3 +350,21 @@ def test_an_eta_whose_zone_cannot_give_its_offset_is_a_validation_error_naming_e
             assert info.value.parameter == parameter and info.value.value is eta, repr(info.value)
             assert isinstance(info.value.cause, RuntimeError | TypeError | ValueError)
         assert queue.counts()["queued"] == 0
+
+
+def test_an_unreadable_result_names_its_task_once(tmp_path: Path) -> None:
+    """The queue's message already says "cannot read the result of task X"; the sync queue adds no second prefix."""
+    path = tmp_path / "tasks.db"
+    with SyncTaskQueue(SQLiteBackend(path)) as queue:
+        task_id = queue.enqueue(len, "abc")
+    conn = sqlite3.connect(path)
+    conn.execute(
+        "INSERT INTO results (task_id, id, status, value, attempts, serializer) VALUES (?, ?, 'success', ?, 1, ?)",
+        (task_id, task_id, b"not a pickle", "cloudpickle"),
+    )
+    conn.commit()
+    conn.close()
+    with SyncTaskQueue(SQLiteBackend(path)) as queue, pytest.raises(SyncTaskQueueError) as info:
+        queue.get_result(task_id, timeout=0)
+    assert str(info.value).count(task_id) == 2  # once in the message, once in its context (task_id=...)
+    assert str(info.value).startswith(f"cannot read the result of task {task_id}: ")

@@ -28,6 +28,7 @@ from .errors import (
     TaskCancelledError,
     TaskExecutionError,
     ValidationError,
+    describe_exception,
 )
 from .forks import forget_in_child, keep_inherited
 from .holders import holders
@@ -466,7 +467,7 @@ class SyncTaskQueue:
                     raise
                 message = exc.message
             else:
-                message = f"{type(exc).__name__}: {exc}"
+                message = describe_exception(exc)
             raise SyncTaskQueueError(
                 f"{operation} failed: {message}", task_id=task_id, operation=operation, cause=exc
             ) from exc
@@ -592,8 +593,10 @@ class SyncTaskQueue:
             except SitqError as exc:
                 if (own := _from_signal_handler(exc)) is not None:
                     _reraise(own)
+                # the queue's message names the task already ("cannot read the result of task ...")
+                named = result.task_id in exc.message
                 raise SyncTaskQueueError(
-                    f"cannot deserialise the result of task {result.task_id}: {exc.message}",
+                    exc.message if named else f"cannot read the result of task {result.task_id}: {exc.message}",
                     task_id=result.task_id,
                     operation="get_result",
                     cause=exc,
