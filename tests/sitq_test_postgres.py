@@ -8,8 +8,10 @@ saying why; under ``CI=true`` a missing server fails them instead.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
+from typing import Any
 
 import pytest
 
@@ -74,3 +76,40 @@ def drop_schema(schema: str) -> None:
             await conn.close()
 
     _run(drop)
+
+
+def dsn_with(dsn: str, *, role: str | None = None, database: str | None = None) -> str:
+    """``dsn`` logging in as ``role`` and/or to ``database`` instead (no password: the test server trusts)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(dsn)
+    user = role or parts.username or "postgres"
+    netloc = f"{user}@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return parts._replace(netloc=netloc, path=f"/{database}" if database else parts.path).geturl()
+
+
+@contextlib.asynccontextmanager
+async def temporary_role(dsn: str, schema: str, prefix: str, *, grants: str, limit: int | None = None) -> Any:
+    """A login role (named ``prefix`` plus a random suffix) with USAGE on ``schema`` and ``grants`` on all its
+    tables, made by the owner after sitq created the schema; its sessions are ended and it is dropped afterwards."""
+    import uuid
+
+    import asyncpg
+
+    from sitq import TaskQueue
+    from sitq_postgres import PostgresBackend
+
+    async with TaskQueue(PostgresBackend(dsn, schema=schema)):
+        pass  # the owner's first connect creates the schema
+    role = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(dsn)
+    try:
+        await admin.execute(
+            f"CREATE ROLE {role} LOGIN{'' if limit is None else f' CONNECTION LIMIT {limit}'}; "
+            f"GRANT USAGE ON SCHEMA {schema} TO {role}; GRANT {grants} ON ALL TABLES IN SCHEMA {schema} TO {role}"
+        )
+        yield role
+    finally:
+        await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", role)
+        await admin.execute(f"DROP OWNED BY {role}; DROP ROLE IF EXISTS {role}")
+        await admin.close()

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections.abc import AsyncIterator
-from urllib.parse import urlsplit
 
 import asyncpg  # type: ignore[import-untyped]
 import pytest
 import pytest_asyncio
+from sitq_test_postgres import dsn_with, temporary_role
 
 from sitq import TaskQueue, Worker
 from sitq_core.models import LeaseState
@@ -20,29 +19,12 @@ import sitq_test_tasks as tasks
 from sitq_test_helpers import wait_until
 
 
-def role_dsn(dsn: str, role: str) -> str:
-    parts = urlsplit(dsn)
-    return parts._replace(netloc=f"{role}@{parts.hostname}" + (f":{parts.port}" if parts.port else "")).geturl()
-
-
 @pytest_asyncio.fixture
 async def app_role(pg_dsn: str, pg_schema: str) -> AsyncIterator[str]:
     """A login role with only the table privileges of docs/how-to/postgres-backend.md on a schema the
     test's owner made (at most 2 connections); dropped afterwards."""
-    async with TaskQueue(PostgresBackend(pg_dsn, schema=pg_schema)):
-        pass  # the owner's first connect creates the schema
-    role = f"sitq_app_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(pg_dsn)
-    try:
-        await admin.execute(
-            f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 2; GRANT USAGE ON SCHEMA {pg_schema} TO {role}; "
-            f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {pg_schema} TO {role}"
-        )
+    async with temporary_role(pg_dsn, pg_schema, "sitq_app", grants="SELECT, INSERT, UPDATE, DELETE", limit=2) as role:
         yield role
-    finally:
-        await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", role)
-        await admin.execute(f"DROP OWNED BY {role}; DROP ROLE IF EXISTS {role}")
-        await admin.close()
 
 
 @pytest.mark.asyncio
@@ -50,7 +32,7 @@ async def test_a_role_with_table_privileges_only_runs_producers_and_workers(
     pg_dsn: str, pg_schema: str, app_role: str
 ) -> None:
     """Once an owner made the schema, the application's role needs no CREATE: connecting skips the DDL."""
-    backend = PostgresBackend(role_dsn(pg_dsn, app_role), schema=pg_schema, max_connections=1)
+    backend = PostgresBackend(dsn_with(pg_dsn, role=app_role), schema=pg_schema, max_connections=1)
     async with TaskQueue(backend) as queue:
         worker = Worker(backend, max_concurrency=2)
         await worker.start()
@@ -69,7 +51,7 @@ async def test_at_the_connection_limit_a_call_waits_for_a_pooled_connection(
     refuses it, the renewal waits for the pool's busy connection instead of failing (a failed renewal cost a
     live worker its leases)."""
     caplog.set_level(logging.DEBUG, logger="sitq.postgres")
-    role_url = role_dsn(pg_dsn, app_role)
+    role_url = dsn_with(pg_dsn, role=app_role)
     backend = PostgresBackend(role_url, schema=pg_schema, max_connections=10)
     await backend.connect()  # one pooled connection of the role's two
     holder = await asyncpg.connect(role_url)  # the other: the role is at its limit

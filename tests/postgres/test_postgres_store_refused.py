@@ -14,11 +14,11 @@ import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import asyncpg  # type: ignore[import-untyped]
 import pytest
 import pytest_asyncio
+from sitq_test_postgres import dsn_with, temporary_role
 
 from sitq import StoreGoneError, TaskQueue, Worker
 from sitq_core.errors import WorkerError
@@ -29,30 +29,11 @@ import sitq_test_tasks as tasks
 TESTS = Path(__file__).resolve().parents[1]
 
 
-def _with(dsn: str, *, role: str | None = None, database: str | None = None) -> str:
-    parts = urlsplit(dsn)
-    user = role or parts.username or "postgres"
-    netloc = f"{user}@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return parts._replace(netloc=netloc, path=f"/{database}" if database else parts.path).geturl()
-
-
 @pytest_asyncio.fixture
 async def reader_role(pg_dsn: str, pg_schema: str) -> AsyncIterator[str]:
     """A login role with USAGE on the test's schema and SELECT on its tables only; dropped afterwards."""
-    async with TaskQueue(PostgresBackend(pg_dsn, schema=pg_schema)):
-        pass  # the owner's first connect creates the schema
-    role = f"sitq_reader_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(pg_dsn)
-    try:
-        await admin.execute(
-            f"CREATE ROLE {role} LOGIN; GRANT USAGE ON SCHEMA {pg_schema} TO {role}; "
-            f"GRANT SELECT ON ALL TABLES IN SCHEMA {pg_schema} TO {role}"
-        )
+    async with temporary_role(pg_dsn, pg_schema, "sitq_reader", grants="SELECT") as role:
         yield role
-    finally:
-        await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", role)
-        await admin.execute(f"DROP OWNED BY {role}; DROP ROLE IF EXISTS {role}")
-        await admin.close()
 
 
 @pytest_asyncio.fixture
@@ -74,7 +55,7 @@ async def test_a_worker_whose_role_can_only_read_stops_and_run_raises(
 ) -> None:
     async with TaskQueue(PostgresBackend(pg_dsn, schema=pg_schema)) as owner:
         task_id = await owner.enqueue(tasks.add, 1, 2)
-        worker = Worker(PostgresBackend(_with(pg_dsn, role=reader_role), schema=pg_schema), poll_interval=0.05)
+        worker = Worker(PostgresBackend(dsn_with(pg_dsn, role=reader_role), schema=pg_schema), poll_interval=0.05)
         with pytest.raises(WorkerError, match="permission denied") as info:
             await asyncio.wait_for(worker.run(handle_signals=False), timeout=60)  # a bound: it ran forever
         assert isinstance(info.value.cause, StoreGoneError)
@@ -84,7 +65,7 @@ async def test_a_worker_whose_role_can_only_read_stops_and_run_raises(
 
 @pytest.mark.asyncio
 async def test_a_worker_whose_database_is_dropped_stops_and_run_raises(pg_dsn: str, own_database: str) -> None:
-    backend = PostgresBackend(_with(pg_dsn, database=own_database), schema="sitq")
+    backend = PostgresBackend(dsn_with(pg_dsn, database=own_database), schema="sitq")
     async with TaskQueue(backend) as queue:
         worker = Worker(backend, poll_interval=0.05)
         running = asyncio.ensure_future(worker.run(handle_signals=False))
@@ -105,7 +86,7 @@ async def test_a_worker_whose_database_is_dropped_stops_and_run_raises(pg_dsn: s
 @pytest.mark.asyncio
 async def test_sitq_worker_exits_2_when_its_role_can_only_read(pg_dsn: str, pg_schema: str, reader_role: str) -> None:
     env = dict(os.environ, PYTHONPATH=str(TESTS))
-    url = f"{_with(pg_dsn, role=reader_role)}?schema={pg_schema}"
+    url = f"{dsn_with(pg_dsn, role=reader_role)}?schema={pg_schema}"
     command = [sys.executable, "-m", "sitq", "worker", "-b", url, "-i", "sitq_test_tasks", "--poll-interval", "0.05"]
     child = await asyncio.create_subprocess_exec(*command, env=env, stderr=subprocess.PIPE)
     try:
