@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import re
 import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
@@ -152,5 +155,95 @@ def test_deadlines_at_random_points_of_lone_enqueues_pass_through_unwrapped(tmp_
         timeout=180,
     )
     assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-3000:])
-    assert done.stderr == "", done.stderr[-3000:]
+    assert _unexplained(done.stderr) == "", done.stderr[-3000:]
     assert "'deadline'" in done.stdout, done.stdout  # the handler did interrupt calls
+
+
+def _unexplained(stderr: str) -> str:
+    """``stderr`` without CPython's own report of a handler that raised inside a ``weakref.finalize`` callback.
+
+    A signal can land while the garbage collector runs any finalizer (the
+    standard library's too); CPython then prints "Exception ignored in:
+    <finalize object ...>" and goes on. That is not sitq's to prevent.
+    """
+    blocks = re.split(r"(?m)^(?=Exception ignored in: )", stderr)
+    return "".join(
+        block
+        for block in blocks
+        if not (block.startswith("Exception ignored in: <finalize object") and "Deadline" in block)
+    )
+
+
+def _raise_when_inside(*names: str) -> Iterator[list[int]]:
+    """A SIGALRM handler raising Deadline once the main thread is inside the named functions (innermost first).
+
+    Elsewhere it re-arms a 50 µs timer, so it keeps landing until it lands there
+    or the caller stops it; yields a one-item list counting the raises.
+    """
+    raised = [0]
+
+    def on_alarm(signum: int, frame: FrameType | None) -> None:
+        chain = []
+        while frame is not None:
+            chain.append(frame.f_code.co_name)
+            frame = frame.f_back
+        if all(name in chain for name in names) and chain[0] == names[0]:
+            raised[0] += 1
+            raise Deadline("request took too long")
+        signal.setitimer(signal.ITIMER_REAL, 0.00005)
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    try:
+        yield raised
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _loop_threads() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name == "sitq-sync-loop"]
+
+
+def test_a_deadline_while_close_waits_for_the_loop_thread_leaves_the_queue_closed_and_usable(tmp_path: Path) -> None:
+    """It left the queue half closed: every later call refused, and a close() from another thread hung."""
+    queue = SyncTaskQueue(SQLiteBackend(tmp_path / "close.db"))
+    interrupted = False
+    for _attempt in range(200):
+        queue.counts()
+        with contextlib.contextmanager(_raise_when_inside)("_wait_for_tstate_lock", "_stop_loop") as raised:
+            signal.setitimer(signal.ITIMER_REAL, 0.00005)
+            try:
+                queue.close()
+            except Deadline:
+                interrupted = True
+        if interrupted:
+            assert raised[0] == 1
+            break
+    assert interrupted, "the alarm never landed in close()'s wait for the loop thread"
+    assert queue.counts()["queued"] == 0  # the next call opens the queue again
+    other = threading.Thread(target=queue.close)
+    other.start()
+    other.join(10)
+    assert not other.is_alive(), "close() from another thread hung"
+    wait_until_sync(lambda: not _loop_threads(), timeout=10)
+
+
+def test_a_deadline_while_the_loop_thread_starts_leaves_no_thread_behind(tmp_path: Path) -> None:
+    """Raised while Thread.start() of a queue's first call waits for the new thread, it left a running loop thread
+    that no close() knew of."""
+    path = tmp_path / "start.db"
+    interrupted = 0
+    for _attempt in range(100):
+        queue = SyncTaskQueue(SQLiteBackend(path))
+        with contextlib.contextmanager(_raise_when_inside)("wait", "start", "_ensure_loop") as raised:
+            signal.setitimer(signal.ITIMER_REAL, 0.00001)
+            with contextlib.suppress(Deadline):
+                queue.counts()
+        interrupted += raised[0]
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        assert queue.counts()["queued"] == 0
+        queue.close()
+        if interrupted >= 3:
+            break
+    assert interrupted, "the alarm never landed in Thread.start()"
+    wait_until_sync(lambda: not _loop_threads(), timeout=10)

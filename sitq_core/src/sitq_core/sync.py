@@ -284,7 +284,14 @@ class SyncTaskQueue:
                     loop.close()  # stopped by close(), or by _close_dropped: its selector's files go too
 
                 thread = threading.Thread(target=run, name="sitq-sync-loop", daemon=True)
-                thread.start()
+                try:
+                    thread.start()
+                except BaseException:
+                    # a signal handler raised inside start(), which may have started the thread all the same:
+                    # a loop stopped before it runs stops after one pass (and its thread closes it); the next
+                    # call makes a loop of its own instead of waiting on one that may never run
+                    loop.call_soon_threadsafe(loop.stop)
+                    raise
                 # known before the wait: a signal handler raising in it leaves the loop in use, not orphaned
                 self._loop, self._thread = loop, thread
                 finalizer = weakref.finalize(
@@ -516,21 +523,37 @@ class SyncTaskQueue:
                 self._stop_loop(loop, thread, closed)
 
     def _stop_loop(self, loop: asyncio.AbstractEventLoop, thread: threading.Thread | None, closed: _Latch) -> None:
-        """The end of a close: stop and close the private loop, end the calls left waiting on it."""
-        if self._finalizer is not None:
-            self._finalizer.detach()
-            self._finalizer = None
-        loop.call_soon_threadsafe(loop.stop)
-        if thread is not None:
-            thread.join(timeout=10)
-        if not loop.is_running():
-            loop.close()
-        with self._lock:  # calls that never got to run on the stopped loop: end their wait
-            for call in list(self._waiting):
-                call.settle(cancelled=True)
-            self._closing = False  # the next call opens the queue again
-            self._closed_event, self._closer = None, None
-        closed.set()
+        """The end of a close: stop and close the private loop, end the calls left waiting on it.
+
+        A signal handler may raise anywhere in here (a SIGALRM deadline): the
+        queue still ends closed, its state reset, so the next call opens it again
+        and a ``close()`` waiting on another thread returns.
+        """
+        try:
+            if self._finalizer is not None:
+                self._finalizer.detach()
+                self._finalizer = None
+            loop.call_soon_threadsafe(loop.stop)
+            if thread is not None:
+                thread.join(timeout=10)
+        finally:
+            try:  # the queue's own state first: the fewest steps in which a second signal can cut in
+                with self._lock:  # calls that never got to run on the stopped loop: end their wait
+                    self._closing = False  # the next call opens the queue again, on a loop of its own
+                    self._closed_event, self._closer = None, None
+                    if self._loop is loop:
+                        self._loop, self._thread = None, None
+                    waiting = list(self._waiting)
+                closed.set()
+                for call in waiting:
+                    call.settle(cancelled=True)
+            finally:
+                # the loop's own thread closes it once it stops (run() above): never a second close at once
+                if thread is None:
+                    if not loop.is_running():
+                        loop.close()
+                elif thread.is_alive() and not loop.is_closed():
+                    loop.call_soon_threadsafe(loop.stop)  # again: the first may have been cut short
 
     def __enter__(self) -> Self:
         _refuse_running_loop("__enter__")
