@@ -203,3 +203,31 @@ def test_a_dsn_option_that_may_be_a_piece_of_its_password_is_not_echoed(dsn: str
         PostgresBackend(dsn)
     assert info.value.parameter == "dsn"
     assert not [piece for piece in pieces if piece in shown_by(info.value)], shown_by(info.value)
+
+
+@pytest.mark.parametrize(
+    ("pair", "key", "kind"),
+    [
+        ("keepalives=1", "keepalives", "not supported by asyncpg"),
+        ("options='-c x=1'", "options", "not supported by asyncpg"),
+        ("statement_timeout=5", "statement_timeout", "unknown connection parameter"),
+        ("sslmode=requir", "sslmode", "must be one of"),
+    ],
+)
+@pytest.mark.parametrize(
+    "build",
+    [PostgresBackend, lambda dsn: sitq.connect({"backend": "postgres", "dsn": dsn})],
+    ids=["backend", "mapping"],
+)
+def test_a_keyword_dsn_names_a_refused_parameter_after_its_password(
+    pair: str, key: str, kind: str, build: Callable[[str], Any]
+) -> None:
+    """A key=value string is read without ambiguity: a pair after password= is no piece of it.
+
+    It got the URL rule (a nameless error advising to percent-encode '&' in
+    the password, which libpq takes literally in this form).
+    """
+    with pytest.raises(sitq.ConfigurationError) as info:
+        build(f"password=S3CRET host=127.0.0.1 dbname=app {pair}")
+    assert info.value.parameter == key and kind in info.value.message, info.value.message
+    assert "S3CRET" not in shown_by(info.value) and "percent-encode" not in info.value.message

@@ -106,7 +106,8 @@ def prepared_dsn(dsn: str | None, connect_timeout: float, *, default_timeout: fl
     """
     if dsn is None:
         return None, connect_timeout
-    if is_keyword_dsn(dsn):
+    keywords = is_keyword_dsn(dsn)
+    if keywords:
         dsn = keyword_dsn_to_url(dsn)
     if "://" not in dsn:
         return dsn, connect_timeout
@@ -114,6 +115,8 @@ def prepared_dsn(dsn: str | None, connect_timeout: float, *, default_timeout: fl
     try:
         return _prepared_url(dsn, connect_timeout, default_timeout=default_timeout)
     except (ConfigurationError, ValidationError) as exc:
+        if keywords:  # quoted values, read without ambiguity: a refused name or value is no piece of the password
+            raise
         refused = exc
     # Errors about the dsn itself never repeat it. One about a parameter may quote its name and value, which
     # are pieces of the password when that holds a raw '&' (?password=a&b=c) or runs past the host part (an
