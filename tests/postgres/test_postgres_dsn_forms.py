@@ -514,3 +514,25 @@ async def test_connections_are_named_sitq_unless_the_dsn_names_them(
     assert await _application_names(PostgresBackend(named, schema=pg_schema)) == {"billing-worker"}
     monkeypatch.setenv("PGAPPNAME", "from-env")  # libpq's variable, which asyncpg does not read itself
     assert await _application_names(PostgresBackend(pg_dsn, schema=pg_schema)) == {"from-env"}
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "postgresql://postgres@127.0.0.1,/db",
+        "postgresql://postgres@127.0.0.1:5432,/db",
+        "postgresql://postgres@,127.0.0.1/db",
+        "postgresql://postgres@127.0.0.1,,[::1]/db",
+        "postgresql:///db?host=127.0.0.1,",
+        "host=,127.0.0.1 dbname=db",
+    ],
+)
+def test_a_host_list_with_an_empty_entry_is_refused_when_the_backend_is_made(dsn: str) -> None:
+    """Accepted before, then every call failed with a bare IndexError from asyncpg's host-list parser."""
+    builds: list[Any] = [PostgresBackend, lambda given: sitq.connect({"backend": "postgres", "dsn": given})]
+    if dsn.startswith("postgresql://postgres@"):
+        builds.append(sitq.connect)
+    for build in builds:
+        with pytest.raises((ValidationError, ConfigurationError)) as info:
+            build(dsn)
+        assert info.value.parameter in {"dsn", "url"} and "empty host" in info.value.message, info.value.message
