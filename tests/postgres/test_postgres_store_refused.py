@@ -21,10 +21,11 @@ import pytest_asyncio
 from sitq_test_postgres import dsn_with, temporary_role
 
 from sitq import StoreGoneError, TaskQueue, Worker
-from sitq_core.errors import WorkerError
+from sitq_core.errors import ConnectionError, WorkerError
 from sitq_postgres import PostgresBackend
 
 import sitq_test_tasks as tasks
+from sitq_test_helpers import wait_until
 
 TESTS = Path(__file__).resolve().parents[1]
 
@@ -34,6 +35,32 @@ async def reader_role(pg_dsn: str, pg_schema: str) -> AsyncIterator[str]:
     """A login role with USAGE on the test's schema and SELECT on its tables only; dropped afterwards."""
     async with temporary_role(pg_dsn, pg_schema, "sitq_reader", grants="SELECT") as role:
         yield role
+
+
+@pytest_asyncio.fixture
+async def writer_role(pg_dsn: str, pg_schema: str) -> AsyncIterator[str]:
+    """A login role with the table privileges workers and producers need; dropped afterwards."""
+    async with temporary_role(pg_dsn, pg_schema, "sitq_writer", grants="SELECT, INSERT, UPDATE, DELETE") as role:
+        yield role
+
+
+async def _admin(dsn: str, *statements: str) -> None:
+    """Run ``statements`` as the test server's owner."""
+    admin = await asyncpg.connect(dsn)
+    try:
+        for statement in statements:
+            await admin.execute(statement)
+    finally:
+        await admin.close()
+
+
+def _read_only(role: str, on: bool) -> list[str]:
+    """Make ``role``'s new sessions read-only (or not), and end its sessions, which reconnect so."""
+    setting = "SET default_transaction_read_only = on" if on else "RESET default_transaction_read_only"
+    return [
+        f"ALTER ROLE {role} {setting}",
+        f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'" if on else "SELECT 1",
+    ]
 
 
 @pytest_asyncio.fixture
@@ -98,3 +125,52 @@ async def test_sitq_worker_exits_2_when_its_role_can_only_read(pg_dsn: str, pg_s
     text = err.decode()
     assert child.returncode == 2, text[-2000:]
     assert "permission denied" in text and "sitq: error:" in text and "Traceback" not in text
+
+
+@pytest.mark.asyncio
+async def test_a_write_refused_as_read_only_drops_its_connection_so_the_next_call_recovers(
+    pg_dsn: str, pg_schema: str, writer_role: str
+) -> None:
+    """Sessions that reconnected read-only (a demoted primary, default_transaction_read_only) stayed pooled:
+    after the database was writable again, every claim still failed, until their sessions were ended."""
+    async with TaskQueue(PostgresBackend(pg_dsn, schema=pg_schema)) as owner:
+        task_id = await owner.enqueue(tasks.add, 1, 2)
+        backend = PostgresBackend(dsn_with(pg_dsn, role=writer_role), schema=pg_schema, max_connections=2)
+        try:
+            await backend.connect()
+            await _admin(pg_dsn, *_read_only(writer_role, True))
+            with pytest.raises(ConnectionError, match="read-only") as info:
+                await backend.reserve(worker_id="w", limit=1, lease_seconds=30)
+            assert not isinstance(info.value, StoreGoneError)  # a worker keeps trying: this may pass
+            await _admin(pg_dsn, *_read_only(writer_role, False))
+            reserved = await backend.reserve(worker_id="w", limit=1, lease_seconds=30)
+            assert [item.task.id for item in reserved] == [task_id]
+        finally:
+            await backend.close()
+
+
+@pytest.mark.asyncio
+async def test_a_worker_keeps_trying_while_the_database_is_read_only_and_runs_tasks_after(
+    pg_dsn: str, pg_schema: str, writer_role: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with TaskQueue(PostgresBackend(pg_dsn, schema=pg_schema)) as owner:
+        backend = PostgresBackend(dsn_with(pg_dsn, role=writer_role), schema=pg_schema)
+        worker = Worker(backend, poll_interval=0.05)
+        await worker.start()
+        try:
+            assert (
+                owner.deserialize_result(await owner.get_result(await owner.enqueue(tasks.add, 1, 2), timeout=20)) == 3
+            )
+            await _admin(pg_dsn, *_read_only(writer_role, True))
+            task_id = await owner.enqueue(tasks.add, 2, 3)
+
+            async def refused() -> bool:
+                return "read-only" in caplog.text
+
+            await wait_until(refused, timeout=20)
+            await _admin(pg_dsn, *_read_only(writer_role, False))
+            assert owner.deserialize_result(await owner.get_result(task_id, timeout=20)) == 5
+            assert worker.running
+        finally:
+            await worker.stop()
+            await backend.close()

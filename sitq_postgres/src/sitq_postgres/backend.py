@@ -700,6 +700,12 @@ class PostgresBackend(Backend):
                         closed = _closed_how(exc, conn)
                         if closed is not None:  # not handed out again: asyncpg may still think it usable
                             _drop(conn)
+                        elif isinstance(exc, asyncpg.exceptions.ReadOnlySQLTransactionError):
+                            # a session begun read-only stays so (a standby, a demoted primary, a read-only
+                            # default): this one and the pool's others are replaced, so that the next call
+                            # reaches the database as it is by then
+                            _drop(conn)
+                            await pool.expire_connections()
                         raise
                     finished = True
                 return result
@@ -728,6 +734,15 @@ class PostgresBackend(Backend):
                 gone = self._gone_for_good(operation, exc)
                 if gone is not None:
                     raise gone from exc
+                if isinstance(exc, asyncpg.exceptions.ReadOnlySQLTransactionError):  # a worker retries it
+                    raise self._connection_error(
+                        f"PostgreSQL {operation} failed: the database is read-only ({exc}; a hot standby, a primary "
+                        "demoted to one, or default_transaction_read_only on the database or role); the connection "
+                        "was dropped and the next call connects anew (with several hosts, "
+                        "target_session_attrs=read-write picks a writable one)",
+                        operation=operation,
+                        cause=exc,
+                    ) from exc
                 if isinstance(exc, _OUT_OF_REACH):  # as at connect
                     raise self._connection_error(
                         f"PostgreSQL {operation} failed: the server at {self._where()} is out of reach: "
