@@ -174,3 +174,63 @@ async def test_a_worker_keeps_trying_while_the_database_is_read_only_and_runs_ta
         finally:
             await worker.stop()
             await backend.close()
+
+
+@pytest_asyncio.fixture
+async def guarded_database(pg_dsn: str, own_database: str) -> AsyncIterator[tuple[str, str]]:
+    """(the test's own database, which PUBLIC may not CONNECT to, holding sitq's tables; a role granted CONNECT
+    on it and the table privileges workers need). The role is dropped afterwards."""
+    owner_dsn = dsn_with(pg_dsn, database=own_database)
+    async with TaskQueue(PostgresBackend(owner_dsn, schema="sitq")):
+        pass  # the owner's first connect creates the schema
+    role = f"sitq_conn_{uuid.uuid4().hex[:12]}"
+    await _admin(pg_dsn, f"REVOKE CONNECT ON DATABASE {own_database} FROM PUBLIC", f"CREATE ROLE {role} LOGIN")
+    try:
+        await _admin(
+            owner_dsn,
+            f"GRANT USAGE ON SCHEMA sitq TO {role}",
+            f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA sitq TO {role}",
+        )
+        yield own_database, role
+    finally:
+        await _admin(
+            pg_dsn,
+            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'",
+            f"DROP DATABASE IF EXISTS {own_database} WITH (FORCE)",
+            f"DROP ROLE IF EXISTS {role}",
+        )
+
+
+@pytest.mark.asyncio
+async def test_a_role_without_connect_privilege_is_told_so_even_when_it_only_reads(
+    pg_dsn: str, guarded_database: tuple[str, str]
+) -> None:
+    """It was told 'this role may not write sitq's tables', also by sitq stats, which writes nothing."""
+    database, role = guarded_database
+    with pytest.raises(StoreGoneError) as info:
+        async with TaskQueue(PostgresBackend(dsn_with(pg_dsn, role=role, database=database))) as queue:
+            await queue.counts()
+    assert "GRANT CONNECT ON DATABASE" in info.value.message, info.value.message
+    assert "may not write" not in info.value.message
+
+
+@pytest.mark.asyncio
+async def test_a_worker_whose_connect_privilege_is_revoked_stops_saying_so(
+    pg_dsn: str, guarded_database: tuple[str, str]
+) -> None:
+    database, role = guarded_database
+    await _admin(pg_dsn, f"GRANT CONNECT ON DATABASE {database} TO {role}")
+    backend = PostgresBackend(dsn_with(pg_dsn, role=role, database=database))
+    async with TaskQueue(backend) as queue:
+        worker = Worker(backend, poll_interval=0.05)
+        running = asyncio.ensure_future(worker.run(handle_signals=False))
+        assert queue.deserialize_result(await queue.get_result(await queue.enqueue(tasks.add, 1, 2), timeout=20)) == 3
+        await _admin(
+            pg_dsn,
+            f"REVOKE CONNECT ON DATABASE {database} FROM {role}",
+            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'",
+        )
+        with pytest.raises(WorkerError) as info:
+            await asyncio.wait_for(running, timeout=60)
+    assert isinstance(info.value.cause, StoreGoneError)
+    assert "GRANT CONNECT ON DATABASE" in info.value.cause.message, info.value.cause.message

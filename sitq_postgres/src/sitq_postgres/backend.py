@@ -494,7 +494,7 @@ class PostgresBackend(Backend):
         return ConnectionError(message, backend_type="postgres", connection_details=self._where(), **fields)
 
     def _cannot_connect(self, exc: BaseException) -> ConnectionError:
-        gone = self._gone_for_good("connect", exc)
+        gone = self._gone_for_good("connect", exc, connecting=True)
         if gone is not None:
             return gone
         return self._connection_error(
@@ -502,7 +502,7 @@ class PostgresBackend(Backend):
             cause=exc,
         )
 
-    def _gone_for_good(self, operation: str, exc: BaseException) -> StoreGoneError | None:
+    def _gone_for_good(self, operation: str, exc: BaseException, *, connecting: bool) -> StoreGoneError | None:
         """The StoreGoneError for a refusal no retry gets past, or None: a worker stops on it, as on SQLite.
 
         A database that does not exist (dropped under a running worker, or
@@ -510,12 +510,20 @@ class PostgresBackend(Backend):
         only read sitq's tables), fail every later call the same way: a
         worker retrying them would run forever, logging once. It stops
         instead (``Worker.run()`` raises, ``sitq worker`` exits 2), so that a
-        supervisor or a person sees it.
+        supervisor or a person sees it. A role refused while ``connecting``
+        lacks the CONNECT privilege on the database (the one privilege the
+        server checks then), whether the call would read or write.
         """
         if isinstance(exc, asyncpg.exceptions.InvalidCatalogNameError):
             what = (
                 f"PostgreSQL {operation} failed: {exc} ({self._where()}): it was dropped or never made; create it "
                 "(sitq creates its schema, not the database) and restart this process"
+            )
+        elif isinstance(exc, asyncpg.exceptions.InsufficientPrivilegeError) and connecting:
+            what = (
+                f"PostgreSQL {operation} failed: {exc} ({self._where()}): this role may not connect to the "
+                "database; grant it (GRANT CONNECT ON DATABASE <database> TO <role>; PUBLIC has it unless revoked) "
+                "and restart this process"
             )
         elif isinstance(exc, asyncpg.exceptions.InsufficientPrivilegeError) and operation not in _READS:
             what = (
@@ -683,9 +691,11 @@ class PostgresBackend(Backend):
             finished = False  # the body ran (and committed): a later error only concerns the connection
             started = False  # the body began: a write's statements may have reached the server
             closed: str | None = None  # why the connection under the call is gone, when it is
+            leased = False  # a connection was had: an error before it came from the pool's (re)connect
             result: T
             try:
                 async with _Leased(pool, releases, self.connect_timeout) as conn:
+                    leased = True
                     try:
                         if time.monotonic() - self._clock_read_at > _CLOCK_RECHECK:
                             await self._read_server_clock(conn)
@@ -731,7 +741,7 @@ class PostgresBackend(Backend):
                     raise self._connection_error(
                         f"PostgreSQL {operation} failed: {closed}", operation=operation, cause=exc
                     ) from exc
-                gone = self._gone_for_good(operation, exc)
+                gone = self._gone_for_good(operation, exc, connecting=not leased)
                 if gone is not None:
                     raise gone from exc
                 if isinstance(exc, asyncpg.exceptions.ReadOnlySQLTransactionError):  # a worker retries it
