@@ -536,3 +536,24 @@ def test_a_host_list_with_an_empty_entry_is_refused_when_the_backend_is_made(dsn
         with pytest.raises((ValidationError, ConfigurationError)) as info:
             build(dsn)
         assert info.value.parameter in {"dsn", "url"} and "empty host" in info.value.message, info.value.message
+
+
+@pytest.mark.parametrize(
+    "key", ["sslsni", "require_auth", "requirepeer", "sslcertmode", "client_encoding", "sslcrldir", "gssdelegation"]
+)
+def test_other_libpq_parameters_are_refused_as_unsupported_not_unknown(key: str) -> None:
+    """They are libpq's own: 'unknown connection parameter' read as a typo."""
+    for build in (
+        lambda: PostgresBackend(f"host=db {key}=1"),
+        lambda: PostgresBackend(f"postgresql://u@db/app?{key}=1"),
+        lambda: sitq.connect(f"postgresql://u@db/app?{key}=1"),
+    ):
+        with pytest.raises(ConfigurationError) as info:
+            build()
+        assert info.value.parameter == key and "not supported by asyncpg" in info.value.message, info.value.message
+
+
+def test_a_refused_options_parameter_says_where_server_settings_go() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        PostgresBackend("host=db options='-c statement_timeout=5s'")
+    assert info.value.parameter == "options" and "ALTER ROLE" in info.value.message, info.value.message

@@ -72,7 +72,9 @@ SITQ_OPTIONS = ("schema", "min_connections", "max_connections")
 UNSUPPORTED = frozenset(
     {
         "channel_binding",
+        "client_encoding",  # asyncpg speaks UTF-8 only
         "fallback_application_name",
+        "gssdelegation",
         "gssencmode",
         "hostaddr",
         "keepalives",
@@ -82,8 +84,13 @@ UNSUPPORTED = frozenset(
         "load_balance_hosts",
         "options",
         "replication",
+        "require_auth",
+        "requirepeer",
         "requiressl",
+        "sslcertmode",
         "sslcompression",
+        "sslcrldir",
+        "sslsni",
         "tcp_user_timeout",
     }
 )
@@ -171,8 +178,14 @@ def _prepared_url(dsn: str, connect_timeout: float, *, default_timeout: float) -
         )
     for key, value in pairs:
         if key in UNSUPPORTED:
+            where = (  # options=-c name=value: server settings, which belong on the role or database
+                " (set server settings on the role or database instead: ALTER ROLE app SET statement_timeout = '5min')"
+                if key == "options"
+                else ""
+            )
             raise ConfigurationError(
-                f"libpq parameter {key!r} is not supported by asyncpg, the driver sitq uses; leave it out of the dsn",
+                f"libpq parameter {key!r} is not supported by asyncpg, the driver sitq uses; leave it out of the "
+                f"dsn{where}",
                 parameter=key,
             )
         if key not in LIBPQ_PARAMETERS and key not in SITQ_OPTIONS and key != "connect_timeout":
