@@ -168,8 +168,8 @@ def _prepared_url(dsn: str, connect_timeout: float, *, default_timeout: float) -
             parameter="dsn",
         )
     pairs = parse_qsl(parts.query, keep_blank_values=True)
-    query_hosts = [value.split(",") for key, value in pairs if key == "host" and "," in value]
-    if (len(hosts) > 1 and not all(host for host, _port in hosts)) or any("" in names for names in query_hosts):
+    host_lists = [value.split(",") for key, value in pairs if key == "host" and "," in value]
+    if (len(hosts) > 1 and not all(host for host, _port in hosts)) or any("" in names for names in host_lists):
         # libpq reads an empty entry as its default host; asyncpg fails every call with a bare IndexError
         raise ValidationError(
             "dsn has an empty host in its host list (asyncpg, the driver sitq uses, cannot read one: write each "
