@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import pickle
+import typing
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -81,3 +82,18 @@ def test_classes_it_cannot_copy_exactly_are_refused() -> None:
     for cls in (WithPostInit, KeywordOnly):
         with pytest.raises(TypeError, match="plain fields only"):
             quick_init(cls)
+
+
+@pytest.mark.parametrize("cls", [Task, ReservedTask, Outcome, Result])
+def test_the_init_annotations_resolve_as_before(cls: type) -> None:
+    """typing.get_type_hints(cls.__init__) raised NameError: the generated code had no module globals."""
+    hints = typing.get_type_hints(cls.__init__)  # type: ignore[misc]
+    assert hints == {**typing.get_type_hints(cls), "return": type(None)}
+
+
+def test_passing_back_the_signature_default_of_a_factory_field_calls_the_factory() -> None:
+    """``sig.bind(...).apply_defaults()`` passes the shown default back; it was stored as the marker itself."""
+    bound = inspect.signature(Task).bind(id="a", payload=b"")
+    bound.apply_defaults()
+    task = Task(*bound.args, **bound.kwargs)
+    assert isinstance(task.eta, datetime) and isinstance(task.enqueued_at, datetime)

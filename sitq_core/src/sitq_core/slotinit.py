@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import sys
 from typing import Any, TypeVar
 
 __all__ = ["quick_init"]
@@ -30,7 +31,9 @@ class _Factory:
         return "<factory>"
 
 
-_FACTORY = _Factory()
+# dataclasses' own marker, so the default that inspect.signature shows (and that a caller may pass back, as
+# ``sig.bind(...).apply_defaults()`` does) is the one this __init__ recognises; a stand-in if it is renamed
+_FACTORY: Any = getattr(dataclasses, "_HAS_DEFAULT_FACTORY", None) or _Factory()
 
 
 def quick_init(cls: C) -> C:
@@ -38,7 +41,8 @@ def quick_init(cls: C) -> C:
     params = dataclasses.fields(cls)
     if hasattr(cls, "__post_init__") or any(not f.init or f.kw_only for f in params):
         raise TypeError(f"quick_init supports plain fields only, not those of {cls.__name__}")
-    namespace: dict[str, Any] = {"_FACTORY": _FACTORY}
+    # the class's module globals too: typing.get_type_hints(cls.__init__) resolves the annotations through them
+    namespace: dict[str, Any] = {**vars(sys.modules[cls.__module__]), "_FACTORY": _FACTORY}
     signature: list[str] = []
     body: list[str] = []
     for number, f in enumerate(params):
