@@ -83,3 +83,27 @@ async def test_the_status_check_still_refuses_other_writers_while_sitq_skips_it(
         conn.execute("UPDATE tasks SET status = 'bogus' WHERE id = ?", (task_id,))
     assert conn.execute("SELECT status FROM tasks WHERE id = ?", (task_id,)).fetchone() == ("queued",)
     conn.close()
+
+
+class _BindsAsBogus(str):
+    """Equal to 'success', but bound by sqlite3 as 'bogus' (through the adapter protocol's __conform__)."""
+
+    def __conform__(self, protocol: object) -> str:
+        return "bogus"
+
+
+@pytest.mark.asyncio
+async def test_an_outcome_kind_that_is_not_an_exact_str_is_refused_and_nothing_is_stored(tmp_path: Path) -> None:
+    """With the CHECK off on sitq's connections, such a kind stored 'bogus' and the file then read as damaged."""
+    from sitq import ValidationError
+    from sitq_core.models import Outcome
+
+    backend = SQLiteBackend(tmp_path / "tasks.db")
+    async with TaskQueue(backend) as queue:
+        await queue.enqueue(add, 1, 2)
+        (lease,) = await backend.reserve(worker_id="w", limit=1, lease_seconds=30)
+        odd = Outcome(task_id=lease.id, lease_token=lease.lease_token, kind=_BindsAsBogus("success"))  # type: ignore[arg-type]
+        with pytest.raises(ValidationError) as info:
+            await backend.finish_many([odd])
+        assert info.value.parameter == "outcomes"
+        assert (await queue.counts())["running"] == 1  # nothing stored; the file still reads

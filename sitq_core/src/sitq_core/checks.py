@@ -265,7 +265,9 @@ def check_outcomes(outcomes: Any) -> list[Outcome]:
     if isinstance(outcomes, Outcome) or not isinstance(outcomes, Sequence):
         raise ValidationError("outcomes must be a sequence of Outcome", parameter="outcomes")
     for outcome in outcomes:
-        if not isinstance(outcome, Outcome) or outcome.kind not in OUTCOME_KINDS:
+        # an exact str: a subclass can compare equal to a kind and still bind as something else (__conform__)
+        kind: object = getattr(outcome, "kind", None)
+        if not isinstance(outcome, Outcome) or type(kind) is not str or kind not in OUTCOME_KINDS:
             raise ValidationError(
                 f"each outcome must be an Outcome with kind in {OUTCOME_KINDS}, got {safe_repr(outcome)}",
                 parameter="outcomes",

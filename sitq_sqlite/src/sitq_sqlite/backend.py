@@ -2553,6 +2553,10 @@ def _cancelled_instead(outcome: Outcome) -> Outcome:
     )
 
 
+#: The status each final outcome kind stores, as literals (the kinds were checked by checks.check_outcomes).
+_FINAL_STATUS = {kind: kind for kind in ("success", "failed", "cancelled")}
+
+
 def _final_parameters(outcome: Outcome, seq: int, now: int) -> tuple[Any, ...]:
     """One VALUES row of the set-based finish statements."""
     finished_at = to_us(outcome.finished_at) if outcome.finished_at is not None else now
@@ -2560,7 +2564,7 @@ def _final_parameters(outcome: Outcome, seq: int, now: int) -> tuple[Any, ...]:
         seq,
         outcome.task_id,
         outcome.lease_token,
-        outcome.kind,
+        _FINAL_STATUS[outcome.kind],  # a literal: the status CHECK is off on sitq's connections
         finished_at,
         outcome.error,
         _opt_us(outcome.started_at),
