@@ -1582,3 +1582,31 @@ def test_a_store_shared_between_tests_blames_the_factory(tmp_path: Path) -> None
             "already holds {*'queued': *}, task * among them*"
         ]
     )
+
+
+@pytest.mark.parametrize("setting", ["1e10", "inf"])
+def test_a_kit_timeout_too_large_for_a_thread_wait_means_no_watchdog(tmp_path: Path, setting: str) -> None:
+    """plugins.md: a SITQ_KIT_TIMEOUT beyond threading.TIMEOUT_MAX (or inf) turns the watchdog off, not crashes it.
+
+    The watchdog's ``Event.wait`` raises OverflowError past that bound, in its own thread (an error under -W error).
+    """
+    source = textwrap.dedent(
+        """
+        import uuid
+        import pytest
+        from sitq_dictstore import DictStoreBackend
+        from sitq_core.testing import BackendSuite
+
+        class TestHuge(BackendSuite):
+            @pytest.fixture
+            def backend_factory(self):
+                store = uuid.uuid4().hex
+                return lambda: DictStoreBackend(store=store)
+        """
+    )
+    (tmp_path / "test_huge.py").write_text(source)
+    result = _author_runs_pytest(
+        tmp_path, "test_huge.py", "priority_first", SITQ_KIT_TIMEOUT=setting, PYTEST_ADDOPTS="-W error"
+    )
+    result.re_match_lines([r"=+ 1 passed, \d+ deselected in .*"])
+    assert not [line for line in result.lines if "Overflow" in line or "Warning" in line], result.str()

@@ -26,7 +26,8 @@ finish within ``SITQ_KIT_TIMEOUT`` seconds (120 by default): a backend call
 that never answers fails its test, naming it, instead of hanging the run.
 A call blocking the event loop's thread (``time.sleep``, a ``threading.Lock``
 never released) is interrupted by a watchdog ``WATCHDOG_GRACE`` s later and
-fails the test the same way, its traceback ending where it was blocked.
+fails the test the same way, its traceback ending where it was blocked
+(no watchdog for a limit past ``threading.TIMEOUT_MAX``, about 292 years, or inf).
 The kit's shorter limits on single calls (5 s for a call that should answer
 at once, 1 s for a result waiter to see a result) grow in proportion when it
 is raised above 120, so a slow machine raises one knob.
@@ -104,10 +105,16 @@ def _watchdog(limit: float, what: str) -> Iterator[None]:
     (``time.sleep``, a ``threading.Lock`` never released) would hang the run instead. A
     watchdog thread then sends the main thread a signal, which interrupts the blocking call;
     its handler raises the failure there, so the traceback ends where the thread was blocked.
-    Only on the main thread (where Python runs signal handlers) and where ``pthread_kill`` exists.
+    Only on the main thread (where Python runs signal handlers) and where ``pthread_kill`` exists;
+    off for a limit a thread cannot wait for (past ``threading.TIMEOUT_MAX``, or inf: no limit).
     """
     main = threading.main_thread()
-    if _WATCHDOG_SIGNAL is None or not hasattr(signal, "pthread_kill") or threading.current_thread() is not main:
+    if (
+        _WATCHDOG_SIGNAL is None
+        or not hasattr(signal, "pthread_kill")
+        or threading.current_thread() is not main
+        or not limit + WATCHDOG_GRACE < threading.TIMEOUT_MAX
+    ):
         yield
         return
     sig = _WATCHDOG_SIGNAL
