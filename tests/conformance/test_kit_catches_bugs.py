@@ -1610,3 +1610,44 @@ def test_a_kit_timeout_too_large_for_a_thread_wait_means_no_watchdog(tmp_path: P
     )
     result.re_match_lines([r"=+ 1 passed, \d+ deselected in .*"])
     assert not [line for line in result.lines if "Overflow" in line or "Warning" in line], result.str()
+
+
+def test_a_backend_call_that_outlives_its_cancellation_is_told_apart_from_a_blocked_thread(tmp_path: Path) -> None:
+    """plugins.md: awaiting again in a finally after the kit's timeout cancels it is named as such, not as blocking.
+
+    The loop is idle then (its thread waits in the selector), so 'a call that blocks instead of awaiting' would
+    send the author looking for a time.sleep that is not there.
+    """
+    source = textwrap.dedent(
+        """
+        import asyncio
+        import uuid
+        import pytest
+        from sitq_dictstore import DictStoreBackend
+        from sitq_core.testing import BackendSuite
+
+        class StubbornBackend(DictStoreBackend):
+            async def reserve(self, **options):
+                try:
+                    await asyncio.Event().wait()
+                finally:
+                    await asyncio.Event().wait()   # outlives its cancellation
+
+        class TestStubborn(BackendSuite):
+            @pytest.fixture
+            def backend_factory(self):
+                store = uuid.uuid4().hex
+                return lambda: StubbornBackend(store=store)
+        """
+    )
+    (tmp_path / "test_stubborn.py").write_text(source)
+    result = _author_runs_pytest(tmp_path, "test_stubborn.py", "priority_first", SITQ_KIT_TIMEOUT="1")
+    result.fnmatch_lines(
+        [
+            "*ReserveContract: test_priority_first did not finish within 1 s: its event loop was idle 2 s later*"
+            "outlived its cancellation*",
+            "*1 failed*",
+        ]
+    )
+    result.fnmatch_lines(['*test_stubborn.py", line *, in reserve'])  # where the call still awaits
+    result.no_fnmatch_line("*blocks instead of awaiting*")

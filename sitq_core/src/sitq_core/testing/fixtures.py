@@ -27,7 +27,8 @@ that never answers fails its test, naming it, instead of hanging the run.
 A call blocking the event loop's thread (``time.sleep``, a ``threading.Lock``
 never released) is interrupted by a watchdog ``WATCHDOG_GRACE`` s later and
 fails the test the same way, its traceback ending where it was blocked
-(no watchdog for a limit past ``threading.TIMEOUT_MAX``, about 292 years, or inf).
+(a call awaiting again after its cancellation, the loop idle, is named as such;
+no watchdog for a limit past ``threading.TIMEOUT_MAX``, about 292 years, or inf).
 The kit's shorter limits on single calls (5 s for a call that should answer
 at once, 1 s for a result waiter to see a result) grow in proportion when it
 is raised above 120, so a slow machine raises one knob.
@@ -126,6 +127,13 @@ def _watchdog(limit: float, what: str) -> Iterator[None]:
         __tracebackhide__ = True  # the report ends in the backend's frame, where the thread was blocked
         with lock:
             ours, state["fired"] = state["fired"], False
+        if ours and _loop_idle(frame):
+            pytest.fail(
+                f"{what} did not finish within {limit:g} s: its event loop was idle {WATCHDOG_GRACE:g} s later, "
+                "so a call swallowed or outlived its cancellation (it awaits again in a finally or except "
+                "after CancelledError, or catches CancelledError and carries on): let CancelledError "
+                f"propagate{_task_stacks()}"
+            )
         if ours:
             pytest.fail(
                 f"{what} did not finish within {limit:g} s: the event loop's thread was still blocked "
@@ -154,6 +162,28 @@ def _watchdog(limit: float, what: str) -> Iterator[None]:
             state["armed"] = False
         done.set()
         signal.signal(sig, previous)
+
+
+def _loop_idle(frame: FrameType | None) -> bool:
+    """Whether the main thread was waiting in the event loop's selector: no call was blocking it."""
+    return frame is not None and frame.f_globals.get("__name__") == "selectors" and frame.f_code.co_name == "select"
+
+
+def _task_stacks() -> str:
+    """Where the event loop's unfinished tasks are awaiting (the call that outlived its cancellation)."""
+    try:
+        tasks = asyncio.all_tasks()
+    except RuntimeError:  # no running loop
+        return ""
+    stacks = []
+    for task in tasks:
+        lines: list[str] = []
+        awaited: Any = task.get_coro()  # follow what each coroutine awaits, down to the innermost
+        while (frame := getattr(awaited, "cr_frame", None)) is not None:
+            lines.append(f'  File "{frame.f_code.co_filename}", line {frame.f_lineno}, in {frame.f_code.co_name}')
+            awaited = getattr(awaited, "cr_await", None)
+        stacks.append(f"{task.get_name()}:\n" + "\n".join(lines))
+    return "; tasks still awaiting:\n" + "\n".join(stacks) if stacks else ""
 
 
 def _other_threads() -> str:
