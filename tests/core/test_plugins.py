@@ -1542,6 +1542,46 @@ def test_one_plugin_registering_one_name_twice_is_a_plugin_problem(site: Path, m
         SitqPluginManager().backend_class("twice")
 
 
+def test_one_plugin_registering_one_target_twice_differently_names_what_differs(site: Path) -> None:
+    """The same target with other url_schemes (or description) was 'the same way', the second schemes dropped."""
+    from sitq_core.testing import check_plugin
+
+    make_dist(
+        site,
+        "acme-twicediff",
+        "twicediff",
+        "acme_twicediff_plugin",
+        """
+        from sitq_core.hookspecs import hookimpl
+
+        @hookimpl
+        def sitq_register_backends(register):
+            register("inner", "sitq_dictstore.backend:DictStoreBackend", url_schemes=("inr",))
+            register("inner", "sitq_dictstore.backend:DictStoreBackend", url_schemes=("innr",))
+            register("told", "sitq_dictstore.backend:DictStoreBackend", description="one")
+            register("told", "sitq_dictstore.backend:DictStoreBackend", description="two")
+            register("same", "sitq_dictstore.backend:DictStoreBackend", url_schemes=("sa", "sb"))
+            register("same", "sitq_dictstore.backend:DictStoreBackend", url_schemes=("sb", "sa"))
+        """,
+    )
+    manager = SitqPluginManager(strict=False)
+    record = {r.name: r for r in manager.plugin_records()}["twicediff"]
+    schemes = (
+        "backend 'inner' is registered twice by this plugin, with url_schemes ('inr',) and then ('innr',); "
+        "the first is used: register each name once"
+    )
+    described = (
+        "backend 'told' is registered twice by this plugin, with description 'one' and then 'two'; "
+        "the first is used: register each name once"
+    )
+    assert record.status == "broken", record
+    assert schemes in (record.error or "") and described in (record.error or ""), record.error
+    assert "'same'" not in (record.error or "")  # the same schemes in another order are the same registration
+    assert any("backend 'same' is registered twice by this plugin, the same way" in w for w in record.warnings)
+    problems = check_plugin("twicediff")
+    assert any(schemes in p for p in problems), problems
+
+
 def test_a_conflict_between_two_entry_points_of_one_distribution_names_the_entry_points(site: Path) -> None:
     """It said "registered by both acme-pair 1.0 and acme-pair 1.0. Uninstall one, ..."."""
     make_dist(site, "acme-pair", "left", "acme_pair_left", GOOD_BACKEND.format(name="pair"))

@@ -484,8 +484,8 @@ class SitqPluginManager(pluggy.PluginManager):
                 _record: PluginRecord | None = record,
             ) -> None:
                 if _record is not None and name in _record.backends:
-                    first = self.backends.entry(name)
-                    self._registered_twice(_record, "backend", name, first.target_path if first else "", backend)
+                    again = (backend, tuple(url_schemes), description)
+                    self._registered_twice(_record, "backend", name, self.backends.entry(name), again)
                     return
                 added = self.backends.add(name, backend, _provider, description=description, aliases=tuple(url_schemes))
                 if _record is not None and added:
@@ -506,8 +506,8 @@ class SitqPluginManager(pluggy.PluginManager):
                 _record: PluginRecord | None = record,
             ) -> None:
                 if _record is not None and name in _record.serializers:
-                    first = self.serializers.entry(name)
-                    self._registered_twice(_record, "serializer", name, first.target_path if first else "", serializer)
+                    again = (serializer, (), description)
+                    self._registered_twice(_record, "serializer", name, self.serializers.entry(name), again)
                     return
                 added = self.serializers.add(name, serializer, _provider, description=description)
                 if _record is not None and added:
@@ -563,20 +563,37 @@ class SitqPluginManager(pluggy.PluginManager):
         record.error = message if record.error is None else f"{record.error}; {message}"
         logger.warning("sitq plugin %s: %s", _who(record), message)
 
-    def _registered_twice(self, record: PluginRecord, kind: str, name: str, first: str, target: object) -> None:
-        """One plugin registering ``name`` again: the first registration (``first``, its target) stays.
+    def _registered_twice(
+        self,
+        record: PluginRecord,
+        kind: str,
+        name: str,
+        first: RegistryEntry[Any] | None,
+        again: tuple[object, tuple[str, ...], str],
+    ) -> None:
+        """One plugin registering ``name`` again (``again``: target, url_schemes, description): the first stays.
 
-        Another target makes the plugin broken (which one it meant is a guess, so strict mode
-        raises), though the first stays usable; the same target again is only a warning.
+        Any difference makes the plugin broken (which one it meant is a guess, so strict mode
+        raises; the second's URL schemes would be dropped), though the first stays usable; the
+        same registration again is only a warning. Targets are compared as written (imports are
+        lazy): one class under two import paths differs.
         """
-        again = target if isinstance(target, str) else f"{getattr(target, '__module__', '?')}:{_qualname(target)}"
-        if again == first:
+        target, schemes, description = again
+        path = target if isinstance(target, str) else f"{getattr(target, '__module__', '?')}:{_qualname(target)}"
+        differences = []
+        if first is None or path != first.target_path:
+            differences.append(f"as {first.target_path if first else ''!r} and then as {path!r}")
+        if first is not None and sorted(schemes) != sorted(first.aliases):
+            differences.append(f"with url_schemes {first.aliases!r} and then {schemes!r}")
+        if first is not None and description != first.description:
+            differences.append(f"with description {first.description!r} and then {description!r}")
+        if not differences:
             self._warn(
                 record, f"{kind} {name!r} is registered twice by this plugin, the same way: register each name once"
             )
             return
         message = (
-            f"{kind} {name!r} is registered twice by this plugin, as {first!r} and then as {again!r}; "
+            f"{kind} {name!r} is registered twice by this plugin, {', '.join(differences)}; "
             "the first is used: register each name once"
         )
         if record.error is not None and message in record.error:
