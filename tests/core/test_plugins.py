@@ -1678,6 +1678,27 @@ def test_an_import_string_without_a_colon_is_refused_at_registration(site: Path)
     assert any("'no colon here'" in p for p in check_plugin("colonless"))
 
 
+def test_an_import_string_of_non_ascii_identifiers_is_accepted(site: Path) -> None:
+    """'été.backend:Backend' is a valid Python import path; an ASCII-only pattern refused it as malformed."""
+    (site / "ete_backends").mkdir()
+    (site / "ete_backends" / "__init__.py").write_text("", encoding="utf-8")
+    (site / "ete_backends" / "été.py").write_text(
+        "from sitq_sqlite import SQLiteBackend\n\nclass Dépôt(SQLiteBackend):\n    pass\n", encoding="utf-8"
+    )
+    source = """
+        from sitq_core.hookspecs import hookimpl
+
+        @hookimpl
+        def sitq_register_backends(register):
+            register("depot", "ete_backends.été:Dépôt")
+        """
+    make_dist(site, "acme-ete", "ete", "acme_ete_plugin", source)
+    manager = SitqPluginManager()
+    record = {r.name: r for r in manager.plugin_records()}["ete"]
+    assert record.status == "ok", record
+    assert manager.backend_class("depot").__name__ == "Dépôt"
+
+
 def test_check_plugin_warns_about_an_init_parameter_called_name(site: Path) -> None:
     from sitq_core.testing import check_plugin
 

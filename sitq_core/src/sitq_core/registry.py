@@ -27,12 +27,22 @@ from .errors import (
 
 __all__ = ["NAME_PATTERN", "Clash", "Provider", "Registry", "RegistryEntry", "conflict_text"]
 
-#: A registered target as an import string: ``package.module:Class`` (dotted on either side of the colon).
-IMPORT_STRING = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*\Z")
 #: A backend, URL scheme or serializer name. ``\Z``, not ``$``: "sqlite\n" is no name.
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_+-]*\Z")
 
 T = TypeVar("T")
+
+
+def is_import_string(target: str) -> bool:
+    """True for ``package.module:Class`` (dotted on either side of the colon), every part a Python identifier.
+
+    Identifiers as Python reads them (``str.isidentifier``): non-ASCII names such
+    as ``été.backend:Backend`` are as valid as ASCII ones.
+    """
+    module, colon, attribute = target.partition(":")
+    parts = [*module.split("."), *attribute.split(".")]
+    return bool(colon) and all(part.isidentifier() for part in parts)
+
 
 logger = logging.getLogger("sitq.plugins")
 
@@ -133,7 +143,7 @@ class Registry(Generic[T]):
                 parameter=self.kind,
                 value=target,
             )
-        if isinstance(target, str) and not IMPORT_STRING.match(target):  # found now, not as an import error on use
+        if isinstance(target, str) and not is_import_string(target):  # found now, not as an import error on use
             raise ValidationError(
                 f"{self.kind} {name!r} from {provider}: {target!r} is not an import string 'module:Class' "
                 "(for example 'acme_store.backend:AcmeBackend')",
