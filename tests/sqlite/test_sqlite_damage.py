@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import subprocess
@@ -61,6 +62,30 @@ async def test_reading_a_damaged_task_row_is_a_backend_error_naming_the_damage(t
             with pytest.raises(BackendError) as info:
                 await read
             assert "PRAGMA integrity_check" in str(info.value), str(info.value)
+
+
+@pytest.mark.asyncio
+async def test_a_read_that_meets_a_damaged_row_leaves_no_statement_open(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The rows after the bad one stayed unread in an open statement: the checkpoint at close then failed
+    ("database table is locked") and said so in a warning."""
+    path = tmp_path / "open.db"
+    async with SQLiteBackend(path) as backend:
+        for _ in range(3):
+            await backend.enqueue(new_task())
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        conn.execute("PRAGMA ignore_check_constraints = ON")
+        conn.execute("UPDATE tasks SET status = 'bogus' WHERE seq = 1")
+    caplog.set_level(logging.DEBUG, logger="sitq")
+    async with SQLiteBackend(path) as backend:
+        with pytest.raises(BackendError):
+            await backend.list_tasks()
+        with pytest.raises(BackendError):
+            await backend.counts()
+    assert "checkpoint at close failed" not in caplog.text, caplog.text
+    with closing(sqlite3.connect(path)) as conn:  # the WAL was checkpointed into the file at close
+        assert conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1] in (0, -1)
 
 
 @pytest.mark.slow

@@ -1466,7 +1466,9 @@ class SQLiteBackend(Backend):
         params += [limit, offset]
 
         def read(conn: sqlite3.Connection) -> list[Task]:
-            return [_row_to_task(row) for row in conn.execute(sql, params)]
+            # every row read first: a row that cannot be taken must not leave the statement open (it holds a
+            # read lock on the table, and the checkpoint at close then fails with 'database table is locked')
+            return [_row_to_task(row) for row in conn.execute(sql, params).fetchall()]
 
         return await self._run("list_tasks", read)
 
@@ -1476,9 +1478,10 @@ class SQLiteBackend(Backend):
 
         def read(conn: sqlite3.Connection) -> dict[str, int]:
             if queue is None:
-                rows = conn.execute("SELECT status, count(*) FROM tasks GROUP BY status")
+                rows = conn.execute("SELECT status, count(*) FROM tasks GROUP BY status").fetchall()
             else:
-                rows = conn.execute("SELECT status, count(*) FROM tasks WHERE queue = ? GROUP BY status", (queue,))
+                sql = "SELECT status, count(*) FROM tasks WHERE queue = ? GROUP BY status"
+                rows = conn.execute(sql, (queue,)).fetchall()  # all read: a raise below leaves no statement open
             counts = dict.fromkeys(STATUSES, 0)
             for status, number in rows:
                 if status not in counts:  # the schema's CHECK allows only the five: a damaged row (or page)
