@@ -305,7 +305,8 @@ def _import_target(kind: str, entry: RegistryEntry[T]) -> type[T]:
         raise BrokenPluginError(
             f"{kind} {entry.name!r} comes from {entry.provider}, whose target "
             f"{entry.target_path!r} failed to import: {describe_exception(exc)}. "
-            "For its traceback: SITQ_LOG_LEVEL=DEBUG (sitq --log-level DEBUG), or SITQ_STRICT_PLUGINS=1",
+            "For its traceback: SITQ_LOG_LEVEL=DEBUG (sitq --log-level DEBUG), or SITQ_STRICT_PLUGINS=1; "
+            "in a program, log 'sitq' at DEBUG or read this error's __cause__",
             parameter=kind,
             value=entry.name,
             cause=exc,
