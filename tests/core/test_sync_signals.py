@@ -9,7 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
 
@@ -23,6 +23,17 @@ from sitq_test_helpers import wait_until_sync
 
 class Deadline(Exception):
     """What a web framework's per-request timer raises from its SIGALRM handler."""
+
+
+@contextlib.contextmanager
+def _alarm_handler(handler: Callable[[int, FrameType | None], None]) -> Iterator[None]:
+    """``handler`` on SIGALRM for the block; afterwards the timer is off and the previous handler back."""
+    previous = signal.signal(signal.SIGALRM, handler)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.fixture
@@ -40,12 +51,8 @@ def deadline_alarm() -> Iterator[list[SyncTaskQueue]]:
             return
         raise Deadline("request took too long")
 
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    try:
+    with _alarm_handler(on_alarm):
         yield watched
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def _hold_write_lock(path: Path) -> sqlite3.Connection:
@@ -175,6 +182,7 @@ def _unexplained(stderr: str) -> str:
     )
 
 
+@contextlib.contextmanager
 def _raise_when_inside(*names: str) -> Iterator[list[int]]:
     """A SIGALRM handler raising Deadline once the main thread is inside the named functions (innermost first).
 
@@ -193,12 +201,8 @@ def _raise_when_inside(*names: str) -> Iterator[list[int]]:
             raise Deadline("request took too long")
         signal.setitimer(signal.ITIMER_REAL, 0.00005)
 
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    try:
+    with _alarm_handler(on_alarm):
         yield raised
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def _loop_threads() -> list[threading.Thread]:
@@ -211,7 +215,7 @@ def test_a_deadline_while_close_waits_for_the_loop_thread_leaves_the_queue_close
     interrupted = False
     for _attempt in range(200):
         queue.counts()
-        with contextlib.contextmanager(_raise_when_inside)("_wait_for_tstate_lock", "_stop_loop") as raised:
+        with _raise_when_inside("_wait_for_tstate_lock", "_stop_loop") as raised:
             signal.setitimer(signal.ITIMER_REAL, 0.00005)
             try:
                 queue.close()
@@ -236,7 +240,7 @@ def test_a_deadline_while_the_loop_thread_starts_leaves_no_thread_behind(tmp_pat
     interrupted = 0
     for _attempt in range(100):
         queue = SyncTaskQueue(SQLiteBackend(path))
-        with contextlib.contextmanager(_raise_when_inside)("wait", "start", "_ensure_loop") as raised:
+        with _raise_when_inside("wait", "start", "_ensure_loop") as raised:
             signal.setitimer(signal.ITIMER_REAL, 0.00001)
             with contextlib.suppress(Deadline):
                 queue.counts()
