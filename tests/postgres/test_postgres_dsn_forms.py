@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -99,6 +100,7 @@ def test_libpq_connect_timeout_is_the_backends_own() -> None:
     assert (url.dsn, url.connect_timeout) == ("postgresql:///app?host=%2Ftmp", 4.0)
     explicit = PostgresBackend("host=db connect_timeout=3", connect_timeout=7)
     assert explicit.connect_timeout == 7.0  # the argument wins over the dsn
+    assert PostgresBackend("host=db", connect_timeout=Decimal("2.5")).connect_timeout == 2.5  # any real number
 
 
 @pytest.mark.parametrize("dsn", ["host=db keepalives=1", "postgresql://u@db/app?options=-c%20x%3D1"])

@@ -8,10 +8,13 @@ use them too (they are part of the plugin API, see ``plugins.md``).
 
 from __future__ import annotations
 
+import math
+import numbers
 import re
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from decimal import Decimal
+from typing import Any, cast
 
 from .errors import ValidationError, describe_exception, safe_repr
 from .models import Outcome, Task, TaskStatus
@@ -22,6 +25,7 @@ __all__ = [
     "MAX_LEASE_SECONDS",
     "OUTCOME_KINDS",
     "STATUSES",
+    "as_seconds",
     "aware",
     "aware_or_none",
     "check_outcomes",
@@ -87,13 +91,35 @@ def _utc_offset(value: datetime, parameter: str) -> timedelta | None:
         ) from exc
 
 
+def as_seconds(value: object) -> float | None:
+    """``value`` as float seconds when it is a real number, else None (the caller names the parameter).
+
+    int and float, and the other real numbers users hold (``Fraction``,
+    ``Decimal``, numpy's scalars), so a duration read from a config file or a
+    computation is taken as it is. bool is not a number of seconds. A number
+    past a float's range becomes infinity of its sign; NaN stays NaN (each
+    caller decides about both).
+    """
+    if isinstance(value, float):
+        return value
+    if isinstance(value, bool) or not isinstance(value, numbers.Real | Decimal):
+        return None
+    try:
+        return float(value)
+    except OverflowError:  # an int or Fraction too large for a float
+        return math.inf if cast(Any, value) > 0 else -math.inf
+    except (ValueError, TypeError, ArithmeticError):  # a signalling NaN Decimal, or a Real that will not convert
+        return None
+
+
 def lease_seconds(value: Any) -> float:
     """A lease length: a number of seconds > 0 (and below ten years)."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+    seconds = as_seconds(value)
+    if seconds is None or not seconds > 0:
         raise ValidationError("lease_seconds must be a number > 0", parameter="lease_seconds", value=value)
-    if value > MAX_LEASE_SECONDS:
+    if seconds > MAX_LEASE_SECONDS:
         raise ValidationError("lease_seconds is unreasonably large", parameter="lease_seconds", value=value)
-    return float(value)
+    return seconds
 
 
 def lease_pairs(leases: Any) -> list[tuple[str, str]]:

@@ -64,32 +64,24 @@ def normalize_eta(eta: datetime | None, *, parameter: str = "eta") -> datetime |
         ) from exc
 
 
-def validate_timeout(timeout: float | None, *, parameter: str = "timeout") -> float | None:
+def validate_timeout(timeout: object, *, parameter: str = "timeout") -> float | None:
     """None or a number >= 0 as float seconds, else ValidationError.
 
-    ``math.inf``, and an int too large for a float, mean wait without end (``math.inf``):
-    a wait that long is the same wait, not an overflow error.
+    Any real number is taken (``checks.as_seconds``). ``math.inf``, and an
+    int too large for a float, mean wait without end (``math.inf``): a wait
+    that long is the same wait, not an overflow error.
     """
     if timeout is None:
         return None
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+    seconds = checks.as_seconds(timeout)
+    if seconds is None or math.isnan(seconds):
         raise ValidationError(
             f"{parameter} must be a number of seconds or None, got {safe_repr(timeout)}",
             parameter=parameter,
             value=timeout,
         )
-    if timeout < 0:
+    if seconds < 0:
         raise ValidationError(f"{parameter} must be >= 0, got {safe_repr(timeout)}", parameter=parameter, value=timeout)
-    try:
-        seconds = float(timeout)
-    except OverflowError:  # an int past a float's range: longer than any wait, so a wait without end
-        return math.inf
-    if math.isnan(seconds):
-        raise ValidationError(
-            f"{parameter} must be a number of seconds or None, got {safe_repr(timeout)}",
-            parameter=parameter,
-            value=timeout,
-        )
     return seconds
 
 
@@ -102,20 +94,19 @@ def _non_negative_int(name: str, value: Any) -> int:
 
 
 def _finite(name: str, value: Any, hint: str = "") -> None:
-    """NaN, infinity and an int past a float's range get one message: a task option's seconds must be finite.
+    """NaN, infinity and a number past a float's range get one message: a task option's seconds must be finite.
 
     Other types and negative numbers are left to the checks that follow (``validate_timeout``).
     """
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return
-    try:
-        finite = math.isfinite(value)
-    except OverflowError:  # an int too large for a float
-        finite = False
-    if not finite and not value < 0:
+    seconds = checks.as_seconds(value)
+    if seconds is not None and not math.isfinite(seconds) and not seconds < 0:
         raise ValidationError(
             f"{name} must be a finite number of seconds, got {safe_repr(value)}{hint}", parameter=name, value=value
         )
+
+
+#: the options that hold seconds: a real number that is not an int or float is stored as float
+_SECONDS_OPTIONS = ("delay", "retry_backoff", "timeout")
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +149,10 @@ class TaskOptions:
                     parameter=name,
                     value=changes[name],
                 )
+        for name in _SECONDS_OPTIONS:
+            value = changes.get(name)
+            if not isinstance(value, int | float) and checks.as_seconds(value) is not None:
+                changes[name] = checks.as_seconds(value)  # a Fraction, Decimal or numpy scalar; checked below
         if changes.get("eta") is not None:
             changes.setdefault("delay", None)
         elif changes.get("delay") is not None:

@@ -306,10 +306,9 @@ class Worker:
                 parameter="max_concurrency",
                 value=max_concurrency,
             )
-        _positive("poll_interval", poll_interval, maximum=86_400.0)
-        _positive("lease_timeout", lease_timeout, maximum=checks.MAX_LEASE_SECONDS)
-        if shutdown_timeout is not None:
-            _positive("shutdown_timeout", shutdown_timeout)
+        poll_seconds = _positive("poll_interval", poll_interval, maximum=86_400.0)
+        lease_seconds = _positive("lease_timeout", lease_timeout, maximum=checks.MAX_LEASE_SECONDS)
+        shutdown_seconds = None if shutdown_timeout is None else _positive("shutdown_timeout", shutdown_timeout)
         if prefetch is not None and (
             isinstance(prefetch, bool) or not isinstance(prefetch, int) or not 0 <= prefetch <= 10_000
         ):
@@ -318,12 +317,8 @@ class Worker:
                 parameter="prefetch",
                 value=prefetch,
             )
-        if batch_window is not None and (
-            isinstance(batch_window, bool)
-            or not isinstance(batch_window, int | float)
-            or not 0 <= batch_window <= 1
-            or math.isnan(batch_window)
-        ):
+        window = None if batch_window is None else checks.as_seconds(batch_window)
+        if batch_window is not None and (window is None or not 0 <= window <= 1):  # NaN fails too
             raise ValidationError(
                 f"batch_window must be None or a number of seconds from 0 to 1, got {safe_repr(batch_window)}",
                 parameter="batch_window",
@@ -371,14 +366,14 @@ class Worker:
         if self._only_serializer is not None:
             self._serializers[self._only_serializer.name] = self._only_serializer
         self.max_concurrency = max_concurrency
-        self.poll_interval = float(poll_interval)
+        self.poll_interval = poll_seconds
         self.queues: list[str] | None = queues
-        self.lease_timeout = float(lease_timeout)
+        self.lease_timeout = lease_seconds
         self.prefetch = prefetch
-        self.batch_window = None if batch_window is None else float(batch_window)
+        self.batch_window = window
         self._pacer = CommitPacer(self.batch_window)
         self._mean_run_time = 1.0  # seconds; an EWMA of task run times, for the adaptive prefetch
-        self.shutdown_timeout = shutdown_timeout
+        self.shutdown_timeout = shutdown_seconds
         if worker_id is not None:
             checks.worker_id(worker_id)
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -598,14 +593,14 @@ class Worker:
         A caller that stops waiting (``asyncio.wait_for``, a cancellation)
         leaves the stop going on; a later ``stop()`` waits for its end.
         """
-        if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0  # NaN fails too
-        ):
+        seconds = None if timeout is None else checks.as_seconds(timeout)
+        if timeout is not None and (seconds is None or not seconds >= 0):  # NaN fails too
             raise ValidationError(
                 f"timeout must be a number of seconds >= 0, or None, got {safe_repr(timeout)}",
                 parameter="timeout",
                 value=timeout,
             )
+        timeout = seconds  # a Fraction or Decimal as float
         if not self._running and self._starting is None:
             # ``asyncio.create_task(worker.start())`` just before: let that start take its first step
             await asyncio.sleep(0)
@@ -2890,12 +2885,15 @@ async def _bounded(awaitable: Awaitable[Any], timeout: float) -> Any:
     return value
 
 
-def _positive(name: str, value: Any, maximum: float = math.inf) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= maximum:  # NaN fails too
+def _positive(name: str, value: Any, maximum: float = math.inf) -> float:
+    """``value`` as float seconds when it is a number > 0 and at most ``maximum``, else ValidationError."""
+    seconds = checks.as_seconds(value)
+    if seconds is None or not 0 < seconds <= maximum:  # NaN fails too
         bound = "" if maximum == math.inf else f" and at most {maximum:g}"
         raise ValidationError(
             f"{name} must be a number > 0{bound}, got {safe_repr(value)}", parameter=name, value=value
         )
+    return seconds
 
 
 def _call_marked(

@@ -179,6 +179,9 @@ class PostgresBackend(Backend):
             )
         # asyncpg reads URLs only (a key=value string becomes one); libpq's connect_timeout in it is ours
         dsn, connect_timeout = prepared_dsn(dsn, connect_timeout, default_timeout=_DEFAULT_CONNECT_TIMEOUT)
+        seconds = checks.as_seconds(connect_timeout)
+        if seconds is not None:  # a Fraction or Decimal as float (bool stays itself, refused below)
+            connect_timeout = seconds
         if connect_timeout == 0 and not isinstance(connect_timeout, bool):  # libpq's "no limit", as in a dsn
             connect_timeout = NO_LIMIT
         if (
@@ -1184,8 +1187,10 @@ class PostgresBackend(Backend):
     async def wait_for_result(self, task_id: str, timeout: float | None) -> Result | None:
         """Wake on the NOTIFY of another process (or ``notify_results`` here), re-reading at least every second."""
         checks.task_id(task_id)
-        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0):
+        seconds = None if timeout is None else checks.as_seconds(timeout)
+        if timeout is not None and (seconds is None or not seconds >= 0):  # NaN fails too
             raise ValidationError("timeout must be None or a number >= 0", parameter="timeout", value=timeout)
+        timeout = seconds
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         key = ("sitq", "result", task_id)

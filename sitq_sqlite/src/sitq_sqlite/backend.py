@@ -2520,15 +2520,17 @@ def _choice(name: str, value: Any, valid: tuple[str, ...]) -> str:
 
 
 def _number(name: str, value: Any, *, minimum: float, maximum: float | None = None, inclusive: bool = False) -> float:
-    ok = not isinstance(value, bool) and isinstance(value, int | float) and value == value
-    if ok:
-        ok = value >= minimum if inclusive else value > minimum
+    seconds = checks.as_seconds(value)
+    ok = seconds is not None and seconds == seconds  # not NaN
+    if seconds is not None and ok:
+        ok = seconds >= minimum if inclusive else seconds > minimum
         if maximum is not None:
-            ok = ok and value <= maximum
+            ok = ok and seconds <= maximum
     if not ok:
         bound = f"{'>=' if inclusive else '>'} {minimum}" + (f" and <= {maximum}" if maximum is not None else "")
         raise ValidationError(f"{name} must be a number {bound}; got {value!r}", parameter=name, value=value)
-    return float(value)
+    assert seconds is not None
+    return seconds
 
 
 def _integer(name: str, value: Any, *, minimum: int) -> int:
