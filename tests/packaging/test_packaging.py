@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -238,3 +239,39 @@ def test_the_example_plugin_ships_py_typed(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     (wheel,) = tmp_path.glob("sitq_dictstore-*.whl")
     assert "sitq_dictstore/py.typed" in zipfile.ZipFile(wheel).namelist()
+
+
+@pytest.mark.parametrize("command", [["stats"], ["worker"]])
+def test_cli_warns_that_a_backend_not_declaring_multi_process_may_be_a_store_of_its_own(
+    command: list[str], tmp_path: Path
+) -> None:
+    """plugins.md showed `SITQ_BACKEND=dictstore:// sitq stats`: zeros from a store private to the command, unsaid."""
+    env = {**os.environ, "SITQ_BACKEND": "dictstore://"}
+    args = [sys.executable, "-m", "sitq", *command]
+    if command == ["worker"]:
+        worker = subprocess.Popen(args, env=env, stderr=subprocess.PIPE, text=True)
+        assert worker.stderr is not None
+        first = worker.stderr.readline()  # the warning comes before the worker starts
+        worker.send_signal(signal.SIGTERM)
+        _out, rest = worker.communicate(timeout=60)
+        assert worker.returncode == 0, rest
+    else:
+        done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60, check=True)
+        first = done.stderr
+        assert json.loads(subprocess.run([*args, "--json"], env=env, capture_output=True, text=True).stdout) == {
+            "queued": 0,
+            "running": 0,
+            "success": 0,
+            "failed": 0,
+            "cancelled": 0,
+        }
+    assert "sitq: warning: the DictStoreBackend from SITQ_BACKEND does not declare Capability.MULTI_PROCESS" in first
+    code = "import sitq, sys\nwith sitq.SyncTaskQueue(sys.argv[1]) as q:\n    q.enqueue(print, 1)\n"
+    subprocess.run([sys.executable, "-c", code, f"sqlite:///{tmp_path / 'real.db'}"], check=True)
+    shared = subprocess.run(
+        [sys.executable, "-m", "sitq", "stats", "-b", f"sqlite:///{tmp_path / 'real.db'}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "warning" not in shared.stderr  # SQLite declares MULTI_PROCESS

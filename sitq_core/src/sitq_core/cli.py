@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from . import __version__, forks
-from .backend import Backend, reading_only
+from .backend import Backend, Capability, reading_only
 from .config import DEFAULT_BACKEND_URL, named_as_registered, resolve_backend
 from .errors import BrokenPluginError, ConfigurationError, SitqError, ValidationError, describe_exception
 from .install_hints import checkout_folder
@@ -438,6 +438,7 @@ def _run_worker(args: argparse.Namespace) -> int:
     if _private_to_this_process(backend):
         sys.stderr.write(f"sitq: error: {_private_store_text(backend, args.backend)}\n")
         return 2
+    _warn_if_maybe_private(backend, args.backend)
     try:
         serializer = _worker_serializer(args.serializer, args.allowed_tasks)
         worker = Worker(
@@ -682,6 +683,22 @@ def _private_to_this_process(backend: Backend) -> bool:
     return getattr(backend, "is_memory", False) is True
 
 
+def _warn_if_maybe_private(backend: Backend, given: str | None) -> None:
+    """Warn, on stderr, that a backend not declaring MULTI_PROCESS may give this command a store of its own.
+
+    Not refused: a plugin that declares few capabilities may still reach a
+    shared store; but zero counts, or a worker idling on an empty store,
+    should not look like the application's real state without a word.
+    """
+    if Capability.MULTI_PROCESS in getattr(backend, "capabilities", frozenset()):
+        return
+    sys.stderr.write(
+        f"sitq: warning: the {type(backend).__name__} from {_backend_source(given)} does not declare "
+        "Capability.MULTI_PROCESS: unless it reaches a store that other processes share, this command "
+        "sees a store of its own, not your application's\n"
+    )
+
+
 def _private_store_text(backend: Backend, given: str | None) -> str:
     return (
         f"the {type(backend).__name__} from {_backend_source(given)} lives in this process only (an in-memory store): "
@@ -704,6 +721,7 @@ def _stats_command(out: TextIO, backend: str | None, *, as_json: bool) -> int:
     if _private_to_this_process(store):
         sys.stderr.write(f"sitq: error: {_private_store_text(store, backend)}\n")
         return 2
+    _warn_if_maybe_private(store, backend)
     return asyncio.run(_stats(out, store, as_json=as_json, source=_backend_source(backend)))
 
 
