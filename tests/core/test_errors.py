@@ -23,6 +23,7 @@ from sitq import (
     ValidationError,
     WorkerError,
 )
+from sitq_core.errors import safe_repr
 
 
 @pytest.mark.parametrize(
@@ -279,3 +280,14 @@ def test_a_context_entry_naming_a_keyword_is_that_attribute_and_given_twice_is_a
         ValidationError("x", parameter="p", context={"parameter": "q"})
     with pytest.raises(TypeError, match="'task_id'"):
         TimeoutError("slow", task_id="a", context={"task_id": "b"})
+
+
+def test_a_long_value_is_shortened_in_the_message_and_kept_whole_on_the_error() -> None:
+    """A 10 MB argument named in an error made a 20 MB message (text and context), and as long a log line."""
+    huge = "x" * 10_000_000
+    error = ValidationError(f"queue_name must be short, got {safe_repr(huge)}", parameter="queue_name", value=huge)
+    text = str(error)
+    assert len(text) < 800 and text.count("...[10000002 characters]...") == 2, text[:300]
+    assert repr(error).count("...[10000002 characters]...") == 1
+    assert error.value is huge and error.context["value"] is huge
+    assert safe_repr("x" * 150) == repr("x" * 150)  # short ones are whole

@@ -27,6 +27,7 @@ from sitq import (
     Worker,
 )
 from sitq_core import Call
+from sitq_core.errors import safe_repr
 from sitq_core.models import TaskStatus
 
 import sitq_test_tasks as tasks
@@ -242,8 +243,10 @@ def test_task_option_seconds_must_be_finite_and_timeout_says_none_means_no_limit
     with pytest.raises(ValidationError) as info:
         queue.with_options(**{name: value})
     assert info.value.parameter == name
-    assert f"{name} must be a finite number of seconds, got {value!r}" in str(info.value)
+    assert f"{name} must be a finite number of seconds, got {safe_repr(value)}" in str(info.value)
     assert ("use None for no time limit" in str(info.value)) == (name == "timeout")
+    assert len(str(info.value)) < 600  # a 332-digit int is shortened in the message, twice it was 700 characters
+    assert info.value.value == value  # and kept whole on the error
 
 
 @pytest.mark.asyncio
@@ -263,7 +266,7 @@ async def test_a_get_result_timeout_of_any_size_waits_and_never_overflows(queue:
     assert info.value.parameter == "timeout" and "must be >= 0" in str(info.value)
 
 
-@pytest.mark.parametrize("name", ["delay", "retry_backoff"])
+@pytest.mark.parametrize("name", ["delay", "retry_backoff", "timeout"])
 @pytest.mark.parametrize("value", [math.nan, math.inf])
 def test_nan_and_infinite_seconds_get_one_message(queue: TaskQueue, name: str, value: float) -> None:
     """NaN said "must be a number of seconds or None, got nan" while inf said "must be a finite number"."""

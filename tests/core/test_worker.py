@@ -471,6 +471,23 @@ async def test_named_queues(queue: TaskQueue) -> None:
 
 
 @pytest.mark.asyncio
+async def test_a_comma_in_a_queues_string_is_refused_not_served_as_one_name(queue: TaskQueue) -> None:
+    """Worker(queues="mail,reports") served one queue named 'mail,reports' and never picked up work, unsaid."""
+    mail = await queue.with_options(queue_name="mail").enqueue(tasks.add, 1)
+    with pytest.raises(ValidationError) as info:
+        Worker(queue.backend, queues="mail,reports")
+    assert info.value.parameter == "queues" and info.value.value == "mail,reports"
+    assert "['mail', 'reports']" in str(info.value) and "['mail,reports']" in str(info.value)
+    with pytest.raises(ValidationError) as empty:
+        Worker(queue.backend, queues="")
+    assert "got ''" in str(empty.value)  # what was passed, not the list it was turned into
+    worker = Worker(queue.backend, queues=["mail,reports", "mail"])  # a list: each name verbatim
+    await worker.start()
+    assert await queue.get_result(mail, timeout=10) is not None
+    await worker.stop()
+
+
+@pytest.mark.asyncio
 async def test_concurrency_is_bounded(queue: TaskQueue, tmp_path: Path) -> None:
     log = tmp_path / "log"
     ids = await queue.enqueue_many([(tasks.record, (str(log), n, 0.05)) for n in range(8)])

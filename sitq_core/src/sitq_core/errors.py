@@ -71,12 +71,23 @@ def exception_text(exc: BaseException) -> str:
     return text if text.strip() else type(exc).__name__
 
 
+#: reprs longer than this are shortened in the middle in error messages (the value itself stays whole on the error)
+REPR_LIMIT = 200
+
+
 def safe_repr(value: Any) -> str:
-    """``repr(value)``, or a stand-in naming its type when that repr raises: an error message always builds."""
+    """``repr(value)``, or a stand-in naming its type when that repr raises: an error message always builds.
+
+    A repr longer than ``REPR_LIMIT`` keeps its start and end around
+    ``...[N characters]...``: a 10 MB argument or a 300-digit int named in an
+    error must not make the message (and every log line) that long.
+    """
     try:
         text = repr(value)
     except Exception as exc:
         return f"<{type(value).__name__} object (repr failed: {describe_exception(exc)})>"
+    if len(text) > REPR_LIMIT:
+        return f"{text[:120]}...[{len(text)} characters]...{text[-40:]}"
     return text
 
 

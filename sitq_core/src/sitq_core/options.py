@@ -203,6 +203,7 @@ class TaskOptions:
         if self.retry_backoff is None:
             raise ValidationError("retry_backoff must be a number >= 0", parameter="retry_backoff", value=None)
         timeout = self.timeout
+        _finite("timeout", timeout, hint="; use None for no time limit")  # NaN too: one message for all three
         if timeout is not None and (
             isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0  # NaN fails too
         ):
@@ -211,7 +212,6 @@ class TaskOptions:
                 parameter="timeout",
                 value=timeout,
             )
-        _finite("timeout", timeout, hint="; use None for no time limit")
         checks.queue_name(self.queue_name, "queue_name")
         return self
 

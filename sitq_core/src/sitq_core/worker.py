@@ -324,7 +324,16 @@ class Worker:
                 parameter="batch_window",
                 value=batch_window,
             )
+        given_queues = queues
         if isinstance(queues, str):
+            if "," in queues:  # the CLI's --queues splits at commas; a str here is one name, and the worker would idle
+                parts = [part.strip() for part in queues.split(",")]
+                raise ValidationError(
+                    f"queues={safe_repr(queues)} is one string holding a comma: pass a list of names, "
+                    f"{safe_repr(parts)} (or {safe_repr([queues])} for one queue whose name holds a comma)",
+                    parameter="queues",
+                    value=queues,
+                )
             queues = [queues]
         if queues is not None:
             if isinstance(queues, Mapping) or not isinstance(queues, Iterable):
@@ -336,9 +345,9 @@ class Worker:
             queues = list(queues)
             if not queues or not all(isinstance(q, str) and q for q in queues):
                 raise ValidationError(
-                    f"queues must be a non-empty list of queue names, got {safe_repr(queues)}",
+                    f"queues must be a non-empty list of queue names, got {safe_repr(given_queues)}",
                     parameter="queues",
-                    value=queues,
+                    value=given_queues,
                 )
             for name in queues:
                 checks.queue_name(name, "queues")  # a name no store can hold would fail every reserve, forever
