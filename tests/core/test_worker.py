@@ -7,6 +7,8 @@ import contextlib
 import logging
 import signal
 import sqlite3
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -1428,6 +1430,47 @@ def test_run_leaves_no_swallowing_handler_when_the_loop_held_the_signal_before(t
         assert getattr(signal.getsignal(signal.SIGTERM), "__name__", "") != "_sighandler_noop"
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+APP_SIGNAL_HANDLER = """
+import asyncio, os, signal, sys
+from sitq import Worker
+
+async def main():
+    loop = asyncio.get_running_loop()
+    app_stops = []
+    loop.add_signal_handler(signal.SIGTERM, app_stops.append, "app")  # aiohttp's run_app does this
+    worker = Worker("sqlite:///" + sys.argv[1])
+    run = asyncio.create_task(worker.run())
+    while not worker.running:
+        await asyncio.sleep(0.01)
+    os.kill(os.getpid(), signal.SIGTERM)
+    await asyncio.wait_for(run, 60)
+    await asyncio.sleep(0)  # the chained call is scheduled with call_soon
+    print("during run:", app_stops)
+    os.kill(os.getpid(), signal.SIGTERM)  # the app's next stop request, after run() returned
+    for _ in range(500):
+        if len(app_stops) == 2:
+            break
+        await asyncio.sleep(0.01)
+    print("after run:", app_stops)
+
+asyncio.run(main())
+"""
+
+
+def test_run_chains_and_puts_back_a_handler_the_app_added_on_the_loop(tmp_path: Path) -> None:
+    """run() swallowed the app's loop.add_signal_handler(SIGTERM, ...) while it ran and left the default after:
+    the app never heard the first SIGTERM, and its next one killed the process (exit 143, no cleanup)."""
+    done = subprocess.run(
+        [sys.executable, "-c", APP_SIGNAL_HANDLER, str(tmp_path / "app.db")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert "during run: ['app']" in done.stdout, done.stdout
+    assert "after run: ['app', 'app']" in done.stdout, done.stdout
 
 
 @pytest.mark.asyncio

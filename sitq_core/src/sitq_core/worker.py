@@ -752,8 +752,12 @@ class Worker:
             else:
                 logger.warning("worker %s: second %s, stopping now", self.worker_id, signum.name)
                 self._hard_stop(f"a second {signum.name}")
+            app_handler = app_handlers.get(signum)
+            if app_handler is not None:  # the application's own shutdown (aiohttp's run_app) hears it too
+                loop.call_soon(app_handler[0], *app_handler[1])
 
         previous: dict[signal.Signals, Any] = {}
+        app_handlers: dict[signal.Signals, tuple[Callable[..., object], tuple[Any, ...]]] = {}
         # a child forked meanwhile (a task's fork pool) gets the previous handlers back: with the loop's, it
         # ignored SIGTERM and relayed every signal it got to this process, as if the worker had been signalled
         undo_in_children = forks.SignalSetup(wakeup_fd=True)
@@ -762,9 +766,12 @@ class Worker:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 try:
                     handler = signal.getsignal(signum)
+                    app_handler = _loop_signal_callback(loop, signum) if _is_loop_handler(handler) else None
                     loop.add_signal_handler(signum, on_signal, signum)
                     installed.append(signum)
                     previous[signum] = handler
+                    if app_handler is not None:
+                        app_handlers[signum] = app_handler
                     undo_in_children.installed(signum, signal.getsignal(signum), _handler_to_put_back(signum, handler))
                 except (NotImplementedError, RuntimeError, ValueError):
                     pass  # not the main thread, or no signal support here
@@ -775,7 +782,7 @@ class Worker:
             assert self._stopped is not None
             await self._stopped.wait()
         finally:
-            _restore_signal_handlers(loop, installed, previous)
+            _restore_signal_handlers(loop, installed, previous, app_handlers)
             undo_in_children.unregister()
             if self._running:
                 try:
@@ -2821,13 +2828,19 @@ def _loop_stack(thread_id: int, depth: int = 3) -> tuple[str, bool | None]:
 
 
 def _restore_signal_handlers(
-    loop: asyncio.AbstractEventLoop, installed: list[signal.Signals], previous: dict[signal.Signals, Any]
+    loop: asyncio.AbstractEventLoop,
+    installed: list[signal.Signals],
+    previous: dict[signal.Signals, Any],
+    app_handlers: dict[signal.Signals, tuple[Callable[..., object], tuple[Any, ...]]],
 ) -> None:
     """Put back the handlers ``run()`` found (asyncio would leave SIGINT to the default handler).
 
-    A signal that comes while they are swapped (a second Ctrl-C just as the
-    drain ends) would meet Python's default handler and surface as a stray
-    KeyboardInterrupt; it is handed to the restored handler instead.
+    A handler the application added with ``loop.add_signal_handler`` goes
+    back on the loop (it was left to the default: the app's next SIGTERM
+    killed the process). A signal that comes while they are swapped (a
+    second Ctrl-C just as the drain ends) would meet Python's default handler
+    and surface as a stray KeyboardInterrupt; it is handed to the restored
+    handler instead.
     """
     late: list[signal.Signals] = []
     for signum in installed:
@@ -2836,7 +2849,10 @@ def _restore_signal_handlers(
                 loop.remove_signal_handler(signum)
             finally:
                 handler = previous.get(signum)
-                if handler is not None and not _is_loop_handler(handler):
+                app_handler = app_handlers.get(signum)
+                if app_handler is not None and not loop.is_closed():
+                    loop.add_signal_handler(signum, app_handler[0], *app_handler[1])
+                elif handler is not None and not _is_loop_handler(handler):
                     signal.signal(signum, handler)
         except KeyboardInterrupt:
             late.append(signal.SIGINT)
@@ -2848,6 +2864,24 @@ def _is_loop_handler(handler: Any) -> bool:
     """asyncio's own no-op: it stands for a handler the loop held already, and put back it would swallow every
     later signal (the loop no longer handles them), so the default is left instead."""
     return getattr(handler, "__name__", "") == "_sighandler_noop"
+
+
+def _loop_signal_callback(
+    loop: asyncio.AbstractEventLoop, signum: int
+) -> tuple[Callable[..., object], tuple[Any, ...]] | None:
+    """The callback and arguments the application gave ``loop.add_signal_handler(signum, ...)``, if any.
+
+    asyncio has no public way to read it back; its Unix loops keep it in
+    ``_signal_handlers`` as a Handle. Any other loop: None (run() then
+    leaves the default, as before).
+    """
+    handlers = getattr(loop, "_signal_handlers", None)
+    handle = handlers.get(signum) if isinstance(handlers, dict) else None
+    callback = getattr(handle, "_callback", None)
+    args = getattr(handle, "_args", None)
+    if not isinstance(handle, asyncio.Handle) or handle.cancelled() or not callable(callback):
+        return None
+    return callback, tuple(args or ())
 
 
 def _handler_to_put_back(signum: int, previous: Any) -> Any:
