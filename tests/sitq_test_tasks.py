@@ -426,3 +426,16 @@ def fork_and_report_signal_setup() -> dict[str, Any]:
         data = pipe.read()
     os.waitpid(pid, 0)
     return dict(json.loads(data))
+
+
+class HashRaises:
+    """A callable whose __hash__ and __eq__ raise something other than TypeError (cloudpickle ships it fine)."""
+
+    def __hash__(self) -> int:
+        raise RuntimeError("no hash")
+
+    def __eq__(self, other: object) -> bool:
+        raise RuntimeError("no eq")
+
+    def __call__(self, x: int) -> int:
+        return x * 2

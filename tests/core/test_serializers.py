@@ -54,6 +54,14 @@ def test_cloudpickle_ships_lambdas_and_closures() -> None:
     assert serializer.loads(serializer.dumps(Point(3))).x == 3
 
 
+def test_cloudpickle_ships_a_callable_whose_hash_raises() -> None:
+    """cloudpickle pickles it; sitq's own lookup cache raised 'cannot serialise a call ... RuntimeError: no hash'."""
+    serializer = CloudpickleSerializer()
+    for _ in range(2):  # the second call meets the cache, too
+        func, args, kwargs = serializer.loads_call(serializer.dumps_call(tasks.HashRaises(), (21,), {}))
+        assert func(*args, **kwargs) == 42
+
+
 def test_cloudpickle_bad_bytes() -> None:
     with pytest.raises(SerializationError) as info:
         CloudpickleSerializer().loads(b"not a pickle")

@@ -490,6 +490,22 @@ async def test_a_comma_in_a_queues_string_is_refused_not_served_as_one_name(queu
 
 
 @pytest.mark.asyncio
+async def test_a_callable_whose_hash_raises_runs_and_the_worker_goes_on(queue: TaskQueue) -> None:
+    """The worker's per-function memo let a RuntimeError from __hash__ kill its loading task: the task was held
+    (its lease renewed) and never ran, and nothing said why but 'Task exception was never retrieved'."""
+    worker = Worker(queue.backend)
+    await worker.start()
+    try:
+        for func, expected in ((tasks.HashRaises(), 8), (tasks.add, 4)):
+            task_id = await queue.enqueue(func, 4)
+            result = await queue.get_result(task_id, timeout=10)
+            assert result is not None, func
+            assert (result.status, queue.deserialize_result(result)) == ("success", expected), result.error
+    finally:
+        await worker.stop()
+
+
+@pytest.mark.asyncio
 async def test_concurrency_is_bounded(queue: TaskQueue, tmp_path: Path) -> None:
     log = tmp_path / "log"
     ids = await queue.enqueue_many([(tasks.record, (str(log), n, 0.05)) for n in range(8)])

@@ -31,6 +31,7 @@ from .errors import (
     safe_repr,
 )
 from .holders import holders
+from .memo import CallableMemo
 from .models import Result, Task, new_id, new_ids
 from .options import TaskOptionArgs, TaskOptions, normalize_eta, validate_timeout
 from .plugins import get_plugin_manager
@@ -51,7 +52,7 @@ logger = logging.getLogger("sitq.queue")
 _OPTION_KEYWORDS = {f.name: f.name for f in fields(TaskOptions) if f.name != "explicit"} | {"countdown": "delay"}
 _OPTION_NAMES = frozenset(_OPTION_KEYWORDS)
 # per function: those of _OPTION_KEYWORDS it cannot take as a keyword (empty: it takes them all, or unknown)
-_untakeable: weakref.WeakKeyDictionary[Any, frozenset[str]] = weakref.WeakKeyDictionary()
+_untakeable: CallableMemo[frozenset[str]] = CallableMemo()
 
 
 def _option_keywords_refused_by(func: Any) -> frozenset[str]:
@@ -68,10 +69,9 @@ def _option_keywords_refused_by(func: Any) -> frozenset[str]:
     if is_task_function(func):
         func = func.__wrapped__
     key = func.__func__ if inspect.ismethod(func) else func  # every binding of a method takes the same keywords
-    try:
-        return _untakeable[key]
-    except (KeyError, TypeError):  # not read yet, or not weakly referenceable (read every time)
-        pass
+    known = _untakeable.get(key)
+    if known is not None:
+        return known
     try:
         try:
             signature = inspect.signature(func, follow_wrapped=False)
@@ -86,8 +86,7 @@ def _option_keywords_refused_by(func: Any) -> frozenset[str]:
         else:
             takes = {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
             refused = _OPTION_NAMES.difference(takes)
-    with contextlib.suppress(TypeError):
-        _untakeable[key] = refused
+    _untakeable.remember(key, refused)
     return refused
 
 

@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import contextlib
 import importlib
 import inspect
 import pickle
 import sys
-import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar
 
 from .checks import escaped_for_store
 from .errors import SerializationError, ValidationError, describe_exception, exception_text, safe_repr
+from .memo import CallableMemo
 from .task import is_importable_task, is_task_function, pickled_by_value
 
 __all__ = [
@@ -350,7 +349,7 @@ class MsgpackSerializer(Serializer):
 
 
 _PLAIN_TYPES = frozenset({int, float, str, bytes, bool, type(None)})
-_by_reference_cache: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+_by_reference_cache: CallableMemo[bool] = CallableMemo()
 
 
 def _plain_data(value: Any, depth: int = 0) -> bool:
@@ -377,10 +376,7 @@ def _importable_by_reference(func: Any) -> bool:
     False for a function whose module cloudpickle was told to pickle by value
     (``register_pickle_by_value``, checked at each call: it may change): cloudpickle ships its code.
     """
-    try:
-        cached = _by_reference_cache.get(func)
-    except TypeError:  # not weak-referenceable (builtins): decide each time
-        cached = None
+    cached = _by_reference_cache.get(func)
     if cached is not None:
         return cached and not pickled_by_value(getattr(func, "__module__", None))
     module_name = getattr(func, "__module__", None)
@@ -393,8 +389,7 @@ def _importable_by_reference(func: Any) -> bool:
         for part in qualname.split("."):
             target = getattr(target, part, None)
         found = target is func
-    with contextlib.suppress(TypeError):
-        _by_reference_cache[func] = found
+    _by_reference_cache.remember(func, found)
     return found and not pickled_by_value(module_name)
 
 

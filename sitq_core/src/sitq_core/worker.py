@@ -28,7 +28,6 @@ import threading
 import time
 import traceback as tb_module
 import uuid
-import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -50,6 +49,7 @@ from .errors import (
 )
 from .holders import holders
 from .loopwatch import LoopWatch
+from .memo import CallableMemo
 from .models import LEASE_EXPIRED_ERROR, LeaseState, Outcome, ReservedTask, Result, Task, TaskStatus
 from .pacing import CommitPacer
 from .plugins import get_plugin_manager
@@ -144,19 +144,20 @@ def retry_delay(retry_backoff: float, attempt: int) -> float:
     return float(min(retry_backoff * (2 ** min(max(attempt - 1, 0), 64)), 86_400.0))
 
 
-_async_cache: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+_async_cache: CallableMemo[bool] = CallableMemo()
 
 
 def _is_async_callable(func: Any) -> bool:
     """True when calling ``func`` returns a coroutine (memoised per function: asked once per task)."""
-    try:
-        known = _async_cache.get(func)
-    except TypeError:  # not weak-referenceable or not hashable: decide each time
-        return _inspect_async(func)
+    known = _async_cache.get(func)
     if known is None:
-        known = _inspect_async(func)
-        with contextlib.suppress(TypeError):
-            _async_cache[func] = known
+        try:
+            known = _inspect_async(func)
+        except (
+            Exception
+        ):  # a user's object whose attribute lookup raises: run it as sync, where its error is the task's
+            return False
+        _async_cache.remember(func, known)
     return known
 
 
