@@ -942,3 +942,22 @@ async def test_the_callable_enqueued_decides_which_option_keywords_it_takes_not_
             await queue.enqueue(func, *args, **kwargs)
         assert info.value.parameter == next(iter(kwargs)), what
     assert (await queue.counts())["queued"] == len(taken)
+
+
+@pytest.mark.asyncio
+async def test_purge_takes_a_timedelta_as_finished_longer_ago_than_that(queue: TaskQueue) -> None:
+    """purge(older_than=timedelta(hours=1)) was refused ('must be a timezone-aware datetime'), a natural first try."""
+    done = await queue.enqueue(tasks.add, 1)
+    worker = Worker(queue.backend)
+    await worker.start()
+    assert await queue.get_result(done, timeout=10) is not None
+    await worker.stop()
+    queued = await queue.enqueue(tasks.add, 2)
+    assert await queue.purge(older_than=timedelta(hours=1)) == 0  # finished just now: kept
+    assert await queue.purge(older_than=timedelta.max) == 0  # longer ago than year 1: nothing
+    for bad, said in ((timedelta(seconds=-1), "timedelta >= 0"), (3600, "got int"), ("1h", "got str")):
+        with pytest.raises(ValidationError) as info:
+            await queue.purge(older_than=bad)  # type: ignore[arg-type]
+        assert info.value.parameter == "older_than" and said in str(info.value)
+    assert await queue.purge(older_than=timedelta(0)) == 1  # finished before now
+    assert await queue.get_task(done) is None and await queue.get_task(queued) is not None

@@ -13,7 +13,7 @@ import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, ParamSpec, Self, TypeVar, Unpack, overload
 
@@ -879,8 +879,29 @@ class TaskQueue(_Producer):
             checks.queue_name(queue)
         return await self._backend.list_tasks(status=status, queue=queue, limit=limit, offset=offset)
 
-    async def purge(self, *, older_than: datetime | None = None) -> int:
-        """Delete finished tasks (and results) finished before ``older_than`` (all when None)."""
+    async def purge(self, *, older_than: datetime | timedelta | None = None) -> int:
+        """Delete finished tasks (and results) finished before ``older_than`` (all when None).
+
+        ``older_than`` is an aware datetime cut-off, or a ``timedelta``: finished
+        longer ago than that (``timedelta(days=7)``), counted from now.
+        """
+        if older_than is not None and not isinstance(older_than, datetime | timedelta):
+            raise ValidationError(
+                f"older_than must be an aware datetime, a timedelta or None, got {type(older_than).__name__}",
+                parameter="older_than",
+                value=older_than,
+            )
+        if isinstance(older_than, timedelta):
+            if older_than < timedelta(0):
+                raise ValidationError(
+                    f"older_than must be a timedelta >= 0 or an aware datetime, got {safe_repr(older_than)}",
+                    parameter="older_than",
+                    value=older_than,
+                )
+            try:
+                older_than = datetime.now(UTC) - older_than
+            except OverflowError:  # longer ago than year 1: nothing finished that early
+                older_than = datetime.min.replace(tzinfo=UTC)
         return await self._backend.purge(older_than=normalize_eta(older_than, parameter="older_than"))
 
 

@@ -15,7 +15,7 @@ import signal
 import threading
 import weakref
 from collections.abc import Callable, Coroutine, Iterable, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import CodeType, TracebackType
 from typing import Any, Generic, NoReturn, Self, TypeVar, Unpack
 
@@ -659,7 +659,7 @@ class SyncTaskQueue:
             "list_tasks", lambda: self._queue.list_tasks(status=status, queue=queue, limit=limit, offset=offset)
         )
 
-    def purge(self, *, older_than: datetime | None = None) -> int:
+    def purge(self, *, older_than: datetime | timedelta | None = None) -> int:
         return self._run("purge", lambda: self._queue.purge(older_than=older_than))
 
     def deserialize_result(self, result: Result) -> Any:
