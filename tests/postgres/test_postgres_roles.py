@@ -11,7 +11,7 @@ import pytest
 import pytest_asyncio
 from sitq_test_postgres import dsn_with, temporary_role
 
-from sitq import TaskQueue, Worker
+from sitq import BackendError, ConnectionError, TaskQueue, Worker
 from sitq_core.models import LeaseState
 from sitq_postgres import PostgresBackend
 
@@ -82,3 +82,62 @@ async def test_at_the_connection_limit_a_call_waits_for_a_pooled_connection(
         await locker.close()
         await holder.close()
         await backend.close()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("timeout", [3.0, None], ids=["timeout", "no-timeout"])
+async def test_a_waiter_that_cannot_listen_still_reads_a_stored_result(
+    pg_dsn: str, pg_schema: str, app_role: str, timeout: float | None
+) -> None:
+    """With the role at its connection limit the LISTEN connection was refused, and get_result(timeout=3) raised
+    ConnectionError after 3 s for a task finished long before, while timeout=0 returned its result at once."""
+    role_url = dsn_with(pg_dsn, role=app_role)
+    async with TaskQueue(PostgresBackend(pg_dsn, schema=pg_schema)) as owner:  # the worker's side: another role
+        worker = Worker(owner.backend)
+        await worker.start()
+        try:
+            backend = PostgresBackend(role_url, schema=pg_schema, max_connections=1)
+            async with TaskQueue(backend) as queue:
+                holder = await asyncpg.connect(role_url)  # the role's second connection: no room to LISTEN
+                try:
+                    finished = await queue.enqueue(tasks.add, 2, 3)
+                    assert await owner.get_result(finished, timeout=20) is not None
+                    result = await asyncio.wait_for(queue.get_result(finished, timeout=timeout), 10)
+                    assert result is not None and queue.deserialize_result(result) == 5
+                    later = await queue.enqueue(tasks.sync_sleepy, 0.3)  # finishes while the waiter polls
+                    result = await asyncio.wait_for(queue.get_result(later, timeout=timeout), 10)
+                    assert result is not None and result.status == "success"
+                finally:
+                    await holder.close()
+        finally:
+            await worker.stop()
+
+
+@pytest.mark.asyncio
+async def test_an_enqueue_cancelled_by_statement_timeout_is_a_plain_backend_error(
+    pg_dsn: str, pg_schema: str, app_role: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A statement_timeout cancel (QueryCanceledError) was taken for a lost connection: the enqueue was sent again
+    for seconds, then raised ConnectionError 'could not find out whether it was stored', though it rolled back."""
+    admin = await asyncpg.connect(pg_dsn)
+    try:
+        await admin.execute(f"ALTER ROLE {app_role} SET statement_timeout = '200ms'")
+        backend = PostgresBackend(dsn_with(pg_dsn, role=app_role), schema=pg_schema, max_connections=1)
+        async with TaskQueue(backend) as queue:
+            kept = await queue.enqueue(tasks.add, 0)
+            locking = admin.transaction()
+            await locking.start()
+            await admin.execute(f"LOCK TABLE {pg_schema}.tasks IN ACCESS EXCLUSIVE MODE")
+            try:
+                with pytest.raises(BackendError) as info:
+                    await asyncio.wait_for(queue.enqueue(tasks.add, 1), 30)
+            finally:
+                await locking.rollback()
+            assert not isinstance(info.value, ConnectionError), info.value
+            assert "statement timeout" in str(info.value) and "whether it was stored" not in str(info.value)
+            assert "lost its connection" not in caplog.text  # not sent again
+            assert await queue.counts() == {"queued": 1, "running": 0, "success": 0, "failed": 0, "cancelled": 0}
+            assert await queue.get_task(kept) is not None
+    finally:
+        await admin.execute(f"ALTER ROLE {app_role} RESET statement_timeout")
+        await admin.close()

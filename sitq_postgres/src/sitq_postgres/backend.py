@@ -95,6 +95,18 @@ _CONNECTION_LOST = (
     asyncpg.InternalClientError,
     OSError,
 )
+
+
+def _connection_lost(error: BaseException | None) -> bool:
+    """True when ``error`` means the connection went while a statement ran, so its fate is unknown.
+
+    A cancelled statement (``statement_timeout``, ``pg_cancel_backend``) raises
+    QueryCanceledError, an OperatorInterventionError as a shutdown is, but its
+    connection lives on and its statement was rolled back: a plain failure.
+    """
+    return isinstance(error, _CONNECTION_LOST) and not isinstance(error, asyncpg.exceptions.QueryCanceledError)
+
+
 Connection: TypeAlias = Any  # asyncpg.Connection (asyncpg ships no type information)
 Pool: TypeAlias = Any  # Pool
 
@@ -840,7 +852,7 @@ class PostgresBackend(Backend):
                     raise
                 return ids  # an id of this batch "already exists": the attempt that lost its answer stored it
             except BackendError as exc:
-                lost = sent and isinstance(exc.cause, _CONNECTION_LOST)
+                lost = sent and _connection_lost(exc.cause)
                 sent = False
                 if settle_by is None:
                     if not lost:
@@ -1199,27 +1211,45 @@ class PostgresBackend(Backend):
         backoff = _WAIT_RETRY_FIRST
         while True:
             try:
-                if timeout != 0:
-                    await self._ensure_listener()  # before the read, so a result stored after it is announced
-                with self.notifier.subscribe(key) as subscription:  # and a notice during the read is not missed
-                    result = await reads.read(task_id)  # with the other waiters' reads of this turn
+                listening = timeout == 0 or await self._listening(task_id)  # before the read, so a result
+                with self.notifier.subscribe(key) as subscription:  # stored after it is announced, and a notice
+                    result = await reads.read(task_id)  # during the read is not missed (reads of this turn shared)
                     if result is not None:
                         return result
                     remaining = None if deadline is None else deadline - loop.time()
                     if remaining is not None and remaining <= 0:
                         return None
-                    step = next(pauses)  # the re-read is only a safety net for a lost notice
+                    # the re-read is only a safety net for a lost notice; with no listener it is the way to know
+                    step = next(pauses) if listening else backoff
+                    if not listening:
+                        backoff = min(backoff * 2, _WAIT_RETRY_MAX)
                     await subscription.wait(step if remaining is None else min(step, remaining))
             except BackendError as exc:
                 # a connection lost or refused (a failover, a full server) while time remains: wait and
                 # try again, as a waiter whose listener was lost does; the last error if time runs out
                 remaining = None if deadline is None else deadline - loop.time()
-                lost = isinstance(exc, ConnectionError) or isinstance(exc.cause, _CONNECTION_LOST)
+                lost = isinstance(exc, ConnectionError) or _connection_lost(exc.cause)
                 if timeout == 0 or not lost or (remaining is not None and remaining <= 0):
                     raise
                 log.debug("waiting for %s: %s; trying again", task_id, exc)
                 await asyncio.sleep(backoff if remaining is None else min(backoff, remaining))
                 backoff = min(backoff * 2, _WAIT_RETRY_MAX)
+
+    async def _listening(self, task_id: str) -> bool:
+        """Start this loop's listener if need be; False when it cannot be had now (the waiter then polls).
+
+        A server that refuses one more connection (a role's or the server's
+        limit reached) must not keep a waiter from a result it can read through
+        the pool: it reads, and tries the listener again at its next turn.
+        """
+        try:
+            await self._ensure_listener()
+        except BackendError as exc:
+            if not (isinstance(exc, ConnectionError) or _connection_lost(exc.cause)):
+                raise
+            log.debug("waiting for %s without a listener, reading instead: %s", task_id, exc)
+            return False
+        return True
 
     async def wait_for_work(self, timeout: float) -> None:
         """Sleep until another process (or this one) enqueues, at most ``timeout`` seconds."""
