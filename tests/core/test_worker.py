@@ -1687,6 +1687,66 @@ async def test_a_failed_renewal_is_retried_well_within_the_lease(
 
 
 @pytest.mark.asyncio
+async def test_renewals_failing_between_working_cancel_checks_log_one_traceback_and_back_off(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The cancel checks between renewals only read, and a read that worked reset the count of failed renewals:
+    on a full disk every failed renewal logged a traceback, 0.75 s apart for as long as it lasted (30 s lease)."""
+    store = RenewalsRefusedAtFirst(tmp_path / "full.db", failures=6)
+    tasks.GATE.clear()
+    async with TaskQueue(store) as queue:
+        worker = Worker(store, lease_timeout=6.0)  # renewals every 2 s, retried after 0.15 s, 0.3 s, then 0.6 s
+        await worker.start()
+        try:
+            task_id = await queue.enqueue(tasks.wait_for_gate)
+            await wait_until(lambda: asyncio.sleep(0, store.renewed.is_set()), timeout=30)
+        finally:
+            tasks.GATE.set()
+            await worker.stop()
+        result = await queue.get_result(task_id, timeout=20)
+    assert result is not None and result.status == "success", result
+    failed = [r for r in caplog.records if "heartbeat failed; retrying in" in r.getMessage()]
+    assert len(failed) == 1 and failed[0].exc_info is not None, [r.getMessage() for r in failed]
+    assert "heartbeats still failing" not in caplog.text or "(6 in a row" in caplog.text
+
+
+class ReserveFailsOnceStopping(SQLiteBackend):
+    """A reserve that is in flight as the stop begins, then fails (a write lock held past busy_timeout)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.in_flight = asyncio.Event()
+        self.stop_began = asyncio.Event()
+
+    async def reserve(self, **kwargs: Any) -> Any:
+        if self.stop_began.is_set() or self.in_flight.is_set():
+            return await super().reserve(**kwargs)
+        self.in_flight.set()
+        await self.stop_began.wait()
+        raise BackendError("SQLite database stayed locked during reserve", operation="reserve", backend_type="sqlite")
+
+
+@pytest.mark.asyncio
+async def test_a_reserve_that_fails_as_the_worker_stops_is_one_line_not_a_retry_with_a_traceback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SIGTERM while a reserve waited on a locked file logged 'ERROR backend call failed; retrying in 0.10s' and a
+    40-line traceback, though the worker was stopping and retried nothing: it read as a fault during a deploy."""
+    store = ReserveFailsOnceStopping(tmp_path / "stopping.db")
+    worker = Worker(store, poll_interval=0.05)
+    await worker.start()
+    await wait_until(lambda: asyncio.sleep(0, store.in_flight.is_set()), timeout=20)
+    stopping = asyncio.create_task(worker.stop())
+    await asyncio.sleep(0)
+    store.stop_began.set()
+    await asyncio.wait_for(stopping, 20)
+    await store.close()
+    assert not [r for r in caplog.records if r.exc_info or "retrying" in r.getMessage()], caplog.text
+    line = [r for r in caplog.records if "the reserve in flight as it stopped failed" in r.getMessage()]
+    assert len(line) == 1 and "stayed locked" in line[0].getMessage() and line[0].levelno == logging.WARNING
+
+
+@pytest.mark.asyncio
 async def test_the_start_line_shows_each_queue_name_as_it_is(
     queue: TaskQueue, caplog: pytest.LogCaptureFixture
 ) -> None:

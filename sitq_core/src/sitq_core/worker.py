@@ -1020,6 +1020,14 @@ class Worker:
                 except Exception as exc:
                     if self._refused_outcomes(exc, batch, live):
                         continue  # reported again at once: one at a time, or the refused one as failed
+                    if not batch and self._stopping.is_set():
+                        # a reserve that was in flight as the stop began: nothing to retry, nothing was taken
+                        logger.warning(
+                            "worker %s: the reserve in flight as it stopped failed (%s); it took no task",
+                            self.worker_id,
+                            _log_text(describe_exception(exc)),
+                        )
+                        continue
                     failures += 1
                     if failures == 1:
                         failing_since = time.monotonic()
@@ -2715,8 +2723,8 @@ class Worker:
                     renew_at = time.monotonic() + heartbeat_retry_delay(self.lease_timeout, failures)
                 self._log_failing_store(failures, failing_since, max(0.0, renew_at - time.monotonic()), "heartbeat")
                 continue
-            failures = 0
-            if renewal:
+            if renewal:  # a cancel check's read that works says nothing of the renewal's write: the run goes on
+                failures = 0
                 self._renewals_failing = False
             for task_id, state in states.items():
                 running = sent.get(task_id)
