@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
+import select
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -1148,3 +1150,38 @@ async def test_the_guides_vacuum_and_session_statements_run_on_sitqs_tables(pg_d
     finally:
         await conn.close()
     assert "autovacuum_vacuum_scale_factor=0.01" in options
+
+
+@pytest.mark.asyncio
+async def test_a_statement_refused_on_a_connection_ended_while_idle_runs_again_at_once(
+    pg_dsn: str, pg_schema: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A producer whose sessions were terminated logged "enqueue lost its connection (cannot switch to state 12;
+    another operation (2) is in progress); trying again": the server's goodbye had come in while the pooled
+    connection lay idle, and asyncpg refused the next statement before sending it. Nothing reached the server,
+    so it runs again on another connection, without the warning and the pause for a statement of unknown fate."""
+    caplog.set_level(logging.INFO, logger="sitq.postgres")
+    admin = await asyncpg.connect(pg_dsn)
+    try:
+        async with PostgresBackend(pg_dsn, schema=pg_schema, min_connections=1, max_connections=1) as backend:
+            await backend.enqueue(task())
+            pool = await backend._pool()
+            async with pool.acquire() as conn:
+                pid = conn.get_server_pid()
+                sock = conn._con._transport.get_extra_info("socket")
+            assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
+            # the loop does not run: the goodbye, and then the end of the socket, arrive before it reads them
+            assert select.select([sock], [], [], 10)[0], "the server did not end the session"
+            time.sleep(0.1)  # noqa: ASYNC251
+            # Two turns of the loop: in the first the goodbye is read (asyncpg's protocol is left waiting for
+            # the end of an operation); the enqueue runs in the second, before the end of the socket is read.
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            stored = task()
+            await backend.enqueue(stored)
+            assert await backend.get_task(stored.id) is not None
+    finally:
+        await admin.close()
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "cannot switch to state" not in caplog.text
+    assert "the statement was not sent" in caplog.text

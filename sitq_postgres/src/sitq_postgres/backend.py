@@ -20,6 +20,7 @@ import functools
 import logging
 import math
 import os
+import re
 import secrets
 import threading
 import time
@@ -698,6 +699,12 @@ class PostgresBackend(Backend):
         server), or it only reads. At most once per pooled connection; past
         that, or for a write cut mid-way, the caller gets a ConnectionError
         that says the connection was closed.
+
+        A statement asyncpg refused to send because the server had ended the
+        session before it (see ``_refused_unsent``) runs again too, even
+        mid-call: nothing of it reached the server, and a transaction begun
+        on that connection ends with it, uncommitted. (A call without a
+        transaction writes with one statement, so nothing of it is stored.)
         """
         pool = await self._pool()
         releases = self._releases.setdefault(asyncio.get_running_loop(), _Releases())
@@ -706,6 +713,7 @@ class PostgresBackend(Backend):
             finished = False  # the body ran (and committed): a later error only concerns the connection
             started = False  # the body began: a write's statements may have reached the server
             closed: str | None = None  # why the connection under the call is gone, when it is
+            unsent = False  # asyncpg refused a statement of the body before sending it: the session had ended
             leased = False  # a connection was had: an error before it came from the pool's (re)connect
             result: T
             try:
@@ -723,6 +731,7 @@ class PostgresBackend(Backend):
                                 result = await body(conn)
                     except Exception as exc:
                         closed = _closed_how(exc, conn)
+                        unsent = _refused_unsent(exc)
                         if closed is not None:  # not handed out again: asyncpg may still think it usable
                             _drop(conn)
                         elif isinstance(exc, asyncpg.exceptions.ReadOnlySQLTransactionError):
@@ -749,7 +758,7 @@ class PostgresBackend(Backend):
                 if not isinstance(exc, _DRIVER_ERRORS):
                     raise
                 if closed is not None:
-                    if (not started or operation in _READS) and reruns < self.max_connections:
+                    if (not started or unsent or operation in _READS) and reruns < self.max_connections:
                         reruns += 1
                         log.info("PostgreSQL %s: %s; running it again on another connection", operation, closed)
                         continue
@@ -1668,6 +1677,9 @@ def _closed_how(exc: BaseException, conn: Connection | None) -> str | None:
     """
     if not isinstance(exc, _DRIVER_ERRORS):
         return None
+    if _refused_unsent(exc):  # the server's goodbye came in while it lay idle (asyncpg's state 2: see there)
+        how = "by the server, while it lay idle" if "another operation (2)" in str(exc) else "before"
+        return f"the connection was closed ({how}; the statement was not sent)"
     reason: str | None = None
     if isinstance(exc, _ENDED_BY_SERVER):
         reason = str(exc)
@@ -1683,6 +1695,27 @@ def _closed_how(exc: BaseException, conn: Connection | None) -> str | None:
     if reason:
         return f"the connection was closed (by the server: {reason})"
     return "the connection was closed (by the server or the network; no reason came with it)"
+
+
+#: asyncpg refusing to begin an operation: raised before the operation writes anything to the server.
+#: (Not 'cannot switch to "idle" state', which comes once an operation's answer is in.)
+_REFUSED_TO_BEGIN = re.compile(r"cannot switch to state \d+; ")
+
+
+def _refused_unsent(exc: BaseException) -> bool:
+    """True when asyncpg refused a statement before sending it, the server having ended the session before.
+
+    The server's goodbye to a session it ends (``pg_terminate_backend``, a
+    shutdown, an idle timeout) is an error message. When it comes in while
+    the connection lies idle (in the pool, or between two statements of a
+    call), asyncpg's protocol takes it for a failed operation and waits for
+    that operation's end, which never comes; until the closed socket is
+    noticed a moment later, it refuses the next statement with
+    InternalClientError "cannot switch to state 12; another operation (2)
+    is in progress" before writing anything: that statement never reached
+    the server, so its fate is known, not lost.
+    """
+    return isinstance(exc, asyncpg.InternalClientError) and _REFUSED_TO_BEGIN.match(str(exc)) is not None
 
 
 def _drop(conn: Connection) -> None:
