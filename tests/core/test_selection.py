@@ -154,3 +154,26 @@ def test_a_bad_sitq_backend_value_is_named_as_coming_from_the_variable(
     with pytest.raises(sitq.SitqError) as direct:
         sitq.connect(value)  # given explicitly: no mention of the variable
     assert "SITQ_BACKEND" not in str(direct.value)
+
+
+class NeedsSize(DictStoreBackend):
+    """A third-party backend whose __init__ has a parameter without a default."""
+
+    name = "needs-size"
+
+    def __init__(self, size: int, store: str = "default") -> None:
+        super().__init__(store=store)
+        self.size = size
+
+
+def test_a_required_backend_option_left_out_is_named_not_a_raw_type_error() -> None:
+    """`sitq stats --backend jsonq` crashed with "TypeError: JsonQBackend.__init__() missing 1 required positional
+    argument: 'path'" (not a SitqError: the CLI showed a traceback, exit 1)."""
+    assert NeedsSize.required_options() == ["size"]
+    for build in (lambda: NeedsSize.from_config({}), lambda: NeedsSize.from_url(sitq.parse_backend_url("x://"))):
+        with pytest.raises(ConfigurationError) as info:
+            build()
+        assert info.value.parameter == "size" and info.value.valid_options == ["size", "store"]
+        assert "needs the option 'size'" in str(info.value) and "?size=" in str(info.value)
+    assert NeedsSize.from_url(sitq.parse_backend_url("x://?size=3")).size == 3  # converted from text
+    assert DictStoreBackend.required_options() == []

@@ -518,6 +518,16 @@ class Backend(abc.ABC):
                 value=redacted(unknown[0], options[unknown[0]]),  # 'password': the value is a secret
                 valid_options=accepted,
             )
+        missing = [name for name in cls.required_options() if name not in options]
+        if missing:  # a raw TypeError from __init__ named no option a URL or config could give
+            raise ConfigurationError(
+                f"backend {cls.name or cls.__name__!r} needs the option {missing[0]!r}"
+                f"{' (and ' + ', '.join(map(repr, missing[1:])) + ')' if missing[1:] else ''}: give it in the "
+                f"URL's query (?{missing[0]}=...) or the config mapping; its options: {', '.join(accepted)}",
+                parameter=missing[0],
+                value=None,
+                valid_options=accepted,
+            )
         return cls(**text_options_converted(cls, options))
 
     @classmethod
@@ -530,6 +540,12 @@ class Backend(abc.ABC):
                 value=str(url),
             )
         return cls.from_config(dict(url.query))
+
+    @classmethod
+    def required_options(cls) -> list[str]:
+        """The options ``from_config`` cannot do without: ``__init__`` keyword parameters with no default."""
+        signature = inspect.signature(cls.__init__)
+        return [name for name in cls.config_options() if signature.parameters[name].default is inspect.Parameter.empty]
 
     @classmethod
     def config_options(cls) -> list[str]:
