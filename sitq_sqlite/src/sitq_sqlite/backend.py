@@ -808,8 +808,8 @@ class SQLiteBackend(Backend):
         except _Busy as exc:
             raise BackendError(
                 f"SQLite database {self.path!r} stayed locked for more than busy_timeout="
-                f"{self.busy_timeout}s during {operation}; another process holds a long write "
-                "transaction",
+                f"{self.busy_timeout}s during {operation}; another connection holds the write lock: a long "
+                "write transaction, a VACUUM, or a wal_checkpoint(FULL/RESTART/TRUNCATE) waiting for a reader",
                 operation=operation,
                 backend_type="sqlite",
                 cause=exc,
