@@ -591,10 +591,11 @@ def test_a_url_scheme_clash_names_the_scheme_not_a_false_double_registration(sit
     )
     manager = SitqPluginManager()
     with pytest.raises(PluginConflictError) as info:
-        manager.backend_class("shadow")
+        manager.backend_class("dictstore")  # the contested key; 'shadow' itself answers to nothing else
     text = str(info.value)
     assert "both answer to 'dictstore'" in text and "'shadow' is registered by both" not in text, text
     assert "SITQ_DISABLED_PLUGINS=shadow" in text and "SITQ_DISABLED_PLUGINS=dictstore" in text
+    assert manager.backend_class("shadow").__name__ == "DictStoreBackend"
 
 
 def test_check_plugin_reports_clashes_in_strict_mode_beside_a_broken_plugin(
@@ -1722,3 +1723,97 @@ def test_check_plugin_warns_about_an_init_parameter_called_name(site: Path) -> N
         "warning: backend 'named': __init__ takes a parameter called 'name'; stored as self.name it shadows "
         "Backend.name (the registry name sitq reads from the instance): call it store, path or database_name"
     ], problems
+
+
+class _SqliteSchemeThief:
+    """An in-process plugin whose extra URL scheme is sitq-sqlite's ``sqlite+aiosqlite``."""
+
+    @hookimpl
+    def sitq_register_backends(self, register: Any) -> None:
+        register("mine", "sitq_dictstore.backend:DictStoreBackend", url_schemes=("sqlite+aiosqlite", "mine+x"))
+
+
+def test_a_url_scheme_clash_refuses_only_the_contested_scheme(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Both backends were unusable by every name, the default sitq.connect() too, over one shared extra scheme."""
+    import sitq
+    from sitq_core.plugins import use_plugin_manager
+
+    monkeypatch.delenv("SITQ_BACKEND", raising=False)
+    monkeypatch.chdir(tmp_path)
+    manager = SitqPluginManager()
+    manager.register_plugin(_SqliteSchemeThief(), "mine")
+    with pytest.raises(PluginConflictError) as info:
+        manager.backend_class("sqlite+aiosqlite")
+    text = str(info.value)
+    assert "backend 'sqlite' of sitq-sqlite" in text and "backend 'mine' of plugin 'mine'" in text, text
+    assert "both answer to 'sqlite+aiosqlite'" in text, text
+    assert manager.backend_class("sqlite").__name__ == "SQLiteBackend"
+    assert manager.backend_class("mine").__name__ == "DictStoreBackend"
+    assert manager.backend_class("mine+x").__name__ == "DictStoreBackend"
+    assert {"mine", "sqlite"} <= set(manager.backends.usable_names())
+    with use_plugin_manager(manager):
+        assert type(sitq.connect().backend).__name__ == "SQLiteBackend"
+        assert type(sitq.connect(f"sqlite:///{tmp_path / 'x.db'}").backend).__name__ == "SQLiteBackend"
+        assert type(sitq.connect("mine://").backend).__name__ == "DictStoreBackend"
+        with pytest.raises(PluginConflictError):
+            sitq.connect(f"sqlite+aiosqlite:///{tmp_path / 'x.db'}")
+    records = {r.name: r for r in manager.plugin_records()}
+    assert records["mine"].status == "conflict" and records["sqlite"].status == "conflict"  # still to be settled
+
+
+def test_conflict_advice_for_a_plugin_registered_in_code_does_not_offer_sitq_disabled_plugins() -> None:
+    """SITQ_DISABLED_PLUGINS only affects entry points: for a plugin registered in code it was useless advice."""
+    manager = SitqPluginManager()
+    manager.register_plugin(_SqliteSchemeThief(), "mine")
+    with pytest.raises(PluginConflictError) as info:
+        manager.backend_class("sqlite+aiosqlite")
+    text = str(info.value)
+    assert "SITQ_DISABLED_PLUGINS=mine" not in text, text
+    assert "SITQ_DISABLED_PLUGINS=sqlite" in text and "unregister_plugin('mine')" in text, text
+
+
+def test_two_plugins_registering_one_name_keep_their_own_url_schemes() -> None:
+    """Of a name two plugins register, only the name is ambiguous: each one's own scheme leads to its own class."""
+
+    class One:
+        @hookimpl
+        def sitq_register_backends(self, register: Any) -> None:
+            register("twin", "sitq_dictstore.backend:DictStoreBackend", url_schemes=("twin+one", "twin+both"))
+
+    class Two:
+        @hookimpl
+        def sitq_register_backends(self, register: Any) -> None:
+            register("twin", "sitq_sqlite.backend:SQLiteBackend", url_schemes=("twin+two", "twin+both"))
+
+    manager = SitqPluginManager(load_entrypoints=False)
+    manager.register_plugin(One(), "one")
+    manager.register_plugin(Two(), "two")
+    for contested in ("twin", "twin+both"):
+        with pytest.raises(PluginConflictError) as info:
+            manager.backend_class(contested)
+        assert "plugin 'one'" in str(info.value) and "plugin 'two'" in str(info.value), str(info.value)
+    assert manager.backend_class("twin+one").__name__ == "DictStoreBackend"
+    assert manager.backend_class("twin+two").__name__ == "SQLiteBackend"
+    assert "twin" not in manager.backends.usable_names()
+    records = {r.name: r for r in manager.plugin_records()}
+    assert records["one"].status == records["two"].status == "conflict"
+
+
+def test_the_backends_command_refuses_only_a_contested_scheme(site: Path) -> None:
+    """A clash over sitq-sqlite's extra scheme listed 'sqlite' itself as CONFLICT, cannot be chosen."""
+    import io
+    import json
+
+    from sitq_core.cli import main
+    from sitq_core.plugins import use_plugin_manager
+
+    manager = SitqPluginManager()
+    manager.register_plugin(_SqliteSchemeThief(), "mine")
+    with use_plugin_manager(manager):
+        out = io.StringIO()
+        assert main(["backends", "--json"], stdout=out) == 0
+    rows = {row["name"]: row for row in json.loads(out.getvalue())}
+    for name in ("sqlite", "mine"):
+        assert rows[name]["conflict"] is False and "CONFLICT" not in rows[name]["description"], rows[name]
+        assert rows[name]["conflicting_schemes"] == ["sqlite+aiosqlite"], rows[name]
+    assert rows["postgres"]["conflicting_schemes"] == []

@@ -239,8 +239,8 @@ def _plugins(out: TextIO, *, include_builtin: bool, as_json: bool) -> int:
 
 def _listed_description(kind: str, entry: RegistryEntry[Any]) -> str:
     """The entry's description, or why choosing it fails now (two plugins answer to its name, or it is broken)."""
-    if entry.conflicts:
-        return f"CONFLICT, cannot be chosen: {conflict_text(kind, entry)}"
+    if entry.status == "conflict":  # a clash over an extra URL scheme refuses that scheme only, not the name
+        return f"CONFLICT, cannot be chosen: {conflict_text(kind, entry, entry.name)}"
     broken = entry.broken or entry.failed
     if broken is not None:
         return f"BROKEN, cannot be chosen: {broken.message}"
@@ -263,7 +263,8 @@ def _backends(out: TextIO, *, as_json: bool) -> int:
                 "version": entry.provider.version,
                 "description": _listed_description("backend", entry),
                 "installed": True,
-                "conflict": bool(entry.conflicts),
+                "conflict": entry.status == "conflict",
+                "conflicting_schemes": entry.contested_schemes,
                 "broken": entry.status == "broken",
             }
         )
@@ -287,6 +288,7 @@ def _backends(out: TextIO, *, as_json: bool) -> int:
                     "description": description,
                     "installed": record is not None,
                     "conflict": False,
+                    "conflicting_schemes": [],
                     "broken": record is not None and record.status == "broken",
                 }
             )
@@ -300,7 +302,8 @@ def _backends(out: TextIO, *, as_json: bool) -> int:
                 "version": serializer_entry.provider.version,
                 "description": _listed_description("serializer", serializer_entry),
                 "installed": True,
-                "conflict": bool(serializer_entry.conflicts),
+                "conflict": serializer_entry.status == "conflict",
+                "conflicting_schemes": [],
                 "broken": serializer_entry.status == "broken",
             }
         )
@@ -318,6 +321,7 @@ def _backends(out: TextIO, *, as_json: bool) -> int:
                 "what it provides is not known until it is enabled",
                 "installed": True,
                 "conflict": False,
+                "conflicting_schemes": [],
                 "broken": False,
             }
         )

@@ -82,6 +82,8 @@ class PluginRecord:
     has_traceback: bool = False
     #: mistakes that leave the plugin working (it stays ``ok``, strict mode does not raise): fix them all the same
     warnings: list[str] = field(default_factory=list)
+    #: registered by a program (``register_plugin``), not loaded from an entry point: no switch turns it off
+    in_code: bool = False
 
     def error_line(self) -> str | None:
         """``error`` on one line (pluggy's validation errors span several), for tables and one-line lists."""
@@ -215,7 +217,7 @@ class SitqPluginManager(pluggy.PluginManager):
         """Register a plugin object (module or instance) and record it, e.g. from a test."""
         self.ensure_loaded()
         self.register(plugin, name=name)
-        self.records[name] = PluginRecord(name, dist, _dist_version(dist) if dist else None, "ok")
+        self.records[name] = PluginRecord(name, dist, _dist_version(dist) if dist else None, "ok", in_code=True)
         self._reset_registrations()
 
     def unregister_plugin(self, name: str) -> None:
@@ -485,12 +487,12 @@ class SitqPluginManager(pluggy.PluginManager):
             ) -> None:
                 if _record is not None and name in _record.backends:
                     again = (backend, tuple(url_schemes), description)
-                    self._registered_twice(_record, "backend", name, self.backends.entry(name), again)
+                    self._registered_twice(_record, "backend", name, self.backends.registration(name, _provider), again)
                     return
                 added = self.backends.add(name, backend, _provider, description=description, aliases=tuple(url_schemes))
                 if _record is not None and added:
                     _record.backends.append(name)
-                    self._broken_registration(_record, self.backends.entry(name))
+                    self._broken_registration(_record, self.backends.registration(name, _provider))
 
             self._call_registration(impl, register_backend, "backend")
         for impl in self._builtins_first(self.hook.sitq_register_serializers.get_hookimpls()):
@@ -507,12 +509,14 @@ class SitqPluginManager(pluggy.PluginManager):
             ) -> None:
                 if _record is not None and name in _record.serializers:
                     again = (serializer, (), description)
-                    self._registered_twice(_record, "serializer", name, self.serializers.entry(name), again)
+                    self._registered_twice(
+                        _record, "serializer", name, self.serializers.registration(name, _provider), again
+                    )
                     return
                 added = self.serializers.add(name, serializer, _provider, description=description)
                 if _record is not None and added:
                     _record.serializers.append(name)
-                    self._broken_registration(_record, self.serializers.entry(name))
+                    self._broken_registration(_record, self.serializers.registration(name, _provider))
 
             self._call_registration(impl, register_serializer, "serializer")
         self._record_clashes()
@@ -531,7 +535,7 @@ class SitqPluginManager(pluggy.PluginManager):
         """Mark the plugins whose names clash, so ``sitq plugins`` shows it before anyone uses the name."""
         for registry in (self.backends, self.serializers):
             said: set[tuple[str, frozenset[tuple[str, str]]]] = set()  # clashes already told, from either side
-            for entry in registry.entries():
+            for entry in registry.all_entries():
                 for provider in entry.ignored:
                     self._mark_conflict(
                         provider.plugin,
@@ -651,9 +655,9 @@ class SitqPluginManager(pluggy.PluginManager):
 
     def _provider(self, plugin_name: str) -> Provider:
         record = self.records.get(plugin_name)
-        if record is None:
-            return Provider(plugin_name)
-        return Provider(plugin_name, record.dist, record.version, builtin=record.builtin)
+        if record is None:  # registered with pluggy's own register(), in code
+            return Provider(plugin_name, in_code=True)
+        return Provider(plugin_name, record.dist, record.version, builtin=record.builtin, in_code=record.in_code)
 
     # -------------------------------------------------------------- resolution
 

@@ -51,13 +51,16 @@ logger = logging.getLogger("sitq.plugins")
 class Provider:
     """Who registered a name: plugin (entry-point) name, distribution and version.
 
-    ``builtin`` marks sitq-core's own registrations, which no plugin can replace.
+    ``builtin`` marks sitq-core's own registrations, which no plugin can replace; ``in_code`` a plugin
+    registered by a program (``register_plugin``), not loaded from an entry point, which
+    ``SITQ_DISABLED_PLUGINS`` cannot switch off.
     """
 
     plugin: str
     dist: str | None = None
     version: str | None = None
     builtin: bool = False
+    in_code: bool = False
 
     def __str__(self) -> str:
         if self.dist is None:
@@ -90,10 +93,23 @@ class RegistryEntry(Generic[T]):
 
     @property
     def status(self) -> str:
-        """``"ok"``, or why the name cannot be chosen now: ``"conflict"`` or ``"broken"``."""
-        if self.conflicts:
+        """``"ok"``, or why the name cannot be chosen now: ``"conflict"`` or ``"broken"``.
+
+        Only a clash over the name itself is a conflict here: a clash over one of its extra URL
+        schemes makes that scheme ambiguous (``contested_schemes``), not the name.
+        """
+        if self.clashes_over(self.name):
             return "conflict"
         return "broken" if self.broken is not None or self.failed is not None else "ok"
+
+    def clashes_over(self, key: str) -> list[Clash]:
+        """The other registrations that answer to ``key`` (this entry's name or one of its URL schemes) too."""
+        return [clash for clash in self.conflicts if clash.key == key]
+
+    @property
+    def contested_schemes(self) -> list[str]:
+        """This entry's extra URL schemes that another registration answers to as well: they cannot be chosen."""
+        return [alias for alias in self.aliases if self.clashes_over(alias)]
 
     @property
     def target_path(self) -> str:
@@ -109,9 +125,10 @@ class Registry(Generic[T]):
         self.kind = kind
         self.base = base
         self._validate = validate
-        self._entries: dict[str, RegistryEntry[T]] = {}
-        self._aliases: dict[str, str] = {}
-        self._loaded: dict[str, type[T]] = {}
+        self._entries: dict[str, RegistryEntry[T]] = {}  # the first registration of each name
+        self._aliases: dict[str, RegistryEntry[T]] = {}  # an extra URL scheme -> the first entry answering to it
+        self._later: list[RegistryEntry[T]] = []  # later registrations of a name already taken (a conflict)
+        self._loaded: dict[tuple[str, Provider], type[T]] = {}
 
     def add(
         self,
@@ -157,8 +174,6 @@ class Registry(Generic[T]):
             if existing.provider.builtin and not provider.builtin:
                 existing.ignored.append(provider)
                 return False
-            existing.conflicts.append(Clash(provider, name, name))
-            return True
         entry = RegistryEntry(name, target, provider, description, tuple(aliases))
         if not isinstance(target, str):  # a class can be checked now, so the plugin is listed as broken at once
             try:
@@ -167,32 +182,48 @@ class Registry(Generic[T]):
                 entry.broken = exc
         # A name or URL scheme that another provider already answers to is a clash too: it would
         # make the same URL resolve to different classes depending on which plugin loaded first.
+        # Only that key is ambiguous; the two entries' other names and schemes still resolve.
         for key in (name, *aliases):
-            owner = self._owner(key)
-            if owner is not None and owner.provider != provider:
+            for owner in self._owners(key):
+                if owner.provider == provider:
+                    continue
                 if owner.provider.builtin and not provider.builtin:
                     owner.ignored.append(provider)
                     return False
                 owner.conflicts.append(Clash(provider, key, name))
                 entry.conflicts.append(Clash(owner.provider, key, owner.name))
-        self._entries[name] = entry
+        if existing is None:
+            self._entries[name] = entry
+        else:  # kept, so its own URL schemes still lead to it
+            self._later.append(entry)
         for alias in aliases:
-            self._aliases.setdefault(alias, name)
+            self._aliases.setdefault(alias, entry)
         return True
 
+    def _owners(self, key: str) -> list[RegistryEntry[T]]:
+        """Every entry answering to ``key``, as a name or as an extra URL scheme."""
+        return [entry for entry in (*self._entries.values(), *self._later) if key == entry.name or key in entry.aliases]
+
     def _owner(self, key: str) -> RegistryEntry[T] | None:
-        """The entry answering to ``key``, as a name or as an alias."""
-        owner = self._entries.get(key)
-        if owner is None and key in self._aliases:
-            owner = self._entries.get(self._aliases[key])
-        return owner
+        """The entry answering to ``key``: the first registration of that name, else the first with that scheme."""
+        return self._entries.get(key) or self._aliases.get(key)
+
+    def registration(self, name: str, provider: Provider) -> RegistryEntry[T] | None:
+        """What ``provider`` registered under ``name`` (of two providers of one name, either one's entry)."""
+        return next(
+            (e for e in (*self._entries.values(), *self._later) if (e.name, e.provider) == (name, provider)), None
+        )
+
+    def all_entries(self) -> list[RegistryEntry[T]]:
+        """Every registration, a later one of a name already taken included (``entries`` lists one per name)."""
+        return [*self.entries(), *self._later]
 
     def names(self) -> list[str]:
         """Every registered name, those that cannot be chosen now (conflict, broken) included."""
         return sorted(self._entries)
 
     def usable_names(self) -> list[str]:
-        """The registered names that are not known to fail when chosen (no conflict, not found broken).
+        """The registered names that are not known to fail when chosen (no clash over the name, not found broken).
 
         A name registered as an import string counts as usable until a load of it failed.
         """
@@ -216,11 +247,12 @@ class Registry(Generic[T]):
         entry = self.entry(name)
         if entry is None:
             raise self.unknown(name)
-        if entry.conflicts:
-            raise PluginConflictError(conflict_text(self.kind, entry), parameter=self.kind, value=name)
+        if entry.clashes_over(name):  # only the contested name or scheme: the entry's others still resolve
+            raise PluginConflictError(conflict_text(self.kind, entry, name), parameter=self.kind, value=name)
         if entry.broken is not None:
             raise entry.broken
-        cached = self._loaded.get(entry.name)
+        key = (entry.name, entry.provider)
+        cached = self._loaded.get(key)
         if cached is not None:
             return cached
         target = entry.target
@@ -232,7 +264,7 @@ class Registry(Generic[T]):
             entry.failed = exc  # listed as broken, and no longer suggested for a typo
             raise
         entry.failed = None
-        self._loaded[entry.name] = target
+        self._loaded[key] = target
         return target
 
     def _check_class(self, target: Any, entry: RegistryEntry[T]) -> None:  # target: Any until checked
@@ -249,7 +281,11 @@ class Registry(Generic[T]):
     def unknown(self, name: str, *, note: str = "") -> UnknownBackendError:
         """The error for a name nobody registered, listing the installed names (and ``note``, a sentence)."""
         installed = self.usable_names()  # a name that would fail when chosen is neither listed nor suggested
-        schemes = [alias for alias, owner in self._aliases.items() if owner in installed and alias not in self._entries]
+        schemes = [
+            alias
+            for alias, owner in self._aliases.items()
+            if owner.status == "ok" and not owner.clashes_over(alias) and alias not in self._entries
+        ]
         hint = ""
         close = difflib.get_close_matches(name, installed + schemes, n=1)
         if close:
@@ -267,10 +303,11 @@ class Registry(Generic[T]):
         )
 
 
-def conflict_text(kind: str, entry: RegistryEntry[Any]) -> str:
-    """Who else answers to ``entry``'s name or URL schemes, and how to settle it."""
+def conflict_text(kind: str, entry: RegistryEntry[Any], key: str | None = None) -> str:
+    """Who else answers to ``entry``'s name or URL schemes (only to ``key``, when given), and how to settle it."""
+    conflicts = entry.conflicts if key is None else entry.clashes_over(key)
     clashes: list[str] = []
-    for clash in entry.conflicts:
+    for clash in conflicts:
         mine, theirs = str(entry.provider), str(clash.other)
         if entry.provider.dist is not None and mine == theirs:  # two entry points of one distribution
             mine, theirs = (f"entry point {p.plugin!r} of {mine}" for p in (entry.provider, clash.other))
@@ -284,12 +321,33 @@ def conflict_text(kind: str, entry: RegistryEntry[Any]) -> str:
                 f"{kind} {entry.name!r} of {mine} and {kind} {clash.other_name!r} of {theirs} "
                 f"both answer to {clash.key!r}"
             )
-    plugins = dict.fromkeys([entry.provider.plugin, *(clash.other.plugin for clash in entry.conflicts)])
-    choices = " or ".join(f"SITQ_DISABLED_PLUGINS={plugin}" for plugin in plugins)
-    # of one distribution's own entry points, uninstalling "one" is no choice: only disabling is
-    one_dist = all(str(clash.other) == str(entry.provider) for clash in entry.conflicts)
-    settle = "Disable one" if one_dist and entry.provider.dist is not None else "Uninstall one, or disable one"
-    return f"{'; '.join(clashes)}. {settle} with {choices}"
+    return f"{'; '.join(clashes)}. {_settle_text([entry.provider, *(clash.other for clash in conflicts)])}"
+
+
+def _settle_text(providers: list[Provider]) -> str:
+    """How to settle a clash between ``providers``: by how each plugin was loaded.
+
+    ``SITQ_DISABLED_PLUGINS`` only keeps entry points from loading: a plugin a program
+    registered itself (``register_plugin``) is settled by not registering it.
+    """
+    sides = list({provider.plugin: provider for provider in providers}.values())
+    loaded = [p for p in sides if not p.in_code]
+    in_code = [p for p in sides if p.in_code]
+    disable = " or ".join(f"SITQ_DISABLED_PLUGINS={p.plugin}" for p in loaded)
+    if not in_code:
+        # of one distribution's own entry points, uninstalling "one" is no choice: only disabling is
+        one_dist = len({str(p) for p in loaded}) == 1 and loaded[0].dist is not None
+        return f"{'Disable one' if one_dist else 'Uninstall one, or disable one'} with {disable}"
+    unregister = " or ".join(f"unregister_plugin({p.plugin!r})" for p in in_code)
+    one = len(in_code) == 1
+    advice = (
+        f"{'Plugin' if one else 'Plugins'} {', '.join(repr(p.plugin) for p in in_code)} "
+        f"{'was' if one else 'were'} registered in code (register_plugin), which SITQ_DISABLED_PLUGINS cannot "
+        f"switch off: stop registering {'it' if one else 'one'}, or call {unregister} on the plugin manager"
+    )
+    if loaded:
+        advice += f"; or disable {'the other' if len(loaded) == 1 else 'one of the others'} with {disable}"
+    return advice
 
 
 def _import_target(kind: str, entry: RegistryEntry[T]) -> type[T]:
