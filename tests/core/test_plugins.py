@@ -1817,3 +1817,123 @@ def test_the_backends_command_refuses_only_a_contested_scheme(site: Path) -> Non
         assert rows[name]["conflict"] is False and "CONFLICT" not in rows[name]["description"], rows[name]
         assert rows[name]["conflicting_schemes"] == ["sqlite+aiosqlite"], rows[name]
     assert rows["postgres"]["conflicting_schemes"] == []
+
+
+def test_a_misspelt_register_keyword_names_it_and_the_accepted_ones(site: Path) -> None:
+    """It said 'SitqPluginManager._collect.<locals>.register_backend() got an unexpected keyword argument'."""
+    make_dist(
+        site,
+        "acme-wrongkw",
+        "wrongkw",
+        "acme_wrongkw_plugin",
+        """
+        from sitq_core.hookspecs import hookimpl
+
+        @hookimpl
+        def sitq_register_backends(register):
+            register("wrongkw", "sitq_dictstore.backend:DictStoreBackend", url_scheme="wk")
+        """,
+    )
+    make_dist(
+        site,
+        "acme-wrongkw-ser",
+        "wrongkwser",
+        "acme_wrongkwser_plugin",
+        """
+        from sitq_core.hookspecs import hookimpl
+
+        @hookimpl
+        def sitq_register_serializers(register):
+            register("wrongkw-json", "sitq_core.serializers:CloudpickleSerializer", descripton="typo")
+        """,
+    )
+    records = {r.name: r for r in SitqPluginManager().plugin_records()}
+    error = records["wrongkw"].error or ""
+    assert records["wrongkw"].status == "broken", records["wrongkw"]
+    assert "<locals>" not in error and "_collect" not in error, error
+    assert "unexpected keyword argument 'url_scheme'" in error and "did you mean 'url_schemes'?" in error, error
+    assert "accepted keywords: url_schemes, description" in error, error
+    error = records["wrongkwser"].error or ""
+    assert "unexpected keyword argument 'descripton'" in error and "did you mean 'description'?" in error, error
+    assert "accepted keywords: description" in error and "<locals>" not in error, error
+
+
+def test_register_keeps_its_private_parameters_to_itself() -> None:
+    """register_backend's own _provider/_record keywords were accepted from a plugin."""
+
+    class Sneaky:
+        @hookimpl
+        def sitq_register_backends(self, register: Any) -> None:
+            register("sneaky", "sitq_dictstore.backend:DictStoreBackend", _record=None)
+
+    manager = SitqPluginManager(load_entrypoints=False, strict=False)
+    manager.register_plugin(Sneaky(), "sneaky")
+    record = {r.name: r for r in manager.plugin_records()}["sneaky"]
+    assert record.status == "broken" and "unexpected keyword argument '_record'" in (record.error or ""), record
+
+
+def test_a_register_call_missing_an_argument_says_register(site: Path) -> None:
+    make_dist(
+        site,
+        "acme-short",
+        "short",
+        "acme_short_plugin",
+        """
+        from sitq_core.hookspecs import hookimpl
+
+        @hookimpl
+        def sitq_register_backends(register):
+            register("short")
+        """,
+    )
+    error = {r.name: r for r in SitqPluginManager().plugin_records()}["short"].error or ""
+    assert "<locals>" not in error and "register(name, backend" in error and "'backend'" in error, error
+
+
+def test_check_plugin_reports_a_class_that_is_not_a_backend_once(site: Path) -> None:
+    from sitq_core.testing import check_plugin
+
+    make_dist(
+        site,
+        "acme-notbackend",
+        "notbackend",
+        "acme_notbackend_plugin",
+        """
+        from sitq_core.hookspecs import hookimpl
+
+        class NotABackend:
+            pass
+
+        @hookimpl
+        def sitq_register_backends(register):
+            register("notbackend", NotABackend)
+        """,
+    )
+    problems = check_plugin("notbackend")
+    about = [p for p in problems if "not a subclass of Backend" in p]
+    assert len(about) == 1, problems
+
+
+def test_check_plugin_reports_a_name_clash_once(site: Path) -> None:
+    from sitq_core.testing import check_plugin
+
+    make_dist(
+        site,
+        "acme-clashonce",
+        "clashonce",
+        "acme_clashonce_plugin",
+        """
+        from sitq_core.hookspecs import hookimpl
+
+        @hookimpl
+        def sitq_register_serializers(register):
+            register("msgpack", "sitq_core.serializers:MsgpackSerializer")
+
+        @hookimpl
+        def sitq_register_backends(register):
+            register("dictstore", "sitq_dictstore.backend:DictStoreBackend")
+        """,
+    )
+    problems = check_plugin("clashonce")
+    assert sum("serializer 'msgpack'" in p for p in problems) == 1, problems
+    assert sum("backend 'dictstore'" in p for p in problems) == 1, problems

@@ -625,10 +625,15 @@ class SitqPluginManager(pluggy.PluginManager):
                 self._broken(record, message, None)
             return
         calls = 0
+        public = _public_signature(register)
 
         def counted(*args: Any, **kwargs: Any) -> None:
             nonlocal calls
             calls += 1
+            try:
+                public.bind(*args, **kwargs)
+            except TypeError as exc:  # said as the plugin wrote it: register(...), not sitq's inner function
+                raise TypeError(_register_call_error(public, kwargs, exc)) from None
             register(*args, **kwargs)
 
         try:
@@ -885,6 +890,33 @@ def _own_functions(plugin: object) -> list[tuple[str, object]]:
             if callable(function):
                 found[attribute] = function
     return sorted(found.items())
+
+
+def _public_signature(register: Callable[..., None]) -> inspect.Signature:
+    """``register``'s signature as plugins see it: without sitq's own ``_`` parameters, and without annotations."""
+    signature = inspect.signature(register)
+    return signature.replace(
+        parameters=[
+            parameter.replace(annotation=inspect.Parameter.empty)
+            for parameter in signature.parameters.values()
+            if not parameter.name.startswith("_")
+        ],
+        return_annotation=inspect.Signature.empty,
+    )
+
+
+def _register_call_error(public: inspect.Signature, kwargs: dict[str, Any], error: TypeError) -> str:
+    """What is wrong with a plugin's ``register(...)`` call: an unknown keyword named, with the accepted ones."""
+    unknown = [keyword for keyword in kwargs if keyword not in public.parameters]
+    if not unknown:
+        return f"register{public} was called wrongly: {error}"
+    keywords = [p.name for p in public.parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    guess = difflib.get_close_matches(unknown[0], keywords, n=1)
+    hint = f" (did you mean {guess[0]!r}?)" if guess else ""
+    return (
+        f"register() got an unexpected keyword argument {unknown[0]!r}{hint}; "
+        f"accepted keywords: {', '.join(keywords)} (register{public})"
+    )
 
 
 def _is_async(function: Callable[..., object]) -> bool:

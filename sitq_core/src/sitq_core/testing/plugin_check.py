@@ -96,7 +96,7 @@ def _check_entry_point(ep: EntryPoint) -> list[str]:
         try:
             cls = manager.backends.load(entry.name)
         except SitqError as exc:
-            problems.append(str(exc))
+            _add_once(problems, exc)
             continue
         problems.extend(_check_backend_class(entry.name, cls))
     for serializer_entry in manager.serializers.entries():
@@ -105,9 +105,26 @@ def _check_entry_point(ep: EntryPoint) -> list[str]:
         try:
             manager.serializers.load(serializer_entry.name)
         except SitqError as exc:
-            problems.append(str(exc))
-    problems.extend(clash for clash in _clashes_with_installed(ep.name) if clash not in problems)
+            _add_once(problems, exc)
+    for clash in _clashes_with_installed(ep.name):
+        # with every installed plugin loaded, this plugin's clashes are told together, the ones found
+        # with sitq-core alone (a built-in name) among them: each is reported once, in the fuller line
+        told = [p for p in problems if p.startswith("name clash: ") and p.removeprefix("name clash: ") in clash]
+        if clash in problems:
+            continue
+        if told:
+            problems[problems.index(told[0])] = clash
+            problems = [p for p in problems if p not in told[1:]]
+        else:
+            problems.append(clash)
     return problems
+
+
+def _add_once(problems: list[str], error: SitqError) -> None:
+    """A failed load's error, unless already reported (a class registered directly is checked, and the plugin
+    listed as broken with that message, at registration)."""
+    if not any(error.message in problem for problem in problems):
+        problems.append(str(error))
 
 
 def _clashes_with_installed(entry_point_name: str) -> list[str]:
