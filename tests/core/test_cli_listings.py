@@ -48,3 +48,22 @@ def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None
     with pytest.raises(SystemExit) as unknown:
         main(["no-such-command"], stdout=out)
     assert unknown.value.code == 2
+
+
+def test_the_backends_table_lists_each_backends_extra_url_schemes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only --json listed "schemes": the text, 'every name you can choose', left out postgresql, sqlite+aiosqlite."""
+    monkeypatch.delenv("SITQ_LOAD_PLUGINS", raising=False)
+    monkeypatch.delenv("SITQ_DISABLED_PLUGINS", raising=False)
+    rows = json.loads(_listed("backends", "--json"))
+    lines = _listed("backends").splitlines()
+    for row in rows:
+        extra = row["schemes"][1:]
+        at = next(i for i, line in enumerate(lines) if line.split()[:2] == [row["kind"], row["name"]])
+        following = lines[at + 1] if at + 1 < len(lines) else ""
+        if extra:
+            assert following.strip() == f"also as URL schemes: {', '.join(extra)}", "\n".join(lines)
+            where_column = lines[at].index(f" {row['dist']}") + 1
+            assert len(following) - len(following.lstrip()) == where_column, "\n".join(lines)  # under the 3rd column
+        else:
+            assert not following.startswith(" "), "\n".join(lines)
+    assert any("postgresql, postgres+asyncpg, postgresql+asyncpg" in line for line in lines), "\n".join(lines)

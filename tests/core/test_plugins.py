@@ -1812,6 +1812,13 @@ def test_the_backends_command_refuses_only_a_contested_scheme(site: Path) -> Non
     with use_plugin_manager(manager):
         out = io.StringIO()
         assert main(["backends", "--json"], stdout=out) == 0
+        text = io.StringIO()
+        assert main(["backends"], stdout=text) == 0
+    lines = text.getvalue().splitlines()
+    at = next(i for i, line in enumerate(lines) if line.split()[:2] == ["backend", "sqlite"])
+    assert "CONFLICT" not in lines[at], lines[at]
+    assert lines[at + 1].strip().startswith("URL scheme sqlite+aiosqlite: CONFLICT, cannot be chosen: "), lines
+    assert any(line.strip() == "also as URL schemes: mine+x" for line in lines), lines
     rows = {row["name"]: row for row in json.loads(out.getvalue())}
     for name in ("sqlite", "mine"):
         assert rows[name]["conflict"] is False and "CONFLICT" not in rows[name]["description"], rows[name]

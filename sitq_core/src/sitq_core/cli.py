@@ -333,6 +333,17 @@ def _backends(out: TextIO, *, as_json: bool) -> int:
     where_width = max([24, *(len(where) for where in wheres)])
     for row, where in zip(rows, wheres, strict=True):
         _out(out, f"{row['kind']:<11} {row['name']:<{name_width}} {where:<{where_width}} {row['description']}")
+        extra = row["schemes"][1:]  # the name is the first scheme; the others are names to choose it by too
+        listed = manager.backends.entry(row["name"]) if row["kind"] == "backend" else None
+        contested = [scheme for scheme in extra if listed is not None and listed.clashes_over(scheme)]
+        usable = [scheme for scheme in extra if scheme not in contested]
+        indent = f"{'':<11} {'':<{name_width}}"
+        if usable:
+            _out(out, f"{indent} also as URL schemes: {', '.join(usable)}")
+        if listed is not None:  # one line per contested scheme: who else answers to it and how to settle it
+            for scheme in contested:
+                clash = conflict_text("backend", listed, scheme)
+                _out(out, f"{indent} URL scheme {scheme}: CONFLICT, cannot be chosen: {clash}")
     return 0
 
 
