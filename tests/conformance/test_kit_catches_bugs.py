@@ -733,6 +733,36 @@ class ReleaseMovesTheEta(DictStoreBackend):
         return accepted
 
 
+class DropsTheLastOfABatch(DictStoreBackend):
+    """Stores all but the last task of a batch, yet returns every id (an off-by-one in a bulk insert)."""
+
+    async def enqueue_many(self, tasks: Sequence[Task]) -> list[str]:
+        if len(tasks) < 2:
+            return await super().enqueue_many(tasks)
+        await super().enqueue_many(tasks[:-1])
+        return [task.id for task in tasks]
+
+
+class AnswersNothing(DictStoreBackend):
+    """Applies the outcomes but returns no bools."""
+
+    async def finish_many(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        await super().finish_many(outcomes)
+        return []
+
+
+class ExchangesOneList(DictStoreBackend):
+    """finish_and_reserve returns the reservations alone, not ``(accepted, reserved)``."""
+
+    async def finish_and_reserve(  # type: ignore[override]
+        self, outcomes: Sequence[Outcome], *, worker_id: str, limit: int, lease_seconds: float, queues: Any = None
+    ) -> list[ReservedTask]:
+        _accepted, reserved = await super().finish_and_reserve(
+            outcomes, worker_id=worker_id, limit=limit, lease_seconds=lease_seconds, queues=queues
+        )
+        return reserved
+
+
 def _fields(outcome: Outcome) -> dict[str, Any]:
     return {name: getattr(outcome, name) for name in outcome.__dataclass_fields__}
 
@@ -1254,6 +1284,76 @@ CASES: list[tuple[type[DictStoreBackend], type[Any], str, dict[str, Any], str]] 
         "test_cancelling_one_connect_spares_another_caller",
         {},
         "LifecycleContract: cancelling one caller's connect() must not cancel another caller waiting for the same",
+    ),
+    (
+        DropsTheLastOfABatch,
+        RetryContract,
+        "test_finish_many_in_order",
+        {},
+        "RetryContract: reserve returned 2 tasks, expected 3: were all enqueued tasks stored? get_task finds no task ",
+    ),
+    (
+        DropsTheLastOfABatch,
+        ReserveContract,
+        "test_lease_tokens_are_unique",
+        {},
+        "ReserveContract: reserve returned 9 tasks, expected 10: were all enqueued tasks stored? get_task finds no ",
+    ),
+    (
+        DropsTheLastOfABatch,
+        ReserveContract,
+        "test_no_double_delivery_while_leased",
+        {},
+        "ReserveContract: reserve returned 2 tasks, expected 3: were all enqueued tasks stored?",
+    ),
+    (
+        DropsTheLastOfABatch,
+        ReserveContract,
+        "test_reserve_respects_limit",
+        {},
+        "were all enqueued tasks stored? get_task finds no task ",
+    ),
+    (
+        DropsTheLastOfABatch,
+        ReserveContract,
+        "test_priority_first",
+        {},
+        "ReserveContract: reserve(limit=1) returned 0 tasks while one task was due: were all enqueued tasks stored?",
+    ),
+    (
+        DropsTheLastOfABatch,
+        ExchangeContract,
+        "test_finishes_then_reserves",
+        {},
+        "ExchangeContract: finish_and_reserve returned 1 tasks, expected 2: were all enqueued tasks stored?",
+    ),
+    (
+        DropsTheLastOfABatch,
+        StatsContract,
+        "test_list_tasks_pages_a_status_filter",
+        {},
+        "StatsContract: reserve returned 11 tasks, expected 12: were all enqueued tasks stored?",
+    ),
+    (
+        DoubleDelivery,
+        ExchangeContract,
+        "test_stale_outcome_is_fenced_and_reserve_still_happens",
+        {},
+        "ExchangeContract: the reserve part of finish_and_reserve handed out a task that is still leased",
+    ),
+    (
+        AnswersNothing,
+        ResultContract,
+        "test_cancelled_outcome",
+        {},
+        "ResultContract: finish_many must return one bool per outcome: 1 outcome, got []",
+    ),
+    (
+        ExchangesOneList,
+        ExchangeContract,
+        "test_stale_outcome_is_fenced_and_reserve_still_happens",
+        {},
+        "ExchangeContract: finish_and_reserve must return a pair (accepted, reserved), got a list",
     ),
     (
         ReleaseMovesTheEta,

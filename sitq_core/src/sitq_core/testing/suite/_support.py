@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -13,7 +13,7 @@ import pytest
 from ...backend import Backend, Capability
 from ...errors import ValidationError
 from ...hookspecs import hookimpl
-from ...models import ReservedTask, Task, new_id
+from ...models import Outcome, ReservedTask, Task, new_id
 from ...plugin_manager import SitqPluginManager
 from ...plugins import use_plugin_manager
 from ..clock import FakeClock
@@ -116,11 +116,111 @@ async def reserve_all(backend: Backend, *, limit: int = 100, **kwargs: Any) -> l
     return await backend.reserve(limit=limit, **kwargs)
 
 
-async def reserve_one(backend: Backend, contract: str, **kwargs: Any) -> ReservedTask:
-    """Reserve exactly one task or fail naming the contract."""
+async def unstored(backend: Backend, tasks: Sequence[Task | str]) -> str:
+    """Why some of ``tasks`` (enqueued by the test; tasks or ids) are missing: those ``get_task`` does not find.
+
+    ``""`` when the store has them all. Only called once a check failed, so passing tests pay nothing.
+    """
+    missing = []
+    for position, task in enumerate(tasks, 1):
+        task_id = task if isinstance(task, str) else task.id
+        try:
+            found = await backend.get_task(task_id)
+        except Exception as exc:
+            missing.append(f"{task_id} (task {position} of {len(tasks)}: get_task raised {type(exc).__name__})")
+            continue
+        if found is None:
+            missing.append(f"{task_id} (task {position} of {len(tasks)})")
+    if not missing:
+        return ""
+    shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+    return f"were all enqueued tasks stored? get_task finds no task {shown}"
+
+
+async def stored_hint(backend: Backend, tasks: Sequence[Task | str]) -> str:
+    """``": " + unstored(...)`` to append to a failure message, or ``""`` when every task is stored."""
+    why = await unstored(backend, tasks)
+    return f": {why}" if why else ""
+
+
+async def count_problem(backend: Backend, call: str, got: Sequence[ReservedTask], tasks: Sequence[Task]) -> str:
+    """What is actually wrong when ``call`` handed out ``len(got)`` tasks where ``tasks`` were all due.
+
+    An enqueued task the store does not have is named first (the bug is in enqueue, not
+    in the reserve); then a task handed out twice or one the test did not enqueue; then
+    the due tasks the call left.
+    """
+    head = f"{call} returned {len(got)} tasks, expected {len(tasks)}"
+    why = await unstored(backend, tasks)
+    if why:
+        return f"{head}: {why}"
+    ids = [r.id for r in got]
+    twice = sorted({i for i in ids if ids.count(i) > 1})
+    if twice:
+        return f"{head}: it handed out the same task more than once: {twice}"
+    expected = {t.id for t in tasks}
+    strangers = [i for i in ids if i not in expected]
+    if strangers:
+        return f"{head}: it handed out tasks that were not due (leased, scheduled later or final): {strangers}"
+    left = [t.id for t in tasks if t.id not in ids]
+    return f"{head}: every task is stored and due, but it left {left}"
+
+
+async def reserve_exactly(backend: Backend, contract: str, tasks: Sequence[Task], **kwargs: Any) -> list[ReservedTask]:
+    """Reserve every one of ``tasks`` (all due, the store holding no other): fail on a wrong count, saying why.
+
+    Checked before a test unpacks or compares what came back, so an author reads
+    what went wrong ("were all enqueued tasks stored?") instead of a ``ValueError``
+    from the unpacking or a later promise the count broke.
+    """
+    got = await reserve_all(backend, **kwargs)
+    if len(got) != len(tasks):
+        pytest.fail(f"{contract}: {await count_problem(backend, 'reserve', got, tasks)}")
+    return got
+
+
+async def reserve_one(backend: Backend, contract: str, *, among: Sequence[Task] = (), **kwargs: Any) -> ReservedTask:
+    """Reserve exactly one task or fail naming the contract.
+
+    ``among``: the tasks the test enqueued, one of them due; when none comes back,
+    the failure names those the store does not have.
+    """
     got = await reserve_all(backend, limit=1, **kwargs)
-    assert len(got) == 1, f"{contract}: reserve(limit=1) returned {len(got)} tasks while one task was due"
+    if len(got) != 1:
+        hint = await stored_hint(backend, among) if not got else ""
+        pytest.fail(f"{contract}: reserve(limit=1) returned {len(got)} tasks while one task was due{hint}")
     return got[0]
+
+
+def one_per_outcome(
+    accepted: object, outcomes: Sequence[Outcome], contract: str, call: str = "finish_many"
+) -> list[bool]:
+    """``accepted`` checked to be one bool per outcome, before a test unpacks or indexes it."""
+    if not isinstance(accepted, list) or len(accepted) != len(outcomes):
+        count = f"{len(outcomes)} outcome" + ("" if len(outcomes) == 1 else "s")
+        pytest.fail(f"{contract}: {call} must return one bool per outcome: {count}, got {accepted!r}")
+    return accepted
+
+
+async def finish_one(backend: Backend, outcome: Outcome, contract: str) -> bool:
+    """``finish_many([outcome])``'s one bool (a wrong answer fails saying so, not with a ValueError from unpacking)."""
+    [ok] = one_per_outcome(await backend.finish_many([outcome]), [outcome], contract)
+    return ok
+
+
+async def exchange(
+    backend: Backend, outcomes: Sequence[Outcome], contract: str, **kwargs: Any
+) -> tuple[list[bool], list[ReservedTask]]:
+    """``finish_and_reserve``'s ``(accepted, reserved)``, its shape checked before a test unpacks it."""
+    answer: object = await backend.finish_and_reserve(outcomes, **kwargs)
+    if not isinstance(answer, tuple) or len(answer) != 2:
+        got = f"a {type(answer).__name__}" + (f" of {len(answer)}" if isinstance(answer, tuple) else "")
+        pytest.fail(f"{contract}: finish_and_reserve must return a pair (accepted, reserved), got {got}: {answer!r}")
+    accepted, reserved = answer
+    one_per_outcome(accepted, outcomes, contract, "finish_and_reserve")
+    if not isinstance(reserved, list):
+        pytest.fail(f"{contract}: finish_and_reserve must return its reservations as a list, got {reserved!r}")
+    return accepted, reserved
 
 
 async def enqueue_and_reserve(backend: Backend, clock: FakeClock, contract: str, **changes: Any) -> ReservedTask:

@@ -13,6 +13,7 @@ from ..fixtures import BackendFixtures, requires
 from ._support import (
     LEASE,
     enqueue_and_reserve,
+    finish_one,
     get,
     is_aware_utc,
     make_task,
@@ -50,7 +51,7 @@ class CancelContract(BackendFixtures):
         assert stored.status == TaskStatus.RUNNING, f"{C}: a cancelled running task stays 'running' until it reports"
         assert stored.cancel_requested is True, f"{C}: cancel of a running task must set cancel_requested"
         assert await backend.get_result(lease.id) is None, f"{C}: a running task has no result until it reports"
-        [ok] = await backend.finish_many([Outcome(lease.id, lease.lease_token, "cancelled", error="cancelled")])
+        ok = await finish_one(backend, Outcome(lease.id, lease.lease_token, "cancelled", error="cancelled"), C)
         assert ok and (await get(backend, lease.id, C)).status == TaskStatus.CANCELLED, (
             f"{C}: the worker's 'cancelled' outcome must make the task final"
         )
@@ -70,7 +71,7 @@ class CancelContract(BackendFixtures):
             if kind == "retry"
             else Outcome(lease.id, lease.lease_token, "release")
         )
-        [ok] = await backend.finish_many([outcome])
+        ok = await finish_one(backend, outcome, C)
         stored = await get(backend, lease.id, C)
         assert ok and stored.status == TaskStatus.CANCELLED, (
             f"{C}: a '{kind}' outcome for a task whose cancel was requested must end it 'cancelled' (and yield "
@@ -152,7 +153,7 @@ class CancelContract(BackendFixtures):
             f"{C}: a CANCEL_REQUESTED heartbeat must still extend the lease: the task ended {stored.status!r} "
             "at its first lease's expiry while its worker was still stopping it"
         )
-        [ok] = await backend.finish_many([Outcome(lease.id, lease.lease_token, "cancelled", error="cancelled")])
+        ok = await finish_one(backend, Outcome(lease.id, lease.lease_token, "cancelled", error="cancelled"), C)
         assert ok, f"{C}: a CANCEL_REQUESTED heartbeat must still extend the lease: the worker's outcome was fenced"
 
     @pytest.mark.asyncio
@@ -192,7 +193,7 @@ class CancelContract(BackendFixtures):
         lease = await enqueue_and_reserve(backend, clock, C)
         clock.advance(5)
         kind: OutcomeKind = "failed" if ending == "failed" else "cancelled"
-        [ok] = await backend.finish_many([Outcome(lease.id, lease.lease_token, kind, error="boom")])
+        ok = await finish_one(backend, Outcome(lease.id, lease.lease_token, kind, error="boom"), C)
         assert ok, f"{C}: the '{kind}' outcome of the current lease must be accepted"
         ended = await get(backend, lease.id, C)
         assert ended.finished_at is not None, f"{C}: a {ending} task must carry finished_at"

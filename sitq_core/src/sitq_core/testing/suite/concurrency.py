@@ -14,7 +14,7 @@ from ...backend import Backend, Capability
 from ...models import LeaseState, ReservedTask
 from ..clock import FakeClock
 from ..fixtures import TIMEOUT_VARIABLE, BackendFactory, BackendFixtures, OpenBackend, kit_timeout, requires
-from ._support import LEASE, make_task
+from ._support import LEASE, make_task, stored_hint
 
 C = "ConcurrencyContract"
 RESERVERS = 8
@@ -65,9 +65,9 @@ class ConcurrencyContract(BackendFixtures):
 
         await asyncio.gather(*(drain(b, f"w{i}") for i, b in enumerate(reservers)))
         assert not duplicates, f"{C}: reserve handed out a task that is still leased: {duplicates[:3]}"
-        assert set(seen) == {t.id for t in tasks}, (
-            f"{C}: concurrent reservers missed {len({t.id for t in tasks} - set(seen))} due tasks"
-        )
+        if set(seen) != {t.id for t in tasks}:
+            missed = len({t.id for t in tasks} - set(seen))
+            pytest.fail(f"{C}: concurrent reservers missed {missed} due tasks{await stored_hint(backend, tasks)}")
 
     @pytest.mark.asyncio
     async def test_concurrent_enqueue_and_finish(
@@ -164,7 +164,9 @@ class ConcurrencyContract(BackendFixtures):
             pytest.fail(f"{C}: a backend used from another thread with its own event loop failed: {error!r}{hint}")
         flat = [task_id for slot in slots for task_id in slot]
         assert len(flat) == len(set(flat)), f"{C}: reserve handed out a task that is still leased (across threads)"
-        assert set(flat) == {t.id for t in tasks}, f"{C}: reservers on other threads and loops missed due tasks"
+        if set(flat) != {t.id for t in tasks}:
+            hint = await stored_hint(backend, tasks)
+            pytest.fail(f"{C}: reservers on other threads and loops missed due tasks{hint}")
         for task in tasks[:: TASKS // 6]:
             result = await backend.get_result(task.id)
             assert result is not None and result.value == task.id.encode(), (
@@ -228,9 +230,9 @@ class ConcurrencyContract(BackendFixtures):
         assert len(completed) == len(set(completed)), (
             f"{C}: one task was completed by two processes: reserve handed out a task that is still leased"
         )
-        assert set(completed) == {t.id for t in tasks}, (
-            f"{C}: reserver processes missed {len({t.id for t in tasks} - set(completed))} due tasks"
-        )
+        if set(completed) != {t.id for t in tasks}:
+            missed = len({t.id for t in tasks} - set(completed))
+            pytest.fail(f"{C}: reserver processes missed {missed} due tasks{await stored_hint(backend, tasks)}")
         for task in tasks[:: max(1, PROCESS_TASKS // 10)]:
             result = await backend.get_result(task.id)
             assert result is not None and result.value == task.id.encode(), (

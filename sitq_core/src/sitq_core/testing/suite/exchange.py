@@ -8,7 +8,7 @@ from ...backend import Backend
 from ...models import Outcome, TaskStatus
 from ..clock import FakeClock
 from ..fixtures import BackendFixtures
-from ._support import get, make_task, reserve_one
+from ._support import count_problem, exchange, get, make_task, reserve_one
 
 C = "ExchangeContract"
 LEASE = 30.0
@@ -23,13 +23,17 @@ class ExchangeContract(BackendFixtures):
         await backend.enqueue_many([first, second, third])
         lease = await reserve_one(backend, C, worker_id="w")
         assert lease.id == first.id, f"{C}: reserve must take the highest priority first"
-        accepted, reserved = await backend.finish_and_reserve(
+        accepted, reserved = await exchange(
+            backend,
             [Outcome(lease.id, lease.lease_token, "success", value=b"v")],
+            C,
             worker_id="w",
             limit=5,
             lease_seconds=LEASE,
         )
         assert accepted == [True], f"{C}: the outcome of a current lease must be accepted, got {accepted}"
+        if len(reserved) != 2:
+            pytest.fail(f"{C}: {await count_problem(backend, 'finish_and_reserve', reserved, [second, third])}")
         assert [r.id for r in reserved] == [second.id, third.id], (
             f"{C}: finish_and_reserve must reserve the due tasks in order, got {[r.id for r in reserved]}"
         )
@@ -49,14 +53,25 @@ class ExchangeContract(BackendFixtures):
         assert new.id == task.id, f"{C}: an expired lease must make its task due again"
         other = make_task(clock)
         await backend.enqueue(other)
-        accepted, reserved = await backend.finish_and_reserve(
+        accepted, reserved = await exchange(
+            backend,
             [Outcome(old.id, old.lease_token, "success", value=b"stale")],
+            C,
             worker_id="w1",
             limit=1,
             lease_seconds=LEASE,
         )
         assert accepted == [False], f"{C}: a stale lease token must be fenced off in finish_and_reserve"
-        assert [r.id for r in reserved] == [other.id], f"{C}: the reserve part must still run"
+        got = [r.id for r in reserved]
+        assert got, (
+            f"{C}: the reserve part must still run after a fenced outcome: it reserved nothing, though "
+            f"{other.id} was due"
+        )
+        assert task.id not in got, (
+            f"{C}: the reserve part of finish_and_reserve handed out a task that is still leased ({task.id}, "
+            f"leased to w2 until {new.lease_expires_at}) instead of the due task {other.id}"
+        )
+        assert got == [other.id], f"{C}: the reserve part must hand out the one due task {other.id}, got {got}"
         assert await backend.get_result(task.id) is None, f"{C}: a stale outcome must not store a result"
 
     @pytest.mark.asyncio
@@ -65,8 +80,10 @@ class ExchangeContract(BackendFixtures):
         await backend.enqueue(task)
         lease = await reserve_one(backend, C, worker_id="w")
         retry_at = clock.now().replace(year=clock.now().year + 1)
-        accepted, reserved = await backend.finish_and_reserve(
+        accepted, reserved = await exchange(
+            backend,
             [Outcome(lease.id, lease.lease_token, "retry", error="later", retry_at=retry_at)],
+            C,
             worker_id="w",
             limit=5,
             lease_seconds=LEASE,
@@ -80,8 +97,8 @@ class ExchangeContract(BackendFixtures):
         task = make_task(clock)
         await backend.enqueue(task)
         lease = await reserve_one(backend, C, worker_id="w")
-        accepted, reserved = await backend.finish_and_reserve(
-            [Outcome(lease.id, lease.lease_token, "release")], worker_id="w", limit=5, lease_seconds=LEASE
+        accepted, reserved = await exchange(
+            backend, [Outcome(lease.id, lease.lease_token, "release")], C, worker_id="w", limit=5, lease_seconds=LEASE
         )
         assert accepted == [True], f"{C}: the release of a current lease must be accepted, got {accepted}"
         assert [r.id for r in reserved] == [task.id], (
@@ -101,8 +118,10 @@ class ExchangeContract(BackendFixtures):
         await backend.enqueue(task)
         lease = await reserve_one(backend, C, worker_id="w", lease_seconds=1)
         clock.advance(5)
-        accepted, reserved = await backend.finish_and_reserve(
+        accepted, reserved = await exchange(
+            backend,
             [Outcome(lease.id, lease.lease_token, "success", value=b"late")],
+            C,
             worker_id="w",
             limit=5,
             lease_seconds=LEASE,

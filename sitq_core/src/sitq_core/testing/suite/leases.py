@@ -15,10 +15,13 @@ from ._support import (
     WORKER,
     close_to,
     enqueue_and_reserve,
+    exchange,
+    finish_one,
     get,
     make_task,
     observers_hear,
     reserve_all,
+    reserve_exactly,
     reserve_one,
 )
 
@@ -97,8 +100,9 @@ class LeaseContract(BackendFixtures):
 
     @pytest.mark.asyncio
     async def test_heartbeat_many(self, backend: Backend, clock: FakeClock) -> None:
-        await backend.enqueue_many([make_task(clock) for _ in range(3)])
-        leases = await reserve_all(backend)
+        tasks = [make_task(clock) for _ in range(3)]
+        await backend.enqueue_many(tasks)
+        leases = await reserve_exactly(backend, C, tasks)
         states = await backend.heartbeat([(r.id, r.lease_token) for r in leases], LEASE)
         assert states == {r.id: LeaseState.HELD for r in leases}, (
             f"{C}: heartbeat must return one state per task id, got {states}"
@@ -159,7 +163,7 @@ class LeaseContract(BackendFixtures):
             f"extend it (HELD), got {states.get(lease.id)!r}"
         )
         clock.advance(LEASE + 5)
-        [accepted] = await backend.finish_many([Outcome(lease.id, lease.lease_token, "success", value=b"v")])
+        accepted = await finish_one(backend, Outcome(lease.id, lease.lease_token, "success", value=b"v"), C)
         assert accepted, f"{C}: finish_many must accept the outcome of an expired lease that no other reserve took"
 
     @pytest.mark.asyncio
@@ -205,7 +209,7 @@ class LeaseContract(BackendFixtures):
             if call == "reserve":
                 got = await reserve_all(backend)
             else:
-                _, got = await backend.finish_and_reserve([], worker_id=WORKER, limit=100, lease_seconds=LEASE)
+                _, got = await exchange(backend, [], C, worker_id=WORKER, limit=100, lease_seconds=LEASE)
         assert got == [], f"{C}: a task reaching max_lease_expiries must not be handed out again (poison pill)"
         assert heard == [("failed", task.id, "lease expired after 1 attempts", False)], (
             f"{C}: a poison pill that {call} ends must reach the lifecycle observers once, as "

@@ -10,7 +10,20 @@ from ...backend import Backend
 from ...models import TaskStatus, new_id
 from ..clock import FakeClock
 from ..fixtures import BackendFixtures
-from ._support import LEASE, WORKER, close_to, get, is_aware_utc, make_task, rejected, reserve_all, reserve_one
+from ._support import (
+    LEASE,
+    WORKER,
+    close_to,
+    get,
+    is_aware_utc,
+    make_task,
+    rejected,
+    reserve_all,
+    reserve_exactly,
+    reserve_one,
+    stored_hint,
+    unstored,
+)
 
 C = "ReserveContract"
 
@@ -50,26 +63,30 @@ class ReserveContract(BackendFixtures):
 
     @pytest.mark.asyncio
     async def test_reserve_respects_limit(self, backend: Backend, clock: FakeClock) -> None:
-        await backend.enqueue_many([make_task(clock) for _ in range(5)])
+        tasks = [make_task(clock) for _ in range(5)]
+        await backend.enqueue_many(tasks)
         sizes = [len(await reserve_all(backend, limit=2)) for _ in range(4)]
-        assert sizes == [2, 2, 1, 0], f"{C}: reserve(limit=2) over 5 due tasks must give 2, 2, 1, 0; got {sizes}"
+        if sizes != [2, 2, 1, 0]:
+            hint = await stored_hint(backend, tasks)
+            pytest.fail(f"{C}: reserve(limit=2) over 5 due tasks must give 2, 2, 1, 0; got {sizes}{hint}")
 
     @pytest.mark.asyncio
     async def test_no_double_delivery_while_leased(self, backend: Backend, clock: FakeClock) -> None:
         tasks = [make_task(clock) for _ in range(3)]
         await backend.enqueue_many(tasks)
-        first = await reserve_all(backend)
-        assert len(first) == 3, f"{C}: reserve must hand out every due task up to limit"
+        await reserve_exactly(backend, C, tasks)
         clock.advance(LEASE - 1)
         again = await reserve_all(backend, worker_id="other")
         assert again == [], f"{C}: reserve handed out a task that is still leased: {[r.id for r in again]}"
 
     @pytest.mark.asyncio
     async def test_lease_tokens_are_unique(self, backend: Backend, clock: FakeClock) -> None:
-        await backend.enqueue_many([make_task(clock) for _ in range(10)])
-        got = await reserve_all(backend)
-        tokens = {r.lease_token for r in got}
-        assert len(tokens) == len(got) == 10, f"{C}: every reservation needs its own lease_token"
+        tasks = [make_task(clock) for _ in range(10)]
+        await backend.enqueue_many(tasks)
+        got = await reserve_exactly(backend, C, tasks)
+        tokens = [r.lease_token for r in got]
+        shared = sorted({token for token in tokens if tokens.count(token) > 1})
+        assert not shared, f"{C}: every reservation needs its own lease_token; shared by several: {shared}"
 
     @pytest.mark.asyncio
     async def test_eta_honoured(self, backend: Backend, clock: FakeClock) -> None:
@@ -89,7 +106,7 @@ class ReserveContract(BackendFixtures):
     async def test_priority_first(self, backend: Backend, clock: FakeClock) -> None:
         tasks = [make_task(clock, priority=p) for p in (0, 5, -1, 10, 5)]
         await backend.enqueue_many(tasks)
-        order = [(await reserve_one(backend, C)).task.priority for _ in tasks]
+        order = [(await reserve_one(backend, C, among=tasks)).task.priority for _ in tasks]
         assert order == [10, 5, 5, 0, -1], f"{C}: reserve must take the highest priority first; got {order}"
 
     @pytest.mark.asyncio
@@ -98,14 +115,16 @@ class ReserveContract(BackendFixtures):
         high = [make_task(clock, priority=3) for _ in range(2)]
         await backend.enqueue_many([*low, *high])
         got = {r.id for r in await reserve_all(backend, limit=2)}
-        assert got == {t.id for t in high}, f"{C}: reserve(limit=2) must pick the highest priority tasks"
+        if got != {t.id for t in high}:
+            hint = await stored_hint(backend, [*low, *high])
+            pytest.fail(f"{C}: reserve(limit=2) must pick the highest priority tasks{hint}")
 
     @pytest.mark.asyncio
     async def test_then_earliest_eta(self, backend: Backend, clock: FakeClock) -> None:
         now = clock.now()
         tasks = [make_task(clock, eta=now - timedelta(seconds=s)) for s in (1, 3, 2)]
         await backend.enqueue_many(tasks)
-        order = [(await reserve_one(backend, C)).id for _ in tasks]
+        order = [(await reserve_one(backend, C, among=tasks)).id for _ in tasks]
         assert order == [tasks[1].id, tasks[2].id, tasks[0].id], (
             f"{C}: among equal priorities reserve must take the earliest eta first"
         )
@@ -129,7 +148,7 @@ class ReserveContract(BackendFixtures):
         ids = sorted((new_id() for _ in range(6)), reverse=True)
         tasks = [make_task(clock, id=task_id) for task_id in ids]
         await backend.enqueue_many(tasks)
-        order = [(await reserve_one(backend, C)).id for _ in tasks]
+        order = [(await reserve_one(backend, C, among=tasks)).id for _ in tasks]
         assert order == [t.id for t in tasks], (
             f"{C}: tasks with equal priority, eta and enqueued_at must come out in enqueue order "
             "(the order of enqueue_many), not by id"
@@ -154,6 +173,8 @@ class ReserveContract(BackendFixtures):
         b = [make_task(clock, queue="b")]
         d = [make_task(clock)]
         await backend.enqueue_many([*a, *b, *d])
+        why = await unstored(backend, [*a, *b, *d])
+        assert not why, f"{C}: reserve(queues=[...]) cannot be checked: {why}"
         got_a = {r.id for r in await reserve_all(backend, queues=["a"])}
         assert got_a == {t.id for t in a}, f"{C}: reserve(queues=['a']) must return only (and all) queue 'a' tasks"
         got_rest = {r.id for r in await reserve_all(backend, queues=["b", "default"])}
@@ -163,7 +184,7 @@ class ReserveContract(BackendFixtures):
     async def test_all_queues_when_none(self, backend: Backend, clock: FakeClock) -> None:
         tasks = [make_task(clock, queue=q) for q in ("x", "y", "default")]
         await backend.enqueue_many(tasks)
-        got = {r.id for r in await reserve_all(backend, queues=None)}
+        got = {r.id for r in await reserve_exactly(backend, C, tasks, queues=None)}
         assert got == {t.id for t in tasks}, f"{C}: reserve(queues=None) must search every queue"
 
     @pytest.mark.asyncio

@@ -11,7 +11,7 @@ from ...backend import Backend
 from ...models import Outcome, TaskStatus
 from ..clock import FakeClock
 from ..fixtures import BackendFixtures, OpenBackend
-from ._support import close_to, enqueue_and_reserve, get, is_aware_utc, make_task, result_latency, within
+from ._support import close_to, enqueue_and_reserve, finish_one, get, is_aware_utc, make_task, result_latency, within
 
 C = "ResultContract"
 
@@ -54,8 +54,8 @@ class ResultContract(BackendFixtures):
         began = clock.now() + timedelta(seconds=2)  # a prefetched task: it started after its reservation
         ended = began + timedelta(seconds=3)
         clock.advance(10)  # reported a little later
-        [ok] = await backend.finish_many(
-            [Outcome(lease.id, lease.lease_token, "success", value=b"v", started_at=began, finished_at=ended)]
+        ok = await finish_one(
+            backend, Outcome(lease.id, lease.lease_token, "success", value=b"v", started_at=began, finished_at=ended), C
         )
         assert ok, f"{C}: finish_many must accept a current lease's outcome"
         result = await backend.get_result(lease.id)
@@ -97,7 +97,7 @@ class ResultContract(BackendFixtures):
     @pytest.mark.asyncio
     async def test_cancelled_outcome(self, backend: Backend, clock: FakeClock) -> None:
         lease = await enqueue_and_reserve(backend, clock, C)
-        [ok] = await backend.finish_many([Outcome(lease.id, lease.lease_token, "cancelled", error="cancelled")])
+        ok = await finish_one(backend, Outcome(lease.id, lease.lease_token, "cancelled", error="cancelled"), C)
         assert ok, f"{C}: a 'cancelled' outcome with the current lease must be accepted"
         assert (await get(backend, lease.id, C)).status == TaskStatus.CANCELLED
         result = await backend.get_result(lease.id)

@@ -10,7 +10,17 @@ from ...backend import Backend
 from ...models import Outcome, TaskStatus
 from ..clock import FakeClock
 from ..fixtures import BackendFixtures
-from ._support import enqueue_and_reserve, get, is_aware_utc, make_task, reserve_all, reserve_one
+from ._support import (
+    enqueue_and_reserve,
+    finish_one,
+    get,
+    is_aware_utc,
+    make_task,
+    one_per_outcome,
+    reserve_all,
+    reserve_exactly,
+    reserve_one,
+)
 
 C = "RetryContract"
 
@@ -118,8 +128,8 @@ class RetryContract(BackendFixtures):
         clock.advance(5)
         again = await reserve_one(backend, C)
         began, ended = clock.now().astimezone(east), (clock.now() + timedelta(seconds=1)).astimezone(east)
-        [ok] = await backend.finish_many(
-            [Outcome(again.id, again.lease_token, "success", value=b"v", started_at=began, finished_at=ended)]
+        ok = await finish_one(
+            backend, Outcome(again.id, again.lease_token, "success", value=b"v", started_at=began, finished_at=ended), C
         )
         assert ok, f"{C}: the outcome of the current lease must be accepted"
         result = await backend.get_result(lease.id)
@@ -133,15 +143,16 @@ class RetryContract(BackendFixtures):
 
     @pytest.mark.asyncio
     async def test_finish_many_in_order(self, backend: Backend, clock: FakeClock) -> None:
-        await backend.enqueue_many([make_task(clock) for _ in range(3)])
-        a, b, c = await reserve_all(backend)
+        tasks = [make_task(clock) for _ in range(3)]
+        await backend.enqueue_many(tasks)
+        a, b, c = await reserve_exactly(backend, C, tasks)
         outcomes = [
             Outcome(a.id, a.lease_token, "success", value=b"a"),
             Outcome(b.id, "stale-token", "failed", error="x"),
             Outcome(c.id, c.lease_token, "retry", error="later", retry_at=clock.now() + timedelta(seconds=5)),
             Outcome(a.id, a.lease_token, "failed", error="too late"),
         ]
-        accepted = await backend.finish_many(outcomes)
+        accepted = one_per_outcome(await backend.finish_many(outcomes), outcomes, C)
         assert accepted == [True, False, True, False], (
             f"{C}: finish_many must return one bool per outcome, applied in order; got {accepted}"
         )

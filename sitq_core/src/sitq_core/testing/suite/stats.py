@@ -13,7 +13,17 @@ from ...backend import Backend
 from ...models import Task, TaskStatus, new_id
 from ..clock import FakeClock
 from ..fixtures import BackendFixtures
-from ._support import enqueue_and_reserve, get, is_aware_utc, make_task, rejected, reserve_all
+from ._support import (
+    enqueue_and_reserve,
+    get,
+    is_aware_utc,
+    make_task,
+    rejected,
+    reserve_exactly,
+    reserve_one,
+    stored_hint,
+    unstored,
+)
 
 C = "StatsContract"
 STATUSES = [s.value for s in TaskStatus]
@@ -49,10 +59,11 @@ async def pages_through(backend: Backend, expected: Sequence[str], limit: int, *
     """
     call = ", ".join(f"{name}={value!r}" for name, value in filters.items())
     everything = [t.id for t in await backend.list_tasks(**filters)]
-    assert everything == list(expected), (
-        f"{C}: list_tasks({call}) must list the matching tasks oldest enqueued first (ties in arrival order): "
-        f"expected {list(expected)}, got {everything}"
-    )
+    if everything != list(expected):
+        pytest.fail(
+            f"{C}: list_tasks({call}) must list the matching tasks oldest enqueued first (ties in arrival order): "
+            f"expected {list(expected)}, got {everything}{await stored_hint(backend, expected)}"
+        )
     paged: list[str] = []
     for offset in range(0, len(expected) + limit, limit):
         page = [t.id for t in await backend.list_tasks(**filters, limit=limit, offset=offset)]
@@ -130,7 +141,8 @@ class StatsContract(BackendFixtures):
         await backend.enqueue_many(list(reversed(tasks[4:])))  # enqueued_at decides, not insertion order
         await backend.enqueue_many(tasks[:4])
         listed = [t.id for t in await backend.list_tasks()]
-        assert listed == [t.id for t in tasks], f"{C}: list_tasks must list the oldest enqueued first"
+        if listed != [t.id for t in tasks]:
+            pytest.fail(f"{C}: list_tasks must list the oldest enqueued first{await stored_hint(backend, tasks)}")
         page = [t.id for t in await backend.list_tasks(limit=3, offset=2)]
         assert page == [t.id for t in tasks[2:5]], f"{C}: list_tasks(limit=3, offset=2) paged wrongly"
         assert await backend.list_tasks(limit=0) == [], f"{C}: list_tasks(limit=0) must return []"
@@ -146,10 +158,12 @@ class StatsContract(BackendFixtures):
         paged: list[str] = []
         for offset in range(0, PAGED, 10):
             paged += [t.id for t in await backend.list_tasks(limit=10, offset=offset)]
-        assert len(set(paged)) == PAGED, (
-            f"{C}: paging list_tasks 10 at a time through {PAGED} tasks sharing one enqueued_at gave "
-            f"{len(set(paged))} distinct tasks: ties need a stable order (arrival order)"
-        )
+        if len(set(paged)) != PAGED:
+            why = await unstored(backend, tasks)
+            pytest.fail(
+                f"{C}: paging list_tasks 10 at a time through {PAGED} tasks sharing one enqueued_at gave "
+                f"{len(set(paged))} distinct tasks: " + (why or "ties need a stable order (arrival order)")
+            )
         assert paged == ids, (
             f"{C}: list_tasks must list tasks sharing one enqueued_at in arrival order (an enqueue_many batch in "
             "list order)"
@@ -182,7 +196,7 @@ class StatsContract(BackendFixtures):
             tasks.append(make_task(clock, queue=queue))
         await backend.enqueue_many(tasks)
         clock.advance(0.001)
-        leases = {lease.id: lease for lease in await reserve_all(backend)}
+        leases = {lease.id: lease for lease in await reserve_exactly(backend, C, tasks)}
         assert sorted(leases) == sorted(t.id for t in tasks), f"{C}: reserve must hand out all 12 due tasks"
         status: dict[str, str] = {}
         for i, task in enumerate(tasks):
@@ -277,7 +291,7 @@ class StatsContract(BackendFixtures):
         task = make_task(clock)
         await backend.enqueue(task)
         clock.advance(3600)  # it waited an hour in the queue, then ran
-        [lease] = await backend.reserve(worker_id="w", limit=1, lease_seconds=30)
+        lease = await reserve_one(backend, C, worker_id="w", lease_seconds=30)
         assert await backend.complete(lease, b"v"), f"{C}: complete with the current lease must be True"
         cutoff = task.enqueued_at + timedelta(minutes=30)  # after it was enqueued, before it finished
         deleted = await backend.purge(older_than=cutoff)
