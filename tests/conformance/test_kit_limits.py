@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+from pathlib import Path
+from typing import Any
+
 import pytest
 
+from sitq_core.backend import Backend
+from sitq_core.models import ReservedTask
+from sitq_core.testing import ConcurrencyContract, FakeClock
 from sitq_core.testing.suite import _support
+from sitq_dictstore import DictStoreBackend
+from sitq_sqlite import SQLiteBackend
 
 
 @pytest.mark.parametrize(
@@ -20,3 +30,52 @@ def test_per_call_limits_follow_the_kit_timeout(
     else:
         monkeypatch.setenv("SITQ_KIT_TIMEOUT", setting)
     assert (_support.guard(), _support.result_latency()) == (guard, latency)
+
+
+class _SlowReserve(DictStoreBackend):
+    """Takes 50 ms per reserve: slower than the tiny SITQ_KIT_TIMEOUT the tests below set."""
+
+    async def reserve(self, **kwargs: Any) -> list[ReservedTask]:
+        await asyncio.sleep(0.05)
+        return await super().reserve(**kwargs)
+
+
+@pytest.mark.asyncio
+async def test_the_threads_drain_limit_says_it_is_half_the_kit_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The thread contract stops its threads at half of SITQ_KIT_TIMEOUT; its failure says so, not a bare 0.1 s."""
+    monkeypatch.setenv("SITQ_KIT_TIMEOUT", "0.2")
+    clock, store = FakeClock(), uuid.uuid4().hex
+
+    def factory() -> Backend:
+        instance = _SlowReserve(store=store)
+        instance.clock = clock
+        return instance
+
+    backend = factory()
+    await backend.connect()
+    try:
+        with pytest.raises(pytest.fail.Exception) as info:
+            await ConcurrencyContract().test_reservers_on_other_threads_and_loops(backend, factory, clock)
+    finally:
+        await backend.close()
+    assert "within 0.1 s (half of SITQ_KIT_TIMEOUT=0.2" in str(info.value), str(info.value)
+
+
+@pytest.mark.asyncio
+async def test_the_process_drain_limit_says_it_is_half_the_kit_timeout(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The multi-process contract gives its processes half of SITQ_KIT_TIMEOUT; its failure says so."""
+    monkeypatch.setenv("SITQ_KIT_TIMEOUT", "0.2")  # far too short for three interpreters to start
+    clock = FakeClock()
+    backend = SQLiteBackend(tmp_path / "tasks.db")
+    backend.clock = clock
+    await backend.connect()
+    try:
+        with pytest.raises(pytest.fail.Exception) as info:
+            await ConcurrencyContract().test_reservers_in_separate_processes(
+                backend, f"sqlite:///{tmp_path / 'tasks.db'}", clock
+            )
+    finally:
+        await backend.close()
+    assert "within 0.1 s (half of SITQ_KIT_TIMEOUT=0.2" in str(info.value), str(info.value)

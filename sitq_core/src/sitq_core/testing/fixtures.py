@@ -31,7 +31,10 @@ fails the test the same way, its traceback ending where it was blocked
 no watchdog for a limit past ``threading.TIMEOUT_MAX``, about 292 years, or inf).
 The kit's shorter limits on single calls (5 s for a call that should answer
 at once, 1 s for a result waiter to see a result) grow in proportion when it
-is raised above 120, so a slow machine raises one knob.
+is raised above 120, so a slow machine raises one knob. The thread and process
+reservers of ``ConcurrencyContract`` get half of it (the thread test waits three
+quarters for its threads), so the kit stops them and says which part hung before
+the whole test's limit fires.
 """
 
 from __future__ import annotations

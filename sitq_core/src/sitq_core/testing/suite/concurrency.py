@@ -24,6 +24,21 @@ PROCESSES = 3
 PROCESS_TASKS = 300
 
 
+def drain_limit() -> float:
+    """Seconds the thread and process contracts give their reservers: half of ``SITQ_KIT_TIMEOUT`` (60 s by default).
+
+    Shorter than the whole test's limit on purpose: the kit stops the threads or kills the processes
+    itself and says which part hung, instead of the test's own timeout firing with the reservers still
+    running; the other half covers the enqueue before and the checks after.
+    """
+    return kit_timeout() / 2
+
+
+def _share(limit: float, part: str) -> str:
+    """``limit`` as a failure message gives it: where the number comes from, and the knob that raises it."""
+    return f"{limit:g} s ({part} of {TIMEOUT_VARIABLE}={kit_timeout():g}; raise {TIMEOUT_VARIABLE} if merely slow)"
+
+
 async def _check_shared_store(backend: Backend, others: list[Backend], clock: FakeClock) -> None:
     probe = make_task(clock, queue="sitq-probe")
     await backend.enqueue(probe)
@@ -101,7 +116,7 @@ class ConcurrencyContract(BackendFixtures):
         tasks = [make_task(clock) for _ in range(TASKS)]
         await backend.enqueue_many(tasks)
         loop = asyncio.get_running_loop()
-        limit, outer = kit_timeout() / 2, kit_timeout() * 3 / 4  # a thread ends itself first, then the test fails
+        limit, outer = drain_limit(), kit_timeout() * 3 / 4  # a thread ends itself first, then the test fails
         slots: list[list[str]] = [[] for _ in range(THREADS)]
         errors: list[BaseException] = []
         finished = asyncio.Semaphore(0)
@@ -147,8 +162,8 @@ class ConcurrencyContract(BackendFixtures):
         except TimeoutError:
             pytest.fail(
                 f"{C}: backends used from {THREADS} threads, each with its own event loop, did not finish within "
-                f"{outer:g} s: a call blocks its thread for good (a lock or connection shared across event "
-                f"loops?); raise {TIMEOUT_VARIABLE} if merely slow"
+                f"{_share(outer, 'three quarters')}: a call blocks its thread for good (a lock or connection "
+                "shared across event loops?)"
             )
         if errors:
             error = errors[0]
@@ -159,7 +174,7 @@ class ConcurrencyContract(BackendFixtures):
             if isinstance(error, TimeoutError):
                 pytest.fail(
                     f"{C}: a backend used from another thread with its own event loop did not finish within "
-                    f"{limit:g} s: a waiter was never woken{hint}"
+                    f"{_share(limit, 'half')}: a waiter was never woken{hint}"
                 )
             pytest.fail(f"{C}: a backend used from another thread with its own event loop failed: {error!r}{hint}")
         flat = [task_id for slot in slots for task_id in slot]
@@ -201,7 +216,7 @@ class ConcurrencyContract(BackendFixtures):
             )
             for n in range(PROCESSES)
         ]
-        limit = kit_timeout() / 2  # started and finished well within the whole test's limit
+        limit = drain_limit()  # the kit kills the processes and says so before the whole test's limit
         try:
             async with asyncio.timeout(limit) as scope:
                 for child in children:  # all connected: let them race
@@ -216,7 +231,7 @@ class ConcurrencyContract(BackendFixtures):
                 raise
             pytest.fail(
                 f"{C}: {PROCESSES} reserver processes did not start and drain {PROCESS_TASKS} tasks within "
-                f"{limit:g} s: reserve or finish hangs across processes (raise {TIMEOUT_VARIABLE} if merely slow)"
+                f"{_share(limit, 'half')}: reserve or finish hangs across processes"
             )
         finally:
             for child in children:
