@@ -1944,3 +1944,53 @@ def test_check_plugin_reports_a_name_clash_once(site: Path) -> None:
     problems = check_plugin("clashonce")
     assert sum("serializer 'msgpack'" in p for p in problems) == 1, problems
     assert sum("backend 'dictstore'" in p for p in problems) == 1, problems
+
+
+def test_the_listings_show_a_backend_whose_target_fails_to_import_as_failed_to_load(site: Path) -> None:
+    """sitq-postgres installed without asyncpg was listed as ok by `sitq backends`, `sitq plugins` and
+    `sitq --version` (its target is imported only when chosen); `sitq stats -b postgresql://` then failed."""
+    import io
+    import json
+
+    from sitq_core.cli import main
+
+    make_dist(
+        site,
+        "acme-nodriver",
+        "nodriver",
+        "acme_nodriver_plugin",
+        """
+        from sitq_core.hookspecs import hookimpl
+
+        @hookimpl
+        def sitq_register_backends(register):
+            register("nodriver", "acme_nodriver_backend:NoDriverBackend", description="needs a driver")
+        """,
+    )
+    (site / "acme_nodriver_backend.py").write_text("import no_such_driver_xyz\n")
+
+    def listed(*args: str) -> str:
+        out = io.StringIO()
+        assert main([*args], stdout=out) == 0
+        return out.getvalue()
+
+    rows = {(row["kind"], row["name"]): row for row in json.loads(listed("backends", "--json"))}
+    row = rows[("backend", "nodriver")]
+    assert row["broken"] is True and row["installed"] is True, row
+    assert row["description"].startswith("installed but failed to load: "), row
+    assert "No module named 'no_such_driver_xyz'" in row["description"], row
+    assert rows[("backend", "sqlite")]["broken"] is False  # the others still load
+    line = next(line for line in listed("backends").splitlines() if line.split()[:2] == ["backend", "nodriver"])
+    assert line.endswith(row["description"]), line
+    assert "needs a driver" not in line
+
+    records = {record["name"]: record for record in json.loads(listed("plugins", "--json"))}
+    assert records["nodriver"]["status"] == "broken", records["nodriver"]
+    assert "No module named 'no_such_driver_xyz'" in records["nodriver"]["error"]
+    assert records["dictstore"]["status"] == "ok"
+    line = next(line for line in listed("plugins").splitlines() if line.startswith("nodriver "))
+    assert " broken: " in line and "no_such_driver_xyz" in line, line
+
+    version = listed("--version")
+    line = next(line for line in version.splitlines() if "acme-nodriver" in line)
+    assert "(nodriver, broken: " in line and "no_such_driver_xyz" in line, version

@@ -31,7 +31,7 @@ from .install_hints import checkout_folder
 from .plugin_manager import KNOWN_PLUGINS, SitqPluginManager, strict_plugins
 from .plugins import get_plugin_manager
 from .queue import TaskQueue
-from .registry import RegistryEntry, conflict_text
+from .registry import RegistryEntry, conflict_text, load_failure_text
 from .serializers import Serializer, function_path, kind_of
 from .task import is_task_function
 from .worker import Worker
@@ -199,17 +199,22 @@ def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
 
 def _version(out: TextIO) -> int:
     _out(out, f"sitq {__version__}")
-    records = get_plugin_manager().plugin_records()
+    manager = get_plugin_manager()
+    manager.load_targets()  # a plugin installed without its driver is broken, not ok (as in sitq plugins)
+    records = manager.plugin_records()
     if records:
         _out(out, "registered plugins:")
         for record in records:
-            _out(out, f"  {record.dist or record.name}-{record.version or '?'} ({record.name}, {record.status})")
+            status = record.status if record.error is None else f"{record.status}: {record.error_line()}"
+            _out(out, f"  {record.dist or record.name}-{record.version or '?'} ({record.name}, {status})")
     return 0
 
 
 def _plugins(out: TextIO, *, include_builtin: bool, as_json: bool) -> int:
     # the diagnosis tool lists a broken plugin as 'broken' even under SITQ_STRICT_PLUGINS=1
-    records = SitqPluginManager(strict=False).plugin_records(include_builtin=include_builtin)
+    manager = SitqPluginManager(strict=False)
+    manager.load_targets()  # a backend whose target fails to import (its driver missing) makes its plugin broken
+    records = manager.plugin_records(include_builtin=include_builtin)
     if as_json:
         _out(out, json.dumps([r.as_dict() for r in records], indent=2, sort_keys=True))
         return 0
@@ -241,9 +246,11 @@ def _listed_description(kind: str, entry: RegistryEntry[Any]) -> str:
     """The entry's description, or why choosing it fails now (two plugins answer to its name, or it is broken)."""
     if entry.status == "conflict":  # a clash over an extra URL scheme refuses that scheme only, not the name
         return f"CONFLICT, cannot be chosen: {conflict_text(kind, entry, entry.name)}"
-    broken = entry.broken or entry.failed
-    if broken is not None:
-        return f"BROKEN, cannot be chosen: {broken.message}"
+    if entry.broken is not None:  # a registered class that failed its checks at registration
+        return f"BROKEN, cannot be chosen: {entry.broken.message}"
+    failed = load_failure_text(entry)
+    if failed is not None:  # its target failed to import (a driver missing) or failed its checks once imported
+        return f"installed but failed to load: {failed}"
     if kind == "serializer" and entry.name == "msgpack" and importlib.util.find_spec("msgpack") is None:
         return "not installed: needs the msgpack package: pip install msgpack"
     return entry.description
@@ -251,7 +258,9 @@ def _listed_description(kind: str, entry: RegistryEntry[Any]) -> str:
 
 def _backends(out: TextIO, *, as_json: bool) -> int:
     manager = get_plugin_manager()
-    manager.collect()
+    # every target imported now (a CLI command may): sitq-postgres without asyncpg is listed as failed to load,
+    # not as a backend that fails only once a command chooses it
+    manager.load_targets()
     rows: list[dict[str, Any]] = []
     for entry in manager.backends.entries():
         rows.append(

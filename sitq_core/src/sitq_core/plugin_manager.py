@@ -37,7 +37,7 @@ from .errors import (
     describe_exception,
 )
 from .install_hints import install_hint
-from .registry import Provider, Registry, RegistryEntry, conflict_text
+from .registry import Provider, Registry, RegistryEntry, conflict_text, load_failure_text
 from .serializers import Serializer
 
 __all__ = [
@@ -868,6 +868,31 @@ class SitqPluginManager(pluggy.PluginManager):
         result = super().unregister(plugin, name)
         self._observer_cache.clear()
         return result
+
+    def load_targets(self) -> None:
+        """Import every registered backend and serializer now, marking a plugin whose target fails as broken.
+
+        For the CLI's listings (``sitq backends``, ``sitq plugins``, ``sitq --version``): a name registered
+        as an import string is otherwise imported only when chosen, so a plugin installed without its
+        driver (sitq-postgres without asyncpg) was listed as ok until a command used it. Resolution stays
+        lazy: nothing else calls this.
+        """
+        self.collect()
+        registries: tuple[Registry[Any], ...] = (self.backends, self.serializers)
+        for registry in registries:
+            for entry in list(registry.entries()):
+                if entry.status != "ok":
+                    continue
+                try:
+                    registry.load(entry.name)
+                except BrokenPluginError as exc:
+                    record = self.records.get(entry.provider.plugin)
+                    if record is None or record.status == "disabled":  # registered with pluggy's own register()
+                        continue
+                    message = f"{registry.kind} {entry.name!r}: {load_failure_text(entry) or exc.message}"
+                    if record.error is not None and message in record.error:
+                        continue
+                    self._broken(record, message if record.error is None else f"{record.error}; {message}", exc)
 
     def plugin_records(self, *, include_builtin: bool = False) -> list[PluginRecord]:
         """Every plugin seen, broken and disabled ones included."""

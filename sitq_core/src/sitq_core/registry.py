@@ -25,7 +25,7 @@ from .errors import (
     describe_exception,
 )
 
-__all__ = ["NAME_PATTERN", "Clash", "Provider", "Registry", "RegistryEntry", "conflict_text"]
+__all__ = ["NAME_PATTERN", "Clash", "Provider", "Registry", "RegistryEntry", "conflict_text", "load_failure_text"]
 
 #: A backend, URL scheme or serializer name. ``\Z``, not ``$``: "sqlite\n" is no name.
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_+-]*\Z")
@@ -301,6 +301,20 @@ class Registry(Generic[T]):
             value=name,
             valid_options=installed,
         )
+
+
+def load_failure_text(entry: RegistryEntry[Any]) -> str | None:
+    """Why the last load of ``entry`` failed, on one line without its name (a listing's row gives it), or None.
+
+    A target that failed to import (a plugin installed without its driver) is said as the exception and
+    the import string; a class that failed its checks, by the check's own message.
+    """
+    failed = entry.failed
+    if failed is None:
+        return None
+    if failed.cause is not None:  # only _import_target's error has one
+        return f"{describe_exception(failed.cause)} (importing {entry.target_path})"
+    return failed.message
 
 
 def conflict_text(kind: str, entry: RegistryEntry[Any], key: str | None = None) -> str:
