@@ -93,8 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--queues",
         "-q",
+        action="append",
         default=None,
-        help="comma-separated queue names; tasks enqueued without one are in 'default' (default: all)",
+        help="comma-separated queue names (repeatable; the names add up); tasks enqueued without one are in "
+        "'default' (default: all)",
     )
     worker.add_argument(
         "--queue",
@@ -446,13 +448,12 @@ def _run_worker(args: argparse.Namespace) -> int:
             sys.stderr.write(f"sitq: error: --import {module}: cannot import it: {describe_exception(exc)}{hint}\n")
             return 2
     queues: list[str] | None = None
-    if args.queues is not None:  # given, even empty: an unset variable must not mean "every queue"
-        queues = [name.strip() for name in args.queues.split(",")]
-        if not all(queues):
-            sys.stderr.write(
-                f"sitq: error: --queues must be comma-separated non-empty queue names, got {args.queues!r}\n"
-            )
+    for given in args.queues or ():  # given, even empty: an unset variable must not mean "every queue"
+        names = [name.strip() for name in given.split(",")]
+        if not all(names):
+            sys.stderr.write(f"sitq: error: --queues must be comma-separated non-empty queue names, got {given!r}\n")
             return 2
+        queues = [*(queues or []), *names]  # -q mail -q reports: both, as --queue and --import add up
     if args.queue_list is not None:  # verbatim: a queue whose name holds a comma or spaces is servable too
         if not all(args.queue_list):
             sys.stderr.write("sitq: error: --queue must be a non-empty queue name, got ''\n")
