@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import sys
 from pathlib import Path
 from typing import Any
@@ -42,3 +43,26 @@ def test_an_empty_value_among_several_queues_is_still_refused(
     args = cli.build_parser().parse_args(["worker", "-b", f"sqlite:///{tmp_path / 'x.db'}", "-q", "mail", "-q", ""])
     assert cli._run_worker(args) == 2
     assert "--queues must be comma-separated non-empty queue names, got ''" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["worker", "-b", "sqlite:///x.db"], ["stats"], ["plugins"], ["backends"]])
+def test_log_level_is_accepted_after_the_command_too(command: list[str]) -> None:
+    """``sitq worker -b ... --log-level INFO`` exited 2: 'unrecognized arguments: --log-level INFO'."""
+    parser = cli.build_parser()
+    assert parser.parse_args([*command, "--log-level", "INFO"]).log_level == "INFO"
+    assert parser.parse_args(["--log-level", "DEBUG", *command]).log_level == "DEBUG"
+    assert parser.parse_args(["--log-level", "DEBUG", *command, "--log-level", "ERROR"]).log_level == "ERROR"
+    assert parser.parse_args(command).log_level == parser.get_default("log_level")
+
+
+def test_version_is_accepted_after_the_command_too() -> None:
+    """``sitq stats --version`` exited 2 with 'unrecognized arguments: --version'."""
+    out = io.StringIO()
+    assert cli.main(["stats", "--version"], stdout=out) == 0
+    assert out.getvalue().startswith("sitq ")
+    assert cli.build_parser().parse_args(["stats"]).version is False
+
+
+def test_a_bad_log_level_after_the_command_names_the_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["plugins", "--log-level", "LOUD"], stdout=io.StringIO()) == 2
+    assert "sitq: error: --log-level: unknown level 'LOUD'" in capsys.readouterr().err

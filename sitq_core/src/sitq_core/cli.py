@@ -73,19 +73,34 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-level",
         default=os.environ.get("SITQ_LOG_LEVEL", "WARNING"),
-        help="DEBUG, INFO, WARNING, ERROR or CRITICAL; before the command (sitq --log-level INFO worker ...); "
+        help="DEBUG, INFO, WARNING, ERROR or CRITICAL; before or after the command; "
         "default: $SITQ_LOG_LEVEL, else WARNING",
+    )
+    # The same two flags after the command (sitq worker -b ... --log-level INFO, sitq stats --version), with the
+    # same meaning: they failed with 'unrecognized arguments'. SUPPRESS: left out there, the value given before
+    # the command (or the default) stays; given both places, the later one wins.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--version", action="store_true", default=argparse.SUPPRESS, help="as sitq --version: print versions and exit"
+    )
+    common.add_argument(
+        "--log-level",
+        default=argparse.SUPPRESS,
+        help="as sitq --log-level: DEBUG, INFO, WARNING, ERROR or CRITICAL (default: $SITQ_LOG_LEVEL, else WARNING)",
     )
     sub = parser.add_subparsers(dest="command")
 
-    plugins = sub.add_parser("plugins", help="list installed plugins and their status")
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help_text, parents=[common])
+
+    plugins = command("plugins", "list installed plugins and their status")
     plugins.add_argument("--all", action="store_true", help="include sitq's built-in plugins")
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
 
-    backends = sub.add_parser("backends", help="list backends and serializers that can be chosen by name")
+    backends = command("backends", "list backends and serializers that can be chosen by name")
     backends.add_argument("--json", action="store_true", help="machine-readable output")
 
-    worker = sub.add_parser("worker", help="run a worker until SIGINT/SIGTERM")
+    worker = command("worker", "run a worker until SIGINT/SIGTERM")
     _backend_arg(worker)
     worker.add_argument(
         "--concurrency", "-c", type=int, default=1, help="tasks run at once, 1..1000 (default: %(default)s)"
@@ -145,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="module holding task functions, imported at start (repeatable; a module name, as for python -m)",
     )
 
-    stats = sub.add_parser("stats", help="show task counts per status")
+    stats = command("stats", "show task counts per status")
     _backend_arg(stats)
     stats.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
