@@ -177,3 +177,12 @@ def test_a_required_backend_option_left_out_is_named_not_a_raw_type_error() -> N
         assert "needs the option 'size'" in str(info.value) and "?size=" in str(info.value)
     assert NeedsSize.from_url(sitq.parse_backend_url("x://?size=3")).size == 3  # converted from text
     assert DictStoreBackend.required_options() == []
+
+
+@pytest.mark.parametrize("url", ["dictstore://:pw@", "dictstore://host:0", "dictstore://h1,h2", "dictstore://u@"])
+def test_the_default_from_url_refuses_every_part_but_the_query(url: str) -> None:
+    """An empty user with a password (':pw@') and port 0 passed the truthiness checks: the password was dropped."""
+    with pytest.raises(ConfigurationError) as info:
+        sitq.connect(url)
+    assert info.value.parameter == "url" and "pw" not in str(info.value)
+    assert "takes no host, port, user, password or path" in str(info.value)

@@ -533,9 +533,10 @@ class Backend(abc.ABC):
     @classmethod
     def from_url(cls, url: BackendURL) -> Self:
         """Build a backend from a parsed URL; the default accepts only query options."""
-        if url.host or url.port or url.username or url.database:
+        given = (url.host, url.port, url.username, url.password, url.database)
+        if any(part is not None and part != "" for part in given) or url.more_hosts:  # port 0, ':pw@' too
             raise ConfigurationError(
-                f"backend {cls.name!r} takes no host, user or path in its URL; got {url}",
+                f"backend {cls.name!r} takes no host, port, user, password or path in its URL, only ?options; got {url}",
                 parameter="url",
                 value=str(url),
             )
