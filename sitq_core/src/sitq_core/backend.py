@@ -536,7 +536,8 @@ class Backend(abc.ABC):
         given = (url.host, url.port, url.username, url.password, url.database)
         if any(part is not None and part != "" for part in given) or url.more_hosts:  # port 0, ':pw@' too
             raise ConfigurationError(
-                f"backend {cls.name!r} takes no host, port, user, password or path in its URL, only ?options; got {url}",
+                f"backend {cls.name!r} takes no host, port, user, password or path in its URL, only ?options; "
+                f"got {url}",
                 parameter="url",
                 value=str(url),
             )
