@@ -153,6 +153,10 @@ class TaskOptions:
             value = changes.get(name)
             if not isinstance(value, int | float) and checks.as_seconds(value) is not None:
                 changes[name] = checks.as_seconds(value)  # a Fraction, Decimal or numpy scalar; checked below
+        if checks.as_seconds(changes.get("timeout")) == math.inf:
+            # no time limit: what None means on a task, and the one way for a view to lift a decorated task's
+            # timeout (with_options(timeout=None) leaves an option as it is)
+            changes["timeout"] = None
         if changes.get("eta") is not None:
             changes.setdefault("delay", None)
         elif changes.get("delay") is not None:
@@ -203,7 +207,7 @@ class TaskOptions:
         if self.retry_backoff is None:
             raise ValidationError("retry_backoff must be a number >= 0", parameter="retry_backoff", value=None)
         timeout = self.timeout
-        _finite("timeout", timeout, hint="; use None for no time limit")  # NaN too: one message for all three
+        _finite("timeout", timeout, hint="; math.inf means no time limit")  # NaN: as the other two say it
         if timeout is not None and (
             isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0  # NaN fails too
         ):
