@@ -305,3 +305,37 @@ def test_the_guide_waives_a_kit_test_with_a_type_correct_override(tmp_path: Path
     blocks = re.findall(r"^```python[ \t]*\n(.*?)^```[ \t]*$", guide, re.DOTALL | re.MULTILINE)
     (waiver,) = [block for block in blocks if "pytest.mark.skip(" in block and "BackendSuite" in block]
     _check(tmp_path, "mypy", waiver)
+
+
+DURATIONS = textwrap.dedent(
+    """
+    from decimal import Decimal
+    from fractions import Fraction
+
+    import sitq
+    from sitq import Call, SyncTaskQueue, TaskQueue, Worker
+
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    async def main(queue: TaskQueue, sync: SyncTaskQueue) -> None:
+        view = queue.with_options(delay=Fraction(1, 2), retry_backoff=Decimal("1.5"), timeout=Decimal(30))
+        await view.enqueue_call(add, [1, 2])
+        await queue.enqueue_many([Call(add, [1, 2])])
+        await queue.get_result("id", timeout=Decimal("0.5"))
+        sync.get_result("id", timeout=Fraction(1, 10))
+        sync.enqueue_call(add, [1, 2])
+        worker = Worker(queue.backend, poll_interval=Decimal(1), lease_timeout=Fraction(30), shutdown_timeout=2)
+        await worker.stop(timeout=Decimal(5))
+        sitq.task(timeout=Decimal(3))(add)
+        await queue.get_result("id", timeout="5")  # error
+    """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("checker", CHECKERS)
+def test_durations_type_check_as_any_real_number_and_args_as_a_list(tmp_path: Path, checker: str) -> None:
+    """api.md: every duration may be an int, float, Fraction or Decimal; mypy refused Decimal and Fraction
+    ('expected "float | None"'), and Call/enqueue_call refused a list of arguments the run time takes."""
+    _check(tmp_path, checker, DURATIONS)

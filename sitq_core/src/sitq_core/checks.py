@@ -14,7 +14,8 @@ import re
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, cast
+from fractions import Fraction
+from typing import Any, TypeAlias, cast
 
 from .errors import ValidationError, describe_exception, safe_repr
 from .models import Outcome, Task, TaskStatus
@@ -25,6 +26,7 @@ __all__ = [
     "MAX_LEASE_SECONDS",
     "OUTCOME_KINDS",
     "STATUSES",
+    "Seconds",
     "as_seconds",
     "aware",
     "aware_or_none",
@@ -89,6 +91,11 @@ def _utc_offset(value: datetime, parameter: str) -> timedelta | None:
             value=value,
             cause=exc,
         ) from exc
+
+
+#: a duration as the public API takes it: any real number (int and numpy scalars pass as float for type
+#: checkers; Decimal and Fraction are named so that code passing them type-checks), used as a float
+Seconds: TypeAlias = float | Decimal | Fraction
 
 
 def as_seconds(value: object) -> float | None:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypedDict
 
 from . import checks
-from .checks import INT64_MAX, INT64_MIN
+from .checks import INT64_MAX, INT64_MIN, Seconds
 from .errors import ValidationError, safe_repr
 from .models import DEFAULT_QUEUE
 
@@ -26,11 +26,11 @@ class TaskOptionArgs(TypedDict, total=False):
     """
 
     eta: datetime | None
-    delay: float | None
+    delay: Seconds | None
     priority: int | None
     max_retries: int | None
-    retry_backoff: float | None
-    timeout: float | None
+    retry_backoff: Seconds | None
+    timeout: Seconds | None
     queue_name: str | None
     max_lease_expiries: int | None
 

@@ -20,6 +20,7 @@ from typing import Any, ParamSpec, Self, TypeVar, Unpack, overload
 from . import checks
 from .backend import Backend, Capability
 from .batch import TaskBatch
+from .checks import Seconds
 from .config import BackendSpec, SerializerSpec, resolve_backend, resolve_serializer, split_config
 from .errors import (
     BackendError,
@@ -116,7 +117,7 @@ class Call:
     """One call for ``enqueue_many``: ``Call(func, args, kwargs)``."""
 
     func: Callable[..., Any]
-    args: tuple[Any, ...] = ()
+    args: tuple[Any, ...] | list[Any] = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
@@ -401,7 +402,7 @@ class _Producer:
         now = self._backend.now()
         return self._build_task(func, args, kwargs, options, now, options.due_at(now))
 
-    def _call_task_of(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None) -> Task:
+    def _call_task_of(self, func: Any, args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any] | None) -> Task:
         """The task ``enqueue_call(func, args, kwargs)`` stores."""
         call_args, call_kwargs = _arguments(args, kwargs)
         now = self._backend.now()
@@ -456,7 +457,10 @@ class _Producer:
         return await self._store_one(await self._stamped(lambda: self._call_task(func, args, kwargs, eta)))
 
     async def enqueue_call(
-        self, func: Callable[..., Any], args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
+        self,
+        func: Callable[..., Any],
+        args: tuple[Any, ...] | list[Any] = (),
+        kwargs: dict[str, Any] | None = None,
     ) -> str:
         """Like ``enqueue`` with the arguments given as a tuple and a dict.
 
@@ -730,7 +734,7 @@ class TaskQueue(_Producer):
 
     # ------------------------------------------------------------------ results
 
-    async def get_result(self, task_id: str, timeout: float | None = None) -> Result | None:
+    async def get_result(self, task_id: str, timeout: Seconds | None = None) -> Result | None:
         """The final result as soon as it exists; None when ``timeout`` seconds pass first.
 
         ``timeout=None`` waits until the result exists; ``0`` checks once.

@@ -20,6 +20,7 @@ from types import CodeType, TracebackType
 from typing import Any, Generic, NoReturn, Self, TypeVar, Unpack
 
 from .backend import Backend
+from .checks import Seconds
 from .config import BackendSpec, SerializerSpec, split_config
 from .errors import (
     SerializationError,
@@ -584,7 +585,10 @@ class SyncTaskQueue:
         return self._run("enqueue_many", lambda: self._queue.enqueue_many(items))
 
     def enqueue_call(
-        self, func: Callable[..., Any], args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
+        self,
+        func: Callable[..., Any],
+        args: tuple[Any, ...] | list[Any] = (),
+        kwargs: dict[str, Any] | None = None,
     ) -> str:
         """Store ``func(*args, **kwargs)`` with the arguments as a tuple and a dict (see ``TaskQueue.enqueue_call``)."""
         return self._enqueue("enqueue_call", lambda: self._queue._call_task_of(func, args, kwargs), self._queue)
@@ -593,7 +597,7 @@ class SyncTaskQueue:
         """A view whose enqueues apply these per-task options (see ``TaskQueue.with_options``)."""
         return SyncTaskQueueView(self, self._queue.with_options(**options))
 
-    def get_result(self, task_id: str, timeout: float | None = None) -> Any:
+    def get_result(self, task_id: str, timeout: Seconds | None = None) -> Any:
         """The task's return value; None when ``timeout`` passes first.
 
         A failed task raises :class:`TaskExecutionError` with the task's error
@@ -605,7 +609,7 @@ class SyncTaskQueue:
             return None
         return self._value_of(result)
 
-    def get_result_record(self, task_id: str, timeout: float | None = None) -> Result | None:
+    def get_result_record(self, task_id: str, timeout: Seconds | None = None) -> Result | None:
         """The full :class:`Result` record (status, times, attempts) instead of the value."""
         return self._run("get_result_record", lambda: self._queue.get_result(task_id, timeout), task_id, waits=True)
 
@@ -681,7 +685,10 @@ class SyncTaskQueueView:
         return self._owner._enqueue("enqueue", lambda: self._view._call_task(func, args, kwargs, eta), self._view)
 
     def enqueue_call(
-        self, func: Callable[..., Any], args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
+        self,
+        func: Callable[..., Any],
+        args: tuple[Any, ...] | list[Any] = (),
+        kwargs: dict[str, Any] | None = None,
     ) -> str:
         return self._owner._enqueue("enqueue_call", lambda: self._view._call_task_of(func, args, kwargs), self._view)
 

@@ -36,6 +36,7 @@ from typing import Any
 from . import checks, forks
 from .backend import Backend
 from .bounded import within
+from .checks import Seconds
 from .config import BackendSpec, SerializerSpec, resolve_backend, resolve_serializer, split_config
 from .current import CurrentTask, running_as, set_current
 from .errors import (
@@ -282,14 +283,14 @@ class Worker:
         backend: BackendSpec,
         serializer: SerializerSpec = None,
         max_concurrency: int = 1,
-        poll_interval: float = 1.0,
+        poll_interval: Seconds = 1.0,
         *,
         queues: Sequence[str] | str | None = None,
-        lease_timeout: float = 30.0,
+        lease_timeout: Seconds = 30.0,
         prefetch: int | None = None,
-        shutdown_timeout: float | None = 30.0,
+        shutdown_timeout: Seconds | None = 30.0,
         worker_id: str | None = None,
-        batch_window: float | None = None,
+        batch_window: Seconds | None = None,
     ) -> None:
         if backend is None:
             raise ValidationError(
@@ -594,7 +595,7 @@ class Worker:
             repr(list(self.queues)) if self.queues else "all",
         )
 
-    async def stop(self, timeout: float | None = None) -> None:
+    async def stop(self, timeout: Seconds | None = None) -> None:
         """Stop reserving, give back unstarted tasks, wait for in-flight ones, then return.
 
         ``timeout`` bounds the wait; tasks still running then are cancelled
