@@ -184,4 +184,4 @@ async def test_a_database_file_deleted_under_a_running_process_is_reported(
         waiting.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await waiting
-    assert "was deleted or replaced" in caplog.text and "restart it" in caplog.text
+    assert "was deleted or replaced" in caplog.text and "restart this process" in caplog.text

@@ -7,6 +7,7 @@ which nobody could ever see again (the WAL was even checkpointed into it at clos
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import os
@@ -29,6 +30,7 @@ from sitq_core.models import Task, new_id
 from sitq_sqlite import SQLiteBackend
 
 import sitq_test_tasks as tasks
+from sitq_test_helpers import wait_until
 
 TESTS = Path(__file__).resolve().parents[1]
 
@@ -83,6 +85,41 @@ async def test_writes_to_a_deleted_file_are_refused_and_logged_once(
         assert len(gone) == 1, "logged once, not once per refused write"
         # reads of what this process already has still answer
         assert await queue.get_task(first) is not None
+
+
+@pytest.mark.asyncio
+@pytest.mark.usefixtures("check_every_write")
+async def test_the_watcher_and_the_write_check_log_a_deleted_file_once_between_them(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A producer with a worker in one process logged two ERRORs for one rm (the watcher's 'restart it' and the
+    write check's 'writes are refused'); a file connected to afresh and deleted again is news again."""
+    path = tmp_path / "q.db"
+    backend = SQLiteBackend(path)
+    async with TaskQueue(backend) as queue:
+        await queue.enqueue(tasks.add, 1, 2)
+        waiting = asyncio.ensure_future(backend.wait_for_work(30))  # the change watcher opens the file
+        await wait_until(lambda: asyncio.sleep(0, backend._watcher is not None and backend._watcher._identity))
+        with caplog.at_level(logging.ERROR, logger="sitq.sqlite"):
+            for suffix in ("", "-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(f"{path}{suffix}")
+            await wait_until(lambda: asyncio.sleep(0, "deleted or replaced" in caplog.text))
+            with pytest.raises(ConnectionError):
+                await queue.enqueue(tasks.add, 3, 4)
+        waiting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiting
+    gone = [r.getMessage() for r in caplog.records if "deleted or replaced" in r.getMessage()]
+    assert len(gone) == 1, gone
+    assert "other processes no longer see" in gone[0] and "writes are refused" in gone[0]
+    caplog.clear()
+    async with TaskQueue(SQLiteBackend(path)) as again:  # connects to the file at the path now
+        await again.enqueue(tasks.add, 5, 6)
+        os.remove(path)
+        with caplog.at_level(logging.ERROR, logger="sitq.sqlite"), pytest.raises(ConnectionError):
+            await again.enqueue(tasks.add, 7, 8)
+    assert len([r for r in caplog.records if "deleted or replaced" in r.getMessage()]) == 1
 
 
 @pytest.mark.usefixtures("check_every_write")

@@ -78,7 +78,7 @@ from .schema import (
     missing_indexes,
     to_us,
 )
-from .watcher import WORK_KEY, Wakeups, Watcher, _file_identity, _known_identity
+from .watcher import WORK_KEY, Wakeups, Watcher, _file_identity, _known_identity, file_opened_again, report_file_gone
 
 if TYPE_CHECKING:
     from sitq_core.urls import BackendURL
@@ -498,6 +498,7 @@ class SQLiteBackend(Backend):
         if not self.is_memory:
             self._opened, self._file_checked = _known_identity(self.path), time.monotonic()
             self._identity_warned = False
+            file_opened_again(self.path)  # the file at the path now: its own deletion is news again
         log.debug("connected to %s (schema version %s)", self.path, found)
         return db
 
@@ -583,11 +584,7 @@ class SQLiteBackend(Backend):
                 self._identity_warned = True
                 return
             self._file_gone = True
-            log.error(
-                "%s was deleted or replaced while this process had it open; writes are refused from now on "
-                "(restart this process, or close the backend and connect again)",
-                self.path,
-            )
+            report_file_gone(self.path)
         raise StoreGoneError(
             f"SQLite database {self.path!r} was deleted or replaced while this process had it open: a write "
             "would go into the old file, which no other process sees and which is lost when this process closes "

@@ -132,6 +132,29 @@ _EVENT_WINDOW = 0.25
 _SAFETY_TICK = 0.1
 _FILE_CHECK_INTERVAL = 1.0  # seconds between checks that the database file is still the one opened
 _reported_gone: set[str] = set()  # paths whose deletion or replacement was logged (once per process)
+
+
+def file_opened_again(path: str) -> None:
+    """A backend connected to the file now at ``path``: a later deletion of that one is logged again."""
+    _reported_gone.discard(path)
+
+
+def report_file_gone(path: str) -> None:
+    """Log, once per path and process, that the database file was deleted or replaced under this process.
+
+    Both the change watcher and the backend's write check find it; one ERROR says all of it.
+    """
+    if path in _reported_gone:
+        return
+    _reported_gone.add(path)
+    log.error(
+        "%s was deleted or replaced while this process had it open: this process still has the old file, which "
+        "other processes no longer see, and its writes are refused from now on (restart this process, or close "
+        "the backend and connect again)",
+        path,
+    )
+
+
 _reported_open_failures: set[str] = set()  # paths the watcher could not open, logged (once per process)
 # After a write event ends a quiet spell, tick this fast for this long (idle pickup latency).
 _FIRST_COMMIT_TICK = 0.0003
@@ -221,12 +244,7 @@ class Watcher:
         except OSError as exc:  # not known either way (a failing NFS stat): looked at again at the next change
             log.debug("the change watcher cannot tell whether %s is still the file opened: %s", self._path, exc)
             return
-        _reported_gone.add(self._path)
-        log.error(
-            "%s was deleted or replaced while this process had it open; this process still uses "
-            "the old file, which other processes no longer see: restart it",
-            self._path,
-        )
+        report_file_gone(self._path)
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
