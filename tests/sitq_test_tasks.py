@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +133,30 @@ def returns_failing_awaitable() -> Any:
         raise ValueError("the awaitable failed")
 
     return failing()
+
+
+def naive_wrapper(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A decorator that forgets to be async: its wrapper is a plain ``def`` handing back fn's coroutine."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@naive_wrapper
+async def naive_sleepy(seconds: float) -> str:
+    """sleepy() behind a naive (sync) decorator: the worker calls it in a thread, then awaits its coroutine."""
+    await asyncio.sleep(seconds)
+    return "slept"
+
+
+def gate_then_sleepy(seconds: float) -> Any:
+    """Blocks its thread at GATE (at most 30 s), then hands back sleepy(seconds)'s coroutine."""
+    GATE_REACHED.set()
+    GATE.wait(30)
+    return sleepy(seconds)
 
 
 def exits(code: int = 3) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -241,6 +242,46 @@ async def test_a_failing_awaitable_in_a_batch_fails_only_its_task(queue: TaskQue
     assert [r.status if r else None for r in results] == ["failed", "success", "success"]
     assert results[0] is not None and results[0].error
     assert (await queue.counts())["running"] == 0
+
+
+@pytest.mark.asyncio
+async def test_coroutines_sync_wrappers_returned_in_a_batch_are_cancelled_as_async_tasks(queue: TaskQueue) -> None:
+    """A batch awaits on the loop, one after another, the coroutines its members' sync calls returned: a cancel
+    of the one awaited, or of one still to come, ended neither (they had returned, so kept their outcome)."""
+    ids = await queue.enqueue_many(
+        [(tasks.naive_sleepy, (4,), {}), (tasks.naive_sleepy, (4,), {}), (tasks.add, (1, 2), {})]
+    )
+    worker = Worker(queue.backend, max_concurrency=1, prefetch=10, lease_timeout=0.3)  # heartbeats every 0.1 s
+    await worker.start()
+    try:
+        added = await queue.get_result(ids[2], timeout=10)  # the batch's thread is done: the coroutines remain
+        assert added is not None and added.status == "success"
+        asked = time.monotonic()
+        assert await queue.cancel(ids[1]) is True  # still to be awaited
+        assert await queue.cancel(ids[0]) is True  # awaited now
+        results = [await queue.get_result(task_id, timeout=10) for task_id in ids[:2]]
+        took = time.monotonic() - asked
+    finally:
+        await asyncio.wait_for(worker.stop(timeout=5), 10)
+    assert [r.status if r else None for r in results] == ["cancelled", "cancelled"]
+    assert took < 3, f"cancelled only after {took:.2f} s: they ran to their end"
+    assert (await queue.counts())["running"] == 0
+
+
+@pytest.mark.asyncio
+async def test_a_batch_goes_on_after_a_cancelled_coroutine(queue: TaskQueue) -> None:
+    """The cancel of one member's coroutine must not reach the next one's await (the batch task is uncancelled)."""
+    ids = await queue.enqueue_many([(tasks.naive_sleepy, (4,), {}), (tasks.naive_sleepy, (0.3,), {})])
+    worker = Worker(queue.backend, max_concurrency=1, prefetch=10, lease_timeout=0.3)
+    await worker.start()
+    try:
+        await wait_until(lambda: _all_status(queue, ids, TaskStatus.RUNNING))
+        await asyncio.sleep(0.1)
+        assert await queue.cancel(ids[0]) is True
+        results = [await queue.get_result(task_id, timeout=10) for task_id in ids]
+    finally:
+        await asyncio.wait_for(worker.stop(timeout=5), 10)
+    assert [r.status if r else None for r in results] == ["cancelled", "success"]
 
 
 @pytest.mark.asyncio

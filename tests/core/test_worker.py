@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -340,6 +341,60 @@ async def test_cancel_a_running_async_task(queue: TaskQueue) -> None:
     result = await queue.get_result(task_id, timeout=10)
     await worker.stop()
     assert result is not None and result.status == "cancelled"
+
+
+@pytest.mark.asyncio
+async def test_cancel_a_running_coroutine_that_a_sync_wrapper_returned(queue: TaskQueue) -> None:
+    """A naive sync decorator over ``async def``: the worker awaits its coroutine on the loop, yet a cancel
+    treated it as an uninterruptible thread (decided by the wrapper's signature) and it ran to its end."""
+    worker = Worker(queue.backend, max_concurrency=2, lease_timeout=0.3)
+    await worker.start()
+    try:
+        task_id = await queue.enqueue(tasks.naive_sleepy, 6)
+        await wait_until(lambda: _running(queue, 1))
+        await asyncio.sleep(0.1)  # its thread has handed back the coroutine: it is awaited on the loop
+        asked = time.monotonic()
+        assert await queue.cancel(task_id) is True
+        result = await queue.get_result(task_id, timeout=10)
+        took = time.monotonic() - asked
+    finally:
+        await worker.stop()
+    assert result is not None and result.status == "cancelled"
+    assert took < 3, f"cancelled only after {took:.2f} s: it ran to its end"
+
+
+@pytest.mark.asyncio
+async def test_a_coroutine_a_sync_wrapper_returned_times_out_as_an_async_task(queue: TaskQueue) -> None:
+    """The timeout path already awaited it as async: the cancel path must agree (above)."""
+    began = time.monotonic()
+    result = await run_one_with(queue.with_options(timeout=0.3), queue, tasks.naive_sleepy, 6)
+    assert result.status == "failed" and result.error == "task timed out after 0.3 s"
+    assert time.monotonic() - began < 3
+
+
+@pytest.mark.asyncio
+async def test_a_cancel_during_a_sync_call_drops_the_coroutine_it_returns(queue: TaskQueue) -> None:
+    """The thread runs to its end (it cannot be interrupted); the coroutine it hands back is not run then."""
+    tasks.GATE.clear()
+    tasks.GATE_REACHED.clear()
+    worker = Worker(queue.backend, max_concurrency=2, lease_timeout=0.3)  # heartbeats every 0.1 s
+    await worker.start()
+    try:
+        task_id = await queue.enqueue(tasks.gate_then_sleepy, 6)
+        await wait_until(lambda: asyncio.sleep(0, tasks.GATE_REACHED.is_set()))
+        assert await queue.cancel(task_id) is True
+        await asyncio.sleep(0.5)  # several heartbeats: the worker knows of the request while the thread runs
+        assert await queue.get_result(task_id, timeout=0) is None, "a thread cannot be interrupted"
+        tasks.GATE.set()
+        opened = time.monotonic()
+        result = await queue.get_result(task_id, timeout=10)
+        took = time.monotonic() - opened
+    finally:
+        tasks.GATE.set()
+        await worker.stop()
+        tasks.GATE.clear()
+    assert result is not None and result.status == "cancelled"
+    assert took < 3, f"its coroutine ran for {took:.2f} s after the cancel"
 
 
 @pytest.mark.asyncio

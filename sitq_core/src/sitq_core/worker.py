@@ -2026,7 +2026,7 @@ class Worker:
         began = time.perf_counter()
         call_began = [began]  # moved to when a thread starts a sync call with a timeout
         try:
-            value = await self._call(func, args, kwargs, task.timeout, call_began, task_id=running.id)
+            value = await self._call(func, args, kwargs, task.timeout, call_began, running=running)
         except asyncio.CancelledError as exc:
             current = asyncio.current_task()
             if running.settled:  # stop() abandoned it (and reports or releases it): report nothing here
@@ -2080,8 +2080,9 @@ class Worker:
         timeout: float | None,
         began: list[float] | None = None,
         *,
-        task_id: str = "",
+        running: _Running,
     ) -> Any:
+        task_id = running.id
         if _is_async_callable(func):
             if timeout is None:
                 return await func(*args, **kwargs)
@@ -2116,6 +2117,14 @@ class Worker:
                     self._outlive(thread_call, task_id)
                 raise
         if inspect.isawaitable(value):
+            # A sync callable handed back an awaitable (a naive decorator over an async def): from here its
+            # task runs on the loop like an async one, so a cancel request interrupts it (the heartbeat
+            # decides by on_loop, what runs now, not by the callable's signature). One that came while the
+            # sync part ran in its thread: the awaitable is never started.
+            running.on_loop = True
+            if running.cancel_asked():
+                _drop_awaitable(value)
+                raise asyncio.CancelledError
             value = await (_bounded(value, timeout) if timeout is not None else value)
         return value
 
@@ -2235,12 +2244,23 @@ class Worker:
                 if running.settled:
                     continue
                 value = entry[2]  # an awaitable returned by a sync function: finish it on the loop
+                if running.cancel_requested:  # cancelled before its turn: it never starts
+                    _drop_awaitable(value)
+                    self._settle(running, self._cancelled(running), {"error": "cancelled", "duration": entry[1]})
+                    continue
                 set_current(functools.partial(_current_task_of, running.reserved, self.worker_id))  # as its own
+                running.on_loop = True  # awaited on the loop now: a cancel request interrupts it (the heartbeat)
                 try:
                     value = await value
                 except asyncio.CancelledError as exc:
                     if running.settled:
                         raise  # _abandon cancelled the batch: it reports or releases every member
+                    if running.cancel_asked():  # the heartbeat cancelled the batch's task for this member
+                        current = asyncio.current_task()
+                        if current is not None and current.cancelling():
+                            current.uncancel()  # the next member's awaitable must not see that cancel
+                        self._settle(running, self._cancelled(running), {"error": "cancelled", "duration": entry[1]})
+                        continue
                     error = _task_error(exc)
                     self._settle(running, self._failed_with(running, error), {"error": error, "duration": entry[1]})
                     continue
@@ -2250,6 +2270,8 @@ class Worker:
                     self._settle(running, outcome, {"error": error, "duration": entry[1]})
                 else:
                     self._settle(running, *self._success(running, value, entry[1]))
+                finally:
+                    running.on_loop = False
         finally:
             over = True
             self._release_slot()
@@ -2259,6 +2281,8 @@ class Worker:
         _began, duration, value, error = entry
         self._mean_run_time += (duration - self._mean_run_time) * 0.2
         if running.cancel_requested:
+            if error is None and not running.on_loop:  # an awaitable it handed back is never started
+                _drop_awaitable(value)
             outcome, extra = self._cancelled(running), {"error": "cancelled", "duration": duration}
         elif error is not None:
             error = _task_error(error)
@@ -2753,22 +2777,26 @@ class Worker:
                         # one still waiting in its batch is withdrawn and reported at once; a running sync
                         # call cannot be interrupted (it reports "cancelled" when it ends); one that has
                         # already returned keeps its real outcome
+                        # (one whose call handed back an awaitable runs that on the loop, after the batch's
+                        # thread is done: it is interrupted as an async task when awaited now, and never
+                        # started when its turn is still to come)
                         if running.batch.withdraw(running.batch_index):
                             running.cancel_requested = True
                             self._settle(running, self._cancelled(running), {"error": "cancelled"})
-                        elif not running.batch.finished(running.batch_index):
+                        elif not running.batch.finished(running.batch_index) or _handed_back_awaitable(
+                            running.batch.result(running.batch_index)
+                        ):
                             running.cancel_requested = True
+                            if running.on_loop and running.future is not None and not running.future.done():
+                                running.future.cancel()  # the batch's task, awaiting this member's awaitable
                         continue
                     running.cancel_requested = True
                     if running.future is not None and not running.future.done():
-                        # an async call that has started is interrupted; one not started yet reports
-                        # "cancelled" as it begins, and a sync call (a thread cannot be interrupted)
-                        # reports it when it returns, keeping its slot until then
-                        if (
-                            running.started_at is not None
-                            and running.call is not None
-                            and _is_async_callable(running.call[0])
-                        ):
+                        # what runs on the loop is interrupted (an async call that has started, or the
+                        # awaitable a sync call handed back); one not started yet reports "cancelled" as it
+                        # begins, and a sync call (a thread cannot be interrupted) reports it when it
+                        # returns, keeping its slot until then (its awaitable, if any, is then not started)
+                        if running.on_loop:
                             running.future.cancel()
                     elif running.future is None and running in self._waiting:
                         self._waiting.remove(running)
@@ -2955,6 +2983,23 @@ def _call_marked(
     """Run in a pool thread: say that the call starts, then make it."""
     mark_started()
     return call_guarded(func, args, kwargs)
+
+
+def _handed_back_awaitable(entry: CallResult | None) -> bool:
+    """True when a batch member's sync call returned an awaitable (which the batch then awaits on the loop)."""
+    return entry is not None and entry[3] is None and inspect.isawaitable(entry[2])
+
+
+def _drop_awaitable(awaitable: Any) -> None:
+    """An awaitable a cancelled task handed back, never to be awaited: close a coroutine (no "never awaited"
+    warning), cancel a future; anything else is left to the garbage collector."""
+    try:
+        if inspect.iscoroutine(awaitable):
+            awaitable.close()
+        elif asyncio.isfuture(awaitable):
+            awaitable.cancel()
+    except Exception:  # an odd awaitable's own error: the task ends cancelled all the same
+        logger.debug("could not close the awaitable of a cancelled task", exc_info=True)
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
