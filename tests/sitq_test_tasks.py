@@ -465,3 +465,19 @@ class HashRaises:
 
     def __call__(self, x: int) -> int:
         return x * 2
+
+
+class Scaler:
+    """A class whose methods are tasks (``@sitq.task`` on a method binds like a function)."""
+
+    def __init__(self, factor: int) -> None:
+        self.factor = factor
+
+    @task(priority=6, queue_name="methods", max_retries=1)
+    def scale(self, x: int) -> int:
+        return self.factor * x
+
+    @task(queue_name="methods")
+    async def scale_later(self, x: int) -> int:
+        await asyncio.sleep(0)
+        return self.factor * x

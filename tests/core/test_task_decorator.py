@@ -262,3 +262,93 @@ def test_an_option_given_as_none_is_left_as_it_is_in_the_decorators(tmp_path: Pa
     with pytest.raises(ValidationError) as info:
         task(max_retrys=None)  # an unknown option is still named, whatever its value
     assert info.value.parameter == "max_retrys"
+
+
+# ------------------------------------------------------------------ methods
+
+
+async def _run_one(queue: TaskQueue, task_id: str, queues: list[str] | None = None) -> Any:
+    worker = Worker(queue.backend, queues=queues) if queues else Worker(queue.backend)
+    await worker.start()
+    try:
+        result = await queue.get_result(task_id, timeout=10)
+    finally:
+        await worker.stop()
+    assert result is not None and result.status == "success", result
+    return queue.deserialize_result(result)
+
+
+def test_a_decorated_method_binds_like_a_function() -> None:
+    """TaskFunction had no __get__: ``Scaler(3).scale(2)`` passed 2 as self ("missing ... argument: 'x'")."""
+    import asyncio
+
+    scaler = tasks.Scaler(3)
+    assert scaler.scale(2) == 6
+    assert asyncio.run(scaler.scale_later(2)) == 6
+    assert tasks.Scaler.scale(scaler, 2) == 6  # read from the class: the task itself, self passed by hand
+    assert isinstance(tasks.Scaler.__dict__["scale"], TaskFunction)
+    assert tasks.Scaler.scale is tasks.Scaler.__dict__["scale"]
+    bound = scaler.scale
+    assert isinstance(bound, TaskFunction) and bound.options.priority == 6
+    assert bound.__wrapped__.__self__ is scaler  # type: ignore[attr-defined]
+    assert bound.__qualname__ == "Scaler.scale"
+
+
+@pytest.mark.asyncio
+async def test_a_decorated_method_enqueues_with_its_instance_and_options(tmp_path: Path) -> None:
+    async with TaskQueue(SQLiteBackend(tmp_path / "m.db")) as queue:
+        task_id = await queue.enqueue(tasks.Scaler(3).scale, 5)
+        stored = await queue.get_task(task_id)
+        assert stored is not None
+        assert (stored.priority, stored.queue, stored.max_retries) == (6, "methods", 1)
+        assert stored.function_name == "sitq_test_tasks:Scaler.scale"
+        assert await _run_one(queue, task_id, ["methods"]) == 15
+        many = await queue.enqueue_many([(tasks.Scaler(4).scale_later, (5,))])
+        stored = await queue.get_task(many[0])
+        assert stored is not None and stored.queue == "methods"
+        assert await _run_one(queue, many[0], ["methods"]) == 20
+        # f.enqueue on a bound method: the call with its instance, on the task's queue
+        task_id = await tasks.Scaler(7).scale.bind(queue).enqueue(2)
+        assert await _run_one(queue, task_id, ["methods"]) == 14
+
+
+@pytest.mark.asyncio
+async def test_a_method_of_a_class_bound_to_a_queue_enqueues_itself(tmp_path: Path) -> None:
+    async with TaskQueue(SQLiteBackend(tmp_path / "qm.db")) as queue:
+
+        class Greeter:
+            def __init__(self, greeting: str) -> None:
+                self.greeting = greeting
+
+            @queue.task(priority=2)
+            async def greet(self, name: str) -> str:
+                return f"{self.greeting}, {name}"
+
+        greeter = Greeter("hello")
+        assert await greeter.greet("direct") == "hello, direct"
+        task_id = await greeter.greet.enqueue("queued")
+        stored = await queue.get_task(task_id)
+        assert stored is not None and stored.priority == 2
+        assert await _run_one(queue, task_id) == "hello, queued"
+
+
+def test_a_bound_decorated_method_pickles_with_its_instance() -> None:
+    import cloudpickle
+
+    bound = tasks.Scaler(3).scale.bind(None)
+    for dumps in (pickle.dumps, cloudpickle.dumps):
+        loaded = pickle.loads(dumps(bound))
+        assert isinstance(loaded, TaskFunction) and loaded(4) == 12
+        assert loaded.options == bound.options and loaded.__wrapped__.__self__.factor == 3  # type: ignore[attr-defined]
+        assert not isinstance(loaded.__wrapped__.__func__, TaskFunction)  # type: ignore[attr-defined]
+    assert pickle.loads(pickle.dumps(tasks.Scaler.scale)) is tasks.Scaler.scale  # the class's: by name
+
+
+@pytest.mark.asyncio
+async def test_msgpack_refuses_a_decorated_method_at_enqueue(tmp_path: Path) -> None:
+    from sitq import SerializationError
+
+    async with TaskQueue(SQLiteBackend(tmp_path / "mm.db"), serializer="msgpack") as queue:
+        with pytest.raises(SerializationError, match=r"sitq_test_tasks:Scaler\.scale is a method \(of a Scaler\)"):
+            await queue.enqueue(tasks.Scaler(3).scale, 5)
+        assert await queue.list_tasks() == []

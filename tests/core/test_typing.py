@@ -269,6 +269,46 @@ def test_task_options_are_checked_everywhere_they_are_given(tmp_path: Path, chec
     _check(tmp_path, checker, OPTIONS)
 
 
+METHODS = textwrap.dedent(
+    """
+    import sitq
+    from sitq import TaskFunction, TaskQueue
+
+    class Svc:
+        def __init__(self, factor: int) -> None:
+            self.factor = factor
+
+        @sitq.task(priority=3)
+        def method(self, x: int) -> int:
+            return self.factor * x
+
+        @sitq.task
+        async def later(self, x: int, *, tag: str = "") -> str:
+            return f"{tag}{x}"
+
+    async def main(queue: TaskQueue) -> None:
+        svc = Svc(2)
+        n: int = svc.method(3)
+        s: str = await svc.later(3, tag="a")
+        m: int = Svc.method(svc, 3)
+        unbound: TaskFunction[[Svc, int], int] = Svc.method
+        task_id: str = await svc.method.bind(queue).enqueue(3)
+        await queue.enqueue(svc.method, 3)
+        print(n, s, m, unbound, task_id)
+        svc.method("3")  # error
+        svc.method(3, 4)  # error
+        await svc.later.enqueue(3, tag=1)  # error
+    """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("checker", CHECKERS)
+def test_a_decorated_method_binds_for_checkers_too(tmp_path: Path, checker: str) -> None:
+    """``obj.method`` drops ``self`` from the task's parameters (``TaskFunction.__get__``), as at run time."""
+    _check(tmp_path, checker, METHODS)
+
+
 def test_the_typed_option_arguments_are_the_task_options() -> None:
     """``TaskOptionArgs`` (what checkers see) names every field of ``TaskOptions`` (what runs), each optional."""
     import dataclasses

@@ -314,10 +314,12 @@ class MsgpackSerializer(Serializer):
     def _importable_path(func: Callable[..., Any]) -> str:
         path = function_path(func)
         qualname = getattr(func, "__qualname__", "")
-        bound_builtin = inspect.isbuiltin(func) and not inspect.ismodule(getattr(func, "__self__", None))
-        if bound_builtin or not (inspect.isfunction(func) or inspect.isbuiltin(func) or is_task_function(func)):
+        # a task is judged by what it wraps: a method's task (obj.method) is a method, bound to its instance
+        target: Any = getattr(func, "__wrapped__", func) if is_task_function(func) else func
+        bound_builtin = inspect.isbuiltin(target) and not inspect.ismodule(getattr(target, "__self__", None))
+        if bound_builtin or not (inspect.isfunction(target) or inspect.isbuiltin(target)):
             raise SerializationError(
-                f"msgpack sends functions by import path; {path} is {kind_of(func)}, "
+                f"msgpack sends functions by import path; {path} is {kind_of(target)}, "
                 "not a module-level function (use the cloudpickle serializer)",
                 operation="dumps_call",
                 data_type=type(func).__name__,
@@ -338,7 +340,7 @@ class MsgpackSerializer(Serializer):
                 data_type="function",
                 cause=exc,
             ) from exc
-        if resolved is not (getattr(func, "__wrapped__", func) if is_task_function(func) else func):
+        if resolved is not target:
             raise SerializationError(
                 f"{path} does not resolve to the function given (it was replaced or decorated); "
                 "msgpack needs an importable module-level function",

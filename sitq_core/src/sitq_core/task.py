@@ -14,7 +14,7 @@ import functools
 import pickle
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, Unpack, overload
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, Self, TypeVar, Unpack, overload
 
 from .errors import ValidationError
 from .options import TaskOptionArgs, TaskOptions
@@ -29,12 +29,16 @@ _OPTION_NAMES = frozenset(field.name for field in dataclasses.fields(TaskOptions
 
 P = ParamSpec("P")
 R = TypeVar("R")
+Q = ParamSpec("Q")
+S = TypeVar("S")
 
 
 class TaskFunction(Generic[P, R]):
     """A function plus its default task options (see :func:`task`)."""
 
     __sitq_task__ = True
+    #: set on a task read through an instance (or a classmethod's class): (the class's task, instance, owner)
+    _binding: tuple[TaskFunction[Any, Any], object, type[Any] | None] | None = None
 
     def __init__(
         self, func: Callable[P, R], options: TaskOptions, queue: TaskQueue | TaskQueueView | None = None
@@ -47,6 +51,32 @@ class TaskFunction(Generic[P, R]):
         # after update_wrapper: a function's own ``options`` or ``queue`` attribute must not replace these
         self.options = options
         self.queue: TaskQueue | TaskQueueView | None = queue
+
+    @overload
+    def __get__(self, instance: None, owner: type[Any] | None = None, /) -> Self: ...
+
+    @overload
+    def __get__(
+        self: TaskFunction[Concatenate[S, Q], R], instance: S, owner: type[Any] | None = None, /
+    ) -> TaskFunction[Q, R]: ...
+
+    def __get__(self, instance: object, owner: type[Any] | None = None, /) -> TaskFunction[Any, R]:
+        """A task in a class body binds as its function would: ``obj.method`` is a task of the bound method.
+
+        The bound task keeps this task's options and queue, so ``obj.method(x)`` runs it,
+        ``queue.enqueue(obj.method, x)`` applies the options and ships ``obj`` with the call
+        (cloudpickle), and ``await obj.method.enqueue(x)`` enqueues that call on the task's queue.
+        Read from the class (``Cls.method``) it is this task itself, as a function would be.
+        """
+        get = getattr(type(self.__wrapped__), "__get__", None)  # a function, classmethod, staticmethod ...
+        if get is None:
+            return self  # a callable object or a partial: not bound, as undecorated
+        bound = get(self.__wrapped__, instance, owner)
+        if bound is self.__wrapped__:
+            return self  # a function read from its class
+        made: TaskFunction[Any, R] = TaskFunction(bound, self.options, self.queue)
+        made._binding = (self, instance, owner if instance is None else None)
+        return made
 
     def __call__(self, /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run the function here and now (not through a queue)."""
@@ -68,7 +98,9 @@ class TaskFunction(Generic[P, R]):
 
         Anything else (a URL, a ``SyncTaskQueue``) raises ``ValidationError``.
         """
-        return TaskFunction(self.__wrapped__, self.options, queue)
+        rebound = TaskFunction(self.__wrapped__, self.options, queue)
+        rebound._binding = self._binding  # a bound method's task stays one: it pickles with its instance
+        return rebound
 
     def __reduce__(self) -> str | tuple[Any, ...]:
         # Importable: pickled by name, like a function. Otherwise (``__main__``, local) cloudpickle ships
@@ -77,12 +109,33 @@ class TaskFunction(Generic[P, R]):
         # an in-memory store's queue cannot: the copy is unbound, and says so when asked to enqueue).
         # A module registered with cloudpickle.register_pickle_by_value ships its code, as cloudpickle
         # does for its plain functions: a worker without that module can still run the task.
+        # A method's task (``obj.method``) travels as the class's task (by name when importable) and
+        # its instance, bound again on load: the method's own function is not importable by its name.
+        if self._binding is not None:
+            unbound, instance, owner = self._binding
+            return (_bound_again, (unbound, instance, owner, self.options, _travelling(self.queue)))
         if is_importable_task(self) and not pickled_by_value(self.__module__):
             return str(getattr(self, "__qualname__", ""))
         return (TaskFunction, (self.__wrapped__, self.options, _travelling(self.queue)))
 
     def __repr__(self) -> str:
         return f"<sitq task {self.__module__}:{getattr(self, '__qualname__', '?')}>"
+
+
+def _bound_again(
+    unbound: TaskFunction[Any, Any],
+    instance: object,
+    owner: type[Any] | None,
+    options: TaskOptions,
+    queue: TaskQueue | TaskQueueView | None,
+) -> TaskFunction[Any, Any]:
+    """A pickled method's task: the class's task bound to the instance again, with the options it had."""
+    bound: TaskFunction[Any, Any] = unbound.__get__(instance, owner)
+    if bound.options is not options or bound.queue is not queue:
+        rebound = TaskFunction(bound.__wrapped__, options, queue)
+        rebound._binding = bound._binding
+        return rebound
+    return bound
 
 
 def _check_queue(queue: object) -> None:
