@@ -481,3 +481,20 @@ class Scaler:
     async def scale_later(self, x: int) -> int:
         await asyncio.sleep(0)
         return self.factor * x
+
+
+def logged(func: Any) -> Any:
+    """A ``functools.wraps`` decorator put OUTSIDE ``@sitq.task``: its wrapper marks what it returns."""
+    import functools
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return ("logged", func(*args, **kwargs))
+
+    return wrapper
+
+
+@logged
+@task(priority=4, queue_name="wrapped", max_retries=2)
+def wrapped_outside(x: int) -> int:
+    return x * 10

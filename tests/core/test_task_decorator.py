@@ -264,7 +264,7 @@ def test_an_option_given_as_none_is_left_as_it_is_in_the_decorators(tmp_path: Pa
     assert info.value.parameter == "max_retrys"
 
 
-# ------------------------------------------------------------------ methods
+# ------------------------------------------------------------------ methods, outer wrappers, callable objects
 
 
 async def _run_one(queue: TaskQueue, task_id: str, queues: list[str] | None = None) -> Any:
@@ -352,3 +352,53 @@ async def test_msgpack_refuses_a_decorated_method_at_enqueue(tmp_path: Path) -> 
         with pytest.raises(SerializationError, match=r"sitq_test_tasks:Scaler\.scale is a method \(of a Scaler\)"):
             await queue.enqueue(tasks.Scaler(3).scale, 5)
         assert await queue.list_tasks() == []
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("serializer", ["cloudpickle", "msgpack"])
+async def test_a_wraps_decorator_outside_the_task_keeps_its_options(tmp_path: Path, serializer: str) -> None:
+    """``@logged @sitq.task(...)``: the options were dropped (priority 0, queue 'default'), the wrapper kept."""
+    async with TaskQueue(SQLiteBackend(tmp_path / "w.db"), serializer=serializer) as queue:
+        task_id = await queue.enqueue(tasks.wrapped_outside, 1)
+        stored = await queue.get_task(task_id)
+        assert stored is not None
+        assert (stored.priority, stored.queue, stored.max_retries) == (4, "wrapped", 2)
+        assert stored.function_name == "sitq_test_tasks:wrapped_outside"
+        assert list(await _run_one(queue, task_id, ["wrapped"])) == ["logged", 10]  # the outer wrapper ran
+        (many,) = await queue.enqueue_many([(tasks.wrapped_outside, (2,))])
+        viewed = await queue.with_options(priority=9).enqueue(tasks.wrapped_outside, 3)
+        stored_many, stored_viewed = await queue.get_task(many), await queue.get_task(viewed)
+        assert stored_many is not None and (stored_many.priority, stored_many.queue) == (4, "wrapped")
+        assert stored_viewed is not None and (stored_viewed.priority, stored_viewed.queue) == (9, "wrapped")
+
+
+def test_the_task_under_wrappers_is_found_within_a_bound() -> None:
+    import functools
+
+    from sitq_core.task import WRAPPED_DEPTH, task_of
+
+    def layered(depth: int) -> Any:
+        func: Any = tasks.decorated_flaky
+        for _ in range(depth):
+            func = functools.wraps(func)(lambda *a, _f=func: _f(*a))
+        return func
+
+    assert task_of(tasks.decorated_flaky) is tasks.decorated_flaky
+    assert task_of(tasks.wrapped_outside) is tasks.wrapped_outside.__wrapped__
+    assert task_of(layered(WRAPPED_DEPTH)) is tasks.decorated_flaky
+    assert task_of(layered(WRAPPED_DEPTH + 1)) is None
+    assert task_of(tasks.add) is None
+
+    class Loop:
+        def __call__(self) -> None: ...
+
+    looped: Any = Loop()
+    looped.__wrapped__ = looped  # a cycle ends at the bound
+
+    class Raising:
+        def __getattr__(self, name: str) -> Any:
+            raise RuntimeError(name)
+
+        def __call__(self) -> None: ...
+
+    assert task_of(looped) is None and task_of(Raising()) is None

@@ -37,7 +37,7 @@ from .models import Result, Task, new_id, new_ids
 from .options import TaskOptionArgs, TaskOptions, normalize_eta, validate_timeout
 from .plugins import get_plugin_manager
 from .serializers import PAYLOAD_ERRORS, Serializer, function_path
-from .task import TaskFunction, is_task_function, task
+from .task import TaskFunction, is_task_function, task, task_of
 from .waiters import ResultWaiters
 
 P = ParamSpec("P")
@@ -310,8 +310,9 @@ class _Producer:
             raise ValidationError(f"func must be callable, got {type(func).__name__}", parameter="func", value=func)
         if kwargs:
             _refuse_option_keywords(func, kwargs)
-        if is_task_function(func):
-            options, eta = self._with_task_defaults(func.options, options, now, eta)
+        decorated = task_of(func)  # the task itself, or one under a functools.wraps decorator put outside it
+        if decorated is not None:
+            options, eta = self._with_task_defaults(decorated.options, options, now, eta)
         return Task(
             id=task_id or new_id(),
             payload=_dumps_call(self._serializer, func, args, kwargs),
@@ -511,8 +512,9 @@ class _Producer:
                         value=item,
                     )
                 task_options, task_eta = options, eta
-                if is_task_function(func):
-                    task_options, task_eta = self._with_task_defaults(func.options, options, now, eta)
+                decorated = task_of(func)
+                if decorated is not None:
+                    task_options, task_eta = self._with_task_defaults(decorated.options, options, now, eta)
                 known = per_function[id(func)] = (func, task_options, task_eta, function_path(func))
             _func, task_options, task_eta, function_name = known
             if kwargs:

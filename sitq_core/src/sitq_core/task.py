@@ -22,7 +22,7 @@ from .options import TaskOptionArgs, TaskOptions
 if TYPE_CHECKING:
     from .queue import TaskQueue, TaskQueueView
 
-__all__ = ["TaskFunction", "is_importable_task", "is_task_function", "pickled_by_value", "task"]
+__all__ = ["TaskFunction", "is_importable_task", "is_task_function", "pickled_by_value", "task", "task_of"]
 
 #: the names ``task(...)`` takes as options (an unknown one given as None is still refused, naming it)
 _OPTION_NAMES = frozenset(field.name for field in dataclasses.fields(TaskOptions)) - {"explicit"}
@@ -178,6 +178,30 @@ def _travelling(queue: TaskQueue | TaskQueueView | None) -> TaskQueue | TaskQueu
 def is_task_function(obj: object) -> bool:
     """True for objects made by :func:`task` (duck-typed, so serializers need no import)."""
     return getattr(type(obj), "__sitq_task__", False) is True
+
+
+#: how many ``__wrapped__`` layers :func:`task_of` looks through for a task under other decorators
+WRAPPED_DEPTH = 16
+
+
+def task_of(func: object) -> TaskFunction[Any, Any] | None:
+    """``func`` if it is a task, else the task that decorators over it wrap, else None.
+
+    ``functools.wraps`` sets ``__wrapped__``: a decorator put outside
+    ``@sitq.task`` leaves the task (and its options) that many layers down.
+    Followed up to :data:`WRAPPED_DEPTH` layers; an object whose
+    ``__wrapped__`` cannot be read is taken as wrapping nothing.
+    """
+    for _ in range(WRAPPED_DEPTH + 1):
+        if is_task_function(func):
+            return func  # type: ignore[return-value]
+        try:
+            func = getattr(func, "__wrapped__", None)
+        except Exception:  # a user's object whose attribute lookup raises: not a wrapper of a task
+            return None
+        if func is None:
+            return None
+    return None
 
 
 def is_importable_task(obj: object) -> bool:
