@@ -498,3 +498,13 @@ def logged(func: Any) -> Any:
 @task(priority=4, queue_name="wrapped", max_retries=2)
 def wrapped_outside(x: int) -> int:
     return x * 10
+
+
+class CallObj:
+    """A callable object (decorated, it is named after its class, as undecorated)."""
+
+    def __call__(self, x: int) -> int:
+        return x + 1
+
+
+decorated_call_obj = task(CallObj())

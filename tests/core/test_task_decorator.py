@@ -402,3 +402,27 @@ def test_the_task_under_wrappers_is_found_within_a_bound() -> None:
         def __call__(self) -> None: ...
 
     assert task_of(looped) is None and task_of(Raising()) is None
+
+
+@pytest.mark.asyncio
+async def test_a_decorated_callable_object_or_partial_is_named_as_undecorated(tmp_path: Path) -> None:
+    import functools
+
+    from sitq_core.serializers import function_path
+
+    partial_task = task(functools.partial(tasks.add, 1))
+    assert function_path(tasks.decorated_call_obj) == "sitq_test_tasks:CallObj" == function_path(tasks.CallObj())
+    assert function_path(partial_task) == "functools:partial" == function_path(functools.partial(tasks.add, 1))
+    assert repr(tasks.decorated_call_obj) == "<sitq task sitq_test_tasks:CallObj>"
+    assert repr(partial_task) == "<sitq task functools:partial>"
+    assert repr(tasks.decorated_flaky) == "<sitq task sitq_test_tasks:decorated_flaky>"
+    with pytest.raises(ValidationError, match=r"functools:partial is not bound to a queue"):
+        await partial_task.enqueue()  # it said AttributeError: no attribute '__qualname__'
+    async with TaskQueue(SQLiteBackend(tmp_path / "n.db")) as queue:
+        stored = await queue.get_task(await queue.enqueue(tasks.decorated_call_obj, 1))
+        assert stored is not None and stored.function_name == "sitq_test_tasks:CallObj"
+    from sitq import SerializationError
+
+    async with TaskQueue(SQLiteBackend(tmp_path / "nm.db"), serializer="msgpack") as queue:
+        with pytest.raises(SerializationError, match=r"sitq_test_tasks:CallObj is a CallObj, not a module-level"):
+            await queue.enqueue(tasks.decorated_call_obj, 1)

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 from .checks import escaped_for_store
 from .errors import SerializationError, ValidationError, describe_exception, exception_text, safe_repr
 from .memo import CallableMemo
-from .task import is_importable_task, is_task_function, pickled_by_value
+from .task import WRAPPED_DEPTH, is_importable_task, is_task_function, pickled_by_value
 
 __all__ = [
     "PAYLOAD_ERRORS",
@@ -42,6 +42,10 @@ PAYLOAD_ERRORS: tuple[type[BaseException], ...] = (Exception, SystemExit, Genera
 
 def function_path(func: Callable[..., Any]) -> str:
     """``module:qualname`` of a callable, the name shown in listings and logs (escaped where a store needs it)."""
+    for _ in range(WRAPPED_DEPTH):  # a task is named as what it wraps: a callable object after its class
+        if not is_task_function(func):
+            break
+        func = getattr(func, "__wrapped__", func)
     module = getattr(func, "__module__", None) or "?"
     qualname = getattr(func, "__qualname__", None) or type(func).__qualname__
     return escaped_for_store(f"{module}:{qualname}")

@@ -85,8 +85,10 @@ class TaskFunction(Generic[P, R]):
     async def enqueue(self, /, *args: P.args, **kwargs: P.kwargs) -> str:
         """Enqueue a call on the bound queue; returns the task id."""
         if self.queue is None:
+            from .serializers import function_path  # here: sitq_core.serializers imports this module
+
             raise ValidationError(
-                f"{self.__wrapped__.__qualname__} is not bound to a queue: decorate it with @queue.task(...), "
+                f"{function_path(self)} is not bound to a queue: decorate it with @queue.task(...), "
                 "or call await queue.enqueue(func, ...)",
                 parameter="queue",
                 value=None,
@@ -119,7 +121,9 @@ class TaskFunction(Generic[P, R]):
         return (TaskFunction, (self.__wrapped__, self.options, _travelling(self.queue)))
 
     def __repr__(self) -> str:
-        return f"<sitq task {self.__module__}:{getattr(self, '__qualname__', '?')}>"
+        from .serializers import function_path  # named as the undecorated callable: 'mytasks:CallObj'
+
+        return f"<sitq task {function_path(self)}>"
 
 
 def _bound_again(
