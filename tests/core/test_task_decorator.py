@@ -333,6 +333,8 @@ async def test_a_method_of_a_class_bound_to_a_queue_enqueues_itself(tmp_path: Pa
 
 
 def test_a_bound_decorated_method_pickles_with_its_instance() -> None:
+    import inspect
+
     import cloudpickle
 
     bound = tasks.Scaler(3).scale.bind(None)
@@ -342,6 +344,11 @@ def test_a_bound_decorated_method_pickles_with_its_instance() -> None:
         assert loaded.options == bound.options and loaded.__wrapped__.__self__.factor == 3  # type: ignore[attr-defined]
         assert not isinstance(loaded.__wrapped__.__func__, TaskFunction)  # type: ignore[attr-defined]
     assert pickle.loads(pickle.dumps(tasks.Scaler.scale)) is tasks.Scaler.scale  # the class's: by name
+    redecorated = task(priority=1)(tasks.Scaler(5).scale)  # stacked over a bound one: still a bound one
+    for dumps in (pickle.dumps, cloudpickle.dumps):
+        loaded = pickle.loads(dumps(redecorated))
+        assert loaded(2) == 10 and (loaded.options.priority, loaded.options.queue_name) == (1, "methods")
+        assert inspect.ismethod(loaded.__wrapped__)  # the method itself, not a task in a task
 
 
 @pytest.mark.asyncio

@@ -269,7 +269,10 @@ def task(
             # the inner one's other options stay
             given = {name: getattr(task_options, name) for name in task_options.explicit_names()}
             merged = function.options.merged(**given) if given else function.options
-            return TaskFunction(function.__wrapped__, merged, queue if queue is not None else function.queue)
+            outer_queue = queue if queue is not None else function.queue
+            stacked: TaskFunction[P, R] = TaskFunction(function.__wrapped__, merged, outer_queue)
+            stacked._binding = function._binding  # over a method's task (obj.method): still one, with obj
+            return stacked
         return TaskFunction(function, task_options, queue)
 
     if func is not None:
