@@ -60,6 +60,28 @@ async def test_a_folder_others_can_write_without_the_sticky_bit_warns(
 
 
 @pytest.mark.asyncio
+async def test_a_symlink_in_a_folder_others_can_write_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The check followed the link first (realpath): a private file reached through a link in a 0777 folder was
+    not named, though whoever writes that folder can point the link at a database of their own."""
+    path = _database(tmp_path / "safe")
+    (tmp_path / "safe").chmod(0o700)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    link = shared / "link.db"
+    link.symlink_to(path)
+    (warning,) = await _warnings_at_start(Worker(SQLiteBackend(link)), caplog)
+    assert f"the symlink {link}" in warning and "can be pointed at another file" in warning and "0777" in warning
+    shared.chmod(0o1777)  # sticky: others cannot replace this user's link
+    assert await _warnings_at_start(Worker(SQLiteBackend(link)), caplog) == []
+    chained = tmp_path / "chained.db"  # a private link to the link: the chain is followed
+    chained.symlink_to(link)
+    shared.chmod(0o777)
+    (warning,) = await _warnings_at_start(Worker(SQLiteBackend(chained)), caplog)
+    assert f"the symlink {link}" in warning
+
+
+@pytest.mark.asyncio
 async def test_a_file_of_another_user_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     if os.geteuid() != 0:
         pytest.skip("giving a file away needs root")

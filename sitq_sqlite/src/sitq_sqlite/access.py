@@ -72,14 +72,14 @@ def others_can_write(path: str) -> list[str]:
     geteuid = getattr(os, "geteuid", None)
     if geteuid is None:  # pragma: no cover - Windows: modes tell nothing there
         return []
+    causes = _symlink_causes(path, geteuid())
     real = os.path.realpath(path)  # SQLite opens the file a symlink points to
     folder = os.path.dirname(real)
     try:
         info = os.stat(real)
         folder_info = os.stat(folder)
     except OSError:
-        return []
-    causes: list[str] = []
+        return causes
     mode = stat.S_IMODE(info.st_mode)
     writers = _writers(mode)
     if writers:
@@ -93,6 +93,36 @@ def others_can_write(path: str) -> list[str]:
             f"its folder {folder} is writable by {folder_writers} without the sticky bit (mode {folder_mode:04o}), "
             "so another file can be put in its place"
         )
+    return causes
+
+
+def _symlink_causes(path: str, euid: int) -> list[str]:
+    """Why others may re-point a symlink on the way to the database: its folder or the link itself is theirs.
+
+    Whoever can replace a link in a folder writable by others (no sticky
+    bit), or owns the link, decides which file the next connect opens.
+    """
+    causes: list[str] = []
+    current = os.path.abspath(path)
+    for _ in range(40):  # the kernel's own limit on links followed
+        try:
+            if not os.path.islink(current):
+                break
+            link_info = os.lstat(current)
+            folder = os.path.dirname(current)
+            folder_mode = stat.S_IMODE(os.stat(folder).st_mode)
+            target = os.readlink(current)
+        except OSError:
+            break
+        folder_writers = _writers(folder_mode)
+        if folder_writers and not folder_mode & stat.S_ISVTX:
+            causes.append(
+                f"the symlink {current} is in a folder writable by {folder_writers} without the sticky bit "
+                f"(mode {folder_mode:04o}), so it can be pointed at another file"
+            )
+        if link_info.st_uid not in (euid, 0):
+            causes.append(f"the symlink {current} belongs to another user (uid {link_info.st_uid})")
+        current = os.path.normpath(os.path.join(folder, target))
     return causes
 
 
