@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 import copy as copy_module
 import pickle
+from typing import Any
 
 import pytest
 
@@ -291,3 +292,20 @@ def test_a_long_value_is_shortened_in_the_message_and_kept_whole_on_the_error() 
     assert repr(error).count("...[10000002 characters]...") == 1
     assert error.value is huge and error.context["value"] is huge
     assert safe_repr("x" * 150) == repr("x" * 150)  # short ones are whole
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: sitq.TaskQueue("sqlite:///:memory:").with_options(queue_name="a" * 1_000_000 + "\x00"),
+        lambda: sitq.Worker("sqlite:///:memory:", worker_id="w" * 1_000_000 + "\x00"),
+        lambda: sitq.PostgresBackend("postgresql://x@h/d", schema="S" * 1_000_000),
+        lambda: sitq.SQLiteBackend(":memory:", busy_timeout="5" * 1_000_000),
+    ],
+    ids=["queue_name", "worker_id", "schema", "busy_timeout"],
+)
+def test_a_huge_bad_value_is_shortened_in_the_message_itself(build: Any) -> None:
+    """The context was shortened but the message repeated 'got {value!r}' whole: a million characters."""
+    with pytest.raises(ValidationError) as info:
+        build()
+    assert len(info.value.message) < 400 and len(str(info.value)) < 800, len(str(info.value))

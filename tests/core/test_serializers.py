@@ -127,6 +127,8 @@ def test_msgpack_worker_side_refuses_unimportable_and_unlisted() -> None:
         ([42], "got int 42"),
         ([None], "got NoneType"),
         ([lambda: 1], "lambda"),
+        # a fullwidth letter: Python reads names NFKC-normalised, so no function is ever called this
+        (["tasks_mod:\uff54otal"], "Python reads its names as 'tasks_mod:total' \\(NFKC\\)"),
     ],
 )
 def test_msgpack_allowed_tasks_that_could_never_match_are_refused_up_front(allowed: object, says: str) -> None:

@@ -559,3 +559,20 @@ def test_a_refused_options_parameter_says_where_server_settings_go() -> None:
     with pytest.raises(ConfigurationError) as info:
         PostgresBackend("host=db options='-c statement_timeout=5s'")
     assert info.value.parameter == "options" and "ALTER ROLE" in info.value.message, info.value.message
+
+
+@pytest.mark.parametrize(
+    ("dsn", "parameter"),
+    [
+        ("postgresql://app@db/app?application_name=a%00b", "application_name"),
+        ("host=db application_name='a\x00b'", "application_name"),
+        ("postgresql://app:p%00ss@db/app", "dsn"),
+        ("postgresql://app@db/ap%00p", "dsn"),
+    ],
+)
+def test_a_nul_in_the_dsn_is_refused_naming_where_not_the_servers_protocol_error(dsn: str, parameter: str) -> None:
+    """application_name=a%00b reached the server, which refused 'invalid startup packet layout' (a
+    ConnectionError that read as a server fault)."""
+    with pytest.raises(ValidationError) as info:
+        PostgresBackend(dsn)
+    assert info.value.parameter == parameter and "NUL" in str(info.value) and "p%00ss" not in str(info.value)

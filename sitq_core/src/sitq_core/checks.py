@@ -169,7 +169,7 @@ def queue_name(value: Any, parameter: str = "queue") -> str:
         raise ValidationError(f"{parameter}: a queue name must be a non-empty string", parameter=parameter, value=value)
     if not storable(value):
         raise ValidationError(
-            f"{parameter}: a queue name must not contain NUL characters or lone surrogates, got {value!r}",
+            f"{parameter}: a queue name must not contain NUL characters or lone surrogates, got {safe_repr(value)}",
             parameter=parameter,
             value=value,
         )
@@ -208,7 +208,7 @@ def task_id(value: Any) -> str:
         raise ValidationError("task_id must be a non-empty string", parameter="task_id", value=value)
     if not storable(value):
         raise ValidationError(
-            f"task_id must not contain NUL characters or lone surrogates, got {value!r}",
+            f"task_id must not contain NUL characters or lone surrogates, got {safe_repr(value)}",
             parameter="task_id",
             value=value,
         )
@@ -221,7 +221,7 @@ def worker_id(value: Any) -> str:
         raise ValidationError("worker_id must be a non-empty string", parameter="worker_id", value=value)
     if not storable(value):
         raise ValidationError(
-            f"worker_id must not contain NUL characters or lone surrogates, got {value!r}",
+            f"worker_id must not contain NUL characters or lone surrogates, got {safe_repr(value)}",
             parameter="worker_id",
             value=value,
         )
@@ -266,21 +266,23 @@ def check_task(task: Any) -> Task:
         raise ValidationError("every task needs a non-empty string id", parameter="tasks", value=task.id)
     if not isinstance(task.payload, bytes | bytearray | memoryview):
         raise ValidationError(
-            f"task {task.id!r}: payload must be bytes, got {type(task.payload).__name__}", parameter="tasks"
+            f"task {safe_repr(task.id)}: payload must be bytes, got {type(task.payload).__name__}", parameter="tasks"
         )
     for name in ("priority", "max_retries", "max_lease_expiries", "attempts", "lease_expiries"):
         value = getattr(task, name)
         if isinstance(value, bool) or not isinstance(value, int) or not INT64_MIN <= value <= INT64_MAX:
-            raise ValidationError(f"task {task.id!r}: {name} must be a 64-bit int", parameter="tasks", value=value)
+            raise ValidationError(
+                f"task {safe_repr(task.id)}: {name} must be a 64-bit int", parameter="tasks", value=value
+            )
     for name in ("serializer", "function_name"):
         if not isinstance(getattr(task, name), str):
-            raise ValidationError(f"task {task.id!r}: {name} must be a string", parameter="tasks")
+            raise ValidationError(f"task {safe_repr(task.id)}: {name} must be a string", parameter="tasks")
     if not isinstance(task.queue, str) or not task.queue:
-        raise ValidationError(f"task {task.id!r}: queue must be a non-empty string", parameter="tasks")
+        raise ValidationError(f"task {safe_repr(task.id)}: queue must be a non-empty string", parameter="tasks")
     if isinstance(task.retry_backoff, bool) or not isinstance(task.retry_backoff, int | float):
-        raise ValidationError(f"task {task.id!r}: retry_backoff must be a number", parameter="tasks")
+        raise ValidationError(f"task {safe_repr(task.id)}: retry_backoff must be a number", parameter="tasks")
     if task.timeout is not None and (isinstance(task.timeout, bool) or not isinstance(task.timeout, int | float)):
-        raise ValidationError(f"task {task.id!r}: timeout must be a number or None", parameter="tasks")
+        raise ValidationError(f"task {safe_repr(task.id)}: timeout must be a number or None", parameter="tasks")
     for name in ("eta", "enqueued_at"):
         aware(getattr(task, name), "tasks")
     for name in ("started_at", "finished_at"):
@@ -289,7 +291,9 @@ def check_task(task: Any) -> Task:
     try:
         TaskStatus(task.status)
     except ValueError as exc:
-        raise ValidationError(f"task {task.id!r}: unknown status {safe_repr(task.status)}", parameter="tasks") from exc
+        raise ValidationError(
+            f"task {safe_repr(task.id)}: unknown status {safe_repr(task.status)}", parameter="tasks"
+        ) from exc
     return task
 
 

@@ -17,7 +17,7 @@ from dataclasses import replace
 from typing import Any
 
 from .backend import Backend
-from .errors import ConfigurationError, SitqError, ValidationError
+from .errors import ConfigurationError, SitqError, ValidationError, safe_repr
 from .plugin_manager import SitqPluginManager
 from .plugins import get_plugin_manager
 from .serializers import Serializer
@@ -122,7 +122,7 @@ def _build_backend(target: Any, config_options: dict[str, Any]) -> Backend:
     if not isinstance(target, str) or not target.strip():
         shown = redacted("backend", target)
         raise ValidationError(
-            f"backend name or URL must be a non-empty string, got {shown!r}", parameter="backend", value=shown
+            f"backend name or URL must be a non-empty string, got {safe_repr(shown)}", parameter="backend", value=shown
         )
     manager = get_plugin_manager()
     if "://" in target:
@@ -219,7 +219,7 @@ def resolve_serializer(spec: SerializerSpec = None) -> Serializer:
     if not isinstance(spec, str) or not spec:
         raise ValidationError(
             f"serializer must be a Serializer instance or a registered name such as 'cloudpickle' "
-            f"or 'msgpack', got {spec!r}",
+            f"or 'msgpack', got {safe_repr(spec)}",
             parameter="serializer",
             value=spec,
         )

@@ -136,7 +136,7 @@ def _as_call(item: Any, index: int) -> Call:
         )
         return Call(item[0], args, kwargs)
     raise ValidationError(
-        f"calls[{index}] must be a Call, a callable, or a (func, args[, kwargs]) tuple; got {item!r}",
+        f"calls[{index}] must be a Call, a callable, or a (func, args[, kwargs]) tuple; got {safe_repr(item)}",
         parameter="calls",
         value=item,
     )
@@ -147,7 +147,7 @@ def _arguments(args: Any, kwargs: Any, *, where: str = "", value: Any = None) ->
     parameter = "calls" if where else "args"
     if isinstance(args, str | bytes | Mapping) or not isinstance(args, Iterable):
         raise ValidationError(
-            f"{where}args must be a tuple or list of arguments, got {args!r}",
+            f"{where}args must be a tuple or list of arguments, got {safe_repr(args)}",
             parameter=parameter,
             value=args if value is None else value,
         )
@@ -155,7 +155,7 @@ def _arguments(args: Any, kwargs: Any, *, where: str = "", value: Any = None) ->
         kwargs = {}
     if not isinstance(kwargs, Mapping) or not all(isinstance(key, str) for key in kwargs):
         raise ValidationError(
-            f"{where}kwargs must be a dict of keyword arguments, got {kwargs!r}",
+            f"{where}kwargs must be a dict of keyword arguments, got {safe_repr(kwargs)}",
             parameter="calls" if where else "kwargs",
             value=kwargs if value is None else value,
         )

@@ -14,6 +14,7 @@ import importlib
 import inspect
 import pickle
 import sys
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar
 
@@ -500,6 +501,9 @@ def _path_problem(path: str) -> str | None:
             if not bad:
                 return f"the {part_name} part {part!r} has an empty name between dots"
             return f"{bad!r} in the {part_name} part is not a Python identifier"
+    normal = unicodedata.normalize("NFKC", path)
+    if normal != path:  # Python reads identifiers NFKC-normalised: no function has this name as written
+        return f"Python reads its names as {normal!r} (NFKC), so this spelling never matches a function's path"
     return None
 
 

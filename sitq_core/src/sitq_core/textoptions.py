@@ -16,7 +16,7 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .errors import ValidationError
+from .errors import ValidationError, safe_repr
 from .urls import looks_secret
 
 __all__ = ["text_options_converted"]
@@ -77,7 +77,7 @@ def text_options_converted(cls: type, options: Mapping[str, Any]) -> dict[str, A
         except ValueError as exc:
             if not looks_secret(key):
                 raise ValidationError(
-                    f"option {key!r} of backend {backend!r} must be {expected}, got {value!r}",
+                    f"option {key!r} of backend {backend!r} must be {expected}, got {safe_repr(value)}",
                     parameter=key,
                     value=value,
                     cause=exc,

@@ -42,6 +42,8 @@ from sitq_core.errors import (
     SitqError,
     StoreGoneError,
     ValidationError,
+    describe_exception,
+    safe_repr,
 )
 from sitq_core.models import LeaseState, Outcome, ReservedTask, Result, Task, TaskStatus
 from sitq_core.notify import record_mark, safety_pauses, take_mark
@@ -114,6 +116,7 @@ Pool: TypeAlias = Any  # Pool
 
 _OWN_OPTIONS = SITQ_OPTIONS
 _DEFAULT_CONNECT_TIMEOUT = 10.0
+_MAX_POOL = 10_000  # connections a pool may hold, per event loop
 #: The ``application_name`` of sitq's sessions when neither the dsn nor ``PGAPPNAME`` gives one.
 _APPLICATION_NAME = "sitq"
 _CLOCK_RECHECK = 60.0  # seconds between two readings of the server's clock
@@ -184,8 +187,14 @@ class PostgresBackend(Backend):
                 f"dsn must be a string or None, got {type(dsn).__name__}", parameter="dsn", value=redacted("dsn", dsn)
             )
         for name, value, least in (("min_connections", min_connections, 0), ("max_connections", max_connections, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise ValidationError(f"{name} must be an integer >= {least}", parameter=name, value=value)
+            # at most _MAX_POOL: asyncpg sets up every slot of a pool at once (10**7 took 18 s and gigabytes
+            # before a connection was tried), and no server takes that many sessions from one process anyway
+            if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= _MAX_POOL:
+                raise ValidationError(
+                    f"{name} must be an integer from {least} to {_MAX_POOL}, got {safe_repr(value)}",
+                    parameter=name,
+                    value=value,
+                )
         if min_connections > max_connections:
             raise ValidationError(
                 "min_connections must not exceed max_connections", parameter="min_connections", value=min_connections
@@ -753,7 +762,7 @@ class PostgresBackend(Backend):
                     if after is not None:  # the pool connects anew: nothing for anyone to do
                         log.debug("%s %s, then %s", operation, done, after)
                     else:
-                        log.warning("%s %s, then its connection failed: %s", operation, done, exc)
+                        log.warning("%s %s, then its connection failed: %s", operation, done, describe_exception(exc))
                     return result
                 if not isinstance(exc, _DRIVER_ERRORS):
                     raise

@@ -23,7 +23,7 @@ import re
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, unquote, urlencode
 
-from sitq_core.errors import ConfigurationError, ValidationError
+from sitq_core.errors import ConfigurationError, ValidationError, safe_repr
 from sitq_core.urls import hidden_options, masked, split_url
 
 __all__ = [
@@ -159,6 +159,10 @@ def _prepared_url(dsn: str, connect_timeout: float, *, default_timeout: float) -
             "percent-encoded)",
             parameter="dsn",
         )
+    if "\x00" in unquote(parts.netloc) or "\x00" in unquote(parts.path):
+        raise ValidationError(  # the server cut the startup packet short at it (values not repeated: secrets)
+            "dsn must not hold a NUL character (%00) in its user, password, host or database name", parameter="dsn"
+        )
     auth, hosts = _netloc_hosts(parts.netloc)
     if not all(port is None or _is_port_number(port) for _host, port in hosts):
         # asyncpg would fail at the first call, repeating what it read (maybe a piece of the password)
@@ -177,6 +181,13 @@ def _prepared_url(dsn: str, connect_timeout: float, *, default_timeout: float) -
             parameter="dsn",
         )
     for key, value in pairs:
+        if "\x00" in value or "\x00" in key:
+            # the startup packet ends each value at a NUL: the server refused it as a protocol violation,
+            # which read as a server problem (a password is not named: it is not among these pairs)
+            raise ValidationError(
+                f"connection parameter {safe_repr(key)} in the dsn must not hold a NUL character (%00)",
+                parameter=key,
+            )
         if key in UNSUPPORTED:
             where = (  # options=-c name=value: server settings, which belong on the role or database
                 " (set server settings on the role or database instead: ALTER ROLE app SET statement_timeout = '5min')"
@@ -202,7 +213,7 @@ def _prepared_url(dsn: str, connect_timeout: float, *, default_timeout: float) -
         if allowed is not None and value not in allowed:
             # asyncpg would raise this at connect time as a connection error, which callers retry
             raise ConfigurationError(
-                f"libpq parameter {key!r} must be one of: {', '.join(allowed)}; got {value!r}",
+                f"libpq parameter {key!r} must be one of: {', '.join(allowed)}; got {safe_repr(value)}",
                 parameter=key,
                 value=value,
                 valid_options=list(allowed),
@@ -247,13 +258,13 @@ def _dsn_timeout(value: str, connect_timeout: float, *, default_timeout: float) 
             seconds = float(value)
         except ValueError:
             raise ValidationError(
-                f"connect_timeout in the dsn must be a number of seconds, got {value!r}",
+                f"connect_timeout in the dsn must be a number of seconds, got {safe_repr(value)}",
                 parameter="connect_timeout",
                 value=value,
             ) from None
         if not math.isfinite(seconds):
             raise ValidationError(
-                f"connect_timeout in the dsn must be a finite number of seconds, got {value!r}",
+                f"connect_timeout in the dsn must be a finite number of seconds, got {safe_repr(value)}",
                 parameter="connect_timeout",
                 value=value,
             )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from sitq_core import checks
-from sitq_core.errors import ValidationError
+from sitq_core.errors import ValidationError, safe_repr
 from sitq_core.models import LEASE_EXPIRED_ERROR
 
 __all__ = [
@@ -142,13 +142,14 @@ def valid_schema(schema: object) -> str:
     """A schema name sitq can use unquoted-safe: lowercase letters, digits and ``_``, at most 41 characters."""
     if not isinstance(schema, str) or _IDENTIFIER.fullmatch(schema) is None:
         raise ValidationError(
-            f"schema must be a lowercase identifier ([a-z_][a-z0-9_]*, at most 41 characters), got {schema!r}",
+            f"schema must be a lowercase identifier ([a-z_][a-z0-9_]*, at most 41 characters), got {safe_repr(schema)}",
             parameter="schema",
             value=schema,
         )
     if schema.startswith("pg_") or schema == "information_schema":
         raise ValidationError(
-            f"schema must not be a system schema (information_schema, or a name starting with 'pg_'), got {schema!r}",
+            "schema must not be a system schema (information_schema, or a name starting with 'pg_'), "
+            f"got {safe_repr(schema)}",
             parameter="schema",
             value=schema,
         )

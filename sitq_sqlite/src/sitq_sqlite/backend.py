@@ -43,6 +43,7 @@ from sitq_core.errors import (
     SitqError,
     StoreGoneError,
     ValidationError,
+    safe_repr,
 )
 from sitq_core.models import (
     FINAL_STATUSES,
@@ -2507,7 +2508,7 @@ def _choice(name: str, value: Any, valid: tuple[str, ...]) -> str:
     normalized = value.upper() if isinstance(value, str) else None
     if normalized not in valid:
         raise ValidationError(
-            f"{name} must be one of {', '.join(valid)}; got {value!r}",
+            f"{name} must be one of {', '.join(valid)}; got {safe_repr(value)}",
             parameter=name,
             value=value,
             valid_options=valid,
@@ -2525,14 +2526,16 @@ def _number(name: str, value: Any, *, minimum: float, maximum: float | None = No
             ok = ok and seconds <= maximum
     if not ok:
         bound = f"{'>=' if inclusive else '>'} {minimum}" + (f" and <= {maximum}" if maximum is not None else "")
-        raise ValidationError(f"{name} must be a number {bound}; got {value!r}", parameter=name, value=value)
+        raise ValidationError(f"{name} must be a number {bound}; got {safe_repr(value)}", parameter=name, value=value)
     assert seconds is not None
     return seconds
 
 
 def _integer(name: str, value: Any, *, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValidationError(f"{name} must be an integer >= {minimum}; got {value!r}", parameter=name, value=value)
+        raise ValidationError(
+            f"{name} must be an integer >= {minimum}; got {safe_repr(value)}", parameter=name, value=value
+        )
     return value
 
 
