@@ -13,6 +13,10 @@ Design (see ``docs/how-to/sqlite-backend.md``):
   seeks per (queue, priority), so its cost does not grow with queue depth.
 - Other processes' commits are noticed by a watcher thread reading
   ``PRAGMA data_version`` every few ms while somebody waits.
+- The admin reads (``list_tasks``, ``counts``) scan the whole table; on a WAL
+  file they run on a read-only connection thread of their own (opened on
+  first use), so a long one never holds up the calls queued behind it on the
+  connection thread (enqueues, claims, lease renewals).
 """
 
 from __future__ import annotations
@@ -203,6 +207,10 @@ class _ConnectAbandoned(Exception):
     """The caller that was connecting was cancelled: the callers waiting for it try again."""
 
 
+class _OtherFile(Exception):
+    """The reader's connection opened another file than the one connected to (the file was deleted or replaced)."""
+
+
 class _Busy(Exception):
     """SQLITE_BUSY lasted longer than ``busy_timeout``."""
 
@@ -274,6 +282,10 @@ class SQLiteBackend(Backend):
         self._file_gone = False  # the file was deleted or replaced since connect: writes are refused
         self._inline_streak = 0.0
         self._db: DbThread | None = None
+        # the admin reads' own connection thread (see _read_apart), opened on first use; only on a WAL file
+        self._reader: DbThread | None = None
+        self._wal = False  # the file connected to is in WAL mode (set by _setup): readers never block the writer
+        self._reads_here = False  # the reader's connection found another file at the path: reads stay on _db
         self._connecting: ThreadFuture[DbThread] | None = None
         self._watcher: Watcher | None = None
         self._wakeups = Wakeups()
@@ -294,9 +306,9 @@ class SQLiteBackend(Backend):
         forbids carrying a connection across fork). An in-memory database
         starts empty in the child: it lived in the parent's connection.
         """
-        forks.keep_inherited(self._db, self._connecting, self._watcher, self._inline)
+        forks.keep_inherited(self._db, self._connecting, self._watcher, self._inline, self._reader)
         self._lock = threading.Lock()
-        self._db, self._connecting, self._watcher = None, None, None
+        self._db, self._connecting, self._watcher, self._reader = None, None, None, None
         self._wakeups = Wakeups()
         self._inline = None if self.is_memory else InlinePath(self._new_inline_connection)
         self._groups = weakref.WeakKeyDictionary()
@@ -435,6 +447,7 @@ class SQLiteBackend(Backend):
                     cause=exc,
                 ) from exc
         self._opened, self._file_gone = None, False  # a new connect opens the file that is at the path now
+        self._wal, self._reads_here = False, False
         reading = connecting_to_read_only()  # read here: the connection thread does not share this task's context
         # before the first connection opens: a reader sets no journal mode on it (_rollback_journal), and has
         # nothing of its own to checkpoint at close
@@ -684,6 +697,7 @@ class SQLiteBackend(Backend):
                     log.warning("journal_mode %s requested, got %s", self.journal_mode, mode)
                 if str(mode).upper() != "WAL":  # claims skip the fsync only where that is safe (_write_lease)
                     self._lease_writes_skip_sync = False
+                self._wal = str(mode).upper() == "WAL"
                 conn.execute(f"PRAGMA synchronous = {self.synchronous}")  # again: set after the journal mode
             return found
 
@@ -720,10 +734,13 @@ class SQLiteBackend(Backend):
         with self._lock:
             db, self._db = self._db, None
             watcher, self._watcher = self._watcher, None
+            reader, self._reader = self._reader, None
         if watcher is not None:
             watcher.stop()
         if self._inline is not None:
             self._inline.close_all()
+        if reader is not None:  # closed first: the checkpoint below would wait for its read snapshot
+            await reader.shutdown()
         if db is None:
             return
         try:
@@ -746,10 +763,13 @@ class SQLiteBackend(Backend):
         with self._lock:
             db, self._db = self._db, None
             watcher, self._watcher = self._watcher, None
+            reader, self._reader = self._reader, None
         if watcher is not None:
             watcher.stop(wait=False)
         if self._inline is not None:
             self._inline.close_all()
+        if reader is not None:
+            reader.stop()
         if db is not None:
             db.stop()
         log.debug("let go of %s (its queue was dropped unclosed)", self.path)
@@ -762,6 +782,91 @@ class SQLiteBackend(Backend):
         if self._snapshot is not None:
             fn = self._checked_snapshot(fn)
         return await self._settle(operation, await self._submit(lambda conn: self._retrying(conn, fn, since=since)))
+
+    async def _read_apart(self, operation: str, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a long read (``list_tasks``, ``counts``) on the reader thread, so that it holds up no other call.
+
+        Every call of this backend on the connection thread runs in turn: a
+        read of a million rows there (0.2-1.3 s) kept the enqueues, claims and
+        lease renewals queued behind it waiting as long. On a WAL file a second
+        connection reads its own snapshot, neither blocking the writer nor
+        waiting for it. Elsewhere the read stays on the connection thread: an
+        in-memory database is this backend's one connection (another would be
+        another, empty, database), a rollback-journal file's readers do block
+        its writer (which would then fail after ``busy_timeout`` instead of
+        waiting its turn), and a read-only connect (``sitq stats``) makes no
+        other calls to hold up.
+        """
+        since = time.monotonic()  # busy_timeout counts from here, as in _run
+        while True:
+            db = await self._ensure()
+            reader = self._reader_of(db)
+            if reader is None:
+                return await self._run(operation, fn)
+            try:
+                future = reader.run(lambda conn: self._retrying(conn, fn, since=since))
+            except DbThreadStopped:  # close() or a failed open stopped it meanwhile: try again
+                with self._lock:
+                    if self._reader is reader:
+                        self._reader = None
+                continue
+            try:
+                return await self._settle(operation, future)
+            except _OtherFile:
+                # the file at the path is not the one connected to: read the connected one, as the writes do
+                with self._lock:
+                    self._reads_here = True
+                    if self._reader is reader:
+                        self._reader = None
+                reader.stop()
+
+    def _reader_of(self, db: DbThread) -> DbThread | None:
+        """The reader thread of connection ``db`` (started now if need be), or None: read on ``db`` itself."""
+        if not self._wal or self.is_memory or self._only_reading or self._reads_here or self._file_gone:
+            return None
+        reader = self._reader
+        if reader is not None:
+            return reader
+        with self._lock:
+            if self._db is not db:  # closed meanwhile: the next call connects again
+                return None
+            if self._reader is None:
+                self._reader = DbThread(f"sitq-sqlite-reads:{os.path.basename(self.path)}", self._new_read_connection)
+            return self._reader
+
+    def _new_read_connection(self) -> sqlite3.Connection:
+        """The reader thread's connection: read-only (``query_only``), otherwise configured as the writer's.
+
+        Opened on the reader thread at its first job, and again after a fork
+        closed it. Raises ``_OtherFile`` when the file at the path is no longer
+        the one this backend connected to (deleted or replaced): the reads then
+        stay on the connection thread, which still has the file that is written.
+        """
+        self._same_file()  # before opening too: a deleted file would be made again, empty, at the path
+        # mode=rw: never creates the file (it was there a moment ago); a file gone meanwhile fails the open
+        uri = f"{Path(self.path).absolute().as_uri()}?mode=rw"
+        try:
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None, cached_statements=16, check_same_thread=False)
+        except sqlite3.Error:
+            self._same_file()
+            raise
+        try:
+            self._retrying(conn, self._configure_reader, let_forks_through=False)
+            self._same_file()  # the file opened is the one at the path now: checked after the open
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _same_file(self) -> None:
+        """Raise ``_OtherFile`` unless the file at the path is the one connected to (or that cannot be known)."""
+        if self._opened is not None and _known_identity(self.path) != self._opened:
+            raise _OtherFile(self.path)
+
+    def _configure_reader(self, conn: sqlite3.Connection) -> None:
+        conn.execute("PRAGMA busy_timeout = 0")  # busy is retried in _retrying, with jitter
+        conn.execute("PRAGMA query_only = ON")
+        conn.execute(f"PRAGMA cache_size = -{self.cache_size_kib}")
 
     def _checked_snapshot(self, fn: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Connection], T]:
         """``fn`` on the immutable snapshot, trusted only while the file is still idle and unchanged after it.
@@ -1468,7 +1573,7 @@ class SQLiteBackend(Backend):
             # read lock on the table, and the checkpoint at close then fails with 'database table is locked')
             return [_row_to_task(row) for row in conn.execute(sql, params).fetchall()]
 
-        return await self._run("list_tasks", read)
+        return await self._read_apart("list_tasks", read)
 
     async def counts(self, *, queue: str | None = None) -> dict[str, int]:
         if queue is not None and not isinstance(queue, str):
@@ -1480,19 +1585,9 @@ class SQLiteBackend(Backend):
             else:
                 sql = "SELECT status, count(*) FROM tasks WHERE queue = ? GROUP BY status"
                 rows = conn.execute(sql, (queue,)).fetchall()  # all read: a raise below leaves no statement open
-            counts = dict.fromkeys(STATUSES, 0)
-            for status, number in rows:
-                if status not in counts:  # the schema's CHECK allows only the five: a damaged row (or page)
-                    raise BackendError(
-                        f"SQLite database {self.path!r}: {number} task row(s) read back with status {status!r}, "
-                        f"which sitq never writes{_DAMAGED_HINT}",
-                        operation="counts",
-                        backend_type="sqlite",
-                    )
-                counts[status] = number
-            return counts
+            return _status_counts(self.path, rows)
 
-        return await self._run("counts", read)
+        return await self._read_apart("counts", read)
 
     async def purge(self, *, older_than: datetime | None = None) -> int:
         cutoff = None if older_than is None else to_us(_aware(older_than, "older_than"))
@@ -1647,6 +1742,21 @@ class SQLiteBackend(Backend):
 # A result waiter re-checks on its own after 1 s, then 2 s, 4 s, ... at most every 5 s.
 _RECHECK_FIRST = 1.0
 _RECHECK_MAX = 5.0
+
+
+def _status_counts(path: str, rows: list[tuple[Any, int]]) -> dict[str, int]:
+    """``counts()``'s answer from its (status, count) rows: every status a key; one sitq never writes raises."""
+    counts = dict.fromkeys(STATUSES, 0)
+    for status, number in rows:
+        if status not in counts:  # the schema's CHECK allows only the five: a damaged row (or page)
+            raise BackendError(
+                f"SQLite database {path!r}: {number} task row(s) read back with status {status!r}, "
+                f"which sitq never writes{_DAMAGED_HINT}",
+                operation="counts",
+                backend_type="sqlite",
+            )
+        counts[status] = number
+    return counts
 
 
 def _result_key(task_id: str) -> tuple[str, str, str]:
