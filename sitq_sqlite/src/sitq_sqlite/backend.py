@@ -119,6 +119,10 @@ _NEXT_PRIORITY_SQL = (
     f"SELECT max(priority) FROM tasks INDEXED BY tasks_claim WHERE queue = ? AND {ACTIVE} AND priority < ?"
 )
 _MIN_DUE_SQL = f"SELECT min(due) FROM tasks INDEXED BY tasks_claim WHERE queue = ? AND {ACTIVE} AND priority = ?"
+# counts(): every row and each status's rows, in one pass (no sort)
+_COUNTS_SQL = "SELECT count(*), {} FROM tasks".format(
+    ", ".join(f"count(*) FILTER (WHERE status = '{status}')" for status in STATUSES)
+)
 _MAX_VARIABLES = 500
 # More (queue, priority) lanes than this are read in one pass over the claim index (see _lanes).
 _MAX_LANES = 64
@@ -1565,7 +1569,14 @@ class SQLiteBackend(Backend):
             clauses.append("queue = ?")
             params.append(queue)
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        sql = f"{_SELECT_TASK}{where} ORDER BY enqueued_at, seq LIMIT ? OFFSET ?"
+        # The page is picked by sorting only the keys (seq, enqueued_at) of the matching rows, and only its rows
+        # are read in full: sorting whole rows (payloads too) into the skipped part cost 4x more at deep offsets.
+        # There is no index on enqueued_at (one more b-tree for every enqueue to update): each call sorts the
+        # matching rows, and an offset is read through (see docs/how-to/sqlite-backend.md).
+        sql = (
+            f"{_SELECT_TASK} WHERE seq IN (SELECT seq FROM tasks{where} ORDER BY enqueued_at, seq LIMIT ? OFFSET ?) "
+            "ORDER BY enqueued_at, seq"
+        )
         params += [limit, offset]
 
         def read(conn: sqlite3.Connection) -> list[Task]:
@@ -1579,13 +1590,16 @@ class SQLiteBackend(Backend):
         if queue is not None and not isinstance(queue, str):
             raise ValidationError("queue must be a string or None", parameter="queue", value=queue)
 
+        where, params = ("", ()) if queue is None else (" WHERE queue = ?", (queue,))
+
         def read(conn: sqlite3.Connection) -> dict[str, int]:
-            if queue is None:
-                rows = conn.execute("SELECT status, count(*) FROM tasks GROUP BY status").fetchall()
-            else:
-                sql = "SELECT status, count(*) FROM tasks WHERE queue = ? GROUP BY status"
-                rows = conn.execute(sql, (queue,)).fetchall()  # all read: a raise below leaves no statement open
-            return _status_counts(self.path, rows)
+            # one pass counting each status, with no sort (GROUP BY status sorted every row first: 2-3x slower)
+            total, *numbers = conn.execute(_COUNTS_SQL + where, params).fetchone()
+            if total == sum(numbers):
+                return _status_counts(self.path, list(zip(STATUSES, numbers, strict=True)))
+            # a row of a status sitq never writes (a damaged row or page): found and named
+            rows = conn.execute(f"SELECT status, count(*) FROM tasks{where} GROUP BY status", params).fetchall()
+            return _status_counts(self.path, rows)  # all read: a raise there leaves no statement open
 
         return await self._read_apart("counts", read)
 
