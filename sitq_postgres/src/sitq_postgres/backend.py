@@ -583,6 +583,7 @@ class PostgresBackend(Backend):
         sql = self._sql
         try:
             if await self._schema_current(conn):
+                await self._create_missing_indexes(conn)
                 return
             async with conn.transaction():
                 # Several processes may start at once: one creates, the others wait and find it done.
@@ -609,6 +610,41 @@ class PostgresBackend(Backend):
                 f"cannot create sitq's tables in schema {self.schema!r}: {exc}",
                 cause=exc,
             ) from exc
+
+    async def _create_missing_indexes(self, conn: Connection) -> None:
+        """Make the indexes of this version that a current schema lacks (one a later sitq-postgres added).
+
+        Indexes hold no data of their own, so a schema made by an earlier
+        sitq-postgres gets a new one from the first process whose role may
+        make it (the table's owner), at the same schema version; a schema
+        that has them all is read only (one look at ``pg_indexes``). A role
+        that may not (table privileges only), or a read-only database, goes
+        on without it, warned: every call is still correct, the claims it
+        serves only slower.
+        """
+        sql = self._sql
+        if not await self._missing_indexes(conn):
+            return
+        try:
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", sql.lock_key)
+                for name in await self._missing_indexes(conn):  # not one another process made meanwhile
+                    await conn.execute(sql.indexes[name])
+        except (asyncpg.exceptions.InsufficientPrivilegeError, asyncpg.exceptions.ReadOnlySQLTransactionError) as exc:
+            log.warning(
+                "PostgreSQL schema %r lacks sitq's index(es) %s and this role cannot create them (%s); claims "
+                "are slower without them: connect once as the owner of %s.tasks (see 'Indexes' in "
+                "docs/how-to/postgres-backend.md)",
+                self.schema,
+                ", ".join(await self._missing_indexes(conn)),
+                exc,
+                self.schema,
+            )
+
+    async def _missing_indexes(self, conn: Connection) -> list[str]:
+        """The names of this version's indexes on ``tasks`` that the schema lacks."""
+        present = {row[0] for row in await conn.fetch(self._sql.index_names, self.schema)}
+        return [name for name in self._sql.indexes if name not in present]
 
     async def _schema_current(self, conn: Connection) -> bool:
         """Whether sitq's tables are all there, sitq's own, unchanged, and at this schema version (reads only)."""

@@ -165,6 +165,22 @@ class Statements:
         self.work_channel = f"sitq_{schema}_work"
         self.result_channel = f"sitq_{schema}_results"
         self.lock_key = f"sitq:{schema}"
+        #: sitq's indexes on ``tasks`` by name. They hold no data of their own, so one found missing (an
+        #: index a later sitq-postgres added, or one dropped) is made again at connect by a role that may
+        #: (see ``PostgresBackend._create_schema``), without a schema version of its own.
+        self.indexes = {
+            # the claim of a worker serving every queue, and ``next_eta`` without queues
+            "tasks_claim": (
+                f"CREATE INDEX IF NOT EXISTS tasks_claim ON {s}.tasks (priority DESC, due, seq) WHERE {ACTIVE}"
+            ),
+            # the claim of a worker serving named queues (--queues): each queue read in claim order
+            "tasks_claim_queue": (
+                f"CREATE INDEX IF NOT EXISTS tasks_claim_queue ON {s}.tasks (queue, priority DESC, due, seq) "
+                f"WHERE {ACTIVE}"
+            ),
+            "tasks_listing": f"CREATE INDEX IF NOT EXISTS tasks_listing ON {s}.tasks (enqueued_at, seq)",
+            "tasks_finished": f"CREATE INDEX IF NOT EXISTS tasks_finished ON {s}.tasks (finished_at) WHERE {FINAL}",
+        }
         self.ddl = (
             f"CREATE SCHEMA IF NOT EXISTS {s}",
             f"CREATE TABLE IF NOT EXISTS {s}.meta (key text PRIMARY KEY, value text NOT NULL)",
@@ -196,9 +212,7 @@ class Statements:
                 lease_token        text
             )
             """,
-            f"CREATE INDEX IF NOT EXISTS tasks_claim ON {s}.tasks (priority DESC, due, seq) WHERE {ACTIVE}",
-            f"CREATE INDEX IF NOT EXISTS tasks_listing ON {s}.tasks (enqueued_at, seq)",
-            f"CREATE INDEX IF NOT EXISTS tasks_finished ON {s}.tasks (finished_at) WHERE {FINAL}",
+            *self.indexes.values(),
             f"""
             CREATE TABLE IF NOT EXISTS {s}.results (
                 task_id     text PRIMARY KEY,
@@ -216,6 +230,7 @@ class Statements:
             """,
         )
         self.version = f"SELECT value FROM {s}.meta WHERE key = 'schema_version'"
+        self.index_names = "SELECT indexname FROM pg_indexes WHERE schemaname = $1 AND tablename = 'tasks'"
         # each column of sitq's tables, and whether an insert may leave it out (a domain's default counts)
         self.table_columns = (
             "SELECT c.table_name, c.column_name, c.is_nullable = 'YES' OR c.is_identity = 'YES' "
@@ -250,9 +265,22 @@ class Statements:
             f"SELECT seq, status, lease_expiries, max_lease_expiries, cancel_requested FROM {s}.tasks "
             f"WHERE {claim_where} {claim_order}"
         )
+        # Named queues: each one read in the order of tasks_claim_queue (queue, priority DESC, due, seq), at most
+        # $2 rows, and those merged into the claim order. "queue = ANY($3)" over tasks_claim read every active
+        # task of the other queues (a Seq Scan and a sort once the table was large). Rows are locked, SKIP
+        # LOCKED, inside each queue's read, so rows that other claims hold are passed over there and do not cut
+        # a queue's share short; with several queues up to $2 rows a queue are locked until the claim commits,
+        # of which the first $2 are claimed. The names are distinct (checks.queue_names): no row comes twice.
+        # The queue is matched as "= ANY(ARRAY[name])" and ordered on: a plain "queue = name" makes the queue a
+        # constant to the planner, so tasks_claim gives the order too, and when the statistics say one queue
+        # holds every task (the very case of a worker on a rare queue) it read tasks_claim to the end, filtering.
+        in_queue = "queue = ANY(ARRAY[q.name])"
         self.candidates_in = (
-            f"SELECT seq, status, lease_expiries, max_lease_expiries, cancel_requested FROM {s}.tasks "
-            f"WHERE {claim_where} AND queue = ANY($3::text[]) {claim_order}"
+            "SELECT c.seq, c.status, c.lease_expiries, c.max_lease_expiries, c.cancel_requested "
+            "FROM unnest($3::text[]) AS q(name) CROSS JOIN LATERAL (SELECT seq, status, lease_expiries, "
+            f"max_lease_expiries, cancel_requested, priority, due FROM {s}.tasks WHERE {claim_where} AND {in_queue} "
+            "ORDER BY queue, priority DESC, due, seq LIMIT $2 FOR UPDATE SKIP LOCKED) AS c "
+            "ORDER BY c.priority DESC, c.due, c.seq LIMIT $2"
         )
         self.claim = (
             f"UPDATE {s}.tasks AS t SET status = 'running', worker_id = $1, lease_token = v.token, due = $2, "
@@ -343,7 +371,19 @@ class Statements:
         self.get_result = f"SELECT {RESULT_COLUMNS} FROM {s}.results WHERE task_id = $1"
         self.get_results = f"SELECT {RESULT_COLUMNS} FROM {s}.results WHERE task_id = ANY($1::text[])"
         self.next_eta = f"SELECT min(due) FROM {s}.tasks WHERE {ACTIVE}"
-        self.next_eta_in = f"SELECT min(due) FROM {s}.tasks WHERE {ACTIVE} AND queue = ANY($1::text[])"
+        # Named queues: the earliest due of each (queue, priority) lane of tasks_claim_queue, the lanes found
+        # by skipping from one priority to the next lower one (a probe of the index each), so an idle worker
+        # reads a few index entries per lane, not the active tasks of other queues (nor all of its own).
+        lane = f"FROM {s}.tasks AS t WHERE t.{ACTIVE} AND t.queue = ANY(ARRAY[l.queue])"
+        self.next_eta_in = (
+            "WITH RECURSIVE lanes(queue, priority) AS ("
+            f"SELECT l.queue, (SELECT t.priority {lane} ORDER BY t.queue, t.priority DESC LIMIT 1) "
+            "FROM unnest($1::text[]) AS l(queue) "
+            f"UNION ALL SELECT l.queue, (SELECT t.priority {lane} AND t.priority < l.priority "
+            "ORDER BY t.queue, t.priority DESC LIMIT 1) FROM lanes AS l WHERE l.priority IS NOT NULL) "
+            f"SELECT min((SELECT t.due {lane} AND t.priority = l.priority ORDER BY t.queue, t.priority DESC, t.due "
+            "LIMIT 1)) FROM lanes AS l WHERE l.priority IS NOT NULL"
+        )
         self.list_tasks = (
             f"SELECT {TASK_COLUMNS} FROM {s}.tasks WHERE ($1::text IS NULL OR status = $1) "
             "AND ($2::text IS NULL OR queue = $2) ORDER BY enqueued_at, seq LIMIT $3 OFFSET $4"
