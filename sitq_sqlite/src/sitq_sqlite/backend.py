@@ -112,26 +112,52 @@ _CLAIM_SQL = (
     "SELECT seq, due, status, lease_expiries, max_lease_expiries, cancel_requested FROM tasks INDEXED BY tasks_claim "
     f"WHERE queue = ? AND {ACTIVE} AND priority = ? AND due <= ? ORDER BY due, seq LIMIT ?"
 )
-_FIRST_QUEUE_SQL = f"SELECT min(queue) FROM tasks INDEXED BY tasks_claim WHERE {ACTIVE}"
-_NEXT_QUEUE_SQL = f"SELECT min(queue) FROM tasks INDEXED BY tasks_claim WHERE {ACTIVE} AND queue > ?"
-_FIRST_PRIORITY_SQL = f"SELECT max(priority) FROM tasks INDEXED BY tasks_claim WHERE queue = ? AND {ACTIVE}"
-_NEXT_PRIORITY_SQL = (
-    f"SELECT max(priority) FROM tasks INDEXED BY tasks_claim WHERE queue = ? AND {ACTIVE} AND priority < ?"
-)
 _MIN_DUE_SQL = f"SELECT min(due) FROM tasks INDEXED BY tasks_claim WHERE queue = ? AND {ACTIVE} AND priority = ?"
 # counts(): every row and each status's rows, in one pass (no sort)
 _COUNTS_SQL = "SELECT count(*), {} FROM tasks".format(
     ", ".join(f"count(*) FILTER (WHERE status = '{status}')" for status in STATUSES)
 )
+_HEAD_SQL = (  # a lane's first due row, for a lane whose first row has no due (a row changed around sitq)
+    f"SELECT due, seq FROM tasks INDEXED BY tasks_claim WHERE queue = ? AND {ACTIVE} AND priority = ? AND due <= ? "
+    "ORDER BY due, seq LIMIT 1"
+)
 _MAX_VARIABLES = 500
-# More (queue, priority) lanes than this are read in one pass over the claim index (see _lanes).
-_MAX_LANES = 64
+# Lanes: the (queue, priority) pairs holding claimable tasks, each found with its first row of the claim index
+# (its head) by an index seek per lane, all in one statement (see _lanes_or_scan).
+_FIRST_OF = "SELECT seq FROM tasks INDEXED BY tasks_claim WHERE {} ORDER BY queue, priority DESC, due, seq LIMIT 1"
+_LANE_ROW = "SELECT t.queue, t.priority, t.due, t.seq FROM {} tasks AS t WHERE t.seq = "
+_NEXT_IN_QUEUE = _FIRST_OF.format(f"queue = lane.queue AND {ACTIVE} AND priority < lane.priority")
+_LANES_SQL = (  # every queue, from the first lane or the one after (?1, ?2), to the next one in index order
+    "WITH RECURSIVE lane(queue, priority, due, seq) AS ({} UNION ALL "
+    f"{_LANE_ROW.format('lane,')}coalesce(({_NEXT_IN_QUEUE}), "
+    f"({_FIRST_OF.format(f'{ACTIVE} AND queue > lane.queue')}))"
+    ") SELECT queue, priority, due, seq FROM lane LIMIT ?3"
+)
+_FIRST_LANES_SQL = _LANES_SQL.format(f"{_LANE_ROW.format('')}({_FIRST_OF.format(ACTIVE)})")
+_LANES_AFTER_SQL = _LANES_SQL.format(
+    f"{_LANE_ROW.format('')}coalesce(({_FIRST_OF.format(f'queue = ?1 AND {ACTIVE} AND priority < ?2')}), "
+    f"({_FIRST_OF.format(f'{ACTIVE} AND queue > ?1')}))"
+)
+_LANES_OF_SQL = (  # the named queues (bound as VALUES): the first lane of each, then the next ones within it
+    "WITH RECURSIVE named(queue) AS (VALUES {}), lane(queue, priority, due, seq) AS ("
+    f"SELECT * FROM ({_LANE_ROW.format('named,')}({_FIRST_OF.format(f'queue = named.queue AND {ACTIVE}')}) "
+    f"LIMIT ?) UNION ALL {_LANE_ROW.format('lane,')}({_NEXT_IN_QUEUE})"
+    ") SELECT queue, priority, due, seq FROM lane LIMIT ?"
+)
+_COUNT_SQL = f"SELECT count(*) FROM (SELECT 1 FROM tasks INDEXED BY tasks_claim WHERE {ACTIVE} {{}} LIMIT ?)"
+# The lane walk starts with this many lanes, and grows fourfold while counting rows up to _SCAN_ROWS_PER_LANE
+# times the lanes walked finds more: a backlog that shallow is read in one pass instead (see _lanes_or_scan).
+_FIRST_LANES = 64
+_LANES_GROWTH = 4
+_SCAN_ROWS_PER_LANE = 128
 _CLAIM_SCAN_SQL = (
     "SELECT seq, due, status, lease_expiries, max_lease_expiries, cancel_requested, priority "
     "FROM tasks INDEXED BY tasks_claim "
     f"WHERE {ACTIVE} {{}} AND due <= ? ORDER BY priority DESC, due, seq LIMIT ?"
 )
-_MIN_DUE_SCAN_SQL = f"SELECT min(due) FROM tasks INDEXED BY tasks_claim WHERE {ACTIVE} {{}}"
+_MIN_DUE_SCAN_SQL = (  # the tasks counted (up to a bound) and their least due
+    f"SELECT count(*), min(due) FROM (SELECT due FROM tasks INDEXED BY tasks_claim WHERE {ACTIVE} {{}} LIMIT ?)"
+)
 _INSERT_RESULT = (
     "INSERT OR REPLACE INTO results (task_id, id, status, value, error, traceback, enqueued_at, "
     "started_at, finished_at, attempts, serializer) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -1641,14 +1667,26 @@ class SQLiteBackend(Backend):
 
         def read(conn: sqlite3.Connection) -> int | None:
             # a due that is not a time (a row changed around sitq) is never reached by a claim: not waited for
-            lanes = _lanes(conn, queue_list)
-            if lanes is None:  # many queues or priorities: one pass over the index beats a seek per lane
-                filters = _queue_filters(queue_list)
-                dues = [conn.execute(_MIN_DUE_SCAN_SQL.format(where), names).fetchone()[0] for where, names in filters]
+            dues: list[Any] = []
+
+            def fits(most: int) -> bool:  # the least due of every task, when there are fewer than ``most``
+                dues.clear()
+                counted = 0
+                for where, names in _queue_filters(queue_list):
+                    count, due = conn.execute(_MIN_DUE_SCAN_SQL.format(where), (*names, most - counted)).fetchone()
+                    counted += count
+                    dues.append(due)
+                    if counted >= most:
+                        return False
+                return True
+
+            lanes = _lanes_or_scan(conn, queue_list, fits)
+            if lanes is None:  # many shallow lanes: one pass over the index beats a seek per lane
                 return min((due for due in dues if _is_time(due)), default=None)
             best: int | None = None
-            for queue, priority in lanes:
-                due = conn.execute(_MIN_DUE_SQL, (queue, priority)).fetchone()[0]
+            for queue, priority, due, _seq in lanes:
+                if due is None:  # sorts first in the index: the lane's least due is further in
+                    due = conn.execute(_MIN_DUE_SQL, (queue, priority)).fetchone()[0]
                 if _is_time(due) and (best is None or due < best):
                     best = due
             return best
@@ -1935,37 +1973,83 @@ def _is_not_a_db(exc: BaseException) -> bool:
     return code == sqlite3.SQLITE_NOTADB or "not a database" in str(exc)
 
 
-def _active_queues(conn: sqlite3.Connection) -> Iterator[str]:
-    """Distinct queue names of claimable tasks, by index seeks (a loose index scan), lazily."""
-    queue = conn.execute(_FIRST_QUEUE_SQL).fetchone()[0]
-    while queue is not None:
-        yield queue
-        queue = conn.execute(_NEXT_QUEUE_SQL, (queue,)).fetchone()[0]
+_Lane = tuple[Any, Any, Any, int]  # (queue, priority, due, seq) of a lane's first row in the claim index
 
 
-def _priorities(conn: sqlite3.Connection, queue: str) -> Iterator[int]:
-    """Distinct priorities of claimable tasks in ``queue``, highest first, by index seeks, lazily."""
-    priority = conn.execute(_FIRST_PRIORITY_SQL, (queue,)).fetchone()[0]
-    while priority is not None:
-        yield priority
-        priority = conn.execute(_NEXT_PRIORITY_SQL, (queue, priority)).fetchone()[0]
+def _walk_lanes(conn: sqlite3.Connection, queues: list[str] | None, lanes: list[_Lane], most: int) -> bool:
+    """Walk on to every lane holding claimable tasks, each with its first row; False when there are more than ``most``.
 
-
-def _lanes(conn: sqlite3.Connection, queues: list[str] | None) -> list[tuple[str, int]] | None:
-    """The (queue, priority) pairs holding claimable tasks; None when there are more than ``_MAX_LANES``.
-
-    Each lane costs a few index seeks (about 20 µs), so a handful of lanes
-    is read lane by lane at any depth; thousands of lanes (a queue per
-    tenant, many distinct priorities) are cheaper to read in one pass over
-    the claim index (about 60 ns a row).
+    ``lanes`` holds the lanes walked so far and gets the rest (up to one
+    more than ``most``). A lane costs two or three index seeks, all inside one
+    statement, whatever the number of tasks in it.
     """
-    lanes: list[tuple[str, int]] = []
-    for queue in queues if queues is not None else _active_queues(conn):
-        for priority in _priorities(conn, queue):
-            lanes.append((queue, priority))
-            if len(lanes) > _MAX_LANES:
-                return None
-    return lanes
+    if queues is None:  # lanes in index order: go on after the last one
+        left = most + 1 - len(lanes)
+        if not lanes:
+            lanes += conn.execute(_FIRST_LANES_SQL, (None, None, left)).fetchall()
+        elif left > 0:
+            lanes += conn.execute(_LANES_AFTER_SQL, (*lanes[-1][:2], left)).fetchall()
+        return len(lanes) <= most
+    lanes.clear()  # named queues: walked again from the first
+    per = _MAX_VARIABLES - 2
+    for start in range(0, len(queues), per):
+        chunk = queues[start : start + per]
+        left = most + 1 - len(lanes)
+        sql = _LANES_OF_SQL.format(",".join(["(?)"] * len(chunk)))
+        lanes += conn.execute(sql, (*chunk, left, left)).fetchall()
+        if len(lanes) > most:
+            return False
+    return True
+
+
+def _due_head_early(conn: sqlite3.Connection, queues: list[str] | None, now: int) -> bool:
+    """Whether one of the first lanes starts with a due row, read lazily: the usual answer costs a lane or two."""
+    if queues is None:
+        cursor = conn.execute(_FIRST_LANES_SQL, (None, None, _FIRST_LANES))
+    else:
+        chunk = queues[: _MAX_VARIABLES - 2]
+        sql = _LANES_OF_SQL.format(",".join(["(?)"] * len(chunk)))
+        cursor = conn.execute(sql, (*chunk, _FIRST_LANES, _FIRST_LANES))
+    try:
+        return any(_is_number(due) and due <= now for _queue, _priority, due, _seq in cursor)
+    finally:
+        cursor.close()
+
+
+def _rows_up_to(conn: sqlite3.Connection, queues: list[str] | None, most: int) -> int:
+    """The number of claimable tasks (due or not) in ``queues``, counted up to ``most`` (the index alone is read)."""
+    counted = 0
+    for where, names in _queue_filters(queues):
+        counted += conn.execute(_COUNT_SQL.format(where), (*names, most - counted)).fetchone()[0]
+        if counted >= most:
+            break
+    return counted
+
+
+def _lanes_or_scan(
+    conn: sqlite3.Connection, queues: list[str] | None, fits: Callable[[int], bool] | None = None
+) -> list[_Lane] | None:
+    """Every lane with its first row, or None when one pass over the claim index costs less.
+
+    A seek per lane costs about 2 µs whatever the lane holds; one pass costs
+    about 200 ns for every task waiting, due or not. Neither number is known
+    beforehand, so the two are raced: lanes are walked up to a bound that
+    grows fourfold, and between walks the tasks are counted up to
+    ``_SCAN_ROWS_PER_LANE`` times the lanes found so far (``fits``, given
+    that many rows, may instead read them and say whether they were all the
+    tasks: next_eta's one pass is such a count). A backlog that
+    shallow (20,000 queues with a task each) is read in one pass; a deep one
+    (1,000 queues of 1,000 tasks) lane by lane, at the cost of its lanes only.
+    """
+    lanes: list[_Lane] = []
+    most = _FIRST_LANES
+    while True:
+        if _walk_lanes(conn, queues, lanes, most):
+            return lanes
+        rows = most * _SCAN_ROWS_PER_LANE
+        if fits(rows) if fits is not None else _rows_up_to(conn, queues, rows) < rows:
+            return None
+        most *= _LANES_GROWTH
 
 
 def _queue_filters(queues: list[str] | None) -> Iterator[tuple[str, list[str]]]:
@@ -1982,15 +2066,15 @@ def _work_due(conn: sqlite3.Connection, queues: list[str] | None, now: int) -> b
     """Whether any task is claimable now, read in one snapshot without taking the write lock."""
     conn.execute("BEGIN")
     try:
-        return bool(_claim_candidates(conn, queues, now, 1))
+        return _due_head_early(conn, queues, now) or bool(_claim_candidates(conn, queues, now, 1))
     finally:
         if conn.in_transaction:
             conn.execute("COMMIT")
 
 
 def _claim_candidates(conn: sqlite3.Connection, queues: list[str] | None, now: int, need: int) -> list[tuple[Any, ...]]:
-    """Up to ``need`` due rows, priority DESC then due then seq: lane by lane, or in one pass over many lanes."""
-    lanes = _lanes(conn, queues)
+    """Up to ``need`` due rows, priority DESC then due then seq: from the best lanes, or in one pass over many."""
+    lanes = _lanes_or_scan(conn, queues)
     if lanes is None:
         rows: list[tuple[Any, ...]] = []
         for where, names in _queue_filters(queues):
@@ -1998,15 +2082,29 @@ def _claim_candidates(conn: sqlite3.Connection, queues: list[str] | None, now: i
         rows.sort(key=lambda row: (row[1], row[0]))
         rows.sort(key=lambda row: _sqlite_order(row[6]), reverse=True)  # stable: due, seq within a priority
         return [row[:6] for row in rows[:need]]
-    by_priority: dict[int, list[str]] = {}
-    for queue, priority in lanes:
+    # A lane's rows are in (due, seq) order, so the first ``need`` rows overall lie in the lanes whose first due
+    # rows (heads) are the first ``need`` heads: a k-way merge reads only those lanes.
+    heads: list[tuple[Any, Any, int, Any]] = []
+    for queue, priority, due, seq in lanes:
+        if due is None:  # sorts first in the index (a row changed around sitq): the head is further in
+            head = conn.execute(_HEAD_SQL, (queue, priority, now)).fetchone()
+            if head is None:
+                continue
+            due, seq = head
+        elif not _is_number(due) or due > now:  # not due; text or a blob sorts after every number
+            continue
+        heads.append((priority, due, seq, queue))
+    heads.sort(key=lambda head: (head[1], head[2]))
+    heads.sort(key=lambda head: _sqlite_order(head[0]), reverse=True)  # stable: due, seq within a priority
+    by_priority: dict[Any, list[str]] = {}
+    for priority, _due, _seq, queue in heads[:need]:
         by_priority.setdefault(priority, []).append(queue)
     chosen: list[tuple[Any, ...]] = []
-    for priority in sorted(by_priority, key=_sqlite_order, reverse=True):
+    for priority, names in by_priority.items():  # highest first (in the order of the heads)
         rows = []
-        for queue in by_priority[priority]:
+        for queue in names:
             rows.extend(conn.execute(_CLAIM_SQL, (queue, priority, now, need - len(chosen))).fetchall())
-        if len(by_priority[priority]) > 1:
+        if len(names) > 1:
             rows.sort(key=lambda row: (row[1], row[0]))
         chosen.extend(rows[: need - len(chosen)])
         if len(chosen) >= need:
