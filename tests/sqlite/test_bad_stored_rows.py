@@ -178,3 +178,48 @@ async def test_next_eta_passes_over_a_due_that_is_not_a_time(tmp_path: Path) -> 
         spoil(path, spoiled.id, "due = 'x'")
         assert await backend.next_eta() == later.eta
         assert await backend.next_eta(["other"]) is None
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("path", ["lane by lane", "lane walk", "one pass"])
+async def test_rows_of_odd_types_keep_the_index_order_on_every_claim_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    """A text or real priority, a NULL due at the head of its lane and a text due: every claim path hands out
+    the good rows in the claim index's order (priority DESC, due, seq), and none stops on the odd ones."""
+    import sitq_sqlite.backend as sqlite_backend
+
+    if path != "lane by lane":
+        monkeypatch.setattr(sqlite_backend, "_FIRST_LANES", 2)
+        monkeypatch.setattr(sqlite_backend, "_SCAN_ROWS_PER_LANE", 0 if path == "lane walk" else 10**9)
+    dbfile = tmp_path / "odd.db"
+    now = datetime.now(UTC)
+    batch = [
+        Task(id=new_id(), payload=b"ok", queue=f"q{i % 12:02}", priority=i % 3, eta=now - timedelta(minutes=i % 4))
+        for i in range(36)
+    ]
+    async with SQLiteBackend(dbfile) as backend:
+        await backend.enqueue_many(batch)
+        text_priority, real_priority, no_due, text_due = batch[4].id, batch[8].id, batch[3].id, batch[5].id
+        spoil(dbfile, text_priority, "priority = 'high'")
+        spoil(dbfile, real_priority, "priority = 1.5")
+        spoil(dbfile, no_due, "due = NULL")  # sorts first in its lane (q03, 0): its lane's other rows still come
+        spoil(dbfile, text_due, "due = 'soon'")  # sorts after every number: never due
+        with closing(sqlite3.connect(dbfile)) as conn:
+            order = [
+                row[0]
+                for row in conn.execute(
+                    "SELECT id FROM tasks WHERE status = 'queued' AND due <= ? ORDER BY priority DESC, due, seq",
+                    (int(datetime.now(UTC).timestamp() * 1_000_000),),
+                )
+            ]
+        assert order[0] == text_priority and no_due not in order and text_due not in order
+        assert await backend.next_eta() == min(t.eta for t in batch if t.id not in (no_due, text_due))
+        handed: list[str] = []
+        for _ in range(20):
+            handed += [lease.id for lease in await backend.reserve(worker_id="w", limit=5, lease_seconds=30)]
+        assert handed == [task_id for task_id in order if task_id not in (text_priority, real_priority)]
+        for task_id in (text_priority, real_priority):
+            result = await backend.get_result(task_id)
+            assert result is not None and result.status == "failed", result
+        assert stored(dbfile, no_due)[0] == stored(dbfile, text_due)[0] == "queued"

@@ -540,3 +540,44 @@ def test_a_file_that_cannot_be_opened_on_a_read_only_mount_says_so(
     assert "is mounted read-only" in hint and "mode" not in hint and "folder" not in hint
     monkeypatch.undo()
     assert sqlite_backend._read_only_hint(str(tmp_path / "missing.db")) == ""  # writable: nothing to add
+
+
+@pytest.mark.parametrize("path", ["lane walk", "one pass"])
+@pytest.mark.parametrize("named", [False, True], ids=["every queue", "named queues"])
+@pytest.mark.asyncio
+async def test_deep_lanes_past_the_first_walk_are_reserved_in_order(
+    backend: SQLiteBackend, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, path: str, named: bool
+) -> None:
+    """90 lanes of 4 tasks, reserved 7 at a time: the lane walk (grown 4 -> 16 -> 64 -> 256 lanes, going on
+    where it stopped, reading only the lanes whose heads come first) and the one pass agree on the whole order."""
+    from datetime import timedelta
+
+    import sitq_sqlite.backend as sqlite_backend
+
+    monkeypatch.setattr(sqlite_backend, "_FIRST_LANES", 4)
+    monkeypatch.setattr(sqlite_backend, "_SCAN_ROWS_PER_LANE", 0 if path == "lane walk" else 10**9)
+    now = clock.now()
+    tasks = [
+        task(clock, queue=f"q{i % 30:02}", priority=(i // 30) % 3, eta=now - timedelta(seconds=(i * 7) % 5))
+        for i in range(360)
+    ]
+    later = [task(clock, queue=f"q{i:02}", priority=5, eta=now + timedelta(minutes=i + 1)) for i in range(0, 30, 3)]
+    await backend.enqueue_many([*tasks, *later])
+    queues = sorted({f"q{i:02}" for i in range(0, 30, 2)} | {"absent"}) if named else None
+    position = {t.id: i for i, t in enumerate(tasks)}
+    expected = sorted(
+        (t for t in tasks if queues is None or t.queue in queues), key=lambda t: (-t.priority, t.eta, position[t.id])
+    )
+    assert await backend.next_eta(queues) == now - timedelta(seconds=4)
+    if path == "lane walk":  # each lane once, in the index's order (named queues: by name, then by priority)
+        lanes = await backend._run("lanes", lambda conn: sqlite_backend._lanes_or_scan(conn, queues))
+        assert lanes is not None
+        wanted = sorted({(t.queue, t.priority) for t in [*tasks, *later] if queues is None or t.queue in queues})
+        assert sorted((queue, priority) for queue, priority, _due, _seq in lanes) == wanted
+        assert len(lanes) == len(wanted)
+    got: list[str] = []
+    while leases := await backend.reserve(worker_id="w", limit=7, lease_seconds=30, queues=queues):
+        got += [lease.id for lease in leases]
+    assert got == [t.id for t in expected]
+    first_later = min(t.eta for t in later if queues is None or t.queue in queues)
+    assert await backend.next_eta(queues) == min(first_later, now + timedelta(seconds=30))
