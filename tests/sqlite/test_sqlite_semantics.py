@@ -581,3 +581,27 @@ async def test_deep_lanes_past_the_first_walk_are_reserved_in_order(
     assert got == [t.id for t in expected]
     first_later = min(t.eta for t in later if queues is None or t.queue in queues)
     assert await backend.next_eta(queues) == min(first_later, now + timedelta(seconds=30))
+
+
+@pytest.mark.parametrize("path", ["lane walk", "one pass"])
+@pytest.mark.asyncio
+async def test_one_lane_holding_the_first_tasks_is_read_on_by_the_merge(
+    backend: SQLiteBackend, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    """Among 80 lanes, one holds the 50 earliest tasks (a tenant's burst): a reserve of 40 takes them in order,
+    the merge reading that lane on in reads that double, and the next reserve the rest in order."""
+    from datetime import timedelta
+
+    import sitq_sqlite.backend as sqlite_backend
+
+    monkeypatch.setattr(sqlite_backend, "_SCAN_ROWS_PER_LANE", 0 if path == "lane walk" else 10**9)
+    now = clock.now()
+    burst = [task(clock, queue="burst", eta=now - timedelta(hours=1, seconds=-i)) for i in range(50)]
+    others = [task(clock, queue=f"t{i:02}", eta=now - timedelta(minutes=i % 7)) for i in range(79)]
+    await backend.enqueue_many([*others, *burst])
+    first = await backend.reserve(worker_id="w", limit=40, lease_seconds=30)
+    assert [lease.id for lease in first] == [t.id for t in burst[:40]]
+    position = {t.id: i for i, t in enumerate(others)}
+    rest = [*burst[40:], *sorted(others, key=lambda t: (t.eta, position[t.id]))]
+    second = await backend.reserve(worker_id="w", limit=200, lease_seconds=30)
+    assert [lease.id for lease in second] == [t.id for t in rest]

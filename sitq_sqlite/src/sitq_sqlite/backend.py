@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import heapq
 import logging
 import os
 import random
@@ -112,6 +113,11 @@ _CLAIM_SQL = (
     "SELECT seq, due, status, lease_expiries, max_lease_expiries, cancel_requested FROM tasks INDEXED BY tasks_claim "
     f"WHERE queue = ? AND {ACTIVE} AND priority = ? AND due <= ? ORDER BY due, seq LIMIT ?"
 )
+_CLAIM_AFTER_SQL = (  # a lane's due rows after (due, seq): the k-way merge reading on (see _claim_candidates)
+    "SELECT seq, due, status, lease_expiries, max_lease_expiries, cancel_requested FROM tasks INDEXED BY tasks_claim "
+    f"WHERE queue = ? AND {ACTIVE} AND priority = ? AND due <= ? AND (due, seq) > (?, ?) ORDER BY due, seq LIMIT ?"
+)
+_MERGE_FIRST_READ = 2  # rows read from a lane when the merge first takes its head
 _MIN_DUE_SQL = f"SELECT min(due) FROM tasks INDEXED BY tasks_claim WHERE queue = ? AND {ACTIVE} AND priority = ?"
 # counts(): every row and each status's rows, in one pass (no sort)
 _COUNTS_SQL = "SELECT count(*), {} FROM tasks".format(
@@ -2031,8 +2037,9 @@ def _lanes_or_scan(
 ) -> list[_Lane] | None:
     """Every lane with its first row, or None when one pass over the claim index costs less.
 
-    A seek per lane costs about 2 µs whatever the lane holds; one pass costs
-    about 200 ns for every task waiting, due or not. Neither number is known
+    A lane costs 2-20 µs whatever it holds (its seeks, and the pages they read
+    when the index is larger than the page cache); one pass costs about
+    200 ns for every task waiting, due or not. Neither number is known
     beforehand, so the two are raced: lanes are walked up to a bound that
     grows fourfold, and between walks the tasks are counted up to
     ``_SCAN_ROWS_PER_LANE`` times the lanes found so far (``fits``, given
@@ -2083,7 +2090,7 @@ def _claim_candidates(conn: sqlite3.Connection, queues: list[str] | None, now: i
         rows.sort(key=lambda row: _sqlite_order(row[6]), reverse=True)  # stable: due, seq within a priority
         return [row[:6] for row in rows[:need]]
     # A lane's rows are in (due, seq) order, so the first ``need`` rows overall lie in the lanes whose first due
-    # rows (heads) are the first ``need`` heads: a k-way merge reads only those lanes.
+    # rows (heads) are the first ``need`` heads: a k-way merge of those lanes, each read only as far as it is taken.
     heads: list[tuple[Any, Any, int, Any]] = []
     for queue, priority, due, seq in lanes:
         if due is None:  # sorts first in the index (a row changed around sitq): the head is further in
@@ -2096,19 +2103,41 @@ def _claim_candidates(conn: sqlite3.Connection, queues: list[str] | None, now: i
         heads.append((priority, due, seq, queue))
     heads.sort(key=lambda head: (head[1], head[2]))
     heads.sort(key=lambda head: _sqlite_order(head[0]), reverse=True)  # stable: due, seq within a priority
-    by_priority: dict[Any, list[str]] = {}
-    for priority, _due, _seq, queue in heads[:need]:
-        by_priority.setdefault(priority, []).append(queue)
+    del heads[need:]
+    # The merge: a heap of (priority's place, due, seq, lane, read_on) entries, the heads first (sorted, so already
+    # a heap). An entry is a row to take or, with read_on, the last row taken from a lane whose rows read so far
+    # are used up: the lane is read on after it once nothing else comes first. A lane whose head alone is taken
+    # costs one short read; further reads double.
+    ranks: dict[Any, int] = {}  # each priority's place, highest first: keys that compare whatever its type
+    heap = [(ranks.setdefault(head[0], len(ranks)), head[1], head[2], lane, False) for lane, head in enumerate(heads)]
+    ahead: dict[int, list[tuple[Any, ...]]] = {}  # per lane: rows read and not taken yet, last first
+    asked: dict[int, int] = {}  # per lane: rows its last read asked for and got (0: it has no more)
     chosen: list[tuple[Any, ...]] = []
-    for priority, names in by_priority.items():  # highest first (in the order of the heads)
-        rows = []
-        for queue in names:
-            rows.extend(conn.execute(_CLAIM_SQL, (queue, priority, now, need - len(chosen))).fetchall())
-        if len(names) > 1:
-            rows.sort(key=lambda row: (row[1], row[0]))
-        chosen.extend(rows[: need - len(chosen)])
-        if len(chosen) >= need:
-            break
+    while heap and len(chosen) < need:
+        rank, due, seq, lane, read_on = heapq.heappop(heap)
+        if read_on or lane not in ahead:
+            priority, _due, _seq, queue = heads[lane]
+            asked[lane] = size = min(need - len(chosen), max(_MERGE_FIRST_READ, 2 * asked.get(lane, 0)))
+            if read_on:
+                found = conn.execute(_CLAIM_AFTER_SQL, (queue, priority, now, due, seq, size)).fetchall()
+            else:
+                found = conn.execute(_CLAIM_SQL, (queue, priority, now, size)).fetchall()
+            ahead[lane] = found[::-1]
+            if len(found) < size:
+                asked[lane] = 0  # the lane's last due row is read
+            if read_on:
+                if found:
+                    heapq.heappush(heap, (rank, found[0][1], found[0][0], lane, False))
+                continue
+        rows = ahead[lane]
+        if not rows:  # not expected: the walk read this head in the same transaction
+            continue
+        row = rows.pop()
+        chosen.append(row)
+        if rows:
+            heapq.heappush(heap, (rank, rows[-1][1], rows[-1][0], lane, False))
+        elif len(chosen) < need and asked[lane]:  # used up, and there may be more after it
+            heapq.heappush(heap, (rank, row[1], row[0], lane, True))
     return chosen
 
 
