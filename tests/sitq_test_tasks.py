@@ -159,6 +159,12 @@ def gate_then_sleepy(seconds: float) -> Any:
     return sleepy(seconds)
 
 
+def slow_then_sleepy(sync_seconds: float, async_seconds: float) -> Any:
+    """Spends ``sync_seconds`` in its thread, then hands back sleepy(async_seconds)'s coroutine."""
+    time.sleep(sync_seconds)
+    return sleepy(async_seconds)
+
+
 def exits(code: int = 3) -> None:
     """Calls sys.exit inside a task."""
     import sys

@@ -561,6 +561,23 @@ async def test_a_callable_whose_hash_raises_runs_and_the_worker_goes_on(queue: T
 
 
 @pytest.mark.asyncio
+async def test_a_timeout_covers_the_sync_part_and_the_coroutine_it_returns_together(queue: TaskQueue) -> None:
+    """The coroutine a sync callable handed back got the whole timeout again after its thread part: 0.7 s in the
+    thread and 0.7 s awaited passed a 1 s timeout (workers.md: the timeout counts from when the thread starts)."""
+    worker = Worker(queue.backend)
+    await worker.start()
+    try:
+        over = await queue.with_options(timeout=1.0).enqueue(tasks.slow_then_sleepy, 0.7, 0.7)
+        within_it = await queue.with_options(timeout=5.0).enqueue(tasks.slow_then_sleepy, 0.1, 0.1)
+        late = await queue.get_result(over, timeout=20)
+        done = await queue.get_result(within_it, timeout=20)
+    finally:
+        await worker.stop()
+    assert late is not None and late.status == "failed" and "timed out" in (late.error or ""), late
+    assert done is not None and done.status == "success", done
+
+
+@pytest.mark.asyncio
 async def test_concurrency_is_bounded(queue: TaskQueue, tmp_path: Path) -> None:
     log = tmp_path / "log"
     ids = await queue.enqueue_many([(tasks.record, (str(log), n, 0.05)) for n in range(8)])

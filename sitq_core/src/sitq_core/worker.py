@@ -2088,6 +2088,7 @@ class Worker:
                 return await func(*args, **kwargs)
             return await _bounded(func(*args, **kwargs), timeout)
         loop = asyncio.get_running_loop()
+        thread_began = 0.0  # loop time the thread began the call (a returned awaitable gets what is left)
         if timeout is None:
             value = await loop.run_in_executor(self._pool, call_guarded, func, args, kwargs)
         else:
@@ -2109,6 +2110,7 @@ class Worker:
                 raise
             if began is not None:
                 began[0] = time.perf_counter()
+            thread_began = loop.time()
             try:
                 value = await within(future, timeout)
             except TimeoutError:
@@ -2125,7 +2127,13 @@ class Worker:
             if running.cancel_asked():
                 _drop_awaitable(value)
                 raise asyncio.CancelledError
-            value = await (_bounded(value, timeout) if timeout is not None else value)
+            if timeout is None:
+                return await value
+            left = timeout - (loop.time() - thread_began)  # the timeout covers the sync part and what it returned
+            if left <= 0:
+                _drop_awaitable(value)
+                raise TimeoutError
+            value = await _bounded(value, left)
         return value
 
     def _retire_pool(self) -> None:
