@@ -729,3 +729,25 @@ async def test_an_unknown_status_filter_lists_the_valid_ones_and_keeps_the_value
             await backend.list_tasks(status=status)  # type: ignore[arg-type]
     assert info.value.parameter == "status" and info.value.value == status and type(info.value.value) is type(status)
     assert info.value.valid_options == ["queued", "running", "success", "failed", "cancelled"]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("case", ["dangling", "loop", "long", "device"])
+async def test_a_path_sqlite_cannot_open_says_what_is_wrong_with_it(tmp_path: Path, case: str) -> None:
+    """A dangling symlink, a loop and a 300-character name all said only 'unable to open database file'."""
+    if case == "dangling":
+        path, says = tmp_path / "dangling.db", "does not exist"
+        path.symlink_to(tmp_path / "gone" / "target.db")
+    elif case == "loop":
+        path, says = tmp_path / "loop1.db", "a loop of symlinks"
+        (tmp_path / "loop2.db").symlink_to(path)
+        path.symlink_to(tmp_path / "loop2.db")
+    elif case == "long":
+        path, says = tmp_path / ("x" * 300 + ".db"), "longer than the file system allows"
+    else:
+        path, says = Path("/dev/null"), "not a regular file"
+    with pytest.raises(ConnectionError) as info:
+        async with SQLiteBackend(path) as backend:
+            await backend.counts()
+    assert says in str(info.value), str(info.value)
+    assert not (tmp_path / "gone").exists()  # nothing created on the way

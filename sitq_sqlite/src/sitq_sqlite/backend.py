@@ -22,6 +22,7 @@ Design (see ``docs/how-to/sqlite-backend.md``):
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import heapq
 import logging
@@ -584,6 +585,7 @@ class SQLiteBackend(Backend):
             hint = _reader_hint(self.path, exc)
         else:
             hint = _read_only_hint(self.path) or _disk_full_hint(self.path, exc)
+        hint = hint or _path_hint(self.path)
         return ConnectionError(
             f"cannot {'read' if reading else 'open'} SQLite database {self.path!r}: {exc}{hint}",
             backend_type="sqlite",
@@ -2239,6 +2241,29 @@ def _reader_hint(path: str, exc: BaseException) -> str:
 
 def _may_read(path: str) -> bool:
     return os.path.isfile(path) and may(path, os.R_OK)
+
+
+def _path_hint(path: str) -> str:
+    """What is wrong with ``path`` itself when SQLite says only "unable to open database file" (else "").
+
+    A symlink whose target (or its folder) is missing, a loop of symlinks, a
+    name longer than the file system takes, or a device such as /dev/null.
+    """
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return " (the path is a loop of symlinks)"
+        if exc.errno == errno.ENAMETOOLONG:
+            return " (a name in the path is longer than the file system allows)"
+        if exc.errno == errno.ENOENT and os.path.islink(path):
+            target = os.path.realpath(path)
+            missing = target if os.path.isdir(os.path.dirname(target)) else os.path.dirname(target)
+            return f" (the path is a symlink to {target!r}, and {missing!r} does not exist)"
+        return ""
+    if not os.path.isfile(path) and not os.path.isdir(path):
+        return " (the path is not a regular file: a database is a file, e.g. .../tasks.db)"
+    return ""
 
 
 def _disk_full_hint(path: str, exc: BaseException) -> str:
