@@ -150,13 +150,15 @@ class TaskOptions:
                     value=changes[name],
                 )
         for name in _SECONDS_OPTIONS:
-            value = changes.get(name)
-            if not isinstance(value, int | float) and checks.as_seconds(value) is not None:
-                changes[name] = checks.as_seconds(value)  # a Fraction, Decimal or numpy scalar; checked below
-        if checks.as_seconds(changes.get("timeout")) == math.inf:
-            # no time limit: what None means on a task, and the one way for a view to lift a decorated task's
-            # timeout (with_options(timeout=None) leaves an option as it is)
-            changes["timeout"] = None
+            if name not in changes:
+                continue
+            seconds = checks.as_seconds(changes[name])
+            if name == "timeout" and seconds == math.inf:
+                # no time limit: what None means on a task, and the one way for a view to lift a decorated
+                # task's timeout (with_options(timeout=None) leaves an option as it is)
+                changes[name] = None
+            elif seconds is not None and not isinstance(changes[name], int | float):
+                changes[name] = seconds  # a Fraction, Decimal or numpy scalar; checked below
         if changes.get("eta") is not None:
             changes.setdefault("delay", None)
         elif changes.get("delay") is not None:
