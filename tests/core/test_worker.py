@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import signal
 import sqlite3
 import subprocess
@@ -866,7 +867,18 @@ def test_retry_delay_doubles_and_is_capped_at_a_day_for_any_attempt() -> None:
     assert retry_delay(1.0, 5000) == 86_400.0  # no float overflow for huge max_retries
     assert retry_delay(float("nan"), 1) == 0.0  # a backoff stored as NaN: no wait, not a ValueError
     assert retry_delay(float("inf"), 1) == 86_400.0
-    assert retry_delay(float("inf"), 1) == 86_400.0
+
+
+def test_retry_delay_follows_the_formula_for_a_tiny_backoff() -> None:
+    """The exponent was capped at 64: a backoff under ~5e-15 s never grew, and 1,100 retries ran in 4 s."""
+    from sitq_core.worker import retry_delay
+
+    assert retry_delay(1e-300, 998) == 1e-300 * 2.0**997
+    assert retry_delay(1e-300, 1000) > 1.0
+    assert retry_delay(1e-300, 1020) == 86_400.0
+    assert retry_delay(5e-324, 1090) == math.ldexp(5e-324, 1089)  # the smallest float still doubles exactly
+    assert retry_delay(5e-324, 1200) == 86_400.0
+    assert retry_delay(1e6, 1) == 86_400.0  # a backoff above a day waits a day
 
 
 def test_the_pause_after_store_failures_stays_finite_however_long_the_store_fails() -> None:

@@ -133,6 +133,9 @@ def heartbeat_retry_delay(lease_timeout: float, failures: int) -> float:
     return float(min(lease_timeout / 10, lease_timeout / 40 * 2.0 ** min(max(failures - 1, 0), 8)))
 
 
+_MAX_RETRY_DELAY = 86_400.0  # one day: the longest wait before a retry
+
+
 def retry_delay(retry_backoff: float, attempt: int) -> float:
     """Seconds before retry number ``attempt`` (1-based): ``backoff * 2**(attempt-1)``, capped at one day.
 
@@ -142,7 +145,10 @@ def retry_delay(retry_backoff: float, attempt: int) -> float:
     """
     if not retry_backoff > 0:
         return 0.0
-    return float(min(retry_backoff * (2 ** min(max(attempt - 1, 0), 64)), 86_400.0))
+    doublings = max(attempt - 1, 0)
+    if retry_backoff >= _MAX_RETRY_DELAY or doublings >= math.log2(_MAX_RETRY_DELAY) - math.log2(retry_backoff):
+        return _MAX_RETRY_DELAY
+    return math.ldexp(retry_backoff, doublings)  # exact, and below the cap: no overflow for any backoff
 
 
 _async_cache: CallableMemo[bool] = CallableMemo()
