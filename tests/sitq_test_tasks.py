@@ -514,3 +514,19 @@ class CallObj:
 
 
 decorated_call_obj = task(CallObj())
+
+
+STOPPABLE: list[Any] = []  # the worker a test lets its task stop (this process only)
+
+
+async def stop_own_worker() -> str:
+    """Awaits stop() of the worker running it: a deployment's 'shut down after this' task."""
+    await STOPPABLE[0].stop()
+    return "stop asked"
+
+
+def stop_own_worker_from_thread() -> str:
+    """The same from a sync task: the stop sent to the worker's loop, this thread waiting for its answer."""
+    worker, loop = STOPPABLE
+    asyncio.run_coroutine_threadsafe(worker.stop(), loop).result(timeout=10)
+    return "stop asked"

@@ -209,6 +209,33 @@ async def test_a_stop_the_caller_gave_up_on_goes_on_and_a_later_stop_waits_for_i
     assert result is not None and result.status == "success", "the stop still drained the running task"
 
 
+@pytest.mark.asyncio
+@pytest.mark.parametrize("stopper", [tasks.stop_own_worker, tasks.stop_own_worker_from_thread])
+async def test_a_task_awaiting_its_own_workers_stop_ends_and_the_worker_stops(
+    queue: TaskQueue, stopper: Callable[[], Any]
+) -> None:
+    """stop() waited for the task that called it: both hung for good, the worker reserved nothing, said nothing."""
+    worker = Worker(queue.backend, max_concurrency=2)
+    tasks.STOPPABLE[:] = [worker, asyncio.get_running_loop()]
+    await worker.start()
+    try:
+        task_id = await queue.enqueue(stopper)
+        result = await queue.get_result(task_id, timeout=10)
+        assert result is not None and result.status == "success"
+        assert queue.deserialize_result(result) == "stop asked"
+
+        async def stopped() -> bool:
+            return not worker.running
+
+        await wait_until(stopped, timeout=10)
+        later = await queue.enqueue(tasks.add, 1, 2)
+        assert await queue.get_result(later, timeout=0.3) is None  # a stopped worker runs nothing more
+        await asyncio.wait_for(worker.stop(), 5)  # a later stop() returns at once
+    finally:
+        tasks.STOPPABLE.clear()
+        await asyncio.wait_for(worker.stop(), 10)
+
+
 @pytest.mark.parametrize("timeout", ["x", -1, float("nan"), True])
 @pytest.mark.asyncio
 async def test_stop_refuses_a_bad_timeout_and_keeps_working(queue: TaskQueue, timeout: Any) -> None:

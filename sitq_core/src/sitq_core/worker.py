@@ -38,7 +38,7 @@ from .backend import Backend
 from .bounded import within
 from .checks import Seconds
 from .config import BackendSpec, SerializerSpec, resolve_backend, resolve_serializer, split_config
-from .current import CurrentTask, running_as, set_current
+from .current import CurrentTask, current_task, running_as, set_current
 from .errors import (
     SerializationError,
     SitqError,
@@ -628,6 +628,16 @@ class Worker:
             await asyncio.shield(self._starting)
         if not self._running or self._stopping is None:
             return
+        caller = self._own_running_task()
+        if caller is not None:  # waiting here would wait for the caller itself: start the stop and return
+            if not self._stopping.is_set():
+                logger.info(
+                    "worker %s: stop() called from task %s, which it runs: it stops once that task has ended",
+                    self.worker_id,
+                    caller,
+                )
+                self._begin_stop(timeout)
+            return
         if self._stopping.is_set():  # a stop is going on: wait for it, at most ``timeout`` for its tasks
             assert self._stopped is not None
             if timeout is not None:
@@ -638,12 +648,28 @@ class Worker:
                     self._hard_stop(f"the timeout of a later stop() call ({timeout:g} s) ran out")
             await self._stopped.wait()
             return
+        await asyncio.shield(self._begin_stop(timeout))
+
+    def _begin_stop(self, timeout: float | None) -> asyncio.Future[None]:
+        """Set the stop going as a task of its own, and return that task.
+
+        A caller that gives up (wait_for, a cancelled request) gets its
+        cancellation at once while the stop goes on, and a later ``stop()``
+        waits for its end.
+        """
+        assert self._stopping is not None
         self._stopping.set()
-        # The stop runs as a task of its own: a caller that gives up (wait_for, a cancelled request)
-        # gets its cancellation at once, while the stop goes on, and a later stop() waits for its end.
         self._stop_task = asyncio.ensure_future(self._stop_now(timeout))
         self._stop_task.add_done_callback(_seen)  # its error reaches the caller, if one still waits
-        await asyncio.shield(self._stop_task)
+        return self._stop_task
+
+    def _own_running_task(self) -> str | None:
+        """The id of the task of this worker's that the caller runs inside (its asyncio task or one it made)."""
+        described = current_task()
+        if described is None or described.worker_id != self.worker_id:
+            return None
+        running = self._held.get(described.id)
+        return described.id if running is not None and not running.settled else None
 
     async def _stop_now(self, timeout: float | None) -> None:
         """The body of ``stop()``: drain, report what is left, release what never started."""
