@@ -65,6 +65,54 @@ async def test_non_callable_is_refused_and_nothing_stored(queue: TaskQueue) -> N
     assert (await queue.counts())["queued"] == 1
 
 
+def _numbers(n: int) -> Any:
+    yield from range(n)
+
+
+async def _async_numbers(n: int) -> Any:
+    for number in range(n):
+        yield number
+
+
+def _listed(func: Any) -> Any:
+    """A functools.wraps decorator that runs a generator to a list: the wrapper is a fine task."""
+
+    @functools.wraps(func)
+    def as_list(*args: Any) -> list[Any]:
+        return list(func(*args))
+
+    return as_list
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "func",
+    [_numbers, _async_numbers, functools.partial(_numbers, 3), sitq.task(_numbers), sitq.task(_async_numbers)],
+    ids=["generator", "async-generator", "partial", "task", "async-task"],
+)
+async def test_a_generator_function_is_refused_at_enqueue(queue: TaskQueue, func: Any) -> None:
+    """Its call returns a generator without running the body: the task did nothing, then failed in the worker."""
+    await queue.enqueue(tasks.add, 1)
+    with pytest.raises(ValidationError, match="generator function") as info:
+        await queue.enqueue(func, 3)
+    assert info.value.parameter == "func"
+    with pytest.raises(ValidationError, match=r"calls\[1\]: .*generator function") as many:
+        await queue.enqueue_many([(tasks.add, (1,)), (func, (3,))])
+    assert many.value.parameter == "calls"
+    assert (await queue.counts())["queued"] == 1
+
+
+@pytest.mark.asyncio
+async def test_a_wrapper_that_runs_a_generator_is_a_task(queue: TaskQueue) -> None:
+    worker = Worker(queue.backend)
+    await worker.start()
+    try:
+        result = await queue.get_result(await queue.enqueue(_listed(_numbers), 3), timeout=10)
+    finally:
+        await worker.stop()
+    assert result is not None and queue.deserialize_result(result) == [0, 1, 2]
+
+
 @pytest.mark.asyncio
 async def test_naive_eta_refused(queue: TaskQueue) -> None:
     with pytest.raises(ValidationError) as info:

@@ -112,6 +112,28 @@ def _refuse_option_keywords(func: Any, kwargs: Mapping[str, Any], where: str = "
             )
 
 
+def _refuse_generator_function(func: Any, where: str = "", parameter: str = "func", value: Any = None) -> None:
+    """Refuse a generator function: calling it returns a generator and runs none of its body.
+
+    As a task it would do nothing, then fail in the worker on a return value
+    no serializer stores. A sitq task is checked through to its function; a
+    ``functools.wraps`` wrapper is not (it may well run the generator).
+    """
+    target = func.__wrapped__ if is_task_function(func) else func
+    try:
+        kind = "an async generator" if inspect.isasyncgenfunction(target) else None
+        kind = kind or ("a generator" if inspect.isgeneratorfunction(target) else None)
+    except Exception:  # a user's object whose attribute lookup raises: not a generator function
+        return
+    if kind is not None:
+        raise ValidationError(
+            f"{where}{function_path(func)} is {kind} function: calling it runs none of its body, so as a task it "
+            "would do nothing; enqueue a function that consumes it (for example one returning list(...))",
+            parameter=parameter,
+            value=func if value is None else value,
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class Call:
     """One call for ``enqueue_many``: ``Call(func, args, kwargs)``."""
@@ -308,6 +330,7 @@ class _Producer:
     ) -> Task:
         if not callable(func):
             raise ValidationError(f"func must be callable, got {type(func).__name__}", parameter="func", value=func)
+        _refuse_generator_function(func)
         if kwargs:
             _refuse_option_keywords(func, kwargs)
         decorated = task_of(func)  # the task itself, or one under a functools.wraps decorator put outside it
@@ -511,6 +534,7 @@ class _Producer:
                         parameter="calls",
                         value=item,
                     )
+                _refuse_generator_function(func, f"calls[{index}]: ", "calls", item)
                 task_options, task_eta = options, eta
                 decorated = task_of(func)
                 if decorated is not None:
