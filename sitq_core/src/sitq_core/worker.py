@@ -2345,7 +2345,9 @@ class Worker:
         try:
             payload = None if value is None else serializer.dumps(value)
         except BaseException as exc:  # whatever pickling raises (SystemExit, CancelledError) fails its task only
-            message = f"cannot serialise the return value: {exc}"
+            # sitq's own error by its message: its "(context: ...)" tail is for logs, not the task's error
+            described = str(exc.message) if isinstance(exc, SitqError) else _describe(exc)
+            message = f"cannot serialise the return value: {described}"
             return self._failure(running, message, _format(exc), retry=False), {"error": exc, "duration": duration}
         outcome = Outcome(
             reserved.id,
