@@ -197,6 +197,23 @@ def test_url_forms(url: str, expected: str, tmp_path: Path, monkeypatch: pytest.
     assert backend.path == (str(tmp_path / "rel.db") if expected == "REL" else expected)
 
 
+@pytest.mark.parametrize("url", ["sqlite:///", "sqlite:///?synchronous=full", "sqlite+aiosqlite:///"])
+def test_a_url_with_no_file_after_three_slashes_is_refused(url: str) -> None:
+    """'sqlite:///$UNSET' opened an in-memory database: a producer's tasks vanished with its process."""
+    with pytest.raises(ValidationError, match="names no file") as info:
+        SQLiteBackend.from_url(parse_backend_url(url))
+    assert info.value.parameter == "path"
+    with pytest.raises(ValidationError, match="sqlite://"):
+        TaskQueue(url)
+
+
+def test_a_path_percent_encoding_bytes_that_are_not_utf8_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="not UTF-8") as info:
+        parse_backend_url("sqlite:///%FF.db")
+    assert info.value.parameter == "url"
+    assert parse_backend_url("sqlite:///caf%C3%A9.db").database == "café.db"
+
+
 def test_url_options_are_coerced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     url = "sqlite:///t.db?synchronous=normal&busy_timeout=2.5&cache_size_kib=1024&journal_mode=wal"

@@ -32,6 +32,9 @@ class BackendURL:
     query: dict[str, Any] = field(default_factory=dict, repr=False)  # may hold secrets (sslpassword)
     #: Further ``(host, port)`` pairs after the first of a multi-host URL (``pg://h1:5432,h2:5433/db``).
     more_hosts: tuple[tuple[str, int | None], ...] = ()
+    #: A ``/`` follows the host part even where no database follows it: ``sqlite:///`` (a file name left
+    #: out, say by an unset shell variable) as against ``sqlite://``.
+    path_given: bool = False
 
     @property
     def name(self) -> str:
@@ -61,6 +64,8 @@ class BackendURL:
         hosts = ",".join(_host_port(host, port) for host, port in ((self.host, self.port), *self.more_hosts))
         # re-encoded: a database named "a#b" or "a?b" must not turn into a fragment or a query
         database = f"/{quote(self.database, safe='/:' + safe)}" if self.database is not None else ""
+        if self.database is None and self.path_given:
+            database = "/"
         query = "&".join(f"{quote(k, safe=safe)}={quote(str(v), safe=safe)}" for k, v in self.query.items())
         return f"{self.name}://{auth}{hosts}{database}" + (f"?{query}" if query else "")
 
@@ -316,9 +321,16 @@ def parse_backend_url(url: str) -> BackendURL:
             value=shown,
         )
     path = parts.path
-    database = unquote(path[1:]) if path.startswith("/") else (unquote(path) or None)
-    if database == "":
-        database = None
+    try:
+        database = unquote(path[1:] if path.startswith("/") else path, errors="strict")
+    except UnicodeDecodeError:
+        # unquote's default put U+FFFD in place of each bad byte: another name than the one given
+        raise ConfigurationError(
+            f"backend URL {shown!r} percent-encodes bytes that are not UTF-8 text in its path; encode the name "
+            "as UTF-8 (for example %C3%A9 for 'é')",
+            parameter="url",
+            value=shown,
+        ) from None
     query: dict[str, str] = {}
     for key, value in parse_qsl(parts.query.replace("+", "%2B"), keep_blank_values=True):  # '+' is a plus
         if key in query:
@@ -339,7 +351,8 @@ def parse_backend_url(url: str) -> BackendURL:
         password=unquote(parts.password) if parts.password is not None else None,
         host=parts.hostname or None,
         port=port,
-        database=database,
+        database=database or None,
         query=query,
         more_hosts=more_hosts,
+        path_given=bool(path),
     )

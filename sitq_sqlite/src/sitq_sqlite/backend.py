@@ -405,6 +405,13 @@ class SQLiteBackend(Backend):
                 value=options["path"],
                 valid_options=list(_URL_FORMS),
             )
+        if url.database is None and url.path_given:  # 'sqlite:///' + an unset variable: not a silent in-memory
+            raise ValidationError(
+                f"the URL {url} names no file after 'sqlite:///' (an empty or unset variable?); give a file, "
+                "or write sqlite:// or sqlite:///:memory: for an in-memory database",
+                parameter="path",
+                value=str(url),
+            )
         options["path"] = url.database or MEMORY
         return cls.from_config(options)
 
