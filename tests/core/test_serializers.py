@@ -90,6 +90,12 @@ def test_msgpack_names_the_bad_argument() -> None:
         MsgpackSerializer().dumps_call(add, (1,), {"b": Point(2)})
 
 
+def test_msgpack_says_the_int_range_when_an_argument_is_too_large() -> None:
+    with pytest.raises(SerializationError, match=r"argument 0 of .*add \(int\).*-2\*\*63 to 2\*\*64-1"):
+        MsgpackSerializer().dumps_call(add, (2**64,), {})
+    MsgpackSerializer().dumps_call(add, (2**64 - 1, -(2**63)), {})  # the ends of the range pass
+
+
 def test_msgpack_payload_holds_no_code() -> None:
     data = MsgpackSerializer().dumps_call(add, (1,), {})
     assert MsgpackSerializer().loads(data) == [f"{__name__}:add", [1], {}]

@@ -234,7 +234,7 @@ class MsgpackSerializer(Serializer):
         except (TypeError, ValueError, OverflowError) as exc:
             raise SerializationError(
                 f"msgpack cannot serialise {_describe_unpackable(obj, exc)}: {exception_text(exc)}; "
-                "use msgpack types (None, bool, int within 64 bits, float, str, bytes, list, dict) "
+                "use msgpack types (None, bool, int within 64 bits: -2**63 to 2**64-1, float, str, bytes, list, dict) "
                 "or the cloudpickle serializer",
                 operation="dumps",
                 data_type=type(obj).__name__,
@@ -304,7 +304,8 @@ class MsgpackSerializer(Serializer):
         except (TypeError, ValueError, OverflowError) as exc:
             raise SerializationError(
                 f"msgpack cannot serialise {what} ({type(value).__name__}): {exception_text(exc)}; "
-                "pass msgpack types or use the cloudpickle serializer",
+                "pass msgpack types (None, bool, int within 64 bits: -2**63 to 2**64-1, float, str, bytes, list, "
+                "dict) or use the cloudpickle serializer",
                 operation="dumps_call",
                 data_type=type(value).__name__,
                 cause=exc,
