@@ -66,3 +66,23 @@ def test_version_is_accepted_after_the_command_too() -> None:
 def test_a_bad_log_level_after_the_command_names_the_flag(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["plugins", "--log-level", "LOUD"], stdout=io.StringIO()) == 2
     assert "sitq: error: --log-level: unknown level 'LOUD'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "usage"),
+    [
+        (["stats", "--bogus"], "usage: sitq stats"),
+        (["stats", "--queue", "mail"], "usage: sitq stats"),
+        (["worker", "-b", "sqlite:///x.db", "extra"], "usage: sitq worker"),
+        (["--bogus"], "usage: sitq ["),
+    ],
+)
+def test_an_unknown_argument_shows_the_usage_of_its_command(
+    argv: list[str], usage: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It printed the usage of 'sitq', listing the commands, for an argument the command did not take."""
+    with pytest.raises(SystemExit) as info:
+        cli.main(argv, stdout=io.StringIO())
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(usage) and "unrecognized arguments: " in err and argv[-1] in err

@@ -91,7 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help_text, parents=[common])
+        made = sub.add_parser(name, help=help_text, parents=[common])
+        made.set_defaults(command_parser=made)  # its own usage for arguments it does not take
+        return made
 
     plugins = command("plugins", "list installed plugins and their status")
     plugins.add_argument("--all", action="store_true", help="include sitq's built-in plugins")
@@ -169,7 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> int:
     """Entry point of the ``sitq`` console script; returns the exit code."""
     out = stdout or sys.stdout
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # parse_args said so with the usage of 'sitq', not of the command given ('sitq stats --bogus')
+        getattr(args, "command_parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     level = str(args.log_level).upper()
     if not isinstance(logging.getLevelName(level), int):  # DEBUG ... CRITICAL, also WARN, FATAL, NOTSET
         given_as = "--log-level" if _flag_given(argv, "--log-level") else "SITQ_LOG_LEVEL"
