@@ -1994,3 +1994,37 @@ def test_the_listings_show_a_backend_whose_target_fails_to_import_as_failed_to_l
     version = listed("--version")
     line = next(line for line in version.splitlines() if "acme-nodriver" in line)
     assert "(nodriver, broken: " in line and "no_such_driver_xyz" in line, version
+
+
+@pytest.mark.parametrize("schemes", ["jsonx", "bs2"])
+def test_url_schemes_given_as_a_bare_string_is_refused_by_name(schemes: str) -> None:
+    """'jsonx' registered the schemes 'j', 's', 'o', 'n', 'x'; 'bs2' failed on "backend name '2'"."""
+
+    class Stringy:
+        @hookimpl
+        def sitq_register_backends(self, register: Any) -> None:
+            register("strs", "sitq_dictstore.backend:DictStoreBackend", url_schemes=schemes)
+
+    manager = SitqPluginManager(load_entrypoints=False, strict=False)
+    manager.register_plugin(Stringy(), "stringy")
+    record = {r.name: r for r in manager.plugin_records()}["stringy"]
+    error = record.error or ""
+    assert record.status == "broken" and record.backends == [], record
+    assert "ValidationError" in error and "url_schemes" in error and f"({schemes!r},)" in error, error
+    assert "backend name" not in error, error
+    with pytest.raises(UnknownBackendError):
+        manager.backend_class(schemes[0])
+
+
+def test_url_schemes_that_is_not_a_sequence_is_refused_by_name() -> None:
+    class Numbery:
+        @hookimpl
+        def sitq_register_backends(self, register: Any) -> None:
+            register("nums", "sitq_dictstore.backend:DictStoreBackend", url_schemes=5)
+
+    manager = SitqPluginManager(load_entrypoints=False, strict=False)
+    manager.register_plugin(Numbery(), "numbery")
+    record = {r.name: r for r in manager.plugin_records()}["numbery"]
+    error = record.error or ""
+    assert record.status == "broken" and "url_schemes" in error and "int" in error, error
+    assert "not iterable" not in error, error

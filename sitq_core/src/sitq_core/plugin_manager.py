@@ -34,6 +34,7 @@ from .errors import (
     BrokenPluginError,
     PluginError,
     UnknownBackendError,
+    ValidationError,
     describe_exception,
 )
 from .install_hints import install_hint
@@ -485,11 +486,12 @@ class SitqPluginManager(pluggy.PluginManager):
                 _provider: Provider = provider,
                 _record: PluginRecord | None = record,
             ) -> None:
+                url_schemes = _url_schemes(name, url_schemes)
                 if _record is not None and name in _record.backends:
-                    again = (backend, tuple(url_schemes), description)
+                    again = (backend, url_schemes, description)
                     self._registered_twice(_record, "backend", name, self.backends.registration(name, _provider), again)
                     return
-                added = self.backends.add(name, backend, _provider, description=description, aliases=tuple(url_schemes))
+                added = self.backends.add(name, backend, _provider, description=description, aliases=url_schemes)
                 if _record is not None and added:
                     _record.backends.append(name)
                     self._broken_registration(_record, self.backends.registration(name, _provider))
@@ -942,6 +944,25 @@ def _register_call_error(public: inspect.Signature, kwargs: dict[str, Any], erro
         f"register() got an unexpected keyword argument {unknown[0]!r}{hint}; "
         f"accepted keywords: {', '.join(keywords)} (register{public})"
     )
+
+
+def _url_schemes(name: object, value: object) -> tuple[str, ...]:
+    """``register(..., url_schemes=...)`` as a tuple; a bare string is refused (it would be one scheme per letter)."""
+    if isinstance(value, str | bytes):
+        raise ValidationError(
+            f"register({name!r}, ...): url_schemes takes a sequence of URL scheme names, such as ({value!r},), "
+            f"not a bare {type(value).__name__} (a string is a sequence of its letters)",
+            parameter="url_schemes",
+            value=value,
+        )
+    if not isinstance(value, Iterable):
+        raise ValidationError(
+            f"register({name!r}, ...): url_schemes takes a sequence of URL scheme names, such as ('acme+file',), "
+            f"got {_a_value(value)}",
+            parameter="url_schemes",
+            value=value,
+        )
+    return tuple(value)
 
 
 def _is_async(function: Callable[..., object]) -> bool:
