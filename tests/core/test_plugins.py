@@ -2028,3 +2028,36 @@ def test_url_schemes_that_is_not_a_sequence_is_refused_by_name() -> None:
     error = record.error or ""
     assert record.status == "broken" and "url_schemes" in error and "int" in error, error
     assert "not iterable" not in error, error
+
+
+def test_a_scheme_clash_is_told_only_to_the_two_plugins_in_it() -> None:
+    """A plugin clashing with two others put both clashes (and advice naming all three) on each of them."""
+
+    class Files:
+        @hookimpl
+        def sitq_register_backends(self, register: Any) -> None:
+            register("files", "sitq_dictstore.backend:DictStoreBackend", url_schemes=("files+json",))
+
+    class Rows:
+        @hookimpl
+        def sitq_register_backends(self, register: Any) -> None:
+            register("rows", "sitq_dictstore.backend:DictStoreBackend", url_schemes=("rowsql",))
+
+    class Clashy:
+        @hookimpl
+        def sitq_register_backends(self, register: Any) -> None:
+            register("clashy", "sitq_dictstore.backend:DictStoreBackend", url_schemes=("rowsql", "files+json"))
+
+    manager = SitqPluginManager(load_entrypoints=False, strict=False)
+    for plugin, name in ((Files(), "files"), (Rows(), "rows"), (Clashy(), "clashy")):
+        manager.register_plugin(plugin, name)
+    records = {r.name: r for r in manager.plugin_records()}
+    files, rows, clashy = (records[name].error or "" for name in ("files", "rows", "clashy"))
+    assert "'files+json'" in files and "rowsql" not in files and "rows" not in files, files
+    assert "'rowsql'" in rows and "files" not in rows, rows
+    assert "'files+json'" in clashy and "'rowsql'" in clashy, clashy
+    for clash in clashy.split("; backend "):  # each clash's advice names its own two plugins only
+        other = "rows" if "rowsql" in clash.split(".")[0] else "files"
+        unrelated = "files" if other == "rows" else "rows"
+        assert f"'{other}'" in clash and f"'{unrelated}'" not in clash, clash
+    assert {records[name].status for name in ("files", "rows", "clashy")} == {"conflict"}

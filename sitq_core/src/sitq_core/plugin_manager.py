@@ -544,18 +544,19 @@ class SitqPluginManager(pluggy.PluginManager):
                         f"{registry.kind} {entry.name!r} is built into sitq-core; this plugin's registration "
                         "of it is ignored",
                     )
-                # a URL scheme clash is kept on both entries (each answers to the key): told once, not twice
-                pairs = {
-                    (
-                        clash.key,
-                        frozenset({(entry.provider.plugin, entry.name), (clash.other.plugin, clash.other_name)}),
+                # A clash is over one name or URL scheme, kept on every entry answering to it: told once, and
+                # only to the plugins answering to it (an entry clashing with two others over two schemes is
+                # two clashes, each with its own advice).
+                for key in dict.fromkeys(clash.key for clash in entry.conflicts):
+                    clashes = entry.clashes_over(key)
+                    sides = frozenset(
+                        {(entry.provider.plugin, entry.name), *((c.other.plugin, c.other_name) for c in clashes)}
                     )
-                    for clash in entry.conflicts
-                }
-                if entry.conflicts and not pairs <= said:
-                    said |= pairs
-                    message = conflict_text(registry.kind, entry)
-                    for provider in (entry.provider, *(clash.other for clash in entry.conflicts)):
+                    if (key, sides) in said:
+                        continue
+                    said.add((key, sides))
+                    message = conflict_text(registry.kind, entry, key)
+                    for provider in (entry.provider, *(clash.other for clash in clashes)):
                         self._mark_conflict(provider.plugin, message)
 
     def _mark_conflict(self, plugin_name: str, message: str) -> None:
