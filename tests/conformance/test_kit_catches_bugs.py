@@ -327,6 +327,13 @@ class ExistsBeforeAnyConnect(DictStoreBackend):
         return True
 
 
+class PlainExists(DictStoreBackend):
+    """exists() as a plain method (the kit awaited its bool: "object bool can't be used in 'await' expression")."""
+
+    def exists(self) -> bool | None:  # type: ignore[override]
+        return True
+
+
 class CancelsWhatItCannot(DictStoreBackend):
     """Declares no CANCEL_RUNNING, yet says True to cancelling a running task (its worker never hears of it)."""
 
@@ -770,6 +777,20 @@ def _fields(outcome: Outcome) -> dict[str, Any]:
 # ------------------------------------------------------------------ the table
 
 CASES: list[tuple[type[DictStoreBackend], type[Any], str, dict[str, Any], str]] = [
+    *(
+        (
+            PlainExists,
+            LifecycleContract,
+            test_name,
+            {},
+            "LifecycleContract: exists() must be 'async def' (it returned True, not an awaitable",
+        )
+        for test_name in (
+            "test_a_cancelled_connect_leaves_the_backend_able_to_connect",
+            "test_a_store_holding_tasks_exists",
+            "test_exists_creates_nothing",
+        )
+    ),
     (
         LoopBoundLock,
         ConcurrencyContract,

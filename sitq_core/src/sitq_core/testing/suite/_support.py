@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 from collections.abc import Awaitable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -82,6 +83,18 @@ async def rejected(awaitable: Awaitable[Any], contract: str, call: str, paramete
     if parameter_of(error) != parameter:
         pytest.fail(f"{contract}: {promise}, got parameter={parameter_of(error)!r}: {error}")
     return error
+
+
+async def exists_of(backend: Backend, contract: str) -> bool | None:
+    """``await backend.exists()``, failing plainly when ``exists`` is a plain method (awaiting its bool would
+    raise "object bool can't be used in 'await' expression")."""
+    answer: object = backend.exists()
+    if not inspect.isawaitable(answer):
+        pytest.fail(
+            f"{contract}: exists() must be 'async def' (it returned {answer!r}, not an awaitable: sitq stats awaits it)"
+        )
+    found: bool | None = await answer
+    return found
 
 
 def make_task(clock: FakeClock, **changes: Any) -> Task:

@@ -9,7 +9,7 @@ import pytest
 from ...backend import Backend, Capability
 from ..clock import FakeClock
 from ..fixtures import BackendFactory, BackendFixtures, OpenBackend, requires
-from ._support import guard, make_task, within
+from ._support import exists_of, guard, make_task, within
 
 C = "LifecycleContract"
 
@@ -77,7 +77,7 @@ class LifecycleContract(BackendFixtures):
             )
             error = again.exception()
             assert error is None, f"{C}: connect() after a cancelled connect() failed: {error!r}"
-            found = await fresh.exists()
+            found = await exists_of(fresh, C)
             assert found is not False, (
                 f"{C}: connect() after a cancelled connect() must connect as if that had not happened, but "
                 "exists() then says the store does not exist (was the backend marked connected before its "
@@ -137,7 +137,7 @@ class LifecycleContract(BackendFixtures):
     @pytest.mark.asyncio
     async def test_a_store_holding_tasks_exists(self, backend: Backend, clock: FakeClock) -> None:
         await backend.enqueue(make_task(clock))
-        found = await backend.exists()
+        found = await exists_of(backend, C)
         assert found is not False, (
             f"{C}: exists() returned False for a connected store that holds a task "
             "(return True, or None when the backend cannot tell; sitq stats refuses a store that does not exist)"
@@ -149,13 +149,13 @@ class LifecycleContract(BackendFixtures):
         fresh = backend_factory()  # the test's fresh store, not connected (``backend`` is not used here)
         fresh.clock = clock
         try:
-            first = await within(fresh.exists(), C, "exists() must answer without waiting")
+            first = await within(exists_of(fresh, C), C, "exists() must answer without waiting")
             assert first is None or isinstance(first, bool), f"{C}: exists() must return True, False or None"
             assert first is not True, (
                 f"{C}: exists() returned True for the test's fresh store, which nobody has connected to yet "
                 "(answer False, or None when the backend cannot tell; sitq stats relies on it)"
             )
-            second = await fresh.exists()
+            second = await exists_of(fresh, C)
             assert not (first is False and second is not False), (
                 f"{C}: exists() must create nothing: it answered False, then {second!r} "
                 "(sitq stats asks it first, and a mistyped store must not be created)"
