@@ -334,6 +334,18 @@ class PlainExists(DictStoreBackend):
         return True
 
 
+class StoresNaiveTimes(DictStoreBackend):
+    """Keeps every eta naive, as a store reading back naive datetimes does: its own comparisons raise TypeError."""
+
+    async def enqueue_many(self, tasks: Sequence[Task]) -> list[str]:
+        ids = await super().enqueue_many(tasks)
+        db = self._open()
+        for task_id in ids:
+            row = db.rows[task_id]
+            row.task = row.task.with_changes(eta=row.task.eta.replace(tzinfo=None))
+        return ids
+
+
 class CancelsWhatItCannot(DictStoreBackend):
     """Declares no CANCEL_RUNNING, yet says True to cancelling a running task (its worker never hears of it)."""
 
@@ -777,6 +789,20 @@ def _fields(outcome: Outcome) -> dict[str, Any]:
 # ------------------------------------------------------------------ the table
 
 CASES: list[tuple[type[DictStoreBackend], type[Any], str, dict[str, Any], str]] = [
+    (
+        StoresNaiveTimes,
+        ReserveContract,
+        "test_priority_first",
+        {},
+        "ReserveContract: times must come back timezone-aware UTC: a naive datetime met an aware one (TypeError: ",
+    ),
+    (
+        StoresNaiveTimes,
+        ConcurrencyContract,
+        "test_reservers_on_other_threads_and_loops",
+        {},
+        "ConcurrencyContract: times must come back timezone-aware UTC: a naive datetime met an aware one (TypeError: ",
+    ),
     *(
         (
             PlainExists,

@@ -200,6 +200,20 @@ def _other_threads() -> str:
     return "; other threads:\n" + "\n".join(stacks) if stacks else ""
 
 
+def naive_time_failure(error: BaseException) -> str | None:
+    """What a ``TypeError`` from mixing naive and aware datetimes means for a backend, or None for any other error.
+
+    A backend that stores or reads back naive datetimes fails nearly every contract with Python's bare
+    "can't compare offset-naive and offset-aware datetimes", raised in its own code or in the kit's.
+    """
+    if not isinstance(error, TypeError) or "offset-naive and offset-aware" not in str(error):
+        return None
+    return (
+        f"times must come back timezone-aware UTC: a naive datetime met an aware one ({type(error).__name__}: "
+        f"{error}); does the backend store or read back naive datetimes?"
+    )
+
+
 def _time_limited(test: Callable[..., Awaitable[Any]], contract: str) -> Callable[..., Awaitable[Any]]:
     """``test`` failing with its contract's name when it runs past ``kit_timeout()`` (a hung backend call)."""
 
@@ -210,6 +224,11 @@ def _time_limited(test: Callable[..., Awaitable[Any]], contract: str) -> Callabl
             with _watchdog(limit, f"{contract}: {test.__name__}"):
                 async with asyncio.timeout(limit) as scope:
                     return await test(*args, **kwargs)
+        except TypeError as exc:
+            naive = naive_time_failure(exc)
+            if naive is None:
+                raise
+            pytest.fail(f"{contract}: {naive}")
         except TimeoutError:
             if not scope.expired():
                 raise  # the test's (or the backend's) own TimeoutError

@@ -13,7 +13,15 @@ import pytest
 from ...backend import Backend, Capability
 from ...models import LeaseState, ReservedTask
 from ..clock import FakeClock
-from ..fixtures import TIMEOUT_VARIABLE, BackendFactory, BackendFixtures, OpenBackend, kit_timeout, requires
+from ..fixtures import (
+    TIMEOUT_VARIABLE,
+    BackendFactory,
+    BackendFixtures,
+    OpenBackend,
+    kit_timeout,
+    naive_time_failure,
+    requires,
+)
 from ._support import LEASE, make_task, stored_hint
 
 C = "ConcurrencyContract"
@@ -167,6 +175,9 @@ class ConcurrencyContract(BackendFixtures):
             )
         if errors:
             error = errors[0]
+            naive = naive_time_failure(error)
+            if naive is not None:  # not a lock bound to another loop: the advice below would mislead
+                pytest.fail(f"{C}: {naive}")
             hint = (
                 " (every instance must work on its own thread and event loop: keep asyncio locks, connections and "
                 "pools per event loop, never in state shared by instances or threads)"
