@@ -40,3 +40,40 @@ def test_text_that_does_not_convert_names_the_option(option: str, text: str, exp
     with pytest.raises(ValidationError) as info:  # a bad value, like the constructor's own checks
         Tunable.from_config({option: text})
     assert info.value.parameter == option and expected in str(info.value) and repr(text) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "expected"),
+    [
+        ("fsync", [1], "true or false"),
+        ("fsync", 0.5, "true or false"),
+        ("max_items", [5], "an integer"),
+        ("max_items", 5.5, "an integer"),
+        ("max_items", True, "an integer"),
+        ("ratio", {"a": 1}, "a number"),
+        ("ratio", False, "a number"),
+        ("label", ["x"], "text"),
+    ],
+)
+def test_a_value_of_another_type_names_the_option(option: str, value: object, expected: str) -> None:
+    """A config mapping's non-text value was passed unchecked: fsync=[1] reached a bool parameter."""
+    with pytest.raises(ValidationError) as info:
+        Tunable.from_config({option: value})
+    assert info.value.parameter == option and expected in str(info.value), info.value
+    assert type(value).__name__ in str(info.value), info.value
+
+
+def test_values_of_a_fitting_type_pass_unchanged() -> None:
+    backend = Tunable.from_config({"fsync": False, "max_items": 3, "ratio": 2, "label": "y", "untyped": [1]})
+    assert (backend.fsync, backend.max_items, backend.ratio, backend.label, backend.untyped) == (False, 3, 2, "y", [1])
+    assert Tunable.from_config({"ratio": None, "max_items": 4.0}).ratio is None  # None where None is allowed
+
+
+def test_a_secret_option_of_another_type_does_not_show_its_value() -> None:
+    class Keyed(DictStoreBackend):
+        def __init__(self, store: str = "default", api_key: int = 0) -> None:
+            super().__init__(store)
+
+    with pytest.raises(ValidationError) as info:
+        Keyed.from_config({"api_key": ["hunter2"]})
+    assert info.value.parameter == "api_key" and "hunter2" not in repr(info.value.__dict__) + str(info.value)
