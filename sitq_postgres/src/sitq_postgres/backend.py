@@ -123,6 +123,8 @@ _CLOCK_RECHECK = 60.0  # seconds between two readings of the server's clock
 _CLOCK_TOLERANCE = 0.05  # an offset smaller than this (or than the round trip) is taken as none
 _FULL_RETRY = 1.0  # seconds between new connects while the server's connection limit is reached
 _RELEASE_TIMEOUT = 5.0  # seconds to reset a connection for the pool; past it the connection is dropped
+#: Connects made in all when the server ends the session of each part-way (pg_terminate_backend, an idle timeout).
+_CONNECT_ATTEMPTS = 3
 
 
 def _refuse_own_options_in(dsn: str | None) -> None:
@@ -451,18 +453,46 @@ class PostgresBackend(Backend):
 
     async def _open_pool(self, loop: asyncio.AbstractEventLoop) -> Pool:
         self._release_closed_loops()  # a new loop (asyncio.run again, a test per loop): free the ended ones
-        try:
-            creating = asyncpg.create_pool(
-                self.dsn,
-                min_size=self.min_connections,
-                max_size=self.max_connections,
-                timeout=self.connect_timeout,
-                command_timeout=None,
-                server_settings=self._server_settings,
-            )
-            pool = await self._uncut(creating, _terminate)
-        except (TimeoutError, *_DRIVER_ERRORS) as exc:
-            raise self._cannot_connect(exc) from exc
+        attempt = 1
+        while True:
+            try:
+                pool = await self._new_pool()
+                break
+            except SitqError:  # a refusal of the schema (sitq's ConnectionError is an OSError too): as it is
+                raise
+            except (TimeoutError, *_DRIVER_ERRORS) as exc:
+                # a session the server ended part-way (pg_terminate_backend, an idle timeout): every step of a
+                # connect can be made again (its DDL is one transaction), and a fresh session usually works
+                closed = _closed_how(exc, None)
+                if closed is None or attempt >= _CONNECT_ATTEMPTS:
+                    raise self._cannot_connect(exc, attempts=attempt) from exc
+                attempt += 1
+                log.info("PostgreSQL connect: %s; connecting again", closed)
+        with self._lock:
+            existing = self._pools.get(loop)
+            if existing is None:
+                self._pools[loop] = pool
+        if existing is not None:  # another coroutine of this loop connected meanwhile
+            await pool.close()
+            return existing
+        log.debug("connected (%s, schema %s)", self._where(), self.schema)
+        return pool
+
+    async def _new_pool(self) -> Pool:
+        """A pool with a connection that found sitq's schema ready (made it if need be) and read the server's clock.
+
+        Driver errors come out raw, for ``_open_pool`` to tell a session the
+        server ended from the rest.
+        """
+        creating = asyncpg.create_pool(
+            self.dsn,
+            min_size=self.min_connections,
+            max_size=self.max_connections,
+            timeout=self.connect_timeout,
+            command_timeout=None,
+            server_settings=self._server_settings,
+        )
+        pool = await self._uncut(creating, _terminate)
         assert pool is not None
         reading = connecting_to_read_only() and not self._schema_ready
         try:
@@ -480,14 +510,6 @@ class PostgresBackend(Backend):
             # to confirm the cancel, which kept the process from exiting
             pool.terminate()
             raise
-        with self._lock:
-            existing = self._pools.get(loop)
-            if existing is None:
-                self._pools[loop] = pool
-        if existing is not None:  # another coroutine of this loop connected meanwhile
-            await pool.close()
-            return existing
-        log.debug("connected (%s, schema %s)", self._where(), self.schema)
         return pool
 
     def _release_closed_loops(self) -> None:
@@ -518,10 +540,16 @@ class PostgresBackend(Backend):
         """A ConnectionError about this backend's server: what went wrong, and where (password masked)."""
         return ConnectionError(message, backend_type="postgres", connection_details=self._where(), **fields)
 
-    def _cannot_connect(self, exc: BaseException) -> ConnectionError:
+    def _cannot_connect(self, exc: BaseException, *, attempts: int = 1) -> ConnectionError:
         gone = self._gone_for_good("connect", exc, connecting=True)
         if gone is not None:
             return gone
+        closed = _closed_how(exc, None)
+        if closed is not None:  # not a problem of the schema or of privileges: the session went
+            again = f", {attempts} times in a row" if attempts > 1 else ""
+            return self._connection_error(
+                f"cannot connect to PostgreSQL ({self._where()}): {closed} during connect{again}", cause=exc
+            )
         return self._connection_error(
             f"cannot connect to PostgreSQL ({self._where()}): {_described(exc, self.connect_timeout)}",
             cause=exc,
@@ -606,6 +634,8 @@ class PostgresBackend(Backend):
         except SitqError:
             raise
         except _DRIVER_ERRORS as exc:
+            if _closed_how(exc, conn) is not None:  # the session went, not a DDL problem: see _open_pool
+                raise
             raise self._connection_error(
                 f"cannot create sitq's tables in schema {self.schema!r}: {exc}",
                 cause=exc,
@@ -661,6 +691,8 @@ class PostgresBackend(Backend):
             missing = sorted(set(_schema.COLUMNS) - present)
             found = None if missing or foreign else await conn.fetchval(self._sql.version)
         except _DRIVER_ERRORS as exc:
+            if _closed_how(exc, conn) is not None:  # the session went: see _open_pool
+                raise
             raise self._connection_error(
                 f"cannot read sitq's tables in schema {self.schema!r}: {exc}",
                 cause=exc,
