@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg  # type: ignore[import-untyped]
@@ -140,4 +141,34 @@ async def test_an_enqueue_cancelled_by_statement_timeout_is_a_plain_backend_erro
             assert await queue.get_task(kept) is not None
     finally:
         await admin.execute(f"ALTER ROLE {app_role} RESET statement_timeout")
+        await admin.close()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("made", ["owned", "granted"])
+async def test_a_role_without_create_on_the_database_creates_tables_in_a_schema_made_beforehand(
+    pg_dsn: str, pg_schema: str, made: str
+) -> None:
+    """The guide promises that a schema made beforehand needs CREATE on that schema only; the setup began with
+    CREATE SCHEMA IF NOT EXISTS, which PostgreSQL refuses without CREATE on the database even when the schema
+    exists ("cannot create sitq's tables in schema ...: permission denied for database")."""
+    role = f"sitq_maker_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(pg_dsn)
+    try:
+        await admin.execute(f"CREATE ROLE {role} LOGIN")
+        if made == "owned":
+            await admin.execute(f"CREATE SCHEMA {pg_schema} AUTHORIZATION {role}")
+        else:
+            await admin.execute(f"CREATE SCHEMA {pg_schema}; GRANT USAGE, CREATE ON SCHEMA {pg_schema} TO {role}")
+        assert not await admin.fetchval("SELECT has_database_privilege($1, current_database(), 'CREATE')", role)
+        async with TaskQueue(PostgresBackend(dsn_with(pg_dsn, role=role), schema=pg_schema)) as queue:
+            task_id = await queue.enqueue(tasks.add, 2, 3)
+            assert await queue.get_task(task_id) is not None
+        owner = await admin.fetchval(
+            "SELECT tableowner FROM pg_tables WHERE schemaname = $1 AND tablename = 'tasks'", pg_schema
+        )
+        assert owner == role
+    finally:
+        await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", role)
+        await admin.execute(f"DROP SCHEMA IF EXISTS {pg_schema} CASCADE; DROP OWNED BY {role}; DROP ROLE {role}")
         await admin.close()

@@ -625,6 +625,8 @@ class PostgresBackend(Backend):
                     )
                 if changes:
                     raise self._changed_tables(changes)
+                if not await conn.fetchval(sql.schema_exists, self.schema):  # see Statements.create_schema
+                    await conn.execute(sql.create_schema)  # IF NOT EXISTS: one made meanwhile by others is fine
                 for statement in sql.ddl:
                     await conn.execute(statement)
                 found = await conn.fetchval(sql.version)

@@ -181,8 +181,13 @@ class Statements:
             "tasks_listing": f"CREATE INDEX IF NOT EXISTS tasks_listing ON {s}.tasks (enqueued_at, seq)",
             "tasks_finished": f"CREATE INDEX IF NOT EXISTS tasks_finished ON {s}.tasks (finished_at) WHERE {FINAL}",
         }
+        #: Run only when ``schema_exists`` says no: PostgreSQL checks CREATE on the database before it looks
+        #: whether the schema exists, so a role with CREATE on a schema made beforehand (its owner, or one
+        #: granted it) but not on the database was refused by ``IF NOT EXISTS`` alone.
+        self.schema_exists = "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1)"
+        self.create_schema = f"CREATE SCHEMA IF NOT EXISTS {s}"
+        #: sitq's tables and indexes, made in the schema once it exists.
         self.ddl = (
-            f"CREATE SCHEMA IF NOT EXISTS {s}",
             f"CREATE TABLE IF NOT EXISTS {s}.meta (key text PRIMARY KEY, value text NOT NULL)",
             f"""
             CREATE TABLE IF NOT EXISTS {s}.tasks (
