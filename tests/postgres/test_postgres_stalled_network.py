@@ -8,6 +8,7 @@ must still stop, instead of waiting for the operating system's TCP timeout.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ import pytest
 import sitq
 import sitq_core.worker
 from sitq import Worker
+from sitq_postgres import PostgresBackend
 
 import sitq_test_tasks as tasks
 from sitq_test_helpers import wait_until
@@ -92,6 +94,14 @@ class StallingRelay:
                 task.cancel()
 
         asyncio.run_coroutine_threadsafe(cut_off(), self.loop).result(10)
+
+    def restore(self) -> None:
+        """The server is back after a ``cut``: the relay takes connections again, on the same port."""
+
+        async def reopen() -> None:
+            self.server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+
+        asyncio.run_coroutine_threadsafe(reopen(), self.loop).result(10)
 
     def close(self) -> None:
         async def shut_down() -> None:
@@ -263,3 +273,57 @@ async def test_a_server_gone_after_first_use_is_a_connection_error(
             with pytest.raises(sitq.ConnectionError) as info:
                 await call()
             assert info.value.backend_type == "postgres" and "out of reach" in str(info.value)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("timeout", [None, 30])
+async def test_get_result_on_a_server_never_reached_raises_at_once(pg_schema: str, timeout: float | None) -> None:
+    """A wrong URL (or a server down at start) waited without end, silently: there is nothing to fail over from."""
+    backend = PostgresBackend("postgresql://postgres@127.0.0.1:1/x", schema=pg_schema, connect_timeout=2)
+    queue = sitq.TaskQueue(backend)  # not entered: that would connect first
+    try:
+        async with asyncio.timeout(10):  # the bound of this test, not of the call: it must not wait at all
+            with pytest.raises(sitq.ConnectionError) as info:
+                await queue.get_result("some-id", timeout=timeout)
+    finally:
+        await queue.close()
+    assert info.value.backend_type == "postgres" and "127.0.0.1:1" in str(info.value)
+
+
+@pytest.mark.asyncio
+async def test_waiters_through_an_outage_warn_once_and_say_when_the_server_answers_again(
+    pg_dsn: str, pg_schema: str, relay: StallingRelay, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A server lost after it was reached (a failover, a restart): waiters keep waiting, and say so once."""
+    caplog.set_level(logging.DEBUG, logger="sitq.postgres")
+
+    def logged(level: int, text: str) -> list[str]:
+        records = [r for r in caplog.records if r.name == "sitq.postgres" and r.levelno == level]
+        return [r.getMessage() for r in records if text in r.getMessage()]
+
+    async def retried_enough() -> bool:
+        return len(logged(logging.DEBUG, "trying again")) >= 9  # three waiters, several tries each
+
+    async with sitq.connect(relayed_url(pg_dsn, relay, pg_schema)) as queue:
+        task_id = await queue.enqueue(tasks.add, 20, 22)
+        relay.cut()
+        waiters = [asyncio.create_task(queue.get_result(task_id)) for _ in range(3)]
+        await wait_until(retried_enough)
+        assert all(not waiter.done() for waiter in waiters), "a waiter gave up during the outage"
+        warned = logged(logging.WARNING, "cannot be reached")
+        assert len(warned) == 1, warned  # once for the outage, not once per waiter or per try
+        assert f"127.0.0.1:{relay.port}" in warned[0]
+        assert not logged(logging.INFO, "answers again")
+        relay.restore()
+        worker_backend = PostgresBackend(pg_dsn, schema=pg_schema)
+        worker = Worker(worker_backend)
+        await worker.start()
+        try:
+            async with asyncio.timeout(15):
+                results = await asyncio.gather(*waiters)
+        finally:
+            await worker.stop()
+            await worker_backend.close()
+        assert [queue.deserialize_result(result) for result in results] == [42, 42, 42]
+        assert len(logged(logging.INFO, "answers again")) == 1
+        assert len(logged(logging.WARNING, "cannot be reached")) == 1

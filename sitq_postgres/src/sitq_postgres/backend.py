@@ -241,6 +241,10 @@ class PostgresBackend(Backend):
         self._clock_offset = timedelta(0)  # the server's clock minus this machine's (see now())
         self._clock_read_at = -math.inf  # monotonic time of the last reading
         self._clock_warned = False
+        # reached once in this process: a result waiter then waits through an outage (a failover, a restart);
+        # before that there is nothing to fail over from (a wrong URL, a server down at start), so it raises
+        self._reached = False
+        self._waiting_out_outage = False  # result waiters were told the server cannot be reached (logged once)
         self.notifier.track(_WORK_KEY)  # reserve/wait_for_work compare work notices (record_mark)
         forks.forget_in_child(self)
 
@@ -255,6 +259,7 @@ class PostgresBackend(Backend):
         self._pools, self._listeners, self._listener_locks, self._pool_locks = {}, {}, {}, {}
         self._reads = weakref.WeakKeyDictionary()
         self._releases = weakref.WeakKeyDictionary()
+        self._waiting_out_outage = False  # the parent's waiters, not this child's
         self.notifier.after_fork_in_child()
 
     def __repr__(self) -> str:
@@ -472,6 +477,7 @@ class PostgresBackend(Backend):
             existing = self._pools.get(loop)
             if existing is None:
                 self._pools[loop] = pool
+            self._reached = True
         if existing is not None:  # another coroutine of this loop connected meanwhile
             await pool.close()
             return existing
@@ -1302,6 +1308,7 @@ class PostgresBackend(Backend):
                 listening = timeout == 0 or await self._listening(task_id)  # before the read, so a result
                 with self.notifier.subscribe(key) as subscription:  # stored after it is announced, and a notice
                     result = await reads.read(task_id)  # during the read is not missed (reads of this turn shared)
+                    self._outage_over()
                     if result is not None:
                         return result
                     remaining = None if deadline is None else deadline - loop.time()
@@ -1317,11 +1324,30 @@ class PostgresBackend(Backend):
                 # try again, as a waiter whose listener was lost does; the last error if time runs out
                 remaining = None if deadline is None else deadline - loop.time()
                 lost = isinstance(exc, ConnectionError) or _connection_lost(exc.cause)
-                if timeout == 0 or not lost or (remaining is not None and remaining <= 0):
+                if timeout == 0 or not lost or not self._reached or (remaining is not None and remaining <= 0):
                     raise
+                self._outage_begun(exc)
                 log.debug("waiting for %s: %s; trying again", task_id, exc)
                 await asyncio.sleep(backoff if remaining is None else min(backoff, remaining))
                 backoff = min(backoff * 2, _WAIT_RETRY_MAX)
+
+    def _outage_begun(self, exc: BackendError) -> None:
+        """Warn once per outage, whatever the number of waiters and tries, that results wait on the server."""
+        with self._lock:
+            if self._waiting_out_outage:
+                return
+            self._waiting_out_outage = True
+        log.warning(
+            "get_result: results are awaited while PostgreSQL cannot be reached (%s); trying again until it answers",
+            exc.message,
+        )
+
+    def _outage_over(self) -> None:
+        with self._lock:
+            if not self._waiting_out_outage:
+                return
+            self._waiting_out_outage = False
+        log.info("get_result: PostgreSQL (%s) answers again; results are read again", self._where())
 
     async def _listening(self, task_id: str) -> bool:
         """Start this loop's listener if need be; False when it cannot be had now (the waiter then polls).
@@ -1333,8 +1359,8 @@ class PostgresBackend(Backend):
         try:
             await self._ensure_listener()
         except BackendError as exc:
-            if not (isinstance(exc, ConnectionError) or _connection_lost(exc.cause)):
-                raise
+            if not (isinstance(exc, ConnectionError) or _connection_lost(exc.cause)) or not self._reached:
+                raise  # never reached: the read would only try the same connect again
             log.debug("waiting for %s without a listener, reading instead: %s", task_id, exc)
             return False
         return True
