@@ -231,3 +231,38 @@ def test_a_keyword_dsn_names_a_refused_parameter_after_its_password(
         build(f"password=S3CRET host=127.0.0.1 dbname=app {pair}")
     assert info.value.parameter == key and kind in info.value.message, info.value.message
     assert "S3CRET" not in shown_by(info.value) and "percent-encode" not in info.value.message
+
+
+_BARE = "postgresql://postgres@127.0.0.1/db"
+
+
+@pytest.mark.parametrize(
+    ("option", "kind"),
+    [
+        ({"sslmode": "bogus"}, "must be one of"),
+        ({"keepalives": "1"}, "not supported by asyncpg"),
+        ({"service": "no-such-service"}, "libpq service"),
+    ],
+    ids=["choice", "unsupported", "service"],
+)
+@pytest.mark.parametrize("password_first", [True, False], ids=["password-first", "password-last"])
+@pytest.mark.parametrize(
+    "build",
+    [lambda options: sitq.connect(_BARE, **options), lambda options: sitq.connect({"backend": _BARE, **options})],
+    ids=["keywords", "mapping"],
+)
+def test_an_option_given_beside_a_password_is_named_whatever_the_order(
+    build: Callable[[dict[str, str]], Any], password_first: bool, option: dict[str, str], kind: str
+) -> None:
+    """Keywords (or mapping keys) after password= got the nameless "may be a piece of the password" error.
+
+    Options given one by one are never pieces of a password: only those after
+    a secret option inside a URL's query string may be.
+    """
+    password = {"password": "hunter2"}
+    options = {**password, **option} if password_first else {**option, **password}
+    with pytest.raises(sitq.ConfigurationError) as info:
+        build(options)
+    (key,) = option
+    assert info.value.parameter == key and kind in info.value.message, info.value.message
+    assert "hunter2" not in shown_by(info.value) and "percent-encode" not in info.value.message

@@ -48,7 +48,7 @@ from sitq_core.errors import (
 from sitq_core.models import LeaseState, Outcome, ReservedTask, Result, Task, TaskStatus
 from sitq_core.notify import record_mark, safety_pauses, take_mark
 from sitq_core.textoptions import text_options_converted
-from sitq_core.urls import BackendURL, redacted, split_url
+from sitq_core.urls import BackendURL, looks_secret, redacted, split_url
 
 from . import schema as _schema
 from .coalesce import ResultReads
@@ -324,6 +324,10 @@ class PostgresBackend(Backend):
             )
         # libpq parameters stay in the DSN; those asyncpg cannot use too, so the DSN's check names them as such
         libpq = {key: options.pop(key) for key in list(options) if key in LIBPQ_PARAMETERS or key in UNSUPPORTED}
+        # Each of these came apart already (a keyword, a mapping's key, or split out of the URL, whose pieces the
+        # caller hides against the URL as given): none is a piece of a password. The secret ones go last in the
+        # dsn, so that the dsn's own check, which hides what follows a secret in a query, names a refused one.
+        libpq = dict(sorted(libpq.items(), key=lambda item: looks_secret(item[0])))
         in_url = {"host": url.host, "port": url.port, "dbname": url.database, "user": url.username}
         in_url["password"] = url.password
         for key, given in in_url.items():
