@@ -37,6 +37,7 @@ class StallingRelay:
         self.flowing = asyncio.Event()  # what the relay waits on (set and cleared on its own loop)
         self.flowing.set()
         self.held = 0  # chunks and new connections held back by a stall (written on the relay's loop only)
+        self.cut_at_query = False  # drop a connection as its client sends a statement (Parse or Query)
         ready = threading.Event()
         self.port = 0
 
@@ -61,10 +62,12 @@ class StallingRelay:
         finally:
             self.held -= 1
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, client: bool = False) -> None:
         try:
             while data := await reader.read(65536):
                 await self._wait_flowing()
+                if client and self.cut_at_query and data[:1] in (b"P", b"Q"):
+                    break  # the session ends under the statement (the startup and SSL requests start with 0)
                 writer.write(data)
                 await writer.drain()
         except OSError:
@@ -75,7 +78,9 @@ class StallingRelay:
     async def _handle(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         await self._wait_flowing()  # a new connection gets no further than the handshake either
         server_reader, server_writer = await asyncio.open_connection(*self.target)
-        await asyncio.gather(self._pipe(client_reader, server_writer), self._pipe(server_reader, client_writer))
+        await asyncio.gather(
+            self._pipe(client_reader, server_writer, client=True), self._pipe(server_reader, client_writer)
+        )
 
     def stall(self) -> None:
         self.stalled.set()
@@ -327,3 +332,20 @@ async def test_waiters_through_an_outage_warn_once_and_say_when_the_server_answe
         assert [queue.deserialize_result(result) for result in results] == [42, 42, 42]
         assert len(logged(logging.INFO, "answers again")) == 1
         assert len(logged(logging.WARNING, "cannot be reached")) == 1
+
+
+@pytest.mark.asyncio
+async def test_exists_whose_session_is_cut_is_a_connection_error(
+    pg_dsn: str, pg_schema: str, relay: StallingRelay
+) -> None:
+    """sitq stats asks exists() first: a session cut under its query escaped as a raw asyncpg error."""
+    queue = sitq.TaskQueue(relayed_url(pg_dsn, relay, pg_schema))
+    try:
+        relay.cut_at_query = True
+        with pytest.raises(sitq.ConnectionError) as info:
+            await queue.backend.exists()
+        assert info.value.backend_type == "postgres" and "connection was closed" in str(info.value)
+        relay.cut_at_query = False
+        assert await queue.backend.exists() is False  # the next one asks anew
+    finally:
+        await queue.close()

@@ -441,8 +441,20 @@ class PostgresBackend(Backend):
                 " WHERE table_schema = $1 AND table_name = 'tasks')",
                 self.schema,
             )
-        finally:
+        except (TimeoutError, *_DRIVER_ERRORS) as exc:  # a session cut (a restart, pg_terminate_backend)
+            conn.terminate()
+            raise self._connection_error(
+                f"PostgreSQL exists failed ({self._where()}): {_closed_how(exc, conn) or _described(exc)}",
+                operation="exists",
+                cause=exc,
+            ) from exc
+        except BaseException:
+            conn.terminate()
+            raise
+        try:
             await conn.close()
+        except (TimeoutError, *_DRIVER_ERRORS):  # the answer is had: a goodbye the server misses changes nothing
+            conn.terminate()
         return bool(found)
 
     async def _pool(self) -> Pool:
