@@ -107,8 +107,15 @@ async def test_refuses_a_running_event_loop(backend: SQLiteBackend) -> None:
 @pytest.mark.asyncio
 async def test_a_refused_call_names_the_method_called(backend: SQLiteBackend) -> None:
     queue = SyncTaskQueue(backend)
-    with pytest.raises(RuntimeError, match=r"SyncTaskQueue\.get_result_record\(\) was called"):
+    with pytest.raises(
+        RuntimeError, match=r"SyncTaskQueue\.get_result_record\(\) was called.*await queue\.get_result\("
+    ):
         queue.get_result_record("some-task", timeout=0)
+    # ... and points to the async call of the same name, not to enqueue
+    with pytest.raises(RuntimeError, match=r"SyncTaskQueue\.get_result\(\) .*await queue\.get_result\(\.\.\.\)"):
+        queue.get_result("some-task", timeout=0)
+    with pytest.raises(RuntimeError, match=r"await queue\.counts\(\.\.\.\)"):
+        queue.counts()
     # what does not block works inside the loop too: nothing to refuse
     assert queue.with_options(priority=1).options.priority == 1
     assert queue.queue.backend is queue.backend

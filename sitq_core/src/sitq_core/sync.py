@@ -57,9 +57,16 @@ def _refuse_running_loop(operation: str) -> None:
         "it blocks until the queue is closed: from async code call it on a thread "
         "(await asyncio.to_thread(queue.close)), or use TaskQueue in async code"
         if operation == "close"
-        else "use TaskQueue (await queue.enqueue(...)) in async code"
+        else f"use TaskQueue (await queue.{_async_twin(operation)}(...)) in async code"
     )
     raise RuntimeError(f"SyncTaskQueue.{operation}() was called inside a running event loop; {how}")
+
+
+def _async_twin(operation: str) -> str:
+    """The TaskQueue method that does what ``SyncTaskQueue.<operation>`` does (``enqueue`` for ``__enter__``)."""
+    if operation == "get_result_record":  # TaskQueue.get_result returns the record itself
+        return "get_result"
+    return operation if not operation.startswith("_") and callable(getattr(TaskQueue, operation, None)) else "enqueue"
 
 
 class _Latch:
