@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+from fractions import Fraction
+
 import pytest
 
 from sitq_core.errors import ValidationError
 from sitq_core.urls import parse_backend_url
 from sitq_dictstore import DictStoreBackend
+from sitq_sqlite import SQLiteBackend
 
 
 class Tunable(DictStoreBackend):
@@ -77,3 +81,11 @@ def test_a_secret_option_of_another_type_does_not_show_its_value() -> None:
     with pytest.raises(ValidationError) as info:
         Keyed.from_config({"api_key": ["hunter2"]})
     assert info.value.parameter == "api_key" and "hunter2" not in repr(info.value.__dict__) + str(info.value)
+
+
+def test_any_real_number_fits_a_float_option() -> None:
+    """Decimal and Fraction were refused by from_config for seconds options the constructors take them for."""
+    assert Tunable.from_config({"ratio": Decimal("2.5")}).ratio == Decimal("2.5")
+    assert Tunable.from_config({"ratio": Fraction(1, 4)}).ratio == Fraction(1, 4)
+    backend = SQLiteBackend.from_config({"path": "unused.db", "busy_timeout": Decimal("2.5")})
+    assert backend.busy_timeout == 2.5

@@ -13,9 +13,11 @@ a parameter annotated so or as ``str`` (a list for ``fsync: bool``): that is ref
 from __future__ import annotations
 
 import inspect
+import numbers
 import types
 import typing
 from collections.abc import Callable, Collection, Mapping
+from decimal import Decimal
 from typing import Any
 
 from .errors import ValidationError, safe_repr
@@ -60,9 +62,11 @@ def _wanted_type(annotation: Any, default: Any, among: Collection[type] = tuple(
 _FITS: dict[type, Callable[[Any], bool]] = {
     bool: lambda value: isinstance(value, int),
     int: lambda value: (
-        (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, float) and value.is_integer())
+        (isinstance(value, numbers.Integral) and not isinstance(value, bool))
+        or (isinstance(value, float) and value.is_integer())
     ),
-    float: lambda value: isinstance(value, int | float) and not isinstance(value, bool),
+    # any real number, as the seconds options take (Fraction, Decimal, numpy scalars): not a bool
+    float: lambda value: isinstance(value, numbers.Real | Decimal) and not isinstance(value, bool),
     str: lambda value: not isinstance(value, Mapping | list | tuple | set | frozenset | bytes | bytearray),
 }
 _EXPECTED = {**{kind: expected for kind, (_convert, expected) in _CONVERTERS.items()}, str: "text"}
