@@ -6,6 +6,7 @@ import asyncio
 import functools
 import math
 import threading
+import types
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from decimal import Decimal
@@ -102,15 +103,26 @@ async def test_a_generator_function_is_refused_at_enqueue(queue: TaskQueue, func
     assert (await queue.counts())["queued"] == 1
 
 
+@types.coroutine
+def _legacy_coroutine(n: int) -> Any:
+    yield from asyncio.sleep(0).__await__()
+    return n * 2
+
+
 @pytest.mark.asyncio
 async def test_a_wrapper_that_runs_a_generator_is_a_task(queue: TaskQueue) -> None:
     worker = Worker(queue.backend)
     await worker.start()
     try:
         result = await queue.get_result(await queue.enqueue(_listed(_numbers), 3), timeout=10)
+        # a @types.coroutine generator returns an awaitable: the worker awaits it, so it is a task too
+        legacy = await queue.get_result(await queue.enqueue(_legacy_coroutine, 21), timeout=10)
+        partial = await queue.get_result(await queue.enqueue(functools.partial(_legacy_coroutine, 4)), timeout=10)
     finally:
         await worker.stop()
     assert result is not None and queue.deserialize_result(result) == [0, 1, 2]
+    assert legacy is not None and queue.deserialize_result(legacy) == 42, legacy
+    assert partial is not None and queue.deserialize_result(partial) == 8, partial
 
 
 @pytest.mark.asyncio

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import logging
 import math
@@ -112,6 +113,14 @@ def _refuse_option_keywords(func: Any, kwargs: Mapping[str, Any], where: str = "
             )
 
 
+def _is_generator_coroutine(func: Any) -> bool:
+    """A ``@types.coroutine`` generator: its call returns an awaitable, which the worker awaits."""
+    while isinstance(func, functools.partial):
+        func = func.func
+    code = getattr(getattr(func, "__func__", func), "__code__", None)  # a bound method's function
+    return code is not None and bool(code.co_flags & inspect.CO_ITERABLE_COROUTINE)
+
+
 def _refuse_generator_function(func: Any, where: str = "", parameter: str = "func", value: Any = None) -> None:
     """Refuse a generator function: calling it returns a generator and runs none of its body.
 
@@ -122,7 +131,8 @@ def _refuse_generator_function(func: Any, where: str = "", parameter: str = "fun
     target = func.__wrapped__ if is_task_function(func) else func
     try:
         kind = "an async generator" if inspect.isasyncgenfunction(target) else None
-        kind = kind or ("a generator" if inspect.isgeneratorfunction(target) else None)
+        if kind is None and inspect.isgeneratorfunction(target) and not _is_generator_coroutine(target):
+            kind = "a generator"
     except Exception:  # a user's object whose attribute lookup raises: not a generator function
         return
     if kind is not None:
