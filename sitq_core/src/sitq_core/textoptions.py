@@ -62,11 +62,11 @@ def _wanted_type(annotation: Any, default: Any, among: Collection[type] = tuple(
 _FITS: dict[type, Callable[[Any], bool]] = {
     bool: lambda value: isinstance(value, int),
     int: lambda value: (
-        (isinstance(value, numbers.Integral) and not isinstance(value, bool))
+        (not isinstance(value, bool) and isinstance(value, numbers.Integral))
         or (isinstance(value, float) and value.is_integer())
     ),
     # any real number, as the seconds options take (Fraction, Decimal, numpy scalars): not a bool
-    float: lambda value: isinstance(value, numbers.Real | Decimal) and not isinstance(value, bool),
+    float: lambda value: not isinstance(value, bool) and isinstance(value, numbers.Real | Decimal),
     str: lambda value: not isinstance(value, Mapping | list | tuple | set | frozenset | bytes | bytearray),
 }
 _EXPECTED = {**{kind: expected for kind, (_convert, expected) in _CONVERTERS.items()}, str: "text"}
