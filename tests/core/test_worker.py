@@ -1449,22 +1449,46 @@ class TakenByAnother(SQLiteBackend):
         return await super().heartbeat(leases, lease_seconds)
 
 
+class TakenByAnotherBeforeItsReport(SQLiteBackend):
+    """The report of the first outcome finds the task taken by another worker (renewals all went through)."""
+
+    stolen = False
+
+    async def finish_many(self, outcomes: Any) -> list[bool]:
+        if outcomes and not self.stolen:
+            self.stolen = True
+            with sqlite3.connect(self.path) as other:
+                other.execute("UPDATE tasks SET lease_token = 'other', due = due + 600000000 WHERE status = 'running'")
+        return await super().finish_many(outcomes)
+
+    async def finish_and_reserve(self, outcomes: Any, **options: Any) -> Any:
+        if outcomes and not self.stolen:
+            self.stolen = True
+            with sqlite3.connect(self.path) as other:
+                other.execute("UPDATE tasks SET lease_token = 'other', due = due + 600000000 WHERE status = 'running'")
+        return await super().finish_and_reserve(outcomes, **options)
+
+
 @contextlib.asynccontextmanager
 async def a_finished_run_refused(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, lease_timeout: float = 0.3, hold: float = 0.5
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    lease_timeout: float = 0.3,
+    hold: float = 0.5,
+    store_class: type[SQLiteBackend] = TakenByAnother,
 ) -> AsyncIterator[tuple[TaskQueue, str]]:
     """A task that ran here once, whose outcome was refused because another worker took its lease meanwhile.
 
     The worker keeps that outcome for two lease periods (``lease_timeout``); the task runs ``hold`` seconds,
     longer than the first renewal (a third of the lease), which finds the task taken.
     """
-    store = TakenByAnother(tmp_path / "late.db")
+    store = store_class(tmp_path / "late.db")
     async with TaskQueue(store) as queue:
         task_id = await queue.enqueue(tasks.record, str(tmp_path / "runs.txt"), 1, hold)
         worker = Worker(store, lease_timeout=lease_timeout)
         await worker.start()
         try:
-            await wait_until(lambda: asyncio.sleep(0, "outcome discarded" in caplog.text))
+            await wait_until(lambda: asyncio.sleep(0, "(lease lost)" in caplog.text))
             yield queue, task_id
         finally:
             await worker.stop()
@@ -1475,11 +1499,15 @@ def starts(tmp_path: Path) -> int:
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("store_class", [TakenByAnother, TakenByAnotherBeforeItsReport])
 async def test_a_task_that_finished_after_losing_its_lease_is_not_run_again_here(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, store_class: type[SQLiteBackend]
 ) -> None:
-    """Taken back after it ended here, it ran a second time in the same worker, its finished run thrown away."""
-    async with a_finished_run_refused(tmp_path, caplog) as (queue, task_id):
+    """Taken back after it ended here, it ran a second time in the same worker, its finished run thrown away.
+
+    Its outcome goes in after all, so the worker must not have said it was discarded (it did, then said it went in).
+    """
+    async with a_finished_run_refused(tmp_path, caplog, store_class=store_class) as (queue, task_id):
         with sqlite3.connect(queue.backend.path) as other:  # the other worker gives it back (a suspect there)
             other.execute(  # as a release of its claim of the expired lease: one lease expiry more
                 "UPDATE tasks SET status = 'queued', due = 0, lease_token = NULL, worker_id = NULL, "
@@ -1490,6 +1518,9 @@ async def test_a_task_that_finished_after_losing_its_lease_is_not_run_again_here
         result = await queue.get_result(task_id, timeout=10)
     assert result is not None and result.status == "success" and queue.deserialize_result(result) == 1
     assert starts(tmp_path) == 1, "the task ran again in the worker that had finished it"
+    assert "its outcome goes in under the new lease" in caplog.text
+    assert "outcome discarded" not in caplog.text, "it said the outcome was discarded, then stored it"
+    assert f"task {task_id} was reclaimed by another worker (lease lost); its outcome is kept" in caplog.text
 
 
 @pytest.mark.asyncio

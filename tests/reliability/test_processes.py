@@ -204,7 +204,7 @@ async def test_stale_worker_cannot_overwrite_newer_attempt(db: Path, workers: Wo
         stale.send_signal(signal.SIGCONT)  # wakes up, finishes its copy, reports late
 
         async def stale_reported() -> bool:
-            return "outcome discarded" in workers.log(stale)
+            return "was reclaimed by another worker (lease lost)" in workers.log(stale)
 
         try:
             await wait_for(stale_reported)

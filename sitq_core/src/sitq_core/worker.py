@@ -1412,14 +1412,34 @@ class Worker:
         return True
 
     def _keep_late_outcome(self, running: _Running, outcome: Outcome, extra: dict[str, Any]) -> None:
-        """Keep a final outcome refused for a lost lease, in case this worker takes the task back (a while)."""
-        if self._teardown is not None:  # nothing is taken back any more (and a report cut short may have gone in)
-            return
+        """Keep a final outcome refused for a lost lease, in case this worker takes the task back (a while).
+
+        Logs the lost lease, saying whether the outcome is discarded or kept:
+        a kept one may still go in (``_reported_late``), and "discarded"
+        followed by "its outcome goes in" contradicted itself.
+        """
         now = time.monotonic()
         for task_id in [k for k, v in self._late_outcomes.items() if now - v[0] > 2 * self.lease_timeout]:
             del self._late_outcomes[task_id]
-        if outcome.kind in ("success", "failed", "cancelled") and len(self._late_outcomes) < _MAX_FINISH_BATCH:
+        if (
+            self._teardown is None  # nothing is taken back any more (and a report cut short may have gone in)
+            and outcome.kind in ("success", "failed", "cancelled")
+            and len(self._late_outcomes) < _MAX_FINISH_BATCH
+        ):
             self._late_outcomes[running.id] = (now, running, outcome, extra)
+            logger.warning(
+                "worker %s: task %s was reclaimed by another worker (lease lost); its outcome is kept for %g s "
+                "in case the task comes back to this worker, and discarded otherwise",
+                self.worker_id,
+                running.id,
+                2 * self.lease_timeout,
+            )
+            return
+        logger.warning(
+            "worker %s: task %s was reclaimed by another worker (lease lost); outcome discarded",
+            self.worker_id,
+            running.id,
+        )
 
     async def _isolate_suspects(self, runnings: list[_Running]) -> list[_Running]:
         """Keep one suspect (a task whose last worker died holding it) to run alone; give back the others.
@@ -2464,9 +2484,6 @@ class Worker:
         """Book-keeping after the backend answered for ``live`` (the part of ``batch`` it was sent)."""
         for running, outcome, extra in batch:
             if running.lease_lost and not any(item[0] is running for item in live):
-                logger.warning(
-                    "worker %s lost the lease of task %s (lease lost); outcome discarded", self.worker_id, running.id
-                )
                 self._keep_late_outcome(running, outcome, extra)
         finished_ids: list[str] = []
         for (running, outcome, extra), ok in zip(live, accepted, strict=True):
@@ -2475,11 +2492,6 @@ class Worker:
                 if outcome.kind in ("success", "failed", "cancelled"):
                     finished_ids.append(outcome.task_id)
             else:
-                logger.warning(
-                    "worker %s: task %s was reclaimed by another worker (lease lost); outcome discarded",
-                    self.worker_id,
-                    outcome.task_id,
-                )
                 self._keep_late_outcome(running, outcome, extra)
         self._forget(batch)
         if finished_ids:
