@@ -290,3 +290,58 @@ def test_library_code_never_waits_with_asyncio_wait_for() -> None:
     assert sources
     offenders = [str(path.relative_to(root)) for path in sources if "asyncio.wait_for(" in path.read_text()]
     assert offenders == []
+
+
+class AnswerLost(SQLiteBackend):
+    """Once ``lose`` is set, the next report commits but its answer never comes back (the loop ends first)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.lose = asyncio.Event()
+        self.committed = asyncio.Event()
+
+    async def _lost_answer(self) -> None:
+        self.lose.clear()
+        self.committed.set()
+        await asyncio.Event().wait()  # until the loop's end cancels it
+
+    async def finish_many(self, outcomes: Any) -> list[bool]:
+        accepted = await super().finish_many(outcomes)
+        if self.lose.is_set() and outcomes:
+            await self._lost_answer()
+        return accepted
+
+    async def finish_and_reserve(self, outcomes: Any, **options: Any) -> Any:
+        answer = await super().finish_and_reserve(outcomes, **options)
+        if self.lose.is_set() and outcomes:
+            await self._lost_answer()
+        return answer
+
+
+def test_an_outcome_stored_by_a_report_whose_answer_the_loop_end_cut_off_is_not_called_reclaimed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The teardown reported it again, the store refused it (already final), and the worker logged
+    "reclaimed by another worker (lease lost); outcome discarded" for an outcome it had stored itself."""
+    caplog.set_level("DEBUG", logger="sitq.worker")
+    store = AnswerLost(tmp_path / "app.db")
+
+    async def main() -> str:
+        async with TaskQueue(store) as queue:
+            worker = Worker(store, lease_timeout=60.0)
+            await worker.start()
+            store.lose.set()
+            task_id = await queue.enqueue(tasks.add, 1, 2)
+            await asyncio.wait_for(store.committed.wait(), 15)
+            return task_id  # and the application ends, the worker's report still waiting for its answer
+
+    task_id = asyncio.run(main())
+
+    async def stored() -> Any:
+        async with TaskQueue(SQLiteBackend(tmp_path / "app.db")) as queue:
+            result = await queue.get_result(task_id, timeout=0)
+            return None if result is None else (result.status, queue.deserialize_result(result))
+
+    assert asyncio.run(stored()) == ("success", 3)
+    assert "reclaimed by another worker" not in caplog.text, caplog.text
+    assert f"task {task_id}: its outcome was already stored" in caplog.text, caplog.text

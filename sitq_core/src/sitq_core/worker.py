@@ -413,6 +413,9 @@ class Worker:
         self._outcomes: deque[tuple[_Running, Outcome, dict[str, Any]]] = deque()
         # task id -> (monotonic time, attempt, final outcome, extra): refused for a lost lease (_reported_late)
         self._late_outcomes: dict[str, tuple[float, _Running, Outcome, dict[str, Any]]] = {}
+        # (task id, lease token) of outcomes sent in a report whose answer never came (cut short, failed):
+        # it may have gone in, and a store refusing them again does not mean the lease was lost
+        self._unanswered: set[tuple[str, str]] = set()
         self._unreleased: list[_Running] = []  # a give-back cut short by the loop's end (_give_back_all retries)
         self._single_reports = 0  # report outcomes one per backend call for this many calls (a refused batch)
         self._fairness: asyncio.Task[None] | None = None  # gives back prefetched tasks when runs turn slow
@@ -557,6 +560,7 @@ class Worker:
         # renew, count against capacity or report: those tasks run again when their leases expire.
         self._held = {}
         self._late_outcomes.clear()
+        self._unanswered.clear()
         self._unreleased.clear()
         self._waiting.clear()
         self._outcomes.clear()
@@ -926,6 +930,7 @@ class Worker:
                 async with asyncio.timeout(_FINAL_REPORT_TIMEOUT):
                     if live:
                         live, accepted = await self._final_finish(live)
+                        accepted = await self._stored_before(live, accepted)
                         self._finished(finished, live, accepted)
                     await self._release(stranded, "running")
             except Exception:
@@ -1044,6 +1049,7 @@ class Worker:
                 except asyncio.CancelledError:
                     # the loop is ending (or a stop cut the call short): what this call was to report is
                     # reported by whoever settles the worker now, not lost with the call
+                    self._unanswered.update((o.task_id, o.lease_token) for _r, o, _e in live)
                     self._outcomes.extendleft(reversed(batch))
                     raise
                 except StoreGoneError as exc:
@@ -1053,6 +1059,8 @@ class Worker:
                 except Exception as exc:
                     if self._refused_outcomes(exc, batch, live):
                         continue  # reported again at once: one at a time, or the refused one as failed
+                    # a connection lost after the commit went out: the outcomes may be stored already
+                    self._unanswered.update((o.task_id, o.lease_token) for _r, o, _e in live)
                     if not batch and self._stopping.is_set():
                         # a reserve that was in flight as the stop began: nothing to retry, nothing was taken
                         logger.warning(
@@ -1077,6 +1085,7 @@ class Worker:
                     )
                     if gave_up and batch:
                         self._log_gave_up(len(batch), failing_since)
+                        self._unanswered.difference_update((o.task_id, o.lease_token) for _r, o, _e in batch)
                         self._forget(batch)
                     else:
                         self._log_failing_store(failures, failing_since, delay)
@@ -1088,6 +1097,7 @@ class Worker:
                 if self._single_reports and batch:
                     self._single_reports -= 1
                 pacer.observe(time.perf_counter() - began)
+                accepted = await self._stored_before(live, accepted)
                 self._finished(batch, live, accepted)
                 if want:
                     caught_up = len(reserved) < want
@@ -1187,6 +1197,49 @@ class Worker:
             reported.append(item)
             accepted += answer
         return reported, accepted
+
+    async def _stored_before(
+        self, live: list[tuple[_Running, Outcome, dict[str, Any]]], accepted: list[bool]
+    ) -> list[bool]:
+        """``accepted``, with True for each refused final outcome that an earlier, unanswered report had stored.
+
+        A report whose answer was lost (the event loop ending while it was on
+        its way, a connection cut after its commit) may have gone in; the
+        report sent again is then refused, the task being final already. That
+        is no lost lease: the worker warned "reclaimed by another worker" for
+        an outcome it had stored itself. The task read back tells: final with
+        the outcome's status, held last by this worker on this very attempt.
+        """
+        if not self._unanswered:
+            return accepted
+        answers = list(accepted)
+        for index, ((running, outcome, _extra), ok) in enumerate(zip(live, accepted, strict=True)):
+            key = (outcome.task_id, outcome.lease_token)
+            if ok or key not in self._unanswered:
+                self._unanswered.discard(key)
+                continue
+            self._unanswered.discard(key)
+            if outcome.kind not in ("success", "failed", "cancelled"):
+                continue
+            try:
+                task = await self.backend.get_task(outcome.task_id)
+            except Exception:  # cannot tell: it is reported as a lost lease, as before
+                logger.debug("worker %s: could not read task %s back", self.worker_id, outcome.task_id, exc_info=True)
+                continue
+            if (
+                task is not None
+                and task.status.value == outcome.kind
+                and task.worker_id == self.worker_id
+                and task.attempts == running.reserved.attempt
+            ):
+                logger.info(
+                    "worker %s: task %s: its outcome was already stored by an earlier report whose answer was "
+                    "lost; reporting it again changed nothing",
+                    self.worker_id,
+                    outcome.task_id,
+                )
+                answers[index] = True
+        return answers
 
     def _log_gave_up(self, count: int, failing_since: float) -> None:
         """Outcomes given up on: the traceback the first time, then a count at most every ``_FAILING_LOG_EVERY``.
