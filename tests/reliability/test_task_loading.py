@@ -351,6 +351,32 @@ async def test_stop_does_not_wait_for_an_import_in_progress(module_dir: Path, tm
     assert stored is not None and stored.status == "queued", "the task still loading is given back"
 
 
+@pytest.mark.asyncio
+async def test_a_hung_import_does_not_hold_a_healthy_task_reserved_beside_it(module_dir: Path, tmp_path: Path) -> None:
+    """Both loaded on one thread: the healthy task stayed 'running', never started, its lease renewed for good."""
+    release = tmp_path / "release-import"
+    hung = "import os, time\nwhile not os.path.exists(%r):\n    time.sleep(0.01)\ndef work():\n    return 1\n"
+    (module_dir / "sitq_loading_hangs_a_while.py").write_text(hung % str(release))
+    healthy = new_module(module_dir, "sitq_loading_healthy", "def work():\n    return 'ran'\n")
+    backend = SQLiteBackend(tmp_path / "beside.db")
+    async with TaskQueue(backend) as queue:
+        stuck_id = await queue.enqueue(tasks.add, 1)
+        with sqlite3.connect(tmp_path / "beside.db") as conn:
+            payload = _payload_for("sitq_loading_hangs_a_while")
+            conn.execute("UPDATE tasks SET payload = ? WHERE id = ?", (payload, stuck_id))
+        healthy_id = await enqueue_unimported(queue, healthy)
+        worker = Worker(backend, max_concurrency=2)  # both reserved in one batch
+        await worker.start()
+        try:
+            result = await queue.get_result(healthy_id, timeout=10)
+            stuck = await queue.get_task(stuck_id)
+        finally:
+            release.touch()  # the import ends, and its thread with it
+            await asyncio.wait_for(worker.stop(), 10)
+    assert result is not None and result.status == "success", "the healthy task waited for the hung import"
+    assert stuck is not None and stuck.status == "running"  # still loading, held: the import hangs on
+
+
 def _payload_for(module: str) -> bytes:
     """A cloudpickle-format payload calling ``module.work()`` by reference, made without importing ``module``."""
     return b"(c" + module.encode() + b"\nwork\n)}t."  # (module.work, (), {}) in pickle protocol 0

@@ -1345,10 +1345,17 @@ class Worker:
             # A function this worker has not loaded yet may import its module now (seconds, for a heavy
             # library): it loads on a thread while the loop goes on renewing leases, reporting outcomes and
             # running what is ready; stop() gives back what is still loading.
+            # One loader (one thread) per module: an import that hangs holds only its own module's tasks,
+            # not the healthy ones reserved in the same batch.
             self._loading.update(loading)
-            loader = asyncio.create_task(self._load(loading), name=f"sitq-load-{self.worker_id}")
-            self._loaders.add(loader)
-            loader.add_done_callback(self._loaders.discard)
+            by_module: dict[tuple[str, str], list[_Running]] = {}
+            for running in loading:
+                task = running.reserved.task
+                by_module.setdefault((task.serializer, task.function_name.partition(":")[0]), []).append(running)
+            for group in by_module.values():
+                loader = asyncio.create_task(self._load(group), name=f"sitq-load-{self.worker_id}")
+                self._loaders.add(loader)
+                loader.add_done_callback(self._loaders.discard)
         if self._stopping is not None and self._stopping.is_set():
             await self._release_waiting()  # reserved while stopping: give them straight back
         else:
