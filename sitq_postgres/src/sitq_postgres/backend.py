@@ -1407,13 +1407,22 @@ class PostgresBackend(Backend):
             if listener is not None and not listener.is_closed():
                 return False
             await self._pool()  # the schema exists (and the server answers) before listening
-            try:
-                conn = await self._uncut(self._open_listener(), _terminate)
-            except (TimeoutError, *_DRIVER_ERRORS) as exc:
-                raise self._connection_error(
-                    f"cannot LISTEN on PostgreSQL ({self._where()}): {exc}",
-                    cause=exc,
-                ) from exc
+            attempt = 1
+            while True:
+                try:
+                    conn = await self._uncut(self._open_listener(), _terminate)
+                    break
+                except (TimeoutError, *_DRIVER_ERRORS) as exc:
+                    # a session the server ended as it was set up: opened again, as a connect is (_open_pool)
+                    closed = _closed_how(exc, None)
+                    if closed is None or attempt >= _CONNECT_ATTEMPTS:
+                        again = f", {attempt} times in a row" if attempt > 1 else ""
+                        raise self._connection_error(
+                            f"cannot LISTEN on PostgreSQL ({self._where()}): {closed or exc}{again}",
+                            cause=exc,
+                        ) from exc
+                    attempt += 1
+                    log.info("PostgreSQL LISTEN: %s; connecting again", closed)
             with self._lock:
                 self._listeners[loop] = conn
             self._release_closed_loops()
