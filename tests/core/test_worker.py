@@ -943,16 +943,18 @@ async def test_odd_exceptions_fail_their_task_and_the_worker_goes_on(queue: Task
         await queue.enqueue(tasks.raises_keyboard_interrupt),
         await queue.enqueue(tasks.async_raises_keyboard_interrupt),
         await queue.enqueue(tasks.async_raises_base_exception),
+        await queue.enqueue(tasks.fails_with_odd_text, "   "),  # a blank message: the error is never blank
         await queue.enqueue(tasks.add, 1, 2),
     ]
     worker = Worker(queue.backend, max_concurrency=1)
     await worker.start()
     results = [await queue.get_result(task_id, timeout=10) for task_id in ids]
     await worker.stop()
-    assert [r.status if r else None for r in results] == ["failed"] * 5 + ["success"]
-    errors = [r.error or "" for r in results[:5] if r is not None]
+    assert [r.status if r else None for r in results] == ["failed"] * 6 + ["success"]
+    errors = [r.error or "" for r in results[:6] if r is not None]
     assert "UnprintableError" in errors[0] and "CancelledError" in errors[1]
     assert "KeyboardInterrupt" in errors[2] and "KeyboardInterrupt" in errors[3] and errors[4] == "unusual"
+    assert errors[5] == "ValueError"
 
 
 @pytest.mark.asyncio

@@ -3143,9 +3143,10 @@ def _task_error(exc: BaseException) -> BaseException:
 
 
 def _describe(exc: BaseException) -> str:
-    """``str(exc)``, or its type name when that is empty or ``__str__`` itself fails."""
+    """``str(exc)``, or its type name when that is blank (empty or only spaces) or ``__str__`` itself fails."""
     try:
-        return str(exc) or type(exc).__name__
+        text = str(exc)
+        return text if text.strip() else type(exc).__name__
     except BaseException as failure:  # a SystemExit or CancelledError from ``__str__`` is the task's, too
         return f"{type(exc).__name__} (its message could not be read: {type(failure).__name__})"
 
