@@ -114,6 +114,19 @@ Connection: TypeAlias = Any  # asyncpg.Connection (asyncpg ships no type informa
 Pool: TypeAlias = Any  # Pool
 
 
+class _Row(asyncpg.Record):  # type: ignore[misc]  # asyncpg ships no type information
+    """The rows of every session sitq opens: asyncpg's Record itself, but kept out of its free list.
+
+    asyncpg 0.32 keeps freed Records of its own class for reuse in a free list
+    of the thread that freed them, and never frees that list when the thread
+    ends. A ``SyncTaskQueue`` runs its loop on a thread of its own, so each one
+    opened and closed left its rows behind for good (about 5.7 KB an open, the
+    schema check's rows most of it). Records of a subclass bypass the list.
+    """
+
+    __slots__ = ()
+
+
 _OWN_OPTIONS = SITQ_OPTIONS
 _DEFAULT_CONNECT_TIMEOUT = 10.0
 _MAX_POOL = 10_000  # connections a pool may hold, per event loop
@@ -432,7 +445,9 @@ class PostgresBackend(Backend):
     async def exists(self) -> bool:
         """True when the schema already has sitq's ``tasks`` table; asks on a connection of its own."""
         try:
-            conn = await asyncpg.connect(self.dsn, timeout=self.connect_timeout, server_settings=self._server_settings)
+            conn = await asyncpg.connect(
+                self.dsn, timeout=self.connect_timeout, server_settings=self._server_settings, record_class=_Row
+            )
         except (TimeoutError, *_DRIVER_ERRORS) as exc:
             raise self._cannot_connect(exc) from exc
         try:
@@ -513,6 +528,7 @@ class PostgresBackend(Backend):
             timeout=self.connect_timeout,
             command_timeout=None,
             server_settings=self._server_settings,
+            record_class=_Row,
         )
         pool = await self._uncut(creating, _terminate)
         assert pool is not None
@@ -1449,7 +1465,7 @@ class PostgresBackend(Backend):
 
     async def _open_listener(self) -> Connection:
         conn: Connection = await asyncpg.connect(
-            self.dsn, timeout=self.connect_timeout, server_settings=self._server_settings
+            self.dsn, timeout=self.connect_timeout, server_settings=self._server_settings, record_class=_Row
         )
         try:
             await conn.add_listener(self._sql.work_channel, self._on_work)
