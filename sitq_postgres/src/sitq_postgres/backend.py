@@ -489,21 +489,10 @@ class PostgresBackend(Backend):
 
     async def _open_pool(self, loop: asyncio.AbstractEventLoop) -> Pool:
         self._release_closed_loops()  # a new loop (asyncio.run again, a test per loop): free the ended ones
-        attempt = 1
-        while True:
-            try:
-                pool = await self._new_pool()
-                break
-            except SitqError:  # a refusal of the schema (sitq's ConnectionError is an OSError too): as it is
-                raise
-            except (TimeoutError, *_DRIVER_ERRORS) as exc:
-                # a session the server ended part-way (pg_terminate_backend, an idle timeout): every step of a
-                # connect can be made again (its DDL is one transaction), and a fresh session usually works
-                closed = _closed_how(exc, None)
-                if closed is None or attempt >= _CONNECT_ATTEMPTS:
-                    raise self._cannot_connect(exc, attempts=attempt) from exc
-                attempt += 1
-                log.info("PostgreSQL connect: %s; connecting again", closed)
+        # every step of a connect can be made again (its DDL is one transaction)
+        pool = await self._opened_again_if_cut(
+            self._new_pool, "connect", lambda exc, attempts: self._cannot_connect(exc, attempts=attempts)
+        )
         with self._lock:
             existing = self._pools.get(loop)
             if existing is None:
@@ -1423,26 +1412,45 @@ class PostgresBackend(Backend):
             if listener is not None and not listener.is_closed():
                 return False
             await self._pool()  # the schema exists (and the server answers) before listening
-            attempt = 1
-            while True:
-                try:
-                    conn = await self._uncut(self._open_listener(), _terminate)
-                    break
-                except (TimeoutError, *_DRIVER_ERRORS) as exc:
-                    # a session the server ended as it was set up: opened again, as a connect is (_open_pool)
-                    closed = _closed_how(exc, None)
-                    if closed is None or attempt >= _CONNECT_ATTEMPTS:
-                        again = f", {attempt} times in a row" if attempt > 1 else ""
-                        raise self._connection_error(
-                            f"cannot LISTEN on PostgreSQL ({self._where()}): {closed or exc}{again}",
-                            cause=exc,
-                        ) from exc
-                    attempt += 1
-                    log.info("PostgreSQL LISTEN: %s; connecting again", closed)
+
+            def cannot_listen(exc: BaseException, attempts: int) -> ConnectionError:
+                again = f", {attempts} times in a row" if attempts > 1 else ""
+                how = _closed_how(exc, None) or exc
+                return self._connection_error(f"cannot LISTEN on PostgreSQL ({self._where()}): {how}{again}", cause=exc)
+
+            conn = await self._opened_again_if_cut(
+                lambda: self._uncut(self._open_listener(), _terminate), "LISTEN", cannot_listen
+            )
             with self._lock:
                 self._listeners[loop] = conn
             self._release_closed_loops()
             return True
+
+    async def _opened_again_if_cut(
+        self,
+        open_once: Callable[[], Awaitable[T]],
+        what: str,
+        refusal: Callable[[BaseException, int], ConnectionError],
+    ) -> T:
+        """``open_once()``, made again when the server ends its session part-way, up to ``_CONNECT_ATTEMPTS`` in all.
+
+        A session ended as it is set up (``pg_terminate_backend``, an idle
+        timeout) says nothing of the server: a fresh one usually works. Any
+        other driver error, or the last try's, becomes ``refusal(error, tries)``;
+        sitq's own errors (a refused schema) pass as they are.
+        """
+        attempt = 1
+        while True:
+            try:
+                return await open_once()
+            except SitqError:  # sitq's ConnectionError is an OSError too: as it is
+                raise
+            except (TimeoutError, *_DRIVER_ERRORS) as exc:
+                closed = _closed_how(exc, None)
+                if closed is None or attempt >= _CONNECT_ATTEMPTS:
+                    raise refusal(exc, attempt) from exc
+                attempt += 1
+                log.info("PostgreSQL %s: %s; connecting again", what, closed)
 
     async def _uncut(self, opening: Awaitable[T], dispose: Callable[[T], None]) -> T:
         """Await a connect that a cancelled caller must not cut off half-way.
