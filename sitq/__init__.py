@@ -7,8 +7,8 @@ install.
 
 from __future__ import annotations
 
-from importlib.util import find_spec
-from typing import TYPE_CHECKING, Any
+from importlib.util import find_spec as _find_spec
+from typing import TYPE_CHECKING
 
 from sitq_core import *  # noqa: F403
 from sitq_core import __all__ as _core_all
@@ -18,6 +18,8 @@ from sitq_core.errors import describe_exception as _describe_exception
 from sitq_core.install_hints import install_hint as _install_hint
 
 if TYPE_CHECKING:
+    from typing import Any
+
     # what the module __getattr__ below resolves at run time, declared for type checkers (which do not
     # see that __getattr__: with it, every name, a misspelt one too, would be Any to them)
     from sitq_postgres import PostgresBackend as PostgresBackend
@@ -32,7 +34,7 @@ _PLUGIN_NAMES: dict[str, tuple[str, str, str]] = {
 
 def _importable(module: str) -> bool:
     try:
-        return find_spec(module) is not None
+        return _find_spec(module) is not None
     except (ImportError, ValueError):  # ValueError: blocked in sys.modules
         return False
 
@@ -98,7 +100,8 @@ def _installed(dist: str) -> bool:
 
 
 def __dir__() -> list[str]:
-    names = set(globals()) | set(_core_all)
+    """The public names only: the core's, the backends that import, and the module's dunders."""
+    names = {name for name in globals() if name.startswith("__")} | set(_core_all) | {"MissingPluginError"}
     for name, (module_name, _attribute, _extra) in _PLUGIN_NAMES.items():
         try:
             __import__(module_name)
