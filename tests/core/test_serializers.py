@@ -113,6 +113,47 @@ def test_msgpack_worker_side_refuses_unimportable_and_unlisted() -> None:
         only.loads_call(only.dumps(["os.path:join", ["a"], {}]))
 
 
+_NAMED_ELSEWHERE = """
+import os
+from json import loads
+def make():
+    def inner(x):
+        return x
+    return inner
+inner = make()
+lam = lambda x: x
+class Box:
+    def method(self, x):
+        return x
+def own(x):
+    return x
+"""
+
+
+@pytest.mark.parametrize(
+    ("path", "names"),
+    [
+        ("sitq_named_elsewhere:lam", "sitq_named_elsewhere:<lambda>"),
+        ("sitq_named_elsewhere:inner", "sitq_named_elsewhere:make.<locals>.inner"),
+        ("sitq_named_elsewhere:loads", "json:loads"),
+        ("sitq_named_elsewhere:os.getpid", ":getpid"),
+    ],
+)
+def test_msgpack_worker_side_refuses_a_path_that_reaches_a_function_under_another_name(
+    path: str, names: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a producer never sends (its paths are each function's own module:qualname) is not called either."""
+    (tmp_path / "sitq_named_elsewhere.py").write_text(_NAMED_ELSEWHERE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    serializer = MsgpackSerializer()
+    with pytest.raises(SerializationError, match="not a module-level function") as info:
+        serializer.loads_call(serializer.dumps([path, [1], {}]))
+    assert names in str(info.value)
+    # the module's own functions still load, a method by its class's qualname as a producer sends it
+    assert serializer.loads_call(serializer.dumps(["sitq_named_elsewhere:own", [1], {}]))[0](1) == 1
+    assert serializer.loads_call(serializer.dumps(["sitq_named_elsewhere:Box.method", [None, 2], {}]))[0](None, 2) == 2
+
+
 @pytest.mark.parametrize(
     ("allowed", "says"),
     [

@@ -439,6 +439,16 @@ def _import_path(path: str) -> Callable[..., Any]:
         raise SerializationError(
             f"{path!r} is not a module-level function", operation="loads_call", data_type=type(target).__name__
         )
+    # a path that reaches a function under another name (a lambda bound to a module name, a closure
+    # returned by a factory, a function imported from elsewhere) is not one a producer sends: refused
+    own_path = f"{getattr(target, '__module__', None)}:{getattr(target, '__qualname__', None)}"
+    if own_path != path:
+        raise SerializationError(
+            f"{path!r} is not a module-level function: it names {escaped_for_store(own_path)!r}, and "
+            "msgpack calls a function only by its own module:qualname",
+            operation="loads_call",
+            data_type="function",
+        )
     return target
 
 
