@@ -441,6 +441,20 @@ def test_a_part_given_twice_differently_in_a_dsn_is_refused_as_in_a_url(query: s
         assert "p1" not in str(caught.value) and "p2" not in str(caught.value)
 
 
+@pytest.mark.parametrize("how", ["keyword", "query"])
+def test_a_password_given_in_the_url_and_again_is_named_for_both_ways_and_masked(how: str) -> None:
+    """A keyword password beside a URL's was told as '?password=' (not what the user wrote) with value=None."""
+    url = "postgresql://u:p%40ss@127.0.0.1/app"
+    with pytest.raises(ConfigurationError) as caught:
+        if how == "keyword":
+            sitq.connect(url, password="zz")
+        else:
+            sitq.connect(url + "?password=zz")
+    message = str(caught.value)
+    assert "a keyword" in message and "?password=" in message and caught.value.value == "***"
+    assert "p@ss" not in message and "zz" not in message
+
+
 @pytest.mark.parametrize("query", ["dbname=app", "user=app", "host=db1", "host=%5B::1%5D"])
 def test_the_same_part_given_twice_alike_is_accepted(query: str) -> None:
     host = "[::1]" if "::1" in query else "db1"

@@ -348,10 +348,10 @@ class PostgresBackend(Backend):
                 # libpq lets the query win, asyncpg the URL's own part: refuse rather than reach the wrong place
                 shown = "" if key == "password" else f" ({given!r} and {libpq[key]!r})"
                 raise ConfigurationError(
-                    f"the postgres URL gives {key!r} twice, differently, in the URL itself and as "
-                    f"?{key}={shown}; keep one",
+                    f"the postgres URL gives {key!r} twice, differently: in the URL itself and again as ?{key}= "
+                    f"or a keyword (or config key) {key}{shown}; keep one",
                     parameter=key,
-                    value=None if key == "password" else libpq[key],
+                    value="***" if key == "password" else libpq[key],
                 )
         bare = BackendURL(
             scheme="postgresql",
