@@ -10,10 +10,17 @@ Rules that hold for every method:
 
 - Every method is a coroutine. Construction is synchronous and cheap; the
   first method call connects when ``connect()`` was not awaited yet.
-- All datetimes going in and out are timezone-aware UTC. "Now" is
-  ``self.now()`` (so tests can drive a fake clock through ``backend.clock``).
+- Datetimes going in are timezone-aware, in any zone (a task's times, a
+  ``retry_at``, an outcome's times, ``requeue``'s ``eta``); a naive one is
+  invalid. The backend stores the same instant and returns it as an aware
+  UTC datetime. "Now" is ``self.now()`` (so tests can drive a fake clock
+  through ``backend.clock``).
 - Unknown task ids are not errors: reads return ``None``, changes return
-  ``False``. Invalid arguments raise ``ValidationError`` naming the parameter.
+  ``False``. Invalid arguments raise ``ValidationError`` naming the parameter
+  (``ValidationError(parameter="...")``, as each method says), checked before
+  anything changes: a refused call loses or changes nothing stored.
+  ``sitq_core.checks`` has the checks the built-in backends use.
+  Contract: ``BadInputContract``.
 - Store failures raise :class:`~sitq_core.errors.BackendError`; nothing that
   was committed before is lost by a failed call.
 - Instances, and any store they share, work from several threads at once,
@@ -214,7 +221,7 @@ class Backend(abc.ABC):
         time, a payload that is not bytes, ...), raises
         ``ValidationError(parameter="tasks")`` and stores none of the batch.
         An empty sequence returns ``[]``.
-        Contract: ``EnqueueContract``.
+        Contracts: ``EnqueueContract``, ``BadInputContract``.
         """
 
     async def enqueue(self, task: Task) -> str:
@@ -255,7 +262,10 @@ class Backend(abc.ABC):
         Order: highest ``priority`` first, then earliest ``eta``, then
         arrival order (the order in which this store received the tasks; an
         ``enqueue_many`` batch in list order). ``queues`` limits the search
-        to those queue names (``None``: every queue).
+        to those queue names (``None``: every queue; ``queues=[]``: none, so
+        nothing is reserved). A bare string such as ``queues="default"`` is
+        a ``Sequence[str]`` of letters, not a list of names: it raises
+        ``ValidationError(parameter="queues")`` (``checks.queue_names``).
 
         Each reserved task becomes ``running`` with ``worker_id``, a fresh
         unique ``lease_token``, ``lease_expires_at = now + lease_seconds``,
@@ -278,9 +288,11 @@ class Backend(abc.ABC):
         hear ``sitq_task_failed`` / ``sitq_task_cancelled`` of them.
 
         While a lease is valid no other ``reserve`` call, in any process,
-        returns the same task. ``limit < 1`` or ``lease_seconds <= 0`` raises
-        ``ValidationError``. Returns ``[]`` when nothing is due.
-        Contracts: ``ReserveContract``, ``LeaseContract``, ``ConcurrencyContract``.
+        returns the same task. ``limit < 1`` raises
+        ``ValidationError(parameter="limit")`` and ``lease_seconds <= 0``
+        ``ValidationError(parameter="lease_seconds")``, changing nothing.
+        Returns ``[]`` when nothing is due.
+        Contracts: ``ReserveContract``, ``LeaseContract``, ``ConcurrencyContract``, ``BadInputContract``.
         """
 
     @abc.abstractmethod
@@ -288,7 +300,7 @@ class Backend(abc.ABC):
         """Extend each ``(task_id, lease_token)`` lease to ``now + lease_seconds`` (this call's length).
 
         Returns a state per task id: ``HELD`` (extended), ``LOST`` (the token is
-        no longer current, the task is gone or final: nothing changed), or
+        no longer current, the task is unknown, gone or final: nothing changed), or
         ``CANCEL_REQUESTED`` (extended, but ``cancel`` was called; the worker
         should stop the task and report ``cancelled``). A lease stays current
         until another ``reserve`` takes the task under a new token: one past
@@ -296,7 +308,14 @@ class Backend(abc.ABC):
         slow disk) is extended (``HELD``), and ``finish_many`` accepts its
         outcome, so finished work is not thrown away for nothing. As in
         ``reserve``, ``now`` is read when the lease is extended, after any wait.
-        Contract: ``LeaseContract``.
+
+        ``lease_seconds`` that is not a number > 0 (``0``, ``-1``, NaN) raises
+        ``ValidationError(parameter="lease_seconds")``; ``leases`` that is not
+        a sequence of ``(task_id, lease_token)`` string pairs (a bare string,
+        a 1-tuple) raises ``ValidationError(parameter="leases")``; both are
+        checked before any lease changes (``checks.lease_seconds``,
+        ``checks.lease_pairs``). ``heartbeat([])`` returns ``{}``.
+        Contracts: ``LeaseContract``, ``CancelContract``, ``BadInputContract``.
         """
 
     # ------------------------------------------------------------------- finish
@@ -306,7 +325,7 @@ class Backend(abc.ABC):
         """Apply each outcome if its lease token is still current; one bool per outcome.
 
         An outcome whose ``(task_id, lease_token)`` is not the task's current
-        lease, or whose task is not ``running``, changes nothing and yields
+        lease, or whose task is unknown or not ``running``, changes nothing and yields
         ``False`` (fencing: a late worker never overwrites a newer attempt).
         Accepted outcomes, by ``kind``:
 
@@ -319,7 +338,10 @@ class Backend(abc.ABC):
           after its reservation): store those; otherwise the reservation's
           ``started_at`` and ``now()``.
         - ``retry``: the task returns to ``queued`` with ``eta = retry_at``;
-          ``error`` is kept on the task; attempts are not reset.
+          ``error`` is kept on the task; attempts are not reset. A
+          ``retry_at`` (like the outcome's ``started_at``/``finished_at``)
+          may come in any zone: store the same instant and return it as
+          aware UTC (``get_task``'s ``eta``, the result's times).
         - ``release``: the task returns to ``queued`` and the attempt is not
           counted (``attempts - 1``); its ``eta`` stays as it was (it is due
           already), so it keeps its place, and the worker can tell that no
@@ -331,7 +353,15 @@ class Backend(abc.ABC):
 
         The lease ends in every accepted case. Outcomes are applied in order;
         a backend may commit them together (group commit).
-        Contract: ``ResultContract``, ``LeaseContract``, ``RetryContract``.
+
+        Every outcome is checked up front, before any outcome of the call is
+        applied: ``outcomes`` that is not a sequence (a lone ``Outcome``), an
+        item that is not an ``Outcome``, an unknown ``kind``, or a naive
+        ``retry_at``/``started_at``/``finished_at`` raises
+        ``ValidationError(parameter="outcomes")`` and changes nothing
+        (``checks.check_outcomes``). ``finish_many([])`` returns ``[]``.
+        Contracts: ``ResultContract``, ``LeaseContract``, ``RetryContract``, ``CancelContract``,
+        ``BadInputContract``.
         """
 
     async def finish_and_reserve(
@@ -388,7 +418,7 @@ class Backend(abc.ABC):
         False for a running task and changes nothing: its worker could never
         learn of the cancel. A final or unknown task returns False and
         changes nothing.
-        Contract: ``CancelContract``.
+        Contracts: ``CancelContract``, ``BadInputContract``.
         """
 
     @abc.abstractmethod
@@ -399,8 +429,11 @@ class Backend(abc.ABC):
         lease expiries, error and ``cancel_requested`` reset, ``started_at``,
         ``finished_at`` and ``worker_id`` cleared (``None``: it has not run
         since), and its result is deleted. Returns False (nothing changed) for
-        a task that is not ``failed``/``cancelled`` or is unknown.
-        Contract: ``CancelContract``.
+        a task that is not ``failed``/``cancelled`` or is unknown. ``eta`` may
+        be in any zone (stored and returned as aware UTC); a naive ``eta``
+        raises ``ValidationError(parameter="eta")``, checked before the task
+        is looked up (``checks.aware_or_none``).
+        Contracts: ``CancelContract``, ``BadInputContract``.
         """
 
     # -------------------------------------------------------------------- reads
@@ -409,14 +442,14 @@ class Backend(abc.ABC):
     async def get_task(self, task_id: str) -> Task | None:
         """The task with its current status and bookkeeping, or None when unknown.
 
-        Contract: ``EnqueueContract``.
+        Contracts: ``EnqueueContract``, ``BadInputContract``.
         """
 
     @abc.abstractmethod
     async def get_result(self, task_id: str) -> Result | None:
         """The stored final result, or None while the task is not final (or unknown).
 
-        Contract: ``ResultContract``.
+        Contracts: ``ResultContract``, ``BadInputContract``.
         """
 
     async def wait_for_result(self, task_id: str, timeout: float | None) -> Result | None:
@@ -426,7 +459,8 @@ class Backend(abc.ABC):
         in-process notifications (``notify_results``) and re-checks with a
         growing interval (1 ms up to 50 ms) so results written by other
         processes are seen too. Backends that can be notified across processes
-        override this. Contract: ``ResultContract``.
+        override this; an unknown task waits like one not final yet.
+        Contracts: ``ResultContract``, ``BadInputContract``.
         """
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
@@ -476,8 +510,9 @@ class Backend(abc.ABC):
         neither repeats nor skips a task.
 
         An unknown status raises ``ValidationError(parameter="status")``;
-        ``limit < 0`` or ``offset < 0`` raises ``ValidationError``.
-        Contract: ``StatsContract``.
+        ``limit < 0`` raises ``ValidationError(parameter="limit")`` and
+        ``offset < 0`` ``ValidationError(parameter="offset")``.
+        Contracts: ``StatsContract``, ``BadInputContract``.
         """
 
     @abc.abstractmethod
@@ -494,7 +529,7 @@ class Backend(abc.ABC):
         ``None`` deletes every final task. Queued and running tasks are never
         deleted. Returns how many tasks were deleted. A naive datetime raises
         ``ValidationError(parameter="older_than")``.
-        Contract: ``StatsContract``.
+        Contracts: ``StatsContract``, ``BadInputContract``.
         """
 
     # ------------------------------------------------------------ construction
