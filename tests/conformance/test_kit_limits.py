@@ -79,3 +79,22 @@ async def test_the_process_drain_limit_says_it_is_half_the_kit_timeout(
     finally:
         await backend.close()
     assert "within 0.1 s (half of SITQ_KIT_TIMEOUT=0.2" in str(info.value), str(info.value)
+
+
+@pytest.mark.asyncio
+async def test_processes_that_reach_another_store_are_told_backend_url_must_reach_this_one() -> None:
+    """An in-memory store is one per process: reserver processes opening ``backend_url`` find none of the tasks."""
+    clock, store = FakeClock(), uuid.uuid4().hex
+    backend = DictStoreBackend(store=store)  # the children's dictstore://?store=... is a fresh, empty dict
+    backend.clock = clock
+    await backend.connect()
+    try:
+        with pytest.raises(pytest.fail.Exception) as info:
+            await ConcurrencyContract().test_reservers_in_separate_processes(
+                backend, f"dictstore://?store={store}", clock
+            )
+    finally:
+        await backend.close()
+    message = str(info.value)
+    assert "reserver processes missed 300 due tasks" in message, message
+    assert "backend_url must reach the same store" in message and "MULTI_PROCESS" in message, message

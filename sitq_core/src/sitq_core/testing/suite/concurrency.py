@@ -47,6 +47,16 @@ def _share(limit: float, part: str) -> str:
     return f"{limit:g} s ({part} of {TIMEOUT_VARIABLE}={kit_timeout():g}; raise {TIMEOUT_VARIABLE} if merely slow)"
 
 
+def _elsewhere(foreign: int) -> str:
+    """The hint for reserver processes that completed none of the test's tasks: they reached another store."""
+    saw = f"completed {foreign} task(s) this test never enqueued" if foreign else "found no task at all"
+    return (
+        f"; the processes {saw}, so the 'backend_url' fixture evidently opens another store "
+        "than the test's backend: backend_url must reach the same store as the test's backend (an in-memory "
+        "store is one per process and cannot pass: do not declare MULTI_PROCESS for it)"
+    )
+
+
 async def _check_shared_store(backend: Backend, others: list[Backend], clock: FakeClock) -> None:
     probe = make_task(clock, queue="sitq-probe")
     await backend.enqueue(probe)
@@ -256,9 +266,13 @@ class ConcurrencyContract(BackendFixtures):
         assert len(completed) == len(set(completed)), (
             f"{C}: one task was completed by two processes: reserve handed out a task that is still leased"
         )
-        if set(completed) != {t.id for t in tasks}:
-            missed = len({t.id for t in tasks} - set(completed))
-            pytest.fail(f"{C}: reserver processes missed {missed} due tasks{await stored_hint(backend, tasks)}")
+        ids = {t.id for t in tasks}
+        if set(completed) != ids:
+            missed = len(ids - set(completed))
+            hint = await stored_hint(backend, tasks)
+            if not ids & set(completed):  # not one of them: the processes opened another store
+                hint += _elsewhere(len(completed))
+            pytest.fail(f"{C}: reserver processes missed {missed} due tasks{hint}")
         for task in tasks[:: max(1, PROCESS_TASKS // 10)]:
             result = await backend.get_result(task.id)
             assert result is not None and result.value == task.id.encode(), (
