@@ -68,3 +68,17 @@ def test_the_kit_counts_shown_in_the_guide_are_current() -> None:
     assert f"\n{counts[1]} passed, {counts[2]} skipped in " in GUIDE, (
         f"plugins.md shows another count than the kit's {counts[0]}"
     )
+
+
+def test_the_kit_module_run_as_a_script_gives_no_warning(tmp_path: Path) -> None:
+    """The guide's kit example ends in an ``if __name__ == "__main__"`` block; run so, pytest warns of nothing."""
+    blocks = re.findall(r"^```python\n(.*?)^```", GUIDE, re.DOTALL | re.MULTILINE)
+    [code] = [block for block in blocks if 'if __name__ == "__main__":' in block and "BackendSuite" in block]
+    script = tmp_path / "test_conformance.py"
+    script.write_text(code, encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0 and "1 passed" in output, output[-2000:]
+    assert "Warning" not in output and "warning" not in output, output[-2000:]
