@@ -242,6 +242,7 @@ class SyncTaskQueue:
         self._enqueues = 0  # enqueues in progress: the blocking path is taken only by a caller alone
         self._blocking: int | None = None  # the thread storing an enqueue on itself (one at most: it was alone)
         self._close_deferred = False  # close() ran in a signal handler that interrupted that store
+        self._users = 0  # with blocks open on it (any thread, nested too): the last one to end closes it
         self._here = threading.local()  # per thread: .closes, how many close() calls it has run
         forget_in_child(self)
 
@@ -255,6 +256,9 @@ class SyncTaskQueue:
         self._calls, self._waiting = {}, set()
         self._closing, self._closed_event, self._closer = False, None, None
         self._enqueues, self._blocking, self._close_deferred = 0, None, False
+        # the parent's with blocks are not this process's: its own count from nothing, and the exit of
+        # one it was forked inside (its only thread's) is its last
+        self._users = 0
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickled (a ``spawn`` pool's initializer, a copy) as its queue: the copy starts a loop of its own.
@@ -493,9 +497,25 @@ class SyncTaskQueue:
         self._run("connect", self._queue.connect)
 
     def close(self) -> None:
-        """Close the backend and stop the private loop thread (a second caller waits for the first)."""
+        """Close the backend and stop the private loop thread (a second caller waits for the first).
+
+        It closes now, whoever is still inside a ``with`` block (their waits end).
+        """
+        self._close()
+
+    def _close(self, *, leaving: bool = False) -> None:
+        """``close()``; ``leaving``: the end of a ``with`` block, which closes only when it was the last open one.
+
+        The count and the start of the close are one step under the lock: a
+        ``with`` entered meanwhile either keeps the queue open or finds the
+        close under way and waits for it (``__enter__``).
+        """
         _refuse_running_loop("close")
         with self._lock:
+            if leaving:
+                self._users = max(self._users - 1, 0)  # 0 already: a forked child leaving the block it inherited
+                if self._users:
+                    return
             if self._blocking == threading.get_ident():
                 # a signal handler interrupted this thread's own enqueue while it stores the task on this
                 # thread: the store holds this thread's connection, which closing the backend waits for;
@@ -564,21 +584,38 @@ class SyncTaskQueue:
                     loop.call_soon_threadsafe(loop.stop)  # again: the first may have been cut short
 
     def __enter__(self) -> Self:
+        """Connect, counted as one more user: threads sharing the queue each use ``with``; the last out closes it."""
         _refuse_running_loop("__enter__")
+        counted = False
         try:
+            with self._lock:
+                self._users += 1
+                counted = True  # no call between the two: a signal handler raising here cannot part them
+            self._await_close()
             self.connect()
         except BaseException:
-            # no __exit__ follows a failed __enter__: stop the loop thread now (and do not warn later);
-            # the connect error is the one to raise, not a failure of this clean-up
-            with contextlib.suppress(Exception):
-                self.close()
+            # no __exit__ follows a failed __enter__: count out again, and when no other with block is
+            # open stop the loop thread now (and do not warn later); the connect error is the one to
+            # raise, not a failure of this clean-up
+            if counted:
+                with contextlib.suppress(Exception):
+                    self._close(leaving=True)
             raise
         return self
+
+    def _await_close(self) -> None:
+        """Wait for a close under way on another thread (the last ``with`` block ending): ``connect`` opens again."""
+        while True:
+            with self._lock:
+                closed = self._closed_event
+                if closed is None or self._closer == threading.get_ident():
+                    return
+            closed.wait()
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.close()
+        self._close(leaving=True)
 
     # ------------------------------------------------------------- operations
 
