@@ -82,6 +82,7 @@ _ADAPTIVE_PREFETCH_MAX = 256
 _FAILING_LOG_EVERY = 60.0  # seconds between two log lines about a store that keeps failing
 _LEASE_TRUST = 0.9  # of a lease counted on without a renewal (its clock started a little before we got it)
 _CANCEL_GRACE = 2.0  # seconds stop() waits for a cancelled background loop to end
+_OTHER_LOOP_CHECK = 0.1  # seconds between looks at the worker's loop from a stop() awaited on another loop
 _SUSPECT_WAIT = 5.0  # seconds a suspect waits for the tasks running beside it before it starts anyway
 # seconds a suspect runs alone: a poison pill kills its worker early in its run (a crash on its input, an
 # allocation the OOM killer stops); one that kills later takes what was reserved beside it along, and each of
@@ -622,6 +623,10 @@ class Worker:
                 value=timeout,
             )
         timeout = seconds  # a Fraction or Decimal as float
+        its_loop = self._its_loop()
+        if its_loop is not None and its_loop is not asyncio.get_running_loop():
+            await self._stop_on_its_loop(its_loop, timeout)
+            return
         if not self._running and self._starting is None:
             # ``asyncio.create_task(worker.start())`` just before: let that start take its first step
             await asyncio.sleep(0)
@@ -653,6 +658,74 @@ class Worker:
             await self._stopped.wait()
             return
         await asyncio.shield(self._begin_stop(timeout))
+
+    def _its_loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop the worker runs (or starts) on; None when it neither runs nor starts."""
+        starting = self._starting
+        if starting is not None:
+            return starting.get_loop()
+        return self._loop if self._running else None
+
+    async def _stop_on_its_loop(self, loop: asyncio.AbstractEventLoop, timeout: float | None) -> None:
+        """``stop()`` awaited on another loop (another thread's): run it on the worker's loop, wait for it here.
+
+        Its tasks and events belong to that loop: a stop run beside them on
+        this one took 12 s when idle and hung with a task running. A caller
+        that gives up leaves the stop going there, as on the same loop. A
+        loop closed under the running worker can run nothing more
+        (``_loop_closed``); one stopped but open would run the stop only when
+        it runs again, so that is an error rather than a wait of unknown length.
+        """
+        if loop.is_closed():
+            self._loop_closed()
+            return
+        if not loop.is_running():
+            raise RuntimeError(
+                f"worker {self.worker_id} runs on an event loop that is not running: await stop() on that loop "
+                "(loop.run_until_complete(worker.stop()))"
+            )
+        stopping = self.stop(timeout)
+        try:
+            handed = asyncio.run_coroutine_threadsafe(stopping, loop)
+        except RuntimeError:  # the loop closed just now
+            stopping.close()
+            self._loop_closed()
+            return
+        waiting = asyncio.wrap_future(handed)
+        waiting.add_done_callback(_drop_outcome)  # a caller that gives up leaves it unread
+        # cancelled by the end of the worker's loop, the stop's give-back (_give_back_all) still runs there
+        while not waiting.done() or (waiting.cancelled() and self._running):
+            if loop.is_closed():  # it ended before it ran the stop (or its give-back) to the end
+                self._loop_closed()
+                return
+            # the loop's end shows only as its closing: look again now and then
+            if waiting.done():
+                await asyncio.sleep(_OTHER_LOOP_CHECK)
+            else:
+                await asyncio.wait({waiting}, timeout=_OTHER_LOOP_CHECK)
+        if not waiting.cancelled():
+            waiting.result()  # the stop's own error, if it failed
+
+    def _loop_closed(self) -> None:
+        """The worker's event loop was closed while it ran, its tasks never cancelled: mark the worker stopped.
+
+        Nothing of it can run any more (no drain, report or give-back), so
+        the tasks it held run again when their leases expire.
+        """
+        if not self._running:
+            return
+        logger.warning(
+            "worker %s: its event loop was closed while it ran; the %d task(s) it held run again when their "
+            "leases expire",
+            self.worker_id,
+            sum(1 for r in self._held.values() if not r.settled),
+        )
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        self._let_go_of_backend()
+        self._end_watch()
+        self._stop_task = None
+        self._running = False
 
     def _begin_stop(self, timeout: float | None) -> asyncio.Future[None]:
         """Set the stop going as a task of its own, and return that task.
@@ -799,6 +872,7 @@ class Worker:
         # a child forked meanwhile (a task's fork pool) gets the previous handlers back: with the loop's, it
         # ignored SIGTERM and relayed every signal it got to this process, as if the worker had been signalled
         undo_in_children = forks.SignalSetup(wakeup_fd=True)
+        not_installed: BaseException | None = None
         if handle_signals:
             undo_in_children.register()
             for signum in (signal.SIGINT, signal.SIGTERM):
@@ -811,8 +885,14 @@ class Worker:
                     if app_handler is not None:
                         app_handlers[signum] = app_handler
                     undo_in_children.installed(signum, signal.getsignal(signum), _handler_to_put_back(signum, handler))
-                except (NotImplementedError, RuntimeError, ValueError):
-                    pass  # not the main thread, or no signal support here
+                except (NotImplementedError, RuntimeError, ValueError) as exc:
+                    not_installed = exc  # not the main thread (Python delivers signals only there), or no support
+            if not_installed is not None:
+                logger.debug(
+                    "worker %s: no SIGINT/SIGTERM signal handlers installed (%s); stop it with stop()",
+                    self.worker_id,
+                    _describe(not_installed),
+                )
         try:
             await self.start()
             if not self._running:  # stop() came while start() was connecting

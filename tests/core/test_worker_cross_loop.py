@@ -1,0 +1,249 @@
+"""``stop()`` awaited on another event loop than the worker's (a sync program stopping its worker thread).
+
+A program that runs ``asyncio.run(worker.run())`` in a background thread
+stops it from its own thread with ``asyncio.run(worker.stop())``. That stop
+used to run on the caller's loop, beside a worker whose tasks and events
+live on the other one: an idle worker's stop took 12 s and ``run()`` never
+returned; with a task running, the stop hung and the worker stopped
+processing. The stop is now handed to the worker's own loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sitq import TaskQueue, ValidationError, Worker
+from sitq_core.models import TaskStatus
+
+import sitq_test_tasks as tasks
+from sitq_test_helpers import wait_until_sync
+
+BOUND = 10.0  # seconds any stop here may take at most (an idle or drained stop takes milliseconds)
+
+
+class InThread:
+    """Runs ``fn`` in a daemon thread, keeping what it returned or raised; ``join`` is bounded."""
+
+    def __init__(self, fn: Any, name: str) -> None:
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+        self._fn = fn
+        self.thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self.thread.start()
+
+    def _main(self) -> None:
+        try:
+            self.value = self._fn()
+        except BaseException as exc:  # handed to the test
+            self.error = exc
+        finally:
+            self.done.set()
+
+    def result(self, timeout: float = BOUND) -> Any:
+        assert self.done.wait(timeout), f"{self.thread.name} did not end within {timeout} s"
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+def stop_from_another_thread(worker: Worker, timeout: float | None = None) -> InThread:
+    """``asyncio.run(worker.stop())`` in a plain thread of its own (that thread's own event loop)."""
+    return InThread(lambda: asyncio.run(worker.stop(timeout)), "stopper")
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'app.db'}"
+
+
+@pytest.fixture
+def gate() -> Iterator[None]:
+    tasks.GATE.clear()
+    tasks.GATE_REACHED.clear()
+    yield
+    tasks.GATE.set()  # a task still waiting ends
+
+
+def run_in_thread(worker: Worker) -> InThread:
+    runner = InThread(lambda: asyncio.run(worker.run()), "worker-run")
+    wait_until_sync(lambda: worker.running)
+    return runner
+
+
+async def _enqueue(url: str, fn: Any, *args: Any) -> str:
+    async with TaskQueue(url) as queue:
+        return await queue.enqueue(fn, *args)
+
+
+async def _status(url: str, task_id: str) -> TaskStatus:
+    async with TaskQueue(url) as queue:
+        task = await queue.get_task(task_id)
+        assert task is not None
+        return task.status
+
+
+def test_idle_run_in_a_thread_is_stopped_from_another_loop(url: str) -> None:
+    worker = Worker(url)
+    runner = run_in_thread(worker)
+    began = time.monotonic()
+    stop_from_another_thread(worker).result()
+    assert time.monotonic() - began < 5.0  # it took 12 s
+    assert not worker.running
+    runner.result()  # run() returns
+
+
+def test_the_stop_drains_a_running_sync_task_then_returns(url: str, gate: None) -> None:
+    worker = Worker(url)
+    runner = run_in_thread(worker)
+    task_id = asyncio.run(_enqueue(url, tasks.wait_for_gate))
+    assert tasks.GATE_REACHED.wait(BOUND)
+    stopper = stop_from_another_thread(worker)
+    wait_until_sync(lambda: worker._stopping is not None and worker._stopping.is_set())
+    assert not stopper.done.is_set()  # it waits for the running task
+    tasks.GATE.set()
+    stopper.result()
+    runner.result()
+    assert not worker.running
+    assert asyncio.run(_status(url, task_id)) == TaskStatus.SUCCESS
+
+
+def test_a_timeout_gives_the_running_task_back(url: str, gate: None) -> None:
+    worker = Worker(url)
+    runner = run_in_thread(worker)
+    task_id = asyncio.run(_enqueue(url, tasks.wait_for_gate, 60.0))
+    assert tasks.GATE_REACHED.wait(BOUND)
+    stop_from_another_thread(worker, timeout=0.1).result()
+    runner.result()
+    assert asyncio.run(_status(url, task_id)) == TaskStatus.QUEUED  # given back: another worker takes it at once
+
+
+def test_a_worker_started_on_a_loop_in_a_thread_is_stopped_from_another_loop(url: str) -> None:
+    loop = asyncio.new_event_loop()
+    looper = InThread(loop.run_forever, "loop")
+    try:
+        worker = Worker(url)
+        asyncio.run_coroutine_threadsafe(worker.start(), loop).result(BOUND)
+        assert worker.running
+        stop_from_another_thread(worker).result()
+        assert not worker.running
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        looper.result()
+        loop.close()
+
+
+def test_two_stops_from_two_threads_both_return(url: str, gate: None) -> None:
+    worker = Worker(url)
+    runner = run_in_thread(worker)
+    asyncio.run(_enqueue(url, tasks.wait_for_gate))
+    assert tasks.GATE_REACHED.wait(BOUND)
+    first = stop_from_another_thread(worker)
+    second = stop_from_another_thread(worker)
+    wait_until_sync(lambda: worker._stopping is not None and worker._stopping.is_set())
+    tasks.GATE.set()
+    first.result()
+    second.result()
+    runner.result()
+    stop_from_another_thread(worker).result()  # a stop after the end returns at once
+
+
+def test_a_caller_that_gives_up_leaves_the_stop_going(url: str, gate: None) -> None:
+    worker = Worker(url)
+    runner = run_in_thread(worker)
+    task_id = asyncio.run(_enqueue(url, tasks.wait_for_gate))
+    assert tasks.GATE_REACHED.wait(BOUND)
+    impatient = InThread(lambda: asyncio.run(asyncio.wait_for(worker.stop(), 0.05)), "impatient")
+    with pytest.raises(TimeoutError):
+        impatient.result()
+    assert worker.running and worker._stopping is not None and worker._stopping.is_set()  # it drains on
+    tasks.GATE.set()
+    runner.result()
+    assert not worker.running
+    assert asyncio.run(_status(url, task_id)) == TaskStatus.SUCCESS
+
+
+def test_a_bad_timeout_raises_in_the_caller_and_the_worker_goes_on(url: str) -> None:
+    worker = Worker(url)
+    runner = run_in_thread(worker)
+    with pytest.raises(ValidationError):
+        stop_from_another_thread(worker, timeout=-1).result()
+    assert worker.running
+    stop_from_another_thread(worker).result()
+    runner.result()
+
+
+def test_a_stop_before_start_from_another_loop_returns(url: str) -> None:
+    worker = Worker(url)
+    stop_from_another_thread(worker).result()
+    assert not worker.running
+
+
+def test_a_worker_whose_loop_is_stopped_but_open_is_not_waited_for(url: str) -> None:
+    """Its stop needs that loop to run: stop() says so at once instead of waiting for it."""
+    loop = asyncio.new_event_loop()
+    try:
+        worker = Worker(url)
+        loop.run_until_complete(worker.start())
+        with pytest.raises(RuntimeError, match="not running"):
+            stop_from_another_thread(worker).result()
+        assert worker.running
+        loop.run_until_complete(worker.stop())  # on its own loop, as the message says
+        assert not worker.running
+    finally:
+        loop.close()
+
+
+# the worker's tasks, pending on the closed loop, are destroyed at the gc.collect() below (asyncio logs that)
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_worker_whose_loop_was_closed_under_it_is_marked_stopped(url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Nothing of it can run any more: the stop returns, and says its tasks run again when their leases expire."""
+    loop = asyncio.new_event_loop()
+    worker = Worker(url)
+    loop.run_until_complete(worker.start())
+    loop.close()  # its tasks never cancelled: no give-back could run
+    with caplog.at_level(logging.WARNING, logger="sitq.worker"):
+        stop_from_another_thread(worker).result()
+    assert not worker.running
+    assert "event loop was closed" in caplog.text
+    del worker, loop
+    gc.collect()  # here, not in the next test
+
+
+def test_run_in_a_thread_says_why_no_signal_handlers(url: str, caplog: pytest.LogCaptureFixture) -> None:
+    worker = Worker(url)
+    with caplog.at_level(logging.DEBUG, logger="sitq.worker"):
+        runner = run_in_thread(worker)
+        stop_from_another_thread(worker).result()
+        runner.result()
+    lines = [r for r in caplog.records if "signal handlers" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].levelno == logging.DEBUG, [r.getMessage() for r in lines]
+
+
+WORKERS: dict[str, Worker] = {}
+
+
+def stops_its_worker(url: str) -> str:
+    """A sync task that stops the worker running it from its own thread, on a loop of its own."""
+    asyncio.run(WORKERS[url].stop())  # returns at once: waiting would wait for this task itself
+    return "stopping"
+
+
+def test_a_sync_task_stops_its_own_worker_with_asyncio_run(url: str) -> None:
+    worker = WORKERS[url] = Worker(url)
+    try:
+        runner = run_in_thread(worker)
+        task_id = asyncio.run(_enqueue(url, stops_its_worker, url))
+        runner.result()  # the worker stopped once the task had ended
+        assert asyncio.run(_status(url, task_id)) == TaskStatus.SUCCESS
+    finally:
+        del WORKERS[url]
