@@ -1743,11 +1743,11 @@ def test_outcomes_given_up_on_are_logged_once_a_minute_not_each_time(
             try:
                 raise BackendError("database or disk is full", operation="finish", backend_type="sqlite")
             except BackendError:
-                worker._log_gave_up(1, failing_since)
+                worker._log_gave_up(["t"], failing_since)
     records = [r for r in caplog.records if "gave up reporting" in r.getMessage()]
     assert len(records) == 1 and records[0].exc_info is not None, [r.getMessage() for r in records]
     worker._failing_logged["gave up"] -= 61  # a minute on: the ones given up meanwhile are counted in one line
-    worker._log_gave_up(1, failing_since)
+    worker._log_gave_up(["t"], failing_since)
     later = [r for r in caplog.records if "gave up reporting" in r.getMessage()]
     assert len(later) == 2 and "gave up reporting 50 outcome(s)" in later[1].getMessage(), later[1].getMessage()
 

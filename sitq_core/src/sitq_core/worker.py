@@ -80,6 +80,7 @@ _WRAPPERS = ("functools:",)
 _MAX_SYNC_BATCH = 32
 _ADAPTIVE_PREFETCH_MAX = 256
 _FAILING_LOG_EVERY = 60.0  # seconds between two log lines about a store that keeps failing
+_IDS_NAMED = 10  # task ids named in a line about outcomes given up on or left unreported (the rest counted)
 _LEASE_TRUST = 0.9  # of a lease counted on without a renewal (its clock started a little before we got it)
 _CANCEL_GRACE = 2.0  # seconds stop() waits for a cancelled background loop to end
 _OTHER_LOOP_CHECK = 0.1  # seconds between looks at the worker's loop from a stop() awaited on another loop
@@ -406,6 +407,8 @@ class Worker:
         # monotonic time of the last log line about failing backend calls, per kind of call
         self._failing_logged: dict[str, float] = {}
         self._gave_up = 0  # outcomes given up on since the last line about them
+        self._gave_up_ids: list[str] = []  # the first few of their task ids, named in that line
+        self._gave_up_since = 0.0  # monotonic time the store began failing, for those outcomes
         self._unstarted_dropped = 0  # tasks not started (their leases ran out) since the last line about them
         self._renewals_failing = False  # the last lease renewal sent to the store failed
         self._loop_stall_seen = -math.inf  # monotonic time the loop watch last saw the loop stalled (or its end)
@@ -803,16 +806,27 @@ class Worker:
         began = time.monotonic()
         _done, late = await asyncio.wait({exchange}, timeout=self._budget_left())
         self._stop_budget -= time.monotonic() - began
+        # only outcomes waiting to be reported are lost here; an idle worker's claim in flight loses nothing
+        unreported = self._unreported()
         if late:
-            # only outcomes waiting to be reported are lost here; an idle worker's claim in flight loses nothing
-            if self._outcomes or any(r.outcome_queued for r in self._held.values()):
+            if unreported:
                 logger.warning(
-                    "worker %s: the backend did not take the last outcomes within %.3g s; those tasks run again "
-                    "when their leases expire",
+                    "worker %s: the backend did not take the last outcomes within %.3g s (%d: %s); those tasks "
+                    "run again when their leases expire",
                     self.worker_id,
                     time.monotonic() - began,
+                    len(unreported),
+                    _id_list(unreported, len(unreported)),
                 )
             exchange.cancel()
+        elif unreported:  # the exchange loop ended before reporting them: the store is gone, or the loop failed
+            logger.warning(
+                "worker %s: stopped with %d outcome(s) unreported (%s), so not stored: %s",
+                self.worker_id,
+                len(unreported),
+                "the store is gone" if isinstance(self._fatal, StoreGoneError) else "its exchange loop ended first",
+                _id_list(unreported, len(unreported)),
+            )
         # bounded: a cancelled call may still wait on a stalled network, and stop() must return
         # (asyncio.wait also lets a cancellation of stop() itself through, which `await task` would hide)
         _ended, stuck = await asyncio.wait({exchange, heartbeat}, timeout=_CANCEL_GRACE)
@@ -1096,6 +1110,7 @@ class Worker:
             raise
         finally:
             self._exchange_settled.set()
+            self._log_gave_up_left("the worker stops")  # no later line would tell them
 
     async def _exchange_cycles(self) -> None:
         assert self._stopping is not None
@@ -1164,7 +1179,7 @@ class Worker:
                         self._closing or time.monotonic() - failing_since > self.lease_timeout
                     )
                     if gave_up and batch:
-                        self._log_gave_up(len(batch), failing_since)
+                        self._log_gave_up([running.id for running, _o, _e in batch], failing_since)
                         self._unanswered.difference_update((o.task_id, o.lease_token) for _r, o, _e in batch)
                         self._forget(batch)
                     else:
@@ -1173,6 +1188,8 @@ class Worker:
                     # a plain sleep: the outcomes just put back (and new ones) must not end it at once
                     await asyncio.sleep(delay)
                     continue
+                if failures:  # the store answers again: the outcomes given up since the last line are told now
+                    self._log_gave_up_left("it answers again")
                 failures = 0
                 if self._single_reports and batch:
                     self._single_reports -= 1
@@ -1321,27 +1338,49 @@ class Worker:
                 answers[index] = True
         return answers
 
-    def _log_gave_up(self, count: int, failing_since: float) -> None:
+    def _log_gave_up(self, task_ids: list[str], failing_since: float) -> None:
         """Outcomes given up on: the traceback the first time, then a count at most every ``_FAILING_LOG_EVERY``.
 
         Once given up, every later outcome is given up at once while the store
         stays down: logged each time, a full disk wrote five tracebacks a second.
+        Those given up between two lines are told by the next one, or by
+        ``_log_gave_up_left`` when the store answers again or the worker stops.
         """
-        self._gave_up += count
+        self._gave_up += len(task_ids)
+        self._gave_up_ids += task_ids[: max(0, _IDS_NAMED - len(self._gave_up_ids))]
+        self._gave_up_since = failing_since
         now = time.monotonic()
         last = self._failing_logged.get("gave up")
         if last is not None and now - last < _FAILING_LOG_EVERY and last >= failing_since:
             return
         self._failing_logged["gave up"] = now
-        message = "worker %s: gave up reporting %d outcome(s) (store failing for %.0f s); they run again when " + (
+        # the first of this run of failures: with its traceback
+        self._told_gave_up("", with_traceback=last is None or last < failing_since)
+
+    def _log_gave_up_left(self, why: str) -> None:
+        """Tell the outcomes given up on since the last line about them: no next line comes (``why``)."""
+        if self._gave_up:
+            self._told_gave_up(f"; {why}", with_traceback=False)
+
+    def _told_gave_up(self, why: str, *, with_traceback: bool) -> None:
+        """One line for the outcomes given up on since the last one: how many, and which tasks."""
+        count, named = self._gave_up, _id_list(self._gave_up_ids, self._gave_up)
+        message = (
+            "worker %s: gave up reporting %d outcome(s) (store failing for %.0f s%s): %s; they run again when "
             "their leases expire"
         )
-        args = (self.worker_id, self._gave_up, now - failing_since)
-        self._gave_up = 0
-        if last is None or last < failing_since:  # the first of this run of failures: with its traceback
+        args = (self.worker_id, count, time.monotonic() - self._gave_up_since, why, named)
+        self._gave_up, self._gave_up_ids = 0, []
+        if with_traceback:
             logger.exception(message, *args)
         else:
             logger.error(message, *args)
+
+    def _unreported(self) -> list[str]:
+        """Task ids of the outcomes still waiting to be reported (queued, or in a report on its way)."""
+        ids = dict.fromkeys(running.id for running, _outcome, _extra in self._outcomes)
+        ids.update(dict.fromkeys(r.id for r in self._held.values() if r.outcome_queued))
+        return list(ids)
 
     def _log_failing_store(self, failures: int, failing_since: float, delay: float, what: str = "backend call") -> None:
         """A failed backend call: its traceback the first time, then one line at most every ``_FAILING_LOG_EVERY``.
@@ -3010,6 +3049,13 @@ class Worker:
 
 def _named(running: _Running) -> str:
     return f"{running.id} ({running.reserved.task.function_name})"
+
+
+def _id_list(task_ids: list[str], count: int) -> str:
+    """The first ``_IDS_NAMED`` of ``task_ids``, then how many more make ``count``."""
+    shown = task_ids[:_IDS_NAMED]
+    more = count - len(shown)
+    return ", ".join(shown) + (f" and {more} more" if more > 0 else "")
 
 
 def _names(runnings: list[_Running], limit: int = 5) -> str:
