@@ -205,6 +205,7 @@ def test_a_worker_whose_loop_is_stopped_but_open_is_not_waited_for(url: str) -> 
 
 # the worker's tasks, pending on the closed loop, are destroyed at the gc.collect() below (asyncio logs that)
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.filterwarnings("ignore:coroutine .* was never awaited:RuntimeWarning")
 def test_a_worker_whose_loop_was_closed_under_it_is_marked_stopped(url: str, caplog: pytest.LogCaptureFixture) -> None:
     """Nothing of it can run any more: the stop returns, and says its tasks run again when their leases expire."""
     loop = asyncio.new_event_loop()
