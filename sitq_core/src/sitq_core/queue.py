@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import functools
 import inspect
@@ -18,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, ParamSpec, Self, TypeVar, Unpack, overload
 
-from . import checks
+from . import checks, forks
 from .backend import Backend, Capability
 from .batch import TaskBatch
 from .checks import Seconds
@@ -626,7 +627,31 @@ class TaskQueue(_Producer):
         # a backend this queue made (from a URL or config) is let go if the queue is dropped unclosed
         self._open_state = _OpenState()
         self._waiters = ResultWaiters()  # get_result calls that close() ends
+        self._count_blocks_anew()
         self._watch_drop(made_backend=not isinstance(backend, Backend))
+
+    def _count_blocks_anew(self) -> None:
+        """No ``async with`` block open on this queue (made, copied, unpickled), in a forked child too."""
+        self._users = 0  # async with blocks open on it (any task, nested too): the last one to end closes it
+        # the close the last block's exit runs, done when it is over (an enter meanwhile waits for it), and
+        # the task running it (which must not wait for itself)
+        self._exit_close: concurrent.futures.Future[None] | None = None
+        self._exit_closer: asyncio.Task[Any] | None = None
+        forks.forget_in_child(self)
+
+    def _after_fork_in_child(self) -> None:
+        """The parent's blocks are not this process's: its own count from none (the block it was forked in ends last).
+
+        A close the parent's other threads ran never ends here; one the
+        forking task itself was running does, and is still waited for.
+        """
+        self._users = 0  # the child's only thread runs this hook: no lock (another parent thread may hold it)
+        try:
+            mine = self._exit_closer is not None and self._exit_closer is asyncio.current_task()
+        except RuntimeError:  # no loop on the forking thread
+            mine = False
+        if not mine:
+            self._exit_close, self._exit_closer = None, None
 
     def _watch_drop(self, *, made_backend: bool) -> None:
         """What happens when this queue is garbage-collected unclosed (set again by ``connect()``).
@@ -650,12 +675,15 @@ class TaskQueue(_Producer):
         state["_holds_backend"] = False  # a copy (or an unpickled queue) holds nothing until it connects
         state["_open_state"] = _OpenState()
         state["_waiters"] = ResultWaiters()  # closing a copy must not end this queue's waits
+        # a copy is inside none of this queue's async with blocks (nor its close): it counts its own
+        state["_users"], state["_exit_close"], state["_exit_closer"] = 0, None, None
         return state
 
     def __copy__(self) -> TaskQueue:
         """A shallow copy shares this queue's backend object, so it never lets that backend go."""
         clone = TaskQueue.__new__(TaskQueue)
         clone.__dict__.update(self.__getstate__())
+        clone._count_blocks_anew()
         clone._watch_drop(made_backend=False)  # a hold the copy takes must not outlive it
         return clone
 
@@ -670,6 +698,7 @@ class TaskQueue(_Producer):
         (see ``_travelled``): one pool for all the runs' follow-ups, not one each.
         """
         self.__dict__.update(state)
+        self._count_blocks_anew()
         self._open_state.quiet = True
         if backend_not_ready(self._backend):  # not a backend this process already uses (one shared by reference)
             self._backend = _shared_travelled(self._backend, self._open_state)
@@ -740,7 +769,8 @@ class TaskQueue(_Producer):
     async def close(self) -> None:
         """Close the backend, unless another open queue or a running worker shares it (the last one closes it).
 
-        A ``get_result`` still waiting on this queue ends with ``TaskQueueError``.
+        It closes now, whoever is still inside an ``async with`` block: a
+        ``get_result`` still waiting on this queue ends with ``TaskQueueError``.
         """
         self._open_state.open = False
         self._waiters.close_begins()  # a get_result that starts now ends at once (it would reopen the store)
@@ -760,13 +790,58 @@ class TaskQueue(_Producer):
             self._waiters.close_ends()
 
     async def __aenter__(self) -> Self:
-        await self.connect()
+        """Connect, counted as one more block: tasks sharing the queue each use ``async with``; the last out closes.
+
+        A close that the last block's exit has under way is waited for, then
+        the queue opens again (entering during it would have the store closed
+        under this block).
+        """
+        with holders.lock:  # the lock of the hold counts: a block count is kept beside them
+            self._users += 1
+            closing = self._exit_close if self._exit_closer is not asyncio.current_task() else None
+        try:
+            if closing is not None:
+                await asyncio.wrap_future(closing)
+            await self.connect()
+        except BaseException:
+            # no __aexit__ follows a failed __aenter__: count out again, and when no other block is open
+            # close what the connect may have opened; the enter's own error is the one to raise
+            with contextlib.suppress(Exception):
+                await self._leave(failed=True)
+            raise
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await self.close()
+        await self._leave()
+
+    async def _leave(self, *, failed: bool = False) -> None:
+        """The end of an ``async with`` block: ``close()`` when it was the last one open on this queue.
+
+        The count and the start of the close are one step under the lock: a
+        block entered meanwhile either keeps the queue open or finds the close
+        under way and waits for it. A failed enter closes only a backend that
+        this queue holds or nobody does (it must not ask to close one that
+        other queues or a worker hold open), and not a second time while the
+        last exit's close runs.
+        """
+        with holders.lock:
+            self._users = max(self._users - 1, 0)  # 0 already: a forked child leaving the block it inherited
+            if self._users:
+                return
+            if failed and (self._exit_close is not None or (not self._holds_backend and holders.count(self._backend))):
+                return
+            done: concurrent.futures.Future[None] = concurrent.futures.Future()
+            done.set_running_or_notify_cancel()  # an enter cancelled while it waits must not cancel it
+            self._exit_close, self._exit_closer = done, asyncio.current_task()
+        try:
+            await self.close()
+        finally:
+            with holders.lock:
+                if self._exit_close is done:
+                    self._exit_close, self._exit_closer = None, None
+            done.set_result(None)
 
     # ------------------------------------------------------------------ results
 
