@@ -433,3 +433,69 @@ async def test_a_decorated_callable_object_or_partial_is_named_as_undecorated(tm
     async with TaskQueue(SQLiteBackend(tmp_path / "nm.db"), serializer="msgpack") as queue:
         with pytest.raises(SerializationError, match=r"sitq_test_tasks:CallObj is a CallObj, not a module-level"):
             await queue.enqueue(tasks.decorated_call_obj, 1)
+
+
+def _is_coroutine_function(obj: object) -> tuple[bool, bool]:
+    """What frameworks check before awaiting a callable: ``inspect``'s answer and ``asyncio``'s."""
+    import asyncio
+    import inspect
+    import warnings
+
+    with warnings.catch_warnings():  # asyncio.iscoroutinefunction is deprecated from Python 3.14 on
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return inspect.iscoroutinefunction(obj), asyncio.iscoroutinefunction(obj)
+
+
+@pytest.mark.asyncio
+async def test_a_task_of_an_async_function_is_a_coroutine_function(tmp_path: Path) -> None:
+    """A framework checking ``iscoroutinefunction`` treated an async task as sync (called it, never awaited)."""
+
+    async def fetch(url: str) -> str:
+        return url
+
+    def render(name: str) -> str:
+        return name
+
+    async with TaskQueue(SQLiteBackend(tmp_path / "c.db")) as queue:
+        for made in (task(fetch), task(max_retries=2)(fetch), queue.task(fetch), queue.task(priority=1)(fetch)):
+            assert _is_coroutine_function(made) == (True, True), made
+            assert _is_coroutine_function(made.bind(None)) == (True, True)
+            assert _is_coroutine_function(task(priority=3)(made)) == (True, True)  # stacked
+            assert await made("u") == "u"
+        for plain in (task(render), queue.task(render), task(tasks.decorated_flaky)):
+            assert _is_coroutine_function(plain) == (False, False), plain
+    assert _is_coroutine_function(tasks.decorated_async) == (True, True)
+    assert _is_coroutine_function(pickle.loads(pickle.dumps(tasks.decorated_async))) == (True, True)
+    assert _is_coroutine_function(tasks.decorated_flaky) == (False, False)
+
+
+def test_a_decorated_async_method_read_on_an_instance_is_a_coroutine_function() -> None:
+    import cloudpickle
+
+    scaler = tasks.Scaler(3)
+    assert _is_coroutine_function(scaler.scale_later) == (True, True)
+    assert _is_coroutine_function(tasks.Scaler.scale_later) == (True, True)
+    assert _is_coroutine_function(pickle.loads(cloudpickle.dumps(scaler.scale_later))) == (True, True)
+    assert _is_coroutine_function(scaler.scale) == (False, False)
+    assert _is_coroutine_function(tasks.Scaler.scale) == (False, False)
+
+
+@pytest.mark.asyncio
+async def test_marking_a_task_async_leaves_its_signature_as_it_was(tmp_path: Path) -> None:
+    """What makes it a coroutine function to inspect must not stand in for the function's own signature."""
+    import functools
+    import inspect
+
+    function = tasks.decorated_async.__wrapped__
+    assert inspect.signature(tasks.decorated_async) == inspect.signature(function)
+    try:
+        unfollowed = inspect.signature(tasks.decorated_async, follow_wrapped=False)
+    except ValueError:  # a task has no signature of its own to read
+        pass
+    else:
+        assert unfollowed == inspect.signature(function)
+    assert str(inspect.signature(tasks.Scaler(2).scale_later)) == "(x: 'int') -> 'int'"
+    assert not inspect.isfunction(tasks.decorated_async) and not inspect.isasyncgenfunction(tasks.decorated_async)
+    async with TaskQueue(SQLiteBackend(tmp_path / "s.db")) as queue:  # read through a partial: still checked
+        with pytest.raises(ValidationError, match="takes no argument 'delay'"):
+            await queue.enqueue(functools.partial(tasks.decorated_async, 1), delay=5)

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import pickle
 import sys
 from collections.abc import Callable
+from types import CodeType
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, Self, TypeVar, Unpack, overload
 
 from .errors import ValidationError
@@ -39,6 +41,7 @@ class TaskFunction(Generic[P, R]):
     __sitq_task__ = True
     #: set on a task read through an instance (or a classmethod's class): (the class's task, instance, owner)
     _binding: tuple[TaskFunction[Any, Any], object, type[Any] | None] | None = None
+    _returns_coroutine = False  # set per task: its function is a coroutine function
 
     def __init__(
         self, func: Callable[P, R], options: TaskOptions, queue: TaskQueue | TaskQueueView | None = None
@@ -51,6 +54,42 @@ class TaskFunction(Generic[P, R]):
         # after update_wrapper: a function's own ``options`` or ``queue`` attribute must not replace these
         self.options = options
         self.queue: TaskQueue | TaskQueueView | None = queue
+        # calling it returns a coroutine: frameworks asking inspect/asyncio.iscoroutinefunction must await it
+        self._returns_coroutine = _is_coroutine_function(func)
+        if sys.version_info >= (3, 12) and self._returns_coroutine:
+            inspect.markcoroutinefunction(self)
+
+    if sys.version_info < (3, 12):
+        # Python 3.11 has no inspect.markcoroutinefunction: its inspect.iscoroutinefunction (which
+        # asyncio.iscoroutinefunction asks first) reads the CO_COROUTINE flag of ``__code__`` on any object
+        # that looks like a function (``__code__``, ``__name__``, ``__defaults__``, ``__kwdefaults__``).
+        # A task of a coroutine function looks like one; a task of a sync function does not, as before.
+
+        @property
+        def __code__(self) -> CodeType:
+            if not self._returns_coroutine:
+                raise AttributeError("__code__")
+            return _any_arguments.__code__  # an async function's (*args, **kwargs)
+
+        @property
+        def __defaults__(self) -> None:
+            if not self._returns_coroutine:
+                raise AttributeError("__defaults__")
+
+        @property
+        def __kwdefaults__(self) -> None:
+            if not self._returns_coroutine:
+                raise AttributeError("__kwdefaults__")
+
+        @property
+        def __signature__(self) -> inspect.Signature:
+            """The function's signature: ``inspect.signature`` would otherwise read the ``__code__`` above."""
+            if self._returns_coroutine:
+                try:
+                    return inspect.signature(self.__wrapped__)
+                except (TypeError, ValueError):
+                    pass
+            raise AttributeError("__signature__")
 
     @overload
     def __get__(self, instance: None, owner: type[Any] | None = None, /) -> Self: ...
@@ -140,6 +179,18 @@ def _bound_again(
         rebound._binding = bound._binding
         return rebound
     return bound
+
+
+def _is_coroutine_function(func: Callable[..., Any]) -> bool:
+    """True when ``func`` is a coroutine function (a bound async method, a partial of one), as inspect says."""
+    try:
+        return inspect.iscoroutinefunction(func)
+    except Exception:  # a user's object whose attribute lookup raises: not one
+        return False
+
+
+async def _any_arguments(*args: Any, **kwargs: Any) -> Any:
+    """Lends its code object to a task of a coroutine function on Python 3.11 (see ``TaskFunction``)."""
 
 
 def _check_queue(queue: object) -> None:
