@@ -379,6 +379,25 @@ async def test_enqueue_many_in_one_batch(queue: TaskQueue) -> None:
 
 
 @pytest.mark.asyncio
+async def test_enqueue_many_takes_a_one_tuple_and_its_error_lists_that_shape(queue: TaskQueue) -> None:
+    """``(func,)`` runs ``func()``, as documented: the message for a bad item names every accepted shape."""
+    [task_id] = await queue.enqueue_many([(tasks.make_object,)])
+    stored = await queue.get_task(task_id)
+    assert stored is not None and stored.function_name == "sitq_test_tasks:make_object"
+    worker = Worker(queue.backend)
+    await worker.start()
+    try:
+        result = await queue.get_result(task_id, timeout=10)
+    finally:
+        await worker.stop()
+    assert result is not None and result.status == TaskStatus.SUCCESS
+    for bad in (42, (), (tasks.add, (1,), {}, "extra")):
+        with pytest.raises(ValidationError) as info:
+            await queue.enqueue_many([(tasks.add, (1,)), bad])
+        assert "calls[1] must be a Call, a callable, or a (func[, args[, kwargs]]) tuple" in str(info.value)
+
+
+@pytest.mark.asyncio
 @pytest.mark.parametrize("size", [5, 700])
 async def test_a_bad_item_late_in_a_batch_stores_nothing(queue: TaskQueue, size: int) -> None:
     """Large batches are serialised while earlier chunks are being inserted: a late failure must still roll back."""

@@ -169,7 +169,7 @@ def _as_call(item: Any, index: int) -> Call:
         )
         return Call(item[0], args, kwargs)
     raise ValidationError(
-        f"calls[{index}] must be a Call, a callable, or a (func, args[, kwargs]) tuple; got {safe_repr(item)}",
+        f"calls[{index}] must be a Call, a callable, or a (func[, args[, kwargs]]) tuple; got {safe_repr(item)}",
         parameter="calls",
         value=item,
     )
@@ -507,8 +507,8 @@ class _Producer:
     async def enqueue_many(self, calls: Iterable[Any]) -> list[str]:
         """Store many calls in one transaction and return their ids in order.
 
-        Each item is a :class:`Call`, a bare callable, or ``(func, args)`` /
-        ``(func, args, kwargs)``. Nothing is stored when any item is invalid.
+        Each item is a :class:`Call`, a bare callable, or ``(func,)`` /
+        ``(func, args)`` / ``(func, args, kwargs)``. Nothing is stored when any item is invalid.
         """
         if isinstance(calls, (str, bytes)) or not isinstance(calls, Iterable):
             raise ValidationError(
