@@ -1054,7 +1054,13 @@ class PostgresBackend(Backend):
                         await self._store_result(conn, done["id"], status, None, done["error"], None, done)
                         finished.append(done["id"])
                         ended_ids.append(done["id"])
-                        if status == "failed":  # as the worker logs a final failure: id, function, attempts, error
+                        if status == "cancelled":  # as sitq-sqlite says it: nobody else reports this ending
+                            log.info(
+                                "task %s (%s) cancelled (its worker is gone)",
+                                done["id"],
+                                checks.one_log_line(done["function_name"]),
+                            )
+                        else:  # as the worker logs a final failure: id, function, attempts, error
                             log.warning(
                                 "task %s (%s) failed after %d attempt(s): %s",
                                 done["id"],

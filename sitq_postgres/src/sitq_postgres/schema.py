@@ -304,7 +304,7 @@ class Statements:
         self.cancel_expired = (
             f"UPDATE {s}.tasks SET status = 'cancelled', due = NULL, lease_token = NULL, finished_at = $1, "
             "lease_expiries = lease_expiries + 1, error = 'cancelled' WHERE seq = ANY($2::bigint[]) "
-            "RETURNING id, error, enqueued_at, started_at, finished_at, attempts, serializer"
+            "RETURNING id, error, enqueued_at, started_at, finished_at, attempts, serializer, function_name"
         )
         # Statements that update many task rows lock them in id order first (the "locked" CTE), so a
         # heartbeat and a finish of overlapping tasks cannot deadlock on each other.
