@@ -113,6 +113,26 @@ DISABLED_NAMED_IN_ERRORS = 5
 #: How many broken plugins an unknown-name error names, with their errors.
 BROKEN_NAMED_IN_ERRORS = 5
 _OBSERVER_ERROR_EVERY = 60.0  # seconds between two log lines about one plugin hook that keeps failing
+# (plugin, distribution, error) of every load failure logged as a warning: check_plugin and the listings load every
+# installed plugin into managers of their own, each of which would otherwise repeat the others' failures
+_logged_failures: set[tuple[str, str | None, str]] = set()
+_logged_failures_lock = threading.Lock()
+
+
+def forget_logged_failures() -> None:
+    """Let the next load log every plugin's failure again (``reset_plugin_manager``: a rediscovery)."""
+    with _logged_failures_lock:
+        _logged_failures.clear()
+
+
+def _first_time(record: PluginRecord, message: str) -> bool:
+    """Whether this plugin's load failure is logged for the first time in this process (and remember it)."""
+    key = (record.name, record.dist, message)
+    with _logged_failures_lock:
+        if key in _logged_failures:
+            return False
+        _logged_failures.add(key)
+        return True
 
 
 def _sentence(text: str | None) -> str:
@@ -215,10 +235,31 @@ class SitqPluginManager(pluggy.PluginManager):
         self.check_hooks()
 
     def register_plugin(self, plugin: object, name: str, *, dist: str | None = None) -> None:
-        """Register a plugin object (module or instance) and record it, e.g. from a test."""
+        """Register a plugin object (module or instance) in code and record it, checked as an entry point is.
+
+        A plugin an entry point would leave ``broken`` (a hook pluggy refuses, a misspelt or
+        ``async def`` hook, an unmarked hook and no working one) is refused at once with
+        ``BrokenPluginError`` naming the hook and the fix, and nothing of it is registered: a
+        program registering in code gets an exception, not a status it never looks at.
+        """
         self.ensure_loaded()
-        self.register(plugin, name=name)
-        self.records[name] = PluginRecord(name, dist, _dist_version(dist) if dist else None, "ok", in_code=True)
+        who = f"sitq plugin {name!r} (registered in code)" if dist is None else f"sitq plugin {name!r} from {dist}"
+        try:
+            self.register(plugin, name=name)
+        except pluggy.PluginValidationError as exc:  # a parameter the hook does not have
+            if self.is_registered(plugin):
+                self.unregister(plugin)
+            raise BrokenPluginError(
+                f"{who} was refused: {describe_exception(exc)}", parameter="plugin", value=name, cause=exc
+            ) from exc
+        problems, warnings = self._hook_problems(plugin)
+        if problems:
+            self.unregister(plugin)
+            raise BrokenPluginError(f"{who} was refused: {'; '.join(problems)}", parameter="plugin", value=name)
+        record = PluginRecord(name, dist, _dist_version(dist) if dist else None, "ok", in_code=True)
+        self.records[name] = record
+        for warning in warnings:
+            self._warn(record, warning)
         self._reset_registrations()
 
     def unregister_plugin(self, name: str) -> None:
@@ -307,13 +348,20 @@ class SitqPluginManager(pluggy.PluginManager):
             if self.is_registered(plugin):
                 self.unregister(plugin)
             self._broken(record, f"{describe_exception(exc)}", exc)
+            return
+        # checked now, not after every entry point has loaded: strict mode finds broken plugins in name order
+        self._check_plugin_hooks(ep.name, plugin)
 
     def _broken(self, record: PluginRecord, message: str, exc: BaseException | None) -> None:
         record.status, record.error, record.has_traceback = "broken", message, exc is not None
         self.records[record.name] = record
-        logger.warning("sitq plugin %s failed to load: %s", _who(record), message)
-        if exc is not None:
-            logger.debug("traceback of plugin %s", record.name, exc_info=exc)
+        self._observer_cache.clear()  # its observation hooks are no longer called
+        if _first_time(record, message):  # once per process, however many managers load it
+            logger.warning("sitq plugin %s failed to load: %s", _who(record), message)
+            if exc is not None:
+                logger.debug("traceback of plugin %s", record.name, exc_info=exc)
+        else:
+            logger.debug("sitq plugin %s failed to load again (logged before): %s", _who(record), message)
         if self._is_strict():
             origin = f"from {record.dist}" if record.dist is not None else "(registered in code)"
             error = BrokenPluginError(
@@ -380,13 +428,17 @@ class SitqPluginManager(pluggy.PluginManager):
         """
         for name in list(self.records):
             plugin = self.get_plugin(name)
-            if plugin is None:
-                continue
-            problems, warnings = self._hook_problems(plugin)
-            if problems:
-                self._broken(self.records[name], "; ".join(problems), None)
-            for warning in warnings:
-                self._warn(self.records[name], warning)
+            if plugin is not None:
+                self._check_plugin_hooks(name, plugin)
+
+    def _check_plugin_hooks(self, name: str, plugin: object) -> None:
+        """``check_hooks`` for one registered plugin: a broken one is unregistered, so none of its hooks is called."""
+        problems, warnings = self._hook_problems(plugin)
+        if problems:
+            self.unregister(plugin)  # first: strict mode raises in _broken
+            self._broken(self.records[name], "; ".join(problems), None)
+        for warning in warnings:
+            self._warn(self.records[name], warning)
 
     def _hook_problems(self, plugin: object) -> tuple[list[str], list[str]]:
         """What is wrong with a plugin's hooks: (problems that break it, warnings that leave it working).
@@ -394,10 +446,16 @@ class SitqPluginManager(pluggy.PluginManager):
         Unmarked functions are looked for only among the plugin's own attributes
         (a module's, a class's own ``__dict__``, an instance's and its class's
         own): a class inheriting no-op ``sitq_*`` defaults from a library base
-        and marking the ones it uses is right, and pluggy calls only marked ones.
+        and marking the ones it uses is right, and pluggy calls only marked ones. Marked
+        ones are found as pluggy's ``register`` finds them, so a plugin need not be registered.
         """
         known = [name for name in dir(hookspecs) if name.startswith("sitq_")]
-        implemented = {caller.name: caller for caller in self.get_hookcallers(plugin) or []}
+        marked: list[tuple[str, Callable[..., object], bool]] = []  # (hook it implements, function, optional)
+        for attribute in dir(plugin):
+            options = self.parse_hookimpl_opts(plugin, attribute)
+            if options is not None:
+                hook_name = options.get("specname") or attribute
+                marked.append((hook_name, getattr(plugin, attribute), bool(options.get("optionalhook"))))
         problems: list[str] = []
         unmarked: list[str] = []
         for attribute, value in _own_functions(plugin):
@@ -413,24 +471,22 @@ class SitqPluginManager(pluggy.PluginManager):
                     "@sitq_core.hookimpl (also sitq.hookimpl)"
                 )
         # marked ones (inherited too: pluggy registers them all), by the hook each implements: specname= if given
-        for hook_name, caller in sorted(implemented.items()):
-            for impl in caller.get_hookimpls():
-                if impl.plugin is not plugin:
-                    continue
-                if caller.has_spec():
-                    if _is_async(impl.function):
-                        problems.append(_ASYNC_HOOK.format(hook=hook_name))
-                elif impl.optionalhook:  # pluggy's way for one plugin to serve several sitq-core versions
-                    logger.debug(
-                        "sitq plugin %s: optional hook %s is not a hook of this sitq-core, so it is never called",
-                        impl.plugin_name,
-                        hook_name,
-                    )
-                else:
-                    guess = difflib.get_close_matches(hook_name, known, n=1)
-                    hint = f"; did you mean {guess[0]}?" if guess else ""
-                    problems.append(f"unknown hook {hook_name}{hint}")
-        working = any(caller.has_spec() for caller in implemented.values())
+        working = False
+        for hook_name, function, optional in sorted(marked, key=lambda found: found[0]):
+            if hook_name in known:
+                working = True
+                if _is_async(function):
+                    problems.append(_ASYNC_HOOK.format(hook=hook_name))
+            elif optional:  # pluggy's way for one plugin to serve several sitq-core versions
+                logger.debug(
+                    "sitq plugin %s: optional hook %s is not a hook of this sitq-core, so it is never called",
+                    self.get_name(plugin) or plugin,
+                    hook_name,
+                )
+            else:
+                guess = difflib.get_close_matches(hook_name, known, n=1)
+                hint = f"; did you mean {guess[0]}?" if guess else ""
+                problems.append(f"unknown hook {hook_name}{hint}")
         if working and not problems:
             return problems, unmarked
         return problems + unmarked, []
@@ -812,15 +868,28 @@ class SitqPluginManager(pluggy.PluginManager):
         cached = self._observer_cache.get(hook_name)
         if cached is None:
             self.ensure_loaded()
-            cached = bool(getattr(self.hook, hook_name).get_hookimpls())
+            cached = bool(self._observers(hook_name))
             self._observer_cache[hook_name] = cached
         return cached
+
+    def _observers(self, hook_name: str) -> list[pluggy.HookImpl]:
+        """The implementations of a hook to call, last registered first; none of a broken plugin's.
+
+        A plugin broken as it loads is not registered at all; one broken by its
+        registrations (found at the first lookup) keeps what it registered, but
+        its observation hooks are not called either.
+        """
+        return [
+            impl
+            for impl in reversed(getattr(self.hook, hook_name).get_hookimpls())
+            if self.records.get(impl.plugin_name, _NOT_BUILTIN).status != "broken"
+        ]
 
     def notify(self, hook_name: str, **kwargs: Any) -> None:
         """Call every implementation of an observation hook, isolating failures."""
         if not self.has_observers(hook_name):
             return
-        for impl in reversed(getattr(self.hook, hook_name).get_hookimpls()):
+        for impl in self._observers(hook_name):
             try:
                 outcome = impl.function(**{arg: kwargs[arg] for arg in impl.argnames})
                 if inspect.iscoroutine(outcome):

@@ -6,7 +6,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from .plugin_manager import SitqPluginManager
+from .plugin_manager import SitqPluginManager, forget_logged_failures
 
 __all__ = ["get_plugin_manager", "reset_plugin_manager", "use_plugin_manager"]
 
@@ -27,10 +27,11 @@ def get_plugin_manager() -> SitqPluginManager:
 
 
 def reset_plugin_manager() -> None:
-    """Forget the shared manager (the next use rediscovers entry points)."""
+    """Forget the shared manager (the next use rediscovers entry points, and logs their failures again)."""
     global _manager
     with _lock:
         _manager = None
+    forget_logged_failures()
 
 
 @contextmanager
