@@ -118,9 +118,11 @@ def sitq_task_succeeded(task: Task, result: Result, duration: float) -> None:
 def sitq_task_failed(task: Task, error: BaseException | str, will_retry: bool) -> None:
     """An attempt failed (worker process).
 
-    ``error`` is the exception the function raised (or a message for failures
-    outside the function, such as an unreadable payload); a task stopped at
-    its timeout gets a ``TimeoutError`` saying so. ``will_retry=False``
+    ``error`` is the exception the function raised or, for a payload the
+    worker cannot read, the one reading it raised (a ``SerializationError``,
+    usually; its text may differ from the stored result's error, which starts
+    "cannot load task ..."); a task stopped at its timeout gets a
+    ``TimeoutError`` saying so. ``will_retry=False``
     means the task is now final with status ``failed``. A task that ends
     ``cancelled`` comes to :func:`sitq_task_cancelled` instead. A poison
     pill (its lease expired once too often) is ended by the store inside
