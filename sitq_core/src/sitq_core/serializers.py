@@ -439,13 +439,15 @@ def _import_path(path: str) -> Callable[..., Any]:
         raise SerializationError(
             f"{path!r} is not a module-level function", operation="loads_call", data_type=type(target).__name__
         )
-    # a path that reaches a function under another name (a lambda bound to a module name, a closure
-    # returned by a factory, a function imported from elsewhere) is not one a producer sends: refused
-    own_path = f"{getattr(target, '__module__', None)}:{getattr(target, '__qualname__', None)}"
-    if own_path != path:
+    # a lambda bound to a module name or a closure a factory returned is not a module-level function, and
+    # no producer sends one; a function re-exported under another module's name is (a moved function's
+    # old path keeps working for the tasks stored under it)
+    own_qualname = getattr(target, "__qualname__", None)
+    if isinstance(own_qualname, str) and "<" in own_qualname:
+        own_path = f"{getattr(target, '__module__', None)}:{own_qualname}"
         raise SerializationError(
-            f"{path!r} is not a module-level function: it names {escaped_for_store(own_path)!r}, and "
-            "msgpack calls a function only by its own module:qualname",
+            f"{path!r} is not a module-level function: it names {escaped_for_store(own_path)!r} (a lambda or a "
+            "local function), which msgpack does not call",
             operation="loads_call",
             data_type="function",
         )
