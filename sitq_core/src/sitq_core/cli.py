@@ -632,7 +632,7 @@ def _import_function(path: str, allowed_tasks: list[str]) -> None:
         # imported into that module from another: new tasks name the function's own module, so that entry
         # alone matches only tasks stored under the old path (allowing both keeps draining those)
         raise ValidationError(
-            f"--allow-task {path}: that name refers to {own_path} (defined elsewhere and imported there); "
+            f"--allow-task {path}: that name refers to {own_path} (another name for it: imported or assigned); "
             f"tasks calling it are stored under its own path: use --allow-task {own_path} (give both to "
             "also run tasks stored under the old path)",
             parameter="allow_task",
