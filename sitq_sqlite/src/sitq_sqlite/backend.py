@@ -85,6 +85,7 @@ from .schema import (
     missing_indexes,
     to_us,
 )
+from .undecodable import Undecodable, is_undecodable, tolerant_text
 from .watcher import WORK_KEY, Wakeups, Watcher, _file_identity, _known_identity, file_opened_again, report_file_gone
 
 if TYPE_CHECKING:
@@ -157,6 +158,7 @@ _COUNT_SQL = f"SELECT count(*) FROM (SELECT 1 FROM tasks INDEXED BY tasks_claim 
 _FIRST_LANES = 64
 _LANES_GROWTH = 4
 _SCAN_ROWS_PER_LANE = 128
+_ALL_ROWS = 1 << 62  # a count no table reaches
 _CLAIM_SCAN_SQL = (
     "SELECT seq, due, status, lease_expiries, max_lease_expiries, cancel_requested, priority "
     "FROM tasks INDEXED BY tasks_claim "
@@ -164,10 +166,6 @@ _CLAIM_SCAN_SQL = (
 )
 _MIN_DUE_SCAN_SQL = (  # the tasks counted (up to a bound) and their least due
     f"SELECT count(*), min(due) FROM (SELECT due FROM tasks INDEXED BY tasks_claim WHERE {ACTIVE} {{}} LIMIT ?)"
-)
-_INSERT_RESULT = (
-    "INSERT OR REPLACE INTO results (task_id, id, status, value, error, traceback, enqueued_at, "
-    "started_at, finished_at, attempts, serializer) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 # Set-based statements: one statement (one sqlite3_step, one GIL release) per chunk of rows instead
 # of one per row; with the worker's other threads wanting the GIL, per-row steps cost twice as much.
@@ -928,6 +926,7 @@ class SQLiteBackend(Backend):
                 return found
             log.debug("%s changed during an immutable read; reading it again through an ordinary connection", self.path)
             fresh = sqlite3.connect(self.path, isolation_level=None)
+            fresh.text_factory = conn.text_factory  # tolerant_text too when this job is read again with it
             try:
                 self._configure(fresh)
                 return fn(fresh)
@@ -1015,25 +1014,35 @@ class SQLiteBackend(Backend):
             # behind slow work of this process (a big batch, a purge) would fail at the first conflict
             deadline = max(since + self.busy_timeout, now + min(self.busy_timeout, _OWN_BUSY_WAIT))
         attempt = 0
-        while True:
-            try:
-                return fn(conn)
-            except sqlite3.OperationalError as exc:
-                if conn.in_transaction:
-                    conn.rollback()
-                if not _is_busy(exc):
-                    raise
-                if time.monotonic() >= deadline:
-                    raise _Busy(str(exc)) from exc
-                attempt += 1
-                pause = random.uniform(0.00002, min(0.004, 0.0001 * (2 ** min(attempt, 6))))
-                if not let_forks_through:
-                    time.sleep(pause)
-                    continue
-                with forks.gate.stepped_out():
-                    time.sleep(pause)
-                if _is_closed(conn):
-                    raise ConnectionClosedForFork from exc
+        text_factory: Any = None  # the connection's own, while it reads with tolerant_text
+        try:
+            while True:
+                try:
+                    return fn(conn)
+                except sqlite3.OperationalError as exc:
+                    if conn.in_transaction:
+                        conn.rollback()
+                    if is_undecodable(exc) and text_factory is None:
+                        # a TEXT value that is not UTF-8 (changed by hand, or damage): run the job again reading
+                        # such values as Undecodable, which the row checks name; only this job pays for it
+                        text_factory, conn.text_factory = conn.text_factory, tolerant_text
+                        continue
+                    if not _is_busy(exc):
+                        raise
+                    if time.monotonic() >= deadline:
+                        raise _Busy(str(exc)) from exc
+                    attempt += 1
+                    pause = random.uniform(0.00002, min(0.004, 0.0001 * (2 ** min(attempt, 6))))
+                    if not let_forks_through:
+                        time.sleep(pause)
+                        continue
+                    with forks.gate.stepped_out():
+                        time.sleep(pause)
+                    if _is_closed(conn):
+                        raise ConnectionClosedForFork from exc
+        finally:
+            if text_factory is not None:
+                conn.text_factory = text_factory
 
     def _write(self, conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], T]) -> T:
         """``write_transaction`` on the file connected to (see ``_check_file``)."""
@@ -1288,9 +1297,9 @@ class SQLiteBackend(Backend):
 
         def body(conn: sqlite3.Connection) -> list[Any]:
             ended: list[Any] = []
-            for token, _task_id, error in claims:
+            for token, _task_id, error, serializer_read in claims:
                 seq = _token_seq(token)
-                conn.execute(_UNREADABLE_RESULT_SQL, (error, _MIN_US, _MAX_US, now, seq, token))
+                conn.execute(_UNREADABLE_RESULT_SQL, (error, _MIN_US, _MAX_US, now, seq, token, serializer_read))
                 row = conn.execute(_UNREADABLE_FINISH_SQL, (now, error, seq, token)).fetchone()
                 if row is not None:
                     ended.append(row[0])
@@ -1301,7 +1310,7 @@ class SQLiteBackend(Backend):
         except SitqError as exc:
             log.warning("could not end %d claimed task row(s) that cannot be read: %s", len(claims), exc)
             return
-        for _token, task_id, error in claims:
+        for _token, task_id, error, _serializer_read in claims:
             if task_id in ended:
                 log.warning("task %r failed without running: %s (was its row changed outside sitq?)", task_id, error)
         readable = [task_id for task_id in ended if isinstance(task_id, str)]
@@ -1336,10 +1345,10 @@ class SQLiteBackend(Backend):
                 ended = 0
                 for seq, _due, status, expiries, max_expiries, cancel_requested in candidates:
                     if status == "running" and cancel_requested:  # cancelled while its worker was gone
-                        ended_ids.append(_end_expired(conn, seq, now, cancelled=True))
+                        ended_ids.extend(_end_expired(conn, seq, now, cancelled=True))
                         ended += 1
                     elif status == "running" and _expired_too_often(expiries, max_expiries):
-                        ended_ids.append(_end_expired(conn, seq, now, cancelled=False))
+                        ended_ids.extend(_end_expired(conn, seq, now, cancelled=False))
                         ended += 1
                     else:
                         claimed.append(seq)
@@ -1526,14 +1535,11 @@ class SQLiteBackend(Backend):
         def body(conn: sqlite3.Connection) -> bool | None:
             row = conn.execute(
                 "UPDATE tasks SET status = 'cancelled', due = NULL, finished_at = ?, error = 'cancelled' "
-                "WHERE id = ? AND status = 'queued' RETURNING enqueued_at, started_at, attempts, serializer",
+                "WHERE id = ? AND status = 'queued' RETURNING seq",
                 (now, task_id),
             ).fetchone()
             if row is not None:
-                conn.execute(
-                    _INSERT_RESULT,
-                    (task_id, task_id, "cancelled", None, "cancelled", None, row[0], row[1], now, row[2], row[3]),
-                )
+                conn.execute(_ENDED_RESULT_SQL, row)
                 return None  # final now: wake result waiters
             cur = conn.execute("UPDATE tasks SET cancel_requested = 1 WHERE id = ? AND status = 'running'", (task_id,))
             return cur.rowcount > 0
@@ -1659,7 +1665,11 @@ class SQLiteBackend(Backend):
         def body(after: int) -> Callable[[sqlite3.Connection], tuple[int, int]]:
             def delete_chunk(conn: sqlite3.Connection) -> tuple[int, int]:
                 rows = conn.execute(chunk, (after, *params)).fetchall()
-                conn.executemany("DELETE FROM results WHERE task_id = ?", [(task_id,) for _seq, task_id in rows])
+                ids = [(task_id,) for _seq, task_id in rows if type(task_id) is str]
+                conn.executemany("DELETE FROM results WHERE task_id = ?", ids)
+                if len(ids) < len(rows):  # an id changed by hand (not text, or not UTF-8 text: no str binds it)
+                    odd = [(seq,) for seq, task_id in rows if type(task_id) is not str]
+                    conn.executemany("DELETE FROM results WHERE task_id = (SELECT id FROM tasks WHERE seq = ?)", odd)
                 conn.executemany("DELETE FROM tasks WHERE seq = ?", [(seq,) for seq, _task_id in rows])
                 return len(rows), (rows[-1][0] if rows else after)
 
@@ -2060,7 +2070,13 @@ def _lanes_or_scan(
     lanes: list[_Lane] = []
     most = _FIRST_LANES
     while True:
-        if _walk_lanes(conn, queues, lanes, most):
+        walked = _walk_lanes(conn, queues, lanes, most)
+        if conn.text_factory is tolerant_text and any(type(value) is Undecodable for lane in lanes for value in lane):
+            # a lane named by text that is not UTF-8 (changed by hand) cannot be bound again to read it: one pass
+            if fits is not None:
+                fits(_ALL_ROWS)
+            return None
+        if walked:
             return lanes
         rows = most * _SCAN_ROWS_PER_LANE
         if fits(rows) if fits is not None else _rows_up_to(conn, queues, rows) < rows:
@@ -2163,6 +2179,8 @@ def _sqlite_order(value: Any) -> tuple[int, Any]:
     """
     if type(value) is int or type(value) is float:
         return 1, value
+    if type(value) is Undecodable:  # text that is not UTF-8 (read with tolerant_text): among the text, roughly
+        return 2, str(value)
     return (2, value) if type(value) is str else (3, value) if type(value) is bytes else (0, 0)
 
 
@@ -2325,29 +2343,38 @@ def _probe_write(conn: sqlite3.Connection) -> None:
             conn.rollback()
 
 
-def _end_expired(conn: sqlite3.Connection, seq: int, now: int, *, cancelled: bool) -> str:
+def _end_expired(conn: sqlite3.Connection, seq: int, now: int, *, cancelled: bool) -> list[str]:
     """End a task whose lease expired instead of handing it out again, with a result saying why.
 
     ``cancelled``: a cancel was requested while it ran (its worker is gone, so
     nobody will report it); otherwise its lease expired ``max_lease_expiries``
-    times (a poison pill): failed.
+    times (a poison pill): failed. Returns its id, or nothing when the id is
+    not text that can be read (no one can ask for it by that id).
     """
     status, error = ("cancelled", "'cancelled'") if cancelled else ("failed", _POISON_ERROR)
     row = conn.execute(
         f"UPDATE tasks SET status = '{status}', due = NULL, lease_token = NULL, finished_at = ?, "
         f"error = {error}, lease_expiries = lease_expiries + 1 WHERE seq = ? "
-        "RETURNING id, error, enqueued_at, started_at, attempts, serializer, function_name",
+        "RETURNING id, error, attempts, function_name",
         (now, seq),
     ).fetchone()
-    task_id, error_text, enqueued_at, started_at, attempts, serializer, function_name = row
-    result = (task_id, task_id, status, None, error_text, None, enqueued_at, started_at, now, attempts, serializer)
-    conn.execute(_INSERT_RESULT, result)
+    task_id, error_text, attempts, function_name = row
+    conn.execute(_ENDED_RESULT_SQL, (seq,))
     shown = checks.one_log_line(function_name) if isinstance(function_name, str) else repr(function_name)
     if cancelled:
         log.info("task %s (%s) cancelled (its worker is gone)", task_id, shown)
     else:  # as the worker logs a final failure: id, function, attempts and error
         log.warning("task %s (%s) failed after %s attempt(s): %s", task_id, shown, attempts, error_text)
-    return str(task_id)
+    return [task_id] if type(task_id) is str else []
+
+
+# The result of a task row just ended by the store itself (an expired lease, a cancel): copied by SQLite, so
+# that a value Python cannot read or bind back (text that is not UTF-8) is kept as stored.
+_ENDED_RESULT_SQL = (
+    "INSERT OR REPLACE INTO results (task_id, id, status, value, error, traceback, enqueued_at, started_at, "
+    "finished_at, attempts, serializer) SELECT id, id, status, NULL, error, NULL, enqueued_at, started_at, "
+    "finished_at, attempts, serializer FROM tasks WHERE seq = ?"
+)
 
 
 _POISON_ERROR = "'lease expired after ' || attempts || ' attempts'"
@@ -2368,22 +2395,24 @@ def _leases(claims: list[_Claim]) -> tuple[list[ReservedTask], list[_UnreadableC
         try:
             task = _task_of_row(row)
         except _RowProblems as problems:
-            unreadable.append((token, row[0], str(problems)))
+            unreadable.append((token, row[0], str(problems), "serializer" not in problems.columns))
             continue
         leases.append(ReservedTask(task=task, lease_token=token, lease_expires_at=from_us(expires)))
     return leases, unreadable
 
 
-_UnreadableClaim = tuple[str, Any, str]  # (lease token, the row's id as stored, why it cannot be read)
+# (lease token, the row's id as stored, why it cannot be read, whether its serializer can be read)
+_UnreadableClaim = tuple[str, Any, str, bool]
 
 # A claimed row that cannot be read ends failed, fenced by its lease (seq and token, still running). Its result
-# copies only what reads back (an unreadable enqueued_at is left NULL), so that the result itself can be read.
+# copies only what reads back (an unreadable enqueued_at is left NULL, a serializer that is not UTF-8 text empty),
+# so that the result itself can be read.
 _UNREADABLE_RESULT_SQL = (
     "INSERT OR REPLACE INTO results (task_id, id, status, value, error, traceback, enqueued_at, started_at, "
     "finished_at, attempts, serializer) SELECT id, id, 'failed', NULL, ?1, NULL, "
     "CASE WHEN typeof(enqueued_at) = 'integer' AND enqueued_at BETWEEN ?2 AND ?3 THEN enqueued_at END, "
     "started_at, ?4, CASE WHEN typeof(attempts) = 'integer' THEN attempts ELSE 0 END, "
-    "CASE WHEN typeof(serializer) = 'text' THEN serializer ELSE '' END "
+    "CASE WHEN ?7 AND typeof(serializer) = 'text' THEN serializer ELSE '' END "
     "FROM tasks WHERE seq = ?5 AND lease_token = ?6 AND status = 'running'"
 )
 _UNREADABLE_FINISH_SQL = (
@@ -2461,7 +2490,7 @@ _RESULT_COLUMNS = (
 )
 _RESULT_NULLABLE = _NULLABLE | {"enqueued_at"}
 _RESULT_FIELDS = [(name, "final" if name == "status" else _KIND_OF[name]) for name in _RESULT_COLUMNS.split(", ")]
-_STORAGE_CLASS = {str: "text", bytes: "blob", int: "integer", float: "real"}
+_STORAGE_CLASS = {str: "text", bytes: "blob", int: "integer", float: "real", Undecodable: "text"}
 
 
 def _row_problems(
@@ -2477,7 +2506,9 @@ def _row_problems(
                 damage = True
             continue
         expected, fits, _instead = _KINDS[kind]
-        if not fits(value):
+        if kind == "text" and type(value) is Undecodable:  # read with tolerant_text: bytes that are not UTF-8
+            problems.append((name, f"stored {name} is not valid UTF-8: {_shown(value)}"))
+        elif not fits(value):
             problems.append((name, f"stored {name} is not {expected}: {_shown(value)}"))
             damage = damage or kind == "status"  # the tasks table's CHECK allows only the five
     return _RowProblems(table, problems, damage=damage)
@@ -2494,11 +2525,17 @@ def _shown(value: Any) -> str:
 def _with_marker(
     row: Sequence[Any], fields: list[tuple[str, str]], nullable: frozenset[str], problems: _RowProblems
 ) -> list[Any]:
-    """``row`` with each value it cannot take replaced (NULL where allowed, else empty, zero or 1970)."""
+    """``row`` with each value it cannot take replaced (NULL where allowed, else empty, zero or 1970).
+
+    Text that is not UTF-8 is shown instead, each bad byte as a backslash escape (``a\\xff``).
+    """
     fixed = list(row)
     for index, (name, kind) in enumerate(fields):
         if name in problems.columns:
-            fixed[index] = None if name in nullable else _KINDS[kind][2]
+            if kind == "text" and type(row[index]) is Undecodable:
+                fixed[index] = str(row[index])
+            else:
+                fixed[index] = None if name in nullable else _KINDS[kind][2]
     return fixed
 
 
@@ -2524,7 +2561,7 @@ def _row_to_task(row: Sequence[Any]) -> Task:
         fixed = _with_marker(row, _TASK_FIELDS, _NULLABLE, problems)
         if "id" in problems.columns:  # it still names its row
             fixed[0] = row[0].decode("utf-8", "backslashreplace") if isinstance(row[0], bytes) else str(row[0])
-        fixed[18] = _marked_error(problems, row[18])
+        fixed[18] = _marked_error(problems, fixed[18])
         return _task_of_row(fixed)
 
 
@@ -2615,7 +2652,7 @@ def _row_to_result(row: Sequence[Any]) -> Result:
         fixed = _with_marker(row, _RESULT_FIELDS, _RESULT_NULLABLE, problems)
         if fixed[2] == "success" and problems.columns & {"value", "serializer"}:
             fixed[2] = "failed"
-        fixed[4] = _marked_error(problems, row[4])
+        fixed[4] = _marked_error(problems, fixed[4])
         return _result_of_row(fixed)
 
 

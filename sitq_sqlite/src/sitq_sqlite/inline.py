@@ -35,6 +35,8 @@ from typing import Any, TypeVar
 from sitq_core import forks
 from sitq_core.forks import gate
 
+from .undecodable import is_undecodable, tolerant_text
+
 __all__ = ["Fallback", "InlinePath", "is_busy", "write_transaction"]
 
 T = TypeVar("T")
@@ -104,17 +106,26 @@ class InlinePath:
     ) -> tuple[T, float]:
         """``fn`` on ``conn``, waiting out a busy lock for at most ``busy_wait``; returns it and its start time."""
         began = time.perf_counter()
-        while True:
-            try:
-                return (write_transaction(conn, fn) if write else fn(conn)), began
-            except sqlite3.OperationalError as exc:
-                if conn.in_transaction:
-                    conn.rollback()
-                if not is_busy(exc):
-                    raise
-                if time.perf_counter() - began >= self._busy_wait:
-                    raise Fallback from exc
-                time.sleep(random.uniform(0.00002, 0.0001))
+        text_factory: Any = None  # the connection's own, while it reads with tolerant_text
+        try:
+            while True:
+                try:
+                    return (write_transaction(conn, fn) if write else fn(conn)), began
+                except sqlite3.OperationalError as exc:
+                    if conn.in_transaction:
+                        conn.rollback()
+                    if is_undecodable(exc) and text_factory is None:
+                        # a TEXT value that is not UTF-8: again, reading such values as Undecodable (this call only)
+                        text_factory, conn.text_factory = conn.text_factory, tolerant_text
+                        continue
+                    if not is_busy(exc):
+                        raise
+                    if time.perf_counter() - began >= self._busy_wait:
+                        raise Fallback from exc
+                    time.sleep(random.uniform(0.00002, 0.0001))
+        finally:
+            if text_factory is not None:
+                conn.text_factory = text_factory
 
     def execute(self, sql: str, parameters: Sequence[Any]) -> None:
         """Run one write statement as its own (autocommit) transaction, or raise :class:`Fallback`.

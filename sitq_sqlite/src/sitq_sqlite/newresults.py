@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import sqlite3
 
+from .undecodable import is_undecodable, tolerant_text
+
 __all__ = ["NewResults"]
 
 
@@ -39,7 +41,25 @@ class NewResults:
         self._known = False
 
     def scan(self, conn: sqlite3.Connection) -> list[str] | None:
-        """The task ids with a result added since the last scan; ``None`` means "could be any"."""
+        """The task ids with a result added since the last scan; ``None`` means "could be any".
+
+        A task id that is not UTF-8 text (changed by hand) failed every scan
+        that read it, which then woke every waiter: such a scan is read again
+        with ``tolerant_text``, and the id left out (no one waits by it).
+        """
+        try:
+            return self._scan(conn)
+        except sqlite3.OperationalError as exc:
+            if not is_undecodable(exc):
+                raise
+        text_factory, conn.text_factory = conn.text_factory, tolerant_text
+        try:
+            task_ids = self._scan(conn)
+        finally:
+            conn.text_factory = text_factory
+        return None if task_ids is None else [task_id for task_id in task_ids if type(task_id) is str]
+
+    def _scan(self, conn: sqlite3.Connection) -> list[str] | None:
         if not self._known:
             self._known, self._last = True, self._newest(conn)
             return None
