@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from sitq import TaskQueue, ValidationError, Worker
+from sitq import SQLiteBackend, TaskQueue, ValidationError, Worker
 from sitq_core.models import TaskStatus
 
 import sitq_test_tasks as tasks
@@ -248,3 +248,133 @@ def test_a_sync_task_stops_its_own_worker_with_asyncio_run(url: str) -> None:
         assert asyncio.run(_status(url, task_id)) == TaskStatus.SUCCESS
     finally:
         del WORKERS[url]
+
+
+def run_until_complete_in_thread(worker: Worker, loop: asyncio.AbstractEventLoop) -> InThread:
+    """``loop.run_until_complete(worker.run())`` in a thread, the loop left open afterwards (as is common)."""
+    runner = InThread(lambda: loop.run_until_complete(worker.run()), "worker-run")
+    wait_until_sync(lambda: worker.running)
+    return runner
+
+
+def test_a_run_driven_by_run_until_complete_is_stopped_from_another_loop(url: str) -> None:
+    """run()'s end stops that loop before it hands the stop's end over (one more step): the stop hung, polling."""
+    loop = asyncio.new_event_loop()
+    try:
+        worker = Worker(url)
+        runner = run_until_complete_in_thread(worker, loop)
+        began = time.monotonic()
+        stop_from_another_thread(worker).result()
+        assert time.monotonic() - began < 5.0
+        runner.result()
+        assert not worker.running
+    finally:
+        loop.close()
+
+
+def test_a_timeout_there_gives_the_running_task_back_before_the_stop_returns(url: str, gate: None) -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        worker = Worker(url)
+        runner = run_until_complete_in_thread(worker, loop)
+        task_id = asyncio.run(_enqueue(url, tasks.wait_for_gate, 60.0))
+        assert tasks.GATE_REACHED.wait(BOUND)
+        stop_from_another_thread(worker, timeout=0.1).result()
+        assert asyncio.run(_status(url, task_id)) == TaskStatus.QUEUED  # given back already
+        runner.result()
+    finally:
+        loop.close()
+
+
+class CloseFails(SQLiteBackend):
+    async def close(self) -> None:
+        await super().close()
+        raise OSError("the store could not be closed")
+
+
+def test_the_stops_error_reaches_the_caller_when_that_loop_stopped_at_once(tmp_path: Path) -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        worker = Worker(CloseFails(tmp_path / "app.db"))
+        worker._owns_backend = True  # as for a URL: the stop closes it, and that fails
+        runner = run_until_complete_in_thread(worker, loop)
+        with pytest.raises(OSError, match="could not be closed"):
+            stop_from_another_thread(worker).result()
+        runner.result()
+        assert not worker.running
+    finally:
+        loop.close()
+
+
+def test_a_start_on_another_loop_during_the_stops_first_step_gets_the_stop(url: str) -> None:
+    """stop() looked for the worker's loop once, before its ``sleep(0)``: a start() on another thread during that
+    sleep had the stop run here, on the caller's loop, with the objects of the worker's loop."""
+    worker = Worker(url)
+    loop = asyncio.new_event_loop()
+    try:
+        stopping = loop.create_task(worker.stop())
+        loop.call_soon(loop.stop)
+        loop.run_forever()  # one step: the stop waits in its sleep(0), nothing running or starting
+        assert not stopping.done()
+        runner = run_in_thread(worker)
+        began = time.monotonic()
+        loop.run_until_complete(asyncio.wait_for(stopping, BOUND))
+        assert time.monotonic() - began < 5.0
+        runner.result()
+        assert not worker.running
+    finally:
+        loop.close()
+
+
+def test_a_run_still_connecting_under_run_until_complete_is_stopped_from_another_loop(tmp_path: Path) -> None:
+    """The stop wins over the connect, run() returns and that loop stops a step before the stop's own end."""
+    connecting = threading.Event()
+
+    class NeverConnects(SQLiteBackend):
+        async def connect(self) -> None:
+            connecting.set()
+            await asyncio.Event().wait()  # a store locked by another process: only the stop ends this
+
+    loop = asyncio.new_event_loop()
+    try:
+        worker = Worker(NeverConnects(tmp_path / "app.db"))
+        runner = InThread(lambda: loop.run_until_complete(worker.run()), "worker-run")
+        assert connecting.wait(BOUND)
+        stop_from_another_thread(worker).result()
+        runner.result()
+        assert not worker.running and worker._starting is None
+        loop.run_until_complete(asyncio.gather(*asyncio.all_tasks(loop)))  # the stop handed there ends too
+    finally:
+        loop.close()
+
+
+def test_the_stops_error_reaches_the_caller_when_that_loop_stops_before_the_stop_returns(
+    tmp_path: Path, gate: None
+) -> None:
+    """As an application that stops its loop once the stop has ended: the stop handed there never returns."""
+    loop = asyncio.new_event_loop()
+    looper = InThread(loop.run_forever, "loop")
+    try:
+        worker = Worker(CloseFails(tmp_path / "app.db"))
+        worker._owns_backend = True  # as for a URL: the stop closes it, and that fails
+        asyncio.run_coroutine_threadsafe(worker.start(), loop).result(BOUND)
+        asyncio.run(_enqueue(f"sqlite:///{tmp_path / 'app.db'}", tasks.wait_for_gate))
+        assert tasks.GATE_REACHED.wait(BOUND)
+        stopper = stop_from_another_thread(worker)
+        wait_until_sync(lambda: worker._stop_task is not None)
+
+        def stop_the_loop_as_the_stop_ends() -> None:
+            assert worker._stop_task is not None
+            worker._stop_task.add_done_callback(lambda _: loop.stop())
+
+        loop.call_soon_threadsafe(stop_the_loop_as_the_stop_ends)
+        tasks.GATE.set()
+        looper.result()
+        with pytest.raises(OSError, match="could not be closed"):
+            stopper.result()
+        assert not worker.running
+        loop.run_until_complete(asyncio.gather(*asyncio.all_tasks(loop)))  # the stop handed there ends too
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        looper.result()
+        loop.close()

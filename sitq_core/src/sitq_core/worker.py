@@ -626,18 +626,24 @@ class Worker:
                 value=timeout,
             )
         timeout = seconds  # a Fraction or Decimal as float
+        here = asyncio.get_running_loop()
         its_loop = self._its_loop()
-        if its_loop is not None and its_loop is not asyncio.get_running_loop():
-            await self._stop_on_its_loop(its_loop, timeout)
-            return
-        if not self._running and self._starting is None:
+        if its_loop is None:
             # ``asyncio.create_task(worker.start())`` just before: let that start take its first step
             await asyncio.sleep(0)
+            its_loop = self._its_loop()  # or one on another thread began meanwhile
+        if its_loop is not None and its_loop is not here:
+            await self._stop_on_its_loop(its_loop, timeout)
+            return
         if self._starting is not None:  # start() is connecting: make it give up, and wait for it
             self._stop_requested = True
             if self._stop_asked is not None and not self._stop_asked.done():
                 self._stop_asked.set_result(None)
             await asyncio.shield(self._starting)
+            its_loop = self._its_loop()
+            if its_loop is not None and its_loop is not here:  # started again meanwhile, on another thread's loop
+                await self._stop_on_its_loop(its_loop, timeout)
+                return
         if not self._running or self._stopping is None:
             return
         caller = self._own_running_task()
@@ -678,6 +684,9 @@ class Worker:
         loop closed under the running worker can run nothing more
         (``_loop_closed``); one stopped but open would run the stop only when
         it runs again, so that is an error rather than a wait of unknown length.
+        That loop may stop as the worker's run ends (``run_until_complete(run())``
+        returning), a step or two before the stop there returns: a worker no
+        longer running (its give-back done) on a loop no longer running is stopped.
         """
         if loop.is_closed():
             self._loop_closed()
@@ -687,19 +696,41 @@ class Worker:
                 f"worker {self.worker_id} runs on an event loop that is not running: await stop() on that loop "
                 "(loop.run_until_complete(worker.stop()))"
             )
-        stopping = self.stop(timeout)
+        ended: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        async def stop_there() -> None:
+            # tells its end itself, in the step it returns (a done-callback would need one more step there)
+            try:
+                await self.stop(timeout)
+            except asyncio.CancelledError:
+                ended.cancel()
+                raise
+            except BaseException as exc:  # the caller's, to raise
+                with contextlib.suppress(concurrent.futures.InvalidStateError):  # the caller gave up
+                    ended.set_exception(exc)
+                if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: that loop's to stop on
+                    raise
+            else:
+                with contextlib.suppress(concurrent.futures.InvalidStateError):
+                    ended.set_result(None)
+
+        earlier = self._stop_task  # a stop begun after this one is handed over is this one's (or one it joins)
+        stopping = stop_there()
         try:
-            handed = asyncio.run_coroutine_threadsafe(stopping, loop)
+            asyncio.run_coroutine_threadsafe(stopping, loop)
         except RuntimeError:  # the loop closed just now
             stopping.close()
             self._loop_closed()
             return
-        waiting = asyncio.wrap_future(handed)
+        waiting = asyncio.wrap_future(ended)
         waiting.add_done_callback(_drop_outcome)  # a caller that gives up leaves it unread
         # cancelled by the end of the worker's loop, the stop's give-back (_give_back_all) still runs there
         while not waiting.done() or (waiting.cancelled() and self._running):
             if loop.is_closed():  # it ended before it ran the stop (or its give-back) to the end
                 self._loop_closed()
+                return
+            if not (self._running or self._starting is not None or loop.is_running()):
+                self._stopped_there(earlier)
                 return
             # the loop's end shows only as its closing: look again now and then
             if waiting.done():
@@ -708,6 +739,15 @@ class Worker:
                 await asyncio.wait({waiting}, timeout=_OTHER_LOOP_CHECK)
         if not waiting.cancelled():
             waiting.result()  # the stop's own error, if it failed
+
+    def _stopped_there(self, earlier: asyncio.Future[None] | None) -> None:
+        """Raise the error of the stop that ended on the worker's loop, which stopped before it could say so."""
+        stop_task = self._stop_task
+        if stop_task is None or stop_task is earlier or not stop_task.done() or stop_task.cancelled():
+            return
+        error = stop_task.exception()  # a done future's, read from this thread
+        if error is not None:
+            raise error
 
     def _loop_closed(self) -> None:
         """The worker's event loop was closed while it ran, its tasks never cancelled: mark the worker stopped.
