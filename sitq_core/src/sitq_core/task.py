@@ -64,6 +64,9 @@ class TaskFunction(Generic[P, R]):
         # asyncio.iscoroutinefunction asks first) reads the CO_COROUTINE flag of ``__code__`` on any object
         # that looks like a function (``__code__``, ``__name__``, ``__defaults__``, ``__kwdefaults__``).
         # A task of a coroutine function looks like one; a task of a sync function does not, as before.
+        # Tools that read ``__code__``, ``__defaults__`` or ``__kwdefaults__`` directly see a stub
+        # ``(*args, **kwargs)`` with no defaults: ``inspect.signature`` (``__signature__`` below) is the
+        # source of the function's real parameters.
 
         @property
         def __code__(self) -> CodeType:
