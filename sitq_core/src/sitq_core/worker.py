@@ -1233,7 +1233,7 @@ class Worker:
                 failures = 0
                 if self._single_reports and batch:
                     self._single_reports -= 1
-                pacer.observe(time.perf_counter() - began)
+                pacer.observe(time.perf_counter() - began, len(live) + len(reserved))
                 accepted = await self._stored_before(live, accepted)
                 self._finished(batch, live, accepted)
                 if want:
