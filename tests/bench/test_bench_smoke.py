@@ -89,3 +89,15 @@ def test_concurrent_enqueue_bench_runs(tmp_path: Path) -> None:
     assert len(rows) == 6, proc.stdout
     for row in rows:
         assert re.match(r"\| .+ \| +[\d,]+ \|", row), row
+
+
+def test_back_to_back_bench_runs() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "back_to_back.py"), "--rounds", "5", "--pause", "0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert re.search(r"enqueue -> start [\d.]+ ms .* end -> get_result [\d.]+ ms", proc.stdout), proc.stdout
