@@ -26,6 +26,7 @@ import errno
 import functools
 import heapq
 import logging
+import operator
 import os
 import random
 import re
@@ -220,6 +221,9 @@ _PURGE_CHUNK_ROWS = 2000  # final tasks deleted per purge transaction (the write
 _INLINE_MAX_ROWS = 16  # larger enqueue batches go through the connection thread (the loop stays free)
 _INLINE_CLAIM_MAX = 32  # reserves asking for more claim on the connection thread (the loop stays free)
 _TASK_COLUMN_COUNT = 21  # parameters per task row (TASK_COLUMNS plus due)
+_ERROR_COLUMN = 18  # the error's index in a task row (_task_row)
+_PAYLOAD_OF = operator.itemgetter(1)
+_ERROR_OF = operator.itemgetter(_ERROR_COLUMN)
 _TASK_ROW = f"({', '.join('?' * _TASK_COLUMN_COUNT)})"
 _FRESH_TAIL = ("queued", 0, 0, None, None, None, None, 0)  # row[12:20] of a never-run task
 _INSERT_FRESH_SQL = (  # one never-run task: the state columns keep their defaults (8 fewer parameters to bind)
@@ -229,6 +233,12 @@ _INSERT_FRESH_SQL = (  # one never-run task: the state columns keep their defaul
 )
 _ROW_LIMIT = 1_000_000_000 - (1 << 20)  # SQLITE_MAX_LENGTH (a string, a blob or a whole row), less room for the rest
 _INSERT_ROWS_PER_STATEMENT = 400  # multi-row INSERTs: one SQLite step per chunk, not per row
+# Bytes of values (payloads, result values, errors, tracebacks; ids and names are not counted) a multi-row
+# statement binds at most; a larger row is written by itself. sqlite3 caches each statement text with the
+# parameters bound last (copies, kept until that text runs again), so multi-row statements of every row count
+# would each keep a batch of big values: a worker returning 5 MB results grew by gigabytes. So each cached
+# multi-row statement keeps at most this much, and each one-row statement (one fixed text per kind) one row.
+_STATEMENT_BYTES = 256 * 1024
 _FEED_CHUNK_ROWS = 100  # rows per chunk handed to the connection thread by large enqueue_many calls
 _STREAM_BUDGET = 0.05  # seconds of building a streamed batch may keep the write lock (projected)
 _YIELD_AFTER = 0.005  # seconds of back-to-back inline calls before the event loop gets a turn
@@ -1470,6 +1480,7 @@ class SQLiteBackend(Backend):
             if first_token.setdefault(outcome.task_id, outcome.lease_token) != outcome.lease_token:
                 conflicted.add(outcome.task_id)
         finals: list[Any] = []  # flat VALUES parameters, _FINAL_COLUMNS per row
+        sizes: list[int] = []  # bytes of each final row's value, error and traceback
         in_set: list[tuple[int, int, str]] = []  # (index, seq, task id) of outcomes in the set statements
         singles: list[tuple[int, Outcome, int]] = []  # (index, outcome, seq), run one by one in order
         seen: set[tuple[str, str]] = set()
@@ -1482,19 +1493,17 @@ class SQLiteBackend(Backend):
             final = outcome.kind != "retry" and outcome.kind != "release"
             if final and outcome.task_id not in conflicted:
                 finals += _final_parameters(outcome, seq, now)
+                sizes.append(len(outcome.value or b"") + len(outcome.error or "") + len(outcome.traceback or ""))
                 in_set.append((index, seq, outcome.task_id))
             else:
                 singles.append((index, outcome, seq))
+        runs = list(_byte_runs(sizes, _FINAL_ROWS_PER_STATEMENT))
 
         def body(conn: sqlite3.Connection) -> tuple[list[bool], bool, list[str]]:
             accepted = [False] * len(outcomes)
             taken: set[tuple[int, str]] = set()
-            step = _FINAL_ROWS_PER_STATEMENT * _FINAL_COLUMNS
-            for start in range(0, len(finals), step):
-                chunk = finals[start : start + step]
-                values = ",".join([_FINAL_ROW] * (len(chunk) // _FINAL_COLUMNS))
-                conn.execute(_RESULTS_SQL_SET.format(values), chunk)
-                taken.update(conn.execute(_FINISH_SQL_SET.format(values), chunk))
+            for start, end in runs:
+                taken.update(_finish_rows(conn, finals[start * _FINAL_COLUMNS : end * _FINAL_COLUMNS]))
             for index, seq, task_id in in_set:
                 accepted[index] = (seq, task_id) in taken
             requeued = False
@@ -1908,23 +1917,18 @@ def _checkpoint(conn: sqlite3.Connection) -> None:
 
 def _insert_rows(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
     """Insert task rows with multi-row ``INSERT ... VALUES (...), (...)`` statements (about 3 µs/row less
-    than ``executemany``)."""
+    than ``executemany``), split to the bound-variable limit and to _STATEMENT_BYTES."""
     if len(rows) == 1:
         conn.execute(_insert_sql(1), rows[0])
         return
-    _insert_flat(conn, [value for row in rows for value in row], len(rows))
-
-
-def _insert_flat(conn: sqlite3.Connection, parameters: list[Any], rows: int) -> None:
-    """Insert ``rows`` task rows given as flat parameters, split to the connection's bound-variable limit."""
     per = min(_INSERT_ROWS_PER_STATEMENT, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // _TASK_COLUMN_COUNT)
     per = max(1, per)
-    if rows <= per:
-        conn.execute(_insert_sql(rows), parameters)
+    if len(rows) <= per and sum(map(len, map(_PAYLOAD_OF, rows))) <= _STATEMENT_BYTES and not any(map(_ERROR_OF, rows)):
+        conn.execute(_insert_sql(len(rows)), [value for row in rows for value in row])  # the usual batch
         return
-    for start in range(0, rows, per):
-        chunk = parameters[start * _TASK_COLUMN_COUNT : (start + per) * _TASK_COLUMN_COUNT]
-        conn.execute(_insert_sql(len(chunk) // _TASK_COLUMN_COUNT), chunk)
+    sizes = [len(row[1]) + _text_size(row[_ERROR_COLUMN]) for row in rows]
+    for start, end in _byte_runs(sizes, per):
+        conn.execute(_insert_sql(end - start), [value for row in rows[start:end] for value in row])
 
 
 def _insert_groups(conn: sqlite3.Connection, groups: list[tuple[tuple[Any, ...], list[Any]]]) -> None:
@@ -1933,9 +1937,32 @@ def _insert_groups(conn: sqlite3.Connection, groups: list[tuple[tuple[Any, ...],
     limit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
     per = max(1, min(_INSERT_ROWS_PER_STATEMENT, (limit - _TASK_COLUMN_COUNT) // 2))
     for shared, pairs in groups:
-        for start in range(0, len(pairs), 2 * per):
-            part = pairs[start : start + 2 * per]
-            conn.execute(_insert_shared_sql(len(part) // 2), (*shared, *part))
+        error = _text_size(shared[_ERROR_COLUMN - 2])  # bound once per statement
+        payloads = pairs[1::2]
+        if len(payloads) <= per and error + sum(map(len, payloads)) <= _STATEMENT_BYTES:  # the usual chunk
+            conn.execute(_insert_shared_sql(len(payloads)), (*shared, *pairs))
+            continue
+        sizes = list(map(len, payloads))
+        for start, end in _byte_runs(sizes, per, error):
+            conn.execute(_insert_shared_sql(end - start), (*shared, *pairs[2 * start : 2 * end]))
+
+
+def _text_size(value: Any) -> int:
+    """The length of a task's stored error (whatever an application put there: most often None)."""
+    return len(value) if isinstance(value, str | bytes) else 0
+
+
+def _byte_runs(sizes: list[int], most: int, shared: int = 0) -> Iterator[tuple[int, int]]:
+    """The rows of each statement, as (start, end) indexes: at most ``most`` rows, and values (``sizes`` per
+    row plus ``shared`` per statement) of at most _STATEMENT_BYTES unless the statement holds one row."""
+    start, total = 0, shared
+    for end, size in enumerate(sizes):
+        if end > start and (end - start == most or total + size > _STATEMENT_BYTES):
+            yield start, end
+            start, total = end, shared
+        total += size
+    if start < len(sizes):
+        yield start, len(sizes)
 
 
 @functools.lru_cache(maxsize=64)
@@ -2861,9 +2888,18 @@ def _integer(name: str, value: Any, *, minimum: int) -> int:
 
 def _finish_one(conn: sqlite3.Connection, outcome: Outcome, seq: int, now: int) -> Any:
     """One final outcome, fenced: its result row, then its task row; the task's row, or None when refused."""
-    one = _final_parameters(outcome, seq, now)
-    conn.execute(_RESULTS_SQL_SET.format(_FINAL_ROW), one)
-    return conn.execute(_FINISH_SQL_SET.format(_FINAL_ROW), one).fetchone()
+    return _finish_rows(conn, _final_parameters(outcome, seq, now)).fetchone()
+
+
+def _finish_rows(conn: sqlite3.Connection, parameters: Sequence[Any]) -> sqlite3.Cursor:
+    """The set-based finish of final rows (``_FINAL_COLUMNS`` parameters each): their result rows, then their
+    task rows; a cursor over the (seq, id) of the rows accepted."""
+    rows = len(parameters) // _FINAL_COLUMNS
+    values = _FINAL_ROW if rows == 1 else ",".join([_FINAL_ROW] * rows)
+    conn.execute(_RESULTS_SQL_SET.format(values), parameters)
+    if rows == 1:  # the UPDATE reads neither value nor traceback: its cached statement keeps no copy of big ones
+        parameters = (*parameters[:7], None, None)
+    return conn.execute(_FINISH_SQL_SET.format(values), parameters)
 
 
 def _cancelled_instead(outcome: Outcome) -> Outcome:
