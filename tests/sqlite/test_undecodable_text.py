@@ -264,7 +264,7 @@ async def test_only_the_call_that_meets_such_text_reads_with_the_tolerant_decode
 ) -> None:
     """The hot path keeps sqlite3's own decoding: the tolerant text_factory is put back after the call."""
     import sitq_sqlite.backend as sqlite_backend
-    import sitq_sqlite.inline as sqlite_inline
+    import sitq_sqlite.undecodable as undecodable
     from sitq_sqlite.undecodable import tolerant_text
 
     calls: list[bytes] = []
@@ -274,7 +274,7 @@ async def test_only_the_call_that_meets_such_text_reads_with_the_tolerant_decode
         return tolerant_text(raw)
 
     monkeypatch.setattr(sqlite_backend, "tolerant_text", counted)
-    monkeypatch.setattr(sqlite_inline, "tolerant_text", counted)
+    monkeypatch.setattr(undecodable, "tolerant_text", counted)  # what read_tolerantly switches to
     path = tmp_path / "hot.db"
     good, bad = (Task(id=new_id(), payload=b"ok") for _ in range(2))
     async with SQLiteBackend(path) as backend:

@@ -86,7 +86,7 @@ from .schema import (
     missing_indexes,
     to_us,
 )
-from .undecodable import Undecodable, is_undecodable, tolerant_text
+from .undecodable import Undecodable, read_tolerantly, tolerant_text
 from .watcher import WORK_KEY, Wakeups, Watcher, _file_identity, _known_identity, file_opened_again, report_file_gone
 
 if TYPE_CHECKING:
@@ -1032,10 +1032,9 @@ class SQLiteBackend(Backend):
                 except sqlite3.OperationalError as exc:
                     if conn.in_transaction:
                         conn.rollback()
-                    if is_undecodable(exc) and text_factory is None:
+                    if text_factory is None and (text_factory := read_tolerantly(conn, exc)) is not None:
                         # a TEXT value that is not UTF-8 (changed by hand, or damage): run the job again reading
                         # such values as Undecodable, which the row checks name; only this job pays for it
-                        text_factory, conn.text_factory = conn.text_factory, tolerant_text
                         continue
                     if not _is_busy(exc):
                         raise

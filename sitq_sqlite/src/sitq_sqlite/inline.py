@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 from sitq_core import forks
 from sitq_core.forks import gate
 
-from .undecodable import is_undecodable, tolerant_text
+from .undecodable import read_tolerantly
 
 __all__ = ["Fallback", "InlinePath", "is_busy", "write_transaction"]
 
@@ -114,10 +114,8 @@ class InlinePath:
                 except sqlite3.OperationalError as exc:
                     if conn.in_transaction:
                         conn.rollback()
-                    if is_undecodable(exc) and text_factory is None:
-                        # a TEXT value that is not UTF-8: again, reading such values as Undecodable (this call only)
-                        text_factory, conn.text_factory = conn.text_factory, tolerant_text
-                        continue
+                    if text_factory is None and (text_factory := read_tolerantly(conn, exc)) is not None:
+                        continue  # a TEXT value that is not UTF-8: again, reading such values as Undecodable
                     if not is_busy(exc):
                         raise
                     if time.perf_counter() - began >= self._busy_wait:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from .undecodable import is_undecodable, tolerant_text
+from .undecodable import read_tolerantly
 
 __all__ = ["NewResults"]
 
@@ -50,9 +50,9 @@ class NewResults:
         try:
             return self._scan(conn)
         except sqlite3.OperationalError as exc:
-            if not is_undecodable(exc):
+            text_factory = read_tolerantly(conn, exc)
+            if text_factory is None:
                 raise
-        text_factory, conn.text_factory = conn.text_factory, tolerant_text
         try:
             task_ids = self._scan(conn)
         finally:

@@ -12,8 +12,9 @@ connection's ``text_factory``, which turns such a value into an
 from __future__ import annotations
 
 import sqlite3
+from typing import Any
 
-__all__ = ["Undecodable", "is_undecodable", "tolerant_text"]
+__all__ = ["Undecodable", "is_undecodable", "read_tolerantly", "tolerant_text"]
 
 
 class Undecodable:
@@ -48,3 +49,15 @@ def tolerant_text(raw: bytes) -> str | Undecodable:
 def is_undecodable(exc: BaseException) -> bool:
     """True for sqlite3's error on a TEXT value that is not UTF-8 (raised while a row is fetched)."""
     return isinstance(exc, sqlite3.OperationalError) and str(exc).startswith("Could not decode to UTF-8")
+
+
+def read_tolerantly(conn: sqlite3.Connection, exc: BaseException) -> Any:
+    """After ``exc``, sqlite3's decode error: make ``conn`` read with :func:`tolerant_text`, for a retry.
+
+    Returns the connection's own ``text_factory``, for the caller to put back
+    once the retried job is done; None when ``exc`` is another error.
+    """
+    if not is_undecodable(exc):
+        return None
+    own, conn.text_factory = conn.text_factory, tolerant_text
+    return own
