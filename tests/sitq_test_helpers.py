@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import threading
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
@@ -87,3 +90,39 @@ def shown_by(error: BaseException) -> str:
             texts += [repr(value) for value in context.values()]
         pending += [linked for linked in (current.__cause__, current.__context__) if linked is not None]
     return "\n".join(texts)
+
+
+def in_child(work: Callable[[], Any], timeout: float = 30.0, *, on_new_thread: bool = False) -> int:
+    """Run ``work`` in a forked child; its exit code (0: it returned, 1: it raised, -SIGALRM: it hung).
+
+    ``on_new_thread``: run it on a new thread of the child (the forking thread
+    may have had a running event loop, which ``asyncio.run`` refuses).
+    """
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        signal.alarm(int(timeout))
+        failed: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                work()
+            except BaseException as exc:
+                failed.append(exc)
+
+        if on_new_thread:
+            thread = threading.Thread(target=run)
+            thread.start()
+            thread.join()
+        else:
+            run()
+        os._exit(1 if failed else 0)
+    deadline = time.monotonic() + timeout + 10
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:  # pragma: no cover - a hung child
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return -signal.SIGKILL
+        time.sleep(0.02)

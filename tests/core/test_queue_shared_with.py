@@ -5,9 +5,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import os
-import signal
-import threading
-import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +15,7 @@ import pytest_asyncio
 from sitq import SQLiteBackend, TaskQueue, TaskQueueError, Worker
 
 import sitq_test_tasks as tasks
-from sitq_test_helpers import wait_until
+from sitq_test_helpers import in_child, wait_until
 
 
 @pytest.fixture
@@ -284,35 +281,6 @@ async def test_a_copy_made_inside_a_block_counts_its_own_blocks(path: Path) -> N
 needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
 
-def in_child(work: Callable[[], Any], timeout: float = 30.0) -> int:
-    """Run ``work`` in a forked child, on a new thread (the forking one has a running loop); its exit code."""
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - runs in the child
-        signal.alarm(int(timeout))
-        failed: list[BaseException] = []
-
-        def run() -> None:
-            try:
-                work()
-            except BaseException as exc:
-                failed.append(exc)
-
-        thread = threading.Thread(target=run)
-        thread.start()
-        thread.join()
-        os._exit(1 if failed else 0)
-    deadline = time.monotonic() + timeout + 10
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        if time.monotonic() > deadline:  # pragma: no cover - a hung child
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            return -signal.SIGKILL
-        time.sleep(0.02)
-
-
 @needs_fork
 @pytest.mark.asyncio
 async def test_a_child_forked_inside_a_block_counts_its_own_blocks_from_nothing(path: Path) -> None:
@@ -326,7 +294,7 @@ async def test_a_child_forked_inside_a_block_counts_its_own_blocks_from_nothing(
                 await queue.enqueue(tasks.add, 1)
             assert is_closed(queue), "the child's block left the queue open: it counted the parent's"
 
-        assert in_child(lambda: asyncio.run(child_block())) == 0
+        assert in_child(lambda: asyncio.run(child_block()), on_new_thread=True) == 0
         assert not is_closed(queue), "the child closed the parent's queue"
         assert (await queue.counts())["queued"] == 2
     assert is_closed(queue)
@@ -345,7 +313,7 @@ async def test_a_child_leaving_the_block_it_was_forked_in_closes_its_queue(path:
             await queue.__aexit__(None, None, None)  # what the inherited block does as the child leaves it
             assert is_closed(queue)
 
-        assert in_child(lambda: asyncio.run(child_exit())) == 0
+        assert in_child(lambda: asyncio.run(child_exit()), on_new_thread=True) == 0
         assert not is_closed(queue)
         assert (await queue.counts())["queued"] == 2
     assert is_closed(queue)

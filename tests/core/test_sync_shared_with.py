@@ -6,9 +6,7 @@ import asyncio
 import contextlib
 import gc
 import os
-import signal
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,7 +17,7 @@ import pytest
 from sitq import SQLiteBackend, SyncTaskQueue, SyncTaskQueueError, Worker
 
 import sitq_test_tasks as tasks
-from sitq_test_helpers import wait_until_sync
+from sitq_test_helpers import in_child, wait_until_sync
 
 
 @pytest.fixture
@@ -247,28 +245,6 @@ def test_a_queue_reopened_after_the_last_exit_and_dropped_still_warns(path: Path
 
 
 needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-
-
-def in_child(work: Callable[[], Any], timeout: float = 30.0) -> int:
-    """Run ``work`` in a forked child; its exit code (0: it returned, 1: it raised, -SIGALRM: it hung)."""
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - runs in the child
-        signal.alarm(int(timeout))
-        try:
-            work()
-        except BaseException:
-            os._exit(1)
-        os._exit(0)
-    deadline = time.monotonic() + timeout + 10
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        if time.monotonic() > deadline:  # pragma: no cover - a hung child
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            return -signal.SIGKILL
-        time.sleep(0.02)
 
 
 @needs_fork

@@ -16,31 +16,9 @@ from sitq_test_postgres import DSN, drop_schema, require_postgres
 from sitq import SyncTaskQueue, TaskQueue
 
 import sitq_test_tasks as tasks
-from sitq_test_helpers import wait_until_sync
+from sitq_test_helpers import in_child, wait_until_sync
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-
-
-def in_child(work: Callable[[], Any], timeout: float = 30.0) -> int:
-    """Run ``work`` in a forked child; its exit code (0: it returned, 1: it raised, -SIGALRM: it hung)."""
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - runs in the child
-        signal.alarm(int(timeout))
-        try:
-            work()
-        except BaseException:
-            os._exit(1)
-        os._exit(0)
-    deadline = time.monotonic() + timeout + 10
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            return -signal.SIGKILL
-        time.sleep(0.02)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
