@@ -16,7 +16,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
-from types import TracebackType
+from types import FunctionType, TracebackType
 from typing import Any, ParamSpec, Self, TypeVar, Unpack, overload
 
 from . import checks, forks
@@ -143,6 +143,36 @@ def _refuse_generator_function(func: Any, where: str = "", parameter: str = "fun
             parameter=parameter,
             value=func if value is None else value,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _FunctionFacts:
+    """What ``enqueue`` works out about a function that passed its checks: its stored name, its sitq task."""
+
+    name: str
+    task: TaskFunction[Any, Any] | None
+
+
+# per plain function or sitq task: its facts, worked out at its first enqueue rather than at every one
+# (a bound method or a partial is a new object per call: remembering those would only cost)
+_function_facts: CallableMemo[_FunctionFacts] = CallableMemo()
+
+
+def _checked_function(func: Any) -> _FunctionFacts:
+    """Refuse what cannot be a task (not callable, a generator function); return ``func``'s facts."""
+    memoable = type(func) is FunctionType or is_task_function(func)
+    if memoable:
+        facts = _function_facts.get(func)
+        if facts is not None:
+            return facts
+    if not callable(func):
+        raise ValidationError(f"func must be callable, got {type(func).__name__}", parameter="func", value=func)
+    _refuse_generator_function(func)
+    # the task itself, or one under a functools.wraps decorator put outside it
+    facts = _FunctionFacts(function_path(func), task_of(func))
+    if memoable:
+        _function_facts.remember(func, facts)
+    return facts
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,19 +369,17 @@ class _Producer:
         eta: datetime,
         task_id: str | None = None,
     ) -> Task:
-        if not callable(func):
-            raise ValidationError(f"func must be callable, got {type(func).__name__}", parameter="func", value=func)
-        _refuse_generator_function(func)
+        facts = _checked_function(func)
         if kwargs:
             _refuse_option_keywords(func, kwargs)
-        decorated = task_of(func)  # the task itself, or one under a functools.wraps decorator put outside it
+        decorated = facts.task
         if decorated is not None:
             options, eta = self._with_task_defaults(decorated.options, options, now, eta)
         return Task(
             id=task_id or new_id(),
             payload=_dumps_call(self._serializer, func, args, kwargs),
             serializer=self._serializer.name,
-            function_name=function_path(func),
+            function_name=facts.name,
             queue=options.queue_name,
             priority=options.priority,
             eta=eta,
