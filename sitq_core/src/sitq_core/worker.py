@@ -1245,9 +1245,11 @@ class Worker:
             if self._closing and not self._outcomes:
                 return
             can_reserve = drained and not self._stopping.is_set()
-            woke_for_work = await self._idle(can_reserve=can_reserve, timeout=await self._idle_timeout())
-            if woke_for_work or not can_reserve:
-                drained = False
+            await self._idle(can_reserve=can_reserve, timeout=await self._idle_timeout())
+            # Look again after every wake, the outcome's too: wait_for_work covers only the notices since
+            # the last reserve began, and the wait just ended took that reserve's mark. Work announced
+            # while the outcome is reported would go unheard until the poll interval ran out.
+            drained = False
 
     def _store_gone(self, exc: StoreGoneError) -> None:
         """The store is gone for good (a SQLite file deleted or replaced): stop, and let ``run()`` raise.
