@@ -31,8 +31,8 @@ the same rate whatever the window, and grouping it saves commits. So the
 adaptive window tests which case it is in: every so often, 8 paced commits
 at the full window are followed by 8 at a quarter of it. When the short
 ones moved claims and finishes at a clearly higher rate (30% more), the
-pause is what holds the clients back, and pacing goes off for 8 commits,
-then 64, 512 and 4096 while the test keeps failing; a test that passes
+pause is what holds the clients back, and pacing goes off for 64 commits,
+then 512 and 4096 while the test keeps failing; a test that passes
 keeps it on. A window the user set (``batch_window``) is not tested.
 """
 
@@ -158,7 +158,7 @@ class CommitPacer:
             short_rate = self._carried[1] / max(self._spent[1], 1e-9)
             if short_rate > _FASTER * full_rate:  # the pause holds work back more than it groups it
                 self._failed_tests += 1
-                self._unpaced = min(_PROBED_UNPACED_MAX, _UNPACED_GROWTH**self._failed_tests)
+                self._unpaced = min(_PROBED_UNPACED_MAX, _UNPACED_GROWTH ** (self._failed_tests + 1))
                 self._since_test = _PROBE_EVERY  # tested again as soon as pacing resumes
             else:
                 self._failed_tests = 0
