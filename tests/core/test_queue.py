@@ -72,6 +72,19 @@ async def test_a_function_enqueued_again_keeps_its_name_and_task_options(queue: 
 
 
 @pytest.mark.asyncio
+async def test_what_enqueue_remembers_of_a_task_does_not_keep_it_alive(queue: TaskQueue) -> None:
+    import gc
+    import weakref
+
+    decorated = sitq.task(tasks.add, max_retries=2)
+    await queue.enqueue(decorated, 1)
+    gone = weakref.ref(decorated)
+    del decorated
+    gc.collect()
+    assert gone() is None
+
+
+@pytest.mark.asyncio
 async def test_non_callable_is_refused_and_nothing_stored(queue: TaskQueue) -> None:
     await queue.enqueue(tasks.add, 1)
     with pytest.raises(ValidationError) as info:

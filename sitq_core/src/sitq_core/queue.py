@@ -150,7 +150,12 @@ class _FunctionFacts:
     """What ``enqueue`` works out about a function that passed its checks: its stored name, its sitq task."""
 
     name: str
-    task: TaskFunction[Any, Any] | None
+    is_task: bool  # the function is a sitq task itself (not kept in ``task``: a value must not hold its key)
+    task: TaskFunction[Any, Any] | None  # the sitq task a functools.wraps wrapper wraps
+
+    def task_of(self, func: Any) -> TaskFunction[Any, Any] | None:
+        """The sitq task ``func`` (whose facts these are) is or wraps."""
+        return func if self.is_task else self.task
 
 
 # per plain function or sitq task: its facts, worked out at its first enqueue rather than at every one
@@ -169,7 +174,8 @@ def _checked_function(func: Any) -> _FunctionFacts:
         raise ValidationError(f"func must be callable, got {type(func).__name__}", parameter="func", value=func)
     _refuse_generator_function(func)
     # the task itself, or one under a functools.wraps decorator put outside it
-    facts = _FunctionFacts(function_path(func), task_of(func))
+    decorated = task_of(func)
+    facts = _FunctionFacts(function_path(func), decorated is func, None if decorated is func else decorated)
     if memoable:
         _function_facts.remember(func, facts)
     return facts
@@ -372,7 +378,7 @@ class _Producer:
         facts = _checked_function(func)
         if kwargs:
             _refuse_option_keywords(func, kwargs)
-        decorated = facts.task
+        decorated = facts.task_of(func)
         if decorated is not None:
             options, eta = self._with_task_defaults(decorated.options, options, now, eta)
         return Task(
