@@ -84,7 +84,9 @@ _IDS_NAMED = 10  # task ids named in a line about outcomes given up on or left u
 _LEASE_TRUST = 0.9  # of a lease counted on without a renewal (its clock started a little before we got it)
 _CANCEL_GRACE = 2.0  # seconds stop() waits for a cancelled background loop to end
 _OTHER_LOOP_CHECK = 0.1  # seconds between looks at the worker's loop from a stop() awaited on another loop
-_SUSPECT_WAIT = 5.0  # seconds a suspect waits for the tasks running beside it before it starts anyway
+# seconds a suspect is kept off this worker while tasks run here (given back: held unstarted, it would count an
+# expiry if one of them killed the worker); then it starts beside them: one may wait for work reserved only here
+_SUSPECT_WAIT = 5.0
 # seconds a suspect runs alone: a poison pill kills its worker early in its run (a crash on its input, an
 # allocation the OOM killer stops); one that kills later takes what was reserved beside it along, and each of
 # those comes back a suspect itself, so max_lease_expiries still ends the one present at every crash
@@ -427,8 +429,11 @@ class Worker:
         # runs alone here (for its first _SUSPECT_ALONE seconds), so a poison pill cannot take the tasks
         # beside it down with it again and again.
         self._suspect: _Running | None = None
-        self._suspect_since = 0.0  # monotonic time the suspect was reserved
-        self._suspect_timer: asyncio.TimerHandle | None = None  # starts it (_SUSPECT_WAIT), then ends its isolation
+        self._suspect_timer: asyncio.TimerHandle | None = None  # ends its isolation (_SUSPECT_ALONE)
+        # (task id, monotonic time) of a suspect given back while tasks ran here (_isolate_suspects): nothing
+        # is reserved until they have ended or _SUSPECT_WAIT has passed since that time
+        self._deferred: tuple[str, float] | None = None
+        self._deferred_timer: asyncio.TimerHandle | None = None  # wakes the reserving when _SUSPECT_WAIT is up
         self._batches: dict[ThreadBatch, list[_Running]] = {}  # sync batches running (or queued) in the pool
         self._handoff_timer: asyncio.TimerHandle | None = None  # looks again when a batch is old enough (_hand_off)
         self._one_at_a_time = False  # suspects came in a batch: reserve one task per call until they are through
@@ -569,6 +574,7 @@ class Worker:
         self._waiting.clear()
         self._outcomes.clear()
         self._suspect, self._one_at_a_time, self._suspect_timer = None, False, None
+        self._deferred, self._deferred_timer = None, None
         self._batches, self._handoff_timer = {}, None
         self._renewals_failing, self._loop_stall_seen = False, -math.inf
         self._closing = False
@@ -1162,7 +1168,7 @@ class Worker:
         while True:
             batch = self._take_outcomes()
             want = 0
-            if not self._stopping.is_set() and not drained and self._suspect is None:
+            if not self._stopping.is_set() and not drained and self._suspect is None and not self._deferring():
                 free = self.max_concurrency - self._hung_slots
                 want = max(0, free + (self._ahead() if free > 0 else 0) - (len(self._held) - len(batch)))
                 if self._one_at_a_time:
@@ -1523,17 +1529,33 @@ class Worker:
             self._dispatch()
             self._watch_prefetched()
 
-    def _start_suspect_later(self) -> None:
-        """Try ``_dispatch`` again once the suspect has waited ``_SUSPECT_WAIT`` for the running tasks."""
-        if self._suspect_timer is not None or self._loop is None:
+    def _deferring(self) -> bool:
+        """True while a suspect given back for the tasks running here keeps this worker from reserving."""
+        if self._deferred is None or self._executing == 0:
+            return False
+        return time.monotonic() - self._deferred[1] < _SUSPECT_WAIT
+
+    def _defer_suspect(self, suspect: _Running) -> None:
+        """Note ``suspect`` as given back for the tasks running here; reserve again once ``_SUSPECT_WAIT`` is up.
+
+        An earlier note of the same task keeps its time: the wait is bounded
+        however often the task comes back before it is up.
+        """
+        now = time.monotonic()
+        if self._deferred is None or self._deferred[0] != suspect.id:
+            self._deferred = (suspect.id, now)
+        if self._deferred_timer is not None:
+            self._deferred_timer.cancel()
+            self._deferred_timer = None
+        if self._loop is None:
             return
-        delay = max(0.0, self._suspect_since + _SUSPECT_WAIT - time.monotonic()) + 0.001
 
         def again() -> None:
-            self._suspect_timer = None
-            self._dispatch()
+            self._deferred_timer = None
+            self._poke()
 
-        self._suspect_timer = self._loop.call_later(delay, again)
+        delay = max(0.0, self._deferred[1] + _SUSPECT_WAIT - now) + 0.001
+        self._deferred_timer = self._loop.call_later(delay, again)
 
     def _end_isolation_later(self, suspect: _Running) -> None:
         """Reserve and start beside ``suspect`` again once it has run alone for ``_SUSPECT_ALONE`` seconds.
@@ -1544,7 +1566,7 @@ class Worker:
         """
         if self._loop is None:
             return
-        if self._suspect_timer is not None:  # its start-later, if still pending: it has started
+        if self._suspect_timer is not None:
             self._suspect_timer.cancel()
 
         def end() -> None:
@@ -1668,30 +1690,72 @@ class Worker:
         What was reserved with it, and what waits here unstarted, goes back
         to the queue at once (not counted as attempts): if the suspect kills
         this process too, they are not lost with it and do not have a lease
-        expiry counted against them. Tasks already running finish first; the
-        suspect starts when they have (``_dispatch``), and nothing is reserved
-        until it has ended or run alone for ``_SUSPECT_ALONE`` seconds.
+        expiry counted against them. Nothing is reserved until the suspect
+        has ended or run alone for ``_SUSPECT_ALONE`` seconds.
+
+        While tasks run here, the suspect itself goes back too, and nothing is
+        reserved until they have ended (or ``_SUSPECT_WAIT`` has passed: one
+        of them may wait for work only this worker would reserve; the suspect
+        then starts beside them). Held here unstarted until they end, it would
+        die with any of them that kills this worker, a poison pill past its own
+        time alone above all, and count an expiry for a crash it had no part
+        in, as often as the pill's: the two reached ``max_lease_expiries``
+        together and the innocent task ended failed with the pill.
         """
         suspects = [r for r in runnings if _crash_suspect(r.reserved.task)]
         if suspects:  # more may follow (a crashed worker's batch): one per reserve until one comes back clean
             self._one_at_a_time = True
         elif runnings:
             self._one_at_a_time = False
+            self._deferred = None
         if not suspects:
             return runnings
         keep = suspects[0]
         others = [r for r in runnings if r is not keep]
         for running in runnings:  # held (its lease renewed) while the others go back
             self._held[running.id] = running
+        beside = self._executing
+        name = checks.one_log_line(keep.reserved.task.function_name)
+        noted = self._deferred is not None and self._deferred[0] == keep.id
+        waited_out = noted and not self._deferring()
+        if beside and not waited_out:
+            if not noted:
+                logger.info(
+                    "worker %s: task %s (%s) comes back from an expired lease (its worker died, or could not "
+                    "renew in time); given back until the %d task(s) running here have ended (at most %g s), "
+                    "to run alone",
+                    self.worker_id,
+                    keep.id,
+                    name,
+                    beside,
+                    _SUSPECT_WAIT,
+                )
+            self._defer_suspect(keep)
+            await self._release(suspects, "unstarted")
+            return [r for r in runnings if r not in suspects]  # the others run beside what runs here, as usual
+        self._deferred = None
+        if self._deferred_timer is not None:
+            self._deferred_timer.cancel()
+            self._deferred_timer = None
         self._suspect = keep
-        self._suspect_since = time.monotonic()
-        logger.info(
-            "worker %s: task %s (%s) comes back from an expired lease (its worker died, or could not renew "
-            "in time); running it alone",
-            self.worker_id,
-            keep.id,
-            checks.one_log_line(keep.reserved.task.function_name),
-        )
+        if beside:
+            logger.info(
+                "worker %s: task %s (%s) comes back from an expired lease (its worker died, or could not renew "
+                "in time); running it now beside the %d task(s) still running here after %g s, nothing else",
+                self.worker_id,
+                keep.id,
+                name,
+                beside,
+                _SUSPECT_WAIT,
+            )
+        else:
+            logger.info(
+                "worker %s: task %s (%s) comes back from an expired lease (its worker died, or could not renew "
+                "in time); running it alone",
+                self.worker_id,
+                keep.id,
+                name,
+            )
         await self._release(others, "unstarted")
         await self._release_waiting()
         return [keep]
@@ -1930,13 +1994,8 @@ class Worker:
         """Start waiting tasks while slots are free; consecutive sync tasks share one thread hop."""
         while self._waiting and self._executing < self.max_concurrency:
             suspect = self._suspect
-            if suspect is not None:  # it runs alone: once what runs now has ended, and nothing beside it
-                # ... but not after waiting _SUSPECT_WAIT for it: a running task may wait for work this
-                # worker no longer reserves while it holds the suspect
-                waited_enough = time.monotonic() - self._suspect_since >= _SUSPECT_WAIT
-                if (self._executing > 0 and not waited_enough) or suspect not in self._waiting:
-                    if self._executing > 0 and suspect in self._waiting:
-                        self._start_suspect_later()
+            if suspect is not None:  # it runs alone (kept only when nothing ran here, or after _SUSPECT_WAIT)
+                if suspect not in self._waiting:  # still loading, or started: nothing starts beside it
                     return
                 self._waiting.remove(suspect)
                 call = self._decode(suspect)
