@@ -2671,8 +2671,15 @@ class Worker:
         )
 
     def _failed_with(self, running: _Running, error: BaseException) -> Outcome:
-        """The outcome of a task that raised ``error`` (a retry when its policy allows one)."""
-        return self._failure(running, _describe(error), _format(error), retry=_should_retry(error))
+        """The outcome of a task that raised ``error`` (a retry when its policy allows one).
+
+        A task's ``sys.exit(3)`` reads "the task called sys.exit(3)", and its
+        traceback is the ``SystemExit``'s own, ending "SystemExit: 3": it ended
+        with sitq's private ``TaskExit`` wrapped around it, a class users
+        cannot import or catch.
+        """
+        shown = error.__cause__ if isinstance(error, TaskExit) and isinstance(error.__cause__, SystemExit) else error
+        return self._failure(running, _describe(error), _format(shown), retry=_should_retry(error))
 
     def _failure(self, running: _Running, error: str, traceback: str, *, retry: bool) -> Outcome:
         # one odd message must not fail a whole batch
