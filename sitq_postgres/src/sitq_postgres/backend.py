@@ -59,6 +59,13 @@ __all__ = ["PostgresBackend"]
 
 log = logging.getLogger("sitq.postgres")
 _FIELD_LIMIT = (1 << 30) - (1 << 20)  # PostgreSQL stores at most 1 GiB in one field; room for the rest
+#: Bytes of tasks (or outcomes) one statement carries at most: a larger batch is split into several statements
+#: of one transaction, all stored or none. PostgreSQL refuses a protocol message over 1 GB ("invalid message
+#: length") and drops the connection, so five tasks of 230 MB, each under ``_FIELD_LIMIT``, sent as one
+#: statement were taken for an outage and sent again for a minute. One task or outcome larger than the bound
+#: goes alone (it is under ``_FIELD_LIMIT``). Each statement is encoded on its own, between awaits.
+_STATEMENT_BYTES = 64 << 20
+_ROW_BYTES = 128  # what a row costs in a statement besides its payload (or value) and texts: numbers, times
 
 T = TypeVar("T")
 
@@ -914,8 +921,16 @@ class PostgresBackend(Backend):
                 )
             seen.add(task_id)
         columns: list[list[Any]] = [[] for _ in range(19)]
+        sizes: list[int] = []
         for task in items:
             checks.task_fits(task, len(task.payload), _FIELD_LIMIT, "a PostgreSQL database")
+            sizes.append(
+                len(task.payload)
+                + sum(_text_size(text) for text in (task.id, task.serializer, task.function_name, task.queue))
+                + _text_size(task.worker_id)
+                + _text_size(task.error)
+                + _ROW_BYTES
+            )
             row = (
                 task.id,
                 bytes(task.payload),
@@ -940,6 +955,8 @@ class PostgresBackend(Backend):
             for column, value in zip(columns, row, strict=True):
                 column.append(value)
         sql = self._sql
+        # a batch over _STATEMENT_BYTES: several statements in one transaction (see there), in enqueue order
+        parts = [[column[start:end] for column in columns] for start, end in _spans(sizes, _STATEMENT_BYTES)]
 
         sent = False  # an attempt's statement may have reached the server: only then is its fate unknown
 
@@ -947,7 +964,12 @@ class PostgresBackend(Backend):
             nonlocal sent
             sent = True
             try:
-                await conn.execute(sql.insert, *columns, sql.work_channel)
+                if len(parts) == 1:
+                    await conn.execute(sql.insert, *parts[0], sql.work_channel)
+                else:  # inside the call's transaction; a savepoint, so that the look-up below can run after a refusal
+                    async with conn.transaction():
+                        for part in parts:
+                            await conn.execute(sql.insert, *part, sql.work_channel)  # one notice: same payload
             except asyncpg.UniqueViolationError as exc:
                 taken = await conn.fetchval(sql.existing_ids, ids)
                 raise ValidationError(
@@ -961,7 +983,8 @@ class PostgresBackend(Backend):
         settle_by: float | None = None  # set once an attempt's fate became unknown: until then, retry
         while True:
             try:
-                await self._call("enqueue", body, transaction=False)  # one statement: atomic by itself
+                # one statement is atomic by itself; several share a transaction
+                await self._call("enqueue", body, transaction=len(parts) > 1)
             except ValidationError as again:
                 if attempt == 0 or again.context.get("value") not in seen:
                     raise
@@ -1153,23 +1176,30 @@ class PostgresBackend(Backend):
 
         set_based = len(items) > 1 and all(o.kind in _FINAL_KINDS for o in items)
         set_based = set_based and len({o.task_id for o in items}) == len(items)
+        parts = [items]
+        if set_based:  # over _STATEMENT_BYTES: several statements (see there), in id order as each locks its rows
+            sizes = [_outcome_size(o) for o in items]
+            if sum(sizes) > _STATEMENT_BYTES:
+                ordered = sorted(items, key=lambda o: o.task_id)
+                sizes = [_outcome_size(o) for o in ordered]
+                parts = [ordered[start:end] for start, end in _spans(sizes, _STATEMENT_BYTES)]
 
         async def body(conn: Connection) -> list[bool]:
             if set_based:  # distinct tasks, all final: order cannot matter, so one statement does them all
-                done = {
-                    row["id"]
-                    for row in await conn.fetch(
+                done: set[str] = set()
+                for part in parts:
+                    rows = await conn.fetch(
                         sql.finish_set,
-                        [o.task_id for o in items],
-                        [o.lease_token for o in items],
-                        [o.kind for o in items],
-                        [o.finished_at or now for o in items],
-                        [o.error for o in items],
-                        [o.started_at for o in items],
-                        [None if o.value is None else bytes(o.value) for o in items],
-                        [o.traceback for o in items],
+                        [o.task_id for o in part],
+                        [o.lease_token for o in part],
+                        [o.kind for o in part],
+                        [o.finished_at or now for o in part],
+                        [o.error for o in part],
+                        [o.started_at for o in part],
+                        [None if o.value is None else bytes(o.value) for o in part],
+                        [o.traceback for o in part],
                     )
-                }
+                    done.update(row["id"] for row in rows)
                 if done:
                     await self._notify_results(conn, [o.task_id for o in items if o.task_id in done])
                 return [o.task_id in done for o in items]
@@ -1553,6 +1583,38 @@ class PostgresBackend(Backend):
             return int(await conn.fetchval(self._sql.purge, cutoff))
 
         return await self._call("purge", body)
+
+
+def _text_size(text: str | None) -> int:
+    """The UTF-8 size of ``text`` as a statement carries it, counted exactly only when large enough to matter."""
+    if not text:
+        return 0
+    return len(text) if len(text) < 1 << 16 else len(text.encode("utf-8", "surrogatepass"))
+
+
+def _outcome_size(outcome: Outcome) -> int:
+    """What one outcome adds to a ``finish_set`` statement, in bytes (see ``_STATEMENT_BYTES``)."""
+    return (
+        len(outcome.value or b"")
+        + _text_size(outcome.error)
+        + _text_size(outcome.traceback)
+        + _text_size(outcome.task_id)
+        + _text_size(outcome.lease_token)
+        + _ROW_BYTES
+    )
+
+
+def _spans(sizes: Sequence[int], bound: int) -> list[tuple[int, int]]:
+    """Consecutive ``(start, end)`` spans of ``sizes`` of at most ``bound`` in all; a larger item goes alone."""
+    spans: list[tuple[int, int]] = []
+    start = total = 0
+    for index, size in enumerate(sizes):
+        if index > start and total + size > bound:
+            spans.append((start, index))
+            start, total = index, 0
+        total += size
+    spans.append((start, len(sizes)))
+    return spans
 
 
 def _configured(cls: type[PostgresBackend], options: dict[str, Any]) -> PostgresBackend:
