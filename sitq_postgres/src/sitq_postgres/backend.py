@@ -162,20 +162,28 @@ def _refuse_own_options_in(dsn: str | None) -> None:
         )
 
 
-def _default_settings(dsn: str | None) -> dict[str, str] | None:
-    """``application_name`` for sitq's sessions, so that ``pg_stat_activity`` tells them apart.
+#: Server settings of every session sitq opens, over the role's and database's defaults. sitq's claims
+#: (SKIP LOCKED), fencing and lease renewals are written for READ COMMITTED: under a role or database whose
+#: default is SERIALIZABLE (or REPEATABLE READ) they failed with serialization errors, retried and logged.
+_SESSION_SETTINGS = {"default_transaction_isolation": "read committed"}
 
+
+def _default_settings(dsn: str | None) -> dict[str, str]:
+    """The server settings of sitq's sessions: ``_SESSION_SETTINGS``, and their ``application_name``.
+
+    ``application_name`` (so that ``pg_stat_activity`` tells them apart) is
     ``PGAPPNAME`` (libpq's variable, which asyncpg does not read) or else
-    ``"sitq"``; None when the dsn names the application itself (asyncpg
+    ``"sitq"``; left out when the dsn names the application itself (asyncpg
     would let ours win over it).
     """
-    if (
+    settings = dict(_SESSION_SETTINGS)
+    if not (
         dsn is not None
         and "://" in dsn
         and "application_name" in parse_qs(split_url(dsn).query, keep_blank_values=True)
     ):
-        return None
-    return {"application_name": os.environ.get("PGAPPNAME") or _APPLICATION_NAME}
+        settings["application_name"] = os.environ.get("PGAPPNAME") or _APPLICATION_NAME
+    return settings
 
 
 class PostgresBackend(Backend):
