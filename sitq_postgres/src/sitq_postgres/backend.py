@@ -675,6 +675,7 @@ class PostgresBackend(Backend):
                 self._refuse_newer_version(found)
                 if found is None:
                     await conn.execute(sql.set_version, str(SCHEMA_VERSION))
+                await conn.execute(sql.set_mark)  # new, or made before the mark (see schema.MARK_KEY)
         except SitqError:
             raise
         except _DRIVER_ERRORS as exc:
@@ -771,10 +772,14 @@ class PostgresBackend(Backend):
     async def _schema_problems(self, conn: Connection) -> tuple[list[str], list[str], set[str]]:
         """(tables of sitq's names that sitq did not make, what keeps sitq from using its own, the tables present).
 
-        sitq writes its schema version into ``meta`` in the transaction that
-        creates the tables, so tables without that version are someone
-        else's, and writing into them would mix sitq's rows into them. Tables
-        with it are checked against the columns of that version
+        sitq writes its schema version and its mark (``schema.MARK_KEY``)
+        into ``meta`` in the transaction that creates the tables, so tables
+        without them are someone else's, and writing into them would mix
+        sitq's rows into them: an application's ``meta`` may hold a
+        ``schema_version`` of its own. A ``meta`` at a version written before
+        the mark (``schema.UNMARKED_VERSIONS``) without it is sitq's when
+        sitq's ``tasks`` or ``results`` (by their columns) stand beside it.
+        Tables of sitq's are checked against the columns of that version
         (``schema.column_problems``): one that lacks a column sitq needs, or
         has one that every insert would have to fill, is refused at connect
         instead of failing every enqueue or claim after it.
@@ -785,12 +790,17 @@ class PostgresBackend(Backend):
             columns.setdefault(table, {})[column] = bool(may_be_left_out) or not _schema.is_null_default(default)
         if not columns:
             return [], [], set()
-        version = None
+        version, marked = None, False
         if {"key", "value"} <= set(columns.get("meta", {})):
-            version = await conn.fetchval(self._sql.version)
+            version, marked = await conn.fetchrow(self._sql.meta_state)
+        everyone = [name for name in _schema.COLUMNS if name in columns]
         if not (isinstance(version, str) and version.isdigit()):
-            return [name for name in _schema.COLUMNS if name in columns], [], set(columns)
+            return everyone, [], set(columns)
         foreign, changes = _schema.column_problems(int(version), columns)
+        if not marked:
+            beside = [name for name in ("tasks", "results") if name in columns]
+            if int(version) not in _schema.UNMARKED_VERSIONS or not beside or foreign:
+                return everyone, [], set(columns)  # an application's meta (and whatever stands beside it)
         return foreign, changes, set(columns)
 
     async def _call(self, operation: str, body: Callable[[Connection], Awaitable[T]], *, transaction: bool = True) -> T:

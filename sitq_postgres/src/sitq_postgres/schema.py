@@ -16,8 +16,11 @@ from sitq_core.models import LEASE_EXPIRED_ERROR
 __all__ = [
     "COLUMNS",
     "EARLIER_COLUMNS",
+    "MARK_KEY",
+    "MARK_VALUE",
     "SCHEMA_VERSION",
     "TASK_COLUMNS",
+    "UNMARKED_VERSIONS",
     "Statements",
     "column_problems",
     "is_null_default",
@@ -26,6 +29,14 @@ __all__ = [
 
 #: Stored in ``<schema>.meta``; bumped by every migration.
 SCHEMA_VERSION = 1
+
+#: The row of ``<schema>.meta`` that tells sitq's ``meta`` from an application's table of that name (which may
+#: hold a ``schema_version`` row of its own). Written with the version when sitq makes its tables; a schema
+#: made before it existed (version 1, no such row) is recognised by sitq's ``tasks`` or ``results`` beside it.
+MARK_KEY = "made_by"
+MARK_VALUE = "sitq-postgres"
+#: Schema versions written before ``MARK_KEY`` existed: only those may lack it.
+UNMARKED_VERSIONS = frozenset({1})
 
 TASK_COLUMNS = (
     "id, payload, serializer, function_name, queue, priority, eta, max_retries, retry_backoff, "
@@ -235,6 +246,15 @@ class Statements:
             """,
         )
         self.version = f"SELECT value FROM {s}.meta WHERE key = 'schema_version'"
+        # (the schema version, whether sitq's mark is there) in one read
+        self.meta_state = (
+            f"SELECT (SELECT value FROM {s}.meta WHERE key = 'schema_version'), "
+            f"EXISTS (SELECT 1 FROM {s}.meta WHERE key = '{MARK_KEY}' AND value = '{MARK_VALUE}')"
+        )
+        self.set_mark = (
+            f"INSERT INTO {s}.meta (key, value) VALUES ('{MARK_KEY}', '{MARK_VALUE}') "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+        )
         self.index_names = "SELECT indexname FROM pg_indexes WHERE schemaname = $1 AND tablename = 'tasks'"
         # each column of sitq's tables, and whether an insert may leave it out (a domain's default counts)
         self.table_columns = (
