@@ -662,7 +662,37 @@ class SQLiteBackend(Backend):
         )
 
     def _new_inline_connection(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, cached_statements=64, check_same_thread=False)
+        """A thread's inline connection, to the file connected to; ``Fallback`` when the path holds another now.
+
+        A thread opens its inline connection at its first inline call, maybe
+        long after connect: by path, it would open a file put there meanwhile,
+        or create a new empty one where the file was deleted (a read then failed
+        with "no such table: tasks" and left a 0-byte file behind). So it opens
+        with ``mode=rw`` (never creates) and only while the file at the path is
+        the one connected to (checked before and after the open); otherwise the
+        call goes to the connection thread, which still has that file, and the
+        write paths' next file check looks at once.
+        """
+        if self._file_gone:
+            raise Fallback
+        uri = f"{Path(self.path).absolute().as_uri()}?mode=rw"
+        try:
+            self._same_file()  # before opening too: a file put at the path would be read, not the one connected to
+            try:
+                conn = sqlite3.connect(
+                    uri, uri=True, isolation_level=None, cached_statements=64, check_same_thread=False
+                )
+            except sqlite3.Error:
+                self._same_file()  # deleted meanwhile: not there to open
+                raise
+            try:
+                self._same_file()  # the file opened is the one at the path now
+            except BaseException:
+                conn.close()
+                raise
+        except _OtherFile as exc:
+            self._file_checked = float("-inf")  # the write paths' next _check_file looks at the file now
+            raise Fallback from exc
         try:
             conn.execute("PRAGMA busy_timeout = 0")  # never wait inline: fall back to the connection thread
             self._rollback_journal(conn)
