@@ -68,7 +68,7 @@ from sitq_core.urls import redacted
 
 from .access import may, others_can_write, write_blockers
 from .binding import register_fast_adapters
-from .dbthread import ConnectionClosedForFork, DbThread, DbThreadStopped
+from .dbthread import ConnectionClosedForFork, DbThread, DbThreadStopped, closing_here
 from .feed import InsertFeed
 from .groupcommit import GroupCommit, others_ready
 from .inline import Fallback, InlinePath, is_busy, write_transaction
@@ -258,6 +258,10 @@ class _OtherFile(Exception):
 
 class _Busy(Exception):
     """SQLITE_BUSY lasted longer than ``busy_timeout``."""
+
+
+class _Closing(Exception):
+    """The backend was closed while the job waited for another connection's lock: given up, rolled back."""
 
 
 class _CannotWrite(Exception):
@@ -818,6 +822,9 @@ class SQLiteBackend(Backend):
             db, self._db = self._db, None
             watcher, self._watcher = self._watcher, None
             reader, self._reader = self._reader, None
+        for thread in (db, reader):  # a call waiting out another connection's lock gives up now (rolled back)
+            if thread is not None:
+                thread.stop_waiting()
         if watcher is not None:
             watcher.stop()
         if self._inline is not None:
@@ -1001,6 +1008,14 @@ class SQLiteBackend(Backend):
                 backend_type="sqlite",
                 cause=exc,
             ) from exc
+        except _Closing as exc:
+            raise BackendError(
+                f"SQLite {operation} on {self.path!r} was given up: the backend was closed while the call waited "
+                "for another connection's write lock; nothing was changed (connect again to retry it)",
+                operation=operation,
+                backend_type="sqlite",
+                cause=exc,
+            ) from exc
         except sqlite3.Error as exc:
             raise self._failed(operation, exc) from exc
 
@@ -1068,6 +1083,8 @@ class SQLiteBackend(Backend):
                         continue
                     if not _is_busy(exc):
                         raise
+                    if closing_here():  # close() began: it must not wait out busy_timeout behind this job
+                        raise _Closing(str(exc)) from exc
                     if time.monotonic() >= deadline:
                         raise _Busy(str(exc)) from exc
                     attempt += 1
@@ -1835,7 +1852,7 @@ class SQLiteBackend(Backend):
                 except BackendError as exc:
                     # a lock held elsewhere past busy_timeout (a rollback journal mode, a maintenance
                     # script): the result is not readable yet; wait on, within the caller's timeout
-                    if not isinstance(exc.__cause__, _Busy):
+                    if not isinstance(exc.__cause__, _Busy | _Closing):  # closed: re-checked on a new connection
                         raise
                     if not locked_before:
                         log.warning("waiting for the result of %s: %s; still waiting", task_id, exc)
@@ -2264,7 +2281,7 @@ def _batch_id_taken(conn: sqlite3.Connection, ids: Sequence[str], exc: sqlite3.I
 def _store_failure(exc: Exception) -> bool:
     """True when an enqueue failed for the store's sake (locked, I/O), not for one of its tasks."""
     cause = exc.cause if isinstance(exc, BackendError) else exc
-    return isinstance(cause, _Busy | sqlite3.OperationalError)
+    return isinstance(cause, _Busy | _Closing | sqlite3.OperationalError)
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:

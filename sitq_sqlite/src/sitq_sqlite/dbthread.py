@@ -22,11 +22,13 @@ from typing import Any, TypeVar
 from sitq_core import forks
 from sitq_core.forks import gate
 
-__all__ = ["ConnectionClosedForFork", "DbThread", "DbThreadStopped"]
+__all__ = ["ConnectionClosedForFork", "DbThread", "DbThreadStopped", "closing_here"]
 
 T = TypeVar("T")
 
 log = logging.getLogger("sitq.sqlite")
+
+_here = threading.local()  # .thread: the DbThread whose thread this is (set on its own thread)
 
 _Job = tuple[Callable[[sqlite3.Connection], Any], asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
 
@@ -54,6 +56,7 @@ class DbThread:
         self._closed_callbacks: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._stopping = threading.Lock()  # a job is queued before the stop mark or refused, never after it
         self._stopped = False
+        self._closing = False  # close() has begun: a job waiting for a lock gives up (see closing_here)
         self._fork_lock = threading.Lock()  # two threads forking at once must not both close the connection
         # every live thread, not only its backend's current one: one still opening, or closing after its
         # backend let go of it, holds a connection too, and none may be open across a fork (forks.py);
@@ -78,6 +81,12 @@ class DbThread:
             if not self._stopped:
                 self._stopped = True
                 self._jobs.put(None)
+
+    def stop_waiting(self) -> None:
+        """From now on a job waiting for another connection's lock gives up (``closing_here``), its queued
+        followers too: a close must not wait out ``busy_timeout`` (a minute, configured so) behind them.
+        Jobs that find the lock free still run."""
+        self._closing = True
 
     async def shutdown(self) -> None:
         """``stop()``, returning once the connection is closed (its file handles with it)."""
@@ -114,6 +123,7 @@ class DbThread:
         self._thread.join(timeout)
 
     def _main(self) -> None:
+        _here.thread = self
         while True:
             job = self._jobs.get()
             if job is None:
@@ -146,6 +156,12 @@ class DbThread:
                 log.exception("closing the SQLite connection failed")
         for loop, closed in self._closed_callbacks:
             _deliver(loop, closed, None, None)
+
+
+def closing_here() -> bool:
+    """True on a connection thread whose close has begun (``DbThread.stop_waiting``): stop retrying a busy lock."""
+    thread: DbThread | None = getattr(_here, "thread", None)
+    return thread is not None and thread._closing
 
 
 def _deliver(
