@@ -216,6 +216,10 @@ _TOKEN_BYTES = 16  # a lease token: 128 random bits as 32 hex characters
 _SEQ_HEX = re.compile(r"[0-9a-f]{1,16}")  # the seq part of a lease token (a SQLite rowid fits in 16)
 _LOW_DISK_BYTES = 1 << 20  # free bytes under which an I/O error at open is put down to a full disk
 _OWN_BUSY_WAIT = 0.25  # seconds of busy retries every job gets, however long it waited in the thread's queue
+# seconds of one busy-retry step (an attempt and its pause: milliseconds) counted at most against busy_timeout;
+# a longer one is this process stopped or starved (SIGSTOP, a paused VM), not another connection's lock
+_LONGEST_BUSY_STEP = 1.0
+_busy_clock: Callable[[], float] = time.monotonic  # the clock busy_timeout is counted with (tests control it)
 _WAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes a WAL file is cut back to when it restarts
 _PURGE_CHUNK_ROWS = 2000  # final tasks deleted per purge transaction (the write lock is free in between)
 _INLINE_MAX_ROWS = 16  # larger enqueue batches go through the connection thread (the loop stays free)
@@ -266,6 +270,46 @@ class _Closing(Exception):
 
 class _CannotWrite(Exception):
     """The connect's write probe failed: this process can read the file but not write it."""
+
+
+class _BusyBudget:
+    """How much of ``busy_timeout`` a job has left for waiting out a busy lock.
+
+    Counted from ``since`` (when the caller asked), with a short wait of its
+    own for every job (``_OWN_BUSY_WAIT``): one queued behind slow work of this
+    process (a big batch, a purge) would otherwise fail at its first conflict.
+    Each step between two looks (an attempt and its pause, normally a few
+    milliseconds) counts at most ``_LONGEST_BUSY_STEP``: a process stopped in
+    the middle of a call (SIGSTOP, a paused VM, a starved machine) failed the
+    first ordinary busy after it resumed, blaming a lock no other connection
+    held for that long. A job that keeps meeting a busy lock still gives up:
+    every step counts, if only up to that much.
+    """
+
+    __slots__ = ("_clock", "_last", "_left")
+
+    def __init__(self, busy_timeout: float, since: float | None, clock: Callable[[], float]) -> None:
+        now = clock()
+        self._clock = clock
+        self._last = now
+        self._left = busy_timeout
+        if since is not None:
+            self._left = max(since + busy_timeout - now, min(busy_timeout, _OWN_BUSY_WAIT))
+
+    def used_up(self) -> bool:
+        """Count the time since the last look (a stall only up to one step's worth); True when none is left."""
+        now = self._clock()
+        step, self._last = now - self._last, now
+        if step > _LONGEST_BUSY_STEP:
+            log.debug(
+                "one busy-retry step took %.1f s (this process was stopped or starved); counted as %.1f s of "
+                "busy_timeout",
+                step,
+                _LONGEST_BUSY_STEP,
+            )
+            step = _LONGEST_BUSY_STEP
+        self._left -= step
+        return self._left <= 0
 
 
 class SQLiteBackend(Backend):
@@ -868,7 +912,7 @@ class SQLiteBackend(Backend):
 
     async def _run(self, operation: str, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` on the connection thread (one hop), mapping errors."""
-        since = time.monotonic()  # busy_timeout counts from here, not from when the thread gets to it
+        since = _busy_clock()  # busy_timeout counts from here, not from when the thread gets to it
         if self._snapshot is not None:
             fn = self._checked_snapshot(fn)
         return await self._settle(operation, await self._submit(lambda conn: self._retrying(conn, fn, since=since)))
@@ -887,7 +931,7 @@ class SQLiteBackend(Backend):
         waiting its turn), and a read-only connect (``sitq stats``) makes no
         other calls to hold up.
         """
-        since = time.monotonic()  # busy_timeout counts from here, as in _run
+        since = _busy_clock()  # busy_timeout counts from here, as in _run
         while True:
             db = await self._ensure()
             reader = self._reader_of(db)
@@ -1062,12 +1106,10 @@ class SQLiteBackend(Backend):
         ``busy_timeout`` counts from ``since`` (when the caller asked): jobs
         queued behind one that waited out a lock each waited a whole
         ``busy_timeout`` more, so the fourth of four failed after 20 s.
+        It counts time spent retrying, not a stall of the process (see
+        ``_BusyBudget``).
         """
-        now = time.monotonic()
-        deadline = now + self.busy_timeout
-        if since is not None:  # from the call, but each job still gets a short wait of its own: one queued
-            # behind slow work of this process (a big batch, a purge) would fail at the first conflict
-            deadline = max(since + self.busy_timeout, now + min(self.busy_timeout, _OWN_BUSY_WAIT))
+        budget = _BusyBudget(self.busy_timeout, since, _busy_clock)
         attempt = 0
         text_factory: Any = None  # the connection's own, while it reads with tolerant_text
         try:
@@ -1085,7 +1127,7 @@ class SQLiteBackend(Backend):
                         raise
                     if closing_here():  # close() began: it must not wait out busy_timeout behind this job
                         raise _Closing(str(exc)) from exc
-                    if time.monotonic() >= deadline:
+                    if budget.used_up():
                         raise _Busy(str(exc)) from exc
                     attempt += 1
                     pause = random.uniform(0.00002, min(0.004, 0.0001 * (2 ** min(attempt, 6))))
@@ -1259,7 +1301,7 @@ class SQLiteBackend(Backend):
                 failing = [key for _shared, keys in feed.last_chunk() or [] for key in keys[::2]]
                 raise _batch_id_taken(conn, failing, exc) from exc
 
-        since = time.monotonic()
+        since = _busy_clock()  # busy_timeout counts from here, as in _run
         future = await self._submit(lambda conn: self._retrying(conn, lambda c: self._write(c, body), since=since))
         ids: list[str] = []
         try:
