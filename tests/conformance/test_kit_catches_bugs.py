@@ -657,6 +657,28 @@ class PagesBeforeFiltering(DictStoreBackend):
         return [t for t in page if status in (None, t.status) and queue in (None, t.queue)]
 
 
+class NoneMeansCheckOnce(DictStoreBackend):
+    """wait_for_result(timeout=None) checks once and returns None instead of waiting until the result exists."""
+
+    async def wait_for_result(self, task_id: str, timeout: float | None) -> Result | None:
+        if timeout is None:
+            return await self.get_result(task_id)
+        return await super().wait_for_result(task_id, timeout)
+
+
+class PollsForResults(DictStoreBackend):
+    """Ignores notify_results() and re-reads a result every 0.3 s."""
+
+    async def wait_for_result(self, task_id: str, timeout: float | None) -> Result | None:
+        loop = asyncio.get_running_loop()
+        end = None if timeout is None else loop.time() + timeout
+        while (result := await self.get_result(task_id)) is None:
+            if end is not None and loop.time() >= end:
+                return None
+            await asyncio.sleep(0.3 if end is None else max(0.0, min(0.3, end - loop.time())))  # noqa: ASYNC110 (the bug)
+        return result
+
+
 def _naive(task: Task) -> Task:
     """``task`` with every time read back without its zone (a TIMESTAMP WITHOUT TIME ZONE column)."""
     times = {name: value.replace(tzinfo=None) for name in _TIMES if (value := getattr(task, name)) is not None}
@@ -908,6 +930,20 @@ CASES: list[tuple[type[DictStoreBackend], type[Any], str, dict[str, Any], str]] 
         "test_wait_sees_other_instance",
         {},
         "ResultContract: wait_for_result must see a result written by another instance promptly (no answer within 1 s)",
+    ),
+    (
+        NoneMeansCheckOnce,
+        ResultContract,
+        "test_wait_without_timeout_waits_until_written",
+        {},
+        "ResultContract: wait_for_result(timeout=None) returned None before the result was written",
+    ),
+    (
+        PollsForResults,
+        NotifyContract,
+        "test_wait_for_result_wakes_on_notice_without_polling",
+        {},
+        "NotifyContract: wait_for_result must return as soon as notify_results() announces the result",
     ),
     (
         NaiveResultTimes,

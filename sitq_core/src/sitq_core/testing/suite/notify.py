@@ -10,10 +10,13 @@ import pytest
 from ...backend import Backend, Capability
 from ..clock import FakeClock
 from ..fixtures import BackendFixtures, OpenBackend, requires
-from ._support import enqueue_and_reserve, guard, is_aware_utc, make_task, result_latency, within
+from ._support import enqueue_and_reserve, guard, is_aware_utc, make_task, result_latency, scaled, within
 
 C = "NotifyContract"
 LONG = 30.0  # a waiter that sleeps this long would hit the guard below
+PROMPT = 0.1  # seconds a notified waiter may take in its fastest try (at the default SITQ_KIT_TIMEOUT)
+PROMPT_TRIES = 5
+PROMPT_HEAD_START = 0.02  # seconds the waiter runs before the result is written
 
 
 class NotifyContract(BackendFixtures):
@@ -47,6 +50,36 @@ class NotifyContract(BackendFixtures):
         except TimeoutError:
             pytest.fail(f"{C}: wait_for_result did not wake on notify_results() within {latency:g} s")
         assert result is not None, f"{C}: wait_for_result woke but returned None"
+
+    @pytest.mark.asyncio
+    async def test_wait_for_result_wakes_on_notice_without_polling(self, backend: Backend, clock: FakeClock) -> None:
+        # A waiter that ignores notify_results() and re-reads every few hundred ms still sees the
+        # result within result_latency() above. Here the result is written a little after the waiter
+        # started, so such a poller answers only at its next read; a waiter that wakes on the notice
+        # answers within milliseconds. One fast try of a few proves the wake-up (a slow machine may
+        # stall any one try), so this stays reliable on a busy CI.
+        limit = scaled(PROMPT)
+        latencies: list[float] = []
+        loop = asyncio.get_running_loop()
+        for _ in range(PROMPT_TRIES):
+            lease = await enqueue_and_reserve(backend, clock, C)
+            waiter = asyncio.create_task(backend.wait_for_result(lease.id, LONG))
+            await asyncio.wait({waiter}, timeout=PROMPT_HEAD_START)  # let a poller make its first read
+            if waiter.done():
+                pytest.fail(f"{C}: wait_for_result returned {waiter.result()!r} before the result was written")
+            await backend.complete(lease, b"v")
+            backend.notify_results([lease.id])
+            written = loop.time()
+            result = await within(waiter, C, "wait_for_result must wake on notify_results()", result_latency())
+            latencies.append(loop.time() - written)
+            assert result is not None, f"{C}: wait_for_result woke but returned None"
+            if latencies[-1] <= limit:
+                return
+        pytest.fail(
+            f"{C}: wait_for_result must return as soon as notify_results() announces the result; it took "
+            f"{', '.join(f'{seconds:.3f}' for seconds in latencies)} s in {PROMPT_TRIES} tries (none within "
+            f"{limit:g} s): it seems to re-read on a timer instead of waking on the notice"
+        )
 
     @requires(Capability.CROSS_PROCESS_NOTIFY)
     @pytest.mark.asyncio

@@ -14,6 +14,7 @@ from ..fixtures import BackendFixtures, OpenBackend
 from ._support import close_to, enqueue_and_reserve, finish_one, get, is_aware_utc, make_task, result_latency, within
 
 C = "ResultContract"
+EARLY_RETURN_PROBE = 0.05  # seconds a waiter is watched for answering before any result exists
 
 
 class ResultContract(BackendFixtures):
@@ -155,6 +156,27 @@ class ResultContract(BackendFixtures):
         )
         assert result is not None and result.value == b"late", (
             f"{C}: wait_for_result did not return a result written while it waited"
+        )
+
+    @pytest.mark.asyncio
+    async def test_wait_without_timeout_waits_until_written(self, backend: Backend, clock: FakeClock) -> None:
+        lease = await enqueue_and_reserve(backend, clock, C)
+        waiter = asyncio.create_task(backend.wait_for_result(lease.id, None))
+        # a probe, not a synchronisation: a correct waiter is still waiting however long this takes,
+        # and one that answers at once has answered by now
+        done, _ = await asyncio.wait({waiter}, timeout=EARLY_RETURN_PROBE)
+        if done:
+            pytest.fail(
+                f"{C}: wait_for_result(timeout=None) returned {waiter.result()!r} before the result was "
+                "written; timeout=None must wait until the result exists"
+            )
+        await backend.complete(lease, b"written later")
+        backend.notify_results([lease.id])
+        result = await within(
+            waiter, C, "wait_for_result(timeout=None) must return a result written while it waited", result_latency()
+        )
+        assert result is not None and result.value == b"written later", (
+            f"{C}: wait_for_result(timeout=None) must return the result written while it waited, got {result!r}"
         )
 
     @pytest.mark.asyncio
