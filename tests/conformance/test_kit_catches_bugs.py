@@ -675,8 +675,48 @@ class PollsForResults(DictStoreBackend):
         while (result := await self.get_result(task_id)) is None:
             if end is not None and loop.time() >= end:
                 return None
-            await asyncio.sleep(0.3 if end is None else max(0.0, min(0.3, end - loop.time())))  # noqa: ASYNC110 (the bug)
+            await asyncio.sleep(
+                0.3 if end is None else max(0.0, min(0.3, end - loop.time()))
+            )  # the bug: timed re-reads
         return result
+
+
+class TakesLeasesEarly(DictStoreBackend):
+    """Treats a lease as expired 5 s before its lease_expires_at."""
+
+    @staticmethod
+    def _is_due(row: _Row, now: datetime, queues: Sequence[str] | None) -> bool:
+        return DictStoreBackend._is_due(row, now + timedelta(seconds=5), queues)
+
+
+class LeasesNeverExpire(DictStoreBackend):
+    """Never takes a running task back, however long ago its lease expired."""
+
+    @staticmethod
+    def _is_due(row: _Row, now: datetime, queues: Sequence[str] | None) -> bool:
+        return row.task.status == TaskStatus.QUEUED and DictStoreBackend._is_due(row, now, queues)
+
+
+class LeaseExpiriesNotCounted(DictStoreBackend):
+    """Takes a task back from an expired lease without counting the expiry."""
+
+    async def reserve(
+        self, *, worker_id: str, limit: int, lease_seconds: float, queues: Sequence[str] | None = None
+    ) -> list[ReservedTask]:
+        got = await super().reserve(worker_id=worker_id, limit=limit, lease_seconds=lease_seconds, queues=queues)
+        db = self._open()
+        with db.lock:
+            for reserved in got:
+                db.rows[reserved.id].task = db.rows[reserved.id].task.with_changes(lease_expiries=0)
+        return [dataclasses.replace(r, task=r.task.with_changes(lease_expiries=0)) for r in got]
+
+
+class ReversedPriority(DictStoreBackend):
+    """Reserves the lowest priority first."""
+
+    @staticmethod
+    def _order(row: _Row) -> tuple[int, datetime, int]:
+        return (row.task.priority, row.task.eta, row.seq)
 
 
 def _naive(task: Task) -> Task:
@@ -930,6 +970,57 @@ CASES: list[tuple[type[DictStoreBackend], type[Any], str, dict[str, Any], str]] 
         "test_wait_sees_other_instance",
         {},
         "ResultContract: wait_for_result must see a result written by another instance promptly (no answer within 1 s)",
+    ),
+    (
+        TakesLeasesEarly,
+        LeaseContract,
+        "test_heartbeat_extends",
+        {},
+        "LeaseContract: reserve handed out a task whose lease had 1 s left (before any heartbeat)",
+    ),
+    (
+        TakesLeasesEarly,
+        LeaseContract,
+        "test_heartbeat_honours_its_lease_seconds",
+        {},
+        "LeaseContract: reserve handed out a task whose lease had 1 s left (before any heartbeat)",
+    ),
+    (
+        TakesLeasesEarly,
+        CancelContract,
+        "test_heartbeat_reports_cancel",
+        {},
+        "CancelContract: reserve took a task whose lease had 1 s left (before any heartbeat",
+    ),
+    (
+        LeasesNeverExpire,
+        CancelContract,
+        "test_a_cancel_ended_in_reserve_is_reported_to_observers",
+        {},
+        "CancelContract: a running task cancelled while its worker was gone must end 'cancelled' at the first "
+        "reserve after its lease expires",
+    ),
+    (
+        LeasesNeverExpire,
+        LeaseContract,
+        "test_a_poison_pill_is_reported_to_observers",
+        {"call": "reserve"},
+        "LeaseContract: a task reaching max_lease_expiries must end 'failed' at the first reserve after its lease "
+        "expires",
+    ),
+    (
+        LeasesNeverExpire,
+        LeaseContract,
+        "test_heartbeat_lost",
+        {},
+        "LeaseContract: a task whose lease expired (lease_expires_at <= now) must be handed out again",
+    ),
+    (
+        LeaseExpiriesNotCounted,
+        LeaseContract,
+        "test_expired_lease_marks_the_error_until_an_attempt_ends_otherwise",
+        {},
+        "LeaseContract: reserving a task whose lease expired must count the expiry: lease_expiries 1, got 0",
     ),
     (
         NoneMeansCheckOnce,
@@ -1507,6 +1598,20 @@ async def test_correct_backend_passes_the_same_checks() -> None:
                 await method(**{name: fixtures[name] for name in inspect.signature(method).parameters})
             except pytest.skip.Exception:
                 continue  # not its case (it declares the capability whose absence the test checks)
+
+
+@pytest.mark.asyncio
+async def test_the_bad_input_checks_do_not_blame_a_priority_order() -> None:
+    """A backend reserving lowest priority first fails ReserveContract, not the bad-input test (which took
+    for granted which of its two tasks reserve hands out)."""
+    for contract, test_name in [(BadInputContract, "test_bad_leases_and_outcomes_change_nothing")]:
+        method = getattr(contract(), test_name)
+        async with _fixtures(ReversedPriority, list(inspect.signature(method).parameters)) as fixtures:
+            await method(**{name: fixtures[name] for name in inspect.signature(method).parameters})
+    method = ReserveContract().test_priority_first
+    async with _fixtures(ReversedPriority, list(inspect.signature(method).parameters)) as fixtures:
+        with pytest.raises(AssertionError, match="ReserveContract: reserve must take the highest priority first"):
+            await method(**{name: fixtures[name] for name in inspect.signature(method).parameters})
 
 
 def test_pytest_report_names_the_broken_promise(tmp_path: Path) -> None:

@@ -101,9 +101,11 @@ class BadInputContract(BackendFixtures):
     @pytest.mark.asyncio
     async def test_bad_leases_and_outcomes_change_nothing(self, backend: Backend, clock: FakeClock) -> None:
         """heartbeat and finish_many check their arguments before touching a lease (``sitq_core.checks``)."""
-        held, waiting = make_task(clock, priority=1), make_task(clock)
-        await backend.enqueue_many([held, waiting])
+        first, second = make_task(clock, priority=1), make_task(clock)
+        await backend.enqueue_many([first, second])
         lease = await reserve_one(backend, C)
+        # whichever reserve took (the priority order is ReserveContract's to check)
+        held, waiting = (first, second) if lease.id == first.id else (second, first)
         pair = (lease.id, lease.lease_token)
         naive = datetime(2030, 1, 1)
 

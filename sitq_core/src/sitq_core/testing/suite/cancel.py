@@ -130,6 +130,11 @@ class CancelContract(BackendFixtures):
         with observers_hear() as heard:
             got = await reserve_all(backend)
         assert got == [], f"{C}: reserve handed out a task whose cancel was requested (it must end 'cancelled')"
+        stored = await get(backend, lease.id, C)
+        assert stored.status == TaskStatus.CANCELLED, (
+            f"{C}: a running task cancelled while its worker was gone must end 'cancelled' at the first reserve "
+            f"after its lease expires, got {stored.status!r} (so there was no ending to report to observers)"
+        )
         assert heard == [("cancelled", lease.id)], (
             f"{C}: a task that reserve ends 'cancelled' (its worker gone) must reach the lifecycle observers once, "
             "as sitq_task_cancelled: call sitq_core.store_endings.report(ended_tasks) after storing the change; "
@@ -142,6 +147,12 @@ class CancelContract(BackendFixtures):
         lease = await enqueue_and_reserve(backend, clock, C)
         await backend.cancel(lease.id)
         clock.advance(LEASE - 1)
+        early = await reserve_all(backend)
+        stored = await get(backend, lease.id, C)
+        assert early == [] and stored.status == TaskStatus.RUNNING, (
+            f"{C}: reserve took a task whose lease had 1 s left (before any heartbeat; it handed out "
+            f"{len(early)} tasks and left it {stored.status!r}): a lease holds until lease_expires_at"
+        )
         states = await backend.heartbeat([(lease.id, lease.lease_token)], LEASE)
         assert states == {lease.id: LeaseState.CANCEL_REQUESTED}, (
             f"{C}: heartbeat after cancel of a running task must return CANCEL_REQUESTED, got {states}"

@@ -56,6 +56,7 @@ class LeaseContract(BackendFixtures):
     async def test_heartbeat_extends(self, backend: Backend, clock: FakeClock) -> None:
         lease = await enqueue_and_reserve(backend, clock, C)
         clock.advance(LEASE - 1)
+        await _held_to_its_last_second(backend, "before any heartbeat")
         states = await backend.heartbeat([(lease.id, lease.lease_token)], LEASE)
         assert states == {lease.id: LeaseState.HELD}, f"{C}: heartbeat of a valid lease must return HELD, got {states}"
         clock.advance(LEASE - 1)  # past the original expiry, within the extended one
@@ -67,7 +68,8 @@ class LeaseContract(BackendFixtures):
     @pytest.mark.asyncio
     async def test_heartbeat_honours_its_lease_seconds(self, backend: Backend, clock: FakeClock) -> None:
         lease = await enqueue_and_reserve(backend, clock, C)  # reserved for LEASE (30 s)
-        clock.advance(10)
+        clock.advance(LEASE - 1)
+        await _held_to_its_last_second(backend, "before any heartbeat")
         states = await backend.heartbeat([(lease.id, lease.lease_token)], 100)
         assert states == {lease.id: LeaseState.HELD}, f"{C}: heartbeat of a valid lease must return HELD, got {states}"
         clock.advance(99)  # well past the reserve's 30 s, within the heartbeat's 100 s
@@ -93,8 +95,14 @@ class LeaseContract(BackendFixtures):
         assert states.get(lease.id) == LeaseState.LOST, f"{C}: heartbeat with a stale token must return LOST"
         assert states.get("unknown-task") == LeaseState.LOST, f"{C}: heartbeat of an unknown task must return LOST"
         assert states.get(done.id) == LeaseState.LOST, f"{C}: heartbeat of a finished task must return LOST"
+        control = await enqueue_and_reserve(backend, clock, C)  # expires with lease, no heartbeat at all
         clock.advance(LEASE)
-        assert [r.id for r in await reserve_all(backend)] == [lease.id], (
+        again = [r.id for r in await reserve_all(backend)]
+        assert control.id in again, (
+            f"{C}: a task whose lease expired (lease_expires_at <= now) must be handed out again (one that had no "
+            "heartbeat at all was not)"
+        )
+        assert sorted(again) == sorted([lease.id, control.id]), (
             f"{C}: heartbeat with a stale token must not extend the lease"
         )
 
@@ -139,6 +147,10 @@ class LeaseContract(BackendFixtures):
             f"{C}: a task reserved from an expired lease must have error = LEASE_EXPIRED_ERROR "
             f"({LEASE_EXPIRED_ERROR!r}), got {second.task.error!r}"
         )
+        assert second.task.lease_expiries == 1, (
+            f"{C}: reserving a task whose lease expired must count the expiry: lease_expiries 1, "
+            f"got {second.task.lease_expiries}"
+        )
         assert await backend.release(second), f"{C}: release of a current lease must be accepted"
         third = await reserve_one(backend, C, worker_id="w-3")
         assert third.task.error == LEASE_EXPIRED_ERROR, (
@@ -146,9 +158,13 @@ class LeaseContract(BackendFixtures):
         )
         assert await backend.retry(third, clock.now(), "it raised"), f"{C}: retry of a current lease must be accepted"
         fourth = await reserve_one(backend, C, worker_id="w-4")
-        assert (fourth.task.error, fourth.task.lease_expiries) == ("it raised", 1), (
+        assert fourth.task.error == "it raised", (
             f"{C}: a task queued by a retry and reserved again keeps the retry's error (not an expired lease), "
-            f"got error {fourth.task.error!r}, lease_expiries {fourth.task.lease_expiries}"
+            f"got error {fourth.task.error!r}"
+        )
+        assert fourth.task.lease_expiries == 1, (
+            f"{C}: a release and a retry must keep lease_expiries (1, from the expired lease), "
+            f"got {fourth.task.lease_expiries}"
         )
         assert first.id == fourth.id
 
@@ -211,6 +227,11 @@ class LeaseContract(BackendFixtures):
             else:
                 _, got = await exchange(backend, [], C, worker_id=WORKER, limit=100, lease_seconds=LEASE)
         assert got == [], f"{C}: a task reaching max_lease_expiries must not be handed out again (poison pill)"
+        stored = await get(backend, task.id, C)
+        assert stored.status == TaskStatus.FAILED, (
+            f"{C}: a task reaching max_lease_expiries must end 'failed' at the first {call} after its lease "
+            f"expires, got {stored.status!r} (so there was no ending to report to observers)"
+        )
         assert heard == [("failed", task.id, "lease expired after 1 attempts", False)], (
             f"{C}: a poison pill that {call} ends must reach the lifecycle observers once, as "
             "sitq_task_failed(error='lease expired after 1 attempts', will_retry=False): call "
@@ -322,3 +343,12 @@ class LeaseContract(BackendFixtures):
             f"{C}: a queued task of priority 5 must be handed out before an expired lease of priority 0 "
             f"(order: priority first), got {[r.id for r in got]} (expired: {low.id})"
         )
+
+
+async def _held_to_its_last_second(backend: Backend, when: str) -> None:
+    """A reserve 1 s before the lease expires hands out nothing (checked before what the test is about)."""
+    taken = await reserve_all(backend, worker_id="thief")
+    assert taken == [], (
+        f"{C}: reserve handed out a task whose lease had 1 s left ({when}): a lease holds until "
+        "lease_expires_at (it has expired once lease_expires_at <= now, not earlier)"
+    )
