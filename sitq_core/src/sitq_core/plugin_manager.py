@@ -113,8 +113,8 @@ DISABLED_NAMED_IN_ERRORS = 5
 #: How many broken plugins an unknown-name error names, with their errors.
 BROKEN_NAMED_IN_ERRORS = 5
 _OBSERVER_ERROR_EVERY = 60.0  # seconds between two log lines about one plugin hook that keeps failing
-# (plugin, distribution, error) of every load failure logged as a warning: check_plugin and the listings load every
-# installed plugin into managers of their own, each of which would otherwise repeat the others' failures
+# (plugin, distribution, message) of every load failure, name clash and warning logged: check_plugin and the listings
+# load every installed plugin into managers of their own, each of which would otherwise repeat the others' lines
 _logged_failures: set[tuple[str, str | None, str]] = set()
 _logged_failures_lock = threading.Lock()
 
@@ -126,7 +126,7 @@ def forget_logged_failures() -> None:
 
 
 def _first_time(record: PluginRecord, message: str) -> bool:
-    """Whether this plugin's load failure is logged for the first time in this process (and remember it)."""
+    """Whether this plugin's failure, clash or warning ``message`` is new to this process's log (and remember it)."""
     key = (record.name, record.dist, message)
     with _logged_failures_lock:
         if key in _logged_failures:
@@ -275,7 +275,8 @@ class SitqPluginManager(pluggy.PluginManager):
 
         ``SITQ_DISABLED_PLUGINS`` and ``SITQ_LOAD_PLUGINS`` apply first, so an
         entry-point name that two distributions provide can be settled by
-        naming the distribution to load (``SITQ_LOAD_PLUGINS=<distribution>``).
+        naming the distribution to leave out (``SITQ_DISABLED_PLUGINS=<distribution>``,
+        which leaves every other plugin loading).
         """
         allow = _env_list("SITQ_LOAD_PLUGINS")
         deny = set(_env_list("SITQ_DISABLED_PLUGINS") or [])
@@ -324,7 +325,8 @@ class SitqPluginManager(pluggy.PluginManager):
                 dist, version = _dist_of(other)
                 message = (
                     f"entry point {name!r} is provided by both {record.dist} and {dist}; only {record.dist} was "
-                    f"loaded. Uninstall one, or choose one with SITQ_LOAD_PLUGINS=<its distribution name>"
+                    f"loaded. Uninstall one, or leave one out: SITQ_DISABLED_PLUGINS={dist} keeps {record.dist}, "
+                    f"SITQ_DISABLED_PLUGINS={record.dist} loads {dist} instead"
                 )
                 shadowed = PluginRecord(f"{name} ({dist})", dist, version, "broken", shadowed_by=record.dist)
                 self._broken(shadowed, message, None)
@@ -381,7 +383,8 @@ class SitqPluginManager(pluggy.PluginManager):
         if message in record.warnings:
             return  # check_hooks and collect may run again; one line per mistake
         record.warnings.append(message)
-        logger.warning("sitq plugin %s: %s", _who(record), message)
+        if _first_time(record, message):  # once per process, however many managers load the plugin
+            logger.warning("sitq plugin %s: %s", _who(record), message)
 
     def _raise_strict_errors(self) -> None:
         errors, self._strict_errors = self._strict_errors, None
@@ -624,7 +627,8 @@ class SitqPluginManager(pluggy.PluginManager):
         if record.status != "broken":  # a broken plugin stays broken; the clash is added to its error
             record.status = "conflict"
         record.error = message if record.error is None else f"{record.error}; {message}"
-        logger.warning("sitq plugin %s: %s", _who(record), message)
+        if _first_time(record, message):  # once per process, however many managers find the clash
+            logger.warning("sitq plugin %s: %s", _who(record), message)
 
     def _registered_twice(
         self,
