@@ -108,3 +108,45 @@ def test_a_doubly_provided_entry_point_advises_disabling_one_not_loading_only_on
         assert records["twin"].dist == loaded and records["twin"].status == "ok", records["twin"]
         assert records[f"twin ({disabled})"].status == "disabled", records
         assert records["sqlite"].status == "ok"
+
+
+REGISTRATION_MISTAKES = {
+    "returns its names": ("return {'mistaken': 'sitq_dictstore.backend:DictStoreBackend'}", "returned a dict"),
+    "a name sitq refuses": ("register('X5', 'sitq_dictstore.backend:DictStoreBackend')", "'X5'"),
+    "url_scheme=": (
+        "register('mistaken', 'sitq_dictstore.backend:DictStoreBackend', url_scheme='m')",
+        "did you mean 'url_schemes'",
+    ),
+    "a bare string of schemes": (
+        "register('mistaken', 'sitq_dictstore.backend:DictStoreBackend', url_schemes='m')",
+        "not a bare str",
+    ),
+    "no colon": ("register('mistaken', 'sitq_dictstore.backend.DictStoreBackend')", "not an import string"),
+}
+
+
+@pytest.mark.parametrize("mistake", sorted(REGISTRATION_MISTAKES))
+def test_registration_mistakes_are_found_at_the_first_lookup_as_the_guide_says(
+    mistake: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """plugins.md: register_plugin accepts the plugin; the first lookup marks it broken; strict mode raises there."""
+    import types
+
+    from sitq_core.hookspecs import hookimpl
+
+    call, error = REGISTRATION_MISTAKES[mistake]
+    namespace: dict[str, object] = {"hookimpl": hookimpl}
+    exec(f"@hookimpl\ndef sitq_register_backends(register):\n    {call}\n", namespace)
+    plugin = types.ModuleType("mistaken_plugin")
+    plugin.sitq_register_backends = namespace["sitq_register_backends"]  # type: ignore[attr-defined]
+    for strict in ("", "1"):
+        monkeypatch.setenv("SITQ_STRICT_PLUGINS", strict)
+        manager = SitqPluginManager()
+        manager.register_plugin(plugin, "mistaken")  # accepted: nothing of what it registers is known yet
+        if strict:
+            with pytest.raises(BrokenPluginError, match="mistaken"):
+                manager.backend_class("dictstore")
+        else:
+            assert manager.backend_class("dictstore").__name__ == "DictStoreBackend"
+            record = {r.name: r for r in manager.plugin_records()}["mistaken"]
+            assert record.status == "broken" and error in (record.error or ""), record
