@@ -17,7 +17,7 @@ from dataclasses import replace
 from typing import Any
 
 from .backend import Backend
-from .errors import ConfigurationError, SitqError, ValidationError, safe_repr
+from .errors import ConfigurationError, SitqError, UnknownBackendError, ValidationError, safe_repr
 from .plugin_manager import SitqPluginManager
 from .plugins import get_plugin_manager
 from .serializers import Serializer
@@ -131,29 +131,66 @@ def _build_backend(target: Any, config_options: dict[str, Any]) -> Backend:
             url = replace(url, query={**url.query, **config_options})
         cls = manager.backend_class(url.name if _has(manager, url.name) else url.scheme)
         return _from_url(cls, url, target)
-    name = target.strip().lower()
-    if "@" in name and ":" in name and not _has(manager, name):  # no registered name holds '@': a URL gone wrong
-        shown = masked(target.strip())
+    text = target.strip()
+    name = text.lower()
+    cls = manager.backend_class(name) if _has(manager, name) else _unknown_name(manager, text)
+    return cls.from_config(config_options)
+
+
+#: A libpq connection string: ``key=value`` pairs (``host=db dbname=app user=app password=...``).
+_LIBPQ_PAIR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\s*=")
+
+
+def _unknown_name(manager: SitqPluginManager, text: str) -> type[Backend]:
+    """Raise the error for ``text`` (stripped), given where a backend name goes and registered by no plugin.
+
+    The text is shown as given (not lower-cased) and masked (:func:`masked`):
+    text that is not a name may be a connection string holding a password.
+    Only a name that a disabled or absent plugin provides yields a class
+    here (never; kept for the type checker): that path raises too.
+    """
+    name = text.lower()
+    shown = masked(text)
+    if _LIBPQ_PAIR.match(text):  # no registered name holds '=': a libpq connection string
+        raise ConfigurationError(
+            f"backend {shown!r} is a libpq connection string (key=value pairs), neither a backend name nor a "
+            "URL: give it as the postgres backend's dsn option, in a config mapping {'backend': 'postgres', "
+            "'dsn': '...'} (or sitq.connect('postgres', dsn='...')), or write it as a URL: "
+            "postgresql://user:password@host:port/dbname",
+            parameter="backend",
+            value=shown,
+        )
+    if "@" in name and ":" in name:  # no registered name holds '@': a URL gone wrong
         raise ConfigurationError(
             f"backend {shown!r} is neither a backend name nor a URL: a URL starts with its scheme and '://' "
             "(postgresql://user:password@host/db)",
             parameter="backend",
             value=shown,
         )
-    if not _has(manager, name) and _looks_like_a_file(target.strip()):
+    if _looks_like_a_file(text):
         # TaskQueue("tasks.db"): a path where a URL or name goes; "did you mean 'sqlite'" would only half help
-        path = target.strip()
         error = manager.backends.unknown(name)
         raise type(error)(
-            f"{error.message.partition(' Did you mean')[0].replace(repr(name), repr(path), 1)} "
+            f"{error.message.partition(' Did you mean')[0].replace(repr(name), repr(shown), 1)} "
             "A SQLite file is given as a URL: "
-            f"'sqlite:///{path}' (or SQLiteBackend({path!r})).",
+            f"'sqlite:///{text}' (or SQLiteBackend({text!r})).",
             parameter="backend",
-            value=target,
+            value=shown,
             valid_options=getattr(error, "valid_options", None),
         )
-    cls = manager.backend_class(name)
-    return cls.from_config(config_options)
+    try:
+        return manager.backend_class(name)
+    except UnknownBackendError as exc:
+        if type(exc) is not UnknownBackendError or exc.value != name or shown == name:
+            raise
+        refused = exc
+    # raised outside the handler: the refusal, which quotes the text lower-cased and unmasked, is not kept
+    raise UnknownBackendError(
+        refused.message.replace(repr(name), repr(shown), 1),
+        parameter="backend",
+        value=shown,
+        valid_options=refused.valid_options,
+    )
 
 
 def _from_url(cls: type[Backend], url: BackendURL, target: str) -> Backend:

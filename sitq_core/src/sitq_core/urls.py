@@ -15,7 +15,16 @@ from urllib.parse import SplitResult, parse_qsl, quote, unquote, urlsplit
 
 from .errors import ConfigurationError
 
-__all__ = ["BackendURL", "hidden_options", "looks_secret", "masked", "parse_backend_url", "redacted", "split_url"]
+__all__ = [
+    "BackendURL",
+    "hidden_options",
+    "looks_secret",
+    "masked",
+    "masked_text",
+    "parse_backend_url",
+    "redacted",
+    "split_url",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,12 +131,34 @@ def masked(url: str) -> str:
     told apart from a password's end). The query is hidden from the value of
     its first secret-looking option (:func:`looks_secret`) to the end, since
     an unescaped ``&`` in that value makes the rest look like more options.
-    Text without ``://`` is masked as if it followed one.
+    Text without ``://`` (a URL missing part of it, a libpq ``key=value``
+    connection string) is masked as :func:`masked_text` says.
     """
     head, sep, rest = url.partition("://")
     if not sep:
-        return _mask_userinfo(url)
+        return masked_text(url)
     return f"{head}://{_mask_query(_mask_userinfo(rest))}"
+
+
+#: A libpq ``key=value`` pair: the value quoted (``'a b'``, with ``\'`` inside; to the end when unclosed) or a word.
+_KEYWORD_VALUE = re.compile(r"([A-Za-z_][A-Za-z0-9_.-]*)(\s*=\s*)('(?:[^'\\]|\\.)*'?|\S*)", re.DOTALL)
+
+
+def masked_text(text: str) -> str:
+    """``text`` that is not a URL (no ``://``), as errors may show it: no secret of it shows.
+
+    The value of each ``key=value`` pair whose key looks secret
+    (:func:`looks_secret`: ``password='...'`` of a libpq connection string)
+    shows as ``***``; so does, for text such as ``postgresql//user:pw@host``
+    (a URL that lost the ``:`` of its ``://``), everything from its first
+    ``:`` to its last ``@``, where a password would be; and a query is
+    hidden from its first secret option on, as in a URL.
+    """
+    text = _KEYWORD_VALUE.sub(lambda pair: f"{pair[1]}{pair[2]}***" if looks_secret(pair[1]) else pair[0], text)
+    colon, at = text.find(":"), text.rfind("@")
+    if 0 <= colon < at:
+        text = f"{text[: colon + 1]}***{text[at:]}"
+    return _mask_query(text)
 
 
 def hidden_options(url: str) -> frozenset[str] | None:
