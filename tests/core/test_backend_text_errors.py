@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 from sitq_test_postgres import DSN as SERVER
 from sitq_test_postgres import drop_schema, require_postgres
@@ -102,3 +105,31 @@ def test_an_unknown_name_is_echoed_as_given(given: str) -> None:
         sitq.connect(given)
     assert f"no backend named {given!r}" in info.value.message, info.value.message
     assert info.value.value == given
+
+
+@pytest.mark.parametrize("given", [":memory:", " :memory: "])
+def test_memory_where_a_url_goes_points_to_the_in_memory_url(given: str) -> None:
+    """Before: "no backend named ':memory:'. Installed: ..." and nothing more."""
+    with pytest.raises(ConfigurationError) as info:
+        TaskQueue(given)
+    message = info.value.message
+    assert "'sqlite://'" in message and "'sqlite:///:memory:'" in message, message
+    assert "SQLiteBackend(':memory:')" in message, message
+    assert "sqlite:///:memory:" in message and "Did you mean" not in message
+
+
+def test_the_in_memory_url_the_hint_gives_works() -> None:
+    with sitq.SyncTaskQueue("sqlite:///:memory:") as queue:
+        assert queue.backend.is_memory
+
+
+@pytest.mark.parametrize(
+    "given", ["tasks.db", "50%.db", "a%20b.db", "what?.db", "~/jobs/tasks.db", "/tmp/abs.sqlite3", "a b.db"]
+)
+def test_a_file_path_hint_gives_a_url_that_names_that_file(given: str, tmp_path: Path) -> None:
+    """The hint's URL must open the file given: '%20' or '?' written as they are would name another one."""
+    with pytest.raises(ConfigurationError) as info:
+        TaskQueue(given)
+    (url,) = re.findall(r"'(sqlite:///[^']*)'", info.value.message)
+    backend = sitq.resolve_backend(url)
+    assert backend.path == sitq.SQLiteBackend(given).path, (url, backend.path)

@@ -167,13 +167,22 @@ def _unknown_name(manager: SitqPluginManager, text: str) -> type[Backend]:
             parameter="backend",
             value=shown,
         )
-    if _looks_like_a_file(text):
-        # TaskQueue("tasks.db"): a path where a URL or name goes; "did you mean 'sqlite'" would only half help
+    # a SQLite path where a URL or name goes: "did you mean 'sqlite'" would only half help
+    if text == ":memory:":
+        hint = (
+            "An in-memory SQLite database is the URL 'sqlite://' (or 'sqlite:///:memory:', "
+            "or SQLiteBackend(':memory:'))."
+        )
+    elif _looks_like_a_file(text):
+        # '%' and '?' as they are would name another file (a%20b.db is 'a b.db'; what?.db is 'what')
+        url = "sqlite:///" + text.replace("%", "%25").replace("?", "%3F")
+        hint = f"A SQLite file is given as a URL: {url!r} (or SQLiteBackend({text!r}))."
+    else:
+        hint = ""
+    if hint:
         error = manager.backends.unknown(name)
         raise type(error)(
-            f"{error.message.partition(' Did you mean')[0].replace(repr(name), repr(shown), 1)} "
-            "A SQLite file is given as a URL: "
-            f"'sqlite:///{text}' (or SQLiteBackend({text!r})).",
+            f"{error.message.partition(' Did you mean')[0].replace(repr(name), repr(shown), 1)} {hint}",
             parameter="backend",
             value=shown,
             valid_options=getattr(error, "valid_options", None),
