@@ -133,3 +133,35 @@ def test_a_file_path_hint_gives_a_url_that_names_that_file(given: str, tmp_path:
     (url,) = re.findall(r"'(sqlite:///[^']*)'", info.value.message)
     backend = sitq.resolve_backend(url)
     assert backend.path == sitq.SQLiteBackend(given).path, (url, backend.path)
+
+
+@pytest.mark.parametrize(
+    ("url", "accepted"),
+    [
+        ("sqlite+foo:///a.db", ["sqlite", "sqlite+aiosqlite"]),
+        ("sqlite+pysqlite:///a.db", ["sqlite", "sqlite+aiosqlite"]),
+        ("postgresql+psycopg://u:Zq9Secret@h/db", ["postgres", "postgresql", "postgres+asyncpg", "postgresql+asyncpg"]),
+    ],
+)
+def test_an_unknown_driver_suffix_is_refused_naming_the_accepted_schemes(url: str, accepted: list[str]) -> None:
+    """Before: 'sqlite+foo:///a.db' opened a.db as if the suffix meant something."""
+    with pytest.raises(ConfigurationError) as info:
+        sitq.connect(url)
+    assert info.value.parameter == "url" and info.value.valid_options == accepted
+    message = info.value.message
+    assert repr(url.split("://")[0].split("+")[1]) in message and ", ".join(accepted) in message, message
+    assert "Zq9Secret" not in shown_by(info.value)
+
+
+@pytest.mark.parametrize(
+    "url", ["sqlite+aiosqlite:///{tmp}/a.db", "sqlite:///{tmp}/a.db", "SQLite+AIOSQLite:///{tmp}/b.db"]
+)
+def test_the_documented_driver_suffixes_still_work(url: str, tmp_path: Path) -> None:
+    with sitq.SyncTaskQueue(url.format(tmp=tmp_path)) as queue:
+        assert type(queue.backend).__name__ == "SQLiteBackend"
+
+
+@pytest.mark.parametrize("scheme", ["postgresql+asyncpg", "postgres+asyncpg", "postgresql", "postgres"])
+def test_the_postgres_driver_suffixes_still_resolve(scheme: str) -> None:
+    backend = sitq.resolve_backend(f"{scheme}://postgres@127.0.0.1:5432/test")
+    assert type(backend).__name__ == "PostgresBackend"

@@ -129,6 +129,8 @@ def _build_backend(target: Any, config_options: dict[str, Any]) -> Backend:
         url = parse_backend_url(target)
         if config_options:  # config keys beside a URL act like extra query options
             url = replace(url, query={**url.query, **config_options})
+        if not _has(manager, url.name) and url.driver and _has(manager, url.scheme):
+            _refuse_driver(manager, url, target)
         cls = manager.backend_class(url.name if _has(manager, url.name) else url.scheme)
         return _from_url(cls, url, target)
     text = target.strip()
@@ -199,6 +201,26 @@ def _unknown_name(manager: SitqPluginManager, text: str) -> type[Backend]:
         parameter="backend",
         value=shown,
         valid_options=refused.valid_options,
+    )
+
+
+def _refuse_driver(manager: SitqPluginManager, url: BackendURL, target: str) -> None:
+    """Refuse ``scheme+driver://`` when the backend of ``scheme`` registers no such scheme.
+
+    ``sqlite+pysqlite://`` used to open the file as ``sqlite://`` does, as if
+    the suffix chose something: the URL schemes a backend registers are the
+    ones it accepts (``sqlite+aiosqlite``, ``postgresql+asyncpg``).
+    """
+    entry = manager.backends.entry(url.scheme)
+    assert entry is not None  # checked by the caller
+    accepted = [entry.name, *entry.aliases]
+    shown = masked(target.strip())
+    raise ConfigurationError(
+        f"backend URL {shown!r}: backend {entry.name!r} has no driver {url.driver!r}; the URL schemes it "
+        f"accepts are {', '.join(accepted)}",
+        parameter="url",
+        value=shown,
+        valid_options=accepted,
     )
 
 
