@@ -829,8 +829,30 @@ class SitqPluginManager(pluggy.PluginManager):
             if len(disabled) > len(shown):
                 listed += f" and {len(disabled) - len(shown)} more (sitq plugins lists them)"
             notes.append(f"Installed but disabled, so what they provide is not known until they are enabled: {listed}.")
-        error: UnknownBackendError = registry.unknown(name, note=" ".join(notes))
+        error: UnknownBackendError = registry.unknown(name, note=" ".join(notes), disabled=self._disabled_names(kind))
         return error
+
+    def _disabled_names(self, kind: str) -> dict[str, str]:
+        """Names installed plugins would provide but for being disabled -> a sentence saying so (for a typo's hint).
+
+        sitq's own distributions by the names they provide (``KNOWN_PLUGINS``); any
+        other disabled plugin by its entry-point name, which it *may* provide.
+        """
+        disabled: dict[str, str] = {}
+        if kind == "backend":
+            for known in KNOWN_PLUGINS:
+                record = self.known_record(known)
+                if record is not None and record.status == "disabled":
+                    disabled[known] = (
+                        f"It is provided by {_dist_text(record)}, which is installed but disabled by "
+                        f"{record.disabled_by}."
+                    )
+        for record in self.unknown_disabled_plugins():
+            disabled.setdefault(
+                _entry_point(record),
+                f"The {_plugin_text(record)} may provide it; it is installed but disabled by {record.disabled_by}.",
+            )
+        return disabled
 
     def _shadowed_text(self, record: PluginRecord, kind: str, name: str) -> str:
         """Why a distribution whose entry-point name another one took was left out, and how to load it."""

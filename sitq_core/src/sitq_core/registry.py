@@ -12,7 +12,7 @@ import importlib
 import inspect
 import logging
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, cast
 
@@ -278,8 +278,13 @@ class Registry(Generic[T]):
             )
         self._validate(cast("type[T]", target), entry)
 
-    def unknown(self, name: str, *, note: str = "") -> UnknownBackendError:
-        """The error for a name nobody registered, listing the installed names (and ``note``, a sentence)."""
+    def unknown(self, name: str, *, note: str = "", disabled: Mapping[str, str] | None = None) -> UnknownBackendError:
+        """The error for a name nobody registered, listing the installed names (and ``note``, a sentence).
+
+        ``disabled``: names that installed but disabled plugins provide (or may),
+        each with a sentence saying so; one close to ``name`` is suggested, with
+        its sentence, when no name that can be chosen is close.
+        """
         installed = self.usable_names()  # a name that would fail when chosen is neither listed nor suggested
         schemes = [
             alias
@@ -290,6 +295,10 @@ class Registry(Generic[T]):
         close = difflib.get_close_matches(name, installed + schemes, n=1)
         if close:
             hint = f" Did you mean {close[0]!r}?"
+        elif disabled:
+            close = difflib.get_close_matches(name, [key for key in disabled if key != name], n=1)
+            if close:
+                hint = f" Did you mean {close[0]!r}? {disabled[close[0]]}"
         listed = ", ".join(installed) if installed else "(none)"
         unusable = ", ".join(f"{entry.name} ({entry.status})" for entry in self.entries() if entry.status != "ok")
         if unusable:
