@@ -15,6 +15,7 @@ from sitq_core import __all__ as _core_all
 from sitq_core import __version__ as __version__  # "as": re-exported for type checkers (pyright, mypy --strict)
 from sitq_core.errors import MissingPluginError as MissingPluginError
 from sitq_core.errors import describe_exception as _describe_exception
+from sitq_core.install_hints import checkout_folder as _checkout_folder
 from sitq_core.install_hints import install_hint as _install_hint
 
 if TYPE_CHECKING:
@@ -73,13 +74,13 @@ def _resolve(name: str) -> Any:
     except (ImportError, AttributeError) as exc:
         dist = module_name.replace("_", "-")
         if _installed(dist):
-            reason = f"is installed but failed to import: {_describe_exception(exc)}. Reinstall with"
+            reason = f"is installed but failed to import: {_describe_exception(exc)}. Reinstall it"
         else:
-            reason = "is not installed:"
+            reason = "is not installed. Install it"
         raise MissingPluginError(
             f"sitq.{name} needs the {dist} plugin, which {reason} {_install_hint(dist, extra)}",
             cause=exc,
-            context={"name": name, "install": f"pip install '{extra}'"},
+            context={"name": name, "install": f"pip install {_checkout_folder(dist)}"},
         ) from exc
     globals()[name] = value
     return value

@@ -17,8 +17,14 @@ def checkout_folder(dist: str) -> str:
 
 
 def install_hint(dist: str, extra: str) -> str:
-    """How to install ``dist``: by its extra (``sitq[postgres]``, as released) or from a checkout's folder."""
+    """How to install ``dist``: from a checkout's folder first, then by its extra (``sitq[postgres]``) as released.
+
+    The checkout's command leads: the extra's, run against PyPI today, would
+    install the unrelated project that holds the name ``sitq`` there.
+    """
     return (
-        f"pip install {extra} (pip install '{extra}' in zsh, which expands brackets), "
-        f"or from a source checkout of sitq, in its folder: pip install {checkout_folder(dist)}"
+        f"from a source checkout of sitq, in its folder: pip install {checkout_folder(dist)}; or, where sitq's own "
+        f"release is on your package index: pip install {extra} (pip install '{extra}' in zsh, which expands "
+        "brackets). Not from PyPI yet: the name sitq there belongs to an unrelated project, which would replace "
+        "this one"
     )
