@@ -25,7 +25,7 @@ from typing import Any, TextIO
 
 from . import __version__, forks
 from .backend import Backend, Capability, reading_only
-from .config import DEFAULT_BACKEND_URL, named_as_registered, resolve_backend
+from .config import DEFAULT_BACKEND_URL, named_as_registered, resolve_backend, split_config
 from .errors import BrokenPluginError, ConfigurationError, SitqError, ValidationError, describe_exception
 from .install_hints import checkout_folder
 from .plugin_manager import KNOWN_PLUGINS, SitqPluginManager, strict_plugins
@@ -485,7 +485,8 @@ def _run_worker(args: argparse.Namespace) -> int:
         return 2
     _warn_if_maybe_private(backend, args.backend)
     try:
-        serializer = _worker_serializer(args.serializer, args.allowed_tasks)
+        chosen = args.serializer if args.serializer is not None else split_config(args.backend)[2]  # ?serializer=
+        serializer = _worker_serializer(chosen, args.allowed_tasks)
         worker = Worker(
             backend,
             serializer=serializer,

@@ -28,11 +28,13 @@ logger = logging.getLogger("sitq.config")
 __all__ = [
     "DEFAULT_BACKEND_URL",
     "DEFAULT_SERIALIZER",
+    "SERIALIZER_OPTION",
     "BackendSpec",
     "SerializerSpec",
     "resolve_backend",
     "resolve_serializer",
     "split_config",
+    "url_serializer",
 ]
 
 DEFAULT_BACKEND_URL = "sqlite:///sitq.db"
@@ -42,9 +44,23 @@ BackendSpec = Backend | str | Mapping[str, Any]
 SerializerSpec = Serializer | type[Serializer] | str | None
 
 
+#: The URL query option that chooses the serializer, as a config mapping's ``serializer`` key does.
+SERIALIZER_OPTION = "serializer"
+
+
 def split_config(spec: BackendSpec | None) -> tuple[Backend | str | None, dict[str, Any], Any]:
-    """Split a spec into (backend name/URL/instance, backend options, serializer)."""
-    if spec is None or isinstance(spec, (Backend, str)):
+    """Split a spec into (backend name/URL/instance, backend options, serializer).
+
+    The serializer is a config mapping's ``serializer`` key, or a URL's
+    ``?serializer=`` option (the URL given, or, for None, the one in
+    ``SITQ_BACKEND``); a mapping giving it both ways, differently, is refused.
+    """
+    if spec is None:
+        from_env = os.environ.get("SITQ_BACKEND")
+        return None, {}, url_serializer(from_env) if from_env else None
+    if isinstance(spec, str):
+        return spec, {}, url_serializer(spec)
+    if isinstance(spec, Backend):
         return spec, {}, None
     if isinstance(spec, Mapping):
         options = dict(spec)
@@ -63,12 +79,40 @@ def split_config(spec: BackendSpec | None) -> tuple[Backend | str | None, dict[s
                 value=None,
                 valid_options=_installed_backend_names(),
             )
-        return target, options, serializer
+        in_url = url_serializer(target) if isinstance(target, str) else None
+        if in_url is not None and serializer is not None and in_url != serializer:
+            raise ConfigurationError(
+                f"the config mapping gives the serializer twice, differently: {safe_repr(serializer)} as its "
+                f"'serializer' key and {in_url!r} as its URL's ?serializer= option; keep one",
+                parameter="serializer",
+                value=serializer,
+            )
+        return target, options, serializer if serializer is not None else in_url
     raise ValidationError(
         f"backend must be a Backend, a URL or name string, or a config mapping; got {type(spec).__name__}",
         parameter="backend",
         value=redacted("backend", spec),  # bytes of a URL may hold its password
     )
+
+
+def url_serializer(text: str) -> str | None:
+    """The ``?serializer=`` option of the backend URL ``text``, or None (none given, or not a URL).
+
+    A URL that does not parse has none here: building its backend raises the
+    error. Nor has a URL whose ``serializer`` option may be a piece of a
+    password (one after a secret option, or in a URL whose password may run
+    past its host part, :func:`hidden_options`): it is left to the backend,
+    whose refusal of it does not name it.
+    """
+    if "://" not in text:
+        return None
+    hidden = hidden_options(text)
+    if hidden is None or SERIALIZER_OPTION in hidden:
+        return None
+    try:
+        return parse_backend_url(text).query.get(SERIALIZER_OPTION)
+    except SitqError:
+        return None
 
 
 def _installed_backend_names() -> list[str]:
@@ -127,6 +171,8 @@ def _build_backend(target: Any, config_options: dict[str, Any]) -> Backend:
     manager = get_plugin_manager()
     if "://" in target:
         url = parse_backend_url(target)
+        if url_serializer(target) is not None:  # the queue's or worker's (split_config), not the backend's
+            url = replace(url, query={k: v for k, v in url.query.items() if k != SERIALIZER_OPTION})
         if config_options:  # config keys beside a URL act like extra query options
             url = replace(url, query={**url.query, **config_options})
         if not _has(manager, url.name) and url.driver and _has(manager, url.scheme):
