@@ -49,3 +49,22 @@ def test_the_facade_error_leads_with_the_checkout(blocked: str) -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     _leads_with_the_checkout(done.stdout, "./sitq_sqlite", "sitq[sqlite]")
     assert "Reinstall with from" not in done.stdout, done.stdout
+
+
+@pytest.mark.parametrize("blocked", ["sitq_sqlite", "sitq_sqlite.backend"], ids=["absent", "broken"])
+def test_the_documented_feature_checks_answer_without_the_plugin(blocked: str) -> None:
+    """api.md's idioms: catching ImportError, and ``sitq.__all__`` (hasattr raises: see api.md, Backends)."""
+    code = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules[{blocked!r}] = None
+        import sitq
+        try:
+            from sitq import SQLiteBackend
+        except ImportError:
+            SQLiteBackend = None
+        print(SQLiteBackend is None, "SQLiteBackend" in sitq.__all__, "PostgresBackend" in sitq.__all__)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert done.stdout.split() == ["True", "False", "True"], done.stdout + done.stderr
