@@ -407,6 +407,31 @@ def _names_the_module(exc: ImportError, module_name: str) -> bool:
     return bool(missing) and (module_name == missing or module_name.startswith(missing + "."))
 
 
+_MAIN_HINT = (
+    " (a function defined in the script that enqueued it is not importable by another process: "
+    "move it into a module both can import)"
+)
+#: The modules that run as ``__main__`` for ``python -m sitq`` and ``python -m sitq_core``
+_SITQ_MAIN_MODULES = frozenset({"sitq.__main__", "sitq_core.__main__"})
+
+
+def _main_is_sitq_command() -> bool:
+    """True when this process's ``__main__`` is the sitq command itself (console script or ``python -m``).
+
+    A worker started so has no producer script as ``__main__``: a task path
+    in ``__main__`` names one of the command's own objects, never the task.
+    """
+    main = sys.modules.get("__main__")
+    if main is None:
+        return False
+    spec = getattr(main, "__spec__", None)
+    if getattr(spec, "name", None) in _SITQ_MAIN_MODULES:
+        return True
+    cli = sys.modules.get("sitq_core.cli")  # the console script: `from sitq_core.cli import main`, then main()
+    entry = getattr(main, "main", None)
+    return cli is not None and entry is not None and entry is getattr(cli, "main", None)
+
+
 def _import_path(path: str) -> Callable[..., Any]:
     """Import ``module:qualname`` and return the module-level function it names."""
     module_name, _, qualname = path.partition(":")
@@ -414,14 +439,22 @@ def _import_path(path: str) -> Callable[..., Any]:
         raise SerializationError(
             f"{path!r} is not an importable 'module:function' path", operation="loads_call", data_type=path
         )
+    if module_name == "__main__" and _main_is_sitq_command():
+        # the sitq command's own __main__ (console script, python -m sitq): its names (main, sys) are the
+        # command's, never the producer's; calling its main() started a worker inside a task
+        raise SerializationError(
+            f"cannot import task function {path!r}: this worker's __main__ is the sitq command, not the script "
+            f"that enqueued the task{_MAIN_HINT}",
+            operation="loads_call",
+            data_type=path,
+        )
     try:
         target: Any = importlib.import_module(module_name)
         for part in qualname.split("."):
             target = getattr(target, part)
     except (ImportError, AttributeError) as exc:
         hint = (
-            " (a function defined in the script that enqueued it is not importable by another process: "
-            "move it into a module both can import)"
+            _MAIN_HINT
             if module_name == "__main__"
             else f" (is {module_name!r} importable from the worker's working directory or PYTHONPATH?)"
             if isinstance(exc, ImportError) and _names_the_module(exc, module_name)
@@ -438,6 +471,17 @@ def _import_path(path: str) -> Callable[..., Any]:
     if not (inspect.isfunction(target) or inspect.isbuiltin(target)):
         raise SerializationError(
             f"{path!r} is not a module-level function", operation="loads_call", data_type=type(target).__name__
+        )
+    defined_in = getattr(target, "__module__", None)
+    if module_name == "__main__" and defined_in != "__main__":
+        # a name the running script imported (main from a CLI module, a helper): not a function it defines,
+        # and no producer sends one under __main__ (a task is named by the function's own module)
+        own_path = escaped_for_store(f"{defined_in}:{getattr(target, '__qualname__', '?')}")
+        raise SerializationError(
+            f"cannot import task function {path!r}: in this worker's __main__ that name refers to {own_path!r}, "
+            f"not a function defined there{_MAIN_HINT}",
+            operation="loads_call",
+            data_type=path,
         )
     # a lambda bound to a module name or a closure a factory returned is not a module-level function, and
     # no producer sends one; a function re-exported under another module's name is (a moved function's
