@@ -520,7 +520,7 @@ def _run_worker(args: argparse.Namespace) -> int:
             code = 1
             raise
         finally:
-            await worker.backend.close()
+            await _close_within(worker.backend, _CLOSE_TIMEOUT, lambda: code)
             await _exit_now_if_async_tasks_are_stuck(code)
 
     code = 0
@@ -534,6 +534,40 @@ def _run_worker(args: argparse.Namespace) -> int:
         code = 1
     _exit_now_if_task_threads_are_stuck(code, worker._left_running_because)
     return code  # _worker sets the handlers for the rest of the process's life
+
+
+#: The longest ``sitq worker`` waits for its store to close after the worker stopped (docs/how-to/workers.md)
+_CLOSE_TIMEOUT = 5.0
+
+
+async def _close_within(backend: Backend, timeout: float, code: Callable[[], int]) -> None:
+    """Close ``backend``, or leave the process with ``code()`` when that takes longer than ``timeout`` seconds.
+
+    A store call still retrying under a lock another process holds (SQLite's
+    ``busy_timeout``, maybe an hour) kept the process waiting for it after the
+    worker had stopped; the tasks are given back by then, so nothing is lost
+    by not waiting. The close is not cancelled: a close cut in half could
+    leave less behind than one left to finish while the process exits.
+    """
+    closing = asyncio.ensure_future(backend.close())
+    done, _ = await asyncio.wait({closing}, timeout=timeout)
+    if done:
+        closing.result()  # its own error, as before
+        return
+    threads = sorted(  # the store's own threads (sitq-sqlite:tasks.db); task threads are reported on their own
+        thread.name
+        for thread in threading.enumerate()
+        if thread is not threading.current_thread() and not thread.name.startswith("sitq-task")
+    )
+    logger.warning(
+        "closing the store (%s) did not finish within %g s after the worker stopped: leaving without waiting for "
+        "it; threads still running: %s (a store call may be waiting for a lock another process holds, for up to "
+        "its busy timeout)",
+        type(backend).__name__,
+        timeout,
+        ", ".join(threads[:10]) + (", ..." if len(threads) > 10 else "") if threads else "none",
+    )
+    _exit_now(code())
 
 
 def _exit_on_stop_signals(code: Callable[[], int]) -> None:
