@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import shlex
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
+
+from sitq import SyncTaskQueue
 
 
 def sitq(*args: str, module: str = "sitq") -> subprocess.CompletedProcess[str]:
@@ -16,3 +23,65 @@ def test_python_m_sitq_core_is_the_sitq_command() -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("sitq "), done.stdout
     assert sitq("--version").stdout == done.stdout
+
+
+OUTPUT_COMMANDS = [["--help"], ["--version"], ["backends"], ["worker", "--help"]]
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("buffered", [True, False])
+@pytest.mark.parametrize("command", OUTPUT_COMMANDS)
+def test_output_to_a_full_device_is_one_error_line_and_exit_1(command: list[str], buffered: bool) -> None:
+    """``sitq backends > /dev/full`` printed an OSError traceback; ``sitq --help > /dev/full`` exited 0."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    if not buffered:
+        env["PYTHONUNBUFFERED"] = "1"
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "sitq", *command],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+    assert done.returncode == 1, done.stderr
+    assert done.stderr == "sitq: error: cannot write output: No space left on device (errno 28)\n"
+
+
+@pytest.mark.parametrize("command", OUTPUT_COMMANDS)
+def test_output_to_a_closed_stdout_is_one_error_line_and_exit_1(command: list[str]) -> None:
+    """``sitq backends >&-`` printed "AttributeError: 'NoneType' object has no attribute 'write'"."""
+    shell = " ".join(shlex.quote(part) for part in [sys.executable, "-m", "sitq", *command]) + " >&-"
+    done = subprocess.run(shell, shell=True, stderr=subprocess.PIPE, text=True, timeout=60)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr == "sitq: error: cannot write output: standard output is closed\n"
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_stats_output_to_a_full_device_is_one_error_line(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'stats.db'}"
+    queue = SyncTaskQueue(url)
+    try:
+        queue.enqueue(print)  # the store exists
+    finally:
+        queue.close()
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "sitq", "stats", "-b", url], stdout=full, stderr=subprocess.PIPE, text=True
+        )
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith("sitq: error: cannot write output: "), done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_help_whose_reader_left_exits_1_as_any_command() -> None:
+    """``sitq --help | true`` exited 0 though the help was never read (api.md: a reader that leaves early: 1)."""
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before anything is written
+    try:
+        done = subprocess.run([sys.executable, "-m", "sitq", "--help"], stdout=write, stderr=subprocess.PIPE, text=True)
+    finally:
+        os.close(write)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr == ""

@@ -54,8 +54,52 @@ _WORKER_FLAGS = {
 }
 
 
-def _out(stream: TextIO, text: str = "") -> None:
-    stream.write(text + "\n")
+class _OutputFailed(Exception):
+    """Standard output cannot be written (a full disk, a closed descriptor): the command says so and exits 1."""
+
+
+def _out(stream: TextIO | None, text: str = "") -> None:
+    if stream is None:  # `sitq backends >&-`: Python gives no sys.stdout at all
+        raise _OutputFailed("standard output is closed")
+    try:
+        stream.write(text + "\n")
+    except BrokenPipeError:  # the reader left: main says nothing more
+        raise
+    except (OSError, ValueError) as exc:  # ENOSPC (> /dev/full), EIO, a closed stream
+        raise _OutputFailed(_write_failure(exc)) from exc
+
+
+def _flush(stream: TextIO | None) -> None:
+    """Write out what ``stream`` still buffers (stdout into a pipe or file is block-buffered), as ``_out`` writes."""
+    if stream is None:
+        return
+    try:
+        stream.flush()
+    except BrokenPipeError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise _OutputFailed(_write_failure(exc)) from exc
+
+
+def _write_failure(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror} (errno {exc.errno})"
+    return str(exc) or type(exc).__name__
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, except that ``--help`` output that cannot be written is an error, as for any command.
+
+    argparse ignores a failed write (``sitq --help > /dev/full`` exited 0 having
+    printed nothing) and leaves buffered help to the interpreter's exit.
+    """
+
+    def print_help(self, file: TextIO | None = None) -> None:
+        if file is not None:  # the help on stderr, after a usage error
+            super().print_help(file)
+            return
+        _out(sys.stdout, self.format_help().rstrip("\n"))
+        _flush(sys.stdout)
 
 
 def _backend_arg(parser: argparse.ArgumentParser) -> None:
@@ -68,7 +112,7 @@ def _backend_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sitq", description="sitq task queue")
+    parser = _Parser(prog="sitq", description="sitq task queue")
     parser.add_argument("--version", action="store_true", help="print versions of sitq and its plugins")
     parser.add_argument(
         "--log-level",
@@ -172,7 +216,12 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> 
     """Entry point of the ``sitq`` console script; returns the exit code."""
     out = stdout or sys.stdout
     parser = build_parser()
-    args, unknown = parser.parse_known_args(argv)
+    try:
+        args, unknown = parser.parse_known_args(argv)  # --help prints and exits here
+    except BrokenPipeError:
+        return _reader_left()
+    except _OutputFailed as exc:
+        return _output_failed(exc)
     if unknown:  # parse_args said so with the usage of 'sitq', not of the command given ('sitq stats --bogus')
         getattr(args, "command_parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     level = str(args.log_level).upper()
@@ -188,12 +237,31 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> 
         # what is still buffered goes now (stdout into a pipe is block-buffered): a reader that left is
         # met here, not at the interpreter's exit, which printed "Exception ignored ... BrokenPipeError"
         # and ended with code 120
-        out.flush()
+        _flush(out)
         return code
     except BrokenPipeError:  # `sitq backends | head -1`: the reader left; say nothing more
-        with contextlib.suppress(OSError, ValueError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
+        return _reader_left()
+    except _OutputFailed as exc:  # `sitq backends > /dev/full`: one line saying so, not a traceback
+        return _output_failed(exc)
+
+
+def _reader_left() -> int:
+    """Exit code 1 for output whose reader left, with stdout pointed at /dev/null for the interpreter's exit."""
+    _drop_stdout()
+    return 1
+
+
+def _output_failed(exc: _OutputFailed) -> int:
+    with contextlib.suppress(OSError, ValueError, AttributeError):  # stderr may be gone as well
+        sys.stderr.write(f"sitq: error: cannot write output: {exc}\n")
+    _drop_stdout()
+    return 1
+
+
+def _drop_stdout() -> None:
+    """Send what stdout still buffers to /dev/null, so that the interpreter's exit does not fail on it again."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
