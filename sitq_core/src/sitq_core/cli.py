@@ -94,7 +94,7 @@ class _Parser(argparse.ArgumentParser):
     printed nothing) and leaves buffered help to the interpreter's exit.
     """
 
-    def print_help(self, file: TextIO | None = None) -> None:
+    def print_help(self, file: Any = None) -> None:  # typeshed: SupportsWrite[str] | None
         if file is not None:  # the help on stderr, after a usage error
             super().print_help(file)
             return
@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     # The same two flags after the command (sitq worker -b ... --log-level INFO, sitq stats --version), with the
     # same meaning: they failed with 'unrecognized arguments'. SUPPRESS: left out there, the value given before
     # the command (or the default) stays; given both places, the later one wins.
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument(
         "--version", action="store_true", default=argparse.SUPPRESS, help="as sitq --version: print versions and exit"
     )
