@@ -85,3 +85,45 @@ def test_help_whose_reader_left_exits_1_as_any_command() -> None:
         os.close(write)
     assert done.returncode == 1, done.stderr
     assert done.stderr == ""
+
+
+def test_every_error_line_starts_with_sitq_error() -> None:
+    """Usage errors of a command said ``sitq worker: error:``, the command's own errors ``sitq: error:``."""
+    for args in (["worker", "-c", "x"], ["stats", "--bogus"], ["nope"]):
+        done = sitq(*args)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.splitlines()[-1].startswith("sitq: error: "), done.stderr
+    assert "usage: sitq worker " in sitq("worker", "-c", "x").stderr  # the command's own usage still shows
+
+
+def test_a_worker_argument_error_is_in_flag_terms(tmp_path: Path) -> None:
+    """``--batch-window 2`` said "batch_window must be None or a number ...": no shell user can type None."""
+    done = sitq("worker", "-b", f"sqlite:///{tmp_path / 'x.db'}", "--batch-window", "2")
+    assert done.returncode == 2
+    assert (
+        done.stderr.splitlines()[-1] == "sitq: error: --batch-window must be a number of seconds from 0 to 1, got 2.0"
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["-b", "sqlite:///x.db", "stats"], "-b/--backend goes after the command name: sitq stats -b sqlite:///x.db"),
+        (
+            ["--backend=sqlite:///x.db", "worker"],
+            "-b/--backend goes after the command name: sitq worker -b sqlite:///x.db",
+        ),
+        (["-b", "x"], "-b/--backend goes after the command name: sitq worker -b x or sitq stats -b x"),
+        (["-b", "x", "plugins"], "-b/--backend is an option of sitq worker and sitq stats only, not of sitq plugins"),
+    ],
+)
+def test_backend_before_the_command_says_where_it_goes(args: list[str], expected: str) -> None:
+    """``sitq -b sqlite:///x.db stats`` said "invalid choice: 'sqlite:///x.db'"."""
+    done = sitq(*args)
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[-1] == f"sitq: error: {expected}", done.stderr
+
+
+def test_help_names_option_values_as_the_docs_do() -> None:
+    text = sitq("worker", "--help").stdout
+    assert "--import MODULE, -i MODULE" in text and "--backend URL, -b URL" in text and "--log-level LEVEL" in text

@@ -135,13 +135,14 @@ def test_cli_names_a_bad_log_level() -> None:
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["-c", "0"], "sitq: error: --concurrency: "),
-        (["--poll-interval", "-1"], "sitq: error: --poll-interval: "),
-        (["--lease-timeout", "0"], "sitq: error: --lease-timeout: "),
-        (["--shutdown-timeout", "-1"], "sitq: error: --shutdown-timeout: "),
+        (["-c", "0"], "sitq: error: --concurrency must be "),
+        (["--poll-interval", "-1"], "sitq: error: --poll-interval must be "),
+        (["--lease-timeout", "0"], "sitq: error: --lease-timeout must be "),
+        (["--shutdown-timeout", "-1"], "sitq: error: --shutdown-timeout must be "),
         (["-s", "msgpack", "--allow-task", "os.system"], "sitq: error: --allow-task: "),
-        (["-s="], "sitq: error: --serializer: "),
+        (["-s="], "sitq: error: --serializer must be a registered name"),
         (["-s", "no_such_serializer"], "sitq: error: --serializer: no serializer named 'no_such_serializer'"),
+        (["--batch-window", "2"], "sitq: error: --batch-window must be a number of seconds from 0 to 1, got 2"),
     ],
 )
 def test_cli_worker_errors_name_the_flag_that_was_typed(

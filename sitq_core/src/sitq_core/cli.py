@@ -21,7 +21,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 from . import __version__, forks
 from .backend import Backend, Capability, reading_only
@@ -51,6 +51,7 @@ _WORKER_FLAGS = {
     "batch_window": "--batch-window",
     "queues": "--queues/--queue",
     "serializer": "--serializer",
+    "allow_task": "--allow-task",
 }
 
 
@@ -94,6 +95,11 @@ class _Parser(argparse.ArgumentParser):
     printed nothing) and leaves buffered help to the interpreter's exit.
     """
 
+    def error(self, message: str) -> NoReturn:
+        """A usage error: this command's usage, then ``sitq: error: ...`` as every error of the command says it."""
+        self.print_usage(sys.stderr)
+        self.exit(2, f"sitq: error: {message}\n")
+
     def print_help(self, file: Any = None) -> None:  # typeshed: SupportsWrite[str] | None
         if file is not None:  # the help on stderr, after a usage error
             super().print_help(file)
@@ -107,6 +113,7 @@ def _backend_arg(parser: argparse.ArgumentParser) -> None:
         "--backend",
         "-b",
         default=None,
+        metavar="URL",
         help=f"backend URL or name (default: $SITQ_BACKEND, else {DEFAULT_BACKEND_URL})",
     )
 
@@ -117,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-level",
         default=os.environ.get("SITQ_LOG_LEVEL", "WARNING"),
+        metavar="LEVEL",
         help="DEBUG, INFO, WARNING, ERROR or CRITICAL; before or after the command; "
         "default: $SITQ_LOG_LEVEL, else WARNING",
     )
@@ -130,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--log-level",
         default=argparse.SUPPRESS,
+        metavar="LEVEL",
         help="as sitq --log-level: DEBUG, INFO, WARNING, ERROR or CRITICAL (default: $SITQ_LOG_LEVEL, else WARNING)",
     )
     sub = parser.add_subparsers(dest="command")
@@ -203,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="imports",
         action="append",
         default=[],
+        metavar="MODULE",
         help="module holding task functions, imported at start (repeatable; a module name, as for python -m)",
     )
 
@@ -216,6 +226,9 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> 
     """Entry point of the ``sitq`` console script; returns the exit code."""
     out = stdout or sys.stdout
     parser = build_parser()
+    misplaced = _backend_before_command(list(sys.argv[1:] if argv is None else argv))
+    if misplaced is not None:  # argparse took the URL for the command: "invalid choice: 'sqlite:///x.db'"
+        parser.error(misplaced)
     try:
         args, unknown = parser.parse_known_args(argv)  # --help prints and exits here
     except BrokenPipeError:
@@ -243,6 +256,33 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> 
         return _reader_left()
     except _OutputFailed as exc:  # `sitq backends > /dev/full`: one line saying so, not a traceback
         return _output_failed(exc)
+
+
+_COMMANDS = ("plugins", "backends", "worker", "stats")
+
+
+def _backend_before_command(given: list[str]) -> str | None:
+    """What to say of ``-b``/``--backend`` given before the command (``sitq -b URL stats``); None when it is not."""
+    for index, arg in enumerate(given):
+        if arg in _COMMANDS or arg == "--":
+            return None
+        name, equals, value = arg.partition("=")
+        if arg == "-b" or (len(name) > 3 and "--backend".startswith(name)):
+            value = value if equals else (given[index + 1] if index + 1 < len(given) else "URL")
+            rest = given[index + (1 if equals else 2) :]
+        elif arg.startswith("-b") and not arg.startswith("--"):  # -bsqlite:///x.db
+            value, rest = arg[2:], given[index + 1 :]
+        else:
+            continue
+        command = next((word for word in rest if word in _COMMANDS), None)
+        if command is None:
+            example = f"sitq worker -b {value} or sitq stats -b {value}"
+        elif command in ("worker", "stats"):
+            example = f"sitq {command} -b {value}"
+        else:
+            return f"-b/--backend is an option of sitq worker and sitq stats only, not of sitq {command}"
+        return f"-b/--backend goes after the command name: {example}"
+    return None
 
 
 def _reader_left() -> int:
@@ -570,7 +610,7 @@ def _run_worker(args: argparse.Namespace) -> int:
         flag = _WORKER_FLAGS.get(exc.parameter or "")
         if flag is None or isinstance(exc, BrokenPluginError):  # a broken plugin's traceback is main's to show
             raise
-        sys.stderr.write(f"sitq: error: {flag}: {exc.message}\n")
+        sys.stderr.write(f"sitq: error: {_in_flag_terms(exc.message, exc.parameter or '', flag)}\n")
         return 2
 
     async def run() -> None:
@@ -636,6 +676,28 @@ async def _close_within(backend: Backend, timeout: float, code: Callable[[], int
         ", ".join(threads[:10]) + (", ..." if len(threads) > 10 else "") if threads else "none",
     )
     _exit_now(code())
+
+
+#: Parts of a Worker argument error that only Python code can give (None: the flag left out)
+_PYTHON_ONLY_CHOICES = ("None or ", "a Serializer instance or ")
+
+
+def _in_flag_terms(message: str, parameter: str, flag: str) -> str:
+    """A Worker argument error as a shell user reads it: the flag, not the parameter; no None to type.
+
+    ``batch_window must be None or a number of seconds from 0 to 1, got 2.0``
+    becomes ``--batch-window must be a number of seconds from 0 to 1, got 2.0``
+    (None is the flag left out).
+    """
+    if message.startswith(flag):
+        return message
+    if parameter and message.startswith(parameter + " "):
+        message = flag + message[len(parameter) :]
+    else:
+        message = f"{flag}: {message}"
+    for python_only in _PYTHON_ONLY_CHOICES:  # what a flag cannot be given as
+        message = message.replace(f" must be {python_only}", " must be ", 1)
+    return message
 
 
 def _exit_on_stop_signals(code: Callable[[], int]) -> None:
