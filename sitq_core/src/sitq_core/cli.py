@@ -176,7 +176,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="one queue name taken as written, for names with commas or spaces (repeatable; adds to --queues)",
     )
-    worker.add_argument("--serializer", "-s", default=None, help="accept only tasks of this serializer")
+    worker.add_argument(
+        "--serializer",
+        "-s",
+        default=None,
+        metavar="NAME",
+        help="run tasks of this serializer only: a task another one wrote fails, never unpickled (give each "
+        "serializer its own queues)",
+    )
     worker.add_argument(
         "--allow-task",
         dest="allowed_tasks",
