@@ -22,7 +22,7 @@ from sitq_core.errors import BackendError
 from sitq_core.models import Task, new_id
 from sitq_sqlite import SQLiteBackend
 
-from sitq_test_helpers import wait_until
+from sitq_test_helpers import in_child, wait_until
 
 
 def retrying_on(thread_prefix: str) -> bool:
@@ -94,3 +94,26 @@ async def test_close_gives_up_writes_queued_behind_a_waiting_one(tmp_path: Path)
         blocker.close()
     with closing(sqlite3.connect(path)) as conn:
         assert conn.execute("SELECT count(*) FROM tasks").fetchone() == (0,)
+
+
+@pytest.mark.asyncio
+async def test_close_after_a_fork_returns_while_another_connection_holds_the_lock(tmp_path: Path) -> None:
+    """A fork closes the backend's connection; close() opened it again for its checkpoint, met the lock of
+    another connection and raised its internal ``_Closing`` ("close failed: _Closing: database is locked")."""
+    path = tmp_path / "forked.db"
+    backend = SQLiteBackend(path, busy_timeout=60, journal_mode="DELETE")
+    await backend.connect()
+    task = Task(id=new_id(), payload=b"x")
+    await backend.enqueue(task)
+    assert in_child(lambda: None) == 0  # the fork closes the connection; the next call opens a new one
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")  # opening a connection (setting its journal mode) must wait for this
+    try:
+        await asyncio.wait_for(backend.close(), 20)  # well below busy_timeout=60, and no error
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    with closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("SELECT id, status FROM tasks").fetchall() == [(task.id, "queued")]
+    async with backend:  # connects again and works
+        assert [r.task.id for r in await backend.reserve(worker_id="w", limit=1, lease_seconds=30)] == [task.id]
