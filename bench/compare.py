@@ -772,6 +772,11 @@ def fmt(value: float | None, unit: str = "") -> str:
     return f"{value:,.0f}"
 
 
+def fmt_load(value: float | None) -> str:
+    """The 1-minute load average as ``0.29`` (not ``0.29052734375``), or ``n/a`` where the OS has none."""
+    return "n/a" if value is None else f"{value:.2f}"
+
+
 def render(data: dict[str, Any]) -> str:
     rows = build_rows(data)
     meta = data["meta"]
@@ -800,7 +805,7 @@ def render(data: dict[str, Any]) -> str:
         f"sitq vs huey {meta.get('huey_version', '(not installed)')} -- synchronous={meta['synchronous']}, "
         f"journal_mode=WAL, file databases in a temp dir, {meta['cpus']} CPUs, Python {meta['python']}, "
         f"SQLite {meta['sqlite']}{' (--quick)' if meta['quick'] else ''}, load average at start "
-        f"{meta.get('loadavg_at_start')}",
+        f"{fmt_load(meta.get('loadavg_at_start'))}",
         f"sitq: {meta['sitq_worker']}",
         f"huey: {meta['huey_worker']}; {meta['huey_durability']}",
         "ratio: sitq/huey for rates, huey/sitq for times (above 1 = sitq better); "
