@@ -458,7 +458,12 @@ class PostgresBackend(Backend):
         self.notifier.notify_all()  # waiters re-check (and reconnect) instead of sleeping on
 
     async def exists(self) -> bool:
-        """True when the schema already has sitq's ``tasks`` table; asks on a connection of its own."""
+        """True when the schema already has sitq's ``tasks`` table; asks on a connection of its own.
+
+        A schema holding tables of sitq's names that sitq did not make (an
+        application's own ``meta``) raises the ``ConnectionError`` a connect
+        raises, so ``sitq stats`` says why instead of "no sitq data".
+        """
         try:
             conn = await asyncpg.connect(
                 self.dsn, timeout=self.connect_timeout, server_settings=self._server_settings, record_class=_Row
@@ -471,6 +476,10 @@ class PostgresBackend(Backend):
                 " WHERE table_schema = $1 AND table_name = 'tasks')",
                 self.schema,
             )
+            try:
+                foreign, _changes, _present = await self._schema_problems(conn)
+            except asyncpg.exceptions.InsufficientPrivilegeError:  # a meta this role may not read: whose it is
+                foreign = []  # cannot be told here, so the answer is the tasks table's alone, as it always was
         except (TimeoutError, *_DRIVER_ERRORS) as exc:  # a session cut (a restart, pg_terminate_backend)
             conn.terminate()
             raise self._connection_error(
@@ -485,6 +494,8 @@ class PostgresBackend(Backend):
             await conn.close()
         except (TimeoutError, *_DRIVER_ERRORS):  # the answer is had: a goodbye the server misses changes nothing
             conn.terminate()
+        if foreign:
+            raise self._foreign_tables(foreign)
         return bool(found)
 
     async def _pool(self) -> Pool:
@@ -660,11 +671,7 @@ class PostgresBackend(Backend):
                 await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", sql.lock_key)
                 foreign, changes, _present = await self._schema_problems(conn)
                 if foreign:
-                    raise self._connection_error(
-                        f"PostgreSQL schema {self.schema!r} already holds table(s) {', '.join(foreign)} that sitq "
-                        "did not create; give sitq a schema of its own (the schema option, ?schema=... in a URL; "
-                        "nothing in this one was changed)",
-                    )
+                    raise self._foreign_tables(foreign)
                 if changes:
                     raise self._changed_tables(changes)
                 if not await conn.fetchval(sql.schema_exists, self.schema):  # see Statements.create_schema
@@ -742,15 +749,24 @@ class PostgresBackend(Backend):
                 f"cannot read sitq's tables in schema {self.schema!r}: {exc}",
                 cause=exc,
             ) from exc
-        if foreign or missing:
+        if foreign:  # in the words of a writing connect: the same schema is refused the same way
+            raise self._foreign_tables(foreign)
+        if missing:
             raise self._connection_error(
                 f"PostgreSQL schema {self.schema!r} does not hold sitq's tables "
-                f"({', '.join(foreign or missing)} {'not made by sitq' if foreign else 'missing or not readable'}); "
-                "a read-only connect creates nothing",
+                f"({', '.join(missing)} missing or not readable); a read-only connect creates nothing",
             )
         if changes:
             raise self._changed_tables(changes)
         self._refuse_newer_version(found)
+
+    def _foreign_tables(self, foreign: list[str]) -> ConnectionError:
+        """The refusal of a schema holding tables of sitq's names that sitq did not make (any connect, and exists)."""
+        return self._connection_error(
+            f"PostgreSQL schema {self.schema!r} already holds table(s) {', '.join(foreign)} that sitq "
+            "did not create; give sitq a schema of its own (the schema option, ?schema=... in a URL; "
+            "nothing in this one was changed)",
+        )
 
     def _changed_tables(self, changes: list[str]) -> ConnectionError:
         """The refusal of sitq's own tables, changed so that sitq cannot use them (in the SQLite backend's words)."""
