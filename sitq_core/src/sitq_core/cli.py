@@ -26,7 +26,15 @@ from typing import Any, NoReturn, TextIO
 from . import __version__, forks
 from .backend import Backend, Capability, reading_only
 from .config import DEFAULT_BACKEND_URL, named_as_registered, resolve_backend, split_config
-from .errors import BrokenPluginError, ConfigurationError, SitqError, ValidationError, describe_exception
+from .errors import (
+    BackendError,
+    BrokenPluginError,
+    ConfigurationError,
+    SitqError,
+    ValidationError,
+    describe_exception,
+)
+from .errors import ConnectionError as StoreConnectionError
 from .install_hints import checkout_folder
 from .plugin_manager import KNOWN_PLUGINS, SitqPluginManager, strict_plugins
 from .plugins import get_plugin_manager
@@ -53,6 +61,14 @@ _WORKER_FLAGS = {
     "serializer": "--serializer",
     "allow_task": "--allow-task",
 }
+
+
+class _BackendSourceError(Exception):
+    """A sitq error about the store a command was pointed at, said with the flag or variable that named it."""
+
+    def __init__(self, error: SitqError, given: str | None) -> None:
+        super().__init__(_backend_error_line(error, given))
+        self.error = error
 
 
 class _OutputFailed(Exception):
@@ -323,6 +339,11 @@ def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
             return _worker(args)
         if args.command == "stats":
             return _stats_command(out, args.backend, as_json=args.json)
+    except _BackendSourceError as exc:  # the flag or variable first, then the message, without its context dump
+        if isinstance(exc.error, BrokenPluginError) and strict_plugins():
+            traceback.print_exception(exc.error, file=sys.stderr)
+        sys.stderr.write(f"sitq: error: {exc}\n")
+        return 2
     except SitqError as exc:
         if isinstance(exc, BrokenPluginError) and strict_plugins():
             traceback.print_exception(exc, file=sys.stderr)  # what the error's hint promises
@@ -594,7 +615,7 @@ def _run_worker(args: argparse.Namespace) -> int:
             sys.stderr.write("sitq: error: --queue must be a non-empty queue name, got ''\n")
             return 2
         queues = [*(queues or []), *args.queue_list]
-    backend = resolve_backend(args.backend)
+    backend = _command_backend(args.backend)
     if _private_to_this_process(backend):
         sys.stderr.write(f"sitq: error: {_private_store_text(backend, args.backend)}\n")
         return 2
@@ -615,6 +636,8 @@ def _run_worker(args: argparse.Namespace) -> int:
         )
     except (ValidationError, ConfigurationError) as exc:  # name the flag the user typed, not the Python parameter
         flag = _WORKER_FLAGS.get(exc.parameter or "")
+        if flag == "--serializer" and args.serializer is None:  # the serializer came from the URL, not from -s
+            flag = f"{'--backend' if args.backend is not None else 'SITQ_BACKEND'} (its ?serializer=)"
         if flag is None or isinstance(exc, BrokenPluginError):  # a broken plugin's traceback is main's to show
             raise
         sys.stderr.write(f"sitq: error: {_in_flag_terms(exc.message, exc.parameter or '', flag)}\n")
@@ -642,7 +665,8 @@ def _run_worker(args: argparse.Namespace) -> int:
     try:
         asyncio.run(run())
     except SitqError as exc:  # e.g. the worker stopped after an internal error
-        sys.stderr.write(f"sitq: error: {exc}\n")
+        shown = _backend_error_line(exc, args.backend) if _is_connect_error(exc) else str(exc)
+        sys.stderr.write(f"sitq: error: {shown}\n")
         code = 2
     except Exception:
         logger.exception("the worker failed")
@@ -882,6 +906,35 @@ def _leave_on_early_signals() -> dict[int, Any]:
     return previous
 
 
+def _command_backend(given: str | None) -> Backend:
+    """The backend of ``sitq worker`` / ``sitq stats``: an error building it names ``--backend`` or ``SITQ_BACKEND``."""
+    try:
+        return resolve_backend(given)
+    except SitqError as exc:
+        raise _BackendSourceError(exc, given) from exc
+
+
+def _is_connect_error(exc: BaseException) -> bool:
+    """Whether ``exc`` says the store could not be reached (the URL's host, port, database or file)."""
+    return isinstance(exc, StoreConnectionError) or (isinstance(exc, BackendError) and exc.operation == "connect")
+
+
+#: what config.resolve_backend adds to an error about SITQ_BACKEND; the CLI names the variable first instead
+_FROM_VARIABLE = " (from the SITQ_BACKEND environment variable)"
+
+
+def _backend_error_line(error: SitqError, given: str | None) -> str:
+    """``--backend: no backend named 'nosuch'. ...``: the error's message, after the flag or variable that gave
+    the store, without the ``(context: ...)`` that ``str(error)`` adds for logs (api.md: every error names its flag)."""
+    message = str(error.message)
+    if given is not None:
+        return f"--backend: {message}"
+    if os.environ.get("SITQ_BACKEND") is not None:
+        message = message.replace(_FROM_VARIABLE, "")
+        return message if "SITQ_BACKEND" in message else f"SITQ_BACKEND: {message}"
+    return f"the default backend, {DEFAULT_BACKEND_URL} (no --backend, no SITQ_BACKEND): {message}"
+
+
 def _backend_source(given: str | None) -> str:
     """Where the backend of a command came from, for hints."""
     if given is not None:
@@ -934,12 +987,17 @@ def _task_threads_still_running(grace: float) -> list[threading.Thread]:
 
 
 def _stats_command(out: TextIO, backend: str | None, *, as_json: bool) -> int:
-    store = resolve_backend(backend)
+    store = _command_backend(backend)
     if _private_to_this_process(store):
         sys.stderr.write(f"sitq: error: {_private_store_text(store, backend)}\n")
         return 2
     _warn_if_maybe_private(store, backend)
-    return asyncio.run(_stats(out, store, as_json=as_json, source=_backend_source(backend)))
+    try:
+        return asyncio.run(_stats(out, store, as_json=as_json, source=_backend_source(backend)))
+    except SitqError as exc:
+        if _is_connect_error(exc):
+            raise _BackendSourceError(exc, backend) from exc
+        raise
 
 
 async def _stats(out: TextIO, store: Backend, *, as_json: bool, source: str = "the --backend URL") -> int:
