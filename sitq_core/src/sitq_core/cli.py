@@ -36,10 +36,10 @@ from .errors import (
 )
 from .errors import ConnectionError as StoreConnectionError
 from .install_hints import checkout_folder
-from .plugin_manager import KNOWN_PLUGINS, SitqPluginManager, strict_plugins
+from .plugin_manager import KNOWN_PLUGINS, PluginRecord, SitqPluginManager, strict_plugins
 from .plugins import get_plugin_manager
 from .queue import TaskQueue
-from .registry import RegistryEntry, conflict_text, load_failure_text
+from .registry import Registry, RegistryEntry, conflict_text, load_failure_text
 from .serializers import Serializer, function_path, kind_of
 from .task import is_task_function
 from .worker import Worker
@@ -492,6 +492,25 @@ def _backends(out: TextIO, *, as_json: bool) -> int:
                 "broken": False,
             }
         )
+    for plugin in _broken_plugins_not_listed(manager, rows):
+        # what it provides is unknown or only partly registered: listed as the plugin, with why it failed,
+        # rather than only as a WARNING on stderr (a sitq plugin whose name sitq knows is listed above)
+        registered = plugin.backends or plugin.serializers
+        rows.append(
+            {
+                "kind": "plugin",
+                "name": plugin.name,
+                "schemes": [],
+                "dist": plugin.dist,
+                "version": plugin.version,
+                "description": f"installed but {'not loaded' if plugin.shadowed_by else 'failed to load'}: "
+                f"{plugin.error_line()}{'' if registered else ' (what it provides is not known)'}",
+                "installed": True,
+                "conflict": False,
+                "conflicting_schemes": [],
+                "broken": True,
+            }
+        )
     if as_json:
         _out(out, json.dumps(rows, indent=2, sort_keys=True))
         return 0
@@ -512,6 +531,29 @@ def _backends(out: TextIO, *, as_json: bool) -> int:
                 clash = conflict_text("backend", listed, scheme)
                 _out(out, f"{indent} URL scheme {scheme}: CONFLICT, cannot be chosen: {clash}")
     return 0
+
+
+def _broken_plugins_not_listed(manager: SitqPluginManager, rows: list[dict[str, Any]]) -> list[PluginRecord]:
+    """Installed plugins that failed to load and whose failure no row of ``sitq backends`` shows yet.
+
+    A plugin with a name of its own listed as broken (a class that failed its checks, a target that
+    failed to import) is shown by that row; one of sitq's own distributions, by its known name's row.
+    """
+    registries: tuple[Registry[Any], ...] = (manager.backends, manager.serializers)
+    shown = {entry.provider.plugin for registry in registries for entry in registry.entries() if entry.status != "ok"}
+    shown_dists = {row["dist"] for row in rows if row["broken"] and row["kind"] == "backend" and row["dist"]}
+    return [
+        record
+        for record in manager.plugin_records()
+        if record.status == "broken"
+        and record.name not in shown
+        and not (record.dist in shown_dists and manager.known_record(_entry_point_of(record)) is record)
+    ]
+
+
+def _entry_point_of(record: PluginRecord) -> str:
+    """The entry-point name of a record (a second provider's record is named ``"x (its-dist)"``)."""
+    return record.name.removesuffix(f" ({record.dist})") if record.dist is not None else record.name
 
 
 def _worker(args: argparse.Namespace) -> int:

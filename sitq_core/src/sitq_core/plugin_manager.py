@@ -378,13 +378,27 @@ class SitqPluginManager(pluggy.PluginManager):
             # so the process is not left with half a registry (sitq-sqlite "not installed")
             self._strict_errors.append(error)
 
-    def _warn(self, record: PluginRecord, message: str) -> None:
-        """Record and log a mistake that leaves the plugin working: it stays ``ok``, and strict mode does not raise."""
+    def _warn(self, record: PluginRecord, message: str, *, strict_refuses: bool = False) -> None:
+        """Record and log a mistake that leaves the plugin working: it stays ``ok``.
+
+        Strict mode does not raise for it, unless ``strict_refuses``: a plugin that does
+        nothing at all works, but is almost surely not what its author meant to install.
+        """
         if message in record.warnings:
             return  # check_hooks and collect may run again; one line per mistake
         record.warnings.append(message)
         if _first_time(record, message):  # once per process, however many managers load the plugin
             logger.warning("sitq plugin %s: %s", _who(record), message)
+        if strict_refuses and self._is_strict():
+            origin = f"from {record.dist}" if record.dist is not None else "(registered in code)"
+            error = BrokenPluginError(
+                f"sitq plugin {record.name!r} {origin} is refused in strict mode: {message}",
+                parameter="plugin",
+                value=record.name,
+            )
+            if self._strict_errors is None:
+                raise self._first_strict_failure(error)
+            self._strict_errors.append(error)
 
     def _raise_strict_errors(self) -> None:
         errors, self._strict_errors = self._strict_errors, None
@@ -435,13 +449,27 @@ class SitqPluginManager(pluggy.PluginManager):
                 self._check_plugin_hooks(name, plugin)
 
     def _check_plugin_hooks(self, name: str, plugin: object) -> None:
-        """``check_hooks`` for one registered plugin: a broken one is unregistered, so none of its hooks is called."""
+        """``check_hooks`` for one registered plugin: a broken one is unregistered, so none of its hooks is called.
+
+        An entry point whose object has no ``sitq_*`` function at all (it names the
+        package, ``sitq_jsonq``, not its module with the hooks, ``sitq_jsonq.plugin``)
+        is a warning: nothing in it is broken, it just does nothing; strict mode refuses it.
+        """
         problems, warnings = self._hook_problems(plugin)
         if problems:
             self.unregister(plugin)  # first: strict mode raises in _broken
             self._broken(self.records[name], "; ".join(problems), None)
         for warning in warnings:
             self._warn(self.records[name], warning)
+        record = self.records[name]
+        if not problems and not record.builtin and not record.in_code and self._implements_no_hook(plugin):
+            self._warn(record, no_hooks_text(plugin), strict_refuses=True)
+
+    def _implements_no_hook(self, plugin: object) -> bool:
+        """Whether ``plugin`` has no hook implementation and no function named like a hook."""
+        if any(attribute.startswith("sitq_") for attribute, _value in _own_functions(plugin)):
+            return False
+        return all(self.parse_hookimpl_opts(plugin, attribute) is None for attribute in dir(plugin))
 
     def _hook_problems(self, plugin: object) -> tuple[list[str], list[str]]:
         """What is wrong with a plugin's hooks: (problems that break it, warnings that leave it working).
@@ -815,6 +843,9 @@ class SitqPluginManager(pluggy.PluginManager):
                 valid_options=registry.usable_names(),
             )
         notes: list[str] = []
+        quiet = self.records.get(base)
+        if quiet is not None and not quiet.builtin and quiet.status in ("ok", "conflict"):
+            notes.append(_registers_no_such_name(quiet, kind))
         broken = [record for record in self.records.values() if record.status == "broken"]
         if broken:  # a plugin that failed, or failed partway through its registrations, is the likely cause
             shown = broken[:BROKEN_NAMED_IN_ERRORS]
@@ -999,6 +1030,26 @@ class SitqPluginManager(pluggy.PluginManager):
 
 
 _ASYNC_HOOK = "{hook} is 'async def', which sitq never awaits: hooks must be plain (synchronous) functions"
+#: the end of the warning about an entry point whose object has no hooks (named by ``no_hooks_text``)
+NO_HOOKS_HINT = "implements no sitq_* hook: does the entry point name the module with the hooks?"
+
+
+def no_hooks_text(plugin: object) -> str:
+    """The warning for a plugin object without hooks: ``module sitq_jsonq implements no sitq_* hook: ...``."""
+    if isinstance(plugin, ModuleType):
+        return f"module {plugin.__name__} {NO_HOOKS_HINT}"
+    return f"{_a_value(plugin) if not isinstance(plugin, type) else f'class {_qualname(plugin)}'} {NO_HOOKS_HINT}"
+
+
+def _registers_no_such_name(record: PluginRecord, kind: str) -> str:
+    """A sentence for "no backend named X" when an installed plugin is named X but registers no such name."""
+    who = f"The installed {_plugin_text(record)}"
+    provides = [f"backend {name}" for name in sorted(record.backends)]
+    provides += [f"serializer {name}" for name in sorted(record.serializers)]
+    if provides:
+        return f"{who} registers no {kind} of that name; it provides: {', '.join(provides)}."
+    why = next((warning for warning in record.warnings if NO_HOOKS_HINT in warning), None)
+    return f"{who} registers nothing{f': {why}' if why else '.'}"
 
 
 def _own_functions(plugin: object) -> list[tuple[str, object]]:

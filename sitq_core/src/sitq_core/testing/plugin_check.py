@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import inspect
 import re
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import EntryPoint, PackageNotFoundError, distribution, entry_points
 
 from ..backend import Backend
 from ..errors import SitqError, describe_exception
-from ..plugin_manager import ENTRY_POINT_GROUP, SitqPluginManager
+from ..plugin_manager import ENTRY_POINT_GROUP, SitqPluginManager, no_hooks_text
 
 __all__ = ["check_plugin"]
 
@@ -41,6 +41,9 @@ def check_plugin(entry_point_name: str) -> list[str]:
     wanted = _dist_key(entry_point_name)
     from_dist = sorted((ep for ep in installed if _dist_key(_dist_name(ep) or "") == wanted), key=lambda ep: ep.name)
     if not from_dist:
+        elsewhere = _other_groups(entry_point_name)
+        if elsewhere is not None:
+            return [elsewhere]
         known = ", ".join(sorted({f"{ep.name} ({_dist_name(ep) or 'no distribution'})" for ep in installed}))
         return [
             f"no entry point or distribution named {entry_point_name!r} in group {ENTRY_POINT_GROUP!r}; "
@@ -49,6 +52,18 @@ def check_plugin(entry_point_name: str) -> list[str]:
     return [
         f"entry point {ep.name} ({_dist_name(ep)}): {problem}" for ep in from_dist for problem in _check_entry_point(ep)
     ]
+
+
+def _other_groups(dist_name: str) -> str | None:
+    """For a distribution that is installed but has no ``sitq`` entry point: where its entry points are, if any."""
+    try:
+        dist = distribution(dist_name)
+    except (PackageNotFoundError, ValueError):  # ValueError: not a valid distribution name
+        return None
+    groups = sorted({ep.group for ep in dist.entry_points})
+    where = f"it has ones in: {', '.join(groups)}" if groups else "it has no entry points at all"
+    name = dist.metadata["Name"] or dist_name
+    return f"distribution {name} is installed but has no entry point in group {ENTRY_POINT_GROUP!r}; {where}"
 
 
 def _dist_name(ep: EntryPoint) -> str | None:
@@ -66,7 +81,9 @@ def _check_entry_point(ep: EntryPoint) -> list[str]:
         plugin = ep.load()
     except Exception as exc:
         return [f"entry point {ep.name} = {ep.value!r} failed to import: {describe_exception(exc)}"]
-    manager = SitqPluginManager(load_entrypoints=False)
+    # never strict: a broken plugin is a record to read, in the words `sitq plugins` uses, whatever
+    # SITQ_STRICT_PLUGINS says (strict mode wrapped them: "sitq plugin 'x' from d failed to load: ...")
+    manager = SitqPluginManager(load_entrypoints=False, strict=False)
     try:
         manager.register_plugin(plugin, ep.name, dist=ep.dist.name if ep.dist is not None else None)
         manager.check_pending()
@@ -79,7 +96,7 @@ def _check_entry_point(ep: EntryPoint) -> list[str]:
     try:
         manager.check_hooks()
         manager.collect()
-    except SitqError as exc:  # SITQ_STRICT_PLUGINS turns a broken record into an exception
+    except SitqError as exc:  # not strict, so not expected: said in the same words all the same
         return [f"plugin is broken: {exc.message}"]
     record = manager.records.get(ep.name)
     if record is not None and record.status == "broken":
@@ -89,7 +106,11 @@ def _check_entry_point(ep: EntryPoint) -> list[str]:
     if record is not None:  # mistakes that leave the plugin working: worth fixing all the same
         problems.extend(f"warning: {warning}" for warning in record.warnings)
     if record is not None and not record.hooks:
-        problems.append("the plugin implements no sitq_* hook")
+        problems.append(
+            f"entry point {ep.name} = {ep.value!r}: {no_hooks_text(plugin)}"
+            if manager._implements_no_hook(plugin)
+            else "the plugin implements no sitq_* hook this sitq-core calls"
+        )
     for entry in manager.backends.entries():
         if entry.provider.plugin != ep.name:
             continue
