@@ -399,6 +399,7 @@ def test_invalid_registration_names_are_refused(site: Path) -> None:
     make_dist(site, "acme-bad-name", "badname", "acme_badname_plugin", GOOD_BACKEND.format(name="Bad Name"))
     record = {r.name: r for r in SitqPluginManager().plugin_records()}["badname"]
     assert record.status == "broken" and "'Bad Name'" in (record.error or "")
+    assert "(context:" not in (record.error or ""), "the refusal's text, not its keyword dump, in a listing's line"
 
 
 def test_facade_without_the_sqlite_plugin_says_what_to_install() -> None:

@@ -33,6 +33,7 @@ from .errors import (
     BackendNotInstalledError,
     BrokenPluginError,
     PluginError,
+    SitqError,
     UnknownBackendError,
     ValidationError,
     describe_exception,
@@ -730,7 +731,7 @@ class SitqPluginManager(pluggy.PluginManager):
         try:
             returned = impl.function(register=counted)
         except Exception as exc:
-            self._broken(record, f"registration failed: {describe_exception(exc)}", exc)
+            self._broken(record, f"registration failed: {_described(exc)}", exc)
             return
         if inspect.iscoroutine(returned):  # a plain function handing back a coroutine: its work never runs
             returned.close()
@@ -1232,3 +1233,11 @@ def _known_dists() -> set[str]:
 def _dist_key(dist: str) -> str:
     """A distribution name normalised for comparison (PEP 503: case, ``-``, ``_`` and ``.`` alike)."""
     return re.sub(r"[-_.]+", "-", dist).lower()
+
+
+def _described(exc: Exception) -> str:
+    """``describe_exception``, but a sitq error by its message alone: its ``(context: ...)`` repeats what the
+    message says, and a listing's line (``sitq plugins``, ``sitq backends``) has no room for it."""
+    if isinstance(exc, SitqError) and isinstance(exc.message, str) and exc.message.strip():
+        return f"{type(exc).__name__}: {exc.message}"
+    return describe_exception(exc)
