@@ -13,6 +13,7 @@ import dataclasses
 import inspect
 import os
 import random
+import re
 import subprocess
 import sys
 import textwrap
@@ -844,6 +845,60 @@ class ExchangesOneList(DictStoreBackend):
         return reserved
 
 
+class ReservesTasks(DictStoreBackend):
+    """reserve hands out the tasks themselves, not ``ReservedTask`` leases."""
+
+    async def reserve(self, **options: Any) -> list[Task]:  # type: ignore[override]
+        return [lease.task for lease in await super().reserve(**options)]
+
+
+class EnqueuesWithoutIds(DictStoreBackend):
+    """enqueue_many stores the tasks but returns None (the default enqueue then indexes None)."""
+
+    async def enqueue_many(self, tasks: Sequence[Task]) -> None:  # type: ignore[override]
+        await super().enqueue_many(tasks)
+
+
+class EnqueueAnswersNone(DictStoreBackend):
+    """enqueue (overridden) stores the task but returns None instead of its id."""
+
+    async def enqueue(self, task: Task) -> None:  # type: ignore[override]
+        await super().enqueue(task)
+
+
+class TasksAsDicts(DictStoreBackend):
+    """get_task returns the row as a dict, not a ``Task``."""
+
+    async def get_task(self, task_id: str) -> dict[str, Any] | None:  # type: ignore[override]
+        task = await super().get_task(task_id)
+        return None if task is None else dataclasses.asdict(task)
+
+
+class PlainReserve(DictStoreBackend):
+    """reserve is a plain method (no ``async``): awaiting its list raises a TypeError."""
+
+    def reserve(self, **options: Any) -> list[ReservedTask]:  # type: ignore[override]
+        return []
+
+
+class CountsAsList(DictStoreBackend):
+    """counts returns the numbers without their statuses."""
+
+    async def counts(self, *, queue: str | None = None) -> list[int]:  # type: ignore[override]
+        return list((await super().counts(queue=queue)).values())
+
+
+class UnknownStatusListsNone(DictStoreBackend):
+    """list_tasks answers None for an unknown status instead of raising ValidationError."""
+
+    async def list_tasks(  # type: ignore[override]
+        self, *, status: str | None = None, queue: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[Task] | None:
+        if status not in (None, *TaskStatus):
+            return None
+        return await super().list_tasks(status=status, queue=queue, limit=limit, offset=offset)
+
+
 def _fields(outcome: Outcome) -> dict[str, Any]:
     return {name: getattr(outcome, name) for name in outcome.__dataclass_fields__}
 
@@ -1527,7 +1582,8 @@ CASES: list[tuple[type[DictStoreBackend], type[Any], str, dict[str, Any], str]] 
         ExchangeContract,
         "test_stale_outcome_is_fenced_and_reserve_still_happens",
         {},
-        "ExchangeContract: finish_and_reserve must return a pair (accepted, reserved), got a list",
+        "ExchangeContract: finish_and_reserve must return a pair (accepted, reserved): a list of bool, one per "
+        "outcome (1 outcome), and a list of ReservedTask, got a list of ReservedTask",
     ),
     (
         ReleaseMovesTheEta,
@@ -1535,6 +1591,91 @@ CASES: list[tuple[type[DictStoreBackend], type[Any], str, dict[str, Any], str]] 
         "test_release_keeps_the_eta",
         {},
         "RetryContract: release must leave the task's eta as it was",
+    ),
+    (
+        ReservesTasks,
+        ReserveContract,
+        "test_reserve_records_the_lease",
+        {},
+        "ReserveContract: reserve must return a list of ReservedTask, got a list of Task",
+    ),
+    (
+        ReservesTasks,
+        ResultContract,  # not an AttributeError from Backend.complete, handed a Task
+        "test_complete_stores_result",
+        {},
+        "ResultContract: reserve must return a list of ReservedTask, got a list of Task",
+    ),
+    (
+        ReservesTasks,
+        ConcurrencyContract,  # the reservers run on threads of their own, made by backend_factory
+        "test_reservers_on_other_threads_and_loops",
+        {},
+        "ConcurrencyContract: reserve must return a list of ReservedTask, got a list of Task",
+    ),
+    (
+        EnqueuesWithoutIds,
+        ReserveContract,  # not a TypeError from the default enqueue indexing None
+        "test_eta_honoured",
+        {},
+        "ReserveContract: enqueue_many must return a list of the task ids (str), one per task (1 task), got None",
+    ),
+    (
+        EnqueuesWithoutIds,
+        ReserveContract,
+        "test_priority_first",
+        {},
+        "ReserveContract: enqueue_many must return a list of the task ids (str), one per task (5 tasks), got None",
+    ),
+    (
+        EnqueueAnswersNone,
+        LeaseContract,
+        "test_heartbeat_extends",
+        {},
+        "LeaseContract: enqueue must return the task id (str), got None",
+    ),
+    (
+        TasksAsDicts,
+        EnqueueContract,
+        "test_every_field_round_trips",
+        {},
+        "EnqueueContract: get_task must return a Task or None, got a dict",
+    ),
+    (
+        TasksAsDicts,
+        ReserveContract,  # not "get_task raised AttributeError" in the hint of another promise
+        "test_named_queues",
+        {},
+        "ReserveContract: get_task must return a Task or None, got a dict",
+    ),
+    (
+        PlainReserve,
+        ReserveContract,
+        "test_reserve_nothing_due",
+        {},
+        "ReserveContract: reserve must be 'async def' (it returned [], not an awaitable)",
+    ),
+    (
+        UnknownStatusListsNone,
+        StatsContract,  # the promise it broke is the ValidationError, not list_tasks' type
+        "test_list_tasks_bad_arguments",
+        {},
+        "StatsContract: list_tasks(status='bogus') must raise ValidationError(parameter='status') (it returned "
+        "without raising ValidationError)",
+    ),
+    (
+        UnknownStatusListsNone,
+        BadInputContract,
+        "test_bad_arguments_lose_nothing",
+        {},
+        "BadInputContract: an unknown status must raise ValidationError(parameter='status'); nothing raised",
+    ),
+    (
+        CountsAsList,
+        StatsContract,
+        "test_counts_empty",
+        {},
+        "StatsContract: counts must return a dict of status (str) to count (int), got [0, 0, 0, 0, 0]",
     ),
 ]
 
@@ -1939,3 +2080,61 @@ def test_a_backend_call_that_outlives_its_cancellation_is_told_apart_from_a_bloc
     )
     result.fnmatch_lines(['*test_stubborn.py", line *, in reserve'])  # where the call still awaits
     result.no_fnmatch_line("*blocks instead of awaiting*")
+
+
+WRONG_TYPES = {
+    "reserve returns Task, not ReservedTask": (
+        "async def reserve(self, **options):\n    return [lease.task for lease in await super().reserve(**options)]",
+        "reserve must return a list of ReservedTask, got a list of Task",
+    ),
+    "enqueue_many returns None": (
+        "async def enqueue_many(self, tasks):\n    await super().enqueue_many(tasks)",
+        "enqueue_many must return a list of the task ids (str), one per task (* task*), got None",
+    ),
+    "get_task returns a dict": (
+        "async def get_task(self, task_id):\n"
+        "    task = await super().get_task(task_id)\n"
+        "    return task and dataclasses.asdict(task)",
+        "get_task must return a Task or None, got a dict",
+    ),
+}
+
+
+@pytest.mark.parametrize(("method", "expected"), WRONG_TYPES.values(), ids=list(WRONG_TYPES))
+def test_a_method_returning_the_wrong_type_fails_every_test_naming_it(
+    tmp_path: Path, method: str, expected: str
+) -> None:
+    """plugins.md: a failure message starts with the contract and the broken promise, for a wrong type too.
+
+    Dozens of tests failed with a raw ``AttributeError: 'Task' object has no attribute 'lease_token'`` (raised
+    in ``Backend.complete``) or ``TypeError: 'NoneType' object is not subscriptable`` (the default ``enqueue``),
+    wherever the answer was first used; ConcurrencyContract blamed event loops for it.
+    """
+    source = textwrap.dedent(
+        """
+        import dataclasses
+        import uuid
+        import pytest
+        from sitq_dictstore import DictStoreBackend
+        from sitq_core.testing import BackendSuite
+
+        class WrongType(DictStoreBackend):
+            METHOD
+
+        class TestWrongType(BackendSuite):
+            @pytest.fixture
+            def backend_factory(self):
+                store = uuid.uuid4().hex
+                return lambda: WrongType(store=store)
+        """
+    ).replace("METHOD", textwrap.indent(method, " " * 12).lstrip())
+    (tmp_path / "test_wrong_type.py").write_text(source)
+    result = _author_runs_pytest(tmp_path, "test_wrong_type.py", "TestWrongType", PYTEST_ADDOPTS="--tb=line")
+    failures = [line for line in result.lines if re.match(r"\S+:\d+: \S+: ", line)]  # --tb=line: path:line: error
+    assert len(failures) > 10, result.str()  # many tests meet the wrong answer
+    for line in failures:
+        assert re.match(r"\S+:\d+: (Failed|WrongAnswer|AssertionError): [A-Za-z]+Contract: ", line), (
+            f"a failure naming no contract: {line}"
+        )
+    result.fnmatch_lines([f"*: WrongAnswer: *Contract: {expected}*"])
+    result.no_fnmatch_line("*every instance must work on its own thread*")  # not a lock bound to an event loop

@@ -21,6 +21,11 @@ Fixture contract:
   multi-process contract runs real reserver processes with it; by default it
   is None and that test is skipped, saying why.
 
+The backends a contract test gets (``backend``, and those ``backend_factory`` and
+``open_backend`` make for it) check the type of what each method returns
+(:mod:`sitq_core.testing.answers`): a wrong one fails where it is returned, naming
+the contract and the method, not as an ``AttributeError`` wherever it is first used.
+
 Every contract test, and the ``backend`` fixture's connect and close, must
 finish within ``SITQ_KIT_TIMEOUT`` seconds (120 by default): a backend call
 that never answers fails its test, naming it, instead of hanging the run.
@@ -56,6 +61,7 @@ import pytest
 import pytest_asyncio
 
 from ..backend import Backend, Capability
+from .answers import check_answers, wrong_answer
 from .clock import FakeClock
 
 __all__ = ["BackendFactory", "BackendFixtures", "OpenBackend", "kit_timeout", "requires"]
@@ -220,6 +226,7 @@ def _time_limited(test: Callable[..., Awaitable[Any]], contract: str) -> Callabl
     @functools.wraps(test)
     async def limited(*args: Any, **kwargs: Any) -> Any:
         limit = kit_timeout()
+        kwargs = _answers_checked(kwargs, contract)
         try:
             with _watchdog(limit, f"{contract}: {test.__name__}"):
                 async with asyncio.timeout(limit) as scope:
@@ -239,6 +246,29 @@ def _time_limited(test: Callable[..., Awaitable[Any]], contract: str) -> Callabl
 
     limited.__sitq_time_limited__ = True  # type: ignore[attr-defined]
     return limited
+
+
+def _answers_checked(fixtures: dict[str, Any], contract: str) -> dict[str, Any]:
+    """The test's fixtures with every backend they give checking what its methods return (``answers``).
+
+    ``backend`` itself, and the backends ``backend_factory`` and ``open_backend`` make: a wrong
+    type fails where it is returned, naming ``contract`` and the method, not with an
+    ``AttributeError`` wherever the answer is first used.
+    """
+    fixtures = dict(fixtures)
+    if "backend" in fixtures:
+        fixtures["backend"] = check_answers(fixtures["backend"], contract)
+    factory, opener = fixtures.get("backend_factory"), fixtures.get("open_backend")
+    if callable(factory):
+        fixtures["backend_factory"] = lambda: check_answers(factory(), contract)
+    if callable(opener):
+
+        async def open_checked() -> Backend:
+            opened: Backend = await opener()
+            return check_answers(opened, contract)
+
+        fixtures["open_backend"] = open_checked
+    return fixtures
 
 
 async def _answered(call: Awaitable[T], what: str) -> T:
@@ -312,9 +342,13 @@ class BackendFixtures:
         await _answered(instance.connect(), "connect()")
         try:
             counts = await _answered(instance.counts(), "counts()")
+            if wrong := wrong_answer("counts", counts):
+                pytest.fail(f"backend fixture: {wrong} (see StatsContract)")
             if any(counts.values()):
                 # the store is not fresh, or counts() miscounts: list_tasks() tells which one to blame
                 held = await _answered(instance.list_tasks(limit=1), "list_tasks()")
+                if wrong := wrong_answer("list_tasks", held):
+                    pytest.fail(f"backend fixture: {wrong} (see StatsContract)")
                 if not held:
                     pytest.fail(
                         f"backend fixture: counts() of the fresh store says {counts} but list_tasks() finds no "

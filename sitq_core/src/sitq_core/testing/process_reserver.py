@@ -17,6 +17,7 @@ import sys
 from datetime import datetime
 
 from ..config import resolve_backend
+from .answers import check_answers
 from .clock import FakeClock
 
 __all__ = ["main"]
@@ -25,7 +26,7 @@ LEASE_SECONDS = 30.0
 
 
 async def _drain(spec: object, now: datetime, worker_id: str) -> list[str]:
-    backend = resolve_backend(spec)  # type: ignore[arg-type]
+    backend = check_answers(resolve_backend(spec), "ConcurrencyContract")  # type: ignore[arg-type]
     backend.clock = FakeClock(now)
     done: list[str] = []
     async with backend:

@@ -17,6 +17,7 @@ from ...hookspecs import hookimpl
 from ...models import Outcome, ReservedTask, Task, new_id
 from ...plugin_manager import SitqPluginManager
 from ...plugins import use_plugin_manager
+from ..answers import WrongAnswer
 from ..clock import FakeClock
 from ..fixtures import DEFAULT_TIMEOUT, kit_timeout
 
@@ -71,6 +72,8 @@ async def refused(awaitable: Awaitable[Any], error: type[E], contract: str, prom
         await within(awaitable, contract, promise)
     except error as exc:
         return exc
+    except WrongAnswer:  # an answer of the wrong type, where none was due: the promise is what broke
+        pytest.fail(f"{contract}: {promise} (it returned without raising {error.__name__})")
     except Exception as exc:
         pytest.fail(f"{contract}: {promise} (it raised {type(exc).__name__}: {exc} instead)")
     pytest.fail(f"{contract}: {promise} (it returned without raising {error.__name__})")

@@ -11,6 +11,7 @@ import pytest
 from ...backend import Backend
 from ...errors import ValidationError
 from ...models import LeaseState, Outcome, TaskStatus
+from ..answers import WrongAnswer
 from ..clock import FakeClock
 from ..fixtures import BackendFixtures
 from ._support import (
@@ -84,6 +85,10 @@ class BadInputContract(BackendFixtures):
                 assert parameter_of(error) == parameter, (
                     f"{C}: {wrong[parameter]} must raise ValidationError(parameter={parameter!r}), "
                     f"got parameter={parameter_of(error)!r}: {error}"
+                )
+            except WrongAnswer:  # an answer of the wrong type, where none was due: the promise is what broke
+                pytest.fail(
+                    f"{C}: {wrong[parameter]} must raise ValidationError(parameter={parameter!r}); nothing raised"
                 )
             except Exception as error:
                 pytest.fail(
