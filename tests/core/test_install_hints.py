@@ -68,3 +68,20 @@ def test_the_documented_feature_checks_answer_without_the_plugin(blocked: str) -
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert done.stdout.split() == ["True", "False", "True"], done.stdout + done.stderr
+
+
+def test_a_broken_plugin_chosen_by_url_leads_with_the_checkout() -> None:
+    """Choosing the backend by URL named only 'pip install sitq[sqlite]' (the unrelated PyPI project)."""
+    code = textwrap.dedent(
+        """
+        import sys
+        sys.modules["sitq_sqlite"] = None  # installed, but the plugin does not import
+        import sitq
+        try:
+            sitq.TaskQueue("sqlite:///never-made.db")
+        except sitq.PluginError as exc:
+            print(exc)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    _leads_with_the_checkout(done.stdout, "./sitq_sqlite", "sitq[sqlite]")

@@ -816,7 +816,7 @@ class SitqPluginManager(pluggy.PluginManager):
                 )
             if record.status == "broken":
                 hint = KNOWN_PLUGINS.get(base)
-                reinstall = f" Reinstall with: pip install '{hint[1]}'." if hint else ""
+                reinstall = f" Reinstall it: {install_hint(*hint)}." if hint else ""
                 unknown = "" if provides else " (what a plugin provides is not known until it loads)"
                 return BrokenPluginError(
                     f"{kind} {name!r} {claim}, which failed to load{unknown}: "
