@@ -1523,6 +1523,9 @@ async def test_a_task_that_finished_after_losing_its_lease_is_not_run_again_here
     assert "its outcome goes in under the new lease" in caplog.text
     assert "outcome discarded" not in caplog.text, "it said the outcome was discarded, then stored it"
     assert f"task {task_id} was reclaimed by another worker (lease lost); its outcome is kept" in caplog.text
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and task_id in r.getMessage()]
+    lost = [message for message in warned if "lost" in message]
+    assert len(lost) == 1, f"one documented warning for the lost lease (delivery.md), got {warned}"
 
 
 @pytest.mark.asyncio

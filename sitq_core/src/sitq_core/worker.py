@@ -3111,7 +3111,12 @@ class Worker:
                         # task reads as not running); the outcome's own fenced report tells, and warns if lost
                         continue
                     running.lease_lost = True
-                    logger.warning("worker %s: lease of task %s lost", self.worker_id, task_id)
+                    # INFO: its report, refused when the task ends, logs the one documented WARNING (delivery.md)
+                    logger.info(
+                        "worker %s: a lease renewal found the lease of task %s gone (another worker may take it)",
+                        self.worker_id,
+                        task_id,
+                    )
                     self._drop_unstarted(running)
                 elif state == LeaseState.CANCEL_REQUESTED and not running.cancel_requested:
                     if running.batch is not None:
