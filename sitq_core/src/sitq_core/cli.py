@@ -477,40 +477,19 @@ def _backends(out: TextIO, *, as_json: bool) -> int:
     for plugin in manager.unknown_disabled_plugins():
         # never imported, so what it would register is unknown: it is listed as what it is, a plugin, and
         # not as a backend named after its entry point (it may provide only a serializer, or nothing)
-        rows.append(
-            {
-                "kind": "plugin",
-                "name": plugin.name,
-                "schemes": [],
-                "dist": plugin.dist,
-                "version": plugin.version,
-                "description": f"installed but disabled by {plugin.disabled_by}: "
-                "what it provides is not known until it is enabled",
-                "installed": True,
-                "conflict": False,
-                "conflicting_schemes": [],
-                "broken": False,
-            }
+        description = (
+            f"installed but disabled by {plugin.disabled_by}: what it provides is not known until it is enabled"
         )
+        rows.append(_plugin_row(plugin, description, broken=False))
     for plugin in _broken_plugins_not_listed(manager, rows):
         # what it provides is unknown or only partly registered: listed as the plugin, with why it failed,
         # rather than only as a WARNING on stderr (a sitq plugin whose name sitq knows is listed above)
         registered = plugin.backends or plugin.serializers
-        rows.append(
-            {
-                "kind": "plugin",
-                "name": plugin.name,
-                "schemes": [],
-                "dist": plugin.dist,
-                "version": plugin.version,
-                "description": f"installed but {'not loaded' if plugin.shadowed_by else 'failed to load'}: "
-                f"{plugin.error_line()}{'' if registered else ' (what it provides is not known)'}",
-                "installed": True,
-                "conflict": False,
-                "conflicting_schemes": [],
-                "broken": True,
-            }
+        description = (
+            f"installed but {'not loaded' if plugin.shadowed_by else 'failed to load'}: "
+            f"{plugin.error_line()}{'' if registered else ' (what it provides is not known)'}"
         )
+        rows.append(_plugin_row(plugin, description, broken=True))
     if as_json:
         _out(out, json.dumps(rows, indent=2, sort_keys=True))
         return 0
@@ -531,6 +510,22 @@ def _backends(out: TextIO, *, as_json: bool) -> int:
                 clash = conflict_text("backend", listed, scheme)
                 _out(out, f"{indent} URL scheme {scheme}: CONFLICT, cannot be chosen: {clash}")
     return 0
+
+
+def _plugin_row(plugin: PluginRecord, description: str, *, broken: bool) -> dict[str, Any]:
+    """A ``sitq backends`` row for a plugin itself (disabled, or failed to load), not for a name it registers."""
+    return {
+        "kind": "plugin",
+        "name": plugin.name,
+        "schemes": [],
+        "dist": plugin.dist,
+        "version": plugin.version,
+        "description": description,
+        "installed": True,
+        "conflict": False,
+        "conflicting_schemes": [],
+        "broken": broken,
+    }
 
 
 def _broken_plugins_not_listed(manager: SitqPluginManager, rows: list[dict[str, Any]]) -> list[PluginRecord]:
