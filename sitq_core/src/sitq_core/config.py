@@ -118,6 +118,7 @@ def url_serializer(text: str) -> str | None:
 def _installed_backend_names() -> list[str]:
     manager = get_plugin_manager()
     manager.collect()
+    manager.backends.try_loads()  # a backend installed without its driver is not offered
     return manager.backends.usable_names()
 
 

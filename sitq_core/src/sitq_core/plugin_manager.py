@@ -791,6 +791,7 @@ class SitqPluginManager(pluggy.PluginManager):
         return None
 
     def _missing(self, kind: str, name: str, registry: Registry[Any]) -> PluginError:
+        registry.try_loads()  # valid_options: the names that load, whatever this process chose before
         base = name.split("+", 1)[0]
         candidates = [self.records.get(name), self.records.get(base)]
         if kind == "backend":

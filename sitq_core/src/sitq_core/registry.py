@@ -7,6 +7,7 @@ another, and every failure names the distribution to blame.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
 import inspect
@@ -225,9 +226,26 @@ class Registry(Generic[T]):
     def usable_names(self) -> list[str]:
         """The registered names that are not known to fail when chosen (no clash over the name, not found broken).
 
-        A name registered as an import string counts as usable until a load of it failed.
+        A name registered as an import string counts as usable until a load of it failed
+        (:meth:`try_loads` finds out at once).
         """
         return [entry.name for entry in self.entries() if entry.status == "ok"]
+
+    def try_loads(self) -> None:
+        """Load every name not loaded yet, so that ``status`` says which would fail when chosen.
+
+        For errors that list the names (an unknown name's): a plugin installed
+        without its driver is listed as broken, and not suggested, from the first
+        error on, not only after a load of it happened to fail. A failed load is
+        tried again each time (the driver may have been installed since).
+        """
+        for entry in self.all_entries():
+            if entry.broken is not None or entry.clashes_over(entry.name):
+                continue
+            if (entry.name, entry.provider) in self._loaded:
+                continue
+            with contextlib.suppress(BrokenPluginError):  # kept in entry.failed
+                self._load_entry(entry)
 
     def entries(self) -> Iterator[RegistryEntry[T]]:
         for name in self.names():
@@ -251,6 +269,10 @@ class Registry(Generic[T]):
             raise PluginConflictError(conflict_text(self.kind, entry, name), parameter=self.kind, value=name)
         if entry.broken is not None:
             raise entry.broken
+        return self._load_entry(entry)
+
+    def _load_entry(self, entry: RegistryEntry[T]) -> type[T]:
+        """Import and check ``entry``'s class once (cached); a failure is kept in ``entry.failed`` and raised."""
         key = (entry.name, entry.provider)
         cached = self._loaded.get(key)
         if cached is not None:
@@ -285,6 +307,7 @@ class Registry(Generic[T]):
         each with a sentence saying so; one close to ``name`` is suggested, with
         its sentence, when no name that can be chosen is close.
         """
+        self.try_loads()  # what fails when chosen is known now, whatever this process chose before
         installed = self.usable_names()  # a name that would fail when chosen is neither listed nor suggested
         schemes = [
             alias
