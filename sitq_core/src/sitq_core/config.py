@@ -178,7 +178,8 @@ def _build_backend(target: Any, config_options: dict[str, Any]) -> Backend:
             url = replace(url, query={**url.query, **config_options})
         if not _has(manager, url.name) and url.driver and _has(manager, url.scheme):
             _refuse_driver(manager, url, target)
-        cls = manager.backend_class(url.name if _has(manager, url.name) else url.scheme)
+        name = url.name if _has(manager, url.name) else url.scheme
+        cls = _scheme_class(manager, name, target.strip().partition("://")[0])
         return _from_url(cls, url, target)
     text = target.strip()
     name = text.lower()
@@ -243,6 +244,31 @@ def _unknown_name(manager: SitqPluginManager, text: str) -> type[Backend]:
             raise
         refused = exc
     # raised outside the handler: the refusal, which quotes the text lower-cased and unmasked, is not kept
+    raise UnknownBackendError(
+        refused.message.replace(repr(name), repr(shown), 1),
+        parameter="backend",
+        value=shown,
+        valid_options=refused.valid_options,
+    )
+
+
+def _scheme_class(manager: SitqPluginManager, name: str, given: str) -> type[Backend]:
+    """The backend class of the URL scheme ``name`` (lower-cased), which the URL wrote as ``given``.
+
+    An unknown scheme is shown as written (``no backend named 'Redis'``), as
+    an unknown name given alone is: matching is case-insensitive, the error
+    repeats what the user typed.
+    """
+    if "+" not in name:  # the driver did not count: 'Sqlit+foo://' is the unknown scheme 'Sqlit'
+        given = given.partition("+")[0]
+    shown = masked(given)
+    try:
+        return manager.backend_class(name)
+    except UnknownBackendError as exc:
+        if type(exc) is not UnknownBackendError or exc.value != name or shown == name:
+            raise
+        refused = exc
+    # raised outside the handler: the refusal, which quotes the scheme lower-cased, is not kept
     raise UnknownBackendError(
         refused.message.replace(repr(name), repr(shown), 1),
         parameter="backend",
