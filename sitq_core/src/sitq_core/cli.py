@@ -25,7 +25,7 @@ from typing import Any, NoReturn, TextIO
 
 from . import __version__, forks
 from .backend import Backend, Capability, reading_only
-from .config import DEFAULT_BACKEND_URL, named_as_registered, resolve_backend, split_config
+from .config import DEFAULT_BACKEND_URL, FROM_VARIABLE, named_as_registered, resolve_backend, split_config
 from .errors import (
     BackendError,
     BrokenPluginError,
@@ -347,7 +347,8 @@ def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
     except SitqError as exc:
         if isinstance(exc, BrokenPluginError) and strict_plugins():
             traceback.print_exception(exc, file=sys.stderr)  # what the error's hint promises
-        sys.stderr.write(f"sitq: error: {exc}\n")
+        # its message: the "(context: ...)" that str() adds is for logs, and no other error line shows one
+        sys.stderr.write(f"sitq: error: {exc.message}\n")
         return 2
     # no command: a usage error, as an unknown one is (argparse exits 2); the help says what there is
     build_parser().print_help(sys.stderr)
@@ -674,10 +675,11 @@ def _run_worker(args: argparse.Namespace) -> int:
     except (ValidationError, ConfigurationError) as exc:  # name the flag the user typed, not the Python parameter
         flag = _WORKER_FLAGS.get(exc.parameter or "")
         if flag == "--serializer" and args.serializer is None:  # the serializer came from the URL, not from -s
-            flag = f"{'--backend' if args.backend is not None else 'SITQ_BACKEND'} (its ?serializer=)"
+            flag = _url_serializer_flag(args.backend)
         if flag is None or isinstance(exc, BrokenPluginError):  # a broken plugin's traceback is main's to show
             raise
-        sys.stderr.write(f"sitq: error: {_in_flag_terms(exc.message, exc.parameter or '', flag)}\n")
+        message = exc.message.replace(FROM_VARIABLE, "")  # the flag names the variable first
+        sys.stderr.write(f"sitq: error: {_in_flag_terms(message, exc.parameter or '', flag)}\n")
         return 2
 
     async def run() -> None:
@@ -702,7 +704,7 @@ def _run_worker(args: argparse.Namespace) -> int:
     try:
         asyncio.run(run())
     except SitqError as exc:  # e.g. the worker stopped after an internal error
-        shown = _backend_error_line(exc, args.backend) if _is_connect_error(exc) else str(exc)
+        shown = _backend_error_line(exc, args.backend) if _is_connect_error(exc) else str(exc.message)
         sys.stderr.write(f"sitq: error: {shown}\n")
         code = 2
     except Exception:
@@ -748,6 +750,11 @@ async def _close_within(backend: Backend, timeout: float, code: Callable[[], int
 
 #: Parts of a Worker argument error that only Python code can give (None: the flag left out)
 _PYTHON_ONLY_CHOICES = ("None or ", "a Serializer instance or ")
+
+
+def _url_serializer_flag(given: str | None) -> str:
+    """How an error names a serializer that the backend URL's ``?serializer=`` chose."""
+    return f"{'--backend' if given is not None else 'SITQ_BACKEND'} (its ?serializer=)"
 
 
 def _in_flag_terms(message: str, parameter: str, flag: str) -> str:
@@ -956,10 +963,6 @@ def _is_connect_error(exc: BaseException) -> bool:
     return isinstance(exc, StoreConnectionError) or (isinstance(exc, BackendError) and exc.operation == "connect")
 
 
-#: what config.resolve_backend adds to an error about SITQ_BACKEND; the CLI names the variable first instead
-_FROM_VARIABLE = " (from the SITQ_BACKEND environment variable)"
-
-
 def _backend_error_line(error: SitqError, given: str | None) -> str:
     """``--backend: no backend named 'nosuch'. ...``: the error's message, after the flag or variable that gave
     the store, without the ``(context: ...)`` that ``str(error)`` adds for logs (api.md: every error names its flag)."""
@@ -967,7 +970,7 @@ def _backend_error_line(error: SitqError, given: str | None) -> str:
     if given is not None:
         return f"--backend: {message}"
     if os.environ.get("SITQ_BACKEND") is not None:
-        message = message.replace(_FROM_VARIABLE, "")
+        message = message.replace(FROM_VARIABLE, "")  # named first instead
         return message if "SITQ_BACKEND" in message else f"SITQ_BACKEND: {message}"
     return f"the default backend, {DEFAULT_BACKEND_URL} (no --backend, no SITQ_BACKEND): {message}"
 
@@ -1025,6 +1028,10 @@ def _task_threads_still_running(grace: float) -> list[threading.Thread]:
 
 def _stats_command(out: TextIO, backend: str | None, *, as_json: bool) -> int:
     store = _command_backend(backend)
+    refusal = _url_serializer_refusal(backend)
+    if refusal is not None:
+        sys.stderr.write(f"sitq: error: {refusal}\n")
+        return 2
     if _private_to_this_process(store):
         sys.stderr.write(f"sitq: error: {_private_store_text(store, backend)}\n")
         return 2
@@ -1035,6 +1042,24 @@ def _stats_command(out: TextIO, backend: str | None, *, as_json: bool) -> int:
         if _is_connect_error(exc):
             raise _BackendSourceError(exc, backend) from exc
         raise
+
+
+def _url_serializer_refusal(given: str | None) -> str | None:
+    """Why the backend URL's ``?serializer=`` names no serializer (``--backend (its ?serializer=): ...``), or None.
+
+    ``sitq stats`` decodes no payload, but a URL that ``sitq worker`` refuses
+    must not pass here: the name is looked up (its package need not be installed).
+    """
+    chosen = split_config(given)[2]
+    if not isinstance(chosen, str):
+        return None
+    try:
+        get_plugin_manager().serializer_class(chosen.strip().lower())
+    except (ValidationError, ConfigurationError) as exc:
+        if isinstance(exc, BrokenPluginError):  # a broken plugin's traceback is main's to show
+            raise
+        return _in_flag_terms(exc.message, exc.parameter or "", _url_serializer_flag(given))
+    return None
 
 
 async def _stats(out: TextIO, store: Backend, *, as_json: bool, source: str = "the --backend URL") -> int:

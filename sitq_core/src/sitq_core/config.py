@@ -57,7 +57,8 @@ def split_config(spec: BackendSpec | None) -> tuple[Backend | str | None, dict[s
     """
     if spec is None:
         from_env = os.environ.get("SITQ_BACKEND")
-        return None, {}, url_serializer(from_env) if from_env else None
+        in_env = url_serializer(from_env) if from_env else None
+        return None, {}, _FromVariable(in_env) if in_env is not None else None
     if isinstance(spec, str):
         return spec, {}, url_serializer(spec)
     if isinstance(spec, Backend):
@@ -93,6 +94,24 @@ def split_config(spec: BackendSpec | None) -> tuple[Backend | str | None, dict[s
         parameter="backend",
         value=redacted("backend", spec),  # bytes of a URL may hold its password
     )
+
+
+class _FromVariable(str):
+    """A serializer name read from the ``SITQ_BACKEND`` URL: an error about it says so, as one about the URL does."""
+
+    __slots__ = ()
+
+
+#: what an error caused by the ``SITQ_BACKEND`` value ends with
+FROM_VARIABLE = " (from the SITQ_BACKEND environment variable)"
+
+
+def _told_from_variable(exc: SitqError) -> SitqError:
+    """``exc`` saying that the ``SITQ_BACKEND`` value caused it (a copy: a broken plugin's error is a cached object)."""
+    told = copy.copy(exc)
+    told.message = f"{exc.message}{FROM_VARIABLE}"
+    told.args = (told.message, *exc.args[1:])
+    return told
 
 
 def url_serializer(text: str) -> str | None:
@@ -146,11 +165,7 @@ def resolve_backend(spec: BackendSpec | None = None, **options: Any) -> Backend:
             try:
                 return _build_backend(target, config_options)
             except SitqError as exc:  # the caller passed nothing: say where the bad value came from
-                # a copy: the registry raises one cached error object for a broken plugin every time
-                told = copy.copy(exc)
-                told.message = f"{exc.message} (from the SITQ_BACKEND environment variable)"
-                told.args = (told.message, *exc.args[1:])
-                raise told from exc.__cause__
+                raise _told_from_variable(exc) from exc.__cause__
     return _build_backend(target, config_options)
 
 
@@ -351,6 +366,11 @@ def _has(manager: SitqPluginManager, name: str) -> bool:
 
 def resolve_serializer(spec: SerializerSpec = None) -> Serializer:
     """A serializer from an instance, a registered name, or None (the default, cloudpickle)."""
+    if isinstance(spec, _FromVariable):  # the SITQ_BACKEND URL's ?serializer= (split_config(None))
+        try:
+            return resolve_serializer(str(spec))
+        except SitqError as exc:
+            raise _told_from_variable(exc) from exc.__cause__
     if spec is None:
         spec = DEFAULT_SERIALIZER
     if isinstance(spec, Serializer):
