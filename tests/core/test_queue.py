@@ -102,6 +102,19 @@ async def _async_numbers(n: int) -> Any:
         yield number
 
 
+class _Lines:
+    """A callable object whose ``__call__`` is a generator (and one whose ``__call__`` is an async generator)."""
+
+    def __call__(self, n: int) -> Any:
+        yield from range(n)
+
+
+class _AsyncLines:
+    async def __call__(self, n: int) -> Any:
+        for number in range(n):
+            yield number
+
+
 def _listed(func: Any) -> Any:
     """A functools.wraps decorator that runs a generator to a list: the wrapper is a fine task."""
 
@@ -115,11 +128,23 @@ def _listed(func: Any) -> Any:
 @pytest.mark.asyncio
 @pytest.mark.parametrize(
     "func",
-    [_numbers, _async_numbers, functools.partial(_numbers, 3), sitq.task(_numbers), sitq.task(_async_numbers)],
-    ids=["generator", "async-generator", "partial", "task", "async-task"],
+    [
+        _numbers,
+        _async_numbers,
+        functools.partial(_numbers, 3),
+        sitq.task(_numbers),
+        sitq.task(_async_numbers),
+        _Lines(),
+        _AsyncLines(),
+        functools.partial(_Lines()),
+    ],
+    ids=["generator", "async-generator", "partial", "task", "async-task", "object", "async-object", "partial-object"],
 )
 async def test_a_generator_function_is_refused_at_enqueue(queue: TaskQueue, func: Any) -> None:
-    """Its call returns a generator without running the body: the task did nothing, then failed in the worker."""
+    """Its call returns a generator without running the body: the task did nothing, then failed in the worker.
+
+    A callable object whose ``__call__`` is a generator was stored, then failed the same way.
+    """
     await queue.enqueue(tasks.add, 1)
     for _ in range(2):  # every time: what enqueue remembers per function is only that of accepted ones
         with pytest.raises(ValidationError, match="generator function") as info:
@@ -1089,3 +1114,23 @@ async def test_timeout_inf_means_no_limit_and_lifts_a_decorated_tasks_timeout(qu
     kept = await queue.get_task(await queue.with_options(timeout=None).enqueue(limited, 1, b=2))
     assert kept is not None and kept.timeout == 0.2  # None still leaves it as it is
     assert sitq.task(timeout=unlimited)(tasks.add).options.timeout is None
+
+
+class _Proxy:
+    """A lazy proxy: every attribute it lacks is looked up on a remote service, which raises its own error."""
+
+    def __call__(self, x: int) -> int:
+        return x * 2
+
+    def __getattr__(self, name: str) -> Any:
+        raise LookupError(f"remote has no {name}")
+
+
+@pytest.mark.asyncio
+async def test_a_callable_object_whose_attribute_lookups_raise_is_stored_and_named_by_its_class(
+    queue: TaskQueue,
+) -> None:
+    """Naming it (``__qualname__``) raised the proxy's LookupError out of enqueue; cloudpickle stores it fine."""
+    task_id = await queue.enqueue(_Proxy(), 21)
+    task = await queue.get_task(task_id)
+    assert task is not None and task.function_name.endswith(":_Proxy")

@@ -131,14 +131,21 @@ def _refuse_generator_function(func: Any, where: str = "", parameter: str = "fun
     """
     target = func.__wrapped__ if is_task_function(func) else func
     try:
+        while isinstance(target, functools.partial):
+            target = target.func
+        # a callable object runs its class's __call__ (a partial of one too): that is what is checked
+        by_call = not inspect.isroutine(target) and not isinstance(target, type)
+        if by_call:
+            target = type(target).__call__  # callable() was checked: it has one
         kind = "an async generator" if inspect.isasyncgenfunction(target) else None
         if kind is None and inspect.isgeneratorfunction(target) and not _is_generator_coroutine(target):
             kind = "a generator"
     except Exception:  # a user's object whose attribute lookup raises: not a generator function
         return
     if kind is not None:
+        what = f"a callable object whose __call__ is {kind} function" if by_call else f"{kind} function"
         raise ValidationError(
-            f"{where}{function_path(func)} is {kind} function: calling it runs none of its body, so as a task it "
+            f"{where}{function_path(func)} is {what}: calling it runs none of its body, so as a task it "
             "would do nothing; enqueue a function that consumes it (for example one returning list(...))",
             parameter=parameter,
             value=func if value is None else value,

@@ -47,9 +47,19 @@ def function_path(func: Callable[..., Any]) -> str:
         if not is_task_function(func):
             break
         func = getattr(func, "__wrapped__", func)
-    module = getattr(func, "__module__", None) or "?"
-    qualname = getattr(func, "__qualname__", None) or type(func).__qualname__
+    module = _attribute(func, "__module__") or "?"
+    qualname = _attribute(func, "__qualname__") or type(func).__qualname__
     return escaped_for_store(f"{module}:{qualname}")
+
+
+def _attribute(obj: object, name: str) -> str | None:
+    """``obj.name`` when it is a str, else None: a proxy's ``__getattr__`` may raise anything (a lookup on a
+    remote service), and a callable object's name then comes from its class."""
+    try:
+        value = getattr(obj, name, None)
+    except Exception:
+        return None
+    return value if isinstance(value, str) else None
 
 
 class Serializer(abc.ABC):
@@ -319,7 +329,7 @@ class MsgpackSerializer(Serializer):
     @staticmethod
     def _importable_path(func: Callable[..., Any]) -> str:
         path = function_path(func)
-        qualname = getattr(func, "__qualname__", "")
+        qualname = _attribute(func, "__qualname__") or ""
         # a task is judged by what it wraps: a method's task (obj.method) is a method, bound to its instance
         target: Any = getattr(func, "__wrapped__", func) if is_task_function(func) else func
         bound_builtin = inspect.isbuiltin(target) and not inspect.ismodule(getattr(target, "__self__", None))
@@ -387,16 +397,18 @@ def _importable_by_reference(func: Any) -> bool:
     cached = _by_reference_cache.get(func)
     if cached is not None:
         return cached and not pickled_by_value(getattr(func, "__module__", None))
-    module_name = getattr(func, "__module__", None)
-    qualname = getattr(func, "__qualname__", "")
     found = False
+    module_name: str | None = None
     if is_task_function(func):
         found = is_importable_task(func)
-    elif inspect.isfunction(func) and module_name not in (None, "__main__") and "<" not in qualname:
-        target: Any = sys.modules.get(module_name or "")
-        for part in qualname.split("."):
-            target = getattr(target, part, None)
-        found = target is func
+        module_name = getattr(func, "__module__", None)
+    elif inspect.isfunction(func):  # only a function's names are looked at: a proxy object's lookups may raise
+        module_name, qualname = func.__module__, func.__qualname__
+        if module_name not in (None, "__main__") and "<" not in qualname:
+            target: Any = sys.modules.get(module_name or "")
+            for part in qualname.split("."):
+                target = getattr(target, part, None)
+            found = target is func
     _by_reference_cache.remember(func, found)
     return found and not pickled_by_value(module_name)
 
