@@ -454,6 +454,9 @@ class Worker:
         self._stopping: asyncio.Event | None = None
         self._stopped: asyncio.Event | None = None
         self._stop_task: asyncio.Future[None] | None = None  # the stop in progress (it outlives a cancelled stop())
+        # one future per stop() call going on, resolved as it returns (on its caller's loop): run() waits for those
+        # on its own loop, so ``run_until_complete(run())`` does not stop the loop a step before they return
+        self._stop_calls: set[asyncio.Future[None]] = set()
         self._teardown: asyncio.Future[None] | None = None  # giving back everything as the loop ends (_tear_down)
         self._exchange_settled = asyncio.Event()  # set once the exchange loop has ended (or was cancelled)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -632,6 +635,16 @@ class Worker:
                 value=timeout,
             )
         timeout = seconds  # a Fraction or Decimal as float
+        call = asyncio.get_running_loop().create_future()
+        self._stop_calls.add(call)
+        try:
+            await self._stop(timeout)
+        finally:
+            self._stop_calls.discard(call)
+            call.set_result(None)
+
+    async def _stop(self, timeout: float | None) -> None:
+        """The body of ``stop()`` (``timeout`` checked already)."""
         here = asyncio.get_running_loop()
         its_loop = self._its_loop()
         if its_loop is None:
@@ -907,7 +920,8 @@ class Worker:
         The first signal drains (in-flight tasks finish, up to
         ``shutdown_timeout``); a second signal stops at once. The handlers
         are in place before the backend connects, so a signal during a slow
-        connect stops the worker too.
+        connect stops the worker too. It returns no earlier than the
+        ``stop()`` calls awaited on its loop (``_stops_returned``).
         """
         loop = asyncio.get_running_loop()
         installed: list[signal.Signals] = []
@@ -956,6 +970,7 @@ class Worker:
         try:
             await self.start()
             if not self._running:  # stop() came while start() was connecting
+                await self._stops_returned(loop)
                 return
             assert self._stopped is not None
             await self._stopped.wait()
@@ -972,6 +987,7 @@ class Worker:
                         with contextlib.suppress(TimeoutError):
                             await within(asyncio.shield(self._stopped.wait()), _FINAL_REPORT_TIMEOUT + _CANCEL_GRACE)
                     raise
+        await self._stops_returned(loop)
         if isinstance(self._fatal, StoreGoneError):
             raise WorkerError(
                 f"worker {self.worker_id} stopped: {self._fatal.message}", worker_id=self.worker_id, cause=self._fatal
@@ -980,6 +996,31 @@ class Worker:
             raise WorkerError(
                 f"worker stopped after an internal error: {self._fatal!r}", worker_id=self.worker_id, cause=self._fatal
             )
+
+    async def _stops_returned(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Wait for the ``stop()`` calls going on on ``loop`` (and the stop task there) to return, then return.
+
+        The worker is stopped already; they are a step or two from their end.
+        ``loop.run_until_complete(worker.run())`` stops the loop as run()
+        returns: a stop() still pending there never returned, so the future of
+        ``run_coroutine_threadsafe(worker.stop(), loop)`` never completed and the
+        loop's tasks were destroyed pending. Bounded: run() must return.
+        """
+        began = time.monotonic()
+        while True:
+            pending: set[asyncio.Future[None]] = {
+                call for call in list(self._stop_calls) if call.get_loop() is loop and not call.done()
+            }
+            stop_task = self._stop_task
+            if stop_task is not None and stop_task.get_loop() is loop and not stop_task.done():
+                pending.add(stop_task)
+            left = _FINAL_REPORT_TIMEOUT + _CANCEL_GRACE - (time.monotonic() - began)
+            if not pending:
+                return
+            if left <= 0:
+                logger.debug("worker %s: run() returns before %d stop() call(s) there", self.worker_id, len(pending))
+                return
+            await asyncio.wait(pending, timeout=left)
 
     def _hard_stop(self, cause: str) -> None:
         """Stop waiting for in-flight tasks: the stop going on cancels them and gives them back now.
