@@ -252,19 +252,7 @@ def _unknown_name(manager: SitqPluginManager, text: str) -> type[Backend]:
             value=shown,
             valid_options=getattr(error, "valid_options", None),
         )
-    try:
-        return manager.backend_class(name)
-    except UnknownBackendError as exc:
-        if type(exc) is not UnknownBackendError or exc.value != name or shown == name:
-            raise
-        refused = exc
-    # raised outside the handler: the refusal, which quotes the text lower-cased and unmasked, is not kept
-    raise UnknownBackendError(
-        refused.message.replace(repr(name), repr(shown), 1),
-        parameter="backend",
-        value=shown,
-        valid_options=refused.valid_options,
-    )
+    return _class_shown_as(manager, name, shown)
 
 
 def _scheme_class(manager: SitqPluginManager, name: str, given: str) -> type[Backend]:
@@ -276,14 +264,18 @@ def _scheme_class(manager: SitqPluginManager, name: str, given: str) -> type[Bac
     """
     if "+" not in name:  # the driver did not count: 'Sqlit+foo://' is the unknown scheme 'Sqlit'
         given = given.partition("+")[0]
-    shown = masked(given)
+    return _class_shown_as(manager, name, masked(given))
+
+
+def _class_shown_as(manager: SitqPluginManager, name: str, shown: str) -> type[Backend]:
+    """The backend class of ``name`` (lower-cased); an unknown one is refused quoting ``shown``, as written."""
     try:
         return manager.backend_class(name)
     except UnknownBackendError as exc:
         if type(exc) is not UnknownBackendError or exc.value != name or shown == name:
             raise
         refused = exc
-    # raised outside the handler: the refusal, which quotes the scheme lower-cased, is not kept
+    # raised outside the handler: the refusal, which quotes the text lower-cased and unmasked, is not kept
     raise UnknownBackendError(
         refused.message.replace(repr(name), repr(shown), 1),
         parameter="backend",
