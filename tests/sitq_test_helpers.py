@@ -126,3 +126,29 @@ def in_child(work: Callable[[], Any], timeout: float = 30.0, *, on_new_thread: b
             os.waitpid(pid, 0)
             return -signal.SIGKILL
         time.sleep(0.02)
+
+
+class InThread:
+    """Runs ``fn`` in a daemon thread, keeping what it returned or raised; ``result`` waits at most ``timeout``."""
+
+    def __init__(self, fn: Callable[[], Any], name: str) -> None:
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+        self._fn = fn
+        self.thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self.thread.start()
+
+    def _main(self) -> None:
+        try:
+            self.value = self._fn()
+        except BaseException as exc:  # handed to the test
+            self.error = exc
+        finally:
+            self.done.set()
+
+    def result(self, timeout: float = 10.0) -> Any:
+        assert self.done.wait(timeout), f"{self.thread.name} did not end within {timeout} s"
+        if self.error is not None:
+            raise self.error
+        return self.value

@@ -25,35 +25,9 @@ from sitq import SQLiteBackend, TaskQueue, ValidationError, Worker
 from sitq_core.models import TaskStatus
 
 import sitq_test_tasks as tasks
-from sitq_test_helpers import wait_until_sync
+from sitq_test_helpers import InThread, wait_until_sync
 
 BOUND = 10.0  # seconds any stop here may take at most (an idle or drained stop takes milliseconds)
-
-
-class InThread:
-    """Runs ``fn`` in a daemon thread, keeping what it returned or raised; ``join`` is bounded."""
-
-    def __init__(self, fn: Any, name: str) -> None:
-        self.value: Any = None
-        self.error: BaseException | None = None
-        self.done = threading.Event()
-        self._fn = fn
-        self.thread = threading.Thread(target=self._main, name=name, daemon=True)
-        self.thread.start()
-
-    def _main(self) -> None:
-        try:
-            self.value = self._fn()
-        except BaseException as exc:  # handed to the test
-            self.error = exc
-        finally:
-            self.done.set()
-
-    def result(self, timeout: float = BOUND) -> Any:
-        assert self.done.wait(timeout), f"{self.thread.name} did not end within {timeout} s"
-        if self.error is not None:
-            raise self.error
-        return self.value
 
 
 def stop_from_another_thread(worker: Worker, timeout: float | None = None) -> InThread:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from sitq import SQLiteBackend, TaskQueue, Worker
 from sitq_core.models import TaskStatus
 
 import sitq_test_tasks as tasks
-from sitq_test_helpers import wait_until_sync
+from sitq_test_helpers import InThread, wait_until_sync
 
 BOUND = 10.0  # seconds any stop here may take at most (an idle or drained stop takes milliseconds)
 
@@ -50,33 +50,9 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
     made.close()
 
 
-class Runner:
-    """``fn`` in a daemon thread, keeping what it raised; ``result`` is bounded."""
-
-    def __init__(self, fn: Callable[[], Any]) -> None:
-        self.error: BaseException | None = None
-        self.done = threading.Event()
-        self._fn = fn
-        self.thread = threading.Thread(target=self._main, name="worker-run", daemon=True)
-        self.thread.start()
-
-    def _main(self) -> None:
-        try:
-            self._fn()
-        except BaseException as exc:  # handed to the test
-            self.error = exc
-        finally:
-            self.done.set()
-
-    def result(self) -> None:
-        assert self.done.wait(BOUND), f"run() did not return within {BOUND} s"
-        if self.error is not None:
-            raise self.error
-
-
-def run_until_complete(worker: Worker, loop: asyncio.AbstractEventLoop) -> Runner:
+def run_until_complete(worker: Worker, loop: asyncio.AbstractEventLoop) -> InThread:
     """``loop.run_until_complete(worker.run(handle_signals=False))`` in a thread, once the worker runs."""
-    runner = Runner(lambda: loop.run_until_complete(worker.run(handle_signals=False)))
+    runner = InThread(lambda: loop.run_until_complete(worker.run(handle_signals=False)), "worker-run")
     wait_until_sync(lambda: worker.running)
     return runner
 
@@ -159,7 +135,7 @@ def test_a_stop_from_another_loop_leaves_nothing_pending_on_the_workers_loop(
     """The stop handed over to the worker's loop ends there before run() returns, not a step after."""
     worker = Worker(url)
     runner = run_until_complete(worker, loop)
-    stopper = Runner(lambda: asyncio.run(worker.stop()))
+    stopper = InThread(lambda: asyncio.run(worker.stop()), "stopper")
     stopper.result()
     runner.result()
     assert pending_on(loop) == set()
@@ -175,7 +151,7 @@ def test_a_stop_threadsafe_while_run_connects_completes(tmp_path: Path, loop: as
             await asyncio.Event().wait()  # a store locked by another process: only the stop ends this
 
     worker = Worker(NeverConnects(tmp_path / "app.db"))
-    runner = Runner(lambda: loop.run_until_complete(worker.run(handle_signals=False)))
+    runner = InThread(lambda: loop.run_until_complete(worker.run(handle_signals=False)), "worker-run")
     assert connecting.wait(BOUND)
     asyncio.run_coroutine_threadsafe(worker.stop(), loop).result(BOUND)
     runner.result()
