@@ -1,4 +1,4 @@
-"""The ``sitq`` command: list plugins and backends, run a worker, show queue counts.
+"""The ``sitq`` command: list plugins and backends, run a worker, show queue counts, manage tasks (cli_tasks).
 
 ``python -m sitq`` runs the same command.
 """
@@ -20,10 +20,10 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, NoReturn, TextIO
 
-from . import __version__, forks
+from . import __version__, cli_tasks, forks
 from .backend import Backend, Capability, reading_only
 from .config import DEFAULT_BACKEND_URL, FROM_VARIABLE, named_as_registered, resolve_backend, split_config
 from .errors import (
@@ -242,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     stats = command("stats", "show task counts per status")
     _backend_arg(stats)
     stats.add_argument("--json", action="store_true", help="machine-readable output")
+    cli_tasks.add_commands(command, _backend_arg)
     return parser
 
 
@@ -281,7 +282,7 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> 
         return _output_failed(exc)
 
 
-_COMMANDS = ("plugins", "backends", "worker", "stats")
+_COMMANDS = ("plugins", "backends", "worker", "stats", *cli_tasks.COMMANDS)
 
 
 def _backend_before_command(given: list[str]) -> str | None:
@@ -300,7 +301,7 @@ def _backend_before_command(given: list[str]) -> str | None:
         command = next((word for word in rest if word in _COMMANDS), None)
         if command is None:
             example = f"sitq worker -b {value} or sitq stats -b {value}"
-        elif command in ("worker", "stats"):
+        elif command in ("worker", "stats", *cli_tasks.COMMANDS):
             example = f"sitq {command} -b {value}"
         else:
             return f"-b/--backend is an option of sitq worker and sitq stats only, not of sitq {command}"
@@ -339,6 +340,8 @@ def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
             return _worker(args)
         if args.command == "stats":
             return _stats_command(out, args.backend, as_json=args.json)
+        if args.command in cli_tasks.COMMANDS:
+            return cli_tasks.run(args, out)
     except _BackendSourceError as exc:  # the flag or variable first, then the message, without its context dump
         if isinstance(exc.error, BrokenPluginError) and strict_plugins():
             traceback.print_exception(exc.error, file=sys.stderr)
@@ -1027,20 +1030,29 @@ def _task_threads_still_running(grace: float) -> list[threading.Thread]:
 
 
 def _stats_command(out: TextIO, backend: str | None, *, as_json: bool) -> int:
-    store = _command_backend(backend)
-    refusal = _url_serializer_refusal(backend)
+    return _store_command(backend, lambda store, source: _stats(out, store, as_json=as_json, source=source))
+
+
+def _store_command(given: str | None, run: Callable[[Backend, str], Coroutine[Any, Any, int]]) -> int:
+    """Run ``run(store, source)`` on the store of ``-b``/``SITQ_BACKEND``: what every command reading one does.
+
+    A bad ``?serializer=`` and a store private to this process are refused
+    (exit code 2); an error connecting names the flag or variable.
+    """
+    store = _command_backend(given)
+    refusal = _url_serializer_refusal(given)
     if refusal is not None:
         sys.stderr.write(f"sitq: error: {refusal}\n")
         return 2
     if _private_to_this_process(store):
-        sys.stderr.write(f"sitq: error: {_private_store_text(store, backend)}\n")
+        sys.stderr.write(f"sitq: error: {_private_store_text(store, given)}\n")
         return 2
-    _warn_if_maybe_private(store, backend)
+    _warn_if_maybe_private(store, given)
     try:
-        return asyncio.run(_stats(out, store, as_json=as_json, source=_backend_source(backend)))
+        return asyncio.run(run(store, _backend_source(given)))
     except SitqError as exc:
         if _is_connect_error(exc):
-            raise _BackendSourceError(exc, backend) from exc
+            raise _BackendSourceError(exc, given) from exc
         raise
 
 
@@ -1063,7 +1075,22 @@ def _url_serializer_refusal(given: str | None) -> str | None:
 
 
 async def _stats(out: TextIO, store: Backend, *, as_json: bool, source: str = "the --backend URL") -> int:
-    if await store.exists() is False:  # reading counts must not create a mistyped file or schema
+    if await _store_missing(store, source):
+        return 2
+    with reading_only():  # a store this process may read but not write (a read-only file) is fine here
+        async with TaskQueue(store) as queue:
+            counts = await queue.counts()
+    if as_json:
+        _out(out, json.dumps(counts, sort_keys=True))
+    else:
+        for status, count in counts.items():
+            _out(out, f"{status:<10} {count}")
+    return 0
+
+
+async def _store_missing(store: Backend, source: str) -> bool:
+    """Say on stderr that ``store`` holds no sitq data, if so: a command must not create a mistyped file or schema."""
+    if await store.exists() is False:
         path = getattr(store, "path", None)
         if isinstance(path, os.PathLike):
             path = os.fspath(path)
@@ -1076,13 +1103,5 @@ async def _stats(out: TextIO, store: Backend, *, as_json: bool, source: str = "t
         else:
             where = f"no sitq database at {path!r}"
         sys.stderr.write(f"sitq: error: {where} (check {source})\n")
-        return 2
-    with reading_only():  # a store this process may read but not write (a read-only file) is fine here
-        async with TaskQueue(store) as queue:
-            counts = await queue.counts()
-    if as_json:
-        _out(out, json.dumps(counts, sort_keys=True))
-    else:
-        for status, count in counts.items():
-            _out(out, f"{status:<10} {count}")
-    return 0
+        return True
+    return False

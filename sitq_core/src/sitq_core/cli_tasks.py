@@ -1,0 +1,418 @@
+"""``sitq tasks``, ``show``, ``requeue``, ``cancel`` and ``purge``: look at stored tasks and act on them from a shell.
+
+:mod:`sitq_core.cli` registers these commands; they choose their store as
+``sitq stats`` does (``-b``/``--backend``, else ``SITQ_BACKEND``) with the
+same error lines and refusals. Exit codes: 0 when everything asked was done,
+1 when a task given could not be shown, requeued or cancelled, 2 for bad
+arguments or a store that cannot be used (docs/how-to/manage-tasks.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import enum
+import json
+import re
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, TextIO
+
+from . import checks
+from .backend import Backend, Capability, reading_only
+from .errors import ValidationError
+from .models import FINAL_STATUSES, Result, Task, TaskStatus
+from .queue import TaskQueue
+
+__all__ = ["COMMANDS", "add_commands", "parse_duration", "run"]
+
+#: The commands of this module, as typed after ``sitq``
+COMMANDS = ("tasks", "show", "requeue", "cancel", "purge")
+#: Tasks read per ``list_tasks`` call when a command walks every match (``--limit 0``, ``requeue --failed``)
+PAGE = 500
+_INT64_MAX = 2**63 - 1
+_ERROR_WIDTH = 60  # characters of a task's last error in the ``sitq tasks`` table
+_STATUSES = tuple(status.value for status in TaskStatus)
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+Say = Callable[[str], None]
+Action = Callable[[TaskQueue, Say], Awaitable[int]]
+
+
+class _Refused(Exception):
+    """An argument refused before the store is opened; the message names it (exit code 2)."""
+
+
+def add_commands(
+    command: Callable[[str, str], argparse.ArgumentParser], backend_arg: Callable[[argparse.ArgumentParser], None]
+) -> None:
+    """Add the commands to ``sitq``'s parser: ``command(name, help)`` makes one, ``backend_arg`` adds ``-b``."""
+    tasks = command("tasks", "list tasks, oldest enqueued first")
+    backend_arg(tasks)
+    tasks.add_argument("--status", metavar="STATUS", help=f"only tasks in this status: {', '.join(_STATUSES)}")
+    tasks.add_argument("--queue", metavar="NAME", help="only tasks of this queue")
+    tasks.add_argument("--limit", type=int, default=20, metavar="N", help="at most N tasks, 0 for all (default: 20)")
+    tasks.add_argument("--offset", type=int, default=0, metavar="N", help="skip the first N (default: 0)")
+    tasks.add_argument("--json", action="store_true", help="machine-readable output")
+
+    show = command("show", "show one task, and its result once it is final")
+    backend_arg(show)
+    show.add_argument("task_id", metavar="TASK_ID")
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+
+    requeue = command("requeue", "run failed or cancelled tasks again")
+    backend_arg(requeue)
+    requeue.add_argument("task_ids", nargs="*", metavar="TASK_ID")
+    requeue.add_argument("--failed", action="store_true", help="every failed task (instead of TASK_ID...)")
+    requeue.add_argument("--queue", metavar="NAME", help="with --failed: only failed tasks of this queue")
+    requeue.add_argument("--json", action="store_true", help="machine-readable output")
+
+    cancel = command("cancel", "cancel queued tasks; ask the workers of running ones to stop them")
+    backend_arg(cancel)
+    cancel.add_argument("task_ids", nargs="+", metavar="TASK_ID")
+    cancel.add_argument("--json", action="store_true", help="machine-readable output")
+
+    purge = command("purge", "delete final tasks (success, failed, cancelled) and their results")
+    backend_arg(purge)
+    purge.add_argument(
+        "--older-than",
+        metavar="DURATION",
+        help="only those finished longer ago than this: 30s, 15m, 2h, 7d or seconds (default: every final task)",
+    )
+    purge.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def run(args: argparse.Namespace, out: TextIO) -> int:
+    """Run the command ``args`` names on its store; returns the exit code."""
+    from . import cli  # cli imports this module at its start: by the time a command runs, both are complete
+
+    try:
+        action, reads_only = _action(args)
+    except _Refused as exc:
+        sys.stderr.write(f"sitq: error: {exc}\n")
+        return 2
+
+    def say(text: str) -> None:
+        cli._out(out, text)
+
+    async def on_store(store: Backend, source: str) -> int:
+        if await cli._store_missing(store, source):  # a mistyped path or schema is reported, not created
+            return 2
+        with reading_only() if reads_only else contextlib.nullcontext():
+            async with TaskQueue(store) as queue:
+                return await action(queue, say)
+
+    return cli._store_command(args.backend, on_store)
+
+
+def _action(args: argparse.Namespace) -> tuple[Action, bool]:
+    """What the command does once its store is open, and whether it only reads; its arguments checked first."""
+    if args.command == "tasks":
+        status = _status(args.status)
+        queue = _queue(args.queue)
+        limit, offset = _count("--limit", args.limit), _count("--offset", args.offset)
+        return (lambda q, say: _list(q, say, status, queue, limit, offset, as_json=args.json)), True
+    if args.command == "show":
+        task_id = _task_ids([args.task_id])[0]
+        return (lambda q, say: _show(q, say, task_id, as_json=args.json)), True
+    if args.command == "requeue":
+        if args.failed and args.task_ids:
+            raise _Refused("requeue takes TASK_ID... or --failed, not both")
+        if not args.failed and not args.task_ids:
+            raise _Refused("requeue needs TASK_ID... or --failed")
+        if args.failed:
+            queue = _queue(args.queue)
+            return (lambda q, say: _requeue_failed(q, say, queue, as_json=args.json)), False
+        if args.queue is not None:
+            raise _Refused("--queue goes with --failed only (the ids given name their tasks)")
+        ids = _task_ids(args.task_ids)
+        return (lambda q, say: _each(q, say, ids, "requeue", as_json=args.json)), False
+    if args.command == "cancel":
+        ids = _task_ids(args.task_ids)
+        return (lambda q, say: _each(q, say, ids, "cancel", as_json=args.json)), False
+    if args.command == "purge":
+        given = args.older_than
+        try:
+            older_than = None if given is None else parse_duration(given)
+        except ValueError as exc:
+            raise _Refused(f"--older-than: {exc}") from None
+        return (lambda q, say: _purge(q, say, older_than, given, as_json=args.json)), False
+    raise AssertionError(f"not a command of this module: {args.command}")
+
+
+# ------------------------------------------------------------------------------------------------- arguments
+
+
+def parse_duration(text: str) -> timedelta:
+    """``30s``, ``15m``, ``2h``, ``7d`` or a plain number of seconds (decimals allowed) as a timedelta.
+
+    Raises ValueError naming the accepted forms. A duration longer than a
+    timedelta holds is ``timedelta.max`` (nothing finished that long ago).
+    """
+    match = _DURATION.fullmatch(text.strip().lower())
+    if match is None:
+        raise ValueError(f"expected a duration such as 30s, 15m, 2h or 7d, or a number of seconds, got {text!r}")
+    seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:
+        return timedelta.max
+
+
+def _status(given: str | None) -> str | None:
+    if given is None:
+        return None
+    name = given.strip().lower()
+    if name not in _STATUSES:
+        raise _Refused(f"--status: unknown status {given!r}; expected one of {', '.join(_STATUSES)}")
+    return name
+
+
+def _queue(given: str | None) -> str | None:
+    if given is None:
+        return None
+    try:
+        return checks.queue_name(given)
+    except ValidationError as exc:
+        raise _Refused(f"--queue: {exc.message.removeprefix('queue: ')}") from None
+
+
+def _count(flag: str, value: int) -> int:
+    if value < 0:
+        raise _Refused(f"{flag} must be 0 or more, got {value}")
+    if value > _INT64_MAX:
+        raise _Refused(f"{flag} must be at most {_INT64_MAX}, got {value}")
+    return value
+
+
+def _task_ids(given: list[str]) -> list[str]:
+    """The ids as given, each once, in order; one no store could hold is refused naming TASK_ID."""
+    for task_id in given:
+        try:
+            checks.task_id(task_id)
+        except ValidationError as exc:
+            raise _Refused(str(exc.message).replace("task_id", "TASK_ID", 1)) from None
+    return list(dict.fromkeys(given))
+
+
+# ----------------------------------------------------------------------------------------------- the commands
+
+
+async def _list(
+    queue: TaskQueue, say: Say, status: str | None, name: str | None, limit: int, offset: int, *, as_json: bool
+) -> int:
+    if limit == 0:  # every match
+        tasks = [task async for task in _walk(queue, status, name, offset)]
+        more = False
+    else:
+        tasks = await queue.list_tasks(status=status, queue=name, limit=min(limit + 1, _INT64_MAX), offset=offset)
+        more = len(tasks) > limit
+        tasks = tasks[:limit]
+    if as_json:
+        say(json.dumps([_task_record(task) for task in tasks], indent=2, sort_keys=True))
+        return 0
+    if not tasks:
+        say("no tasks")
+        return 0
+    header = ["ID", "STATUS", "QUEUE", "FUNCTION", "ATTEMPTS", "ENQUEUED_AT", "ERROR"]
+    rows = [
+        [
+            task.id,
+            str(task.status),
+            _one_line(task.queue),
+            _one_line(task.function_name) or "-",
+            str(task.attempts),
+            _when(task.enqueued_at),
+            _one_line(task.error or "", _ERROR_WIDTH),
+        ]
+        for task in tasks
+    ]
+    widths = [max(len(row[column]) for row in [header, *rows]) for column in range(len(header) - 1)]
+    for row in [header, *rows]:
+        say("  ".join([*(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), row[-1]]).rstrip())
+    if more:
+        say(f"({len(tasks)} shown, oldest first; more with --offset {offset + len(tasks)})")
+    return 0
+
+
+async def _walk(queue: TaskQueue, status: str | None, name: str | None, offset: int) -> AsyncIterator[Task]:
+    """Every task matching, from ``offset`` on, read a page at a time (a task changing meanwhile may be missed)."""
+    while True:
+        page = await queue.list_tasks(status=status, queue=name, limit=PAGE, offset=offset)
+        for task in page:
+            yield task
+        if len(page) < PAGE:
+            return
+        offset += len(page)
+
+
+async def _show(queue: TaskQueue, say: Say, task_id: str, *, as_json: bool) -> int:
+    task = await queue.get_task(task_id)
+    if task is None:
+        sys.stderr.write(f"sitq: error: no task with id {task_id!r}\n")
+        return 1
+    result = await queue.get_result(task_id, timeout=0) if task.status in FINAL_STATUSES else None
+    if as_json:
+        shown = {"task": _task_record(task), "result": None if result is None else _result_record(result)}
+        say(json.dumps(shown, indent=2, sort_keys=True))
+        return 0
+    for line in _fields(_task_record(task), task.serializer):
+        say(line)
+    if result is None:
+        say("result: - (not final yet)" if not task.status.is_final else "result: - (none stored)")
+        return 0
+    say("result:")
+    for line in _fields(_result_record(result), result.serializer, indent="  "):
+        say(line)
+    return 0
+
+
+async def _requeue_failed(queue: TaskQueue, say: Say, name: str | None, *, as_json: bool) -> int:
+    """Requeue every failed task (of queue ``name``), each at most once.
+
+    Requeuing takes tasks out of the failed set, so each page is read from the
+    start again rather than at a growing offset (which would skip a page
+    after each one requeued). A task that fails again while this runs is met
+    again: it is stepped over, never requeued twice, so this always ends.
+    """
+    seen: set[str] = set()
+    requeued: list[str] = []
+    offset = 0
+    while True:
+        page = await queue.list_tasks(status=TaskStatus.FAILED.value, queue=name, limit=PAGE, offset=offset)
+        if not page:
+            break
+        fresh = [task.id for task in page if task.id not in seen]
+        if not fresh:  # all requeued by this command already, and failed again since
+            offset += len(page)
+            continue
+        for task_id in fresh:
+            seen.add(task_id)
+            if await queue.requeue(task_id):  # False: no longer failed (another process requeued or purged it)
+                requeued.append(task_id)
+    if as_json:
+        say(json.dumps({"requeued": requeued, "not_requeued": []}, indent=2, sort_keys=True))
+    else:
+        say(f"requeued {_tasks(len(requeued))}")
+    return 0
+
+
+async def _each(queue: TaskQueue, say: Say, ids: list[str], verb: str, *, as_json: bool) -> int:
+    """``requeue`` or ``cancel`` each task given; the ones that could not be are named on stderr (exit code 1)."""
+    done: list[str] = []
+    refused: list[dict[str, str]] = []
+    notes: list[str] = []
+    for task_id in ids:
+        if await (queue.requeue(task_id) if verb == "requeue" else queue.cancel(task_id)):
+            done.append(task_id)
+            task = await queue.get_task(task_id) if verb == "cancel" else None
+            if task is not None and task.status is TaskStatus.RUNNING:
+                notes.append(
+                    f"{task_id}: running: its worker is told to stop it, and it ends cancelled when the worker hears"
+                )
+        else:
+            refused.append({"id": task_id, "reason": await _why_not(queue, task_id, verb)})
+    past = "requeued" if verb == "requeue" else "cancelled"
+    if as_json:
+        say(json.dumps({past: done, f"not_{past}": refused}, indent=2, sort_keys=True))
+    else:
+        say(f"{past} {_tasks(len(done))}")
+        for note in notes:
+            say(note)
+    for item in refused:
+        sys.stderr.write(f"sitq: error: cannot {verb} {item['id']}: {item['reason']}\n")
+    return 1 if refused else 0
+
+
+async def _why_not(queue: TaskQueue, task_id: str, verb: str) -> str:
+    """Why ``verb`` changed nothing for this task, read after the fact."""
+    task = await queue.get_task(task_id)
+    if task is None:
+        return "no task with this id"
+    if verb == "requeue":
+        return f"it is {task.status}, not failed or cancelled"
+    if task.status.is_final:
+        return f"it already finished ({task.status})"
+    if task.status is TaskStatus.RUNNING and Capability.CANCEL_RUNNING not in queue.backend.capabilities:
+        return f"it is running, and a {type(queue.backend).__name__} cannot tell a running task's worker to stop"
+    return f"it is {task.status}"
+
+
+async def _purge(queue: TaskQueue, say: Say, older_than: timedelta | None, given: str | None, *, as_json: bool) -> int:
+    deleted = await queue.purge(older_than=older_than)
+    if as_json:
+        say(json.dumps({"deleted": deleted}, sort_keys=True))
+        return 0
+    text = f"deleted {deleted} final task{'' if deleted == 1 else 's'}"
+    if given is not None:
+        shown = given.strip().lower()
+        text += f" finished more than {shown}{'s' if shown[-1].isdigit() else ''} ago"
+    say(text)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------------ output
+
+
+def _tasks(count: int) -> str:
+    return f"{count} task{'' if count == 1 else 's'}"
+
+
+def _one_line(text: str, width: int | None = None) -> str:
+    """``text`` on one line (runs of whitespace, newlines too, as one space), cut to ``width`` with ``...``."""
+    flat = " ".join(text.split())
+    if width is not None and len(flat) > width:
+        return flat[: width - 3] + "..."
+    return flat
+
+
+def _when(moment: datetime | None) -> str:
+    return "-" if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _plain(value: Any) -> Any:
+    """A field's value as JSON holds it: datetimes in ISO 8601 (UTC), enums as their value."""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    if isinstance(value, enum.Enum):
+        return value.value
+    return value
+
+
+def _task_record(task: Task) -> dict[str, Any]:
+    """Every field of ``task``; the payload (it may hold code: never decoded here) as its size."""
+    record = {field.name: _plain(getattr(task, field.name)) for field in dataclasses.fields(task)}
+    record["payload_bytes"] = len(record.pop("payload"))
+    return record
+
+
+def _result_record(result: Result) -> dict[str, Any]:
+    """Every field of ``result``; the value as its size (decoding it would run the serializer on stored bytes)."""
+    record = {field.name: _plain(getattr(result, field.name)) for field in dataclasses.fields(result)}
+    value = record.pop("value")
+    record["value_bytes"] = None if value is None else len(value)
+    return record
+
+
+def _fields(record: dict[str, Any], serializer: str, *, indent: str = "") -> list[str]:
+    """``name: value`` lines, values in one column; a value of several lines continues in that column."""
+    sizes = {"payload_bytes": "payload", "value_bytes": "value"}
+    width = max(len(sizes.get(name, name)) for name in record) + 2
+    lines: list[str] = []
+    for name, value in record.items():
+        if name in sizes:
+            shown = "-" if value is None else f"{value} bytes ({serializer}; not decoded here)"
+            name = sizes[name]
+        elif value is None:
+            shown = "-"
+        elif isinstance(value, bool):
+            shown = "yes" if value else "no"
+        else:
+            shown = str(value)
+        first, *rest = shown.splitlines() or [""]
+        lines.append(f"{indent}{name + ':':<{width}}{first}".rstrip())
+        lines.extend(f"{indent}{'':<{width}}{line}".rstrip() for line in rest)
+    return lines
