@@ -114,7 +114,7 @@ def test_a_worker_argument_error_is_in_flag_terms(tmp_path: Path) -> None:
             "-b/--backend goes after the command name: sitq worker -b sqlite:///x.db",
         ),
         (["-b", "x"], "-b/--backend goes after the command name: sitq worker -b x or sitq stats -b x"),
-        (["-b", "x", "plugins"], "-b/--backend is an option of sitq worker and sitq stats only, not of sitq plugins"),
+        (["-b", "x", "plugins"], "-b/--backend is an option of the commands that open a store, not of sitq plugins"),
     ],
 )
 def test_backend_before_the_command_says_where_it_goes(args: list[str], expected: str) -> None:

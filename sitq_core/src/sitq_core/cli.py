@@ -304,7 +304,7 @@ def _backend_before_command(given: list[str]) -> str | None:
         elif command in ("worker", "stats", *cli_tasks.COMMANDS):
             example = f"sitq {command} -b {value}"
         else:
-            return f"-b/--backend is an option of sitq worker and sitq stats only, not of sitq {command}"
+            return f"-b/--backend is an option of the commands that open a store, not of sitq {command}"
         return f"-b/--backend goes after the command name: {example}"
     return None
 
