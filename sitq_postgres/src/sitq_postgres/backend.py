@@ -481,9 +481,10 @@ class PostgresBackend(Backend):
             except asyncpg.exceptions.InsufficientPrivilegeError:  # a meta this role may not read: whose it is
                 foreign = []  # cannot be told here, so the answer is the tasks table's alone, as it always was
         except (TimeoutError, *_DRIVER_ERRORS) as exc:  # a session cut (a restart, pg_terminate_backend)
+            how = _closed_how(exc, conn) or _described(exc)  # before terminate(): any error would look like a cut
             conn.terminate()
             raise self._connection_error(
-                f"PostgreSQL exists failed ({self._where()}): {_closed_how(exc, conn) or _described(exc)}",
+                f"PostgreSQL exists failed ({self._where()}): {how}",
                 operation="exists",
                 cause=exc,
             ) from exc

@@ -1,0 +1,64 @@
+"""Statements the server cancels (statement_timeout) or sessions it ends: errors that say what the server said.
+
+A role's ``statement_timeout`` cancels the connect's schema check when it waits
+on a lock of sitq's tables (a migration, a ``LOCK TABLE``); the server's reason
+for ending a session inside a transaction comes chained behind asyncpg's
+"connection is closed" from ``Transaction.__aexit__``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import asyncpg  # type: ignore[import-untyped]
+import pytest
+import pytest_asyncio
+from sitq_test_postgres import dsn_with, temporary_role
+
+from sitq import ConnectionError
+from sitq_postgres import PostgresBackend
+
+TIMEOUT_REASON = "canceling statement due to statement timeout"
+#: The sessions waiting on a lock the asking session holds.
+BLOCKED_BY_ME = "SELECT array_agg(pid) FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))"
+
+
+@pytest_asyncio.fixture
+async def timed_role(pg_dsn: str, pg_schema: str) -> AsyncIterator[str]:
+    """A role with table privileges on a made schema and ``statement_timeout = 300ms`` (set on the role)."""
+    async with temporary_role(pg_dsn, pg_schema, "sitq_timed", grants="SELECT, INSERT, UPDATE, DELETE") as role:
+        admin = await asyncpg.connect(pg_dsn)
+        try:
+            await admin.execute(f"ALTER ROLE {role} SET statement_timeout = '300ms'")
+        finally:
+            await admin.close()
+        yield role
+
+
+async def _locked_meta(admin: asyncpg.Connection, schema: str) -> asyncpg.transaction.Transaction:
+    """``schema.meta`` locked by ``admin`` (no statement_timeout of its own) until the transaction ends."""
+    locking = admin.transaction()
+    await locking.start()
+    await admin.execute(f"LOCK TABLE {schema}.meta IN ACCESS EXCLUSIVE MODE")
+    return locking
+
+
+@pytest.mark.asyncio
+async def test_exists_cancelled_by_the_server_names_the_reason(pg_dsn: str, pg_schema: str, timed_role: str) -> None:
+    """``sitq stats`` asks exists() first: its cancelled query was told as "the connection was closed (by the
+    server or the network; no reason came with it)", the connection being closed before it was described."""
+    admin = await asyncpg.connect(pg_dsn)
+    backend = PostgresBackend(dsn_with(pg_dsn, role=timed_role), schema=pg_schema)
+    try:
+        locking = await _locked_meta(admin, pg_schema)
+        try:
+            with pytest.raises(ConnectionError) as info:
+                await asyncio.wait_for(backend.exists(), 30)
+        finally:
+            await locking.rollback()
+        message = str(info.value)
+        assert TIMEOUT_REASON in message and "connection was closed" not in message, message
+    finally:
+        await admin.close()
+        await backend.close()
