@@ -16,8 +16,12 @@ import pytest
 import pytest_asyncio
 from sitq_test_postgres import dsn_with, temporary_role
 
-from sitq import ConnectionError
+from sitq import ConnectionError, TaskQueue
+from sitq_core.models import Outcome
 from sitq_postgres import PostgresBackend
+
+import sitq_test_tasks as tasks
+from sitq_test_helpers import wait_until
 
 TIMEOUT_REASON = "canceling statement due to statement timeout"
 #: The sessions waiting on a lock the asking session holds.
@@ -62,3 +66,43 @@ async def test_exists_cancelled_by_the_server_names_the_reason(pg_dsn: str, pg_s
     finally:
         await admin.close()
         await backend.close()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("operation", ["heartbeat", "finish_and_reserve"])
+async def test_a_session_ended_inside_a_transaction_names_the_servers_reason(
+    pg_dsn: str, pg_schema: str, operation: str
+) -> None:
+    """asyncpg raises "connection is closed" from Transaction.__aexit__ with the server's reason as its context:
+    the error said "no reason came with it" though the reason was "terminating connection due to administrator
+    command"."""
+    backend = PostgresBackend(pg_dsn, schema=pg_schema)
+    admin = await asyncpg.connect(pg_dsn)
+    try:
+        async with TaskQueue(backend) as queue:
+            await queue.enqueue(tasks.add, 1, 2)
+            [held] = await backend.reserve(worker_id="w1", limit=1, lease_seconds=60)
+            async with admin.transaction():
+                await admin.execute(f"SELECT 1 FROM {pg_schema}.tasks WHERE id = $1 FOR UPDATE", held.task.id)
+                if operation == "heartbeat":
+                    call = backend.heartbeat([(held.task.id, held.lease_token)], 60)
+                else:
+                    outcome = Outcome(held.task.id, held.lease_token, "success", value=b"3")
+                    call = backend.finish_and_reserve([outcome], worker_id="w1", limit=1, lease_seconds=60)
+                running = asyncio.ensure_future(call)
+                blocked: list[int] = []
+
+                async def waits_on_the_row() -> bool:
+                    blocked[:] = await admin.fetchval(BLOCKED_BY_ME) or []
+                    return bool(blocked) or running.done()
+
+                await wait_until(waits_on_the_row, timeout=20)
+                assert blocked, running
+                await admin.execute("SELECT pg_terminate_backend($1)", blocked[0])
+                with pytest.raises(ConnectionError) as info:
+                    await asyncio.wait_for(running, 20)
+        message = str(info.value)
+        assert "terminating connection due to administrator command" in message, message
+        assert "no reason came with it" not in message, message
+    finally:
+        await admin.close()

@@ -1937,21 +1937,40 @@ def _closed_how(exc: BaseException, conn: Connection | None) -> str | None:
     if _refused_unsent(exc):  # the server's goodbye came in while it lay idle (asyncpg's state 2: see there)
         how = "by the server, while it lay idle" if "another operation (2)" in str(exc) else "before"
         return f"the connection was closed ({how}; the statement was not sent)"
-    reason: str | None = None
-    if isinstance(exc, _ENDED_BY_SERVER):
-        reason = str(exc)
-    elif isinstance(exc, asyncpg.exceptions.ConnectionDoesNotExistError):
-        # "connection was closed in the middle of operation: <the server's reason>", when it came in time
-        _, _, reason = str(exc).partition(": ")
-    elif not (
-        _says_closed(exc)
+    if not (
+        isinstance(exc, (*_ENDED_BY_SERVER, asyncpg.exceptions.ConnectionDoesNotExistError))
+        or _says_closed(exc)
         or (isinstance(exc, asyncpg.InternalClientError) and "cannot switch to state" in str(exc))
         or (conn is not None and _is_closed(conn))
     ):
         return None
+    reason = _server_reason(exc)
     if reason:
         return f"the connection was closed (by the server: {reason})"
     return "the connection was closed (by the server or the network; no reason came with it)"
+
+
+def _server_reason(exc: BaseException) -> str | None:
+    """The server's reason for ending the session, from ``exc`` or the errors it was raised while handling.
+
+    asyncpg raises "cannot call Transaction.__aexit__(): the underlying
+    connection is closed" while handling the error that carried the reason
+    ("terminating connection due to administrator command"): that one is
+    its ``__context__``.
+    """
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        if isinstance(link, _ENDED_BY_SERVER) and str(link):
+            return str(link)
+        if isinstance(link, asyncpg.exceptions.ConnectionDoesNotExistError):
+            # "connection was closed in the middle of operation: <the server's reason>", when it came in time
+            _, _, reason = str(link).partition(": ")
+            if reason:
+                return reason
+        link = link.__cause__ or link.__context__
+    return None
 
 
 #: asyncpg refusing to begin an operation: raised before the operation writes anything to the server.
