@@ -9,6 +9,7 @@ for ending a session inside a transaction comes chained behind asyncpg's
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 import asyncpg  # type: ignore[import-untyped]
@@ -46,6 +47,52 @@ async def _locked_meta(admin: asyncpg.Connection, schema: str) -> asyncpg.transa
     await locking.start()
     await admin.execute(f"LOCK TABLE {schema}.meta IN ACCESS EXCLUSIVE MODE")
     return locking
+
+
+@pytest.mark.asyncio
+async def test_a_schema_check_the_server_cancels_is_made_again(
+    pg_dsn: str, pg_schema: str, timed_role: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A cancelled schema check failed the connect with "cannot create sitq's tables ... canceling statement due
+    to statement timeout", not retried, though nothing needed creating."""
+    caplog.set_level(logging.INFO, logger="sitq.postgres")
+    admin = await asyncpg.connect(pg_dsn)
+    backend = PostgresBackend(dsn_with(pg_dsn, role=timed_role), schema=pg_schema, connect_timeout=30)
+    try:
+        locking = await _locked_meta(admin, pg_schema)
+        connecting = asyncio.create_task(backend.connect())
+
+        async def cancelled_once() -> bool:
+            return connecting.done() or "cancelled the schema check" in caplog.text
+
+        await wait_until(cancelled_once, timeout=20)
+        await locking.commit()
+        await asyncio.wait_for(connecting, 20)
+        assert TIMEOUT_REASON in caplog.text
+        assert await backend.counts() == {"queued": 0, "running": 0, "success": 0, "failed": 0, "cancelled": 0}
+    finally:
+        await admin.close()
+        await backend.close()
+
+
+@pytest.mark.asyncio
+async def test_a_schema_check_cancelled_every_time_says_why(pg_dsn: str, pg_schema: str, timed_role: str) -> None:
+    """Past its retries (connect_timeout), the error names the server's reason and statement_timeout."""
+    admin = await asyncpg.connect(pg_dsn)
+    backend = PostgresBackend(dsn_with(pg_dsn, role=timed_role), schema=pg_schema, connect_timeout=1)
+    try:
+        locking = await _locked_meta(admin, pg_schema)
+        try:
+            with pytest.raises(ConnectionError) as info:
+                await asyncio.wait_for(backend.connect(), 30)
+        finally:
+            await locking.rollback()
+        message = str(info.value)
+        assert TIMEOUT_REASON in message and "statement_timeout" in message and "cancelled" in message, message
+        assert "cannot create" not in message and "connection was closed" not in message, message
+    finally:
+        await admin.close()
+        await backend.close()
 
 
 @pytest.mark.asyncio

@@ -145,6 +145,10 @@ _FULL_RETRY = 1.0  # seconds between new connects while the server's connection 
 _RELEASE_TIMEOUT = 5.0  # seconds to reset a connection for the pool; past it the connection is dropped
 #: Connects made in all when the server ends the session of each part-way (pg_terminate_backend, an idle timeout).
 _CONNECT_ATTEMPTS = 3
+#: A connect's schema check the server cancels (``statement_timeout``) is made again for ``connect_timeout``,
+#: but at most this many seconds (``connect_timeout=0`` means a day), pausing from this long, doubling up to 1 s.
+_CANCELLED_CHECK_MAX = 60.0
+_CANCELLED_PAUSE = 0.05
 
 
 def _refuse_own_options_in(dsn: str | None) -> None:
@@ -551,11 +555,8 @@ class PostgresBackend(Backend):
         reading = connecting_to_read_only() and not self._schema_ready
         try:
             conn = await pool.acquire()
-            if reading:  # sitq stats: a read-only role or a hot standby can read, so create nothing
-                await self._check_schema(conn)
-            elif not self._schema_ready:
-                await self._create_schema(conn)
-                self._schema_ready = True
+            if reading or not self._schema_ready:
+                await self._ready_schema(conn, reading=reading)
             await self._read_server_clock(conn)
             await pool.release(conn, timeout=_RELEASE_TIMEOUT)
         except BaseException:
@@ -565,6 +566,48 @@ class PostgresBackend(Backend):
             pool.terminate()
             raise
         return pool
+
+    async def _ready_schema(self, conn: Connection, *, reading: bool) -> None:
+        """Check (``reading``: a read-only connect, ``sitq stats``) or create sitq's schema; a cancelled try again.
+
+        The server cancels a statement of the check that waits too long on a
+        lock of sitq's tables (a migration, a ``LOCK TABLE``) when the role
+        or database sets ``statement_timeout``; the check also reads the
+        catalogs, slow on a fresh session. Its session lives on and the try
+        was rolled back, so it is made again on the same session (its
+        catalog caches warm by then) for ``connect_timeout`` (at most
+        ``_CANCELLED_CHECK_MAX`` seconds, at least ``_CONNECT_ATTEMPTS``
+        tries), then raises a ``ConnectionError`` giving the server's reason.
+        """
+        give_up = time.monotonic() + min(self.connect_timeout, _CANCELLED_CHECK_MAX)
+        attempt = 1
+        while True:
+            try:
+                if reading:  # a read-only role or a hot standby can read, so create nothing
+                    await self._check_schema(conn)
+                else:
+                    await self._create_schema(conn)
+                    self._schema_ready = True
+                return
+            except asyncpg.exceptions.QueryCanceledError as exc:
+                if attempt >= _CONNECT_ATTEMPTS and time.monotonic() >= give_up:
+                    raise self._schema_check_cancelled(exc, attempt, reading=reading) from exc
+                log.info("PostgreSQL connect: the server cancelled the schema check (%s); checking again", exc)
+                await asyncio.sleep(min(_CANCELLED_PAUSE * 2 ** (attempt - 1), _FULL_RETRY))
+                attempt += 1
+
+    def _schema_check_cancelled(self, exc: BaseException, attempts: int, *, reading: bool) -> ConnectionError:
+        """The refusal of a connect whose schema check the server cancelled every time (see ``_ready_schema``)."""
+        what = "schema check" if reading else "schema check (or creation)"
+        return self._connection_error(
+            f"cannot connect to PostgreSQL ({self._where()}): the server cancelled the {what} of schema "
+            f"{self.schema!r} {attempts} times in a row ({exc}); nothing was changed. Under a statement_timeout (the "
+            "role's or database's) this means sitq's tables stayed locked longer than it lets a statement wait "
+            "(another session's lock on them: a migration, a LOCK TABLE), or the check takes longer than it "
+            "allows: let the lock go, or raise statement_timeout for sitq's role "
+            "(ALTER ROLE <role> SET statement_timeout = '30s')",
+            cause=exc,
+        )
 
     def _release_closed_loops(self) -> None:
         """Close the server connections of event loops that have ended (each loop gets a pool of its own).
@@ -689,6 +732,8 @@ class PostgresBackend(Backend):
         except _DRIVER_ERRORS as exc:
             if _closed_how(exc, conn) is not None:  # the session went, not a DDL problem: see _open_pool
                 raise
+            if isinstance(exc, asyncpg.exceptions.QueryCanceledError):  # rolled back: see _ready_schema
+                raise
             raise self._connection_error(
                 f"cannot create sitq's tables in schema {self.schema!r}: {exc}",
                 cause=exc,
@@ -745,6 +790,8 @@ class PostgresBackend(Backend):
             found = None if missing or foreign else await conn.fetchval(self._sql.version)
         except _DRIVER_ERRORS as exc:
             if _closed_how(exc, conn) is not None:  # the session went: see _open_pool
+                raise
+            if isinstance(exc, asyncpg.exceptions.QueryCanceledError):  # see _ready_schema
                 raise
             raise self._connection_error(
                 f"cannot read sitq's tables in schema {self.schema!r}: {exc}",
