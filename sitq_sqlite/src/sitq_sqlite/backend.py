@@ -22,7 +22,6 @@ Design (see ``docs/how-to/sqlite-backend.md``):
 from __future__ import annotations
 
 import asyncio
-import errno
 import functools
 import heapq
 import logging
@@ -30,7 +29,6 @@ import operator
 import os
 import random
 import re
-import shutil
 import sqlite3
 import threading
 import time
@@ -71,6 +69,20 @@ from .binding import register_fast_adapters
 from .dbthread import ConnectionClosedForFork, DbThread, DbThreadStopped, closing_here
 from .feed import InsertFeed
 from .groupcommit import GroupCommit, others_ready
+from .hints import (
+    _DAMAGED_HINT,
+    _UNKNOWN_WRITE_BLOCKER,
+    _cannot_write_hint,
+    _disk_full_hint,
+    _is_corrupt,
+    _is_not_a_db,
+    _is_read_only,
+    _is_read_only_wal_hint,
+    _may_read,
+    _path_hint,
+    _read_only_hint,
+    _reader_hint,
+)
 from .inline import Fallback, InlinePath, is_busy, write_transaction
 from .newresults import NewResults
 from .schema import (
@@ -214,7 +226,6 @@ _RELEASE_SQL = (  # a first attempt given back unstarted (no started_at) says so
 _FINAL_ROWS_PER_STATEMENT = _MAX_VARIABLES // _FINAL_COLUMNS
 _TOKEN_BYTES = 16  # a lease token: 128 random bits as 32 hex characters
 _SEQ_HEX = re.compile(r"[0-9a-f]{1,16}")  # the seq part of a lease token (a SQLite rowid fits in 16)
-_LOW_DISK_BYTES = 1 << 20  # free bytes under which an I/O error at open is put down to a full disk
 _OWN_BUSY_WAIT = 0.25  # seconds of busy retries every job gets, however long it waited in the thread's queue
 # seconds of one busy-retry step (an attempt and its pause: milliseconds) counted at most against busy_timeout;
 # a longer one is this process stopped or starved (SIGSTOP, a paused VM), not another connection's lock
@@ -2092,31 +2103,6 @@ def _is_closed(conn: sqlite3.Connection) -> bool:
     return False
 
 
-def _is_read_only_wal_hint(exc: BaseException) -> bool:
-    return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_CANTOPEN or "unable to open" in str(exc)
-
-
-_DAMAGED_HINT = (
-    "; the file is damaged: check it with 'PRAGMA integrity_check;' in the sqlite3 shell "
-    "(see Troubleshooting in docs/how-to/sqlite-backend.md)"
-)
-
-
-def _is_read_only(exc: BaseException) -> bool:
-    code = getattr(exc, "sqlite_errorcode", None)
-    return (code is not None and code & 0xFF == sqlite3.SQLITE_READONLY) or "readonly database" in str(exc)
-
-
-def _is_corrupt(exc: BaseException) -> bool:
-    code = getattr(exc, "sqlite_errorcode", None)
-    return (code is not None and code & 0xFF == sqlite3.SQLITE_CORRUPT) or "malformed" in str(exc)
-
-
-def _is_not_a_db(exc: BaseException) -> bool:
-    code = getattr(exc, "sqlite_errorcode", None)
-    return code == sqlite3.SQLITE_NOTADB or "not a database" in str(exc)
-
-
 _Lane = tuple[Any, Any, Any, int]  # (queue, priority, due, seq) of a lane's first row in the claim index
 
 
@@ -2334,106 +2320,6 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
     """Mark a finished future's exception as seen (asyncio warns about unretrieved ones)."""
     if not future.cancelled():
         future.exception()
-
-
-_FOLDER_HINT = " (that path is a folder: give the path of a database file inside it, e.g. .../tasks.db)"
-
-#: What keeps a process from writing a file when its modes do not show it (root, a security module).
-_UNKNOWN_WRITE_BLOCKER = (
-    "the file, its folder or its -wal/-shm files are read-only for it, or its file system is mounted read-only "
-    "(their modes do not show which)"
-)
-
-
-def _read_only_hint(path: str) -> str:
-    """For a writer: which of the file, its folder, its -wal/-shm files or its mount is read-only here."""
-    folder = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        return _FOLDER_HINT
-    if os.path.exists(path):
-        causes = write_blockers(path)
-        if causes:
-            return f" ({'; '.join(causes)}: sitq writes to the file and keeps its -wal and -shm files beside it)"
-        return ""
-    if os.path.isdir(folder) and not may(folder, os.W_OK):
-        where = write_blockers(path)  # a read-only mount, or the folder
-        return f" ({'; '.join(where) or f'the folder {folder} is read-only here'}: sitq cannot create the file)"
-    return ""
-
-
-def _reader_hint(path: str, exc: BaseException) -> str:
-    """For a reader (sitq stats) SQLite refused: what keeps it from reading (never that sitq writes the file)."""
-    if os.path.isdir(path):
-        return _FOLDER_HINT
-    if os.path.isfile(path) and not may(path, os.R_OK):
-        return " (this process may not read the file)"
-    causes = write_blockers(path) if os.path.isfile(path) else []
-    real = os.path.realpath(path)
-    # SQLite refused a read for want of a file it could not create: a WAL database's -shm (not the file's own
-    # header read here, to tell: closing a descriptor of the file drops this process's locks on it)
-    no_shm = not os.path.exists(real + "-shm") and not may(os.path.dirname(real), os.W_OK)
-    if no_shm and (_is_read_only_wal_hint(exc) or _is_read_only(exc)):
-        why = "; ".join(causes) or "this process cannot create files beside it"
-        return (
-            f" ({why}: reading writes nothing, but SQLite reads a WAL database only with its -wal and -shm "
-            "files, which it cannot create here; they are there while a process that may write it has it open)"
-        )
-    if causes:
-        return f" ({'; '.join(causes)})"
-    return _disk_full_hint(path, exc)
-
-
-def _may_read(path: str) -> bool:
-    return os.path.isfile(path) and may(path, os.R_OK)
-
-
-def _path_hint(path: str) -> str:
-    """What is wrong with ``path`` itself when SQLite says only "unable to open database file" (else "").
-
-    A symlink whose target (or its folder) is missing, a loop of symlinks, a
-    name longer than the file system takes, or a device such as /dev/null.
-    """
-    try:
-        os.stat(path)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            return " (the path is a loop of symlinks)"
-        if exc.errno == errno.ENAMETOOLONG:
-            return " (a name in the path is longer than the file system allows)"
-        if exc.errno == errno.ENOENT and os.path.islink(path):
-            target = os.path.realpath(path)
-            missing = target if os.path.isdir(os.path.dirname(target)) else os.path.dirname(target)
-            return f" (the path is a symlink to {target!r}, and {missing!r} does not exist)"
-        return ""
-    if not os.path.isfile(path) and not os.path.isdir(path):
-        return " (the path is not a regular file: a database is a file, e.g. .../tasks.db)"
-    return ""
-
-
-def _disk_full_hint(path: str, exc: BaseException) -> str:
-    """For an I/O or full-disk error: how little room the disk holding ``path`` has left, when that is why.
-
-    SQLite reports a full disk at open as a bare "disk I/O error" (it cannot
-    grow the -shm file), which names nothing an operator could act on.
-    """
-    code = getattr(exc, "sqlite_errorcode", 0) or 0
-    if code & 0xFF not in (sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL):
-        return ""
-    try:
-        free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
-    except OSError:
-        return ""
-    if free >= _LOW_DISK_BYTES:
-        return ""
-    return f" (the disk holding it has {free:,} bytes free: a full disk is the likely cause; free some space)"
-
-
-def _cannot_write_hint(path: str) -> str:
-    """``_read_only_hint``, or what else makes a file that is there refuse writes (root, a security module)."""
-    return (
-        _read_only_hint(path)
-        or f" ({_UNKNOWN_WRITE_BLOCKER}: sitq writes to the file and keeps its -wal and -shm files beside it)"
-    )
 
 
 def _probe_write(conn: sqlite3.Connection) -> None:
