@@ -187,11 +187,11 @@ async def test_rows_of_odd_types_keep_the_index_order_on_every_claim_path(
 ) -> None:
     """A text or real priority, a NULL due at the head of its lane and a text due: every claim path hands out
     the good rows in the claim index's order (priority DESC, due, seq), and none stops on the odd ones."""
-    import sitq_sqlite.backend as sqlite_backend
+    import sitq_sqlite.claims as claims
 
     if path != "lane by lane":
-        monkeypatch.setattr(sqlite_backend, "_FIRST_LANES", 2)
-        monkeypatch.setattr(sqlite_backend, "_SCAN_ROWS_PER_LANE", 0 if path == "lane walk" else 10**9)
+        monkeypatch.setattr(claims, "_FIRST_LANES", 2)
+        monkeypatch.setattr(claims, "_SCAN_ROWS_PER_LANE", 0 if path == "lane walk" else 10**9)
     dbfile = tmp_path / "odd.db"
     now = datetime.now(UTC)
     batch = [

@@ -391,9 +391,9 @@ async def test_many_queues_and_priorities_are_reserved_in_order(
     """About 100 lanes: read in one pass (over _MAX_LANES) or lane by lane, with the same order and filters."""
     from datetime import timedelta
 
-    import sitq_sqlite.backend as sqlite_backend
+    import sitq_sqlite.claims as claims
 
-    monkeypatch.setattr(sqlite_backend, "_SCAN_ROWS_PER_LANE", 10**9 if path == "one pass" else 0)
+    monkeypatch.setattr(claims, "_SCAN_ROWS_PER_LANE", 10**9 if path == "one pass" else 0)
     now = clock.now()
     tasks = [
         task(clock, queue=f"tenant-{i % 90}", priority=i % 7, eta=now - timedelta(seconds=i % 5)) for i in range(192)
@@ -552,10 +552,10 @@ async def test_deep_lanes_past_the_first_walk_are_reserved_in_order(
     where it stopped, reading only the lanes whose heads come first) and the one pass agree on the whole order."""
     from datetime import timedelta
 
-    import sitq_sqlite.backend as sqlite_backend
+    import sitq_sqlite.claims as claims
 
-    monkeypatch.setattr(sqlite_backend, "_FIRST_LANES", 4)
-    monkeypatch.setattr(sqlite_backend, "_SCAN_ROWS_PER_LANE", 0 if path == "lane walk" else 10**9)
+    monkeypatch.setattr(claims, "_FIRST_LANES", 4)
+    monkeypatch.setattr(claims, "_SCAN_ROWS_PER_LANE", 0 if path == "lane walk" else 10**9)
     now = clock.now()
     tasks = [
         task(clock, queue=f"q{i % 30:02}", priority=(i // 30) % 3, eta=now - timedelta(seconds=(i * 7) % 5))
@@ -570,7 +570,7 @@ async def test_deep_lanes_past_the_first_walk_are_reserved_in_order(
     )
     assert await backend.next_eta(queues) == now - timedelta(seconds=4)
     if path == "lane walk":  # each lane once, in the index's order (named queues: by name, then by priority)
-        lanes = await backend._run("lanes", lambda conn: sqlite_backend._lanes_or_scan(conn, queues))
+        lanes = await backend._run("lanes", lambda conn: claims._lanes_or_scan(conn, queues))
         assert lanes is not None
         wanted = sorted({(t.queue, t.priority) for t in [*tasks, *later] if queues is None or t.queue in queues})
         assert sorted((queue, priority) for queue, priority, _due, _seq in lanes) == wanted
@@ -592,9 +592,9 @@ async def test_one_lane_holding_the_first_tasks_is_read_on_by_the_merge(
     the merge reading that lane on in reads that double, and the next reserve the rest in order."""
     from datetime import timedelta
 
-    import sitq_sqlite.backend as sqlite_backend
+    import sitq_sqlite.claims as claims
 
-    monkeypatch.setattr(sqlite_backend, "_SCAN_ROWS_PER_LANE", 0 if path == "lane walk" else 10**9)
+    monkeypatch.setattr(claims, "_SCAN_ROWS_PER_LANE", 0 if path == "lane walk" else 10**9)
     now = clock.now()
     burst = [task(clock, queue="burst", eta=now - timedelta(hours=1, seconds=-i)) for i in range(50)]
     others = [task(clock, queue=f"t{i:02}", eta=now - timedelta(minutes=i % 7)) for i in range(79)]

@@ -263,7 +263,7 @@ async def test_only_the_call_that_meets_such_text_reads_with_the_tolerant_decode
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The hot path keeps sqlite3's own decoding: the tolerant text_factory is put back after the call."""
-    import sitq_sqlite.backend as sqlite_backend
+    import sitq_sqlite.claims as claims
     import sitq_sqlite.undecodable as undecodable
     from sitq_sqlite.undecodable import tolerant_text
 
@@ -273,7 +273,7 @@ async def test_only_the_call_that_meets_such_text_reads_with_the_tolerant_decode
         calls.append(raw)
         return tolerant_text(raw)
 
-    monkeypatch.setattr(sqlite_backend, "tolerant_text", counted)
+    monkeypatch.setattr(claims, "tolerant_text", counted)  # what the lane walk compares with
     monkeypatch.setattr(undecodable, "tolerant_text", counted)  # what read_tolerantly switches to
     path = tmp_path / "hot.db"
     good, bad = (Task(id=new_id(), payload=b"ok") for _ in range(2))
