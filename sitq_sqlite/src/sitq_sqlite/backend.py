@@ -49,7 +49,7 @@ from sitq_core.errors import (
     ValidationError,
     safe_repr,
 )
-from sitq_core.models import LEASE_EXPIRED_ERROR, LeaseState, Outcome, ReservedTask, Result, Task, TaskStatus
+from sitq_core.models import LeaseState, Outcome, ReservedTask, Result, Task, TaskStatus
 from sitq_core.notify import record_mark, safety_pauses, take_mark
 from sitq_core.textoptions import text_options_converted
 from sitq_core.urls import redacted
@@ -85,18 +85,29 @@ from .hints import (
     _reader_hint,
 )
 from .inline import Fallback, InlinePath, is_busy, write_transaction
-from .newresults import NewResults
-from .rows import (
-    _MAX_US,
-    _MIN_US,
-    _RESULT_COLUMNS,
-    _is_time,
-    _row_to_result,
-    _row_to_task,
-    _RowProblems,
-    _status_counts,
-    _task_of_row,
+from .leases import (
+    _CLAIM_SQL_SET,
+    _ENDED_RESULT_SQL,
+    _FINAL_COLUMNS,
+    _FINAL_ROWS_PER_STATEMENT,
+    _RELEASE_SQL,
+    _RETRY_SQL,
+    _TOKEN_BYTES,
+    _UNREADABLE_FINISH_SQL,
+    _UNREADABLE_RESULT_SQL,
+    _cancelled_instead,
+    _Claim,
+    _end_expired,
+    _final_parameters,
+    _finish_one,
+    _finish_rows,
+    _lease_us,
+    _leases,
+    _token_seq,
+    _UnreadableClaim,
 )
+from .newresults import NewResults
+from .rows import _MAX_US, _MIN_US, _RESULT_COLUMNS, _is_time, _row_to_result, _row_to_task, _status_counts
 from .schema import (
     SCHEMA_VERSION,
     TASK_COLUMNS,
@@ -139,52 +150,11 @@ _SELECT_TASK = f"SELECT {TASK_COLUMNS} FROM tasks"
 _COUNTS_SQL = "SELECT count(*), {} FROM tasks".format(
     ", ".join(f"count(*) FILTER (WHERE status = '{status}')" for status in STATUSES)
 )
-# Set-based statements: one statement (one sqlite3_step, one GIL release) per chunk of rows instead
-# of one per row; with the worker's other threads wanting the GIL, per-row steps cost twice as much.
-# Claim: the lease token is the batch's random prefix plus the row's seq in hex (unique per claim);
-# a row whose previous lease expired (still 'running') counts one more lease expiry, and says so in its error.
 # sitq's own statements store only statuses it checked (literals in the SQL, ``queued`` for new rows, outcome
 # kinds checked by checks.check_outcomes); the schema's CHECK on ``status`` stays for every other writer. SQLite
 # evaluates that ``IN (...)`` list through a temporary b-tree made for each row written (about 11,000 instructions,
 # a third of inserting a ``tasks`` row), and again for each claim and finish that changes ``status``.
 _OWN_WRITES_UNCHECKED = "PRAGMA ignore_check_constraints = ON"
-_LEASE_EXPIRED_SQL = "'" + LEASE_EXPIRED_ERROR.replace("'", "''") + "'"
-_CLAIM_SQL_SET = (
-    "UPDATE tasks SET status = 'running', worker_id = ?, lease_token = ? || printf('%x', seq), due = ?, "
-    "attempts = attempts + 1, lease_expiries = lease_expiries + (status = 'running'), started_at = ?, "
-    f"error = CASE WHEN status = 'running' THEN {_LEASE_EXPIRED_SQL} ELSE error END "
-    "WHERE seq IN ({}) RETURNING seq, " + TASK_COLUMNS
-)
-# Finish: the final rows as a VALUES table; a row counts only while its lease (seq + token) still holds.
-_FINAL_COLUMNS = 9
-_FINAL_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
-_FINAL_VALUES = "WITH v(seq, id, token, kind, finished_at, error, started_at, value, traceback) AS (VALUES {}) "
-_FENCE = "t.seq = v.seq AND t.id = v.id AND t.lease_token = v.token AND t.status = 'running'"
-# The result first (it reads the task row while its lease is still there), then the task row.
-_RESULTS_SQL_SET = (
-    _FINAL_VALUES + "INSERT OR REPLACE INTO results (task_id, id, status, value, error, traceback, enqueued_at, "
-    "started_at, finished_at, attempts, serializer) SELECT t.id, t.id, v.kind, v.value, v.error, v.traceback, "
-    "t.enqueued_at, coalesce(v.started_at, t.started_at), v.finished_at, t.attempts, t.serializer "
-    f"FROM v JOIN tasks AS t ON {_FENCE}"
-)
-_FINISH_SQL_SET = (
-    _FINAL_VALUES + "UPDATE tasks AS t SET status = v.kind, due = NULL, lease_token = NULL, "
-    "finished_at = v.finished_at, error = v.error, started_at = coalesce(v.started_at, t.started_at) "
-    f"FROM v WHERE {_FENCE} RETURNING seq, id"
-)
-_RETRY_SQL = (  # not for a task whose cancel was requested: it ends cancelled instead (_cancelled_instead)
-    "UPDATE tasks SET status = 'queued', eta = ?, due = ?, error = ?, lease_token = NULL "
-    "WHERE seq = ? AND id = ? AND lease_token = ? AND status = 'running' AND cancel_requested = 0 RETURNING seq"
-)
-_RELEASE_SQL = (  # a first attempt given back unstarted (no started_at) says so again: no start, no worker
-    "UPDATE tasks SET status = 'queued', due = min(eta, ?1), lease_token = NULL, attempts = max(attempts - 1, 0), "
-    "started_at = CASE WHEN ?2 IS NOT NULL THEN ?2 WHEN attempts <= 1 THEN NULL ELSE started_at END, "
-    "worker_id = CASE WHEN ?2 IS NULL AND attempts <= 1 THEN NULL ELSE worker_id END "
-    "WHERE seq = ?3 AND id = ?4 AND lease_token = ?5 AND status = 'running' AND cancel_requested = 0 RETURNING seq"
-)
-_FINAL_ROWS_PER_STATEMENT = _MAX_VARIABLES // _FINAL_COLUMNS
-_TOKEN_BYTES = 16  # a lease token: 128 random bits as 32 hex characters
-_SEQ_HEX = re.compile(r"[0-9a-f]{1,16}")  # the seq part of a lease token (a SQLite rowid fits in 16)
 _OWN_BUSY_WAIT = 0.25  # seconds of busy retries every job gets, however long it waited in the thread's queue
 # seconds of one busy-retry step (an attempt and its pause: milliseconds) counted at most against busy_timeout;
 # a longer one is this process stopped or starved (SIGSTOP, a paused VM), not another connection's lock
@@ -2035,19 +2005,12 @@ _task_id = checks.task_id
 _check_outcomes = checks.check_outcomes
 
 
-def _lease_us(lease_seconds: Any) -> int:
-    return max(1, round(checks.lease_seconds(lease_seconds) * 1_000_000))
-
-
 def _is_closed(conn: sqlite3.Connection) -> bool:
     try:
         conn.total_changes  # noqa: B018 - raises on a closed connection
     except sqlite3.ProgrammingError:
         return True
     return False
-
-
-_Claim = tuple[Sequence[Any], str, int]  # (task row as updated by the claim, lease token, lease expiry us)
 
 
 def _batch_id_taken(conn: sqlite3.Connection, ids: Sequence[str], exc: sqlite3.IntegrityError) -> ValidationError:
@@ -2098,84 +2061,6 @@ def _probe_write(conn: sqlite3.Connection) -> None:
     finally:
         if conn.in_transaction:
             conn.rollback()
-
-
-def _end_expired(conn: sqlite3.Connection, seq: int, now: int, *, cancelled: bool) -> list[str]:
-    """End a task whose lease expired instead of handing it out again, with a result saying why.
-
-    ``cancelled``: a cancel was requested while it ran (its worker is gone, so
-    nobody will report it); otherwise its lease expired ``max_lease_expiries``
-    times (a poison pill): failed. Returns its id, or nothing when the id is
-    not text that can be read (no one can ask for it by that id).
-    """
-    status, error = ("cancelled", "'cancelled'") if cancelled else ("failed", _POISON_ERROR)
-    row = conn.execute(
-        f"UPDATE tasks SET status = '{status}', due = NULL, lease_token = NULL, finished_at = ?, "
-        f"error = {error}, lease_expiries = lease_expiries + 1 WHERE seq = ? "
-        "RETURNING id, error, attempts, function_name",
-        (now, seq),
-    ).fetchone()
-    task_id, error_text, attempts, function_name = row
-    conn.execute(_ENDED_RESULT_SQL, (seq,))
-    shown = checks.one_log_line(function_name) if isinstance(function_name, str) else repr(function_name)
-    if cancelled:
-        log.info("task %s (%s) cancelled (its worker is gone)", task_id, shown)
-    else:  # as the worker logs a final failure: id, function, attempts and error
-        log.warning("task %s (%s) failed after %s attempt(s): %s", task_id, shown, attempts, error_text)
-    return [task_id] if type(task_id) is str else []
-
-
-# The result of a task row just ended by the store itself (an expired lease, a cancel): copied by SQLite, so
-# that a value Python cannot read or bind back (text that is not UTF-8) is kept as stored.
-_ENDED_RESULT_SQL = (
-    "INSERT OR REPLACE INTO results (task_id, id, status, value, error, traceback, enqueued_at, started_at, "
-    "finished_at, attempts, serializer) SELECT id, id, status, NULL, error, NULL, enqueued_at, started_at, "
-    "finished_at, attempts, serializer FROM tasks WHERE seq = ?"
-)
-
-
-_POISON_ERROR = "'lease expired after ' || attempts || ' attempts'"
-
-
-def _leases(claims: list[_Claim]) -> tuple[list[ReservedTask], list[_UnreadableClaim]]:
-    """ReservedTasks for claimed rows (built after COMMIT, outside the write lock), and the rows that cannot be.
-
-    Each row is converted on its own: one holding a value of the wrong type
-    (written around sitq: SQLite columns take any type) must not cost the
-    other tasks of its batch their run. The caller ends those failed.
-    """
-    if not claims:
-        return [], []
-    leases: list[ReservedTask] = []
-    unreadable: list[_UnreadableClaim] = []
-    for row, token, expires in claims:
-        try:
-            task = _task_of_row(row)
-        except _RowProblems as problems:
-            unreadable.append((token, row[0], str(problems), "serializer" not in problems.columns))
-            continue
-        leases.append(ReservedTask(task=task, lease_token=token, lease_expires_at=from_us(expires)))
-    return leases, unreadable
-
-
-# (lease token, the row's id as stored, why it cannot be read, whether its serializer can be read)
-_UnreadableClaim = tuple[str, Any, str, bool]
-
-# A claimed row that cannot be read ends failed, fenced by its lease (seq and token, still running). Its result
-# copies only what reads back (an unreadable enqueued_at is left NULL, a serializer that is not UTF-8 text empty),
-# so that the result itself can be read.
-_UNREADABLE_RESULT_SQL = (
-    "INSERT OR REPLACE INTO results (task_id, id, status, value, error, traceback, enqueued_at, started_at, "
-    "finished_at, attempts, serializer) SELECT id, id, 'failed', NULL, ?1, NULL, "
-    "CASE WHEN typeof(enqueued_at) = 'integer' AND enqueued_at BETWEEN ?2 AND ?3 THEN enqueued_at END, "
-    "started_at, ?4, CASE WHEN typeof(attempts) = 'integer' THEN attempts ELSE 0 END, "
-    "CASE WHEN ?7 AND typeof(serializer) = 'text' THEN serializer ELSE '' END "
-    "FROM tasks WHERE seq = ?5 AND lease_token = ?6 AND status = 'running'"
-)
-_UNREADABLE_FINISH_SQL = (
-    "UPDATE tasks SET status = 'failed', due = NULL, lease_token = NULL, finished_at = ?1, error = ?2 "
-    "WHERE seq = ?3 AND lease_token = ?4 AND status = 'running' RETURNING id"
-)
 
 
 def _task_row(task: Any, times: dict[int, tuple[datetime, int]] | None = None) -> tuple[Any, ...]:
@@ -2250,10 +2135,6 @@ def _batch_us(value: Any, times: dict[int, tuple[datetime, int]] | None) -> int:
     converted = to_us(_aware(value, "tasks"))
     times[id(value)] = (value, converted)
     return converted
-
-
-def _opt_us(value: datetime | None) -> int | None:
-    return None if value is None else to_us(value)
 
 
 def _validate_path(path: Any) -> str:
@@ -2347,58 +2228,3 @@ def _integer(name: str, value: Any, *, minimum: int) -> int:
             f"{name} must be an integer >= {minimum}; got {safe_repr(value)}", parameter=name, value=value
         )
     return value
-
-
-def _finish_one(conn: sqlite3.Connection, outcome: Outcome, seq: int, now: int) -> Any:
-    """One final outcome, fenced: its result row, then its task row; the task's row, or None when refused."""
-    return _finish_rows(conn, _final_parameters(outcome, seq, now)).fetchone()
-
-
-def _finish_rows(conn: sqlite3.Connection, parameters: Sequence[Any]) -> sqlite3.Cursor:
-    """The set-based finish of final rows (``_FINAL_COLUMNS`` parameters each): their result rows, then their
-    task rows; a cursor over the (seq, id) of the rows accepted."""
-    rows = len(parameters) // _FINAL_COLUMNS
-    values = _FINAL_ROW if rows == 1 else ",".join([_FINAL_ROW] * rows)
-    conn.execute(_RESULTS_SQL_SET.format(values), parameters)
-    if rows == 1:  # the UPDATE reads neither value nor traceback: its cached statement keeps no copy of big ones
-        parameters = (*parameters[:7], None, None)
-    return conn.execute(_FINISH_SQL_SET.format(values), parameters)
-
-
-def _cancelled_instead(outcome: Outcome) -> Outcome:
-    """A retry or release of a task whose cancel was requested, as the cancelled outcome it becomes."""
-    return Outcome(
-        outcome.task_id,
-        outcome.lease_token,
-        "cancelled",
-        error="cancelled",
-        started_at=outcome.started_at,
-        finished_at=outcome.finished_at,
-    )
-
-
-#: The status each final outcome kind stores, as literals (the kinds were checked by checks.check_outcomes).
-_FINAL_STATUS = {kind: kind for kind in ("success", "failed", "cancelled")}
-
-
-def _final_parameters(outcome: Outcome, seq: int, now: int) -> tuple[Any, ...]:
-    """One VALUES row of the set-based finish statements."""
-    finished_at = to_us(outcome.finished_at) if outcome.finished_at is not None else now
-    return (
-        seq,
-        outcome.task_id,
-        outcome.lease_token,
-        _FINAL_STATUS[outcome.kind],  # a literal: the status CHECK is off on sitq's connections
-        finished_at,
-        outcome.error,
-        _opt_us(outcome.started_at),
-        outcome.value,
-        outcome.traceback,
-    )
-
-
-def _token_seq(token: str) -> int | None:
-    """The task row (seq) a lease token names: _TOKEN_BYTES random bytes in hex, then the seq in hex."""
-    if not isinstance(token, str) or _SEQ_HEX.fullmatch(token, 2 * _TOKEN_BYTES) is None:
-        return None
-    return int(token[2 * _TOKEN_BYTES :], 16)
