@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import sitq_sqlite.backend
+import sitq_sqlite.inserts
 from sitq import SQLiteBackend, TaskQueue, ValidationError, Worker
 
 
@@ -16,6 +17,7 @@ async def test_a_return_value_too_big_for_the_store_fails_its_task_once_with_the
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sitq_sqlite.backend, "_ROW_LIMIT", 50_000)  # as if 1 GB: the same path, a small value
+    monkeypatch.setattr(sitq_sqlite.inserts, "_ROW_LIMIT", 50_000)
     backend = SQLiteBackend(tmp_path / "big.db")
     async with TaskQueue(backend) as queue:
         worker = Worker(backend, lease_timeout=30)
@@ -52,6 +54,7 @@ async def test_the_last_report_as_the_loop_ends_fails_a_refused_outcome_and_keep
     from sitq_core.worker import _Running
 
     monkeypatch.setattr(sitq_sqlite.backend, "_ROW_LIMIT", 50_000)
+    monkeypatch.setattr(sitq_sqlite.inserts, "_ROW_LIMIT", 50_000)
     backend = SQLiteBackend(tmp_path / "last.db")
     async with backend:
         await backend.enqueue_many([Task(id=new_id(), payload=b"x") for _ in range(2)])
@@ -74,6 +77,7 @@ async def test_a_call_too_big_for_the_store_names_the_argument_the_caller_passed
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
     monkeypatch.setattr(sitq_sqlite.backend, "_ROW_LIMIT", 50_000)  # as if 1 GB: the same path, a small value
+    monkeypatch.setattr(sitq_sqlite.inserts, "_ROW_LIMIT", 50_000)
     async with TaskQueue(SQLiteBackend(tmp_path / "big.db")) as queue:
         kept = await queue.enqueue(len, "abc")
         big = b"x" * 100_000
@@ -101,6 +105,7 @@ def test_a_sync_enqueue_too_big_for_the_store_names_args(tmp_path: Path, monkeyp
     from sitq import SyncTaskQueue
 
     monkeypatch.setattr(sitq_sqlite.backend, "_ROW_LIMIT", 50_000)
+    monkeypatch.setattr(sitq_sqlite.inserts, "_ROW_LIMIT", 50_000)
     with SyncTaskQueue(SQLiteBackend(tmp_path / "sync.db")) as queue:
         with pytest.raises(ValidationError) as caught:
             queue.enqueue(len, b"x" * 100_000)
