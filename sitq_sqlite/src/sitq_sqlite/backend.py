@@ -25,7 +25,6 @@ import asyncio
 import logging
 import os
 import random
-import re
 import sqlite3
 import threading
 import time
@@ -45,7 +44,6 @@ from sitq_core.errors import (
     SitqError,
     StoreGoneError,
     ValidationError,
-    safe_repr,
 )
 from sitq_core.models import LeaseState, Outcome, ReservedTask, Result, Task
 from sitq_core.notify import record_mark, safety_pauses, take_mark
@@ -116,6 +114,8 @@ from .leases import (
     _UnreadableClaim,
 )
 from .newresults import NewResults
+from .options import MEMORY as MEMORY  # a public name of this module
+from .options import _choice, _integer, _number, _validate_path
 from .rows import _MAX_US, _MIN_US, _RESULT_COLUMNS, _is_time, _row_to_result, _row_to_task, _status_counts
 from .schema import (
     SCHEMA_VERSION,
@@ -141,7 +141,6 @@ log = logging.getLogger("sitq.sqlite")
 
 T = TypeVar("T")
 
-MEMORY = ":memory:"
 DEFAULT_PATH = "sitq.db"
 JOURNAL_MODES = ("WAL", "DELETE", "TRUNCATE", "PERSIST", "MEMORY")
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
@@ -1975,96 +1974,3 @@ def _probe_write(conn: sqlite3.Connection) -> None:
     finally:
         if conn.in_transaction:
             conn.rollback()
-
-
-def _validate_path(path: Any) -> str:
-    if path is None or isinstance(path, bool) or not isinstance(path, str | os.PathLike):
-        raise ValidationError(
-            f"path must be a str, an os.PathLike or ':memory:', got {type(path).__name__}",
-            parameter="path",
-            value=path,
-        )
-    try:
-        text = os.fspath(path)
-    except TypeError as exc:  # an os.PathLike whose __fspath__ gives neither str nor bytes
-        raise ValidationError(
-            f"path must be a str, an os.PathLike giving a str, or ':memory:'; {exc}", parameter="path", value=path
-        ) from exc
-    if not isinstance(text, str):
-        raise ValidationError("path must be a text path, not bytes", parameter="path", value=path)
-    if not text.strip():
-        raise ValidationError(
-            "path must not be empty; use ':memory:' for an in-memory database", parameter="path", value=path
-        )
-    if "\x00" in text:
-        raise ValidationError("path must not contain NUL characters", parameter="path", value=text)
-    if text == MEMORY:
-        return MEMORY
-    if text.startswith("file:"):
-        raise ValidationError(
-            "SQLite 'file:' URIs are not supported; pass a plain path or ':memory:'",
-            parameter="path",
-            value=text,
-        )
-    if _URL_LIKE.match(text) and not isinstance(path, os.PathLike):
-        raise ValidationError(
-            f"path {text!r} is a URL, not a file path: pass the URL to sitq.connect() or TaskQueue(), "
-            "or give SQLiteBackend the file's path ('tasks.db')",
-            parameter="path",
-            value=text,
-        )
-    expanded = os.path.expanduser(text)
-    if os.path.basename(expanded) in ("", ".", ".."):  # abspath would drop the trailing separator: a FILE "newdir"
-        raise ValidationError(
-            f"path {text!r} names a folder (it ends with a path separator, '.' or '..'), not a database file: "
-            f"give the path of a file, e.g. {os.path.normpath(os.path.join(text, 'tasks.db'))!r}",
-            parameter="path",
-            value=text,
-        )
-    try:
-        return os.path.abspath(expanded)
-    except FileNotFoundError:  # a relative path, and the working directory it is relative to was deleted
-        raise ValidationError(
-            f"path {text!r} is relative, but the working directory no longer exists (it was deleted or moved "
-            "away) so it names no file: give an absolute path, or run from a folder that exists",
-            parameter="path",
-            value=text,
-        ) from None
-
-
-_URL_LIKE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")  # scheme:// (a Windows drive, C:\, has no //)
-
-
-def _choice(name: str, value: Any, valid: tuple[str, ...]) -> str:
-    normalized = value.upper() if isinstance(value, str) else None
-    if normalized not in valid:
-        raise ValidationError(
-            f"{name} must be one of {', '.join(valid)}; got {safe_repr(value)}",
-            parameter=name,
-            value=value,
-            valid_options=valid,
-        )
-    assert normalized is not None
-    return normalized
-
-
-def _number(name: str, value: Any, *, minimum: float, maximum: float | None = None, inclusive: bool = False) -> float:
-    seconds = checks.as_seconds(value)
-    ok = seconds is not None and seconds == seconds  # not NaN
-    if seconds is not None and ok:
-        ok = seconds >= minimum if inclusive else seconds > minimum
-        if maximum is not None:
-            ok = ok and seconds <= maximum
-    if not ok:
-        bound = f"{'>=' if inclusive else '>'} {minimum}" + (f" and <= {maximum}" if maximum is not None else "")
-        raise ValidationError(f"{name} must be a number {bound}; got {safe_repr(value)}", parameter=name, value=value)
-    assert seconds is not None
-    return seconds
-
-
-def _integer(name: str, value: Any, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValidationError(
-            f"{name} must be an integer >= {minimum}; got {safe_repr(value)}", parameter=name, value=value
-        )
-    return value
