@@ -52,6 +52,7 @@ from sitq_core.urls import redacted
 
 from .access import may, others_can_write, write_blockers
 from .binding import register_fast_adapters
+from .busy import _Busy, _BusyBudget, _Closing, _is_closed, _store_failure
 from .claims import _CLAIM_SQL as _CLAIM_SQL  # imported from here (tests)
 from .claims import (
     _MAX_VARIABLES,
@@ -163,10 +164,6 @@ _COUNTS_SQL = "SELECT count(*), {} FROM tasks".format(
 # evaluates that ``IN (...)`` list through a temporary b-tree made for each row written (about 11,000 instructions,
 # a third of inserting a ``tasks`` row), and again for each claim and finish that changes ``status``.
 _OWN_WRITES_UNCHECKED = "PRAGMA ignore_check_constraints = ON"
-_OWN_BUSY_WAIT = 0.25  # seconds of busy retries every job gets, however long it waited in the thread's queue
-# seconds of one busy-retry step (an attempt and its pause: milliseconds) counted at most against busy_timeout;
-# a longer one is this process stopped or starved (SIGSTOP, a paused VM), not another connection's lock
-_LONGEST_BUSY_STEP = 1.0
 _busy_clock: Callable[[], float] = time.monotonic  # the clock busy_timeout is counted with (tests control it)
 _WAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes a WAL file is cut back to when it restarts
 _PURGE_CHUNK_ROWS = 2000  # final tasks deleted per purge transaction (the write lock is free in between)
@@ -189,56 +186,8 @@ class _OtherFile(Exception):
     """The reader's connection opened another file than the one connected to (the file was deleted or replaced)."""
 
 
-class _Busy(Exception):
-    """SQLITE_BUSY lasted longer than ``busy_timeout``."""
-
-
-class _Closing(Exception):
-    """The backend was closed while the job waited for another connection's lock: given up, rolled back."""
-
-
 class _CannotWrite(Exception):
     """The connect's write probe failed: this process can read the file but not write it."""
-
-
-class _BusyBudget:
-    """How much of ``busy_timeout`` a job has left for waiting out a busy lock.
-
-    Counted from ``since`` (when the caller asked), with a short wait of its
-    own for every job (``_OWN_BUSY_WAIT``): one queued behind slow work of this
-    process (a big batch, a purge) would otherwise fail at its first conflict.
-    Each step between two looks (an attempt and its pause, normally a few
-    milliseconds) counts at most ``_LONGEST_BUSY_STEP``: a process stopped in
-    the middle of a call (SIGSTOP, a paused VM, a starved machine) failed the
-    first ordinary busy after it resumed, blaming a lock no other connection
-    held for that long. A job that keeps meeting a busy lock still gives up:
-    every step counts, if only up to that much.
-    """
-
-    __slots__ = ("_clock", "_last", "_left")
-
-    def __init__(self, busy_timeout: float, since: float | None, clock: Callable[[], float]) -> None:
-        now = clock()
-        self._clock = clock
-        self._last = now
-        self._left = busy_timeout
-        if since is not None:
-            self._left = max(since + busy_timeout - now, min(busy_timeout, _OWN_BUSY_WAIT))
-
-    def used_up(self) -> bool:
-        """Count the time since the last look (a stall only up to one step's worth); True when none is left."""
-        now = self._clock()
-        step, self._last = now - self._last, now
-        if step > _LONGEST_BUSY_STEP:
-            log.debug(
-                "one busy-retry step took %.1f s (this process was stopped or starved); counted as %.1f s of "
-                "busy_timeout",
-                step,
-                _LONGEST_BUSY_STEP,
-            )
-            step = _LONGEST_BUSY_STEP
-        self._left -= step
-        return self._left <= 0
 
 
 class SQLiteBackend(Backend):
@@ -1928,20 +1877,6 @@ _lease_pairs = checks.lease_pairs
 _queues = checks.queue_names
 _task_id = checks.task_id
 _check_outcomes = checks.check_outcomes
-
-
-def _is_closed(conn: sqlite3.Connection) -> bool:
-    try:
-        conn.total_changes  # noqa: B018 - raises on a closed connection
-    except sqlite3.ProgrammingError:
-        return True
-    return False
-
-
-def _store_failure(exc: Exception) -> bool:
-    """True when an enqueue failed for the store's sake (locked, I/O), not for one of its tasks."""
-    cause = exc.cause if isinstance(exc, BackendError) else exc
-    return isinstance(cause, _Busy | _Closing | sqlite3.OperationalError)
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
