@@ -117,6 +117,7 @@ from .leases import (
 from .newresults import NewResults
 from .options import MEMORY as MEMORY  # a public name of this module
 from .options import _choice, _integer, _number, _validate_path
+from .probes import _CannotWrite, _holds_sitq_tables, _idle_snapshot, _probe_write
 from .rows import _MAX_US, _MIN_US, _RESULT_COLUMNS, _is_time, _row_to_result, _row_to_task, _status_counts
 from .schema import (
     SCHEMA_VERSION,
@@ -126,7 +127,6 @@ from .schema import (
     check_not_foreign,
     create_schema,
     from_us,
-    holds_sitq_tables,
     missing_indexes,
     to_us,
 )
@@ -184,10 +184,6 @@ class _ConnectAbandoned(Exception):
 
 class _OtherFile(Exception):
     """The reader's connection opened another file than the one connected to (the file was deleted or replaced)."""
-
-
-class _CannotWrite(Exception):
-    """The connect's write probe failed: this process can read the file but not write it."""
 
 
 class SQLiteBackend(Backend):
@@ -1805,58 +1801,6 @@ def _result_key(task_id: str) -> tuple[str, str, str]:
     return ("sitq", "result", task_id)
 
 
-def _holds_sitq_tables(path: str) -> bool:
-    with forks.gate.inside():
-        return _holds_sitq_tables_now(path)
-
-
-def _holds_sitq_tables_now(path: str) -> bool:
-    """False for a missing file or one that is not a database; raises what keeps the file from being read."""
-    if not os.path.exists(path):
-        return False
-    # a read of an idle WAL file by a process that cannot write it creates no -wal/-shm (see _idle_snapshot); a
-    # writer that starts meanwhile cannot take sitq's tables away, so no check after it is needed here
-    immutable = "&immutable=1" if _idle_snapshot(path) is not None else ""
-    conn = sqlite3.connect(f"{Path(path).absolute().as_uri()}?mode=ro{immutable}", uri=True)
-    try:
-        return holds_sitq_tables(conn)
-    except sqlite3.DatabaseError as exc:
-        if _is_not_a_db(exc):
-            return False
-        raise
-    finally:
-        conn.close()
-
-
-def _idle_snapshot(path: str) -> tuple[int, ...] | None:
-    """The file's state when this process may read it as an immutable snapshot, else None.
-
-    A reader of a WAL database opens (creating) its -wal and -shm files; a
-    process that cannot write the database cannot remove them at close, so a
-    monitoring user's ``sitq stats`` would leave files of its own, which can
-    lock the owner out. When the file is in WAL mode, this process cannot write
-    it and no -wal file is there, no connection has it open (each keeps the -wal
-    file until the last one closes, after a checkpoint into the file): the file
-    alone holds every commit, and reading it with ``immutable=1`` creates
-    nothing. The state returned (inode, size, times) is compared again after
-    each read (``_checked_snapshot``) to catch a writer that started meanwhile.
-    """
-    try:
-        real = os.path.realpath(path)  # SQLite keeps the -wal beside the file a symlink points to
-        if may(real, os.W_OK) or os.path.lexists(real + "-wal"):
-            return None
-        with open(real, "rb") as file:
-            header = file.read(20)
-        st = os.stat(real)
-        if os.path.lexists(real + "-wal"):
-            return None
-    except OSError:
-        return None
-    if len(header) < 20 or not header.startswith(b"SQLite format 3\0") or header[18:20] != b"\x02\x02":
-        return None  # not a WAL database: a reader of a rollback-journal file creates nothing anyway
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-
 def _configured(cls: type[SQLiteBackend], path: str, options: dict[str, Any]) -> SQLiteBackend:
     """A new, unconnected backend of ``cls`` with the given configuration (see ``SQLiteBackend.__reduce__``)."""
     backend = cls.__new__(cls)
@@ -1883,29 +1827,3 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
     """Mark a finished future's exception as seen (asyncio warns about unretrieved ones)."""
     if not future.cancelled():
         future.exception()
-
-
-def _probe_write(conn: sqlite3.Connection) -> None:
-    """Raise ``_CannotWrite`` when this connection cannot write the file; writes nothing.
-
-    ``BEGIN IMMEDIATE`` alone succeeds on a read-only file in WAL mode (its
-    write lock lives in the -shm file); rewriting ``user_version`` with its own
-    value dirties page 1 in the page cache, which is where SQLite refuses, and
-    the rollback drops it before anything reaches the disk. When another
-    connection holds the write lock the probe is skipped (connecting never
-    waits for the lock); the first write then says why it failed.
-    """
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-    except sqlite3.OperationalError as exc:
-        if _is_busy(exc):
-            return
-        raise _CannotWrite from exc
-    try:
-        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-        conn.execute(f"PRAGMA user_version = {version}")
-    except sqlite3.OperationalError as exc:
-        raise _CannotWrite from exc
-    finally:
-        if conn.in_transaction:
-            conn.rollback()
