@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-import sitq_sqlite.backend as sqlite_backend
+import sitq_sqlite.connections as connections
 from sitq_sqlite import SQLiteBackend
 from sitq_sqlite.backend import _BusyBudget
 
@@ -71,7 +71,7 @@ async def test_a_call_frozen_mid_way_waits_out_an_ordinary_busy_after_it_resumes
 ) -> None:
     """A real lock held elsewhere for a few attempts after the 'freeze': the call waits for it and succeeds."""
     clock = Clock()
-    monkeypatch.setattr(sqlite_backend, "_busy_clock", clock)
+    monkeypatch.setattr(connections, "_busy_clock", clock)
     path = tmp_path / "frozen.db"
     backend = SQLiteBackend(path, busy_timeout=5)
     async with backend:

@@ -33,7 +33,7 @@ def retrying_on(thread_prefix: str) -> bool:
             continue
         frame = frames[thread.ident]
         while frame is not None:
-            if frame.f_code.co_name == "_retrying" and frame.f_code.co_filename.endswith("backend.py"):
+            if frame.f_code.co_name == "_retrying" and frame.f_code.co_filename.endswith("connections.py"):
                 return True
             frame = frame.f_back
     return False

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-import sitq_sqlite.backend as sqlite_backend
+import sitq_sqlite.connections as connections
 from sitq import StoreGoneError, SyncTaskQueue, TaskQueue
 from sitq_core.errors import ConnectionError, SitqError, WorkerError
 from sitq_core.models import Task, new_id
@@ -50,7 +50,7 @@ def ids_in(path: Path) -> set[str]:
 @pytest.fixture
 def check_every_write(monkeypatch: pytest.MonkeyPatch) -> None:
     """Compare the file with the one opened at every write (normally at most every _FILE_CHECK_INTERVAL)."""
-    monkeypatch.setattr(sqlite_backend, "_FILE_CHECK_INTERVAL", 0.0)
+    monkeypatch.setattr(connections, "_FILE_CHECK_INTERVAL", 0.0)
 
 
 @pytest.mark.asyncio
@@ -173,21 +173,21 @@ async def test_a_deleted_file_is_a_new_empty_database_after_reconnecting(tmp_pat
 async def test_the_file_check_is_throttled_on_the_hot_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A loop of single enqueues stats the file at most about once per _FILE_CHECK_INTERVAL, not per call."""
     calls = 0
-    real = sqlite_backend._file_identity
+    real = connections._file_identity
 
     def counting(path: str) -> tuple[int, int] | None:
         nonlocal calls
         calls += 1
         return real(path)
 
-    monkeypatch.setattr(sqlite_backend, "_file_identity", counting)
+    monkeypatch.setattr(connections, "_file_identity", counting)
     async with TaskQueue(SQLiteBackend(tmp_path / "q.db", synchronous="OFF")) as queue:
         at_connect = calls
         began = time.monotonic()
         for _ in range(200):
             await queue.enqueue(tasks.add, 1)
         elapsed = time.monotonic() - began
-    assert calls - at_connect <= elapsed / sqlite_backend._FILE_CHECK_INTERVAL + 1
+    assert calls - at_connect <= elapsed / connections._FILE_CHECK_INTERVAL + 1
     assert calls - at_connect < 20, "not one stat per enqueue"
 
 

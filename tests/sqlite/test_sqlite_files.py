@@ -715,9 +715,9 @@ async def test_a_swollen_wal_shrinks_back_while_the_file_stays_open(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """After a huge write the WAL kept its peak size (272 MiB beside a 276 MiB database) for as long as workers ran."""
-    import sitq_sqlite.backend as sqlite_backend
+    import sitq_sqlite.connections as connections
 
-    monkeypatch.setattr(sqlite_backend, "_WAL_SIZE_LIMIT", 256 * 1024)
+    monkeypatch.setattr(connections, "_WAL_SIZE_LIMIT", 256 * 1024)
     path = tmp_path / "swollen.db"
     wal = Path(f"{path}-wal")
     async with SQLiteBackend(path) as backend:
