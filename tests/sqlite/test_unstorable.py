@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-import sitq_sqlite.backend
 import sitq_sqlite.inserts
+import sitq_sqlite.leases
 from sitq import SQLiteBackend, TaskQueue, ValidationError, Worker
 
 
@@ -16,7 +16,7 @@ from sitq import SQLiteBackend, TaskQueue, ValidationError, Worker
 async def test_a_return_value_too_big_for_the_store_fails_its_task_once_with_the_reason(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sitq_sqlite.backend, "_ROW_LIMIT", 50_000)  # as if 1 GB: the same path, a small value
+    monkeypatch.setattr(sitq_sqlite.leases, "_ROW_LIMIT", 50_000)  # as if 1 GB: the same path, a small value
     monkeypatch.setattr(sitq_sqlite.inserts, "_ROW_LIMIT", 50_000)
     backend = SQLiteBackend(tmp_path / "big.db")
     async with TaskQueue(backend) as queue:
@@ -53,7 +53,7 @@ async def test_the_last_report_as_the_loop_ends_fails_a_refused_outcome_and_keep
     from sitq_core.models import Outcome, Task, new_id
     from sitq_core.worker import _Running
 
-    monkeypatch.setattr(sitq_sqlite.backend, "_ROW_LIMIT", 50_000)
+    monkeypatch.setattr(sitq_sqlite.leases, "_ROW_LIMIT", 50_000)
     monkeypatch.setattr(sitq_sqlite.inserts, "_ROW_LIMIT", 50_000)
     backend = SQLiteBackend(tmp_path / "last.db")
     async with backend:
@@ -76,7 +76,7 @@ async def test_the_last_report_as_the_loop_ends_fails_a_refused_outcome_and_keep
 async def test_a_call_too_big_for_the_store_names_the_argument_the_caller_passed_and_stores_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
-    monkeypatch.setattr(sitq_sqlite.backend, "_ROW_LIMIT", 50_000)  # as if 1 GB: the same path, a small value
+    monkeypatch.setattr(sitq_sqlite.leases, "_ROW_LIMIT", 50_000)  # as if 1 GB: the same path, a small value
     monkeypatch.setattr(sitq_sqlite.inserts, "_ROW_LIMIT", 50_000)
     async with TaskQueue(SQLiteBackend(tmp_path / "big.db")) as queue:
         kept = await queue.enqueue(len, "abc")
@@ -104,7 +104,7 @@ async def test_a_call_too_big_for_the_store_names_the_argument_the_caller_passed
 def test_a_sync_enqueue_too_big_for_the_store_names_args(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from sitq import SyncTaskQueue
 
-    monkeypatch.setattr(sitq_sqlite.backend, "_ROW_LIMIT", 50_000)
+    monkeypatch.setattr(sitq_sqlite.leases, "_ROW_LIMIT", 50_000)
     monkeypatch.setattr(sitq_sqlite.inserts, "_ROW_LIMIT", 50_000)
     with SyncTaskQueue(SQLiteBackend(tmp_path / "sync.db")) as queue:
         with pytest.raises(ValidationError) as caught:

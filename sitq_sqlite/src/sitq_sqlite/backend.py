@@ -17,24 +17,32 @@ Design (see ``docs/how-to/sqlite-backend.md``):
   file they run on a read-only connection thread of their own (opened on
   first use), so a long one never holds up the calls queued behind it on the
   connection thread (enqueues, claims, lease renewals).
+
+Layout: ``SQLiteBackend`` (here: construction, enqueue, cancel and requeue,
+the reads, wake-ups) builds on ``_Leases`` (``leases.py``: reserve,
+heartbeat, finish), which builds on ``_Connections`` (``connections.py``:
+constructor and state, connect and close, running jobs with busy retries
+and error mapping). Their helpers each have a module: ``claims.py`` (the
+claim index reads), ``inserts.py`` (task rows and INSERTs), ``rows.py``
+(stored rows back to Task and Result), ``hints.py`` (what an error means
+for the user), ``busy.py``, ``probes.py`` and ``options.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import sqlite3
 import time
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
-from sitq_core import checks, store_endings
+from sitq_core import checks
 from sitq_core.backend import Capability
-from sitq_core.errors import BackendError, ConfigurationError, SitqError, ValidationError
-from sitq_core.models import LeaseState, Outcome, ReservedTask, Result, Task
-from sitq_core.notify import record_mark, safety_pauses, take_mark
+from sitq_core.errors import BackendError, ConfigurationError, ValidationError
+from sitq_core.models import Result, Task
+from sitq_core.notify import safety_pauses, take_mark
 from sitq_core.textoptions import text_options_converted
 from sitq_core.urls import redacted
 
@@ -42,19 +50,10 @@ from .access import others_can_write
 from .busy import _Busy, _Closing, _store_failure
 from .busy import _BusyBudget as _BusyBudget  # imported from here (tests)
 from .claims import _CLAIM_SQL as _CLAIM_SQL  # imported from here (tests)
-from .claims import (
-    _MAX_VARIABLES,
-    _MIN_DUE_SCAN_SQL,
-    _MIN_DUE_SQL,
-    _claim_candidates,
-    _expired_too_often,
-    _lanes_or_scan,
-    _queue_filters,
-    _work_due,
-)
+from .claims import _MIN_DUE_SCAN_SQL, _MIN_DUE_SQL, _lanes_or_scan, _queue_filters
 from .connections import JOURNAL_MODES as JOURNAL_MODES  # public names of this module
 from .connections import SYNCHRONOUS_MODES as SYNCHRONOUS_MODES
-from .connections import _busy_clock, _Connections, _retrieve
+from .connections import _busy_clock, _retrieve
 from .feed import InsertFeed
 from .groupcommit import GroupCommit, others_ready
 from .hints import _disk_full_hint as _disk_full_hint  # imported from here (tests)
@@ -63,40 +62,18 @@ from .inline import Fallback
 from .inserts import (
     _FRESH_TAIL,
     _INSERT_FRESH_SQL,
-    _ROW_LIMIT,
     _batch_id_taken,
-    _byte_runs,
     _insert_groups,
     _insert_rows,
     _insert_sql,
     _task_row,
 )
-from .leases import (
-    _CLAIM_SQL_SET,
-    _ENDED_RESULT_SQL,
-    _FINAL_COLUMNS,
-    _FINAL_ROWS_PER_STATEMENT,
-    _RELEASE_SQL,
-    _RETRY_SQL,
-    _TOKEN_BYTES,
-    _UNREADABLE_FINISH_SQL,
-    _UNREADABLE_RESULT_SQL,
-    _cancelled_instead,
-    _Claim,
-    _end_expired,
-    _final_parameters,
-    _finish_one,
-    _finish_rows,
-    _lease_us,
-    _leases,
-    _token_seq,
-    _UnreadableClaim,
-)
+from .leases import _ENDED_RESULT_SQL, _Leases
 from .newresults import NewResults
 from .options import MEMORY as MEMORY  # a public name of this module
-from .rows import _MAX_US, _MIN_US, _RESULT_COLUMNS, _is_time, _row_to_result, _row_to_task, _status_counts
+from .rows import _RESULT_COLUMNS, _is_time, _row_to_result, _row_to_task, _status_counts
 from .schema import TASK_COLUMNS, from_us, to_us
-from .watcher import WORK_KEY, Wakeups, Watcher
+from .watcher import WORK_KEY, Wakeups, Watcher, _result_key
 
 if TYPE_CHECKING:
     from sitq_core.urls import BackendURL
@@ -104,8 +81,6 @@ if TYPE_CHECKING:
 __all__ = ["SQLiteBackend"]
 
 log = logging.getLogger("sitq.sqlite")
-
-T = TypeVar("T")
 
 DEFAULT_PATH = "sitq.db"
 STATUSES = checks.STATUSES
@@ -124,12 +99,11 @@ _COUNTS_SQL = "SELECT count(*), {} FROM tasks".format(
 )
 _PURGE_CHUNK_ROWS = 2000  # final tasks deleted per purge transaction (the write lock is free in between)
 _INLINE_MAX_ROWS = 16  # larger enqueue batches go through the connection thread (the loop stays free)
-_INLINE_CLAIM_MAX = 32  # reserves asking for more claim on the connection thread (the loop stays free)
 _FEED_CHUNK_ROWS = 100  # rows per chunk handed to the connection thread by large enqueue_many calls
 _STREAM_BUDGET = 0.05  # seconds of building a streamed batch may keep the write lock (projected)
 
 
-class SQLiteBackend(_Connections):
+class SQLiteBackend(_Leases):
     """Tasks and results in one SQLite file (or an in-memory database).
 
     ``path``: a ``str``, an ``os.PathLike`` or ``":memory:"``; parent folders
@@ -395,290 +369,7 @@ class SQLiteBackend(_Connections):
 
     # ---------------------------------------------------------------- reserve
 
-    async def reserve(
-        self,
-        *,
-        worker_id: str,
-        limit: int,
-        lease_seconds: float,
-        queues: Sequence[str] | None = None,
-    ) -> list[ReservedTask]:
-        if not isinstance(worker_id, str) or not worker_id:
-            raise ValidationError("worker_id must be a non-empty string", parameter="worker_id", value=worker_id)
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ValidationError("limit must be an integer >= 1", parameter="limit", value=limit)
-        lease_us = _lease_us(lease_seconds)
-        queue_list = _queues(queues)
-        if queue_list == []:
-            return []
-        record_mark(self, self._wakeups.work_seq)
-        # also when nothing is due: an idle worker on a deleted file would wait for work that only the file
-        # now at the path receives, and never hear of it (a stat at most every _FILE_CHECK_INTERVAL)
-        self._check_file()
-        body, ended = self._reserve_body(worker_id, limit, lease_us, queue_list)
-        if self._inline is not None and self._db is not None:
-            # An idle worker's polls and wake-ups mostly find nothing or a few tasks: look first without
-            # the write lock (a WAL reader never waits for a writer, so a poll does not queue behind a
-            # producer's fsync), then claim right here when the lock is free (no thread hops).
-            if not await self._inline_or_run(
-                "reserve", lambda conn: _work_due(conn, queue_list, self._now_us()), write=False
-            ):
-                return []
-            if limit <= _INLINE_CLAIM_MAX:
-                claims = await self._inline_or_run("reserve", lambda conn: self._write_lease(conn, body), write=False)
-                await self._report_store_endings(ended)
-                return await self._handed_out(claims)
-        claims = await self._run("reserve", lambda conn: self._write_lease(conn, body))
-        await self._report_store_endings(ended)
-        return await self._handed_out(claims)  # built here, off the connection thread (the busier one)
-
-    async def _handed_out(self, claims: list[_Claim]) -> list[ReservedTask]:
-        """The leases of claimed rows; a row that cannot be read ends failed, and the others go out as usual."""
-        leases, unreadable = _leases(claims)
-        if unreadable:
-            await self._fail_unreadable(unreadable)
-        return leases
-
-    async def _fail_unreadable(self, claims: list[_UnreadableClaim]) -> None:
-        """End claimed rows that cannot be read as failed, each fenced by its lease, saying which value is wrong.
-
-        SQLite columns take a value of any type, so a row changed around sitq
-        (``UPDATE tasks SET timeout = 'ten'``) can hold one no Task can carry.
-        Such a task can never run; it fails at once, alone (as a payload that
-        cannot be deserialised does), instead of its batch being dropped. When
-        this write fails, the lease runs out and the next claim tries again.
-        """
-        now = self._now_us()
-
-        def body(conn: sqlite3.Connection) -> list[Any]:
-            ended: list[Any] = []
-            for token, _task_id, error, serializer_read in claims:
-                seq = _token_seq(token)
-                conn.execute(_UNREADABLE_RESULT_SQL, (error, _MIN_US, _MAX_US, now, seq, token, serializer_read))
-                row = conn.execute(_UNREADABLE_FINISH_SQL, (now, error, seq, token)).fetchone()
-                if row is not None:
-                    ended.append(row[0])
-            return ended
-
-        try:
-            ended = await self._transaction("reserve", body)
-        except SitqError as exc:
-            log.warning("could not end %d claimed task row(s) that cannot be read: %s", len(claims), exc)
-            return
-        for _token, task_id, error, _serializer_read in claims:
-            if task_id in ended:
-                log.warning("task %r failed without running: %s (was its row changed outside sitq?)", task_id, error)
-        readable = [task_id for task_id in ended if isinstance(task_id, str)]
-        if readable:
-            self._wakeups.wake([_result_key(task_id) for task_id in readable])
-            await self._report_store_endings(readable)
-
-    def _reserve_body(
-        self, worker_id: str, limit: int, lease_us: int, queue_list: list[str] | None
-    ) -> tuple[Callable[[sqlite3.Connection], list[_Claim]], list[str]]:
-        """The claim transaction's body (shared by ``reserve`` and ``finish_and_reserve``).
-
-        It returns raw rows; :func:`_leases` turns them into ``ReservedTask``s
-        after COMMIT, so the write lock is not held while Python builds objects.
-        The clock is read inside, once the write lock is held: a lease counted
-        from before a long wait for the lock could be granted already expired,
-        and another worker would take the task while this one runs it. The
-        list returned beside it gets the ids of tasks the body ended instead
-        of handing out (for :meth:`_report_store_endings` after COMMIT).
-        """
-        ended_ids: list[str] = []
-
-        def body(conn: sqlite3.Connection) -> list[_Claim]:
-            ended_ids.clear()  # a body run again after a busy rollback starts afresh
-            now = self._now_us()
-            handed: list[_Claim] = []
-            while len(handed) < limit:
-                candidates = _claim_candidates(conn, queue_list, now, limit - len(handed))
-                if not candidates:
-                    break
-                claimed: list[int] = []
-                ended = 0
-                for seq, _due, status, expiries, max_expiries, cancel_requested in candidates:
-                    if status == "running" and cancel_requested:  # cancelled while its worker was gone
-                        ended_ids.extend(_end_expired(conn, seq, now, cancelled=True))
-                        ended += 1
-                    elif status == "running" and _expired_too_often(expiries, max_expiries):
-                        ended_ids.extend(_end_expired(conn, seq, now, cancelled=False))
-                        ended += 1
-                    else:
-                        claimed.append(seq)
-                prefix = os.urandom(_TOKEN_BYTES).hex()  # this batch's lease tokens: prefix + seq in hex
-                expires = now + lease_us
-                order = {seq: position for position, seq in enumerate(claimed)}
-                rows: list[tuple[Any, ...]] = []
-                per = _MAX_VARIABLES - 4  # four leading parameters, then the seqs
-                for start in range(0, len(claimed), per):
-                    chunk = claimed[start : start + per]
-                    sql = _CLAIM_SQL_SET.format(",".join("?" * len(chunk)))
-                    rows += conn.execute(sql, (worker_id, prefix, expires, now, *chunk))
-                rows.sort(key=lambda row: order[row[0]])  # RETURNING order is unspecified; keep the claim order
-                handed += [(row[1:], f"{prefix}{row[0]:x}", expires) for row in rows]
-                if not ended:
-                    break
-            return handed
-
-        return body, ended_ids
-
-    async def _report_store_endings(self, task_ids: list[str]) -> None:
-        """Tell lifecycle observers of tasks a reserve ended itself (no worker reports those)."""
-        await store_endings.report_ids(self, task_ids)
-
-    async def heartbeat(self, leases: Sequence[tuple[str, str]], lease_seconds: float) -> dict[str, LeaseState]:
-        lease_us = _lease_us(lease_seconds)
-        pairs = _lease_pairs(leases)
-        if not pairs:
-            return {}
-
-        def body(conn: sqlite3.Connection) -> dict[str, LeaseState]:
-            now = self._now_us()  # with the write lock held: a renewal counts from now, not from before the wait
-            states: dict[str, LeaseState] = {}
-            for task_id, token in pairs:
-                row = conn.execute(
-                    "UPDATE tasks SET due = ? WHERE id = ? AND lease_token = ? AND status = 'running' "
-                    "RETURNING cancel_requested",
-                    (now + lease_us, task_id, token),
-                ).fetchone()
-                if row is None:
-                    states[task_id] = LeaseState.LOST
-                else:
-                    states[task_id] = LeaseState.CANCEL_REQUESTED if row[0] else LeaseState.HELD
-            return states
-
-        return await self._run("heartbeat", lambda conn: self._write_lease(conn, body))
-
     # ----------------------------------------------------------------- finish
-
-    async def finish_many(self, outcomes: Sequence[Outcome]) -> list[bool]:
-        _check_outcomes(outcomes)
-        checks.outcomes_fit(outcomes, _ROW_LIMIT, "a SQLite database")
-        if not outcomes:
-            return []
-        body = self._finish_body(outcomes, self._now_us())
-        accepted, requeued, finished = await self._transaction("finish", body)
-        self._after_finish(requeued, finished)
-        return accepted
-
-    async def finish_and_reserve(
-        self,
-        outcomes: Sequence[Outcome],
-        *,
-        worker_id: str,
-        limit: int,
-        lease_seconds: float,
-        queues: Sequence[str] | None = None,
-    ) -> tuple[list[bool], list[ReservedTask]]:
-        """``finish_many`` then ``reserve`` in ONE transaction: one commit (one fsync) per worker cycle."""
-        _check_outcomes(outcomes)
-        checks.outcomes_fit(outcomes, _ROW_LIMIT, "a SQLite database")
-        if not outcomes:
-            return [], await self.reserve(worker_id=worker_id, limit=limit, lease_seconds=lease_seconds, queues=queues)
-        if not isinstance(worker_id, str) or not worker_id:
-            raise ValidationError("worker_id must be a non-empty string", parameter="worker_id", value=worker_id)
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ValidationError("limit must be an integer >= 1", parameter="limit", value=limit)
-        lease_us = _lease_us(lease_seconds)
-        queue_list = _queues(queues)
-        if queue_list == []:
-            return await self.finish_many(outcomes), []
-        record_mark(self, self._wakeups.work_seq)
-        finish = self._finish_body(outcomes, self._now_us())
-        claim, ended = self._reserve_body(worker_id, limit, lease_us, queue_list)
-
-        def body(conn: sqlite3.Connection) -> tuple[tuple[list[bool], bool, list[str]], list[_Claim]]:
-            return finish(conn), claim(conn)
-
-        (accepted, requeued, finished), claims = await self._run(
-            "finish_and_reserve", lambda conn: self._write(conn, body)
-        )
-        self._after_finish(requeued, finished)
-        await self._report_store_endings(ended)
-        return accepted, await self._handed_out(claims)  # built here, off the connection thread
-
-    def _after_finish(self, requeued: bool, finished: list[str]) -> None:
-        keys: list[Hashable] = [("sitq", "result", task_id) for task_id in finished]
-        if requeued:
-            keys.append(WORK_KEY)
-        if keys:
-            self._wakeups.wake(keys)
-
-    def _finish_body(
-        self, outcomes: Sequence[Outcome], now: int
-    ) -> Callable[[sqlite3.Connection], tuple[list[bool], bool, list[str]]]:
-        """The finish transaction's body (shared by ``finish_many`` and ``finish_and_reserve``).
-
-        Parameters are built here, before the write lock is taken. Inside it,
-        final outcomes cost two set-based statements whose WHERE is the fence
-        (same seq, same id, same lease token, still running): the results rows
-        are copied first, then the task rows are updated, RETURNING the rows
-        that were accepted. The seq comes from the lease token (see
-        _CLAIM_SQL_SET). A task with outcomes under different tokens in one
-        batch, and retries and releases, go one outcome at a time, in order.
-        """
-        first_token: dict[str, str] = {}
-        conflicted: set[str] = set()
-        for outcome in outcomes:
-            if first_token.setdefault(outcome.task_id, outcome.lease_token) != outcome.lease_token:
-                conflicted.add(outcome.task_id)
-        finals: list[Any] = []  # flat VALUES parameters, _FINAL_COLUMNS per row
-        sizes: list[int] = []  # bytes of each final row's value, error and traceback
-        in_set: list[tuple[int, int, str]] = []  # (index, seq, task id) of outcomes in the set statements
-        singles: list[tuple[int, Outcome, int]] = []  # (index, outcome, seq), run one by one in order
-        seen: set[tuple[str, str]] = set()
-        for index, outcome in enumerate(outcomes):
-            lease = (outcome.task_id, outcome.lease_token)
-            seq = _token_seq(outcome.lease_token)
-            if lease in seen or seq is None:
-                continue  # a second outcome for the same lease is stale; an unreadable token matches nothing
-            seen.add(lease)
-            final = outcome.kind != "retry" and outcome.kind != "release"
-            if final and outcome.task_id not in conflicted:
-                finals += _final_parameters(outcome, seq, now)
-                sizes.append(len(outcome.value or b"") + len(outcome.error or "") + len(outcome.traceback or ""))
-                in_set.append((index, seq, outcome.task_id))
-            else:
-                singles.append((index, outcome, seq))
-        runs = list(_byte_runs(sizes, _FINAL_ROWS_PER_STATEMENT))
-
-        def body(conn: sqlite3.Connection) -> tuple[list[bool], bool, list[str]]:
-            accepted = [False] * len(outcomes)
-            taken: set[tuple[int, str]] = set()
-            for start, end in runs:
-                taken.update(_finish_rows(conn, finals[start * _FINAL_COLUMNS : end * _FINAL_COLUMNS]))
-            for index, seq, task_id in in_set:
-                accepted[index] = (seq, task_id) in taken
-            requeued = False
-            cancelled_instead: list[str] = []
-            for index, outcome, seq in singles:
-                fence = (seq, outcome.task_id, outcome.lease_token)
-                if outcome.kind == "retry":
-                    due = to_us(outcome.retry_at) if outcome.retry_at is not None else now
-                    row = conn.execute(_RETRY_SQL, (due, due, outcome.error, *fence)).fetchone()
-                    requeued = requeued or row is not None
-                elif outcome.kind == "release":
-                    started = None if outcome.started_at is None else to_us(outcome.started_at)
-                    row = conn.execute(_RELEASE_SQL, (now, started, *fence)).fetchone()
-                    requeued = requeued or row is not None
-                else:
-                    row = _finish_one(conn, outcome, seq, now)
-                if row is None and outcome.kind in ("retry", "release"):
-                    # its cancel was requested while it ran (or waited here): it ends cancelled, never queued again
-                    row = _finish_one(conn, _cancelled_instead(outcome), seq, now)
-                    if row is not None:
-                        cancelled_instead.append(outcome.task_id)
-                accepted[index] = row is not None
-            finished = [
-                outcome.task_id
-                for outcome, ok in zip(outcomes, accepted, strict=True)
-                if ok and outcome.kind != "retry" and outcome.kind != "release"
-            ]
-            return accepted, requeued, finished + cancelled_instead
-
-        return body
 
     # ----------------------------------------------------------------- cancel
 
@@ -973,11 +664,6 @@ class SQLiteBackend(_Connections):
 # A result waiter re-checks on its own after 1 s, then 2 s, 4 s, ... at most every 5 s.
 _RECHECK_FIRST = 1.0
 _RECHECK_MAX = 5.0
-
-
-def _result_key(task_id: str) -> tuple[str, str, str]:
-    """The wake-up key of the waiters for ``task_id``'s result."""
-    return ("sitq", "result", task_id)
 
 
 def _configured(cls: type[SQLiteBackend], path: str, options: dict[str, Any]) -> SQLiteBackend:

@@ -6,27 +6,38 @@ token). Outcomes are written by set-based statements whose WHERE is the
 fence: same seq, same id, same token, still running; a stale lease changes
 nothing. A row whose lease expired too often, whose cancel was asked while
 its worker was gone, or which cannot be read is ended by the store, with a
-result saying why. The transactions around these statements are the
-backend's.
+result saying why. ``_Leases``, a base class of ``SQLiteBackend``, runs
+them: ``reserve``, ``heartbeat``, ``finish_many`` and ``finish_and_reserve``.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sitq_core import checks
-from sitq_core.models import LEASE_EXPIRED_ERROR, Outcome, ReservedTask
+from sitq_core import checks, store_endings
+from sitq_core.checks import check_outcomes as _check_outcomes
+from sitq_core.checks import lease_pairs as _lease_pairs
+from sitq_core.checks import queue_names as _queues
+from sitq_core.errors import SitqError, ValidationError
+from sitq_core.models import LEASE_EXPIRED_ERROR, LeaseState, Outcome, ReservedTask
+from sitq_core.notify import record_mark
 
-from .claims import _MAX_VARIABLES
-from .rows import _RowProblems, _task_of_row
+from .claims import _MAX_VARIABLES, _claim_candidates, _expired_too_often, _work_due
+from .connections import _Connections
+from .inserts import _ROW_LIMIT, _byte_runs
+from .rows import _MAX_US, _MIN_US, _RowProblems, _task_of_row
 from .schema import TASK_COLUMNS, from_us, to_us
+from .watcher import WORK_KEY, _result_key
 
 log = logging.getLogger("sitq.sqlite")
+
+_INLINE_CLAIM_MAX = 32  # reserves asking for more claim on the connection thread (the loop stays free)
 
 # Set-based statements: one statement (one sqlite3_step, one GIL release) per chunk of rows instead
 # of one per row; with the worker's other threads wanting the GIL, per-row steps cost twice as much.
@@ -213,3 +224,290 @@ def _token_seq(token: str) -> int | None:
     if not isinstance(token, str) or _SEQ_HEX.fullmatch(token, 2 * _TOKEN_BYTES) is None:
         return None
     return int(token[2 * _TOKEN_BYTES :], 16)
+
+
+class _Leases(_Connections):
+    """``SQLiteBackend``'s lease operations: reserve, heartbeat, finish_many and finish_and_reserve."""
+
+    async def reserve(
+        self,
+        *,
+        worker_id: str,
+        limit: int,
+        lease_seconds: float,
+        queues: Sequence[str] | None = None,
+    ) -> list[ReservedTask]:
+        if not isinstance(worker_id, str) or not worker_id:
+            raise ValidationError("worker_id must be a non-empty string", parameter="worker_id", value=worker_id)
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValidationError("limit must be an integer >= 1", parameter="limit", value=limit)
+        lease_us = _lease_us(lease_seconds)
+        queue_list = _queues(queues)
+        if queue_list == []:
+            return []
+        record_mark(self, self._wakeups.work_seq)
+        # also when nothing is due: an idle worker on a deleted file would wait for work that only the file
+        # now at the path receives, and never hear of it (a stat at most every _FILE_CHECK_INTERVAL)
+        self._check_file()
+        body, ended = self._reserve_body(worker_id, limit, lease_us, queue_list)
+        if self._inline is not None and self._db is not None:
+            # An idle worker's polls and wake-ups mostly find nothing or a few tasks: look first without
+            # the write lock (a WAL reader never waits for a writer, so a poll does not queue behind a
+            # producer's fsync), then claim right here when the lock is free (no thread hops).
+            if not await self._inline_or_run(
+                "reserve", lambda conn: _work_due(conn, queue_list, self._now_us()), write=False
+            ):
+                return []
+            if limit <= _INLINE_CLAIM_MAX:
+                claims = await self._inline_or_run("reserve", lambda conn: self._write_lease(conn, body), write=False)
+                await self._report_store_endings(ended)
+                return await self._handed_out(claims)
+        claims = await self._run("reserve", lambda conn: self._write_lease(conn, body))
+        await self._report_store_endings(ended)
+        return await self._handed_out(claims)  # built here, off the connection thread (the busier one)
+
+    async def _handed_out(self, claims: list[_Claim]) -> list[ReservedTask]:
+        """The leases of claimed rows; a row that cannot be read ends failed, and the others go out as usual."""
+        leases, unreadable = _leases(claims)
+        if unreadable:
+            await self._fail_unreadable(unreadable)
+        return leases
+
+    async def _fail_unreadable(self, claims: list[_UnreadableClaim]) -> None:
+        """End claimed rows that cannot be read as failed, each fenced by its lease, saying which value is wrong.
+
+        SQLite columns take a value of any type, so a row changed around sitq
+        (``UPDATE tasks SET timeout = 'ten'``) can hold one no Task can carry.
+        Such a task can never run; it fails at once, alone (as a payload that
+        cannot be deserialised does), instead of its batch being dropped. When
+        this write fails, the lease runs out and the next claim tries again.
+        """
+        now = self._now_us()
+
+        def body(conn: sqlite3.Connection) -> list[Any]:
+            ended: list[Any] = []
+            for token, _task_id, error, serializer_read in claims:
+                seq = _token_seq(token)
+                conn.execute(_UNREADABLE_RESULT_SQL, (error, _MIN_US, _MAX_US, now, seq, token, serializer_read))
+                row = conn.execute(_UNREADABLE_FINISH_SQL, (now, error, seq, token)).fetchone()
+                if row is not None:
+                    ended.append(row[0])
+            return ended
+
+        try:
+            ended = await self._transaction("reserve", body)
+        except SitqError as exc:
+            log.warning("could not end %d claimed task row(s) that cannot be read: %s", len(claims), exc)
+            return
+        for _token, task_id, error, _serializer_read in claims:
+            if task_id in ended:
+                log.warning("task %r failed without running: %s (was its row changed outside sitq?)", task_id, error)
+        readable = [task_id for task_id in ended if isinstance(task_id, str)]
+        if readable:
+            self._wakeups.wake([_result_key(task_id) for task_id in readable])
+            await self._report_store_endings(readable)
+
+    def _reserve_body(
+        self, worker_id: str, limit: int, lease_us: int, queue_list: list[str] | None
+    ) -> tuple[Callable[[sqlite3.Connection], list[_Claim]], list[str]]:
+        """The claim transaction's body (shared by ``reserve`` and ``finish_and_reserve``).
+
+        It returns raw rows; :func:`_leases` turns them into ``ReservedTask``s
+        after COMMIT, so the write lock is not held while Python builds objects.
+        The clock is read inside, once the write lock is held: a lease counted
+        from before a long wait for the lock could be granted already expired,
+        and another worker would take the task while this one runs it. The
+        list returned beside it gets the ids of tasks the body ended instead
+        of handing out (for :meth:`_report_store_endings` after COMMIT).
+        """
+        ended_ids: list[str] = []
+
+        def body(conn: sqlite3.Connection) -> list[_Claim]:
+            ended_ids.clear()  # a body run again after a busy rollback starts afresh
+            now = self._now_us()
+            handed: list[_Claim] = []
+            while len(handed) < limit:
+                candidates = _claim_candidates(conn, queue_list, now, limit - len(handed))
+                if not candidates:
+                    break
+                claimed: list[int] = []
+                ended = 0
+                for seq, _due, status, expiries, max_expiries, cancel_requested in candidates:
+                    if status == "running" and cancel_requested:  # cancelled while its worker was gone
+                        ended_ids.extend(_end_expired(conn, seq, now, cancelled=True))
+                        ended += 1
+                    elif status == "running" and _expired_too_often(expiries, max_expiries):
+                        ended_ids.extend(_end_expired(conn, seq, now, cancelled=False))
+                        ended += 1
+                    else:
+                        claimed.append(seq)
+                prefix = os.urandom(_TOKEN_BYTES).hex()  # this batch's lease tokens: prefix + seq in hex
+                expires = now + lease_us
+                order = {seq: position for position, seq in enumerate(claimed)}
+                rows: list[tuple[Any, ...]] = []
+                per = _MAX_VARIABLES - 4  # four leading parameters, then the seqs
+                for start in range(0, len(claimed), per):
+                    chunk = claimed[start : start + per]
+                    sql = _CLAIM_SQL_SET.format(",".join("?" * len(chunk)))
+                    rows += conn.execute(sql, (worker_id, prefix, expires, now, *chunk))
+                rows.sort(key=lambda row: order[row[0]])  # RETURNING order is unspecified; keep the claim order
+                handed += [(row[1:], f"{prefix}{row[0]:x}", expires) for row in rows]
+                if not ended:
+                    break
+            return handed
+
+        return body, ended_ids
+
+    async def _report_store_endings(self, task_ids: list[str]) -> None:
+        """Tell lifecycle observers of tasks a reserve ended itself (no worker reports those)."""
+        await store_endings.report_ids(self, task_ids)
+
+    async def heartbeat(self, leases: Sequence[tuple[str, str]], lease_seconds: float) -> dict[str, LeaseState]:
+        lease_us = _lease_us(lease_seconds)
+        pairs = _lease_pairs(leases)
+        if not pairs:
+            return {}
+
+        def body(conn: sqlite3.Connection) -> dict[str, LeaseState]:
+            now = self._now_us()  # with the write lock held: a renewal counts from now, not from before the wait
+            states: dict[str, LeaseState] = {}
+            for task_id, token in pairs:
+                row = conn.execute(
+                    "UPDATE tasks SET due = ? WHERE id = ? AND lease_token = ? AND status = 'running' "
+                    "RETURNING cancel_requested",
+                    (now + lease_us, task_id, token),
+                ).fetchone()
+                if row is None:
+                    states[task_id] = LeaseState.LOST
+                else:
+                    states[task_id] = LeaseState.CANCEL_REQUESTED if row[0] else LeaseState.HELD
+            return states
+
+        return await self._run("heartbeat", lambda conn: self._write_lease(conn, body))
+
+    async def finish_many(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        _check_outcomes(outcomes)
+        checks.outcomes_fit(outcomes, _ROW_LIMIT, "a SQLite database")
+        if not outcomes:
+            return []
+        body = self._finish_body(outcomes, self._now_us())
+        accepted, requeued, finished = await self._transaction("finish", body)
+        self._after_finish(requeued, finished)
+        return accepted
+
+    async def finish_and_reserve(
+        self,
+        outcomes: Sequence[Outcome],
+        *,
+        worker_id: str,
+        limit: int,
+        lease_seconds: float,
+        queues: Sequence[str] | None = None,
+    ) -> tuple[list[bool], list[ReservedTask]]:
+        """``finish_many`` then ``reserve`` in ONE transaction: one commit (one fsync) per worker cycle."""
+        _check_outcomes(outcomes)
+        checks.outcomes_fit(outcomes, _ROW_LIMIT, "a SQLite database")
+        if not outcomes:
+            return [], await self.reserve(worker_id=worker_id, limit=limit, lease_seconds=lease_seconds, queues=queues)
+        if not isinstance(worker_id, str) or not worker_id:
+            raise ValidationError("worker_id must be a non-empty string", parameter="worker_id", value=worker_id)
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValidationError("limit must be an integer >= 1", parameter="limit", value=limit)
+        lease_us = _lease_us(lease_seconds)
+        queue_list = _queues(queues)
+        if queue_list == []:
+            return await self.finish_many(outcomes), []
+        record_mark(self, self._wakeups.work_seq)
+        finish = self._finish_body(outcomes, self._now_us())
+        claim, ended = self._reserve_body(worker_id, limit, lease_us, queue_list)
+
+        def body(conn: sqlite3.Connection) -> tuple[tuple[list[bool], bool, list[str]], list[_Claim]]:
+            return finish(conn), claim(conn)
+
+        (accepted, requeued, finished), claims = await self._run(
+            "finish_and_reserve", lambda conn: self._write(conn, body)
+        )
+        self._after_finish(requeued, finished)
+        await self._report_store_endings(ended)
+        return accepted, await self._handed_out(claims)  # built here, off the connection thread
+
+    def _after_finish(self, requeued: bool, finished: list[str]) -> None:
+        keys: list[Hashable] = [("sitq", "result", task_id) for task_id in finished]
+        if requeued:
+            keys.append(WORK_KEY)
+        if keys:
+            self._wakeups.wake(keys)
+
+    def _finish_body(
+        self, outcomes: Sequence[Outcome], now: int
+    ) -> Callable[[sqlite3.Connection], tuple[list[bool], bool, list[str]]]:
+        """The finish transaction's body (shared by ``finish_many`` and ``finish_and_reserve``).
+
+        Parameters are built here, before the write lock is taken. Inside it,
+        final outcomes cost two set-based statements whose WHERE is the fence
+        (same seq, same id, same lease token, still running): the results rows
+        are copied first, then the task rows are updated, RETURNING the rows
+        that were accepted. The seq comes from the lease token (see
+        _CLAIM_SQL_SET). A task with outcomes under different tokens in one
+        batch, and retries and releases, go one outcome at a time, in order.
+        """
+        first_token: dict[str, str] = {}
+        conflicted: set[str] = set()
+        for outcome in outcomes:
+            if first_token.setdefault(outcome.task_id, outcome.lease_token) != outcome.lease_token:
+                conflicted.add(outcome.task_id)
+        finals: list[Any] = []  # flat VALUES parameters, _FINAL_COLUMNS per row
+        sizes: list[int] = []  # bytes of each final row's value, error and traceback
+        in_set: list[tuple[int, int, str]] = []  # (index, seq, task id) of outcomes in the set statements
+        singles: list[tuple[int, Outcome, int]] = []  # (index, outcome, seq), run one by one in order
+        seen: set[tuple[str, str]] = set()
+        for index, outcome in enumerate(outcomes):
+            lease = (outcome.task_id, outcome.lease_token)
+            seq = _token_seq(outcome.lease_token)
+            if lease in seen or seq is None:
+                continue  # a second outcome for the same lease is stale; an unreadable token matches nothing
+            seen.add(lease)
+            final = outcome.kind != "retry" and outcome.kind != "release"
+            if final and outcome.task_id not in conflicted:
+                finals += _final_parameters(outcome, seq, now)
+                sizes.append(len(outcome.value or b"") + len(outcome.error or "") + len(outcome.traceback or ""))
+                in_set.append((index, seq, outcome.task_id))
+            else:
+                singles.append((index, outcome, seq))
+        runs = list(_byte_runs(sizes, _FINAL_ROWS_PER_STATEMENT))
+
+        def body(conn: sqlite3.Connection) -> tuple[list[bool], bool, list[str]]:
+            accepted = [False] * len(outcomes)
+            taken: set[tuple[int, str]] = set()
+            for start, end in runs:
+                taken.update(_finish_rows(conn, finals[start * _FINAL_COLUMNS : end * _FINAL_COLUMNS]))
+            for index, seq, task_id in in_set:
+                accepted[index] = (seq, task_id) in taken
+            requeued = False
+            cancelled_instead: list[str] = []
+            for index, outcome, seq in singles:
+                fence = (seq, outcome.task_id, outcome.lease_token)
+                if outcome.kind == "retry":
+                    due = to_us(outcome.retry_at) if outcome.retry_at is not None else now
+                    row = conn.execute(_RETRY_SQL, (due, due, outcome.error, *fence)).fetchone()
+                    requeued = requeued or row is not None
+                elif outcome.kind == "release":
+                    started = None if outcome.started_at is None else to_us(outcome.started_at)
+                    row = conn.execute(_RELEASE_SQL, (now, started, *fence)).fetchone()
+                    requeued = requeued or row is not None
+                else:
+                    row = _finish_one(conn, outcome, seq, now)
+                if row is None and outcome.kind in ("retry", "release"):
+                    # its cancel was requested while it ran (or waited here): it ends cancelled, never queued again
+                    row = _finish_one(conn, _cancelled_instead(outcome), seq, now)
+                    if row is not None:
+                        cancelled_instead.append(outcome.task_id)
+                accepted[index] = row is not None
+            finished = [
+                outcome.task_id
+                for outcome, ok in zip(outcomes, accepted, strict=True)
+                if ok and outcome.kind != "retry" and outcome.kind != "release"
+            ]
+            return accepted, requeued, finished + cancelled_instead
+
+        return body

@@ -37,6 +37,12 @@ log = logging.getLogger("sitq.sqlite")
 
 WORK_KEY = ("sitq", "work")
 
+
+def _result_key(task_id: str) -> tuple[str, str, str]:
+    """The wake-up key of the waiters for ``task_id``'s result."""
+    return ("sitq", "result", task_id)
+
+
 _Entry = tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]"]
 
 
