@@ -19,7 +19,7 @@ import asyncpg  # type: ignore[import-untyped]
 import pytest
 
 import sitq
-import sitq_core.worker
+import sitq_core._worker.limits
 from sitq import Worker
 from sitq_postgres import PostgresBackend
 
@@ -165,7 +165,7 @@ async def test_a_call_obeys_the_callers_deadline_on_a_stalled_network(
 async def test_worker_stop_returns_on_a_stalled_network(
     pg_dsn: str, pg_schema: str, relay: StallingRelay, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sitq_core.worker, "_FINAL_REPORT_TIMEOUT", 1.0)  # keep the test short
+    monkeypatch.setattr(sitq_core._worker.limits, "_FINAL_REPORT_TIMEOUT", 1.0)  # keep the test short
     async with sitq.connect(relayed_url(pg_dsn, relay, pg_schema)) as queue:
         worker = Worker(queue.backend, poll_interval=0.2)
         await worker.start()
@@ -189,7 +189,7 @@ async def test_an_idle_worker_stopping_on_a_stalled_network_does_not_warn_of_out
     pg_dsn: str, pg_schema: str, relay: StallingRelay, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """It logged "the backend did not take the last outcomes ...; those tasks run again" while holding no task."""
-    monkeypatch.setattr(sitq_core.worker, "_FINAL_REPORT_TIMEOUT", 1.0)  # keep the test short
+    monkeypatch.setattr(sitq_core._worker.limits, "_FINAL_REPORT_TIMEOUT", 1.0)  # keep the test short
     async with sitq.connect(relayed_url(pg_dsn, relay, pg_schema)) as queue:
         worker = Worker(queue.backend, poll_interval=0.2)
         await worker.start()
@@ -213,7 +213,7 @@ async def test_cancelling_stop_is_not_swallowed(
     pg_dsn: str, pg_schema: str, relay: StallingRelay, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A caller that gives up on ``stop()`` gets its TimeoutError, not a silent None."""
-    monkeypatch.setattr(sitq_core.worker, "_FINAL_REPORT_TIMEOUT", 3.0)
+    monkeypatch.setattr(sitq_core._worker.limits, "_FINAL_REPORT_TIMEOUT", 3.0)
     async with sitq.connect(relayed_url(pg_dsn, relay, pg_schema)) as queue:
         worker = Worker(queue.backend, poll_interval=0.2)
         await worker.start()

@@ -386,7 +386,7 @@ def _payload_for(module: str) -> bytes:
 async def test_stop_does_not_wait_for_good_on_a_backend_that_stopped_answering(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("sitq_core.worker._FINAL_REPORT_TIMEOUT", 0.5)
+    monkeypatch.setattr("sitq_core._worker.limits._FINAL_REPORT_TIMEOUT", 0.5)
     path = tmp_path / "frozen.db"
     backend = SQLiteBackend(path, busy_timeout=30)  # each report waits up to 30 s for the lock
     try:
@@ -477,7 +477,7 @@ class GiveBackHangs(SQLiteBackend):
 async def test_stop_gives_up_giving_back_prefetched_tasks_to_a_frozen_store(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("sitq_core.worker._FINAL_REPORT_TIMEOUT", 0.5)
+    monkeypatch.setattr("sitq_core._worker.limits._FINAL_REPORT_TIMEOUT", 0.5)
     backend = GiveBackHangs(tmp_path / "frozen-give-back.db")
     async with TaskQueue(backend) as queue:
         log = tmp_path / "first.log"
@@ -523,7 +523,7 @@ class ReportIgnoresCancel(SQLiteBackend):
 
 @pytest.mark.asyncio
 async def test_stop_returns_when_a_cancelled_report_never_ends(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("sitq_core.worker._FINAL_REPORT_TIMEOUT", 0.3)
+    monkeypatch.setattr("sitq_core._worker.limits._FINAL_REPORT_TIMEOUT", 0.3)
     backend = ReportIgnoresCancel(tmp_path / "stuck.db")
     async with TaskQueue(backend) as queue:
         worker = Worker(backend, poll_interval=0.1)
@@ -547,7 +547,7 @@ async def test_stop_returns_when_a_cancelled_report_never_ends(tmp_path: Path, m
 async def test_a_caller_giving_up_on_stop_gets_its_timeout_and_the_stop_goes_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("sitq_core.worker._FINAL_REPORT_TIMEOUT", 0.3)
+    monkeypatch.setattr("sitq_core._worker.limits._FINAL_REPORT_TIMEOUT", 0.3)
     backend = ReportIgnoresCancel(tmp_path / "stuck-caller.db")
     async with TaskQueue(backend) as queue:
         worker = Worker(backend, poll_interval=0.1)
@@ -619,7 +619,7 @@ async def test_a_worker_started_again_after_a_stop_that_gave_up_its_last_report_
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The unreported task used to stay 'running' for good (its lease renewed) and fill the only slot."""
-    monkeypatch.setattr("sitq_core.worker._FINAL_REPORT_TIMEOUT", 0.3)
+    monkeypatch.setattr("sitq_core._worker.limits._FINAL_REPORT_TIMEOUT", 0.3)
     backend = ReportsHang(tmp_path / "restart.db")
     async with TaskQueue(backend) as queue:
         first = await queue.enqueue(tasks.sleepy, 0.2)

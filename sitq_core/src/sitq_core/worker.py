@@ -6,6 +6,9 @@ commit), one renews leases. Async functions run on the event loop; anything
 else runs in a thread pool of ``max_concurrency`` threads. A daemon thread
 (``loopwatch``) warns while the loop does not answer, since no lease is
 renewed then (an async task blocking it).
+
+The worker's parts live in the private package ``sitq_core._worker``, one concern per module;
+this module composes them into ``Worker`` and keeps its constructor and public methods.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ import contextvars
 import dataclasses
 import functools
 import inspect
-import logging
 import math
 import os
 import signal
@@ -26,19 +28,52 @@ import socket
 import sys
 import threading
 import time
-import traceback as tb_module
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from datetime import datetime, timedelta
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import timedelta
 from typing import Any
 
 from . import checks, forks
+from ._worker import limits
+from ._worker.aio import _bounded, _drop_outcome, _on_daemon_thread, _resolve, _seen
+from ._worker.calls import _call_marked, _drop_awaitable, _handed_back_awaitable, _is_async_callable
+from ._worker.delays import heartbeat_retry_delay as heartbeat_retry_delay
+from ._worker.delays import retry_delay as retry_delay
+from ._worker.delays import store_retry_delay as store_retry_delay
+from ._worker.failures import _describe, _format, _log_text, _missing_here, _should_retry, _task_error
+from ._worker.limits import (
+    _ADAPTIVE_PREFETCH_MAX,
+    _ADAPTIVE_PREFETCH_WINDOW,
+    _BATCH_HANDOFF_AFTER,
+    _BATCH_WATCH_AFTER,
+    _CANCEL_CHECK,
+    _CANCEL_GRACE,
+    _CANCEL_READS_MAX,
+    _FAILING_LOG_EVERY,
+    _FINAL_MINIMUM,
+    _IDS_NAMED,
+    _LEASE_TRUST,
+    _MAX_FINISH_BATCH,
+    _MAX_REPORT_FAILURES,
+    _MAX_SYNC_BATCH,
+    _OTHER_LOOP_CHECK,
+    _RUNNING_CANCEL_CHECK,
+    _SUSPECT_ALONE,
+    _SUSPECT_WAIT,
+    _WRAPPERS,
+)
+from ._worker.log import logger
+from ._worker.running import _crash_suspect, _current_task_of, _id_list, _leases_still_held, _named, _names, _timeout_of
+from ._worker.running import _Running as _Running
+from ._worker.signals import _handler_to_put_back, _is_loop_handler, _loop_signal_callback, _restore_signal_handlers
+from ._worker.state import WorkerState
+from ._worker.watch import _loop_stack
 from .backend import Backend
 from .bounded import within
 from .checks import Seconds
 from .config import BackendSpec, SerializerSpec, resolve_backend, resolve_serializer, split_config
-from .current import CurrentTask, current_task, running_as, set_current
+from .current import current_task, running_as, set_current
 from .errors import (
     SerializationError,
     SitqError,
@@ -50,224 +85,17 @@ from .errors import (
 )
 from .holders import holders
 from .loopwatch import LoopWatch
-from .memo import CallableMemo
-from .models import LEASE_EXPIRED_ERROR, LeaseState, Outcome, ReservedTask, Result, Task, TaskStatus
+from .models import LeaseState, Outcome, ReservedTask, Result, TaskStatus
 from .pacing import CommitPacer
 from .plugins import get_plugin_manager
 from .serializers import CloudpickleSerializer, Serializer
-from .task import is_task_function
 from .taskthreads import TaskThreads
-from .thread_batch import Call, CallResult, TaskExit, TaskStopIteration, ThreadBatch, call_guarded
+from .thread_batch import Call, CallResult, TaskExit, ThreadBatch, call_guarded
 
 __all__ = ["Worker", "retry_delay"]
 
-logger = logging.getLogger("sitq.worker")
 
-_MAX_FINISH_BATCH = 512
-_MAX_REPORT_FAILURES = 7
-_CANCEL_CHECK = 0.25  # seconds: how often tasks waiting for a slot are checked for a cancel request
-# seconds: how often tasks held that long (running ones) are checked for a cancel request between renewals;
-# short tasks end before they are ever checked, so a drain of quick tasks pays nothing for it
-_RUNNING_CANCEL_CHECK = 0.5
-# up to this many tasks, a cancel check between renewals reads each task instead of renewing every lease
-_CANCEL_READS_MAX = 8
-# seconds a stopping worker waits for the backend to take its last outcomes: a healthy store takes them in
-# milliseconds; a frozen one (a network partition with no command timeout) must not hold the stop for good
-_FINAL_REPORT_TIMEOUT = 10.0  # shared by all the backend calls of one stop (give-backs, last outcomes)
-_FINAL_MINIMUM = 0.5  # seconds each such call gets even when the budget is spent (a healthy store needs ms)
-# function names shared by calls of many modules: such tasks always load on a thread (one hop per batch)
-_WRAPPERS = ("functools:",)
-_MAX_SYNC_BATCH = 32
-_ADAPTIVE_PREFETCH_MAX = 256
-_FAILING_LOG_EVERY = 60.0  # seconds between two log lines about a store that keeps failing
-_IDS_NAMED = 10  # task ids named in a line about outcomes given up on or left unreported (the rest counted)
-_LEASE_TRUST = 0.9  # of a lease counted on without a renewal (its clock started a little before we got it)
-_CANCEL_GRACE = 2.0  # seconds stop() waits for a cancelled background loop to end
-_OTHER_LOOP_CHECK = 0.1  # seconds between looks at the worker's loop from a stop() awaited on another loop
-# seconds a suspect is kept off this worker while tasks run here (given back: held unstarted, it would count an
-# expiry if one of them killed the worker); then it starts beside them: one may wait for work reserved only here
-_SUSPECT_WAIT = 5.0
-# seconds a suspect runs alone: a poison pill kills its worker early in its run (a crash on its input, an
-# allocation the OOM killer stops); one that kills later takes what was reserved beside it along, and each of
-# those comes back a suspect itself, so max_lease_expiries still ends the one present at every crash
-_SUSPECT_ALONE = 2.0
-_ADAPTIVE_PREFETCH_WINDOW = 0.1  # seconds of work reserved ahead when tasks are short
-# seconds a batch of sync tasks runs before the loop is told of each member's return (reported then, not
-# when the whole batch ends); a batch of quick tasks is over by then and wakes the loop once
-_BATCH_WATCH_AFTER = 0.01
-# seconds a batch of sync tasks runs before a slot that is free takes its tasks not started yet: a task batched
-# behind a slow one must not wait for it while slots idle (a batch of quick tasks is over by then, or nearly)
-_BATCH_HANDOFF_AFTER = 0.01
-
-
-def _missing_here(exc: BaseException) -> bool:
-    """True when loading a task failed because its module or function is not on this worker.
-
-    An import error, pickle's "Can't get attribute" lookup, or the msgpack
-    serializer's import of the path: another worker (of another deploy) may
-    have it. An AttributeError from the payload's own code (a broken
-    ``__setstate__``) fails the same way everywhere, so it is not one.
-    """
-    for error in (exc, exc.__cause__):
-        if isinstance(error, ImportError):
-            return True
-        if isinstance(error, AttributeError) and str(error).startswith("Can't get attribute"):
-            return True
-    return isinstance(exc, SerializationError) and exc.message.startswith("cannot import task function")
-
-
-def store_retry_delay(failures: int, poll_interval: float) -> float:
-    """Seconds before calling a failing store again: 0.1 s doubling per failure, at most ``max(poll_interval, 0.05)``.
-
-    The exponent is capped: ``2**failures`` as a float overflows at 1024 failures in a row (17 minutes of a
-    store failing at once, at the default poll interval), and that OverflowError stopped the worker.
-    """
-    return float(min(0.05 * 2 ** min(failures, 32), max(poll_interval, 0.05)))
-
-
-def heartbeat_retry_delay(lease_timeout: float, failures: int) -> float:
-    """Seconds before a failed lease renewal is tried again: a 40th of the lease, doubling, at most a tenth.
-
-    A renewal runs every third of the lease; retried only at the next one, as
-    before, three failures in a row (a server at its connection limit, a
-    brief outage) let the leases of a live worker's tasks expire, and other
-    workers ran them again. Retried this way, a 30 s lease gets about ten
-    tries before it runs out.
-    """
-    return float(min(lease_timeout / 10, lease_timeout / 40 * 2.0 ** min(max(failures - 1, 0), 8)))
-
-
-_MAX_RETRY_DELAY = 86_400.0  # one day: the longest wait before a retry
-
-
-def retry_delay(retry_backoff: float, attempt: int) -> float:
-    """Seconds before retry number ``attempt`` (1-based): ``backoff * 2**(attempt-1)``, capped at one day.
-
-    A backoff that is not a number (NaN, which a PostgreSQL ``double precision``
-    column holds when written by hand) means no wait: ``timedelta(seconds=nan)``
-    raised in the run's own task, and the task stayed held for good.
-    """
-    if not retry_backoff > 0:
-        return 0.0
-    doublings = max(attempt - 1, 0)
-    if retry_backoff >= _MAX_RETRY_DELAY or doublings >= math.log2(_MAX_RETRY_DELAY) - math.log2(retry_backoff):
-        return _MAX_RETRY_DELAY
-    return math.ldexp(retry_backoff, doublings)  # exact, and below the cap: no overflow for any backoff
-
-
-_async_cache: CallableMemo[bool] = CallableMemo()
-
-
-def _is_async_callable(func: Any) -> bool:
-    """True when calling ``func`` returns a coroutine (memoised per function: asked once per task)."""
-    known = _async_cache.get(func)
-    if known is None:
-        try:
-            known = _inspect_async(func)
-        except (
-            Exception
-        ):  # a user's object whose attribute lookup raises: run it as sync, where its error is the task's
-            return False
-        _async_cache.remember(func, known)
-    return known
-
-
-def _inspect_async(func: Any) -> bool:
-    while isinstance(func, functools.partial) or is_task_function(func):
-        func = func.func if isinstance(func, functools.partial) else func.__wrapped__
-    if inspect.iscoroutinefunction(func):
-        return True
-    call = getattr(func, "__call__", None)  # noqa: B004 - objects with async def __call__
-    return call is not None and inspect.iscoroutinefunction(call)
-
-
-def _crash_suspect(task: Task) -> bool:
-    """True when ``task``'s last counted attempt ended with its lease expiring (its worker died holding it).
-
-    ``lease_expiries`` alone never goes down: after one crash every later
-    retry of the task ran alone. A backend's reserve marks a task it takes
-    over from an expired lease with ``LEASE_EXPIRED_ERROR``, a retry replaces
-    that with its exception's text and a release keeps it; ``error is None``
-    covers a backend that does not mark it (no retry has happened since the
-    task was queued, so its expiries were its last endings).
-    """
-    return task.lease_expiries > 0 and task.error in (None, LEASE_EXPIRED_ERROR)
-
-
-def _timeout_of(running: _Running) -> float:
-    return running.reserved.task.timeout or 0.0
-
-
-def _should_retry(exc: BaseException) -> bool:
-    """Exceptions opt out of retries with a class attribute ``sitq_retry = False``."""
-    try:
-        return bool(getattr(exc, "sitq_retry", True))
-    except BaseException:  # an odd attribute must not take the worker down: the default applies
-        return True
-
-
-def _log_text(error: str | None, limit: int = 300) -> str:
-    """An error message for one log line: first line only, at most ``limit`` characters."""
-    text = (error or "").strip().splitlines()[0] if (error or "").strip() else "(no message)"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _seen(task: asyncio.Future[None]) -> None:
-    """Log a stop's error here: its caller may have given up, and asyncio would report it as never retrieved."""
-    if not task.cancelled() and task.exception() is not None:
-        logger.error("the worker's stop ended with an error", exc_info=task.exception())
-
-
-class _Running:
-    """Book-keeping for one reserved task held by this worker."""
-
-    __slots__ = (
-        "batch",
-        "batch_index",
-        "call",
-        "cancel_requested",
-        "future",
-        "held_since",
-        "lease_lost",
-        "lease_until",
-        "on_loop",
-        "outcome_queued",
-        "reserved",
-        "settled",
-        "started_at",
-    )
-
-    def __init__(self, reserved: ReservedTask) -> None:
-        self.reserved = reserved
-        self.call: Call | None = None
-        self.batch: ThreadBatch | None = None  # set while it waits or runs in a batch of sync tasks
-        self.batch_index = 0
-        self.settled = False  # an outcome is queued for it, or its lease was given back: nothing more to report
-        self.future: asyncio.Task[None] | None = None
-        self.lease_lost = False
-        self.outcome_queued = False  # an outcome was queued for it: its own fenced report decides if it was lost
-        self.cancel_requested = False
-        self.started_at: datetime | None = None
-        self.held_since = time.monotonic()  # when this worker reserved it
-        self.lease_until = math.inf  # monotonic time its lease surely ends unless renewed (set when held)
-        self.on_loop = False  # an async task started on the event loop (named if the loop stops answering)
-
-    @property
-    def id(self) -> str:
-        return self.reserved.id
-
-    def cancel_asked(self) -> bool:
-        """``cancel_requested`` read as a call: the heartbeat sets it while ``_execute`` awaits."""
-        return self.cancel_requested
-
-
-def _drop_outcome(future: asyncio.Future[Any]) -> None:
-    """Retrieve an abandoned future's outcome, so asyncio does not log it as never retrieved."""
-    if not future.cancelled():
-        future.exception()
-
-
-class Worker:
+class Worker(WorkerState):
     """Runs tasks from a backend.
 
     ``max_concurrency`` (1..1000) tasks run at once; ``poll_interval`` is the
@@ -441,7 +269,7 @@ class Worker:
         self._wake: asyncio.Event | None = None
         self._reserved_more = asyncio.Event()  # set when tasks are reserved (the heartbeat watches them)
         self._closing = False
-        self._stop_budget = _FINAL_REPORT_TIMEOUT  # seconds the stop's backend calls may still take, together
+        self._stop_budget = limits._FINAL_REPORT_TIMEOUT  # seconds the stop's backend calls may still take, together
         self._fatal: BaseException | None = None
         self._background: set[asyncio.Future[None]] = set()
         self._pool: TaskThreads | None = None
@@ -581,7 +409,7 @@ class Worker:
         self._batches, self._handoff_timer = {}, None
         self._renewals_failing, self._loop_stall_seen = False, -math.inf
         self._closing = False
-        self._stop_budget = _FINAL_REPORT_TIMEOUT  # seconds the stop's backend calls may still take, together
+        self._stop_budget = limits._FINAL_REPORT_TIMEOUT  # seconds the stop's backend calls may still take, together
         self._teardown = None
         self._fatal = None  # what ended an earlier run is not this one's to raise
         self._exchange_settled = asyncio.Event()  # the exchange loop was cancelled and put back its batch
@@ -985,7 +813,9 @@ class Worker:
                         self._hard_stop("run() was cancelled again")
                         # the stop's last report and give-back, bounded as in every stop (a third cancel: leave)
                         with contextlib.suppress(TimeoutError):
-                            await within(asyncio.shield(self._stopped.wait()), _FINAL_REPORT_TIMEOUT + _CANCEL_GRACE)
+                            await within(
+                                asyncio.shield(self._stopped.wait()), limits._FINAL_REPORT_TIMEOUT + _CANCEL_GRACE
+                            )
                     raise
         await self._stops_returned(loop)
         if isinstance(self._fatal, StoreGoneError):
@@ -1014,7 +844,7 @@ class Worker:
             stop_task = self._stop_task
             if stop_task is not None and stop_task.get_loop() is loop and not stop_task.done():
                 pending.add(stop_task)
-            left = _FINAL_REPORT_TIMEOUT + _CANCEL_GRACE - (time.monotonic() - began)
+            left = limits._FINAL_REPORT_TIMEOUT + _CANCEL_GRACE - (time.monotonic() - began)
             if not pending:
                 return
             if left <= 0:
@@ -1108,7 +938,7 @@ class Worker:
             self._outcomes.clear()
             live = [item for item in finished if not item[0].lease_lost]
             try:
-                async with asyncio.timeout(_FINAL_REPORT_TIMEOUT):
+                async with asyncio.timeout(limits._FINAL_REPORT_TIMEOUT):
                     if live:
                         live, accepted = await self._final_finish(live)
                         accepted = await self._stored_before(live, accepted)
@@ -1127,7 +957,7 @@ class Worker:
                 self._pool.shutdown(wait=False, cancel_futures=True)
             if self._owns_backend:
                 with contextlib.suppress(Exception):
-                    async with asyncio.timeout(_FINAL_REPORT_TIMEOUT):
+                    async with asyncio.timeout(limits._FINAL_REPORT_TIMEOUT):
                         await self.backend.close()
         finally:
             self._let_go_of_backend()
@@ -3201,165 +3031,6 @@ class Worker:
                         )
 
 
-def _named(running: _Running) -> str:
-    return f"{running.id} ({running.reserved.task.function_name})"
-
-
-def _id_list(task_ids: list[str], count: int) -> str:
-    """The first ``_IDS_NAMED`` of ``task_ids``, then how many more make ``count``."""
-    shown = task_ids[:_IDS_NAMED]
-    more = count - len(shown)
-    return ", ".join(shown) + (f" and {more} more" if more > 0 else "")
-
-
-def _names(runnings: list[_Running], limit: int = 5) -> str:
-    shown = ", ".join(_named(r) for r in runnings[:limit])
-    return shown if len(runnings) <= limit else f"{shown} and {len(runnings) - limit} more"
-
-
-_OWN_PACKAGES = frozenset({"sitq", "sitq_core", "sitq_sqlite", "sitq_postgres", "asyncio"})
-_LOOP_RUNNERS = frozenset({"asyncio.events", "asyncio.base_events", "asyncio.runners"})  # where the loop calls in
-
-
-def _loop_stack(thread_id: int, depth: int = 3) -> tuple[str, bool | None]:
-    """Where the loop's current code is, past sitq's and asyncio's frames, and whether that code is sitq's own.
-
-    Only the frames of the callback or task step the loop is in count (not
-    its callers). The innermost frame outside the standard library tells
-    whose code runs: outside sitq and asyncio, the result is
-    `` (now in f at file.py:12, called from ...)`` (those two left out) and
-    True; in sitq or asyncio, or nowhere (sitq at work, for a task too, or
-    the loop idle in select), ``('', False)``: no code of anyone's blocks the
-    loop, so it waits for CPU time. ``('', None)``: the stack cannot be read.
-    """
-    try:
-        frame = sys._current_frames().get(thread_id)
-    except Exception:  # not every Python has it
-        return "", None
-    if frame is None:
-        return "", None
-    places: list[str] = []
-    foreign: bool | None = None  # whose code runs: decided by the innermost frame outside the standard library
-    while frame is not None:
-        module = frame.f_globals.get("__name__")
-        module = module if isinstance(module, str) else ""
-        top = module.partition(".")[0]
-        if module in _LOOP_RUNNERS or top == "uvloop":
-            break
-        if foreign is None and top not in sys.stdlib_module_names:
-            foreign = top not in _OWN_PACKAGES
-        if top not in _OWN_PACKAGES:
-            code = frame.f_code
-            places.append(f"{code.co_name} at {os.path.basename(code.co_filename)}:{frame.f_lineno}")
-        frame = frame.f_back
-    if not foreign:
-        return "", False
-    if len(places) > depth:  # the innermost ones, and the code the loop called (the task's or callback's own)
-        places = [*places[: depth - 1], "...", places[-1]]
-    return f" (now in {', called from '.join(places)})", True
-
-
-def _restore_signal_handlers(
-    loop: asyncio.AbstractEventLoop,
-    installed: list[signal.Signals],
-    previous: dict[signal.Signals, Any],
-    app_handlers: dict[signal.Signals, tuple[Callable[..., object], tuple[Any, ...]]],
-) -> None:
-    """Put back the handlers ``run()`` found (asyncio would leave SIGINT to the default handler).
-
-    A handler the application added with ``loop.add_signal_handler`` goes
-    back on the loop (it was left to the default: the app's next SIGTERM
-    killed the process). A signal that comes while they are swapped (a
-    second Ctrl-C just as the drain ends) would meet Python's default handler
-    and surface as a stray KeyboardInterrupt; it is handed to the restored
-    handler instead.
-    """
-    late: list[signal.Signals] = []
-    for signum in installed:
-        try:
-            try:
-                loop.remove_signal_handler(signum)
-            finally:
-                handler = previous.get(signum)
-                app_handler = app_handlers.get(signum)
-                if app_handler is not None and not loop.is_closed():
-                    loop.add_signal_handler(signum, app_handler[0], *app_handler[1])
-                elif handler is not None and not _is_loop_handler(handler):
-                    signal.signal(signum, handler)
-        except KeyboardInterrupt:
-            late.append(signal.SIGINT)
-    for signum in late:
-        signal.raise_signal(signum)  # what the caller's own handler makes of it (SIG_IGN: nothing)
-
-
-def _is_loop_handler(handler: Any) -> bool:
-    """asyncio's own no-op: it stands for a handler the loop held already, and put back it would swallow every
-    later signal (the loop no longer handles them), so the default is left instead."""
-    return getattr(handler, "__name__", "") == "_sighandler_noop"
-
-
-def _loop_signal_callback(
-    loop: asyncio.AbstractEventLoop, signum: int
-) -> tuple[Callable[..., object], tuple[Any, ...]] | None:
-    """The callback and arguments the application gave ``loop.add_signal_handler(signum, ...)``, if any.
-
-    asyncio has no public way to read it back; its Unix loops keep it in
-    ``_signal_handlers`` as a Handle. Any other loop: None (run() then
-    leaves the default, as before).
-    """
-    handlers = getattr(loop, "_signal_handlers", None)
-    handle = handlers.get(signum) if isinstance(handlers, dict) else None
-    callback = getattr(handle, "_callback", None)
-    args = getattr(handle, "_args", None)
-    if not isinstance(handle, asyncio.Handle) or handle.cancelled() or not callable(callback):
-        return None
-    return callback, tuple(args or ())
-
-
-def _handler_to_put_back(signum: int, previous: Any) -> Any:
-    """What ``run()`` leaves once it ends: ``previous``, or asyncio's default when that cannot be put back."""
-    if previous is None or _is_loop_handler(previous):
-        return signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
-    return previous
-
-
-async def _on_daemon_thread(fn: Callable[..., Any], *args: Any) -> Any:
-    """``fn(*args)`` on a new daemon thread: an import that hangs must not keep the process from exiting."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[Any] = loop.create_future()
-
-    def settle(value: Any, error: BaseException | None) -> None:
-        if future.done():
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(value)
-
-    def main() -> None:
-        value: Any = None
-        error: BaseException | None = None
-        try:
-            value = fn(*args)
-        except BaseException as exc:  # handed to the awaiting coroutine
-            error = exc
-        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits any more
-            loop.call_soon_threadsafe(settle, value, error)
-
-    threading.Thread(target=main, name="sitq-load", daemon=True).start()
-    return await future
-
-
-async def _bounded(awaitable: Awaitable[Any], timeout: float) -> Any:
-    """``await awaitable`` cancelled after ``timeout`` s; TimeoutError even if it swallowed that cancellation."""
-    deadline = asyncio.timeout(timeout)
-    async with deadline:
-        value = await awaitable
-    if deadline.expired():  # it caught the CancelledError and returned anyway: still past its time
-        raise TimeoutError
-    return value
-
-
 def _positive(name: str, value: Any, maximum: float = math.inf) -> float:
     """``value`` as float seconds when it is a number > 0 and at most ``maximum``, else ValidationError."""
     seconds = checks.as_seconds(value)
@@ -3369,97 +3040,3 @@ def _positive(name: str, value: Any, maximum: float = math.inf) -> float:
             f"{name} must be a number > 0{bound}, got {safe_repr(value)}", parameter=name, value=value
         )
     return seconds
-
-
-def _call_marked(
-    mark_started: Callable[[], None], func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Any:
-    """Run in a pool thread: say that the call starts, then make it."""
-    mark_started()
-    return call_guarded(func, args, kwargs)
-
-
-def _handed_back_awaitable(entry: CallResult | None) -> bool:
-    """True when a batch member's sync call returned an awaitable (which the batch then awaits on the loop)."""
-    return entry is not None and entry[3] is None and inspect.isawaitable(entry[2])
-
-
-def _drop_awaitable(awaitable: Any) -> None:
-    """An awaitable a cancelled task handed back, never to be awaited: close a coroutine (no "never awaited"
-    warning), cancel a future; anything else is left to the garbage collector."""
-    try:
-        if inspect.iscoroutine(awaitable):
-            awaitable.close()
-        elif asyncio.isfuture(awaitable):
-            awaitable.cancel()
-    except Exception:  # an odd awaitable's own error: the task ends cancelled all the same
-        logger.debug("could not close the awaitable of a cancelled task", exc_info=True)
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
-def _task_error(exc: BaseException) -> BaseException:
-    """The error to record for a task (and to show observers): what the task raised.
-
-    A sync task's ``StopIteration`` and other non-``Exception`` errors crossed
-    its thread wrapped (see ``call_guarded``); the task's own exception is
-    recorded, so its message and type read as the user wrote them. Only
-    ``SystemExit`` becomes :class:`TaskExit` ("the task called sys.exit(3)"
-    says more than "3").
-    """
-    if isinstance(exc, TaskStopIteration | TaskExit):
-        cause = exc.__cause__
-        if cause is not None and not isinstance(cause, SystemExit):
-            return cause
-        return exc
-    if isinstance(exc, SystemExit):
-        error = TaskExit(f"the task called sys.exit({exc.code!r})")
-        error.__cause__ = exc
-        return error
-    return exc
-
-
-def _describe(exc: BaseException) -> str:
-    """``str(exc)``, or its type name when that is blank (empty or only spaces) or ``__str__`` itself fails."""
-    try:
-        text = str(exc)
-        return text if text.strip() else type(exc).__name__
-    except BaseException as failure:  # a SystemExit or CancelledError from ``__str__`` is the task's, too
-        return f"{type(exc).__name__} (its message could not be read: {type(failure).__name__})"
-
-
-def _leases_still_held(members: list[_Running]) -> Callable[[int], bool]:
-    """For a thread batch: may member ``index`` start (its lease has not surely run out)? Read in the pool thread."""
-
-    def may_start(index: int) -> bool:
-        return time.monotonic() < members[index].lease_until  # a float, set on the loop
-
-    return may_start
-
-
-def _current_task_of(reserved: ReservedTask, worker_id: str) -> CurrentTask:
-    """What ``current_task()`` returns inside this task's call (built only when asked).
-
-    It holds the reserved task (stored bytes), never the loaded call: contexts
-    outlive the task (a thread or event loop the task started copies them),
-    and a loaded function shipped by value keeps its globals alive, a
-    module-level queue with its connections among them.
-    """
-    task = reserved.task
-    return CurrentTask(
-        id=task.id,
-        attempt=reserved.attempt,
-        queue=task.queue,
-        function_name=task.function_name,
-        worker_id=worker_id,
-    )
-
-
-def _format(exc: BaseException) -> str:
-    try:
-        return "".join(tb_module.format_exception(type(exc), exc, exc.__traceback__))
-    except BaseException as failure:
-        return f"{type(exc).__name__} (its traceback could not be formatted: {type(failure).__name__})"

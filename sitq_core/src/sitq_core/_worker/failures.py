@@ -1,0 +1,78 @@
+"""How the worker reads a task's exception: retry or not, its text for the result and the log, missing code.
+
+One place for it, so a task's failure is judged and written alike wherever it is caught.
+"""
+
+from __future__ import annotations
+
+import traceback as tb_module
+
+from ..errors import SerializationError
+from ..thread_batch import TaskExit, TaskStopIteration
+
+
+def _missing_here(exc: BaseException) -> bool:
+    """True when loading a task failed because its module or function is not on this worker.
+
+    An import error, pickle's "Can't get attribute" lookup, or the msgpack
+    serializer's import of the path: another worker (of another deploy) may
+    have it. An AttributeError from the payload's own code (a broken
+    ``__setstate__``) fails the same way everywhere, so it is not one.
+    """
+    for error in (exc, exc.__cause__):
+        if isinstance(error, ImportError):
+            return True
+        if isinstance(error, AttributeError) and str(error).startswith("Can't get attribute"):
+            return True
+    return isinstance(exc, SerializationError) and exc.message.startswith("cannot import task function")
+
+
+def _should_retry(exc: BaseException) -> bool:
+    """Exceptions opt out of retries with a class attribute ``sitq_retry = False``."""
+    try:
+        return bool(getattr(exc, "sitq_retry", True))
+    except BaseException:  # an odd attribute must not take the worker down: the default applies
+        return True
+
+
+def _log_text(error: str | None, limit: int = 300) -> str:
+    """An error message for one log line: first line only, at most ``limit`` characters."""
+    text = (error or "").strip().splitlines()[0] if (error or "").strip() else "(no message)"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _task_error(exc: BaseException) -> BaseException:
+    """The error to record for a task (and to show observers): what the task raised.
+
+    A sync task's ``StopIteration`` and other non-``Exception`` errors crossed
+    its thread wrapped (see ``call_guarded``); the task's own exception is
+    recorded, so its message and type read as the user wrote them. Only
+    ``SystemExit`` becomes :class:`TaskExit` ("the task called sys.exit(3)"
+    says more than "3").
+    """
+    if isinstance(exc, TaskStopIteration | TaskExit):
+        cause = exc.__cause__
+        if cause is not None and not isinstance(cause, SystemExit):
+            return cause
+        return exc
+    if isinstance(exc, SystemExit):
+        error = TaskExit(f"the task called sys.exit({exc.code!r})")
+        error.__cause__ = exc
+        return error
+    return exc
+
+
+def _describe(exc: BaseException) -> str:
+    """``str(exc)``, or its type name when that is blank (empty or only spaces) or ``__str__`` itself fails."""
+    try:
+        text = str(exc)
+        return text if text.strip() else type(exc).__name__
+    except BaseException as failure:  # a SystemExit or CancelledError from ``__str__`` is the task's, too
+        return f"{type(exc).__name__} (its message could not be read: {type(failure).__name__})"
+
+
+def _format(exc: BaseException) -> str:
+    try:
+        return "".join(tb_module.format_exception(type(exc), exc, exc.__traceback__))
+    except BaseException as failure:
+        return f"{type(exc).__name__} (its traceback could not be formatted: {type(failure).__name__})"
