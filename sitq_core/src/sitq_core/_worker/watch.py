@@ -1,9 +1,135 @@
-"""The loop watch's helper: where the worker's blocked event loop is, past sitq's and asyncio's frames."""
+"""The loop watch: warn while the worker's event loop does not answer, and say whose code holds it.
+
+No lease is renewed while the loop is blocked (an async task that never awaits), so other workers
+may take its tasks over: the daemon thread of ``loopwatch`` calls in here to log it, naming the code
+that runs (``_loop_stack``) and the tasks started on the loop.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import math
 import os
 import sys
+import time
+from typing import Any
+
+from .log import logger
+from .running import _named, _names
+from .state import WorkerState
+
+
+class LoopWatching(WorkerState):
+    """Warns while the loop does not answer (called by the ``LoopWatch`` daemon thread)."""
+
+    def _end_watch(self) -> None:
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.stop()
+
+    def _watch_busy(self) -> bool:
+        """On the watch's thread: the loop must answer while tasks are held (their leases need it)."""
+        return self._running and bool(self._held)
+
+    def _loop_blocked(self, seconds: float) -> None:
+        """On the watch's thread, while the loop does not answer: what blocks it, what follows, how to fix it.
+
+        Called once the loop has not answered for half the lease, so a renewal
+        is overdue and a lease may run out soon. What runs on the loop decides
+        the diagnosis: this worker's async task, other code, or nothing but
+        sitq's, asyncio's and Python's own code; then the loop most likely gets
+        no CPU time (threads holding the GIL), and async advice would mislead.
+        """
+        self._loop_stall_seen = time.monotonic()  # (a float's store is atomic) for _let_expired_go's wording
+        try:
+            held = [r for r in list(self._held.values()) if not r.settled]
+        except RuntimeError:  # changed as it was read: the loop runs again after all
+            return
+        current: Any = None
+        with contextlib.suppress(Exception):
+            current = asyncio.current_task(self._loop)
+        on_loop = [r for r in held if r.on_loop and r.future is not None and not r.future.done()]
+        blocking = next((r for r in on_loop if current is not None and r.future is current), None)
+        others = [r for r in on_loop if r is not blocking]
+        where, foreign = _loop_stack(self._loop_thread)
+        async_advice = (
+            "An async task must not block the loop (time.sleep, a CPU loop, blocking I/O): make it a plain (sync) "
+            "function, which runs in a thread, or move the blocking call into asyncio.to_thread(...) or "
+            "loop.run_in_executor(...)"
+        )
+        cpu_advice = (
+            "Threads running CPU-bound Python code (sync tasks too) share the GIL with the loop: run fewer of them "
+            "at once (a lower max_concurrency, and more worker processes), or raise lease_timeout"
+        )
+        starved = (
+            "the loop most likely gets no CPU time (threads running CPU-bound Python code hold the GIL, or the "
+            "machine is overloaded)"
+        )
+        if foreign is False:  # sitq at work (for a task too), or the loop idle: no code of anyone's blocks it
+            what = (
+                f"what runs on it is sitq's, asyncio's or Python's own code, not a task's or other code, so {starved}"
+            )
+            advice = cpu_advice
+        elif blocking is not None:
+            what = f"async task {_named(blocking)} is blocking it{where}"
+            if others:
+                what += f" (other async tasks running: {_names(others)})"
+            advice = async_advice
+        elif others:
+            what = f"an async task running on it ({_names(others)}), or other code on the loop, is blocking it{where}"
+            advice = async_advice
+        elif foreign:
+            what = f"none of this worker's async tasks runs on it: other code on the loop is blocking it{where}"
+            advice = async_advice
+        else:  # its stack could not be read
+            what = f"none of this worker's async tasks runs on it: other code on the loop is blocking it, or {starved}"
+            advice = f"{async_advice}. {cpu_advice}"
+        soonest = min((r.lease_until for r in held), default=math.inf) - time.monotonic()
+        if soonest <= 0:
+            risk = "; some of them may have run out already"
+        elif math.isfinite(soonest):
+            risk = f"; the first of them may run out in {soonest:.1f} s"
+        else:
+            risk = ""
+        logger.warning(
+            "worker %s: its event loop has not responded for %.1f s (lease_timeout=%g s), so the leases of the "
+            "%d task(s) it holds cannot be renewed%s: %s. Once their leases run out, other workers may run these "
+            "tasks again while they still run here (sync tasks in their threads too), and this worker's outcomes "
+            "for them are refused. %s",
+            self.worker_id,
+            seconds,
+            self.lease_timeout,
+            len(held),
+            risk,
+            what,
+            advice,
+        )
+
+    def _loop_answered(self, seconds: float) -> None:
+        """On the loop: it answers again after the watch reported it blocked; says if a lease may have run out.
+
+        ``lease_until`` is the earliest a lease can end unrenewed, so a stall
+        that passed none of them (and was shorter than the lease) cost none.
+        """
+        now = self._loop_stall_seen = time.monotonic()
+        held = [r for r in self._held.values() if not r.settled]
+        lapsed = [r for r in held if r.lease_until <= now]
+        if seconds < self.lease_timeout and not lapsed:
+            logger.warning(
+                "worker %s: its event loop responded again after %.1f s, before any lease it holds ran out",
+                self.worker_id,
+                seconds,
+            )
+            return
+        logger.warning(
+            "worker %s: its event loop responded again after %.1f s; the leases of %d task(s) it holds may have run "
+            "out meanwhile: another worker may run them too, and this worker's outcomes for them are refused",
+            self.worker_id,
+            seconds,
+            len(lapsed or held),
+        )
+
 
 _OWN_PACKAGES = frozenset({"sitq", "sitq_core", "sitq_sqlite", "sitq_postgres", "asyncio"})
 
