@@ -34,33 +34,29 @@ from typing import Any
 from . import checks, forks
 from ._worker import limits
 from ._worker.aio import _drop_outcome, _on_daemon_thread, _seen
-from ._worker.calls import _is_async_callable
 from ._worker.delays import heartbeat_retry_delay as heartbeat_retry_delay
 from ._worker.delays import retry_delay as retry_delay
 from ._worker.delays import store_retry_delay as store_retry_delay
+from ._worker.dispatch import Dispatching
 from ._worker.execution import Executing
-from ._worker.failures import _describe, _format, _log_text, _missing_here
+from ._worker.failures import _describe, _log_text
 from ._worker.finishing import Finishing
 from ._worker.heartbeat import Heartbeat
 from ._worker.limits import (
-    _ADAPTIVE_PREFETCH_MAX,
     _ADAPTIVE_PREFETCH_WINDOW,
-    _BATCH_HANDOFF_AFTER,
     _CANCEL_GRACE,
     _FAILING_LOG_EVERY,
     _IDS_NAMED,
     _LEASE_TRUST,
     _MAX_FINISH_BATCH,
     _MAX_REPORT_FAILURES,
-    _MAX_SYNC_BATCH,
     _OTHER_LOOP_CHECK,
     _SUSPECT_ALONE,
     _SUSPECT_WAIT,
-    _WRAPPERS,
 )
 from ._worker.log import logger
 from ._worker.release import Releasing
-from ._worker.running import _crash_suspect, _id_list, _leases_still_held, _timeout_of
+from ._worker.running import _crash_suspect, _id_list, _timeout_of
 from ._worker.running import _Running as _Running
 from ._worker.signals import _handler_to_put_back, _is_loop_handler, _loop_signal_callback, _restore_signal_handlers
 from ._worker.state import WorkerState
@@ -70,19 +66,19 @@ from .bounded import within
 from .checks import Seconds
 from .config import BackendSpec, SerializerSpec, resolve_backend, resolve_serializer, split_config
 from .current import current_task
-from .errors import SitqError, StoreGoneError, ValidationError, WorkerError, describe_exception, safe_repr
+from .errors import StoreGoneError, ValidationError, WorkerError, describe_exception, safe_repr
 from .holders import holders
 from .loopwatch import LoopWatch
 from .models import Outcome, ReservedTask
 from .pacing import CommitPacer
 from .serializers import CloudpickleSerializer, Serializer
 from .taskthreads import TaskThreads
-from .thread_batch import Call, ThreadBatch
+from .thread_batch import ThreadBatch
 
 __all__ = ["Worker", "retry_delay"]
 
 
-class Worker(Releasing, Executing, Finishing, Heartbeat, LoopWatching, WorkerState):
+class Worker(Dispatching, Releasing, Executing, Finishing, Heartbeat, LoopWatching, WorkerState):
     """Runs tasks from a backend.
 
     ``max_concurrency`` (1..1000) tasks run at once; ``poll_interval`` is the
@@ -1728,239 +1724,6 @@ class Worker(Releasing, Executing, Finishing, Heartbeat, LoopWatching, WorkerSta
         if giving:
             logger.debug("worker %s: giving back %d prefetched task(s) for other workers", self.worker_id, len(giving))
         await self._release(giving, "prefetched")
-
-    def _poke(self) -> None:
-        if self._wake is not None:
-            self._wake.set()
-
-    async def _idle(self, *, can_reserve: bool, timeout: float) -> bool:
-        """Sleep until an outcome arrives or the worker stops (or new work, when ``can_reserve``).
-
-        Returns True when woken because work may be due.
-        """
-        assert self._wake is not None and self._stopping is not None
-        self._wake.clear()
-        if self._outcomes or self._closing:
-            return False
-        poked = asyncio.ensure_future(self._wake.wait())
-        waiters: set[asyncio.Future[Any]] = {poked}
-        work: asyncio.Future[Any] | None = None
-        if can_reserve:
-            work = asyncio.ensure_future(self.backend.wait_for_work(timeout))
-            waiters.add(work)
-        try:
-            # the bound is a safety net: wait_for_work returns by itself within ``timeout``
-            done, _pending = await asyncio.wait(
-                waiters, timeout=timeout * 2 + 0.05, return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            for future in waiters:
-                if not future.done():
-                    future.cancel()
-            for future in waiters:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await future
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
-                # this loop's own cancel (the event loop ending: asyncio.run cancels each task once) landed
-                # on one of those awaits and was suppressed with the waiter's: swallowed, the loop idled on
-                # and asyncio.run never returned
-                raise asyncio.CancelledError
-        if work is not None and work in done and not work.cancelled() and work.exception() is not None:
-            # the store cannot tell us about new work now (its notification channel is down): do not spin
-            # reserving in a loop; look again after a poll interval, as a backend without notices would
-            self._wait_failures += 1
-            if self._wait_failures == 1 or self._wait_failures % 100 == 0:
-                logger.warning(
-                    "worker %s: waiting for work failed (%s); polling every %.2fs until it works again",
-                    self.worker_id,
-                    _describe(work.exception()),  # type: ignore[arg-type]
-                    self.poll_interval,
-                )
-            with contextlib.suppress(TimeoutError):
-                await within(self._wake.wait(), min(self.poll_interval, max(timeout, 0.01)))
-            return True
-        if work is not None and work in done:
-            self._wait_failures = 0
-        return work is not None and work in done
-
-    def _ahead(self) -> int:
-        """How many tasks to reserve beyond the free slots (fixed, or adaptive when prefetch is None)."""
-        if self.prefetch is not None:
-            return self.prefetch
-        per_slot = self._mean_run_time / self.max_concurrency
-        if per_slot >= 0.05:
-            return 0
-        return min(_ADAPTIVE_PREFETCH_MAX, int(_ADAPTIVE_PREFETCH_WINDOW / max(per_slot, 1e-5)))
-
-    async def _idle_timeout(self) -> float:
-        timeout = self.poll_interval
-        try:
-            eta = await self.backend.next_eta(self.queues)
-        except Exception:
-            logger.debug("next_eta failed", exc_info=True)
-            return timeout
-        if eta is not None:
-            try:
-                until = (eta - self.backend.now()).total_seconds()
-            except (TypeError, OverflowError):  # a backend handing back an odd time must not stop the worker
-                logger.debug("next_eta returned %r", eta, exc_info=True)
-                return timeout
-            timeout = min(timeout, max(until, 0.0))
-        return max(timeout, 0.0005)
-
-    def _dispatch(self) -> None:
-        """Start waiting tasks while slots are free; then let free slots take tasks stuck in slow batches."""
-        self._start_waiting()
-        if self._batches and not self._waiting and self._executing < self.max_concurrency and self._hand_off():
-            self._start_waiting()
-
-    def _hand_off(self) -> bool:
-        """Move the tasks not started yet of batches older than ``_BATCH_HANDOFF_AFTER`` to the waiting line.
-
-        A batch runs its calls one after another on one thread: without this,
-        a quick task batched behind a slow one starts only once that returns,
-        while slots sit idle. Called when slots are free and nothing waits;
-        True when tasks were moved. A younger batch is looked at again when it
-        comes of age (a timer), unless something else dispatched first.
-        """
-        if self._suspect is not None or self._stopping is None or self._stopping.is_set():
-            return False
-        moved: list[_Running] = []
-        soonest = math.inf
-        for batch, members in self._batches.items():
-            taken, wait = batch.take_unstarted(_BATCH_HANDOFF_AFTER)
-            for index in taken:
-                running = members[index]
-                running.batch, running.future = None, None
-                moved.append(running)
-            if wait is not None:
-                soonest = min(soonest, wait)
-        if moved:
-            logger.debug("worker %s: %d task(s) moved out of slow sync batches", self.worker_id, len(moved))
-            self._waiting.extendleft(reversed(moved))  # reserved before what waits (nothing, or a suspect)
-        elif soonest < math.inf and self._handoff_timer is None and self._loop is not None:
-
-            def again() -> None:
-                self._handoff_timer = None
-                self._dispatch()
-
-            self._handoff_timer = self._loop.call_later(soonest + 0.001, again)
-        return bool(moved)
-
-    def _start_waiting(self) -> None:
-        """Start waiting tasks while slots are free; consecutive sync tasks share one thread hop."""
-        while self._waiting and self._executing < self.max_concurrency:
-            suspect = self._suspect
-            if suspect is not None:  # it runs alone (kept only when nothing ran here, or after _SUSPECT_WAIT)
-                if suspect not in self._waiting:  # still loading, or started: nothing starts beside it
-                    return
-                self._waiting.remove(suspect)
-                call = self._decode(suspect)
-                if call is not None:
-                    self._executing += 1
-                    suspect.future = asyncio.create_task(
-                        self._execute(suspect, call), name=f"sitq-task-{suspect.id}", context=self._task_context()
-                    )
-                    self._end_isolation_later(suspect)
-                return
-            running = self._waiting.popleft()
-            if self._lease_ran_out(running):
-                continue
-            call = self._decode(running)
-            if call is None:
-                continue
-            self._executing += 1
-            if _is_async_callable(call[0]) or running.reserved.task.timeout is not None or not self._waiting:
-                running.future = asyncio.create_task(
-                    self._execute(running, call), name=f"sitq-task-{running.id}", context=self._task_context()
-                )
-                continue
-            free = self.max_concurrency - self._executing + 1
-            share = min(_MAX_SYNC_BATCH, -(-(len(self._waiting) + 1) // free))
-            batch = [(running, call)]
-            while len(batch) < share and self._waiting:
-                candidate = self._waiting[0]
-                if candidate.reserved.task.timeout is not None:
-                    break
-                candidate_call = self._decode(self._waiting.popleft())
-                if candidate_call is None:
-                    continue
-                if _is_async_callable(candidate_call[0]):
-                    candidate.call = candidate_call
-                    self._waiting.appendleft(candidate)
-                    break
-                batch.append((candidate, candidate_call))
-            members = [member for member, _call in batch]
-            thread_batch = ThreadBatch(
-                [member_call for _member, member_call in batch],
-                self._on_batch_start(members),
-                may_start=_leases_still_held(members),
-            )
-            self._batches[thread_batch] = members
-            future = asyncio.create_task(
-                self._execute_sync_batch(members, thread_batch),
-                name=f"sitq-batch-{running.id}",
-                context=self._task_context(),
-            )
-            for index, member in enumerate(members):
-                member.future = future
-                member.batch = thread_batch
-                member.batch_index = index
-
-    def _task_context(self) -> contextvars.Context:
-        """A copy of the context ``start()`` ran in, for one task's asyncio task.
-
-        ``_dispatch`` also runs inside a finishing task's own task; a task
-        started from there must not inherit that task's ``current_task()``.
-        """
-        return self._base_context.copy()
-
-    def _preload(self, runnings: list[_Running]) -> None:
-        """Decode ``runnings`` (on a thread). One that fails here is decoded again on the loop by ``_decode``,
-        which reports its error: some modules can only be imported on the main thread (``signal.signal``)."""
-        for running in runnings:
-            task = running.reserved.task
-            try:
-                running.call = self._serializer_for(task.serializer).loads_call(task.payload)
-            except BaseException:  # tried again (and reported) on the loop
-                continue
-            if not task.function_name.startswith(_WRAPPERS):  # a partial's name says nothing of its module
-                self._loaded.add((task.serializer, task.function_name))
-
-    def _decode(self, running: _Running) -> Call | None:
-        """The task's (func, args, kwargs); an unreadable task is reported failed and None returned."""
-        if running.call is not None:
-            return running.call
-        task = running.reserved.task
-        try:
-            running.call = self._serializer_for(task.serializer).loads_call(task.payload)
-        except BaseException as exc:  # the payload's own code ran: anything it raises is this task's failure
-            # (SystemExit from a module's import, GeneratorExit or CancelledError from a __reduce__ ...); one
-            # escaping here froze the worker with the task held, or ended the process, task after task
-            running.started_at = self.backend.now()
-            detail = (
-                str(exc)
-                if isinstance(exc, SitqError)
-                else f"{describe_exception(exc)}"
-                if str(exc)
-                else (type(exc).__name__)
-            )
-            message = f"cannot load task {task.function_name or task.id}: {detail}"
-            cause = exc.__cause__ if isinstance(exc.__cause__, ImportError) else exc
-            module = (task.function_name or "").partition(":")[0]
-            missing = cause.name or "" if isinstance(cause, ImportError) else ""
-            if missing and (module == missing or module.startswith(missing + ".")) and "importable" not in message:
-                message = (
-                    f"cannot load task {task.function_name}: module {missing!r} is not importable here "
-                    f"(is it on the worker's working directory or PYTHONPATH?): {exc}"
-                )
-            # a module or function missing here may be there on a worker of a newer (or older) deploy: that
-            # failure follows max_retries like any other; a payload that cannot load anywhere never retries
-            outcome = self._failure(running, message, _format(exc), retry=_missing_here(exc))
-            self._outcomes_put(running, outcome, {"error": exc, "duration": 0.0})
-            return None
-        return running.call
 
 
 def _positive(name: str, value: Any, maximum: float = math.inf) -> float:
