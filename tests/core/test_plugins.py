@@ -373,7 +373,7 @@ def test_observer_failures_are_isolated(caplog: pytest.LogCaptureFixture) -> Non
 def test_an_observer_failing_on_every_task_logs_one_traceback_then_a_count_a_minute(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sitq_core import plugin_manager
+    from sitq_core import hook_failures
 
     class Bad:
         @hookimpl
@@ -381,7 +381,7 @@ def test_an_observer_failing_on_every_task_logs_one_traceback_then_a_count_a_min
             raise RuntimeError("observer bug")
 
     clock = [1000.0]
-    monkeypatch.setattr(plugin_manager.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(hook_failures.time, "monotonic", lambda: clock[0])
     manager = SitqPluginManager(load_entrypoints=False)
     manager.register_plugin(Bad(), "bad")
     for _ in range(500):

@@ -18,7 +18,6 @@ import logging
 import os
 import re
 import threading
-import time
 from collections.abc import Callable, Iterable, Sized
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
@@ -38,6 +37,7 @@ from .errors import (
     ValidationError,
     describe_exception,
 )
+from .hook_failures import HookFailureLog, flush_hook_failure_summaries
 from .install_hints import install_hint
 from .registry import Provider, Registry, RegistryEntry, conflict_text, load_failure_text
 from .serializers import Serializer
@@ -47,6 +47,7 @@ __all__ = [
     "KNOWN_PLUGINS",
     "PluginRecord",
     "SitqPluginManager",
+    "flush_hook_failure_summaries",
 ]
 
 logger = logging.getLogger("sitq.plugins")
@@ -113,7 +114,6 @@ _NOT_BUILTIN = PluginRecord("", None, None, "ok")
 DISABLED_NAMED_IN_ERRORS = 5
 #: How many broken plugins an unknown-name error names, with their errors.
 BROKEN_NAMED_IN_ERRORS = 5
-_OBSERVER_ERROR_EVERY = 60.0  # seconds between two log lines about one plugin hook that keeps failing
 # (plugin, distribution, message) of every load failure, name clash and warning logged: check_plugin and the listings
 # load every installed plugin into managers of their own, each of which would otherwise repeat the others' lines
 _logged_failures: set[tuple[str, str | None, str]] = set()
@@ -191,8 +191,7 @@ class SitqPluginManager(pluggy.PluginManager):
         self._collect_done = False
         self._setup_lock = threading.RLock()
         self._observer_cache: dict[str, bool] = {}
-        # (plugin, hook) -> (monotonic time of its last log line, failures not logged since)
-        self._observer_errors: dict[tuple[str, str], tuple[float, int]] = {}
+        self._hook_failures = HookFailureLog()  # observers that raise: first in full, then counted
         self._strict_errors: list[BrokenPluginError] | None = None  # gathered during a load or collect
         self._strict_failure: BrokenPluginError | None = None  # raised again by every later use, in strict mode
 
@@ -961,34 +960,7 @@ class SitqPluginManager(pluggy.PluginManager):
             except (KeyboardInterrupt, SystemExit):
                 raise  # the process is asked to end (Ctrl-C, sys.exit): that is not the observer's to swallow
             except BaseException as exc:  # CancelledError or an odd BaseException too: it would end the worker
-                self._log_observer_error(impl.plugin_name, hook_name, exc)
-
-    def _log_observer_error(self, plugin_name: str, hook_name: str, error: BaseException) -> None:
-        """The first failure of a plugin's hook with its traceback; after that a count, once a minute at most.
-
-        An observer that fails on every task must not put a traceback in the
-        logs per task.
-        """
-        key = (plugin_name, hook_name)
-        now = time.monotonic()
-        seen = self._observer_errors.get(key)
-        if seen is None:
-            self._observer_errors[key] = (now, 0)
-            logger.error("sitq plugin %s raised in %s; ignored", plugin_name, hook_name, exc_info=error)
-            return
-        last, quiet = seen
-        if now - last < _OBSERVER_ERROR_EVERY:
-            self._observer_errors[key] = (last, quiet + 1)
-            return
-        self._observer_errors[key] = (now, 0)
-        logger.error(
-            "sitq plugin %s raised in %s again (%d more time(s) since the last line); ignored: %s: %s",
-            plugin_name,
-            hook_name,
-            quiet + 1,
-            type(error).__name__,
-            error,
-        )
+                self._hook_failures.failed(impl.plugin_name, hook_name, exc)
 
     def register(self, plugin: object, name: str | None = None) -> str | None:
         result = super().register(plugin, name)
