@@ -241,9 +241,20 @@ class SitqPluginManager(pluggy.PluginManager):
         ``async def`` hook, an unmarked hook and no working one) is refused at once with
         ``BrokenPluginError`` naming the hook and the fix, and nothing of it is registered: a
         program registering in code gets an exception, not a status it never looks at.
+
+        An object registered already is registered once: under the same name again nothing
+        happens (a module registering itself at import, imported by two paths); under
+        another name, or a name another plugin has, raises ``BrokenPluginError`` saying
+        which plugin holds it (pluggy's own ``ValueError`` lists every plugin instead).
         """
         self.ensure_loaded()
         who = f"sitq plugin {name!r} (registered in code)" if dist is None else f"sitq plugin {name!r} from {dist}"
+        if self.is_registered(plugin) and self.get_name(plugin) == name:
+            logger.debug("%s is registered already under that name; nothing to do", who)
+            return
+        clash = self._registered_already(plugin, name)
+        if clash is not None:
+            raise BrokenPluginError(f"{who} was refused: {clash}", parameter="plugin", value=name)
         try:
             self.register(plugin, name=name)
         except pluggy.PluginValidationError as exc:  # a parameter the hook does not have
@@ -261,6 +272,34 @@ class SitqPluginManager(pluggy.PluginManager):
         for warning in warnings:
             self._warn(record, warning)
         self._reset_registrations()
+
+    def _registered_already(self, plugin: object, name: str) -> str | None:
+        """Why pluggy would refuse ``plugin`` under ``name`` as registered already, said plainly; None if not."""
+        if self.is_registered(plugin):
+            held = self.get_name(plugin)
+            record = self.records.get(held or "")
+            if record is not None and not record.in_code and not record.builtin and record.dist is not None:
+                how = "leave out this registration: the entry point registers it already"
+            else:
+                how = f"leave out this registration, or unregister_plugin({held!r}) first"
+            return (
+                f"{_object_text(plugin)} is already {self._holder_text(held)}; a plugin object is registered "
+                f"once, so that its hooks run once: {how}"
+            )
+        other = self.get_plugin(name)
+        if other is not None:
+            holder = self._holder_text(name)
+            return f"the name {name!r} is taken by {_object_text(other)}, {holder}: choose another name"
+        return None
+
+    def _holder_text(self, name: str | None) -> str:
+        """``"loaded from entry point 'metrics' (acme-metrics 1.0)"``: how a registered plugin got its name."""
+        record = self.records.get(name or "")
+        if record is None or record.in_code or record.dist is None:
+            return f"registered in code as plugin {name!r}"
+        if record.builtin:
+            return f"built into {_dist_text(record)} as plugin {name!r}"
+        return f"loaded from entry point {_entry_point(record)!r} ({_dist_text(record)})"
 
     def unregister_plugin(self, name: str) -> None:
         """Undo ``register_plugin``."""
@@ -1013,6 +1052,15 @@ def no_hooks_text(plugin: object) -> str:
     if isinstance(plugin, ModuleType):
         return f"module {plugin.__name__} {NO_HOOKS_HINT}"
     return f"{_a_value(plugin) if not isinstance(plugin, type) else f'class {_qualname(plugin)}'} {NO_HOOKS_HINT}"
+
+
+def _object_text(plugin: object) -> str:
+    """``"module acme.plugin"``, ``"class Acme"`` or ``"a Counter instance"``: a plugin object, without its repr."""
+    if isinstance(plugin, ModuleType):
+        return f"module {plugin.__name__}"
+    if isinstance(plugin, type):
+        return f"class {_qualname(plugin)}"
+    return f"{_a_value(plugin)} instance"
 
 
 def _registers_no_such_name(record: PluginRecord, kind: str) -> str:
