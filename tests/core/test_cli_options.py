@@ -72,7 +72,7 @@ def test_a_bad_log_level_after_the_command_names_the_flag(capsys: pytest.Capture
     ("argv", "usage"),
     [
         (["stats", "--bogus"], "usage: sitq stats"),
-        (["stats", "--queue", "mail"], "usage: sitq stats"),
+        (["stats", "--status", "failed"], "usage: sitq stats"),  # a flag of sitq tasks, not of stats
         (["worker", "-b", "sqlite:///x.db", "extra"], "usage: sitq worker"),
         (["--bogus"], "usage: sitq ["),
     ],

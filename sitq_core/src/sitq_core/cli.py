@@ -23,7 +23,7 @@ import traceback
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, NoReturn, TextIO
 
-from . import __version__, cli_tasks, forks
+from . import __version__, checks, cli_tasks, forks
 from .backend import Backend, Capability, reading_only
 from .config import DEFAULT_BACKEND_URL, FROM_VARIABLE, named_as_registered, resolve_backend, split_config
 from .errors import (
@@ -242,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     stats = command("stats", "show task counts per status")
     _backend_arg(stats)
     stats.add_argument("--json", action="store_true", help="machine-readable output")
+    stats.add_argument("--queue", metavar="NAME", default=None, help="count only this queue's tasks (default: all)")
     cli_tasks.add_commands(command, _backend_arg)
     return parser
 
@@ -339,7 +340,7 @@ def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
         if args.command == "worker":
             return _worker(args)
         if args.command == "stats":
-            return _stats_command(out, args.backend, as_json=args.json)
+            return _stats_command(out, args.backend, as_json=args.json, queue=_stats_queue(args.queue))
         if args.command in cli_tasks.COMMANDS:
             return cli_tasks.run(args, out)
     except _BackendSourceError as exc:  # the flag or variable first, then the message, without its context dump
@@ -1029,8 +1030,21 @@ def _task_threads_still_running(grace: float) -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("sitq-task") and t.is_alive()]
 
 
-def _stats_command(out: TextIO, backend: str | None, *, as_json: bool) -> int:
-    return _store_command(backend, lambda store, source: _stats(out, store, as_json=as_json, source=source))
+def _stats_command(out: TextIO, backend: str | None, *, as_json: bool, queue: str | None = None) -> int:
+    return _store_command(
+        backend, lambda store, source: _stats(out, store, as_json=as_json, source=source, queue=queue)
+    )
+
+
+def _stats_queue(given: str | None) -> str | None:
+    """``sitq stats --queue``'s name, checked before the store is opened; an error names the flag."""
+    if given is None:
+        return None
+    try:
+        return checks.queue_name(given)
+    except ValidationError as exc:
+        message = str(exc.message).removeprefix("queue: ")
+        raise ValidationError(f"--queue: {message}", parameter="queue", value=given) from None
 
 
 def _store_command(given: str | None, run: Callable[[Backend, str], Coroutine[Any, Any, int]]) -> int:
@@ -1074,12 +1088,14 @@ def _url_serializer_refusal(given: str | None) -> str | None:
     return None
 
 
-async def _stats(out: TextIO, store: Backend, *, as_json: bool, source: str = "the --backend URL") -> int:
+async def _stats(
+    out: TextIO, store: Backend, *, as_json: bool, source: str = "the --backend URL", queue: str | None = None
+) -> int:
     if await _store_missing(store, source):
         return 2
     with reading_only():  # a store this process may read but not write (a read-only file) is fine here
-        async with TaskQueue(store) as queue:
-            counts = await queue.counts()
+        async with TaskQueue(store) as tasks:
+            counts = await tasks.counts(queue=queue)
     if as_json:
         _out(out, json.dumps(counts, sort_keys=True))
     else:
