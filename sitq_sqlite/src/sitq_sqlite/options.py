@@ -3,6 +3,8 @@
 Bad input is refused here, before anything touches the file system, with a
 ``ValidationError`` naming the parameter and what was expected: a path that
 is a URL, a ``file:`` URI, a folder or empty; an option out of its range.
+A relative path is made absolute here, naming the file the OS would open
+for it (a ``..`` after a symlinked folder goes to the parent of its target).
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ def _validate_path(path: Any) -> str:
             value=text,
         )
     try:
-        return os.path.abspath(expanded)
+        return _absolute(expanded)
     except FileNotFoundError:  # a relative path, and the working directory it is relative to was deleted
         raise ValidationError(
             f"path {text!r} is relative, but the working directory no longer exists (it was deleted or moved "
@@ -70,6 +72,31 @@ def _validate_path(path: Any) -> str:
             parameter="path",
             value=text,
         ) from None
+
+
+def _absolute(path: str) -> str:
+    """``path`` made absolute so that it names the file the OS (and the ``sqlite3`` module) opens for it.
+
+    ``os.path.abspath`` collapses ``..`` as text, but the OS follows a
+    symlinked folder first: ``link/../q.db``, with ``link`` a symlink to
+    ``other/deep``, is ``other/q.db``, not ``./q.db``. So the part up to the
+    last ``..`` is resolved with ``realpath`` when that gives another place
+    than the textual form; otherwise (no ``..``, or no symlink before one) the
+    plain ``abspath`` form is kept, so the paths users see do not change.
+    Raises ``FileNotFoundError`` for a relative path when the working
+    directory is gone.
+    """
+    joined = path if os.path.isabs(path) else os.path.join(os.getcwd(), path)
+    plain = os.path.normpath(joined)  # what os.path.abspath gives
+    parts = joined.split(os.sep)
+    if os.pardir not in parts:
+        return plain
+    last = len(parts) - 1 - parts[::-1].index(os.pardir)
+    head = os.sep.join(parts[: last + 1])
+    real = os.path.realpath(head)
+    if real == os.path.realpath(os.path.normpath(head)):
+        return plain
+    return os.path.normpath(os.path.join(real, *parts[last + 1 :]))
 
 
 _URL_LIKE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")  # scheme:// (a Windows drive, C:\, has no //)
