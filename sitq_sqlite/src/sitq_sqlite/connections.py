@@ -333,6 +333,8 @@ class _Connections(Backend):
             return self._cannot_write(exc, causes)  # a read-only DELETE-mode file, folder (no -shm) or mount
         if _is_not_a_db(exc):
             hint = " (is it a SQLite database file?)"
+        elif _is_corrupt(exc):
+            hint = _DAMAGED_HINT
         elif reading:
             hint = _reader_hint(self.path, exc)
         else:
@@ -557,7 +559,8 @@ class _Connections(Backend):
             return await asyncio.to_thread(_holds_sitq_tables, self.path)
         except sqlite3.Error as exc:  # there, but unreadable: a folder, no permission, a WAL without its -shm
             raise ConnectionError(
-                f"cannot read SQLite database {self.path!r}: {exc}{_reader_hint(self.path, exc)}",
+                f"cannot read SQLite database {self.path!r}: {exc}"
+                f"{_DAMAGED_HINT if _is_corrupt(exc) else _reader_hint(self.path, exc)}",
                 backend_type="sqlite",
                 connection_details=self.path,
                 cause=exc,

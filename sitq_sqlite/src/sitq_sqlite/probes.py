@@ -1,9 +1,10 @@
 """Looks at a database file that change nothing in it: does it hold sitq's tables, may it be read as an
 immutable snapshot, can this connection write it.
 
-``sitq stats`` and ``exists()`` read files other processes write, and a
-process that may only read a WAL file must not leave -wal/-shm files of its
-own beside it (``_idle_snapshot``); a writer learns at connect, not at its
+``sitq stats`` and ``exists()`` read files other processes write, and leave
+no -wal/-shm files of their own beside them: a process that may only read a
+WAL file reads it as an immutable snapshot (``_idle_snapshot``), one that may
+write it reads through a connection SQLite lets remove them at close; a writer learns at connect, not at its
 first enqueue, that the file refuses writes (``_probe_write``).
 """
 
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from sitq_core import forks
 
-from .access import may
+from .access import may, write_blockers
 from .hints import _is_not_a_db
 from .inline import is_busy as _is_busy
 from .schema import holds_sitq_tables
@@ -36,8 +37,17 @@ def _holds_sitq_tables_now(path: str) -> bool:
         return False
     # a read of an idle WAL file by a process that cannot write it creates no -wal/-shm (see _idle_snapshot); a
     # writer that starts meanwhile cannot take sitq's tables away, so no check after it is needed here
-    immutable = "&immutable=1" if _idle_snapshot(path) is not None else ""
-    conn = sqlite3.connect(f"{Path(path).absolute().as_uri()}?mode=ro{immutable}", uri=True)
+    if _idle_snapshot(path) is not None:
+        mode = "ro&immutable=1"
+    elif not write_blockers(path):
+        # SQLite leaves a read-only (mode=ro) connection's -wal and -shm files behind when it closes (an
+        # empty -wal and a 32 KB -shm beside a damaged file, which sitq stats then left): a connection that
+        # may write, and writes nothing, removes them at close like any last connection, and only when it
+        # takes the file's exclusive lock, so never from under another process that has the file open
+        mode = "rw"
+    else:
+        mode = "ro"
+    conn = sqlite3.connect(f"{Path(path).absolute().as_uri()}?mode={mode}", uri=True)
     try:
         return holds_sitq_tables(conn)
     except sqlite3.DatabaseError as exc:
