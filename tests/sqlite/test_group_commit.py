@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -519,32 +520,26 @@ def test_a_wait_ended_by_a_close_on_its_own_thread_says_so(tmp_path: Path) -> No
 
 
 INTERRUPTED_CLOSE = """
-import asyncio, gc, signal, sys, threading
+import asyncio, gc, sys
 from sitq import SQLiteBackend, SyncTaskQueue
 sys.path.insert(0, sys.argv[2])
 import sitq_test_tasks as tasks
 
-closing = threading.Event()
-
 class SlowToClose(SQLiteBackend):  # a backend whose close takes a while (asyncpg closing a pool, say)
     async def close(self):
-        closing.set()
+        print("CLOSING", flush=True)  # the test sends the second Ctrl-C once it reads this line
         try:
             async with asyncio.timeout(30):
                 await asyncio.Event().wait()
         finally:
             await super().close()
 
-def second_ctrl_c():
-    closing.wait(30)
-    signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
-
-threading.Thread(target=second_ctrl_c, daemon=True).start()
+queue = None  # bound before anything can be interrupted: the lines below run whatever happens
 try:
     with SyncTaskQueue(SlowToClose(sys.argv[1])) as queue:
         queue.enqueue(tasks.add, 1)
 except KeyboardInterrupt:
-    print("interrupted")
+    print("interrupted", flush=True)
 del queue
 gc.collect()  # a task left pending on the stopped loop says so as it goes
 """
@@ -553,15 +548,31 @@ gc.collect()  # a task left pending on the stopped loop says so as it goes
 def test_an_interrupted_close_lets_what_runs_on_the_loop_end_before_stopping_it(tmp_path: Path) -> None:
     # A second Ctrl-C as `with SyncTaskQueue(...)` closed stopped the loop under the running close:
     # "Task was destroyed but it is pending!" and "Event loop is closed" from asyncpg at exit.
+    # The Ctrl-C is sent once the script says its close is running (a line, not a time: a thread of its
+    # own that waited for the close with a time limit sent it early on a loaded machine, before `queue` was
+    # bound, and the script failed with a NameError).
     here = Path(__file__).resolve().parents[1]
-    done = subprocess.run(
-        [sys.executable, "-W", "default", "-c", INTERRUPTED_CLOSE, str(tmp_path / "interrupted.db"), str(here)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0 and "interrupted" in done.stdout, done.stderr[-3000:]
-    assert "destroyed" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr[-3000:]
+    errors = tmp_path / "stderr.txt"
+    with open(errors, "w") as stderr:
+        child = subprocess.Popen(
+            [sys.executable, "-W", "default", "-c", INTERRUPTED_CLOSE, str(tmp_path / "interrupted.db"), str(here)],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
+        try:
+            assert child.stdout is not None
+            ready = child.stdout.readline()  # "" when the script ended without reaching its close
+            assert ready.strip() == "CLOSING", errors.read_text()[-3000:]
+            child.send_signal(signal.SIGINT)
+            out, _ = child.communicate(timeout=120)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+    err = errors.read_text()
+    assert child.returncode == 0 and "interrupted" in out, err[-3000:]
+    assert "destroyed" not in err and "Exception ignored" not in err, err[-3000:]
 
 
 def test_a_second_close_returns_only_when_the_first_has_finished(tmp_path: Path) -> None:
