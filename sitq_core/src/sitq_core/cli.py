@@ -40,8 +40,8 @@ from .plugin_manager import KNOWN_PLUGINS, PluginRecord, SitqPluginManager, stri
 from .plugins import get_plugin_manager
 from .queue import TaskQueue
 from .registry import Registry, RegistryEntry, conflict_text, load_failure_text
-from .serializers import Serializer, function_path, kind_of
-from .task import is_task_function
+from .serializers import Serializer, function_path
+from .task_paths import PathRefused, not_a_function, walk
 from .worker import Worker
 
 __all__ = ["main"]
@@ -843,9 +843,11 @@ def _import_function(path: str, allowed_tasks: list[str]) -> None:
     """
     module_name, _, qualname = path.partition(":")
     try:
-        target: Any = importlib.import_module(module_name)
-        for part in qualname.split("."):
-            target = getattr(target, part)
+        target: Any = walk(importlib.import_module(module_name), qualname)
+    except PathRefused as exc:  # the loader's rule: through classes only, never a dunder name
+        raise ValidationError(
+            f"--allow-task {path}: {exc.reason}", parameter="allow_task", value=path, cause=exc
+        ) from exc
     except _LeaveNow:
         raise
     except (Exception, SystemExit) as exc:  # sys.exit() at import must not end the worker with its code
@@ -855,11 +857,10 @@ def _import_function(path: str, allowed_tasks: list[str]) -> None:
             value=path,
             cause=exc,
         ) from exc
-    function = getattr(target, "__wrapped__", target) if is_task_function(target) else target
-    bound_builtin = inspect.isbuiltin(function) and not inspect.ismodule(getattr(function, "__self__", None))
-    if bound_builtin or not (inspect.isfunction(function) or inspect.isbuiltin(function)):
+    kind = not_a_function(target)
+    if kind is not None:
         raise ValidationError(
-            f"--allow-task {path}: it names {kind_of(target)}, not a function "
+            f"--allow-task {path}: it names {kind}, not a function "
             "(the worker calls only module-level functions by their import path)",
             parameter="allow_task",
             value=path,

@@ -22,6 +22,7 @@ from .checks import escaped_for_store
 from .errors import SerializationError, ValidationError, describe_exception, exception_text, safe_repr
 from .memo import CallableMemo
 from .task import WRAPPED_DEPTH, is_importable_task, is_task_function, pickled_by_value
+from .task_paths import PathRefused, dunder_refusal, not_a_function, walk, with_article
 
 __all__ = [
     "PAYLOAD_ERRORS",
@@ -332,10 +333,10 @@ class MsgpackSerializer(Serializer):
         qualname = _attribute(func, "__qualname__") or ""
         # a task is judged by what it wraps: a method's task (obj.method) is a method, bound to its instance
         target: Any = getattr(func, "__wrapped__", func) if is_task_function(func) else func
-        bound_builtin = inspect.isbuiltin(target) and not inspect.ismodule(getattr(target, "__self__", None))
-        if bound_builtin or not (inspect.isfunction(target) or inspect.isbuiltin(target)):
+        kind = not_a_function(func)
+        if kind is not None:
             raise SerializationError(
-                f"msgpack sends functions by import path; {path} is {kind_of(target)}, "
+                f"msgpack sends functions by import path; {path} is {kind}, "
                 "not a module-level function (use the cloudpickle serializer)",
                 operation="dumps_call",
                 data_type=type(func).__name__,
@@ -344,6 +345,14 @@ class MsgpackSerializer(Serializer):
             kind = "a lambda" if "<lambda>" in qualname else "a local function or closure"
             raise SerializationError(
                 f"msgpack cannot send {kind} ({path}); define it at module level or use the cloudpickle serializer",
+                operation="dumps_call",
+                data_type="function",
+            )
+        refusal = dunder_refusal(qualname)
+        if refusal is not None:  # the worker never looks one up: it would refuse the task
+            raise SerializationError(
+                f"msgpack cannot send {path}: {refusal}; call it from a module-level function or use the "
+                "cloudpickle serializer",
                 operation="dumps_call",
                 data_type="function",
             )
@@ -460,10 +469,19 @@ def _import_path(path: str) -> Callable[..., Any]:
             operation="loads_call",
             data_type=path,
         )
+    refusal = dunder_refusal(qualname)
+    if refusal is not None:  # refused before anything is imported or looked up
+        raise SerializationError(
+            f"{path!r} is not a module-level function: {refusal}",
+            operation="loads_call",
+            data_type=path,
+        )
     try:
-        target: Any = importlib.import_module(module_name)
-        for part in qualname.split("."):
-            target = getattr(target, part)
+        target: Any = walk(importlib.import_module(module_name), qualname)
+    except PathRefused as exc:  # sys:modules.clear: a dict's method, no function a producer sends
+        raise SerializationError(
+            f"{path!r} is not a module-level function: {exc.reason}", operation="loads_call", data_type=path
+        ) from exc
     except (ImportError, AttributeError) as exc:
         hint = (
             _MAIN_HINT
@@ -478,17 +496,19 @@ def _import_path(path: str) -> Callable[..., Any]:
             data_type=path,
             cause=exc,
         ) from exc
-    if is_task_function(target):
-        target = target.__wrapped__
-    if not (inspect.isfunction(target) or inspect.isbuiltin(target)):
+    kind = not_a_function(target)
+    if kind is not None:  # os:sep, builtins:dict.fromkeys (a method of the dict class)
         raise SerializationError(
-            f"{path!r} is not a module-level function", operation="loads_call", data_type=type(target).__name__
+            f"{path!r} is not a module-level function: it names {kind}",
+            operation="loads_call",
+            data_type=type(target).__name__,
         )
-    defined_in = getattr(target, "__module__", None)
+    function: Callable[..., Any] = target.__wrapped__ if is_task_function(target) else target
+    defined_in = getattr(function, "__module__", None)
     if module_name == "__main__" and defined_in != "__main__":
         # a name the running script imported (main from a CLI module, a helper): not a function it defines,
         # and no producer sends one under __main__ (a task is named by the function's own module)
-        own_path = escaped_for_store(f"{defined_in}:{getattr(target, '__qualname__', '?')}")
+        own_path = escaped_for_store(f"{defined_in}:{getattr(function, '__qualname__', '?')}")
         raise SerializationError(
             f"cannot import task function {path!r}: in this worker's __main__ that name refers to {own_path!r}, "
             f"not a function defined there{_MAIN_HINT}",
@@ -498,16 +518,16 @@ def _import_path(path: str) -> Callable[..., Any]:
     # a lambda bound to a module name or a closure a factory returned is not a module-level function, and
     # no producer sends one; a function re-exported under another module's name is (a moved function's
     # old path keeps working for the tasks stored under it)
-    own_qualname = getattr(target, "__qualname__", None)
+    own_qualname = getattr(function, "__qualname__", None)
     if isinstance(own_qualname, str) and "<" in own_qualname:
-        own_path = f"{getattr(target, '__module__', None)}:{own_qualname}"
+        own_path = f"{getattr(function, '__module__', None)}:{own_qualname}"
         raise SerializationError(
             f"{path!r} is not a module-level function: it names {escaped_for_store(own_path)!r} (a lambda or a "
             "local function), which msgpack does not call",
             operation="loads_call",
             data_type="function",
         )
-    return target
+    return function
 
 
 def _allowed_paths(allowed_tasks: Any) -> Iterator[str]:
@@ -581,25 +601,10 @@ def _describe_unpackable(obj: Any, exc: BaseException | None = None) -> str:
         return (
             "an int outside the 64-bit range msgpack carries"
             if type(obj) is int
-            else (f"{_a(type(obj).__name__)} holding an int outside the 64-bit range msgpack carries")
+            else (f"{with_article(type(obj).__name__)} holding an int outside the 64-bit range msgpack carries")
         )
     if exc is not None and "recursion" in str(exc).lower():
-        return f"{_a(type(obj).__name__)} nested too deeply (or holding itself)"
+        return f"{with_article(type(obj).__name__)} nested too deeply (or holding itself)"
     if isinstance(obj, (list, tuple)):
-        return f"{_a(type(obj).__name__)} holding a value msgpack does not support"
-    return _a(type(obj).__name__)
-
-
-def _a(noun: str) -> str:
-    """``noun`` with its indefinite article."""
-    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
-
-
-def kind_of(func: Any) -> str:
-    """What a callable that is not a module-level function is, for a refusal: a class, a method, ..."""
-    if inspect.isclass(func):
-        return "a class"
-    if inspect.ismethod(func) or (inspect.isbuiltin(func) and not inspect.ismodule(getattr(func, "__self__", None))):
-        owner = getattr(func, "__self__", None)
-        return f"a method (of {_a(type(owner).__name__)})" if owner is not None else "a method"
-    return _a(type(func).__name__)
+        return f"{with_article(type(obj).__name__)} holding a value msgpack does not support"
+    return with_article(type(obj).__name__)
