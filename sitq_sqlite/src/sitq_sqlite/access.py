@@ -64,10 +64,12 @@ def others_can_write(path: str) -> list[str]:
     """Why users other than this process's may change the database at ``path`` (empty: no sign of any).
 
     The file writable by its group or by everyone, the file owned by another
-    user (root aside: it can write anything anyway), or its folder writable
-    by its group or everyone without the sticky bit (they can put another
-    file in its place). Two ``stat`` calls; nothing is opened. Empty on
-    systems without POSIX modes, and when the file cannot be looked at.
+    user (root aside: it can write anything anyway), the same for its -wal
+    and -shm files where they exist (beside the real file: a WAL write lands
+    in the -wal first, and readers trust the -shm index), or its folder
+    writable by its group or everyone without the sticky bit (they can put
+    another file in its place). Four ``stat`` calls; nothing is opened.
+    Empty on systems without POSIX modes, and when the file cannot be looked at.
     """
     geteuid = getattr(os, "geteuid", None)
     if geteuid is None:  # pragma: no cover - Windows: modes tell nothing there
@@ -80,12 +82,13 @@ def others_can_write(path: str) -> list[str]:
         folder_info = os.stat(folder)
     except OSError:
         return causes
-    mode = stat.S_IMODE(info.st_mode)
-    writers = _writers(mode)
-    if writers:
-        causes.append(f"the file is writable by {writers} (mode {mode:04o})")
-    if info.st_uid not in (geteuid(), 0):
-        causes.append(f"the file belongs to another user (uid {info.st_uid}{_user_name(info.st_uid)})")
+    causes += _file_causes("the file", info, geteuid())
+    for suffix in ("-wal", "-shm"):
+        try:
+            companion = os.stat(real + suffix)
+        except OSError:  # none (no WAL, or not opened yet): SQLite makes it with the file's mode and owner
+            continue
+        causes += _file_causes(f"its {suffix} file {real + suffix}", companion, geteuid())
     folder_mode = stat.S_IMODE(folder_info.st_mode)
     folder_writers = _writers(folder_mode)
     if folder_writers and not folder_mode & stat.S_ISVTX:
@@ -93,6 +96,18 @@ def others_can_write(path: str) -> list[str]:
             f"its folder {folder} is writable by {folder_writers} without the sticky bit (mode {folder_mode:04o}), "
             "so another file can be put in its place"
         )
+    return causes
+
+
+def _file_causes(what: str, info: os.stat_result, euid: int) -> list[str]:
+    """Why others may write the file ``info`` describes: its mode, or its owner (neither this user nor root)."""
+    causes: list[str] = []
+    mode = stat.S_IMODE(info.st_mode)
+    writers = _writers(mode)
+    if writers:
+        causes.append(f"{what} is writable by {writers} (mode {mode:04o})")
+    if info.st_uid not in (euid, 0):
+        causes.append(f"{what} belongs to another user (uid {info.st_uid}{_user_name(info.st_uid)})")
     return causes
 
 
