@@ -44,15 +44,21 @@ def deadline_alarm() -> Iterator[list[SyncTaskQueue]]:
     for that call, whatever the machine's speed.
     """
     watched: list[SyncTaskQueue] = []
+    armed = [True]  # off before the timer is stopped: a signal handled late must not arm it again
 
     def on_alarm(signum: int, frame: FrameType | None) -> None:
+        if not armed[0]:
+            return
         if not watched[0]._calls:
             signal.setitimer(signal.ITIMER_REAL, 0.005)
             return
         raise Deadline("request took too long")
 
     with _alarm_handler(on_alarm):
-        yield watched
+        try:
+            yield watched
+        finally:
+            armed[0] = False
 
 
 def _hold_write_lock(path: Path) -> sqlite3.Connection:
