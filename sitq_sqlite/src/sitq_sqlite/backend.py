@@ -136,7 +136,7 @@ class SQLiteBackend(_Leases):
 
         A worker that unpickles tasks (cloudpickle) asks this when it starts:
         whoever can write the file can make it run any code (see
-        ``docs/explanation/serializers.md``). Two ``stat`` calls.
+        ``docs/explanation/serializers.md``). A few ``stat`` calls (the file, its folder, -wal, -shm).
         """
         if self.is_memory:
             return None
