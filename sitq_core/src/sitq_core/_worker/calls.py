@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -42,12 +43,29 @@ def _inspect_async(func: Any) -> bool:
     return call is not None and inspect.iscoroutinefunction(call)
 
 
+class _DeadlinePassed(TimeoutError):
+    """A sync task's call ran past its deadline (raised by the worker, never by the task's own code)."""
+
+
 def _call_marked(
-    mark_started: Callable[[], None], func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    mark_started: Callable[[], None],
+    stamps: list[float],
+    func: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
 ) -> Any:
-    """Run in a pool thread: say that the call starts, then make it."""
+    """Run in a pool thread: stamp and say that the call starts, make it, stamp when it returned (or raised).
+
+    ``stamps`` gets two ``time.perf_counter()`` readings taken in the thread itself:
+    a task's deadline counts from its thread's start, and whether the call ended
+    in time is decided by when it returned, not by when a busy event loop noticed.
+    """
+    stamps[0] = time.perf_counter()
     mark_started()
-    return call_guarded(func, args, kwargs)
+    try:
+        return call_guarded(func, args, kwargs)
+    finally:
+        stamps[1] = time.perf_counter()
 
 
 def _handed_back_awaitable(entry: CallResult | None) -> bool:

@@ -12,6 +12,7 @@ import contextlib
 import contextvars
 import functools
 import inspect
+import math
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -28,7 +29,7 @@ from ..serializers import Serializer
 from ..taskthreads import TaskThreads
 from ..thread_batch import Call, CallResult, TaskExit, ThreadBatch, call_guarded
 from .aio import _bounded, _resolve
-from .calls import _call_marked, _drop_awaitable, _is_async_callable
+from .calls import _call_marked, _DeadlinePassed, _drop_awaitable, _is_async_callable
 from .delays import retry_delay
 from .failures import _describe, _format, _should_retry, _task_error
 from .limits import _BATCH_WATCH_AFTER
@@ -136,10 +137,15 @@ class Executing(WorkerState):
         except TimeoutError as exc:
             elapsed = time.perf_counter() - call_began[0]
             error: BaseException = exc
-            if task.timeout is not None and elapsed >= task.timeout * 0.999:
+            # a sync call's deadline is judged in _call (by its thread's stamps); an awaited one's here
+            passed = isinstance(exc, _DeadlinePassed) or (
+                running.on_loop and task.timeout is not None and elapsed >= task.timeout * 0.999
+            )
+            if passed and task.timeout is not None:
                 message = f"task timed out after {task.timeout:g} s"
                 error = TimeoutError(message)  # what observers see: the worker's deadline, not a bare error
-                error.__cause__ = exc
+                if not isinstance(exc, _DeadlinePassed):  # sitq's private marker is no part of the traceback
+                    error.__cause__ = exc
             else:
                 message = _describe(exc)
             # the traceback ends with the deadline ("TimeoutError: task timed out after 2 s"), not a bare
@@ -174,20 +180,22 @@ class Executing(WorkerState):
                 return await func(*args, **kwargs)
             return await _bounded(func(*args, **kwargs), timeout)
         loop = asyncio.get_running_loop()
-        thread_began = 0.0  # loop time the thread began the call (a returned awaitable gets what is left)
+        deadline = math.inf  # perf_counter time the timeout runs out (a returned awaitable gets what is left)
         if timeout is None:
             value = await loop.run_in_executor(self._pool, call_guarded, func, args, kwargs)
         else:
             # The timeout counts from when a thread starts the call (a thread still held by an
-            # earlier timed-out task must not time this one out before it ran). A thread cannot be
+            # earlier timed-out task must not time this one out before it ran), as the thread itself
+            # stamped it: an async task blocking the loop must not stretch it. A thread cannot be
             # killed: the task is reported as timed out while its thread runs on until it returns.
             started: asyncio.Future[None] = loop.create_future()
+            stamps = [0.0, math.inf]  # set in the thread: when the call began, when it returned
 
             def mark_started() -> None:
                 loop.call_soon_threadsafe(_resolve, started)
 
             assert self._pool is not None
-            thread_call = self._pool.submit(_call_marked, mark_started, func, args, kwargs)
+            thread_call = self._pool.submit(_call_marked, mark_started, stamps, func, args, kwargs)
             future = asyncio.wrap_future(thread_call)
             try:
                 await asyncio.wait({started, future}, return_when=asyncio.FIRST_COMPLETED)
@@ -195,15 +203,9 @@ class Executing(WorkerState):
                 future.cancel()  # not started yet: it never will be
                 raise
             if began is not None:
-                began[0] = time.perf_counter()
-            thread_began = loop.time()
-            try:
-                value = await within(future, timeout)
-            except TimeoutError:
-                if not thread_call.done():  # the deadline passed, not the task's own error
-                    self._retire_pool()
-                    self._outlive(thread_call, task_id)
-                raise
+                began[0] = stamps[0]
+            deadline = stamps[0] + timeout
+            value = await self._within_deadline(future, thread_call, stamps, deadline, task_id)
         if inspect.isawaitable(value):
             # A sync callable handed back an awaitable (a naive decorator over an async def): from here its
             # task runs on the loop like an async one, so a cancel request interrupts it (the heartbeat
@@ -215,11 +217,48 @@ class Executing(WorkerState):
                 raise asyncio.CancelledError
             if timeout is None:
                 return await value
-            left = timeout - (loop.time() - thread_began)  # the timeout covers the sync part and what it returned
+            left = deadline - time.perf_counter()  # the timeout covers the sync part and what it returned
             if left <= 0:
                 _drop_awaitable(value)
-                raise TimeoutError
+                raise _DeadlinePassed
             value = await _bounded(value, left)
+        return value
+
+    async def _within_deadline(
+        self,
+        future: asyncio.Future[Any],
+        thread_call: concurrent.futures.Future[Any],
+        stamps: list[float],
+        deadline: float,
+        task_id: str,
+    ) -> Any:
+        """What a sync call returned in its thread by ``deadline``; ``_DeadlinePassed`` when it had not.
+
+        The docs' rule: timed out when the deadline passed before the function
+        returned (the thread's own stamps decide). A loop blocked past the
+        deadline times the task out as soon as it answers again, even when the
+        call returned meanwhile: its value (or error) came too late.
+        """
+        try:
+            value = await within(future, max(deadline - time.perf_counter(), 0.0))
+        except TimeoutError:
+            if not thread_call.done():  # the deadline passed with the call still in its thread
+                self._retire_pool()
+                self._outlive(thread_call, task_id)
+                raise _DeadlinePassed from None
+            if stamps[1] >= deadline:
+                raise _DeadlinePassed from None
+            # in time: the call's own TimeoutError (or its end crossed the deadline's cancel): what it gave
+            value = thread_call.result()
+        except asyncio.CancelledError:
+            raise
+        except BaseException:  # the call's own error: counted only when it came before the deadline
+            if stamps[1] >= deadline:
+                raise _DeadlinePassed from None
+            raise
+        if stamps[1] >= deadline:  # returned, but past its deadline (the loop was blocked until now)
+            _drop_awaitable(value)
+            raise _DeadlinePassed
         return value
 
     def _retire_pool(self) -> None:
