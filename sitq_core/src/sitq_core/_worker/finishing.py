@@ -10,13 +10,35 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .. import checks
-from ..models import Outcome, Result
+from ..models import Outcome, Result, Task, TaskStatus
 from ..plugins import get_plugin_manager
 from .failures import _log_text
 from .limits import _FAILING_LOG_EVERY
 from .log import logger
 from .running import _Running
 from .state import WorkerState
+
+
+def _as_reported(task: Task, outcome: Outcome) -> Task:
+    """``task`` as the store has it once it took ``outcome``: what the outcome hooks get.
+
+    The reserved snapshot said ``running``, with no ``finished_at`` or error;
+    a task the store ended by itself (``store_endings``) comes as stored, and
+    this gives observers of the worker's outcomes the same picture. A retry
+    is ``queued`` again, due at its retry time. Built only for observers.
+    """
+    if outcome.kind == "retry":
+        return task.with_changes(
+            status=TaskStatus.QUEUED,
+            eta=outcome.retry_at if outcome.retry_at is not None else task.eta,
+            error=outcome.error,
+        )
+    return task.with_changes(
+        status=TaskStatus(outcome.kind),
+        finished_at=outcome.finished_at,
+        error=outcome.error,
+        started_at=outcome.started_at if outcome.started_at is not None else task.started_at,
+    )
 
 
 class Finishing(WorkerState):
@@ -106,20 +128,34 @@ class Finishing(WorkerState):
                     attempts=running.reserved.attempt,
                     serializer=extra.get("serializer", task.serializer),
                 )
-                manager.notify("sitq_task_succeeded", task=task, result=result, duration=extra.get("duration", 0.0))
+                manager.notify(
+                    "sitq_task_succeeded",
+                    task=_as_reported(task, outcome),
+                    result=result,
+                    duration=extra.get("duration", 0.0),
+                )
         elif outcome.kind == "cancelled":
             if manager.has_observers("sitq_task_cancelled"):
-                manager.notify("sitq_task_cancelled", task=task, duration=extra.get("duration", 0.0))
+                manager.notify(
+                    "sitq_task_cancelled", task=_as_reported(task, outcome), duration=extra.get("duration", 0.0)
+                )
         elif outcome.kind in ("failed", "retry"):
-            if manager.has_observers("sitq_task_failed"):
+            failed_heard = manager.has_observers("sitq_task_failed")
+            retried_heard = outcome.kind == "retry" and manager.has_observers("sitq_task_retried")
+            if not (failed_heard or retried_heard):
+                return
+            reported = _as_reported(task, outcome)  # one picture of the task for both hooks
+            if failed_heard:
                 manager.notify(
                     "sitq_task_failed",
-                    task=task,
+                    task=reported,
                     error=extra.get("error", outcome.error or ""),
                     will_retry=outcome.kind == "retry",
                 )
-            if outcome.kind == "retry" and manager.has_observers("sitq_task_retried"):
-                manager.notify("sitq_task_retried", task=task, attempt=running.reserved.attempt, eta=outcome.retry_at)
+            if retried_heard:
+                manager.notify(
+                    "sitq_task_retried", task=reported, attempt=running.reserved.attempt, eta=outcome.retry_at
+                )
 
     def _lease_ran_out(self, running: _Running) -> bool:
         """True (and the task let go, unstarted) when its lease surely expired: no renewal got through.
