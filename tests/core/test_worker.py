@@ -1297,7 +1297,7 @@ async def test_failures_and_retries_reach_the_log(queue: TaskQueue, caplog: pyte
     await worker.stop()
     assert result is not None and result.status == "failed"
     final = [r for r in caplog.records if r.levelname == "WARNING" and task_id in r.getMessage()]
-    assert final and "failed after 2 attempt(s): disk on fire" in final[0].getMessage()
+    assert final and "failed after 2 attempt(s): ValueError: disk on fire" in final[0].getMessage()
     assert "sitq_test_tasks" in final[0].getMessage()  # the function, to know what failed
     retried = [r for r in caplog.records if r.levelname == "INFO" and "retrying" in r.getMessage()]
     assert retried and task_id in retried[0].getMessage()

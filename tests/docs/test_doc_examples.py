@@ -93,8 +93,12 @@ def test_install_steps_give_the_checkout_install_first() -> None:
 @pytest.mark.parametrize(
     ("page", "marker", "warned"),
     [
-        (QUICKSTART, "divide(a", "(__main__:divide) failed after 1 attempt(s): division by zero"),
-        (WORKERS_HOWTO, "with_options(timeout=0.2)", "(__main__:slow) failed after 1 attempt(s): task timed out"),
+        (QUICKSTART, "divide(a", "(__main__:divide) failed after 1 attempt(s): ZeroDivisionError: division by zero"),
+        (
+            WORKERS_HOWTO,
+            "with_options(timeout=0.2)",
+            "(__main__:slow) failed after 1 attempt(s): TimeoutError: task timed out",
+        ),
     ],
     ids=["quickstart-divide", "workers-timeout"],
 )

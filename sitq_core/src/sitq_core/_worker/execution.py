@@ -12,6 +12,7 @@ import contextlib
 import contextvars
 import functools
 import inspect
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -36,6 +37,19 @@ from .limits import _BATCH_WATCH_AFTER
 from .log import logger
 from .running import _current_task_of, _Running
 from .state import WorkerState
+
+
+def _log_start(running: _Running, worker_id: str) -> None:
+    """The DEBUG line of a task's start (callers check the level first: nothing is built at the default)."""
+    task = running.reserved.task
+    logger.debug(
+        "worker %s: task %s (%s) started on queue %r, attempt %d",
+        worker_id,
+        task.id,
+        checks.one_log_line(task.function_name),
+        task.queue,
+        task.attempts,
+    )
 
 
 class Executing(WorkerState):
@@ -87,6 +101,8 @@ class Executing(WorkerState):
     def _started(self, running: _Running) -> None:
         self._last_start = time.monotonic()
         running.started_at = self.backend.now()
+        if logger.isEnabledFor(logging.DEBUG):  # free at the default level: the drain rate is benchmarked
+            _log_start(running, self.worker_id)
         try:  # an observer (or a plugin registry in trouble) must not keep the task from running and reporting
             manager = get_plugin_manager()
             if manager.has_observers("sitq_task_started"):
@@ -278,7 +294,7 @@ class Executing(WorkerState):
         loop = asyncio.get_running_loop()
         base_now, base_perf = self.backend.now(), time.perf_counter()
         notify = get_plugin_manager().has_observers("sitq_task_started")
-
+        debug = logger.isEnabledFor(logging.DEBUG)  # asked once per batch, not per task
         worker_id = self.worker_id
 
         def on_start(index: int, began: float) -> None:
@@ -287,6 +303,8 @@ class Executing(WorkerState):
             # current_task() in the call that starts now, on this thread (made here, off the loop's thread)
             set_current(functools.partial(_current_task_of, running.reserved, worker_id))
             running.started_at = base_now + timedelta(seconds=max(began - base_perf, 0.0))
+            if debug:
+                _log_start(running, worker_id)
             if notify:
                 loop.call_soon_threadsafe(self._notify_started, running)
 

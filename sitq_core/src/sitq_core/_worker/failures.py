@@ -41,6 +41,23 @@ def _log_text(error: str | None, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _log_error(error: str | None, raised: object) -> str:
+    """A failure's text for a log line: the exception's type name, then its message ("KeyError: 'user_id'").
+
+    ``error`` is what is stored (``str(exception)``, or sitq's own words about
+    it); ``raised`` the exception, when there is one. A message that is blank
+    was stored as the type name: that name alone. sitq's private ``TaskExit``
+    says what happened in its message ("the task called sys.exit(3)"): no name.
+    """
+    text = _log_text(error)
+    if not isinstance(raised, BaseException) or isinstance(raised, TaskExit):
+        return text
+    name = type(raised).__name__
+    if text == name or text.startswith(name + " ("):  # blank message, or one that could not be read
+        return text
+    return f"{name}: {text}"
+
+
 def _task_error(exc: BaseException) -> BaseException:
     """The error to record for a task (and to show observers): what the task raised.
 

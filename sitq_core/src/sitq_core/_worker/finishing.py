@@ -5,6 +5,7 @@ Split from the exchange so what happens to a held task once it is over is read i
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from typing import TYPE_CHECKING, Any
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from .. import checks
 from ..models import Outcome, Result, Task, TaskStatus
 from ..plugins import get_plugin_manager
-from .failures import _log_text
+from .failures import _log_error
 from .limits import _FAILING_LOG_EVERY
 from .log import logger
 from .running import _Running
@@ -39,6 +40,11 @@ def _as_reported(task: Task, outcome: Outcome) -> Task:
         error=outcome.error,
         started_at=outcome.started_at if outcome.started_at is not None else task.started_at,
     )
+
+
+def _seconds(value: float) -> str:
+    """Seconds for a log line: at most three decimals, no trailing zeros ("1000", "0.25")."""
+    return f"{value:.3f}".rstrip("0").rstrip(".")
 
 
 class Finishing(WorkerState):
@@ -103,16 +109,19 @@ class Finishing(WorkerState):
                 task.id,
                 checks.one_log_line(task.function_name),
                 task.attempts,
-                _log_text(outcome.error),
+                _log_error(outcome.error, extra.get("error")),
             )
         elif outcome.kind == "retry":
-            logger.info(
-                "worker %s: task %s (%s) failed on attempt %d, retrying: %s",
+            self._log_retry(running, outcome, extra)
+        elif outcome.kind == "success" and logger.isEnabledFor(logging.DEBUG):  # free at the default level
+            logger.debug(
+                "worker %s: task %s (%s) on queue %r succeeded on attempt %d in %.3f s",
                 self.worker_id,
                 task.id,
                 checks.one_log_line(task.function_name),
+                task.queue,
                 task.attempts,
-                _log_text(outcome.error),
+                extra.get("duration", 0.0),
             )
         manager = get_plugin_manager()
         if outcome.kind == "success":
@@ -156,6 +165,27 @@ class Finishing(WorkerState):
                 manager.notify(
                     "sitq_task_retried", task=reported, attempt=running.reserved.attempt, eta=outcome.retry_at
                 )
+
+    def _log_retry(self, running: _Running, outcome: Outcome, extra: dict[str, Any]) -> None:
+        """One INFO line per retry: the failure, and when the retry is due (seconds from now, and in UTC)."""
+        if not logger.isEnabledFor(logging.INFO):
+            return
+        task = running.reserved.task
+        due = outcome.retry_at
+        if due is None:
+            when = "now"
+        else:
+            wait = max((due - self.backend.now()).total_seconds(), 0.0)
+            when = f"in {_seconds(wait)} s (at {due.isoformat(timespec='milliseconds')})"
+        logger.info(
+            "worker %s: task %s (%s) failed on attempt %d, retrying %s: %s",
+            self.worker_id,
+            task.id,
+            checks.one_log_line(task.function_name),
+            task.attempts,
+            when,
+            _log_error(outcome.error, extra.get("error")),
+        )
 
     def _lease_ran_out(self, running: _Running) -> bool:
         """True (and the task let go, unstarted) when its lease surely expired: no renewal got through.
