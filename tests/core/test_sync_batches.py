@@ -10,7 +10,7 @@ import asyncio
 import itertools
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,17 +56,31 @@ async def batch_worker(queue: TaskQueue, ids: list[str], **options: Any) -> Work
     return worker
 
 
+async def gate_reached() -> bool:
+    return tasks.GATE_REACHED.is_set()
+
+
 async def statuses(queue: TaskQueue, ids: list[str]) -> list[TaskStatus]:
     found = [await queue.get_task(task_id) for task_id in ids]
     return [task.status for task in found if task is not None]
 
 
-def pool_threads_alive() -> bool:
-    return any(thread.name.startswith("sitq-task") for thread in threading.enumerate())
+def pool_threads() -> set[threading.Thread]:
+    return {thread for thread in threading.enumerate() if thread.name.startswith("sitq-task")}
 
 
-async def no_pool_threads() -> bool:
-    return not pool_threads_alive()
+def pool_threads_ended(before: set[threading.Thread]) -> Callable[[], Awaitable[bool]]:
+    """A predicate: every task thread started since ``before`` was taken has ended.
+
+    Threads an earlier test left running (a hung call it timed out, still in
+    its sleep on a loaded machine) are not this test's worker's: waiting for
+    every task thread of the process made a test wait, and fail, for them.
+    """
+
+    async def ended() -> bool:
+        return not pool_threads() - before
+
+    return ended
 
 
 @pytest.mark.asyncio
@@ -97,11 +111,14 @@ async def test_stop_gives_back_tasks_waiting_in_a_batch(queue: TaskQueue, tmp_pa
 async def test_stop_timeout_does_not_run_given_back_tasks_later(queue: TaskQueue, tmp_path: Path) -> None:
     log = tmp_path / "ran.log"
     gate_id, record_ids = await gate_then_records(queue, log)
+    before = pool_threads()
     worker = await batch_worker(queue, [gate_id, *record_ids])
+    # the gate runs in the batch's thread (not only claimed): the stop's timeout abandons that thread mid-batch
+    await wait_until(gate_reached)
     await worker.stop(timeout=0.2)
     assert await statuses(queue, [gate_id, *record_ids]) == [TaskStatus.QUEUED] * (RECORDS + 1)
     tasks.GATE.set()  # the abandoned thread finishes its call ...
-    await wait_until(no_pool_threads)
+    await wait_until(pool_threads_ended(before))  # ... and its batch (this worker's threads, not an earlier test's)
     assert not log.exists(), "tasks given back at shutdown ran in the abandoned thread"  # ... and starts no other
 
 
@@ -150,6 +167,7 @@ async def test_members_that_returned_are_reported_not_given_back_at_the_stop_tim
     ids = await queue.enqueue_many(
         [(tasks.record, (str(log), 0), {}), (tasks.record, (str(log), 1), {}), (tasks.wait_for_gate, (30.0,), {})]
     )
+    before = pool_threads()
     worker = Worker(queue.backend, max_concurrency=1, prefetch=10)
     await worker.start()
 
@@ -160,7 +178,7 @@ async def test_members_that_returned_are_reported_not_given_back_at_the_stop_tim
     await worker.stop(timeout=0.3)
     assert await statuses(queue, ids) == [TaskStatus.SUCCESS, TaskStatus.SUCCESS, TaskStatus.QUEUED]
     tasks.GATE.set()
-    await wait_until(no_pool_threads)
+    await wait_until(pool_threads_ended(before))
     starts = [line for line in log.read_text().splitlines() if line.startswith("start")]
     assert len(starts) == 2, "a task that had returned must not be released to run again"
 
