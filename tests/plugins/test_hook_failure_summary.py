@@ -146,3 +146,42 @@ def test_a_worker_stopped_by_sigterm_accounts_for_every_failure(tmp_path: Path) 
             proc.wait(10)
     text = log.read_text()
     assert accounted(text, "failing-metrics", "sitq_task_succeeded") == total, text
+
+
+class FailingOnSuccess:
+    """An observer whose success hook raises on every task."""
+
+    @hookimpl
+    def sitq_task_succeeded(self, task: Task) -> None:
+        raise RuntimeError(f"no counter for {task.id}")
+
+
+@pytest.mark.asyncio
+async def test_a_stopping_worker_logs_the_count_of_its_last_hook_failures(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from sitq import SQLiteBackend, TaskQueue, Worker
+    from sitq_core.plugins import get_plugin_manager
+
+    import sitq_test_tasks as tasks
+    from sitq_test_helpers import wait_until
+
+    caplog.set_level(logging.ERROR, logger="sitq.plugins")
+    manager = get_plugin_manager()
+    manager.register_plugin(FailingOnSuccess(), "failing-on-success")
+    try:
+        async with TaskQueue(SQLiteBackend(tmp_path / "tasks.db")) as queue:
+            ids = await queue.enqueue_many([(tasks.add, (n, n)) for n in range(5)])
+            worker = Worker(queue.backend)
+            await worker.start()
+
+            async def first_logged() -> bool:
+                return accounted(caplog.text, "failing-on-success", "sitq_task_succeeded") >= 1
+
+            await wait_until(first_logged)
+            for task_id in ids:
+                assert await queue.get_result(task_id, timeout=10) is not None
+            await worker.stop()  # the four failures after the first are counted, not logged yet: the stop logs them
+        assert accounted(caplog.text, "failing-on-success", "sitq_task_succeeded") == 5, caplog.text
+    finally:
+        manager.unregister_plugin("failing-on-success")

@@ -20,6 +20,7 @@ from ..checks import Seconds
 from ..current import current_task
 from ..errors import StoreGoneError
 from ..holders import holders
+from ..hook_failures import flush_hook_failure_summaries
 from ..loopwatch import LoopWatch
 from ..models import Outcome
 from ..serializers import CloudpickleSerializer
@@ -383,6 +384,8 @@ class Lifecycle(WorkerState):
             self._let_go_of_backend()
             self._end_watch()
             self._running = False
+            with contextlib.suppress(Exception):  # the last outcomes' hook failures reach the log with the stop
+                flush_hook_failure_summaries()
             stopped.set()
         if holders.close_wanted(self.backend):
             # a queue closed while this worker still used the backend: its close happens now
@@ -601,6 +604,8 @@ class Lifecycle(WorkerState):
             self._let_go_of_backend()
             self._end_watch()
             self._running = False
+            with contextlib.suppress(Exception):  # the last outcomes' hook failures reach the log with the stop
+                flush_hook_failure_summaries()
             stopped.set()
 
     def _let_go_of_backend(self) -> None:
