@@ -379,3 +379,21 @@ def test_durations_type_check_as_any_real_number_and_args_as_a_list(tmp_path: Pa
     """api.md: every duration may be an int, float, Fraction or Decimal; mypy refused Decimal and Fraction
     ('expected "float | None"'), and Call/enqueue_call refused a list of arguments the run time takes."""
     _check(tmp_path, checker, DURATIONS)
+
+
+@pytest.mark.slow
+def test_a_worker_subclass_is_checked_against_worker_alone(tmp_path: Path) -> None:
+    """Worker is built from private mixins; one declared ``stop`` for the type checker, so a user's override
+    got three [override] errors, two naming private classes, instead of one naming Worker."""
+    module = tmp_path / "my_worker.py"
+    module.write_text(
+        "from sitq import Worker\n\n\n"
+        "class MyWorker(Worker):\n"
+        "    async def stop(self, timeout: float | None = None) -> None:  # narrower than Worker.stop\n"
+        "        await super().stop(timeout)\n",
+        encoding="utf-8",
+    )
+    lines, output = _mypy_errors(module)
+    assert lines == {5}, output
+    assert output.count("[override]") == 1, output
+    assert "sitq_core._worker" not in output, output

@@ -10,9 +10,8 @@ import asyncio
 import builtins
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from ..checks import Seconds
 from ..errors import StoreGoneError, ValidationError, describe_exception
 from ..models import Outcome, ReservedTask
 from .delays import store_retry_delay
@@ -20,15 +19,13 @@ from .failures import _log_text
 from .limits import _FAILING_LOG_EVERY, _IDS_NAMED, _MAX_FINISH_BATCH, _MAX_REPORT_FAILURES
 from .log import logger
 from .running import _id_list, _Running
-from .state import WorkerState
+from .state import Stoppable, WorkerState
 
 
 class StoreExchange(WorkerState):
     """Reports outcomes and reserves tasks, one backend call per cycle."""
 
     if TYPE_CHECKING:
-
-        async def stop(self, timeout: Seconds | None = None) -> None: ...
 
         async def _after_tear_down(self) -> None: ...
 
@@ -72,7 +69,7 @@ class StoreExchange(WorkerState):
             # workers take over) and let run() raise, so a supervisor restarts this process.
             logger.exception("worker %s: the exchange loop failed; stopping the worker", self.worker_id)
             self._fatal = exc
-            self._background.add(asyncio.ensure_future(self.stop(timeout=self.shutdown_timeout)))
+            self._background.add(asyncio.ensure_future(cast(Stoppable, self).stop(timeout=self.shutdown_timeout)))
             raise
         finally:
             self._exchange_settled.set()
@@ -188,7 +185,7 @@ class StoreExchange(WorkerState):
             return
         logger.error("worker %s: stopping: %s", self.worker_id, exc.message)
         self._fatal = exc
-        self._background.add(asyncio.ensure_future(self.stop(timeout=self.shutdown_timeout)))
+        self._background.add(asyncio.ensure_future(cast(Stoppable, self).stop(timeout=self.shutdown_timeout)))
 
     def _refused_outcomes(
         self,

@@ -13,10 +13,9 @@ import contextvars
 import math
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..bounded import within
-from ..checks import Seconds
 from ..current import current_task
 from ..errors import StoreGoneError
 from ..holders import holders
@@ -30,15 +29,13 @@ from .aio import _drop_outcome, _seen
 from .limits import _CANCEL_GRACE, _OTHER_LOOP_CHECK
 from .log import logger
 from .running import _id_list, _Running
-from .state import WorkerState
+from .state import Stoppable, WorkerState
 
 
 class Lifecycle(WorkerState):
     """Starts and stops the worker: the steps behind ``start()``, ``stop()`` and ``run()``."""
 
     if TYPE_CHECKING:
-
-        async def stop(self, timeout: Seconds | None = None) -> None: ...
 
         async def _exchange_loop(self) -> None: ...
 
@@ -272,7 +269,7 @@ class Lifecycle(WorkerState):
         async def stop_there() -> None:
             # tells its end itself, in the step it returns (a done-callback would need one more step there)
             try:
-                await self.stop(timeout)
+                await cast(Stoppable, self).stop(timeout)
             except asyncio.CancelledError:
                 ended.cancel()
                 raise

@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextvars
 from collections import deque
-from typing import Any
+from typing import Any, Protocol
 
 from ..backend import Backend
+from ..checks import Seconds
 from ..loopwatch import LoopWatch
 from ..models import Outcome
 from ..pacing import CommitPacer
@@ -19,6 +20,13 @@ from ..serializers import Serializer
 from ..taskthreads import TaskThreads
 from ..thread_batch import ThreadBatch
 from .running import _Running
+
+
+class Stoppable(Protocol):
+    """``Worker.stop`` as the mixins call it: cast to this rather than declared on them, so that a user's
+    subclass overriding ``stop`` is checked against ``Worker`` alone, not against private mixins too."""
+
+    async def stop(self, timeout: Seconds | None = None) -> None: ...
 
 
 class WorkerState:
