@@ -152,3 +152,14 @@ class InThread:
         if self.error is not None:
             raise self.error
         return self.value
+
+
+def run_sitq(capsys: Any, *args: str) -> tuple[int, str, str]:
+    """Run the ``sitq ARGS`` command line in this process: its exit code, stdout and stderr."""
+    import io
+
+    from sitq_core.cli import main
+
+    out = io.StringIO()
+    code = main(list(args), stdout=out)
+    return code, out.getvalue(), capsys.readouterr().err

@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 from pathlib import Path
 
 import pytest
 
 from sitq import SQLiteBackend, TaskQueue
-from sitq_core.cli import main
 
+from sitq_test_helpers import run_sitq as sitq
 from sitq_test_tasks import add
-
-
-def sitq(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """Run ``sitq ARGS`` in this process: exit code, stdout, stderr."""
-    out = io.StringIO()
-    code = main(list(args), stdout=out)
-    return code, out.getvalue(), capsys.readouterr().err
 
 
 @pytest.fixture(autouse=True)

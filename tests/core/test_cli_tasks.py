@@ -8,7 +8,6 @@ well, 1 when a given task could not be shown/requeued/cancelled, 2 for bad input
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import os
 import subprocess
@@ -23,6 +22,7 @@ from sitq_core import cli_tasks
 from sitq_core.cli import main
 from sitq_core.models import Outcome
 
+from sitq_test_helpers import run_sitq as sitq
 from sitq_test_tasks import add, boom
 
 TRACEBACK = 'Traceback (most recent call last):\n  File "x.py", line 1\nValueError: first line\nsecond line'
@@ -77,13 +77,6 @@ def statuses(path: Path) -> dict[str, str]:
             return {task.id: str(task.status) for task in await backend.list_tasks(limit=1000)}
 
     return asyncio.run(go())
-
-
-def sitq(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """Run ``sitq ARGS`` in this process: exit code, stdout, stderr."""
-    out = io.StringIO()
-    code = main(list(args), stdout=out)
-    return code, out.getvalue(), capsys.readouterr().err
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,6 @@ without a server they skip, saying why (under ``CI=true`` they fail).
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 from datetime import timedelta
 
@@ -15,9 +14,9 @@ import pytest
 
 import sitq
 from sitq_core import cli_tasks
-from sitq_core.cli import main
 from sitq_core.models import Outcome
 
+from sitq_test_helpers import run_sitq as _sitq
 from sitq_test_tasks import add, boom
 
 pytestmark = pytest.mark.postgres
@@ -59,12 +58,6 @@ def _statuses(url: str) -> dict[str, str]:
             return {task.id: str(task.status) for task in await queue.list_tasks(limit=1000)}
 
     return asyncio.run(go())
-
-
-def _sitq(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    out = io.StringIO()
-    code = main(list(args), stdout=out)
-    return code, out.getvalue(), capsys.readouterr().err
 
 
 @pytest.fixture
