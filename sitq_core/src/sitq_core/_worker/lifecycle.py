@@ -378,12 +378,7 @@ class Lifecycle(WorkerState):
                 loop_task.cancel()
             if self._pool is not None:
                 self._pool.shutdown(wait=False, cancel_futures=True)
-            self._let_go_of_backend()
-            self._end_watch()
-            self._running = False
-            with contextlib.suppress(Exception):  # the last outcomes' hook failures reach the log with the stop
-                flush_hook_failure_summaries()
-            stopped.set()
+            self._mark_stopped(stopped)
         if holders.close_wanted(self.backend):
             # a queue closed while this worker still used the backend: its close happens now
             await self.backend.close()
@@ -598,12 +593,16 @@ class Lifecycle(WorkerState):
                     async with asyncio.timeout(limits._FINAL_REPORT_TIMEOUT):
                         await self.backend.close()
         finally:
-            self._let_go_of_backend()
-            self._end_watch()
-            self._running = False
-            with contextlib.suppress(Exception):  # the last outcomes' hook failures reach the log with the stop
-                flush_hook_failure_summaries()
-            stopped.set()
+            self._mark_stopped(stopped)
+
+    def _mark_stopped(self, stopped: asyncio.Event) -> None:
+        """The last step of every stop: let the backend and the loop watch go, then wake whoever waits."""
+        self._let_go_of_backend()
+        self._end_watch()
+        self._running = False
+        with contextlib.suppress(Exception):  # the last outcomes' hook failures reach the log with the stop
+            flush_hook_failure_summaries()
+        stopped.set()
 
     def _let_go_of_backend(self) -> None:
         """The worker no longer holds the backend open (it never closes one it did not open)."""
