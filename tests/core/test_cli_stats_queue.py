@@ -58,3 +58,17 @@ def test_an_empty_queue_name_is_a_usage_error_naming_the_flag(
     assert (code, out) == (2, "")
     assert err == "sitq: error: --queue: a queue name must be a non-empty string\n"
     assert not missing.exists()
+
+
+def test_a_blank_queue_name_is_a_usage_error_too(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """The docs say an empty name exits 2; a name of spaces is empty once stripped (as `sitq worker -q` strips)."""
+    missing = tmp_path / "missing.db"
+    code, out, err = sitq(capsys, "stats", "-b", f"sqlite:///{missing}", "--queue", "  ")
+    assert (code, out) == (2, "")
+    assert err == "sitq: error: --queue: a queue name must be a non-empty string\n"
+    assert not missing.exists()
+
+
+def test_a_queue_name_is_stripped(capsys: pytest.CaptureFixture[str], url: str) -> None:
+    code, out, err = sitq(capsys, "stats", "-b", url, "--queue", " mail ", "--json")
+    assert (code, err) == (0, "") and json.loads(out)["queued"] == 1

@@ -12,9 +12,11 @@ import contextlib
 import importlib
 import importlib.util
 import inspect
+import io
 import json
 import logging
 import os
+import select
 import signal
 import sys
 import threading
@@ -76,14 +78,59 @@ class _OutputFailed(Exception):
 
 
 def _out(stream: TextIO | None, text: str = "") -> None:
+    """Write ``text`` and a newline whole, or raise: BrokenPipeError when the reader left, else _OutputFailed.
+
+    A character the stream's encoding lacks is written escaped (``\\xe9``) rather than failing the output.
+    """
     if stream is None:  # `sitq backends >&-`: Python gives no sys.stdout at all
         raise _OutputFailed("standard output is closed")
+    line = _encodable(stream, text + "\n")
     try:
-        stream.write(text + "\n")
+        raw = _unbuffered_raw(stream)
+        if raw is None:
+            stream.write(line)
+        else:
+            stream.flush()  # whatever the text layer still holds goes first
+            _write_all(raw, line.encode(stream.encoding, stream.errors or "strict"))
     except BrokenPipeError:  # the reader left: main says nothing more
         raise
     except (OSError, ValueError) as exc:  # ENOSPC (> /dev/full), EIO, a closed stream
         raise _OutputFailed(_write_failure(exc)) from exc
+
+
+def _encodable(stream: TextIO, text: str) -> str:
+    """``text`` with what ``stream``'s encoding cannot hold escaped (PYTHONIOENCODING=ascii: ``\\xe9``)."""
+    encoding = getattr(stream, "encoding", None)
+    if not isinstance(encoding, str) or getattr(stream, "errors", "strict") != "strict":
+        return text  # a StringIO holds anything; an errors= handler of the user's choice stays theirs
+    try:
+        text.encode(encoding)
+    except UnicodeEncodeError:
+        return text.encode(encoding, "backslashreplace").decode(encoding)
+    except LookupError:
+        pass
+    return text
+
+
+def _unbuffered_raw(stream: TextIO) -> io.RawIOBase | None:
+    """The raw file under an unbuffered text stream (PYTHONUNBUFFERED=1, ``python -u``), else None.
+
+    Its text layer writes straight to the raw file and drops the rest of a
+    short write (a pipe takes 64 KiB of 142 KiB: the rest was lost, exit 0).
+    """
+    raw = getattr(stream, "buffer", None)
+    return raw if isinstance(raw, io.RawIOBase) else None
+
+
+def _write_all(raw: io.RawIOBase, data: bytes) -> None:
+    """Write ``data`` to ``raw`` whole, one short write after another (what a BufferedWriter does)."""
+    view = memoryview(data)
+    while view:
+        written = raw.write(view)
+        if written is None:  # a non-blocking descriptor that is full: wait until it takes more
+            select.select([], [raw.fileno()], [])
+            continue
+        view = view[written:]
 
 
 def _flush(stream: TextIO | None) -> None:
@@ -1042,7 +1089,7 @@ def _stats_queue(given: str | None) -> str | None:
     if given is None:
         return None
     try:
-        return checks.queue_name(given)
+        return checks.queue_name(given.strip())  # stripped as `sitq worker -q` strips its names
     except ValidationError as exc:
         message = str(exc.message).removeprefix("queue: ")
         raise ValidationError(f"--queue: {message}", parameter="queue", value=given) from None
