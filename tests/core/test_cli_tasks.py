@@ -211,7 +211,7 @@ def test_an_empty_task_id_is_a_usage_error(
     url, _, _ = store
     code, out, err = sitq(capsys, "show", "", "-b", url)
     assert (code, out) == (2, "")
-    assert err == "sitq: error: TASK_ID must be a non-empty string\n"
+    assert err == "sitq: error: TASK_ID must be a non-empty string, got ''\n"
 
 
 # -------------------------------------------------------------------------------------------------- sitq requeue

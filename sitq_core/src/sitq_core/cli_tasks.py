@@ -20,11 +20,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
-from . import checks
 from .backend import Backend, Capability, reading_only
 from .errors import ValidationError
 from .models import FINAL_STATUSES, Result, Task, TaskStatus
-from .queue import TaskQueue
+from .queue import TaskQueue, _check_task_id
 
 __all__ = ["COMMANDS", "add_commands", "parse_duration", "run"]
 
@@ -37,6 +36,8 @@ _ERROR_WIDTH = 60  # characters of a task's last error in the ``sitq tasks`` tab
 _STATUSES = tuple(status.value for status in TaskStatus)
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # C0 but tab and newline, DEL, C1 (\x9b: CSI)
+_NEGATIVE_DURATION = re.compile(r"^-\d*\.?\d+[smhdSMHD]?$")
 
 Say = Callable[[str], None]
 Action = Callable[[TaskQueue, Say], Awaitable[int]]
@@ -44,6 +45,24 @@ Action = Callable[[TaskQueue, Say], Awaitable[int]]
 
 class _Refused(Exception):
     """An argument refused before the store is opened; the message names it (exit code 2)."""
+
+
+@dataclasses.dataclass
+class _Progress:
+    """What a command changed so far: the line a Ctrl-C ends it with says it (exit code 130)."""
+
+    past: str = ""  # "requeued" or "cancelled"; "" for a command that changes nothing task by task
+    done: int = 0
+    under_way: bool = False  # a change was asked of the store and its answer had not come back
+    purging: bool = False
+
+    def interrupted(self) -> str:
+        if self.purging:
+            return "interrupted: the purge may or may not have been applied (sitq stats shows what is left)"
+        if not self.past:
+            return "interrupted (nothing was changed)"
+        maybe = f" (the one under way may have been {self.past} too)" if self.under_way else ""
+        return f"interrupted: {self.past} {_tasks(self.done)} so far{maybe}"
 
 
 def add_commands(
@@ -83,14 +102,19 @@ def add_commands(
         help="only those finished longer ago than this: 30s, 15m, 2h, 7d or seconds (default: every final task)",
     )
     purge.add_argument("--json", action="store_true", help="machine-readable output")
+    # `--older-than -3d`: argparse takes '-3d' for an option ("expected one argument") unless it looks like a
+    # negative number to it, so that the value reaches parse_duration, which says a duration cannot be negative
+    if hasattr(purge, "_negative_number_matcher"):
+        purge._negative_number_matcher = _NEGATIVE_DURATION
 
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
     """Run the command ``args`` names on its store; returns the exit code."""
     from . import cli  # cli imports this module at its start: by the time a command runs, both are complete
 
+    progress = _Progress()
     try:
-        action, reads_only = _action(args)
+        action, reads_only = _action(args, progress)
     except _Refused as exc:
         sys.stderr.write(f"sitq: error: {exc}\n")
         return 2
@@ -105,11 +129,18 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             async with TaskQueue(store) as queue:
                 return await action(queue, say)
 
-    return cli._store_command(args.backend, on_store)
+    try:
+        return cli._store_command(args.backend, on_store)
+    except KeyboardInterrupt:  # asyncio.run cancelled the command and closed the store; say what was done
+        sys.stderr.write(f"sitq: {progress.interrupted()}\n")
+        return 130
 
 
-def _action(args: argparse.Namespace) -> tuple[Action, bool]:
-    """What the command does once its store is open, and whether it only reads; its arguments checked first."""
+def _action(args: argparse.Namespace, progress: _Progress) -> tuple[Action, bool]:
+    """What the command does once its store is open, and whether it only reads; its arguments checked first.
+
+    The command counts what it changes in ``progress``.
+    """
     if args.command == "tasks":
         status = _status(args.status)
         queue = _queue(args.queue)
@@ -125,20 +156,21 @@ def _action(args: argparse.Namespace) -> tuple[Action, bool]:
             raise _Refused("requeue needs TASK_ID... or --failed")
         if args.failed:
             queue = _queue(args.queue)
-            return (lambda q, say: _requeue_failed(q, say, queue, as_json=args.json)), False
+            return (lambda q, say: _requeue_failed(q, say, queue, progress, as_json=args.json)), False
         if args.queue is not None:
             raise _Refused("--queue goes with --failed only (the ids given name their tasks)")
         ids = _task_ids(args.task_ids)
-        return (lambda q, say: _each(q, say, ids, "requeue", as_json=args.json)), False
+        return (lambda q, say: _each(q, say, ids, "requeue", progress, as_json=args.json)), False
     if args.command == "cancel":
         ids = _task_ids(args.task_ids)
-        return (lambda q, say: _each(q, say, ids, "cancel", as_json=args.json)), False
+        return (lambda q, say: _each(q, say, ids, "cancel", progress, as_json=args.json)), False
     if args.command == "purge":
         given = args.older_than
         try:
             older_than = None if given is None else parse_duration(given)
         except ValueError as exc:
             raise _Refused(f"--older-than: {exc}") from None
+        progress.purging = True
         return (lambda q, say: _purge(q, say, older_than, given, as_json=args.json)), False
     raise AssertionError(f"not a command of this module: {args.command}")
 
@@ -154,7 +186,10 @@ def parse_duration(text: str) -> timedelta:
     """
     match = _DURATION.fullmatch(text.strip().lower())
     if match is None:
-        raise ValueError(f"expected a duration such as 30s, 15m, 2h or 7d, or a number of seconds, got {text!r}")
+        negative = " (a duration cannot be negative)" if text.strip().startswith("-") else ""
+        raise ValueError(
+            f"expected a duration such as 30s, 15m, 2h or 7d, or a number of seconds{negative}, got {text!r}"
+        )
     seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
     try:
         return timedelta(seconds=seconds)
@@ -172,12 +207,13 @@ def _status(given: str | None) -> str | None:
 
 
 def _queue(given: str | None) -> str | None:
-    if given is None:
-        return None
+    """``--queue``'s name, stripped as ``sitq worker -q`` and ``sitq stats --queue`` strip it."""
+    from . import cli
+
     try:
-        return checks.queue_name(given)
+        return cli._stats_queue(given)
     except ValidationError as exc:
-        raise _Refused(f"--queue: {exc.message.removeprefix('queue: ')}") from None
+        raise _Refused(exc.message) from None
 
 
 def _count(flag: str, value: int) -> int:
@@ -189,10 +225,13 @@ def _count(flag: str, value: int) -> int:
 
 
 def _task_ids(given: list[str]) -> list[str]:
-    """The ids as given, each once, in order; one no store could hold is refused naming TASK_ID."""
+    """The ids as given, each once, in order; one ``TaskQueue`` would refuse (blank, NUL) is refused naming TASK_ID.
+
+    All are checked before the first is acted on: exit code 2 means nothing was done.
+    """
     for task_id in given:
         try:
-            checks.task_id(task_id)
+            _check_task_id(task_id)
         except ValidationError as exc:
             raise _Refused(str(exc.message).replace("task_id", "TASK_ID", 1)) from None
     return list(dict.fromkeys(given))
@@ -270,7 +309,7 @@ async def _show(queue: TaskQueue, say: Say, task_id: str, *, as_json: bool) -> i
     return 0
 
 
-async def _requeue_failed(queue: TaskQueue, say: Say, name: str | None, *, as_json: bool) -> int:
+async def _requeue_failed(queue: TaskQueue, say: Say, name: str | None, progress: _Progress, *, as_json: bool) -> int:
     """Requeue every failed task (of queue ``name``), each at most once.
 
     Requeuing takes tasks out of the failed set, so each page is read from the
@@ -280,6 +319,7 @@ async def _requeue_failed(queue: TaskQueue, say: Say, name: str | None, *, as_js
     """
     seen: set[str] = set()
     requeued: list[str] = []
+    progress.past = "requeued"
     offset = 0
     while True:
         page = await queue.list_tasks(status=TaskStatus.FAILED.value, queue=name, limit=PAGE, offset=offset)
@@ -291,8 +331,11 @@ async def _requeue_failed(queue: TaskQueue, say: Say, name: str | None, *, as_js
             continue
         for task_id in fresh:
             seen.add(task_id)
+            progress.under_way = True
             if await queue.requeue(task_id):  # False: no longer failed (another process requeued or purged it)
                 requeued.append(task_id)
+                progress.done += 1
+            progress.under_way = False
     if as_json:
         say(json.dumps({"requeued": requeued, "not_requeued": []}, indent=2, sort_keys=True))
     else:
@@ -300,14 +343,20 @@ async def _requeue_failed(queue: TaskQueue, say: Say, name: str | None, *, as_js
     return 0
 
 
-async def _each(queue: TaskQueue, say: Say, ids: list[str], verb: str, *, as_json: bool) -> int:
+async def _each(queue: TaskQueue, say: Say, ids: list[str], verb: str, progress: _Progress, *, as_json: bool) -> int:
     """``requeue`` or ``cancel`` each task given; the ones that could not be are named on stderr (exit code 1)."""
     done: list[str] = []
     refused: list[dict[str, str]] = []
     notes: list[str] = []
+    past = "requeued" if verb == "requeue" else "cancelled"
+    progress.past = past
     for task_id in ids:
-        if await (queue.requeue(task_id) if verb == "requeue" else queue.cancel(task_id)):
+        progress.under_way = True
+        changed = await (queue.requeue(task_id) if verb == "requeue" else queue.cancel(task_id))
+        progress.under_way = False
+        if changed:
             done.append(task_id)
+            progress.done += 1
             task = await queue.get_task(task_id) if verb == "cancel" else None
             if task is not None and task.status is TaskStatus.RUNNING:
                 notes.append(
@@ -315,7 +364,6 @@ async def _each(queue: TaskQueue, say: Say, ids: list[str], verb: str, *, as_jso
                 )
         else:
             refused.append({"id": task_id, "reason": await _why_not(queue, task_id, verb)})
-    past = "requeued" if verb == "requeue" else "cancelled"
     if as_json:
         say(json.dumps({past: done, f"not_{past}": refused}, indent=2, sort_keys=True))
     else:
@@ -361,9 +409,17 @@ def _tasks(count: int) -> str:
     return f"{count} task{'' if count == 1 else 's'}"
 
 
+def _escaped(text: str) -> str:
+    """``text`` with control characters but newline and tab as repr writes them (``\\x1b``, ``\\r``).
+
+    A stored text (a task's error) cannot then drive the terminal: colours, titles, a line overwritten.
+    """
+    return _CONTROL.sub(lambda found: repr(found.group())[1:-1], text)
+
+
 def _one_line(text: str, width: int | None = None) -> str:
-    """``text`` on one line (runs of whitespace, newlines too, as one space), cut to ``width`` with ``...``."""
-    flat = " ".join(text.split())
+    """``text`` on one line (runs of whitespace, newlines too, as one space), escaped, cut to ``width`` with ``...``."""
+    flat = _escaped(" ".join(text.split()))
     if width is not None and len(flat) > width:
         return flat[: width - 3] + "..."
     return flat
@@ -411,7 +467,7 @@ def _fields(record: dict[str, Any], serializer: str, *, indent: str = "") -> lis
         elif isinstance(value, bool):
             shown = "yes" if value else "no"
         else:
-            shown = str(value)
+            shown = _escaped(str(value))
         first, *rest = shown.splitlines() or [""]
         lines.append(f"{indent}{name + ':':<{width}}{first}".rstrip())
         lines.extend(f"{indent}{'':<{width}}{line}".rstrip() for line in rest)
