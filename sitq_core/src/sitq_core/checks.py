@@ -215,6 +215,15 @@ def task_id(value: Any) -> str:
     return value
 
 
+def given_task_id(value: Any) -> str:
+    """A task id as callers hand it to ``TaskQueue`` and the CLI: not blank, and one every store can hold."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError(
+            f"task_id must be a non-empty string, got {safe_repr(value)}", parameter="task_id", value=value
+        )
+    return task_id(value)
+
+
 def worker_id(value: Any) -> str:
     """A worker id: a non-empty string every store can hold (no NUL, no lone surrogate)."""
     if not isinstance(value, str) or not value:

@@ -20,10 +20,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
+from . import checks
 from .backend import Backend, Capability, reading_only
 from .errors import ValidationError
 from .models import FINAL_STATUSES, Result, Task, TaskStatus
-from .queue import TaskQueue, _check_task_id
+from .queue import TaskQueue
 
 __all__ = ["COMMANDS", "add_commands", "parse_duration", "run"]
 
@@ -231,7 +232,7 @@ def _task_ids(given: list[str]) -> list[str]:
     """
     for task_id in given:
         try:
-            _check_task_id(task_id)
+            checks.given_task_id(task_id)
         except ValidationError as exc:
             raise _Refused(str(exc.message).replace("task_id", "TASK_ID", 1)) from None
     return list(dict.fromkeys(given))

@@ -892,7 +892,7 @@ class TaskQueue(_Producer):
         ``timeout=None`` waits until the result exists; ``0`` checks once.
         Unknown ids behave like unfinished tasks (None after the timeout).
         """
-        _check_task_id(task_id)
+        checks.given_task_id(task_id)
         timeout = validate_timeout(timeout)
         waiter = self._waiters.enter()
         try:
@@ -1001,12 +1001,12 @@ class TaskQueue(_Producer):
 
     async def get_task(self, task_id: str) -> Task | None:
         """The task's current state (status, attempts, times), or None when unknown."""
-        _check_task_id(task_id)
+        checks.given_task_id(task_id)
         return await self._backend.get_task(task_id)
 
     async def cancel(self, task_id: str) -> bool:
         """Cancel a queued task (at once) or a running one (its worker is told); False when final/unknown."""
-        _check_task_id(task_id)
+        checks.given_task_id(task_id)
         cancelled = await self._backend.cancel(task_id)
         if cancelled:
             self._backend.notify_results([task_id])
@@ -1014,7 +1014,7 @@ class TaskQueue(_Producer):
 
     async def requeue(self, task_id: str, *, eta: datetime | None = None) -> bool:
         """Run a failed or cancelled task again; False for other states or unknown ids."""
-        _check_task_id(task_id)
+        checks.given_task_id(task_id)
         when = normalize_eta(eta)
         if when is not None:  # a past eta means now, as for enqueue (it must not jump ahead of waiting tasks)
             when = max(when, self._backend.now())
@@ -1093,14 +1093,6 @@ def _too_large(exc: checks.TooLargeToStore, parameter: str, position: int | None
     """The store's refusal of an oversized call, named after the argument the caller passed (and its item)."""
     where = "" if position is None else f"{parameter}[{position}]: "
     return ValidationError(where + exc.message, parameter=parameter, value=exc.value, cause=exc)
-
-
-def _check_task_id(task_id: Any) -> None:
-    if not isinstance(task_id, str) or not task_id.strip():
-        raise ValidationError(
-            f"task_id must be a non-empty string, got {safe_repr(task_id)}", parameter="task_id", value=task_id
-        )
-    checks.task_id(task_id)  # and one a store can hold
 
 
 def connect(spec: BackendSpec | None = None, *, serializer: SerializerSpec = None, **options: Any) -> TaskQueue:
