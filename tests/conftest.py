@@ -8,6 +8,8 @@ import pytest
 
 from sitq_core.plugins import reset_plugin_manager
 
+import sitq_test_tasks as tasks
+
 
 @pytest.fixture(autouse=True)
 def _fresh_plugin_manager() -> Iterator[None]:
@@ -15,3 +17,12 @@ def _fresh_plugin_manager() -> Iterator[None]:
     reset_plugin_manager()
     yield
     reset_plugin_manager()
+
+
+@pytest.fixture
+def gate() -> Iterator[None]:
+    """``tasks.wait_for_gate`` calls wait until the test sets ``tasks.GATE``; whatever still waits is let go at the end."""
+    tasks.GATE.clear()
+    tasks.GATE_REACHED.clear()
+    yield
+    tasks.GATE.set()  # a task still waiting ends

@@ -15,7 +15,6 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,14 +37,6 @@ def stop_from_another_thread(worker: Worker, timeout: float | None = None) -> In
 @pytest.fixture
 def url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'app.db'}"
-
-
-@pytest.fixture
-def gate() -> Iterator[None]:
-    tasks.GATE.clear()
-    tasks.GATE_REACHED.clear()
-    yield
-    tasks.GATE.set()  # a task still waiting ends
 
 
 def run_in_thread(worker: Worker) -> InThread:

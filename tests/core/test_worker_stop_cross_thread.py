@@ -35,14 +35,6 @@ def url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def gate() -> Iterator[None]:
-    tasks.GATE.clear()
-    tasks.GATE_REACHED.clear()
-    yield
-    tasks.GATE.set()  # a task still waiting ends
-
-
-@pytest.fixture
 def loop() -> Iterator[asyncio.AbstractEventLoop]:
     """A loop for the worker's thread, left open after run() returns (as is common), closed at the end."""
     made = asyncio.new_event_loop()
