@@ -237,12 +237,7 @@ class _Leases(_Connections):
         lease_seconds: float,
         queues: Sequence[str] | None = None,
     ) -> list[ReservedTask]:
-        if not isinstance(worker_id, str) or not worker_id:
-            raise ValidationError("worker_id must be a non-empty string", parameter="worker_id", value=worker_id)
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ValidationError("limit must be an integer >= 1", parameter="limit", value=limit)
-        lease_us = _lease_us(lease_seconds)
-        queue_list = _queues(queues)
+        lease_us, queue_list = _claim_arguments(worker_id, limit, lease_seconds, queues)
         if queue_list == []:
             return []
         record_mark(self, self._wakeups.work_seq)
@@ -409,12 +404,7 @@ class _Leases(_Connections):
         checks.outcomes_fit(outcomes, _ROW_LIMIT, "a SQLite database")
         if not outcomes:
             return [], await self.reserve(worker_id=worker_id, limit=limit, lease_seconds=lease_seconds, queues=queues)
-        if not isinstance(worker_id, str) or not worker_id:
-            raise ValidationError("worker_id must be a non-empty string", parameter="worker_id", value=worker_id)
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ValidationError("limit must be an integer >= 1", parameter="limit", value=limit)
-        lease_us = _lease_us(lease_seconds)
-        queue_list = _queues(queues)
+        lease_us, queue_list = _claim_arguments(worker_id, limit, lease_seconds, queues)
         if queue_list == []:
             return await self.finish_many(outcomes), []
         record_mark(self, self._wakeups.work_seq)
@@ -511,3 +501,14 @@ class _Leases(_Connections):
             return accepted, requeued, finished + cancelled_instead
 
         return body
+
+
+def _claim_arguments(
+    worker_id: Any, limit: Any, lease_seconds: Any, queues: Sequence[str] | None
+) -> tuple[int, list[str] | None]:
+    """``reserve``'s and ``finish_and_reserve``'s claim arguments checked: the lease in µs and the queue list."""
+    if not isinstance(worker_id, str) or not worker_id:
+        raise ValidationError("worker_id must be a non-empty string", parameter="worker_id", value=worker_id)
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValidationError("limit must be an integer >= 1", parameter="limit", value=limit)
+    return _lease_us(lease_seconds), _queues(queues)
