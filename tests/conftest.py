@@ -21,7 +21,7 @@ def _fresh_plugin_manager() -> Iterator[None]:
 
 @pytest.fixture
 def gate() -> Iterator[None]:
-    """``tasks.wait_for_gate`` calls wait until the test sets ``tasks.GATE``; whatever still waits is let go at the end."""
+    """``tasks.wait_for_gate`` calls wait until the test sets ``tasks.GATE``; what still waits goes at the end."""
     tasks.GATE.clear()
     tasks.GATE_REACHED.clear()
     yield
