@@ -221,6 +221,24 @@ class RequeueKeepsExpiries(DictStoreBackend):
         return done
 
 
+class RequeueManyTwice(DictStoreBackend):
+    """requeue_many answers True for every place of an id it requeued, a repeated one too."""
+
+    async def requeue_many(self, task_ids: Sequence[str], *, eta: datetime | None = None) -> list[bool]:
+        done = set()
+        for task_id in dict.fromkeys(task_ids):
+            if await self.requeue(task_id, eta=eta):
+                done.add(task_id)
+        return [task_id in done for task_id in task_ids]
+
+
+class RequeueManyChecksLate(DictStoreBackend):
+    """requeue_many checks each id only when it reaches it: ids before a bad one are requeued already."""
+
+    async def requeue_many(self, task_ids: Sequence[str], *, eta: datetime | None = None) -> list[bool]:
+        return [await self.requeue(checks.task_id(task_id), eta=eta) for task_id in task_ids]
+
+
 class MemoryviewResults(DictStoreBackend):
     """Returns result values as memoryview (what some drivers hand back for binary columns)."""
 
@@ -1271,6 +1289,20 @@ CASES: list[tuple[type[DictStoreBackend], type[Any], str, dict[str, Any], str]] 
         "LeaseContract: a queued task of priority 5 must be handed out before an expired lease of priority 0",
     ),
     (
+        RequeueManyTwice,
+        CancelContract,
+        "test_requeue_many_answers_each_id_as_requeue_would",
+        {},
+        "an id given twice at most once",
+    ),
+    (
+        RequeueManyChecksLate,
+        BadInputContract,
+        "test_requeue_many_checks_every_argument_first",
+        {},
+        "BadInputContract: requeue_many([failed id, '']) must raise ValidationError(parameter='task_ids')",
+    ),
+    (
         RequeueKeepsExpiries,
         CancelContract,
         "test_requeue_gives_a_poison_pill_its_lease_expiries_back",
@@ -1885,7 +1917,7 @@ def test_testing_fewer_capabilities_than_the_backend_declares_skips_instead_of_f
             "what a backend without it must do is not tested*",
         ]
     )
-    result.re_match_lines([r"=+ 9 passed, 7 skipped in .*"])
+    result.re_match_lines([r"=+ 11 passed, 7 skipped in .*"])
 
 
 def _author_runs_pytest(folder: Path, module: str, selection: str, **env: str) -> pytest.LineMatcher:

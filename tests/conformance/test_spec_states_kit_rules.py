@@ -31,6 +31,7 @@ RULES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     ),
     "cancel": ((), ("CancelContract", "BadInputContract")),
     "requeue": (("eta",), ("CancelContract", "BadInputContract")),
+    "requeue_many": (("task_ids", "eta"), ("CancelContract", "BadInputContract")),
     "get_task": ((), ("EnqueueContract", "BadInputContract")),
     "get_result": ((), ("ResultContract", "BadInputContract")),
     "wait_for_result": ((), ("ResultContract", "BadInputContract")),
@@ -75,6 +76,8 @@ def test_the_module_docstring_takes_aware_datetimes_in_any_zone() -> None:
         ("| `reserve(", "`BadInputContract`"),
         ("| `requeue(", 'ValidationError(parameter="eta")'),
         ("| `requeue(", "`BadInputContract`"),
+        ("| `requeue_many(", 'ValidationError(parameter="task_ids")'),
+        ("| `requeue_many(", "`BadInputContract`"),
         ("| `heartbeat(", "`lease_seconds`"),
     ],
 )

@@ -49,6 +49,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
+from . import checks
 from .errors import ConfigurationError
 from .models import LeaseState, Outcome, ReservedTask, Result, Task, utcnow
 from .notify import Notifier
@@ -435,6 +436,41 @@ class Backend(abc.ABC):
         is looked up (``checks.aware_or_none``).
         Contracts: ``CancelContract``, ``BadInputContract``.
         """
+
+    async def requeue_many(self, task_ids: Sequence[str], *, eta: datetime | None = None) -> list[bool]:
+        """Run several ``failed`` or ``cancelled`` tasks again; one bool per id, in order, True where it was requeued.
+
+        Each id gets what ``requeue(task_id, eta=eta)`` would give it, taken in
+        list order: a ``failed`` or ``cancelled`` task returns to ``queued``
+        (due at ``eta`` or now, the same instant for every id of the call) with
+        attempts, lease expiries, error and ``cancel_requested`` reset,
+        ``started_at``, ``finished_at`` and ``worker_id`` cleared, and its
+        result deleted, and yields True; a task in any other status, or an
+        unknown id, yields False and changes nothing. An id given twice is
+        requeued at most once: its later places yield False (the task is
+        ``queued`` by then, or was not requeuable at all).
+
+        Every argument is checked before anything changes: ``task_ids`` that
+        is not a sequence of task ids (a bare string, a set, an item that is
+        not a non-empty string or that holds a NUL) raises
+        ``ValidationError(parameter="task_ids")`` (``checks.task_ids``), and
+        a naive ``eta`` raises ``ValidationError(parameter="eta")``
+        (``checks.aware_or_none``), whatever the tasks' states.
+        ``requeue_many([])`` returns ``[]`` without touching the store.
+
+        Optional to override. The default checks the arguments, then awaits
+        ``self.requeue`` for each id in turn: right for any backend whose
+        ``requeue`` is, but one transaction per id, and not atomic (a
+        ``BackendError`` part way leaves the ids before it requeued). A
+        backend that can requeue many tasks in one transaction or statement
+        should override it (``sitq requeue --failed`` calls it with pages of
+        a few hundred ids), giving the same answers as the default, and let
+        waiting workers know once per call, as ``requeue`` does per task.
+        Contracts: ``CancelContract``, ``BadInputContract``.
+        """
+        ids = checks.task_ids(task_ids)
+        when = checks.aware_or_none(eta, "eta")
+        return [await self.requeue(task_id, eta=when) for task_id in ids]
 
     # -------------------------------------------------------------------- reads
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import numbers
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
@@ -43,6 +43,7 @@ __all__ = [
     "storable",
     "table_changes",
     "task_id",
+    "task_ids",
     "worker_id",
 ]
 
@@ -222,6 +223,29 @@ def given_task_id(value: Any) -> str:
             f"task_id must be a non-empty string, got {safe_repr(value)}", parameter="task_id", value=value
         )
     return task_id(value)
+
+
+def task_ids(value: Any, each: Callable[[Any], str] = task_id, *, parameter: str = "task_ids") -> list[str]:
+    """``requeue_many``'s ids: a sequence of task ids (each as ``each`` checks it), as a list in the given order.
+
+    A bare string is refused (it is a sequence of letters, not of ids), and so is a set (no order to answer in).
+    The error names ``parameter`` and, for a bad item, its position.
+    """
+    if isinstance(value, str | bytes | bytearray) or not isinstance(value, Sequence):
+        raise ValidationError(
+            f"{parameter} must be a sequence of task ids (a single id goes in a list), got {type(value).__name__}",
+            parameter=parameter,
+            value=value,
+        )
+    ids = list(value)
+    for position, item in enumerate(ids):
+        try:
+            each(item)
+        except ValidationError as exc:
+            raise ValidationError(
+                f"{parameter}[{position}]: {exc.message}", parameter=parameter, value=item, cause=exc
+            ) from exc
+    return ids
 
 
 def worker_id(value: Any) -> str:

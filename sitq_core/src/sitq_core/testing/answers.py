@@ -136,6 +136,11 @@ def _per_outcome(outcomes: object) -> str:
     return "one bool per outcome" + (f": {number}" if number else "")
 
 
+def _per_id(task_ids: object) -> str:
+    number = _number(task_ids, "id")
+    return "one bool per task id" + (f": {number}" if number else "")
+
+
 def _pair(outcomes: object) -> str:
     number = _number(outcomes, "outcome")
     return (
@@ -166,6 +171,7 @@ CHECKS: dict[str, tuple[Callable[[object], str], Callable[[object, object], bool
     "release": _BOOL,
     "cancel": _BOOL,
     "requeue": _BOOL,
+    "requeue_many": (_per_id, _bools),
     "get_task": (_always("a Task or None"), _optional(Task)),
     "get_result": (_always("a Result or None"), _optional(Result)),
     "wait_for_result": (_always("a Result or None"), _optional(Result)),
@@ -176,7 +182,12 @@ CHECKS: dict[str, tuple[Callable[[object], str], Callable[[object, object], bool
 }
 
 #: The argument whose items a method's answer has one each of.
-_PER = {"enqueue_many": "tasks", "finish_many": "outcomes", "finish_and_reserve": "outcomes"}
+_PER = {
+    "enqueue_many": "tasks",
+    "finish_many": "outcomes",
+    "finish_and_reserve": "outcomes",
+    "requeue_many": "task_ids",
+}
 
 
 def wrong_answer(method: str, answer: object, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> str:

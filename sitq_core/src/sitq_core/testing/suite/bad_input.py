@@ -49,6 +49,7 @@ class BadInputContract(BackendFixtures):
             "wait_for_result(timeout=0)": (lambda: backend.wait_for_result("nope", 0), None),
             "cancel": (lambda: backend.cancel("nope"), False),
             "requeue": (lambda: backend.requeue("nope"), False),
+            "requeue_many": (lambda: backend.requeue_many(["nope"]), [False]),
             "heartbeat": (lambda: backend.heartbeat([("nope", "token")], LEASE), {"nope": LeaseState.LOST}),
             "finish_many": (lambda: backend.finish_many([Outcome("nope", "token", "success", value=b"")]), [False]),
         }
@@ -167,6 +168,31 @@ class BadInputContract(BackendFixtures):
             )
         assert await backend.finish_many([outcome("success", value=b"v")]) == [True], (
             f"{C}: after rejected calls the worker's own outcome must still be accepted"
+        )
+
+    @pytest.mark.asyncio
+    async def test_requeue_many_checks_every_argument_first(self, backend: Backend, clock: FakeClock) -> None:
+        """A bad id anywhere in the list, or a naive eta, is refused before the first id is requeued."""
+        await backend.enqueue(make_task(clock))
+        lease = await reserve_one(backend, C)
+        await backend.fail(lease, "boom")
+        calls: list[tuple[str, str, Callable[[], Awaitable[object]]]] = [
+            ("requeue_many([failed id, ''])", "task_ids", lambda: backend.requeue_many([lease.id, ""])),
+            ("requeue_many([failed id, 'a\\x00b'])", "task_ids", lambda: backend.requeue_many([lease.id, "a\x00b"])),
+            ("requeue_many([failed id, 7])", "task_ids", lambda: backend.requeue_many(cast(Any, [lease.id, 7]))),
+            ("requeue_many(<one id, not a list of them>)", "task_ids", lambda: backend.requeue_many(lease.id)),
+            (
+                "requeue_many([failed id], eta=<a naive datetime>)",
+                "eta",
+                lambda: backend.requeue_many([lease.id], eta=datetime(2000, 1, 1)),
+            ),
+        ]
+        for call, parameter, make in calls:
+            await rejected(make(), C, call, parameter)
+        stored = await get(backend, lease.id, C)
+        assert stored.status == TaskStatus.FAILED, (
+            f"{C}: a refused requeue_many call requeued a task of its list (status {stored.status!r}): every "
+            "argument must be checked before the first id is requeued"
         )
 
     @pytest.mark.asyncio

@@ -1,4 +1,4 @@
-"""CancelContract: cancel queued/running/final/unknown tasks, and requeue."""
+"""CancelContract: cancel queued/running/final/unknown tasks, and requeue (one task or many)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ C = "CancelContract"
 
 
 class CancelContract(BackendFixtures):
-    """Backend.cancel and Backend.requeue."""
+    """Backend.cancel, Backend.requeue and Backend.requeue_many."""
 
     @pytest.mark.asyncio
     async def test_cancel_queued(self, backend: Backend, clock: FakeClock) -> None:
@@ -278,3 +278,66 @@ class CancelContract(BackendFixtures):
             assert await backend.requeue(task_id) is False, f"{C}: requeue of a {state} task must return False"
             assert await get(backend, task_id, C) == before, f"{C}: requeue of a {state} task changed it"
         assert await backend.requeue("unknown") is False, f"{C}: requeue of an unknown task must return False"
+
+    @pytest.mark.asyncio
+    async def test_requeue_many_answers_each_id_as_requeue_would(self, backend: Backend, clock: FakeClock) -> None:
+        failed = await enqueue_and_reserve(backend, clock, C)
+        await backend.fail(failed, "boom", "Traceback: boom")
+        running = await enqueue_and_reserve(backend, clock, C)
+        done = await enqueue_and_reserve(backend, clock, C)
+        await backend.complete(done, b"v")
+        cancelled, queued = make_task(clock), make_task(clock)
+        await backend.enqueue_many([cancelled, queued])
+        await backend.cancel(cancelled.id)
+        untouched = {task_id: await get(backend, task_id, C) for task_id in (queued.id, running.id, done.id)}
+        eta = clock.now() + timedelta(seconds=10)
+        ids = [failed.id, queued.id, cancelled.id, running.id, done.id, "unknown", failed.id]
+        got = await backend.requeue_many(ids, eta=eta)
+        wanted = [True, False, True, False, False, False, False]
+        assert got == wanted, (
+            f"{C}: requeue_many([failed, queued, cancelled, running, success, unknown, failed again]) must return "
+            f"{wanted} (one bool per id, True only where requeue would requeue; an id given twice at most once), "
+            f"got {got}"
+        )
+        for task_id, ending in ((failed.id, "failed"), (cancelled.id, "cancelled")):
+            stored = await get(backend, task_id, C)
+            state = (stored.status, stored.attempts, stored.lease_expiries, stored.error, stored.cancel_requested)
+            assert state == (TaskStatus.QUEUED, 0, 0, None, False), (
+                f"{C}: requeue_many must make a {ending} task 'queued' with attempts, lease_expiries, error and "
+                f"cancel_requested reset, as requeue does; got {stored!r}"
+            )
+            run = (stored.started_at, stored.finished_at, stored.worker_id)
+            assert run == (None, None, None), (
+                f"{C}: requeue_many must clear started_at, finished_at and worker_id of a {ending} task, got {run}"
+            )
+            assert stored.eta == eta and is_aware_utc(stored.eta), (
+                f"{C}: requeue_many(eta=...) must set that eta (aware UTC) on each requeued task, got {stored.eta!r}"
+            )
+            assert await backend.get_result(task_id) is None, f"{C}: requeue_many must delete a requeued task's result"
+        for task_id, before in untouched.items():
+            assert await get(backend, task_id, C) == before, (
+                f"{C}: requeue_many changed a {before.status} task it must refuse"
+            )
+        assert [r.id for r in await reserve_all(backend)] == [queued.id], (
+            f"{C}: a task requeue_many requeued was handed out before its eta"
+        )
+        clock.advance(10)
+        again = await reserve_all(backend)
+        assert sorted(r.id for r in again) == sorted([failed.id, cancelled.id]), (
+            f"{C}: the tasks requeue_many requeued must be handed out at their eta, got {[r.id for r in again]}"
+        )
+        assert all(r.task.attempts == 1 for r in again), f"{C}: a requeued task starts again at attempt 1"
+
+    @pytest.mark.asyncio
+    async def test_requeue_many_without_eta_is_due_now(self, backend: Backend, clock: FakeClock) -> None:
+        lease = await enqueue_and_reserve(backend, clock, C)
+        await backend.fail(lease, "boom")
+        clock.advance(50)
+        assert await backend.requeue_many([lease.id]) == [True], (
+            f"{C}: requeue_many([a failed task]) must return [True]"
+        )
+        stored = await get(backend, lease.id, C)
+        assert stored.eta == clock.now(), (
+            f"{C}: requeue_many without eta must make the tasks due now ({clock.now()}), got eta={stored.eta}"
+        )
+        assert await backend.requeue_many([]) == [], f"{C}: requeue_many([]) must return []"
