@@ -1393,6 +1393,32 @@ class PostgresBackend(Backend):
 
         return await self._call("requeue", body)
 
+    async def requeue_many(self, task_ids: Sequence[str], *, eta: datetime | None = None) -> list[bool]:
+        """Every id in one transaction (one statement per ``_STATEMENT_BYTES`` of ids) and one NOTIFY."""
+        ids = checks.task_ids(task_ids)
+        when = checks.aware_or_none(eta, "eta")
+        if not ids:
+            return []
+        due = self.now() if when is None else when
+        distinct = sorted(set(ids))  # in id order, as each statement locks its rows
+        parts = [distinct[start:end] for start, end in _spans([_text_size(i) for i in distinct], _STATEMENT_BYTES)]
+        sql = self._sql
+
+        async def body(conn: Connection) -> set[str]:
+            requeued: set[str] = set()
+            for part in parts:
+                requeued.update(row["id"] for row in await conn.fetch(sql.requeue_set, part, due))
+            if requeued:
+                await conn.execute(sql.notify, sql.work_channel, "")
+            return requeued
+
+        requeued = await self._call("requeue", body)
+        answers: list[bool] = []
+        for task_id in ids:  # a repeated id: True in its first place only
+            answers.append(task_id in requeued)
+            requeued.discard(task_id)
+        return answers
+
     # ------------------------------------------------------------------- reads
 
     async def get_task(self, task_id: str) -> Task | None:

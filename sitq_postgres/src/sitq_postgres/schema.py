@@ -391,6 +391,17 @@ class Statements:
             "error = NULL, cancel_requested = false, lease_token = NULL, worker_id = NULL, started_at = NULL, "
             "finished_at = NULL WHERE id = $1 AND status IN ('failed', 'cancelled') RETURNING seq"
         )
+        # requeue_many: the failed/cancelled ones of many ids, locked in id order first (as "locked" above), their
+        # results deleted in the same statement; returns the ids requeued
+        self.requeue_set = (
+            f"WITH locked AS MATERIALIZED (SELECT id FROM {s}.tasks WHERE id = ANY($1::text[]) "
+            "AND status IN ('failed', 'cancelled') ORDER BY id FOR UPDATE), "
+            f"done AS (UPDATE {s}.tasks AS t SET status = 'queued', eta = $2, due = $2, attempts = 0, "
+            "lease_expiries = 0, error = NULL, cancel_requested = false, lease_token = NULL, worker_id = NULL, "
+            "started_at = NULL, finished_at = NULL FROM locked WHERE t.id = locked.id "
+            "AND t.status IN ('failed', 'cancelled') RETURNING t.id), "
+            f"gone AS (DELETE FROM {s}.results WHERE task_id IN (SELECT id FROM done)) SELECT id FROM done"
+        )
         self.delete_result = f"DELETE FROM {s}.results WHERE task_id = $1"
         self.get_task = f"SELECT {TASK_COLUMNS} FROM {s}.tasks WHERE id = $1"
         self.get_result = f"SELECT {RESULT_COLUMNS} FROM {s}.results WHERE task_id = $1"

@@ -97,6 +97,12 @@ _SELECT_TASK = f"SELECT {TASK_COLUMNS} FROM tasks"
 _COUNTS_SQL = "SELECT count(*), {} FROM tasks".format(
     ", ".join(f"count(*) FILTER (WHERE status = '{status}')" for status in STATUSES)
 )
+# requeue and requeue_many: a failed or cancelled task queued again, its last run forgotten (eta, due bound)
+_REQUEUE_SET_SQL = (
+    "UPDATE tasks SET status = 'queued', eta = ?, due = ?, attempts = 0, lease_expiries = 0, error = NULL, "
+    "cancel_requested = 0, lease_token = NULL, worker_id = NULL, started_at = NULL, finished_at = NULL"
+)
+_REQUEUE_CHUNK_IDS = 500  # ids per requeue_many statement: under the 999 bound variables of older SQLite builds
 _PURGE_CHUNK_ROWS = 2000  # final tasks deleted per purge transaction (the write lock is free in between)
 _INLINE_MAX_ROWS = 16  # larger enqueue batches go through the connection thread (the loop stays free)
 _FEED_CHUNK_ROWS = 100  # rows per chunk handed to the connection thread by large enqueue_many calls
@@ -401,11 +407,7 @@ class SQLiteBackend(_Leases):
 
         def body(conn: sqlite3.Connection) -> bool:
             cur = conn.execute(
-                "UPDATE tasks SET status = 'queued', eta = ?, due = ?, attempts = 0, lease_expiries = 0, "
-                "error = NULL, cancel_requested = 0, lease_token = NULL, worker_id = NULL, "
-                "started_at = NULL, finished_at = NULL "
-                "WHERE id = ? AND status IN ('failed', 'cancelled')",
-                (due, due, task_id),
+                f"{_REQUEUE_SET_SQL} WHERE id = ? AND status IN ('failed', 'cancelled')", (due, due, task_id)
             )
             if cur.rowcount == 0:
                 return False
@@ -416,6 +418,39 @@ class SQLiteBackend(_Leases):
         if done:
             self._wakeups.wake((WORK_KEY,))
         return done
+
+    async def requeue_many(self, task_ids: Sequence[str], *, eta: datetime | None = None) -> list[bool]:
+        """Every id in one write transaction (chunked statements), and one wake-up: see ``Backend.requeue_many``."""
+        ids = checks.task_ids(task_ids)
+        when = checks.aware_or_none(eta, "eta")
+        if not ids:
+            return []
+        due = to_us(when) if when is not None else self._now_us()
+        distinct = list(dict.fromkeys(ids))  # a repeated id is answered below: True in its first place only
+
+        def body(conn: sqlite3.Connection) -> set[str]:
+            requeued: set[str] = set()
+            for start in range(0, len(distinct), _REQUEUE_CHUNK_IDS):
+                chunk = distinct[start : start + _REQUEUE_CHUNK_IDS]
+                rows = conn.execute(
+                    f"{_REQUEUE_SET_SQL} WHERE id IN ({', '.join('?' * len(chunk))}) "
+                    "AND status IN ('failed', 'cancelled') RETURNING id",
+                    (due, due, *chunk),
+                ).fetchall()
+                done = [row[0] for row in rows]
+                if done:
+                    conn.execute(f"DELETE FROM results WHERE task_id IN ({', '.join('?' * len(done))})", done)
+                requeued.update(done)
+            return requeued
+
+        requeued = await self._transaction("requeue", body)
+        if requeued:
+            self._wakeups.wake((WORK_KEY,))
+        answers: list[bool] = []
+        for task_id in ids:
+            answers.append(task_id in requeued)
+            requeued.discard(task_id)
+        return answers
 
     # ------------------------------------------------------------------ reads
 
