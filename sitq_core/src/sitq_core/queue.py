@@ -1023,6 +1023,23 @@ class TaskQueue(_Producer):
             self._backend.notify_work()
         return requeued
 
+    async def requeue_many(self, task_ids: Sequence[str], *, eta: datetime | None = None) -> list[bool]:
+        """``requeue`` of each id in one call to the store; one bool per id, in order (a repeated id: False).
+
+        Every id and ``eta`` is checked before any task is requeued (``ValidationError`` naming
+        ``task_ids`` or ``eta``); ``[]`` returns ``[]``. See ``Backend.requeue_many``.
+        """
+        ids = checks.task_ids(task_ids, checks.given_task_id)
+        when = normalize_eta(eta)
+        if not ids:
+            return []
+        if when is not None:  # a past eta means now, as for requeue
+            when = max(when, self._backend.now())
+        requeued = await self._backend.requeue_many(ids, eta=when)
+        if any(requeued):
+            self._backend.notify_work()
+        return requeued
+
     async def counts(self, *, queue: str | None = None) -> dict[str, int]:
         """Number of tasks per status."""
         return await self._backend.counts(queue=None if queue is None else checks.queue_name(queue))

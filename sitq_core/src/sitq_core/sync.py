@@ -14,7 +14,7 @@ import logging
 import signal
 import threading
 import weakref
-from collections.abc import Callable, Coroutine, Iterable, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from types import CodeType, TracebackType
 from typing import Any, Generic, NoReturn, Self, TypeVar, Unpack
@@ -696,6 +696,10 @@ class SyncTaskQueue:
 
     def requeue(self, task_id: str, *, eta: datetime | None = None) -> bool:
         return self._run("requeue", lambda: self._queue.requeue(task_id, eta=eta), task_id)
+
+    def requeue_many(self, task_ids: Sequence[str], *, eta: datetime | None = None) -> list[bool]:
+        """Run failed or cancelled tasks again in one call to the store (see ``TaskQueue.requeue_many``)."""
+        return self._run("requeue_many", lambda: self._queue.requeue_many(task_ids, eta=eta))
 
     def counts(self, *, queue: str | None = None) -> dict[str, int]:
         return self._run("counts", lambda: self._queue.counts(queue=queue))
