@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from sitq import SQLiteBackend, TaskQueue
+from sitq_core import cli_tasks
 from sitq_core.models import Outcome
 
 from sitq_test_helpers import run_sitq as sitq
@@ -156,7 +157,8 @@ def test_ctrl_c_during_requeue_failed_says_how_many_and_exits_130(tmp_path: Path
     said = int(lines[0].removeprefix("sitq: interrupted: requeued ").split()[0])
     queued = status_counts(path).get("queued", 0)
     assert 0 < said < total
-    assert queued in (said, said + 1), (said, queued)  # the requeue under way when the signal came may have landed
+    # the page under way when the signal came (one requeue_many call) may have landed
+    assert said <= queued <= said + cli_tasks.PAGE, (said, queued)
 
 
 # --------------------------------------------------------------------------------------- 4. terminal escapes

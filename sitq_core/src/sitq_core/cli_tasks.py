@@ -30,7 +30,8 @@ __all__ = ["COMMANDS", "add_commands", "parse_duration", "run"]
 
 #: The commands of this module, as typed after ``sitq``
 COMMANDS = ("tasks", "show", "requeue", "cancel", "purge")
-#: Tasks read per ``list_tasks`` call when a command walks every match (``--limit 0``, ``requeue --failed``)
+#: Tasks read per ``list_tasks`` call when a command walks every match (``--limit 0``, ``requeue --failed``),
+#: and ids per ``requeue_many`` call (one store transaction each)
 PAGE = 500
 _INT64_MAX = 2**63 - 1
 _ERROR_WIDTH = 60  # characters of a task's last error in the ``sitq tasks`` table
@@ -54,7 +55,7 @@ class _Progress:
 
     past: str = ""  # "requeued" or "cancelled"; "" for a command that changes nothing task by task
     done: int = 0
-    under_way: bool = False  # a change was asked of the store and its answer had not come back
+    under_way: int = 0  # tasks of the change asked of the store whose answer had not come back (a page, or one)
     purging: bool = False
 
     def interrupted(self) -> str:
@@ -62,7 +63,10 @@ class _Progress:
             return "interrupted: the purge may or may not have been applied (sitq stats shows what is left)"
         if not self.past:
             return "interrupted (nothing was changed)"
-        maybe = f" (the one under way may have been {self.past} too)" if self.under_way else ""
+        maybe = ""
+        if self.under_way:
+            which = "the one" if self.under_way == 1 else f"the {self.under_way}"
+            maybe = f" ({which} under way may have been {self.past} too)"
         return f"interrupted: {self.past} {_tasks(self.done)} so far{maybe}"
 
 
@@ -311,7 +315,7 @@ async def _show(queue: TaskQueue, say: Say, task_id: str, *, as_json: bool) -> i
 
 
 async def _requeue_failed(queue: TaskQueue, say: Say, name: str | None, progress: _Progress, *, as_json: bool) -> int:
-    """Requeue every failed task (of queue ``name``), each at most once.
+    """Requeue every failed task (of queue ``name``), each at most once, a page per store call (``requeue_many``).
 
     Requeuing takes tasks out of the failed set, so each page is read from the
     start again rather than at a growing offset (which would skip a page
@@ -330,13 +334,13 @@ async def _requeue_failed(queue: TaskQueue, say: Say, name: str | None, progress
         if not fresh:  # all requeued by this command already, and failed again since
             offset += len(page)
             continue
-        for task_id in fresh:
-            seen.add(task_id)
-            progress.under_way = True
-            if await queue.requeue(task_id):  # False: no longer failed (another process requeued or purged it)
-                requeued.append(task_id)
-                progress.done += 1
-            progress.under_way = False
+        seen.update(fresh)
+        progress.under_way = len(fresh)
+        answers = await queue.requeue_many(fresh)  # False: no longer failed (another process requeued or purged it)
+        progress.under_way = 0
+        done = [task_id for task_id, changed in zip(fresh, answers, strict=True) if changed]
+        requeued += done
+        progress.done += len(done)
     if as_json:
         say(json.dumps({"requeued": requeued, "not_requeued": []}, indent=2, sort_keys=True))
     else:
@@ -345,19 +349,27 @@ async def _requeue_failed(queue: TaskQueue, say: Say, name: str | None, progress
 
 
 async def _each(queue: TaskQueue, say: Say, ids: list[str], verb: str, progress: _Progress, *, as_json: bool) -> int:
-    """``requeue`` or ``cancel`` each task given; the ones that could not be are named on stderr (exit code 1)."""
+    """``requeue`` (a page of ids per store call) or ``cancel`` each task given; the others are named on stderr.
+
+    Those that could not be requeued or cancelled make the exit code 1.
+    """
     done: list[str] = []
     refused: list[dict[str, str]] = []
     notes: list[str] = []
     past = "requeued" if verb == "requeue" else "cancelled"
     progress.past = past
-    for task_id in ids:
-        progress.under_way = True
-        changed = await (queue.requeue(task_id) if verb == "requeue" else queue.cancel(task_id))
-        progress.under_way = False
+    answered: list[tuple[str, bool]] = []
+    step = PAGE if verb == "requeue" else 1
+    for start in range(0, len(ids), step):
+        page = ids[start : start + step]
+        progress.under_way = len(page)
+        answers = await queue.requeue_many(page) if verb == "requeue" else [await queue.cancel(page[0])]
+        progress.under_way = 0
+        progress.done += sum(map(bool, answers))
+        answered += zip(page, answers, strict=True)
+    for task_id, changed in answered:
         if changed:
             done.append(task_id)
-            progress.done += 1
             task = await queue.get_task(task_id) if verb == "cancel" else None
             if task is not None and task.status is TaskStatus.RUNNING:
                 notes.append(
