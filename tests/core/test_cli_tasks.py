@@ -292,6 +292,7 @@ def test_cancel_reports_as_requeue_does(
     assert code == 1
     assert json.loads(out) == {
         "cancelled": [],
+        "stop_requested": [],
         "not_cancelled": [
             {"id": ids["success"], "reason": "it already finished (success)"},
             {"id": "nosuch", "reason": "no task with this id"},
@@ -316,7 +317,7 @@ def test_cancel_of_a_running_task_asks_its_worker(capsys: pytest.CaptureFixture[
     code, out, err = sitq(capsys, "cancel", task_id, "-b", f"sqlite:///{path}")
     assert (code, err) == (0, "")
     assert out.splitlines() == [
-        "cancelled 1 task",
+        "cancelled 0 tasks; asked the worker of 1 running task to stop it",
         f"{task_id}: running: its worker is told to stop it, and it ends cancelled when the worker hears",
     ]
 

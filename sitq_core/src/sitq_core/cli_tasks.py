@@ -351,9 +351,12 @@ async def _requeue_failed(queue: TaskQueue, say: Say, name: str | None, progress
 async def _each(queue: TaskQueue, say: Say, ids: list[str], verb: str, progress: _Progress, *, as_json: bool) -> int:
     """``requeue`` (a page of ids per store call) or ``cancel`` each task given; the others are named on stderr.
 
-    Those that could not be requeued or cancelled make the exit code 1.
+    Those that could not be requeued or cancelled make the exit code 1. A
+    running task that ``cancel`` only asked to stop (its worker ends it) is
+    reported apart from those cancelled: it is still running.
     """
     done: list[str] = []
+    stopping: list[str] = []
     refused: list[dict[str, str]] = []
     notes: list[str] = []
     past = "requeued" if verb == "requeue" else "cancelled"
@@ -369,18 +372,28 @@ async def _each(queue: TaskQueue, say: Say, ids: list[str], verb: str, progress:
         answered += zip(page, answers, strict=True)
     for task_id, changed in answered:
         if changed:
-            done.append(task_id)
             task = await queue.get_task(task_id) if verb == "cancel" else None
             if task is not None and task.status is TaskStatus.RUNNING:
+                stopping.append(task_id)
                 notes.append(
                     f"{task_id}: running: its worker is told to stop it, and it ends cancelled when the worker hears"
                 )
+            else:
+                done.append(task_id)
         else:
             refused.append({"id": task_id, "reason": await _why_not(queue, task_id, verb)})
     if as_json:
-        say(json.dumps({past: done, f"not_{past}": refused}, indent=2, sort_keys=True))
+        shown: dict[str, Any] = {past: done, f"not_{past}": refused}
+        if verb == "cancel":
+            shown["stop_requested"] = stopping
+        say(json.dumps(shown, indent=2, sort_keys=True))
     else:
-        say(f"{past} {_tasks(len(done))}")
+        asked = ""
+        if stopping:
+            many = "" if len(stopping) == 1 else "s"
+            them = "it" if len(stopping) == 1 else "them"
+            asked = f"; asked the worker{many} of {len(stopping)} running task{many} to stop {them}"
+        say(f"{past} {_tasks(len(done))}{asked}")
         for note in notes:
             say(note)
     for item in refused:
