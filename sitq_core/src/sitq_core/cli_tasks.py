@@ -38,7 +38,9 @@ _ERROR_WIDTH = 60  # characters of a task's last error in the ``sitq tasks`` tab
 _STATUSES = tuple(status.value for status in TaskStatus)
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # C0 but tab and newline, DEL, C1 (\x9b: CSI)
+# C0 but tab and newline, DEL, C1 (\x9b: CSI), and the Unicode bidi embeddings, overrides and isolates, which
+# reorder how a terminal shows the text around them (an error made to read backwards, "txt.exe" as "exe.txt")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 _NEGATIVE_DURATION = re.compile(r"^-\d*\.?\d+[smhdSMHD]?$")
 
 Say = Callable[[str], None]
@@ -436,9 +438,10 @@ def _tasks(count: int) -> str:
 
 
 def _escaped(text: str) -> str:
-    """``text`` with control characters but newline and tab as repr writes them (``\\x1b``, ``\\r``).
+    """``text`` with control characters but newline and tab as repr writes them (``\\x1b``, ``\\r``, ``\\u202e``).
 
-    A stored text (a task's error) cannot then drive the terminal: colours, titles, a line overwritten.
+    A stored text (a task's error) cannot then drive the terminal: colours, titles, a line overwritten,
+    or text shown in another order than it is stored in (bidi controls).
     """
     return _CONTROL.sub(lambda found: repr(found.group())[1:-1], text)
 
