@@ -530,3 +530,26 @@ def stop_own_worker_from_thread() -> str:
     worker, loop = STOPPABLE
     asyncio.run_coroutine_threadsafe(worker.stop(), loop).result(timeout=10)
     return "stop asked"
+
+
+LOOP_GATES: dict[str, asyncio.Event] = {}  # opened by a test on the worker's own loop (same process)
+
+
+async def ends_at_gate(path: str, name: str, on_cancel: str = "raise") -> str:
+    """Append '<name> start', wait for ``LOOP_GATES[name]``, append '<name> done' and return ``name``.
+
+    Cancelled, it appends '<name> cancelled'; then ``on_cancel`` says what it does: "raise" (ends
+    cancelled), "return" (swallows it and returns at once), or "linger" (swallows it, waits for
+    ``LOOP_GATES[name + '/late']``, then returns).
+    """
+    _append(path, f"{name} start\n")
+    try:
+        await LOOP_GATES[name].wait()
+    except asyncio.CancelledError:
+        _append(path, f"{name} cancelled\n")
+        if on_cancel == "raise":
+            raise
+        if on_cancel == "linger":
+            await LOOP_GATES[name + "/late"].wait()
+    _append(path, f"{name} done\n")
+    return name

@@ -619,7 +619,7 @@ class Lifecycle(WorkerState):
         """
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        pending = set(in_flight)
+        pending = {future for future in in_flight if not future.done()}  # ended ones are reported, not abandoned
         hard = asyncio.ensure_future(self._hard_stopping.wait())
         try:
             while pending and not hard.done():

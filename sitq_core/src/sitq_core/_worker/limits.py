@@ -26,6 +26,9 @@ _FAILING_LOG_EVERY = 60.0  # seconds between two log lines about a store that ke
 _IDS_NAMED = 10  # task ids named in a line about outcomes given up on or left unreported (the rest counted)
 _LEASE_TRUST = 0.9  # of a lease counted on without a renewal (its clock started a little before we got it)
 _CANCEL_GRACE = 2.0  # seconds stop() waits for a cancelled background loop to end
+# seconds a stop that cancels running async tasks waits for them to end before giving them back: one that
+# returns meanwhile (it had finished, or swallowed its cancel) is reported instead; most end at their next step
+_ABANDON_GRACE = 0.1
 _OTHER_LOOP_CHECK = 0.1  # seconds between looks at the worker's loop from a stop() awaited on another loop
 # seconds a suspect is kept off this worker while tasks run here (given back: held unstarted, it would count an
 # expiry if one of them killed the worker); then it starts beside them: one may wait for work reserved only here

@@ -15,7 +15,7 @@ from ..errors import StoreGoneError
 from ..models import LeaseState, Outcome
 from ..thread_batch import CallResult
 from .aio import _bounded
-from .limits import _FINAL_MINIMUM
+from .limits import _ABANDON_GRACE, _FINAL_MINIMUM
 from .log import logger
 from .running import _Running
 from .state import WorkerState
@@ -43,7 +43,7 @@ class Releasing(WorkerState):
         if not given_back:
             return
         for running in given_back:
-            running.lease_lost = running.settled = True
+            running.lease_lost = running.settled = running.given_back = True
             self._unhold(running)
         # a task that had started says when (an abandoned one): the store keeps that start on record; one
         # whose cancel was requested would end cancelled all the same: reported so, it is counted here too
@@ -158,28 +158,45 @@ class Releasing(WorkerState):
     async def _abandon(self, futures: set[asyncio.Task[None]]) -> None:
         """Cancel tasks still running at shutdown and release their leases.
 
+        Cancelled first, and given a moment to end: a task whose outcome is
+        known by then (it had returned, or it returned on its cancel) is
+        reported, not given back to run again, and one that ends cancelled is
+        given back. Before, the give-back went out first; a store slow to take
+        it let such tasks end meanwhile, and their outcomes were dropped.
         Members of a sync batch that already returned are reported as they
-        ended (not given back to run again); the one still in its thread and
-        those not started are released.
+        ended; the one still in its thread and those not started are released.
         """
         if self._teardown is not None:  # the loop is ending: _give_back_all gives these back
             return
-        abandoned = [r for r in self._held.values() if r.future in futures and not r.settled]
-        released: list[_Running] = []
+        abandoned = [r for r in self._held.values() if r.future in futures and not r.settled and not r.outcome_queued]
+        cancelled: list[_Running] = []
         for running in abandoned:
             if self._settled_from_its_batch(running):
                 continue
-            running.lease_lost = running.settled = True  # whatever they report later is discarded
-            released.append(running)
+            running.settled = True  # its cancellation ends it without an outcome (_execute)
+            cancelled.append(running)
         for future in futures:
             future.cancel()
         try:
+            await self._cancels_taken(futures)
+            released = [r for r in cancelled if not r.outcome_queued]  # those that returned are reported
             await self._learn_cancels(released)
         except asyncio.CancelledError:  # the loop is ending: the teardown gives them back (_give_back_all)
-            self._unreleased.extend(released)  # settled already, it would skip them: they would wait for expiry
+            # settled already, it would skip them: they would wait for expiry
+            self._unreleased.extend(r for r in cancelled if not r.outcome_queued)
             raise
         self._log_abandoned(released)
         await self._release_in_time(released, "abandoned")
+
+    async def _cancels_taken(self, futures: set[asyncio.Task[None]]) -> None:
+        """Wait (at most ``_ABANDON_GRACE``) for cancelled tasks to end: most do at their next step.
+
+        A sync task's thread runs on, but its asyncio task ends at once; an
+        async task that swallows its cancellation is not waited for longer.
+        """
+        pending = {future for future in futures if not future.done()}
+        if pending:
+            await asyncio.wait(pending, timeout=_ABANDON_GRACE)
 
     def _log_abandoned(self, released: list[_Running]) -> None:
         """Name the tasks a stop gives back while they run: the repeat of their run is visible only here."""

@@ -222,6 +222,14 @@ class Reserving(WorkerState):
         a kept one may still go in (``_reported_late``), and "discarded"
         followed by "its outcome goes in" contradicted itself.
         """
+        if running.given_back:  # no other worker in it: this one gave the task back, still running (a stop)
+            logger.warning(
+                "worker %s: task %s ended after this worker gave it back (it ran on past its cancel at "
+                "shutdown); its outcome is discarded and the task runs again",
+                self.worker_id,
+                running.id,
+            )
+            return
         now = time.monotonic()
         for task_id in [k for k, v in self._late_outcomes.items() if now - v[0] > 2 * self.lease_timeout]:
             del self._late_outcomes[task_id]

@@ -26,6 +26,7 @@ class _Running:
         "call",
         "cancel_requested",
         "future",
+        "given_back",
         "held_since",
         "lease_lost",
         "lease_until",
@@ -44,6 +45,7 @@ class _Running:
         self.settled = False  # an outcome is queued for it, or its lease was given back: nothing more to report
         self.future: asyncio.Task[None] | None = None
         self.lease_lost = False
+        self.given_back = False  # this worker gave its lease back (stop, suspect): a later outcome is discarded
         self.outcome_queued = False  # an outcome was queued for it: its own fenced report decides if it was lost
         self.cancel_requested = False
         self.started_at: datetime | None = None
