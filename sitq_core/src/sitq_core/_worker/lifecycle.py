@@ -594,6 +594,18 @@ class Lifecycle(WorkerState):
                         await self.backend.close()
         finally:
             self._mark_stopped(stopped)
+        if holders.close_wanted(self.backend):
+            # a queue closed while this worker ran: its close was put off until the worker stops, which is
+            # now (left undone, the store's thread and files, or its connection, stayed open for good)
+            try:
+                async with asyncio.timeout(limits._FINAL_REPORT_TIMEOUT):
+                    await self.backend.close()
+            except Exception:
+                logger.warning(
+                    "worker %s: could not close the backend its queue left to it as its loop ended",
+                    self.worker_id,
+                    exc_info=True,
+                )
 
     def _mark_stopped(self, stopped: asyncio.Event) -> None:
         """The last step of every stop: let the backend and the loop watch go, then wake whoever waits."""
