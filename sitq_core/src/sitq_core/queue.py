@@ -926,7 +926,11 @@ class TaskQueue(_Producer):
         except TimeoutError:
             if not deadline.expired():
                 raise  # the backend's own TimeoutError
-            logger.warning("get_result(%r): the backend did not answer within %.1f s", task_id, timeout)
+            logger.warning(
+                "get_result(%r): no answer from the backend within %g s (a blocked event loop delays answers too)",
+                task_id,
+                timeout,
+            )
             return None
 
     def deserialize_result(self, result: Result) -> Any:
