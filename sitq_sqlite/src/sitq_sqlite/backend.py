@@ -221,10 +221,6 @@ class SQLiteBackend(_Leases):
         values.setdefault("path", DEFAULT_PATH)  # the bare name means the same file as sitq's default URL
         return cls(**text_options_converted(cls, values))
 
-    # ------------------------------------------------------------- lifecycle
-
-    # ------------------------------------------------------------ plumbing
-
     # ---------------------------------------------------------------- enqueue
 
     async def enqueue(self, task: Task) -> str:
@@ -373,11 +369,7 @@ class SQLiteBackend(_Leases):
         self._wakeups.wake_work()
         return ids
 
-    # ---------------------------------------------------------------- reserve
-
-    # ----------------------------------------------------------------- finish
-
-    # ----------------------------------------------------------------- cancel
+    # --------------------------------------------------------- cancel, requeue
 
     async def cancel(self, task_id: str) -> bool:
         _task_id(task_id)
