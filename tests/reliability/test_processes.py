@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
 import sqlite3
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from sitq import MsgpackSerializer, SQLiteBackend, TaskQueue
+from sitq_core.models import new_id
 
 import sitq_test_tasks as tasks
 from sitq_test_helpers import wait_until_sync
@@ -517,7 +519,11 @@ async def test_queue_takes_a_name_as_written_so_names_with_commas_or_spaces_are_
 ) -> None:
     async with TaskQueue(SQLiteBackend(db)) as queue:
         odd = await queue.with_options(queue_name="mail,eu").enqueue(tasks.add, 1, 2)
-        spaced = await queue.with_options(queue_name=" reports ").enqueue(tasks.add, 3, 4)
+        # enqueue refuses " reports " now (the CLI's -q strips names); a task stored under it before, or built by
+        # hand, is still served by --queue, which takes the name as written
+        built = await queue.get_task(await queue.with_options(queue_name="unserved").enqueue(tasks.add, 3, 4))
+        assert built is not None
+        spaced = await queue.backend.enqueue(dataclasses.replace(built, id=new_id(), queue=" reports "))
         other = await queue.with_options(queue_name="mail").enqueue(tasks.add, 5, 6)
         workers.start("--queue", "mail,eu", "--queue", " reports ")
         for task_id, value in ((odd, 3), (spaced, 7)):

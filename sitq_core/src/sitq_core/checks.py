@@ -34,6 +34,7 @@ __all__ = [
     "check_task",
     "lease_pairs",
     "lease_seconds",
+    "new_queue_name",
     "outcomes_fit",
     "page",
     "queue_name",
@@ -175,6 +176,28 @@ def queue_name(value: Any, parameter: str = "queue") -> str:
             value=value,
         )
     return value
+
+
+def new_queue_name(value: Any, parameter: str = "queue_name") -> str:
+    """A queue name for tasks about to be enqueued: :func:`queue_name`, without surrounding whitespace.
+
+    ``sitq worker -q``, ``sitq stats --queue`` and ``sitq tasks --queue``
+    strip the names they are given, so tasks enqueued under ``"mail "`` could
+    not be served or seen through them: ``with_options`` and ``@task`` refuse
+    such a name. What reads or serves stored tasks (``Worker(queues=...)``,
+    ``counts``, the backends) keeps taking any storable name, so tasks
+    already stored under one stay reachable.
+    """
+    name = queue_name(value, parameter)
+    if name != name.strip():
+        raise ValidationError(
+            f"{parameter}: a queue name must not begin or end with whitespace, got {safe_repr(value)}; the CLI "
+            "strips queue names (sitq worker -q, sitq stats --queue, sitq tasks --queue), so tasks in such a queue "
+            "could not be served or seen from it",
+            parameter=parameter,
+            value=value,
+        )
+    return name
 
 
 def storable(text: str) -> bool:

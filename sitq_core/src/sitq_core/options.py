@@ -218,7 +218,7 @@ class TaskOptions:
                 parameter="timeout",
                 value=timeout,
             )
-        checks.queue_name(self.queue_name, "queue_name")
+        checks.new_queue_name(self.queue_name, "queue_name")
         return self
 
     def due_at(self, now: datetime) -> datetime:
