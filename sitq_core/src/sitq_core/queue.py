@@ -51,15 +51,48 @@ _LATE_ANSWER = 0.5  # seconds get_result waits past its timeout for an answer al
 
 logger = logging.getLogger("sitq.queue")
 
-# enqueue's keywords that are task options (and Celery's ``countdown``), by the option that sets them
-_OPTION_KEYWORDS = {f.name: f.name for f in fields(TaskOptions) if f.name != "explicit"} | {"countdown": "delay"}
-_OPTION_NAMES = frozenset(_OPTION_KEYWORDS)
-# per function: those of _OPTION_KEYWORDS it cannot take as a keyword (empty: it takes them all, or unknown)
-_untakeable: CallableMemo[frozenset[str]] = CallableMemo()
+# enqueue's keywords that are task options, and other queues' names for them, by the option that sets them
+_OPTION_KEYWORDS = {f.name: f.name for f in fields(TaskOptions) if f.name != "explicit"} | {
+    "countdown": "delay",  # Celery
+    "queue": "queue_name",  # Celery, procrastinate
+    "retries": "max_retries",  # huey
+    "retry_delay": "retry_backoff",  # huey
+    "time_limit": "timeout",  # Celery
+    "job_timeout": "timeout",  # RQ
+    "schedule_at": "eta",  # procrastinate
+    "schedule_in": "delay",  # procrastinate
+    "_defer_until": "eta",  # arq
+    "_defer_by": "delay",  # arq
+    "_queue_name": "queue_name",  # arq
+}
+# other queues' enqueue options that sitq has no option for
+_FOREIGN_OPTIONS = frozenset(
+    {
+        "expires", "soft_time_limit", "ignore_result", "routing_key", "retry", "retry_policy", "link",  # Celery
+        "link_error", "task_id", "result_ttl", "ttl", "failure_ttl", "job_id", "depends_on", "at_front",  # RQ
+        "on_success", "on_failure", "description", "meta", "lock", "queueing_lock", "_job_id", "_expires",
+    }
+)  # fmt: skip
+_SITQ_OPTIONS = ", ".join(f.name for f in fields(TaskOptions) if f.name != "explicit")
 
 
-def _option_keywords_refused_by(func: Any) -> frozenset[str]:
-    """The option names ``func`` itself has no parameter for (and no ``**kwargs``); read once per function.
+@dataclass(frozen=True, slots=True)
+class _Keywords:
+    """The keywords a callable takes: ``names`` None means any (a ``**kwargs``, or no signature to read)."""
+
+    names: frozenset[str] | None
+    listed: tuple[str, ...] = ()  # the same names in the signature's order, for the error
+
+
+_ANY_KEYWORD = _Keywords(None)
+# per function, and per method by its function (a bound method is a new object at every access, and binds
+# one parameter fewer than the function): the keywords it takes, read at its first enqueue with keywords
+_function_keywords: CallableMemo[_Keywords] = CallableMemo()
+_method_keywords: CallableMemo[_Keywords] = CallableMemo()
+
+
+def _keywords_taken_by(func: Any) -> _Keywords:
+    """The keywords ``func`` itself can be called with; read once per function.
 
     The callable enqueued is what the worker calls, so its own signature
     decides, not that of a function it wraps (``functools.wraps`` sets
@@ -67,12 +100,15 @@ def _option_keywords_refused_by(func: Any) -> frozenset[str]:
     decorator's wrapper may take such a keyword itself (a deadline it
     enforces). A sitq task is read through to its function, which gets every
     argument, and so is a wrapper with no signature of its own
-    (``functools.lru_cache``).
+    (``functools.lru_cache``). A callable whose signature cannot be read
+    (some builtins) takes any keyword, as far as enqueue can tell.
     """
-    if is_task_function(func):
+    if type(func) is not FunctionType and is_task_function(func):
         func = func.__wrapped__
-    key = func.__func__ if inspect.ismethod(func) else func  # every binding of a method takes the same keywords
-    known = _untakeable.get(key)
+    memo, key = _function_keywords, func
+    if type(func) is not FunctionType and inspect.ismethod(func):
+        memo, key = _method_keywords, func.__func__  # every binding of a method takes the same keywords
+    known = memo.get(key)
     if known is not None:
         return known
     try:
@@ -82,36 +118,46 @@ def _option_keywords_refused_by(func: Any) -> frozenset[str]:
             signature = inspect.signature(func)
         parameters = signature.parameters.values()
     except Exception:  # no signature to read (some builtins): not checked
-        refused: frozenset[str] = frozenset()
+        taken = _ANY_KEYWORD
     else:
         if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
-            refused = frozenset()
+            taken = _ANY_KEYWORD
         else:
-            takes = {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-            refused = _OPTION_NAMES.difference(takes)
-    _untakeable.remember(key, refused)
-    return refused
+            listed = tuple(p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+            taken = _Keywords(frozenset(listed), listed)
+    memo.remember(key, taken)
+    return taken
 
 
-def _refuse_option_keywords(func: Any, kwargs: Mapping[str, Any], where: str = "") -> None:
-    """``enqueue(f, delay=5)`` passes ``delay`` to ``f``: refuse it now when ``f`` cannot take it.
+def _refuse_untakeable_keywords(func: Any, kwargs: Mapping[str, Any], where: str = "") -> None:
+    """``enqueue(f, queue="mail")`` passes ``queue`` to ``f``: refuse it now when ``f`` cannot take it.
 
-    Otherwise the task is stored due now and fails in the worker on the
-    unexpected keyword. Only option names are checked: other arguments that
-    do not fit the function still fail in the worker, as they always did.
+    Otherwise the task is stored and fails in the worker with TypeError on
+    the unexpected keyword. Any keyword the function's signature has no
+    parameter (and no ``**kwargs``) for is refused; a task option's name, or
+    another queue's (``countdown``, ``queue``, ``retries``), points to
+    ``with_options``. Called with keywords only (enqueue without them reads
+    no signature). Positional arguments are not counted: a call with too
+    many or too few still fails in the worker.
     """
-    if _OPTION_NAMES.isdisjoint(kwargs):  # the common case: no keyword named like an option
+    taken = _keywords_taken_by(func).names
+    if taken is None or taken.issuperset(kwargs):
         return
-    refused = _option_keywords_refused_by(func)
-    for name in kwargs:
-        if name in refused:
-            option = _OPTION_KEYWORDS[name]
-            raise ValidationError(
-                f"{where}{function_path(func)} takes no argument {name!r}, and enqueue passes its keywords to the "
-                f"function; to set the task's {option}, use queue.with_options({option}=...).enqueue(...)",
-                parameter=name,
-                value=kwargs[name],
-            )
+    name = next(name for name in kwargs if name not in taken)
+    said = f"{where}{function_path(func)} takes no argument {name!r}, and enqueue passes its keywords to the function"
+    option = _OPTION_KEYWORDS.get(name)
+    if option is not None:
+        message = f"{said}; to set the task's {option}, use queue.with_options({option}=...).enqueue(...)"
+    elif name in _FOREIGN_OPTIONS:
+        message = (
+            f"{said}; {name!r} is an option of other task queues, and sitq has no such task option (its options, "
+            f"set with queue.with_options(...).enqueue(...): {_SITQ_OPTIONS})"
+        )
+    else:
+        listed = _keywords_taken_by(func).listed
+        takes = f"its keyword parameters: {', '.join(listed)}" if listed else "it takes no keyword arguments"
+        message = f"{said} ({takes}); the worker's call would fail with TypeError"
+    raise ValidationError(message, parameter=name, value=kwargs[name])
 
 
 def _is_generator_coroutine(func: Any) -> bool:
@@ -384,7 +430,7 @@ class _Producer:
     ) -> Task:
         facts = _checked_function(func)
         if kwargs:
-            _refuse_option_keywords(func, kwargs)
+            _refuse_untakeable_keywords(func, kwargs)
         decorated = facts.task_of(func)
         if decorated is not None:
             options, eta = self._with_task_defaults(decorated.options, options, now, eta)
@@ -594,7 +640,7 @@ class _Producer:
                 known = per_function[id(func)] = (func, task_options, task_eta, function_path(func))
             _func, task_options, task_eta, function_name = known
             if kwargs:
-                _refuse_option_keywords(func, kwargs, f"calls[{index}]: ")
+                _refuse_untakeable_keywords(func, kwargs, f"calls[{index}]: ")
             try:
                 payload = _dumps_call(serializer, func, args, kwargs)
             except SerializationError as exc:  # say which item of the batch, like the ValidationErrors do
