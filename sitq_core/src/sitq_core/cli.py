@@ -27,6 +27,7 @@ from typing import Any, NoReturn, TextIO
 
 from . import __version__, checks, cli_tasks, forks
 from .backend import Backend, Capability, reading_only
+from .cli_imports import raised_where
 from .config import DEFAULT_BACKEND_URL, FROM_VARIABLE, named_as_registered, resolve_backend, split_config
 from .errors import (
     BackendError,
@@ -690,7 +691,10 @@ def _run_worker(args: argparse.Namespace) -> int:
         except (Exception, SystemExit) as exc:  # sys.exit() at import (a settings check) is a failed import too
             logger.debug("importing %s failed", module, exc_info=True)
             hint = _import_path_hint(module) if isinstance(exc, ModuleNotFoundError) else ""
-            sys.stderr.write(f"sitq: error: --import {module}: cannot import it: {describe_exception(exc)}{hint}\n")
+            where = raised_where(exc)
+            sys.stderr.write(
+                f"sitq: error: --import {module}: cannot import it: {describe_exception(exc)}{where}{hint}\n"
+            )
             return 2
     queues: list[str] | None = None
     for given in args.queues or ():  # given, even empty: an unset variable must not mean "every queue"
@@ -898,8 +902,9 @@ def _import_function(path: str, allowed_tasks: list[str]) -> None:
     except _LeaveNow:
         raise
     except (Exception, SystemExit) as exc:  # sys.exit() at import must not end the worker with its code
+        logger.debug("importing %s failed", module_name, exc_info=True)
         raise ValidationError(
-            f"--allow-task {path}: cannot import it: {describe_exception(exc)}",
+            f"--allow-task {path}: cannot import it: {describe_exception(exc)}{raised_where(exc)}",
             parameter="allow_task",
             value=path,
             cause=exc,
