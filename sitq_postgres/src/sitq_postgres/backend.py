@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import inspect
 import logging
 import math
 import os
@@ -142,6 +143,8 @@ _APPLICATION_NAME = "sitq"
 _CLOCK_RECHECK = 60.0  # seconds between two readings of the server's clock
 _CLOCK_TOLERANCE = 0.05  # an offset smaller than this (or than the round trip) is taken as none
 _FULL_RETRY = 1.0  # seconds between new connects while the server's connection limit is reached
+#: asyncpg 0.30 and later let a pool open its connections through a function of ours (see ``_pool_connect``)
+_POOL_TAKES_CONNECT = "connect" in inspect.signature(asyncpg.create_pool).parameters
 _RELEASE_TIMEOUT = 5.0  # seconds to reset a connection for the pool; past it the connection is dropped
 #: Connects made in all when the server ends the session of each part-way (pg_terminate_backend, an idle timeout).
 _CONNECT_ATTEMPTS = 3
@@ -549,6 +552,7 @@ class PostgresBackend(Backend):
             command_timeout=None,
             server_settings=self._server_settings,
             record_class=_Row,
+            **({"connect": self._pool_connect} if _POOL_TAKES_CONNECT else {}),
         )
         pool = await self._uncut(creating, _terminate)
         assert pool is not None
@@ -566,6 +570,19 @@ class PostgresBackend(Backend):
             pool.terminate()
             raise
         return pool
+
+    async def _pool_connect(self, *args: Any, **kwargs: Any) -> Connection:
+        """Each new connection of a pool (the pool's ``connect``): a caller cancelled meanwhile does not cut it off.
+
+        A call finding no idle connection has the pool open one; cancelled
+        in asyncpg's TLS step (a caller's timeout, sslmode's default
+        ``prefer``) that connect left "Future exception was never retrieved
+        ... unexpected connection_lost() call" at exit (asyncpg #1211). It
+        ends on its own instead (within ``connect_timeout``), and a connection
+        nobody waits for any more is dropped (see ``_uncut``).
+        """
+        conn: Connection = await self._uncut(asyncpg.connect(*args, **kwargs), _terminate)
+        return conn
 
     async def _ready_schema(self, conn: Connection, *, reading: bool) -> None:
         """Check (``reading``: a read-only connect, ``sitq stats``) or create sitq's schema; a cancelled try again.
@@ -1826,41 +1843,50 @@ class _Leased:
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
         conn, self._conn = self._conn, None
+        giving_back = _give_back_later(self._pool, conn, self._releases)
         if exc_type is not None and issubclass(exc_type, asyncio.CancelledError):
-            _give_back_later(self._pool, conn, self._releases)
             return
-        try:
-            if exc_type is not None:
-                # the body's error is the one to raise, not a failure to give the connection back
-                try:
-                    await self._pool.release(conn, timeout=_RELEASE_TIMEOUT)
-                except Exception as failure:  # asyncpg terminated the connection: the pool opens another
-                    log.debug("giving a connection back failed: %s", failure)
-                return
-            await self._pool.release(conn, timeout=_RELEASE_TIMEOUT)
-        finally:
-            self._releases.released()
+        if exc_type is not None:
+            # the body's error is the one to raise, not a failure to give the connection back
+            try:
+                await asyncio.shield(giving_back)
+            except Exception as failure:  # asyncpg terminated the connection: the pool opens another
+                log.debug("giving a connection back failed: %s", failure)
+            return
+        await asyncio.shield(giving_back)
 
 
 _giving_back: set[asyncio.Task[None]] = set()  # referenced until done (the loop keeps only weak references)
 
 
-def _give_back_later(pool: Pool, conn: Connection, releases: _Releases) -> None:
-    """Give ``conn`` back to ``pool`` in the background, at most ``_RELEASE_TIMEOUT`` later (then it is dropped)."""
+def _give_back_later(pool: Pool, conn: Connection, releases: _Releases) -> asyncio.Task[None]:
+    """Give ``conn`` back to ``pool`` in a task of its own, at most ``_RELEASE_TIMEOUT`` long (then it is dropped).
 
-    async def give_back() -> None:
-        try:
-            await pool.release(conn, timeout=_RELEASE_TIMEOUT)
-        except BaseException as exc:  # asyncpg terminated it; a closing loop cancels this: drop it then
+    A caller cancelled meanwhile leaves it to finish. The task cancelled
+    itself drops the connection: ``asyncio.run`` ending cancels every task,
+    this one (and asyncpg's own inner release task) even before it ran, and
+    the pool then counted the connection as in use for good, so closing it
+    waited out ``_CLOSE_TIMEOUT`` (an unstopped worker: 5 s more at exit).
+    """
+    task = asyncio.get_running_loop().create_task(
+        pool.release(conn, timeout=_RELEASE_TIMEOUT), name="sitq-postgres-give-back"
+    )
+    _giving_back.add(task)
+    task.add_done_callback(functools.partial(_given_back, conn, releases))
+    return task
+
+
+def _given_back(conn: Connection, releases: _Releases, task: asyncio.Task[None]) -> None:
+    """After a give-back: a cancelled or failed one drops the connection; waiting calls try again."""
+    _giving_back.discard(task)
+    try:
+        failure: BaseException | None = asyncio.CancelledError() if task.cancelled() else task.exception()
+        if failure is not None:
             with contextlib.suppress(Exception):  # released already, or terminated by asyncpg itself
                 conn.terminate()
-            log.debug("a cancelled call's connection was dropped: %r", exc)
-        finally:
-            releases.released()
-
-    task = asyncio.get_running_loop().create_task(give_back(), name="sitq-postgres-give-back")
-    _giving_back.add(task)
-    task.add_done_callback(_giving_back.discard)
+            log.debug("a connection's give-back failed; it was dropped: %r", failure)
+    finally:
+        releases.released()
 
 
 def _terminate(opened: Pool | Connection) -> None:
