@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import inspect
 import logging
 import math
 import os
@@ -143,8 +142,6 @@ _APPLICATION_NAME = "sitq"
 _CLOCK_RECHECK = 60.0  # seconds between two readings of the server's clock
 _CLOCK_TOLERANCE = 0.05  # an offset smaller than this (or than the round trip) is taken as none
 _FULL_RETRY = 1.0  # seconds between new connects while the server's connection limit is reached
-#: asyncpg 0.30 and later let a pool open its connections through a function of ours (see ``_pool_connect``)
-_POOL_TAKES_CONNECT = "connect" in inspect.signature(asyncpg.create_pool).parameters
 _RELEASE_TIMEOUT = 5.0  # seconds to reset a connection for the pool; past it the connection is dropped
 #: Connects made in all when the server ends the session of each part-way (pg_terminate_backend, an idle timeout).
 _CONNECT_ATTEMPTS = 3
@@ -552,7 +549,7 @@ class PostgresBackend(Backend):
             command_timeout=None,
             server_settings=self._server_settings,
             record_class=_Row,
-            **({"connect": self._pool_connect} if _POOL_TAKES_CONNECT else {}),
+            connect=self._pool_connect,  # asyncpg >= 0.30
         )
         pool = await self._uncut(creating, _terminate)
         assert pool is not None
