@@ -539,8 +539,9 @@ async def ends_at_gate(path: str, name: str, on_cancel: str = "raise") -> str:
     """Append '<name> start', wait for ``LOOP_GATES[name]``, append '<name> done' and return ``name``.
 
     Cancelled, it appends '<name> cancelled'; then ``on_cancel`` says what it does: "raise" (ends
-    cancelled), "return" (swallows it and returns at once), or "linger" (swallows it, waits for
-    ``LOOP_GATES[name + '/late']``, then returns).
+    cancelled), "return" (swallows it and returns at once), "linger" (swallows it, waits for
+    ``LOOP_GATES[name + '/late']``, then returns), or "error" (turns it into a ``ConnectionAbortedError``,
+    as a client library cut off mid-request does).
     """
     _append(path, f"{name} start\n")
     try:
@@ -549,6 +550,8 @@ async def ends_at_gate(path: str, name: str, on_cancel: str = "raise") -> str:
         _append(path, f"{name} cancelled\n")
         if on_cancel == "raise":
             raise
+        if on_cancel == "error":
+            raise ConnectionAbortedError("connection aborted") from None
         if on_cancel == "linger":
             await LOOP_GATES[name + "/late"].wait()
     _append(path, f"{name} done\n")

@@ -198,3 +198,28 @@ def _done(gates: Gates) -> set[str]:
 
 def _logged(caplog: pytest.LogCaptureFixture, *parts: str) -> bool:
     return any(all(part in r.getMessage() for part in parts) for r in caplog.records)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("begin", "force"), WAYS)
+@pytest.mark.parametrize("max_retries", [0, 2])
+async def test_a_task_that_raises_on_the_stops_cancel_is_given_back_not_failed(
+    tmp_path: Path, gates: Gates, caplog: pytest.LogCaptureFixture, begin: Begin, force: Force, max_retries: int
+) -> None:
+    """The error it raised is the stop's doing, not the task's: it runs again, with no attempt used up."""
+    caplog.set_level(logging.INFO, logger="sitq.worker")
+    async with TaskQueue(SQLiteBackend(tmp_path / "raises.db")) as queue:
+        task_id = await queue.with_options(max_retries=max_retries).enqueue(
+            tasks.ends_at_gate, str(gates.marks), gates.add("e"), "error"
+        )
+        worker = Worker(queue.backend, shutdown_timeout=60)
+        runner = await begin(worker)
+        await wait_until(lambda: gates.seen("e", "start"))
+        await force(worker, runner)
+        assert await gates.seen("e", "cancelled")
+        task = await queue.get_task(task_id)
+    assert task is not None
+    assert (task.status, task.attempts, task.error) == (TaskStatus.QUEUED, 0, None)
+    messages = [r.getMessage() for r in caplog.records if r.name == "sitq.worker"]
+    assert [m for m in messages if "still running at shutdown" in m and task_id in m]
+    assert not [m for m in messages if "failed after" in m or "will retry" in m]

@@ -176,6 +176,11 @@ class Executing(WorkerState):
             duration = time.perf_counter() - began
             self._mean_run_time += (duration - self._mean_run_time) * 0.2
             outcome, extra = self._success(running, value, duration)
+        if running.settled and outcome.kind != "success":
+            # stop() abandoned it and its cancel ended in an error (a client library cut off mid-call):
+            # the stop's doing, not the task's; _abandon gives it back to run again, no attempt used
+            self._report_nothing(running)
+            return
         if running.cancel_asked() and outcome.kind != "cancelled":  # cancelled while it ran on (a sync call)
             outcome, extra = self._cancelled(running), {"error": "cancelled", "duration": time.perf_counter() - began}
         self._report(running, outcome, extra)

@@ -160,9 +160,10 @@ class Releasing(WorkerState):
 
         Cancelled first, and given a moment to end: a task whose outcome is
         known by then (it had returned, or it returned on its cancel) is
-        reported, not given back to run again, and one that ends cancelled is
-        given back. Before, the give-back went out first; a store slow to take
-        it let such tasks end meanwhile, and their outcomes were dropped.
+        reported, not given back to run again, and one that ends cancelled (or
+        raising: its cancel turned into an error) is given back. Before, the
+        give-back went out first; a store slow to take it let such tasks end
+        meanwhile, and their outcomes were dropped.
         Members of a sync batch that already returned are reported as they
         ended; the one still in its thread and those not started are released.
         """
