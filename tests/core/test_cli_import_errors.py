@@ -6,6 +6,7 @@ It printed only ``ZeroDivisionError: division by zero``: no file, no line, and n
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -61,3 +62,21 @@ def test_allow_task_says_where_too(folder: Path) -> None:
     assert done.returncode == 2, done.stderr
     assert "--allow-task boom:job: cannot import it: ZeroDivisionError" in done.stderr, done.stderr
     assert "boom.py:4" in done.stderr and "--log-level DEBUG" in done.stderr, done.stderr
+
+
+def test_a_library_in_site_packages_that_raises_is_passed_over_for_the_users_line_that_called_it(
+    folder: Path,
+) -> None:
+    installed = folder / "env" / "site-packages"  # where pip puts a library such as packaging
+    (installed / "fakelib").mkdir(parents=True)
+    (installed / "fakelib" / "__init__.py").write_text("def version(text):\n    raise ValueError(text)\n")
+    (installed / "installedapp.py").write_text("import fakelib\n\nfakelib.version('x')\n")
+    (folder / "calls_lib.py").write_text("import fakelib\n\nMIN = fakelib.version('not a version')\n")
+    env = {"PYTHONPATH": f"{installed}{os.pathsep}{folder}", "PATH": os.environ.get("PATH", "")}
+    command = [sys.executable, "-m", "sitq", "worker", "-b", f"sqlite:///{folder / 'w.db'}", "--import"]
+    done = subprocess.run([*command, "calls_lib"], capture_output=True, text=True, timeout=60, cwd=folder, env=env)
+    assert "ValueError: not a version" in done.stderr and "calls_lib.py:3" in done.stderr, done.stderr
+    assert "fakelib" not in done.stderr, done.stderr
+    # an application installed into site-packages has only such frames: its own innermost one is named
+    done = subprocess.run([*command, "installedapp"], capture_output=True, text=True, timeout=60, cwd=folder, env=env)
+    assert "installedapp.py:3" in done.stderr, done.stderr
