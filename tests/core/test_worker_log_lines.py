@@ -37,6 +37,10 @@ def blank_error() -> None:
     raise ValueError()
 
 
+def terminal_tricks() -> None:
+    raise ValueError("\x1b[31mred\x1b[0m \u202eexe.txt")
+
+
 async def _work(queue: TaskQueue, *task_ids: str, **options: object) -> None:
     worker = Worker(queue.backend, max_concurrency=2, poll_interval=0.05, **options)  # type: ignore[arg-type]
     await worker.start()
@@ -73,6 +77,21 @@ async def test_a_failure_without_a_message_is_named_by_its_type_alone(
     await _work(queue, task_id)
     (line,) = _lines(caplog, task_id, logging.WARNING)
     assert line.endswith("failed after 1 attempt(s): ValueError"), line
+
+
+@pytest.mark.asyncio
+async def test_a_failure_line_escapes_what_would_drive_the_terminal(
+    queue: TaskQueue, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A task's error cannot recolour the operator's terminal or reorder the line (escapes, bidi controls)."""
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    task_id = await queue.enqueue(terminal_tricks)
+    await _work(queue, task_id)
+    (line,) = _lines(caplog, task_id, logging.WARNING)
+    assert line.endswith("ValueError: \\x1b[31mred\\x1b[0m \\u202eexe.txt"), line
+    assert "\x1b" not in line and "\u202e" not in line
+    result = await queue.get_result(task_id, timeout=0)
+    assert result is not None and result.error == "\x1b[31mred\x1b[0m \u202eexe.txt"  # stored as raised
 
 
 @pytest.mark.asyncio

@@ -25,6 +25,7 @@ from .backend import Backend, Capability, reading_only
 from .errors import ValidationError
 from .models import FINAL_STATUSES, Result, Task, TaskStatus
 from .queue import TaskQueue
+from .terminal_text import escaped_controls
 
 __all__ = ["COMMANDS", "add_commands", "parse_duration", "run"]
 
@@ -38,9 +39,6 @@ _ERROR_WIDTH = 60  # characters of a task's last error in the ``sitq tasks`` tab
 _STATUSES = tuple(status.value for status in TaskStatus)
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-# C0 but tab and newline, DEL, C1 (\x9b: CSI), and the Unicode bidi embeddings, overrides and isolates, which
-# reorder how a terminal shows the text around them (an error made to read backwards, "txt.exe" as "exe.txt")
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 _NEGATIVE_DURATION = re.compile(r"^-\d*\.?\d+[smhdSMHD]?$")
 
 Say = Callable[[str], None]
@@ -443,7 +441,7 @@ def _escaped(text: str) -> str:
     A stored text (a task's error) cannot then drive the terminal: colours, titles, a line overwritten,
     or text shown in another order than it is stored in (bidi controls).
     """
-    return _CONTROL.sub(lambda found: repr(found.group())[1:-1], text)
+    return escaped_controls(text)
 
 
 def _one_line(text: str, width: int | None = None) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import traceback as tb_module
 
 from ..errors import SerializationError
+from ..terminal_text import escaped_controls
 from ..thread_batch import TaskExit, TaskStopIteration
 
 
@@ -36,8 +37,8 @@ def _should_retry(exc: BaseException) -> bool:
 
 
 def _log_text(error: str | None, limit: int = 300) -> str:
-    """An error message for one log line: first line only, at most ``limit`` characters."""
-    text = (error or "").strip().splitlines()[0] if (error or "").strip() else "(no message)"
+    """An error message for one log line: its first line, escaped (terminal_text), at most ``limit`` characters."""
+    text = escaped_controls((error or "").strip().splitlines()[0]) if (error or "").strip() else "(no message)"
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
