@@ -28,6 +28,7 @@ from typing import Any
 
 from . import checks, forks
 from ._worker import limits
+from ._worker.backlog import ResultBacklog
 from ._worker.delays import heartbeat_retry_delay as heartbeat_retry_delay
 from ._worker.delays import retry_delay as retry_delay
 from ._worker.delays import store_retry_delay as store_retry_delay
@@ -69,6 +70,7 @@ class Worker(
     Releasing,
     Executing,
     Finishing,
+    ResultBacklog,
     Heartbeat,
     LoopWatching,
     WorkerState,
@@ -222,6 +224,12 @@ class Worker(
         self._outliving: list[str] = []  # task ids of timed-out sync calls whose threads still run (_outlive)
         self._hung_slots = 0  # slots held by such threads (not reserved for)
         self._outcomes: deque[tuple[_Running, Outcome, dict[str, Any]]] = deque()
+        self._sending: list[tuple[_Running, Outcome, dict[str, Any]]] = []  # the outcomes of the report on its way
+        # value bytes of the outcomes in _outcomes and _sending: over limits._MAX_PENDING_RESULT_BYTES, no task
+        # starts (backlog.py)
+        self._pending_bytes = 0
+        # bytes of the largest recent result, decaying as smaller ones come: sizes sync batches (backlog.py)
+        self._result_size = 0.0
         # task id -> (monotonic time, attempt, final outcome, extra): refused for a lost lease (_reported_late)
         self._late_outcomes: dict[str, tuple[float, _Running, Outcome, dict[str, Any]]] = {}
         # (task id, lease token) of outcomes sent in a report whose answer never came (cut short, failed):

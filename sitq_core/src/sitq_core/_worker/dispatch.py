@@ -18,11 +18,12 @@ from ..errors import SitqError, describe_exception
 from ..models import Outcome
 from ..serializers import Serializer
 from ..thread_batch import Call, ThreadBatch
+from . import limits
 from .calls import _is_async_callable
 from .failures import _describe, _format, _missing_here
 from .limits import _ADAPTIVE_PREFETCH_MAX, _ADAPTIVE_PREFETCH_WINDOW, _BATCH_HANDOFF_AFTER, _MAX_SYNC_BATCH, _WRAPPERS
 from .log import logger
-from .running import _leases_still_held, _Running
+from .running import _Running
 from .state import WorkerState
 
 
@@ -46,6 +47,14 @@ class Dispatching(WorkerState):
         def _outcomes_put(self, running: _Running, outcome: Outcome, extra: dict[str, Any]) -> None: ...
 
         def _lease_ran_out(self, running: _Running) -> bool: ...
+
+        def _backlog_full(self) -> bool: ...
+
+        def _batch_room(self) -> int: ...
+
+        def _budgeted_batch(
+            self, members: list[_Running], calls: list[Call], on_start: Callable[[int, float], None]
+        ) -> ThreadBatch: ...
 
     def _poke(self) -> None:
         if self._wake is not None:
@@ -167,8 +176,15 @@ class Dispatching(WorkerState):
         return bool(moved)
 
     def _start_waiting(self) -> None:
-        """Start waiting tasks while slots are free; consecutive sync tasks share one thread hop."""
+        """Start waiting tasks while slots are free; consecutive sync tasks share one thread hop.
+
+        None starts while the results waiting to be stored exceed their byte
+        budget (backlog.py): the next stored report dispatches again.
+        """
+        budget = limits._MAX_PENDING_RESULT_BYTES
         while self._waiting and self._executing < self.max_concurrency:
+            if self._pending_bytes > budget and self._backlog_full():
+                return
             suspect = self._suspect
             if suspect is not None:  # it runs alone (kept only when nothing ran here, or after _SUSPECT_WAIT)
                 if suspect not in self._waiting:  # still loading, or started: nothing starts beside it
@@ -195,7 +211,7 @@ class Dispatching(WorkerState):
                 )
                 continue
             free = self.max_concurrency - self._executing + 1
-            share = min(_MAX_SYNC_BATCH, -(-(len(self._waiting) + 1) // free))
+            share = min(_MAX_SYNC_BATCH, -(-(len(self._waiting) + 1) // free), self._batch_room())
             batch = [(running, call)]
             while len(batch) < share and self._waiting:
                 candidate = self._waiting[0]
@@ -210,10 +226,8 @@ class Dispatching(WorkerState):
                     break
                 batch.append((candidate, candidate_call))
             members = [member for member, _call in batch]
-            thread_batch = ThreadBatch(
-                [member_call for _member, member_call in batch],
-                self._on_batch_start(members),
-                may_start=_leases_still_held(members),
+            thread_batch = self._budgeted_batch(
+                members, [member_call for _member, member_call in batch], self._on_batch_start(members)
             )
             self._batches[thread_batch] = members
             future = asyncio.create_task(

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import StoreGoneError, ValidationError, describe_exception
 from ..models import Outcome, ReservedTask
+from . import limits
 from .delays import store_retry_delay
 from .failures import _log_text
 from .limits import _FAILING_LOG_EVERY, _IDS_NAMED, _MAX_FINISH_BATCH, _MAX_REPORT_FAILURES
@@ -47,6 +48,10 @@ class StoreExchange(WorkerState):
         ) -> None: ...
 
         def _forget(self, batch: list[tuple[_Running, Outcome, dict[str, Any]]]) -> None: ...
+
+        def _backlog_full(self) -> bool: ...
+
+        def _dispatch(self) -> None: ...
 
     async def _exchange_loop(self) -> None:
         """Report finished outcomes and reserve new tasks, in one backend call per cycle.
@@ -85,7 +90,13 @@ class StoreExchange(WorkerState):
         while True:
             batch = self._take_outcomes()
             want = 0
-            if not self._stopping.is_set() and not drained and self._suspect is None and not self._deferring():
+            if (
+                not self._stopping.is_set()
+                and not drained
+                and self._suspect is None
+                and not self._deferring()
+                and not (self._pending_bytes > limits._MAX_PENDING_RESULT_BYTES and self._backlog_full())
+            ):  # (results over their byte budget: nothing starts until they are stored, so none is reserved)
                 free = self.max_concurrency - self._hung_slots
                 want = max(0, free + (self._ahead() if free > 0 else 0) - (len(self._held) - len(batch)))
                 if self._one_at_a_time:
@@ -95,7 +106,7 @@ class StoreExchange(WorkerState):
                     pause = pacer.take()
                     if pause > 0:
                         # let more work arrive and more tasks finish; then claim and finish in one commit
-                        self._outcomes.extendleft(reversed(batch))
+                        self._put_back(batch)
                         await asyncio.sleep(pause)
                         drained = False
                         continue
@@ -108,7 +119,7 @@ class StoreExchange(WorkerState):
                     # the loop is ending (or a stop cut the call short): what this call was to report is
                     # reported by whoever settles the worker now, not lost with the call
                     self._unanswered.update((o.task_id, o.lease_token) for _r, o, _e in live)
-                    self._outcomes.extendleft(reversed(batch))
+                    self._put_back(batch)
                     raise
                 except StoreGoneError as exc:
                     # no retry reaches the store again: what this call was to report is lost with it
@@ -145,9 +156,11 @@ class StoreExchange(WorkerState):
                         self._log_gave_up([running.id for running, _o, _e in batch], failing_since)
                         self._unanswered.difference_update((o.task_id, o.lease_token) for _r, o, _e in batch)
                         self._forget(batch)
+                        if not self._stopping.is_set():  # results held back for the budget are gone: start
+                            self._dispatch()
                     else:
                         self._log_failing_store(failures, failing_since, delay)
-                        self._outcomes.extendleft(reversed(batch))
+                        self._put_back(batch)
                     # a plain sleep: the outcomes just put back (and new ones) must not end it at once
                     await asyncio.sleep(delay)
                     continue
@@ -206,12 +219,14 @@ class StoreExchange(WorkerState):
             return False
         if len(batch) > 1:
             self._single_reports = max(self._single_reports, len(batch))
-            self._outcomes.extendleft(reversed(batch))
+            self._put_back(batch)
             return True
         running, outcome, extra = batch[0]
         if extra.get("refused"):
             return False
-        self._outcomes.appendleft(self._failed_instead(running, outcome, extra, exc))
+        self._put_back([self._failed_instead(running, outcome, extra, exc)])
+        if outcome.value is not None:  # the failure reported instead carries no value
+            self._pending_bytes -= len(outcome.value)
         return True
 
     def _failed_instead(
@@ -382,11 +397,26 @@ class StoreExchange(WorkerState):
             )
 
     def _take_outcomes(self) -> list[tuple[_Running, Outcome, dict[str, Any]]]:
+        """The next outcomes to report: up to ``_MAX_FINISH_BATCH``, and no more once they carry the byte
+        budget (one transaction does not carry 512 results of 5 MB); they count as on their way."""
         batch: list[tuple[_Running, Outcome, dict[str, Any]]] = []
         limit = 1 if self._single_reports else _MAX_FINISH_BATCH
-        while self._outcomes and len(batch) < limit:
-            batch.append(self._outcomes.popleft())
+        budget = limits._MAX_PENDING_RESULT_BYTES
+        carried = 0
+        outcomes = self._outcomes
+        while outcomes and len(batch) < limit and carried < budget:
+            item = outcomes.popleft()
+            batch.append(item)
+            value = item[1].value
+            if value is not None:
+                carried += len(value)
+        self._sending = batch
         return batch
+
+    def _put_back(self, batch: list[tuple[_Running, Outcome, dict[str, Any]]]) -> None:
+        """Queue ``batch`` again at the front, to be reported first (no longer on its way)."""
+        self._outcomes.extendleft(reversed(batch))
+        self._sending = []
 
     async def _exchange(
         self, batch: list[tuple[_Running, Outcome, dict[str, Any]]], want: int

@@ -39,6 +39,10 @@ from .running import _current_task_of, _Running
 from .state import WorkerState
 
 
+def _ignore() -> None:
+    """A batch's callback once it is over (the one it had refers back to it)."""
+
+
 def _log_start(running: _Running, worker_id: str) -> None:
     """The DEBUG line of a task's start (callers check the level first: nothing is built at the default)."""
     task = running.reserved.task
@@ -341,17 +345,18 @@ class Executing(WorkerState):
 
         def collect(entries: list[CallResult | None]) -> None:
             nonlocal collected
-            requeued = False
+            requeued: list[_Running] = []
             for entry in entries:
                 running = members[collected]
                 collected += 1
                 if running.batch is not batch:  # taken out before it started: it runs (or waits) elsewhere
                     continue
-                if entry is None and not running.settled:  # skipped in the thread: its lease had run out ...
-                    if time.monotonic() < running.lease_until:  # ... but a renewal got through since: run it
+                # skipped in the thread: its lease had run out, or results waiting to be stored filled their
+                # byte budget (backlog.py) ...
+                if entry is None and not running.settled:
+                    if time.monotonic() < running.lease_until:  # ... but its lease holds: it waits for a slot
                         running.batch = None
-                        self._waiting.appendleft(running)
-                        requeued = True
+                        requeued.append(running)
                     else:
                         self._let_expired_go(running)
                     continue
@@ -359,8 +364,10 @@ class Executing(WorkerState):
                     continue
                 if not self._settle_batch_member(running, entry):
                     awaitables.append((running, entry))
-            if requeued and not over:  # the batch still runs: a free slot (if any) may start them now
-                self._dispatch()
+            if requeued:
+                self._waiting.extendleft(reversed(requeued))  # first in line, in their order
+                if not over:  # the batch still runs: a free slot (if any) may start them now
+                    self._dispatch()
 
         def report_returned() -> None:  # on the loop
             if not over:
@@ -430,6 +437,13 @@ class Executing(WorkerState):
                     running.on_loop = False
         finally:
             over = True
+            # the batch holds what each call returned: freed now, by its reference count, not once the last of
+            # these outcomes is stored or the cyclic collector comes by (big results were held twice, raw and
+            # serialised): its members let go of it, and it of the callback that refers back to it
+            batch.watch(_ignore)
+            for member in members:
+                if member.batch is batch and member.settled:
+                    member.batch = None
             self._release_slot()
 
     def _settle_batch_member(self, running: _Running, entry: CallResult) -> bool:
@@ -528,6 +542,10 @@ class Executing(WorkerState):
     def _outcomes_put(self, running: _Running, outcome: Outcome, extra: dict[str, Any]) -> None:
         running.outcome_queued = True
         self._outcomes.append((running, outcome, extra))
+        value = outcome.value
+        size = 0 if value is None else len(value)
+        self._pending_bytes += size  # bounds what waits to be stored (backlog.py)
+        self._result_size = size if size > self._result_size else self._result_size * 0.9
         self._poke()
 
     def _release_slot(self) -> None:

@@ -56,6 +56,8 @@ class Finishing(WorkerState):
 
         def _poke(self) -> None: ...
 
+        def _backlog_settled(self, batch: list[tuple[_Running, Outcome, dict[str, Any]]]) -> None: ...
+
     def _finished(
         self,
         batch: list[tuple[_Running, Outcome, dict[str, Any]]],
@@ -83,6 +85,7 @@ class Finishing(WorkerState):
     def _forget(self, batch: list[tuple[_Running, Outcome, dict[str, Any]]]) -> None:
         for running, _outcome, _extra in batch:
             self._unhold(running)
+        self._backlog_settled(batch)
 
     def _unhold(self, running: _Running) -> None:
         """Forget this attempt (and not a newer attempt of the same task held under a new lease)."""

@@ -150,6 +150,7 @@ class Lifecycle(WorkerState):
         self._unreleased.clear()
         self._waiting.clear()
         self._outcomes.clear()
+        self._sending, self._pending_bytes = [], 0
         self._suspect, self._one_at_a_time, self._suspect_timer = None, False, None
         self._deferred, self._deferred_timer = None, None
         self._batches, self._handoff_timer = {}, None

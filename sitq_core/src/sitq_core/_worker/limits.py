@@ -1,12 +1,15 @@
 """The worker's timing and size limits, in one place.
 
-Modules read ``_FINAL_REPORT_TIMEOUT`` as ``limits._FINAL_REPORT_TIMEOUT``, so a test can shorten it
-with one patch of this module.
+Modules read ``_FINAL_REPORT_TIMEOUT`` and ``_MAX_PENDING_RESULT_BYTES`` as ``limits.<name>``, so a test
+can change them with one patch of this module.
 """
 
 from __future__ import annotations
 
 _MAX_FINISH_BATCH = 512
+# bytes of results waiting to be stored (returned, not yet stored) above which the worker starts no task
+# (backlog.py); a finish batch also stops taking outcomes once it carries this much. One larger result goes alone.
+_MAX_PENDING_RESULT_BYTES = 64 << 20
 _MAX_REPORT_FAILURES = 7
 _CANCEL_CHECK = 0.25  # seconds: how often tasks waiting for a slot are checked for a cancel request
 # seconds: how often tasks held that long (running ones) are checked for a cancel request between renewals;

@@ -69,6 +69,9 @@ class WorkerState:
     _outliving: list[str]
     _hung_slots: int
     _outcomes: deque[tuple[_Running, Outcome, dict[str, Any]]]
+    _sending: list[tuple[_Running, Outcome, dict[str, Any]]]
+    _pending_bytes: int
+    _result_size: float
     _late_outcomes: dict[str, tuple[float, _Running, Outcome, dict[str, Any]]]
     _unanswered: set[tuple[str, str]]
     _unreleased: list[_Running]
