@@ -20,6 +20,7 @@ import functools
 import logging
 import math
 import os
+import random
 import re
 import secrets
 import threading
@@ -97,6 +98,14 @@ _ENDED_BY_SERVER = (
 )
 #: Calls that only read: one that meets a closed connection runs again on another.
 _READS = frozenset({"get_task", "get_result", "next_eta", "list_tasks", "counts"})
+#: Calls that run again when the server aborted their transaction as a deadlock's victim (SQLSTATE 40P01): their
+#: bodies only run statements and build their answer, so a run again in a new transaction is the whole call once.
+#: Not reserve (its body logs the tasks it ends as it goes) nor enqueue (its own retry loop settles lost
+#: answers); finish and heartbeat do not take part in the deadlocks seen, and a worker retries them anyway.
+_DEADLOCK_RERUNS = frozenset({"purge", "requeue", "cancel"})  # "requeue" is requeue_many's call too
+_DEADLOCK_RETRIES = 3  # runs again after the first, each after a pause of up to _DEADLOCK_PAUSE * 2**n seconds
+_DEADLOCK_PAUSE = 0.05
+_PURGE_CHUNK_ROWS = 2000  # final tasks deleted per purge transaction: its row locks are held that long only
 #: Errors after which a statement's fate is unknown: the connection went while it ran.
 _CONNECTION_LOST = (
     asyncpg.exceptions.PostgresConnectionError,
@@ -914,10 +923,16 @@ class PostgresBackend(Backend):
         mid-call: nothing of it reached the server, and a transaction begun
         on that connection ends with it, uncommitted. (A call without a
         transaction writes with one statement, so nothing of it is stored.)
+
+        A call of ``_DEADLOCK_RERUNS`` whose transaction the server aborted
+        as a deadlock's victim runs again (rolled back: none of it stayed),
+        at most ``_DEADLOCK_RETRIES`` times, after a short random pause so
+        that the two sides do not meet again in step; logged once a call.
         """
         pool = await self._pool()
         releases = self._releases.setdefault(asyncio.get_running_loop(), _Releases())
         reruns = 0
+        deadlocks = 0
         while True:
             finished = False  # the body ran (and committed): a later error only concerns the connection
             started = False  # the body began: a write's statements may have reached the server
@@ -966,6 +981,22 @@ class PostgresBackend(Backend):
                     return result
                 if not isinstance(exc, _DRIVER_ERRORS):
                     raise
+                if (
+                    isinstance(exc, asyncpg.exceptions.DeadlockDetectedError)
+                    and closed is None
+                    and transaction
+                    and operation in _DEADLOCK_RERUNS
+                    and deadlocks < _DEADLOCK_RETRIES
+                ):
+                    if not deadlocks:
+                        log.warning(
+                            "PostgreSQL %s was aborted as a deadlock's victim; running it again: %s",
+                            operation,
+                            _described(exc),
+                        )
+                    await asyncio.sleep(random.uniform(0, _DEADLOCK_PAUSE * 2**deadlocks))
+                    deadlocks += 1
+                    continue
                 if closed is not None:
                     if (not started or unsent or operation in _READS) and reruns < self.max_connections:
                         reruns += 1
@@ -1699,12 +1730,36 @@ class PostgresBackend(Backend):
         return await self._call("counts", body, transaction=False)
 
     async def purge(self, *, older_than: datetime | None = None) -> int:
+        """In id order, ``_PURGE_CHUNK_ROWS`` tasks per transaction, as sitq-sqlite does.
+
+        Each chunk locks its rows in id order, as requeue_many and the
+        worker's statements do, so none of them deadlocks with a purge; a
+        purge of a million tasks neither holds a million row locks until it
+        ends nor keeps a requeue or cancel of one of them waiting that long.
+        The chunks committed before an error stay deleted.
+        """
         cutoff = None if older_than is None else checks.aware(older_than, "older_than")
+        size = _PURGE_CHUNK_ROWS
+        sql = self._sql
 
-        async def body(conn: Connection) -> int:
-            return int(await conn.fetchval(self._sql.purge, cutoff))
+        def chunk(after: str | None) -> Callable[[Connection], Awaitable[tuple[int, int, str | None]]]:
+            async def body(conn: Connection) -> tuple[int, int, str | None]:
+                if after is None:
+                    row = await conn.fetchrow(sql.purge, cutoff, size)
+                else:
+                    row = await conn.fetchrow(sql.purge_after, cutoff, size, after)
+                return int(row[0]), int(row[1]), row[2]
 
-        return await self._call("purge", body)
+            return body
+
+        deleted = 0
+        after: str | None = None
+        while True:
+            gone, locked, last = await self._call("purge", chunk(after))  # moved on only once committed
+            deleted += gone
+            if locked < size:
+                return deleted
+            after = last
 
 
 def _text_size(text: str | None) -> int:

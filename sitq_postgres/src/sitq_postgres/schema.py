@@ -425,10 +425,19 @@ class Statements:
             "AND ($2::text IS NULL OR queue = $2) ORDER BY enqueued_at, seq LIMIT $3 OFFSET $4"
         )
         self.counts = f"SELECT status, count(*) FROM {s}.tasks WHERE ($1::text IS NULL OR queue = $1) GROUP BY status"
-        self.purge = (
-            f"WITH gone AS (DELETE FROM {s}.tasks WHERE {FINAL} "
-            "AND ($1::timestamptz IS NULL OR finished_at < $1) RETURNING id), "
+        # purge: at most $2 final tasks (finished before $1, when given) and their results, the rows locked in id
+        # order first (as "locked" above: a plain DELETE locked them in physical order, and deadlocked with a
+        # requeue_many of the same tasks). Returns (tasks deleted, rows locked, the last id locked): a chunk that
+        # locked fewer than $2 was the last; purge_after goes on past the last id of the chunk before, so the
+        # tasks a purge keeps (a queued backlog) are read once in all, not once per chunk.
+        cutoff = "($1::timestamptz IS NULL OR {}finished_at < $1)"
+        purge = (
+            f"WITH locked AS MATERIALIZED (SELECT id FROM {s}.tasks WHERE {FINAL} AND {cutoff.format('')}{{after}} "
+            f"ORDER BY id LIMIT $2 FOR UPDATE), gone AS (DELETE FROM {s}.tasks AS t USING locked "
+            f"WHERE t.id = locked.id AND t.{FINAL} AND {cutoff.format('t.')} RETURNING t.id), "
             f"dropped AS (DELETE FROM {s}.results WHERE task_id IN (SELECT id FROM gone)) "
-            "SELECT count(*) FROM gone"
+            "SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM locked), (SELECT max(id) FROM locked)"
         )
+        self.purge = purge.format(after="")
+        self.purge_after = purge.format(after=" AND id > $3")
         self.notify = "SELECT pg_notify($1, $2)"
