@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
 import threading
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, tzinfo
+from pathlib import Path
 from typing import Any
 
 _plain_urlsplit = urllib.parse.urlsplit  # the interpreter's own, before any test patches it
@@ -163,3 +165,29 @@ def run_sitq(capsys: Any, *args: str) -> tuple[int, str, str]:
     out = io.StringIO()
     code = main(list(args), stdout=out)
     return code, out.getvalue(), capsys.readouterr().err
+
+
+class SQLiteWriteLock:
+    """A write transaction another process would hold on the file (a ``sitq cancel``, a backup): sitq's writes wait."""
+
+    def __init__(self, path: Path) -> None:
+        self.connection = sqlite3.connect(path, isolation_level=None)
+        self.connection.execute("BEGIN IMMEDIATE")
+
+    def release(self) -> None:
+        if self.connection.in_transaction:
+            self.connection.execute("COMMIT")
+        self.connection.close()
+
+
+def count_calls(backend: Any) -> list[str]:
+    """The operations a PostgreSQL ``backend`` runs on a pooled connection from now on (a spy on ``_call``)."""
+    seen: list[str] = []
+    real = backend._call
+
+    async def spy(operation: str, body: Callable[[Any], Awaitable[Any]], **options: Any) -> Any:
+        seen.append(operation)
+        return await real(operation, body, **options)
+
+    backend._call = spy
+    return seen

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sqlite3
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -25,7 +24,7 @@ from sitq import SQLiteBackend, TaskQueue, Worker
 from sitq_core.models import Outcome, TaskStatus
 
 import sitq_test_tasks as tasks
-from sitq_test_helpers import wait_until
+from sitq_test_helpers import SQLiteWriteLock, wait_until
 
 # starts the worker; returns what ``Force`` needs to stop it at once
 Begin = Callable[[Worker], Awaitable["asyncio.Task[None] | None"]]
@@ -96,19 +95,6 @@ def gates(tmp_path: Path) -> Iterator[Gates]:
     opened.close()
 
 
-class Lock:
-    """A write transaction another process would hold on the file (a ``sitq cancel``, a backup)."""
-
-    def __init__(self, path: Path) -> None:
-        self.connection = sqlite3.connect(path, isolation_level=None)
-        self.connection.execute("BEGIN IMMEDIATE")
-
-    def release(self) -> None:
-        if self.connection.in_transaction:
-            self.connection.execute("COMMIT")
-        self.connection.close()
-
-
 @pytest.mark.asyncio
 @pytest.mark.parametrize(("begin", "force"), WAYS)
 async def test_a_forced_stop_reports_what_finished_and_gives_back_only_what_it_cancelled(
@@ -127,7 +113,7 @@ async def test_a_forced_stop_reports_what_finished_and_gives_back_only_what_it_c
         runner = await begin(worker)
         for key in ids:
             await wait_until(lambda key=key: gates.seen(key, "start"))
-        lock = Lock(path)
+        lock = SQLiteWriteLock(path)
         try:
             gates.open("a")  # its report goes out and waits for the lock
             await wait_until(lambda: asyncio.sleep(0, "a" in _done(gates) and not worker._outcomes))

@@ -11,7 +11,6 @@ still goes through.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +22,7 @@ from sitq import SQLiteBackend, TaskQueue, Worker
 from sitq_core._worker import limits
 from sitq_core.models import Outcome
 
-from sitq_test_helpers import wait_until
+from sitq_test_helpers import SQLiteWriteLock, wait_until
 
 SIZE = 1 << 20
 BUDGET = 4 << 20
@@ -56,19 +55,6 @@ def _fresh() -> Iterator[None]:
     HOLD.clear()
     yield
     HOLD.set()
-
-
-class Lock:
-    """A write transaction another connection holds on the file: the worker's reports wait behind it."""
-
-    def __init__(self, path: Path) -> None:
-        self.connection = sqlite3.connect(path, isolation_level=None)
-        self.connection.execute("BEGIN IMMEDIATE")
-
-    def release(self) -> None:
-        if self.connection.in_transaction:
-            self.connection.execute("COMMIT")
-        self.connection.close()
 
 
 def _record_reports(backend: SQLiteBackend) -> list[int]:
@@ -117,7 +103,7 @@ async def test_a_store_slower_than_the_tasks_stops_new_starts_at_the_byte_budget
             calls = [(held_big, (SIZE, -1)), *[(func, (SIZE, key)) for key in range(count)]]
             ids = await queue.enqueue_many(calls)  # one transaction, reserved at once (prefetch): held here
             await wait_until(lambda: asyncio.sleep(0, -1 in STARTS and len(worker._held) == count + 1))
-            lock = Lock(path)
+            lock = SQLiteWriteLock(path)
             try:
                 before = len(STARTS)
                 HOLD.set()

@@ -12,7 +12,6 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
@@ -21,6 +20,8 @@ import sitq_postgres.backend as pg_backend
 
 from sitq_core.models import Task, new_id
 from sitq_postgres import PostgresBackend
+
+from sitq_test_helpers import count_calls
 
 _WAIT = 30.0  # seconds any one wait below may take at most
 
@@ -65,19 +66,6 @@ async def test_purge_waits_for_the_lowest_id_holding_no_higher_one(pg_dsn: str, 
             if purge is not None:
                 await asyncio.wait_for(asyncio.gather(purge, return_exceptions=True), _WAIT)
         assert await backend.get_task("task-a") is None and await backend.get_task("task-b") is None
-
-
-def count_calls(backend: PostgresBackend) -> list[str]:
-    """The operations ``backend`` runs on a pooled connection from now on (a spy on the real method)."""
-    seen: list[str] = []
-    real = backend._call
-
-    async def spy(operation: str, body: Callable[[Any], Awaitable[Any]], **options: Any) -> Any:
-        seen.append(operation)
-        return await real(operation, body, **options)
-
-    backend._call = spy  # type: ignore[method-assign]
-    return seen
 
 
 @pytest.mark.asyncio

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 import pytest
 
 from sitq_core.models import Outcome, Task, TaskStatus, new_id
 from sitq_postgres import PostgresBackend
+
+from sitq_test_helpers import count_calls
 
 MANY = 1200
 
@@ -21,19 +21,6 @@ async def failed_tasks(backend: PostgresBackend, count: int) -> list[str]:
     while leases := await backend.reserve(worker_id="w", limit=500, lease_seconds=30):
         await backend.finish_many([Outcome(lease.id, lease.lease_token, "failed", error="boom") for lease in leases])
     return [task.id for task in tasks]
-
-
-def count_calls(backend: PostgresBackend) -> list[str]:
-    """The operations ``backend`` runs on a pooled connection from now on (a spy on the real method)."""
-    seen: list[str] = []
-    real = backend._call
-
-    async def spy(operation: str, body: Callable[[Any], Awaitable[Any]], **options: Any) -> Any:
-        seen.append(operation)
-        return await real(operation, body, **options)
-
-    backend._call = spy  # type: ignore[method-assign]
-    return seen
 
 
 @pytest.mark.asyncio
