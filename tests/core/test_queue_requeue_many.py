@@ -96,3 +96,18 @@ def test_the_sync_queue_requeues_many(tmp_path: Path) -> None:
         assert queue.requeue_many([task_id, waiting]) == [False, True]  # the first never ran: it is queued
         with pytest.raises(ValidationError):
             queue.requeue_many(task_id)
+
+
+@pytest.mark.asyncio
+async def test_the_default_requeue_many_gives_every_id_the_same_instant(tmp_path: Path) -> None:
+    """Backend.requeue_many (not overridden: dictstore) promises one due time for every id of a call."""
+    from sitq_dictstore import DictStoreBackend
+
+    backend = DictStoreBackend(store=tmp_path.name)
+    assert "requeue_many" not in vars(DictStoreBackend)
+    async with TaskQueue(backend) as dict_queue:
+        ids = await failed(dict_queue, 5)
+        assert await backend.requeue_many(ids) == [True] * 5
+        stored = [await backend.get_task(task_id) for task_id in ids]
+    etas = {task.eta for task in stored if task is not None and task.status == TaskStatus.QUEUED}
+    assert len(etas) == 1, etas

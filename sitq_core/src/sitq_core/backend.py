@@ -180,8 +180,10 @@ class Backend(abc.ABC):
         Read-only tools (``sitq stats``) ask before connecting, so a mistyped
         path or schema is reported instead of created. It must create
         nothing and needs no ``connect()``. A store nobody has connected to
-        yet answers False (or None), never True. The default returns None
-        (unknown): the tool then connects as usual.
+        yet answers False (or None), never True; once ``connect()`` has
+        returned, the store exists (make it there, not at the first write)
+        and the answer is True (or None), empty as it may be. The default
+        returns None (unknown): the tool then connects as usual.
         Contract: ``LifecycleContract``.
         """
         return None
@@ -464,12 +466,17 @@ class Backend(abc.ABC):
         ``BackendError`` part way leaves the ids before it requeued). A
         backend that can requeue many tasks in one transaction or statement
         should override it (``sitq requeue --failed`` calls it with pages of
-        a few hundred ids), giving the same answers as the default, and let
-        waiting workers know once per call, as ``requeue`` does per task.
+        a few hundred ids), giving the same answers as the default. Workers
+        of this process are woken by the caller (``TaskQueue`` calls
+        ``notify_work()``); a backend that declares ``CROSS_PROCESS_NOTIFY``
+        wakes other processes' workers once per call, as its ``requeue`` does
+        per task.
         Contracts: ``CancelContract``, ``BadInputContract``.
         """
         ids = checks.task_ids(task_ids)
         when = checks.aware_or_none(eta, "eta")
+        if ids and when is None:
+            when = self.now()  # one instant for every id of the call, as the docstring says
         return [await self.requeue(task_id, eta=when) for task_id in ids]
 
     # -------------------------------------------------------------------- reads

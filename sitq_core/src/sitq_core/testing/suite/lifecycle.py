@@ -81,7 +81,7 @@ class LifecycleContract(BackendFixtures):
             assert found is not False, (
                 f"{C}: connect() after a cancelled connect() must connect as if that had not happened, but "
                 "exists() then says the store does not exist (was the backend marked connected before its "
-                "first await?)"
+                "first await, or does connect() leave the store to be made at the first write?)"
             )
             task = make_task(clock)
             await fresh.enqueue(task)
@@ -133,6 +133,21 @@ class LifecycleContract(BackendFixtures):
         finally:
             if fresh is not backend:
                 await fresh.close()
+
+    @pytest.mark.asyncio
+    async def test_a_store_connect_made_exists_before_its_first_write(self, backend_factory: BackendFactory) -> None:
+        fresh = backend_factory()  # the test's fresh store, connected by nobody yet
+        try:
+            await fresh.connect()
+            found = await exists_of(fresh, C)
+            assert found is not False, (
+                f"{C}: exists() returned False right after connect() made the store (no task stored yet): "
+                "connect() must make the store (a file, tables, keys) so that exists() answers True from then "
+                "on, or exists() must answer None; a store made only at its first write looks missing to "
+                "sitq stats until then"
+            )
+        finally:
+            await fresh.close()
 
     @pytest.mark.asyncio
     async def test_a_store_holding_tasks_exists(self, backend: Backend, clock: FakeClock) -> None:

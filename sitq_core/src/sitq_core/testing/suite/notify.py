@@ -93,7 +93,11 @@ class NotifyContract(BackendFixtures):
         try:
             await asyncio.wait_for(waiter, guard())
         except TimeoutError:
-            pytest.fail(f"{C}: CROSS_PROCESS_NOTIFY backend's wait_for_work missed another instance's enqueue")
+            pytest.fail(
+                f"{C}: CROSS_PROCESS_NOTIFY backend's wait_for_work missed another instance's enqueue (the "
+                "default wait_for_work wakes only on this process's notify_work(): override it to watch the "
+                "store, or do not declare CROSS_PROCESS_NOTIFY)"
+            )
 
     @pytest.mark.asyncio
     async def test_next_eta(self, backend: Backend, clock: FakeClock) -> None:
