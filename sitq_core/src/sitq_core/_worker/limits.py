@@ -47,3 +47,5 @@ _BATCH_WATCH_AFTER = 0.01
 # seconds a batch of sync tasks runs before a slot that is free takes its tasks not started yet: a task batched
 # behind a slow one must not wait for it while slots idle (a batch of quick tasks is over by then, or nearly)
 _BATCH_HANDOFF_AFTER = 0.01
+_GIVE_BACK_FIRST_PAUSE = 0.05  # seconds before a failed give-back (a store locked past busy_timeout) is tried again
+_GIVE_BACK_MAX_PAUSE = 1.0  # ... doubling up to this, while the worker runs and the tasks' leases hold

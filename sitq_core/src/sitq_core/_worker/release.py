@@ -15,7 +15,7 @@ from ..errors import StoreGoneError
 from ..models import LeaseState, Outcome
 from ..thread_batch import CallResult
 from .aio import _bounded
-from .limits import _ABANDON_GRACE, _FINAL_MINIMUM
+from .limits import _ABANDON_GRACE, _FINAL_MINIMUM, _GIVE_BACK_FIRST_PAUSE, _GIVE_BACK_MAX_PAUSE
 from .log import logger
 from .running import _Running
 from .state import WorkerState
@@ -38,7 +38,9 @@ class Releasing(WorkerState):
         """Give tasks back to the queue (not counted as attempts) and forget them here.
 
         They are marked settled and their lease lost first, so nothing they
-        might still report is sent. When the release fails, their leases expire.
+        might still report is sent. A release that fails is tried again while
+        the worker runs and their leases hold (``_may_retry_give_back``); in a
+        stop, or past that, their leases expire.
         """
         if not given_back:
             return
@@ -53,27 +55,53 @@ class Releasing(WorkerState):
             else Outcome(r.reserved.id, r.reserved.lease_token, "release", started_at=r.started_at)
             for r in given_back
         ]
-        try:
-            accepted = await self.backend.finish_many(outcomes)
-            self.backend.notify_work()
-        except asyncio.CancelledError:  # the loop is ending: the teardown gives them back (_give_back_all)
-            self._unreleased.extend(given_back)
-            raise
-        except Exception as exc:
-            logger.error(
-                "worker %s: could not give back %d %s task(s); their leases expire",
-                self.worker_id,
-                len(outcomes),
-                what,
-                exc_info=not isinstance(exc, StoreGoneError),  # said once already (_store_gone)
-            )
-            return
+        lease_end = min(r.lease_until for r in given_back)  # past it another worker may have them already
+        pause = _GIVE_BACK_FIRST_PAUSE
+        while True:
+            try:
+                accepted = await self.backend.finish_many(outcomes)
+                self.backend.notify_work()
+                break
+            except asyncio.CancelledError:  # the loop is ending: the teardown gives them back (_give_back_all)
+                self._unreleased.extend(given_back)
+                raise
+            except Exception as exc:
+                if self._may_retry_give_back(exc, lease_end, pause):
+                    if pause == _GIVE_BACK_FIRST_PAUSE:
+                        logger.warning(
+                            "worker %s: could not give back %d %s task(s) yet, retrying: %s",
+                            self.worker_id,
+                            len(outcomes),
+                            what,
+                            exc,
+                        )
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, _GIVE_BACK_MAX_PAUSE)
+                    continue
+                logger.error(
+                    "worker %s: could not give back %d %s task(s); their leases expire",
+                    self.worker_id,
+                    len(outcomes),
+                    what,
+                    exc_info=not isinstance(exc, StoreGoneError),  # said once already (_store_gone)
+                )
+                return
         answers = zip(given_back, outcomes, accepted, strict=True)
         cancelled = [(running, outcome) for running, outcome, ok in answers if ok and outcome.kind != "release"]
         for running, outcome in cancelled:
             self._after_accept(running, outcome, {"error": "cancelled"})
         if cancelled:
             self.backend.notify_results([outcome.task_id for _running, outcome in cancelled])
+
+    def _may_retry_give_back(self, exc: Exception, lease_end: float, pause: float) -> bool:
+        """Whether a failed give-back is tried again: while the worker runs (a stop has its own budget and
+        leaves what it could not give back to lease expiry), the store is not gone, and the leases hold.
+
+        Dropped, the tasks would show ``running`` with nobody running them, then count a lease expiry
+        (an attempt) they never used.
+        """
+        stopping = self._stopping is None or self._stopping.is_set()
+        return not stopping and not isinstance(exc, StoreGoneError) and time.monotonic() + pause < lease_end
 
     async def _release_waiting(self) -> None:
         waiting = list(self._waiting)
