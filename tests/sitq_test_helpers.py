@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import sqlite3
@@ -191,3 +192,12 @@ def count_calls(backend: Any) -> list[str]:
 
     backend._call = spy
     return seen
+
+
+async def warnings_at_start(worker: Any, caplog: Any) -> list[str]:
+    """The "others can run code" warnings a worker logs as it starts (started and stopped once)."""
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="sitq.worker"):
+        await worker.start()
+        await worker.stop()
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "run code" in r.getMessage()]

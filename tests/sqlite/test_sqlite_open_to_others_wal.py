@@ -7,7 +7,6 @@ file ``chmod 644`` and both of them ``chmod 666`` the worker said nothing.
 
 from __future__ import annotations
 
-import logging
 import os
 import sqlite3
 from collections.abc import AsyncIterator
@@ -19,6 +18,8 @@ import pytest
 from sitq import TaskQueue, Worker
 from sitq_sqlite import SQLiteBackend
 from sitq_sqlite.access import others_can_write
+
+from sitq_test_helpers import warnings_at_start
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "geteuid"), reason="POSIX file modes")
 
@@ -46,28 +47,20 @@ def _write(conn: sqlite3.Connection) -> None:
     conn.execute("INSERT INTO notes VALUES (1)")
 
 
-async def _warnings_at_start(worker: Worker, caplog: pytest.LogCaptureFixture) -> list[str]:
-    caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="sitq.worker"):
-        await worker.start()
-        await worker.stop()
-    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "run code" in r.getMessage()]
-
-
 @pytest.mark.asyncio
 async def test_wal_and_shm_files_others_can_write_warn(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "db" / "x.db"
     async with _wal_database(path) as conn:
-        assert await _warnings_at_start(Worker(f"sqlite:///{path}"), caplog) == []
+        assert await warnings_at_start(Worker(f"sqlite:///{path}"), caplog) == []
         _write(conn)
         os.chmod(f"{path}-wal", 0o666)
         os.chmod(f"{path}-shm", 0o666)
-        (warning,) = await _warnings_at_start(Worker(f"sqlite:///{path}"), caplog)
+        (warning,) = await warnings_at_start(Worker(f"sqlite:///{path}"), caplog)
         assert f"its -wal file {path}-wal is writable by its group and everyone (mode 0666)" in warning, warning
         assert f"its -shm file {path}-shm is writable by its group and everyone (mode 0666)" in warning, warning
         assert "the file is writable" not in warning, "the database file itself is 0644"
         os.chmod(f"{path}-wal", 0o644)
-        (warning,) = await _warnings_at_start(Worker(f"sqlite:///{path}"), caplog)
+        (warning,) = await warnings_at_start(Worker(f"sqlite:///{path}"), caplog)
         assert "-shm file" in warning and "-wal file" not in warning, warning
 
 
@@ -82,7 +75,7 @@ async def test_the_wal_file_beside_the_real_file_is_checked_through_a_symlink(
         os.chmod(f"{real}-wal", 0o606)
         link = tmp_path / "x.db"
         link.symlink_to(real)
-        (warning,) = await _warnings_at_start(Worker(SQLiteBackend(link)), caplog)
+        (warning,) = await warnings_at_start(Worker(SQLiteBackend(link)), caplog)
         assert f"its -wal file {real}-wal is writable by everyone (mode 0606)" in warning, warning
 
 
