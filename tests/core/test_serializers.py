@@ -542,7 +542,8 @@ def test_without_the_msgpack_package_the_hint_installs_it_directly() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     error, listed = done.stdout.splitlines()
-    assert error == "serializer 'msgpack' needs the msgpack package: pip install msgpack", done.stdout
+    assert error.startswith("serializer 'msgpack' needs the msgpack package: pip install msgpack ("), done.stdout
+    assert "where sitq's own release is on your package index" in error, done.stdout  # the extra only there
     assert listed.endswith("not installed: needs the msgpack package: pip install msgpack"), done.stdout
 
 

@@ -28,7 +28,14 @@ from typing import Any, NoReturn, TextIO
 from . import __version__, checks, cli_tasks, forks
 from .backend import Backend, Capability, reading_only
 from .cli_imports import raised_where
-from .config import DEFAULT_BACKEND_URL, FROM_VARIABLE, named_as_registered, resolve_backend, split_config
+from .config import (
+    DEFAULT_BACKEND_URL,
+    FROM_VARIABLE,
+    build_serializer,
+    named_as_registered,
+    resolve_backend,
+    split_config,
+)
 from .errors import (
     BackendError,
     BrokenPluginError,
@@ -821,8 +828,10 @@ def _in_flag_terms(message: str, parameter: str, flag: str) -> str:
     """
     if message.startswith(flag):
         return message
-    if parameter and message.startswith(parameter + " "):
+    if parameter and message.startswith(parameter + " must "):
         message = flag + message[len(parameter) :]
+    elif parameter and message.startswith(parameter + " '"):  # "serializer 'json' is registered by both ..."
+        message = f"{flag}: {message[len(parameter) + 1 :]}"
     else:
         message = f"{flag}: {message}"
     for python_only in _PYTHON_ONLY_CHOICES:  # what a flag cannot be given as
@@ -864,17 +873,19 @@ def _worker_serializer(name: str | None, allowed_tasks: list[str] | None) -> str
             parameter="allow_task",
             value=allowed_tasks,
         )
-    serializer_class = get_plugin_manager().serializer_class(name.strip().lower())
+    manager = get_plugin_manager()
+    registered = name.strip().lower()
+    serializer_class = manager.serializer_class(registered)
     if "allowed_tasks" not in inspect.signature(serializer_class).parameters:
         raise ValidationError(
-            f"serializer {name!r} has no allow-list; --allow-task works with a serializer that sends "
-            "functions by name (for example -s msgpack)",
+            f"serializer {name!r} ({serializer_class.__qualname__}) takes no allowed_tasks argument, so it has no "
+            "allow-list to give these functions to; --allow-task works with a serializer whose __init__ takes "
+            "allowed_tasks (for example -s msgpack)",
             parameter="allow_task",
             value=allowed_tasks,
         )
-    restricted: Any = serializer_class  # a plugin's class taking allowed_tasks, as msgpack's does
-    try:
-        built = restricted(allowed_tasks=allowed_tasks)
+    try:  # a plugin's class taking allowed_tasks, as msgpack's does
+        built = build_serializer(manager, registered, allowed_tasks=allowed_tasks)
     except ValidationError as exc:  # the serializer names its own parameter: say which flag fed it
         raise ValidationError(
             f"--allow-task: {exc.message}", parameter="allow_task", value=exc.value, cause=exc

@@ -9,15 +9,24 @@ mapping, the ``SITQ_BACKEND`` environment variable and the CLI's
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 from .backend import Backend
-from .errors import ConfigurationError, SitqError, UnknownBackendError, ValidationError, safe_repr
+from .errors import (
+    ConfigurationError,
+    PluginError,
+    SitqError,
+    UnknownBackendError,
+    ValidationError,
+    describe_exception,
+    safe_repr,
+)
 from .plugin_manager import SitqPluginManager
 from .plugins import get_plugin_manager
 from .serializers import Serializer
@@ -31,6 +40,7 @@ __all__ = [
     "SERIALIZER_OPTION",
     "BackendSpec",
     "SerializerSpec",
+    "build_serializer",
     "resolve_backend",
     "resolve_serializer",
     "split_config",
@@ -376,9 +386,55 @@ def resolve_serializer(spec: SerializerSpec = None) -> Serializer:
             parameter="serializer",
             value=spec,
         )
-    manager = get_plugin_manager()
     registered = spec.strip().lower()
-    return named_as_registered(manager.serializer_class(registered)(), registered)
+    return named_as_registered(build_serializer(get_plugin_manager(), registered), registered)
+
+
+def build_serializer(manager: SitqPluginManager, name: str, **options: Any) -> Serializer:
+    """The serializer registered as ``name`` (lower case) in ``manager``, built with ``options`` (none: by name).
+
+    A class that cannot be built so (an ``__init__`` that needs an argument,
+    or one that raises something other than a sitq error) is a mistake of the
+    plugin that registered it: a ``PluginError`` naming the serializer, that
+    plugin and the cause (chained) says so, instead of a bare ``TypeError``.
+    A sitq error its ``__init__`` raises (msgpack's "needs the msgpack
+    package") is already said in sitq's words and goes out as it is.
+    """
+    cls: Any = manager.serializer_class(name)
+    try:
+        return cast("Serializer", cls(**options))
+    except SitqError:
+        raise
+    except Exception as exc:
+        failure = exc
+    entry = manager.serializers.entry(name)
+    by = _registered_by(entry.provider if entry is not None else None)
+    with_what = f"with {', '.join(options)}" if options else "with no arguments"
+    try:
+        inspect.signature(cls).bind(**options)
+        unbuildable = False
+    except TypeError:
+        unbuildable = True
+    except ValueError:  # no signature to read (a builtin's __init__)
+        unbuildable = False
+    if unbuildable:
+        what = (
+            f"serializer {name!r}{by} cannot be built {with_what}, as sitq builds a serializer chosen by name "
+            f"({describe_exception(failure)}): give each parameter of its __init__ a default"
+        )
+    else:
+        what = f"serializer {name!r}{by} failed when built {with_what}: {describe_exception(failure)}"
+    raise PluginError(what, parameter="serializer", value=name, cause=failure) from failure
+
+
+def _registered_by(provider: Any) -> str:
+    """``", registered by the plugin 'acme' (acme-ser 1.0),"``: who registered a name, for an error's sentence."""
+    if provider is None:
+        return ""
+    if provider.builtin:
+        return ", one of sitq-core's own,"
+    where = f" ({provider})" if provider.dist is not None else ""
+    return f", registered by the plugin {provider.plugin!r}{where},"
 
 
 def _named(serializer: Serializer) -> Serializer:

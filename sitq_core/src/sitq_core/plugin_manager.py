@@ -737,7 +737,11 @@ class SitqPluginManager(pluggy.PluginManager):
     def _broken_registration(self, record: PluginRecord, entry: RegistryEntry[Any] | None) -> None:
         """A class registered directly that failed its checks marks its plugin broken right away."""
         if entry is not None and entry.broken is not None and entry.provider.plugin == record.name:
-            self._broken(record, entry.broken.message, entry.broken)
+            message = entry.broken.message
+            if record.error is not None and message in record.error:
+                return
+            # added to what it already failed with (an earlier class of its own): `sitq plugins` shows them all
+            self._broken(record, message if record.error is None else f"{record.error}; {message}", entry.broken)
 
     def _call_registration(self, impl: pluggy.HookImpl, register: Callable[..., None], kind: str) -> None:
         """Call one registration hook; an async one is not called.
@@ -873,6 +877,14 @@ class SitqPluginManager(pluggy.PluginManager):
                 valid_options=registry.usable_names(),
             )
         known = KNOWN_PLUGINS.get(base)
+        if known is not None and kind == "backend" and _dist_version(known[0]) is not None:
+            return PluginError(  # installed, so "not installed" would send the reader after the wrong fix
+                f"backend {name!r} is provided by the {known[0]} distribution, which is installed but not "
+                f"registered in the current plugin manager{self._why_not_registered(known[0])}",
+                parameter=kind,
+                value=name,
+                valid_options=registry.usable_names(),
+            )
         if known is not None and kind == "backend":
             dist, extra = known
             return BackendNotInstalledError(
@@ -893,15 +905,41 @@ class SitqPluginManager(pluggy.PluginManager):
             if len(broken) > len(shown):
                 listed += f"; and {len(broken) - len(shown)} more (sitq plugins lists them)"
             notes.append(f"These plugins failed to load, so what they provide may be missing: {listed}.")
+        # a typo's "Did you mean" offers names of this kind only: those sitq knows a disabled plugin provides
+        error: UnknownBackendError = registry.unknown(name, disabled=self._disabled_names(kind))
         disabled = self.unknown_disabled_plugins()
         if disabled:
-            shown = disabled[:DISABLED_NAMED_IN_ERRORS]
+            # never imported, so what each provides is unknown: one whose entry-point name is close to the name
+            # asked for is told first, as the likely provider (not offered as the name to give), the rest after
+            close = (
+                []
+                if " Did you mean " in error.message
+                else difflib.get_close_matches(name, [_entry_point(r) for r in disabled], n=1)
+            )
+            likely = next((r for r in disabled if close and _entry_point(r) == close[0]), None)
+            if likely is not None:  # first, where a "Did you mean" would be
+                notes.insert(
+                    0,
+                    f"The {_plugin_text(likely)} may provide it; it is installed but disabled by {likely.disabled_by}.",
+                )
+            others = [r for r in disabled if r is not likely]
+            shown = others[:DISABLED_NAMED_IN_ERRORS]
             listed = ", ".join(_plugin_text(r) for r in shown)
-            if len(disabled) > len(shown):
-                listed += f" and {len(disabled) - len(shown)} more (sitq plugins lists them)"
-            notes.append(f"Installed but disabled, so what they provide is not known until they are enabled: {listed}.")
-        error: UnknownBackendError = registry.unknown(name, note=" ".join(notes), disabled=self._disabled_names(kind))
-        return error
+            if len(others) > len(shown):
+                listed += f" and {len(others) - len(shown)} more (sitq plugins lists them)"
+            if shown:
+                also = "Also installed" if likely is not None else "Installed"
+                notes.append(
+                    f"{also} but disabled, so what they provide is not known until they are enabled: {listed}."
+                )
+        if not notes:
+            return error
+        return type(error)(
+            f"{error.message} {' '.join(notes)}",
+            parameter=error.parameter,
+            value=error.value,
+            valid_options=error.valid_options,
+        )
 
     def _disabled_names(self, kind: str) -> dict[str, str]:
         """Names installed plugins would provide but for being disabled -> a sentence saying so (for a typo's hint).
@@ -918,12 +956,27 @@ class SitqPluginManager(pluggy.PluginManager):
                         f"It is provided by {_dist_text(record)}, which is installed but disabled by "
                         f"{record.disabled_by}."
                     )
-        for record in self.unknown_disabled_plugins():
-            disabled.setdefault(
-                _entry_point(record),
-                f"The {_plugin_text(record)} may provide it; it is installed but disabled by {record.disabled_by}.",
-            )
         return disabled
+
+    def _why_not_registered(self, dist: str) -> str:
+        """For an installed sitq distribution this manager has no record of: why, and how to register it."""
+        wanted = _dist_key(dist)
+        plugins = [
+            ep
+            for ep in entry_points(group=ENTRY_POINT_GROUP)
+            if ep.dist is not None and _dist_key(ep.dist.name) == wanted
+        ]
+        if not self._load_entrypoints:
+            target = plugins[0].value.replace(":", ".") if plugins else ""
+            how = (
+                f": import {plugins[0].module} and call manager.register_plugin({target}, {plugins[0].name!r})"
+                if plugins
+                else ""
+            )
+            return f" (made with load_entrypoints=False, it loads no installed plugin){how}"
+        if not plugins:
+            return f" (it has no entry point in group {ENTRY_POINT_GROUP!r}: reinstall it)"
+        return " (its entry point was not loaded)"
 
     def _shadowed_text(self, record: PluginRecord, kind: str, name: str) -> str:
         """Why a distribution whose entry-point name another one took was left out, and how to load it."""

@@ -229,7 +229,8 @@ class MsgpackSerializer(Serializer):
             import msgpack
         except ImportError as exc:  # pragma: no cover - exercised without msgpack installed
             raise SerializationError(
-                "serializer 'msgpack' needs the msgpack package: pip install msgpack",
+                "serializer 'msgpack' needs the msgpack package: pip install msgpack (or, where sitq's own "
+                "release is on your package index, its extra: pip install 'sitq[msgpack]')",
                 operation="init",
                 data_type="msgpack",
                 cause=exc,

@@ -6,7 +6,8 @@ each entry point of that distribution, as ``SITQ_LOAD_PLUGINS`` accepts
 either) into an isolated plugin manager and returns a list of
 problems (empty when the plugin looks right): import errors, invalid or
 unknown hooks, backend and serializer targets that do not load or do not
-keep the contract's shape, and names that clash with another installed
+keep the contract's shape (a serializer that cannot be built with no
+arguments), and names that clash with another installed
 plugin or with a built-in. It never raises for a problem it can describe,
 ``SITQ_STRICT_PLUGINS`` or not.
 """
@@ -18,6 +19,7 @@ import re
 from importlib.metadata import EntryPoint, PackageNotFoundError, distribution, entry_points
 
 from ..backend import Backend
+from ..config import build_serializer
 from ..errors import SitqError, describe_exception
 from ..plugin_manager import ENTRY_POINT_GROUP, SitqPluginManager, no_hooks_text
 
@@ -125,6 +127,7 @@ def _check_entry_point(ep: EntryPoint) -> list[str]:
             continue
         try:
             manager.serializers.load(serializer_entry.name)
+            build_serializer(manager, serializer_entry.name)  # as sitq builds one chosen by name: no arguments
         except SitqError as exc:
             _add_once(problems, exc)
     for clash in _clashes_with_installed(ep.name):
