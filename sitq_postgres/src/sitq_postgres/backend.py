@@ -657,10 +657,23 @@ class PostgresBackend(Backend):
             log.debug("released the connections of %d ended event loop(s)", len(pools | listeners))
 
     def _connection_error(self, message: str, **fields: Any) -> ConnectionError:
-        """A ConnectionError about this backend's server: what went wrong, and where (password masked)."""
+        """A ConnectionError about this backend's server: what went wrong, and where (password masked).
+
+        ``operation`` is ``"connect"`` unless given: the errors raised without
+        one are all about reaching the server or readying sitq's schema there.
+        """
+        fields.setdefault("operation", "connect")
         return ConnectionError(message, backend_type="postgres", connection_details=self._where(), **fields)
 
     def _cannot_connect(self, exc: BaseException, *, attempts: int = 1) -> ConnectionError:
+        if isinstance(exc, asyncpg.exceptions.InvalidCatalogNameError) and not self._reached:
+            # never reached in this process: not "gone for good" (StoreGoneError), since once it is made the
+            # next call connects; a worker waits for it as for a server that is not up yet
+            return self._connection_error(
+                f"cannot connect to PostgreSQL ({self._where()}): {exc}; create the database (sitq creates its "
+                "schema and tables, not the database: CREATE DATABASE <name>, or createdb <name>)",
+                cause=exc,
+            )
         gone = self._gone_for_good("connect", exc, connecting=True)
         if gone is not None:
             return gone
@@ -687,10 +700,11 @@ class PostgresBackend(Backend):
         lacks the CONNECT privilege on the database (the one privilege the
         server checks then), whether the call would read or write.
         """
-        if isinstance(exc, asyncpg.exceptions.InvalidCatalogNameError):
+        if isinstance(exc, asyncpg.exceptions.InvalidCatalogNameError):  # never reached: see _cannot_connect
             what = (
-                f"PostgreSQL {operation} failed: {exc} ({self._where()}): it was dropped or never made; create it "
-                "(sitq creates its schema, not the database) and restart this process"
+                f"PostgreSQL {operation} failed: {exc} ({self._where()}): it was dropped after this process "
+                "connected to it; create it again (sitq creates its schema, not the database) and restart this "
+                "process"
             )
         elif isinstance(exc, asyncpg.exceptions.InsufficientPrivilegeError) and connecting:
             what = (

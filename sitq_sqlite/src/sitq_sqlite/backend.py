@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -136,6 +137,27 @@ class SQLiteBackend(_Leases):
             Capability.STREAMED_BATCHES,
         }
     )
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        journal_mode: str = "WAL",
+        synchronous: str = "FULL",
+        busy_timeout: float = 5.0,
+        cache_size_kib: int = 8192,
+        watch_interval: float = 0.002,
+    ) -> None:
+        """The public signature, here so that a call with wrong arguments names ``SQLiteBackend.__init__()``
+        (the TypeError named the private base class that checks and keeps them)."""
+        super().__init__(
+            path,
+            journal_mode=journal_mode,
+            synchronous=synchronous,
+            busy_timeout=busy_timeout,
+            cache_size_kib=cache_size_kib,
+            watch_interval=watch_interval,
+        )
 
     def open_to_others(self) -> str | None:
         """Why users other than this process's may change the database file, or None (always for ``:memory:``).

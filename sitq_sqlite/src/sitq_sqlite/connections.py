@@ -232,6 +232,7 @@ class _Connections(Backend):
                 raise ConnectionError(
                     f"cannot create the folder for SQLite database {self.path!r}: {exc}",
                     backend_type="sqlite",
+                    operation="connect",
                     connection_details=self.path,
                     cause=exc,
                 ) from exc
@@ -270,6 +271,7 @@ class _Connections(Backend):
                 raise ConnectionError(
                     f"SQLite database {self.path!r} {exc.describe()}; {advice} (nothing in this one was changed)",
                     backend_type="sqlite",
+                    operation="connect",
                     connection_details=self.path,
                 ) from None
             if isinstance(exc, SchemaTooNewError):
@@ -277,6 +279,7 @@ class _Connections(Backend):
                     f"SQLite database {self.path!r} has schema version {exc.found}, newer than this "
                     f"sitq-sqlite understands ({SCHEMA_VERSION}); upgrade sitq-sqlite",
                     backend_type="sqlite",
+                    operation="connect",
                     connection_details=self.path,
                 ) from None
             if isinstance(exc, _Busy):
@@ -292,6 +295,7 @@ class _Connections(Backend):
                     f"transaction or an exclusive lock (a VACUUM, a migration, locking_mode=EXCLUSIVE): retry, "
                     f"or raise busy_timeout{switching}",
                     backend_type="sqlite",
+                    operation="connect",
                     connection_details=self.path,
                     cause=exc,
                 ) from exc
@@ -343,6 +347,7 @@ class _Connections(Backend):
         return ConnectionError(
             f"cannot {'read' if reading else 'open'} SQLite database {self.path!r}: {exc}{hint}",
             backend_type="sqlite",
+            operation="connect",
             connection_details=self.path,
             cause=exc,
         )
@@ -356,6 +361,7 @@ class _Connections(Backend):
             + "; workers and producers write the file and keep its -wal and -shm files beside it (sitq stats only "
             "reads it)",
             backend_type="sqlite",
+            operation="connect",
             connection_details=self.path,
             cause=exc if isinstance(exc, Exception) else None,
         )
@@ -562,6 +568,7 @@ class _Connections(Backend):
                 f"cannot read SQLite database {self.path!r}: {exc}"
                 f"{_DAMAGED_HINT if _is_corrupt(exc) else _reader_hint(self.path, exc)}",
                 backend_type="sqlite",
+                operation="exists",
                 connection_details=self.path,
                 cause=exc,
             ) from exc
