@@ -630,7 +630,10 @@ async def test_allow_task_limits_a_msgpack_worker_to_the_listed_functions(db: Pa
     ("args", "expected"),
     [
         (["--allow-task", "sitq_test_tasks:add"], "--allow-task needs --serializer"),
-        (["-s", "cloudpickle", "--allow-task", "sitq_test_tasks:add"], "serializer 'cloudpickle' has no allow-list"),
+        (
+            ["-s", "cloudpickle", "--allow-task", "sitq_test_tasks:add"],
+            "'cloudpickle' (CloudpickleSerializer) takes no allowed_tasks",
+        ),
         (["-s", "msgpack", "--allow-task", "sitq_test_tasks.add"], "did you mean sitq_test_tasks:add?"),
         (["-s", "msgpack", "--allow-task", "sitq_test_tasks:no_such"], "--allow-task sitq_test_tasks:no_such: cannot"),
         (["-s", "msgpack", "--allow-task", "no_such_module:add"], "ModuleNotFoundError"),
