@@ -29,6 +29,12 @@ EDITABLE = [
     ".[sqlite,postgres,msgpack,dev]",
     "tests/plugins/sitq_dictstore",
 ]
+# Plain-path .pth files for every editable package: setuptools' default for the facade (a flat layout
+# limited to packages=["sitq"]) is an import-hook finder, which works at run time but which type checkers
+# (mypy, pyright) cannot follow, so a user's `mypy --strict` outside the checkout saw no `sitq` at all.
+# "compat" puts the checkout's root on sys.path instead: after site-packages, and a folder there without
+# __init__.py (tests/, docs/, sitq_core/ ...) is a namespace portion that never shadows a real package.
+EDITABLE_MODE = ["--config-settings", "editable_mode=compat"]
 PACKAGES = ["sitq", "sitq_core", "sitq_sqlite", "sitq_postgres"]  # checked by mypy --strict
 STAMP = VENV / ".sitq-installed"
 
@@ -42,7 +48,7 @@ def run(*args: str | Path, env: dict[str, str] | None = None) -> None:
 
 
 def fingerprint() -> str:
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(" ".join(EDITABLE_MODE + EDITABLE).encode())  # a new install mode reinstalls
     for path in sorted(ROOT.glob("**/pyproject.toml")):
         if ".venv" in path.parts or "build" in path.parts:
             continue
@@ -61,7 +67,7 @@ def ensure_venv() -> None:
     if STAMP.exists() and STAMP.read_text() == wanted:
         return
     log("installing sitq, sitq-core, sitq-sqlite, sitq-postgres and the example plugin (editable)")
-    args: list[str | Path] = [PY, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    args: list[str | Path] = [PY, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *EDITABLE_MODE]
     for item in EDITABLE:
         args += ["-e", item if item.startswith(".") else f"./{item}"]
     run(*args)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import os
 import signal
 import sqlite3
+import sys
 import threading
 import time
 import urllib.parse
@@ -14,6 +16,8 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 _plain_urlsplit = urllib.parse.urlsplit  # the interpreter's own, before any test patches it
 
@@ -201,3 +205,12 @@ async def warnings_at_start(worker: Any, caplog: Any) -> list[str]:
         await worker.start()
         await worker.stop()
     return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "run code" in r.getMessage()]
+
+
+def mypy_or_skip() -> list[str]:
+    """The command that runs mypy with this interpreter; skips without mypy (fails under CI=true, where it must run)."""
+    if importlib.util.find_spec("mypy") is None:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail("CI needs mypy for the type-checking tests (pip install -e '.[dev]')")
+        pytest.skip("mypy is not installed (pip install -e '.[dev]')")
+    return [sys.executable, "-m", "mypy"]

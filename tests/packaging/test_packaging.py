@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from sitq_test_helpers import mypy_or_skip
+
 ROOT = Path(__file__).resolve().parents[2]
 PROJECTS = {
     "sitq": ROOT / "pyproject.toml",
@@ -122,6 +124,29 @@ def test_plain_install_from_a_checkout(tmp_path: Path) -> None:
     done = subprocess.run([str(python), "-c", code], cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "1024"
+
+
+@pytest.mark.slow
+def test_a_type_checker_outside_the_checkout_finds_the_editable_sitq(tmp_path: Path) -> None:
+    """dev.py's editable install puts plain paths in ``.pth`` files: mypy (and pyright) cannot follow setuptools'
+    import-hook finder, so a user's ``mypy --strict`` outside the repo saw ``import sitq`` as import-not-found."""
+    module = tmp_path / "user_app.py"
+    module.write_text(
+        "import sitq\n"
+        "import sitq_core\n"
+        "from sitq import TaskQueue\n\n"
+        "queue_type: type[TaskQueue] = sitq.TaskQueue\n"
+        "reveal_type(sitq.TaskQueue)\n"
+        "reveal_type(sitq_core.TaskQueue)\n",
+        encoding="utf-8",
+    )
+    env = {key: value for key, value in os.environ.items() if key not in ("MYPYPATH", "PYTHONPATH")}
+    cache = ["--cache-dir", str(tmp_path / "mypy-cache")]
+    done = subprocess.run(
+        [*mypy_or_skip(), "--strict", *cache, str(module)], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count('Revealed type is "def (backend:') == 2, done.stdout
 
 
 def test_cli_names_a_bad_log_level() -> None:
