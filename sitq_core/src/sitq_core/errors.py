@@ -179,8 +179,15 @@ class TaskQueueError(SitqError):
 
     task_id: str | None
 
-    def __init__(self, message: str, *, task_id: str | None = _NOT_GIVEN, **kwargs: Any) -> None:
-        super().__init__(message, **kwargs)
+    def __init__(
+        self,
+        message: str,
+        *,
+        task_id: str | None = _NOT_GIVEN,
+        cause: BaseException | None = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, cause=cause, context=context)
         self._add_context(task_id=task_id)
 
 
@@ -197,9 +204,10 @@ class TimeoutError(TaskQueueError, builtins.TimeoutError):
         task_id: str | None = _NOT_GIVEN,
         timeout_seconds: float | None = _NOT_GIVEN,
         operation: str | None = _NOT_GIVEN,
-        **kwargs: Any,
+        cause: BaseException | None = None,
+        context: Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__(message, task_id=task_id, **kwargs)
+        super().__init__(message, task_id=task_id, cause=cause, context=context)
         self._add_context(timeout_seconds=timeout_seconds, operation=operation)
 
 
@@ -214,9 +222,10 @@ class SyncTaskQueueError(TaskQueueError):
         *,
         task_id: str | None = _NOT_GIVEN,
         operation: str | None = _NOT_GIVEN,
-        **kwargs: Any,
+        cause: BaseException | None = None,
+        context: Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__(message, task_id=task_id, **kwargs)
+        super().__init__(message, task_id=task_id, cause=cause, context=context)
         self._add_context(operation=operation)
 
 
@@ -232,9 +241,10 @@ class BackendError(SitqError):
         *,
         operation: str | None = _NOT_GIVEN,
         backend_type: str | None = _NOT_GIVEN,
-        **kwargs: Any,
+        cause: BaseException | None = None,
+        context: Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__(message, **kwargs)
+        super().__init__(message, cause=cause, context=context)
         self._add_context(operation=operation, backend_type=backend_type)
 
 
@@ -247,11 +257,13 @@ class ConnectionError(BackendError, builtins.ConnectionError):
         self,
         message: str,
         *,
+        operation: str | None = _NOT_GIVEN,
         backend_type: str | None = _NOT_GIVEN,
         connection_details: str | None = _NOT_GIVEN,
-        **kwargs: Any,
+        cause: BaseException | None = None,
+        context: Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__(message, backend_type=backend_type, **kwargs)
+        super().__init__(message, operation=operation, backend_type=backend_type, cause=cause, context=context)
         self._add_context(connection_details=connection_details)
 
 
@@ -281,9 +293,10 @@ class WorkerError(SitqError):
         *,
         task_id: str | None = _NOT_GIVEN,
         worker_id: str | None = _NOT_GIVEN,
-        **kwargs: Any,
+        cause: BaseException | None = None,
+        context: Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__(message, **kwargs)
+        super().__init__(message, cause=cause, context=context)
         self._add_context(task_id=task_id, worker_id=worker_id)
 
 
@@ -299,11 +312,13 @@ class TaskExecutionError(WorkerError):
         message: str,
         *,
         task_id: str | None = _NOT_GIVEN,
+        worker_id: str | None = _NOT_GIVEN,
         function_name: str | None = _NOT_GIVEN,
         execution_time: float | None = _NOT_GIVEN,
-        **kwargs: Any,
+        cause: BaseException | None = None,
+        context: Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__(message, task_id=task_id, **kwargs)
+        super().__init__(message, task_id=task_id, worker_id=worker_id, cause=cause, context=context)
         self._add_context(function_name=function_name, execution_time=execution_time)
 
 
@@ -328,9 +343,10 @@ class ValidationError(SitqError, ValueError):
         parameter: str | None = _NOT_GIVEN,
         value: Any = _NOT_GIVEN,
         valid_options: Iterable[str] | None = _NOT_GIVEN,
-        **kwargs: Any,
+        cause: BaseException | None = None,
+        context: Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__(message, **kwargs)
+        super().__init__(message, cause=cause, context=context)
         self._add_parameter_context(parameter, value, valid_options)
 
 
@@ -346,9 +362,10 @@ class SerializationError(SitqError):
         *,
         operation: str | None = _NOT_GIVEN,
         data_type: str | None = _NOT_GIVEN,
-        **kwargs: Any,
+        cause: BaseException | None = None,
+        context: Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__(message, **kwargs)
+        super().__init__(message, cause=cause, context=context)
         self._add_context(operation=operation, data_type=data_type)
 
 
@@ -366,9 +383,10 @@ class ResourceExhaustionError(SitqError):
         resource_type: str | None = _NOT_GIVEN,
         current_usage: Any = _NOT_GIVEN,
         limit: Any = _NOT_GIVEN,
-        **kwargs: Any,
+        cause: BaseException | None = None,
+        context: Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__(message, **kwargs)
+        super().__init__(message, cause=cause, context=context)
         self._add_context(resource_type=resource_type, current_usage=current_usage, limit=limit)
 
 
@@ -386,9 +404,10 @@ class ConfigurationError(SitqError):
         parameter: str | None = _NOT_GIVEN,
         value: Any = _NOT_GIVEN,
         valid_options: Sequence[str] | None = _NOT_GIVEN,
-        **kwargs: Any,
+        cause: BaseException | None = None,
+        context: Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__(message, **kwargs)
+        super().__init__(message, cause=cause, context=context)
         self._add_parameter_context(parameter, value, valid_options)
 
 
