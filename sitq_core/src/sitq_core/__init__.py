@@ -30,7 +30,7 @@ from .errors import (
     WorkerError,
 )
 from .hookspecs import hookimpl
-from .models import LeaseState, Outcome, ReservedTask, Result, Task, TaskStatus
+from .models import LeaseState, Outcome, ReservedTask, Result, Task, TaskStatus, TaskStatusName
 from .options import TaskOptionArgs, TaskOptions
 from .queue import Call, TaskQueue, TaskQueueView, connect
 from .serializers import CloudpickleSerializer, MsgpackSerializer, Serializer
@@ -82,6 +82,7 @@ __all__ = [
     "TaskQueueError",
     "TaskQueueView",
     "TaskStatus",
+    "TaskStatusName",
     "TimeoutError",
     "UnknownBackendError",
     "UnknownSerializerError",

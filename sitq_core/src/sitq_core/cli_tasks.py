@@ -18,12 +18,12 @@ import re
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from . import checks
 from .backend import Backend, Capability, reading_only
 from .errors import ValidationError
-from .models import FINAL_STATUSES, Result, Task, TaskStatus
+from .models import FINAL_STATUSES, Result, Task, TaskStatus, TaskStatusName
 from .queue import TaskQueue
 from .terminal_text import escaped_controls
 
@@ -202,13 +202,13 @@ def parse_duration(text: str) -> timedelta:
         return timedelta.max
 
 
-def _status(given: str | None) -> str | None:
+def _status(given: str | None) -> TaskStatusName | None:
     if given is None:
         return None
     name = given.strip().lower()
     if name not in _STATUSES:
         raise _Refused(f"--status: unknown status {given!r}; expected one of {', '.join(_STATUSES)}")
-    return name
+    return cast(TaskStatusName, name)  # one of _STATUSES, checked above
 
 
 def _queue(given: str | None) -> str | None:
@@ -246,7 +246,14 @@ def _task_ids(given: list[str]) -> list[str]:
 
 
 async def _list(
-    queue: TaskQueue, say: Say, status: str | None, name: str | None, limit: int, offset: int, *, as_json: bool
+    queue: TaskQueue,
+    say: Say,
+    status: TaskStatusName | None,
+    name: str | None,
+    limit: int,
+    offset: int,
+    *,
+    as_json: bool,
 ) -> int:
     if limit == 0:  # every match
         tasks = [task async for task in _walk(queue, status, name, offset)]
@@ -282,7 +289,7 @@ async def _list(
     return 0
 
 
-async def _walk(queue: TaskQueue, status: str | None, name: str | None, offset: int) -> AsyncIterator[Task]:
+async def _walk(queue: TaskQueue, status: TaskStatusName | None, name: str | None, offset: int) -> AsyncIterator[Task]:
     """Every task matching, from ``offset`` on, read a page at a time (a task changing meanwhile may be missed)."""
     while True:
         page = await queue.list_tasks(status=status, queue=name, limit=PAGE, offset=offset)

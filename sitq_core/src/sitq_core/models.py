@@ -25,6 +25,7 @@ __all__ = [
     "Result",
     "Task",
     "TaskStatus",
+    "TaskStatusName",
     "new_id",
     "new_ids",
     "utcnow",
@@ -83,10 +84,15 @@ class TaskStatus(str, enum.Enum):
 
     @property
     def is_final(self) -> bool:
+        """True for ``success``, ``failed`` and ``cancelled``: the task will not run again unless requeued."""
         return self in FINAL_STATUSES
 
 
 FINAL_STATUSES = frozenset({TaskStatus.SUCCESS, TaskStatus.FAILED, TaskStatus.CANCELLED})
+
+#: The names of the statuses (``TaskStatus`` values): what ``list_tasks(status=...)`` takes besides a
+#: ``TaskStatus``, spelt out so type checkers flag an unknown name (``"Failed"``) before it runs.
+TaskStatusName = Literal["queued", "running", "success", "failed", "cancelled"]
 
 
 @quick_init

@@ -35,7 +35,7 @@ from .errors import (
 )
 from .holders import holders
 from .memo import CallableMemo
-from .models import Result, Task, new_id, new_ids
+from .models import Result, Task, TaskStatus, TaskStatusName, new_id, new_ids
 from .options import TaskOptionArgs, TaskOptions, normalize_eta, validate_timeout
 from .plugins import get_plugin_manager
 from .serializers import PAYLOAD_ERRORS, Serializer, function_path
@@ -1095,7 +1095,12 @@ class TaskQueue(_Producer):
         return await self._backend.counts(queue=None if queue is None else checks.queue_name(queue))
 
     async def list_tasks(
-        self, *, status: str | None = None, queue: str | None = None, limit: int = 100, offset: int = 0
+        self,
+        *,
+        status: TaskStatus | TaskStatusName | None = None,
+        queue: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
     ) -> list[Task]:
         """Tasks filtered by status and queue, oldest first."""
         if queue is not None:

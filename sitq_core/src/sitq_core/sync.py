@@ -33,7 +33,7 @@ from .errors import (
 )
 from .forks import forget_in_child, keep_inherited
 from .holders import holders
-from .models import Result, Task
+from .models import Result, Task, TaskStatus, TaskStatusName
 from .options import TaskOptionArgs, TaskOptions
 from .queue import TaskQueue, TaskQueueView, _abandon, backend_not_ready, warn_dropped
 
@@ -705,7 +705,12 @@ class SyncTaskQueue:
         return self._run("counts", lambda: self._queue.counts(queue=queue))
 
     def list_tasks(
-        self, *, status: str | None = None, queue: str | None = None, limit: int = 100, offset: int = 0
+        self,
+        *,
+        status: TaskStatus | TaskStatusName | None = None,
+        queue: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
     ) -> list[Task]:
         return self._run(
             "list_tasks", lambda: self._queue.list_tasks(status=status, queue=queue, limit=limit, offset=offset)
