@@ -157,10 +157,12 @@ class ReservedTask:
 
     @property
     def id(self) -> str:
+        """The reserved task's id (``task.id``)."""
         return self.task.id
 
     @property
     def attempt(self) -> int:
+        """Which attempt this reservation is, counting from 1 (``task.attempts``, this one included)."""
         return self.task.attempts
 
 
@@ -223,4 +225,5 @@ class Result:
 
     @property
     def ok(self) -> bool:
+        """True when the task succeeded (``status == "success"``): ``value`` then holds its return value."""
         return self.status == TaskStatus.SUCCESS.value

@@ -682,6 +682,7 @@ class TaskQueueView(_Producer):
 
     @property
     def options(self) -> TaskOptions:
+        """The per-task options this view applies to each task it enqueues."""
         return self._options
 
 
@@ -807,10 +808,12 @@ class TaskQueue(_Producer):
 
     @property
     def backend(self) -> Backend:
+        """The store the queue writes to: hand it to a ``Worker`` to run what is enqueued here."""
         return self._backend
 
     @property
     def serializer(self) -> Serializer:
+        """The serializer that writes new tasks' calls (results are read with the one named on each)."""
         return self._serializer
 
     def with_options(self, **options: Unpack[TaskOptionArgs]) -> TaskQueueView:

@@ -274,6 +274,7 @@ class SyncTaskQueue:
 
     @property
     def backend(self) -> Backend:
+        """The store the queue writes to: hand it to a ``Worker`` to run what is enqueued here."""
         return self._queue.backend
 
     @property
@@ -494,6 +495,7 @@ class SyncTaskQueue:
     # ---------------------------------------------------------------- lifecycle
 
     def connect(self) -> None:
+        """Connect the backend now instead of on first use (``with`` does this), so a bad store fails here."""
         self._run("connect", self._queue.connect)
 
     def close(self) -> None:
@@ -689,12 +691,15 @@ class SyncTaskQueue:
         raise error
 
     def get_task(self, task_id: str) -> Task | None:
+        """The stored task (status, attempts, times, last error); None for an unknown id."""
         return self._run("get_task", lambda: self._queue.get_task(task_id), task_id)
 
     def cancel(self, task_id: str) -> bool:
+        """Cancel a queued task (at once) or a running one (its worker is told); False when final or unknown."""
         return self._run("cancel", lambda: self._queue.cancel(task_id), task_id)
 
     def requeue(self, task_id: str, *, eta: datetime | None = None) -> bool:
+        """Run a failed or cancelled task again (at ``eta``, or now); False for any other task."""
         return self._run("requeue", lambda: self._queue.requeue(task_id, eta=eta), task_id)
 
     def requeue_many(self, task_ids: Sequence[str], *, eta: datetime | None = None) -> list[bool]:
@@ -702,6 +707,7 @@ class SyncTaskQueue:
         return self._run("requeue_many", lambda: self._queue.requeue_many(task_ids, eta=eta))
 
     def counts(self, *, queue: str | None = None) -> dict[str, int]:
+        """Number of tasks per status (of one queue name when given): an admin read, not for a hot path."""
         return self._run("counts", lambda: self._queue.counts(queue=queue))
 
     def list_tasks(
@@ -712,14 +718,17 @@ class SyncTaskQueue:
         limit: int = 100,
         offset: int = 0,
     ) -> list[Task]:
+        """Tasks filtered by status and queue name, oldest first: an admin read, paged by limit and offset."""
         return self._run(
             "list_tasks", lambda: self._queue.list_tasks(status=status, queue=queue, limit=limit, offset=offset)
         )
 
     def purge(self, *, older_than: datetime | timedelta | None = None) -> int:
+        """Delete finished tasks and their results (finished before ``older_than`` when given); the number deleted."""
         return self._run("purge", lambda: self._queue.purge(older_than=older_than))
 
     def deserialize_result(self, result: Result) -> Any:
+        """The Python value of a ``get_result_record`` result (None when it has none); bad bytes: SerializationError."""
         return self._queue.deserialize_result(result)
 
 
@@ -732,9 +741,11 @@ class SyncTaskQueueView:
 
     @property
     def options(self) -> TaskOptions:
+        """The per-task options this view applies to each task it enqueues."""
         return self._view.options
 
     def enqueue(self, func: Callable[..., Any], /, *args: Any, eta: datetime | None = None, **kwargs: Any) -> str:
+        """Store a call with this view's options and return its task id (see ``TaskQueue.enqueue``)."""
         return self._owner._enqueue("enqueue", lambda: self._view._call_task(func, args, kwargs, eta), self._view)
 
     def enqueue_call(
@@ -743,13 +754,16 @@ class SyncTaskQueueView:
         args: tuple[Any, ...] | list[Any] = (),
         kwargs: dict[str, Any] | None = None,
     ) -> str:
+        """Store ``func(*args, **kwargs)`` with this view's options (see ``TaskQueue.enqueue_call``)."""
         return self._owner._enqueue("enqueue_call", lambda: self._view._call_task_of(func, args, kwargs), self._view)
 
     def enqueue_many(self, calls: Iterable[Any]) -> list[str]:
+        """Store many calls with this view's options in one transaction (see ``TaskQueue.enqueue_many``)."""
         items = list(calls) if isinstance(calls, Iterable) and not isinstance(calls, (str, bytes)) else calls
         return self._owner._run("enqueue_many", lambda: self._view.enqueue_many(items))
 
     def with_options(self, **options: Unpack[TaskOptionArgs]) -> SyncTaskQueueView:
+        """A further view with more options changed; ``None`` leaves an option as it is."""
         return SyncTaskQueueView(self._owner, self._view.with_options(**options))
 
 
