@@ -21,10 +21,17 @@ from sitq_core.install_hints import install_hint as _install_hint
 if TYPE_CHECKING:
     from typing import Any
 
+    # ``__all__`` is worked out on first use by the module __getattr__ below (the core's names plus the
+    # backends that import); declared for checkers as the core's plus both backends, so that they accept
+    # ``"SQLiteBackend" in sitq.__all__`` (api.md) and ``from sitq import *`` still gives every name
+    from sitq_core import __all__ as __all__
+
     # what the module __getattr__ below resolves at run time, declared for type checkers (which do not
     # see that __getattr__: with it, every name, a misspelt one too, would be Any to them)
     from sitq_postgres import PostgresBackend as PostgresBackend
     from sitq_sqlite import SQLiteBackend as SQLiteBackend
+
+    __all__ += ["PostgresBackend", "SQLiteBackend"]
 
 _PLUGIN_NAMES: dict[str, tuple[str, str, str]] = {
     # facade name: (module, attribute, pip extra)

@@ -83,28 +83,3 @@ def check_printed(where: str, code: str, stdout: str) -> None:
                 break
         else:
             raise AssertionError(f"{where}: the snippet promises {promised.group(1)!r}; it printed:\n{stdout}")
-
-
-@pytest.mark.slow
-def test_the_readme_examples_pass_mypy_strict(tmp_path: Path) -> None:
-    """The packages are typed (py.typed): the first code a user copies must type-check as well as run.
-
-    Before, one passed ``get_result``'s ``Result | None`` straight to ``deserialize_result`` and one read
-    ``.status`` of ``get_task``'s ``Task | None``.
-    """
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    files = []
-    for number, match in enumerate(FENCE.finditer(text)):
-        module = tmp_path / f"readme_example_{number}.py"
-        module.write_text(match.group(1), encoding="utf-8")
-        files.append(str(module))
-    assert files, "no python blocks in README.md"
-    done = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", *files],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env={**os.environ, "MYPYPATH": str(ROOT)},  # as tests/core/test_typing.py: the facade's editable finder
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
