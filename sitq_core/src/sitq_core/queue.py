@@ -38,7 +38,7 @@ from .memo import CallableMemo
 from .models import Result, Task, TaskStatus, TaskStatusName, new_id, new_ids
 from .options import TaskOptionArgs, TaskOptions, normalize_eta, validate_timeout
 from .plugins import get_plugin_manager
-from .serializers import PAYLOAD_ERRORS, Serializer, function_path
+from .serializers import PAYLOAD_ERRORS, Serializer, checked_bytes, function_path
 from .task import TaskFunction, is_task_function, task, task_of
 from .waiters import ResultWaiters
 
@@ -1152,16 +1152,7 @@ def _dumps_call(
             data_type=type(func).__name__,
             cause=exc,
         ) from exc
-    if type(payload) is not bytes:
-        if not isinstance(payload, bytes | bytearray | memoryview):
-            raise SerializationError(
-                f"serializer {serializer.name!r} returned {type(payload).__name__}, not bytes, "
-                f"for a call of {function_path(func)} (Serializer.dumps_call must return bytes)",
-                operation="dumps_call",
-                data_type=type(payload).__name__,
-            )
-        payload = bytes(payload)
-    return payload
+    return payload if type(payload) is bytes else checked_bytes(serializer, payload, "dumps_call", func)
 
 
 def _too_large(exc: checks.TooLargeToStore, parameter: str, position: int | None = None) -> ValidationError:

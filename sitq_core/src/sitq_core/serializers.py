@@ -15,7 +15,7 @@ import inspect
 import pickle
 import sys
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 from .checks import escaped_for_store
@@ -102,6 +102,83 @@ class Serializer(abc.ABC):
                 "payload's function is not callable", operation="loads_call", data_type=type(func).__name__
             )
         return func, tuple(args), dict(kwargs)
+
+
+_LOADS_CALL_RULE = (
+    "Serializer.loads_call must return (func, args, kwargs): a callable, a tuple or list of positional "
+    "arguments and a mapping of keyword arguments by str name"
+)
+
+
+def checked_bytes(serializer: Serializer, data: object, method: str, func: Callable[..., Any] | None = None) -> bytes:
+    """What ``serializer.<method>`` returned, as ``bytes``: a plugin's may return ``str`` or ``None``.
+
+    ``bytearray`` and ``memoryview`` are copied to ``bytes``; anything else is a
+    :class:`SerializationError` naming the serializer and what the method must
+    return (and ``func``, for a call's payload). One check for ``enqueue``'s
+    payloads and the worker's return values.
+    """
+    if type(data) is bytes:
+        return data
+    if isinstance(data, bytes | bytearray | memoryview):
+        return bytes(data)
+    kind = type(data).__name__
+    call = "" if func is None else f", for a call of {function_path(func)}"
+    raise SerializationError(
+        f"serializer {serializer.name!r} returned {kind}, not bytes{call} (Serializer.{method} must return bytes)",
+        operation=method,
+        data_type=kind,
+    )
+
+
+def checked_call(serializer: Serializer, loaded: object) -> CallSpec:
+    """What ``serializer.loads_call`` returned, as a ``(func, tuple, dict)`` the worker can call.
+
+    A plugin's may hand back anything: unpacked blindly, a wrong shape raised
+    inside the worker's own machinery instead of failing its task with a reason.
+    Any sequence of arguments (not text) and any mapping with ``str`` keys are
+    accepted and converted; anything else is a :class:`SerializationError`
+    naming the serializer and what ``loads_call`` must return.
+    """
+    if type(loaded) is tuple and len(loaded) == 3:  # the common case, checked without conversions
+        func, args, kwargs = loaded
+        if type(args) is tuple and type(kwargs) is dict and callable(func) and all(type(k) is str for k in kwargs):
+            return loaded
+    cause: Exception | None = None
+    try:
+        problem = _call_problem(loaded)
+        if problem is None:
+            func, args, kwargs = loaded  # type: ignore[misc]
+            return func, tuple(args), dict(kwargs)
+    except Exception as exc:  # a sequence or mapping of the plugin's own whose reading raises
+        problem, cause = f"returned a call that cannot be read ({describe_exception(exc)})", exc
+    raise SerializationError(
+        f"serializer {serializer.name!r} loads_call {problem} ({_LOADS_CALL_RULE})",
+        operation="loads_call",
+        data_type=type(loaded).__name__,
+        cause=cause,
+    )
+
+
+def _call_problem(loaded: object) -> str | None:
+    """What is wrong with a ``loads_call`` result, or None when it can be used as a call."""
+    if not isinstance(loaded, Sequence) or isinstance(loaded, str | bytes | bytearray):
+        return f"returned {type(loaded).__name__}, not a (func, args, kwargs) tuple"
+    if len(loaded) != 3:
+        return (
+            f"returned {with_article(type(loaded).__name__)} of {len(loaded)} items, not a (func, args, kwargs) tuple"
+        )
+    func, args, kwargs = loaded
+    if not callable(func):
+        return f"returned a call whose func is {with_article(type(func).__name__)}, not a callable"
+    if not isinstance(args, Sequence) or isinstance(args, str | bytes | bytearray):
+        return f"returned a call whose args is {with_article(type(args).__name__)}, not a tuple or list"
+    if not isinstance(kwargs, Mapping):
+        return f"returned a call whose kwargs is {with_article(type(kwargs).__name__)}, not a mapping"
+    for key in kwargs:
+        if type(key) is not str:
+            return f"returned a call whose kwargs has a key that is not a str ({with_article(type(key).__name__)})"
+    return None
 
 
 class CloudpickleSerializer(Serializer):

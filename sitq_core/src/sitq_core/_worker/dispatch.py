@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ..bounded import within
 from ..errors import SitqError, describe_exception
 from ..models import Outcome
-from ..serializers import Serializer
+from ..serializers import Serializer, checked_call
 from ..thread_batch import Call, ThreadBatch
 from . import limits
 from .calls import _is_async_callable
@@ -25,6 +25,22 @@ from .limits import _ADAPTIVE_PREFETCH_MAX, _ADAPTIVE_PREFETCH_WINDOW, _BATCH_HA
 from .log import logger
 from .running import _Running
 from .state import WorkerState
+
+
+def _log_escaped(future: asyncio.Task[None]) -> None:
+    """A task's or batch's asyncio task ended with an error of the worker's own: say so now (ERROR), not at exit.
+
+    ``_execute`` fails the task for anything raised around its call; what is
+    left (reporting it, starting the next one) would otherwise be printed only
+    when the process ends ("Task exception was never retrieved").
+    """
+    if future.cancelled():
+        return
+    error = future.exception()
+    if error is not None:
+        logger.error(
+            "%s ended with an error of the worker's own: %s", future.get_name(), _describe(error), exc_info=error
+        )
 
 
 class Dispatching(WorkerState):
@@ -196,6 +212,7 @@ class Dispatching(WorkerState):
                     suspect.future = asyncio.create_task(
                         self._execute(suspect, call), name=f"sitq-task-{suspect.id}", context=self._task_context()
                     )
+                    suspect.future.add_done_callback(_log_escaped)
                     self._end_isolation_later(suspect)
                 return
             running = self._waiting.popleft()
@@ -209,6 +226,7 @@ class Dispatching(WorkerState):
                 running.future = asyncio.create_task(
                     self._execute(running, call), name=f"sitq-task-{running.id}", context=self._task_context()
                 )
+                running.future.add_done_callback(_log_escaped)
                 continue
             free = self.max_concurrency - self._executing + 1
             share = min(_MAX_SYNC_BATCH, -(-(len(self._waiting) + 1) // free), self._batch_room())
@@ -235,6 +253,7 @@ class Dispatching(WorkerState):
                 name=f"sitq-batch-{running.id}",
                 context=self._task_context(),
             )
+            future.add_done_callback(_log_escaped)
             for index, member in enumerate(members):
                 member.future = future
                 member.batch = thread_batch
@@ -254,7 +273,8 @@ class Dispatching(WorkerState):
         for running in runnings:
             task = running.reserved.task
             try:
-                running.call = self._serializer_for(task.serializer).loads_call(task.payload)
+                serializer = self._serializer_for(task.serializer)
+                running.call = checked_call(serializer, serializer.loads_call(task.payload))
             except BaseException:  # tried again (and reported) on the loop
                 continue
             if not task.function_name.startswith(_WRAPPERS):  # a partial's name says nothing of its module
@@ -266,7 +286,10 @@ class Dispatching(WorkerState):
             return running.call
         task = running.reserved.task
         try:
-            running.call = self._serializer_for(task.serializer).loads_call(task.payload)
+            serializer = self._serializer_for(task.serializer)
+            # checked: a plugin's loads_call may return anything, and a wrong shape unpacked in the task's
+            # asyncio task left it running for good with its slot held
+            running.call = checked_call(serializer, serializer.loads_call(task.payload))
         except BaseException as exc:  # the payload's own code ran: anything it raises is this task's failure
             # (SystemExit from a module's import, GeneratorExit or CancelledError from a __reduce__ ...); one
             # escaping here froze the worker with the task held, or ended the process, task after task

@@ -16,7 +16,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from .. import checks
@@ -26,7 +26,7 @@ from ..current import running_as, set_current
 from ..errors import SerializationError, SitqError
 from ..models import Outcome
 from ..plugins import get_plugin_manager
-from ..serializers import Serializer
+from ..serializers import Serializer, checked_bytes
 from ..taskthreads import TaskThreads
 from ..thread_batch import Call, CallResult, TaskExit, ThreadBatch, call_guarded
 from .aio import _bounded, _resolve
@@ -35,7 +35,7 @@ from .delays import retry_delay
 from .failures import _describe, _format, _should_retry, _task_error
 from .limits import _BATCH_WATCH_AFTER
 from .log import logger
-from .running import _current_task_of, _Running
+from .running import _current_task_of, _names, _Running
 from .state import WorkerState
 
 
@@ -118,12 +118,69 @@ class Executing(WorkerState):
             logger.exception("worker %s: notifying sitq_task_started observers failed", self.worker_id)
 
     async def _execute(self, running: _Running, call: Call) -> None:
-        """Run one task (async on the loop, sync in the pool) and report its outcome."""
+        """Run one task (async on the loop, sync in the pool), report its outcome and free its slot.
+
+        Whatever the worker's own steps around the call raise fails that task
+        (logged at ERROR): escaping into its asyncio task, it left the task
+        ``running`` for good, its lease renewed and its slot held.
+        """
+        try:
+            ended = await self._run_task(running, call)
+        except asyncio.CancelledError as exc:
+            if running.settled or self._loop_ending():  # stop() or the loop's end: _run_task freed the slot
+                raise
+            self._log_broken([running], exc)
+            ended = self._broken(running, exc)
+        except BaseException as exc:
+            self._log_broken([running], exc)
+            ended = self._broken(running, exc)
+        if ended is None:
+            self._report_nothing(running)
+        else:
+            self._report(running, *ended)
+
+    def _log_broken(self, runnings: list[_Running], exc: BaseException) -> None:
+        """Say at once (ERROR, with its traceback) that the worker's own steps around these tasks raised."""
+        logger.error(
+            "worker %s: the worker itself failed around task(s) %s: %s; they fail (or retry) with that error",
+            self.worker_id,
+            _names(runnings),
+            _describe(exc),
+            exc_info=exc,
+        )
+
+    def _broken(self, running: _Running, exc: BaseException) -> tuple[Outcome, dict[str, Any]] | None:
+        """The failure of a task whose run the worker itself broke off with ``exc`` (None: nothing to report).
+
+        It follows the task's retry policy like its own exception would (the
+        next attempt may not meet it); a task ``stop()`` gave back, or one
+        already reported, is left as it is.
+        """
+        if running.settled or running.outcome_queued:
+            return None
+        message = f"the worker failed around this task's call (not an error of the task): {_describe(exc)}"
+        try:
+            outcome = self._failure(running, message, _format(exc), retry=True)
+        except Exception:  # the backend's clock itself, perhaps: stamped by this machine's then
+            logger.exception("worker %s: failing task %s failed", self.worker_id, running.id)
+            now = datetime.now(UTC)
+            outcome = Outcome(
+                running.reserved.id,
+                running.reserved.lease_token,
+                "failed",
+                error=checks.escaped_for_store(message),
+                traceback=checks.escaped_for_store(_format(exc)),
+                started_at=running.started_at or now,
+                finished_at=now,
+            )
+        return outcome, {"error": exc, "duration": 0.0}
+
+    async def _run_task(self, running: _Running, call: Call) -> tuple[Outcome, dict[str, Any]] | None:
+        """Run one task; how it ended (None: nothing to report), or CancelledError once it freed its slot."""
         task = running.reserved.task
         func, args, kwargs = call
         if running.cancel_asked():  # cancelled between its dispatch and its first step
-            self._report(running, self._cancelled(running), {"error": "cancelled", "duration": 0.0})
-            return
+            return self._cancelled(running), {"error": "cancelled", "duration": 0.0}
         describe = functools.partial(_current_task_of, running.reserved, self.worker_id)
         set_current(describe)  # this asyncio task's own context: current_task() inside an async task
         self._started(running)  # (observers of the start see it too)
@@ -183,11 +240,10 @@ class Executing(WorkerState):
         if running.settled and outcome.kind != "success":
             # stop() abandoned it and its cancel ended in an error (a client library cut off mid-call):
             # the stop's doing, not the task's; _abandon gives it back to run again, no attempt used
-            self._report_nothing(running)
-            return
+            return None
         if running.cancel_asked() and outcome.kind != "cancelled":  # cancelled while it ran on (a sync call)
             outcome, extra = self._cancelled(running), {"error": "cancelled", "duration": time.perf_counter() - began}
-        self._report(running, outcome, extra)
+        return outcome, extra
 
     async def _call(
         self,
@@ -326,6 +382,24 @@ class Executing(WorkerState):
         )
 
     async def _execute_sync_batch(self, members: list[_Running], batch: ThreadBatch) -> None:
+        """``_run_sync_batch``; what the worker's own steps raise fails the members not reported yet.
+
+        Escaping into the batch's asyncio task, it left them ``running`` for good.
+        """
+        try:
+            await self._run_sync_batch(members, batch)
+        except asyncio.CancelledError:
+            raise  # _abandon reported or released every member, or the loop's end gives them back
+        except BaseException as exc:
+            left = [member for member in members if member.batch is batch and not member.settled]
+            self._log_broken(left or members, exc)
+            for member in left:
+                ended = self._broken(member, exc)
+                if ended is not None:
+                    self._settle(member, *ended)
+                member.batch = None
+
+    async def _run_sync_batch(self, members: list[_Running], batch: ThreadBatch) -> None:
         """Run several sync tasks one after another in one pool thread, reporting each as it returns.
 
         A batch that ends within ``_BATCH_WATCH_AFTER`` reports its members as
@@ -362,8 +436,14 @@ class Executing(WorkerState):
                     continue
                 if entry is None or running.settled:
                     continue
-                if not self._settle_batch_member(running, entry):
-                    awaitables.append((running, entry))
+                try:
+                    if not self._settle_batch_member(running, entry):
+                        awaitables.append((running, entry))
+                except Exception as exc:  # the worker's own step (often run as a loop callback): this task fails
+                    self._log_broken([running], exc)
+                    ended = self._broken(running, exc)
+                    if ended is not None:
+                        self._settle(running, *ended)
             if requeued:
                 self._waiting.extendleft(reversed(requeued))  # first in line, in their order
                 if not over:  # the batch still runs: a free slot (if any) may start them now
@@ -397,6 +477,12 @@ class Executing(WorkerState):
             self._release_slot()
             if ending:
                 await self._after_tear_down()
+            raise
+        except BaseException:  # the batch's own machinery (a task's error is caught in its thread): members fail
+            self._batches.pop(batch, None)
+            over = True
+            timer.cancel()
+            self._release_slot()
             raise
         timer.cancel()
         self._batches.pop(batch, None)
@@ -473,7 +559,8 @@ class Executing(WorkerState):
         reserved = running.reserved
         serializer = self._serializer_for(reserved.task.serializer)
         try:
-            payload = None if value is None else serializer.dumps(value)
+            # a plugin's dumps may return str or None: stored, the value read back as a failure, or was lost
+            payload = None if value is None else checked_bytes(serializer, serializer.dumps(value), "dumps")
         except BaseException as exc:  # whatever pickling raises (SystemExit, CancelledError) fails its task only
             # sitq's own error by its message: its "(context: ...)" tail is for logs, not the task's error
             described = str(exc.message) if isinstance(exc, SitqError) else _describe(exc)
