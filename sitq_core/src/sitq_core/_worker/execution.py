@@ -227,7 +227,7 @@ class Executing(WorkerState):
                 message = _describe(exc)
             # the traceback ends with the deadline ("TimeoutError: task timed out after 2 s"), not a bare
             # TimeoutError from inside asyncio: its last line is what people print
-            outcome = self._failure(running, message, _format(error), retry=_should_retry(exc))
+            outcome = self._failure(running, message, _format(error, from_task=True), retry=_should_retry(exc))
             extra = {"error": error, "duration": elapsed}
         except BaseException as exc:  # any other exception is the task's own (KeyboardInterrupt included)
             error = _task_error(exc)
@@ -596,7 +596,7 @@ class Executing(WorkerState):
         cannot import or catch.
         """
         shown = error.__cause__ if isinstance(error, TaskExit) and isinstance(error.__cause__, SystemExit) else error
-        return self._failure(running, _describe(error), _format(shown), retry=_should_retry(error))
+        return self._failure(running, _describe(error), _format(shown, from_task=True), retry=_should_retry(error))
 
     def _failure(self, running: _Running, error: str, traceback: str, *, retry: bool) -> Outcome:
         # one odd message must not fail a whole batch

@@ -5,6 +5,9 @@ One place for it, so a task's failure is judged and written alike wherever it is
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import os
 import traceback as tb_module
 
 from ..errors import SerializationError
@@ -89,8 +92,48 @@ def _describe(exc: BaseException) -> str:
         return f"{type(exc).__name__} (its message could not be read: {type(failure).__name__})"
 
 
-def _format(exc: BaseException) -> str:
+def _format(exc: BaseException, *, from_task: bool = False) -> str:
+    """``exc``'s formatted traceback; ``from_task``: an exception a task's call raised, cut to start at its code.
+
+    The frames above the task's own (the worker's execution, its thread pool,
+    the call guard, ``current_task``'s wrapper, asyncio's) are the same for
+    every task and only push the one that matters down; they are cut from each
+    exception of the chain that has a frame of some other code (a traceback
+    with none, an error raised in sitq itself, is kept whole).
+    """
     try:
-        return "".join(tb_module.format_exception(type(exc), exc, exc.__traceback__))
+        if not from_task:
+            return "".join(tb_module.format_exception(type(exc), exc, exc.__traceback__))
+        shown = tb_module.TracebackException(type(exc), exc, exc.__traceback__)
+        _trim_machinery(shown, set())
+        return "".join(shown.format())
     except BaseException as failure:
         return f"{type(exc).__name__} (its traceback could not be formatted: {type(failure).__name__})"
+
+
+_SITQ_CORE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+_MACHINERY = (
+    _SITQ_CORE,
+    os.path.dirname(os.path.abspath(asyncio.__file__)) + os.sep,
+    os.path.dirname(os.path.abspath(concurrent.futures.__file__)) + os.sep,
+)
+_NOT_MACHINERY = _SITQ_CORE + "testing" + os.sep  # the conformance suite's own task functions
+
+
+def _machinery(filename: str) -> bool:
+    return filename.startswith(_MACHINERY) and not filename.startswith(_NOT_MACHINERY)
+
+
+def _trim_machinery(shown: tb_module.TracebackException, seen: set[int]) -> None:
+    """Cut the leading frames of sitq's (and asyncio's) machinery from ``shown`` and the exceptions it chains."""
+    if id(shown) in seen:
+        return
+    seen.add(id(shown))
+    stack = shown.stack
+    for index, frame in enumerate(stack):
+        if not _machinery(frame.filename):
+            del stack[:index]
+            break
+    for chained in (shown.__cause__, shown.__context__, *(getattr(shown, "exceptions", None) or ())):
+        if chained is not None:
+            _trim_machinery(chained, seen)
