@@ -6,8 +6,10 @@ import asyncio
 import importlib.util
 import logging
 import os
+import re
 import signal
 import sqlite3
+import subprocess
 import sys
 import threading
 import time
@@ -214,3 +216,18 @@ def mypy_or_skip() -> list[str]:
             pytest.fail("CI needs mypy for the type-checking tests (pip install -e '.[dev]')")
         pytest.skip("mypy is not installed (pip install -e '.[dev]')")
     return [sys.executable, "-m", "mypy"]
+
+
+def assert_mypy_flags_marked_lines(code: str, folder: Path, module: str) -> None:
+    """``mypy --strict`` on ``code``, saved as ``<module>.py`` in ``folder``, flags exactly its ``# error`` lines."""
+    path = folder / f"{module}.py"
+    path.write_text(code, encoding="utf-8")
+    expected = {n for n, line in enumerate(code.splitlines(), 1) if line.rstrip().endswith("# error")}
+    done = subprocess.run(
+        [*mypy_or_skip(), "--strict", "--cache-dir", str(folder / "mypy-cache"), str(path)],
+        capture_output=True,
+        text=True,
+        cwd=folder,
+    )
+    found = {int(m[1]) for m in re.finditer(rf"^{re.escape(module)}\.py:(\d+): error:", done.stdout, re.MULTILINE)}
+    assert found == expected, f"errors on lines {sorted(found)}, expected {sorted(expected)}:\n{done.stdout}"

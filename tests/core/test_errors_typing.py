@@ -9,8 +9,6 @@ instead of ``cause`` and ``context``.
 from __future__ import annotations
 
 import inspect
-import re
-import subprocess
 import textwrap
 from pathlib import Path
 
@@ -19,7 +17,7 @@ import pytest
 import sitq
 from sitq_core import errors
 
-from sitq_test_helpers import mypy_or_skip
+from sitq_test_helpers import assert_mypy_flags_marked_lines
 
 USER_CODE = textwrap.dedent(
     """
@@ -45,17 +43,7 @@ USER_CODE = textwrap.dedent(
 
 @pytest.mark.slow
 def test_mypy_flags_a_wrong_or_misspelt_keyword(tmp_path: Path) -> None:
-    module = tmp_path / "user_errors.py"
-    module.write_text(USER_CODE, encoding="utf-8")
-    expected = {n for n, line in enumerate(USER_CODE.splitlines(), 1) if line.rstrip().endswith("# error")}
-    done = subprocess.run(
-        [*mypy_or_skip(), "--strict", "--cache-dir", str(tmp_path / "mypy-cache"), str(module)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-    )
-    found = {int(m[1]) for m in re.finditer(r"^user_errors\.py:(\d+): error:", done.stdout, re.MULTILINE)}
-    assert found == expected, f"errors on lines {sorted(found)}, expected {sorted(expected)}:\n{done.stdout}"
+    assert_mypy_flags_marked_lines(USER_CODE, tmp_path, "user_errors")
 
 
 ERRORS = [cls for cls in vars(errors).values() if isinstance(cls, type) and issubclass(cls, sitq.SitqError)]

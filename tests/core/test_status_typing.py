@@ -5,8 +5,6 @@ It was typed ``str``, so mypy accepted ``status="bogus"`` (a ValidationError at 
 
 from __future__ import annotations
 
-import re
-import subprocess
 import textwrap
 import typing
 from pathlib import Path
@@ -16,7 +14,7 @@ import pytest
 import sitq
 from sitq import SyncTaskQueue, TaskStatus, TaskStatusName, ValidationError
 
-from sitq_test_helpers import mypy_or_skip
+from sitq_test_helpers import assert_mypy_flags_marked_lines
 
 USER_CODE = textwrap.dedent(
     """
@@ -37,17 +35,7 @@ USER_CODE = textwrap.dedent(
 
 @pytest.mark.slow
 def test_mypy_flags_an_unknown_status_name(tmp_path: Path) -> None:
-    module = tmp_path / "user_status.py"
-    module.write_text(USER_CODE, encoding="utf-8")
-    expected = {n for n, line in enumerate(USER_CODE.splitlines(), 1) if line.rstrip().endswith("# error")}
-    done = subprocess.run(
-        [*mypy_or_skip(), "--strict", "--cache-dir", str(tmp_path / "mypy-cache"), str(module)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-    )
-    found = {int(m[1]) for m in re.finditer(r"^user_status\.py:(\d+): error:", done.stdout, re.MULTILINE)}
-    assert found == expected, f"errors on lines {sorted(found)}, expected {sorted(expected)}:\n{done.stdout}"
+    assert_mypy_flags_marked_lines(USER_CODE, tmp_path, "user_status")
 
 
 def test_the_names_are_the_enum_values() -> None:
