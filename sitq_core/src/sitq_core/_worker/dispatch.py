@@ -1,7 +1,8 @@
 """Starting reserved tasks as slots free up, and waiting (idle) when there is nothing to start.
 
-Tasks wait in ``_waiting``; this moves them to slots, hands a thread batch's unstarted tasks to a
-free slot, and sets how long the exchange loop may sleep before it looks for work again.
+Tasks wait in ``_waiting``, in the store's order (priority, then due time, then arrival: ``_line_up``);
+this moves them to slots, hands a thread batch's unstarted tasks to a free slot, and sets how long
+the exchange loop may sleep before it looks for work again.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from .calls import _is_async_callable
 from .failures import _describe, _format, _missing_here
 from .limits import _ADAPTIVE_PREFETCH_MAX, _ADAPTIVE_PREFETCH_WINDOW, _BATCH_HANDOFF_AFTER, _MAX_SYNC_BATCH, _WRAPPERS
 from .log import logger
-from .running import _Running
+from .running import _rank, _Running
 from .state import WorkerState
 
 
@@ -181,7 +182,7 @@ class Dispatching(WorkerState):
                 soonest = min(soonest, wait)
         if moved:
             logger.debug("worker %s: %d task(s) moved out of slow sync batches", self.worker_id, len(moved))
-            self._waiting.extendleft(reversed(moved))  # reserved before what waits (nothing, or a suspect)
+            self._line_up(moved, front=True)  # reserved before what waits (nothing, or a suspect)
         elif soonest < math.inf and self._handoff_timer is None and self._loop is not None:
 
             def again() -> None:
@@ -190,6 +191,73 @@ class Dispatching(WorkerState):
 
             self._handoff_timer = self._loop.call_later(soonest + 0.001, again)
         return bool(moved)
+
+    def _line_up(self, runnings: list[_Running], *, front: bool = False) -> None:
+        """Put ``runnings`` (in the store's order) in line to start: by priority, then due time, then arrival.
+
+        Stable: among equals, what waits already stays first, or, with
+        ``front``, ``runnings`` go first (tasks given back to the line, which
+        were reserved before what waits). Tasks come in batches already in
+        order, so the common case (one priority) costs one comparison per
+        batch; only a batch that outranks the end of the line is merged.
+        """
+        if not runnings:
+            return
+        waiting = self._waiting
+        try:
+            if not waiting:
+                waiting.extend(runnings)
+                return
+            if front:
+                if _rank(runnings[-1]) <= _rank(waiting[0]):
+                    waiting.extendleft(reversed(runnings))
+                    return
+                merged = sorted([*runnings, *waiting], key=_rank)  # two sorted runs: a linear merge
+            else:
+                if _rank(waiting[-1]) <= _rank(runnings[0]):
+                    waiting.extend(runnings)
+                    return
+                merged = sorted([*waiting, *runnings], key=_rank)
+        except TypeError:  # a backend handing back a naive eta beside aware ones: keep the order tasks came in
+            logger.debug("worker %s: cannot order held tasks by due time", self.worker_id, exc_info=True)
+            if front:
+                waiting.extendleft(reversed(runnings))
+            else:
+                waiting.extend(runnings)
+            return
+        waiting.clear()
+        waiting.extend(merged)
+
+    def _line_up_reserved(self, runnings: list[_Running]) -> None:
+        """``_line_up`` tasks just reserved (or loaded); the sync tasks they outrank come out of their thread batch.
+
+        A thread batch runs its calls one after another in one slot: a task
+        of higher priority reserved later would otherwise start only once
+        every lower one batched before it had run.
+        """
+        if not runnings:
+            return
+        if self._batches and self._suspect is None and self._stopping is not None and not self._stopping.is_set():
+            try:
+                best = _rank(runnings[0])
+                outranked = [(batch, members) for batch, members in self._batches.items() if best < _rank(members[-1])]
+            except TypeError:
+                outranked = []
+            moved: list[_Running] = []
+            for batch, members in outranked:
+                taken, _wait = batch.take_unstarted(0.0)
+                for index in taken:
+                    running = members[index]
+                    running.batch, running.future = None, None
+                    moved.append(running)
+            if moved:
+                logger.debug(
+                    "worker %s: %d task(s) moved out of sync batches behind a task of higher priority",
+                    self.worker_id,
+                    len(moved),
+                )
+                self._line_up(moved, front=True)
+        self._line_up(runnings)
 
     def _start_waiting(self) -> None:
         """Start waiting tasks while slots are free; consecutive sync tasks share one thread hop.

@@ -63,6 +63,8 @@ class Executing(WorkerState):
 
         def _loop_ending(self) -> bool: ...
 
+        def _line_up(self, runnings: list[_Running], *, front: bool = False) -> None: ...
+
         async def _after_tear_down(self) -> None: ...
 
         def _begin_tear_down(self) -> None: ...
@@ -445,7 +447,7 @@ class Executing(WorkerState):
                     if ended is not None:
                         self._settle(running, *ended)
             if requeued:
-                self._waiting.extendleft(reversed(requeued))  # first in line, in their order
+                self._line_up(requeued, front=True)  # first in line among equals, in their order
                 if not over:  # the batch still runs: a free slot (if any) may start them now
                     self._dispatch()
 

@@ -30,6 +30,8 @@ class Reserving(WorkerState):
 
         def _dispatch(self) -> None: ...
 
+        def _line_up_reserved(self, runnings: list[_Running]) -> None: ...
+
         def _preload(self, runnings: list[_Running]) -> None: ...
 
         async def _release(self, given_back: list[_Running], what: str) -> None: ...
@@ -59,14 +61,16 @@ class Reserving(WorkerState):
         if reserved:
             runnings = await self._isolate_suspects(runnings)
         loading: list[_Running] = []
+        ready: list[_Running] = []
         for running in runnings:
             self._held[running.id] = running  # held at once: its lease is renewed, whatever it waits for
             running.lease_until = running.held_since + self.lease_timeout * _LEASE_TRUST
             task = running.reserved.task
             if (task.serializer, task.function_name) in self._loaded:  # its module is imported already
-                self._waiting.append(running)
+                ready.append(running)
             else:
                 loading.append(running)
+        self._line_up_reserved(ready)  # in the store's order: a task of higher priority goes ahead of those waiting
         if reserved:
             self._reserved_more.set()
         if loading:
@@ -351,7 +355,7 @@ class Reserving(WorkerState):
         if self._stopping is not None and self._stopping.is_set():
             await self._release(still_ours, "unstarted")
             return
-        self._waiting.extend(still_ours)
+        self._line_up_reserved(still_ours)
         if still_ours:
             self._reserved_more.set()  # the heartbeat checks tasks waiting for a slot for cancel requests
         self._dispatch()

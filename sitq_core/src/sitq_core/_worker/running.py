@@ -62,6 +62,15 @@ class _Running:
         return self.cancel_requested
 
 
+def _rank(running: _Running) -> tuple[int, datetime]:
+    """Where a held task stands in the store's order: higher ``priority`` first, then earlier due time (``eta``).
+
+    Arrival, the last key, is kept by merging stably (``Dispatching._line_up``).
+    """
+    task = running.reserved.task
+    return (-task.priority, task.eta)
+
+
 def _timeout_of(running: _Running) -> float:
     return running.reserved.task.timeout or 0.0
 

@@ -1,0 +1,133 @@
+"""Which task a worker starts next, among the tasks it holds: the store's order, on SQLite and PostgreSQL.
+
+Tasks reserved ahead (prefetch) waited in first-in first-out order: a
+high-priority task reserved later started only after every lower one the
+worker held already, ran last of 30 with two workers. The worker now starts
+what it holds by priority (higher first), then due time, then arrival, as
+``Backend.reserve`` hands tasks out; with sync tasks that includes the ones
+batched on a thread and not started yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sitq_test_postgres import DSN, drop_schema, require_postgres
+
+from sitq import TaskQueue, Worker
+from sitq_core.models import TaskStatus
+
+import sitq_test_tasks as tasks
+from sitq_test_helpers import wait_until
+
+
+async def async_record(path: str, n: int) -> int:
+    """Append 'start n' to a file (an async task: it runs on the loop, never in a thread batch)."""
+    await asyncio.to_thread(tasks._append, path, f"start {n}\n")
+    return n
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A real store: a SQLite file, or a throw-away schema on the test PostgreSQL server."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'order.db'}"
+        return
+    require_postgres()
+    schema = f"prefetch_order_{uuid.uuid4().hex[:8]}"
+    yield f"{DSN}?schema={schema}"
+    drop_schema(schema)
+
+
+def started(log: Path) -> list[int]:
+    return [int(line.split()[1]) for line in log.read_text().splitlines() if line.startswith("start")]
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+@pytest.mark.asyncio
+async def test_a_higher_priority_task_reserved_later_starts_before_the_prefetched_lower_ones(
+    store_url: str, tmp_path: Path, gate: None, kind: str
+) -> None:
+    log = tmp_path / "ran.log"
+    low_task = tasks.record if kind == "sync" else async_record
+    async with TaskQueue(store_url) as queue:
+        blocker = await queue.enqueue(tasks.record_then_wait_for_gate, str(log), 0)  # holds the only slot
+        lows = [await queue.enqueue(low_task, str(log), n) for n in range(1, 6)]
+        worker = Worker(queue.backend, max_concurrency=1, prefetch=50)
+        await worker.start()
+        try:
+
+            async def reserved(task_id: str) -> bool:
+                task = await queue.get_task(task_id)
+                return task is not None and task.status == TaskStatus.RUNNING
+
+            async def low_ones_prefetched() -> bool:
+                return started(log) == [0] if log.exists() else False
+
+            await wait_until(low_ones_prefetched)
+            for task_id in lows:
+                await wait_until(lambda task_id=task_id: reserved(task_id))  # held by the worker, not started
+            high = await queue.with_options(priority=100).enqueue(low_task, str(log), 100)
+
+            async def high_one_waits_here() -> bool:  # reserved, and taken in (in line for the slot)
+                return any(running.id == high for running in worker._waiting)
+
+            await wait_until(high_one_waits_here)
+            tasks.GATE.set()
+            results = [await queue.get_result(task_id, timeout=20) for task_id in [blocker, *lows, high]]
+        finally:
+            await worker.stop()
+    assert all(r is not None and r.status == "success" for r in results), results
+    assert started(log) == [0, 100, 1, 2, 3, 4, 5]
+
+
+@pytest.mark.asyncio
+async def test_equal_priorities_keep_arrival_order_across_reserves(store_url: str, tmp_path: Path, gate: None) -> None:
+    """Tasks of one priority reserved in two batches start in arrival order: the later batch goes behind."""
+    log = tmp_path / "ran.log"
+    async with TaskQueue(store_url) as queue:
+        blocker = await queue.enqueue(tasks.record_then_wait_for_gate, str(log), 0)
+        first = [await queue.enqueue(async_record, str(log), n) for n in range(1, 4)]
+        worker = Worker(queue.backend, max_concurrency=1, prefetch=50)
+        await worker.start()
+        try:
+
+            async def held(task_ids: list[str]) -> bool:
+                waiting = {running.id for running in worker._waiting}
+                return all(task_id in waiting for task_id in task_ids)
+
+            await wait_until(lambda: held(first))
+            later = [await queue.enqueue(async_record, str(log), n) for n in range(4, 7)]
+            await wait_until(lambda: held(later))
+            tasks.GATE.set()
+            results = [await queue.get_result(task_id, timeout=20) for task_id in [blocker, *first, *later]]
+        finally:
+            await worker.stop()
+    assert all(r is not None and r.status == "success" for r in results), results
+    assert started(log) == [0, 1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.parametrize("order", [["a", "b"], ["b", "a"]], ids=["a-first", "b-first"])
+@pytest.mark.asyncio
+async def test_the_order_of_a_workers_queues_list_does_not_matter(
+    store_url: str, tmp_path: Path, order: list[str]
+) -> None:
+    """``Worker(queues=[...])`` merges its queues into one order (priority, due time, arrival): no round-robin."""
+    log = tmp_path / "ran.log"
+    async with TaskQueue(store_url) as queue:
+        ids = [await queue.with_options(queue_name="a").enqueue(tasks.record, str(log), n) for n in (1, 2)]
+        ids += [await queue.with_options(queue_name="b").enqueue(tasks.record, str(log), n) for n in (3, 4)]
+        ids += [await queue.with_options(queue_name="a").enqueue(tasks.record, str(log), 5)]
+        ids += [await queue.with_options(queue_name="b", priority=1).enqueue(tasks.record, str(log), 6)]
+        worker = Worker(queue.backend, max_concurrency=1, prefetch=0, queues=order)
+        await worker.start()
+        try:
+            results = [await queue.get_result(task_id, timeout=20) for task_id in ids]
+        finally:
+            await worker.stop()
+    assert all(r is not None and r.status == "success" for r in results), results
+    assert started(log) == [6, 1, 2, 3, 4, 5]
