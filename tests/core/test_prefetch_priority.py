@@ -11,6 +11,8 @@ batched on a thread and not started yet.
 from __future__ import annotations
 
 import asyncio
+import decimal
+import fractions
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +20,8 @@ from pathlib import Path
 import pytest
 from sitq_test_postgres import DSN, drop_schema, require_postgres
 
-from sitq import TaskQueue, Worker
+import sitq
+from sitq import TaskQueue, ValidationError, Worker
 from sitq_core.models import TaskStatus
 
 import sitq_test_tasks as tasks
@@ -131,3 +134,20 @@ async def test_the_order_of_a_workers_queues_list_does_not_matter(
             await worker.stop()
     assert all(r is not None and r.status == "success" for r in results), results
     assert started(log) == [6, 1, 2, 3, 4, 5]
+
+
+@pytest.mark.asyncio
+async def test_priority_takes_any_64_bit_int_and_refuses_other_types(store_url: str) -> None:
+    """What api.md's limits list says: an int from -2**63 to 2**63-1; None leaves the default 0."""
+    async with TaskQueue(store_url) as queue:
+        for priority in (-(2**63), 2**63 - 1, None):
+            task_id = await queue.with_options(priority=priority).enqueue(tasks.add, 1)
+            task = await queue.get_task(task_id)
+            assert task is not None and task.priority == (0 if priority is None else priority)
+        for bad in (True, 1.0, decimal.Decimal(1), fractions.Fraction(1), "1", 2**63, -(2**63) - 1):
+            with pytest.raises(ValidationError) as info:
+                queue.with_options(priority=bad)  # type: ignore[arg-type]
+            assert info.value.parameter == "priority"
+            with pytest.raises(ValidationError):
+                sitq.task(priority=bad)  # type: ignore[arg-type]
+        assert (await queue.counts())["queued"] == 3  # nothing refused was stored
