@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import platform
 import sqlite3
@@ -115,8 +116,9 @@ class Settings:
 @dataclass
 class Proc:
     popen: subprocess.Popen[str]
-    ready_at: float
+    ready_at: float  # NaN until wait_ready()
     log_path: Path
+    args: list[str]
 
     @property
     def pid(self) -> int:
@@ -142,6 +144,15 @@ class Proc:
         if self.popen.stdout:
             self.popen.stdout.close()
 
+    def wait_ready(self) -> None:
+        """Read the child's READY line (its imports are done, it serves now) and keep its time."""
+        assert self.popen.stdout is not None
+        line = self.popen.stdout.readline()
+        if not line.startswith("READY"):
+            self.popen.kill()
+            raise RuntimeError(f"child {self.args} did not start: {line!r}; log:\n{self.log_text()}")
+        self.ready_at = float(line.split()[1])
+
     def log_text(self) -> str:
         try:
             return self.log_path.read_text(errors="replace")
@@ -158,7 +169,8 @@ def child_env(folder: Path, synchronous: str) -> dict[str, str]:
     return env
 
 
-def spawn(args: list[str], env: dict[str, str], log_path: Path) -> Proc:
+def spawn(args: list[str], env: dict[str, str], log_path: Path, *, wait: bool = True) -> Proc:
+    """Start a child of procs.py; with ``wait`` (default) return once it is ready, else call ``wait_ready()``."""
     with open(log_path, "a") as err:
         popen = subprocess.Popen(
             [sys.executable, str(HERE / "procs.py"), *args],
@@ -168,12 +180,10 @@ def spawn(args: list[str], env: dict[str, str], log_path: Path) -> Proc:
             env=env,
             cwd=str(log_path.parent),
         )
-    assert popen.stdout is not None
-    line = popen.stdout.readline()
-    if not line.startswith("READY"):
-        popen.kill()
-        raise RuntimeError(f"child {args} did not start: {line!r}; log:\n{log_path.read_text()}")
-    return Proc(popen, float(line.split()[1]), log_path)
+    proc = Proc(popen, math.nan, log_path, args)
+    if wait:
+        proc.wait_ready()
+    return proc
 
 
 def wait_count(count: Callable[[], int], target: int, timeout: float) -> float:
@@ -219,11 +229,12 @@ class SitqSide:
         for suffix in ("", "-wal", "-shm"):
             Path(f"{self.path}{suffix}").unlink(missing_ok=True)
 
-    def worker(self, tag: str) -> Proc:
+    def worker(self, tag: str, *, wait: bool = True) -> Proc:
         return spawn(
             ["worker", "sitq", self.url(), str(self.s.concurrency), str(self.s.prefetch)],  # "None": adaptive
             self.env,
             self.folder / f"sitq-worker-{tag}.log",
+            wait=wait,
         )
 
     def done_count(self) -> int:
@@ -308,8 +319,8 @@ class HueySide:
             Path(f"{self.path}{suffix}").unlink(missing_ok=True)
         self.huey.storage.initialize_schema()
 
-    def worker(self, tag: str) -> Proc:
-        return spawn(["worker", "huey"], self.env, self.folder / f"huey-worker-{tag}.log")
+    def worker(self, tag: str, *, wait: bool = True) -> Proc:
+        return spawn(["worker", "huey"], self.env, self.folder / f"huey-worker-{tag}.log", wait=wait)
 
     def done_count(self) -> int:
         conn = sqlite3.connect(self.path, timeout=30)
@@ -440,16 +451,20 @@ async def reserve_cost(folder: Path, s: Settings, depth: int) -> float:
 def drain(side: Any, n: int, processes: int, is_async: bool) -> dict[str, Any]:
     """Fill the queue with n tasks, start ``processes`` workers; the rate counts from the last worker's start.
 
-    Workers start one after another (each prints READY once its imports are done), and the first ones
-    work while the later ones are still starting; so the rate is the tasks finished after the last
+    Workers start together (each prints READY once its imports are done), and the first ones ready
+    work while the others are still starting; so the rate is the tasks finished after the last
     worker was ready, divided by the time from then to the last result: steady throughput, not start-up.
+    (They were started one after another: on a busy machine three drained a small queue before the
+    fourth was ready, and the four-process figure read 0.)
     """
     if is_async:
         asyncio.run(side.fill(n))
     else:
         side.fill(n)
-    workers = [side.worker(f"drain{processes}-{i}") for i in range(processes)]
+    workers = [side.worker(f"drain{processes}-{i}", wait=False) for i in range(processes)]
     try:
+        for w in workers:
+            w.wait_ready()
         done_at_start = side.done_count()
         start = max(w.ready_at for w in workers)
         end = wait_count(side.done_count, n, timeout=600)
@@ -460,6 +475,14 @@ def drain(side: Any, n: int, processes: int, is_async: bool) -> dict[str, Any]:
     locked = logs.lower().count("database is locked")
     errors = sum(1 for line in logs.splitlines() if "Traceback" in line or "ERROR" in line)
     counted = n - done_at_start
+    if counted < n // 4:
+        # the first workers drained most of the queue while the last one was still starting (a slow or busy
+        # machine): so few tasks say nothing about steady throughput, so no figure rather than a wrong one
+        log(
+            f"drain with {processes} process(es): only {counted} of {n} tasks were left when the last worker was ready;"
+            " no figure (raise --n)"
+        )
+        return {"rate": None, "seconds": end - start, "locked": locked, "error_lines": errors, "left": counted}
     return {"rate": counted / (end - start), "seconds": end - start, "locked": locked, "error_lines": errors}
 
 
@@ -655,9 +678,9 @@ def build_rows(data: dict[str, Any]) -> list[Row]:
 
     def get(side: dict[str, Any], key: str, sub: str | None = None) -> float | None:
         value = side.get(key)
-        if value is None:
-            return None
-        return float(value[sub]) if sub else float(value)
+        if value is not None and sub:
+            value = value[sub]
+        return None if value is None else float(value)
 
     rows: list[Row] = []
 
@@ -732,7 +755,9 @@ def build_rows(data: dict[str, Any]) -> list[Row]:
         row.passed = growth <= 1.5
         rows.append(row)
     for procs in (1, 2, 4):
-        add(f"throughput, {procs} worker process(es)", f"drain_{procs}p", "tasks/s", "rate", ceiling=claim_done)
+        metric = f"throughput, {procs} worker process(es)"
+        if add(metric, f"drain_{procs}p", "tasks/s", "rate", ceiling=claim_done) is None and f"drain_{procs}p" in sq:
+            rows.append(Row(metric, None, get(hu, f"drain_{procs}p", "rate"), "tasks/s"))  # too few left: no figure
     if "drain_4p" in sq:
         multi = [k for k in ("drain_2p", "drain_4p") if k in sq]
         row = Row(
@@ -748,16 +773,23 @@ def build_rows(data: dict[str, Any]) -> list[Row]:
         if "drain_1p" in sq:
             row = Row(
                 "4 processes / 1 process throughput",
-                sq["drain_4p"]["rate"] / sq["drain_1p"]["rate"],
-                (hu["drain_4p"]["rate"] / hu["drain_1p"]["rate"]) if "drain_4p" in hu and "drain_1p" in hu else None,
+                _rate_ratio(sq, "drain_4p", "drain_1p"),
+                _rate_ratio(hu, "drain_4p", "drain_1p"),
                 "x",
                 target=">= 1x",
             )
-            row.passed = row.sitq is not None and row.sitq >= 1.0
+            row.passed = None if row.sitq is None else row.sitq >= 1.0
             rows.append(row)
     for name, value in raw.items():
         rows.append(Row(f"raw sqlite3: {name.replace('_', ' ')}", value, None, "ops/s"))
     return rows
+
+
+def _rate_ratio(side: dict[str, Any], top: str, bottom: str) -> float | None:
+    """``side[top]``'s drain rate over ``side[bottom]``'s, or None where either has no figure."""
+    if top not in side or bottom not in side or not side[top]["rate"] or not side[bottom]["rate"]:
+        return None
+    return float(side[top]["rate"] / side[bottom]["rate"])
 
 
 def fmt(value: float | None, unit: str = "") -> str:
