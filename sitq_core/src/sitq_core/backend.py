@@ -284,7 +284,14 @@ class Backend(abc.ABC):
         lease whose ``cancel_requested`` is set (its worker died before it
         could report the cancel) is not handed out either: it ends
         ``cancelled``, with a result (status ``cancelled``, error
-        ``"cancelled"``). No worker reports the tasks a reserve ends itself:
+        ``"cancelled"``). Nor is a ``queued`` task whose ``cancel_requested``
+        is set (sitq before the rule in ``finish_many`` queued a retry or a
+        release of a task cancelled while it ran with the request still set,
+        and an old worker may still do so while a deploy rolls; a task moved
+        from such a store brings it): its cancel was accepted, so it ends
+        ``cancelled`` as ``cancel`` ends a queued task (a result with status
+        ``cancelled`` and error ``"cancelled"``; its attempts unchanged, as it
+        did not run). No worker reports the tasks a reserve ends itself:
         after storing the change (outside any lock or transaction), pass them,
         as they now are, to :func:`sitq_core.store_endings.report`, or
         ``store_endings.report_ids(self, ids)``, so that lifecycle observers

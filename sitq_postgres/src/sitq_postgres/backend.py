@@ -1206,11 +1206,14 @@ class PostgresBackend(Backend):
                     for row in expired
                     if not row["cancel_requested"] and row["lease_expiries"] + 1 >= row["max_lease_expiries"]
                 ]
-                ended = {*cancelled, *poisoned}
+                # queued with its cancel requested (by older sitq): it never runs again
+                unrun = [row["seq"] for row in rows if row["status"] != "running" and row["cancel_requested"]]
+                ended = {*cancelled, *poisoned, *unrun}
                 leased = [row["seq"] for row in rows if row["seq"] not in ended]
                 for statement, seqs, status in (
                     (sql.cancel_expired, cancelled, "cancelled"),
                     (sql.poison, poisoned, "failed"),
+                    (sql.cancel_queued_requested, unrun, "cancelled"),
                 ):
                     if not seqs:
                         continue
@@ -1220,7 +1223,9 @@ class PostgresBackend(Backend):
                         ended_ids.append(done["id"])
                         if status == "cancelled":  # as sitq-sqlite says it: nobody else reports this ending
                             log.info(
-                                "task %s (%s) cancelled (its worker is gone)",
+                                "task %s (%s) cancelled (its worker is gone)"
+                                if statement is sql.cancel_expired
+                                else "task %s (%s) cancelled without running again (its cancel was requested before)",
                                 done["id"],
                                 checks.one_log_line(done["function_name"]),
                             )

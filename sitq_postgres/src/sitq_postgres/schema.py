@@ -326,6 +326,14 @@ class Statements:
             "lease_expiries = lease_expiries + 1, error = 'cancelled' WHERE seq = ANY($2::bigint[]) "
             "RETURNING id, error, enqueued_at, started_at, finished_at, attempts, serializer, function_name"
         )
+        # A queued task whose cancel was requested (sitq before its cancel rule queued a retry or a give-back of
+        # such a task again, and an old worker may still do so during a rolling deploy): cancelled, unrun, as
+        # cancel() ends a queued task (attempts as they are).
+        self.cancel_queued_requested = (
+            f"UPDATE {s}.tasks SET status = 'cancelled', due = NULL, lease_token = NULL, finished_at = $1, "
+            "error = 'cancelled' WHERE seq = ANY($2::bigint[]) "
+            "RETURNING id, error, enqueued_at, started_at, finished_at, attempts, serializer, function_name"
+        )
         # Statements that update many task rows lock them in id order first (the "locked" CTE), so a
         # heartbeat and a finish of overlapping tasks cannot deadlock on each other.
         self.heartbeat = (

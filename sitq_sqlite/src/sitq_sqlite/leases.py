@@ -114,6 +114,27 @@ def _end_expired(conn: sqlite3.Connection, seq: int, now: int, *, cancelled: boo
     return [task_id] if type(task_id) is str else []
 
 
+def _end_cancelled_queued(conn: sqlite3.Connection, seq: int, now: int) -> list[str]:
+    """End a queued task that carries a cancel request instead of handing it out, as ``cancel()`` ends one.
+
+    sitq before its cancel rule queued a task again on a retry or give-back
+    of an attempt whose cancel was requested, leaving ``cancel_requested``
+    set (so can an old worker still running during a rolling deploy). The
+    cancel was accepted, so the task never runs again: ``cancelled``, with
+    its attempts as they are. Returns its id, as :func:`_end_expired` does.
+    """
+    row = conn.execute(
+        "UPDATE tasks SET status = 'cancelled', due = NULL, lease_token = NULL, finished_at = ?, "
+        "error = 'cancelled' WHERE seq = ? RETURNING id, function_name",
+        (now, seq),
+    ).fetchone()
+    task_id, function_name = row
+    conn.execute(_ENDED_RESULT_SQL, (seq,))
+    shown = checks.one_log_line(function_name) if isinstance(function_name, str) else repr(function_name)
+    log.info("task %s (%s) cancelled without running again (its cancel was requested before)", task_id, shown)
+    return [task_id] if type(task_id) is str else []
+
+
 # The result of a task row just ended by the store itself (an expired lease, a cancel): copied by SQLite, so
 # that a value Python cannot read or bind back (text that is not UTF-8) is kept as stored.
 _ENDED_RESULT_SQL = (
@@ -328,8 +349,11 @@ class _Leases(_Connections):
                 claimed: list[int] = []
                 ended = 0
                 for seq, _due, status, expiries, max_expiries, cancel_requested in candidates:
-                    if status == "running" and cancel_requested:  # cancelled while its worker was gone
+                    if cancel_requested and status == "running":  # cancelled while its worker was gone
                         ended_ids.extend(_end_expired(conn, seq, now, cancelled=True))
+                        ended += 1
+                    elif cancel_requested:  # queued with its cancel requested (by older sitq): never run again
+                        ended_ids.extend(_end_cancelled_queued(conn, seq, now))
                         ended += 1
                     elif status == "running" and _expired_too_often(expiries, max_expiries):
                         ended_ids.extend(_end_expired(conn, seq, now, cancelled=False))
@@ -354,7 +378,9 @@ class _Leases(_Connections):
         return body, ended_ids
 
     async def _report_store_endings(self, task_ids: list[str]) -> None:
-        """Tell lifecycle observers of tasks a reserve ended itself (no worker reports those)."""
+        """Wake this process's waiters for tasks a reserve ended itself, and tell lifecycle observers of them."""
+        if task_ids:
+            self._wakeups.wake([_result_key(task_id) for task_id in task_ids])
         await store_endings.report_ids(self, task_ids)
 
     async def heartbeat(self, leases: Sequence[tuple[str, str]], lease_seconds: float) -> dict[str, LeaseState]:

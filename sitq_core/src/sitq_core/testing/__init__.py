@@ -53,7 +53,7 @@ from .suite import (  # noqa: E402
 )
 
 #: Bumped when contracts are added or tightened; pin your sitq-core range accordingly.
-SUITE_VERSION = 7
+SUITE_VERSION = 8
 
 __all__ = [
     "CONTRACTS",

@@ -84,6 +84,35 @@ class CancelContract(BackendFixtures):
         assert await reserve_all(backend) == [], f"{C}: reserve handed out a task whose cancel was requested"
 
     @pytest.mark.asyncio
+    async def test_a_queued_task_whose_cancel_was_requested_is_never_handed_out(
+        self, backend: Backend, clock: FakeClock
+    ) -> None:
+        # Older sitq queued a retry of a task cancelled while it ran with the request still set (an old worker
+        # may still do so during a rolling deploy); a task moved from such a store brings it along.
+        task = make_task(clock, cancel_requested=True)
+        await backend.enqueue(task)
+        with observers_hear() as heard:
+            got = await reserve_all(backend)
+        assert got == [], (
+            f"{C}: reserve handed out a queued task whose cancel_requested is set: its cancel was accepted, so it "
+            "must end 'cancelled' instead of running"
+        )
+        stored = await get(backend, task.id, C)
+        assert (stored.status, stored.attempts, stored.error) == (TaskStatus.CANCELLED, 0, "cancelled"), (
+            f"{C}: a queued task whose cancel was requested must end 'cancelled' (error 'cancelled') at the reserve "
+            f"that finds it due, its attempts unchanged (it did not run); got {stored!r}"
+        )
+        result = await backend.get_result(task.id)
+        assert result is not None and (result.status, result.error) == ("cancelled", "cancelled"), (
+            f"{C}: it must get a result as a cancel of a queued task does (status 'cancelled', error "
+            f"'cancelled'), got {result!r}"
+        )
+        assert heard == [("cancelled", task.id)], (
+            f"{C}: a task that reserve ends 'cancelled' must reach the lifecycle observers once, as "
+            f"sitq_task_cancelled (sitq_core.store_endings.report); they heard {heard}"
+        )
+
+    @pytest.mark.asyncio
     async def test_without_cancel_running_a_running_task_is_not_cancelled(
         self, backend: Backend, clock: FakeClock, backend_capabilities: frozenset[Capability]
     ) -> None:

@@ -123,6 +123,10 @@ class DictStoreBackend(Backend):
                         self._finish(db, row, "failed", f"lease expired after {task.attempts} attempts")
                         ended.append(row.task)
                         continue
+                elif task.cancel_requested:  # queued with its cancel requested (left by older sitq)
+                    self._finish(db, row, "cancelled", "cancelled")  # it never runs again
+                    ended.append(row.task)
+                    continue
                 row.task = task.with_changes(
                     status=RUNNING,
                     worker_id=worker_id,
