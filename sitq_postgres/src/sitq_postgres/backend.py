@@ -864,7 +864,8 @@ class PostgresBackend(Backend):
 
     def _refuse_newer_version(self, found: Any) -> None:
         """A ConnectionError when the schema was written by a newer sitq-postgres than this one."""
-        if found is not None and int(found) > SCHEMA_VERSION:
+        number = _schema.version_number(found)
+        if number is not None and number > SCHEMA_VERSION:
             raise self._connection_error(
                 f"PostgreSQL schema {self.schema!r} has sitq schema version {found}, newer than this "
                 f"sitq-postgres understands ({SCHEMA_VERSION}); upgrade sitq-postgres",
@@ -895,14 +896,33 @@ class PostgresBackend(Backend):
         if {"key", "value"} <= set(columns.get("meta", {})):
             version, marked = await conn.fetchrow(self._sql.meta_state)
         everyone = [name for name in _schema.COLUMNS if name in columns]
-        if not (isinstance(version, str) and version.isdigit()):
+        number = _schema.version_number(version)
+        if number is None:
+            if marked:  # sitq's own meta, its version garbled or deleted: say so, not "sitq did not create"
+                raise self._unreadable_version(version)
             return everyone, [], set(columns)
-        foreign, changes = _schema.column_problems(int(version), columns)
+        foreign, changes = _schema.column_problems(number, columns)
         if not marked:
             beside = [name for name in ("tasks", "results") if name in columns]
-            if int(version) not in _schema.UNMARKED_VERSIONS or not beside or foreign:
+            if number not in _schema.UNMARKED_VERSIONS or not beside or foreign:
                 return everyone, [], set(columns)  # an application's meta (and whatever stands beside it)
         return foreign, changes, set(columns)
+
+    def _unreadable_version(self, version: object) -> ConnectionError:
+        """The refusal of sitq's own schema (its mark in ``meta``) whose ``schema_version`` cannot be read."""
+        meta = f'"{self.schema}".meta'
+        if version is None:
+            found = "its meta has no schema_version row"
+            fix = f"INSERT INTO {meta} (key, value) VALUES ('schema_version', '{SCHEMA_VERSION}')"
+        else:
+            found = f"its meta's schema_version is {version!r}, not a schema version (a whole number from 1)"
+            fix = f"UPDATE {meta} SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version'"
+        return self._connection_error(
+            f"PostgreSQL schema {self.schema!r} holds sitq's tables, but their schema version cannot be read: "
+            f"{found}; put back the version they were made at ({fix}, when they were made by this "
+            f"sitq-postgres, whose schema version is {SCHEMA_VERSION}) or restore a backup (nothing in this one "
+            "was changed)",
+        )
 
     async def _call(self, operation: str, body: Callable[[Connection], Awaitable[T]], *, transaction: bool = True) -> T:
         """Run ``body`` on a pooled connection (inside one transaction), mapping driver errors."""

@@ -25,6 +25,7 @@ __all__ = [
     "column_problems",
     "is_null_default",
     "valid_schema",
+    "version_number",
 ]
 
 #: Stored in ``<schema>.meta``; bumped by every migration.
@@ -109,6 +110,18 @@ _NULL_DEFAULT = re.compile(
 def is_null_default(default: str | None) -> bool:
     """True when a column's default is none at all or NULL (``NOT NULL DEFAULT NULL`` must still be filled)."""
     return default is None or _NULL_DEFAULT.fullmatch(default) is not None
+
+
+def version_number(value: object) -> int | None:
+    """A ``meta.schema_version`` value as its number, or None when it is none (garbled, ``'0'``, missing).
+
+    Only ASCII digits count: ``' 2'``, ``'-1'`` and ``'1.0'`` are no version
+    sitq wrote, and ``str.isdigit`` also takes ``'²'``, which ``int`` refuses.
+    """
+    if not isinstance(value, str) or not value.isascii() or not value.isdigit():
+        return None
+    number = int(value)
+    return number if number >= 1 else None
 
 
 def column_problems(version: int, found: dict[str, dict[str, bool]]) -> tuple[list[str], list[str]]:
