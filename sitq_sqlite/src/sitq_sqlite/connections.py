@@ -57,6 +57,7 @@ from .schema import (
     SCHEMA_VERSION,
     ForeignSchemaError,
     SchemaTooNewError,
+    SchemaVersionUnknownError,
     check_not_foreign,
     create_schema,
     missing_indexes,
@@ -278,6 +279,16 @@ class _Connections(Backend):
                 raise ConnectionError(
                     f"SQLite database {self.path!r} has schema version {exc.found}, newer than this "
                     f"sitq-sqlite understands ({SCHEMA_VERSION}); upgrade sitq-sqlite",
+                    backend_type="sqlite",
+                    operation="connect",
+                    connection_details=self.path,
+                ) from None
+            if isinstance(exc, SchemaVersionUnknownError):
+                raise ConnectionError(
+                    f"SQLite database {self.path!r} has schema version {exc.found} (PRAGMA user_version), which "
+                    f"no sitq-sqlite writes (this one writes {SCHEMA_VERSION}; 0 is a file restored from a dump); "
+                    f"set it back (PRAGMA user_version = {SCHEMA_VERSION}, when its tables were made by this "
+                    "sitq-sqlite) or restore a backup (nothing in this one was changed)",
                     backend_type="sqlite",
                     operation="connect",
                     connection_details=self.path,

@@ -133,7 +133,8 @@ def check_not_foreign(conn: sqlite3.Connection) -> int:
     application's database given by mistake); a non-zero ``user_version``
     without sitq's tables; sitq's tables changed so that sitq cannot use them
     (see :func:`_changes`). A version above :data:`SCHEMA_VERSION` on sitq's own
-    tables raises :class:`SchemaTooNewError`. A dump (``iterdump()``, ``.dump``,
+    tables raises :class:`SchemaTooNewError`, and a negative one, which no
+    sitq-sqlite writes, :class:`SchemaVersionUnknownError`. A dump (``iterdump()``, ``.dump``,
     ``.recover``) does not carry ``user_version``, so a file restored from one
     has sitq's tables at version 0: tables sitq can use are taken as its own.
     """
@@ -151,6 +152,8 @@ def check_not_foreign(conn: sqlite3.Connection) -> int:
         raise ForeignSchemaError(sorted(tables), version=version)
     if version > SCHEMA_VERSION:
         raise SchemaTooNewError(version)
+    if version < 0:  # no sitq-sqlite writes one: its tables' version is unknown, so nothing is rewritten
+        raise SchemaVersionUnknownError(version)
     foreign, changes = _changes(conn, version)
     if foreign:
         raise ForeignSchemaError(foreign)
@@ -255,11 +258,21 @@ class SchemaTooNewError(Exception):
         self.found = found
 
 
+class SchemaVersionUnknownError(Exception):
+    """The file holds sitq's tables under a ``user_version`` no sitq-sqlite writes (a negative one)."""
+
+    def __init__(self, found: int) -> None:
+        super().__init__(found)
+        self.found = found
+
+
 def create_schema(conn: sqlite3.Connection) -> int:
     """Create or check the schema inside the caller's write transaction; returns the version found."""
     found = int(conn.execute("PRAGMA user_version").fetchone()[0])
     if found > SCHEMA_VERSION:
         raise SchemaTooNewError(found)
+    if found < 0:  # set since check_not_foreign looked: never rewritten as if the file were new
+        raise SchemaVersionUnknownError(found)
     if found == SCHEMA_VERSION:
         # a current file whose index was dropped (a user tidying indexes, a partial restore): every claim
         # names tasks_claim, so without it every reserve fails; an index holds no data, so re-making it is safe
