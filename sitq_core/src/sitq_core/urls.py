@@ -141,7 +141,14 @@ def masked(url: str) -> str:
 
 
 #: A libpq ``key=value`` pair: the value quoted (``'a b'``, with ``\'`` inside; to the end when unclosed) or a word.
-_KEYWORD_VALUE = re.compile(r"([A-Za-z_][A-Za-z0-9_.-]*)(\s*=\s*)('(?:[^'\\]|\\.)*'?|\S*)", re.DOTALL)
+#: The key is the run of ``[A-Za-z0-9_.-]`` from its first letter or ``_`` (the digits, dots and dashes before
+#: that are group 1, kept as they are). A match starts only where such a run starts (the lookbehind) and every
+#: repeat is possessive, so that the pattern is tried once per run, never again from inside it: a
+#: ``[A-Za-z_][A-Za-z0-9_.-]*`` tried from every position of a long name with no ``=`` took quadratic time
+#: (100,000 characters: minutes), and masking is on the path of every error about an unknown backend name.
+_KEYWORD_VALUE = re.compile(
+    r"(?<![A-Za-z0-9_.-])([0-9.-]*+)([A-Za-z_][A-Za-z0-9_.-]*+)(\s*+=\s*+)('(?:[^'\\]|\\.)*+'?|\S*+)", re.DOTALL
+)
 
 
 def masked_text(text: str) -> str:
@@ -154,7 +161,9 @@ def masked_text(text: str) -> str:
     ``:`` to its last ``@``, where a password would be; and a query is
     hidden from its first secret option on, as in a URL.
     """
-    text = _KEYWORD_VALUE.sub(lambda pair: f"{pair[1]}{pair[2]}***" if looks_secret(pair[1]) else pair[0], text)
+    text = _KEYWORD_VALUE.sub(
+        lambda pair: f"{pair[1]}{pair[2]}{pair[3]}***" if looks_secret(pair[2]) else pair[0], text
+    )
     colon, at = text.find(":"), text.rfind("@")
     if 0 <= colon < at:
         text = f"{text[: colon + 1]}***{text[at:]}"
