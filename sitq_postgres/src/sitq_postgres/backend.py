@@ -244,16 +244,12 @@ class PostgresBackend(Backend):
             )
         # asyncpg reads URLs only (a key=value string becomes one); libpq's connect_timeout in it is ours
         dsn, connect_timeout = prepared_dsn(dsn, connect_timeout, default_timeout=_DEFAULT_CONNECT_TIMEOUT)
+        # any real number as float, as every other duration (bool, and a Decimal sNaN, which raised
+        # decimal.InvalidOperation when compared, are None: refused below, never compared)
         seconds = checks.as_seconds(connect_timeout)
-        if seconds is not None:  # a Fraction or Decimal as float (bool stays itself, refused below)
-            connect_timeout = seconds
-        if connect_timeout == 0 and not isinstance(connect_timeout, bool):  # libpq's "no limit", as in a dsn
-            connect_timeout = NO_LIMIT
-        if (
-            isinstance(connect_timeout, bool)
-            or not isinstance(connect_timeout, int | float)
-            or not 0 < connect_timeout <= 86_400  # NaN and infinity fail too
-        ):
+        if seconds == 0:  # libpq's "no limit", as in a dsn
+            seconds = NO_LIMIT
+        if seconds is None or not 0 < seconds <= 86_400:  # NaN and infinity fail too
             raise ValidationError(
                 "connect_timeout must be a number of seconds > 0 and at most 86400 (0, as in libpq, means the most)",
                 parameter="connect_timeout",
@@ -265,7 +261,7 @@ class PostgresBackend(Backend):
         self.schema = valid_schema(schema)
         self.min_connections = min_connections
         self.max_connections = max_connections
-        self.connect_timeout = float(connect_timeout)
+        self.connect_timeout = seconds
         self._sql = Statements(self.schema)
         self._lock = threading.Lock()
         self._pools: dict[asyncio.AbstractEventLoop, Pool] = {}

@@ -113,12 +113,12 @@ def prepared_dsn(dsn: str | None, connect_timeout: float, *, default_timeout: fl
     """
     if dsn is None:
         return None, connect_timeout
+    _check_text(dsn)
     keywords = is_keyword_dsn(dsn)
     if keywords:
         dsn = keyword_dsn_to_url(dsn)
-    if "://" not in dsn:
-        return dsn, connect_timeout
     dsn = dsn.strip()  # a line read from an env file: urlsplit ignores the spaces, the rewrite below would not
+    _check_scheme(dsn)
     try:
         return _prepared_url(dsn, connect_timeout, default_timeout=default_timeout)
     except (ConfigurationError, ValidationError) as exc:
@@ -138,6 +138,60 @@ def prepared_dsn(dsn: str | None, connect_timeout: float, *, default_timeout: fl
         "percent-encode '/', '?', '@', '&', '=' and '#' in a password (%2F, %3F, %40, %26, %3D, %23)",
         parameter="dsn",
     )
+
+
+#: What a dsn is, as errors about one say it (its value is never repeated: it may hold a password)
+_EXPECTED = (
+    "a postgresql:// or postgres:// URL (postgresql://user:password@host:5432/dbname) or a libpq key=value "
+    "string (host=db dbname=app user=app)"
+)
+#: The schemes asyncpg reads (any case: urlsplit lowers it); it refused any other at the first call
+_SCHEMES = ("postgresql", "postgres")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
+
+
+def _check_text(dsn: str) -> None:
+    """Refuse a dsn that is blank or cannot be encoded as UTF-8, the encoding of PostgreSQL's startup packet.
+
+    A lone surrogate (from text decoded with ``errors="surrogateescape"``)
+    made asyncpg fail at the first call with a bare ``AttributeError`` of its
+    protocol; a blank dsn, with "invalid DSN", and an empty one is most often
+    an unset variable (``None`` is how libpq's defaults are asked for).
+    """
+    if not dsn.strip():
+        raise ValidationError(
+            f"dsn is {'empty' if not dsn else 'blank'}: expected {_EXPECTED}, or None for libpq's defaults and the "
+            "PG* environment variables",
+            parameter="dsn",
+        )
+    try:
+        dsn.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError(
+            "dsn must be text that can be encoded as UTF-8: it holds a lone surrogate (as text decoded with "
+            "errors='surrogateescape' does); percent-encode the bytes meant in a URL (%FF)",
+            parameter="dsn",
+        ) from None
+
+
+def _check_scheme(dsn: str) -> None:
+    """Refuse a dsn that is no ``postgresql://`` or ``postgres://`` URL (a key=value string is one by now).
+
+    asyncpg reads no other: ``PostgresBackend("5")`` was made, and every call
+    failed with "invalid DSN: scheme is expected to be either postgresql or
+    postgres". A scheme that is a plain word is named; the rest is not shown.
+    """
+    scheme, sep, _rest = dsn.partition("://")
+    if sep and scheme.lower() in _SCHEMES:
+        return
+    if not sep:
+        found = "no '://'"
+    elif _SCHEME.fullmatch(scheme):
+        driver = " (a driver suffix belongs to sitq.connect's URL, not to a dsn)" if "+" in scheme else ""
+        found = f"the scheme {scheme!r}{driver}"
+    else:
+        found = "no scheme" if not scheme else "another text before '://'"
+    raise ValidationError(f"dsn must be {_EXPECTED}; it has {found}", parameter="dsn")
 
 
 def _prepared_url(dsn: str, connect_timeout: float, *, default_timeout: float) -> tuple[str, float]:
