@@ -40,6 +40,15 @@ def _validate_path(path: Any) -> str:
         )
     if "\x00" in text:
         raise ValidationError("path must not contain NUL characters", parameter="path", value=text)
+    try:
+        os.fsencode(text)  # what sqlite3.connect does with it: the first call raised a bare UnicodeEncodeError
+    except UnicodeEncodeError:
+        raise ValidationError(
+            "path must be text the file system encoding can encode: it holds a lone surrogate that stands for no "
+            "byte (only U+DC80..U+DCFF do, as os.fsdecode gives for a name that is not UTF-8)",
+            parameter="path",
+            value=text,
+        ) from None
     if text == MEMORY:
         return MEMORY
     if text.startswith("file:"):
