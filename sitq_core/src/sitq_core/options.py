@@ -186,6 +186,8 @@ class TaskOptions:
             raise ValidationError("give eta or delay, not both", parameter="delay", value=self.delay)
         _finite("delay", self.delay)
         validate_timeout(self.delay, parameter="delay")
+        if self.delay:  # past year 9999 from now: as far past it at any later enqueue (refused there anyway)
+            self.due_at(datetime.now(UTC))
         if (
             isinstance(self.priority, bool)
             or not isinstance(self.priority, int)

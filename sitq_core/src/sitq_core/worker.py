@@ -352,7 +352,14 @@ class Worker(
         are in place before the backend connects, so a signal during a slow
         connect stops the worker too. It returns no earlier than the
         ``stop()`` calls awaited on its loop (``_stops_returned``).
+        ``handle_signals`` must be a bool (a string such as ``"no"`` is true).
         """
+        if not isinstance(handle_signals, bool):
+            raise ValidationError(
+                f"handle_signals must be True or False, got {safe_repr(handle_signals)}",
+                parameter="handle_signals",
+                value=handle_signals,
+            )
         loop = asyncio.get_running_loop()
         installed: list[signal.Signals] = []
         signals_seen = 0
