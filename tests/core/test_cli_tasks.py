@@ -353,8 +353,9 @@ def test_purge_deletes_final_tasks_finished_before_the_duration(
 
 @pytest.mark.parametrize(
     ("given", "seconds"),
-    [("30s", 30), ("15m", 900), ("2h", 7200), ("7d", 604800), ("90", 90), ("1.5h", 5400), (" 2H ", 7200), ("0", 0)],
-)
+    [("30s", 30), ("15m", 900), ("2h", 7200), ("7d", 604800), ("90", 90), ("1.5h", 5400), (" 2H ", 7200), ("0", 0),
+     ("1e3", 1000), ("1_0", 10), ("1e2m", 6000), (".5", 0.5)],
+)  # fmt: skip
 def test_durations(given: str, seconds: float) -> None:
     assert cli_tasks.parse_duration(given) == timedelta(seconds=seconds)
 
@@ -362,9 +363,11 @@ def test_durations(given: str, seconds: float) -> None:
 def test_a_duration_longer_than_a_timedelta_holds_is_the_longest_one() -> None:
     """Nothing finished that long ago: purge deletes nothing, rather than failing with an OverflowError."""
     assert cli_tasks.parse_duration("99999999999d") == timedelta.max
+    assert cli_tasks.parse_duration("1e30") == cli_tasks.parse_duration(str(10**30)) == timedelta.max
+    assert cli_tasks.parse_duration("1e400") == cli_tasks.parse_duration("inf") == timedelta.max
 
 
-@pytest.mark.parametrize("given", ["", "x", "5w", "-5m", "1e3", "h", "nan", "1.5.2h"])
+@pytest.mark.parametrize("given", ["", "x", "5w", "-5m", "h", "nan", "1.5.2h", "nand", "7 d", "0x10", "1__0", "_1"])
 def test_a_bad_duration_names_the_option_and_the_forms(
     capsys: pytest.CaptureFixture[str], store: tuple[str, dict[str, str], Path], given: str
 ) -> None:

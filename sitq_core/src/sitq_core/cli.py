@@ -25,7 +25,7 @@ import traceback
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, NoReturn, TextIO
 
-from . import __version__, checks, cli_tasks, forks
+from . import __version__, checks, cli_numbers, cli_tasks, forks
 from .backend import Backend, Capability, reading_only
 from .cli_imports import raised_where
 from .config import (
@@ -229,7 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
     worker = command("worker", "run a worker until SIGINT/SIGTERM")
     _backend_arg(worker)
     worker.add_argument(
-        "--concurrency", "-c", type=int, default=1, help="tasks run at once, 1..1000 (default: %(default)s)"
+        "--concurrency",
+        "-c",
+        type=cli_numbers.whole_number,
+        default=1,
+        help="tasks run at once, 1..1000 (default: %(default)s)",
     )
     worker.add_argument(
         "--queues",
@@ -264,23 +268,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="with -s msgpack: call only these functions (repeatable); each must import at start",
     )
     worker.add_argument(
-        "--lease-timeout", type=float, default=30.0, help="seconds a lease lasts without renewal (default: %(default)s)"
+        "--lease-timeout",
+        type=cli_numbers.seconds,
+        default=30.0,
+        help="seconds a lease lasts without renewal (default: %(default)s)",
     )
     worker.add_argument(
-        "--prefetch", type=int, default=None, help="tasks reserved ahead of free slots (default: adaptive)"
+        "--prefetch",
+        type=cli_numbers.whole_number,
+        default=None,
+        help="tasks reserved ahead of free slots (default: adaptive)",
     )
     worker.add_argument(
         "--batch-window",
-        type=float,
+        type=cli_numbers.seconds,
         default=None,
         help="seconds between commits while keeping up with producers (default: adaptive; 0: commit at once)",
     )
     worker.add_argument(
-        "--poll-interval", type=float, default=1.0, help="longest idle sleep, in seconds (default: %(default)s)"
+        "--poll-interval",
+        type=cli_numbers.seconds,
+        default=1.0,
+        help="longest idle sleep, in seconds (default: %(default)s)",
     )
     worker.add_argument(
         "--shutdown-timeout",
-        type=float,
+        type=cli_numbers.seconds,
         default=30.0,
         help="seconds running tasks may take after a signal (default: %(default)s)",
     )

@@ -14,13 +14,14 @@ import contextlib
 import dataclasses
 import enum
 import json
+import math
 import re
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO, cast
 
-from . import checks
+from . import checks, cli_numbers
 from .backend import Backend, Capability, reading_only
 from .errors import ValidationError
 from .models import FINAL_STATUSES, Result, Task, TaskStatus, TaskStatusName
@@ -37,9 +38,10 @@ PAGE = 500
 _INT64_MAX = 2**63 - 1
 _ERROR_WIDTH = 60  # characters of a task's last error in the ``sitq tasks`` table
 _STATUSES = tuple(status.value for status in TaskStatus)
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-_NEGATIVE_DURATION = re.compile(r"^-\d*\.?\d+[smhdSMHD]?$")
+#: A negative number with or without a unit, as argparse's ``_negative_number_matcher`` (see add_commands). Its
+#: repeats are possessive, so that a long run of digits is read once: ``-\d*\.?\d+`` split it every way.
+_NEGATIVE_DURATION = re.compile(r"^-(?:[\d_]++(?:\.[\d_]*+)?|\.[\d_]++)(?:[eE][-+]?[\d_]++)?[smhdSMHD]?$")
 
 Say = Callable[[str], None]
 Action = Callable[[TaskQueue, Say], Awaitable[int]]
@@ -78,8 +80,16 @@ def add_commands(
     backend_arg(tasks)
     tasks.add_argument("--status", metavar="STATUS", help=f"only tasks in this status: {', '.join(_STATUSES)}")
     tasks.add_argument("--queue", metavar="NAME", help="only tasks of this queue")
-    tasks.add_argument("--limit", type=int, default=20, metavar="N", help="at most N tasks, 0 for all (default: 20)")
-    tasks.add_argument("--offset", type=int, default=0, metavar="N", help="skip the first N (default: 0)")
+    tasks.add_argument(
+        "--limit",
+        type=cli_numbers.whole_number,
+        default=20,
+        metavar="N",
+        help="at most N tasks, 0 for all (default: 20)",
+    )
+    tasks.add_argument(
+        "--offset", type=cli_numbers.whole_number, default=0, metavar="N", help="skip the first N (default: 0)"
+    )
     tasks.add_argument("--json", action="store_true", help="machine-readable output")
 
     show = command("show", "show one task, and its result once it is final")
@@ -184,18 +194,26 @@ def _action(args: argparse.Namespace, progress: _Progress) -> tuple[Action, bool
 
 
 def parse_duration(text: str) -> timedelta:
-    """``30s``, ``15m``, ``2h``, ``7d`` or a plain number of seconds (decimals allowed) as a timedelta.
+    """``30s``, ``15m``, ``2h``, ``7d`` or a plain number of seconds as a timedelta.
 
-    Raises ValueError naming the accepted forms. A duration longer than a
-    timedelta holds is ``timedelta.max`` (nothing finished that long ago).
+    The number is read as every seconds flag reads one (``cli_numbers.seconds``:
+    ``1.5h``, ``1e3``, ``1_000``). Raises ValueError naming the accepted forms.
+    A duration longer than a timedelta holds is ``timedelta.max`` (nothing
+    finished that long ago).
     """
-    match = _DURATION.fullmatch(text.strip().lower())
-    if match is None:
-        negative = " (a duration cannot be negative)" if text.strip().startswith("-") else ""
+    given = text.strip().lower()
+    unit = given[-1:] if given[-1:] in _UNIT_SECONDS else ""
+    number = given[: len(given) - len(unit)]
+    try:
+        value = None if number != number.strip() else cli_numbers.seconds(number)  # '7 d': one word or none
+    except argparse.ArgumentTypeError:
+        value = None
+    if value is None or math.isnan(value) or value < 0 or given.startswith("-"):
+        negative = " (a duration cannot be negative)" if given.startswith("-") else ""
         raise ValueError(
             f"expected a duration such as 30s, 15m, 2h or 7d, or a number of seconds{negative}, got {text!r}"
         )
-    seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    seconds = value * _UNIT_SECONDS[unit]
     try:
         return timedelta(seconds=seconds)
     except OverflowError:
