@@ -181,16 +181,16 @@ def _check_scheme(dsn: str) -> None:
     failed with "invalid DSN: scheme is expected to be either postgresql or
     postgres". A scheme that is a plain word is named; the rest is not shown.
     """
-    scheme, sep, _rest = dsn.partition("://")
+    scheme, sep, _rest = dsn.partition(":")  # asyncpg reads the scheme as urlparse does: postgresql:/db works too
     if sep and scheme.lower() in _SCHEMES:
         return
     if not sep:
-        found = "no '://'"
+        found = "no scheme (no ':')"
     elif _SCHEME.fullmatch(scheme):
         driver = " (a driver suffix belongs to sitq.connect's URL, not to a dsn)" if "+" in scheme else ""
         found = f"the scheme {scheme!r}{driver}"
     else:
-        found = "no scheme" if not scheme else "another text before '://'"
+        found = "no scheme" if not scheme else "another text before its first ':'"
     raise ValidationError(f"dsn must be {_EXPECTED}; it has {found}", parameter="dsn")
 
 
@@ -426,9 +426,15 @@ def service_file() -> Path | None:
     return None if home is None else home / ".pg_service.conf"
 
 
+_URL_START = re.compile(r"\s*[A-Za-z][A-Za-z0-9+.-]*:")
+
+
 def is_keyword_dsn(dsn: str) -> bool:
-    """True for a ``key=value`` string (not a URL)."""
-    return "=" in dsn and "://" not in dsn and not dsn.lstrip().startswith(("postgres:", "postgresql:"))
+    """True for a ``key=value`` string: one with an ``=`` that does not start as a URL does (``scheme:``).
+
+    A value may hold ``://`` (``password=ab://cd``): the first word decides, as libpq's does.
+    """
+    return "=" in dsn and _URL_START.match(dsn) is None
 
 
 def keyword_dsn_to_url(dsn: str) -> str:
