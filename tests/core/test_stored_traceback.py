@@ -101,9 +101,13 @@ async def test_a_chained_traceback_keeps_every_exception_each_from_its_own_first
 
 
 @pytest.mark.asyncio
-async def test_an_exception_raised_with_no_frame_of_the_users_keeps_its_whole_traceback(tmp_path: Path) -> None:
-    """``int("x")`` enqueued as is: no Python frame of the user's, so nothing is cut (what else would show?)."""
-    (result,) = await _failed(tmp_path, [(int, ("x",))])
-    lines = result.traceback.splitlines()
-    assert lines[0] == HEADER and "sitq_core" in lines[1], result.traceback
-    assert lines[-1] == "ValueError: invalid literal for int() with base 10: 'x'"
+@pytest.mark.parametrize("count", [1, 3], ids=["alone", "batched"])
+async def test_a_builtin_task_keeps_only_the_frame_that_called_it(tmp_path: Path, count: int) -> None:
+    """``int("x")`` enqueued as is raises from C: of sitq's frames above it, only the call is kept."""
+    results = await _failed(tmp_path, [(int, ("x",))] * count)
+    for result in results:
+        lines = result.traceback.splitlines()
+        assert lines[0] == HEADER and "sitq_core" in lines[1], result.traceback
+        frames = [line for line in lines if line.lstrip().startswith('File "')]
+        assert len(frames) == 1, result.traceback  # five sitq frames before: noise above the error
+        assert lines[-1] == "ValueError: invalid literal for int() with base 10: 'x'"

@@ -98,14 +98,18 @@ def _format(exc: BaseException, *, from_task: bool = False) -> str:
     The frames above the task's own (the worker's execution, its thread pool,
     the call guard, ``current_task``'s wrapper, asyncio's) are the same for
     every task and only push the one that matters down; they are cut from each
-    exception of the chain that has a frame of some other code (a traceback
-    with none, an error raised in sitq itself, is kept whole).
+    exception of the chain that has a frame of some other code. The exception
+    the call raised with no such frame (a builtin enqueued as is, ``int`` or
+    ``math.sqrt``, raises from C) keeps only its innermost frame, the call;
+    a chained one with none (raised in sitq or asyncio itself) is kept whole.
     """
     try:
         if not from_task:
             return "".join(tb_module.format_exception(type(exc), exc, exc.__traceback__))
         shown = tb_module.TracebackException(type(exc), exc, exc.__traceback__)
         _trim_machinery(shown, set())
+        if shown.stack and all(_machinery(frame.filename) for frame in shown.stack):
+            del shown.stack[:-1]  # the task is a builtin: the frames above its call say nothing of it
         return "".join(shown.format())
     except BaseException as failure:
         return f"{type(exc).__name__} (its traceback could not be formatted: {type(failure).__name__})"
