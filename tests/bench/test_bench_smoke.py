@@ -56,10 +56,14 @@ def test_bench_quick_without_huey(tmp_path: Path) -> None:
     ):
         assert metric in body, metric
         sitq, huey = body[metric][2], body[metric][3]
-        assert NUMBER.match(sitq), (metric, sitq)
+        # with 300 tasks the first of four workers may drain them all before the last is ready: the bench then
+        # gives no figure rather than a wrong one (drain() in compare.py), which this tiny N may not avoid
+        assert NUMBER.match(sitq) or (metric.startswith("throughput, 4") and sitq == "n/a"), (metric, sitq)
         assert huey == "n/a", (metric, huey)
     data = json.loads(out.read_text())
     assert data["results"]["sitq"]["drain_1p"]["rate"] > 0
+    four = data["results"]["sitq"]["drain_4p"]  # the four processes ran, with no lock or error line
+    assert four["locked"] == 0 and four["error_lines"] == 0, four
     assert data["results"]["huey"] == {}
 
 
