@@ -41,16 +41,18 @@ _MAX_VARIABLES = 500
 _FIRST_OF = "SELECT seq FROM tasks INDEXED BY tasks_claim WHERE {} ORDER BY queue, priority DESC, due, seq LIMIT 1"
 _LANE_ROW = "SELECT t.queue, t.priority, t.due, t.seq FROM {} tasks AS t WHERE t.seq = "
 _NEXT_IN_QUEUE = _FIRST_OF.format(f"queue = lane.queue AND {ACTIVE} AND priority < lane.priority")
-_LANES_SQL = (  # every queue, from the first lane or the one after (?1, ?2), to the next one in index order
+# Plain ? placeholders only, each value bound as often as it is used: numbered ones (?1) bound from a tuple warn on
+# Python 3.12.0-3.12.3 (python/cpython#117995), an error under -W error (see tests/sqlite/test_sqlite_placeholders.py).
+_LANES_SQL = (  # every queue, from the first lane or the one after a (queue, priority), to the next one in index order
     "WITH RECURSIVE lane(queue, priority, due, seq) AS ({} UNION ALL "
     f"{_LANE_ROW.format('lane,')}coalesce(({_NEXT_IN_QUEUE}), "
     f"({_FIRST_OF.format(f'{ACTIVE} AND queue > lane.queue')}))"
-    ") SELECT queue, priority, due, seq FROM lane LIMIT ?3"
+    ") SELECT queue, priority, due, seq FROM lane LIMIT ?"
 )
 _FIRST_LANES_SQL = _LANES_SQL.format(f"{_LANE_ROW.format('')}({_FIRST_OF.format(ACTIVE)})")
-_LANES_AFTER_SQL = _LANES_SQL.format(
-    f"{_LANE_ROW.format('')}coalesce(({_FIRST_OF.format(f'queue = ?1 AND {ACTIVE} AND priority < ?2')}), "
-    f"({_FIRST_OF.format(f'{ACTIVE} AND queue > ?1')}))"
+_LANES_AFTER_SQL = _LANES_SQL.format(  # parameters: queue, priority, queue (again), limit
+    f"{_LANE_ROW.format('')}coalesce(({_FIRST_OF.format(f'queue = ? AND {ACTIVE} AND priority < ?')}), "
+    f"({_FIRST_OF.format(f'{ACTIVE} AND queue > ?')}))"
 )
 _LANES_OF_SQL = (  # the named queues (bound as VALUES): the first lane of each, then the next ones within it
     "WITH RECURSIVE named(queue) AS (VALUES {}), lane(queue, priority, due, seq) AS ("
@@ -88,9 +90,10 @@ def _walk_lanes(conn: sqlite3.Connection, queues: list[str] | None, lanes: list[
     if queues is None:  # lanes in index order: go on after the last one
         left = most + 1 - len(lanes)
         if not lanes:
-            lanes += conn.execute(_FIRST_LANES_SQL, (None, None, left)).fetchall()
+            lanes += conn.execute(_FIRST_LANES_SQL, (left,)).fetchall()
         elif left > 0:
-            lanes += conn.execute(_LANES_AFTER_SQL, (*lanes[-1][:2], left)).fetchall()
+            queue, priority = lanes[-1][:2]
+            lanes += conn.execute(_LANES_AFTER_SQL, (queue, priority, queue, left)).fetchall()
         return len(lanes) <= most
     lanes.clear()  # named queues: walked again from the first
     per = _MAX_VARIABLES - 2
@@ -107,7 +110,7 @@ def _walk_lanes(conn: sqlite3.Connection, queues: list[str] | None, lanes: list[
 def _due_head_early(conn: sqlite3.Connection, queues: list[str] | None, now: int) -> bool:
     """Whether one of the first lanes starts with a due row, read lazily: the usual answer costs a lane or two."""
     if queues is None:
-        cursor = conn.execute(_FIRST_LANES_SQL, (None, None, _FIRST_LANES))
+        cursor = conn.execute(_FIRST_LANES_SQL, (_FIRST_LANES,))
     else:
         chunk = queues[: _MAX_VARIABLES - 2]
         sql = _LANES_OF_SQL.format(",".join(["(?)"] * len(chunk)))

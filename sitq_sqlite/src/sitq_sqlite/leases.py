@@ -71,11 +71,14 @@ _RETRY_SQL = (  # not for a task whose cancel was requested: it ends cancelled i
     "UPDATE tasks SET status = 'queued', eta = ?, due = ?, error = ?, lease_token = NULL "
     "WHERE seq = ? AND id = ? AND lease_token = ? AND status = 'running' AND cancel_requested = 0 RETURNING seq"
 )
+# Plain ? placeholders only, a value used twice bound twice: numbered ones (?1) bound from a tuple warn on Python
+# 3.12.0-3.12.3 (python/cpython#117995), an error under -W error (see tests/sqlite/test_sqlite_placeholders.py).
 _RELEASE_SQL = (  # a first attempt given back unstarted (no started_at) says so again: no start, no worker
-    "UPDATE tasks SET status = 'queued', due = min(eta, ?1), lease_token = NULL, attempts = max(attempts - 1, 0), "
-    "started_at = CASE WHEN ?2 IS NOT NULL THEN ?2 WHEN attempts <= 1 THEN NULL ELSE started_at END, "
-    "worker_id = CASE WHEN ?2 IS NULL AND attempts <= 1 THEN NULL ELSE worker_id END "
-    "WHERE seq = ?3 AND id = ?4 AND lease_token = ?5 AND status = 'running' AND cancel_requested = 0 RETURNING seq"
+    # parameters: now, started (three times), seq, id, lease token
+    "UPDATE tasks SET status = 'queued', due = min(eta, ?), lease_token = NULL, attempts = max(attempts - 1, 0), "
+    "started_at = CASE WHEN ? IS NOT NULL THEN ? WHEN attempts <= 1 THEN NULL ELSE started_at END, "
+    "worker_id = CASE WHEN ? IS NULL AND attempts <= 1 THEN NULL ELSE worker_id END "
+    "WHERE seq = ? AND id = ? AND lease_token = ? AND status = 'running' AND cancel_requested = 0 RETURNING seq"
 )
 _FINAL_ROWS_PER_STATEMENT = _MAX_VARIABLES // _FINAL_COLUMNS
 _TOKEN_BYTES = 16  # a lease token: 128 random bits as 32 hex characters
@@ -174,17 +177,17 @@ _UnreadableClaim = tuple[str, Any, str, bool]
 # A claimed row that cannot be read ends failed, fenced by its lease (seq and token, still running). Its result
 # copies only what reads back (an unreadable enqueued_at is left NULL, a serializer that is not UTF-8 text empty),
 # so that the result itself can be read.
-_UNREADABLE_RESULT_SQL = (
+_UNREADABLE_RESULT_SQL = (  # parameters: error, least and greatest time, now, serializer read, seq, lease token
     "INSERT OR REPLACE INTO results (task_id, id, status, value, error, traceback, enqueued_at, started_at, "
-    "finished_at, attempts, serializer) SELECT id, id, 'failed', NULL, ?1, NULL, "
-    "CASE WHEN typeof(enqueued_at) = 'integer' AND enqueued_at BETWEEN ?2 AND ?3 THEN enqueued_at END, "
-    "started_at, ?4, CASE WHEN typeof(attempts) = 'integer' THEN attempts ELSE 0 END, "
-    "CASE WHEN ?7 AND typeof(serializer) = 'text' THEN serializer ELSE '' END "
-    "FROM tasks WHERE seq = ?5 AND lease_token = ?6 AND status = 'running'"
+    "finished_at, attempts, serializer) SELECT id, id, 'failed', NULL, ?, NULL, "
+    "CASE WHEN typeof(enqueued_at) = 'integer' AND enqueued_at BETWEEN ? AND ? THEN enqueued_at END, "
+    "started_at, ?, CASE WHEN typeof(attempts) = 'integer' THEN attempts ELSE 0 END, "
+    "CASE WHEN ? AND typeof(serializer) = 'text' THEN serializer ELSE '' END "
+    "FROM tasks WHERE seq = ? AND lease_token = ? AND status = 'running'"
 )
-_UNREADABLE_FINISH_SQL = (
-    "UPDATE tasks SET status = 'failed', due = NULL, lease_token = NULL, finished_at = ?1, error = ?2 "
-    "WHERE seq = ?3 AND lease_token = ?4 AND status = 'running' RETURNING id"
+_UNREADABLE_FINISH_SQL = (  # parameters: now, error, seq, lease token
+    "UPDATE tasks SET status = 'failed', due = NULL, lease_token = NULL, finished_at = ?, error = ? "
+    "WHERE seq = ? AND lease_token = ? AND status = 'running' RETURNING id"
 )
 
 
@@ -304,7 +307,7 @@ class _Leases(_Connections):
             ended: list[Any] = []
             for token, _task_id, error, serializer_read in claims:
                 seq = _token_seq(token)
-                conn.execute(_UNREADABLE_RESULT_SQL, (error, _MIN_US, _MAX_US, now, seq, token, serializer_read))
+                conn.execute(_UNREADABLE_RESULT_SQL, (error, _MIN_US, _MAX_US, now, serializer_read, seq, token))
                 row = conn.execute(_UNREADABLE_FINISH_SQL, (now, error, seq, token)).fetchone()
                 if row is not None:
                     ended.append(row[0])
@@ -509,7 +512,7 @@ class _Leases(_Connections):
                     requeued = requeued or row is not None
                 elif outcome.kind == "release":
                     started = None if outcome.started_at is None else to_us(outcome.started_at)
-                    row = conn.execute(_RELEASE_SQL, (now, started, *fence)).fetchone()
+                    row = conn.execute(_RELEASE_SQL, (now, started, started, started, *fence)).fetchone()
                     requeued = requeued or row is not None
                 else:
                     row = _finish_one(conn, outcome, seq, now)
