@@ -27,6 +27,7 @@ __all__ = ["ConnectionClosedForFork", "DbThread", "DbThreadStopped", "closing_he
 T = TypeVar("T")
 
 log = logging.getLogger("sitq.sqlite")
+_END_WAIT = 1.0  # seconds a close waits for the connection thread to end once it has closed its connection
 
 _here = threading.local()  # .thread: the DbThread whose thread this is (set on its own thread)
 
@@ -89,12 +90,19 @@ class DbThread:
         self._closing = True
 
     async def shutdown(self) -> None:
-        """``stop()``, returning once the connection is closed (its file handles with it)."""
+        """``stop()``, returning once the connection is closed (its file handles with it) and the thread ended.
+
+        The thread ends right after it says the connection is closed; waiting
+        for that too means a queue closed before ``os.fork`` leaves no thread
+        for CPython 3.12+ to warn about ("This process ... is multi-threaded").
+        """
         loop = asyncio.get_running_loop()
         closed: asyncio.Future[None] = loop.create_future()
         self._closed_callbacks.append((loop, closed))
         self.stop()
         await closed
+        if threading.current_thread() is not self._thread:
+            self._thread.join(_END_WAIT)  # at most the few steps after its last _deliver: no wait on the loop
 
     def close_for_fork(self) -> None:
         """Close the connection from the forking thread; the next job opens a new one.
