@@ -214,6 +214,11 @@ def _raise_when_inside(*names: str) -> Iterator[list[int]]:
         yield raised
 
 
+# The innermost Python frame of Thread.join's wait: up to 3.12 join() waits in _wait_for_tstate_lock; 3.13
+# waits in a C call (the thread handle's join) straight from join() itself.
+_THREAD_JOIN_WAIT = "_wait_for_tstate_lock" if hasattr(threading.Thread, "_wait_for_tstate_lock") else "join"
+
+
 def _loop_threads() -> list[threading.Thread]:
     return [thread for thread in threading.enumerate() if thread.name == "sitq-sync-loop"]
 
@@ -224,7 +229,7 @@ def test_a_deadline_while_close_waits_for_the_loop_thread_leaves_the_queue_close
     interrupted = False
     for _attempt in range(200):
         queue.counts()
-        with _raise_when_inside("_wait_for_tstate_lock", "_stop_loop") as raised:
+        with _raise_when_inside(_THREAD_JOIN_WAIT, "_stop_loop") as raised:
             signal.setitimer(signal.ITIMER_REAL, 0.00005)
             try:
                 queue.close()
