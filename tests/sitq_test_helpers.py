@@ -11,6 +11,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 import urllib.parse
@@ -231,3 +232,12 @@ def assert_mypy_flags_marked_lines(code: str, folder: Path, module: str) -> None
     )
     found = {int(m[1]) for m in re.finditer(rf"^{re.escape(module)}\.py:(\d+): error:", done.stdout, re.MULTILINE)}
     assert found == expected, f"errors on lines {sorted(found)}, expected {sorted(expected)}:\n{done.stdout}"
+
+
+def make_dist(site: Path, dist: str, entry_name: str, module: str, source: str, version: str = "1.0") -> None:
+    """Write a minimal installed distribution (dist-info + one ``sitq`` entry point and its module) into ``site``."""
+    info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+    (info / "entry_points.txt").write_text(f"[sitq]\n{entry_name} = {module}\n")
+    (site / f"{module}.py").write_text(textwrap.dedent(source))

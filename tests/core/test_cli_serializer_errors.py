@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from sitq_core.plugin_manager import SitqPluginManager
 from sitq_core.plugins import use_plugin_manager
 from sitq_core.testing import check_plugin
 
-from sitq_test_helpers import run_sitq
+from sitq_test_helpers import make_dist, run_sitq
 
 UNBUILDABLE = """
 from sitq_core.hookspecs import hookimpl
@@ -74,15 +73,6 @@ def sitq_register_serializers(register):
     register("first", NotOne)
     register("second", NotOne)
 """
-
-
-def make_dist(site: Path, dist: str, entry_name: str, module: str, source: str) -> None:
-    """Write a minimal installed distribution (dist-info + module) into ``site``."""
-    info = site / f"{dist.replace('-', '_')}-1.0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text(f"[sitq]\n{entry_name} = {module}\n")
-    (site / f"{module}.py").write_text(textwrap.dedent(source))
 
 
 @pytest.fixture

@@ -23,6 +23,8 @@ from sitq_core.errors import (
 from sitq_core.plugin_manager import KNOWN_PLUGINS, SitqPluginManager
 from sitq_core.plugins import get_plugin_manager
 
+from sitq_test_helpers import make_dist
+
 GOOD_BACKEND = """
 from sitq_core.hookspecs import hookimpl
 
@@ -30,15 +32,6 @@ from sitq_core.hookspecs import hookimpl
 def sitq_register_backends(register):
     register("{name}", "sitq_dictstore.backend:DictStoreBackend", description="test copy")
 """
-
-
-def make_dist(site: Path, dist: str, entry_name: str, module: str, source: str, version: str = "1.0") -> None:
-    """Write a minimal installed distribution (dist-info + module) into ``site``."""
-    info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
-    (info / "entry_points.txt").write_text(f"[sitq]\n{entry_name} = {module}\n")
-    (site / f"{module}.py").write_text(textwrap.dedent(source))
 
 
 @pytest.fixture

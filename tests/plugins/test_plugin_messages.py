@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
-import textwrap
 from pathlib import Path
 
 import pytest
 
 from sitq_core.errors import BrokenPluginError
 from sitq_core.plugin_manager import SitqPluginManager
+
+from sitq_test_helpers import make_dist
 
 TWIN = """
 from sitq_core.hookspecs import hookimpl
@@ -35,15 +36,6 @@ def sitq_register_backends(register):
     register("again", "sitq_dictstore.backend:DictStoreBackend")
     register("again", "sitq_dictstore.backend:DictStoreBackend")
 """
-
-
-def make_dist(site: Path, dist: str, entry_name: str, module: str, source: str) -> None:
-    """Write a minimal installed distribution (dist-info + module) into ``site``."""
-    info = site / f"{dist.replace('-', '_')}-1.0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text(f"[sitq]\n{entry_name} = {module}\n")
-    (site / f"{module}.py").write_text(textwrap.dedent(source))
 
 
 @pytest.fixture
