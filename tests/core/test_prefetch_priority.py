@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import decimal
 import fractions
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +32,24 @@ from sitq_test_helpers import wait_until
 async def async_record(path: str, n: int) -> int:
     """Append 'start n' to a file (an async task: it runs on the loop, never in a thread batch)."""
     await asyncio.to_thread(tasks._append, path, f"start {n}\n")
+    return n
+
+
+HOLDS = {0: threading.Event(), 9: threading.Event()}  # opened by the test: async_hold(.., n) returns
+BATCH_HEAD = threading.Event()  # opened by the test: sync_hold returns
+
+
+async def async_hold(path: str, n: int) -> int:
+    """Append 'start n', then hold a slot until ``HOLDS[n]`` opens (an async task: never batched)."""
+    await asyncio.to_thread(tasks._append, path, f"start {n}\n")
+    await asyncio.to_thread(HOLDS[n].wait, 30)
+    return n
+
+
+def sync_hold(path: str, n: int) -> int:
+    """Append 'start n', then block its thread (and the batch behind it) until ``BATCH_HEAD`` opens."""
+    tasks._append(path, f"start {n}\n")
+    BATCH_HEAD.wait(30)
     return n
 
 
@@ -86,6 +105,60 @@ async def test_a_higher_priority_task_reserved_later_starts_before_the_prefetche
             await worker.stop()
     assert all(r is not None and r.status == "success" for r in results), results
     assert started(log) == [0, 100, 1, 2, 3, 4, 5]
+
+
+@pytest.mark.asyncio
+async def test_a_free_slot_starts_the_batched_higher_tasks_before_a_lower_waiting_one(
+    store_url: str, tmp_path: Path
+) -> None:
+    """Sync tasks batched behind a blocked one come out of their batch when another slot frees for a lower task.
+
+    Seen in a soak (-c 8, --prefetch 20, mixed priorities): a task handed to
+    a thread started up to 16 s after lower ones reserved later, which other
+    slots started meanwhile.
+    """
+    log = tmp_path / "ran.log"
+    for event in [*HOLDS.values(), BATCH_HEAD]:
+        event.clear()
+    try:
+        async with TaskQueue(store_url) as queue:
+            holders = [await queue.with_options(priority=10).enqueue(async_hold, str(log), n) for n in (0, 9)]
+            head = await queue.with_options(priority=5).enqueue(sync_hold, str(log), 1)  # blocks its batch
+            batched = [await queue.with_options(priority=5).enqueue(tasks.record, str(log), n) for n in (2, 3, 4)]
+            worker = Worker(queue.backend, max_concurrency=2, prefetch=50)
+            await worker.start()
+            try:
+                ids = {head, *batched}
+
+                async def held(task_ids: set[str]) -> bool:
+                    return task_ids <= {running.id for running in worker._waiting}
+
+                await wait_until(lambda: held(ids))
+                HOLDS[9].set()  # slot 2 frees: the four priority-5 tasks go to one thread batch
+
+                async def batched_behind_head() -> bool:
+                    return sorted(started(log)) == [0, 1, 9] and any(
+                        {member.id for member in members} == ids for members in worker._batches.values()
+                    )
+
+                await wait_until(batched_behind_head)
+                low = await queue.enqueue(tasks.record, str(log), 100)  # priority 0, reserved later
+                await wait_until(lambda: held({low}))
+                HOLDS[0].set()  # slot 1 frees: the batched priority-5 tasks not started go first
+
+                async def three_more_started() -> bool:
+                    return len(started(log)) >= 6
+
+                await wait_until(three_more_started)
+                BATCH_HEAD.set()
+                results = [await queue.get_result(task_id, timeout=20) for task_id in [*holders, head, *batched, low]]
+            finally:
+                await worker.stop()
+    finally:
+        for event in [*HOLDS.values(), BATCH_HEAD]:
+            event.set()
+    assert all(r is not None and r.status == "success" for r in results), results
+    assert started(log)[2:] == [1, 2, 3, 4, 100]
 
 
 @pytest.mark.asyncio

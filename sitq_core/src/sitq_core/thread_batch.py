@@ -180,6 +180,20 @@ class ThreadBatch:
             self._withdrawn.update(left)
             return left, None
 
+    def next_unstarted(self) -> int | None:
+        """The index of the first call neither started nor withdrawn, once the batch is under way (a call started).
+
+        None before its first call starts (the whole batch is about to run),
+        when halted, or when no call is left to start.
+        """
+        with self._lock:
+            if self._halted or not self._started:
+                return None
+            for index in range(self._started, len(self._calls)):
+                if index not in self._withdrawn:
+                    return index
+            return None
+
     def halt(self) -> int:
         """Start no further calls; return how many had started (the one running included)."""
         with self._lock:

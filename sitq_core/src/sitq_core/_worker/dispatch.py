@@ -259,6 +259,42 @@ class Dispatching(WorkerState):
                 self._line_up(moved, front=True)
         self._line_up(runnings)
 
+    def _take_back_outranking(self) -> None:
+        """Line up again the unstarted tasks of thread batches under way that outrank the next one waiting.
+
+        A batch runs its calls one after another in its slot: without this, a
+        slot that frees would start a lower task while higher ones wait there
+        behind a running call. Members are in rank order, so a batch whose
+        first member does not outrank the next waiting task is skipped
+        without asking it (the common case: one priority).
+        """
+        if self._stopping is None or self._stopping.is_set():
+            return
+        moved: list[_Running] = []
+        try:
+            first = _rank(self._waiting[0])
+            for batch, members in self._batches.items():
+                if not _rank(members[0]) < first:
+                    continue
+                index = batch.next_unstarted()
+                if index is None or not _rank(members[index]) < first:
+                    continue
+                taken, _wait = batch.take_unstarted(0.0)
+                for taken_index in taken:
+                    running = members[taken_index]
+                    running.batch, running.future = None, None
+                    moved.append(running)
+            moved.sort(key=_rank)  # from several batches: one line in rank order (stable among equals)
+        except TypeError:  # a naive eta beside aware ones: no order to keep (what was taken is lined up below)
+            logger.debug("worker %s: cannot order held tasks by due time", self.worker_id, exc_info=True)
+        if moved:
+            logger.debug(
+                "worker %s: %d task(s) moved out of sync batches ahead of a task of lower priority",
+                self.worker_id,
+                len(moved),
+            )
+            self._line_up(moved, front=True)
+
     def _start_waiting(self) -> None:
         """Start waiting tasks while slots are free; consecutive sync tasks share one thread hop.
 
@@ -283,6 +319,8 @@ class Dispatching(WorkerState):
                     suspect.future.add_done_callback(_log_escaped)
                     self._end_isolation_later(suspect)
                 return
+            if self._batches and self.max_concurrency > 1:
+                self._take_back_outranking()
             running = self._waiting.popleft()
             if self._lease_ran_out(running):
                 continue
