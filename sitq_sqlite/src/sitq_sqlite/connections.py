@@ -262,33 +262,10 @@ class _Connections(Backend):
             if isinstance(exc, _CannotWrite):
                 cause = exc.__cause__
                 raise self._cannot_write(cause, write_blockers(self.path)) from cause
-            if isinstance(exc, ForeignSchemaError):
-                advice = (
-                    "put back what sitq needs (the schema is in docs/how-to/sqlite-backend.md) or restore a backup; "
-                    "columns of your own are fine where an insert may leave them out"
-                    if exc.changes
-                    else "use a file of its own for sitq"
-                )
+            refusal = self._schema_refusal(exc)
+            if refusal is not None:
                 raise ConnectionError(
-                    f"SQLite database {self.path!r} {exc.describe()}; {advice} (nothing in this one was changed)",
-                    backend_type="sqlite",
-                    operation="connect",
-                    connection_details=self.path,
-                ) from None
-            if isinstance(exc, SchemaTooNewError):
-                raise ConnectionError(
-                    f"SQLite database {self.path!r} has schema version {exc.found}, newer than this "
-                    f"sitq-sqlite understands ({SCHEMA_VERSION}); upgrade sitq-sqlite",
-                    backend_type="sqlite",
-                    operation="connect",
-                    connection_details=self.path,
-                ) from None
-            if isinstance(exc, SchemaVersionUnknownError):
-                raise ConnectionError(
-                    f"SQLite database {self.path!r} has schema version {exc.found} (PRAGMA user_version), which "
-                    f"no sitq-sqlite writes (this one writes {SCHEMA_VERSION}; 0 is a file restored from a dump); "
-                    f"set it back (PRAGMA user_version = {SCHEMA_VERSION}, when its tables were made by this "
-                    "sitq-sqlite) or restore a backup (nothing in this one was changed)",
+                    f"SQLite database {self.path!r} {refusal}",
                     backend_type="sqlite",
                     operation="connect",
                     connection_details=self.path,
@@ -362,6 +339,31 @@ class _Connections(Backend):
             connection_details=self.path,
             cause=exc,
         )
+
+    @staticmethod
+    def _schema_refusal(exc: BaseException) -> str | None:
+        """What a setup refused for the file's schema says after the path (None: not such a refusal)."""
+        if isinstance(exc, ForeignSchemaError):
+            advice = (
+                "put back what sitq needs (the schema is in docs/how-to/sqlite-backend.md) or restore a backup; "
+                "columns of your own are fine where an insert may leave them out"
+                if exc.changes
+                else "use a file of its own for sitq"
+            )
+            return f"{exc.describe()}; {advice} (nothing in this one was changed)"
+        if isinstance(exc, SchemaTooNewError):
+            return (
+                f"has schema version {exc.found}, newer than this sitq-sqlite understands ({SCHEMA_VERSION}); "
+                "upgrade sitq-sqlite"
+            )
+        if isinstance(exc, SchemaVersionUnknownError):
+            return (
+                f"has schema version {exc.found} (PRAGMA user_version), which no sitq-sqlite writes (this one writes "
+                f"{SCHEMA_VERSION}; 0 is a file restored from a dump); set it back (PRAGMA user_version = "
+                f"{SCHEMA_VERSION}, when its tables were made by this sitq-sqlite) or restore a backup (nothing in "
+                "this one was changed)"
+            )
+        return None
 
     def _cannot_write(self, exc: BaseException | None, causes: list[str]) -> ConnectionError:
         """A writing connect refused: the file can be read but not written, and ``causes`` say why (when known)."""
