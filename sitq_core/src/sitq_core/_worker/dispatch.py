@@ -44,6 +44,22 @@ def _log_escaped(future: asyncio.Task[None]) -> None:
         )
 
 
+def _withdraw_unstarted(
+    batch: ThreadBatch, members: list[_Running], into: list[_Running], older_than: float = 0.0
+) -> float | None:
+    """Take ``batch``'s calls not yet started (if it has run ``older_than`` seconds) back into ``into``.
+
+    They leave the batch (no batch or future of theirs any more) to be lined
+    up again; returns when the batch comes of age, as ``take_unstarted`` does.
+    """
+    taken, wait = batch.take_unstarted(older_than)
+    for index in taken:
+        running = members[index]
+        running.batch, running.future = None, None
+        into.append(running)
+    return wait
+
+
 class Dispatching(WorkerState):
     """Starts waiting tasks in free slots, and idles when there are none."""
 
@@ -173,11 +189,7 @@ class Dispatching(WorkerState):
         moved: list[_Running] = []
         soonest = math.inf
         for batch, members in self._batches.items():
-            taken, wait = batch.take_unstarted(_BATCH_HANDOFF_AFTER)
-            for index in taken:
-                running = members[index]
-                running.batch, running.future = None, None
-                moved.append(running)
+            wait = _withdraw_unstarted(batch, members, moved, _BATCH_HANDOFF_AFTER)
             if wait is not None:
                 soonest = min(soonest, wait)
         if moved:
@@ -245,11 +257,7 @@ class Dispatching(WorkerState):
                 outranked = []
             moved: list[_Running] = []
             for batch, members in outranked:
-                taken, _wait = batch.take_unstarted(0.0)
-                for index in taken:
-                    running = members[index]
-                    running.batch, running.future = None, None
-                    moved.append(running)
+                _withdraw_unstarted(batch, members, moved)
             if moved:
                 logger.debug(
                     "worker %s: %d task(s) moved out of sync batches behind a task of higher priority",
@@ -279,11 +287,7 @@ class Dispatching(WorkerState):
                 index = batch.next_unstarted()
                 if index is None or not _rank(members[index]) < first:
                     continue
-                taken, _wait = batch.take_unstarted(0.0)
-                for taken_index in taken:
-                    running = members[taken_index]
-                    running.batch, running.future = None, None
-                    moved.append(running)
+                _withdraw_unstarted(batch, members, moved)
             moved.sort(key=_rank)  # from several batches: one line in rank order (stable among equals)
         except TypeError:  # a naive eta beside aware ones: no order to keep (what was taken is lined up below)
             logger.debug("worker %s: cannot order held tasks by due time", self.worker_id, exc_info=True)
