@@ -224,11 +224,24 @@ class Backend(abc.ABC):
         time, a payload that is not bytes, ...), raises
         ``ValidationError(parameter="tasks")`` and stores none of the batch.
         An empty sequence returns ``[]``.
+
+        Task ids and queue names are at most 255 characters
+        (``checks.MAX_TASK_ID_LENGTH``, ``checks.MAX_QUEUE_NAME_LENGTH``):
+        the core never passes a longer one (``TaskQueue`` makes short ids and
+        refuses a longer ``queue_name`` up front), so a store may index both
+        columns within that size. A ``Task`` built by hand may bring a
+        longer one: ``check_task`` refuses it (``checks.task_names_fit``), as
+        the built-in backends do. Reads and filters (``get_task``,
+        ``list_tasks(queue=)``, ``reserve(queues=)``) are not limited.
         Contracts: ``EnqueueContract``, ``BadInputContract``.
         """
 
     async def enqueue(self, task: Task) -> str:
-        """Store one task; same semantics as ``enqueue_many([task])``."""
+        """Store one task; same semantics as ``enqueue_many([task])``.
+
+        The core never passes a task id or queue name longer than 255
+        characters (see ``enqueue_many``).
+        """
         ids = await self.enqueue_many([task])
         return ids[0]
 

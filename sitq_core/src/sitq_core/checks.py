@@ -24,6 +24,8 @@ __all__ = [
     "INT64_MAX",
     "INT64_MIN",
     "MAX_LEASE_SECONDS",
+    "MAX_QUEUE_NAME_LENGTH",
+    "MAX_TASK_ID_LENGTH",
     "OUTCOME_KINDS",
     "STATUSES",
     "Seconds",
@@ -45,6 +47,7 @@ __all__ = [
     "table_changes",
     "task_id",
     "task_ids",
+    "task_names_fit",
     "worker_id",
 ]
 
@@ -52,6 +55,11 @@ STATUSES = tuple(status.value for status in TaskStatus)
 OUTCOME_KINDS = ("success", "failed", "cancelled", "retry", "release")
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 MAX_LEASE_SECONDS = 10 * 365 * 86400  #: the longest lease any backend must accept (ten years)
+#: the longest queue name and task id (in characters) a new task may have: both are indexed, and PostgreSQL's
+#: btree index refuses an entry past about 2,700 bytes, where SQLite stores any length (255 of the widest
+#: characters, four UTF-8 bytes each, fit). Lookups and filters take any length (a name stored before the limit).
+MAX_QUEUE_NAME_LENGTH = 255
+MAX_TASK_ID_LENGTH = 255
 
 
 def aware(value: Any, parameter: str) -> datetime:
@@ -179,7 +187,10 @@ def queue_name(value: Any, parameter: str = "queue") -> str:
 
 
 def new_queue_name(value: Any, parameter: str = "queue_name") -> str:
-    """A queue name for tasks about to be enqueued: :func:`queue_name`, without surrounding whitespace.
+    """A queue name for tasks about to be enqueued: :func:`queue_name`, at most 255 characters, unpadded.
+
+    Longer names are refused (``MAX_QUEUE_NAME_LENGTH``): PostgreSQL cannot
+    index them, and every store should take the same tasks.
 
     ``sitq worker -q``, ``sitq stats --queue`` and ``sitq tasks --queue``
     strip the names they are given, so tasks enqueued under ``"mail "`` could
@@ -189,6 +200,12 @@ def new_queue_name(value: Any, parameter: str = "queue_name") -> str:
     already stored under one stay reachable.
     """
     name = queue_name(value, parameter)
+    if len(name) > MAX_QUEUE_NAME_LENGTH:
+        raise ValidationError(
+            f"{parameter}: a queue name may have at most {MAX_QUEUE_NAME_LENGTH} characters, got one of {len(name):,}",
+            parameter=parameter,
+            value=value,
+        )
     if name != name.strip():
         raise ValidationError(
             f"{parameter}: a queue name must not begin or end with whitespace, got {safe_repr(value)}; the CLI "
@@ -335,6 +352,7 @@ def check_task(task: Any) -> Task:
             raise ValidationError(f"task {safe_repr(task.id)}: {name} must be a string", parameter="tasks")
     if not isinstance(task.queue, str) or not task.queue:
         raise ValidationError(f"task {safe_repr(task.id)}: queue must be a non-empty string", parameter="tasks")
+    task_names_fit(task)
     if isinstance(task.retry_backoff, bool) or not isinstance(task.retry_backoff, int | float):
         raise ValidationError(f"task {safe_repr(task.id)}: retry_backoff must be a number", parameter="tasks")
     if task.timeout is not None and (isinstance(task.timeout, bool) or not isinstance(task.timeout, int | float)):
@@ -371,6 +389,29 @@ def check_outcomes(outcomes: Any) -> list[Outcome]:
             if value is not None:
                 aware(value, "outcomes")
     return list(outcomes)
+
+
+def task_names_fit(task: Task) -> None:
+    """Refuse a task whose id or queue name is longer than 255 characters (``parameter="tasks"``).
+
+    Part of :func:`check_task`; a backend that checks a task's fields its own
+    way calls it when ``len(task.id)`` or ``len(task.queue)`` is over the
+    limit. ``TaskQueue`` never builds such a task (its ids are short, its
+    queue names checked by :func:`new_queue_name`): this answers a ``Task``
+    built by hand alike on every store, where PostgreSQL's index would refuse
+    a long one with an error of its own and SQLite would store it.
+    """
+    for what, text, limit in (
+        ("task id", task.id, MAX_TASK_ID_LENGTH),
+        ("queue name", task.queue, MAX_QUEUE_NAME_LENGTH),
+    ):
+        if len(text) > limit:
+            raise ValidationError(
+                f"task {safe_repr(task.id)}: a {what} may have at most {limit} characters, got one of "
+                f"{len(text):,}; nothing was stored",
+                parameter="tasks",
+                value=text,
+            )
 
 
 class TooLargeToStore(ValidationError):

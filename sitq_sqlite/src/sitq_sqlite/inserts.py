@@ -152,6 +152,8 @@ def _task_row(task: Any, times: dict[int, tuple[datetime, int]] | None = None) -
     queue = task.queue
     if not isinstance(queue, str) or not queue:
         raise ValidationError(f"task {task.id!r}: queue must be a non-empty string", parameter="tasks")
+    if len(task_id) > _NAME_LIMIT or len(queue) > _NAME_LIMIT:  # refused as by PostgreSQL (checks.check_task)
+        checks.task_names_fit(task)
     eta = _batch_us(task.eta, times)
     enqueued_at = eta if task.enqueued_at is task.eta else _batch_us(task.enqueued_at, times)
     return (
@@ -180,6 +182,7 @@ def _task_row(task: Any, times: dict[int, tuple[datetime, int]] | None = None) -
 
 
 _BYTES_LIKE = (bytes, bytearray, memoryview)
+_NAME_LIMIT = min(checks.MAX_TASK_ID_LENGTH, checks.MAX_QUEUE_NAME_LENGTH)
 _QUEUED = TaskStatus.QUEUED.value
 
 
