@@ -159,6 +159,19 @@ def test_a_bad_status_names_the_option_and_the_statuses(
     )
 
 
+@pytest.mark.parametrize("given", ["Failed", "FAILED", " failed ", "\tfailed\n"])
+def test_status_ignores_case_and_surrounding_spaces_as_the_guide_says(
+    capsys: pytest.CaptureFixture[str], store: tuple[str, dict[str, str], Path], given: str
+) -> None:
+    """manage-tasks.md: case and surrounding spaces are ignored; anything else is still an error naming --status."""
+    url, ids, _ = store
+    code, out, err = sitq(capsys, "tasks", "-b", url, "--status", given)
+    assert (code, err) == (0, "")
+    assert [row.split()[0] for row in out.splitlines()[1:]] == [ids["failed"]]
+    code, out, err = sitq(capsys, "tasks", "-b", url, "--status", "bogus")
+    assert (code, out) == (2, "") and err.startswith("sitq: error: --status: unknown status 'bogus'"), err
+
+
 @pytest.mark.parametrize("option", ["--limit", "--offset"])
 def test_a_negative_limit_or_offset_names_the_option(
     capsys: pytest.CaptureFixture[str], store: tuple[str, dict[str, str], Path], option: str
