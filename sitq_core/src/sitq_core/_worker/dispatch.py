@@ -404,8 +404,10 @@ class Dispatching(WorkerState):
             # (SystemExit from a module's import, GeneratorExit or CancelledError from a __reduce__ ...); one
             # escaping here froze the worker with the task held, or ended the process, task after task
             running.started_at = self.backend.now()
+            # sitq's own error by its message: the stored text (Result.error, `sitq tasks`) carries no
+            # "(context: operation=..., data_type=...)" suffix, which str() adds for a raised error
             detail = (
-                str(exc)
+                str(exc.message)
                 if isinstance(exc, SitqError)
                 else f"{describe_exception(exc)}"
                 if str(exc)
@@ -418,7 +420,8 @@ class Dispatching(WorkerState):
             if missing and (module == missing or module.startswith(missing + ".")) and "importable" not in message:
                 message = (
                     f"cannot load task {task.function_name}: module {missing!r} is not importable here "
-                    f"(is it on the worker's working directory or PYTHONPATH?): {exc}"
+                    f"(is it on the worker's working directory or PYTHONPATH?): "
+                    f"{exc.message if isinstance(exc, SitqError) else exc}"
                 )
             # a module or function missing here may be there on a worker of a newer (or older) deploy: that
             # failure follows max_retries like any other; a payload that cannot load anywhere never retries
