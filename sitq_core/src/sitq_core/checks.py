@@ -12,7 +12,7 @@ import math
 import numbers
 import re
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any, TypeAlias, cast
@@ -357,11 +357,11 @@ def check_task(task: Any) -> Task:
         raise ValidationError(f"task {safe_repr(task.id)}: retry_backoff must be a number", parameter="tasks")
     if task.timeout is not None and (isinstance(task.timeout, bool) or not isinstance(task.timeout, int | float)):
         raise ValidationError(f"task {safe_repr(task.id)}: timeout must be a number or None", parameter="tasks")
-    for name in ("eta", "enqueued_at"):
-        aware(getattr(task, name), "tasks")
-    for name in ("started_at", "finished_at"):
-        if getattr(task, name) is not None:
-            aware(getattr(task, name), "tasks")
+    for name in ("eta", "enqueued_at", "started_at", "finished_at"):
+        value = getattr(task, name)
+        if value is None and name in ("started_at", "finished_at"):
+            continue
+        in_utc_range(aware(value, "tasks"), f"task {safe_repr(task.id)}: {name}")
     try:
         TaskStatus(task.status)
     except ValueError as exc:
@@ -369,6 +369,24 @@ def check_task(task: Any) -> Task:
             f"task {safe_repr(task.id)}: unknown status {safe_repr(task.status)}", parameter="tasks"
         ) from exc
     return task
+
+
+def in_utc_range(value: datetime, what: str = "a task time") -> datetime:
+    """``value`` if it is a UTC instant within years 1 to 9999, which every store can keep; else ValidationError.
+
+    Year 9999 at -05:00 is past the last UTC datetime: PostgreSQL refused it
+    with its own error, and SQLite stored it as 1970 (due at once).
+    """
+    try:
+        value.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValidationError(
+            f"{what} {value.isoformat()} is outside the datetimes UTC can express (years 1 to 9999)",
+            parameter="tasks",
+            value=value,
+            cause=exc,
+        ) from exc
+    return value
 
 
 def check_outcomes(outcomes: Any) -> list[Outcome]:

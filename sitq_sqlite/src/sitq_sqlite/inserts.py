@@ -14,7 +14,7 @@ import functools
 import operator
 import sqlite3
 from collections.abc import Iterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sitq_core import checks
@@ -172,8 +172,8 @@ def _task_row(task: Any, times: dict[int, tuple[datetime, int]] | None = None) -
         _QUEUED,
         task.attempts,
         task.lease_expiries,
-        None if task.started_at is None else to_us(_aware(task.started_at, "tasks")),
-        None if task.finished_at is None else to_us(_aware(task.finished_at, "tasks")),
+        None if task.started_at is None else _batch_us(task.started_at, None),
+        None if task.finished_at is None else _batch_us(task.finished_at, None),
         task.worker_id,
         task.error,
         1 if task.cancel_requested else 0,
@@ -183,16 +183,21 @@ def _task_row(task: Any, times: dict[int, tuple[datetime, int]] | None = None) -
 
 _BYTES_LIKE = (bytes, bytearray, memoryview)
 _NAME_LIMIT = min(checks.MAX_TASK_ID_LENGTH, checks.MAX_QUEUE_NAME_LENGTH)
+#: the microseconds of UTC's first and last datetimes (years 1 and 9999): a task time outside is refused
+_MIN_US = to_us(datetime.min.replace(tzinfo=UTC))
+_MAX_US = to_us(datetime.max.replace(tzinfo=UTC))
 _QUEUED = TaskStatus.QUEUED.value
 
 
 def _batch_us(value: Any, times: dict[int, tuple[datetime, int]] | None) -> int:
     """``to_us`` of a task time; tasks of one batch usually share the same datetime objects."""
-    if times is None:
-        return to_us(_aware(value, "tasks"))
-    known = times.get(id(value))
-    if known is not None and known[0] is value:
-        return known[1]
+    if times is not None:
+        known = times.get(id(value))
+        if known is not None and known[0] is value:
+            return known[1]
     converted = to_us(_aware(value, "tasks"))
-    times[id(value)] = (value, converted)
+    if not _MIN_US <= converted <= _MAX_US:  # year 9999 at -05:00: stored, it read back as 1970 (due at once)
+        checks.in_utc_range(value)
+    if times is not None:
+        times[id(value)] = (value, converted)
     return converted
