@@ -103,22 +103,26 @@ def _utc_offset(value: datetime, parameter: str) -> timedelta | None:
         ) from exc
 
 
-#: a duration as the public API takes it: any real number (int and numpy scalars pass as float for type
-#: checkers; Decimal and Fraction are named so that code passing them type-checks), used as a float
-Seconds: TypeAlias = float | Decimal | Fraction
+#: a duration as the public API takes it: any real number of seconds (int and numpy scalars pass as float for
+#: type checkers; Decimal and Fraction are named so that code passing them type-checks) or a timedelta, used as
+#: float seconds
+Seconds: TypeAlias = float | Decimal | Fraction | timedelta
 
 
 def as_seconds(value: object) -> float | None:
-    """``value`` as float seconds when it is a real number, else None (the caller names the parameter).
+    """``value`` as float seconds when it is a real number or a timedelta, else None (the caller names the parameter).
 
     int and float, and the other real numbers users hold (``Fraction``,
     ``Decimal``, numpy's scalars), so a duration read from a config file or a
-    computation is taken as it is. bool is not a number of seconds. A number
-    past a float's range becomes infinity of its sign; NaN stays NaN (each
-    caller decides about both).
+    computation is taken as it is; a ``timedelta`` as its ``total_seconds()``,
+    as ``purge(older_than=...)`` takes one. bool is not a number of seconds. A
+    number past a float's range becomes infinity of its sign; NaN stays NaN
+    (each caller decides about both).
     """
     if isinstance(value, float):
         return value
+    if isinstance(value, timedelta):
+        return value.total_seconds()
     if isinstance(value, bool) or not isinstance(value, numbers.Real | Decimal):
         return None
     try:

@@ -76,7 +76,7 @@ def validate_timeout(timeout: object, *, parameter: str = "timeout") -> float | 
     seconds = checks.as_seconds(timeout)
     if seconds is None or math.isnan(seconds):
         raise ValidationError(
-            f"{parameter} must be a number of seconds or None, got {safe_repr(timeout)}",
+            f"{parameter} must be a number of seconds, a timedelta or None, got {safe_repr(timeout)}",
             parameter=parameter,
             value=timeout,
         )
@@ -158,7 +158,7 @@ class TaskOptions:
                 # task's timeout (with_options(timeout=None) leaves an option as it is)
                 changes[name] = None
             elif seconds is not None and not isinstance(changes[name], int | float):
-                changes[name] = seconds  # a Fraction, Decimal or numpy scalar; checked below
+                changes[name] = seconds  # a Fraction, Decimal, numpy scalar or timedelta; checked below
         if changes.get("eta") is not None:
             changes.setdefault("delay", None)
         elif changes.get("delay") is not None:
