@@ -275,8 +275,9 @@ class Backend(abc.ABC):
 
         A task is due when it is ``queued`` with ``eta <= now``, or ``running``
         with an expired lease (``lease_expires_at <= now``: its worker died).
-        Order: highest ``priority`` first, then earliest ``eta``, then
-        arrival order (the order in which this store received the tasks; an
+        Order: highest ``priority`` first, then earliest due time (``eta``
+        for a queued task, ``lease_expires_at`` for one whose lease expired),
+        then arrival order (the order in which this store received the tasks; an
         ``enqueue_many`` batch in list order). ``queues`` limits the search
         to those queue names (``None``: every queue; ``queues=[]``: none, so
         nothing is reserved). A bare string such as ``queues="default"`` is
