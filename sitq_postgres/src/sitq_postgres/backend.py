@@ -1450,12 +1450,13 @@ class PostgresBackend(Backend):
         sql = self._sql
 
         async def body(conn: Connection) -> bool:
-            row = await conn.fetchrow(sql.cancel_queued, task_id, now)
-            if row is not None:
+            row = await conn.fetchrow(sql.cancel, task_id, now)  # one statement: see sql.cancel
+            if row is None:
+                return False  # final or unknown
+            if row["status"] == "cancelled":  # it was queued
                 await self._store_result(conn, task_id, "cancelled", None, "cancelled", None, row)
                 await self._notify_results(conn, [task_id])
-                return True
-            return await conn.fetchval(sql.cancel_running, task_id) is not None
+            return True
 
         return await self._call("cancel", body)
 

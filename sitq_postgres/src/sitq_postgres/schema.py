@@ -399,13 +399,23 @@ class Statements:
             "started_at = excluded.started_at, finished_at = excluded.finished_at, attempts = excluded.attempts, "
             "serializer = excluded.serializer"
         )
-        self.cancel_queued = (
-            f"UPDATE {s}.tasks SET status = 'cancelled', due = NULL, lease_token = NULL, finished_at = $2, "
-            "error = 'cancelled' WHERE id = $1 AND status = 'queued' "
-            "RETURNING enqueued_at, started_at, finished_at, attempts, serializer"
-        )
-        self.cancel_running = (
-            f"UPDATE {s}.tasks SET cancel_requested = true WHERE id = $1 AND status = 'running' RETURNING seq"
+        # cancel: a queued task ends cancelled, a running one gets its cancel requested, in ONE statement that
+        # decides on the row it locked. Two ("if queued", then "if running") let a worker's retry or give-back
+        # that committed between them make the first see the task running and the second see it queued: the
+        # cancel changed nothing and said False. Waiting on the row's lock, this statement looks again at the
+        # version committed meanwhile (READ COMMITTED), its WHERE and its SET alike. Returns the new status.
+        ended = {
+            "status": "'cancelled'",
+            "due": "NULL",
+            "lease_token": "NULL",
+            "finished_at": "$2",
+            "error": "'cancelled'",
+        }
+        if_queued = ", ".join(f"{c} = CASE WHEN status = 'queued' THEN {v} ELSE {c} END" for c, v in ended.items())
+        self.cancel = (
+            f"UPDATE {s}.tasks SET {if_queued}, cancel_requested = cancel_requested OR status = 'running' "
+            "WHERE id = $1 AND status IN ('queued', 'running') "
+            "RETURNING status, enqueued_at, started_at, finished_at, attempts, serializer"
         )
         self.requeue = (
             f"UPDATE {s}.tasks SET status = 'queued', eta = $2, due = $2, attempts = 0, lease_expiries = 0, "
