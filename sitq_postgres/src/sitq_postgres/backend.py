@@ -71,7 +71,9 @@ _ROW_BYTES = 128  # what a row costs in a statement besides its payload (or valu
 T = TypeVar("T")
 
 _FINAL_KINDS = ("success", "failed", "cancelled")
-_NOTIFY_PAYLOAD_MAX = 7000  # bytes per NOTIFY payload (PostgreSQL's limit is 8000)
+#: Bytes (UTF-8) per NOTIFY payload: PostgreSQL refuses 8000 and more (in the server's encoding, which may take
+#: more bytes than UTF-8) and the refusal would roll back the finish that announces. See ``_result_notices``.
+_NOTIFY_PAYLOAD_MAX = 7000
 _WORK_KEY = ("sitq", "work")
 # A result waiter re-reads after 1 s, 2 s, 4 s, then every 5 s: the safety net for a lost notice.
 _RESULT_RECHECK_FIRST = 1.0
@@ -1430,17 +1432,9 @@ class PostgresBackend(Backend):
         )
 
     async def _notify_results(self, conn: Connection, task_ids: list[str]) -> None:
-        """NOTIFY the ids of newly stored results, in payloads under PostgreSQL's size limit."""
-        chunk: list[str] = []
-        size = 0
-        for task_id in task_ids:
-            if chunk and size + len(task_id) + 1 > _NOTIFY_PAYLOAD_MAX:
-                await conn.execute(self._sql.notify, self._sql.result_channel, "\n".join(chunk))
-                chunk, size = [], 0
-            chunk.append(task_id)
-            size += len(task_id.encode()) + 1
-        if chunk:
-            await conn.execute(self._sql.notify, self._sql.result_channel, "\n".join(chunk))
+        """NOTIFY the ids of newly stored results (see ``_result_notices``); never the reason the caller fails."""
+        for payload in _result_notices(task_ids):
+            await conn.execute(self._sql.notify_result, self._sql.result_channel, payload)
 
     # ------------------------------------------------------------------ cancel
 
@@ -1717,8 +1711,7 @@ class PostgresBackend(Backend):
         self.notifier.notify_many([_WORK_KEY])
 
     def _on_results(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
-        ids = str(payload).split("\n") if payload else []
-        self.notifier.notify_many(("sitq", "result", task_id) for task_id in ids)
+        self.notifier.notify_many(("sitq", "result", task_id) for task_id in _announced_ids(str(payload or "")))
 
     async def next_eta(self, queues: Sequence[str] | None = None) -> datetime | None:
         names = checks.queue_names(queues)
@@ -1828,6 +1821,48 @@ def _spans(sizes: Sequence[int], bound: int) -> list[tuple[int, int]]:
         total += size
     spans.append((start, len(sizes)))
     return spans
+
+
+def _result_notices(task_ids: Sequence[str]) -> list[str]:
+    """The NOTIFY payloads that announce results of ``task_ids``, each at most ``_NOTIFY_PAYLOAD_MAX`` bytes.
+
+    Ids are joined by newlines (as sitq always sent them, so listeners of
+    earlier versions read these too). An id holding a newline goes in a
+    payload of its own, that newline first: no joined payload starts with one
+    (ids are not empty), so ``_announced_ids`` reads it as one id instead of
+    several others. An id too long for any payload is left out: nothing can
+    carry it, and a NOTIFY the server refuses would roll back the finish or
+    cancel that announces it. Its waiters see the result at their periodic
+    re-read (as they do a notice lost with a listener's connection).
+    """
+    payloads: list[str] = []
+    chunk: list[str] = []
+    size = 0
+    for task_id in task_ids:
+        length = len(task_id.encode())
+        if "\n" in task_id:
+            if length + 1 <= _NOTIFY_PAYLOAD_MAX:
+                payloads.append("\n" + task_id)
+                continue
+        elif length <= _NOTIFY_PAYLOAD_MAX:
+            grown = size + 1 + length if chunk else length  # the chunk's bytes, joined
+            if grown > _NOTIFY_PAYLOAD_MAX:
+                payloads.append("\n".join(chunk))
+                chunk, grown = [], length
+            chunk.append(task_id)
+            size = grown
+            continue
+        log.debug("result of task %.80r... not announced: its id (%d bytes) does not fit a NOTIFY", task_id, length)
+    if chunk:
+        payloads.append("\n".join(chunk))
+    return payloads
+
+
+def _announced_ids(payload: str) -> list[str]:
+    """The task ids one result NOTIFY announces (see ``_result_notices``)."""
+    if payload.startswith("\n"):
+        return [payload[1:]]
+    return payload.split("\n") if payload else []
 
 
 def _configured(cls: type[PostgresBackend], options: dict[str, Any]) -> PostgresBackend:

@@ -472,3 +472,6 @@ class Statements:
         self.purge = purge.format(after="")
         self.purge_after = purge.format(after=" AND id > $3")
         self.notify = "SELECT pg_notify($1, $2)"
+        # A result notice: the caller keeps payloads under the limit in UTF-8 (see _result_notices); one that the
+        # server's encoding makes longer is left unsent rather than refused, which would roll the finish back.
+        self.notify_result = "SELECT pg_notify($1, $2) WHERE octet_length($2) < 8000"
