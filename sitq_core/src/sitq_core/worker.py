@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import inspect
 import math
 import os
 import signal
@@ -24,6 +25,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from types import FrameType
 from typing import Any
 
 from . import checks, forks
@@ -44,7 +46,13 @@ from ._worker.log import logger
 from ._worker.release import Releasing
 from ._worker.reserving import Reserving
 from ._worker.running import _Running as _Running
-from ._worker.signals import _handler_to_put_back, _is_loop_handler, _loop_signal_callback, _restore_signal_handlers
+from ._worker.signals import (
+    _application_handler,
+    _handler_to_put_back,
+    _is_loop_handler,
+    _loop_signal_callback,
+    _restore_signal_handlers,
+)
 from ._worker.state import WorkerState
 from ._worker.watch import LoopWatching
 from .backend import Backend
@@ -350,8 +358,12 @@ class Worker(
         The first signal drains (in-flight tasks finish, up to
         ``shutdown_timeout``); a second signal stops at once. The handlers
         are in place before the backend connects, so a signal during a slow
-        connect stops the worker too. It returns no earlier than the
-        ``stop()`` calls awaited on its loop (``_stops_returned``).
+        connect stops the worker too. The application's own handler for the
+        signal (set with ``loop.add_signal_handler`` or ``signal.signal``) is
+        called too on each one and put back at the end; a SystemExit or
+        KeyboardInterrupt from the latter is raised once the worker has
+        stopped. It returns no earlier than the ``stop()`` calls awaited on
+        its loop (``_stops_returned``).
         ``handle_signals`` must be a bool (a string such as ``"no"`` is true).
         """
         if not isinstance(handle_signals, bool):
@@ -377,9 +389,34 @@ class Worker(
             app_handler = app_handlers.get(signum)
             if app_handler is not None:  # the application's own shutdown (aiohttp's run_app) hears it too
                 loop.call_soon(app_handler[0], *app_handler[1])
+            python_handler = python_handlers.get(signum)
+            if python_handler is not None:  # as does one it set with signal.signal (uvicorn's)
+                try:
+                    python_handler(signum, inspect.currentframe())
+                except (SystemExit, KeyboardInterrupt) as exc:  # it would have ended the program: once stopped
+                    logger.info(
+                        "worker %s: the application's %s handler raised %r; run() raises it once the worker stops",
+                        self.worker_id,
+                        signum.name,
+                        exc,
+                    )
+                    app_exits.append(exc)
+                except BaseException:
+                    logger.exception(
+                        "worker %s: the application's %s handler %s raised (the worker stops all the same)",
+                        self.worker_id,
+                        signum.name,
+                        safe_repr(python_handler),
+                    )
+
+        def raise_app_exit() -> None:
+            if app_exits:
+                raise app_exits[0]
 
         previous: dict[signal.Signals, Any] = {}
         app_handlers: dict[signal.Signals, tuple[Callable[..., object], tuple[Any, ...]]] = {}
+        python_handlers: dict[signal.Signals, Callable[[int, FrameType | None], Any]] = {}
+        app_exits: list[BaseException] = []  # SystemExit or KeyboardInterrupt from the app's handler
         # a child forked meanwhile (a task's fork pool) gets the previous handlers back: with the loop's, it
         # ignored SIGTERM and relayed every signal it got to this process, as if the worker had been signalled
         undo_in_children = forks.SignalSetup(wakeup_fd=True)
@@ -395,6 +432,9 @@ class Worker(
                     previous[signum] = handler
                     if app_handler is not None:
                         app_handlers[signum] = app_handler
+                    python_handler = _application_handler(signum, handler)
+                    if python_handler is not None:
+                        python_handlers[signum] = python_handler
                     undo_in_children.installed(signum, signal.getsignal(signum), _handler_to_put_back(signum, handler))
                 except (NotImplementedError, RuntimeError, ValueError) as exc:
                     not_installed = exc  # not the main thread (Python delivers signals only there), or no support
@@ -408,6 +448,7 @@ class Worker(
             await self.start()
             if not self._running:  # stop() came while start() was connecting
                 await self._stops_returned(loop)
+                raise_app_exit()
                 return
             assert self._stopped is not None
             await self._stopped.wait()
@@ -427,6 +468,7 @@ class Worker(
                             )
                     raise
         await self._stops_returned(loop)
+        raise_app_exit()
         if isinstance(self._fatal, StoreGoneError):
             raise WorkerError(
                 f"worker {self.worker_id} stopped: {self._fatal.message}", worker_id=self.worker_id, cause=self._fatal

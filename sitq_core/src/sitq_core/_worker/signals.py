@@ -1,4 +1,4 @@
-"""Putting back the signal handlers ``Worker.run()`` replaced, on its loop or in the process.
+"""The signal handlers ``Worker.run()`` replaces: which are the application's to call too, and putting them back.
 
 ``run()`` installs handlers for SIGINT/SIGTERM; when it returns, whatever was there before must be there again.
 """
@@ -6,9 +6,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import signal
 from collections.abc import Callable
-from typing import Any
+from types import FrameType
+from typing import Any, cast
 
 
 def _restore_signal_handlers(
@@ -66,6 +68,28 @@ def _loop_signal_callback(
     if not isinstance(handle, asyncio.Handle) or handle.cancelled() or not callable(callback):
         return None
     return callback, tuple(args or ())
+
+
+def _application_handler(signum: int, handler: Any) -> Callable[[int, FrameType | None], Any] | None:
+    """``handler`` (from ``signal.getsignal``) when it is the application's own, for ``run()`` to call too.
+
+    Not an application's: SIG_DFL, SIG_IGN, None (set outside Python),
+    asyncio's no-op (the loop's handler is chained on its own), Python's
+    ``default_int_handler`` and ``asyncio.run``'s SIGINT handler (the first
+    raises KeyboardInterrupt, the second cancels the main task: either would
+    break the drain the signal began), and a handler sitq itself set (``sitq
+    worker``'s, which ends the process at once once run() has returned).
+    """
+    if not callable(handler) or _is_loop_handler(handler):
+        return None
+    if signum == signal.SIGINT and handler is signal.default_int_handler:
+        return None
+    func = handler.func if isinstance(handler, functools.partial) else handler
+    if isinstance(getattr(func, "__self__", None), asyncio.Runner):
+        return None
+    if (getattr(func, "__module__", None) or "").partition(".")[0] == "sitq_core":
+        return None
+    return cast("Callable[[int, FrameType | None], Any]", handler)
 
 
 def _handler_to_put_back(signum: int, previous: Any) -> Any:
