@@ -12,12 +12,12 @@ import json
 import os
 import subprocess
 import sys
-from datetime import timedelta
+from datetime import UTC, timedelta
 from pathlib import Path
 
 import pytest
 
-from sitq import SQLiteBackend, TaskQueue
+from sitq import SQLiteBackend, SyncTaskQueue, TaskQueue
 from sitq_core import cli_tasks
 from sitq_core.cli import main
 from sitq_core.models import Outcome
@@ -101,12 +101,27 @@ def test_tasks_is_a_table_oldest_first_with_the_error_on_one_line(
     code, out, err = sitq(capsys, "tasks", "-b", url)
     assert (code, err) == (0, "")
     header, *rows = out.splitlines()
-    assert header.split() == ["ID", "STATUS", "QUEUE", "FUNCTION", "ATTEMPTS", "ENQUEUED_AT", "ERROR"]
+    assert header.split() == ["ID", "STATUS", "QUEUE", "FUNCTION", "ATTEMPTS", "ENQUEUED_AT", "DUE", "ERROR"]
     assert [row.split()[0] for row in rows] == [ids["success"], ids["failed"], ids["cancelled"], ids["queued"]]
-    failed = rows[1].split(maxsplit=6)
+    failed = rows[1].split(maxsplit=7)
     assert failed[1:5] == ["failed", "default", "sitq_test_tasks:boom", "1"]
-    assert failed[5].endswith("Z") and failed[6] == "first line second line"
+    assert failed[5].endswith("Z") and failed[6] == "-" and failed[7] == "first line second line"
     assert rows[3].split()[1:5] == ["queued", "mail", "sitq_test_tasks:add", "0"]
+
+
+def test_tasks_shows_when_a_queued_task_is_due(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A task delayed an hour looked like one due now: only --json and `sitq show` told its eta (outside tester)."""
+    url = f"sqlite:///{tmp_path / 'due.db'}"
+    with SyncTaskQueue(url) as queue:
+        now_id = queue.enqueue(add, 1, 2)
+        later_id = queue.with_options(delay=3600).enqueue(add, 3, 4)
+        later = queue.get_task(later_id)
+        assert later is not None
+    code, out, _ = sitq(capsys, "tasks", "-b", url)
+    rows = {row.split()[0]: row.split() for row in out.splitlines()[1:]}
+    assert code == 0
+    assert rows[now_id][6] == rows[now_id][5]  # due as it was enqueued
+    assert rows[later_id][6] == later.eta.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") != rows[later_id][5]
 
 
 def test_tasks_filters_by_status_and_queue_and_pages(

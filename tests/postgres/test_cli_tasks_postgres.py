@@ -72,8 +72,11 @@ def test_tasks_lists_oldest_first_and_filters(capsys: pytest.CaptureFixture[str]
     assert (code, err) == (0, "")
     order = [*ids["success"], *ids["failed"], *ids["cancelled"], *ids["queued"]]
     assert [row.split()[0] for row in out.splitlines()[1:]] == order
-    first_failed = out.splitlines()[3].split(maxsplit=6)
-    assert first_failed[1:5] == ["failed", "default", "sitq_test_tasks:boom", "1"] and first_failed[6] == "no really"
+    first_failed = out.splitlines()[3].split(maxsplit=7)
+    assert first_failed[1:5] == ["failed", "default", "sitq_test_tasks:boom", "1"] and first_failed[6:] == [
+        "-",
+        "no really",
+    ]
     code, out, _ = _sitq(capsys, "tasks", "-b", url, "--status", "failed", "--limit", "2", "--offset", "1", "--json")
     assert code == 0 and [row["id"] for row in json.loads(out)] == ids["failed"][1:3]
     assert [row.split()[0] for row in _sitq(capsys, "tasks", "-b", url, "--queue", "mail")[1].splitlines()[1:]] == (

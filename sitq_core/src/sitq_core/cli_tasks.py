@@ -286,7 +286,7 @@ async def _list(
     if not tasks:
         say("no tasks")
         return 0
-    header = ["ID", "STATUS", "QUEUE", "FUNCTION", "ATTEMPTS", "ENQUEUED_AT", "ERROR"]
+    header = ["ID", "STATUS", "QUEUE", "FUNCTION", "ATTEMPTS", "ENQUEUED_AT", "DUE", "ERROR"]
     rows = [
         [
             task.id,
@@ -295,6 +295,7 @@ async def _list(
             _one_line(task.function_name) or "-",
             str(task.attempts),
             _when(task.enqueued_at),
+            _when(task.eta) if task.status == TaskStatus.QUEUED else "-",  # when it runs (later, or a retry's time)
             _one_line(task.error or "", _ERROR_WIDTH),
         ]
         for task in tasks
