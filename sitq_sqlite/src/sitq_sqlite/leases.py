@@ -12,6 +12,7 @@ them: ``reserve``, ``heartbeat``, ``finish_many`` and ``finish_and_reserve``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -44,12 +45,19 @@ _INLINE_CLAIM_MAX = 32  # reserves asking for more claim on the connection threa
 # Claim: the lease token is the batch's random prefix plus the row's seq in hex (unique per claim);
 # a row whose previous lease expired (still 'running') counts one more lease expiry, and says so in its error.
 _LEASE_EXPIRED_SQL = "'" + LEASE_EXPIRED_ERROR.replace("'", "''") + "'"
-_CLAIM_SQL_SET = (
+_CLAIM_UPDATE = (
     "UPDATE tasks SET status = 'running', worker_id = ?, lease_token = ? || printf('%x', seq), due = ?, "
     "attempts = attempts + 1, lease_expiries = lease_expiries + (status = 'running'), started_at = ?, "
     f"error = CASE WHEN status = 'running' THEN {_LEASE_EXPIRED_SQL} ELSE error END "
-    "WHERE seq IN ({}) RETURNING seq, " + TASK_COLUMNS
+    "WHERE seq IN ({}) RETURNING seq, "
 )
+_CLAIM_SQL_SET = _CLAIM_UPDATE + TASK_COLUMNS
+# A claim of one task that does not return its payload, read next by a SELECT (see _reserve_singly).
+_CLAIM_ONE_SQL = _CLAIM_UPDATE.format("?") + TASK_COLUMNS.replace("payload", "NULL", 1)
+_PAYLOAD_SQL = "SELECT payload FROM tasks WHERE seq = ?"
+_TAKING_SQL = "SELECT seq, id, function_name, length(payload) FROM tasks WHERE seq = ?"  # the payload not loaded
+# A task that does not fit in this process's memory is passed over by its claims this long, then tried again.
+_PASS_OVER_US = 60_000_000
 # Finish: the final rows as a VALUES table; a row counts only while its lease (seq + token) still holds.
 _FINAL_COLUMNS = 9
 _FINAL_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -115,6 +123,27 @@ def _end_expired(conn: sqlite3.Connection, seq: int, now: int, *, cancelled: boo
     else:  # as the worker logs a final failure: id, function, attempts and error
         log.warning("task %s (%s) failed after %s attempt(s): %s", task_id, shown, attempts, error_text)
     return [task_id] if type(task_id) is str else []
+
+
+def _end_instead(conn: sqlite3.Connection, candidate: Sequence[Any], now: int) -> list[str] | None:
+    """End a claim candidate the store ends itself instead of handing it out; None for one to claim.
+
+    Returns the ids ended (see :func:`_end_expired`): a task cancelled while
+    its worker was gone, one queued with its cancel requested, one whose
+    lease expired ``max_lease_expiries`` times.
+    """
+    seq, _due, status, expiries, max_expiries, cancel_requested = candidate
+    if cancel_requested and status == "running":  # cancelled while its worker was gone
+        return _end_expired(conn, seq, now, cancelled=True)
+    if cancel_requested:  # queued with its cancel requested (by older sitq): never run again
+        return _end_cancelled_queued(conn, seq, now)
+    if status == "running" and _expired_too_often(expiries, max_expiries):
+        return _end_expired(conn, seq, now, cancelled=False)
+    return None
+
+
+class _ClaimOutOfMemory(MemoryError):
+    """A claim of several tasks ran out of memory (a big payload): ``reserve`` claims again one task at a time."""
 
 
 def _end_cancelled_queued(conn: sqlite3.Connection, seq: int, now: int) -> list[str]:
@@ -253,6 +282,10 @@ def _token_seq(token: str) -> int | None:
 class _Leases(_Connections):
     """``SQLiteBackend``'s lease operations: reserve, heartbeat, finish_many and finish_and_reserve."""
 
+    # rows this backend's claims pass over until a time (store µs): their payloads did not fit in memory
+    _passed_over: dict[int, int] = {}  # replaced, never changed in place: the class's stays empty
+    _warned_unfit: frozenset[int] = frozenset()  # rows already warned of (once each)
+
     async def reserve(
         self,
         *,
@@ -268,6 +301,15 @@ class _Leases(_Connections):
         # also when nothing is due: an idle worker on a deleted file would wait for work that only the file
         # now at the path receives, and never hear of it (a stat at most every _FILE_CHECK_INTERVAL)
         self._check_file()
+        try:
+            return await self._reserve_batch(worker_id, limit, lease_us, queue_list)
+        except _ClaimOutOfMemory:
+            return await self._reserve_singly(worker_id, limit, lease_us, queue_list)
+
+    async def _reserve_batch(
+        self, worker_id: str, limit: int, lease_us: int, queue_list: list[str] | None
+    ) -> list[ReservedTask]:
+        """``reserve``'s claim of up to ``limit`` tasks in one transaction (the usual one)."""
         body, ended = self._reserve_body(worker_id, limit, lease_us, queue_list)
         if self._inline is not None and self._db is not None:
             # An idle worker's polls and wake-ups mostly find nothing or a few tasks: look first without
@@ -345,24 +387,22 @@ class _Leases(_Connections):
             ended_ids.clear()  # a body run again after a busy rollback starts afresh
             now = self._now_us()
             handed: list[_Claim] = []
+            passed_over = self._passed_over_at(now)
             while len(handed) < limit:
-                candidates = _claim_candidates(conn, queue_list, now, limit - len(handed))
+                candidates = _claim_candidates(conn, queue_list, now, limit - len(handed) + len(passed_over))
+                if passed_over:
+                    candidates = [row for row in candidates if row[0] not in passed_over][: limit - len(handed)]
                 if not candidates:
                     break
                 claimed: list[int] = []
                 ended = 0
-                for seq, _due, status, expiries, max_expiries, cancel_requested in candidates:
-                    if cancel_requested and status == "running":  # cancelled while its worker was gone
-                        ended_ids.extend(_end_expired(conn, seq, now, cancelled=True))
-                        ended += 1
-                    elif cancel_requested:  # queued with its cancel requested (by older sitq): never run again
-                        ended_ids.extend(_end_cancelled_queued(conn, seq, now))
-                        ended += 1
-                    elif status == "running" and _expired_too_often(expiries, max_expiries):
-                        ended_ids.extend(_end_expired(conn, seq, now, cancelled=False))
-                        ended += 1
+                for candidate in candidates:
+                    ended_now = _end_instead(conn, candidate, now)
+                    if ended_now is None:
+                        claimed.append(candidate[0])
                     else:
-                        claimed.append(seq)
+                        ended_ids.extend(ended_now)
+                        ended += 1
                 prefix = os.urandom(_TOKEN_BYTES).hex()  # this batch's lease tokens: prefix + seq in hex
                 expires = now + lease_us
                 order = {seq: position for position, seq in enumerate(claimed)}
@@ -371,7 +411,10 @@ class _Leases(_Connections):
                 for start in range(0, len(claimed), per):
                     chunk = claimed[start : start + per]
                     sql = _CLAIM_SQL_SET.format(",".join("?" * len(chunk)))
-                    rows += conn.execute(sql, (worker_id, prefix, expires, now, *chunk))
+                    try:
+                        rows += conn.execute(sql, (worker_id, prefix, expires, now, *chunk))
+                    except MemoryError as exc:  # SQLite rolled the transaction back (or the caller will)
+                        raise _ClaimOutOfMemory from exc
                 rows.sort(key=lambda row: order[row[0]])  # RETURNING order is unspecified; keep the claim order
                 handed += [(row[1:], f"{prefix}{row[0]:x}", expires) for row in rows]
                 if not ended:
@@ -379,6 +422,100 @@ class _Leases(_Connections):
             return handed
 
         return body, ended_ids
+
+    def _passed_over_at(self, now: int) -> frozenset[int]:
+        """The rows this backend's claims pass over at ``now`` (payloads that did not fit in its memory)."""
+        if not self._passed_over:
+            return frozenset()
+        self._passed_over = {seq: until for seq, until in self._passed_over.items() if until > now}
+        return frozenset(self._passed_over)
+
+    async def _reserve_singly(
+        self, worker_id: str, limit: int, lease_us: int, queue_list: list[str] | None
+    ) -> list[ReservedTask]:
+        """Claim up to ``limit`` tasks one at a time, after a claim of several ran out of memory.
+
+        A claim returning the payloads of a batch holds several copies of each
+        in memory at once (SQLite buffers the rows it returns: about seven
+        times a 100 MB payload); a claim of one task that reads its payload by
+        a SELECT afterwards needs about twice it (SQLite rewrites a whole row
+        to change it). So a task whose payload is too big for the memory left
+        costs the tasks claimed with it nothing: they go out as usual. That
+        task, when its own claim runs out of memory too, stays queued for a
+        worker with more memory, and this backend's claims pass over it for
+        ``_PASS_OVER_US`` (then try again: memory held by the tasks running
+        here now may be free by then). It cannot end failed here: changing its
+        row needs the same memory.
+        """
+        leases: list[ReservedTask] = []
+        while len(leases) < limit:
+            taking: list[Any] = []  # (seq, id, function name, payload size) of the row the claim takes
+            body = self._claim_one_body(worker_id, lease_us, queue_list, taking)
+            try:
+                found = await self._run("reserve", functools.partial(self._write_lease, body=body))
+            except MemoryError:
+                if not taking:
+                    raise
+                if leases:  # this one is tried again on its own once these are out
+                    break
+                self._pass_over(*taking)
+                continue
+            if found is None:
+                break
+            claims, ended = found
+            await self._report_store_endings(ended)
+            leases += await self._handed_out(claims)
+        return leases
+
+    def _claim_one_body(
+        self, worker_id: str, lease_us: int, queue_list: list[str] | None, taking: list[Any]
+    ) -> Callable[[sqlite3.Connection], tuple[list[_Claim], list[str]] | None]:
+        """One task's claim, its payload read by a SELECT of its own; None when nothing is due.
+
+        ``taking`` gets the row's (seq, id, function name, payload size),
+        read without loading the payload, before the claim that may run out
+        of memory.
+        """
+
+        def body(conn: sqlite3.Connection) -> tuple[list[_Claim], list[str]] | None:
+            taking.clear()
+            now = self._now_us()
+            passed_over = self._passed_over_at(now)
+            candidates = _claim_candidates(conn, queue_list, now, 1 + len(passed_over))
+            candidates = [row for row in candidates if row[0] not in passed_over]
+            if not candidates:
+                return None
+            seq = candidates[0][0]
+            taking.extend(conn.execute(_TAKING_SQL, (seq,)).fetchone())
+            ended = _end_instead(conn, candidates[0], now)
+            if ended is not None:
+                return [], ended
+            prefix = os.urandom(_TOKEN_BYTES).hex()
+            expires = now + lease_us
+            row = conn.execute(_CLAIM_ONE_SQL, (worker_id, prefix, expires, now, seq)).fetchone()
+            payload = conn.execute(_PAYLOAD_SQL, (seq,)).fetchone()[0]
+            return [((row[1], payload, *row[3:]), f"{prefix}{seq:x}", expires)], []
+
+        return body
+
+    def _pass_over(self, seq: int, task_id: Any, function_name: Any, size: Any) -> None:
+        """Leave a task queued whose claim ran out of memory, and pass over it for a while; say so once."""
+        now = self._now_us()
+        first = seq not in self._passed_over_at(now) and seq not in self._warned_unfit
+        self._passed_over = {**self._passed_over, seq: now + _PASS_OVER_US}
+        shown = checks.one_log_line(function_name) if isinstance(function_name, str) else repr(function_name)
+        if first:
+            self._warned_unfit = self._warned_unfit | {seq}
+        (log.warning if first else log.debug)(
+            "task %s (%s) left queued: its payload (%s bytes) does not fit in this process's memory "
+            "(MemoryError claiming it; a claim changes its whole row, which takes about twice the payload). "
+            "This worker passes over it for %d s and then tries again; a worker with more memory can run it, "
+            "or cancel it",
+            task_id,
+            shown,
+            size,
+            _PASS_OVER_US // 1_000_000,
+        )
 
     async def _report_store_endings(self, task_ids: list[str]) -> None:
         """Wake this process's waiters for tasks a reserve ended itself, and tell lifecycle observers of them."""
@@ -443,9 +580,13 @@ class _Leases(_Connections):
         def body(conn: sqlite3.Connection) -> tuple[tuple[list[bool], bool, list[str]], list[_Claim]]:
             return finish(conn), claim(conn)
 
-        (accepted, requeued, finished), claims = await self._run(
-            "finish_and_reserve", lambda conn: self._write(conn, body)
-        )
+        try:
+            (accepted, requeued, finished), claims = await self._run(
+                "finish_and_reserve", lambda conn: self._write(conn, body)
+            )
+        except _ClaimOutOfMemory:  # rolled back, the finish with it: the finish alone, then claims one by one
+            accepted = await self.finish_many(outcomes)
+            return accepted, await self._reserve_singly(worker_id, limit, lease_us, queue_list)
         self._after_finish(requeued, finished)
         await self._report_store_endings(ended)
         return accepted, await self._handed_out(claims)  # built here, off the connection thread

@@ -1,0 +1,116 @@
+"""A task whose payload does not fit in a worker's memory costs the tasks claimed with it nothing.
+
+A claim of a batch that returns a 100 MB payload needs several times that in
+memory; under a memory limit (``ulimit -v``, faked here with RLIMIT_AS on a
+child process) it raised a bare MemoryError, the claim rolled back, and the
+worker retried it forever: every task of the batch stayed queued. Now the
+backend claims one task at a time after such a failure: the others run, and
+the big one stays queued (its row cannot even be changed in that memory) and
+is passed over for a while, with one warning naming its payload size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from sitq import SQLiteBackend
+from sitq_core.models import Task, TaskStatus
+
+BIG = 100 << 20
+HEADROOM = 150 << 20  # enough for small tasks; not for changing (or reading) a row holding BIG bytes
+
+CHILD = textwrap.dedent(
+    """
+    import asyncio, logging, os, resource, sys
+    from datetime import UTC, datetime
+    from sitq import SQLiteBackend
+    from sitq_core.models import Outcome
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+
+    def done(lease):
+        now = datetime.now(UTC)
+        return Outcome(lease.task.id, lease.lease_token, "success", value=b"ok", started_at=now, finished_at=now)
+
+    async def main():
+        backend = SQLiteBackend(sys.argv[1])
+        await backend.connect()
+        first = await backend.reserve(worker_id="w", limit=1, lease_seconds=60)
+        vm = int(open("/proc/self/statm").read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        resource.setrlimit(resource.RLIMIT_AS, (vm + int(sys.argv[2]),) * 2)
+        # the claim after the finish takes small-1, big and small-2 in one batch: it runs out of memory
+        accepted, leases = await backend.finish_and_reserve(
+            [done(lease) for lease in first], worker_id="w", limit=3, lease_seconds=60
+        )
+        print("accepted", accepted)
+        print("claimed", [lease.task.id for lease in leases])
+        while leases:  # as a worker goes on
+            accepted, leases = await backend.finish_and_reserve(
+                [done(lease) for lease in leases], worker_id="w", limit=3, lease_seconds=60
+            )
+            print("finished", accepted, "claimed", [lease.task.id for lease in leases])
+        print("again", [lease.task.id for lease in await backend.reserve(worker_id="w", limit=3, lease_seconds=60)])
+        eta = await backend.next_eta()
+        print("next_eta_later", eta is not None and eta > backend.now())
+        await backend.close()
+
+    asyncio.run(main())
+    """
+)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/statm")
+def test_a_payload_too_big_for_memory_holds_up_no_other_task(tmp_path: Path) -> None:
+    path = tmp_path / "mem.db"
+
+    async def enqueue() -> None:
+        backend = SQLiteBackend(path)
+        await backend.connect()
+        for task_id, payload in (("small-0", b"0"), ("small-1", b"1"), ("big", b"x" * BIG), ("small-2", b"2")):
+            await backend.enqueue(Task(id=task_id, payload=payload, function_name="f"))
+        await backend.close()
+
+    asyncio.run(enqueue())
+    child = subprocess.run(
+        [sys.executable, "-c", CHILD, str(path), str(HEADROOM)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, MALLOC_ARENA_MAX="2"),
+    )
+    assert child.returncode == 0, child.stderr
+    lines = child.stdout.splitlines()
+    assert lines == [
+        "accepted [True]",
+        # claimed one by one, the big one last; it does not fit, small-1 is handed out (the big one may not
+        # fit only because of the memory small-1 holds: it is tried again alone, at the next claim)
+        "claimed ['small-1']",
+        "finished [True] claimed ['small-2']",
+        "finished [True] claimed []",
+        "again []",
+        "next_eta_later True",
+    ], child.stderr
+    warnings = [line for line in child.stderr.splitlines() if line.startswith("WARNING")]
+    assert len(warnings) == 1, child.stderr  # once, not at every claim
+    assert f"task big (f) left queued: its payload ({BIG} bytes) does not fit" in warnings[0]
+    assert "Traceback" not in child.stderr
+
+    async def look() -> None:
+        backend = SQLiteBackend(path)
+        await backend.connect()
+        big = await backend.get_task("big")
+        assert big is not None
+        assert (big.status, big.attempts, len(big.payload)) == (TaskStatus.QUEUED, 0, BIG)
+        for task_id in ("small-0", "small-1", "small-2"):
+            task = await backend.get_task(task_id)
+            assert task is not None and task.status is TaskStatus.SUCCESS
+        await backend.close()
+
+    asyncio.run(look())
