@@ -45,6 +45,7 @@ from .hints import (
     _is_read_only,
     _is_read_only_wal_hint,
     _may_read,
+    _open_files_hint,
     _path_hint,
     _read_only_hint,
     _reader_hint,
@@ -331,7 +332,7 @@ class _Connections(Backend):
             hint = _reader_hint(self.path, exc)
         else:
             hint = _read_only_hint(self.path) or _disk_full_hint(self.path, exc)
-        hint = hint or _path_hint(self.path)
+        hint = hint or _path_hint(self.path) or _open_files_hint(exc)
         return ConnectionError(
             f"cannot {'read' if reading else 'open'} SQLite database {self.path!r}: {exc}{hint}",
             backend_type="sqlite",
@@ -812,7 +813,7 @@ class _Connections(Backend):
         elif _is_read_only(exc):  # a reader (sitq stats) is not told that sitq writes to the file
             hint = _reader_hint(self.path, exc) if self._only_reading else _cannot_write_hint(self.path)
         else:
-            hint = ""
+            hint = _open_files_hint(exc)
         return BackendError(
             f"SQLite {operation} failed on {self.path!r}: {exc}{hint}",
             operation=operation,

@@ -120,6 +120,46 @@ def _path_hint(path: str) -> str:
     return ""
 
 
+_SQLITE_FILES = 3  # descriptors a connection may open: the database, its -wal and its -shm (or a journal)
+
+
+def _open_files_hint(exc: BaseException) -> str:
+    """For "unable to open database file": that this process is out of file descriptors, when it is (else "").
+
+    SQLite does not say why an open failed. Probed by opening the null device
+    (never the database: closing any descriptor of it would drop this
+    process's locks on it) as often as a connection may need files: when
+    that fails with EMFILE or ENFILE, so did SQLite.
+    """
+    if not _is_read_only_wal_hint(exc):
+        return ""
+    opened: list[int] = []
+    try:
+        for _ in range(_SQLITE_FILES):
+            opened.append(os.open(os.devnull, os.O_RDONLY))
+    except OSError as probe:
+        if probe.errno == errno.EMFILE:
+            return (
+                f" (this process has too many open files (RLIMIT_NOFILE soft limit {_nofile_limit()}): "
+                "raise it (ulimit -n) or close other files)"
+            )
+        if probe.errno == errno.ENFILE:
+            return " (the system has too many open files (ENFILE): raise fs.file-max or close other files)"
+    finally:
+        for fd in opened:
+            os.close(fd)
+    return ""
+
+
+def _nofile_limit() -> str:
+    try:
+        import resource  # not on Windows
+    except ImportError:  # pragma: no cover - Windows
+        return "unknown"
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return "unlimited" if soft == resource.RLIM_INFINITY else str(soft)
+
+
 def _disk_full_hint(path: str, exc: BaseException) -> str:
     """For an I/O or full-disk error: how little room the disk holding ``path`` has left, when that is why.
 

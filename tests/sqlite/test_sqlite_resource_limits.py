@@ -1,0 +1,59 @@
+"""Errors that come from this process's resource limits say which limit, not a bare SQLite message.
+
+The limits are set on a child process (RLIMIT_NOFILE, RLIMIT_FSIZE): a limit
+on the process stands in for the machine's.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX resource limits")
+
+
+def run_child(script: str, *args: str) -> str:
+    child = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script), *args], capture_output=True, text=True, timeout=120
+    )
+    assert child.returncode == 0, child.stderr
+    return child.stdout
+
+
+def test_out_of_file_descriptors_says_so(tmp_path: Path) -> None:
+    out = run_child(
+        """
+        import asyncio, resource, sys
+        from sitq import SQLiteBackend
+        from sitq_core.errors import BackendError, ConnectionError
+
+        async def main():
+            resource.setrlimit(resource.RLIMIT_NOFILE, (32, 32))
+            backends = []
+            try:
+                for i in range(50):
+                    backend = SQLiteBackend(f"{sys.argv[1]}/q{i % 3}.db")
+                    await backend.connect()
+                    backends.append(backend)
+            except ConnectionError as exc:
+                print("connect:", exc)
+            try:  # a call on a backend connected before: its reader thread opens a connection of its own
+                await backends[0].counts()
+            except BackendError as exc:
+                print("counts:", exc)
+            for backend in backends:
+                await backend.close()
+
+        asyncio.run(main())
+        """,
+        str(tmp_path),
+    )
+    lines = out.splitlines()
+    assert lines[0].startswith("connect: cannot open SQLite database"), out
+    hint = "(this process has too many open files (RLIMIT_NOFILE soft limit 32): raise it (ulimit -n) or close"
+    assert hint in lines[0], out
+    assert all(hint in line for line in lines[1:]), out
