@@ -57,3 +57,31 @@ def test_out_of_file_descriptors_says_so(tmp_path: Path) -> None:
     hint = "(this process has too many open files (RLIMIT_NOFILE soft limit 32): raise it (ulimit -n) or close"
     assert hint in lines[0], out
     assert all(hint in line for line in lines[1:]), out
+
+
+def test_a_write_past_the_file_size_limit_says_so(tmp_path: Path) -> None:
+    out = run_child(
+        """
+        import asyncio, resource, signal, sys
+        from sitq import SQLiteBackend
+        from sitq_core.errors import BackendError
+        from sitq_core.models import Task
+
+        async def main():
+            backend = SQLiteBackend(f"{sys.argv[1]}/f.db")
+            await backend.connect()
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) instead
+            resource.setrlimit(resource.RLIMIT_FSIZE, (4 << 20, resource.RLIM_INFINITY))
+            try:
+                for i in range(100):
+                    await backend.enqueue(Task(id=f"t{i}", payload=b"x" * (256 << 10), function_name="f"))
+            except BackendError as exc:
+                print(exc)
+            await backend.close()
+
+        asyncio.run(main())
+        """,
+        str(tmp_path),
+    )
+    assert "disk I/O error" in out, out
+    assert f"this process may write files of at most {4 << 20:,} bytes (RLIMIT_FSIZE, ulimit -f)" in out, out

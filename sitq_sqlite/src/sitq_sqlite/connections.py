@@ -813,7 +813,7 @@ class _Connections(Backend):
         elif _is_read_only(exc):  # a reader (sitq stats) is not told that sitq writes to the file
             hint = _reader_hint(self.path, exc) if self._only_reading else _cannot_write_hint(self.path)
         else:
-            hint = _open_files_hint(exc)
+            hint = _open_files_hint(exc) or _disk_full_hint(self.path, exc)
         return BackendError(
             f"SQLite {operation} failed on {self.path!r}: {exc}{hint}",
             operation=operation,

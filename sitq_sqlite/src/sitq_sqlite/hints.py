@@ -161,21 +161,37 @@ def _nofile_limit() -> str:
 
 
 def _disk_full_hint(path: str, exc: BaseException) -> str:
-    """For an I/O or full-disk error: how little room the disk holding ``path`` has left, when that is why.
+    """For an I/O or full-disk error: how little room the disk holding ``path`` has left, when that is why,
+    and the largest file this process may write, when it has such a limit.
 
     SQLite reports a full disk at open as a bare "disk I/O error" (it cannot
-    grow the -shm file), which names nothing an operator could act on.
+    grow the -shm file), which names nothing an operator could act on; so it
+    reports a write past RLIMIT_FSIZE (SIGXFSZ ignored) at any time.
     """
     code = getattr(exc, "sqlite_errorcode", 0) or 0
     if code & 0xFF not in (sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL):
         return ""
+    causes = []
     try:
         free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
     except OSError:
-        return ""
-    if free >= _LOW_DISK_BYTES:
-        return ""
-    return f" (the disk holding it has {free:,} bytes free: a full disk is the likely cause; free some space)"
+        free = _LOW_DISK_BYTES
+    if free < _LOW_DISK_BYTES:
+        causes.append(f"the disk holding it has {free:,} bytes free: a full disk is the likely cause; free some space")
+    largest = _file_size_limit()
+    if largest is not None:
+        causes.append(f"this process may write files of at most {largest:,} bytes (RLIMIT_FSIZE, ulimit -f)")
+    return f" ({'; '.join(causes)})" if causes else ""
+
+
+def _file_size_limit() -> int | None:
+    """RLIMIT_FSIZE's soft limit in bytes, or None when there is none."""
+    try:
+        import resource  # not on Windows
+    except ImportError:  # pragma: no cover - Windows
+        return None
+    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return None if soft == resource.RLIM_INFINITY else soft
 
 
 def _cannot_write_hint(path: str) -> str:
