@@ -431,6 +431,22 @@ def test_a_missing_store_is_reported_and_not_created(
     assert not path.exists()
 
 
+@pytest.mark.parametrize("command", [["stats"], ["tasks"], ["show", "x"], ["purge"]])
+def test_an_empty_file_is_reported_as_no_store_yet_and_left_as_it_is(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, command: list[str]
+) -> None:
+    """A connect that failed on a full disk leaves a 0-byte file: it is no store yet, not another program's file."""
+    path = tmp_path / "new.db"
+    path.touch()
+    code, out, err = sitq(capsys, *command, "-b", f"sqlite:///{path}")
+    assert (code, out) == (2, "")
+    assert err == (
+        f"sitq: error: {str(path)!r} is an empty file, no sitq database yet (a producer or worker sets it up) "
+        "(check the --backend URL)\n"
+    )
+    assert path.stat().st_size == 0
+
+
 @pytest.mark.parametrize("command", [["tasks"], ["show", "x"], ["requeue", "--failed"], ["cancel", "x"], ["purge"]])
 def test_an_in_memory_store_and_a_bad_serializer_are_refused_as_by_stats(
     capsys: pytest.CaptureFixture[str], store: tuple[str, dict[str, str], Path], command: list[str]

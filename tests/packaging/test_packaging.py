@@ -199,9 +199,9 @@ def test_cli_stats_reads_counts_and_never_creates_a_missing_database(tmp_path: P
     empty = tmp_path / "empty.db"
     empty.touch()
     before = {path: path.read_bytes() for path in (other, empty)}
-    for path in (other, empty):
+    for path, says in ((other, "is not a sitq database"), (empty, "is an empty file, no sitq database yet")):
         done = subprocess.run([*command, f"sqlite:///{path}"], capture_output=True, text=True, check=False)
-        assert done.returncode == 2 and "is not a sitq database" in done.stderr, done.stderr
+        assert done.returncode == 2 and says in done.stderr, done.stderr
     assert {path: path.read_bytes() for path in (other, empty)} == before
     folder = tmp_path / "a-folder.db"  # there, but unreadable as a database: say why, not "not a sitq database"
     folder.mkdir()

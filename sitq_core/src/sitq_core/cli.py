@@ -1181,6 +1181,13 @@ async def _stats(
     return 0
 
 
+def _is_empty_file(path: str) -> bool:
+    try:
+        return os.path.isfile(path) and os.path.getsize(path) == 0
+    except OSError:
+        return False
+
+
 async def _store_missing(store: Backend, source: str) -> bool:
     """Say on stderr that ``store`` holds no sitq data, if so: a command must not create a mistyped file or schema."""
     if await store.exists() is False:
@@ -1190,6 +1197,9 @@ async def _store_missing(store: Backend, source: str) -> bool:
         if not isinstance(path, str):
             shown = repr(store) if type(store).__repr__ is not object.__repr__ else f"the {type(store).__name__} store"
             where = f"no sitq data in {shown}"
+        elif await asyncio.to_thread(_is_empty_file, path):
+            # what a connect that failed before its first write leaves (a full disk): no store yet, not a foreign one
+            where = f"{path!r} is an empty file, no sitq database yet (a producer or worker sets it up)"
         elif await asyncio.to_thread(os.path.exists, path):
             kind = getattr(store, "name", "") or type(store).__name__
             where = f"{path!r} is not a sitq database (it holds no sitq data, or is not a {kind} store at all)"
