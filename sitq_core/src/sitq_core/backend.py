@@ -22,7 +22,12 @@ Rules that hold for every method:
   ``sitq_core.checks`` has the checks the built-in backends use.
   Contract: ``BadInputContract``.
 - Store failures raise :class:`~sitq_core.errors.BackendError`; nothing that
-  was committed before is lost by a failed call.
+  was committed before is lost by a failed call. A write that failed for
+  want of room (the disk holding the store is full) raises its subclass
+  :class:`~sitq_core.errors.StoreFullError`, with the store's own error as
+  its ``cause``: the worker then reports a large result's task failed for that
+  reason (retried as its policy allows) instead of retrying the report until
+  the lease expires; a backend that cannot tell raises a plain ``BackendError``.
 - Instances, and any store they share, work from several threads at once,
   each running its own event loop (a ``SyncTaskQueue`` runs its loop in a
   thread beside a ``Worker``'s): no asyncio lock, event, connection or pool
@@ -384,7 +389,8 @@ class Backend(abc.ABC):
         ``retry_at``/``started_at``/``finished_at`` raises
         ``ValidationError(parameter="outcomes")`` and changes nothing
         (``checks.check_outcomes``). ``finish_many([])`` returns ``[]``.
-        Contracts: ``ResultContract``, ``LeaseContract``, ``RetryContract``, ``CancelContract``,
+        No room left to store them (a full disk) raises ``StoreFullError``
+        and changes nothing. Contracts: ``ResultContract``, ``LeaseContract``, ``RetryContract``, ``CancelContract``,
         ``BadInputContract``.
         """
 

@@ -25,6 +25,7 @@ __all__ = [
     "ResourceExhaustionError",
     "SerializationError",
     "SitqError",
+    "StoreFullError",
     "StoreGoneError",
     "SyncTaskQueueError",
     "TaskCancelledError",
@@ -274,6 +275,18 @@ class StoreGoneError(ConnectionError):
     deleted or replaced under the process. Only a new connect (a restarted
     process) reaches what is at that place now, so a worker does not retry
     it: it stops, and ``Worker.run()`` raises (``sitq worker`` exits with 2).
+    """
+
+
+class StoreFullError(BackendError):
+    """A write failed because the store has no room left: the disk holding it is full (or a size cap is reached).
+
+    Raised, for example, by the SQLite backend for SQLite's "database or disk
+    is full". Nothing of the call was stored, reads go on working, and a
+    smaller write may still fit: a worker whose report of a large result is
+    refused so reports that task failed with this reason (retried as its
+    retry policy allows) instead of retrying the report until the task's
+    lease expires and it runs again. ``cause`` is the store's own error.
     """
 
 

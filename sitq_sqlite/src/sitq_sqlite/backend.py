@@ -41,14 +41,14 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from sitq_core import checks
 from sitq_core.backend import Capability
-from sitq_core.errors import BackendError, ConfigurationError, ValidationError
+from sitq_core.errors import BackendError, ConfigurationError, SitqError, ValidationError
 from sitq_core.models import Result, Task
 from sitq_core.notify import safety_pauses, take_mark
 from sitq_core.textoptions import text_options_converted
 from sitq_core.urls import redacted
 
 from .access import others_can_write
-from .busy import _Busy, _Closing, _store_failure
+from .busy import _Busy, _Closing, _marked_full, _store_failure
 from .busy import _BusyBudget as _BusyBudget  # imported from here (tests)
 from .claims import _CLAIM_SQL as _CLAIM_SQL  # imported from here (tests)
 from .claims import _MIN_DUE_SCAN_SQL, _MIN_DUE_SQL, _lanes_or_scan, _queue_filters
@@ -175,6 +175,10 @@ class SQLiteBackend(_Leases):
 
     def __repr__(self) -> str:
         return f"SQLiteBackend({self.path!r})"
+
+    def _failed(self, operation: str, exc: sqlite3.Error) -> SitqError:
+        """The error for a failed call, a ``StoreFullError`` when the disk had no room for it (``_marked_full``)."""
+        return _marked_full(super()._failed(operation, exc), exc, self.path, memory=self.is_memory)
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickled (a ``spawn`` child, a copy) as its configuration: the copy connects on its own first use."""

@@ -13,7 +13,9 @@ import logging
 import sqlite3
 from collections.abc import Callable
 
-from sitq_core.errors import BackendError
+from sitq_core.errors import BackendError, SitqError, StoreFullError
+
+from .hints import _disk_full_hint
 
 log = logging.getLogger("sitq.sqlite")
 
@@ -84,3 +86,28 @@ def _store_failure(exc: Exception) -> bool:
     """True when an enqueue failed for the store's sake (locked, I/O), not for one of its tasks."""
     cause = exc.cause if isinstance(exc, BackendError) else exc
     return isinstance(cause, _Busy | _Closing | sqlite3.OperationalError)
+
+
+def _marked_full(error: SitqError, exc: sqlite3.Error, path: str, *, memory: bool) -> SitqError:
+    """``error`` as a ``StoreFullError`` when SQLite failed for want of room, else ``error`` as it is.
+
+    Want of room: ``SQLITE_FULL`` ("database or disk is full"), or a bare
+    "disk I/O error" while the disk holding ``path`` is nearly full (SQLite
+    reports some full-disk writes so, growing the -shm file). An I/O error
+    with room left is not: a failing disk, or a process's file size limit
+    (``RLIMIT_FSIZE``, whose EFBIG SQLite reports as the same "disk I/O
+    error"), which cannot be told apart. Only a plain ``BackendError`` is
+    marked; one ``_failed`` made something else (a ``ValidationError``) stays.
+    """
+    if type(error) is not BackendError:
+        return error
+    code = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
+    hint = "" if memory else _disk_full_hint(path, exc)
+    if code != sqlite3.SQLITE_FULL and not (code == sqlite3.SQLITE_IOERR and hint):
+        return error
+    return StoreFullError(
+        error.message + hint,
+        operation=error.context.get("operation"),
+        backend_type=error.context.get("backend_type"),
+        cause=exc,
+    )
