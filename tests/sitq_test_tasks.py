@@ -556,3 +556,15 @@ async def ends_at_gate(path: str, name: str, on_cancel: str = "raise") -> str:
             await LOOP_GATES[name + "/late"].wait()
     _append(path, f"{name} done\n")
     return name
+
+
+def sized(size: int, marks: str, room_on_retry: str | None = None) -> bytes:
+    """``size`` random bytes (a result that does not shrink), one line in ``marks`` per run; a retry first
+    deletes the file ``room_on_retry`` (the disk got room again before the retry ran)."""
+    from sitq import current_task
+
+    _append(marks, "ran\n")
+    task = current_task()
+    if room_on_retry is not None and task is not None and task.attempt > 1:
+        os.remove(room_on_retry)
+    return os.urandom(size)

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import dataclasses
 import sys
 import time
 from typing import TYPE_CHECKING, Any, cast
 
-from ..errors import StoreGoneError, ValidationError, describe_exception
+from ..errors import StoreFullError, StoreGoneError, ValidationError, describe_exception, exception_text
 from ..models import Outcome, ReservedTask
 from . import limits
 from .delays import store_retry_delay
@@ -52,6 +53,8 @@ class StoreExchange(WorkerState):
         def _backlog_full(self) -> bool: ...
 
         def _dispatch(self) -> None: ...
+
+        def _failure(self, running: _Running, error: str, traceback: str, *, retry: bool) -> Outcome: ...
 
     async def _exchange_loop(self) -> None:
         """Report finished outcomes and reserve new tasks, in one backend call per cycle.
@@ -127,7 +130,7 @@ class StoreExchange(WorkerState):
                     return
                 except Exception as exc:
                     if self._refused_outcomes(exc, batch, live):
-                        continue  # reported again at once: one at a time, or the refused one as failed
+                        continue  # reported again at once: one at a time, or the refused one as failed (or retried)
                     # a connection lost after the commit went out: the outcomes may be stored already
                     self._unanswered.update((o.task_id, o.lease_token) for _r, o, _e in live)
                     if not batch and self._stopping.is_set():
@@ -206,28 +209,40 @@ class StoreExchange(WorkerState):
         batch: list[tuple[_Running, Outcome, dict[str, Any]]],
         live: list[tuple[_Running, Outcome, dict[str, Any]]],
     ) -> bool:
-        """Settle outcomes the store refused as bad input (``ValidationError(parameter="outcomes")``).
+        """Settle outcomes the store refused (see ``_refused``): as bad input, or a large result on a full disk.
 
-        Such a refusal (a return value larger than the store can hold) is the
-        outcome's own and no retry cures it; retrying until the lease expired
-        would run the task again, to the same end. Several outcomes are put back
-        to be reported one at a time, so the others go through; a lone refused
-        one is reported as the task failing with the store's reason. False:
-        not such a refusal (or the replacement was refused too), retry as usual.
+        Bad input (a return value larger than the store can hold) is the
+        outcome's own and no retry cures it; a result larger than the room left
+        on a full disk does not fit at the next try either, while small writes
+        still may. Retrying until the lease expired ran the task again, to the
+        same end, and at last failed it for "lease expired" with no word of the
+        disk. Several outcomes are put back to be reported one at a time, so
+        the others go through; a lone refused one is reported in a small
+        outcome instead, saying why (``_instead``). False: not such a refusal
+        (or that small outcome was refused too), retry as usual.
         """
-        if not isinstance(exc, ValidationError) or getattr(exc, "parameter", None) != "outcomes" or not live:
+        if not _refused(exc, live):
             return False
         if len(batch) > 1:
             self._single_reports = max(self._single_reports, len(batch))
             self._put_back(batch)
             return True
-        running, outcome, extra = batch[0]
+        _running, outcome, extra = batch[0]
         if extra.get("refused"):
             return False
-        self._put_back([self._failed_instead(running, outcome, extra, exc)])
-        if outcome.value is not None:  # the failure reported instead carries no value
+        self._put_back([self._instead(batch[0], exc)])
+        if outcome.value is not None:  # the outcome reported instead carries no value
             self._pending_bytes -= len(outcome.value)
         return True
+
+    def _instead(
+        self, item: tuple[_Running, Outcome, dict[str, Any]], exc: Exception
+    ) -> tuple[_Running, Outcome, dict[str, Any]]:
+        """The small outcome reported for one the store refused (``_refused``): the task failing, saying why."""
+        if isinstance(exc, StoreFullError):
+            return self._no_room_instead(*item, exc)
+        assert isinstance(exc, ValidationError)
+        return self._failed_instead(*item, exc)
 
     def _failed_instead(
         self, running: _Running, outcome: Outcome, extra: dict[str, Any], exc: ValidationError
@@ -249,27 +264,54 @@ class StoreExchange(WorkerState):
         )
         return running, failed, {**extra, "error": exc, "refused": True}
 
+    def _no_room_instead(
+        self, running: _Running, outcome: Outcome, extra: dict[str, Any], exc: StoreFullError
+    ) -> tuple[_Running, Outcome, dict[str, Any]]:
+        """For a result the full store had no room for: the task failing for that, retried as its policy allows.
+
+        A full disk may be freed before the retry is due, so the task is
+        retried as for an exception it raised (``max_retries``), and fails
+        for good only when it has no retry left. No traceback: the error is
+        the store's, and where the worker stood says nothing of the task.
+        """
+        size = len(outcome.value or b"")
+        reason = exception_text(exc.cause) if exc.cause is not None else exc.message
+        error = f"the task's result of {size:,} bytes could not be stored: the disk holding the store is full"
+        error += f" ({reason})"
+        logger.error(
+            "worker %s: the store has no room for the result of task %s (%s bytes); reporting the task failed "
+            "instead: %s",
+            self.worker_id,
+            outcome.task_id,
+            f"{size:,}",
+            exc,
+        )
+        failed = self._failure(running, error, "", retry=True)
+        failed = dataclasses.replace(failed, traceback=None, finished_at=outcome.finished_at)
+        return running, failed, {**extra, "error": exc, "refused": True}
+
     async def _final_finish(
         self, live: list[tuple[_Running, Outcome, dict[str, Any]]]
     ) -> tuple[list[tuple[_Running, Outcome, dict[str, Any]]], list[bool]]:
         """``finish_many`` of the last outcomes as the loop ends; one the store refuses is reported failed.
 
-        Returns what was reported (a refused outcome replaced) and the answers.
+        Refused as ``_refused`` tells. Returns what was reported (a refused
+        outcome replaced) and the answers.
         """
         try:
             return live, await self.backend.finish_many([outcome for _r, outcome, _e in live])
-        except ValidationError as exc:
-            if getattr(exc, "parameter", None) != "outcomes":
+        except (ValidationError, StoreFullError) as exc:
+            if not _refused(exc, live):
                 raise
         reported: list[tuple[_Running, Outcome, dict[str, Any]]] = []
         accepted: list[bool] = []
         for item in live:  # one at a time, so a refused one cannot take the others down
             try:
                 answer = await self.backend.finish_many([item[1]])
-            except ValidationError as exc:
-                if getattr(exc, "parameter", None) != "outcomes":
+            except (ValidationError, StoreFullError) as exc:
+                if not _refused(exc, [item]):
                     raise
-                item = self._failed_instead(*item, exc)
+                item = self._instead(item, exc)
                 answer = await self.backend.finish_many([item[1]])
             reported.append(item)
             accepted += answer
@@ -433,3 +475,18 @@ class StoreExchange(WorkerState):
         return await self.backend.finish_and_reserve(
             live, worker_id=self.worker_id, limit=want, lease_seconds=self.lease_timeout, queues=self.queues
         )
+
+
+def _refused(exc: BaseException, live: list[tuple[_Running, Outcome, dict[str, Any]]]) -> bool:
+    """True when the store refused reporting ``live`` for one of its outcomes, which no retry of the same cures.
+
+    Either it refused one as bad input (``ValidationError(parameter="outcomes")``:
+    a value larger than it can hold), or it has no room left
+    (``StoreFullError``) while one carries a result larger than
+    ``_SMALL_RESULT_BYTES``, which the failure reported instead would not be.
+    """
+    if not live:
+        return False
+    if isinstance(exc, StoreFullError):
+        return any(len(o.value or b"") > limits._SMALL_RESULT_BYTES for _r, o, _e in live)
+    return isinstance(exc, ValidationError) and getattr(exc, "parameter", None) == "outcomes"

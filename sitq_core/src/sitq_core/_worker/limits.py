@@ -11,6 +11,9 @@ _MAX_FINISH_BATCH = 512
 # (backlog.py); a finish batch also stops taking outcomes once it carries this much. One larger result goes alone.
 _MAX_PENDING_RESULT_BYTES = 64 << 20
 _MAX_REPORT_FAILURES = 7
+# bytes of a result above which a report the store refuses for want of room (a full disk) is replaced by the task
+# failing for that reason; a smaller one is retried as any failed report is (its failure would take as much room)
+_SMALL_RESULT_BYTES = 4096
 _CANCEL_CHECK = 0.25  # seconds: how often tasks waiting for a slot are checked for a cancel request
 # seconds: how often tasks held that long (running ones) are checked for a cancel request between renewals;
 # short tasks end before they are ever checked, so a drain of quick tasks pays nothing for it
