@@ -41,6 +41,7 @@ from sitq_core.errors import (
     ConfigurationError,
     ConnectionError,
     SitqError,
+    StoreFullError,
     StoreGoneError,
     ValidationError,
     describe_exception,
@@ -1054,6 +1055,14 @@ class PostgresBackend(Backend):
                         f"PostgreSQL {operation} failed: the server at {self._where()} is out of reach: "
                         f"{_described(exc)}",
                         operation=operation,
+                        cause=exc,
+                    ) from exc
+                if isinstance(exc, asyncpg.exceptions.DiskFullError):  # SQLSTATE 53100: the server's disk
+                    raise StoreFullError(
+                        f"PostgreSQL {operation} failed: {_described(exc)} (the disk holding the database is "
+                        "full: free some space on the server)",
+                        operation=operation,
+                        backend_type="postgres",
                         cause=exc,
                     ) from exc
                 raise BackendError(
