@@ -776,6 +776,7 @@ def _run_worker(args: argparse.Namespace) -> int:
             await _exit_now_if_async_tasks_are_stuck(code)
 
     code = 0
+    start_line = _StartLine.shown()  # after the imports: a task module's own logging setup is in place by now
     try:
         asyncio.run(run())
     except SitqError as exc:  # e.g. the worker stopped after an internal error
@@ -785,8 +786,58 @@ def _run_worker(args: argparse.Namespace) -> int:
     except Exception:
         logger.exception("the worker failed")
         code = 1
+    finally:
+        if start_line is not None:
+            start_line.remove()
     _exit_now_if_task_threads_are_stuck(code, worker._left_running_because)
     return code  # _worker sets the handlers for the rest of the process's life
+
+
+class _StartLine(logging.Filter):
+    """Shows the worker's INFO line saying it started (``worker ID started on BACKEND (max_concurrency=N,
+    queues=...)``) at the command's default level, WARNING, where ``sitq worker`` printed nothing at all: a
+    user could not tell that it had connected (Celery prints a banner, RQ and arq a start line).
+
+    Until that line is logged, ``sitq.worker`` takes INFO records and this filter drops every other one below
+    the level the logger had; once it is, the logger gets its level back, so the steady state stays as silent
+    as before and costs what it did. At INFO and below the line shows anyway, and above WARNING
+    (``--log-level ERROR``) less was asked for: no filter then.
+    """
+
+    _MESSAGE = "worker %s started on "  # the start of the line's format (sitq_core/_worker/lifecycle.py)
+
+    def __init__(self, log: logging.Logger, below: int) -> None:
+        super().__init__()
+        self._log, self._below, self._saved, self._done = log, below, log.level, False
+        log.setLevel(logging.INFO)
+        log.addFilter(self)
+
+    @classmethod
+    def shown(cls) -> _StartLine | None:
+        """Installed on ``sitq.worker`` when its level hides the line but is no higher than WARNING."""
+        log = logging.getLogger("sitq.worker")
+        level = log.getEffectiveLevel()
+        return cls(log, level) if logging.INFO < level <= logging.WARNING else None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self._done or record.levelno >= self._below:
+            return True
+        if record.levelno == logging.INFO and isinstance(record.msg, str) and record.msg.startswith(self._MESSAGE):
+            self._step_aside()
+            return True
+        return False
+
+    def _step_aside(self) -> None:
+        """The logger's own level back (unless someone set another meanwhile); the filter lets all through."""
+        if not self._done:
+            self._done = True
+            if self._log.level == logging.INFO:
+                self._log.setLevel(self._saved)
+
+    def remove(self) -> None:
+        """Gone from the logger, its level back: the worker has stopped (or never started)."""
+        self._step_aside()
+        self._log.removeFilter(self)
 
 
 #: The longest ``sitq worker`` waits for its store to close after the worker stopped (docs/how-to/workers.md)
