@@ -32,8 +32,11 @@ __all__ = ["COMMANDS", "add_commands", "parse_duration", "run"]
 
 #: The commands of this module, as typed after ``sitq``
 COMMANDS = ("tasks", "show", "requeue", "cancel", "purge")
-#: Tasks read per ``list_tasks`` call when a command walks every match (``--limit 0``, ``requeue --failed``),
-#: and ids per ``requeue_many`` call (one store transaction each)
+#: Tasks read per ``list_tasks`` call when ``sitq tasks`` walks its matches (``requeue --failed`` reads PAGE).
+#: Each call sorts every match on SQLite (no index on enqueue time), so a page is large: 10x fewer sorts than
+#: 500 a page, while only one page of tasks is held at a time (``sitq tasks`` writes each before reading the next)
+READ_PAGE = 5000
+#: Failed tasks read per ``list_tasks`` call by ``requeue --failed``, and ids per ``requeue_many`` call
 PAGE = 500
 _INT64_MAX = 2**63 - 1
 _ERROR_WIDTH = 60  # characters of a task's last error in the ``sitq tasks`` table
@@ -273,50 +276,103 @@ async def _list(
     *,
     as_json: bool,
 ) -> int:
-    if limit == 0:  # every match
-        tasks = [task async for task in _walk(queue, status, name, offset)]
-        more = False
-    else:
-        tasks = await queue.list_tasks(status=status, queue=name, limit=min(limit + 1, _INT64_MAX), offset=offset)
-        more = len(tasks) > limit
-        tasks = tasks[:limit]
+    """List the matches a page at a time, each page written before the next is read (memory: one page).
+
+    ``--limit 0`` is every match. For a bounded ``--limit``, one more task is
+    asked for, to tell whether more match than were shown.
+    """
+    pages = _pages(queue, status, name, offset, None if limit == 0 else limit + 1)
+    shown = 0
+    more = False
+    opened = False  # JSON: "[" written; table: header written, column widths set
+    widths: list[int] = []
+    async for page in pages:
+        if limit and shown + len(page) > limit:  # the one more asked for: it is not shown
+            page = page[: limit - shown]
+            more = True
+        if page:
+            if as_json:
+                say(_json_chunk(page, first=not opened))
+            else:
+                rows = [_row(task) for task in page]
+                if not opened:
+                    widths = [max(len(row[column]) for row in [_HEADER, *rows]) for column in range(len(_HEADER) - 1)]
+                    say(_table_line(_HEADER, widths))
+                say("\n".join(_table_line(row, widths) for row in rows))
+                del rows
+            opened = True
+            shown += len(page)
+        del page  # held until the next page is read otherwise: two pages alive at a time
     if as_json:
-        say(json.dumps([_task_record(task) for task in tasks], indent=2, sort_keys=True))
-        return 0
-    if not tasks:
+        say("  }\n]" if opened else "[]")
+    elif not opened:
         say("no tasks")
-        return 0
-    header = ["ID", "STATUS", "QUEUE", "FUNCTION", "ATTEMPTS", "ENQUEUED_AT", "DUE", "ERROR"]
-    rows = [
-        [
-            task.id,
-            str(task.status),
-            _one_line(task.queue),
-            _one_line(task.function_name) or "-",
-            str(task.attempts),
-            _when(task.enqueued_at),
-            _when(task.eta) if task.status == TaskStatus.QUEUED else "-",  # when it runs (later, or a retry's time)
-            _one_line(task.error or "", _ERROR_WIDTH),
-        ]
-        for task in tasks
-    ]
-    widths = [max(len(row[column]) for row in [header, *rows]) for column in range(len(header) - 1)]
-    for row in [header, *rows]:
-        say("  ".join([*(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), row[-1]]).rstrip())
-    if more:
-        say(f"({len(tasks)} shown, oldest first; more with --offset {offset + len(tasks)})")
+    elif more:
+        say(f"({shown} shown, oldest first; more with --offset {offset + shown})")
     return 0
 
 
-async def _walk(queue: TaskQueue, status: TaskStatusName | None, name: str | None, offset: int) -> AsyncIterator[Task]:
-    """Every task matching, from ``offset`` on, read a page at a time (a task changing meanwhile may be missed)."""
-    while True:
-        page = await queue.list_tasks(status=status, queue=name, limit=PAGE, offset=offset)
-        for task in page:
-            yield task
-        if len(page) < PAGE:
+_HEADER = ["ID", "STATUS", "QUEUE", "FUNCTION", "ATTEMPTS", "ENQUEUED_AT", "DUE", "ERROR"]
+
+
+def _row(task: Task) -> list[str]:
+    """The cells of ``task``'s line in the ``sitq tasks`` table, in the order of ``_HEADER``."""
+    return [
+        task.id,
+        str(task.status),
+        _one_line(task.queue),
+        _one_line(task.function_name) or "-",
+        str(task.attempts),
+        _when(task.enqueued_at),
+        _when(task.eta) if task.status == TaskStatus.QUEUED else "-",  # when it runs (later, or a retry's time)
+        _one_line(task.error or "", _ERROR_WIDTH),
+    ]
+
+
+def _table_line(row: list[str], widths: list[int]) -> str:
+    """``row`` with every cell but the last padded to its column's width.
+
+    The widths are those of the header and the first page: the table is written
+    a page at a time, so a wider cell met later pushes the rest of its own line
+    to the right and no other.
+    """
+    return "  ".join([*(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), row[-1]]).rstrip()
+
+
+def _json_chunk(page: list[Task], *, first: bool) -> str:
+    """``page`` as a piece of ``json.dumps(every_record, indent=2, sort_keys=True)``, without its last line.
+
+    That last line is each record's closing ``  }``: whether a comma follows it
+    is known only once the next page is read, so the next piece starts with
+    ``  },`` (this one with ``[``) and the list ends with ``  }`` and ``]``.
+    Pieces and that end, each written with a newline, make that whole text.
+    """
+    items = [json.dumps(_task_record(task), indent=2, sort_keys=True).replace("\n", "\n  ") for task in page]
+    text = ("[\n  " if first else "  },\n  ") + ",\n  ".join(items)
+    assert text.endswith("\n  }"), "a record is an object of several fields"
+    return text.removesuffix("\n  }")
+
+
+async def _pages(
+    queue: TaskQueue, status: TaskStatusName | None, name: str | None, offset: int, wanted: int | None
+) -> AsyncIterator[list[Task]]:
+    """The tasks matching, from ``offset`` on, ``READ_PAGE`` at most a page; ``wanted`` in all, or every one if None.
+
+    A page is not held once given: the caller decides how long it lives. A
+    task changing meanwhile may be missed or met twice, as in any offset paging.
+    """
+    got = 0
+    while wanted is None or got < wanted:
+        asked = READ_PAGE if wanted is None else min(READ_PAGE, wanted - got)
+        page = await queue.list_tasks(status=status, queue=name, limit=asked, offset=offset)
+        count = len(page)
+        if count:
+            yield page
+        del page
+        if count < asked:
             return
-        offset += len(page)
+        got += count
+        offset += count
 
 
 async def _show(queue: TaskQueue, say: Say, task_id: str, *, as_json: bool) -> int:
