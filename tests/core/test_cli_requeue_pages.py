@@ -67,6 +67,7 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     monkeypatch.setattr(TaskQueue, "requeue_many", counted)
     monkeypatch.setattr(TaskQueue, "requeue", one_by_one)
     monkeypatch.setattr(cli_tasks, "PAGE", 3)
+    monkeypatch.setattr(cli_tasks, "READ_PAGE", 3)
     return seen
 
 
@@ -81,10 +82,16 @@ def test_requeue_failed_asks_the_store_once_per_page(
     assert set(statuses(path).values()) == {"queued"}
 
 
+@pytest.mark.parametrize("read_page", [3, 5], ids=["read-as-requeued", "read-more-than-requeued-per-call"])
 def test_requeue_failed_never_requeues_a_task_twice_when_it_fails_again_meanwhile(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path, calls: list[list[str]], monkeypatch: pytest.MonkeyPatch
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    calls: list[list[str]],
+    monkeypatch: pytest.MonkeyPatch,
+    read_page: int,
 ) -> None:
     """Each page requeued fails again at once (a worker elsewhere): the command still ends, each task once."""
+    monkeypatch.setattr(cli_tasks, "READ_PAGE", read_page)
     path = tmp_path / "tasks.db"
     ids = failed_store(path, 7)
     counted = TaskQueue.requeue_many

@@ -275,6 +275,7 @@ def test_requeue_failed_takes_every_failed_task_page_after_page(
             return failed
 
     failed = asyncio.run(go())
+    monkeypatch.setattr(cli_tasks, "READ_PAGE", 2)
     monkeypatch.setattr(cli_tasks, "PAGE", 2)
     code, out, err = sitq(capsys, "requeue", "--failed", "-b", f"sqlite:///{path}")
     assert (code, out, err) == (0, "requeued 7 tasks\n", "")

@@ -19,6 +19,7 @@ import io
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -227,3 +228,30 @@ def test_table_keeps_the_widths_of_the_first_page_and_a_wider_cell_later_pushes_
     pushed = queues.index("a-much-longer-queue-name")
     assert at[pushed] == lines[0].index("QUEUE") + len("a-much-longer-queue-name  ")
     assert [where for number, where in enumerate(at) if number != pushed] == [column] * (len(queues) - 1)
+
+
+# --------------------------------------------------------------------------------------------- requeue --failed
+
+
+def test_requeue_failed_reads_large_pages_and_requeues_a_few_hundred_ids_per_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reads: tuple[list[Read], io.StringIO]
+) -> None:
+    """READ_PAGE failed tasks per read (each read sorts them all on SQLite), PAGE ids per ``requeue_many``."""
+    path = tmp_path / "tasks.db"
+    ids = store(path, ["default"] * (2 * PAGE + 2), failed=2 * PAGE + 1)
+    monkeypatch.setattr(cli_tasks, "PAGE", 2)
+    chunks: list[list[str]] = []
+    real = TaskQueue.requeue_many
+
+    async def counted(self: TaskQueue, task_ids: Sequence[str], *, eta: datetime | None = None) -> list[bool]:
+        chunks.append(list(task_ids))
+        return await real(self, task_ids, eta=eta)
+
+    monkeypatch.setattr(TaskQueue, "requeue_many", counted)
+    seen, out = reads
+    assert main(["requeue", "--failed", "-b", f"sqlite:///{path}"], stdout=out) == 0
+    assert out.getvalue() == f"requeued {2 * PAGE + 1} tasks\n"
+    assert [(read.limit, read.offset) for read in seen] == [(PAGE, 0)] * 4  # each read finds the next failed ones
+    assert [len(chunk) for chunk in chunks] == [2, 1, 2, 1, 1]
+    assert [task_id for chunk in chunks for task_id in chunk] == ids[: 2 * PAGE + 1]
+    assert {row["status"] for row in records(path)} == {"queued"}

@@ -91,7 +91,8 @@ def test_requeue_by_id_and_every_failed_task(
     code, out, err = _sitq(capsys, "requeue", ids["cancelled"][0], ids["queued"][0], "-b", url)
     assert (code, out) == (1, "requeued 1 task\n")
     assert err == f"sitq: error: cannot requeue {ids['queued'][0]}: it is queued, not failed or cancelled\n"
-    monkeypatch.setattr(cli_tasks, "PAGE", 2)  # three pages, each emptied as it is requeued
+    monkeypatch.setattr(cli_tasks, "READ_PAGE", 2)  # three pages, each emptied as it is requeued
+    monkeypatch.setattr(cli_tasks, "PAGE", 2)
     assert _sitq(capsys, "requeue", "--failed", "-b", url) == (0, "requeued 5 tasks\n", "")
     now = _statuses(url)
     assert all(now[task_id] == "queued" for task_id in [*ids["failed"], *ids["cancelled"]])

@@ -32,11 +32,11 @@ __all__ = ["COMMANDS", "add_commands", "parse_duration", "run"]
 
 #: The commands of this module, as typed after ``sitq``
 COMMANDS = ("tasks", "show", "requeue", "cancel", "purge")
-#: Tasks read per ``list_tasks`` call when ``sitq tasks`` walks its matches (``requeue --failed`` reads PAGE).
+#: Tasks read per ``list_tasks`` call when a command walks its matches (``sitq tasks``, ``requeue --failed``).
 #: Each call sorts every match on SQLite (no index on enqueue time), so a page is large: 10x fewer sorts than
 #: 500 a page, while only one page of tasks is held at a time (``sitq tasks`` writes each before reading the next)
 READ_PAGE = 5000
-#: Failed tasks read per ``list_tasks`` call by ``requeue --failed``, and ids per ``requeue_many`` call
+#: Ids per ``requeue_many`` call (one store transaction each, and what a Ctrl-C may leave under way)
 PAGE = 500
 _INT64_MAX = 2**63 - 1
 _ERROR_WIDTH = 60  # characters of a task's last error in the ``sitq tasks`` table
@@ -397,32 +397,38 @@ async def _show(queue: TaskQueue, say: Say, task_id: str, *, as_json: bool) -> i
 
 
 async def _requeue_failed(queue: TaskQueue, say: Say, name: str | None, progress: _Progress, *, as_json: bool) -> int:
-    """Requeue every failed task (of queue ``name``), each at most once, a page per store call (``requeue_many``).
+    """Requeue every failed task (of queue ``name``), each at most once, ``PAGE`` per store call (``requeue_many``).
 
-    Requeuing takes tasks out of the failed set, so each page is read from the
-    start again rather than at a growing offset (which would skip a page
-    after each one requeued). A task that fails again while this runs is met
-    again: it is stepped over, never requeued twice, so this always ends.
+    Failed tasks are read ``READ_PAGE`` at a time (on SQLite each read sorts
+    every failed task). Requeuing takes tasks out of the failed set, so each
+    page is read from the start again rather than at a growing offset (which
+    would skip a page after each one requeued). A task that fails again while
+    this runs is met again: it is stepped over, never requeued twice, so this
+    always ends.
     """
     seen: set[str] = set()
     requeued: list[str] = []
     progress.past = "requeued"
     offset = 0
     while True:
-        page = await queue.list_tasks(status=TaskStatus.FAILED.value, queue=name, limit=PAGE, offset=offset)
+        page = await queue.list_tasks(status=TaskStatus.FAILED.value, queue=name, limit=READ_PAGE, offset=offset)
         if not page:
             break
         fresh = [task.id for task in page if task.id not in seen]
+        read = len(page)
+        del page  # only the ids are kept
         if not fresh:  # all requeued by this command already, and failed again since
-            offset += len(page)
+            offset += read
             continue
         seen.update(fresh)
-        progress.under_way = len(fresh)
-        answers = await queue.requeue_many(fresh)  # False: no longer failed (another process requeued or purged it)
-        progress.under_way = 0
-        done = [task_id for task_id, changed in zip(fresh, answers, strict=True) if changed]
-        requeued += done
-        progress.done += len(done)
+        for start in range(0, len(fresh), PAGE):  # a page read is requeued PAGE ids per store call
+            ids = fresh[start : start + PAGE]
+            progress.under_way = len(ids)
+            answers = await queue.requeue_many(ids)  # False: no longer failed (another process requeued or purged it)
+            progress.under_way = 0
+            done = [task_id for task_id, changed in zip(ids, answers, strict=True) if changed]
+            requeued += done
+            progress.done += len(done)
     if as_json:
         say(json.dumps({"requeued": requeued, "not_requeued": []}, indent=2, sort_keys=True))
     else:
