@@ -83,12 +83,7 @@ class Read:
     limit: int
     offset: int
     written: str  # the command's output so far
-    tasks_alive: int  # Task objects in this process, those of pages already read included if still held
-
-
-def tasks_alive() -> int:
-    gc.collect()
-    return sum(isinstance(thing, Task) for thing in gc.get_objects())
+    tasks_alive: int  # Task objects of the pages read before that are still alive (held by the command)
 
 
 @pytest.fixture
@@ -96,14 +91,22 @@ def reads(monkeypatch: pytest.MonkeyPatch) -> tuple[list[Read], io.StringIO]:
     """The command's ``list_tasks`` calls, each with the output written to the returned stream before it."""
     out = io.StringIO()
     seen: list[Read] = []
+    given: dict[int, str] = {}  # id() of each Task object returned to the command: its task's id
     real = TaskQueue.list_tasks
+
+    def still_alive() -> int:
+        """Task objects given to the command and not freed (Task has no weakref: by id(), checked against its id)."""
+        gc.collect()
+        return sum(isinstance(it, Task) and given.get(id(it)) == it.id for it in gc.get_objects())
 
     async def spied(self: TaskQueue, **kwargs: Any) -> list[Task]:
         # What the command holds while it waits for the page: counted once it has let the event loop run (the
         # loop's handle that resumed the command holds the previous read's answer until the command waits again)
         await asyncio.sleep(0)
-        seen.append(Read(kwargs["limit"], kwargs["offset"], out.getvalue(), tasks_alive()))
-        return await real(self, **kwargs)
+        seen.append(Read(kwargs["limit"], kwargs["offset"], out.getvalue(), still_alive()))
+        page = await real(self, **kwargs)
+        given.update((id(task), task.id) for task in page)
+        return page
 
     monkeypatch.setattr(TaskQueue, "list_tasks", spied)
     return seen, out
