@@ -233,6 +233,20 @@ def test_table_keeps_the_widths_of_the_first_page_and_a_wider_cell_later_pushes_
     assert [where for number, where in enumerate(at) if number != pushed] == [column] * (len(queues) - 1)
 
 
+def test_table_time_columns_hold_a_timestamp_when_the_first_page_has_none_due(tmp_path: Path) -> None:
+    """DUE was 3 wide when the first page held only finished tasks ("-"): later queued rows stuck out by 17."""
+    path = tmp_path / "tasks.db"
+    store(path, ["a"] * (PAGE + 2), failed=PAGE)  # the first page failed (DUE "-"), the rest queued
+    code, out = sitq("tasks", "--limit", "0", "-b", f"sqlite:///{path}")
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == 1 + PAGE + 2
+    error_column = lines[0].index("ERROR")
+    assert [line.index("no luck") for line in lines[1 : 1 + PAGE]] == [error_column] * PAGE
+    due_column = lines[0].index("DUE")
+    assert all(line[due_column:].split()[0].endswith("Z") for line in lines[1 + PAGE :])
+    assert all(len(line) <= error_column for line in lines[1 + PAGE :])  # nothing sticks out past DUE
+
+
 # --------------------------------------------------------------------------------------------- requeue --failed
 
 

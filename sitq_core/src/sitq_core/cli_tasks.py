@@ -297,6 +297,11 @@ async def _list(
                 rows = [_row(task) for task in page]
                 if not opened:
                     widths = [max(len(row[column]) for row in [_HEADER, *rows]) for column in range(len(_HEADER) - 1)]
+                    # the time columns hold a timestamp on later pages even when this one has only "-" there
+                    widths = [
+                        max(width, _TIME_WIDTH) if name in _TIME_COLUMNS else width
+                        for name, width in zip(_HEADER, widths, strict=False)
+                    ]
                     say(_table_line(_HEADER, widths))
                 say("\n".join(_table_line(row, widths) for row in rows))
                 del rows
@@ -327,6 +332,10 @@ def _row(task: Task) -> list[str]:
         _when(task.eta) if task.status == TaskStatus.QUEUED else "-",  # when it runs (later, or a retry's time)
         _one_line(task.error or "", _ERROR_WIDTH),
     ]
+
+
+_TIME_COLUMNS = ("ENQUEUED_AT", "DUE")
+_TIME_WIDTH = len("2026-12-01T12:55:23Z")
 
 
 def _table_line(row: list[str], widths: list[int]) -> str:
