@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import logging
 import os
@@ -15,7 +16,8 @@ import textwrap
 import threading
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
@@ -241,3 +243,27 @@ def make_dist(site: Path, dist: str, entry_name: str, module: str, source: str, 
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
     (info / "entry_points.txt").write_text(f"[sitq]\n{entry_name} = {module}\n")
     (site / f"{module}.py").write_text(textwrap.dedent(source))
+
+
+@contextlib.asynccontextmanager
+async def store_of_kind(kind: str, folder: Path) -> AsyncIterator[Any]:
+    """An unconnected backend of ``kind``: a SQLite file in ``folder``, or PostgreSQL in a fresh schema dropped after.
+
+    For tests parametrised over ``["sqlite", "postgres"]``; PostgreSQL skips
+    (fails under ``CI=true``) when no server answers.
+    """
+    from sitq import SQLiteBackend
+
+    if kind == "sqlite":
+        yield SQLiteBackend(folder / "store.db")
+        return
+    from sitq_test_postgres import DSN, drop_schema, require_postgres
+
+    require_postgres()
+    from sitq_postgres import PostgresBackend
+
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    try:
+        yield PostgresBackend(DSN, schema=schema)
+    finally:
+        drop_schema(schema)

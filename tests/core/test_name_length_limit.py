@@ -13,7 +13,6 @@ longer name (by an older version) stay reachable.
 from __future__ import annotations
 
 import dataclasses
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from sitq_core import checks
 from sitq_core.models import Task, new_id
 
 import sitq_test_tasks as tasks
+from sitq_test_helpers import store_of_kind
 
 LIMIT = 255
 WIDE = "\U0001f4e8"  # four bytes in UTF-8: 255 of them must fit every store's index too
@@ -33,21 +33,8 @@ WIDE = "\U0001f4e8"  # four bytes in UTF-8: 255 of them must fit every store's i
 
 @pytest_asyncio.fixture(params=["sqlite", "postgres"])
 async def queue(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[TaskQueue]:
-    if request.param == "sqlite":
-        async with TaskQueue(SQLiteBackend(tmp_path / "names.db")) as q:
-            yield q
-        return
-    from sitq_test_postgres import DSN, drop_schema, require_postgres
-
-    require_postgres()
-    from sitq_postgres import PostgresBackend
-
-    schema = f"t_{uuid.uuid4().hex[:16]}"
-    try:
-        async with TaskQueue(PostgresBackend(DSN, schema=schema)) as q:
-            yield q
-    finally:
-        drop_schema(schema)
+    async with store_of_kind(request.param, tmp_path) as backend, TaskQueue(backend) as q:
+        yield q
 
 
 def test_the_limit_is_part_of_the_checks() -> None:

@@ -9,7 +9,6 @@ outcome is taken: status, ``finished_at``, error and attempts; a retry's
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,12 +16,12 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from sitq import SQLiteBackend, TaskQueue, Worker, hookimpl
+from sitq import TaskQueue, Worker, hookimpl
 from sitq_core.models import Task, TaskStatus
 from sitq_core.plugins import get_plugin_manager
 
 import sitq_test_tasks as tasks
-from sitq_test_helpers import wait_until
+from sitq_test_helpers import store_of_kind, wait_until
 
 
 class Recorder:
@@ -60,21 +59,8 @@ def recorder() -> Iterator[Recorder]:
 
 @pytest_asyncio.fixture(params=["sqlite", "postgres"])
 async def queue(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[TaskQueue]:
-    if request.param == "sqlite":
-        async with TaskQueue(SQLiteBackend(tmp_path / "hooks.db")) as q:
-            yield q
-        return
-    from sitq_test_postgres import DSN, drop_schema, require_postgres
-
-    require_postgres()
-    from sitq_postgres import PostgresBackend
-
-    schema = f"t_{uuid.uuid4().hex[:16]}"
-    try:
-        async with TaskQueue(PostgresBackend(DSN, schema=schema)) as q:
-            yield q
-    finally:
-        drop_schema(schema)
+    async with store_of_kind(request.param, tmp_path) as backend, TaskQueue(backend) as q:
+        yield q
 
 
 async def _worked(queue: TaskQueue, task_id: str) -> Task:

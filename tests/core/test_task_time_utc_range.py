@@ -9,7 +9,6 @@ now raise ``ValidationError(parameter="tasks")`` and store nothing.
 from __future__ import annotations
 
 import dataclasses
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -17,9 +16,11 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from sitq import Backend, SQLiteBackend, ValidationError
+from sitq import Backend, ValidationError
 from sitq_core import checks
 from sitq_core.models import Task, new_id
+
+from sitq_test_helpers import store_of_kind
 
 PAST_THE_END = datetime(9999, 12, 31, 23, 59, tzinfo=timezone(timedelta(hours=-14)))
 BEFORE_THE_START = datetime(1, 1, 1, 1, 0, tzinfo=timezone(timedelta(hours=5)))
@@ -27,21 +28,8 @@ BEFORE_THE_START = datetime(1, 1, 1, 1, 0, tzinfo=timezone(timedelta(hours=5)))
 
 @pytest_asyncio.fixture(params=["sqlite", "postgres"])
 async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
-    if request.param == "sqlite":
-        async with SQLiteBackend(tmp_path / "times.db") as store:
-            yield store
-        return
-    from sitq_test_postgres import DSN, drop_schema, require_postgres
-
-    require_postgres()
-    from sitq_postgres import PostgresBackend
-
-    schema = f"t_{uuid.uuid4().hex[:16]}"
-    try:
-        async with PostgresBackend(DSN, schema=schema) as store:
-            yield store
-    finally:
-        drop_schema(schema)
+    async with store_of_kind(request.param, tmp_path) as store, store:
+        yield store
 
 
 def a_task(**times: datetime) -> Task:
