@@ -617,8 +617,9 @@ class SQLiteBackend(_Leases):
         best = await self._inline_or_run("next_eta", read, write=False)  # an idle worker asks after each empty reserve
         if best is not None and self._passed_over:
             now = self._now_us()
-            if best <= now and self._passed_over_at(now):  # most likely the row passed over: not before it is due
-                best = min(self._passed_over.values())
+            passed_over = self._passed_over_at(now)
+            if best <= now and passed_over:  # most likely the row passed over: not before it is due
+                best = min(passed_over.values())
         return None if best is None else from_us(best)
 
     # ------------------------------------------------------------- wake-ups

@@ -282,9 +282,11 @@ def _token_seq(token: str) -> int | None:
 class _Leases(_Connections):
     """``SQLiteBackend``'s lease operations: reserve, heartbeat, finish_many and finish_and_reserve."""
 
-    # rows this backend's claims pass over until a time (store µs): their payloads did not fit in memory
-    _passed_over: dict[int, int] = {}  # replaced, never changed in place: the class's stays empty
-    _warned_unfit: frozenset[int] = frozenset()  # rows already warned of (once each)
+    # rows this backend's claims pass over until a time (store µs): their payloads did not fit in memory.
+    # Replaced, never changed in place (the class's stays empty), and only by _pass_over, on the event loop's
+    # thread: a claim body on the connection thread only reads it (one writer: no entry lost to a race).
+    _passed_over: dict[int, int] = {}
+    _warned_unfit: frozenset[int] = frozenset()  # rows already warned of (once each); written as _passed_over
 
     async def reserve(
         self,
@@ -397,7 +399,10 @@ class _Leases(_Connections):
                 claimed: list[int] = []
                 ended = 0
                 for candidate in candidates:
-                    ended_now = _end_instead(conn, candidate, now)
+                    try:  # ending a row rewrites it whole, payload and all, as a claim does
+                        ended_now = _end_instead(conn, candidate, now)
+                    except MemoryError as exc:
+                        raise _ClaimOutOfMemory from exc
                     if ended_now is None:
                         claimed.append(candidate[0])
                     else:
@@ -423,12 +428,13 @@ class _Leases(_Connections):
 
         return body, ended_ids
 
-    def _passed_over_at(self, now: int) -> frozenset[int]:
-        """The rows this backend's claims pass over at ``now`` (payloads that did not fit in its memory)."""
-        if not self._passed_over:
-            return frozenset()
-        self._passed_over = {seq: until for seq, until in self._passed_over.items() if until > now}
-        return frozenset(self._passed_over)
+    def _passed_over_at(self, now: int) -> dict[int, int]:
+        """The rows this backend's claims pass over at ``now`` (payloads that did not fit in its memory), with
+        the time each is passed over until. Read only: called from the connection thread too."""
+        passed_over = self._passed_over  # one read: _pass_over may replace it meanwhile
+        if not passed_over:
+            return {}
+        return {seq: until for seq, until in passed_over.items() if until > now}
 
     async def _reserve_singly(
         self, worker_id: str, limit: int, lease_us: int, queue_list: list[str] | None
@@ -445,11 +451,14 @@ class _Leases(_Connections):
         worker with more memory, and this backend's claims pass over it for
         ``_PASS_OVER_US`` (then try again: memory held by the tasks running
         here now may be free by then). It cannot end failed here: changing its
-        row needs the same memory.
+        row needs the same memory. So is a row the store would end itself
+        (its lease expired too often, its cancel was requested) when ending
+        it runs out of memory: it is left as it is and passed over.
         """
         leases: list[ReservedTask] = []
         while len(leases) < limit:
-            taking: list[Any] = []  # (seq, id, function name, payload size) of the row the claim takes
+            # (seq, id, function name, payload size) of the row the claim takes, then what it does to it
+            taking: list[Any] = []
             body = self._claim_one_body(worker_id, lease_us, queue_list, taking)
             try:
                 found = await self._run("reserve", functools.partial(self._write_lease, body=body))
@@ -487,9 +496,11 @@ class _Leases(_Connections):
                 return None
             seq = candidates[0][0]
             taking.extend(conn.execute(_TAKING_SQL, (seq,)).fetchone())
+            taking.append("ending it")
             ended = _end_instead(conn, candidates[0], now)
             if ended is not None:
                 return [], ended
+            taking[-1] = "claiming it"
             prefix = os.urandom(_TOKEN_BYTES).hex()
             expires = now + lease_us
             row = conn.execute(_CLAIM_ONE_SQL, (worker_id, prefix, expires, now, seq)).fetchone()
@@ -498,23 +509,31 @@ class _Leases(_Connections):
 
         return body
 
-    def _pass_over(self, seq: int, task_id: Any, function_name: Any, size: Any) -> None:
-        """Leave a task queued whose claim ran out of memory, and pass over it for a while; say so once."""
+    def _pass_over(self, seq: int, task_id: Any, function_name: Any, size: Any, doing: str) -> None:
+        """Leave a task as it is whose claim (or the store's ending of it) ran out of memory, and pass over it
+        for a while; say so once. On the event loop's thread only (see ``_passed_over``)."""
         now = self._now_us()
-        first = seq not in self._passed_over_at(now) and seq not in self._warned_unfit
-        self._passed_over = {**self._passed_over, seq: now + _PASS_OVER_US}
+        passed_over = self._passed_over_at(now)
+        first = seq not in passed_over and seq not in self._warned_unfit
+        self._passed_over = {**passed_over, seq: now + _PASS_OVER_US}
         shown = checks.one_log_line(function_name) if isinstance(function_name, str) else repr(function_name)
         if first:
             self._warned_unfit = self._warned_unfit | {seq}
+        if doing == "claiming it":
+            left, others = "left queued", "a worker with more memory can run it, or cancel it"
+        else:  # its lease expired too often, or its cancel was requested: the store ends it, not a run
+            left, others = "left as it is", "a worker with more memory ends it"
         (log.warning if first else log.debug)(
-            "task %s (%s) left queued: its payload (%s bytes) does not fit in this process's memory "
-            "(MemoryError claiming it; a claim changes its whole row, which takes about twice the payload). "
-            "This worker passes over it for %d s and then tries again; a worker with more memory can run it, "
-            "or cancel it",
+            "task %s (%s) %s: its payload (%s bytes) does not fit in this process's memory "
+            "(MemoryError %s; changing its row rewrites it whole, which takes about twice the payload). "
+            "This worker passes over it for %d s and then tries again; %s",
             task_id,
             shown,
+            left,
             size,
+            doing,
             _PASS_OVER_US // 1_000_000,
+            others,
         )
 
     async def _report_store_endings(self, task_ids: list[str]) -> None:
