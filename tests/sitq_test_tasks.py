@@ -568,3 +568,16 @@ def sized(size: int, marks: str, room_on_retry: str | None = None) -> bytes:
     if room_on_retry is not None and task is not None and task.attempt > 1:
         os.remove(room_on_retry)
     return os.urandom(size)
+
+
+async def fills_the_disk(dsn: str, flag: str, size: int) -> bytes:
+    """Set ``flag`` (a one-row boolean table on PostgreSQL: the disk is full for every write while it is true),
+    then return ``size`` bytes: a result that finds the disk full, and its failure too."""
+    import asyncpg  # type: ignore[import-untyped]
+
+    connection = await asyncpg.connect(dsn)
+    try:
+        await connection.execute(f"UPDATE {flag} SET full_disk = true")
+    finally:
+        await connection.close()
+    return b"r" * size

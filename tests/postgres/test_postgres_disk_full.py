@@ -8,6 +8,7 @@ The server's disk is outside the project: a trigger on the test schema's
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 import pytest
@@ -17,6 +18,7 @@ from sitq_core.models import Outcome, Task, TaskStatus, new_id
 from sitq_postgres import PostgresBackend
 
 import sitq_test_tasks as tasks
+from sitq_test_helpers import wait_until
 
 ROOM = 20_000
 
@@ -78,3 +80,68 @@ async def test_a_worker_fails_the_result_that_finds_no_room_and_stores_the_other
     assert failed.error is not None and "could not be stored: the disk holding the store is full" in failed.error
     assert [result.status if result else None for result in done] == [TaskStatus.SUCCESS] * 3
     assert (tmp_path / "big").read_text() == "ran\n"  # run once, not again after a lease expiry
+
+
+class Reports(PostgresBackend):
+    """A real PostgreSQL backend that keeps every report it is sent, refused or not."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sent: list[Outcome] = []
+
+    async def finish_many(self, outcomes: Any) -> Any:
+        self.sent += outcomes
+        return await super().finish_many(outcomes)
+
+    async def finish_and_reserve(self, outcomes: Any, **kwargs: Any) -> Any:
+        self.sent += outcomes
+        return await super().finish_and_reserve(outcomes, **kwargs)
+
+
+@pytest.mark.asyncio
+async def test_a_result_refused_while_every_write_finds_no_room_is_stored_once_there_is_room(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    """The failure reported for the result is refused too: the disk is full for every write, not too full for
+    this result. The result itself is reported again, and stored (succeeded) once the disk has room."""
+    async with TaskQueue(Reports(pg_dsn, schema=pg_schema)) as queue:
+        backend = queue.backend
+        assert isinstance(backend, Reports)
+        flag = f"{pg_schema}.disk"
+        connection = await asyncpg.connect(pg_dsn)
+        try:
+            await connection.execute(
+                f"""
+                CREATE TABLE {flag} (full_disk boolean NOT NULL);
+                INSERT INTO {flag} VALUES (false);
+                CREATE FUNCTION {pg_schema}.no_room() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN
+                    IF (SELECT full_disk FROM {flag}) THEN
+                        RAISE EXCEPTION 'could not extend file: No space left on device' USING ERRCODE = 'disk_full';
+                    END IF;
+                    RETURN NEW;
+                END $$;
+                CREATE TRIGGER no_room BEFORE INSERT OR UPDATE ON {pg_schema}.results
+                    FOR EACH ROW EXECUTE FUNCTION {pg_schema}.no_room();
+                CREATE TRIGGER no_room BEFORE INSERT OR UPDATE ON {pg_schema}.tasks
+                    FOR EACH ROW EXECUTE FUNCTION {pg_schema}.no_room();
+                """
+            )
+            task_id = await queue.enqueue(tasks.fills_the_disk, pg_dsn, flag, 10_000)
+            worker = Worker(backend, poll_interval=0.05, lease_timeout=30)
+            await worker.start()
+            try:
+
+                async def result_reported_again_after_its_failure() -> bool:
+                    kinds = [o.kind for o in backend.sent if o.task_id == task_id]
+                    return "failed" in kinds and "success" in kinds[kinds.index("failed") :]
+
+                await wait_until(result_reported_again_after_its_failure, timeout=30)
+                await connection.execute(f"UPDATE {flag} SET full_disk = false")  # room again
+                result = await queue.get_result(task_id, timeout=30)
+            finally:
+                await worker.stop()
+        finally:
+            await connection.close()
+    assert result is not None and result.status == TaskStatus.SUCCESS and result.attempts == 1, result
+    assert result.value == queue.serializer.dumps(b"r" * 10_000)

@@ -220,7 +220,16 @@ class StoreExchange(WorkerState):
         the others go through; a lone refused one is reported in a small
         outcome instead, saying why (``_instead``). False: not such a refusal
         (or that small outcome was refused too), retry as usual.
+
+        That small outcome refused for want of room too says the disk is full
+        for every write, not too full for this result: the result itself goes
+        back in ``batch`` (and ``live``) in its place, retried as usual, and
+        is never replaced again (``_refused``), so it is stored once the disk
+        has room, as before the result was ever replaced.
         """
+        if isinstance(exc, StoreFullError) and len(batch) == 1 and live and "instead_of" in batch[0][2]:
+            batch[0] = live[0] = self._no_room_for_any(batch[0], exc)
+            return False
         if not _refused(exc, live):
             return False
         if len(batch) > 1:
@@ -288,7 +297,25 @@ class StoreExchange(WorkerState):
         )
         failed = self._failure(running, error, "", retry=True)
         failed = dataclasses.replace(failed, traceback=None, finished_at=outcome.finished_at)
-        return running, failed, {**extra, "error": exc, "refused": True}
+        return running, failed, {**extra, "error": exc, "refused": True, "instead_of": (outcome, extra)}
+
+    def _no_room_for_any(
+        self, item: tuple[_Running, Outcome, dict[str, Any]], exc: StoreFullError
+    ) -> tuple[_Running, Outcome, dict[str, Any]]:
+        """The result ``item`` (a failure from ``_no_room_instead``) stood for: the store has no room for that
+        failure either, so none for any write; the result is reported again as it was, never replaced again."""
+        running, _failed, extra = item
+        outcome, original_extra = extra["instead_of"]
+        logger.warning(
+            "worker %s: the store has no room for the failure of task %s either (%s); reporting its result "
+            "again until the disk has room",
+            self.worker_id,
+            outcome.task_id,
+            exc.message,
+        )
+        if outcome.value is not None:  # held again until stored
+            self._pending_bytes += len(outcome.value)
+        return running, outcome, {**original_extra, "room_for_none": True}
 
     async def _final_finish(
         self, live: list[tuple[_Running, Outcome, dict[str, Any]]]
@@ -487,6 +514,6 @@ def _refused(exc: BaseException, live: list[tuple[_Running, Outcome, dict[str, A
     """
     if not live:
         return False
-    if isinstance(exc, StoreFullError):
-        return any(len(o.value or b"") > limits._SMALL_RESULT_BYTES for _r, o, _e in live)
+    if isinstance(exc, StoreFullError):  # not one whose failure found no room either (_no_room_for_any)
+        return any(len(o.value or b"") > limits._SMALL_RESULT_BYTES and "room_for_none" not in e for _r, o, e in live)
     return isinstance(exc, ValidationError) and getattr(exc, "parameter", None) == "outcomes"
