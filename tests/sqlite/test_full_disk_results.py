@@ -155,3 +155,21 @@ def test_sqlite_does_not_mark_an_io_error_with_room_left(tmp_path: Path) -> None
         pytest.skip("the disk holding the test's folder is nearly full itself")
     error = SQLiteBackend(tmp_path / "q.db")._failed("finish_many", io_error)
     assert type(error) is BackendError, repr(error)
+
+
+def test_sqlite_marks_an_io_error_on_a_nearly_full_disk_saying_its_free_space_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite reports some full-disk writes as a bare "disk I/O error": the free space decides, and says so once."""
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _path: usage(16 << 20, (16 << 20) - 4096, 4096))
+    io_error = sqlite3.OperationalError("disk I/O error")
+    io_error.sqlite_errorcode = sqlite3.SQLITE_IOERR_WRITE  # type: ignore[attr-defined]
+    error = SQLiteBackend(tmp_path / "q.db")._failed("finish_many", io_error)
+    assert isinstance(error, StoreFullError), repr(error)
+    assert error.message.count("4,096 bytes free") == 1, error.message
+    monkeypatch.setattr(shutil, "disk_usage", lambda _path: usage(16 << 20, 16 << 20, 0))
+    error = SQLiteBackend(tmp_path / "q.db")._failed("finish_many", io_error)
+    assert isinstance(error, StoreFullError) and error.message.count(" 0 bytes free") == 1, repr(error)

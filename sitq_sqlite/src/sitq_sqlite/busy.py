@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from sitq_core.errors import BackendError, SitqError, StoreFullError
 
-from .hints import _disk_full_hint
+from .hints import _low_disk_free
 
 log = logging.getLogger("sitq.sqlite")
 
@@ -96,17 +96,20 @@ def _marked_full(error: SitqError, exc: sqlite3.Error, path: str, *, memory: boo
     reports some full-disk writes so, growing the -shm file). An I/O error
     with room left is not: a failing disk, or a process's file size limit
     (``RLIMIT_FSIZE``, whose EFBIG SQLite reports as the same "disk I/O
-    error"), which cannot be told apart. Only a plain ``BackendError`` is
-    marked; one ``_failed`` made something else (a ``ValidationError``) stays.
+    error"), which cannot be told apart. The free space decides, as for the
+    hint ``_failed`` gave ``error`` (``_disk_full_hint``), not that hint: it
+    names RLIMIT_FSIZE whenever the process has one, room or not. Only a
+    plain ``BackendError`` is marked; one ``_failed`` made something else (a
+    ``ValidationError``) stays. Its message, hint included, is kept as it is.
     """
     if type(error) is not BackendError:
         return error
     code = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
-    hint = "" if memory else _disk_full_hint(path, exc)
-    if code != sqlite3.SQLITE_FULL and not (code == sqlite3.SQLITE_IOERR and hint):
+    nearly_full = code == sqlite3.SQLITE_IOERR and not memory and _low_disk_free(path) is not None
+    if code != sqlite3.SQLITE_FULL and not nearly_full:
         return error
     return StoreFullError(
-        error.message + hint,
+        error.message,
         operation=error.context.get("operation"),
         backend_type=error.context.get("backend_type"),
         cause=exc,

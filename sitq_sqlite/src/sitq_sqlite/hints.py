@@ -172,16 +172,23 @@ def _disk_full_hint(path: str, exc: BaseException) -> str:
     if code & 0xFF not in (sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL):
         return ""
     causes = []
-    try:
-        free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
-    except OSError:
-        free = _LOW_DISK_BYTES
-    if free < _LOW_DISK_BYTES:
+    free = _low_disk_free(path)
+    if free is not None:
         causes.append(f"the disk holding it has {free:,} bytes free: a full disk is the likely cause; free some space")
     largest = _file_size_limit()
     if largest is not None:
         causes.append(f"this process may write files of at most {largest:,} bytes (RLIMIT_FSIZE, ulimit -f)")
     return f" ({'; '.join(causes)})" if causes else ""
+
+
+def _low_disk_free(path: str) -> int | None:
+    """The free bytes of the disk holding ``path`` when under ``_LOW_DISK_BYTES`` (a full disk is then the
+    likely cause of an I/O error), else None (room left, or the free space cannot be read)."""
+    try:
+        free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
+    except OSError:
+        return None
+    return free if free < _LOW_DISK_BYTES else None
 
 
 def _file_size_limit() -> int | None:
