@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
@@ -101,6 +102,22 @@ def test_libpq_connect_timeout_is_the_backends_own() -> None:
     explicit = PostgresBackend("host=db connect_timeout=3", connect_timeout=7)
     assert explicit.connect_timeout == 7.0  # the argument wins over the dsn
     assert PostgresBackend("host=db", connect_timeout=Decimal("2.5")).connect_timeout == 2.5  # any real number
+
+
+@pytest.mark.parametrize("default", [10, 10.0, Decimal(10), timedelta(seconds=10)])
+def test_the_default_connect_timeout_in_any_form_leaves_the_dsns_own(default: Any) -> None:
+    """10 s, the default, counts as not given however it is written: a timedelta of 10 s overrode the dsn's 5."""
+    assert PostgresBackend("host=db connect_timeout=5", connect_timeout=default).connect_timeout == 5.0
+    assert PostgresBackend("postgresql://db/app?connect_timeout=5", connect_timeout=default).connect_timeout == 5.0
+    given = PostgresBackend("host=db connect_timeout=5", connect_timeout=timedelta(seconds=7))
+    assert given.connect_timeout == 7.0  # another value wins over the dsn, as a number does
+
+
+def test_a_connect_timeout_that_is_not_a_number_is_refused_by_name_beside_a_dsns_own() -> None:
+    for bad in (Decimal("sNaN"), "10", True):
+        with pytest.raises(ValidationError) as info:
+            PostgresBackend("host=db connect_timeout=5", connect_timeout=bad)
+        assert info.value.parameter == "connect_timeout", bad
 
 
 @pytest.mark.parametrize("dsn", ["host=db keepalives=1", "postgresql://u@db/app?options=-c%20x%3D1"])

@@ -23,6 +23,7 @@ import re
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, unquote, urlencode
 
+from sitq_core import checks
 from sitq_core.errors import ConfigurationError, ValidationError, safe_repr
 from sitq_core.urls import hidden_options, masked, split_url
 
@@ -306,8 +307,14 @@ def _query_keys(dsn: str) -> set[str]:
 
 
 def _dsn_timeout(value: str, connect_timeout: float, *, default_timeout: float) -> float:
-    """libpq's ``connect_timeout`` from a dsn, unless ``connect_timeout`` was given another value than the default."""
-    if connect_timeout == default_timeout:
+    """libpq's ``connect_timeout`` from a dsn, unless ``connect_timeout`` was given another value than the default.
+
+    Compared as seconds (``checks.as_seconds``): the default written as a
+    ``timedelta`` or a ``Decimal`` is the default too, and a value that is no
+    number of seconds (a Decimal sNaN raised when compared) is kept, for the
+    caller to refuse by name.
+    """
+    if checks.as_seconds(connect_timeout) == default_timeout:
         try:
             seconds = float(value)
         except ValueError:
