@@ -31,7 +31,8 @@ from sitq_core.testing.clock import FakeClock
 BIG = 100 << 20
 HEADROOM = 150 << 20  # enough for small tasks; not for changing (or reading) a row holding BIG bytes
 
-CHILD = textwrap.dedent(
+#: what both child scripts begin with: a finish outcome, and a memory limit a given headroom above the process's size
+PREAMBLE = textwrap.dedent(
     """
     import asyncio, logging, os, resource, sys
     from datetime import UTC, datetime
@@ -44,12 +45,20 @@ CHILD = textwrap.dedent(
         now = datetime.now(UTC)
         return Outcome(lease.task.id, lease.lease_token, "success", value=b"ok", started_at=now, finished_at=now)
 
+    def limit_memory(headroom):
+        vm = int(open("/proc/self/statm").read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        resource.setrlimit(resource.RLIMIT_AS, (vm + headroom,) * 2)
+
+    """
+)
+
+CHILD = PREAMBLE + textwrap.dedent(
+    """
     async def main():
         backend = SQLiteBackend(sys.argv[1])
         await backend.connect()
         first = await backend.reserve(worker_id="w", limit=1, lease_seconds=60)
-        vm = int(open("/proc/self/statm").read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-        resource.setrlimit(resource.RLIMIT_AS, (vm + int(sys.argv[2]),) * 2)
+        limit_memory(int(sys.argv[2]))
         # the claim after the finish takes small-1, big and small-2 in one batch: it runs out of memory
         accepted, leases = await backend.finish_and_reserve(
             [done(lease) for lease in first], worker_id="w", limit=3, lease_seconds=60
@@ -124,25 +133,13 @@ def test_a_payload_too_big_for_memory_holds_up_no_other_task(tmp_path: Path) -> 
 # A row the store ends itself instead of handing it out (its lease expired ``max_lease_expiries`` times, or its
 # cancel was requested) is rewritten whole too, payload and all: that runs out of memory as a claim does, and the
 # tasks due after it must still run. The row stays as it is (a worker with more memory ends it).
-ENDING_CHILD = textwrap.dedent(
+ENDING_CHILD = PREAMBLE + textwrap.dedent(
     """
-    import asyncio, logging, os, resource, sys
-    from datetime import UTC, datetime
-    from sitq import SQLiteBackend
-    from sitq_core.models import Outcome
-
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-
-    def done(lease):
-        now = datetime.now(UTC)
-        return Outcome(lease.task.id, lease.lease_token, "success", value=b"ok", started_at=now, finished_at=now)
-
     async def main():
         backend = SQLiteBackend(sys.argv[1])
         await backend.connect()
         await backend.list_tasks()
-        vm = int(open("/proc/self/statm").read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-        resource.setrlimit(resource.RLIMIT_AS, (vm + int(sys.argv[2]),) * 2)
+        limit_memory(int(sys.argv[2]))
         leases = await backend.reserve(worker_id="w", limit=3, lease_seconds=60)
         print("claimed", sorted(lease.task.id for lease in leases))
         accepted, leases = await backend.finish_and_reserve(
